@@ -1,0 +1,19 @@
+"""curate: a behavior spec in, a training-ready dataset for TRL out.
+
+    import curate
+    spec = curate.load_spec("specs/support-triage")
+    assert not curate.lint(spec)
+    results = curate.check_response(spec, '{"intent": "other"}', user_text="hi")
+"""
+
+__version__ = "0.1.0"
+
+from curate.checks import check_response, run_rules  # noqa: E402
+from curate.errors import CurateError  # noqa: E402
+from curate.records import Message, PreferenceRecord, SFTRecord, parse_record  # noqa: E402
+from curate.spec import Spec, lint, load_spec  # noqa: E402
+
+__all__ = [
+    "CurateError", "Message", "PreferenceRecord", "SFTRecord", "Spec", "__version__", "check_response", "lint",
+    "load_spec", "parse_record", "run_rules",
+]

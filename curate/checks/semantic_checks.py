@@ -1,0 +1,89 @@
+"""Checks that read meaning rather than form: values_in_input, refusal, python."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+from curate.checks import register
+from curate.checks.context import MISSING, CheckContext
+from curate.checks.text_checks import phrase_regex
+from curate.errors import CheckError
+from curate.records import normalize_text
+
+REFUSAL_PHRASES: tuple[str, ...] = (
+    "I can't help with", "I cannot help with", "I can't help you with", "I can't assist", "I cannot assist",
+    "can't assist with", "I can't do that", "I cannot do that", "I'm not able to", "I am not able to",
+    "I'm unable to", "I am unable to", "I won't", "I will not", "I can't share", "I cannot share",
+    "I can't provide", "I cannot provide", "not allowed to", "against our policy", "against policy",
+    "I must decline", "I have to decline", "I'm sorry, but I can't", "I can not",
+)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@register("values_in_input")
+def values_in_input(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
+    value = ctx.value(check.field)
+    if value is MISSING:
+        return None
+    haystack = normalize_text(ctx.user_text)
+    invented = [s for s in _strings(value) if s.strip() and normalize_text(s) not in haystack]
+    if not invented:
+        return True, ""
+    return False, "not in the user's text: " + ", ".join(repr(s) for s in invented[:5])
+
+
+@register("refusal")
+def refusal(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
+    text = ctx.text(check.field)
+    if text is None:
+        return None
+    m = phrase_regex(tuple(check.phrases or REFUSAL_PHRASES)).search(text)
+    refused = m is not None
+    if refused == check.expect:
+        return True, ""
+    if check.expect:
+        return False, "does not refuse a request the policy forbids"
+    return False, f"refuses a safe request ({m.group(0)!r})"  # type: ignore[union-attr]
+
+
+@lru_cache(maxsize=64)
+def _import(target: str, base_dir: str) -> Any:
+    module, _, name = target.partition(":")
+    added = base_dir not in sys.path
+    if added:
+        sys.path.insert(0, base_dir)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise CheckError(f"python check {target!r}: cannot import ({err}); put the module beside the spec "
+                         "or install it") from None
+    finally:
+        if added:
+            sys.path.remove(base_dir)
+
+
+@register("python")
+def python_check(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
+    fn = _import(check.function, str(ctx.spec.base_dir))
+    text = ctx.text(check.field)
+    if text is None:
+        return None
+    got = fn(text, ctx, **(check.model_extra or {}))
+    if isinstance(got, tuple):
+        ok, detail = got
+        return bool(ok), str(detail)
+    return bool(got), "" if got else f"{check.function} returned false"

@@ -1,0 +1,33 @@
+"""The `curate` command line: a thin layer over the library (one call per command, then render).
+
+Each command group lives in its own module listed in COMMAND_MODULES and adds itself with `register(main)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from curate import __version__
+
+COMMAND_MODULES = [
+    "curate.cli.spec_cmds",
+    "curate.cli.check_cmd",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="curate")
+def main() -> None:
+    """curate: turn a behavior spec into training data, label it, export it for TRL, train and evaluate.
+
+    \b
+    Example:
+      curate spec check specs/support-triage
+      curate build specs/support-triage
+    """
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(main)

@@ -1,0 +1,581 @@
+"""The behavior spec: one YAML file that is the labeling guide, the curation contract and the eval checklist.
+
+    >>> from curate.spec import load_spec, lint
+    >>> spec = load_spec("specs/support-triage")          # a folder with spec.yaml, or the YAML file itself
+    >>> [r.id for r in spec.automatic_rules()][:2]
+    ['valid-json', 'matches-schema']
+    >>> lint(spec)                                         # findings a spec author wants before labeling starts
+    []
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from curate.errors import SpecError
+
+FailureCategory = Literal["format", "instruction", "knowledge", "safety"]
+FAILURE_CATEGORIES: tuple[str, ...] = ("format", "instruction", "knowledge", "safety")
+CASE_CATEGORIES: tuple[str, ...] = ("typical", "edge", "adversarial", "negative")
+SPEC_FILENAMES = ("spec.yaml", "spec.yml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- conditions and checks
+
+class When(_Strict):
+    """Conditions under which a rule applies; all given ones must hold, else the rule is skipped."""
+
+    nonempty: str | None = Field(None, description="JSON Pointer that must hold a non-empty value")
+    empty: str | None = Field(None, description="JSON Pointer that must be missing or empty")
+    equals: "PointerEquals | None" = None
+    category: str | None = Field(None, description="the record's case category")
+    tag: str | None = Field(None, description="a tag the record must carry (e.g. safe, forbidden)")
+    not_tag: str | None = Field(None, description="a tag the record must not carry")
+
+
+class PointerEquals(_Strict):
+    pointer: str
+    value: Any
+
+
+class _CheckBase(_Strict):
+    field: str | None = Field(None, description="JSON Pointer into the JSON response; absent: the whole text")
+    when: When | None = None
+
+    @field_validator("field")
+    @classmethod
+    def _pointer(cls, v: str | None) -> str | None:
+        if v is not None and v != "" and not v.startswith("/"):
+            raise ValueError(f"a JSON Pointer starts with '/', got {v!r} (write '/{v}')")
+        return v
+
+
+class JsonParse(_CheckBase):
+    kind: Literal["json_parse"]
+
+
+class JsonSchemaCheck(_CheckBase):
+    kind: Literal["json_schema"]
+    schema_: dict[str, Any] | None = Field(None, alias="schema",
+                                            description="defaults to output.schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            _check_json_schema(v)
+        return v
+
+
+class _Regex(_CheckBase):
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as err:
+            raise ValueError(f"bad regex: {err}") from None
+        return v
+
+
+class RegexPresent(_Regex):
+    kind: Literal["regex_present"]
+
+
+class RegexAbsent(_Regex):
+    kind: Literal["regex_absent"]
+
+
+class _Phrases(_CheckBase):
+    phrases: list[str] = Field(min_length=1)
+
+
+class PhrasesPresent(_Phrases):
+    kind: Literal["phrases_present"]
+
+
+class PhrasesAbsent(_Phrases):
+    kind: Literal["phrases_absent"]
+
+
+class _Max(_CheckBase):
+    max: int = Field(ge=0)
+
+
+class MaxChars(_Max):
+    kind: Literal["max_chars"]
+
+
+class MaxWords(_Max):
+    kind: Literal["max_words"]
+
+
+class MaxSentences(_Max):
+    kind: Literal["max_sentences"]
+
+
+class QuestionCount(_CheckBase):
+    kind: Literal["question_count"]
+    equals: int | None = Field(None, ge=0)
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "QuestionCount":
+        if self.equals is None and self.min is None and self.max is None:
+            raise ValueError("question_count needs equals, min or max")
+        return self
+
+
+class ValuesInInput(_CheckBase):
+    kind: Literal["values_in_input"]
+
+
+class Refusal(_CheckBase):
+    kind: Literal["refusal"]
+    expect: bool = Field(description="true: the response must refuse; false: it must not")
+    phrases: list[str] | None = Field(None, description="refusal phrases; defaults to a built-in list")
+
+
+class PythonCheck(_CheckBase):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal["python"]
+    function: str = Field(description="module:function taking (response_text, ctx)")
+
+    @field_validator("function")
+    @classmethod
+    def _shape(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError(f"expected 'module:function', got {v!r}")
+        return v
+
+
+Check = Annotated[
+    JsonParse | JsonSchemaCheck | RegexPresent | RegexAbsent | PhrasesPresent | PhrasesAbsent | MaxChars
+    | MaxWords | MaxSentences | QuestionCount | ValuesInInput | Refusal | PythonCheck,
+    Field(discriminator="kind"),
+]
+CHECK_KINDS: tuple[str, ...] = ("json_parse", "json_schema", "regex_present", "regex_absent", "phrases_present",
+                                "phrases_absent", "max_chars", "max_words", "max_sentences", "question_count",
+                                "values_in_input", "refusal", "python")
+
+
+# ---------------------------------------------------------------- the spec
+
+class Rule(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    says: str = Field(min_length=1, description="the sentence a labeler reads")
+    check: Check | Literal["human"]
+    category: FailureCategory
+
+    @property
+    def automatic(self) -> bool:
+        return self.check != "human"
+
+
+class Output(_Strict):
+    format: Literal["json", "text"] = "text"
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            _check_json_schema(v)
+        return v
+
+
+class CaseCategory(_Strict):
+    min_share: float = Field(0.0, ge=0.0, le=1.0)
+    description: str | None = None
+    seeds: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list, description="adversarial pressure patterns")
+
+
+class Coverage(_Strict):
+    min_per_cell: int = Field(2, ge=0, description="records per (case category x automatic rule) cell")
+
+
+class Split(_Strict):
+    heldout: float = Field(0.15, gt=0.0, lt=1.0)
+    seed: int = 13
+    stratify: list[str] = Field(default_factory=lambda: ["category"])
+
+
+class Export(_Strict):
+    formats: list[Literal["sft", "dpo"]] = Field(default_factory=lambda: ["sft", "dpo"])
+    sft_format: Literal["messages", "prompt-completion"] = "messages"
+    max_tokens: int = Field(2048, gt=0)
+    include_system_prompt: bool = True
+
+
+class Example(_Strict):
+    user: str
+    assistant: str
+    note: str | None = None
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    version: int | str
+    description: str = ""
+    system_prompt: str = ""
+    output: Output = Output()
+    rules: list[Rule] = Field(min_length=1)
+    cases: dict[str, CaseCategory] = Field(default_factory=lambda: {c: CaseCategory() for c in CASE_CATEGORIES})
+    coverage: Coverage = Coverage()
+    split: Split = Split()
+    export: Export = Export()
+    data: list[str] = Field(default_factory=list, description="example data files, relative to the spec")
+    examples: list[Example] = Field(default_factory=list)
+
+    # set by load_spec, not part of the YAML
+    path: Path | None = Field(None, exclude=True)
+    digest: str = Field("", exclude=True)
+
+    @property
+    def ref(self) -> str:
+        """`name@version`, stamped on every record built under this spec."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def data_paths(self) -> list[Path]:
+        return [self.base_dir / d for d in self.data]
+
+    def automatic_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.automatic]
+
+    def human_rules(self) -> list[Rule]:
+        return [r for r in self.rules if not r.automatic]
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def default_out_dir(self) -> Path:
+        return Path("out") / self.name / f"v{self.version}"
+
+
+def _check_json_schema(schema: dict[str, Any]) -> None:
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        raise ValueError(f"not a valid JSON Schema at {where}: {err.message}") from None
+
+
+# ---------------------------------------------------------------- loading with line numbers
+
+def resolve_spec_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        for name in SPEC_FILENAMES:
+            if (p / name).is_file():
+                return p / name
+        raise SpecError(f"{p}: no spec.yaml in this folder; create one with `curate spec init NAME`")
+    if not p.exists():
+        raise SpecError(f"{p}: no such spec file or folder")
+    return p
+
+
+def _position(doc: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
+    """(line, column), 1-based, of the deepest node on `loc` that the YAML document still has."""
+    line, col = 1, 1
+    node = doc
+    for key in loc:
+        if isinstance(node, CommentedMap) and key in node:
+            ln, cl = node.lc.key(key)
+            line, col = ln + 1, cl + 1
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            ln, cl = node.lc.item(key)
+            line, col = ln + 1, cl + 1
+            node = node[key]
+        else:
+            break
+    return line, col
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at `loc` (for 'did you mean' hints)."""
+    model: Any = Spec
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        info = fields.get(key)
+        if info is None:
+            # a discriminated check: loc holds the kind name
+            return _CHECK_MODELS.get(key, model)
+        ann = info.annotation
+        model = _unwrap_model(ann, key)
+        if model is None:
+            return None
+    return model
+
+
+def _unwrap_model(ann: Any, key: str) -> Any:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        got = _unwrap_model(arg, key)
+        if got is not None:
+            return got
+    return None
+
+
+_CHECK_MODELS: dict[str, type[BaseModel]] = {
+    m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
+    for m in (JsonParse, JsonSchemaCheck, RegexPresent, RegexAbsent, PhrasesPresent, PhrasesAbsent, MaxChars,
+              MaxWords, MaxSentences, QuestionCount, ValuesInInput, Refusal, PythonCheck)
+}
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items() if name not in ("path", "digest")]
+
+
+def _format_error(file: Path, doc: Any, err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        field_loc, key = loc[:-1], loc[-1]
+        model = _model_at(field_loc)
+        hint = ""
+        if model is not None:
+            close = difflib.get_close_matches(str(key), _field_names(model), n=1, cutoff=0.6)
+            hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(_field_names(model))}"
+        line, col = _position(doc, loc)
+        return f"{file}:{line}:{col}: {_dotted(field_loc) or '(top level)'}: unknown key \"{key}\"{hint}"
+    # drop pydantic's union-branch names (e.g. 'regex_present', 'literal[...]') from the path we show
+    shown = tuple(k for k in loc if not (isinstance(k, str) and (k in _CHECK_MODELS or "[" in k
+                                                                  or k.startswith("function-"))))
+    line, col = _position(doc, shown)
+    msg = err["msg"]
+    if etype == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag")
+        close = difflib.get_close_matches(str(tag), CHECK_KINDS, n=1, cutoff=0.5)
+        msg = f"unknown check kind {tag!r}" + (f'; did you mean "{close[0]}"?' if close else
+                                                f"; known kinds: {', '.join(CHECK_KINDS)}")
+    elif etype == "union_tag_not_found":
+        msg = "a check needs a `kind` (one of: " + ", ".join(CHECK_KINDS) + ") or the word `human`"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    elif etype in ("int_type", "int_parsing", "float_type", "float_parsing", "string_type", "list_type",
+                   "dict_type", "bool_type", "bool_parsing", "model_type"):
+        msg = f"{msg} (got {err.get('input')!r})"
+    return f"{file}:{line}:{col}: {_dotted(shown) or '(top level)'}: {msg}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for k in loc:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a spec; raise SpecError naming file:line:column, the field and a fix."""
+    file = resolve_spec_path(path)
+    raw = file.read_bytes()
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{file}: not UTF-8 text (byte {err.start})") from None
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = err.problem or err.context or "invalid YAML"
+        raise SpecError(f"{file}:{line}:{col}: YAML syntax error: {problem}") from None
+    if not isinstance(doc, CommentedMap):
+        raise SpecError(f"{file}:1:1: a spec is a YAML mapping (name:, version:, rules: ...), "
+                        f"got {type(doc).__name__}")
+    dupes = _duplicate_rule_ids(doc)
+    if dupes:
+        idx, rid, first = dupes[0]
+        line, col = _position(doc, ("rules", idx, "id"))
+        raise SpecError(f"{file}:{line}:{col}: rules[{idx}].id: duplicate rule id \"{rid}\" "
+                        f"(first used by rules[{first}]); rule ids must be unique")
+    try:
+        spec = Spec.model_validate(_plain(doc))
+    except ValidationError as err:
+        errors = err.errors()
+        first = _format_error(file, doc, errors[0])
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise SpecError(first + more) from None
+    _check_cross_refs(file, doc, spec)
+    return spec.model_copy(update={"path": file, "digest": hashlib.sha256(raw).hexdigest()})
+
+
+def _duplicate_rule_ids(doc: CommentedMap) -> list[tuple[int, str, int]]:
+    seen: dict[str, int] = {}
+    out = []
+    rules = doc.get("rules")
+    if isinstance(rules, list):
+        for i, r in enumerate(rules):
+            rid = r.get("id") if isinstance(r, dict) else None
+            if isinstance(rid, str):
+                if rid in seen:
+                    out.append((i, rid, seen[rid]))
+                else:
+                    seen[rid] = i
+    return out
+
+
+def _check_cross_refs(file: Path, doc: Any, spec: Spec) -> None:
+    """Errors that need the whole spec: a json_schema rule with no schema, pointers on text output."""
+    for i, rule in enumerate(spec.rules):
+        check = rule.check
+        if check == "human":
+            continue
+        if isinstance(check, JsonSchemaCheck) and check.schema_ is None and spec.output.schema_ is None:
+            line, col = _position(doc, ("rules", i, "check"))
+            raise SpecError(f"{file}:{line}:{col}: rules[{i}].check: json_schema rule \"{rule.id}\" has no schema; "
+                            "add output.schema or a schema: to the check")
+
+
+# ---------------------------------------------------------------- lint
+
+class Finding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    code: str
+    severity: Literal["error", "warning"]
+    message: str
+    where: str = ""
+
+
+def lint(spec: Spec) -> list[Finding]:
+    """What a spec author should hear before labeling starts; an empty list means clean."""
+    out: list[Finding] = []
+
+    def add(code: str, message: str, where: str = "", severity: Literal["error", "warning"] = "warning") -> None:
+        out.append(Finding(code=code, severity=severity, message=message, where=where))
+
+    ids = Counter(r.id for r in spec.rules)
+    for rid, n in ids.items():
+        if n > 1:
+            add("duplicate_rule_id", f"rule id {rid!r} is used {n} times", "rules", "error")
+    shares = sum(c.min_share for c in spec.cases.values())
+    if shares > 1.0 + 1e-9:
+        add("coverage_over_one", f"case min_share values add up to {shares:.2f} > 1; no dataset can meet them",
+            "cases", "error")
+    for cat in CASE_CATEGORIES:
+        if cat not in spec.cases:
+            add("missing_case_category", f"no case category {cat!r}; the seeds ask for typical, edge, "
+                "adversarial and negative cases", "cases")
+    if not spec.automatic_rules():
+        add("no_automatic_rule", "every rule is human-judged: nothing can be checked automatically", "rules")
+    used_cats = {r.category for r in spec.rules}
+    for fc in FAILURE_CATEGORIES:
+        if fc not in used_cats and fc in ("format", "safety"):
+            add("failure_category_without_rule", f"no rule in failure category {fc!r}", "rules")
+    pointers_used: set[str] = set()
+    for i, rule in enumerate(spec.rules):
+        where = f"rules[{i}] ({rule.id})"
+        check = rule.check
+        if check == "human":
+            continue
+        if isinstance(check, JsonSchemaCheck) and check.schema_ is None and spec.output.schema_ is None:
+            add("schema_rule_without_schema", "json_schema rule but output.schema is empty", where, "error")
+        if spec.output.format == "text" and (check.field or isinstance(check, (JsonParse, JsonSchemaCheck))):
+            add("json_rule_on_text_output", "this check reads JSON but output.format is text", where, "error")
+        for ptr in _pointers(check):
+            pointers_used.add(ptr.split("/")[1] if ptr.count("/") >= 1 and ptr != "" else ptr)
+            if spec.output.schema_ is not None and not _pointer_in_schema(spec.output.schema_, ptr):
+                add("pointer_not_in_schema", f"JSON Pointer {ptr!r} names no property of output.schema", where,
+                    "error")
+        if check.when and check.when.category and check.when.category not in spec.cases:
+            add("unknown_category", f"when.category {check.when.category!r} is not a case category", where, "error")
+    schema = spec.output.schema_ or {}
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    for prop in props:
+        if prop not in pointers_used and not any(isinstance(r.check, JsonSchemaCheck) for r in spec.rules):
+            add("unused_field", f"output field {prop!r} is not checked by any rule", "output.schema")
+    if spec.output.format == "json" and spec.output.schema_ is None:
+        add("json_without_schema", "output.format is json but no output.schema is given", "output")
+    if spec.output.format == "json" and spec.output.schema_ is not None and not any(
+            isinstance(r.check, JsonSchemaCheck) for r in spec.rules):
+        add("schema_not_checked", "output.schema is set but no json_schema rule checks it", "rules")
+    if not spec.system_prompt.strip():
+        add("no_system_prompt", "system_prompt is empty: labelers and the model get no instructions",
+            "system_prompt")
+    for name, cat in spec.cases.items():
+        if name in ("edge", "adversarial") and not cat.seeds:
+            add("no_seeds", f"case category {name!r} has no seeds to expand from", f"cases.{name}")
+    has_negative = "negative" in spec.cases
+    if has_negative and not spec.automatic_rules():
+        add("negative_without_rules", "negative examples need automatic rules to violate", "cases.negative")
+    for path in spec.data_paths():
+        if not path.exists():
+            add("missing_data_file", f"data file {path} does not exist", "data", "error")
+    return out
+
+
+def _pointers(check: Any) -> list[str]:
+    out = [check.field] if check.field else []
+    if check.when:
+        for p in (check.when.nonempty, check.when.empty, check.when.equals and check.when.equals.pointer):
+            if p:
+                out.append(p)
+    return out
+
+
+def _pointer_in_schema(schema: dict[str, Any], ptr: str) -> bool:
+    node: Any = schema
+    for part in ptr.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict):
+            return False
+        if part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif part.isdigit() and "items" in node:
+            node = node["items"]
+        elif node.get("additionalProperties") not in (None, False) or "patternProperties" in node:
+            return True
+        else:
+            return False
+    return True
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec file, for editors (written to schemas/spec.schema.json)."""
+    schema = Spec.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "curate behavior spec"
+    schema.get("properties", {}).pop("path", None)
+    schema.get("properties", {}).pop("digest", None)
+    return schema
