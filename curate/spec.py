@@ -360,24 +360,48 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if name not in ("path", "digest")]
 
 
-def _format_error(file: Path, doc: Any, err: dict[str, Any]) -> str:
+_TYPE_TAGS = {"int": "an integer", "str": "a string", "float": "a number", "bool": "true or false",
+              "list": "a list", "dict": "a mapping", "none": "nothing"}
+
+
+def _is_branch(key: Any) -> bool:
+    """pydantic's union-branch names in an error location (not fields of the spec)."""
+    return isinstance(key, str) and ("[" in key or "(" in key or key in _CHECK_MODELS or key in _TYPE_TAGS)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(k for k in loc if not _is_branch(k))
+
+
+def _pick_errors(errors: list[dict[str, Any]]) -> list[tuple[tuple[Any, ...], list[dict[str, Any]]]]:
+    """Group errors by their cleaned location; drop the `human` branch of `check` when a real check failed."""
+    real = [e for e in errors if not any(isinstance(k, str) and k.startswith("literal[") for k in e["loc"])]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in real or errors:
+        groups.setdefault(_clean_loc(tuple(e["loc"])), []).append(e)
+    return list(groups.items())
+
+
+def _format_error(file: Path, doc: Any, shown: tuple[Any, ...], errs: list[dict[str, Any]]) -> str:
+    err = errs[0]
     loc = tuple(err["loc"])
     etype = err["type"]
     if etype == "extra_forbidden":
-        field_loc, key = loc[:-1], loc[-1]
-        model = _model_at(field_loc)
+        field_loc, key = shown[:-1], shown[-1]
+        model = _model_at(tuple(k for k in loc[:-1] if not (isinstance(k, str) and "[" in k)))
         hint = ""
         if model is not None:
             close = difflib.get_close_matches(str(key), _field_names(model), n=1, cutoff=0.6)
             hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(_field_names(model))}"
-        line, col = _position(doc, loc)
+        line, col = _position(doc, shown)
         return f"{file}:{line}:{col}: {_dotted(field_loc) or '(top level)'}: unknown key \"{key}\"{hint}"
-    # drop pydantic's union-branch names (e.g. 'regex_present', 'literal[...]') from the path we show
-    shown = tuple(k for k in loc if not (isinstance(k, str) and (k in _CHECK_MODELS or "[" in k
-                                                                  or k.startswith("function-"))))
     line, col = _position(doc, shown)
     msg = err["msg"]
-    if etype == "union_tag_invalid":
+    type_errors = [e for e in errs if e["loc"] and e["loc"][-1] in _TYPE_TAGS]
+    if len(type_errors) > 1:
+        wanted = " or ".join(_TYPE_TAGS[e["loc"][-1]] for e in type_errors)
+        msg = f"expected {wanted} (got {err.get('input')!r})"
+    elif etype == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
         close = difflib.get_close_matches(str(tag), CHECK_KINDS, n=1, cutoff=0.5)
         msg = f"unknown check kind {tag!r}" + (f'; did you mean "{close[0]}"?' if close else
@@ -386,8 +410,11 @@ def _format_error(file: Path, doc: Any, err: dict[str, Any]) -> str:
         msg = "a check needs a `kind` (one of: " + ", ".join(CHECK_KINDS) + ") or the word `human`"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    elif etype == "missing":
+        msg = "required field is missing"
     elif etype in ("int_type", "int_parsing", "float_type", "float_parsing", "string_type", "list_type",
-                   "dict_type", "bool_type", "bool_parsing", "model_type"):
+                   "dict_type", "bool_type", "bool_parsing", "model_type", "literal_error", "string_pattern_mismatch",
+                   "greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):
         msg = f"{msg} (got {err.get('input')!r})"
     return f"{file}:{line}:{col}: {_dotted(shown) or '(top level)'}: {msg}"
 
@@ -420,7 +447,15 @@ def load_spec(path: str | Path) -> Spec:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = err.problem or err.context or "invalid YAML"
+        ctx = err.context_mark
+        if ctx is not None and err.problem_mark is not None and ctx.line != err.problem_mark.line:
+            problem += f" ({err.context} at line {ctx.line + 1}, column {ctx.column + 1})"
         raise SpecError(f"{file}:{line}:{col}: YAML syntax error: {problem}") from None
+    if isinstance(doc, CommentedMap):
+        for internal in ("path", "digest"):
+            if internal in doc:
+                line, col = _position(doc, (internal,))
+                raise SpecError(f"{file}:{line}:{col}: (top level): unknown key \"{internal}\"")
     if not isinstance(doc, CommentedMap):
         raise SpecError(f"{file}:1:1: a spec is a YAML mapping (name:, version:, rules: ...), "
                         f"got {type(doc).__name__}")
@@ -433,9 +468,10 @@ def load_spec(path: str | Path) -> Spec:
     try:
         spec = Spec.model_validate(_plain(doc))
     except ValidationError as err:
-        errors = err.errors()
-        first = _format_error(file, doc, errors[0])
-        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        groups = _pick_errors(err.errors())
+        first = _format_error(file, doc, *groups[0])
+        n = len(groups) - 1
+        more = f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
         raise SpecError(first + more) from None
     _check_cross_refs(file, doc, spec)
     return spec.model_copy(update={"path": file, "digest": hashlib.sha256(raw).hexdigest()})
