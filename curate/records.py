@@ -126,6 +126,8 @@ class _RecordBase(_Frozen):
     source: Source = Source()
     labels: dict[str, Any] = Field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
+    tools: str | None = Field(None, description="Tool definitions as a JSON string (TRL's `tools` column), "
+                              "when the source has them (ShareGPT/OpenAI tool-calling data).")
 
     @property
     def is_negative(self) -> bool:
@@ -297,7 +299,7 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, An
 
 # ---------------------------------------------------------------- our native JSONL (specs/*/data.jsonl)
 
-_NATIVE_META = ("category", "tags", "violates", "labels", "id", "spec", "source", "checks", "kind")
+_NATIVE_META = ("category", "tags", "violates", "labels", "id", "spec", "source", "checks", "kind", "tools")
 
 
 def _messages(value: Any, default_role: str) -> tuple[Message, ...]:
@@ -321,6 +323,9 @@ def record_from_native(obj: dict[str, Any], *, spec: str | None = None,
         "source": Source.model_validate(obj["source"]) if isinstance(obj.get("source"), dict) and source is None
         else (source or Source()),
     }
+    if obj.get("tools") is not None:
+        tools = obj["tools"]
+        meta["tools"] = tools if isinstance(tools, str) else orjson.dumps(tools).decode()
     if "checks" in obj:
         meta["checks"] = tuple(CheckResult.model_validate(c) for c in obj["checks"])
     if "chosen" in obj or "rejected" in obj:
