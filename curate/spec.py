@@ -379,7 +379,8 @@ def _pick_errors(errors: list[dict[str, Any]]) -> list[tuple[tuple[Any, ...], li
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for e in real or errors:
         groups.setdefault(_clean_loc(tuple(e["loc"])), []).append(e)
-    return list(groups.items())
+    # an unknown key usually explains a missing one ("rulez" for "rules"): report it first
+    return sorted(groups.items(), key=lambda kv: kv[1][0]["type"] != "extra_forbidden")
 
 
 def _format_error(file: Path, doc: Any, shown: tuple[Any, ...], errs: list[dict[str, Any]]) -> str:
