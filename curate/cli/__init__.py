@@ -14,6 +14,7 @@ from curate import __version__
 COMMAND_MODULES = [
     "curate.cli.spec_cmds",
     "curate.cli.check_cmd",
+    "curate.cli.report_cmd",
 ]
 
 

@@ -1,0 +1,251 @@
+"""Read a build output folder into what the report shows, tolerating missing optional parts.
+
+Only `manifest.json` is required. Everything else (quarantine/*.jsonl, clusters.jsonl, the sft/dpo splits,
+agreement.json, evals/*.json) is read when present; a file that cannot be read becomes a warning shown in the
+report, never a crash. Large files are streamed: quarantine keeps counts and a few examples per reason,
+clusters keep counts and the largest clusters, splits are scanned only for the ids the report needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curate.errors import InputError
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_PER_REASON = 3
+TOP_CLUSTERS = 6
+SPLIT_FILES = ("sft/train.jsonl", "sft/test.jsonl", "dpo/train.jsonl", "dpo/test.jsonl")
+
+
+@dataclass
+class ReasonGroup:
+    step: str
+    reason: str
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Cluster:
+    kept: str
+    members: list[dict[str, Any]] = field(default_factory=list)  # the clusters.jsonl rows, one per dropped id
+
+    @property
+    def size(self) -> int:
+        return 1 + len(self.members)
+
+
+@dataclass
+class ReportData:
+    out_dir: Path
+    manifest: dict[str, Any]
+    reasons: list[ReasonGroup] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)  # the largest, biggest first
+    cluster_rows: int = 0
+    cluster_count: int = 0
+    cluster_methods: Counter[str] = field(default_factory=Counter)
+    cluster_sizes: Counter[int] = field(default_factory=Counter)
+    texts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # id -> [(role, content)]
+    agreement: dict[str, Any] | None = None
+    evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _iter_jsonl(path: Path, warnings: list[str]):
+    bad = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(obj, dict):
+                yield obj
+            else:
+                bad += 1
+    if bad:
+        warnings.append(f"{path.name}: {bad} unreadable line(s) skipped by the report")
+
+
+def _load_json(path: Path, warnings: list[str]) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as err:
+        warnings.append(f"{path.name}: cannot read ({err})")
+        return None
+
+
+def conversation(obj: Any) -> list[tuple[str, str]]:
+    """(role, text) turns of an exported row, a native record or a raw value; preference rows show
+    prompt, then chosen (and rejected, marked)."""
+    if isinstance(obj, str):
+        return [("text", obj)]
+    if not isinstance(obj, dict):
+        return [("text", orjson.dumps(obj, default=str).decode())]
+
+    def turns(value: Any, default_role: str, mark: str = "") -> list[tuple[str, str]]:
+        if isinstance(value, str):
+            return [(default_role + mark, value)]
+        out = []
+        for m in value or []:
+            if isinstance(m, dict):
+                content = m.get("content")
+                if not isinstance(content, str):
+                    content = orjson.dumps(content, default=str).decode()
+                if m.get("tool_calls"):
+                    content += "\n" + orjson.dumps(m["tool_calls"], default=str).decode()
+                out.append((str(m.get("role", default_role)) + mark, content))
+        return out
+
+    if "messages" in obj:
+        return turns(obj["messages"], "user")
+    if "chosen" in obj or "rejected" in obj:
+        return (turns(obj.get("prompt"), "user") + turns(obj.get("chosen"), "assistant", " (chosen)")
+                + turns(obj.get("rejected"), "assistant", " (rejected)"))
+    if "prompt" in obj and "completion" in obj:
+        return turns(obj["prompt"], "user") + turns(obj["completion"], "assistant")
+    for key in ("text", "response", "original"):
+        if key in obj:
+            return conversation(obj[key])
+    return [("json", orjson.dumps(obj, default=str).decode())]
+
+
+def _read_quarantine(data: ReportData) -> None:
+    qdir = data.out_dir / "quarantine"
+    groups: dict[tuple[str, str], ReasonGroup] = {}
+    if qdir.is_dir():
+        for path in sorted(qdir.glob("*.jsonl")):
+            for row in _iter_jsonl(path, data.warnings):
+                step = str(row.get("step") or path.stem)
+                reason = str(row.get("reason") or "unknown")
+                g = groups.setdefault((step, reason), ReasonGroup(step, reason))
+                g.count += 1
+                if len(g.examples) < EXAMPLES_PER_REASON:
+                    g.examples.append(row)
+    # Reasons the manifest counts but no file holds (a partial out dir): still shown, without examples.
+    for key, n in (data.manifest.get("quarantine") or {}).items():
+        step, _, reason = str(key).partition("/")
+        if (step, reason) not in groups and isinstance(n, int) and n > 0:
+            groups[(step, reason)] = ReasonGroup(step, reason, count=n)
+            data.warnings.append(f"quarantine/{step}.jsonl has no rows for {reason} (manifest counts {n})")
+    data.reasons = sorted(groups.values(), key=lambda g: (-g.count, g.step, g.reason))
+
+
+def _read_clusters(data: ReportData) -> None:
+    path = data.out_dir / "clusters.jsonl"
+    if not path.is_file():
+        return
+    by_kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in _iter_jsonl(path, data.warnings):
+        data.cluster_rows += 1
+        data.cluster_methods[str(row.get("method", "?"))] += 1
+        by_kept[str(row.get("kept"))].append(row)
+    data.cluster_count = len(by_kept)
+    data.cluster_sizes = Counter(1 + len(v) for v in by_kept.values())
+    largest = sorted(by_kept.items(), key=lambda kv: (-len(kv[1]), -max(float(r.get("score") or 0) for r in kv[1]),
+                                                      kv[0]))[:TOP_CLUSTERS]
+    data.clusters = [Cluster(kept, rows) for kept, rows in largest]
+
+
+def _resolve_source(data: ReportData, file: str) -> Path | None:
+    p = Path(file)
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, data.out_dir / p]
+    spec_path = (data.manifest.get("spec") or {}).get("path")
+    if spec_path and not p.is_absolute():
+        sp = Path(spec_path)
+        candidates.append((sp if sp.is_dir() else sp.parent) / p)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _find_texts(data: ReportData) -> None:
+    """Texts for the shown clusters: from the rows themselves, the exported splits, or the source line."""
+    wanted: dict[str, dict[str, Any] | None] = {}
+    for cl in data.clusters:
+        first = cl.members[0]
+        if first.get("kept_text") is not None:
+            data.texts[cl.kept] = conversation(first["kept_text"])
+        else:
+            wanted[cl.kept] = first.get("kept_source")
+        for row in cl.members:
+            did = str(row.get("dropped"))
+            if row.get("dropped_text") is not None:
+                data.texts[did] = conversation(row["dropped_text"])
+            else:
+                wanted[did] = row.get("dropped_source")
+    if not wanted:
+        return
+    for rel in SPLIT_FILES:
+        path = data.out_dir / rel
+        if not path.is_file() or not any(k not in data.texts for k in wanted):
+            continue
+        for row in _iter_jsonl(path, data.warnings):
+            rid = row.get("id")
+            if rid in wanted and rid not in data.texts:
+                data.texts[rid] = conversation(row)
+    # Source lines: read each needed file once.
+    by_file: dict[str, dict[int, str]] = defaultdict(dict)
+    for rid, src in wanted.items():
+        if rid in data.texts or not isinstance(src, dict) or not src.get("file") or not src.get("line"):
+            continue
+        by_file[str(src["file"])][int(src["line"])] = rid
+    for file, lines in by_file.items():
+        path = _resolve_source(data, file)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                for no, raw in enumerate(fh, start=1):
+                    if no in lines:
+                        try:
+                            data.texts[lines[no]] = conversation(orjson.loads(raw))
+                        except orjson.JSONDecodeError:
+                            data.texts[lines[no]] = [("text", raw.decode("utf-8", "replace"))]
+                    if no >= max(lines):
+                        break
+        except OSError as err:
+            data.warnings.append(f"{file}: cannot read source lines ({err})")
+
+
+def _read_extras(data: ReportData) -> None:
+    agreement = data.out_dir / "agreement.json"
+    if agreement.is_file():
+        obj = _load_json(agreement, data.warnings)
+        data.agreement = obj if isinstance(obj, dict) else None
+    edir = data.out_dir / "evals"
+    if edir.is_dir():
+        for path in sorted(edir.glob("*.json")):
+            obj = _load_json(path, data.warnings)
+            if isinstance(obj, dict):
+                data.evals.append((path.stem, obj))
+        data.evals.sort(key=lambda kv: (str(kv[1].get("created", "")), kv[0]))
+
+
+def load_report_data(out_dir: str | Path) -> ReportData:
+    """Everything the report shows, from one build output folder. Raises InputError without a manifest."""
+    out = Path(out_dir)
+    mpath = out / "manifest.json"
+    if not mpath.is_file():
+        raise InputError(f"{out}: no manifest.json; point at a build output folder (run `curate build SPEC` first)")
+    try:
+        manifest = orjson.loads(mpath.read_bytes())
+    except orjson.JSONDecodeError as err:
+        raise InputError(f"{mpath}: not valid JSON ({err}); rebuild with `curate build`") from err
+    if not isinstance(manifest, dict):
+        raise InputError(f"{mpath}: expected a JSON object; rebuild with `curate build`")
+    data = ReportData(out_dir=out, manifest=manifest)
+    _read_quarantine(data)
+    _read_clusters(data)
+    _find_texts(data)
+    _read_extras(data)
+    return data
