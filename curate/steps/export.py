@@ -1,0 +1,333 @@
+"""Export: TRL-ready SFT and DPO folders, a dataset card and a manifest, written atomically.
+
+    >>> from curate.steps.export import sft_row, dpo_row, staged_output
+    >>> sft_row(record, spec)                      # doctest: +SKIP
+    {'messages': [{'role': 'system', ...}, {'role': 'user', ...}, {'role': 'assistant', ...}], 'id': '...'}
+    >>> with staged_output(Path("out/x/v1")) as stage:      # doctest: +SKIP
+    ...     (stage / "a.txt").write_text("...")     # everything is written here; on success it replaces out/x/v1
+
+Formats (TRL 1.16's own, so `SFTTrainer` / `DPOTrainer` take the folders as they are):
+- SFT `messages` (conversational language modeling), or with `sft_format="prompt-completion"` a conversational
+  `prompt` (every turn before the final answer) and `completion` (the final assistant turn).
+- DPO conversational `prompt` / `chosen` / `rejected` (chosen and rejected: assistant message lists).
+- The spec's `system_prompt` is prepended as the system turn when a record has none
+  (`spec.export.include_system_prompt`). Tool-call arguments and the `tools` column are JSON strings (Arrow would
+  otherwise unify dict keys across rows). An `id` column keeps lineage (TRL ignores extra columns).
+- Each of `sft/` and `dpo/` holds `train.jsonl`, `test.jsonl`, `data/{train,test}-00000-of-00001.parquet` and a
+  small README.md whose YAML header maps the Parquet files to splits, so `datasets.load_dataset("out/x/v1/sft")`
+  reads train and test. The top-level README.md (the dataset card) maps both as configs `sft` and `dpo`.
+
+Atomicity: everything is written into a staging folder beside the target; on success the old folder is renamed
+aside, the new one renamed in, the old one deleted. A build that fails or is killed leaves the previous export
+whole (a kill between the two renames is repaired by the next build, which puts the old folder back first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curate.errors import ExportError
+from curate.records import Message, PreferenceRecord, SFTRecord
+from curate.spec import Spec
+
+Rec = SFTRecord | PreferenceRecord
+SFT_FORMATS = ("messages", "prompt-completion")
+
+
+# ---------------------------------------------------------------- rows
+
+def _system(spec: Spec | None, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    out = [m.to_trl() for m in messages]
+    if spec is not None and spec.export.include_system_prompt and spec.system_prompt.strip() and \
+            not any(m.role == "system" for m in messages):
+        out.insert(0, {"role": "system", "content": spec.system_prompt.strip()})
+    return out
+
+
+def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: str = "messages") -> dict[str, Any]:
+    """One TRL SFT row. A preference record (exported as SFT when DPO is off) gives prompt + chosen."""
+    if isinstance(rec, PreferenceRecord):
+        prompt, completion = list(rec.prompt), list(rec.chosen)
+    else:
+        conv = list(rec.conversation())
+        prompt, completion = conv[:-1], conv[-1:]
+    if sft_format == "prompt-completion":
+        row: dict[str, Any] = {"prompt": _system(spec, prompt), "completion": [m.to_trl() for m in completion]}
+    elif sft_format == "messages":
+        row = {"messages": _system(spec, prompt + completion)}
+    else:
+        raise ExportError(f"unknown SFT format {sft_format!r}; use one of: {', '.join(SFT_FORMATS)}")
+    row["id"] = rec.id
+    if rec.tools is not None:
+        row["tools"] = rec.tools
+    return row
+
+
+def dpo_row(rec: PreferenceRecord, spec: Spec | None) -> dict[str, Any]:
+    """One TRL conversational DPO row."""
+    row: dict[str, Any] = {"prompt": _system(spec, rec.prompt), "chosen": [m.to_trl() for m in rec.chosen],
+                           "rejected": [m.to_trl() for m in rec.rejected], "id": rec.id}
+    if rec.tools is not None:
+        row["tools"] = rec.tools
+    return row
+
+
+# ---------------------------------------------------------------- files
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _uniform_tools(rows: list[dict[str, Any]]) -> None:
+    """Every row gets a `tools` key when any row has one (null elsewhere), so the column is consistent."""
+    if any("tools" in r for r in rows):
+        for r in rows:
+            r.setdefault("tools", None)
+
+
+def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, title: str = "") -> dict[str, int]:
+    """Write `<split>.jsonl` and `data/<split>-00000-of-00001.parquet` per split, plus a loader README."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    all_rows = [r for rows in splits.values() for r in rows]
+    _uniform_tools(all_rows)
+    schema = pa.Table.from_pylist(all_rows).schema if all_rows else pa.schema([("id", pa.string())])
+    counts = {}
+    for name, rows in splits.items():
+        with open(directory / f"{name}.jsonl", "wb") as fh:
+            for row in rows:
+                fh.write(orjson.dumps(row) + b"\n")
+        table = pa.Table.from_pylist(rows, schema=schema)
+        pq.write_table(table, directory / "data" / f"{name}-00000-of-00001.parquet")
+        counts[name] = len(rows)
+    header = ["---", "configs:", "- config_name: default", "  data_files:"]
+    for name in splits:
+        if counts[name]:  # datasets cannot read an empty Parquet split; an empty split is left out of the map
+            header += [f"  - split: {name}", f"    path: data/{name}-*.parquet"]
+    header.append("---")
+    body = f"\n# {title}\n\nLoad with `datasets.load_dataset(\"<this folder>\")`; the dataset card is ../README.md.\n"
+    (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+    return counts
+
+
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row, default=str) + b"\n")
+    return len(rows)
+
+
+def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.html")) -> dict[str, str]:
+    """{relative path: sha256} of every file under root (sorted), except `skip`."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel not in skip:
+            out[rel] = sha256_file(p)
+    return out
+
+
+# ---------------------------------------------------------------- atomic folder swap
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leftovers(target: Path, kind: str) -> list[tuple[Path, int]]:
+    out = []
+    for p in target.parent.glob(f".{target.name}.{kind}-*"):
+        try:
+            pid = int(p.name.rsplit(f".{kind}-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        out.append((p, pid))
+    return out
+
+
+def recover(target: Path) -> None:
+    """Repair what a killed build left: put an old export back if the new one never arrived; drop stale stages."""
+    olds = [(p, pid) for p, pid in _leftovers(target, "old") if not _pid_alive(pid)]
+    if olds and not target.exists():
+        newest = max(olds, key=lambda x: x[0].stat().st_mtime)[0]
+        os.rename(newest, target)
+        olds = [(p, pid) for p, pid in olds if p != newest]
+    for p, _ in olds:
+        shutil.rmtree(p, ignore_errors=True)
+    for p, pid in _leftovers(target, "staging"):
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def check_target(target: Path) -> None:
+    """Refuse to replace a folder that is not a curate build (we would delete someone's files)."""
+    if target.exists():
+        if not target.is_dir():
+            raise ExportError(f"{target}: exists and is not a folder; choose another --out")
+        if any(target.iterdir()) and not (target / "manifest.json").is_file():
+            raise ExportError(f"{target}: exists, is not empty and is not a curate build folder (no "
+                              "manifest.json); choose another --out or empty it")
+
+
+@contextlib.contextmanager
+def staged_output(target: str | Path) -> Iterator[Path]:
+    """Yield a fresh staging folder beside `target`; on success swap it into place (see the module doc)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+    check_target(target)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
+    try:
+        yield stage
+        _fsync_tree(stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
+        os.rmdir(old)
+        os.rename(target, old)
+    try:
+        os.rename(stage, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with contextlib.suppress(OSError), open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(root)
+
+
+# ---------------------------------------------------------------- dataset card
+
+def _yaml_str(s: str) -> str:
+    return orjson.dumps(s).decode()
+
+
+def _md(s: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(s).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def dataset_card(spec: Spec, manifest: dict[str, Any]) -> str:
+    """README.md for the build folder: YAML header (configs -> files per split), then the spec's story in figures."""
+    counts = manifest["counts"]
+    formats = [f for f in ("sft", "dpo") if f in manifest.get("exported_formats", ["sft", "dpo"])]
+    lines = ["---", "pretty_name: " + _yaml_str(f"{spec.name} v{spec.version}"),
+             "tags:", "- curate", "- trl", *[f"- {f}" for f in formats],
+             "task_categories:", "- text-generation", "configs:"]
+    mapped = [f for f in formats if any(counts[f][s] for s in ("train", "test"))]
+    for i, fmt in enumerate(mapped):
+        lines += [f"- config_name: {fmt}"] + (["  default: true"] if i == 0 else []) + ["  data_files:"]
+        for split in ("train", "test"):
+            if counts[fmt][split]:  # datasets cannot read an empty Parquet split
+                lines += [f"  - split: {split}", f"    path: {fmt}/data/{split}-*.parquet"]
+    lines += ["---", "", f"# {spec.name} v{spec.version}", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += ["Built by `curate` from the behavior spec " + f"`{spec.ref}` (sha256 `{spec.digest[:16]}`).", "",
+              "```python", "from datasets import load_dataset"]
+    lines += [f'{f} = load_dataset("<this folder>", "{f}")   # or load_dataset("<this folder>/{f}")' for f in formats]
+    lines += ["```", "", "## Counts", "",
+              "| | in | exported | quarantined | duplicates |", "|---|---:|---:|---:|---:|",
+              f"| all | {counts['in']} | {counts['exported']} | {counts['quarantined']} | {counts['duplicates']} |"]
+    for inp in manifest.get("inputs", []):
+        lines.append(f"| `{_md(inp['file'])}` ({_md(inp.get('format', ''))}) | {inp['in']} | {inp['exported']} | "
+                     f"{inp['quarantined']} | {inp['duplicates']} |")
+    lines += ["", "| format | train | test |", "|---|---:|---:|"]
+    for fmt in formats:
+        lines.append(f"| {fmt} | {counts[fmt]['train']} | {counts[fmt]['test']} |")
+    if counts.get("negatives"):
+        lines += ["", f"{counts['negatives']} negative examples had no passing answer to their prompt and are in "
+                  "`negatives.jsonl` (material for `curate expand` or labeling)."]
+    if manifest.get("system_prompt_added"):
+        lines += ["", "The spec's system prompt is prepended to every conversation that has none."]
+    lines += ["", "## Rules", "", "| rule | category | check | says |", "|---|---|---|---|"]
+    for r in spec.rules:
+        kind = "human" if r.check == "human" else r.check.kind
+        lines.append(f"| `{r.id}` | {r.category} | {kind} | {_md(r.says.strip())} |")
+    cov = manifest.get("coverage") or {}
+    if cov.get("categories"):
+        lines += ["", "## Case categories", "", "| category | records | share | min share | ok |",
+                  "|---|---:|---:|---:|---|"]
+        for c in cov["categories"]:
+            lines.append(f"| {_md(c['name'])} | {c['count']} | {c['share']:.1%} | {c['min_share']:.0%} | "
+                         f"{'yes' if c['ok'] else 'NO'} |")
+    if cov.get("cells"):
+        rules = list(dict.fromkeys(c["rule"] for c in cov["cells"]))
+        cats = list(dict.fromkeys(c["category"] for c in cov["cells"]))
+        cell = {(c["category"], c["rule"]): c for c in cov["cells"]}
+        lines += ["", "## Coverage (records per case category x rule; target in brackets, * = under target)", "",
+                  "| category | " + " | ".join(f"`{r}`" for r in rules) + " |",
+                  "|---|" + "---:|" * len(rules)]
+        for cat in cats:
+            vals = []
+            for r in rules:
+                c = cell.get((cat, r))
+                vals.append("" if c is None else f"{c['count']} ({c['target']}){'' if c['ok'] else ' *'}")
+            lines.append(f"| {_md(cat)} | " + " | ".join(vals) + " |")
+    dd, lk = manifest.get("dedup", {}), manifest.get("leakage", {})
+    lines += ["", "## Deduplication and leakage", "",
+              f"- exact duplicates removed: {dd.get('exact', 0)}; near duplicates removed: {dd.get('near', 0)} "
+              f"(threshold {dd.get('threshold')}); semantic: {dd.get('semantic', 0)}. Every removal is a row in "
+              "`clusters.jsonl`.",
+              f"- leakage between train and test: exact {lk.get('exact', 0)}, near {lk.get('near', 0)}. The test "
+              "split is frozen in `heldout.lock`: later builds keep it."]
+    q = manifest.get("quarantine") or {}
+    if q:
+        lines += ["", "## Quarantine", "", "| step/reason | records |", "|---|---:|"]
+        lines += [f"| {_md(k)} | {v} |" for k, v in sorted(q.items())]
+        lines += ["", "Each quarantined record is in `quarantine/<step>.jsonl` with its source and original text."]
+    lin = manifest.get("lineage") or {}
+    if lin:
+        lines += ["", "## Lineage", ""]
+        for key, vals in lin.items():
+            if vals:
+                lines.append(f"- {key}: " + ", ".join(f"{_md(k)} ({v})" for k, v in vals.items()))
+    lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = ["SFT_FORMATS", "check_target", "dataset_card", "dpo_row", "file_hashes", "recover", "sft_row",
+           "sha256_file", "staged_output", "write_jsonl", "write_splits"]

@@ -1,0 +1,380 @@
+"""Split: deterministic, stratified, group-aware train/test, with a frozen held-out set and a leakage report.
+
+    >>> from curate.steps.split import split, HeldoutLock
+    >>> res = split(records, spec=spec, ctx=ctx, lock=HeldoutLock.load("out/x/v1/heldout.lock"))  # doctest: +SKIP
+    >>> res.train, res.test, res.leakage.as_dict(), res.lock.as_dict()
+
+How records are assigned:
+- Groups: records whose prompts are equal (normalized prompt turns, or the same user text) or near-duplicates
+  (verified similarity of the user text >= `near_threshold`, via `curate.near.near_groups`) form one group. A
+  group goes to one side as a whole, so a paraphrase cluster never straddles train and held-out (and a DPO pair
+  never lands on the other side from the SFT answer to its prompt).
+- The lock (`heldout.lock` of the previous build) wins first: a group holding a locked held-out id or prompt, or
+  a user text near a locked held-out prompt, goes to held-out; a group holding a record that was in training
+  (`train_ids` / `train_prompt_keys`) stays in training. A new record that joins both (near-duplicate of held-out
+  AND of training data) is quarantined as `heldout_prompt`: placing it either way would leak.
+- The free groups: within each stratum (the values of `spec.split.stratify` fields of the group's first record,
+  e.g. its category) groups are ordered by sha256(seed, group key) and taken into held-out until the stratum's
+  share (`spec.split.heldout`) is reached. Same data, same seed -> same split, on any machine.
+- Leakage: exact (same normalized user text) and near (>= `near_threshold`) matches between the train and held-out
+  user texts; after the split above it is empty, and the build fails if it is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curate.errors import InputError
+from curate.near import NearIndex, exact_key, near_groups
+from curate.records import PreferenceRecord, SFTRecord
+from curate.spec import Spec
+from curate.steps.base import RunContext
+from curate.steps.pairs import record_prompt_key
+
+log = logging.getLogger(__name__)
+STEP = "split"
+Rec = SFTRecord | PreferenceRecord
+
+
+# ---------------------------------------------------------------- the lock
+
+@dataclass
+class HeldoutLock:
+    """The frozen held-out set: which ids and prompts are held out, and which were used for training."""
+
+    spec: str = ""
+    ids: set[str] = field(default_factory=set)
+    prompt_keys: set[str] = field(default_factory=set)
+    prompts: list[str] = field(default_factory=list)
+    train_ids: set[str] = field(default_factory=set)
+    train_prompt_keys: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HeldoutLock | None":
+        """The lock at `path`, or None when there is none; a broken lock is an error (never silently reset)."""
+        p = Path(path)
+        if not p.is_file():
+            return None
+        try:
+            data = orjson.loads(p.read_bytes())
+            return cls(spec=str(data.get("spec", "")), ids=set(data.get("ids", [])),
+                       prompt_keys=set(data.get("prompt_keys", [])), prompts=list(data.get("prompts", [])),
+                       train_ids=set(data.get("train_ids", [])),
+                       train_prompt_keys=set(data.get("train_prompt_keys", [])))
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as err:
+            raise InputError(f"{p}: not a valid held-out lock ({err}); restore it from the previous export or "
+                             "delete it to draw a new held-out set") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "ids": sorted(self.ids), "prompt_keys": sorted(self.prompt_keys),
+                "prompts": sorted(self.prompts), "train_ids": sorted(self.train_ids),
+                "train_prompt_keys": sorted(self.train_prompt_keys)}
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# ---------------------------------------------------------------- leakage
+
+@dataclass
+class Leakage:
+    exact: int = 0
+    near: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    threshold: float = 0.8
+
+    @property
+    def empty(self) -> bool:
+        return self.exact == 0 and self.near == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"exact": self.exact, "near": self.near, "threshold": self.threshold, "examples": self.examples}
+
+
+def leakage(train: Iterable[tuple[Any, str]], test: Iterable[tuple[Any, str]], *, threshold: float = 0.8,
+            max_examples: int = 20) -> Leakage:
+    """Exact and near matches between two collections of (key, text); each test item counts once."""
+    index = NearIndex(threshold=threshold)
+    exact: dict[str, Any] = {}
+    for key, text in train:
+        k = exact_key(text)
+        if k not in exact:
+            exact[k] = key
+            index.add(key, text)
+    out = Leakage(threshold=threshold)
+    for key, text in test:
+        hit = exact.get(exact_key(text))
+        if hit is not None:
+            out.exact += 1
+            if len(out.examples) < max_examples:
+                out.examples.append({"method": "exact", "a": hit, "b": key, "score": 1.0, "text": text[:200]})
+            continue
+        near = index.query(text)
+        if near:
+            out.near += 1
+            if len(out.examples) < max_examples:
+                out.examples.append({"method": "near", "a": near[0][0], "b": key, "score": near[0][1],
+                                     "text": text[:200]})
+    return out
+
+
+def leak_text(rec: Rec) -> str:
+    """The text compared for leakage and grouping: the user turns of the prompt."""
+    return rec.user_text()
+
+
+# ---------------------------------------------------------------- split
+
+@dataclass
+class SplitResult:
+    train: list[Rec]
+    test: list[Rec]
+    lock: HeldoutLock
+    leakage: Leakage
+    groups: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"train": len(self.train), "test": len(self.test), "groups": self.groups,
+                "leakage": self.leakage.as_dict()}
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def stratum(rec: Rec, fields: Sequence[str]) -> tuple[str, ...]:
+    """The values of the stratify fields: a record attribute (category, kind ...) or a label."""
+    vals = []
+    for f in fields:
+        v = getattr(rec, f, None)
+        if v is None:
+            v = rec.labels.get(f)
+        vals.append(str(v) if not isinstance(v, (list, tuple)) else ",".join(map(str, v)))
+    return tuple(vals)
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}\x1f{key}".encode()).hexdigest()
+
+
+def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutLock | None = None,
+          near_threshold: float = 0.8, heldout: float | None = None, seed: int | None = None) -> SplitResult:
+    """Split records into train and held-out (see the module doc). Needs every record at once."""
+    recs = sorted(records, key=lambda r: r.id)
+    share = spec.split.heldout if heldout is None else heldout
+    seed = spec.split.seed if seed is None else seed
+    n = len(recs)
+    texts = [leak_text(r) for r in recs]
+    pkeys = [record_prompt_key(r) for r in recs]
+    uf = _UnionFind(n)
+    first: dict[str, int] = {}
+    for i, (pk, text) in enumerate(zip(pkeys, texts)):
+        for k in ("p:" + pk, "u:" + exact_key(text)):
+            j = first.setdefault(k, i)
+            if j != i:
+                uf.union(i, j)
+    # near groups over distinct user texts
+    rep: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        rep.setdefault(exact_key(text), i)
+    if len(rep) > 1:
+        groups_of = near_groups(((i, texts[i]) for i in rep.values()), threshold=near_threshold)
+        for i, g in groups_of.items():
+            if g != i:
+                uf.union(i, g)
+    ctx.report(STEP, 1, 3)
+
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        members[uf.find(i)].append(i)
+
+    lock = lock or HeldoutLock()
+    lock_index = None
+    if lock.prompts:
+        lock_index = NearIndex(threshold=near_threshold)
+        for k, t in enumerate(lock.prompts):
+            lock_index.add(k, t)
+
+    side: dict[int, str] = {}
+    dropped: set[int] = set()
+    for root, idx in members.items():
+        locked = [i for i in idx if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys]
+        trained = [i for i in idx if recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys]
+        if not locked and lock_index is not None and any(lock_index.query(texts[i]) for i in idx):
+            locked = idx
+        if locked and trained:
+            known = set(locked) | set(trained)
+            for i in idx:
+                if i not in known:
+                    dropped.add(i)
+                    ctx.quarantine(step=STEP, reason="heldout_prompt", record=recs[i],
+                                   detail="near-duplicate of both held-out and training data; either side "
+                                          "would leak")
+            side[root] = "mixed"
+        elif locked:
+            side[root] = "test"
+        elif trained:
+            side[root] = "train"
+
+    # free groups: stratified, hash-ordered
+    strata_total: dict[tuple[str, ...], int] = defaultdict(int)
+    strata_test: dict[tuple[str, ...], int] = defaultdict(int)
+    free: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
+    fields = spec.split.stratify
+    for root, idx in members.items():
+        st = stratum(recs[idx[0]], fields)
+        strata_total[st] += len(idx)
+        if side.get(root) == "test":
+            strata_test[st] += len(idx)
+        elif root not in side:
+            free[st].append((_rank(seed, pkeys[idx[0]]), root))
+    for st, groups in free.items():
+        groups.sort()
+        target = round(share * strata_total[st])
+        for _, root in groups:
+            size = len(members[root])
+            if strata_test[st] + size <= target:
+                side[root] = "test"
+                strata_test[st] += size
+            else:
+                side[root] = "train"
+    if not any(v == "test" for v in side.values()):
+        # a tiny dataset whose strata all round to zero: hold out the first free group (if it is not the only one)
+        ranked = sorted(g for groups in free.values() for g in groups)
+        if len(members) > 1 and ranked:
+            side[ranked[0][1]] = "test"
+    ctx.report(STEP, 2, 3)
+
+    train: list[Rec] = []
+    test: list[Rec] = []
+    for root, idx in members.items():
+        s = side[root]
+        for i in idx:
+            if i in dropped:
+                continue
+            if s == "mixed":
+                to_test = recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys
+                (test if to_test else train).append(recs[i])
+            else:
+                (test if s == "test" else train).append(recs[i])
+    train.sort(key=lambda r: r.id)
+    test.sort(key=lambda r: r.id)
+
+    new_lock = HeldoutLock(spec=spec.name, ids={r.id for r in test} | (lock.ids if lock else set()),
+                           prompt_keys={record_prompt_key(r) for r in test} | lock.prompt_keys,
+                           prompts=sorted({leak_text(r) for r in test} | set(lock.prompts)),
+                           train_ids={r.id for r in train} | lock.train_ids,
+                           train_prompt_keys={record_prompt_key(r) for r in train} | lock.train_prompt_keys)
+    leak = leakage(((r.id, leak_text(r)) for r in train), ((r.id, leak_text(r)) for r in test),
+                   threshold=near_threshold)
+    ctx.report(STEP, 3, 3)
+    return SplitResult(train=train, test=test, lock=new_lock, leakage=leak, groups=len(members))
+
+
+# ---------------------------------------------------------------- any two datasets (curate leakage A B)
+
+def _user_text_of_row(row: dict[str, Any]) -> str | None:
+    """The user-side text of one row of any common dataset shape, or None."""
+    def from_msgs(msgs: Any, role_key: str = "role", content_key: str = "content",
+                  users: tuple[str, ...] = ("user", "human")) -> str | None:
+        if not isinstance(msgs, list):
+            return None
+        parts = []
+        for m in msgs:
+            if isinstance(m, dict) and str(m.get(role_key, "")).lower() in users:
+                c = m.get(content_key)
+                if isinstance(c, list):
+                    c = " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+                parts.append(str(c or ""))
+        return "\n".join(parts) if parts else None
+
+    for key in ("messages", "prompt"):
+        v = row.get(key)
+        if isinstance(v, str):
+            return v
+        got = from_msgs(v)
+        if got:
+            return got
+    got = from_msgs(row.get("conversations"), "from", "value", ("human", "user"))
+    if got:
+        return got
+    if isinstance(row.get("instruction"), str):
+        return "\n".join(x for x in (row["instruction"], row.get("input") or "") if isinstance(x, str) and x)
+    if isinstance(row.get("turns"), list):
+        return "\n".join(str(t) for t in row["turns"])
+    for key in ("question", "query", "input", "text"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    return None
+
+
+def _rows_of_file(path: Path) -> Iterable[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+    elif suffix == ".json":
+        data = orjson.loads(path.read_bytes())
+        yield from (data if isinstance(data, list) else [data])
+    else:
+        from curate.records import read_jsonl
+
+        for _, obj in read_jsonl(path):
+            if isinstance(obj, dict):
+                yield obj
+
+
+def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tuple[str, str]]:
+    """(where, user text) of every row of a dataset file or folder (JSONL, JSON, Parquet; a build folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in (".jsonl", ".json") and f.is_file()
+                       and f.name not in ("manifest.json", "clusters.jsonl") and "quarantine" not in f.parts)
+        if split_name:
+            files = [f for f in files if f.stem == split_name]
+        if not files:  # parquet-only folder
+            files = sorted(f for f in p.rglob("*.parquet") if not split_name or f.name.startswith(split_name))
+    else:
+        files = [p]
+    out = []
+    for f in files:
+        for i, row in enumerate(_rows_of_file(f), start=1):
+            text = _user_text_of_row(row) if isinstance(row, dict) else None
+            if text:
+                out.append((f"{f}:{i}", text))
+    if not out:
+        raise InputError(f"{p}: no rows with a prompt or user turn found (JSONL/JSON/Parquet with messages, "
+                         "prompt, conversations, instruction, turns or question)")
+    return out
+
+
+def leakage_between(a: str | Path, b: str | Path, *, threshold: float = 0.8) -> Leakage:
+    """`curate leakage A B`: how many rows of B have an exact or near match among A's prompts."""
+    return leakage(dataset_texts(a), dataset_texts(b), threshold=threshold)
+
+
+__all__ = ["HeldoutLock", "Leakage", "SplitResult", "dataset_texts", "leakage", "leakage_between", "split",
+           "stratum"]

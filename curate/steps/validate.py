@@ -1,0 +1,219 @@
+"""Validate: structure, the spec's automatic rules, and length. Bad records go to quarantine, never raise.
+
+    >>> from curate.spec import load_spec
+    >>> from curate.steps.base import RunContext
+    >>> from curate.steps.validate import validate, LengthCounter
+    >>> spec = load_spec("specs/support-triage")
+    >>> ctx = RunContext()
+    >>> kept = list(validate(records, spec=spec, ctx=ctx, lengths=LengthCounter(spec)))   # doctest: +SKIP
+
+Structure (reason codes): `empty_conversation`, `bad_role` (a system turn after the start, a conversation
+whose last turn is not the assistant's inside chosen/rejected), `no_user_turn`, `empty_turn`,
+`no_assistant_turn`, `missing_chosen`, `missing_rejected`, `prompt_mismatch` (chosen or rejected carry user or
+system turns, so the pair does not share one prompt), `chosen_equals_rejected`.
+
+The spec: every automatic rule runs once over the response (SFT: last assistant turn; pairs: chosen). A normal
+record failing one goes to quarantine as `rule_failed` (detail names the rule ids). A negative example
+(category `negative` or a non-empty `violates`) is a rejected candidate instead: it passes on, with `violates`
+filled from the failed rules when it named none; a negative whose response fails none of the automatic rules it
+names in `violates` is quarantined as `negative_passes_rules` (it would teach nothing as a rejected answer).
+For pairs, the rejected answer is checked too, only to fill an empty `violates`.
+
+Length: tokens with a local tokenizer folder (`transformers.AutoTokenizer`, chat template applied when it has
+one), else an estimate (characters / 4 plus 4 per turn). The spec's system prompt is counted when the export will
+prepend it. Records over `max_tokens` go to quarantine as `too_long` (TRL would drop or truncate them silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from curate.checks import check_response
+from curate.errors import InputError
+from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
+from curate.spec import Spec
+from curate.steps.base import RunContext
+
+log = logging.getLogger(__name__)
+STEP = "validate"
+Rec = SFTRecord | PreferenceRecord
+
+
+# ---------------------------------------------------------------- length
+
+class LengthCounter:
+    """Counts a record's length as TRL will see it: tokens with a tokenizer, else an estimate.
+
+    Keeps the length of every record it measured in `self.lengths` (id -> int) for the manifest.
+    """
+
+    def __init__(self, spec: Spec | None = None, tokenizer: str | Path | Any | None = None) -> None:
+        self.system_prompt = ""
+        if spec is not None and spec.export.include_system_prompt:
+            self.system_prompt = spec.system_prompt.strip()
+        self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+        self.unit = "tokens" if self.tokenizer is not None else "estimated_tokens"
+        self.lengths: dict[str, int] = {}
+
+    def _with_system(self, messages: tuple[Message, ...]) -> list[Message]:
+        if self.system_prompt and not any(m.role == "system" for m in messages):
+            return [Message(role="system", content=self.system_prompt), *messages]
+        return list(messages)
+
+    def count_messages(self, messages: Iterable[Message]) -> int:
+        msgs = list(messages)
+        if self.tokenizer is None:
+            chars = sum(len(m.content) + sum(len(tc.function.name) + len(tc.function.arguments)
+                                             for tc in m.tool_calls or ()) for m in msgs)
+            return math.ceil(chars / 4) + 4 * len(msgs)
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            try:
+                ids = tok.apply_chat_template([m.to_trl() for m in msgs], tokenize=True)
+                if isinstance(ids, dict) or hasattr(ids, "keys"):
+                    ids = ids["input_ids"]
+                return len(ids)
+            except Exception as err:  # noqa: BLE001 - a template that cannot render this turn: count plainly
+                log.debug("chat template failed (%s); counting plain text", err)
+        text = "\n".join(m.content for m in msgs)
+        return len(tok(text, add_special_tokens=True)["input_ids"]) + 4 * len(msgs)
+
+    def measure(self, rec: Rec) -> int:
+        if isinstance(rec, PreferenceRecord):
+            prompt = self._with_system(rec.prompt)
+            n = max(self.count_messages(prompt + list(rec.chosen)), self.count_messages(prompt + list(rec.rejected)))
+        else:
+            n = self.count_messages(self._with_system(rec.conversation()))
+        self.lengths[rec.id] = n
+        return n
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """A tokenizer from a local folder only (no hub, no remote code)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"--tokenizer {p}: not a folder; give a local folder with tokenizer.json / "
+                         "tokenizer_config.json (e.g. a saved model)")
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
+    except Exception as err:  # noqa: BLE001 - any loader failure is one user-facing message
+        raise InputError(f"--tokenizer {p}: cannot load a tokenizer from this folder: {err}") from None
+
+
+# ---------------------------------------------------------------- structure
+
+def _empty(m: Message) -> bool:
+    return not m.content.strip() and not m.tool_calls
+
+
+def structure_problem(rec: Rec) -> tuple[str, str] | None:
+    """(reason, detail) for the first structural problem of a record, or None when it is well formed."""
+    if isinstance(rec, PreferenceRecord):
+        if not rec.chosen:
+            return "missing_chosen", "the pair has no chosen answer"
+        if not rec.rejected:
+            return "missing_rejected", "the pair has no rejected answer"
+        for side, msgs in (("chosen", rec.chosen), ("rejected", rec.rejected)):
+            bad = [m.role for m in msgs if m.role in ("user", "system")]
+            if bad:
+                return "prompt_mismatch", f"{side} holds a {bad[0]} turn: the two answers do not share one prompt"
+            if msgs[-1].role != "assistant":
+                return "bad_role", f"{side} ends with a {msgs[-1].role} turn, not the assistant's"
+        conv = (rec.prompt, rec.chosen, rec.rejected)
+        prompt = rec.prompt
+    else:
+        conv = (rec.conversation(),)
+        prompt = rec.prompt_messages()
+        if not rec.conversation():
+            return "empty_conversation", "no turns at all"
+    for part in conv:
+        for i, m in enumerate(part):
+            if _empty(m):
+                return "empty_turn", f"turn {i + 1} ({m.role}) is empty"
+    all_prompt = list(prompt)
+    for i, m in enumerate(all_prompt):
+        if m.role == "system" and i > 0:
+            return "bad_role", f"a system turn at position {i + 1}; it must come first"
+    if not any(m.role == "user" for m in all_prompt):
+        return "no_user_turn", "the prompt has no user turn"
+    if isinstance(rec, SFTRecord):
+        c = rec.conversation()
+        if c[-1].role != "assistant":
+            return "no_assistant_turn", f"the conversation ends with a {c[-1].role} turn, not the assistant's"
+    elif _norm_msgs(rec.chosen) == _norm_msgs(rec.rejected):
+        return "chosen_equals_rejected", "chosen and rejected are the same text"
+    return None
+
+
+def _norm_msgs(msgs: tuple[Message, ...]) -> list[tuple[str, str, str]]:
+    return [(m.role, normalize_text(m.content),
+             "|".join(f"{tc.function.name}:{tc.function.arguments}" for tc in m.tool_calls or ())) for m in msgs]
+
+
+# ---------------------------------------------------------------- the step
+
+def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: LengthCounter | None = None,
+             max_tokens: int | None = None) -> Iterator[Rec]:
+    """Yield well-formed records that pass the spec (or are usable negatives) and fit `max_tokens`.
+
+    Each yielded record carries its `checks` (the automatic rules over its response) and the spec's ref.
+    """
+    automatic = spec.automatic_rules()
+    auto_ids = {r.id for r in automatic}
+    limit = max_tokens if max_tokens is not None else spec.export.max_tokens
+    lengths = lengths if lengths is not None else LengthCounter(spec)
+    n = 0
+    for rec in records:
+        n += 1
+        if n % 1000 == 0:
+            ctx.report(STEP, n)
+        if rec.spec is None:
+            rec = rec.model_copy(update={"spec": spec.ref})
+        problem = structure_problem(rec)
+        if problem:
+            ctx.quarantine(step=STEP, reason=problem[0], detail=problem[1], record=rec)
+            continue
+        user = rec.user_text()
+        checks = check_response(spec, rec.response_text(), user_text=user, category=rec.category,
+                                tags=rec.tags, rules=automatic)
+        failed = [c for c in checks if c.status == "fail"]
+        rec = rec.with_checks(checks)
+        if isinstance(rec, PreferenceRecord):
+            if failed:
+                ctx.quarantine(step=STEP, reason="rule_failed", detail="chosen fails " + _explain(failed), record=rec)
+                continue
+            if not rec.violates:
+                rej = check_response(spec, rec.rejected_text(), user_text=user, category=rec.category,
+                                     tags=rec.tags, rules=automatic)
+                broken = tuple(c.rule for c in rej if c.status == "fail")
+                if broken:
+                    rec = rec.model_copy(update={"violates": broken})
+        elif rec.is_negative:
+            named = [v for v in rec.violates if v in auto_ids]
+            failed_ids = {c.rule for c in failed}
+            if named and not failed_ids.intersection(named):
+                ctx.quarantine(step=STEP, reason="negative_passes_rules",
+                               detail=f"marked as violating {', '.join(named)} but passes them", record=rec)
+                continue
+            if not rec.violates and failed_ids:
+                rec = rec.model_copy(update={"violates": tuple(c.rule for c in failed)})
+        elif failed:
+            ctx.quarantine(step=STEP, reason="rule_failed", detail=_explain(failed), record=rec)
+            continue
+        size = lengths.measure(rec)
+        if limit and size > limit:
+            ctx.quarantine(step=STEP, reason="too_long",
+                           detail=f"{size} {lengths.unit} > max {limit}", record=rec)
+            continue
+        yield rec
+    ctx.report(STEP, n, n)
+
+
+def _explain(failed: list[Any]) -> str:
+    return "; ".join(f"{c.rule}: {c.detail}" if c.detail else c.rule for c in failed)
