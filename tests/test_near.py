@@ -1,0 +1,160 @@
+"""NearIndex and friends: kernel = reference, verified scores, LSH recall on known families, determinism."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from curate.near import (NearIndex, _Hasher, exact_key, lsh_params, near_groups, near_pairs, signatures,
+                         similarity)
+from curate.records import normalize_text
+
+WORDS = ("account password reset please help refund order invoice charged twice email login error page blank "
+         "button urgent cancel subscription yesterday today shipping address delivery tracking number broken "
+         "screen laptop phone tablet warranty replace return label store manager weekend morning").split()
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) + str(rng.randrange(50)) for _ in range(n))
+
+
+def edit(rng: random.Random, text: str, k: int) -> str:
+    w = text.split()
+    for _ in range(k):
+        i = rng.randrange(len(w))
+        op = rng.random()
+        if op < 0.4:
+            w[i] = rng.choice(WORDS) + str(rng.randrange(50))
+        elif op < 0.7:
+            w.insert(i, rng.choice(WORDS))
+        else:
+            w.pop(i)
+    return " ".join(w)
+
+
+def test_exact_key_normalizes_case_whitespace_and_unicode() -> None:
+    assert exact_key("Hello  World\n") == exact_key("hello world") == exact_key("ＨＥＬＬＯ world")
+    assert exact_key("hello world") != exact_key("hello world!")
+    assert len(exact_key("x")) == 32
+
+
+def test_query_returns_verified_matches_best_first() -> None:
+    idx = NearIndex(threshold=0.8)
+    base = "My laptop screen is broken since yesterday and I need a replacement under warranty please."
+    idx.add("orig", base)
+    idx.add("close", base.replace("yesterday", "Monday"))
+    idx.add("other", "How do I change the shipping address on an order that already left the warehouse?")
+    got = idx.query(base)
+    assert [k for k, _ in got] == ["orig", "close"]
+    assert got[0][1] == 1.0 and 0.8 <= got[1][1] < 1.0
+    assert idx.query("Completely unrelated words about cooking pasta with tomatoes and basil.") == []
+    # a stricter per-query threshold drops the edited twin
+    assert [k for k, _ in idx.query(base, threshold=0.99)] == ["orig"]
+    assert len(idx) == 3
+
+
+def test_scores_are_the_verified_similarity() -> None:
+    idx = NearIndex(threshold=0.5)
+    a = "the quick brown fox jumps over the lazy dog near the river bank"
+    b = "the quick brown fox leaps over the lazy dog near the river bank"
+    idx.add(1, a)
+    [(key, score)] = idx.query(b)
+    assert key == 1 and score == round(similarity(a, b), 4)
+    assert 0.9 < score < 1.0
+
+
+def test_signature_shape_dtype_and_normalization() -> None:
+    idx = NearIndex(num_perm=64, ngram=4)
+    sig = idx.signature("Hello World")
+    assert sig.shape == (64,) and sig.dtype == np.uint32
+    assert (sig == idx.signature("  hello   world ")).all()
+    assert not (sig == idx.signature("goodbye world")).all()
+
+
+def test_numba_kernel_equals_numpy_reference() -> None:
+    rng = random.Random(3)
+    texts = ["", "a", "abcd", "abcde", "日本語のテキストです", "emoji 😀 text", "x" * 3000]
+    texts += [sentence(rng, rng.randrange(1, 120)) for _ in range(200)]
+    norms = [normalize_text(t) for t in texts]
+    for num_perm, ngram in ((128, 5), (64, 3), (7, 1)):
+        h = _Hasher(num_perm, ngram)
+        fast = h.signatures_normalized(norms, kernel="numba")
+        ref = h.signatures_normalized(norms, kernel="numpy")
+        assert (fast == ref).all(), (num_perm, ngram)
+
+
+def test_signatures_are_stable_across_processes() -> None:
+    code = ("from curate.near import signatures; print(signatures(['Stable across runs, please.'])[0][:8]"
+            ".tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1
+    assert outs.pop().strip() == str(signatures(["Stable across runs, please."])[0][:8].tolist())
+
+
+def test_slot_agreement_estimates_jaccard() -> None:
+    rng = random.Random(5)
+    errs = []
+    h = _Hasher(128, 5)
+    for _ in range(150):
+        a = normalize_text(sentence(rng, 90))
+        b = normalize_text(edit(rng, a, rng.randrange(1, 40)))
+        sa, sb = {a[i:i + 5] for i in range(len(a) - 4)}, {b[i:i + 5] for i in range(len(b) - 4)}
+        jac = len(sa & sb) / len(sa | sb)
+        est = float((h.signature_normalized(a) == h.signature_normalized(b)).mean())
+        errs.append(est - jac)
+    assert abs(float(np.mean(errs))) < 0.02  # unbiased
+    assert float(np.std(errs)) < 0.06  # ~ sqrt(J(1-J)/128)
+
+
+def test_lsh_recall_and_precision_on_known_families() -> None:
+    rng = random.Random(11)
+    texts, family = [], []
+    for f in range(400):
+        base = sentence(rng, 95)  # ~600 characters
+        texts.append(base)
+        family.append(f)
+        texts.append(edit(rng, base, rng.randint(1, 12)))
+        family.append(f)
+    pairs = near_pairs(texts, threshold=0.8)
+    true = sum(family[i] == family[j] for i, j, _ in pairs)
+    assert true / 400 >= 0.98  # recall
+    assert true == len(pairs)  # precision: every verified pair is a real family
+    assert all(i < j and 0.8 <= s <= 1.0 for i, j, s in pairs)
+
+
+def test_near_pairs_agrees_with_brute_force() -> None:
+    rng = random.Random(2)
+    base = [sentence(rng, 30) for _ in range(30)]
+    texts = base + [edit(rng, t, rng.randint(1, 4)) for t in base[:15]] + [base[0].upper()]
+    got = {(i, j) for i, j, _ in near_pairs(texts, threshold=0.8)}
+    brute = {(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))
+             if similarity(texts[i], texts[j]) >= 0.8}
+    assert got <= brute
+    assert len(got) >= 0.95 * len(brute) and (0, len(texts) - 1) in got
+
+
+def test_near_groups_are_transitive_and_complete() -> None:
+    a = "please reset the password on my work account before the meeting tomorrow morning"
+    b = a.replace("tomorrow", "today")
+    c = b.replace("meeting", "call")
+    groups = near_groups([("k1", a), ("k2", "a totally different request about invoices and refunds"),
+                          ("k3", b), ("k4", c)], threshold=0.8)
+    assert groups == {"k1": "k1", "k2": "k2", "k3": "k1", "k4": "k1"}
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95])
+def test_lsh_params_fit_num_perm(threshold: float) -> None:
+    bands, rows = lsh_params(threshold, 128)
+    assert bands * rows <= 128 and bands >= 1 and rows >= 1
+
+
+def test_bad_parameters_raise() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        NearIndex(threshold=0)
+    with pytest.raises(ValueError, match="exceeds num_perm"):
+        NearIndex(num_perm=16, bands=8, rows=4)
