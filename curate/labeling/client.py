@@ -1,0 +1,205 @@
+"""A small Label Studio REST client with retries, used by push and pull.
+
+    >>> from curate.labeling.client import connect
+    >>> client = connect()          # LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY, or the `curate studio up` server
+    >>> client.whoami()["email"]    # doctest: +SKIP
+    'admin@curate.local'
+
+Connection errors and 5xx answers are retried with exponential backoff; 401/403 become a ServerError that says
+the token is wrong; a server that is down becomes a ServerError that says how to start one. The token is sent
+in a header only; it never appears in messages or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from curate.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKSPACE = Path(".curate") / "studio"
+RETRY_STATUS = {500, 502, 503, 504}
+
+
+class TransientServerError(ServerError):
+    """The server could not be reached or kept answering 5xx: the request may or may not have taken effect."""
+
+
+class StudioClient:
+    """Thin wrapper over Label Studio's REST API (1.23): projects, validation, import, export, annotations."""
+
+    def __init__(self, url: str, token: str, *, retries: int = 5, backoff: float = 0.5, timeout: float = 300.0):
+        if not url.startswith(("http://", "https://")):
+            raise ServerError(f"Label Studio URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        auth = token if token.startswith(("Token ", "Bearer ")) else f"Token {token}"
+        self._http = httpx.Client(base_url=self.url, headers={"Authorization": auth}, timeout=timeout)
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"StudioClient({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "StudioClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ transport
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                retry: bool = True, ok: tuple[int, ...] = ()) -> httpx.Response:
+        """One API call; retries connection errors and 5xx with backoff (when `retry`), raises ServerError."""
+        content = orjson.dumps(json) if json is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        attempts = self.retries + 1 if retry else 1
+        last: str = ""
+        for attempt in range(attempts):
+            if attempt:
+                delay = self.backoff * (2 ** (attempt - 1))
+                log.info("retrying %s %s in %.1f s (%s)", method, path, delay, last)
+                time.sleep(delay)
+            try:
+                r = self._http.request(method, path, content=content, params=params, headers=headers)
+            except httpx.TransportError as err:
+                last = f"{type(err).__name__}: {err}"
+                continue
+            if r.status_code in RETRY_STATUS:
+                last = f"HTTP {r.status_code}"
+                continue
+            if r.status_code in (401, 403):
+                raise ServerError(f"Label Studio at {self.url} refused the API token (HTTP {r.status_code}); "
+                                  "check LABEL_STUDIO_API_KEY (a legacy token; enable legacy tokens in the "
+                                  "organization settings) or restart with `curate studio up`")
+            if r.status_code >= 400 and r.status_code not in ok:
+                raise ServerError(f"Label Studio answered {method} {path} with HTTP {r.status_code}: "
+                                  f"{_short(r.text)}")
+            return r
+        if last.startswith("HTTP"):
+            raise TransientServerError(f"Label Studio at {self.url} kept failing on {method} {path} ({last}) after "
+                              f"{attempts} attempts")
+        raise TransientServerError(f"cannot reach Label Studio at {self.url} ({last}); is it running? start one with "
+                          "`curate studio up` or set LABEL_STUDIO_URL")
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        return orjson.loads(self.request("GET", path, params=params or None).content)
+
+    # ------------------------------------------------------------ API
+
+    def whoami(self) -> dict[str, Any]:
+        return self.get_json("/api/current-user/whoami")
+
+    def version(self) -> dict[str, Any]:
+        return self.get_json("/api/version")
+
+    def validate_config(self, label_config: str) -> list[str]:
+        """The server's own validation of a config; returns the problems (empty when valid)."""
+        r = self.request("POST", "/api/projects/validate/", json={"label_config": label_config}, ok=(400,))
+        if r.status_code == 400:
+            body = r.json()
+            if isinstance(body, dict):
+                msgs = body.get("label_config") or body.get("validation_errors") or body
+                return [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+            return [str(body)]
+        return []
+
+    def projects(self) -> Iterator[dict[str, Any]]:
+        page = 1
+        while True:
+            r = self.request("GET", "/api/projects/", params={"page": page, "page_size": 100}, ok=(404,))
+            if r.status_code == 404:
+                return
+            body = r.json()
+            items = body.get("results", []) if isinstance(body, dict) else body
+            yield from items
+            if not isinstance(body, dict) or not body.get("next"):
+                return
+            page += 1
+
+    def project(self, project_id: int) -> dict[str, Any]:
+        return self.get_json(f"/api/projects/{project_id}/")
+
+    def create_project(self, **fields: Any) -> dict[str, Any]:
+        return self.request("POST", "/api/projects/", json=fields, retry=False).json()
+
+    def update_project(self, project_id: int, **fields: Any) -> dict[str, Any]:
+        return self.request("PATCH", f"/api/projects/{project_id}/", json=fields).json()
+
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
+        """Import a batch of tasks in one request (not retried: the caller re-checks the server first)."""
+        r = self.request("POST", f"/api/projects/{project_id}/import", json=tasks,
+                         params={"return_task_ids": "true", "commit_to_project": "true"}, retry=False)
+        return list(r.json().get("task_ids") or [])
+
+    def task_data(self, project_id: int, *, page_size: int = 5000) -> Iterator[dict[str, Any]]:
+        """Every task of a project as {"id", "data"} (paged through the tasks API)."""
+        page = 1
+        while True:
+            r = self.request("GET", "/api/tasks/", params={"project": project_id, "page": page,
+                                                         "page_size": page_size, "include": "id,data"}, ok=(404,))
+            if r.status_code == 404:
+                return
+            body = orjson.loads(r.content)
+            tasks = body.get("tasks", []) if isinstance(body, dict) else body
+            for t in tasks:
+                yield {"id": t["id"], "data": t.get("data", {})}
+            total = body.get("total") if isinstance(body, dict) else None
+            if not tasks or (total is not None and page * page_size >= total):
+                return
+            page += 1
+
+    def create_annotation(self, task_id: int, result: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return self.request("POST", f"/api/tasks/{task_id}/annotations/", json={"result": result, **extra},
+                            retry=False).json()
+
+    def export_snapshot(self, project_id: int, *, annotated_only: bool = True) -> list[dict[str, Any]]:
+        """Export every (annotated) task with its annotations through a snapshot, and download it as JSON."""
+        body: dict[str, Any] = {"title": "curate pull"}
+        if annotated_only:
+            body["task_filter_options"] = {"annotated": "only"}
+        snap = self.request("POST", f"/api/projects/{project_id}/exports/", json=body).json()
+        pk = snap["id"]
+        deadline = time.monotonic() + 600
+        while snap.get("status") not in ("completed", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            snap = self.get_json(f"/api/projects/{project_id}/exports/{pk}")
+        if snap.get("status") != "completed":
+            raise ServerError(f"Label Studio export {pk} of project {project_id} ended as {snap.get('status')!r}")
+        r = self.request("GET", f"/api/projects/{project_id}/exports/{pk}/download",
+                         params={"exportType": "JSON"})
+        tasks = orjson.loads(r.content)
+        self.request("DELETE", f"/api/projects/{project_id}/exports/{pk}", ok=(404,))
+        return tasks
+
+
+def _short(text: str, n: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def connect(url: str | None = None, token: str | None = None, *,
+            workspace: str | os.PathLike[str] | None = None) -> StudioClient:
+    """A client for the given server, else LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY, else `curate studio up`'s."""
+    url = url or os.environ.get("LABEL_STUDIO_URL")
+    token = token or os.environ.get("LABEL_STUDIO_API_KEY")
+    if url and token:
+        return StudioClient(url, token)
+    if url and not token:
+        raise ServerError("LABEL_STUDIO_URL is set but LABEL_STUDIO_API_KEY is not; set the API token too")
+    from curate.labeling import server
+
+    found_url, found_token = server.connection(Path(workspace) if workspace else DEFAULT_WORKSPACE)
+    return StudioClient(found_url, token or found_token)

@@ -1,0 +1,205 @@
+"""Compile a behavior spec into Label Studio labeling configs (XML) and labeling instructions (HTML).
+
+    >>> from curate.spec import load_spec
+    >>> from curate.labeling.config import build_config, controls
+    >>> spec = load_spec("specs/support-triage")
+    >>> xml = build_config(spec, "review")          # the labeling interface for reviewing responses
+    >>> sorted(controls(spec, "review"))             # what an annotation may contain, checked on pull
+    ['category', 'corrected', 'note', 'verdict', 'violates']
+
+Three kinds of project:
+- review   (SFT): the conversation, the response, a verdict (accept / edit / reject), the corrected response,
+            a per-rule checklist ("violates: <rule says>"), the case category and a note;
+- pairwise (preference): the prompt, two responses (Label Studio's Pairwise control), the rules the losing
+            response breaks, a rationale;
+- write    (prompts without responses): the prompt and a text area for the ideal response.
+
+Every text that comes from a spec or from data is XML-escaped; values that Label Studio would read as a task
+field reference (a leading `$`) are guarded. Choice values shown to labelers are the rule's words; the value
+stored in annotations is the rule id (`alias`), so annotations stay stable when wording changes.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Literal
+from xml.sax.saxutils import escape, quoteattr
+
+from curate.errors import LabelingError
+from curate.spec import Spec
+
+Kind = Literal["review", "pairwise", "write"]
+KINDS: tuple[str, ...] = ("review", "pairwise", "write")
+VERDICTS: tuple[str, ...] = ("accept", "edit", "reject")
+PAIRWISE_SIDES: tuple[str, ...] = ("left", "right")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control tag of a config: what an annotation result from it may hold."""
+
+    name: str
+    type: str  # the result "type" Label Studio writes: choices | textarea | pairwise
+    to_name: str
+    values: frozenset[str] | None = None  # allowed choice values (aliases) or pairwise sides; None: free text
+    multiple: bool = False
+    required: bool = False
+    labels: dict[str, str] = field(default_factory=dict)  # stored value -> text shown to labelers
+
+
+def _attr(value: str) -> str:
+    """An XML attribute value, quoted and escaped; a leading `$` (a task-field reference to LS) is guarded."""
+    text = str(value)
+    if text.startswith("$"):
+        text = "\u200b" + text  # zero-width space: shown the same, no longer a variable reference
+    return quoteattr(text.replace("\n", " "))
+
+
+def _rule_label(says: str) -> str:
+    return f"violates: {says.strip()}"
+
+
+def _category_names(spec: Spec) -> list[str]:
+    return list(spec.cases) or ["typical"]
+
+
+def controls(spec: Spec, kind: str) -> dict[str, Control]:
+    """The controls of `kind`'s config, keyed by name (used to check annotations against the config)."""
+    rule_labels = {r.id: _rule_label(r.says) for r in spec.rules}
+    if kind == "review":
+        cats = _category_names(spec)
+        out = [
+            Control("verdict", "choices", "response", frozenset(VERDICTS), required=True,
+                    labels={v: v for v in VERDICTS}),
+            Control("corrected", "textarea", "response"),
+            Control("violates", "choices", "response", frozenset(rule_labels), multiple=True, labels=rule_labels),
+            Control("category", "choices", "response", frozenset(cats), labels={c: c for c in cats}),
+            Control("note", "textarea", "response"),
+        ]
+    elif kind == "pairwise":
+        out = [
+            Control("comparison", "pairwise", "comparison", frozenset(PAIRWISE_SIDES), required=True),
+            Control("loser_violates", "choices", "left", frozenset(rule_labels), multiple=True, labels=rule_labels),
+            Control("rationale", "textarea", "left"),
+        ]
+    elif kind == "write":
+        out = [Control("ideal", "textarea", "prompt", required=True)]
+    else:
+        raise LabelingError(f"unknown labeling kind {kind!r}; use one of: {', '.join(KINDS)}")
+    return {c.name: c for c in out}
+
+
+def _choices(ctrl: Control, *, to_name: str, extra: str = "") -> list[str]:
+    choice = "multiple" if ctrl.multiple else "single"
+    required = ' required="true"' if ctrl.required else ""
+    lines = [f'  <Choices name="{ctrl.name}" toName="{to_name}" choice="{choice}" showInline="false"{required}{extra}>']
+    for value, shown in ctrl.labels.items():
+        lines.append(f"    <Choice value={_attr(shown)} alias={_attr(value)}/>")
+    lines.append("  </Choices>")
+    return lines
+
+
+def _header(text: str) -> str:
+    return f"  <Header value={_attr(text)}/>"
+
+
+def build_config(spec: Spec, kind: str) -> str:
+    """The Label Studio XML config for one kind of project."""
+    ctrls = controls(spec, kind)
+    lines = ["<View>", f"  <!-- generated by curate from spec {escape(spec.ref).replace('--', '- -')}; "
+             "do not edit -->"]
+    if kind == "review":
+        lines += [
+            _header("Conversation"),
+            '  <Paragraphs name="dialogue" value="$messages" layout="dialogue" nameKey="role" textKey="content"/>',
+            _header("Response to review"),
+            '  <Text name="response" value="$response"/>',
+            _header("Automatic checks"),
+            '  <Text name="check_summary" value="$check_summary"/>',
+            _header("Verdict"),
+            *_choices(ctrls["verdict"], to_name="response"),
+            _header("Corrected response (when the verdict is edit)"),
+            '  <TextArea name="corrected" toName="response" rows="6" maxSubmissions="1" editable="true"'
+            ' placeholder="The response as it should be"/>',
+            _header("Rules this response breaks"),
+            *_choices(ctrls["violates"], to_name="response"),
+            _header("Case category"),
+            *_choices(ctrls["category"], to_name="response"),
+            _header("Note"),
+            '  <TextArea name="note" toName="response" rows="2" maxSubmissions="1" editable="true"/>',
+        ]
+    elif kind == "pairwise":
+        lines += [
+            _header("Prompt"),
+            '  <Paragraphs name="prompt" value="$messages" layout="dialogue" nameKey="role" textKey="content"/>',
+            _header("Which response is better?"),
+            '  <Text name="left" value="$left"/>',
+            '  <Text name="right" value="$right"/>',
+            '  <Pairwise name="comparison" toName="left,right" selectionStyle="background: #d1f7c4;"/>',
+            _header("Rules the losing response breaks"),
+            *_choices(ctrls["loser_violates"], to_name="left"),
+            _header("Rationale"),
+            '  <TextArea name="rationale" toName="left" rows="3" maxSubmissions="1" editable="true"/>',
+        ]
+    else:  # write
+        lines += [
+            _header("Prompt"),
+            '  <Paragraphs name="prompt" value="$messages" layout="dialogue" nameKey="role" textKey="content"/>',
+            _header("Write the ideal response"),
+            '  <TextArea name="ideal" toName="prompt" rows="8" maxSubmissions="1" editable="true" required="true"'
+            ' placeholder="The response the model should give"/>',
+        ]
+    lines.append("</View>")
+    return "\n".join(lines) + "\n"
+
+
+def data_fields(kind: str) -> tuple[str, ...]:
+    """The task data fields the config of `kind` reads."""
+    return {"review": ("messages", "response", "check_summary"), "pairwise": ("messages", "left", "right"),
+            "write": ("messages",)}[kind]
+
+
+def instructions(spec: Spec, kind: str) -> str:
+    """The project's labeling instructions (HTML, shown before labeling): rules, categories, examples."""
+    e = html.escape
+    what = {
+        "review": "Read the conversation and the response. Accept it when it follows every rule; choose "
+                  "<b>edit</b> and write the corrected response when it can be fixed; <b>reject</b> it when it "
+                  "cannot. Tick every rule the response breaks (the automatic checks are pre-ticked: verify them).",
+        "pairwise": "Read the prompt and both responses, pick the better one, tick the rules the other one breaks, "
+                    "and say why in a sentence.",
+        "write": "Read the prompt and write the response the assistant should give, following every rule.",
+    }[kind]
+    parts = [f"<h2>{e(spec.name)} (version {e(str(spec.version))}): {e(kind)}</h2>"]
+    if spec.description:
+        parts.append(f"<p>{e(spec.description)}</p>")
+    parts.append(f"<p>{what}</p>")
+    if spec.system_prompt:
+        parts.append(f"<p><b>The assistant's instructions:</b> {e(spec.system_prompt)}</p>")
+    parts.append("<h3>Rules</h3><ul>")
+    for r in spec.rules:
+        how = "checked automatically" if r.automatic else "judged by you"
+        parts.append(f"<li><b>{e(r.id)}</b> ({e(r.category)}, {how}): {e(r.says)}</li>")
+    parts.append("</ul><h3>Case categories</h3><ul>")
+    for name, cat in spec.cases.items():
+        desc = f": {e(cat.description)}" if cat.description else ""
+        parts.append(f"<li><b>{e(name)}</b>{desc}</li>")
+    parts.append("</ul>")
+    if spec.examples:
+        parts.append("<h3>Examples</h3>")
+        for ex in spec.examples:
+            note = f"<br><i>{e(ex.note)}</i>" if ex.note else ""
+            parts.append(f"<p><b>User:</b> {e(ex.user)}<br><b>Assistant:</b> <code>{e(ex.assistant)}</code>{note}</p>")
+    return "\n".join(parts)
+
+
+def project_title(spec: Spec, kind: str) -> str:
+    """A project title (Label Studio allows 50 characters)."""
+    title = f"{spec.name}@{spec.version} {kind}"
+    return title if len(title) <= 50 else title[:41] + "~" + kind[:8]
+
+
+def project_marker(spec: Spec, kind: str) -> str:
+    """The line in the project's description that identifies it as curate's project for this spec and kind."""
+    return f"curate:{spec.ref}:{kind}"

@@ -1,0 +1,300 @@
+"""Push records to Label Studio as labeling tasks, idempotently, with the rule checks as predictions.
+
+    >>> from curate.spec import load_spec
+    >>> from curate.labeling.client import connect
+    >>> from curate.labeling.push import push
+    >>> spec = load_spec("specs/support-triage")
+    >>> res = push(spec, "review", client=connect())            # the spec's own data files by default
+    >>> res.pushed + res.already == res.eligible                 # doctest: +SKIP
+    True
+
+One project per (spec version, kind), found again through a marker line in its description. Each task carries
+the record id (`curate_id`) and the record itself, so a pull needs no local state. A second push adds only the
+records the server does not hold yet (checked against the server); a push interrupted half-way (server killed)
+resumes without duplicate tasks, because each batch is re-checked against the server before it is re-sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.checks import run_rules
+from curate.errors import LabelingError, ServerError
+from curate.labeling.client import StudioClient, TransientServerError
+from curate.labeling.config import (
+    KINDS, build_config, controls, instructions, project_marker, project_title,
+)
+from curate.records import (
+    CheckResult, LineError, PreferenceRecord, SFTRecord, Source, dump_record, read_jsonl, record_from_native,
+)
+from curate.spec import Spec
+from curate.steps.base import RunContext
+
+log = logging.getLogger(__name__)
+Record = SFTRecord | PreferenceRecord
+PREDICTION_MODEL = "curate-checks"
+
+
+@dataclass
+class PushResult:
+    project_id: int
+    project_url: str
+    kind: str
+    created_project: bool = False
+    records_in: int = 0
+    eligible: int = 0
+    pushed: int = 0
+    already: int = 0
+    duplicates_in_input: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    task_ids: list[int] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("task_ids")
+        return out
+
+
+# ---------------------------------------------------------------- projects
+
+def find_project(client: StudioClient, spec: Spec, kind: str) -> dict[str, Any] | None:
+    """curate's project for this spec version and kind, found by the marker line in its description."""
+    marker = project_marker(spec, kind)
+    for p in client.projects():
+        if marker in (p.get("description") or "").splitlines():
+            return p
+    return None
+
+
+def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int = 1) -> tuple[dict[str, Any], bool]:
+    """Create the project, or update its config, instructions and overlap; returns (project, created)."""
+    if kind not in KINDS:
+        raise LabelingError(f"unknown labeling kind {kind!r}; use one of: {', '.join(KINDS)}")
+    config = build_config(spec, kind)
+    problems = client.validate_config(config)
+    if problems:
+        raise LabelingError(f"Label Studio rejected the {kind} config compiled from {spec.ref}: {'; '.join(problems)}")
+    fields = {
+        "label_config": config,
+        "expert_instruction": instructions(spec, kind),
+        "show_instruction": True,
+        "maximum_annotations": max(1, overlap),
+        "overlap_cohort_percentage": 100,
+        "show_collab_predictions": True,
+    }
+    existing = find_project(client, spec, kind)
+    if existing is None:
+        desc = project_marker(spec, kind) + ("\n" + spec.description if spec.description else "")
+        return client.create_project(title=project_title(spec, kind), description=desc, **fields), True
+    changed = {k: v for k, v in fields.items() if existing.get(k) != v}
+    if changed:
+        existing = client.update_project(existing["id"], **changed)
+    return existing, False
+
+
+# ---------------------------------------------------------------- records -> tasks
+
+def _turns(messages: Iterable[Any]) -> list[dict[str, str]]:
+    out = []
+    for m in messages:
+        text = m.content
+        if m.tool_calls:
+            text += "".join(f"\n[call {tc.function.name}({tc.function.arguments})]" for tc in m.tool_calls)
+        out.append({"role": m.role, "content": text})
+    return out
+
+
+def _summary(results: list[CheckResult]) -> str:
+    failed = [f"{r.rule} ({r.detail})" if r.detail else r.rule for r in results if r.status == "fail"]
+    passed = [r.rule for r in results if r.status == "pass"]
+    skipped = [r.rule for r in results if r.status == "skip"]
+    parts = [f"FAILS: {'; '.join(failed)}" if failed else "passes every automatic rule"]
+    if failed and passed:
+        parts.append(f"passes: {', '.join(passed)}")
+    if skipped:
+        parts.append(f"not applicable: {', '.join(skipped)}")
+    return " | ".join(parts)
+
+
+def eligible(record: Record, kind: str) -> str | None:
+    """None when `record` can be labeled as `kind`, else the reason code why not."""
+    if kind == "pairwise":
+        return None if isinstance(record, PreferenceRecord) else "not_a_pair"
+    if isinstance(record, PreferenceRecord):
+        return "not_sft"
+    if kind == "review":
+        return None if record.response_text() and record.prompt_messages() else "no_response"
+    return None if any(m.role == "user" for m in record.prompt_messages()) else "no_prompt"
+
+
+def _left_is_chosen(record: PreferenceRecord) -> bool:
+    """Which side the original chosen response is shown on: fixed per record, half the pairs each way."""
+    return int(record.id[-1], 16) % 2 == 0
+
+
+def to_task(spec: Spec, kind: str, record: Record) -> dict[str, Any]:
+    """A Label Studio task (data + prediction) for one record."""
+    data: dict[str, Any] = {"curate_id": record.id, "curate_spec": spec.ref, "curate_kind": kind,
+                            "messages": _turns(record.prompt_messages()), "record": dump_record(record)}
+    result: list[dict[str, Any]] = []
+    score = None
+    if kind == "review":
+        checks = run_rules(spec, record)
+        data["response"] = record.response_text()
+        data["check_summary"] = _summary(checks)
+        failed = [c.rule for c in checks if c.status == "fail"]
+        applicable = [c for c in checks if c.status != "skip"]
+        score = (len(applicable) - len(failed)) / len(applicable) if applicable else 1.0
+        if failed:
+            result.append({"from_name": "violates", "to_name": "response", "type": "choices",
+                           "value": {"choices": failed}})
+        if record.category in controls(spec, "review")["category"].values:  # type: ignore[operator]
+            result.append({"from_name": "category", "to_name": "response", "type": "choices",
+                           "value": {"choices": [record.category]}})
+    elif kind == "pairwise":
+        assert isinstance(record, PreferenceRecord)
+        chosen, rejected = record.response_text(), record.rejected_text()
+        left_chosen = _left_is_chosen(record)
+        data["left"], data["right"] = (chosen, rejected) if left_chosen else (rejected, chosen)
+        data["left_is"] = "chosen" if left_chosen else "rejected"
+        c_fail = [c.rule for c in run_rules(spec, record, response=chosen) if c.status == "fail"]
+        r_fail = [c.rule for c in run_rules(spec, record, response=rejected) if c.status == "fail"]
+        left_fail, right_fail = (c_fail, r_fail) if left_chosen else (r_fail, c_fail)
+        data["check_summary"] = (f"left: {'FAILS ' + ', '.join(left_fail) if left_fail else 'passes'} | "
+                                 f"right: {'FAILS ' + ', '.join(right_fail) if right_fail else 'passes'}")
+        if bool(left_fail) != bool(right_fail):  # exactly one side breaks rules: pre-tick them
+            result.append({"from_name": "loser_violates", "to_name": "left", "type": "choices",
+                           "value": {"choices": left_fail or right_fail}})
+    task: dict[str, Any] = {"data": data}
+    if result or kind == "review":
+        task["predictions"] = [{"model_version": PREDICTION_MODEL, "score": score, "result": result}]
+    return task
+
+
+# ---------------------------------------------------------------- reading input
+
+def read_records(paths: Iterable[str | Path], *, spec: Spec, ctx: RunContext) -> Iterator[Record]:
+    """Our native JSONL records from `paths`; bad lines go to quarantine (step "label_push")."""
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise LabelingError(f"{path}: no such input file")
+        for line, obj in read_jsonl(path):
+            src = Source(file=str(path), line=line, format="jsonl")
+            ctx.count("in:" + str(path))
+            if isinstance(obj, LineError):
+                ctx.quarantine(step="label_push", reason=obj.reason, detail=obj.detail, source=src, original=obj.raw)
+                continue
+            try:
+                rec = record_from_native(obj, spec=spec.ref, source=None if isinstance(obj.get("source"), dict)
+                                         else src)
+            except (ValueError, TypeError) as err:
+                ctx.quarantine(step="label_push", reason="bad_record", detail=str(err).splitlines()[0],
+                               source=src, original=obj)
+                continue
+            yield rec
+
+
+# ---------------------------------------------------------------- push
+
+def existing_ids(client: StudioClient, project_id: int) -> dict[str, int]:
+    """curate record id -> task id, for every task the server holds in the project."""
+    out: dict[str, int] = {}
+    for t in client.task_data(project_id):
+        rid = t["data"].get("curate_id")
+        if rid:
+            out.setdefault(rid, t["id"])
+    return out
+
+
+def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Record] | None = None,
+         inputs: Iterable[str | Path] | None = None, overlap: int = 1, batch_size: int = 1000,
+         ctx: RunContext | None = None, progress: Callable[[str, int, int | None], None] | None = None,
+         max_batch_retries: int = 5) -> PushResult:
+    """Create/update the project for `spec` and `kind` and import the records it does not hold yet."""
+    t0 = time.perf_counter()
+    ctx = ctx or RunContext()
+    if records is None:
+        paths = list(inputs) if inputs is not None else spec.data_paths()
+        if not paths:
+            raise LabelingError(f"{spec.ref} lists no data files; pass --input FILE")
+        records = read_records(paths, spec=spec, ctx=ctx)
+    project, created = ensure_project(client, spec, kind, overlap=overlap)
+    pid = int(project["id"])
+    res = PushResult(project_id=pid, project_url=f"{client.url}/projects/{pid}/data", kind=kind,
+                     created_project=created)
+    known: dict[str, int] = {} if created or not project.get("task_number") else existing_ids(client, pid)
+    seen: set[str] = set()
+    batch: list[Record] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        tasks = [to_task(spec, kind, r) for r in batch]
+        ids = [r.id for r in batch]
+        for attempt in range(max_batch_retries + 1):
+            try:
+                got = client.import_tasks(pid, tasks)
+                break
+            except TransientServerError as err:
+                if attempt == max_batch_retries:
+                    raise
+                res.retries += 1
+                delay = client.backoff * (2 ** attempt)
+                log.warning("import of %d tasks failed (%s); re-checking the server in %.1f s", len(tasks), err,
+                            delay)
+                time.sleep(delay)
+                # the batch may have landed before the connection dropped: keep only what the server lacks
+                held = existing_ids(client, pid)
+                keep = [i for i, rid in enumerate(ids) if rid not in held]
+                res.already += len(ids) - len(keep)
+                tasks, ids = [tasks[i] for i in keep], [ids[i] for i in keep]
+                if not tasks:
+                    got = []
+                    break
+        res.pushed += len(got)
+        res.task_ids.extend(got)
+        res.batches += 1
+        batch.clear()
+        if progress:
+            progress("push", res.pushed + res.already, None)
+
+    for rec in records:
+        res.records_in += 1
+        if rec.spec is None:
+            rec = rec.model_copy(update={"spec": spec.ref})
+        why = eligible(rec, kind)
+        if why:
+            res.quarantined += 1
+            ctx.quarantine(step="label_push", reason=why, detail=f"a {rec.kind} record cannot be labeled as {kind}",
+                           record=rec)
+            continue
+        res.eligible += 1
+        if rec.id in seen:
+            res.duplicates_in_input += 1
+            res.eligible -= 1
+            continue
+        seen.add(rec.id)
+        if rec.id in known:
+            res.already += 1
+            continue
+        batch.append(rec)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    res.quarantined = ctx.n_quarantined
+    res.seconds = round(time.perf_counter() - t0, 3)
+    log.info("pushed %d tasks to project %d (%d already there)", res.pushed, pid, res.already)
+    return res
+
+
+__all__ = ["PushResult", "ServerError", "ensure_project", "existing_ids", "find_project", "push", "read_records",
+           "to_task"]

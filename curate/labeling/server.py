@@ -1,0 +1,363 @@
+"""A local Label Studio server: install it into its own environment, start it on loopback, stop it.
+
+    >>> from pathlib import Path
+    >>> from curate.labeling import server
+    >>> info = server.start(Path(".curate/studio"))       # installs Label Studio first if needed (minutes)
+    >>> info.url                                           # doctest: +SKIP
+    'http://127.0.0.1:8093'
+    >>> server.stop(Path(".curate/studio"))               # stops the process it started, and only that one
+    True
+
+Label Studio's pins clash with ours, so it lives in its own venv under `$CURATE_CACHE` (default
+`~/.cache/curate`)/label-studio-<version>/, shared by every workspace and test session on the machine.
+The admin user and its API token are created on the first start from environment variables (never argv);
+the credentials live in `<data dir>/curate-credentials.json`, readable by the owner only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from curate.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+LS_VERSION = "1.23.2"
+ADMIN_USER = "admin@curate.local"
+STATE_FILE = "curate-server.json"
+CREDENTIALS_FILE = "curate-credentials.json"
+LOG_FILE = "label-studio.log"
+_STARTED = re.compile(r"Starting development server at http://[\d.]+:(\d+)/?")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate").expanduser()
+
+
+def install_dir() -> Path:
+    """Where Label Studio's own venv lives: `$CURATE_CACHE/label-studio-<version>/`."""
+    return cache_dir() / f"label-studio-{LS_VERSION}"
+
+
+def executable() -> Path:
+    return install_dir() / "venv" / "bin" / "label-studio"
+
+
+def is_installed() -> bool:
+    marker = install_dir() / ".installed"
+    return executable().exists() and marker.exists() and marker.read_text().strip() == LS_VERSION
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_installed(*, progress: Callable[[str], None] | None = None) -> Path:
+    """Install Label Studio into its own venv unless it is there already; returns its `label-studio` path.
+
+    Safe to call from several processes at once (a file lock serialises the install).
+    """
+    if is_installed():
+        return executable()
+    home = install_dir()
+    with _file_lock(home.parent / f".label-studio-{LS_VERSION}.lock"):
+        if is_installed():
+            return executable()
+        home.mkdir(parents=True, exist_ok=True)
+        venv = home / "venv"
+        logfile = home / "install.log"
+        if progress:
+            progress(f"installing Label Studio {LS_VERSION} into {home} (a minute or two, once)")
+        log.info("installing label-studio %s into %s", LS_VERSION, home)
+        with open(logfile, "w") as out:
+            steps = []
+            if not (venv / "bin" / "python").exists():
+                steps.append([sys.executable, "-m", "venv", str(venv)])
+            steps.append([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                          "-q", f"label-studio=={LS_VERSION}"])
+            for cmd in steps:
+                rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+                if rc != 0:
+                    raise ServerError(f"installing Label Studio failed (exit {rc}); see {logfile}")
+        if not executable().exists():
+            raise ServerError(f"installing Label Studio left no {executable()}; see {logfile}")
+        (home / ".installed").write_text(LS_VERSION + "\n")
+        return executable()
+
+
+# ---------------------------------------------------------------- credentials and state
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    port: int
+    pid: int
+    data_dir: str
+    log: str
+    version: str = LS_VERSION
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _write_private(path: Path, data: dict[str, object]) -> None:
+    """Write JSON readable by the owner only (created 0600, never world-readable even briefly)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def credentials(data_dir: Path, *, create: bool = False) -> dict[str, str]:
+    """The admin user, password and API token of the server in `data_dir` (created when asked)."""
+    path = Path(data_dir) / CREDENTIALS_FILE
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.warning("%s was readable by others (mode %o); set it to 0600", path, mode)
+        return json.loads(path.read_text())
+    if not create:
+        raise ServerError(f"no credentials in {data_dir}; start the server with `curate studio up`")
+    creds = {"username": ADMIN_USER, "password": secrets.token_urlsafe(18), "token": secrets.token_hex(20)}
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    _write_private(path, creds)
+    return creds
+
+
+def _read_state(data_dir: Path) -> ServerInfo | None:
+    path = Path(data_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return ServerInfo(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
+def _alive(pid: int, data_dir: Path | None = None) -> bool:
+    """True if `pid` runs and is the Label Studio we started for `data_dir` (not a recycled PID)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    args = [a.decode(errors="replace") for a in cmdline]
+    if not any("label-studio" in a for a in args):
+        return False
+    return data_dir is None or str(Path(data_dir).resolve()) in args
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _clean_env(data_dir: Path, creds: dict[str, str]) -> dict[str, str]:
+    """A clean environment: Label Studio reads LABEL_STUDIO_X, HEARTEX_X and bare X, so nothing stray leaks in."""
+    venv_bin = str(executable().parent)
+    return {
+        "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "LANG": "C.UTF-8",
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_USERNAME": creds["username"],
+        "LABEL_STUDIO_PASSWORD": creds["password"],
+        "LABEL_STUDIO_USER_TOKEN": creds["token"],
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout: float = 180.0,
+          progress: Callable[[str], None] | None = None) -> ServerInfo:
+    """Start Label Studio bound to 127.0.0.1 with its data in `data_dir`; reuse it when it already runs there.
+
+    Waits until the server answers and the API token works. Raises ServerError with the log's last lines.
+    """
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    running = status(data_dir)
+    if running.get("running") and running.get("healthy"):
+        info = _read_state(data_dir)
+        assert info is not None
+        return info
+    exe = ensure_installed(progress=progress)
+    creds = credentials(data_dir, create=True)
+    if port is None:
+        port = free_port()
+    elif not port_is_free(port):
+        raise ServerError(f"port {port} on 127.0.0.1 is busy; pick another with --port or leave it out")
+    logfile = data_dir / LOG_FILE
+    cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data_dir), "--enable-legacy-api-token", "--log-level", "WARNING"]
+    if progress:
+        progress(f"starting Label Studio on 127.0.0.1:{port} (first start runs migrations, ~30 s)")
+    with open(logfile, "ab") as out:
+        offset = out.tell()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=_clean_env(data_dir, creds), cwd=str(data_dir), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    info = ServerInfo(url=url, port=port, pid=proc.pid, data_dir=str(data_dir), log=str(logfile))
+    _write_private(data_dir / STATE_FILE, info.as_dict())
+    try:
+        _wait_ready(proc, info, offset, timeout)
+        _check_token(url, creds["token"])
+    except BaseException:
+        _terminate(proc.pid, data_dir)
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+        raise
+    log.info("label studio %s up at %s (pid %d)", LS_VERSION, url, proc.pid)
+    return info
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], info: ServerInfo, offset: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    logfile = Path(info.log)
+    seen_port: int | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"Label Studio exited with code {proc.returncode} while starting; "
+                              f"log {logfile}: {_tail(logfile)}")
+        if seen_port is None:
+            with open(logfile, "rb") as fh:
+                fh.seek(offset)
+                m = _STARTED.search(fh.read().decode(errors="replace"))
+            if m:
+                seen_port = int(m.group(1))
+                if seen_port != info.port:
+                    raise ServerError(f"Label Studio started on port {seen_port}, not {info.port} (the port "
+                                      "was taken meanwhile); run the command again")
+        if seen_port is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(info.url + "/health", timeout=5)
+                if r.status_code == 200 and r.json().get("status") == "UP":
+                    return
+        time.sleep(0.5)
+    raise ServerError(f"Label Studio did not answer on {info.url} within {timeout:.0f} s; log {logfile}: "
+                      f"{_tail(logfile)}")
+
+
+def _check_token(url: str, token: str) -> None:
+    r = httpx.get(url + "/api/current-user/whoami", headers={"Authorization": f"Token {token}"}, timeout=15)
+    if r.status_code != 200:
+        raise ServerError(f"Label Studio at {url} refused curate's API token (HTTP {r.status_code}); the data "
+                          "folder may come from another tool: start with a fresh --dir")
+
+
+def _terminate(pid: int, data_dir: Path | None, timeout: float = 20.0) -> bool:
+    """SIGTERM the one process we started (then SIGKILL after `timeout`); True if it was running."""
+    if not _alive(pid, data_dir):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        if not _alive(pid, data_dir):
+            return True
+        time.sleep(0.1)
+    log.warning("label studio pid %d ignored SIGTERM for %.0f s; sending SIGKILL", pid, timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    return True
+
+
+def stop(data_dir: str | os.PathLike[str], *, timeout: float = 20.0) -> bool:
+    """Stop the server started for `data_dir` (only that process); False if none was running."""
+    data_dir = Path(data_dir).resolve()
+    info = _read_state(data_dir)
+    if info is None:
+        return False
+    was_running = _terminate(info.pid, data_dir, timeout)
+    (data_dir / STATE_FILE).unlink(missing_ok=True)
+    return was_running
+
+
+def status(data_dir: str | os.PathLike[str]) -> dict[str, object]:
+    """{"running", "healthy", "url", "pid", "port", "data_dir", "version"} for the server of `data_dir`."""
+    data_dir = Path(data_dir).resolve()
+    info = _read_state(data_dir)
+    out: dict[str, object] = {"running": False, "healthy": False, "url": None, "pid": None, "port": None,
+                              "data_dir": str(data_dir), "version": LS_VERSION, "installed": is_installed()}
+    if info is None:
+        return out
+    out.update(url=info.url, pid=info.pid, port=info.port)
+    if not _alive(info.pid, data_dir):
+        return out
+    out["running"] = True
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        r = httpx.get(info.url + "/health", timeout=3)
+        out["healthy"] = r.status_code == 200 and r.json().get("status") == "UP"
+    return out
+
+
+def connection(data_dir: str | os.PathLike[str]) -> tuple[str, str]:
+    """(url, token) of the running server in `data_dir`; ServerError when it is not running."""
+    data_dir = Path(data_dir).resolve()
+    info = _read_state(data_dir)
+    if info is None or not _alive(info.pid, data_dir):
+        raise ServerError(f"no Label Studio running for {data_dir}; start one with `curate studio up` or set "
+                          "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    return info.url, credentials(data_dir)["token"]
