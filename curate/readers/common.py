@@ -1,0 +1,229 @@
+"""Shared pieces of the importers: the rejection signal, cheap message/record construction, metadata fields.
+
+Records are built with pydantic's `model_construct` (no per-field validation) AFTER the checks in this module
+(roles, types, non-empty turns, JSON tool-call arguments): the checks are the validation, done once and cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from curate.records import FunctionCall, Message, PreferenceRecord, SFTRecord, Source, ToolCall
+
+ROLES = frozenset(("system", "user", "assistant", "tool"))
+# Role names seen in the wild, mapped to ours (OpenAI's `developer` and legacy `function`, ShareGPT's names).
+ROLE_ALIASES = {
+    "system": "system", "developer": "system",
+    "user": "user", "human": "user",
+    "assistant": "assistant", "gpt": "assistant", "model": "assistant", "chatgpt": "assistant", "bot": "assistant",
+    "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
+}
+
+
+class Reject(Exception):
+    """One raw unit that cannot become a record: a stable reason code and a detail naming the field."""
+
+    def __init__(self, reason: str, detail: str, source: Source | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.source = source  # a finer source than the raw unit's (e.g. a Label Studio annotation), when known
+
+
+def jdump(value: Any) -> str:
+    """Compact JSON text (tool-call arguments and tool definitions are stored as JSON strings)."""
+    return orjson.dumps(value).decode()
+
+
+def text_of(value: Any, where: str) -> str:
+    """A turn's text: a string, None (empty), or a list of typed parts ({type: text, text|value})."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        out = []
+        for i, part in enumerate(value):
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            if not isinstance(part, dict):
+                raise Reject("bad_field", f"{where}[{i}]: a {type(part).__name__}, expected a content part")
+            kind = part.get("type", "text")
+            if kind != "text":
+                raise Reject("unsupported_content", f"{where}[{i}]: content part of type {kind!r} (only text)")
+            txt = part.get("text", part.get("value"))
+            if not isinstance(txt, str):
+                raise Reject("bad_field", f"{where}[{i}]: a text part without a string text/value")
+            out.append(txt)
+        return "".join(out)
+    raise Reject("bad_field", f"{where}: a {type(value).__name__}, expected text")
+
+
+def tool_call(value: Any, where: str) -> ToolCall:
+    """A tool call from OpenAI's {type, id, function: {name, arguments}} or a bare {name, arguments}."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as err:
+            raise Reject("bad_tool_call", f"{where}: not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise Reject("bad_tool_call", f"{where}: a {type(value).__name__}, expected an object")
+    fn = value.get("function", value)
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise Reject("bad_tool_call", f"{where}: no function name")
+    args = fn.get("arguments", fn.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            orjson.loads(args)
+        except orjson.JSONDecodeError:
+            raise Reject("bad_tool_call", f"{where}.arguments: not a JSON string") from None
+    else:
+        args = jdump(args)
+    call_id = value.get("id")
+    return ToolCall.model_construct(type="function", id=call_id if isinstance(call_id, str) else None,
+                                    function=FunctionCall.model_construct(name=fn["name"], arguments=args))
+
+
+def message(role: Any, content: Any, where: str, *, tool_calls: Sequence[ToolCall] | None = None,
+            name: Any = None, tool_call_id: Any = None) -> Message:
+    """A checked Message: known role, text content, non-empty unless it carries tool calls."""
+    r = ROLE_ALIASES.get(role) if isinstance(role, str) else None
+    if r is None:
+        raise Reject("bad_role", f"{where}.role: {role!r} is not one of system, user, assistant, tool")
+    text = text_of(content, f"{where}.content")
+    if not tool_calls and not text.strip():
+        raise Reject("empty_turn", f"{where}: empty {r} turn")
+    return Message.model_construct(role=r, content=text, tool_calls=tuple(tool_calls) if tool_calls else None,
+                                   name=name if isinstance(name, str) and name else None,
+                                   tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None)
+
+
+def openai_message(m: Any, where: str) -> Message:
+    """One OpenAI-style chat message {role, content, tool_calls?, name?, tool_call_id?, function_call?}."""
+    if not isinstance(m, dict):
+        raise Reject("bad_field", f"{where}: a {type(m).__name__}, expected a message object")
+    calls = m.get("tool_calls")
+    tcs: list[ToolCall] = []
+    if calls:
+        if not isinstance(calls, list):
+            raise Reject("bad_tool_call", f"{where}.tool_calls: expected a list")
+        tcs = [tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls)]
+    if m.get("function_call"):  # the legacy single-call field
+        tcs.append(tool_call(m["function_call"], f"{where}.function_call"))
+    if "role" not in m:
+        raise Reject("bad_role", f"{where}: no role")
+    return message(m["role"], m.get("content"), where, tool_calls=tcs, name=m.get("name"),
+                   tool_call_id=m.get("tool_call_id"))
+
+
+def openai_messages(value: Any, where: str) -> tuple[Message, ...]:
+    if not isinstance(value, list):
+        raise Reject("bad_field", f"{where}: a {type(value).__name__}, expected a list of messages")
+    if not value:
+        raise Reject("empty_turn", f"{where}: no messages")
+    return tuple(openai_message(m, f"{where}[{i}]") for i, m in enumerate(value))
+
+
+def turns(value: Any, where: str, default_role: str) -> tuple[Message, ...]:
+    """A prompt/completion/chosen/rejected value: a plain string (one turn of `default_role`) or messages."""
+    if isinstance(value, str):
+        return (message(default_role, value, where),)
+    if isinstance(value, dict):  # a single message
+        return (openai_message(value, where),)
+    return openai_messages(value, where)
+
+
+def tools_json(value: Any, where: str) -> str | None:
+    """Tool definitions, kept as a JSON string (Arrow-safe); empty values -> None."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise Reject("bad_field", f"{where}: not a JSON string") from None
+        return value if parsed not in ([], None, {}) else None
+    return jdump(value)
+
+
+def _str_list(obj: dict[str, Any], key: str) -> tuple[str, ...]:
+    v = obj.get(key)
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        return (v,)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise Reject("bad_field", f"{key}: expected a list of strings")
+
+
+def meta_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """category / tags / violates / labels when the input has them (checked types)."""
+    meta: dict[str, Any] = {}
+    cat = obj.get("category")
+    if cat is not None:
+        if not isinstance(cat, str) or not cat:
+            raise Reject("bad_field", "category: expected a non-empty string")
+        meta["category"] = cat
+    if "tags" in obj:
+        meta["tags"] = _str_list(obj, "tags")
+    if "violates" in obj:
+        meta["violates"] = _str_list(obj, "violates")
+    labels = obj.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict):
+            raise Reject("bad_field", "labels: expected an object")
+        meta["labels"] = labels
+    return meta
+
+
+def _base(meta: dict[str, Any], source: Source, spec: str | None, tools: str | None) -> dict[str, Any]:
+    return {"spec": spec, "category": meta.get("category", "typical"), "tags": meta.get("tags", ()),
+            "violates": meta.get("violates", ()), "labels": meta.get("labels") or {}, "source": source,
+            "checks": (), "tools": tools}
+
+
+def sft(messages: Iterable[Message] | None = None, *, prompt: Iterable[Message] | None = None,
+        completion: Iterable[Message] | None = None, meta: dict[str, Any], source: Source, spec: str | None,
+        tools: str | None = None) -> SFTRecord:
+    """An SFTRecord from checked messages, built without re-validation; id = content id."""
+    rec = SFTRecord.model_construct(
+        kind="sft", id="", messages=tuple(messages) if messages is not None else None,
+        prompt=tuple(prompt) if prompt is not None else None,
+        completion=tuple(completion) if completion is not None else None, **_base(meta, source, spec, tools))
+    rec.__dict__["id"] = rec.content_id()  # frozen model: set the id once, before anyone sees the record
+    return rec
+
+
+def preference(prompt: Iterable[Message], chosen: Iterable[Message], rejected: Iterable[Message], *,
+               meta: dict[str, Any], source: Source, spec: str | None, tools: str | None = None) -> PreferenceRecord:
+    rec = PreferenceRecord.model_construct(kind="preference", id="", prompt=tuple(prompt), chosen=tuple(chosen),
+                                           rejected=tuple(rejected), **_base(meta, source, spec, tools))
+    rec.__dict__["id"] = rec.content_id()
+    return rec
+
+
+def split_shared_prefix(chosen: tuple[Message, ...], rejected: tuple[Message, ...],
+                        where: str) -> tuple[tuple[Message, ...], tuple[Message, ...], tuple[Message, ...]]:
+    """Implicit-prompt pairs (whole conversations): the shared turns before the last assistant turn are the prompt.
+
+    Raises Reject(prompt_mismatch) when the two conversations do not share everything but their final answers.
+    """
+    def cut(conv: tuple[Message, ...]) -> int:
+        i = len(conv)
+        while i > 0 and conv[i - 1].role == "assistant":
+            i -= 1
+        return i
+
+    ci, ri = cut(chosen), cut(rejected)
+    if ci == len(chosen) or ri == len(rejected):
+        raise Reject("no_assistant_turn", f"{where}: chosen and rejected must end with an assistant turn")
+    if chosen[:ci] != rejected[:ri]:
+        n = next((k for k, (a, b) in enumerate(zip(chosen[:ci], rejected[:ri])) if a != b), min(ci, ri))
+        raise Reject("prompt_mismatch", f"{where}: chosen and rejected differ before their final answers "
+                     f"(at turn {n})")
+    return chosen[:ci], chosen[ci:], rejected[ri:]

@@ -1,0 +1,355 @@
+"""File containers -> raw units: `(line, obj_or_Reject, original)`, one per unit, never raising on a bad unit.
+
+- JSONL: streamed line by line (bytes, orjson). Blank lines are not units. A line that fails to parse is a
+  `Reject`: bad_encoding (not UTF-8), python_literal (a Python dict repr), broken_line (a JSON object split over
+  physical lines by a raw newline inside a string: the unit spans lines N..M and is quarantined as one), bad_json.
+  A line holding a JSON array or scalar is not_an_object.
+- JSON: the whole file is loaded (memory ~ a few times the file size; fine for the JSON arrays people publish, use
+  JSONL for big data). A top-level array yields its elements, each with the line where it starts; a top-level
+  object is one unit. A syntax error mid-array yields the elements before it and one bad_json unit for the rest.
+- CSV/TSV: streamed row by row (csv module); the line is the row's first physical line; cells that hold JSON lists
+  or objects (messages, chosen ...) are parsed; undecodable bytes make that row bad_encoding.
+- Parquet: streamed batch by batch (pyarrow row groups); Arrow IPC files (datasets.save_to_disk) batch by batch.
+  Their "line" is the 1-based row number.
+- A folder (Hugging Face dataset folder or plain data folder) is expanded to its data files (`expand_inputs`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curate.errors import InputError
+from curate.readers.common import Reject
+
+Unit = tuple[int, Any, Any]  # (line, dict | other JSON value | Reject, original text/JSON for quarantine)
+
+CONTAINERS = ("jsonl", "json", "csv", "parquet", "arrow")
+_EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
+        ".parquet": "parquet", ".arrow": "arrow"}
+# Files inside a dataset folder that are metadata, not data.
+_FOLDER_META = {"dataset_info.json", "state.json", "dataset_dict.json", "manifest.json", "heldout.lock"}
+_PY_LITERAL = re.compile(rb"^\s*[\[{]\s*'|:\s*(True|False|None)\s*[,}]")
+_MAX_JOIN = 8  # physical lines a broken line may span
+
+
+def expand_inputs(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]) -> list[Path]:
+    """Files to read: files as given; folders expanded to their data files, sorted (recursively).
+
+    Raises InputError for a path that does not exist or a folder without data files.
+    """
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in _EXT
+                           and f.name not in _FOLDER_META and not any(part.startswith(".") for part in
+                                                                      f.relative_to(path).parts))
+            if not files:
+                raise InputError(f"{path}: a folder without data files (.jsonl .json .csv .parquet .arrow); "
+                                 "pass the data files themselves")
+            out.extend(files)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return out
+
+
+def container_of(path: Path) -> str:
+    """The container by extension, sniffing .json files that are really JSONL and extension-less files."""
+    kind = _EXT.get(path.suffix.lower())
+    if kind in ("csv", "parquet", "arrow", "jsonl"):
+        return kind
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"ARROW1") or head[:4] == b"\xff\xff\xff\xff":
+        return "arrow"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"["):
+        return "json"
+    if stripped.startswith(b"{"):
+        # one object per line (JSONL) or one (pretty-printed) object: JSONL when the first line is a whole object
+        first = stripped.split(b"\n", 1)[0]
+        try:
+            return "jsonl" if isinstance(orjson.loads(first), dict) else "json"
+        except orjson.JSONDecodeError:
+            return "json"
+    if kind == "json":
+        return "json"
+    raise InputError(f"{path}: cannot tell the file type (not JSON, JSONL, CSV, Parquet or Arrow by extension or "
+                     "content); rename it with its extension")
+
+
+def iter_units(path: Path, container: str) -> Iterator[Unit]:
+    if container == "jsonl":
+        return iter_jsonl(path)
+    if container == "json":
+        return iter_json(path)
+    if container == "csv":
+        return iter_csv(path)
+    if container == "parquet":
+        return iter_parquet(path)
+    if container == "arrow":
+        return iter_arrow(path)
+    raise InputError(f"unknown container {container!r}")
+
+
+# ---------------------------------------------------------------- JSONL
+
+def _classify(raw: bytes, err: Exception) -> Reject:
+    if _PY_LITERAL.search(raw):
+        try:
+            import ast
+
+            if isinstance(ast.literal_eval(raw.decode("utf-8")), (dict, list)):
+                return Reject("python_literal", "a Python dict/list repr, not JSON (single quotes, True/None)")
+        except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError):
+            pass
+    return Reject("bad_json", f"not JSON: {err}")
+
+
+def _truncated(err: Exception) -> bool:
+    """orjson's error for text that ends inside a value (e.g. a string cut by a raw newline)."""
+    return "unexpected end of data" in str(err)
+
+
+class _Lines:
+    """Numbered physical lines of a binary file, with push-back (for joining a broken line)."""
+
+    def __init__(self, fh: Any) -> None:
+        self._it = iter(fh)
+        self._no = 0
+        self._back: list[tuple[int, bytes]] = []
+
+    def next(self) -> tuple[int, bytes] | None:
+        if self._back:
+            return self._back.pop()
+        raw = next(self._it, None)
+        if raw is None:
+            return None
+        self._no += 1
+        if self._no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        return self._no, raw
+
+    def push(self, items: list[tuple[int, bytes]]) -> None:
+        self._back.extend(reversed(items))
+
+
+def _join_broken(lines: _Lines, raw: bytes) -> tuple[int, bytes] | None:
+    """Join the following lines to `raw` (as escaped newlines) until it parses; (last line, original) or None."""
+    joined = raw.rstrip(b"\r\n")
+    taken: list[tuple[int, bytes]] = []
+    while len(taken) < _MAX_JOIN:
+        item = lines.next()
+        if item is None:
+            break
+        taken.append(item)
+        joined += b"\\n" + item[1].rstrip(b"\r\n")
+        try:
+            obj = orjson.loads(joined)
+        except orjson.JSONDecodeError as err:
+            if _truncated(err):
+                continue
+            break
+        if isinstance(obj, dict):
+            original = b"\n".join([raw.rstrip(b"\r\n")] + [t[1].rstrip(b"\r\n") for t in taken])
+            return taken[-1][0], original
+        break
+    lines.push(taken)
+    return None
+
+
+def iter_jsonl(path: Path) -> Iterator[Unit]:
+    """Stream a JSONL file; see the module docstring for the malformed-line rules."""
+    with open(path, "rb") as fh:
+        lines = _Lines(fh)
+        while (item := lines.next()) is not None:
+            no, raw = item
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as uerr:
+                    yield no, Reject("bad_encoding", f"not UTF-8 at byte {uerr.start}"), \
+                        raw.decode("utf-8", "replace").rstrip("\r\n")
+                    continue
+                if _truncated(err) and raw.lstrip().startswith(b"{"):
+                    joined = _join_broken(lines, raw)
+                    if joined is not None:
+                        end, original = joined
+                        yield no, Reject("broken_line", f"one JSON object spans lines {no}-{end}: a raw newline "
+                                         "inside a string (write it as \\n)"), original.decode("utf-8", "replace")
+                        continue
+                yield no, _classify(raw, err), text.rstrip("\r\n")
+                continue
+            if not isinstance(obj, dict):
+                yield no, Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object"), \
+                    raw.decode("utf-8", "replace").rstrip("\r\n")
+                continue
+            yield no, obj, raw
+
+
+def _json_type(obj: Any) -> str:
+    return {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(obj), "null")
+
+
+# ---------------------------------------------------------------- JSON (whole file)
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def iter_json(path: Path) -> Iterator[Unit]:
+    """A JSON array (elements, each with its starting line) or one JSON object (one unit)."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        yield line, Reject("bad_encoding", f"not UTF-8 at byte {err.start}: the whole JSON file is unreadable"), \
+            data.decode("utf-8", "replace")[:100_000]
+        return
+    pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("[", pos):
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as err:
+            yield 1, _classify(data, err), text[:100_000]
+            return
+        if isinstance(obj, dict):
+            yield text.count("\n", 0, pos) + 1, obj, obj
+        else:
+            yield 1, Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object or array"), obj
+        return
+    decoder = json.JSONDecoder()
+    line = text.count("\n", 0, pos) + 1
+    last = pos
+    pos += 1
+    first = True
+    while True:
+        pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith("]", pos):
+            return
+        if not first:
+            if not text.startswith(",", pos):
+                break
+            pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        first = False
+        line += text.count("\n", last, pos)
+        last = pos
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        if isinstance(obj, dict):
+            yield line, obj, obj
+        else:
+            yield line, Reject("not_an_object", f"array element is a JSON {_json_type(obj)}, expected an object"), obj
+        pos = end
+    # a syntax error: everything from here on is one bad unit
+    line += text.count("\n", last, pos)
+    try:
+        orjson.loads(data)
+        msg = "unexpected text"
+    except orjson.JSONDecodeError as err:
+        msg = str(err)
+    rest = text[pos:]
+    yield line, Reject("bad_json", f"the JSON array is malformed from line {line} on ({msg}); the "
+                       f"{rest.count(chr(10)) + 1} lines after it could not be read"), rest[:100_000]
+
+
+# ---------------------------------------------------------------- CSV
+
+def _cell(value: str) -> Any:
+    s = value.strip()
+    if s[:1] in ("[", "{") and s[-1:] in ("]", "}"):
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:
+            return value
+    if s in ("true", "True", "TRUE"):
+        return True
+    if s in ("false", "False", "FALSE"):
+        return False
+    return value
+
+
+def iter_csv(path: Path) -> Iterator[Unit]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        if fh.read(1) != "\ufeff":
+            fh.seek(0)
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            original = delimiter.join(row)
+            try:
+                original.encode("utf-8")
+            except UnicodeEncodeError as err:
+                yield line, Reject("bad_encoding", f"not UTF-8 (at character {err.start} of the row)"), \
+                    original.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                continue
+            if len(row) != len(header):
+                yield line, Reject("bad_csv_row", f"{len(row)} cells, the header has {len(header)}"), original
+                continue
+            yield line, {k: _cell(v) for k, v in zip(header, row)}, original
+
+
+# ---------------------------------------------------------------- Parquet / Arrow
+
+def _batches_to_units(batches: Iterator[Any]) -> Iterator[Unit]:
+    row = 0
+    for batch in batches:
+        for obj in batch.to_pylist():
+            row += 1
+            yield row, obj, obj
+
+
+def iter_parquet(path: Path) -> Iterator[Unit]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    yield from _batches_to_units(pf.iter_batches(batch_size=4096))
+
+
+def iter_arrow(path: Path) -> Iterator[Unit]:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    source = pa.memory_map(str(path), "r")
+    try:
+        reader: Any = ipc.open_stream(source)
+        batches: Iterator[Any] = iter(reader)
+    except pa.ArrowInvalid:
+        try:
+            reader = ipc.open_file(source)
+        except pa.ArrowInvalid as err:
+            raise InputError(f"{path}: not a readable Arrow file ({err})") from None
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    yield from _batches_to_units(batches)
+

@@ -1,0 +1,452 @@
+"""Record shapes people bring -> curate records, one converter per format, plus `detect_shape(obj)`.
+
+Each converter takes one raw object (a dict), the unit's `Source` and the spec ref, and returns one record, or a
+list of outcomes (records or `Reject`s) when one raw object holds several units (Stanford seed tasks with several
+instances, Label Studio tasks with several annotations). It raises `Reject(reason, detail)` for a unit it cannot
+convert; the detail names the field (`conversations[3].from`).
+
+Formats (the names `--format` takes):
+    native             our JSONL (docs/contracts.md): TRL shapes + category/tags/violates/labels (+ source, checks)
+    openai             {"messages": [{role, content, tool_calls?: [{type, id, function: {name, arguments}}]}], tools?}
+    sharegpt           {"conversations": [{from, value}], system?, tools?}; human->user, gpt->assistant,
+                       function_call -> assistant tool call, observation -> tool
+    alpaca             {instruction, input?, output, system?, history?: [[q, a], ...]} (JSON list or JSONL)
+    prompt_completion  {prompt, completion}: strings or message lists
+    preference         {prompt?, chosen, rejected}: strings or message lists (no prompt: implicit, shared prefix)
+    hh_rlhf            {chosen, rejected}: "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts
+    llamafactory_dpo   {conversations: [{from, value}], chosen: {from, value}, rejected: {from, value}, system?}
+    llamafactory_v1    {messages | chosen_messages + rejected_messages: [{role, content: [{type: text, value}]}]}
+    kto                {messages, label: bool}: true -> SFT, false -> negative SFT (labels {"kto": false})
+    mtbench            {turns: [...], reference?: [...], category?} (FastChat MT-bench/Vicuna-bench prompts)
+    seed_tasks         {instruction, instances: [{input, output}]} (Stanford Alpaca seed tasks; one unit per instance)
+    unlabeled_pair     {prompt, answer1, answer2} with no preference: quarantined (unlabeled_pair); label it first
+    label_studio       Label Studio JSON export (full tasks) -> see curate.readers.labelstudio
+    label_studio_min   Label Studio JSON_MIN export
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from curate.readers.common import (
+    Reject,
+    jdump,
+    message,
+    meta_of,
+    openai_messages,
+    preference,
+    sft,
+    split_shared_prefix,
+    tool_call,
+    tools_json,
+    turns,
+)
+from curate.records import Message, Source, record_from_native
+
+Outcome = Any  # SFTRecord | PreferenceRecord | Reject
+Converter = Callable[[dict[str, Any], Source, "str | None"], Any]
+
+_OUR_META = ("kind", "category", "tags", "violates", "labels", "checks", "source", "spec")
+
+
+# ---------------------------------------------------------------- native / OpenAI
+
+def convert_native(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    """Our JSONL. Records that carry a `source` (written by curate) keep its lineage fields; file/line are ours."""
+    if "kind" in obj or "checks" in obj or isinstance(obj.get("source"), dict):
+        src = source
+        if isinstance(obj.get("source"), dict):
+            old = {k: v for k, v in obj["source"].items() if k not in ("file", "line", "format")}
+            try:
+                src = Source.model_validate({**old, "file": source.file, "line": source.line,
+                                             "format": source.format})
+            except ValueError as err:
+                raise Reject("bad_field", f"source: {_first_error(err)}") from None
+        try:
+            return record_from_native({k: v for k, v in obj.items() if k not in ("id", "kind")}, spec=spec,
+                                      source=src)
+        except ValueError as err:  # pydantic.ValidationError is a ValueError
+            raise Reject("unknown_shape" if "no messages" in str(err) else "bad_field", _first_error(err)) from None
+    if "chosen" in obj or "rejected" in obj:
+        return convert_preference(obj, source, spec)
+    if "messages" in obj:
+        return convert_openai(obj, source, spec)
+    if "prompt" in obj and "completion" in obj:
+        return convert_prompt_completion(obj, source, spec)
+    raise Reject("unknown_shape", "no messages, prompt/completion or prompt/chosen/rejected "
+                 f"(keys: {', '.join(sorted(obj)[:12])})")
+
+
+def _first_error(err: Exception) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+    return str(err)
+
+
+def convert_openai(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    return sft(openai_messages(obj.get("messages"), "messages"), meta=meta_of(obj), source=source, spec=spec,
+               tools=tools_json(obj.get("tools"), "tools"))
+
+
+# ---------------------------------------------------------------- ShareGPT and LLaMA-Factory
+
+_SHAREGPT_CALL = ("function_call", "tool_call", "tool_calls")
+
+
+def sharegpt_turn(t: Any, where: str) -> Message:
+    if not isinstance(t, dict):
+        raise Reject("bad_field", f"{where}: a {type(t).__name__}, expected {{from, value}}")
+    role = t.get("from", t.get("role"))
+    value = t.get("value", t.get("content"))
+    if role in _SHAREGPT_CALL:
+        if not isinstance(value, str) or not value.strip():
+            raise Reject("empty_turn", f"{where}: empty {role} turn")
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise Reject("bad_tool_call", f"{where}.value: a {role} turn that is not JSON") from None
+        calls = parsed if isinstance(parsed, list) else [parsed]
+        if not calls:
+            raise Reject("bad_tool_call", f"{where}.value: no call")
+        return message("assistant", "", where,
+                       tool_calls=[tool_call(c, f"{where}.value[{i}]") for i, c in enumerate(calls)])
+    return message(role, value, where)
+
+
+def sharegpt_turns(value: Any, where: str) -> list[Message]:
+    if not isinstance(value, list):
+        raise Reject("bad_field", f"{where}: a {type(value).__name__}, expected a list of turns")
+    if not value:
+        raise Reject("empty_turn", f"{where}: no turns")
+    return [sharegpt_turn(t, f"{where}[{i}]") for i, t in enumerate(value)]
+
+
+def _system(obj: dict[str, Any]) -> list[Message]:
+    s = obj.get("system")
+    if s is None or (isinstance(s, str) and not s.strip()):
+        return []
+    return [message("system", s, "system")]
+
+
+def convert_sharegpt(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    msgs = _system(obj) + sharegpt_turns(obj.get("conversations"), "conversations")
+    return sft(msgs, meta=meta_of(obj), source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
+
+
+def convert_llamafactory_dpo(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    prompt = _system(obj) + sharegpt_turns(obj.get("conversations"), "conversations")
+    for key in ("chosen", "rejected"):
+        if obj.get(key) is None:
+            raise Reject("missing_chosen" if key == "chosen" else "missing_rejected", f"{key}: missing")
+    chosen = [sharegpt_turn(obj["chosen"], "chosen")]
+    rejected = [sharegpt_turn(obj["rejected"], "rejected")]
+    return preference(prompt, chosen, rejected, meta=meta_of(obj), source=source, spec=spec,
+                      tools=tools_json(obj.get("tools"), "tools"))
+
+
+def _v1_message(m: Any, where: str) -> Message:
+    """LLaMA-Factory v1: {role, content: [{type: text|tool_call, value}], loss_weight}."""
+    if not isinstance(m, dict):
+        raise Reject("bad_field", f"{where}: a {type(m).__name__}, expected a message object")
+    content = m.get("content")
+    if isinstance(content, list):
+        texts, calls = [], []
+        for i, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("tool_call", "tool_calls", "function_call"):
+                value = part.get("value")
+                vs = value if isinstance(value, list) else [value]
+                calls += [tool_call(v, f"{where}.content[{i}].value") for v in vs]
+            elif kind == "text" and isinstance(part.get("value", part.get("text")), str):
+                texts.append(part.get("value", part.get("text")))
+            else:
+                raise Reject("unsupported_content", f"{where}.content[{i}]: content part of type {kind!r} "
+                             "(only text and tool_call)")
+        return message(m.get("role"), "".join(texts), where, tool_calls=calls)
+    return message(m.get("role"), content, where)
+
+
+def _v1_messages(value: Any, where: str) -> tuple[Message, ...]:
+    if not isinstance(value, list):
+        raise Reject("bad_field", f"{where}: expected a list of messages")
+    if not value:
+        raise Reject("empty_turn", f"{where}: no messages")
+    return tuple(_v1_message(m, f"{where}[{i}]") for i, m in enumerate(value))
+
+
+def convert_llamafactory_v1(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    tools = tools_json(obj.get("tools"), "tools")
+    if "chosen_messages" in obj or "rejected_messages" in obj:
+        if not obj.get("chosen_messages"):
+            raise Reject("missing_chosen", "chosen_messages: missing or empty")
+        if not obj.get("rejected_messages"):
+            raise Reject("missing_rejected", "rejected_messages: missing or empty")
+        chosen = _v1_messages(obj["chosen_messages"], "chosen_messages")
+        rejected = _v1_messages(obj["rejected_messages"], "rejected_messages")
+        prompt, c, r = split_shared_prefix(chosen, rejected, "chosen_messages/rejected_messages")
+        return preference(prompt, c, r, meta=meta_of(obj), source=source, spec=spec, tools=tools)
+    return sft(_v1_messages(obj.get("messages"), "messages"), meta=meta_of(obj), source=source, spec=spec,
+               tools=tools)
+
+
+def _kto_label(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v in ("true", "True", 1, "1"):
+        return True
+    if v in ("false", "False", 0, "0"):
+        return False
+    raise Reject("bad_field", f"label: {v!r}, expected true or false")
+
+
+def convert_kto(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    label = _kto_label(obj.get("label"))
+    msgs = obj.get("messages")
+    first = msgs[0] if isinstance(msgs, list) and msgs else None
+    conv = _v1_messages(msgs, "messages") if isinstance(first, dict) and isinstance(first.get("content"), list) \
+        else openai_messages(msgs, "messages")
+    meta = meta_of(obj)
+    meta["labels"] = {**meta.get("labels", {}), "kto": label}
+    if not label:
+        meta["category"] = "negative"
+    return sft(conv, meta=meta, source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
+
+
+# ---------------------------------------------------------------- instruction formats
+
+def _need_str(obj: dict[str, Any], key: str, *, required: bool = True) -> str:
+    v = obj.get(key)
+    if v is None:
+        if required:
+            raise Reject("missing_field", f"{key}: missing")
+        return ""
+    if not isinstance(v, str):
+        raise Reject("bad_field", f"{key}: a {type(v).__name__}, expected a string")
+    return v
+
+
+def alpaca_messages(instruction: str, inp: str, output: str, system: Any = None,
+                    history: Any = None) -> list[Message]:
+    """Alpaca -> chat: the user turn is the instruction, then a blank line and the input when there is one."""
+    msgs: list[Message] = []
+    if isinstance(system, str) and system.strip():
+        msgs.append(message("system", system, "system"))
+    if history:
+        if not isinstance(history, list):
+            raise Reject("bad_field", "history: expected a list of [query, response] pairs")
+        for i, pair in enumerate(history):
+            if not (isinstance(pair, list | tuple) and len(pair) == 2):
+                raise Reject("bad_field", f"history[{i}]: expected a [query, response] pair")
+            msgs.append(message("user", pair[0], f"history[{i}][0]"))
+            msgs.append(message("assistant", pair[1], f"history[{i}][1]"))
+    if not instruction.strip() and not inp.strip():
+        raise Reject("empty_turn", "instruction: empty")
+    user = f"{instruction}\n\n{inp}" if inp.strip() and instruction.strip() else (instruction or inp)
+    msgs.append(message("user", user, "instruction"))
+    msgs.append(message("assistant", output, "output"))
+    return msgs
+
+
+def convert_alpaca(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    if "output" not in obj and "response" in obj:
+        obj = {**obj, "output": obj["response"]}
+    msgs = alpaca_messages(_need_str(obj, "instruction"), _need_str(obj, "input", required=False),
+                           _need_str(obj, "output"), obj.get("system"), obj.get("history"))
+    return sft(msgs, meta=meta_of(obj), source=source, spec=spec)
+
+
+def convert_seed_tasks(obj: dict[str, Any], source: Source, spec: str | None) -> list[Any]:
+    """Stanford Alpaca seed tasks: one record per instance (each instance counts as one unit)."""
+    instruction = _need_str(obj, "instruction")
+    instances = obj.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise Reject("missing_field", "instances: missing or empty")
+    meta = meta_of(obj)
+    out: list[Any] = []
+    for i, inst in enumerate(instances):
+        try:
+            if not isinstance(inst, dict):
+                raise Reject("bad_field", f"instances[{i}]: expected an object")
+            msgs = alpaca_messages(instruction, _need_str(inst, "input", required=False), _need_str(inst, "output"))
+            out.append(sft(msgs, meta=meta, source=source, spec=spec))
+        except Reject as rej:
+            out.append(Reject(rej.reason, f"instances[{i}]: {rej.detail}" if not rej.detail.startswith("instances")
+                              else rej.detail))
+    return out
+
+
+def convert_prompt_completion(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    if obj.get("completion") is None:
+        raise Reject("missing_field", "completion: missing")
+    return sft(prompt=turns(obj.get("prompt"), "prompt", "user"),
+               completion=turns(obj["completion"], "completion", "assistant"),
+               meta=meta_of(obj), source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
+
+
+def convert_preference(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    for key in ("chosen", "rejected"):
+        v = obj.get(key)
+        if v is None or v == "" or v == []:
+            raise Reject(f"missing_{key}", f"{key}: missing or empty")
+    tools = tools_json(obj.get("tools"), "tools")
+    meta = meta_of(obj)
+    if obj.get("prompt") is None:  # implicit prompt: whole conversations sharing a prefix
+        if isinstance(obj["chosen"], str) or isinstance(obj["rejected"], str):
+            if _looks_hh(obj["chosen"]):
+                return convert_hh_rlhf(obj, source, spec)
+            raise Reject("missing_field", "prompt: missing (and chosen/rejected are plain strings)")
+        p, c, r = split_shared_prefix(openai_messages(obj["chosen"], "chosen"),
+                                      openai_messages(obj["rejected"], "rejected"), "chosen/rejected")
+        return preference(p, c, r, meta=meta, source=source, spec=spec, tools=tools)
+    return preference(turns(obj["prompt"], "prompt", "user"), turns(obj["chosen"], "chosen", "assistant"),
+                      turns(obj["rejected"], "rejected", "assistant"), meta=meta, source=source, spec=spec,
+                      tools=tools)
+
+
+_HH_SPLIT = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def _looks_hh(v: Any) -> bool:
+    return isinstance(v, str) and ("\n\nHuman:" in v[:2000] or v.startswith("Human:"))
+
+
+def hh_transcript(text: Any, where: str) -> list[Message]:
+    """"\\n\\nHuman: q\\n\\nAssistant: a ..." -> messages (Anthropic HH-RLHF)."""
+    if not isinstance(text, str):
+        raise Reject("bad_field", f"{where}: expected a transcript string")
+    if text.startswith("Human:"):
+        text = "\n\n" + text
+    parts = _HH_SPLIT.split(text)
+    if parts[0].strip():
+        raise Reject("bad_transcript", f"{where}: text before the first Human:/Assistant: marker")
+    out = []
+    for k in range(1, len(parts), 2):
+        role = "user" if parts[k] == "Human" else "assistant"
+        out.append(message(role, parts[k + 1].strip(), f"{where} turn {k // 2 + 1} ({parts[k]})"))
+    if not out:
+        raise Reject("bad_transcript", f"{where}: no Human:/Assistant: turns")
+    return out
+
+
+def convert_hh_rlhf(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    for key in ("chosen", "rejected"):
+        if not obj.get(key):
+            raise Reject(f"missing_{key}", f"{key}: missing or empty")
+    chosen = hh_transcript(obj["chosen"], "chosen")
+    rejected = hh_transcript(obj["rejected"], "rejected")
+    if chosen[-1].role != "assistant" or rejected[-1].role != "assistant":
+        raise Reject("no_assistant_turn", "chosen/rejected: a transcript that does not end with Assistant:")
+    if chosen[:-1] != rejected[:-1]:
+        n = next((k for k, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
+                 min(len(chosen), len(rejected)) - 1)
+        raise Reject("prompt_mismatch", f"chosen/rejected: the transcripts differ before their final answers "
+                     f"(turn {n + 1})")
+    return preference(chosen[:-1], chosen[-1:], rejected[-1:], meta=meta_of(obj), source=source, spec=spec)
+
+
+def convert_mtbench(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    """FastChat MT-bench / Vicuna-bench questions: user turns; reference answers interleaved when given.
+
+    Their `category` (writing, math ...) is a topic, not one of our case categories: it becomes a tag.
+    Without (complete) reference answers the record has no assistant turn (validate quarantines it for training; it is
+    still what `curate leakage` compares against).
+    """
+    ts = obj.get("turns")
+    if not isinstance(ts, list) or not ts:
+        raise Reject("missing_field", "turns: missing or empty")
+    ref = obj.get("reference")
+    with_ref = isinstance(ref, list) and len(ref) == len(ts) and all(isinstance(r, str) and r.strip() for r in ref)
+    msgs: list[Message] = []
+    for i, t in enumerate(ts):
+        msgs.append(message("user", t, f"turns[{i}]"))
+        if with_ref:
+            msgs.append(message("assistant", ref[i], f"reference[{i}]"))
+    tags = (obj["category"],) if isinstance(obj.get("category"), str) else ()
+    return sft(msgs, meta={"tags": tags}, source=source, spec=spec)
+
+
+def convert_unlabeled_pair(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    raise Reject("unlabeled_pair", "two answers (answer1/answer2) without a preference: label them "
+                 "(curate label push) or say which is chosen with a mapping (chosen=answer1, rejected=answer2)")
+
+
+# ---------------------------------------------------------------- detection
+
+def detect_shape(obj: dict[str, Any]) -> str | None:
+    """The format of one raw object, or None when it is none of ours."""
+    if "data" in obj and isinstance(obj["data"], dict) and (
+            "annotations" in obj or "predictions" in obj or "id" in obj or len(obj) == 1):
+        return "label_studio"
+    if "annotation_id" in obj and "annotator" in obj:
+        return "label_studio_min"
+    if "chosen_messages" in obj or "rejected_messages" in obj:
+        return "llamafactory_v1"
+    if "conversations" in obj:
+        return "llamafactory_dpo" if "chosen" in obj and "rejected" in obj else "sharegpt"
+    if "messages" in obj:
+        msgs = obj["messages"]
+        first = msgs[0] if isinstance(msgs, list) and msgs else None
+        if "label" in obj:
+            return "kto"
+        if isinstance(first, dict) and ("loss_weight" in first or (
+                isinstance(first.get("content"), list) and first["content"]
+                and isinstance(first["content"][0], dict) and "value" in first["content"][0])):
+            return "llamafactory_v1"
+        if any(k in obj for k in _OUR_META):
+            return "native"
+        return "openai"
+    if "chosen" in obj and "rejected" in obj:
+        if "prompt" not in obj and _looks_hh(obj["chosen"]):
+            return "hh_rlhf"
+        return "native" if any(k in obj for k in _OUR_META) else "preference"
+    if "instruction" in obj and "instances" in obj:
+        return "seed_tasks"
+    if "instruction" in obj and ("output" in obj or "response" in obj):
+        return "alpaca"
+    if "prompt" in obj and "completion" in obj:
+        return "native" if any(k in obj for k in _OUR_META) else "prompt_completion"
+    if "turns" in obj and isinstance(obj["turns"], list):
+        return "mtbench"
+    if "prompt" in obj and "answer1" in obj and "answer2" in obj:
+        return "unlabeled_pair"
+    return None
+
+
+def _convert_label_studio(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    from curate.readers.labelstudio import convert_task
+
+    return convert_task(obj, source, spec)
+
+
+def _convert_label_studio_min(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+    from curate.readers.labelstudio import convert_min_row
+
+    return convert_min_row(obj, source, spec)
+
+
+CONVERTERS: dict[str, Converter] = {
+    "native": convert_native,
+    "openai": convert_openai,
+    "sharegpt": convert_sharegpt,
+    "alpaca": convert_alpaca,
+    "prompt_completion": convert_prompt_completion,
+    "preference": convert_preference,
+    "hh_rlhf": convert_hh_rlhf,
+    "llamafactory_dpo": convert_llamafactory_dpo,
+    "llamafactory_v1": convert_llamafactory_v1,
+    "kto": convert_kto,
+    "mtbench": convert_mtbench,
+    "seed_tasks": convert_seed_tasks,
+    "unlabeled_pair": convert_unlabeled_pair,
+    "label_studio": _convert_label_studio,
+    "label_studio_min": _convert_label_studio_min,
+}
+SHAPES: tuple[str, ...] = tuple(CONVERTERS)
+
+__all__ = ["CONVERTERS", "SHAPES", "detect_shape", "jdump"]

@@ -1,0 +1,186 @@
+"""Read input files of many formats into curate records; every raw unit is accounted for.
+
+    >>> from curate.steps.base import RunContext
+    >>> from curate.steps.read import read_inputs
+    >>> ctx = RunContext()
+    >>> records = list(read_inputs(["chat.jsonl", "alpaca.json"], ctx=ctx))          # doctest: +SKIP
+    >>> ctx.counters["in:chat.jsonl"] == ctx.counters["read:out:chat.jsonl"] + ctx.per_file_quarantined["chat.jsonl"]
+    True                                                                                # doctest: +SKIP
+
+Accounting (what `curate build` proves): every raw unit read from a file counts `ctx.count("in:" + file)` and
+either becomes exactly one record (counted `read:out:<file>`) or exactly one quarantine row (step "read", with a
+stable reason code and a detail that starts with `file:line`). `file` is `str(path)` of the data file; a folder
+input is expanded to its data files first (`expand_inputs`), each counted under its own path.
+
+Formats (`FORMATS`, the names `--format` takes) are described in `curate.readers.shapes`; the file container
+(JSONL, JSON, CSV/TSV, Parquet, Arrow) comes from the extension and content (`curate.readers.containers`). Without
+a format, each file's format is detected from its first recognisable object and applied to the whole file; a
+unit that does not fit it is quarantined (unknown_shape ...).
+
+Streaming: JSONL, CSV, Parquet and Arrow are read unit by unit (bounded memory). A JSON file (an array) is loaded
+whole: memory is a few times the file size; convert big JSON arrays to JSONL.
+
+Field mapping: `mapping={"instruction": "question", "output": "answer"}` renames source fields (the values) to
+canonical names (the keys) in every object, before detection and conversion.
+
+Reason codes of this step: bad_json, bad_encoding, python_literal, broken_line, not_an_object, bad_csv_row,
+unknown_shape, missing_field, bad_field, empty_turn, bad_role, bad_tool_call, unsupported_content,
+no_assistant_turn, prompt_mismatch, missing_chosen, missing_rejected, bad_transcript, unlabeled_pair,
+cancelled_annotation, unannotated, no_text_data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from curate.errors import InputError
+from curate.readers.common import Reject
+from curate.readers.containers import container_of, expand_inputs, iter_units
+from curate.readers.shapes import CONVERTERS, SHAPES, detect_shape
+from curate.records import PreferenceRecord, SFTRecord, Source
+
+if TYPE_CHECKING:
+    from curate.spec import Spec
+    from curate.steps.base import RunContext
+
+log = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = SHAPES
+STEP = "read"
+_PEEK = 100  # objects looked at to detect a file's format
+_PROGRESS_EVERY = 2000
+
+__all__ = ["FORMATS", "detect_format", "expand_inputs", "read_inputs"]
+
+
+def _apply_mapping(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    out = dict(obj)
+    for canonical, column in mapping.items():
+        if column in out and column != canonical:
+            out[canonical] = out.pop(column)
+    return out
+
+
+def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
+            mapping: dict[str, str] | None) -> tuple[str | None, list[tuple[int, Any, Any]]]:
+    """(format or None, the units looked at, to be replayed)."""
+    seen: list[tuple[int, Any, Any]] = []
+    objects = 0
+    for unit in units:
+        seen.append(unit)
+        obj = unit[1]
+        if isinstance(obj, dict):
+            objects += 1
+            shape = detect_shape(_apply_mapping(obj, mapping) if mapping else obj)
+            if shape is not None:
+                return shape, seen
+            if objects >= _PEEK:
+                break
+    if objects == 0:
+        return None, seen
+    first = next(u[1] for u in seen if isinstance(u[1], dict))
+    raise InputError(f"{path}: cannot tell the format (first object has keys: {', '.join(sorted(first)[:12])}); "
+                     f"pass --format ({', '.join(FORMATS)}) or map the fields (--mapping messages=dialog)")
+
+
+def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None = None) -> str:
+    """The format name of a file (or of a folder's first data file), from its first recognisable object.
+
+    Raises InputError when the file has objects but none of a known format, or holds no readable object.
+    """
+    files = expand_inputs([path])
+    f = files[0]
+    shape, _ = _detect(iter_units(f, container_of(f)), f, mapping)
+    if shape is None:
+        raise InputError(f"{f}: no readable JSON object or row to detect the format from")
+    return shape
+
+
+def read_inputs(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], *, ctx: RunContext,
+                spec: Spec | None = None, format: str | None = None,  # noqa: A002 - the CLI's --format
+                mapping: dict[str, str] | None = None) -> Iterator[SFTRecord | PreferenceRecord]:
+    """Yield records from the input files, quarantining every unit that cannot become one (see module doc).
+
+    Raises InputError for a whole-file problem (missing file, unknown format name, undetectable format).
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    if format is not None and format not in CONVERTERS:
+        raise InputError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
+    spec_ref = spec.ref if spec is not None else None
+    done = 0
+    for path in expand_inputs(list(paths)):
+        for rec in _read_file(path, ctx, spec_ref, format, mapping or None):
+            done += 1
+            if done % _PROGRESS_EVERY == 0:
+                ctx.report(STEP, done, None)
+            yield rec
+    ctx.report(STEP, done, done)
+
+
+def _original(original: Any) -> Any:
+    if isinstance(original, bytes):
+        return original.decode("utf-8", "replace").rstrip("\r\n")
+    return original
+
+
+def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | None,  # noqa: A002
+               mapping: dict[str, str] | None) -> Iterator[SFTRecord | PreferenceRecord]:
+    fname = str(path)
+    container = container_of(path)
+    units: Iterator[tuple[int, Any, Any]] = iter_units(path, container)
+    shape = format
+    if shape is None:
+        shape, seen = _detect(units, path, mapping)
+        units = chain(seen, units)
+    log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
+    convert = CONVERTERS[shape] if shape else None
+    in_key, out_key = "in:" + fname, "read:out:" + fname
+    n_in = n_out = 0
+
+    def reject(rej: Reject, line: int, original: Any) -> None:
+        src = rej.source or Source.model_construct(file=fname, line=line, format=shape)
+        ctx.quarantine(step=STEP, reason=rej.reason, detail=f"{fname}:{line}: {rej.detail}", source=src,
+                       original=_original(original))
+
+    try:
+        for line, obj, original in units:
+            n_in += 1
+            if isinstance(obj, Reject):
+                reject(obj, line, original)
+                continue
+            if convert is None:  # cannot happen: a dict unit means a shape was detected
+                reject(Reject("unknown_shape", "no format"), line, original)
+                continue
+            source = Source.model_construct(file=fname, line=line, format=shape)
+            try:
+                out = convert(_apply_mapping(obj, mapping) if mapping else obj, source, spec_ref)
+            except Reject as rej:
+                reject(rej, line, original)
+                continue
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+                reject(Reject("bad_field", f"not a valid {shape} object ({type(err).__name__}: {err})"), line, original)
+                continue
+            if isinstance(out, list):
+                if not out:
+                    reject(Reject("no_text_data", f"nothing to import from this {shape} object"), line, original)
+                    continue
+                n_in += len(out) - 1  # one raw object holding several units
+                for item in out:
+                    if isinstance(item, Reject):
+                        reject(item, line, original)
+                    else:
+                        n_out += 1
+                        yield item
+                continue
+            n_out += 1
+            yield out
+    finally:
+        ctx.count(in_key, n_in)
+        ctx.count(out_key, n_out)
+    log.info("read %s: %d units, %d records, %d quarantined", fname, n_in, n_out, n_in - n_out)
