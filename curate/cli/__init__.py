@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "curate.cli.spec_cmds",
     "curate.cli.check_cmd",
     "curate.cli.report_cmd",
+    "curate.cli.expand_cmds",
 ]
 
 
