@@ -160,7 +160,8 @@ def _read_clusters(data: ReportData) -> None:
 
 def _resolve_source(data: ReportData, file: str) -> Path | None:
     p = Path(file)
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, data.out_dir / p]
+    # Relative source paths are relative to where the build ran: usually the folder holding `out/`.
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, *(d / p for d in list(data.out_dir.resolve().parents)[:4])]
     spec_path = (data.manifest.get("spec") or {}).get("path")
     if spec_path and not p.is_absolute():
         sp = Path(spec_path)

@@ -135,8 +135,9 @@ def hbar_chart(chart_id: str, items: Sequence[tuple[str, float]], *, title: str,
         x0, x1 = sorted((zero, x(v)))
         fill = colors[i] if colors else color
         tip = tooltips[i] if tooltips else f"{label}: {value_fmt(v)}"
-        out.append(f'<rect class="mark" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1.5):.1f}" height="{bar_h}" '
-                   f'rx="3" fill="{fill}"><title>{esc(tip)}</title></rect>')
+        if v != 0:  # a zero draws no bar (and counts as no mark), only its value label
+            out.append(f'<rect class="mark" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1.5):.1f}" '
+                       f'height="{bar_h}" rx="3" fill="{fill}"><title>{esc(tip)}</title></rect>')
         out.append(_text(left - 8, y + bar_h / 2 + 4, clip(label, 36), anchor="end"))
         out.append(_text(max(x1, zero) + 6, y + bar_h / 2 + 4, value_fmt(v), fill=MUTED))
     out.append(f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 4}" y2="{plot_bottom}" stroke="{MUTED}"/>')

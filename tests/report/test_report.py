@@ -1,0 +1,221 @@
+"""The HTML report on a synthetic build folder: sections, charts, figures, escaping, tolerance, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import main
+from curate.errors import InputError
+from curate.report import load_report_data, render_report, write_report
+
+from .synthetic import IMG, SCRIPT, SVG_NAME, make_out_dir
+
+CHARTS = ["chart-conservation", "chart-coverage", "chart-shares", "chart-len-sft-train", "chart-len-sft-test",
+          "chart-len-dpo-train", "chart-len-dpo-test", "chart-quarantine", "chart-dedup"]
+EXTRA_CHARTS = ["chart-agreement-questions", "chart-agreement-rules", "chart-eval-rules", "chart-eval-categories"]
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, and the text, as a browser's tokenizer sees them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):  # type: ignore[no-untyped-def]
+        self.text.append(data)
+
+
+def parse(html: str) -> Tags:
+    p = Tags()
+    p.feed(html)
+    return p
+
+
+def charts(html: str) -> dict[str, str]:
+    """chart id -> its SVG markup."""
+    return {m.group(1): m.group(0) for m in re.finditer(r'<svg id="([^"]+)" class="chart[^"]*".*?</svg>', html, re.S)}
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return make_out_dir(tmp_path)
+
+
+def test_write_report_atomic_and_complete(out: Path) -> None:
+    path = write_report(out)
+    assert path == out / "report.html" and path.is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".report.html")] == []  # no temp file left
+    html = path.read_text()
+    for sid in ("counts", "coverage", "lengths", "quarantine", "duplicates", "leakage", "agreement", "evaluation"):
+        assert f'<section id="{sid}">' in html
+    found = charts(html)
+    assert sorted(found) == sorted(CHARTS + EXTRA_CHARTS)
+    for cid, svg in found.items():
+        assert svg.count('class="mark') > 0, f"{cid} drew no marks"
+        assert "chart empty" not in svg
+
+
+def test_hostile_data_is_text_not_markup(out: Path) -> None:
+    html = render_report(out)
+    tags = parse(html)
+    names = [t for t, _ in tags.tags]
+    assert "script" not in names and "img" not in names
+    assert [t for t, a in tags.tags if any(k.startswith("on") for k in a)] == []
+    assert "<script>window" not in html and "<img src=x" not in html and "<svg onload" not in html
+    text = "".join(tags.text)
+    assert SCRIPT in text                      # shown, as text, in the quarantine and duplicate sections
+    assert IMG in text
+    assert SVG_NAME in text                    # a file name inside SVG <text> too
+    assert '&lt;svg onload=window.__pwned=3&gt;' in charts(html)["chart-conservation"]
+    assert "&lt;b&gt;SmolLM2-135M&lt;/b&gt;" in charts(html)["chart-eval-rules"]
+
+
+def test_offline_and_locked_down(out: Path) -> None:
+    html = render_report(out)
+    tags = parse(html)
+    csp = [a["content"] for t, a in tags.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0] and "script-src" not in csp[0]
+    for tag, attrs in tags.tags:
+        assert "src" not in attrs, tag
+        if "href" in attrs and tag != "svg":
+            assert str(attrs["href"]).startswith("#"), attrs
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
+
+
+def test_conservation_per_file_and_broken(out: Path) -> None:
+    html = render_report(out)
+    assert "87 = 77 + 7 + 3" in html and "8 = 5 + 2 + 1" in html and "95 = 82 + 9 + 4" in html
+    m = json.loads((out / "manifest.json").read_text())
+    m["inputs"][1]["exported"] = 4
+    m["conservation"]["ok"] = False
+    (out / "manifest.json").write_text(json.dumps(m))
+    html = render_report(out)
+    assert "8 ≠ 4 + 2 + 1" in html
+    assert html.count('<span class="badge bad">broken</span>') == 2  # that file and the total
+    assert '<div class="card bad"><div class="k">conservation</div><div class="v">✗' in html
+
+
+def test_coverage_marks_cells_under_target(out: Path) -> None:
+    html = render_report(out)
+    cells = json.loads((out / "manifest.json").read_text())["coverage"]["cells"]
+    under = [c for c in cells if c["count"] < c["target"]]
+    heat = charts(html)["chart-coverage"]
+    assert heat.count('class="mark cell under"') == len(under) > 0
+    assert heat.count('class="mark cell ok"') == len(cells) - len(under)
+    assert "edge × no-question-when-complete: 1 of target 2 (under target)" in heat
+    assert f"{len(under)} cell(s) under target" in html
+
+
+def test_quarantine_counts_and_examples(out: Path) -> None:
+    d = load_report_data(out)
+    assert [(g.step, g.reason, g.count) for g in d.reasons] == [
+        ("validate", "rule_failed", 5), ("read", "bad_json", 2), ("read", "python_literal", 1),
+        ("validate", "too_long", 1)]
+    assert [len(g.examples) for g in d.reasons] == [3, 2, 1, 1]
+    html = render_report(out)
+    bars = charts(html)["chart-quarantine"]
+    assert "<title>validate / rule_failed: 5</title>" in bars and "<title>read / bad_json: 2</title>" in bars
+    assert "data/data.jsonl:40" in html and "5 record(s), 3 shown" in html
+
+
+def test_duplicate_clusters_largest_first_with_both_texts(out: Path) -> None:
+    d = load_report_data(out)
+    assert [c.size for c in d.clusters] == [3, 2, 2]
+    assert d.cluster_rows == 4 and d.cluster_methods == {"exact": 2, "near": 2}
+    kept = d.clusters[0].kept
+    assert ("user", "forgot my password, email is jenny.ko@outlook.com") in d.texts[kept]        # from sft/train
+    assert ("user", "forgot my pasword, email is jenny.ko@outlook.com") in d.texts["b000000000000003"]  # source line
+    assert any("My avatar upload" in t for _, t in d.texts["b000000000000004"])                # dropped_text
+    html = render_report(out)
+    assert html.index("cluster of 3") < html.index("cluster of 2")
+    assert "score 0.930" in html and "data/data.jsonl:3" in html
+
+
+def test_leakage_shown(tmp_path: Path) -> None:
+    html = render_report(make_out_dir(tmp_path, leakage=True))
+    assert "2 leak(s) between train and held-out" in html
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html.split('id="leakage"')[1]
+    clean = render_report(make_out_dir(tmp_path / "b"))
+    assert "no leakage between train and held-out" in clean
+
+
+def test_optional_sections_only_when_files_exist(tmp_path: Path) -> None:
+    html = render_report(make_out_dir(tmp_path, extras=False))
+    assert 'id="agreement"' not in html and 'id="evaluation"' not in html
+    assert sorted(charts(html)) == sorted(CHARTS)
+
+
+def test_eval_before_after_and_agreement(out: Path) -> None:
+    html = render_report(out)
+    ev = html.split('<section id="evaluation">')[1]
+    assert ev.index("baseline &lt;b&gt;") < ev.index("tuned &lt;b&gt;")    # oldest first
+    assert "+78 pt" in ev and "+85 pt" in ev
+    rules = charts(html)["chart-eval-rules"]
+    assert rules.count('class="mark"') == 2 * 9                            # 8 rules + overall, two evaluations
+    assert "valid-json · tuned &lt;b&gt;SmolLM2 + SFT&lt;/b&gt;: 90%" in rules
+    agr = charts(html)["chart-agreement-rules"]
+    assert agr.count('class="mark"') == 9 and "polite-and-brief: 0.98" in agr
+    assert "conflicts: <strong>1</strong>" in html
+
+
+def test_missing_manifest_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no manifest.json"):
+        write_report(tmp_path)
+    (tmp_path / "manifest.json").write_text("{nope")
+    with pytest.raises(InputError, match="not valid JSON"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_minimal_manifest_and_broken_extras_still_render(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"spec": {"ref": "x@1"}, "counts": {"in": 0}}))
+    (tmp_path / "agreement.json").write_text("{broken")
+    (tmp_path / "quarantine").mkdir()
+    (tmp_path / "quarantine" / "read.jsonl").write_text('{"step": "read", "reason": "bad_json"}\nnot json\n')
+    html = write_report(tmp_path).read_text()
+    assert "agreement.json: cannot read" in html
+    assert "read.jsonl: 1 unreadable line(s) skipped by the report" in html
+    found = charts(html)
+    assert charts(html)["chart-quarantine"].count('class="mark"') == 1
+    assert "chart empty" in found["chart-coverage"] and "chart empty" in found["chart-dedup"]
+
+
+def test_lengths_unit(out: Path) -> None:
+    assert "Lengths in <strong>tokens</strong>" in render_report(out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["lengths"]["unit"] = "chars"
+    (out / "manifest.json").write_text(json.dumps(m))
+    html = render_report(out)
+    assert "Lengths in <strong>characters</strong>" in html and "limit 1,024" not in html
+    hist = charts(html)["chart-len-sft-train"]
+    assert f"n={len(m['lengths']['sft']['train'])}" in hist
+
+
+def test_cli(out: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(main, ["report", str(out)])
+    assert r.exit_code == 0 and r.stdout.strip() == str((out / "report.html").resolve())
+    r = runner.invoke(main, ["report", str(out), "--open-path"])
+    assert r.stdout.strip() == (out / "report.html").resolve().as_uri()
+    target = tmp_path / "elsewhere" / "r.html"
+    r = runner.invoke(main, ["report", str(out), "--out", str(target), "--json"])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 0 and doc["report"] == str(target.resolve()) and target.is_file()
+    assert doc["sections"][-2:] == ["agreement", "evaluation"] and doc["warnings"] == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(main, ["report", str(empty)])
+    assert r.exit_code == 1
+    assert r.output.strip() == (f"error: {empty}: no manifest.json; point at a build output folder "
+                                "(run `curate build SPEC` first)")
