@@ -31,9 +31,9 @@ def register(main: click.Group) -> None:
           curate report out/support-triage/v1
           curate report out/support-triage/v1 --open-path     # file:///.../report.html
         """
+        from curate.records import write_atomic
         from curate.report import load_report_data
         from curate.report.render import render_html, section_ids
-        from curate.records import write_atomic
 
         data = load_report_data(out_dir)
         target = out_path if out_path is not None else out_dir / "report.html"

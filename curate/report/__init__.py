@@ -19,7 +19,7 @@ from curate.records import write_atomic
 from curate.report.data import ReportData, load_report_data
 from curate.report.render import render_html
 
-__all__ = ["write_report", "render_report", "load_report_data", "ReportData"]
+__all__ = ["ReportData", "load_report_data", "render_report", "write_report"]
 
 log = logging.getLogger(__name__)
 

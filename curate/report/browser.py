@@ -13,6 +13,7 @@ component updates are off, and every request the page makes is recorded so a tes
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from curate.errors import CurateError
 
@@ -110,10 +111,8 @@ class Page:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead socket is fine
             self.ws.close()
-        except Exception:  # noqa: BLE001 - closing a dead socket is fine
-            pass
 
 
 class Chromium:
@@ -129,7 +128,7 @@ class Chromium:
         self.port: int | None = None
         self.pages: list[Page] = []
 
-    def __enter__(self) -> Chromium:
+    def __enter__(self) -> Self:
         self.profile = tempfile.mkdtemp(prefix="curate-chromium-")
         self.proc = subprocess.Popen([self.binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -166,7 +165,7 @@ class Chromium:
         page.wait_event("Page.loadEventFired")
         return page
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for page in self.pages:
             page.close()
         if self.proc is not None and self.proc.poll() is None:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from curate.report import svg
-from curate.report.data import ReportData, conversation
+from curate.report.data import ReportData
 from curate.report.svg import Cell, esc, fmt_num
 
 TURN_CHARS = 700
@@ -193,9 +193,9 @@ def _conservation(d: ReportData) -> str:
     if c:
         vals = [int(c.get(k) or 0) for k in ("in", "exported", "quarantined", "duplicates")]
         cons_ok = (m.get("conservation") or {}).get("ok", vals[0] == sum(vals[1:]))
-        rows.append(["<strong>all inputs</strong>", "",
-                     f'<span class="eq"><strong>{esc(" = ".join([fmt_num(vals[0]), " + ".join(fmt_num(v) for v in vals[1:])]))}'
-                     f"</strong></span>", _badge(bool(cons_ok), "holds", "broken")])
+        total_eq = f"{fmt_num(vals[0])} = " + " + ".join(fmt_num(v) for v in vals[1:])
+        rows.append(["<strong>all inputs</strong>", "", f'<span class="eq"><strong>{esc(total_eq)}</strong></span>',
+                     _badge(bool(cons_ok), "holds", "broken")])
     chart = svg.stacked_hbar_chart("chart-conservation", chart_rows, parts=("exported", "quarantined", "duplicates"),
                                    colors=(svg.BLUE, svg.ORANGE, svg.GREY), title="records per input file")
     table = _table(["input file", "format", "in = exported + quarantined + duplicates", ""], rows,

@@ -270,10 +270,10 @@ def heatmap_chart(chart_id: str, rows: Sequence[str], cols: Sequence[str], cells
     cell_h = 38
     height = top + len(rows) * cell_h + 10
     width = int(left + cell_w * len(cols) + 10 + col_chars * CHAR_W * 0.5)
-    out = [_svg_open(chart_id, width, height, title),
-           f'<defs><pattern id="{esc(chart_id)}-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
-           f'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde8e8"/>'
-           f'<line x1="0" y1="0" x2="0" y2="6" stroke="#f4a9a9" stroke-width="3"/></pattern></defs>']
+    hatch = (f'<defs><pattern id="{esc(chart_id)}-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+             f'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde8e8"/>'
+             f'<line x1="0" y1="0" x2="0" y2="6" stroke="#f4a9a9" stroke-width="3"/></pattern></defs>')
+    out = [_svg_open(chart_id, width, height, title), hatch]
     for ci, col in enumerate(cols):
         cx = left + ci * cell_w + cell_w / 2
         out.append(f'<text x="{cx:.1f}" y="{top - 8:.1f}" fill="{INK}" font-size="11" '
@@ -339,7 +339,7 @@ def histogram_chart(chart_id: str, values: Sequence[int], *, title: str, unit: s
         return top + plot_h - c / yt[-1] * plot_h
 
     median = vals[len(vals) // 2]
-    p95 = vals[min(len(vals) - 1, int(math.ceil(0.95 * len(vals))) - 1)]
+    p95 = vals[min(len(vals) - 1, math.ceil(0.95 * len(vals)) - 1)]
     out = [_svg_open(chart_id, width, height, title)]
     out.append(_text(left, 14, title, weight="600"))
     out.append(_text(width - right, 14, f"n={len(vals):,} · median {median:,} · p95 {p95:,} · max {vals[-1]:,}",

@@ -63,7 +63,7 @@ def test_report_renders_every_chart_and_runs_no_injected_script(browser: Chromiu
 
     rendered = {c["id"]: c for c in page.evaluate(CHARTS_DOM)}
     assert sorted(rendered) == sorted(CHARTS + EXTRA_CHARTS)
-    for cid, c in rendered.items():
+    for c in rendered.values():
         assert c["marks"] > 0 and c["drawn"] == c["marks"], c
         assert c["w"] > 100 and c["h"] > 40, c
     heat = page.evaluate("document.querySelectorAll('#chart-coverage .mark.under').length")

@@ -44,7 +44,7 @@ def parse(html: str) -> Tags:
 
 def charts(html: str) -> dict[str, str]:
     """chart id -> its SVG markup."""
-    return {m.group(1): m.group(0) for m in re.finditer(r'<svg id="([^"]+)" class="chart[^"]*".*?</svg>', html, re.S)}
+    return {m.group(1): m.group(0) for m in re.finditer(r'<svg id="([^"]+)" class="chart[^"]*".*?</svg>', html, re.DOTALL)}
 
 
 @pytest.fixture
