@@ -199,6 +199,9 @@ def staged_output(target: str | Path) -> Iterator[Path]:
     recover(target)
     check_target(target)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it owner-only; the export is an ordinary folder
     try:
         yield stage
         _fsync_tree(stage)

@@ -1,0 +1,214 @@
+"""`curate build`, `curate leakage`, `curate coverage`, `curate lint-export`: thin wrappers over curate.steps."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, show_progress
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise click.BadParameter(f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out or None
+
+
+def register(main: click.Group) -> None:
+    @main.command("build")
+    @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
+    @click.option("--input", "-i", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=True),
+                  help="Input file (repeatable). Default: the spec's own `data:` files.")
+    @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder. Default: out/<name>/v<version>.")
+    @click.option("--format", "fmt", help="Force the input format instead of detecting it.")
+    @click.option("--map", "mapping", multiple=True, metavar="OURS=THEIRS",
+                  help="Field mapping for odd column names (repeatable), e.g. --map prompt=question.")
+    @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
+                  help="Local tokenizer folder to count tokens (default: an estimate, characters / 4).")
+    @click.option("--max-tokens", type=click.IntRange(min=1), help="Quarantine longer records (default: the spec's).")
+    @click.option("--sft-format", type=click.Choice(["messages", "prompt-completion"]),
+                  help="TRL SFT layout (default: the spec's export.sft_format).")
+    @click.option("--near-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8,
+                  show_default=True, help="Similarity above which two records are near duplicates.")
+    @json_option
+    @quiet_option
+    @handle_errors
+    def build_cmd(spec_path: str, inputs: tuple[str, ...], out: str | None, fmt: str | None,
+                  mapping: tuple[str, ...], tokenizer: str | None, max_tokens: int | None, sft_format: str | None,
+                  near_threshold: float, as_json: bool, quiet: bool) -> None:
+        """Build a training-ready dataset: import, validate, deduplicate, split, export for TRL.
+
+        Nothing is lost: every record is exported, quarantined (quarantine/<step>.jsonl, with the reason) or
+        removed as a duplicate (clusters.jsonl); the build checks this per input file.
+
+        \b
+        Example:
+          curate build specs/support-triage
+          curate build specs/support-triage --input tickets.jsonl --out out/triage --json
+        """
+        from curate.spec import load_spec
+        from curate.steps.pipeline import build
+
+        spec = load_spec(spec_path)
+        target = Path(out) if out else spec.default_out_dir()
+        bars, update = make_progress(show_progress(quiet, as_json))
+        with bars:
+            result = build(spec, list(inputs) or None, target, format=fmt, mapping=_mapping(mapping),
+                           tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
+                           sft_format=sft_format, progress=update)
+        if as_json:
+            emit_json(result.summary())
+            return
+        c = result.counts
+        click.echo(f"{spec.ref}: {c['in']} in = {c['exported']} exported + {c['quarantined']} quarantined + "
+                   f"{c['duplicates']} duplicates")
+        click.echo(f"sft: {c['sft']['train']} train / {c['sft']['test']} test; "
+                   f"dpo: {c['dpo']['train']} train / {c['dpo']['test']} test; negatives.jsonl: {c['negatives']}")
+        for key, n in result.manifest["quarantine"].items():
+            click.echo(f"  quarantined {key}: {n}")
+        under = [x for x in result.manifest["coverage"].get("cells", []) if not x.get("ok", True)]
+        if under:
+            click.echo(f"coverage: {len(under)} cells under target (curate coverage {result.out_dir})")
+        for w in result.warnings:
+            say(f"warning: {w}", quiet=quiet)
+        say(f"wrote {result.out_dir}" + ("" if out else " (default folder for this spec version)"), quiet=quiet)
+
+    @main.command("leakage")
+    @click.argument("a", type=click.Path(exists=True))
+    @click.argument("b", type=click.Path(exists=True))
+    @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
+                  help="Similarity for a near match.")
+    @json_option
+    @handle_errors
+    def leakage_cmd(a: str, b: str, threshold: float, as_json: bool) -> None:
+        """Count rows of B whose prompt matches a prompt of A exactly or nearly; exit 1 when any do.
+
+        A and B are JSONL/JSON/Parquet files or folders (a build folder, a benchmark's question file).
+
+        \b
+        Example:
+          curate leakage out/support-triage/v1/sft/train.jsonl out/support-triage/v1/sft/test.jsonl
+          curate leakage out/support-triage/v1 ../benchmarks/mt_bench_question.jsonl
+        """
+        from curate.steps.split import dataset_texts, leakage
+
+        ta, tb = dataset_texts(a), dataset_texts(b)
+        rep = leakage(ta, tb, threshold=threshold)
+        if as_json:
+            emit_json({"a": a, "b": b, "rows_a": len(ta), "rows_b": len(tb), **rep.as_dict()})
+        else:
+            click.echo(f"{len(tb)} rows of {b} against {len(ta)} of {a}: {rep.exact} exact, {rep.near} near "
+                       f"(threshold {threshold})")
+            for ex in rep.examples:
+                click.echo(f"  {ex['method']} {ex['score']}: {ex['b']} ~ {ex['a']}: {ex['text'][:80]!r}")
+        sys.exit(0 if rep.empty else 1)
+
+    @main.command("coverage")
+    @click.argument("target", metavar="SPEC|OUT_DIR", type=click.Path(exists=True))
+    @click.option("--input", "-i", "inputs", multiple=True, type=click.Path(exists=True),
+                  help="With a SPEC: data files to count (default: the spec's own data).")
+    @json_option
+    @handle_errors
+    def coverage_cmd(target: str, inputs: tuple[str, ...], as_json: bool) -> None:
+        """Print the coverage matrix (case category x rule) against the spec's targets; name cells under target.
+
+        With a build folder it shows the matrix of that build (manifest.json); with a spec it reads and validates
+        the spec's data (or --input files) and counts them.
+
+        \b
+        Example:
+          curate coverage specs/support-triage
+          curate coverage out/support-triage/v1 --json
+        """
+        import orjson
+
+        p = Path(target)
+        if p.is_dir() and (p / "manifest.json").is_file():
+            manifest = orjson.loads((p / "manifest.json").read_bytes())
+            cov, ref = manifest.get("coverage", {}), manifest.get("spec", {}).get("ref", str(p))
+        else:
+            from curate.spec import load_spec
+            from curate.steps.base import RunContext
+            from curate.steps.coverage import compute_coverage
+            from curate.steps.read import read_inputs
+            from curate.steps.validate import validate
+
+            spec = load_spec(target)
+            paths = [str(x) for x in inputs] or [str(x) for x in spec.data_paths()]
+            ctx = RunContext()
+            recs = validate(read_inputs(paths, ctx=ctx, spec=spec), spec=spec, ctx=ctx)
+            cov, ref = compute_coverage(spec, recs).as_dict(), spec.ref
+        cells = cov.get("cells", [])
+        under = [c for c in cells if not c.get("ok", True)]
+        cats_under = [c for c in cov.get("categories", []) if not c.get("ok", True)]
+        if as_json:
+            emit_json({"spec": ref, **cov, "under_target": under, "categories_under_share": cats_under})
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        rules = list(dict.fromkeys(c["rule"] for c in cells))
+        cats = list(dict.fromkeys(c["category"] for c in cells))
+        by = {(c["category"], c["rule"]): c for c in cells}
+        table = Table(title=f"coverage of {ref} (count/target)")
+        table.add_column("category")
+        for r in rules:
+            table.add_column(r, justify="right")
+        for cat in cats:
+            row = []
+            for r in rules:
+                c = by.get((cat, r))
+                row.append("" if c is None else (f"{c['count']}/{c['target']}" if c["ok"]
+                                                 else f"[red]{c['count']}/{c['target']}[/red]"))
+            table.add_row(cat, *row)
+        Console(width=max(120, 14 * (len(rules) + 1))).print(table)
+        for c in cov.get("categories", []):
+            click.echo(f"{c['name']}: {c['count']} records, {c['share']:.1%} (min {c['min_share']:.0%})"
+                       + ("" if c["ok"] else "  UNDER SHARE"))
+        for c in under:
+            click.echo(f"under target: {c['category']} x {c['rule']}: {c['count']} of {c['target']}")
+        if not under and not cats_under:
+            click.echo("every cell meets its target")
+
+    @main.command("lint-export")
+    @click.argument("directory", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+    @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False),
+                  help="Local tokenizer (or model) folder whose chat template TRL will use.")
+    @click.option("--max-length", type=click.IntRange(min=1), help="TRL's max_length.")
+    @click.option("--assistant-only-loss/--no-assistant-only-loss", default=True, show_default=True,
+                  help="Whether SFT will train on assistant tokens only (needs generation markers).")
+    @json_option
+    @handle_errors
+    def lint_export_cmd(directory: str, tokenizer: str | None, max_length: int | None, assistant_only_loss: bool,
+                        as_json: bool) -> None:
+        """Check an export the way TRL will read it; exit 1 on errors.
+
+        Reports the dataset type TRL detects from the first row, rows of another type, missing chat-template
+        generation markers for assistant-only loss, and rows TRL would drop or truncate at --max-length.
+
+        \b
+        Example:
+          curate lint-export out/support-triage/v1 --tokenizer models/base --max-length 1024
+        """
+        from curate.steps.lint_export import lint_export
+
+        rep = lint_export(directory, tokenizer=tokenizer, max_length=max_length,
+                          assistant_only_loss=assistant_only_loss)
+        if as_json:
+            emit_json(rep.as_dict())
+        else:
+            for d in rep.datasets:
+                click.echo(f"{d['dataset']}: {d['type']}{' (conversational)' if d['conversational'] else ''}, "
+                           f"rows {d['rows']}, dropped {d['dropped']}, truncated {d['truncated']}")
+            for f in rep.findings:
+                click.echo(f"{f['level']}: {f['dataset']}: {f['code']}: {f['message']}")
+                for ex in f.get("examples", [])[:5]:
+                    click.echo(f"    {ex}")
+            click.echo("ok" if rep.ok else "errors found")
+        sys.exit(0 if rep.ok else 1)

@@ -1,0 +1,317 @@
+"""The build: read -> validate -> pair -> dedup -> split -> export, with conservation proved per input file.
+
+    >>> from curate.steps.pipeline import build
+    >>> result = build("specs/support-triage")                  # doctest: +SKIP
+    >>> result.out_dir, result.manifest["counts"]
+    (PosixPath('out/support-triage/v1'), {'in': 188, 'exported': ..., ...})
+
+Without `inputs` the spec's own `data:` files are built; without `out` the folder is `out/<name>/v<version>`.
+The held-out set of a previous build in the same folder (its `heldout.lock`) is kept.
+
+Conservation: for every input file, records in = exported + quarantined + removed as duplicates. "Exported"
+counts input records that reach an output file: an SFT or DPO row, or `negatives.jsonl` (negatives with no
+passing answer to pair with). A negative paired with a passing answer counts once (as the DPO row); the passing
+answer counts once (as its SFT row). A mismatch raises ExportError and nothing is written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate import __version__
+from curate.errors import CurateError, ExportError, InputError
+from curate.records import PreferenceRecord, SFTRecord, dump_record
+from curate.spec import Spec, load_spec
+from curate.steps.base import RunContext
+from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, staged_output, write_jsonl,
+                                 write_splits)
+from curate.steps.pairs import make_pairs
+from curate.steps.split import HeldoutLock, split
+from curate.steps.validate import LengthCounter, validate
+
+log = logging.getLogger(__name__)
+Rec = SFTRecord | PreferenceRecord
+Progress = Callable[[str, int, "int | None"], None]
+NONE_FILE = "<none>"
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return self.manifest["counts"]
+
+    def summary(self) -> dict[str, Any]:
+        """The `curate build --json` document."""
+        m = self.manifest
+        return {"out": str(self.out_dir), "spec": m["spec"]["ref"], "counts": m["counts"],
+                "conservation": m["conservation"], "quarantine": m["quarantine"], "dedup": m["dedup"],
+                "leakage": m["leakage"], "coverage": m["coverage"], "inputs": m["inputs"],
+                "warnings": self.warnings}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read(paths: Sequence[Path], *, ctx: RunContext, spec: Spec, format: str | None,
+          mapping: dict[str, str] | None) -> Iterator[Rec]:
+    from curate.steps.read import read_inputs
+
+    return read_inputs([str(p) for p in paths], ctx=ctx, spec=spec, format=format, mapping=mapping)
+
+
+def _formats_of(paths: Sequence[Path], forced: str | None) -> dict[str, str]:
+    if forced:
+        return {str(p): forced for p in paths}
+    try:
+        from curate.steps.read import detect_format
+    except ImportError:  # pragma: no cover - the importer module is part of the package
+        return {str(p): "" for p in paths}
+    out = {}
+    for p in paths:
+        try:
+            out[str(p)] = detect_format(p)
+        except CurateError:
+            out[str(p)] = ""
+    return out
+
+
+def _dedup(records: list[Rec], *, ctx: RunContext, threshold: float) -> tuple[list[Rec], list[dict[str, Any]]]:
+    """(kept records, cluster rows) from the dedup step."""
+    from curate.steps.dedup import dedup
+
+    kept, clusters = dedup(records, ctx=ctx, near_threshold=threshold)
+    return list(kept), clusters
+
+
+def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, out: str | Path | None = None, *,
+          format: str | None = None, mapping: dict[str, str] | None = None, tokenizer: str | Path | None = None,
+          max_tokens: int | None = None, near_threshold: float = 0.8, sft_format: str | None = None,
+          progress: Progress | None = None, engine: str = "local") -> BuildResult:
+    """Build a training-ready dataset folder from a spec and its inputs (see the module doc)."""
+    if engine != "local":
+        raise CurateError(f"engine {engine!r} is not available in this version; use engine='local'")
+    if not 0.0 < near_threshold <= 1.0:
+        raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    from curate.steps.read import expand_inputs
+
+    given = [Path(p) for p in inputs] if inputs else spec.data_paths()
+    if not given:
+        raise InputError(f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` "
+                         "in the spec")
+    paths = expand_inputs(given)  # folders -> their data files; raises InputError for a missing path
+    out_dir = Path(out) if out is not None else spec.default_out_dir()
+    sft_format = sft_format or spec.export.sft_format
+    if sft_format not in ("messages", "prompt-completion"):
+        raise CurateError(f"unknown SFT format {sft_format!r}; use messages or prompt-completion")
+    ctx = RunContext(progress=progress)
+    lengths = LengthCounter(spec, tokenizer)
+    limit = max_tokens if max_tokens is not None else spec.export.max_tokens
+
+    # read + validate stream; the rest needs all records
+    valid = list(validate(_read(paths, ctx=ctx, spec=spec, format=format, mapping=mapping), spec=spec, ctx=ctx,
+                          lengths=lengths, max_tokens=limit))
+    # pair before dedup: a negative meets its passing answer even when that answer is later removed as a near
+    # duplicate of another one; pairs are then deduplicated among pairs (prompt + chosen), SFT among SFT
+    paired = make_pairs(valid)
+    kept, clusters = _dedup(paired.records + list(paired.unpaired), ctx=ctx, threshold=near_threshold)
+    kept_ids = {id(r) for r in kept}
+    paired.records = [r for r in paired.records if id(r) in kept_ids]
+    paired.unpaired = [r for r in paired.unpaired if id(r) in kept_ids]
+
+    formats = spec.export.formats
+    sft_recs: list[Rec] = []
+    pref_recs: list[PreferenceRecord] = []
+    for rec in paired.records:
+        if isinstance(rec, PreferenceRecord):
+            if "dpo" in formats:
+                pref_recs.append(rec)
+            elif "sft" in formats:
+                sft_recs.append(rec)  # exported as prompt + chosen
+        elif "sft" in formats:
+            sft_recs.append(rec)
+        else:
+            ctx.quarantine(step="export", reason="format_not_exported", record=rec,
+                           detail="an SFT record, and the spec's export.formats has no sft")
+    if "dpo" not in formats and "sft" not in formats:  # pragma: no cover - the spec model forbids it
+        raise ExportError("export.formats is empty")
+
+    lock_path = out_dir / "heldout.lock"
+    old_lock = HeldoutLock.load(lock_path)
+    parts = split(sft_recs + pref_recs, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold)
+    if not parts.leakage.empty:
+        raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "
+                          f"{parts.leakage.near} near (e.g. {parts.leakage.examples[:1]}); this is a bug, report it")
+    side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
+
+    exported: list[Rec] = parts.train + parts.test + list(paired.unpaired)
+    # conservation per input file
+    inputs_info = _conservation(ctx, paths, exported, clusters, _formats_of(paths, format))
+    totals = {k: sum(i[k] for i in inputs_info) for k in ("in", "exported", "quarantined", "duplicates")}
+    extra = {k: v for k, v in _extra_sources(ctx, exported, clusters).items() if any(v.values())}
+    if extra:
+        raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
+
+    try:
+        from curate.steps.coverage import compute_coverage
+
+        coverage = compute_coverage(spec, exported, split_of=lambda r: side.get(r.id, "negatives")).as_dict()
+    except ImportError:  # pragma: no cover
+        coverage = {"cells": [], "categories": []}
+
+    sft_ids = {r.id for r in sft_recs}
+    sft_train = [r for r in parts.train if r.id in sft_ids]
+    sft_test = [r for r in parts.test if r.id in sft_ids]
+    dpo_train = [r for r in parts.train if r.id not in sft_ids and isinstance(r, PreferenceRecord)]
+    dpo_test = [r for r in parts.test if r.id not in sft_ids and isinstance(r, PreferenceRecord)]
+
+    q_counts = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
+    exported_formats = [f for f in ("sft", "dpo") if f in formats]
+    manifest: dict[str, Any] = {
+        "tool": {"name": "curate", "version": __version__},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
+                 "path": str(spec.path) if spec.path else None},
+        "inputs": inputs_info,
+        "counts": {**totals, "sft": {"train": len(sft_train), "test": len(sft_test)},
+                   "dpo": {"train": len(dpo_train), "test": len(dpo_test)},
+                   "negatives": len(paired.unpaired), "pairs_made": paired.paired},
+        "conservation": {"ok": True, **totals},
+        "quarantine": q_counts,
+        "dedup": _dedup_counts(clusters, near_threshold),
+        "leakage": parts.leakage.as_dict(),
+        "coverage": coverage,
+        "lengths": {"unit": "tokens", "estimated": lengths.tokenizer is None, "max_tokens": limit,
+                    "sft": {"train": [lengths.lengths.get(r.id, 0) for r in sft_train],
+                            "test": [lengths.lengths.get(r.id, 0) for r in sft_test]},
+                    "dpo": {"train": [lengths.lengths.get(r.id, 0) for r in dpo_train],
+                            "test": [lengths.lengths.get(r.id, 0) for r in dpo_test]}},
+        "split": {"heldout": spec.split.heldout, "seed": spec.split.seed, "stratify": spec.split.stratify,
+                  "groups": parts.groups, "locked_from_previous": len(old_lock.ids) if old_lock else 0},
+        "export": {"formats": exported_formats, "sft_format": sft_format,
+                   "include_system_prompt": spec.export.include_system_prompt},
+        "exported_formats": exported_formats,
+        "system_prompt_added": bool(spec.export.include_system_prompt and spec.system_prompt.strip()),
+        "lineage": _lineage(exported),
+        "files": {},
+    }
+
+    ctx.report("export", 0, 1)
+    with staged_output(out_dir) as stage:
+        if "sft" in formats:
+            write_splits(stage / "sft", {"train": [sft_row(r, spec, sft_format) for r in sft_train],
+                                         "test": [sft_row(r, spec, sft_format) for r in sft_test]},
+                         title=f"{spec.ref} SFT ({sft_format})")
+        if "dpo" in formats:
+            write_splits(stage / "dpo", {"train": [dpo_row(r, spec) for r in dpo_train],  # type: ignore[arg-type]
+                                         "test": [dpo_row(r, spec) for r in dpo_test]},  # type: ignore[arg-type]
+                         title=f"{spec.ref} DPO")
+        write_jsonl(stage / "negatives.jsonl", [dump_record(r) for r in paired.unpaired])
+        write_jsonl(stage / "clusters.jsonl", clusters)
+        ctx.flush_quarantine(stage / "quarantine")
+        (stage / "heldout.lock").write_bytes(parts.lock.to_bytes())
+        (stage / "README.md").write_text(dataset_card(spec, manifest), encoding="utf-8")
+        manifest["files"] = file_hashes(stage)
+        import orjson
+
+        (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        warnings: list[str] = []
+        try:
+            import curate.report as report_mod
+        except ImportError:  # the report module is optional
+            report_mod = None  # type: ignore[assignment]
+        if report_mod is not None and hasattr(report_mod, "write_report"):
+            try:
+                report_mod.write_report(stage)
+            except Exception as err:  # noqa: BLE001 - a report failure must not lose the dataset
+                log.warning("report.html not written: %s", err)
+                warnings.append(f"report.html not written: {err}")
+    ctx.report("export", 1, 1)
+    return BuildResult(out_dir=out_dir, manifest=manifest, warnings=warnings)
+
+
+def _file_of(source: Any) -> str:
+    if isinstance(source, dict):
+        return source.get("file") or NONE_FILE
+    return getattr(source, "file", None) or NONE_FILE
+
+
+def _conservation(ctx: RunContext, paths: Sequence[Path], exported: list[Rec], clusters: list[dict[str, Any]],
+                  formats: dict[str, str]) -> list[dict[str, Any]]:
+    exp = Counter(_file_of(r.source) for r in exported)
+    dup = _dup_counts(ctx)
+    rows = []
+    bad = []
+    for p in paths:
+        f = str(p)
+        row = {"file": f, "format": formats.get(f, ""), "sha256": _sha256(p), "in": ctx.counters.get("in:" + f, 0),
+               "exported": exp.get(f, 0), "quarantined": ctx.per_file_quarantined.get(f, 0),
+               "duplicates": dup.get(f, 0)}
+        if row["in"] != row["exported"] + row["quarantined"] + row["duplicates"]:
+            bad.append(f"{f}: in {row['in']} != exported {row['exported']} + quarantined {row['quarantined']} + "
+                       f"duplicates {row['duplicates']}")
+        rows.append(row)
+    if bad:
+        raise ExportError("conservation does not hold, nothing was written: " + "; ".join(bad))
+    return rows
+
+
+def _extra_sources(ctx: RunContext, exported: list[Rec], clusters: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Counts attributed to no input file (should be empty)."""
+    known = {k[3:] for k in ctx.counters if k.startswith("in:")}
+    out: dict[str, dict[str, int]] = {}
+    exp = Counter(_file_of(r.source) for r in exported)
+    dup = _dup_counts(ctx)
+    for f in set(exp) | set(dup) | set(ctx.per_file_quarantined):
+        if f not in known:
+            out[f] = {"exported": exp.get(f, 0), "duplicates": dup.get(f, 0),
+                      "quarantined": ctx.per_file_quarantined.get(f, 0)}
+    return out
+
+
+def _dup_counts(ctx: RunContext) -> Counter[str]:
+    return Counter({k[len("duplicates:"):]: v for k, v in ctx.counters.items() if k.startswith("duplicates:")})
+
+
+def _dedup_counts(clusters: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    methods = Counter(c.get("method", "exact") for c in clusters)
+    return {"exact": methods.get("exact", 0), "near": methods.get("near", 0),
+            "semantic": methods.get("semantic", 0), "threshold": threshold}
+
+
+def _lineage(records: list[Rec]) -> dict[str, dict[str, int]]:
+    fmt: Counter[str] = Counter()
+    annot: Counter[str] = Counter()
+    gen: Counter[str] = Counter()
+    cats: Counter[str] = Counter()
+    for r in records:
+        s = r.source
+        fmt[s.format or "native"] += 1
+        if s.annotator:
+            annot[s.annotator] += 1
+        if s.generator:
+            gen[s.generator] += 1
+        cats["human-reviewed" if r.is_human_reviewed else "generated" if r.is_generated else "as imported"] += 1
+    return {"formats": dict(fmt.most_common()), "origin": dict(cats.most_common()),
+            "annotators": dict(annot.most_common(20)), "generators": dict(gen.most_common(20))}
+
+
+__all__ = ["BuildResult", "build"]
