@@ -77,7 +77,7 @@ pre { background:#f5f7fa; border:1px solid var(--line); border-radius:6px; paddi
   text-transform:uppercase; font-size:11px; letter-spacing:0.05em; }
 .turn { margin:4px 0; } .turn .role { font-size:11px; font-weight:700; color:var(--muted); }
 .warn { background:#fff8e6; border:1px solid #f3d9b1; border-radius:8px; padding:8px 12px; color:#7a4a00; }
-.muted { color:var(--muted); }
+.muted { color:var(--muted); } .narrow { max-width:520px; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12.5px;
        background:#f0f2f5; padding:1px 5px; border-radius:4px; }
 footer { color:var(--muted); font-size:12px; padding:10px 0 40px; }
@@ -205,7 +205,8 @@ def _conservation(d: ReportData) -> str:
         s = c.get(fmt) or {}
         if s:
             split_rows.append([esc(fmt), _n(s.get("train")), _n(s.get("test"))])
-    splits = _table(["export", "train", "held-out (test)"], split_rows, numeric=(1, 2)) if split_rows else ""
+    splits = (f'<div class="narrow">{_table(["export", "train", "held-out (test)"], split_rows, numeric=(1, 2))}'
+              "</div>") if split_rows else ""
     return _section("counts", "Counts and conservation",
                     "Every record read ends up exported, quarantined with a reason, or removed as a duplicate. "
                     "The equation must hold for every input file.", _chart(chart) + table + splits)
@@ -237,8 +238,8 @@ def _coverage(d: ReportData) -> str:
                    _badge(c.get("ok"), "ok", "under")] for c in cats]
     if under:
         msg = (f'<p><span class="badge bad">{len(under)} cell(s) under target</span> '
-               + ", ".join(f"<code>{esc(c.row)} × {esc(c.col)}</code> ({c.count}/{c.target})" for c in under[:12])
-               + (" …" if len(under) > 12 else "") + "</p>")
+               + ", ".join(f"<code>{esc(c.row)} × {esc(c.col)}</code> ({c.count}/{c.target})" for c in under[:6])
+               + (f" and {len(under) - 6} more" if len(under) > 6 else "") + "</p>")
     else:
         msg = '<p><span class="badge ok">every cell meets its target</span></p>' if cells else ""
     body = (msg + _chart(heat) + '<p class="muted">Each cell: records of that case category where the rule applies '

@@ -265,11 +265,11 @@ def heatmap_chart(chart_id: str, rows: Sequence[str], cols: Sequence[str], cells
     by_key = {(c.row, c.col): c for c in cells}
     left = 16 + min(18, max(len(r) for r in rows)) * CHAR_W
     col_chars = min(28, max(len(c) for c in cols))
-    top = 20 + col_chars * CHAR_W * 0.62
+    top = 16 + col_chars * 6.6 * 0.58  # rotated 35 degrees: the longest column label's rise (11px text)
     cell_w = min(96.0, (width - left - 10) / len(cols))
     cell_h = 38
     height = top + len(rows) * cell_h + 10
-    width = int(left + cell_w * len(cols) + 10 + col_chars * CHAR_W * 0.5)
+    width = int(left + cell_w * len(cols) + 10 + max(0.0, len(cols[-1]) * 6.6 * 0.82 - cell_w / 2))
     hatch = (f'<defs><pattern id="{esc(chart_id)}-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
              f'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde8e8"/>'
              f'<line x1="0" y1="0" x2="0" y2="6" stroke="#f4a9a9" stroke-width="3"/></pattern></defs>')
