@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "curate.cli.report_cmd",
     "curate.cli.build_cmds",
     "curate.cli.expand_cmds",
+    "curate.cli.studio_cmds",
+    "curate.cli.label_cmds",
 ]
 
 

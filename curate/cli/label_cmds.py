@@ -1,0 +1,154 @@
+"""`curate label push | pull | conflicts`: the labeling loop against a real Label Studio."""
+
+from __future__ import annotations
+
+import click
+
+from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, show_progress
+
+SERVER_HELP = ("Server: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY when set, else the one `curate studio up` "
+               "started in --studio-dir.")
+
+
+def _client(studio_dir: str):
+    from curate.labeling.client import connect
+
+    return connect(workspace=studio_dir)
+
+
+def register(main: click.Group) -> None:
+    @main.group("label")
+    def label() -> None:
+        """Label in Label Studio: push tasks compiled from the spec, pull annotations back as records.
+
+        \b
+        Example:
+          curate studio up
+          curate label push specs/support-triage --kind review --overlap 2
+          curate label pull specs/support-triage --out pulled.jsonl
+          curate build specs/support-triage --input pulled.jsonl
+        """
+
+    studio_dir = click.option("--studio-dir", default=".curate/studio", show_default=True, help=SERVER_HELP)
+
+    @label.command("push")
+    @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
+    @click.option("--kind", type=click.Choice(["review", "pairwise", "write"]), default="review", show_default=True,
+                  help="review: judge responses (SFT); pairwise: pick the better of two; write: write responses.")
+    @click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                  help="Records to push (our JSONL); default: the spec's data files. Repeatable.")
+    @click.option("--overlap", type=click.IntRange(1, 20), default=1, show_default=True,
+                  help="Annotators per task (agreement and conflicts need 2 or more).")
+    @click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
+    @studio_dir
+    @json_option
+    @quiet_option
+    @handle_errors
+    def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int, batch_size: int,
+                 studio_dir: str, as_json: bool, quiet: bool) -> None:
+        """Create or update the project for SPEC's version and KIND and import the records it lacks.
+
+        Idempotent: a second push adds only records the server does not hold. Each task carries the record id
+        and the rule-check results as a prediction.
+
+        \b
+        Example:
+          curate label push specs/support-triage --kind review --overlap 2
+        """
+        from curate.labeling.push import push
+        from curate.spec import load_spec
+        from curate.steps.base import RunContext
+
+        spec = load_spec(spec_path)
+        ctx = RunContext()
+        bar, update = make_progress(show_progress(quiet, as_json))
+        with bar, _client(studio_dir) as client:
+            res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap,
+                       batch_size=batch_size, ctx=ctx, progress=update)
+        out = {"spec": spec.ref, **res.as_dict(),
+               "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
+        if as_json:
+            emit_json(out)
+        else:
+            click.echo(res.project_url)
+            say(f"{res.pushed} tasks pushed, {res.already} already there, {res.quarantined} not labelable as "
+                f"{kind} ({', '.join(out['quarantine']) or 'none'}) in {res.seconds:.1f} s", quiet=quiet)
+
+    @label.command("pull")
+    @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
+    @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+                  help="Records file (JSONL); default .curate/labeling/NAME/vVERSION/pulled.jsonl. Quarantine, "
+                       "rework, conflicts and agreement.json are written beside it.")
+    @click.option("--kind", "kinds", multiple=True, type=click.Choice(["review", "pairwise", "write"]),
+                  help="Only these kinds (default: every project of the spec).")
+    @click.option("--adjudicator", default=None, help="Annotator (email) whose annotation wins a disagreement.")
+    @click.option("--since-last", is_flag=True, help="Write only records of tasks with new or changed annotations.")
+    @click.option("--out-dir", "report_dir", type=click.Path(file_okay=False), default=None,
+                  help="A build folder to copy agreement.json into (the report shows it).")
+    @studio_dir
+    @json_option
+    @quiet_option
+    @handle_errors
+    def pull_cmd(spec_path: str, out: str | None, kinds: tuple[str, ...], adjudicator: str | None,
+                 since_last: bool, report_dir: str | None, studio_dir: str, as_json: bool, quiet: bool) -> None:
+        """Export annotations (snapshot API) and turn them into records, pairs, agreement and conflicts.
+
+        accept -> SFT; edit -> SFT + preference pair; reject -> negative; pairwise -> DPO pair; write -> SFT.
+
+        \b
+        Example:
+          curate label pull specs/support-triage --out pulled.jsonl
+          curate build specs/support-triage --input pulled.jsonl
+        """
+        import shutil
+        from pathlib import Path
+
+        from curate.labeling.config import KINDS
+        from curate.labeling.pull import pull
+        from curate.spec import load_spec
+        from curate.steps.base import RunContext
+
+        spec = load_spec(spec_path)
+        bar, update = make_progress(show_progress(quiet, as_json))
+        with bar, _client(studio_dir) as client:
+            res = pull(spec, client=client, out=out, kinds=kinds or KINDS, adjudicator=adjudicator,
+                       since_last=since_last, ctx=RunContext(), progress=update)
+        if report_dir:
+            Path(report_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(res.files["agreement"], Path(report_dir) / "agreement.json")
+        if as_json:
+            emit_json({"spec": spec.ref, **res.as_dict()})
+        else:
+            c = res.counts
+            click.echo(res.files["records"])
+            say(f"{c['annotations']} annotations -> {c['sft']} SFT records and {c['preference']} preference pairs; "
+                f"{c['quarantined']} quarantined, {c['conflicts']} conflicts, {c['rework']} to rework; "
+                f"{c['new_or_changed_annotations']} new or changed since the last pull", quiet=quiet)
+
+    @label.command("conflicts")
+    @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
+    @studio_dir
+    @json_option
+    @handle_errors
+    def conflicts_cmd(spec_path: str, studio_dir: str, as_json: bool) -> None:
+        """List tasks whose annotators disagree (no majority on the verdict or the picked response).
+
+        Resolve them by adding an adjudicator's annotation and pulling with --adjudicator EMAIL.
+
+        \b
+        Example:
+          curate label conflicts specs/support-triage --json
+        """
+        from curate.labeling.pull import conflicts
+        from curate.spec import load_spec
+
+        spec = load_spec(spec_path)
+        with _client(studio_dir) as client:
+            rows = conflicts(spec, client=client)
+        if as_json:
+            emit_json({"spec": spec.ref, "conflicts": rows})
+        else:
+            for row in rows:
+                answers = ", ".join(f"{who}: {v}" for who, v in row["answers"].items())
+                click.echo(f"{row['kind']} task {row['task']} ({row['question']}): {answers}")
+            say(f"{len(rows)} conflicts")
