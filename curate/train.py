@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -486,7 +487,8 @@ def _run(kind: str, spec_or_export: str | Path, opts: TrainOptions, *, from_sft:
     max_length = opts.max_length or (spec.export.max_tokens if spec is not None else None) \
         or manifest_max_tokens(export) or 1024
 
-    with quiet_hf():
+    with quiet_hf(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # transformers 5 renames, not the user's concern
         tokenizer = load_tokenizer(ref)
         train, test, aol = preflight(kind, export, tokenizer, max_length)
         stage = _staging(out, opts.overwrite)
@@ -543,6 +545,10 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
         trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_ds,
                              eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks,
                              peft_config=peft_config)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)   # library code never prints: logs stay in state.log_history
+    trainer.remove_callback(ProgressCallback)
     n_train = len(trainer.train_dataset)
     if n_train < len(train_rows):  # preflight should make this impossible; never lose rows silently
         raise TrainError(f"TRL dropped {len(train_rows) - n_train} of {len(train_rows)} training rows; "
