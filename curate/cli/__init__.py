@@ -15,9 +15,12 @@ COMMAND_MODULES = [
     "curate.cli.spec_cmds",
     "curate.cli.check_cmd",
     "curate.cli.report_cmd",
+    "curate.cli.build_cmds",
     "curate.cli.expand_cmds",
     "curate.cli.train_cmds",
     "curate.cli.eval_cmd",
+    "curate.cli.studio_cmds",
+    "curate.cli.label_cmds",
 ]
 
 
