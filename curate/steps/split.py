@@ -223,9 +223,8 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
         if not locked and lock_index is not None and any(lock_index.query(texts[i]) for i in idx):
             locked = idx
         if locked and trained:
-            known = set(locked) | set(trained)
             for i in idx:
-                if i not in known:
+                if recs[i].id not in lock.ids and recs[i].id not in lock.train_ids:
                     dropped.add(i)
                     ctx.quarantine(step=STEP, reason="heldout_prompt", record=recs[i],
                                    detail="near-duplicate of both held-out and training data; either side "
@@ -272,9 +271,8 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
         for i in idx:
             if i in dropped:
                 continue
-            if s == "mixed":
-                to_test = recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys
-                (test if to_test else train).append(recs[i])
+            if s == "mixed":  # old records stay where they were; the new ones were quarantined above
+                (test if recs[i].id in lock.ids else train).append(recs[i])
             else:
                 (test if s == "test" else train).append(recs[i])
     train.sort(key=lambda r: r.id)
@@ -320,8 +318,8 @@ def _user_text_of_row(row: dict[str, Any]) -> str | None:
         return got
     if isinstance(row.get("instruction"), str):
         return "\n".join(x for x in (row["instruction"], row.get("input") or "") if isinstance(x, str) and x)
-    if isinstance(row.get("turns"), list):
-        return "\n".join(str(t) for t in row["turns"])
+    if isinstance(row.get("turns"), list) and row["turns"]:  # MT-bench style: the opening question
+        return str(row["turns"][0])
     for key in ("question", "query", "input", "text"):
         if isinstance(row.get(key), str):
             return row[key]

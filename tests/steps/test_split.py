@@ -1,0 +1,185 @@
+"""split: deterministic, stratified, group-aware, frozen held-out across builds, zero leakage; `curate leakage`."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import main
+from curate.records import Message, PreferenceRecord, SFTRecord, Source
+from curate.spec import load_spec
+from curate.steps.base import RunContext
+from curate.steps.split import HeldoutLock, leakage, split
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "build"
+VOCAB = ("apple harbor violet engine quiet marble thunder pocket lantern meadow copper signal orbit canvas falcon "
+         "ribbon glacier puzzle saddle timber velvet anchor bramble cinder dune ember fjord garnet hollow ivory "
+         "jasper kettle lilac mosaic nectar oyster pebble quartz raven spruce tulip umber walnut yarrow zephyr").split()
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(DATA)
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(VOCAB) for _ in range(n))
+
+
+def make(n: int, seed: int = 0, cats=("typical", "typical", "typical", "edge", "adversarial")) -> list[SFTRecord]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        out.append(SFTRecord.build(
+            messages=(Message(role="user", content=f"{_words(rng, 8)} {i}?"),
+                      Message(role="assistant", content=json.dumps({"answer": _words(rng, 6)}))),
+            category=cats[i % len(cats)], source=Source(file="s.jsonl", line=i + 1)))
+    return out
+
+
+def paraphrase(rec: SFTRecord, n: int) -> SFTRecord:
+    user = rec.messages[0].content
+    return SFTRecord.build(messages=(Message(role="user", content=user[:-1] + "!" * 1),
+                                     Message(role="assistant", content=json.dumps({"answer": f"variant {n}"}))),
+                           category=rec.category, source=Source(file="s.jsonl", line=1000 + n))
+
+
+def ids(recs) -> set[str]:
+    return {r.id for r in recs}
+
+
+def test_deterministic_and_order_independent(spec):
+    recs = make(200)
+    a = split(recs, spec=spec, ctx=RunContext())
+    b = split(list(reversed(recs)), spec=spec, ctx=RunContext())
+    assert [r.id for r in a.test] == [r.id for r in b.test]
+    assert ids(a.train) | ids(a.test) == ids(recs) and not ids(a.train) & ids(a.test)
+    c = split(recs, spec=spec, ctx=RunContext(), seed=spec.split.seed + 1)
+    assert ids(c.test) != ids(a.test)
+
+
+def test_stratified_by_category(spec):
+    recs = make(300)
+    res = split(recs, spec=spec, ctx=RunContext())
+    total = Counter(r.category for r in recs)
+    held = Counter(r.category for r in res.test)
+    for cat, n in total.items():
+        assert held[cat] == round(spec.split.heldout * n), (cat, held[cat], n)
+
+
+def test_groups_never_straddle(spec):
+    base = make(60)
+    para = [paraphrase(base[i], i) for i in range(0, 60, 3)]
+    # a DPO pair sharing its prompt with an SFT record
+    pairs = [PreferenceRecord.build(prompt=base[i].messages[:1], chosen=base[i].messages[1:],
+                                    rejected=(Message(role="assistant", content="I have reset it."),),
+                                    category="negative", source=Source(file="s.jsonl", line=2000 + i))
+             for i in range(1, 60, 4)]
+    res = split(base + para + pairs, spec=spec, ctx=RunContext())
+    side = {r.id: "train" for r in res.train} | {r.id: "test" for r in res.test}
+    for i, p in zip(range(0, 60, 3), para):
+        assert side[p.id] == side[base[i].id]
+    for i, p in zip(range(1, 60, 4), pairs):
+        assert side[p.id] == side[base[i].id]
+    assert res.leakage.empty and res.leakage.as_dict()["examples"] == []
+    assert res.test  # something is held out
+
+
+def test_frozen_heldout_across_builds(spec):
+    old = make(120, seed=1)
+    first = split(old, spec=spec, ctx=RunContext())
+    lock = HeldoutLock(**{k: v for k, v in vars(first.lock).items()})
+    # round trip through the file format
+    lock = HeldoutLock(**vars(lock))
+    new = make(200, seed=2)
+    near_train = [paraphrase(r, 1) for r in first.train[:5]]
+    near_test = [paraphrase(r, 2) for r in first.test[:5]]
+    ctx = RunContext()
+    second = split(old + new + near_train + near_test, spec=spec, ctx=ctx, lock=lock)
+    assert ids(first.test) <= ids(second.test)            # every held-out id stays held out
+    assert ids(first.train) <= ids(second.train)          # and no training record moves into held-out
+    assert ids(near_train) <= ids(second.train)           # new near-duplicates of training data stay in train
+    assert ids(near_test) <= ids(second.test)             # ... of held-out data go to held-out
+    assert second.leakage.empty and ctx.n_quarantined == 0
+    assert ids(new) & ids(second.test)                    # new data is split too
+
+
+def test_frozen_heldout_from_lock_alone(spec, tmp_path):
+    """The later build may not contain the old records: held-out prompts are matched from the lock file."""
+    old = make(80, seed=3)
+    first = split(old, spec=spec, ctx=RunContext())
+    (tmp_path / "heldout.lock").write_bytes(first.lock.to_bytes())
+    lock = HeldoutLock.load(tmp_path / "heldout.lock")
+    assert lock.ids == ids(first.test)
+    near_test = [paraphrase(r, 3) for r in first.test]
+    second = split(make(50, seed=4) + near_test, spec=spec, ctx=RunContext(), lock=lock)
+    assert ids(near_test) <= ids(second.test)
+
+
+def test_record_near_both_sides_is_quarantined(spec):
+    """A new record near-duplicate of a training record AND of a held-out record cannot go anywhere safely."""
+    prefix = "please help me with the apple harbor violet engine "
+    tail_a, tail_b = "x" * 28, "z" * 28
+    ans = Message(role="assistant", content='{"answer": "ok"}')
+
+    def rec(user: str, line: int) -> SFTRecord:
+        return SFTRecord.build(messages=(Message(role="user", content=user), ans), source=Source(file="s.jsonl", line=line))
+
+    a, b = rec(prefix + tail_a, 1), rec(prefix + tail_b, 2)
+    c = rec(prefix + tail_a[:14] + tail_b[14:], 3)
+    from curate.near import similarity
+
+    assert similarity(a.user_text(), b.user_text()) < 0.8 <= min(similarity(c.user_text(), a.user_text()),
+                                                                  similarity(c.user_text(), b.user_text()))
+    lock = HeldoutLock(spec=spec.name, ids={b.id}, train_ids={a.id})
+    ctx = RunContext()
+    res = split(make(30) + [a, b, c], spec=spec, ctx=ctx, lock=lock)
+    assert b.id in ids(res.test) and a.id in ids(res.train)
+    assert [(r["reason"], r["record_id"]) for r in ctx.quarantined["split"]] == [("heldout_prompt", c.id)]
+    assert c.id not in ids(res.train) | ids(res.test)
+    assert res.leakage.empty
+
+
+def test_broken_lock_is_an_error(tmp_path):
+    from curate.errors import InputError
+
+    (tmp_path / "heldout.lock").write_text("{not json")
+    with pytest.raises(InputError, match="not a valid held-out lock"):
+        HeldoutLock.load(tmp_path / "heldout.lock")
+    assert HeldoutLock.load(tmp_path / "missing.lock") is None
+
+
+def test_leakage_finds_exact_and_near():
+    train = [("t1", "How do I reset my password? I forgot it yesterday."), ("t2", "Totally unrelated text here.")]
+    test = [("x1", "how do i reset my password?  i forgot it YESTERDAY."),  # exact after normalization
+            ("x2", "How do I reset my password? I forgot it last week."),    # near
+            ("x3", "Where is the invoice for March?")]                      # clean
+    rep = leakage(train, test)
+    assert (rep.exact, rep.near) == (1, 1)
+    assert [(e["method"], e["a"], e["b"]) for e in rep.examples] == [("exact", "t1", "x1"), ("near", "t1", "x2")]
+    assert not rep.empty
+
+
+def test_leakage_cli(tmp_path, real_fixtures):
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    a.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]})
+                           for t in ["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural "
+                                     "experiences and must-see attractions!",
+                                     "Something nobody asks in a benchmark."]) + "\n")
+    b.write_text(json.dumps({"prompt": "Completely different question about cheese?"}) + "\n")
+    r = CliRunner().invoke(main, ["leakage", str(a), str(b), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["exact"] == 0
+    # against a public benchmark's prompts (MT-bench `turns`): the first one leaks
+    bench = real_fixtures / "fastchat" / "mt_bench_question.jsonl"
+    r = CliRunner().invoke(main, ["leakage", str(bench), str(a), "--json"])
+    doc = json.loads(r.output)
+    assert r.exit_code == 1 and doc["exact"] + doc["near"] == 1, doc
+    r = CliRunner().invoke(main, ["leakage", str(bench), str(a)])
+    assert r.exit_code == 1 and "0 exact, 1 near" in r.output
