@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "curate.cli.eval_cmd",
     "curate.cli.studio_cmds",
     "curate.cli.label_cmds",
+    "curate.cli.import_cmd",
 ]
 
 

@@ -123,35 +123,12 @@ def _truncated(err: Exception) -> bool:
     return "unexpected end of data" in str(err)
 
 
-class _Lines:
-    """Numbered physical lines of a binary file, with push-back (for joining a broken line)."""
-
-    def __init__(self, fh: Any) -> None:
-        self._it = iter(fh)
-        self._no = 0
-        self._back: list[tuple[int, bytes]] = []
-
-    def next(self) -> tuple[int, bytes] | None:
-        if self._back:
-            return self._back.pop()
-        raw = next(self._it, None)
-        if raw is None:
-            return None
-        self._no += 1
-        if self._no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        return self._no, raw
-
-    def push(self, items: list[tuple[int, bytes]]) -> None:
-        self._back.extend(reversed(items))
-
-
-def _join_broken(lines: _Lines, raw: bytes) -> tuple[int, bytes] | None:
+def _join_broken(pull: Any, push: Any, raw: bytes) -> tuple[int, bytes] | None:
     """Join the following lines to `raw` (as escaped newlines) until it parses; (last line, original) or None."""
     joined = raw.rstrip(b"\r\n")
     taken: list[tuple[int, bytes]] = []
     while len(taken) < _MAX_JOIN:
-        item = lines.next()
+        item = pull()
         if item is None:
             break
         taken.append(item)
@@ -166,41 +143,80 @@ def _join_broken(lines: _Lines, raw: bytes) -> tuple[int, bytes] | None:
             original = b"\n".join([raw.rstrip(b"\r\n")] + [t[1].rstrip(b"\r\n") for t in taken])
             return taken[-1][0], original
         break
-    lines.push(taken)
+    push(taken)
     return None
 
 
+def _slow_line(no: int, raw: bytes, pull: Any, push: Any) -> Iterator[Unit]:
+    """Everything but a line that parses to an object: blank, bad JSON, broken, not an object."""
+    raw = raw.rstrip(b"\r\n")
+    if not raw.strip():
+        return
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as uerr:
+            yield no, Reject("bad_encoding", f"not UTF-8 at byte {uerr.start}"), \
+                raw.decode("utf-8", "replace").rstrip("\r\n")
+            return
+        if _truncated(err) and raw.lstrip().startswith(b"{"):
+            joined = _join_broken(pull, push, raw)
+            if joined is not None:
+                end, original = joined
+                yield no, Reject("broken_line", f"one JSON object spans lines {no}-{end}: a raw newline inside a "
+                                 "string (write it as \\n)"), original.decode("utf-8", "replace")
+                return
+        yield no, _classify(raw, err), text.rstrip("\r\n")
+        return
+    if isinstance(obj, dict):
+        yield no, obj, raw
+    else:
+        yield no, Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object"), \
+            raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
 def iter_jsonl(path: Path) -> Iterator[Unit]:
-    """Stream a JSONL file; see the module docstring for the malformed-line rules."""
+    """Stream a JSONL file; see the module docstring for the malformed-line rules.
+
+    The hot path is a plain loop over the file's lines; anything unusual goes through `_slow_line`, which may
+    read lines ahead (to join a broken line) and give them back (`pending`, a stack).
+    """
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     with open(path, "rb") as fh:
-        lines = _Lines(fh)
-        while (item := lines.next()) is not None:
-            no, raw = item
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as err:
+        base = enumerate(fh, 1)
+        pending: list[tuple[int, bytes]] = []
+
+        def pull() -> tuple[int, bytes] | None:
+            return pending.pop() if pending else next(base, None)
+
+        def push(items: list[tuple[int, bytes]]) -> None:
+            pending.extend(reversed(items))
+
+        first = next(base, None)
+        if first is None:
+            return
+        pending.append((1, first[1][3:] if first[1].startswith(b"\xef\xbb\xbf") else first[1]))
+        while True:
+            while pending:
+                no, raw = pending.pop()
+                yield from _slow_line(no, raw, pull, push)
+            for no, raw in base:
                 try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as uerr:
-                    yield no, Reject("bad_encoding", f"not UTF-8 at byte {uerr.start}"), \
-                        raw.decode("utf-8", "replace").rstrip("\r\n")
+                    obj = loads(raw)
+                except JSONDecodeError:
+                    yield from _slow_line(no, raw, pull, push)
+                    if pending:
+                        break
                     continue
-                if _truncated(err) and raw.lstrip().startswith(b"{"):
-                    joined = _join_broken(lines, raw)
-                    if joined is not None:
-                        end, original = joined
-                        yield no, Reject("broken_line", f"one JSON object spans lines {no}-{end}: a raw newline "
-                                         "inside a string (write it as \\n)"), original.decode("utf-8", "replace")
-                        continue
-                yield no, _classify(raw, err), text.rstrip("\r\n")
-                continue
-            if not isinstance(obj, dict):
-                yield no, Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object"), \
-                    raw.decode("utf-8", "replace").rstrip("\r\n")
-                continue
-            yield no, obj, raw
+                if type(obj) is dict:
+                    yield no, obj, raw
+                else:
+                    yield from _slow_line(no, raw, pull, push)
+            else:
+                if not pending:
+                    return
 
 
 def _json_type(obj: Any) -> str:

@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from curate.readers.common import ROLE_ALIASES, Reject, message, openai_message, preference, sft
-from curate.records import Message, Source
+from curate.records import Message
 
 _PROMPT_KEYS = ("prompt", "question", "instruction", "query", "input", "text", "context", "scenario_prompt")
 _PAIR_KEYS = (("answer1", "answer2"), ("text1", "text2"), ("response1", "response2"), ("answer_a", "answer_b"),
@@ -114,14 +114,14 @@ def _annotator(ann: dict[str, Any]) -> str | None:
     return str(who) if who is not None else None
 
 
-def _src(base: Source, task: dict[str, Any], ann: dict[str, Any] | None = None) -> Source:
-    fields = dict(base.__dict__)
+def _src(base: dict[str, Any], task: dict[str, Any], ann: dict[str, Any] | None = None) -> dict[str, Any]:
+    fields = dict(base)
     fields["project"] = task.get("project") if isinstance(task.get("project"), int | str) else None
     fields["task"] = task.get("id") if isinstance(task.get("id"), int | str) else None
     if ann is not None:
         fields["annotation"] = ann.get("id") if isinstance(ann.get("id"), int | str) else None
         fields["annotator"] = _annotator(ann)
-    return Source.model_construct(**fields)
+    return fields
 
 
 def _text_answer(results: list[dict[str, Any]]) -> tuple[str, Any] | None:
@@ -141,7 +141,7 @@ def _pairwise(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def _from_annotation(task: dict[str, Any], data: dict[str, Any], ann: Any, i: int, base: Source,
+def _from_annotation(task: dict[str, Any], data: dict[str, Any], ann: Any, i: int, base: dict[str, Any],
                      spec: str | None) -> Any:
     where = f"annotations[{i}]"
     if not isinstance(ann, dict):
@@ -202,7 +202,7 @@ def _has_answer(ann: Any, types: tuple[str, ...]) -> bool:
     return False
 
 
-def convert_task(task: dict[str, Any], base: Source, spec: str | None) -> Any:
+def convert_task(task: dict[str, Any], base: dict[str, Any], spec: str | None) -> Any:
     """One task of a full JSON export (or of a task import file)."""
     try:
         return _convert_task(task, base, spec)
@@ -211,7 +211,7 @@ def convert_task(task: dict[str, Any], base: Source, spec: str | None) -> Any:
         raise
 
 
-def _convert_task(task: dict[str, Any], base: Source, spec: str | None) -> Any:
+def _convert_task(task: dict[str, Any], base: dict[str, Any], spec: str | None) -> Any:
     hook = _curate_hook()
     if hook is not None and hook.is_curate_task(task):
         return list(hook.task_records(task, source=base, spec=spec))
@@ -239,15 +239,15 @@ def _convert_task(task: dict[str, Any], base: Source, spec: str | None) -> Any:
     raise Reject("no_text_data", f"data ({keys}): no chat messages, and no pairwise, chat or text annotation")
 
 
-def convert_min_row(row: dict[str, Any], base: Source, spec: str | None) -> Any:
+def convert_min_row(row: dict[str, Any], base: dict[str, Any], spec: str | None) -> Any:
     """One row of a JSON_MIN export: the task data flattened with each control's answer under its name."""
     fields = {k: v for k, v in row.items() if k not in _MIN_META}
-    fields_src = dict(base.__dict__)
+    fields_src = dict(base)
     fields_src.update(task=row.get("id") if isinstance(row.get("id"), int | str) else None,
                       annotation=row.get("annotation_id") if isinstance(row.get("annotation_id"), int | str)
                       else None,
                       annotator=str(row["annotator"]) if row.get("annotator") is not None else None)
-    src = Source.model_construct(**fields_src)
+    src = fields_src
     for k, v in fields.items():  # pairwise: {"selected": ...} (JSON_MIN keeps it as a list of one)
         vv = v[0] if isinstance(v, list) and len(v) == 1 else v
         if isinstance(vv, dict) and "selected" in vv:

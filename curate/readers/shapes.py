@@ -1,6 +1,6 @@
 """Record shapes people bring -> curate records, one converter per format, plus `detect_shape(obj)`.
 
-Each converter takes one raw object (a dict), the unit's `Source` and the spec ref, and returns one record, or a
+Each converter takes one raw object (a dict), the unit's source fields (a dict for `Source`) and the spec ref, and returns one record, or a
 list of outcomes (records or `Reject`s) when one raw object holds several units (Stanford seed tasks with several
 instances, Label Studio tasks with several annotations). It raises `Reject(reason, detail)` for a unit it cannot
 convert; the detail names the field (`conversations[3].from`).
@@ -38,6 +38,7 @@ from curate.readers.common import (
     message,
     meta_of,
     openai_messages,
+    plain_messages,
     preference,
     sft,
     split_shared_prefix,
@@ -48,22 +49,21 @@ from curate.readers.common import (
 from curate.records import Message, Source, record_from_native
 
 Outcome = Any  # SFTRecord | PreferenceRecord | Reject
-Converter = Callable[[dict[str, Any], Source, "str | None"], Any]
+Converter = Callable[[dict[str, Any], dict[str, Any], "str | None"], Any]
 
 _OUR_META = ("kind", "category", "tags", "violates", "labels", "checks", "source", "spec")
 
 
 # ---------------------------------------------------------------- native / OpenAI
 
-def convert_native(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_native(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     """Our JSONL. Records that carry a `source` (written by curate) keep its lineage fields; file/line are ours."""
     if "kind" in obj or "checks" in obj or isinstance(obj.get("source"), dict):
-        src = source
+        src = Source(**source)
         if isinstance(obj.get("source"), dict):
             old = {k: v for k, v in obj["source"].items() if k not in ("file", "line", "format")}
             try:
-                src = Source.model_validate({**old, "file": source.file, "line": source.line,
-                                             "format": source.format})
+                src = Source.model_validate({**old, **source})
             except ValueError as err:
                 raise Reject("bad_field", f"source: {_first_error(err)}") from None
         try:
@@ -89,9 +89,10 @@ def _first_error(err: Exception) -> str:
     return str(err)
 
 
-def convert_openai(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
-    return sft(openai_messages(obj.get("messages"), "messages"), meta=meta_of(obj), source=source, spec=spec,
-               tools=tools_json(obj.get("tools"), "tools"))
+def convert_openai(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
+    msgs = obj.get("messages")
+    return sft(msgs if plain_messages(msgs) else openai_messages(msgs, "messages"), meta=meta_of(obj),
+               source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
 
 
 # ---------------------------------------------------------------- ShareGPT and LLaMA-Factory
@@ -134,12 +135,12 @@ def _system(obj: dict[str, Any]) -> list[Message]:
     return [message("system", s, "system")]
 
 
-def convert_sharegpt(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_sharegpt(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     msgs = _system(obj) + sharegpt_turns(obj.get("conversations"), "conversations")
     return sft(msgs, meta=meta_of(obj), source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
 
 
-def convert_llamafactory_dpo(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_llamafactory_dpo(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     prompt = _system(obj) + sharegpt_turns(obj.get("conversations"), "conversations")
     for key in ("chosen", "rejected"):
         if obj.get(key) is None:
@@ -180,7 +181,7 @@ def _v1_messages(value: Any, where: str) -> tuple[Message, ...]:
     return tuple(_v1_message(m, f"{where}[{i}]") for i, m in enumerate(value))
 
 
-def convert_llamafactory_v1(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_llamafactory_v1(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     tools = tools_json(obj.get("tools"), "tools")
     if "chosen_messages" in obj or "rejected_messages" in obj:
         if not obj.get("chosen_messages"):
@@ -205,7 +206,7 @@ def _kto_label(v: Any) -> bool:
     raise Reject("bad_field", f"label: {v!r}, expected true or false")
 
 
-def convert_kto(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_kto(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     label = _kto_label(obj.get("label"))
     msgs = obj.get("messages")
     first = msgs[0] if isinstance(msgs, list) and msgs else None
@@ -253,7 +254,7 @@ def alpaca_messages(instruction: str, inp: str, output: str, system: Any = None,
     return msgs
 
 
-def convert_alpaca(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_alpaca(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     if "output" not in obj and "response" in obj:
         obj = {**obj, "output": obj["response"]}
     msgs = alpaca_messages(_need_str(obj, "instruction"), _need_str(obj, "input", required=False),
@@ -261,7 +262,7 @@ def convert_alpaca(obj: dict[str, Any], source: Source, spec: str | None) -> Any
     return sft(msgs, meta=meta_of(obj), source=source, spec=spec)
 
 
-def convert_seed_tasks(obj: dict[str, Any], source: Source, spec: str | None) -> list[Any]:
+def convert_seed_tasks(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> list[Any]:
     """Stanford Alpaca seed tasks: one record per instance (each instance counts as one unit)."""
     instruction = _need_str(obj, "instruction")
     instances = obj.get("instances")
@@ -281,7 +282,7 @@ def convert_seed_tasks(obj: dict[str, Any], source: Source, spec: str | None) ->
     return out
 
 
-def convert_prompt_completion(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_prompt_completion(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     if obj.get("completion") is None:
         raise Reject("missing_field", "completion: missing")
     return sft(prompt=turns(obj.get("prompt"), "prompt", "user"),
@@ -289,7 +290,7 @@ def convert_prompt_completion(obj: dict[str, Any], source: Source, spec: str | N
                meta=meta_of(obj), source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
 
 
-def convert_preference(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_preference(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     for key in ("chosen", "rejected"):
         v = obj.get(key)
         if v is None or v == "" or v == []:
@@ -334,7 +335,7 @@ def hh_transcript(text: Any, where: str) -> list[Message]:
     return out
 
 
-def convert_hh_rlhf(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_hh_rlhf(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     for key in ("chosen", "rejected"):
         if not obj.get(key):
             raise Reject(f"missing_{key}", f"{key}: missing or empty")
@@ -350,7 +351,7 @@ def convert_hh_rlhf(obj: dict[str, Any], source: Source, spec: str | None) -> An
     return preference(chosen[:-1], chosen[-1:], rejected[-1:], meta=meta_of(obj), source=source, spec=spec)
 
 
-def convert_mtbench(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_mtbench(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     """FastChat MT-bench / Vicuna-bench questions: user turns; reference answers interleaved when given.
 
     Their `category` (writing, math ...) is a topic, not one of our case categories: it becomes a tag.
@@ -371,7 +372,7 @@ def convert_mtbench(obj: dict[str, Any], source: Source, spec: str | None) -> An
     return sft(msgs, meta={"tags": tags}, source=source, spec=spec)
 
 
-def convert_unlabeled_pair(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def convert_unlabeled_pair(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     raise Reject("unlabeled_pair", "two answers (answer1/answer2) without a preference: label them "
                  "(curate label push) or say which is chosen with a mapping (chosen=answer1, rejected=answer2)")
 
@@ -418,13 +419,13 @@ def detect_shape(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _convert_label_studio(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def _convert_label_studio(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     from curate.readers.labelstudio import convert_task
 
     return convert_task(obj, source, spec)
 
 
-def _convert_label_studio_min(obj: dict[str, Any], source: Source, spec: str | None) -> Any:
+def _convert_label_studio_min(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     from curate.readers.labelstudio import convert_min_row
 
     return convert_min_row(obj, source, spec)

@@ -144,7 +144,7 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
     n_in = n_out = 0
 
     def reject(rej: Reject, line: int, original: Any) -> None:
-        src = rej.source or Source.model_construct(file=fname, line=line, format=shape)
+        src = Source(**rej.source) if rej.source else Source(file=fname, line=line, format=shape)
         ctx.quarantine(step=STEP, reason=rej.reason, detail=f"{fname}:{line}: {rej.detail}", source=src,
                        original=_original(original))
 
@@ -157,7 +157,7 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
             if convert is None:  # cannot happen: a dict unit means a shape was detected
                 reject(Reject("unknown_shape", "no format"), line, original)
                 continue
-            source = Source.model_construct(file=fname, line=line, format=shape)
+            source = {"file": fname, "line": line, "format": shape}
             try:
                 out = convert(_apply_mapping(obj, mapping) if mapping else obj, source, spec_ref)
             except Reject as rej:

@@ -1,0 +1,129 @@
+"""`curate import FILE... --out FILE.jsonl`: any supported input format -> our native JSONL, with accounting."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, show_progress
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise click.BadParameter(f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out or None
+
+
+def _write_stream_atomic(path: Path, rows: Any) -> int:
+    """Write JSONL rows as they come to a temporary file beside `path`, then rename it into place."""
+    import orjson
+
+    from curate.records import dump_record
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for rec in rows:
+                fh.write(orjson.dumps(dump_record(rec)) + b"\n")
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def register(main: click.Group) -> None:
+    from curate.steps.read import FORMATS
+
+    @main.command("import")
+    @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+    @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output JSONL (native format).")
+    @click.option("--spec", "spec_path", type=click.Path(exists=True), help="Spec the records belong to (name@version).")
+    @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Force the input format instead of detecting it.")
+    @click.option("--map", "mapping", multiple=True, metavar="OURS=THEIRS",
+                  help="Field mapping for odd column names (repeatable), e.g. --map instruction=question.")
+    @json_option
+    @quiet_option
+    @handle_errors
+    def import_cmd(files: tuple[str, ...], out: str, spec_path: str | None, fmt: str | None,
+                   mapping: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+        """Convert input files (OpenAI chat, ShareGPT, Alpaca, HH-RLHF, LLaMA-Factory, KTO, CSV, Parquet, Label
+        Studio exports ...) to curate's native JSONL, and account for every unit read.
+
+        Units that cannot become records are written to OUT's sibling `<name>.quarantine.jsonl` with a reason
+        code and file:line. Exit 0 when the conversion ran (quarantined units are reported, not errors).
+
+        \b
+        Example:
+          curate import data/alpaca.json chats.jsonl --spec specs/support-triage --out imported.jsonl
+          curate import export.json --format label_studio --out pulled.jsonl --json
+        """
+        import orjson
+
+        from curate.records import write_atomic
+        from curate.steps.base import RunContext
+        from curate.steps.read import detect_format, expand_inputs, read_inputs
+
+        spec = None
+        if spec_path:
+            from curate.spec import load_spec
+
+            spec = load_spec(spec_path)
+        maps = _mapping(mapping)
+        paths = expand_inputs(list(files))
+        formats = {str(p): fmt or detect_format(p, maps) for p in paths}
+        bars, update = make_progress(show_progress(quiet, as_json))
+        ctx = RunContext(progress=update)
+        out_path = Path(out)
+        with bars:
+            n = _write_stream_atomic(out_path, read_inputs(paths, ctx=ctx, spec=spec, format=fmt, mapping=maps))
+        rows = ctx.quarantined.get("read", [])
+        qpath = out_path.with_name(out_path.stem + ".quarantine.jsonl")
+        if rows:
+            write_atomic(qpath, b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows))
+        elif qpath.exists():
+            qpath.unlink()  # a stale one from an earlier run would mislead
+        inputs = []
+        for p in paths:
+            f = str(p)
+            n_in, n_out = ctx.counters.get("in:" + f, 0), ctx.counters.get("read:out:" + f, 0)
+            inputs.append({"file": f, "format": formats[f], "in": n_in, "records": n_out,
+                           "quarantined": ctx.per_file_quarantined.get(f, 0)})
+        total_in = sum(i["in"] for i in inputs)
+        summary = {
+            "out": str(out_path), "spec": spec.ref if spec else None,
+            "quarantine_file": str(qpath) if rows else None,
+            "counts": {"in": total_in, "records": n, "quarantined": len(rows)},
+            "conservation": {"ok": total_in == n + len(rows)
+                             and all(i["in"] == i["records"] + i["quarantined"] for i in inputs)},
+            "quarantine": {f"{s}/{r}": c for (s, r), c in sorted(ctx.reasons.items())},
+            "inputs": inputs,
+        }
+        if as_json:
+            emit_json(summary)
+        else:
+            for i in inputs:
+                click.echo(f"{i['file']}: {i['format']}, {i['in']} in, {i['records']} records, "
+                           f"{i['quarantined']} quarantined")
+            click.echo(f"wrote {n} records to {out_path}" + (f"; {len(rows)} quarantined in {qpath}" if rows else ""))
+            for key, c in summary["quarantine"].items():
+                say(f"  {key}: {c}", quiet=quiet)
+            for r in rows[:10]:
+                say(f"  {r['reason']}: {r['detail']}", quiet=quiet)
+        if not summary["conservation"]["ok"]:
+            click.echo("error: accounting mismatch (in != records + quarantined); please report it", err=True)
+            sys.exit(1)
