@@ -65,14 +65,15 @@ def fill_gaps(ex: "Expander") -> dict[str, Any]:
     for cell in before.under_target():
         key = (cell.category, cell.rule)
         rule = spec.rule(cell.rule)
-        start = counts[key]
         made = 0
         rng = ex.rng("gaps", *key)
-        donors = [p for p in ex.parents if p.status.get(rule.id) != "fail"]
-        donors.sort(key=lambda p: p.status.get(rule.id) != "pass")  # passers first, stable
-        head = [p for p in donors if p.passes(rule.id)]
-        rng.shuffle(head)
-        donors = head + [p for p in donors if not p.passes(rule.id)]
+        donors = [p for p in ex.parents if p.passes(rule.id)]
+        rng.shuffle(donors)
+        when = rule.check.when if rule.check != "human" else None
+        if when is not None and when.category == cell.category:
+            # the rule applies only in this category: donors from elsewhere skip it but may pass once recast
+            donors += [p for p in ex.parents if p.status.get(rule.id) == "skip"]
+        to_label = 0
         for p in donors:
             if counts[key] >= cell.target:
                 break
@@ -96,19 +97,24 @@ def fill_gaps(ex: "Expander") -> dict[str, Any]:
                     continue
                 rec = ex.add_record(p, text, cell.category, tags, GEN, params, require=rule.id)
                 if rec is None:
-                    ex.add_prompt(text, cell.category, tags, GEN, params, p.id, p.prompt)
+                    if to_label < cell.need:  # nothing made is lost: a person can answer it
+                        ex.add_prompt(text, cell.category, tags, GEN, params, p.id, p.prompt)
+                        to_label += 1
                     continue
                 count(rec)
                 made += 1
                 break
-        entry: dict[str, Any] = {"category": cell.category, "rule": cell.rule, "before": start,
-                                 "target": cell.target, "made": made, "after": counts[key],
-                                 "ok": counts[key] >= cell.target}
+        cells.append({"category": cell.category, "rule": cell.rule, "before": cell.count, "target": cell.target,
+                      "made": made})
+    for entry in cells:
+        key = (entry["category"], entry["rule"])
+        rule = spec.rule(entry["rule"])
+        entry["after"] = counts[key]
+        entry["ok"] = counts[key] >= entry["target"]
         if not entry["ok"]:
             entry["reason"] = ("no valid example where this rule applies and passes: write or label one"
                                if not any(p.passes(rule.id) for p in ex.parents) else
                                "every candidate was a near-duplicate or broke another rule")
-        cells.append(entry)
     return {"cells": cells, "filled": sum(c["ok"] for c in cells), "unfilled": sum(not c["ok"] for c in cells),
             "made": sum(c["made"] for c in cells)}
 

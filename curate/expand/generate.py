@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rapidfuzz import fuzz
+from rapidfuzz import process as rf_process
 
 from curate.checks import run_rules
 from curate.errors import CurateError
@@ -42,7 +44,7 @@ from curate.expand import adversarial as adv
 from curate.expand import edge
 from curate.expand.mutators import Mutant, mutate
 from curate.expand.pairs import make_pair
-from curate.records import (LineError, Message, PreferenceRecord, SFTRecord, Source, dump_record, read_jsonl,
+from curate.records import (LineError, Message, PreferenceRecord, SFTRecord, Source, dump_record, normalize_text, read_jsonl,
                             record_from_native, write_atomic, write_jsonl_atomic)
 from curate.spec import Rule, Spec
 from curate.steps.coverage import compute_coverage
@@ -50,6 +52,7 @@ from curate.steps.coverage import compute_coverage
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, "int | None"], None]
 GEN = "curate.expand"
+SHORT = 80  # characters: prompts this short are also near-checked exhaustively
 
 
 @dataclass
@@ -130,6 +133,8 @@ class Expander:
         self.progress = progress
         self.result = ExpandResult(spec=spec)
         self.near = NearIndex(threshold=near_threshold)
+        self.near_threshold = near_threshold
+        self._short: list[str] = []
         self.counts: Counter[str] = Counter()
         self.rules = spec.automatic_rules()
         self.data: list[SFTRecord | PreferenceRecord] = []
@@ -155,7 +160,7 @@ class Expander:
                     continue
                 self.data.append(rec)
         for rec in self.data:
-            self.near.add(("data", rec.id), rec.user_text())
+            self._remember(("data", rec.id), rec.user_text())
             if rec.is_negative:
                 continue
             results = run_rules(self.spec, rec)
@@ -168,15 +173,31 @@ class Expander:
             self.parents.append(Parent(rec, prompt, rec.response_text(), status))
         for cat, case in self.spec.cases.items():
             for i, s in enumerate(case.seeds):
-                self.near.add(("seed", cat, i), s)
+                self._remember(("seed", cat, i), s)
 
     # ------------------------------------------------------------ emitters
+    def _remember(self, key: Any, text: str) -> None:
+        self.near.add(key, text)
+        norm = normalize_text(text)
+        if len(norm) <= SHORT:
+            self._short.append(norm)
+
     def novel(self, text: str, key: Any) -> bool:
-        """True (and remembered) when `text` is no near-duplicate of any prompt seen so far."""
-        if not text.strip() or self.near.query(text):
+        """True (and remembered) when `text` is no near-duplicate of any prompt seen so far.
+
+        NearIndex's MinHash banding can miss short texts (few shingles), so texts up to SHORT characters are
+        also compared exhaustively with the same score (rapidfuzz ratio) against the short ones seen so far.
+        """
+        norm = normalize_text(text)
+        dup = not norm or bool(self.near.query(text))
+        if not dup and len(norm) <= 2 * SHORT and self._short:
+            best = rf_process.extractOne(norm, self._short, scorer=fuzz.ratio,
+                                         score_cutoff=self.near_threshold * 100)
+            dup = best is not None
+        if dup:
             self.counts["dropped_near_duplicate"] += 1
             return False
-        self.near.add(key, text)
+        self._remember(key, text)
         return True
 
     def add_record(self, parent: Parent, text: str, category: str, tags: tuple[str, ...], generator: str,

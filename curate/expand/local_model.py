@@ -21,17 +21,17 @@ class LocalModel:
         p = Path(path)
         if not p.exists():
             raise CurateError(f"--model {path}: no such folder or .gguf file (models load from local files only)")
-        try:
-            import torch  # noqa: F401
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as err:  # pragma: no cover - the train extra brings them
-            raise CurateError(f"--model needs transformers and torch ({err}); pip install 'curate[train]'") from None
         kw: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
         folder = p
         if p.is_file():
             if p.suffix != ".gguf":
                 raise CurateError(f"--model {path}: give a model folder or a .gguf file")
             folder, kw["gguf_file"] = p.parent, p.name
+        try:
+            import torch  # noqa: F401
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as err:  # pragma: no cover - the train extra brings them
+            raise CurateError(f"--model needs transformers and torch ({err}); pip install 'curate[train]'") from None
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
             self.model = AutoModelForCausalLM.from_pretrained(folder, **kw)

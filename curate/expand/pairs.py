@@ -136,7 +136,9 @@ def check_pairs_file(spec: Spec, path: str | Path) -> PairsReport:
                 continue
             obj = fixed
         try:
-            rec = record_from_native(obj, spec=spec.ref, source=Source(file=str(path), line=line))
+            src = obj.get("source")
+            source = Source.model_validate(src) if isinstance(src, dict) else Source(file=str(path), line=line)
+            rec = record_from_native(obj, spec=spec.ref, source=source)
         except Exception as err:  # noqa: BLE001 - reported per line, never fatal
             report.problems.append(PairProblem(where, "bad_record", str(err).splitlines()[0]))
             continue
