@@ -121,6 +121,18 @@ def conversation(obj: Any) -> list[tuple[str, str]]:
     return [("json", orjson.dumps(obj, default=str).decode())]
 
 
+def parse_source(src: Any) -> dict[str, Any]:
+    """A source as a dict: the contract's {file, line, ...} or a "file:line" string (as clusters.jsonl holds)."""
+    if isinstance(src, dict):
+        return src
+    if isinstance(src, str) and src:
+        file, sep, line = src.rpartition(":")
+        if sep and line.isdigit():
+            return {"file": file, "line": int(line)}
+        return {"file": src}
+    return {}
+
+
 def _read_quarantine(data: ReportData) -> None:
     qdir = data.out_dir / "quarantine"
     groups: dict[tuple[str, str], ReasonGroup] = {}
@@ -169,41 +181,67 @@ def _resolve_source(data: ReportData, file: str) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def text_key(record_id: Any, source: Any) -> str:
+    """The key of a shown text: the source line when known (an exact twin has the kept one's id), else the id."""
+    src = parse_source(source)
+    if src.get("file") and src.get("line"):
+        return f"{src['file']}:{src['line']}"
+    return str(record_id)
+
+
 def _find_texts(data: ReportData) -> None:
-    """Texts for the shown clusters: from the rows themselves, the exported splits, or the source line."""
-    wanted: dict[str, dict[str, Any] | None] = {}
+    """Texts for the shown clusters. A kept record is exported: found by id in the splits (it may be a pair the
+    build made, so its source line alone would mislead). A dropped one is not: its own source line, else the
+    text the row carries, else (an exact twin shares the kept id) the exported text of that id."""
+    by_id: dict[str, list[str]] = defaultdict(list)       # record id -> keys to fill from the splits
+    lines: dict[str, tuple[dict[str, Any], str]] = {}     # key -> (source, record id) to fill from source lines
     for cl in data.clusters:
         first = cl.members[0]
+        key = text_key(cl.kept, first.get("kept_source"))
         if first.get("kept_text") is not None:
-            data.texts[cl.kept] = conversation(first["kept_text"])
+            data.texts[key] = conversation(first["kept_text"])
         else:
-            wanted[cl.kept] = first.get("kept_source")
+            by_id[cl.kept].append(key)
+            lines[key] = (parse_source(first.get("kept_source")), cl.kept)
         for row in cl.members:
             did = str(row.get("dropped"))
+            key = text_key(did, row.get("dropped_source"))
             if row.get("dropped_text") is not None:
-                data.texts[did] = conversation(row["dropped_text"])
+                data.texts[key] = conversation(row["dropped_text"])
             else:
-                wanted[did] = row.get("dropped_source")
-    if not wanted:
-        return
+                lines[key] = (parse_source(row.get("dropped_source")), did)
+    _scan_splits(data, by_id)
+    by_file: dict[str, dict[int, str]] = defaultdict(dict)
+    for key, (src, _) in lines.items():
+        if key not in data.texts and src.get("file") and src.get("line"):
+            by_file[str(src["file"])][int(src["line"])] = key
+    _read_source_lines(data, by_file)
+    rest: dict[str, list[str]] = defaultdict(list)
+    for key, (_, rid) in lines.items():
+        if key not in data.texts:
+            rest[rid].append(key)
+    _scan_splits(data, rest)
+
+
+def _scan_splits(data: ReportData, by_id: dict[str, list[str]]) -> None:
+    wanted = {rid: keys for rid, keys in by_id.items() if keys}
     for rel in SPLIT_FILES:
         path = data.out_dir / rel
-        if not path.is_file() or not any(k not in data.texts for k in wanted):
+        if not wanted or not path.is_file():
             continue
         for row in _iter_jsonl(path, data.warnings):
-            rid = row.get("id")
-            if rid in wanted and rid not in data.texts:
-                data.texts[rid] = conversation(row)
-    # Source lines: read each needed file once.
-    by_file: dict[str, dict[int, str]] = defaultdict(dict)
-    for rid, src in wanted.items():
-        if rid in data.texts or not isinstance(src, dict) or not src.get("file") or not src.get("line"):
-            continue
-        by_file[str(src["file"])][int(src["line"])] = rid
+            keys = wanted.pop(str(row.get("id")), None)
+            for key in keys or ():
+                data.texts.setdefault(key, conversation(row))
+
+
+def _read_source_lines(data: ReportData, by_file: dict[str, dict[int, str]]) -> None:
     for file, lines in by_file.items():
-        path = _resolve_source(data, file)
+        # Only line-oriented files: in CSV, Parquet or a JSON list a "line" is not a line of the file.
+        path = _resolve_source(data, file) if file.endswith((".jsonl", ".ndjson")) else None
         if path is None:
             continue
+        last = max(lines)
         try:
             with open(path, "rb") as fh:
                 for no, raw in enumerate(fh, start=1):
@@ -212,7 +250,7 @@ def _find_texts(data: ReportData) -> None:
                             data.texts[lines[no]] = conversation(orjson.loads(raw))
                         except orjson.JSONDecodeError:
                             data.texts[lines[no]] = [("text", raw.decode("utf-8", "replace"))]
-                    if no >= max(lines):
+                    if no >= last:
                         break
         except OSError as err:
             data.warnings.append(f"{file}: cannot read source lines ({err})")

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from curate.report import svg
-from curate.report.data import ReportData
+from curate.report.data import ReportData, parse_source, text_key
 from curate.report.svg import Cell, esc, fmt_num
 
 TURN_CHARS = 700
@@ -125,7 +125,8 @@ def _turns_html(turns: list[tuple[str, str]], *, skip_system: bool = True) -> st
 
 
 def _where(src: Any) -> str:
-    if not isinstance(src, dict):
+    src = parse_source(src)
+    if not src:
         return "unknown source"
     if src.get("file"):
         return f"{src['file']}:{src['line']}" if src.get("line") else str(src["file"])
@@ -265,20 +266,34 @@ def _lengths(d: ReportData) -> str:
     if not series:
         return _section("lengths", "Length distributions", "No lengths in the manifest.",
                         _chart(svg.empty_chart("chart-len-none", "no length data")))
-    x_max = max((max(v) for *_, v in series if v), default=1)
-    if limit:
-        x_max = max(x_max, limit)
+    data_max = max((max(v) for *_, v in series if v), default=1)
+    # The limit widens the axis only when it is near the data; far above it would squeeze every bar to the left.
+    x_max = max(data_max, limit) if limit and limit <= 1.5 * data_max else data_max
     charts = []
     for fmt, split, vals in series:
         name = "held-out (test)" if split == "test" else split
         charts.append(_chart(svg.histogram_chart(
             f"chart-len-{fmt}-{split}", vals, title=f"{fmt} · {name}", unit=unit_word, x_max=x_max, limit=limit,
             color=svg.BLUE if split == "train" else svg.TEAL)))
-    lead = (f"Lengths in <strong>{esc(unit_word)}</strong>"
-            + (" (counted with the build's tokenizer)." if unit == "tokens" else
-               " (no tokenizer was given to the build, so characters are shown).")
+    if unit != "tokens":
+        how = " (no tokenizer was given to the build, so characters are shown)."
+    elif lengths.get("estimated"):
+        how = " (estimated: no tokenizer was given to the build; pass <code>--tokenizer</code> for exact counts)."
+    else:
+        how = " (counted with the build's tokenizer)."
+    notes = []
+    if limit:
+        over = sum(1 for *_, v in series for x in v if x > limit)
+        notes.append(f'<span class="badge bad">{over:,} row(s) over the limit of {limit:,} {esc(unit_word)}</span>'
+                     if over else f'<span class="badge ok">every row is within the limit of {limit:,} '
+                     f"{esc(unit_word)}</span>")
+    zeros = [f"{fmt}/{split}: {sum(1 for x in v if x <= 0):,}" for fmt, split, v in series if any(x <= 0 for x in v)]
+    if zeros:
+        notes.append(f'<span class="badge bad">rows of length 0: {esc(", ".join(zeros))}</span>')
+    lead = (f"Lengths in <strong>{esc(unit_word)}</strong>" + how
             + " Same x-axis for every split, so train and held-out compare at a glance.")
-    return _section("lengths", "Length distributions", lead, '<div class="grid2">' + "".join(charts) + "</div>")
+    body = (f"<p>{' '.join(notes)}</p>" if notes else "") + '<div class="grid2">' + "".join(charts) + "</div>"
+    return _section("lengths", "Length distributions", lead, body)
 
 
 def _original_text(original: Any) -> str:
@@ -339,13 +354,15 @@ def _duplicates(d: ReportData) -> str:
             did = str(row.get("dropped"))
             score = row.get("score")
             score_s = f"{float(score):.3f}" if isinstance(score, (int, float)) else "–"
-            kept_html = _turns_html(d.texts.get(cl.kept, [("?", "(text not found in the output folder)")]))
-            dropped_html = _turns_html(d.texts.get(did, [("?", "(text not found in the output folder)")]))
+            missing = [("?", "(text not found in the output folder or the source file)")]
+            kept_html = _turns_html(d.texts.get(text_key(cl.kept, first.get("kept_source")), missing))
+            dropped_html = _turns_html(d.texts.get(text_key(did, row.get("dropped_source")), missing))
+            why = f' · <span class="muted">{esc(row["why"])}</span>' if row.get("why") else ""
             pairs.append(
                 f'<div class="pair"><div class="side kept"><div class="lbl"><b>kept</b> · <code>{esc(cl.kept)}</code> · '
                 f'{esc(kept_where)}</div>{kept_html}</div><div class="side dropped"><div class="lbl"><b>dropped</b> · '
                 f'<code>{esc(did)}</code> · {esc(_where(row.get("dropped_source")))} · '
-                f'<span class="badge neutral">{esc(row.get("method", "?"))}</span> score {esc(score_s)}</div>'
+                f'<span class="badge neutral">{esc(row.get("method", "?"))}</span> score {esc(score_s)}{why}</div>'
                 f"{dropped_html}</div></div>")
         more = (f'<div class="muted">… and {len(cl.members) - 4} more dropped</div>' if len(cl.members) > 4 else "")
         cards.append(f'<div class="cluster"><div class="head"><strong>cluster of {cl.size}</strong>'
@@ -546,5 +563,5 @@ def render_html(d: ReportData) -> str:
         f'build report</span></h1><div class="sub">{sub}</div></div></div></header>'
         f'<nav class="toc"><div class="wrap">{nav}</div></nav>'
         f'<main class="wrap">{_summary(d)}{warnings}{"".join(s for _, _, s in sections)}</main>'
-        f'<footer class="wrap">Generated by curate from <code>{esc(d.out_dir.name)}/manifest.json</code> and the '
+        f'<footer class="wrap">Generated by curate from <code>manifest.json</code> and the '
         "files beside it. Self-contained: no script, no font, nothing fetched.</footer></body></html>\n")

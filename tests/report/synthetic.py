@@ -86,8 +86,9 @@ def make_out_dir(root: Path, *, extras: bool = True, leakage: bool = False) -> P
     ]
     _write_jsonl(inputs_dir / "data.jsonl", dup_lines)
     clusters = [
-        {"kept": kept_plain["id"], "dropped": "b000000000000001", "method": "exact", "score": 1.0,
-         "kept_source": {"file": "data/seed.jsonl", "line": 1}, "dropped_source": {"file": "data/data.jsonl", "line": 1}},
+        # As `curate build` writes it: sources as "file:line" strings; an exact twin has the kept record's id.
+        {"kept": kept_plain["id"], "dropped": kept_plain["id"], "method": "exact", "score": 1.0,
+         "kept_source": "data/seed.jsonl:1", "dropped_source": "data/data.jsonl:1", "why": "both imported: earliest kept"},
         {"kept": kept_plain["id"], "dropped": "b000000000000003", "method": "near", "score": 0.93,
          "kept_source": {"file": "data/seed.jsonl", "line": 1}, "dropped_source": {"file": "data/data.jsonl", "line": 3}},
         {"kept": kept_hostile["id"], "dropped": "b000000000000002", "method": "near", "score": 0.88,

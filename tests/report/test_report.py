@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from curate.cli import main
 from curate.errors import InputError
 from curate.report import load_report_data, render_report, write_report
+from curate.report.data import text_key
 
 from .synthetic import IMG, SCRIPT, SVG_NAME, make_out_dir
 
@@ -133,13 +134,18 @@ def test_duplicate_clusters_largest_first_with_both_texts(out: Path) -> None:
     d = load_report_data(out)
     assert [c.size for c in d.clusters] == [3, 2, 2]
     assert d.cluster_rows == 4 and d.cluster_methods == {"exact": 2, "near": 2}
-    kept = d.clusters[0].kept
-    assert ("user", "forgot my password, email is jenny.ko@outlook.com") in d.texts[kept]        # from sft/train
-    assert ("user", "forgot my pasword, email is jenny.ko@outlook.com") in d.texts["b000000000000003"]  # source line
-    assert any("My avatar upload" in t for _, t in d.texts["b000000000000004"])                # dropped_text
+    big = d.clusters[0]
+    assert text_key(big.kept, "data/seed.jsonl:1") == "data/seed.jsonl:1"
+    # kept: no such source file, so found by id in sft/train.jsonl
+    assert ("user", "forgot my password, email is jenny.ko@outlook.com") in d.texts["data/seed.jsonl:1"]
+    # dropped exact twin (same id as the kept one): its own text, from its source line
+    assert ("user", "FORGOT my password,  email is jenny.ko@outlook.com") in d.texts["data/data.jsonl:1"]
+    assert ("user", "forgot my pasword, email is jenny.ko@outlook.com") in d.texts["data/data.jsonl:3"]
+    assert any("My avatar upload" in t for _, t in d.texts[f"{SVG_NAME}:12"])                 # dropped_text
     html = render_report(out)
     assert html.index("cluster of 3") < html.index("cluster of 2")
-    assert "score 0.930" in html and "data/data.jsonl:3" in html
+    assert "score 0.930" in html and "data/data.jsonl:3" in html and "both imported: earliest kept" in html
+    assert "text not found" not in html
 
 
 def test_leakage_shown(tmp_path: Path) -> None:
@@ -192,14 +198,27 @@ def test_minimal_manifest_and_broken_extras_still_render(tmp_path: Path) -> None
 
 
 def test_lengths_unit(out: Path) -> None:
-    assert "Lengths in <strong>tokens</strong>" in render_report(out)
+    assert "Lengths in <strong>tokens</strong> (counted with the build's tokenizer)" in render_report(out)
     m = json.loads((out / "manifest.json").read_text())
+    m["lengths"]["estimated"] = True
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert "Lengths in <strong>tokens</strong> (estimated: no tokenizer" in render_report(out)
     m["lengths"]["unit"] = "chars"
     (out / "manifest.json").write_text(json.dumps(m))
     html = render_report(out)
     assert "Lengths in <strong>characters</strong>" in html and "limit 1,024" not in html
     hist = charts(html)["chart-len-sft-train"]
     assert f"n={len(m['lengths']['sft']['train'])}" in hist
+
+
+def test_lengths_limit_and_zero_rows_flagged(out: Path) -> None:
+    assert "every row is within the limit of 1,024 tokens" in render_report(out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["lengths"]["dpo"]["train"] += [0, 0, 2000]
+    (out / "manifest.json").write_text(json.dumps(m))
+    html = render_report(out)
+    assert "1 row(s) over the limit of 1,024 tokens" in html and "rows of length 0: dpo/train: 2" in html
+    assert "limit 1,024" in charts(html)["chart-len-dpo-train"]
 
 
 def test_cli(out: Path, tmp_path: Path) -> None:
