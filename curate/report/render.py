@@ -17,6 +17,7 @@ from curate.report.svg import Cell, esc, fmt_num
 
 TURN_CHARS = 700
 ORIGINAL_CHARS = 900
+SHOWN_DROPS = 3
 
 CSS = """
 :root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f5f7fa; --card:#fff; --blue:#3867d6;
@@ -71,7 +72,8 @@ pre { background:#f5f7fa; border:1px solid var(--line); border-radius:6px; paddi
 .cluster { border:1px solid var(--line); border-radius:10px; padding:10px 12px; margin:12px 0; }
 .cluster .head { display:flex; gap:10px; align-items:center; flex-wrap:wrap; margin-bottom:8px; }
 .side { border-radius:8px; padding:8px 10px; min-width:0; }
-.side.kept { background:#effaf8; border:1px solid #bfe6df; } .side.dropped { background:#fdf6ec;
+.side.kept { background:#effaf8; border:1px solid #bfe6df; align-self:start; }
+.drops { display:flex; flex-direction:column; gap:8px; min-width:0; } .side.dropped { background:#fdf6ec;
   border:1px solid #f3d9b1; }
 .side .lbl { font-size:12px; color:var(--muted); margin-bottom:4px; } .side .lbl b { color:var(--ink);
   text-transform:uppercase; font-size:11px; letter-spacing:0.05em; }
@@ -346,27 +348,28 @@ def _duplicates(d: ReportData) -> str:
             "clusters below show the kept record beside each dropped one. Every removal is a row in "
             "<code>clusters.jsonl</code>.")
     cards = []
+    missing = [("?", "(text not found in the output folder or the source file)")]
     for cl in d.clusters:
         first = cl.members[0]
-        kept_where = _where(first.get("kept_source"))
-        pairs = []
-        for row in cl.members[:4]:
+        kept_html = _turns_html(d.texts.get(text_key(cl.kept, first.get("kept_source")), missing))
+        drops = []
+        for row in cl.members[:SHOWN_DROPS]:
             did = str(row.get("dropped"))
             score = row.get("score")
             score_s = f"{float(score):.3f}" if isinstance(score, (int, float)) else "–"
-            missing = [("?", "(text not found in the output folder or the source file)")]
-            kept_html = _turns_html(d.texts.get(text_key(cl.kept, first.get("kept_source")), missing))
-            dropped_html = _turns_html(d.texts.get(text_key(did, row.get("dropped_source")), missing))
             why = f' · <span class="muted">{esc(row["why"])}</span>' if row.get("why") else ""
-            pairs.append(
-                f'<div class="pair"><div class="side kept"><div class="lbl"><b>kept</b> · <code>{esc(cl.kept)}</code> · '
-                f'{esc(kept_where)}</div>{kept_html}</div><div class="side dropped"><div class="lbl"><b>dropped</b> · '
-                f'<code>{esc(did)}</code> · {esc(_where(row.get("dropped_source")))} · '
-                f'<span class="badge neutral">{esc(row.get("method", "?"))}</span> score {esc(score_s)}{why}</div>'
-                f"{dropped_html}</div></div>")
-        more = (f'<div class="muted">… and {len(cl.members) - 4} more dropped</div>' if len(cl.members) > 4 else "")
-        cards.append(f'<div class="cluster"><div class="head"><strong>cluster of {cl.size}</strong>'
-                     f'<span class="muted">kept <code>{esc(cl.kept)}</code></span></div>{"".join(pairs)}{more}</div>')
+            drops.append(
+                f'<div class="side dropped"><div class="lbl"><b>dropped</b> · <code>{esc(did)}</code> · '
+                f'{esc(_where(row.get("dropped_source")))} · <span class="badge neutral">'
+                f'{esc(row.get("method", "?"))}</span> score {esc(score_s)}{why}</div>'
+                f'{_turns_html(d.texts.get(text_key(did, row.get("dropped_source")), missing))}</div>')
+        if len(cl.members) > SHOWN_DROPS:
+            drops.append(f'<div class="muted">… and {len(cl.members) - SHOWN_DROPS} more dropped</div>')
+        cards.append(
+            f'<div class="cluster"><div class="head"><strong>cluster of {cl.size}</strong><span class="muted">'
+            f'{len(cl.members)} removed, 1 kept</span></div><div class="pair"><div class="side kept">'
+            f'<div class="lbl"><b>kept</b> · <code>{esc(cl.kept)}</code> · {esc(_where(first.get("kept_source")))}'
+            f'</div>{kept_html}</div><div class="drops">{"".join(drops)}</div></div></div>')
     return _section("duplicates", "Duplicates", lead, _chart(chart) + "".join(cards))
 
 
