@@ -26,6 +26,7 @@ _CATEGORY_CHARS = {
     C.CATEGORY_DIGIT: "0123456789", C.CATEGORY_NOT_DIGIT: "abcxyz", C.CATEGORY_SPACE: " ",
     C.CATEGORY_NOT_SPACE: "abcxyz", C.CATEGORY_WORD: "abcxyz", C.CATEGORY_NOT_WORD: " .,-",
 }
+WORDS = ("account", "order", "plan", "data", "payment", "request")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789.,-_"
 
 
@@ -36,6 +37,19 @@ class _Gen:
 
     def pick(self, seq: list[Any]) -> Any:
         return seq[0] if self.rng is None else self.rng.choice(seq)
+
+    @staticmethod
+    def _wordlike(items: Any) -> bool:
+        items = list(items)
+        if len(items) != 1:
+            return False
+        op, av = items[0]
+        if op is C.CATEGORY:
+            return av is C.CATEGORY_WORD
+        if op is C.IN:
+            return any(o is C.CATEGORY and v is C.CATEGORY_WORD or o is C.RANGE and v == (97, 122)
+                       for o, v in av) and not any(o is C.NEGATE for o, _ in av)
+        return False
 
     def seq(self, items: Any) -> str:
         return "".join(self.one(op, av) for op, av in items)
@@ -75,10 +89,10 @@ class _Gen:
             return text
         if op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
             lo, hi, items = av
-            hi = min(hi, lo + 2)
-            n = lo if self.rng is None else self.rng.randint(lo, hi)
-            if n == 0 and self.rng is None:
-                return ""
+            if self._wordlike(items) and hi >= 3:
+                return self.pick(list(WORDS))  # `\w+`, `[a-z]{2,}`: a real word reads better than "zyq"
+            # optional parts vary with the seed; repeated ones take their minimum ("cancel+ed" -> "canceled")
+            n = lo if self.rng is None or hi - lo > 1 else self.rng.randint(lo, min(hi, lo + 1))
             return "".join(self.seq(items) for _ in range(n))
         if op is C.GROUPREF:
             return self.groups.get(av, "")
