@@ -135,11 +135,15 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
     container = container_of(path)
     units: Iterator[tuple[int, Any, Any]] = iter_units(path, container)
     shape = format
+    detected = format is None
     if shape is None:
         shape, seen = _detect(units, path, mapping)
         units = chain(seen, units)
     log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
     convert = CONVERTERS[shape] if shape else None
+    # with a detected format, an object of no known shape is unknown_shape (a Label Studio task file may hold
+    # bare data objects: that converter judges every object itself)
+    guard = detected and shape not in ("label_studio", "label_studio_min")
     in_key, out_key = "in:" + fname, "read:out:" + fname
     n_in = n_out = 0
 
@@ -158,8 +162,15 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
                 reject(Reject("unknown_shape", "no format"), line, original)
                 continue
             source = {"file": fname, "line": line, "format": shape}
+            if mapping:
+                obj = _apply_mapping(obj, mapping)
+            if guard and detect_shape(obj) is None:
+                keys = ", ".join(sorted(obj)[:12])
+                reject(Reject("unknown_shape", f"not a {shape} object, nor any known format (keys: {keys})"), line,
+                       original)
+                continue
             try:
-                out = convert(_apply_mapping(obj, mapping) if mapping else obj, source, spec_ref)
+                out = convert(obj, source, spec_ref)
             except Reject as rej:
                 reject(rej, line, original)
                 continue
