@@ -42,7 +42,7 @@ from curate.records import normalize_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NearIndex", "exact_key", "lsh_params", "near_groups", "near_pairs", "signatures", "similarity"]
+__all__ = ["NearIndex", "common_shingles", "exact_key", "lsh_params", "near_groups", "near_pairs", "signatures", "similarity"]
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _POLY = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
@@ -87,6 +87,17 @@ def _shingle_hashes(norm: str, ngram: int) -> np.ndarray:
         h *= np.uint64(0xC4CEB9FE1A85EC53)
         h ^= h >> np.uint64(33)
     return h
+
+
+STOP_BITS = 20  # the common-shingle table: 2^20 one-byte slots indexed by the low bits of a shingle hash
+
+
+def _drop_common(shingles: np.ndarray, stop: np.ndarray | None) -> np.ndarray:
+    """Shingles whose slot in `stop` is set are left out, unless that leaves none."""
+    if stop is None:
+        return shingles
+    keep = stop[(shingles & np.uint64(stop.size - 1)).astype(np.int64)] == 0
+    return shingles[keep] if keep.any() else shingles
 
 
 def _minhash_numpy(shingles: np.ndarray, num_perm: int, probes: np.ndarray) -> np.ndarray:
@@ -155,9 +166,14 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
 
 if _numba is not None:
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _minhash_kernel(cps, offsets, ngram, probes, out):  # pragma: no cover - compiled
-        """The compiled twin of `_shingle_hashes` + `_minhash_numpy`, for a packed batch of texts."""
+    def _minhash_kernel(cps, offsets, ngram, probes, stop, out):  # pragma: no cover - compiled
+        """The compiled twin of `_shingle_hashes` + `_drop_common` + `_minhash_numpy`, for a packed batch.
+
+        `stop` is the common-shingle table (a power-of-two size; size 1 means no filtering).
+        """
         P = out.shape[1]
+        smask = np.uint64(stop.shape[0] - 1)
+        use_stop = stop.shape[0] > 1
         T = probes.shape[1]
         poly = np.uint64(0x100000001B3)
         one = np.uint64(1)
@@ -172,37 +188,46 @@ if _numba is not None:
         for r in range(offsets.shape[0] - 1):
             lo = offsets[r]
             ln = offsets[r + 1] - lo
-            for j in range(P):
-                mins[j] = np.uint32(0xFFFFFFFF)
-                filled[j] = False
             if ln == 0:
                 n = 1
                 m = 1
             else:
                 n = min(ngram, ln)
                 m = ln - n + 1
-            # rolling polynomial hash: the same value as the sum formula, mod 2^64
             top = one
             for k in range(n - 1):
                 top = top * poly
-            h = np.uint64(0)
-            for k in range(n):
-                c = np.uint64(0) if ln == 0 else np.uint64(cps[lo + k])
-                h = h * poly + c + one
-            for i in range(m):
-                if i > 0:
-                    h = (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly + np.uint64(cps[lo + i + n - 1]) + one
-                x = h
-                x ^= x >> s33
-                x *= m1
-                x ^= x >> s33
-                x *= m2
-                x ^= x >> s33
-                j = ((x >> s32) * uP) >> s32
-                v = np.uint32(x & lo32)
-                if v < mins[j]:
-                    mins[j] = v
-                filled[j] = True
+            for attempt in range(2):  # attempt 1 (no filtering) only when every shingle was common
+                filtering = use_stop and attempt == 0
+                for j in range(P):
+                    mins[j] = np.uint32(0xFFFFFFFF)
+                    filled[j] = False
+                any_kept = False
+                # rolling polynomial hash: the same value as the sum formula, mod 2^64
+                h = np.uint64(0)
+                for k in range(n):
+                    c = np.uint64(0) if ln == 0 else np.uint64(cps[lo + k])
+                    h = h * poly + c + one
+                for i in range(m):
+                    if i > 0:
+                        h = (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly \
+                            + np.uint64(cps[lo + i + n - 1]) + one
+                    x = h
+                    x ^= x >> s33
+                    x *= m1
+                    x ^= x >> s33
+                    x *= m2
+                    x ^= x >> s33
+                    if filtering and stop[x & smask] != 0:
+                        continue
+                    any_kept = True
+                    j = ((x >> s32) * uP) >> s32
+                    v = np.uint32(x & lo32)
+                    if v < mins[j]:
+                        mins[j] = v
+                    filled[j] = True
+                if any_kept or not filtering:
+                    break
             for j in range(P):
                 if filled[j]:
                     out[r, j] = mins[j]
@@ -220,6 +245,66 @@ if _numba is not None:
                         if filled[k]:
                             out[r, j] = mins[k]
                             break
+
+
+if _numba is not None:
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _count_kernel(cps, offsets, ngram, counts):  # pragma: no cover - compiled
+        """Add 1 to counts[hash & mask] for every shingle of every text (document frequency, roughly)."""
+        mask = np.uint64(counts.shape[0] - 1)
+        poly = np.uint64(0x100000001B3)
+        one = np.uint64(1)
+        s33 = np.uint64(33)
+        m1 = np.uint64(0xFF51AFD7ED558CCD)
+        m2 = np.uint64(0xC4CEB9FE1A85EC53)
+        for r in range(offsets.shape[0] - 1):
+            lo = offsets[r]
+            ln = offsets[r + 1] - lo
+            if ln == 0:
+                continue
+            n = min(ngram, ln)
+            top = one
+            for k in range(n - 1):
+                top = top * poly
+            h = np.uint64(0)
+            for k in range(n):
+                h = h * poly + np.uint64(cps[lo + k]) + one
+            for i in range(ln - n + 1):
+                if i > 0:
+                    h = (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly + np.uint64(cps[lo + i + n - 1]) + one
+                x = h
+                x ^= x >> s33
+                x *= m1
+                x ^= x >> s33
+                x *= m2
+                x ^= x >> s33
+                counts[x & mask] += 1
+
+
+def common_shingles(norms: Sequence[str], ngram: int = 5, *, share: float = 0.01, sample: int = 10000,
+                    min_texts: int = 1000) -> np.ndarray | None:
+    """The common-shingle table for `norms`: slots of shingles found in more than `share` of the texts.
+
+    Counted on up to `sample` evenly spaced texts. Boilerplate shared by many texts (a JSON answer skeleton, a
+    greeting) would otherwise make unrelated texts LSH candidates (a Jaccard of 0.2-0.3 collides often) and
+    the verification quadratic. Returns None (no filtering) for fewer than `min_texts` texts.
+    """
+    n = len(norms)
+    if n < min_texts or share <= 0:
+        return None
+    step = max(1, n // sample)
+    picked = [norms[i] for i in range(0, n, step)][:sample]
+    counts = np.zeros(1 << STOP_BITS, dtype=np.uint32)
+    if _numba is not None:
+        cps, offsets = _pack(picked)
+        _count_kernel(cps, offsets, ngram, counts)
+    else:  # pragma: no cover - numba is a dependency
+        for t in picked:
+            np.add.at(counts, (_shingle_hashes(t, ngram) & np.uint64(counts.size - 1)).astype(np.int64), 1)
+    limit = max(10.0, share * len(picked))
+    stop = (counts > limit).astype(np.uint8)
+    log.debug("near: %d common shingle slots (share > %.3f of %d texts)", int(stop.sum()), share, len(picked))
+    return stop if stop.any() else None
 
 
 def _pack(norms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -246,17 +331,24 @@ class _Hasher:
             return self.signatures_normalized([norm])[0]
         return _minhash_numpy(_shingle_hashes(norm, self.ngram), self.num_perm, self.probes)
 
-    def signatures_normalized(self, norms: Sequence[str], *, kernel: str = "auto") -> np.ndarray:
-        """(n, num_perm) uint32 signatures; kernel "numba" (compiled) or "numpy" (same values, slower)."""
+    _NO_STOP = np.zeros(1, dtype=np.uint8)
+
+    def signatures_normalized(self, norms: Sequence[str], *, kernel: str = "auto",
+                              stop: np.ndarray | None = None) -> np.ndarray:
+        """(n, num_perm) uint32 signatures; kernel "numba" (compiled) or "numpy" (same values, slower).
+
+        `stop`: a common-shingle table (`common_shingles`); those shingles are left out of the signatures.
+        """
         out = np.empty((len(norms), self.num_perm), dtype=np.uint32)
         if kernel == "numpy" or (kernel == "auto" and _numba is None):
             for i, t in enumerate(norms):
-                out[i] = _minhash_numpy(_shingle_hashes(t, self.ngram), self.num_perm, self.probes)
+                out[i] = _minhash_numpy(_drop_common(_shingle_hashes(t, self.ngram), stop), self.num_perm,
+                                        self.probes)
             return out
         if _numba is None:
             raise RuntimeError("numba is not installed")
         cps, offsets = _pack(norms)
-        _minhash_kernel(cps, offsets, self.ngram, self.probes, out)
+        _minhash_kernel(cps, offsets, self.ngram, self.probes, self._NO_STOP if stop is None else stop, out)
         return out
 
 
@@ -345,10 +437,12 @@ class NearIndex:
 
 
 def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
-               normalized: bool = False) -> list[tuple[int, int, float]]:
+               normalized: bool = False, common: float = 0.01) -> list[tuple[int, int, float]]:
     """All verified near pairs `(i, j, score)` with i < j among `texts`, sorted by (i, j).
 
     Sort-based LSH: per band, sort the band hashes and pair the members of each run of equal hashes.
+    Shingles found in more than `common` of the texts (boilerplate) are left out of the signatures when there
+    are 1000 texts or more (`common_shingles`; 0 turns it off); scores are always verified on the full texts.
     """
     norms = list(texts) if normalized else [normalize_text(t) for t in texts]
     n = len(norms)
@@ -356,7 +450,7 @@ def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 
         return []
     hasher = _Hasher(num_perm, ngram)
     bands, rows = lsh_params(threshold, num_perm)
-    sigs = hasher.signatures_normalized(norms)
+    sigs = hasher.signatures_normalized(norms, stop=common_shingles(norms, ngram, share=common))
     bh = _band_hashes(sigs, bands, rows)
     cand = _candidate_pairs(bh)
     return _verify(norms, cand, threshold)
