@@ -55,6 +55,7 @@ class ReportData:
     cluster_sizes: Counter[int] = field(default_factory=Counter)
     texts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # id -> [(role, content)]
     agreement: dict[str, Any] | None = None
+    conflicts: int | None = None  # rows of conflicts.jsonl, when present
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -261,12 +262,20 @@ def _read_extras(data: ReportData) -> None:
     if agreement.is_file():
         obj = _load_json(agreement, data.warnings)
         data.agreement = obj if isinstance(obj, dict) else None
+    conflicts = data.out_dir / "conflicts.jsonl"
+    if conflicts.is_file():
+        data.conflicts = sum(1 for _ in _iter_jsonl(conflicts, data.warnings))
     edir = data.out_dir / "evals"
     if edir.is_dir():
         for path in sorted(edir.glob("*.json")):
             obj = _load_json(path, data.warnings)
-            if isinstance(obj, dict):
-                data.evals.append((path.stem, obj))
+            if not isinstance(obj, dict):
+                continue
+            if obj.get("kind", "curate-eval") != "curate-eval" or "rules" not in obj:
+                data.warnings.append(f"evals/{path.name}: not an evaluation from `curate eval --json-out` "
+                                     f"(kind {obj.get('kind')!r}); not shown")
+                continue
+            data.evals.append((path.stem, obj))
         data.evals.sort(key=lambda kv: (str(kv[1].get("created", "")), kv[0]))
 
 

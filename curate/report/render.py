@@ -425,39 +425,91 @@ def _agreement_items(section: Any) -> list[tuple[str, float, str]]:
     return out
 
 
+def _agreement_rows(a: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows {kind, question, rule, method, value, observed, items, annotators} from agreement.json: the shape
+    `curate label pull` writes ({"kinds": {kind: {question | "rule:<id>": stats}}}) or plain per-question and
+    per-rule maps or lists."""
+    rows: list[dict[str, Any]] = []
+    kinds = a.get("kinds")
+    if isinstance(kinds, dict):
+        for kind, qs in kinds.items():
+            for name, st in (qs or {}).items() if isinstance(qs, dict) else ():
+                st = st if isinstance(st, dict) else {"value": st}
+                value = st.get("value")
+                rule = name[5:] if str(name).startswith("rule:") else None
+                rows.append({"kind": str(kind), "question": str(name), "rule": rule, "method": st.get("method"),
+                             "value": float(value) if _is_num(value) else None,
+                             "observed": st.get("observed"), "items": st.get("items"),
+                             "annotators": st.get("annotators")})
+        return rows
+    for keys, is_rule in ((("per_question", "questions", "by_question"), False),
+                          (("per_rule", "rules", "by_rule"), True)):
+        section = next((a[k] for k in keys if k in a), None)
+        for name, value, metric in _agreement_items(section):
+            rows.append({"kind": "", "question": name, "rule": name if is_rule else None, "method": metric,
+                         "value": value, "observed": None, "items": None, "annotators": None})
+    return rows
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _agreement(d: ReportData) -> str:
     a = d.agreement or {}
+    rows = _agreement_rows(a)
+    several_kinds = len({r["kind"] for r in rows}) > 1
     parts = []
-    for key_set, title, cid in ((("per_question", "questions", "by_question"), "per question", "chart-agreement-questions"),
-                                (("per_rule", "rules", "by_rule"), "per rule", "chart-agreement-rules")):
-        section = next((a[k] for k in key_set if k in a), None)
-        items = _agreement_items(section)
-        if not items:
+    for is_rule, title, cid in ((False, "per question", "chart-agreement-questions"),
+                                (True, "per rule", "chart-agreement-rules")):
+        sel = [r for r in rows if (r["rule"] is not None) == is_rule]
+        if not sel:
             continue
-        metrics = sorted({m for _, _, m in items if m})
-        lo = -1.0 if any(v < 0 for _, v, _ in items) else 0.0
-        chart = svg.hbar_chart(cid, [(n, v) for n, v, _ in items], title=f"agreement {title}", lo=lo, hi=1.0,
-                               value_fmt=lambda v: f"{v:.2f}", refs=[(0.67, "0.67"), (0.8, "0.8")],
-                               colors=[svg.TEAL if v >= 0.67 else (svg.ORANGE if v >= 0.4 else svg.RED)
-                                       for _, v, _ in items])
-        parts.append(f"<h3>Agreement {esc(title)}" + (f" <span class=\"muted\">({esc(', '.join(metrics))})</span>"
-                                                        if metrics else "") + "</h3>" + _chart(chart))
+        labels = [(f"{r['kind']}: " if several_kinds else "") + (r["rule"] if is_rule else r["question"])
+                  for r in sel]
+        values = [r["value"] for r in sel]
+        lo = -1.0 if any(v is not None and v < 0 for v in values) else 0.0
+        chart = svg.hbar_chart(
+            cid, list(zip(labels, values, strict=True)), title=f"agreement {title}", lo=lo, hi=1.0,
+            value_fmt=lambda v: f"{v:.2f}", refs=[(0.67, "0.67"), (0.8, "0.8")],
+            colors=[svg.TEAL if (v or 0) >= 0.67 else (svg.ORANGE if (v or 0) >= 0.4 else svg.RED) for v in values],
+            tooltips=[f"{lab}: {_fmt_agree(r)}" for lab, r in zip(labels, sel, strict=True)])
+        methods = sorted({str(r["method"]) for r in sel if r["method"]})
+        parts.append(f"<h3>Agreement {esc(title)}"
+                     + (f' <span class="muted">({esc(", ".join(methods))})</span>' if methods else "")
+                     + "</h3>" + _chart(chart))
+    if rows and any(r["observed"] is not None or r["items"] is not None for r in rows):
+        parts.append("<details><summary>All figures<span class=\"cnt\">" + f"{len(rows)} question(s)</span>"
+                     "</summary>" + _table(
+                         ["kind", "question", "method", "coefficient", "observed agreement", "items", "annotators"],
+                         [[esc(r["kind"]), f"<code>{esc(r['question'])}</code>", esc(r["method"] or "–"),
+                           "n/a" if r["value"] is None else f"{r['value']:.2f}", _pct(r["observed"]),
+                           _n(r["items"]), _n(r["annotators"])] for r in rows],
+                         numeric=(3, 4, 5, 6), table_id="agreement-table") + "</details>")
     facts = []
     for k in ("annotators", "tasks", "overlap", "items"):
-        if isinstance(a.get(k), (int, float)) and not isinstance(a.get(k), bool):
+        if _is_num(a.get(k)):
             facts.append(f"{esc(k)}: <strong>{fmt_num(a[k])}</strong>")
     conflicts = a.get("conflicts")
-    if isinstance(conflicts, list):
-        facts.append(f"conflicts: <strong>{fmt_num(len(conflicts))}</strong>")
-    elif isinstance(conflicts, int):
-        facts.append(f"conflicts: <strong>{fmt_num(conflicts)}</strong>")
+    n_conflicts = len(conflicts) if isinstance(conflicts, list) else conflicts if _is_num(conflicts) else d.conflicts
+    if n_conflicts is not None:
+        facts.append(f"conflicts: <strong>{fmt_num(n_conflicts)}</strong>"
+                     + (" (<code>conflicts.jsonl</code>)" if d.conflicts is not None else ""))
     if not parts:
         parts.append(_chart(svg.empty_chart("chart-agreement-questions", "agreement.json holds no per-question "
                                                                         "or per-rule figures")))
-    lead = ("How often labelers agree (Cohen's kappa for two annotators, Krippendorff's alpha for more); 1 is full "
-            "agreement, 0 is chance. Dashed lines: 0.67 (tentative) and 0.8 (reliable).")
+    lead = ("How often labelers agree on the same task (Cohen's kappa for two annotators, Krippendorff's alpha for "
+            "more); 1 is full agreement, 0 is chance, n/a means every answer was the same. Dashed lines: 0.67 "
+            "(tentative) and 0.8 (reliable).")
     return _section("agreement", "Labeling agreement", lead,
                     (f"<p>{' · '.join(facts)}</p>" if facts else "") + "".join(parts))
+
+
+def _fmt_agree(r: dict[str, Any]) -> str:
+    v = "n/a" if r["value"] is None else f"{r['value']:.2f}"
+    extra = [f"{r['method']}" if r["method"] else "", f"observed {r['observed']:.0%}" if _is_num(r["observed"]) else "",
+             f"{r['items']} items" if _is_num(r["items"]) else ""]
+    return v + "".join(f" · {e}" for e in extra if e)
 
 
 def _eval_rules(obj: dict[str, Any]) -> dict[str, float | None]:
@@ -501,9 +553,11 @@ def _evaluation(d: ReportData) -> str:
     cats: list[str] = []
     fails = []
     for _, obj in d.evals:
-        f = obj.get("failures_by_category") or {}
-        f = f if isinstance(f, dict) else {}
-        fails.append(f)
+        f = obj.get("failures_by_category")
+        if not isinstance(f, dict) or not f:  # else the per-category pass/fail table `curate eval` also writes
+            by = obj.get("by_category") or {}
+            f = {c: v.get("fail", 0) for c, v in by.items() if isinstance(v, dict)} if isinstance(by, dict) else {}
+        fails.append({c: v for c, v in f.items() if _is_num(v)})
         cats += [str(c) for c in f if str(c) not in cats]
     for c in ("format", "instruction", "knowledge", "safety"):
         if c not in cats and cats:
@@ -520,6 +574,20 @@ def _evaluation(d: ReportData) -> str:
             delta = vals[-1] - vals[0]
             cells[-1] += (f' <span class="badge {"ok" if delta >= 0 else "bad"}">{delta * 100:+.0f} pt</span>')
         rows.append([f"<code>{esc(r)}</code>" if r != "overall" else "<strong>overall</strong>"] + cells)
+    # Headline figures `curate eval` adds: valid JSON, over-refusal on safe prompts (lower is better), general ability.
+    for label, get, higher_better in (
+            ("valid JSON", lambda o: o.get("valid_json_rate"), True),
+            ("over-refusal (lower is better)", lambda o: (o.get("over_refusal") or {}).get("rate"), False),
+            ("general ability (MT-bench / Vicuna)", lambda o: (o.get("general") or {}).get("rate"), True)):
+        vals = [get(obj) if isinstance(obj, dict) else None for _, obj in d.evals]
+        if not any(_is_num(v) for v in vals):
+            continue
+        cells = [_pct(v) for v in vals]
+        if len(vals) >= 2 and _is_num(vals[0]) and _is_num(vals[-1]):
+            delta = vals[-1] - vals[0]
+            good = delta >= 0 if higher_better else delta <= 0
+            cells[-1] += f' <span class="badge {"ok" if good else "bad"}">{delta * 100:+.0f} pt</span>'
+        rows.append([esc(label)] + cells)
     lead = ("Each evaluation in <code>evals/</code>, oldest first (the first is the baseline): pass rate of every "
             "automatic rule on the held-out prompts, and failures sorted into format, instruction-following, "
             "knowledge and safety. If most failures are knowledge, more fine-tuning is the wrong lever.")

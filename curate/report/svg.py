@@ -93,11 +93,12 @@ def empty_chart(chart_id: str, message: str, width: int = 640) -> str:
 
 # ---------------------------------------------------------------------------------------------- bar charts
 
-def hbar_chart(chart_id: str, items: Sequence[tuple[str, float]], *, title: str, width: int = 640,
+def hbar_chart(chart_id: str, items: Sequence[tuple[str, float | None]], *, title: str, width: int = 640,
                color: str = BLUE, value_fmt=fmt_num, lo: float | None = None, hi: float | None = None,
                refs: Sequence[tuple[float, str]] = (), colors: Sequence[str] | None = None,
                tooltips: Sequence[str] | None = None) -> str:
-    """Horizontal bars, one per (label, value); negative values grow to the left of zero."""
+    """Horizontal bars, one per (label, value); negative values grow to the left of zero; None = not defined
+    (a label and "n/a", no bar)."""
     if not items:
         return empty_chart(chart_id, f"{title}: nothing to show", width)
     bar_h, gap, top, bottom = 20, 8, (22 if refs else 8), 26
@@ -105,7 +106,7 @@ def hbar_chart(chart_id: str, items: Sequence[tuple[str, float]], *, title: str,
     left = 16 + label_chars * CHAR_W
     right = 64
     plot_w = width - left - right
-    values = [float(v) for _, v in items]
+    values = [float(v) for _, v in items if v is not None] or [0.0]
     lo = min(0.0, min(values)) if lo is None else lo
     hi = max(values) if hi is None else hi
     if hi <= lo:
@@ -131,6 +132,12 @@ def hbar_chart(chart_id: str, items: Sequence[tuple[str, float]], *, title: str,
     zero = x(max(lo, 0.0))
     for i, (label, value) in enumerate(items):
         y = top + i * (bar_h + gap)
+        if value is None:
+            tip = tooltips[i] if tooltips else f"{label}: n/a"
+            out.append(_text(left - 8, y + bar_h / 2 + 4, clip(label, 36), anchor="end"))
+            out.append(f'<text x="{zero + 6:.1f}" y="{y + bar_h / 2 + 4:.1f}" fill="{MUTED}">n/a'
+                       f"<title>{esc(tip)}</title></text>")
+            continue
         v = float(value)
         x0, x1 = sorted((zero, x(v)))
         fill = colors[i] if colors else color

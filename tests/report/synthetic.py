@@ -180,15 +180,18 @@ def make_out_dir(root: Path, *, extras: bool = True, leakage: bool = False) -> P
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     if extras:
-        (out / "agreement.json").write_text(json.dumps({
-            "annotators": 3, "tasks": 40, "overlap": 2,
-            "per_question": [{"question": "verdict", "metric": "krippendorff_alpha", "value": 0.74, "n": 40},
-                             {"question": "category", "metric": "krippendorff_alpha", "value": 0.86, "n": 40},
-                             {"question": f"note {SCRIPT}", "metric": "krippendorff_alpha", "value": 0.31, "n": 12}],
-            "per_rule": {r: {"metric": "krippendorff_alpha", "value": round(0.5 + 0.06 * i, 2), "n": 40}
-                         for i, r in enumerate(RULES + ["polite-and-brief"])},
-            "conflicts": [{"task": 3, "question": "verdict", "values": ["accept", "reject"]}],
-        }))
+        # As `curate label pull` writes it: per kind, per question; "rule:<id>" questions are the checklist.
+        def st(value: float | None, observed: float, items: int = 40, n: int = 3) -> dict[str, Any]:
+            return {"items": items, "annotators": n, "method": "krippendorff_alpha" if n > 2 else "cohen_kappa",
+                    "value": value, "observed": observed}
+
+        review = {"verdict": st(0.74, 0.85), "category": st(0.86, 0.93), f"note {SCRIPT}": st(0.31, 0.6, 12)}
+        review.update({f"rule:{r}": st(round(0.5 + 0.06 * i, 2), 0.8) for i, r in enumerate(RULES)})
+        review["rule:polite-and-brief"] = st(None, 1.0)  # every answer the same: the coefficient is undefined
+        pairwise = {"comparison": st(0.55, 0.78, 20, 2), "rule:no-action-claims": st(0.7, 0.9, 20, 2)}
+        (out / "agreement.json").write_text(json.dumps({"spec": "support-triage@1",
+                                                        "kinds": {"review": review, "pairwise": pairwise}}))
+        _write_jsonl(out / "conflicts.jsonl", [{"task": 3, "question": "verdict", "values": ["accept", "reject"]}])
         (out / "evals").mkdir(exist_ok=True)
         for name, created, base, fails in (
                 ("baseline", "2026-11-22T01:00:00", 0.12, {"format": 31, "instruction": 9, "knowledge": 3, "safety": 2}),
@@ -196,8 +199,14 @@ def make_out_dir(root: Path, *, extras: bool = True, leakage: bool = False) -> P
             rules = [{"rule": r, "category": RULE_CATEGORY[r], "pass": 0, "fail": 0, "skip": 0,
                       "pass_rate": min(1.0, round(base + 0.02 * i, 3))} for i, r in enumerate(RULES)]
             (out / "evals" / f"{name}.json").write_text(json.dumps({
+                "kind": "curate-eval", "format_version": 1, "spec": "support-triage@1",
                 "label": f"{name} <b>{'SmolLM2-135M' if name == 'baseline' else 'SmolLM2 + SFT'}</b>",
                 "created": created, "model": f"runs/{name}", "responses": 30,
                 "overall_pass_rate": base - 0.05 if base > 0.5 else 0.0,
-                "rules": rules, "failures_by_category": fails, "failing_examples": []}))
+                "rules": rules, "failures_by_category": fails, "failing_examples": [],
+                "by_category": {c: {"pass": 10, "fail": n} for c, n in fails.items()},
+                "valid_json_rate": base, "over_refusal": {"rate": 0.1 if name == "baseline" else 0.2},
+                "items": []}))
+        # A comparison file beside them is not an evaluation: the report skips it with a warning.
+        (out / "evals" / "compare.json").write_text(json.dumps({"kind": "curate-eval-compare", "headline": {}}))
     return out

@@ -170,9 +170,28 @@ def test_eval_before_after_and_agreement(out: Path) -> None:
     rules = charts(html)["chart-eval-rules"]
     assert rules.count('class="mark"') == 2 * 9                            # 8 rules + overall, two evaluations
     assert "valid-json · tuned &lt;b&gt;SmolLM2 + SFT&lt;/b&gt;: 90%" in rules
-    agr = charts(html)["chart-agreement-rules"]
-    assert agr.count('class="mark"') == 9 and "polite-and-brief: 0.98" in agr
+    assert "valid JSON" in ev and "over-refusal (lower is better)" in ev
+    assert '20% <span class="badge bad">+10 pt</span>' in ev            # more over-refusal is worse
+    # agreement.json as `curate label pull` writes it: two kinds, so labels carry the kind
+    questions = charts(html)["chart-agreement-questions"]
+    assert questions.count('class="mark"') == 4                            # verdict, category, note, comparison
+    assert "review: verdict: 0.74 · krippendorff_alpha · observed 85% · 40 items" in questions
+    assert "pairwise: comparison: 0.55 · cohen_kappa" in questions
+    rules = charts(html)["chart-agreement-rules"]
+    assert rules.count('class="mark"') == 9                               # 8 rules + pairwise no-action-claims
+    assert "review: polite-and-brief: n/a · krippendorff_alpha · observed 100%" in rules
     assert "conflicts: <strong>1</strong>" in html
+    assert "evals/compare.json: not an evaluation" in html
+
+
+def test_agreement_plain_maps(tmp_path: Path) -> None:
+    out = make_out_dir(tmp_path, extras=False)
+    (out / "agreement.json").write_text(json.dumps({
+        "per_question": [{"question": "verdict", "kappa": 0.5}], "per_rule": {"valid-json": 0.9, "tone": -0.2}}))
+    html = render_report(out)
+    assert charts(html)["chart-agreement-questions"].count('class="mark"') == 1
+    rules = charts(html)["chart-agreement-rules"]
+    assert rules.count('class="mark"') == 2 and "tone: -0.20" in rules
 
 
 def test_missing_manifest_is_an_input_error(tmp_path: Path) -> None:
@@ -231,7 +250,9 @@ def test_cli(out: Path, tmp_path: Path) -> None:
     r = runner.invoke(main, ["report", str(out), "--out", str(target), "--json"])
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["report"] == str(target.resolve()) and target.is_file()
-    assert doc["sections"][-2:] == ["agreement", "evaluation"] and doc["warnings"] == []
+    assert doc["sections"][-2:] == ["agreement", "evaluation"]
+    assert doc["warnings"] == ["evals/compare.json: not an evaluation from `curate eval --json-out` "
+                               "(kind 'curate-eval-compare'); not shown"]
     empty = tmp_path / "empty"
     empty.mkdir()
     r = runner.invoke(main, ["report", str(empty)])
