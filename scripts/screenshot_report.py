@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.report import write_report  # noqa: E402
-from curate.report.browser import Chromium  # noqa: E402
+from curate.report import write_report
+from curate.report.browser import Chromium
 
 
 def main() -> int:

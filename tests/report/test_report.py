@@ -251,8 +251,8 @@ def test_cli(out: Path, tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["report"] == str(target.resolve()) and target.is_file()
     assert doc["sections"][-2:] == ["agreement", "evaluation"]
-    assert doc["warnings"] == ["evals/compare.json: not an evaluation from `curate eval --json-out` "
-                               "(kind 'curate-eval-compare'); not shown"]
+    assert doc["warnings"] == [("evals/compare.json: not an evaluation from `curate eval --json-out` "
+                                "(kind 'curate-eval-compare'); not shown")]
     empty = tmp_path / "empty"
     empty.mkdir()
     r = runner.invoke(main, ["report", str(empty)])
