@@ -98,8 +98,12 @@ def _uniform_tools(rows: list[dict[str, Any]]) -> None:
             r.setdefault("tools", None)
 
 
-def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, title: str = "") -> dict[str, int]:
-    """Write `<split>.jsonl` and `data/<split>-00000-of-00001.parquet` per split, plus a loader README."""
+def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, title: str = "",
+                 name: str = "dataset") -> dict[str, dict[str, Any]]:
+    """Write `<split>.jsonl` and `data/<split>-00000-of-00001.parquet` per split, plus a loader README.
+
+    Returns {split: {"num_examples", "num_bytes", "sha256"}} (of the Parquet file), for the dataset card.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -108,22 +112,39 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     all_rows = [r for rows in splits.values() for r in rows]
     _uniform_tools(all_rows)
     schema = pa.Table.from_pylist(all_rows).schema if all_rows else pa.schema([("id", pa.string())])
-    counts = {}
-    for name, rows in splits.items():
-        with open(directory / f"{name}.jsonl", "wb") as fh:
+    info: dict[str, dict[str, Any]] = {}
+    for split, rows in splits.items():
+        with open(directory / f"{split}.jsonl", "wb") as fh:
             for row in rows:
                 fh.write(orjson.dumps(row) + b"\n")
         table = pa.Table.from_pylist(rows, schema=schema)
-        pq.write_table(table, directory / "data" / f"{name}-00000-of-00001.parquet")
-        counts[name] = len(rows)
-    header = ["---", "configs:", "- config_name: default", "  data_files:"]
-    for name in splits:
-        if counts[name]:  # datasets cannot read an empty Parquet split; an empty split is left out of the map
-            header += [f"  - split: {name}", f"    path: data/{name}-*.parquet"]
-    header.append("---")
+        pq_path = directory / "data" / f"{split}-00000-of-00001.parquet"
+        pq.write_table(table, pq_path)
+        info[split] = {"num_examples": len(rows), "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
+    header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
     body = f"\n# {title}\n\nLoad with `datasets.load_dataset(\"<this folder>\")`; the dataset card is ../README.md.\n"
     (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
-    return counts
+    return info
+
+
+def loader_yaml(config: str, prefix: str, info: dict[str, dict[str, Any]], name: str,
+                default: bool = False) -> list[str]:
+    """YAML lines (`configs:` + `dataset_info:`) mapping the non-empty splits' Parquet files of one config.
+
+    Empty splits are left out (datasets cannot read an empty Parquet file). `dataset_info` carries each split's
+    size and a content fingerprint in its `dataset_name`: datasets 5.x keys its cache of a local folder with a
+    YAML header by the folder NAME and the header, not by the files, so two builds in folders named alike
+    (out/a/v1 and out/b/v1) would otherwise read each other's cached rows.
+    """
+    present = {s: i for s, i in info.items() if i["num_examples"]}
+    lines = ["configs:", f"- config_name: {config}"] + (["  default: true"] if default else []) + ["  data_files:"]
+    for split in present:
+        lines += [f"  - split: {split}", f"    path: {prefix}/{split}-*.parquet"]
+    lines += ["dataset_info:", f"- config_name: {config}", "  splits:"]
+    for split, i in present.items():
+        lines += [f"  - name: {split}", f"    num_bytes: {i['num_bytes']}", f"    num_examples: {i['num_examples']}",
+                  f"    dataset_name: {name}-{i['sha256'][:16]}"]
+    return lines
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> int:
@@ -253,19 +274,24 @@ def _md(s: Any) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def dataset_card(spec: Spec, manifest: dict[str, Any]) -> str:
+def dataset_card(spec: Spec, manifest: dict[str, Any],
+                 split_info: dict[str, dict[str, dict[str, Any]]] | None = None) -> str:
     """README.md for the build folder: YAML header (configs -> files per split), then the spec's story in figures."""
     counts = manifest["counts"]
     formats = [f for f in ("sft", "dpo") if f in manifest.get("exported_formats", ["sft", "dpo"])]
     lines = ["---", "pretty_name: " + _yaml_str(f"{spec.name} v{spec.version}"),
              "tags:", "- curate", "- trl", *[f"- {f}" for f in formats],
-             "task_categories:", "- text-generation", "configs:"]
-    mapped = [f for f in formats if any(counts[f][s] for s in ("train", "test"))]
+             "task_categories:", "- text-generation"]
+    mapped = [f for f in formats if any(i["num_examples"] for i in (split_info or {}).get(f, {}).values())]
+    configs: list[str] = []
+    infos: list[str] = []
     for i, fmt in enumerate(mapped):
-        lines += [f"- config_name: {fmt}"] + (["  default: true"] if i == 0 else []) + ["  data_files:"]
-        for split in ("train", "test"):
-            if counts[fmt][split]:  # datasets cannot read an empty Parquet split
-                lines += [f"  - split: {split}", f"    path: {fmt}/data/{split}-*.parquet"]
+        part = loader_yaml(fmt, f"{fmt}/data", split_info[fmt], f"{spec.name}-{fmt}", default=(i == 0))
+        cut = part.index("dataset_info:")
+        configs += part[1:cut]
+        infos += part[cut + 1:]
+    if configs:
+        lines += ["configs:", *configs, "dataset_info:", *infos]
     lines += ["---", "", f"# {spec.name} v{spec.version}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]

@@ -15,11 +15,14 @@ What it reports, per dataset folder (`sft/`, `dpo/`, or both under a build folde
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+_GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 from curate.errors import InputError
 from curate.steps.validate import load_tokenizer
@@ -139,7 +142,7 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
                     f"({kind}, conversational={conv}); TRL decides from the first row",
                     examples=[f"{s}:{i} {t}" for s, i, t in odd[:max_examples]])
         wants_markers = kind in ("language_modeling", "prompt_completion") and conv and assistant_only_loss
-        if template and wants_markers and "generation" not in template:
+        if template and wants_markers and not _GENERATION.search(template):
             rep.add("error", name, "no_generation_markers", "assistant-only loss needs {% generation %} ... "
                     "{% endgeneration %} around the assistant turn in the chat template; without them TRL raises "
                     "or trains on every token (pass --no-assistant-only-loss if that is what you want)")
@@ -148,6 +151,8 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
         drop_ex: list[str] = []
         trunc_ex: list[str] = []
         for s, i, r in rows_all:
+            if dataset_type(r) != (kind, conv):
+                continue  # reported above as inconsistent_types
             try:
                 if kind == "language_modeling":
                     msgs = _msgs(r["messages"])

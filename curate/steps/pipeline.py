@@ -216,19 +216,22 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
 
     ctx.report("export", 0, 1)
     with staged_output(out_dir) as stage:
+        split_info = {}
         if "sft" in formats:
-            write_splits(stage / "sft", {"train": [sft_row(r, spec, sft_format) for r in sft_train],
-                                         "test": [sft_row(r, spec, sft_format) for r in sft_test]},
-                         title=f"{spec.ref} SFT ({sft_format})")
+            split_info["sft"] = write_splits(
+                stage / "sft", {"train": [sft_row(r, spec, sft_format) for r in sft_train],
+                                "test": [sft_row(r, spec, sft_format) for r in sft_test]},
+                title=f"{spec.ref} SFT ({sft_format})", name=f"{spec.name}-sft")
         if "dpo" in formats:
-            write_splits(stage / "dpo", {"train": [dpo_row(r, spec) for r in dpo_train],  # type: ignore[arg-type]
-                                         "test": [dpo_row(r, spec) for r in dpo_test]},  # type: ignore[arg-type]
-                         title=f"{spec.ref} DPO")
+            split_info["dpo"] = write_splits(
+                stage / "dpo", {"train": [dpo_row(r, spec) for r in dpo_train],  # type: ignore[arg-type]
+                                "test": [dpo_row(r, spec) for r in dpo_test]},  # type: ignore[arg-type]
+                title=f"{spec.ref} DPO", name=f"{spec.name}-dpo")
         write_jsonl(stage / "negatives.jsonl", [dump_record(r) for r in paired.unpaired])
         write_jsonl(stage / "clusters.jsonl", clusters)
         ctx.flush_quarantine(stage / "quarantine")
         (stage / "heldout.lock").write_bytes(parts.lock.to_bytes())
-        (stage / "README.md").write_text(dataset_card(spec, manifest), encoding="utf-8")
+        (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
         manifest["files"] = file_hashes(stage)
         import orjson
 
