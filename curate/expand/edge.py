@@ -145,7 +145,7 @@ def variant(text: str, rng: random.Random, primary: str, *, protect: set[str] | 
     elif primary == "mixed_language":
         tmpl = rng.choice(MIXED)
         params["template"] = tmpl
-        out = tmpl.format(x=_lead(text) if tmpl.startswith(("{x}",)) is False else text)
+        out = tmpl.format(x=text if tmpl.startswith("{x}") else _lead(text))
     elif primary == "truncate":
         out = truncate(text, rng)
     elif primary == "very_short":

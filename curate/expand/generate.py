@@ -121,6 +121,16 @@ def protected_values(response: str, user_text: str) -> set[str]:
     return {v for v in vals if 0 < len(v) <= 80 and v.lower() in low}
 
 
+def _conversation_similarity(a: SFTRecord | PreferenceRecord, b: SFTRecord | PreferenceRecord) -> float:
+    from curate.near import similarity
+
+    try:
+        from curate.steps.dedup import dedup_text
+    except ImportError:  # pragma: no cover - the dedup step is optional here
+        return 0.0
+    return similarity(dedup_text(a), dedup_text(b))
+
+
 class Expander:
     def __init__(self, spec: Spec, *, seed: int = 0, near_threshold: float = 0.8, model: Any = None,
                  progress: Progress | None = None) -> None:
@@ -217,6 +227,9 @@ class Expander:
         if require is not None and not any(r.rule == require and r.status == "pass" for r in results):
             return None
         rec = rec.with_checks(results)
+        if _conversation_similarity(rec, parent.record) >= self.near_threshold:
+            # same answer, slightly different prompt: `curate build`'s dedup (whole conversation) sees twins
+            self.counts["inherited_near_copies"] += 1
         self.result.records.append(rec)
         self.counts[f"records:{generator}"] += 1
         return rec
