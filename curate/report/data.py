@@ -8,6 +8,7 @@ clusters keep counts and the largest clusters, splits are scanned only for the i
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -156,19 +157,30 @@ def _read_quarantine(data: ReportData) -> None:
 
 
 def _read_clusters(data: ReportData) -> None:
+    """Two streaming passes: count removals per kept id, then keep the rows of the largest clusters only."""
     path = data.out_dir / "clusters.jsonl"
     if not path.is_file():
         return
-    by_kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    sizes: Counter[str] = Counter()
     for row in _iter_jsonl(path, data.warnings):
         data.cluster_rows += 1
         data.cluster_methods[str(row.get("method", "?"))] += 1
-        by_kept[str(row.get("kept"))].append(row)
-    data.cluster_count = len(by_kept)
-    data.cluster_sizes = Counter(1 + len(v) for v in by_kept.values())
-    largest = sorted(by_kept.items(), key=lambda kv: (-len(kv[1]), -max(float(r.get("score") or 0) for r in kv[1]),
-                                                      kv[0]))[:TOP_CLUSTERS]
-    data.clusters = [Cluster(kept, rows) for kept, rows in largest]
+        sizes[str(row.get("kept"))] += 1
+    data.cluster_count = len(sizes)
+    data.cluster_sizes = Counter(1 + n for n in sizes.values())
+    top = heapq.nsmallest(TOP_CLUSTERS, sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows: dict[str, list[dict[str, Any]]] = {kept: [] for kept, _ in top}
+    for row in _iter_jsonl(path, []):
+        kept = str(row.get("kept"))
+        if kept in rows:
+            rows[kept].append(row)
+    for members in rows.values():  # the weakest matches first: where a wrong removal is likeliest
+        members.sort(key=lambda r: float(r["score"]) if _num(r.get("score")) else 1.0)
+    data.clusters = [Cluster(kept, rows[kept]) for kept, _ in top]
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _resolve_source(data: ReportData, file: str) -> Path | None:

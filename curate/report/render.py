@@ -264,7 +264,7 @@ def _lengths(d: ReportData) -> str:
         for split in ("train", "test"):
             vals = ((lengths.get(fmt) or {}).get(split))
             if isinstance(vals, list):
-                series.append((fmt, split, [int(v) for v in vals if isinstance(v, (int, float))]))
+                series.append((fmt, split, [v for v in vals if isinstance(v, (int, float))]))
     if not series:
         return _section("lengths", "Length distributions", "No lengths in the manifest.",
                         _chart(svg.empty_chart("chart-len-none", "no length data")))
@@ -345,8 +345,8 @@ def _duplicates(d: ReportData) -> str:
     thr = dedup.get("threshold")
     lead = ("Removed duplicates by method" + (f" (near-duplicate threshold {esc(thr)})" if thr is not None else "")
             + f"; {fmt_num(d.cluster_rows)} removal(s) in {fmt_num(d.cluster_count)} cluster(s). The largest "
-            "clusters below show the kept record beside each dropped one. Every removal is a row in "
-            "<code>clusters.jsonl</code>.")
+            "clusters below show the kept record beside the dropped ones, weakest match first (where a wrong "
+            "removal is likeliest). Every removal is a row in <code>clusters.jsonl</code>.")
     cards = []
     missing = [("?", "(text not found in the output folder or the source file)")]
     for cl in d.clusters:
