@@ -422,3 +422,36 @@ def test_records_are_valid_models(real_fixtures):
         for r in recs[:50]:
             again = parse_record(dump_record(r))
             assert again == r and isinstance(again, SFTRecord | PreferenceRecord)
+
+
+def test_fast_path_builds_the_same_records_as_the_checked_path():
+    """Messages already in our shape skip our Python checks (pydantic builds them): same records either way."""
+    from curate.readers.common import openai_messages, plain_messages, sft
+
+    convs = [
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        [{"role": "user", "content": "Weather?"},
+         {"role": "assistant", "content": "", "tool_calls": [
+             {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Oslo\"}"}}]},
+         {"role": "tool", "content": "{\"t\": 3}", "tool_call_id": "c1", "name": "w"},
+         {"role": "assistant", "content": "3 degrees."}],
+    ]
+    src = {"file": "f.jsonl", "line": 1, "format": "openai"}
+    for conv in convs:
+        assert plain_messages(conv)
+        fast = sft(conv, meta={}, source=src, spec=None)
+        slow = sft(openai_messages(conv, "messages"), meta={}, source=src, spec=None)
+        assert fast == slow and fast.id == slow.id
+    not_plain = [
+        [{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}],          # empty turn
+        [{"role": "human", "content": "Hi"}, {"role": "assistant", "content": "x"}],         # alias role
+        [{"role": "assistant", "content": None, "tool_calls": [                                 # content null
+            {"type": "function", "function": {"name": "w", "arguments": "{}"}}]}],
+        [{"role": "assistant", "content": "", "tool_calls": [                                   # bad arguments
+            {"type": "function", "function": {"name": "w", "arguments": "{oops"}}]}],
+        [{"role": "assistant", "content": "", "tool_calls": [                                   # dict arguments
+            {"type": "function", "function": {"name": "w", "arguments": {"a": 1}}}]}],
+        [{"role": "user", "content": "Hi", "weight": 0}],                                       # unknown key
+    ]
+    for conv in not_plain:
+        assert not plain_messages(conv)
