@@ -132,6 +132,9 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
     # pair before dedup: a negative meets its passing answer even when that answer is later removed as a near
     # duplicate of another one; pairs are then deduplicated among pairs (prompt + chosen), SFT among SFT
     paired = make_pairs(valid)
+    for rec in paired.records:
+        if rec.id not in lengths.lengths:  # a new pair: both sides were measured (and fit) as SFT records
+            lengths.measure(rec)
     kept, clusters = _dedup(paired.records + list(paired.unpaired), ctx=ctx, threshold=near_threshold)
     kept_ids = {id(r) for r in kept}
     paired.records = [r for r in paired.records if id(r) in kept_ids]
