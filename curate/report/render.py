@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from curate.report import svg
-from curate.report.data import ReportData, parse_source, text_key
+from curate.report.data import ReportData, conversation, parse_source, text_key
 from curate.report.svg import Cell, esc, fmt_num
 
 TURN_CHARS = 700
@@ -79,7 +79,8 @@ pre { background:#f5f7fa; border:1px solid var(--line); border-radius:6px; paddi
   text-transform:uppercase; font-size:11px; letter-spacing:0.05em; }
 .turn { margin:4px 0; } .turn .role { font-size:11px; font-weight:700; color:var(--muted); }
 .warn { background:#fff8e6; border:1px solid #f3d9b1; border-radius:8px; padding:8px 12px; color:#7a4a00; }
-.muted { color:var(--muted); } .narrow { max-width:520px; }
+.muted { color:var(--muted); }
+.orig { background:#f5f7fa; border:1px solid var(--line); border-radius:6px; padding:6px 10px; } .narrow { max-width:520px; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12.5px;
        background:#f0f2f5; padding:1px 5px; border-radius:4px; }
 footer { color:var(--muted); font-size:12px; padding:10px 0 40px; }
@@ -304,6 +305,15 @@ def _original_text(original: Any) -> str:
     return orjson.dumps(original, default=str).decode()
 
 
+def _original_html(original: Any) -> str:
+    """A raw line as it was (a <pre>); a parsed record as its conversation, without the system turn."""
+    if isinstance(original, dict):
+        turns = conversation(original)
+        if turns and turns[0][0] != "json":
+            return f'<div class="orig">{_turns_html(turns)}</div>'
+    return f"<pre>{esc(_clip(_original_text(original), ORIGINAL_CHARS))}</pre>"
+
+
 def _quarantine(d: ReportData) -> str:
     if not d.reasons:
         return _section("quarantine", "Quarantine", "Nothing was quarantined.",
@@ -319,8 +329,7 @@ def _quarantine(d: ReportData) -> str:
             if row.get("record_id"):
                 meta += f" · record <code>{esc(row['record_id'])}</code>"
             exs.append(f'<div class="ex"><div class="meta">{meta}</div>'
-                       f'<div>{esc(row.get("detail", ""))}</div>'
-                       f'<pre>{esc(_clip(_original_text(row.get("original")), ORIGINAL_CHARS))}</pre></div>')
+                       f'<div>{esc(row.get("detail", ""))}</div>{_original_html(row.get("original"))}</div>')
         if not exs:
             exs.append('<div class="ex muted">no example rows in quarantine/ for this reason</div>')
         blocks.append(f'<details class="reason"{" open" if i < 2 else ""}><summary><code>{esc(g.step)}</code> / '
