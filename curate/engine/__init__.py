@@ -1,0 +1,35 @@
+"""Execution engines for the per-record batch steps of `curate build`.
+
+    from curate.engine import validate_step
+    validate = validate_step("ray")          # or "local"
+    valid = list(validate(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=limit))
+
+"local" is `curate.steps.validate.validate` itself. "ray" (`curate.engine.ray_engine.validate_ray`, extra `ray`)
+runs the same function on batches of records with Ray Data and gives back the same records, quarantine rows,
+counters and lengths in the same order, so both engines write identical exports. The steps that need all the
+data (pairing, dedup, split, export) run on the driver in both engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from curate.errors import CurateError
+
+ENGINES = ("local", "ray")
+
+__all__ = ["ENGINES", "validate_step"]
+
+
+def validate_step(engine: str = "local") -> Callable[..., Any]:
+    """The validate step for an engine name; raises CurateError for an unknown one."""
+    if engine == "local":
+        from curate.steps.validate import validate
+
+        return validate
+    if engine == "ray":
+        from curate.engine.ray_engine import validate_ray
+
+        return validate_ray
+    raise CurateError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}")

@@ -1,0 +1,133 @@
+"""The Ray Data engine gives exactly what the local engine gives: records, quarantine rows, lengths, exports.
+
+A real local Ray (127.0.0.1, no dashboard, 2 CPUs) is started once for this module.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from curate.engine import ray_engine, validate_step
+from curate.errors import CurateError
+from curate.spec import load_spec
+from curate.steps.base import RunContext
+from curate.steps.read import read_inputs
+from curate.steps.validate import LengthCounter
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "specs" / "support-triage"
+
+GOOD = '{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], "next_step": "Route order A-1 to billing."}'
+CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
+         '"next_step": "I have refunded the charge already."}')
+
+
+def _chat(user: str, answer: str, **extra) -> bytes:
+    return orjson.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                         **extra})
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray  # the `ray` extra, installed by scripts/test
+
+    ray.init(address="local", include_dashboard=False, num_cpus=2, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def mixed_input(tmp_path: Path) -> Path:
+    """Good records, rule failures, a negative, a pair, structural problems and malformed lines."""
+    lines = [_chat(f"Refund order A-1 please, attempt {i}", GOOD) for i in range(30)]
+    lines += [
+        _chat("Refund my order", CLAIM),  # rule_failed (no-action-claims)
+        _chat("Refund order A-1", CLAIM, category="negative", violates=["no-action-claims"]),  # a negative
+        _chat("", GOOD),  # empty turn
+        b'{"messages": [{"role": "user", "content": "hi"}]}',  # no assistant turn
+        b"{'messages': []}",  # python literal
+        b'{"messages": [',  # bad json
+        orjson.dumps({"prompt": [{"role": "user", "content": "Refund order A-1"}],
+                      "chosen": [{"role": "assistant", "content": GOOD}],
+                      "rejected": [{"role": "assistant", "content": CLAIM}]}),
+        _chat("Refund order A-1 please, attempt 0", GOOD),  # an exact duplicate
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _validate(fn, path: Path, spec, **kw):
+    ctx = RunContext()
+    lengths = LengthCounter(spec)
+    out = list(fn(read_inputs([str(path)], ctx=ctx, spec=spec), spec=spec, ctx=ctx, lengths=lengths,
+                  max_tokens=None, **kw))
+    return out, ctx, lengths
+
+
+def test_validate_step_is_identical_on_both_engines(ray_local, mixed_input: Path) -> None:
+    spec = load_spec(SPEC)
+    local, lctx, llen = _validate(validate_step("local"), mixed_input, spec)
+    remote, rctx, rlen = _validate(validate_step("ray"), mixed_input, spec, batch_size=8)
+    assert local == remote and len(local) >= 30
+    assert dict(lctx.quarantined) == dict(rctx.quarantined)
+    assert lctx.reasons == rctx.reasons and lctx.reasons[("validate", "rule_failed")] == 1
+    assert lctx.per_file_quarantined == rctx.per_file_quarantined
+    assert lctx.counters == rctx.counters
+    assert llen.lengths == rlen.lengths
+
+
+def _build(engine: str, spec_dir: Path, inputs: list[Path], out: Path, monkeypatch) -> dict:
+    from curate.steps import pipeline
+
+    try:
+        return pipeline.build(spec_dir, inputs, out, engine=engine).manifest
+    except CurateError as err:
+        if "not available" not in str(err):
+            raise
+    # the pipeline does not dispatch on engine yet: give it the ray validate step directly
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "validate", ray_engine.validate_ray)
+        return pipeline.build(spec_dir, inputs, out, engine="local").manifest
+
+
+def test_build_exports_are_identical_on_both_engines(ray_local, mixed_input: Path, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(SPEC, spec_dir)
+    inputs = [mixed_input, spec_dir / "data.jsonl"]
+    runs_before = ray_engine.RUNS
+    local = _build("local", spec_dir, inputs, tmp_path / "local", monkeypatch)
+    assert ray_engine.RUNS == runs_before
+    remote = _build("ray", spec_dir, inputs, tmp_path / "ray", monkeypatch)
+    assert ray_engine.RUNS == runs_before + 1  # the ray engine really ran
+    files_l = {p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file()}
+    files_r = {p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file()}
+    assert files_l == files_r
+    assert Path("sft/train.jsonl") in files_l and Path("clusters.jsonl") in files_l
+    for rel in sorted(files_l):
+        if rel.name in ("manifest.json", "README.md", "report.html"):
+            continue  # they carry the creation time
+        assert (tmp_path / "local" / rel).read_bytes() == (tmp_path / "ray" / rel).read_bytes(), rel
+    for key in ("counts", "conservation", "quarantine", "dedup", "leakage", "inputs", "lengths"):
+        assert local[key] == remote[key], key
+    assert local["quarantine"].get("validate/rule_failed") == 1 and local["dedup"]["exact"] >= 1
+    assert set(local["files"]) == set(remote["files"])
+
+
+def test_unknown_engine_is_a_one_line_error() -> None:
+    with pytest.raises(CurateError, match="unknown engine 'spark'; use one of: local, ray"):
+        validate_step("spark")
+
+
+def test_ray_address_is_read_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+    assert ray_engine.ray_session().address == "ray://head.example:10001"
+    monkeypatch.delenv("RAY_ADDRESS")
+    session = ray_engine.ray_session(num_cpus=3)
+    assert session.address is None and session.num_cpus == 3
