@@ -202,6 +202,17 @@ def _has_answer(ann: Any, types: tuple[str, ...]) -> bool:
     return False
 
 
+def _flat_annotators(task: dict[str, Any]) -> dict[str, Any]:
+    """Export files hold `completed_by` as a user object; the labeling conversion takes an id or email."""
+    anns = task.get("annotations")
+    if not isinstance(anns, list) or not any(isinstance(a, dict) and isinstance(a.get("completed_by"), dict)
+                                             for a in anns):
+        return task
+    flat = [{**a, "completed_by": a["completed_by"].get("email") or a["completed_by"].get("id")}
+            if isinstance(a, dict) and isinstance(a.get("completed_by"), dict) else a for a in anns]
+    return {**task, "annotations": flat}
+
+
 def convert_task(task: dict[str, Any], base: dict[str, Any], spec: str | None) -> Any:
     """One task of a full JSON export (or of a task import file)."""
     try:
@@ -214,7 +225,7 @@ def convert_task(task: dict[str, Any], base: dict[str, Any], spec: str | None) -
 def _convert_task(task: dict[str, Any], base: dict[str, Any], spec: str | None) -> Any:
     hook = _curate_hook()
     if hook is not None and hook.is_curate_task(task):
-        return list(hook.task_records(task, source=base, spec=spec))
+        return list(hook.task_records(_flat_annotators(task), source=base, spec=spec))
     data = task.get("data") if isinstance(task.get("data"), dict) else None
     if data is None:  # a task file row without "data": the row is the data
         data = {k: v for k, v in task.items() if k not in ("annotations", "predictions", "id", "meta")}

@@ -455,3 +455,26 @@ def test_fast_path_builds_the_same_records_as_the_checked_path():
     ]
     for conv in not_plain:
         assert not plain_messages(conv)
+
+
+def test_label_studio_tasks_made_by_curate_are_delegated_to_labeling_convert(tmp_path):
+    """A task pushed by curate (data.record + curate_id + curate_kind) goes through curate.labeling.convert."""
+    from curate.records import Message
+
+    original = SFTRecord.build(messages=[Message(role="user", content="Cancel my plan."),
+                                         Message(role="assistant", content="Done, I cancelled it.")])
+    task = {"id": 5, "project": 2, "data": {"curate_id": original.id, "curate_spec": "support-triage@1",
+                                            "curate_kind": "write", "record": dump_record(original),
+                                            "messages": [{"role": "user", "content": "Cancel my plan."}]},
+            "annotations": [{"id": 9, "completed_by": {"id": 1, "email": "w@example.com"}, "was_cancelled": False,
+                             "created_at": "2025-01-01T00:00:00Z", "result": [
+                                 {"from_name": "ideal", "to_name": "prompt", "type": "textarea",
+                                  "value": {"text": ["I can't cancel it myself; here is how you can."]}}]}]}
+    f = tmp_path / "export.json"
+    f.write_text(json.dumps([task]))
+    recs, ctx = read(f)
+    (rec,) = recs
+    assert rec.response_text() == "I can't cancel it myself; here is how you can."
+    assert rec.labels.get("reviewed") is True and rec.source.annotator == "w@example.com"
+    assert rec.source.file == str(f) and rec.source.parent == original.id
+    assert_conserved(recs, ctx)
