@@ -137,6 +137,8 @@ def build_config(spec: Spec, kind: str) -> str:
             '  <Text name="left" value="$left"/>',
             '  <Text name="right" value="$right"/>',
             '  <Pairwise name="comparison" toName="left,right" selectionStyle="background: #d1f7c4;"/>',
+            _header("Automatic checks"),
+            '  <Text name="check_summary" value="$check_summary"/>',
             _header("Rules the losing response breaks"),
             *_choices(ctrls["loser_violates"], to_name="left"),
             _header("Rationale"),
@@ -156,7 +158,7 @@ def build_config(spec: Spec, kind: str) -> str:
 
 def data_fields(kind: str) -> tuple[str, ...]:
     """The task data fields the config of `kind` reads."""
-    return {"review": ("messages", "response", "check_summary"), "pairwise": ("messages", "left", "right"),
+    return {"review": ("messages", "response", "check_summary"), "pairwise": ("messages", "left", "right", "check_summary"),
             "write": ("messages",)}[kind]
 
 
@@ -203,3 +205,38 @@ def project_title(spec: Spec, kind: str) -> str:
 def project_marker(spec: Spec, kind: str) -> str:
     """The line in the project's description that identifies it as curate's project for this spec and kind."""
     return f"curate:{spec.ref}:{kind}"
+
+
+# ---------------------------------------------------------------- generated files under schemas/
+
+def schema_files(spec_dirs: list[str] | None = None, root: str = ".") -> dict[str, str]:
+    """{path: XML} of the configs for the example specs: schemas/labeling/<spec>.<kind>.xml."""
+    from pathlib import Path
+
+    from curate.spec import load_spec
+
+    base = Path(root)
+    dirs = [Path(d) for d in spec_dirs] if spec_dirs else sorted(p.parent for p in (base / "specs").glob("*/spec.yaml"))
+    out: dict[str, str] = {}
+    for d in dirs:
+        spec = load_spec(d)
+        for kind in KINDS:
+            out[str(Path("schemas") / "labeling" / f"{spec.name}.{kind}.xml")] = build_config(spec, kind)
+    return out
+
+
+def write_schema_files(root: str = ".") -> list[str]:
+    """Regenerate schemas/labeling/*.xml (run `python -m curate.labeling.config` from the repository root)."""
+    from pathlib import Path
+
+    from curate.records import write_atomic
+
+    files = schema_files(root=root)
+    for rel, text in files.items():
+        write_atomic(Path(root) / rel, text.encode("utf-8"))
+    return sorted(files)
+
+
+if __name__ == "__main__":
+    for path in write_schema_files():
+        print(path)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.checks import run_rules
-from curate.labeling.config import Control, controls
+from curate.labeling.config import KINDS, PAIRWISE_SIDES, VERDICTS, Control, controls
 from curate.records import Message, PreferenceRecord, SFTRecord, Source, normalize_text, parse_record
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -53,6 +53,7 @@ class TaskOutcome:
     rework: list[dict[str, Any]] = field(default_factory=list)
     conflict: dict[str, Any] | None = None
     answers: list[Answer] = field(default_factory=list)
+    base: Source | None = None
     used: int = 0        # annotations that produced records
     outvoted: int = 0    # annotations that agreed with or lost to the resolved answer
     quarantined: int = 0
@@ -152,14 +153,38 @@ def _resolve(kind: str, answers: list[Answer], adjudicator: str | None) -> tuple
                   "annotations": [a.annotation for a in answers]}
 
 
-def convert_task(spec: Spec, kind: str, task: dict[str, Any], *, annotators: dict[Any, str], ctx: RunContext,
-                 adjudicator: str | None = None, project: int | str | None = None) -> TaskOutcome:
-    """Records from one exported task; every annotation ends in a record, a quarantine row or a conflict."""
-    out = TaskOutcome()
-    ctrls = controls(spec, kind)
+def loose_controls(kind: str) -> dict[str, Control]:
+    """The controls of `kind` when the spec is not at hand: rule and category values are not checked."""
+    out = [Control("verdict", "choices", "response", frozenset(VERDICTS), required=True),
+           Control("corrected", "textarea", "response"),
+           Control("violates", "choices", "response", None, multiple=True),
+           Control("category", "choices", "response", None),
+           Control("note", "textarea", "response")] if kind == "review" else [
+           Control("comparison", "pairwise", "comparison", frozenset(PAIRWISE_SIDES), required=True),
+           Control("loser_violates", "choices", "left", None, multiple=True),
+           Control("rationale", "textarea", "left")] if kind == "pairwise" else [
+           Control("ideal", "textarea", "prompt", required=True)]
+    return {c.name: c for c in out}
+
+
+def _checks(spec: Spec | None, rec: Record) -> list[Any]:
+    return run_rules(spec, rec) if spec is not None else []
+
+
+def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotators: dict[Any, str],
+                 ctx: RunContext, adjudicator: str | None = None, project: int | str | None = None,
+                 base: Source | None = None) -> TaskOutcome:
+    """Records from one exported task; every annotation ends in a record, a quarantine row or a conflict.
+
+    Without a spec (importing an export file), choice values for rules and categories are not checked against
+    the config and corrections are not checked against the rules here (the build's validate step does that).
+    """
+    out = TaskOutcome(base=base)
+    ctrls = controls(spec, kind) if spec is not None else loose_controls(kind)
     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-    base_src = Source(format="label-studio", project=project if project is not None else task.get("project"),
-                      task=task.get("id"))
+    base_src = (base or Source()).model_copy(update={
+        "format": "label-studio", "project": project if project is not None else task.get("project"),
+        "task": task.get("id")})
     original = _original(task)
     if original is not None and isinstance(original, PreferenceRecord) != (kind == "pairwise"):
         original = None
@@ -219,9 +244,11 @@ def convert_task(spec: Spec, kind: str, task: dict[str, Any], *, annotators: dic
     return out
 
 
-def _convert_one(spec: Spec, kind: str, task: dict[str, Any], ans: Answer, answers: list[Answer], original: Record,
+def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer, answers: list[Answer], original: Record,
                  ctx: RunContext, out: TaskOutcome, project: int | str | None, main_value: Any) -> None:
     src = _source(task, ans, project, original)
+    if base_src_file := (out.base.file if out.base is not None else None):
+        src = src.model_copy(update={"file": base_src_file, "line": out.base.line})  # type: ignore[union-attr]
     labels = _labels(kind, ans, answers, main_value)
     before = len(out.records)
 
@@ -238,17 +265,17 @@ def _convert_one(spec: Spec, kind: str, task: dict[str, Any], ans: Answer, answe
         ticked = tuple(ans.values.get("violates") or ())
         category = ans.values.get("category") or original.category
         prompt = original.prompt_messages()
-        common = {"spec": original.spec or spec.ref, "tags": original.tags, "source": src, "labels": labels}
+        common = {"spec": original.spec or (spec.ref if spec else None), "tags": original.tags, "source": src, "labels": labels}
         if verdict == "accept":
             if ticked:
                 return reject("inconsistent_verdict", f"accepted but ticked rules: {', '.join(ticked)}")
             rec = SFTRecord.build(messages=original.conversation(), category=category, violates=(), **common)
-            out.records.append(rec.with_checks(run_rules(spec, rec)))
+            out.records.append(rec.with_checks(_checks(spec, rec)))
         elif verdict == "reject":
             if not ticked:
                 return reject("reject_without_rule", "rejected without ticking a rule it breaks")
             rec = SFTRecord.build(messages=original.conversation(), category="negative", violates=ticked, **common)
-            out.records.append(rec.with_checks(run_rules(spec, rec)))
+            out.records.append(rec.with_checks(_checks(spec, rec)))
         else:  # edit
             corrected = (ans.values.get("corrected") or "").strip()
             if not corrected:
@@ -256,7 +283,7 @@ def _convert_one(spec: Spec, kind: str, task: dict[str, Any], ans: Answer, answe
             fixed = SFTRecord.build(messages=prompt + (Message(role="assistant", content=corrected),),
                                     category=category if category != "negative" else original.category,
                                     violates=(), **common)
-            checks = run_rules(spec, fixed)
+            checks = _checks(spec, fixed)
             failed = [c.rule for c in checks if c.status == "fail"]
             if failed:
                 return reject("correction_fails_rules", f"the corrected response fails: {', '.join(failed)}",
@@ -280,14 +307,16 @@ def _convert_one(spec: Spec, kind: str, task: dict[str, Any], ans: Answer, answe
         pair = PreferenceRecord.build(prompt=original.prompt, chosen=(Message(role="assistant", content=chosen_text),),
                                       rejected=(Message(role="assistant", content=rejected_text),),
                                       category=original.category, tags=original.tags, violates=ticked,
-                                      spec=original.spec or spec.ref, source=src, labels=labels)
-        out.records.append(pair.with_checks(run_rules(spec, pair)))
+                                      spec=original.spec or (spec.ref if spec else None), source=src,
+                                      labels=labels)
+        out.records.append(pair.with_checks(_checks(spec, pair)))
     else:  # write
         text = (main_value or "").strip()
         fixed = SFTRecord.build(messages=original.prompt_messages() + (Message(role="assistant", content=text),),
                                 category=original.category if original.category != "negative" else "typical",
-                                tags=original.tags, spec=original.spec or spec.ref, source=src, labels=labels)
-        checks = run_rules(spec, fixed)
+                                tags=original.tags, spec=original.spec or (spec.ref if spec else None), source=src,
+                                labels=labels)
+        checks = _checks(spec, fixed)
         failed = [c.rule for c in checks if c.status == "fail"]
         if failed:
             return reject("written_fails_rules", f"the written response fails: {', '.join(failed)}",
@@ -304,3 +333,30 @@ def convert_export(spec: Spec, kind: str, tasks: Iterable[dict[str, Any]], *, an
                    ctx: RunContext, adjudicator: str | None = None) -> list[TaskOutcome]:
     """convert_task over a whole export (a list of task objects)."""
     return [convert_task(spec, kind, t, annotators=annotators, ctx=ctx, adjudicator=adjudicator) for t in tasks]
+
+
+# ---------------------------------------------------------------- the importer's hook (curate.readers.labelstudio)
+
+def is_curate_task(task: Any) -> bool:
+    """True for a task pushed by curate (it carries the record, its id and the labeling kind)."""
+    data = task.get("data") if isinstance(task, dict) else None
+    return (isinstance(data, dict) and isinstance(data.get("record"), dict) and bool(data.get("curate_id"))
+            and data.get("curate_kind") in KINDS)
+
+
+def task_records(task: dict[str, Any], *, source: dict[str, Any] | None = None,
+                 spec: Spec | str | None = None) -> list[Any]:
+    """Records (and `Reject`s for annotations that make none) from one task of a Label Studio export file."""
+    from curate.readers.common import Reject
+
+    kind = task["data"]["curate_kind"]
+    ctx = RunContext()
+    base = Source.model_validate({k: v for k, v in (source or {}).items() if k in Source.model_fields})
+    out = convert_task(spec if isinstance(spec, Spec) else None, kind, task, annotators={}, ctx=ctx, base=base)
+    items: list[Any] = list(out.records)
+    for rows in ctx.quarantined.values():
+        for row in rows:
+            items.append(Reject(row["reason"], row["detail"], row.get("source")))
+    if not items:
+        items.append(Reject("unannotated", "a curate task with no annotation (label it first)"))
+    return items

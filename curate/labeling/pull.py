@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from curate.labeling.agreement import task_agreement
+from curate.errors import ServerError
 from curate.labeling.client import StudioClient
 from curate.labeling.config import KINDS
 from curate.labeling.convert import Answer, STEP, convert_task
@@ -64,13 +65,32 @@ def default_out_dir(spec: Spec) -> Path:
     return Path(".curate") / "labeling" / spec.name / f"v{spec.version}"
 
 
+class _Annotators(dict):  # type: ignore[type-arg]
+    """user id -> email, filled from /api/users/ and, for users outside the list, /api/users/<id>/."""
+
+    def __init__(self, client: StudioClient):
+        super().__init__()
+        self._client = client
+        try:
+            users = client.get_json("/api/users/")
+        except ServerError:
+            users = []
+        items = users.get("results", []) if isinstance(users, dict) else users
+        for u in items:
+            self[u["id"]] = u.get("email") or u.get("username") or str(u["id"])
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self and isinstance(key, int):
+            try:
+                u = self._client.get_json(f"/api/users/{key}/")
+                self[key] = u.get("email") or u.get("username") or str(key)
+            except ServerError:
+                self[key] = str(key)
+        return super().get(key, default)
+
+
 def _annotators(client: StudioClient) -> dict[Any, str]:
-    try:
-        users = client.get_json("/api/users/")
-    except Exception:  # noqa: BLE001 - names are a nicety; ids still identify annotators
-        return {}
-    items = users.get("results", []) if isinstance(users, dict) else users
-    return {u["id"]: (u.get("email") or u.get("username") or str(u["id"])) for u in items}
+    return _Annotators(client)
 
 
 def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, adjudicator: str | None = None,

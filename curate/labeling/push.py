@@ -74,6 +74,11 @@ def find_project(client: StudioClient, spec: Spec, kind: str) -> dict[str, Any] 
     return None
 
 
+def _differs(old: Any, new: Any) -> bool:
+    """The server strips surrounding whitespace from texts: compare the way it stores them."""
+    return (old or "").strip() != new.strip() if isinstance(new, str) else old != new
+
+
 def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int = 1) -> tuple[dict[str, Any], bool]:
     """Create the project, or update its config, instructions and overlap; returns (project, created)."""
     if kind not in KINDS:
@@ -94,9 +99,15 @@ def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int 
     if existing is None:
         desc = project_marker(spec, kind) + ("\n" + spec.description if spec.description else "")
         return client.create_project(title=project_title(spec, kind), description=desc, **fields), True
-    changed = {k: v for k, v in fields.items() if existing.get(k) != v}
+    existing = client.project(existing["id"])
+    changed = {k: v for k, v in fields.items() if _differs(existing.get(k), v)}
     if changed:
-        existing = client.update_project(existing["id"], **changed)
+        try:
+            existing = client.update_project(existing["id"], **changed)
+        except ServerError as err:
+            raise LabelingError(f"cannot update project {existing['id']} to the config compiled from {spec.ref} "
+                                f"({err}); annotations made under the old config stand in the way: bump the "
+                                "spec version for a new project") from None
     return existing, False
 
 
