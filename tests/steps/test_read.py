@@ -478,3 +478,39 @@ def test_label_studio_tasks_made_by_curate_are_delegated_to_labeling_convert(tmp
     assert rec.labels.get("reviewed") is True and rec.source.annotator == "w@example.com"
     assert rec.source.file == str(f) and rec.source.parent == original.id
     assert_conserved(recs, ctx)
+
+
+REASONS = [  # (format, object, reason, a word the detail names)
+    ("openai", {"messages": "hello"}, "bad_field", "messages"),
+    ("openai", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "unsupported_content", "image_url"),
+    ("llamafactory_v1", {"chosen_messages": [{"role": "user", "content": [{"type": "text", "value": "q"}]}],
+                         "rejected_messages": [{"role": "user", "content": [{"type": "text", "value": "q"}]}]},
+     "no_assistant_turn", "assistant"),
+    ("llamafactory_dpo", {"conversations": [{"from": "human", "value": "q"}], "rejected": {"from": "gpt", "value": "a"}},
+     "missing_chosen", "chosen"),
+    ("hh_rlhf", {"chosen": "Preamble\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"},
+     "bad_transcript", "chosen"),
+    ("hh_rlhf", {"chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more?", "rejected": "\n\nHuman: q\n\nAssistant: b"},
+     "no_assistant_turn", "Assistant"),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{nope"}]},
+     "bad_tool_call", "conversations[1]"),
+    ("sharegpt", {"conversations": [{"from": "narrator", "value": "q"}]}, "bad_role", "conversations[0]"),
+    ("kto", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "label": "maybe"},
+     "bad_field", "label"),
+    ("seed_tasks", {"instruction": "Do it", "instances": []}, "missing_field", "instances"),
+    ("prompt_completion", {"prompt": "q", "completion": None}, "missing_field", "completion"),
+    ("preference", {"chosen": "a", "rejected": "b"}, "missing_field", "prompt"),
+]
+
+
+@pytest.mark.parametrize("fmt,obj,reason,word", REASONS, ids=[f"{r[0]}-{r[2]}" for r in REASONS])
+def test_every_reason_code(tmp_path, fmt, obj, reason, word):
+    f = tmp_path / "one.jsonl"
+    f.write_text(json.dumps(obj) + "\n")
+    recs, ctx = read(f, format=fmt)
+    assert recs == []
+    (q,) = rows(ctx)
+    assert q["reason"] == reason and word in q["detail"] and q["detail"].startswith(f"{f}:1: ")
+    assert q["original"] == json.dumps(obj)
+    assert_conserved(recs, ctx)
