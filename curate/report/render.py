@@ -272,11 +272,15 @@ def _lengths(d: ReportData) -> str:
     data_max = max((max(v) for *_, v in series if v), default=1)
     # The limit widens the axis only when it is near the data; far above it would squeeze every bar to the left.
     x_max = max(data_max, limit) if limit and limit <= 1.5 * data_max else data_max
+    # Start the shared axis near the shortest row when every row is long (a system prompt in every row).
+    data_min = min((min(v) for *_, v in series if v), default=0)
+    x_min = data_min * 0.9 if data_min > 0.3 * x_max else 0.0
     charts = []
     for fmt, split, vals in series:
         name = "held-out (test)" if split == "test" else split
         charts.append(_chart(svg.histogram_chart(
-            f"chart-len-{fmt}-{split}", vals, title=f"{fmt} · {name}", unit=unit_word, x_max=x_max, limit=limit,
+            f"chart-len-{fmt}-{split}", vals, title=f"{fmt} · {name}", unit=unit_word, x_max=x_max, x_min=x_min,
+            limit=limit,
             color=svg.BLUE if split == "train" else svg.TEAL)))
     if unit != "tokens":
         how = " (no tokenizer was given to the build, so characters are shown)."

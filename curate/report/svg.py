@@ -320,9 +320,11 @@ def heatmap_chart(chart_id: str, rows: Sequence[str], cols: Sequence[str], cells
 # ---------------------------------------------------------------------------------------------- histogram
 
 def histogram_chart(chart_id: str, values: Sequence[int], *, title: str, unit: str, width: int = 430,
-                    bins: int = 24, x_max: float | None = None, limit: int | None = None,
+                    bins: int = 24, x_max: float | None = None, x_min: float = 0.0, limit: int | None = None,
                     color: str = BLUE) -> str:
-    """Distribution of lengths with median and p95 lines (and the length limit when known)."""
+    """Distribution of lengths with median and p95 lines (and the length limit when known).
+
+    The axis runs from x_min (0 unless given: lengths that all share a long system prompt start far from 0)."""
     if not values:
         return empty_chart(chart_id, f"{title}: no rows", width)
     vals = sorted(int(v) for v in values)
@@ -330,17 +332,18 @@ def histogram_chart(chart_id: str, values: Sequence[int], *, title: str, unit: s
     height = 200
     plot_w, plot_h = width - left - right, height - top - bottom
     hi = float(x_max if x_max is not None else vals[-1]) or 1.0
-    ticks = nice_ticks(0, hi, 4)
-    hi = ticks[-1]
-    step = hi / bins
+    lo = min(float(x_min), float(vals[0]))
+    ticks = nice_ticks(lo, max(hi, lo + 1), 4)
+    lo, hi = ticks[0], ticks[-1]
+    step = (hi - lo) / bins
     counts = [0] * bins
     for v in vals:
-        counts[min(bins - 1, int(v / step))] += 1
+        counts[min(bins - 1, max(0, int((v - lo) / step)))] += 1
     cmax = max(counts) or 1
     yt = nice_ticks(0, cmax, 3, integer=True)
 
     def x(v: float) -> float:
-        return left + v / hi * plot_w
+        return left + (v - lo) / (hi - lo) * plot_w
 
     def y(c: float) -> float:
         return top + plot_h - c / yt[-1] * plot_h
@@ -357,17 +360,17 @@ def histogram_chart(chart_id: str, values: Sequence[int], *, title: str, unit: s
     for i, c in enumerate(counts):
         if c == 0:
             continue
-        bx = x(i * step)
+        bx = x(lo + i * step)
         out.append(f'<rect class="mark" x="{bx + 0.5:.1f}" y="{y(c):.1f}" width="{max(plot_w / bins - 1, 1):.1f}" '
                    f'height="{y(0) - y(c):.1f}" fill="{color}" fill-opacity="0.85">'
-                   f'<title>{esc(f"{int(i * step):,}–{int((i + 1) * step):,} {unit}: {c:,} rows")}</title></rect>')
+                   f'<title>{esc(f"{int(lo + i * step):,}–{int(lo + (i + 1) * step):,} {unit}: {c:,} rows")}</title></rect>')
     for t in ticks:
         out.append(_text(x(t), y(0) + 15, fmt_num(t), anchor="middle", fill=MUTED, size=10))
     out.append(_text(left + plot_w / 2, height - 4, unit, anchor="middle", fill=MUTED, size=11))
     for v, name, dash in ((median, "median", "4 3"), (p95, "p95", "2 3")):
         out.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top}" y2="{y(0):.1f}" stroke="{INK}" '
                    f'stroke-dasharray="{dash}" stroke-opacity="0.6"><title>{esc(f"{name} {v:,}")}</title></line>')
-    if limit is not None and limit <= hi:
+    if limit is not None and lo <= limit <= hi:
         out.append(f'<line x1="{x(limit):.1f}" x2="{x(limit):.1f}" y1="{top - 6}" y2="{y(0):.1f}" stroke="{RED}" '
                    f'stroke-width="1.5"/>')
         out.append(_text(x(limit) - 3, top - 8 + 10, f"limit {limit:,}", anchor="end", fill=RED, size=10))

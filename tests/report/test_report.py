@@ -259,3 +259,12 @@ def test_cli(out: Path, tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert r.output.strip() == (f"error: {empty}: no manifest.json; point at a build output folder "
                                 "(run `curate build SPEC` first)")
+
+
+def test_histogram_axis_starts_near_long_rows() -> None:
+    from curate.report.svg import histogram_chart
+
+    svg = histogram_chart("h", list(range(400, 500)), title="t", unit="tokens", x_min=360)
+    x_ticks = re.findall(r'font-size="10">([\d,]+)</text>', svg)[-4:]   # after the y-axis ticks
+    assert x_ticks == ["350", "400", "450", "500"]
+    assert svg.count('class="mark"') > 5 and "n=100 · median 450 · p95 494 · max 499" in svg
