@@ -38,6 +38,7 @@ _EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", "
 _FOLDER_META = {"dataset_info.json", "state.json", "dataset_dict.json", "manifest.json", "heldout.lock"}
 _PY_LITERAL = re.compile(rb"^\s*[\[{]\s*'|:\s*(True|False|None)\s*[,}]")
 _MAX_JOIN = 8  # physical lines a broken line may span
+_CSV_FIELD_LIMIT = 1 << 30
 
 
 def expand_inputs(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]) -> list[Path]:
@@ -306,6 +307,8 @@ def _cell(value: str) -> Any:
 
 
 def iter_csv(path: Path) -> Iterator[Unit]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:  # the default (128 KiB) is shorter than some conversations
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
         if fh.read(1) != "\ufeff":
@@ -316,7 +319,15 @@ def iter_csv(path: Path) -> Iterator[Unit]:
         except StopIteration:
             return
         start = reader.line_num + 1
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:  # e.g. a NUL byte, or an unterminated quote at the end of the file
+                line, start = start, reader.line_num + 1
+                yield line, Reject("bad_csv_row", f"unreadable CSV row ({err})"), ""
+                continue
             line, start = start, reader.line_num + 1
             if not any(cell.strip() for cell in row):
                 continue

@@ -514,3 +514,17 @@ def test_every_reason_code(tmp_path, fmt, obj, reason, word):
     assert q["reason"] == reason and word in q["detail"] and q["detail"].startswith(f"{f}:1: ")
     assert q["original"] == json.dumps(obj)
     assert_conserved(recs, ctx)
+
+
+def test_csv_long_cells_and_tsv(tmp_path):
+    long = "word " * 40_000  # 200k characters: over the csv module's default field limit
+    f = tmp_path / "pc.csv"
+    f.write_text(f'prompt,completion\n"Write a lot",{long}\n"Short?","Yes."\n')
+    recs, ctx = read(f)
+    assert [len(r.completion[0].content) for r in recs] == [len(long), 4]
+    assert recs[0].prompt[0].role == "user" and recs[0].completion[0].role == "assistant"
+    t = tmp_path / "chat.tsv"
+    t.write_text('messages\tcategory\n[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]\tedge\n')
+    (rec,), _ = read(t)
+    assert rec.category == "edge" and rec.messages[1].content == "Yo"  # JSON cells are parsed
+    assert_conserved(recs, ctx)
