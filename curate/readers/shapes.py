@@ -16,7 +16,8 @@ Formats (the names `--format` takes):
     hh_rlhf            {chosen, rejected}: "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts
     llamafactory_dpo   {conversations: [{from, value}], chosen: {from, value}, rejected: {from, value}, system?}
     llamafactory_v1    {messages | chosen_messages + rejected_messages: [{role, content: [{type: text, value}]}]}
-    kto                {messages, label: bool}: true -> SFT, false -> negative SFT (labels {"kto": false})
+    kto                {messages | prompt + completion, label: bool}: true -> SFT, false -> negative SFT
+                       (category negative, labels {"kto": false})
     mtbench            {turns: [...], reference?: [...], category?} (FastChat MT-bench/Vicuna-bench prompts)
     seed_tasks         {instruction, instances: [{input, output}]} (Stanford Alpaca seed tasks; one unit per instance)
     unlabeled_pair     {prompt, answer1, answer2} with no preference: quarantined (unlabeled_pair); label it first
@@ -207,16 +208,24 @@ def _kto_label(v: Any) -> bool:
 
 
 def convert_kto(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
+    """LLaMA-Factory {messages, label} or TRL's unpaired {prompt, completion, label}."""
     label = _kto_label(obj.get("label"))
-    msgs = obj.get("messages")
-    first = msgs[0] if isinstance(msgs, list) and msgs else None
-    conv = _v1_messages(msgs, "messages") if isinstance(first, dict) and isinstance(first.get("content"), list) \
-        else openai_messages(msgs, "messages")
     meta = meta_of(obj)
     meta["labels"] = {**meta.get("labels", {}), "kto": label}
     if not label:
         meta["category"] = "negative"
-    return sft(conv, meta=meta, source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
+    tools = tools_json(obj.get("tools"), "tools")
+    if "messages" not in obj and "completion" in obj:
+        if obj.get("completion") is None:
+            raise Reject("missing_field", "completion: missing")
+        return sft(prompt=turns(obj.get("prompt"), "prompt", "user"),
+                   completion=turns(obj["completion"], "completion", "assistant"), meta=meta, source=source,
+                   spec=spec, tools=tools)
+    msgs = obj.get("messages")
+    first = msgs[0] if isinstance(msgs, list) and msgs else None
+    conv = _v1_messages(msgs, "messages") if isinstance(first, dict) and isinstance(first.get("content"), list) \
+        else openai_messages(msgs, "messages")
+    return sft(conv, meta=meta, source=source, spec=spec, tools=tools)
 
 
 # ---------------------------------------------------------------- instruction formats
@@ -393,7 +402,7 @@ def detect_shape(obj: dict[str, Any]) -> str | None:
     if "messages" in obj:
         msgs = obj["messages"]
         first = msgs[0] if isinstance(msgs, list) and msgs else None
-        if "label" in obj:
+        if isinstance(obj.get("label"), bool):
             return "kto"
         if isinstance(first, dict) and ("loss_weight" in first or (
                 isinstance(first.get("content"), list) and first["content"]
@@ -411,6 +420,8 @@ def detect_shape(obj: dict[str, Any]) -> str | None:
     if "instruction" in obj and ("output" in obj or "response" in obj):
         return "alpaca"
     if "prompt" in obj and "completion" in obj:
+        if isinstance(obj.get("label"), bool):
+            return "kto"
         return "native" if any(k in obj for k in _OUR_META) else "prompt_completion"
     if "turns" in obj and isinstance(obj["turns"], list):
         return "mtbench"

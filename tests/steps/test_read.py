@@ -528,3 +528,18 @@ def test_csv_long_cells_and_tsv(tmp_path):
     (rec,), _ = read(t)
     assert rec.category == "edge" and rec.messages[1].content == "Yo"  # JSON cells are parsed
     assert_conserved(recs, ctx)
+
+
+def test_trl_unpaired_kto_and_a_messages_file_with_a_class_label(tmp_path):
+    f = tmp_path / "kto.jsonl"
+    f.write_text('{"prompt": "Hi", "completion": "Hello!", "label": true}\n'
+                 '{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", '
+                 '"content": "Go away."}], "label": false}\n')
+    assert detect_format(f) == "kto"
+    good, bad = read(f)[0]
+    assert good.labels == {"kto": True} and good.category == "typical" and good.completion[0].content == "Hello!"
+    assert bad.labels == {"kto": False} and bad.category == "negative"
+    g = tmp_path / "cls.jsonl"  # a string `label` is not KTO's
+    g.write_text('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], '
+                 '"label": "greeting"}\n')
+    assert detect_format(g) == "openai"
