@@ -395,15 +395,19 @@ def _leakage(d: ReportData) -> str:
     body = f"<p>{badge}</p>" + _table(["match", "pairs"], rows, numeric=(1,), table_id="leakage-table")
     examples = [e for e in (leak.get("examples") or []) if e is not None][:10]
     if examples:
-        ex_rows = []
+        cols: list[str] = []
         for e in examples:
-            if isinstance(e, dict):
-                cells = "; ".join(f"{k}: {_clip(v if isinstance(v, str) else orjson.dumps(v, default=str).decode(), 300)}"
-                                  for k, v in e.items())
-            else:
-                cells = str(e)
-            ex_rows.append([f"<span class=\"txt\">{esc(cells)}</span>"])
-        body += "<h3>Examples</h3>" + _table(["train ↔ held-out"], ex_rows)
+            cols += [str(k) for k in (e if isinstance(e, dict) else {"example": e}) if str(k) not in cols]
+        cols = cols[:6]
+
+        def cell(v: Any) -> str:
+            if _is_num(v) and not float(v).is_integer():
+                return f"{v:.3f}"
+            text = v if isinstance(v, str) else orjson.dumps(v, default=str).decode()
+            return f'<span class="txt">{esc(_clip(text, 300))}</span>'
+
+        ex_rows = [[cell((e if isinstance(e, dict) else {"example": e}).get(c, "")) for c in cols] for e in examples]
+        body += "<h3>Examples</h3>" + _table(cols, ex_rows, table_id="leakage-examples")
     return _section("leakage", "Leakage between train and held-out",
                     "Exact and near matches between the training split and the held-out split; a clean build has "
                     "none.", body)

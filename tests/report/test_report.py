@@ -151,7 +151,9 @@ def test_duplicate_clusters_largest_first_with_both_texts(out: Path) -> None:
 def test_leakage_shown(tmp_path: Path) -> None:
     html = render_report(make_out_dir(tmp_path, leakage=True))
     assert "2 leak(s) between train and held-out" in html
-    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html.split('id="leakage"')[1]
+    leak = html.split('id="leakage"')[1]
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in leak
+    assert "<th>train</th><th>test</th><th>method</th><th>score</th><th>text</th>" in leak and "0.910" in leak
     clean = render_report(make_out_dir(tmp_path / "b"))
     assert "no leakage between train and held-out" in clean
 
