@@ -197,7 +197,8 @@ def _conservation(d: ReportData) -> str:
     if c:
         vals = [int(c.get(k) or 0) for k in ("in", "exported", "quarantined", "duplicates")]
         cons_ok = (m.get("conservation") or {}).get("ok", vals[0] == sum(vals[1:]))
-        total_eq = f"{fmt_num(vals[0])} = " + " + ".join(fmt_num(v) for v in vals[1:])
+        sign = "=" if vals[0] == sum(vals[1:]) else "≠"
+        total_eq = f"{fmt_num(vals[0])} {sign} " + " + ".join(fmt_num(v) for v in vals[1:])
         rows.append(["<strong>all inputs</strong>", "", f'<span class="eq"><strong>{esc(total_eq)}</strong></span>',
                      _badge(bool(cons_ok), "holds", "broken")])
     chart = svg.stacked_hbar_chart("chart-conservation", chart_rows, parts=("exported", "quarantined", "duplicates"),

@@ -99,10 +99,11 @@ def test_conservation_per_file_and_broken(out: Path) -> None:
     assert "87 = 77 + 7 + 3" in html and "8 = 5 + 2 + 1" in html and "95 = 82 + 9 + 4" in html
     m = json.loads((out / "manifest.json").read_text())
     m["inputs"][1]["exported"] = 4
+    m["counts"]["exported"] -= 1
     m["conservation"]["ok"] = False
     (out / "manifest.json").write_text(json.dumps(m))
     html = render_report(out)
-    assert "8 ≠ 4 + 2 + 1" in html
+    assert "8 ≠ 4 + 2 + 1" in html and "95 ≠ 81 + 9 + 4" in html
     assert html.count('<span class="badge bad">broken</span>') == 2  # that file and the total
     assert '<div class="card bad"><div class="k">conservation</div><div class="v">✗' in html
 
