@@ -314,9 +314,25 @@ def convert_preference(obj: dict[str, Any], source: dict[str, Any], spec: str | 
         p, c, r = split_shared_prefix(openai_messages(obj["chosen"], "chosen"),
                                       openai_messages(obj["rejected"], "rejected"), "chosen/rejected")
         return preference(p, c, r, meta=meta, source=source, spec=spec, tools=tools)
+    if _whole_conversation(obj["chosen"]) and _whole_conversation(obj["rejected"]):
+        # UltraFeedback-binarized style: a prompt string AND whole conversations in chosen/rejected
+        p, c, r = split_shared_prefix(openai_messages(obj["chosen"], "chosen"),
+                                      openai_messages(obj["rejected"], "rejected"), "chosen/rejected")
+        given = turns(obj["prompt"], "prompt", "user")
+        if isinstance(obj["prompt"], str) and (not p or p[-1].content.strip() != obj["prompt"].strip()):
+            raise Reject("prompt_mismatch", "prompt: differs from the last user turn of chosen/rejected")
+        if not isinstance(obj["prompt"], str) and tuple(given) != p:
+            raise Reject("prompt_mismatch", "prompt: differs from the turns chosen/rejected start with")
+        return preference(p, c, r, meta=meta, source=source, spec=spec, tools=tools)
     return preference(turns(obj["prompt"], "prompt", "user"), turns(obj["chosen"], "chosen", "assistant"),
                       turns(obj["rejected"], "rejected", "assistant"), meta=meta, source=source, spec=spec,
                       tools=tools)
+
+
+def _whole_conversation(v: Any) -> bool:
+    """A message list that starts before the answer (it holds the prompt turns too)."""
+    return (isinstance(v, list) and len(v) > 1 and isinstance(v[0], dict)
+            and v[0].get("role") in ("system", "user", "developer", "human"))
 
 
 _HH_SPLIT = re.compile(r"\n\n(Human|Assistant):[ ]?")
@@ -399,6 +415,8 @@ def detect_shape(obj: dict[str, Any]) -> str | None:
         return "llamafactory_v1"
     if "conversations" in obj:
         return "llamafactory_dpo" if "chosen" in obj and "rejected" in obj else "sharegpt"
+    if "chosen" in obj and "rejected" in obj and "messages" in obj:
+        return "preference"  # UltraFeedback-binarized: `messages` repeats the chosen conversation
     if "messages" in obj:
         msgs = obj["messages"]
         first = msgs[0] if isinstance(msgs, list) and msgs else None

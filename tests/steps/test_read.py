@@ -543,3 +543,17 @@ def test_trl_unpaired_kto_and_a_messages_file_with_a_class_label(tmp_path):
     g.write_text('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], '
                  '"label": "greeting"}\n')
     assert detect_format(g) == "openai"
+
+
+def test_ultrafeedback_binarized_shape(tmp_path):
+    conv = lambda a: [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": a}]  # noqa: E731
+    f = tmp_path / "uf.jsonl"
+    f.write_text(json.dumps({"prompt": "Name a prime.", "prompt_id": "x1", "chosen": conv("7"),
+                             "rejected": conv("8"), "messages": conv("7"), "score_chosen": 9.0}) + "\n"
+                 + json.dumps({"prompt": "Something else", "chosen": conv("7"), "rejected": conv("8"),
+                               "messages": conv("7")}) + "\n")
+    assert detect_format(f) == "preference"
+    (rec,), ctx = read(f)
+    assert [m.content for m in rec.prompt] == ["Name a prime."]
+    assert (rec.chosen[0].content, rec.rejected[0].content) == ("7", "8")
+    assert [q["reason"] for q in rows(ctx)] == ["prompt_mismatch"]
