@@ -103,7 +103,9 @@ def conversation(obj: Any) -> list[tuple[str, str]]:
         for m in value or []:
             if isinstance(m, dict):
                 content = m.get("content")
-                if not isinstance(content, str):
+                if content is None:
+                    content = ""
+                elif not isinstance(content, str):
                     content = orjson.dumps(content, default=str).decode()
                 if m.get("tool_calls"):
                     content += "\n" + orjson.dumps(m["tool_calls"], default=str).decode()
