@@ -37,7 +37,7 @@ class TransientServerError(ServerError):
 class StudioClient:
     """Thin wrapper over Label Studio's REST API (1.23): projects, validation, import, export, annotations."""
 
-    def __init__(self, url: str, token: str, *, retries: int = 5, backoff: float = 0.5, timeout: float = 300.0):
+    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 300.0):
         if not url.startswith(("http://", "https://")):
             raise ServerError(f"Label Studio URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")

@@ -185,7 +185,9 @@ def _alive(pid: int, data_dir: Path | None = None) -> bool:
 
 
 def port_is_free(port: int) -> bool:
+    """True if 127.0.0.1:port can be bound (with SO_REUSEADDR, as the server binds it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

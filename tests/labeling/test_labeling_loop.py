@@ -132,6 +132,15 @@ def test_review_loop_accept_edit_reject_and_mismatches(client, tmp_path, users):
     ctx = RunContext()
     imported = list(read_inputs([out], ctx=ctx, spec=spec))
     assert sorted(r.id for r in imported) == sorted(r.id for r in res.records) and ctx.n_quarantined == 0
+    # a Label Studio export file of the same project goes through the same conversion (the importer's hook);
+    # without the server pull's rule check, the failing correction is left to the build's validate step
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(client.export_snapshot(find_project(client, spec, "review")["id"])))
+    ctx = RunContext()
+    from_file = list(read_inputs([export], ctx=ctx, spec=spec))
+    assert {r.id for r in res.records} <= {r.id for r in from_file}
+    assert len(from_file) == len(res.records) + 2  # + the failing correction's SFT record and pair
+    assert sorted(reason for (_step, reason) in ctx.reasons.elements()) == ["label_mismatch", "label_mismatch"]
 
 
 def test_pull_is_incremental_and_never_loses_an_annotation(client, tmp_path, users):
