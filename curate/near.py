@@ -307,8 +307,27 @@ def common_shingles(norms: Sequence[str], ngram: int = 5, *, share: float = 0.01
     return stop if stop.any() else None
 
 
+if _numba is not None:
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _composite_kernel(sig, bands, rows, out):  # pragma: no cover - compiled
+        """The compiled twin of `_band_hashes(sig) << 6 | band` for (n, num_perm) signatures."""
+        poly = np.uint64(0x100000001B3)
+        s29 = np.uint64(29)
+        s6 = np.uint64(6)
+        for i in range(sig.shape[0]):
+            for b in range(bands):
+                h = np.uint64(0xCBF29CE484222325)
+                for r in range(rows):
+                    h = (h ^ np.uint64(sig[i, b * rows + r])) * poly
+                h ^= h >> s29
+                out[i, b] = (h << s6) | np.uint64(b)
+
+
 def _pack(norms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Code points of all texts in one uint32 array, plus (n+1,) offsets."""
+    if len(norms) == 1:
+        cps = np.frombuffer(norms[0].encode("utf-32-le"), dtype=np.uint32)
+        return cps, np.array([0, cps.size], dtype=np.int64)
     lengths = np.fromiter((len(t) for t in norms), dtype=np.int64, count=len(norms))
     offsets = np.zeros(len(norms) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -361,12 +380,21 @@ class NearIndex:
     """An incremental near-duplicate index: `add(key, text)`, then `query(text)` -> verified matches.
 
     `threshold` is the verified similarity (see `similarity`) a match must reach; `num_perm` the MinHash size;
-    `ngram` the shingle length in characters. Keys are any hashables; adding a key twice replaces nothing,
-    it adds a second entry (use distinct keys).
+    `ngram` the shingle length in characters. Keys are any hashables; adding a key twice does not replace the
+    first entry, it adds a second one (use distinct keys). `stop` is an optional common-shingle table
+    (`common_shingles`) for templated texts; `NearIndex.from_items` builds one from the texts it indexes.
+
+    Batch forms are much faster than loops: `add_many(items)`, `query_many(texts)`.
+
+    Storage: per band, the (band, hash) keys live in sorted numpy arrays arranged in levels of doubling size
+    (a log-structured merge), plus a small dict for the newest entries; about bands * 12 bytes per text, plus the
+    normalized text itself (kept to verify candidates).
     """
 
+    _PENDING_MAX = 256  # texts kept in the dict level before they are sorted into a level array
+
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, *,
-                 bands: int | None = None, rows: int | None = None) -> None:
+                 bands: int | None = None, rows: int | None = None, stop: np.ndarray | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = float(threshold)
@@ -375,10 +403,25 @@ class NearIndex:
             bands, rows = lsh_params(threshold, num_perm)
         if bands * rows > num_perm:
             raise ValueError(f"bands * rows = {bands * rows} exceeds num_perm = {num_perm}")
+        if bands > 64:
+            raise ValueError(f"at most 64 bands, got {bands}")
         self.bands, self.rows = bands, rows
-        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+        self.stop = stop
         self._keys: list[Hashable] = []
         self._texts: list[str] = []
+        self._levels: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted composite keys, slots)
+        self._pending: dict[int, list[int]] = {}
+        self._pending_n = 0
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[Hashable, str]], threshold: float = 0.8, **kwargs: Any) -> "NearIndex":
+        """An index over `items` (key, text), leaving out shingles common to > 1% of the texts (>= 1000 texts)."""
+        items = list(items)
+        norms = [normalize_text(t) for _, t in items]
+        ngram = kwargs.get("ngram", 5)
+        idx = cls(threshold, stop=common_shingles(norms, ngram), **kwargs)
+        idx._add_normalized([k for k, _ in items], norms)
+        return idx
 
     @property
     def num_perm(self) -> int:
@@ -393,30 +436,88 @@ class NearIndex:
 
     def signature(self, text: str) -> np.ndarray:
         """The (num_perm,) uint32 MinHash signature of the normalized text."""
-        return self._hasher.signature_normalized(normalize_text(text))
+        return self._hasher.signatures_normalized([normalize_text(text)], stop=self.stop)[0]
 
-    def _bands_of(self, norm: str) -> list[int]:
-        return [int(x) for x in _band_hashes(self._hasher.signature_normalized(norm), self.bands, self.rows)]
+    def _composite(self, norms: Sequence[str]) -> np.ndarray:
+        """(n, bands) uint64 keys: the band hash with the band number in its low 6 bits."""
+        sig = self._hasher.signatures_normalized(norms, stop=self.stop)
+        if _numba is None:  # pragma: no cover - numba is a dependency
+            bh = _band_hashes(sig, self.bands, self.rows)
+            return (bh << np.uint64(6)) | np.arange(self.bands, dtype=np.uint64)
+        out = np.empty((sig.shape[0], self.bands), dtype=np.uint64)
+        _composite_kernel(sig, self.bands, self.rows, out)
+        return out
+
+    # ---------------------------------------------------------------- adding
 
     def add(self, key: Hashable, text: str) -> None:
-        norm = normalize_text(text)
-        slot = len(self._keys)
-        self._keys.append(key)
-        self._texts.append(norm)
-        for bucket, h in zip(self._buckets, self._bands_of(norm)):
-            bucket.setdefault(h, []).append(slot)
+        self._add_normalized([key], [normalize_text(text)])
+
+    def add_many(self, items: Iterable[tuple[Hashable, str]]) -> None:
+        """Add (key, text) pairs in one batch (one kernel call)."""
+        items = list(items)
+        self._add_normalized([k for k, _ in items], [normalize_text(t) for _, t in items])
+
+    def _add_normalized(self, keys: list[Hashable], norms: list[str]) -> None:
+        if not keys:
+            return
+        comp = self._composite(norms)
+        first = len(self._keys)
+        self._keys.extend(keys)
+        self._texts.extend(norms)
+        if len(keys) >= self._PENDING_MAX:
+            slots = np.repeat(np.arange(first, first + len(keys), dtype=np.int64), self.bands)
+            self._push_level(comp.reshape(-1), slots)
+            return
+        pending = self._pending
+        for r, row in enumerate(comp.tolist()):
+            slot = first + r
+            for h in row:
+                hit = pending.get(h)
+                if hit is None:
+                    pending[h] = [slot]
+                else:
+                    hit.append(slot)
+        self._pending_n += len(keys)
+        if self._pending_n >= self._PENDING_MAX:
+            ks = np.fromiter((h for h, ss in self._pending.items() for _ in ss), dtype=np.uint64)
+            ss = np.fromiter((s for ss in self._pending.values() for s in ss), dtype=np.int64)
+            self._pending.clear()
+            self._pending_n = 0
+            self._push_level(ks, ss)
+
+    def _push_level(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        level = (keys[order], slots[order])
+        while self._levels and self._levels[-1][0].size <= 2 * level[0].size:
+            k0, s0 = self._levels.pop()
+            k = np.concatenate((k0, level[0]))
+            s = np.concatenate((s0, level[1]))
+            order = np.argsort(k, kind="stable")
+            level = (k[order], s[order])
+        self._levels.append(level)
+
+    # ---------------------------------------------------------------- querying
+
+    def _slots_for(self, comp_row: np.ndarray) -> list[int]:
+        found: set[int] = set()
+        for keys, slots in self._levels:
+            lo = np.searchsorted(keys, comp_row, side="left")
+            hi = np.searchsorted(keys, comp_row, side="right")
+            for b in np.flatnonzero(hi > lo).tolist():
+                found.update(slots[lo[b]:hi[b]].tolist())
+        if self._pending:
+            get = self._pending.get
+            for h in comp_row.tolist():
+                hit = get(h)
+                if hit:
+                    found.update(hit)
+        return sorted(found)
 
     def candidates(self, text: str) -> list[Hashable]:
         """Keys sharing at least one LSH band with `text` (unverified), in insertion order."""
-        return [self._keys[s] for s in self._candidate_slots(normalize_text(text))]
-
-    def _candidate_slots(self, norm: str) -> list[int]:
-        slots: set[int] = set()
-        for bucket, h in zip(self._buckets, self._bands_of(norm)):
-            hit = bucket.get(h)
-            if hit:
-                slots.update(hit)
-        return sorted(slots)
+        comp = self._composite([normalize_text(text)])[0]
+        return [self._keys[s] for s in self._slots_for(comp)]
 
     def query(self, text: str, threshold: float | None = None) -> list[tuple[Any, float]]:
         """Verified matches `[(key, score)]` with score >= threshold, best first (ties: insertion order).
@@ -424,16 +525,26 @@ class NearIndex:
         Scores are rounded to 4 decimals. `threshold` may be raised per query (lowering it below the index's
         threshold is allowed but loses LSH recall).
         """
+        return self.query_many([text], threshold)[0]
+
+    def query_many(self, texts: Sequence[str], threshold: float | None = None) -> list[list[tuple[Any, float]]]:
+        """`query` for many texts at once (one kernel call); one result list per text, in order."""
         t = self.threshold if threshold is None else threshold
-        norm = normalize_text(text)
         cutoff = t * 100.0
-        out = []
-        for s in self._candidate_slots(norm):
-            score = fuzz.ratio(norm, self._texts[s], score_cutoff=cutoff)
-            if score >= cutoff and score > 0:
-                out.append((s, round(score / 100.0, 4)))
-        out.sort(key=lambda p: (-p[1], p[0]))
-        return [(self._keys[s], sc) for s, sc in out]
+        norms = [normalize_text(x) for x in texts]
+        if not norms:
+            return []
+        comp = self._composite(norms)
+        results = []
+        for norm, row in zip(norms, comp):
+            out = []
+            for s in self._slots_for(row):
+                score = fuzz.ratio(norm, self._texts[s], score_cutoff=cutoff)
+                if score >= cutoff and score > 0:
+                    out.append((s, round(score / 100.0, 4)))
+            out.sort(key=lambda p: (-p[1], p[0]))
+            results.append([(self._keys[s], sc) for s, sc in out])
+        return results
 
 
 def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,

@@ -158,3 +158,37 @@ def test_bad_parameters_raise() -> None:
         NearIndex(threshold=0)
     with pytest.raises(ValueError, match="exceeds num_perm"):
         NearIndex(num_perm=16, bands=8, rows=4)
+
+
+def test_batch_and_incremental_indexes_agree_across_level_merges() -> None:
+    rng = random.Random(9)
+    base = [sentence(rng, 40) for _ in range(700)]  # > 2 pending flushes and level merges
+    probes = [edit(rng, t, 2) for t in base[::7]] + ["nothing like the others at all"]
+    one = NearIndex(threshold=0.8)
+    for i, t in enumerate(base):
+        one.add(i, t)
+        if i % 97 == 0:  # queries between adds see pending and sorted entries alike
+            assert one.query(t)[0] == (i, 1.0)
+    many = NearIndex(threshold=0.8)
+    many.add_many(enumerate(base))
+    expected = [[(k, s) for k, s in ((j, round(similarity(p, base[j]), 4)) for j in range(len(base))) if s >= 0.8]
+                for p in probes]
+    got_one = [one.query(p) for p in probes]
+    got_many = many.query_many(probes)
+    assert got_one == got_many
+    for got, exp in zip(got_one, expected):
+        assert set(got) <= set(exp) and len(got) >= len(exp) * 0.95
+    assert got_one[-1] == [] and all(got_one[k][0][0] == 7 * k for k in range(len(probes) - 1))
+
+
+def test_from_items_ignores_boilerplate_for_candidates() -> None:
+    rng = random.Random(4)
+    skeleton = ' {"intent": "refund_request", "entities": {}, "missing_info": [], "next_step": "Route it."}'
+    items = [(i, sentence(rng, 12) + skeleton) for i in range(1200)]
+    idx = NearIndex.from_items(items, threshold=0.8)
+    assert idx.stop is not None and len(idx) == 1200
+    plain = NearIndex(threshold=0.8)
+    plain.add_many(items)
+    probe = items[5][1].replace(items[5][1].split()[0], "changed", 1)
+    assert len(idx.candidates(probe)) < len(plain.candidates(probe)) / 5
+    assert idx.query(probe)[0][0] == 5 and plain.query(probe)[0][0] == 5
