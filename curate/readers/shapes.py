@@ -47,7 +47,7 @@ from curate.readers.common import (
     tools_json,
     turns,
 )
-from curate.records import Message, Source, record_from_native
+from curate.records import Message, PreferenceRecord, SFTRecord, Source, record_from_native
 
 Outcome = Any  # SFTRecord | PreferenceRecord | Reject
 Converter = Callable[[dict[str, Any], dict[str, Any], "str | None"], Any]
@@ -60,6 +60,9 @@ _OUR_META = ("kind", "category", "tags", "violates", "labels", "checks", "source
 def convert_native(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     """Our JSONL. Records that carry a `source` (written by curate) keep its lineage fields; file/line are ours."""
     if "kind" in obj or "checks" in obj or isinstance(obj.get("source"), dict):
+        fast = _native_fast(obj, source, spec)
+        if fast is not None:
+            return fast
         src = Source(**source)
         if isinstance(obj.get("source"), dict):
             old = {k: v for k, v in obj["source"].items() if k not in ("file", "line", "format")}
@@ -80,6 +83,42 @@ def convert_native(obj: dict[str, Any], source: dict[str, Any], spec: str | None
         return convert_prompt_completion(obj, source, spec)
     raise Reject("unknown_shape", "no messages, prompt/completion or prompt/chosen/rejected "
                  f"(keys: {', '.join(sorted(obj)[:12])})")
+
+
+_NATIVE_FIELDS = frozenset(("spec", "category", "tags", "violates", "labels", "checks", "tools",
+                            "messages", "prompt", "completion", "chosen", "rejected"))
+_TURN_FIELDS = ("messages", "prompt", "completion", "chosen", "rejected")
+
+
+def _native_fast(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
+    """A record written by curate (dump_record) whose turns are already in our exact shape: one pydantic call.
+
+    None when the object needs the general path (strings for turns, tools as a list, unknown keys ...).
+    """
+    body = {k: v for k, v in obj.items() if k not in ("id", "kind", "source")}
+    if not body.keys() <= _NATIVE_FIELDS or not isinstance(body.get("tools", ""), str):
+        return None
+    if not all(plain_messages(body[k]) for k in _TURN_FIELDS if k in body):
+        return None
+    old = obj.get("source")
+    src = {**{k: v for k, v in old.items() if k not in ("file", "line", "format")}, **source} \
+        if isinstance(old, dict) else source
+    body.setdefault("spec", spec)
+    if body["spec"] is None:
+        del body["spec"]
+    try:
+        if "chosen" in body or "rejected" in body:
+            if not ("prompt" in body and "chosen" in body and "rejected" in body):
+                return None
+            rec: Any = PreferenceRecord(**body, source=src)
+        elif "messages" in body or ("prompt" in body and "completion" in body):
+            rec = SFTRecord(**body, source=src)
+        else:
+            return None
+    except ValueError as err:  # pydantic.ValidationError
+        raise Reject("bad_field", _first_error(err)) from None
+    rec.__dict__["id"] = rec.content_id()
+    return rec
 
 
 def _first_error(err: Exception) -> str:

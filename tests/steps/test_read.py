@@ -557,3 +557,22 @@ def test_ultrafeedback_binarized_shape(tmp_path):
     assert [m.content for m in rec.prompt] == ["Name a prime."]
     assert (rec.chosen[0].content, rec.rejected[0].content) == ("7", "8")
     assert [q["reason"] for q in rows(ctx)] == ["prompt_mismatch"]
+
+
+def test_native_fast_path_equals_record_from_native(real_fixtures):
+    """Records written by curate are re-read in one pydantic call; the result equals records.record_from_native."""
+    from curate.readers.shapes import _native_fast
+    from curate.records import Source, record_from_native
+
+    recs = []
+    for name in ("llama-factory/glaive_toolcall_en_demo.json", "llama-factory/dpo_zh_demo.json",
+                 "llama-factory/kto_en_demo.json"):
+        recs += read(real_fixtures / name)[0][:40]
+    src = {"file": "native.jsonl", "line": 3, "format": "native"}
+    for r in recs:
+        d = dump_record(r.model_copy(update={"source": r.source.model_copy(update={"annotator": "a@x"})}))
+        fast = _native_fast(d, src, None)
+        slow = record_from_native({k: v for k, v in d.items() if k not in ("id", "kind")},
+                                  source=Source(**{**d["source"], **src}))
+        assert fast is not None and fast == slow and fast.id == r.id
+        assert fast.source.annotator == "a@x" and fast.source.file == "native.jsonl"
