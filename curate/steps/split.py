@@ -6,7 +6,7 @@
 
 How records are assigned:
 - Groups: records whose prompts are equal (normalized prompt turns, or the same user text) or near-duplicates
-  (verified similarity of the user text >= `near_threshold`, via `curate.near.near_groups`) form one group. A
+  (verified similarity of the user text >= `near_threshold`, via `curate.near.near_pairs`) form one group. A
   group goes to one side as a whole, so a paraphrase cluster never straddles train and held-out (and a DPO pair
   never lands on the other side from the SFT answer to its prompt).
 - The lock (`heldout.lock` of the previous build) wins first: a group holding a locked held-out id or prompt, or
@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from curate.errors import InputError
-from curate.near import NearIndex, exact_key, near_groups
+from curate.near import exact_key, near_pairs
 from curate.records import PreferenceRecord, SFTRecord
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -101,28 +101,40 @@ class Leakage:
 
 def leakage(train: Iterable[tuple[Any, str]], test: Iterable[tuple[Any, str]], *, threshold: float = 0.8,
             max_examples: int = 20) -> Leakage:
-    """Exact and near matches between two collections of (key, text); each test item counts once."""
-    index = NearIndex(threshold=threshold)
+    """Exact and near matches between two collections of (key, text); each test item counts once.
+
+    Exact: the same `exact_key` (normalized text). Near: a verified similarity >= threshold with some train
+    text (`curate.near.near_pairs` over both collections at once, vectorized).
+    """
     exact: dict[str, Any] = {}
+    train_items: list[tuple[Any, str]] = []
     for key, text in train:
         k = exact_key(text)
         if k not in exact:
             exact[k] = key
-            index.add(key, text)
+            train_items.append((key, text))
     out = Leakage(threshold=threshold)
+    rest: list[tuple[Any, str]] = []
     for key, text in test:
         hit = exact.get(exact_key(text))
-        if hit is not None:
-            out.exact += 1
-            if len(out.examples) < max_examples:
-                out.examples.append({"method": "exact", "a": hit, "b": key, "score": 1.0, "text": text[:200]})
+        if hit is None:
+            rest.append((key, text))
             continue
-        near = index.query(text)
-        if near:
+        out.exact += 1
+        if len(out.examples) < max_examples:
+            out.examples.append({"method": "exact", "a": hit, "b": key, "score": 1.0, "text": text[:200]})
+    if rest and train_items:
+        nt = len(train_items)
+        best: dict[int, tuple[float, int]] = {}
+        for i, j, score in near_pairs([t for _, t in train_items] + [t for _, t in rest], threshold=threshold):
+            if i < nt <= j and score > best.get(j - nt, (-1.0, 0))[0]:
+                best[j - nt] = (score, i)
+        for j in sorted(best):
             out.near += 1
             if len(out.examples) < max_examples:
-                out.examples.append({"method": "near", "a": near[0][0], "b": key, "score": near[0][1],
-                                     "text": text[:200]})
+                score, i = best[j]
+                out.examples.append({"method": "near", "a": train_items[i][0], "b": rest[j][0],
+                                     "score": round(score, 4), "text": rest[j][1][:200]})
     return out
 
 
@@ -193,34 +205,33 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
             j = first.setdefault(k, i)
             if j != i:
                 uf.union(i, j)
-    # near groups over distinct user texts
+    # near groups over distinct user texts (and which of them are near a held-out prompt of the lock)
     rep: dict[str, int] = {}
     for i, text in enumerate(texts):
         rep.setdefault(exact_key(text), i)
-    if len(rep) > 1:
-        groups_of = near_groups(((i, texts[i]) for i in rep.values()), threshold=near_threshold)
-        for i, g in groups_of.items():
-            if g != i:
-                uf.union(i, g)
+    rep_idx = list(rep.values())
+    lock = lock or HeldoutLock()
+    lock_prompts = list(lock.prompts)
+    near_lock: set[int] = set()
+    nl = len(lock_prompts)
+    if len(rep_idx) + nl > 1:
+        for a, b, _ in near_pairs(lock_prompts + [texts[i] for i in rep_idx], threshold=near_threshold):
+            if a >= nl:
+                uf.union(rep_idx[a - nl], rep_idx[b - nl])
+            elif b >= nl:
+                near_lock.add(rep_idx[b - nl])
     ctx.report(STEP, 1, 3)
 
     members: dict[int, list[int]] = defaultdict(list)
     for i in range(n):
         members[uf.find(i)].append(i)
 
-    lock = lock or HeldoutLock()
-    lock_index = None
-    if lock.prompts:
-        lock_index = NearIndex(threshold=near_threshold)
-        for k, t in enumerate(lock.prompts):
-            lock_index.add(k, t)
-
     side: dict[int, str] = {}
     dropped: set[int] = set()
     for root, idx in members.items():
         locked = [i for i in idx if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys]
         trained = [i for i in idx if recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys]
-        if not locked and lock_index is not None and any(lock_index.query(texts[i]) for i in idx):
+        if not locked and any(i in near_lock for i in idx):
             locked = idx
         if locked and trained:
             for i in idx:
@@ -278,12 +289,13 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
     train.sort(key=lambda r: r.id)
     test.sort(key=lambda r: r.id)
 
-    new_lock = HeldoutLock(spec=spec.name, ids={r.id for r in test} | (lock.ids if lock else set()),
-                           prompt_keys={record_prompt_key(r) for r in test} | lock.prompt_keys,
-                           prompts=sorted({leak_text(r) for r in test} | set(lock.prompts)),
+    key_of = {recs[i].id: (pkeys[i], texts[i]) for i in range(n)}
+    new_lock = HeldoutLock(spec=spec.name, ids={r.id for r in test} | lock.ids,
+                           prompt_keys={key_of[r.id][0] for r in test} | lock.prompt_keys,
+                           prompts=sorted({key_of[r.id][1] for r in test} | set(lock.prompts)),
                            train_ids={r.id for r in train} | lock.train_ids,
-                           train_prompt_keys={record_prompt_key(r) for r in train} | lock.train_prompt_keys)
-    leak = leakage(((r.id, leak_text(r)) for r in train), ((r.id, leak_text(r)) for r in test),
+                           train_prompt_keys={key_of[r.id][0] for r in train} | lock.train_prompt_keys)
+    leak = leakage(((r.id, key_of[r.id][1]) for r in train), ((r.id, key_of[r.id][1]) for r in test),
                    threshold=near_threshold)
     ctx.report(STEP, 3, 3)
     return SplitResult(train=train, test=test, lock=new_lock, leakage=leak, groups=len(members))
