@@ -85,7 +85,7 @@ def register(main: click.Group) -> None:
             spec = load_spec(spec_path)
         maps = _mapping(mapping)
         paths = expand_inputs(list(files))
-        formats = {str(p): fmt or detect_format(p, maps) for p in paths}
+        formats = {str(p): fmt or detect_format(p, maps, default="none") for p in paths}
         bars, update = make_progress(show_progress(quiet, as_json))
         ctx = RunContext(progress=update)
         out_path = Path(out)

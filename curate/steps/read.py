@@ -88,15 +88,19 @@ def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
                      f"pass --format ({', '.join(FORMATS)}) or map the fields (--mapping messages=dialog)")
 
 
-def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None = None) -> str:
+def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None = None, *,
+                  default: str | None = None) -> str:
     """The format name of a file (or of a folder's first data file), from its first recognisable object.
 
-    Raises InputError when the file has objects but none of a known format, or holds no readable object.
+    Raises InputError when the file has objects but none of a known format. A file with no readable object at
+    all (empty, or only malformed lines: read_inputs quarantines them) gives `default`, or raises when None.
     """
     files = expand_inputs([path])
     f = files[0]
     shape, _ = _detect(iter_units(f, container_of(f)), f, mapping)
     if shape is None:
+        if default is not None:
+            return default
         raise InputError(f"{f}: no readable JSON object or row to detect the format from")
     return shape
 

@@ -576,3 +576,19 @@ def test_native_fast_path_equals_record_from_native(real_fixtures):
                                   source=Source(**{**d["source"], **src}))
         assert fast is not None and fast == slow and fast.id == r.id
         assert fast.source.annotator == "a@x" and fast.source.file == "native.jsonl"
+
+
+def test_empty_and_all_bad_files(tmp_path):
+    empty, bad = tmp_path / "empty.jsonl", tmp_path / "bad.jsonl"
+    empty.write_text("")
+    bad.write_text("{'a': 1}\nnot json\n")
+    recs, ctx = read([empty, bad])
+    assert recs == [] and ctx.counters[f"in:{empty}"] == 0 and ctx.counters[f"in:{bad}"] == 2
+    assert [q["reason"] for q in rows(ctx)] == ["python_literal", "bad_json"]
+    assert detect_format(bad, default="none") == "none"
+    with pytest.raises(InputError, match="no readable"):
+        detect_format(empty)
+    res = CliRunner().invoke(_main(), ["import", str(empty), str(bad), "--out", str(tmp_path / "o.jsonl"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["counts"] == {"in": 2, "records": 0, "quarantined": 2} and (tmp_path / "o.jsonl").read_bytes() == b""
