@@ -16,7 +16,9 @@ def register(main: click.Group) -> None:
     @click.option("--out", "out_dir", type=click.Path(file_okay=False),
                   help="Output folder (default: out/<spec name>/v<version>/expand).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same data: same output.")
-    @click.option("--fill-gaps", is_flag=True, help="Also make cases for every coverage cell under its target.")
+    @click.option("--fill-gaps", is_flag=True,
+                  help="Also make cases for every coverage cell under its target, then for categories under "
+                       "their min_share.")
     @click.option("--model", "model_path", type=click.Path(exists=True),
                   help="A local model folder or .gguf file for paraphrases and draft answers (never the hub).")
     @click.option("--variants", type=int, default=2, show_default=True, help="Edge variants per source prompt.")
@@ -30,8 +32,8 @@ def register(main: click.Group) -> None:
                    variants: int, per_pattern: int, per_rule: int, as_json: bool, quiet: bool) -> None:
         """Generate edge, adversarial and negative cases and preference pairs from SPEC and its data.
 
-        Writes OUT/records.jsonl (records with a response: edge/adversarial variants and negatives),
-        OUT/pairs.jsonl (chosen = valid response, rejected = a mutant that breaks one rule),
+        Writes OUT/records.jsonl (edge/adversarial variants with their parent's answer, each a new conversation
+        for the build's dedup), OUT/pairs.jsonl (chosen = valid response, rejected = a mutant that breaks one rule),
         OUT/prompts_to_label.jsonl (new prompts for `curate label push --kind write`) and OUT/summary.json.
         With --fill-gaps, exit 1 when some coverage cell could not be brought to its target (the outputs are
         still written, and the cell is named with the reason).
@@ -72,6 +74,10 @@ def register(main: click.Group) -> None:
                 state = "ok" if cell["ok"] else f"UNDER TARGET: {cell.get('reason', '')}"
                 say(f"gap {cell['category']} x {cell['rule']}: {cell['before']} -> {cell['after']} "
                     f"(target {cell['target']}, made {cell['made']}) {state}", quiet=quiet)
+            for share in gaps.get("shares", []):
+                state = "ok" if share["ok"] else "UNDER min_share"
+                say(f"share {share['category']}: {share['before']} -> {share['after']} records, "
+                    f"{share['share']:.1%} (min {share['min_share']:.0%}, made {share['made']}) {state}", quiet=quiet)
             if gaps["unfilled"]:
                 sys.exit(1)
 

@@ -44,6 +44,22 @@ MIXED = (
     "{x} — desculpe o meu inglês",
     "Guten Tag. {x} Vielen Dank im Voraus.",
 )
+EN_CONTEXT = (  # context that changes nothing about the request
+    "I've been a customer for a few years and this is the first time I write to support.",
+    "I looked in the help center first but couldn't find anything about it.",
+    "Writing from my work laptop, in case that matters.",
+    "A colleague told me to contact you directly about this.",
+    "I'm not very technical, so please bear with me.",
+    "This has been on my to-do list for a couple of days now.",
+)
+FOREIGN_CONTEXT = (
+    "Escribo desde la oficina de Valencia, un compañero me dijo que les escribiera por aquí.",
+    "Perdón por mezclar idiomas, todavía estoy aprendiendo inglés.",
+    "Je vous écris depuis mon téléphone, désolé pour les fautes de frappe.",
+    "Ich schreibe Ihnen zum ersten Mal und hoffe, das ist der richtige Weg.",
+    "Scusate il mio inglese, lo uso poco al lavoro.",
+    "Desculpem, o meu inglês não é muito bom.",
+)
 KEEPS_ANSWER = {"paraphrase": True, "mixed_language": True, "noise": True, "typos": True,
                 "truncate": False, "very_short": False, "missing_info": False}
 PRIMARY = ("paraphrase", "mixed_language", "truncate", "very_short", "missing_info")
@@ -132,20 +148,25 @@ def missing_info(text: str, rng: random.Random, protect: set[str]) -> str | None
 
 
 def variant(text: str, rng: random.Random, primary: str, *, protect: set[str] | None = None,
-            extra_noise: bool = True) -> Variant | None:
-    """One edge variant of `text` made by `primary` (see PRIMARY), maybe with typos/noise on top."""
+            extra_noise: bool = True, context: int = 0) -> Variant | None:
+    """One edge variant of `text` made by `primary` (see PRIMARY), maybe with typos/noise on top.
+
+    `context`: for paraphrase / mixed_language, that many sentences of neutral context (English, or other
+    languages for mixed_language) go before the request -- the answer stays the same, the message grows.
+    """
     protect = protect or set()
     text = text.strip()
     steps = [primary]
     params: dict[str, object] = {}
-    if primary == "paraphrase":
-        tmpl = rng.choice(PARAPHRASES)
+    if primary in ("paraphrase", "mixed_language"):
+        tmpl = rng.choice(PARAPHRASES if primary == "paraphrase" else MIXED)
         params["template"] = tmpl
-        out: str | None = tmpl.format(x=_lead(text))
-    elif primary == "mixed_language":
-        tmpl = rng.choice(MIXED)
-        params["template"] = tmpl
-        out = tmpl.format(x=text if tmpl.startswith("{x}") else _lead(text))
+        pool = EN_CONTEXT if primary == "paraphrase" else FOREIGN_CONTEXT
+        extra = rng.sample(pool, min(context, len(pool))) if context else []
+        if extra:
+            params["context"] = extra
+        body = " ".join(extra + [_lead(text) if extra else text])
+        out: str | None = tmpl.format(x=body if tmpl.startswith("{x}") or extra else _lead(body))
     elif primary == "truncate":
         out = truncate(text, rng)
     elif primary == "very_short":

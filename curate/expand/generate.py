@@ -8,17 +8,22 @@
     {'records': 212, 'pairs': 64, 'prompts_to_label': 140, ...}
 
 Outputs (see `write_outputs`):
-- records.jsonl: SFT records with a response: edge and adversarial variants that inherit their parent's
-  response (only when the variant keeps the request's meaning and the response still passes every automatic
-  rule in its new category and tags), and negatives (category negative, `violates` = every rule the mutant
-  breaks, verified).
-- pairs.jsonl: preference pairs, chosen = the parent's valid response, rejected = its mutant.
+- records.jsonl: SFT records with a response: edge and adversarial variants that keep the request's meaning and
+  inherit their parent's response -- only when that response still passes every automatic rule in the new
+  category and tags, AND the whole conversation is no near-twin of another (`curate build` compares whole
+  conversations; a noisy copy of a prompt with the same answer is a duplicate there). To get there, up to
+  MAX_CONTEXT neutral context sentences (or more pressure, for adversarial ones) are added to the message.
+- pairs.jsonl: preference pairs, chosen = the parent's valid response, rejected = its mutant (one rule broken,
+  verified), category `negative` like the build's own pairs, `violates` = every rule the rejected side breaks.
+  One pair per parent prompt, and none on a prompt the data already pairs (the build keeps one pair per
+  prompt + chosen answer). The mutants ARE the negatives: they are not repeated as SFT records.
 - prompts_to_label.jsonl: new prompts without a response, in our native shape `{"messages": [{"role": "user",
-  ...}], "category", "tags", "source"}` -- the input of `curate label push --kind write`. With a local model
-  (`model=`), each row also has `"draft": "<the model's answer>"`, a prediction for a reviewer to fix.
+  ...}], "category", "tags", "source"}` -- the input of `curate label push --kind write`. A row may carry
+  `"draft"`: the parent's answer (`source.params.draft == "parent"`) when the variant keeps the meaning but was a
+  near-copy with it, or a local model's answer (`model=`): a prediction for a reviewer to confirm or fix.
 - summary.json: counts per generator, near-duplicates dropped, gap filling per cell, coverage before/after.
 
-Every generated record has `source.generator` (curate.expand.edge | .adversarial | .mutate | .gaps | .seed),
+Every generated record has `source.generator` (curate.expand.edge | .adversarial | .mutate | .gaps),
 `source.params` (transform, template, pattern, rule, mutation method, seed) and `source.parent` (the parent
 record's id, or `seed:<category>:<n>`), plus the tag `generated`. Everything is a function of (spec, data,
 seed): each item draws from its own `random.Random(f"{seed}:{generator}:{parent}:{i}")`.
@@ -29,7 +34,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ import orjson
 from rapidfuzz import fuzz
 from rapidfuzz import process as rf_process
 
-from curate.checks import run_rules
+from curate.checks import check_response, run_rules
 from curate.errors import CurateError
 from curate.expand import adversarial as adv
 from curate.expand import edge
@@ -48,11 +53,13 @@ from curate.records import (LineError, Message, PreferenceRecord, SFTRecord, Sou
                             record_from_native, write_atomic, write_jsonl_atomic)
 from curate.spec import Rule, Spec
 from curate.steps.coverage import compute_coverage
+from curate.steps.dedup import dedup_text
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, "int | None"], None]
 GEN = "curate.expand"
 SHORT = 80  # characters: prompts this short are also near-checked exhaustively
+MAX_CONTEXT = 3  # extra context sentences tried to make a recast conversation no near-twin of its parent
 
 
 @dataclass
@@ -121,14 +128,9 @@ def protected_values(response: str, user_text: str) -> set[str]:
     return {v for v in vals if 0 < len(v) <= 80 and v.lower() in low}
 
 
-def _conversation_similarity(a: SFTRecord | PreferenceRecord, b: SFTRecord | PreferenceRecord) -> float:
-    from curate.near import similarity
-
-    try:
-        from curate.steps.dedup import dedup_text
-    except ImportError:  # pragma: no cover - the dedup step is optional here
-        return 0.0
-    return similarity(dedup_text(a), dedup_text(b))
+def dedup_text_prompt(prompt: Iterable[Message]) -> str:
+    """The prompt as the build's pairs step matches it: every non-system turn, normalized."""
+    return "\n".join(f"{m.role}: {m.content}" for m in prompt if m.role != "system")
 
 
 class Expander:
@@ -145,6 +147,9 @@ class Expander:
         self.near = NearIndex(threshold=near_threshold)
         self.near_threshold = near_threshold
         self._short: list[str] = []
+        self.conv = NearIndex(threshold=near_threshold)   # SFT conversations, as the build dedups them
+        self.pconv = NearIndex(threshold=near_threshold)  # pairs: prompt + chosen, as the build dedups them
+        self.cat_counts: Counter[str] = Counter()  # data + generated records, by category (for min_share)
         self.counts: Counter[str] = Counter()
         self.rules = spec.automatic_rules()
         self.data: list[SFTRecord | PreferenceRecord] = []
@@ -156,6 +161,7 @@ class Expander:
         return random.Random(":".join(str(p) for p in (self.seed, *parts)))
 
     def _load_data(self) -> None:
+        negative_prompts: set[str] = set()
         for path in self.spec.data_paths():
             if not path.is_file():
                 raise CurateError(f"{path}: the spec's data file is missing; fix `data:` in {self.spec.path}")
@@ -170,7 +176,14 @@ class Expander:
                     continue
                 self.data.append(rec)
         for rec in self.data:
+            self.cat_counts[rec.category] += 1
             self._remember(("data", rec.id), rec.user_text())
+            if isinstance(rec, PreferenceRecord):
+                self.pconv.add(("data", rec.id), dedup_text(rec))
+            elif rec.is_negative:
+                negative_prompts.add(normalize_text(dedup_text_prompt(rec.prompt_messages())))
+            else:
+                self.conv.add(("data", rec.id), dedup_text(rec))
             if rec.is_negative:
                 continue
             results = run_rules(self.spec, rec)
@@ -181,38 +194,60 @@ class Expander:
             if not any(m.role == "user" for m in prompt):
                 continue
             self.parents.append(Parent(rec, prompt, rec.response_text(), status))
+        for p in self.parents:  # the build pairs each data negative with the passing answer to its prompt
+            if normalize_text(dedup_text_prompt(p.prompt)) in negative_prompts:
+                self.pconv.add(("data-pair", p.id), dedup_text(make_pair(p.prompt, p.response, "-")))
         for cat, case in self.spec.cases.items():
             for i, s in enumerate(case.seeds):
                 self._remember(("seed", cat, i), s)
 
-    # ------------------------------------------------------------ emitters
+    # ------------------------------------------------------------ novelty (prompts, and whole conversations)
     def _remember(self, key: Any, text: str) -> None:
         self.near.add(key, text)
         norm = normalize_text(text)
         if len(norm) <= SHORT:
             self._short.append(norm)
 
-    def novel(self, text: str, key: Any) -> bool:
-        """True (and remembered) when `text` is no near-duplicate of any prompt seen so far.
+    def prompt_is_new(self, text: str) -> bool:
+        """True when `text` is no near-duplicate of any prompt seen so far (data, seeds, generated).
 
-        NearIndex's MinHash banding can miss short texts (few shingles), so texts up to SHORT characters are
+        NearIndex's MinHash banding can miss short texts (few shingles), so texts up to 2*SHORT characters are
         also compared exhaustively with the same score (rapidfuzz ratio) against the short ones seen so far.
         """
         norm = normalize_text(text)
-        dup = not norm or bool(self.near.query(text))
-        if not dup and len(norm) <= 2 * SHORT and self._short:
-            best = rf_process.extractOne(norm, self._short, scorer=fuzz.ratio,
-                                         score_cutoff=self.near_threshold * 100)
-            dup = best is not None
-        if dup:
+        if not norm or self.near.query(text):
+            return False
+        if len(norm) <= 2 * SHORT and self._short:
+            return rf_process.extractOne(norm, self._short, scorer=fuzz.ratio,
+                                         score_cutoff=self.near_threshold * 100) is None
+        return True
+
+    def novel(self, text: str, key: Any) -> bool:
+        """prompt_is_new(text), and remember it when it is; counts the near-duplicates dropped."""
+        if not self.prompt_is_new(text):
             self.counts["dropped_near_duplicate"] += 1
             return False
         self._remember(key, text)
         return True
 
-    def add_record(self, parent: Parent, text: str, category: str, tags: tuple[str, ...], generator: str,
-                   params: dict[str, Any], *, require: str | None = None) -> SFTRecord | None:
-        """An SFT record: the variant prompt + the parent's response, kept only if every rule still passes."""
+    def share_allows(self, category: str) -> bool:
+        """False when one more `category` record would push another category under its min_share."""
+        total = sum(self.cat_counts.values()) + 1
+        for name, case in self.spec.cases.items():
+            if name == category or not case.min_share:
+                continue
+            have = self.cat_counts.get(name, 0)
+            if have / (total - 1 or 1) >= case.min_share > have / total:
+                return False
+        return True
+
+    def conversation_is_new(self, rec: SFTRecord) -> bool:
+        """No near-twin among the SFT conversations so far, compared as `curate build`'s dedup compares them."""
+        return not self.conv.query(dedup_text(rec))
+
+    # ------------------------------------------------------------ emitters
+    def _candidate(self, parent: Parent, text: str, category: str, tags: tuple[str, ...], generator: str,
+                   params: dict[str, Any]) -> tuple[SFTRecord, list[Any]]:
         tags = tuple(dict.fromkeys(tuple(t for t in parent.record.tags if not t.startswith(("pattern:", "rule:")))
                                    + tags + ("generated",)))
         rec = SFTRecord.build(
@@ -220,58 +255,124 @@ class Expander:
             spec=self.spec.ref, category=category, tags=tags,
             source=Source(generator=generator, params={**params, "seed": self.seed, "response": "parent"},
                           parent=parent.id))
-        results = run_rules(self.spec, rec)
-        if any(r.status == "fail" for r in results):
-            self.counts["variant_response_fails"] += 1
-            return None
-        if require is not None and not any(r.rule == require and r.status == "pass" for r in results):
-            return None
-        rec = rec.with_checks(results)
-        if _conversation_similarity(rec, parent.record) >= self.near_threshold:
-            # same answer, slightly different prompt: `curate build`'s dedup (whole conversation) sees twins
-            self.counts["inherited_near_copies"] += 1
-        self.result.records.append(rec)
-        self.counts[f"records:{generator}"] += 1
-        return rec
+        return rec, run_rules(self.spec, rec)
+
+    def recast(self, parent: Parent, make: Callable[[int], "tuple[str, tuple[str, ...], dict[str, Any]] | None"],
+               category: str, generator: str, *, key: Any, require: str | None = None,
+               to_label: bool = True, budget: bool = True) -> str:
+        """Recast the parent's prompt (make(k): the variant with k extra context sentences) into `category`,
+        keeping the parent's response. Outcomes:
+
+        - "record": a record whose prompt is new, whose conversation is no near-twin of any other (so the
+          build's dedup keeps it), and whose response still passes every automatic rule (and `require`);
+        - "prompt": the variant went to labeling: with the parent's answer as a draft when only its
+          conversation was a near-copy, without one when the inherited answer breaks a rule;
+        - "dropped": every variant was a near-duplicate prompt (or `require` did not apply).
+        With `budget`, a record that would push another category under its min_share goes to labeling instead.
+        """
+        fallback: tuple[str, tuple[str, ...], dict[str, Any], str | None] | None = None
+        for k in range(MAX_CONTEXT + 1):
+            got = make(k)
+            if got is None:
+                continue
+            text, tags, params = got
+            if not self.prompt_is_new(text):
+                continue
+            rec, results = self._candidate(parent, text, category, tags, generator, params)
+            failed = [r for r in results if r.status == "fail"]
+            if failed:
+                self.counts["inherited_answer_fails"] += 1
+                if fallback is None:
+                    fallback = (text, tags, params, None)
+                break
+            if require is not None and not any(r.rule == require and r.status == "pass" for r in results):
+                continue
+            if not self.conversation_is_new(rec):
+                if fallback is None:
+                    fallback = (text, tags, params, parent.response)
+                continue
+            if budget and not self.share_allows(category):
+                self.counts["held_back_by_shares"] += 1
+                fallback = (text, tags, params, parent.response)
+                break
+            self._remember(key, text)
+            self.conv.add(("gen", rec.id), dedup_text(rec))
+            self.result.records.append(rec.with_checks(results))
+            self.cat_counts[category] += 1
+            self.counts[f"records:{generator}"] += 1
+            return "record"
+        if fallback is not None and to_label:
+            text, tags, params, draft = fallback
+            self._remember(key, text)
+            if draft is not None:
+                self.counts["inherited_near_copies_to_label"] += 1
+            self.add_prompt(text, category, tags, generator, params, parent.id, parent.prompt, draft=draft)
+            return "prompt"
+        self.counts["dropped_near_duplicate"] += 1
+        return "dropped"
 
     def add_prompt(self, text: str, category: str, tags: tuple[str, ...], generator: str, params: dict[str, Any],
-                   parent: str | None, prompt: tuple[Message, ...] | None = None) -> dict[str, Any]:
+                   parent: str | None, prompt: tuple[Message, ...] | None = None, *,
+                   draft: str | None = None) -> dict[str, Any]:
         msgs = with_user(prompt, text) if prompt else (Message(role="user", content=text),)
+        if draft is not None:
+            params = {**params, "draft": "parent"}
         row: dict[str, Any] = {
             "messages": [m.to_trl() for m in msgs],
             "category": category, "tags": list(dict.fromkeys(tags + ("generated",))),
             "source": Source(generator=generator, params={**params, "seed": self.seed},
                              parent=parent).model_dump(exclude_none=True),
         }
-        if self.model is not None:
+        if draft is not None:
+            row["draft"] = draft
+        elif self.model is not None:
             row["draft"] = self.model.draft(self.spec, [m.to_trl() for m in msgs])
             self.counts["drafts"] += 1
         self.result.prompts.append(row)
         self.counts[f"prompts:{generator}"] += 1
         return row
 
-    def add_negative(self, parent: Parent, mutant: Mutant, *, pair: bool = True) -> SFTRecord | None:
-        """The mutant as a negative SFT record (violates = rules it breaks as a negative) and as a pair."""
+    def _pair_prompts(self, parent: Parent, salt: Any) -> Iterator[tuple[tuple[Message, ...], dict[str, Any]]]:
+        """The parent's prompt, then recast ones (k context sentences): a pair needs a prompt + chosen answer
+        that no other pair has (the build's dedup keeps one pair per prompt + chosen)."""
+        yield parent.prompt, {}
+        for k in range(1, MAX_CONTEXT + 1):
+            v = edge.variant(parent.last_user, self.rng("pair-prompt", parent.id, salt, k), "paraphrase",
+                             protect=protected_values(parent.response, parent.last_user), extra_noise=False,
+                             context=k)
+            if v is not None and self.prompt_is_new(v.text):
+                yield with_user(parent.prompt, v.text), {"prompt": "recast", "transforms": list(v.transforms),
+                                                         **v.params}
+
+    def add_pair(self, parent: Parent, mutant: Mutant) -> PreferenceRecord | None:
+        """The mutant as a preference pair (category negative, like the build's own pairs); violates = the
+        rules the rejected answer breaks, verified in the pair's context. None when no prompt makes it new."""
         tags = tuple(dict.fromkeys(parent.record.tags + ("generated",)))
-        params = {"rule": mutant.rule, "method": mutant.method, "seed": self.seed}
-        rec = SFTRecord.build(messages=parent.prompt + (Message(role="assistant", content=mutant.text),),
-                              spec=self.spec.ref, category="negative", tags=tags,
-                              source=Source(generator=f"{GEN}.mutate", params=params, parent=parent.id))
-        results = run_rules(self.spec, rec)
-        fails = tuple(r.rule for r in results if r.status == "fail")
-        out = None
-        if mutant.rule in fails:
-            out = rec.model_copy(update={"violates": fails}).with_checks(results)
-            self.result.records.append(out)
-            self.counts["negatives"] += 1
-            self.counts["negatives_exact" if fails == (mutant.rule,) else "negatives_with_collateral"] += 1
-        if pair:
-            p = make_pair(parent.prompt, parent.response, mutant.text, spec=self.spec.ref,
-                          category=parent.record.category, tags=tags, violates=mutant.fails,
-                          source=Source(generator=f"{GEN}.mutate", params=params, parent=parent.id))
-            self.result.pairs.append(p)
+        base = {"rule": mutant.rule, "method": mutant.method, "seed": self.seed,
+                "parent_category": parent.record.category}
+        for prompt, extra in self._pair_prompts(parent, mutant.rule):
+            pair = make_pair(prompt, parent.response, mutant.text, spec=self.spec.ref, category="negative", tags=tags,
+                             source=Source(generator=f"{GEN}.mutate", params={**base, **extra}, parent=parent.id))
+            text = dedup_text(pair)
+            if self.pconv.query(text):
+                continue
+            kw = {"user_text": pair.user_text(), "category": pair.category, "tags": pair.tags}
+            if any(r.status == "fail" for r in check_response(self.spec, pair.response_text(), **kw)):
+                continue
+            fails = tuple(r.rule for r in check_response(self.spec, mutant.text, **kw) if r.status == "fail")
+            if mutant.rule not in fails:
+                continue
+            pair = pair.model_copy(update={"violates": fails})
+            self.pconv.add(("gen", pair.id), text)
+            if extra:
+                self._remember(("pair-prompt", pair.id), pair.user_text())
+            self.result.pairs.append(pair)
+            self.cat_counts[pair.category] += 1
             self.counts["pairs"] += 1
-        return out
+            self.counts["pairs_exact" if fails == (mutant.rule,) else "pairs_with_collateral"] += 1
+            return pair
+        self.counts["pairs_without_new_prompt"] += 1
+        return None
 
     # ------------------------------------------------------------ generators
     def edge_cases(self, variants: int = 2) -> None:
@@ -290,19 +391,26 @@ class Expander:
             for primary in primaries:
                 if made >= variants:
                     break
-                v = edge.variant(text, rng, primary, protect=protect)
+                if parent is not None and edge.KEEPS_ANSWER[primary]:
+                    def make(k: int, primary: str = primary) -> Any:
+                        v = edge.variant(text, self.rng("edge", pid, primary, k), primary, protect=protect,
+                                         context=k)
+                        if v is None:
+                            return None
+                        return v.text, tuple(f"edge:{t}" for t in v.transforms), \
+                            {"transforms": list(v.transforms), **v.params}
+
+                    made += self.recast(parent, make, "edge", f"{GEN}.edge", key=("edge", pid, primary)) != "dropped"
+                    continue
+                v = edge.variant(text, self.rng("edge", pid, primary), primary, protect=protect)
                 if v is None or not self.novel(v.text, ("edge", pid, primary)):
                     continue
                 made += 1
-                params = {"transforms": list(v.transforms), **v.params}
-                tags = tuple(f"edge:{t}" for t in v.transforms)
-                if parent is not None and v.keeps_answer and \
-                        self.add_record(parent, v.text, "edge", tags, f"{GEN}.edge", params) is not None:
-                    continue
-                self.add_prompt(v.text, "edge", tags, f"{GEN}.edge", params, pid,
+                self.add_prompt(v.text, "edge", tuple(f"edge:{t}" for t in v.transforms), f"{GEN}.edge",
+                                {"transforms": list(v.transforms), **v.params}, pid,
                                 parent.prompt if parent else None)
-            if self.model is not None and parent is not None and self.counts["model_paraphrases"] < \
-                    self.model_paraphrases:
+            if self.model is not None and parent is not None and \
+                    self.counts["model_paraphrases"] < self.model_paraphrases:
                 self.counts["model_paraphrases"] += 1
                 para = self.model.paraphrase(text)
                 if para and self.novel(para, ("edge", pid, "model")):
@@ -313,18 +421,13 @@ class Expander:
                 self.progress("edge", n + 1, len(sources))
 
     def adversarial_cases(self, per_pattern: int = 6) -> None:
-        pats = adv.patterns(self.spec)
-        case = self.spec.cases.get("adversarial")
-        for i, s in enumerate(case.seeds if case else ()):
-            if self.novel(s, ("seed", "adversarial-prompt", i)):
-                pass  # seeds are already in the index: novel() returns False for them
         requests: list[tuple[str, str, Parent | None]] = [(p.id, p.last_user, p) for p in self.parents
                                                           if p.record.category == "typical"]
         tcase = self.spec.cases.get("typical")
         requests += [(f"seed:typical:{i}", s, None) for i, s in enumerate(tcase.seeds if tcase else ())]
         if not requests:
             return
-        for pattern in pats:
+        for pattern in adv.patterns(self.spec):
             rng = self.rng("adversarial", pattern)
             order = list(range(len(requests)))
             rng.shuffle(order)
@@ -337,15 +440,21 @@ class Expander:
                 rule = adv.pick_rule(self.spec, pattern, rng, allowed or None)
                 if rule is None:
                     continue
-                a = adv.attack(self.spec, text, pattern, rule, rng)
-                if not self.novel(a.text, ("adversarial", pattern, pid)):
+
+                def make(k: int, text: str = text, pid: str = pid, rule: Rule = rule) -> Any:
+                    a = adv.attack(self.spec, text, pattern, rule, self.rng("adversarial", pattern, pid), extra=k)
+                    return a.text, a.tags, {"pattern": pattern, "rule": rule.id, "template": a.template,
+                                            "bait": a.bait}
+
+                if parent is not None and adv.KEEPS_ANSWER.get(pattern, True):
+                    made += self.recast(parent, make, "adversarial", f"{GEN}.adversarial",
+                                        key=("adversarial", pattern, pid)) != "dropped"
+                    continue
+                got = make(0)
+                if not self.novel(got[0], ("adversarial", pattern, pid)):
                     continue
                 made += 1
-                params = {"pattern": pattern, "rule": rule.id, "template": a.template, "bait": a.bait}
-                if parent is not None and a.keeps_answer and self.add_record(
-                        parent, a.text, "adversarial", a.tags, f"{GEN}.adversarial", params) is not None:
-                    continue
-                self.add_prompt(a.text, "adversarial", a.tags, f"{GEN}.adversarial", params, pid,
+                self.add_prompt(got[0], "adversarial", got[1], f"{GEN}.adversarial", got[2], pid,
                                 parent.prompt if parent else None)
 
     def negative_cases(self, per_rule: int = 4) -> None:
@@ -358,16 +467,18 @@ class Expander:
             for p in donors:
                 if len(exact) >= per_rule:
                     break
-                ms = mutate(self.spec, rule, p.response, user_text=p.record.user_text(), category=p.record.category,
+                ms = mutate(self.spec, rule, p.response, user_text=p.record.user_text(), category="negative",
                             tags=p.record.tags, rng=self.rng("mutate", rule.id, p.id))
                 if ms:
                     (exact if ms[0].exact else loose).append((p, ms[0]))
-            chosen = (exact + loose)[:per_rule]
-            if not chosen:
-                self.counts["rules_without_mutant"] += 1
+            made = 0
+            for p, m in exact + loose:
+                if made >= per_rule:
+                    break
+                if self.add_pair(p, m) is not None:
+                    made += 1
+            if not made and per_rule:
                 self.result.summary.setdefault("rules_without_mutant", []).append(rule.id)
-            for p, m in chosen:
-                self.add_negative(p, m)
 
 
 def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = None, variants: int = 2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -37,7 +38,8 @@ def test_generated_prompts_are_not_near_duplicates(any_spec, load_records):
     res = expand(any_spec, seed=5)
     data_prompts = [r.user_text() for r in load_records(any_spec)]
     seeds = [s for c in any_spec.cases.values() for s in c.seeds]
-    new = [r.user_text() for r in res.records if r.category != "negative"]
+    new = [r.user_text() for r in res.records]
+    new += [p.user_text() for p in res.pairs if p.source.params.get("prompt") == "recast"]
     new += ["\n".join(m["content"] for m in p["messages"] if m["role"] == "user") for p in res.prompts]
     assert len(new) >= 10
     idx = NearIndex(threshold=0.8)
@@ -63,25 +65,50 @@ def test_lineage_tags_and_categories(any_spec):
             rules = [t for t in rec.tags if t.startswith("rule:")]
             assert len(pats) == 1 and pats[0][8:] in patterns and len(rules) == 1
             assert rules[0][5:] == rec.source.params["rule"] and any_spec.rule(rules[0][5:]).automatic
-        if rec.category == "negative":
-            assert rec.violates and rec.source.params["rule"] in rec.violates
-    made = {t[8:] for r in res.records + [] for t in r.tags if t.startswith("pattern:")}
+        assert rec.category != "negative", "mutants go to pairs.jsonl, not records.jsonl"
+    for p in res.pairs:
+        assert p.category == "negative" and p.is_generated and p.source.params["rule"] in p.violates
+        assert p.source.generator == "curate.expand.mutate"
+    made = {t[8:] for r in res.records for t in r.tags if t.startswith("pattern:")}
     made |= {t[8:] for p in res.prompts for t in p["tags"] if t.startswith("pattern:")}
     assert made == patterns, "every pressure pattern of the spec is used"
     for row in res.prompts:
-        assert set(row) == {"messages", "category", "tags", "source"}
+        assert set(row) - {"draft"} == {"messages", "category", "tags", "source"}
         assert row["messages"][-1]["role"] == "user"
         assert row["source"]["generator"].startswith("curate.expand.")
+        if "draft" in row:  # the parent's answer, offered when the variant was a near-copy with it
+            assert row["source"]["params"]["draft"] == "parent" and row["draft"].strip()
 
 
 def test_records_behave_as_written(any_spec, tmp_path):
-    """Generated records pass every rule; negatives fail exactly their `violates` (the `curate check` contract)."""
+    """Generated records pass every rule; pairs: chosen passes, rejected fails exactly its `violates`."""
     paths = write_outputs(expand(any_spec, seed=9, fill_gaps=True), tmp_path)
     rep = check_file(any_spec, paths["records.jsonl"])
     assert rep.responses > 0 and rep.unexpected == [] and rep.bad_lines == []
-    rows = [o for _, o in read_jsonl(paths["records.jsonl"])]
-    negs = [o for o in rows if o["category"] == "negative"]
-    assert negs and sum(len(o["violates"]) == 1 for o in negs) >= len(negs) * 0.7
+    rep = check_file(any_spec, paths["pairs.jsonl"])
+    assert rep.responses > 0 and rep.unexpected == [] and rep.bad_lines == []
+    pairs = [o for _, o in read_jsonl(paths["pairs.jsonl"])]
+    assert sum(len(o["violates"]) == 1 for o in pairs) >= len(pairs) * 0.7
+
+
+@pytest.mark.parametrize("src", [d for d in spec_dirs() if d.name != "mini"], ids=lambda p: p.name)
+def test_build_keeps_every_generated_record(src, tmp_path):
+    """Fed to `curate build` with the spec's data, nothing expand made is a duplicate, and no data record is
+    displaced by a generated twin: the duplicates are exactly those of the data alone."""
+    from curate.steps.pipeline import build
+
+    spec = load_spec(src)
+    paths = write_outputs(expand(spec, seed=1, fill_gaps=True), tmp_path / "expand")
+    data = spec.data_paths()
+    base = build(spec, data, tmp_path / "base").manifest
+    full = build(spec, [*data, paths["records.jsonl"], paths["pairs.jsonl"]], tmp_path / "full").manifest
+    ins = {Path(i["file"]).name: i for i in full["inputs"]}
+    for name in ("records.jsonl", "pairs.jsonl"):
+        assert ins[name]["in"] > 0 and ins[name]["duplicates"] == 0 and ins[name]["quarantined"] == 0, ins[name]
+        assert ins[name]["exported"] == ins[name]["in"]
+    assert ins["data.jsonl"]["duplicates"] == base["inputs"][0]["duplicates"]
+    assert full["conservation"]["ok"]
+    assert [c for c in full["coverage"]["cells"] if not c["ok"]] == []
 
 
 def _reduced_spec(src_dir, tmp_path, keep=None):
@@ -112,7 +139,10 @@ def test_fill_gaps_brings_every_cell_to_target(src, tmp_path, load_records):
     assert set(reported) == {(c.category, c.rule) for c in before.under_target()}
     for (cat, rule), c in reported.items():
         assert c["before"] == before.cell(cat, rule).count and c["after"] >= c["target"] and c["ok"]
-    assert {r.source.generator for r in res.records if r.category != "negative"} == {"curate.expand.gaps"}
+    assert {r.source.generator for r in res.records} <= {"curate.expand.gaps"}
+    assert all(s["ok"] for s in gaps["shares"]), gaps["shares"]
+    shares = {c.name: c for c in compute_coverage(spec, [*data, *res.records, *res.pairs]).categories}
+    assert all(c.ok for c in shares.values()), shares
 
 
 def test_fill_gaps_reports_a_cell_no_donor_can_serve(mini_spec, tmp_path):

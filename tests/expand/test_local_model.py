@@ -24,7 +24,8 @@ def test_expand_with_local_model_drafts_every_prompt(mini_spec, tiny_dir):
     res = expand(mini_spec, seed=1, model=model, variants=1, per_pattern=1, per_rule=1)
     assert res.prompts
     assert all(isinstance(p["draft"], str) for p in res.prompts)
-    assert res.summary["model"] == tiny_dir.name and res.summary["counts"]["drafts"] == len(res.prompts)
+    by_model = [p for p in res.prompts if p["source"]["params"].get("draft") != "parent"]
+    assert by_model and res.summary["model"] == tiny_dir.name and res.summary["counts"]["drafts"] == len(by_model)
     assert res.summary["counts"]["model_paraphrases"] >= 1
     again = expand(mini_spec, seed=1, model=model, variants=1, per_pattern=1, per_rule=1)
     assert [p["draft"] for p in again.prompts] == [p["draft"] for p in res.prompts]  # greedy: deterministic
