@@ -14,6 +14,14 @@ from curate.records import Message, PreferenceRecord, SFTRecord, parse_record  #
 from curate.spec import Spec, lint, load_spec  # noqa: E402
 
 __all__ = [
-    "CurateError", "Message", "PreferenceRecord", "SFTRecord", "Spec", "__version__", "check_response", "lint",
-    "load_spec", "parse_record", "run_rules",
+    "CurateError", "Message", "PreferenceRecord", "SFTRecord", "Spec", "__version__", "build", "check_response",
+    "lint", "load_spec", "parse_record", "run_rules",
 ]
+
+
+def __getattr__(name: str):  # lazy: `import curate` stays light for the CLI
+    if name == "build":
+        from curate.steps.pipeline import build
+
+        return build
+    raise AttributeError(f"module 'curate' has no attribute {name!r}")

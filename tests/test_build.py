@@ -253,9 +253,12 @@ def test_coverage_command(mini, tmp_path):
 
 
 def test_python_api_is_short(tmp_path):
-    import curate.steps.pipeline as pipeline
+    import curate
 
-    result = pipeline.build(DATA, out=tmp_path / "x")
+    spec = curate.load_spec(DATA)
+    assert not curate.lint(spec)
+    result = curate.build(spec, out=tmp_path / "x")
+    assert result.out_dir == tmp_path / "x" and result.counts["in"] == 47
     assert result.manifest["conservation"]["ok"] and result.summary()["out"] == str(tmp_path / "x")
 
 
