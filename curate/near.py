@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
@@ -323,6 +324,14 @@ if _numba is not None:
                 out[i, b] = (h << s6) | np.uint64(b)
 
 
+def _threads(n: int) -> int:
+    """Threads for a batch of n texts: CURATE_THREADS, else all cores; 1 for small batches."""
+    if n < 4096:
+        return 1
+    env = os.environ.get("CURATE_THREADS")
+    return max(1, int(env)) if env and env.isdigit() else max(1, min(os.cpu_count() or 1, 8))
+
+
 def _pack(norms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Code points of all texts in one uint32 array, plus (n+1,) offsets."""
     if len(norms) == 1:
@@ -367,7 +376,19 @@ class _Hasher:
         if _numba is None:
             raise RuntimeError("numba is not installed")
         cps, offsets = _pack(norms)
-        _minhash_kernel(cps, offsets, self.ngram, self.probes, self._NO_STOP if stop is None else stop, out)
+        stop_table = self._NO_STOP if stop is None else stop
+        threads = _threads(len(norms))
+        if threads <= 1:
+            _minhash_kernel(cps, offsets, self.ngram, self.probes, stop_table, out)
+            return out
+        # the kernel releases the GIL: one slice of the batch per thread
+        from concurrent.futures import ThreadPoolExecutor
+
+        bounds = np.linspace(0, len(norms), threads + 1).astype(np.int64)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda k: _minhash_kernel(cps, offsets[bounds[k]:bounds[k + 1] + 1], self.ngram,
+                                                    self.probes, stop_table, out[bounds[k]:bounds[k + 1]]),
+                          range(threads)))
         return out
 
 
@@ -580,21 +601,24 @@ def _candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
     n, bands = bh.shape
     codes = []
     truncated = 0
+    idx = np.arange(n, dtype=np.uint64)
+    hi_mask = np.uint64(0xFFFFFFFF00000000)
+    lo_mask = np.uint64(0xFFFFFFFF)
     for band in range(bands):
-        col = bh[:, band]
-        order = np.argsort(col, kind="stable")
-        sc = col[order]
-        same = sc[1:] == sc[:-1]
+        # the top 32 bits of the band hash with the index below them: one plain sort groups each bucket and
+        # keeps its members in index order (rarer 32-bit collisions only add candidates; scores are verified)
+        packed = np.sort((bh[:, band] & hi_mask) | idx)
+        top = packed >> np.uint64(32)
+        same = top[1:] == top[:-1]
         if not same.any():
             continue
+        members = (packed & lo_mask).astype(np.int64)
         run_id = np.concatenate(([0], np.cumsum(~same)))
         for d in range(1, max_run + 1):
             hit = np.flatnonzero(run_id[d:] == run_id[:-d])
             if hit.size == 0:
                 break
-            i = order[hit]
-            j = order[hit + d]
-            codes.append(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j))
+            codes.append(members[hit] * n + members[hit + d])
         else:
             truncated += 1
     if truncated:
