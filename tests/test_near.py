@@ -192,3 +192,13 @@ def test_from_items_ignores_boilerplate_for_candidates() -> None:
     probe = items[5][1].replace(items[5][1].split()[0], "changed", 1)
     assert len(idx.candidates(probe)) < len(plain.candidates(probe)) / 5
     assert idx.query(probe)[0][0] == 5 and plain.query(probe)[0][0] == 5
+
+
+def test_threaded_batches_give_the_same_signatures(monkeypatch) -> None:
+    rng = random.Random(8)
+    norms = [normalize_text(sentence(rng, rng.randrange(1, 12))) for _ in range(5000)]
+    h = _Hasher(128, 5)
+    monkeypatch.setenv("CURATE_THREADS", "1")
+    one = h.signatures_normalized(norms)
+    monkeypatch.setenv("CURATE_THREADS", "3")
+    assert (h.signatures_normalized(norms) == one).all()
