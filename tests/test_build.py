@@ -298,3 +298,33 @@ def test_trl_trains_on_the_export(mini, tmp_path):
     assert trainer.state.global_step == 3 and math.isfinite(res.training_loss)
     logged = Counter(k for h in trainer.state.log_history for k in h)
     assert logged["rewards/chosen"] == 3  # DPO really computed preference rewards each step
+
+
+def test_progress_and_field_mapping(tmp_path):
+    """The progress callback hears every step; --map renames odd columns; --format forces a reader."""
+    odd = tmp_path / "odd.jsonl"
+    import random
+
+    rng = random.Random(9)
+    words = "amber basalt cedar delta fennel gravel harp indigo jade kiwi loom mango nickel opal prism".split()
+
+    def text(n: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    odd.write_text("\n".join(json.dumps({"question": text(8) + "?", "reply": json.dumps({"answer": text(6)})})
+                             for _ in range(12)) + "\n")
+    seen: dict[str, tuple[int, int | None]] = {}
+    res = build(DATA, [odd], tmp_path / "o", mapping={"prompt": "question", "completion": "reply"},
+                progress=lambda step, done, total: seen.__setitem__(step, (done, total)))
+    assert {"read", "validate", "split", "export"} <= set(seen)
+    assert seen["validate"] == (12, 12) and seen["export"] == (1, 1)
+    assert res.counts["in"] == res.counts["exported"] == 12
+    assert res.manifest["inputs"][0]["format"] == "prompt_completion"
+    r = CliRunner().invoke(main, ["build", str(DATA), "-i", str(odd), "--out", str(tmp_path / "p"), "--map",
+                                  "prompt=question", "--map", "completion=reply", "--format", "prompt_completion",
+                                  "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["counts"]["exported"] == 12 and r.stderr == ""
+    r = CliRunner().invoke(main, ["build", str(DATA), "-i", str(odd), "--out", str(tmp_path / "q"),
+                                  "--map", "prompt"])
+    assert r.exit_code == 2 and "expected OURS=THEIRS" in r.stderr

@@ -76,7 +76,7 @@ def _read(paths: Sequence[Path], *, ctx: RunContext, spec: Spec, format: str | N
     return read_inputs([str(p) for p in paths], ctx=ctx, spec=spec, format=format, mapping=mapping)
 
 
-def _formats_of(paths: Sequence[Path], forced: str | None) -> dict[str, str]:
+def _formats_of(paths: Sequence[Path], forced: str | None, mapping: dict[str, str] | None) -> dict[str, str]:
     if forced:
         return {str(p): forced for p in paths}
     try:
@@ -86,7 +86,7 @@ def _formats_of(paths: Sequence[Path], forced: str | None) -> dict[str, str]:
     out = {}
     for p in paths:
         try:
-            out[str(p)] = detect_format(p)
+            out[str(p)] = detect_format(p, mapping)
         except CurateError:
             out[str(p)] = ""
     return out
@@ -167,7 +167,7 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
 
     exported: list[Rec] = parts.train + parts.test + list(paired.unpaired)
     # conservation per input file
-    inputs_info = _conservation(ctx, paths, exported, clusters, _formats_of(paths, format))
+    inputs_info = _conservation(ctx, paths, exported, clusters, _formats_of(paths, format, mapping))
     totals = {k: sum(i[k] for i in inputs_info) for k in ("in", "exported", "quarantined", "duplicates")}
     extra = {k: v for k, v in _extra_sources(ctx, exported, clusters).items() if any(v.values())}
     if extra:
