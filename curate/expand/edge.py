@@ -34,16 +34,29 @@ PARAPHRASES = (
     "Sorry to bother you again. {x}",
     "{x} Would appreciate a quick reply.",
 )
-MIXED = (
-    "Hola, {x} Gracias.",
-    "Bonjour, {x} Merci beaucoup.",
-    "Hallo, {x} Danke!",
-    "Olá! {x} Obrigado.",
-    "Ciao, {x} Grazie mille.",
-    "{x} (perdón, mi inglés no es muy bueno)",
-    "{x} — desculpe o meu inglês",
-    "Guten Tag. {x} Vielen Dank im Voraus.",
-)
+LANGUAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # templates, context sentences
+    "es": (("Hola, {x} Gracias.", "{x} (perdón, mi inglés no es muy bueno)", "Buenos días. {x} Saludos."),
+           ("Escribo desde la oficina de Valencia, un compañero me dijo que les escribiera por aquí.",
+            "Perdón por mezclar idiomas, todavía estoy aprendiendo inglés.",
+            "Es la primera vez que escribo al soporte.")),
+    "fr": (("Bonjour, {x} Merci beaucoup.", "{x} Merci d'avance !"),
+           ("Je vous écris depuis mon téléphone, désolé pour les fautes de frappe.",
+            "Mon anglais n'est pas parfait, excusez-moi.",
+            "Un collègue m'a conseillé de vous écrire directement.")),
+    "de": (("Hallo, {x} Danke!", "Guten Tag. {x} Vielen Dank im Voraus."),
+           ("Ich schreibe Ihnen zum ersten Mal und hoffe, das ist der richtige Weg.",
+            "Entschuldigung für mein Englisch.",
+            "Ich habe schon in der Hilfe gesucht, aber nichts gefunden.")),
+    "it": (("Ciao, {x} Grazie mille.", "Buongiorno! {x} Grazie."),
+           ("Scusate il mio inglese, lo uso poco al lavoro.",
+            "Vi scrivo dal telefono, scusate gli errori.",
+            "Un collega mi ha detto di scrivervi qui.")),
+    "pt": (("Olá! {x} Obrigado.", "{x} — desculpe o meu inglês"),
+           ("Desculpem, o meu inglês não é muito bom.",
+            "É a primeira vez que escrevo para o suporte.",
+            "Estou a escrever do telemóvel, desculpem os erros.")),
+}
+MIXED = tuple(t for templates, _ in LANGUAGES.values() for t in templates)
 EN_CONTEXT = (  # context that changes nothing about the request
     "I've been a customer for a few years and this is the first time I write to support.",
     "I looked in the help center first but couldn't find anything about it.",
@@ -51,14 +64,6 @@ EN_CONTEXT = (  # context that changes nothing about the request
     "A colleague told me to contact you directly about this.",
     "I'm not very technical, so please bear with me.",
     "This has been on my to-do list for a couple of days now.",
-)
-FOREIGN_CONTEXT = (
-    "Escribo desde la oficina de Valencia, un compañero me dijo que les escribiera por aquí.",
-    "Perdón por mezclar idiomas, todavía estoy aprendiendo inglés.",
-    "Je vous écris depuis mon téléphone, désolé pour les fautes de frappe.",
-    "Ich schreibe Ihnen zum ersten Mal und hoffe, das ist der richtige Weg.",
-    "Scusate il mio inglese, lo uso poco al lavoro.",
-    "Desculpem, o meu inglês não é muito bom.",
 )
 KEEPS_ANSWER = {"paraphrase": True, "mixed_language": True, "noise": True, "typos": True,
                 "truncate": False, "very_short": False, "missing_info": False}
@@ -151,17 +156,22 @@ def variant(text: str, rng: random.Random, primary: str, *, protect: set[str] | 
             extra_noise: bool = True, context: int = 0) -> Variant | None:
     """One edge variant of `text` made by `primary` (see PRIMARY), maybe with typos/noise on top.
 
-    `context`: for paraphrase / mixed_language, that many sentences of neutral context (English, or other
-    languages for mixed_language) go before the request -- the answer stays the same, the message grows.
+    `context`: for paraphrase / mixed_language, that many sentences of neutral context (English, or the
+    message's one other language for mixed_language) go before the request: the answer stays, the message grows.
     """
     protect = protect or set()
     text = text.strip()
     steps = [primary]
     params: dict[str, object] = {}
     if primary in ("paraphrase", "mixed_language"):
-        tmpl = rng.choice(PARAPHRASES if primary == "paraphrase" else MIXED)
+        if primary == "paraphrase":
+            templates, pool = PARAPHRASES, EN_CONTEXT
+        else:  # one language per message: its greeting, its context sentences
+            lang = rng.choice(sorted(LANGUAGES))
+            templates, pool = LANGUAGES[lang]
+            params["language"] = lang
+        tmpl = rng.choice(templates)
         params["template"] = tmpl
-        pool = EN_CONTEXT if primary == "paraphrase" else FOREIGN_CONTEXT
         extra = rng.sample(pool, min(context, len(pool))) if context else []
         if extra:
             params["context"] = extra
@@ -193,5 +203,5 @@ def variant(text: str, rng: random.Random, primary: str, *, protect: set[str] | 
     return Variant(out, tuple(steps), all(KEEPS_ANSWER[s] for s in steps), params)
 
 
-__all__ = ["KEEPS_ANSWER", "MIXED", "PARAPHRASES", "PRIMARY", "Variant", "missing_info", "noise", "truncate",
+__all__ = ["KEEPS_ANSWER", "LANGUAGES", "MIXED", "PARAPHRASES", "PRIMARY", "Variant", "missing_info", "noise", "truncate",
            "typos", "variant", "very_short"]
