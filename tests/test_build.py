@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import main
-from curate.errors import ExportError
+from curate.errors import ExportError, InputError
 from curate.spec import load_spec
 from curate.steps.export import file_hashes
 from curate.steps.pipeline import build
@@ -328,3 +328,20 @@ def test_progress_and_field_mapping(tmp_path):
     r = CliRunner().invoke(main, ["build", str(DATA), "-i", str(odd), "--out", str(tmp_path / "q"),
                                   "--map", "prompt"])
     assert r.exit_code == 2 and "expected OURS=THEIRS" in r.stderr
+
+
+def test_new_spec_version_keeps_the_heldout_of_the_last(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = build(DATA, [DATA / "data.jsonl"])
+    v1 = tmp_path / "out" / "mini-build" / "v1"
+    assert first.out_dir == Path("out/mini-build/v1") and first.manifest["split"]["lock_from"] is None
+    spec2 = load_spec(DATA).model_copy(update={"version": 2})
+    second = build(spec2, [DATA / "data.jsonl"])
+    assert second.out_dir == Path("out/mini-build/v2")
+    assert second.manifest["split"]["lock_from"] == "out/mini-build/v1/heldout.lock"
+    ids1 = set(json.loads((v1 / "heldout.lock").read_text())["ids"])
+    ids2 = set(json.loads((tmp_path / "out/mini-build/v2/heldout.lock").read_text())["ids"])
+    assert ids1 and ids1 <= ids2
+    # an explicit lock wins; a missing one is an error
+    with pytest.raises(InputError, match="no such held-out lock"):
+        build(spec2, [DATA / "data.jsonl"], lock=tmp_path / "nope.lock")

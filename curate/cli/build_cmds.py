@@ -36,12 +36,14 @@ def register(main: click.Group) -> None:
                   help="TRL SFT layout (default: the spec's export.sft_format).")
     @click.option("--near-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8,
                   show_default=True, help="Similarity above which two records are near duplicates.")
+    @click.option("--lock", type=click.Path(exists=True, dir_okay=False),
+                  help="Held-out lock to keep (default: OUT/heldout.lock, else a sibling version's).")
     @json_option
     @quiet_option
     @handle_errors
     def build_cmd(spec_path: str, inputs: tuple[str, ...], out: str | None, fmt: str | None,
                   mapping: tuple[str, ...], tokenizer: str | None, max_tokens: int | None, sft_format: str | None,
-                  near_threshold: float, as_json: bool, quiet: bool) -> None:
+                  near_threshold: float, lock: str | None, as_json: bool, quiet: bool) -> None:
         """Build a training-ready dataset: import, validate, deduplicate, split, export for TRL.
 
         Nothing is lost: every record is exported, quarantined (quarantine/<step>.jsonl, with the reason) or
@@ -61,7 +63,7 @@ def register(main: click.Group) -> None:
         with bars:
             result = build(spec, list(inputs) or None, target, format=fmt, mapping=_mapping(mapping),
                            tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
-                           sft_format=sft_format, progress=update)
+                           sft_format=sft_format, lock=lock, progress=update)
         if as_json:
             emit_json(result.summary())
             return
@@ -75,6 +77,9 @@ def register(main: click.Group) -> None:
         under = [x for x in result.manifest["coverage"].get("cells", []) if not x.get("ok", True)]
         if under:
             click.echo(f"coverage: {len(under)} cells under target (curate coverage {result.out_dir})")
+        lock_from = result.manifest["split"].get("lock_from")
+        if lock_from:
+            click.echo(f"held-out set kept from {lock_from} ({result.manifest['split']['locked_from_previous']} ids)")
         for w in result.warnings:
             say(f"warning: {w}", quiet=quiet)
         say(f"wrote {result.out_dir}" + ("" if out else " (default folder for this spec version)"), quiet=quiet)

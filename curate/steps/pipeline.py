@@ -6,7 +6,8 @@
     (PosixPath('out/support-triage/v1'), {'in': 188, 'exported': ..., ...})
 
 Without `inputs` the spec's own `data:` files are built; without `out` the folder is `out/<name>/v<version>`.
-The held-out set of a previous build in the same folder (its `heldout.lock`) is kept.
+The held-out set of a previous build is kept: the target folder's `heldout.lock`, else the newest lock of a sibling
+build of the same spec (`out/<name>/v1` when building `v2`), or the `lock` file given.
 
 Conservation: for every input file, records in = exported + quarantined + removed as duplicates. "Exported"
 counts input records that reach an output file: an SFT or DPO row, or `negatives.jsonl` (negatives with no
@@ -103,7 +104,7 @@ def _dedup(records: list[Rec], *, ctx: RunContext, threshold: float) -> tuple[li
 def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, out: str | Path | None = None, *,
           format: str | None = None, mapping: dict[str, str] | None = None, tokenizer: str | Path | None = None,
           max_tokens: int | None = None, near_threshold: float = 0.8, sft_format: str | None = None,
-          progress: Progress | None = None, engine: str = "local") -> BuildResult:
+          lock: str | Path | None = None, progress: Progress | None = None, engine: str = "local") -> BuildResult:
     """Build a training-ready dataset folder from a spec and its inputs (see the module doc)."""
     if engine != "local":
         raise CurateError(f"engine {engine!r} is not available in this version; use engine='local'")
@@ -157,8 +158,10 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
     if "dpo" not in formats and "sft" not in formats:  # pragma: no cover - the spec model forbids it
         raise ExportError("export.formats is empty")
 
-    lock_path = out_dir / "heldout.lock"
-    old_lock = HeldoutLock.load(lock_path)
+    lock_path = Path(lock) if lock is not None else find_lock(out_dir, spec.name)
+    old_lock = HeldoutLock.load(lock_path) if lock_path is not None else None
+    if lock is not None and old_lock is None:
+        raise InputError(f"--lock {lock}: no such held-out lock file")
     parts = split(sft_recs + pref_recs, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold)
     if not parts.leakage.empty:
         raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "
@@ -208,7 +211,8 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
                     "dpo": {"train": [lengths.lengths.get(r.id, 0) for r in dpo_train],
                             "test": [lengths.lengths.get(r.id, 0) for r in dpo_test]}},
         "split": {"heldout": spec.split.heldout, "seed": spec.split.seed, "stratify": spec.split.stratify,
-                  "groups": parts.groups, "locked_from_previous": len(old_lock.ids) if old_lock else 0},
+                  "groups": parts.groups, "locked_from_previous": len(old_lock.ids) if old_lock else 0,
+                  "lock_from": str(lock_path) if old_lock else None},
         "export": {"formats": exported_formats, "sft_format": sft_format,
                    "include_system_prompt": spec.export.include_system_prompt},
         "exported_formats": exported_formats,
@@ -252,6 +256,30 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
                 warnings.append(f"report.html not written: {err}")
     ctx.report("export", 1, 1)
     return BuildResult(out_dir=out_dir, manifest=manifest, warnings=warnings)
+
+
+def find_lock(out_dir: Path, spec_name: str) -> Path | None:
+    """The held-out lock to keep: the target's own, else the newest of a sibling build of the same spec.
+
+    So `out/<name>/v2` keeps the held-out set of `out/<name>/v1` when the spec's version is bumped.
+    """
+    own = out_dir / "heldout.lock"
+    if own.is_file():
+        return own
+    if not out_dir.parent.is_dir():
+        return None
+    found = []
+    for cand in out_dir.parent.glob("*/heldout.lock"):
+        if cand.parent.name.startswith("."):
+            continue
+        try:
+            import orjson
+
+            if orjson.loads(cand.read_bytes()).get("spec") == spec_name:
+                found.append((cand.stat().st_mtime, str(cand)))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return Path(max(found)[1]) if found else None
 
 
 def _file_of(source: Any) -> str:
