@@ -104,3 +104,17 @@ def test_cli_pairs_check_exit_codes_and_reasons(mini_spec, tmp_path):
                                           "violates": ["no-action-claims"]}])
     r = CliRunner().invoke(main, ["pairs", "check", str(mini_spec.path), str(good)])
     assert r.exit_code == 0 and r.stdout == ""
+
+
+def test_prompts_to_label_are_label_push_write_input(any_spec, tmp_path):
+    """prompts_to_label.jsonl is read by `curate label push --kind write` as it is: no quarantine, lineage kept."""
+    from curate.labeling.push import read_records, to_task
+    from curate.steps.base import RunContext
+
+    paths = write_outputs(expand(any_spec, seed=3), tmp_path)
+    ctx = RunContext()
+    recs = list(read_records([paths["prompts_to_label.jsonl"]], spec=any_spec, ctx=ctx))
+    assert recs and ctx.n_quarantined == 0
+    assert all(r.response_text() == "" and r.is_generated and r.source.parent for r in recs)
+    task = to_task(any_spec, "write", recs[0])
+    assert task["data"]["messages"][-1]["role"] == "user" and task["data"]["curate_kind"] == "write"
