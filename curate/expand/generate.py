@@ -49,8 +49,8 @@ from curate.expand import adversarial as adv
 from curate.expand import edge
 from curate.expand.mutators import Mutant, mutate
 from curate.expand.pairs import make_pair
-from curate.records import (LineError, Message, PreferenceRecord, SFTRecord, Source, dump_record, normalize_text, read_jsonl,
-                            record_from_native, write_atomic, write_jsonl_atomic)
+from curate.records import (LineError, Message, PreferenceRecord, SFTRecord, Source, dump_record, normalize_text,
+                            read_jsonl, record_from_native, write_atomic, write_jsonl_atomic)
 from curate.spec import Rule, Spec
 from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup_text

@@ -9,9 +9,9 @@
     {'category': 'typical', 'rule': 'valid-json', 'count': 41, 'target': 2, 'ok': True}
 
 A cell (category, rule) counts the records of that category where the rule applies and passes; in the
-`negative` category it counts the records whose response violates the rule. A preference pair counts its chosen
-side in its own category and its rejected side in `negative` (a rejected answer is a negative example), so a
-dataset of pairs covers the negative cells too. A cell whose rule can never apply to that category (a
+`negative` category it counts the records whose response violates the rule. A preference pair counts its rejected
+side in `negative` (a rejected answer is a negative example) and, unless the pair's own category is `negative`
+(as the build's and expand's pairs are), its chosen side in its own category. A cell whose rule can never apply to that category (a
 `when: {category: X}` for another X) has target 0.
 
 Category shares count every record once, by its `category`, against the spec's `min_share`.
