@@ -1,8 +1,8 @@
 """A local causal LM for paraphrases and draft answers: transformers from a local folder, never the hub.
 
     >>> from curate.expand.local_model import LocalModel
-    >>> m = LocalModel("models/smollm2")                   # doctest: +SKIP  (a folder, or a .gguf file)
-    >>> m.draft(spec, [{"role": "user", "content": "Cancel it."}])   # doctest: +SKIP
+    >>> m = LocalModel("models/smollm2")          # a folder, or a .gguf file      # doctest: +SKIP
+    >>> m.draft(spec, [{"role": "user", "content": "Cancel it."}])                # doctest: +SKIP
 
 `trust_remote_code` is never set, and `local_files_only=True` keeps the hub out even without HF_HUB_OFFLINE.
 Generation is greedy, so drafts are deterministic for a given model.
