@@ -259,15 +259,15 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
 
 
 def find_lock(out_dir: Path, spec_name: str) -> Path | None:
-    """The held-out lock to keep: the target's own, else the newest of a sibling build of the same spec.
+    """The held-out lock to keep: the target's own, else the newest of a sibling version folder of the same spec.
 
     So `out/<name>/v2` keeps the held-out set of `out/<name>/v1` when the spec's version is bumped.
     """
     own = out_dir / "heldout.lock"
     if own.is_file():
         return own
-    if not out_dir.parent.is_dir():
-        return None
+    if out_dir.parent.name != spec_name or not out_dir.parent.is_dir():
+        return None  # only the versions of one spec (out/<name>/v<k>) share a held-out set implicitly
     found = []
     for cand in out_dir.parent.glob("*/heldout.lock"):
         if cand.parent.name.startswith("."):
