@@ -40,12 +40,14 @@ def register(main: click.Group) -> None:
     @click.option("--overlap", type=click.IntRange(1, 20), default=1, show_default=True,
                   help="Annotators per task (agreement and conflicts need 2 or more).")
     @click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
+    @click.option("--predictions", type=click.Choice(["failing", "all"]), default="failing", show_default=True,
+                  help="Attach the checks as a prediction where a rule fails (pre-ticked), or to every task.")
     @studio_dir
     @json_option
     @quiet_option
     @handle_errors
     def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int, batch_size: int,
-                 studio_dir: str, as_json: bool, quiet: bool) -> None:
+                 predictions: str, studio_dir: str, as_json: bool, quiet: bool) -> None:
         """Create or update the project for SPEC's version and KIND and import the records it lacks.
 
         Idempotent: a second push adds only records the server does not hold. Each task carries the record id
@@ -64,7 +66,7 @@ def register(main: click.Group) -> None:
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
             res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap,
-                       batch_size=batch_size, ctx=ctx, progress=update)
+                       batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions)
         out = {"spec": spec.ref, **res.as_dict(),
                "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
         if as_json:

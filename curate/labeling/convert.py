@@ -15,6 +15,8 @@ Used by `curate label pull` and by the importer for Label Studio export files ma
 Label Studio accepts results that do not match the config (unknown control names or choice values): every result
 is checked against the config compiled from the spec, and mismatches are quarantined (`label_mismatch`). A
 corrected or written response that fails the spec's automatic rules is not accepted; it is listed for another pass.
+Records carry rule-check results where the pull ran the rules (corrections, written responses); the build's
+validate step checks every record anyway.
 With several annotations per task, the main answer (verdict / picked side) is resolved by majority, or the
 adjudicator's annotation wins; a task without a majority is a conflict.
 """
@@ -196,9 +198,11 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
             out.quarantined += 1
         return out
     for a in anns:
-        who = annotators.get(a.get("completed_by"), str(a.get("completed_by")))
-        if isinstance(a.get("completed_by"), dict):
-            who = a["completed_by"].get("email") or str(a["completed_by"].get("id"))
+        by = a.get("completed_by")
+        if isinstance(by, dict):
+            who = by.get("email") or str(by.get("id"))
+        else:
+            who = annotators.get(by, str(by))
         src = base_src.model_copy(update={"annotation": a.get("id"), "annotator": who, "parent": original.id})
         if a.get("was_cancelled"):
             ctx.quarantine(step=STEP, reason="skipped_by_annotator", detail="the annotator skipped this task",
@@ -270,12 +274,12 @@ def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer
             if ticked:
                 return reject("inconsistent_verdict", f"accepted but ticked rules: {', '.join(ticked)}")
             rec = SFTRecord.build(messages=original.conversation(), category=category, violates=(), **common)
-            out.records.append(rec.with_checks(_checks(spec, rec)))
+            out.records.append(rec)
         elif verdict == "reject":
             if not ticked:
                 return reject("reject_without_rule", "rejected without ticking a rule it breaks")
             rec = SFTRecord.build(messages=original.conversation(), category="negative", violates=ticked, **common)
-            out.records.append(rec.with_checks(_checks(spec, rec)))
+            out.records.append(rec)
         else:  # edit
             corrected = (ans.values.get("corrected") or "").strip()
             if not corrected:
@@ -309,7 +313,7 @@ def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer
                                       category=original.category, tags=original.tags, violates=ticked,
                                       spec=original.spec or (spec.ref if spec else None), source=src,
                                       labels=labels)
-        out.records.append(pair.with_checks(_checks(spec, pair)))
+        out.records.append(pair)
     else:  # write
         text = (main_value or "").strip()
         fixed = SFTRecord.build(messages=original.prompt_messages() + (Message(role="assistant", content=text),),

@@ -62,8 +62,17 @@ def test_push_is_idempotent_against_the_server_and_carries_checks(client, tmp_pa
     preds = preds.get("results", preds) if isinstance(preds, dict) else preds
     assert len(preds) == 1 and preds[0]["model_version"] == "curate-checks"
     ticked = {r["from_name"]: r["value"]["choices"] for r in preds[0]["result"]}
-    assert ticked["violates"] == ["valid-json", "no-action-claims"] and ticked["category"] == ["typical"]
+    assert ticked == {"violates": ["valid-json", "no-action-claims"]}
     assert bad["data"]["check_summary"].startswith("FAILS: valid-json")
+    good = next(t for t in tasks.values() if t["data"]["response"].startswith('{"intent": "reset_password"'))
+    assert good["data"]["check_summary"] == "passes every automatic rule"
+    assert not client.get_json("/api/predictions/", task=good["id"])  # nothing to pre-tick: no prediction
+    # with predictions="all" every task carries one, empty where every rule passes
+    spec2 = make_spec(tmp_path)
+    push(spec2, "review", client=client, predictions="all")
+    for t in _tasks(client, spec2, "review").values():
+        p = client.get_json("/api/predictions/", task=t["id"])
+        assert len(p) == 1 and (p[0]["result"] == []) == t["data"]["check_summary"].startswith("passes")
     assert record_from_native(bad["data"]["record"]).id == bad["data"]["curate_id"]
 
 
