@@ -280,7 +280,7 @@ def test_trl_trains_on_the_export(mini, tmp_path):
                                   "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"], r.output
     common = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
-                  per_device_train_batch_size=2, max_steps=3, learning_rate=1e-3)
+                  activation_checkpointing=False, per_device_train_batch_size=2, max_steps=3, learning_rate=1e-3)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     sft = load_dataset(str(out / "sft"))
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir)), processing_class=tok,
