@@ -345,3 +345,21 @@ def test_new_spec_version_keeps_the_heldout_of_the_last(tmp_path, monkeypatch):
     # an explicit lock wins; a missing one is an error
     with pytest.raises(InputError, match="no such held-out lock"):
         build(spec2, [DATA / "data.jsonl"], lock=tmp_path / "nope.lock")
+
+
+@pytest.mark.parametrize("formats", [["sft"], ["dpo"]])
+def test_one_format_only(tmp_path, formats):
+    from datasets import load_dataset
+
+    spec = load_spec(DATA)
+    spec = spec.model_copy(update={"export": spec.export.model_copy(update={"formats": formats})})
+    res = build(spec, [DATA / "data.jsonl"], tmp_path / "o")
+    m = res.manifest
+    assert m["conservation"]["ok"] and m["export"]["formats"] == formats
+    other = {"sft": "dpo", "dpo": "sft"}[formats[0]]
+    assert not (tmp_path / "o" / other).exists() and f"config_name: {other}" not in (tmp_path / "o" / "README.md").read_text()
+    assert load_dataset(str(tmp_path / "o"), formats[0])["train"].num_rows == m["counts"][formats[0]]["train"] > 0
+    if formats == ["sft"]:  # pairs are exported as SFT (prompt + chosen)
+        assert m["counts"]["sft"]["train"] + m["counts"]["sft"]["test"] == 44 and m["quarantine"] == {}
+    else:  # SFT records cannot become DPO rows: quarantined with a reason, never dropped silently
+        assert m["quarantine"]["export/format_not_exported"] == m["counts"]["quarantined"] > 0
