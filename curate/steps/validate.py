@@ -170,6 +170,7 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
     """
     automatic = spec.automatic_rules()
     auto_ids = {r.id for r in automatic}
+    all_ids = {r.id for r in spec.rules}
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
     lengths = lengths if lengths is not None else LengthCounter(spec)
     n = 0
@@ -180,6 +181,11 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
         if rec.spec is None:
             rec = rec.model_copy(update={"spec": spec.ref})
         problem = structure_problem(rec)
+        if problem is None and rec.violates:
+            unknown = [v for v in rec.violates if v not in all_ids]
+            if unknown:
+                problem = ("unknown_rule", f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
+                                           f"(rules: {', '.join(sorted(all_ids))})")
         if problem:
             ctx.quarantine(step=STEP, reason=problem[0], detail=problem[1], record=rec)
             continue

@@ -114,6 +114,14 @@ def test_negatives_become_rejected_candidates(spec):
     assert ctx.quarantined["validate"][0]["record_id"] == harmless.id
 
 
+def test_violates_must_name_rules_of_the_spec(spec):
+    ctx = RunContext()
+    typo = sft(U("Reset it"), A("I have reset it."), category="negative", violates=("no-action-claim",))
+    assert list(validate([typo], spec=spec, ctx=ctx)) == []
+    row = ctx.quarantined["validate"][0]
+    assert row["reason"] == "unknown_rule" and row["detail"].startswith("violates names no-action-claim, not a rule")
+
+
 def test_too_long_estimate(spec):
     ctx = RunContext()
     lc = LengthCounter(spec)
