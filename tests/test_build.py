@@ -363,3 +363,20 @@ def test_one_format_only(tmp_path, formats):
         assert m["counts"]["sft"]["train"] + m["counts"]["sft"]["test"] == 44 and m["quarantine"] == {}
     else:  # SFT records cannot become DPO rows: quarantined with a reason, never dropped silently
         assert m["quarantine"]["export/format_not_exported"] == m["counts"]["quarantined"] > 0
+
+
+def test_every_example_spec_builds(example_specs, tmp_path):
+    """`curate build SPEC --json` on each example spec: one JSON document, conservation, no leakage, loadable."""
+    from datasets import load_dataset
+
+    assert example_specs
+    for spec_dir in example_specs:
+        out = tmp_path / spec_dir.name
+        r = CliRunner().invoke(main, ["build", str(spec_dir), "--out", str(out), "--json"])
+        assert r.exit_code == 0, (spec_dir, r.output)
+        doc = json.loads(r.stdout)
+        assert doc["conservation"]["ok"] and doc["counts"]["in"] > 0
+        assert doc["leakage"]["exact"] == doc["leakage"]["near"] == 0
+        assert doc["counts"]["sft"]["train"] > 0 and doc["counts"]["dpo"]["train"] > 0
+        assert load_dataset(str(out), "dpo")["train"].num_rows == doc["counts"]["dpo"]["train"]
+        assert (out / "report.html").is_file() and (out / "README.md").is_file()
