@@ -22,6 +22,7 @@ stored in annotations is the rule id (`alias`), so annotations stay stable when 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
@@ -48,12 +49,22 @@ class Control:
     labels: dict[str, str] = field(default_factory=dict)  # stored value -> text shown to labelers
 
 
-def _attr(value: str) -> str:
-    """An XML attribute value, quoted and escaped; a leading `$` (a task-field reference to LS) is guarded."""
-    text = str(value)
+_VARIABLE = re.compile(r"\$(?=[\w{])")
+
+
+def _attr(value: str, *, shown: bool = True) -> str:
+    """An XML attribute value, quoted and escaped, with Label Studio's `$field` references defused.
+
+    Label Studio's interface replaces `$name` anywhere in a shown value with the task's field (`$5` became
+    "undefined" in a real browser), and its backend reads a value starting with `$` as a data key. A zero-width
+    space after each `$` (shown values) or before a leading one (stored aliases) keeps the text as written.
+    """
+    text = str(value).replace("\n", " ")
+    if shown:
+        text = _VARIABLE.sub("$\u200b", text)
     if text.startswith("$"):
-        text = "\u200b" + text  # zero-width space: shown the same, no longer a variable reference
-    return quoteattr(text.replace("\n", " "))
+        text = "\u200b" + text
+    return quoteattr(text)
 
 
 def _rule_label(says: str) -> str:
@@ -95,7 +106,7 @@ def _choices(ctrl: Control, *, to_name: str, extra: str = "") -> list[str]:
     required = ' required="true"' if ctrl.required else ""
     lines = [f'  <Choices name="{ctrl.name}" toName="{to_name}" choice="{choice}" showInline="false"{required}{extra}>']
     for value, shown in ctrl.labels.items():
-        lines.append(f"    <Choice value={_attr(shown)} alias={_attr(value)}/>")
+        lines.append(f"    <Choice value={_attr(shown)} alias={_attr(value, shown=False)}/>")
     lines.append("  </Choices>")
     return lines
 
@@ -133,9 +144,17 @@ def build_config(spec: Spec, kind: str) -> str:
         lines += [
             _header("Prompt"),
             '  <Paragraphs name="prompt" value="$messages" layout="dialogue" nameKey="role" textKey="content"/>',
-            _header("Which response is better?"),
-            '  <Text name="left" value="$left"/>',
-            '  <Text name="right" value="$right"/>',
+            _header("Which response is better? Click it."),
+            '  <View style="display: flex; gap: 1em;">',
+            '    <View style="flex: 1;">',
+            '      <Header value="Response A (left)" size="5"/>',
+            '      <Text name="left" value="$left"/>',
+            '    </View>',
+            '    <View style="flex: 1;">',
+            '      <Header value="Response B (right)" size="5"/>',
+            '      <Text name="right" value="$right"/>',
+            '    </View>',
+            '  </View>',
             '  <Pairwise name="comparison" toName="left,right" selectionStyle="background: #d1f7c4;"/>',
             _header("Automatic checks"),
             '  <Text name="check_summary" value="$check_summary"/>',

@@ -95,6 +95,7 @@ def read_answer(annotation: dict[str, Any], ctrls: dict[str, Control]) -> dict[s
             chosen = value.get("choices")
             if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
                 raise Mismatch(f"control {name!r}: choices must be a list of strings")
+            chosen = [c.removeprefix("\u200b") for c in chosen]  # a guarded leading `$` (see config._attr)
             unknown = [c for c in chosen if ctrl.values is not None and c not in ctrl.values]
             if unknown:
                 raise Mismatch(f"control {name!r}: unknown choice {unknown[0]!r} (allowed: "

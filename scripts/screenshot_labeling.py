@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Screenshots of the labeling page for each config (review, pairwise, write), as a labeler sees it.
+
+    .venv/bin/python scripts/screenshot_labeling.py                 # writes docs/screenshots/labeling-*.png
+    .venv/bin/python scripts/screenshot_labeling.py --spec specs/support-agent --out /tmp/shots
+
+Uses LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY when set, else starts its own Label Studio in a temporary folder
+(and stops it). Pushes a few of the spec's records under a throw-away spec name, signs a new labeler up through
+the invite link in headless Chromium (Debian's chromium, driven over the DevTools protocol) and captures one
+task per kind: for review, a response whose automatic checks fail, so the pre-ticked rules show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from curate.labeling import server  # noqa: E402
+from curate.labeling.client import StudioClient  # noqa: E402
+from curate.labeling.push import find_project, push  # noqa: E402
+from curate.labeling.screens import LabelerBrowser  # noqa: E402
+from curate.records import read_jsonl, record_from_native  # noqa: E402
+from curate.spec import load_spec  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spec", default=str(REPO / "specs" / "support-triage"))
+    ap.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="curate-shots-"))
+    own = None
+    try:
+        if os.environ.get("LABEL_STUDIO_URL") and os.environ.get("LABEL_STUDIO_API_KEY"):
+            url, token = os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"]
+        else:
+            own = tmp / "studio"
+            info = server.start(own, from_template=True, timeout=300)
+            url, token = info.url, server.credentials(own)["token"]
+        src = Path(args.spec)
+        src = src if src.is_dir() else src.parent
+        dst = tmp / "spec"
+        shutil.copytree(src, dst)
+        spec0 = load_spec(dst)
+        name = f"{spec0.name}-shots-{int(time.time()) % 100000}"
+        text = (dst / "spec.yaml").read_text().splitlines()
+        (dst / "spec.yaml").write_text("\n".join(f"name: {name}" if ln.startswith("name:") else ln
+                                                 for ln in text) + "\n")
+        spec = load_spec(dst)
+        records = [record_from_native(o, spec=spec.ref) for p in spec.data_paths() for _, o in read_jsonl(p)
+                   if isinstance(o, dict)]
+        sft = [r for r in records if r.kind == "sft" and r.response_text()]
+        failing = [r for r in sft if r.category == "negative"][:2]
+        pairs = [r for r in records if r.kind == "preference"][:2]
+        out = Path(args.out)
+        with StudioClient(url, token) as client:
+            push(spec, "review", client=client, records=failing + sft[:3])
+            push(spec, "pairwise", client=client, records=pairs)
+            push(spec, "write", client=client, records=sft[:2])
+            with LabelerBrowser(client, width=1400, height=2000) as browser:
+                for kind, rec in (("review", failing[0]), ("pairwise", pairs[0]), ("write", sft[0])):
+                    pid = find_project(client, spec, kind)["id"]
+                    task = next(t for t in client.task_data(pid) if t["data"]["curate_id"] == rec.id)
+                    browser.open_task(pid, task["id"])
+                    path = browser.screenshot(out / f"labeling-{kind}.png")
+                    print(path)
+    finally:
+        if own is not None:
+            server.stop(own)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
