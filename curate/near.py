@@ -33,7 +33,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from curate.records import normalize_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NearIndex", "common_shingles", "exact_key", "lsh_params", "near_groups", "near_pairs", "signatures", "similarity"]
+__all__ = ["BandSketch", "NearIndex", "candidate_pairs", "common_shingles", "exact_key", "verify_pairs", "lsh_params", "near_groups", "near_pairs", "signatures", "similarity"]
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _POLY = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
@@ -577,22 +577,45 @@ def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 
     are 1000 texts or more (`common_shingles`; 0 turns it off); scores are always verified on the full texts.
     """
     norms = list(texts) if normalized else [normalize_text(t) for t in texts]
-    n = len(norms)
-    if n < 2:
+    if len(norms) < 2:
         return []
-    hasher = _Hasher(num_perm, ngram)
-    bands, rows = lsh_params(threshold, num_perm)
-    sigs = hasher.signatures_normalized(norms, stop=common_shingles(norms, ngram, share=common))
-    bh = _band_hashes(sigs, bands, rows)
-    cand = _candidate_pairs(bh)
-    return _verify(norms, cand, threshold)
+    sketch = BandSketch(threshold, num_perm, ngram, stop=common_shingles(norms, ngram, share=common))
+    cand = candidate_pairs(sketch.bands_of(norms))
+    return verify_pairs(norms.__getitem__, cand, threshold)
+
+
+class BandSketch:
+    """LSH band keys of normalized texts, computed in bounded chunks: the bulk path behind `near_pairs`.
+
+        sketch = BandSketch(0.8, stop=common_shingles(sample_norms))
+        keys = sketch.bands_of(norms)            # (n, bands) uint64, chunk by chunk
+        pairs = verify_pairs(norms.__getitem__, candidate_pairs(keys), 0.8)
+    """
+
+    CHUNK = 8192  # texts per kernel call: bounds the UTF-32 staging copy to ~CHUNK * 4 * text length bytes
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, *,
+                 stop: np.ndarray | None = None) -> None:
+        self.threshold = threshold
+        self.hasher = _Hasher(num_perm, ngram)
+        self.bands, self.rows = lsh_params(threshold, num_perm)
+        self.stop = stop
+
+    def bands_of(self, norms: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(norms), self.bands), dtype=np.uint64)
+        for a in range(0, len(norms), self.CHUNK):
+            sig = self.hasher.signatures_normalized(norms[a:a + self.CHUNK], stop=self.stop)
+            out[a:a + sig.shape[0]] = _band_hashes(sig, self.bands, self.rows)
+        return out
 
 
 MAX_RUN = 256  # pair a bucket member with at most this many later members (guards against huge buckets)
 
 
-def _candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
+def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
     """Unique (i, j), i < j, pairs sharing a band hash; bh is (n, bands). Returns (k, 2) int64, sorted.
+
+    `bh` may be uint64 band hashes or uint32 (their top 32 bits, half the memory): only those bits are used.
 
     Vectorized per band: sort the hashes (stable, so members of a bucket stay in index order) and pair each
     position with the next d = 1, 2, ... positions while they are in the same bucket. A bucket larger than
@@ -607,7 +630,9 @@ def _candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
     for band in range(bands):
         # the top 32 bits of the band hash with the index below them: one plain sort groups each bucket and
         # keeps its members in index order (rarer 32-bit collisions only add candidates; scores are verified)
-        packed = np.sort((bh[:, band] & hi_mask) | idx)
+        col = bh[:, band]
+        high = (col.astype(np.uint64) << np.uint64(32)) if col.dtype == np.uint32 else (col & hi_mask)
+        packed = np.sort(high | idx)
         top = packed >> np.uint64(32)
         same = top[1:] == top[:-1]
         if not same.any():
@@ -629,11 +654,12 @@ def _candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
     return np.stack((u // n, u % n), axis=1)
 
 
-def _verify(norms: Sequence[str], cand: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+def verify_pairs(norm_of: Callable[[int], str], cand: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """Candidate pairs (k, 2) -> verified `(i, j, score)` with score >= threshold; `norm_of(i)` gives text i."""
     cutoff = threshold * 100.0
     out = []
     for i, j in cand.tolist():
-        score = fuzz.ratio(norms[i], norms[j], score_cutoff=cutoff)
+        score = fuzz.ratio(norm_of(i), norm_of(j), score_cutoff=cutoff)
         if score >= cutoff and score > 0:
             out.append((i, j, round(score / 100.0, 4)))
     return out

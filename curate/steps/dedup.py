@@ -26,7 +26,8 @@ where sources are `Source.where()` strings (file:line, annotation or generator) 
 the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and `duplicates:<file>` (per input
 file, for the conservation check: in = exported + quarantined + duplicates). Kept records come back in input order.
 
-Memory: the records are held (dedup needs all of them); besides them, about `bands * 8 + 40` bytes per record.
+Memory: the records are held (dedup needs all of them); besides them, about 8 + `bands` * 4 bytes per record
+(176 at the default threshold, twice that while candidates are found), normalized texts only per chunk of 8192 and for LSH candidates.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.near import near_pairs
+from curate.near import BandSketch, candidate_pairs, common_shingles, verify_pairs
 from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
 
 log = logging.getLogger(__name__)
@@ -115,48 +116,77 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
     return kept, clusters
 
 
-def _row(recs: Sequence[AnyRecord], prio: Sequence[int], keep: int, drop: int, method: str,
-         score: float) -> dict[str, Any]:
+def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float) -> dict[str, Any]:
     k, d = recs[keep], recs[drop]
     return {"kept": k.id, "dropped": d.id, "method": method, "score": score,
             "kept_source": k.source.where(), "dropped_source": d.source.where(),
-            "why": _why(prio[keep], prio[drop]), "_order": drop, "_dropped_file": d.source.file or "<none>"}
+            "why": _why(keep_priority(k), keep_priority(d)), "_order": drop,
+            "_dropped_file": d.source.file or "<none>"}
+
+
+_CHUNK = 8192
+
+
+def _exact_key64(norm: str) -> int:
+    return int.from_bytes(hashlib.sha256(norm.encode("utf-8")).digest()[:8], "little")
 
 
 def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]], *,
                 near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
                 ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None) -> None:
-    prio = {i: keep_priority(recs[i]) for i in idx}
-    order = sorted(idx, key=lambda i: (prio[i], i))  # keep-priority order
-    norms = {i: normalize_text(dedup_text(recs[i])) for i in idx}
+    """Dedup one record kind. Memory besides the records: 8 bytes (exact key) + bands * 4 bytes per record;
+    normalized texts exist only per chunk, and again for records that are LSH candidates."""
+    order = sorted(idx, key=lambda i: (keep_priority(recs[i]), i))  # keep-priority order
+    n = len(order)
 
-    # 1. exact
-    first: dict[bytes, int] = {}
-    survivors = []
-    for i in order:
-        key = hashlib.sha256(norms[i].encode("utf-8")).digest()
-        k = first.get(key)
-        if k is None:
-            first[key] = i
-            survivors.append(i)
-        else:
-            dropped[i] = True
-            clusters.append(_row(recs, prio, k, i, "exact", 1.0))
+    def norm_of(i: int) -> str:
+        return normalize_text(dedup_text(recs[i]))
+
+    sketch = None
+    if near_threshold is not None:
+        sample = [norm_of(i) for i in order[::max(1, n // 10000)][:10000]] if n >= 1000 else []
+        sketch = BandSketch(near_threshold, num_perm, ngram, stop=common_shingles(sample, ngram) if sample else None)
+    ekeys = np.empty(n, dtype=np.uint64)
+    bands = np.empty((n, sketch.bands if sketch else 0), dtype=np.uint32)  # top 32 bits of each band hash
+    for a in range(0, n, _CHUNK):
+        norms = [norm_of(i) for i in order[a:a + _CHUNK]]
+        ekeys[a:a + len(norms)] = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64, count=len(norms))
+        if sketch is not None:
+            bands[a:a + len(norms)] = sketch.bands_of(norms) >> np.uint64(32)
+
+    # 1. exact: the first position (in keep-priority order) of each key is kept
+    _, first, inverse = np.unique(ekeys, return_index=True, return_inverse=True)
+    rep = first[inverse.reshape(-1)]
+    for p in np.flatnonzero(rep != np.arange(n)).tolist():
+        dropped[order[p]] = True
+        clusters.append(_row(recs, order[int(rep[p])], order[p], "exact", 1.0))
+    surv_pos = np.flatnonzero(rep == np.arange(n))
+    survivors = [order[p] for p in surv_pos.tolist()]
+    del ekeys, first, inverse, rep
 
     # 2. near, then 3. semantic: greedy over verified edges in keep-priority order
-    if near_threshold is not None and len(survivors) > 1:
-        texts = [norms[i] for i in survivors]
-        pairs = near_pairs(texts, threshold=near_threshold, num_perm=num_perm, ngram=ngram, normalized=True)
-        survivors = _greedy(recs, prio, survivors, pairs, dropped, clusters, "near")
+    if sketch is not None and len(survivors) > 1:
+        cand = candidate_pairs(bands[surv_pos])
+        del bands
+        cache: dict[int, str] = {}
+
+        def survivor_norm(k: int) -> str:
+            text = cache.get(k)
+            if text is None:
+                text = cache[k] = norm_of(survivors[k])
+            return text
+
+        pairs = verify_pairs(survivor_norm, cand, near_threshold)  # type: ignore[arg-type]
+        del cache, cand
+        survivors = _greedy(recs, survivors, pairs, dropped, clusters, "near")
     if semantic and len(survivors) > 1:
-        texts = [norms[i] for i in survivors]
+        texts = [norm_of(i) for i in survivors]
         pairs = semantic_pairs(texts, threshold=semantic_threshold, embed=embed)
-        _greedy(recs, prio, survivors, pairs, dropped, clusters, "semantic")
+        _greedy(recs, survivors, pairs, dropped, clusters, "semantic")
 
 
-def _greedy(recs: list[AnyRecord], prio: dict[int, int], survivors: list[int],
-            pairs: list[tuple[int, int, float]], dropped: np.ndarray, clusters: list[dict[str, Any]],
-            method: str) -> list[int]:
+def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]], dropped: np.ndarray,
+            clusters: list[dict[str, Any]], method: str) -> list[int]:
     """`survivors` is in keep-priority order and pairs index into it, so i < j means i is preferred."""
     if not pairs:
         return survivors
@@ -164,14 +194,14 @@ def _greedy(recs: list[AnyRecord], prio: dict[int, int], survivors: list[int],
     for i, j, score in pairs:
         earlier.setdefault(j, []).append((i, score))
     gone = set()
-    for j in range(len(survivors)):
-        matches = [(i, s) for i, s in earlier.get(j, ()) if i not in gone]
+    for j in sorted(earlier):
+        matches = [(i, s) for i, s in earlier[j] if i not in gone]
         if not matches:
             continue
         i, score = min(matches, key=lambda m: (-m[1], m[0]))
         gone.add(j)
         dropped[survivors[j]] = True
-        clusters.append(_row(recs, prio, survivors[i], survivors[j], method, score))
+        clusters.append(_row(recs, survivors[i], survivors[j], method, score))
     return [s for k, s in enumerate(survivors) if k not in gone]
 
 
