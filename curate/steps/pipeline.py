@@ -26,14 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from curate import __version__
 from curate.errors import CurateError, ExportError, InputError
 from curate.records import PreferenceRecord, SFTRecord, dump_record
 from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
+from curate.steps.coverage import compute_coverage
+from curate.steps.dedup import dedup
 from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, staged_output, write_jsonl,
                                  write_splits)
 from curate.steps.pairs import make_pairs
+from curate.steps.read import detect_format, expand_inputs, read_inputs
 from curate.steps.split import HeldoutLock, split
 from curate.steps.validate import LengthCounter, validate
 
@@ -72,18 +77,12 @@ def _sha256(path: Path) -> str:
 
 def _read(paths: Sequence[Path], *, ctx: RunContext, spec: Spec, format: str | None,
           mapping: dict[str, str] | None) -> Iterator[Rec]:
-    from curate.steps.read import read_inputs
-
     return read_inputs([str(p) for p in paths], ctx=ctx, spec=spec, format=format, mapping=mapping)
 
 
 def _formats_of(paths: Sequence[Path], forced: str | None, mapping: dict[str, str] | None) -> dict[str, str]:
     if forced:
         return {str(p): forced for p in paths}
-    try:
-        from curate.steps.read import detect_format
-    except ImportError:  # pragma: no cover - the importer module is part of the package
-        return {str(p): "" for p in paths}
     out = {}
     for p in paths:
         try:
@@ -95,8 +94,6 @@ def _formats_of(paths: Sequence[Path], forced: str | None, mapping: dict[str, st
 
 def _dedup(records: list[Rec], *, ctx: RunContext, threshold: float) -> tuple[list[Rec], list[dict[str, Any]]]:
     """(kept records, cluster rows) from the dedup step."""
-    from curate.steps.dedup import dedup
-
     kept, clusters = dedup(records, ctx=ctx, near_threshold=threshold)
     return list(kept), clusters
 
@@ -112,8 +109,6 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
         raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    from curate.steps.read import expand_inputs
-
     given = [Path(p) for p in inputs] if inputs else spec.data_paths()
     if not given:
         raise InputError(f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` "
@@ -176,12 +171,7 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
     if extra:
         raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
 
-    try:
-        from curate.steps.coverage import compute_coverage
-
-        coverage = compute_coverage(spec, exported, split_of=lambda r: side.get(r.id, "negatives")).as_dict()
-    except ImportError:  # pragma: no cover
-        coverage = {"cells": [], "categories": []}
+    coverage = compute_coverage(spec, exported, split_of=lambda r: side.get(r.id, "negatives")).as_dict()
 
     sft_ids = {r.id for r in sft_recs}
     sft_train = [r for r in parts.train if r.id in sft_ids]
@@ -240,8 +230,6 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
         (stage / "heldout.lock").write_bytes(parts.lock.to_bytes())
         (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
         manifest["files"] = file_hashes(stage)
-        import orjson
-
         (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
         warnings: list[str] = []
         try:
@@ -273,8 +261,6 @@ def find_lock(out_dir: Path, spec_name: str) -> Path | None:
         if cand.parent.name.startswith("."):
             continue
         try:
-            import orjson
-
             if orjson.loads(cand.read_bytes()).get("spec") == spec_name:
                 found.append((cand.stat().st_mtime, str(cand)))
         except (OSError, ValueError, AttributeError):
