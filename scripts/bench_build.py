@@ -124,12 +124,12 @@ def make_workload(folder: Path, n: int, seed: int = 7) -> dict:
         b = rng.randrange(n_base)
         user, ans, cat = bases[b]
         extra.append((_chat(_edit(rng, vocab, user, rng.randint(1, 12)), ans, cat), b, "near"))
-    # scatter the copies after their originals: insert at random later positions
+    # scatter the copies after their originals: insert each at a random later position
     rng.shuffle(extra)
     out_lines: list[bytes] = []
     out_family: list[int] = []
     out_kind: list[str] = []
-    pending = sorted(((rng.randint(b, n_base), line, b, k) for line, b, k in extra), key=lambda t: t[0])
+    pending = sorted(((rng.randint(b + 1, n_base), line, b, k) for line, b, k in extra), key=lambda t: t[0])
     p = 0
     for i in range(n_base + 1):
         while p < len(pending) and pending[p][0] == i:
@@ -295,8 +295,10 @@ def near_quality(out: Path, truth: dict) -> dict:
         if row["method"] == "near":
             tp += same
             fp += not same
-        if kind[d] == "near" and same:
-            removed_near_variants.add(d)
+        if same:  # a near variant is found when a row links it to its own family, on either side
+            for x in (k, d):
+                if kind[x] == "near":
+                    removed_near_variants.add(x)
     n_near = sum(1 for k in kind if k == "near")
     return {"precision": round(tp / max(1, tp + fp), 5), "recall": round(len(removed_near_variants) / max(1, n_near), 5),
             "near_rows": tp + fp, "near_variants": n_near, "pairs_flagged": flagged_pairs}
