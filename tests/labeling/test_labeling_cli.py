@@ -58,6 +58,17 @@ def test_studio_status_json(studio):
     assert st["healthy"] and st["url"] == studio.url
 
 
+@pytest.mark.studio
+def test_studio_up_reuses_the_running_server_and_hides_the_token(studio, token):
+    r = CliRunner().invoke(main, ["studio", "up", "--dir", studio.data_dir])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == studio.url and token not in r.output
+    r = CliRunner().invoke(main, ["studio", "up", "--dir", studio.data_dir, "--json", "--show-token"])
+    info = json.loads(r.stdout)
+    assert info["token"] == token and info["url"] == studio.url
+    assert info["credentials_file"].endswith("curate-credentials.json")
+
+
 def test_studio_status_down_and_down_without_server(tmp_path):
     r = CliRunner().invoke(main, ["studio", "status", "--dir", str(tmp_path), "--json"])
     assert r.exit_code == 1 and json.loads(r.stdout)["running"] is False

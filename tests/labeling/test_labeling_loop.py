@@ -43,6 +43,9 @@ def test_push_is_idempotent_against_the_server_and_carries_checks(client, tmp_pa
     ctx = RunContext()
     first = push(spec, "review", client=client, ctx=ctx)
     assert first.created_project and first.pushed == first.eligible == 6
+    project = client.project(first.project_id)
+    assert project["show_instruction"] and "<b>no-action-claims</b>" in project["expert_instruction"]
+    assert project["title"] == f"{spec.name}@1 review"
     assert first.records_in == 13 and dict(ctx.reasons) == {("label_push", "not_sft"): 6,
                                                               ("label_push", "no_response"): 1}
     again = push(spec, "review", client=client)
@@ -141,6 +144,16 @@ def test_review_loop_accept_edit_reject_and_mismatches(client, tmp_path, users):
     ctx = RunContext()
     imported = list(read_inputs([out], ctx=ctx, spec=spec))
     assert sorted(r.id for r in imported) == sorted(r.id for r in res.records) and ctx.n_quarantined == 0
+    # ... and `curate build --input` takes it through validate / dedup / split / export, nothing lost
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    r = CliRunner().invoke(main, ["build", str(spec.path), "--input", str(out), "--out", str(tmp_path / "build"),
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    counts = json.loads(r.stdout)["counts"]
+    assert counts["in"] == len(res.records) == counts["exported"] + counts["quarantined"] + counts["duplicates"]
     # a Label Studio export file of the same project goes through the same conversion (the importer's hook);
     # without the server pull's rule check, the failing correction is left to the build's validate step
     export = tmp_path / "export.json"
