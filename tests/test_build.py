@@ -143,6 +143,12 @@ def test_cli_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(main, ["build", str(DATA), "--input", str(DATA / "spec.yaml"), "--out",
                                   str(tmp_path / "o")])
     assert r.exit_code == 1 and r.stderr.startswith("error: ")
+    # a build where nothing survives is written (nothing is lost) but says so
+    (tmp_path / "bad.jsonl").write_text("garbage\n{bad\n")
+    r = CliRunner().invoke(main, ["build", str(DATA), "--input", str(tmp_path / "bad.jsonl"), "--out",
+                                  str(tmp_path / "b")])
+    assert r.exit_code == 0 and "warning: sft/train is empty" in r.stderr and "warning: dpo/train is empty" in r.stderr
+    assert "quarantined read/bad_json: 2" in r.stdout
 
 
 def test_conservation_mismatch_is_an_error(tmp_path, monkeypatch):

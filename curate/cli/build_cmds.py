@@ -35,7 +35,7 @@ def register(main: click.Group) -> None:
     @click.option("--sft-format", type=click.Choice(["messages", "prompt-completion"]),
                   help="TRL SFT layout (default: the spec's export.sft_format).")
     @click.option("--near-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8,
-                  show_default=True, help="Similarity above which two records are near duplicates.")
+                  show_default=True, help="Similarity from which two texts count as near duplicates (dedup, split groups, leakage).")
     @click.option("--lock", type=click.Path(exists=True, dir_okay=False),
                   help="Held-out lock to keep (default: OUT/heldout.lock, else a sibling version's).")
     @json_option

@@ -232,6 +232,10 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
         manifest["files"] = file_hashes(stage)
         (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
         warnings: list[str] = []
+        for fmt in exported_formats:
+            if not manifest["counts"][fmt]["train"]:
+                warnings.append(f"{fmt}/train is empty: nothing to train {fmt.upper()} on (see the quarantine and "
+                                "clusters.jsonl for where the records went)")
         try:
             import curate.report as report_mod
         except ImportError:  # the report module is optional
