@@ -9,8 +9,9 @@ What it reports, per dataset folder (`sft/`, `dpo/`, or both under a build folde
   preference, implicit preference, unpaired preference) and whether it is conversational;
 - rows whose type or shape differs from the first row (TRL would fail or mis-handle them) -> error;
 - SFT with assistant-only loss: the chat template must carry `{% generation %}` markers -> error when missing;
-- lengths with the tokenizer's chat template: rows TRL would DROP (SFT: the prompt alone reaches max_length, so
-  every completion token is cut; DPO: the prompt reaches max_length) -> error, and rows it would TRUNCATE -> warning.
+- lengths with the tokenizer's chat template: rows TRL would DROP (SFT with assistant-only / completion-only loss:
+  the turns before the first answer fill max_length, so no trained token is left; DPO: the prompt reaches
+  max_length) -> error, and rows it would TRUNCATE -> warning.
 """
 
 from __future__ import annotations
@@ -156,8 +157,11 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
             try:
                 if kind == "language_modeling":
                     msgs = _msgs(r["messages"])
-                    last = max((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
-                    prompt_len = _ntok(tok, msgs[:last], generation_prompt=True) if last else 0
+                    # with assistant-only loss a row is dropped when no assistant token survives truncation,
+                    # i.e. when everything before the FIRST assistant turn fills max_length; without it, never
+                    first_a = next((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), None)
+                    prompt_len = (_ntok(tok, msgs[:first_a], generation_prompt=True)
+                                  if assistant_only_loss and first_a else 0)
                     total = _ntok(tok, msgs)
                     lens = [total]
                 elif kind == "prompt_completion":

@@ -213,6 +213,9 @@ def test_lint_export_types_and_lengths(tmp_path, spec):
     assert "no_generation_markers" in [f["code"] for f in rep.findings]
     rep = lint_export(tmp_path / "d", tokenizer=tok, max_length=100_000, assistant_only_loss=False)
     assert rep.ok and rep.findings == []
+    # training on every token: the long prompt is truncated, not dropped
+    rep = lint_export(tmp_path / "d", tokenizer=model, max_length=200, assistant_only_loss=False)
+    assert rep.ok and (rep.datasets[0]["dropped"], rep.datasets[0]["truncated"]) == (0, 1)
     # just under the short rows' length: they are truncated (a warning), the long prompt dropped (an error)
     full = AutoTokenizer.from_pretrained(str(model)).apply_chat_template(rows[0]["messages"], tokenize=True)
     n = len(full["input_ids"] if hasattr(full, "keys") else full)
