@@ -11,27 +11,31 @@ How it works, and what the numbers mean:
   character `ngram`-shingles (code points), and each shingle is hashed to 64 bits (a polynomial over the code
   points, then a mixer). The signature is a one-permutation MinHash with optimal densification (`num_perm`
   bins of 32-bit minima; see `_minhash_numpy`): slot-wise agreement estimates Jaccard like classic MinHash,
-  at one hash per shingle instead of `num_perm`. A numba kernel computes it (~65k texts/s of 600 chars on one
-  core here, vs ~0.8k/s for datasketch and ~9k/s for rensa fed Python shingles, measured by
-  scripts/bench_build.py). Everything is deterministic across processes and machines.
+  at one hash per shingle instead of `num_perm`. A numba kernel computes it; measured here on 600-character
+  texts, one busy core: ~57-66k texts/s, vs classic 128-permutation MinHash in numba ~30-40k/s, rensa
+  (Rust, fed Python shingle lists) ~9k/s, datasketch ~0.8k/s. Deterministic across processes and machines.
 - LSH banding: the signature is cut into `bands` bands of `rows` values; two texts sharing one band are
-  candidates. `(bands, rows)` are chosen from the threshold (`lsh_params`) so that texts whose verified score
-  is at the threshold become candidates with probability > 0.99.
+  candidates. `(bands, rows)` are chosen from the threshold (`lsh_params`) so that a pair at the Jaccard
+  that usually goes with the threshold's verified score is a candidate with probability >= 0.95 (a 12-word
+  edit of a 600-character text, score ~0.9, Jaccard ~0.75: > 0.999 at the default 0.8).
+- Bulk paths leave boilerplate out: shingles in more than 1% of the texts (`common_shingles`, e.g. a JSON
+  answer skeleton every record shares) do not enter the signatures, else unrelated templated texts share a
+  Jaccard of 0.2-0.3 and half of all pairs become candidates.
 - Candidates are VERIFIED with a similarity score: the normalized Indel similarity of the two normalized texts
-  (`rapidfuzz.fuzz.ratio / 100`, 1 - edits/total length). Only pairs with score >= threshold are returned, so the
-  LSH step can only cost recall, never precision. A 600-character text with 12 edited words scores ~0.9.
+  (`rapidfuzz.fuzz.ratio / 100`, 1 - edits/total length). Only pairs with score >= threshold are returned, so
+  the LSH step can only cost recall, never precision. A 600-character text with 12 edited words scores ~0.9.
   Unrelated texts of similar length score ~0.4-0.55, so thresholds below ~0.6 group loosely related texts.
 
-Two ways in: the incremental `NearIndex` (add/query, used by split grouping, held-out freeze and leakage) and
-the bulk `near_pairs(texts)` (all verified pairs among many texts at once, used by dedup; sort-based, with no
-Python dict per band, so memory stays near `bands * 4` bytes per text).
+Ways in: the incremental `NearIndex` (add/query, add_many/query_many, from_items; used by split grouping,
+held-out freeze and leakage), the bulk `near_pairs(texts)` (all verified pairs among many texts, one sort per
+band, no Python dict per band) and `near_groups` (connected components, for the splitter); `BandSketch` +
+`candidate_pairs` + `verify_pairs` are the pieces, for callers that stream their texts (curate.steps.dedup).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
@@ -43,9 +47,9 @@ from curate.records import normalize_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BandSketch", "NearIndex", "candidate_pairs", "common_shingles", "exact_key", "verify_pairs", "lsh_params", "near_groups", "near_pairs", "signatures", "similarity"]
+__all__ = ["BandSketch", "NearIndex", "candidate_pairs", "common_shingles", "exact_key", "lsh_params",
+           "near_groups", "near_pairs", "signatures", "similarity", "verify_pairs"]
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _POLY = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
 
 
@@ -104,9 +108,9 @@ def _drop_common(shingles: np.ndarray, stop: np.ndarray | None) -> np.ndarray:
 def _minhash_numpy(shingles: np.ndarray, num_perm: int, probes: np.ndarray) -> np.ndarray:
     """One-permutation MinHash with optimal densification (reference implementation of the kernel).
 
-    Each shingle hash picks a bin from its high 32 bits (bin = (hi * num_perm) >> 32) and competes with its low
-    32 bits for that bin's minimum. An empty bin j copies the value of the first non-empty bin in its probe
-    sequence `probes[j]` (then, if all probes are empty, of the next non-empty bin after j, circularly).
+    Each shingle hash picks a bin from its high 32 bits (bin = (hi * num_perm) >> 32) and competes with its
+    low 32 bits for that bin's minimum. An empty bin j copies the value of the first non-empty bin in its
+    probe sequence `probes[j]` (then, if all probes are empty, of the next non-empty bin after j, circularly).
     Shrivastava, "Optimal Densification for Fast and Accurate Minwise Hashing", ICML 2017: two signatures
     agree in a slot with probability equal to the Jaccard similarity, like classic MinHash, at 1/num_perm of
     the cost.
@@ -136,8 +140,9 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) for a verified-score threshold.
 
     The verified score (Indel similarity) is higher than the shingle Jaccard the LSH sees: on ~600-char texts,
-    score s corresponds to Jaccard ~ 1 - 2.5 (1 - s). We pick the largest `rows` (fewest false candidates) whose
-    banding still makes a pair at that Jaccard a candidate with probability >= 0.95 (>= 0.99 a little above).
+    score s corresponds to Jaccard ~ 1 - 2.5 (1 - s). We pick the largest `rows` (fewest false candidates)
+    whose banding still makes a pair at that Jaccard a candidate with probability >= 0.95 (>= 0.99 a little
+    above).
     """
     j_lo = min(0.95, max(0.3, 1.0 - 2.5 * (1.0 - threshold)))
     for rows in range(8, 0, -1):
@@ -272,7 +277,8 @@ if _numba is not None:
                 h = h * poly + np.uint64(cps[lo + k]) + one
             for i in range(ln - n + 1):
                 if i > 0:
-                    h = (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly + np.uint64(cps[lo + i + n - 1]) + one
+                    h = ((h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly
+                         + np.uint64(cps[lo + i + n - 1]) + one)
                 x = h
                 x ^= x >> s33
                 x *= m1
@@ -408,8 +414,8 @@ class NearIndex:
     Batch forms are much faster than loops: `add_many(items)`, `query_many(texts)`.
 
     Storage: per band, the (band, hash) keys live in sorted numpy arrays arranged in levels of doubling size
-    (a log-structured merge), plus a small dict for the newest entries; about bands * 12 bytes per text, plus the
-    normalized text itself (kept to verify candidates).
+    (a log-structured merge), plus a small dict for the newest entries; about bands * 16 bytes per text, plus
+    the normalized text itself (kept to verify candidates).
     """
 
     _PENDING_MAX = 256  # texts kept in the dict level before they are sorted into a level array
@@ -435,8 +441,9 @@ class NearIndex:
         self._pending_n = 0
 
     @classmethod
-    def from_items(cls, items: Iterable[tuple[Hashable, str]], threshold: float = 0.8, **kwargs: Any) -> "NearIndex":
-        """An index over `items` (key, text), leaving out shingles common to > 1% of the texts (>= 1000 texts)."""
+    def from_items(cls, items: Iterable[tuple[Hashable, str]], threshold: float = 0.8,
+                   **kwargs: Any) -> "NearIndex":
+        """An index over `items` (key, text), leaving out shingles common to > 1% of them (>= 1000 texts)."""
         items = list(items)
         norms = [normalize_text(t) for _, t in items]
         ngram = kwargs.get("ngram", 5)
@@ -548,7 +555,8 @@ class NearIndex:
         """
         return self.query_many([text], threshold)[0]
 
-    def query_many(self, texts: Sequence[str], threshold: float | None = None) -> list[list[tuple[Any, float]]]:
+    def query_many(self, texts: Sequence[str],
+                   threshold: float | None = None) -> list[list[tuple[Any, float]]]:
         """`query` for many texts at once (one kernel call); one result list per text, in order."""
         t = self.threshold if threshold is None else threshold
         cutoff = t * 100.0
@@ -654,8 +662,9 @@ def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
     return np.stack((u // n, u % n), axis=1)
 
 
-def verify_pairs(norm_of: Callable[[int], str], cand: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Candidate pairs (k, 2) -> verified `(i, j, score)` with score >= threshold; `norm_of(i)` gives text i."""
+def verify_pairs(norm_of: Callable[[int], str], cand: np.ndarray,
+                 threshold: float) -> list[tuple[int, int, float]]:
+    """Candidate pairs (k, 2) -> verified `(i, j, score)`, score >= threshold; `norm_of(i)` gives text i."""
     cutoff = threshold * 100.0
     out = []
     for i, j in cand.tolist():
@@ -688,11 +697,3 @@ def near_groups(keys_texts: Iterable[tuple[Hashable, str]], threshold: float = 0
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)  # the root is always the earliest member
     return {keys[i]: keys[find(i)] for i in range(len(items))}
-
-
-def _jaccard_floor(threshold: float) -> float:  # kept for callers who want the LSH's own view
-    return min(0.95, max(0.3, 1.0 - 2.5 * (1.0 - threshold)))
-
-
-def _candidate_probability(j: float, bands: int, rows: int) -> float:
-    return 1.0 - (1.0 - math.pow(j, rows)) ** bands

@@ -171,7 +171,7 @@ def test_batch_and_incremental_indexes_agree_across_level_merges() -> None:
             assert one.query(t)[0] == (i, 1.0)
     many = NearIndex(threshold=0.8)
     many.add_many(enumerate(base))
-    expected = [[(k, s) for k, s in ((j, round(similarity(p, base[j]), 4)) for j in range(len(base))) if s >= 0.8]
+    expected = [[(j, s) for j, s in ((j, round(similarity(p, t), 4)) for j, t in enumerate(base)) if s >= 0.8]
                 for p in probes]
     got_one = [one.query(p) for p in probes]
     got_many = many.query_many(probes)

@@ -4,10 +4,10 @@
     validate = validate_step("ray")          # or "local"
     valid = list(validate(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=limit))
 
-"local" is `curate.steps.validate.validate` itself. "ray" (`curate.engine.ray_engine.validate_ray`, extra `ray`)
-runs the same function on batches of records with Ray Data and gives back the same records, quarantine rows,
-counters and lengths in the same order, so both engines write identical exports. The steps that need all the
-data (pairing, dedup, split, export) run on the driver in both engines.
+"local" is `curate.steps.validate.validate` itself. "ray" (`curate.engine.ray_engine.validate_ray`, extra
+`ray`) runs the same function on batches of records with Ray Data and gives back the same records,
+quarantine rows, counters and lengths in the same order, so both engines write identical exports. The steps
+that need all the data (pairing, dedup, split, export) run on the driver in both engines.
 """
 
 from __future__ import annotations

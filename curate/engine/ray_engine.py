@@ -40,7 +40,7 @@ __all__ = ["validate_ray", "ray_session"]
 
 
 class ray_session:  # noqa: N801 - a context manager used like a function
-    """Connect to `address` / RAY_ADDRESS, or start a local Ray on 127.0.0.1; shut down only what it started."""
+    """Connect to `address` / RAY_ADDRESS, or start a local Ray on 127.0.0.1; stops only what it started."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
@@ -104,8 +104,9 @@ def _merge_quarantine(ctx: Any, rows: list[dict[str, Any]], counters: dict[str, 
         ctx.count(key, n)
 
 
-def validate_ray(records: Iterable[Rec], *, spec: Any, ctx: Any, lengths: Any = None, max_tokens: int | None = None,
-                 batch_size: int = 2000, address: str | None = None, num_cpus: int | None = None) -> Iterator[Rec]:
+def validate_ray(records: Iterable[Rec], *, spec: Any, ctx: Any, lengths: Any = None,
+                 max_tokens: int | None = None, batch_size: int = 2000, address: str | None = None,
+                 num_cpus: int | None = None) -> Iterator[Rec]:
     """`curate.steps.validate.validate` on Ray Data (see the module docstring); same results, same order."""
     from curate.steps.validate import LengthCounter
 

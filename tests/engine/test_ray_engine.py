@@ -21,14 +21,15 @@ from curate.steps.validate import LengthCounter
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "specs" / "support-triage"
 
-GOOD = '{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], "next_step": "Route order A-1 to billing."}'
+GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
+        '"next_step": "Route order A-1 to billing."}')
 CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
          '"next_step": "I have refunded the charge already."}')
 
 
 def _chat(user: str, answer: str, **extra) -> bytes:
-    return orjson.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-                         **extra})
+    return orjson.dumps({"messages": [{"role": "user", "content": user},
+                                      {"role": "assistant", "content": answer}], **extra})
 
 
 @pytest.fixture(scope="module")

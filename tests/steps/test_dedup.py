@@ -129,7 +129,8 @@ def test_keep_choice_is_deterministic_under_reordering_ties() -> None:
 def test_conservation_over_a_larger_mix() -> None:
     rng = random.Random(4)
     words = LONG.replace(",", "").split()
-    base = [sft(" ".join(rng.choice(words) + str(rng.randrange(99)) for _ in range(25)), line=i) for i in range(60)]
+    base = [sft(" ".join(rng.choice(words) + str(rng.randrange(99)) for _ in range(25)), line=i)
+            for i in range(60)]
     dups = [sft(r.messages[0].content.upper(), line=100 + i) for i, r in enumerate(base[:10])]
     nears = [sft(r.messages[0].content + " thanks", line=200 + i) for i, r in enumerate(base[10:20])]
     ctx = RunContext()
@@ -142,7 +143,8 @@ def test_conservation_over_a_larger_mix() -> None:
 def test_semantic_pairs_with_an_embedding_function() -> None:
     emb = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]], dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    assert [(i, j) for i, j, _ in semantic_pairs(["a", "b", "c"], threshold=0.95, embed=lambda t: emb)] == [(0, 1)]
+    pairs = semantic_pairs(["a", "b", "c"], threshold=0.95, embed=lambda t: emb)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
 
 
 def test_semantic_dedup_with_the_real_offline_model() -> None:
