@@ -51,7 +51,8 @@ def register(main: click.Group) -> None:
         """Create or update the project for SPEC's version and KIND and import the records it lacks.
 
         Idempotent: a second push adds only records the server does not hold. Each task carries the record id
-        and the rule-check results as a prediction.
+        and the rule-check results (as a prediction where a rule fails). Records that cannot be labeled as KIND
+        (and unreadable lines) are listed in .curate/labeling/NAME/vVERSION/quarantine/label_push.jsonl.
 
         \b
         Example:
@@ -69,6 +70,11 @@ def register(main: click.Group) -> None:
                        batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions)
         out = {"spec": spec.ref, **res.as_dict(),
                "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
+        if ctx.n_quarantined:
+            from curate.labeling.pull import default_out_dir
+
+            files = ctx.flush_quarantine(default_out_dir(spec) / "quarantine")
+            out["quarantine_files"] = [str(f) for f in files]
         if as_json:
             emit_json(out)
         else:

@@ -43,8 +43,25 @@ class StudioClient:
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
-        auth = token if token.startswith(("Token ", "Bearer ")) else f"Token {token}"
-        self._http = httpx.Client(base_url=self.url, headers={"Authorization": auth}, timeout=timeout)
+        # a personal access token is a JWT refresh token: it buys 5-minute access tokens (refreshed on 401);
+        # a legacy token is sent as it is
+        self._refresh = token if token.count(".") == 2 and token.startswith("eyJ") else None
+        auth = None if self._refresh else (token if token.startswith(("Token ", "Bearer ")) else f"Token {token}")
+        self._http = httpx.Client(base_url=self.url, headers={"Authorization": auth} if auth else {},
+                                  timeout=timeout)
+        if self._refresh:
+            self._renew_access()
+
+    def _renew_access(self) -> None:
+        try:
+            r = self._http.post("/api/token/refresh/", json={"refresh": self._refresh})
+        except httpx.TransportError as err:
+            raise TransientServerError(f"cannot reach Label Studio at {self.url} ({type(err).__name__}); is it "
+                                       "running?") from None
+        if r.status_code != 200 or "access" not in r.json():
+            raise ServerError(f"Label Studio at {self.url} refused the personal access token (HTTP "
+                              f"{r.status_code}); create a new one in Account & Settings")
+        self._http.headers["Authorization"] = f"Bearer {r.json()['access']}"
 
     def __repr__(self) -> str:  # never shows the token
         return f"StudioClient({self.url!r})"
@@ -80,6 +97,13 @@ class StudioClient:
             if r.status_code in RETRY_STATUS:
                 last = f"HTTP {r.status_code}"
                 continue
+            if r.status_code == 401 and self._refresh and not getattr(self, "_renewing", False):
+                self._renewing = True
+                try:
+                    self._renew_access()
+                    r = self._http.request(method, path, content=content, params=params, headers=headers)
+                finally:
+                    self._renewing = False
             if r.status_code in (401, 403):
                 raise ServerError(f"Label Studio at {self.url} refused the API token (HTTP {r.status_code}); "
                                   "check LABEL_STUDIO_API_KEY (a legacy token; enable legacy tokens in the "

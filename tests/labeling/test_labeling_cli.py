@@ -12,7 +12,8 @@ from lshelpers import choices, make_spec, textarea
 
 
 @pytest.fixture()
-def env(studio, token, monkeypatch):
+def env(studio, token, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the CLI writes .curate/ in the working folder
     monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
     return {"url": studio.url, "token": token}
@@ -26,6 +27,8 @@ def test_push_pull_conflicts_json(env, tmp_path, client, users):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["pushed"] == 6 and out["spec"] == spec.ref and out["quarantine"]["label_push/not_sft"] == 6
+    rows = [json.loads(x) for x in open(out["quarantine_files"][0])]
+    assert len(rows) == 7 and {r["reason"] for r in rows} == {"not_sft", "no_response"}
     r = runner.invoke(main, ["label", "push", str(spec.path), "--kind", "review", "--json"])
     assert json.loads(r.stdout)["already"] == 6
     pid = out["project_id"]

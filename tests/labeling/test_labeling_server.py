@@ -123,3 +123,15 @@ def test_credentials_are_created_owner_only(tmp_path):
     os.chmod(tmp_path / server.CREDENTIALS_FILE, 0o644)
     server.credentials(tmp_path)
     assert stat.S_IMODE((tmp_path / server.CREDENTIALS_FILE).stat().st_mode) == 0o600
+
+
+@pytest.mark.studio
+def test_a_personal_access_token_works_too(client, studio):
+    """Label Studio's newer tokens are JWT refresh tokens: the client trades them for access tokens."""
+    pat = client.request("POST", "/api/token/").json()["token"]
+    with StudioClient(studio.url, pat) as c:
+        assert c.whoami()["email"] == server.ADMIN_USER
+        c._http.headers["Authorization"] = "Bearer expired.or.wrong"  # the access token lapses: renewed on 401
+        assert c.whoami()["email"] == server.ADMIN_USER
+    with pytest.raises(ServerError, match="personal access token"):
+        StudioClient(studio.url, pat[:-4] + "AAAA")
