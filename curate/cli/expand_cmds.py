@@ -21,6 +21,8 @@ def register(main: click.Group) -> None:
                        "their min_share.")
     @click.option("--model", "model_path", type=click.Path(exists=True),
                   help="A local model folder or .gguf file for paraphrases and draft answers (never the hub).")
+    @click.option("--drafts", "max_drafts", type=int, default=50, show_default=True,
+                  help="With --model: at most this many model drafts (a CPU model is slow).")
     @click.option("--variants", type=int, default=2, show_default=True, help="Edge variants per source prompt.")
     @click.option("--per-pattern", type=int, default=6, show_default=True,
                   help="Adversarial prompts per pressure pattern.")
@@ -29,7 +31,7 @@ def register(main: click.Group) -> None:
     @quiet_option
     @handle_errors
     def expand_cmd(spec_path: str, out_dir: str | None, seed: int, fill_gaps: bool, model_path: str | None,
-                   variants: int, per_pattern: int, per_rule: int, as_json: bool, quiet: bool) -> None:
+                   max_drafts: int, variants: int, per_pattern: int, per_rule: int, as_json: bool, quiet: bool) -> None:
         """Generate edge, adversarial and negative cases and preference pairs from SPEC and its data.
 
         Writes OUT/records.jsonl (edge/adversarial variants with their parent's answer, each a new conversation
@@ -53,7 +55,7 @@ def register(main: click.Group) -> None:
 
             model = LocalModel(model_path)
         res = expand(spec, seed=seed, fill_gaps=fill_gaps, model=model, variants=variants,
-                     per_pattern=per_pattern, per_rule=per_rule)
+                     per_pattern=per_pattern, per_rule=per_rule, max_drafts=max_drafts)
         out = Path(out_dir) if out_dir else spec.default_out_dir() / "expand"
         paths = write_outputs(res, out)
         summary = res.summary

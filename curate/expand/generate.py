@@ -128,6 +128,14 @@ def protected_values(response: str, user_text: str) -> set[str]:
     return {v for v in vals if 0 < len(v) <= 80 and v.lower() in low}
 
 
+def plausible_paraphrase(para: str, text: str, keep: set[str]) -> bool:
+    """A small model's rewording is kept only when it looks like one: similar length, every value the answer
+    copies from the message still there, and no echo of the instruction."""
+    low = para.lower()
+    return (0.4 * len(text) <= len(para) <= 2.5 * len(text) + 20 and not low.startswith(("rewrite", "here is"))
+            and all(v.lower() in low for v in keep))
+
+
 def dedup_text_prompt(prompt: Iterable[Message]) -> str:
     """The prompt as the build's pairs step matches it: every non-system turn, normalized."""
     return "\n".join(f"{m.role}: {m.content}" for m in prompt if m.role != "system")
@@ -135,13 +143,14 @@ def dedup_text_prompt(prompt: Iterable[Message]) -> str:
 
 class Expander:
     def __init__(self, spec: Spec, *, seed: int = 0, near_threshold: float = 0.8, model: Any = None,
-                 progress: Progress | None = None) -> None:
+                 max_drafts: int = 50, progress: Progress | None = None) -> None:
         from curate.near import NearIndex
 
         self.spec = spec
         self.seed = seed
         self.model = model
-        self.model_paraphrases = 10
+        self.model_paraphrases = min(10, max_drafts)  # a small CPU model writes ~7 tokens/s: bounded calls
+        self.max_drafts = max_drafts
         self.progress = progress
         self.result = ExpandResult(spec=spec)
         self.near = NearIndex(threshold=near_threshold)
@@ -325,7 +334,7 @@ class Expander:
         }
         if draft is not None:
             row["draft"] = draft
-        elif self.model is not None:
+        elif self.model is not None and self.counts["drafts"] < self.max_drafts:
             row["draft"] = self.model.draft(self.spec, [m.to_trl() for m in msgs])
             self.counts["drafts"] += 1
         self.result.prompts.append(row)
@@ -413,7 +422,8 @@ class Expander:
                     self.counts["model_paraphrases"] < self.model_paraphrases:
                 self.counts["model_paraphrases"] += 1
                 para = self.model.paraphrase(text)
-                if para and self.novel(para, ("edge", pid, "model")):
+                if plausible_paraphrase(para, text, protected_values(parent.response, text)) and \
+                        self.novel(para, ("edge", pid, "model")):
                     self.add_prompt(para, "edge", ("edge:model_paraphrase",), f"{GEN}.edge",
                                     {"transforms": ["model_paraphrase"], "model": self.model.name}, pid,
                                     parent.prompt)
@@ -482,10 +492,11 @@ class Expander:
 
 
 def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = None, variants: int = 2,
-           per_pattern: int = 6, per_rule: int = 4, near_threshold: float = 0.8,
+           per_pattern: int = 6, per_rule: int = 4, near_threshold: float = 0.8, max_drafts: int = 50,
            progress: Progress | None = None) -> ExpandResult:
     """Run every generator over the spec's seeds and data; see the module docstring for what comes out."""
-    ex = Expander(spec, seed=seed, near_threshold=near_threshold, model=model, progress=progress)
+    ex = Expander(spec, seed=seed, near_threshold=near_threshold, model=model, max_drafts=max_drafts,
+                  progress=progress)
     if not ex.parents:
         log.warning("%s: no valid example in the spec's data: only prompts to label can be made", spec.ref)
     ex.edge_cases(variants=variants)

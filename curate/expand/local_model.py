@@ -33,6 +33,12 @@ class LocalModel:
         except ImportError as err:  # pragma: no cover - the train extra brings them
             raise CurateError(f"--model needs transformers and torch ({err}); pip install 'curate[train]'") from None
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # library code draws nothing on the terminal
+        except ImportError:  # pragma: no cover
+            pass
+        try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
             self.model = AutoModelForCausalLM.from_pretrained(folder, **kw)
         except (OSError, ValueError) as err:
@@ -41,7 +47,7 @@ class LocalModel:
         self.name = p.name
         self.max_new_tokens = max_new_tokens
 
-    def generate(self, messages: list[dict[str, str]]) -> str:
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> str:
         import torch
 
         tok = self.tokenizer
@@ -52,7 +58,7 @@ class LocalModel:
             text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
             ids = tok(text, return_tensors="pt")
         with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+            out = self.model.generate(**ids, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
                                       pad_token_id=tok.pad_token_id if tok.pad_token_id is not None
                                       else tok.eos_token_id)
         return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
@@ -68,5 +74,5 @@ class LocalModel:
         """The request reworded, every detail kept (a candidate edge variant; it goes to labeling)."""
         out = self.generate([{"role": "user", "content": "Rewrite this customer message in different words. "
                               "Keep every detail, name and number. Reply with the rewritten message only.\n\n"
-                              + text}])
+                              + text}], max_new_tokens=min(self.max_new_tokens, 2 * len(text.split()) + 24))
         return out.strip().strip('"').strip()

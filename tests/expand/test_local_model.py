@@ -44,3 +44,14 @@ def test_missing_model_folder_is_a_clean_error(tmp_path):
 
     with pytest.raises(CurateError, match="no such folder"):
         LocalModel(tmp_path / "nope")
+
+
+def test_implausible_paraphrases_are_dropped():
+    from curate.expand.generate import plausible_paraphrase
+
+    src = "forgot my password, email is jenny.ko@outlook.com"
+    assert plausible_paraphrase("I can't remember my password; my email is jenny.ko@outlook.com", src,
+                                {"jenny.ko@outlook.com"})
+    assert not plausible_paraphrase("I can't remember my password", src, {"jenny.ko@outlook.com"})
+    assert not plausible_paraphrase("Rewrite this customer message in different words: " + src, src, set())
+    assert not plausible_paraphrase("ok", src, set())
