@@ -276,12 +276,25 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
             yield no, obj
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes to a temporary file beside `path`, fsync, then rename into place."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Write bytes to a temporary file beside `path`, fsync, then rename into place.
+
+    The file gets the usual permissions (0666 less the umask) unless `mode` is given (0o600 for secrets).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_UMASK)  # mkstemp makes 0600; datasets are shared
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
