@@ -69,6 +69,7 @@ class Prompt:
     category: str = "typical"
     tags: list[str] = field(default_factory=list)
     where: str = ""
+    row_id: str | None = None
 
     def user_text(self) -> str:
         return "\n".join(str(m.get("content", "")) for m in self.messages if m.get("role") == "user")
@@ -86,9 +87,38 @@ def prompt_key(messages: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------- held-out prompts
 
-def heldout_prompts(export: str | Path) -> list[Prompt]:
-    """The prompts of the export's test splits (sft/test.jsonl, then dpo/test.jsonl), each prompt once."""
+def record_meta(spec: Spec | None) -> dict[str, tuple[str, list[str]]]:
+    """record id -> (case category, tags) for the spec's own data files.
+
+    Export rows carry only TRL columns and an `id`; the rules' `when: {category|tag}` conditions and the
+    over-refusal rate need the category and tags back, so they are looked up by record id.
+    """
+    from curate.records import record_from_native
+
+    meta: dict[str, tuple[str, list[str]]] = {}
+    if spec is None:
+        return meta
+    for path in spec.data_paths():
+        if not path.exists():
+            continue
+        for _line, obj in read_jsonl(path):
+            if isinstance(obj, LineError):
+                continue
+            try:
+                rec = record_from_native(obj, spec=spec.ref)
+            except Exception:  # noqa: BLE001 - a bad line has no metadata to give
+                continue
+            meta[rec.id] = (rec.category, list(rec.tags))
+    return meta
+
+
+def heldout_prompts(export: str | Path, spec: Spec | None = None) -> list[Prompt]:
+    """The prompts of the export's test splits (sft/test.jsonl, then dpo/test.jsonl), each prompt once.
+
+    Category and tags come from the row when it has them, else from the spec's data (matched by record id).
+    """
     export = Path(export)
+    meta = record_meta(spec)
     files = [export / "sft" / "test.jsonl", export / "dpo" / "test.jsonl"]
     if not any(f.exists() for f in files):
         raise EvalError(f"no held-out split in {export} (sft/test.jsonl or dpo/test.jsonl); run `curate build` "
@@ -115,8 +145,10 @@ def heldout_prompts(export: str | Path) -> list[Prompt]:
             if key in seen:
                 continue
             seen.add(key)
-            out.append(Prompt(id=key, messages=msgs, category=str(obj.get("category", "typical")),
-                              tags=[str(t) for t in obj.get("tags", [])], where=where))
+            cat, tags = meta.get(str(obj.get("id", "")), ("typical", []))
+            out.append(Prompt(id=key, messages=msgs, category=str(obj.get("category", cat)),
+                              tags=[str(t) for t in obj.get("tags", tags)], where=where,
+                              row_id=str(obj["id"]) if "id" in obj else None))
     if not out:
         raise EvalError(f"the held-out split in {export} is empty")
     return out
@@ -303,7 +335,7 @@ def evaluate_model(spec: Spec, model: str | Path, *, data: str | Path | None = N
     """Generate for the held-out prompts with `model`, score them with the spec; the eval report dict."""
     opts = opts or EvalOptions()
     export = _resolve_data(spec, data)
-    prompts = heldout_prompts(export)
+    prompts = heldout_prompts(export, spec)
     if opts.limit is not None:
         prompts = prompts[:opts.limit]
     t0 = time.perf_counter()
@@ -358,7 +390,11 @@ def evaluate_outputs(spec: Spec, outputs: str | Path, *, data: str | Path | None
         base = None
         if "id" in obj:
             if known is None:
-                known = {p.id: p for p in heldout_prompts(_resolve_data(spec, data))}
+                known = {}
+                for p in heldout_prompts(_resolve_data(spec, data), spec):
+                    known[p.id] = p
+                    if p.row_id:
+                        known[p.row_id] = p
             base = known.get(str(obj["id"]))
             if base is None and msgs is None:
                 bad.append({"where": where, "reason": "unknown_id", "detail": f"id {obj['id']!r} is not a "

