@@ -52,6 +52,32 @@ def _maker(ex: "Expander", category: str, parent: "Parent", rule: Any, attempt: 
     return make
 
 
+def _seed_prompts(ex: "Expander", category: str, rule: Any, n: int) -> int:
+    """Up to n prompts for labeling made from the spec's seeds, for a cell no donor could fill."""
+    seeds = [s for case in (category, "typical", "edge") if case in ex.spec.cases
+             for s in ex.spec.cases[case].seeds]
+    made = 0
+    for i, seed in enumerate(seeds):
+        if made >= n:
+            break
+        rng = ex.rng("gaps-seed", category, rule.id, i)
+        if category == "adversarial":
+            pats = adv.patterns(ex.spec)
+            a = adv.attack(ex.spec, seed, pats[i % len(pats)], rule, rng)
+            text, tags, params = a.text, a.tags, {"pattern": a.pattern, "rule": rule.id, "template": a.template,
+                                                  "bait": a.bait}
+        else:
+            v = edge.variant(seed, rng, "paraphrase" if category != "edge" else rng.choice(edge.PRIMARY))
+            if v is None:
+                continue
+            text, params = v.text, {"transforms": list(v.transforms), "rule": rule.id, **v.params}
+            tags = tuple(f"edge:{t}" for t in v.transforms) if category == "edge" else ()
+        if ex.novel(text, ("gaps-seed", category, rule.id, i)):
+            ex.add_prompt(text, category, tags, GEN, params, f"seed:{i}")
+            made += 1
+    return made
+
+
 def fill_gaps(ex: "Expander") -> dict[str, Any]:
     """Fill every under-target cell of the coverage matrix (data + what `ex` made so far); returns the report."""
     spec = ex.spec
@@ -101,8 +127,10 @@ def fill_gaps(ex: "Expander") -> dict[str, Any]:
                         count(rec)
                     made += 1
                     break
+        if counts[key] < cell.target and cell.category != "negative":
+            to_label += _seed_prompts(ex, cell.category, rule, cell.target - counts[key] - to_label)
         cells.append({"category": cell.category, "rule": cell.rule, "before": cell.count, "target": cell.target,
-                      "made": made})
+                      "made": made, "to_label": to_label})
     for entry in cells:
         key = (entry["category"], entry["rule"])
         rule = spec.rule(entry["rule"])

@@ -23,7 +23,8 @@ Outputs (see `write_outputs`):
   near-copy with it, or a local model's answer (`model=`): a prediction for a reviewer to confirm or fix.
 - summary.json: counts per generator, near-duplicates dropped, gap filling per cell, coverage before/after.
 
-Every generated record has `source.generator` (curate.expand.edge | .adversarial | .mutate | .gaps),
+Seeds of the spec that no data prompt matches yet are written to prompts_to_label.jsonl as they are (.seed).
+Every generated record has `source.generator` (curate.expand.edge | .adversarial | .mutate | .gaps | .seed),
 `source.params` (transform, template, pattern, rule, mutation method, seed) and `source.parent` (the parent
 record's id, or `seed:<category>:<n>`), plus the tag `generated`. Everything is a function of (spec, data,
 seed): each item draws from its own `random.Random(f"{seed}:{generator}:{parent}:{i}")`.
@@ -206,9 +207,16 @@ class Expander:
         for p in self.parents:  # the build pairs each data negative with the passing answer to its prompt
             if normalize_text(dedup_text_prompt(p.prompt)) in negative_prompts:
                 self.pconv.add(("data-pair", p.id), dedup_text(make_pair(p.prompt, p.response, "-")))
+        self.new_seeds: list[tuple[str, int, str]] = []
         for cat, case in self.spec.cases.items():
             for i, s in enumerate(case.seeds):
+                if self.prompt_is_new(s):  # a seed the data has no answer for yet: it goes to labeling
+                    self.new_seeds.append((cat, i, s))
                 self._remember(("seed", cat, i), s)
+
+    def seed_prompts(self) -> None:
+        for cat, i, text in self.new_seeds:
+            self.add_prompt(text, cat, (), f"{GEN}.seed", {}, f"seed:{cat}:{i}")
 
     # ------------------------------------------------------------ novelty (prompts, and whole conversations)
     def _remember(self, key: Any, text: str) -> None:
@@ -499,6 +507,7 @@ def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = N
                   progress=progress)
     if not ex.parents:
         log.warning("%s: no valid example in the spec's data: only prompts to label can be made", spec.ref)
+    ex.seed_prompts()
     ex.edge_cases(variants=variants)
     ex.adversarial_cases(per_pattern=per_pattern)
     ex.negative_cases(per_rule=per_rule)
