@@ -67,7 +67,8 @@ def _seed_prompts(ex: "Expander", category: str, rule: Any, n: int) -> int:
             text, tags, params = a.text, a.tags, {"pattern": a.pattern, "rule": rule.id, "template": a.template,
                                                   "bait": a.bait}
         else:
-            v = edge.variant(seed, rng, "paraphrase" if category != "edge" else rng.choice(edge.PRIMARY))
+            v = edge.variant(seed, rng, "paraphrase" if category != "edge" else rng.choice(edge.PRIMARY),
+                             extra_noise=category == "edge")
             if v is None:
                 continue
             text, params = v.text, {"transforms": list(v.transforms), "rule": rule.id, **v.params}

@@ -506,7 +506,7 @@ def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = N
     ex = Expander(spec, seed=seed, near_threshold=near_threshold, model=model, max_drafts=max_drafts,
                   progress=progress)
     if not ex.parents:
-        log.warning("%s: no valid example in the spec's data: only prompts to label can be made", spec.ref)
+        log.info("%s: no valid example in the spec's data: only prompts to label can be made", spec.ref)
     ex.seed_prompts()
     ex.edge_cases(variants=variants)
     ex.adversarial_cases(per_pattern=per_pattern)
