@@ -246,7 +246,8 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
     pid = int(project["id"])
     res = PushResult(project_id=pid, project_url=f"{client.url}/projects/{pid}/data", kind=kind,
                      created_project=created)
-    known: dict[str, int] = {} if created or not project.get("task_number") else existing_ids(client, pid)
+    # what the server holds decides what to send (not local state); a new or empty project holds nothing
+    known: dict[str, int] = {} if created or project.get("task_number") == 0 else existing_ids(client, pid)
     seen: set[str] = set()
     batch: list[Record] = []
     pending: list[Future[tuple[list[int], int, int]]] = []
