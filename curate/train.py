@@ -339,9 +339,9 @@ def manifest_max_tokens(export: Path) -> int | None:
         m = orjson.loads(mpath.read_bytes())
     except orjson.JSONDecodeError:
         return None
-    for key in ("max_tokens",):
-        v = (m.get("export") or {}).get(key) if isinstance(m.get("export"), dict) else None
-        if isinstance(v, int):
+    for section in ("lengths", "export"):   # `curate build` writes lengths.max_tokens
+        v = m.get(section, {}).get("max_tokens") if isinstance(m.get(section), dict) else None
+        if isinstance(v, int) and v > 0:
             return v
     return None
 

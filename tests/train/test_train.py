@@ -179,3 +179,13 @@ def test_spec_path_resolves_to_its_default_build(tiny_model: Path, export_dir: P
     shutil.copytree(export_dir, tmp_path / "out" / "support-triage" / "v1")
     train_sft(spec_dir, _opts(tiny_model, tmp_path / "model", max_steps=1))
     assert _config(tmp_path / "model")["data"]["export"] == "out/support-triage/v1"
+
+
+def test_max_length_defaults_to_the_build_manifest(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
+    ex = tmp_path / "export"
+    shutil.copytree(export_dir, ex)
+    m = orjson.loads((ex / "manifest.json").read_bytes())
+    m["lengths"] = {"unit": "tokens", "max_tokens": 100}
+    (ex / "manifest.json").write_bytes(orjson.dumps(m))
+    with pytest.raises(TrainError, match=r"rows are longer than max_length 100 "):
+        train_sft(ex, TrainOptions(model=tiny_model, out=tmp_path / "out"))
