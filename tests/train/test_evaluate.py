@@ -182,6 +182,13 @@ def test_failures_to_label_are_marked_heldout(tmp_path: Path, export_dir: Path, 
     assert rec.failed_rules() == ["no-action-claims"] and rec.response_text() == CLAIM
     assert rec.source.file == str(path) and rec.source.line == 2
     assert failure_records(spec, rep)[0].id == rec.id
+    # the importer that `curate label push --input` uses reads them back with the marks intact
+    from curate.steps.base import RunContext
+    from curate.steps.read import read_inputs
+
+    ctx = RunContext()
+    [back] = list(read_inputs([tmp_path / "to_label.jsonl"], ctx=ctx, spec=spec))
+    assert ctx.n_quarantined == 0 and back.id == rec.id and back.labels["heldout"] is True
 
 
 def test_missing_export_and_model_errors(tmp_path: Path, spec, tiny_model: Path, export_dir: Path) -> None:
