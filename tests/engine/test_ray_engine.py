@@ -34,12 +34,12 @@ def _chat(user: str, answer: str, **extra) -> bytes:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray  # the `ray` extra, installed by scripts/test
+    with ray_engine.ray_session(num_cpus=2) as ray:  # the `ray` extra, installed by scripts/test
+        yield ray
 
-    ray.init(address="local", include_dashboard=False, num_cpus=2, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+
+def test_local_ray_is_on_loopback_only(ray_local) -> None:
+    assert [n["NodeManagerAddress"] for n in ray_local.nodes()] == ["127.0.0.1"]
 
 
 @pytest.fixture()
