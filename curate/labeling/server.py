@@ -268,10 +268,25 @@ def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout:
             shutil.copy2(tpl / name, data_dir / name)
             os.chmod(data_dir / name, 0o600)
     creds = credentials(data_dir, create=True)
-    if port is None:
-        port = free_port()
-    elif not port_is_free(port):
+    if port is not None and not port_is_free(port):
         raise ServerError(f"port {port} on 127.0.0.1 is busy; pick another with --port or leave it out")
+    for attempt in range(3):
+        try:
+            return _launch(exe, data_dir, creds, port if port is not None else free_port(), timeout, progress)
+        except _PortTaken:
+            if port is not None or attempt == 2:
+                raise ServerError("Label Studio's port was taken by another program while it started; run the "
+                                  "command again") from None
+            log.info("the free port was taken meanwhile; trying another")
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(ServerError):
+    """The server moved to another port (the one asked for was taken between the check and the bind)."""
+
+
+def _launch(exe: Path, data_dir: Path, creds: dict[str, str], port: int, timeout: float,
+            progress: Callable[[str], None] | None) -> ServerInfo:
     logfile = data_dir / LOG_FILE
     cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data_dir), "--enable-legacy-api-token", "--log-level", "WARNING"]
@@ -310,7 +325,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: ServerInfo, offset: int, ti
             if m:
                 seen_port = int(m.group(1))
                 if seen_port != info.port:
-                    raise ServerError(f"Label Studio started on port {seen_port}, not {info.port} (the port "
+                    raise _PortTaken(f"Label Studio started on port {seen_port}, not {info.port} (the port "
                                       "was taken meanwhile); run the command again")
         if seen_port is not None:
             with contextlib.suppress(httpx.HTTPError):

@@ -135,3 +135,16 @@ def test_a_personal_access_token_works_too(client, studio):
         assert c.whoami()["email"] == server.ADMIN_USER
     with pytest.raises(ServerError, match="personal access token"):
         StudioClient(studio.url, pat[:-4] + "AAAA")
+
+
+@pytest.mark.studio
+def test_a_busy_port_is_refused_before_anything_starts(studio, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ServerError, match=f"port {port} on 127.0.0.1 is busy"):
+            server.start(tmp_path / "busy", port=port)
+    assert server.status(tmp_path / "busy")["running"] is False
