@@ -16,8 +16,8 @@ Where it runs:
 - `RAY_ADDRESS` set (e.g. `ray://head:10001` or `auto` on a cluster node) or `address=` given: that cluster.
   Every node needs the same curate version installed (`pip install 'curate[ray]'`).
 - otherwise a local Ray started for the run on 127.0.0.1 only (its gRPC servers listen on the loopback
-  interface; see `ray_session`), no dashboard, `num_cpus` = all cores (or `CURATE_RAY_CPUS`), shut down again at
-  the end of the run unless Ray was already running.
+  interface; see `ray_session`), no dashboard, `num_cpus` = all cores (or `CURATE_RAY_CPUS`), shut down
+  again at the end of the run unless Ray was already running.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ class ray_session:  # noqa: N801 - a context manager used like a function
             if "ray" not in sys.modules:
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             elif getattr(sys.modules.get("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER", False):
-                log.warning("ray was imported before curate started it: the local Ray binds to this machine's "
-                            "IP, not only 127.0.0.1 (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray)")
+                log.warning("ray was imported before curate started it: the local Ray binds to this "
+                            "machine's IP, not only 127.0.0.1 (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                            "before importing ray)")
         try:
             import ray
         except ImportError as err:
