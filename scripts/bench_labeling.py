@@ -138,6 +138,7 @@ def main() -> int:
                 convert_task(spec_p, "review", task, annotators={}, ctx=ctx, project=pid)
             per_task = (time.perf_counter() - t) / len(ids)
             out["pull"] = {"seconds": round(pull_s, 2), "annotated_tasks": args.n,
+                           "split_seconds": {k: round(v, 2) for k, v in pres.timings.items()},
                            "records": pres.counts["records"], "quarantined": pres.counts["quarantined"],
                            "setup_import_with_annotations_seconds": round(setup_s, 1),
                            "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
@@ -157,7 +158,9 @@ def main() -> int:
         print(f"pull {q['annotated_tasks']} annotated tasks: {q['seconds']} s (target {q['target_seconds']} s) -> "
               f"{q['records']} records, {q['quarantined']} quarantined; one request per task: "
               f"~{q['baseline_one_request_per_task_seconds_extrapolated']} s (extrapolated from "
-              f"{q['baseline_measured_on']} tasks) -> {q['speedup']}x")
+              f"{q['baseline_measured_on']} tasks) -> {q['speedup']}x; split: "
+              + ", ".join(f"{k} {v} s" for k, v in q["split_seconds"].items()))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0
 
 

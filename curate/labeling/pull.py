@@ -53,12 +53,13 @@ class PullResult:
     counts: dict[str, Any] = field(default_factory=dict)
     projects: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"projects": self.projects, "counts": self.counts, "agreement": self.agreement,
                 "conflicts": self.conflicts, "rework": len(self.rework), "files": self.files,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 def default_out_dir(spec: Spec) -> Path:
@@ -110,7 +111,10 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
             continue
         pid = int(project["id"])
         res.projects[kind] = pid
+        t = time.perf_counter()
         tasks = client.export_snapshot(pid, annotated_only=True)
+        res.timings["export"] = res.timings.get("export", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
         answers[kind] = {}
         for i, task in enumerate(tasks):
             task["_curate_kind"] = kind
@@ -129,6 +133,7 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
             if progress and i % 500 == 0:
                 progress(f"pull {kind}", i, len(tasks))
         all_tasks.extend(tasks)
+        res.timings["convert"] = res.timings.get("convert", 0.0) + time.perf_counter() - t
     counts["conflicts"] = len(res.conflicts)
     counts["records"] = len(res.records)
     counts["sft"] = sum(1 for r in res.records if r.kind == "sft")
@@ -186,6 +191,7 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
                  "rework": str(out_dir / "rework.jsonl"), "conflicts": str(out_dir / "conflicts.jsonl"),
                  "agreement": str(out_dir / "agreement.json")}
     res.seconds = round(time.perf_counter() - t0, 3)
+    res.timings["write"] = res.seconds - sum(res.timings.values())
     log.info("pulled %d records from %d annotations", len(res.records), res.counts["annotations"])
     return res
 
