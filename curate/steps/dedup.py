@@ -10,8 +10,13 @@ left out on purpose: chosen and rejected are near-duplicates by design and must 
 two pairs with the same prompt and chosen answer are the same training signal. SFT and preference records are
 deduplicated separately (they go to different exports).
 
-Which twin is kept, deterministically: human-reviewed (`record.is_human_reviewed`) over generated
-(`record.is_generated`) over the rest, then the earliest in input order. Methods run in order, each on what
+A near (or semantic) match must hold for the prompt too: two different requests whose templated JSON answers
+look alike are different training examples (the seeds ask for diverse prompts), so a candidate pair is a
+duplicate only when the whole compared text AND the prompt turns both reach the threshold.
+
+Which twin is kept, deterministically: human-reviewed (`record.is_human_reviewed`) over imported (data people
+brought) over generated (`record.is_generated`: a noisy machine-made variant never replaces its original), then the
+earliest in input order. Methods run in order, each on what
 the previous one kept:
 1. exact: same `exact_key` (sha256 of NFKC + casefold + collapsed whitespace); score 1.0.
 2. near: `curate.near.near_pairs` at `near_threshold` (verified Indel similarity); records are visited in
@@ -40,13 +45,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from rapidfuzz import fuzz
 
 from curate.near import BandSketch, candidate_pairs, common_shingles, verify_pairs
 from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dedup", "dedup_text", "keep_priority", "DEFAULT_SEMANTIC_THRESHOLD"]
+__all__ = ["dedup", "dedup_text", "prompt_text", "keep_priority", "DEFAULT_SEMANTIC_THRESHOLD"]
 
 AnyRecord = SFTRecord | PreferenceRecord
 DEFAULT_SEMANTIC_THRESHOLD = 0.95
@@ -71,16 +77,21 @@ def dedup_text(record: AnyRecord) -> str:
     return "\n".join(_turns(record.conversation()))
 
 
+def prompt_text(record: AnyRecord) -> str:
+    """The prompt turns (no system turn) as compared for the prompt condition of a near match."""
+    return "\n".join(_turns(record.prompt_messages()))
+
+
 def keep_priority(record: AnyRecord) -> int:
-    """0 human-reviewed, 1 generated, 2 other: lower is kept first."""
+    """0 human-reviewed, 1 imported, 2 generated: lower is kept first."""
     if record.is_human_reviewed:
         return 0
     if record.is_generated:
-        return 1
-    return 2
+        return 2
+    return 1
 
 
-_WHY = {0: "human-reviewed", 1: "generated", 2: "imported"}
+_WHY = {0: "human-reviewed", 1: "imported", 2: "generated"}
 
 
 def _why(kept_prio: int, dropped_prio: int) -> str:
@@ -182,12 +193,29 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             return text
 
         pairs = verify_pairs(survivor_norm, cand, near_threshold)  # type: ignore[arg-type]
+        pairs = _same_prompt(recs, survivors, pairs, near_threshold)  # type: ignore[arg-type]
         del cache, cand
         survivors = _greedy(recs, survivors, pairs, dropped, clusters, "near")
     if semantic and len(survivors) > 1:
         texts = [norm_of(i) for i in survivors]
         pairs = semantic_pairs(texts, threshold=semantic_threshold, embed=embed)
+        if pairs:  # the prompts must mean the same too: compare their embeddings
+            involved = sorted({k for i, j, _ in pairs for k in (i, j)})
+            vecs = np.asarray((embed or embed_texts)([normalize_text(prompt_text(recs[survivors[k]]))
+                                                      for k in involved]), dtype=np.float32)
+            row = {k: n for n, k in enumerate(involved)}
+            pairs = [(i, j, sc) for i, j, sc in pairs
+                     if float(vecs[row[i]] @ vecs[row[j]]) >= semantic_threshold - 1e-6]
         _greedy(recs, survivors, pairs, dropped, clusters, "semantic")
+
+
+def _same_prompt(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
+                 threshold: float) -> list[tuple[int, int, float]]:
+    """Keep the pairs whose prompts are near too (Indel similarity >= threshold of the normalized prompts)."""
+    cutoff = threshold * 100.0
+    return [(i, j, score) for i, j, score in pairs
+            if fuzz.ratio(normalize_text(prompt_text(recs[survivors[i]])),
+                          normalize_text(prompt_text(recs[survivors[j]])), score_cutoff=cutoff) >= cutoff]
 
 
 def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],

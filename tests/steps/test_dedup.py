@@ -97,16 +97,34 @@ def test_sft_and_preference_records_are_deduplicated_separately() -> None:
     assert dedup([s, p])[0] == [s, p]
 
 
-@pytest.mark.parametrize("later, why", [
-    ({"annotation": 7}, "human-reviewed over imported"),
-    ({"generator": "paraphrase"}, "generated over imported"),
-])
-def test_human_reviewed_and_generated_beat_earlier_imports(later: dict, why: str) -> None:
+def test_human_reviewed_beats_an_earlier_import() -> None:
     a = sft(LONG, line=1)
-    b = sft(LONG.lower(), line=2, **later)
+    b = sft(LONG.lower(), line=2, annotation=7)
     kept, rows = dedup([a, b], ctx=RunContext())
     assert kept == [b]
-    assert rows[0]["kept"] == b.id and rows[0]["dropped"] == a.id and rows[0]["why"] == why
+    assert rows[0]["kept"] == b.id and rows[0]["dropped"] == a.id and rows[0]["why"] == "human-reviewed over imported"
+
+
+def test_an_import_beats_an_earlier_generated_variant() -> None:
+    gen = sft(LONG, line=1, generator="paraphrase", parent="x")
+    imported = sft(LONG.lower(), line=2)
+    kept, rows = dedup([gen, imported], ctx=RunContext())
+    assert kept == [imported]
+    assert rows[0]["kept"] == imported.id and rows[0]["why"] == "imported over generated"
+
+
+def test_different_prompts_with_the_same_templated_answer_are_not_near_duplicates() -> None:
+    answer = ('{"intent": "account_access", "entities": {}, "missing_info": ["account email"], '
+              '"next_step": "Which email address do you use to sign in?"}')
+    a = SFTRecord.build(messages=[Message(role="user", content="I can't get in."),
+                                  Message(role="assistant", content=answer)], source=Source(file="f", line=1))
+    b = SFTRecord.build(messages=[Message(role="user", content="need a password reset pls"),
+                                  Message(role="assistant", content=answer)], source=Source(file="f", line=2))
+    c = SFTRecord.build(messages=[Message(role="user", content="I cant get in."),
+                                  Message(role="assistant", content=answer)], source=Source(file="f", line=3))
+    kept, rows = dedup([a, b, c], near_threshold=0.8)
+    assert kept == [a, b]
+    assert [(r["kept"], r["dropped"], r["method"]) for r in rows] == [(a.id, c.id, "near")]
 
 
 def test_human_reviewed_beats_generated_in_near_clusters() -> None:
