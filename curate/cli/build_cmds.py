@@ -38,12 +38,15 @@ def register(main: click.Group) -> None:
                   show_default=True, help="Similarity from which two texts count as near duplicates (dedup, split groups, leakage).")
     @click.option("--lock", type=click.Path(exists=True, dir_okay=False),
                   help="Held-out lock to keep (default: OUT/heldout.lock, else a sibling version's).")
+    @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                  help="Where the per-record steps run: this process, or Ray Data (local Ray on 127.0.0.1, or "
+                       "the cluster in RAY_ADDRESS; needs the `ray` extra).")
     @json_option
     @quiet_option
     @handle_errors
     def build_cmd(spec_path: str, inputs: tuple[str, ...], out: str | None, fmt: str | None,
                   mapping: tuple[str, ...], tokenizer: str | None, max_tokens: int | None, sft_format: str | None,
-                  near_threshold: float, lock: str | None, as_json: bool, quiet: bool) -> None:
+                  near_threshold: float, lock: str | None, engine: str, as_json: bool, quiet: bool) -> None:
         """Build a training-ready dataset: import, validate, deduplicate, split, export for TRL.
 
         Nothing is lost: every record is exported, quarantined (quarantine/<step>.jsonl, with the reason) or
@@ -53,6 +56,7 @@ def register(main: click.Group) -> None:
         Example:
           curate build specs/support-triage
           curate build specs/support-triage --input tickets.jsonl --out out/triage --json
+          RAY_ADDRESS=ray://head:10001 curate build specs/support-triage --engine ray
         """
         from curate.spec import load_spec
         from curate.steps.pipeline import build
@@ -63,7 +67,7 @@ def register(main: click.Group) -> None:
         with bars:
             result = build(spec, list(inputs) or None, target, format=fmt, mapping=_mapping(mapping),
                            tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
-                           sft_format=sft_format, lock=lock, progress=update)
+                           sft_format=sft_format, lock=lock, progress=update, engine=engine)
         if as_json:
             emit_json(result.summary())
             return

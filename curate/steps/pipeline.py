@@ -40,7 +40,7 @@ from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, st
 from curate.steps.pairs import make_pairs
 from curate.steps.read import detect_format, expand_inputs, read_inputs
 from curate.steps.split import HeldoutLock, split
-from curate.steps.validate import LengthCounter, validate
+from curate.steps.validate import LengthCounter
 
 log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
@@ -103,8 +103,9 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
           max_tokens: int | None = None, near_threshold: float = 0.8, sft_format: str | None = None,
           lock: str | Path | None = None, progress: Progress | None = None, engine: str = "local") -> BuildResult:
     """Build a training-ready dataset folder from a spec and its inputs (see the module doc)."""
-    if engine != "local":
-        raise CurateError(f"engine {engine!r} is not available in this version; use engine='local'")
+    from curate.engine import validate_step
+
+    validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
     if not 0.0 < near_threshold <= 1.0:
         raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
     if not isinstance(spec, Spec):
@@ -123,7 +124,7 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
 
     # read + validate stream; the rest needs all records
-    valid = list(validate(_read(paths, ctx=ctx, spec=spec, format=format, mapping=mapping), spec=spec, ctx=ctx,
+    valid = list(validate_fn(_read(paths, ctx=ctx, spec=spec, format=format, mapping=mapping), spec=spec, ctx=ctx,
                           lengths=lengths, max_tokens=limit))
     # pair before dedup: a negative meets its passing answer even when that answer is later removed as a near
     # duplicate of another one; pairs are then deduplicated among pairs (prompt + chosen), SFT among SFT

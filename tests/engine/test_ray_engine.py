@@ -83,29 +83,20 @@ def test_validate_step_is_identical_on_both_engines(ray_local, mixed_input: Path
     assert llen.lengths == rlen.lengths
 
 
-def _build(engine: str, spec_dir: Path, inputs: list[Path], out: Path, monkeypatch) -> dict:
+def _build(engine: str, spec_dir: Path, inputs: list[Path], out: Path) -> dict:
     from curate.steps import pipeline
 
-    try:
-        return pipeline.build(spec_dir, inputs, out, engine=engine).manifest
-    except CurateError as err:
-        if "not available" not in str(err):
-            raise
-    # the pipeline does not dispatch on engine yet: give it the ray validate step directly
-    with monkeypatch.context() as m:
-        m.setattr(pipeline, "validate", ray_engine.validate_ray)
-        return pipeline.build(spec_dir, inputs, out, engine="local").manifest
+    return pipeline.build(spec_dir, inputs, out, engine=engine).manifest
 
 
-def test_build_exports_are_identical_on_both_engines(ray_local, mixed_input: Path, tmp_path: Path,
-                                                     monkeypatch) -> None:
+def test_build_exports_are_identical_on_both_engines(ray_local, mixed_input: Path, tmp_path: Path) -> None:
     spec_dir = tmp_path / "spec"
     shutil.copytree(SPEC, spec_dir)
     inputs = [mixed_input, spec_dir / "data.jsonl"]
     runs_before = ray_engine.RUNS
-    local = _build("local", spec_dir, inputs, tmp_path / "local", monkeypatch)
+    local = _build("local", spec_dir, inputs, tmp_path / "local")
     assert ray_engine.RUNS == runs_before
-    remote = _build("ray", spec_dir, inputs, tmp_path / "ray", monkeypatch)
+    remote = _build("ray", spec_dir, inputs, tmp_path / "ray")
     assert ray_engine.RUNS == runs_before + 1  # the ray engine really ran
     files_l = {p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file()}
     files_r = {p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file()}
@@ -121,9 +112,30 @@ def test_build_exports_are_identical_on_both_engines(ray_local, mixed_input: Pat
     assert set(local["files"]) == set(remote["files"])
 
 
-def test_unknown_engine_is_a_one_line_error() -> None:
+def test_unknown_engine_is_a_one_line_error(tmp_path: Path) -> None:
+    from curate.steps.pipeline import build
+
     with pytest.raises(CurateError, match="unknown engine 'spark'; use one of: local, ray"):
         validate_step("spark")
+    with pytest.raises(CurateError, match="unknown engine 'spark'"):
+        build(SPEC, out=tmp_path / "x", engine="spark")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_build_engine_ray(ray_local, mixed_input: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    runs_before = ray_engine.RUNS
+    got = CliRunner().invoke(main, ["build", str(SPEC), "-i", str(mixed_input), "--out", str(tmp_path / "o"),
+                                    "--engine", "ray", "--json"])
+    assert got.exit_code == 0, got.output
+    assert ray_engine.RUNS == runs_before + 1
+    doc = orjson.loads(got.stdout)
+    assert doc["conservation"]["ok"] and doc["quarantine"]["validate/rule_failed"] == 1
+    bad = CliRunner().invoke(main, ["build", str(SPEC), "--engine", "spark"])
+    assert bad.exit_code == 2 and "spark" in bad.output
 
 
 def test_ray_address_is_read_from_the_environment(monkeypatch) -> None:
