@@ -119,3 +119,13 @@ def test_failure_details_are_specific(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, {"kind": "values_in_input", "field": "/entities"})
     [r] = check_response(spec, resp(entities={"card_last4": "9999"}), user_text="card ending 1234")
     assert r.detail == "not in the user's text: '9999'"
+
+
+def test_python_checks_of_two_specs_do_not_collide(tmp_path: Path) -> None:
+    for name, verdict in (("a", "True"), ("b", "False")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "checks.py").write_text(f"def ok(text, ctx):\n    return {verdict}\n")
+    results = [check_response(make_spec(tmp_path / n, {"kind": "python", "function": "checks:ok"}), "x")[0].status
+               for n in ("a", "b")]
+    assert results == ["pass", "fail"]

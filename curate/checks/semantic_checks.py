@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from curate.checks import register
@@ -64,18 +67,23 @@ def refusal(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
 
 @lru_cache(maxsize=64)
 def _import(target: str, base_dir: str) -> Any:
+    """`module:function`: a module file beside the spec wins (loaded under a name private to that spec folder,
+    so two specs may each have their own checks.py); otherwise an installed module."""
     module, _, name = target.partition(":")
-    added = base_dir not in sys.path
-    if added:
-        sys.path.insert(0, base_dir)
+    local = Path(base_dir, *module.split(".")).with_suffix(".py")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
+        if local.is_file():
+            unique = f"_curate_spec_checks_{hashlib.sha1(str(local.resolve()).encode()).hexdigest()[:12]}"
+            spec = importlib.util.spec_from_file_location(unique, local)
+            mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[unique] = mod
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        else:
+            mod = importlib.import_module(module)
+        return getattr(mod, name)
+    except (ImportError, AttributeError, SyntaxError) as err:
         raise CheckError(f"python check {target!r}: cannot import ({err}); put the module beside the spec "
                          "or install it") from None
-    finally:
-        if added:
-            sys.path.remove(base_dir)
 
 
 @register("python")
