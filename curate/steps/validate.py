@@ -34,7 +34,7 @@ from typing import Any
 
 from curate.checks import check_response
 from curate.errors import InputError
-from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
+from curate.records import CheckResult, Message, PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
 
@@ -82,7 +82,30 @@ class LengthCounter:
         text = "\n".join(m.content for m in msgs)
         return len(tok(text, add_special_tokens=True)["input_ids"]) + 4 * len(msgs)
 
+    def _estimate(self, messages: Iterable[Message]) -> int:
+        """count_messages without a tokenizer, with the system prompt added as _with_system does (no new objects)."""
+        chars = 0
+        turns = 0
+        has_system = False
+        for m in messages:
+            turns += 1
+            has_system = has_system or m.role == "system"
+            chars += len(m.content)
+            for tc in m.tool_calls or ():
+                chars += len(tc.function.name) + len(tc.function.arguments)
+        if self.system_prompt and not has_system:
+            chars += len(self.system_prompt)
+            turns += 1
+        return math.ceil(chars / 4) + 4 * turns
+
     def measure(self, rec: Rec) -> int:
+        if self.tokenizer is None:  # the estimate, without building the system Message per record
+            if isinstance(rec, PreferenceRecord):
+                n = max(self._estimate(rec.prompt + rec.chosen), self._estimate(rec.prompt + rec.rejected))
+            else:
+                n = self._estimate(rec.conversation())
+            self.lengths[rec.id] = n
+            return n
         if isinstance(rec, PreferenceRecord):
             prompt = self._with_system(rec.prompt)
             n = max(self.count_messages(prompt + list(rec.chosen)), self.count_messages(prompt + list(rec.rejected)))
@@ -173,13 +196,12 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
     all_ids = {r.id for r in spec.rules}
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
     lengths = lengths if lengths is not None else LengthCounter(spec)
+    shared: dict[tuple[str, str, str, str], CheckResult] = {}  # equal check results share one frozen object
     n = 0
     for rec in records:
         n += 1
         if n % 1000 == 0:
             ctx.report(STEP, n)
-        if rec.spec is None:
-            rec = rec.model_copy(update={"spec": spec.ref})
         problem = structure_problem(rec)
         if problem is None and rec.violates:
             unknown = [v for v in rec.violates if v not in all_ids]
@@ -187,13 +209,20 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
                 problem = ("unknown_rule", f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
                                            f"(rules: {', '.join(sorted(all_ids))})")
         if problem:
+            if rec.spec is None:
+                rec = rec.model_copy(update={"spec": spec.ref})
             ctx.quarantine(step=STEP, reason=problem[0], detail=problem[1], record=rec)
             continue
         user = rec.user_text()
-        checks = check_response(spec, rec.response_text(), user_text=user, category=rec.category,
-                                tags=rec.tags, rules=automatic)
+        checks = tuple(shared.setdefault((c.rule, c.category, c.status, c.detail), c)
+                       for c in check_response(spec, rec.response_text(), user_text=user, category=rec.category,
+                                               tags=rec.tags, rules=automatic))
         failed = [c for c in checks if c.status == "fail"]
-        rec = rec.with_checks(checks)
+        if len(shared) > 100_000:  # free-text details (e.g. word counts) make many distinct results
+            shared.clear()
+        # one copy for both: the spec's ref (when the record has none) and the checks (same as with_checks)
+        rec = rec.model_copy(update={"checks": checks} if rec.spec is not None else
+                             {"spec": spec.ref, "checks": checks})
         if isinstance(rec, PreferenceRecord):
             if failed:
                 ctx.quarantine(step=STEP, reason="rule_failed", detail="chosen fails " + _explain(failed), record=rec)
