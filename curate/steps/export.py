@@ -111,13 +111,21 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     (directory / "data").mkdir(exist_ok=True)
     all_rows = [r for rows in splits.values() for r in rows]
     _uniform_tools(all_rows)
-    schema = pa.Table.from_pylist(all_rows).schema if all_rows else pa.schema([("id", pa.string())])
+    # one conversion for all splits (the schema is inferred over every row, so the splits agree); each split's
+    # table is a zero-copy slice of it
+    whole = pa.Table.from_pylist(all_rows) if all_rows else None
+    schema = whole.schema if whole is not None else pa.schema([("id", pa.string())])
     info: dict[str, dict[str, Any]] = {}
+    offset = 0
     for split, rows in splits.items():
         with open(directory / f"{split}.jsonl", "wb") as fh:
             for row in rows:
                 fh.write(orjson.dumps(row) + b"\n")
-        table = pa.Table.from_pylist(rows, schema=schema)
+        if whole is not None:
+            table = whole.slice(offset, len(rows))
+            offset += len(rows)
+        else:
+            table = pa.Table.from_pylist(rows, schema=schema)
         pq_path = directory / "data" / f"{split}-00000-of-00001.parquet"
         pq.write_table(table, pq_path)
         info[split] = {"num_examples": len(rows), "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
