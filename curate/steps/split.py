@@ -198,17 +198,19 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
     n = len(recs)
     texts = [leak_text(r) for r in recs]
     pkeys = [record_prompt_key(r) for r in recs]
+    ekeys = [exact_key(t) for t in texts]
     uf = _UnionFind(n)
     first: dict[str, int] = {}
-    for i, (pk, text) in enumerate(zip(pkeys, texts)):
-        for k in ("p:" + pk, "u:" + exact_key(text)):
+    for i, (pk, ek) in enumerate(zip(pkeys, ekeys)):
+        for k in ("p:" + pk, "u:" + ek):
             j = first.setdefault(k, i)
             if j != i:
                 uf.union(i, j)
     # near groups over distinct user texts (and which of them are near a held-out prompt of the lock)
     rep: dict[str, int] = {}
-    for i, text in enumerate(texts):
-        rep.setdefault(exact_key(text), i)
+    for i, ek in enumerate(ekeys):
+        rep.setdefault(ek, i)
+    del ekeys
     rep_idx = list(rep.values())
     lock = lock or HeldoutLock()
     lock_prompts = list(lock.prompts)
