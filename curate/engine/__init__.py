@@ -4,7 +4,8 @@
     validate = validate_step("ray")          # or "local"
     valid = list(validate(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=limit))
 
-"local" is `curate.steps.validate.validate` itself. "ray" (`curate.engine.ray_engine.validate_ray`, extra
+"local" is `curate.engine.pool.validate_local`: `curate.steps.validate.validate` itself, on a fork process pool
+over all cores for large inputs (same results). "ray" (`curate.engine.ray_engine.validate_ray`, extra
 `ray`) runs the same function on batches of records with Ray Data and gives back the same records,
 quarantine rows, counters and lengths in the same order, so both engines write identical exports. The steps
 that need all the data (pairing, dedup, split, export) run on the driver in both engines.
@@ -25,9 +26,9 @@ __all__ = ["ENGINES", "validate_step"]
 def validate_step(engine: str = "local") -> Callable[..., Any]:
     """The validate step for an engine name; raises CurateError for an unknown one."""
     if engine == "local":
-        from curate.steps.validate import validate
+        from curate.engine.pool import validate_local
 
-        return validate
+        return validate_local
     if engine == "ray":
         from curate.engine.ray_engine import validate_ray
 

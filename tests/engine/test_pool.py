@@ -1,0 +1,82 @@
+"""The local engine's process pool gives exactly what the serial validate step gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from curate.engine import pool, validate_step
+from curate.spec import load_spec
+from curate.steps.base import RunContext
+from curate.steps.read import read_inputs
+from curate.steps.validate import LengthCounter, validate
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "specs" / "support-triage"
+GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
+        '"next_step": "Route order A-1 to billing."}')
+CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
+         '"next_step": "I have refunded the charge already."}')
+
+
+def _chat(user: str, answer: str, **extra) -> bytes:
+    return orjson.dumps({"messages": [{"role": "user", "content": user},
+                                      {"role": "assistant", "content": answer}], **extra})
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> list[str]:
+    lines = []
+    for i in range(300):
+        lines.append(_chat(f"Refund order A-1 please, attempt {i} " + "word " * (i % 7) * 40, GOOD))
+        if i % 25 == 0:
+            lines += [_chat("Refund my order", CLAIM),  # rule_failed
+                      _chat("Refund order A-1", CLAIM, category="negative"),  # violates filled from the checks
+                      _chat("Refund order A-1", GOOD, category="negative", violates=["no-action-claims"]),
+                      _chat("", GOOD), b'{"messages": [{"role": "user", "content": "hi"}]}', b'{"messages": [',
+                      orjson.dumps({"prompt": [{"role": "user", "content": f"Refund order A-1 ({i})"}],
+                                    "chosen": [{"role": "assistant", "content": GOOD}],
+                                    "rejected": [{"role": "assistant", "content": CLAIM}]})]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_bytes(b"\n".join(lines) + b"\n")
+    return [str(chat), str(SPEC / "data.jsonl")]
+
+
+def _run(fn, inputs: list[str], **kw):
+    spec = load_spec(SPEC)
+    ctx = RunContext()
+    lengths = LengthCounter(spec)
+    out = list(fn(read_inputs(inputs, ctx=ctx, spec=spec), spec=spec, ctx=ctx, lengths=lengths, max_tokens=450,
+                  **kw))
+    return out, ctx, lengths
+
+
+def test_pool_gives_the_serial_results(inputs: list[str]) -> None:
+    serial, sctx, slen = _run(validate, inputs)
+    pooled, pctx, plen = _run(pool.validate_local, inputs, workers=2, min_records=0, chunk=50)
+    assert len(serial) > 250 and serial == pooled
+    assert [r.model_fields_set for r in serial] == [r.model_fields_set for r in pooled]
+    assert dict(sctx.quarantined) == dict(pctx.quarantined)
+    for reason in ("rule_failed", "too_long", "no_assistant_turn", "negative_passes_rules"):
+        assert sctx.reasons[("validate", reason)] > 0, reason
+    assert sctx.reasons == pctx.reasons and sctx.per_file_quarantined == pctx.per_file_quarantined
+    assert sctx.counters == pctx.counters
+    assert list(slen.lengths.items()) == list(plen.lengths.items())
+    assert any(r.violates and r.category == "negative" for r in pooled)
+
+
+def test_pool_is_used_only_when_worth_it(inputs: list[str], monkeypatch) -> None:
+    calls = []
+    real = pool._pooled
+    monkeypatch.setattr(pool, "_pooled", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _run(pool.validate_local, inputs, workers=2)  # below min_records: serial
+    _run(pool.validate_local, inputs, workers=1, min_records=0)  # one worker: serial
+    assert calls == []
+    _run(pool.validate_local, inputs, workers=2, min_records=0, chunk=100)
+    assert calls == [1]
+    monkeypatch.setenv("CURATE_WORKERS", "1")
+    assert pool.default_workers() == 1 and validate_step("local") is pool.validate_local
+    monkeypatch.setenv("CURATE_WORKERS", "3")
+    assert pool.default_workers() == 3
