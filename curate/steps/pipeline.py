@@ -242,22 +242,29 @@ def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: st
     }
 
     ctx.report("export", 0, 1)
+    # rows first, then let go of the records (pydantic objects, ~4 KB each) before the Arrow conversion, the
+    # build's memory peak; the rows share the records' text strings
+    sft_rows = {"train": [sft_row(r, spec, sft_format) for r in sft_train],
+                "test": [sft_row(r, spec, sft_format) for r in sft_test]} if "sft" in formats else None
+    dpo_rows = {"train": [dpo_row(r, spec) for r in dpo_train],  # type: ignore[arg-type]
+                "test": [dpo_row(r, spec) for r in dpo_test]} if "dpo" in formats else None  # type: ignore[arg-type]
+    negatives = [dump_record(r) for r in paired.unpaired]
+    lock_bytes = parts.lock.to_bytes()
+    del valid, paired, kept, kept_ids, sft_recs, pref_recs, parts, exported, sft_train, sft_test, dpo_train, dpo_test
     with staged_output(out_dir) as stage:
         split_info = {}
-        if "sft" in formats:
-            split_info["sft"] = write_splits(
-                stage / "sft", {"train": [sft_row(r, spec, sft_format) for r in sft_train],
-                                "test": [sft_row(r, spec, sft_format) for r in sft_test]},
-                title=f"{spec.ref} SFT ({sft_format})", name=f"{spec.name}-sft")
-        if "dpo" in formats:
-            split_info["dpo"] = write_splits(
-                stage / "dpo", {"train": [dpo_row(r, spec) for r in dpo_train],  # type: ignore[arg-type]
-                                "test": [dpo_row(r, spec) for r in dpo_test]},  # type: ignore[arg-type]
-                title=f"{spec.ref} DPO", name=f"{spec.name}-dpo")
-        write_jsonl(stage / "negatives.jsonl", [dump_record(r) for r in paired.unpaired])
+        if sft_rows is not None:
+            split_info["sft"] = write_splits(stage / "sft", sft_rows, title=f"{spec.ref} SFT ({sft_format})",
+                                             name=f"{spec.name}-sft")
+            sft_rows = None
+        if dpo_rows is not None:
+            split_info["dpo"] = write_splits(stage / "dpo", dpo_rows, title=f"{spec.ref} DPO",
+                                             name=f"{spec.name}-dpo")
+            dpo_rows = None
+        write_jsonl(stage / "negatives.jsonl", negatives)
         write_jsonl(stage / "clusters.jsonl", clusters)
         ctx.flush_quarantine(stage / "quarantine")
-        (stage / "heldout.lock").write_bytes(parts.lock.to_bytes())
+        (stage / "heldout.lock").write_bytes(lock_bytes)
         (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
         manifest["files"] = file_hashes(stage)
         (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
