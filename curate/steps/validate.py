@@ -10,7 +10,8 @@
 Structure (reason codes): `empty_conversation`, `bad_role` (a system turn after the start, a conversation
 whose last turn is not the assistant's inside chosen/rejected), `no_user_turn`, `empty_turn`,
 `no_assistant_turn`, `missing_chosen`, `missing_rejected`, `prompt_mismatch` (chosen or rejected carry user or
-system turns, so the pair does not share one prompt), `chosen_equals_rejected`.
+system turns, so the pair does not share one prompt), `chosen_equals_rejected`; `heldout_marked` for records that
+`curate eval --to-label` marked as held-out prompts (tag or label `heldout`): the build refuses them.
 
 The spec: every automatic rule runs once over the response (SFT: last assistant turn; pairs: chosen). A normal
 record failing one goes to quarantine as `rule_failed` (detail names the rule ids). A negative example
@@ -40,6 +41,7 @@ from curate.steps.base import RunContext
 
 log = logging.getLogger(__name__)
 STEP = "validate"
+HELDOUT_TAG = "heldout"  # the mark curate.evaluate puts on failures of held-out prompts sent back to labeling
 Rec = SFTRecord | PreferenceRecord
 
 
@@ -208,6 +210,9 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
             if unknown:
                 problem = ("unknown_rule", f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
                                            f"(rules: {', '.join(sorted(all_ids))})")
+        if problem is None and (HELDOUT_TAG in rec.tags or rec.labels.get(HELDOUT_TAG)):
+            problem = ("heldout_marked", "marked as a held-out evaluation prompt (curate eval --to-label); "
+                                         "held-out prompts never go into training data")
         if problem:
             if rec.spec is None:
                 rec = rec.model_copy(update={"spec": spec.ref})

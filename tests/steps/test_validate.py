@@ -185,3 +185,14 @@ def test_pairs_from_negatives(spec):
         assert p.chosen == (partner.messages[-1],) and p.rejected == (neg.messages[-1],)
         assert p.violates == ("no-action-claims",) and p.category == "negative"
         assert p.source.parent == partner.id and p.source.file == "t.jsonl"
+
+
+@pytest.mark.parametrize("mark", [{"tags": ("heldout",)}, {"labels": {"heldout": True}}])
+def test_heldout_marked_records_are_refused(spec, mark: dict) -> None:
+    ok = sft(U("what is 2+2"), A("4"))
+    marked = sft(U("what is 3+3"), A("6"), **mark)
+    ctx = RunContext()
+    assert list(validate([ok, marked], spec=spec, ctx=ctx)) and ctx.n_quarantined == 1
+    [row] = ctx.quarantined["validate"]
+    assert row["reason"] == "heldout_marked" and row["record_id"] == marked.id
+    assert "held-out prompts never go into training" in row["detail"]
