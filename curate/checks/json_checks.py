@@ -4,7 +4,8 @@ Speed: a schema is compiled once (cached by the identity of the spec's schema ob
 no per-record serialisation), and a document is first checked with `is_valid`; the error message is produced only
 for a failing document. `is_valid` runs on jsonschema-rs (compiled, ~50x faster) when the schema uses nothing
 whose verdict could differ between the two libraries (no `format`, no regex `pattern`, only local `$ref`s);
-otherwise, and always for the message, the Python `jsonschema` validator decides. Verdict equality is tested on the example data and mutants.
+otherwise, and always for the message, the Python `jsonschema` validator decides. Verdict equality is tested on
+the example data and mutants (tests/test_schema_fast.py).
 """
 
 from __future__ import annotations
