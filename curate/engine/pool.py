@@ -4,12 +4,13 @@
     valid = list(validate_local(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=1024, workers=2))
 
 Serial (`curate.steps.validate.validate` itself) for fewer than `min_records` records, one worker, a tokenizer
-(tokenizers do not survive a fork well), or a platform without `fork`. Otherwise the records are read first,
-the pool's workers are forked with them (copy-on-write: nothing is pickled on the way in), each worker runs the
-serial step over index ranges and sends back only what it decided: quarantine rows (with their originals),
-the lengths it measured, and for each passing record its check results, spec ref and `violates`. The driver
-rebuilds each passing record as one `model_copy` of its input with those fields, in input order, so records,
-quarantine rows, reasons, counters and lengths are exactly what the serial step gives (tests compare them).
+(tokenizers do not survive a fork well), a platform without `fork`, or a process with other threads running (a
+progress bar's refresh thread, say: forking a threaded process can deadlock the child). Otherwise the records
+are read first, the pool's workers are forked with them (copy-on-write: nothing is pickled on the way in), each
+worker runs the serial step over index ranges and sends back only what it decided: quarantine rows (with their
+originals), the lengths it measured, and for each passing record its check results, spec ref and `violates`.
+The driver rebuilds each passing record as one `model_copy` of its input with those fields, in input order, so
+records, quarantine rows, reasons, counters and lengths are exactly what the serial step gives (tests compare).
 
 Workers: `workers=` or `CURATE_WORKERS` (1 turns the pool off); default: the cores left free by the 1-minute load
 average. Measured on the 2-core machine with load ~3 from other jobs (30k records, validate only): serial 80 us
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -59,7 +61,8 @@ def validate_local(records: Iterable[Rec], *, spec: Any, ctx: RunContext, length
     """`curate.steps.validate.validate`, on a process pool when it is worth it (see the module doc)."""
     lengths = lengths if lengths is not None else LengthCounter(spec)
     workers = workers if workers is not None else default_workers()
-    if workers <= 1 or lengths.tokenizer is not None or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or lengths.tokenizer is not None or "fork" not in multiprocessing.get_all_start_methods() \
+            or threading.active_count() > 1:  # forking a threaded process can deadlock the child
         return validate(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens)
     recs = list(records)
     if len(recs) < min_records:

@@ -53,6 +53,12 @@ def _run(fn, inputs: list[str], **kw):
     return out, ctx, lengths
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch) -> None:
+    """Threads left by other tests (a Ray driver, a server) would turn the pool off; these tests are about it."""
+    monkeypatch.setattr(pool.threading, "active_count", lambda: 1)
+
+
 def test_pool_gives_the_serial_results(inputs: list[str]) -> None:
     serial, sctx, slen = _run(validate, inputs)
     pooled, pctx, plen = _run(pool.validate_local, inputs, workers=2, min_records=0, chunk=50)
@@ -73,6 +79,9 @@ def test_pool_is_used_only_when_worth_it(inputs: list[str], monkeypatch) -> None
     monkeypatch.setattr(pool, "_pooled", lambda *a, **k: calls.append(1) or real(*a, **k))
     _run(pool.validate_local, inputs, workers=2)  # below min_records: serial
     _run(pool.validate_local, inputs, workers=1, min_records=0)  # one worker: serial
+    monkeypatch.setattr(pool.threading, "active_count", lambda: 2)
+    _run(pool.validate_local, inputs, workers=2, min_records=0)  # another thread running: no fork
+    monkeypatch.setattr(pool.threading, "active_count", lambda: 1)
     assert calls == []
     _run(pool.validate_local, inputs, workers=2, min_records=0, chunk=100)
     assert calls == [1]
