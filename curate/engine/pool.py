@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
 MIN_RECORDS = 20_000
 CHUNK = 2_000
+_DECIDED = ("checks", "spec", "violates")  # the fields validate sets on a passing record
 _STATE: tuple[Any, ...] | None = None  # (records, spec, max_tokens) inherited by the forked workers
 
 __all__ = ["validate_local", "default_workers"]
@@ -90,7 +91,10 @@ def _pooled(recs: list[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCount
                 ctx.per_file_quarantined.update(per_file)
                 ctx.counters.update(counters)
                 lengths.lengths.update(sizes)
-                for i, checks, spec_ref, violates in kept:
+                for i, checks, spec_ref, violates, whole in kept:
+                    if whole is not None:
+                        yield whole
+                        continue
                     src = recs[i]
                     update: dict[str, Any] = {"checks": tuple(shared.get(c) or _result(shared, c) for c in checks)}
                     if src.spec is None:
@@ -130,7 +134,11 @@ def _work(bounds: tuple[int, int]) -> tuple[Any, ...]:
 
     kept = []
     for out in validate(feed(), spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
+        src = recs[at[0]].__dict__
+        # the step changed only these fields (model_copy keeps the others' objects): send the decision; else,
+        # should validate ever change another field, the whole record
+        same = all(v is src.get(k) for k, v in out.__dict__.items() if k not in _DECIDED)
         kept.append((at[0], tuple((c.rule, c.category, c.status, c.detail) for c in out.checks), out.spec,
-                     out.violates))
+                     out.violates, None if same else out))
     return (kept, dict(ctx.quarantined), dict(ctx.reasons), dict(ctx.per_file_quarantined), dict(ctx.counters),
             lengths.lengths)

@@ -89,3 +89,19 @@ def test_pool_is_used_only_when_worth_it(inputs: list[str], monkeypatch) -> None
     assert pool.default_workers() == 1 and validate_step("local") is pool.validate_local
     monkeypatch.setenv("CURATE_WORKERS", "3")
     assert pool.default_workers() == 3
+
+
+def test_a_record_changed_elsewhere_comes_back_whole(inputs: list[str], monkeypatch) -> None:
+    """Should validate ever change another field, the pool sends the whole record instead of its decisions."""
+    import curate.steps.validate as step
+
+    real = step.validate
+
+    def tagging(records, **kw):
+        for rec in real(records, **kw):
+            yield rec.model_copy(update={"tags": (*rec.tags, "seen")})
+
+    monkeypatch.setattr(pool, "validate", tagging)
+    serial, _, _ = _run(tagging, inputs)
+    pooled, _, _ = _run(pool.validate_local, inputs, workers=2, min_records=0, chunk=50)
+    assert serial == pooled and all("seen" in r.tags for r in pooled)
