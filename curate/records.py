@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -17,7 +18,7 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -285,18 +286,17 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
-    """Write bytes to a temporary file beside `path`, fsync, then rename into place.
-
-    The file gets the usual permissions (0666 less the umask) unless `mode` is given (0o600 for secrets).
-    """
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file handle on a temporary file beside `path`; on success it is fsynced and renamed into
+    place, on any error removed. The file gets 0666 less the umask unless `mode` is given (0o600 for secrets)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode if mode is not None else 0o666 & ~_UMASK)  # mkstemp makes 0600; datasets are shared
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -305,15 +305,22 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         raise
 
 
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
+    """Write bytes atomically (see `atomic_writer`)."""
+    with atomic_writer(path, mode=mode) as fh:
+        fh.write(data)
+
+
 def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[dict[str, Any] | BaseModel]) -> int:
-    """Write rows as JSONL atomically; returns the number of rows."""
-    chunks = []
-    for row in rows:
-        if isinstance(row, BaseModel):
-            row = row.model_dump(mode="json", exclude_none=True)
-        chunks.append(orjson.dumps(row))
-    write_atomic(path, b"\n".join(chunks) + (b"\n" if chunks else b""))
-    return len(chunks)
+    """Write rows as JSONL atomically, streaming (rows are not held in memory); returns the number of rows."""
+    n = 0
+    with atomic_writer(path) as fh:
+        for row in rows:
+            if isinstance(row, BaseModel):
+                row = row.model_dump(mode="json", exclude_none=True)
+            fh.write(orjson.dumps(row) + b"\n")
+            n += 1
+    return n
 
 
 # ---------------------------------------------------------------- our native JSONL (specs/*/data.jsonl)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -65,21 +65,23 @@ class _CheckBase(_Strict):
         return v
 
 
+def _valid_schema(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    if v is not None:
+        _check_json_schema(v)
+    return v
+
+
+SchemaDoc = Annotated[dict[str, Any] | None, AfterValidator(_valid_schema)]
+"""A JSON Schema, checked against its meta-schema when the spec loads."""
+
+
 class JsonParse(_CheckBase):
     kind: Literal["json_parse"]
 
 
 class JsonSchemaCheck(_CheckBase):
     kind: Literal["json_schema"]
-    schema_: dict[str, Any] | None = Field(None, alias="schema",
-                                            description="defaults to output.schema")
-
-    @field_validator("schema_")
-    @classmethod
-    def _valid_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            _check_json_schema(v)
-        return v
+    schema_: SchemaDoc = Field(None, alias="schema", description="defaults to output.schema")
 
 
 class _Regex(_CheckBase):
@@ -192,14 +194,7 @@ class Rule(_Strict):
 
 class Output(_Strict):
     format: Literal["json", "text"] = "text"
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-
-    @field_validator("schema_")
-    @classmethod
-    def _valid_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            _check_json_schema(v)
-        return v
+    schema_: SchemaDoc = Field(None, alias="schema")
 
 
 class CaseCategory(_Strict):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -21,29 +18,6 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
     return out or None
-
-
-def _write_stream_atomic(path: Path, rows: Any) -> int:
-    """Write JSONL rows as they come to a temporary file beside `path`, then rename it into place."""
-    import orjson
-
-    from curate.records import dump_record
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for rec in rows:
-                fh.write(orjson.dumps(dump_record(rec)) + b"\n")
-                n += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
 
 
 def register(main: click.Group) -> None:
@@ -75,6 +49,7 @@ def register(main: click.Group) -> None:
         import orjson
 
         from curate.records import write_atomic
+        from curate.records import write_jsonl_atomic
         from curate.steps.base import RunContext
         from curate.steps.read import detect_format, expand_inputs, read_inputs
 
@@ -90,7 +65,7 @@ def register(main: click.Group) -> None:
         ctx = RunContext(progress=update)
         out_path = Path(out)
         with bars:
-            n = _write_stream_atomic(out_path, read_inputs(paths, ctx=ctx, spec=spec, format=fmt, mapping=maps))
+            n = write_jsonl_atomic(out_path, read_inputs(paths, ctx=ctx, spec=spec, format=fmt, mapping=maps))
         rows = ctx.quarantined.get("read", [])
         qpath = out_path.with_name(out_path.stem + ".quarantine.jsonl")
         if rows:
