@@ -7,17 +7,8 @@ from pathlib import Path
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, show_progress
-
-
-def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise click.BadParameter(f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out or None
+from curate.cli.common import (emit_json, handle_errors, json_option, make_progress, parse_mapping, quiet_option,
+                               say, show_progress)
 
 
 def register(main: click.Group) -> None:
@@ -65,7 +56,7 @@ def register(main: click.Group) -> None:
         target = Path(out) if out else spec.default_out_dir()
         bars, update = make_progress(show_progress(quiet, as_json))
         with bars:
-            result = build(spec, list(inputs) or None, target, format=fmt, mapping=_mapping(mapping),
+            result = build(spec, list(inputs) or None, target, format=fmt, mapping=parse_mapping(mapping),
                            tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
                            sft_format=sft_format, lock=lock, progress=update, engine=engine)
         if as_json:

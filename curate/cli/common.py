@@ -17,6 +17,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print exactl
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
 
 
+def parse_mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    """`--map OURS=THEIRS` options (build, import) as a field mapping for the importers."""
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise click.BadParameter(f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out or None
+
+
 def emit_json(obj: Any) -> None:
     """Print one JSON document to stdout."""
     click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())

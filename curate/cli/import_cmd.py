@@ -7,17 +7,8 @@ from pathlib import Path
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, show_progress
-
-
-def _mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise click.BadParameter(f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out or None
+from curate.cli.common import (emit_json, handle_errors, json_option, make_progress, parse_mapping, quiet_option,
+                               say, show_progress)
 
 
 def register(main: click.Group) -> None:
@@ -58,7 +49,7 @@ def register(main: click.Group) -> None:
             from curate.spec import load_spec
 
             spec = load_spec(spec_path)
-        maps = _mapping(mapping)
+        maps = parse_mapping(mapping)
         paths = expand_inputs(list(files))
         formats = {str(p): fmt or detect_format(p, maps, default="none") for p in paths}
         bars, update = make_progress(show_progress(quiet, as_json))

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import click
-import orjson
 
 from curate.cli.common import emit_json, handle_errors, json_option
 from curate.errors import CurateError, SpecError
-from curate.spec import lint, load_spec, spec_json_schema
+from curate.spec import lint, load_spec
 
 SCAFFOLD = '''\
 # A behavior spec: the single source of truth for what "good" means.
