@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
-import orjson
 
 from curate.checks import register
 from curate.checks.context import MISSING, CheckContext
