@@ -144,9 +144,16 @@ def record_hits(spec: Spec, rec: SFTRecord | PreferenceRecord,
 
 
 def compute_coverage(spec: Spec, records: Iterable[SFTRecord | PreferenceRecord], *,
-                     split_of: Callable[[SFTRecord | PreferenceRecord], str | None] | None = None) -> Coverage:
-    """The coverage matrix of `records` against the spec's targets (one pass, memory O(cells))."""
+                     split_of: Callable[[SFTRecord | PreferenceRecord], str | None] | None = None,
+                     hits: Callable[[Any, list[Rule]], list[tuple[str, str]]] | None = None) -> Coverage:
+    """The coverage matrix of `records` against the spec's targets (one pass, memory O(cells)).
+
+    `hits(item, rules)` gives the cells of one item (default: `record_hits`; the compact build passes its own
+    for its rows, which have `.category` like records)."""
     rules = spec.automatic_rules()
+    if hits is None:
+        def hits(rec: Any, rules: list[Rule]) -> list[tuple[str, str]]:
+            return record_hits(spec, rec, rules)
     counts: Counter[tuple[str, str]] = Counter()
     cell_splits: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     cat_counts: Counter[str] = Counter()
@@ -158,7 +165,7 @@ def compute_coverage(spec: Spec, records: Iterable[SFTRecord | PreferenceRecord]
         split = split_of(rec) if split_of is not None else None
         if split is not None:
             cat_splits[rec.category][split] += 1
-        for key in record_hits(spec, rec, rules):
+        for key in hits(rec, rules):
             counts[key] += 1
             if split is not None:
                 cell_splits[key][split] += 1

@@ -100,23 +100,35 @@ def _why(kept_prio: int, dropped_prio: int) -> str:
     return f"both {_WHY[kept_prio]}: earliest kept"
 
 
+class _Access:
+    """What dedup reads of an item; this one reads records, `curate.engine.compact` passes one for its rows."""
+
+    kind = staticmethod(lambda r: r.kind)
+    priority = staticmethod(keep_priority)
+    text = staticmethod(dedup_text)
+    prompt = staticmethod(prompt_text)
+    where = staticmethod(lambda r: r.source.where())
+    file = staticmethod(lambda r: r.source.file or "<none>")
+
+
 def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: float | None = 0.8,
           semantic: bool = False, semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
           num_perm: int = 128, ngram: int = 5,
-          embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+          embed: Callable[[Sequence[str]], np.ndarray] | None = None, access: Any = _Access,
           ) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
     """Remove exact, near and (optionally) semantic duplicates; returns (kept records, cluster rows).
 
     `embed(texts) -> (n, d)` float array overrides the semantic model (unit-normalized rows are expected).
+    `access` reads the items (default: records; see `_Access`).
     """
     recs = list(records)
     clusters: list[dict[str, Any]] = []
     dropped = np.zeros(len(recs), dtype=bool)
     for kind in ("sft", "preference"):
-        idx = [i for i, r in enumerate(recs) if r.kind == kind]
+        idx = [i for i, r in enumerate(recs) if access.kind(r) == kind]
         if len(idx) < 2:
             continue
-        _dedup_kind(recs, idx, dropped, clusters, near_threshold=near_threshold, semantic=semantic,
+        _dedup_kind(recs, idx, dropped, clusters, access, near_threshold=near_threshold, semantic=semantic,
                     semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram, embed=embed)
     clusters.sort(key=lambda row: row.pop("_order"))
     if ctx is not None:
@@ -130,12 +142,12 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
     return kept, clusters
 
 
-def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float) -> dict[str, Any]:
+def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float, acc: Any) -> dict[str, Any]:
     k, d = recs[keep], recs[drop]
     return {"kept": k.id, "dropped": d.id, "method": method, "score": score,
-            "kept_source": k.source.where(), "dropped_source": d.source.where(),
-            "why": _why(keep_priority(k), keep_priority(d)), "_order": drop,
-            "_dropped_file": d.source.file or "<none>"}
+            "kept_source": acc.where(k), "dropped_source": acc.where(d),
+            "why": _why(acc.priority(k), acc.priority(d)), "_order": drop,
+            "_dropped_file": acc.file(d)}
 
 
 _CHUNK = 8192
@@ -145,16 +157,19 @@ def _exact_key64(norm: str) -> int:
     return int.from_bytes(hashlib.sha256(norm.encode("utf-8")).digest()[:8], "little")
 
 
-def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]], *,
+def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]],
+                acc: Any, *,
                 near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
                 ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None) -> None:
     """Dedup one record kind. Memory besides the records: 8 bytes (exact key) + bands * 4 bytes per record;
     normalized texts exist only per chunk, and again for records that are LSH candidates."""
-    order = sorted(idx, key=lambda i: (keep_priority(recs[i]), i))  # keep-priority order
+    prio = acc.priority
+    order = sorted(idx, key=lambda i: (prio(recs[i]), i))  # keep-priority order
     n = len(order)
+    text_of = acc.text
 
     def norm_of(i: int) -> str:
-        return normalize_text(dedup_text(recs[i]))
+        return normalize_text(text_of(recs[i]))
 
     sketch = None
     if near_threshold is not None:
@@ -175,7 +190,7 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
     rep = first[inverse.reshape(-1)]
     for p in np.flatnonzero(rep != np.arange(n)).tolist():
         dropped[order[p]] = True
-        clusters.append(_row(recs, order[int(rep[p])], order[p], "exact", 1.0))
+        clusters.append(_row(recs, order[int(rep[p])], order[p], "exact", 1.0, acc))
     surv_pos = np.flatnonzero(rep == np.arange(n))
     survivors = [order[p] for p in surv_pos.tolist()]
     del ekeys, first, inverse, rep
@@ -193,33 +208,33 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             return text
 
         pairs = verify_pairs(survivor_norm, cand, near_threshold)  # type: ignore[arg-type]
-        pairs = _same_prompt(recs, survivors, pairs, near_threshold)  # type: ignore[arg-type]
+        pairs = _same_prompt(recs, survivors, pairs, near_threshold, acc)  # type: ignore[arg-type]
         del cache, cand
-        survivors = _greedy(recs, survivors, pairs, dropped, clusters, "near")
+        survivors = _greedy(recs, survivors, pairs, dropped, clusters, "near", acc)
     if semantic and len(survivors) > 1:
         texts = [norm_of(i) for i in survivors]
         pairs = semantic_pairs(texts, threshold=semantic_threshold, embed=embed)
         if pairs:  # the prompts must mean the same too: compare their embeddings
             involved = sorted({k for i, j, _ in pairs for k in (i, j)})
-            vecs = np.asarray((embed or embed_texts)([normalize_text(prompt_text(recs[survivors[k]]))
+            vecs = np.asarray((embed or embed_texts)([normalize_text(acc.prompt(recs[survivors[k]]))
                                                       for k in involved]), dtype=np.float32)
             row = {k: n for n, k in enumerate(involved)}
             pairs = [(i, j, sc) for i, j, sc in pairs
                      if float(vecs[row[i]] @ vecs[row[j]]) >= semantic_threshold - 1e-6]
-        _greedy(recs, survivors, pairs, dropped, clusters, "semantic")
+        _greedy(recs, survivors, pairs, dropped, clusters, "semantic", acc)
 
 
 def _same_prompt(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
-                 threshold: float) -> list[tuple[int, int, float]]:
+                 threshold: float, acc: Any = _Access) -> list[tuple[int, int, float]]:
     """Keep the pairs whose prompts are near too (Indel similarity >= threshold of the normalized prompts)."""
     cutoff = threshold * 100.0
     return [(i, j, score) for i, j, score in pairs
-            if fuzz.ratio(normalize_text(prompt_text(recs[survivors[i]])),
-                          normalize_text(prompt_text(recs[survivors[j]])), score_cutoff=cutoff) >= cutoff]
+            if fuzz.ratio(normalize_text(acc.prompt(recs[survivors[i]])),
+                          normalize_text(acc.prompt(recs[survivors[j]])), score_cutoff=cutoff) >= cutoff]
 
 
 def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
-            dropped: np.ndarray, clusters: list[dict[str, Any]], method: str) -> list[int]:
+            dropped: np.ndarray, clusters: list[dict[str, Any]], method: str, acc: Any = _Access) -> list[int]:
     """`survivors` is in keep-priority order and pairs index into it, so i < j means i is preferred."""
     if not pairs:
         return survivors
@@ -234,7 +249,7 @@ def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, 
         i, score = min(matches, key=lambda m: (-m[1], m[0]))
         gone.add(j)
         dropped[survivors[j]] = True
-        clusters.append(_row(recs, survivors[i], survivors[j], method, score))
+        clusters.append(_row(recs, survivors[i], survivors[j], method, score, acc))
     return [s for k, s in enumerate(survivors) if k not in gone]
 
 

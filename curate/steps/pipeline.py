@@ -94,9 +94,11 @@ def _formats_of(paths: Sequence[Path], forced: str | None, mapping: dict[str, st
     return out
 
 
-def _dedup(records: list[Rec], *, ctx: RunContext, threshold: float) -> tuple[list[Rec], list[dict[str, Any]]]:
-    """(kept records, cluster rows) from the dedup step."""
-    kept, clusters = dedup(records, ctx=ctx, near_threshold=threshold)
+def _dedup(records: list[Any], *, ctx: RunContext, threshold: float,
+           access: Any = None) -> tuple[list[Any], list[dict[str, Any]]]:
+    """(kept records or rows, cluster rows) from the dedup step (`access`: how to read rows, see dedup)."""
+    kw = {"access": access} if access is not None else {}
+    kept, clusters = dedup(records, ctx=ctx, near_threshold=threshold, **kw)
     return list(kept), clusters
 
 
@@ -120,12 +122,21 @@ def gc_paused() -> Iterator[None]:
 def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, out: str | Path | None = None, *,
           format: str | None = None, mapping: dict[str, str] | None = None, tokenizer: str | Path | None = None,
           max_tokens: int | None = None, near_threshold: float = 0.8, sft_format: str | None = None,
-          lock: str | Path | None = None, progress: Progress | None = None, engine: str = "local") -> BuildResult:
-    """Build a training-ready dataset folder from a spec and its inputs (see the module doc)."""
+          lock: str | Path | None = None, progress: Progress | None = None, engine: str = "local",
+          compact: bool | None = None) -> BuildResult:
+    """Build a training-ready dataset folder from a spec and its inputs (see the module doc).
+
+    `compact`: None (default) builds on compact rows (`curate.engine.compact`) with the local engine and no
+    tokenizer, and on records otherwise; True / False force one (Ray and a tokenizer always take records). Both
+    write the same files (tests/engine/test_compact.py); the rows are faster and smaller.
+    """
+    use_rows = compact if compact is not None else True
+    if engine != "local" or tokenizer is not None:
+        use_rows = False
     with gc_paused():
-        return _build(spec, inputs, out, format=format, mapping=mapping, tokenizer=tokenizer, max_tokens=max_tokens,
-                      near_threshold=near_threshold, sft_format=sft_format, lock=lock, progress=progress,
-                      engine=engine)
+        return (_build_rows if use_rows else _build)(
+            spec, inputs, out, format=format, mapping=mapping, tokenizer=tokenizer, max_tokens=max_tokens,
+            near_threshold=near_threshold, sft_format=sft_format, lock=lock, progress=progress, engine=engine)
 
 
 def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
@@ -195,9 +206,10 @@ def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: st
 
     exported: list[Rec] = parts.train + parts.test + list(paired.unpaired)
     # conservation per input file
-    inputs_info = _conservation(ctx, paths, exported, clusters, _formats_of(paths, format, mapping))
+    exp_files = Counter(_file_of(r.source) for r in exported)
+    inputs_info = _conservation_counts(ctx, paths, exp_files, _formats_of(paths, format, mapping))
     totals = {k: sum(i[k] for i in inputs_info) for k in ("in", "exported", "quarantined", "duplicates")}
-    extra = {k: v for k, v in _extra_sources(ctx, exported, clusters).items() if any(v.values())}
+    extra = {k: v for k, v in _extra_counts(ctx, exp_files).items() if any(v.values())}
     if extra:
         raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
 
@@ -209,39 +221,9 @@ def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: st
     dpo_train = [r for r in parts.train if r.id not in sft_ids and isinstance(r, PreferenceRecord)]
     dpo_test = [r for r in parts.test if r.id not in sft_ids and isinstance(r, PreferenceRecord)]
 
-    q_counts = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
-    exported_formats = [f for f in ("sft", "dpo") if f in formats]
-    manifest: dict[str, Any] = {
-        "tool": {"name": "curate", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
-                 "path": str(spec.path) if spec.path else None},
-        "inputs": inputs_info,
-        "counts": {**totals, "sft": {"train": len(sft_train), "test": len(sft_test)},
-                   "dpo": {"train": len(dpo_train), "test": len(dpo_test)},
-                   "negatives": len(paired.unpaired), "pairs_made": paired.paired},
-        "conservation": {"ok": True, **totals},
-        "quarantine": q_counts,
-        "dedup": _dedup_counts(clusters, near_threshold),
-        "leakage": parts.leakage.as_dict(),
-        "coverage": coverage,
-        "lengths": {"unit": "tokens", "estimated": lengths.tokenizer is None, "max_tokens": limit,
-                    "sft": {"train": [lengths.lengths.get(r.id, 0) for r in sft_train],
-                            "test": [lengths.lengths.get(r.id, 0) for r in sft_test]},
-                    "dpo": {"train": [lengths.lengths.get(r.id, 0) for r in dpo_train],
-                            "test": [lengths.lengths.get(r.id, 0) for r in dpo_test]}},
-        "split": {"heldout": spec.split.heldout, "seed": spec.split.seed, "stratify": spec.split.stratify,
-                  "groups": parts.groups, "locked_from_previous": len(old_lock.ids) if old_lock else 0,
-                  "lock_from": str(lock_path) if old_lock else None},
-        "export": {"formats": exported_formats, "sft_format": sft_format,
-                   "include_system_prompt": spec.export.include_system_prompt},
-        "exported_formats": exported_formats,
-        "system_prompt_added": bool(spec.export.include_system_prompt and spec.system_prompt.strip()),
-        "lineage": _lineage(exported),
-        "files": {},
-    }
-
-    ctx.report("export", 0, 1)
+    manifest = _manifest(spec, ctx, inputs_info, totals, clusters, near_threshold, parts, coverage, lengths, limit,
+                         {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}, len(paired.unpaired),
+                         paired.paired, old_lock, lock_path, sft_format, _lineage(exported))
     # rows first, then let go of the records (pydantic objects, ~4 KB each) before the Arrow conversion, the
     # build's memory peak; the rows share the records' text strings
     sft_rows = {"train": [sft_row(r, spec, sft_format) for r in sft_train],
@@ -251,15 +233,63 @@ def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: st
     negatives = [dump_record(r) for r in paired.unpaired]
     lock_bytes = parts.lock.to_bytes()
     del valid, paired, kept, kept_ids, sft_recs, pref_recs, parts, exported, sft_train, sft_test, dpo_train, dpo_test
+    return _write(out_dir, spec, ctx, manifest, sft_format, sft_rows, dpo_rows, negatives, clusters, lock_bytes)
+
+
+def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], totals: dict[str, int],
+              clusters: list[dict[str, Any]], near_threshold: float, parts: Any, coverage: dict[str, Any],
+              lengths: LengthCounter, limit: int | None, splits: dict[str, tuple[list[Any], list[Any]]],
+              negatives: int, pairs_made: int, old_lock: HeldoutLock | None, lock_path: Path | None,
+              sft_format: str, lineage: dict[str, Any]) -> dict[str, Any]:
+    """manifest.json but its "files" (docs/contracts.md); `splits`: {"sft": (train, test), "dpo": ...} items."""
+    formats = spec.export.formats
+    q_counts = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
+    exported_formats = [f for f in ("sft", "dpo") if f in formats]
+    got = lengths.lengths
+    return {
+        "tool": {"name": "curate", "version": __version__},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
+                 "path": str(spec.path) if spec.path else None},
+        "inputs": inputs_info,
+        "counts": {**totals, "sft": {"train": len(splits["sft"][0]), "test": len(splits["sft"][1])},
+                   "dpo": {"train": len(splits["dpo"][0]), "test": len(splits["dpo"][1])},
+                   "negatives": negatives, "pairs_made": pairs_made},
+        "conservation": {"ok": True, **totals},
+        "quarantine": q_counts,
+        "dedup": _dedup_counts(clusters, near_threshold),
+        "leakage": parts.leakage.as_dict(),
+        "coverage": coverage,
+        "lengths": {"unit": "tokens", "estimated": lengths.tokenizer is None, "max_tokens": limit,
+                    **{fmt: {"train": [got.get(r.id, 0) for r in tr], "test": [got.get(r.id, 0) for r in te]}
+                       for fmt, (tr, te) in splits.items()}},
+        "split": {"heldout": spec.split.heldout, "seed": spec.split.seed, "stratify": spec.split.stratify,
+                  "groups": parts.groups, "locked_from_previous": len(old_lock.ids) if old_lock else 0,
+                  "lock_from": str(lock_path) if old_lock else None},
+        "export": {"formats": exported_formats, "sft_format": sft_format,
+                   "include_system_prompt": spec.export.include_system_prompt},
+        "exported_formats": exported_formats,
+        "system_prompt_added": bool(spec.export.include_system_prompt and spec.system_prompt.strip()),
+        "lineage": lineage,
+        "files": {},
+    }
+
+
+def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any], sft_format: str,
+           sft_rows: dict[str, Any] | None, dpo_rows: dict[str, Any] | None, negatives: list[dict[str, Any]],
+           clusters: list[dict[str, Any]], lock_bytes: bytes) -> BuildResult:
+    """Write the build folder atomically (staged, then swapped in); rows are {split: rows} per format."""
+    exported_formats = manifest["exported_formats"]
+    ctx.report("export", 0, 1)
     with staged_output(out_dir) as stage:
         split_info = {}
         if sft_rows is not None:
-            split_info["sft"] = write_splits(stage / "sft", sft_rows, title=f"{spec.ref} SFT ({sft_format})",
-                                             name=f"{spec.name}-sft")
+            split_info["sft"] = write_splits(stage / "sft", {k: list(v) for k, v in sft_rows.items()},
+                                             title=f"{spec.ref} SFT ({sft_format})", name=f"{spec.name}-sft")
             sft_rows = None
         if dpo_rows is not None:
-            split_info["dpo"] = write_splits(stage / "dpo", dpo_rows, title=f"{spec.ref} DPO",
-                                             name=f"{spec.name}-dpo")
+            split_info["dpo"] = write_splits(stage / "dpo", {k: list(v) for k, v in dpo_rows.items()},
+                                             title=f"{spec.ref} DPO", name=f"{spec.name}-dpo")
             dpo_rows = None
         write_jsonl(stage / "negatives.jsonl", negatives)
         write_jsonl(stage / "clusters.jsonl", clusters)
@@ -285,6 +315,112 @@ def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: st
                 warnings.append(f"report.html not written: {err}")
     ctx.report("export", 1, 1)
     return BuildResult(out_dir=out_dir, manifest=manifest, warnings=warnings)
+
+
+def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
+                format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
+                max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
+                progress: Progress | None, engine: str) -> BuildResult:
+    """`_build` on compact rows (`curate.engine.compact`): the same files, without a pydantic record per line."""
+    from curate.engine import compact as C
+    from curate.steps.split import split_rows
+
+    if not 0.0 < near_threshold <= 1.0:
+        raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    given = [Path(p) for p in inputs] if inputs else spec.data_paths()
+    if not given:
+        raise InputError(f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` "
+                         "in the spec")
+    paths = expand_inputs(given)
+    out_dir = Path(out) if out is not None else spec.default_out_dir()
+    sft_format = sft_format or spec.export.sft_format
+    if sft_format not in ("messages", "prompt-completion"):
+        raise CurateError(f"unknown SFT format {sft_format!r}; use messages or prompt-completion")
+    if format is not None:
+        from curate.steps.read import FORMATS
+
+        if format not in FORMATS:
+            raise InputError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
+    ctx = RunContext(progress=progress)
+    lengths = LengthCounter(spec, tokenizer)
+    limit = max_tokens if max_tokens is not None else spec.export.max_tokens
+    checker = C.Checker(spec)
+
+    def record(row: C.Row) -> Rec:
+        return C.materialize(row, spec, checker)
+
+    valid = list(C.read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=limit, format=format,
+                                      mapping=mapping, checker=checker))
+    rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
+    del valid
+    for row in rows:
+        if row.rec is not None and row.id not in lengths.lengths:
+            lengths.measure(row.rec)
+    kept, clusters = _dedup(rows + unpaired, ctx=ctx, threshold=near_threshold, access=C.RowAccess)
+    kept_ids = {id(r) for r in kept}
+    rows = [r for r in rows if id(r) in kept_ids]
+    unpaired = [r for r in unpaired if id(r) in kept_ids]
+    del kept, kept_ids
+
+    formats = spec.export.formats
+    sft_rows: list[C.Row] = []
+    pref_rows: list[C.Row] = []
+    for row in rows:
+        if row.kind == "preference":
+            if "dpo" in formats:
+                pref_rows.append(row)
+            elif "sft" in formats:
+                sft_rows.append(row)
+        elif "sft" in formats:
+            sft_rows.append(row)
+        else:
+            ctx.quarantine(step="export", reason="format_not_exported", record=record(row),
+                           detail="an SFT record, and the spec's export.formats has no sft")
+    del rows
+
+    lock_path = Path(lock) if lock is not None else find_lock(out_dir, spec.name)
+    old_lock = HeldoutLock.load(lock_path) if lock_path is not None else None
+    if lock is not None and old_lock is None:
+        raise InputError(f"--lock {lock}: no such held-out lock file")
+    parts = split_rows(sft_rows + pref_rows, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold,
+                       user_text=C.user_text, prompt_key=C.prompt_key, record=record)
+    if not parts.leakage.empty:
+        raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "
+                          f"{parts.leakage.near} near (e.g. {parts.leakage.examples[:1]}); this is a bug, report it")
+    side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
+
+    exported: list[C.Row] = parts.train + parts.test + unpaired
+    exp_files = Counter(C.source_file(r) for r in exported)
+    inputs_info = _conservation_counts(ctx, paths, exp_files, _formats_of(paths, format, mapping))
+    totals = {k: sum(i[k] for i in inputs_info) for k in ("in", "exported", "quarantined", "duplicates")}
+    extra = {k: v for k, v in _extra_counts(ctx, exp_files).items() if any(v.values())}
+    if extra:
+        raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
+
+    coverage = compute_coverage(spec, exported, split_of=lambda r: side.get(r.id, "negatives"),
+                                hits=C.row_hits(spec, checker)).as_dict()
+    del side
+
+    sft_ids = {r.id for r in sft_rows}
+    sft_train = [r for r in parts.train if r.id in sft_ids]
+    sft_test = [r for r in parts.test if r.id in sft_ids]
+    dpo_train = [r for r in parts.train if r.id not in sft_ids and r.kind == "preference"]
+    dpo_test = [r for r in parts.test if r.id not in sft_ids and r.kind == "preference"]
+    del sft_ids, sft_rows, pref_rows
+
+    manifest = _manifest(spec, ctx, inputs_info, totals, clusters, near_threshold, parts, coverage, lengths, limit,
+                         {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}, len(unpaired), pairs_made,
+                         old_lock, lock_path, sft_format, C.lineage(exported))
+    negatives = [dump_record(record(r)) for r in unpaired]
+    lock_bytes = parts.lock.to_bytes()
+    del parts, exported
+    sft_out = {"train": (C.sft_row(r, spec, sft_format) for r in sft_train),
+               "test": (C.sft_row(r, spec, sft_format) for r in sft_test)} if "sft" in formats else None
+    dpo_out = {"train": (C.dpo_row(r, spec) for r in dpo_train),
+               "test": (C.dpo_row(r, spec) for r in dpo_test)} if "dpo" in formats else None
+    return _write(out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes)
 
 
 def find_lock(out_dir: Path, spec_name: str) -> Path | None:
@@ -315,9 +451,9 @@ def _file_of(source: Any) -> str:
     return getattr(source, "file", None) or NONE_FILE
 
 
-def _conservation(ctx: RunContext, paths: Sequence[Path], exported: list[Rec], clusters: list[dict[str, Any]],
-                  formats: dict[str, str]) -> list[dict[str, Any]]:
-    exp = Counter(_file_of(r.source) for r in exported)
+def _conservation_counts(ctx: RunContext, paths: Sequence[Path], exp: Counter[str],
+                         formats: dict[str, str]) -> list[dict[str, Any]]:
+    """Per input file: in = exported + quarantined + duplicates (`exp`: exported items per source file)."""
     dup = _dup_counts(ctx)
     rows = []
     bad = []
@@ -335,11 +471,10 @@ def _conservation(ctx: RunContext, paths: Sequence[Path], exported: list[Rec], c
     return rows
 
 
-def _extra_sources(ctx: RunContext, exported: list[Rec], clusters: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def _extra_counts(ctx: RunContext, exp: Counter[str]) -> dict[str, dict[str, int]]:
     """Counts attributed to no input file (should be empty)."""
     known = {k[3:] for k in ctx.counters if k.startswith("in:")}
     out: dict[str, dict[str, int]] = {}
-    exp = Counter(_file_of(r.source) for r in exported)
     dup = _dup_counts(ctx)
     for f in set(exp) | set(dup) | set(ctx.per_file_quarantined):
         if f not in known:

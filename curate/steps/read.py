@@ -134,16 +134,23 @@ def _original(original: Any) -> Any:
 
 
 def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | None,  # noqa: A002
-               mapping: dict[str, str] | None) -> Iterator[SFTRecord | PreferenceRecord]:
+               mapping: dict[str, str] | None, *, units: Iterator[tuple[int, Any, Any]] | None = None,
+               detected: bool | None = None) -> Iterator[SFTRecord | PreferenceRecord]:
+    """The records of one file. `units` (with `format` and `detected`): read only these units of the file, as
+    they would be read in the whole file (the compact build hands over the lines it does not take itself)."""
     fname = str(path)
-    container = container_of(path)
-    units: Iterator[tuple[int, Any, Any]] = iter_units(path, container)
-    shape = format
-    detected = format is None
-    if shape is None:
-        shape, seen = _detect(units, path, mapping)
-        units = chain(seen, units)
-    log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
+    if units is None:
+        container = container_of(path)
+        units = iter_units(path, container)
+        shape = format
+        detected = format is None
+        if shape is None:
+            shape, seen = _detect(units, path, mapping)
+            units = chain(seen, units)
+        log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
+    else:
+        shape = format
+        detected = bool(detected)
     convert = CONVERTERS[shape] if shape else None
     # with a detected format, an object of no known shape is unknown_shape (a Label Studio task file may hold
     # bare data objects: that converter judges every object itself)

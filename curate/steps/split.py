@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,11 +193,99 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
           near_threshold: float = 0.8, heldout: float | None = None, seed: int | None = None) -> SplitResult:
     """Split records into train and held-out (see the module doc). Needs every record at once."""
     recs = sorted(records, key=lambda r: r.id)
+    texts = [leak_text(r) for r in recs]
+    pkeys = [record_prompt_key(r) for r in recs]
+    fields = spec.split.stratify
+    res, _ = _split(recs, texts, pkeys, lambda i: stratum(recs[i], fields), lambda i: recs[i], spec=spec, ctx=ctx,
+                    lock=lock, near_threshold=near_threshold, heldout=heldout, seed=seed)
+    key_of = {r.id: t for r, t in zip(recs, texts)}
+    res.leakage = leakage(((r.id, key_of[r.id]) for r in res.train), ((r.id, key_of[r.id]) for r in res.test),
+                          threshold=near_threshold)
+    ctx.report(STEP, 3, 3)
+    return res
+
+
+_ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
+
+
+def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, user_text: Callable[[Any], str],
+               prompt_key: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
+               near_threshold: float = 0.8) -> SplitResult:
+    """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
+
+    The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
+    gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
+    violates or id). Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact =
+    held-out texts equal to a training text, near = held-out texts with a verified pair to a training text.
+    """
+    recs = sorted(rows, key=lambda r: r.id)
+    texts = [user_text(r) for r in recs]
+    pkeys = [prompt_key(r) for r in recs]
+    fields = spec.split.stratify
+    if all(f in _ROW_FIELDS for f in fields):
+        def stratum_of(i: int) -> tuple[str, ...]:
+            return stratum(recs[i], fields)
+    else:
+        def stratum_of(i: int) -> tuple[str, ...]:
+            r = recs[i]
+            return stratum(r.rec if r.rec is not None else record(r), fields)
+    res, (side_of, pairs, rep_idx, nl) = _split(recs, texts, pkeys, stratum_of, lambda i: record(recs[i]),
+                                                spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold)
+    res.leakage = _pair_leakage(recs, texts, side_of, pairs, rep_idx, nl, near_threshold)
+    ctx.report(STEP, 3, 3)
+    return res
+
+
+def _pair_leakage(recs: list[Any], texts: list[str], side_of: list[str | None], pairs: list[tuple[int, int, float]],
+                  rep_idx: list[int], nl: int, threshold: float, max_examples: int = 20) -> Leakage:
+    """Leakage from the grouping's exact keys and near pairs (see split_rows)."""
+    out = Leakage(threshold=threshold)
+    train_key: dict[str, int] = {}
+    for i, s in enumerate(side_of):
+        if s == "train":
+            train_key.setdefault(exact_key(texts[i]), i)
+    test = [i for i, s in enumerate(side_of) if s == "test"]
+    if not test or not train_key:
+        return out
+    rep_of = {exact_key(texts[r]): r for r in rep_idx}
+    train_reps = {rep_of[k] for k in train_key}
+    best: dict[int, tuple[float, int]] = {}  # test rep -> (score, train rep)
+    for a, b, score in pairs:
+        if a < nl:
+            continue
+        ra, rb = rep_idx[a - nl], rep_idx[b - nl]
+        for t, o in ((ra, rb), (rb, ra)):
+            if o in train_reps and score > best.get(t, (-1.0, 0))[0]:
+                best[t] = (score, o)
+    for i in sorted(test, key=lambda i: recs[i].id):
+        k = exact_key(texts[i])
+        hit = train_key.get(k)
+        if hit is not None:
+            out.exact += 1
+            if len(out.examples) < max_examples:
+                out.examples.append({"method": "exact", "a": recs[hit].id, "b": recs[i].id, "score": 1.0,
+                                     "text": texts[i][:200]})
+            continue
+        got = best.get(rep_of[k])
+        if got is not None:
+            out.near += 1
+            if len(out.examples) < max_examples:
+                out.examples.append({"method": "near", "a": recs[train_key[exact_key(texts[got[1]])]].id,
+                                     "b": recs[i].id, "score": round(got[0], 4), "text": texts[i][:200]})
+    return out
+
+
+def _split(recs: list[Any], texts: list[str], pkeys: list[str], stratum_of: Callable[[int], tuple[str, ...]],
+           record_of: Callable[[int], Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutLock | None,
+           near_threshold: float, heldout: float | None = None, seed: int | None = None,
+           ) -> tuple[SplitResult, tuple[list[str | None], list[tuple[int, int, float]], list[int], int]]:
+    """The split of items sorted by id (records or rows: `.id` read only); leakage left empty.
+
+    Also gives (side per item: "train" / "test" / None for quarantined, the near pairs over
+    lock prompts + distinct user texts, the item index of each distinct text, the number of lock prompts)."""
     share = spec.split.heldout if heldout is None else heldout
     seed = spec.split.seed if seed is None else seed
     n = len(recs)
-    texts = [leak_text(r) for r in recs]
-    pkeys = [record_prompt_key(r) for r in recs]
     ekeys = [exact_key(t) for t in texts]
     uf = _UnionFind(n)
     first: dict[str, int] = {}
@@ -216,8 +304,10 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
     lock_prompts = list(lock.prompts)
     near_lock: set[int] = set()
     nl = len(lock_prompts)
+    pairs: list[tuple[int, int, float]] = []
     if len(rep_idx) + nl > 1:
-        for a, b, _ in near_pairs(lock_prompts + [texts[i] for i in rep_idx], threshold=near_threshold):
+        pairs = near_pairs(lock_prompts + [texts[i] for i in rep_idx], threshold=near_threshold)
+        for a, b, _ in pairs:
             if a >= nl:
                 uf.union(rep_idx[a - nl], rep_idx[b - nl])
             elif b >= nl:
@@ -239,7 +329,7 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
             for i in idx:
                 if recs[i].id not in lock.ids and recs[i].id not in lock.train_ids:
                     dropped.add(i)
-                    ctx.quarantine(step=STEP, reason="heldout_prompt", record=recs[i],
+                    ctx.quarantine(step=STEP, reason="heldout_prompt", record=record_of(i),
                                    detail="near-duplicate of both held-out and training data; either side "
                                           "would leak")
             side[root] = "mixed"
@@ -252,9 +342,8 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
     strata_total: dict[tuple[str, ...], int] = defaultdict(int)
     strata_test: dict[tuple[str, ...], int] = defaultdict(int)
     free: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
-    fields = spec.split.stratify
     for root, idx in members.items():
-        st = stratum(recs[idx[0]], fields)
+        st = stratum_of(idx[0])
         strata_total[st] += len(idx)
         if side.get(root) == "test":
             strata_test[st] += len(idx)
@@ -277,30 +366,29 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
             side[ranked[0][1]] = "test"
     ctx.report(STEP, 2, 3)
 
-    train: list[Rec] = []
-    test: list[Rec] = []
+    side_of: list[str | None] = [None] * n
     for root, idx in members.items():
         s = side[root]
         for i in idx:
             if i in dropped:
                 continue
             if s == "mixed":  # old records stay where they were; the new ones were quarantined above
-                (test if recs[i].id in lock.ids else train).append(recs[i])
+                side_of[i] = "test" if recs[i].id in lock.ids else "train"
             else:
-                (test if s == "test" else train).append(recs[i])
-    train.sort(key=lambda r: r.id)
-    test.sort(key=lambda r: r.id)
+                side_of[i] = "test" if s == "test" else "train"
+    # recs are sorted by id: the sides come out sorted by id
+    train = [recs[i] for i in range(n) if side_of[i] == "train"]
+    test = [recs[i] for i in range(n) if side_of[i] == "test"]
 
-    key_of = {recs[i].id: (pkeys[i], texts[i]) for i in range(n)}
     new_lock = HeldoutLock(spec=spec.name, ids={r.id for r in test} | lock.ids,
-                           prompt_keys={key_of[r.id][0] for r in test} | lock.prompt_keys,
-                           prompts=sorted({key_of[r.id][1] for r in test} | set(lock.prompts)),
+                           prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "test"} | lock.prompt_keys,
+                           prompts=sorted({texts[i] for i in range(n) if side_of[i] == "test"} | set(lock.prompts)),
                            train_ids={r.id for r in train} | lock.train_ids,
-                           train_prompt_keys={key_of[r.id][0] for r in train} | lock.train_prompt_keys)
-    leak = leakage(((r.id, key_of[r.id][1]) for r in train), ((r.id, key_of[r.id][1]) for r in test),
-                   threshold=near_threshold)
-    ctx.report(STEP, 3, 3)
-    return SplitResult(train=train, test=test, lock=new_lock, leakage=leak, groups=len(members))
+                           train_prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "train"}
+                           | lock.train_prompt_keys)
+    res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
+                      groups=len(members))
+    return res, (side_of, pairs, rep_idx, nl)
 
 
 # ---------------------------------------------------------------- any two datasets (curate leakage A B)
@@ -389,4 +477,4 @@ def leakage_between(a: str | Path, b: str | Path, *, threshold: float = 0.8) -> 
 
 
 __all__ = ["HeldoutLock", "Leakage", "SplitResult", "dataset_texts", "leakage", "leakage_between", "split",
-           "stratum"]
+           "split_rows", "stratum"]

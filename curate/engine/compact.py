@@ -1,0 +1,589 @@
+"""Compact rows: the build's records as raw JSONL bytes plus a few keys, pydantic models only where needed.
+
+    from curate.engine.compact import read_validate_rows
+    rows = list(read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=1024))
+
+A `Row` is either *fast* (`rec is None`): one line of a native JSONL file whose shape is the plain one (only
+`messages`, or `prompt` + `chosen` + `rejected`, of `{role, content}` turns, plus `category` / `tags` /
+`violates`), that read and validate accept as it is (well formed, every automatic rule passes or skips, fits
+`max_tokens`, not a negative SFT example, not marked held-out); it keeps the line's bytes (`raw`), its content id,
+category, tags, violates and rule statuses, and every later step re-derives what it needs from the bytes
+(`orjson.loads` is ~1 us a line). Or *slow* (`rec` set): anything else went through the record path
+(`curate.steps.read` + `curate.steps.validate`, one record at a time, in input order), so its quarantine rows,
+reason codes and fields are those of that path, and the row wraps the pydantic record it gave.
+
+Every derived value of a fast row equals the one the record path computes from the record it would have built
+(content id, response / user text, dedup and prompt texts, prompt key, length estimate, export rows);
+`materialize(row)` builds that record when a step needs one (a pair partner, a quarantine row), and
+tests/engine/test_compact.py compares the two on example data, and whole builds byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curate.readers.common import ROLES
+from curate.readers.containers import container_of, iter_units
+from curate.readers.shapes import detect_shape
+from curate.records import CheckResult, PreferenceRecord, SFTRecord, _digest, normalize_text
+from curate.steps.base import RunContext
+from curate.steps.validate import HELDOUT_TAG, LengthCounter, validate
+
+log = logging.getLogger(__name__)
+Rec = SFTRecord | PreferenceRecord
+NONE_FILE = "<none>"
+_SFT_KEYS = frozenset(("messages", "category", "tags", "violates"))
+_PREF_KEYS = frozenset(("prompt", "chosen", "rejected", "category", "tags", "violates"))
+_EMPTY: tuple[str, ...] = ()
+
+__all__ = ["Row", "Checker", "read_validate_rows", "materialize", "row_of"]
+
+
+class Row:
+    """One record between the build's steps (see the module doc)."""
+
+    __slots__ = ("kind", "id", "raw", "file", "line", "fmt", "category", "tags", "violates", "statuses", "rec")
+
+    def __init__(self, kind: str, id: str, raw: bytes | None, file: str, line: int, fmt: str, category: str,
+                 tags: tuple[str, ...], violates: tuple[str, ...], statuses: tuple[str, ...] | None,
+                 rec: Rec | None) -> None:
+        self.kind = kind
+        self.id = id
+        self.raw = raw
+        self.file = file
+        self.line = line
+        self.fmt = fmt
+        self.category = category
+        self.tags = tags
+        self.violates = violates
+        self.statuses = statuses
+        self.rec = rec
+
+    def where(self) -> str:
+        if self.rec is not None:
+            return self.rec.source.where()
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def obj(self) -> dict[str, Any]:
+        return orjson.loads(self.raw)  # type: ignore[arg-type]
+
+
+def row_of(rec: Rec) -> Row:
+    """A slow row wrapping a record."""
+    return Row(rec.kind, rec.id, None, rec.source.file or NONE_FILE, rec.source.line or 0, rec.source.format or "",
+               rec.category, rec.tags, rec.violates, None, rec)
+
+
+# ---------------------------------------------------------------- derived values of fast rows (== the records')
+
+def _conv(obj: dict[str, Any]) -> list[dict[str, str]]:
+    return obj["messages"]
+
+
+def content_id(kind: str, obj: dict[str, Any]) -> str:
+    """== SFTRecord/PreferenceRecord.content_id() of the record built from `obj`."""
+    parts: list[str] = []
+    if kind == "sft":
+        for m in obj["messages"]:
+            if m["role"] != "system":
+                parts += ("m:" + m["role"], m["content"])
+        return _digest(parts)
+    for m in obj["prompt"]:
+        if m["role"] != "system":
+            parts += ("p:" + m["role"], m["content"])
+    for tag, key in (("c:", "chosen"), ("r:", "rejected")):
+        for m in obj[key]:
+            parts += (tag + m["role"], m["content"])
+    return _digest(parts)
+
+
+def response_text(row: Row, obj: dict[str, Any] | None = None) -> str:
+    if row.rec is not None:
+        return row.rec.response_text()
+    obj = obj if obj is not None else row.obj()
+    return (obj["messages"] if row.kind == "sft" else obj["chosen"])[-1]["content"]
+
+
+def user_text(row: Row, obj: dict[str, Any] | None = None) -> str:
+    if row.rec is not None:
+        return row.rec.user_text()
+    obj = obj if obj is not None else row.obj()
+    msgs = obj["messages"] if row.kind == "sft" else obj["prompt"]
+    return "\n".join([m["content"] for m in msgs if m["role"] == "user"])
+
+
+def _prompt_msgs(row: Row, obj: dict[str, Any]) -> list[dict[str, str]]:
+    if row.kind == "sft":
+        return obj["messages"][:-1]  # a fast SFT row ends with the assistant turn
+    return obj["prompt"]
+
+
+def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
+    """== curate.steps.pairs.record_prompt_key(record)."""
+    if row.rec is not None:
+        from curate.steps.pairs import record_prompt_key
+
+        return record_prompt_key(row.rec)
+    obj = obj if obj is not None else row.obj()
+    parts: list[str] = []
+    for m in _prompt_msgs(row, obj):
+        if m["role"] != "system":
+            parts += (m["role"], m["content"])
+    return _digest(parts)
+
+
+def dedup_text(row: Row, obj: dict[str, Any] | None = None) -> str:
+    """== curate.steps.dedup.dedup_text(record)."""
+    if row.rec is not None:
+        from curate.steps.dedup import dedup_text as of_record
+
+        return of_record(row.rec)
+    obj = obj if obj is not None else row.obj()
+    if row.kind == "sft":
+        return "\n".join([f"{m['role']}: {m['content']}" for m in obj["messages"] if m["role"] != "system"])
+    return "\n".join([f"{m['role']}: {m['content']}" for m in obj["prompt"] if m["role"] != "system"]
+                     + [f"chosen {m['role']}: {m['content']}" for m in obj["chosen"] if m["role"] != "system"])
+
+
+def prompt_text(row: Row, obj: dict[str, Any] | None = None) -> str:
+    """== curate.steps.dedup.prompt_text(record)."""
+    if row.rec is not None:
+        from curate.steps.dedup import prompt_text as of_record
+
+        return of_record(row.rec)
+    obj = obj if obj is not None else row.obj()
+    return "\n".join([f"{m['role']}: {m['content']}" for m in _prompt_msgs(row, obj) if m["role"] != "system"])
+
+
+def keep_priority(row: Row) -> int:
+    if row.rec is not None:
+        from curate.steps.dedup import keep_priority as of_record
+
+        return of_record(row.rec)
+    return 1  # a fast row has no annotation, labels or generator: imported
+
+
+def source_file(row: Row) -> str:
+    return row.file if row.rec is None else (row.rec.source.file or NONE_FILE)
+
+
+def estimate(messages: Iterable[dict[str, str]], system_prompt: str) -> int:
+    """== LengthCounter._estimate over plain messages (no tool calls)."""
+    chars = turns = 0
+    has_system = False
+    for m in messages:
+        turns += 1
+        has_system = has_system or m["role"] == "system"
+        chars += len(m["content"])
+    if system_prompt and not has_system:
+        chars += len(system_prompt)
+        turns += 1
+    return math.ceil(chars / 4) + 4 * turns
+
+
+def _trl(messages: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
+    """== curate.steps.export.sft_row(record, spec, sft_format)."""
+    from curate.steps.export import sft_row as of_record
+
+    if row.rec is not None:
+        return of_record(row.rec, spec, sft_format)
+    obj = row.obj()
+    if row.kind == "sft":
+        conv = obj["messages"]
+        prompt, completion = conv[:-1], conv[-1:]
+    else:
+        prompt, completion = obj["prompt"], obj["chosen"]
+    if sft_format == "prompt-completion":
+        out: dict[str, Any] = {"prompt": _system_turn(spec, prompt) + _trl(prompt), "completion": _trl(completion)}
+    elif sft_format == "messages":
+        out = {"messages": _system_turn(spec, prompt + completion) + _trl(prompt) + _trl(completion)}
+    else:  # the record path raises the error
+        return of_record(materialize_plain(row, spec), spec, sft_format)
+    out["id"] = row.id
+    return out
+
+
+def _system_turn(spec: Any, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    from curate.steps.export import _stripped
+
+    if spec is not None and spec.export.include_system_prompt and _stripped(spec.system_prompt) and \
+            not any(m["role"] == "system" for m in messages):
+        return [{"role": "system", "content": _stripped(spec.system_prompt)}]
+    return []
+
+
+def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
+    """== curate.steps.export.dpo_row(record, spec)."""
+    from curate.steps.export import dpo_row as of_record
+
+    if row.rec is not None:
+        return of_record(row.rec, spec)  # type: ignore[arg-type]
+    obj = row.obj()
+    return {"prompt": _system_turn(spec, obj["prompt"]) + _trl(obj["prompt"]), "chosen": _trl(obj["chosen"]),
+            "rejected": _trl(obj["rejected"]), "id": row.id}
+
+
+# ---------------------------------------------------------------- the checks
+
+class Checker:
+    """The spec's automatic rules over one response: per rule "pass" / "fail" / "skip".
+
+    Uses `curate.checks.compiled` (one closure per rule) when it is there, else `check_response`; both give the
+    same verdicts. Status tuples are shared objects.
+    """
+
+    def __init__(self, spec: Any) -> None:
+        from curate.checks import check_response
+
+        self.spec = spec
+        self.rules = spec.automatic_rules()
+        self._check_response = check_response
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._outcomes: Any = None
+        self._fail: Any = None
+        try:
+            from curate.checks.compiled import FAIL, compile_rules
+
+            compiled = compile_rules(spec, self.rules)
+            if hasattr(compiled, "outcomes"):
+                self._outcomes, self._fail = compiled.outcomes, FAIL
+        except ImportError:  # pragma: no cover - the compiled checks are part of curate
+            pass
+
+    def statuses(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> tuple[str, ...]:
+        st: tuple[str, ...] | None = None
+        if self._outcomes is not None:
+            try:
+                outs = self._outcomes(response, user, category, frozenset(tags))
+            except Exception:  # noqa: BLE001 - the reference path decides (and raises where it would)
+                outs = None
+            if outs is not None:
+                fail = self._fail
+                st = tuple(["pass" if o is None else "fail" if o is fail else "skip" for o in outs])
+        if st is None:
+            st = tuple(c.status for c in self._check_response(self.spec, response, user_text=user,
+                                                               category=category, tags=tags, rules=self.rules))
+        return self._shared.setdefault(st, st)
+
+    def results(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> list[CheckResult]:
+        return self._check_response(self.spec, response, user_text=user, category=category, tags=tags,
+                                    rules=self.rules)
+
+
+# ---------------------------------------------------------------- read + validate
+
+def _plain(msgs: Any) -> bool:
+    """A non-empty list of {role, content} dicts: a known role, non-blank string content, nothing else."""
+    if type(msgs) is not list or not msgs:
+        return False
+    for m in msgs:
+        if type(m) is not dict or len(m) != 2:
+            return False
+        c = m.get("content")
+        if type(c) is not str or m.get("role") not in ROLES or not c or c.isspace():
+            return False
+    return True
+
+
+def _strs(v: Any) -> tuple[str, ...] | None:
+    if v is None:
+        return _EMPTY
+    if type(v) is list and all(type(x) is str for x in v):
+        return tuple(v) if v else _EMPTY
+    return None
+
+
+def _fast_shape(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[str, ...]] | None:
+    """(kind, category, tags, violates) when read would accept `obj` as it is (a native file), else None."""
+    cat = obj.get("category", "typical")
+    if type(cat) is not str or not cat:
+        return None
+    if "category" in obj and obj["category"] is None:
+        return None
+    tags = _strs(obj.get("tags")) if "tags" in obj else _EMPTY
+    violates = _strs(obj.get("violates")) if "violates" in obj else _EMPTY
+    if tags is None or violates is None or ("tags" in obj and obj["tags"] is None) or \
+            ("violates" in obj and obj["violates"] is None):
+        return None
+    if "messages" in obj:
+        if not obj.keys() <= _SFT_KEYS:
+            return None
+        msgs = obj["messages"]
+        if not _plain(msgs):
+            return None
+        # validate's structure: a leading system turn at most, a user turn before the answer, ends with the answer
+        if msgs[-1]["role"] != "assistant":
+            return None
+        prompt = msgs[:-1]
+        if not any(m["role"] == "user" for m in prompt):
+            return None
+        if any(m["role"] == "system" for m in prompt[1:]):
+            return None
+        return "sft", cat, tags, violates
+    if "chosen" in obj:
+        if not obj.keys() <= _PREF_KEYS or "prompt" not in obj or "rejected" not in obj:
+            return None
+        prompt, chosen, rejected = obj["prompt"], obj["chosen"], obj["rejected"]
+        if not (_plain(prompt) and _plain(chosen) and _plain(rejected)):
+            return None
+        if any(m["role"] != "assistant" for m in chosen) or any(m["role"] != "assistant" for m in rejected):
+            return None
+        if not any(m["role"] == "user" for m in prompt) or any(m["role"] == "system" for m in prompt[1:]):
+            return None
+        if [normalize_text(m["content"]) for m in chosen] == [normalize_text(m["content"]) for m in rejected]:
+            return None  # chosen_equals_rejected: the record path quarantines it
+        return "preference", cat, tags, violates
+    return None
+
+
+class _Validator:
+    """validate() for fast rows; anything it is not sure of goes to the record path."""
+
+    def __init__(self, spec: Any, ctx: RunContext, lengths: LengthCounter, max_tokens: int | None,
+                 checker: Checker) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.lengths = lengths
+        self.limit = max_tokens if max_tokens is not None else spec.export.max_tokens
+        self.checker = checker
+        self.auto_ids = {r.id for r in spec.automatic_rules()}
+        self.all_ids = {r.id for r in spec.rules}
+        self.system_prompt = lengths.system_prompt if lengths.tokenizer is None else None
+
+    def fast(self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...],
+             violates: tuple[str, ...]) -> tuple[tuple[str, ...], int] | None:
+        """(rule statuses, length) when validate passes the record on unchanged but for checks and spec."""
+        if HELDOUT_TAG in tags or self.system_prompt is None:
+            return None
+        if violates and not all(v in self.all_ids for v in violates):
+            return None
+        if kind == "sft":
+            if cat == "negative" or violates:  # a negative example: the record path fills violates or quarantines
+                return None
+            msgs = obj["messages"]
+            user = "\n".join([m["content"] for m in msgs if m["role"] == "user"])
+            st = self.checker.statuses(msgs[-1]["content"], user, cat, tags)
+            if "fail" in st:
+                return None
+            size = estimate(msgs, self.system_prompt)
+        else:
+            if not violates:  # the rejected side's failures fill violates: the record path does it
+                return None
+            prompt = obj["prompt"]
+            user = "\n".join([m["content"] for m in prompt if m["role"] == "user"])
+            st = self.checker.statuses(obj["chosen"][-1]["content"], user, cat, tags)
+            if "fail" in st:
+                return None
+            size = max(estimate(prompt + obj["chosen"], self.system_prompt),
+                       estimate(prompt + obj["rejected"], self.system_prompt))
+        if self.limit and size > self.limit:
+            return None
+        return st, size
+
+
+def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, lengths: LengthCounter,
+                       max_tokens: int | None, format: str | None = None,  # noqa: A002
+                       mapping: dict[str, str] | None = None, checker: Checker | None = None) -> Iterator[Row]:
+    """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps."""
+    from curate.steps.read import STEP, _read_file
+
+    checker = checker or Checker(spec)
+    val = _Validator(spec, ctx, lengths, max_tokens, checker)
+    spec_ref = spec.ref
+    done = 0
+    for path in paths:
+        fname = str(path)
+        native = not mapping and format in (None, "native") and container_of(path) == "jsonl"
+        detected = format is None
+        if native and format is None:
+            native = _detected_native(path)
+        if not native:
+            for rec in validate(_read_file(path, ctx, spec_ref, format, mapping or None), spec=spec, ctx=ctx,
+                                lengths=lengths, max_tokens=max_tokens):
+                done += 1
+                yield row_of(rec)
+            continue
+        log.info("reading %s (jsonl, native, compact rows)", fname)
+        pending: list[tuple[int, Any, Any]] = []  # units for the record path, in order
+
+        def slow(units: list[tuple[int, Any, Any]]) -> Iterator[Row]:
+            for rec in validate(_read_file(path, ctx, spec_ref, "native", None, units=iter(units), detected=detected),
+                                spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
+                yield row_of(rec)
+
+        n_fast = 0
+        fmt = "native"
+        for line, obj, raw in iter_units(path, "jsonl"):
+            if type(obj) is dict:
+                shape = _fast_shape(obj)
+                if shape is not None:
+                    kind, cat, tags, violates = shape
+                    got = val.fast(kind, obj, cat, tags, violates)
+                    if got is not None:
+                        if pending:
+                            yield from slow(pending)
+                            pending = []
+                        st, size = got
+                        rid = content_id(kind, obj)
+                        lengths.lengths[rid] = size
+                        n_fast += 1
+                        done += 1
+                        yield Row(kind, rid, bytes(raw).rstrip(b"\r\n"), fname, line, fmt, cat, tags, violates, st,
+                                  None)
+                        continue
+            pending.append((line, obj, raw))
+            if len(pending) >= 256:
+                yield from slow(pending)
+                pending = []
+        if pending:
+            yield from slow(pending)
+        ctx.count("in:" + fname, n_fast)  # _read_file counted the units it read
+        ctx.count("read:out:" + fname, n_fast)
+        ctx.report(STEP, done, None)
+    ctx.report(STEP, done, done)
+
+
+def _detected_native(path: Path) -> bool:
+    """True when read would detect the native format for this JSONL file (its first recognisable object)."""
+    seen = 0
+    for _, obj, _ in iter_units(path, "jsonl"):
+        if isinstance(obj, dict):
+            seen += 1
+            shape = detect_shape(obj)
+            if shape is not None:
+                return shape == "native"
+            if seen >= 100:
+                return False
+    return False
+
+
+def materialize(row: Row, spec: Any, checker: Checker | None = None) -> Rec:
+    """The record the record path has for this row after validate (checks and spec set)."""
+    if row.rec is not None:
+        return row.rec
+    rec = materialize_plain(row, spec)
+    checker = checker or Checker(spec)
+    checks = tuple(checker.results(rec.response_text(), rec.user_text(), rec.category, rec.tags))
+    return rec.model_copy(update={"checks": checks})
+
+
+def materialize_plain(row: Row, spec: Any) -> Rec:
+    """The record read gives for this row (before validate)."""
+    from curate.readers.shapes import convert_native
+
+    return convert_native(row.obj(), {"file": row.file, "line": row.line, "format": row.fmt}, spec.ref)
+
+
+# ---------------------------------------------------------------- the steps after validate, over rows
+
+class RowAccess:
+    """What `curate.steps.dedup.dedup` reads of a row (its `access=`)."""
+
+    kind = staticmethod(lambda r: r.kind)
+    priority = staticmethod(keep_priority)
+    text = staticmethod(dedup_text)
+    prompt = staticmethod(prompt_text)
+    where = staticmethod(lambda r: r.where())
+    file = staticmethod(source_file)
+
+
+def is_negative_sft(row: Row) -> bool:
+    return row.rec is not None and isinstance(row.rec, SFTRecord) and row.rec.is_negative
+
+
+def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[Row], list[Row], int]:
+    """`curate.steps.pairs.make_pairs` over rows: (rows with the new pairs, unpaired negatives, pairs made)."""
+    if not any(is_negative_sft(r) for r in rows):
+        return rows, [], 0
+    from collections import defaultdict
+
+    good: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.kind == "sft" and not is_negative_sft(r):
+            good[prompt_key(r)].append(r)
+    for lst in good.values():
+        lst.sort(key=lambda r: r.id)
+    used: dict[str, int] = defaultdict(int)
+    out: list[Row] = []
+    unpaired: list[Row] = []
+    paired = 0
+    for r in rows:
+        if not is_negative_sft(r):
+            out.append(r)
+            continue
+        rec = r.rec
+        assert isinstance(rec, SFTRecord)
+        key = prompt_key(r)
+        candidates = good.get(key)
+        if not candidates:
+            unpaired.append(r)
+            continue
+        partner = materialize(candidates[used[key] % len(candidates)], spec, checker)
+        used[key] += 1
+        assert isinstance(partner, SFTRecord)
+        conv = partner.conversation()
+        neg = rec.conversation()
+        pair = PreferenceRecord.build(
+            spec=rec.spec, category=rec.category, tags=rec.tags, violates=rec.violates,
+            prompt=tuple(partner.prompt_messages()), chosen=(conv[-1],), rejected=(neg[-1],),
+            source=rec.source.model_copy(update={"parent": partner.id}),
+            labels=rec.labels, checks=partner.checks,
+        )
+        out.append(row_of(pair))
+        paired += 1
+    return out, unpaired, paired
+
+
+def row_hits(spec: Any, checker: Checker) -> Any:
+    """The `hits` function of `compute_coverage` for rows (== record_hits of their records)."""
+    from curate.steps.coverage import NEGATIVE, record_hits
+
+    def hits(row: Row, rules: list[Any]) -> list[tuple[str, str]]:
+        if row.rec is not None:
+            return record_hits(spec, row.rec, rules)
+        cat = row.category
+        st = row.statuses or ()
+        if row.kind == "sft":
+            want = "fail" if cat == NEGATIVE else "pass"
+            return [(cat, r.id) for r, s in zip(rules, st) if s == want]
+        out = [(cat, r.id) for r, s in zip(rules, st) if s == "pass"] if cat != NEGATIVE else []
+        obj = row.obj()
+        rej = checker.statuses(obj["rejected"][-1]["content"], user_text(row, obj), cat, row.tags)
+        return out + [(NEGATIVE, r.id) for r, s in zip(rules, rej) if s == "fail"]
+
+    return hits
+
+
+def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
+    """== pipeline._lineage of the records."""
+    from collections import Counter
+
+    fmt: Counter[str] = Counter()
+    annot: Counter[str] = Counter()
+    gen: Counter[str] = Counter()
+    cats: Counter[str] = Counter()
+    for r in rows:
+        if r.rec is None:
+            fmt[r.fmt or "native"] += 1
+            cats["as imported"] += 1
+            continue
+        rec = r.rec
+        s = rec.source
+        fmt[s.format or "native"] += 1
+        if s.annotator:
+            annot[s.annotator] += 1
+        if s.generator:
+            gen[s.generator] += 1
+        cats["human-reviewed" if rec.is_human_reviewed else "generated" if rec.is_generated else "as imported"] += 1
+    return {"formats": dict(fmt.most_common()), "origin": dict(cats.most_common()),
+            "annotators": dict(annot.most_common(20)), "generators": dict(gen.most_common(20))}
