@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from curate.checks import check_response
-from curate.checks.compiled import compile_rules
+from curate.checks.compiled import FAIL, compile_rules
 from curate.expand.mutators import candidates, mutate
 from curate.records import PreferenceRecord, read_jsonl, record_from_native
 from curate.spec import CHECK_KINDS, Spec, load_spec
@@ -27,6 +27,10 @@ def assert_same(spec: Spec, compiled, response: str, user: str = "", category: s
     assert compiled.failed(response, user, category, frozenset(tags)) == want, response
     assert compiled.failed(response, user, category, tags) == want, response  # a record's tags are a tuple
     assert compiled.results(response, user, category, tags) == ref, response
+    assert compiled.statuses(response, user, category, tags) == tuple(r.status for r in ref), response
+    outs = compiled.outcomes(response, user, category, tags)  # None pass, FAIL, or the skip reason
+    assert ["pass" if o is None else "fail" if o is FAIL else ("skip", o) for o in outs] == \
+        [("skip", r.detail) if r.status == "skip" else r.status for r in ref], response
     return ref
 
 
@@ -169,8 +173,9 @@ def test_lone_surrogate_behaves_like_the_reference() -> None:
     bad = '{"next_step": "\udc80"}'
     with pytest.raises(UnicodeEncodeError):
         check_response(spec, bad)
-    with pytest.raises(UnicodeEncodeError):
-        compiled.failed(bad, "")
+    for method in (compiled.failed, compiled.statuses, compiled.results, compiled.outcomes):
+        with pytest.raises(UnicodeEncodeError):
+            method(bad, "")
 
 
 @pytest.mark.parametrize("check, response, user, tags, expected", CASES)

@@ -1,4 +1,4 @@
-"""A spec's automatic rules compiled once into plain closures: the fast path of `check_response`.
+"""A spec's automatic rules compiled once into one generated function: the fast path of `check_response`.
 
     >>> from curate.spec import load_spec
     >>> from curate.checks.compiled import compile_rules
@@ -8,17 +8,36 @@
     ()
     >>> rules.failed('{"intent": "other"}', "hi")
     ('matches-schema',)
+    >>> rules.statuses('{"intent": "other"}', "hi")[:3]
+    ('pass', 'fail', 'skip')
 
-`failed()` gives exactly the verdicts of `curate.checks.check_response` (same pass / fail / skip semantics, `when`
-conditions, field rules that skip when the response is not JSON or lacks the pointer) without building a pydantic
-object or a context per rule: the response is parsed once with orjson, pointers are split at compile time, each rule
-is one closure made from its kind and parameters, regexes are compiled once. `results()` gives the full list equal to
-`check_response`'s: shared frozen objects for pass and skip, the reference check for the detail of a failure.
-`python` checks go through the generic path (`curate.checks.run_rule`) because their function sees the context.
+`failed()` and `statuses()` give exactly the verdicts of `curate.checks.check_response` (same pass / fail / skip
+semantics, `when` conditions, field rules that skip when the response is not JSON or lacks the pointer), and
+`results()` the full list equal to check_response's. How, without changing a verdict:
+
+- the response is parsed once (orjson); every pointer the rules use is resolved once per response (split into
+  keys at compile time) and its text made once;
+- the rules become ONE Python function generated from their kinds and parameters (no pydantic object, no context,
+  no call per rule on the pass path); `when` conditions become inline tests;
+- regexes are compiled once; before a regex runs on ASCII text, a substring prefilter tests literals every match
+  must contain (found by reading the parsed pattern: e.g. one of the verbs of an alternation), lower-cased on both
+  sides, so a text without any of them is known not to match without running the regex; phrase lists (phrases_*,
+  refusal) are grouped by such a literal, and only the groups whose literal occurs are searched;
+- `question_count` counts nothing when the text has no question mark; `max_words` splits only texts longer than
+  2 x max characters (n words need at least 2n - 1 characters);
+- json_schema uses the validator json_checks.py compiled (jsonschema-rs `is_valid` where it is safe) and the
+  reference `schema_verdict` when that says invalid;
+- `python` checks (their function sees the context) and anything unusual (a response that cannot be encoded as
+  UTF-8, a pointer index that is a non-ASCII digit) go through the reference path, which decides and raises
+  exactly where check_response would.
+
+`results()` returns shared frozen CheckResult objects for pass and skip, and the reference check's result for
+each failing rule (its detail names the problem); it is meant for records that fail something.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,19 +51,167 @@ from curate.checks.text_checks import compiled, count_questions, count_sentences
 from curate.records import CheckResult, normalize_text
 from curate.spec import Rule, Spec
 
+try:
+    from re import _constants as _sre_c, _parser as _sre_p  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python < 3.11 (curate requires 3.11)
+    import sre_constants as _sre_c  # type: ignore[no-redef]
+    import sre_parse as _sre_p  # type: ignore[no-redef]
+
 FAIL = object()
-"""A rule closure returns None (pass), FAIL, the skip reason (a str), or a CheckResult (generic path, not a fail)."""
+"""`outcomes()` gives per rule None (pass), FAIL, or the skip reason (a str)."""
 
 _NOJSON = object()  # the response is not JSON
 _NOPTR = object()  # the JSON has no value at the pointer
 NOT_JSON_REASON = "response is not valid JSON (reported by the JSON rules)"
 
-Outcome = "None | object | str"
 RuleFn = Callable[[str, Any, str, str, Any], Any]  # (response, doc, user_text, category, tags) -> outcome
 
 
 class _Fallback(Exception):
-    """This response needs the reference path (e.g. it cannot be encoded as UTF-8)."""
+    """This response needs the reference path."""
+
+
+# ---------------------------------------------------------------- literal prefilters for regexes
+
+def _literal_sets(items: Any) -> frozenset[str] | None:
+    """A set of strings one of which every match of this (parsed) sequence contains; None when none is known.
+
+    Reads re's parse tree: runs of literals, groups, repeats with min >= 1, alternations (the union of their
+    branches' sets), positive lookarounds (their text is in the string too). Anything else contributes nothing.
+    """
+    c = _sre_c
+    cands: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            cands.append(frozenset(["".join(run)]))
+            run.clear()
+
+    for op, av in items:
+        if op is c.LITERAL:
+            run.append(chr(av))
+            continue
+        flush()
+        sub: frozenset[str] | None = None
+        if op is c.SUBPATTERN:
+            sub = _literal_sets(av[-1])
+        elif op is getattr(c, "ATOMIC_GROUP", None):
+            sub = _literal_sets(av)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+            if av[0] >= 1:
+                sub = _literal_sets(av[2])
+        elif op is c.BRANCH:
+            sets = [_literal_sets(b) for b in av[1]]
+            if sets and all(s is not None for s in sets):
+                sub = frozenset().union(*sets)  # type: ignore[arg-type]
+        elif op is c.ASSERT:
+            sub = _literal_sets(av[1])
+        if sub:
+            cands.append(sub)
+    flush()
+    good = [s for s in cands if s and all(s) and len(s) <= 24]
+    if not good:
+        return None
+    return max(good, key=lambda s: (min(min(len(x) for x in s), 6), -len(s)))
+
+
+def literal_factors(pattern: str | re.Pattern[str]) -> tuple[str, ...] | None:
+    """Lower-cased ASCII strings one of which occurs in the lower-cased text whenever `pattern` matches an ASCII text.
+
+    None when no such set is found (or it would not help: a one-character literal). For an ASCII text and an
+    ASCII literal, a pattern character matches a text character only if both are equal ignoring case, whatever the
+    flags: so testing lower-cased literals against the lower-cased text is exact as a necessary condition.
+    """
+    src = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    flags = pattern.flags if isinstance(pattern, re.Pattern) else 0
+    try:
+        tree = _sre_p.parse(src, flags & ~re.UNICODE)
+    except Exception:  # noqa: BLE001 - an unreadable tree: no prefilter, the regex decides
+        return None
+    found = _literal_sets(tree)
+    if not found or not all(x.isascii() for x in found):
+        return None
+    low = sorted({x.lower() for x in found}, key=len)
+    keep: list[str] = []
+    for x in low:  # a literal containing another one adds nothing
+        if not any(k in x for k in keep):
+            keep.append(x)
+    if min(len(x) for x in keep) < 2:
+        return None
+    return tuple(keep)
+
+
+def searcher(rx: re.Pattern[str]) -> Callable[[str], bool]:
+    """text -> whether `rx.search(text)` finds a match, with the literal prefilter on ASCII text."""
+    search = rx.search
+    factors = literal_factors(rx)
+    if factors is None:
+        return lambda s: search(s) is not None
+    if len(factors) == 1:
+        (one,) = factors
+
+        def found_one(s: str) -> bool:
+            if s.isascii() and one not in s.lower():
+                return False
+            return search(s) is not None
+
+        return found_one
+
+    def found(s: str) -> bool:
+        if s.isascii():
+            low = s.lower()
+            for f in factors:
+                if f in low:
+                    break
+            else:
+                return False
+        return search(s) is not None
+
+    return found
+
+
+def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str], bool]:
+    """text -> whether `phrase_regex(phrases).search(text)` finds a match.
+
+    On ASCII text the phrases are searched in groups, each keyed by a literal all its phrases contain: a group
+    runs only when its literal occurs (lower-cased). The union of the groups' alternations is the whole
+    alternation, so the answer is the same; other texts use the whole regex.
+    """
+    whole = phrase_regex(phrases).search
+    keyed: dict[str, list[str]] = {}
+    for p in phrases:
+        f = literal_factors(phrase_regex((p,)))
+        if f is None or len(f) != 1:
+            return lambda s: whole(s) is not None
+        keyed.setdefault(f[0], []).append(p)
+    # a key that contains another key: its phrases join the shorter key's group (fewer substring tests)
+    for k in sorted(keyed, key=len, reverse=True):
+        for other in keyed:
+            if other != k and other in k and k in keyed:
+                keyed[other].extend(keyed.pop(k))
+                break
+    groups = tuple((k, phrase_regex(tuple(ps)).search) for k, ps in keyed.items())
+    if len(groups) == 1:
+        (key, gsearch), = groups
+
+        def found_one(s: str) -> bool:
+            if s.isascii() and key not in s.lower():
+                return False
+            return whole(s) is not None
+
+        return found_one
+
+    def found(s: str) -> bool:
+        if not s.isascii():
+            return whole(s) is not None
+        low = s.lower()
+        for k, gsearch in groups:
+            if k in low and gsearch(s) is not None:
+                return True
+        return False
+
+    return found
 
 
 # ---------------------------------------------------------------- pointers and values
@@ -57,23 +224,11 @@ def _split_pointer(pointer: str) -> tuple[str, ...] | None:
 
 
 def _resolver(pointer: str) -> Callable[[Any], Any]:
-    """doc -> value at `pointer`, _NOPTR when missing, _NOJSON when doc is _NOJSON (same walk as resolve_pointer)."""
+    """doc -> value at `pointer`, _NOPTR when missing, _NOJSON when doc is _NOJSON (the walk of resolve_pointer)."""
     parts = _split_pointer(pointer)
     if parts is None:
         return lambda doc: doc
-    if len(parts) == 1 and not parts[0].isdigit():
-        key = parts[0]
-
-        def one(doc: Any) -> Any:
-            if type(doc) is dict:
-                return doc.get(key, _NOPTR)
-            if doc is _NOJSON:
-                return _NOJSON
-            if isinstance(doc, dict):  # pragma: no cover - orjson gives plain dicts
-                return doc.get(key, _NOPTR)
-            return _NOPTR
-
-        return one
+    risky = any(p.isdigit() and not p.isascii() for p in parts)  # int() would raise where the reference does
 
     def walk(doc: Any) -> Any:
         if doc is _NOJSON:
@@ -85,6 +240,8 @@ def _resolver(pointer: str) -> Callable[[Any], Any]:
                     return _NOPTR
                 node = node[part]
             elif isinstance(node, list):
+                if risky and part.isdigit() and not part.isascii():
+                    raise _Fallback
                 if not part.isdigit() or int(part) >= len(node):
                     return _NOPTR
                 node = node[int(part)]
@@ -95,207 +252,300 @@ def _resolver(pointer: str) -> Callable[[Any], Any]:
     return walk
 
 
-class _Field:
-    """What a check looks at: the whole response text, or the JSON value at a pointer."""
-
-    def __init__(self, pointer: str | None) -> None:
-        self.pointer = pointer
-        self.whole = not pointer
-        self.resolve = None if self.whole else _resolver(pointer)  # type: ignore[arg-type]
-        self.no_ptr_reason = f"response has no {pointer} (reported by the schema rule)"
-
-    def value(self, response: str, doc: Any) -> Any:
-        if self.whole:
-            return response
-        return self.resolve(doc)  # type: ignore[misc]
-
-    def missing_reason(self, v: Any) -> str:
-        return NOT_JSON_REASON if v is _NOJSON else self.no_ptr_reason
-
-
-def _as_text(v: Any) -> str:
-    return v if isinstance(v, str) else orjson.dumps(v).decode("utf-8")
-
-
-# ---------------------------------------------------------------- `when` conditions
-
-def _when(when: Any) -> Callable[[str, Any, str, Any], str] | None:
-    """(response, doc, category, tags) -> '' when every condition holds, else the reason (as CheckContext.when_fails)."""
-    if when is None:
+def _text(v: Any) -> str | None:
+    """The value as text (JSON when not a string), None when missing: CheckContext.text."""
+    if type(v) is str:
+        return v
+    if v is _NOJSON or v is _NOPTR:
         return None
-    conds: list[Callable[[str, Any, str, Any], str]] = []
-    if when.category is not None:
-        want_cat, why_cat = when.category, f"applies to category {when.category} only"
-        conds.append(lambda r, d, c, t: "" if c == want_cat else why_cat)
-    if when.tag is not None:
-        tag, why_tag = when.tag, f"applies to records tagged {when.tag} only"
-        conds.append(lambda r, d, c, t: "" if tag in t else why_tag)
-    if when.not_tag is not None:
-        ntag, why_ntag = when.not_tag, f"does not apply to records tagged {when.not_tag}"
-        conds.append(lambda r, d, c, t: why_ntag if ntag in t else "")
-    for ptr, want_empty in ((when.nonempty, False), (when.empty, True)):
-        if ptr is None:
+    if isinstance(v, str):  # pragma: no cover - orjson gives plain str
+        return v
+    return orjson.dumps(v).decode("utf-8")
+
+
+def _missing_reason(pointer: str, v: Any) -> str:
+    return NOT_JSON_REASON if v is _NOJSON else f"response has no {pointer} (reported by the schema rule)"
+
+
+# ---------------------------------------------------------------- what each rule needs
+
+class _Plan:
+    """One rule, taken apart: its `when`, its field, and a predicate saying whether it fails."""
+
+    def __init__(self, spec: Spec, rule: Rule) -> None:
+        self.rule = rule
+        self.id = rule.id
+        self.human = rule.check == "human"
+        check = None if self.human else rule.check
+        self.check = check
+        self.kind = None if check is None else check.kind  # type: ignore[union-attr]
+        self.field = None if check is None else (check.field or None)  # type: ignore[union-attr]
+        self.when = None if check is None else check.when  # type: ignore[union-attr]
+        self.generic = False
+        # fails(text) for text rules; special kinds set their own
+        self.text_fails: Callable[[str], bool] | None = None
+        self.value_fails: Callable[[Any, str], bool] | None = None  # values_in_input: (value, user_text)
+        self.schema_ok: Callable[[Any], bool] | None = None
+        if check is None:
+            return
+        kind = self.kind
+        if kind == "json_parse":
+            return
+        if kind == "json_schema":
+            schema = check.schema_ if check.schema_ is not None else spec.output.schema_  # type: ignore[union-attr]
+            slow, fast = _validator(schema)
+
+            def schema_ok(doc: Any) -> bool:
+                if fast is not None:
+                    if fast(doc):
+                        return True
+                elif slow.is_valid(doc):
+                    return True
+                return schema_verdict(schema, doc)[0]
+
+            self.schema_ok = schema_ok
+            return
+        if kind in ("regex_present", "regex_absent"):
+            has = searcher(compiled(check.pattern))  # type: ignore[union-attr]
+            self.text_fails = (lambda s: not has(s)) if kind == "regex_present" else has
+        elif kind in ("phrases_present", "phrases_absent"):
+            hasp = phrase_searcher(tuple(check.phrases))  # type: ignore[union-attr]
+            self.text_fails = (lambda s: not hasp(s)) if kind == "phrases_present" else hasp
+        elif kind == "refusal":
+            refuses = phrase_searcher(tuple(check.phrases or REFUSAL_PHRASES))  # type: ignore[union-attr]
+            self.text_fails = (lambda s: not refuses(s)) if check.expect else refuses  # type: ignore[union-attr]
+        elif kind == "max_chars":
+            mc = check.max  # type: ignore[union-attr]
+            self.text_fails = lambda s: len(s) > mc
+        elif kind == "max_words":
+            mw = check.max  # type: ignore[union-attr]
+            self.text_fails = lambda s: len(s) > 2 * mw and len(s.split()) > mw
+        elif kind == "max_sentences":
+            ms = check.max  # type: ignore[union-attr]
+            self.text_fails = lambda s: count_sentences(s) > ms
+        elif kind == "question_count":
+            eq, lo, hi = check.equals, check.min, check.max  # type: ignore[union-attr]
+
+            def questions_fail(s: str) -> bool:
+                n = count_questions(s) if ("?" in s or "？" in s) else 0
+                return (eq is not None and n != eq) or (lo is not None and n < lo) or (hi is not None and n > hi)
+
+            self.text_fails = questions_fail
+        elif kind == "values_in_input":
+            memo: list[Any] = [None, ""]  # the last user text and its normal form
+
+            def invented(value: Any, user: str) -> bool:
+                if memo[0] is not user:
+                    memo[0], memo[1] = user, normalize_text(user)
+                hay = memo[1]
+                for s in _strings(value):
+                    if s.strip() and normalize_text(s) not in hay:
+                        return True
+                return False
+
+            self.value_fails = invented
+        else:  # python checks, and kinds registered later: the reference path
+            self.generic = True
+
+    @property
+    def needs_doc(self) -> bool:
+        if self.human:
+            return False
+        if self.kind in ("json_parse", "json_schema") or self.generic or self.field:
+            return True
+        w = self.when
+        return w is not None and bool(w.nonempty or w.empty or w.equals is not None)
+
+    def pointers(self) -> list[str]:
+        """Every pointer this rule reads (its field and its `when` pointers); '' = the whole response."""
+        out = []
+        if self.field and not self.generic:
+            out.append(self.field)
+        w = self.when
+        if w is not None:
+            out += [p for p in (w.nonempty, w.empty, w.equals.pointer if w.equals is not None else None)
+                    if p is not None]
+        return out
+
+
+def _generic(spec: Spec, rule: Rule) -> Callable[..., Any]:
+    """The reference run of one rule (python checks): a CheckResult."""
+
+    def run(r: str, u: str, c: str, t: Any) -> CheckResult:
+        return run_rule(rule, CheckContext(spec=spec, response=r, user_text=u, category=c, tags=frozenset(t)))
+
+    return run
+
+
+# ---------------------------------------------------------------- the generated function
+
+def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], tuple[str, ...]]:
+    """Source of `statuses(r, u, c, t)` for these rules, compiled and returned: one status string per rule."""
+    ns: dict[str, Any] = {"_NOJSON": _NOJSON, "_NOPTR": _NOPTR, "_is_empty": is_empty, "_text": _text,
+                          "_loads": orjson.loads, "_JDE": orjson.JSONDecodeError, "_slow_doc": _slow_doc}
+    consts: dict[int, str] = {}
+
+    def const(obj: Any) -> str:
+        name = consts.get(id(obj))
+        if name is None:
+            name = consts[id(obj)] = f"_k{len(consts)}"
+            ns[name] = obj
+        return name
+
+    keep_alive: list[Any] = []
+    lines = ["def statuses(r, u, c, t):"]
+    if any(p.needs_doc for p in plans):
+        lines += ["    try:", "        d = _loads(r)", "    except _JDE:", "        d = _slow_doc(r)"]
+    else:
+        lines += ["    d = _NOJSON"]
+    # every pointer once: v<i> its value, s<i> its text (only where a text rule reads it)
+    ptr_var: dict[str, int] = {}
+    text_ptrs: set[str] = set()
+    for p in plans:
+        for ptr in p.pointers():
+            ptr_var.setdefault(ptr, len(ptr_var))
+        if p.text_fails is not None and p.field:
+            text_ptrs.add(p.field)
+    for ptr, i in ptr_var.items():
+        parts = _split_pointer(ptr)
+        if not ptr:
+            lines.append(f"    v{i} = r")
+        elif parts is not None and len(parts) == 1 and not parts[0].isdigit():
+            res = _resolver(ptr)
+            keep_alive.append(res)
+            lines.append(f"    v{i} = d.get({parts[0]!r}, _NOPTR) if type(d) is dict else {const(res)}(d)")
+        else:
+            res = _resolver(ptr)
+            keep_alive.append(res)
+            lines.append(f"    v{i} = {const(res)}(d)")
+        if ptr in text_ptrs:
+            lines.append(f"    s{i} = v{i} if type(v{i}) is str else _text(v{i})")
+    out_vars = []
+    for j, p in enumerate(plans):
+        x = f"x{j}"
+        out_vars.append(x)
+        if p.human:
+            lines.append(f"    {x} = 'skip'")
             continue
-        fld = _Field(ptr)
-        why = f"applies only when {ptr} is {'empty' if want_empty else 'not empty'}"
+        if p.generic:
+            lines.append(f"    {x} = {const(_generic(spec, p.rule))}(r, u, c, t).status")
+            continue
+        holds = _when_source(p.when, ptr_var, const)
+        if p.kind == "json_parse":
+            present, fails = "True", "d is _NOJSON"
+        elif p.kind == "json_schema":
+            ok = const(p.schema_ok)
+            present = "True"
+            if p.field:
+                v = f"v{ptr_var[p.field]}"
+                fails = f"d is _NOJSON or {v} is _NOPTR or not {ok}({v})"
+            else:
+                fails = f"d is _NOJSON or not {ok}(d)"
+        elif p.value_fails is not None:
+            v = f"v{ptr_var[p.field]}" if p.field else "r"
+            present = f"{v} is not _NOJSON and {v} is not _NOPTR" if p.field else "True"
+            fails = f"{const(p.value_fails)}({v}, u)"
+        else:
+            s = f"s{ptr_var[p.field]}" if p.field else "r"
+            present = f"{s} is not None" if p.field else "True"
+            fails = _fails_source(p, s, const)
+        applies = " and ".join(f"({e})" for e in (holds, present) if e != "True")
+        if applies:
+            lines += [f"    if not ({applies}):", f"        {x} = 'skip'", f"    elif {fails}:"]
+        else:
+            lines.append(f"    if {fails}:")
+        lines += [f"        {x} = 'fail'", "    else:", f"        {x} = 'pass'"]
+    tup = "(" + ", ".join(out_vars) + ("," if len(out_vars) == 1 else "") + ")"
+    lines.append(f"    return {tup}")
+    source = "\n".join(lines) + "\n"
+    code = compile(source, f"<curate rules {spec.ref}>", "exec")
+    exec(code, ns)  # noqa: S102 - our own generated source, built from the spec's parsed rules
+    fn = ns["statuses"]
+    fn.__curate_source__ = source
+    fn.__curate_keep__ = keep_alive
+    return fn  # type: ignore[no-any-return]
 
-        def emptiness(r: str, d: Any, c: str, t: Any, fld: _Field = fld, want: bool = want_empty,
-                      why: str = why) -> str:
-            v = fld.value(r, d)
-            if v is _NOJSON:
-                return NOT_JSON_REASON
-            if v is _NOPTR:
-                v = None
-            return why if is_empty(v) != want else ""
 
-        conds.append(emptiness)
+def _fails_source(p: _Plan, s: str, const: Callable[[Any], str]) -> str:
+    """A Python expression over the text variable `s` that is true when the rule fails (inline where cheap)."""
+    check = p.check
+    if p.kind == "max_chars":
+        return f"len({s}) > {int(check.max)}"  # type: ignore[union-attr]
+    if p.kind == "max_words":
+        return f"len({s}) > {2 * int(check.max)} and len({s}.split()) > {int(check.max)}"  # type: ignore[union-attr]
+    return f"{const(p.text_fails)}({s})"
+
+
+def _when_source(when: Any, ptr_var: dict[str, int], const: Callable[[Any], str]) -> str:
+    """A Python expression that is true when every `when` condition holds (CheckContext.when_fails == '')."""
+    if when is None:
+        return "True"
+    parts = []
+    if when.category is not None:
+        parts.append(f"c == {const(when.category)}")
+    if when.tag is not None:
+        parts.append(f"{const(when.tag)} in t")
+    if when.not_tag is not None:
+        parts.append(f"{const(when.not_tag)} not in t")
+    if when.nonempty is not None:
+        v = f"v{ptr_var[when.nonempty]}"
+        parts.append(f"({v} is not _NOJSON and {v} is not _NOPTR and not _is_empty({v}))")
+    if when.empty is not None:
+        v = f"v{ptr_var[when.empty]}"
+        parts.append(f"({v} is not _NOJSON and ({v} is _NOPTR or _is_empty({v})))")
     if when.equals is not None:
-        efld, want_v = _Field(when.equals.pointer), when.equals.value
-        why_eq = f"applies only when {when.equals.pointer} == {when.equals.value!r}"
-
-        def equals(r: str, d: Any, c: str, t: Any) -> str:
-            v = efld.value(r, d)
-            if v is _NOJSON or v is _NOPTR or v != want_v:
-                return why_eq
-            return ""
-
-        conds.append(equals)
-    if not conds:
-        return None
-    if len(conds) == 1:
-        return conds[0]
-
-    def all_hold(r: str, d: Any, c: str, t: Any) -> str:
-        for cond in conds:
-            why = cond(r, d, c, t)
-            if why:
-                return why
-        return ""
-
-    return all_hold
+        v = f"v{ptr_var[when.equals.pointer]}"
+        parts.append(f"({v} is not _NOJSON and {v} is not _NOPTR and not ({v} != {const(when.equals.value)}))")
+    return " and ".join(parts) if parts else "True"
 
 
-# ---------------------------------------------------------------- one closure per check kind
-
-def _text_rule(fld: _Field, passes: Callable[[str], bool]) -> RuleFn:
-    """A check over the field's text: skip when missing, else pass/fail by `passes(text)`."""
-    if fld.whole:
-        def on_text(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-            return None if passes(r) else FAIL
-        return on_text
-
-    resolve, no_ptr = fld.resolve, fld.no_ptr_reason
-
-    def on_field(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-        v = resolve(d)  # type: ignore[misc]
-        if v is _NOJSON:
-            return NOT_JSON_REASON
-        if v is _NOPTR:
-            return no_ptr
-        return None if passes(v if isinstance(v, str) else orjson.dumps(v).decode("utf-8")) else FAIL
-
-    return on_field
+def _slow_doc(response: str) -> Any:
+    """Exactly CheckContext.parsed (str.strip() removes more than JSON whitespace), after orjson refused `response`."""
+    try:
+        return orjson.loads(response.strip().encode("utf-8"))
+    except orjson.JSONDecodeError:
+        return _NOJSON
+    except UnicodeEncodeError:  # lone surrogates: the reference path decides (and raises where it would)
+        raise _Fallback from None
 
 
-def _compile_check(spec: Spec, rule: Rule) -> RuleFn:
-    check = rule.check
-    kind = check.kind  # type: ignore[union-attr]
-    fld = _Field(check.field)  # type: ignore[union-attr]
+# ---------------------------------------------------------------- closures, for outcomes() and results()
 
-    if kind == "json_parse":
-        return lambda r, d, u, c, t: FAIL if d is _NOJSON else None
+def _closure(spec: Spec, p: _Plan) -> RuleFn:
+    """(response, doc, user, category, tags) -> None (pass) | FAIL | skip reason | CheckResult (generic, not fail)."""
+    if p.human:
+        return lambda r, d, u, c, t: "judged by labelers"
+    if p.generic:
+        gen = _generic(spec, p.rule)
 
-    if kind == "json_schema":
-        schema = check.schema_ if check.schema_ is not None else spec.output.schema_  # type: ignore[union-attr]
-        slow, fast = _validator(schema)
-        sub = None if not check.field else fld  # type: ignore[union-attr]
+        def generic(r: str, d: Any, u: str, c: str, t: Any) -> Any:
+            res = gen(r, u, c, t)
+            return FAIL if res.status == "fail" else res
 
-        def schema_rule(r: str, d: Any, u: str, c: str, t: Any) -> Any:
+        return generic
+    cond = _when_closure(p.when)
+    res = _resolver(p.field) if p.field else None
+    field = p.field or ""
+
+    def body(r: str, d: Any, u: str, c: str, t: Any) -> Any:
+        if p.kind == "json_parse":
+            return FAIL if d is _NOJSON else None
+        if p.kind == "json_schema":
             if d is _NOJSON:
                 return FAIL
-            if sub is not None:
-                d = sub.value(r, d)
-                if d is _NOPTR:
+            doc = d
+            if res is not None:
+                doc = res(d)
+                if doc is _NOPTR:
                     return FAIL
-            if fast is not None:
-                if fast(d):
-                    return None
-            elif slow.is_valid(d):
-                return None
-            return None if schema_verdict(schema, d)[0] else FAIL
+            return None if p.schema_ok(doc) else FAIL  # type: ignore[misc]
+        v = r if res is None else res(d)
+        if v is _NOJSON or v is _NOPTR:
+            return _missing_reason(field, v)
+        if p.value_fails is not None:
+            return FAIL if p.value_fails(v, u) else None
+        return FAIL if p.text_fails(_text(v)) else None  # type: ignore[misc, arg-type]
 
-        return schema_rule
-
-    if kind in ("regex_present", "regex_absent"):
-        search = compiled(check.pattern).search  # type: ignore[union-attr]
-        if kind == "regex_present":
-            return _text_rule(fld, lambda s: search(s) is not None)
-        return _text_rule(fld, lambda s: search(s) is None)
-
-    if kind in ("phrases_present", "phrases_absent"):
-        psearch = phrase_regex(tuple(check.phrases)).search  # type: ignore[union-attr]
-        if kind == "phrases_present":
-            return _text_rule(fld, lambda s: psearch(s) is not None)
-        return _text_rule(fld, lambda s: psearch(s) is None)
-
-    if kind == "max_chars":
-        mx = check.max  # type: ignore[union-attr]
-        return _text_rule(fld, lambda s: len(s) <= mx)
-
-    if kind == "max_words":
-        mw = check.max  # type: ignore[union-attr]
-        # n words need at least 2n - 1 characters: a text of <= 2 * max characters cannot have more than max
-        return _text_rule(fld, lambda s: len(s) <= 2 * mw or len(s.split()) <= mw)
-
-    if kind == "max_sentences":
-        ms = check.max  # type: ignore[union-attr]
-        return _text_rule(fld, lambda s: count_sentences(s) <= ms)
-
-    if kind == "question_count":
-        eq, lo, hi = check.equals, check.min, check.max  # type: ignore[union-attr]
-
-        def questions_ok(s: str) -> bool:
-            n = count_questions(s)
-            return not ((eq is not None and n != eq) or (lo is not None and n < lo) or (hi is not None and n > hi))
-
-        return _text_rule(fld, questions_ok)
-
-    if kind == "values_in_input":
-        memo: list[Any] = [None, ""]  # the last user text and its normal form
-
-        def values_rule(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-            v = fld.value(r, d)
-            if v is _NOJSON or v is _NOPTR:
-                return fld.missing_reason(v)
-            if memo[0] is not u:
-                memo[0], memo[1] = u, normalize_text(u)
-            hay = memo[1]
-            for s in _strings(v):
-                if s.strip() and normalize_text(s) not in hay:
-                    return FAIL
-            return None
-
-        return values_rule
-
-    if kind == "refusal":
-        rsearch = phrase_regex(tuple(check.phrases or REFUSAL_PHRASES)).search  # type: ignore[union-attr]
-        expect = bool(check.expect)  # type: ignore[union-attr]
-        return _text_rule(fld, lambda s: (rsearch(s) is not None) == expect)
-
-    # python checks (and any kind registered later): the reference path, one context per call
-    def generic(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-        ctx = CheckContext(spec=spec, response=r, user_text=u, category=c, tags=frozenset(t))
-        res = run_rule(rule, ctx)
-        return FAIL if res.status == "fail" else res  # a passing python check may carry a detail
-
-    return generic
-
-
-def _compile_rule(spec: Spec, rule: Rule) -> RuleFn:
-    if rule.check == "human":
-        return lambda r, d, u, c, t: "judged by labelers"
-    body = _compile_check(spec, rule)
-    cond = _when(rule.check.when)  # type: ignore[union-attr]
     if cond is None:
         return body
 
@@ -306,69 +556,124 @@ def _compile_rule(spec: Spec, rule: Rule) -> RuleFn:
     return guarded
 
 
-def _needs_doc(rule: Rule) -> bool:
-    check = rule.check
-    if check == "human":
-        return False
-    if check.kind in ("json_parse", "json_schema", "python"):  # type: ignore[union-attr]
-        return True
-    if check.field:  # type: ignore[union-attr]
-        return True
-    w = check.when  # type: ignore[union-attr]
-    return w is not None and bool(w.nonempty or w.empty or w.equals is not None)
+def _when_closure(when: Any) -> Callable[[str, Any, str, Any], str] | None:
+    """(response, doc, category, tags) -> '' when every condition holds, else the reason (CheckContext.when_fails)."""
+    if when is None:
+        return None
+
+    def value(ptr: str, r: str, d: Any) -> Any:
+        return r if not ptr else _resolver(ptr)(d)
+
+    def reason(r: str, d: Any, c: str, t: Any) -> str:
+        if when.category is not None and c != when.category:
+            return f"applies to category {when.category} only"
+        if when.tag is not None and when.tag not in t:
+            return f"applies to records tagged {when.tag} only"
+        if when.not_tag is not None and when.not_tag in t:
+            return f"does not apply to records tagged {when.not_tag}"
+        for ptr, want_empty in ((when.nonempty, False), (when.empty, True)):
+            if ptr is None:
+                continue
+            v = value(ptr, r, d)
+            if v is _NOJSON:
+                return NOT_JSON_REASON
+            if v is _NOPTR:
+                v = None
+            if is_empty(v) != want_empty:
+                return f"applies only when {ptr} is {'empty' if want_empty else 'not empty'}"
+        if when.equals is not None:
+            v = value(when.equals.pointer, r, d)
+            if v is _NOJSON or v is _NOPTR or v != when.equals.value:
+                return f"applies only when {when.equals.pointer} == {when.equals.value!r}"
+        return ""
+
+    return reason
 
 
 # ---------------------------------------------------------------- the compiled rule set
 
+_STATUS_CACHE_MAX = 4096
+
+
 class CompiledRules:
-    """A spec's automatic rules as closures; build with `compile_rules(spec)`."""
+    """A spec's automatic rules (or the given ones), compiled once; build with `compile_rules(spec)`."""
 
     def __init__(self, spec: Spec, rules: Iterable[Rule] | None = None) -> None:
         self.spec = spec
         self.rules: tuple[Rule, ...] = tuple(rules if rules is not None else spec.automatic_rules())
         self.ids: tuple[str, ...] = tuple(r.id for r in self.rules)
-        self._fns: tuple[RuleFn, ...] = tuple(_compile_rule(spec, r) for r in self.rules)
-        self._pairs = tuple(zip(self.ids, self._fns))
-        self._parse = any(_needs_doc(r) for r in self.rules)
+        plans = [_Plan(spec, r) for r in self.rules]
+        self._needs_doc = any(p.needs_doc for p in plans)
+        self._statuses = _generate(spec, plans)
+        self._closures: tuple[RuleFn, ...] = tuple(_closure(spec, p) for p in plans)
+        self._shared: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._pass = {r.id: CheckResult(rule=r.id, category=r.category, status="pass", detail="") for r in self.rules}
         self._skips: dict[tuple[str, str], CheckResult] = {}
 
-    def _doc(self, response: str) -> Any:
-        try:
-            return orjson.loads(response)
-        except orjson.JSONDecodeError:
-            pass
-        try:  # exactly CheckContext.parsed: str.strip() removes more than JSON whitespace
-            return orjson.loads(response.strip().encode("utf-8"))
-        except orjson.JSONDecodeError:
-            return _NOJSON
-        except UnicodeEncodeError:  # lone surrogates: the reference path decides (and raises where it would)
-            raise _Fallback from None
+    @property
+    def source(self) -> str:
+        """The generated Python source of `statuses` (for reading and debugging)."""
+        return self._statuses.__curate_source__  # type: ignore[attr-defined, no-any-return]
 
-    def outcomes(self, response: str, user_text: str = "", category: str = "typical",
-                 tags: Iterable[str] = frozenset()) -> list[Any]:
-        """Per rule: None (pass), FAIL, or the skip reason."""
-        doc = self._doc(response) if self._parse else _NOJSON
-        return [f(response, doc, user_text, category, tags) for f in self._fns]
+    def _intern(self, st: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        hit = self._shared.get(st)
+        if hit is None:
+            if len(self._shared) > _STATUS_CACHE_MAX:
+                self._shared.clear()
+            hit = self._shared[st] = (st, tuple([i for i, s in zip(self.ids, st) if s == "fail"]))
+        return hit
 
-    def failed(self, response: str, user_text: str = "", category: str = "typical",
-               tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
-        """Ids of the automatic rules `response` fails, in spec order (== check_response's "fail" results)."""
+    def statuses(self, response: str, user_text: str = "", category: str = "typical",
+                 tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
+        """Per rule "pass" / "fail" / "skip", in rule order (== the statuses of check_response). Shared tuples."""
         if isinstance(tags, str):
             tags = frozenset(tags)
         try:
-            doc = self._doc(response) if self._parse else _NOJSON
+            st = self._statuses(response, user_text, category, tags)
         except _Fallback:
-            return tuple(r.rule for r in self._reference(response, user_text, category, tags) if r.status == "fail")
-        return tuple([rid for rid, f in self._pairs if f(response, doc, user_text, category, tags) is FAIL])
+            st = tuple(r.status for r in self._reference(response, user_text, category, tags))
+        return self._intern(st)[0]
+
+    def failed(self, response: str, user_text: str = "", category: str = "typical",
+               tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
+        """Ids of the rules `response` fails, in rule order (== check_response's "fail" results). Shared tuples."""
+        if isinstance(tags, str):
+            tags = frozenset(tags)
+        try:
+            st = self._statuses(response, user_text, category, tags)
+        except _Fallback:
+            st = tuple(r.status for r in self._reference(response, user_text, category, tags))
+        hit = self._shared.get(st)
+        return hit[1] if hit is not None else self._intern(st)[1]
+
+    def outcomes(self, response: str, user_text: str = "", category: str = "typical",
+                 tags: Iterable[str] = frozenset()) -> list[Any]:
+        """Per rule: None (pass), FAIL, or the skip reason (a str), as check_response decides."""
+        try:
+            outs = self._outcomes(response, user_text, category, tags)
+        except _Fallback:
+            outs = self._reference(response, user_text, category, tags)
+            return [None if r.status == "pass" else FAIL if r.status == "fail" else r.detail for r in outs]
+        return [None if (type(o) is CheckResult and o.status == "pass") else
+                o.detail if type(o) is CheckResult else o for o in outs]
+
+    def _outcomes(self, response: str, user_text: str, category: str, tags: Iterable[str]) -> list[Any]:
+        if isinstance(tags, str):
+            tags = frozenset(tags)
+        if self._needs_doc:
+            try:
+                doc = orjson.loads(response)
+            except orjson.JSONDecodeError:
+                doc = _slow_doc(response)
+        else:
+            doc = _NOJSON
+        return [f(response, doc, user_text, category, tags) for f in self._closures]
 
     def results(self, response: str, user_text: str = "", category: str = "typical",
                 tags: Iterable[str] = frozenset()) -> list[CheckResult]:
         """The full list, equal to `check_response(spec, response, ...)` (pass and skip results are shared objects)."""
-        if isinstance(tags, str):
-            tags = frozenset(tags)
         try:
-            outs = self.outcomes(response, user_text, category, tags)
+            outs = self._outcomes(response, user_text, category, tags)
         except _Fallback:
             return self._reference(response, user_text, category, tags)
         res: list[CheckResult] = []
@@ -376,7 +681,7 @@ class CompiledRules:
         for rule, out in zip(self.rules, outs):
             if out is None:
                 res.append(self._pass[rule.id])
-            elif isinstance(out, CheckResult):
+            elif type(out) is CheckResult:
                 res.append(out)
             elif out is FAIL:
                 if ctx is None:
@@ -403,4 +708,4 @@ def compile_rules(spec: Spec, rules: Iterable[Rule] | None = None) -> CompiledRu
     return CompiledRules(spec, rules)
 
 
-__all__ = ["FAIL", "CompiledRules", "compile_rules"]
+__all__ = ["FAIL", "CompiledRules", "compile_rules", "literal_factors", "phrase_searcher", "searcher"]
