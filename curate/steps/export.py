@@ -30,7 +30,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,67 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     return info
 
 
+ROW_GROUP = 16_384  # rows per Parquet row group in write_splits_stream (one group when a split has no more)
+
+
+def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable[dict[str, Any]]]], *,
+                        sample: list[dict[str, Any]], title: str = "", name: str = "dataset",
+                        row_group: int = ROW_GROUP) -> dict[str, dict[str, Any]]:
+    """`write_splits` without holding the rows: `splits[name]()` yields a split's rows (called once).
+
+    `sample` must hold rows of every shape the splits have, in order of first appearance (the Arrow schema is
+    inferred from it, as `write_splits` infers it from all rows). Parquet row groups of `row_group` rows: a split of
+    up to `row_group` rows is written exactly as `write_splits` writes it (same bytes); a larger one in several
+    row groups (the same table). Memory: one row group's rows and their Arrow table.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    tools = any("tools" in r for r in sample)
+    _uniform_tools(sample)
+    schema = infer_schema(sample)
+    info: dict[str, dict[str, Any]] = {}
+    for split, make in splits.items():
+        pq_path = directory / "data" / f"{split}-00000-of-00001.parquet"
+        n = 0
+        writer = None
+        chunks: list[Any] = []  # Arrow tables of _ARROW_CHUNK rows, for the row group being filled
+        buf: list[dict[str, Any]] = []
+        try:
+            with open(directory / f"{split}.jsonl", "wb") as fh:
+                for row in make():
+                    if tools:
+                        row.setdefault("tools", None)
+                    fh.write(orjson.dumps(row) + b"\n")
+                    buf.append(row)
+                    n += 1
+                    if len(buf) == _ARROW_CHUNK:
+                        chunks.append(pa.Table.from_pylist(buf, schema=schema))
+                        buf = []
+                        if len(chunks) * _ARROW_CHUNK >= row_group:
+                            writer = writer or pq.ParquetWriter(pq_path, schema)
+                            writer.write_table(_combine(chunks, schema))
+                            chunks = []
+            if buf:
+                chunks.append(pa.Table.from_pylist(buf, schema=schema))
+                buf = []
+            if writer is None:  # the whole split in one row group: exactly write_splits' file
+                pq.write_table(_combine(chunks, schema), pq_path)
+            elif chunks:
+                writer.write_table(_combine(chunks, schema))
+            chunks = []
+        finally:
+            if writer is not None:
+                writer.close()
+        info[split] = {"num_examples": n, "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
+    header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
+    body = f"\n# {title}\n\nLoad with `datasets.load_dataset(\"<this folder>\")`; the dataset card is ../README.md.\n"
+    (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+    return info
+
+
 _ARROW_CHUNK = 4096
 
 
@@ -145,6 +206,17 @@ def infer_schema(rows: list[dict[str, Any]]) -> Any:
         return pa.schema([("id", pa.string())])
     names = list(rows[0].keys())
     return pa.schema([pa.field(n, pa.infer_type([row.get(n) for row in rows])) for n in names])
+
+
+def _combine(chunks: list[Any], schema: Any) -> Any:
+    """Tables of `_ARROW_CHUNK` rows -> the table `_to_arrow` makes of their rows (one contiguous chunk)."""
+    import pyarrow as pa
+
+    if not chunks:
+        return pa.Table.from_pylist([], schema=schema)
+    if len(chunks) == 1:
+        return chunks[0]
+    return pa.concat_tables(chunks).combine_chunks()
 
 
 def _to_arrow(rows: list[dict[str, Any]], schema: Any) -> Any:

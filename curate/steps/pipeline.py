@@ -38,7 +38,7 @@ from curate.steps.base import RunContext
 from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup
 from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, staged_output, write_jsonl,
-                                 write_splits)
+                                 write_splits, write_splits_stream)
 from curate.steps.pairs import make_pairs
 from curate.steps.read import detect_format, expand_inputs, read_inputs
 from curate.steps.split import HeldoutLock, split
@@ -276,21 +276,21 @@ def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], to
 
 
 def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any], sft_format: str,
-           sft_rows: dict[str, Any] | None, dpo_rows: dict[str, Any] | None, negatives: list[dict[str, Any]],
+           sft_rows: Any, dpo_rows: Any, negatives: list[dict[str, Any]],
            clusters: list[dict[str, Any]], lock_bytes: bytes) -> BuildResult:
-    """Write the build folder atomically (staged, then swapped in); rows are {split: rows} per format."""
+    """Write the build folder atomically (staged, then swapped in); rows per format: {split: rows} or a _Stream."""
     exported_formats = manifest["exported_formats"]
     ctx.report("export", 0, 1)
     with staged_output(out_dir) as stage:
         split_info = {}
-        if sft_rows is not None:
-            split_info["sft"] = write_splits(stage / "sft", {k: list(v) for k, v in sft_rows.items()},
-                                             title=f"{spec.ref} SFT ({sft_format})", name=f"{spec.name}-sft")
-            sft_rows = None
-        if dpo_rows is not None:
-            split_info["dpo"] = write_splits(stage / "dpo", {k: list(v) for k, v in dpo_rows.items()},
-                                             title=f"{spec.ref} DPO", name=f"{spec.name}-dpo")
-            dpo_rows = None
+        for fmt, rows, title in (("sft", sft_rows, f"{spec.ref} SFT ({sft_format})"),
+                                 ("dpo", dpo_rows, f"{spec.ref} DPO")):
+            if isinstance(rows, _Stream):
+                split_info[fmt] = write_splits_stream(stage / fmt, rows.writers(), sample=rows.sample(), title=title,
+                                                      name=f"{spec.name}-{fmt}")
+            elif rows is not None:
+                split_info[fmt] = write_splits(stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}")
+        sft_rows = dpo_rows = None
         write_jsonl(stage / "negatives.jsonl", negatives)
         write_jsonl(stage / "clusters.jsonl", clusters)
         ctx.flush_quarantine(stage / "quarantine")
@@ -416,11 +416,44 @@ def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, ou
     negatives = [dump_record(record(r)) for r in unpaired]
     lock_bytes = parts.lock.to_bytes()
     del parts, exported
-    sft_out = {"train": (C.sft_row(r, spec, sft_format) for r in sft_train),
-               "test": (C.sft_row(r, spec, sft_format) for r in sft_test)} if "sft" in formats else None
-    dpo_out = {"train": (C.dpo_row(r, spec) for r in dpo_train),
-               "test": (C.dpo_row(r, spec) for r in dpo_test)} if "dpo" in formats else None
+    sft_out = dpo_out = None
+    if "sft" in formats:
+        sft_out = _Stream({"train": sft_train, "test": sft_test}, lambda r: C.sft_row(r, spec, sft_format))
+    if "dpo" in formats:
+        dpo_out = _Stream({"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec))
+    del sft_train, sft_test, dpo_train, dpo_test
     return _write(out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes)
+
+
+class _Stream:
+    """A format's export rows made on the fly from compact rows, split by split (for write_splits_stream)."""
+
+    def __init__(self, splits: dict[str, list[Any]], make: Callable[[Any], dict[str, Any]]) -> None:
+        self.splits = splits
+        self.make = make
+
+    def sample(self) -> list[dict[str, Any]]:
+        """Every record-path row, and the first fast row of each kind, in order: all the shapes there are."""
+        out = []
+        seen: set[str] = set()
+        for rows in self.splits.values():
+            for r in rows:
+                if r.rec is None:
+                    if r.kind in seen:
+                        continue
+                    seen.add(r.kind)
+                out.append(self.make(r))
+        return out
+
+    def writers(self) -> dict[str, Callable[[], Iterator[dict[str, Any]]]]:
+        def one(name: str) -> Callable[[], Iterator[dict[str, Any]]]:
+            def gen() -> Iterator[dict[str, Any]]:
+                rows = self.splits.pop(name)  # released as soon as the split is written
+                make = self.make
+                for r in rows:
+                    yield make(r)
+            return gen
+        return {name: one(name) for name in list(self.splits)}
 
 
 def find_lock(out_dir: Path, spec_name: str) -> Path | None:
