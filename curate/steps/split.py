@@ -34,7 +34,7 @@ import orjson
 
 from curate.errors import InputError
 from curate.near import exact_key, near_pairs
-from curate.records import PreferenceRecord, SFTRecord
+from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
 from curate.steps.pairs import record_prompt_key
@@ -196,8 +196,9 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
     texts = [leak_text(r) for r in recs]
     pkeys = [record_prompt_key(r) for r in recs]
     fields = spec.split.stratify
-    res, _ = _split(recs, texts, pkeys, lambda i: stratum(recs[i], fields), lambda i: recs[i], spec=spec, ctx=ctx,
-                    lock=lock, near_threshold=near_threshold, heldout=heldout, seed=seed)
+    res, _ = _split(recs, [normalize_text(t) for t in texts], texts.__getitem__, pkeys,
+                    lambda i: stratum(recs[i], fields), lambda i: recs[i], spec=spec, ctx=ctx, lock=lock,
+                    near_threshold=near_threshold, heldout=heldout, seed=seed)
     key_of = {r.id: t for r, t in zip(recs, texts)}
     res.leakage = leakage(((r.id, key_of[r.id]) for r in res.train), ((r.id, key_of[r.id]) for r in res.test),
                           threshold=near_threshold)
@@ -208,19 +209,24 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
 _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
 
 
-def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, user_text: Callable[[Any], str],
-               prompt_key: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
+def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
+               record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
                near_threshold: float = 0.8) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
-    violates or id). Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact =
+    violates or id); `keys(row)` gives (user text, prompt key). Only the normalized user texts are held; the
+    texts themselves are made again for the held-out rows (the lock's prompts). Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact =
     held-out texts equal to a training text, near = held-out texts with a verified pair to a training text.
     """
     recs = sorted(rows, key=lambda r: r.id)
-    texts = [user_text(r) for r in recs]
-    pkeys = [prompt_key(r) for r in recs]
+    norms: list[str] = []
+    pkeys: list[str] = []
+    for r in recs:
+        text, pk = keys(r)
+        norms.append(normalize_text(text))
+        pkeys.append(pk)
     fields = spec.split.stratify
     if all(f in _ROW_FIELDS for f in fields):
         def stratum_of(i: int) -> tuple[str, ...]:
@@ -229,25 +235,31 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, user_text: C
         def stratum_of(i: int) -> tuple[str, ...]:
             r = recs[i]
             return stratum(r.rec if r.rec is not None else record(r), fields)
-    res, (side_of, pairs, rep_idx, nl) = _split(recs, texts, pkeys, stratum_of, lambda i: record(recs[i]),
-                                                spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold)
-    res.leakage = _pair_leakage(recs, texts, side_of, pairs, rep_idx, nl, near_threshold)
+    def text_of(i: int) -> str:
+        return keys(recs[i])[0]
+
+    res, (side_of, pairs, rep_idx, nl, ekeys) = _split(recs, norms, text_of, pkeys, stratum_of,
+                                                       lambda i: record(recs[i]), spec=spec, ctx=ctx, lock=lock,
+                                                       near_threshold=near_threshold)
+    del norms, pkeys
+    res.leakage = _pair_leakage(recs, text_of, ekeys, side_of, pairs, rep_idx, nl, near_threshold)
     ctx.report(STEP, 3, 3)
     return res
 
 
-def _pair_leakage(recs: list[Any], texts: list[str], side_of: list[str | None], pairs: list[tuple[int, int, float]],
-                  rep_idx: list[int], nl: int, threshold: float, max_examples: int = 20) -> Leakage:
+def _pair_leakage(recs: list[Any], text_of: Callable[[int], str], ekeys: list[Any], side_of: list[str | None],
+                  pairs: list[tuple[int, int, float]], rep_idx: list[int], nl: int, threshold: float,
+                  max_examples: int = 20) -> Leakage:
     """Leakage from the grouping's exact keys and near pairs (see split_rows)."""
     out = Leakage(threshold=threshold)
-    train_key: dict[str, int] = {}
+    train_key: dict[Any, int] = {}
     for i, s in enumerate(side_of):
         if s == "train":
-            train_key.setdefault(exact_key(texts[i]), i)
+            train_key.setdefault(ekeys[i], i)
     test = [i for i, s in enumerate(side_of) if s == "test"]
     if not test or not train_key:
         return out
-    rep_of = {exact_key(texts[r]): r for r in rep_idx}
+    rep_of = {ekeys[r]: r for r in rep_idx}
     train_reps = {rep_of[k] for k in train_key}
     best: dict[int, tuple[float, int]] = {}  # test rep -> (score, train rep)
     for a, b, score in pairs:
@@ -258,55 +270,62 @@ def _pair_leakage(recs: list[Any], texts: list[str], side_of: list[str | None], 
             if o in train_reps and score > best.get(t, (-1.0, 0))[0]:
                 best[t] = (score, o)
     for i in sorted(test, key=lambda i: recs[i].id):
-        k = exact_key(texts[i])
+        k = ekeys[i]
         hit = train_key.get(k)
         if hit is not None:
             out.exact += 1
             if len(out.examples) < max_examples:
                 out.examples.append({"method": "exact", "a": recs[hit].id, "b": recs[i].id, "score": 1.0,
-                                     "text": texts[i][:200]})
+                                     "text": text_of(i)[:200]})
             continue
         got = best.get(rep_of[k])
         if got is not None:
             out.near += 1
             if len(out.examples) < max_examples:
-                out.examples.append({"method": "near", "a": recs[train_key[exact_key(texts[got[1]])]].id,
-                                     "b": recs[i].id, "score": round(got[0], 4), "text": texts[i][:200]})
+                out.examples.append({"method": "near", "a": recs[train_key[ekeys[got[1]]]].id,
+                                     "b": recs[i].id, "score": round(got[0], 4), "text": text_of(i)[:200]})
     return out
 
 
-def _split(recs: list[Any], texts: list[str], pkeys: list[str], stratum_of: Callable[[int], tuple[str, ...]],
-           record_of: Callable[[int], Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutLock | None,
-           near_threshold: float, heldout: float | None = None, seed: int | None = None,
-           ) -> tuple[SplitResult, tuple[list[str | None], list[tuple[int, int, float]], list[int], int]]:
-    """The split of items sorted by id (records or rows: `.id` read only); leakage left empty.
+def _split(recs: list[Any], norms: list[str], text_of: Callable[[int], str], pkeys: list[str],
+           stratum_of: Callable[[int], tuple[str, ...]], record_of: Callable[[int], Rec], *, spec: Spec,
+           ctx: RunContext, lock: HeldoutLock | None, near_threshold: float, heldout: float | None = None,
+           seed: int | None = None) -> tuple[SplitResult, tuple[Any, ...]]:
+    """The split of items sorted by id (records or rows: `.id` read only) given their normalized user texts
+    (`text_of(i)`: the text itself) and prompt keys; leakage left empty.
 
-    Also gives (side per item: "train" / "test" / None for quarantined, the near pairs over
-    lock prompts + distinct user texts, the item index of each distinct text, the number of lock prompts)."""
+    Also gives (side per item: "train" / "test" / None for quarantined, the near pairs over lock prompts +
+    distinct user texts, the item index of each distinct text, the number of lock prompts, the exact key per item).
+    """
     share = spec.split.heldout if heldout is None else heldout
     seed = spec.split.seed if seed is None else seed
     n = len(recs)
-    ekeys = [exact_key(t) for t in texts]
+    ekeys = [hashlib.sha256(t.encode("utf-8")).digest()[:16] for t in norms]  # == exact_key, as bytes
     uf = _UnionFind(n)
-    first: dict[str, int] = {}
+    first_p: dict[str, int] = {}
+    first_u: dict[bytes, int] = {}
     for i, (pk, ek) in enumerate(zip(pkeys, ekeys)):
-        for k in ("p:" + pk, "u:" + ek):
-            j = first.setdefault(k, i)
-            if j != i:
-                uf.union(i, j)
+        j = first_p.setdefault(pk, i)
+        if j != i:
+            uf.union(i, j)
+        j = first_u.setdefault(ek, i)
+        if j != i:
+            uf.union(i, j)
+    del first_p, first_u
     # near groups over distinct user texts (and which of them are near a held-out prompt of the lock)
-    rep: dict[str, int] = {}
+    rep: dict[bytes, int] = {}
     for i, ek in enumerate(ekeys):
         rep.setdefault(ek, i)
-    del ekeys
     rep_idx = list(rep.values())
+    del rep
     lock = lock or HeldoutLock()
     lock_prompts = list(lock.prompts)
     near_lock: set[int] = set()
     nl = len(lock_prompts)
     pairs: list[tuple[int, int, float]] = []
     if len(rep_idx) + nl > 1:
-        pairs = near_pairs(lock_prompts + [texts[i] for i in rep_idx], threshold=near_threshold)
+        pairs = near_pairs([normalize_text(t) for t in lock_prompts] + [norms[i] for i in rep_idx],
+                           threshold=near_threshold, normalized=True)
         for a, b, _ in pairs:
             if a >= nl:
                 uf.union(rep_idx[a - nl], rep_idx[b - nl])
@@ -382,13 +401,13 @@ def _split(recs: list[Any], texts: list[str], pkeys: list[str], stratum_of: Call
 
     new_lock = HeldoutLock(spec=spec.name, ids={r.id for r in test} | lock.ids,
                            prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "test"} | lock.prompt_keys,
-                           prompts=sorted({texts[i] for i in range(n) if side_of[i] == "test"} | set(lock.prompts)),
+                           prompts=sorted({text_of(i) for i in range(n) if side_of[i] == "test"} | set(lock.prompts)),
                            train_ids={r.id for r in train} | lock.train_ids,
                            train_prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "train"}
                            | lock.train_prompt_keys)
     res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
                       groups=len(members))
-    return res, (side_of, pairs, rep_idx, nl)
+    return res, (side_of, pairs, rep_idx, nl, ekeys)
 
 
 # ---------------------------------------------------------------- any two datasets (curate leakage A B)
