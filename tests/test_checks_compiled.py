@@ -194,7 +194,9 @@ def test_every_kind_case(tmp_path: Path, check: dict, response: str, user: str, 
 
 FUZZ_TEXTS = ["", "x", "What is it?", "Go there. Then click", "I've reset it", "Send the CVV now.", "resetlink",
               "I can't help with that.", "I’m unable to do that.", "Use the reset link on the sign-in page.",
-              "ana@x.io", "ANA@X.IO", "  ", "a?b?c?", "word " * 30, "Grüße, ſ und \u212a.", "No way."]
+              "ana@x.io", "ANA@X.IO", "  ", "a?b?c?", "word " * 30, "Grüße, ſ und \u212a.", "No way.",
+              "a b c d", "a\tb c d", "a\u00a0b\u3000c d", "a b c", " a  b  c ", "Why?? Really？ ok?", "x ? ?",
+              "I CAN'T HELP WITH that", "we have\nrefunded it", "Your password is hunter2"]
 FUZZ_VALUES = [*FUZZ_TEXTS, 0, 1, 1.0, True, False, None, [], {}, ["ana@x.io"], ["9999"], {"a": "ana@x.io"},
                {"a": {"b": "9999"}}, ["What?"], "other", ["x", "What is it?"]]
 ALL_KIND_CHECKS = [
@@ -271,3 +273,4 @@ def test_rules_subset_and_human_rules() -> None:
         assert compiled.results(text) == ref
         assert compiled.failed(text) == tuple(r.rule for r in ref if r.status == "fail")
     assert compiled.failed("nope") == ("valid-json",)
+

@@ -142,25 +142,29 @@ def literal_factors(pattern: str | re.Pattern[str]) -> tuple[str, ...] | None:
     return tuple(keep)
 
 
-def searcher(rx: re.Pattern[str]) -> Callable[[str], bool]:
-    """text -> whether `rx.search(text)` finds a match, with the literal prefilter on ASCII text."""
+def ascii_lower(s: str) -> str | None:
+    """The lower-cased text the prefilters read, None when the text is not ASCII (no prefilter then)."""
+    return s.lower() if s.isascii() else None
+
+
+def searcher(rx: re.Pattern[str]) -> Callable[[str, str | None], bool]:
+    """(text, ascii_lower(text)) -> whether `rx.search(text)` finds a match, with the literal prefilter."""
     search = rx.search
     factors = literal_factors(rx)
     if factors is None:
-        return lambda s: search(s) is not None
+        return lambda s, low: search(s) is not None
     if len(factors) == 1:
         (one,) = factors
 
-        def found_one(s: str) -> bool:
-            if s.isascii() and one not in s.lower():
+        def found_one(s: str, low: str | None) -> bool:
+            if low is not None and one not in low:
                 return False
             return search(s) is not None
 
         return found_one
 
-    def found(s: str) -> bool:
-        if s.isascii():
-            low = s.lower()
+    def found(s: str, low: str | None) -> bool:
+        if low is not None:
             for f in factors:
                 if f in low:
                     break
@@ -171,19 +175,39 @@ def searcher(rx: re.Pattern[str]) -> Callable[[str], bool]:
     return found
 
 
-def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str], bool]:
-    """text -> whether `phrase_regex(phrases).search(text)` finds a match.
+def _top_runs(pattern: re.Pattern[str]) -> list[str]:
+    """The literal runs of a pattern's top-level sequence (each must occur in any text the pattern matches)."""
+    try:
+        tree = _sre_p.parse(pattern.pattern, pattern.flags & ~re.UNICODE)
+    except Exception:  # noqa: BLE001
+        return []
+    runs, run = [], []
+    for op, av in tree:
+        if op is _sre_c.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            runs.append("".join(run))
+            run = []
+    if run:
+        runs.append("".join(run))
+    return runs
 
-    On ASCII text the phrases are searched in groups, each keyed by a literal all its phrases contain: a group
-    runs only when its literal occurs (lower-cased). The union of the groups' alternations is the whole
-    alternation, so the answer is the same; other texts use the whole regex.
+
+def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], bool]:
+    """(text, ascii_lower(text)) -> whether `phrase_regex(phrases).search(text)` finds a match.
+
+    On ASCII text the phrases are searched in groups, each keyed by a literal all its phrases contain: a group's
+    regex runs only when its key occurs (lower-cased) and so do all literal runs of one of its phrases (a phrase
+    is "can't help with" -> "can", "t", "help", "with": all must be in the text for it to match). The union of
+    the groups' alternations is the whole alternation, so the answer is the same; other texts use the whole regex.
     """
     whole = phrase_regex(phrases).search
     keyed: dict[str, list[str]] = {}
     for p in phrases:
         f = literal_factors(phrase_regex((p,)))
         if f is None or len(f) != 1:
-            return lambda s: whole(s) is not None
+            return lambda s, low: whole(s) is not None
         keyed.setdefault(f[0], []).append(p)
     # a key that contains another key: its phrases join the shorter key's group (fewer substring tests)
     for k in sorted(keyed, key=len, reverse=True):
@@ -191,27 +215,37 @@ def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str], bool]:
             if other != k and other in k and k in keyed:
                 keyed[other].extend(keyed.pop(k))
                 break
-    groups = tuple((k, phrase_regex(tuple(ps)).search) for k, ps in keyed.items())
-    if len(groups) == 1:
-        (key, gsearch), = groups
+    groups = []
+    for k, ps in keyed.items():
+        members = []
+        for p in ps:
+            runs = {r.lower() for r in _top_runs(phrase_regex((p,))) if r.isascii() and len(r) > 1}
+            members.append(tuple(sorted(runs - {k}, key=len, reverse=True)))
+        groups.append((k, tuple(members), phrase_regex(tuple(ps)).search))
 
-        def found_one(s: str) -> bool:
-            if s.isascii() and key not in s.lower():
-                return False
+    def found(s: str, low: str | None) -> bool:
+        if low is None:
             return whole(s) is not None
-
-        return found_one
-
-    def found(s: str) -> bool:
-        if not s.isascii():
-            return whole(s) is not None
-        low = s.lower()
-        for k, gsearch in groups:
-            if k in low and gsearch(s) is not None:
-                return True
+        for k, members, gsearch in groups:
+            if k in low:
+                for runs in members:
+                    for r in runs:
+                        if r not in low:
+                            break
+                    else:  # this phrase may match: the group's regex decides for all of its phrases
+                        if gsearch(s) is not None:
+                            return True
+                        break
         return False
 
     return found
+
+
+def count_questions_fast(s: str) -> int:
+    """curate.checks.text_checks.count_questions (runs of '?' or '？'), without a regex for the usual text."""
+    if "？" in s or "??" in s:
+        return count_questions(s)
+    return s.count("?")
 
 
 # ---------------------------------------------------------------- pointers and values
@@ -282,10 +316,13 @@ class _Plan:
         self.field = None if check is None else (check.field or None)  # type: ignore[union-attr]
         self.when = None if check is None else check.when  # type: ignore[union-attr]
         self.generic = False
+        self.found: Callable[[str, str | None], bool] | None = None  # regex / phrase kinds: (text, lower) -> found
+        self.must_find = False
         # fails(text) for text rules; special kinds set their own
         self.text_fails: Callable[[str], bool] | None = None
         self.value_fails: Callable[[Any, str], bool] | None = None  # values_in_input: (value, user_text)
         self.schema_ok: Callable[[Any], bool] | None = None
+        self.schema_fast: Callable[[Any], bool] | None = None  # jsonschema-rs is_valid, where json_checks uses it
         if check is None:
             return
         kind = self.kind
@@ -294,6 +331,7 @@ class _Plan:
         if kind == "json_schema":
             schema = check.schema_ if check.schema_ is not None else spec.output.schema_  # type: ignore[union-attr]
             slow, fast = _validator(schema)
+            self.schema_fast = fast
 
             def schema_ok(doc: Any) -> bool:
                 if fast is not None:
@@ -305,15 +343,17 @@ class _Plan:
 
             self.schema_ok = schema_ok
             return
-        if kind in ("regex_present", "regex_absent"):
-            has = searcher(compiled(check.pattern))  # type: ignore[union-attr]
-            self.text_fails = (lambda s: not has(s)) if kind == "regex_present" else has
-        elif kind in ("phrases_present", "phrases_absent"):
-            hasp = phrase_searcher(tuple(check.phrases))  # type: ignore[union-attr]
-            self.text_fails = (lambda s: not hasp(s)) if kind == "phrases_present" else hasp
-        elif kind == "refusal":
-            refuses = phrase_searcher(tuple(check.phrases or REFUSAL_PHRASES))  # type: ignore[union-attr]
-            self.text_fails = (lambda s: not refuses(s)) if check.expect else refuses  # type: ignore[union-attr]
+        if kind in ("regex_present", "regex_absent", "phrases_present", "phrases_absent", "refusal"):
+            if kind.startswith("regex"):
+                found = searcher(compiled(check.pattern))  # type: ignore[union-attr]
+            elif kind == "refusal":
+                found = phrase_searcher(tuple(check.phrases or REFUSAL_PHRASES))  # type: ignore[union-attr]
+            else:
+                found = phrase_searcher(tuple(check.phrases))  # type: ignore[union-attr]
+            must_find = kind.endswith("_present") or (kind == "refusal" and bool(check.expect))  # type: ignore
+            self.found, self.must_find = found, must_find
+            self.text_fails = ((lambda s: not found(s, ascii_lower(s))) if must_find else
+                               (lambda s: found(s, ascii_lower(s))))
         elif kind == "max_chars":
             mc = check.max  # type: ignore[union-attr]
             self.text_fails = lambda s: len(s) > mc
@@ -327,7 +367,7 @@ class _Plan:
             eq, lo, hi = check.equals, check.min, check.max  # type: ignore[union-attr]
 
             def questions_fail(s: str) -> bool:
-                n = count_questions(s) if ("?" in s or "？" in s) else 0
+                n = count_questions_fast(s)
                 return (eq is not None and n != eq) or (lo is not None and n < lo) or (hi is not None and n > hi)
 
             self.text_fails = questions_fail
@@ -335,12 +375,18 @@ class _Plan:
             memo: list[Any] = [None, ""]  # the last user text and its normal form
 
             def invented(value: Any, user: str) -> bool:
-                if memo[0] is not user:
-                    memo[0], memo[1] = user, normalize_text(user)
-                hay = memo[1]
-                for s in _strings(value):
-                    if s.strip() and normalize_text(s) not in hay:
-                        return True
+                t = type(value)
+                items = value.values() if t is dict else value if t is list else (value,) if t is str else ()
+                user_low = user.lower() if user.isascii() else None
+                for item in items:
+                    for s in ((item,) if type(item) is str else _strings(item)):
+                        # an ASCII value inside the ASCII user text (ignoring case) is inside its normal form too
+                        if user_low is not None and s.isascii() and s.lower() in user_low:
+                            continue
+                        if memo[0] is not user:
+                            memo[0], memo[1] = user, normalize_text(user)
+                        if s.strip() and normalize_text(s) not in memo[1]:
+                            return True
                 return False
 
             self.value_fails = invented
@@ -401,11 +447,16 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
     # every pointer once: v<i> its value, s<i> its text (only where a text rule reads it)
     ptr_var: dict[str, int] = {}
     text_ptrs: set[str] = set()
+    low_ptrs: set[str] = set()  # texts a prefilter reads lower-cased: l<i> (lr for the whole response)
     for p in plans:
         for ptr in p.pointers():
             ptr_var.setdefault(ptr, len(ptr_var))
         if p.text_fails is not None and p.field:
             text_ptrs.add(p.field)
+        if p.found is not None and not p.generic:
+            low_ptrs.add(p.field or "")
+    if "" in low_ptrs:
+        lines.append("    lr = r.lower() if r.isascii() else None")
     for ptr, i in ptr_var.items():
         parts = _split_pointer(ptr)
         if not ptr:
@@ -420,6 +471,8 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
             lines.append(f"    v{i} = {const(res)}(d)")
         if ptr in text_ptrs:
             lines.append(f"    s{i} = v{i} if type(v{i}) is str else _text(v{i})")
+        if ptr and ptr in low_ptrs:
+            lines.append(f"    l{i} = s{i}.lower() if s{i} is not None and s{i}.isascii() else None")
     out_vars = []
     for j, p in enumerate(plans):
         x = f"x{j}"
@@ -436,19 +489,18 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
         elif p.kind == "json_schema":
             ok = const(p.schema_ok)
             present = "True"
-            if p.field:
-                v = f"v{ptr_var[p.field]}"
-                fails = f"d is _NOJSON or {v} is _NOPTR or not {ok}({v})"
-            else:
-                fails = f"d is _NOJSON or not {ok}(d)"
+            v = f"v{ptr_var[p.field]}" if p.field else "d"
+            valid = f"{ok}({v})" if p.schema_fast is None else f"({const(p.schema_fast)}({v}) or {ok}({v}))"
+            fails = f"d is _NOJSON or {v} is _NOPTR or not {valid}" if p.field else f"d is _NOJSON or not {valid}"
         elif p.value_fails is not None:
             v = f"v{ptr_var[p.field]}" if p.field else "r"
             present = f"{v} is not _NOJSON and {v} is not _NOPTR" if p.field else "True"
             fails = f"{const(p.value_fails)}({v}, u)"
         else:
             s = f"s{ptr_var[p.field]}" if p.field else "r"
+            low = f"l{ptr_var[p.field]}" if p.field else "lr"
             present = f"{s} is not None" if p.field else "True"
-            fails = _fails_source(p, s, const)
+            fails = _fails_source(p, s, low, const)
         applies = " and ".join(f"({e})" for e in (holds, present) if e != "True")
         if applies:
             lines += [f"    if not ({applies}):", f"        {x} = 'skip'", f"    elif {fails}:"]
@@ -466,13 +518,26 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
     return fn  # type: ignore[no-any-return]
 
 
-def _fails_source(p: _Plan, s: str, const: Callable[[Any], str]) -> str:
-    """A Python expression over the text variable `s` that is true when the rule fails (inline where cheap)."""
+def _fails_source(p: _Plan, s: str, low: str, const: Callable[[Any], str]) -> str:
+    """A Python expression over the text variable `s` (`low`: its ascii_lower) that is true when the rule fails."""
     check = p.check
+    if p.found is not None:
+        return f"{'not ' if p.must_find else ''}{const(p.found)}({s}, {low})"
     if p.kind == "max_chars":
         return f"len({s}) > {int(check.max)}"  # type: ignore[union-attr]
-    if p.kind == "max_words":
-        return f"len({s}) > {2 * int(check.max)} and len({s}.split()) > {int(check.max)}"  # type: ignore[union-attr]
+    if p.kind == "max_words":  # n words need 2n - 1 characters and n - 1 whitespace characters
+        m = int(check.max)  # type: ignore[union-attr]
+        return (f"len({s}) > {2 * m} and (not {s}.isprintable() or {s}.count(' ') >= {m}) "
+                f"and len({s}.split()) > {m}")
+    if p.kind == "question_count":
+        n = f"({s}.count('?') if '？' not in {s} and '??' not in {s} else {const(count_questions)}({s}))"
+        eq, lo, hi = check.equals, check.min, check.max  # type: ignore[union-attr]
+        tests = [f"n != {int(eq)}" if eq is not None else "", f"n < {int(lo)}" if lo is not None else "",
+                 f"n > {int(hi)}" if hi is not None else ""]
+        tests = [x for x in tests if x]
+        if len(tests) == 1:
+            return f"{n} {tests[0][2:]}"
+        return f"(lambda n: {' or '.join(tests)})({n})"
     return f"{const(p.text_fails)}({s})"
 
 
