@@ -1,4 +1,4 @@
-"""Compact rows: the build's records as raw JSONL bytes plus a few keys, pydantic models only where needed.
+"""Compact rows: the build's records as a place in a JSONL file plus a few keys, pydantic models only where needed.
 
     from curate.engine.compact import read_validate_rows
     rows = list(read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=1024))
@@ -6,9 +6,9 @@
 A `Row` is either *fast* (`rec is None`): one line of a native JSONL file whose shape is the plain one (only
 `messages`, or `prompt` + `chosen` + `rejected`, of `{role, content}` turns, plus `category` / `tags` /
 `violates`), that read and validate accept as it is (well formed, every automatic rule passes or skips, fits
-`max_tokens`, not a negative SFT example, not marked held-out); it keeps the line's bytes (`raw`), its content id,
-category, tags, violates and rule statuses, and every later step re-derives what it needs from the bytes
-(`orjson.loads` is ~1 us a line). Or *slow* (`rec` set): anything else went through the record path
+`max_tokens`, not a negative SFT example, not marked held-out); it keeps its content id,
+category, tags, violates and rule statuses, and where the line is (file, line number); every later step
+re-reads the line (`os.pread` at the line's offset) and re-derives what it needs (~2 us a line). Or *slow* (`rec` set): anything else went through the record path
 (`curate.steps.read` + `curate.steps.validate`, one record at a time, in input order), so its quarantine rows,
 reason codes and fields are those of that path, and the row wraps the pydantic record it gave.
 
@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,17 +48,61 @@ _EMPTY: tuple[str, ...] = ()
 __all__ = ["Row", "Checker", "read_validate_rows", "materialize", "row_of"]
 
 
+class Input:
+    """An input JSONL file held open for the build: its descriptor and the byte offset of every line start.
+
+    Fast rows re-read their line with one `os.pread` (not through an mmap: mapped pages would count in the
+    process's resident memory). `close()` when the build is done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.fd = os.open(path, os.O_RDONLY)
+        self.starts = _line_starts(self.fd)
+
+    def line(self, no: int) -> bytes:
+        a, b = self.starts[no - 1], self.starts[no]
+        data = os.pread(self.fd, b - a, a)
+        if no == 1 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _line_starts(fd: int, chunk: int = 1 << 24) -> array:
+    """Offsets of each line's first byte, plus the file size at the end (lines split at b"\\n", like a binary file's
+    iteration)."""
+    import numpy as np
+
+    out = array("q", [0])
+    pos = 0
+    while True:
+        data = os.pread(fd, chunk, pos)
+        if not data:
+            break
+        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + (pos + 1)
+        out.frombytes(nl.astype(np.int64).tobytes())
+        pos += len(data)
+    if out[-1] != pos:
+        out.append(pos)  # the last line has no newline
+    return out
+
+
 class Row:
     """One record between the build's steps (see the module doc)."""
 
-    __slots__ = ("kind", "id", "raw", "file", "line", "fmt", "category", "tags", "violates", "statuses", "rec")
+    __slots__ = ("kind", "id", "src", "file", "line", "fmt", "category", "tags", "violates", "statuses", "rec")
 
-    def __init__(self, kind: str, id: str, raw: bytes | None, file: str, line: int, fmt: str, category: str,
+    def __init__(self, kind: str, id: str, src: Input | None, file: str, line: int, fmt: str, category: str,
                  tags: tuple[str, ...], violates: tuple[str, ...], statuses: tuple[str, ...] | None,
                  rec: Rec | None) -> None:
         self.kind = kind
         self.id = id
-        self.raw = raw
+        self.src = src
         self.file = file
         self.line = line
         self.fmt = fmt
@@ -72,7 +118,8 @@ class Row:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     def obj(self) -> dict[str, Any]:
-        return orjson.loads(self.raw)  # type: ignore[arg-type]
+        """The line's JSON object (fast rows)."""
+        return orjson.loads(self.src.line(self.line))  # type: ignore[union-attr]
 
 
 def row_of(rec: Rec) -> Row:
@@ -411,8 +458,12 @@ class _Validator:
 
 def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, lengths: LengthCounter,
                        max_tokens: int | None, format: str | None = None,  # noqa: A002
-                       mapping: dict[str, str] | None = None, checker: Checker | None = None) -> Iterator[Row]:
-    """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps."""
+                       mapping: dict[str, str] | None = None, checker: Checker | None = None,
+                       opened: list[Input] | None = None) -> Iterator[Row]:
+    """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
+
+    The native JSONL files read as fast rows are held open: they are appended to `opened`; close them (`Input.close`)
+    when the rows are no longer used."""
     from curate.steps.read import STEP, _read_file
 
     checker = checker or Checker(spec)
@@ -432,6 +483,9 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                 yield row_of(rec)
             continue
         log.info("reading %s (jsonl, native, compact rows)", fname)
+        src = Input(path)
+        if opened is not None:
+            opened.append(src)
         pending: list[tuple[int, Any, Any]] = []  # units for the record path, in order
 
         def slow(units: list[tuple[int, Any, Any]]) -> Iterator[Row]:
@@ -456,8 +510,7 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                         lengths.lengths[rid] = size
                         n_fast += 1
                         done += 1
-                        yield Row(kind, rid, bytes(raw).rstrip(b"\r\n"), fname, line, fmt, cat, tags, violates, st,
-                                  None)
+                        yield Row(kind, rid, src, fname, line, fmt, cat, tags, violates, st, None)
                         continue
             pending.append((line, obj, raw))
             if len(pending) >= 256:
@@ -605,3 +658,42 @@ def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
         cats["human-reviewed" if rec.is_human_reviewed else "generated" if rec.is_generated else "as imported"] += 1
     return {"formats": dict(fmt.most_common()), "origin": dict(cats.most_common()),
             "annotators": dict(annot.most_common(20)), "generators": dict(gen.most_common(20))}
+
+
+def coverage(spec: Any, rows: Iterable[Row], split_of: Any, checker: Checker) -> Any:
+    """`compute_coverage(spec, records, split_of=...)` over rows: fast SFT rows are counted by (category, rule
+    statuses, split), the rest one by one (a pair's rejected side is checked here)."""
+    from collections import Counter, defaultdict
+
+    from curate.steps.coverage import coverage_from_counts
+
+    rules = spec.automatic_rules()
+    hits = row_hits(spec, checker)
+    counts: Counter[tuple[str, str]] = Counter()
+    cell_splits: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    cat_counts: Counter[str] = Counter()
+    cat_splits: dict[str, Counter[str]] = defaultdict(Counter)
+    groups: Counter[tuple[str, tuple[str, ...], str]] = Counter()
+    total = 0
+    for row in rows:
+        total += 1
+        split = split_of(row)
+        if row.rec is None and row.kind == "sft":
+            groups[(row.category, row.statuses or (), split)] += 1
+            continue
+        cat_counts[row.category] += 1
+        cat_splits[row.category][split] += 1
+        for key in hits(row, rules):
+            counts[key] += 1
+            cell_splits[key][split] += 1
+    from curate.steps.coverage import NEGATIVE
+
+    for (cat, st, split), n in groups.items():
+        cat_counts[cat] += n
+        cat_splits[cat][split] += n
+        want = "fail" if cat == NEGATIVE else "pass"
+        for r, s in zip(rules, st):
+            if s == want:
+                counts[(cat, r.id)] += n
+                cell_splits[(cat, r.id)][split] += n
+    return coverage_from_counts(spec, rules, counts, cell_splits, cat_counts, cat_splits, total, with_splits=True)

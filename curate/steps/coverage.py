@@ -169,7 +169,14 @@ def compute_coverage(spec: Spec, records: Iterable[SFTRecord | PreferenceRecord]
             counts[key] += 1
             if split is not None:
                 cell_splits[key][split] += 1
-    with_splits = split_of is not None
+    return coverage_from_counts(spec, rules, counts, cell_splits, cat_counts, cat_splits, total,
+                                with_splits=split_of is not None)
+
+
+def coverage_from_counts(spec: Spec, rules: list[Rule], counts: Counter[tuple[str, str]],
+                         cell_splits: dict[tuple[str, str], Counter[str]], cat_counts: Counter[str],
+                         cat_splits: dict[str, Counter[str]], total: int, *, with_splits: bool) -> Coverage:
+    """The matrix from counted hits (cell -> records, per split) and categories (what compute_coverage counts)."""
     categories = list(spec.cases) + sorted(c for c in cat_counts if c not in spec.cases)
     cells = []
     for cat in categories:
@@ -187,4 +194,5 @@ def compute_coverage(spec: Spec, records: Iterable[SFTRecord | PreferenceRecord]
     return Coverage(cells=cells, categories=shares, total=total)
 
 
-__all__ = ["Cell", "CategoryShare", "Coverage", "cell_target", "compute_coverage", "record_hits"]
+__all__ = ["Cell", "CategoryShare", "Coverage", "cell_target", "compute_coverage", "coverage_from_counts",
+           "record_hits"]

@@ -317,11 +317,21 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
     return BuildResult(out_dir=out_dir, manifest=manifest, warnings=warnings)
 
 
-def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
-                format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
-                max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
-                progress: Progress | None, engine: str) -> BuildResult:
+def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None,
+                **kw: Any) -> BuildResult:
     """`_build` on compact rows (`curate.engine.compact`): the same files, without a pydantic record per line."""
+    opened: list[Any] = []  # the inputs the fast rows re-read their lines from
+    try:
+        return _build_rows_in(spec, inputs, out, opened=opened, **kw)
+    finally:
+        for src in opened:
+            src.close()
+
+
+def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
+                   format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
+                   max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
+                   progress: Progress | None, engine: str, opened: list[Any]) -> BuildResult:
     from curate.engine import compact as C
     from curate.steps.split import split_rows
 
@@ -352,7 +362,7 @@ def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, ou
         return C.materialize(row, spec, checker)
 
     valid = list(C.read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=limit, format=format,
-                                      mapping=mapping, checker=checker))
+                                      mapping=mapping, checker=checker, opened=opened))
     rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
     del valid
     for row in rows:
@@ -399,8 +409,7 @@ def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, ou
     if extra:
         raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
 
-    coverage = compute_coverage(spec, exported, split_of=lambda r: side.get(r.id, "negatives"),
-                                hits=C.row_hits(spec, checker)).as_dict()
+    coverage = C.coverage(spec, exported, lambda r: side.get(r.id, "negatives"), checker).as_dict()
     del side
 
     sft_ids = {r.id for r in sft_rows}
