@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import random
 import textwrap
 from pathlib import Path
@@ -274,3 +275,83 @@ def test_rules_subset_and_human_rules() -> None:
         assert compiled.failed(text) == tuple(r.rule for r in ref if r.status == "fail")
     assert compiled.failed("nope") == ("valid-json",)
 
+
+
+PATTERNS = [
+    r"(?i)\b(?:I|we)(?:['’]ve| have)? (?:already |just )?(?:reset|cancel+ed|refunded|changed|updated|deleted)\b",
+    r"(?i)sign-in", r"\?$", r"ana@", r"(?x) foo \s bar  # comment", r"(?i:abc)def", r"(?=.*secret)pass",
+    r"(?<=abc)def", r"a{2,3}bc", r"(?:foo|bar)+baz", r"x*yz", r"(?i)ſecret", "(?i)\u212aelvin", r"[a]bc",
+    r"(ab)\1cd", r"(ab)?(?(1)ab|cd)ef", r"(?>abc)d", r"ab++c", r"^$", r"", r"(?i)(?:refund(?:ed)?|credit)s?\b",
+    r"(?i)\bcvv\b|\bsecurity\s+code\b", r"[^a]bcd", r"(?s)a.b", r"(?m)^end$", r"\d{4}", r"(?a)\w+ing",
+]
+
+
+def _variants(rng: random.Random, base: list[str]) -> list[str]:
+    """Near misses and hits: case flips, joined words, curly apostrophes, other whitespace, non-ASCII."""
+    out = []
+    for text in base:
+        out.append(text)
+        out.append(text.upper())
+        out.append("".join(ch.upper() if rng.random() < 0.5 else ch for ch in text))
+        out.append(text.replace(" ", rng.choice(["\t", "\n", "  ", "\u00a0", ""])))
+        out.append(text.replace("'", "’"))
+        out.append("x" + text + "y")
+        out.append("Zoë: " + text + " ſ \u212a")
+        if len(text) > 2:
+            i = rng.randrange(len(text))
+            out.append(text[:i] + text[i + 1:])
+    return out
+
+
+def test_prefiltered_regex_search_equals_re() -> None:
+    from curate.checks.compiled import ascii_lower, literal_factors, searcher
+    from curate.expand.regexgen import examples
+
+    rng = random.Random(5)
+    filtered = 0
+    for pattern in PATTERNS:
+        rx = re.compile(pattern)
+        found = searcher(rx)
+        filtered += literal_factors(rx) is not None
+        texts = _variants(rng, examples(pattern, rng, n=6) + ["", "nothing here", "I have", "We've just",
+                                                                   "pass the secret", "Kelvin SECRET", "abcdef"])
+        hits = 0
+        for text in texts:
+            want = rx.search(text) is not None
+            assert found(text, ascii_lower(text)) == want, (pattern, text)
+            hits += want
+        assert hits, pattern
+    assert filtered >= 15  # most patterns have a literal prefilter
+
+
+def test_literal_factors_of_the_spec_regex() -> None:
+    from curate.checks.compiled import literal_factors
+
+    spec = load_spec(REPO / "specs" / "support-triage")
+    got = literal_factors(spec.rule("no-action-claims").check.pattern)
+    assert got is not None and set(got) == {"reset", "cance", "refunded", "changed", "updated", "deleted", "removed",
+                                            "unlocked", "processed"}
+    assert literal_factors(r"(?i)\bI\b") is None  # one character: no help
+    assert literal_factors("(?i)\u212aelvin") == ("elvin",)  # the Kelvin sign is not ASCII: the rest still is
+
+
+def test_phrase_search_equals_the_phrase_regex() -> None:
+    from curate.checks.compiled import ascii_lower, phrase_searcher
+    from curate.checks.semantic_checks import REFUSAL_PHRASES
+    from curate.checks.text_checks import phrase_regex
+
+    spec = load_spec(REPO / "specs" / "support-triage")
+    lists = [tuple(spec.rule("no-secrets-requested").check.phrases), REFUSAL_PHRASES, ("one-time code", "a+b", "?!"),
+             ("Zoë", "cvv"), ("ſecret", "key"), (" spaced  out ", "x")]
+    rng = random.Random(9)
+    for phrases in lists:
+        rx = phrase_regex(phrases)
+        found = phrase_searcher(phrases)
+        words = [w for p in phrases for w in p.split()] + ["the", "link", "I", "can", "not", "’", "'", ".", ","]
+        base = list(phrases) + [" ".join(rng.choice(words) for _ in range(rng.randint(1, 9))) for _ in range(150)]
+        hits = 0
+        for text in _variants(rng, base):
+            want = rx.search(text) is not None
+            assert found(text, ascii_lower(text)) == want, (phrases[:3], text)
+            hits += want
+        assert hits > 20

@@ -89,7 +89,7 @@ def _literal_sets(items: Any) -> frozenset[str] | None:
             run.clear()
 
     for op, av in items:
-        if op is c.LITERAL:
+        if op is c.LITERAL and av < 128:  # a non-ASCII literal may match an ASCII letter ignoring case: not used
             run.append(chr(av))
             continue
         flush()
