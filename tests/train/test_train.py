@@ -189,3 +189,65 @@ def test_max_length_defaults_to_the_build_manifest(tiny_model: Path, export_dir:
     (ex / "manifest.json").write_bytes(orjson.dumps(m))
     with pytest.raises(TrainError, match=r"rows are longer than max_length 100 "):
         train_sft(ex, TrainOptions(model=tiny_model, out=tmp_path / "out"))
+
+
+def _batch(tokenizer, rows: list[dict]) -> dict:
+    """Right-padded SFT batch with the loss on the last assistant turn, as TRL's collator builds it."""
+    import torch
+
+    ids, labels = [], []
+    for r in rows:
+        full = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"]
+        prompt = tokenizer.apply_chat_template(r["messages"][:-1], tokenize=True, add_generation_prompt=True,
+                                               return_dict=True)["input_ids"]
+        ids.append(full)
+        labels.append([-100] * len(prompt) + full[len(prompt):])
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    return {"input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in ids]),
+            "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+            "labels": torch.tensor([x + [-100] * (width - len(x)) for x in labels])}
+
+
+def test_shared_prefix_loss_and_gradients_equal_the_plain_forward(tiny_model: Path, export_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from curate.train import read_split, shared_prefix_len, shared_prefix_loss
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    rows = read_split(export_dir / "sft" / "train.jsonl", "sft").rows[:5]
+    batch = _batch(tok, rows)
+    system = tok.apply_chat_template(rows[0]["messages"][:1], tokenize=True, return_dict=True)["input_ids"]
+    n = shared_prefix_len(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert len(system) <= n < int((batch["labels"][0] != -100).nonzero()[0, 0])
+    plain = model(**batch)
+    plain.loss.backward()
+    want = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    loss, info = shared_prefix_loss(model, batch)
+    loss.backward()
+    assert info["prefix_tokens"] == n and 0 <= info["mean_token_accuracy"] <= 1 and info["entropy"] > 0
+    assert torch.allclose(loss, plain.loss, rtol=1e-5, atol=1e-6)
+    for k, p in model.named_parameters():
+        assert torch.allclose(p.grad, want[k], rtol=1e-3, atol=1e-6), k
+    # rows with nothing in common: the plain path is used
+    other = dict(batch, input_ids=batch["input_ids"].clone())
+    other["input_ids"][1, 0] = (other["input_ids"][0, 0] + 1) % len(tok)
+    assert shared_prefix_loss(model, other) is None
+
+
+def test_shared_prefix_training_matches_plain_training(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
+    res = {}
+    for shared in (True, False):
+        train_sft(export_dir, _opts(tiny_model, tmp_path / str(shared), epochs=1.0, learning_rate=1e-3,
+                                    shared_prefix=shared))
+        res[shared] = _config(tmp_path / str(shared))["result"]
+    assert res[True]["shared_prefix_batches"] >= 4 + 1 and res[False]["shared_prefix_batches"] == 0
+    assert res[True]["eval_losses"][0] == pytest.approx(res[False]["eval_losses"][0], rel=1e-3)
+    assert res[True]["train_loss"] == pytest.approx(res[False]["train_loss"], rel=1e-3)
