@@ -210,3 +210,33 @@ def test_evaluates_a_lora_output(tiny_model: Path, export_dir: Path, spec, tmp_p
     rep = evaluate_model(spec, tmp_path / "lora", data=export_dir,
                          opts=EvalOptions(max_new_tokens=4, general=0, limit=2))
     assert rep["responses"] == 2 and rep["model"] == str(tmp_path / "lora")
+
+
+def test_shared_prefix_generation_matches_plain_generation(tiny_model: Path, export_dir: Path, spec) -> None:
+    from curate.evaluate import Generator, common_prefix_len
+
+    import torch
+
+    gen = Generator(tiny_model, device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():   # the random tiny model writes only spaces; noisier weights write varied tokens
+        for p in gen.model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    convs = [p.messages for p in heldout_prompts(export_dir, spec)]
+    ids = [gen.tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=True, return_dict=True)
+           ["input_ids"] for c in convs]
+    system_only = gen.tokenizer.apply_chat_template(convs[0][:1], tokenize=True, return_dict=True)["input_ids"]
+    assert common_prefix_len(ids) >= len(system_only)      # the system prompt is shared
+    shared = gen.generate(convs, max_new_tokens=12, batch_size=4, shared_prefix=True)
+    plain = gen.generate(convs, max_new_tokens=12, batch_size=4, shared_prefix=False)
+    alone = [gen.generate([c], max_new_tokens=12, batch_size=1)[0] for c in convs[:2]]
+    assert shared == plain and shared[:2] == alone and all(shared)
+
+
+def test_common_prefix_len_leaves_one_token() -> None:
+    from curate.evaluate import common_prefix_len
+
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_len([[7, 1], [8, 1]]) == 0
+    assert common_prefix_len([]) == 0
