@@ -12,10 +12,13 @@ in a header only; it never appears in messages or logs.
 
 from __future__ import annotations
 
+import json as _json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = Path(".curate") / "studio"
 RETRY_STATUS = {500, 502, 503, 504}
+SPLIT_MIN_TASKS = 2000  # an export is cut into parts (one per server process) from this many tasks on
 
 
 class TransientServerError(ServerError):
@@ -37,12 +41,15 @@ class TransientServerError(ServerError):
 class StudioClient:
     """Thin wrapper over Label Studio's REST API (1.23): projects, validation, import, export, annotations."""
 
-    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 300.0):
+    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 300.0,
+                 readers: list[str] | tuple[str, ...] = ()):
         if not url.startswith(("http://", "https://")):
             raise ServerError(f"Label Studio URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        # more server processes on the same data (`curate studio up` starts one): an export's parts go to them
+        self.readers = [r.rstrip("/") for r in readers if r.startswith(("http://", "https://"))]
         # a personal access token is a JWT refresh token: it buys 5-minute access tokens (refreshed on 401);
         # a legacy token is sent as it is
         self._refresh = token if token.count(".") == 2 and token.startswith("eyJ") else None
@@ -65,6 +72,14 @@ class StudioClient:
 
     def __repr__(self) -> str:  # never shows the token
         return f"StudioClient({self.url!r})"
+
+    def _sibling(self, url: str) -> "StudioClient":
+        """A client for another process of the same server (same credentials), quick to give up when it is down."""
+        c = object.__new__(StudioClient)
+        c.url, c.retries, c.backoff, c.readers = url, 1, 0.2, []
+        c._refresh = self._refresh
+        c._http = httpx.Client(base_url=url, headers=dict(self._http.headers), timeout=self._http.timeout)
+        return c
 
     def close(self) -> None:
         self._http.close()
@@ -189,24 +204,117 @@ class StudioClient:
         return self.request("POST", f"/api/tasks/{task_id}/annotations/", json={"result": result, **extra},
                             retry=False).json()
 
-    def export_snapshot(self, project_id: int, *, annotated_only: bool = True) -> list[dict[str, Any]]:
-        """Export every (annotated) task with its annotations through a snapshot, and download it as JSON."""
-        body: dict[str, Any] = {"title": "curate pull"}
-        if annotated_only:
-            body["task_filter_options"] = {"annotated": "only"}
-        snap = self.request("POST", f"/api/projects/{project_id}/exports/", json=body).json()
-        pk = snap["id"]
-        deadline = time.monotonic() + 600
-        while snap.get("status") not in ("completed", "failed") and time.monotonic() < deadline:
-            time.sleep(0.2)
-            snap = self.get_json(f"/api/projects/{project_id}/exports/{pk}")
-        if snap.get("status") != "completed":
-            raise ServerError(f"Label Studio export {pk} of project {project_id} ended as {snap.get('status')!r}")
-        r = self.request("GET", f"/api/projects/{project_id}/exports/{pk}/download",
-                         params={"exportType": "JSON"})
-        tasks = orjson.loads(r.content)
-        self.request("DELETE", f"/api/projects/{project_id}/exports/{pk}", ok=(404,))
+    def export_snapshot(self, project_id: int, *, annotated_only: bool = True, updated_after: str | None = None,
+                        parts: int | None = None) -> list[dict[str, Any]]:
+        """Every (annotated) task with its annotations, through the snapshot API, downloaded as JSON.
+
+        `updated_after` (a server timestamp, ISO 8601) keeps the tasks updated after it (Label Studio bumps a
+        task's `updated_at` when an annotation on it is saved). From SPLIT_MIN_TASKS tasks on, the export is cut
+        into `parts` ranges of task ids (default: one per server process, see `readers`), exported at once, each
+        by its own process; a reader that fails hands its part to the main server. Tasks come back in id order.
+        """
+        filters: list[dict[str, Any]] = []
+        if updated_after:
+            filters.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+                            "value": updated_after})
+        parts = parts if parts is not None else 1 + len(self.readers)
+        ranges: list[tuple[int, int] | None] = [None]
+        if parts > 1:
+            first = self._tasks_page(project_id, filters, ["tasks:id"])
+            total = int(first.get("total") or 0)
+            if total >= SPLIT_MIN_TASKS:
+                lo = int(first["tasks"][0]["id"])
+                hi = int(self._tasks_page(project_id, filters, ["-tasks:id"])["tasks"][0]["id"])
+                cuts = [lo + (hi - lo + 1) * k // parts for k in range(parts + 1)]
+                ranges = [(cuts[k], cuts[k + 1] - 1) for k in range(parts) if cuts[k + 1] > cuts[k]]
+        if len(ranges) == 1:
+            return sorted(self._export_part(project_id, annotated_only, filters, ranges[0]),
+                          key=lambda t: t.get("id") or 0)
+        urls = [self.url, *self.readers]
+        results: list[list[dict[str, Any]] | BaseException | None] = [None] * len(ranges)
+
+        def run(k: int) -> None:
+            url = urls[k % len(urls)]
+            try:
+                if url == self.url:
+                    results[k] = self._export_part(project_id, annotated_only, filters, ranges[k])
+                    return
+                with self._sibling(url) as sib:
+                    results[k] = sib._export_part(project_id, annotated_only, filters, ranges[k])
+            except TransientServerError as err:  # the reader is gone: the main server does its part
+                log.warning("reader %s failed (%s); exporting its part through %s", url, err, self.url)
+                try:
+                    results[k] = self._export_part(project_id, annotated_only, filters, ranges[k])
+                except BaseException as err2:  # noqa: BLE001 - re-raised in the caller's thread
+                    results[k] = err2
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                results[k] = err
+
+        threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(ranges))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        tasks: list[dict[str, Any]] = []
+        for got in results:
+            if isinstance(got, BaseException):
+                raise got
+            tasks.extend(got or [])
+        return sorted(tasks, key=lambda t: t.get("id") or 0)
+
+    def _tasks_page(self, project_id: int, filters: list[dict[str, Any]], ordering: list[str]) -> dict[str, Any]:
+        """The first task id (in `ordering`) and the count of tasks matching `filters` (Data Manager API)."""
+        query: dict[str, Any] = {"ordering": ordering}
+        if filters:
+            query["filters"] = {"conjunction": "and", "items": filters}
+        return self.get_json("/api/tasks/", project=project_id, page=1, page_size=1, include="id",
+                             query=_json.dumps(query))
+
+    def _export_part(self, project_id: int, annotated_only: bool, filters: list[dict[str, Any]],
+                     id_range: tuple[int, int] | None) -> list[dict[str, Any]]:
+        items = list(filters)
+        if id_range is not None:
+            items.append({"filter": "filter:tasks:id", "operator": "in", "type": "Number",
+                          "value": {"min": id_range[0], "max": id_range[1]}})
+        view = None
+        if items:  # a Data Manager tab holds the filters while the snapshot is made, then goes
+            view = self.request("POST", "/api/dm/views/", json={"project": project_id, "data": {
+                "title": "curate pull", "filters": {"conjunction": "and", "items": items}}}).json()
+        try:
+            body: dict[str, Any] = {"title": "curate pull"}
+            options: dict[str, Any] = {}
+            if annotated_only:
+                options["annotated"] = "only"
+            if view is not None:
+                options["view"] = view["id"]
+            if options:
+                body["task_filter_options"] = options
+            snap = self.request("POST", f"/api/projects/{project_id}/exports/", json=body).json()
+            pk = snap["id"]
+            deadline = time.monotonic() + 600
+            while snap.get("status") not in ("completed", "failed") and time.monotonic() < deadline:
+                time.sleep(0.2)
+                snap = self.get_json(f"/api/projects/{project_id}/exports/{pk}")
+            if snap.get("status") != "completed":
+                raise ServerError(f"Label Studio export {pk} of project {project_id} ended as "
+                                  f"{snap.get('status')!r}")
+            r = self.request("GET", f"/api/projects/{project_id}/exports/{pk}/download",
+                             params={"exportType": "JSON"})
+            tasks = orjson.loads(r.content)
+            self.request("DELETE", f"/api/projects/{project_id}/exports/{pk}", ok=(404,))
+        finally:
+            if view is not None:
+                self.request("DELETE", f"/api/dm/views/{view['id']}/", ok=(404,))
         return tasks
+
+
+def server_time(value: str) -> datetime:
+    """A Label Studio timestamp ("2026-11-22T04:08:22.936915Z") as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def format_server_time(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _short(text: str, n: int = 300) -> str:
@@ -220,10 +328,12 @@ def connect(url: str | None = None, token: str | None = None, *,
     url = url or os.environ.get("LABEL_STUDIO_URL")
     token = token or os.environ.get("LABEL_STUDIO_API_KEY")
     if url and token:
-        return StudioClient(url, token)
+        return StudioClient(url, token, readers=[u for u in os.environ.get("LABEL_STUDIO_READER_URLS", "").split(",")
+                                                 if u.strip()])
     if url and not token:
         raise ServerError("LABEL_STUDIO_URL is set but LABEL_STUDIO_API_KEY is not; set the API token too")
     from curate.labeling import server
 
-    found_url, found_token = server.connection(Path(workspace) if workspace else DEFAULT_WORKSPACE)
-    return StudioClient(found_url, token or found_token)
+    where = Path(workspace) if workspace else DEFAULT_WORKSPACE
+    found_url, found_token = server.connection(where)
+    return StudioClient(found_url, token or found_token, readers=server.reader_urls(where))

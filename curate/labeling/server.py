@@ -12,6 +12,11 @@ Label Studio's pins clash with ours, so it lives in its own venv under `$CURATE_
 `~/.cache/curate`)/label-studio-<version>/, shared by every workspace and test session on the machine.
 The admin user and its API token are created on the first start from environment variables (never argv);
 the credentials live in `<data dir>/curate-credentials.json`, readable by the owner only.
+
+Label Studio's server (Django's threaded dev server) runs Python on one core. `readers=N` starts N more server
+processes on the same data folder (SQLite in WAL mode, so reads run beside writes), each on its own loopback
+port; the client sends the parts of a pull's export to them in parallel (`ServerInfo.urls`). `stop` stops them
+too, and only them.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -119,9 +124,20 @@ class ServerInfo:
     data_dir: str
     log: str
     version: str = LS_VERSION
+    readers: tuple[dict[str, object], ...] = field(default=())  # {"pid", "port", "url"} of extra server processes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "readers", tuple(dict(r) for r in self.readers))
+
+    @property
+    def urls(self) -> list[str]:
+        """The main server first, then its reader processes (same data, same token)."""
+        return [self.url, *(str(r["url"]) for r in self.readers)]
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out["readers"] = [dict(r) for r in self.readers]
+        return out
 
 
 def _write_private(path: Path, data: dict[str, object]) -> None:
@@ -218,6 +234,9 @@ def _clean_env(data_dir: Path, creds: dict[str, str]) -> dict[str, str]:
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
         "PYTHONUNBUFFERED": "1",
+        # Label Studio's own switch (server.py) that puts every SQLite connection in WAL mode: readers do not
+        # block the writer, so reader processes can export while the main server stores annotations
+        "LABEL_STUDIO_AZURE_MOUNT_FIX": "1",
     }
 
 
@@ -246,12 +265,15 @@ def _template(timeout: float, progress: Callable[[str], None] | None) -> Path:
 
 
 def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout: float = 180.0,
-          progress: Callable[[str], None] | None = None, from_template: bool = False) -> ServerInfo:
+          progress: Callable[[str], None] | None = None, from_template: bool = False,
+          readers: int = 1) -> ServerInfo:
     """Start Label Studio bound to 127.0.0.1 with its data in `data_dir`; reuse it when it already runs there.
 
     Waits until the server answers and the API token works. Raises ServerError with the log's last lines.
     `from_template=True` (tests) fills an empty `data_dir` with a copy of a migrated database made once per
     machine, which skips the ~30 s of migrations; its admin token is then the template's.
+    `readers` more server processes on the same data (free loopback ports) serve the parts of a pull's export
+    in parallel; 0 runs the main server alone.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -261,6 +283,12 @@ def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout:
         info = _read_state(data_dir)
         assert info is not None
         return info
+    old = _read_state(data_dir)
+    if old is not None:  # the main server died: its readers (ours, same data folder) go too
+        for r in old.readers:
+            _terminate(int(r["pid"]), data_dir)  # type: ignore[call-overload]
+        if not _alive(old.pid, data_dir):
+            (data_dir / STATE_FILE).unlink(missing_ok=True)
     exe = ensure_installed(progress=progress)
     if from_template and not (data_dir / "label_studio.sqlite3").exists():
         tpl = _template(timeout, progress)
@@ -272,13 +300,70 @@ def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout:
         raise ServerError(f"port {port} on 127.0.0.1 is busy; pick another with --port or leave it out")
     for attempt in range(3):
         try:
-            return _launch(exe, data_dir, creds, port if port is not None else free_port(), timeout, progress)
+            info = _launch(exe, data_dir, creds, port if port is not None else free_port(), timeout, progress)
+            break
         except _PortTaken:
             if port is not None or attempt == 2:
                 raise ServerError("Label Studio's port was taken by another program while it started; run the "
                                   "command again") from None
             log.info("the free port was taken meanwhile; trying another")
-    raise AssertionError("unreachable")
+    if readers > 0:
+        info = _start_readers(exe, info, creds, readers, timeout, progress)
+    return info
+
+
+def _start_readers(exe: Path, info: ServerInfo, creds: dict[str, str], n: int, timeout: float,
+                   progress: Callable[[str], None] | None) -> ServerInfo:
+    """Start `n` more server processes on the main server's data folder (all at once, then wait for each)."""
+    data_dir = Path(info.data_dir)
+    env = {k: v for k, v in _clean_env(data_dir, creds).items() if k not in (
+        "LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN")}  # the user exists already
+    if progress:
+        progress(f"starting {n} reader process{'es' if n > 1 else ''} for parallel exports")
+    started: list[tuple[subprocess.Popen[bytes], ServerInfo, int]] = []
+    readers: list[dict[str, object]] = []
+    try:
+        for k in range(n):
+            port = free_port()
+            logfile = data_dir / f"label-studio-reader{k + 1}.log"
+            cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+                   "--data-dir", str(data_dir), "--log-level", "WARNING"]
+            with open(logfile, "ab") as out:
+                offset = out.tell()
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=str(data_dir), start_new_session=True)
+            rinfo = ServerInfo(url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, data_dir=str(data_dir),
+                               log=str(logfile))
+            started.append((proc, rinfo, offset))
+            readers.append({"pid": proc.pid, "port": port, "url": rinfo.url})
+        info = ServerInfo(**{**info.as_dict(), "readers": readers})  # type: ignore[arg-type]
+        _write_private(data_dir / STATE_FILE, info.as_dict())  # recorded before waiting: `down` finds them
+        ok = []
+        for (proc, rinfo, offset), r in zip(started, readers):
+            try:
+                _wait_ready(proc, rinfo, offset, timeout)
+                ok.append(r)
+            except ServerError as err:  # a reader is optional: go on without it
+                log.warning("a Label Studio reader process did not start (%s); going on without it", err)
+                _terminate(proc.pid, data_dir)
+    except BaseException:
+        for proc, _rinfo, _o in started:
+            _terminate(proc.pid, data_dir)
+        info = ServerInfo(**{**info.as_dict(), "readers": []})  # type: ignore[arg-type]
+        _write_private(data_dir / STATE_FILE, info.as_dict())
+        raise
+    readers = ok
+    info = ServerInfo(**{**info.as_dict(), "readers": readers})  # type: ignore[arg-type]
+    _write_private(data_dir / STATE_FILE, info.as_dict())
+    log.info("label studio readers up at %s", ", ".join(str(r["url"]) for r in readers))
+    return info
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        r = httpx.get(url + "/health", timeout=3)
+        return r.status_code == 200 and r.json().get("status") == "UP"
+    return False
 
 
 class _PortTaken(ServerError):
@@ -371,6 +456,8 @@ def stop(data_dir: str | os.PathLike[str], *, timeout: float = 20.0) -> bool:
     info = _read_state(data_dir)
     if info is None:
         return False
+    for r in info.readers:
+        _terminate(int(r["pid"]), data_dir, timeout)  # type: ignore[call-overload]
     was_running = _terminate(info.pid, data_dir, timeout)
     (data_dir / STATE_FILE).unlink(missing_ok=True)
     return was_running
@@ -384,13 +471,12 @@ def status(data_dir: str | os.PathLike[str]) -> dict[str, object]:
                               "data_dir": str(data_dir), "version": LS_VERSION, "installed": is_installed()}
     if info is None:
         return out
-    out.update(url=info.url, pid=info.pid, port=info.port)
+    out.update(url=info.url, pid=info.pid, port=info.port,
+               readers=[{**r, "running": _alive(int(r["pid"]), data_dir)} for r in info.readers])  # type: ignore[call-overload]
     if not _alive(info.pid, data_dir):
         return out
     out["running"] = True
-    with contextlib.suppress(httpx.HTTPError, ValueError):
-        r = httpx.get(info.url + "/health", timeout=3)
-        out["healthy"] = r.status_code == 200 and r.json().get("status") == "UP"
+    out["healthy"] = _answers(info.url)
     return out
 
 
@@ -402,3 +488,12 @@ def connection(data_dir: str | os.PathLike[str]) -> tuple[str, str]:
         raise ServerError(f"no Label Studio running for {data_dir}; start one with `curate studio up` or set "
                           "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
     return info.url, credentials(data_dir)["token"]
+
+
+def reader_urls(data_dir: str | os.PathLike[str]) -> list[str]:
+    """URLs of the running reader processes of the server in `data_dir` (empty when none)."""
+    data_dir = Path(data_dir).resolve()
+    info = _read_state(data_dir)
+    if info is None:
+        return []
+    return [str(r["url"]) for r in info.readers if _alive(int(r["pid"]), data_dir)]  # type: ignore[call-overload]

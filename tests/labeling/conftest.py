@@ -33,7 +33,8 @@ def token(studio) -> str:
 
 @pytest.fixture()
 def client(studio, token):
-    with StudioClient(studio.url, token, retries=3, backoff=0.2) as c:
+    with StudioClient(studio.url, token, retries=3, backoff=0.2,
+                      readers=server.reader_urls(Path(studio.data_dir))) as c:
         yield c
 
 

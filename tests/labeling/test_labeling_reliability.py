@@ -31,6 +31,8 @@ def test_push_resumes_after_the_server_is_killed(client, studio, tmp_path):
     data = _records(tmp_path / "many.jsonl", 1200)
     batches = []
 
+    old_readers = [r["pid"] for r in server.status(studio.data_dir)["readers"]]
+
     def kill_after_two(step, done, total):
         batches.append(done)
         if len(batches) == 2:
@@ -40,7 +42,10 @@ def test_push_resumes_after_the_server_is_killed(client, studio, tmp_path):
         push(spec, "review", client=client, inputs=[data], batch_size=300, progress=kill_after_two)
     assert batches == [300, 600]
     port = studio.port
-    server.start(studio.data_dir, port=port)  # same data, same port
+    info = server.start(studio.data_dir, port=port)  # same data, same port
+    # the dead server's reader processes went with it; the new one has its own
+    assert old_readers and not any(server._alive(pid, studio.data_dir) for pid in old_readers)
+    assert len(info.readers) == 1 and info.readers[0]["pid"] not in old_readers
     res = push(spec, "review", client=client, inputs=[data], batch_size=300)
     assert (res.already, res.pushed) == (600, 600)
     pid = find_project(client, spec, "review")["id"]

@@ -148,3 +148,27 @@ def test_a_busy_port_is_refused_before_anything_starts(studio, tmp_path):
         with pytest.raises(ServerError, match=f"port {port} on 127.0.0.1 is busy"):
             server.start(tmp_path / "busy", port=port)
     assert server.status(tmp_path / "busy")["running"] is False
+
+
+@pytest.mark.studio
+def test_reader_processes_are_private_and_serve_the_same_data(studio, token):
+    data = Path(studio.data_dir)
+    st = server.status(data)
+    assert len(st["readers"]) == 1  # the session's server runs with the default: one reader process
+    listening = [ln.split()[1] for ln in Path("/proc/net/tcp").read_text().splitlines()[1:] if ln.split()[3] == "0A"]
+    for r in st["readers"]:
+        assert r["running"]
+        cmdline = Path(f"/proc/{r['pid']}/cmdline").read_bytes().decode(errors="replace")
+        assert token not in cmdline and "--internal-host\x00127.0.0.1" in cmdline and str(data) in cmdline
+        assert token not in Path(f"/proc/{r['pid']}/environ").read_bytes().decode(errors="replace")
+        assert f"0100007F:{r['port']:04X}" in listening
+        with StudioClient(r["url"], token) as c:  # the same users, projects and token as the main server
+            assert c.whoami()["email"] == server.ADMIN_USER
+    assert server.reader_urls(data) == [r["url"] for r in st["readers"]]
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{data / 'label_studio.sqlite3'}?mode=ro", uri=True)
+    try:  # WAL: the readers' exports do not block the main server's writes
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
