@@ -91,6 +91,8 @@ def register(main: click.Group) -> None:
                   help="Only these kinds (default: every project of the spec).")
     @click.option("--adjudicator", default=None, help="Annotator (email) whose annotation wins a disagreement.")
     @click.option("--since-last", is_flag=True, help="Write only records of tasks with new or changed annotations.")
+    @click.option("--full", is_flag=True, help="Export every task again (default: only the tasks updated since the "
+                                                "last pull into the same folder, merged with what it fetched).")
     @click.option("--out-dir", "report_dir", type=click.Path(file_okay=False), default=None,
                   help="A build folder to copy agreement.json into (the report shows it).")
     @studio_dir
@@ -98,7 +100,8 @@ def register(main: click.Group) -> None:
     @quiet_option
     @handle_errors
     def pull_cmd(spec_path: str, out: str | None, kinds: tuple[str, ...], adjudicator: str | None,
-                 since_last: bool, report_dir: str | None, studio_dir: str, as_json: bool, quiet: bool) -> None:
+                 since_last: bool, full: bool, report_dir: str | None, studio_dir: str, as_json: bool,
+                 quiet: bool) -> None:
         """Export annotations (snapshot API) and turn them into records, pairs, agreement and conflicts.
 
         accept -> SFT; edit -> SFT + preference pair; reject -> negative; pairwise -> DPO pair; write -> SFT.
@@ -120,7 +123,7 @@ def register(main: click.Group) -> None:
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
             res = pull(spec, client=client, out=out, kinds=kinds or KINDS, adjudicator=adjudicator,
-                       since_last=since_last, ctx=RunContext(), progress=update)
+                       since_last=since_last, ctx=RunContext(), progress=update, full=full)
         if report_dir:
             Path(report_dir).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(res.files["agreement"], Path(report_dir) / "agreement.json")

@@ -15,7 +15,14 @@ record, with a reason), `rework.jsonl` (corrections that fail the automatic rule
 
 Incremental: `pull-state.json` remembers every annotation id and its last update; each pull says how many are
 new or changed, and with `since_last=True` writes only the records of tasks with new or changed annotations.
-The full pull always covers every annotation, so nothing is lost when a pull is interrupted.
+The fetch is incremental too: `pull-cache/<kind>.json` keeps the tasks of the last pull (as exported) and a
+watermark, a server timestamp; the next pull exports only the tasks Label Studio updated after it (saving an
+annotation bumps its task's `updated_at`), puts them in place of their old copies and converts the whole set,
+so the outputs are those of a full pull. The watermark is the newest `updated_at` seen, but at most
+MARGIN_S seconds before the server's clock at the start of the pull: a write stamped before the export and
+committed after it is fetched next time. The project's annotation counts are checked against the merged
+set; any difference (a deleted annotation or task, a missed write) makes it a full export. The first pull,
+a changed server or project, or `full=True` export everything.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +41,7 @@ import orjson
 
 from curate.labeling.agreement import task_agreement
 from curate.errors import ServerError
-from curate.labeling.client import StudioClient
+from curate.labeling.client import StudioClient, format_server_time, server_time
 from curate.labeling.config import KINDS
 from curate.labeling.convert import Answer, STEP, convert_task
 from curate.labeling.push import find_project
@@ -42,6 +51,9 @@ from curate.steps.base import RunContext
 
 log = logging.getLogger(__name__)
 Record = SFTRecord | PreferenceRecord
+MARGIN_S = 10.0  # bound on the time between a write's updated_at stamp and its commit on the server
+CACHE_VERSION = 1
+Fetch = Callable[[str, int], list[dict[str, Any]]]
 
 
 @dataclass
@@ -96,8 +108,13 @@ def _annotators(client: StudioClient) -> dict[Any, str]:
 
 def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, adjudicator: str | None = None,
             ctx: RunContext | None = None, progress: Callable[[str, int, int | None], None] | None = None,
+            fetch: Fetch | None = None,
             ) -> tuple[PullResult, dict[str, dict[Any, list[Answer]]], list[dict[str, Any]]]:
-    """Export and convert every kind's project; returns (result, answers per kind and task, exported tasks)."""
+    """Export and convert every kind's project; returns (result, answers per kind and task, exported tasks).
+
+    `fetch(kind, project_id)` gives a project's annotated tasks (default: a full snapshot export).
+    """
+    fetch = fetch or (lambda _kind, pid: client.export_snapshot(pid, annotated_only=True))
     ctx = ctx or RunContext()
     res = PullResult()
     annotators = _annotators(client)
@@ -112,7 +129,7 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
         pid = int(project["id"])
         res.projects[kind] = pid
         t = time.perf_counter()
-        tasks = client.export_snapshot(pid, annotated_only=True)
+        tasks = fetch(kind, pid)
         res.timings["export"] = res.timings.get("export", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         answers[kind] = {}
@@ -152,15 +169,99 @@ def _state_key(task: dict[str, Any], ann: dict[str, Any]) -> str:
     return f"{task.get('_curate_kind')}:{ann.get('id')}"
 
 
+class _IncrementalFetch:
+    """fetch(kind, project) for collect(): only the tasks updated since the last pull, merged into its cache."""
+
+    def __init__(self, client: StudioClient, cache_dir: Path, *, full: bool = False, margin_s: float = MARGIN_S):
+        self.client, self.cache_dir, self.full, self.margin_s = client, cache_dir, full, margin_s
+        self.caches: dict[str, dict[str, Any]] = {}
+        self.counts: dict[str, Any] = {"fetched_tasks": 0, "full_exports": 0, "incremental_exports": 0,
+                                       "full_export_reasons": []}
+
+    def _load(self, kind: str, pid: int) -> dict[str, Any] | None:
+        path = self.cache_dir / f"{kind}.json"
+        if self.full or not path.exists():
+            return None
+        try:
+            cache = orjson.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        ok = (isinstance(cache, dict) and cache.get("version") == CACHE_VERSION and cache.get("server") ==
+              self.client.url and cache.get("project") == pid and isinstance(cache.get("tasks"), list)
+              and isinstance(cache.get("watermark"), str))
+        return cache if ok else None
+
+    def __call__(self, kind: str, pid: int) -> list[dict[str, Any]]:
+        r = self.client.request("GET", f"/api/projects/{pid}/")
+        project = orjson.loads(r.content)
+        # the server's clock (whole seconds, rounded down) before anything is read: the watermark's upper bound
+        date = r.headers.get("date")
+        now = parsedate_to_datetime(date) if date else None
+        cache = self._load(kind, pid)
+        tasks: list[dict[str, Any]] | None = None
+        if cache is not None:
+            fresh = self.client.export_snapshot(pid, annotated_only=True, updated_after=cache["watermark"])
+            merged = {t["id"]: t for t in cache["tasks"]}
+            merged.update((t["id"], t) for t in fresh)
+            tasks = [merged[k] for k in sorted(merged)]
+            have = _annotation_counts(tasks)
+            want = (project.get("total_annotations_number"), project.get("skipped_annotations_number"))
+            if have == want:
+                self.counts["fetched_tasks"] += len(fresh)
+                self.counts["incremental_exports"] += 1
+            else:
+                log.info("pull %s: annotation counts %s after merging, the server has %s: full export", kind,
+                         have, want)
+                self.counts["full_export_reasons"].append(f"{kind}: counts {have} != server {want}")
+                tasks = None
+        if tasks is None:
+            tasks = self.client.export_snapshot(pid, annotated_only=True)
+            self.counts["fetched_tasks"] += len(tasks)
+            self.counts["full_exports"] += 1
+        stamps = [server_time(str(t["updated_at"])) for t in tasks if t.get("updated_at")]
+        watermark = max(stamps) if stamps else None
+        if now is not None:
+            bound = now - timedelta(seconds=self.margin_s)
+            watermark = bound if watermark is None else min(watermark, bound)
+        if watermark is not None:
+            self.caches[kind] = {"version": CACHE_VERSION, "server": self.client.url, "project": pid,
+                                 "watermark": format_server_time(watermark), "tasks": tasks}
+        return tasks
+
+    def save(self) -> None:
+        for kind, cache in self.caches.items():
+            write_atomic(self.cache_dir / f"{kind}.json", orjson.dumps(cache))
+
+
+def _annotation_counts(tasks: list[dict[str, Any]]) -> tuple[int, int]:
+    """(annotations not skipped, skipped annotations) in exported tasks, as the project API counts them."""
+    done = skipped = 0
+    for t in tasks:
+        for a in t.get("annotations") or []:
+            if a.get("was_cancelled"):
+                skipped += 1
+            else:
+                done += 1
+    return done, skipped
+
+
 def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kinds: Iterable[str] = KINDS,
          adjudicator: str | None = None, since_last: bool = False, ctx: RunContext | None = None,
-         progress: Callable[[str, int, int | None], None] | None = None) -> PullResult:
-    """Pull, convert and write `out` (JSONL records) with quarantine, rework, agreement and conflicts beside it."""
+         progress: Callable[[str, int, int | None], None] | None = None, full: bool = False,
+         margin_s: float = MARGIN_S) -> PullResult:
+    """Pull, convert and write `out` (JSONL records) with quarantine, rework, agreement and conflicts beside it.
+
+    Fetches only the tasks updated since the last pull into the same folder (see the module's docstring);
+    `full=True` exports everything.
+    """
     t0 = time.perf_counter()
     ctx = ctx or RunContext()
-    res, _answers, tasks = collect(spec, client, kinds=kinds, adjudicator=adjudicator, ctx=ctx, progress=progress)
     out_path = Path(out) if out is not None else default_out_dir(spec) / "pulled.jsonl"
     out_dir = out_path.parent
+    fetch = _IncrementalFetch(client, out_dir / "pull-cache", full=full, margin_s=margin_s)
+    res, _answers, tasks = collect(spec, client, kinds=kinds, adjudicator=adjudicator, ctx=ctx, progress=progress,
+                                   fetch=fetch)
+    res.counts.update({k: v for k, v in fetch.counts.items()})
     state_path = out_dir / "pull-state.json"
     try:
         state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -187,6 +288,7 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
     write_atomic(out_dir / "agreement.json", orjson.dumps({"spec": spec.ref, "kinds": res.agreement},
                                                           option=orjson.OPT_INDENT_2))
     write_atomic(state_path, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
+    fetch.save()  # last: a pull that fails before here leaves the previous cache, which is still valid
     res.files = {"records": str(out_path), "quarantine": str(out_dir / "quarantine" / f"{STEP}.jsonl"),
                  "rework": str(out_dir / "rework.jsonl"), "conflicts": str(out_dir / "conflicts.jsonl"),
                  "agreement": str(out_dir / "agreement.json")}

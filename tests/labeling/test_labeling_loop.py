@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,83 @@ def test_krippendorff_alpha_matches_the_textbook_example():
     assert got["method"] == "krippendorff_alpha" and got["annotators"] == 4
     assert got["items"] == 11  # the one item with a single answer does not count
     assert got["value"] == pytest.approx(0.743, abs=0.001)
+
+
+def _outputs(folder):
+    names = ["pulled.jsonl", "quarantine/label.jsonl", "rework.jsonl", "conflicts.jsonl", "agreement.json"]
+    return {n: (folder / n).read_text() for n in names}
+
+
+def test_pull_fetches_only_changed_tasks_and_equals_a_full_pull(client, tmp_path, users):
+    spec = make_spec(tmp_path)
+    push(spec, "review", client=client)
+    t = _by_user_text(client, spec, "review")
+    tasks = sorted(t.values(), key=lambda x: x["id"])
+    ann, bob = users["ann@labelers.test"], users["bob@labelers.test"]
+    first_ann = _annotate(client, tasks[0]["id"], [choices("verdict", ["accept"])], ann)
+    _annotate(client, tasks[1]["id"], [choices("verdict", ["reject"]), choices("violates", ["no-action-claims"])], ann)
+    out = tmp_path / "inc" / "pulled.jsonl"
+
+    def again(**kw):
+        # margin 0: nothing writes while the test pulls, so the watermark is the newest update seen
+        return pull(spec, client=client, out=out, kinds=["review"], margin_s=0, **kw)
+
+    def full_pull():
+        folder = tmp_path / f"full{len(list(tmp_path.glob('full*')))}"
+        res = pull(spec, client=client, out=folder / "pulled.jsonl", kinds=["review"], full=True)
+        return res, _outputs(folder)
+
+    time.sleep(1.1)  # the server's clock (HTTP Date) has whole seconds: let it pass the last write
+    first = again()
+    assert (first.counts["full_exports"], first.counts["fetched_tasks"], first.counts["records"]) == (1, 2, 2)
+    unchanged = again()
+    assert (unchanged.counts["incremental_exports"], unchanged.counts["fetched_tasks"]) == (1, 0)
+    assert unchanged.counts["new_or_changed_annotations"] == 0 and unchanged.counts["records"] == 2
+    # one new annotation on a new task, a second annotator on an old one, and an edited annotation
+    _annotate(client, tasks[2]["id"], [choices("verdict", ["edit"]), textarea("corrected", GOOD_FIX)], bob)
+    _annotate(client, tasks[0]["id"], [choices("verdict", ["accept"])], bob)
+    client.request("PATCH", f"/api/annotations/{first_ann}/", json={"result": [choices("verdict", ["accept"]),
+                                                                                choices("category", ["edge"])]})
+    time.sleep(1.1)
+    third = again()
+    assert third.counts["incremental_exports"] == 1 and third.counts["fetched_tasks"] == 2  # tasks 0 and 2
+    assert third.counts["new_or_changed_annotations"] == 3 and third.counts["annotations"] == 4
+    full, full_files = full_pull()
+    assert _outputs(out.parent) == full_files  # the merged pull wrote exactly what a full pull writes
+    assert [r.id for r in third.records] == [r.id for r in full.records]
+    edited = [r for r in third.records if r.source.annotation == first_ann]
+    assert edited and edited[0].category == "edge"
+    # a deleted annotation: its task is exported again
+    client.request("DELETE", f"/api/annotations/{first_ann}/")
+    fourth = again()
+    assert fourth.counts["annotations"] == 3 and fourth.counts["fetched_tasks"] == 1
+    assert _outputs(out.parent) == full_pull()[1]
+    # a deleted task leaves nothing to fetch: the annotation counts differ and the pull exports everything
+    client.request("DELETE", f"/api/tasks/{tasks[2]['id']}/")
+    fifth = again()
+    assert fifth.counts["full_exports"] == 1 and "counts (3, 0) != server (2, 0)" in \
+        fifth.counts["full_export_reasons"][0]
+    assert fifth.counts["annotations"] == 2
+    assert _outputs(out.parent) == full_pull()[1]
+
+
+def test_export_parts_and_readers_give_the_same_tasks(client, tmp_path, monkeypatch):
+    from curate.labeling import client as client_mod
+
+    spec = make_spec(tmp_path)
+    push(spec, "review", client=client)
+    pid = find_project(client, spec, "review")["id"]
+    for task in list(client.task_data(pid))[:5]:
+        _annotate(client, task["id"], [choices("verdict", ["accept"])])
+    whole = client.export_snapshot(pid, parts=1)
+    assert len(whole) == 5
+    monkeypatch.setattr(client_mod, "SPLIT_MIN_TASKS", 2)
+    assert client.readers  # the session's server has a reader process: one part goes to it
+    assert client.export_snapshot(pid) == whole
+    assert client.export_snapshot(pid, parts=3) == whole
+    dead = client_mod.StudioClient(client.url, client._http.headers["Authorization"], readers=[
+        f"http://127.0.0.1:{__import__('curate.labeling.server', fromlist=['x']).free_port()}"])
+    with dead:  # a reader that is gone: the main server exports its part
+        assert dead.export_snapshot(pid, parts=2) == whole
+    views = client.get_json("/api/dm/views/", project=pid)
+    assert not [v for v in views if v.get("data", {}).get("title") == "curate pull"]  # the helper tabs are gone
