@@ -12,7 +12,13 @@ folder under --work):
 4. SFT on the uncurated data (the spec's raw data.jsonl with duplicates and rule-breaking rows left in; held-out
    prompts removed so both runs are scored on prompts neither has seen), same settings and number of rows,
    evaluate again.
-5. Print the table of pass rates (valid JSON, each rule, overall) and write WORK/bench.json.
+5. Print the table of pass rates (valid JSON, each rule, overall = responses passing every rule, and the pass
+   rate over all rule checks) and write WORK/bench.md and WORK/bench.json.
+
+Steps 3 and 4 (and the untuned evaluation) are independent: with --parallel 2 (default) they run as two processes
+with one torch thread each (on 2 cores that beat one process with 2 threads). Training runs the system prompt
+every row shares once per batch (curate.train.shared_prefix_loss: the same loss and gradients), evaluation runs it
+once for all prompts; max_new_tokens defaults to the longest reference answer + 16 tokens.
 
 Targets (issue 5): >= 95% valid JSON and >= 85% on all automatic rules after SFT, curated ahead of uncurated,
 <= 30 minutes on a 2-core machine. Runs offline.
@@ -99,8 +105,63 @@ def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
     return rows if n is None else rows[:n]
 
 
+def check_rate(report: dict) -> tuple[float | None, int, int]:
+    """Pass rate over every (response, automatic rule) check that applied (skips left out)."""
+    passed = sum(r["pass"] for r in report["rules"])
+    total = passed + sum(r["fail"] for r in report["rules"])
+    return (passed / total if total else None), passed, total
+
+
 def pct(v: float | None) -> str:
     return "   -  " if v is None else f"{v * 100:5.1f}%"
+
+
+def reference_max_tokens(model: Path, files: list[Path]) -> int:
+    """Tokens of the longest reference answer (last assistant turn) in the given export files."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    eos = orjson.loads((model / "tokenizer_config.json").read_bytes()).get("eos_token") or ""
+    longest = 0
+    for f in files:
+        for row in read_rows(f):
+            msgs = row.get("messages") or []
+            if msgs and msgs[-1].get("role") == "assistant":
+                longest = max(longest, len(tok.encode(msgs[-1]["content"] + eos, add_special_tokens=False).ids))
+    return longest
+
+
+def run_tasks(job: dict) -> None:
+    """One chain of the benchmark (train, then evaluate; or evaluate the base model)."""
+    work, spec = Path(job["work"]), load_spec(job["spec"])
+    eopts = EvalOptions(device="auto", **job["eval"])
+    for kind, name in job["tasks"]:
+        t0 = time.perf_counter()
+        if kind == "train":
+            out = work / f"model-{name}"
+            log(f"SFT on {name} data -> {out}")
+            res = train_sft(work / f"data-{name}", TrainOptions(model=job["base"], out=out, overwrite=True,
+                                                               **job["train"]))
+            r = res.config["result"]
+            train_s = time.perf_counter() - t0
+            log(f"  {name}: trained {r['global_step']} steps, eval losses "
+                f"{[round(x, 4) for x in r['eval_losses']]}, best {r['best_checkpoint']} ({train_s:.0f} s)")
+            (work / f"timing-{name}.json").write_bytes(orjson.dumps(
+                {"train_s": train_s, "result": {k: r[k] for k in ("global_step", "eval_losses", "best_eval_loss",
+                                                                    "best_checkpoint", "train_loss",
+                                                                    "shared_prefix_batches")}}))
+        else:
+            model = Path(job["base"]) if name == "base" else work / f"model-{name}"
+            log(f"evaluating {name} ({model})")
+            rep = evaluate_model(spec, model, data=job["curated"], opts=eopts)
+            write_report(rep, work / "evals" / f"{name}.json")
+            eval_s = time.perf_counter() - t0
+            log(f"  {name}: valid JSON {pct(rep['valid_json_rate'])}, overall {pct(rep['overall_pass_rate'])} "
+                f"({eval_s:.0f} s)")
+            if name != "base":
+                tf = work / f"timing-{name}.json"
+                t = orjson.loads(tf.read_bytes())
+                tf.write_bytes(orjson.dumps({**t, "eval_s": eval_s}))
 
 
 def main() -> int:
@@ -114,14 +175,27 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out prompts")
-    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="default: the longest reference answer of the export + 16 tokens")
     ap.add_argument("--general", type=int, default=0, help="MT-bench/Vicuna questions per evaluation")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--skip-base", action="store_true", help="reuse WORK/evals/base.json when present")
+    ap.add_argument("--eval-batch-size", type=int, default=32)
+    ap.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
+    ap.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps")
+    ap.add_argument("--parallel", type=int, default=2, help="processes for the two independent chains")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process with --parallel > 1")
+    ap.add_argument("--no-shared-prefix", action="store_true", help="train without the shared-prefix forward")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (slower than fp32 on CPUs without AMX)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        run_tasks(orjson.loads(Path(args.worker).read_bytes()))
+        return 0
 
     t_all = time.perf_counter()
     timing: dict[str, float] = {}
+    train_results: dict[str, dict] = {}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     spec = load_spec(args.spec)
@@ -165,37 +239,42 @@ def main() -> int:
     log(f"train rows: {n} each; uncurated pool {len(unc_all)} ({unc_stats}); curated pool {len(cur_train)}; "
         f"held-out prompts {len(held)} (evaluating {args.eval_limit or len(held)})")
 
-    eopts = EvalOptions(batch_size=8, max_new_tokens=args.max_new_tokens, general=args.general,
-                        limit=args.eval_limit, device="auto")
+    max_new = args.max_new_tokens or reference_max_tokens(base, [curated / "sft" / "train.jsonl",
+                                                                 curated / "sft" / "test.jsonl"]) + 16
+    log(f"max_new_tokens {max_new} (longest reference answer + 16)")
+    job = {"spec": args.spec, "curated": str(curated), "base": str(base), "work": str(work),
+           "eval": {"batch_size": args.eval_batch_size, "max_new_tokens": max_new, "general": args.general,
+                    "limit": args.eval_limit},
+           "train": {"lora": args.lora, "epochs": args.epochs, "learning_rate": args.lr,
+                     "batch_size": args.batch_size, "seed": args.seed, "max_length": 2048,
+                     "early_stopping_patience": args.patience, "warmup": args.warmup,
+                     "shared_prefix": not args.no_shared_prefix, "bf16": args.bf16}}
     evals_dir = work / "evals"
-    reports: dict[str, dict] = {}
-
-    def run_eval(name: str, model: Path) -> None:
-        t0 = time.perf_counter()
-        log(f"evaluating {name} ({model})")
-        rep = evaluate_model(spec, model, data=curated, opts=eopts)
-        write_report(rep, evals_dir / f"{name}.json")
-        reports[name] = rep
-        timing[f"eval_{name}_s"] = time.perf_counter() - t0
-        log(f"  {name}: valid JSON {pct(rep['valid_json_rate'])}, overall {pct(rep['overall_pass_rate'])} "
-            f"({timing[f'eval_{name}_s']:.0f} s)")
-
-    if args.skip_base and (evals_dir / "base.json").exists():
-        reports["base"] = orjson.loads((evals_dir / "base.json").read_bytes())
+    reuse_base = args.skip_base and (evals_dir / "base.json").exists()
+    # two independent chains; with --parallel 2 each runs in its own process with one thread
+    chains = [[("train", "curated"), ("eval", "curated")],
+              [("train", "uncurated"), ("eval", "uncurated")] + ([] if reuse_base else [("eval", "base")])]
+    if args.parallel > 1:
+        procs = []
+        for k, chain in enumerate(chains):
+            jf = work / f"job-{k}.json"
+            jf.write_bytes(orjson.dumps({**job, "tasks": chain}))
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+            procs.append(subprocess.Popen([sys.executable, __file__, "--worker", str(jf)], env=env, cwd=ROOT))
+        if any(p.wait() != 0 for p in procs):
+            log("a worker failed")
+            return 1
     else:
-        run_eval("base", base)
+        for chain in chains:
+            run_tasks({**job, "tasks": chain})
+    reports = {name: orjson.loads((evals_dir / f"{name}.json").read_bytes())
+               for name in ("base", "curated", "uncurated")}
     for name in ("curated", "uncurated"):
-        t0 = time.perf_counter()
-        out = work / f"model-{name}"
-        log(f"SFT on {name} data -> {out}")
-        res = train_sft(work / f"data-{name}", TrainOptions(
-            model=base, out=out, lora=args.lora, epochs=args.epochs, learning_rate=args.lr,
-            batch_size=args.batch_size, seed=args.seed, overwrite=True, max_length=2048))
-        timing[f"train_{name}_s"] = time.perf_counter() - t0
-        r = res.config["result"]
-        log(f"  trained {r['global_step']} steps, eval losses {[round(x, 4) for x in r['eval_losses']]} "
-            f"({timing[f'train_{name}_s']:.0f} s)")
-        run_eval(name, out)
+        t = orjson.loads((work / f"timing-{name}.json").read_bytes())
+        timing[f"train_{name}_s"] = t["train_s"]
+        timing[f"eval_{name}_s"] = t["eval_s"]
+        train_results[name] = t["result"]
+    timing["eval_base_s"] = reports["base"].get("timing", {}).get("total_s", 0.0)
     timing["total_s"] = time.perf_counter() - t_all
 
     # the table
@@ -210,12 +289,20 @@ def main() -> int:
             r = reports[c]["rules"][i]
             vals.append(pct(r["pass_rate"]) + f" ({r['pass']}/{r['pass'] + r['fail']})")
         lines.append(f"| {rule['rule']} ({rule['category']}) | " + " | ".join(vals) + " |")
-    lines.append("| overall (all rules pass) | " + " | ".join(pct(reports[c]["overall_pass_rate"]) for c in cols)
-                 + " |")
+    lines.append("| overall (responses passing every rule) | "
+                 + " | ".join(pct(reports[c]["overall_pass_rate"]) for c in cols) + " |")
+    lines.append("| rule checks passed (all rules x responses, skips out) | "
+                 + " | ".join(pct(check_rate(reports[c])[0]) + " ({1}/{2})".format(*check_rate(reports[c]))
+                              for c in cols) + " |")
     if args.general:
         lines.append("| general ability ok | " + " | ".join(pct((reports[c].get("general") or {}).get("rate"))
                                                            for c in cols) + " |")
-    lines += ["", "timing (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items())]
+    for name in ("curated", "uncurated"):
+        r = train_results[name]
+        lines.append(f"SFT {name}: {r['global_step']} steps, eval loss per epoch "
+                     f"{[round(x, 4) for x in r['eval_losses']]}, kept {r['best_checkpoint']}")
+    lines += ["", "timing (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()),
+              "load average at the end (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg())]
     cur, unc = reports["curated"], reports["uncurated"]
     checks = {
         "valid_json>=95%": (cur["valid_json_rate"] or 0) >= 0.95,
@@ -229,7 +316,7 @@ def main() -> int:
     (work / "bench.md").write_text(table + "\n")
     (work / "bench.json").write_bytes(orjson.dumps(
         {"settings": vars(args), "train_rows": n, "uncurated_stats": unc_stats, "timing": timing,
-         "targets": checks, "table": table,
+         "targets": checks, "table": table, "train_results": train_results, "load_avg": os.getloadavg(),
          "results": {c: {k: reports[c].get(k) for k in ("valid_json_rate", "overall_pass_rate", "rules",
                                                          "general", "over_refusal", "responses")} for c in cols}},
         option=orjson.OPT_INDENT_2))

@@ -31,6 +31,12 @@ def _common(fn: Any) -> Any:
         click.option("--lora-r", type=int, default=16, show_default=True),
         click.option("--lora-alpha", type=int, default=32, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--shared-prefix/--no-shared-prefix", default=True, show_default=True,
+                     help="SFT: run the prefix every row of a batch shares (the system prompt) once per batch; "
+                     "same loss and gradients, several times fewer tokens."),
+        click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
+                     help="SFT: batch rows of similar length together (less padding)."),
+        click.option("--bf16", is_flag=True, help="bf16 autocast (on CPUs without AMX it is slower than fp32)."),
         click.option("--overwrite", is_flag=True, help="Replace --out when it exists."),
         click.option("--keep-checkpoints", is_flag=True, help="Keep the per-epoch checkpoints under OUT/checkpoints."),
         json_option,

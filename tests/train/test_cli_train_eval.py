@@ -26,6 +26,14 @@ def test_train_sft_json_then_eval_and_compare(tiny_model: Path, export_dir: Path
     assert code == 0, err
     doc = orjson.loads(out)                       # exactly one JSON document, no trainer logs on stdout
     assert doc["kind"] == "sft" and doc["global_step"] == 2 and "log_history" not in doc
+    assert doc["shared_prefix_batches"] >= 2        # on by default: the rows share the system prompt
+    code, out, err = _run("train", "sft", str(export_dir), "--model", str(tiny_model), "--out",
+                          str(tmp_path / "m2"), "--max-steps", "1", "--batch-size", "4", "--max-length", "2048",
+                          "--no-shared-prefix", "--no-group-by-length", "--json")
+    assert code == 0, err
+    cfg = orjson.loads((tmp_path / "m2" / "curate_train_config.json").read_bytes())
+    assert orjson.loads(out)["shared_prefix_batches"] == 0
+    assert cfg["options"]["shared_prefix"] is False and cfg["trainer_args"]["train_sampling_strategy"] == "random"
 
     code, out, err = _run("eval", str(spec_dir), "--model", str(tmp_path / "m"), "--data", str(export_dir),
                           "--max-new-tokens", "4", "--general", "0", "--limit", "3", "--json",
