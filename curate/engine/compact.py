@@ -6,11 +6,12 @@
 A `Row` is either *fast* (`rec is None`): one line of a native JSONL file whose shape is the plain one (only
 `messages`, or `prompt` + `chosen` + `rejected`, of `{role, content}` turns, plus `category` / `tags` /
 `violates`), that read and validate accept as it is (well formed, every automatic rule passes or skips, fits
-`max_tokens`, not a negative SFT example, not marked held-out); it keeps its content id,
-category, tags, violates and rule statuses, and where the line is (file, line number); every later step
-re-reads the line (`os.pread` at the line's offset) and re-derives what it needs (~2 us a line). Or *slow* (`rec` set): anything else went through the record path
-(`curate.steps.read` + `curate.steps.validate`, one record at a time, in input order), so its quarantine rows,
-reason codes and fields are those of that path, and the row wraps the pydantic record it gave.
+`max_tokens`, not a negative SFT example, not marked held-out); it keeps its content id, category, tags,
+violates and rule statuses, and where the line is (file, line number); every later step re-reads the line
+(`os.pread` at the line's offset) and re-derives what it needs (~2 us a line). Or *slow* (`rec` set): anything
+else went through the record path (`curate.steps.read` + `curate.steps.validate`, one record at a time, in input
+order), so its quarantine rows, reason codes and fields are those of that path, and the row wraps the pydantic
+record it gave.
 
 Every derived value of a fast row equals the one the record path computes from the record it would have built
 (content id, response / user text, dedup and prompt texts, prompt key, length estimate, export rows);
@@ -34,7 +35,7 @@ import orjson
 from curate.readers.common import ROLES
 from curate.readers.containers import container_of, iter_units
 from curate.readers.shapes import detect_shape
-from curate.records import CheckResult, PreferenceRecord, SFTRecord, _digest, normalize_text
+from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
 from curate.steps.validate import HELDOUT_TAG, LengthCounter, validate
 

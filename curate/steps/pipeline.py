@@ -410,7 +410,6 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
         raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
 
     coverage = C.coverage(spec, exported, lambda r: side.get(r.id, "negatives"), checker).as_dict()
-    del side
 
     sft_ids = {r.id for r in sft_rows}
     sft_train = [r for r in parts.train if r.id in sft_ids]

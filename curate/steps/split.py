@@ -217,8 +217,12 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
     violates or id); `keys(row)` gives (user text, prompt key). Only the normalized user texts are held; the
-    texts themselves are made again for the held-out rows (the lock's prompts). Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact =
-    held-out texts equal to a training text, near = held-out texts with a verified pair to a training text.
+    texts themselves are made again for the held-out rows (the lock's prompts).
+
+    Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact = held-out texts
+    equal to a training text, near = held-out texts with a verified pair to a training text. Groups never
+    straddle the sides, so both are 0 unless a previous lock pins old records apart ("mixed" groups); a pair the
+    LSH of the grouping pass missed is not looked for again (`split` over records runs a second pass).
     """
     recs = sorted(rows, key=lambda r: r.id)
     norms: list[str] = []

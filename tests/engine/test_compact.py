@@ -1,0 +1,246 @@
+"""The compact build (curate.engine.compact) writes what the record path writes, file for file, byte for byte.
+
+`build(..., compact=False)` is the record path as it was before the compact rows (every line a pydantic record
+from read to export); `compact=True` is the default path. Both run here on the example specs, the build test data
+(bad lines of every kind), every real fixture the build accepts, and a native file made to hit the paths where a
+fast row meets the record path (negatives paired with fast answers, pairs without `violates`, held-out marks,
+system turns, tool calls, over-long records, a previous build's lock).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from curate.engine import compact as C
+from curate.errors import CurateError
+from curate.records import normalize_text
+from curate.spec import load_spec
+from curate.steps.base import RunContext
+from curate.steps.dedup import dedup_text, prompt_text
+from curate.steps.export import dpo_row, sft_row, write_splits, write_splits_stream
+from curate.steps.pairs import record_prompt_key
+from curate.steps.pipeline import build
+from curate.steps.validate import LengthCounter
+
+REPO = Path(__file__).resolve().parents[2]
+TRIAGE = REPO / "specs" / "support-triage"
+AGENT = REPO / "specs" / "support-agent"
+DATA = REPO / "tests" / "data" / "build"
+REAL = REPO.parent / "shared" / "fixtures" / "real"
+_STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
+
+GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
+        '"next_step": "Route order A-1 to billing."}')
+CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
+         '"next_step": "I have refunded the charge already."}')
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file of a build folder, with the build time (manifest `created`, report header) blanked."""
+    return {p.relative_to(folder).as_posix(): _STAMP.sub(b"<time>", p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _both(tmp_path: Path, spec, inputs, **kw) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    a, b = tmp_path / "records", tmp_path / "rows"
+    build(spec, inputs, a, compact=False, **kw)
+    build(spec, inputs, b, compact=True, **kw)
+    return _files(a), _files(b)
+
+
+def _assert_same(old: dict[str, bytes], new: dict[str, bytes]) -> None:
+    assert sorted(old) == sorted(new)
+    for name in old:
+        assert old[name] == new[name], f"{name} differs"
+
+
+@pytest.mark.parametrize("spec", [TRIAGE, AGENT], ids=["support-triage", "support-agent"])
+def test_example_specs_same_files(tmp_path, spec):
+    old, new = _both(tmp_path, spec, None)
+    assert {"sft/train.jsonl", "manifest.json", "clusters.jsonl", "heldout.lock"} <= set(new)
+    _assert_same(old, new)
+
+
+def test_bad_lines_same_files(tmp_path):
+    old, new = _both(tmp_path, DATA, [DATA / "data.jsonl", DATA / "bad.jsonl"])
+    assert b"bad_json" in new["quarantine/read.jsonl"] and b"rule_failed" in new["quarantine/validate.jsonl"]
+    _assert_same(old, new)
+
+
+def test_real_fixtures_same_files(tmp_path):
+    files = []
+    for f in sorted(REAL.rglob("*.json*")):
+        try:
+            build(TRIAGE, [f], tmp_path / "probe", compact=False)
+        except CurateError:
+            continue  # not a dataset (a column mapping, a config) or no record the build takes
+        files.append(f)
+    assert len(files) >= 20
+    old, new = _both(tmp_path, TRIAGE, files)
+    _assert_same(old, new)
+
+
+def _mixed(path: Path) -> Path:
+    """A native file where fast rows meet the record path at every turn."""
+    lines = [orjson.loads(x) for x in (TRIAGE / "data.jsonl").read_bytes().splitlines()]
+    user = "Please refund order A-1, it was charged twice."
+    extra = [
+        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": GOOD}],
+         "category": "typical", "tags": ["refund"]},
+        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": CLAIM}],
+         "category": "negative", "violates": ["no-action-claims"]},  # pairs with the fast answer above
+        {"prompt": [{"role": "user", "content": "Refund order A-2 please, charged twice."}],
+         "chosen": [{"role": "assistant", "content": GOOD.replace("A-1", "A-2")}],
+         "rejected": [{"role": "assistant", "content": CLAIM}], "category": "adversarial"},  # no violates
+        {"prompt": [{"role": "user", "content": "Refund order A-3 please, it was charged twice."}],
+         "chosen": [{"role": "assistant", "content": GOOD.replace("A-1", "A-3")}],
+         "rejected": [{"role": "assistant", "content": CLAIM}], "category": "adversarial",
+         "violates": ["no-action-claims"]},
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Refund A-9 now"},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-9")}]},
+        {"messages": [{"role": "user", "content": "Refund A-7 twice charged"},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-7")}], "tags": ["heldout"]},
+        {"messages": [{"role": "user", "content": "Refund A-8 " + "very " * 3000},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-8")}]},
+        {"messages": [{"role": "user", "content": "Refund A-6 now"},
+                      {"role": "assistant", "content": "", "tool_calls": [
+                          {"type": "function", "function": {"name": "refund", "arguments": "{\"order\": \"A-6\"}"}}]},
+                      {"role": "tool", "content": "ok", "tool_call_id": "c1"},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-6")}], "category": "edge"},
+        {"messages": [{"role": "user", "content": "Refund A-5"}, {"role": "assistant", "content": GOOD}],
+         "category": "typical", "violates": ["no-such-rule"]},
+        {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": GOOD}]},
+        {"messages": [{"content": "Refund A-4 now", "role": "user"}, {"role": "assistant", "content": GOOD}],
+         "category": "edge", "tags": []},
+    ]
+    rows = [orjson.dumps(x) for x in lines[:60] + extra + lines[60:]]
+    rows.insert(30, b"{not json")
+    rows.insert(31, b"")
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    return path
+
+
+def test_mixed_native_file_same_files(tmp_path):
+    data = _mixed(tmp_path / "mixed.jsonl")
+    old, new = _both(tmp_path, TRIAGE, [data])
+    manifest = orjson.loads(new["manifest.json"])
+    assert manifest["counts"]["pairs_made"] >= 1 and manifest["quarantine"]["validate/heldout_marked"] == 1
+    assert manifest["quarantine"]["validate/too_long"] == 1 and manifest["quarantine"]["read/bad_json"] == 1
+    _assert_same(old, new)
+
+
+def test_prompt_completion_and_a_previous_lock_same_files(tmp_path):
+    data = _mixed(tmp_path / "mixed.jsonl")
+    first = tmp_path / "first"
+    build(TRIAGE, [data], first)
+    more = tmp_path / "more.jsonl"
+    more.write_bytes(data.read_bytes() + orjson.dumps(
+        {"messages": [{"role": "user", "content": "I can't get in"},
+                      {"role": "assistant", "content": GOOD}]}) + b"\n")
+    old, new = _both(tmp_path, TRIAGE, [more], lock=first / "heldout.lock", sft_format="prompt-completion")
+    assert orjson.loads(new["manifest.json"])["split"]["locked_from_previous"] > 0
+    _assert_same(old, new)
+
+
+def test_fast_rows_equal_their_records(tmp_path):
+    """Every value a step derives from a fast row equals the one it derives from the record."""
+    spec = load_spec(TRIAGE)
+    data = _mixed(tmp_path / "mixed.jsonl")
+    opened: list[C.Input] = []
+    lengths = LengthCounter(spec)
+    rows = list(C.read_validate_rows([data], ctx=RunContext(), spec=spec, lengths=lengths, max_tokens=None,
+                                     opened=opened))
+    try:
+        fast = [r for r in rows if r.rec is None]
+        assert len(fast) >= 100 and any(r.kind == "preference" for r in fast)
+        assert any(r.rec is not None for r in rows)
+        checker = C.Checker(spec)
+        once = Counter(r.id for r in rows)
+        for row in fast:
+            rec = C.materialize(row, spec, checker)
+            assert rec.id == row.id == rec.content_id()
+            assert (row.kind, row.category, row.tags, row.violates) == (rec.kind, rec.category, rec.tags,
+                                                                        rec.violates)
+            assert C.user_text(row) == rec.user_text() and C.response_text(row) == rec.response_text()
+            assert C.split_keys(row) == (rec.user_text(), record_prompt_key(rec))
+            assert C.dedup_text(row) == dedup_text(rec) and C.prompt_text(row) == prompt_text(rec)
+            assert row.where() == rec.source.where() and C.source_file(row) == rec.source.file
+            if once[row.id] == 1:  # (same id, other whitespace: the last one measured wins, in both paths)
+                assert lengths.lengths[row.id] == LengthCounter(spec).measure(rec)
+            assert row.statuses == tuple(c.status for c in rec.checks)
+            for fmt in ("messages", "prompt-completion"):
+                assert C.sft_row(row, spec, fmt) == sft_row(rec, spec, fmt)
+            if row.kind == "preference":
+                assert C.dpo_row(row, spec) == dpo_row(rec, spec)  # type: ignore[arg-type]
+    finally:
+        for src in opened:
+            src.close()
+
+
+def test_content_id_of_unicode_and_whitespace_equals_the_records():
+    spec = load_spec(TRIAGE)
+    obj = {"messages": [{"role": "system", "content": "x"},
+                        {"role": "user", "content": "  Ｆｕｌｌ\u00a0WIDTH  Straße "},
+                        {"role": "assistant", "content": "ﬁne\tDONE"}]}
+    from curate.readers.shapes import convert_native
+
+    rec = convert_native(obj, {"file": "f", "line": 1, "format": "native"}, spec.ref)
+    assert C.content_id("sft", obj) == rec.id
+    assert normalize_text("  Ｆｕｌｌ\u00a0WIDTH ") == "full width"
+
+
+def _rows(n: int, tools_at: int | None = None) -> list[dict]:
+    out = [{"messages": [{"role": "user", "content": f"q{i} " * (i % 7 + 1)},
+                         {"role": "assistant", "content": f"a{i}"}], "id": f"{i:016x}"} for i in range(n)]
+    if tools_at is not None:
+        out[tools_at]["tools"] = '[{"type": "function"}]'
+    return out
+
+
+@pytest.mark.parametrize("n,tools_at", [(5000, None), (3000, 1200)])
+def test_stream_writer_small_split_is_the_same_file(tmp_path, n, tools_at):
+    rows = _rows(n, tools_at)
+    a = write_splits(tmp_path / "a", {"train": [dict(r) for r in rows]}, title="t", name="x")
+    # the shapes in order of first appearance; a row with tools gives every row a tools column (null elsewhere)
+    sample = [dict(rows[0])] + ([dict(rows[tools_at])] if tools_at is not None else [])
+    b = write_splits_stream(tmp_path / "b", {"train": lambda: (dict(r) for r in rows)}, sample=sample, title="t",
+                            name="x", row_group=8192)
+    assert a == b
+    assert (b"\"tools\":null" in (tmp_path / "b" / "train.jsonl").read_bytes()) == (tools_at is not None)
+    for name in ("train.jsonl", "data/train-00000-of-00001.parquet", "README.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_stream_writer_large_split_row_groups_same_table(tmp_path):
+    rows = _rows(10_000)
+    write_splits(tmp_path / "a", {"train": [dict(r) for r in rows], "test": []}, title="t", name="x")
+    info = write_splits_stream(tmp_path / "b", {"train": lambda: (dict(r) for r in rows), "test": lambda: iter(())},
+                               sample=rows[:1], title="t", name="x", row_group=4096)
+    assert info["train"]["num_examples"] == 10_000 and info["test"]["num_examples"] == 0
+    pa_, pb = (tmp_path / x / "data" / "train-00000-of-00001.parquet" for x in ("a", "b"))
+    assert pq.ParquetFile(pb).metadata.num_row_groups == 3
+    assert pq.read_table(pa_).equals(pq.read_table(pb))
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
+    assert pq.read_table(tmp_path / "b" / "data" / "test-00000-of-00001.parquet").num_rows == 0
+
+
+def test_inputs_are_closed_after_the_build(tmp_path, monkeypatch):
+    opened: list[C.Input] = []
+    real = C.Input
+
+    def spy(path):
+        src = real(path)
+        opened.append(src)
+        return src
+
+    monkeypatch.setattr(C, "Input", spy)
+    build(TRIAGE, None, tmp_path / "o")
+    assert opened and all(src.fd == -1 for src in opened)
+    shutil.rmtree(tmp_path / "o")
