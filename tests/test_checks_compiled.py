@@ -355,3 +355,20 @@ def test_phrase_search_equals_the_phrase_regex() -> None:
             assert found(text, ascii_lower(text)) == want, (phrases[:3], text)
             hits += want
         assert hits > 20
+
+
+def test_odd_pointer_keys_are_data_not_code(tmp_path: Path) -> None:
+    """Keys with braces, quotes, NUL, escapes and non-ASCII go into the generated source only as literals."""
+    keys = ["we{i}rd'\"key", "a/b", "ü", "x\x00y", "{NAME}", "0"]
+    doc = {"name": "t", "version": 1, "output": {"format": "json"},
+           "rules": [{"id": f"r{i}", "says": "s", "category": "instruction",
+                      "check": {"kind": "max_chars", "max": 3,
+                                "field": "/" + k.replace("~", "~0").replace("/", "~1")}}
+                     for i, k in enumerate(keys)]}
+    (tmp_path / "spec.yaml").write_text(json.dumps(doc), encoding="utf-8")
+    spec = load_spec(tmp_path / "spec.yaml")
+    compiled = compile_rules(spec)
+    for values in ({k: "ok" for k in keys}, {k: "too long" for k in keys}, {}, {keys[0]: 1234, keys[3]: "a"}):
+        ref = assert_same(spec, compiled, json.dumps(values))
+        assert len(ref) == len(keys)
+    assert compiled.failed(json.dumps({k: "too long" for k in keys})) == tuple(f"r{i}" for i in range(len(keys)))

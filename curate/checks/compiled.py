@@ -64,7 +64,6 @@ _NOJSON = object()  # the response is not JSON
 _NOPTR = object()  # the JSON has no value at the pointer
 NOT_JSON_REASON = "response is not valid JSON (reported by the JSON rules)"
 
-RuleFn = Callable[[str, Any, str, str, Any], Any]  # (response, doc, user_text, category, tags) -> outcome
 
 
 class _Fallback(Exception):
@@ -425,10 +424,16 @@ def _generic(spec: Spec, rule: Rule) -> Callable[..., Any]:
 
 # ---------------------------------------------------------------- the generated function
 
-def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], tuple[str, ...]]:
-    """Source of `statuses(r, u, c, t)` for these rules, compiled and returned: one status string per rule."""
+def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, ...]], Callable[..., list[Any]]]:
+    """Two functions generated from one source template, compiled for these rules:
+
+    `statuses(r, u, c, t)` -> one of 'pass' / 'fail' / 'skip' per rule (a tuple);
+    `outcomes(r, u, c, t)` -> per rule None (pass), FAIL, the skip reason (a str), or for a generic (python) rule
+    that does not fail its CheckResult (a list).
+    """
     ns: dict[str, Any] = {"_NOJSON": _NOJSON, "_NOPTR": _NOPTR, "_is_empty": is_empty, "_text": _text,
-                          "_loads": orjson.loads, "_JDE": orjson.JSONDecodeError, "_slow_doc": _slow_doc}
+                          "_loads": orjson.loads, "_JDE": orjson.JSONDecodeError, "_slow_doc": _slow_doc,
+                          "_FAIL": FAIL}
     consts: dict[int, str] = {}
 
     def const(obj: Any) -> str:
@@ -439,7 +444,7 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
         return name
 
     keep_alive: list[Any] = []
-    lines = ["def statuses(r, u, c, t):"]
+    lines = ["def \0NAME\0(r, u, c, t):"]
     if any(p.needs_doc for p in plans):
         lines += ["    try:", "        d = _loads(r)", "    except _JDE:", "        d = _slow_doc(r)"]
     else:
@@ -478,11 +483,14 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
         x = f"x{j}"
         out_vars.append(x)
         if p.human:
-            lines.append(f"    {x} = 'skip'")
+            lines.append(f"    {x} = \0SKIP{j}\0")
+            ns[f"_why{j}"] = lambda r, d, c, t: "judged by labelers"
             continue
         if p.generic:
-            lines.append(f"    {x} = {const(_generic(spec, p.rule))}(r, u, c, t).status")
+            gen = const(_generic(spec, p.rule))
+            lines.append(f"    {x} = \0GENERIC\0({gen}(r, u, c, t))")
             continue
+        ns[f"_why{j}"] = _skip_reason(p)
         holds = _when_source(p.when, ptr_var, const)
         if p.kind == "json_parse":
             present, fails = "True", "d is _NOJSON"
@@ -503,19 +511,51 @@ def _generate(spec: Spec, plans: list[_Plan]) -> Callable[[str, str, str, Any], 
             fails = _fails_source(p, s, low, const)
         applies = " and ".join(f"({e})" for e in (holds, present) if e != "True")
         if applies:
-            lines += [f"    if not ({applies}):", f"        {x} = 'skip'", f"    elif {fails}:"]
+            lines += [f"    if not ({applies}):", f"        {x} = \0SKIP{j}\0", f"    elif {fails}:"]
         else:
             lines.append(f"    if {fails}:")
-        lines += [f"        {x} = 'fail'", "    else:", f"        {x} = 'pass'"]
-    tup = "(" + ", ".join(out_vars) + ("," if len(out_vars) == 1 else "") + ")"
-    lines.append(f"    return {tup}")
-    source = "\n".join(lines) + "\n"
-    code = compile(source, f"<curate rules {spec.ref}>", "exec")
-    exec(code, ns)  # noqa: S102 - our own generated source, built from the spec's parsed rules
-    fn = ns["statuses"]
-    fn.__curate_source__ = source
-    fn.__curate_keep__ = keep_alive
-    return fn  # type: ignore[no-any-return]
+        lines += [f"        {x} = \0FAIL\0", "    else:", f"        {x} = \0PASS\0"]
+    lines.append("    return \0OPEN\0" + ", ".join(out_vars) + ("," if len(out_vars) == 1 else "") + "\0CLOSE\0")
+    template = "\n".join(lines) + "\n"  # \0NAME\0 marks a slot: repr() never writes a raw NUL
+
+    def fill(**slots: str) -> str:
+        parts = template.split("\0")
+        return "".join(slots[x] if i % 2 else x for i, x in enumerate(parts))
+
+    skips_st = {f"SKIP{j}": "'skip'" for j in range(len(plans))}
+    skips_out = {f"SKIP{j}": f"_why{j}(r, d, c, t)" for j in range(len(plans))}
+    ns["_status_of"] = lambda res: res.status
+    ns["_outcome_of"] = lambda res: FAIL if res.status == "fail" else res
+    sources = {
+        "statuses": fill(NAME="statuses", FAIL="'fail'", PASS="'pass'", GENERIC="_status_of", OPEN="(", CLOSE=")",
+                         **skips_st),
+        "outcomes": fill(NAME="outcomes", FAIL="_FAIL", PASS="None", GENERIC="_outcome_of", OPEN="[", CLOSE="]",
+                         **skips_out),
+    }
+    fns = []
+    for name, source in sources.items():
+        exec(compile(source, f"<curate rules {spec.ref}: {name}>", "exec"), ns)  # noqa: S102 - generated here
+        fn = ns[name]
+        fn.__curate_source__ = source
+        fn.__curate_keep__ = keep_alive
+        fns.append(fn)
+    return fns[0], fns[1]
+
+
+def _skip_reason(p: _Plan) -> Callable[[str, Any, str, Any], str]:
+    """(response, doc, category, tags) -> why the rule is skipped (called only when it is): CheckContext's words."""
+    cond = _when_closure(p.when)
+    res = _resolver(p.field) if p.field else None
+    field = p.field or ""
+
+    def why(r: str, d: Any, c: str, t: Any) -> str:
+        reason = cond(r, d, c, t) if cond is not None else ""
+        if reason:
+            return reason
+        v = r if res is None else res(d)
+        return _missing_reason(field, v)
+
+    return why
 
 
 def _fails_source(p: _Plan, s: str, low: str, const: Callable[[Any], str]) -> str:
@@ -574,52 +614,7 @@ def _slow_doc(response: str) -> Any:
         raise _Fallback from None
 
 
-# ---------------------------------------------------------------- closures, for outcomes() and results()
-
-def _closure(spec: Spec, p: _Plan) -> RuleFn:
-    """(response, doc, user, category, tags) -> None (pass) | FAIL | skip reason | CheckResult (generic, not fail)."""
-    if p.human:
-        return lambda r, d, u, c, t: "judged by labelers"
-    if p.generic:
-        gen = _generic(spec, p.rule)
-
-        def generic(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-            res = gen(r, u, c, t)
-            return FAIL if res.status == "fail" else res
-
-        return generic
-    cond = _when_closure(p.when)
-    res = _resolver(p.field) if p.field else None
-    field = p.field or ""
-
-    def body(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-        if p.kind == "json_parse":
-            return FAIL if d is _NOJSON else None
-        if p.kind == "json_schema":
-            if d is _NOJSON:
-                return FAIL
-            doc = d
-            if res is not None:
-                doc = res(d)
-                if doc is _NOPTR:
-                    return FAIL
-            return None if p.schema_ok(doc) else FAIL  # type: ignore[misc]
-        v = r if res is None else res(d)
-        if v is _NOJSON or v is _NOPTR:
-            return _missing_reason(field, v)
-        if p.value_fails is not None:
-            return FAIL if p.value_fails(v, u) else None
-        return FAIL if p.text_fails(_text(v)) else None  # type: ignore[misc, arg-type]
-
-    if cond is None:
-        return body
-
-    def guarded(r: str, d: Any, u: str, c: str, t: Any) -> Any:
-        why = cond(r, d, c, t)
-        return why if why else body(r, d, u, c, t)
-
-    return guarded
-
+# ---------------------------------------------------------------- skip reasons
 
 def _when_closure(when: Any) -> Callable[[str, Any, str, Any], str] | None:
     """(response, doc, category, tags) -> '' when every condition holds, else the reason (CheckContext.when_fails)."""
@@ -668,16 +663,15 @@ class CompiledRules:
         self.rules: tuple[Rule, ...] = tuple(rules if rules is not None else spec.automatic_rules())
         self.ids: tuple[str, ...] = tuple(r.id for r in self.rules)
         plans = [_Plan(spec, r) for r in self.rules]
-        self._needs_doc = any(p.needs_doc for p in plans)
-        self._statuses = _generate(spec, plans)
-        self._closures: tuple[RuleFn, ...] = tuple(_closure(spec, p) for p in plans)
+        self._statuses, self._outcomes = _generate(spec, plans)
         self._shared: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._pass = {r.id: CheckResult(rule=r.id, category=r.category, status="pass", detail="") for r in self.rules}
         self._skips: dict[tuple[str, str], CheckResult] = {}
 
     @property
     def source(self) -> str:
-        """The generated Python source of `statuses` (for reading and debugging)."""
+        """The generated Python source of `statuses` (for reading and debugging; `outcomes` differs only in the
+        values it assigns)."""
         return self._statuses.__curate_source__  # type: ignore[attr-defined, no-any-return]
 
     def _intern(self, st: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -714,29 +708,20 @@ class CompiledRules:
     def outcomes(self, response: str, user_text: str = "", category: str = "typical",
                  tags: Iterable[str] = frozenset()) -> list[Any]:
         """Per rule: None (pass), FAIL, or the skip reason (a str), as check_response decides."""
+        if isinstance(tags, str):
+            tags = frozenset(tags)
         try:
             outs = self._outcomes(response, user_text, category, tags)
         except _Fallback:
-            outs = self._reference(response, user_text, category, tags)
-            return [None if r.status == "pass" else FAIL if r.status == "fail" else r.detail for r in outs]
-        return [None if (type(o) is CheckResult and o.status == "pass") else
-                o.detail if type(o) is CheckResult else o for o in outs]
-
-    def _outcomes(self, response: str, user_text: str, category: str, tags: Iterable[str]) -> list[Any]:
-        if isinstance(tags, str):
-            tags = frozenset(tags)
-        if self._needs_doc:
-            try:
-                doc = orjson.loads(response)
-            except orjson.JSONDecodeError:
-                doc = _slow_doc(response)
-        else:
-            doc = _NOJSON
-        return [f(response, doc, user_text, category, tags) for f in self._closures]
+            ref = self._reference(response, user_text, category, tags)
+            return [None if r.status == "pass" else FAIL if r.status == "fail" else r.detail for r in ref]
+        return [(None if o.status == "pass" else o.detail) if type(o) is CheckResult else o for o in outs]
 
     def results(self, response: str, user_text: str = "", category: str = "typical",
                 tags: Iterable[str] = frozenset()) -> list[CheckResult]:
         """The full list, equal to `check_response(spec, response, ...)` (pass and skip results are shared objects)."""
+        if isinstance(tags, str):
+            tags = frozenset(tags)
         try:
             outs = self._outcomes(response, user_text, category, tags)
         except _Fallback:
