@@ -372,3 +372,22 @@ def test_odd_pointer_keys_are_data_not_code(tmp_path: Path) -> None:
         ref = assert_same(spec, compiled, json.dumps(values))
         assert len(ref) == len(keys)
     assert compiled.failed(json.dumps({k: "too long" for k in keys})) == tuple(f"r{i}" for i in range(len(keys)))
+
+
+def test_check_file_uses_compiled_rules_with_the_same_report(tmp_path: Path, monkeypatch) -> None:
+    """curate check's report is the one the reference check_response gives (data records and model outputs)."""
+    import curate.checks.runner as runner
+
+    spec = load_spec(REPO / "specs" / "support-agent")
+    outputs = tmp_path / "outputs.jsonl"
+    rows = [{"response": r, "prompt": u, "category": c, "tags": list(t)} for r in MODEL_OUTPUTS[:20]
+            for u, (c, t) in zip(USERS, CONTEXTS)]
+    outputs.write_text("\n".join(json.dumps(x) for x in rows) + "\n{broken\n", encoding="utf-8")
+    for path in (spec.data_paths()[0], outputs):
+        fast = runner.check_file(spec, path).as_dict()
+        monkeypatch.setattr(runner, "_compiled_check", lambda _spec: check_response)
+        slow = runner.check_file(spec, path).as_dict()
+        monkeypatch.undo()
+        assert fast == slow
+        assert fast["responses"] > 50
+    assert fast["bad_lines"] and fast["failing_examples"]

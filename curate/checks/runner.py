@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.checks import check_response
+from curate.checks.compiled import compile_rules
 from curate.records import LineError, PreferenceRecord, Source, read_jsonl, record_from_native
 from curate.spec import Spec
 
@@ -95,6 +95,7 @@ def add_result(report: CheckReport, results: list[Any], *, where: str, response:
 def check_file(spec: Spec, path: str | Path) -> CheckReport:
     report = new_report(spec)
     automatic = {r.id for r in spec.automatic_rules()}
+    check_response = _compiled_check(spec)
     for line, obj in read_jsonl(path):
         where = f"{path}:{line}"
         if isinstance(obj, LineError):
@@ -125,6 +126,17 @@ def check_file(spec: Spec, path: str | Path) -> CheckReport:
             add_result(report, check_response(spec, rec.response_text(), **kw), where=where,
                        response=rec.response_text(), expected_fail=expected)
     return report
+
+
+def _compiled_check(spec: Spec) -> Any:
+    """check_response's signature over the spec's compiled rules (same results; pass and skip results shared)."""
+    compiled = compile_rules(spec)
+
+    def check(_spec: Spec, response: str, *, user_text: str = "", category: str = "typical",
+              tags: Any = ()) -> list[Any]:
+        return compiled.results(response, user_text, category, frozenset(tags))  # as check_response takes them
+
+    return check
 
 
 def by_category(report: CheckReport) -> dict[str, dict[str, int]]:
