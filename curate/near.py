@@ -48,7 +48,7 @@ from curate.records import normalize_text
 log = logging.getLogger(__name__)
 
 __all__ = ["BandSketch", "NearIndex", "candidate_pairs", "common_shingles", "exact_key", "lsh_params",
-           "near_groups", "near_pairs", "signatures", "similarity", "verify_pairs"]
+           "near_groups", "near_pairs", "near_pairs_lazy", "signatures", "similarity", "verify_pairs"]
 
 _POLY = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
 
@@ -590,6 +590,33 @@ def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 
     sketch = BandSketch(threshold, num_perm, ngram, stop=common_shingles(norms, ngram, share=common))
     cand = candidate_pairs(sketch.bands_of(norms))
     return verify_pairs(norms.__getitem__, cand, threshold)
+
+
+def near_pairs_lazy(n: int, norm_of: Callable[[int], str], *, threshold: float = 0.8, num_perm: int = 128,
+                    ngram: int = 5, common: float = 0.01) -> list[tuple[int, int, float]]:
+    """`near_pairs(texts, normalized=True)` over `n` normalized texts made on demand by `norm_of(i)`: the same
+    pairs, without holding the texts (memory: 4 bytes per LSH band per text; texts are made ~2-3 times)."""
+    if n < 2:
+        return []
+
+    class _Texts(Sequence[str]):
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: Any) -> Any:
+            if isinstance(i, slice):
+                return [norm_of(k) for k in range(*i.indices(n))]
+            return norm_of(i)
+
+    texts = _Texts()
+    sketch = BandSketch(threshold, num_perm, ngram, stop=common_shingles(texts, ngram, share=common))
+    bands = np.empty((n, sketch.bands), dtype=np.uint32)  # the top 32 bits: all candidate_pairs reads
+    for a in range(0, n, sketch.CHUNK):
+        chunk = texts[a:a + sketch.CHUNK]
+        bands[a:a + len(chunk)] = sketch.bands_of(chunk) >> np.uint64(32)
+    cand = candidate_pairs(bands)
+    del bands
+    return verify_pairs(norm_of, cand, threshold)
 
 
 class BandSketch:

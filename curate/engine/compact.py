@@ -361,11 +361,23 @@ def _plain(msgs: Any) -> bool:
     return True
 
 
+_SHARED: dict[Any, Any] = {}  # one object per distinct category string and tags / violates tuple
+
+
+def _share(v: Any) -> Any:
+    got = _SHARED.get(v)
+    if got is None:
+        if len(_SHARED) > 50_000:  # free-form tags: stop sharing rather than grow without bound
+            return v
+        got = _SHARED[v] = v
+    return got
+
+
 def _strs(v: Any) -> tuple[str, ...] | None:
     if v is None:
         return _EMPTY
     if type(v) is list and all(type(x) is str for x in v):
-        return tuple(v) if v else _EMPTY
+        return _share(tuple(v)) if v else _EMPTY
     return None
 
 
@@ -511,7 +523,7 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                         lengths.lengths[rid] = size
                         n_fast += 1
                         done += 1
-                        yield Row(kind, rid, src, fname, line, fmt, cat, tags, violates, st, None)
+                        yield Row(kind, rid, src, fname, line, fmt, _share(cat), tags, violates, st, None)
                         continue
             pending.append((line, obj, raw))
             if len(pending) >= 256:

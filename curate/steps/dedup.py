@@ -197,7 +197,11 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
 
     # 2. near, then 3. semantic: greedy over verified edges in keep-priority order
     if sketch is not None and len(survivors) > 1:
-        cand = candidate_pairs(bands[surv_pos])
+        k = len(surv_pos)
+        for a in range(0, k, _CHUNK):  # keep the survivors' rows, in place (surv_pos[i] >= i): no second copy
+            b = min(k, a + _CHUNK)
+            bands[a:b] = bands[surv_pos[a:b]]
+        cand = candidate_pairs(bands[:k])
         del bands
         cache: dict[int, str] = {}
 

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from curate.errors import InputError
-from curate.near import exact_key, near_pairs
+from curate.near import exact_key, near_pairs, near_pairs_lazy
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -196,9 +196,14 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
     texts = [leak_text(r) for r in recs]
     pkeys = [record_prompt_key(r) for r in recs]
     fields = spec.split.stratify
-    res, _ = _split(recs, [normalize_text(t) for t in texts], texts.__getitem__, pkeys,
-                    lambda i: stratum(recs[i], fields), lambda i: recs[i], spec=spec, ctx=ctx, lock=lock,
-                    near_threshold=near_threshold, heldout=heldout, seed=seed)
+    norms = [normalize_text(t) for t in texts]
+
+    def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
+        return near_pairs(lock_norms + [norms[i] for i in rep_idx], threshold=near_threshold, normalized=True)
+
+    res, _ = _split(recs, [_ekey(t) for t in norms], texts.__getitem__, pkeys, lambda i: stratum(recs[i], fields),
+                    lambda i: recs[i], near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold,
+                    heldout=heldout, seed=seed)
     key_of = {r.id: t for r, t in zip(recs, texts)}
     res.leakage = leakage(((r.id, key_of[r.id]) for r in res.train), ((r.id, key_of[r.id]) for r in res.test),
                           threshold=near_threshold)
@@ -225,11 +230,11 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     LSH of the grouping pass missed is not looked for again (`split` over records runs a second pass).
     """
     recs = sorted(rows, key=lambda r: r.id)
-    norms: list[str] = []
+    ekeys: list[bytes] = []
     pkeys: list[str] = []
     for r in recs:
         text, pk = keys(r)
-        norms.append(normalize_text(text))
+        ekeys.append(_ekey(normalize_text(text)))
         pkeys.append(pk)
     fields = spec.split.stratify
     if all(f in _ROW_FIELDS for f in fields):
@@ -242,10 +247,18 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     def text_of(i: int) -> str:
         return keys(recs[i])[0]
 
-    res, (side_of, pairs, rep_idx, nl, ekeys) = _split(recs, norms, text_of, pkeys, stratum_of,
-                                                       lambda i: record(recs[i]), spec=spec, ctx=ctx, lock=lock,
-                                                       near_threshold=near_threshold)
-    del norms, pkeys
+    def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
+        nl = len(lock_norms)
+
+        def norm_of(k: int) -> str:
+            return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
+
+        return near_pairs_lazy(nl + len(rep_idx), norm_of, threshold=near_threshold)
+
+    res, (side_of, pairs, rep_idx, nl, ekeys) = _split(recs, ekeys, text_of, pkeys, stratum_of,
+                                                       lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
+                                                       lock=lock, near_threshold=near_threshold)
+    del pkeys
     res.leakage = _pair_leakage(recs, text_of, ekeys, side_of, pairs, rep_idx, nl, near_threshold)
     ctx.report(STEP, 3, 3)
     return res
@@ -291,12 +304,19 @@ def _pair_leakage(recs: list[Any], text_of: Callable[[int], str], ekeys: list[An
     return out
 
 
-def _split(recs: list[Any], norms: list[str], text_of: Callable[[int], str], pkeys: list[str],
-           stratum_of: Callable[[int], tuple[str, ...]], record_of: Callable[[int], Rec], *, spec: Spec,
+def _ekey(norm: str) -> bytes:
+    """`exact_key` of a normalized text, as 16 bytes."""
+    return hashlib.sha256(norm.encode("utf-8")).digest()[:16]
+
+
+def _split(recs: list[Any], ekeys: list[bytes], text_of: Callable[[int], str], pkeys: list[str],
+           stratum_of: Callable[[int], tuple[str, ...]], record_of: Callable[[int], Rec],
+           near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
            ctx: RunContext, lock: HeldoutLock | None, near_threshold: float, heldout: float | None = None,
            seed: int | None = None) -> tuple[SplitResult, tuple[Any, ...]]:
-    """The split of items sorted by id (records or rows: `.id` read only) given their normalized user texts
-    (`text_of(i)`: the text itself) and prompt keys; leakage left empty.
+    """The split of items sorted by id (records or rows: `.id` read only) given the exact keys of their user
+    texts (`_ekey`), the texts (`text_of(i)`) and prompt keys; leakage left empty. `near(lock_norms, rep_idx)`
+    gives the near pairs of `near_pairs(lock_norms + normalized user texts of rep_idx, normalized=True)`.
 
     Also gives (side per item: "train" / "test" / None for quarantined, the near pairs over lock prompts +
     distinct user texts, the item index of each distinct text, the number of lock prompts, the exact key per item).
@@ -304,7 +324,6 @@ def _split(recs: list[Any], norms: list[str], text_of: Callable[[int], str], pke
     share = spec.split.heldout if heldout is None else heldout
     seed = spec.split.seed if seed is None else seed
     n = len(recs)
-    ekeys = [hashlib.sha256(t.encode("utf-8")).digest()[:16] for t in norms]  # == exact_key, as bytes
     uf = _UnionFind(n)
     first_p: dict[str, int] = {}
     first_u: dict[bytes, int] = {}
@@ -328,8 +347,7 @@ def _split(recs: list[Any], norms: list[str], text_of: Callable[[int], str], pke
     nl = len(lock_prompts)
     pairs: list[tuple[int, int, float]] = []
     if len(rep_idx) + nl > 1:
-        pairs = near_pairs([normalize_text(t) for t in lock_prompts] + [norms[i] for i in rep_idx],
-                           threshold=near_threshold, normalized=True)
+        pairs = near([normalize_text(t) for t in lock_prompts], rep_idx)
         for a, b, _ in pairs:
             if a >= nl:
                 uf.union(rep_idx[a - nl], rep_idx[b - nl])
