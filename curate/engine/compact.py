@@ -45,6 +45,7 @@ NONE_FILE = "<none>"
 _SFT_KEYS = frozenset(("messages", "category", "tags", "violates"))
 _PREF_KEYS = frozenset(("prompt", "chosen", "rejected", "category", "tags", "violates"))
 _EMPTY: tuple[str, ...] = ()
+_NO_TAGS: frozenset[str] = frozenset()
 
 __all__ = ["Row", "Checker", "read_validate_rows", "materialize", "row_of"]
 
@@ -302,44 +303,23 @@ def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- the checks
 
 class Checker:
-    """The spec's automatic rules over one response: per rule "pass" / "fail" / "skip".
+    """The spec's automatic rules over one response: per rule "pass" / "fail" / "skip", as a shared tuple.
 
-    Uses `curate.checks.compiled` (one closure per rule) when it is there, else `check_response`; both give the
-    same verdicts. Status tuples are shared objects.
+    `curate.checks.compiled` (the rules compiled once per spec; the same verdicts as `check_response`) decides;
+    `results()` gives the full CheckResult list (`check_response`), for the records that need one.
     """
 
     def __init__(self, spec: Any) -> None:
         from curate.checks import check_response
+        from curate.checks.compiled import compile_rules
 
         self.spec = spec
         self.rules = spec.automatic_rules()
         self._check_response = check_response
-        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._outcomes: Any = None
-        self._fail: Any = None
-        try:
-            from curate.checks.compiled import FAIL, compile_rules
-
-            compiled = compile_rules(spec, self.rules)
-            if hasattr(compiled, "outcomes"):
-                self._outcomes, self._fail = compiled.outcomes, FAIL
-        except ImportError:  # pragma: no cover - the compiled checks are part of curate
-            pass
+        self._statuses = compile_rules(spec, self.rules).statuses
 
     def statuses(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> tuple[str, ...]:
-        st: tuple[str, ...] | None = None
-        if self._outcomes is not None:
-            try:
-                outs = self._outcomes(response, user, category, frozenset(tags))
-            except Exception:  # noqa: BLE001 - the reference path decides (and raises where it would)
-                outs = None
-            if outs is not None:
-                fail = self._fail
-                st = tuple(["pass" if o is None else "fail" if o is fail else "skip" for o in outs])
-        if st is None:
-            st = tuple(c.status for c in self._check_response(self.spec, response, user_text=user,
-                                                               category=category, tags=tags, rules=self.rules))
-        return self._shared.setdefault(st, st)
+        return self._statuses(response, user, category, frozenset(tags) if tags else _NO_TAGS)
 
     def results(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> list[CheckResult]:
         return self._check_response(self.spec, response, user_text=user, category=category, tags=tags,
