@@ -20,8 +20,8 @@ watermark, a server timestamp; the next pull exports only the tasks Label Studio
 annotation bumps its task's `updated_at`), puts them in place of their old copies and converts the whole set,
 so the outputs are those of a full pull. The watermark is the newest `updated_at` seen, but at most
 MARGIN_S seconds before the server's clock at the start of the pull: a write stamped before the export and
-committed after it is fetched next time. The project's annotation counts are checked against the merged
-set; any difference (a deleted annotation or task, a missed write) makes it a full export. The first pull,
+committed after it is fetched next time. The project's count of (not skipped) annotations is checked against
+the merged set; a difference (a deleted task, a missed write) makes it a full export. The first pull,
 a changed server or project, or `full=True` export everything.
 """
 
@@ -192,27 +192,26 @@ class _IncrementalFetch:
         return cache if ok else None
 
     def __call__(self, kind: str, pid: int) -> list[dict[str, Any]]:
-        r = self.client.request("GET", f"/api/projects/{pid}/")
-        project = orjson.loads(r.content)
-        # the server's clock (whole seconds, rounded down) before anything is read: the watermark's upper bound
+        cache = self._load(kind, pid)
+        # the project (its annotation count) when there is a cache to check, else the cheapest answer: either
+        # way the server's clock (HTTP Date, whole seconds rounded down) before anything is exported
+        r = self.client.request("GET", f"/api/projects/{pid}/" if cache is not None else "/health", ok=(404,))
         date = r.headers.get("date")
         now = parsedate_to_datetime(date) if date else None
-        cache = self._load(kind, pid)
         tasks: list[dict[str, Any]] | None = None
         if cache is not None:
+            want = orjson.loads(r.content).get("total_annotations_number")
             fresh = self.client.export_snapshot(pid, annotated_only=True, updated_after=cache["watermark"])
             merged = {t["id"]: t for t in cache["tasks"]}
             merged.update((t["id"], t) for t in fresh)
             tasks = [merged[k] for k in sorted(merged)]
-            have = _annotation_counts(tasks)
-            want = (project.get("total_annotations_number"), project.get("skipped_annotations_number"))
+            have = _annotations_done(tasks)
             if have == want:
                 self.counts["fetched_tasks"] += len(fresh)
                 self.counts["incremental_exports"] += 1
             else:
-                log.info("pull %s: annotation counts %s after merging, the server has %s: full export", kind,
-                         have, want)
-                self.counts["full_export_reasons"].append(f"{kind}: counts {have} != server {want}")
+                log.info("pull %s: %s annotations after merging, the server has %s: full export", kind, have, want)
+                self.counts["full_export_reasons"].append(f"{kind}: annotations {have} != server {want}")
                 tasks = None
         if tasks is None:
             tasks = self.client.export_snapshot(pid, annotated_only=True)
@@ -233,16 +232,12 @@ class _IncrementalFetch:
             write_atomic(self.cache_dir / f"{kind}.json", orjson.dumps(cache))
 
 
-def _annotation_counts(tasks: list[dict[str, Any]]) -> tuple[int, int]:
-    """(annotations not skipped, skipped annotations) in exported tasks, as the project API counts them."""
-    done = skipped = 0
-    for t in tasks:
-        for a in t.get("annotations") or []:
-            if a.get("was_cancelled"):
-                skipped += 1
-            else:
-                done += 1
-    return done, skipped
+def _annotations_done(tasks: list[dict[str, Any]]) -> int:
+    """Annotations not skipped in exported tasks, as the project API counts them (total_annotations_number).
+
+    Skipped ones are not compared: a task with only skipped annotations is not in an annotated-only export.
+    """
+    return sum(1 for t in tasks for a in t.get("annotations") or [] if not a.get("was_cancelled"))
 
 
 def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kinds: Iterable[str] = KINDS,

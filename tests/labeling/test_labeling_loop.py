@@ -311,9 +311,11 @@ def test_pull_fetches_only_changed_tasks_and_equals_a_full_pull(client, tmp_path
     _annotate(client, tasks[0]["id"], [choices("verdict", ["accept"])], bob)
     client.request("PATCH", f"/api/annotations/{first_ann}/", json={"result": [choices("verdict", ["accept"]),
                                                                                 choices("category", ["edge"])]})
+    client.create_annotation(tasks[3]["id"], [], was_cancelled=True)  # a skip alone is not exported, not a miss
     time.sleep(1.1)
     third = again()
     assert third.counts["incremental_exports"] == 1 and third.counts["fetched_tasks"] == 2  # tasks 0 and 2
+    assert third.counts["full_exports"] == 0
     assert third.counts["new_or_changed_annotations"] == 3 and third.counts["annotations"] == 4
     full, full_files = full_pull()
     assert _outputs(out.parent) == full_files  # the merged pull wrote exactly what a full pull writes
@@ -328,7 +330,7 @@ def test_pull_fetches_only_changed_tasks_and_equals_a_full_pull(client, tmp_path
     # a deleted task leaves nothing to fetch: the annotation counts differ and the pull exports everything
     client.request("DELETE", f"/api/tasks/{tasks[2]['id']}/")
     fifth = again()
-    assert fifth.counts["full_exports"] == 1 and "counts (3, 0) != server (2, 0)" in \
+    assert fifth.counts["full_exports"] == 1 and "review: annotations 3 != server 2" in \
         fifth.counts["full_export_reasons"][0]
     assert fifth.counts["annotations"] == 2
     assert _outputs(out.parent) == full_pull()[1]
