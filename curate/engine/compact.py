@@ -196,13 +196,30 @@ def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
 
 
 def split_keys(row: Row) -> tuple[str, str]:
-    """(user text, prompt key) of a row, from one parse: what the split reads."""
+    """(normalized user text, prompt key) of a row, from one parse and one normalization per user turn: what the
+    split reads. (For ASCII turns the normal form of the turns joined by newlines is their normal forms joined by
+    spaces; other text is normalized whole.)"""
     if row.rec is not None:
         from curate.steps.pairs import record_prompt_key
 
-        return row.rec.user_text(), record_prompt_key(row.rec)
+        return normalize_text(row.rec.user_text()), record_prompt_key(row.rec)
     obj = row.obj()
-    return user_text(row, obj), prompt_key(row, obj)
+    parts: list[str] = []
+    users: list[str] = []
+    ascii_only = True
+    for m in _prompt_msgs(row, obj):
+        role = m["role"]
+        if role != "system":
+            c = m["content"]
+            norm = normalize_text(c)
+            parts += (role, norm)
+            if role == "user":
+                users.append(norm)
+                ascii_only = ascii_only and c.isascii()
+    key = _digest_norm(parts)
+    if ascii_only:  # (a fast SFT row's user turns are all in its prompt: the last turn is the answer)
+        return " ".join(users), key
+    return normalize_text(user_text(row, obj)), key
 
 
 def dedup_text(row: Row, obj: dict[str, Any] | None = None) -> str:

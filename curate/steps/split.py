@@ -215,14 +215,14 @@ _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
 
 
 def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
-               record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
+               text: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
                near_threshold: float = 0.8) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
-    violates or id); `keys(row)` gives (user text, prompt key). Only the normalized user texts are held; the
-    texts themselves are made again for the held-out rows (the lock's prompts).
+    violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. Neither is
+    held: the texts are made again where needed (near pairs, the lock's prompts).
 
     Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact = held-out texts
     equal to a training text, near = held-out texts with a verified pair to a training text. Groups never
@@ -233,8 +233,8 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     ekeys: list[bytes] = []
     pkeys: list[str] = []
     for r in recs:
-        text, pk = keys(r)
-        ekeys.append(_ekey(normalize_text(text)))
+        norm, pk = keys(r)
+        ekeys.append(_ekey(norm))
         pkeys.append(pk)
     fields = spec.split.stratify
     if all(f in _ROW_FIELDS for f in fields):
@@ -245,7 +245,7 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
             r = recs[i]
             return stratum(r.rec if r.rec is not None else record(r), fields)
     def text_of(i: int) -> str:
-        return keys(recs[i])[0]
+        return text(recs[i])
 
     def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
         nl = len(lock_norms)

@@ -119,6 +119,13 @@ def _mixed(path: Path) -> Path:
         {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": GOOD}]},
         {"messages": [{"content": "Refund A-4 now", "role": "user"}, {"role": "assistant", "content": GOOD}],
          "category": "edge", "tags": []},
+        {"messages": [{"role": "user", "content": "Rückerstattung für A-11, Straße ＡＢ"},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-11")},
+                      {"role": "user", "content": "Still  charged\ttwice"},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-11")}], "category": "edge"},
+        {"messages": [{"role": "user", "content": "Refund A-12 please"}, {"role": "assistant", "content": "Sure."},
+                      {"role": "user", "content": "Order A-12, charged TWICE"},
+                      {"role": "assistant", "content": GOOD.replace("A-1", "A-12")}], "category": "edge"},
     ]
     rows = [orjson.dumps(x) for x in lines[:60] + extra + lines[60:]]
     rows.insert(30, b"{not json")
@@ -160,6 +167,7 @@ def test_fast_rows_equal_their_records(tmp_path):
     try:
         fast = [r for r in rows if r.rec is None]
         assert len(fast) >= 100 and any(r.kind == "preference" for r in fast)
+        assert any("A-11" in C.user_text(r) for r in fast) and any("A-12" in C.user_text(r) for r in fast)
         assert any(r.rec is not None for r in rows)
         checker = C.Checker(spec)
         once = Counter(r.id for r in rows)
@@ -169,7 +177,7 @@ def test_fast_rows_equal_their_records(tmp_path):
             assert (row.kind, row.category, row.tags, row.violates) == (rec.kind, rec.category, rec.tags,
                                                                         rec.violates)
             assert C.user_text(row) == rec.user_text() and C.response_text(row) == rec.response_text()
-            assert C.split_keys(row) == (rec.user_text(), record_prompt_key(rec))
+            assert C.split_keys(row) == (normalize_text(rec.user_text()), record_prompt_key(rec))
             assert C.dedup_text(row) == dedup_text(rec) and C.prompt_text(row) == prompt_text(rec)
             assert row.where() == rec.source.where() and C.source_file(row) == rec.source.file
             if once[row.id] == 1:  # (same id, other whitespace: the last one measured wins, in both paths)
