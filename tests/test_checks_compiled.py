@@ -283,6 +283,10 @@ PATTERNS = [
     r"(?<=abc)def", r"a{2,3}bc", r"(?:foo|bar)+baz", r"x*yz", r"(?i)ſecret", "(?i)\u212aelvin", r"[a]bc",
     r"(ab)\1cd", r"(ab)?(?(1)ab|cd)ef", r"(?>abc)d", r"ab++c", r"^$", r"", r"(?i)(?:refund(?:ed)?|credit)s?\b",
     r"(?i)\bcvv\b|\bsecurity\s+code\b", r"[^a]bcd", r"(?s)a.b", r"(?m)^end$", r"\d{4}", r"(?a)\w+ing",
+    r"ab?c{0,2}d", r"[xy]z(?:ab|cd)?e", r"(?:foo|ba[rz])qux", "’ve done", r"colou?r", "(?i)straße", "(?i)ﬁle",
+    r"\Afoo|bar\Z", r"(?i)we(?=\s+have)\s+have", r"x(?:yz|)w", r"(?:ab){1,2}c", r"(?i)(?:I|we)['’]ll (?:do|fix)",
+    r"(?i)\b(?:I|we)(?:['’]ve| have)? (?:already |just )?(?:refunded|cancel+ed|deleted|reset|changed)\b|"
+    r"\byour (?:\w+ ){1,2}(?:has|have) been (?:refunded|cancel+ed|deleted|reset|changed)\b",
 ]
 
 
@@ -304,7 +308,7 @@ def _variants(rng: random.Random, base: list[str]) -> list[str]:
 
 
 def test_prefiltered_regex_search_equals_re() -> None:
-    from curate.checks.compiled import ascii_lower, literal_factors, searcher
+    from curate.checks.compiled import ascii_lower, prefilter, searcher
     from curate.expand.regexgen import examples
 
     rng = random.Random(5)
@@ -312,7 +316,7 @@ def test_prefiltered_regex_search_equals_re() -> None:
     for pattern in PATTERNS:
         rx = re.compile(pattern)
         found = searcher(rx)
-        filtered += literal_factors(rx) is not None
+        filtered += prefilter(rx) is not None
         texts = _variants(rng, examples(pattern, rng, n=6) + ["", "nothing here", "I have", "We've just",
                                                                    "pass the secret", "Kelvin SECRET", "abcdef"])
         hits = 0
@@ -324,15 +328,20 @@ def test_prefiltered_regex_search_equals_re() -> None:
     assert filtered >= 15  # most patterns have a literal prefilter
 
 
-def test_literal_factors_of_the_spec_regex() -> None:
-    from curate.checks.compiled import literal_factors
+def test_prefilter_of_the_spec_regexes() -> None:
+    from curate.checks.compiled import prefilter
 
     spec = load_spec(REPO / "specs" / "support-triage")
-    got = literal_factors(spec.rule("no-action-claims").check.pattern)
-    assert got is not None and set(got) == {"reset", "cance", "refunded", "changed", "updated", "deleted", "removed",
-                                            "unlocked", "processed"}
-    assert literal_factors(r"(?i)\bI\b") is None  # one character: no help
-    assert literal_factors("(?i)\u212aelvin") == ("elvin",)  # the Kelvin sign is not ASCII: the rest still is
+    [(pronouns, verbs)] = prefilter(spec.rule("no-action-claims").check.pattern)
+    assert set(pronouns) == {"i ", "we ", "i've ", "we've "}  # "I’ve" cannot occur in ASCII text
+    assert set(verbs) == {"reset", "cance", "refunded", "changed", "updated", "deleted", "removed", "unlocked",
+                          "processed"}
+    agent = load_spec(REPO / "specs" / "support-agent")
+    clauses = prefilter(agent.rule("no-action-claims").check.pattern)
+    assert len(clauses) == 2 and clauses[1] == (("your ",), ("has been ", "have been "))
+    assert prefilter(r"(?i)\bI\b") is None  # one character: no help
+    assert prefilter("(?i)\u212aelvin") == ((("elvin",),),)  # the Kelvin sign may match "k": the rest filters
+    assert prefilter("’s") == (((),),)  # nothing in ASCII text can match
 
 
 def test_phrase_search_equals_the_phrase_regex() -> None:

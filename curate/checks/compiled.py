@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -72,73 +73,200 @@ class _Fallback(Exception):
 
 # ---------------------------------------------------------------- literal prefilters for regexes
 
-def _literal_sets(items: Any) -> frozenset[str] | None:
-    """A set of strings one of which every match of this (parsed) sequence contains; None when none is known.
+_CAP = 64  # the most strings a finite-language set may hold
+_REPEATS = (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, getattr(_sre_c, "POSSESSIVE_REPEAT", None))
+_ATOMIC = getattr(_sre_c, "ATOMIC_GROUP", None)
 
-    Reads re's parse tree: runs of literals, groups, repeats with min >= 1, alternations (the union of their
-    branches' sets), positive lookarounds (their text is in the string too). Anything else contributes nothing.
+
+@lru_cache(maxsize=4096)
+def _ascii_form(ch: str) -> str | None:
+    """How a pattern character can appear in ASCII text: itself (ASCII), '' (never: no ASCII character matches it,
+    even ignoring case), or None (an ASCII character may match it, e.g. the Kelvin sign matches 'k')."""
+    if ch.isascii():
+        return ch
+    rx = re.compile(re.escape(ch), re.IGNORECASE)
+    return None if any(rx.fullmatch(chr(i)) for i in range(128)) else ""
+
+
+def _finite(op: Any, av: Any) -> frozenset[str] | None:
+    """Every string this parsed item can match, when there are few (zero-width anchors: {''}); else None."""
+    c = _sre_c
+    if op is c.LITERAL:
+        return frozenset([chr(av)])
+    if op is c.AT:
+        return frozenset([""])
+    if op is c.IN:
+        if av and all(o is c.LITERAL for o, _ in av):
+            return frozenset(chr(x) for _, x in av)
+        return None
+    if op is c.SUBPATTERN:
+        return _seq_finite(av[-1])
+    if op is _ATOMIC:
+        return _seq_finite(av)
+    if op is c.BRANCH:
+        sets = [_seq_finite(b) for b in av[1]]
+        if any(x is None for x in sets):
+            return None
+        out = frozenset().union(*sets)  # type: ignore[arg-type]
+        return out if len(out) <= _CAP else None
+    if op in _REPEATS:
+        lo, hi, item = av
+        if hi > 2:
+            return None
+        one = _seq_finite(item)
+        if one is None:
+            return None
+        out, power = set(), {""}
+        for k in range(hi + 1):
+            if k >= lo:
+                out |= power
+            power = {p + x for p in power for x in one}
+            if len(out) > _CAP or len(power) > _CAP:
+                return None
+        return frozenset(out)
+    return None
+
+
+def _seq_finite(items: Any) -> frozenset[str] | None:
+    out: set[str] = {""}
+    for op, av in items:
+        one = _finite(op, av)
+        if one is None or len(out) * len(one) > _CAP:
+            return None
+        out = {p + x for p in out for x in one}
+    return frozenset(out)
+
+
+def _needs(items: Any) -> list[frozenset[str]]:
+    """Sets of strings such that every match of this parsed sequence contains one string of EACH set.
+
+    Consecutive items with few possible strings are multiplied out ("I" + ("'ve" | " have" | "") + " " gives
+    "I ", "I've ", "I have "); groups, repeats with min >= 1, alternations (the union of one set per branch)
+    and positive lookarounds (their text is in the string too) are read inside. Anything else adds nothing.
     """
     c = _sre_c
-    cands: list[frozenset[str]] = []
-    run: list[str] = []
+    needs: list[frozenset[str]] = []
+    run: set[str] = {""}
 
-    def flush() -> None:
-        if run:
-            cands.append(frozenset(["".join(run)]))
-            run.clear()
+    def emit() -> None:
+        if "" not in run:
+            needs.append(frozenset(run))
 
     for op, av in items:
-        if op is c.LITERAL and av < 128:  # a non-ASCII literal may match an ASCII letter ignoring case: not used
-            run.append(chr(av))
+        one = _finite(op, av)
+        if one is not None and len(run) * len(one) <= _CAP:
+            run = {p + x for p in run for x in one}
             continue
-        flush()
-        sub: frozenset[str] | None = None
+        emit()
+        if one is not None:
+            run = set(one)
+            continue
+        run = {""}
         if op is c.SUBPATTERN:
-            sub = _literal_sets(av[-1])
-        elif op is getattr(c, "ATOMIC_GROUP", None):
-            sub = _literal_sets(av)
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
-            if av[0] >= 1:
-                sub = _literal_sets(av[2])
+            needs += _needs(av[-1])
+        elif op is _ATOMIC:
+            needs += _needs(av)
+        elif op in _REPEATS and av[0] >= 1:
+            needs += _needs(av[2])
         elif op is c.BRANCH:
-            sets = [_literal_sets(b) for b in av[1]]
-            if sets and all(s is not None for s in sets):
-                sub = frozenset().union(*sets)  # type: ignore[arg-type]
+            best = [_best(_needs(b)) for b in av[1]]
+            if all(x is not None for x in best):
+                needs.append(frozenset().union(*best))  # type: ignore[arg-type]
         elif op is c.ASSERT:
-            sub = _literal_sets(av[1])
-        if sub:
-            cands.append(sub)
-    flush()
-    good = [s for s in cands if s and all(s) and len(s) <= 24]
-    if not good:
-        return None
-    return max(good, key=lambda s: (min(min(len(x) for x in s), 6), -len(s)))
+            needs += _needs(av[1])
+    emit()
+    return needs
 
 
-def literal_factors(pattern: str | re.Pattern[str]) -> tuple[str, ...] | None:
-    """Lower-cased ASCII strings one of which occurs in the lower-cased text whenever `pattern` matches an ASCII text.
+def _usable(strings: frozenset[str]) -> frozenset[str] | None:
+    """The set as lower-cased ASCII strings to look for in lower-cased ASCII text; None when it cannot help.
 
-    None when no such set is found (or it would not help: a one-character literal). For an ASCII text and an
-    ASCII literal, a pattern character matches a text character only if both are equal ignoring case, whatever the
-    flags: so testing lower-cased literals against the lower-cased text is exact as a necessary condition.
+    A string with a character no ASCII character matches cannot occur in ASCII text and is left out (an empty
+    result: nothing of this set can match ASCII text); a character some ASCII character may match (ignoring
+    case) splits the string, its longest ASCII piece stands for it.
+    """
+    out: set[str] = set()
+    for s in strings:
+        pieces, cur, impossible = [], [], False
+        for ch in s:
+            form = _ascii_form(ch)
+            if form == "":
+                impossible = True
+                break
+            if form is None:
+                pieces.append("".join(cur))
+                cur = []
+            else:
+                cur.append(form)
+        if impossible:
+            continue
+        pieces.append("".join(cur))
+        longest = max(pieces, key=len).lower()
+        if len(longest) < 2:
+            return None
+        out.add(longest)
+    keep: list[str] = []
+    for x in sorted(out, key=len):  # a string containing another one adds nothing
+        if not any(k in x for k in keep):
+            keep.append(x)
+    return frozenset(keep) if len(keep) <= 24 else None
+
+
+def _score(s: frozenset[str]) -> tuple[int, int]:
+    if not s:
+        return (99, 0)  # never present in ASCII text: the best filter
+    return (min(min(len(x) for x in s), 6), -len(s))
+
+
+def _best(needs: list[frozenset[str]]) -> frozenset[str] | None:
+    good = [u for u in (_usable(n) for n in needs) if u is not None]
+    return max(good, key=_score) if good else None
+
+
+Clause = tuple[tuple[str, ...], ...]  # every set must have one of its strings in the text
+
+
+def prefilter(pattern: str | re.Pattern[str], per_clause: int = 2) -> tuple[Clause, ...] | None:
+    """Necessary conditions for `pattern` to match an ASCII text, on the lower-cased text: a tuple of clauses
+    (one per top-level alternative), each a tuple of sets of strings; when the pattern matches, some clause has
+    a string of each of its sets in the text. None when no condition was found for some alternative.
+
+    For an ASCII text and an ASCII pattern character, a match means both are equal ignoring case, whatever the
+    flags, so lower-cased strings tested against the lower-cased text never reject a text the pattern matches.
     """
     src = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
     flags = pattern.flags if isinstance(pattern, re.Pattern) else 0
     try:
-        tree = _sre_p.parse(src, flags & ~re.UNICODE)
+        tree = list(_sre_p.parse(src, flags & ~re.UNICODE))
     except Exception:  # noqa: BLE001 - an unreadable tree: no prefilter, the regex decides
         return None
-    found = _literal_sets(tree)
-    if not found or not all(x.isascii() for x in found):
-        return None
-    low = sorted({x.lower() for x in found}, key=len)
-    keep: list[str] = []
-    for x in low:  # a literal containing another one adds nothing
-        if not any(k in x for k in keep):
-            keep.append(x)
-    if min(len(x) for x in keep) < 2:
-        return None
-    return tuple(keep)
+    branches = [i for i, (op, _) in enumerate(tree) if op is _sre_c.BRANCH]
+    if len(branches) == 1:  # prefix + (a | b | ...) + suffix: one clause per alternative
+        i = branches[0]
+        alternatives = [tree[:i] + list(b) + tree[i + 1:] for b in tree[i][1][1]]
+    else:
+        alternatives = [tree]
+    clauses = []
+    for alt in alternatives:
+        sets = sorted({u for u in (_usable(n) for n in _needs(alt)) if u is not None}, key=_score, reverse=True)
+        if not sets:
+            return None
+        chosen = sorted(sets[:per_clause], key=len)  # fewer strings first: the cheaper test
+        clauses.append(tuple(tuple(sorted(x, key=len)) for x in chosen))
+    return tuple(clauses)
+
+
+def _passes(clauses: tuple[Clause, ...], low: str) -> bool:
+    for clause in clauses:
+        for alts in clause:
+            for f in alts:
+                if f in low:
+                    break
+            else:
+                break  # this set has no string in the text: the clause fails
+        else:
+            return True
+    return False
 
 
 def ascii_lower(s: str) -> str | None:
@@ -147,13 +275,13 @@ def ascii_lower(s: str) -> str | None:
 
 
 def searcher(rx: re.Pattern[str]) -> Callable[[str, str | None], bool]:
-    """(text, ascii_lower(text)) -> whether `rx.search(text)` finds a match, with the literal prefilter."""
+    """(text, ascii_lower(text)) -> whether `rx.search(text)` finds a match, with the prefilter on ASCII text."""
     search = rx.search
-    factors = literal_factors(rx)
-    if factors is None:
+    clauses = prefilter(rx)
+    if clauses is None:
         return lambda s, low: search(s) is not None
-    if len(factors) == 1:
-        (one,) = factors
+    if len(clauses) == 1 and len(clauses[0]) == 1 and len(clauses[0][0]) == 1:
+        one = clauses[0][0][0]
 
         def found_one(s: str, low: str | None) -> bool:
             if low is not None and one not in low:
@@ -163,74 +291,55 @@ def searcher(rx: re.Pattern[str]) -> Callable[[str, str | None], bool]:
         return found_one
 
     def found(s: str, low: str | None) -> bool:
-        if low is not None:
-            for f in factors:
-                if f in low:
-                    break
-            else:
-                return False
+        if low is not None and not _passes(clauses, low):
+            return False
         return search(s) is not None
 
     return found
 
 
-def _top_runs(pattern: re.Pattern[str]) -> list[str]:
-    """The literal runs of a pattern's top-level sequence (each must occur in any text the pattern matches)."""
-    try:
-        tree = _sre_p.parse(pattern.pattern, pattern.flags & ~re.UNICODE)
-    except Exception:  # noqa: BLE001
-        return []
-    runs, run = [], []
-    for op, av in tree:
-        if op is _sre_c.LITERAL:
-            run.append(chr(av))
-            continue
-        if run:
-            runs.append("".join(run))
-            run = []
-    if run:
-        runs.append("".join(run))
-    return runs
-
-
 def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], bool]:
     """(text, ascii_lower(text)) -> whether `phrase_regex(phrases).search(text)` finds a match.
 
-    On ASCII text the phrases are searched in groups, each keyed by a literal all its phrases contain: a group's
-    regex runs only when its key occurs (lower-cased) and so do all literal runs of one of its phrases (a phrase
-    is "can't help with" -> "can", "t", "help", "with": all must be in the text for it to match). The union of
-    the groups' alternations is the whole alternation, so the answer is the same; other texts use the whole regex.
+    On ASCII text the phrases are searched in groups, each keyed by a string all its phrases contain: a group's
+    regex runs only when its key occurs (lower-cased) and so does every other required piece of one of its
+    phrases ("I can't help with" -> "can't", "help", "with"). The union of the groups' alternations is the whole
+    alternation, so the answer is the same; other texts use the whole regex.
     """
     whole = phrase_regex(phrases).search
-    keyed: dict[str, list[str]] = {}
+    keyed: dict[str, list[tuple[tuple[str, ...], ...]]] = {}
+    regexes: dict[str, list[str]] = {}
     for p in phrases:
-        f = literal_factors(phrase_regex((p,)))
-        if f is None or len(f) != 1:
+        clauses = prefilter(phrase_regex((p,)), per_clause=8)
+        if clauses is None or len(clauses) != 1:
             return lambda s, low: whole(s) is not None
-        keyed.setdefault(f[0], []).append(p)
+        singles = [x[0] for x in clauses[0] if len(x) == 1]
+        if not singles:
+            return lambda s, low: whole(s) is not None
+        key = max(singles, key=len)
+        keyed.setdefault(key, []).append(tuple(x for x in clauses[0] if x != (key,)))
+        regexes.setdefault(key, []).append(p)
     # a key that contains another key: its phrases join the shorter key's group (fewer substring tests)
     for k in sorted(keyed, key=len, reverse=True):
         for other in keyed:
             if other != k and other in k and k in keyed:
-                keyed[other].extend(keyed.pop(k))
+                keyed[other].extend(tuple(x for x in m) + ((k,),) for m in keyed.pop(k))
+                regexes[other].extend(regexes.pop(k))
                 break
-    groups = []
-    for k, ps in keyed.items():
-        members = []
-        for p in ps:
-            runs = {r.lower() for r in _top_runs(phrase_regex((p,))) if r.isascii() and len(r) > 1}
-            members.append(tuple(sorted(runs - {k}, key=len, reverse=True)))
-        groups.append((k, tuple(members), phrase_regex(tuple(ps)).search))
+    groups = tuple((k, tuple(members), phrase_regex(tuple(regexes[k])).search) for k, members in keyed.items())
 
     def found(s: str, low: str | None) -> bool:
         if low is None:
             return whole(s) is not None
         for k, members, gsearch in groups:
             if k in low:
-                for runs in members:
-                    for r in runs:
-                        if r not in low:
-                            break
+                for sets in members:
+                    for alts in sets:
+                        for f in alts:
+                            if f in low:
+                                break
+                        else:
+                            break  # a piece of this phrase is missing
                     else:  # this phrase may match: the group's regex decides for all of its phrases
                         if gsearch(s) is not None:
                             return True
@@ -758,4 +867,4 @@ def compile_rules(spec: Spec, rules: Iterable[Rule] | None = None) -> CompiledRu
     return CompiledRules(spec, rules)
 
 
-__all__ = ["FAIL", "CompiledRules", "compile_rules", "literal_factors", "phrase_searcher", "searcher"]
+__all__ = ["FAIL", "CompiledRules", "ascii_lower", "compile_rules", "phrase_searcher", "prefilter", "searcher"]
