@@ -170,6 +170,22 @@ def loose_controls(kind: str) -> dict[str, Control]:
     return {c.name: c for c in out}
 
 
+_CONTROLS: dict[tuple[int, str], tuple[Spec | None, dict[str, Control]]] = {}
+
+
+def _controls(spec: Spec | None, kind: str) -> dict[str, Control]:
+    """controls(spec, kind) (or the loose ones without a spec), made once per spec object and kind."""
+    key = (id(spec), kind)
+    hit = _CONTROLS.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    ctrls = controls(spec, kind) if spec is not None else loose_controls(kind)
+    if len(_CONTROLS) > 64:
+        _CONTROLS.clear()
+    _CONTROLS[key] = (spec, ctrls)
+    return ctrls
+
+
 def _checks(spec: Spec | None, rec: Record) -> list[Any]:
     return run_rules(spec, rec) if spec is not None else []
 
@@ -183,7 +199,7 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
     the config and corrections are not checked against the rules here (the build's validate step does that).
     """
     out = TaskOutcome(base=base)
-    ctrls = controls(spec, kind) if spec is not None else loose_controls(kind)
+    ctrls = _controls(spec, kind)
     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
     base_src = (base or Source()).model_copy(update={
         "format": "label-studio", "project": project if project is not None else task.get("project"),
