@@ -11,11 +11,17 @@ distinct; their responses (and so the share of tasks whose rule checks pre-tick 
 The baselines send one request per task, as a naive client would: push = one import call per task; pull = one
 GET /api/tasks/<id> per task plus the same conversion. They are measured on --sample tasks and extrapolated to N
 (said so in the output). Targets on this machine: push <= 10 s, pull <= 15 s for 10k tasks.
+
+The timed pull is a FIRST (full) pull into an empty folder. Its own server runs with one reader process (as
+`curate studio up` does), so the export's two halves are made in parallel; an external server's readers come
+from LABEL_STUDIO_READER_URLS (comma-separated). Then, for the record, a second pull of the unchanged project
+and a pull after --new new annotations (both incremental: only the tasks updated since the last pull).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -31,7 +37,7 @@ from curate.labeling import server  # noqa: E402
 from curate.labeling.client import StudioClient  # noqa: E402
 from curate.labeling.convert import convert_task  # noqa: E402
 from curate.labeling.push import ensure_project, push, to_task  # noqa: E402
-from curate.labeling.pull import pull  # noqa: E402
+from curate.labeling.pull import MARGIN_S, pull  # noqa: E402
 from curate.records import Message, SFTRecord, read_jsonl, record_from_native  # noqa: E402
 from curate.spec import load_spec  # noqa: E402
 from curate.steps.base import RunContext  # noqa: E402
@@ -80,20 +86,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--sample", type=int, default=200)
+    ap.add_argument("--new", type=int, default=100, help="annotations added before the incremental pull")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="curate-bench-"))
     own = None
     if os.environ.get("LABEL_STUDIO_URL") and os.environ.get("LABEL_STUDIO_API_KEY"):
         url, token = os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"]
+        readers = [u for u in os.environ.get("LABEL_STUDIO_READER_URLS", "").split(",") if u.strip()]
     else:
         own = tmp / "studio"
         info = server.start(own, from_template=True, timeout=300)
-        url, token = info.url, server.credentials(own)["token"]
+        url, token, readers = info.url, server.credentials(own)["token"], info.urls[1:]
     tag = f"{os.getpid()}-{int(time.time()) % 100000}"
-    out: dict = {"n": args.n, "sample": args.sample, "server": url}
+    out: dict = {"n": args.n, "sample": args.sample, "server": url, "reader_processes": len(readers)}
     try:
-        with StudioClient(url, token) as client:
+        with StudioClient(url, token, readers=readers) as client:
             # ---------------------------------------------------------------- push
             spec = spec_copy(tmp, f"bench-push-{tag}")
             records = make_records(spec, args.n)
@@ -126,24 +134,48 @@ def main() -> int:
                     batch.append(task)
                 client.import_tasks(pid, batch)
             setup_s = time.perf_counter() - t
-            t = time.perf_counter()
-            pres = pull(spec_p, client=client, out=tmp / "pulled.jsonl", kinds=["review"], ctx=RunContext())
-            pull_s = time.perf_counter() - t
-            assert pres.counts["annotations"] == args.n and pres.counts["accounted"], pres.counts
-            ids = [x["id"] for x in client.task_data(pid)][: args.sample]
+            # the baseline first: it also puts more than the pull's margin between the last write and the pull
+            ids = [x["id"] for x in itertools.islice(client.task_data(pid, page_size=args.sample), args.sample)]
             ctx = RunContext()
             t = time.perf_counter()
             for tid in ids:
                 task = client.get_json(f"/api/tasks/{tid}/")
                 convert_task(spec_p, "review", task, annotators={}, ctx=ctx, project=pid)
             per_task = (time.perf_counter() - t) / len(ids)
+            wait = MARGIN_S + 1.5 - (time.perf_counter() - t)  # the server's Date header has whole seconds
+            if wait > 0:
+                time.sleep(wait)
+            pulled = tmp / "pull" / "pulled.jsonl"
+            t = time.perf_counter()
+            pres = pull(spec_p, client=client, out=pulled, kinds=["review"], ctx=RunContext())
+            pull_s = time.perf_counter() - t
+            assert pres.counts["annotations"] == args.n and pres.counts["accounted"], pres.counts
+            assert pres.counts["full_exports"] == 1 and pres.counts["fetched_tasks"] == args.n, pres.counts
+            t = time.perf_counter()
+            again = pull(spec_p, client=client, out=pulled, kinds=["review"], ctx=RunContext())
+            again_s = time.perf_counter() - t
+            assert again.counts["incremental_exports"] == 1 and again.counts["records"] == pres.counts["records"]
+            for tid in ids[: args.new]:
+                client.create_annotation(tid, [{"from_name": "verdict", "to_name": "response", "type": "choices",
+                                                "value": {"choices": ["accept"]}}])
+            t = time.perf_counter()
+            more = pull(spec_p, client=client, out=pulled, kinds=["review"], ctx=RunContext())
+            more_s = time.perf_counter() - t
+            assert more.counts["annotations"] == args.n + args.new and more.counts["accounted"], more.counts
             out["pull"] = {"seconds": round(pull_s, 2), "annotated_tasks": args.n,
                            "split_seconds": {k: round(v, 2) for k, v in pres.timings.items()},
                            "records": pres.counts["records"], "quarantined": pres.counts["quarantined"],
                            "setup_import_with_annotations_seconds": round(setup_s, 1),
                            "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
                            "baseline_measured_on": len(ids),
-                           "speedup": round(per_task * args.n / pull_s, 1), "target_seconds": 15}
+                           "speedup": round(per_task * args.n / pull_s, 1), "target_seconds": 15,
+                           "second_pull_unchanged": {"seconds": round(again_s, 2),
+                                                     "fetched_tasks": again.counts["fetched_tasks"],
+                                                     "split_seconds": {k: round(v, 2) for k, v in again.timings.items()}},
+                           "pull_after_new_annotations": {"new": args.new, "seconds": round(more_s, 2),
+                                                          "fetched_tasks": more.counts["fetched_tasks"],
+                                                          "new_or_changed": more.counts["new_or_changed_annotations"],
+                                                          "full_exports": more.counts["full_exports"]}}
     finally:
         if own is not None:
             server.stop(own)
@@ -160,7 +192,12 @@ def main() -> int:
               f"~{q['baseline_one_request_per_task_seconds_extrapolated']} s (extrapolated from "
               f"{q['baseline_measured_on']} tasks) -> {q['speedup']}x; split: "
               + ", ".join(f"{k} {v} s" for k, v in q["split_seconds"].items()))
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        a, m = q["second_pull_unchanged"], q["pull_after_new_annotations"]
+        print(f"incremental: second pull of the unchanged project {a['seconds']} s ({a['fetched_tasks']} tasks "
+              f"fetched); after {m['new']} new annotations {m['seconds']} s ({m['fetched_tasks']} tasks fetched, "
+              f"{m['new_or_changed']} new or changed)")
+        print(f"{out['reader_processes']} reader process(es); load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores")
     return 0
 
 
