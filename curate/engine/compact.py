@@ -565,6 +565,32 @@ def materialize_plain(row: Row, spec: Any) -> Rec:
     return convert_native(row.obj(), {"file": row.file, "line": row.line, "format": row.fmt}, spec.ref)
 
 
+def release_memory() -> None:
+    """Give the C heap's free memory back to the system (glibc `malloc_trim`; nothing elsewhere).
+
+    Between the build's steps the freed arrays and texts of the step before stay in the process otherwise (glibc
+    raises its mmap threshold after the first big free, so later big blocks come from the heap and are not
+    unmapped when freed): measured ~1.2 KB a record after dedup, which the split's peak then stacks on."""
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            libc = ctypes.CDLL(name) if name else None
+            if libc is not None and hasattr(libc, "malloc_trim"):
+                _TRIM = libc.malloc_trim
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
 # ---------------------------------------------------------------- the steps after validate, over rows
 
 class RowAccess:

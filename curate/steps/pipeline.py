@@ -363,6 +363,7 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
 
     valid = list(C.read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=limit, format=format,
                                       mapping=mapping, checker=checker, opened=opened))
+    C.release_memory()
     rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
     del valid
     for row in rows:
@@ -373,6 +374,7 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     rows = [r for r in rows if id(r) in kept_ids]
     unpaired = [r for r in unpaired if id(r) in kept_ids]
     del kept, kept_ids
+    C.release_memory()
 
     formats = spec.export.formats
     sft_rows: list[C.Row] = []
@@ -395,11 +397,12 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     if lock is not None and old_lock is None:
         raise InputError(f"--lock {lock}: no such held-out lock file")
     parts = split_rows(sft_rows + pref_rows, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold,
-                       keys=C.split_keys, text=C.user_text, record=record)
+                       keys=C.split_keys, text=C.user_text, record=record, release=C.release_memory)
     if not parts.leakage.empty:
         raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "
                           f"{parts.leakage.near} near (e.g. {parts.leakage.examples[:1]}); this is a bug, report it")
     side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
+    C.release_memory()
 
     exported: list[C.Row] = parts.train + parts.test + unpaired
     exp_files = Counter(C.source_file(r) for r in exported)
@@ -416,7 +419,8 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     sft_test = [r for r in parts.test if r.id in sft_ids]
     dpo_train = [r for r in parts.train if r.id not in sft_ids and r.kind == "preference"]
     dpo_test = [r for r in parts.test if r.id not in sft_ids and r.kind == "preference"]
-    del sft_ids, sft_rows, pref_rows
+    del sft_ids, sft_rows, pref_rows, side
+    C.release_memory()
 
     manifest = _manifest(spec, ctx, inputs_info, totals, clusters, near_threshold, parts, coverage, lengths, limit,
                          {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}, len(unpaired), pairs_made,

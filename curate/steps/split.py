@@ -216,13 +216,14 @@ _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
 
 def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
                text: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
-               near_threshold: float = 0.8) -> SplitResult:
+               near_threshold: float = 0.8, release: Callable[[], None] | None = None) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
     violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. Neither is
-    held: the texts are made again where needed (near pairs, the lock's prompts).
+    held: the texts are made again where needed (near pairs, the lock's prompts). `release()`, when given, is
+    called before the near-pair pass (the compact build gives back freed heap memory there).
 
     Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact = held-out texts
     equal to a training text, near = held-out texts with a verified pair to a training text. Groups never
@@ -248,6 +249,8 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
         return text(recs[i])
 
     def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
+        if release is not None:
+            release()
         nl = len(lock_norms)
 
         def norm_of(k: int) -> str:
@@ -355,46 +358,57 @@ def _split(recs: list[Any], ekeys: list[bytes], text_of: Callable[[int], str], p
                 near_lock.add(rep_idx[b - nl])
     ctx.report(STEP, 1, 3)
 
-    members: dict[int, list[int]] = defaultdict(list)
-    for i in range(n):
-        members[uf.find(i)].append(i)
+    # groups: the root of each item (its group's smallest index) and the group sizes, in root order
+    root_of = [uf.find(i) for i in range(n)]
+    del uf
+    sizes: dict[int, int] = {}
+    for r in root_of:
+        sizes[r] = sizes.get(r, 0) + 1
 
     side: dict[int, str] = {}
     dropped: set[int] = set()
-    for root, idx in members.items():
-        locked = [i for i in idx if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys]
-        trained = [i for i in idx if recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys]
-        if not locked and any(i in near_lock for i in idx):
-            locked = idx
-        if locked and trained:
-            for i in idx:
-                if recs[i].id not in lock.ids and recs[i].id not in lock.train_ids:
-                    dropped.add(i)
-                    ctx.quarantine(step=STEP, reason="heldout_prompt", record=record_of(i),
-                                   detail="near-duplicate of both held-out and training data; either side "
-                                          "would leak")
-            side[root] = "mixed"
-        elif locked:
-            side[root] = "test"
-        elif trained:
-            side[root] = "train"
+    pinned = {i for i in range(n) if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys
+              or recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys} | near_lock
+    if pinned:  # the groups holding a record the lock pins (members listed only for them)
+        members: dict[int, list[int]] = {r: [] for r in sorted({root_of[i] for i in pinned})}
+        for i, r in enumerate(root_of):
+            if r in members:
+                members[r].append(i)
+        for root, idx in members.items():
+            locked = [i for i in idx if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys]
+            trained = [i for i in idx if recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys]
+            if not locked and any(i in near_lock for i in idx):
+                locked = idx
+            if locked and trained:
+                for i in idx:
+                    if recs[i].id not in lock.ids and recs[i].id not in lock.train_ids:
+                        dropped.add(i)
+                        ctx.quarantine(step=STEP, reason="heldout_prompt", record=record_of(i),
+                                       detail="near-duplicate of both held-out and training data; either side "
+                                              "would leak")
+                side[root] = "mixed"
+            elif locked:
+                side[root] = "test"
+            elif trained:
+                side[root] = "train"
+        del members
 
     # free groups: stratified, hash-ordered
     strata_total: dict[tuple[str, ...], int] = defaultdict(int)
     strata_test: dict[tuple[str, ...], int] = defaultdict(int)
     free: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
-    for root, idx in members.items():
-        st = stratum_of(idx[0])
-        strata_total[st] += len(idx)
+    for root, size in sizes.items():
+        st = stratum_of(root)
+        strata_total[st] += size
         if side.get(root) == "test":
-            strata_test[st] += len(idx)
+            strata_test[st] += size
         elif root not in side:
-            free[st].append((_rank(seed, pkeys[idx[0]]), root))
+            free[st].append((_rank(seed, pkeys[root]), root))
     for st, groups in free.items():
         groups.sort()
         target = round(share * strata_total[st])
         for _, root in groups:
-            size = len(members[root])
+            size = sizes[root]
             if strata_test[st] + size <= target:
                 side[root] = "test"
                 strata_test[st] += size
@@ -403,20 +417,22 @@ def _split(recs: list[Any], ekeys: list[bytes], text_of: Callable[[int], str], p
     if not any(v == "test" for v in side.values()):
         # a tiny dataset whose strata all round to zero: hold out the first free group (if it is not the only one)
         ranked = sorted(g for groups in free.values() for g in groups)
-        if len(members) > 1 and ranked:
+        if len(sizes) > 1 and ranked:
             side[ranked[0][1]] = "test"
+    del free
     ctx.report(STEP, 2, 3)
 
     side_of: list[str | None] = [None] * n
-    for root, idx in members.items():
+    for i, root in enumerate(root_of):
+        if i in dropped:
+            continue
         s = side[root]
-        for i in idx:
-            if i in dropped:
-                continue
-            if s == "mixed":  # old records stay where they were; the new ones were quarantined above
-                side_of[i] = "test" if recs[i].id in lock.ids else "train"
-            else:
-                side_of[i] = "test" if s == "test" else "train"
+        if s == "mixed":  # old records stay where they were; the new ones were quarantined above
+            side_of[i] = "test" if recs[i].id in lock.ids else "train"
+        else:
+            side_of[i] = "test" if s == "test" else "train"
+    n_groups = len(sizes)
+    del root_of, sizes, side
     # recs are sorted by id: the sides come out sorted by id
     train = [recs[i] for i in range(n) if side_of[i] == "train"]
     test = [recs[i] for i in range(n) if side_of[i] == "test"]
@@ -428,7 +444,7 @@ def _split(recs: list[Any], ekeys: list[bytes], text_of: Callable[[int], str], p
                            train_prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "train"}
                            | lock.train_prompt_keys)
     res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
-                      groups=len(members))
+                      groups=n_groups)
     return res, (side_of, pairs, rep_idx, nl, ekeys)
 
 
