@@ -63,14 +63,18 @@ def read_rows(path: Path) -> list[dict]:
     return [o for _, o in read_jsonl(path) if not isinstance(o, LineError)]
 
 
-def uncurated_rows(spec, heldout_keys: set[str]) -> tuple[list[dict], dict[str, int]]:
+def uncurated_rows(spec, heldout_keys: set[str], heldout_texts: list[str],
+                   threshold: float = 0.8) -> tuple[list[dict], dict[str, int]]:
     """Every SFT-able row of the spec's raw data as it is: duplicates, negatives (rule-breaking answers) and all.
 
-    Preference rows contribute prompt + chosen. Only prompts of the held-out set are left out (exact match), so
-    the evaluation stays on unseen prompts for both runs.
+    Preference rows contribute prompt + chosen. Only prompts of the held-out set are left out -- exact matches
+    and near-twins (the build's near-duplicate similarity >= 0.8, e.g. "Do you guys have a dark mode" for the
+    held-out "Do you have a dark mode?") -- so the evaluation stays on unseen prompts for both runs.
     """
+    from curate.near import similarity
+
     system = {"role": "system", "content": spec.system_prompt.strip()}
-    rows, stats = [], {"raw": 0, "negative": 0, "heldout_removed": 0, "unreadable": 0}
+    rows, stats = [], {"raw": 0, "negative": 0, "heldout_removed": 0, "heldout_near_removed": 0, "unreadable": 0}
     for path in spec.data_paths():
         for _line, obj in read_jsonl(path):
             stats["raw"] += 1
@@ -93,6 +97,10 @@ def uncurated_rows(spec, heldout_keys: set[str]) -> tuple[list[dict], dict[str, 
                 msgs = [system, *msgs]
             if prompt_key(msgs[:-1]) in heldout_keys:
                 stats["heldout_removed"] += 1
+                continue
+            user = "\n".join(str(m["content"]) for m in msgs[:-1] if m["role"] == "user")
+            if any(similarity(user, h) >= threshold for h in heldout_texts):
+                stats["heldout_near_removed"] += 1
                 continue
             stats["negative"] += rec.is_negative
             rows.append({"messages": msgs})
@@ -226,7 +234,7 @@ def main() -> int:
     held = heldout_prompts(curated, spec)
     held_keys = {p.id for p in held}
     cur_train = read_rows(curated / "sft" / "train.jsonl")
-    unc_all, unc_stats = uncurated_rows(spec, held_keys)
+    unc_all, unc_stats = uncurated_rows(spec, held_keys, [p.user_text() for p in held])
     n = args.train_rows or min(len(cur_train), len(unc_all))
     sets = {"curated": subsample(cur_train, n, args.seed), "uncurated": subsample(unc_all, n, args.seed)}
     for name, rows in sets.items():
