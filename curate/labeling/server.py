@@ -237,9 +237,9 @@ def _clean_env(data_dir: Path, creds: dict[str, str]) -> dict[str, str]:
         # Label Studio's own switch (server.py) that puts every SQLite connection in WAL mode: readers do not
         # block the writer, so reader processes can export while the main server stores annotations
         "LABEL_STUDIO_AZURE_MOUNT_FIX": "1",
-        # a feature flag Label Studio evaluates 4 times per exported task through its LaunchDarkly client (~11%
-        # of an export's time); pinned to the value 1.23.2 evaluates it to, so the flag is read from the
-        # environment (flag_set checks it first) and nothing else changes
+        # a feature flag Label Studio evaluates 4 times per exported task through its LaunchDarkly client (measured:
+        # 0.78 s -> 0.19 s of CPU per 40k calls, ~4% of a 10k-task export); pinned to the value 1.23.2 evaluates
+        # it to, so flag_set reads it from the environment (checked first) and nothing else changes
         "fflag_feat_fit_568_finite_state_management": "false",
     }
 
