@@ -308,7 +308,7 @@ def _variants(rng: random.Random, base: list[str]) -> list[str]:
 
 
 def test_prefiltered_regex_search_equals_re() -> None:
-    from curate.checks.compiled import ascii_lower, prefilter, searcher
+    from curate.checks.compiled import fold_lower, prefilter, searcher
     from curate.expand.regexgen import examples
 
     rng = random.Random(5)
@@ -322,7 +322,7 @@ def test_prefiltered_regex_search_equals_re() -> None:
         hits = 0
         for text in texts:
             want = rx.search(text) is not None
-            assert found(text, ascii_lower(text)) == want, (pattern, text)
+            assert found(text, fold_lower(text)) == want, (pattern, text)
             hits += want
         assert hits, pattern
     assert filtered >= 15  # most patterns have a literal prefilter
@@ -345,7 +345,7 @@ def test_prefilter_of_the_spec_regexes() -> None:
 
 
 def test_phrase_search_equals_the_phrase_regex() -> None:
-    from curate.checks.compiled import ascii_lower, phrase_searcher
+    from curate.checks.compiled import fold_lower, phrase_searcher
     from curate.checks.semantic_checks import REFUSAL_PHRASES
     from curate.checks.text_checks import phrase_regex
 
@@ -361,7 +361,7 @@ def test_phrase_search_equals_the_phrase_regex() -> None:
         hits = 0
         for text in _variants(rng, base):
             want = rx.search(text) is not None
-            assert found(text, ascii_lower(text)) == want, (phrases[:3], text)
+            assert found(text, fold_lower(text)) == want, (phrases[:3], text)
             hits += want
         assert hits > 20
 
@@ -400,3 +400,22 @@ def test_check_file_uses_compiled_rules_with_the_same_report(tmp_path: Path, mon
         assert fast == slow
         assert fast["responses"] > 50
     assert fast["bad_lines"] and fast["failing_examples"]
+
+
+def test_ascii_folds_are_every_non_ascii_match_of_an_ascii_letter() -> None:
+    """fold_lower relies on ASCII_FOLDS holding every non-ASCII character an ASCII pattern letter matches."""
+    import _sre
+    import sys
+    from re import _casefix
+
+    from curate.checks.compiled import ASCII_FOLDS
+
+    # re matches, ignoring case, a text character whose simple lower case is the letter's, or one of _casefix's
+    cands = {c for c in range(128, sys.maxunicode + 1) if _sre.unicode_tolower(c) < 128}
+    cands |= {x for k, v in _casefix._EXTRA_CASES.items() if k < 128 for x in v}
+    found = {}
+    for c in sorted(cands):
+        letters = [chr(a) for a in range(128) if re.fullmatch(re.escape(chr(a)), chr(c), re.IGNORECASE)]
+        if letters:
+            found[chr(c)] = letters[-1].lower()
+    assert found == ASCII_FOLDS

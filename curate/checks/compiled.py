@@ -137,7 +137,7 @@ def _seq_finite(items: Any) -> frozenset[str] | None:
     return frozenset(out)
 
 
-def _needs(items: Any) -> list[frozenset[str]]:
+def _needs(items: Any, ascii_text: bool = True) -> list[frozenset[str]]:
     """Sets of strings such that every match of this parsed sequence contains one string of EACH set.
 
     Consecutive items with few possible strings are multiplied out ("I" + ("'ve" | " have" | "") + " " gives
@@ -163,33 +163,33 @@ def _needs(items: Any) -> list[frozenset[str]]:
             continue
         run = {""}
         if op is c.SUBPATTERN:
-            needs += _needs(av[-1])
+            needs += _needs(av[-1], ascii_text)
         elif op is _ATOMIC:
-            needs += _needs(av)
+            needs += _needs(av, ascii_text)
         elif op in _REPEATS and av[0] >= 1:
-            needs += _needs(av[2])
+            needs += _needs(av[2], ascii_text)
         elif op is c.BRANCH:
-            best = [_best(_needs(b)) for b in av[1]]
+            best = [_best(_needs(b, ascii_text), ascii_text) for b in av[1]]
             if all(x is not None for x in best):
                 needs.append(frozenset().union(*best))  # type: ignore[arg-type]
         elif op is c.ASSERT:
-            needs += _needs(av[1])
+            needs += _needs(av[1], ascii_text)
     emit()
     return needs
 
 
-def _usable(strings: frozenset[str]) -> frozenset[str] | None:
-    """The set as lower-cased ASCII strings to look for in lower-cased ASCII text; None when it cannot help.
+def _usable(strings: frozenset[str], ascii_text: bool = True) -> frozenset[str] | None:
+    """The set as lower-cased ASCII strings to look for in fold_lower(text); None when it cannot help.
 
-    A string with a character no ASCII character matches cannot occur in ASCII text and is left out (an empty
-    result: nothing of this set can match ASCII text); a character some ASCII character may match (ignoring
-    case) splits the string, its longest ASCII piece stands for it.
+    A non-ASCII character splits a string and its longest ASCII piece stands for it. For ASCII texts only
+    (`ascii_text`), a string with a character no ASCII character matches (even ignoring case) cannot occur and
+    is left out (an empty result: nothing of this set can match an ASCII text).
     """
     out: set[str] = set()
     for s in strings:
         pieces, cur, impossible = [], [], False
         for ch in s:
-            form = _ascii_form(ch)
+            form = _ascii_form(ch) if ascii_text else (ch if ch.isascii() else None)
             if form == "":
                 impossible = True
                 break
@@ -218,21 +218,24 @@ def _score(s: frozenset[str]) -> tuple[int, int]:
     return (min(min(len(x) for x in s), 6), -len(s))
 
 
-def _best(needs: list[frozenset[str]]) -> frozenset[str] | None:
-    good = [u for u in (_usable(n) for n in needs) if u is not None]
+def _best(needs: list[frozenset[str]], ascii_text: bool = True) -> frozenset[str] | None:
+    good = [u for u in (_usable(n, ascii_text) for n in needs) if u is not None]
     return max(good, key=_score) if good else None
 
 
 Clause = tuple[tuple[str, ...], ...]  # every set must have one of its strings in the text
 
 
-def prefilter(pattern: str | re.Pattern[str], per_clause: int = 2) -> tuple[Clause, ...] | None:
-    """Necessary conditions for `pattern` to match an ASCII text, on the lower-cased text: a tuple of clauses
-    (one per top-level alternative), each a tuple of sets of strings; when the pattern matches, some clause has
-    a string of each of its sets in the text. None when no condition was found for some alternative.
+def prefilter(pattern: str | re.Pattern[str], per_clause: int = 2, *,
+              ascii_text: bool = True) -> tuple[Clause, ...] | None:
+    """Necessary conditions for `pattern` to match a text, tested on fold_lower(text): a tuple of clauses (one per
+    top-level alternative), each a tuple of sets of strings; when the pattern matches, some clause has a string
+    of each of its sets in the folded text. None when no condition was found for some alternative.
+    `ascii_text`: the conditions for ASCII texts (sharper: see _usable); else for any text.
 
-    For an ASCII text and an ASCII pattern character, a match means both are equal ignoring case, whatever the
-    flags, so lower-cased strings tested against the lower-cased text never reject a text the pattern matches.
+    Where an ASCII pattern character matches a text character, both are equal ignoring case, or the text's is
+    one of ASCII_FOLDS, whatever the flags; fold_lower maps both to the same lower-case ASCII letter. So the
+    folded text holds the lower-cased strings wherever the pattern matches.
     """
     src = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
     flags = pattern.flags if isinstance(pattern, re.Pattern) else 0
@@ -248,7 +251,8 @@ def prefilter(pattern: str | re.Pattern[str], per_clause: int = 2) -> tuple[Clau
         alternatives = [tree]
     clauses = []
     for alt in alternatives:
-        sets = sorted({u for u in (_usable(n) for n in _needs(alt)) if u is not None}, key=_score, reverse=True)
+        sets = sorted({u for u in (_usable(n, ascii_text) for n in _needs(alt, ascii_text)) if u is not None},
+                      key=_score, reverse=True)
         if not sets:
             return None
         chosen = sorted(sets[:per_clause], key=len)  # fewer strings first: the cheaper test
@@ -269,19 +273,33 @@ def _passes(clauses: tuple[Clause, ...], low: str) -> bool:
     return False
 
 
-def ascii_lower(s: str) -> str | None:
-    """The lower-cased text the prefilters read, None when the text is not ASCII (no prefilter then)."""
-    return s.lower() if s.isascii() else None
+ASCII_FOLDS = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}
+"""The non-ASCII characters that match an ASCII character in a pattern ignoring case (İ, ı, ſ, the Kelvin sign);
+tests/test_checks_compiled.py checks the list against every code point."""
+_FOLD_TABLE = str.maketrans(ASCII_FOLDS)
+
+
+def fold_lower(s: str) -> str:
+    """The text the prefilters read: lower-cased, the characters of ASCII_FOLDS replaced by their ASCII letter.
+
+    Wherever a pattern's ASCII literal matches the text, this text holds that literal lower-cased: an ASCII
+    character lower-cases one to one, and the only other characters such a literal matches are in ASCII_FOLDS.
+    (Other characters may change length when lower-cased; that only adds text, it never removes an occurrence.)
+    """
+    return s.lower() if s.isascii() else s.translate(_FOLD_TABLE).lower()
+
+
+ascii_lower = fold_lower  # the name of the first version
 
 
 def searcher(rx: re.Pattern[str]) -> Callable[[str, str | None], bool]:
-    """(text, ascii_lower(text)) -> whether `rx.search(text)` finds a match, with the prefilter on ASCII text."""
+    """(text, fold_lower(text)) -> whether `rx.search(text)` finds a match, with the prefilter (low=None: none)."""
     search = rx.search
-    clauses = prefilter(rx)
-    if clauses is None:
+    for_ascii, for_any = prefilter(rx), prefilter(rx, ascii_text=False)
+    if for_ascii is None:
         return lambda s, low: search(s) is not None
-    if len(clauses) == 1 and len(clauses[0]) == 1 and len(clauses[0][0]) == 1:
-        one = clauses[0][0][0]
+    if for_ascii == for_any and len(for_ascii) == 1 and len(for_ascii[0]) == 1 and len(for_ascii[0][0]) == 1:
+        one = for_ascii[0][0][0]
 
         def found_one(s: str, low: str | None) -> bool:
             if low is not None and one not in low:
@@ -291,60 +309,91 @@ def searcher(rx: re.Pattern[str]) -> Callable[[str, str | None], bool]:
         return found_one
 
     def found(s: str, low: str | None) -> bool:
-        if low is not None and not _passes(clauses, low):
-            return False
+        if low is not None:
+            clauses = for_ascii if s.isascii() else for_any
+            if clauses is not None and not _passes(clauses, low):
+                return False
         return search(s) is not None
 
     return found
 
 
-def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], bool]:
-    """(text, ascii_lower(text)) -> whether `phrase_regex(phrases).search(text)` finds a match.
+_KeyTree = tuple  # (terminal: (multi-string sets per phrase, regex search) | None, ((key, _KeyTree), ...))
 
-    On ASCII text the phrases are searched in groups, each keyed by a string all its phrases contain: a group's
-    regex runs only when its key occurs (lower-cased) and so does every other required piece of one of its
-    phrases ("I can't help with" -> "can't", "help", "with"). The union of the groups' alternations is the whole
-    alternation, so the answer is the same; other texts use the whole regex.
+
+def _key_tree(items: list[tuple[str, frozenset[str], Clause]]) -> _KeyTree:
+    """A tree of required pieces over phrases: (phrase, pieces still to test, sets of alternatives to test).
+
+    At each level the piece most phrases share (longer pieces weighing more) becomes a key; the phrases holding
+    it form the key's subtree, without it. A phrase with no piece left ends at its node: that node's regex is the
+    alternation of the phrases ending there.
+    """
+    ending = [it for it in items if not it[1]]
+    rest = [it for it in items if it[1]]
+    nodes = []
+    while rest:
+        counts: dict[str, int] = {}
+        for _p, pieces, _m in rest:
+            for x in pieces:
+                counts[x] = counts.get(x, 0) + 1
+        key = max(counts, key=lambda x: (counts[x] * min(len(x), 5), len(x), x))
+        inside = [(p, pieces - {key}, m) for p, pieces, m in rest if key in pieces]
+        rest = [it for it in rest if key not in it[1]]
+        nodes.append((key, _key_tree(inside)))
+    term = None
+    if ending:
+        term = (tuple(m for _p, _x, m in ending), phrase_regex(tuple(p for p, _x, _m in ending)).search)
+    return (term, tuple(nodes))
+
+
+def _tree_found(tree: _KeyTree, s: str, low: str) -> bool:
+    term, nodes = tree
+    if term is not None:
+        multis, rsearch = term
+        for sets in multis:
+            for alts in sets:
+                for f in alts:
+                    if f in low:
+                        break
+                else:
+                    break  # a piece of this phrase is missing
+            else:  # this phrase may match: the node's regex decides for all phrases ending here
+                if rsearch(s) is not None:
+                    return True
+                break
+    for key, sub in nodes:
+        if key in low and _tree_found(sub, s, low):
+            return True
+    return False
+
+
+def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], bool]:
+    """(text, fold_lower(text)) -> whether `phrase_regex(phrases).search(text)` finds a match.
+
+    On ASCII text a phrase can only match when every piece its regex requires is in the lower-cased text
+    ("I can't help with" needs "can't", "help", "with"); the pieces are tested along a tree of keys shared by
+    many phrases, and a regex runs only for phrases whose pieces are all there. Each phrase is in exactly one
+    node's regex, so the answer is the whole alternation's; other texts use the whole regex.
     """
     whole = phrase_regex(phrases).search
-    keyed: dict[str, list[tuple[tuple[str, ...], ...]]] = {}
-    regexes: dict[str, list[str]] = {}
-    for p in phrases:
-        clauses = prefilter(phrase_regex((p,)), per_clause=8)
-        if clauses is None or len(clauses) != 1:
-            return lambda s, low: whole(s) is not None
-        singles = [x[0] for x in clauses[0] if len(x) == 1]
-        if not singles:
-            return lambda s, low: whole(s) is not None
-        key = max(singles, key=len)
-        keyed.setdefault(key, []).append(tuple(x for x in clauses[0] if x != (key,)))
-        regexes.setdefault(key, []).append(p)
-    # a key that contains another key: its phrases join the shorter key's group (fewer substring tests)
-    for k in sorted(keyed, key=len, reverse=True):
-        for other in keyed:
-            if other != k and other in k and k in keyed:
-                keyed[other].extend(tuple(x for x in m) + ((k,),) for m in keyed.pop(k))
-                regexes[other].extend(regexes.pop(k))
-                break
-    groups = tuple((k, tuple(members), phrase_regex(tuple(regexes[k])).search) for k, members in keyed.items())
+    trees = []
+    for ascii_text in (True, False):
+        items = []
+        for p in phrases:
+            clauses = prefilter(phrase_regex((p,)), per_clause=8, ascii_text=ascii_text)
+            if clauses is None or len(clauses) != 1:
+                return lambda s, low: whole(s) is not None
+            pieces = frozenset(x[0] for x in clauses[0] if len(x) == 1)
+            if not pieces and any(not x for x in clauses[0]):
+                continue  # cannot match such a text at all
+            items.append((p, pieces, tuple(x for x in clauses[0] if len(x) != 1)))
+        trees.append(_key_tree(items))
+    for_ascii, for_any = trees
 
     def found(s: str, low: str | None) -> bool:
         if low is None:
             return whole(s) is not None
-        for k, members, gsearch in groups:
-            if k in low:
-                for sets in members:
-                    for alts in sets:
-                        for f in alts:
-                            if f in low:
-                                break
-                        else:
-                            break  # a piece of this phrase is missing
-                    else:  # this phrase may match: the group's regex decides for all of its phrases
-                        if gsearch(s) is not None:
-                            return True
-                        break
-        return False
+        return _tree_found(for_ascii if s.isascii() else for_any, s, low)
 
     return found
 
@@ -460,8 +509,8 @@ class _Plan:
                 found = phrase_searcher(tuple(check.phrases))  # type: ignore[union-attr]
             must_find = kind.endswith("_present") or (kind == "refusal" and bool(check.expect))  # type: ignore
             self.found, self.must_find = found, must_find
-            self.text_fails = ((lambda s: not found(s, ascii_lower(s))) if must_find else
-                               (lambda s: found(s, ascii_lower(s))))
+            self.text_fails = ((lambda s: not found(s, fold_lower(s))) if must_find else
+                               (lambda s: found(s, fold_lower(s))))
         elif kind == "max_chars":
             mc = check.max  # type: ignore[union-attr]
             self.text_fails = lambda s: len(s) > mc
@@ -542,7 +591,7 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
     """
     ns: dict[str, Any] = {"_NOJSON": _NOJSON, "_NOPTR": _NOPTR, "_is_empty": is_empty, "_text": _text,
                           "_loads": orjson.loads, "_JDE": orjson.JSONDecodeError, "_slow_doc": _slow_doc,
-                          "_FAIL": FAIL}
+                          "_FAIL": FAIL, "_fold": fold_lower}
     consts: dict[int, str] = {}
 
     def const(obj: Any) -> str:
@@ -570,7 +619,7 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         if p.found is not None and not p.generic:
             low_ptrs.add(p.field or "")
     if "" in low_ptrs:
-        lines.append("    lr = r.lower() if r.isascii() else None")
+        lines.append("    lr = r.lower() if r.isascii() else _fold(r)")
     for ptr, i in ptr_var.items():
         parts = _split_pointer(ptr)
         if not ptr:
@@ -586,7 +635,7 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         if ptr in text_ptrs:
             lines.append(f"    s{i} = v{i} if type(v{i}) is str else _text(v{i})")
         if ptr and ptr in low_ptrs:
-            lines.append(f"    l{i} = s{i}.lower() if s{i} is not None and s{i}.isascii() else None")
+            lines.append(f"    l{i} = None if s{i} is None else s{i}.lower() if s{i}.isascii() else _fold(s{i})")
     out_vars = []
     for j, p in enumerate(plans):
         x = f"x{j}"
@@ -668,7 +717,7 @@ def _skip_reason(p: _Plan) -> Callable[[str, Any, str, Any], str]:
 
 
 def _fails_source(p: _Plan, s: str, low: str, const: Callable[[Any], str]) -> str:
-    """A Python expression over the text variable `s` (`low`: its ascii_lower) that is true when the rule fails."""
+    """A Python expression over the text variable `s` (`low`: its fold_lower) that is true when the rule fails."""
     check = p.check
     if p.found is not None:
         return f"{'not ' if p.must_find else ''}{const(p.found)}({s}, {low})"
@@ -867,4 +916,5 @@ def compile_rules(spec: Spec, rules: Iterable[Rule] | None = None) -> CompiledRu
     return CompiledRules(spec, rules)
 
 
-__all__ = ["FAIL", "CompiledRules", "ascii_lower", "compile_rules", "phrase_searcher", "prefilter", "searcher"]
+__all__ = ["ASCII_FOLDS", "FAIL", "CompiledRules", "compile_rules", "fold_lower", "phrase_searcher", "prefilter",
+           "searcher"]
