@@ -212,6 +212,7 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
 
 
 _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
+HOLD_TEXTS = 250_000  # split_rows holds the normalized user texts up to this many rows (~100 MB), else remakes them
 
 
 def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
@@ -221,8 +222,9 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
-    violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. Neither is
-    held: the texts are made again where needed (near pairs, the lock's prompts). `release()`, when given, is
+    violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. Up to
+    `HOLD_TEXTS` rows the normalized texts are held for the near-pair pass; above, they are made again where
+    needed (`near_pairs_lazy`: the same pairs, ~4 bytes per band per text instead of the text). `release()`, when given, is
     called before the near-pair pass (the compact build gives back freed heap memory there).
 
     Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact = held-out texts
@@ -233,10 +235,13 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     recs = sorted(rows, key=lambda r: r.id)
     ekeys: list[bytes] = []
     pkeys: list[str] = []
+    held: list[str] | None = [] if len(recs) <= HOLD_TEXTS else None
     for r in recs:
         norm, pk = keys(r)
         ekeys.append(_ekey(norm))
         pkeys.append(pk)
+        if held is not None:
+            held.append(norm)
     fields = spec.split.stratify
     if all(f in _ROW_FIELDS for f in fields):
         def stratum_of(i: int) -> tuple[str, ...]:
@@ -252,6 +257,8 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
         if release is not None:
             release()
         nl = len(lock_norms)
+        if held is not None:
+            return near_pairs(lock_norms + [held[i] for i in rep_idx], threshold=near_threshold, normalized=True)
 
         def norm_of(k: int) -> str:
             return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
@@ -262,6 +269,7 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
                                                        lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
                                                        lock=lock, near_threshold=near_threshold)
     del pkeys
+    held = None
     res.leakage = _pair_leakage(recs, text_of, ekeys, side_of, pairs, rep_idx, nl, near_threshold)
     ctx.report(STEP, 3, 3)
     return res

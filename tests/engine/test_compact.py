@@ -134,7 +134,12 @@ def _mixed(path: Path) -> Path:
     return path
 
 
-def test_mixed_native_file_same_files(tmp_path):
+@pytest.mark.parametrize("hold", [True, False], ids=["texts-held", "texts-remade"])
+def test_mixed_native_file_same_files(tmp_path, monkeypatch, hold):
+    import curate.steps.split as split_mod
+
+    if not hold:  # the split's near pairs from texts made on demand (near_pairs_lazy), as above HOLD_TEXTS rows
+        monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
     data = _mixed(tmp_path / "mixed.jsonl")
     old, new = _both(tmp_path, TRIAGE, [data])
     manifest = orjson.loads(new["manifest.json"])
@@ -143,7 +148,10 @@ def test_mixed_native_file_same_files(tmp_path):
     _assert_same(old, new)
 
 
-def test_prompt_completion_and_a_previous_lock_same_files(tmp_path):
+def test_prompt_completion_and_a_previous_lock_same_files(tmp_path, monkeypatch):
+    import curate.steps.split as split_mod
+
+    monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
     data = _mixed(tmp_path / "mixed.jsonl")
     first = tmp_path / "first"
     build(TRIAGE, [data], first)
@@ -252,3 +260,31 @@ def test_inputs_are_closed_after_the_build(tmp_path, monkeypatch):
     build(TRIAGE, None, tmp_path / "o")
     assert opened and all(src.fd == -1 for src in opened)
     shutil.rmtree(tmp_path / "o")
+
+
+def test_near_pairs_lazy_equals_near_pairs():
+    """Over 1,000 texts (boilerplate shingles left out) and with near twins: the same pairs as near_pairs."""
+    import random
+
+    from curate.near import near_pairs, near_pairs_lazy
+
+    rng = random.Random(3)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 8))) for _ in range(3000)]
+    texts = []
+    for i in range(1500):
+        if i % 10 == 9:  # a near twin of an earlier text
+            w = texts[rng.randrange(len(texts))].split()
+            w[rng.randrange(len(w))] = rng.choice(words)
+            texts.append(" ".join(w))
+        else:
+            texts.append("order status please " + " ".join(rng.choice(words) for _ in range(40)))
+    made = []
+
+    def norm_of(i: int) -> str:
+        made.append(i)
+        return texts[i]
+
+    want = near_pairs(texts, normalized=True)
+    assert len(want) >= 100
+    assert near_pairs_lazy(len(texts), norm_of) == want
+    assert len(made) >= len(texts)
