@@ -4,8 +4,8 @@
 
 The spec's example data (every SFT response and every preference pair's chosen and rejected side, with its user
 text, category and tags) is repeated to --n records. Each run times, on the same records in the same process:
-the reference `check_response` (the baseline), `CompiledRules.failed` (what a build calls per record) and
-`CompiledRules.results` (the full result list). The verdicts of all three are compared first (untimed). Prints
+the reference `check_response` (the baseline), `CompiledRules.failed` (what a build calls per record),
+`CompiledRules.statuses` (pass/fail/skip per rule) and `CompiledRules.results` (the full result list). The verdicts of all three are compared first (untimed). Prints
 one JSON line: us per record (median of the runs, wall and CPU), the ratio reference / compiled, the share of
 records failing something, and the load average (the machine is shared; quote figures taken under
 `flock /tmp/curate-bench.lock`).
@@ -75,12 +75,14 @@ def main() -> None:
         want = tuple(x.rule for x in ref if x.status == "fail")
         assert compiled.failed(r, u, c, t) == want, r
         assert compiled.results(r, u, c, t) == ref, r
+        assert compiled.statuses(r, u, c, t) == tuple(x.status for x in ref), r
         failing += bool(want)
 
-    figures: dict[str, list[tuple[float, float]]] = {"reference": [], "failed": [], "results": []}
+    figures: dict[str, list[tuple[float, float]]] = {"reference": [], "failed": [], "statuses": [], "results": []}
     for _ in range(args.runs):
         figures["reference"].append(timed(reference, inputs))
         figures["failed"].append(timed(compiled.failed, inputs))
+        figures["statuses"].append(timed(compiled.statuses, inputs))
         figures["results"].append(timed(compiled.results, inputs))
     n = len(inputs)
     us = {k: round(statistics.median(w for w, _ in v) / n * 1e6, 2) for k, v in figures.items()}

@@ -814,7 +814,15 @@ _STATUS_CACHE_MAX = 4096
 
 
 class CompiledRules:
-    """A spec's automatic rules (or the given ones), compiled once; build with `compile_rules(spec)`."""
+    """A spec's automatic rules (or the given ones), compiled once; build with `compile_rules(spec)`.
+
+    Per response (all equal to what `check_response(spec, response, user_text=..., category=..., tags=...)`
+    says, in rule order; `tags` any container of strings):
+    - `statuses(...)` -> ("pass" | "fail" | "skip", ...): the cheapest full answer (a shared tuple);
+    - `failed(...)` -> ids of the failing rules (a shared tuple, () when all pass);
+    - `outcomes(...)` -> [None (pass) | FAIL | skip reason, ...];
+    - `results(...)` -> [CheckResult, ...] (the failing rules' details come from the reference checks).
+    """
 
     def __init__(self, spec: Spec, rules: Iterable[Rule] | None = None) -> None:
         self.spec = spec
@@ -822,6 +830,7 @@ class CompiledRules:
         self.ids: tuple[str, ...] = tuple(r.id for r in self.rules)
         plans = [_Plan(spec, r) for r in self.rules]
         self._statuses, self._outcomes = _generate(spec, plans)
+        self._generic = any(p.generic for p in plans)  # only these make CheckResult outcomes
         self._shared: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._pass = {r.id: CheckResult(rule=r.id, category=r.category, status="pass", detail="") for r in self.rules}
         self._skips: dict[tuple[str, str], CheckResult] = {}
@@ -873,6 +882,8 @@ class CompiledRules:
         except _Fallback:
             ref = self._reference(response, user_text, category, tags)
             return [None if r.status == "pass" else FAIL if r.status == "fail" else r.detail for r in ref]
+        if not self._generic:
+            return outs  # type: ignore[no-any-return]
         return [(None if o.status == "pass" else o.detail) if type(o) is CheckResult else o for o in outs]
 
     def results(self, response: str, user_text: str = "", category: str = "typical",
