@@ -520,6 +520,8 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                         lengths.lengths[rid] = size
                         n_fast += 1
                         done += 1
+                        if done % 2000 == 0:
+                            ctx.report(STEP, done, None)
                         yield Row(kind, rid, src, fname, line, fmt, _share(cat), tags, violates, st, None)
                         continue
             pending.append((line, obj, raw))
