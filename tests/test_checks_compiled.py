@@ -249,7 +249,7 @@ def test_fuzz_all_kinds_one_spec(tmp_path: Path) -> None:
     rng = random.Random(3)
     keys = ["intent", "entities", "missing_info", "next_step", "a/b"]
     seen = set()
-    for i in range(1500):
+    for i in range(1000):
         obj = {k: rng.choice(FUZZ_VALUES) for k in keys if rng.random() < 0.8}
         if rng.random() < 0.3 and isinstance(obj.get("entities"), dict):
             obj["entities"] = {"a": rng.choice(FUZZ_VALUES), "a/b": [rng.choice(FUZZ_TEXTS)]}
@@ -419,3 +419,17 @@ def test_ascii_folds_are_every_non_ascii_match_of_an_ascii_letter() -> None:
         if letters:
             found[chr(c)] = letters[-1].lower()
     assert found == ASCII_FOLDS
+
+
+def test_one_compiled_rule_set_shared_by_threads(spec_and_inputs) -> None:
+    """The compiled rules keep small caches; threads sharing one object get the serial answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec, inputs = spec_and_inputs
+    compiled = compile_rules(spec)
+    want = [compiled.statuses(*x) for x in inputs]
+    shuffled = [inputs[i::4] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda part: [compiled.statuses(*x) for x in part * 20], shuffled))
+    for i, part in enumerate(got):
+        assert part == [want[j] for j in range(i, len(inputs), 4)] * 20

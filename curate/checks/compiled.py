@@ -529,7 +529,7 @@ class _Plan:
 
             self.text_fails = questions_fail
         elif kind == "values_in_input":
-            memo: list[Any] = [None, ""]  # the last user text and its normal form
+            memo: list[Any] = [(None, "")]  # (the last user text, its normal form): one slot, safe across threads
 
             def invented(value: Any, user: str) -> bool:
                 t = type(value)
@@ -540,9 +540,10 @@ class _Plan:
                         # an ASCII value inside the ASCII user text (ignoring case) is inside its normal form too
                         if user_low is not None and s.isascii() and s.lower() in user_low:
                             continue
-                        if memo[0] is not user:
-                            memo[0], memo[1] = user, normalize_text(user)
-                        if s.strip() and normalize_text(s) not in memo[1]:
+                        last = memo[0]
+                        if last[0] is not user:
+                            last = memo[0] = (user, normalize_text(user))
+                        if s.strip() and normalize_text(s) not in last[1]:
                             return True
                 return False
 
