@@ -394,7 +394,7 @@ def test_check_file_uses_compiled_rules_with_the_same_report(tmp_path: Path, mon
     outputs.write_text("\n".join(json.dumps(x) for x in rows) + "\n{broken\n", encoding="utf-8")
     for path in (spec.data_paths()[0], outputs):
         fast = runner.check_file(spec, path).as_dict()
-        monkeypatch.setattr(runner, "_compiled_check", lambda _spec: check_response)
+        monkeypatch.setattr(runner, "compiled_check", lambda _spec: check_response)
         slow = runner.check_file(spec, path).as_dict()
         monkeypatch.undo()
         assert fast == slow

@@ -835,6 +835,7 @@ class CompiledRules:
         self._shared: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._pass = {r.id: CheckResult(rule=r.id, category=r.category, status="pass", detail="") for r in self.rules}
         self._skips: dict[tuple[str, str], CheckResult] = {}
+        self._lists: dict[tuple[Any, ...], tuple[CheckResult, ...]] = {}
 
     @property
     def source(self) -> str:
@@ -896,6 +897,18 @@ class CompiledRules:
             outs = self._outcomes(response, user_text, category, tags)
         except _Fallback:
             return self._reference(response, user_text, category, tags)
+        if FAIL not in outs and not self._generic:  # only pass and skip: the same list for the same outcomes
+            key = tuple(outs)
+            hit = self._lists.get(key)
+            if hit is None:
+                if len(self._lists) > 10_000:
+                    self._lists.clear()
+                hit = self._lists[key] = tuple(self._assemble(outs, response, user_text, category, tags))
+            return list(hit)
+        return self._assemble(outs, response, user_text, category, tags)
+
+    def _assemble(self, outs: list[Any], response: str, user_text: str, category: str,
+                  tags: Iterable[str]) -> list[CheckResult]:
         res: list[CheckResult] = []
         ctx: CheckContext | None = None
         for rule, out in zip(self.rules, outs):

@@ -95,7 +95,7 @@ def add_result(report: CheckReport, results: list[Any], *, where: str, response:
 def check_file(spec: Spec, path: str | Path) -> CheckReport:
     report = new_report(spec)
     automatic = {r.id for r in spec.automatic_rules()}
-    check_response = _compiled_check(spec)
+    check_response = compiled_check(spec)
     for line, obj in read_jsonl(path):
         where = f"{path}:{line}"
         if isinstance(obj, LineError):
@@ -128,8 +128,9 @@ def check_file(spec: Spec, path: str | Path) -> CheckReport:
     return report
 
 
-def _compiled_check(spec: Spec) -> Any:
-    """check_response's signature over the spec's compiled rules (same results; pass and skip results shared)."""
+def compiled_check(spec: Spec) -> Any:
+    """A drop-in for `check_response` bound to `spec`'s compiled rules (same results, several times faster):
+    `check = compiled_check(spec); check(spec, response, user_text=..., category=..., tags=...)`."""
     compiled = compile_rules(spec)
 
     def check(_spec: Spec, response: str, *, user_text: str = "", category: str = "typical",
