@@ -82,6 +82,17 @@ def annotation_for(i: int, rec: SFTRecord) -> list[dict]:
     return [ch("verdict", ["accept"])]
 
 
+def server_cpu(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) used so far by the server processes we started (None for an external one)."""
+    if not pids:
+        return None
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10000)
@@ -91,6 +102,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="curate-bench-"))
     own = None
+    pids: list[int] = []
     if os.environ.get("LABEL_STUDIO_URL") and os.environ.get("LABEL_STUDIO_API_KEY"):
         url, token = os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"]
         readers = [u for u in os.environ.get("LABEL_STUDIO_READER_URLS", "").split(",") if u.strip()]
@@ -98,6 +110,7 @@ def main() -> int:
         own = tmp / "studio"
         info = server.start(own, from_template=True, timeout=300)
         url, token, readers = info.url, server.credentials(own)["token"], info.urls[1:]
+        pids = [info.pid, *(int(r["pid"]) for r in info.readers)]
     tag = f"{os.getpid()}-{int(time.time()) % 100000}"
     out: dict = {"n": args.n, "sample": args.sample, "server": url, "reader_processes": len(readers)}
     try:
@@ -146,9 +159,11 @@ def main() -> int:
             if wait > 0:
                 time.sleep(wait)
             pulled = tmp / "pull" / "pulled.jsonl"
+            cpu0, own_cpu0 = server_cpu(pids), time.process_time()
             t = time.perf_counter()
             pres = pull(spec_p, client=client, out=pulled, kinds=["review"], ctx=RunContext())
             pull_s = time.perf_counter() - t
+            cpu1, own_cpu1 = server_cpu(pids), time.process_time()
             assert pres.counts["annotations"] == args.n and pres.counts["accounted"], pres.counts
             assert pres.counts["full_exports"] == 1 and pres.counts["fetched_tasks"] == args.n, pres.counts
             t = time.perf_counter()
@@ -169,6 +184,8 @@ def main() -> int:
                            "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
                            "baseline_measured_on": len(ids),
                            "speedup": round(per_task * args.n / pull_s, 1), "target_seconds": 15,
+                           "cpu_seconds": {"server_processes": None if cpu0 is None else round(cpu1 - cpu0, 2),
+                                           "client": round(own_cpu1 - own_cpu0, 2)},
                            "second_pull_unchanged": {"seconds": round(again_s, 2),
                                                      "fetched_tasks": again.counts["fetched_tasks"],
                                                      "split_seconds": {k: round(v, 2) for k, v in again.timings.items()}},
@@ -193,6 +210,10 @@ def main() -> int:
               f"{q['baseline_measured_on']} tasks) -> {q['speedup']}x; split: "
               + ", ".join(f"{k} {v} s" for k, v in q["split_seconds"].items()))
         a, m = q["second_pull_unchanged"], q["pull_after_new_annotations"]
+        c = q["cpu_seconds"]
+        if c["server_processes"] is not None:
+            print(f"pull CPU: server processes {c['server_processes']} s (all of them together), this client "
+                  f"{c['client']} s")
         print(f"incremental: second pull of the unchanged project {a['seconds']} s ({a['fetched_tasks']} tasks "
               f"fetched); after {m['new']} new annotations {m['seconds']} s ({m['fetched_tasks']} tasks fetched, "
               f"{m['new_or_changed']} new or changed)")
