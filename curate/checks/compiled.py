@@ -25,8 +25,9 @@ semantics, `when` conditions, field rules that skip when the response is not JSO
   refusal) are grouped by such a literal, and only the groups whose literal occurs are searched;
 - `question_count` counts nothing when the text has no question mark; `max_words` splits only texts longer than
   2 x max characters (n words need at least 2n - 1 characters);
-- json_schema uses the validator json_checks.py compiled (jsonschema-rs `is_valid` where it is safe) and the
-  reference `schema_verdict` when that says invalid;
+- json_schema uses the validators json_checks.py compiled: jsonschema-rs `is_valid` where it is safe, and when
+  that says invalid (or is not used) the Python validator's `is_valid`, which is schema_verdict's verdict without
+  collecting and sorting every error for the message;
 - `python` checks (their function sees the context) and anything unusual (a response that cannot be encoded as
   UTF-8, a pointer index that is a non-ASCII digit) go through the reference path, which decides and raises
   exactly where check_response would.
@@ -46,7 +47,7 @@ import orjson
 
 from curate.checks import check_response, run_rule
 from curate.checks.context import CheckContext, is_empty
-from curate.checks.json_checks import _validator, schema_verdict
+from curate.checks.json_checks import _validator
 from curate.checks.semantic_checks import REFUSAL_PHRASES, _strings
 from curate.checks.text_checks import compiled, count_questions, count_sentences, phrase_regex
 from curate.records import CheckResult, normalize_text
@@ -478,7 +479,7 @@ class _Plan:
         # fails(text) for text rules; special kinds set their own
         self.text_fails: Callable[[str], bool] | None = None
         self.value_fails: Callable[[Any, str], bool] | None = None  # values_in_input: (value, user_text)
-        self.schema_ok: Callable[[Any], bool] | None = None
+        self.schema_ok: Callable[[Any], bool] | None = None  # the Python validator's is_valid
         self.schema_fast: Callable[[Any], bool] | None = None  # jsonschema-rs is_valid, where json_checks uses it
         if check is None:
             return
@@ -490,15 +491,9 @@ class _Plan:
             slow, fast = _validator(schema)
             self.schema_fast = fast
 
-            def schema_ok(doc: Any) -> bool:
-                if fast is not None:
-                    if fast(doc):
-                        return True
-                elif slow.is_valid(doc):
-                    return True
-                return schema_verdict(schema, doc)[0]
-
-            self.schema_ok = schema_ok
+            # json_checks.schema_verdict says valid when the fast validator does, else when the Python validator
+            # finds no error: its is_valid stops at the first one (the message is for results() only)
+            self.schema_ok = slow.is_valid
             return
         if kind in ("regex_present", "regex_absent", "phrases_present", "phrases_absent", "refusal"):
             if kind.startswith("regex"):
