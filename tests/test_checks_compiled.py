@@ -433,3 +433,21 @@ def test_one_compiled_rule_set_shared_by_threads(spec_and_inputs) -> None:
         got = list(pool.map(lambda part: [compiled.statuses(*x) for x in part * 20], shuffled))
     for i, part in enumerate(got):
         assert part == [want[j] for j in range(i, len(inputs), 4)] * 20
+
+
+VALUE_CASES = [("ana@x.io", "mail ana@x.io"), ("ANA@x.io", "mail ana@X.IO"), ("card ending 1234", "card  ending\t1234"),
+               (" 1234 ", "ending 1234."), ("12 34", "1234"), ("é", "cafe\u0301"), ("e", "cafe\u0301"),
+               ("file", "the ﬁle"), ("ﬁle", "the file"), ("Straße", "STRASSE"), ("straße", "strasse"),
+               ("İstanbul", "i̇stanbul"), ("K", "k"), ("", "x"), ("   ", "x"), ("x", ""), ("ǅ", "dž"),
+               ("line\nbreak", "line break"), ("a\u00a0b", "a b"), ("Zoë", "ZOË here"), ("ZOË", "zoë")]
+
+
+def test_values_in_input_fast_paths_equal_the_reference(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {"kind": "values_in_input", "field": "/entities"})
+    compiled = compile_rules(spec)
+    outcomes = set()
+    for value, user in VALUE_CASES:
+        for entities in ({"v": value}, {"v": [value, {"w": value}]}, {"a": "x", "b": value}):
+            [ref] = assert_same(spec, compiled, resp(entities=entities), user)
+            outcomes.add(ref.status)
+    assert outcomes == {"pass", "fail"}

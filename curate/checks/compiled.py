@@ -529,12 +529,18 @@ class _Plan:
             def invented(value: Any, user: str) -> bool:
                 t = type(value)
                 items = value.values() if t is dict else value if t is list else (value,) if t is str else ()
-                user_low = user.lower() if user.isascii() else None
+                user_ascii, user_low = user.isascii(), None
                 for item in items:
                     for s in ((item,) if type(item) is str else _strings(item)):
-                        # an ASCII value inside the ASCII user text (ignoring case) is inside its normal form too
-                        if user_low is not None and s.isascii() and s.lower() in user_low:
-                            continue
+                        # an ASCII value inside the ASCII user text (as it is, or both lower-cased) is inside its
+                        # normal form too: lower-casing ASCII keeps substrings, whitespace runs collapse alike
+                        if user_ascii and s.isascii():
+                            if s in user:
+                                continue
+                            if user_low is None:
+                                user_low = user.lower()
+                            if s.lower() in user_low:
+                                continue
                         last = memo[0]
                         if last[0] is not user:
                             last = memo[0] = (user, normalize_text(user))
