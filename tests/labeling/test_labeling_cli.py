@@ -59,6 +59,9 @@ def test_studio_status_json(studio):
     assert r.exit_code == 0, r.output
     st = json.loads(r.stdout)
     assert st["healthy"] and st["url"] == studio.url
+    assert [r["running"] for r in st["readers"]] == [True]
+    r = CliRunner().invoke(main, ["studio", "status", "--dir", studio.data_dir])
+    assert r.exit_code == 0 and r.stdout.strip() == f"up {studio.url} (pid {st['pid']}, 1 reader process)"
 
 
 @pytest.mark.studio
