@@ -350,6 +350,14 @@ def test_export_parts_and_readers_give_the_same_tasks(client, tmp_path, monkeypa
     assert client.readers  # the session's server has a reader process: one part goes to it
     assert client.export_snapshot(pid) == whole
     assert client.export_snapshot(pid, parts=3) == whole
+    # the id ranges combine with the "updated after" filter of an incremental pull
+    from curate.labeling.client import format_server_time, server_time
+
+    oldest = min(server_time(t["updated_at"]) for t in whole)
+    newest = max(server_time(t["updated_at"]) for t in whole)
+    assert client.export_snapshot(pid, parts=2, updated_after=format_server_time(oldest)) == [
+        t for t in whole if server_time(t["updated_at"]) > oldest]
+    assert client.export_snapshot(pid, parts=2, updated_after=format_server_time(newest)) == []
     dead = client_mod.StudioClient(client.url, client._http.headers["Authorization"], readers=[
         f"http://127.0.0.1:{__import__('curate.labeling.server', fromlist=['x']).free_port()}"])
     with dead:  # a reader that is gone: the main server exports its part
