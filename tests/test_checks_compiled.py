@@ -451,3 +451,30 @@ def test_values_in_input_fast_paths_equal_the_reference(tmp_path: Path) -> None:
             [ref] = assert_same(spec, compiled, resp(entities=entities), user)
             outcomes.add(ref.status)
     assert outcomes == {"pass", "fail"}
+
+
+def test_generated_prefilters_equal_the_reference(tmp_path: Path) -> None:
+    """The prefilters as written into the generated function (regex, phrase and refusal rules on the whole text)."""
+    from curate.checks.semantic_checks import REFUSAL_PHRASES
+    from curate.expand.regexgen import examples
+
+    triage = load_spec(REPO / "specs" / "support-triage")
+    lists = [list(triage.rule("no-secrets-requested").check.phrases), ["Zoë", "cvv"], ["ſecret", "key"]]
+    checks = [{"kind": "regex_absent", "pattern": p} for p in PATTERNS if p] + \
+             [{"kind": "phrases_present", "phrases": ph} for ph in lists] + \
+             [{"kind": "refusal", "expect": False}, {"kind": "refusal", "expect": True, "phrases": lists[0]}]
+    rng = random.Random(11)
+    words = [w for p in REFUSAL_PHRASES[:40] for w in p.split()] + ["password", "cvv", "your", "’", "Zoë", "K"]
+    base = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 8))) for _ in range(60)] + list(REFUSAL_PHRASES)
+    fails = 0
+    for i, check in enumerate(checks):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        spec = make_spec(folder, check)
+        compiled = compile_rules(spec)
+        texts = base + (examples(check["pattern"], rng, n=4) if "pattern" in check else [])
+        for text in _variants(rng, texts[:: 3 if i % 2 else 2]):
+            want = check_response(spec, text)[0].status
+            assert compiled.statuses(text) == (want,), (check, text)
+            fails += want == "fail"
+    assert fails > 100

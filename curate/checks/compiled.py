@@ -319,7 +319,7 @@ def searcher(rx: re.Pattern[str]) -> Callable[[str, str | None], bool]:
     return found
 
 
-_KeyTree = tuple  # (terminal: (multi-string sets per phrase, regex search) | None, ((key, _KeyTree), ...))
+_KeyTree = tuple  # (terminal: (multi-string sets per phrase, compiled regex) | None, ((key, _KeyTree), ...))
 
 
 def _key_tree(items: list[tuple[str, frozenset[str], Clause]]) -> _KeyTree:
@@ -343,14 +343,14 @@ def _key_tree(items: list[tuple[str, frozenset[str], Clause]]) -> _KeyTree:
         nodes.append((key, _key_tree(inside)))
     term = None
     if ending:
-        term = (tuple(m for _p, _x, m in ending), phrase_regex(tuple(p for p, _x, _m in ending)).search)
+        term = (tuple(m for _p, _x, m in ending), phrase_regex(tuple(p for p, _x, _m in ending)))
     return (term, tuple(nodes))
 
 
 def _tree_found(tree: _KeyTree, s: str, low: str) -> bool:
     term, nodes = tree
     if term is not None:
-        multis, rsearch = term
+        multis, rx = term
         for sets in multis:
             for alts in sets:
                 for f in alts:
@@ -359,7 +359,7 @@ def _tree_found(tree: _KeyTree, s: str, low: str) -> bool:
                 else:
                     break  # a piece of this phrase is missing
             else:  # this phrase may match: the node's regex decides for all phrases ending here
-                if rsearch(s) is not None:
+                if rx.search(s) is not None:
                     return True
                 break
     for key, sub in nodes:
@@ -368,14 +368,9 @@ def _tree_found(tree: _KeyTree, s: str, low: str) -> bool:
     return False
 
 
-def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], bool]:
-    """(text, fold_lower(text)) -> whether `phrase_regex(phrases).search(text)` finds a match.
-
-    On ASCII text a phrase can only match when every piece its regex requires is in the lower-cased text
-    ("I can't help with" needs "can't", "help", "with"); the pieces are tested along a tree of keys shared by
-    many phrases, and a regex runs only for phrases whose pieces are all there. Each phrase is in exactly one
-    node's regex, so the answer is the whole alternation's; other texts use the whole regex.
-    """
+def _phrase_trees(phrases: tuple[str, ...]) -> tuple[Any, _KeyTree | None, _KeyTree | None]:
+    """(the whole alternation's search, key tree for ASCII texts, key tree for other texts); no trees when some
+    phrase has nothing to test."""
     whole = phrase_regex(phrases).search
     trees = []
     for ascii_text in (True, False):
@@ -383,20 +378,80 @@ def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], boo
         for p in phrases:
             clauses = prefilter(phrase_regex((p,)), per_clause=8, ascii_text=ascii_text)
             if clauses is None or len(clauses) != 1:
-                return lambda s, low: whole(s) is not None
+                return whole, None, None
             pieces = frozenset(x[0] for x in clauses[0] if len(x) == 1)
             if not pieces and any(not x for x in clauses[0]):
                 continue  # cannot match such a text at all
             items.append((p, pieces, tuple(x for x in clauses[0] if len(x) != 1)))
         trees.append(_key_tree(items))
-    for_ascii, for_any = trees
+    return whole, trees[0], trees[1]
+
+
+def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], bool]:
+    """(text, fold_lower(text)) -> whether `phrase_regex(phrases).search(text)` finds a match.
+
+    A phrase can only match when every piece its regex requires is in the folded text ("I can't help with"
+    needs "can't", "help", "with"); the pieces are tested along a tree of keys shared by many phrases, and a
+    regex runs only for phrases whose pieces are all there. Each phrase is in exactly one node's regex, so the
+    answer is the whole alternation's.
+    """
+    whole, for_ascii, for_any = _phrase_trees(phrases)
+    if for_ascii is None or for_any is None:
+        return lambda s, low: whole(s) is not None
 
     def found(s: str, low: str | None) -> bool:
         if low is None:
             return whole(s) is not None
-        return _tree_found(for_ascii if s.isascii() else for_any, s, low)
+        return _tree_found(for_ascii if s.isascii() else for_any, s, low)  # type: ignore[arg-type]
 
     return found
+
+
+# the same tests as Python source, for the generated function: no call per piece
+
+def _any_in(alts: tuple[str, ...], low: str) -> str:
+    return "(" + " or ".join(f"{a!r} in {low}" for a in alts) + ")" if alts else "False"
+
+
+def _clauses_source(clauses: tuple[Clause, ...], low: str) -> str:
+    return "(" + " or ".join("(" + (" and ".join(_any_in(alts, low) for alts in clause) or "True") + ")"
+                             for clause in clauses) + ")"
+
+
+def _tree_source(tree: _KeyTree, s: str, low: str, const: Callable[[Any], str]) -> str:
+    term, nodes = tree
+    parts = []
+    if term is not None:
+        multis, rx = term
+        may = [" and ".join(_any_in(alts, low) for alts in sets) for sets in multis]
+        found = f"{const(rx)}.search({s}) is not None"
+        parts.append(f"({found})" if not all(may) else f"(({' or '.join(f'({m})' for m in may)}) and {found})")
+    for key, sub in nodes:
+        parts.append(f"({key!r} in {low} and {_tree_source(sub, s, low, const)})")
+    return "(" + " or ".join(parts) + ")" if parts else "False"
+
+
+def searcher_source(rx: re.Pattern[str], s: str, low: str, asc: str, const: Callable[[Any], str]) -> str:
+    """A Python expression: whether rx finds a match in the text variable `s` (`low` its fold_lower, `asc` whether
+    it is ASCII), the prefilter written out as `in` tests."""
+    search = const(rx.search)
+    for_ascii, for_any = prefilter(rx), prefilter(rx, ascii_text=False)
+    if for_ascii is None:
+        return f"({search}({s}) is not None)"
+    pa = _clauses_source(for_ascii, low)
+    pn = _clauses_source(for_any, low) if for_any is not None else "True"
+    pre = pa if pa == pn else f"({pa} if {asc} else {pn})"
+    return f"({pre} and {search}({s}) is not None)"
+
+
+def phrase_searcher_source(phrases: tuple[str, ...], s: str, low: str, asc: str,
+                           const: Callable[[Any], str]) -> str:
+    """phrase_searcher as a Python expression over the variables `s`, `low`, `asc` (see searcher_source)."""
+    whole, for_ascii, for_any = _phrase_trees(phrases)
+    if for_ascii is None or for_any is None:
+        return f"({const(whole)}({s}) is not None)"
+    ta, tn = _tree_source(for_ascii, s, low, const), _tree_source(for_any, s, low, const)
+    return ta if ta == tn else f"({ta} if {asc} else {tn})"
 
 
 def count_questions_fast(s: str) -> int:
@@ -475,6 +530,7 @@ class _Plan:
         self.when = None if check is None else check.when  # type: ignore[union-attr]
         self.generic = False
         self.found: Callable[[str, str | None], bool] | None = None  # regex / phrase kinds: (text, lower) -> found
+        self.found_source: Callable[..., str] | None = None  # the same as a Python expression
         self.must_find = False
         # fails(text) for text rules; special kinds set their own
         self.text_fails: Callable[[str], bool] | None = None
@@ -504,6 +560,12 @@ class _Plan:
                 found = phrase_searcher(tuple(check.phrases))  # type: ignore[union-attr]
             must_find = kind.endswith("_present") or (kind == "refusal" and bool(check.expect))  # type: ignore
             self.found, self.must_find = found, must_find
+            if kind.startswith("regex"):
+                rx = compiled(check.pattern)  # type: ignore[union-attr]
+                self.found_source = lambda s, low, asc, const: searcher_source(rx, s, low, asc, const)
+            else:
+                ph = tuple((check.phrases or REFUSAL_PHRASES) if kind == "refusal" else check.phrases)  # type: ignore
+                self.found_source = lambda s, low, asc, const: phrase_searcher_source(ph, s, low, asc, const)
             self.text_fails = ((lambda s: not found(s, fold_lower(s))) if must_find else
                                (lambda s: found(s, fold_lower(s))))
         elif kind == "max_chars":
@@ -621,7 +683,7 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         if p.found is not None and not p.generic:
             low_ptrs.add(p.field or "")
     if "" in low_ptrs:
-        lines.append("    lr = r.lower() if r.isascii() else _fold(r)")
+        lines += ["    ar = r.isascii()", "    lr = r.lower() if ar else _fold(r)"]
     for ptr, i in ptr_var.items():
         parts = _split_pointer(ptr)
         if not ptr:
@@ -637,7 +699,8 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         if ptr in text_ptrs:
             lines.append(f"    s{i} = v{i} if type(v{i}) is str else _text(v{i})")
         if ptr and ptr in low_ptrs:
-            lines.append(f"    l{i} = None if s{i} is None else s{i}.lower() if s{i}.isascii() else _fold(s{i})")
+            lines += [f"    a{i} = s{i} is not None and s{i}.isascii()",
+                      f"    l{i} = s{i}.lower() if a{i} else None if s{i} is None else _fold(s{i})"]
     out_vars = []
     for j, p in enumerate(plans):
         x = f"x{j}"
@@ -667,8 +730,9 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         else:
             s = f"s{ptr_var[p.field]}" if p.field else "r"
             low = f"l{ptr_var[p.field]}" if p.field else "lr"
+            asc = f"a{ptr_var[p.field]}" if p.field else "ar"
             present = f"{s} is not None" if p.field else "True"
-            fails = _fails_source(p, s, low, const)
+            fails = _fails_source(p, s, low, asc, const)
         applies = " and ".join(f"({e})" for e in (holds, present) if e != "True")
         if applies:
             lines += [f"    if not ({applies}):", f"        {x} = \0SKIP{j}\0", f"    elif {fails}:"]
@@ -718,11 +782,12 @@ def _skip_reason(p: _Plan) -> Callable[[str, Any, str, Any], str]:
     return why
 
 
-def _fails_source(p: _Plan, s: str, low: str, const: Callable[[Any], str]) -> str:
-    """A Python expression over the text variable `s` (`low`: its fold_lower) that is true when the rule fails."""
+def _fails_source(p: _Plan, s: str, low: str, asc: str, const: Callable[[Any], str]) -> str:
+    """A Python expression over the text variable `s` (`low`: its fold_lower, `asc`: whether it is ASCII) that is
+    true when the rule fails."""
     check = p.check
-    if p.found is not None:
-        return f"{'not ' if p.must_find else ''}{const(p.found)}({s}, {low})"
+    if p.found_source is not None:
+        return f"{'not ' if p.must_find else ''}{p.found_source(s, low, asc, const)}"
     if p.kind == "max_chars":
         return f"len({s}) > {int(check.max)}"  # type: ignore[union-attr]
     if p.kind == "max_words":  # n words need 2n - 1 characters and n - 1 whitespace characters
