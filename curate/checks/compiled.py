@@ -17,20 +17,33 @@ semantics, `when` conditions, field rules that skip when the response is not JSO
 
 - the response is parsed once (orjson); every pointer the rules use is resolved once per response (split into
   keys at compile time) and its text made once;
-- the rules become ONE Python function generated from their kinds and parameters (no pydantic object, no context,
-  no call per rule on the pass path); `when` conditions become inline tests;
-- regexes are compiled once; before a regex runs on ASCII text, a substring prefilter tests literals every match
-  must contain (found by reading the parsed pattern: e.g. one of the verbs of an alternation), lower-cased on both
-  sides, so a text without any of them is known not to match without running the regex; phrase lists (phrases_*,
-  refusal) are grouped by such a literal, and only the groups whose literal occurs are searched;
-- `question_count` counts nothing when the text has no question mark; `max_words` splits only texts longer than
-  2 x max characters (n words need at least 2n - 1 characters);
+- the rules become ONE Python function generated from their kinds and parameters (`CompiledRules.source` shows
+  it): no pydantic object, no context, no call per rule on the pass path; `when` conditions are inline tests;
+  spec text enters the source only as repr() literals or as named constants;
+- regexes are compiled once, and run only when a prefilter lets them: strings every match must contain, read
+  from re's parse tree (runs of literals; few-string items multiplied out, e.g. "I " / "we " / "I've " before
+  one of the verbs; up to two such sets per top-level alternative), tested with `in` on `fold_lower(text)`
+  (lower-cased, and the four non-ASCII letters that match an ASCII one ignoring case folded to it). That is a
+  necessary condition whatever the flags, so a text it rejects cannot match; ASCII texts get sharper sets
+  (strings with a character no ASCII character matches, like "I’ve", drop out);
+- phrase lists (phrases_*, refusal) become a tree of such pieces ("I can't help with" needs "can't", "help",
+  "with"), keyed by the pieces many phrases share; a node's regex (its phrases' alternation) runs only when all
+  pieces of one of its phrases are there: the refusal list on support-agent's messages costs ~2 us, not ~90;
+- `question_count` counts with str.count when no "??" or "？" is there; `max_words` splits only texts longer
+  than 2 x max characters with enough spaces (n words need 2n - 1 characters and n - 1 whitespace characters;
+  a printable string has no whitespace but " ");
+- `values_in_input` accepts an ASCII value found in the ASCII user text as it is or lower-cased (it is then in
+  the normal form too), and normalizes (NFKC, casefold, whitespace) only otherwise;
 - json_schema uses the validators json_checks.py compiled: jsonschema-rs `is_valid` where it is safe, and when
   that says invalid (or is not used) the Python validator's `is_valid`, which is schema_verdict's verdict without
   collecting and sorting every error for the message;
 - `python` checks (their function sees the context) and anything unusual (a response that cannot be encoded as
   UTF-8, a pointer index that is a non-ASCII digit) go through the reference path, which decides and raises
   exactly where check_response would.
+
+Equality with check_response is tested on the example data, expand's mutants, model-output style inputs, every
+check kind, random JSON shapes, and the prefilters on generated hits and near misses (tests/test_checks_compiled.py).
+Speed: scripts/bench_checks.py.
 
 `results()` returns shared frozen CheckResult objects for pass and skip, and the reference check's result for
 each failing rule (its detail names the problem); it is meant for records that fail something.
