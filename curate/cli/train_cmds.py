@@ -28,6 +28,9 @@ def _common(fn: Any) -> Any:
         click.option("--seed", type=int, default=13, show_default=True),
         click.option("--patience", "early_stopping_patience", type=int, default=2, show_default=True,
                      help="Early stopping: evaluations without improvement before stopping (0: off)."),
+        click.option("--keep-last", "select_best", flag_value=False, default=True,
+                     help="Keep the last model instead of the checkpoint with the lowest eval loss (no early "
+                     "stopping); the eval loss can rise while the rule pass rate still improves."),
         click.option("--lora-r", type=int, default=16, show_default=True),
         click.option("--lora-alpha", type=int, default=32, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),

@@ -251,3 +251,13 @@ def test_shared_prefix_training_matches_plain_training(tiny_model: Path, export_
     assert res[True]["shared_prefix_batches"] >= 4 + 1 and res[False]["shared_prefix_batches"] == 0
     assert res[True]["eval_losses"][0] == pytest.approx(res[False]["eval_losses"][0], rel=1e-3)
     assert res[True]["train_loss"] == pytest.approx(res[False]["train_loss"], rel=1e-3)
+
+
+def test_keep_last_skips_best_checkpoint_and_early_stopping(tiny_model: Path, export_dir: Path,
+                                                           tmp_path: Path) -> None:
+    train_sft(export_dir, _opts(tiny_model, tmp_path / "last", learning_rate=1e-3, select_best=False,
+                                early_stopping_patience=1))
+    cfg = _config(tmp_path / "last")
+    assert cfg["result"]["kept"] == "last" and cfg["result"]["global_step"] == 8   # all 2 epochs run
+    assert cfg["trainer_args"]["load_best_model_at_end"] is False
+    assert len(cfg["result"]["eval_losses"]) == 2                                  # still evaluated every epoch
