@@ -133,7 +133,7 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     return info
 
 
-ROW_GROUP = 16_384  # rows per Parquet row group in write_splits_stream (one group when a split has no more)
+ROW_GROUP = 8_192  # rows per Parquet row group in write_splits_stream (one group when a split has no more)
 
 
 def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable[dict[str, Any]]]], *,
@@ -176,6 +176,7 @@ def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable
                             writer = writer or pq.ParquetWriter(pq_path, schema)
                             writer.write_table(_combine(chunks, schema))
                             chunks = []
+                            _release_arrow()
             if buf:
                 chunks.append(pa.Table.from_pylist(buf, schema=schema))
                 buf = []
@@ -206,6 +207,15 @@ def infer_schema(rows: list[dict[str, Any]]) -> Any:
         return pa.schema([("id", pa.string())])
     names = list(rows[0].keys())
     return pa.schema([pa.field(n, pa.infer_type([row.get(n) for row in rows])) for n in names])
+
+
+def _release_arrow() -> None:
+    """Hand the Arrow memory pool's free blocks back to the system (a row group's tables are freed by now)."""
+    import pyarrow as pa
+
+    release = getattr(pa.default_memory_pool(), "release_unused", None)
+    if release is not None:
+        release()
 
 
 def _combine(chunks: list[Any], schema: Any) -> Any:
