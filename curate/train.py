@@ -537,6 +537,12 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:
     head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
     if backbone is None or head is None or backbone is core:
         return None
+    cfg = core.config.get_text_config() if hasattr(core.config, "get_text_config") else core.config
+    # models that scale or cap their logits after the head (Gemma, Cohere, Granite ...) take the plain path
+    if any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
+                                                              "output_multiplier", "lm_head_multiplier",
+                                                              "logits_scaling")):
+        return None
     return backbone, head
 
 

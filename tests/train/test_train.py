@@ -240,6 +240,8 @@ def test_shared_prefix_loss_and_gradients_equal_the_plain_forward(tiny_model: Pa
     other = dict(batch, input_ids=batch["input_ids"].clone())
     other["input_ids"][1, 0] = (other["input_ids"][0, 0] + 1) % len(tok)
     assert shared_prefix_loss(model, other) is None
+    model.config.final_logit_softcapping = 30.0   # logits capped after the head (Gemma-style): plain path
+    assert shared_prefix_loss(model, batch) is None
 
 
 def test_shared_prefix_training_matches_plain_training(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
