@@ -21,6 +21,9 @@ Measured in the same run, on the same files:
   records and on all of them, records/s, and its ratio to datasketch.
 - `dedup_only`: curate's dedup step alone on already built records (exact + near), records/s.
 - `build_records_per_cpu_s`: records per CPU second of the build process (less sensitive to a busy machine).
+- `workers_cpu_s`, `workers_peak_rss_mb`: CPU seconds of the build's fork workers (the compact read's pool), and
+  the largest peak resident memory of one worker (getrusage of the children; it includes the pages it shares
+  with the build process, copy-on-write, from the fork).
 - `peak_rss_mb`: the build process's own peak resident memory (VmHWM). `ru_maxrss_mb` is getrusage's figure, which
   on Linux also holds this script's resident memory at the moment it started the build (kept across fork + exec):
   rounds 1 and 2 quoted that one, so their peaks include up to the script's own size (workload, baselines).
@@ -177,7 +180,9 @@ try:  # this process's own peak: ru_maxrss also holds the parent's RSS at fork (
         hwm = next(int(x.split()[1]) / 1024 for x in fh if x.startswith("VmHWM:"))
 except (OSError, StopIteration):
     hwm = maxrss
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the compact read's fork pool (one build: its workers)
 print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "build_cpu_s": time.process_time() - c1,
+                  "workers_cpu_s": kids.ru_utime + kids.ru_stime, "workers_peak_rss_mb": kids.ru_maxrss / 1024,
                   "counts": res.manifest["counts"],
                   "conservation": res.manifest["conservation"], "dedup": res.manifest["dedup"],
                   "peak_rss_mb": hwm, "ru_maxrss_mb": maxrss}))
@@ -351,6 +356,8 @@ def main() -> None:
             "build_s": [round(x["build_s"], 2) for x in runs], "import_s": round(runs[0]["import_s"], 2),
             "build_cpu_s": [round(x["build_cpu_s"], 2) for x in runs],
             "build_records_per_cpu_s": round(statistics.median(n_in / x["build_cpu_s"] for x in runs)),
+            "workers_cpu_s": [round(x.get("workers_cpu_s", 0.0), 2) for x in runs],
+            "workers_peak_rss_mb": round(max(x.get("workers_peak_rss_mb", 0.0) for x in runs), 1),
             "peak_rss_mb": round(max(x["peak_rss_mb"] for x in runs), 1),
             "ru_maxrss_mb": round(max(x["ru_maxrss_mb"] for x in runs), 1),
             "parse_floor_records_per_s": round(floor), "datasketch_records_per_s": round(ds_rate),

@@ -17,6 +17,13 @@ Every derived value of a fast row equals the one the record path computes from t
 (content id, response / user text, dedup and prompt texts, prompt key, length estimate, export rows);
 `materialize(row)` builds that record when a step needs one (a pair partner, a quarantine row), and
 tests/engine/test_compact.py compares the two on example data, and whole builds byte for byte.
+
+A native file of `POOL_MIN_LINES` lines or more is read on a fork pool (`pool_workers()`: CURATE_WORKERS, else
+the cores `os.sched_getaffinity` allows; 1 turns it off; also off while other threads run): each worker takes
+chunks of `POOL_CHUNK` lines (one `pread` per chunk) and sends back, per line, the fast row's fields (kind,
+content id, category, tags, violates, rule statuses, length) or None; the build process walks the lines in
+order as `iter_jsonl` does, turns the verdicts into rows and sends the declined lines through the record path,
+so rows, quarantine rows, counters and lengths are those of the serial read (tests compare whole builds).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import multiprocessing
 import os
+import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -505,7 +514,32 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
 
         n_fast = 0
         fmt = "native"
-        for line, obj, raw in iter_units(path, "jsonl"):
+        nworkers = pool_workers()
+        pooled = (nworkers >= 2 and len(src.starts) - 1 >= POOL_MIN_LINES and val.system_prompt is not None
+                  and _fork_safe())
+        units = _pooled_units(path, src, val, nworkers) if pooled else iter_units(path, "jsonl")
+        statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
+        for line, obj, raw in units:
+            if type(obj) is tuple:  # a pool worker's verdict: fast, (kind, id, category, tags, violates, st, size)
+                if pending:
+                    yield from slow(pending)
+                    pending = []
+                kind, rid, cat, tags, violates, st, size = obj
+                st = statuses.setdefault(st, st)
+                lengths.lengths[rid] = size
+                n_fast += 1
+                done += 1
+                if done % 2000 == 0:
+                    ctx.report(STEP, done, None)
+                yield Row(kind, rid, src, fname, line, fmt, _share(cat), _share(tags) if tags else _EMPTY,
+                          _share(violates) if violates else _EMPTY, st, None)
+                continue
+            if pooled:  # the worker declined this line (or it is not an object): the record path
+                pending.append((line, obj, raw))
+                if len(pending) >= 256:
+                    yield from slow(pending)
+                    pending = []
+                continue
             if type(obj) is dict:
                 shape = _fast_shape(obj)
                 if shape is not None:
@@ -534,6 +568,150 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
         ctx.count("read:out:" + fname, n_fast)
         ctx.report(STEP, done, None)
     ctx.report(STEP, done, done)
+
+
+# ---------------------------------------------------------------- read + validate on a fork pool
+
+POOL_MIN_LINES = 20_000  # below this a native file is read serially (forking and the pipes cost more)
+POOL_CHUNK = 4_096  # lines per task
+_POOL: tuple[Any, ...] | None = None  # (Input, _Validator) inherited by the forked workers
+
+
+def pool_workers() -> int:
+    """Processes for the compact read: CURATE_WORKERS, else the cores this process may run on (1: no pool)."""
+    env = os.environ.get("CURATE_WORKERS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            log.warning("CURATE_WORKERS=%r is not a number; using the cores available", env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def _fork_safe() -> bool:
+    """`fork` exists and no other thread runs here (forking a threaded process can deadlock the child)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+def _fast_chunk(bounds: tuple[int, int]) -> list[tuple[Any, ...] | None]:
+    """In a worker: for lines a+1..b, the fast verdict of each (None: not an object, or not a fast row)."""
+    assert _POOL is not None
+    src, val = _POOL
+    a, b = bounds
+    starts = src.starts
+    base = starts[a]
+    data = os.pread(src.fd, starts[b] - base, base)
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    out: list[tuple[Any, ...] | None] = []
+    append = out.append
+    for no in range(a + 1, b + 1):
+        raw = data[starts[no - 1] - base:starts[no] - base]
+        if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            obj = loads(raw)
+        except JSONDecodeError:
+            append(None)
+            continue
+        if type(obj) is not dict:
+            append(None)
+            continue
+        shape = _fast_shape(obj)
+        if shape is None:
+            append(None)
+            continue
+        kind, cat, tags, violates = shape
+        got = val.fast(kind, obj, cat, tags, violates)
+        if got is None:
+            append(None)
+            continue
+        append((kind, content_id(kind, obj), cat, tags, violates, got[0], got[1]))
+    return out
+
+
+def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, list[Any]]]:
+    """(first line number - 1, verdicts) per chunk of the file, in order, from `workers` forked processes."""
+    global _POOL
+    n = len(src.starts) - 1
+    bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
+    _POOL = (src, val)
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
+            _POOL = None
+            for (a, _), got in zip(bounds, pool.imap(_fast_chunk, bounds)):
+                yield a, got
+    finally:
+        _POOL = None
+
+
+def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, Any, Any]]:
+    """`iter_jsonl(path)`'s units, but a line a worker found fast comes as its verdict (a tuple) instead of its
+    object, and without its bytes (never read here). The lines are walked exactly as iter_jsonl walks them (a
+    line that does not parse may join the lines after it), so the units and their order are iter_jsonl's; a
+    worker's verdict depends on its line's bytes alone (a fast line parses to an object on its own)."""
+    from curate.readers.containers import _slow_line
+
+    n = len(src.starts) - 1
+    if n == 0:
+        return
+    chunks = _pooled_verdicts(src, val, workers)
+    cur: list[Any] = []
+    lo = hi = 0  # cur holds the verdicts of lines lo+1..hi
+
+    def verdict(no: int) -> Any:  # line numbers asked for only grow
+        nonlocal cur, lo, hi
+        while no > hi:
+            lo, cur = next(chunks)
+            hi = lo + len(cur)
+        return cur[no - lo - 1]
+
+    loads, JSONDecodeError, line = orjson.loads, orjson.JSONDecodeError, src.line
+    nxt = 1  # the next line not yet taken
+    pending: list[tuple[int, bytes]] = []  # lines taken and given back, the next one last
+
+    def pull() -> tuple[int, bytes] | None:
+        nonlocal nxt
+        if pending:
+            return pending.pop()
+        if nxt > n:
+            return None
+        nxt += 1
+        return nxt - 1, line(nxt - 1)
+
+    def push(items: list[tuple[int, bytes]]) -> None:
+        pending.extend(reversed(items))
+
+    try:
+        while pending or nxt <= n:
+            if pending:
+                no, raw = pending.pop()
+                got = verdict(no)
+                if got is not None:
+                    yield no, got, None
+                else:
+                    yield from _slow_line(no, raw, pull, push)
+                continue
+            no = nxt
+            nxt += 1
+            got = verdict(no)
+            if got is not None:
+                yield no, got, None
+                continue
+            raw = line(no)
+            try:
+                obj = loads(raw)
+            except JSONDecodeError:
+                yield from _slow_line(no, raw, pull, push)
+                continue
+            if type(obj) is dict:
+                yield no, obj, raw
+            else:
+                yield from _slow_line(no, raw, pull, push)
+    finally:
+        chunks.close()
 
 
 def _detected_native(path: Path) -> bool:

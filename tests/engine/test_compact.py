@@ -288,3 +288,47 @@ def test_near_pairs_lazy_equals_near_pairs():
     assert len(want) >= 100
     assert near_pairs_lazy(len(texts), norm_of) == want
     assert len(made) >= len(texts)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
+    """The compact read on the fork pool (forced on a small input, chunks crossing every kind of line) writes
+    what the record path writes."""
+    import curate.steps.split as split_mod
+
+    monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
+    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(C, "POOL_CHUNK", chunk)
+    monkeypatch.setenv("CURATE_WORKERS", "2")
+    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # a thread an earlier test left running must not turn it off
+    used = []
+    real = C._pooled_verdicts
+
+    def spy(src, val, workers):
+        used.append(workers)
+        yield from real(src, val, workers)
+
+    monkeypatch.setattr(C, "_pooled_verdicts", spy)
+    data = _mixed(tmp_path / "mixed.jsonl")
+    # a BOM on line 1, a broken line joined to the next, a CRLF line, an array: the pool's walk must be iter_jsonl's
+    raw = data.read_bytes().splitlines(keepends=True)
+    raw[0] = b"\xef\xbb\xbf" + raw[0]
+    raw.insert(40, b'{"messages": [{"role": "user", "content": "Refund A-20\n')
+    raw.insert(41, b'now"}, {"role": "assistant", "content": "ok"}]}\n')
+    raw[50] = raw[50].rstrip(b"\n") + b"\r\n"
+    raw.insert(55, b"[1, 2]\n")
+    data.write_bytes(b"".join(raw))
+    old, new = _both(tmp_path, TRIAGE, [data, DATA / "bad.jsonl"])
+    assert used and set(used) == {2}
+    manifest = orjson.loads(new["manifest.json"])
+    assert manifest["quarantine"]["read/broken_line"] == 1 and manifest["quarantine"]["read/not_an_object"] >= 1
+    _assert_same(old, new)
+
+
+def test_pool_off_with_one_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setenv("CURATE_WORKERS", "1")
+    used = []
+    monkeypatch.setattr(C, "_pooled_verdicts", lambda *a: used.append(a) or iter(()))
+    build(TRIAGE, None, tmp_path / "out")
+    assert C.pool_workers() == 1 and not used
