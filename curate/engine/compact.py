@@ -647,6 +647,39 @@ def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tupl
         _POOL = None
 
 
+_MAP: tuple[Any, ...] | None = None  # (function, items) inherited by pool_map's forked workers
+
+
+def pool_map(fn: Any, items: Sequence[Any], *, min_items: int | None = None, chunk: int | None = None) -> Iterator[Any]:
+    """`map(fn, items)`, in order, on a fork pool when there are `min_items` (default `POOL_MIN_LINES`) items or
+    more and `pool_workers()` >= 2; `fn` must depend on its item alone (the workers see the items as they were at
+    the fork) and return something picklable."""
+    workers = pool_workers()
+    if workers < 2 or len(items) < (POOL_MIN_LINES if min_items is None else min_items) or not _fork_safe():
+        return map(fn, items)
+    return _pool_map(fn, items, workers, chunk or POOL_CHUNK)
+
+
+def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterator[Any]:
+    global _MAP
+    n = len(items)
+    bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
+    _MAP = (fn, items)
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
+            _MAP = None
+            for got in pool.imap(_map_chunk, bounds):
+                yield from got
+    finally:
+        _MAP = None
+
+
+def _map_chunk(bounds: tuple[int, int]) -> list[Any]:
+    assert _MAP is not None
+    fn, items = _MAP
+    return [fn(items[i]) for i in range(*bounds)]
+
+
 def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, Any, Any]]:
     """`iter_jsonl(path)`'s units, but a line a worker found fast comes as its verdict (a tuple) instead of its
     object, and without its bytes (never read here). The lines are walked exactly as iter_jsonl walks them (a

@@ -217,8 +217,12 @@ HOLD_TEXTS = 250_000  # split_rows holds the normalized user texts up to this ma
 
 def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
                text: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
-               near_threshold: float = 0.8, release: Callable[[], None] | None = None) -> SplitResult:
+               near_threshold: float = 0.8, release: Callable[[], None] | None = None,
+               keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
+
+    `keys_all(rows)`, when given, yields `keys(row)` for each of the (sorted) rows, in order (the compact build
+    maps them on its fork pool, `compact.pool_map`).
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
@@ -236,8 +240,7 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     ekeys: list[bytes] = []
     pkeys: list[str] = []
     held: list[str] | None = [] if len(recs) <= HOLD_TEXTS else None
-    for r in recs:
-        norm, pk = keys(r)
+    for r, (norm, pk) in zip(recs, keys_all(recs) if keys_all is not None else map(keys, recs)):
         ekeys.append(_ekey(norm))
         pkeys.append(pk)
         if held is not None:

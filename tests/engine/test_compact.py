@@ -309,6 +309,14 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
         yield from real(src, val, workers)
 
     monkeypatch.setattr(C, "_pooled_verdicts", spy)
+    mapped = []
+    real_map = C._pool_map
+
+    def spy_map(fn, items, workers, chunk):  # the split's keys
+        mapped.append(len(items))
+        yield from real_map(fn, items, workers, chunk)
+
+    monkeypatch.setattr(C, "_pool_map", spy_map)
     data = _mixed(tmp_path / "mixed.jsonl")
     # a BOM on line 1, a broken line joined to the next, a CRLF line, an array: the pool's walk must be iter_jsonl's
     raw = data.read_bytes().splitlines(keepends=True)
@@ -319,7 +327,7 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     raw.insert(55, b"[1, 2]\n")
     data.write_bytes(b"".join(raw))
     old, new = _both(tmp_path, TRIAGE, [data, DATA / "bad.jsonl"])
-    assert used and set(used) == {2}
+    assert used and set(used) == {2} and mapped and min(mapped) > 50
     manifest = orjson.loads(new["manifest.json"])
     assert manifest["quarantine"]["read/broken_line"] == 1 and manifest["quarantine"]["read/not_an_object"] >= 1
     _assert_same(old, new)
@@ -330,5 +338,6 @@ def test_pool_off_with_one_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_WORKERS", "1")
     used = []
     monkeypatch.setattr(C, "_pooled_verdicts", lambda *a: used.append(a) or iter(()))
+    monkeypatch.setattr(C, "_pool_map", lambda *a: used.append(a) or iter(()))
     build(TRIAGE, None, tmp_path / "out")
     assert C.pool_workers() == 1 and not used
