@@ -632,6 +632,25 @@ def _fast_chunk(bounds: tuple[int, int]) -> list[tuple[Any, ...] | None]:
     return out
 
 
+def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
+    """`pool.imap(fn, tasks)` with at most `ahead` tasks in flight or waiting to be taken (imap would run through
+    all of them and queue their results here when this process is the slower one: memory)."""
+    from collections import deque
+
+    waiting: deque[Any] = deque()
+    it = iter(tasks)
+    for t in it:
+        waiting.append(pool.apply_async(fn, (t,)))
+        if len(waiting) >= ahead:
+            break
+    while waiting:
+        got = waiting.popleft().get()
+        t = next(it, None)
+        if t is not None:
+            waiting.append(pool.apply_async(fn, (t,)))
+        yield got
+
+
 def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, list[Any]]]:
     """(first line number - 1, verdicts) per chunk of the file, in order, from `workers` forked processes."""
     global _POOL
@@ -641,7 +660,7 @@ def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tupl
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
             _POOL = None
-            for (a, _), got in zip(bounds, pool.imap(_fast_chunk, bounds)):
+            for (a, _), got in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
                 yield a, got
     finally:
         _POOL = None
@@ -668,7 +687,7 @@ def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterat
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
             _MAP = None
-            for got in pool.imap(_map_chunk, bounds):
+            for got in _ordered(pool, _map_chunk, bounds, 2 * workers):
                 yield from got
     finally:
         _MAP = None
