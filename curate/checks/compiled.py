@@ -930,28 +930,24 @@ class CompiledRules:
             hit = self._shared[st] = (st, tuple([i for i, s in zip(self.ids, st) if s == "fail"]))
         return hit
 
-    def statuses(self, response: str, user_text: str = "", category: str = "typical",
-                 tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
-        """Per rule "pass" / "fail" / "skip", in rule order (== the statuses of check_response). Shared tuples."""
+    def _status_tuple(self, response: str, user_text: str, category: str, tags: Iterable[str]) -> tuple[str, ...]:
+        """The generated function's statuses, or the reference path's where it bows out (_Fallback)."""
         if isinstance(tags, str):
             tags = frozenset(tags)
         try:
-            st = self._statuses(response, user_text, category, tags)
+            return self._statuses(response, user_text, category, tags)
         except _Fallback:
-            st = tuple(r.status for r in self._reference(response, user_text, category, tags))
-        return self._intern(st)[0]
+            return tuple(r.status for r in self._reference(response, user_text, category, tags))
+
+    def statuses(self, response: str, user_text: str = "", category: str = "typical",
+                 tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
+        """Per rule "pass" / "fail" / "skip", in rule order (== the statuses of check_response). Shared tuples."""
+        return self._intern(self._status_tuple(response, user_text, category, tags))[0]
 
     def failed(self, response: str, user_text: str = "", category: str = "typical",
                tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
         """Ids of the rules `response` fails, in rule order (== check_response's "fail" results). Shared tuples."""
-        if isinstance(tags, str):
-            tags = frozenset(tags)
-        try:
-            st = self._statuses(response, user_text, category, tags)
-        except _Fallback:
-            st = tuple(r.status for r in self._reference(response, user_text, category, tags))
-        hit = self._shared.get(st)
-        return hit[1] if hit is not None else self._intern(st)[1]
+        return self._intern(self._status_tuple(response, user_text, category, tags))[1]
 
     def outcomes(self, response: str, user_text: str = "", category: str = "typical",
                  tags: Iterable[str] = frozenset()) -> list[Any]:
