@@ -46,6 +46,7 @@ from curate.readers.containers import container_of, iter_units
 from curate.readers.shapes import detect_shape
 from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
+from curate.steps.pairs import pair_of
 from curate.steps.validate import HELDOUT_TAG, LengthCounter, validate
 
 log = logging.getLogger(__name__)
@@ -870,15 +871,7 @@ def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[
         partner = materialize(candidates[used[key] % len(candidates)], spec, checker)
         used[key] += 1
         assert isinstance(partner, SFTRecord)
-        conv = partner.conversation()
-        neg = rec.conversation()
-        pair = PreferenceRecord.build(
-            spec=rec.spec, category=rec.category, tags=rec.tags, violates=rec.violates,
-            prompt=tuple(partner.prompt_messages()), chosen=(conv[-1],), rejected=(neg[-1],),
-            source=rec.source.model_copy(update={"parent": partner.id}),
-            labels=rec.labels, checks=partner.checks,
-        )
-        out.append(row_of(pair))
+        out.append(row_of(pair_of(rec, partner)))
         paired += 1
     return out, unpaired, paired
 

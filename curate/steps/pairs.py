@@ -78,17 +78,22 @@ def make_pairs(records: Iterable[Rec]) -> PairResult:
             continue
         partner = candidates[used[key] % len(candidates)]
         used[key] += 1
-        conv = partner.conversation()
-        neg = rec.conversation()
-        pair = PreferenceRecord.build(
-            spec=rec.spec, category=rec.category, tags=rec.tags, violates=rec.violates,
-            prompt=tuple(partner.prompt_messages()), chosen=(conv[-1],), rejected=(neg[-1],),
-            source=rec.source.model_copy(update={"parent": partner.id}),
-            labels=rec.labels, checks=partner.checks,
-        )
-        out.records.append(pair)
+        out.records.append(pair_of(rec, partner))
         out.paired += 1
     return out
 
 
-__all__ = ["PairResult", "make_pairs", "prompt_key", "record_prompt_key"]
+def pair_of(negative: SFTRecord, partner: SFTRecord) -> PreferenceRecord:
+    """The DPO pair of a negative and a passing answer to the same prompt: the partner's answer is chosen, the
+    negative's rejected; category, tags, violates and labels come from the negative, checks from the partner."""
+    conv = partner.conversation()
+    neg = negative.conversation()
+    return PreferenceRecord.build(
+        spec=negative.spec, category=negative.category, tags=negative.tags, violates=negative.violates,
+        prompt=tuple(partner.prompt_messages()), chosen=(conv[-1],), rejected=(neg[-1],),
+        source=negative.source.model_copy(update={"parent": partner.id}),
+        labels=negative.labels, checks=partner.checks,
+    )
+
+
+__all__ = ["PairResult", "make_pairs", "pair_of", "prompt_key", "record_prompt_key"]
