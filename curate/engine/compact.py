@@ -897,28 +897,11 @@ def row_hits(spec: Any, checker: Checker) -> Any:
 
 
 def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
-    """== pipeline._lineage of the records."""
-    from collections import Counter
+    """== pipeline._lineage of the records (a fast row is a native line, imported as it is)."""
+    from curate.steps.pipeline import lineage_counts, record_origin
 
-    fmt: Counter[str] = Counter()
-    annot: Counter[str] = Counter()
-    gen: Counter[str] = Counter()
-    cats: Counter[str] = Counter()
-    for r in rows:
-        if r.rec is None:
-            fmt[r.fmt or "native"] += 1
-            cats["as imported"] += 1
-            continue
-        rec = r.rec
-        s = rec.source
-        fmt[s.format or "native"] += 1
-        if s.annotator:
-            annot[s.annotator] += 1
-        if s.generator:
-            gen[s.generator] += 1
-        cats["human-reviewed" if rec.is_human_reviewed else "generated" if rec.is_generated else "as imported"] += 1
-    return {"formats": dict(fmt.most_common()), "origin": dict(cats.most_common()),
-            "annotators": dict(annot.most_common(20)), "generators": dict(gen.most_common(20))}
+    return lineage_counts((r.fmt or "native", "", "", "as imported") if r.rec is None else record_origin(r.rec)
+                          for r in rows)
 
 
 def coverage(spec: Any, rows: Iterable[Row], split_of: Any, checker: Checker) -> Any:

@@ -22,7 +22,7 @@ import gc
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,13 +139,9 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
             near_threshold=near_threshold, sft_format=sft_format, lock=lock, progress=progress, engine=engine)
 
 
-def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
-           format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
-           max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
-           progress: Progress | None, engine: str) -> BuildResult:
-    from curate.engine import validate_step
-
-    validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
+def _settle(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
+            near_threshold: float, sft_format: str | None) -> tuple[Spec, list[Path], Path, str]:
+    """Both build paths' argument checks: (the loaded spec, the input files, the output folder, the SFT format)."""
     if not 0.0 < near_threshold <= 1.0:
         raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
     if not isinstance(spec, Spec):
@@ -159,6 +155,18 @@ def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: st
     sft_format = sft_format or spec.export.sft_format
     if sft_format not in ("messages", "prompt-completion"):
         raise CurateError(f"unknown SFT format {sft_format!r}; use messages or prompt-completion")
+    return spec, paths, out_dir, sft_format
+
+
+def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
+           format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
+           max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
+           progress: Progress | None, engine: str) -> BuildResult:
+    from curate.engine import validate_step
+
+    validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
+    spec, paths, out_dir, sft_format = _settle(spec, inputs, out, near_threshold=near_threshold,
+                                               sft_format=sft_format)
     ctx = RunContext(progress=progress)
     lengths = LengthCounter(spec, tokenizer)
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
@@ -335,19 +343,8 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     from curate.engine import compact as C
     from curate.steps.split import split_rows
 
-    if not 0.0 < near_threshold <= 1.0:
-        raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
-    if not isinstance(spec, Spec):
-        spec = load_spec(spec)
-    given = [Path(p) for p in inputs] if inputs else spec.data_paths()
-    if not given:
-        raise InputError(f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` "
-                         "in the spec")
-    paths = expand_inputs(given)
-    out_dir = Path(out) if out is not None else spec.default_out_dir()
-    sft_format = sft_format or spec.export.sft_format
-    if sft_format not in ("messages", "prompt-completion"):
-        raise CurateError(f"unknown SFT format {sft_format!r}; use messages or prompt-completion")
+    spec, paths, out_dir, sft_format = _settle(spec, inputs, out, near_threshold=near_threshold,
+                                               sft_format=sft_format)
     if format is not None:
         from curate.steps.read import FORMATS
 
@@ -539,21 +536,32 @@ def _dedup_counts(clusters: list[dict[str, Any]], threshold: float) -> dict[str,
             "semantic": methods.get("semantic", 0), "threshold": threshold}
 
 
-def _lineage(records: list[Rec]) -> dict[str, dict[str, int]]:
+def record_origin(rec: Rec) -> tuple[str, str, str, str]:
+    """(format, annotator, generator, origin) of one exported record, as the manifest's lineage counts them."""
+    s = rec.source
+    origin = "human-reviewed" if rec.is_human_reviewed else "generated" if rec.is_generated else "as imported"
+    return s.format or "native", s.annotator or "", s.generator or "", origin
+
+
+def lineage_counts(origins: Iterable[tuple[str, str, str, str]]) -> dict[str, dict[str, int]]:
+    """The manifest's lineage block from one `record_origin` tuple per exported record (in export order)."""
     fmt: Counter[str] = Counter()
     annot: Counter[str] = Counter()
     gen: Counter[str] = Counter()
     cats: Counter[str] = Counter()
-    for r in records:
-        s = r.source
-        fmt[s.format or "native"] += 1
-        if s.annotator:
-            annot[s.annotator] += 1
-        if s.generator:
-            gen[s.generator] += 1
-        cats["human-reviewed" if r.is_human_reviewed else "generated" if r.is_generated else "as imported"] += 1
+    for f, annotator, generator, origin in origins:
+        fmt[f] += 1
+        if annotator:
+            annot[annotator] += 1
+        if generator:
+            gen[generator] += 1
+        cats[origin] += 1
     return {"formats": dict(fmt.most_common()), "origin": dict(cats.most_common()),
             "annotators": dict(annot.most_common(20)), "generators": dict(gen.most_common(20))}
+
+
+def _lineage(records: list[Rec]) -> dict[str, dict[str, int]]:
+    return lineage_counts(record_origin(r) for r in records)
 
 
 __all__ = ["BuildResult", "build"]
