@@ -14,11 +14,33 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _origin_checkout() -> Path | None:
+    """The local repository this one was cloned from (a fresh CI clone of /work/main -> /work/main), if any."""
+    import subprocess
+
+    try:
+        url = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(url.removeprefix("file://")) if url else None  # a remote URL is no folder here
+    return path.resolve() if path is not None and path.is_dir() else None
+
+
 def _fixtures_dir() -> Path:
-    for cand in (REPO.parent / "shared" / "fixtures" / "real", REPO / "tests" / "fixtures" / "real"):
+    """../shared/fixtures/real beside the repository, or beside the local checkout it was cloned from;
+    CURATE_REAL_FIXTURES names another folder."""
+    cands = [Path(os.environ["CURATE_REAL_FIXTURES"])] if os.environ.get("CURATE_REAL_FIXTURES") else []
+    cands.append(REPO.parent / "shared" / "fixtures" / "real")
+    origin = _origin_checkout()
+    if origin is not None:
+        cands.append(origin.parent / "shared" / "fixtures" / "real")
+    cands.append(REPO / "tests" / "fixtures" / "real")
+    for cand in cands:
         if cand.is_dir():
             return cand
-    raise RuntimeError("real fixtures not found: expected ../shared/fixtures/real beside the repository")
+    raise RuntimeError("real fixtures not found: expected ../shared/fixtures/real beside the repository (or the "
+                       "checkout it was cloned from), or CURATE_REAL_FIXTURES")
 
 
 @pytest.fixture(scope="session")

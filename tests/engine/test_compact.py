@@ -33,7 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 TRIAGE = REPO / "specs" / "support-triage"
 AGENT = REPO / "specs" / "support-agent"
 DATA = REPO / "tests" / "data" / "build"
-REAL = REPO.parent / "shared" / "fixtures" / "real"
 _STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 
 GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
@@ -74,9 +73,9 @@ def test_bad_lines_same_files(tmp_path):
     _assert_same(old, new)
 
 
-def test_real_fixtures_same_files(tmp_path):
+def test_real_fixtures_same_files(tmp_path, real_fixtures):
     files = []
-    for f in sorted(REAL.rglob("*.json*")):
+    for f in sorted(real_fixtures.rglob("*.json*")):
         try:
             build(TRIAGE, [f], tmp_path / "probe", compact=False)
         except CurateError:
