@@ -110,27 +110,18 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     """Write `<split>.jsonl` and `data/<split>-00000-of-00001.parquet` per split, plus a loader README.
 
     Returns {split: {"num_examples", "num_bytes", "sha256"}} (of the Parquet file), for the dataset card.
+    The same files as `write_splits_stream` / `write_split_batches` write for these rows.
     """
-    import pyarrow.parquet as pq
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "data").mkdir(exist_ok=True)
     all_rows = [r for rows in splits.values() for r in rows]
     _uniform_tools(all_rows)
     schema = infer_schema(all_rows)
-    info: dict[str, dict[str, Any]] = {}
-    for split, rows in splits.items():
-        with open(directory / f"{split}.jsonl", "wb") as fh:
-            for row in rows:
-                fh.write(orjson.dumps(row) + b"\n")
-        table = _to_arrow(rows, schema)
-        pq_path = directory / "data" / f"{split}-00000-of-00001.parquet"
-        pq.write_table(table, pq_path)
-        info[split] = {"num_examples": len(rows), "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
-    header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
-    body = f"\n# {title}\n\nLoad with `datasets.load_dataset(\"<this folder>\")`; the dataset card is ../README.md.\n"
-    (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
-    return info
+    del all_rows
+
+    def batches(rows: list[dict[str, Any]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
+        return lambda: (encode_batch(rows[a:a + _ARROW_CHUNK], schema, False) for a in range(0, len(rows), _ARROW_CHUNK))
+
+    return write_split_batches(directory, {s: batches(rows) for s, rows in splits.items()}, schema=schema,
+                               title=title, name=name)
 
 
 ROW_GROUP = 8_192  # rows per Parquet row group in write_splits_stream (one group when a split has no more)
@@ -138,64 +129,104 @@ ROW_GROUP = 8_192  # rows per Parquet row group in write_splits_stream (one grou
 
 def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable[dict[str, Any]]]], *,
                         sample: list[dict[str, Any]], title: str = "", name: str = "dataset",
-                        row_group: int = ROW_GROUP) -> dict[str, dict[str, Any]]:
+                        row_group: int = ROW_GROUP, hashes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """`write_splits` without holding the rows: `splits[name]()` yields a split's rows (called once).
 
     `sample` must hold rows of every shape the splits have, in order of first appearance (the Arrow schema is
     inferred from it, as `write_splits` infers it from all rows). Parquet row groups of `row_group` rows: a split of
     up to `row_group` rows is written exactly as `write_splits` writes it (same bytes); a larger one in several
-    row groups (the same table). Memory: one row group's rows and their Arrow table.
+    row groups (the same table). Memory: one row group's rows and their Arrow table. `hashes`, when given, gets
+    {path relative to `directory`'s parent: sha256} of the files written (see `write_split_batches`).
     """
+    schema, tools = stream_schema(sample)
+
+    def batches(make: Callable[[], Iterable[dict[str, Any]]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
+        def gen() -> Iterator[tuple[bytes, Any]]:
+            buf: list[dict[str, Any]] = []
+            for row in make():
+                buf.append(row)
+                if len(buf) == _ARROW_CHUNK:
+                    yield encode_batch(buf, schema, tools)
+                    buf = []
+            if buf:
+                yield encode_batch(buf, schema, tools)
+        return gen
+
+    return write_split_batches(directory, {s: batches(m) for s, m in splits.items()}, schema=schema, title=title,
+                               name=name, row_group=row_group, hashes=hashes)
+
+
+def stream_schema(sample: list[dict[str, Any]]) -> tuple[Any, bool]:
+    """(Arrow schema, whether rows get a `tools` key) for rows of the shapes in `sample` (see write_splits_stream)."""
+    tools = any("tools" in r for r in sample)
+    _uniform_tools(sample)
+    return infer_schema(sample), tools
+
+
+def encode_batch(rows: list[dict[str, Any]], schema: Any, tools: bool) -> tuple[bytes, Any]:
+    """(the rows' JSONL bytes, their Arrow table): one batch for `write_split_batches`. Depends on the rows alone,
+    so a pool worker can make it."""
     import pyarrow as pa
+
+    if tools:
+        for r in rows:
+            r.setdefault("tools", None)
+    dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    return b"".join([dumps(r, option=nl) for r in rows]), pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable[tuple[bytes, Any]]]], *,
+                        schema: Any, title: str = "", name: str = "dataset", row_group: int = ROW_GROUP,
+                        hashes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """`write_splits_stream` fed ready batches: `splits[name]()` yields (JSONL bytes, Arrow table of `schema`) per
+    batch of rows, in order (`encode_batch`). Batches of `_ARROW_CHUNK` rows (or any size dividing `row_group`,
+    the last one excepted) give the files `write_splits_stream` writes. The JSONL is hashed as it is written
+    and each Parquet file once: `hashes` (when given) gets {"<directory name>/<file>": sha256} for file_hashes."""
     import pyarrow.parquet as pq
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
-    tools = any("tools" in r for r in sample)
-    _uniform_tools(sample)
-    schema = infer_schema(sample)
     info: dict[str, dict[str, Any]] = {}
     for split, make in splits.items():
         pq_path = directory / "data" / f"{split}-00000-of-00001.parquet"
         n = 0
         writer = None
-        chunks: list[Any] = []  # Arrow tables of _ARROW_CHUNK rows, for the row group being filled
-        buf: list[dict[str, Any]] = []
+        chunks: list[Any] = []  # the Arrow tables of the row group being filled
+        filled = 0
+        digest = hashlib.sha256()
         try:
             with open(directory / f"{split}.jsonl", "wb") as fh:
-                for row in make():
-                    if tools:
-                        row.setdefault("tools", None)
-                    fh.write(orjson.dumps(row) + b"\n")
-                    buf.append(row)
-                    n += 1
-                    if len(buf) == _ARROW_CHUNK:
-                        chunks.append(pa.Table.from_pylist(buf, schema=schema))
-                        buf = []
-                        if len(chunks) * _ARROW_CHUNK >= row_group:
-                            writer = writer or pq.ParquetWriter(pq_path, schema)
-                            writer.write_table(_combine(chunks, schema))
-                            chunks = []
-                            _release_arrow()
-            if buf:
-                chunks.append(pa.Table.from_pylist(buf, schema=schema))
-                buf = []
-            if writer is None:  # the whole split in one row group: exactly write_splits' file
-                pq.write_table(_combine(chunks, schema), pq_path)
+                for data, table in make():
+                    fh.write(data)
+                    digest.update(data)
+                    n += table.num_rows
+                    chunks.append(table)
+                    filled += table.num_rows
+                    if filled >= row_group:
+                        writer = writer or pq.ParquetWriter(pq_path, schema)
+                        writer.write_table(_concat(chunks, schema))
+                        chunks = []
+                        filled = 0
+            if writer is None:  # the whole split in one row group
+                pq.write_table(_concat(chunks, schema), pq_path)
             elif chunks:
-                writer.write_table(_combine(chunks, schema))
+                writer.write_table(_concat(chunks, schema))
             chunks = []
         finally:
             if writer is not None:
                 writer.close()
         info[split] = {"num_examples": n, "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
+        if hashes is not None:
+            hashes[f"{directory.name}/{split}.jsonl"] = digest.hexdigest()
+            hashes[f"{directory.name}/data/{pq_path.name}"] = info[split]["sha256"]
     header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
     body = f"\n# {title}\n\nLoad with `datasets.load_dataset(\"<this folder>\")`; the dataset card is ../README.md.\n"
     (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     return info
 
 
-_ARROW_CHUNK = 4096
+_ARROW_CHUNK = 2048  # rows per batch (Arrow chunk); divides ROW_GROUP. The chunks are written as they are (no copy
+# into one contiguous chunk), so the Parquet bytes depend on this size: every writer here uses it.
 
 
 def infer_schema(rows: list[dict[str, Any]]) -> Any:
@@ -209,34 +240,13 @@ def infer_schema(rows: list[dict[str, Any]]) -> Any:
     return pa.schema([pa.field(n, pa.infer_type([row.get(n) for row in rows])) for n in names])
 
 
-def _release_arrow() -> None:
-    """Hand the Arrow memory pool's free blocks back to the system (a row group's tables are freed by now)."""
-    import pyarrow as pa
-
-    release = getattr(pa.default_memory_pool(), "release_unused", None)
-    if release is not None:
-        release()
-
-
-def _combine(chunks: list[Any], schema: Any) -> Any:
-    """Tables of `_ARROW_CHUNK` rows -> the table `_to_arrow` makes of their rows (one contiguous chunk)."""
+def _concat(chunks: list[Any], schema: Any) -> Any:
+    """One table of the batches' tables (chunked as they are; an empty table of `schema` for none)."""
     import pyarrow as pa
 
     if not chunks:
         return pa.Table.from_pylist([], schema=schema)
-    if len(chunks) == 1:
-        return chunks[0]
-    return pa.concat_tables(chunks).combine_chunks()
-
-
-def _to_arrow(rows: list[dict[str, Any]], schema: Any) -> Any:
-    """`pa.Table.from_pylist(rows, schema=schema)` in chunks of rows, then one contiguous table."""
-    import pyarrow as pa
-
-    if len(rows) <= _ARROW_CHUNK:
-        return pa.Table.from_pylist(rows, schema=schema)
-    parts = [pa.Table.from_pylist(rows[a:a + _ARROW_CHUNK], schema=schema) for a in range(0, len(rows), _ARROW_CHUNK)]
-    return pa.concat_tables(parts).combine_chunks()
+    return chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
 
 
 def loader_yaml(config: str, prefix: str, info: dict[str, dict[str, Any]], name: str,
@@ -267,13 +277,16 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> int:
     return len(rows)
 
 
-def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.html")) -> dict[str, str]:
-    """{relative path: sha256} of every file under root (sorted), except `skip`."""
+def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.html"),
+                known: dict[str, str] | None = None) -> dict[str, str]:
+    """{relative path: sha256} of every file under root (sorted), except `skip`. `known`: hashes already taken
+    while the files were written (write_split_batches), not read again."""
+    known = known or {}
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and rel not in skip:
-            out[rel] = sha256_file(p)
+            out[rel] = known.get(rel) or sha256_file(p)
     return out
 
 
@@ -470,5 +483,6 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     return "\n".join(lines)
 
 
-__all__ = ["SFT_FORMATS", "check_target", "dataset_card", "dpo_row", "file_hashes", "recover", "sft_row",
-           "sha256_file", "staged_output", "write_jsonl", "write_splits"]
+__all__ = ["SFT_FORMATS", "check_target", "dataset_card", "dpo_row", "encode_batch", "file_hashes", "recover",
+           "sft_row", "sha256_file", "staged_output", "stream_schema", "write_jsonl", "write_split_batches",
+           "write_splits", "write_splits_stream"]

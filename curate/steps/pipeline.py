@@ -37,8 +37,8 @@ from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
 from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup
-from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, staged_output, write_jsonl,
-                                 write_splits, write_splits_stream)
+from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, staged_output, stream_schema,
+                                 write_jsonl, write_split_batches, write_splits)
 from curate.steps.pairs import make_pairs
 from curate.steps.read import detect_format, expand_inputs, read_inputs
 from curate.steps.split import HeldoutLock, split
@@ -289,13 +289,15 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
     """Write the build folder atomically (staged, then swapped in); rows per format: {split: rows} or a _Stream."""
     exported_formats = manifest["exported_formats"]
     ctx.report("export", 0, 1)
+    known: dict[str, str] = {}  # sha256 of files taken while they were written
     with staged_output(out_dir) as stage:
         split_info = {}
         for fmt, rows, title in (("sft", sft_rows, f"{spec.ref} SFT ({sft_format})"),
                                  ("dpo", dpo_rows, f"{spec.ref} DPO")):
             if isinstance(rows, _Stream):
-                split_info[fmt] = write_splits_stream(stage / fmt, rows.writers(), sample=rows.sample(), title=title,
-                                                      name=f"{spec.name}-{fmt}")
+                schema, tools = stream_schema(rows.sample())
+                split_info[fmt] = write_split_batches(stage / fmt, rows.batches(schema, tools), schema=schema,
+                                                      title=title, name=f"{spec.name}-{fmt}", hashes=known)
             elif rows is not None:
                 split_info[fmt] = write_splits(stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}")
         sft_rows = dpo_rows = None
@@ -304,7 +306,7 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
         ctx.flush_quarantine(stage / "quarantine")
         (stage / "heldout.lock").write_bytes(lock_bytes)
         (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
-        manifest["files"] = file_hashes(stage)
+        manifest["files"] = file_hashes(stage, known=known)
         (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
         warnings: list[str] = []
         for fmt in exported_formats:
@@ -436,7 +438,12 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
 
 
 class _Stream:
-    """A format's export rows made on the fly from compact rows, split by split (for write_splits_stream)."""
+    """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
+
+    `batches()` makes each split's (JSONL bytes, Arrow table) batches of `export._ARROW_CHUNK` rows; from
+    `compact.POOL_MIN_LINES` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
+    TRL row, JSON, Arrow in the workers), so the build process only writes files.
+    """
 
     def __init__(self, splits: dict[str, list[Any]], make: Callable[[Any], dict[str, Any]]) -> None:
         self.splits = splits
@@ -455,13 +462,23 @@ class _Stream:
                 out.append(self.make(r))
         return out
 
-    def writers(self) -> dict[str, Callable[[], Iterator[dict[str, Any]]]]:
-        def one(name: str) -> Callable[[], Iterator[dict[str, Any]]]:
-            def gen() -> Iterator[dict[str, Any]]:
+    def batches(self, schema: Any, tools: bool) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
+        from curate.engine.compact import POOL_MIN_LINES, pool_map
+        from curate.steps import export
+
+        make = self.make
+
+        def one(name: str) -> Callable[[], Iterator[tuple[bytes, Any]]]:
+            def gen() -> Iterator[tuple[bytes, Any]]:
                 rows = self.splits.pop(name)  # released as soon as the split is written
-                make = self.make
-                for r in rows:
-                    yield make(r)
+                size = export._ARROW_CHUNK
+                bounds = [(a, min(len(rows), a + size)) for a in range(0, len(rows), size)]
+
+                def batch(ab: tuple[int, int]) -> tuple[bytes, Any]:
+                    return export.encode_batch([make(r) for r in rows[ab[0]:ab[1]]], schema, tools)
+
+                yield from pool_map(batch, bounds, min_items=1 if len(rows) >= POOL_MIN_LINES else len(bounds) + 1,
+                                    chunk=1)
             return gen
         return {name: one(name) for name in list(self.splits)}
 

@@ -293,6 +293,7 @@ def test_near_pairs_lazy_equals_near_pairs():
 def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     """The compact read on the fork pool (forced on a small input, chunks crossing every kind of line) writes
     what the record path writes."""
+    import curate.steps.export as export_mod
     import curate.steps.split as split_mod
 
     monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
@@ -311,11 +312,12 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     mapped = []
     real_map = C._pool_map
 
-    def spy_map(fn, items, workers, chunk):  # the split's keys
-        mapped.append(len(items))
+    def spy_map(fn, items, workers, chunk):  # the split's keys, the export's batches
+        mapped.append((fn.__name__, len(items)))
         yield from real_map(fn, items, workers, chunk)
 
     monkeypatch.setattr(C, "_pool_map", spy_map)
+    monkeypatch.setattr(export_mod, "_ARROW_CHUNK", 7)  # several batches per split, made by the workers
     data = _mixed(tmp_path / "mixed.jsonl")
     # a BOM on line 1, a broken line joined to the next, a CRLF line, an array: the pool's walk must be iter_jsonl's
     raw = data.read_bytes().splitlines(keepends=True)
@@ -326,7 +328,9 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     raw.insert(55, b"[1, 2]\n")
     data.write_bytes(b"".join(raw))
     old, new = _both(tmp_path, TRIAGE, [data, DATA / "bad.jsonl"])
-    assert used and set(used) == {2} and mapped and min(mapped) > 50
+    assert used and set(used) == {2}
+    assert [n for fn, n in mapped if fn == "split_keys"] and min(n for fn, n in mapped if fn == "split_keys") > 50
+    assert [n for fn, n in mapped if fn == "batch"] and max(n for fn, n in mapped if fn == "batch") > 5
     manifest = orjson.loads(new["manifest.json"])
     assert manifest["quarantine"]["read/broken_line"] == 1 and manifest["quarantine"]["read/not_an_object"] >= 1
     _assert_same(old, new)

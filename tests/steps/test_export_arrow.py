@@ -1,7 +1,9 @@
-"""Export's chunked Arrow conversion: the schema and the table are what one `from_pylist` over all rows gives."""
+"""Export's batches: the schema and the (chunked) table are what one `from_pylist` over all rows gives, the JSONL
+bytes what one `orjson.dumps` per row gives."""
 
 from __future__ import annotations
 
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -23,10 +25,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("rows", CASES.values(), ids=CASES.keys())
-def test_inferred_schema_and_chunked_table_equal_from_pylist(rows, monkeypatch) -> None:
+def test_inferred_schema_and_chunked_table_equal_from_pylist(rows) -> None:
     whole = pa.Table.from_pylist(rows)
     schema = export.infer_schema(rows)
     assert schema == whole.schema
-    monkeypatch.setattr(export, "_ARROW_CHUNK", 3)
-    table = export._to_arrow(rows, schema)
-    assert table.equals(whole) and table.column(0).num_chunks == 1
+    tools = any("tools" in r for r in rows)
+    got = [export.encode_batch([dict(r) for r in rows[a:a + 3]], schema, tools) for a in range(0, len(rows), 3)]
+    table = export._concat([t for _, t in got], schema)
+    assert table.equals(whole) and table.column(0).num_chunks == len(got)
+    assert b"".join(b for b, _ in got) == b"".join(orjson.dumps(r) + b"\n" for r in rows)
