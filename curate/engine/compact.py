@@ -827,7 +827,9 @@ _TRIM: Any = None
 # ---------------------------------------------------------------- the steps after validate, over rows
 
 class RowAccess:
-    """What `curate.steps.dedup.dedup` reads of a row (its `access=`)."""
+    """What `curate.steps.dedup.dedup` reads of a row (its `access=`), plus two optional hooks dedup uses when
+    present: `texts` (many rows' dedup texts, their lines read in bulk) and `map` (dedup's chunked tasks on the
+    fork pool)."""
 
     kind = staticmethod(lambda r: r.kind)
     priority = staticmethod(keep_priority)
@@ -835,6 +837,62 @@ class RowAccess:
     prompt = staticmethod(prompt_text)
     where = staticmethod(lambda r: r.where())
     file = staticmethod(source_file)
+
+    @staticmethod
+    def texts(rows: Sequence[Row], prompts: bool = False) -> list[Any]:
+        """`[dedup_text(r) for r in rows]` (with `prompts`: `(dedup_text(r), prompt_text(r))` tuples), each
+        fast row's line parsed once and nearby lines read with one `pread` (`read_objs`)."""
+        objs = read_objs(rows)
+        if prompts:
+            return [(dedup_text(r, o), prompt_text(r, o)) for r, o in zip(rows, objs)]
+        return [dedup_text(r, o) for r, o in zip(rows, objs)]
+
+    @staticmethod
+    def map(fn: Any, tasks: Sequence[Any], work: int) -> Iterator[Any]:
+        """`fn(task, threads)` for each task, in order: on a fork pool (`pool_workers()` processes, each task's
+        MinHash on one thread: threads=1) when the tasks read `POOL_MIN_LINES` rows or more, else here with
+        threads=None. `fn` must depend on its task and on what this process holds at the fork alone."""
+        workers = pool_workers()
+        if workers < 2 or work < POOL_MIN_LINES or len(tasks) < 2 or not _fork_safe():
+            return (fn(t, None) for t in tasks)
+
+        def dedup_task(task: Any) -> Any:
+            return fn(task, 1)
+
+        return _pool_map(dedup_task, tasks, workers, 1)
+
+
+_NEAR_LINES = 4  # read_objs: lines at most this far apart are read with one pread
+
+
+def read_objs(rows: Sequence[Row]) -> list[dict[str, Any] | None]:
+    """The JSON objects of the rows' lines (`Row.obj()` of each fast row; None for a slow row), reading every
+    run of nearby lines of a file (gaps of < `_NEAR_LINES` lines) with one `pread` instead of one per line."""
+    out: list[dict[str, Any] | None] = [None] * len(rows)
+    by_src: dict[int, list[tuple[int, int]]] = {}
+    for k, r in enumerate(rows):
+        if r.rec is None:
+            by_src.setdefault(id(r.src), []).append((r.line, k))
+    loads = orjson.loads
+    for got in by_src.values():
+        got.sort()
+        src = rows[got[0][1]].src
+        assert src is not None
+        starts, fd = src.starts, src.fd
+        s, m = 0, len(got)
+        while s < m:
+            e = s + 1
+            while e < m and got[e][0] - got[e - 1][0] <= _NEAR_LINES:
+                e += 1
+            base = starts[got[s][0] - 1]
+            data = os.pread(fd, starts[got[e - 1][0]] - base, base)
+            for no, k in got[s:e]:
+                raw = data[starts[no - 1] - base:starts[no] - base]
+                if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                out[k] = loads(raw)
+            s = e
+    return out
 
 
 def is_negative_sft(row: Row) -> bool:

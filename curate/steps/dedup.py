@@ -124,8 +124,9 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
     recs = list(records)
     clusters: list[dict[str, Any]] = []
     dropped = np.zeros(len(recs), dtype=bool)
+    kinds = [access.kind(r) for r in recs]
     for kind in ("sft", "preference"):
-        idx = [i for i, r in enumerate(recs) if access.kind(r) == kind]
+        idx = [i for i, k in enumerate(kinds) if k == kind]
         if len(idx) < 2:
             continue
         _dedup_kind(recs, idx, dropped, clusters, access, near_threshold=near_threshold, semantic=semantic,
@@ -150,11 +151,34 @@ def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: fl
             "_dropped_file": acc.file(d)}
 
 
-_CHUNK = 8192
+_CHUNK = 8192  # rows per key task (normalized texts exist for one chunk at a time)
+_VERIFY_CHUNK = 2048  # candidate pairs per verification task
 
 
 def _exact_key64(norm: str) -> int:
     return int.from_bytes(hashlib.sha256(norm.encode("utf-8")).digest()[:8], "little")
+
+
+def _texts(acc: Any, items: Sequence[Any], prompts: bool = False) -> list[Any]:
+    """The dedup texts of `items` (with `prompts`: (text, prompt text) tuples), through `acc.texts` when the
+    access has one (compact rows read their lines in bulk), else one item at a time."""
+    many = getattr(acc, "texts", None)
+    if many is not None:
+        return many(items, prompts)
+    if prompts:
+        return [(acc.text(r), acc.prompt(r)) for r in items]
+    return [acc.text(r) for r in items]
+
+
+def _map(acc: Any, fn: Callable[[Any, int | None], Any], tasks: Sequence[Any], work: int) -> Iterable[Any]:
+    """`fn(task, threads)` for each task, in order: through `acc.map` when the access has one (the compact
+    build's fork pool: workers pass threads=1), else here with threads=None (the MinHash kernel's default).
+    Every task depends on its own arguments and on what the process held when the map began, nothing else, so
+    both ways give the same values (`work`: how many rows the tasks read, for the pool's size threshold)."""
+    pooled = getattr(acc, "map", None)
+    if pooled is not None:
+        return pooled(fn, tasks, work)
+    return (fn(t, None) for t in tasks)
 
 
 def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]],
@@ -162,28 +186,41 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
                 near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
                 ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None) -> None:
     """Dedup one record kind. Memory besides the records: 8 bytes (exact key) + bands * 4 bytes per record;
-    normalized texts exist only per chunk, and again for records that are LSH candidates."""
+    normalized texts exist only per chunk, and again for records that are LSH candidates.
+
+    The per-row keys (exact key, band hashes) and the verification of the LSH candidates are chunked tasks
+    (`_map`): the compact build runs them on its fork pool; the decisions (exact groups, greedy) are made here."""
     prio = acc.priority
-    order = sorted(idx, key=lambda i: (prio(recs[i]), i))  # keep-priority order
+    order = sorted(idx, key=lambda i: prio(recs[i]))  # keep-priority order (stable: idx is ascending)
     n = len(order)
-    text_of = acc.text
 
     def norm_of(i: int) -> str:
-        return normalize_text(text_of(recs[i]))
+        return normalize_text(acc.text(recs[i]))
 
     sketch = None
     if near_threshold is not None:
-        sample = [norm_of(i) for i in order[::max(1, n // 10000)][:10000]] if n >= 1000 else []
-        stop = common_shingles(sample, ngram) if sample else None
+        picked = [recs[i] for i in order[::max(1, n // 10000)][:10000]] if n >= 1000 else []
+        stop = common_shingles([normalize_text(t) for t in _texts(acc, picked)], ngram) if picked else None
         sketch = BandSketch(near_threshold, num_perm, ngram, stop=stop)
+        del picked
+    width = sketch.bands if sketch else 0
+
+    def row_keys(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(exact keys uint64, top 32 bits of the band hashes (rows, bands) uint32) of order[a:b]."""
+        a, b = bounds
+        norms = [normalize_text(t) for t in _texts(acc, [recs[i] for i in order[a:b]])]
+        ek = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64, count=len(norms))
+        if sketch is None:
+            return ek, np.empty((len(norms), 0), dtype=np.uint32)
+        return ek, sketch.bands32_of(norms, threads=threads)
+
     ekeys = np.empty(n, dtype=np.uint64)
-    bands = np.empty((n, sketch.bands if sketch else 0), dtype=np.uint32)  # top 32 bits of each band hash
-    for a in range(0, n, _CHUNK):
-        norms = [norm_of(i) for i in order[a:a + _CHUNK]]
-        ekeys[a:a + len(norms)] = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64,
-                                              count=len(norms))
-        if sketch is not None:
-            bands[a:a + len(norms)] = sketch.bands_of(norms) >> np.uint64(32)
+    bands = np.empty((n, width), dtype=np.uint32)
+    tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
+    for (a, b), (ek, bd) in zip(tasks, _map(acc, row_keys, tasks, n)):
+        ekeys[a:b] = ek
+        bands[a:b] = bd
+    del tasks
 
     # 1. exact: the first position (in keep-priority order) of each key is kept
     _, first, inverse = np.unique(ekeys, return_index=True, return_inverse=True)
@@ -203,17 +240,34 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             bands[a:b] = bands[surv_pos[a:b]]
         cand = candidate_pairs(bands[:k])
         del bands
-        cache: dict[int, str] = {}
+        threshold = near_threshold
 
-        def survivor_norm(k: int) -> str:
-            text = cache.get(k)
-            if text is None:
-                text = cache[k] = norm_of(survivors[k])
-            return text
+        def verify(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """`verify_pairs` + `_same_prompt` over cand[a:b]: the (i, j, score) columns of the pairs kept."""
+            part = cand[bounds[0]:bounds[1]]
+            need = np.unique(part).tolist()
+            got = _texts(acc, [recs[survivors[q]] for q in need], prompts=True)
+            texts = {q: normalize_text(t) for q, (t, _) in zip(need, got)}
+            raw_prompts = {q: p for q, (_, p) in zip(need, got)}
+            del got
+            prompts: dict[int, str] = {}
 
-        pairs = verify_pairs(survivor_norm, cand, near_threshold)  # type: ignore[arg-type]
-        pairs = _same_prompt(recs, survivors, pairs, near_threshold, acc)  # type: ignore[arg-type]
-        del cache, cand
+            def prompt(q: int) -> str:
+                got = prompts.get(q)
+                if got is None:
+                    got = prompts[q] = normalize_text(raw_prompts[q])
+                return got
+
+            pairs = _same_prompt_norm(prompt, verify_pairs(texts.__getitem__, part, threshold), threshold)
+            return (np.array([p[0] for p in pairs], dtype=np.int64),
+                    np.array([p[1] for p in pairs], dtype=np.int64),
+                    np.array([p[2] for p in pairs], dtype=np.float64))
+
+        vtasks = [(a, min(len(cand), a + _VERIFY_CHUNK)) for a in range(0, len(cand), _VERIFY_CHUNK)]
+        pairs = []
+        for ii, jj, ss in _map(acc, verify, vtasks, 2 * len(cand)):
+            pairs += zip(ii.tolist(), jj.tolist(), ss.tolist())
+        del cand
         survivors = _greedy(recs, survivors, pairs, dropped, clusters, "near", acc)
     if semantic and len(survivors) > 1:
         texts = [norm_of(i) for i in survivors]
@@ -228,13 +282,18 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         _greedy(recs, survivors, pairs, dropped, clusters, "semantic", acc)
 
 
+def _same_prompt_norm(prompt_of: Callable[[int], str], pairs: list[tuple[int, int, float]],
+                      threshold: float) -> list[tuple[int, int, float]]:
+    """Keep the pairs whose normalized prompts (`prompt_of(i)`) reach the threshold too (Indel similarity)."""
+    cutoff = threshold * 100.0
+    return [(i, j, score) for i, j, score in pairs
+            if fuzz.ratio(prompt_of(i), prompt_of(j), score_cutoff=cutoff) >= cutoff]
+
+
 def _same_prompt(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
                  threshold: float, acc: Any = _Access) -> list[tuple[int, int, float]]:
     """Keep the pairs whose prompts are near too (Indel similarity >= threshold of the normalized prompts)."""
-    cutoff = threshold * 100.0
-    return [(i, j, score) for i, j, score in pairs
-            if fuzz.ratio(normalize_text(acc.prompt(recs[survivors[i]])),
-                          normalize_text(acc.prompt(recs[survivors[j]])), score_cutoff=cutoff) >= cutoff]
+    return _same_prompt_norm(lambda k: normalize_text(acc.prompt(recs[survivors[k]])), pairs, threshold)
 
 
 def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
