@@ -239,15 +239,43 @@ def _find_texts(data: ReportData) -> None:
 
 
 def _scan_splits(data: ReportData, by_id: dict[str, list[str]]) -> None:
+    """Fill texts from the export rows of the wanted ids. A row is parsed only when its id may be wanted: the export
+    writes the top-level `"id":"..."` after the turns (a nested key of that name, a tool call's, comes before it,
+    and one inside a string is escaped), so the last `"id":"` of a line names its id; a line without one is
+    parsed. Stops when every id is found."""
     wanted = {rid: keys for rid, keys in by_id.items() if keys}
+    marker = b'"id":"'
     for rel in SPLIT_FILES:
         path = data.out_dir / rel
-        if not wanted or not path.is_file():
+        if not wanted:
+            return
+        if not path.is_file():
             continue
-        for row in _iter_jsonl(path, data.warnings):
-            keys = wanted.pop(str(row.get("id")), None)
-            for key in keys or ():
-                data.texts.setdefault(key, conversation(row))
+        bad = 0
+        with open(path, "rb") as fh:
+            for raw in fh:
+                at = raw.rfind(marker)
+                if at >= 0:
+                    end = raw.find(b'"', at + 6)
+                    if raw[at + 6:end].decode("utf-8", "replace") not in wanted:
+                        continue
+                elif not raw.strip():
+                    continue
+                try:
+                    row = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    bad += 1
+                    continue
+                if not isinstance(row, dict):
+                    bad += 1
+                    continue
+                keys = wanted.pop(str(row.get("id")), None)
+                for key in keys or ():
+                    data.texts.setdefault(key, conversation(row))
+                if not wanted:
+                    break
+        if bad:
+            data.warnings.append(f"{path.name}: {bad} unreadable line(s) skipped by the report")
 
 
 def _read_source_lines(data: ReportData, by_file: dict[str, dict[int, str]]) -> None:

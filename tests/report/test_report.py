@@ -271,3 +271,26 @@ def test_histogram_axis_starts_near_long_rows() -> None:
     x_ticks = re.findall(r'font-size="10">([\d,]+)</text>', svg)[-4:]   # after the y-axis ticks
     assert x_ticks == ["350", "400", "450", "500"]
     assert svg.count('class="mark"') > 5 and "n=100 · median 450 · p95 494 · max 499" in svg
+
+
+def test_split_scan_finds_ids_past_nested_and_escaped_ids(tmp_path: Path) -> None:
+    """The split scan parses only rows whose top-level id may be wanted: a tool call's nested "id" (before the
+    row's own), an escaped one inside a text and a broken line must not hide a wanted row or make it skip one."""
+    from curate.report.data import ReportData, _scan_splits
+
+    rows = [
+        {"messages": [{"role": "user", "content": 'say {"id":"aaaa"}'}, {"role": "assistant", "content": "ok"}],
+         "id": "bbbb"},
+        {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": "aaaa", "type": "function"}]}],
+         "id": "cccc"},
+        {"messages": [{"role": "user", "content": "wanted"}, {"role": "assistant", "content": "yes"}], "id": "aaaa",
+         "tools": '[{"id":"zzzz"}]'},
+    ]
+    (tmp_path / "sft").mkdir()
+    lines = [json.dumps(r, separators=(",", ":")) for r in rows]
+    (tmp_path / "sft" / "train.jsonl").write_text("\n".join([lines[0], "{broken", lines[1], lines[2]]) + "\n")
+    data = ReportData(out_dir=tmp_path, manifest={})
+    _scan_splits(data, {"aaaa": ["k1"], "cccc": ["k2"], "dddd": ["k3"]})
+    assert data.texts["k1"] == [("user", "wanted"), ("assistant", "yes")]
+    assert "k2" in data.texts and "k3" not in data.texts
+    assert any("1 unreadable line" in w for w in data.warnings)
