@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -181,7 +182,10 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
     """`write_splits_stream` fed ready batches: `splits[name]()` yields (JSONL bytes, Arrow table of `schema`) per
     batch of rows, in order (`encode_batch`). Batches of `_ARROW_CHUNK` rows (or any size dividing `row_group`,
     the last one excepted) give the files `write_splits_stream` writes. The JSONL is hashed as it is written
-    and each Parquet file once: `hashes` (when given) gets {"<directory name>/<file>": sha256} for file_hashes."""
+    and each Parquet file once: `hashes` (when given) gets {"<directory name>/<file>": sha256} for file_hashes.
+
+    The JSONL (write + hash) and the Parquet file are written on two threads (both release the GIL), started once
+    the split's first batch is in: a fork pool behind `splits[name]()` forks before them."""
     import pyarrow.parquet as pq
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -189,32 +193,32 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
     info: dict[str, dict[str, Any]] = {}
     for split, make in splits.items():
         pq_path = directory / "data" / f"{split}-00000-of-00001.parquet"
-        n = 0
-        writer = None
-        chunks: list[Any] = []  # the Arrow tables of the row group being filled
-        filled = 0
+        groups = _RowGroups(pq_path, schema, row_group)
         digest = hashlib.sha256()
+        n = 0
         try:
             with open(directory / f"{split}.jsonl", "wb") as fh:
-                for data, table in make():
+                def jsonl(data: bytes) -> None:
                     fh.write(data)
                     digest.update(data)
-                    n += table.num_rows
-                    chunks.append(table)
-                    filled += table.num_rows
-                    if filled >= row_group:
-                        writer = writer or pq.ParquetWriter(pq_path, schema)
-                        writer.write_table(_concat(chunks, schema))
-                        chunks = []
-                        filled = 0
-            if writer is None:  # the whole split in one row group
-                pq.write_table(_concat(chunks, schema), pq_path)
-            elif chunks:
-                writer.write_table(_concat(chunks, schema))
-            chunks = []
+
+                batches = iter(make())
+                first = next(batches, None)
+                if first is not None:
+                    sinks = (_Behind(jsonl), _Behind(groups.add))
+                    try:
+                        for data, table in itertools.chain((first,), batches):
+                            n += table.num_rows
+                            sinks[0].put(data)
+                            sinks[1].put(table)
+                    finally:
+                        errors = [sink.close() for sink in sinks]
+                    for err in errors:
+                        if err is not None:
+                            raise err
+            groups.finish()
         finally:
-            if writer is not None:
-                writer.close()
+            groups.close()
         info[split] = {"num_examples": n, "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
         if hashes is not None:
             hashes[f"{directory.name}/{split}.jsonl"] = digest.hexdigest()
@@ -247,6 +251,79 @@ def _concat(chunks: list[Any], schema: Any) -> Any:
     if not chunks:
         return pa.Table.from_pylist([], schema=schema)
     return chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
+
+
+class _RowGroups:
+    """A split's Parquet file fed batch tables: a row group every `row_group` rows; a split of at most one row group
+    is written by `pq.write_table` at `finish()`."""
+
+    def __init__(self, path: Path, schema: Any, row_group: int) -> None:
+        self.path, self.schema, self.row_group = path, schema, row_group
+        self.writer: Any = None
+        self.chunks: list[Any] = []
+        self.filled = 0
+
+    def add(self, table: Any) -> None:
+        import pyarrow.parquet as pq
+
+        self.chunks.append(table)
+        self.filled += table.num_rows
+        if self.filled >= self.row_group:
+            self.writer = self.writer or pq.ParquetWriter(self.path, self.schema)
+            self.writer.write_table(_concat(self.chunks, self.schema))
+            self.chunks = []
+            self.filled = 0
+
+    def finish(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            pq.write_table(_concat(self.chunks, self.schema), self.path)
+        elif self.chunks:
+            self.writer.write_table(_concat(self.chunks, self.schema))
+        self.chunks = []
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+_DONE = object()
+
+
+class _Behind:
+    """`fn(item)` for each `put(item)`, in order, on a thread (a bounded queue of `depth` items between);
+    `close()` waits for the last one and returns what `fn` raised (after a failure the rest is dropped; `put`
+    raises it at once)."""
+
+    def __init__(self, fn: Callable[[Any], None], depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self.queue: Any = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), name="curate-export-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[Any], None]) -> None:
+        while (item := self.queue.get()) is not _DONE:
+            if self.error is None:
+                try:
+                    fn(item)
+                except BaseException as err:  # noqa: BLE001 - handed to the caller by put/close
+                    self.error = err
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def close(self) -> BaseException | None:
+        """Wait for the thread; what `fn` raised, if anything (the caller raises it)."""
+        self.queue.put(_DONE)
+        self.thread.join()
+        return self.error
 
 
 def loader_yaml(config: str, prefix: str, info: dict[str, dict[str, Any]], name: str,

@@ -34,3 +34,20 @@ def test_inferred_schema_and_chunked_table_equal_from_pylist(rows) -> None:
     table = export._concat([t for _, t in got], schema)
     assert table.equals(whole) and table.column(0).num_chunks == len(got)
     assert b"".join(b for b, _ in got) == b"".join(orjson.dumps(r) + b"\n" for r in rows)
+
+
+def test_writer_thread_failure_reaches_the_caller(tmp_path, monkeypatch) -> None:
+    """A failure on a writer thread (here the Parquet one) fails the export; no thread is left running."""
+    import threading
+
+    rows = CASES["messages"]
+    schema = export.infer_schema(rows)
+
+    def boom(self, table):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export._RowGroups, "add", boom)
+    batches = [export.encode_batch([dict(r) for r in rows[a:a + 3]], schema, False) for a in range(0, 10, 3)]
+    with pytest.raises(OSError, match="disk full"):
+        export.write_split_batches(tmp_path / "x", {"train": lambda: iter(batches)}, schema=schema)
+    assert not [t for t in threading.enumerate() if t.name == "curate-export-writer"]
