@@ -1,0 +1,244 @@
+"""Dedup's chunked tasks on the compact build's fork pool give what they give in-process, and the pieces under
+them (bulk line reads, the MinHash kernel with a common-shingle table, 32-bit band keys, thread counts) equal
+their references.
+
+The pool is forced on small inputs (POOL_MIN_LINES = 0, small task chunks, 2 workers) so that every kind of
+task crosses the fork; a spy on `compact._pool_map` proves the tasks went there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from curate import near as N
+from curate.engine import compact as C
+from curate.records import normalize_text
+from curate.spec import load_spec
+from curate.steps import dedup as D
+from curate.steps.base import RunContext
+from curate.steps.pipeline import build
+from curate.steps.validate import LengthCounter
+
+REPO = Path(__file__).resolve().parents[2]
+TRIAGE = REPO / "specs" / "support-triage"
+
+
+def _bench() -> object:
+    spec = importlib.util.spec_from_file_location("bench_build", REPO / "scripts" / "bench_build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _workload(folder: Path, n: int = 900) -> list[Path]:
+    """The benchmark's workload (exact and near copies of chat lines, pairs) plus a file of slow rows that outrank
+    or yield to fast ones: human-reviewed near copies (kept over the imported original), generated exact copies
+    placed first (dropped for the imported original), system-turn copies (same dedup text as their original)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _bench().make_workload(folder, n, seed=11)  # type: ignore[attr-defined]
+    chat = (folder / "chat.jsonl").read_bytes().splitlines()
+    rng = random.Random(5)
+    extra = []
+    for raw in rng.sample(chat, 60):
+        obj = orjson.loads(raw)
+        kind = rng.choice(["reviewed", "generated", "system"])
+        if kind == "reviewed":
+            words = obj["messages"][0]["content"].split()
+            words[-1] = words[-1] + "x"
+            obj["messages"][0]["content"] = " ".join(words)
+            obj["labels"] = {"reviewed": True}
+            obj["source"] = {"annotator": "ann"}
+        elif kind == "generated":
+            obj["source"] = {"generator": "curate.expand.edge", "parent": "x"}
+        else:
+            obj["messages"].insert(0, {"role": "system", "content": "Be brief."})
+        extra.append(orjson.dumps(obj))
+    extra_path = folder / "extra.jsonl"
+    extra_path.write_bytes(b"\n".join(extra) + b"\n")
+    return [extra_path, folder / "chat.jsonl", folder / "pairs.jsonl"]
+
+
+def _rows(paths: list[Path], opened: list[C.Input]) -> tuple[list[C.Row], object]:
+    spec = load_spec(TRIAGE / "spec.yaml")
+    rows = list(C.read_validate_rows(paths, ctx=RunContext(), spec=spec, lengths=LengthCounter(spec, None),
+                                     max_tokens=spec.export.max_tokens, opened=opened))
+    return rows, spec
+
+
+def _force_pool(monkeypatch: pytest.MonkeyPatch, chunk: int = 64, verify_chunk: int = 16) -> list[tuple[str, int]]:
+    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setenv("CURATE_WORKERS", "2")
+    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # a thread an earlier test left running must not turn it off
+    monkeypatch.setattr(D, "_CHUNK", chunk)
+    monkeypatch.setattr(D, "_VERIFY_CHUNK", verify_chunk)
+    mapped: list[tuple[str, int]] = []
+    real = C._pool_map
+
+    def spy(fn, items, workers, chunk):
+        mapped.append((fn.__name__, len(items)))
+        yield from real(fn, items, workers, chunk)
+
+    monkeypatch.setattr(C, "_pool_map", spy)
+    return mapped
+
+
+def _collect_maps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list]]:
+    """Record what every dedup task returned (the keys per chunk, the verified pairs per chunk)."""
+    seen: list[tuple[str, list]] = []
+    real = D._map
+
+    def spy(acc, fn, tasks, work):
+        got = list(real(acc, fn, tasks, work))
+        seen.append((fn.__name__, got))
+        return iter(got)
+
+    monkeypatch.setattr(D, "_map", spy)
+    return seen
+
+
+def _same_arrays(a: list[tuple[str, list]], b: list[tuple[str, list]]) -> None:
+    assert [name for name, _ in a] == [name for name, _ in b]
+    for (_, xs), (_, ys) in zip(a, b):
+        assert len(xs) == len(ys)
+        for x, y in zip(xs, ys):
+            assert len(x) == len(y)
+            for u, v in zip(x, y):
+                assert u.dtype == v.dtype and u.shape == v.shape and (u == v).all()
+
+
+def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
+    paths = _workload(tmp_path / "wl")
+    opened: list[C.Input] = []
+    try:
+        rows, spec = _rows(paths, opened)
+        assert sum(r.rec is None for r in rows) > 800 and sum(r.rec is not None for r in rows) >= 40
+        with monkeypatch.context() as m:
+            m.setenv("CURATE_WORKERS", "1")
+            m.setattr(D, "_CHUNK", 16)
+            m.setattr(D, "_VERIFY_CHUNK", 16)
+            here = _collect_maps(m)
+            kept_here, clusters_here = D.dedup(rows, ctx=RunContext(), access=C.RowAccess)
+        mapped = _force_pool(monkeypatch, chunk=16)
+        pooled = _collect_maps(monkeypatch)
+        kept_pool, clusters_pool = D.dedup(rows, ctx=RunContext(), access=C.RowAccess)
+        pooled = list(pooled)
+        # the record path (no hooks: in-process, one record at a time) decides the same
+        checker = C.Checker(spec)
+        recs = [C.materialize(r, spec, checker) for r in rows]
+        kept_rec, clusters_rec = D.dedup(recs, ctx=RunContext())
+    finally:
+        for src in opened:
+            src.close()
+    names = [name for name, _ in mapped]
+    assert names == ["dedup_task"] * 3  # SFT keys, SFT verification, preference keys (no preference candidates)
+    assert min(n for _, n in mapped) >= 2
+    assert [name for name, _ in pooled] == ["row_keys", "verify", "row_keys", "verify"]
+    _same_arrays(here, pooled)
+    keys = np.concatenate([ek for ek, _ in pooled[0][1]])
+    assert len(keys) > 800 and len(np.unique(keys)) < len(keys)  # exact copies share a key
+    assert pooled[0][1][0][1].dtype == np.uint32 and pooled[0][1][0][1].shape[1] == N.lsh_params(0.8, 128)[0]
+    assert sum(len(i) for i, _, _ in pooled[1][1]) > 50  # verified near pairs came back from the workers
+    assert [r.id for r in kept_pool] == [r.id for r in kept_here] == [r.id for r in kept_rec]
+    assert clusters_pool == clusters_here == clusters_rec
+    methods = {c["method"] for c in clusters_pool}
+    whys = {c["why"] for c in clusters_pool}
+    assert methods == {"exact", "near"}
+    assert {"human-reviewed over imported", "imported over generated", "both imported: earliest kept"} <= whys
+
+
+def test_forced_pool_build_is_byte_identical_to_the_record_path(tmp_path, monkeypatch):
+    paths = _workload(tmp_path / "wl", n=600)
+    a, b = tmp_path / "records", tmp_path / "rows"
+    build(TRIAGE, paths, a, compact=False)
+    mapped = _force_pool(monkeypatch, chunk=50, verify_chunk=7)
+    build(TRIAGE, paths, b, compact=True)
+    assert [n for fn, n in mapped if fn == "dedup_task"]
+    files_a = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    manifest = orjson.loads((b / "manifest.json").read_bytes())
+    assert manifest["dedup"]["exact"] > 20 and manifest["dedup"]["near"] > 40
+    for name in files_a:
+        if name in ("manifest.json", "report.html"):  # the build time differs; compared without it below
+            continue
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma = orjson.loads((a / "manifest.json").read_bytes())
+    ma.pop("created")
+    manifest.pop("created")
+    assert ma == manifest
+
+
+def test_read_objs_equal_row_obj(tmp_path):
+    lines = [orjson.dumps({"messages": [{"role": "user", "content": f"Refund order A-{i} now please"},
+                                        {"role": "assistant", "content": "ok"}]}) for i in range(40)]
+    lines[0] = b"\xef\xbb\xbf" + lines[0]
+    lines[7] = lines[7] + b"\r"
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines))  # no newline after the last line
+    src = C.Input(path)
+    try:
+        def row(no: int) -> C.Row:
+            return C.Row("sft", f"id{no}", src, str(path), no, "native", "typical", (), (), None, None)
+
+        slow = C.row_of(D_rec())
+        picks = [row(no) for no in (1, 2, 3, 8, 9, 20, 40, 39, 5)] + [slow, row(1)]
+        got = C.read_objs(picks)
+        assert got[-2] is None
+        assert [g for g, r in zip(got, picks) if r.rec is None] == [r.obj() for r in picks if r.rec is None]
+        assert C.RowAccess.texts(picks) == [C.dedup_text(r) for r in picks]
+        assert C.RowAccess.texts(picks, True) == [(C.dedup_text(r), C.prompt_text(r)) for r in picks]
+    finally:
+        src.close()
+
+
+def D_rec():
+    from curate.records import Message, SFTRecord, Source
+
+    return SFTRecord.build(messages=[Message(role="user", content="Hi"), Message(role="assistant", content="Hello")],
+                           source=Source(file="x.jsonl", line=3))
+
+
+def _texts(rng: random.Random, n: int) -> list[str]:
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randrange(2, 9))) for _ in range(3000)]
+    skeleton = '{"intent": "refund", "entities": {}, "missing_info": [], "next_step": "route it"}'
+    out = [" ".join(rng.choice(words) for _ in range(rng.randrange(3, 60))) + " " + skeleton for _ in range(n)]
+    out += ["", "a", "abcd", "日本語のテキストです", "emoji 😀 text", skeleton, skeleton + " x"]
+    return [normalize_text(t) for t in out]
+
+
+def test_kernel_with_a_common_shingle_table_equals_the_numpy_reference():
+    rng = random.Random(9)
+    norms = _texts(rng, 1200)
+    stop = N.common_shingles(norms, 5)
+    assert stop is not None and stop.sum() > 10  # the skeleton's shingles are common
+    for table in (stop, stop * 3):  # any non-zero slot counts as common
+        h = N._Hasher(128, 5)
+        fast = h.signatures_normalized(norms, kernel="numba", stop=table)
+        ref = h.signatures_normalized(norms, kernel="numpy", stop=table)
+        assert (fast == ref).all()
+    # a text made only of common shingles falls back to all of them (the skeleton alone)
+    h = N._Hasher(64, 5)
+    only = [normalize_text('{"intent": "refund", "entities": {}, "missing_info": [], "next_step": "route it"}')]
+    assert (h.signatures_normalized(only, kernel="numba", stop=stop)
+            == h.signatures_normalized(only, kernel="numpy", stop=None)).all()
+
+
+def test_band_keys_32_bit_and_thread_counts_agree():
+    rng = random.Random(4)
+    norms = _texts(rng, 5000)
+    sketch = N.BandSketch(0.8, 128, 5, stop=N.common_shingles(norms, 5))
+    full = sketch.bands_of(norms)
+    top = sketch.bands32_of(norms, threads=1)
+    assert top.dtype == np.uint32 and top.shape == full.shape
+    assert (top == (full >> np.uint64(32))).all()
+    assert (sketch.bands32_of(norms, threads=2) == top).all()
+    assert (sketch.bands_of(norms, threads=3) == full).all()
+    cand = N.candidate_pairs(top)
+    assert 0 < len(cand) < 5000 and (cand == N.candidate_pairs(full)).all()
