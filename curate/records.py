@@ -104,6 +104,10 @@ def normalize_text(text: str) -> str:
     with casefold == lower: the same result as `re.sub(r"\\s+", " ", NFKC(text).casefold()).strip()`, ~4x faster.)
     """
     if text.isascii():
+        # printable ASCII has one whitespace character, the space: with no run of spaces and none at either end,
+        # splitting and joining gives the text back (2-3x faster than the split for the common case)
+        if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+            return text.lower()
         return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
