@@ -198,9 +198,11 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
         n = 0
         try:
             with open(directory / f"{split}.jsonl", "wb") as fh:
-                def jsonl(data: bytes) -> None:
+                def jsonl(data: Any) -> None:
                     fh.write(data)
                     digest.update(data)
+                    if hasattr(data, "close"):  # a Spool's mmap: unmapped now, not when collected
+                        data.close()
 
                 batches = iter(make())
                 first = next(batches, None)
@@ -251,6 +253,62 @@ def _concat(chunks: list[Any], schema: Any) -> Any:
     if not chunks:
         return pa.Table.from_pylist([], schema=schema)
     return chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
+
+
+class Spool:
+    """Batches handed from pool workers to the build process through files in shared memory (/dev/shm) instead
+    of the pool's pipe (which costs the receiving process ~3 ns a byte: ~2 s for the 600 MB of a 150k-row split).
+
+    A worker calls `put(data, table)` -> a small ticket (picklable); the build process `take(ticket)` -> (the
+    JSONL bytes as a read-only mmap, the Arrow table mapped from its IPC file, zero-copy); the files are unlinked
+    at once (the mappings keep the pages until released). `close()` removes the folder and whatever is left in
+    it. `Spool.open()` is None where no shared-memory folder is writable (callers then send batches as they are).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+
+    @classmethod
+    def open(cls) -> Spool | None:
+        shm = Path("/dev/shm")
+        if not shm.is_dir() or not os.access(shm, os.W_OK):
+            return None
+        try:
+            return cls(Path(tempfile.mkdtemp(prefix="curate-spool-", dir=shm)))
+        except OSError:
+            return None
+
+    def put(self, data: bytes, table: Any) -> tuple[str, int]:
+        import pyarrow as pa
+
+        self.count += 1
+        name = f"{os.getpid()}-{self.count}"
+        with open(self.folder / f"{name}.jsonl", "wb") as fh:
+            fh.write(data)
+        with pa.OSFile(str(self.folder / f"{name}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        return name, len(data)
+
+    def take(self, ticket: tuple[str, int]) -> tuple[Any, Any]:
+        import mmap
+
+        import pyarrow as pa
+
+        name, size = ticket
+        path = self.folder / f"{name}.jsonl"
+        data: Any = b""
+        if size:
+            with open(path, "rb") as fh:
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        os.unlink(path)
+        path = self.folder / f"{name}.arrow"
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        os.unlink(path)
+        return data, table
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class _RowGroups:
@@ -561,5 +619,5 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
 
 
 __all__ = ["SFT_FORMATS", "check_target", "dataset_card", "dpo_row", "encode_batch", "file_hashes", "recover",
-           "sft_row", "sha256_file", "staged_output", "stream_schema", "write_jsonl", "write_split_batches",
+           "Spool", "sft_row", "sha256_file", "staged_output", "stream_schema", "write_jsonl", "write_split_batches",
            "write_splits", "write_splits_stream"]

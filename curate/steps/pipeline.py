@@ -442,7 +442,8 @@ class _Stream:
 
     `batches()` makes each split's (JSONL bytes, Arrow table) batches of `export._ARROW_CHUNK` rows; from
     `compact.POOL_MIN_LINES` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
-    TRL row, JSON, Arrow in the workers), so the build process only writes files.
+    TRL row, JSON, Arrow in the workers) and handed over through an `export.Spool` (shared-memory files, not the
+    pool's pipe), so the build process only writes files.
     """
 
     def __init__(self, splits: dict[str, list[Any]], make: Callable[[Any], dict[str, Any]]) -> None:
@@ -474,11 +475,19 @@ class _Stream:
                 size = export._ARROW_CHUNK
                 bounds = [(a, min(len(rows), a + size)) for a in range(0, len(rows), size)]
 
-                def batch(ab: tuple[int, int]) -> tuple[bytes, Any]:
-                    return export.encode_batch([make(r) for r in rows[ab[0]:ab[1]]], schema, tools)
+                pooled = len(rows) >= POOL_MIN_LINES
+                spool = export.Spool.open() if pooled else None
 
-                yield from pool_map(batch, bounds, min_items=1 if len(rows) >= POOL_MIN_LINES else len(bounds) + 1,
-                                    chunk=1)
+                def batch(ab: tuple[int, int]) -> Any:
+                    data, table = export.encode_batch([make(r) for r in rows[ab[0]:ab[1]]], schema, tools)
+                    return spool.put(data, table) if spool is not None else (data, table)
+
+                try:
+                    for got in pool_map(batch, bounds, min_items=1 if pooled else len(bounds) + 1, chunk=1):
+                        yield spool.take(got) if spool is not None else got
+                finally:
+                    if spool is not None:
+                        spool.close()
             return gen
         return {name: one(name) for name in list(self.splits)}
 

@@ -51,3 +51,24 @@ def test_writer_thread_failure_reaches_the_caller(tmp_path, monkeypatch) -> None
     with pytest.raises(OSError, match="disk full"):
         export.write_split_batches(tmp_path / "x", {"train": lambda: iter(batches)}, schema=schema)
     assert not [t for t in threading.enumerate() if t.name == "curate-export-writer"]
+
+
+def test_spool_hands_batches_over_and_leaves_nothing() -> None:
+    """A batch through the shared-memory spool comes back equal (JSONL bytes, table); its files are gone at once
+    and the folder at close."""
+    spool = export.Spool.open()
+    assert spool is not None  # Linux: /dev/shm
+    rows = CASES["dpo"]
+    schema = export.infer_schema(rows)
+    data, table = export.encode_batch([dict(r) for r in rows], schema, False)
+    empty = export.encode_batch([], schema, False)
+    try:
+        got_data, got_table = spool.take(spool.put(data, table))
+        assert bytes(got_data) == data and got_table.equals(table)
+        got_data.close()
+        e_data, e_table = spool.take(spool.put(*empty))
+        assert bytes(e_data) == b"" and e_table.num_rows == 0 and e_table.schema == schema
+        assert list(spool.folder.iterdir()) == []
+    finally:
+        spool.close()
+    assert not spool.folder.exists()
