@@ -41,13 +41,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from hashlib import sha256
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz
 
-from curate.near import BandSketch, candidate_pairs, common_shingles, verify_pairs
+from curate.near import (BandSketch, candidate_pairs, common_shingles, normalize_ascii_packed, normalize_many,
+                         verify_pairs)
 from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
 
 log = logging.getLogger(__name__)
@@ -208,11 +210,21 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
     def row_keys(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray]:
         """(exact keys uint64, top 32 bits of the band hashes (rows, bands) uint32) of order[a:b]."""
         a, b = bounds
-        norms = [normalize_text(t) for t in _texts(acc, [recs[i] for i in order[a:b]])]
-        ek = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64, count=len(norms))
-        if sketch is None:
-            return ek, np.empty((len(norms), 0), dtype=np.uint32)
-        return ek, sketch.bands32_of(norms, threads=threads)
+        texts = _texts(acc, [recs[i] for i in order[a:b]])
+        m = len(texts)
+        packed = normalize_ascii_packed(texts)  # all ASCII (the usual case): normal forms packed, no strings
+        if packed is None:
+            norms = [normalize_text(t) for t in texts]
+            del texts
+            ek = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64, count=m)
+            bd = sketch.bands32_of(norms, threads=threads) if sketch is not None else None
+        else:
+            buf, off = packed
+            view, at = memoryview(buf), off.tolist()
+            ek = np.fromiter((int.from_bytes(sha256(view[at[k]:at[k + 1]]).digest()[:8], "little")
+                              for k in range(m)), dtype=np.uint64, count=m)  # == _exact_key64 of each
+            bd = sketch.bands32_packed(buf, off, threads=threads) if sketch is not None else None
+        return ek, bd if bd is not None else np.empty((m, 0), dtype=np.uint32)
 
     ekeys = np.empty(n, dtype=np.uint64)
     bands = np.empty((n, width), dtype=np.uint32)
@@ -247,18 +259,11 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             part = cand[bounds[0]:bounds[1]]
             need = np.unique(part).tolist()
             got = _texts(acc, [recs[survivors[q]] for q in need], prompts=True)
-            texts = {q: normalize_text(t) for q, (t, _) in zip(need, got)}
-            raw_prompts = {q: p for q, (_, p) in zip(need, got)}
+            texts = dict(zip(need, normalize_many([t for t, _ in got])))
+            prompts = dict(zip(need, normalize_many([p for _, p in got])))
             del got
-            prompts: dict[int, str] = {}
-
-            def prompt(q: int) -> str:
-                got = prompts.get(q)
-                if got is None:
-                    got = prompts[q] = normalize_text(raw_prompts[q])
-                return got
-
-            pairs = _same_prompt_norm(prompt, verify_pairs(texts.__getitem__, part, threshold), threshold)
+            pairs = _same_prompt_norm(prompts.__getitem__, verify_pairs(texts.__getitem__, part, threshold),
+                                      threshold)
             return (np.array([p[0] for p in pairs], dtype=np.int64),
                     np.array([p[1] for p in pairs], dtype=np.int64),
                     np.array([p[2] for p in pairs], dtype=np.float64))

@@ -242,3 +242,26 @@ def test_band_keys_32_bit_and_thread_counts_agree():
     assert (sketch.bands_of(norms, threads=3) == full).all()
     cand = N.candidate_pairs(top)
     assert 0 < len(cand) < 5000 and (cand == N.candidate_pairs(full)).all()
+
+
+def test_ascii_normalization_kernel_equals_normalize_text():
+    rng = random.Random(8)
+    alpha = "aZ~@[`{\x00\x7f \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # every ASCII whitespace str.split() knows
+    cases = [[], [""], ["   "], [" A  b\t"], ["", "x", ""]]
+    cases += [["".join(rng.choice(alpha) for _ in range(rng.randrange(0, 40))) for _ in range(n)] for n in (1, 7, 500)]
+    cases.append(["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(0, 80))) for _ in range(3000)])
+    for texts in cases:
+        assert N.normalize_many(texts) == [normalize_text(t) for t in texts]
+        packed = N.normalize_ascii_packed(texts)
+        assert packed is not None
+        buf, off = packed
+        assert buf.dtype == np.uint8 and off.tolist()[0] == 0 and len(off) == len(texts) + 1
+    mixed = ["Straße  ＡＢ", "plain  Text"]
+    assert N.normalize_ascii_packed(mixed) is None
+    assert N.normalize_many(mixed) == [normalize_text(t) for t in mixed]
+    # the kernel's signatures over packed ASCII bytes == over the strings' code points
+    texts = [normalize_text(t) for t in _texts(rng, 300)]
+    ascii_texts = [t for t in texts if t.isascii()]
+    buf, off = N.normalize_ascii_packed(ascii_texts)
+    h = N._Hasher(128, 5)
+    assert (h.signatures_packed(buf, off, threads=1) == h.signatures_normalized(ascii_texts, kernel="numpy")).all()
