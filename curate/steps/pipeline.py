@@ -437,11 +437,14 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     return _write(out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes)
 
 
+EXPORT_POOL_MIN_ROWS = 4_096  # a split of this many rows is exported on the fork pool (a fork costs ~20-50 ms)
+
+
 class _Stream:
     """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
 
     `batches()` makes each split's (JSONL bytes, Arrow table) batches of `export._ARROW_CHUNK` rows; from
-    `compact.POOL_MIN_LINES` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
+    `EXPORT_POOL_MIN_ROWS` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
     TRL row, JSON, Arrow in the workers) and handed over through an `export.Spool` (shared-memory files, not the
     pool's pipe), so the build process only writes files.
     """
@@ -464,7 +467,7 @@ class _Stream:
         return out
 
     def batches(self, schema: Any, tools: bool) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
-        from curate.engine.compact import POOL_MIN_LINES, pool_map
+        from curate.engine.compact import pool_map
         from curate.steps import export
 
         make = self.make
@@ -475,7 +478,7 @@ class _Stream:
                 size = export._ARROW_CHUNK
                 bounds = [(a, min(len(rows), a + size)) for a in range(0, len(rows), size)]
 
-                pooled = len(rows) >= POOL_MIN_LINES
+                pooled = len(rows) >= EXPORT_POOL_MIN_ROWS
                 spool = export.Spool.open() if pooled else None
 
                 def batch(ab: tuple[int, int]) -> Any:

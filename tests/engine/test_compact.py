@@ -294,6 +294,7 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     """The compact read on the fork pool (forced on a small input, chunks crossing every kind of line) writes
     what the record path writes."""
     import curate.steps.export as export_mod
+    import curate.steps.pipeline as pipeline_mod
     import curate.steps.split as split_mod
 
     monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
@@ -318,6 +319,7 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
 
     monkeypatch.setattr(C, "_pool_map", spy_map)
     monkeypatch.setattr(export_mod, "_ARROW_CHUNK", 7)  # several batches per split, made by the workers
+    monkeypatch.setattr(pipeline_mod, "EXPORT_POOL_MIN_ROWS", 0)
     data = _mixed(tmp_path / "mixed.jsonl")
     # a BOM on line 1, a broken line joined to the next, a CRLF line, an array: the pool's walk must be iter_jsonl's
     raw = data.read_bytes().splitlines(keepends=True)
