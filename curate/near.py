@@ -761,7 +761,7 @@ class BandSketch:
 MAX_RUN = 256  # pair a bucket member with at most this many later members (guards against huge buckets)
 
 
-def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
+def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN, *, threads: int | None = None) -> np.ndarray:
     """Unique (i, j), i < j, pairs sharing a band hash; bh is (n, bands). Returns (k, 2) int64, sorted.
 
     `bh` may be uint64 band hashes or uint32 (their top 32 bits, half the memory): only those bits are used.
@@ -769,38 +769,59 @@ def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN) -> np.ndarray:
     Vectorized per band: sort the hashes (stable, so members of a bucket stay in index order) and pair each
     position with the next d = 1, 2, ... positions while they are in the same bucket. A bucket larger than
     `max_run` + 1 is only paired within a window of `max_run` (logged): its members still chain together.
+    The bands are independent: `threads` (None: `_threads(n)`) take them in turns (numpy releases the GIL).
     """
     n, bands = bh.shape
-    codes = []
-    truncated = 0
     idx = np.arange(n, dtype=np.uint64)
-    hi_mask = np.uint64(0xFFFFFFFF00000000)
-    lo_mask = np.uint64(0xFFFFFFFF)
-    for band in range(bands):
-        # the top 32 bits of the band hash with the index below them: one plain sort groups each bucket and
-        # keeps its members in index order (rarer 32-bit collisions only add candidates; scores are verified)
-        col = bh[:, band]
-        high = (col.astype(np.uint64) << np.uint64(32)) if col.dtype == np.uint32 else (col & hi_mask)
-        packed = np.sort(high | idx)
-        top = packed >> np.uint64(32)
-        same = top[1:] == top[:-1]
-        if not same.any():
-            continue
-        members = (packed & lo_mask).astype(np.int64)
-        run_id = np.concatenate(([0], np.cumsum(~same)))
-        for d in range(1, max_run + 1):
-            hit = np.flatnonzero(run_id[d:] == run_id[:-d])
-            if hit.size == 0:
-                break
-            codes.append(members[hit] * n + members[hit + d])
-        else:
-            truncated += 1
+
+    def band_codes(band: int) -> tuple[list[np.ndarray], bool]:
+        return _band_codes(bh[:, band], idx, n, max_run)
+
+    threads = _threads(n) if threads is None else max(1, threads)
+    if threads > 1 and bands > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, bands)) as pool:
+            per_band = list(pool.map(band_codes, range(bands)))
+    else:
+        per_band = [band_codes(band) for band in range(bands)]
+    codes = [c for got, _ in per_band for c in got]
+    truncated = sum(t for _, t in per_band)
     if truncated:
         log.info("near: %d band(s) had buckets over %d members; paired within a window", truncated, max_run)
     if not codes:
         return np.empty((0, 2), dtype=np.int64)
     u = np.unique(np.concatenate(codes))
     return np.stack((u // n, u % n), axis=1)
+
+
+def _band_codes(col: np.ndarray, idx: np.ndarray, n: int, max_run: int) -> tuple[list[np.ndarray], bool]:
+    """`candidate_pairs` of one band column: (pair codes i * n + j, whether a bucket was cut to the window)."""
+    # the top 32 bits of the band hash with the index below them: one plain sort groups each bucket and
+    # keeps its members in index order (rarer 32-bit collisions only add candidates; scores are verified)
+    if col.dtype == np.uint32:
+        high = col.astype(np.uint64) << np.uint64(32)
+    else:
+        high = col & np.uint64(0xFFFFFFFF00000000)
+    packed = np.sort(high | idx)
+    top = packed >> np.uint64(32)
+    same = top[1:] == top[:-1]
+    if not same.any():
+        return [], False
+    members = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    run_id = np.concatenate(([0], np.cumsum(~same)))
+    # positions p with p + d in the same bucket: for d > 1 a subset of those for d - 1 (buckets are runs), so
+    # each step filters the last step's hits instead of comparing the whole column again
+    codes = []
+    hit = np.flatnonzero(same)
+    for d in range(1, max_run + 1):
+        if d > 1:
+            hit = hit[hit + d < n]
+            hit = hit[run_id[hit + d] == run_id[hit]]
+        if hit.size == 0:
+            return codes, False
+        codes.append(members[hit] * n + members[hit + d])
+    return codes, True
 
 
 def verify_pairs(norm_of: Callable[[int], str], cand: np.ndarray,

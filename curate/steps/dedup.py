@@ -221,8 +221,8 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         else:
             buf, off = packed
             view, at = memoryview(buf), off.tolist()
-            ek = np.fromiter((int.from_bytes(sha256(view[at[k]:at[k + 1]]).digest()[:8], "little")
-                              for k in range(m)), dtype=np.uint64, count=m)  # == _exact_key64 of each
+            ek = np.frombuffer(b"".join([sha256(view[x:y]).digest()[:8] for x, y in zip(at, at[1:])]),
+                               dtype="<u8").astype(np.uint64)  # == _exact_key64 of each
             bd = sketch.bands32_packed(buf, off, threads=threads) if sketch is not None else None
         return ek, bd if bd is not None else np.empty((m, 0), dtype=np.uint32)
 

@@ -240,8 +240,25 @@ def test_band_keys_32_bit_and_thread_counts_agree():
     assert (top == (full >> np.uint64(32))).all()
     assert (sketch.bands32_of(norms, threads=2) == top).all()
     assert (sketch.bands_of(norms, threads=3) == full).all()
-    cand = N.candidate_pairs(top)
-    assert 0 < len(cand) < 5000 and (cand == N.candidate_pairs(full)).all()
+    cand = N.candidate_pairs(top, threads=1)
+    assert 0 < len(cand) < 5000 and (cand == N.candidate_pairs(full, threads=1)).all()
+    assert (N.candidate_pairs(top, threads=2) == cand).all()
+
+
+@pytest.mark.parametrize("max_run", [1, 2, 256])
+def test_candidate_pairs_equal_all_pairs_per_bucket(max_run):
+    """Against a plain reference: every pair of members of a bucket within `max_run` positions (index order)."""
+    rng = np.random.default_rng(max_run)
+    bh = rng.integers(0, 6, size=(400, 5)).astype(np.uint32)  # few buckets: runs of ~70 members
+    want = set()
+    for b in range(bh.shape[1]):
+        for value in np.unique(bh[:, b]):
+            members = np.flatnonzero(bh[:, b] == value).tolist()
+            want |= {(members[p], members[q]) for p in range(len(members))
+                     for q in range(p + 1, min(len(members), p + max_run + 1))}
+    for threads in (1, 2):
+        got = N.candidate_pairs(bh, max_run, threads=threads)
+        assert [tuple(x) for x in got.tolist()] == sorted(want)
 
 
 def test_ascii_normalization_kernel_equals_normalize_text():
