@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from curate.errors import InputError
-from curate.near import exact_key, near_pairs, near_pairs_lazy
+from curate.near import (BandSketch, candidate_pairs, common_shingles, exact_key, near_pairs, near_pairs_lazy,
+                         verify_pairs)
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -74,12 +76,31 @@ class HeldoutLock:
                              "delete it to draw a new held-out set") from None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "ids": sorted(self.ids), "prompt_keys": sorted(self.prompt_keys),
-                "prompts": sorted(self.prompts), "train_ids": sorted(self.train_ids),
+        return {"spec": self.spec, "ids": _sorted(self.ids), "prompt_keys": sorted(self.prompt_keys),
+                "prompts": sorted(self.prompts), "train_ids": _sorted(self.train_ids),
                 "train_prompt_keys": sorted(self.train_prompt_keys)}
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+class _SortedSet(set):  # type: ignore[type-arg]
+    """A set made from a sorted list that keeps the list: `HeldoutLock.as_dict` writes it without sorting again
+    (`split_rows` makes the ids in id order)."""
+
+    __slots__ = ("ordered",)
+
+    def __init__(self, ordered: list[str]) -> None:
+        super().__init__(ordered)
+        self.ordered = ordered if len(self) == len(ordered) else sorted(self)  # repeats: sorted once here
+
+
+def _sorted(members: set[str]) -> list[str]:
+    """sorted(members); a `_SortedSet`'s list while it still holds exactly the set's members (it has no repeats)."""
+    got = getattr(members, "ordered", None)
+    if got is not None and len(got) == len(members) and members.issuperset(got):
+        return list(got)
+    return sorted(members)
 
 
 # ---------------------------------------------------------------- leakage
@@ -231,28 +252,35 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     needed (`near_pairs_lazy`: the same pairs, ~4 bytes per band per text instead of the text). `release()`, when given, is
     called before the near-pair pass (the compact build gives back freed heap memory there).
 
+    The decisions are `_split`'s, made on arrays (`_split_arrays`): the per-row work is one dict look-up per key,
+    the grouping, ranking and stratified fill are vectorized.
+
     Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact = held-out texts
     equal to a training text, near = held-out texts with a verified pair to a training text. Groups never
     straddle the sides, so both are 0 unless a previous lock pins old records apart ("mixed" groups); a pair the
     LSH of the grouping pass missed is not looked for again (`split` over records runs a second pass).
     """
     recs = sorted(rows, key=lambda r: r.id)
-    ekeys: list[bytes] = []
-    pkeys: list[str] = []
     held: list[str] | None = [] if len(recs) <= HOLD_TEXTS else None
-    for r, (norm, pk) in zip(recs, keys_all(recs) if keys_all is not None else map(keys, recs)):
-        ekeys.append(_ekey(norm))
-        pkeys.append(pk)
-        if held is not None:
+    got = keys_all(recs) if keys_all is not None else map(keys, recs)
+    u_of: dict[Any, int] = {}  # distinct user text (held: the normalized text itself, else its _ekey) -> code
+    p_of: dict[str, int] = {}
+    pkeys: list[str] = []
+    if held is not None:
+        for norm, pk in got:
             held.append(norm)
-    fields = spec.split.stratify
-    if all(f in _ROW_FIELDS for f in fields):
-        def stratum_of(i: int) -> tuple[str, ...]:
-            return stratum(recs[i], fields)
+            pkeys.append(pk)
+        ucode = [u_of.setdefault(x, len(u_of)) for x in held]
     else:
-        def stratum_of(i: int) -> tuple[str, ...]:
-            r = recs[i]
-            return stratum(r.rec if r.rec is not None else record(r), fields)
+        ucode = []
+        for norm, pk in got:
+            ucode.append(u_of.setdefault(_ekey(norm), len(u_of)))
+            pkeys.append(pk)
+    del u_of
+    pcode = [p_of.setdefault(x, len(p_of)) for x in pkeys]
+    del p_of
+    fields = spec.split.stratify
+
     def text_of(i: int) -> str:
         return text(recs[i])
 
@@ -261,60 +289,263 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
             release()
         nl = len(lock_norms)
         if held is not None:
-            return near_pairs(lock_norms + [held[i] for i in rep_idx], threshold=near_threshold, normalized=True)
+            return _near_pairs(lock_norms + [held[i] for i in rep_idx], near_threshold)
 
         def norm_of(k: int) -> str:
             return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
 
         return near_pairs_lazy(nl + len(rep_idx), norm_of, threshold=near_threshold)
 
-    res, (side_of, pairs, rep_idx, nl, ekeys) = _split(recs, ekeys, text_of, pkeys, stratum_of,
-                                                       lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
-                                                       lock=lock, near_threshold=near_threshold)
-    del pkeys
+    res, (side, pairs, rep_idx, nl, ucode_a) = _split_arrays(
+        recs, np.asarray(ucode, dtype=np.int64), np.asarray(pcode, dtype=np.int64), pkeys, text_of,
+        lambda roots: _strata(recs, roots, fields, record), lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
+        lock=lock, near_threshold=near_threshold)
+    del pkeys, ucode, pcode
     held = None
-    res.leakage = _pair_leakage(recs, text_of, ekeys, side_of, pairs, rep_idx, nl, near_threshold)
+    res.leakage = _code_leakage(recs, text_of, ucode_a, side, pairs, rep_idx, nl, near_threshold)
     ctx.report(STEP, 3, 3)
     return res
 
 
-def _pair_leakage(recs: list[Any], text_of: Callable[[int], str], ekeys: list[Any], side_of: list[str | None],
-                  pairs: list[tuple[int, int, float]], rep_idx: list[int], nl: int, threshold: float,
-                  max_examples: int = 20) -> Leakage:
-    """Leakage from the grouping's exact keys and near pairs (see split_rows)."""
-    out = Leakage(threshold=threshold)
-    train_key: dict[Any, int] = {}
-    for i, s in enumerate(side_of):
-        if s == "train":
-            train_key.setdefault(ekeys[i], i)
-    test = [i for i, s in enumerate(side_of) if s == "test"]
-    if not test or not train_key:
+def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, float]]:
+    """`near_pairs(norms, threshold=threshold, normalized=True)`, from the top 32 bits of the band hashes (all
+    `candidate_pairs` reads; the compiled `bands32_of` instead of the numpy band hashing): the same pairs."""
+    if len(norms) < 2:
+        return []
+    sketch = BandSketch(threshold, 128, 5, stop=common_shingles(norms, 5, share=0.01))
+    return verify_pairs(norms.__getitem__, candidate_pairs(sketch.bands32_of(norms)), threshold)
+
+
+def _strata(recs: list[Any], roots: np.ndarray, fields: Sequence[str],
+            record: Callable[[Any], Rec]) -> list[tuple[str, ...]]:
+    """`stratum` of each root row (of the row's record where a field is not one of the row's own)."""
+    out: list[tuple[str, ...]] = []
+    if not all(f in _ROW_FIELDS for f in fields):
+        for i in roots.tolist():
+            r = recs[i]
+            out.append(stratum(r.rec if r.rec is not None else record(r), fields))
         return out
-    rep_of = {ekeys[r]: r for r in rep_idx}
-    train_reps = {rep_of[k] for k in train_key}
+    if len(fields) == 1:
+        f = fields[0]
+        for i in roots.tolist():
+            v = getattr(recs[i], f, None)
+            out.append((v,) if type(v) is str else stratum(recs[i], fields))
+        return out
+    return [stratum(recs[i], fields) for i in roots.tolist()]
+
+
+def _min_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest index of each item's connected component over the edges (a[k], b[k]) (what `_UnionFind`,
+    which always keeps the smaller root, gives): hook roots onto smaller roots, then jump pointers, until every
+    edge joins equal labels."""
+    lab = np.arange(n, dtype=np.int64)
+    while a.size:
+        la, lb = lab[a], lab[b]
+        diff = la != lb
+        if not diff.any():
+            break
+        a, b, la, lb = a[diff], b[diff], la[diff], lb[diff]
+        np.minimum.at(lab, np.maximum(la, lb), np.minimum(la, lb))
+        while True:
+            nxt = lab[lab]
+            if np.array_equal(nxt, lab):
+                break
+            lab = nxt
+    return lab
+
+
+_FREE, _TRAIN, _TEST, _MIXED = 0, 1, 2, 3
+
+
+def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: list[str],
+                  text_of: Callable[[int], str], strata_of: Callable[[np.ndarray], list[tuple[str, ...]]],
+                  record_of: Callable[[int], Rec],
+                  near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
+                  ctx: RunContext, lock: HeldoutLock | None, near_threshold: float) -> tuple[SplitResult, tuple[Any, ...]]:
+    """`_split` on arrays: items sorted by id, `ucode[i]` the code of item i's normalized user text and
+    `pcode[i]` of its prompt key (codes given in order of first appearance), `strata_of(roots)` the stratum of
+    each root item. The same sides, lock, quarantine rows (in the same order) and groups.
+
+    Also gives (side per item as an int8 array: 1 train, 2 test, 0 quarantined; the near pairs over lock prompts
+    + distinct user texts; the item index of each distinct text; the number of lock prompts; ucode)."""
+    share = spec.split.heldout
+    seed = spec.split.seed
+    n = len(recs)
+    idx = np.arange(n, dtype=np.int64)
+    rep = np.unique(ucode, return_index=True)[1] if n else np.empty(0, dtype=np.int64)  # first item of each text
+    pfirst = np.unique(pcode, return_index=True)[1] if n else np.empty(0, dtype=np.int64)
+    same_u = rep[ucode] != idx
+    same_p = pfirst[pcode] != idx
+    edges_a = [idx[same_p], idx[same_u]]
+    edges_b = [pfirst[pcode[same_p]], rep[ucode[same_u]]]
+    rep_idx = rep.tolist()
+    lock = lock or HeldoutLock()
+    lock_prompts = list(lock.prompts)
+    nl = len(lock_prompts)
+    near_lock: list[int] = []
+    pairs: list[tuple[int, int, float]] = []
+    if len(rep_idx) + nl > 1:
+        pairs = near([normalize_text(t) for t in lock_prompts], rep_idx)
+        if pairs:
+            pa = np.array([p[0] for p in pairs], dtype=np.int64)
+            pb = np.array([p[1] for p in pairs], dtype=np.int64)
+            inner = pa >= nl
+            edges_a.append(rep[pa[inner] - nl])
+            edges_b.append(rep[pb[inner] - nl])
+            to_lock = ~inner & (pb >= nl)
+            near_lock = rep[pb[to_lock] - nl].tolist()
+    ctx.report(STEP, 1, 3)
+
+    root_of = _min_roots(n, np.concatenate(edges_a), np.concatenate(edges_b))
+    del edges_a, edges_b, same_u, same_p
+    sizes = np.bincount(root_of, minlength=n)
+    roots = np.flatnonzero(sizes)  # one per group, ascending
+
+    side = np.zeros(n, dtype=np.int8)  # per root
+    dropped: list[int] = []
+    ids: list[str] | None = None
+    if lock.ids or lock.prompt_keys or lock.train_ids or lock.train_prompt_keys or near_lock:
+        ids = [r.id for r in recs]
+        l_ids, l_pk, t_ids, t_pk = lock.ids, lock.prompt_keys, lock.train_ids, lock.train_prompt_keys
+        locked = np.fromiter((i in l_ids or p in l_pk for i, p in zip(ids, pkeys)), dtype=bool, count=n)
+        trained = np.fromiter((i in t_ids or p in t_pk for i, p in zip(ids, pkeys)), dtype=bool, count=n)
+        g_locked = np.zeros(n, dtype=bool)
+        g_locked[root_of[locked]] = True
+        g_locked[root_of[np.asarray(near_lock, dtype=np.int64)]] = True  # a text near a locked prompt: all locked
+        g_trained = np.zeros(n, dtype=bool)
+        g_trained[root_of[trained]] = True
+        side[g_locked & g_trained] = _MIXED
+        side[g_locked & ~g_trained] = _TEST
+        side[~g_locked & g_trained] = _TRAIN
+        if (side == _MIXED).any():  # quarantine the new members of mixed groups: by group, then by index
+            mem = np.flatnonzero(side[root_of] == _MIXED)
+            mem = mem[np.argsort(root_of[mem], kind="stable")]
+            for i in mem.tolist():
+                if ids[i] not in l_ids and ids[i] not in t_ids:
+                    dropped.append(i)
+                    ctx.quarantine(step=STEP, reason="heldout_prompt", record=record_of(i),
+                                   detail="near-duplicate of both held-out and training data; either side "
+                                          "would leak")
+        del locked, trained, g_locked, g_trained
+
+    # free groups: stratified, hash-ordered (by sha256(seed, prompt key of the root), then root)
+    st_of: dict[tuple[str, ...], int] = {}
+    scode = np.fromiter((st_of.setdefault(st, len(st_of)) for st in strata_of(roots)), dtype=np.int64,
+                        count=roots.size)
+    ns = len(st_of)
+    gsize = sizes[roots]
+    gside = side[roots]
+    total = np.bincount(scode, weights=gsize, minlength=ns).astype(np.int64)
+    is_test = gside == _TEST
+    taken = np.bincount(scode[is_test], weights=gsize[is_test], minlength=ns).astype(np.int64).tolist()
+    free = np.flatnonzero(gside == _FREE)  # positions in roots
+    prefix = f"{seed}\x1f".encode()
+    sha = hashlib.sha256
+    digests = b"".join([sha(prefix + pkeys[r].encode()).digest() for r in roots[free].tolist()])
+    rank = np.frombuffer(digests, dtype=">u8").reshape(-1, 4)
+    order = np.lexsort((roots[free], rank[:, 3], rank[:, 2], rank[:, 1], rank[:, 0], scode[free]))
+    fpos = free[order]  # free groups by stratum, then rank
+    fst = scode[fpos]
+    fsize = gsize[fpos]
+    bounds = np.flatnonzero(np.diff(fst)) + 1
+    starts = [0, *bounds.tolist()]
+    ends = [*bounds.tolist(), fpos.size]
+    gets = np.full(fpos.size, _TRAIN, dtype=np.int8)
+    for a, b in zip(starts, ends):
+        if a == b:
+            continue
+        st = int(fst[a])
+        room = round(share * int(total[st])) - taken[st]
+        # the greedy fill (a group goes to test when it still fits): a prefix fits whole, then only groups no
+        # larger than the room left can, and the room only shrinks
+        csum = np.cumsum(fsize[a:b])
+        k = int(np.searchsorted(csum, room, side="right"))
+        gets[a:a + k] = _TEST
+        room -= int(csum[k - 1]) if k else 0
+        if room > 0 and a + k < b:
+            rest = np.flatnonzero(fsize[a + k:b] <= room) + a + k
+            for j in rest.tolist():
+                sz = int(fsize[j])
+                if sz <= room:
+                    gets[j] = _TEST
+                    room -= sz
+                    if room <= 0:
+                        break
+    gside[fpos] = gets
+    if not (gside == _TEST).any() and roots.size > 1 and free.size:
+        # a tiny dataset whose strata all round to zero: hold out the first free group (if it is not the only one)
+        first = np.lexsort((roots[free], rank[:, 3], rank[:, 2], rank[:, 1], rank[:, 0]))[0]
+        gside[free[first]] = _TEST
+    side[roots] = gside
+    ctx.report(STEP, 2, 3)
+
+    side_of = side[root_of]
+    mixed = np.flatnonzero(side_of == _MIXED)
+    if mixed.size:  # old records stay where they were; the new ones were quarantined above
+        assert ids is not None
+        l_ids = lock.ids
+        side_of[mixed] = np.fromiter((_TEST if ids[i] in l_ids else _TRAIN for i in mixed.tolist()),
+                                     dtype=np.int8, count=mixed.size)
+    if dropped:
+        side_of[np.asarray(dropped, dtype=np.int64)] = 0
+    n_groups = int(roots.size)
+    del root_of, sizes, side, roots
+    # recs are sorted by id: the sides come out sorted by id
+    train_i = np.flatnonzero(side_of == _TRAIN).tolist()
+    test_i = np.flatnonzero(side_of == _TEST).tolist()
+    train = [recs[i] for i in train_i]
+    test = [recs[i] for i in test_i]
+    test_ids = [r.id for r in test]
+    train_ids = [r.id for r in train]
+    new_lock = HeldoutLock(spec=spec.name,  # (ids in id order: sorted)
+                           ids=set(test_ids) | lock.ids if lock.ids else _SortedSet(test_ids),
+                           prompt_keys={pkeys[i] for i in test_i} | lock.prompt_keys,
+                           prompts=sorted({text_of(i) for i in test_i} | set(lock.prompts)),
+                           train_ids=set(train_ids) | lock.train_ids if lock.train_ids else _SortedSet(train_ids),
+                           train_prompt_keys={pkeys[i] for i in train_i} | lock.train_prompt_keys)
+    res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
+                      groups=n_groups)
+    return res, (side_of, pairs, rep, nl, ucode)
+
+
+def _code_leakage(recs: list[Any], text_of: Callable[[int], str], ucode: np.ndarray, side_of: np.ndarray,
+                  pairs: list[tuple[int, int, float]], rep: np.ndarray, nl: int, threshold: float,
+                  max_examples: int = 20) -> Leakage:
+    """Leakage from the grouping's text codes and near pairs (see split_rows): held-out items whose text equals a
+    training item's (exact), or has a verified pair to one (near); in id order, each counted once."""
+    out = Leakage(threshold=threshold)
+    train = np.flatnonzero(side_of == _TRAIN)
+    test = np.flatnonzero(side_of == _TEST)
+    if not test.size or not train.size:
+        return out
+    first_train = np.full(rep.size, -1, dtype=np.int64)  # per text: its first training item
+    codes, at = np.unique(ucode[train], return_index=True)
+    first_train[codes] = train[at]
     best: dict[int, tuple[float, int]] = {}  # test rep -> (score, train rep)
     for a, b, score in pairs:
         if a < nl:
             continue
-        ra, rb = rep_idx[a - nl], rep_idx[b - nl]
+        ra, rb = int(rep[a - nl]), int(rep[b - nl])
         for t, o in ((ra, rb), (rb, ra)):
-            if o in train_reps and score > best.get(t, (-1.0, 0))[0]:
+            if first_train[ucode[o]] >= 0 and score > best.get(t, (-1.0, 0))[0]:
                 best[t] = (score, o)
-    for i in sorted(test, key=lambda i: recs[i].id):
-        k = ekeys[i]
-        hit = train_key.get(k)
-        if hit is not None:
+    hit = first_train[ucode[test]] >= 0
+    if best:
+        hit |= np.isin(rep[ucode[test]], np.fromiter(best, dtype=np.int64, count=len(best)))
+    for i in test[hit].tolist():
+        c = int(ucode[i])
+        k = int(first_train[c])
+        if k >= 0:
             out.exact += 1
             if len(out.examples) < max_examples:
-                out.examples.append({"method": "exact", "a": recs[hit].id, "b": recs[i].id, "score": 1.0,
+                out.examples.append({"method": "exact", "a": recs[k].id, "b": recs[i].id, "score": 1.0,
                                      "text": text_of(i)[:200]})
             continue
-        got = best.get(rep_of[k])
-        if got is not None:
-            out.near += 1
-            if len(out.examples) < max_examples:
-                out.examples.append({"method": "near", "a": recs[train_key[ekeys[got[1]]]].id,
-                                     "b": recs[i].id, "score": round(got[0], 4), "text": text_of(i)[:200]})
+        score, o = best[int(rep[c])]
+        out.near += 1
+        if len(out.examples) < max_examples:
+            out.examples.append({"method": "near", "a": recs[int(first_train[ucode[o]])].id, "b": recs[i].id,
+                                 "score": round(score, 4), "text": text_of(i)[:200]})
     return out
 
 

@@ -183,3 +183,103 @@ def test_leakage_cli(tmp_path, real_fixtures):
     assert r.exit_code == 1 and doc["exact"] + doc["near"] == 1, doc
     r = CliRunner().invoke(main, ["leakage", str(bench), str(a)])
     assert r.exit_code == 1 and "0 exact, 1 near" in r.output
+
+
+# ---------------------------------------------------------------- split_rows (the compact build's split) == split
+
+def _rows_split(recs, spec, lock, hold, monkeypatch):
+    import curate.steps.split as split_mod
+    from curate.engine.compact import row_of
+    from curate.records import normalize_text
+    from curate.steps.pairs import record_prompt_key
+
+    monkeypatch.setattr(split_mod, "HOLD_TEXTS", 10**9 if hold else 0)
+    ctx = RunContext()
+    res = split_mod.split_rows([row_of(r) for r in recs], spec=spec, ctx=ctx, lock=lock,
+                               keys=lambda r: (normalize_text(r.rec.user_text()), record_prompt_key(r.rec)),
+                               text=lambda r: r.rec.user_text(), record=lambda r: r.rec)
+    return res, ctx
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["texts-held", "texts-remade"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rows_split_equals_record_split_with_a_lock_pinning_both_ways(spec, monkeypatch, hold, seed):
+    """split_rows (arrays, codes, vectorized grouping and fill) decides what split (records, union-find, dicts)
+    decides: sides, lock bytes, quarantine rows in order, groups; on near twins, same-text records, DPO pairs
+    sharing a prompt, several strata, and a lock that pins groups to both sides at once."""
+    from curate.steps.pairs import record_prompt_key
+
+    rng = random.Random(seed)
+    base = make(150, seed=seed, cats=("typical", "edge", "adversarial", "typical"))
+    para = [paraphrase(base[i], i) for i in range(0, 150, 4)]
+    same = [SFTRecord.build(messages=(Message(role="user", content=base[i].messages[0].content.upper()),
+                                      Message(role="assistant", content=f'{{"answer": "again {i}"}}')),
+                            category="edge", source=Source(file="s.jsonl", line=3000 + i)) for i in range(2, 150, 9)]
+    pairs = [PreferenceRecord.build(prompt=base[i].messages[:1], chosen=base[i].messages[1:],
+                                    rejected=(Message(role="assistant", content="I have reset it."),),
+                                    category="negative", source=Source(file="s.jsonl", line=2000 + i))
+             for i in range(1, 150, 7)]
+    # a, b: apart; c: near both (the quarantine case) -- pinned to both sides by the lock below
+    prefix = "please help me with the apple harbor violet engine "
+    ans = Message(role="assistant", content='{"answer": "ok"}')
+    abc = [SFTRecord.build(messages=(Message(role="user", content=prefix + t), ans),
+                           source=Source(file="s.jsonl", line=4000 + k))
+           for k, t in enumerate(("x" * 28, "z" * 28, "x" * 14 + "z" * 14))]
+    recs = base + para + same + pairs + abc
+    some = [r for r in recs if rng.random() < 0.1]
+    lock = HeldoutLock(spec=spec.name, ids={r.id for r in some[::2]} | {abc[1].id, "0" * 16},
+                       prompt_keys={record_prompt_key(r) for r in recs if rng.random() < 0.03},
+                       prompts=[r.user_text() + " again" for r in recs if rng.random() < 0.03],
+                       train_ids={r.id for r in some[1::2]} | {abc[0].id},
+                       train_prompt_keys={record_prompt_key(r) for r in recs if rng.random() < 0.03})
+    rng.shuffle(recs)
+    ctx_a = RunContext()
+    want = split(recs, spec=spec, ctx=ctx_a, lock=lock)
+    got, ctx_b = _rows_split(recs, spec, lock, hold, monkeypatch)
+    assert [r.id for r in got.train] == [r.id for r in want.train]
+    assert [r.id for r in got.test] == [r.id for r in want.test]
+    assert got.groups == want.groups and got.lock.to_bytes() == want.lock.to_bytes()
+    assert ctx_b.quarantined["split"] == ctx_a.quarantined["split"]
+    assert abc[2].id in {r["record_id"] for r in ctx_b.quarantined["split"]}  # the mixed group was there
+    assert got.leakage.exact == want.leakage.exact
+
+
+def test_rows_split_of_nothing_and_of_one(spec, monkeypatch):
+    res, _ = _rows_split([], spec, None, True, monkeypatch)
+    assert (res.train, res.test, res.groups) == ([], [], 0)
+    one = make(1)
+    res, _ = _rows_split(one, spec, None, True, monkeypatch)
+    want = split(one, spec=spec, ctx=RunContext())
+    assert [r.id for r in res.train] == [r.id for r in want.train] and res.lock.to_bytes() == want.lock.to_bytes()
+
+
+def test_min_roots_is_the_union_finds_smallest_root():
+    import numpy as np
+
+    from curate.steps.split import _min_roots, _UnionFind
+
+    rng = random.Random(5)
+    for n, m in ((1, 0), (10, 3), (200, 150), (500, 40), (300, 900)):
+        a = [rng.randrange(n) for _ in range(m)]
+        b = [rng.randrange(n) for _ in range(m)]
+        if n == 300:  # a long chain as well
+            a += list(range(1, n))
+            b += list(range(n - 1))
+        uf = _UnionFind(n)
+        for x, y in zip(a, b):
+            uf.union(x, y)
+        got = _min_roots(n, np.array(a, dtype=np.int64), np.array(b, dtype=np.int64))
+        assert got.tolist() == [uf.find(i) for i in range(n)]
+
+
+def test_lock_ids_kept_sorted_are_written_as_sorted():
+    """The ids split_rows hands over already sorted are written as they are, and sorted again once changed."""
+    from curate.steps.split import _SortedSet
+
+    lock = HeldoutLock(spec="x", ids=_SortedSet(["a", "b", "d"]), train_ids=_SortedSet(["c", "c", "e"]))
+    assert lock.as_dict()["ids"] == ["a", "b", "d"] and lock.as_dict()["train_ids"] == ["c", "e"]
+    lock.ids.add("0")
+    lock.ids.discard("b")
+    lock.train_ids.add("a")
+    assert lock.as_dict()["ids"] == ["0", "a", "d"] and lock.as_dict()["train_ids"] == ["a", "c", "e"]
+    assert lock.to_bytes() == HeldoutLock(spec="x", ids={"0", "a", "d"}, train_ids={"a", "c", "e"}).to_bytes()
