@@ -402,10 +402,23 @@ def normalize_ascii_packed(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray
     src = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
+    return normalize_packed(src, offsets)
+
+
+def normalize_packed(src: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`normalize_text` of each ASCII text src[offsets[i]:offsets[i+1]] (uint8), packed the same way. Needs
+    numba."""
     dst = np.empty(src.size, dtype=np.uint8)
-    dst_off = np.empty(len(texts) + 1, dtype=np.int64)
+    dst_off = np.empty(offsets.shape[0], dtype=np.int64)
     _normalize_ascii_kernel(src, offsets, dst, dst_off, _ASCII_SPACE, _ASCII_LOWER)
     return dst[:dst_off[-1]], dst_off
+
+
+def unpack(buf: np.ndarray, offsets: np.ndarray) -> list[str]:
+    """The ASCII texts of a packed buffer, as strings."""
+    raw = buf.tobytes().decode("ascii")
+    at = offsets.tolist()
+    return [raw[x:y] for x, y in zip(at, at[1:])]
 
 
 def normalize_many(texts: Sequence[str]) -> list[str]:
@@ -413,10 +426,7 @@ def normalize_many(texts: Sequence[str]) -> list[str]:
     packed = normalize_ascii_packed(texts)
     if packed is None:
         return [normalize_text(t) for t in texts]
-    buf, off = packed
-    raw = buf.tobytes().decode("ascii")
-    bounds = off.tolist()
-    return [raw[bounds[i]:bounds[i + 1]] for i in range(len(texts))]
+    return unpack(*packed)
 
 
 def _pack(norms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -260,10 +260,13 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             need = np.unique(part).tolist()
             got = _texts(acc, [recs[survivors[q]] for q in need], prompts=True)
             texts = dict(zip(need, normalize_many([t for t, _ in got])))
-            prompts = dict(zip(need, normalize_many([p for _, p in got])))
+            pairs = verify_pairs(texts.__getitem__, part, threshold)
+            del texts
+            raw_prompts = dict(zip(need, [p for _, p in got]))  # normalized only where a pair passed
             del got
-            pairs = _same_prompt_norm(prompts.__getitem__, verify_pairs(texts.__getitem__, part, threshold),
-                                      threshold)
+            ask = sorted({q for i, j, _ in pairs for q in (i, j)})
+            prompts = dict(zip(ask, normalize_many([raw_prompts[q] for q in ask])))
+            pairs = _same_prompt_norm(prompts.__getitem__, pairs, threshold)
             return (np.array([p[0] for p in pairs], dtype=np.int64),
                     np.array([p[1] for p in pairs], dtype=np.int64),
                     np.array([p[2] for p in pairs], dtype=np.float64))
