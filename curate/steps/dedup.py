@@ -35,6 +35,14 @@ in input order.
 Memory: the records are held (dedup needs all of them); besides them, about 8 + `bands` * 4 bytes per record
 (176 at the default threshold, twice that while candidates are found); normalized texts exist only per chunk
 of 8192 records and for LSH candidates.
+
+Speed: the per-record work is chunked tasks -- per chunk of `_CHUNK` records, the exact keys and the 32-bit
+band keys (`row_keys`: texts, normalization, sha256, MinHash); per chunk of `_VERIFY_CHUNK` LSH candidate
+pairs, the verified pairs whose prompts match too (`verify`) -- handed to `access.map` when the access has one
+(`curate.engine.compact.RowAccess.map`: the compact build's fork pool, each worker's MinHash on one thread) and
+run here otherwise (records: the same functions, so the same values; tests/engine/test_dedup_pool.py compares
+them). The decisions (exact groups, candidates, greedy) are made in this process. All-ASCII chunks are
+normalized by a compiled kernel (`curate.near.normalize_ascii_packed`, == `normalize_text`).
 """
 
 from __future__ import annotations
