@@ -205,15 +205,15 @@ def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
     return _digest_norm(parts)
 
 
-def split_keys(row: Row) -> tuple[str, str]:
+def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
     """(normalized user text, prompt key) of a row, from one parse and one normalization per user turn: what the
     split reads. (For ASCII turns the normal form of the turns joined by newlines is their normal forms joined by
-    spaces; other text is normalized whole.)"""
+    spaces; other text is normalized whole.) `obj`: the row's line already parsed."""
     if row.rec is not None:
         from curate.steps.pairs import record_prompt_key
 
         return normalize_text(row.rec.user_text()), record_prompt_key(row.rec)
-    obj = row.obj()
+    obj = obj if obj is not None else row.obj()
     parts: list[str] = []
     users: list[str] = []
     ascii_only = True

@@ -298,7 +298,7 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
 
     res, (side, pairs, rep_idx, nl, ucode_a) = _split_arrays(
         recs, np.asarray(ucode, dtype=np.int64), np.asarray(pcode, dtype=np.int64), pkeys, text_of,
-        lambda roots: _strata(recs, roots, fields, record), lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
+        lambda roots, codes: _strata(recs, roots, fields, record, codes), lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
         lock=lock, near_threshold=near_threshold)
     del pkeys, ucode, pcode
     held = None
@@ -316,22 +316,31 @@ def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, floa
     return verify_pairs(norms.__getitem__, candidate_pairs(sketch.bands32_of(norms)), threshold)
 
 
-def _strata(recs: list[Any], roots: np.ndarray, fields: Sequence[str],
-            record: Callable[[Any], Rec]) -> list[tuple[str, ...]]:
-    """`stratum` of each root row (of the row's record where a field is not one of the row's own)."""
-    out: list[tuple[str, ...]] = []
+def _strata(recs: list[Any], roots: np.ndarray, fields: Sequence[str], record: Callable[[Any], Rec],
+            codes: dict[tuple[str, ...], int]) -> list[int]:
+    """The code in `codes` (new strata get the next one) of each root row's `stratum` (of the row's record where a
+    field is not one of the row's own)."""
     if not all(f in _ROW_FIELDS for f in fields):
+        out = []
         for i in roots.tolist():
             r = recs[i]
-            out.append(stratum(r.rec if r.rec is not None else record(r), fields))
+            st = stratum(r.rec if r.rec is not None else record(r), fields)
+            out.append(codes.setdefault(st, len(codes)))
         return out
-    if len(fields) == 1:
+    if len(fields) == 1:  # one field: a str value is its own stratum
         f = fields[0]
+        of_value: dict[Any, int] = {}
+        out = []
         for i in roots.tolist():
             v = getattr(recs[i], f, None)
-            out.append((v,) if type(v) is str else stratum(recs[i], fields))
+            c = of_value.get(v) if type(v) is str else None
+            if c is None:
+                c = codes.setdefault(stratum(recs[i], fields), len(codes))
+                if type(v) is str:
+                    of_value[v] = c
+            out.append(c)
         return out
-    return [stratum(recs[i], fields) for i in roots.tolist()]
+    return [codes.setdefault(stratum(recs[i], fields), len(codes)) for i in roots.tolist()]
 
 
 def _min_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -358,13 +367,14 @@ _FREE, _TRAIN, _TEST, _MIXED = 0, 1, 2, 3
 
 
 def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: list[str],
-                  text_of: Callable[[int], str], strata_of: Callable[[np.ndarray], list[tuple[str, ...]]],
+                  text_of: Callable[[int], str],
+                  strata_of: Callable[[np.ndarray, dict[tuple[str, ...], int]], list[int]],
                   record_of: Callable[[int], Rec],
                   near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
                   ctx: RunContext, lock: HeldoutLock | None, near_threshold: float) -> tuple[SplitResult, tuple[Any, ...]]:
     """`_split` on arrays: items sorted by id, `ucode[i]` the code of item i's normalized user text and
-    `pcode[i]` of its prompt key (codes given in order of first appearance), `strata_of(roots)` the stratum of
-    each root item. The same sides, lock, quarantine rows (in the same order) and groups.
+    `pcode[i]` of its prompt key (codes given in order of first appearance), `strata_of(roots, codes)` the code
+    of each root item's stratum in `codes` (new strata added). The same sides, lock, quarantine rows (in the same order) and groups.
 
     Also gives (side per item as an int8 array: 1 train, 2 test, 0 quarantined; the near pairs over lock prompts
     + distinct user texts; the item index of each distinct text; the number of lock prompts; ucode)."""
@@ -430,8 +440,7 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
 
     # free groups: stratified, hash-ordered (by sha256(seed, prompt key of the root), then root)
     st_of: dict[tuple[str, ...], int] = {}
-    scode = np.fromiter((st_of.setdefault(st, len(st_of)) for st in strata_of(roots)), dtype=np.int64,
-                        count=roots.size)
+    scode = np.asarray(strata_of(roots, st_of), dtype=np.int64).reshape(-1)
     ns = len(st_of)
     gsize = sizes[roots]
     gside = side[roots]
@@ -442,8 +451,8 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     prefix = f"{seed}\x1f".encode()
     sha = hashlib.sha256
     digests = b"".join([sha(prefix + pkeys[r].encode()).digest() for r in roots[free].tolist()])
-    rank = np.frombuffer(digests, dtype=">u8").reshape(-1, 4)
-    order = np.lexsort((roots[free], rank[:, 3], rank[:, 2], rank[:, 1], rank[:, 0], scode[free]))
+    rank = np.frombuffer(digests, dtype=">u8").reshape(-1, 4).astype(np.uint64).T.copy()  # 4 native columns
+    order = np.lexsort((roots[free], rank[3], rank[2], rank[1], rank[0], scode[free]))
     fpos = free[order]  # free groups by stratum, then rank
     fst = scode[fpos]
     fsize = gsize[fpos]
@@ -474,7 +483,7 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     gside[fpos] = gets
     if not (gside == _TEST).any() and roots.size > 1 and free.size:
         # a tiny dataset whose strata all round to zero: hold out the first free group (if it is not the only one)
-        first = np.lexsort((roots[free], rank[:, 3], rank[:, 2], rank[:, 1], rank[:, 0]))[0]
+        first = np.lexsort((roots[free], rank[3], rank[2], rank[1], rank[0]))[0]
         gside[free[first]] = _TEST
     side[roots] = gside
     ctx.report(STEP, 2, 3)
