@@ -72,3 +72,19 @@ def test_spool_hands_batches_over_and_leaves_nothing() -> None:
     finally:
         spool.close()
     assert not spool.folder.exists()
+
+
+@pytest.mark.parametrize("row", [
+    {"messages": [{"role": "system", "content": "Be \"terse\".\nAlways."}, {"role": "user", "content": "hi"}],
+     "id": "a"},
+    {"prompt": [{"role": "system", "content": "S\\u00e9\n"}, {"role": "user", "content": "q"}],
+     "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}], "id": "b"},
+    {"messages": [{"content": "order kept", "role": "system"}], "id": "c"},
+    {"messages": [{"role": "system", "content": "x", "name": "n"}], "id": "d", "tools": None},
+    {"messages": [{"role": "user", "content": "no system"}], "id": "e"},
+    {"prompt": [], "completion": [{"role": "assistant", "content": "x"}], "id": "f"},
+    {"prompt": [{"role": "system", "content": "only ✓"}], "completion": [{"role": "assistant", "content": "x"}],
+     "id": "g", "tools": '[{"type": "function"}]'},
+])
+def test_row_json_is_orjson_dumps(row) -> None:
+    assert export._row_json(row) == orjson.dumps(row) + b"\n"
