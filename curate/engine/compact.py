@@ -28,6 +28,7 @@ so rows, quarantine rows, counters and lengths are those of the serial read (tes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -282,7 +283,9 @@ def estimate(messages: Iterable[dict[str, str]], system_prompt: str) -> int:
 
 
 def _trl(messages: Iterable[dict[str, str]]) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    """The TRL turns of a fast row's plain messages (exactly `role` and `content`): a parsed turn whose keys are
+    in that order already is one (it is used as it is: the row's object is parsed for this call alone)."""
+    return [m if next(iter(m)) == "role" else {"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
@@ -300,7 +303,8 @@ def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
     if sft_format == "prompt-completion":
         out: dict[str, Any] = {"prompt": _system_turn(spec, prompt) + _trl(prompt), "completion": _trl(completion)}
     elif sft_format == "messages":
-        out = {"messages": _system_turn(spec, prompt + completion) + _trl(prompt) + _trl(completion)}
+        out = {"messages": _system_turn(spec, prompt) + _trl(prompt) + _trl(completion)}  # no system turn in
+        # completion: a fast SFT row's answer is an assistant turn, a pair's chosen side only assistant turns
     else:  # the record path raises the error
         return of_record(materialize_plain(row, spec), spec, sft_format)
     out["id"] = row.id
@@ -308,12 +312,25 @@ def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
 
 
 def _system_turn(spec: Any, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """== the system turn export._system prepends: [the spec's, one dict shared by all rows] or []."""
+    turn = _spec_turn(spec)
+    if turn and not any(m["role"] == "system" for m in messages):
+        return [turn]
+    return []
+
+
+def _spec_turn(spec: Any) -> dict[str, str] | None:
+    """The spec's system turn to prepend (None when it adds none): one dict per (setting, prompt)."""
+    if spec is None:
+        return None
+    return _turn_of(bool(spec.export.include_system_prompt), spec.system_prompt)
+
+
+@functools.lru_cache(maxsize=16)
+def _turn_of(include: bool, prompt: str) -> dict[str, str] | None:
     from curate.steps.export import _stripped
 
-    if spec is not None and spec.export.include_system_prompt and _stripped(spec.system_prompt) and \
-            not any(m["role"] == "system" for m in messages):
-        return [{"role": "system", "content": _stripped(spec.system_prompt)}]
-    return []
+    return {"role": "system", "content": _stripped(prompt)} if include and _stripped(prompt) else None
 
 
 def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
