@@ -868,7 +868,11 @@ class RowAccess:
     def map(fn: Any, tasks: Sequence[Any], work: int) -> Iterator[Any]:
         """`fn(task, threads)` for each task, in order: on a fork pool (`pool_workers()` processes, each task's
         MinHash on one thread: threads=1) when the tasks read `POOL_MIN_LINES` rows or more, else here with
-        threads=None. `fn` must depend on its task and on what this process holds at the fork alone."""
+        threads=None. `fn` must depend on its task and on what this process holds at the fork alone.
+
+        Unlike `pool_map`, every task is queued at once and the workers take the next one as they finish (no
+        window of tasks in flight): dedup's results are small (~100 bytes a row), and a worker never waits for
+        a slower one (a busy machine) while tasks are left."""
         workers = pool_workers()
         if workers < 2 or work < POOL_MIN_LINES or len(tasks) < 2 or not _fork_safe():
             return (fn(t, None) for t in tasks)
@@ -876,7 +880,20 @@ class RowAccess:
         def dedup_task(task: Any) -> Any:
             return fn(task, 1)
 
-        return _pool_map(dedup_task, tasks, workers, 1)
+        return RowAccess.eager_pool_map(dedup_task, tasks, workers)
+
+    @staticmethod
+    def eager_pool_map(fn: Any, tasks: Sequence[Any], workers: int) -> Iterator[Any]:
+        """`map(fn, tasks)` in order on a fork pool of `workers`, every task queued at once (`pool.imap`)."""
+        global _MAP
+        _MAP = (fn, tasks)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+                _MAP = None
+                for got in pool.imap(_map_chunk, [(k, k + 1) for k in range(len(tasks))]):
+                    yield from got
+        finally:
+            _MAP = None
 
 
 _NEAR_LINES = 4  # read_objs: lines at most this far apart are read with one pread

@@ -3,7 +3,7 @@ them (bulk line reads, the MinHash kernel with a common-shingle table, 32-bit ba
 their references.
 
 The pool is forced on small inputs (POOL_MIN_LINES = 0, small task chunks, 2 workers) so that every kind of
-task crosses the fork; a spy on `compact._pool_map` proves the tasks went there.
+task crosses the fork; a spy on `RowAccess.eager_pool_map` proves the tasks went there.
 """
 
 from __future__ import annotations
@@ -80,12 +80,19 @@ def _force_pool(monkeypatch: pytest.MonkeyPatch, chunk: int = 64, verify_chunk: 
     monkeypatch.setattr(D, "_VERIFY_CHUNK", verify_chunk)
     mapped: list[tuple[str, int]] = []
     real = C._pool_map
+    real_eager = C.RowAccess.eager_pool_map
 
-    def spy(fn, items, workers, chunk):
+    def spy(fn, items, workers, chunk):  # the split's keys, the export's batches
         mapped.append((fn.__name__, len(items)))
         yield from real(fn, items, workers, chunk)
 
+    def spy_eager(fn, tasks, workers):  # dedup's tasks
+        assert workers == 2
+        mapped.append((fn.__name__, len(tasks)))
+        yield from real_eager(fn, tasks, workers)
+
     monkeypatch.setattr(C, "_pool_map", spy)
+    monkeypatch.setattr(C.RowAccess, "eager_pool_map", staticmethod(spy_eager))
     return mapped
 
 
