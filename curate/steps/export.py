@@ -119,7 +119,8 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     del all_rows
 
     def batches(rows: list[dict[str, Any]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
-        return lambda: (encode_batch(rows[a:a + _ARROW_CHUNK], schema, False) for a in range(0, len(rows), _ARROW_CHUNK))
+        size = _ARROW_CHUNK
+        return lambda: (encode_batch(rows[a:a + size], schema, False) for a in range(0, len(rows), size))
 
     return write_split_batches(directory, {s: batches(rows) for s, rows in splits.items()}, schema=schema,
                                title=title, name=name)
@@ -541,6 +542,29 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
+    """fsync every file under `folders` on a thread while the block runs (the disk works while the caller goes
+    on); waits for it on the way out. Errors are left to the final `_fsync_tree`, which fsyncs every file again.
+    No fork may happen in the block (a thread runs)."""
+    import threading
+
+    def run() -> None:
+        for folder in folders:
+            if folder.is_dir():
+                for p in sorted(folder.rglob("*")):
+                    if p.is_file():
+                        with contextlib.suppress(OSError), open(p, "rb") as fh:
+                            os.fsync(fh.fileno())
+
+    thread = threading.Thread(target=run, name="curate-fsync", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def _fsync_tree(root: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file():
@@ -644,6 +668,6 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     return "\n".join(lines)
 
 
-__all__ = ["SFT_FORMATS", "check_target", "dataset_card", "dpo_row", "encode_batch", "file_hashes", "recover",
-           "Spool", "sft_row", "sha256_file", "staged_output", "stream_schema", "write_jsonl", "write_split_batches",
-           "write_splits", "write_splits_stream"]
+__all__ = ["SFT_FORMATS", "Spool", "check_target", "dataset_card", "dpo_row", "encode_batch", "file_hashes",
+           "fsync_behind", "recover", "sft_row", "sha256_file", "staged_output", "stream_schema", "write_jsonl",
+           "write_split_batches", "write_splits", "write_splits_stream"]

@@ -37,8 +37,8 @@ from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
 from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup
-from curate.steps.export import (dataset_card, dpo_row, file_hashes, sft_row, staged_output, stream_schema,
-                                 write_jsonl, write_split_batches, write_splits)
+from curate.steps.export import (dataset_card, dpo_row, file_hashes, fsync_behind, sft_row, staged_output,
+                                 stream_schema, write_jsonl, write_split_batches, write_splits)
 from curate.steps.pairs import make_pairs
 from curate.steps.read import detect_format, expand_inputs, read_inputs
 from curate.steps.split import HeldoutLock, split
@@ -301,28 +301,31 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
             elif rows is not None:
                 split_info[fmt] = write_splits(stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}")
         sft_rows = dpo_rows = None
-        write_jsonl(stage / "negatives.jsonl", negatives)
-        write_jsonl(stage / "clusters.jsonl", clusters)
-        ctx.flush_quarantine(stage / "quarantine")
-        (stage / "heldout.lock").write_bytes(lock_bytes)
-        (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
-        manifest["files"] = file_hashes(stage, known=known)
-        (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-        warnings: list[str] = []
-        for fmt in exported_formats:
-            if not manifest["counts"][fmt]["train"]:
-                warnings.append(f"{fmt}/train is empty: nothing to train {fmt.upper()} on (see the quarantine and "
-                                "clusters.jsonl for where the records went)")
-        try:
-            import curate.report as report_mod
-        except ImportError:  # the report module is optional
-            report_mod = None  # type: ignore[assignment]
-        if report_mod is not None and hasattr(report_mod, "write_report"):
+        # the exports are most of the bytes: flushed to disk while the rest is written (the stage's final fsync
+        # then finds them clean); no fork pool runs after this point
+        with fsync_behind([stage / fmt for fmt in ("sft", "dpo")]):
+            write_jsonl(stage / "negatives.jsonl", negatives)
+            write_jsonl(stage / "clusters.jsonl", clusters)
+            ctx.flush_quarantine(stage / "quarantine")
+            (stage / "heldout.lock").write_bytes(lock_bytes)
+            (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
+            manifest["files"] = file_hashes(stage, known=known)
+            (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+            warnings: list[str] = []
+            for fmt in exported_formats:
+                if not manifest["counts"][fmt]["train"]:
+                    warnings.append(f"{fmt}/train is empty: nothing to train {fmt.upper()} on (see the quarantine and "
+                                    "clusters.jsonl for where the records went)")
             try:
-                report_mod.write_report(stage)
-            except Exception as err:  # noqa: BLE001 - a report failure must not lose the dataset
-                log.warning("report.html not written: %s", err)
-                warnings.append(f"report.html not written: {err}")
+                import curate.report as report_mod
+            except ImportError:  # the report module is optional
+                report_mod = None  # type: ignore[assignment]
+            if report_mod is not None and hasattr(report_mod, "write_report"):
+                try:
+                    report_mod.write_report(stage)
+                except Exception as err:  # noqa: BLE001 - a report failure must not lose the dataset
+                    log.warning("report.html not written: %s", err)
+                    warnings.append(f"report.html not written: {err}")
     ctx.report("export", 1, 1)
     return BuildResult(out_dir=out_dir, manifest=manifest, warnings=warnings)
 

@@ -224,3 +224,27 @@ def test_lint_export_types_and_lengths(tmp_path, spec):
     doc = json.loads(r.output)
     assert {f["code"]: f["level"] for f in doc["findings"]} == {"rows_truncated": "warning", "rows_dropped": "error"}
     assert doc["datasets"][0]["truncated"] == 5 and r.exit_code == 1
+
+
+def test_fsync_behind_flushes_and_joins(tmp_path, monkeypatch) -> None:
+    """The export folders are fsynced on a thread while the block runs; the thread is gone after it."""
+    import os
+    import threading
+
+    from curate.steps.export import fsync_behind
+
+    (tmp_path / "sft" / "data").mkdir(parents=True)
+    for name in ("sft/train.jsonl", "sft/data/train.parquet", "other.txt"):
+        (tmp_path / name).write_bytes(b"x" * 10)
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    with fsync_behind([tmp_path / "sft", tmp_path / "dpo"]):
+        pass
+    assert sorted(synced) == sorted(str(tmp_path / n) for n in ("sft/train.jsonl", "sft/data/train.parquet"))
+    assert not [t for t in threading.enumerate() if t.name == "curate-fsync"]
