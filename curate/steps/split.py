@@ -268,22 +268,20 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
 
     held: list[str] | None = [] if len(recs) <= HOLD_TEXTS else None
     got = keys_all(recs) if keys_all is not None else map(keys, recs)
-    u_of: dict[Any, int] = {}  # distinct user text (held: the normalized text itself, else its _ekey) -> code
-    p_of: dict[str, int] = {}
     pkeys: list[str] = []
-    if held is not None:
+    if held is not None:  # distinct user texts: the normalized texts themselves, else their _ekey
         for norm, pk in got:
             held.append(norm)
             pkeys.append(pk)
-        ucode = [u_of.setdefault(x, len(u_of)) for x in held]
+        ucode = _codes(held)
     else:
-        ucode = []
+        ekeys: list[bytes] = []
         for norm, pk in got:
-            ucode.append(u_of.setdefault(_ekey(norm), len(u_of)))
+            ekeys.append(_ekey(norm))
             pkeys.append(pk)
-    del u_of
-    pcode = [p_of.setdefault(x, len(p_of)) for x in pkeys]
-    del p_of
+        ucode = _codes(ekeys)
+        del ekeys
+    pcode = _codes(pkeys)
 
     def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
         if release is not None:
@@ -298,14 +296,22 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
         return near_pairs_lazy(nl + len(rep_idx), norm_of, threshold=near_threshold)
 
     res, (side, pairs, rep_idx, nl, ucode_a) = _split_arrays(
-        recs, np.asarray(ucode, dtype=np.int64), np.asarray(pcode, dtype=np.int64), pkeys, text_of,
-        lambda roots, codes: _strata(recs, roots, fields, record, codes), lambda i: record(recs[i]), near, spec=spec, ctx=ctx,
-        lock=lock, near_threshold=near_threshold)
+        recs, ucode, pcode, pkeys, text_of, lambda roots, codes: _strata(recs, roots, fields, record, codes),
+        lambda i: record(recs[i]), near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold)
     del pkeys, ucode, pcode
     held = None
     res.leakage = _code_leakage(recs, text_of, ucode_a, side, pairs, rep_idx, nl, near_threshold)
     ctx.report(STEP, 3, 3)
     return res
+
+
+def _codes(keys: list[Any]) -> np.ndarray:
+    """Codes of equal keys, numbered in order of first appearance (a dict built in one C call: the first index of
+    each key, as the later ones are overwritten by the earlier)."""
+    n = len(keys)
+    first = dict(zip(reversed(keys), range(n - 1, -1, -1)))
+    firsts = np.fromiter(map(first.__getitem__, keys), dtype=np.int64, count=n)
+    return np.unique(firsts, return_inverse=True)[1].reshape(-1).astype(np.int64, copy=False)
 
 
 def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, float]]:
@@ -381,10 +387,12 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
                   strata_of: Callable[[np.ndarray, dict[tuple[str, ...], int]], list[int]],
                   record_of: Callable[[int], Rec],
                   near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
-                  ctx: RunContext, lock: HeldoutLock | None, near_threshold: float) -> tuple[SplitResult, tuple[Any, ...]]:
+                  ctx: RunContext, lock: HeldoutLock | None,
+                  near_threshold: float) -> tuple[SplitResult, tuple[Any, ...]]:
     """`_split` on arrays: items sorted by id, `ucode[i]` the code of item i's normalized user text and
     `pcode[i]` of its prompt key (codes given in order of first appearance), `strata_of(roots, codes)` the code
-    of each root item's stratum in `codes` (new strata added). The same sides, lock, quarantine rows (in the same order) and groups.
+    of each root item's stratum in `codes` (new strata added). The same sides, lock, quarantine rows (in the
+    same order) and groups.
 
     Also gives (side per item as an int8 array: 1 train, 2 test, 0 quarantined; the near pairs over lock prompts
     + distinct user texts; the item index of each distinct text; the number of lock prompts; ucode)."""
