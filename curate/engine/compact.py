@@ -870,9 +870,9 @@ class RowAccess:
         MinHash on one thread: threads=1) when the tasks read `POOL_MIN_LINES` rows or more, else here with
         threads=None. `fn` must depend on its task and on what this process holds at the fork alone.
 
-        Unlike `pool_map`, every task is queued at once and the workers take the next one as they finish (no
-        window of tasks in flight): dedup's results are small (~100 bytes a row), and a worker never waits for
-        a slower one (a busy machine) while tasks are left."""
+        Unlike `pool_map` (2 tasks a worker in flight), 8 tasks a worker are queued: dedup's results are small
+        (~100 bytes a row, ~0.8 MB a task), and a worker then rarely waits for a slower one's task (a busy
+        machine) while tasks are left; the results waiting for their turn stay bounded."""
         workers = pool_workers()
         if workers < 2 or work < POOL_MIN_LINES or len(tasks) < 2 or not _fork_safe():
             return (fn(t, None) for t in tasks)
@@ -884,13 +884,13 @@ class RowAccess:
 
     @staticmethod
     def eager_pool_map(fn: Any, tasks: Sequence[Any], workers: int) -> Iterator[Any]:
-        """`map(fn, tasks)` in order on a fork pool of `workers`, every task queued at once (`pool.imap`)."""
+        """`map(fn, tasks)` in order on a fork pool of `workers`, 8 tasks a worker queued."""
         global _MAP
         _MAP = (fn, tasks)
         try:
             with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
                 _MAP = None
-                for got in pool.imap(_map_chunk, [(k, k + 1) for k in range(len(tasks))]):
+                for got in _ordered(pool, _map_chunk, [(k, k + 1) for k in range(len(tasks))], 8 * workers):
                     yield from got
         finally:
             _MAP = None
