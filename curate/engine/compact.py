@@ -537,20 +537,21 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                   and _fork_safe())
         units = _pooled_units(path, src, val, nworkers) if pooled else iter_units(path, "jsonl")
         statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
+        sizes = lengths.lengths
         for line, obj, raw in units:
-            if type(obj) is tuple:  # a pool worker's verdict: fast, (kind, id, category, tags, violates, st, size)
-                if pending:
+            if raw is FAST:  # pool workers' verdicts of lines line, line + 1, ...: (kind, id, category, tags,
+                if pending:  # violates, statuses, size)
                     yield from slow(pending)
                     pending = []
-                kind, rid, cat, tags, violates, st, size = obj
-                st = statuses.setdefault(st, st)
-                lengths.lengths[rid] = size
-                n_fast += 1
-                done += 1
-                if done % 2000 == 0:
+                for kind, rid, cat, tags, violates, st, size in obj:
+                    sizes[rid] = size
+                    yield Row(kind, rid, src, fname, line, fmt, _share(cat), _share(tags) if tags else _EMPTY,
+                              _share(violates) if violates else _EMPTY, statuses.setdefault(st, st), None)
+                    line += 1
+                n_fast += len(obj)
+                before, done = done, done + len(obj)
+                if done // 2000 != before // 2000:
                     ctx.report(STEP, done, None)
-                yield Row(kind, rid, src, fname, line, fmt, _share(cat), _share(tags) if tags else _EMPTY,
-                          _share(violates) if violates else _EMPTY, st, None)
                 continue
             if pooled:  # the worker declined this line (or it is not an object): the record path
                 pending.append((line, obj, raw))
@@ -590,7 +591,8 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
 
 # ---------------------------------------------------------------- read + validate on a fork pool
 
-POOL_MIN_LINES = 20_000  # below this a native file is read serially (forking and the pipes cost more)
+FAST = object()  # marks a unit of pool verdicts (see _pooled_units)
+POOL_MIN_LINES = 8_192  # below this a native file is read serially (a fork + pipes cost ~30-50 ms)
 POOL_CHUNK = 4_096  # lines per task
 _POOL: tuple[Any, ...] | None = None  # (Input, _Validator) inherited by the forked workers
 
@@ -718,10 +720,11 @@ def _map_chunk(bounds: tuple[int, int]) -> list[Any]:
 
 
 def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, Any, Any]]:
-    """`iter_jsonl(path)`'s units, but a line a worker found fast comes as its verdict (a tuple) instead of its
-    object, and without its bytes (never read here). The lines are walked exactly as iter_jsonl walks them (a
-    line that does not parse may join the lines after it), so the units and their order are iter_jsonl's; a
-    worker's verdict depends on its line's bytes alone (a fast line parses to an object on its own)."""
+    """`iter_jsonl(path)`'s units, but lines a worker found fast come as `(first line number, their verdicts, FAST)`
+    (consecutive lines: a whole chunk when all its lines are fast, else one line), without their bytes (never
+    read here). The lines are walked exactly as iter_jsonl walks them (a line that does not parse may join the
+    lines after it), so the units and their order are iter_jsonl's; a worker's verdict depends on its line's bytes
+    alone (a fast line parses to an object on its own)."""
     from curate.readers.containers import _slow_line
 
     n = len(src.starts) - 1
@@ -760,15 +763,19 @@ def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iter
                 no, raw = pending.pop()
                 got = verdict(no)
                 if got is not None:
-                    yield no, got, None
+                    yield no, (got,), FAST
                 else:
                     yield from _slow_line(no, raw, pull, push)
                 continue
             no = nxt
-            nxt += 1
             got = verdict(no)
+            if no == lo + 1 and None not in cur:  # a whole chunk of fast lines: one unit
+                nxt = hi + 1
+                yield no, cur, FAST
+                continue
+            nxt += 1
             if got is not None:
-                yield no, got, None
+                yield no, (got,), FAST
                 continue
             raw = line(no)
             try:
