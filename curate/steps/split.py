@@ -239,11 +239,13 @@ HOLD_TEXTS = 250_000  # split_rows holds the normalized user texts up to this ma
 def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
                text: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
                near_threshold: float = 0.8, release: Callable[[], None] | None = None,
-               keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None) -> SplitResult:
+               keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None,
+               texts_all: Callable[[list[Any]], Iterable[str]] | None = None) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     `keys_all(rows)`, when given, yields `keys(row)` for each of the (sorted) rows, in order (the compact build
-    maps them on its fork pool, `compact.pool_map`).
+    maps them on its fork pool, `compact.pool_map`); `texts_all(rows)`, likewise, `text(row)` of each (the held-out
+    rows' user texts, for the lock).
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
@@ -295,8 +297,13 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
 
         return near_pairs_lazy(nl + len(rep_idx), norm_of, threshold=near_threshold)
 
+    def texts_of(idx: list[int]) -> Iterable[str]:
+        if texts_all is None:
+            return map(text_of, idx)
+        return texts_all([recs[i] for i in idx])
+
     res, (side, pairs, rep_idx, nl, ucode_a) = _split_arrays(
-        recs, ucode, pcode, pkeys, text_of, lambda roots, codes: _strata(recs, roots, fields, record, codes),
+        recs, ucode, pcode, pkeys, texts_of, lambda roots, codes: _strata(recs, roots, fields, record, codes),
         lambda i: record(recs[i]), near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold)
     del pkeys, ucode, pcode
     held = None
@@ -382,17 +389,27 @@ def _min_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _FREE, _TRAIN, _TEST, _MIXED = 0, 1, 2, 3
 
 
+def _rank_order(group: np.ndarray, rank: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """The order of items by (group, rank, root), rank = the (4, n) words of a sha256 digest, most significant
+    first: sorted on the first word, and on all four only when two items of a group share it."""
+    order = np.lexsort((root, rank[0], group))
+    g, r0 = group[order], rank[0][order]
+    if order.size > 1 and ((g[1:] == g[:-1]) & (r0[1:] == r0[:-1])).any():
+        order = np.lexsort((root, rank[3], rank[2], rank[1], rank[0], group))
+    return order
+
+
 def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: list[str],
-                  text_of: Callable[[int], str],
+                  texts_of: Callable[[list[int]], Iterable[str]],
                   strata_of: Callable[[np.ndarray, dict[tuple[str, ...], int]], list[int]],
                   record_of: Callable[[int], Rec],
                   near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
                   ctx: RunContext, lock: HeldoutLock | None,
                   near_threshold: float) -> tuple[SplitResult, tuple[Any, ...]]:
     """`_split` on arrays: items sorted by id, `ucode[i]` the code of item i's normalized user text and
-    `pcode[i]` of its prompt key (codes given in order of first appearance), `strata_of(roots, codes)` the code
-    of each root item's stratum in `codes` (new strata added). The same sides, lock, quarantine rows (in the
-    same order) and groups.
+    `pcode[i]` of its prompt key (codes given in order of first appearance), `texts_of(idx)` the user texts of
+    items idx (in order), `strata_of(roots, codes)` the code of each root item's stratum in `codes` (new strata
+    added). The same sides, lock, quarantine rows (in the same order) and groups.
 
     Also gives (side per item as an int8 array: 1 train, 2 test, 0 quarantined; the near pairs over lock prompts
     + distinct user texts; the item index of each distinct text; the number of lock prompts; ucode)."""
@@ -470,7 +487,7 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     sha = hashlib.sha256
     digests = b"".join([sha(prefix + pkeys[r].encode()).digest() for r in roots[free].tolist()])
     rank = np.frombuffer(digests, dtype=">u8").reshape(-1, 4).astype(np.uint64).T.copy()  # 4 native columns
-    order = np.lexsort((roots[free], rank[3], rank[2], rank[1], rank[0], scode[free]))
+    order = _rank_order(scode[free], rank, roots[free])
     fpos = free[order]  # free groups by stratum, then rank
     fst = scode[fpos]
     fsize = gsize[fpos]
@@ -501,7 +518,7 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     gside[fpos] = gets
     if not (gside == _TEST).any() and roots.size > 1 and free.size:
         # a tiny dataset whose strata all round to zero: hold out the first free group (if it is not the only one)
-        first = np.lexsort((roots[free], rank[3], rank[2], rank[1], rank[0]))[0]
+        first = _rank_order(np.zeros(free.size, dtype=np.int64), rank, roots[free])[0]
         gside[free[first]] = _TEST
     side[roots] = gside
     ctx.report(STEP, 2, 3)
@@ -527,7 +544,7 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     new_lock = HeldoutLock(spec=spec.name,  # (ids in id order: sorted)
                            ids=set(test_ids) | lock.ids if lock.ids else _SortedSet(test_ids),
                            prompt_keys={pkeys[i] for i in test_i} | lock.prompt_keys,
-                           prompts=sorted({text_of(i) for i in test_i} | set(lock.prompts)),
+                           prompts=sorted(set(texts_of(test_i)) | set(lock.prompts)),
                            train_ids=set(train_ids) | lock.train_ids if lock.train_ids else _SortedSet(train_ids),
                            train_prompt_keys={pkeys[i] for i in train_i} | lock.train_prompt_keys)
     res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),

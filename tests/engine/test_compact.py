@@ -332,6 +332,7 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     old, new = _both(tmp_path, TRIAGE, [data, DATA / "bad.jsonl"])
     assert used and set(used) == {2}
     assert [n for fn, n in mapped if fn == "split_keys"] and min(n for fn, n in mapped if fn == "split_keys") > 50
+    assert [n for fn, n in mapped if fn == "user_text"]  # the held-out rows' texts for the lock
     assert [n for fn, n in mapped if fn == "batch"] and max(n for fn, n in mapped if fn == "batch") > 5
     manifest = orjson.loads(new["manifest.json"])
     assert manifest["quarantine"]["read/broken_line"] == 1 and manifest["quarantine"]["read/not_an_object"] >= 1

@@ -283,3 +283,25 @@ def test_lock_ids_kept_sorted_are_written_as_sorted():
     lock.train_ids.add("a")
     assert lock.as_dict()["ids"] == ["0", "a", "d"] and lock.as_dict()["train_ids"] == ["a", "c", "e"]
     assert lock.to_bytes() == HeldoutLock(spec="x", ids={"0", "a", "d"}, train_ids={"a", "c", "e"}).to_bytes()
+
+
+def test_rank_order_breaks_first_word_ties_on_the_whole_digest():
+    import numpy as np
+
+    from curate.steps.split import _rank_order
+
+    rng = np.random.default_rng(3)
+    n = 400
+    rank = rng.integers(0, 2**63, size=(4, n), dtype=np.int64).astype(np.uint64)
+    rank[0, 50:60] = rank[0, 0]  # the same first word: order on the next ones (as sorting the hex digests would)
+    rank[:, 70] = rank[:, 71]  # the same digest: by root
+    group = rng.integers(0, 3, size=n)
+    group[50:60] = group[0]
+    group[70] = group[71]
+    root = np.arange(n)[::-1].copy()
+    want = sorted(range(n), key=lambda i: (group[i], tuple(rank[:, i].tolist()), root[i]))
+    assert _rank_order(group, rank, root).tolist() == want
+    untied = np.arange(n) != 71
+    sub = np.flatnonzero(untied & ~((np.arange(n) >= 50) & (np.arange(n) < 60)))
+    want = sorted(range(sub.size), key=lambda k: (group[sub[k]], tuple(rank[:, sub[k]].tolist()), root[sub[k]]))
+    assert _rank_order(group[sub], rank[:, sub], root[sub]).tolist() == want
