@@ -95,6 +95,17 @@ class _SortedSet(set):  # type: ignore[type-arg]
         self.ordered = ordered if len(self) == len(ordered) else sorted(self)  # repeats: sorted once here
 
 
+def _sorted_union(ordered: list[str], more: set[str]) -> _SortedSet:
+    """set(ordered) | more, keeping the sorted list (`ordered`: sorted, no repeats): the members of `more` not in
+    it are sorted and merged in (one sort of two sorted runs)."""
+    extra = more.difference(ordered)
+    if not extra:
+        return _SortedSet(ordered)
+    merged = ordered + sorted(extra)
+    merged.sort()
+    return _SortedSet(merged)
+
+
 def _sorted(members: set[str]) -> list[str]:
     """sorted(members); a `_SortedSet`'s list while it still holds exactly the set's members (it has no repeats)."""
     got = getattr(members, "ordered", None)
@@ -542,10 +553,10 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     test_ids = [r.id for r in test]
     train_ids = [r.id for r in train]
     new_lock = HeldoutLock(spec=spec.name,  # (ids in id order: sorted)
-                           ids=set(test_ids) | lock.ids if lock.ids else _SortedSet(test_ids),
+                           ids=_sorted_union(test_ids, lock.ids),
                            prompt_keys={pkeys[i] for i in test_i} | lock.prompt_keys,
                            prompts=sorted(set(texts_of(test_i)) | set(lock.prompts)),
-                           train_ids=set(train_ids) | lock.train_ids if lock.train_ids else _SortedSet(train_ids),
+                           train_ids=_sorted_union(train_ids, lock.train_ids),
                            train_prompt_keys={pkeys[i] for i in train_i} | lock.train_prompt_keys)
     res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
                       groups=n_groups)

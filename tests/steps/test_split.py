@@ -305,3 +305,12 @@ def test_rank_order_breaks_first_word_ties_on_the_whole_digest():
     sub = np.flatnonzero(untied & ~((np.arange(n) >= 50) & (np.arange(n) < 60)))
     want = sorted(range(sub.size), key=lambda k: (group[sub[k]], tuple(rank[:, sub[k]].tolist()), root[sub[k]]))
     assert _rank_order(group[sub], rank[:, sub], root[sub]).tolist() == want
+
+
+def test_lock_ids_merged_with_a_previous_lock_stay_sorted():
+    from curate.steps.split import _sorted_union
+
+    got = _sorted_union(["b", "d", "f"], {"a", "d", "g"})
+    assert got == {"a", "b", "d", "f", "g"} and HeldoutLock(ids=got).as_dict()["ids"] == ["a", "b", "d", "f", "g"]
+    same = _sorted_union(["b", "d"], {"d"})
+    assert same == {"b", "d"} and same.ordered == ["b", "d"]
