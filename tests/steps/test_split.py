@@ -314,3 +314,18 @@ def test_lock_ids_merged_with_a_previous_lock_stay_sorted():
     assert got == {"a", "b", "d", "f", "g"} and HeldoutLock(ids=got).as_dict()["ids"] == ["a", "b", "d", "f", "g"]
     same = _sorted_union(["b", "d"], {"d"})
     assert same == {"b", "d"} and same.ordered == ["b", "d"]
+
+
+def test_in_memory_order_gives_the_results_in_the_items_order():
+    from curate.steps.split import _in_memory_order
+
+    items = [object() for _ in range(50)]
+    items = items[::3] + items[1::3] + items[2::3]
+    asked = []
+
+    def fn_all(got):
+        asked.append(list(got))
+        return [id(x) for x in got]
+
+    assert _in_memory_order(items, fn_all) == [id(x) for x in items]
+    assert [id(x) for x in asked[0]] == sorted(id(x) for x in items)
