@@ -424,6 +424,20 @@ def unpack(buf: np.ndarray, offsets: np.ndarray) -> list[str]:
     return [raw[x:y] for x, y in zip(at, at[1:])]
 
 
+def warm_kernels() -> None:
+    """Load (or, the first time on a machine, compile) the kernels a dedup task runs, here: a fork pool started
+    after this inherits them, instead of each worker loading or compiling its own copy at once."""
+    if _numba is None:  # pragma: no cover - numba is a dependency
+        return
+    packed = normalize_ascii_packed(["warm up", "the kernels"])
+    assert packed is not None
+    sketch = BandSketch(0.8)
+    sketch.bands32_packed(*packed, threads=1)
+    sketch.stop = np.zeros(1 << STOP_BITS, dtype=np.uint8)
+    sketch.bands32_packed(*packed, threads=1)
+    sketch.bands32_of(["warm up", "the kernels"], threads=1)
+
+
 def normalize_many(texts: Sequence[str]) -> list[str]:
     """`[normalize_text(t) for t in texts]`, through the ASCII kernel when every text is ASCII."""
     packed = normalize_ascii_packed(texts)

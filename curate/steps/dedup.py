@@ -57,7 +57,7 @@ import numpy as np
 from rapidfuzz import fuzz
 
 from curate.near import (BandSketch, candidate_pairs, common_shingles, normalize_ascii_packed, normalize_many,
-                         verify_pairs)
+                         verify_pairs, warm_kernels)
 from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,8 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
     ekeys = np.empty(n, dtype=np.uint64)
     bands = np.empty((n, width), dtype=np.uint32)
     tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
+    if getattr(acc, "map", None) is not None and len(tasks) > 1:
+        warm_kernels()  # before a fork pool starts: the workers inherit them
     for (a, b), (ek, bd) in zip(tasks, _map(acc, row_keys, tasks, n)):
         ekeys[a:b] = ek
         bands[a:b] = bd
