@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from hashlib import sha256
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -229,6 +228,7 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         else:
             buf, off = packed
             view, at = memoryview(buf), off.tolist()
+            sha256 = hashlib.sha256
             ek = np.frombuffer(b"".join([sha256(view[x:y]).digest()[:8] for x, y in zip(at, at[1:])]),
                                dtype="<u8").astype(np.uint64)  # == _exact_key64 of each
             bd = sketch.bands32_packed(buf, off, threads=threads) if sketch is not None else None
