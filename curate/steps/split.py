@@ -94,6 +94,9 @@ class _SortedSet(set):  # type: ignore[type-arg]
         super().__init__(ordered)
         self.ordered = ordered if len(self) == len(ordered) else sorted(self)  # repeats: sorted once here
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (copy, pickle: made again from its members, sorted)
+        return (_SortedSet, (sorted(self),))
+
 
 def _sorted_union(ordered: list[str], more: set[str]) -> _SortedSet:
     """set(ordered) | more, keeping the sorted list (`ordered`: sorted, no repeats): the members of `more` not in

@@ -283,6 +283,11 @@ def test_lock_ids_kept_sorted_are_written_as_sorted():
     lock.train_ids.add("a")
     assert lock.as_dict()["ids"] == ["0", "a", "d"] and lock.as_dict()["train_ids"] == ["a", "c", "e"]
     assert lock.to_bytes() == HeldoutLock(spec="x", ids={"0", "a", "d"}, train_ids={"a", "c", "e"}).to_bytes()
+    import copy
+    import pickle
+
+    for made in (copy.deepcopy(lock), pickle.loads(pickle.dumps(lock))):
+        assert made.as_dict() == lock.as_dict()
 
 
 def test_rank_order_breaks_first_word_ties_on_the_whole_digest():
