@@ -408,6 +408,21 @@ def normalize_ascii_packed(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray
     return normalize_packed(src, offsets)
 
 
+def pack_ascii(texts: Sequence[str], chunk: int = 8192) -> tuple[np.ndarray, np.ndarray] | None:
+    """The texts packed one byte a char (uint8, (n+1,) int64 offsets) when every one is ASCII, else None. Made
+    `chunk` texts at a time into one preallocated buffer: no joined copy of all the texts (a joined str and its
+    encoding held ~2 bytes a char more at once: ~130 MB for 180k user texts)."""
+    if not all(map(str.isascii, texts)):  # (O(1) a text: CPython keeps the flag)
+        return None
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
+    buf = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for a in range(0, len(texts), chunk):
+        part = "".join(texts[a:a + chunk]).encode("ascii")
+        buf[offsets[a]:offsets[a] + len(part)] = np.frombuffer(part, dtype=np.uint8)
+    return buf, offsets
+
+
 def normalize_packed(src: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`normalize_text` of each ASCII text src[offsets[i]:offsets[i+1]] (uint8), packed the same way. Needs
     numba."""

@@ -202,3 +202,17 @@ def test_threaded_batches_give_the_same_signatures(monkeypatch) -> None:
     one = h.signatures_normalized(norms)
     monkeypatch.setenv("CURATE_THREADS", "3")
     assert (h.signatures_normalized(norms) == one).all()
+
+
+def test_pack_ascii_equals_one_join_and_refuses_non_ascii() -> None:
+    import numpy as np
+
+    from curate.near import pack_ascii
+
+    texts = ["abc", "", "hello world", "x" * 50, "tail"]
+    buf, off = pack_ascii(texts, chunk=2)
+    assert buf.tobytes() == "".join(texts).encode("ascii")
+    assert off.tolist() == [0, 3, 3, 14, 64, 68] and buf.dtype == np.uint8
+    assert pack_ascii(["ok", "café"]) is None
+    empty_buf, empty_off = pack_ascii([])
+    assert empty_buf.size == 0 and empty_off.tolist() == [0]

@@ -35,7 +35,7 @@ import orjson
 
 from curate.errors import InputError
 from curate.near import (BandSketch, candidate_pairs, common_shingles, exact_key, near_pairs, near_pairs_lazy,
-                         verify_pairs)
+                         pack_ascii, verify_pairs)
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -357,14 +357,9 @@ def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, floa
     if len(norms) < 2:
         return []
     sketch = BandSketch(threshold, 128, 5, stop=common_shingles(norms, 5, share=0.01))
-    joined = "".join(norms)
-    if joined.isascii():  # packed one byte a char (the kernels' uint8 input: the same signatures, 1/4 the bytes)
-        offsets = np.zeros(len(norms) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, norms), dtype=np.int64, count=len(norms)), out=offsets[1:])
-        bands = sketch.bands32_packed(np.frombuffer(joined.encode("ascii"), dtype=np.uint8), offsets)
-    else:
-        bands = sketch.bands32_of(norms)
-    del joined
+    packed = pack_ascii(norms)  # one byte a char (the kernels' uint8 input: the same signatures, 1/4 the bytes)
+    bands = sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(norms)
+    del packed
     return verify_pairs(norms.__getitem__, candidate_pairs(bands), threshold)
 
 
