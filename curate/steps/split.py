@@ -357,9 +357,11 @@ def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, floa
     if len(norms) < 2:
         return []
     sketch = BandSketch(threshold, 128, 5, stop=common_shingles(norms, 5, share=0.01))
-    packed = pack_ascii(norms)  # one byte a char (the kernels' uint8 input: the same signatures, 1/4 the bytes)
-    bands = sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(norms)
-    del packed
+    bands = np.empty((len(norms), sketch.bands), dtype=np.uint32)
+    for a in range(0, len(norms), sketch.CHUNK):  # chunk by chunk: no packed copy of all the texts at once
+        part = norms[a:a + sketch.CHUNK]
+        packed = pack_ascii(part)  # one byte a char (the kernels' uint8 input: the same signatures, 1/4 the bytes)
+        bands[a:a + len(part)] = sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(part)
     return verify_pairs(norms.__getitem__, candidate_pairs(bands), threshold)
 
 
