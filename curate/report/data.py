@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,19 +285,43 @@ def _read_source_lines(data: ReportData, by_file: dict[str, dict[int, str]]) -> 
         path = _resolve_source(data, file) if file.endswith((".jsonl", ".ndjson")) else None
         if path is None:
             continue
-        last = max(lines)
         try:
-            with open(path, "rb") as fh:
-                for no, raw in enumerate(fh, start=1):
-                    if no in lines:
-                        try:
-                            data.texts[lines[no]] = conversation(orjson.loads(raw))
-                        except orjson.JSONDecodeError:
-                            data.texts[lines[no]] = [("text", raw.decode("utf-8", "replace"))]
-                    if no >= last:
-                        break
+            for no, raw in _lines_at(path, sorted(lines)):
+                try:
+                    data.texts[lines[no]] = conversation(orjson.loads(raw))
+                except orjson.JSONDecodeError:
+                    data.texts[lines[no]] = [("text", raw.decode("utf-8", "replace"))]
         except OSError as err:
             data.warnings.append(f"{file}: cannot read source lines ({err})")
+
+
+def _lines_at(path: Path, wanted: list[int], block: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """(line number, line bytes with its newline) of the `wanted` (sorted, 1-based) lines of a file, as iterating
+    the binary file gives them: newlines are counted block by block and only the wanted lines are cut out."""
+    want = iter(wanted)
+    target = next(want, None)
+    no = 1  # the line the block's first byte belongs to
+    carry = b""  # the start of line `no`, from earlier blocks
+    with open(path, "rb") as fh:
+        while target is not None:
+            chunk = fh.read(block)
+            if not chunk:
+                if carry and target == no:
+                    yield no, carry
+                return
+            data = carry + chunk
+            stop = no + data.count(b"\n")  # lines no .. stop - 1 end in this block
+            pos = 0
+            while target is not None and target < stop:
+                while no < target:
+                    pos = data.index(b"\n", pos) + 1
+                    no += 1
+                end = data.index(b"\n", pos) + 1
+                yield no, data[pos:end]
+                pos, no = end, no + 1
+                target = next(want, None)
+            carry = data[data.rfind(b"\n") + 1:]  # the start of line `stop` (unfinished)
+            no = stop
 
 
 def _read_extras(data: ReportData) -> None:

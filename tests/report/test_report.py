@@ -294,3 +294,22 @@ def test_split_scan_finds_ids_past_nested_and_escaped_ids(tmp_path: Path) -> Non
     assert data.texts["k1"] == [("user", "wanted"), ("assistant", "yes")]
     assert "k2" in data.texts and "k3" not in data.texts
     assert any("1 unreadable line" in w for w in data.warnings)
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64, 1 << 20])
+def test_lines_at_equals_iterating_the_file(tmp_path: Path, block: int) -> None:
+    """The report cuts wanted source lines out of blocks: the same bytes as iterating the binary file."""
+    import random
+
+    from curate.report.data import _lines_at
+
+    rng = random.Random(block)
+    for case in range(20):
+        parts = [rng.choice([b"", b"a", b"{\"x\": 1}", b"\r", b"long line " * rng.randint(1, 9)]) for _ in range(30)]
+        raw = b"\n".join(parts) + rng.choice([b"", b"\n", b"tail"])
+        path = tmp_path / f"f{case}.jsonl"
+        path.write_bytes(raw)
+        with open(path, "rb") as fh:
+            every = {no: line for no, line in enumerate(fh, start=1)}
+        wanted = sorted(rng.sample(range(1, len(every) + 3), min(6, len(every))))
+        assert list(_lines_at(path, wanted, block=block)) == [(n, every[n]) for n in wanted if n in every]
