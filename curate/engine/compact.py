@@ -108,11 +108,12 @@ def _line_starts(fd: int, chunk: int = 1 << 24) -> array:
 class Row:
     """One record between the build's steps (see the module doc)."""
 
-    __slots__ = ("kind", "id", "src", "file", "line", "fmt", "category", "tags", "violates", "statuses", "rec")
+    __slots__ = ("kind", "id", "src", "file", "line", "fmt", "category", "tags", "violates", "statuses", "rec",
+                 "keys")
 
     def __init__(self, kind: str, id: str, src: Input | None, file: str, line: int, fmt: str, category: str,
                  tags: tuple[str, ...], violates: tuple[str, ...], statuses: tuple[str, ...] | None,
-                 rec: Rec | None) -> None:
+                 rec: Rec | None, keys: _ChunkKeys | None = None) -> None:
         self.kind = kind
         self.id = id
         self.src = src
@@ -124,6 +125,8 @@ class Row:
         self.violates = violates
         self.statuses = statuses
         self.rec = rec
+        self.keys = keys  # the _ChunkKeys holding split_keys(self), made by the read's workers (taken by
+        # split_keys_all)
 
     def where(self) -> str:
         if self.rec is not None:
@@ -214,11 +217,44 @@ def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
         from curate.steps.pairs import record_prompt_key
 
         return normalize_text(row.rec.user_text()), record_prompt_key(row.rec)
-    obj = obj if obj is not None else row.obj()
+    return _keys_of(row.kind, obj if obj is not None else row.obj())
+
+
+def split_keys_all(rows: Sequence[Row]) -> Iterator[tuple[str, str]]:
+    """`split_keys` of each row, in order: the keys the read's workers made where a row has them (taken: the row
+    no longer holds them), the rest on the fork pool (`pool_map`)."""
+    missing = [r for r in rows if r.keys is None]
+    made = iter(pool_map(split_keys, missing)) if missing else iter(())
+    for r in rows:
+        ck = r.keys
+        if ck is None:
+            yield next(made)
+        else:
+            r.keys = None
+            yield ck.get(r.line)
+
+
+class _ChunkKeys:
+    """The split's keys of the fast lines of one chunk of a file, as made by a read worker: the normalized user
+    texts joined in one str (with offsets) and the 16-char prompt keys joined in another. Rows share it (no
+    string per row while dedup runs); the strings are cut out when the split asks (`get`)."""
+
+    __slots__ = ("first", "texts", "offsets", "prompt_keys")
+
+    def __init__(self, first: int, payload: tuple[str, array, str]) -> None:
+        self.first = first
+        self.texts, self.offsets, self.prompt_keys = payload
+
+    def get(self, line: int) -> tuple[str, str]:
+        i = line - self.first
+        return self.texts[self.offsets[i]:self.offsets[i + 1]], self.prompt_keys[16 * i:16 * i + 16]
+
+
+def _keys_of(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
     parts: list[str] = []
     users: list[str] = []
     ascii_only = True
-    for m in _prompt_msgs(row, obj):
+    for m in (obj["messages"][:-1] if kind == "sft" else obj["prompt"]):  # == _prompt_msgs
         role = m["role"]
         if role != "system":
             c = m["content"]
@@ -230,7 +266,40 @@ def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
     key = _digest_norm(parts)
     if ascii_only:  # (a fast SFT row's user turns are all in its prompt: the last turn is the answer)
         return " ".join(users), key
-    return normalize_text(user_text(row, obj)), key
+    msgs = obj["messages"] if kind == "sft" else obj["prompt"]  # == user_text
+    return normalize_text("\n".join([m["content"] for m in msgs if m["role"] == "user"])), key
+
+
+def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
+    """(content_id(kind, obj), _keys_of(kind, obj)) of a fast row's object, normalizing each turn once."""
+    prompt = obj["messages"][:-1] if kind == "sft" else obj["prompt"]
+    tag = "m:" if kind == "sft" else "p:"
+    id_parts: list[str] = []
+    key_parts: list[str] = []
+    users: list[str] = []
+    ascii_only = True
+    for m in prompt:
+        role = m["role"]
+        if role != "system":
+            c = m["content"]
+            norm = normalize_text(c)
+            id_parts += (tag + role, norm)
+            key_parts += (role, norm)
+            if role == "user":
+                users.append(norm)
+                ascii_only = ascii_only and c.isascii()
+    if kind == "sft":
+        last = obj["messages"][-1]  # the answer: an assistant turn
+        id_parts += ("m:" + last["role"], normalize_text(last["content"]))
+    else:
+        for t, key in (("c:", "chosen"), ("r:", "rejected")):
+            for m in obj[key]:
+                id_parts += (t + m["role"], normalize_text(m["content"]))
+    if ascii_only:
+        user = " ".join(users)
+    else:
+        user = normalize_text("\n".join([m["content"] for m in prompt if m["role"] == "user"]))
+    return _digest_norm(id_parts), (user, _digest_norm(key_parts))
 
 
 def dedup_text(row: Row, obj: dict[str, Any] | None = None) -> str:
@@ -461,6 +530,7 @@ class _Validator:
         self.auto_ids = {r.id for r in spec.automatic_rules()}
         self.all_ids = {r.id for r in spec.rules}
         self.system_prompt = lengths.system_prompt if lengths.tokenizer is None else None
+        self.keep_keys = False  # the pool workers also make the split's keys (Row.keys)
 
     def fast(self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...],
              violates: tuple[str, ...]) -> tuple[tuple[str, ...], int] | None:
@@ -503,10 +573,13 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
     when the rows are no longer used."""
     from curate.steps.read import STEP, _read_file
 
+    import curate.steps.split as split_mod
+
     checker = checker or Checker(spec)
     val = _Validator(spec, ctx, lengths, max_tokens, checker)
     spec_ref = spec.ref
     done = 0
+    keys_lines = 0  # lines of the files whose workers make the split's keys
     for path in paths:
         fname = str(path)
         native = not mapping and format in (None, "native") and container_of(path) == "jsonl"
@@ -533,20 +606,24 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
         n_fast = 0
         fmt = "native"
         nworkers = pool_workers()
-        pooled = (nworkers >= 2 and len(src.starts) - 1 >= POOL_MIN_LINES and val.system_prompt is not None
-                  and _fork_safe())
+        lines = len(src.starts) - 1
+        pooled = (nworkers >= 2 and lines >= POOL_MIN_LINES and val.system_prompt is not None and _fork_safe())
+        # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
+        val.keep_keys = pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
+        keys_lines += lines if val.keep_keys else 0
         units = _pooled_units(path, src, val, nworkers) if pooled else iter_units(path, "jsonl")
         statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
         sizes = lengths.lengths
         for line, obj, raw in units:
-            if raw is FAST:  # pool workers' verdicts of lines line, line + 1, ...: (kind, id, category, tags,
-                if pending:  # violates, statuses, size)
+            if raw is FAST or type(raw) is _ChunkKeys:  # pool workers' verdicts of lines line, line + 1, ...:
+                if pending:  # (kind, id, category, tags, violates, statuses, size); their chunk's keys or FAST
                     yield from slow(pending)
                     pending = []
+                keys = None if raw is FAST else raw
                 for kind, rid, cat, tags, violates, st, size in obj:
                     sizes[rid] = size
                     yield Row(kind, rid, src, fname, line, fmt, _share(cat), _share(tags) if tags else _EMPTY,
-                              _share(violates) if violates else _EMPTY, statuses.setdefault(st, st), None)
+                              _share(violates) if violates else _EMPTY, statuses.setdefault(st, st), None, keys)
                     line += 1
                 n_fast += len(obj)
                 before, done = done, done + len(obj)
@@ -616,8 +693,12 @@ def _fork_safe() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-def _fast_chunk(bounds: tuple[int, int]) -> list[tuple[Any, ...] | None]:
-    """In a worker: for lines a+1..b, the fast verdict of each (None: not an object, or not a fast row)."""
+_NO_KEY = "0" * 16
+
+
+def _fast_chunk(bounds: tuple[int, int]) -> tuple[list[tuple[Any, ...] | None], tuple[str, array, str] | None]:
+    """In a worker: for lines a+1..b, the fast verdict of each (None: not an object, or not a fast row), and with
+    `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload), else None."""
     assert _POOL is not None
     src, val = _POOL
     a, b = bounds
@@ -627,6 +708,8 @@ def _fast_chunk(bounds: tuple[int, int]) -> list[tuple[Any, ...] | None]:
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     out: list[tuple[Any, ...] | None] = []
     append = out.append
+    norms: list[str] = []  # with val.keep_keys: the split's keys of the lines up to the last fast one
+    pks: list[str] = []
     for no in range(a + 1, b + 1):
         raw = data[starts[no - 1] - base:starts[no] - base]
         if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -648,8 +731,24 @@ def _fast_chunk(bounds: tuple[int, int]) -> list[tuple[Any, ...] | None]:
         if got is None:
             append(None)
             continue
-        append((kind, content_id(kind, obj), cat, tags, violates, got[0], got[1]))
-    return out
+        if not val.keep_keys:
+            append((kind, content_id(kind, obj), cat, tags, violates, got[0], got[1]))
+            continue
+        rid, (norm, pk) = _id_and_keys(kind, obj)
+        append((kind, rid, cat, tags, violates, got[0], got[1]))
+        while len(norms) < no - a - 1:  # lines before this one that are not fast
+            norms.append("")
+            pks.append(_NO_KEY)
+        norms.append(norm)
+        pks.append(pk)
+    if not val.keep_keys:
+        return out, None
+    offsets = array("q", [0])
+    total = 0
+    for t in norms:
+        total += len(t)
+        offsets.append(total)
+    return out, ("".join(norms), offsets, "".join(pks))
 
 
 def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
@@ -671,8 +770,9 @@ def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
         yield got
 
 
-def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, list[Any]]]:
-    """(first line number - 1, verdicts) per chunk of the file, in order, from `workers` forked processes."""
+def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, list[Any], Any]]:
+    """(first line number - 1, verdicts, the chunk's `_ChunkKeys` or FAST) per chunk of the file, in order, from
+    `workers` forked processes."""
     global _POOL
     n = len(src.starts) - 1
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
@@ -680,8 +780,8 @@ def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tupl
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
             _POOL = None
-            for (a, _), got in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
-                yield a, got
+            for (a, _), (got, keys) in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
+                yield a, got, FAST if keys is None else _ChunkKeys(a + 1, keys)
     finally:
         _POOL = None
 
@@ -720,7 +820,8 @@ def _map_chunk(bounds: tuple[int, int]) -> list[Any]:
 
 
 def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, Any, Any]]:
-    """`iter_jsonl(path)`'s units, but lines a worker found fast come as `(first line number, their verdicts, FAST)`
+    """`iter_jsonl(path)`'s units, but lines a worker found fast come as `(first line number, their verdicts, their
+    chunk's _ChunkKeys or FAST)`
     (consecutive lines: a whole chunk when all its lines are fast, else one line), without their bytes (never
     read here). The lines are walked exactly as iter_jsonl walks them (a line that does not parse may join the
     lines after it), so the units and their order are iter_jsonl's; a worker's verdict depends on its line's bytes
@@ -733,11 +834,12 @@ def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iter
     chunks = _pooled_verdicts(src, val, workers)
     cur: list[Any] = []
     lo = hi = 0  # cur holds the verdicts of lines lo+1..hi
+    mark: Any = FAST  # their chunk's keys, or FAST
 
     def verdict(no: int) -> Any:  # line numbers asked for only grow
-        nonlocal cur, lo, hi
+        nonlocal cur, lo, hi, mark
         while no > hi:
-            lo, cur = next(chunks)
+            lo, cur, mark = next(chunks)
             hi = lo + len(cur)
         return cur[no - lo - 1]
 
@@ -763,7 +865,7 @@ def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iter
                 no, raw = pending.pop()
                 got = verdict(no)
                 if got is not None:
-                    yield no, (got,), FAST
+                    yield no, (got,), mark
                 else:
                     yield from _slow_line(no, raw, pull, push)
                 continue
@@ -771,11 +873,11 @@ def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iter
             got = verdict(no)
             if no == lo + 1 and None not in cur:  # a whole chunk of fast lines: one unit
                 nxt = hi + 1
-                yield no, cur, FAST
+                yield no, cur, mark
                 continue
             nxt += 1
             if got is not None:
-                yield no, (got,), FAST
+                yield no, (got,), mark
                 continue
             raw = line(no)
             try:

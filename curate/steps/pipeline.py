@@ -400,7 +400,7 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
         raise InputError(f"--lock {lock}: no such held-out lock file")
     parts = split_rows(sft_rows + pref_rows, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold,
                        keys=C.split_keys, text=C.user_text, record=record, release=C.release_memory,
-                       keys_all=lambda rs: C.pool_map(C.split_keys, rs),
+                       keys_all=C.split_keys_all,
                        texts_all=lambda rs: C.pool_map(C.user_text, rs))
     if not parts.leakage.empty:
         raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "

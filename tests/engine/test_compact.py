@@ -289,15 +289,17 @@ def test_near_pairs_lazy_equals_near_pairs():
     assert len(made) >= len(texts)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 4096])
-def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
+@pytest.mark.parametrize("chunk,hold", [(1, False), (7, False), (4096, False), (7, True), (4096, True)])
+def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
     """The compact read on the fork pool (forced on a small input, chunks crossing every kind of line) writes
-    what the record path writes."""
+    what the record path writes. With `hold` (few rows: the split holds the texts) the read's workers also make
+    the split's keys (Row.keys); without, the split's keys are made on the pool after dedup."""
     import curate.steps.export as export_mod
     import curate.steps.pipeline as pipeline_mod
     import curate.steps.split as split_mod
 
-    monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
+    if not hold:
+        monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
     monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
     monkeypatch.setattr(C, "POOL_CHUNK", chunk)
     monkeypatch.setenv("CURATE_WORKERS", "2")
@@ -331,7 +333,12 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk):
     data.write_bytes(b"".join(raw))
     old, new = _both(tmp_path, TRIAGE, [data, DATA / "bad.jsonl"])
     assert used and set(used) == {2}
-    assert [n for fn, n in mapped if fn == "split_keys"] and min(n for fn, n in mapped if fn == "split_keys") > 50
+    keyed = [n for fn, n in mapped if fn == "split_keys"]  # on the pool after dedup: every row's, or the slow rows'
+    split_in = orjson.loads(new["manifest.json"])["counts"]["exported"]  # (no negatives here: all were split)
+    if hold:  # only the record path's rows (the slow ones) still need theirs
+        assert 0 < sum(keyed) < split_in / 3
+    else:
+        assert keyed and min(keyed) == split_in
     assert [n for fn, n in mapped if fn == "user_text"]  # the held-out rows' texts for the lock
     assert [n for fn, n in mapped if fn == "batch"] and max(n for fn, n in mapped if fn == "batch") > 5
     manifest = orjson.loads(new["manifest.json"])
@@ -347,3 +354,25 @@ def test_pool_off_with_one_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "_pool_map", lambda *a: used.append(a) or iter(()))
     build(TRIAGE, None, tmp_path / "out")
     assert C.pool_workers() == 1 and not used
+
+
+def test_id_and_keys_equal_content_id_and_split_keys() -> None:
+    """The read workers' one-pass (content id, split keys) equals the two functions it stands for."""
+    import random
+
+    rng = random.Random(5)
+    words = ["Refund", "order", "A-20", "café", "  spaced  ", "line\nbreak", "ÉTÉ", "ok", "?"]
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))
+
+    for _ in range(300):
+        sys_turn = [{"role": "system", "content": text()}] if rng.random() < 0.3 else []
+        prompt = sys_turn + [{"role": rng.choice(["user", "assistant"]), "content": text()}
+                             for _ in range(rng.randint(0, 3))] + [{"role": "user", "content": text()}]
+        if rng.random() < 0.5:
+            kind, obj = "sft", {"messages": prompt + [{"role": "assistant", "content": text()}]}
+        else:
+            kind, obj = "preference", {"prompt": prompt, "chosen": [{"role": "assistant", "content": text()}],
+                                       "rejected": [{"role": "assistant", "content": text()}]}
+        assert C._id_and_keys(kind, obj) == (C.content_id(kind, obj), C._keys_of(kind, obj))
