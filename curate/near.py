@@ -324,35 +324,29 @@ def common_shingles(norms: Sequence[str], ngram: int = 5, *, share: float = 0.01
 
 
 if _numba is not None:
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _band_hash(sig, i, b, rows):  # pragma: no cover - compiled
+        """`_band_hashes(sig)[i, b]`: FNV over the band's rows, then one xorshift (both kernels below)."""
+        h = np.uint64(0xCBF29CE484222325)
+        for r in range(rows):
+            h = (h ^ np.uint64(sig[i, b * rows + r])) * np.uint64(0x100000001B3)
+        return h ^ (h >> np.uint64(29))
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _composite_kernel(sig, bands, rows, out):  # pragma: no cover - compiled
         """The compiled twin of `_band_hashes(sig) << 6 | band` for (n, num_perm) signatures."""
-        poly = np.uint64(0x100000001B3)
-        s29 = np.uint64(29)
         s6 = np.uint64(6)
         for i in range(sig.shape[0]):
             for b in range(bands):
-                h = np.uint64(0xCBF29CE484222325)
-                for r in range(rows):
-                    h = (h ^ np.uint64(sig[i, b * rows + r])) * poly
-                h ^= h >> s29
-                out[i, b] = (h << s6) | np.uint64(b)
+                out[i, b] = (_band_hash(sig, i, b, rows) << s6) | np.uint64(b)
 
-
-if _numba is not None:
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _band_top_kernel(sig, bands, rows, out):  # pragma: no cover - compiled
         """The compiled twin of `_band_hashes(sig) >> 32` into a uint32 (n, bands) `out`."""
-        poly = np.uint64(0x100000001B3)
-        s29 = np.uint64(29)
         s32 = np.uint64(32)
         for i in range(sig.shape[0]):
             for b in range(bands):
-                h = np.uint64(0xCBF29CE484222325)
-                for r in range(rows):
-                    h = (h ^ np.uint64(sig[i, b * rows + r])) * poly
-                h ^= h >> s29
-                out[i, b] = np.uint32(h >> s32)
+                out[i, b] = np.uint32(_band_hash(sig, i, b, rows) >> s32)
 
 
 def _threads(n: int) -> int:
