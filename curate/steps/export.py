@@ -301,27 +301,42 @@ class Spool:
         shm = Path("/dev/shm")
         if not shm.is_dir() or not os.access(shm, os.W_OK):
             return None
+        for old in shm.glob("curate-spool-*-*"):  # left by a killed build
+            pid = old.name.split("-")[2]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
         try:
-            return cls(Path(tempfile.mkdtemp(prefix="curate-spool-", dir=shm)))
+            return cls(Path(tempfile.mkdtemp(prefix=f"curate-spool-{os.getpid()}-", dir=shm)))
         except OSError:
             return None
 
-    def put(self, data: bytes, table: Any) -> tuple[str, int]:
+    def put(self, data: bytes, table: Any) -> tuple[Any, ...]:
+        """A ticket for `take`: (name, size) of the files written, or (None, data, table) when they could not be
+        written (a full /dev/shm, e.g. Docker's 64 MB default: the batch then goes through the pipe after all)."""
         import pyarrow as pa
 
         self.count += 1
         name = f"{os.getpid()}-{self.count}"
-        with open(self.folder / f"{name}.jsonl", "wb") as fh:
-            fh.write(data)
-        with pa.OSFile(str(self.folder / f"{name}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table)
+        paths = (self.folder / f"{name}.jsonl", self.folder / f"{name}.arrow")
+        try:
+            with open(paths[0], "wb") as fh:
+                fh.write(data)
+            with pa.OSFile(str(paths[1]), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+        except OSError:
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return None, data, table
         return name, len(data)
 
-    def take(self, ticket: tuple[str, int]) -> tuple[Any, Any]:
+    def take(self, ticket: tuple[Any, ...]) -> tuple[Any, Any]:
         import mmap
 
         import pyarrow as pa
 
+        if ticket[0] is None:  # sent inline (see put)
+            return ticket[1], ticket[2]
         name, size = ticket
         path = self.folder / f"{name}.jsonl"
         data: Any = b""

@@ -88,3 +88,43 @@ def test_spool_hands_batches_over_and_leaves_nothing() -> None:
 ])
 def test_row_json_is_orjson_dumps(row) -> None:
     assert export._row_json(row) == orjson.dumps(row) + b"\n"
+
+
+def test_spool_full_sends_the_batch_inline(monkeypatch) -> None:
+    """A full /dev/shm (Docker's 64 MB default) must not fail the export: the batch comes back inline."""
+    import pyarrow as pa
+
+    spool = export.Spool.open()
+    assert spool is not None
+    rows = CASES["messages"]
+    schema = export.infer_schema(rows)
+    data, table = export.encode_batch([dict(r) for r in rows], schema, False)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    try:
+        monkeypatch.setattr(pa, "OSFile", full)
+        ticket = spool.put(data, table)
+        assert ticket[0] is None
+        got_data, got_table = spool.take(ticket)
+        assert got_data == data and got_table.equals(table)
+        assert list(spool.folder.iterdir()) == []  # the half-written JSONL file was removed
+    finally:
+        spool.close()
+
+
+def test_spool_removes_what_a_killed_build_left() -> None:
+    import subprocess
+    from pathlib import Path
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a pid that no longer runs
+    stale = Path(f"/dev/shm/curate-spool-{proc.pid}-test")
+    stale.mkdir(exist_ok=True)
+    (stale / "1-1.jsonl").write_bytes(b"x")
+    spool = export.Spool.open()
+    try:
+        assert not stale.exists() and spool is not None and spool.folder.exists()
+    finally:
+        spool.close()
