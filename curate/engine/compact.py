@@ -28,7 +28,6 @@ so rows, quarantine rows, counters and lengths are those of the serial read (tes
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -47,6 +46,7 @@ from curate.readers.containers import container_of, iter_units
 from curate.readers.shapes import detect_shape
 from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
+from curate.steps.export import system_turn
 from curate.steps.pairs import pair_of
 from curate.steps.validate import HELDOUT_TAG, LengthCounter, validate
 
@@ -250,32 +250,12 @@ class _ChunkKeys:
         return self.texts[self.offsets[i]:self.offsets[i + 1]], self.prompt_keys[16 * i:16 * i + 16]
 
 
-def _keys_of(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    parts: list[str] = []
-    users: list[str] = []
-    ascii_only = True
-    for m in (obj["messages"][:-1] if kind == "sft" else obj["prompt"]):  # == _prompt_msgs
-        role = m["role"]
-        if role != "system":
-            c = m["content"]
-            norm = normalize_text(c)
-            parts += (role, norm)
-            if role == "user":
-                users.append(norm)
-                ascii_only = ascii_only and c.isascii()
-    key = _digest_norm(parts)
-    if ascii_only:  # (a fast SFT row's user turns are all in its prompt: the last turn is the answer)
-        return " ".join(users), key
-    msgs = obj["messages"] if kind == "sft" else obj["prompt"]  # == user_text
-    return normalize_text("\n".join([m["content"] for m in msgs if m["role"] == "user"])), key
-
-
-def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
-    """(content_id(kind, obj), _keys_of(kind, obj)) of a fast row's object, normalizing each turn once."""
-    prompt = obj["messages"][:-1] if kind == "sft" else obj["prompt"]
-    tag = "m:" if kind == "sft" else "p:"
-    id_parts: list[str] = []
-    key_parts: list[str] = []
+def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
+    """(role, normalized content) of a fast row's prompt turns but the system turn, and its normalized user text
+    (== user_text): each turn normalized once. (For ASCII turns the normal form of the turns joined by newlines is
+    their normal forms joined by spaces; other text is normalized whole.)"""
+    prompt = obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # == _prompt_msgs
+    turns: list[tuple[str, str]] = []
     users: list[str] = []
     ascii_only = True
     for m in prompt:
@@ -283,11 +263,26 @@ def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
         if role != "system":
             c = m["content"]
             norm = normalize_text(c)
-            id_parts += (tag + role, norm)
-            key_parts += (role, norm)
+            turns.append((role, norm))
             if role == "user":
                 users.append(norm)
                 ascii_only = ascii_only and c.isascii()
+    if ascii_only:  # (a fast SFT row's user turns are all in its prompt: the last turn is the answer)
+        return turns, " ".join(users)
+    return turns, normalize_text("\n".join([m["content"] for m in prompt if m["role"] == "user"]))
+
+
+def _keys_of(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
+    """split_keys of a fast row's object: (normalized user text, prompt key)."""
+    turns, user = _prompt_turns(kind, obj)
+    return user, _digest_norm([x for role, norm in turns for x in (role, norm)])
+
+
+def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
+    """(content_id(kind, obj), _keys_of(kind, obj)) of a fast row's object, normalizing each turn once."""
+    turns, user = _prompt_turns(kind, obj)
+    tag = "m:" if kind == "sft" else "p:"
+    id_parts = [x for role, norm in turns for x in (tag + role, norm)]
     if kind == "sft":
         last = obj["messages"][-1]  # the answer: an assistant turn
         id_parts += ("m:" + last["role"], normalize_text(last["content"]))
@@ -295,11 +290,7 @@ def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
         for t, key in (("c:", "chosen"), ("r:", "rejected")):
             for m in obj[key]:
                 id_parts += (t + m["role"], normalize_text(m["content"]))
-    if ascii_only:
-        user = " ".join(users)
-    else:
-        user = normalize_text("\n".join([m["content"] for m in prompt if m["role"] == "user"]))
-    return _digest_norm(id_parts), (user, _digest_norm(key_parts))
+    return _digest_norm(id_parts), (user, _digest_norm([x for role, norm in turns for x in (role, norm)]))
 
 
 def dedup_text(row: Row, obj: dict[str, Any] | None = None) -> str:
@@ -381,25 +372,11 @@ def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
 
 
 def _system_turn(spec: Any, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """== the system turn export._system prepends: [the spec's, one dict shared by all rows] or []."""
-    turn = _spec_turn(spec)
-    if turn and not any(m["role"] == "system" for m in messages):
+    """== the system turn export._system prepends: [export.system_turn(spec), shared by all rows] or []."""
+    turn = system_turn(spec)
+    if turn is not None and not any(m["role"] == "system" for m in messages):
         return [turn]
     return []
-
-
-def _spec_turn(spec: Any) -> dict[str, str] | None:
-    """The spec's system turn to prepend (None when it adds none): one dict per (setting, prompt)."""
-    if spec is None:
-        return None
-    return _turn_of(bool(spec.export.include_system_prompt), spec.system_prompt)
-
-
-@functools.lru_cache(maxsize=16)
-def _turn_of(include: bool, prompt: str) -> dict[str, str] | None:
-    from curate.steps.export import _stripped
-
-    return {"role": "system", "content": _stripped(prompt)} if include and _stripped(prompt) else None
 
 
 def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
@@ -793,10 +770,15 @@ def pool_map(fn: Any, items: Sequence[Any], *, min_items: int | None = None, chu
     """`map(fn, items)`, in order, on a fork pool when there are `min_items` (default `POOL_MIN_LINES`) items or
     more and `pool_workers()` >= 2; `fn` must depend on its item alone (the workers see the items as they were at
     the fork) and return something picklable."""
-    workers = pool_workers()
-    if workers < 2 or len(items) < (POOL_MIN_LINES if min_items is None else min_items) or not _fork_safe():
+    if not use_pool(len(items), min_items):
         return map(fn, items)
-    return _pool_map(fn, items, workers, chunk or POOL_CHUNK)
+    return _pool_map(fn, items, pool_workers(), chunk or POOL_CHUNK)
+
+
+def use_pool(n: int, min_items: int | None = None) -> bool:
+    """Whether `pool_map` over `n` items forks: `min_items` (default `POOL_MIN_LINES`) or more, `pool_workers()`
+    >= 2 and no other thread running."""
+    return n >= (POOL_MIN_LINES if min_items is None else min_items) and pool_workers() >= 2 and _fork_safe()
 
 
 def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterator[Any]:

@@ -53,11 +53,24 @@ def _stripped(text: str) -> str:
     return text.strip()
 
 
+def system_turn(spec: Spec | None) -> dict[str, str] | None:
+    """The system turn a row without one gets (None when the spec adds none): one dict per (setting, prompt),
+    shared by the rows (they are only read: dumped and converted)."""
+    if spec is None:
+        return None
+    return _turn_of(bool(spec.export.include_system_prompt), spec.system_prompt)
+
+
+@functools.lru_cache(maxsize=16)
+def _turn_of(include: bool, prompt: str) -> dict[str, str] | None:
+    return {"role": "system", "content": _stripped(prompt)} if include and _stripped(prompt) else None
+
+
 def _system(spec: Spec | None, messages: Sequence[Message]) -> list[dict[str, Any]]:
     out = [m.to_trl() for m in messages]
-    if spec is not None and spec.export.include_system_prompt and _stripped(spec.system_prompt) and \
-            not any(m.role == "system" for m in messages):
-        out.insert(0, {"role": "system", "content": _stripped(spec.system_prompt)})
+    turn = system_turn(spec)
+    if turn is not None and not any(m.role == "system" for m in messages):
+        out.insert(0, turn)
     return out
 
 
@@ -113,14 +126,10 @@ def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, ti
     Returns {split: {"num_examples", "num_bytes", "sha256"}} (of the Parquet file), for the dataset card.
     The same files as `write_splits_stream` / `write_split_batches` write for these rows.
     """
-    all_rows = [r for rows in splits.values() for r in rows]
-    _uniform_tools(all_rows)
-    schema = infer_schema(all_rows)
-    del all_rows
+    schema, _ = stream_schema([r for rows in splits.values() for r in rows])  # (every row now has `tools` or none)
 
     def batches(rows: list[dict[str, Any]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
-        size = _ARROW_CHUNK
-        return lambda: (encode_batch(rows[a:a + size], schema, False) for a in range(0, len(rows), size))
+        return lambda: _encoded(rows, schema, False)
 
     return write_split_batches(directory, {s: batches(rows) for s, rows in splits.items()}, schema=schema,
                                title=title, name=name)
@@ -143,19 +152,22 @@ def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable
     schema, tools = stream_schema(sample)
 
     def batches(make: Callable[[], Iterable[dict[str, Any]]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
-        def gen() -> Iterator[tuple[bytes, Any]]:
-            buf: list[dict[str, Any]] = []
-            for row in make():
-                buf.append(row)
-                if len(buf) == _ARROW_CHUNK:
-                    yield encode_batch(buf, schema, tools)
-                    buf = []
-            if buf:
-                yield encode_batch(buf, schema, tools)
-        return gen
+        return lambda: _encoded(make(), schema, tools)
 
     return write_split_batches(directory, {s: batches(m) for s, m in splits.items()}, schema=schema, title=title,
                                name=name, row_group=row_group, hashes=hashes)
+
+
+def _encoded(rows: Iterable[dict[str, Any]], schema: Any, tools: bool) -> Iterator[tuple[bytes, Any]]:
+    """`encode_batch` of each run of `_ARROW_CHUNK` rows (the last one shorter)."""
+    buf: list[dict[str, Any]] = []
+    for row in rows:
+        buf.append(row)
+        if len(buf) == _ARROW_CHUNK:
+            yield encode_batch(buf, schema, tools)
+            buf = []
+    if buf:
+        yield encode_batch(buf, schema, tools)
 
 
 def stream_schema(sample: list[dict[str, Any]]) -> tuple[Any, bool]:
@@ -566,11 +578,7 @@ def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
 
     def run() -> None:
         for folder in folders:
-            if folder.is_dir():
-                for p in sorted(folder.rglob("*")):
-                    if p.is_file():
-                        with contextlib.suppress(OSError), open(p, "rb") as fh:
-                            os.fsync(fh.fileno())
+            _fsync_files(folder)
 
     thread = threading.Thread(target=run, name="curate-fsync", daemon=True)
     thread.start()
@@ -580,11 +588,16 @@ def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
         thread.join()
 
 
-def _fsync_tree(root: Path) -> None:
+def _fsync_files(root: Path) -> None:
+    """fsync every file under `root` (none when it is missing; errors suppressed)."""
     for p in root.rglob("*"):
         if p.is_file():
             with contextlib.suppress(OSError), open(p, "rb") as fh:
                 os.fsync(fh.fileno())
+
+
+def _fsync_tree(root: Path) -> None:
+    _fsync_files(root)
     _fsync_dir(root)
 
 
@@ -684,5 +697,5 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
 
 
 __all__ = ["SFT_FORMATS", "Spool", "check_target", "dataset_card", "dpo_row", "encode_batch", "file_hashes",
-           "fsync_behind", "recover", "sft_row", "sha256_file", "staged_output", "stream_schema", "write_jsonl",
-           "write_split_batches", "write_splits", "write_splits_stream"]
+           "fsync_behind", "recover", "sft_row", "sha256_file", "staged_output", "stream_schema", "system_turn",
+           "write_jsonl", "write_split_batches", "write_splits", "write_splits_stream"]

@@ -471,7 +471,7 @@ class _Stream:
         return out
 
     def batches(self, schema: Any, tools: bool) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
-        from curate.engine.compact import pool_map
+        from curate.engine.compact import pool_map, use_pool
         from curate.steps import export
 
         make = self.make
@@ -482,15 +482,15 @@ class _Stream:
                 size = export._ARROW_CHUNK
                 bounds = [(a, min(len(rows), a + size)) for a in range(0, len(rows), size)]
 
-                pooled = len(rows) >= EXPORT_POOL_MIN_ROWS
-                spool = export.Spool.open() if pooled else None
+                pooled = use_pool(len(rows), EXPORT_POOL_MIN_ROWS)
+                spool = export.Spool.open() if pooled else None  # (None without /dev/shm: through the pipe)
 
                 def batch(ab: tuple[int, int]) -> Any:
                     data, table = export.encode_batch([make(r) for r in rows[ab[0]:ab[1]]], schema, tools)
                     return spool.put(data, table) if spool is not None else (data, table)
 
                 try:
-                    for got in pool_map(batch, bounds, min_items=1 if pooled else len(bounds) + 1, chunk=1):
+                    for got in pool_map(batch, bounds, min_items=1, chunk=1) if pooled else map(batch, bounds):
                         yield spool.take(got) if spool is not None else got
                 finally:
                     if spool is not None:
