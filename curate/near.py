@@ -393,13 +393,8 @@ def normalize_ascii_packed(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray
     when a text is not ASCII (or numba is missing): use `normalize_text`."""
     if _numba is None:  # pragma: no cover - numba is a dependency
         return None
-    joined = "".join(texts)
-    if not joined.isascii():  # (O(1): CPython keeps the flag)
-        return None
-    src = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
-    return normalize_packed(src, offsets)
+    packed = pack_ascii(texts)
+    return None if packed is None else normalize_packed(*packed)
 
 
 def pack_ascii(texts: Sequence[str], chunk: int = 8192) -> tuple[np.ndarray, np.ndarray] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,23 +62,29 @@ class ReportData:
     warnings: list[str] = field(default_factory=list)
 
 
-def _iter_jsonl(path: Path, warnings: list[str]):
+def _iter_jsonl(path: Path, warnings: list[str], keep: Callable[[bytes], bool] | None = None) -> Iterator[Any]:
+    """The JSON objects of a JSONL file; unreadable lines are counted into one warning (also when the caller
+    stops early). `keep(raw)`, when given, skips a line unparsed when it says False."""
     bad = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(obj, dict):
-                yield obj
-            else:
-                bad += 1
-    if bad:
-        warnings.append(f"{path.name}: {bad} unreadable line(s) skipped by the report")
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if keep is not None and not keep(raw):
+                    continue
+                if not raw.strip():
+                    continue
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    bad += 1
+                    continue
+                if isinstance(obj, dict):
+                    yield obj
+                else:
+                    bad += 1
+    finally:
+        if bad:
+            warnings.append(f"{path.name}: {bad} unreadable line(s) skipped by the report")
 
 
 def _load_json(path: Path, warnings: list[str]) -> Any:
@@ -246,37 +252,23 @@ def _scan_splits(data: ReportData, by_id: dict[str, list[str]]) -> None:
     parsed. Stops when every id is found."""
     wanted = {rid: keys for rid, keys in by_id.items() if keys}
     marker = b'"id":"'
+
+    def maybe_wanted(raw: bytes) -> bool:
+        at = raw.rfind(marker)
+        return at < 0 or raw[at + 6:raw.find(b'"', at + 6)].decode("utf-8", "replace") in wanted
+
     for rel in SPLIT_FILES:
         path = data.out_dir / rel
         if not wanted:
             return
         if not path.is_file():
             continue
-        bad = 0
-        with open(path, "rb") as fh:
-            for raw in fh:
-                at = raw.rfind(marker)
-                if at >= 0:
-                    end = raw.find(b'"', at + 6)
-                    if raw[at + 6:end].decode("utf-8", "replace") not in wanted:
-                        continue
-                elif not raw.strip():
-                    continue
-                try:
-                    row = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    bad += 1
-                    continue
-                if not isinstance(row, dict):
-                    bad += 1
-                    continue
-                keys = wanted.pop(str(row.get("id")), None)
-                for key in keys or ():
-                    data.texts.setdefault(key, conversation(row))
-                if not wanted:
-                    break
-        if bad:
-            data.warnings.append(f"{path.name}: {bad} unreadable line(s) skipped by the report")
+        for row in _iter_jsonl(path, data.warnings, keep=maybe_wanted):
+            keys = wanted.pop(str(row.get("id")), None)
+            for key in keys or ():
+                data.texts.setdefault(key, conversation(row))
+            if not wanted:
+                break
 
 
 def _read_source_lines(data: ReportData, by_file: dict[str, dict[int, str]]) -> None:
