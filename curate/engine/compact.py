@@ -33,7 +33,6 @@ import logging
 import math
 import multiprocessing
 import os
-import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from curate.engine.pool import env_workers, fork_safe
 from curate.readers.common import ROLES
 from curate.readers.containers import container_of, iter_units
 from curate.readers.shapes import detect_shape
@@ -653,12 +653,9 @@ _POOL: tuple[Any, ...] | None = None  # (Input, _Validator) inherited by the for
 
 def pool_workers() -> int:
     """Processes for the compact read: CURATE_WORKERS, else the cores this process may run on (1: no pool)."""
-    env = os.environ.get("CURATE_WORKERS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            log.warning("CURATE_WORKERS=%r is not a number; using the cores available", env)
+    env = env_workers()
+    if env is not None:
+        return env
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - no affinity on this platform
@@ -666,8 +663,8 @@ def pool_workers() -> int:
 
 
 def _fork_safe() -> bool:
-    """`fork` exists and no other thread runs here (forking a threaded process can deadlock the child)."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    """`fork` exists and no other thread runs here (`engine.pool.fork_safe`; tests patch this name)."""
+    return fork_safe()
 
 
 _NO_KEY = "0" * 16

@@ -38,16 +38,30 @@ CHUNK = 2_000
 _DECIDED = ("checks", "spec", "violates")  # the fields validate sets on a passing record
 _STATE: tuple[Any, ...] | None = None  # (records, spec, max_tokens) inherited by the forked workers
 
-__all__ = ["validate_local", "default_workers"]
+__all__ = ["validate_local", "default_workers", "env_workers", "fork_safe"]
 
 
-def default_workers() -> int:
+def env_workers() -> int | None:
+    """CURATE_WORKERS as a worker count (>= 1), or None when it is unset or not a number (logged)."""
     env = os.environ.get("CURATE_WORKERS", "").strip()
     if env:
         try:
             return max(1, int(env))
         except ValueError:
-            log.warning("CURATE_WORKERS=%r is not a number; using all cores", env)
+            log.warning("CURATE_WORKERS=%r is not a number; ignored", env)
+    return None
+
+
+def fork_safe() -> bool:
+    """`fork` exists and no other thread runs here (forking a threaded process can deadlock the child)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+def default_workers() -> int:
+    """CURATE_WORKERS, else the cores the load average leaves free."""
+    env = env_workers()
+    if env is not None:
+        return env
     cores = os.cpu_count() or 1
     try:
         busy = round(os.getloadavg()[0])  # cores other jobs already keep busy
@@ -62,8 +76,7 @@ def validate_local(records: Iterable[Rec], *, spec: Any, ctx: RunContext, length
     """`curate.steps.validate.validate`, on a process pool when it is worth it (see the module doc)."""
     lengths = lengths if lengths is not None else LengthCounter(spec)
     workers = workers if workers is not None else default_workers()
-    if workers <= 1 or lengths.tokenizer is not None or "fork" not in multiprocessing.get_all_start_methods() \
-            or threading.active_count() > 1:  # forking a threaded process can deadlock the child
+    if workers <= 1 or lengths.tokenizer is not None or not fork_safe():
         return validate(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens)
     recs = list(records)
     if len(recs) < min_records:
