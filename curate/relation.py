@@ -1,0 +1,205 @@
+"""What two records are to each other: exact duplicate, near duplicate, continuation, leak.
+
+Every decision here is a function of the two records (their message turns) and the threshold only, never of
+what else is in the build (docs/contracts.md, "What a duplicate is"). Candidate generation (LSH, keys) lives in
+`curate.near` and `curate.steps.dedup` and may look at the corpus; the verdict is always made here.
+
+    >>> from curate.records import normalize_text as norm
+    >>> from curate.relation import text_score, view
+    >>> text_score(norm("What is the capital of France?"), norm("what is  the capital of france"), 0.8)
+    1.0
+    >>> text_score(norm("What is the capital of France?"), norm("What is the capital of Spain?"), 0.8)
+    0.0
+    >>> v = view([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    >>> v.prompt, v.response
+    ('hi', 'hello!')
+
+The compared parts of a record (`view`), all normalized with `curate.records.normalize_text` and without role
+prefixes (a "user: " prefix would make every short pair look alike):
+- `prompt`: the contents of the non-system turns before the answer, joined by newlines;
+- `response`: the answer: an SFT record's last assistant turn, a preference record's chosen side (the rejected
+  side is left out: chosen and rejected are near-twins by design);
+- `user`: the user turns only (what leakage and split grouping compare);
+- `turns`: (role, content) of every non-system turn (exact duplicates, continuations).
+
+`text_score(a, b, t)`: 1.0 for equal normal forms. If either text is SHORT (fewer than `SHORT_TOKENS` word
+tokens) the strict rule applies: the texts' token sequences (words, numbers and symbols; punctuation and the
+articles a/an/the left out) must be equal, or differ in exactly one position where both tokens are a typo of
+each other (`is_typo`: letters only, 5+ characters, same first letter, Damerau-Levenshtein distance 1). A
+different number, name, negation, yes/no or product keeps short texts apart. Otherwise the score is the
+normalized Indel similarity (rapidfuzz `fuzz.ratio` / 100) and counts when it reaches `t`. 0.0 means "not
+similar".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rapidfuzz import fuzz
+from rapidfuzz.distance import DamerauLevenshtein
+
+from curate.records import normalize_text
+
+__all__ = ["SHORT_TOKENS", "View", "continuation", "exact_key", "is_short", "is_typo", "leak_score",
+           "near_score", "skeleton", "text_score", "turn_markers", "view", "view_of_record"]
+
+SHORT_TOKENS = 16  # a text with fewer word tokens than this is compared by the strict (token) rule
+ARTICLES = frozenset(("a", "an", "the"))
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class View:
+    """The compared parts of one record (normalized; see the module doc)."""
+
+    prompt: str
+    response: str
+    user: str
+    turns: tuple[tuple[str, str], ...]
+
+    @property
+    def text(self) -> str:
+        """What candidate generation hashes: prompt and response."""
+        return self.prompt + "\n" + self.response if self.response else self.prompt
+
+
+def _content(m: Mapping[str, Any]) -> str:
+    """A turn's compared content: its text plus its tool calls (name and JSON arguments)."""
+    text = m.get("content") or ""
+    if not isinstance(text, str):
+        text = str(text)
+    for tc in m.get("tool_calls") or ():
+        fn = tc.get("function") if isinstance(tc, Mapping) else getattr(tc, "function", None)
+        if isinstance(fn, Mapping):
+            text += f" [call {fn.get('name', '')} {fn.get('arguments', '')}]"
+        elif fn is not None:
+            text += f" [call {fn.name} {fn.arguments}]"
+    return text
+
+
+def view(messages: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, Any]] | None = None) -> View:
+    """The compared parts of an SFT conversation (`messages`) or a preference record (`messages` = its prompt,
+    `chosen` = its chosen turns). Messages are dicts with role / content (/ tool_calls)."""
+    turns = [(str(m.get("role", "")), normalize_text(_content(m))) for m in messages if m.get("role") != "system"]
+    if chosen is not None:
+        prompt_turns = turns
+        answer = [normalize_text(_content(m)) for m in chosen if m.get("role") != "system"]
+        turns = turns + [("chosen:" + str(m.get("role", "")), a)
+                         for m, a in zip([m for m in chosen if m.get("role") != "system"], answer)]
+        response = "\n".join(answer)
+    else:
+        last = max((k for k, (role, _) in enumerate(turns) if role == "assistant"), default=None)
+        if last is None:
+            prompt_turns, response = turns, ""
+        else:
+            prompt_turns, response = turns[:last], turns[last][1]
+    prompt = "\n".join(c for _, c in prompt_turns)
+    user = "\n".join(c for role, c in prompt_turns if role == "user")
+    return View(prompt=normalize_text(prompt), response=response, user=normalize_text(user), turns=tuple(turns))
+
+
+def view_of_record(rec: Any) -> View:
+    """`view` of a curate record (SFTRecord or PreferenceRecord)."""
+    if rec.kind == "preference":
+        return view([m.model_dump() for m in rec.prompt], [m.model_dump() for m in rec.chosen])
+    return view([m.model_dump() for m in rec.conversation()])
+
+
+def exact_key(v: View) -> str:
+    """Two records are exact duplicates when their normalized turns (roles included) are equal."""
+    h = hashlib.sha256()
+    for role, content in v.turns:
+        h.update(role.encode() + b"\x1f" + content.encode("utf-8") + b"\x1e")
+    return h.hexdigest()[:32]
+
+
+def skeleton(norm: str) -> list[str]:
+    """The tokens the strict rule compares: words, numbers and symbols, without punctuation and articles."""
+    out = []
+    for tok in _TOKEN.findall(norm):
+        if len(tok) == 1 and not tok.isalnum() and unicodedata.category(tok).startswith("P"):
+            continue
+        if tok in ARTICLES:
+            continue
+        out.append(tok)
+    return out
+
+
+def _words(norm: str) -> int:
+    return len(re.findall(r"\w+", norm))
+
+
+def is_short(norm: str) -> bool:
+    return _words(norm) < SHORT_TOKENS
+
+
+def is_typo(a: str, b: str) -> bool:
+    """Two different tokens one slip apart: letters only, both 5+ characters, same first letter, one edit
+    (insertion, deletion, substitution or swap of neighbours)."""
+    if len(a) < 5 or len(b) < 5 or not a.isalpha() or not b.isalpha() or a[0] != b[0]:
+        return False
+    return DamerauLevenshtein.distance(a, b, score_cutoff=1) <= 1
+
+
+def text_score(a: str, b: str, threshold: float) -> float:
+    """The similarity of two normalized texts under the contract (module doc); 0.0 when not similar."""
+    if a == b:
+        return 1.0
+    if is_short(a) or is_short(b):
+        ta, tb = skeleton(a), skeleton(b)
+        if len(ta) != len(tb):
+            return 0.0
+        diff = [(x, y) for x, y in zip(ta, tb) if x != y]
+        if not diff:
+            return 1.0
+        if len(diff) == 1 and is_typo(*diff[0]):
+            return max(round(fuzz.ratio(a, b) / 100.0, 4), threshold)
+        return 0.0
+    cutoff = threshold * 100.0
+    score = fuzz.ratio(a, b, score_cutoff=cutoff)
+    return round(score / 100.0, 4) if score >= cutoff and score > 0 else 0.0
+
+
+def near_score(a: View, b: View, threshold: float) -> float:
+    """Near duplicates: the prompts AND the responses are similar (`text_score`); the score is the lower one.
+    A different request with a templated answer, or the same request with a different answer, is not a duplicate."""
+    p = text_score(a.prompt, b.prompt, threshold)
+    if not p:
+        return 0.0
+    r = text_score(a.response, b.response, threshold)
+    return min(p, r)
+
+
+def leak_score(a: View, b: View, threshold: float) -> float:
+    """A leak between a training and a held-out record: their user texts are similar (`text_score`)."""
+    return text_score(a.user, b.user, threshold)
+
+
+def continuation(a: View, b: View) -> bool:
+    """`a` is a strict prefix of `b`: the same first turns, and `b` has more (one conversation and its
+    continuation). Not a duplicate: both are kept unless the spec asks to drop prefixes, and they share a split."""
+    return len(a.turns) < len(b.turns) and b.turns[:len(a.turns)] == a.turns
+
+
+_MARKER = re.compile(r"(?im)^\s*(?:#{1,3}\s*)?(human|assistant|user|gpt|system|instruction|response)\s*:")
+_MARKER_CUE = ("human", "assistant", "user", "gpt", "system", "instruction", "response")
+
+
+def turn_markers(messages: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Turn markers inside turn text ("Human:", "Assistant:", "### Instruction:" at a line start): the sign of a
+    transcript pasted into one turn. Returns the markers found (lowercase), in order."""
+    found: list[str] = []
+    for m in messages:
+        text = m.get("content")
+        if not isinstance(text, str) or not text:
+            continue
+        low = text.lower()
+        if not any(c in low for c in _MARKER_CUE):
+            continue
+        found += [hit.group(1).lower() for hit in _MARKER.finditer(text)]
+    return found
