@@ -366,7 +366,15 @@ def score(spec: Spec, prompts: list[Prompt], responses: list[str]) -> dict[str, 
 def _header(spec: Spec, **extra: Any) -> dict[str, Any]:
     return {"kind": REPORT_KIND, "format_version": 1, "tool": {"name": "curate", "version": __version__},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "spec": spec.ref, "spec_sha256": spec.digest, **extra}
+            "spec": spec.ref, "spec_sha256": spec.digest, **_contract(spec), **extra}
+
+
+def _contract(spec: Spec) -> dict[str, Any]:
+    """The rule hashes this evaluation measured (curate.versioning): `curate spec diff` finds stale results."""
+    from curate.versioning import spec_version
+
+    v = spec_version(spec)
+    return {"rules_sha": v["rules"], "spec_version_sha": v["sha"]}
 
 
 def _resolve_data(spec: Spec, data: str | Path | None) -> Path:

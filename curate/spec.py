@@ -169,14 +169,24 @@ class PythonCheck(_CheckBase):
         return v
 
 
+class JudgeCheck(_CheckBase):
+    """A model judges the response against a rubric (curate.judge); it counts as automatic only while its
+    calibration against human labels passes the spec's gate (`judge:`), else it is a suggestion to labelers."""
+
+    kind: Literal["judge"]
+    rubric: str = Field(min_length=1, description="what passes and what fails, in plain words")
+    pass_examples: list[str] = Field(default_factory=list, description="one or two responses that pass")
+    fail_examples: list[str] = Field(default_factory=list, description="one or two responses that fail")
+
+
 Check = Annotated[
     JsonParse | JsonSchemaCheck | RegexPresent | RegexAbsent | PhrasesPresent | PhrasesAbsent | MaxChars
-    | MaxWords | MaxSentences | QuestionCount | ValuesInInput | Refusal | PythonCheck,
+    | MaxWords | MaxSentences | QuestionCount | ValuesInInput | Refusal | PythonCheck | JudgeCheck,
     Field(discriminator="kind"),
 ]
 CHECK_KINDS: tuple[str, ...] = ("json_parse", "json_schema", "regex_present", "regex_absent", "phrases_present",
                                 "phrases_absent", "max_chars", "max_words", "max_sentences", "question_count",
-                                "values_in_input", "refusal", "python")
+                                "values_in_input", "refusal", "python", "judge")
 
 
 # ---------------------------------------------------------------- the spec
@@ -189,7 +199,13 @@ class Rule(_Strict):
 
     @property
     def automatic(self) -> bool:
-        return self.check != "human"
+        """Checked by code. A `judge` rule is not: it runs a model and counts only once calibrated
+        (curate.judge.calibration.gated_rules)."""
+        return self.check != "human" and not isinstance(self.check, JudgeCheck)
+
+    @property
+    def judge(self) -> bool:
+        return isinstance(self.check, JudgeCheck)
 
 
 class Output(_Strict):
@@ -219,6 +235,21 @@ class Export(_Strict):
     sft_format: Literal["messages", "prompt-completion"] = "messages"
     max_tokens: int = Field(2048, gt=0)
     include_system_prompt: bool = True
+    stale_labels: Literal["warn", "error"] = Field(
+        "warn", description="labels made under another rule hash: warn (default) or fail the build")
+
+
+class JudgeSettings(_Strict):
+    """How `judge` rules run and when they count (see docs/contracts.md, "Calibration gate")."""
+
+    model: str | None = Field(None, description="local model: an HF folder or a .gguf file")
+    gguf_file: str | None = Field(None, description="the .gguf file inside `model` when it is a folder")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (http://host:port/v1)")
+    endpoint_model: str | None = Field(None, description="model name sent to the endpoint")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
+    gate: float = Field(0.6, ge=-1.0, le=1.0, description="lowest allowed lower bound of kappa's 95% interval")
+    min_n: int = Field(30, ge=1, description="fewest human-labeled responses a calibration needs")
+    max_new_tokens: int = Field(48, gt=0)
 
 
 class Example(_Strict):
@@ -240,6 +271,7 @@ class Spec(_Strict):
     export: Export = Export()
     data: list[str] = Field(default_factory=list, description="example data files, relative to the spec")
     examples: list[Example] = Field(default_factory=list)
+    judge: JudgeSettings = JudgeSettings()
 
     # set by load_spec, not part of the YAML
     path: Path | None = Field(None, exclude=True)
@@ -262,6 +294,9 @@ class Spec(_Strict):
 
     def human_rules(self) -> list[Rule]:
         return [r for r in self.rules if not r.automatic]
+
+    def judge_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.judge]
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -347,7 +382,7 @@ def _unwrap_model(ann: Any, key: str) -> Any:
 _CHECK_MODELS: dict[str, type[BaseModel]] = {
     m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (JsonParse, JsonSchemaCheck, RegexPresent, RegexAbsent, PhrasesPresent, PhrasesAbsent, MaxChars,
-              MaxWords, MaxSentences, QuestionCount, ValuesInInput, Refusal, PythonCheck)
+              MaxWords, MaxSentences, QuestionCount, ValuesInInput, Refusal, PythonCheck, JudgeCheck)
 }
 
 

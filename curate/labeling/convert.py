@@ -271,6 +271,9 @@ def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer
     if base_src_file := (out.base.file if out.base is not None else None):
         src = src.model_copy(update={"file": base_src_file, "line": out.base.line})  # type: ignore[union-attr]
     labels = _labels(kind, ans, answers, main_value)
+    task_rules = (task.get("data") or {}).get("curate_rules")
+    if isinstance(task_rules, dict):  # the rule hashes the task was pushed under (curate.versioning)
+        labels["rules_sha"] = task_rules
     before = len(out.records)
 
     def reject(reason: str, detail: str, rework: dict[str, Any] | None = None) -> None:

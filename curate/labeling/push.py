@@ -35,6 +35,7 @@ from curate.records import (
 )
 from curate.spec import Spec
 from curate.steps.base import RunContext
+from curate.versioning import rules_sha
 
 log = logging.getLogger(__name__)
 Record = SFTRecord | PreferenceRecord
@@ -161,6 +162,7 @@ def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failin
     recounting task totals, 4-5x the task itself, so "failing" keeps large pushes fast.)
     """
     data: dict[str, Any] = {"curate_id": record.id, "curate_spec": spec.ref, "curate_kind": kind,
+                            "curate_rules": rules_sha(spec),  # labels made on this task are judged under these
                             "messages": _turns(record.prompt_messages()), "record": dump_record(record)}
     result: list[dict[str, Any]] = []
     score = None

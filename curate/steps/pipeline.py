@@ -258,7 +258,8 @@ def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], to
         "tool": {"name": "curate", "version": __version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
-                 "path": str(spec.path) if spec.path else None},
+                 "path": str(spec.path) if spec.path else None,
+                 **_contract(spec)},  # rules_sha + version_sha (curate.versioning, issue #18)
         "inputs": inputs_info,
         "counts": {**totals, "sft": {"train": len(splits["sft"][0]), "test": len(splits["sft"][1])},
                    "dpo": {"train": len(splits["dpo"][0]), "test": len(splits["dpo"][1])},
@@ -281,6 +282,14 @@ def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], to
         "lineage": lineage,
         "files": {},
     }
+
+
+def _contract(spec: Spec) -> dict[str, Any]:
+    """The spec's rule hashes and version hash for the manifest (curate.versioning)."""
+    from curate.versioning import spec_version
+
+    v = spec_version(spec)
+    return {"rules_sha": v["rules"], "version_sha": v["sha"]}
 
 
 def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any], sft_format: str,

@@ -1,0 +1,146 @@
+"""The spec as a versioned contract: content hashes of rules, case categories and the output schema.
+
+    >>> from curate.spec import load_spec
+    >>> from curate.versioning import rules_sha, spec_version, stale_rules
+    >>> spec = load_spec("specs/support-triage")
+    >>> hashes = rules_sha(spec)
+    >>> len(hashes["valid-json"])
+    16
+    >>> stale_rules(hashes, spec)
+    []
+    >>> stale_rules({**hashes, "valid-json": "0" * 16}, spec)
+    [('valid-json', 'changed')]
+
+A rule's hash covers what a labeler or a check judges: its id, its `says` (whitespace collapsed, so re-flowing
+YAML changes nothing), its check with every parameter (a json_schema check without its own schema includes
+output.schema, the schema it really uses). The rule's failure category is NOT part of it: moving a rule from
+"instruction" to "safety" changes no verdict, so labels made under it stay valid; the category is part of the
+spec's version (`spec_version(...)["sha"]`), so eval results and reports still see the change.
+
+Labels carry the hashes they were made under (`labels.rules_sha`, put on the task at push, copied onto pulled
+records); a label is stale for a rule whose hash changed, for a rule added since (the labeler never judged it),
+and for a removed rule only when the label ticked it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from curate.spec import JsonSchemaCheck, Rule, Spec
+
+HASH_LEN = 16
+
+
+def _canon(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(_canon(obj)).hexdigest()[:HASH_LEN]
+
+
+def _words(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def check_content(spec: Spec, rule: Rule) -> Any:
+    """The rule's check as data, with the schema a json_schema check really uses filled in."""
+    check = rule.check
+    if check == "human":
+        return "human"
+    body = check.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(check, JsonSchemaCheck) and check.schema_ is None:
+        body["schema"] = spec.output.schema_
+    return body
+
+
+def rule_content(spec: Spec, rule: Rule) -> dict[str, Any]:
+    """What a rule's hash covers: id, wording and check (not its failure category)."""
+    return {"id": rule.id, "says": _words(rule.says), "check": check_content(spec, rule)}
+
+
+def rule_hash(spec: Spec, rule: Rule) -> str:
+    return _digest(rule_content(spec, rule))
+
+
+_MEMO: dict[int, tuple[Spec, dict[str, str]]] = {}
+
+
+def rules_sha(spec: Spec) -> dict[str, str]:
+    """{rule id: content hash} for every rule of `spec`, in spec order (made once per spec object)."""
+    hit = _MEMO.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return dict(hit[1])
+    got = {r.id: rule_hash(spec, r) for r in spec.rules}
+    if len(_MEMO) > 64:
+        _MEMO.clear()
+    _MEMO[id(spec)] = (spec, got)
+    return dict(got)
+
+
+def spec_version(spec: Spec) -> dict[str, Any]:
+    """The spec's version as the set of its parts' hashes: rules, their categories, case categories, output.
+
+    `sha` hashes them all: two specs with the same `sha` build, label and evaluate alike (the file's sha256 also
+    moves with comments and formatting)."""
+    out: dict[str, Any] = {
+        "rules": rules_sha(spec),
+        "rule_categories": {r.id: r.category for r in spec.rules},
+        "cases": {name: _digest(c.model_dump(mode="json")) for name, c in spec.cases.items()},
+        "output": _digest(spec.output.model_dump(mode="json", by_alias=True)),
+    }
+    out["sha"] = _digest(out)
+    return out
+
+
+def stale_rules(label_rules: Mapping[str, str] | None, spec: Spec, *,
+                ticked: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """[(rule id, why)] that make a label made under `label_rules` stale under `spec`; [] when it still holds.
+
+    why: "changed" (hash differs), "added" (the labeler never saw the rule), "removed" (the label ticked a rule
+    the spec no longer has). `label_rules=None` (a label from before rule hashes) is stale for every rule
+    ("unknown")."""
+    current = rules_sha(spec)
+    if label_rules is None:
+        return [(rid, "unknown") for rid in current]
+    out = []
+    for rid, h in current.items():
+        if rid not in label_rules:
+            out.append((rid, "added"))
+        elif label_rules[rid] != h:
+            out.append((rid, "changed"))
+    ticked_set = set(ticked)
+    out += [(rid, "removed") for rid in label_rules if rid not in current and rid in ticked_set]
+    return out
+
+
+def label_rules_of(record: Any) -> dict[str, str] | None:
+    """The rule hashes a labeled record was judged under (`labels.rules_sha`), or None."""
+    got = (getattr(record, "labels", None) or {}).get("rules_sha")
+    return dict(got) if isinstance(got, dict) else None
+
+
+def stale_labeled(records: Iterable[Any], spec: Spec) -> list[dict[str, Any]]:
+    """Labeled records (reviewed, carrying `labels.rules_sha`) whose labels are stale under `spec`.
+
+    Records without `labels.rules_sha` are not judged here (imported data, or labels from before rule hashes)."""
+    out = []
+    for rec in records:
+        rules = label_rules_of(rec)
+        if rules is None:
+            continue
+        stale = stale_rules(rules, spec, ticked=getattr(rec, "violates", ()) or ())
+        if stale:
+            src = rec.source
+            out.append({"id": rec.id, "task": src.task, "annotation": src.annotation, "where": src.where(),
+                        "rules": [f"{rid} ({why})" for rid, why in stale]})
+    return out
+
+
+__all__ = ["check_content", "label_rules_of", "rule_content", "rule_hash", "rules_sha", "spec_version",
+           "stale_labeled", "stale_rules"]
