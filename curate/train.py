@@ -72,8 +72,8 @@ class TrainOptions:
     overwrite: bool = False
     keep_checkpoints: bool = False
     device: str = "auto"                    # auto | cpu | cuda
-    shared_prefix: bool = True              # SFT: run the prefix all rows of a batch share (the system prompt)
-                                            # once per batch; same loss and gradients, far fewer tokens
+    shared_prefix: bool = True              # SFT and full DPO: run the prefix all rows of a batch share (the
+                                            # system prompt) once per batch; same loss and gradients, fewer tokens
     group_by_length: bool = True            # batches of rows of similar length (less padding)
     bf16: bool = False                      # bf16 autocast (on a CPU without AMX it was slower than fp32)
 
@@ -546,16 +546,9 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:
     return backbone, head
 
 
-def shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
-                       min_prefix: int = 8) -> tuple[Any, dict[str, Any]] | None:
-    """The SFT loss with the batch's common prefix run once: same value and gradients as the plain forward.
-
-    Every row of a curate export starts with the same system prompt (~80% of the tokens of a short row). Its
-    keys and values are computed once for the batch, repeated for each row (autograd sums the gradients of all
-    rows back into that one computation), and only the rest of each row runs through the model. The LM head runs
-    only on positions whose next token is trained. Causal attention makes this exact: no token of the prefix
-    sees anything after it. Returns None (use the plain path) when the batch shares no useful prefix.
-    """
+def _prefix_pass(model: Any, inputs: dict[str, Any], min_prefix: int) -> tuple[Any, ...] | None:
+    """The shared-prefix forward both losses use: (logits and targets at the trained positions, the trained-position
+    mask (batch, seq - 1), the prefix length); None when the batch or the model does not allow it."""
     import torch
 
     if set(inputs) - {"input_ids", "attention_mask", "labels", "use_cache"}:
@@ -581,8 +574,28 @@ def shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
     target = labels[:, n_prefix + 1:]
     keep = target != -100
     logits = head(hidden[keep]).float()
+    full_keep = torch.zeros(batch, total - 1, dtype=torch.bool, device=ids.device)
+    full_keep[:, n_prefix:] = keep
+    return logits, target[keep], full_keep, n_prefix
+
+
+def shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
+                       min_prefix: int = 8) -> tuple[Any, dict[str, Any]] | None:
+    """The SFT loss with the batch's common prefix run once: same value and gradients as the plain forward.
+
+    Every row of a curate export starts with the same system prompt (~80% of the tokens of a short row). Its
+    keys and values are computed once for the batch, repeated for each row (autograd sums the gradients of all
+    rows back into that one computation), and only the rest of each row runs through the model. The LM head runs
+    only on positions whose next token is trained. Causal attention makes this exact: no token of the prefix
+    sees anything after it. Returns None (use the plain path) when the batch shares no useful prefix.
+    """
+    import torch
+
+    got = _prefix_pass(model, inputs, min_prefix)
+    if got is None:
+        return None
+    logits, tgt, keep, n_prefix = got
     logp = torch.log_softmax(logits, dim=-1)
-    tgt = target[keep]
     token_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
     n_tokens = keep.sum() if num_items_in_batch is None else num_items_in_batch
     loss = -token_logp.sum() / torch.as_tensor(n_tokens, device=token_logp.device).clamp(min=1)
@@ -590,8 +603,55 @@ def shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
         n = int(keep.sum())
         entropy = float(-(logp.exp() * logp).sum(-1).sum()) / n if n else 0.0
         accuracy = float((logits.argmax(-1) == tgt).sum()) / n if n else 0.0
-    return loss, {"prefix_tokens": n_prefix, "tokens": int(mask.sum()), "entropy": entropy,
+    return loss, {"prefix_tokens": n_prefix, "tokens": int(inputs["attention_mask"].sum()), "entropy": entropy,
                   "mean_token_accuracy": accuracy}
+
+
+def shared_prefix_logps(model: Any, inputs: dict[str, Any], min_prefix: int = 8) -> Any | None:
+    """What TRL's fused LM head (`model(..., labels=, fused_lm_head=True)`) gives DPO, with the batch's common
+    prefix run once: per-token log-probabilities of the labels, (batch, seq - 1), zero where the label is -100,
+    plus entropy, mean logit and top-1 flags for TRL's metrics. A DPO batch is [chosen rows, rejected rows], all
+    starting with the system prompt. None when the batch shares no useful prefix (use the plain path)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    got = _prefix_pass(model, inputs, min_prefix)
+    if got is None:
+        return None
+    logits, tgt, keep, n_prefix = got
+    logp = torch.log_softmax(logits, dim=-1)
+    token_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+
+    def spread(x: Any) -> Any:
+        return x.new_zeros(keep.shape).masked_scatter(keep, x)
+
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+        mean_logits = logits.mean(-1)
+        top1 = logits.argmax(-1) == tgt
+    n = keep.sum().clamp(min=1)
+    log_probs = spread(token_logp)
+    return SimpleNamespace(loss=-token_logp.sum() / n, log_probs=log_probs, entropy=spread(entropy),
+                           mean_logits=spread(mean_logits), is_top1=spread(top1), log_sum_sq_probs=None,
+                           label_mask=keep, aux_loss=None, prefix_tokens=n_prefix)
+
+
+class _SharedPrefixLM:
+    """Stands in for a model where TRL's DPO calls `model(**kwargs, labels=, fused_lm_head=True)`: the shared-prefix
+    path when the call allows it, else the model itself. Counts the calls that took the shared path."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.shared = 0
+
+    def __call__(self, *args: Any, fused_lm_head: bool = False, **kw: Any) -> Any:
+        if fused_lm_head and not args:
+            got = shared_prefix_logps(self.model, kw)
+            if got is not None:
+                self.shared += 1
+                return got
+        return self.model(*args, fused_lm_head=fused_lm_head, **kw) if fused_lm_head else self.model(*args, **kw)
 
 
 def _sft_trainer_class(shared_prefix: bool) -> Any:
@@ -624,6 +684,35 @@ def _sft_trainer_class(shared_prefix: bool) -> Any:
             return loss
 
     return SharedPrefixSFTTrainer
+
+
+def _dpo_trainer_class(shared_prefix: bool) -> Any:
+    """TRL's DPOTrainer, or a subclass whose policy and reference forwards run the batch's shared prefix (the system
+    prompt) once, as SFT does (see shared_prefix_logps). Same losses and gradients."""
+    from trl import DPOTrainer
+
+    if not shared_prefix:
+        return DPOTrainer
+
+    class SharedPrefixDPOTrainer(DPOTrainer):
+        shared_prefix_batches = 0
+
+        def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+            if return_outputs or self.aux_loss_enabled or self.use_weighting or self.precompute_ref_logps:
+                return super()._compute_loss(model, inputs, return_outputs)
+            policy = _SharedPrefixLM(model)
+            ref_model = self.ref_model
+            ref = _SharedPrefixLM(ref_model) if ref_model is not None else None
+            try:
+                if ref is not None:
+                    self.ref_model = ref
+                loss = super()._compute_loss(policy, inputs, return_outputs)
+            finally:
+                self.ref_model = ref_model
+            self.shared_prefix_batches += policy.shared > 0
+            return loss
+
+    return SharedPrefixDPOTrainer
 
 
 def _lora_config(opts: TrainOptions) -> Any:
@@ -694,13 +783,13 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
         trainer = _sft_trainer_class(opts.shared_prefix)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     else:
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
 
         ref_model = None if opts.lora else load_model(ref, merge=True, device=device)
         args = DPOConfig(**args_kw, beta=opts.beta)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_ds,
-                             eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks,
-                             peft_config=peft_config)
+        dpo_class = _dpo_trainer_class(opts.shared_prefix and not opts.lora)
+        trainer = dpo_class(model=model, ref_model=ref_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)   # library code never prints: logs stay in state.log_history
@@ -733,7 +822,7 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
     best_ckpt = state.best_model_checkpoint
     config = {
         "tool": {"name": "curate", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "kind": kind,
         "base_model": ref.describe() if ref.adapter is None else {"path": str(ref.path), "gguf_file": ref.gguf_file},
         "started_from": str(from_sft) if from_sft is not None else None,
@@ -776,5 +865,16 @@ def train_dpo(spec_or_export: str | Path, opts: TrainOptions, *, from_sft: str |
     return _run("dpo", spec_or_export, opts, from_sft=from_sft, progress=progress)
 
 
-__all__ = ["save_plain", "ModelRef", "TrainOptions", "TrainResult", "load_model", "load_tokenizer", "resolve_export",
-           "resolve_model", "smollm2_gguf", "train_dpo", "train_sft"]
+__all__ = [
+    "ModelRef",
+    "TrainOptions",
+    "TrainResult",
+    "load_model",
+    "load_tokenizer",
+    "resolve_export",
+    "resolve_model",
+    "save_plain",
+    "smollm2_gguf",
+    "train_dpo",
+    "train_sft",
+]

@@ -263,3 +263,72 @@ def test_keep_last_skips_best_checkpoint_and_early_stopping(tiny_model: Path, ex
     assert cfg["result"]["kept"] == "last" and cfg["result"]["global_step"] == 8   # all 2 epochs run
     assert cfg["trainer_args"]["load_best_model_at_end"] is False
     assert len(cfg["result"]["eval_losses"]) == 2                                  # still evaluated every epoch
+
+
+def _dpo_batch(tokenizer, rows: list[dict]) -> dict:
+    """A DPO batch as TRL's collator makes it: [chosen rows, rejected rows], right-padded, completion mask."""
+    import torch
+
+    ids, comp = [], []
+    for side in ("chosen", "rejected"):
+        for r in rows:
+            p = tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
+                                              return_dict=True)["input_ids"]
+            c = tokenizer(r[side][0]["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            ids.append(p + c)
+            comp.append([0] * len(p) + [1] * len(c))
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    completion = torch.tensor([x + [0] * (width - len(x)) for x in comp])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(completion == 0, -100)}
+
+
+def test_dpo_shared_prefix_logps_and_gradients_equal_trls_fused_head(tiny_model: Path, export_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.utils import add_fused_lm_head
+
+    from curate.train import _SharedPrefixLM, read_split, shared_prefix_logps
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    rows = read_split(export_dir / "dpo" / "train.jsonl", "dpo").rows[:3]
+    batch = _dpo_batch(tok, rows)
+    plain = model(**batch, fused_lm_head=True, use_cache=False)
+    (plain.log_probs.sum(1) * torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 2.0])).sum().backward()
+    want = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    lm = _SharedPrefixLM(model)
+    got = lm(**batch, fused_lm_head=True, use_cache=False)
+    assert lm.shared == 1 and got.prefix_tokens >= 8
+    assert got.log_probs.shape == plain.log_probs.shape
+    assert torch.allclose(got.log_probs, plain.log_probs, rtol=1e-4, atol=1e-5)
+    keep = got.label_mask
+    assert torch.allclose(got.entropy[keep], plain.entropy[keep], rtol=1e-4, atol=1e-5)
+    assert torch.equal(got.is_top1, plain.is_top1)
+    (got.log_probs.sum(1) * torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 2.0])).sum().backward()
+    for k, p in model.named_parameters():
+        assert torch.allclose(p.grad, want[k], rtol=1e-3, atol=1e-5), k
+    other = dict(batch, input_ids=batch["input_ids"].clone())
+    other["input_ids"][1, 0] = (other["input_ids"][0, 0] + 1) % len(tok)
+    assert shared_prefix_logps(model, other) is None          # nothing shared: TRL's own path
+    assert lm(**other, fused_lm_head=True).log_probs.shape == plain.log_probs.shape and lm.shared == 1
+
+
+def test_dpo_shared_prefix_training_matches_plain_training(tiny_model: Path, export_dir: Path,
+                                                           tmp_path: Path) -> None:
+    res = {}
+    for shared in (True, False):
+        train_dpo(export_dir, _opts(tiny_model, tmp_path / str(shared), epochs=1.0, learning_rate=1e-3,
+                                    shared_prefix=shared))
+        res[shared] = _config(tmp_path / str(shared))["result"]
+    assert res[True]["shared_prefix_batches"] >= 2 and res[False]["shared_prefix_batches"] == 0
+    assert res[True]["train_loss"] == pytest.approx(res[False]["train_loss"], rel=1e-3)
+    assert res[True]["eval_losses"][0] == pytest.approx(res[False]["eval_losses"][0], rel=1e-3)
