@@ -17,9 +17,9 @@ Formats (TRL 1.16's own, so `SFTTrainer` / `DPOTrainer` take the folders as they
   small README.md whose YAML header maps the Parquet files to splits, so `datasets.load_dataset("out/x/v1/sft")`
   reads train and test. The top-level README.md (the dataset card) maps both as configs `sft` and `dpo`.
 
-Atomicity: everything is written into a staging folder beside the target; on success the old folder is renamed
-aside, the new one renamed in, the old one deleted. A build that fails or is killed leaves the previous export
-whole (a kill between the two renames is repaired by the next build, which puts the old folder back first).
+Atomicity and the output folder: `staged_output` (curate.outdir) writes everything into a staging folder beside
+the target and then replaces only curate's own outputs there (listed in the folder's `.curate-build.json`),
+keeping other files; a build that fails or is killed leaves the previous export whole.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from curate.errors import ExportError
+from curate.outdir import MARKER, _fsync_files, check_target, clean_dead_spools, recover, staged_output
 from curate.records import Message, PreferenceRecord, SFTRecord
 from curate.spec import Spec
 
@@ -313,10 +314,7 @@ class Spool:
         shm = Path("/dev/shm")
         if not shm.is_dir() or not os.access(shm, os.W_OK):
             return None
-        for old in shm.glob("curate-spool-*-*"):  # left by a killed build
-            pid = old.name.split("-")[2]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
+        clean_dead_spools()  # left by killed builds
         try:
             return cls(Path(tempfile.mkdtemp(prefix=f"curate-spool-{os.getpid()}-", dir=shm)))
         except OSError:
@@ -466,7 +464,7 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> int:
     return len(rows)
 
 
-def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.html"),
+def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.html", MARKER),
                 known: dict[str, str] | None = None) -> dict[str, str]:
     """{relative path: sha256} of every file under root (sorted), except `skip`. `known`: hashes already taken
     while the files were written (write_split_batches), not read again."""
@@ -479,95 +477,7 @@ def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.h
     return out
 
 
-# ---------------------------------------------------------------- atomic folder swap
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _leftovers(target: Path, kind: str) -> list[tuple[Path, int]]:
-    out = []
-    for p in target.parent.glob(f".{target.name}.{kind}-*"):
-        try:
-            pid = int(p.name.rsplit(f".{kind}-", 1)[1].split("-")[0])
-        except (IndexError, ValueError):
-            continue
-        out.append((p, pid))
-    return out
-
-
-def recover(target: Path) -> None:
-    """Repair what a killed build left: put an old export back if the new one never arrived; drop stale stages."""
-    olds = [(p, pid) for p, pid in _leftovers(target, "old") if not _pid_alive(pid)]
-    if olds and not target.exists():
-        newest = max(olds, key=lambda x: x[0].stat().st_mtime)[0]
-        os.rename(newest, target)
-        olds = [(p, pid) for p, pid in olds if p != newest]
-    for p, _ in olds:
-        shutil.rmtree(p, ignore_errors=True)
-    for p, pid in _leftovers(target, "staging"):
-        if not _pid_alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def check_target(target: Path) -> None:
-    """Refuse to replace a folder that is not a curate build (we would delete someone's files)."""
-    if target.exists():
-        if not target.is_dir():
-            raise ExportError(f"{target}: exists and is not a folder; choose another --out")
-        if any(target.iterdir()) and not (target / "manifest.json").is_file():
-            raise ExportError(f"{target}: exists, is not empty and is not a curate build folder (no "
-                              "manifest.json); choose another --out or empty it")
-
-
-@contextlib.contextmanager
-def staged_output(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh staging folder beside `target`; on success swap it into place (see the module doc)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    recover(target)
-    check_target(target)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it owner-only; the export is an ordinary folder
-    try:
-        yield stage
-        _fsync_tree(stage)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
-        os.rmdir(old)
-        os.rename(target, old)
-    try:
-        os.rename(stage, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
+# ---------------------------------------------------------------- the output folder (curate.outdir)
 
 @contextlib.contextmanager
 def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
@@ -586,19 +496,6 @@ def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
         yield
     finally:
         thread.join()
-
-
-def _fsync_files(root: Path) -> None:
-    """fsync every file under `root` (none when it is missing; errors suppressed)."""
-    for p in root.rglob("*"):
-        if p.is_file():
-            with contextlib.suppress(OSError), open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _fsync_tree(root: Path) -> None:
-    _fsync_files(root)
-    _fsync_dir(root)
 
 
 # ---------------------------------------------------------------- dataset card
