@@ -45,6 +45,7 @@ from curate.labeling.client import StudioClient, format_server_time, server_time
 from curate.labeling.config import KINDS
 from curate.labeling.convert import Answer, STEP, convert_task
 from curate.labeling.push import find_project
+from curate.labeling.stale import skip_superseded, superseded
 from curate.records import PreferenceRecord, SFTRecord, dump_record, write_atomic, write_jsonl_atomic
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -133,8 +134,15 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
         res.timings["export"] = res.timings.get("export", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         answers[kind] = {}
+        replaced = superseded(tasks)  # old tasks whose re-queued copy (label push --stale) is labeled
         for i, task in enumerate(tasks):
             task["_curate_kind"] = kind
+            if task.get("id") in replaced:
+                n_old = skip_superseded(task, ctx, pid)
+                counts["tasks"] += 1
+                counts["annotations"] += n_old
+                counts["quarantined"] += n_old
+                continue
             out = convert_task(spec, kind, task, annotators=annotators, ctx=ctx, adjudicator=adjudicator,
                                project=pid)
             counts["tasks"] += 1
