@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "curate.cli.studio_cmds",
     "curate.cli.label_cmds",
     "curate.cli.import_cmd",
+    "curate.cli.judge_cmds",
 ]
 
 
