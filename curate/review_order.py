@@ -148,10 +148,48 @@ def value_order(spec: Spec, records: Iterable[Record], *,
     return out
 
 
+def ordered_for_push(spec: Spec, inputs: list[Any] | None, *, ctx: Any) -> list[Record]:
+    """The records `curate label push` would read (inputs, else the spec's data), most valuable first.
+
+    Beside the records' own signals: cluster sizes and eval failures from the spec's default build folder when
+    one exists (clusters.jsonl, evals/*.json)."""
+    from pathlib import Path
+
+    import orjson
+
+    from curate.errors import LabelingError
+    from curate.labeling.push import read_records
+
+    paths = list(inputs) if inputs else spec.data_paths()
+    if not paths:
+        raise LabelingError(f"{spec.ref} lists no data files; pass --input FILE")
+    records = list(read_records(paths, spec=spec, ctx=ctx))
+    out_dir = spec.default_out_dir()
+    sizes: dict[str, int] = {}
+    failing: list[str] = []
+    if (out_dir / "clusters.jsonl").exists():
+        with open(out_dir / "clusters.jsonl", "rb") as fh:
+            sizes = cluster_sizes(orjson.loads(line) for line in fh if line.strip())
+    for p in sorted(Path(out_dir, "evals").glob("*.json")) if (out_dir / "evals").is_dir() else []:
+        try:
+            rep = orjson.loads(p.read_bytes())
+        except orjson.JSONDecodeError:
+            continue
+        for item in rep.get("items") or []:
+            if isinstance(item, dict) and item.get("failed"):
+                prompt = item.get("prompt")
+                if isinstance(prompt, list):
+                    prompt = "\n".join(str(m.get("content", "")) for m in prompt
+                                       if isinstance(m, dict) and m.get("role") == "user")
+                if isinstance(prompt, str):
+                    failing.append(prompt)
+    return [s.record for s in value_order(spec, records, cluster_sizes=sizes, eval_failures=failing)]
+
+
 def cluster_sizes(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """{kept id: cluster size} from a build's clusters.jsonl rows."""
     got: Counter[str] = Counter(str(r.get("kept")) for r in rows if r.get("kept"))
     return {k: n + 1 for k, n in got.items()}
 
 
-__all__ = ["MARGIN", "WEIGHTS", "Scored", "cluster_sizes", "value_order"]
+__all__ = ["MARGIN", "WEIGHTS", "Scored", "cluster_sizes", "ordered_for_push", "value_order"]

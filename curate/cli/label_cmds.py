@@ -42,12 +42,17 @@ def register(main: click.Group) -> None:
     @click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
     @click.option("--predictions", type=click.Choice(["failing", "all"]), default="failing", show_default=True,
                   help="Attach the checks as a prediction where a rule fails (pre-ticked), or to every task.")
+    @click.option("--stale", is_flag=True,
+                  help="Push no new records: re-queue the labeled tasks whose rules changed since they were labeled, "
+                       "with the old label as a prior (curate.labeling.stale).")
+    @click.option("--order", type=click.Choice(["input", "value"]), default="input", show_default=True,
+                  help="Task order: as the input, or most valuable review first (curate.review_order).")
     @studio_dir
     @json_option
     @quiet_option
     @handle_errors
     def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int, batch_size: int,
-                 predictions: str, studio_dir: str, as_json: bool, quiet: bool) -> None:
+                 predictions: str, stale: bool, order: str, studio_dir: str, as_json: bool, quiet: bool) -> None:
         """Create or update the project for SPEC's version and KIND and import the records it lacks.
 
         Idempotent: a second push adds only records the server does not hold. Each task carries the record id
@@ -57,16 +62,33 @@ def register(main: click.Group) -> None:
         \b
         Example:
           curate label push specs/support-triage --kind review --overlap 2
+          curate label push specs/support-triage --stale          # after a rule changed
+          curate label push specs/support-triage --order value    # errors first
         """
         from curate.labeling.push import push
         from curate.spec import load_spec
         from curate.steps.base import RunContext
 
         spec = load_spec(spec_path)
+        if stale:
+            from curate.labeling.stale import requeue_stale
+
+            with _client(studio_dir) as client:
+                summary = requeue_stale(spec, kind, client=client)
+            if as_json:
+                emit_json({"spec": spec.ref, **summary})
+            else:
+                say(f"{summary['stale']} stale {kind} tasks, {summary['requeued']} re-queued", quiet=quiet)
+            return
         ctx = RunContext()
+        records = None
+        if order == "value":
+            from curate.review_order import ordered_for_push
+
+            records = ordered_for_push(spec, list(inputs) or None, ctx=ctx)
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
-            res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap,
+            res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap, records=records,
                        batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions)
         out = {"spec": spec.ref, **res.as_dict(),
                "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
