@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -142,5 +143,48 @@ def stale_labeled(records: Iterable[Any], spec: Spec) -> list[dict[str, Any]]:
     return out
 
 
+def _holds(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain `needle` (read in 4 MB blocks that overlap by len(needle) - 1)."""
+    tail = b""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            if needle in tail + block:
+                return True
+            tail = block[-(len(needle) - 1):]
+    return False
+
+
+def stale_labels_in(paths: Iterable[str | Path], spec: Spec, *, limit: int = 20) -> dict[str, Any]:
+    """Labeled records in input files whose labels were made under other rule hashes than `spec`'s.
+
+    Only lines holding `"rules_sha"` are parsed (a byte search first), so a scan of unlabeled data costs a read.
+    Returns {"labeled", "stale", "examples": [{"where", "id", "rules"}]}."""
+    from curate.records import read_jsonl, record_from_native
+
+    labeled = stale = 0
+    examples: list[dict[str, Any]] = []
+    for path in paths:
+        p = Path(path)
+        if p.suffix != ".jsonl" or not p.is_file():
+            continue
+        if not _holds(p, b'"rules_sha"'):
+            continue
+        for line, obj in read_jsonl(p):
+            if not isinstance(obj, dict) or not isinstance((obj.get("labels") or {}).get("rules_sha"), dict):
+                continue
+            labeled += 1
+            why = stale_rules(obj["labels"]["rules_sha"], spec, ticked=obj.get("violates") or ())
+            if why:
+                stale += 1
+                if len(examples) < limit:
+                    try:
+                        rid = record_from_native({k: v for k, v in obj.items() if k not in ("id", "kind")}).id
+                    except (ValueError, TypeError):
+                        rid = None
+                    examples.append({"where": f"{p}:{line}", "id": rid,
+                                     "rules": [f"{r} ({w})" for r, w in why]})
+    return {"labeled": labeled, "stale": stale, "examples": examples}
+
+
 __all__ = ["check_content", "label_rules_of", "rule_content", "rule_hash", "rules_sha", "spec_version",
-           "stale_labeled", "stale_rules"]
+           "stale_labeled", "stale_labels_in", "stale_rules"]

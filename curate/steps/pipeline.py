@@ -260,6 +260,7 @@ def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], to
         "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
                  "path": str(spec.path) if spec.path else None,
                  **_contract(spec)},  # rules_sha + version_sha (curate.versioning, issue #18)
+        "stale_labels": _stale_labels(spec, inputs_info),
         "inputs": inputs_info,
         "counts": {**totals, "sft": {"train": len(splits["sft"][0]), "test": len(splits["sft"][1])},
                    "dpo": {"train": len(splits["dpo"][0]), "test": len(splits["dpo"][1])},
@@ -290,6 +291,19 @@ def _contract(spec: Spec) -> dict[str, Any]:
 
     v = spec_version(spec)
     return {"rules_sha": v["rules"], "version_sha": v["sha"]}
+
+
+def _stale_labels(spec: Spec, inputs_info: list[dict[str, Any]]) -> dict[str, Any]:
+    """Labels in the inputs made under other rule hashes: counted, or an error under export.stale_labels: error."""
+    from curate.versioning import stale_labels_in
+
+    got = stale_labels_in([i["file"] for i in inputs_info], spec)
+    if got["stale"] and spec.export.stale_labels == "error":
+        ex = got["examples"][0]
+        raise ExportError(f"{got['stale']} labeled records were labeled under other rules (e.g. {ex['where']}: "
+                          f"{', '.join(ex['rules'])}); re-label them with `curate label push {spec.path or spec.name} "
+                          "--stale` and pull, or set export.stale_labels: warn in the spec")
+    return got
 
 
 def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any], sft_format: str,
