@@ -59,6 +59,12 @@ def register(main: click.Group) -> None:
             result = build(spec, list(inputs) or None, target, format=fmt, mapping=parse_mapping(mapping),
                            tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
                            sft_format=sft_format, lock=lock, progress=update, engine=engine)
+        stale = result.manifest.get("stale_labels") or {}
+        if stale.get("stale"):  # labels made under rules that changed since (curate.versioning)
+            ex = stale["examples"][0]
+            say(f"warning: {stale['stale']} of {stale['labeled']} labeled records were labeled under other rules "
+                f"(e.g. {ex['where']}: {', '.join(ex['rules'])}); `curate label push {spec_path} --stale` "
+                "re-queues them", quiet=quiet)
         if as_json:
             emit_json(result.summary())
             return
