@@ -7,9 +7,11 @@
     >>> after = evaluate_model(spec, "models/sft", data="out/support-triage/v1")     # doctest: +SKIP
     >>> compare(before, after)["rules"][0]["delta"]                                  # doctest: +SKIP
 
-The held-out prompts are the `test` splits of the export (sft/ and dpo/, deduplicated by prompt). Responses are
-generated greedily, in batches with left padding, then every automatic rule of the spec runs over each one
-(`curate.checks`). Regression checks: a sample of the MT-bench and Vicuna-bench questions (shipped in
+The held-out prompts are the `test` splits of the export (sft/ and dpo/, deduplicated by prompt), or a frozen
+held-out file (`heldout_file`: rows with a `reference` intent give the intent accuracy). Responses are generated
+greedily, in batches with left padding, then every automatic rule of the spec runs over each one, through the
+spec's compiled rules (`curate.checks.compiled`: the same verdicts as `check_response`, several times faster).
+`bootstrap_ci` gives a percentile bootstrap interval for any per-prompt rate. Regression checks: a sample of the MT-bench and Vicuna-bench questions (shipped in
 curate/assets/) must get non-empty, non-refusing, non-degenerate answers, and prompts tagged `safe` (or, when
 none is, the `typical` ones) give the over-refusal rate.
 
@@ -35,13 +37,23 @@ from typing import Any
 import orjson
 
 from curate import __version__
-from curate.checks import check_response
+from curate.checks.compiled import compile_rules
 from curate.checks.runner import add_result, by_category, new_report
 from curate.checks.semantic_checks import REFUSAL_PHRASES
 from curate.checks.text_checks import phrase_regex
 from curate.errors import EvalError, TrainError
-from curate.records import CheckResult, LineError, Message, SFTRecord, Source, dump_record, normalize_text, read_jsonl, \
-    write_atomic, write_jsonl_atomic
+from curate.records import (
+    CheckResult,
+    LineError,
+    Message,
+    SFTRecord,
+    Source,
+    dump_record,
+    normalize_text,
+    read_jsonl,
+    write_atomic,
+    write_jsonl_atomic,
+)
 from curate.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -71,6 +83,7 @@ class Prompt:
     tags: list[str] = field(default_factory=list)
     where: str = ""
     row_id: str | None = None
+    reference: dict[str, Any] | None = None   # e.g. {"intent": ...} of a frozen held-out file
 
     def user_text(self) -> str:
         return "\n".join(str(m.get("content", "")) for m in self.messages if m.get("role") == "user")
@@ -107,7 +120,7 @@ def record_meta(spec: Spec | None) -> dict[str, tuple[str, list[str]]]:
                 continue
             try:
                 rec = record_from_native(obj, spec=spec.ref)
-            except Exception:  # noqa: BLE001 - a bad line has no metadata to give
+            except Exception:  # noqa: BLE001, S112 - a bad line has no metadata to give
                 continue
             meta[rec.id] = (rec.category, list(rec.tags))
     return meta
@@ -152,6 +165,48 @@ def heldout_prompts(export: str | Path, spec: Spec | None = None) -> list[Prompt
                               row_id=str(obj["id"]) if "id" in obj else None))
     if not out:
         raise EvalError(f"the held-out split in {export} is empty")
+    return out
+
+
+def heldout_file(path: str | Path, spec: Spec | None = None) -> list[Prompt]:
+    """The prompts of a frozen held-out JSONL file: rows `{"messages" | "prompt", "id"?, "category"?, "tags"?,
+    "reference"?}` (a trailing assistant turn is dropped). The spec's system prompt is put first where a row has no
+    system turn, as the export does; `reference` (e.g. {"intent": "refund_request"}) is kept for scoring."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"{path} does not exist; pass a held-out JSONL file")
+    system = spec.system_prompt.strip() if spec is not None and spec.system_prompt else ""
+    out: list[Prompt] = []
+    seen: set[str] = set()
+    for line, obj in read_jsonl(path):
+        where = f"{path}:{line}"
+        if isinstance(obj, LineError):
+            raise EvalError(f"{where}: {obj.reason}: {obj.detail}; fix the held-out file")
+        if isinstance(obj.get("messages"), list):
+            msgs = list(obj["messages"])
+        elif isinstance(obj.get("prompt"), list):
+            msgs = list(obj["prompt"])
+        elif isinstance(obj.get("prompt"), str):
+            msgs = [{"role": "user", "content": obj["prompt"]}]
+        else:
+            raise EvalError(f"{where}: a row with neither messages nor prompt")
+        if msgs and msgs[-1].get("role") == "assistant":
+            msgs = msgs[:-1]
+        if not msgs or msgs[-1].get("role") != "user":
+            raise EvalError(f"{where}: the prompt must end with a user turn")
+        if system and msgs[0].get("role") != "system":
+            msgs = [{"role": "system", "content": system}, *msgs]
+        key = prompt_key(msgs)
+        if key in seen:
+            raise EvalError(f"{where}: the same prompt twice in a held-out file")
+        seen.add(key)
+        ref = obj.get("reference")
+        out.append(Prompt(id=key, messages=msgs, category=str(obj.get("category", "typical")),
+                          tags=[str(t) for t in obj.get("tags", [])], where=where,
+                          row_id=str(obj["id"]) if "id" in obj else None,
+                          reference=ref if isinstance(ref, dict) else None))
+    if not out:
+        raise EvalError(f"{path} holds no prompts")
     return out
 
 
@@ -318,8 +373,9 @@ def score_general(questions: list[dict[str, Any]], answers: list[str]) -> dict[s
             problems[p] += 1
             failures.append({"id": q["id"], "question": q["question"], "answer": a[:400], "problem": p})
     n = len(questions)
+    bad = {f["id"] for f in failures}
     return {"questions": n, "ok": n - sum(problems.values()), "rate": (n - sum(problems.values())) / n if n else None,
-            "problems": dict(problems), "failures": failures}
+            "problems": dict(problems), "failures": failures, "per_question": [q["id"] not in bad for q in questions]}
 
 
 # ---------------------------------------------------------------- scoring
@@ -332,40 +388,97 @@ def _valid_json(text: str) -> bool:
     return True
 
 
-def score(spec: Spec, prompts: list[Prompt], responses: list[str]) -> dict[str, Any]:
-    """Every automatic rule over every response; the per-rule table, categories, examples and items."""
+def _answer_intent(text: str) -> str | None:
+    """The `intent` value of a JSON answer, or None."""
+    try:
+        doc = orjson.loads(text.strip().encode("utf-8"))
+    except orjson.JSONDecodeError:
+        return None
+    v = doc.get("intent") if isinstance(doc, dict) else None
+    return v if isinstance(v, str) else None
+
+
+def score(spec: Spec, prompts: list[Prompt], responses: list[str], *,
+          check: Callable[..., list[CheckResult]] | None = None) -> dict[str, Any]:
+    """Every automatic rule over every response; the per-rule table, categories, examples and items.
+
+    `check(response, user_text, category, tags) -> [CheckResult]` defaults to the spec's compiled rules
+    (`CompiledRules.results`, equal to `curate.checks.check_response`). Prompts with a reference intent give
+    `intent_accuracy` (the answer's `intent` equals it).
+    """
+    check = check or compile_rules(spec).results
     report = new_report(spec)
     items = []
-    for p, resp in zip(prompts, responses):
-        results = check_response(spec, resp, user_text=p.user_text(), category=p.category, tags=p.tags)
-        add_result(report, results, where=p.where or p.id, response=resp, expected_fail=None)
-        items.append({"id": p.id, "where": p.where, "category": p.category, "tags": p.tags,
-                      "prompt": p.messages, "response": resp,
-                      "results": {r.rule: r.status for r in results},
-                      "failed": {r.rule: r.detail for r in results if r.status == "fail"}})
-    d = report.as_dict()
-    d.pop("unexpected", None)
-    n = len(responses)
     safe = [i for i, p in enumerate(prompts) if "safe" in p.tags]
     basis = "tag:safe"
     if not safe:
         safe = [i for i, p in enumerate(prompts) if p.category == "typical"]
         basis = "category:typical (no prompt is tagged safe)"
-    refused = [prompts[i].id for i in safe if _REFUSAL.search(responses[i])]
+    safe_set = set(safe)
+    is_json = spec.output.format == "json"
+    for i, (p, resp) in enumerate(zip(prompts, responses)):
+        results = check(resp, p.user_text(), p.category, frozenset(p.tags))
+        add_result(report, results, where=p.where or p.id, response=resp, expected_fail=None)
+        item = {"id": p.id, "where": p.where, "category": p.category, "tags": p.tags,
+                "prompt": p.messages, "response": resp,
+                "results": {r.rule: r.status for r in results},
+                "failed": {r.rule: r.detail for r in results if r.status == "fail"},
+                "valid_json": _valid_json(resp) if is_json else None,
+                "refused": bool(_REFUSAL.search(resp)) if i in safe_set else None}
+        want = (p.reference or {}).get("intent")
+        if want is not None:
+            got = _answer_intent(resp)
+            item.update(reference_intent=want, intent=got, intent_ok=got == want)
+        items.append(item)
+    d = report.as_dict()
+    d.pop("unexpected", None)
+    n = len(responses)
+    refused = [prompts[i].id for i in safe if items[i]["refused"]]
+    scored = [it for it in items if "intent_ok" in it]
+    correct = sum(it["intent_ok"] for it in scored)
     return {
         **d,
         "by_category": by_category(report),
-        "valid_json_rate": (sum(_valid_json(r) for r in responses) / n if n else None)
-        if spec.output.format == "json" else None,
+        "valid_json_rate": (sum(it["valid_json"] for it in items) / n if n else None) if is_json else None,
+        "intent_accuracy": {"prompts": len(scored), "correct": correct,
+                            "rate": correct / len(scored) if scored else None} if scored else None,
         "over_refusal": {"basis": basis, "prompts": len(safe), "refused": len(refused),
                          "rate": len(refused) / len(safe) if safe else None, "refused_ids": refused[:50]},
         "items": items,
     }
 
 
+def bootstrap_ci(values: list[float] | list[bool], *, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of per-prompt values (e.g. 1 = passed every rule): `n_boot`
+    resamples of the prompts with replacement, seeded; None for no values."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_ci(a: list[float] | list[bool], b: list[float] | list[bool], *, n_boot: int = 2000,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Interval of mean(b) - mean(a) over the same prompts (resampled together): `a[i]` and `b[i]` belong to the
+    same prompt."""
+    import numpy as np
+
+    if len(a) != len(b):
+        raise ValueError(f"paired values of different lengths ({len(a)} vs {len(b)})")
+    return bootstrap_ci(list(np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)),
+                        n_boot=n_boot, seed=seed, level=level)
+
+
 def _header(spec: Spec, **extra: Any) -> dict[str, Any]:
     return {"kind": REPORT_KIND, "format_version": 1, "tool": {"name": "curate", "version": __version__},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "spec": spec.ref, "spec_sha256": spec.digest, **_contract(spec), **extra}
 
 
@@ -385,11 +498,16 @@ def _resolve_data(spec: Spec, data: str | Path | None) -> Path:
 
 
 def evaluate_model(spec: Spec, model: str | Path, *, data: str | Path | None = None,
-                   opts: EvalOptions | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Generate for the held-out prompts with `model`, score them with the spec; the eval report dict."""
+                   opts: EvalOptions | None = None, progress: Progress | None = None,
+                   prompts: list[Prompt] | None = None) -> dict[str, Any]:
+    """Generate for the held-out prompts with `model`, score them with the spec; the eval report dict.
+
+    `prompts` (e.g. `heldout_file(...)`) replaces the export's test splits."""
     opts = opts or EvalOptions()
-    export = _resolve_data(spec, data)
-    prompts = heldout_prompts(export, spec)
+    export: Path | str | None = None
+    if prompts is None:
+        export = _resolve_data(spec, data)
+        prompts = heldout_prompts(export, spec)
     if opts.limit is not None:
         prompts = prompts[:opts.limit]
     t0 = time.perf_counter()
@@ -405,7 +523,7 @@ def evaluate_model(spec: Spec, model: str | Path, *, data: str | Path | None = N
                                max_new_tokens=opts.general_max_new_tokens, batch_size=opts.batch_size,
                                progress=progress, step="general")
         general = score_general(questions, answers)
-    report = _header(spec, model=str(model), outputs_file=None, data=str(export),
+    report = _header(spec, model=str(model), outputs_file=None, data=str(export) if export else None,
                      settings={**asdict(opts), "device": gen.device, "decoding": "greedy"})
     report.update(score(spec, prompts, responses))
     report["general"] = general
@@ -570,6 +688,6 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
     write_atomic(path, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str))
 
 
-__all__ = ["EvalOptions", "Generator", "HELDOUT_TAG", "Prompt", "compare", "evaluate_model", "evaluate_outputs",
-           "failure_records", "general_problem", "general_questions", "heldout_prompts", "load_report",
-           "score", "write_report", "write_to_label"]
+__all__ = ["HELDOUT_TAG", "EvalOptions", "Generator", "Prompt", "bootstrap_ci", "compare", "evaluate_model",
+           "evaluate_outputs", "failure_records", "general_problem", "general_questions", "heldout_file",
+           "heldout_prompts", "load_report", "paired_bootstrap_ci", "score", "write_report", "write_to_label"]
