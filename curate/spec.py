@@ -307,6 +307,10 @@ class Spec(_Strict):
     def default_out_dir(self) -> Path:
         return Path("out") / self.name / f"v{self.version}"
 
+    def default_expand_dir(self) -> Path:
+        """`curate expand`'s folder: beside the build folder, never inside one (a build owns its folder)."""
+        return Path("out") / self.name / f"v{self.version}-expand"
+
 
 def _check_json_schema(schema: dict[str, Any]) -> None:
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)

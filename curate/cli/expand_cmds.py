@@ -14,7 +14,7 @@ def register(main: click.Group) -> None:
     @main.command("expand")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
     @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-                  help="Output folder (default: out/<spec name>/v<version>/expand).")
+                  help="Output folder (default: out/<spec name>/v<version>-expand, beside the build folder).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same data: same output.")
     @click.option("--fill-gaps", is_flag=True,
                   help="Also make cases for every coverage cell under its target, then for categories under "
@@ -56,7 +56,7 @@ def register(main: click.Group) -> None:
             model = LocalModel(model_path)
         res = expand(spec, seed=seed, fill_gaps=fill_gaps, model=model, variants=variants,
                      per_pattern=per_pattern, per_rule=per_rule, max_drafts=max_drafts)
-        out = Path(out_dir) if out_dir else spec.default_out_dir() / "expand"
+        out = Path(out_dir) if out_dir else spec.default_expand_dir()
         paths = write_outputs(res, out)
         summary = res.summary
         if as_json:
