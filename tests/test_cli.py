@@ -21,21 +21,21 @@ def runner() -> CliRunner:
 
 
 def test_spec_init_passes_check(runner: CliRunner, tmp_path: Path) -> None:
-    r = runner.invoke(main, ["spec", "init", "refund-bot", "--dir", str(tmp_path)])
+    r = runner.invoke(main, ["spec", "init", "refund-bot", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     path = tmp_path / "refund-bot" / "spec.yaml"
-    assert r.output.strip() == str(path)
+    assert r.stdout.strip() == str(path)
     assert "# A behavior spec" in path.read_text()
     r = runner.invoke(main, ["spec", "check", str(path), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["ok"] is True and doc["specs"][0]["name"] == "refund-bot@1"
-    r = runner.invoke(main, ["spec", "init", "refund-bot", "--dir", str(tmp_path)])
+    r = runner.invoke(main, ["spec", "init", "refund-bot", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "already exists" in r.output
 
 
 def test_spec_init_bad_name(runner: CliRunner, tmp_path: Path) -> None:
-    r = runner.invoke(main, ["spec", "init", "Bad Name", "--dir", str(tmp_path)])
+    r = runner.invoke(main, ["spec", "init", "Bad Name", "--out", str(tmp_path)])
     assert r.exit_code == 1
     assert "error: spec name 'Bad Name': use lowercase letters, digits and dashes" in r.output
 
@@ -52,7 +52,7 @@ def test_spec_check_error_exit_1(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_spec_check_findings_exit_1(runner: CliRunner, tmp_path: Path) -> None:
-    runner.invoke(main, ["spec", "init", "x", "--dir", str(tmp_path)])
+    runner.invoke(main, ["spec", "init", "x", "--out", str(tmp_path)])
     p = tmp_path / "x" / "spec.yaml"
     p.write_text(p.read_text().replace("typical: {min_share: 0.5}", "typical: {min_share: 0.9}"))
     r = runner.invoke(main, ["spec", "check", str(p)])
@@ -102,10 +102,11 @@ def test_model_outputs_file(runner: CliRunner, example_specs: list[Path], tmp_pa
 def test_no_traceback_without_debug(tmp_path: Path) -> None:
     bad = tmp_path / "spec.yaml"
     bad.write_text("name: [\n")
-    r = subprocess.run([sys.executable, "-m", "curate", "check", str(bad), str(bad)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "curate", "check", str(bad), str(bad)], capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
     r = subprocess.run([sys.executable, "-m", "curate", "check", str(bad), str(bad)], capture_output=True, text=True,
-                       env={"CURATE_DEBUG": "1", "PATH": "/usr/bin:/bin"})
+                       env={"CURATE_DEBUG": "1", "PATH": "/usr/bin:/bin"}, check=False)
     assert "Traceback" in r.stderr
 
 

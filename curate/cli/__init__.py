@@ -10,6 +10,7 @@ import importlib
 import click
 
 from curate import __version__
+from curate.cli.common import CurateGroup
 
 COMMAND_MODULES = [
     "curate.cli.spec_cmds",
@@ -26,7 +27,7 @@ COMMAND_MODULES = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("curate", cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="curate")
 def main() -> None:
     """curate: turn a behavior spec into training data, label it, export it for TRL, train and evaluate.

@@ -7,15 +7,25 @@ from pathlib import Path
 
 import click
 
-from curate.cli.common import (emit_json, handle_errors, json_option, make_progress, parse_mapping, quiet_option,
-                               say, show_progress)
+from curate.cli.common import (
+    INPUT,
+    emit_json,
+    handle_errors,
+    json_option,
+    make_progress,
+    parse_mapping,
+    quiet_option,
+    say,
+    show_progress,
+)
 
 
 def register(main: click.Group) -> None:
     @main.command("build")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--input", "-i", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=True),
-                  help="Input file (repeatable). Default: the spec's own `data:` files.")
+    @click.option("--input", "-i", "inputs", multiple=True, type=INPUT,
+                  help="Input file or folder (repeatable), optionally with its format: chats.jsonl:sharegpt. "
+                       "Default: the spec's own `data:` files.")
     @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder. Default: out/<name>/v<version>.")
     @click.option("--format", "fmt", help="Force the input format instead of detecting it.")
     @click.option("--map", "mapping", multiple=True, metavar="OURS=THEIRS",
@@ -32,12 +42,16 @@ def register(main: click.Group) -> None:
     @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                   help="Where the per-record steps run: this process, or Ray Data (local Ray on 127.0.0.1, or "
                        "the cluster in RAY_ADDRESS; needs the `ray` extra).")
+    @click.option("--strict", is_flag=True,
+                  help="Stop at an input file whose format cannot be detected (default: quarantine its records "
+                       "as unknown_format and build the other inputs).")
     @json_option
     @quiet_option
     @handle_errors
     def build_cmd(spec_path: str, inputs: tuple[str, ...], out: str | None, fmt: str | None,
                   mapping: tuple[str, ...], tokenizer: str | None, max_tokens: int | None, sft_format: str | None,
-                  near_threshold: float, lock: str | None, engine: str, as_json: bool, quiet: bool) -> None:
+                  near_threshold: float, lock: str | None, engine: str, strict: bool, as_json: bool,
+                  quiet: bool) -> None:
         """Build a training-ready dataset: import, validate, deduplicate, split, export for TRL.
 
         Nothing is lost: every record is exported, quarantined (quarantine/<step>.jsonl, with the reason) or
@@ -51,11 +65,12 @@ def register(main: click.Group) -> None:
         """
         from curate.spec import load_spec
         from curate.steps.pipeline import build
+        from curate.steps.read import strict_inputs
 
         spec = load_spec(spec_path)
         target = Path(out) if out else spec.default_out_dir()
         bars, update = make_progress(show_progress(quiet, as_json))
-        with bars:
+        with bars, strict_inputs(strict):
             result = build(spec, list(inputs) or None, target, format=fmt, mapping=parse_mapping(mapping),
                            tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
                            sft_format=sft_format, lock=lock, progress=update, engine=engine)
@@ -91,8 +106,9 @@ def register(main: click.Group) -> None:
     @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
                   help="Similarity for a near match.")
     @json_option
+    @quiet_option
     @handle_errors
-    def leakage_cmd(a: str, b: str, threshold: float, as_json: bool) -> None:
+    def leakage_cmd(a: str, b: str, threshold: float, as_json: bool, quiet: bool) -> None:
         """Count rows of B whose prompt matches a prompt of A exactly or nearly; exit 1 when any do.
 
         A and B are JSONL/JSON/Parquet files or folders (a build folder, a benchmark's question file).
@@ -111,45 +127,32 @@ def register(main: click.Group) -> None:
         else:
             click.echo(f"{len(tb)} rows of {b} against {len(ta)} of {a}: {rep.exact} exact, {rep.near} near "
                        f"(threshold {threshold})")
-            for ex in rep.examples:
+            for ex in [] if quiet else rep.examples:
                 click.echo(f"  {ex['method']} {ex['score']}: {ex['b']} ~ {ex['a']}: {ex['text'][:80]!r}")
         sys.exit(0 if rep.empty else 1)
 
     @main.command("coverage")
     @click.argument("target", metavar="SPEC|OUT_DIR", type=click.Path(exists=True))
-    @click.option("--input", "-i", "inputs", multiple=True, type=click.Path(exists=True),
+    @click.option("--input", "-i", "inputs", multiple=True, type=INPUT,
                   help="With a SPEC: data files to count (default: the spec's own data).")
     @json_option
+    @quiet_option
     @handle_errors
-    def coverage_cmd(target: str, inputs: tuple[str, ...], as_json: bool) -> None:
+    def coverage_cmd(target: str, inputs: tuple[str, ...], as_json: bool, quiet: bool) -> None:
         """Print the coverage matrix (case category x rule) against the spec's targets; name cells under target.
 
-        With a build folder it shows the matrix of that build (manifest.json); with a spec it reads and validates
-        the spec's data (or --input files) and counts them.
+        With a build folder it shows the matrix of that build (manifest.json); with a spec it builds the spec's
+        data (or --input files) into a temporary folder and shows that build's matrix: the same computation as
+        `curate build` and the report, so the counts agree.
 
         \b
         Example:
           curate coverage specs/support-triage
           curate coverage out/support-triage/v1 --json
         """
-        import orjson
+        from curate.steps.coverage import build_coverage
 
-        p = Path(target)
-        if p.is_dir() and (p / "manifest.json").is_file():
-            manifest = orjson.loads((p / "manifest.json").read_bytes())
-            cov, ref = manifest.get("coverage", {}), manifest.get("spec", {}).get("ref", str(p))
-        else:
-            from curate.spec import load_spec
-            from curate.steps.base import RunContext
-            from curate.steps.coverage import compute_coverage
-            from curate.steps.read import read_inputs
-            from curate.steps.validate import validate
-
-            spec = load_spec(target)
-            paths = [str(x) for x in inputs] or [str(x) for x in spec.data_paths()]
-            ctx = RunContext()
-            recs = validate(read_inputs(paths, ctx=ctx, spec=spec), spec=spec, ctx=ctx)
-            cov, ref = compute_coverage(spec, recs).as_dict(), spec.ref
+        cov, ref = build_coverage(target, list(inputs) or None)
         cells = cov.get("cells", [])
         under = [c for c in cells if not c.get("ok", True)]
         cats_under = [c for c in cov.get("categories", []) if not c.get("ok", True)]
@@ -179,7 +182,7 @@ def register(main: click.Group) -> None:
                        + ("" if c["ok"] else "  UNDER SHARE"))
         for c in under:
             click.echo(f"under target: {c['category']} x {c['rule']}: {c['count']} of {c['target']}")
-        if not under and not cats_under:
+        if not under and not cats_under and not quiet:
             click.echo("every cell meets its target")
 
     @main.command("lint-export")
@@ -190,9 +193,10 @@ def register(main: click.Group) -> None:
     @click.option("--assistant-only-loss/--no-assistant-only-loss", default=True, show_default=True,
                   help="Whether SFT will train on assistant tokens only (needs generation markers).")
     @json_option
+    @quiet_option
     @handle_errors
     def lint_export_cmd(directory: str, tokenizer: str | None, max_length: int | None, assistant_only_loss: bool,
-                        as_json: bool) -> None:
+                        as_json: bool, quiet: bool) -> None:
         """Check an export the way TRL will read it; exit 1 on errors.
 
         Reports the dataset type TRL detects from the first row, rows of another type, missing chat-template
@@ -214,7 +218,7 @@ def register(main: click.Group) -> None:
                            f"rows {d['rows']}, dropped {d['dropped']}, truncated {d['truncated']}")
             for f in rep.findings:
                 click.echo(f"{f['level']}: {f['dataset']}: {f['code']}: {f['message']}")
-                for ex in f.get("examples", [])[:5]:
+                for ex in [] if quiet else f.get("examples", [])[:5]:
                     click.echo(f"    {ex}")
             click.echo("ok" if rep.ok else "errors found")
         sys.exit(0 if rep.ok else 1)

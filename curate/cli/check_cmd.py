@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option
+from curate.cli.common import emit_json, handle_errors, json_option, quiet_option
 
 
 def register(main: click.Group) -> None:
@@ -14,8 +14,9 @@ def register(main: click.Group) -> None:
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @json_option
+    @quiet_option
     @handle_errors
-    def check(spec_path: str, file: str, as_json: bool) -> None:
+    def check(spec_path: str, file: str, as_json: bool, quiet: bool) -> None:
         """Run the spec's automatic rules over FILE and print a per-rule table.
 
         Exit 1 when a record does not behave as written: a normal record fails a rule, or a negative
@@ -46,9 +47,9 @@ def register(main: click.Group) -> None:
             console.print(table)
             cats = by_category(report)
             console.print("failures by category: " + ", ".join(f"{c} {v['fail']}" for c, v in cats.items()))
-            for u in report.unexpected[:20]:
+            for u in [] if quiet else report.unexpected[:20]:
                 click.echo(f"unexpected: {u['where']}: expected to fail {u['expected_fail'] or 'nothing'}, "
                            f"failed {u['failed'] or 'nothing'} {u['details']}", err=True)
-            for b in report.bad_lines[:20]:
+            for b in [] if quiet else report.bad_lines[:20]:
                 click.echo(f"bad line: {b['where']}: {b['reason']}: {b['detail']}", err=True)
         sys.exit(1 if report.unexpected or report.bad_lines else 0)

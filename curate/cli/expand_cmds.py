@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from curate.cli.common import emit_json, handle_errors, json_option, quiet_option, say
+
+
+def expand_messages(summary: dict[str, Any]) -> list[str]:
+    """What `curate expand` did, for people: what was made by which generator, then what --fill-gaps did."""
+    c = summary["counts"]
+    made = {k.split(":", 1)[1].rsplit(".", 1)[-1]: n for k, n in sorted(c.items()) if k.startswith("records:") and n}
+    lines = [f"made {c['records']} records"
+             + (f" ({', '.join(f'{g}: {n}' for g, n in made.items())})" if made else "")
+             + f", {c['pairs']} pairs, {c['prompts_to_label']} prompts to label; "
+             f"near-duplicates dropped: {c.get('dropped_near_duplicate', 0)}"]
+    gaps = summary.get("gaps")
+    if gaps is None:
+        return lines
+    shares = gaps.get("shares", [])
+    share_made = sum(s["made"] for s in shares)
+    if not gaps["cells"]:
+        lines.append("fill-gaps: no coverage cell was under its target, so no cell needed cases")
+    for cell in gaps["cells"]:
+        state = "ok" if cell["ok"] else f"UNDER TARGET: {cell.get('reason', '')}"
+        lines.append(f"fill-gaps: cell {cell['category']} x {cell['rule']}: {cell['before']} -> {cell['after']} "
+                     f"(target {cell['target']}, made {cell['made']}) {state}")
+    for share in shares:
+        state = "ok" if share["ok"] else "UNDER min_share"
+        lines.append(f"fill-gaps: share {share['category']}: {share['before']} -> {share['after']} records, "
+                     f"{share['share']:.1%} (min {share['min_share']:.0%}, made {share['made']}) {state}")
+    lines.append(f"fill-gaps made {gaps.get('made', 0)} records and pairs for coverage cells and {share_made} for "
+                 f"category shares (included in the counts above)")
+    return lines
 
 
 def register(main: click.Group) -> None:
@@ -67,21 +96,11 @@ def register(main: click.Group) -> None:
         click.echo(f"{paths['pairs.jsonl']}\t{c['pairs']} pairs")
         click.echo(f"{paths['prompts_to_label.jsonl']}\t{c['prompts_to_label']} prompts to label")
         click.echo(f"{paths['summary.json']}")
-        say(f"near-duplicates dropped: {c.get('dropped_near_duplicate', 0)}", quiet=quiet)
+        for line in expand_messages(summary):
+            say(line, quiet=quiet)
         gaps = summary.get("gaps")
-        if gaps is not None:
-            if not gaps["cells"]:
-                say("every coverage cell was already at its target", quiet=quiet)
-            for cell in gaps["cells"]:
-                state = "ok" if cell["ok"] else f"UNDER TARGET: {cell.get('reason', '')}"
-                say(f"gap {cell['category']} x {cell['rule']}: {cell['before']} -> {cell['after']} "
-                    f"(target {cell['target']}, made {cell['made']}) {state}", quiet=quiet)
-            for share in gaps.get("shares", []):
-                state = "ok" if share["ok"] else "UNDER min_share"
-                say(f"share {share['category']}: {share['before']} -> {share['after']} records, "
-                    f"{share['share']:.1%} (min {share['min_share']:.0%}, made {share['made']}) {state}", quiet=quiet)
-            if gaps["unfilled"]:
-                sys.exit(1)
+        if gaps is not None and gaps["unfilled"]:
+            sys.exit(1)
 
     @main.group("pairs")
     def pairs_group() -> None:
@@ -91,8 +110,9 @@ def register(main: click.Group) -> None:
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @json_option
+    @quiet_option
     @handle_errors
-    def pairs_check(spec_path: str, file: str, as_json: bool) -> None:
+    def pairs_check(spec_path: str, file: str, as_json: bool, quiet: bool) -> None:
         """Prove every preference pair in FILE valid; exit 1 with the reason for each pair that is not.
 
         Valid: one shared prompt; chosen passes every automatic rule; rejected fails at least one rule named
@@ -111,5 +131,5 @@ def register(main: click.Group) -> None:
         else:
             for p in report.problems:
                 click.echo(f"{p.where}: {p.reason}: {p.detail}")
-            click.echo(f"{report.valid}/{report.pairs} pairs valid", err=True)
+            say(f"{report.valid}/{report.pairs} pairs valid", quiet=quiet)
         sys.exit(0 if report.ok else 1)

@@ -7,25 +7,57 @@ from pathlib import Path
 
 import click
 
-from curate.cli.common import (emit_json, handle_errors, json_option, make_progress, parse_mapping, quiet_option,
-                               say, show_progress)
+from curate.cli.common import (
+    INPUT,
+    deprecated_options,
+    emit_json,
+    handle_errors,
+    json_option,
+    load_spec_arg,
+    make_progress,
+    parse_mapping,
+    quiet_option,
+    say,
+    show_progress,
+)
+
+
+def _given_format(path: Path) -> str | None:
+    from curate.readers.containers import InputPath
+
+    return path.format if isinstance(path, InputPath) else None
+
+
+def _detected(path: Path, maps: dict[str, str] | None) -> str:
+    from curate.errors import InputError
+    from curate.steps.read import detect_format
+
+    try:
+        return detect_format(path, maps, default="none")
+    except InputError:
+        return "unknown"  # read_inputs quarantines the file (unknown_format) or, with --strict, stops
 
 
 def register(main: click.Group) -> None:
     from curate.steps.read import FORMATS
 
+    @deprecated_options({"--out": "--out-file", "-o": "--out-file"})
     @main.command("import")
-    @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
-    @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output JSONL (native format).")
-    @click.option("--spec", "spec_path", type=click.Path(exists=True), help="Spec the records belong to (name@version).")
+    @click.argument("files", nargs=-1, required=True, type=INPUT)
+    @click.option("--out-file", "out", required=True, type=click.Path(dir_okay=False),
+                  help="Output JSONL (native format).")
+    @click.option("--spec", "spec_path", metavar="SPEC",
+                  help="Spec the records belong to: its path, or name@version (looked up as specs/NAME/).")
     @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Force the input format instead of detecting it.")
     @click.option("--map", "mapping", multiple=True, metavar="OURS=THEIRS",
                   help="Field mapping for odd column names (repeatable), e.g. --map instruction=question.")
+    @click.option("--strict", is_flag=True,
+                  help="Stop at a file whose format cannot be detected (default: quarantine its records).")
     @json_option
     @quiet_option
     @handle_errors
     def import_cmd(files: tuple[str, ...], out: str, spec_path: str | None, fmt: str | None,
-                   mapping: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+                   mapping: tuple[str, ...], strict: bool, as_json: bool, quiet: bool) -> None:
         """Convert input files (OpenAI chat, ShareGPT, Alpaca, HH-RLHF, LLaMA-Factory, KTO, CSV, Parquet, Label
         Studio exports ...) to curate's native JSONL, and account for every unit read.
 
@@ -34,28 +66,23 @@ def register(main: click.Group) -> None:
 
         \b
         Example:
-          curate import data/alpaca.json chats.jsonl --spec specs/support-triage --out imported.jsonl
-          curate import export.json --format label_studio --out pulled.jsonl --json
+          curate import data/alpaca.json chats.jsonl --spec specs/support-triage --out-file imported.jsonl
+          curate import tickets.csv --spec support-triage@1 --out-file tickets.jsonl --json
         """
         import orjson
 
-        from curate.records import write_atomic
-        from curate.records import write_jsonl_atomic
+        from curate.records import write_atomic, write_jsonl_atomic
         from curate.steps.base import RunContext
-        from curate.steps.read import detect_format, expand_inputs, read_inputs
+        from curate.steps.read import expand_inputs, read_inputs, strict_inputs
 
-        spec = None
-        if spec_path:
-            from curate.spec import load_spec
-
-            spec = load_spec(spec_path)
+        spec = load_spec_arg(spec_path) if spec_path else None
         maps = parse_mapping(mapping)
         paths = expand_inputs(list(files))
-        formats = {str(p): fmt or detect_format(p, maps, default="none") for p in paths}
+        formats = {str(p): fmt or _given_format(p) or _detected(p, maps) for p in paths}
         bars, update = make_progress(show_progress(quiet, as_json))
         ctx = RunContext(progress=update)
         out_path = Path(out)
-        with bars:
+        with bars, strict_inputs(strict):
             n = write_jsonl_atomic(out_path, read_inputs(paths, ctx=ctx, spec=spec, format=fmt, mapping=maps))
         rows = ctx.quarantined.get("read", [])
         qpath = out_path.with_name(out_path.stem + ".quarantine.jsonl")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from curate.cli.common import (
+    deprecated_options,
     emit_json,
     handle_errors,
     json_option,
@@ -109,6 +110,7 @@ def register(main: click.Group) -> None:
                            f"{'automatic' if v['counts'] else 'suggestion'}\t{v['reason']}")
         say(f"{len(rows)} responses judged by {judge_.id}", quiet=quiet)
 
+    @deprecated_options({"--out": "--out-file"})
     @judge.command("calibrate")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
     @click.option("--labels", "labels", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
@@ -116,7 +118,7 @@ def register(main: click.Group) -> None:
     @click.option("--rule", "rule_ids", multiple=True, help="Only these judge rules (repeatable).")
     @click.option("--include-unreviewed", is_flag=True,
                   help="Also take records no person reviewed (their `violates` marks) as labels.")
-    @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+    @click.option("--out-file", "out", type=click.Path(dir_okay=False), default=None,
                   help="Calibration file; default .curate/judge/NAME/calibration.json (merged per rule).")
     @judge_options
     @json_option
@@ -172,8 +174,9 @@ def register(main: click.Group) -> None:
     @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
                   help="Calibration file; default .curate/judge/NAME/calibration.json.")
     @json_option
+    @quiet_option
     @handle_errors
-    def status_cmd(spec_path: str, calibration: str | None, as_json: bool) -> None:
+    def status_cmd(spec_path: str, calibration: str | None, as_json: bool, quiet: bool) -> None:
         """Show each judge rule's calibration and whether it counts as automatic now.
 
         \b
@@ -194,7 +197,7 @@ def register(main: click.Group) -> None:
                        f"kappa={cal.get('kappa')}\tci95={cal.get('kappa_ci95')}" + (f"\t{st['why']}" if st["why"]
                                                                                     else ""))
         if not gate:
-            say(f"{spec.ref} has no judge rule")
+            say(f"{spec.ref} has no judge rule", quiet=quiet)
 
     _register_spec_diff(main)
 
@@ -209,16 +212,19 @@ def _register_spec_diff(main: click.Group) -> None:
     if not isinstance(group, click.Group):  # pragma: no cover - spec_cmds registers first
         return
 
+    @deprecated_options({"--out-dir": "--build-dir"})
     @group.command("diff")
     @click.argument("old")
     @click.argument("new")
-    @click.option("--out-dir", type=click.Path(file_okay=False, exists=True), default=None,
+    @click.option("--build-dir", "out_dir", type=click.Path(file_okay=False, exists=True), default=None,
                   help="A build folder made under OLD: re-check its exports, pairs, eval results and coverage.")
     @click.option("--labels", "labels", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="Labeled records (curate label pull) to find stale labels in. Repeatable.")
     @json_option
+    @quiet_option
     @handle_errors
-    def diff_cmd(old: str, new: str, out_dir: str | None, labels: tuple[str, ...], as_json: bool) -> None:
+    def diff_cmd(old: str, new: str, out_dir: str | None, labels: tuple[str, ...], as_json: bool,
+                 quiet: bool) -> None:
         """What changed from spec OLD to NEW, rule by rule, and its impact on what exists.
 
         OLD and NEW are spec files or folders, or git revisions of the spec file (REV:path). Impact: labels
@@ -228,7 +234,7 @@ def _register_spec_diff(main: click.Group) -> None:
         \b
         Example:
           curate spec diff HEAD~1:specs/support-triage/spec.yaml specs/support-triage \\
-              --out-dir out/support-triage/v1 --labels .curate/labeling/support-triage/v1/pulled.jsonl
+              --build-dir out/support-triage/v1 --labels .curate/labeling/support-triage/v1/pulled.jsonl
         """
         from curate.spec_diff import diff_specs, impact, load_spec_ref, render
 

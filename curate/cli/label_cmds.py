@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, show_progress
+from curate.cli.common import (
+    deprecated_options,
+    emit_json,
+    handle_errors,
+    json_option,
+    make_progress,
+    quiet_option,
+    say,
+    show_progress,
+)
 
 SERVER_HELP = ("Server: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY when set, else the one `curate studio up` "
                "started in --studio-dir.")
@@ -25,7 +34,7 @@ def register(main: click.Group) -> None:
         Example:
           curate studio up
           curate label push specs/support-triage --kind review --overlap 2
-          curate label pull specs/support-triage --out pulled.jsonl
+          curate label pull specs/support-triage --out-file pulled.jsonl
           curate build specs/support-triage --input pulled.jsonl
         """
 
@@ -104,9 +113,10 @@ def register(main: click.Group) -> None:
             say(f"{res.pushed} tasks pushed, {res.already} already there, {res.quarantined} not labelable as "
                 f"{kind} ({', '.join(out['quarantine']) or 'none'}) in {res.seconds:.1f} s", quiet=quiet)
 
+    @deprecated_options({"--out": "--out-file", "--out-dir": "--build-dir"})
     @label.command("pull")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+    @click.option("--out-file", "out", type=click.Path(dir_okay=False), default=None,
                   help="Records file (JSONL); default .curate/labeling/NAME/vVERSION/pulled.jsonl. Quarantine, "
                        "rework, conflicts and agreement.json are written beside it.")
     @click.option("--kind", "kinds", multiple=True, type=click.Choice(["review", "pairwise", "write"]),
@@ -115,7 +125,7 @@ def register(main: click.Group) -> None:
     @click.option("--since-last", is_flag=True, help="Write only records of tasks with new or changed annotations.")
     @click.option("--full", is_flag=True, help="Export every task again (default: only the tasks updated since the "
                                                 "last pull into the same folder, merged with what it fetched).")
-    @click.option("--out-dir", "report_dir", type=click.Path(file_okay=False), default=None,
+    @click.option("--build-dir", "report_dir", type=click.Path(file_okay=False), default=None,
                   help="A build folder to copy agreement.json into (the report shows it).")
     @studio_dir
     @json_option
@@ -130,7 +140,7 @@ def register(main: click.Group) -> None:
 
         \b
         Example:
-          curate label pull specs/support-triage --out pulled.jsonl
+          curate label pull specs/support-triage --out-file pulled.jsonl
           curate build specs/support-triage --input pulled.jsonl
         """
         import shutil
@@ -162,8 +172,9 @@ def register(main: click.Group) -> None:
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
     @studio_dir
     @json_option
+    @quiet_option
     @handle_errors
-    def conflicts_cmd(spec_path: str, studio_dir: str, as_json: bool) -> None:
+    def conflicts_cmd(spec_path: str, studio_dir: str, as_json: bool, quiet: bool) -> None:
         """List tasks whose annotators disagree (no majority on the verdict or the picked response).
 
         Resolve them by adding an adjudicator's annotation and pulling with --adjudicator EMAIL.
@@ -184,4 +195,4 @@ def register(main: click.Group) -> None:
             for row in rows:
                 answers = ", ".join(f"{who}: {v}" for who, v in row["answers"].items())
                 click.echo(f"{row['kind']} task {row['task']} ({row['question']}): {answers}")
-            say(f"{len(rows)} conflicts")
+            say(f"{len(rows)} conflicts", quiet=quiet)

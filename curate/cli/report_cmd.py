@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option, quiet_option, say
+from curate.cli.common import deprecated_options, emit_json, handle_errors, json_option, quiet_option, say
 
 
 def register(main: click.Group) -> None:
+    @deprecated_options({"--out": "--out-file"})
     @main.command("report")
     @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    @click.option("--out-file", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Write the HTML here instead of OUT_DIR/report.html.")
     @click.option("--open-path", is_flag=True,
                   help="Print a file:// URL to open in a browser instead of the plain path.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option
+from curate.cli.common import deprecated_options, emit_json, handle_errors, json_option, quiet_option, say
 from curate.errors import CurateError, SpecError
 from curate.spec import lint, load_spec
 
@@ -79,13 +79,20 @@ def register(main: click.Group) -> None:
 
     @spec_group.command("check")
     @click.argument("specs", nargs=-1, required=True, type=click.Path())
+    @click.option("--strict", is_flag=True, help="Exit 1 on warnings too (default: only errors fail).")
     @json_option
-    def check(specs: tuple[str, ...], as_json: bool) -> None:
-        """Load and lint specs; exit 1 when any has errors or findings.
+    @quiet_option
+    @handle_errors
+    def check(specs: tuple[str, ...], strict: bool, as_json: bool, quiet: bool) -> None:
+        """Load and lint specs; exit 1 when any has errors (or, with --strict, warnings).
+
+        Warnings are printed and exit 0: they point at something a spec author usually wants (a case category
+        without seeds, an output field no rule checks) but that does not stop a build.
 
         \b
         Example:
           curate spec check specs/support-triage specs/support-agent
+          curate spec check specs/refund-bot --strict
         """
         report = []
         bad = False
@@ -99,26 +106,36 @@ def register(main: click.Group) -> None:
                     click.echo(f"error: {err}", err=True)
                 continue
             findings = lint(spec)
-            bad = bad or bool(findings)
-            report.append({"spec": path, "ok": not findings, "name": spec.ref,
+            failing = [f for f in findings if strict or f.severity == "error"]
+            bad = bad or bool(failing)
+            report.append({"spec": path, "ok": not failing, "name": spec.ref,
+                           "errors": sum(f.severity == "error" for f in findings),
+                           "warnings": sum(f.severity == "warning" for f in findings),
                            "findings": [f.model_dump() for f in findings]})
             if not as_json:
                 for f in findings:
+                    if f.severity == "warning" and quiet and not strict:
+                        continue
                     click.echo(f"{spec.path}: {f.severity}: {f.code}: {f.message}"
                                + (f" [{f.where}]" if f.where else ""))
-                if not findings:
+                if not failing:
+                    n_warn = len(findings)
                     click.echo(f"{spec.path}: ok ({spec.ref}, {len(spec.rules)} rules, "
-                               f"{len(spec.automatic_rules())} automatic)")
+                               f"{len(spec.automatic_rules())} automatic"
+                               + (f"; {n_warn} warning{'s' if n_warn != 1 else ''}" if n_warn else "") + ")")
         if as_json:
-            emit_json({"ok": not bad, "specs": report})
+            emit_json({"ok": not bad, "strict": strict, "specs": report})
         sys.exit(1 if bad else 0)
 
+    @deprecated_options({"--dir": "--out"})
     @spec_group.command("init")
     @click.argument("name")
-    @click.option("--dir", "directory", type=click.Path(file_okay=False), default="specs", show_default=True,
-                  help="Where to create NAME/spec.yaml.")
+    @click.option("--out", "directory", type=click.Path(file_okay=False), default="specs", show_default=True,
+                  help="Folder to create NAME/spec.yaml in.")
+    @json_option
+    @quiet_option
     @handle_errors
-    def init(name: str, directory: str) -> None:
+    def init(name: str, directory: str, as_json: bool, quiet: bool) -> None:
         """Create a commented spec scaffold that passes `curate spec check`.
 
         \b
@@ -132,12 +149,20 @@ def register(main: click.Group) -> None:
             raise CurateError(f"{path} already exists; pick another name or edit it")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(SCAFFOLD.format(name=name, path=path), encoding="utf-8")
+        if as_json:
+            emit_json({"spec": str(path), "name": name})
+            return
         click.echo(str(path))
+        say(f"next: edit {path}, then `curate spec check {path.parent}`", quiet=quiet)
 
+    @deprecated_options({"--out": "--out-file"})
     @spec_group.command("schema")
-    @click.option("--out", type=click.Path(dir_okay=False), default="schemas/spec.schema.json", show_default=True)
+    @click.option("--out-file", "out", type=click.Path(dir_okay=False), default="schemas/spec.schema.json",
+                  show_default=True, help="The spec schema file; the record schemas are written beside it.")
+    @json_option
+    @quiet_option
     @handle_errors
-    def schema(out: str) -> None:
+    def schema(out: str, as_json: bool, quiet: bool) -> None:
         """Write the JSON Schema of spec files (for editor completion) and the record schemas.
 
         \b
@@ -146,5 +171,9 @@ def register(main: click.Group) -> None:
         """
         from curate.schemas import write_schemas
 
-        for p in write_schemas(Path(out).parent, spec_name=Path(out).name):
-            click.echo(str(p))
+        paths = [str(p) for p in write_schemas(Path(out).parent, spec_name=Path(out).name)]
+        if as_json:
+            emit_json({"files": paths})
+            return
+        for p in paths:
+            click.echo(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option, quiet_option, say
+from curate.cli.common import deprecated_options, emit_json, handle_errors, json_option, quiet_option, say
 
 DIR_HELP = "Data folder of the server (default: .curate/studio in the current folder)."
 
@@ -21,8 +21,9 @@ def register(main: click.Group) -> None:
           curate studio down
         """
 
+    @deprecated_options({"--dir": "--studio-dir"})
     @studio.command("up")
-    @click.option("--dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
+    @click.option("--studio-dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
     @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
     @click.option("--show-token", is_flag=True, help="Also print the API token (it is never printed otherwise).")
     @click.option("--readers", type=click.IntRange(0, 8), default=1, show_default=True,
@@ -39,6 +40,7 @@ def register(main: click.Group) -> None:
         \b
         Example:
           curate studio up --port 8093
+          curate studio up --studio-dir .curate/studio-b
         """
         from curate.labeling import server
 
@@ -57,8 +59,9 @@ def register(main: click.Group) -> None:
             if show_token:
                 click.echo(creds["token"])
 
+    @deprecated_options({"--dir": "--studio-dir"})
     @studio.command("down")
-    @click.option("--dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
+    @click.option("--studio-dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
     @json_option
     @quiet_option
     @handle_errors
@@ -77,11 +80,13 @@ def register(main: click.Group) -> None:
         else:
             say("stopped" if stopped else "no server was running for " + data_dir, quiet=quiet)
 
+    @deprecated_options({"--dir": "--studio-dir"})
     @studio.command("status")
-    @click.option("--dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
+    @click.option("--studio-dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
     @json_option
+    @quiet_option
     @handle_errors
-    def status(data_dir: str, as_json: bool) -> None:
+    def status(data_dir: str, as_json: bool, quiet: bool) -> None:
         """Say whether the server of DIR runs and answers. Exit 1 when it does not.
 
         \b
@@ -95,7 +100,7 @@ def register(main: click.Group) -> None:
         st = server.status(data_dir)
         if as_json:
             emit_json(st)
-        else:
+        elif not quiet:
             state = "up" if st["healthy"] else ("running, not answering" if st["running"] else "down")
             readers = [r for r in st.get("readers") or [] if r.get("running")]  # type: ignore[union-attr]
             click.echo(f"{state}" + (f" {st['url']} (pid {st['pid']}" + (f", {len(readers)} reader process"

@@ -196,8 +196,10 @@ def turns(value: Any, where: str, default_role: str) -> tuple[Message, ...]:
     """A prompt/completion/chosen/rejected value: a plain string (one turn of `default_role`) or messages."""
     if isinstance(value, str):
         return (message(default_role, value, where),)
-    if isinstance(value, dict):  # a single message
-        return (openai_message(value, where),)
+    if isinstance(value, dict):
+        if not ({"role", "content"} & value.keys()):  # JSON text parsed from a CSV cell, e.g. a JSON answer
+            return (message(default_role, jdump(value), where),)
+        return (openai_message(value, where),)  # a single message
     return openai_messages(value, where)
 
 

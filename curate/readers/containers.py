@@ -41,6 +41,53 @@ _MAX_JOIN = 8  # physical lines a broken line may span
 _CSV_FIELD_LIMIT = 1 << 30
 
 
+class InputPath(type(Path())):  # type: ignore[misc]
+    """A data file given with its format (`--input chats.jsonl:sharegpt`, or `data: [chats.jsonl:sharegpt]` in a
+    spec): opens as the file, reads as `path:format` (the name the build counts it under), and carries `.format`,
+    which the reader uses instead of detecting one."""
+
+    def __new__(cls, path: str | os.PathLike[str], fmt: str) -> InputPath:
+        self = super().__new__(cls, path)
+        self.format = fmt
+        return self
+
+    def __init__(self, path: str | os.PathLike[str], fmt: str) -> None:  # Python 3.12+ calls __init__ with args
+        try:
+            super().__init__(path)
+        except TypeError:  # Python 3.11: object.__init__
+            pass
+        self.format = fmt
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}:{self.format}"
+
+    def __fspath__(self) -> str:
+        return super().__str__()
+
+    def __repr__(self) -> str:
+        return f"InputPath({super().__str__()!r}, {self.format!r})"
+
+
+def split_format(arg: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """(path, format or None) of an input argument: `file.jsonl:sharegpt` names a format for that file (when
+    no file has the whole name). Raises InputError for an unknown format name after an existing path."""
+    if isinstance(arg, InputPath):
+        return Path(os.fspath(arg)), arg.format
+    s = os.fspath(arg)
+    if ":" not in s or os.path.exists(s):
+        return Path(s), None
+    head, _, tail = s.rpartition(":")
+    if not head or "/" in tail or "\\" in tail:
+        return Path(s), None
+    from curate.readers.shapes import SHAPES
+
+    if tail not in SHAPES:
+        if os.path.exists(head):
+            raise InputError(f"{s}: unknown format {tail!r} after the file name; use one of: {', '.join(SHAPES)}")
+        return Path(s), None
+    return Path(head), tail
+
+
 def expand_inputs(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]) -> list[Path]:
     """Files to read: files as given; folders expanded to their data files, sorted (recursively).
 
@@ -48,7 +95,10 @@ def expand_inputs(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[
     """
     out: list[Path] = []
     for p in paths:
-        path = Path(p)
+        path, fmt = split_format(p)
+        if fmt is not None:
+            out.extend(InputPath(f, fmt) for f in expand_inputs([path]))
+            continue
         if path.is_dir():
             files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in _EXT
                            and f.name not in _FOLDER_META and not any(part.startswith(".") for part in
@@ -366,7 +416,7 @@ def iter_parquet(path: Path) -> Iterator[Unit]:
 
 def iter_arrow(path: Path) -> Iterator[Unit]:
     import pyarrow as pa
-    import pyarrow.ipc as ipc
+    from pyarrow import ipc
 
     source = pa.memory_map(str(path), "r")
     try:

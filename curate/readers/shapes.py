@@ -21,6 +21,9 @@ Formats (the names `--format` takes):
     mtbench            {turns: [...], reference?: [...], category?} (FastChat MT-bench/Vicuna-bench prompts)
     seed_tasks         {instruction, instances: [{input, output}]} (Stanford Alpaca seed tasks; one unit per instance)
     unlabeled_pair     {prompt, answer1, answer2} with no preference: quarantined (unlabeled_pair); label it first
+    text               {text, category?, tags?} (pretraining-style and dedup corpora): an unlabeled prompt, a
+                       user turn with no answer (tag `unlabeled`), for `curate label push --kind write`; a build
+                       quarantines it as no_assistant_turn until it is labeled
     label_studio       Label Studio JSON export (full tasks) -> see curate.readers.labelstudio
     label_studio_min   Label Studio JSON_MIN export
 """
@@ -436,6 +439,17 @@ def convert_mtbench(obj: dict[str, Any], source: dict[str, Any], spec: str | Non
     return sft(msgs, meta={"tags": tags}, source=source, spec=spec)
 
 
+def convert_text(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
+    """A plain text record: the text becomes the user turn of an unlabeled prompt (tagged `unlabeled`)."""
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise Reject("empty_turn" if isinstance(text, str) else "bad_field",
+                     "text: empty" if isinstance(text, str) else "text: expected a string")
+    meta = meta_of(obj)
+    meta["tags"] = tuple(dict.fromkeys([*meta.get("tags", ()), "unlabeled"]))
+    return sft([message("user", text, "text")], meta=meta, source=source, spec=spec)
+
+
 def convert_unlabeled_pair(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     raise Reject("unlabeled_pair", "two answers (answer1/answer2) without a preference: label them "
                  "(curate label push) or say which is chosen with a mapping (chosen=answer1, rejected=answer2)")
@@ -484,6 +498,8 @@ def detect_shape(obj: dict[str, Any]) -> str | None:
         return "mtbench"
     if "prompt" in obj and "answer1" in obj and "answer2" in obj:
         return "unlabeled_pair"
+    if isinstance(obj.get("text"), str) and not ({"prompt", "completion", "messages"} & obj.keys()):
+        return "text"
     return None
 
 
@@ -513,6 +529,7 @@ CONVERTERS: dict[str, Converter] = {
     "mtbench": convert_mtbench,
     "seed_tasks": convert_seed_tasks,
     "unlabeled_pair": convert_unlabeled_pair,
+    "text": convert_text,
     "label_studio": _convert_label_studio,
     "label_studio_min": _convert_label_studio_min,
 }

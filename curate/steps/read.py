@@ -26,11 +26,14 @@ canonical names (the keys) in every object, before detection and conversion.
 Reason codes of this step: bad_json, bad_encoding, python_literal, broken_line, not_an_object, bad_csv_row,
 unknown_shape, missing_field, bad_field, empty_turn, bad_role, bad_tool_call, unsupported_content,
 no_assistant_turn, prompt_mismatch, missing_chosen, missing_rejected, bad_transcript, unlabeled_pair,
-cancelled_annotation, unannotated, no_text_data.
+cancelled_annotation, unannotated, no_text_data, unknown_format (every unit of a file whose format cannot be
+detected, unless `strict_inputs()` is on: then the read stops with InputError).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.errors import InputError
 from curate.readers.common import Reject
-from curate.readers.containers import container_of, expand_inputs, iter_units
+from curate.readers.containers import InputPath, container_of, expand_inputs, iter_units
 from curate.readers.shapes import CONVERTERS, SHAPES, detect_shape
 from curate.records import PreferenceRecord, SFTRecord, Source
 
@@ -55,7 +58,7 @@ STEP = "read"
 _PEEK = 100  # objects looked at to detect a file's format
 _PROGRESS_EVERY = 2000
 
-__all__ = ["FORMATS", "detect_format", "expand_inputs", "read_inputs"]
+__all__ = ["FORMATS", "detect_format", "expand_inputs", "map_hint", "read_inputs", "strict_inputs"]
 
 
 def _apply_mapping(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
@@ -84,8 +87,90 @@ def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
     if objects == 0:
         return None, seen
     first = next(u[1] for u in seen if isinstance(u[1], dict))
-    raise InputError(f"{path}: cannot tell the format (first object has keys: {', '.join(sorted(first)[:12])}); "
-                     f"pass --format ({', '.join(FORMATS)}) or map the fields (--mapping messages=dialog)")
+    raise _Undetected(seen, f"{path}: cannot tell the format; fields found: {', '.join(map(str, list(first)[:20]))}; "
+                     f"map them to ours, e.g. {map_hint(first)}, or pass --format NAME "
+                     f"({', '.join(FORMATS)})")
+
+
+class _Undetected(InputError):
+    """No known format in a file's first objects; carries the units looked at (to quarantine them)."""
+
+    def __init__(self, seen: list[tuple[int, Any, Any]], message: str) -> None:
+        super().__init__(message)
+        self.seen = seen
+
+
+def _detect_seen(err: InputError) -> list[tuple[int, Any, Any]]:
+    return err.seen if isinstance(err, _Undetected) else []
+
+
+_STRICT: contextvars.ContextVar[bool] = contextvars.ContextVar("curate_read_strict", default=False)
+
+
+@contextlib.contextmanager
+def strict_inputs(strict: bool = True) -> Iterator[None]:
+    """Within this block a file whose format cannot be detected stops the read (InputError) instead of being
+    quarantined unit by unit (`curate build --strict`, `curate import --strict`)."""
+    token = _STRICT.set(strict)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+def _quarantine_file(path: Path, units: Iterator[tuple[int, Any, Any]], ctx: RunContext,
+                     why: str) -> Iterator[SFTRecord | PreferenceRecord]:
+    """Every unit of a file of no detectable format, quarantined (reason unknown_format; a unit that is not even
+    an object keeps its own reason): the other inputs of the build go on."""
+    fname = str(path)
+    n = 0
+    log.info("%s (its units are quarantined as unknown_format; --strict stops instead)", why)
+    try:
+        for line, obj, original in units:
+            n += 1
+            if isinstance(obj, Reject):
+                reason, detail = obj.reason, obj.detail
+            else:
+                reason = "unknown_format"
+                detail = why.split(": ", 1)[1] if n == 1 else "this file's format could not be detected (see line 1)"
+            ctx.quarantine(step=STEP, reason=reason, detail=f"{fname}:{line}: {detail}",
+                           source=Source(file=fname, line=line), original=_original(original))
+    finally:
+        ctx.count("in:" + fname, n)
+        ctx.count("read:out:" + fname, 0)
+    return
+    yield
+
+
+_PROMPT_NAMES = ("question", "query", "input", "instruction", "request", "ticket", "user", "human", "prompt_text",
+                 "message", "body", "text", "content", "q")
+_ANSWER_NAMES = ("answer", "response", "output", "reply", "assistant", "gpt", "target", "label_text", "solution",
+                 "a", "bot")
+_CHAT_NAMES = ("dialog", "dialogue", "conversation", "chat", "turns", "history", "thread")
+
+
+def map_hint(obj: dict[str, Any]) -> str:
+    """A ready-to-paste `--map OURS=THEIRS ...` for an object of no known format, guessed from its field names:
+    a list of turns -> messages; else a question-like and an answer-like string field -> prompt and completion."""
+    keys = [str(k) for k in obj]
+    low = {k.lower(): k for k in keys}
+
+    def pick(names: tuple[str, ...], kind: type | tuple[type, ...], exclude: str | None = None) -> str | None:
+        for name in names:
+            for lk, k in low.items():
+                if k != exclude and (lk == name or lk.startswith(name) or lk.endswith(name)) and \
+                        isinstance(obj.get(k), kind):
+                    return k
+        return None
+
+    chat = pick(_CHAT_NAMES, list)
+    if chat is not None:
+        return f"--map messages={chat}"
+    strings = [k for k in keys if isinstance(obj.get(k), str | dict)]  # a JSON answer in a CSV cell is a dict
+    prompt = pick(_PROMPT_NAMES, str) or (strings[0] if strings else "THEIR_PROMPT_FIELD")
+    answer = pick(_ANSWER_NAMES, (str, dict), exclude=prompt) or next(
+        (k for k in strings if k != prompt), "THEIR_ANSWER_FIELD")
+    return f"--map prompt={prompt} --map completion={answer}"
 
 
 def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None = None, *,
@@ -97,6 +182,8 @@ def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None =
     """
     files = expand_inputs([path])
     f = files[0]
+    if isinstance(f, InputPath):
+        return f.format
     shape, _ = _detect(iter_units(f, container_of(f)), f, mapping)
     if shape is None:
         if default is not None:
@@ -106,11 +193,12 @@ def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None =
 
 
 def read_inputs(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], *, ctx: RunContext,
-                spec: Spec | None = None, format: str | None = None,  # noqa: A002 - the CLI's --format
+                spec: Spec | None = None, format: str | None = None,
                 mapping: dict[str, str] | None = None) -> Iterator[SFTRecord | PreferenceRecord]:
     """Yield records from the input files, quarantining every unit that cannot become one (see module doc).
 
-    Raises InputError for a whole-file problem (missing file, unknown format name, undetectable format).
+    Raises InputError for a whole-file problem (missing file, unknown format name); a file of no detectable
+    format is quarantined unit by unit (unknown_format), or raises InputError inside `strict_inputs()`.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -133,19 +221,27 @@ def _original(original: Any) -> Any:
     return original
 
 
-def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | None,  # noqa: A002
+def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | None,
                mapping: dict[str, str] | None, *, units: Iterator[tuple[int, Any, Any]] | None = None,
                detected: bool | None = None) -> Iterator[SFTRecord | PreferenceRecord]:
     """The records of one file. `units` (with `format` and `detected`): read only these units of the file, as
     they would be read in the whole file (the compact build hands over the lines it does not take itself)."""
     fname = str(path)
+    if format is None and isinstance(path, InputPath):
+        format = path.format
     if units is None:
         container = container_of(path)
         units = iter_units(path, container)
         shape = format
         detected = format is None
         if shape is None:
-            shape, seen = _detect(units, path, mapping)
+            try:
+                shape, seen = _detect(units, path, mapping)
+            except InputError as err:
+                if _STRICT.get():
+                    raise
+                yield from _quarantine_file(path, chain(_detect_seen(err), units), ctx, str(err))
+                return
             units = chain(seen, units)
         log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
     else:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from lshelpers import choices, make_spec, textarea
 
 from curate.cli import main
-from lshelpers import choices, make_spec, textarea
 
 
 @pytest.fixture()
@@ -27,7 +28,7 @@ def test_push_pull_conflicts_json(env, tmp_path, client, users):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["pushed"] == 6 and out["spec"] == spec.ref and out["quarantine"]["label_push/not_sft"] == 6
-    rows = [json.loads(x) for x in open(out["quarantine_files"][0])]
+    rows = [json.loads(x) for x in Path(out["quarantine_files"][0]).read_text().splitlines()]
     assert len(rows) == 7 and {r["reason"] for r in rows} == {"not_sft", "no_response"}
     r = runner.invoke(main, ["label", "push", str(spec.path), "--kind", "review", "--json"])
     assert json.loads(r.stdout)["already"] == 6
@@ -39,7 +40,7 @@ def test_push_pull_conflicts_json(env, tmp_path, client, users):
     client.create_annotation(tid, [choices("verdict", ["edit"]), textarea("corrected", '{"intent": "other", '
                                    '"next_step": "Which account?"}')], completed_by=users["bob@labelers.test"])
     records = tmp_path / "pulled.jsonl"
-    r = runner.invoke(main, ["label", "pull", str(spec.path), "--out", str(records), "--out-dir",
+    r = runner.invoke(main, ["label", "pull", str(spec.path), "--out-file", str(records), "--build-dir",
                              str(tmp_path / "build"), "--json"])
     assert r.exit_code == 0, r.output
     pulled = json.loads(r.stdout)
@@ -55,30 +56,30 @@ def test_push_pull_conflicts_json(env, tmp_path, client, users):
 
 @pytest.mark.studio
 def test_studio_status_json(studio):
-    r = CliRunner().invoke(main, ["studio", "status", "--dir", studio.data_dir, "--json"])
+    r = CliRunner().invoke(main, ["studio", "status", "--studio-dir", studio.data_dir, "--json"])
     assert r.exit_code == 0, r.output
     st = json.loads(r.stdout)
     assert st["healthy"] and st["url"] == studio.url
     assert [r["running"] for r in st["readers"]] == [True]
-    r = CliRunner().invoke(main, ["studio", "status", "--dir", studio.data_dir])
+    r = CliRunner().invoke(main, ["studio", "status", "--studio-dir", studio.data_dir])
     assert r.exit_code == 0 and r.stdout.strip() == f"up {studio.url} (pid {st['pid']}, 1 reader process)"
 
 
 @pytest.mark.studio
 def test_studio_up_reuses_the_running_server_and_hides_the_token(studio, token):
-    r = CliRunner().invoke(main, ["studio", "up", "--dir", studio.data_dir])
+    r = CliRunner().invoke(main, ["studio", "up", "--studio-dir", studio.data_dir])
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == studio.url and token not in r.output
-    r = CliRunner().invoke(main, ["studio", "up", "--dir", studio.data_dir, "--json", "--show-token"])
+    r = CliRunner().invoke(main, ["studio", "up", "--studio-dir", studio.data_dir, "--json", "--show-token"])
     info = json.loads(r.stdout)
     assert info["token"] == token and info["url"] == studio.url
     assert info["credentials_file"].endswith("curate-credentials.json")
 
 
 def test_studio_status_down_and_down_without_server(tmp_path):
-    r = CliRunner().invoke(main, ["studio", "status", "--dir", str(tmp_path), "--json"])
+    r = CliRunner().invoke(main, ["studio", "status", "--studio-dir", str(tmp_path), "--json"])
     assert r.exit_code == 1 and json.loads(r.stdout)["running"] is False
-    r = CliRunner().invoke(main, ["studio", "down", "--dir", str(tmp_path), "--json"])
+    r = CliRunner().invoke(main, ["studio", "down", "--studio-dir", str(tmp_path), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["stopped"] is False
 
 

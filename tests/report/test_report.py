@@ -250,7 +250,7 @@ def test_cli(out: Path, tmp_path: Path) -> None:
     r = runner.invoke(main, ["report", str(out), "--open-path"])
     assert r.stdout.strip() == (out / "report.html").resolve().as_uri()
     target = tmp_path / "elsewhere" / "r.html"
-    r = runner.invoke(main, ["report", str(out), "--out", str(target), "--json"])
+    r = runner.invoke(main, ["report", str(out), "--out-file", str(target), "--json"])
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["report"] == str(target.resolve()) and target.is_file()
     assert doc["sections"][-2:] == ["agreement", "evaluation"]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from curate.errors import InputError
 from curate.records import PreferenceRecord, SFTRecord, dump_record, parse_record
 from curate.steps.base import RunContext
-from curate.steps.read import FORMATS, detect_format, expand_inputs, read_inputs
+from curate.steps.read import FORMATS, detect_format, expand_inputs, read_inputs, strict_inputs
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "read"
 
@@ -137,8 +137,14 @@ def test_csv_with_field_mapping():
     assert recs[1].messages[1].content == "Hi!\nHow can I help?"  # a quoted cell over two lines is one row
     assert [(q["source"]["line"], q["reason"]) for q in rows(ctx)] == [(5, "bad_csv_row"), (6, "empty_turn")]
     assert_conserved(recs, ctx)
-    with pytest.raises(InputError, match="cannot tell the format"):
+    with strict_inputs(), pytest.raises(InputError, match="cannot tell the format"):
         read(DATA / "alpaca.csv")  # without the mapping the columns mean nothing to us
+    recs, ctx = read(DATA / "alpaca.csv")  # not strict: the file's rows are quarantined, nothing is lost
+    assert recs == [] and {q["reason"] for q in rows(ctx)} == {"unknown_format", "bad_csv_row"}
+    first = rows(ctx)[0]
+    assert "fields found: question, context, answer" in first["detail"]
+    assert "--map prompt=question --map completion=answer" in first["detail"]
+    assert_conserved(recs, ctx)
 
 
 def test_parquet_streams_by_row_and_keeps_message_lists(tmp_path):
@@ -176,10 +182,10 @@ def test_hugging_face_dataset_folder(tmp_path):
 
 def test_native_round_trip_through_curate_import(tmp_path):
     out = tmp_path / "native.jsonl"
-    res = CliRunner().invoke(_main(), ["import", str(DATA / "openai_tools.jsonl"), "--out", str(out), "--json"])
+    res = CliRunner().invoke(_main(), ["import", str(DATA / "openai_tools.jsonl"), "--out-file", str(out), "--json"])
     assert res.exit_code == 0, res.output
     first, _ = read(DATA / "openai_tools.jsonl")
-    again, ctx = read(out)
+    again, _ = read(out)
     assert {r.source.format for r in again} == {"native"}
     assert [r.id for r in again] == [r.id for r in first]
     assert [r.messages for r in again] == [r.messages for r in first]
@@ -307,7 +313,7 @@ def test_every_real_fixture_file_is_accounted_for(real_fixtures):
     # annotation and the chat export (the other Label Studio files hold image/classification tasks only)
     assert len(recs) == sum(v[2] for v in EXPECTED.values()) + 3
     for name in NOT_DATA:
-        with pytest.raises(InputError, match="cannot tell the format"):
+        with strict_inputs(), pytest.raises(InputError, match="cannot tell the format"):
             read(real_fixtures / name)
 
 
@@ -361,7 +367,7 @@ def test_mtbench_and_seed_tasks(real_fixtures):
     assert mt[0].tags == ("writing",) and mt[0].category == "typical"
     assert [m.role for m in mt[0].messages] == ["user", "user"]  # prompts without answers
     assert any(m.role == "assistant" for r in mt for m in r.messages)  # complete reference answers interleaved
-    seed, ctx = read(real_fixtures / "stanford-alpaca/seed_tasks.jsonl")
+    seed, _ = read(real_fixtures / "stanford-alpaca/seed_tasks.jsonl")
     raw = [json.loads(line) for line in (real_fixtures / "stanford-alpaca/seed_tasks.jsonl").open()]
     assert len(seed) == sum(len(r["instances"]) for r in raw)  # one unit per instance
 
@@ -390,7 +396,7 @@ def _main():
 def test_cli_import_json_summary_and_quarantine_file(tmp_path, real_fixtures):
     out = tmp_path / "out.jsonl"
     res = CliRunner().invoke(_main(), ["import", str(DATA / "malformed.jsonl"),
-                                       str(real_fixtures / "axolotl"), "--out", str(out), "--json"])
+                                       str(real_fixtures / "axolotl"), "--out-file", str(out), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["counts"] == {"in": 15, "records": 5, "quarantined": 10}
@@ -405,14 +411,20 @@ def test_cli_import_json_summary_and_quarantine_file(tmp_path, real_fixtures):
 
 def test_cli_import_errors_are_one_line(tmp_path, real_fixtures):
     res = CliRunner().invoke(_main(), ["import", str(real_fixtures / "llama-factory/dataset_info.json"),
-                                       "--out", str(tmp_path / "o.jsonl")])
+                                       "--out-file", str(tmp_path / "o.jsonl"), "--strict"])
     assert res.exit_code == 1
     assert res.stderr.startswith("error: ") and "cannot tell the format" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
     res = CliRunner().invoke(_main(), ["import", str(DATA / "hh_rlhf.jsonl"), "--format", "bogus",
-                                       "--out", str(tmp_path / "o.jsonl")])
-    assert res.exit_code == 2
+                                       "--out-file", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1 and "'bogus' is not one of" in res.stderr
+    # without --strict the undetectable file is quarantined, not fatal
+    res = CliRunner().invoke(_main(), ["import", str(real_fixtures / "llama-factory/dataset_info.json"),
+                                       "--out-file", str(tmp_path / "o.jsonl"), "--json"])
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 0 and doc["counts"]["records"] == 0 and doc["conservation"]["ok"]
+    assert doc["quarantine"] == {"read/unknown_format": doc["counts"]["quarantined"]}
 
 
 def test_records_are_valid_models(real_fixtures):
@@ -546,7 +558,7 @@ def test_trl_unpaired_kto_and_a_messages_file_with_a_class_label(tmp_path):
 
 
 def test_ultrafeedback_binarized_shape(tmp_path):
-    conv = lambda a: [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": a}]  # noqa: E731
+    conv = lambda a: [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": a}]
     f = tmp_path / "uf.jsonl"
     f.write_text(json.dumps({"prompt": "Name a prime.", "prompt_id": "x1", "chosen": conv("7"),
                              "rejected": conv("8"), "messages": conv("7"), "score_chosen": 9.0}) + "\n"
@@ -588,7 +600,7 @@ def test_empty_and_all_bad_files(tmp_path):
     assert detect_format(bad, default="none") == "none"
     with pytest.raises(InputError, match="no readable"):
         detect_format(empty)
-    res = CliRunner().invoke(_main(), ["import", str(empty), str(bad), "--out", str(tmp_path / "o.jsonl"), "--json"])
+    res = CliRunner().invoke(_main(), ["import", str(empty), str(bad), "--out-file", str(tmp_path / "o.jsonl"), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["counts"] == {"in": 2, "records": 0, "quarantined": 2} and (tmp_path / "o.jsonl").read_bytes() == b""
