@@ -566,8 +566,8 @@ def lint(spec: Spec) -> list[Finding]:
             "cases", "error")
     for cat in CASE_CATEGORIES:
         if cat not in spec.cases:
-            add("missing_case_category", f"no case category {cat!r}; the seeds ask for typical, edge, "
-                "adversarial and negative cases", "cases")
+            add("missing_case_category", f"no case category {cat!r}; coverage targets and case generation "
+                "expect typical, edge, adversarial and negative cases", "cases")
     if not spec.automatic_rules():
         add("no_automatic_rule", "every rule is human-judged: nothing can be checked automatically", "rules")
     used_cats = {r.category for r in spec.rules}
