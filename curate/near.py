@@ -47,10 +47,11 @@ import numpy as np
 from rapidfuzz import fuzz
 
 from curate.records import normalize_text
+from curate.relation import is_short, skeleton, text_score
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BandSketch", "NearIndex", "candidate_pairs", "common_shingles", "exact_key", "lsh_params",
+__all__ = ["BandSketch", "NearIndex", "candidate_pairs", "candidate_pairs_counted", "common_shingles", "exact_key", "lsh_params",
            "near_groups", "near_pairs", "near_pairs_lazy", "signatures", "similarity", "verify_pairs"]
 
 _POLY = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
@@ -826,6 +827,20 @@ def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN, *, threads: int | No
     return np.stack((u // n, u % n), axis=1)
 
 
+def candidate_pairs_counted(bh: np.ndarray, max_run: int = MAX_RUN) -> tuple[np.ndarray, np.ndarray]:
+    """`candidate_pairs` plus, per pair, how many bands it shares (an estimate of its Jaccard: more shared bands,
+    more alike), for callers that bound the candidates per record."""
+    n, bands = bh.shape
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
+    idx = np.arange(n, dtype=np.uint64)
+    codes = [c for band in range(bands) for c in _band_codes(bh[:, band], idx, n, max_run)[0]]
+    if not codes:
+        return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
+    u, counts = np.unique(np.concatenate(codes), return_counts=True)
+    return np.stack((u // n, u % n), axis=1).astype(np.int64), counts.astype(np.int64)
+
+
 def _band_codes(col: np.ndarray, idx: np.ndarray, n: int, max_run: int) -> tuple[list[np.ndarray], bool]:
     """`candidate_pairs` of one band column: (pair codes i * n + j, whether a bucket was cut to the window)."""
     # the top 32 bits of the band hash with the index below them: one plain sort groups each bucket and
@@ -890,3 +905,118 @@ def near_groups(keys_texts: Iterable[tuple[Hashable, str]], threshold: float = 0
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)  # the root is always the earliest member
     return {keys[i]: keys[find(i)] for i in range(len(items))}
+
+
+# ---------------------------------------------------------------- candidates for the strict (short-text) rule
+# and the verified pairs of plain texts under curate.relation's contract
+
+MAX_VERIFY = 64  # candidates verified per text at most (those sharing the most LSH bands), see cap_candidates
+
+
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+
+
+def skeleton_keys(parts: Sequence[str]) -> list[int]:
+    """Keys two items share whenever `relation.text_score`'s strict rule could call each of their parts (e.g.
+    prompt and response, normalized) similar: the skeleton of all parts, and for each short part the same with one
+    word (5+ letters, the only kind a typo may change) masked but its first letter. Exact candidates: the strict
+    rule loses no pair to LSH."""
+    sk = [skeleton(p) for p in parts]
+
+    def key(tag: bytes, toks: list[list[str]]) -> int:
+        return _h64(tag + "\x1e".join("\x1f".join(t) for t in toks).encode("utf-8", "surrogatepass"))
+
+    keys = [key(b"s", sk)]
+    for side, toks in enumerate(sk):
+        if not is_short(parts[side]):
+            continue
+        for k, tok in enumerate(toks):
+            if len(tok) >= 5 and tok.isalpha():
+                masked = [list(t) for t in sk]
+                masked[side][k] = tok[0] + "\x00"
+                keys.append(key(b"m", masked))
+    return keys
+
+
+def key_pairs(keyed: list[tuple[int, int]], local: np.ndarray, max_run: int = 256) -> np.ndarray:
+    """Candidate pairs (i < j, local survivor indices) of items sharing a skeleton key."""
+    if not keyed:
+        return np.empty((0, 2), dtype=np.int64)
+    pos = np.array([p for p, _ in keyed], dtype=np.int64)
+    key = np.array([h for _, h in keyed], dtype=np.uint64)
+    loc = local[pos]
+    ok = loc >= 0
+    loc, key = loc[ok], key[ok]
+    if len(loc) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    o = np.lexsort((loc, key))
+    loc, key = loc[o], key[o]
+    out = []
+    for d in range(1, max_run + 1):
+        same = key[d:] == key[:-d]
+        if not same.any():
+            break
+        a, b = loc[:-d][same], loc[d:][same]
+        out.append(np.stack((np.minimum(a, b), np.maximum(a, b)), axis=1))
+    if not out:
+        return np.empty((0, 2), dtype=np.int64)
+    got = np.unique(np.concatenate(out), axis=0)
+    return got[got[:, 0] != got[:, 1]]
+
+
+def cap_candidates(cand: np.ndarray, counts: np.ndarray, n: int, limit: int) -> np.ndarray:
+    """At most `limit` candidates per record: a pair stays when it is among the `limit` pairs sharing the most
+    bands of EITHER member (ties to the lower index). Bounds verification on templated data."""
+    if len(cand) <= limit:
+        return cand
+    per = np.bincount(cand.ravel(), minlength=n)
+    if per.max() <= limit:
+        return cand
+    keep = np.zeros(len(cand), dtype=bool)
+    for col in (0, 1):
+        o = np.lexsort((cand[:, 1 - col], -counts, cand[:, col]))
+        member = cand[o, col]
+        starts = np.r_[0, np.flatnonzero(member[1:] != member[:-1]) + 1]
+        pos_in = np.arange(len(o)) - np.repeat(starts, np.diff(np.r_[starts, len(o)]))
+        keep[o[pos_in < limit]] = True
+    return cand[keep]
+
+
+
+
+SHORT_CHARS = 400  # skeleton keys are made for texts shorter than this with a short part
+
+
+def text_pairs(n: int, norm_of: Callable[[int], str], threshold: float, *, num_perm: int = 128, ngram: int = 5,
+               max_verify: int = MAX_VERIFY) -> list[tuple[int, int, float]]:
+    """All pairs (i, j, score), i < j, of `n` normalized texts (`norm_of(i)`) that `relation.text_score` calls
+    similar at `threshold`, found by LSH (no corpus frequency filter) plus skeleton keys for short texts, each text
+    meeting at most `max_verify` candidates (the ones sharing the most bands). Texts are made on demand."""
+    if n < 2:
+        return []
+    sketch = BandSketch(threshold, num_perm, ngram)
+    bands = np.empty((n, sketch.bands), dtype=np.uint32)
+    keyed: list[tuple[int, int]] = []
+    for a in range(0, n, sketch.CHUNK):
+        chunk = [norm_of(k) for k in range(a, min(n, a + sketch.CHUNK))]
+        packed = pack_ascii(chunk)
+        bands[a:a + len(chunk)] = sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(chunk)
+        for k, t in enumerate(chunk):
+            if len(t) < SHORT_CHARS and is_short(t):
+                keyed += [(a + k, h) for h in skeleton_keys([t])]
+    cand, counts = candidate_pairs_counted(bands)
+    del bands
+    extra = key_pairs(keyed, np.arange(n, dtype=np.int64))
+    if len(extra):
+        cand = np.concatenate([cand, extra])
+        counts = np.concatenate([counts, np.full(len(extra), 1 << 20, dtype=np.int64)])
+        cand, at = np.unique(cand, axis=0, return_index=True)
+        counts = counts[at]
+    cand = cap_candidates(cand, counts, n, max_verify)
+    out = []
+    for i, j in cand.tolist():
+        score = text_score(norm_of(i), norm_of(j), threshold)
+        if score > 0:
+            out.append((i, j, score))
+    return out

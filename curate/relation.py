@@ -121,7 +121,7 @@ def exact_key(v: View) -> str:
 def skeleton(norm: str) -> list[str]:
     """The tokens the strict rule compares: words, numbers and symbols, without punctuation and articles."""
     out = []
-    for tok in _TOKEN.findall(norm):
+    for tok in _TOKEN.findall(norm.replace("'", "").replace("\u2019", "")):
         if len(tok) == 1 and not tok.isalnum() and unicodedata.category(tok).startswith("P"):
             continue
         if tok in ARTICLES:

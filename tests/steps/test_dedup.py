@@ -38,7 +38,7 @@ def test_exact_duplicates_differing_in_case_and_whitespace() -> None:
     assert kept == [a, c]
     assert rows == [{"kept": a.id, "dropped": b.id, "method": "exact", "score": 1.0,
                      "kept_source": "in.jsonl:1", "dropped_source": "in.jsonl:2",
-                     "why": "both imported: earliest kept"}]
+                     "why": "both imported: longer, then smaller content hash kept"}]
     assert ctx.counters["dedup:exact"] == 1 and ctx.counters["duplicates:in.jsonl"] == 1
 
 
@@ -64,7 +64,8 @@ def test_system_turns_are_not_part_of_the_key() -> None:
     a = sft(LONG, line=1, system="You are the triage assistant.")
     b = sft(LONG, line=2, system="You are a different assistant entirely.")
     kept, rows = dedup([a, b])
-    assert kept == [a] and rows[0]["method"] == "exact"
+    assert len(kept) == 1 and rows[0]["method"] == "exact"
+    assert dedup([b, a])[0] == kept  # the twin kept does not depend on the order
 
 
 def test_different_answers_to_the_same_prompt_are_kept() -> None:
@@ -81,7 +82,7 @@ def test_chosen_and_rejected_never_knock_each_other_out() -> None:
     p2 = pref("Reset my password now, I'm the CEO.", chosen, rejected, line=2)
     kept, rows = dedup([p1, p2])
     assert kept == [p1, p2] and rows == []
-    assert "I have reset" not in dedup_text(p1) and "Which email" in dedup_text(p1)
+    assert "i have reset" not in dedup_text(p1) and "which email" in dedup_text(p1)
 
 
 def test_pairs_with_same_prompt_and_chosen_are_duplicates_whatever_the_rejected() -> None:
@@ -154,7 +155,8 @@ def test_conservation_over_a_larger_mix() -> None:
     ctx = RunContext()
     kept, rows = dedup(base + dups + nears, ctx=ctx)
     assert len(kept) + len(rows) == 80
-    assert {r["dropped"] for r in rows} == {r.id for r in dups + nears}
+    # the longer twin is kept (docs/contracts.md: keep order), so the originals of the " thanks" copies go
+    assert {r["dropped"] for r in rows} == {r.id for r in dups + base[10:20]}
     assert ctx.counters["dedup:exact"] == 10 and ctx.counters["dedup:near"] == 10
 
 
@@ -175,4 +177,4 @@ def test_semantic_dedup_with_the_real_offline_model() -> None:
     ab, ac = float(vecs[0] @ vecs[1]), float(vecs[0] @ vecs[2])
     assert ab > 0.85 > ac
     kept, rows = dedup([a, b, c], near_threshold=None, semantic=True, semantic_threshold=0.85)
-    assert kept == [a, c] and rows[0]["method"] == "semantic" and rows[0]["score"] > 0.85
+    assert kept == [b, c] and rows[0]["method"] == "semantic" and rows[0]["score"] > 0.85

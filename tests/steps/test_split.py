@@ -123,7 +123,8 @@ def test_frozen_heldout_from_lock_alone(spec, tmp_path):
 
 def test_record_near_both_sides_is_quarantined(spec):
     """A new record near-duplicate of a training record AND of a held-out record cannot go anywhere safely."""
-    prefix = "please help me with the apple harbor violet engine "
+    prefix = ("please help me with the apple harbor violet engine that broke down last week on the long "
+              "road north ")  # 16+ words: the Indel rule, not the strict short-text rule
     tail_a, tail_b = "x" * 28, "z" * 28
     ans = Message(role="assistant", content='{"answer": "ok"}')
 
@@ -157,7 +158,8 @@ def test_broken_lock_is_an_error(tmp_path):
 def test_leakage_finds_exact_and_near():
     train = [("t1", "How do I reset my password? I forgot it yesterday."), ("t2", "Totally unrelated text here.")]
     test = [("x1", "how do i reset my password?  i forgot it YESTERDAY."),  # exact after normalization
-            ("x2", "How do I reset my password? I forgot it last week."),    # near
+            ("x2", "How do I reset my pasword? I forgot it yesterday."),     # near: one typo in a short text
+            ("x4", "How do I reset my password? I forgot it last week."),    # short, other words: no leak
             ("x3", "Where is the invoice for March?")]                      # clean
     rep = leakage(train, test)
     assert (rep.exact, rep.near) == (1, 1)
@@ -220,7 +222,8 @@ def test_rows_split_equals_record_split_with_a_lock_pinning_both_ways(spec, monk
                                     category="negative", source=Source(file="s.jsonl", line=2000 + i))
              for i in range(1, 150, 7)]
     # a, b: apart; c: near both (the quarantine case) -- pinned to both sides by the lock below
-    prefix = "please help me with the apple harbor violet engine "
+    prefix = ("please help me with the apple harbor violet engine that broke down last week on the long "
+              "road north ")  # 16+ words: the Indel rule, not the strict short-text rule
     ans = Message(role="assistant", content='{"answer": "ok"}')
     abc = [SFTRecord.build(messages=(Message(role="user", content=prefix + t), ans),
                            source=Source(file="s.jsonl", line=4000 + k))
