@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,12 +10,20 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "bench_build.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_build", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_bench_build_smoke(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_build.py"), "--n", "400", "--runs", "1",
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--n", "400", "--runs", "1",
                            "--memory-n", "0", "--baseline-n", "100", "--workdir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO,
+                          check=False, capture_output=True, text=True, timeout=600, cwd=REPO,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     [line] = proc.stdout.strip().splitlines()
@@ -23,6 +32,50 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
     assert doc["counts"]["duplicates"] == doc["dedup"]["exact"] + doc["dedup"]["near"] == 60
     assert doc["near"] == {"precision": 1.0, "recall": 1.0, "near_rows": 40, "near_variants": 40,
                            "pairs_flagged": 0}
-    assert doc["build_records_per_s"] > 0 and doc["datasketch_records_per_s"] > 0
+    assert doc["build_records_per_s"] > 0 and doc["datasketch_records_per_s"] > 0 and doc["rensa_records_per_s"] > 0
     assert set(doc["targets"]) >= {"records_per_s>=25000", "precision>=0.99", "recall>=0.98"}
+    # the two issue-15 workloads, each with both baselines and its families
+    assert set(doc["workloads"]) == {"openai", "templated"}
+    for name, w in doc["workloads"].items():
+        assert w["n"] == 400 and w["conservation_ok"] is True and "failed" not in w, name
+        assert w["counts"]["in"] == 400 and w["counts"]["duplicates"] == 60, name
+        assert w["near"]["precision"] == w["near"]["recall"] == 1.0 and w["near"]["near_variants"] == 40, name
+        assert w["build_records_per_s"] > 0 and w["ratio_to_datasketch"] > 0 and w["ratio_to_rensa"] > 0, name
+        assert w["rensa"]["n"] == 400 and w["rensa"]["exact"] == 20 and 0 <= w["rensa"]["precision"] <= 1, name
+        assert w["peak_rss_mb"] > 0 and w["budget_mb"] == round(400 / 1024 + 300, 1), name
+    assert {"openai:records_per_s>=25000", "openai:x_rensa>=2", "templated:records_per_s>=openai/2"} <= set(
+        doc["targets"])
     assert list(tmp_path.iterdir()) == []  # the workload folder is removed
+
+
+def test_workloads_have_their_families(tmp_path: Path) -> None:
+    bench = _script()
+    for name, make in bench.WORKLOADS.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        truth = make(folder, 1000)
+        lines = (folder / truth["family_file"]).read_bytes().splitlines()
+        assert len(lines) == len(truth["family"]) == len(truth["kind"]), name
+        assert bytes(truth["kind"]).count(b"e") == 50 and bytes(truth["kind"]).count(b"n") == 100, name
+        rows = [json.loads(x) for x in lines]
+        bases = 0
+        for fam, kind in zip(truth["family"], truth["kind"]):
+            if kind == ord("b"):
+                assert fam == bases, name  # the k-th base record is family k
+                bases += 1
+            else:
+                assert fam < bases, name  # every copy comes after its original
+        if name == "openai":
+            assert len({r["id"] for r in rows}) == len(rows)  # every line its own id, copies included
+            assert all(r["messages"][0]["role"] == "system" and isinstance(r["metadata"], dict) for r in rows)
+        if name == "templated":
+            words = {w for r in rows for w in r["messages"][0]["content"].lower().split() if not w.isdigit()}
+            assert words <= set(bench.SMALL_VOCAB) | set(bench.NAMES) | {"dear"}  # a few dozen words
+
+
+def test_build_killed_above_memory_cap(tmp_path: Path) -> None:
+    bench = _script()
+    bench.make_chat_workload(tmp_path, 200)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    got = bench.run_build([tmp_path / "chat.jsonl"], tmp_path / "out", env, max_rss_mb=20)
+    assert got["failed"] == "killed above 20 MB resident (--max-rss-mb)" and not (tmp_path / "out").exists()
