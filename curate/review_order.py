@@ -7,7 +7,7 @@
     >>> ok = SFTRecord.build(messages=(Message(role="user", content="hi"), Message(role="assistant",
     ...     content='{"intent": "other", "entities": {}, "missing_info": [], "next_step": "Greet back."}')))
     >>> bad = ok.model_copy(update={"category": "negative", "violates": ("no-action-claims",)})
-    >>> [s.record.category for s in value_order(spec, [ok, bad])]    # a label the checks contradict goes first
+    >>> [s.record.category for s in value_order(spec, [ok, bad])]   # a label the checks contradict first
     ['negative', 'typical']
 
 Each record gets a score, the sum of the signals that make an error likely or a review worth most:
@@ -18,7 +18,8 @@ Each record gets a score, the sum of the signals that make an error likely or a 
 - `near_boundary` (1 per rule): a length check within 10% of its limit, a question count one off its target;
 - `eval_failure` (2): the prompt failed in an eval (given failing prompt texts);
 - `uncovered_cell` (1): the record would count in a coverage cell under its target;
-- `cluster_representative` (1, +1 from 5 members): the kept twin of a near-duplicate cluster (given cluster sizes).
+- `cluster_representative` (1, +1 from 5 members): the kept twin of a near-duplicate cluster (given cluster
+sizes).
 Ties keep input order, so the order is deterministic.
 """
 
@@ -36,8 +37,15 @@ from curate.records import PreferenceRecord, SFTRecord
 from curate.spec import Spec
 
 Record = SFTRecord | PreferenceRecord
-WEIGHTS = {"label_contradicts_checks": 4.0, "judge_disagrees": 3.0, "annotator_disagreement": 3.0,
-           "near_boundary": 1.0, "eval_failure": 2.0, "uncovered_cell": 1.0, "cluster_representative": 1.0}
+WEIGHTS = {
+    "label_contradicts_checks": 4.0,
+    "judge_disagrees": 3.0,
+    "annotator_disagreement": 3.0,
+    "near_boundary": 1.0,
+    "eval_failure": 2.0,
+    "uncovered_cell": 1.0,
+    "cluster_representative": 1.0,
+}
 MARGIN = 0.10
 
 
@@ -65,8 +73,13 @@ def _count(kind: str, text: str) -> int:
 
 def _boundaries(spec: Spec, rec: Record) -> list[str]:
     """Rules whose measured value sits near their limit (either side)."""
-    ctx = CheckContext(spec=spec, response=rec.response_text(), user_text=rec.user_text(), category=rec.category,
-                       tags=frozenset(rec.tags))
+    ctx = CheckContext(
+        spec=spec,
+        response=rec.response_text(),
+        user_text=rec.user_text(),
+        category=rec.category,
+        tags=frozenset(rec.tags),
+    )
     out = []
     for rule in spec.automatic_rules():
         check = rule.check
@@ -80,8 +93,15 @@ def _boundaries(spec: Spec, rec: Record) -> list[str]:
             continue
         n = _count(kind, text)
         if kind == "question_count":
-            target = check.equals if check.equals is not None else (check.max if check.max is not None  # type: ignore
-                                                                     else check.min)  # type: ignore[union-attr]
+            target = (
+                check.equals
+                if check.equals is not None
+                else (
+                    check.max
+                    if check.max is not None  # type: ignore
+                    else check.min
+                )
+            )  # type: ignore[union-attr]
             if target is not None and abs(n - target) == 1:
                 out.append(f"{rule.id} ({n} questions, wants {target})")
         else:
@@ -99,10 +119,15 @@ def _agreement_split(labels: Mapping[str, Any]) -> bool:
     return False
 
 
-def value_order(spec: Spec, records: Iterable[Record], *,
-                judge: Mapping[str, Mapping[str, bool]] | None = None,
-                eval_failures: Iterable[str] = (), cluster_sizes: Mapping[str, int] | None = None,
-                coverage: Any = None) -> list[Scored]:
+def value_order(
+    spec: Spec,
+    records: Iterable[Record],
+    *,
+    judge: Mapping[str, Mapping[str, bool]] | None = None,
+    eval_failures: Iterable[str] = (),
+    cluster_sizes: Mapping[str, int] | None = None,
+    coverage: Any = None,
+) -> list[Scored]:
     """The records, most valuable review first, each with its score and reasons.
 
     `judge`: {record id: {judge rule id: passed}}; `eval_failures`: user texts of prompts that failed an eval;
@@ -118,12 +143,24 @@ def value_order(spec: Spec, records: Iterable[Record], *,
     out = []
     for i, rec in enumerate(recs):
         s = Scored(rec, index=i)
-        results = {r.rule: r.status for r in check_response(spec, rec.response_text(), user_text=rec.user_text(),
-                                                            category=rec.category, tags=rec.tags, rules=auto)}
+        results = {
+            r.rule: r.status
+            for r in check_response(
+                spec,
+                rec.response_text(),
+                user_text=rec.user_text(),
+                category=rec.category,
+                tags=rec.tags,
+                rules=auto,
+            )
+        }
         failed = {r for r, st in results.items() if st == "fail"}
         named = {v for v in rec.violates if v in results}
         if rec.is_negative and named and not (named & failed):
-            s.add("label_contradicts_checks", f"marked as breaking {', '.join(sorted(named))}, the checks pass it")
+            s.add(
+                "label_contradicts_checks",
+                f"marked as breaking {', '.join(sorted(named))}, the checks pass it",
+            )
         elif not rec.is_negative and failed:
             s.add("label_contradicts_checks", f"not marked negative, fails {', '.join(sorted(failed))}")
         for rid, passed in (judge or {}).get(rec.id, {}).items():
@@ -142,7 +179,9 @@ def value_order(spec: Spec, records: Iterable[Record], *,
                 s.add("uncovered_cell", ", ".join(f"{c} x {r}" for c, r in cells[:3]))
         size = (cluster_sizes or {}).get(rec.id, 1)
         if size > 1:
-            s.add("cluster_representative", f"kept for {size} near-duplicates", times=2.0 if size >= 5 else 1.0)
+            s.add(
+                "cluster_representative", f"kept for {size} near-duplicates", times=2.0 if size >= 5 else 1.0
+            )
         out.append(s)
     out.sort(key=lambda x: (-x.score, x.index))
     return out
@@ -179,8 +218,11 @@ def ordered_for_push(spec: Spec, inputs: list[Any] | None, *, ctx: Any) -> list[
             if isinstance(item, dict) and item.get("failed"):
                 prompt = item.get("prompt")
                 if isinstance(prompt, list):
-                    prompt = "\n".join(str(m.get("content", "")) for m in prompt
-                                       if isinstance(m, dict) and m.get("role") == "user")
+                    prompt = "\n".join(
+                        str(m.get("content", ""))
+                        for m in prompt
+                        if isinstance(m, dict) and m.get("role") == "user"
+                    )
                 if isinstance(prompt, str):
                     failing.append(prompt)
     return [s.record for s in value_order(spec, records, cluster_sizes=sizes, eval_failures=failing)]

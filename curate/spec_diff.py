@@ -7,10 +7,13 @@
     >>> d.rules, d.same_version
     ([], True)
 
-`impact(old, new, out_dir=..., labels=[...])` measures a diff against a build folder made under the old spec and
-labeled records: labels whose rules changed (stale), exported records that now fail or newly pass the automatic
+`impact(old, new, out_dir=..., labels=[...])` measures a diff against a build folder made under the old spec
+and
+labeled records: labels whose rules changed (stale), exported records that now fail or newly pass the
+automatic
 checks, DPO pairs whose proof (chosen passes every automatic rule, rejected breaks one) no longer holds, eval
-results made under other rule hashes, and coverage cells that move. `load_spec_ref` reads a spec from a file, a
+results made under other rule hashes, and coverage cells that move. `load_spec_ref` reads a spec from a file,
+a
 folder or a git revision (`REV:path`, e.g. `HEAD~1:specs/support-triage/spec.yaml`).
 """
 
@@ -39,6 +42,7 @@ SETTINGS = ("system_prompt", "coverage", "split", "export", "judge", "descriptio
 
 # ---------------------------------------------------------------- loading OLD / NEW
 
+
 def load_spec_ref(ref: str) -> Spec:
     """A spec from a file or folder, or `REV:path` (a git revision of the spec file, read with `git show`)."""
     if Path(ref).exists():
@@ -50,16 +54,20 @@ def load_spec_ref(ref: str) -> Spec:
             p = resolve_spec_path(p)
         cwd = p.parent if p.parent.is_dir() else Path.cwd()
         try:
-            top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True,
-                                 text=True, check=True).stdout.strip()
+            top = subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, check=True
+            ).stdout.strip()
             rel = p.resolve().relative_to(Path(top).resolve()) if p.exists() or p.is_absolute() else p
-            got = subprocess.run(["git", "show", f"{rev}:{rel.as_posix()}"], cwd=top, capture_output=True,
-                                 check=True).stdout
+            got = subprocess.run(
+                ["git", "show", f"{rev}:{rel.as_posix()}"], cwd=top, capture_output=True, check=True
+            ).stdout
         except (subprocess.CalledProcessError, FileNotFoundError, ValueError) as err:
             detail = getattr(err, "stderr", b"") or b""
             detail = detail.decode("utf-8", "replace").strip() if isinstance(detail, bytes) else str(detail)
-            raise SpecError(f"{ref}: cannot read that git revision of the spec ({detail or err}); "
-                            "use REV:path, e.g. HEAD~1:specs/support-triage/spec.yaml") from None
+            raise SpecError(
+                f"{ref}: cannot read that git revision of the spec ({detail or err}); "
+                "use REV:path, e.g. HEAD~1:specs/support-triage/spec.yaml"
+            ) from None
         with tempfile.TemporaryDirectory(prefix="curate-spec-") as tmp:
             f = Path(tmp) / "spec.yaml"
             f.write_bytes(got)
@@ -70,12 +78,13 @@ def load_spec_ref(ref: str) -> Spec:
 
 # ---------------------------------------------------------------- the diff
 
+
 @dataclass
 class SpecDiff:
     old: str
     new: str
-    rules: list[dict[str, Any]] = field(default_factory=list)    # {rule, change: [...], old?, new?}
-    cases: list[dict[str, Any]] = field(default_factory=list)    # {case, change: added|removed|changed}
+    rules: list[dict[str, Any]] = field(default_factory=list)  # {rule, change: [...], old?, new?}
+    cases: list[dict[str, Any]] = field(default_factory=list)  # {case, change: added|removed|changed}
     output: bool = False
     settings: list[str] = field(default_factory=list)
     same_version: bool = True
@@ -88,8 +97,15 @@ class SpecDiff:
         return {r["rule"] for r in self.rules if set(r["change"]) & {"check", "added", "removed"}}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"old": self.old, "new": self.new, "same_version": self.same_version, "rules": self.rules,
-                "cases": self.cases, "output": self.output, "settings": self.settings}
+        return {
+            "old": self.old,
+            "new": self.new,
+            "same_version": self.same_version,
+            "rules": self.rules,
+            "cases": self.cases,
+            "output": self.output,
+            "settings": self.settings,
+        }
 
 
 def _rule_view(spec: Spec, rid: str) -> dict[str, Any]:
@@ -104,17 +120,32 @@ def diff_specs(old: Spec, new: Spec) -> SpecDiff:
     old_h, new_h = rules_sha(old), rules_sha(new)
     for rid in old_ids + [i for i in new_ids if i not in old_ids]:
         if rid not in new_ids:
-            d.rules.append({"rule": rid, "change": ["removed"], "old": _rule_view(old, rid), "old_sha": old_h[rid]})
+            d.rules.append(
+                {"rule": rid, "change": ["removed"], "old": _rule_view(old, rid), "old_sha": old_h[rid]}
+            )
             continue
         if rid not in old_ids:
-            d.rules.append({"rule": rid, "change": ["added"], "new": _rule_view(new, rid), "new_sha": new_h[rid]})
+            d.rules.append(
+                {"rule": rid, "change": ["added"], "new": _rule_view(new, rid), "new_sha": new_h[rid]}
+            )
             continue
         a, b = _rule_view(old, rid), _rule_view(new, rid)
-        change = [name for key, name in (("says", "wording"), ("check", "check"), ("category", "category"))
-                  if a[key] != b[key]]
+        change = [
+            name
+            for key, name in (("says", "wording"), ("check", "check"), ("category", "category"))
+            if a[key] != b[key]
+        ]
         if change:
-            d.rules.append({"rule": rid, "change": change, "old": a, "new": b, "old_sha": old_h[rid],
-                            "new_sha": new_h[rid]})
+            d.rules.append(
+                {
+                    "rule": rid,
+                    "change": change,
+                    "old": a,
+                    "new": b,
+                    "old_sha": old_h[rid],
+                    "new_sha": new_h[rid],
+                }
+            )
     for name in list(old.cases) + [c for c in new.cases if c not in old.cases]:
         if name not in new.cases:
             d.cases.append({"case": name, "change": "removed"})
@@ -130,6 +161,7 @@ def diff_specs(old: Spec, new: Spec) -> SpecDiff:
 
 # ---------------------------------------------------------------- impact
 
+
 def _records(path: Path) -> Iterator[Record]:
     for _line, obj in read_jsonl(path):
         if isinstance(obj, LineError):
@@ -142,8 +174,12 @@ def _records(path: Path) -> Iterator[Record]:
 
 
 def _status(spec: Spec, rec: Record, response: str) -> dict[str, str]:
-    return {r.rule: r.status for r in check_response(spec, response, user_text=rec.user_text(),
-                                                     category=rec.category, tags=rec.tags)}
+    return {
+        r.rule: r.status
+        for r in check_response(
+            spec, response, user_text=rec.user_text(), category=rec.category, tags=rec.tags
+        )
+    }
 
 
 def _pair_proof(spec: Spec, rec: PreferenceRecord) -> str:
@@ -158,7 +194,8 @@ def _pair_proof(spec: Spec, rec: PreferenceRecord) -> str:
 
 
 def _exported(out_dir: Path) -> tuple[list[Record], list[PreferenceRecord]]:
-    """(SFT-exported and negative records, DPO pairs) of a build folder; categories from the build's inputs."""
+    """(SFT-exported and negative records, DPO pairs) of a build folder; categories from the build's
+    inputs."""
     manifest = orjson.loads((out_dir / "manifest.json").read_bytes())
     by_id: dict[str, Record] = {}
     for inp in manifest.get("inputs", []):
@@ -195,14 +232,28 @@ def _coverage_moves(old: Spec, new: Spec, records: list[Record]) -> list[dict[st
     for key in list(a) + [k for k in b if k not in a]:
         ca, cb = a.get(key), b.get(key)
         if ca is None or cb is None or ca["count"] != cb["count"] or ca["ok"] != cb["ok"]:
-            out.append({"category": key[0], "rule": key[1], "before": ca["count"] if ca else None,
-                        "after": cb["count"] if cb else None, "ok_before": ca["ok"] if ca else None,
-                        "ok_after": cb["ok"] if cb else None})
+            out.append(
+                {
+                    "category": key[0],
+                    "rule": key[1],
+                    "before": ca["count"] if ca else None,
+                    "after": cb["count"] if cb else None,
+                    "ok_before": ca["ok"] if ca else None,
+                    "ok_after": cb["ok"] if cb else None,
+                }
+            )
     return out
 
 
-def impact(old: Spec, new: Spec, *, out_dir: str | Path | None = None, labels: Iterable[str | Path] = (),
-           diff: SpecDiff | None = None, limit: int = 20) -> dict[str, Any]:
+def impact(
+    old: Spec,
+    new: Spec,
+    *,
+    out_dir: str | Path | None = None,
+    labels: Iterable[str | Path] = (),
+    diff: SpecDiff | None = None,
+    limit: int = 20,
+) -> dict[str, Any]:
     """What the change from `old` to `new` does to a build folder (made under `old`) and to labeled records.
 
     Labels without `labels.rules_sha` are taken as made under `old`."""
@@ -216,17 +267,27 @@ def impact(old: Spec, new: Spec, *, out_dir: str | Path | None = None, labels: I
             if not rec.is_human_reviewed:
                 continue
             n_labels += 1
-            under = rec.labels.get("rules_sha") if isinstance(rec.labels.get("rules_sha"), dict) else old_rules
+            under = (
+                rec.labels.get("rules_sha") if isinstance(rec.labels.get("rules_sha"), dict) else old_rules
+            )
             why = stale_rules(under, new, ticked=rec.violates)
             if why:
-                stale.append({"id": rec.id, "task": rec.source.task, "annotation": rec.source.annotation,
-                              "rules": [f"{r} ({w})" for r, w in why]})
+                stale.append(
+                    {
+                        "id": rec.id,
+                        "task": rec.source.task,
+                        "annotation": rec.source.annotation,
+                        "rules": [f"{r} ({w})" for r, w in why],
+                    }
+                )
     out["labels"] = {"checked": n_labels, "stale": len(stale), "examples": stale[:limit]}
     if out_dir is None:
         return out
     out_dir = Path(out_dir)
     if not (out_dir / "manifest.json").exists():
-        raise SpecError(f"{out_dir}: no manifest.json (not a build folder); pass the folder `curate build` wrote")
+        raise SpecError(
+            f"{out_dir}: no manifest.json (not a build folder); pass the folder `curate build` wrote"
+        )
     sft, pairs = _exported(out_dir)
     now_fail: dict[str, list[str]] = {}
     now_pass: dict[str, list[str]] = {}
@@ -243,9 +304,11 @@ def impact(old: Spec, new: Spec, *, out_dir: str | Path | None = None, labels: I
         why = _pair_proof(new, pair)
         if why and not _pair_proof(old, pair):
             broken.append({"id": pair.id, "why": why})
-    out["exported"] = {"checked": len(sft),
-                       "now_fail": {r: {"count": len(v), "ids": v[:limit]} for r, v in sorted(now_fail.items())},
-                       "now_pass": {r: {"count": len(v), "ids": v[:limit]} for r, v in sorted(now_pass.items())}}
+    out["exported"] = {
+        "checked": len(sft),
+        "now_fail": {r: {"count": len(v), "ids": v[:limit]} for r, v in sorted(now_fail.items())},
+        "now_pass": {r: {"count": len(v), "ids": v[:limit]} for r, v in sorted(now_pass.items())},
+    }
     out["pairs"] = {"checked": len(pairs), "broken": len(broken), "examples": broken[:limit]}
     new_rules = rules_sha(new)
     new_cats = {r.id: r.category for r in new.rules}
@@ -258,12 +321,18 @@ def impact(old: Spec, new: Spec, *, out_dir: str | Path | None = None, labels: I
         measured = rep.get("rules_sha") or old_rules
         cats = {r.get("rule"): r.get("category") for r in rep.get("rules", []) if isinstance(r, dict)}
         auto_new = {r.id for r in new.automatic_rules()}
-        reasons = [f"{rid} changed" for rid, h in measured.items() if rid in new_rules and new_rules[rid] != h
-                   and rid in auto_new]
+        reasons = [
+            f"{rid} changed"
+            for rid, h in measured.items()
+            if rid in new_rules and new_rules[rid] != h and rid in auto_new
+        ]
         reasons += [f"{rid} removed" for rid in measured if rid not in new_rules and rid in cats]
         reasons += [f"{rid} not measured" for rid in auto_new if rid not in cats]
-        reasons += [f"{rid} moved to {new_cats[rid]}" for rid, c in cats.items() if rid in new_cats
-                    and c is not None and c != new_cats[rid]]
+        reasons += [
+            f"{rid} moved to {new_cats[rid]}"
+            for rid, c in cats.items()
+            if rid in new_cats and c is not None and c != new_cats[rid]
+        ]
         if reasons:
             evals.append({"file": str(p), "reasons": reasons})
     out["evals"] = {"stale": len(evals), "files": evals}
@@ -272,6 +341,7 @@ def impact(old: Spec, new: Spec, *, out_dir: str | Path | None = None, labels: I
 
 
 # ---------------------------------------------------------------- text
+
 
 def render(diff: SpecDiff, imp: dict[str, Any] | None) -> list[str]:
     """The diff and its impact as lines for people."""
@@ -315,8 +385,10 @@ def render(diff: SpecDiff, imp: dict[str, Any] | None) -> list[str]:
         moved = imp["coverage"]["moved"]
         lines.append(f"  {len(moved)} coverage cells move")
         for m in moved[:10]:
-            lines.append(f"    {m['category']} x {m['rule']}: {m['before']} -> {m['after']}"
-                         + (" (target no longer met)" if m["ok_before"] and m["ok_after"] is False else ""))
+            lines.append(
+                f"    {m['category']} x {m['rule']}: {m['before']} -> {m['after']}"
+                + (" (target no longer met)" if m["ok_before"] and m["ok_after"] is False else "")
+            )
     return lines
 
 

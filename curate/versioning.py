@@ -18,7 +18,8 @@ output.schema, the schema it really uses). The rule's failure category is NOT pa
 spec's version (`spec_version(...)["sha"]`), so eval results and reports still see the change.
 
 Labels carry the hashes they were made under (`labels.rules_sha`, put on the task at push, copied onto pulled
-records); a label is stale for a rule whose hash changed, for a rule added since (the labeler never judged it),
+records); a label is stale for a rule whose hash changed, for a rule added since (the labeler never judged
+it),
 and for a removed rule only when the label ticked it.
 """
 
@@ -87,7 +88,8 @@ def rules_sha(spec: Spec) -> dict[str, str]:
 def spec_version(spec: Spec) -> dict[str, Any]:
     """The spec's version as the set of its parts' hashes: rules, their categories, case categories, output.
 
-    `sha` hashes them all: two specs with the same `sha` build, label and evaluate alike (the file's sha256 also
+    `sha` hashes them all: two specs with the same `sha` build, label and evaluate alike (the file's sha256
+    also
     moves with comments and formatting)."""
     out: dict[str, Any] = {
         "rules": rules_sha(spec),
@@ -99,11 +101,13 @@ def spec_version(spec: Spec) -> dict[str, Any]:
     return out
 
 
-def stale_rules(label_rules: Mapping[str, str] | None, spec: Spec, *,
-                ticked: Iterable[str] = ()) -> list[tuple[str, str]]:
+def stale_rules(
+    label_rules: Mapping[str, str] | None, spec: Spec, *, ticked: Iterable[str] = ()
+) -> list[tuple[str, str]]:
     """[(rule id, why)] that make a label made under `label_rules` stale under `spec`; [] when it still holds.
 
-    why: "changed" (hash differs), "added" (the labeler never saw the rule), "removed" (the label ticked a rule
+    why: "changed" (hash differs), "added" (the labeler never saw the rule), "removed" (the label ticked a
+    rule
     the spec no longer has). `label_rules=None` (a label from before rule hashes) is stale for every rule
     ("unknown")."""
     current = rules_sha(spec)
@@ -129,7 +133,8 @@ def label_rules_of(record: Any) -> dict[str, str] | None:
 def stale_labeled(records: Iterable[Any], spec: Spec) -> list[dict[str, Any]]:
     """Labeled records (reviewed, carrying `labels.rules_sha`) whose labels are stale under `spec`.
 
-    Records without `labels.rules_sha` are not judged here (imported data, or labels from before rule hashes)."""
+    Records without `labels.rules_sha` are not judged here (imported data, or labels from before rule
+    hashes)."""
     out = []
     for rec in records:
         rules = label_rules_of(rec)
@@ -138,8 +143,15 @@ def stale_labeled(records: Iterable[Any], spec: Spec) -> list[dict[str, Any]]:
         stale = stale_rules(rules, spec, ticked=getattr(rec, "violates", ()) or ())
         if stale:
             src = rec.source
-            out.append({"id": rec.id, "task": src.task, "annotation": src.annotation, "where": src.where(),
-                        "rules": [f"{rid} ({why})" for rid, why in stale]})
+            out.append(
+                {
+                    "id": rec.id,
+                    "task": src.task,
+                    "annotation": src.annotation,
+                    "where": src.where(),
+                    "rules": [f"{rid} ({why})" for rid, why in stale],
+                }
+            )
     return out
 
 
@@ -150,14 +162,15 @@ def _holds(path: Path, needle: bytes) -> bool:
         for block in iter(lambda: fh.read(1 << 22), b""):
             if needle in tail + block:
                 return True
-            tail = block[-(len(needle) - 1):]
+            tail = block[-(len(needle) - 1) :]
     return False
 
 
 def stale_labels_in(paths: Iterable[str | Path], spec: Spec, *, limit: int = 20) -> dict[str, Any]:
     """Labeled records in input files whose labels were made under other rule hashes than `spec`'s.
 
-    Only lines holding `"rules_sha"` are parsed (a byte search first), so a scan of unlabeled data costs a read.
+    Only lines holding `"rules_sha"` are parsed (a byte search first), so a scan of unlabeled data costs a
+    read.
     Returns {"labeled", "stale", "examples": [{"where", "id", "rules"}]}."""
     from curate.records import read_jsonl, record_from_native
 
@@ -181,10 +194,20 @@ def stale_labels_in(paths: Iterable[str | Path], spec: Spec, *, limit: int = 20)
                         rid = record_from_native({k: v for k, v in obj.items() if k not in ("id", "kind")}).id
                     except (ValueError, TypeError):
                         rid = None
-                    examples.append({"where": f"{p}:{line}", "id": rid,
-                                     "rules": [f"{r} ({w})" for r, w in why]})
+                    examples.append(
+                        {"where": f"{p}:{line}", "id": rid, "rules": [f"{r} ({w})" for r, w in why]}
+                    )
     return {"labeled": labeled, "stale": stale, "examples": examples}
 
 
-__all__ = ["check_content", "label_rules_of", "rule_content", "rule_hash", "rules_sha", "spec_version",
-           "stale_labeled", "stale_labels_in", "stale_rules"]
+__all__ = [
+    "check_content",
+    "label_rules_of",
+    "rule_content",
+    "rule_hash",
+    "rules_sha",
+    "spec_version",
+    "stale_labeled",
+    "stale_labels_in",
+    "stale_rules",
+]

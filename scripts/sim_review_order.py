@@ -1,4 +1,5 @@
-"""Simulate review by value: plant label errors in a spec's example data and count how many a labeler finds in the
+"""Simulate review by value: plant label errors in a spec's example data and count how many a labeler finds in
+the
 first 20% of reviews, in value order (curate.review_order) and in random order.
 
     .venv/bin/python scripts/sim_review_order.py                       # support-triage, 20 seeds
@@ -9,7 +10,8 @@ Planted errors, one kind drawn at random per planted record (the kinds a labelin
 - missed_violation: a negative response relabeled as good (its `violates` dropped), though it breaks rules;
 - human_rule_tick: a good response marked as breaking a human-only rule (no check can see this one);
 - wrong_category: a typical record labeled edge or the other way round (no check can see this one either).
-Prints the share of planted errors found in the first 20% of reviews for both orders and their ratio, overall and
+Prints the share of planted errors found in the first 20% of reviews for both orders and their ratio, overall
+and
 per kind. Timing-free: the numbers depend only on the data and the seeds.
 """
 
@@ -116,23 +118,39 @@ def main() -> int:
     def rates(b):  # type: ignore[no-untyped-def]
         v = b["value"] / b["planted"] if b["planted"] else None
         r = b["random"] / b["planted"] if b["planted"] else None
-        return {"planted": b["planted"], "value_found": v, "random_found": r,
-                "ratio": (v / r) if v is not None and r else None}
+        return {
+            "planted": b["planted"],
+            "value_found": v,
+            "random_found": r,
+            "ratio": (v / r) if v is not None and r else None,
+        }
 
-    report = {"spec": spec.ref, "records": len(records), "rate": args.rate, "seeds": args.seeds,
-              "first_share": args.share, "overall": rates(tot), "by_kind": {k: rates(b) for k, b in per_kind.items()}}
+    report = {
+        "spec": spec.ref,
+        "records": len(records),
+        "rate": args.rate,
+        "seeds": args.seeds,
+        "first_share": args.share,
+        "overall": rates(tot),
+        "by_kind": {k: rates(b) for k, b in per_kind.items()},
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     o = report["overall"]
-    print(f"{spec.ref}: {len(records)} records, {args.rate:.0%} planted errors, {args.seeds} seeds; "
-          f"errors found in the first {args.share:.0%} of reviews")
+    print(
+        f"{spec.ref}: {len(records)} records, {args.rate:.0%} planted errors, {args.seeds} seeds; "
+        f"errors found in the first {args.share:.0%} of reviews"
+    )
     print(f"  value order  {o['value_found']:.1%}")
     print(f"  random order {o['random_found']:.1%}")
     print(f"  ratio        {o['ratio']:.2f}x")
     for k, r in report["by_kind"].items():
         if r["planted"]:
-            print(f"    {k:<17} n={r['planted']:<4} value {r['value_found']:.1%}  random {r['random_found']:.1%}")
+            print(
+                f"    {k:<17} n={r['planted']:<4} value {r['value_found']:.1%}  "
+                f"random {r['random_found']:.1%}"
+            )
     return 0
 
 

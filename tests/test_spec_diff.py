@@ -1,4 +1,5 @@
-"""The spec as a versioned contract: rule hashes, `curate spec diff` and its impact on a built, labeled example."""
+"""The spec as a versioned contract: rule hashes, `curate spec diff` and its impact on a built, labeled
+example."""
 
 from __future__ import annotations
 
@@ -48,19 +49,34 @@ def world(tmp_path_factory):
     rows = [obj for _, obj in read_jsonl(old_dir / "data.jsonl")]
     sft = [r for r in rows if "messages" in r]
     outputs = root / "outputs.jsonl"
-    outputs.write_text("".join(json.dumps({"messages": r["messages"][:-1], "response": r["messages"][-1]["content"]})
-                               + "\n" for r in sft[:20]))
+    outputs.write_text(
+        "".join(
+            json.dumps({"messages": r["messages"][:-1], "response": r["messages"][-1]["content"]}) + "\n"
+            for r in sft[:20]
+        )
+    )
     (out / "evals").mkdir()
     write_report(evaluate_outputs(old, outputs), out / "evals" / "base.json")
     hashes = rules_sha(old)
     good = [r for r in sft if not r.get("violates")][:5]
     claim = next(r for r in sft if "no-action-claims" in (r.get("violates") or []))
     labeled = root / "pulled.jsonl"
-    recs = [{**r, "labels": {"reviewed": True, "kind": "review", "verdict": "accept", "rules_sha": hashes}}
-            for r in good]
-    recs.append({**claim, "labels": {"reviewed": True, "kind": "review", "verdict": "reject", "rules_sha": hashes}})
+    recs = [
+        {**r, "labels": {"reviewed": True, "kind": "review", "verdict": "accept", "rules_sha": hashes}}
+        for r in good
+    ]
+    recs.append(
+        {**claim, "labels": {"reviewed": True, "kind": "review", "verdict": "reject", "rules_sha": hashes}}
+    )
     labeled.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return {"root": root, "old_dir": old_dir, "old": old, "out": out, "labels": labeled, "n_labels": len(recs)}
+    return {
+        "root": root,
+        "old_dir": old_dir,
+        "old": old,
+        "out": out,
+        "labels": labeled,
+        "n_labels": len(recs),
+    }
 
 
 def _new(world, tmp_path, old: str, new: str):
@@ -72,12 +88,21 @@ def _new(world, tmp_path, old: str, new: str):
 def test_rule_hash_covers_wording_and_check_not_category_or_layout(world, tmp_path):
     old = world["old"]
     assert spec_version(old) == spec_version(load_spec(world["old_dir"]))
-    reflowed = _new(world, tmp_path, "says: next_step is brief, at most 40 words.",
-                    "says: >\n      next_step is brief,\n      at most 40 words.")
+    reflowed = _new(
+        world,
+        tmp_path,
+        "says: next_step is brief, at most 40 words.",
+        "says: >\n      next_step is brief,\n      at most 40 words.",
+    )
     assert rules_sha(reflowed) == rules_sha(old)
     assert spec_version(reflowed)["sha"] == spec_version(old)["sha"]
-    moved = load_spec(_edit(tmp_path / "new", "category: safety\n\n  - id: no-secrets-requested",
-                            "category: instruction\n\n  - id: no-secrets-requested"))
+    moved = load_spec(
+        _edit(
+            tmp_path / "new",
+            "category: safety\n\n  - id: no-secrets-requested",
+            "category: instruction\n\n  - id: no-secrets-requested",
+        )
+    )
     assert rules_sha(moved) == rules_sha(old)  # a category is no verdict: labels stay valid
     assert spec_version(moved)["sha"] != spec_version(old)["sha"]  # but the spec's version moves
 
@@ -96,7 +121,7 @@ def test_stale_rules_changed_added_removed_unknown(world):
     assert stale_rules({**h, "valid-json": "x"}, spec) == [("valid-json", "changed")]
     missing = {k: v for k, v in h.items() if k != "polite-and-brief"}
     assert stale_rules(missing, spec) == [("polite-and-brief", "added")]
-    assert stale_rules({**h, "gone": "y"}, spec) == []                      # not ticked: still valid
+    assert stale_rules({**h, "gone": "y"}, spec) == []  # not ticked: still valid
     assert stale_rules({**h, "gone": "y"}, spec, ticked=["gone"]) == [("gone", "removed")]
     assert {w for _, w in stale_rules(None, spec)} == {"unknown"}
     assert rule_hash(spec, spec.rule("valid-json")) == h["valid-json"]
@@ -115,9 +140,14 @@ def _ids_failing(spec, out: Path, rule: str) -> set[str]:
 
 EDITS = {
     "wording": ("tone of next_step is polite, calm and brief", "tone of next_step is polite, warm and brief"),
-    "check": ("check: {kind: max_words, field: /next_step, max: 40}",
-              "check: {kind: max_words, field: /next_step, max: 25}"),
-    "category": ("category: safety\n\n  - id: no-secrets-requested", "category: instruction\n\n  - id: no-secrets-requested"),
+    "check": (
+        "check: {kind: max_words, field: /next_step, max: 40}",
+        "check: {kind: max_words, field: /next_step, max: 25}",
+    ),
+    "category": (
+        "category: safety\n\n  - id: no-secrets-requested",
+        "category: instruction\n\n  - id: no-secrets-requested",
+    ),
     "removed": None,
     "added": ("  # --- judged by people only", NEW_RULE.rstrip("\n") + "\n\n  # --- judged by people only"),
 }
@@ -138,14 +168,21 @@ def test_each_change_shows_its_impact(world, tmp_path, change):
     old = world["old"]
     d = diff_specs(old, new)
     imp = impact(old, new, out_dir=world["out"], labels=[world["labels"]], diff=d, limit=1000)
-    rule = {"wording": "polite-and-brief", "check": "next-step-brief", "category": "no-action-claims",
-            "removed": "no-action-claims", "added": "next-step-short"}[change]
+    rule = {
+        "wording": "polite-and-brief",
+        "check": "next-step-brief",
+        "category": "no-action-claims",
+        "removed": "no-action-claims",
+        "added": "next-step-short",
+    }[change]
     assert [(r["rule"], r["change"]) for r in d.rules] == [(rule, [change])]
     assert not d.same_version
     labels, exported, pairs, evals = imp["labels"], imp["exported"], imp["pairs"], imp["evals"]
     moved = {(m["category"], m["rule"]) for m in imp["coverage"]["moved"]}
     assert labels["checked"] == world["n_labels"]
-    if change == "wording":  # a human rule: every labeler judged it under the old words; nothing automatic moves
+    if (
+        change == "wording"
+    ):  # a human rule: every labeler judged it under the old words; nothing automatic moves
         assert labels["stale"] == world["n_labels"]
         assert {r for ex in labels["examples"] for r in ex["rules"]} == {"polite-and-brief (changed)"}
         assert exported["now_fail"] == exported["now_pass"] == {} and pairs["broken"] == 0
@@ -194,9 +231,13 @@ def test_build_warns_or_fails_on_stale_labels(world, tmp_path):
     assert got["examples"][0]["where"] == f"{world['labels']}:1"
     res = build(new, [world["labels"]], tmp_path / "b1")
     assert res.manifest["stale_labels"]["stale"] == world["n_labels"]
-    r = CliRunner().invoke(main, ["build", str(tmp_path / "new"), "--input", str(world["labels"]), "--out",
-                                  str(tmp_path / "b2")])
-    assert r.exit_code == 0 and f"warning: {world['n_labels']} of {world['n_labels']} labeled records" in r.stderr
+    r = CliRunner().invoke(
+        main, ["build", str(tmp_path / "new"), "--input", str(world["labels"]), "--out", str(tmp_path / "b2")]
+    )
+    assert (
+        r.exit_code == 0
+        and f"warning: {world['n_labels']} of {world['n_labels']} labeled records" in r.stderr
+    )
     strict = load_spec(_edit(tmp_path / "new", "max_tokens: 1024}", "max_tokens: 1024, stale_labels: error}"))
     with pytest.raises(ExportError, match=r"labeled under other rules .*--stale"):
         build(strict, [world["labels"]], tmp_path / "b3")
@@ -216,8 +257,20 @@ def test_spec_diff_cli_json_text_and_git_revision(world, tmp_path):
     old = load_spec_ref(f"HEAD:{spec_file}")
     assert rules_sha(old) == rules_sha(world["old"]) and old.path == spec_file
     runner = CliRunner()
-    r = runner.invoke(main, ["spec", "diff", f"HEAD:{spec_file}", str(spec_file), "--json", "--out-dir",
-                             str(world["out"]), "--labels", str(world["labels"])])
+    r = runner.invoke(
+        main,
+        [
+            "spec",
+            "diff",
+            f"HEAD:{spec_file}",
+            str(spec_file),
+            "--json",
+            "--out-dir",
+            str(world["out"]),
+            "--labels",
+            str(world["labels"]),
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert [x["rule"] for x in doc["rules"]] == ["next-step-brief"]

@@ -16,14 +16,26 @@ from curate.cli.common import (
 )
 
 _judge_opts = [
-    click.option("--model", default=None, help="Local judge: an HF model folder or a .gguf file (default: the "
-                                                "spec's judge.model)."),
+    click.option(
+        "--model",
+        default=None,
+        help="Local judge: an HF model folder or a .gguf file (default: the spec's judge.model).",
+    ),
     click.option("--gguf-file", default=None, help="The .gguf file inside --model when it is a folder."),
-    click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
-                                                  "(key from the env variable judge.api_key_env, never a flag)."),
+    click.option(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
+        "(key from the env variable judge.api_key_env, never a flag).",
+    ),
     click.option("--judge-model", "endpoint_model", default=None, help="Model name sent to the endpoint."),
-    click.option("--cache", "cache_path", type=click.Path(dir_okay=False), default=None,
-                 help="Verdict cache (SQLite); default .curate/judge/NAME/cache.sqlite."),
+    click.option(
+        "--cache",
+        "cache_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Verdict cache (SQLite); default .curate/judge/NAME/cache.sqlite.",
+    ),
 ]
 
 
@@ -36,7 +48,9 @@ def judge_options(fn):  # type: ignore[no-untyped-def]
 def _judge(spec, model, gguf_file, base_url, endpoint_model):  # type: ignore[no-untyped-def]
     from curate.judge.core import make_judge
 
-    return make_judge(spec, model=model, gguf_file=gguf_file, base_url=base_url, endpoint_model=endpoint_model)
+    return make_judge(
+        spec, model=model, gguf_file=gguf_file, base_url=base_url, endpoint_model=endpoint_model
+    )
 
 
 def _rules(spec, rule_ids):  # type: ignore[no-untyped-def]
@@ -48,8 +62,10 @@ def _rules(spec, rule_ids):  # type: ignore[no-untyped-def]
     if rule_ids:
         unknown = sorted(set(rule_ids) - {r.id for r in rules})
         if unknown:
-            raise SpecError(f"{', '.join(unknown)}: not a judge rule of {spec.ref} (judge rules: "
-                            f"{', '.join(r.id for r in rules)})")
+            raise SpecError(
+                f"{', '.join(unknown)}: not a judge rule of {spec.ref} (judge rules: "
+                f"{', '.join(r.id for r in rules)})"
+            )
         rules = [r for r in rules if r.id in rule_ids]
     return rules
 
@@ -73,9 +89,18 @@ def register(main: click.Group) -> None:
     @json_option
     @quiet_option
     @handle_errors
-    def run_cmd(spec_path: str, responses: str, rule_ids: tuple[str, ...], model: str | None,
-                gguf_file: str | None, base_url: str | None, endpoint_model: str | None, cache_path: str | None,
-                as_json: bool, quiet: bool) -> None:
+    def run_cmd(
+        spec_path: str,
+        responses: str,
+        rule_ids: tuple[str, ...],
+        model: str | None,
+        gguf_file: str | None,
+        base_url: str | None,
+        endpoint_model: str | None,
+        cache_path: str | None,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Judge every response of a JSONL file (our records, or {"prompt", "response"} rows).
 
         Each verdict says whether it counts (the rule's calibration passes the gate: "automatic") or is a
@@ -97,37 +122,76 @@ def register(main: click.Group) -> None:
         gate = gate_status(spec, judge_id=judge_.id)
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, JudgeCache(cache_path or default_cache_path(spec)) as cache:
-            verdicts = run_judge(spec, judge_, [(it["user"], it["response"]) for it in items], rules=rules,
-                                 cache=cache, progress=update)
-        rows = [{"where": it["where"], "verdicts": [{**v.as_dict(), "counts": gate[v.rule]["automatic"]}
-                                                     for v in vs]} for it, vs in zip(items, verdicts, strict=True)]
+            verdicts = run_judge(
+                spec,
+                judge_,
+                [(it["user"], it["response"]) for it in items],
+                rules=rules,
+                cache=cache,
+                progress=update,
+            )
+        rows = [
+            {
+                "where": it["where"],
+                "verdicts": [{**v.as_dict(), "counts": gate[v.rule]["automatic"]} for v in vs],
+            }
+            for it, vs in zip(items, verdicts, strict=True)
+        ]
         if as_json:
             emit_json({"spec": spec.ref, "judge": judge_.id, "gate": gate_summary(gate), "items": rows})
             return
         for row in rows:
             for v in row["verdicts"]:
-                click.echo(f"{row['where']}\t{v['rule']}\t{v['status']}\t"
-                           f"{'automatic' if v['counts'] else 'suggestion'}\t{v['reason']}")
+                click.echo(
+                    f"{row['where']}\t{v['rule']}\t{v['status']}\t"
+                    f"{'automatic' if v['counts'] else 'suggestion'}\t{v['reason']}"
+                )
         say(f"{len(rows)} responses judged by {judge_.id}", quiet=quiet)
 
     @deprecated_options({"--out": "--out-file"})
     @judge.command("calibrate")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--labels", "labels", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-                  help="Pulled records (curate label pull) holding the human per-rule labels. Repeatable.")
+    @click.option(
+        "--labels",
+        "labels",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Pulled records (curate label pull) holding the human per-rule labels. Repeatable.",
+    )
     @click.option("--rule", "rule_ids", multiple=True, help="Only these judge rules (repeatable).")
-    @click.option("--include-unreviewed", is_flag=True,
-                  help="Also take records no person reviewed (their `violates` marks) as labels.")
-    @click.option("--out-file", "out", type=click.Path(dir_okay=False), default=None,
-                  help="Calibration file; default .curate/judge/NAME/calibration.json (merged per rule).")
+    @click.option(
+        "--include-unreviewed",
+        is_flag=True,
+        help="Also take records no person reviewed (their `violates` marks) as labels.",
+    )
+    @click.option(
+        "--out-file",
+        "out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Calibration file; default .curate/judge/NAME/calibration.json (merged per rule).",
+    )
     @judge_options
     @json_option
     @quiet_option
     @handle_errors
-    def calibrate_cmd(spec_path: str, labels: tuple[str, ...], rule_ids: tuple[str, ...], include_unreviewed: bool,
-                      out: str | None, model: str | None, gguf_file: str | None, base_url: str | None,
-                      endpoint_model: str | None, cache_path: str | None, as_json: bool, quiet: bool) -> None:
-        """Compare each judge rule with the human labels: n, agreement, Cohen's kappa (bootstrap 95% interval),
+    def calibrate_cmd(
+        spec_path: str,
+        labels: tuple[str, ...],
+        rule_ids: tuple[str, ...],
+        include_unreviewed: bool,
+        out: str | None,
+        model: str | None,
+        gguf_file: str | None,
+        base_url: str | None,
+        endpoint_model: str | None,
+        cache_path: str | None,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
+        """Compare each judge rule with the human labels: n, agreement, Cohen's kappa (bootstrap 95%
+        interval),
         confusion matrix and the disagreeing examples. A rule counts as automatic only when n >= judge.min_n
         (30) and kappa's lower bound >= judge.gate (0.6); exit 0 either way (the gate is in the output).
 
@@ -159,20 +223,28 @@ def register(main: click.Group) -> None:
             return
         for r in results:
             ci = r["kappa_ci95"]
-            click.echo(f"{r['rule']}\tn={r['n']}\tagreement={r['agreement']}\tkappa={r['kappa']}\t"
-                       f"ci95={ci}\t{r['status']}" + (f" ({r['why_not']})" if r["why_not"] else ""))
+            click.echo(
+                f"{r['rule']}\tn={r['n']}\tagreement={r['agreement']}\tkappa={r['kappa']}\t"
+                f"ci95={ci}\t{r['status']}" + (f" ({r['why_not']})" if r["why_not"] else "")
+            )
             c = r["confusion"]
-            click.echo(f"  human pass: judge pass {c['human_pass_judge_pass']}, fail {c['human_pass_judge_fail']}; "
-                       f"human fail: judge pass {c['human_fail_judge_pass']}, fail {c['human_fail_judge_fail']}; "
-                       f"no verdict {c['no_verdict']}")
+            click.echo(
+                f"  human pass: judge pass {c['human_pass_judge_pass']}, fail {c['human_pass_judge_fail']}; "
+                f"human fail: judge pass {c['human_fail_judge_pass']}, fail {c['human_fail_judge_fail']}; "
+                f"no verdict {c['no_verdict']}"
+            )
             for d in r["disagreements"][:5]:
                 click.echo(f"  {d['where']}: human {d['human']}, judge {d['judge']} ({d['reason']})")
         say(f"calibration written to {path}", quiet=quiet)
 
     @judge.command("status")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
-                  help="Calibration file; default .curate/judge/NAME/calibration.json.")
+    @click.option(
+        "--calibration",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Calibration file; default .curate/judge/NAME/calibration.json.",
+    )
     @json_option
     @quiet_option
     @handle_errors
@@ -193,9 +265,11 @@ def register(main: click.Group) -> None:
             return
         for rid, st in gate.items():
             cal = st["calibration"] or {}
-            click.echo(f"{rid}\t{'automatic' if st['automatic'] else 'suggestion'}\tn={cal.get('n')}\t"
-                       f"kappa={cal.get('kappa')}\tci95={cal.get('kappa_ci95')}" + (f"\t{st['why']}" if st["why"]
-                                                                                    else ""))
+            click.echo(
+                f"{rid}\t{'automatic' if st['automatic'] else 'suggestion'}\tn={cal.get('n')}\t"
+                f"kappa={cal.get('kappa')}\tci95={cal.get('kappa_ci95')}"
+                + (f"\t{st['why']}" if st["why"] else "")
+            )
         if not gate:
             say(f"{spec.ref} has no judge rule", quiet=quiet)
 
@@ -216,15 +290,26 @@ def _register_spec_diff(main: click.Group) -> None:
     @group.command("diff")
     @click.argument("old")
     @click.argument("new")
-    @click.option("--build-dir", "out_dir", type=click.Path(file_okay=False, exists=True), default=None,
-                  help="A build folder made under OLD: re-check its exports, pairs, eval results and coverage.")
-    @click.option("--labels", "labels", multiple=True, type=click.Path(exists=True, dir_okay=False),
-                  help="Labeled records (curate label pull) to find stale labels in. Repeatable.")
+    @click.option(
+        "--build-dir",
+        "out_dir",
+        type=click.Path(file_okay=False, exists=True),
+        default=None,
+        help="A build folder made under OLD: re-check its exports, pairs, eval results and coverage.",
+    )
+    @click.option(
+        "--labels",
+        "labels",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Labeled records (curate label pull) to find stale labels in. Repeatable.",
+    )
     @json_option
     @quiet_option
     @handle_errors
-    def diff_cmd(old: str, new: str, out_dir: str | None, labels: tuple[str, ...], as_json: bool,
-                 quiet: bool) -> None:
+    def diff_cmd(
+        old: str, new: str, out_dir: str | None, labels: tuple[str, ...], as_json: bool, quiet: bool
+    ) -> None:
         """What changed from spec OLD to NEW, rule by rule, and its impact on what exists.
 
         OLD and NEW are spec files or folders, or git revisions of the spec file (REV:path). Impact: labels

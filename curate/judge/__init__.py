@@ -8,7 +8,8 @@
 Two judges: `LocalJudge` (an HF folder or a GGUF file loaded with transformers; the verdict is the likelier of
 the answers "PASS" and "FAIL" after the prompt, so a small model always gives one) and `EndpointJudge` (an
 OpenAI-compatible chat-completions endpoint; the key only from the environment). `run_judge` caches every
-verdict by (rule hash, response hash, judge id) in a SQLite file. A judge rule counts as automatic only while its
+verdict by (rule hash, response hash, judge id) in a SQLite file. A judge rule counts as automatic only while
+its
 calibration (curate.judge.calibrate) for the current rule hash passes the spec's gate.
 """
 
@@ -33,5 +34,16 @@ def judge_rules(spec: Spec) -> list[Rule]:
     return spec.judge_rules()
 
 
-__all__ = ["EndpointJudge", "Judge", "JudgeCache", "LocalJudge", "Verdict", "judge_prompt", "judge_rules",
-           "make_judge", "parse_verdict", "response_hash", "run_judge"]
+__all__ = [
+    "EndpointJudge",
+    "Judge",
+    "JudgeCache",
+    "LocalJudge",
+    "Verdict",
+    "judge_prompt",
+    "judge_rules",
+    "make_judge",
+    "parse_verdict",
+    "response_hash",
+    "run_judge",
+]

@@ -1,4 +1,5 @@
-"""Calibrate judge rules against human per-rule labels: n, agreement, Cohen's kappa with a bootstrap 95% interval,
+"""Calibrate judge rules against human per-rule labels: n, agreement, Cohen's kappa with a bootstrap 95%
+interval,
 the confusion matrix and the disagreeing examples; the gate decides whether a judge rule counts as automatic.
 
     >>> from curate.judge.calibrate import cohen_kappa
@@ -7,13 +8,18 @@ the confusion matrix and the disagreeing examples; the gate decides whether a ju
     >>> round(cohen_kappa([True, False, True, False], [True, True, False, False]), 3)
     0.0
 
-Human labels come from pulled Label Studio records (`curate label pull`): a reviewed response fails a judge rule
-when the labeler ticked it (the record's `violates`: a rejected response, or the original side of an edit, which
-a pull writes as the rejected side of a pair) and passes it otherwise. An item the judge gives no verdict on counts
+Human labels come from pulled Label Studio records (`curate label pull`): a reviewed response fails a judge
+rule
+when the labeler ticked it (the record's `violates`: a rejected response, or the original side of an edit,
+which
+a pull writes as the rejected side of a pair) and passes it otherwise. An item the judge gives no verdict on
+counts
 against the judge (as the opposite of the human label), so an unparseable judge cannot pass the gate.
 
-The gate (docs/contracts.md, "Calibration gate"): a judge rule is automatic only while its calibration was made
-for the rule's current hash and the same judge, has n >= spec.judge.min_n (30) and the lower bound of kappa's 95%
+The gate (docs/contracts.md, "Calibration gate"): a judge rule is automatic only while its calibration was
+made
+for the rule's current hash and the same judge, has n >= spec.judge.min_n (30) and the lower bound of kappa's
+95%
 interval >= spec.judge.gate (0.6). Otherwise its verdicts are suggestions shown to labelers.
 """
 
@@ -49,9 +55,11 @@ def cohen_kappa(human: list[bool], judge: list[bool]) -> float | None:
     return (po - pe) / (1 - pe)
 
 
-def bootstrap_ci(human: list[bool], judge: list[bool], *, n_boot: int = BOOTSTRAP,
-                 seed: int = SEED) -> tuple[float, float] | None:
-    """Percentile 95% interval of kappa over `n_boot` resamples of the items (undefined resamples count as 0)."""
+def bootstrap_ci(
+    human: list[bool], judge: list[bool], *, n_boot: int = BOOTSTRAP, seed: int = SEED
+) -> tuple[float, float] | None:
+    """Percentile 95% interval of kappa over `n_boot` resamples of the items (undefined resamples count as
+    0)."""
     n = len(human)
     if n == 0 or cohen_kappa(human, judge) is None:
         return None
@@ -65,7 +73,9 @@ def bootstrap_ci(human: list[bool], judge: list[bool], *, n_boot: int = BOOTSTRA
     return stats[int(0.025 * (n_boot - 1))], stats[int(0.975 * (n_boot - 1))]
 
 
-def human_items(paths: Iterable[str | Path], rule: Rule, *, reviewed_only: bool = True) -> list[dict[str, Any]]:
+def human_items(
+    paths: Iterable[str | Path], rule: Rule, *, reviewed_only: bool = True
+) -> list[dict[str, Any]]:
     """(user text, response, human says pass?) for `rule` from labeled records, one per distinct response."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for path in paths:
@@ -87,18 +97,40 @@ def human_items(paths: Iterable[str | Path], rule: Rule, *, reviewed_only: bool 
             if not response:
                 continue
             key = (rec.user_text(), response)
-            out.setdefault(key, {"user": key[0], "response": response, "human_pass": rule.id not in rec.violates,
-                                 "where": f"{path}:{line}", "id": rec.id})
+            out.setdefault(
+                key,
+                {
+                    "user": key[0],
+                    "response": response,
+                    "human_pass": rule.id not in rec.violates,
+                    "where": f"{path}:{line}",
+                    "id": rec.id,
+                },
+            )
     return list(out.values())
 
 
-def calibrate_rule(spec: Spec, rule: Rule, judge: Judge, items: list[dict[str, Any]], *,
-                   cache: JudgeCache | None = None, max_examples: int = 20) -> dict[str, Any]:
+def calibrate_rule(
+    spec: Spec,
+    rule: Rule,
+    judge: Judge,
+    items: list[dict[str, Any]],
+    *,
+    cache: JudgeCache | None = None,
+    max_examples: int = 20,
+) -> dict[str, Any]:
     """The calibration of one judge rule on human-labeled items, with the gate's decision."""
-    verdicts = run_judge(spec, judge, [(it["user"], it["response"]) for it in items], rules=[rule], cache=cache)
+    verdicts = run_judge(
+        spec, judge, [(it["user"], it["response"]) for it in items], rules=[rule], cache=cache
+    )
     human, said, disagree = [], [], []
-    confusion = {"human_pass_judge_pass": 0, "human_pass_judge_fail": 0, "human_fail_judge_pass": 0,
-                 "human_fail_judge_fail": 0, "no_verdict": 0}
+    confusion = {
+        "human_pass_judge_pass": 0,
+        "human_pass_judge_fail": 0,
+        "human_fail_judge_pass": 0,
+        "human_fail_judge_fail": 0,
+        "no_verdict": 0,
+    }
     for it, [v] in zip(items, verdicts, strict=True):
         h = bool(it["human_pass"])
         j = (not h) if v.passed is None else v.passed  # no verdict counts against the judge
@@ -108,8 +140,16 @@ def calibrate_rule(spec: Spec, rule: Rule, judge: Judge, items: list[dict[str, A
         human.append(h)
         said.append(j)
         if h != j and len(disagree) < max_examples:
-            disagree.append({"where": it["where"], "id": it["id"], "human": "pass" if h else "fail",
-                             "judge": v.status, "reason": v.reason, "response": it["response"][:300]})
+            disagree.append(
+                {
+                    "where": it["where"],
+                    "id": it["id"],
+                    "human": "pass" if h else "fail",
+                    "judge": v.status,
+                    "reason": v.reason,
+                    "response": it["response"][:300],
+                }
+            )
     n = len(items)
     kappa = cohen_kappa(human, said)
     ci = bootstrap_ci(human, said)
@@ -121,14 +161,23 @@ def calibrate_rule(spec: Spec, rule: Rule, judge: Judge, items: list[dict[str, A
         why.append("kappa undefined (every label is the same)")
     elif ci[0] < gate:
         why.append(f"kappa 95% lower bound {ci[0]:.2f} < gate {gate:.2f}")
-    return {"rule": rule.id, "rule_sha": rule_hash(spec, rule), "judge": judge.id, "n": n,
-            "agreement": round(sum(h == j for h, j in zip(human, said, strict=True)) / n, 4) if n else None,
-            "kappa": None if kappa is None else round(kappa, 4),
-            "kappa_ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
-            "confusion": confusion, "gate": gate, "min_n": min_n, "automatic": not why,
-            "status": "automatic" if not why else "suggestion", "why_not": "; ".join(why),
-            "disagreements": disagree,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    return {
+        "rule": rule.id,
+        "rule_sha": rule_hash(spec, rule),
+        "judge": judge.id,
+        "n": n,
+        "agreement": round(sum(h == j for h, j in zip(human, said, strict=True)) / n, 4) if n else None,
+        "kappa": None if kappa is None else round(kappa, 4),
+        "kappa_ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
+        "confusion": confusion,
+        "gate": gate,
+        "min_n": min_n,
+        "automatic": not why,
+        "status": "automatic" if not why else "suggestion",
+        "why_not": "; ".join(why),
+        "disagreements": disagree,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def default_calibration_path(spec: Spec) -> Path:
@@ -150,8 +199,11 @@ def save_calibration(path: str | Path, results: list[dict[str, Any]]) -> None:
     write_atomic(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
 
 
-def gate_status(spec: Spec, path: str | Path | None = None, *, judge_id: str | None = None) -> dict[str, dict[str, Any]]:
-    """{judge rule id: {"automatic": bool, "why": str, "calibration": {...} | None}} for the current rule hashes."""
+def gate_status(
+    spec: Spec, path: str | Path | None = None, *, judge_id: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """{judge rule id: {"automatic": bool, "why": str, "calibration": {...} | None}} for the current rule
+    hashes."""
     path = Path(path) if path is not None else default_calibration_path(spec)
     doc = orjson.loads(path.read_bytes()) if path.exists() else {"rules": {}}
     out = {}
@@ -160,16 +212,28 @@ def gate_status(spec: Spec, path: str | Path | None = None, *, judge_id: str | N
         if cal is None:
             out[rule.id] = {"automatic": False, "why": "not calibrated", "calibration": None}
         elif cal.get("rule_sha") != rule_hash(spec, rule):
-            out[rule.id] = {"automatic": False, "why": "calibrated under another rule hash (the rule changed)",
-                            "calibration": cal}
+            out[rule.id] = {
+                "automatic": False,
+                "why": "calibrated under another rule hash (the rule changed)",
+                "calibration": cal,
+            }
         elif judge_id is not None and cal.get("judge") != judge_id:
-            out[rule.id] = {"automatic": False, "why": f"calibrated for judge {cal.get('judge')}, not {judge_id}",
-                            "calibration": cal}
+            out[rule.id] = {
+                "automatic": False,
+                "why": f"calibrated for judge {cal.get('judge')}, not {judge_id}",
+                "calibration": cal,
+            }
         else:
-            ok = cal.get("n", 0) >= spec.judge.min_n and cal.get("kappa_ci95") is not None \
+            ok = (
+                cal.get("n", 0) >= spec.judge.min_n
+                and cal.get("kappa_ci95") is not None
                 and cal["kappa_ci95"][0] >= spec.judge.gate
-            out[rule.id] = {"automatic": ok, "why": "" if ok else (cal.get("why_not") or "below the gate"),
-                            "calibration": cal}
+            )
+            out[rule.id] = {
+                "automatic": ok,
+                "why": "" if ok else (cal.get("why_not") or "below the gate"),
+                "calibration": cal,
+            }
     return out
 
 
@@ -179,5 +243,13 @@ def gated_rules(spec: Spec, path: str | Path | None = None, *, judge_id: str | N
     return [r for r in spec.judge_rules() if status[r.id]["automatic"]]
 
 
-__all__ = ["bootstrap_ci", "calibrate_rule", "cohen_kappa", "default_calibration_path", "gate_status",
-           "gated_rules", "human_items", "save_calibration"]
+__all__ = [
+    "bootstrap_ci",
+    "calibrate_rule",
+    "cohen_kappa",
+    "default_calibration_path",
+    "gate_status",
+    "gated_rules",
+    "human_items",
+    "save_calibration",
+]

@@ -1,16 +1,23 @@
-"""Stale labels: tasks labeled under rule hashes the spec no longer has, re-queued with the old label as a prior.
+"""Stale labels: tasks labeled under rule hashes the spec no longer has, re-queued with the old label as a
+prior.
 
     >>> from curate.labeling.stale import prior_result
-    >>> prior_result([{"from_name": "violates", "type": "choices", "value": {"choices": ["a", "gone"]}}], {"a"})
+    >>> old = [{"from_name": "violates", "type": "choices", "value": {"choices": ["a", "gone"]}}]
+    >>> prior_result(old, {"a"})
     [{'from_name': 'violates', 'type': 'choices', 'value': {'choices': ['a']}}]
 
-Every pushed task carries `data.curate_rules`, the rule hashes its labels are judged under (curate.versioning).
+Every pushed task carries `data.curate_rules`, the rule hashes its labels are judged under
+(curate.versioning).
 `requeue_stale` finds the labeled tasks of the spec's project whose labels are stale (a rule changed or was
-added; a ticked rule was removed; or the task predates rule hashes) and imports, for each, one new task: the same
-record under the current hashes, `data.curate_requeue_of` = the old task, and the old (winning) annotation as a
-prediction (model version "prior-label"), so the labeler starts from the old label and changes what the new rules
+added; a ticked rule was removed; or the task predates rule hashes) and imports, for each, one new task: the
+same
+record under the current hashes, `data.curate_requeue_of` = the old task, and the old (winning) annotation as
+a
+prediction (model version "prior-label"), so the labeler starts from the old label and changes what the new
+rules
 need. A task already re-queued (a task of the same record under the current hashes exists) is not sent again.
-A pull skips the annotations of a task whose re-queued copy has been labeled (`superseded`), with the quarantine
+A pull skips the annotations of a task whose re-queued copy has been labeled (`superseded`), with the
+quarantine
 reason `superseded_by_requeue`, so each record ends with one label, the fresh one.
 """
 
@@ -60,21 +67,29 @@ def _live(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def superseded(tasks: Iterable[dict[str, Any]]) -> set[Any]:
-    """Ids of tasks whose re-queued copy (data.curate_requeue_of) holds an annotation: their labels are replaced."""
-    return {(t.get("data") or {}).get("curate_requeue_of") for t in tasks
-            if (t.get("data") or {}).get("curate_requeue_of") is not None and _live(t)}
+    """Ids of tasks whose re-queued copy (data.curate_requeue_of) holds an annotation: their labels are
+    replaced."""
+    return {
+        (t.get("data") or {}).get("curate_requeue_of")
+        for t in tasks
+        if (t.get("data") or {}).get("curate_requeue_of") is not None and _live(t)
+    }
 
 
 def find_stale(spec: Spec, kind: str, client: StudioClient) -> tuple[int | None, list[dict[str, Any]]]:
-    """(project id, [{"task", "curate_id", "rules": [(rule, why)], "task_data", "annotations"}]) of stale tasks."""
+    """(project id, [{"task", "curate_id", "rules": [(rule, why)], "task_data", "annotations"}]) of stale
+    tasks."""
     project = find_project(client, spec, kind)
     if project is None:
         return None, []
     pid = int(project["id"])
     current = rules_sha(spec)
     labeled = client.export_snapshot(pid, annotated_only=True)
-    requeued = {t["data"].get("curate_id") for t in client.task_data(pid)
-                if t["data"].get("curate_rules") == current and t["data"].get("curate_requeue_of") is not None}
+    requeued = {
+        t["data"].get("curate_id")
+        for t in client.task_data(pid)
+        if t["data"].get("curate_rules") == current and t["data"].get("curate_requeue_of") is not None
+    }
     replaced = superseded(labeled)
     out = []
     for t in labeled:
@@ -85,17 +100,32 @@ def find_stale(spec: Spec, kind: str, client: StudioClient) -> tuple[int | None,
         under = data.get("curate_rules")
         why = stale_rules(under if isinstance(under, dict) else None, spec, ticked=_ticked(anns))
         if why:
-            out.append({"task": t.get("id"), "curate_id": data.get("curate_id"), "rules": why, "task_data": data,
-                        "annotations": anns})
+            out.append(
+                {
+                    "task": t.get("id"),
+                    "curate_id": data.get("curate_id"),
+                    "rules": why,
+                    "task_data": data,
+                    "annotations": anns,
+                }
+            )
     return pid, out
 
 
 def requeue_stale(spec: Spec, kind: str, *, client: StudioClient, dry_run: bool = False) -> dict[str, Any]:
-    """Import one new task per stale labeled task, with the newest old annotation as a prior; returns a summary."""
+    """Import one new task per stale labeled task, with the newest old annotation as a prior; returns a
+    summary."""
     pid, stale = find_stale(spec, kind, client)
-    summary: dict[str, Any] = {"kind": kind, "project_id": pid, "stale": len(stale), "requeued": 0,
-                               "tasks": [{"task": s["task"], "curate_id": s["curate_id"],
-                                          "rules": [f"{r} ({w})" for r, w in s["rules"]]} for s in stale]}
+    summary: dict[str, Any] = {
+        "kind": kind,
+        "project_id": pid,
+        "stale": len(stale),
+        "requeued": 0,
+        "tasks": [
+            {"task": s["task"], "curate_id": s["curate_id"], "rules": [f"{r} ({w})" for r, w in s["rules"]]}
+            for s in stale
+        ],
+    }
     if pid is None or not stale or dry_run:
         return summary
     ensure_project(client, spec, kind)  # the config and instructions follow the current spec
@@ -108,19 +138,24 @@ def requeue_stale(spec: Spec, kind: str, *, client: StudioClient, dry_run: bool 
             log.warning("task %s carries no curate record; not re-queued", s["task"])
             continue
         task = to_task(spec, kind, record)
-        newest = max(s["annotations"], key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                                      a.get("id") or 0))
+        newest = max(
+            s["annotations"],
+            key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0),
+        )
         task["data"]["curate_requeue_of"] = s["task"]
         task["data"]["prior_label_rules"] = ", ".join(f"{r} ({w})" for r, w in s["rules"])
-        task["predictions"] = [{"model_version": PRIOR_MODEL, "score": None,
-                                "result": prior_result(newest.get("result") or [], rule_ids)}]
+        task["predictions"] = [
+            {
+                "model_version": PRIOR_MODEL,
+                "score": None,
+                "result": prior_result(newest.get("result") or [], rule_ids),
+            }
+        ]
         tasks.append(task)
     ids = client.import_tasks(pid, tasks) if tasks else []
     summary["requeued"] = len(ids)
     summary["task_ids"] = ids
     return summary
-
-
 
 
 def skip_superseded(task: dict[str, Any], ctx: Any, project: int | None) -> int:
@@ -131,8 +166,13 @@ def skip_superseded(task: dict[str, Any], ctx: Any, project: int | None) -> int:
     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
     for a in anns:
         src = Source(format="label-studio", project=project, task=task.get("id"), annotation=a.get("id"))
-        ctx.quarantine(step=STEP, reason="superseded_by_requeue", source=src, original={"result": a.get("result")},
-                       detail="re-queued by `curate label push --stale` and labeled again there")
+        ctx.quarantine(
+            step=STEP,
+            reason="superseded_by_requeue",
+            source=src,
+            original={"result": a.get("result")},
+            detail="re-queued by `curate label push --stale` and labeled again there",
+        )
     return len(anns)
 
 
