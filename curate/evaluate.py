@@ -483,7 +483,8 @@ def _header(spec: Spec, **extra: Any) -> dict[str, Any]:
 
 
 def _contract(spec: Spec) -> dict[str, Any]:
-    """The rule hashes this evaluation measured (curate.versioning): `curate spec diff` finds stale results."""
+    """The rule hashes this evaluation measured (curate.versioning): `curate spec diff` finds stale
+    results."""
     from curate.versioning import spec_version
 
     v = spec_version(spec)

@@ -171,7 +171,8 @@ class PythonCheck(_CheckBase):
 
 class JudgeCheck(_CheckBase):
     """A model judges the response against a rubric (curate.judge); it counts as automatic only while its
-    calibration against human labels passes the spec's gate (`judge:`), else it is a suggestion to labelers."""
+    calibration against human labels passes the spec's gate (`judge:`), else it is a suggestion to
+    labelers."""
 
     kind: Literal["judge"]
     rubric: str = Field(min_length=1, description="what passes and what fails, in plain words")
@@ -247,7 +248,8 @@ class JudgeSettings(_Strict):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (http://host:port/v1)")
     endpoint_model: str | None = Field(None, description="model name sent to the endpoint")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
-    gate: float = Field(0.6, ge=-1.0, le=1.0, description="lowest allowed lower bound of kappa's 95% interval")
+    gate: float = Field(0.6, ge=-1.0, le=1.0,
+                        description="lowest allowed lower bound of kappa's 95% interval")
     min_n: int = Field(30, ge=1, description="fewest human-labeled responses a calibration needs")
     max_new_tokens: int = Field(48, gt=0)
 

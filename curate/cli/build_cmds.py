@@ -77,8 +77,8 @@ def register(main: click.Group) -> None:
         stale = result.manifest.get("stale_labels") or {}
         if stale.get("stale"):  # labels made under rules that changed since (curate.versioning)
             ex = stale["examples"][0]
-            say(f"warning: {stale['stale']} of {stale['labeled']} labeled records were labeled under other rules "
-                f"(e.g. {ex['where']}: {', '.join(ex['rules'])}); `curate label push {spec_path} --stale` "
+            say(f"warning: {stale['stale']} of {stale['labeled']} labeled records were labeled under other "
+                f"rules (e.g. {ex['where']}: {', '.join(ex['rules'])}); `curate label push {spec_path} --stale` "
                 "re-queues them", quiet=quiet)
         if as_json:
             emit_json(result.summary())

@@ -52,8 +52,8 @@ def register(main: click.Group) -> None:
     @click.option("--predictions", type=click.Choice(["failing", "all"]), default="failing", show_default=True,
                   help="Attach the checks as a prediction where a rule fails (pre-ticked), or to every task.")
     @click.option("--stale", is_flag=True,
-                  help="Push no new records: re-queue the labeled tasks whose rules changed since they were labeled, "
-                       "with the old label as a prior (curate.labeling.stale).")
+                  help="Push no new records: re-queue the labeled tasks whose rules changed since they were "
+                       "labeled, with the old label as a prior (curate.labeling.stale).")
     @click.option("--order", type=click.Choice(["input", "value"]), default="input", show_default=True,
                   help="Task order: as the input, or most valuable review first (curate.review_order).")
     @studio_dir
@@ -61,7 +61,8 @@ def register(main: click.Group) -> None:
     @quiet_option
     @handle_errors
     def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int, batch_size: int,
-                 predictions: str, stale: bool, order: str, studio_dir: str, as_json: bool, quiet: bool) -> None:
+                 predictions: str, stale: bool, order: str, studio_dir: str, as_json: bool,
+                 quiet: bool) -> None:
         """Create or update the project for SPEC's version and KIND and import the records it lacks.
 
         Idempotent: a second push adds only records the server does not hold. Each task carries the record id
@@ -97,8 +98,8 @@ def register(main: click.Group) -> None:
             records = ordered_for_push(spec, list(inputs) or None, ctx=ctx)
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
-            res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap, records=records,
-                       batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions)
+            res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap,
+                       records=records, batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions)
         out = {"spec": spec.ref, **res.as_dict(),
                "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
         if ctx.n_quarantined:

@@ -162,7 +162,7 @@ def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failin
     recounting task totals, 4-5x the task itself, so "failing" keeps large pushes fast.)
     """
     data: dict[str, Any] = {"curate_id": record.id, "curate_spec": spec.ref, "curate_kind": kind,
-                            "curate_rules": rules_sha(spec),  # labels made on this task are judged under these
+                            "curate_rules": rules_sha(spec),  # labels on this task are judged under these
                             "messages": _turns(record.prompt_messages()), "record": dump_record(record)}
     result: list[dict[str, Any]] = []
     score = None

@@ -294,15 +294,16 @@ def _contract(spec: Spec) -> dict[str, Any]:
 
 
 def _stale_labels(spec: Spec, inputs_info: list[dict[str, Any]]) -> dict[str, Any]:
-    """Labels in the inputs made under other rule hashes: counted, or an error under export.stale_labels: error."""
+    """Labels in the inputs made under other rule hashes: counted, or an error under
+    export.stale_labels: error."""
     from curate.versioning import stale_labels_in
 
     got = stale_labels_in([i["file"] for i in inputs_info], spec)
     if got["stale"] and spec.export.stale_labels == "error":
         ex = got["examples"][0]
-        raise ExportError(f"{got['stale']} labeled records were labeled under other rules (e.g. {ex['where']}: "
-                          f"{', '.join(ex['rules'])}); re-label them with `curate label push {spec.path or spec.name} "
-                          "--stale` and pull, or set export.stale_labels: warn in the spec")
+        raise ExportError(f"{got['stale']} labeled records were labeled under other rules (e.g. "
+                          f"{ex['where']}: {', '.join(ex['rules'])}); re-label them with `curate label push "
+                          f"{spec.path or spec.name} --stale` and pull, or set export.stale_labels: warn")
     return got
 
 
