@@ -12,12 +12,11 @@ from curate.cli.common import (
     emit_json,
     handle_errors,
     json_option,
-    make_progress,
     parse_mapping,
     quiet_option,
     say,
-    show_progress,
 )
+from curate.cli.progress import progress_for
 
 
 def register(main: click.Group) -> None:
@@ -57,6 +56,9 @@ def register(main: click.Group) -> None:
         Nothing is lost: every record is exported, quarantined (quarantine/<step>.jsonl, with the reason) or
         removed as a duplicate (clusters.jsonl); the build checks this per input file.
 
+        Progress goes to stderr: bars on a terminal, else a line per stage at least every 10 seconds with counts
+        and rate (a log file, CI); --quiet silences both.
+
         \b
         Example:
           curate build specs/support-triage
@@ -69,8 +71,7 @@ def register(main: click.Group) -> None:
 
         spec = load_spec(spec_path)
         target = Path(out) if out else spec.default_out_dir()
-        bars, update = make_progress(show_progress(quiet, as_json))
-        with bars, strict_inputs(strict):
+        with progress_for("curate build", quiet=quiet, as_json=as_json) as update, strict_inputs(strict):
             result = build(spec, list(inputs) or None, target, format=fmt, mapping=parse_mapping(mapping),
                            tokenizer=tokenizer, max_tokens=max_tokens, near_threshold=near_threshold,
                            sft_format=sft_format, lock=lock, progress=update, engine=engine)
