@@ -77,7 +77,7 @@ def parse_verdict(text: str) -> tuple[bool | None, str]:
     m = re.search(r"\b(PASS(?:ES|ED)?|FAIL(?:S|ED)?)\b", text, flags=re.IGNORECASE)
     if not m:
         return None, f"no PASS/FAIL in the judge's answer: {text.strip()[:120]!r}"
-    reason = text[m.end() :].strip(" \t\r\n:.-–—")
+    reason = text[m.end() :].lstrip(" \t\r\n:.-–—").strip()
     return m.group(1).upper().startswith("PASS"), " ".join(reason.split())[:200]
 
 
