@@ -11,9 +11,9 @@ The held-out prompts are the `test` splits of the export (sft/ and dpo/, dedupli
 held-out file (`heldout_file`: rows with a `reference` intent give the intent accuracy). Responses are generated
 greedily, in batches with left padding, then every automatic rule of the spec runs over each one, through the
 spec's compiled rules (`curate.checks.compiled`: the same verdicts as `check_response`, several times faster).
-`bootstrap_ci` gives a percentile bootstrap interval for any per-prompt rate. Regression checks: a sample of the MT-bench and Vicuna-bench questions (shipped in
-curate/assets/) must get non-empty, non-refusing, non-degenerate answers, and prompts tagged `safe` (or, when
-none is, the `typical` ones) give the over-refusal rate.
+`bootstrap_ci` gives a percentile bootstrap interval for any per-prompt rate. Regression checks: a sample of the
+MT-bench and Vicuna-bench questions (shipped in curate/assets/) must get non-empty, non-refusing, non-degenerate
+answers, and prompts tagged `safe` (or, when none is, the `typical` ones) give the over-refusal rate.
 
 Failures can go back to labeling (`write_to_label`): they are written as records marked `tags: ["heldout"]` and
 `labels: {"heldout": true}`, so that a build never moves a held-out prompt into training.
