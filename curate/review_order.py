@@ -19,8 +19,7 @@ Each record gets a score, the sum of the signals that make an error likely or a 
 - `eval_failure` (2): the prompt failed in an eval (given failing prompt texts);
 - `uncovered_cell` (1): the record would count in a coverage cell under its target;
 - `cluster_representative` (1, +1 from 5 members): the kept twin of a near-duplicate cluster (given cluster
-sizes).
-Ties keep input order, so the order is deterministic.
+  sizes). Ties keep input order, so the order is deterministic.
 """
 
 from __future__ import annotations

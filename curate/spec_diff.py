@@ -8,18 +8,16 @@
     ([], True)
 
 `impact(old, new, out_dir=..., labels=[...])` measures a diff against a build folder made under the old spec
-and
-labeled records: labels whose rules changed (stale), exported records that now fail or newly pass the
-automatic
-checks, DPO pairs whose proof (chosen passes every automatic rule, rejected breaks one) no longer holds, eval
-results made under other rule hashes, and coverage cells that move. `load_spec_ref` reads a spec from a file,
-a
-folder or a git revision (`REV:path`, e.g. `HEAD~1:specs/support-triage/spec.yaml`).
+and labeled records: labels whose rules changed (stale), exported records that now fail or newly pass the
+automatic checks, DPO pairs whose proof (chosen passes every automatic rule, rejected breaks one) no longer
+holds, eval results made under other rule hashes, and coverage cells that move. `load_spec_ref` reads a spec
+from a file, a folder or a git revision (`REV:path`, e.g. `HEAD~1:specs/support-triage/spec.yaml`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -47,6 +45,8 @@ def load_spec_ref(ref: str) -> Spec:
     """A spec from a file or folder, or `REV:path` (a git revision of the spec file, read with `git show`)."""
     if Path(ref).exists():
         return load_spec(ref)
+    if re.fullmatch(r"[a-z0-9][a-z0-9-]*@[\w.-]+", ref):
+        return _by_version(ref)
     if ":" in ref:
         rev, _, path = ref.partition(":")
         p = Path(path)
@@ -74,6 +74,33 @@ def load_spec_ref(ref: str) -> Spec:
             spec = load_spec(f)
         return spec.model_copy(update={"path": p})
     raise SpecError(f"{ref}: no such spec file or folder (or REV:path git revision)")
+
+
+def _by_version(ref: str, roots: tuple[str, ...] = ("specs", ".")) -> Spec:
+    """`name@version`: the spec file specs/NAME/spec.yaml (or NAME/spec.yaml) as it is now when it has that
+    version, else its newest git revision that does."""
+    name, _, version = ref.partition("@")
+    files = [Path(root) / name / fn for root in roots for fn in ("spec.yaml", "spec.yml")]
+    file = next((f for f in files if f.is_file()), None)
+    if file is None:
+        raise SpecError(f"{ref}: no specs/{name}/spec.yaml here; pass the spec file or REV:path instead")
+    spec = load_spec(file)
+    if str(spec.version) == version:
+        return spec
+    try:
+        revs = subprocess.run(["git", "log", "--format=%H", "--", file.name], cwd=file.parent,
+                              capture_output=True, text=True, check=True).stdout.split()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        revs = []
+    for rev in revs:
+        try:
+            old = load_spec_ref(f"{rev}:{file}")
+        except SpecError:
+            continue
+        if str(old.version) == version:
+            return old
+    raise SpecError(f"{ref}: {file} is at version {spec.version} and no git revision of it has version "
+                    f"{version}")
 
 
 # ---------------------------------------------------------------- the diff

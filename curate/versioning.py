@@ -19,8 +19,7 @@ spec's version (`spec_version(...)["sha"]`), so eval results and reports still s
 
 Labels carry the hashes they were made under (`labels.rules_sha`, put on the task at push, copied onto pulled
 records); a label is stale for a rule whose hash changed, for a rule added since (the labeler never judged
-it),
-and for a removed rule only when the label ticked it.
+it), and for a removed rule only when the label ticked it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """Simulate review by value: plant label errors in a spec's example data and count how many a labeler finds in
-the
-first 20% of reviews, in value order (curate.review_order) and in random order.
+the first 20% of reviews, in value order (curate.review_order) and in random order.
 
     .venv/bin/python scripts/sim_review_order.py                       # support-triage, 20 seeds
     .venv/bin/python scripts/sim_review_order.py specs/support-agent --rate 0.1 --seeds 50 --json
@@ -10,9 +9,8 @@ Planted errors, one kind drawn at random per planted record (the kinds a labelin
 - missed_violation: a negative response relabeled as good (its `violates` dropped), though it breaks rules;
 - human_rule_tick: a good response marked as breaking a human-only rule (no check can see this one);
 - wrong_category: a typical record labeled edge or the other way round (no check can see this one either).
-Prints the share of planted errors found in the first 20% of reviews for both orders and their ratio, overall
-and
-per kind. Timing-free: the numbers depend only on the data and the seeds.
+  Prints the share of planted errors found in the first 20% of reviews for both orders and their ratio,
+  overall and per kind. Timing-free: the numbers depend only on the data and the seeds.
 """
 
 from __future__ import annotations

@@ -280,3 +280,23 @@ def test_spec_diff_cli_json_text_and_git_revision(world, tmp_path):
     r = runner.invoke(main, ["spec", "diff", "nope:spec.yaml", str(spec_file)])
     assert r.exit_code == 1 and r.stderr.startswith("error: nope:spec.yaml: cannot read that git revision")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_name_at_version_finds_the_git_revision(world, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    shutil.copytree(world["old_dir"], repo / "specs" / "support-triage")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    folder = _edit(repo / "specs" / "support-triage", *EDITS["check"])
+    _edit(folder, "\nversion: 1\n", "\nversion: 2\n")
+    monkeypatch.chdir(repo)
+    v1, v2 = load_spec_ref("support-triage@1"), load_spec_ref("support-triage@2")
+    assert (v1.version, v2.version) == (1, 2)
+    assert rules_sha(v1) == rules_sha(world["old"]) != rules_sha(v2)
+    r = CliRunner().invoke(main, ["spec", "diff", "support-triage@1", "support-triage@2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [x["rule"] for x in json.loads(r.stdout)["rules"]] == ["next-step-brief"]
+    r = CliRunner().invoke(main, ["spec", "diff", "support-triage@7", "support-triage@2"])
+    assert r.exit_code == 1 and "no git revision of it has version 7" in r.stderr

@@ -1,8 +1,7 @@
 """The `judge` check kind: a model reads the response against the rule's rubric (curate.judge).
 
 A judge rule is not automatic (`Rule.automatic` is False), so the code checks never run it by themselves; when
-it
-is passed in explicitly it is skipped here with a pointer to `curate judge`, because running a model is the
+it is passed in explicitly it is skipped here with a pointer to `curate judge`, because running a model is the
 judge's business (cached, calibrated, gated), never a side effect of a plain check.
 """
 

@@ -9,8 +9,7 @@ Two judges: `LocalJudge` (an HF folder or a GGUF file loaded with transformers; 
 the answers "PASS" and "FAIL" after the prompt, so a small model always gives one) and `EndpointJudge` (an
 OpenAI-compatible chat-completions endpoint; the key only from the environment). `run_judge` caches every
 verdict by (rule hash, response hash, judge id) in a SQLite file. A judge rule counts as automatic only while
-its
-calibration (curate.judge.calibrate) for the current rule hash passes the spec's gate.
+its calibration (curate.judge.calibrate) for the current rule hash passes the spec's gate.
 """
 
 from __future__ import annotations

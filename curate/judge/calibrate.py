@@ -1,6 +1,6 @@
 """Calibrate judge rules against human per-rule labels: n, agreement, Cohen's kappa with a bootstrap 95%
-interval,
-the confusion matrix and the disagreeing examples; the gate decides whether a judge rule counts as automatic.
+interval, the confusion matrix and the disagreeing examples; the gate decides whether a judge rule counts as
+automatic.
 
     >>> from curate.judge.calibrate import cohen_kappa
     >>> cohen_kappa([True, True, False, False], [True, True, False, False])
@@ -9,18 +9,14 @@ the confusion matrix and the disagreeing examples; the gate decides whether a ju
     0.0
 
 Human labels come from pulled Label Studio records (`curate label pull`): a reviewed response fails a judge
-rule
-when the labeler ticked it (the record's `violates`: a rejected response, or the original side of an edit,
-which
-a pull writes as the rejected side of a pair) and passes it otherwise. An item the judge gives no verdict on
-counts
-against the judge (as the opposite of the human label), so an unparseable judge cannot pass the gate.
+rule when the labeler ticked it (the record's `violates`: a rejected response, or the original side of an
+edit, which a pull writes as the rejected side of a pair) and passes it otherwise. An item the judge gives no
+verdict on counts against the judge (as the opposite of the human label), so an unparseable judge cannot pass
+the gate.
 
 The gate (docs/contracts.md, "Calibration gate"): a judge rule is automatic only while its calibration was
-made
-for the rule's current hash and the same judge, has n >= spec.judge.min_n (30) and the lower bound of kappa's
-95%
-interval >= spec.judge.gate (0.6). Otherwise its verdicts are suggestions shown to labelers.
+made for the rule's current hash and the same judge, has n >= spec.judge.min_n (30) and the lower bound of
+kappa's 95% interval >= spec.judge.gate (0.6). Otherwise its verdicts are suggestions shown to labelers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """Responses to judge from a JSONL file: our records (SFT: the last assistant turn; pairs: both sides) or
-model
-outputs `{"prompt" | "messages" | "user": ..., "response": "..."}` (the shape `curate check` reads)."""
+model outputs `{"prompt" | "messages" | "user": ..., "response": "..."}` (the shape `curate check` reads)."""
 
 from __future__ import annotations
 

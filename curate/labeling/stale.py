@@ -7,18 +7,14 @@ prior.
     [{'from_name': 'violates', 'type': 'choices', 'value': {'choices': ['a']}}]
 
 Every pushed task carries `data.curate_rules`, the rule hashes its labels are judged under
-(curate.versioning).
-`requeue_stale` finds the labeled tasks of the spec's project whose labels are stale (a rule changed or was
-added; a ticked rule was removed; or the task predates rule hashes) and imports, for each, one new task: the
-same
-record under the current hashes, `data.curate_requeue_of` = the old task, and the old (winning) annotation as
-a
-prediction (model version "prior-label"), so the labeler starts from the old label and changes what the new
-rules
-need. A task already re-queued (a task of the same record under the current hashes exists) is not sent again.
-A pull skips the annotations of a task whose re-queued copy has been labeled (`superseded`), with the
-quarantine
-reason `superseded_by_requeue`, so each record ends with one label, the fresh one.
+(curate.versioning). `requeue_stale` finds the labeled tasks of the spec's project whose labels are stale (a
+rule changed or was added; a ticked rule was removed; or the task predates rule hashes) and imports, for each,
+one new task: the same record under the current hashes, `data.curate_requeue_of` = the old task, and the old
+(winning) annotation as a prediction (model version "prior-label"), so the labeler starts from the old label
+and changes what the new rules need. A task already re-queued (a task of the same record under the current
+hashes exists) is not sent again. A pull skips the annotations of a task whose re-queued copy has been labeled
+(`superseded`), with the quarantine reason `superseded_by_requeue`, so each record ends with one label, the
+fresh one.
 """
 
 from __future__ import annotations
