@@ -391,12 +391,16 @@ def render(diff: SpecDiff, imp: dict[str, Any] | None) -> list[str]:
         lines.append(f"  settings changed: {', '.join(diff.settings)}")
     if not (diff.rules or diff.cases or diff.output or diff.settings):
         lines.append("  no change")
+    elif diff.old == diff.new and not diff.same_version:
+        lines.append(f"  note: the contract changed but the version did not ({diff.new}); bump `version` so "
+                     "builds, Label Studio projects and evals of the two keep apart")
     if imp is None:
         return lines
     lab = imp["labels"]
     lines.append(f"impact: {lab['stale']} of {lab['checked']} labels stale")
     for ex in lab["examples"][:5]:
-        lines.append(f"    task {ex['task']} ({ex['id']}): {', '.join(ex['rules'])}")
+        lines.append(f"    {'task ' + str(ex['task']) if ex['task'] is not None else 'record'} ({ex['id']}): "
+                     f"{', '.join(ex['rules'])}")
     if "exported" in imp:
         e = imp["exported"]
         for key, word in (("now_fail", "now fail"), ("now_pass", "newly pass")):

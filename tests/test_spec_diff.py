@@ -265,7 +265,7 @@ def test_spec_diff_cli_json_text_and_git_revision(world, tmp_path):
             f"HEAD:{spec_file}",
             str(spec_file),
             "--json",
-            "--out-dir",
+            "--build-dir",
             str(world["out"]),
             "--labels",
             str(world["labels"]),

@@ -312,9 +312,10 @@ def _register_spec_diff(main: click.Group) -> None:
     ) -> None:
         """What changed from spec OLD to NEW, rule by rule, and its impact on what exists.
 
-        OLD and NEW are spec files or folders, or git revisions of the spec file (REV:path). Impact: labels
-        whose rule changed (stale), exported records that now fail or newly pass the checks, pairs whose proof
-        no longer holds, eval results that no longer measure the spec, coverage cells that move.
+        OLD and NEW are spec files or folders, git revisions of the spec file (REV:path) or NAME@VERSION.
+        Impact: labels whose rule changed (stale), exported records that now fail or newly pass the checks,
+        pairs whose proof no longer holds, eval results that no longer measure the spec, coverage cells that
+        move.
 
         \b
         Example:
