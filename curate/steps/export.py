@@ -226,8 +226,6 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
 
     The JSONL (write + hash) and the Parquet file are written on two threads (both release the GIL), started once
     the split's first batch is in: a fork pool behind `splits[name]()` forks before them."""
-    import pyarrow.parquet as pq
-
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
@@ -238,7 +236,7 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
         n = 0
         try:
             with open(directory / f"{split}.jsonl", "wb") as fh:
-                def jsonl(data: Any) -> None:
+                def jsonl(data: Any, fh: Any = fh, digest: Any = digest) -> None:
                     fh.write(data)
                     digest.update(data)
                     if hasattr(data, "close"):  # a Spool's mmap: unmapped now, not when collected
@@ -265,8 +263,14 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
         if hashes is not None:
             hashes[f"{directory.name}/{split}.jsonl"] = digest.hexdigest()
             hashes[f"{directory.name}/data/{pq_path.name}"] = info[split]["sha256"]
-    header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
-    body = f"\n# {title}\n\nLoad with `datasets.load_dataset(\"<this folder>\")`; the dataset card is ../README.md.\n"
+    if any(i["num_examples"] for i in info.values()):
+        header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
+        body = (f"\n# {title}\n\nLoad with `datasets.load_dataset(path)`, `path` being this folder's path (e.g. "
+                f"`out/NAME/vN/{directory.name}`); the dataset card is ../README.md.\n")
+    else:  # no config at all: a `data_files:` with no entry makes load_dataset fail with a TypeError
+        header = []
+        body = (f"# {title}\n\nNo rows: this build exported nothing of this kind (the dataset card, ../README.md, "
+                "says where its records went).\n")
     (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     return info
 
@@ -459,8 +463,7 @@ def loader_yaml(config: str, prefix: str, info: dict[str, dict[str, Any]], name:
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
-        for row in rows:
-            fh.write(orjson.dumps(row, default=str) + b"\n")
+        fh.writelines(orjson.dumps(row, default=str) + b"\n" for row in rows)
     return len(rows)
 
 
@@ -509,15 +512,97 @@ def _md(s: Any) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _shown_path(file: str, out_dir: Path | None) -> str:
+    """An input's path as the card shows it: relative to the build folder (never an absolute local path)."""
+    if not file or file.startswith("<"):
+        return file
+    fmt = ""
+    if not Path(file).exists() and ":" in file:  # an input given as FILE:FORMAT
+        file, fmt = file.rsplit(":", 1)
+        fmt = ":" + fmt
+    base = out_dir.resolve() if out_dir is not None else Path.cwd()
+    try:
+        return os.path.relpath(Path(file).resolve(), base) + fmt
+    except ValueError:  # another drive (Windows)
+        return Path(file).name + fmt
+
+
+def _example_row(folder: Path | None, fmt: str, limit: int = 400) -> str | None:
+    """The first train row of `fmt` as indented JSON (long texts cut), or None."""
+    if folder is None or not (folder / fmt / "train.jsonl").is_file():
+        return None
+    with open(folder / fmt / "train.jsonl", "rb") as fh:
+        first = fh.readline()
+    if not first.strip():
+        return None
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, str):
+            return v if len(v) <= limit else v[:limit] + " ..."
+        if isinstance(v, list):
+            return [cut(x) for x in v]
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        return v
+
+    return orjson.dumps(cut(orjson.loads(first)), option=orjson.OPT_INDENT_2).decode()
+
+
+def card_snippets(formats: list[str], max_length: int) -> dict[str, str]:
+    """The Python snippets of the card, by name ("load", "sft", "dpo"); they run from inside the build folder
+    (tests/steps/test_card.py runs each one with a tiny local model in place of MODEL)."""
+    here = 'str(Path(".").resolve())'  # load_dataset(".") fails in datasets 5: it names the dataset by the folder
+    out = {"load": "\n".join(["from pathlib import Path", "", "from datasets import load_dataset", "",
+                               f"folder = {here}  # this build folder: run from inside it, or write its path here",
+                               *[f'{f} = load_dataset(folder, "{f}")' for f in formats],
+                               *[f'print({f}["train"][0])' for f in formats[:1]]])}
+    for kind in ("sft", "dpo"):
+        if kind not in formats:
+            continue
+        cls = kind.upper()
+        note = ("a folder with config.json (curate never downloads one)" if kind == "sft" else
+                "e.g. the SFT model trained above")
+        out[kind] = "\n".join([
+            "from pathlib import Path", "",
+            "import torch",
+            "from datasets import load_dataset",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"from trl import {cls}Config, {cls}Trainer", "",
+            f'MODEL = "path/to/a/local/model"  # {note}',
+            f'{kind} = load_dataset({here}, "{kind}")  # run from this folder, or give its path',
+            "gpu = torch.cuda.is_available()",
+            f'args = {cls}Config(output_dir="runs/{kind}", max_length={max_length}, num_train_epochs=1, use_cpu=not gpu,',
+            " " * len(f"args = {cls}Config(") + "bf16=gpu and torch.cuda.is_bf16_supported())",
+            f"trainer = {cls}Trainer(",
+            "    model=AutoModelForCausalLM.from_pretrained(MODEL),",
+            "    processing_class=AutoTokenizer.from_pretrained(MODEL),",
+            "    args=args,",
+            f'    train_dataset={kind}["train"],',
+            f'    eval_dataset={kind}["test"] if "test" in {kind} else None,',
+            ")",
+            "trainer.train()"])
+    return out
+
+
 def dataset_card(spec: Spec, manifest: dict[str, Any],
-                 split_info: dict[str, dict[str, dict[str, Any]]] | None = None) -> str:
-    """README.md for the build folder: YAML header (configs -> files per split), then the spec's story in figures."""
+                 split_info: dict[str, dict[str, dict[str, Any]]] | None = None, *, folder: Path | None = None,
+                 out_dir: Path | None = None) -> str:
+    """README.md for the build folder: YAML header (configs -> files per split), how to load and train on it
+    (snippets that run from inside the folder), an example row per kind, then the spec's story in figures.
+
+    `folder`: where the exports are being written (the example rows are read from there); `out_dir`: the build
+    folder the card will live in (input paths are shown relative to it; default: relative to the current folder).
+    """
     counts = manifest["counts"]
     formats = [f for f in ("sft", "dpo") if f in manifest.get("exported_formats", ["sft", "dpo"])]
-    lines = ["---", "pretty_name: " + _yaml_str(f"{spec.name} v{spec.version}"),
+    license_ = getattr(spec.export, "license", None) or getattr(spec, "license", None) or "unknown"
+    lines = ["---", "pretty_name: " + _yaml_str(f"{spec.name} v{spec.version}"), "license: " + _yaml_str(license_),
              "tags:", "- curate", "- trl", *[f"- {f}" for f in formats],
              "task_categories:", "- text-generation"]
     mapped = [f for f in formats if any(i["num_examples"] for i in (split_info or {}).get(f, {}).values())]
+    # the kinds a reader can load: with split sizes, those in the configs; without, those with rows
+    loadable = mapped if split_info is not None else [
+        f for f in formats if counts.get(f, {}).get("train") or counts.get(f, {}).get("test")]
     configs: list[str] = []
     infos: list[str] = []
     for i, fmt in enumerate(mapped):
@@ -530,21 +615,41 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     lines += ["---", "", f"# {spec.name} v{spec.version}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
-    lines += ["Built by `curate` from the behavior spec " + f"`{spec.ref}` (sha256 `{spec.digest[:16]}`).", "",
-              "```python", "from datasets import load_dataset"]
-    lines += [f'{f} = load_dataset("<this folder>", "{f}")   # or load_dataset("<this folder>/{f}")' for f in formats]
-    lines += ["```", "", "## Counts", "",
+    lines += ["Built by `curate` from the behavior spec " + f"`{spec.ref}` (sha256 `{spec.digest[:16]}`).", ""]
+    if license_ == "unknown":
+        lines += ["License: not stated (the data's license is its owner's to set).", ""]
+    empty = [f for f in formats if f not in loadable]
+    snippets = card_snippets(loadable, spec.export.max_tokens)
+    lines += ["## Load it", ""]
+    if loadable:
+        lines += ["Each kind is a config of this folder (and a dataset folder of its own: `" + "/`, `".join(loadable)
+                  + "/`):", "", "```python", snippets["load"], "```", ""]
+    for f in empty:
+        lines += [f"There are no {f.upper()} rows in this build: `{f}/` is empty and has no config.", ""]
+    for f in loadable:
+        ex = _example_row(folder, f)
+        if ex is not None:
+            lines += [f"An example {f} row (train split, long texts cut):", "", "```json", ex, "```", ""]
+    if loadable:
+        lines += ["## Train on it with TRL", "",
+                  ("`curate train sft|dpo . --model MODEL` (from this folder) does this with early stopping and "
+                   "assistant-only loss; the plain TRL version (loss on every token; pass "
+                   "`assistant_only_loss=True` when the model's chat template has generation markers):"), ""]
+        for f in loadable:
+            lines += ["```python", snippets[f], "```", ""]
+    lines += ["## Counts", "",
               "| | in | exported | quarantined | duplicates |", "|---|---:|---:|---:|---:|",
               f"| all | {counts['in']} | {counts['exported']} | {counts['quarantined']} | {counts['duplicates']} |"]
     for inp in manifest.get("inputs", []):
-        lines.append(f"| `{_md(inp['file'])}` ({_md(inp.get('format', ''))}) | {inp['in']} | {inp['exported']} | "
+        lines.append(f"| `{_md(_shown_path(inp['file'], out_dir))}` ({_md(inp.get('format', ''))}) | {inp['in']} | "
+                     f"{inp['exported']} | "
                      f"{inp['quarantined']} | {inp['duplicates']} |")
     lines += ["", "| format | train | test |", "|---|---:|---:|"]
     for fmt in formats:
         lines.append(f"| {fmt} | {counts[fmt]['train']} | {counts[fmt]['test']} |")
     if counts.get("negatives"):
-        lines += ["", f"{counts['negatives']} negative examples had no passing answer to their prompt and are in "
-                  "`negatives.jsonl` (material for `curate expand` or labeling)."]
+        lines += ["", (f"{counts['negatives']} negative examples had no passing answer to their prompt and are in "
+                       "`negatives.jsonl` (material for `curate expand` or labeling).")]
     if manifest.get("system_prompt_added"):
         lines += ["", "The spec's system prompt is prepended to every conversation that has none."]
     lines += ["", "## Rules", "", "| rule | category | check | says |", "|---|---|---|---|"]
@@ -573,11 +678,11 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
             lines.append(f"| {_md(cat)} | " + " | ".join(vals) + " |")
     dd, lk = manifest.get("dedup", {}), manifest.get("leakage", {})
     lines += ["", "## Deduplication and leakage", "",
-              f"- exact duplicates removed: {dd.get('exact', 0)}; near duplicates removed: {dd.get('near', 0)} "
-              f"(threshold {dd.get('threshold')}); semantic: {dd.get('semantic', 0)}. Every removal is a row in "
-              "`clusters.jsonl`.",
-              f"- leakage between train and test: exact {lk.get('exact', 0)}, near {lk.get('near', 0)}. The test "
-              "split is frozen in `heldout.lock`: later builds keep it."]
+              (f"- exact duplicates removed: {dd.get('exact', 0)}; near duplicates removed: {dd.get('near', 0)} "
+               f"(threshold {dd.get('threshold')}); semantic: {dd.get('semantic', 0)}. Every removal is a row in "
+               "`clusters.jsonl`."),
+              (f"- leakage between train and test: exact {lk.get('exact', 0)}, near {lk.get('near', 0)}. The test "
+               "split is frozen in `heldout.lock`: later builds keep it.")]
     q = manifest.get("quarantine") or {}
     if q:
         lines += ["", "## Quarantine", "", "| step/reason | records |", "|---|---:|"]

@@ -8,7 +8,11 @@ What it reports, per dataset folder (`sft/`, `dpo/`, or both under a build folde
 - the dataset type TRL 1.16 detects from the FIRST row (language modeling `messages`/`text`, prompt-completion,
   preference, implicit preference, unpaired preference) and whether it is conversational;
 - rows whose type or shape differs from the first row (TRL would fail or mis-handle them) -> error;
-- SFT with assistant-only loss: the chat template must carry `{% generation %}` markers -> error when missing;
+- SFT with assistant-only loss: without `{% generation %}` markers in the chat template `curate train` trains on
+  the last assistant turn only (completion-only loss, as TRL does for prompt/completion rows) -> warning, and the
+  lengths are judged that way (what `curate train` would do with that tokenizer, e.g. one it saved itself);
+- an empty dataset folder -> error, unless another folder of the same build has rows (a single-kind export: the
+  empty kind is simply not trained) -> warning;
 - lengths with the tokenizer's chat template: rows TRL would DROP (SFT with assistant-only / completion-only loss:
   the turns before the first answer fill max_length, so no trained token is left; DPO: the prompt reaches
   max_length) -> error, and rows it would TRUNCATE -> warning.
@@ -123,12 +127,18 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
     if tok is not None and not template:
         rep.add("error", str(root), "no_chat_template", "the tokenizer has no chat template; conversational data "
                 "needs one (set tokenizer.chat_template)")
-    for folder in _folders(root):
+    folders = _folders(root)
+    loaded = [(folder, _rows(folder)) for folder in folders]
+    some_rows = any(rows for _, splits in loaded for rows in splits.values())
+    for folder, splits in loaded:
         name = str(folder)
-        splits = _rows(folder)
         rows_all = [(s, i, r) for s, rows in splits.items() for i, r in enumerate(rows, start=1)]
         if not rows_all:
-            rep.add("error", name, "empty", "no rows: TRL cannot train on an empty dataset")
+            if some_rows:
+                rep.add("warning", name, "empty", f"no rows: this build has no {folder.name} data; train the other "
+                        "kind only")
+            else:
+                rep.add("error", name, "empty", "no rows: TRL cannot train on an empty dataset")
             continue
         first = rows_all[0][2]
         kind, conv = dataset_type(first)
@@ -142,11 +152,14 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
             rep.add("error", name, "inconsistent_types", f"{len(odd)} rows differ from the first row's type "
                     f"({kind}, conversational={conv}); TRL decides from the first row",
                     examples=[f"{s}:{i} {t}" for s, i, t in odd[:max_examples]])
-        wants_markers = kind in ("language_modeling", "prompt_completion") and conv and assistant_only_loss
+        wants_markers = kind == "language_modeling" and conv and assistant_only_loss
+        completion_only = False
         if template and wants_markers and not _GENERATION.search(template):
-            rep.add("error", name, "no_generation_markers", "assistant-only loss needs {% generation %} ... "
-                    "{% endgeneration %} around the assistant turn in the chat template; without them TRL raises "
-                    "or trains on every token (pass --no-assistant-only-loss if that is what you want)")
+            completion_only = True
+            rep.add("warning", name, "no_generation_markers", "the chat template has no {% generation %} markers: "
+                    "`curate train` trains on the last assistant turn only (completion-only loss); TRL's SFTTrainer "
+                    "with assistant_only_loss=True would raise (pass --no-assistant-only-loss to lint training on "
+                    "every token)")
         if tok is None or not template or not conv or max_length is None:
             continue
         drop_ex: list[str] = []
@@ -160,6 +173,8 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
                     # with assistant-only loss a row is dropped when no assistant token survives truncation,
                     # i.e. when everything before the FIRST assistant turn fills max_length; without it, never
                     first_a = next((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), None)
+                    if completion_only:  # curate train: prompt = every turn before the last
+                        first_a = len(msgs) - 1
                     prompt_len = (_ntok(tok, msgs[:first_a], generation_prompt=True)
                                   if assistant_only_loss and first_a else 0)
                     total = _ntok(tok, msgs)
