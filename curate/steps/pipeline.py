@@ -332,7 +332,8 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
             write_jsonl(stage / "clusters.jsonl", clusters)
             ctx.flush_quarantine(stage / "quarantine")
             (stage / "heldout.lock").write_bytes(lock_bytes)
-            (stage / "README.md").write_text(dataset_card(spec, manifest, split_info), encoding="utf-8")
+            (stage / "README.md").write_text(dataset_card(spec, manifest, split_info, folder=stage, out_dir=out_dir),
+                                             encoding="utf-8")
             manifest["files"] = file_hashes(stage, known=known)
             (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
             warnings: list[str] = []
