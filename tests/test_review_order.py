@@ -65,8 +65,8 @@ def test_cluster_sizes_from_clusters_rows():
 
 def test_simulation_value_order_finds_at_least_twice_as_many_planted_errors():
     script = REPO / "scripts" / "sim_review_order.py"
-    out = subprocess.run([sys.executable, str(script), "--seeds", "5", "--json"], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    out = subprocess.run([sys.executable, str(script), "--seeds", "5", "--json"], capture_output=True,
+                         text=True, check=True, cwd=REPO)
     rep = json.loads(out.stdout)
     assert rep["overall"]["planted"] == 5 * 19
     assert rep["overall"]["ratio"] >= 2.0
