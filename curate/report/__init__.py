@@ -5,8 +5,8 @@
     >>> path.name
     'report.html'
 
-It reads manifest.json (required), quarantine/*.jsonl, clusters.jsonl, the sft/dpo splits and, when present,
-agreement.json and evals/*.json. No JavaScript and nothing fetched: the page works offline and from a file,
+It reads manifest.json (required), quarantine/*.jsonl, clusters.jsonl, the sft/dpo splits, lengths.parquet
+and, when present, agreement.json and evals/*.json. No JavaScript and nothing fetched: the page works offline and from a file,
 and every value from the data is escaped (the data holds adversarial prompts).
 """
 

@@ -1,7 +1,7 @@
 """Read a build output folder into what the report shows, tolerating missing optional parts.
 
 Only `manifest.json` is required. Everything else (quarantine/*.jsonl, clusters.jsonl, the sft/dpo splits,
-agreement.json, evals/*.json) is read when present; a file that cannot be read becomes a warning shown in the
+lengths.parquet, agreement.json, evals/*.json) is read when present; a file that cannot be read becomes a warning shown in the
 report, never a crash. Large files are streamed: quarantine keeps counts and a few examples per reason,
 clusters keep counts and the largest clusters, splits are scanned only for the ids the report needs.
 """
@@ -59,6 +59,7 @@ class ReportData:
     agreement: dict[str, Any] | None = None
     conflicts: int | None = None  # rows of conflicts.jsonl, when present
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    lengths: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # fmt -> split -> lengths (export order)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -355,4 +356,16 @@ def load_report_data(out_dir: str | Path) -> ReportData:
     _read_clusters(data)
     _find_texts(data)
     _read_extras(data)
+    _read_lengths(data)
     return data
+
+
+def _read_lengths(data: ReportData) -> None:
+    """Per-record lengths from lengths.parquet (the manifest's `lengths.file`), or an older manifest's lists."""
+    from curate.steps.lengths_file import read_lengths
+
+    block = data.manifest.get("lengths")
+    try:
+        data.lengths = read_lengths(data.out_dir, block if isinstance(block, dict) else None)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds; the report shows a warning instead
+        data.warnings.append(f"{(block or {}).get('file')}: cannot read ({err})")

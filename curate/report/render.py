@@ -264,11 +264,11 @@ def _lengths(d: ReportData) -> str:
     series = []
     for fmt in ("sft", "dpo"):
         for split in ("train", "test"):
-            vals = ((lengths.get(fmt) or {}).get(split))
-            if isinstance(vals, list):
-                series.append((fmt, split, [v for v in vals if isinstance(v, (int, float))]))
+            vals = d.lengths.get(fmt, {}).get(split)  # lengths.parquet, or an older manifest's lists
+            if vals is not None:
+                series.append((fmt, split, vals))
     if not series:
-        return _section("lengths", "Length distributions", "No lengths in the manifest.",
+        return _section("lengths", "Length distributions", "No lengths in the build.",
                         _chart(svg.empty_chart("chart-len-none", "no length data")))
     data_max = max((max(v) for *_, v in series if v), default=1)
     # The limit widens the axis only when it is near the data; far above it would squeeze every bar to the left.
