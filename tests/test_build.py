@@ -94,10 +94,15 @@ def test_exports_are_trl_shaped_and_loadable(mini):
     assert file_hashes(out) == res.manifest["files"]
     assert {"sft/train.jsonl", "sft/data/train-00000-of-00001.parquet", "dpo/test.jsonl", "README.md",
             "heldout.lock", "clusters.jsonl", "negatives.jsonl", "quarantine/read.jsonl"} <= set(res.manifest["files"])
-    # lengths per exported row
+    # lengths per exported row: in lengths.parquet, their summary in the manifest
+    from curate.steps.lengths_file import read_lengths
+
     lengths = res.manifest["lengths"]
-    assert len(lengths["sft"]["train"]) == res.counts["sft"]["train"] and lengths["estimated"] is True
-    assert all(0 < n <= 400 for n in lengths["sft"]["train"] + lengths["dpo"]["train"])
+    per_row = read_lengths(out, lengths)
+    assert len(per_row["sft"]["train"]) == res.counts["sft"]["train"] == lengths["sft"]["train"]["rows"]
+    assert lengths["estimated"] is True and lengths["file"] == "lengths.parquet" and "lengths.parquet" in res.manifest[
+        "files"]
+    assert all(0 < n <= 400 for n in per_row["sft"]["train"] + per_row["dpo"]["train"])
     # zero leakage, and the lock holds exactly the held-out ids
     assert res.manifest["leakage"]["exact"] == res.manifest["leakage"]["near"] == 0
     lock = json.loads((out / "heldout.lock").read_text())

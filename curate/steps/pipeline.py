@@ -332,6 +332,9 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
             write_jsonl(stage / "clusters.jsonl", clusters)
             ctx.flush_quarantine(stage / "quarantine")
             (stage / "heldout.lock").write_bytes(lock_bytes)
+            # per-record lengths go to lengths.parquet; the manifest keeps their summary (curate.steps.lengths_file)
+            from curate.steps.lengths_file import write_lengths
+            manifest["lengths"] = write_lengths(stage, manifest["lengths"])
             (stage / "README.md").write_text(dataset_card(spec, manifest, split_info, folder=stage, out_dir=out_dir),
                                              encoding="utf-8")
             manifest["files"] = file_hashes(stage, known=known)
