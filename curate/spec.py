@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -240,6 +241,16 @@ class Export(_Strict):
         "warn", description="labels made under another rule hash: warn (default) or fail the build")
 
 
+class Dedup(_Strict):
+    """What the build does with duplicates and look-alikes (docs/contracts.md, "What a duplicate is")."""
+
+    threshold: float | None = Field(None, gt=0.0, le=1.0,
+                                    description="near-duplicate and leakage threshold (default: the build's, 0.8)")
+    drop_prefixes: bool = Field(False, description="drop a conversation that is a strict prefix of another")
+    turn_markers: Literal["warn", "quarantine"] = Field(
+        "warn", description="turn markers (Human:, Assistant:) inside turn text: count a warning or quarantine")
+
+
 class JudgeSettings(_Strict):
     """How `judge` rules run and when they count (see docs/contracts.md, "Calibration gate")."""
 
@@ -262,7 +273,7 @@ class Example(_Strict):
 
 class Spec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    version: int | str
+    version: int | str  # a number >= 0 or a short name (it names out/<name>/v<version>): _safe_version
     description: str = ""
     system_prompt: str = ""
     output: Output = Output()
@@ -271,6 +282,7 @@ class Spec(_Strict):
     coverage: Coverage = Coverage()
     split: Split = Split()
     export: Export = Export()
+    dedup: Dedup = Dedup()
     data: list[str] = Field(default_factory=list, description="example data files, relative to the spec")
     examples: list[Example] = Field(default_factory=list)
     judge: JudgeSettings = JudgeSettings()
@@ -278,6 +290,16 @@ class Spec(_Strict):
     # set by load_spec, not part of the YAML
     path: Path | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True)
+
+    @field_validator("version")
+    @classmethod
+    def _safe_version(cls, v: int | str) -> int | str:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 0):
+            raise ValueError(f"version must be a number >= 0 or a short name, got {v!r}")
+        if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", v):
+            raise ValueError(f"version {v!r} must be a short name of letters, digits and . _ + - (it names the "
+                             "output folder v<version>: no slashes, spaces or leading dots)")
+        return v
 
     @property
     def ref(self) -> str:
@@ -288,8 +310,33 @@ class Spec(_Strict):
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
-    def data_paths(self) -> list[Path]:
+    def data_paths(self, *, allow_outside: bool | None = None) -> list[Path]:
+        """The `data:` files. A path that is absolute or leaves the spec folder raises SpecError unless
+        `allow_outside` (default: `allow_outside_data()` / CURATE_ALLOW_OUTSIDE_DATA=1 / the CLI's
+        --allow-outside-data): a spec from elsewhere must not make a build read files beside it."""
+        outside = self.data_outside()
+        ok = allow_outside if allow_outside is not None else _outside_data_allowed()
+        if outside and not ok:
+            raise SpecError(f"{self.path or self.name}: data: {outside[0]!r} is outside the spec folder "
+                            f"{self.base_dir}; move it beside the spec, pass --input, or pass --allow-outside-data "
+                            "(or set CURATE_ALLOW_OUTSIDE_DATA=1) if you mean it")
         return [self.base_dir / d for d in self.data]
+
+    def data_outside(self) -> list[str]:
+        """The `data:` entries that are absolute or lead out of the spec folder (symlinks followed)."""
+        base = os.path.realpath(self.base_dir)
+        out = []
+        for d in self.data:
+            cands = [d]
+            head, sep, tail = d.rpartition(":")
+            if sep and head and "/" not in tail and "\\" not in tail:  # FILE:FORMAT
+                cands.append(head)
+            for c in cands:
+                full = os.path.realpath(os.path.join(base, c))
+                if os.path.isabs(c) or (full != base and not full.startswith(base + os.sep)):
+                    out.append(d)
+                    break
+        return out
 
     def automatic_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.automatic]
@@ -475,11 +522,15 @@ def load_spec(path: str | Path) -> Spec:
     """Load and validate a spec; raise SpecError naming file:line:column, the field and a fix."""
     file = resolve_spec_path(path)
     raw = file.read_bytes()
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{file}: {len(raw):,} bytes; a spec is at most {MAX_SPEC_BYTES:,} (put data in data files)")
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise SpecError(f"{file}: not UTF-8 text (byte {err.start})") from None
+    except RecursionError:
+        raise SpecError(f"{file}: YAML nested too deep to read") from None
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -496,6 +547,7 @@ def load_spec(path: str | Path) -> Spec:
     if not isinstance(doc, CommentedMap):
         raise SpecError(f"{file}:1:1: a spec is a YAML mapping (name:, version:, rules: ...), "
                         f"got {type(doc).__name__}")
+    _check_expansion(file, doc)
     dupes = _duplicate_rule_ids(doc)
     if dupes:
         idx, rid, first = dupes[0]
@@ -512,6 +564,72 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(first + more) from None
     _check_cross_refs(file, doc, spec)
     return spec.model_copy(update={"path": file, "digest": hashlib.sha256(raw).hexdigest()})
+
+
+MAX_SPEC_BYTES = 4 << 20  # a spec file
+MAX_SPEC_NODES = 200_000  # values once YAML aliases are expanded (a real spec has a few thousand)
+MAX_SPEC_ALIASES = 2_000  # alias uses (*name)
+MAX_SPEC_DEPTH = 64
+
+
+def _check_expansion(file: Path, doc: Any) -> None:
+    """Refuse YAML whose aliases expand to a huge document ("billion laughs"), or nesting deeper than any spec
+    needs, before anything walks it expanded: SpecError naming the line of the worst anchor."""
+    sizes: dict[int, int] = {}
+    seen: set[int] = set()
+    uses = 0
+    worst: tuple[int, Any] = (0, None)
+
+    def size(node: Any, depth: int) -> int:
+        nonlocal uses, worst
+        if depth > MAX_SPEC_DEPTH:
+            line = node.lc.line + 1 if hasattr(node, "lc") else 1
+            raise SpecError(f"{file}:{line}:1: YAML nested deeper than {MAX_SPEC_DEPTH} levels; a spec needs far "
+                            "fewer")
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in seen:
+            uses += 1
+            if uses > MAX_SPEC_ALIASES:
+                raise SpecError(f"{file}:{_line_of(node)}:1: more than {MAX_SPEC_ALIASES} YAML alias uses; write "
+                                "the values out")
+            if key in sizes:
+                return sizes[key]
+            raise SpecError(f"{file}:{_line_of(node)}:1: a YAML alias refers to a node that contains it")
+        seen.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        n = 1 + sum(size(c, depth + 1) for c in children)
+        sizes[key] = n
+        if getattr(getattr(node, "anchor", None), "value", None) and n > worst[0]:
+            worst = (n, node)
+        if n > MAX_SPEC_NODES:
+            bad = worst[1] if worst[1] is not None else node
+            name = getattr(getattr(bad, "anchor", None), "value", None)
+            raise SpecError(f"{file}:{_line_of(bad)}:1: YAML aliases expand this spec to more than "
+                            f"{MAX_SPEC_NODES:,} values" + (f" (anchor &{name})" if name else "")
+                            + "; a spec needs no alias bombs: write the values out")
+        return n
+
+    size(doc, 0)
+
+
+def _line_of(node: Any) -> int:
+    lc = getattr(node, "lc", None)
+    return (lc.line + 1) if lc is not None and lc.line is not None else 1
+
+
+_ALLOW_OUTSIDE = False
+
+
+def allow_outside_data(on: bool = True) -> None:
+    """Let `data:` entries outside the spec folder be read (the CLI's --allow-outside-data)."""
+    global _ALLOW_OUTSIDE
+    _ALLOW_OUTSIDE = on
+
+
+def _outside_data_allowed() -> bool:
+    return _ALLOW_OUTSIDE or os.environ.get("CURATE_ALLOW_OUTSIDE_DATA", "").strip().lower() in ("1", "true", "yes")
 
 
 def _duplicate_rule_ids(doc: CommentedMap) -> list[tuple[int, str, int]]:
@@ -612,7 +730,26 @@ def lint(spec: Spec) -> list[Finding]:
     has_negative = "negative" in spec.cases
     if has_negative and not spec.automatic_rules():
         add("negative_without_rules", "negative examples need automatic rules to violate", "cases.negative")
-    for path in spec.data_paths():
+    for d in spec.data_outside():
+        add("data_outside_spec", f"data file {d!r} is outside the spec folder: a build reads it only with "
+            "--allow-outside-data", "data")
+    for i, rule in enumerate(spec.rules):
+        check = rule.check
+        pattern = getattr(check, "pattern", None) if check != "human" else None
+        if isinstance(pattern, str):
+            from curate.checks.text_checks import regex_timeout, risky_pattern
+
+            why = risky_pattern(pattern)
+            if why:
+                add("slow_regex", f"pattern {pattern!r} has {why}: it may take exponential time, so it runs with a "
+                    f"{regex_timeout():g} s bound per text and counts as failed when it runs out; simplify it",
+                    f"rules[{i}] ({rule.id})")
+    from curate.checks.code import code_rules
+
+    for rid, fn, what in code_rules(spec):
+        add("runs_code", f"rule {rid!r} runs Python code ({fn} from {what}); build, check and eval run it only "
+            "with --allow-code; `spec check` never does", "rules")
+    for path in spec.data_paths(allow_outside=True):
         if not path.exists():
             add("missing_data_file", f"data file {path} does not exist", "data", "error")
     return out

@@ -48,7 +48,8 @@ from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_t
 from curate.steps.base import RunContext
 from curate.steps.export import system_turn
 from curate.steps.pairs import pair_of
-from curate.steps.validate import HELDOUT_TAG, LengthCounter, validate
+from curate.steps.validate import HELDOUT_TAG, LengthCounter
+from curate.steps.validate import validate as _validate
 
 log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
@@ -533,23 +534,36 @@ class _Validator:
 def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, lengths: LengthCounter,
                        max_tokens: int | None, format: str | None = None,  # noqa: A002
                        mapping: dict[str, str] | None = None, checker: Checker | None = None,
-                       opened: list[Input] | None = None) -> Iterator[Row]:
+                       opened: list[Input] | None = None, validate_fn: Any = None,
+                       fast: bool = True) -> Iterator[Row]:
     """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
 
     The native JSONL files read as fast rows are held open: they are appended to `opened`; close them (`Input.close`)
-    when the rows are no longer used."""
+    when the rows are no longer used. `validate_fn` is the engine's validate step for what is not a fast row
+    (default `curate.steps.validate.validate`; `curate.engine.validate_step("ray")` for Ray); `fast=False` reads
+    every file through it whole (Ray's batches)."""
     from curate.steps.read import STEP, _read_file
 
     import curate.steps.split as split_mod
 
     checker = checker or Checker(spec)
+    validate = validate_fn or _validate
     val = _Validator(spec, ctx, lengths, max_tokens, checker)
     spec_ref = spec.ref
     done = 0
     keys_lines = 0  # lines of the files whose workers make the split's keys
+    if not fast:  # one stream of every file through the validate step (one Ray job)
+        from itertools import chain
+
+        stream = chain.from_iterable(_read_file(p, ctx, spec_ref, format, mapping or None) for p in paths)
+        for rec in validate(stream, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
+            done += 1
+            yield row_of(rec)
+        ctx.report(STEP, done, done)
+        return
     for path in paths:
         fname = str(path)
-        native = not mapping and format in (None, "native") and container_of(path) == "jsonl"
+        native = fast and not mapping and format in (None, "native") and container_of(path) == "jsonl"
         detected = format is None
         if native and format is None:
             native = _detected_native(path)

@@ -55,7 +55,7 @@ import orjson
 from curate.near import (MAX_VERIFY, BandSketch, candidate_pairs_counted, cap_candidates, key_pairs, skeleton_keys,
                          warm_kernels)
 from curate.records import PreferenceRecord, SFTRecord
-from curate.relation import View, continuation, exact_key, is_short, near_score, view
+from curate.relation import View, continuation, exact_key, is_short, near_score, turn_markers, view
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,15 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
           num_perm: int = 128, ngram: int = 5,
           embed: Callable[[Sequence[str]], np.ndarray] | None = None, access: Any = _Access,
           drop_prefixes: bool = False, relations: list[dict[str, Any]] | None = None,
+          turn_markers: str = "warn", quarantine: Callable[[Any, str], None] | None = None,
           ) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
     """Remove exact, near and (optionally) semantic duplicates; returns (kept records, cluster rows).
 
     `embed(texts) -> (n, d)` float array overrides the semantic model (unit-normalized rows are expected).
     `access` reads the items (default: records; see `_Access`). `relations`, when given, receives the
-    continuation rows (see the module doc).
+    continuation rows (see the module doc). Turn markers inside turn text (`relation.turn_markers`) are counted
+    in ctx as `warning:turn_marker_in_text`; with `turn_markers="quarantine"` such an item is handed to
+    `quarantine(item, detail)` instead and takes no part in dedup.
     """
     recs = list(records)
     clusters: list[dict[str, Any]] = []
@@ -139,11 +142,17 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
     rel: list[dict[str, Any]] = [] if relations is None else relations
     for kind in ("sft", "preference"):
         idx = [i for i, k in enumerate(kinds) if k == kind]
-        if len(idx) < 2:
+        if not idx:
             continue
-        _dedup_kind(recs, idx, dropped, clusters, rel, access, near_threshold=near_threshold, semantic=semantic,
-                    semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram, embed=embed,
-                    drop_prefixes=drop_prefixes and kind == "sft")
+        marked = _dedup_kind(recs, idx, dropped, clusters, rel, access, near_threshold=near_threshold,
+                             semantic=semantic, semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram,
+                             embed=embed, drop_prefixes=drop_prefixes and kind == "sft",
+                             drop_marked=turn_markers == "quarantine" and quarantine is not None)
+        for i, found in marked:
+            if turn_markers == "quarantine" and quarantine is not None:
+                quarantine(recs[i], f"turn markers inside turn text: {', '.join(found[:5])}")
+            elif ctx is not None:
+                ctx.count("warning:turn_marker_in_text")
     clusters.sort(key=lambda row: (row["_rank"], row["dropped_source"]))
     if ctx is not None:
         for row in clusters:
@@ -211,8 +220,10 @@ def keep_order(origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, wher
 def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]],
                 relations: list[dict[str, Any]], acc: Any, *,
                 near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
-                ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None, drop_prefixes: bool) -> None:
-    """Dedup one record kind (see the module doc)."""
+                ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None, drop_prefixes: bool,
+                drop_marked: bool = False) -> list[tuple[int, list[str]]]:
+    """Dedup one record kind (see the module doc); returns the (record index, markers) of items with turn markers
+    (with `drop_marked` those are set aside first: marked dropped, no cluster row)."""
     n = len(idx)
     sketch = BandSketch(near_threshold, num_perm, ngram) if near_threshold is not None else None
     width = sketch.bands if sketch else 0
@@ -229,7 +240,11 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         skel: list[tuple[int, int]] = []
         full = np.empty(m, dtype=np.uint64)
         pre: list[tuple[int, int]] = []
+        marks: list[tuple[int, list[str]]] = []
         for k, (msgs, chosen, meta) in enumerate(got):
+            found = turn_markers(list(msgs) + list(chosen or ()))
+            if found:
+                marks.append((a + k, found))
             v = view(msgs, chosen)
             ek[k] = int(exact_key(v)[:16], 16)
             raw[k] = _h64(orjson.dumps([msgs, chosen, meta], option=orjson.OPT_SORT_KEYS, default=str))
@@ -242,7 +257,7 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             full[k] = fh
             pre += [(a + k, h) for h in ph]
         bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
-        return ek, raw, length, bd, skel, full, pre
+        return ek, raw, length, bd, skel, full, pre, marks
 
     ekeys = np.empty(n, dtype=np.uint64)
     rawh = np.empty(n, dtype=np.uint64)
@@ -251,14 +266,23 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
     fullh = np.empty(n, dtype=np.uint64)
     skel: list[tuple[int, int]] = []
     prefixes: list[tuple[int, int]] = []
+    marked: list[tuple[int, list[str]]] = []
     tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
-    for (a, b), (ek, raw, ln, bd, sk, full, pre) in zip(tasks, _map(acc, row_keys, tasks, n)):
+    for (a, b), (ek, raw, ln, bd, sk, full, pre, mk) in zip(tasks, _map(acc, row_keys, tasks, n)):
         ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], fullh[a:b] = ek, raw, ln, bd, full
         skel += sk
         prefixes += pre
+        marked += mk
     del tasks
+    out_marked = [(idx[pos], found) for pos, found in marked]
+    if drop_marked:  # set aside before any decision: quarantined, never a duplicate nor a kept twin
+        for pos, _ in marked:
+            dropped[idx[pos]] = True
+            ekeys[pos] = np.uint64((1 << 64) - 1 - pos)  # alone in the exact step
+    if n < 2:
+        return out_marked
 
     origin = np.array([acc.priority(recs[i]) for i in idx], dtype=np.int64)
     where = [acc.where(recs[i]) for i in idx]
@@ -276,6 +300,9 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         clusters.append(_row(recs, item[int(rep[p])], item[p], "exact", 1.0, acc, p))
     alive = rep == np.arange(n)  # by keep rank
     del ek_sorted, first, inverse, rep
+    if drop_marked:
+        for pos, _ in marked:
+            alive[rank[pos]] = False
 
     # continuations among the exact survivors: a prefix's full hash equals a longer one's prefix hash
     if prefixes:
@@ -355,6 +382,7 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             dropped[item[int(surv[j])]] = True
             clusters.append(_row(recs, item[int(surv[i])], item[int(surv[j])], "semantic", score, acc,
                                  int(surv[j])))
+    return out_marked
 
 
 def _greedy(pairs: list[tuple[int, int, float]]) -> dict[int, tuple[int, float]]:

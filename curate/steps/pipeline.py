@@ -35,13 +35,11 @@ from curate.errors import CurateError, ExportError, InputError
 from curate.records import PreferenceRecord, SFTRecord, dump_record
 from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
-from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup
-from curate.steps.export import (dataset_card, dpo_row, file_hashes, fsync_behind, sft_row, staged_output,
+from curate.steps.export import (dataset_card, file_hashes, fsync_behind, staged_output,
                                  stream_schema, write_jsonl, write_split_batches, write_splits)
-from curate.steps.pairs import make_pairs
 from curate.steps.read import detect_format, expand_inputs, read_inputs
-from curate.steps.split import HeldoutLock, split
+from curate.steps.split import HeldoutLock
 from curate.steps.validate import LengthCounter
 
 log = logging.getLogger(__name__)
@@ -94,14 +92,6 @@ def _formats_of(paths: Sequence[Path], forced: str | None, mapping: dict[str, st
     return out
 
 
-def _dedup(records: list[Any], *, ctx: RunContext, threshold: float,
-           access: Any = None) -> tuple[list[Any], list[dict[str, Any]]]:
-    """(kept records or rows, cluster rows) from the dedup step (`access`: how to read rows, see dedup)."""
-    kw = {"access": access} if access is not None else {}
-    kept, clusters = dedup(records, ctx=ctx, near_threshold=threshold, **kw)
-    return list(kept), clusters
-
-
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for the build, restoring its state after.
@@ -121,31 +111,34 @@ def gc_paused() -> Iterator[None]:
 
 def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, out: str | Path | None = None, *,
           format: str | None = None, mapping: dict[str, str] | None = None, tokenizer: str | Path | None = None,
-          max_tokens: int | None = None, near_threshold: float = 0.8, sft_format: str | None = None,
+          max_tokens: int | None = None, near_threshold: float | None = None, sft_format: str | None = None,
           lock: str | Path | None = None, progress: Progress | None = None, engine: str = "local",
           compact: bool | None = None) -> BuildResult:
     """Build a training-ready dataset folder from a spec and its inputs (see the module doc).
 
-    `compact`: None (default) builds on compact rows (`curate.engine.compact`) with the local engine and no
-    tokenizer, and on records otherwise; True / False force one (Ray and a tokenizer always take records). Both
-    write the same files (tests/engine/test_compact.py); the rows are faster and smaller.
+    One build path for every input, engine and tokenizer: rows (`curate.engine.compact`). A plain native JSONL
+    line stays a small row from read to export; everything else is a row holding its record. `engine` picks the
+    validate step of what is not a plain line ("local", or "ray": Ray Data batches); `near_threshold` defaults
+    to the spec's `dedup.threshold`, else 0.8. `compact=False` turns the read's shortcut for plain lines off
+    (every line then goes through the validate step as a record, as with Ray): the same pipeline, used by the
+    tests to prove the shortcut changes nothing (tests/engine/test_compact.py).
     """
-    use_rows = compact if compact is not None else True
-    if engine != "local" or tokenizer is not None:
-        use_rows = False
     with gc_paused():
-        return (_build_rows if use_rows else _build)(
-            spec, inputs, out, format=format, mapping=mapping, tokenizer=tokenizer, max_tokens=max_tokens,
-            near_threshold=near_threshold, sft_format=sft_format, lock=lock, progress=progress, engine=engine)
+        return _build_rows(spec, inputs, out, format=format, mapping=mapping, tokenizer=tokenizer,
+                           max_tokens=max_tokens, near_threshold=near_threshold, sft_format=sft_format, lock=lock,
+                           progress=progress, engine=engine, fast=compact is not False)
 
 
 def _settle(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
-            near_threshold: float, sft_format: str | None) -> tuple[Spec, list[Path], Path, str]:
-    """Both build paths' argument checks: (the loaded spec, the input files, the output folder, the SFT format)."""
-    if not 0.0 < near_threshold <= 1.0:
-        raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
+            near_threshold: float | None, sft_format: str | None) -> tuple[Spec, list[Path], Path, str, float]:
+    """The build's argument checks: (the loaded spec, the input files, the output folder, the SFT format, the near
+    threshold)."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
+    if near_threshold is None:
+        near_threshold = spec.dedup.threshold if spec.dedup.threshold is not None else 0.8
+    if not 0.0 < near_threshold <= 1.0:
+        raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
     given = [Path(p) for p in inputs] if inputs else spec.data_paths()
     if not given:
         raise InputError(f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` "
@@ -155,93 +148,7 @@ def _settle(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: s
     sft_format = sft_format or spec.export.sft_format
     if sft_format not in ("messages", "prompt-completion"):
         raise CurateError(f"unknown SFT format {sft_format!r}; use messages or prompt-completion")
-    return spec, paths, out_dir, sft_format
-
-
-def _build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
-           format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
-           max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
-           progress: Progress | None, engine: str) -> BuildResult:
-    from curate.engine import validate_step
-
-    validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
-    spec, paths, out_dir, sft_format = _settle(spec, inputs, out, near_threshold=near_threshold,
-                                               sft_format=sft_format)
-    ctx = RunContext(progress=progress)
-    lengths = LengthCounter(spec, tokenizer)
-    limit = max_tokens if max_tokens is not None else spec.export.max_tokens
-
-    # read + validate stream; the rest needs all records
-    valid = list(validate_fn(_read(paths, ctx=ctx, spec=spec, format=format, mapping=mapping), spec=spec, ctx=ctx,
-                          lengths=lengths, max_tokens=limit))
-    # pair before dedup: a negative meets its passing answer even when that answer is later removed as a near
-    # duplicate of another one; pairs are then deduplicated among pairs (prompt + chosen), SFT among SFT
-    paired = make_pairs(valid)
-    for rec in paired.records:
-        if rec.id not in lengths.lengths:  # a new pair: both sides were measured (and fit) as SFT records
-            lengths.measure(rec)
-    kept, clusters = _dedup(paired.records + list(paired.unpaired), ctx=ctx, threshold=near_threshold)
-    kept_ids = {id(r) for r in kept}
-    paired.records = [r for r in paired.records if id(r) in kept_ids]
-    paired.unpaired = [r for r in paired.unpaired if id(r) in kept_ids]
-
-    formats = spec.export.formats
-    sft_recs: list[Rec] = []
-    pref_recs: list[PreferenceRecord] = []
-    for rec in paired.records:
-        if isinstance(rec, PreferenceRecord):
-            if "dpo" in formats:
-                pref_recs.append(rec)
-            elif "sft" in formats:
-                sft_recs.append(rec)  # exported as prompt + chosen
-        elif "sft" in formats:
-            sft_recs.append(rec)
-        else:
-            ctx.quarantine(step="export", reason="format_not_exported", record=rec,
-                           detail="an SFT record, and the spec's export.formats has no sft")
-    if "dpo" not in formats and "sft" not in formats:  # pragma: no cover - the spec model forbids it
-        raise ExportError("export.formats is empty")
-
-    lock_path = Path(lock) if lock is not None else find_lock(out_dir, spec.name)
-    old_lock = HeldoutLock.load(lock_path) if lock_path is not None else None
-    if lock is not None and old_lock is None:
-        raise InputError(f"--lock {lock}: no such held-out lock file")
-    parts = split(sft_recs + pref_recs, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold)
-    if not parts.leakage.empty:
-        raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "
-                          f"{parts.leakage.near} near (e.g. {parts.leakage.examples[:1]}); this is a bug, report it")
-    side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
-
-    exported: list[Rec] = parts.train + parts.test + list(paired.unpaired)
-    # conservation per input file
-    exp_files = Counter(_file_of(r.source) for r in exported)
-    inputs_info = _conservation_counts(ctx, paths, exp_files, _formats_of(paths, format, mapping))
-    totals = {k: sum(i[k] for i in inputs_info) for k in ("in", "exported", "quarantined", "duplicates")}
-    extra = {k: v for k, v in _extra_counts(ctx, exp_files).items() if any(v.values())}
-    if extra:
-        raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
-
-    coverage = compute_coverage(spec, exported, split_of=lambda r: side.get(r.id, "negatives")).as_dict()
-
-    sft_ids = {r.id for r in sft_recs}
-    sft_train = [r for r in parts.train if r.id in sft_ids]
-    sft_test = [r for r in parts.test if r.id in sft_ids]
-    dpo_train = [r for r in parts.train if r.id not in sft_ids and isinstance(r, PreferenceRecord)]
-    dpo_test = [r for r in parts.test if r.id not in sft_ids and isinstance(r, PreferenceRecord)]
-
-    manifest = _manifest(spec, ctx, inputs_info, totals, clusters, near_threshold, parts, coverage, lengths, limit,
-                         {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}, len(paired.unpaired),
-                         paired.paired, old_lock, lock_path, sft_format, _lineage(exported))
-    # rows first, then let go of the records (pydantic objects, ~4 KB each) before the Arrow conversion, the
-    # build's memory peak; the rows share the records' text strings
-    sft_rows = {"train": [sft_row(r, spec, sft_format) for r in sft_train],
-                "test": [sft_row(r, spec, sft_format) for r in sft_test]} if "sft" in formats else None
-    dpo_rows = {"train": [dpo_row(r, spec) for r in dpo_train],  # type: ignore[arg-type]
-                "test": [dpo_row(r, spec) for r in dpo_test]} if "dpo" in formats else None  # type: ignore[arg-type]
-    negatives = [dump_record(r) for r in paired.unpaired]
-    lock_bytes = parts.lock.to_bytes()
-    del valid, paired, kept, kept_ids, sft_recs, pref_recs, parts, exported, sft_train, sft_test, dpo_train, dpo_test
-    return _write(out_dir, spec, ctx, manifest, sft_format, sft_rows, dpo_rows, negatives, clusters, lock_bytes)
+    return spec, paths, out_dir, sft_format, near_threshold
 
 
 def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], totals: dict[str, int],
@@ -309,7 +216,8 @@ def _stale_labels(spec: Spec, inputs_info: list[dict[str, Any]]) -> dict[str, An
 
 def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any], sft_format: str,
            sft_rows: Any, dpo_rows: Any, negatives: list[dict[str, Any]],
-           clusters: list[dict[str, Any]], lock_bytes: bytes) -> BuildResult:
+           clusters: list[dict[str, Any]], lock_bytes: bytes,
+           relations: list[dict[str, Any]] | None = None) -> BuildResult:
     """Write the build folder atomically (staged, then swapped in); rows per format: {split: rows} or a _Stream."""
     exported_formats = manifest["exported_formats"]
     ctx.report("export", 0, 1)
@@ -330,6 +238,7 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
         with fsync_behind([stage / fmt for fmt in ("sft", "dpo")]):
             write_jsonl(stage / "negatives.jsonl", negatives)
             write_jsonl(stage / "clusters.jsonl", clusters)
+            write_jsonl(stage / "relations.jsonl", relations or [])
             ctx.flush_quarantine(stage / "quarantine")
             (stage / "heldout.lock").write_bytes(lock_bytes)
             # per-record lengths go to lengths.parquet; the manifest keeps their summary (curate.steps.lengths_file)
@@ -372,12 +281,14 @@ def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, ou
 def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
                    format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
                    max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
-                   progress: Progress | None, engine: str, opened: list[Any]) -> BuildResult:
+                   progress: Progress | None, engine: str, opened: list[Any], fast: bool = True) -> BuildResult:
     from curate.engine import compact as C
+    from curate.engine import validate_step
     from curate.steps.split import split_rows
 
-    spec, paths, out_dir, sft_format = _settle(spec, inputs, out, near_threshold=near_threshold,
-                                               sft_format=sft_format)
+    validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
+    spec, paths, out_dir, sft_format, near_threshold = _settle(spec, inputs, out, near_threshold=near_threshold,
+                                                               sft_format=sft_format)
     if format is not None:
         from curate.steps.read import FORMATS
 
@@ -392,14 +303,23 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
         return C.materialize(row, spec, checker)
 
     valid = list(C.read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=limit, format=format,
-                                      mapping=mapping, checker=checker, opened=opened))
+                                      mapping=mapping, checker=checker, opened=opened,
+                                      validate_fn=None if engine == "local" else validate_fn,
+                                      fast=fast and engine == "local"))
     C.release_memory()
     rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
     del valid
     for row in rows:
         if row.rec is not None and row.id not in lengths.lengths:
             lengths.measure(row.rec)
-    kept, clusters = _dedup(rows + unpaired, ctx=ctx, threshold=near_threshold, access=C.RowAccess)
+    relations: list[dict[str, Any]] = []
+
+    def set_aside(row: C.Row, detail: str) -> None:
+        ctx.quarantine(step="validate", reason="turn_marker_in_text", record=record(row), detail=detail)
+
+    kept, clusters = dedup(rows + unpaired, ctx=ctx, near_threshold=near_threshold, access=C.RowAccess,
+                           drop_prefixes=spec.dedup.drop_prefixes, relations=relations,
+                           turn_markers=spec.dedup.turn_markers, quarantine=set_aside)
     kept_ids = {id(r) for r in kept}
     rows = [r for r in rows if id(r) in kept_ids]
     unpaired = [r for r in unpaired if id(r) in kept_ids]
@@ -429,10 +349,9 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     parts = split_rows(sft_rows + pref_rows, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold,
                        keys=C.split_keys, text=C.user_text, record=record, release=C.release_memory,
                        keys_all=C.split_keys_all,
-                       texts_all=lambda rs: C.pool_map(C.user_text, rs))
-    if not parts.leakage.empty:
-        raise ExportError(f"leakage between train and test after the split: {parts.leakage.exact} exact, "
-                          f"{parts.leakage.near} near (e.g. {parts.leakage.examples[:1]}); this is a bug, report it")
+                       texts_all=lambda rs: C.pool_map(C.user_text, rs),
+                       links=[(r["a"], r["b"]) for r in relations])
+    # (the split's own leakage check moved every leaking training twin out: parts.leakage says what it found)
     side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
     C.release_memory()
 
@@ -457,6 +376,10 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     manifest = _manifest(spec, ctx, inputs_info, totals, clusters, near_threshold, parts, coverage, lengths, limit,
                          {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}, len(unpaired), pairs_made,
                          old_lock, lock_path, sft_format, C.lineage(exported))
+    manifest["dedup"]["continuations"] = len(relations)
+    manifest["dedup"]["drop_prefixes"] = spec.dedup.drop_prefixes
+    manifest["warnings"] = {k[len("warning:"):]: v for k, v in sorted(ctx.counters.items())
+                            if k.startswith("warning:")}
     negatives = [dump_record(record(r)) for r in unpaired]
     lock_bytes = parts.lock.to_bytes()
     del parts, exported
@@ -466,7 +389,8 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     if "dpo" in formats:
         dpo_out = _Stream({"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec))
     del sft_train, sft_test, dpo_train, dpo_test
-    return _write(out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes)
+    return _write(out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes,
+                  relations)
 
 
 EXPORT_POOL_MIN_ROWS = 4_096  # a split of this many rows is exported on the fork pool (a fork costs ~20-50 ms)
