@@ -5,9 +5,10 @@ A table of short pairs that must stay apart and pairs that must merge, compared 
 symmetry, reflexivity, purity (a verdict depends on the two texts only), continuation as a strict partial
 order, and exact_key equal <=> normalized turns equal.
 
-Known limits of the one-typo rule, left out of the tables on purpose (they merge by the rule as written): two
-names or words one edit apart with 5+ letters and the same first letter ("Daniel" / "Daniela", "Carla" /
-"Carlo", "desert" / "dessert", "quiet" / "quite", "order" / "orders").
+The one-typo rule merges two words one edit apart with 5+ letters and the same first letter. Where that is a
+different place ("Ireland" / "Iceland") the table says they must stay apart; other such words are left out of
+the tables (they merge by the rule as written): "Daniel" / "Daniela", "Carla" / "Carlo", "desert" / "dessert",
+"quiet" / "quite", "order" / "orders".
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ APART = [
     ("What is the capital of France?", "What is the capital of Spain?"),
     ("What is the capital of Italy?", "What is the capital of Greece?"),
     ("capital of Germany", "capital of Austria"),
+    ("What is the capital of Ireland?", "What is the capital of Iceland?"),
     ("Is Slovakia in the EU?", "Is Slovenia in the EU?"),
     ("Is Austria bigger than Hungary?", "Is Australia bigger than Hungary?"),
     ("Weather in Paris tomorrow", "Weather in London tomorrow"),
