@@ -226,8 +226,9 @@ def brute_pairs(views: Sequence[View], t: float = T) -> dict[tuple[int, int], fl
     return out
 
 
-def check_dedup(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Run dedup on the records and check it against brute force; returns the figures (assertions inside)."""
+def check_dedup(dicts: Sequence[dict[str, Any]], pairs_of: Any = brute_pairs) -> dict[str, Any]:
+    """Run dedup on the records and check it against brute force (`pairs_of(views)`: every pair at T);
+    returns the figures (assertions inside)."""
     recs = records_of(dicts)
     views = [view_of(d) for d in dicts]
     rel: list[dict[str, Any]] = []
@@ -256,26 +257,27 @@ def check_dedup(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             assert row["method"] == "continuation" and continuation(views[d], views[k]), row
     # recall: no two kept records are a pair at RECALL_AT or more (a missed pair would keep both)
-    truth = brute_pairs(views)
+    truth = pairs_of(views)
     strong = [p for p, s in truth.items() if s >= RECALL_AT]
     missed = [(i, j, s) for (i, j), s in truth.items() if i in kept_set and j in kept_set]
     missed_strong = [m for m in missed if m[2] >= RECALL_AT]
-    assert not [(i, j) for i, j in itertools.combinations(kept_pos, 2)
-                if exact_key(views[i]) == exact_key(views[j])]
+    kept_keys = [exact_key(views[i]) for i in kept_pos]
+    assert len(set(kept_keys)) == len(kept_keys)
     recall = 1.0 - len(missed_strong) / len(strong) if strong else 1.0
     assert recall >= 0.99, ("missed near pairs", [(dicts[i]["messages"], dicts[j]["messages"], s)
                                                   for i, j, s in missed_strong[:2]])
     # continuations: every reported one is true; every one between kept records is reported
-    by_id: dict[str, list[int]] = {}
-    for i, r in enumerate(recs):
-        by_id.setdefault(r.id, []).append(i)
     got = {(row["a_source"], row["b_source"]) for row in rel}
     for row in rel:
         assert row["relation"] == "continuation"
         assert continuation(views[where[row["a_source"]]], views[where[row["b_source"]]]), row
-    for i, j in itertools.permutations(kept_pos, 2):
-        if continuation(views[i], views[j]):
-            assert (recs[i].source.where(), recs[j].source.where()) in got, (dicts[i], dicts[j])
+    first_turns: dict[tuple[Any, ...], list[int]] = {}
+    for i in kept_pos:
+        first_turns.setdefault(views[i].turns[:2], []).append(i)
+    for group in first_turns.values():  # a continuation shares its first two turns with its prefix
+        for i, j in itertools.permutations(group, 2):
+            if continuation(views[i], views[j]):
+                assert (recs[i].source.where(), recs[j].source.where()) in got, (dicts[i], dicts[j])
     return {"records": len(recs), "pairs": len(truth), "strong": len(strong), "missed": len(missed),
             "missed_strong": len(missed_strong), "rows": len(rows), "continuations": len(rel)}
 
@@ -448,6 +450,16 @@ def build(spec: Path, inputs: Sequence[Path], out: Path) -> Any:
     assert res.manifest["conservation"]["ok"], res.manifest["conservation"]
     found = leaks(out)
     assert not found, f"held-out/train pairs at the leakage threshold: {found[:3]}"
+    split_of = {}
+    for sub, split in itertools.product(("sft", "dpo"), ("train", "test")):
+        path = out / sub / f"{split}.jsonl"
+        for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else ():
+            split_of[json.loads(line)["id"]] = split
+    rel = out / "relations.jsonl"
+    for line in rel.read_text(encoding="utf-8").splitlines() if rel.exists() else ():
+        row = json.loads(line)  # a conversation and its continuation land in one split
+        if row["a"] in split_of and row["b"] in split_of:
+            assert split_of[row["a"]] == split_of[row["b"]], row
     return res
 
 
