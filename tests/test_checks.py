@@ -11,6 +11,16 @@ import pytest
 from curate.checks import check_response, kinds
 from curate.spec import CHECK_KINDS, Spec, load_spec
 
+
+@pytest.fixture(autouse=True)
+def _spec_code_allowed():
+    """These tests write their own python-check modules: allowed here (tests/test_safety_code.py tests the gate)."""
+    from curate.checks.code import allow_code, disallow_code
+
+    allow_code()
+    yield
+    disallow_code()
+
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["intent", "entities", "missing_info", "next_step"],
           "properties": {"intent": {"enum": ["reset_password", "cancel_account", "other"]},
                          "entities": {"type": "object", "additionalProperties": {"type": "string"}},

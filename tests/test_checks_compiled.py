@@ -17,6 +17,16 @@ from curate.records import PreferenceRecord, read_jsonl, record_from_native
 from curate.spec import CHECK_KINDS, Spec, load_spec
 from tests.test_checks import CASES, GOOD, make_spec, resp
 
+
+@pytest.fixture(autouse=True)
+def _spec_code_allowed():
+    """These tests write their own python-check modules: allowed here (tests/test_safety_code.py tests the gate)."""
+    from curate.checks.code import allow_code, disallow_code
+
+    allow_code()
+    yield
+    disallow_code()
+
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted(p.parent.name for p in (REPO / "specs").glob("*/spec.yaml"))
 

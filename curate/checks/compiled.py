@@ -564,6 +564,9 @@ class _Plan:
             # finds no error: its is_valid stops at the first one (the message is for results() only)
             self.schema_ok = slow.is_valid
             return
+        if kind in ("regex_present", "regex_absent") and not isinstance(compiled(check.pattern), re.Pattern):
+            self.generic = True  # a time-bounded pattern (text_checks.compiled): the reference path handles timeouts
+            return
         if kind in ("regex_present", "regex_absent", "phrases_present", "phrases_absent", "refusal"):
             if kind.startswith("regex"):
                 found = searcher(compiled(check.pattern))  # type: ignore[union-attr]
@@ -625,6 +628,10 @@ class _Plan:
 
             self.value_fails = invented
         else:  # python checks, and kinds registered later: the reference path
+            if kind == "python":  # refused before any record is checked unless the user allowed spec code
+                from curate.checks.code import require
+
+                require(check.function, spec.base_dir, rule.id)  # type: ignore[union-attr]
             self.generic = True
 
     @property

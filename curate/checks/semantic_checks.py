@@ -88,6 +88,9 @@ def _import(target: str, base_dir: str) -> Any:
 
 @register("python")
 def python_check(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
+    from curate.checks.code import require
+
+    require(check.function, ctx.spec.base_dir)  # CheckError unless the user allowed this spec's code
     fn = _import(check.function, str(ctx.spec.base_dir))
     text = ctx.text(check.field)
     if text is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from typing import Any
@@ -9,10 +10,90 @@ from typing import Any
 from curate.checks import register
 from curate.checks.context import CheckContext
 
+REGEX_TIMEOUT_ENV = "CURATE_REGEX_TIMEOUT"  # seconds a risky pattern may search one text (default 1)
+
+
+def regex_timeout() -> float:
+    try:
+        return max(0.001, float(os.environ.get(REGEX_TIMEOUT_ENV, "1")))
+    except ValueError:
+        return 1.0
+
+
+def _walk_risk(items: Any, inside_repeat: bool) -> str | None:
+    from re import _constants as C
+
+    for op, av in items:
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
+            _lo, hi, body = av
+            many = hi is C.MAXREPEAT or hi > 3  # a body repeated at most 3 times costs at most n^3
+            if many and inside_repeat and op is not getattr(C, "POSSESSIVE_REPEAT", None):
+                return "nested quantifiers (a repeated group holds another repeat, like (a+)+)"
+            got = _walk_risk(body, inside_repeat or (many and op is not getattr(C, "POSSESSIVE_REPEAT", None)))
+            if got:
+                return got
+        elif op is C.SUBPATTERN:
+            got = _walk_risk(av[-1], inside_repeat)
+            if got:
+                return got
+        elif op is C.BRANCH:
+            if inside_repeat:
+                return "alternatives inside a repeat (like (a|aa)+)"
+            for alt in av[1]:
+                got = _walk_risk(alt, inside_repeat)
+                if got:
+                    return got
+        elif op in (C.ASSERT, C.ASSERT_NOT):
+            got = _walk_risk(av[1], inside_repeat)
+            if got:
+                return got
+        elif op in (C.GROUPREF, C.GROUPREF_EXISTS):
+            return "a backreference"
+    return None
+
 
 @lru_cache(maxsize=512)
-def compiled(pattern: str) -> re.Pattern[str]:
+def risky_pattern(pattern: str) -> str | None:
+    """Why a pattern may take exponential time (nested quantifiers, backreferences), or None."""
+    from re import _parser
+
+    try:
+        return _walk_risk(_parser.parse(pattern), False)
+    except (re.error, RecursionError, OverflowError):
+        return None
+
+
+class BoundedPattern:
+    """A risky pattern run by the `regex` module with a time bound: search/sub raise TimeoutError past it."""
+
+    def __init__(self, pattern: str) -> None:
+        import regex
+
+        self.pattern = pattern
+        self._rx = regex.compile(pattern, flags=regex.VERSION0)
+        self.flags = re.compile(pattern).flags
+
+    def search(self, text: str) -> Any:
+        return self._rx.search(text, timeout=regex_timeout())
+
+    def sub(self, repl: Any, text: str) -> str:
+        try:
+            return self._rx.sub(repl, text, timeout=regex_timeout())
+        except TimeoutError:
+            return text
+
+
+@lru_cache(maxsize=512)
+def compiled(pattern: str) -> re.Pattern[str] | BoundedPattern:
+    """The compiled rule pattern: `re` for ordinary ones, a time-bounded `BoundedPattern` for risky ones."""
+    if risky_pattern(pattern):
+        return BoundedPattern(pattern)
     return re.compile(pattern)
+
+
+def _timed_out(check: Any) -> tuple[bool, str]:
+    return False, (f"pattern {check.pattern!r} gave up after {regex_timeout():g} s on this text "
+                   f"({risky_pattern(check.pattern)}): counted as failed; simplify the pattern")
 
 
 @lru_cache(maxsize=256)
@@ -37,8 +118,11 @@ def regex_present(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
     text = ctx.text(check.field)
     if text is None:
         return None
-    if compiled(check.pattern).search(text):
-        return True, ""
+    try:
+        if compiled(check.pattern).search(text):
+            return True, ""
+    except TimeoutError:
+        return _timed_out(check)
     return False, f"pattern {check.pattern!r} not found" + (f" in {check.field}" if check.field else "")
 
 
@@ -47,7 +131,10 @@ def regex_absent(check: Any, ctx: CheckContext) -> tuple[bool, str] | None:
     text = ctx.text(check.field)
     if text is None:
         return None
-    m = compiled(check.pattern).search(text)
+    try:
+        m = compiled(check.pattern).search(text)
+    except TimeoutError:
+        return _timed_out(check)
     if m is None:
         return True, ""
     return False, f"forbidden text {m.group(0)!r} in “{_snippet(text, m)}”"

@@ -153,6 +153,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(err, usage_message(err), as_json=as_json, kind="UsageError")
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except OSError as err:  # disk full, read-only, name too long, busy ...: the path and the cause
+            if os.environ.get("CURATE_DEBUG") == "1":
+                raise
+            fail(err, os_error_message(err), as_json=as_json, kind="OSError")
         except Exception as err:
             if os.environ.get("CURATE_DEBUG") == "1":
                 raise
@@ -163,6 +167,18 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def os_error_message(err: OSError) -> str:
+    """An OSError as one line naming the path(s) and the cause: "out/x: no space left on device (ENOSPC)"."""
+    import errno as _errno
+
+    cause = (err.strerror or str(err) or type(err).__name__).rstrip(".")
+    cause = cause[:1].lower() + cause[1:]
+    code = _errno.errorcode.get(err.errno or 0)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(paths) + ": " if paths else ""
+    return f"{where}{cause}" + (f" ({code})" if code else "")
 
 
 def usage_message(err: click.ClickException) -> str:

@@ -132,6 +132,9 @@ def test_schema_kinds_enum_type_range_extra(tmp_path):
 
 
 def test_python_check_gets_a_generic_mutant(tmp_path):
+    from curate.checks.code import allow_code
+
+    allow_code(tmp_path)  # a python rule runs the spec's code only when allowed (#16)
     (tmp_path / "mychecks.py").write_text("def polite(text, ctx):\n    return 'please' in text.lower()\n")
     spec = _spec([{"id": "polite", "says": "x", "check": {"kind": "python", "function": "mychecks:polite"},
                    "category": "instruction"}], tmp_path=tmp_path)
