@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import logging
 import os
@@ -184,17 +185,30 @@ def smollm2_gguf() -> Path:
 
 @contextlib.contextmanager
 def quiet_hf() -> Iterator[None]:
-    """Silence transformers/datasets progress bars while library code runs (library code never prints)."""
+    """Silence transformers/datasets progress bars while library code runs (library code never prints), also the
+    GGUF loader's own tqdm bar, which transformers' switch does not reach."""
     import datasets
     import transformers
 
     ds_on = datasets.is_progress_bar_enabled()
     tf_on = transformers.utils.logging.is_progress_bar_enabled()
+    tf_level = transformers.utils.logging.get_verbosity()
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()  # its warnings (e.g. tied lm_head "missing keys") are ours to log
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - transformers without GGUF support
+        gguf_utils = None
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
+        transformers.utils.logging.set_verbosity(tf_level)
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
         if ds_on:
             datasets.enable_progress_bars()
         if tf_on:

@@ -9,6 +9,14 @@ from curate.cli.common import deprecated_options, emit_json, handle_errors, json
 DIR_HELP = "Data folder of the server (default: .curate/studio in the current folder)."
 
 
+def _shown(path: str) -> str:
+    """A path for people: relative to the current folder when it is under it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def register(main: click.Group) -> None:
     @main.group("studio")
     def studio() -> None:
@@ -55,7 +63,7 @@ def register(main: click.Group) -> None:
         else:
             click.echo(info.url)
             say(f"Label Studio {info.version} is up (pid {info.pid}); log in as {creds['username']} (password in "
-                f"{out['credentials_file']}); stop it with `curate studio down`", quiet=quiet)
+                f"{_shown(out['credentials_file'])}); stop it with `curate studio down`", quiet=quiet)
             if show_token:
                 click.echo(creds["token"])
 

@@ -62,9 +62,9 @@ def test_train_sft_json_then_eval_and_compare(tiny_model: Path, export_dir: Path
 @pytest.mark.parametrize("args, code, message", [
     (["train", "sft", "{export}", "--model", "{tmp}/missing", "--out", "{tmp}/o"], 1,
      "error: model path {tmp}/missing does not exist; curate loads local models only"),
-    (["train", "dpo", "{export}", "--out", "{tmp}/o"], 2, "give exactly one of --model and --from"),
-    (["eval", "{spec}"], 2, "give exactly one of --model and --outputs"),
-    (["eval"], 2, "give SPEC (or --compare A B)"),
+    (["train", "dpo", "{export}", "--out", "{tmp}/o"], 1, "give exactly one of --model and --from"),
+    (["eval", "{spec}"], 1, "give exactly one of --model and --outputs"),
+    (["eval"], 1, "give SPEC (or --compare A B)"),
     (["eval", "--compare", "{spec}/spec.yaml", "{spec}/spec.yaml"], 1, "error: {spec}/spec.yaml is not JSON"),
 ])
 def test_cli_errors(args: list[str], code: int, message: str, export_dir: Path, spec_dir: Path,
