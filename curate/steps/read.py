@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from curate.errors import InputError
 from curate.readers.common import Reject
 from curate.readers.containers import InputPath, container_of, expand_inputs, iter_units
+from curate.readers.guard import unit_fault
 from curate.readers.shapes import CONVERTERS, SHAPES, detect_shape
 from curate.records import PreferenceRecord, SFTRecord, Source
 
@@ -124,6 +125,7 @@ def _quarantine_file(path: Path, units: Iterator[tuple[int, Any, Any]], ctx: Run
     an object keeps its own reason): the other inputs of the build go on."""
     fname = str(path)
     n = 0
+    first_line: int | None = None
     log.info("%s (its units are quarantined as unknown_format; --strict stops instead)", why)
     try:
         for line, obj, original in units:
@@ -132,7 +134,10 @@ def _quarantine_file(path: Path, units: Iterator[tuple[int, Any, Any]], ctx: Run
                 reason, detail = obj.reason, obj.detail
             else:
                 reason = "unknown_format"
-                detail = why.split(": ", 1)[1] if n == 1 else "this file's format could not be detected (see line 1)"
+                if first_line is None:
+                    first_line, detail = line, why.split(": ", 1)[1]
+                else:
+                    detail = f"this file's format could not be detected (see line {first_line})"
             ctx.quarantine(step=STEP, reason=reason, detail=f"{fname}:{line}: {detail}",
                            source=Source(file=fname, line=line), original=_original(original))
     finally:
@@ -262,6 +267,8 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
     try:
         for line, obj, original in units:
             n_in += 1
+            if not isinstance(obj, Reject):
+                obj = unit_fault(obj, original) or obj  # too deep, huge number, NaN, duplicate key (#16)
             if isinstance(obj, Reject):
                 reject(obj, line, original)
                 continue
