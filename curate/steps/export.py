@@ -13,9 +13,10 @@ Formats (TRL 1.16's own, so `SFTTrainer` / `DPOTrainer` take the folders as they
 - The spec's `system_prompt` is prepended as the system turn when a record has none
   (`spec.export.include_system_prompt`). Tool-call arguments and the `tools` column are JSON strings (Arrow would
   otherwise unify dict keys across rows). An `id` column keeps lineage (TRL ignores extra columns).
-- Each of `sft/` and `dpo/` holds `train.jsonl`, `test.jsonl`, `data/{train,test}-00000-of-00001.parquet` and a
-  small README.md whose YAML header maps the Parquet files to splits, so `datasets.load_dataset("out/x/v1/sft")`
-  reads train and test. The top-level README.md (the dataset card) maps both as configs `sft` and `dpo`.
+- Each of `sft/` and `dpo/` holds `data/{train,test}-00000-of-00001.parquet` (the primary export: compressed, the
+  repeated system prompt costs next to nothing), the same rows as `train.jsonl` and `test.jsonl`, and a small
+  README.md whose YAML header maps the Parquet files to splits, so `datasets.load_dataset("out/x/v1/sft")` reads
+  train and test. The top-level README.md (the dataset card) maps both as configs `sft` and `dpo`, and says so.
 
 Atomicity and the output folder: `staged_output` (curate.outdir) writes everything into a staging folder beside
 the target and then replaces only curate's own outputs there (listed in the folder's `.curate-build.json`),
@@ -624,6 +625,10 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     if loadable:
         lines += ["Each kind is a config of this folder (and a dataset folder of its own: `" + "/`, `".join(loadable)
                   + "/`):", "", "```python", snippets["load"], "```", ""]
+        lines += ["The rows are in Parquet, what the configs load: " + ", ".join(f"`{f}/data/*.parquet`" for f in loadable)
+                  + " (compressed: the system prompt every row repeats costs next to nothing). "
+                  + ", ".join(f"`{f}/train.jsonl` and `{f}/test.jsonl`" for f in loadable)
+                  + " hold the same rows as JSON lines, for tools that read JSONL.", ""]
     for f in empty:
         lines += [f"There are no {f.upper()} rows in this build: `{f}/` is empty and has no config.", ""]
     for f in loadable:
