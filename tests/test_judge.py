@@ -345,3 +345,36 @@ def test_calibrate_cli_writes_the_gate_and_a_rule_change_voids_it(tmp_path, monk
     assert r.exit_code == 1 and r.stderr.startswith("error: support-triage@1 has no judge rule")
     r = runner.invoke(main, ["judge", "calibrate", str(folder), "--labels", str(labels)])
     assert r.exit_code == 1 and "names no judge" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_judge_eval_adds_judge_rules_to_an_eval_report(tmp_path, monkeypatch):
+    from curate.evaluate import evaluate_outputs, write_report
+
+    monkeypatch.chdir(tmp_path)
+    folder = _spec_dir(tmp_path)
+    spec = load_spec(folder)
+    outputs = tmp_path / "outputs.jsonl"
+    answer = {"intent": "reset_password", "entities": {}, "missing_info": []}
+    rows = [{"prompt": "reset my password", "response": json.dumps({**answer, "next_step": step})}
+            for step in ("I have reset it.", "Send the reset link.", "We have refunded you.")]
+    outputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = tmp_path / "eval.json"
+    write_report(evaluate_outputs(spec, outputs), report)
+    before = json.loads(report.read_text())
+    assert "no-claims-judged" not in {r["rule"] for r in before["rules"]}  # code checks only
+    with _ChatServer() as srv:
+        r = CliRunner().invoke(main, ["judge", "eval", str(folder), str(report), "--base-url", srv.url,
+                                      "--judge-model", "grader-1", "--json"])
+    assert r.exit_code == 0, r.output
+    after = json.loads(report.read_text())
+    [j] = after["judge"]["rules"]
+    assert (j["rule"], j["pass"], j["fail"], j["skip"]) == ("no-claims-judged", 1, 2, 0)
+    assert j["status"] == "suggestion"
+    assert j["why"] == "not calibrated" and j["rule_sha"] == rule_hash(spec, spec.rule("no-claims-judged"))
+    assert [it["judge"]["no-claims-judged"] for it in after["items"]] == ["fail", "pass", "fail"]
+    assert after["overall_pass_rate"] == before["overall_pass_rate"] and after["rules"] == before["rules"]
+    bad = tmp_path / "not-eval.json"
+    bad.write_text("{}")
+    r = CliRunner().invoke(main, ["judge", "eval", str(folder), str(bad), "--base-url",
+                                  "http://127.0.0.1:9/v1", "--judge-model", "m"])
+    assert r.exit_code == 1 and "not a `curate eval --json-out` report" in r.stderr

@@ -149,6 +149,41 @@ def register(main: click.Group) -> None:
         say(f"{len(rows)} responses judged by {judge_.id}", quiet=quiet)
 
     @deprecated_options({"--out": "--out-file"})
+    @judge.command("eval")
+    @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
+    @click.argument("report", type=click.Path(exists=True, dir_okay=False))
+    @judge_options
+    @json_option
+    @quiet_option
+    @handle_errors
+    def eval_cmd(spec_path: str, report: str, model: str | None, gguf_file: str | None, base_url: str | None,
+                 endpoint_model: str | None, cache_path: str | None, as_json: bool, quiet: bool) -> None:
+        """Add the judge rules' results to an eval report (`curate eval --json-out`), each rule marked
+        automatic (its calibration passes the gate) or suggestion; the code checks' figures are not changed.
+
+        \b
+        Example:
+          curate eval specs/support-triage --model runs/sft --json-out evals/after.json
+          curate judge eval specs/support-triage evals/after.json
+        """
+        from curate.judge.core import JudgeCache, default_cache_path
+        from curate.judge.evals import judge_eval_report
+        from curate.spec import load_spec
+
+        spec = load_spec(spec_path)
+        _rules(spec, ())
+        judge_ = _judge(spec, model, gguf_file, base_url, endpoint_model)
+        with JudgeCache(cache_path or default_cache_path(spec)) as cache:
+            rep = judge_eval_report(spec, report, judge_, cache=cache)
+        if as_json:
+            emit_json({"spec": spec.ref, "report": report, **rep["judge"]})
+            return
+        for r in rep["judge"]["rules"]:
+            rate = "-" if r["pass_rate"] is None else f"{r['pass_rate']:.1%}"
+            click.echo(f"{r['rule']}\t{r['status']}\tpass {r['pass']}\tfail {r['fail']}\tskip {r['skip']}"
+                       f"\t{rate}")
+        say(f"judge results written into {report}", quiet=quiet)
+
     @judge.command("calibrate")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
     @click.option(
