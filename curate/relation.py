@@ -19,7 +19,7 @@ prefixes (a "user: " prefix would make every short pair look alike):
 - `prompt`: the contents of the non-system turns before the answer, joined by newlines;
 - `response`: the answer: an SFT record's last assistant turn, a preference record's chosen side (the rejected
   side is left out: chosen and rejected are near-twins by design);
-- `user`: the user turns only (what leakage and split grouping compare);
+- `user`: the user turns only, joined (what split grouping compares); `user_turns`: each of them (leakage);
 - `turns`: (role, content) of every non-system turn (exact duplicates, continuations).
 
 `text_score(a, b, t)`: 1.0 for equal normal forms. If either text is SHORT (fewer than `SHORT_TOKENS` word
@@ -61,6 +61,7 @@ class View:
     response: str
     user: str
     turns: tuple[tuple[str, str], ...]
+    user_turns: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -100,7 +101,9 @@ def view(messages: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, An
             prompt_turns, response = turns[:last], turns[last][1]
     prompt = "\n".join(c for _, c in prompt_turns)
     user = "\n".join(c for role, c in prompt_turns if role == "user")
-    return View(prompt=normalize_text(prompt), response=response, user=normalize_text(user), turns=tuple(turns))
+    user_turns = tuple(c for role, c in prompt_turns if role == "user")
+    return View(prompt=normalize_text(prompt), response=response, user=normalize_text(user), turns=tuple(turns),
+                user_turns=user_turns)
 
 
 def view_of_record(rec: Any) -> View:
@@ -175,9 +178,18 @@ def near_score(a: View, b: View, threshold: float) -> float:
     return min(p, r)
 
 
-def leak_score(a: View, b: View, threshold: float) -> float:
-    """A leak between a training and a held-out record: their user texts are similar (`text_score`)."""
-    return text_score(a.user, b.user, threshold)
+def leak_score(a: Sequence[str], b: Sequence[str], threshold: float) -> float:
+    """A leak between a training and a held-out record, given each one's normalized user turns: their user texts
+    (the turns joined) are similar (`text_score`), or one's user turns are a prefix of the other's, turn by turn
+    similar (a benchmark question and the same question with a follow-up). Symmetric; 0.0 when no leak."""
+    if not a or not b:
+        return 0.0
+    whole = text_score(" ".join(a), " ".join(b), threshold)
+    if whole or len(a) == len(b):
+        return whole
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    scores = [text_score(x, y, threshold) for x, y in zip(short, long_)]
+    return min(scores) if all(scores) else 0.0
 
 
 def continuation(a: View, b: View) -> bool:

@@ -47,7 +47,7 @@ from curate.readers.shapes import detect_shape
 from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
 from curate.steps.export import system_turn
-from curate.steps.pairs import pair_of
+from curate.steps.pairs import pair_of, partner_index
 from curate.steps.validate import HELDOUT_TAG, LengthCounter
 from curate.steps.validate import validate as _validate
 
@@ -188,6 +188,19 @@ def user_text(row: Row, obj: dict[str, Any] | None = None) -> str:
     obj = obj if obj is not None else row.obj()
     msgs = obj["messages"] if row.kind == "sft" else obj["prompt"]
     return "\n".join([m["content"] for m in msgs if m["role"] == "user"])
+
+
+def user_turns(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The contents of a row's user turns (what the leakage check compares)."""
+    if row.rec is not None:
+        return tuple(m.content for m in row.rec.prompt_messages() if m.role == "user")
+    obj = obj if obj is not None else row.obj()
+    return tuple(m["content"] for m in _prompt_msgs(row, obj) if m["role"] == "user")
+
+
+def user_turns_all(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    """`user_turns` of each row, nearby lines read with one `pread` (`read_objs`)."""
+    return [user_turns(r, o) for r, o in zip(rows, read_objs(rows))]
 
 
 def _prompt_msgs(row: Row, obj: dict[str, Any]) -> list[dict[str, str]]:
@@ -1032,7 +1045,6 @@ def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[
             good[prompt_key(r)].append(r)
     for lst in good.values():
         lst.sort(key=lambda r: r.id)
-    used: dict[str, int] = defaultdict(int)
     out: list[Row] = []
     unpaired: list[Row] = []
     paired = 0
@@ -1047,8 +1059,7 @@ def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[
         if not candidates:
             unpaired.append(r)
             continue
-        partner = materialize(candidates[used[key] % len(candidates)], spec, checker)
-        used[key] += 1
+        partner = materialize(candidates[partner_index(rec.id, len(candidates))], spec, checker)
         assert isinstance(partner, SFTRecord)
         out.append(row_of(pair_of(rec, partner)))
         paired += 1

@@ -1,9 +1,11 @@
 """The independent leakage check: every held-out text against every training text, blocked by cheap keys, decided
-exactly by `curate.relation.text_score`.
+exactly by `curate.relation.leak_score` (user texts similar, or one's user turns a near prefix of the other's).
 
     >>> from curate.steps.leakcheck import leak_pairs
     >>> leak_pairs(["how do i reset my password?"], ["how do i reset my pasword?", "where is my order?"], 0.8)
     [(0, 0, 0.9811)]
+    >>> leak_pairs([("write a poem about rain.", "now make it rhyme.")], ["write a poem about rain!"], 0.8)
+    [(0, 0, 1.0)]
 
 It shares the definition with the split's grouping (`relation.text_score` of normalized user texts) and nothing
 else: its own blocking, so a pair the grouping's candidates missed is found here. The blocks (a pair is compared
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from curate.near import BandSketch, candidate_pairs, key_pairs, skeleton_keys
-from curate.relation import is_short, text_score
+from curate.relation import is_short, leak_score
 
 __all__ = ["LOOSE", "leak_pairs"]
 
@@ -32,23 +34,43 @@ LOOSE = 0.5  # the LSH of the check is built for this threshold (looser than any
 _SHORT_CHARS = 400
 
 
-def leak_pairs(train: Sequence[str], test: Sequence[str], threshold: float, *,
+def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequence[str]], threshold: float, *,
                brute: bool = False) -> list[tuple[int, int, float]]:
-    """(train index, test index, score) of every pair of normalized texts with text_score >= threshold, sorted."""
-    nt, nh = len(train), len(test)
+    """(train index, test index, score) of every leak (`relation.leak_score`) between items given as their
+    normalized user turns (a str is one turn), sorted."""
+    tr = [(t,) if isinstance(t, str) else tuple(t) for t in train]
+    te = [(t,) if isinstance(t, str) else tuple(t) for t in test]
+    nt, nh = len(tr), len(te)
     if not nt or not nh:
         return []
-    texts = list(train) + list(test)
     if brute:
-        cand = np.array([(i, nt + j) for i in range(nt) for j in range(nh)], dtype=np.int64).reshape(-1, 2)
+        cand = [(i, j) for i in range(nt) for j in range(nh)]
     else:
-        cand = _blocks(texts, nt)
+        # blocking texts: each item's joined user text and, for multi-turn items, its first turn (prefix leaks);
+        # a pair is compared when any of its texts meet in a block
+        texts: list[str] = []
+        owner: list[int] = []
+        for k, turns in enumerate(tr + te):
+            if not turns:
+                continue
+            texts.append(" ".join(turns))
+            owner.append(k)
+            if len(turns) > 1:
+                texts.append(turns[0])
+                owner.append(k)
+        side = np.array([o >= nt for o in owner], dtype=bool)
+        order = np.argsort(side, kind="stable")  # training texts first
+        texts = [texts[q] for q in order.tolist()]
+        own = np.array(owner, dtype=np.int64)[order]
+        n_train_texts = int((~side).sum())
+        got = _blocks(texts, n_train_texts)
+        pairs = np.stack((own[got[:, 0]], own[got[:, 1]] - nt), axis=1) if len(got) else np.empty((0, 2), np.int64)
+        cand = np.unique(pairs, axis=0).tolist() if len(pairs) else []
     out = []
-    for i, j in cand.tolist():
-        if i < nt <= j:
-            score = text_score(texts[i], texts[j], threshold)
-            if score > 0:
-                out.append((i, j - nt, score))
+    for i, j in cand:
+        score = leak_score(tr[i], te[j], threshold)
+        if score > 0:
+            out.append((i, j, score))
     out.sort()
     return out
 

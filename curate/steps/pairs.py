@@ -10,7 +10,8 @@ rules it names) is paired with a passing SFT record whose prompt is the same (no
 before the final answer, system turns ignored). The pair is `PreferenceRecord(prompt=good prompt,
 chosen=[good answer], rejected=[negative answer], violates=the negative's violates)`, with the negative's
 category, tags and source, and `source.parent` = the good record's id. When several passing answers share the
-prompt, negatives are spread over them in id order (deterministic).
+prompt, a negative gets the one at `partner_index(its id, how many)`: a function of the two records' ids, never of
+the input order (docs/contracts.md).
 
 Unpaired negatives (no passing answer with the same prompt) are kept aside and exported to `negatives.jsonl`
 in the build folder (counted as exported): they are the raw material for `curate expand` or for labeling,
@@ -65,7 +66,6 @@ def make_pairs(records: Iterable[Rec]) -> PairResult:
             good[record_prompt_key(rec)].append(rec)
     for lst in good.values():
         lst.sort(key=lambda r: r.id)
-    used: dict[str, int] = defaultdict(int)
     out = PairResult()
     for rec in items:
         if not (isinstance(rec, SFTRecord) and rec.is_negative):
@@ -76,11 +76,15 @@ def make_pairs(records: Iterable[Rec]) -> PairResult:
         if not candidates:
             out.unpaired.append(rec)
             continue
-        partner = candidates[used[key] % len(candidates)]
-        used[key] += 1
+        partner = candidates[partner_index(rec.id, len(candidates))]
         out.records.append(pair_of(rec, partner))
         out.paired += 1
     return out
+
+
+def partner_index(negative_id: str, n: int) -> int:
+    """Which of `n` passing answers (sorted by id) a negative is paired with: spread by the negative's own id."""
+    return int(negative_id[:15], 16) % n if n else 0
 
 
 def pair_of(negative: SFTRecord, partner: SFTRecord) -> PreferenceRecord:
@@ -96,4 +100,4 @@ def pair_of(negative: SFTRecord, partner: SFTRecord) -> PreferenceRecord:
     )
 
 
-__all__ = ["PairResult", "make_pairs", "pair_of", "prompt_key", "record_prompt_key"]
+__all__ = ["PairResult", "make_pairs", "pair_of", "partner_index", "prompt_key", "record_prompt_key"]

@@ -350,7 +350,7 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
                        keys=C.split_keys, text=C.user_text, record=record, release=C.release_memory,
                        keys_all=C.split_keys_all,
                        texts_all=lambda rs: C.pool_map(C.user_text, rs),
-                       links=[(r["a"], r["b"]) for r in relations])
+                       links=[(r["a"], r["b"]) for r in relations], turns=C.user_turns_all)
     # (the split's own leakage check moved every leaking training twin out: parts.leakage says what it found)
     side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
     C.release_memory()
@@ -363,7 +363,8 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     if extra:
         raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
 
-    coverage = C.coverage(spec, exported, lambda r: side.get(r.id, "negatives"), checker).as_dict()
+    side_of = side.get
+    coverage = C.coverage(spec, exported, lambda r: side_of(r.id, "negatives"), checker).as_dict()
 
     sft_ids = {r.id for r in sft_rows}
     sft_train = [r for r in parts.train if r.id in sft_ids]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,18 +135,20 @@ class Leakage:
                 "checked_pairs": self.checked, "examples": self.examples}
 
 
-def leakage(train: Iterable[tuple[Any, str]], test: Iterable[tuple[Any, str]], *, threshold: float = 0.8,
-            max_examples: int = 20) -> Leakage:
-    """Exact and near matches between two collections of (key, text); each test item counts once, with its best
-    training match. The decision is `relation.text_score` of the normalized texts (`leakcheck.leak_pairs`)."""
+def leakage(train: Iterable[tuple[Any, str | Sequence[str]]], test: Iterable[tuple[Any, str | Sequence[str]]], *,
+            threshold: float = 0.8, max_examples: int = 20) -> Leakage:
+    """Exact and near matches between two collections of (key, user text or user turns); each test item counts once,
+    with its best training match. The decision is `relation.leak_score` (`leakcheck.leak_pairs`)."""
     from curate.steps.leakcheck import leak_pairs
 
     tr = list(train)
     te = list(test)
     out = Leakage(threshold=threshold, checked=len(tr) * len(te))
     best: dict[int, tuple[float, int]] = {}
-    for i, j, score in leak_pairs([normalize_text(t) for _, t in tr], [normalize_text(t) for _, t in te],
-                                  threshold):
+    def norm(t: str | Sequence[str]) -> tuple[str, ...]:
+        return (normalize_text(t),) if isinstance(t, str) else tuple(normalize_text(x) for x in t)
+
+    for i, j, score in leak_pairs([norm(t) for _, t in tr], [norm(t) for _, t in te], threshold):
         if score > best.get(j, (-1.0, 0))[0]:
             best[j] = (score, i)
     for j in sorted(best):
@@ -155,8 +156,9 @@ def leakage(train: Iterable[tuple[Any, str]], test: Iterable[tuple[Any, str]], *
         method = "exact" if score >= 1.0 else "near"
         setattr(out, method, getattr(out, method) + 1)
         if len(out.examples) < max_examples:
+            text = te[j][1] if isinstance(te[j][1], str) else " / ".join(te[j][1])
             out.examples.append({"method": method, "a": tr[i][0], "b": te[j][0], "score": round(score, 4),
-                                 "text": te[j][1][:200]})
+                                 "text": text[:200]})
     return out
 
 
@@ -220,7 +222,8 @@ def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutL
         spec = spec.model_copy(update={"split": new})
     return split_rows(records, spec=spec, ctx=ctx, keys=lambda r: (normalize_text(r.user_text()), record_prompt_key(r)),
                       text=lambda r: r.user_text(), record=lambda r: r, lock=lock, near_threshold=near_threshold,
-                      links=links)
+                      links=links,
+                      turns=lambda rs: [[m.content for m in r.prompt_messages() if m.role == "user"] for r in rs])
 
 
 _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
@@ -232,7 +235,8 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
                near_threshold: float = 0.8, release: Callable[[], None] | None = None,
                keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None,
                texts_all: Callable[[list[Any]], Iterable[str]] | None = None,
-               links: Iterable[tuple[str, str]] = ()) -> SplitResult:
+               links: Iterable[tuple[str, str]] = (),
+               turns: Callable[[list[Any]], list[Sequence[str]]] | None = None) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     `keys_all(rows)`, when given, yields `keys(row)` for each of the (sorted) rows, in order (the compact build
@@ -295,19 +299,43 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
 
     pos = {r.id: i for i, r in enumerate(recs)}
     link_idx = [(pos[a], pos[b]) for a, b in links if a in pos and b in pos]
+    if turns is not None:
+        link_idx += _prefix_links(recs, turns, near_threshold)
     res, _ = _split_arrays(
         recs, ucode, pcode, pkeys, texts_of, lambda roots, codes: _strata(recs, roots, fields, record, codes),
         lambda i: record(recs[i]), near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold,
         links=link_idx)
     del pkeys, ucode, pcode, pos
     held = None
-    res.leakage = repair_leakage(res, text, record, ctx=ctx, threshold=near_threshold)
+    res.leakage = repair_leakage(res, turns or (lambda rs: [(text(r),) for r in rs]), record, ctx=ctx,
+                                 threshold=near_threshold)
     ctx.report(STEP, 3, 3)
     return res
 
 
-def repair_leakage(res: SplitResult, text: Callable[[Any], str], record: Callable[[Any], Rec], *,
-                   ctx: RunContext, threshold: float) -> Leakage:
+def _prefix_links(recs: list[Any], turns: Callable[[list[Any]], list[Sequence[str]]],
+                  threshold: float) -> list[tuple[int, int]]:
+    """Pairs of items one of which has several user turns and the two are a leak by `relation.leak_score`
+    (typically a question and the same question with a follow-up): one split group, so the leakage check after
+    the split has nothing to move. Candidates: similar first user turns (`near.text_pairs`)."""
+    from curate.relation import leak_score
+
+    got: list[tuple[str, ...]] = []
+    for a in range(0, len(recs), 8192):
+        got += [tuple(normalize_text(t) for t in ts) for ts in turns(recs[a:a + 8192])]
+    multi = [len(t) > 1 for t in got]
+    if not any(multi):
+        return []
+    firsts = [t[0] if t else "" for t in got]
+    out = []
+    for i, j, _ in text_pairs(len(firsts), firsts.__getitem__, threshold):
+        if (multi[i] or multi[j]) and leak_score(got[i], got[j], threshold):
+            out.append((i, j))
+    return out
+
+
+def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[str]]],
+                   record: Callable[[Any], Rec], *, ctx: RunContext, threshold: float) -> Leakage:
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
     A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
@@ -317,8 +345,11 @@ def repair_leakage(res: SplitResult, text: Callable[[Any], str], record: Callabl
     out = Leakage(threshold=threshold)
     if not res.train or not res.test:
         return out
-    found = leak_pairs([normalize_text(text(r)) for r in res.train], [normalize_text(text(r)) for r in res.test],
-                       threshold)
+    def norm(rs: list[Any]) -> list[tuple[str, ...]]:
+        return [tuple(normalize_text(t) for t in got) for got in turns(rs)]
+
+    test_turns = norm(res.test)
+    found = leak_pairs(norm(res.train), test_turns, threshold)
     out.checked = len(res.train) * len(res.test)
     if not found:
         return out
@@ -332,7 +363,8 @@ def repair_leakage(res: SplitResult, text: Callable[[Any], str], record: Callabl
         method = "exact" if score >= 1.0 else "near"
         setattr(out, method, getattr(out, method) + 1)
         if len(out.examples) < 20:
-            out.examples.append({"method": method, "a": r.id, "b": t.id, "score": score, "text": text(t)[:200]})
+            out.examples.append({"method": method, "a": r.id, "b": t.id, "score": score,
+                                 "text": " / ".join(test_turns[j])[:200]})
         ctx.quarantine(step=STEP, reason="leak_train_twin", record=record(r),
                        detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
                               f"record {t.id}; moved out of training (the held-out set is never changed)")
@@ -646,8 +678,20 @@ def _rows_of_file(path: Path) -> Iterable[dict[str, Any]]:
                 yield obj
 
 
-def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tuple[str, str]]:
-    """(where, user text) of every row of a dataset file or folder (JSONL, JSON, Parquet; a build folder)."""
+def _build_read_texts(f: Path) -> list[tuple[str, Any]]:
+    """(where, user turns) of every record the build's readers get out of a file (nothing when they get none)."""
+    from curate.errors import CurateError
+    from curate.steps.read import read_inputs
+
+    try:
+        return [(r.source.where(), t) for r in read_inputs([str(f)], ctx=RunContext())
+                if (t := tuple(m.content for m in r.prompt_messages() if m.role == "user"))]
+    except CurateError:
+        return []
+
+
+def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tuple[str, Any]]:
+    """(where, user turns, or a user text) of every row of a dataset file or folder (JSONL, JSON, Parquet; a build folder)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
@@ -662,10 +706,11 @@ def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tu
         files = [p]
     out = []
     for f in files:
-        for i, row in enumerate(_rows_of_file(f), start=1):
-            text = _user_text_of_row(row) if isinstance(row, dict) else None
-            if text:
-                out.append((f"{f}:{i}", text))
+        got = _build_read_texts(f)  # every format the build reads (ShareGPT, Alpaca, OpenAI, HH, LS exports ...)
+        if not got:  # anything else with a recognisable prompt field
+            got = [(f"{f}:{i}", t) for i, row in enumerate(_rows_of_file(f), start=1)
+                   if isinstance(row, dict) and (t := _user_text_of_row(row))]
+        out += got
     if not out:
         raise InputError(f"{p}: no rows with a prompt or user turn found (JSONL/JSON/Parquet with messages, "
                          "prompt, conversations, instruction, turns or question)")
