@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from curate.errors import SpecError
 
@@ -531,6 +532,12 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{file}: not UTF-8 text (byte {err.start})") from None
     except RecursionError:
         raise SpecError(f"{file}: YAML nested too deep to read") from None
+    except ReaderError as err:  # a NUL or another character YAML does not allow
+        text = raw.decode("utf-8", "replace")
+        pos = getattr(err, "position", 0) or 0
+        line = text.count("\n", 0, pos) + 1
+        raise SpecError(f"{file}:{line}:{pos - (text.rfind(chr(10), 0, pos) + 1) + 1}: character "
+                        f"#x{getattr(err, 'character', 0):04x} is not allowed in YAML") from None
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

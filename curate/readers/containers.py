@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from curate.errors import InputError
+from curate.readers import guard
 from curate.readers.common import Reject
 
 Unit = tuple[int, Any, Any]  # (line, dict | other JSON value | Reject, original text/JSON for quarantine)
@@ -158,6 +159,17 @@ def iter_units(path: Path, container: str) -> Iterator[Unit]:
 # ---------------------------------------------------------------- JSONL
 
 def _classify(raw: bytes, err: Exception) -> Reject:
+    if "depth limit" in str(err) or "recursion" in str(err).lower():
+        return Reject("too_deep", f"nested deeper than the JSON parser reads ({err})")
+    if b"NaN" in raw or b"Infinity" in raw or b"e" in raw or b"E" in raw:  # one rule with the .json reader
+        try:
+            obj = json.loads(raw, parse_constant=guard.parse_constant, parse_float=guard.parse_float)
+        except (ValueError, RecursionError):
+            obj = None
+        if obj is not None:
+            fault = guard.unit_fault(obj)
+            if fault is not None and fault.reason == "not_finite":
+                return fault
     if _PY_LITERAL.search(raw):
         try:
             import ast
@@ -292,18 +304,30 @@ def iter_json(path: Path) -> Iterator[Unit]:
             data.decode("utf-8", "replace")[:100_000]
         return
     pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+    # one rule with JSONL: NaN/Infinity are not JSON, integers beyond 64 bits are read as floats; duplicate keys
+    # are marked (curate.readers.guard quarantines all three per unit)
+    decoder = json.JSONDecoder(object_pairs_hook=guard.pairs_hook, parse_constant=guard.parse_constant,
+                               parse_float=guard.parse_float, parse_int=guard.parse_int)
     if not text.startswith("[", pos):
         try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as err:
-            yield 1, _classify(data, err), text[:100_000]
+            obj, end = decoder.raw_decode(text, pos)
+            if _WS.match(text, end).end() != len(text):  # type: ignore[union-attr]
+                raise json.JSONDecodeError("extra data", text, end)
+        except (json.JSONDecodeError, RecursionError) as err:
+            try:
+                orjson.loads(data)
+                msg: Exception = err
+            except orjson.JSONDecodeError as oerr:
+                msg = oerr
+            rej = _classify(data, msg) if not isinstance(err, RecursionError) else \
+                Reject("too_deep", "nested deeper than the JSON parser reads")
+            yield 1, rej, text[:100_000]
             return
         if isinstance(obj, dict):
             yield text.count("\n", 0, pos) + 1, obj, obj
         else:
             yield 1, Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object or array"), obj
         return
-    decoder = json.JSONDecoder()
     line = text.count("\n", 0, pos) + 1
     last = pos
     pos += 1
@@ -323,6 +347,14 @@ def iter_json(path: Path) -> Iterator[Unit]:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError:
             break
+        except RecursionError:  # one element nested past the parser: that element is the bad unit
+            end = _skip_value(text, pos)
+            if end is None:
+                break
+            yield line, Reject("too_deep", "array element nested deeper than the JSON parser reads"), \
+                text[pos:min(end, pos + 100_000)]
+            pos = end
+            continue
         if isinstance(obj, dict):
             yield line, obj, obj
         else:
@@ -340,19 +372,55 @@ def iter_json(path: Path) -> Iterator[Unit]:
                        f"{rest.count(chr(10)) + 1} lines after it could not be read"), rest[:100_000]
 
 
+def _skip_value(text: str, pos: int) -> int | None:
+    """The end of the JSON array/object starting at `pos`, found by bracket depth outside strings (no recursion),
+    or None when it never closes."""
+    depth = 0
+    i, n = pos, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
 # ---------------------------------------------------------------- CSV
 
-def _cell(value: str) -> Any:
+_JSON_COLUMNS = frozenset(("labels", "tags", "violates", "history", "instances", "turns", "reference", "checks"))
+
+
+def _messages_like(v: Any) -> bool:
+    """A message object or a non-empty list of them ({role|from, ...}): what a turns column holds."""
+    if isinstance(v, dict):
+        return "role" in v or "from" in v
+    return isinstance(v, list) and bool(v) and all(isinstance(m, dict) and ("role" in m or "from" in m) for m in v)
+
+
+def _cell(column: str, value: str) -> Any:
+    """A CSV cell is text. A cell holding JSON messages (a turns column), or JSON in one of our structured
+    columns (labels, tags, ...) is parsed; `true`/`false` in a `label` column (KTO) are booleans. An answer that
+    is JSON, a list or the word True stays the text it is."""
     s = value.strip()
     if s[:1] in ("[", "{") and s[-1:] in ("]", "}"):
         try:
-            return orjson.loads(s)
+            v = orjson.loads(s)
         except orjson.JSONDecodeError:
             return value
-    if s in ("true", "True", "TRUE"):
-        return True
-    if s in ("false", "False", "FALSE"):
-        return False
+        return v if column in _JSON_COLUMNS or _messages_like(v) else value
+    if column == "label":
+        if s in ("true", "True", "TRUE"):
+            return True
+        if s in ("false", "False", "FALSE"):
+            return False
     return value
 
 
@@ -369,6 +437,7 @@ def iter_csv(path: Path) -> Iterator[Unit]:
         except StopIteration:
             return
         start = reader.line_num + 1
+        dups = sorted({h for h in header if header.count(h) > 1})
         while True:
             try:
                 row = next(reader)
@@ -391,7 +460,10 @@ def iter_csv(path: Path) -> Iterator[Unit]:
             if len(row) != len(header):
                 yield line, Reject("bad_csv_row", f"{len(row)} cells, the header has {len(header)}"), original
                 continue
-            yield line, {k: _cell(v) for k, v in zip(header, row)}, original
+            if dups:
+                yield line, Reject("duplicate_key", f"column {dups[0]!r} appears twice in the header"), original
+                continue
+            yield line, {k: _cell(k, v) for k, v in zip(header, row)}, original
 
 
 # ---------------------------------------------------------------- Parquet / Arrow

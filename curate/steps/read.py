@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from curate.errors import InputError
 from curate.readers.common import Reject
 from curate.readers.containers import InputPath, container_of, expand_inputs, iter_units
+from curate.readers.guard import unit_fault
 from curate.readers.shapes import CONVERTERS, SHAPES, detect_shape
 from curate.records import PreferenceRecord, SFTRecord, Source
 
@@ -266,6 +267,8 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
     try:
         for line, obj, original in units:
             n_in += 1
+            if not isinstance(obj, Reject):
+                obj = unit_fault(obj, original) or obj  # too deep, huge number, NaN, duplicate key (#16)
             if isinstance(obj, Reject):
                 reject(obj, line, original)
                 continue

@@ -1,0 +1,146 @@
+"""Per-unit faults no converter should meet: one bad unit is quarantined, never the end of a build.
+
+    >>> from curate.readers.guard import unit_fault
+    >>> unit_fault({"a": [[[1]]]}, b'{"a": [[[1]]]}') is None
+    True
+    >>> unit_fault({"a": 1, "b": 2}, b'{"a": 1, "a": 2, "b": 2}').reason
+    'duplicate_key'
+
+One rule for every container (JSONL, JSON, CSV, Parquet, Arrow):
+- too_deep: objects/arrays nested deeper than MAX_DEPTH (curate's writers, orjson, stop at 255 levels; a record
+  needs a handful). JSON nested beyond the parser's own limit is too_deep as well (containers.py).
+- number_out_of_range: an integer outside the 64-bit range (orjson cannot write it; JSONL's parser reads such
+  numbers as floats, the `.json` reader does the same, so this is met only in other containers).
+- not_finite: NaN or Infinity (not JSON: JSONL rejects them as bad_json, the `.json` reader marks them).
+- duplicate_key: an object with a key twice (which value is meant?). Checked exactly for `.json` files; for JSONL
+  lines a cheap count of `":` decides when a line needs the exact check.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from curate.readers.common import Reject
+
+MAX_DEPTH = 64
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+class NonFinite(float):
+    """NaN / Infinity as read by the `.json` reader (kept a float, marked so the guard quarantines it)."""
+
+
+class DupDict(dict):  # type: ignore[type-arg]
+    """An object that had a key twice (the last value kept, as JSON parsers do); `dup` is the key."""
+
+    dup: str = ""
+
+
+def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json `object_pairs_hook`: a dict, or a DupDict naming the first repeated key."""
+    out: dict[str, Any] = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        marked = DupDict(out)
+        marked.dup = dup
+        return marked
+    return out
+
+
+def parse_constant(name: str) -> float:
+    return NonFinite(name)
+
+
+def parse_float(text: str) -> float:
+    v = float(text)
+    return NonFinite(v) if v in (float("inf"), float("-inf")) else v
+
+
+def parse_int(text: str) -> int | float:
+    v = int(text)
+    return v if _INT_MIN <= v <= _INT_MAX else float(v)  # as orjson reads it
+
+
+_PUSH = frozenset((dict, DupDict, list, tuple, int, NonFinite))
+
+
+def _walk(obj: Any) -> Reject | None:
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        t = type(node)
+        if t is dict or t is DupDict or t is list or t is tuple:
+            if depth > MAX_DEPTH:
+                return Reject("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+            if t is DupDict:
+                return Reject("duplicate_key", f"key {node.dup!r} appears twice in one object")
+            children = node.values() if t is not list and t is not tuple else node
+            for c in children:
+                tc = type(c)
+                if tc in _PUSH or isinstance(c, (dict, list)):
+                    stack.append((c, depth + 1))
+        elif t is int:
+            if not _INT_MIN <= node <= _INT_MAX:
+                return Reject("number_out_of_range", f"integer {str(node)[:24]}... is outside the 64-bit range")
+        elif t is NonFinite:
+            return Reject("not_finite", f"{node} is not a JSON number (NaN/Infinity)")
+        elif isinstance(node, dict):
+            stack.append((dict(node), depth))
+        elif isinstance(node, list):
+            stack.append((list(node), depth))
+    return None
+
+
+def _exact_duplicates(raw: bytes) -> Reject | None:
+    try:
+        obj = json.loads(raw, object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        return None
+    return _walk(obj) if _has_dup(obj) else None
+
+
+def _has_dup(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is DupDict:
+            return True
+        if isinstance(node, dict):
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return False
+
+
+def _key_count(obj: Any) -> int:
+    n = 0
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            n += len(node)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return n
+
+
+def unit_fault(obj: Any, original: Any = None) -> Reject | None:
+    """The fault of one raw unit (see the module doc), or None. `original`: the unit's raw bytes (JSONL), used to
+    find duplicate keys the parser dropped."""
+    got = _walk(obj)
+    if got is not None:
+        return got
+    if isinstance(original, bytes | bytearray | memoryview):
+        raw = bytes(original)
+        # every key ends with `":` (when written compactly); fewer parsed keys than such ends -> look exactly
+        ends = raw.count(b'":') - raw.count(b'\\":')
+        if ends > _key_count(obj):
+            return _exact_duplicates(raw)
+    return None
+
+
+__all__ = ["MAX_DEPTH", "DupDict", "NonFinite", "pairs_hook", "parse_constant", "parse_float", "parse_int",
+           "unit_fault"]
