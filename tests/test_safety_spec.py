@@ -227,3 +227,22 @@ def test_ctrl_c_exits_130_with_one_line_and_no_worker_tracebacks(tmp_path):
         assert proc.returncode == 130 and lines == ["error: interrupted"], err.decode()
         interrupted += 1
     assert interrupted
+
+
+def test_the_dataset_card_escapes_spec_text(tmp_path):
+    d = _spec_dir(tmp_path)
+    hostile = ('"Hi <script>alert(1)</script> [click](http://evil.example) ![img](x.png) **bold** &amp;\\n---\\n'
+               '# Not a heading\\n| a | b |"')
+    text = (d / "spec.yaml").read_text()
+    text = text.replace("description: Test spec for curate build (validate, pair, split, export).",
+                        f"description: {hostile}")
+    text = text.replace("says: Polite.", "says: \"Polite <b>always</b> [x](y)\"")
+    (d / "spec.yaml").write_text(text)
+    build(load_spec(d), out=tmp_path / "o")
+    card = (tmp_path / "o" / "README.md").read_text()
+    body = card.split("\n---\n", 2)[-1] if card.startswith("---") else card
+    assert "<script>" not in card and "<b>" not in card and "](http://evil.example)" not in card
+    assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in card and "\\[click\\]\\(http://evil.example\\)" in card
+    assert "&amp;amp;" in card and "\n# Not a heading" not in body and "\n\\# Not a heading" in body
+    assert "\n---\n" not in body.split("## Counts")[0]  # the description cannot end the YAML header or add a rule
+    assert "Polite &lt;b&gt;always&lt;/b&gt; \\[x\\]\\(y\\)" in card

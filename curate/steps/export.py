@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import html
 import itertools
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -513,6 +515,20 @@ def _md(s: Any) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_MD_LINE_START = re.compile(r"^(\s*\d*)([-=>.)])", re.MULTILINE)
+
+
+def md_text(s: Any) -> str:
+    """Spec text (description, a rule's `says`, the version) as literal Markdown prose: HTML escaped (no tags,
+    no entities of its own), Markdown punctuation backslash-escaped (no links, images, emphasis, code, headings,
+    tables, lists or front-matter breaks), line breaks kept."""
+    text = html.escape(str(s), quote=False)
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_LINE_START.sub(lambda m: m.group(0) if m.group(1).strip() == "" and m.group(2) in ".)" else
+                              m.group(1) + "\\" + m.group(2), text)
+
+
 def _shown_path(file: str, out_dir: Path | None) -> str:
     """An input's path as the card shows it: relative to the build folder (never an absolute local path)."""
     if not file or file.startswith("<"):
@@ -613,9 +629,9 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
         infos += part[cut + 1:]
     if configs:
         lines += ["configs:", *configs, "dataset_info:", *infos]
-    lines += ["---", "", f"# {spec.name} v{spec.version}", ""]
+    lines += ["---", "", f"# {md_text(spec.name)} v{md_text(spec.version)}", ""]
     if spec.description:
-        lines += [spec.description.strip(), ""]
+        lines += [md_text(spec.description.strip()), ""]
     lines += ["Built by `curate` from the behavior spec " + f"`{spec.ref}` (sha256 `{spec.digest[:16]}`).", ""]
     if license_ == "unknown":
         lines += ["License: not stated (the data's license is its owner's to set).", ""]
@@ -660,7 +676,7 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     lines += ["", "## Rules", "", "| rule | category | check | says |", "|---|---|---|---|"]
     for r in spec.rules:
         kind = "human" if r.check == "human" else r.check.kind
-        lines.append(f"| `{r.id}` | {r.category} | {kind} | {_md(r.says.strip())} |")
+        lines.append(f"| `{r.id}` | {r.category} | {kind} | {md_text(' '.join(r.says.split()))} |")
     cov = manifest.get("coverage") or {}
     if cov.get("categories"):
         lines += ["", "## Case categories", "", "| category | records | share | min share | ok |",
