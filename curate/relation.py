@@ -23,9 +23,11 @@ prefixes (a "user: " prefix would make every short pair look alike):
 - `turns`: (role, content) of every non-system turn (exact duplicates, continuations).
 
 `text_score(a, b, t)`: 1.0 for equal normal forms. If either text is SHORT (fewer than `SHORT_TOKENS` word
-tokens) the strict rule applies: the texts' token sequences (words, numbers and symbols; punctuation and the
-articles a/an/the left out) must be equal, or differ in exactly one position where both tokens are a typo of
-each other (`is_typo`: letters only, 5+ characters, same first letter, Damerau-Levenshtein distance 1). A
+tokens) the strict rule applies: the texts' token sequences (words, numbers and signs such as % # $ +;
+sentence punctuation, apostrophes and the articles a/an/the left out) must be equal, or differ in exactly one position where both tokens are a typo of
+each other (`is_typo`: letters only, 5+ characters, same first letter, one letter missing, added, two
+neighbours swapped, or replaced by a neighbouring key or a sound-alike; any other substituted letter makes other
+words too often: Ireland / Iceland). A
 different number, name, negation, yes/no or product keeps short texts apart. Otherwise the score is the
 normalized Indel similarity (rapidfuzz `fuzz.ratio` / 100) and counts when it reaches `t`. 0.0 means "not
 similar".
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ __all__ = ["SHORT_TOKENS", "View", "continuation", "exact_key", "is_short", "is_
 SHORT_TOKENS = 16  # a text with fewer word tokens than this is compared by the strict (token) rule
 ARTICLES = frozenset(("a", "an", "the"))
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+# punctuation that only shapes a sentence; any other sign (%, #, $, +, @ ...) is a token that can change the meaning
+_SENTENCE_PUNCT = frozenset(".,!?;:\"()[]{}-\u2013\u2014\u2026\u00bf\u00a1\u00ab\u00bb\u201c\u201d\u2018")
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def skeleton(norm: str) -> list[str]:
     """The tokens the strict rule compares: words, numbers and symbols, without punctuation and articles."""
     out = []
     for tok in _TOKEN.findall(norm.replace("'", "").replace("\u2019", "")):
-        if len(tok) == 1 and not tok.isalnum() and unicodedata.category(tok).startswith("P"):
+        if tok in _SENTENCE_PUNCT:
             continue
         if tok in ARTICLES:
             continue
@@ -141,11 +144,21 @@ def is_short(norm: str) -> bool:
     return _words(norm) < SHORT_TOKENS
 
 
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_SLIPS = frozenset({frozenset(p) for row in _ROWS for p in zip(row, row[1:])}  # neighbouring keys
+                   | {frozenset(p) for p in ("cs", "sz", "ck", "ie", "ei", "ao", "ou", "mn", "td", "bp", "gj")})
+
+
 def is_typo(a: str, b: str) -> bool:
-    """Two different tokens one slip apart: letters only, both 5+ characters, same first letter, one edit
-    (insertion, deletion, substitution or swap of neighbours)."""
+    """Two different tokens one slip apart: letters only, both 5+ characters, same first letter, one letter
+    inserted, deleted, two neighbours swapped, or one letter replaced by a neighbouring key or a sound-alike
+    (c/s, s/z, c/k, i/e, a/o, o/u, m/n, t/d, b/p, g/j)."""
     if len(a) < 5 or len(b) < 5 or not a.isalpha() or not b.isalpha() or a[0] != b[0]:
         return False
+    if len(a) == len(b):
+        diff = [(x, y) for x, y in zip(a, b) if x != y]
+        if len(diff) == 1:  # a substituted letter: only a slip of the finger or of the ear (Ireland / Iceland are two
+            return frozenset(diff[0]) in _SLIPS  # words), never any letter for any other
     return DamerauLevenshtein.distance(a, b, score_cutoff=1) <= 1
 
 
