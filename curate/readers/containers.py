@@ -468,10 +468,22 @@ def iter_csv(path: Path) -> Iterator[Unit]:
 
 # ---------------------------------------------------------------- Parquet / Arrow
 
-def _batches_to_units(batches: Iterator[Any]) -> Iterator[Unit]:
+def _batches_to_units(batches: Iterator[Any], path: Path, what: str) -> Iterator[Unit]:
+    """Rows of record batches; a file that breaks part-way (corrupt pages, a cut file) is one InputError naming
+    it (the rows after the break cannot be counted, so they cannot be quarantined one by one)."""
+    import pyarrow as pa
+
     row = 0
-    for batch in batches:
-        for obj in batch.to_pylist():
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+            objs = batch.to_pylist()
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError) as err:
+            raise InputError(f"{path}: the {what} file is unreadable after row {row} ({err})") from None
+        for obj in objs:
             row += 1
             yield row, obj, obj
 
@@ -483,22 +495,24 @@ def iter_parquet(path: Path) -> Iterator[Unit]:
         pf = pq.ParquetFile(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    yield from _batches_to_units(pf.iter_batches(batch_size=4096))
+    yield from _batches_to_units(pf.iter_batches(batch_size=4096), path, "Parquet")
 
 
 def iter_arrow(path: Path) -> Iterator[Unit]:
     import pyarrow as pa
     from pyarrow import ipc
 
-    source = pa.memory_map(str(path), "r")
+    try:
+        source = pa.memory_map(str(path), "r")
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{path}: not a readable Arrow file ({err})") from None
     try:
         reader: Any = ipc.open_stream(source)
         batches: Iterator[Any] = iter(reader)
-    except pa.ArrowInvalid:
+    except (pa.ArrowException, OSError):  # not a stream: maybe the file format
         try:
             reader = ipc.open_file(source)
-        except pa.ArrowInvalid as err:
+        except (pa.ArrowException, OSError) as err:
             raise InputError(f"{path}: not a readable Arrow file ({err})") from None
         batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-    yield from _batches_to_units(batches)
-
+    yield from _batches_to_units(batches, path, "Arrow")

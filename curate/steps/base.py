@@ -39,8 +39,20 @@ def encode_row(row: dict[str, Any]) -> bytes:
     safe = {k: (_text_of(v) if k == "original" else v) for k, v in row.items()}
     try:
         return orjson.dumps(safe, default=str) + b"\n"
-    except (TypeError, orjson.JSONEncodeError):
-        return orjson.dumps({k: (v if isinstance(v, str | None) else _text_of(v)) for k, v in safe.items()}) + b"\n"
+    except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates (undecodable bytes kept by a reader)
+        return orjson.dumps(_scrub({k: (v if isinstance(v, str | dict | None) else _text_of(v))
+                                    for k, v in safe.items()}), default=str) + b"\n"
+
+
+def _scrub(v: Any) -> Any:
+    """Strings made writable: lone surrogates become U+FFFD."""
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(v, dict):
+        return {_scrub(str(k)): _scrub(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_scrub(x) for x in v]
+    return v
 
 
 def _text_of(value: Any) -> str:
@@ -48,7 +60,7 @@ def _text_of(value: Any) -> str:
     import reprlib
 
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=True, default=str)
     except (TypeError, ValueError, RecursionError):
         r = reprlib.Repr()
         r.maxstring, r.maxother, r.maxlevel = 10_000, 10_000, 50
