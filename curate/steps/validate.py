@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,16 @@ class LengthCounter:
     """Counts a record's length as TRL will see it: tokens with a tokenizer, else an estimate.
 
     Keeps the length of every record it measured in `self.lengths` (id -> int) for the manifest.
+
+    With a tokenizer, a conversation is rendered by the chat template and cut at the tokenizer's added tokens
+    (`<|im_start|>` ...), which a fast tokenizer never merges across: the count is the added tokens plus the tokens
+    of each piece between them, and pieces seen before (the system prompt of every record, the role headers) come
+    from a cache; the new pieces of a record are tokenized in one batch. Same counts as
+    `apply_chat_template(tokenize=True)` (tests/steps/test_lengths.py), several times faster on data that shares a
+    system prompt. Tokenizers whose added tokens strip or match whitespace take the plain path.
     """
+
+    CACHE_SIZE = 50_000  # text pieces kept; the cache is emptied when it is full (the shared pieces return first)
 
     def __init__(self, spec: Spec | None = None, tokenizer: str | Path | Any | None = None) -> None:
         self.system_prompt = ""
@@ -60,6 +70,23 @@ class LengthCounter:
         self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
         self.unit = "tokens" if self.tokenizer is not None else "estimated_tokens"
         self.lengths: dict[str, int] = {}
+        self._pieces: dict[str, int] = {}
+        self._split = _added_token_splitter(self.tokenizer) if self.tokenizer is not None else None
+
+    def _count_rendered(self, text: str) -> int:
+        """Tokens of a rendered conversation: added tokens + cached or batch-tokenized pieces between them."""
+        assert self._split is not None
+        parts = self._split.split(text)
+        pieces = parts[0::2]
+        n = len(parts) // 2  # every other part is an added token: one token each
+        new = list(dict.fromkeys(p for p in pieces if p and p not in self._pieces))
+        if new:
+            if len(self._pieces) + len(new) > self.CACHE_SIZE:
+                self._pieces.clear()
+                new = list(dict.fromkeys(p for p in pieces if p))
+            ids = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            self._pieces.update(zip(new, map(len, ids)))
+        return n + sum(self._pieces[p] for p in pieces if p)
 
     def _with_system(self, messages: tuple[Message, ...]) -> list[Message]:
         if self.system_prompt and not any(m.role == "system" for m in messages):
@@ -73,7 +100,13 @@ class LengthCounter:
                                              for tc in m.tool_calls or ()) for m in msgs)
             return math.ceil(chars / 4) + 4 * len(msgs)
         tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
+        if getattr(tok, "chat_template", None) and self._split is not None:
+            try:
+                text = tok.apply_chat_template([m.to_trl() for m in msgs], tokenize=False)
+                return self._count_rendered(text)
+            except Exception as err:  # noqa: BLE001 - a template that cannot render this turn: count plainly
+                log.debug("chat template failed (%s); counting plain text", err)
+        elif getattr(tok, "chat_template", None):
             try:
                 ids = tok.apply_chat_template([m.to_trl() for m in msgs], tokenize=True)
                 if isinstance(ids, dict) or hasattr(ids, "keys"):
@@ -115,6 +148,25 @@ class LengthCounter:
             n = self.count_messages(self._with_system(rec.conversation()))
         self.lengths[rec.id] = n
         return n
+
+
+def _added_token_splitter(tok: Any) -> re.Pattern[str] | None:
+    """A pattern that cuts text at the tokenizer's added tokens (kept as the odd parts of `split`), or None when
+    counting piece by piece would not be exact: a slow tokenizer, or added tokens that strip or match whitespace
+    around them, or are normalized."""
+    if not getattr(tok, "is_fast", False):
+        return None
+    decoder = getattr(tok, "added_tokens_decoder", None)
+    if not decoder:
+        return None
+    contents = []
+    for t in decoder.values():
+        if getattr(t, "lstrip", False) or getattr(t, "rstrip", False) or getattr(t, "single_word", False) or \
+                getattr(t, "normalized", False):
+            return None
+        contents.append(t.content)
+    contents = sorted({c for c in contents if c}, key=len, reverse=True)
+    return re.compile("(" + "|".join(map(re.escape, contents)) + ")") if contents else None
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -208,11 +260,11 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
         if problem is None and rec.violates:
             unknown = [v for v in rec.violates if v not in all_ids]
             if unknown:
-                problem = ("unknown_rule", f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
-                                           f"(rules: {', '.join(sorted(all_ids))})")
+                problem = ("unknown_rule", (f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
+                                            f"(rules: {', '.join(sorted(all_ids))})"))
         if problem is None and (HELDOUT_TAG in rec.tags or rec.labels.get(HELDOUT_TAG)):
-            problem = ("heldout_marked", "marked as a held-out evaluation prompt (curate eval --to-label); "
-                                         "held-out prompts never go into training data")
+            problem = ("heldout_marked", ("marked as a held-out evaluation prompt (curate eval --to-label); "
+                                          "held-out prompts never go into training data"))
         if problem:
             if rec.spec is None:
                 rec = rec.model_copy(update={"spec": spec.ref})
