@@ -292,9 +292,11 @@ class Spec(_Strict):
     path: Path | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True)
 
-    @field_validator("version")
+    @field_validator("version", mode="before")
     @classmethod
-    def _safe_version(cls, v: int | str) -> int | str:
+    def _safe_version(cls, v: Any) -> Any:
+        if not isinstance(v, (int, str)):
+            return v  # pydantic's own "expected an integer or a string"
         if isinstance(v, bool) or (isinstance(v, int) and v < 0):
             raise ValueError(f"version must be a number >= 0 or a short name, got {v!r}")
         if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", v):
