@@ -232,3 +232,18 @@ def _alive(spool: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def test_expand_defaults_beside_the_build_folder_never_inside(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(main, ["build", str(DATA), "-q"]).exit_code == 0
+    r = CliRunner().invoke(main, ["expand", str(DATA), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "mini-build" / "v1-expand" / "records.jsonl").is_file()
+    assert not (tmp_path / "out" / "mini-build" / "v1" / "expand").exists()
+    assert CliRunner().invoke(main, ["build", str(DATA), "-q"]).exit_code == 0  # the rebuild leaves it alone
+    assert (tmp_path / "out" / "mini-build" / "v1-expand" / "records.jsonl").is_file()
