@@ -60,7 +60,37 @@ class ReportData:
     conflicts: int | None = None  # rows of conflicts.jsonl, when present
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     lengths: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # fmt -> split -> lengths (export order)
+    rules: list[RuleStats] = field(default_factory=list)  # per automatic rule: the data's pass rate
+    pair_examples: list[PairExample] = field(default_factory=list)  # a few DPO rows with the rules that separate them
+    spec_note: str = ""  # why the rules section has no rule wording (the spec is gone or changed)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RuleStats:
+    """One automatic rule over the data this build read: records exported that pass it (coverage counts, where
+    the rule applies), records quarantined for failing it (validate/rule_failed), and negative examples (the
+    rejected sides of pairs and negatives.jsonl) that break it on purpose."""
+    rule: str
+    category: str = ""
+    says: str = ""
+    passed: int = 0
+    failed: int = 0
+    negatives: int = 0
+
+    @property
+    def pass_rate(self) -> float | None:
+        n = self.passed + self.failed
+        return self.passed / n if n else None
+
+
+@dataclass
+class PairExample:
+    prompt: str
+    chosen: str
+    rejected: str
+    rules: list[str]  # the automatic rules the rejected side breaks and the chosen side passes
+    split: str = "train"
 
 
 def _iter_jsonl(path: Path, warnings: list[str], keep: Callable[[bytes], bool] | None = None) -> Iterator[Any]:
@@ -357,7 +387,101 @@ def load_report_data(out_dir: str | Path) -> ReportData:
     _find_texts(data)
     _read_extras(data)
     _read_lengths(data)
+    _read_rules(data)
     return data
+
+
+PAIR_EXAMPLES = 3
+
+
+def _load_spec_of(data: ReportData) -> Any:
+    """The build's spec, when its file is still there and unchanged (else None, saying why in spec_note)."""
+    spec_info = data.manifest.get("spec") or {}
+    path = spec_info.get("path")
+    if not path:
+        return None
+    from curate.errors import CurateError
+    from curate.spec import load_spec
+
+    p = Path(path)
+    if not p.is_absolute():
+        p = (data.out_dir / p) if (data.out_dir / p).exists() else p
+    try:
+        spec = load_spec(p)
+    except CurateError:
+        data.spec_note = f"the spec {path} cannot be loaded now"
+        return None
+    if spec_info.get("sha256") and spec.digest and spec.digest != spec_info["sha256"]:
+        data.spec_note = f"the spec {path} changed since this build"
+        return None
+    return spec
+
+
+def _text_of(turns: Any) -> str:
+    if isinstance(turns, str):
+        return turns
+    return "\n".join(str(m.get("content", "")) for m in turns or [] if isinstance(m, dict))
+
+
+def _user_text(turns: Any) -> str:
+    if isinstance(turns, str):
+        return turns
+    return "\n".join(str(m.get("content", "")) for m in turns or []
+                     if isinstance(m, dict) and m.get("role") == "user")
+
+
+def _read_rules(data: ReportData) -> None:
+    """Per-rule figures from the manifest's coverage, quarantine/validate.jsonl and the DPO export; with the spec
+    (still unchanged on disk) also each rule's words and the rules that separate a few example pairs."""
+    cells = (data.manifest.get("coverage") or {}).get("cells") or []
+    order: list[str] = []
+    stats: dict[str, RuleStats] = {}
+    for c in cells:
+        rid = str(c.get("rule"))
+        if rid not in stats:
+            order.append(rid)
+            stats[rid] = RuleStats(rid)
+        n = c.get("count") or 0
+        if c.get("category") == "negative":
+            stats[rid].negatives += n
+        else:
+            stats[rid].passed += n
+    spec = _load_spec_of(data)
+    if spec is not None:
+        for r in spec.automatic_rules():
+            if r.id not in stats:
+                order.append(r.id)
+                stats[r.id] = RuleStats(r.id)
+            stats[r.id].category, stats[r.id].says = r.category, r.says.strip()
+    qfile = data.out_dir / "quarantine" / "validate.jsonl"
+    if qfile.is_file() and stats:
+        for row in _iter_jsonl(qfile, [], keep=lambda raw: b'"rule_failed"' in raw):
+            if row.get("reason") != "rule_failed":
+                continue
+            detail = str(row.get("detail") or "")
+            for rid, st in stats.items():  # "rule-a: why; rule-b: why"
+                if detail.startswith(rid + ":") or f"; {rid}:" in detail:
+                    st.failed += 1
+    data.rules = [stats[r] for r in order]
+    for split in ("train", "test"):
+        path = data.out_dir / "dpo" / f"{split}.jsonl"
+        if len(data.pair_examples) >= PAIR_EXAMPLES or not path.is_file():
+            continue
+        for row in _iter_jsonl(path, data.warnings):
+            if len(data.pair_examples) >= PAIR_EXAMPLES:
+                break
+            if not isinstance(row, dict) or "chosen" not in row or "rejected" not in row:
+                continue
+            rules: list[str] = []
+            if spec is not None:
+                from curate.checks import check_response
+
+                user = _user_text(row.get("prompt"))
+                chosen = {r.rule: r.status for r in check_response(spec, _text_of(row["chosen"]), user_text=user)}
+                rejected = check_response(spec, _text_of(row["rejected"]), user_text=user)
+                rules = [r.rule for r in rejected if r.status == "fail" and chosen.get(r.rule) != "fail"]
+            data.pair_examples.append(PairExample(prompt=_user_text(row.get("prompt")), chosen=_text_of(row["chosen"]),
+                                                  rejected=_text_of(row["rejected"]), rules=rules, split=split))
 
 
 def _read_lengths(data: ReportData) -> None:

@@ -614,9 +614,39 @@ def _evaluation(d: ReportData) -> str:
     return _section("evaluation", "Evaluation before / after", lead, body)
 
 
+def _rules(d: ReportData) -> str:
+    if not d.rules:
+        return _section("rules", "Rules", "No automatic rule in the build's coverage.", "")
+    rows = []
+    for r in d.rules:
+        rate = r.pass_rate
+        rows.append([f"<code>{esc(r.rule)}</code>", esc(r.category), _n(r.passed), _n(r.failed),
+                     _pct(rate) + ("" if rate is None else " " + _badge(r.failed == 0, "all", "some fail")),
+                     _n(r.negatives), esc(_clip(r.says, 140))])
+    table = _table(["rule", "category", "exported, passing", "quarantined, failing", "pass rate of the data",
+                    "negative examples breaking it", "says"], rows, numeric=(2, 3, 4, 5), table_id="rules-table")
+    series = [("pass rate", [r.pass_rate for r in d.rules])]
+    chart = svg.grouped_bar_chart("chart-rule-pass", [r.rule for r in d.rules], series,
+                                  title="pass rate of the data read, per rule", percent=True)
+    cards = []
+    for ex in d.pair_examples:
+        why = (", ".join(f"<code>{esc(r)}</code>" for r in ex.rules) if ex.rules
+               else f"(not shown: {esc(d.spec_note or 'no rule found')})")
+        cards.append(f'<div class="card"><p><strong>{esc(ex.split)}</strong> pair, separated by {why}</p>'
+                     + _turns_html([("user", ex.prompt), ("assistant (chosen)", ex.chosen),
+                                    ("assistant (rejected)", ex.rejected)]) + "</div>")
+    pairs = ("<h3>Preference pairs: chosen and rejected, and the rule between them</h3>" + "".join(cards)
+             if cards else "<p>No preference pairs in this build.</p>")
+    lead = ("Each automatic rule over the data this build read: records that pass it and were exported (where the "
+            "rule applies), records quarantined because they fail it, and negative examples that break it on "
+            "purpose (the rejected side of a pair)."
+            + (f" Rule wording is not shown: {esc(d.spec_note)}." if d.spec_note else ""))
+    return _section("rules", "Rules", lead, _chart(chart) + table + pairs)
+
+
 # --------------------------------------------------------------------------------------------- page
 
-_SECTIONS = {"counts": ("Counts", _conservation), "coverage": ("Coverage", _coverage),
+_SECTIONS = {"counts": ("Counts", _conservation), "rules": ("Rules", _rules), "coverage": ("Coverage", _coverage),
              "lengths": ("Lengths", _lengths), "quarantine": ("Quarantine", _quarantine),
              "duplicates": ("Duplicates", _duplicates), "leakage": ("Leakage", _leakage),
              "agreement": ("Agreement", _agreement), "evaluation": ("Evaluation", _evaluation)}

@@ -17,7 +17,7 @@ from curate.report.data import text_key
 
 from .synthetic import IMG, SCRIPT, SVG_NAME, make_out_dir
 
-CHARTS = ["chart-conservation", "chart-coverage", "chart-shares", "chart-len-sft-train", "chart-len-sft-test",
+CHARTS = ["chart-conservation", "chart-rule-pass", "chart-coverage", "chart-shares", "chart-len-sft-train", "chart-len-sft-test",
           "chart-len-dpo-train", "chart-len-dpo-test", "chart-quarantine", "chart-dedup"]
 EXTRA_CHARTS = ["chart-agreement-questions", "chart-agreement-rules", "chart-eval-rules", "chart-eval-categories"]
 
