@@ -79,3 +79,17 @@ def test_build_killed_above_memory_cap(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     got = bench.run_build([tmp_path / "chat.jsonl"], tmp_path / "out", env, max_rss_mb=20)
     assert got["failed"] == "killed above 20 MB resident (--max-rss-mb)" and not (tmp_path / "out").exists()
+
+
+def test_memory_run_reports_peak_budget_and_slope(tmp_path: Path) -> None:
+    import argparse
+
+    bench = _script()
+    args = argparse.Namespace(timeout=600, max_rss_mb=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    got = bench.memory_run("openai", 300, tmp_path, args, env, {"n": 200, "peak_rss_mb": 100.0})
+    assert got["n"] == 300 and got["budget_mb"] == round(300 / 1024 + 300, 1) and got["conservation_ok"] is True
+    assert got["peak_rss_mb"] > 100 and got["build_records_per_s"] > 0
+    want = (got["peak_rss_mb"] - 100.0) * 2**20 / 100  # (peak_rss_mb is rounded to 0.1 MB)
+    assert abs(got["slope_bytes_per_record"] - want) <= 0.06 * 2**20 / 100
+    assert list(tmp_path.iterdir()) == []  # its workload and output are removed
