@@ -44,6 +44,8 @@ lines, which compiles the numba kernels the first time after an edit of curate/n
 - chat only: `parse_floor` (orjson parsing every line, streaming), `dedup_pipeline` (the datasketch pipeline's job
   done with curate.near, on the same records and on all of them), `dedup_only` (curate's dedup step alone on
   already built records).
+- `stages`: when each stage of the first build was first and last heard from (seconds since the build began,
+  from `build(progress=...)`); a killed build reports `stages_reached` (start s, CPU s) and its CPU at the kill.
 - `load_avg_start` / `load_avg_end`: the machine's load average around the run (other jobs share the cores).
 - With `--records M` (alias `--memory-n`, default 1,000,000): one more build at M records of each
   `--memory-workloads` (default openai) for peak RSS, and `slope_bytes_per_record` between N and M.
@@ -335,7 +337,17 @@ t0 = time.perf_counter()
 from curate.steps.pipeline import build
 t1 = time.perf_counter()
 c1 = time.process_time()
-res = build(sys.argv[1], sys.argv[2:-1], sys.argv[-1])
+stages = {}
+
+def progress(stage, done, total=None):  # when each stage is first and last heard from (s since the build began)
+    now = time.perf_counter() - t1
+    if stage not in stages:
+        stages[stage] = [round(now, 2), round(now, 2)]
+        sys.stderr.write(f"STAGE {stage} {now:.2f} {time.process_time() - c1:.2f}\n")
+        sys.stderr.flush()
+    stages[stage][1] = round(now, 2)
+
+res = build(sys.argv[1], sys.argv[2:-1], sys.argv[-1], progress=progress)
 t2 = time.perf_counter()
 maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 try:  # this process's own peak: ru_maxrss also holds the parent's RSS at fork (Linux keeps it across exec)
@@ -348,8 +360,18 @@ print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "build_cpu_s": time.p
                   "workers_cpu_s": kids.ru_utime + kids.ru_stime, "workers_peak_rss_mb": kids.ru_maxrss / 1024,
                   "counts": res.manifest["counts"],
                   "conservation": res.manifest["conservation"], "dedup": res.manifest["dedup"],
-                  "peak_rss_mb": hwm, "ru_maxrss_mb": maxrss}))
+                  "peak_rss_mb": hwm, "ru_maxrss_mb": maxrss, "stages": stages}))
 """
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (its own, not its children's)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -369,10 +391,12 @@ def run_build(inputs: list[Path], out: Path, env: dict[str, str], *, timeout: fl
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
     why: list[str] = []
     hwm = [0]
+    cpu = [0.0]
 
     def watch() -> None:
         while proc.poll() is None:
             hwm[0] = max(hwm[0], _status_kb(proc.pid, "VmHWM:"))
+            cpu[0] = max(cpu[0], _cpu_s(proc.pid))
             if max_rss_mb and _status_kb(proc.pid, "VmRSS:") > max_rss_mb * 1024:
                 why.append(f"killed above {max_rss_mb:.0f} MB resident (--max-rss-mb)")
                 proc.kill()
@@ -386,8 +410,11 @@ def run_build(inputs: list[Path], out: Path, env: dict[str, str], *, timeout: fl
     stdout, stderr = proc.communicate()
     watcher.join()
     wall = time.perf_counter() - start
-    if why:
-        return {"failed": why[0], "wall_s": round(wall, 1), "peak_rss_mb": round(hwm[0] / 1024, 1)}
+    if why:  # how far it got: the stages it reported (s since the build began, its CPU s then), its CPU at the kill
+        reached = [line.split()[1:] for line in stderr.decode(errors="replace").splitlines()
+                   if line.startswith("STAGE ")]
+        return {"failed": why[0], "wall_s": round(wall, 1), "peak_rss_mb": round(hwm[0] / 1024, 1),
+                "cpu_s": round(cpu[0], 1), "stages_reached": {x[0]: [float(x[1]), float(x[2])] for x in reached}}
     if proc.returncode != 0:
         raise SystemExit(f"build failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
     doc = json.loads(stdout.decode().strip().splitlines()[-1])
@@ -614,7 +641,7 @@ def bench_workload(name: str, tmp: Path, args: argparse.Namespace, env: dict[str
                            "budget_mb": round(_budget_mb(n_in), 1)}
     failed = [x for x in runs if "failed" in x]
     if failed:
-        res["failed"] = [{k: x[k] for k in ("failed", "wall_s", "peak_rss_mb")} for x in failed]
+        res["failed"] = failed
     if ok:
         rate = statistics.median(n_in / x["build_s"] for x in ok)
         res.update({
@@ -631,7 +658,7 @@ def bench_workload(name: str, tmp: Path, args: argparse.Namespace, env: dict[str
             "ratio_to_rensa": round(rate / rensa["records_per_s"], 2),
             "near": near_quality(tmp / f"out-{name}0" if "failed" not in runs[0] else
                                  tmp / f"out-{name}{runs.index(ok[0])}", truth),
-            "counts": ok[0]["counts"], "dedup": ok[0]["dedup"],
+            "counts": ok[0]["counts"], "dedup": ok[0]["dedup"], "stages": ok[0].get("stages"),
             "conservation_ok": all(x["conservation"]["ok"] for x in ok),
         })
     if name == "chat":  # the rounds 1-5 figures, on the chat file
