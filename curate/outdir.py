@@ -245,6 +245,27 @@ def output_lock(target: str | Path) -> Iterator[Path]:
         _release(path)
 
 
+class OutputLock:
+    """`target`'s lock held from construction to `close()`, for a build to take before it computes anything:
+    a second build fails at once naming the holder, leftovers of killed builds are repaired, and a folder curate
+    did not make is refused before any work (staged_output takes the same lock again, re-entrantly)."""
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = Path(target)
+        self.path: Path | None = _acquire(self.target)
+        try:
+            recover(self.target)
+            check_target(self.target)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.path is not None:
+            _release(self.path)
+            self.path = None
+
+
 # ---------------------------------------------------------------- leftovers of killed builds
 
 def _leftovers(target: Path, kind: str) -> list[tuple[Path, int, str]]:
@@ -356,5 +377,5 @@ def staged_output(target: str | Path) -> Iterator[Path]:
         _fsync_dir(target.parent)
 
 
-__all__ = ["LEGACY_OUTPUTS", "MARKER", "check_target", "clean_dead_spools", "curate_outputs", "lock_path",
+__all__ = ["LEGACY_OUTPUTS", "MARKER", "OutputLock", "check_target", "clean_dead_spools", "curate_outputs", "lock_path",
            "output_lock", "read_marker", "recover", "staged_output"]

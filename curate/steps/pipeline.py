@@ -32,6 +32,7 @@ import orjson
 
 from curate import __version__
 from curate.errors import CurateError, ExportError, InputError
+from curate.outdir import OutputLock
 from curate.records import PreferenceRecord, SFTRecord, dump_record
 from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
@@ -289,6 +290,7 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
     spec, paths, out_dir, sft_format, near_threshold = _settle(spec, inputs, out, near_threshold=near_threshold,
                                                                sft_format=sft_format)
+    opened.append(OutputLock(out_dir))  # #16: the folder's lock from the start (released with the inputs)
     if format is not None:
         from curate.steps.read import FORMATS
 
