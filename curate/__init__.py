@@ -8,10 +8,10 @@
 
 __version__ = "0.1.0"
 
-from curate.checks import check_response, run_rules  # noqa: E402
-from curate.errors import CurateError  # noqa: E402
-from curate.records import Message, PreferenceRecord, SFTRecord, parse_record  # noqa: E402
-from curate.spec import Spec, lint, load_spec  # noqa: E402
+from curate.checks import check_response, run_rules
+from curate.errors import CurateError
+from curate.records import Message, PreferenceRecord, SFTRecord, parse_record
+from curate.spec import Spec, lint, load_spec
 
 __all__ = [
     "CurateError", "Message", "PreferenceRecord", "SFTRecord", "Spec", "__version__", "build", "check_response",

@@ -36,6 +36,7 @@ similar".
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ def is_short(norm: str) -> bool:
 
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
-_SLIPS = frozenset({frozenset(p) for row in _ROWS for p in zip(row, row[1:])}  # neighbouring keys
+_SLIPS = frozenset({frozenset(p) for row in _ROWS for p in itertools.pairwise(row)}  # neighbouring keys
                    | {frozenset(p) for p in ("cs", "sz", "ck", "ie", "ei", "ao", "ou", "mn", "td", "bp", "gj")})
 
 

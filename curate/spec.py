@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -44,7 +52,7 @@ class When(_Strict):
 
     nonempty: str | None = Field(None, description="JSON Pointer that must hold a non-empty value")
     empty: str | None = Field(None, description="JSON Pointer that must be missing or empty")
-    equals: "PointerEquals | None" = None
+    equals: PointerEquals | None = None
     category: str | None = Field(None, description="the record's case category")
     tag: str | None = Field(None, description="a tag the record must carry (e.g. safe, forbidden)")
     not_tag: str | None = Field(None, description="a tag the record must not carry")
@@ -142,7 +150,7 @@ class QuestionCount(_CheckBase):
     max: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "QuestionCount":
+    def _one_bound(self) -> QuestionCount:
         if self.equals is None and self.min is None and self.max is None:
             raise ValueError("question_count needs equals, min or max")
         return self
@@ -783,10 +791,8 @@ def _pointer_in_schema(schema: dict[str, Any], ptr: str) -> bool:
             node = node["properties"][part]
         elif part.isdigit() and "items" in node:
             node = node["items"]
-        elif node.get("additionalProperties") not in (None, False) or "patternProperties" in node:
-            return True
         else:
-            return False
+            return node.get("additionalProperties") not in (None, False) or "patternProperties" in node
     return True
 
 

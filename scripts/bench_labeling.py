@@ -33,14 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.labeling import server  # noqa: E402
-from curate.labeling.client import StudioClient  # noqa: E402
-from curate.labeling.convert import convert_task  # noqa: E402
-from curate.labeling.push import ensure_project, push, to_task  # noqa: E402
-from curate.labeling.pull import MARGIN_S, pull  # noqa: E402
-from curate.records import Message, SFTRecord, read_jsonl, record_from_native  # noqa: E402
-from curate.spec import load_spec  # noqa: E402
-from curate.steps.base import RunContext  # noqa: E402
+from curate.labeling import server
+from curate.labeling.client import StudioClient
+from curate.labeling.convert import convert_task
+from curate.labeling.pull import MARGIN_S, pull
+from curate.labeling.push import ensure_project, push, to_task
+from curate.records import Message, SFTRecord, read_jsonl, record_from_native
+from curate.spec import load_spec
+from curate.steps.base import RunContext
 
 
 def spec_copy(tmp: Path, name: str):

@@ -21,8 +21,7 @@ import orjson
 from curate.steps.base import RunContext
 from curate.steps.read import read_inputs
 
-WORDS = ("account password reset cancel order refund shipping invoice login error please help my the a to "
-         "is not when can you I it was of and for on with order-1234 yesterday today urgent thanks").split()
+WORDS = ["account", "password", "reset", "cancel", "order", "refund", "shipping", "invoice", "login", "error", "please", "help", "my", "the", "a", "to", "is", "not", "when", "can", "you", "I", "it", "was", "of", "and", "for", "on", "with", "order-1234", "yesterday", "today", "urgent", "thanks"]
 
 
 def sentence(rng: random.Random, n: int) -> str:

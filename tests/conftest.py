@@ -20,7 +20,7 @@ def _origin_checkout() -> Path | None:
 
     try:
         url = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
+                             text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     path = Path(url.removeprefix("file://")) if url else None  # a remote URL is no folder here

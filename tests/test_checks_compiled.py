@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import random
+import re
 import textwrap
 from pathlib import Path
 
@@ -295,8 +295,8 @@ PATTERNS = [
     r"(?i)\bcvv\b|\bsecurity\s+code\b", r"[^a]bcd", r"(?s)a.b", r"(?m)^end$", r"\d{4}", r"(?a)\w+ing",
     r"ab?c{0,2}d", r"[xy]z(?:ab|cd)?e", r"(?:foo|ba[rz])qux", "’ve done", r"colou?r", "(?i)straße", "(?i)ﬁle",
     r"\Afoo|bar\Z", r"(?i)we(?=\s+have)\s+have", r"x(?:yz|)w", r"(?:ab){1,2}c", r"(?i)(?:I|we)['’]ll (?:do|fix)",
-    r"(?i)\b(?:I|we)(?:['’]ve| have)? (?:already |just )?(?:refunded|cancel+ed|deleted|reset|changed)\b|"
-    r"\byour (?:\w+ ){1,2}(?:has|have) been (?:refunded|cancel+ed|deleted|reset|changed)\b",
+    (r"(?i)\b(?:I|we)(?:['’]ve| have)? (?:already |just )?(?:refunded|cancel+ed|deleted|reset|changed)\b|"
+     r"\byour (?:\w+ ){1,2}(?:has|have) been (?:refunded|cancel+ed|deleted|reset|changed)\b"),
 ]
 
 
@@ -395,7 +395,7 @@ def test_odd_pointer_keys_are_data_not_code(tmp_path: Path) -> None:
 
 def test_check_file_uses_compiled_rules_with_the_same_report(tmp_path: Path, monkeypatch) -> None:
     """curate check's report is the one the reference check_response gives (data records and model outputs)."""
-    import curate.checks.runner as runner
+    from curate.checks import runner
 
     spec = load_spec(REPO / "specs" / "support-agent")
     outputs = tmp_path / "outputs.jsonl"

@@ -41,8 +41,8 @@ def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
 
 @pytest.mark.parametrize("change, expected", [
     (lambda s: s.replace("version: 1\n", "version: 1\nrules2: [\n"),
-     "spec.yaml:5:7: YAML syntax error: expected ',' or ']', but got ':' "
-     "(while parsing a flow sequence at line 3, column 9)"),
+     ("spec.yaml:5:7: YAML syntax error: expected ',' or ']', but got ':' "
+      "(while parsing a flow sequence at line 3, column 9)")),
     (lambda s: s.replace("system_prompt:", "system_promt:"),
      'spec.yaml:3:1: (top level): unknown key "system_promt"; did you mean "system_prompt"?'),
     (lambda s: s.replace("version: 1", "version: [1, 2]"),
@@ -50,8 +50,8 @@ def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     (lambda s: s.replace("{kind: json_schema}", '{kind: regex_absent, pattern: "(oops"}'),
      "spec.yaml:10:33: rules[0].check.pattern: bad regex: missing ), unterminated subpattern at position 0"),
     (lambda s: s.replace("{type: string}", "{type: strng}"),
-     "spec.yaml:6:3: output.schema: not a valid JSON Schema at properties/a/type: 'strng' is not valid "
-     "under any of the given schemas"),
+     ("spec.yaml:6:3: output.schema: not a valid JSON Schema at properties/a/type: 'strng' is not valid "
+      "under any of the given schemas")),
     (lambda s: s.replace("cases:", "  - id: valid-json\n    says: again\n    check: human\n    category: format\ncases:"),
      'spec.yaml:16:5: rules[2].id: duplicate rule id "valid-json" (first used by rules[0]); rule ids must be unique'),
     (lambda s: s.replace("kind: json_schema", "kind: json_shema"),
@@ -59,8 +59,8 @@ def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     (lambda s: s.replace("{kind: json_schema}", "{kind: max_words, max: 3, feild: /a}"),
      'spec.yaml:10:38: rules[0].check: unknown key "feild"; did you mean "field"?'),
     (lambda s: s.replace("category: format", "category: formatting"),
-     "spec.yaml:11:5: rules[0].category: Input should be 'format', 'instruction', 'knowledge' or 'safety' "
-     "(got 'formatting')"),
+     ("spec.yaml:11:5: rules[0].category: Input should be 'format', 'instruction', 'knowledge' or 'safety' "
+      "(got 'formatting')")),
     (lambda s: s.replace("{kind: json_schema}", "{kind: max_words, max: 3, field: a}"),
      "spec.yaml:10:38: rules[0].check.field: a JSON Pointer starts with '/', got 'a' (write '/a')"),
 ])

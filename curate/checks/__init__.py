@@ -74,6 +74,6 @@ def run_rules(spec: Spec, record: SFTRecord | PreferenceRecord, *, response: str
 
 
 # the implementations register themselves on import
-from curate.checks import json_checks, judge_check, semantic_checks, text_checks  # noqa: E402,F401
+from curate.checks import json_checks, judge_check, semantic_checks, text_checks  # noqa: F401
 
 __all__ = ["CheckContext", "check_response", "get", "kinds", "register", "run_rule", "run_rules"]

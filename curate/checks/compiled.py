@@ -67,7 +67,8 @@ from curate.records import CheckResult, normalize_text
 from curate.spec import Rule, Spec
 
 try:
-    from re import _constants as _sre_c, _parser as _sre_p  # type: ignore[attr-defined]
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_p
 except ImportError:  # pragma: no cover - Python < 3.11 (curate requires 3.11)
     import sre_constants as _sre_c  # type: ignore[no-redef]
     import sre_parse as _sre_p  # type: ignore[no-redef]

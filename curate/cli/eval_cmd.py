@@ -6,8 +6,15 @@ from typing import Any
 
 import click
 
-from curate.cli.common import emit_json, handle_errors, json_option, make_progress, quiet_option, say, \
-    show_progress
+from curate.cli.common import (
+    emit_json,
+    handle_errors,
+    json_option,
+    make_progress,
+    quiet_option,
+    say,
+    show_progress,
+)
 
 
 def _pct(v: float | None) -> str:

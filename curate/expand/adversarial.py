@@ -161,4 +161,4 @@ def patterns(spec: Spec) -> list[str]:
     return list(case.patterns) if case and case.patterns else list(TEMPLATES)
 
 
-__all__ = ["Attack", "GENERIC_TEMPLATES", "TEMPLATES", "attack", "bait", "patterns", "pick_rule"]
+__all__ = ["GENERIC_TEMPLATES", "TEMPLATES", "Attack", "attack", "bait", "patterns", "pick_rule"]

@@ -27,7 +27,7 @@ GEN = "curate.expand.gaps"
 ATTEMPTS_PER_DONOR = 4
 
 
-def _maker(ex: "Expander", category: str, parent: "Parent", rule: Any, attempt: int) -> Callable[[int], Any]:
+def _maker(ex: Expander, category: str, parent: Parent, rule: Any, attempt: int) -> Callable[[int], Any]:
     """make(k) for Expander.recast: the parent's prompt recast into `category` with k context sentences."""
     from curate.expand.generate import protected_values
 
@@ -52,7 +52,7 @@ def _maker(ex: "Expander", category: str, parent: "Parent", rule: Any, attempt: 
     return make
 
 
-def _seed_prompts(ex: "Expander", category: str, rule: Any, n: int) -> int:
+def _seed_prompts(ex: Expander, category: str, rule: Any, n: int) -> int:
     """Up to n prompts for labeling made from the spec's seeds, for a cell no donor could fill."""
     seeds = [s for case in (category, "typical", "edge") if case in ex.spec.cases
              for s in ex.spec.cases[case].seeds]
@@ -79,7 +79,7 @@ def _seed_prompts(ex: "Expander", category: str, rule: Any, n: int) -> int:
     return made
 
 
-def fill_gaps(ex: "Expander") -> dict[str, Any]:
+def fill_gaps(ex: Expander) -> dict[str, Any]:
     """Fill every under-target cell of the coverage matrix (data + what `ex` made so far); returns the report."""
     spec = ex.spec
     rules = spec.automatic_rules()
@@ -148,7 +148,7 @@ def fill_gaps(ex: "Expander") -> dict[str, Any]:
             "shares_unfilled": sum(not c["ok"] for c in shares)}
 
 
-def fill_shares(ex: "Expander", passes: int = 6) -> list[dict[str, Any]]:
+def fill_shares(ex: Expander, passes: int = 6) -> list[dict[str, Any]]:
     """Categories under their min_share get records (recast prompts; pairs for `negative`) until they reach it,
     as far as the donors allow. Shares count data + everything made, by category; filling one category lowers
     the others' shares, so this runs a few passes until nothing changes."""

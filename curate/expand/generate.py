@@ -50,8 +50,19 @@ from curate.expand import adversarial as adv
 from curate.expand import edge
 from curate.expand.mutators import Mutant, mutate
 from curate.expand.pairs import make_pair
-from curate.records import (LineError, Message, PreferenceRecord, SFTRecord, Source, dump_record, normalize_text,
-                            read_jsonl, record_from_native, write_atomic, write_jsonl_atomic)
+from curate.records import (
+    LineError,
+    Message,
+    PreferenceRecord,
+    SFTRecord,
+    Source,
+    dump_record,
+    normalize_text,
+    read_jsonl,
+    record_from_native,
+    write_atomic,
+    write_jsonl_atomic,
+)
 from curate.spec import Rule, Spec
 from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup_text
@@ -274,7 +285,7 @@ class Expander:
                           parent=parent.id))
         return rec, run_rules(self.spec, rec)
 
-    def recast(self, parent: Parent, make: Callable[[int], "tuple[str, tuple[str, ...], dict[str, Any]] | None"],
+    def recast(self, parent: Parent, make: Callable[[int], tuple[str, tuple[str, ...], dict[str, Any]] | None],
                category: str, generator: str, *, key: Any, require: str | None = None,
                to_label: bool = True, budget: bool = True) -> str:
         """Recast the parent's prompt (make(k): the variant with k extra context sentences) into `category`,
@@ -409,7 +420,8 @@ class Expander:
                 if made >= variants:
                     break
                 if parent is not None and edge.KEEPS_ANSWER[primary]:
-                    def make(k: int, primary: str = primary) -> Any:
+                    def make(k: int, primary: str = primary, text: str = text, pid: str = pid,
+                             protect: Any = protect) -> Any:
                         v = edge.variant(text, self.rng("edge", pid, primary, k), primary, protect=protect,
                                          context=k)
                         if v is None:
@@ -459,7 +471,7 @@ class Expander:
                 if rule is None:
                     continue
 
-                def make(k: int, text: str = text, pid: str = pid, rule: Rule = rule) -> Any:
+                def make(k: int, text: str = text, pid: str = pid, rule: Rule = rule, pattern: str = pattern) -> Any:
                     a = adv.attack(self.spec, text, pattern, rule, self.rng("adversarial", pattern, pid), extra=k)
                     return a.text, a.tags, {"pattern": pattern, "rule": rule.id, "template": a.template,
                                             "bait": a.bait}

@@ -39,8 +39,7 @@ from curate.expand.regexgen import examples
 from curate.records import CheckResult, normalize_text
 from curate.spec import Rule, Spec
 
-FILLER = ("Our team will review every detail of this request carefully and follow up with a short update "
-          "as soon as the review is complete").split()
+FILLER = ["Our", "team", "will", "review", "every", "detail", "of", "this", "request", "carefully", "and", "follow", "up", "with", "a", "short", "update", "as", "soon", "as", "the", "review", "is", "complete"]
 QUESTIONS = ("Anything else?", "Is that right?", "Could you also confirm the account email?")
 COMPLIANT = "Sure, here is exactly what you asked for."
 INVENTED = ("jordan.miller@example.net", "ACC-{n}", "ORD-{n}", "Priya Raman", "INV-{n}")
@@ -404,4 +403,4 @@ def mutable_rules(spec: Spec) -> list[Rule]:
     return spec.automatic_rules()
 
 
-__all__ = ["Mutant", "candidates", "mutate", "mutable_rules", "verify"]
+__all__ = ["Mutant", "candidates", "mutable_rules", "mutate", "verify"]

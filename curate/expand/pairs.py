@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from curate.checks import check_response
-from curate.records import (LineError, Message, PreferenceRecord, Source, normalize_text, read_jsonl,
-                            record_from_native)
+from curate.records import (
+    LineError,
+    Message,
+    PreferenceRecord,
+    Source,
+    normalize_text,
+    read_jsonl,
+    record_from_native,
+)
 from curate.spec import Spec
 
 
@@ -65,8 +72,8 @@ def pair_problems(spec: Spec, pair: PreferenceRecord) -> list[tuple[str, str]]:
         out.append(("empty_prompt", "the prompt has no user turn"))
     for side, msgs in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if any(m.role == "user" for m in msgs):
-            out.append(("prompt_mismatch", f"{side} holds a user turn: it must hold only the answer to the "
-                                           "shared prompt"))
+            out.append(("prompt_mismatch", (f"{side} holds a user turn: it must hold only the answer to the "
+                                            "shared prompt")))
         if not msgs or msgs[-1].role != "assistant" or not (msgs[-1].content.strip() or msgs[-1].tool_calls):
             out.append(("empty_response", f"{side} has no assistant answer"))
     chosen, rejected = pair.response_text(), pair.rejected_text()

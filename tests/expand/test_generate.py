@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import spec_dirs
 
 from curate.checks.runner import check_file
 from curate.cli import main
@@ -18,8 +19,6 @@ from curate.near import NearIndex, similarity
 from curate.records import read_jsonl
 from curate.spec import load_spec
 from curate.steps.coverage import compute_coverage
-
-from conftest import spec_dirs  # noqa: E402  (tests/expand is on sys.path under pytest's rootdir import)
 
 
 def _files(paths):

@@ -9,7 +9,7 @@ import pytest
 
 from curate.checks import check_response, run_rules
 from curate.expand.mutators import mutate
-from curate.spec import Spec, load_spec
+from curate.spec import Spec
 
 # a broken-JSON answer cannot match a schema either: the only collateral failure we accept
 UNAVOIDABLE = {"json_parse": {"json_schema"}}

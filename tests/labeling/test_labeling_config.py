@@ -7,12 +7,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from lshelpers import DATA, REPO
 
 from curate.labeling.config import (
-    KINDS, build_config, controls, data_fields, instructions, project_title, schema_files,
+    KINDS,
+    build_config,
+    controls,
+    data_fields,
+    instructions,
+    project_title,
+    schema_files,
 )
 from curate.spec import load_spec
-from lshelpers import DATA, REPO
 
 HOSTILE = DATA / "mini"
 

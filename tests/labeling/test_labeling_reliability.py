@@ -8,21 +8,20 @@ import os
 import signal
 
 import pytest
+from lshelpers import make_spec
 
 from curate.errors import ServerError
 from curate.labeling import server
 from curate.labeling.client import TransientServerError
 from curate.labeling.push import existing_ids, find_project, push
-from lshelpers import make_spec
 
 pytestmark = pytest.mark.studio
 
 
 def _records(path, n):
     with open(path, "w") as fh:
-        for i in range(n):
-            fh.write(json.dumps({"messages": [{"role": "user", "content": f"Question number {i}?"},
-                                              {"role": "assistant", "content": f"Answer {i}."}]}) + "\n")
+        fh.writelines(json.dumps({"messages": [{"role": "user", "content": f"Question number {i}?"},
+                                              {"role": "assistant", "content": f"Answer {i}."}]}) + "\n" for i in range(n))
     return path
 
 

@@ -52,9 +52,9 @@ def test_wrong_token_is_a_clear_error(studio):
 
 def test_server_down_is_a_clear_error():
     port = server.free_port()
-    with StudioClient(f"http://127.0.0.1:{port}", "secret-token-value", retries=2, backoff=0.01) as c:
-        with pytest.raises(TransientServerError, match="cannot reach Label Studio") as err:
-            c.whoami()
+    with (StudioClient(f"http://127.0.0.1:{port}", "secret-token-value", retries=2, backoff=0.01) as c,
+          pytest.raises(TransientServerError, match="cannot reach Label Studio") as err):
+        c.whoami()
     assert "secret-token-value" not in str(err.value)
 
 
@@ -71,7 +71,7 @@ def test_connect_without_any_server_says_how_to_start_one(tmp_path, monkeypatch)
 class _Flaky(http.server.BaseHTTPRequestHandler):
     calls = 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).calls += 1
         code = 503 if type(self).calls <= 2 else 200
         body = b'{"email": "x@y"}' if code == 200 else b"busy"
@@ -93,9 +93,9 @@ def test_retries_5xx_with_backoff_then_succeeds():
             assert c.whoami() == {"email": "x@y"}
         assert _Flaky.calls == 3
         _Flaky.calls = -10  # always 503 now: the client gives up with a clear error
-        with StudioClient(f"http://127.0.0.1:{srv.server_address[1]}", "tok", retries=2, backoff=0.01) as c:
-            with pytest.raises(TransientServerError, match="HTTP 503"):
-                c.whoami()
+        with (StudioClient(f"http://127.0.0.1:{srv.server_address[1]}", "tok", retries=2, backoff=0.01) as c,
+              pytest.raises(TransientServerError, match="HTTP 503")):
+            c.whoami()
     finally:
         srv.shutdown()
 

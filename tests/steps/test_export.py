@@ -107,10 +107,9 @@ def test_failure_inside_the_stage_leaves_the_old_export(tmp_path):
     out = tmp_path / "o"
     _build_once(out)
     before = file_hashes(out)
-    with pytest.raises(RuntimeError):
-        with staged_output(out) as stage:
-            (stage / "manifest.json").write_text("{}")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), staged_output(out) as stage:
+        (stage / "manifest.json").write_text("{}")
+        raise RuntimeError("boom")
     assert file_hashes(out) == before and _intact(out)
     assert [p.name for p in tmp_path.iterdir()] == ["o"]  # the stage is gone
 
@@ -118,9 +117,8 @@ def test_failure_inside_the_stage_leaves_the_old_export(tmp_path):
 def test_refuses_to_replace_a_folder_that_is_not_a_build(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
-    with pytest.raises(ExportError, match="not a curate build folder"):
-        with staged_output(tmp_path / "mine"):
-            pass
+    with pytest.raises(ExportError, match="not a curate build folder"), staged_output(tmp_path / "mine"):
+        pass
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 

@@ -12,13 +12,13 @@ for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import orjson  # noqa: E402
-import pytest  # noqa: E402
+import orjson
+import pytest
 
-from curate.records import read_jsonl  # noqa: E402
-from curate.spec import load_spec  # noqa: E402
+from curate.records import read_jsonl
+from curate.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIR = ROOT / "specs" / "support-triage"

@@ -9,9 +9,19 @@ import orjson
 import pytest
 
 from curate.errors import EvalError
-from curate.evaluate import (EvalOptions, compare, evaluate_model, evaluate_outputs, failure_records,
-                             general_problem, general_questions, heldout_prompts, load_report, write_report,
-                             write_to_label)
+from curate.evaluate import (
+    EvalOptions,
+    compare,
+    evaluate_model,
+    evaluate_outputs,
+    failure_records,
+    general_problem,
+    general_questions,
+    heldout_prompts,
+    load_report,
+    write_report,
+    write_to_label,
+)
 from curate.records import parse_record, read_jsonl
 from curate.spec import load_spec
 
@@ -176,7 +186,7 @@ def test_failures_to_label_are_marked_heldout(tmp_path: Path, export_dir: Path, 
     rep = evaluate_outputs(spec, path)
     n = write_to_label(spec, rep, tmp_path / "to_label.jsonl")
     assert n == 1
-    [(line, obj)] = list(read_jsonl(tmp_path / "to_label.jsonl"))
+    [(_, obj)] = list(read_jsonl(tmp_path / "to_label.jsonl"))
     rec = parse_record(obj)
     assert rec.labels["heldout"] is True and "heldout" in rec.tags and rec.category == "adversarial"
     assert rec.failed_rules() == ["no-action-claims"] and rec.response_text() == CLAIM
@@ -213,9 +223,9 @@ def test_evaluates_a_lora_output(tiny_model: Path, export_dir: Path, spec, tmp_p
 
 
 def test_shared_prefix_generation_matches_plain_generation(tiny_model: Path, export_dir: Path, spec) -> None:
-    from curate.evaluate import Generator, common_prefix_len
-
     import torch
+
+    from curate.evaluate import Generator, common_prefix_len
 
     gen = Generator(tiny_model, device="cpu")
     torch.manual_seed(1)
