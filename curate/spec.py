@@ -766,9 +766,17 @@ def lint(spec: Spec) -> list[Finding]:
     for rid, fn, what in code_rules(spec):
         add("runs_code", f"rule {rid!r} runs Python code ({fn} from {what}); build, check and eval run it only "
             "with --allow-code; `spec check` never does", "rules")
+    from curate.errors import InputError
+    from curate.readers.containers import split_format
+
     for path in spec.data_paths(allow_outside=True):
-        if not path.exists():
-            add("missing_data_file", f"data file {path} does not exist", "data", "error")
+        try:
+            file, _ = split_format(path)  # `data: [chats.jsonl:sharegpt]` names the file's format
+        except InputError as err:
+            add("bad_data_format", str(err), "data", "error")
+            continue
+        if not file.exists():
+            add("missing_data_file", f"data file {file} does not exist", "data", "error")
     return out
 
 
