@@ -47,3 +47,14 @@ def test_ruff_in_test_extra_and_test_command() -> None:
 def test_generated_folders_are_ignored() -> None:
     lines = set((REPO / ".gitignore").read_text().split())
     assert {"out/", "runs/", "evals/", ".curate/"} <= lines
+
+
+def test_readme_and_demo_answer_the_first_questions() -> None:
+    """A new user's questions, answered where they look first (issue #19)."""
+    readme = (REPO / "README.md").read_text()
+    for text in ("source .venv/bin/activate", ".venv/bin/curate", "What is yours, what curate writes",
+                 "Labels into a build", "--model smollm2", "docs/walkthrough.md", "--out-file",
+                 "RAY_ADDRESS=ray://"):
+        assert text in readme, text
+    demo = (REPO / "scripts" / "demo").read_text()
+    assert "source .venv/bin/activate" in demo and "--model smollm2" in demo and "docs/walkthrough.md" in demo
