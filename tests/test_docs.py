@@ -119,3 +119,14 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert before["spec"] == after["spec"] and after["responses"] == before["responses"] > 0
     manifest = json.loads((work / "out" / "faq-bot" / "v1" / "manifest.json").read_text())
     assert manifest["counts"]["dpo"]["train"] == 2 and manifest["conservation"]["ok"]
+
+
+def test_readme_python_example_runs(tmp_path: Path) -> None:
+    """The README's Python API block, as printed, from a folder that has the example specs."""
+    code = next(c for lang, c in blocks((REPO / "README.md").read_text()) if lang == "python")
+    (tmp_path / "specs").symlink_to(REPO / "specs", target_is_directory=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "out/support-triage/v1" in r.stdout and (tmp_path / "out" / "support-triage" / "v1" / "manifest.json").is_file()
