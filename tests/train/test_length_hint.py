@@ -78,3 +78,17 @@ def test_smollm2_by_name() -> None:
     ref = resolve_model("smollm2")
     assert ref.gguf_file == smollm2_gguf().name and (ref.path / ref.gguf_file).is_file()
     assert model_max_positions(ref) == 8192
+
+
+def test_expand_model_smollm2_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`curate expand --model smollm2` resolves like train/eval (shown without loading 135M weights: the bundled
+    file is swapped for a file that is no model, which LocalModel then names)."""
+    import curate.train
+    from curate.errors import CurateError
+    from curate.expand.local_model import LocalModel
+
+    fake = tmp_path / "not-a-model.bin"
+    fake.write_bytes(b"x")
+    monkeypatch.setattr(curate.train, "smollm2_gguf", lambda: fake)
+    with pytest.raises(CurateError, match="not-a-model.bin: give a model folder or a .gguf file"):
+        LocalModel("smollm2")
