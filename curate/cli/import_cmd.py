@@ -69,10 +69,8 @@ def register(main: click.Group) -> None:
           curate import data/alpaca.json chats.jsonl --spec specs/support-triage --out-file imported.jsonl
           curate import tickets.csv --spec support-triage@1 --out-file tickets.jsonl --json
         """
-        import orjson
-
         from curate.records import write_atomic, write_jsonl_atomic
-        from curate.steps.base import RunContext
+        from curate.steps.base import RunContext, encode_row
         from curate.steps.read import expand_inputs, read_inputs, strict_inputs
 
         spec = load_spec_arg(spec_path) if spec_path else None
@@ -87,7 +85,7 @@ def register(main: click.Group) -> None:
         rows = ctx.quarantined.get("read", [])
         qpath = out_path.with_name(out_path.stem + ".quarantine.jsonl")
         if rows:
-            write_atomic(qpath, b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows))
+            write_atomic(qpath, b"".join(encode_row(r) for r in rows))  # never raises (#16)
         elif qpath.exists():
             qpath.unlink()  # a stale one from an earlier run would mislead
         inputs = []
