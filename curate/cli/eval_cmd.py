@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from curate.cli.common import (
+    deprecated_options,
     emit_json,
     handle_errors,
     json_option,
@@ -75,11 +76,12 @@ def _print_compare(cmp: dict[str, Any]) -> None:
 
 
 def register(main: click.Group) -> None:
+    @deprecated_options({"--data": "--build-dir"})
     @main.command("eval")
     @click.argument("spec_path", metavar="SPEC", required=False, type=click.Path(exists=True))
     @click.option("--model", default=None, help="A local model folder, .gguf file, or `curate train` output.")
-    @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
-                  help="Export folder with the held-out split [default: the spec's build folder].")
+    @click.option("--build-dir", "data", default=None, type=click.Path(exists=True, file_okay=False),
+                  help="Build folder with the held-out split [default: the spec's build folder].")
     @click.option("--outputs", default=None, type=click.Path(exists=True, dir_okay=False),
                   help="Score responses produced elsewhere (JSONL: response + messages/prompt/id).")
     @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True, dir_okay=False),

@@ -35,7 +35,7 @@ def test_train_sft_json_then_eval_and_compare(tiny_model: Path, export_dir: Path
     assert orjson.loads(out)["shared_prefix_batches"] == 0
     assert cfg["options"]["shared_prefix"] is False and cfg["trainer_args"]["train_sampling_strategy"] == "random"
 
-    code, out, err = _run("eval", str(spec_dir), "--model", str(tmp_path / "m"), "--data", str(export_dir),
+    code, out, err = _run("eval", str(spec_dir), "--model", str(tmp_path / "m"), "--build-dir", str(export_dir),
                           "--max-new-tokens", "4", "--general", "0", "--limit", "3", "--json",
                           "--json-out", str(tmp_path / "a.json"), "--to-label", str(tmp_path / "fail.jsonl"))
     assert code == 0, err
@@ -46,7 +46,7 @@ def test_train_sft_json_then_eval_and_compare(tiny_model: Path, export_dir: Path
 
     outputs = tmp_path / "out.jsonl"
     outputs.write_bytes(b"".join(orjson.dumps({"id": i["id"], "response": GOOD}) + b"\n" for i in rep["items"]))
-    code, out, err = _run("eval", str(spec_dir), "--outputs", str(outputs), "--data", str(export_dir),
+    code, out, err = _run("eval", str(spec_dir), "--outputs", str(outputs), "--build-dir", str(export_dir),
                           "--json-out", str(tmp_path / "b.json"))
     assert code == 0, err
     assert "valid JSON: 100.0%" in out and "overall (all rules pass): 100.0%" in out

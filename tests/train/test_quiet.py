@@ -35,7 +35,7 @@ def test_train_and_eval_quiet_print_nothing_on_stderr(tiny_model: Path, export_d
                                   "2048", "-q"])
     assert r.exit_code == 0, r.stderr
     assert r.stderr == "" and r.stdout.startswith("sft: 1 steps")
-    r = CliRunner().invoke(main, ["eval", str(spec_dir), "--model", str(tmp_path / "m"), "--data", str(export_dir),
+    r = CliRunner().invoke(main, ["eval", str(spec_dir), "--model", str(tmp_path / "m"), "--build-dir", str(export_dir),
                                   "--max-new-tokens", "2", "--general", "0", "--limit", "1", "-q"])
     assert r.exit_code == 0, r.stderr
     assert r.stderr == "" and "overall (all rules pass)" in r.stdout
