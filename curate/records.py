@@ -372,3 +372,35 @@ def record_from_native(obj: dict[str, Any], *, spec: str | None = None,
     unknown = sorted(set(obj) - set(_NATIVE_META))
     raise ValueError("no messages, prompt/completion or prompt/chosen/rejected"
                      + (f" (keys: {', '.join(unknown)})" if unknown else ""))
+
+
+# ---------------------------------------------------------------- lineage (the export's `lineage` column)
+
+def lineage_of(record: SFTRecord | PreferenceRecord) -> dict[str, Any]:
+    """Where an exported row came from, in one Arrow-safe shape (every key always present, same types).
+
+    `source`: file:line, the Label Studio project/task, or the generator; `source_ids`: the records it was made
+    from (a labeled record's original, a generated record's parent); `annotations` / `annotators`: the labels
+    behind it; `n_annotators`: valid answers on its task; `agreement`: "agreeing/valid" or ""; `spec_sha256`: the
+    spec it was labeled under; `draft`: a model's draft no human has accepted yet.
+
+        >>> lineage_of(SFTRecord.build(messages=[Message(role="user", content="hi"),
+        ...                                      Message(role="assistant", content="hello")],
+        ...                            source=Source(file="data.jsonl", line=3)))["source"]
+        'data.jsonl:3'
+    """
+    src, labels = record.source, record.labels
+    ids = labels.get("source_ids") or ([src.parent] if src.parent else [])
+    anns = labels.get("annotations") or ([src.annotation] if src.annotation is not None else [])
+    who = labels.get("annotators") or ([src.annotator] if src.annotator else [])
+    where = labels.get("source_where") or src.where()
+    return {
+        "source": "" if where == "unknown" else str(where),
+        "source_ids": [str(i) for i in ids],
+        "annotations": [str(a) for a in anns],
+        "annotators": [str(a) for a in who] if isinstance(who, list) else [],
+        "n_annotators": int(labels.get("n_annotators") or len(anns)),
+        "agreement": str(labels.get("agreement") or ""),
+        "spec_sha256": str(labels.get("spec_sha256") or ""),
+        "draft": bool(labels.get("draft")) and not labels.get("draft_accepted"),
+    }

@@ -8,11 +8,16 @@ Uses LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY when set, else starts its own Label
 (and stops it). Pushes a few of the spec's records under a throw-away spec name, signs a new labeler up through
 the invite link in headless Chromium (Debian's chromium, driven over the DevTools protocol) and captures one
 task per kind: for review, a response whose automatic checks fail, so the pre-ticked rules show.
+
+Then a scripted labeler labels every pushed task in the browser the way a person does (review: accept a response
+that passes, or pick edit and correct the pre-filled answer in place; write: type an answer; pairwise: click the
+response that passes) and the script prints the seconds per task (page load to saved annotation), per kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -23,12 +28,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.labeling import server  # noqa: E402
-from curate.labeling.client import StudioClient  # noqa: E402
-from curate.labeling.push import find_project, push  # noqa: E402
-from curate.labeling.screens import LabelerBrowser  # noqa: E402
-from curate.records import read_jsonl, record_from_native  # noqa: E402
-from curate.spec import load_spec  # noqa: E402
+from curate.labeling import server
+from curate.labeling.client import StudioClient
+from curate.labeling.push import find_project, push
+from curate.labeling.screens import LabelerBrowser
+from curate.records import read_jsonl, record_from_native
+from curate.spec import load_spec
 
 
 def main() -> int:
@@ -72,11 +77,50 @@ def main() -> int:
                     browser.open_task(pid, task["id"])
                     path = browser.screenshot(out / f"labeling-{kind}.png")
                     print(path)
+                times = label_everything(client, spec, browser)
+        for kind, secs in times.items():
+            if secs:
+                print(f"scripted labeler, {kind}: {len(secs)} tasks, {sum(secs) / len(secs):.2f} s per task "
+                      f"(min {min(secs):.2f}, max {max(secs):.2f})")
     finally:
         if own is not None:
             server.stop(own)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def label_everything(client: StudioClient, spec, browser: LabelerBrowser) -> dict[str, list[float]]:
+    """Label every task of the three projects in the browser; {kind: [seconds per task]}."""
+    from curate.checks import run_rules
+    from curate.labeling.push import pretty
+
+    times: dict[str, list[float]] = {}
+    for kind in ("review", "write", "pairwise"):
+        pid = find_project(client, spec, kind)["id"]
+        times[kind] = []
+        for task in client.task_data(pid):
+            rec = record_from_native(task["meta"]["record"])
+            t0 = time.perf_counter()
+            browser.open_task(pid, task["id"])
+            if kind == "review":
+                if any(c.status == "fail" for c in run_rules(spec, rec)):
+                    browser.tick("edit")
+                    browser.edit_text("corrected", pretty('{"intent": "other", "entities": {}, "missing_info": [], '
+                                                          '"next_step": "Ask what is needed."}'))
+                else:
+                    browser.tick("accept")
+            elif kind == "write":
+                browser.write_text("ideal", '{"intent": "other", "entities": {}, "missing_info": [], '
+                                            '"next_step": "Ask what is needed."}')
+            else:
+                side = "left" if task["data"]["left"] == rec.response_text() else "right"
+                browser.evaluate("(() => { const e = [...document.querySelectorAll('.lsf-richtext, "
+                                 "[class*=lsf-object]')].filter(x => x.innerText.trim() === "
+                                 f"{json.dumps(task['data'][side].strip())}); e[e.length - 1].click(); "
+                                 "return true })()")
+            browser.submit(task["id"])
+            times[kind].append(time.perf_counter() - t0)
+    return times
 
 
 if __name__ == "__main__":

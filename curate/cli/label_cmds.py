@@ -46,8 +46,9 @@ def register(main: click.Group) -> None:
                   help="review: judge responses (SFT); pairwise: pick the better of two; write: write responses.")
     @click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="Records to push (our JSONL); default: the spec's data files. Repeatable.")
-    @click.option("--overlap", type=click.IntRange(1, 20), default=1, show_default=True,
-                  help="Annotators per task (agreement and conflicts need 2 or more).")
+    @click.option("--overlap", type=click.IntRange(1, 20), default=None,
+                  help="Annotators per task (agreement and conflicts need 2 or more); default: 1 for a new "
+                       "project, the project's own for an existing one (a rework push keeps it).")
     @click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
     @click.option("--predictions", type=click.Choice(["failing", "all"]), default="failing", show_default=True,
                   help="Attach the checks as a prediction where a rule fails (pre-ticked), or to every task.")
@@ -56,13 +57,19 @@ def register(main: click.Group) -> None:
                        "labeled, with the old label as a prior (curate.labeling.stale).")
     @click.option("--order", type=click.Choice(["input", "value"]), default="input", show_default=True,
                   help="Task order: as the input, or most valuable review first (curate.review_order).")
+    @click.option("--drafts", "drafts_model", default=None, metavar="MODEL",
+                  help="Fill empty (write) or failing (review) answers with a model's draft, shown as the "
+                       "prediction with its rule checks: a model folder, a .gguf file, smollm2, or an "
+                       "OpenAI-compatible base URL (key from CURATE_DRAFTS_API_KEY or OPENAI_API_KEY).")
+    @click.option("--drafts-model", "drafts_name", default=None, metavar="NAME",
+                  help="The model name to ask an OpenAI-compatible --drafts endpoint for.")
     @studio_dir
     @json_option
     @quiet_option
     @handle_errors
-    def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int, batch_size: int,
-                 predictions: str, stale: bool, order: str, studio_dir: str, as_json: bool,
-                 quiet: bool) -> None:
+    def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int | None, batch_size: int,
+                 predictions: str, stale: bool, order: str, drafts_model: str | None, drafts_name: str | None,
+                 studio_dir: str, as_json: bool, quiet: bool) -> None:
         """Create or update the project for SPEC's version and KIND and import the records it lacks.
 
         Idempotent: a second push adds only records the server does not hold. Each task carries the record id
@@ -74,6 +81,7 @@ def register(main: click.Group) -> None:
           curate label push specs/support-triage --kind review --overlap 2
           curate label push specs/support-triage --stale          # after a rule changed
           curate label push specs/support-triage --order value    # errors first
+          curate label push specs/support-triage --kind write --drafts smollm2   # model drafts to edit
         """
         from curate.labeling.push import push
         from curate.spec import load_spec
@@ -96,10 +104,17 @@ def register(main: click.Group) -> None:
             from curate.review_order import ordered_for_push
 
             records = ordered_for_push(spec, list(inputs) or None, ctx=ctx)
+        drafter = None
+        if drafts_model:
+            from curate.labeling.drafts import make_drafter
+
+            say(f"loading {drafts_model} for drafts", quiet=quiet or as_json)
+            drafter = make_drafter(drafts_model, endpoint_model=drafts_name)
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
             res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap,
-                       records=records, batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions)
+                       records=records, batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions,
+                       drafts=drafter)
         out = {"spec": spec.ref, **res.as_dict(),
                "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
         if ctx.n_quarantined:
@@ -176,24 +191,57 @@ def register(main: click.Group) -> None:
     @quiet_option
     @handle_errors
     def conflicts_cmd(spec_path: str, studio_dir: str, as_json: bool, quiet: bool) -> None:
-        """List tasks whose annotators disagree (no majority on the verdict or the picked response).
+        """List tasks whose annotators disagree, beside the agreement per question and per rule.
 
-        Resolve them by adding an adjudicator's annotation and pulling with --adjudicator EMAIL.
+        No majority on the verdict or the picked response, or different corrections of one response, is a
+        conflict. Resolve them by adding an adjudicator's annotation and pulling with --adjudicator EMAIL.
+        Agreement: Cohen's kappa (2 annotators) or Krippendorff's alpha, and the observed share of agreeing pairs.
 
         \b
         Example:
           curate label conflicts specs/support-triage --json
         """
-        from curate.labeling.pull import conflicts
+        from curate.labeling.pull import conflicts_and_agreement
         from curate.spec import load_spec
 
         spec = load_spec(spec_path)
         with _client(studio_dir) as client:
-            rows = conflicts(spec, client=client)
+            rows, agreement = conflicts_and_agreement(spec, client=client)
         if as_json:
-            emit_json({"spec": spec.ref, "conflicts": rows})
+            emit_json({"spec": spec.ref, "conflicts": rows, "agreement": agreement})
         else:
+            for kind, per_question in agreement.items():
+                for question, fig in per_question.items():
+                    if not fig.get("items"):
+                        continue
+                    value = "undefined" if fig.get("value") is None else f"{fig['value']:.3f}"
+                    click.echo(f"{kind} agreement {question}: {fig.get('method') or 'n/a'} {value}, observed "
+                               f"{fig.get('observed')} over {fig['items']} tasks")
             for row in rows:
                 answers = ", ".join(f"{who}: {v}" for who, v in row["answers"].items())
                 click.echo(f"{row['kind']} task {row['task']} ({row['question']}): {answers}")
             say(f"{len(rows)} conflicts", quiet=quiet)
+
+    @main.command("explain")
+    @click.argument("record_id", metavar="ID")
+    @click.option("--build", "build_dir", type=click.Path(exists=True, file_okay=False), required=True,
+                  help="The build folder (what `curate build --out` wrote).")
+    @json_option
+    @handle_errors
+    def explain_cmd(record_id: str, build_dir: str, as_json: bool) -> None:
+        """Print one row's history in a build: its input line and lineage, duplicates, quarantine, export.
+
+        ID is a record id as in the exported rows' `id` column (6 or more leading characters do when unique).
+
+        \b
+        Example:
+          curate explain 3f2a9c01d4e5 --build out/support-triage/v1
+        """
+        from curate.labeling.lineage import explain, render
+
+        story = explain(build_dir, record_id)
+        if as_json:
+            emit_json(story)
+        else:
+            for line in render(story):
+                click.echo(line)

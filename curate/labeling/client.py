@@ -18,9 +18,9 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import orjson
@@ -54,8 +54,11 @@ class StudioClient:
         # a legacy token is sent as it is
         self._refresh = token if token.count(".") == 2 and token.startswith("eyJ") else None
         auth = None if self._refresh else (token if token.startswith(("Token ", "Bearer ")) else f"Token {token}")
+        # a dead URL fails fast: connecting gets CONNECT_TIMEOUT_S, and a server never reached gets
+        # FIRST_CONTACT_TRIES tries (reads keep `timeout`: exports can take minutes)
         self._http = httpx.Client(base_url=self.url, headers={"Authorization": auth} if auth else {},
-                                  timeout=timeout)
+                                  timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+        self._reached = False
         if self._refresh:
             self._renew_access()
 
@@ -73,7 +76,7 @@ class StudioClient:
     def __repr__(self) -> str:  # never shows the token
         return f"StudioClient({self.url!r})"
 
-    def _sibling(self, url: str) -> "StudioClient":
+    def _sibling(self, url: str) -> StudioClient:
         """A client for another process of the same server (same credentials), quick to give up when it is down."""
         c = object.__new__(StudioClient)
         c.url, c.retries, c.backoff, c.readers = url, 1, 0.2, []
@@ -84,7 +87,7 @@ class StudioClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "StudioClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -100,6 +103,8 @@ class StudioClient:
         attempts = self.retries + 1 if retry else 1
         last: str = ""
         for attempt in range(attempts):
+            if attempt >= FIRST_CONTACT_TRIES and not getattr(self, "_reached", True):
+                break  # never answered: a wrong URL or a stopped server, not a hiccup
             if attempt:
                 delay = self.backoff * (2 ** (attempt - 1))
                 log.info("retrying %s %s in %.1f s (%s)", method, path, delay, last)
@@ -109,6 +114,7 @@ class StudioClient:
             except httpx.TransportError as err:
                 last = f"{type(err).__name__}: {err}"
                 continue
+            self._reached = True
             if r.status_code in RETRY_STATUS:
                 last = f"HTTP {r.status_code}"
                 continue
@@ -131,7 +137,7 @@ class StudioClient:
             raise TransientServerError(f"Label Studio at {self.url} kept failing on {method} {path} ({last}) after "
                               f"{attempts} attempts")
         raise TransientServerError(f"cannot reach Label Studio at {self.url} ({last}); is it running? start one with "
-                          "`curate studio up` or set LABEL_STUDIO_URL")
+                                   "`curate studio up` or set LABEL_STUDIO_URL to a running server")
 
     def get_json(self, path: str, **params: Any) -> Any:
         return orjson.loads(self.request("GET", path, params=params or None).content)
@@ -184,17 +190,18 @@ class StudioClient:
         return list(r.json().get("task_ids") or [])
 
     def task_data(self, project_id: int, *, page_size: int = 5000) -> Iterator[dict[str, Any]]:
-        """Every task of a project as {"id", "data"} (paged through the tasks API)."""
+        """Every task of a project as {"id", "data", "meta"} (paged through the tasks API)."""
         page = 1
         while True:
             r = self.request("GET", "/api/tasks/", params={"project": project_id, "page": page,
-                                                         "page_size": page_size, "include": "id,data"}, ok=(404,))
+                                                         "page_size": page_size, "include": "id,data,meta"},
+                             ok=(404,))
             if r.status_code == 404:
                 return
             body = orjson.loads(r.content)
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
             for t in tasks:
-                yield {"id": t["id"], "data": t.get("data", {})}
+                yield {"id": t["id"], "data": t.get("data", {}), "meta": t.get("meta") or {}}
             total = body.get("total") if isinstance(body, dict) else None
             if not tasks or (total is not None and page * page_size >= total):
                 return
@@ -205,14 +212,18 @@ class StudioClient:
                             retry=False).json()
 
     def export_snapshot(self, project_id: int, *, annotated_only: bool = True, updated_after: str | None = None,
-                        parts: int | None = None) -> list[dict[str, Any]]:
+                        parts: int | None = None, skipped_only: bool = False) -> list[dict[str, Any]]:
         """Every (annotated) task with its annotations, through the snapshot API, downloaded as JSON.
 
         `updated_after` (a server timestamp, ISO 8601) keeps the tasks updated after it (Label Studio bumps a
         task's `updated_at` when an annotation on it is saved). From SPLIT_MIN_TASKS tasks on, the export is cut
         into `parts` ranges of task ids (default: one per server process, see `readers`), exported at once, each
         by its own process; a reader that fails hands its part to the main server. Tasks come back in id order.
+        `skipped_only=True` exports the tasks with a skipped annotation instead (not split).
         """
+        if skipped_only:
+            return sorted(self._export_part(project_id, False, [], None, skipped_only=True),
+                          key=lambda t: t.get("id") or 0)
         filters: list[dict[str, Any]] = []
         if updated_after:
             filters.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
@@ -271,7 +282,7 @@ class StudioClient:
                              query=_json.dumps(query))
 
     def _export_part(self, project_id: int, annotated_only: bool, filters: list[dict[str, Any]],
-                     id_range: tuple[int, int] | None) -> list[dict[str, Any]]:
+                     id_range: tuple[int, int] | None, *, skipped_only: bool = False) -> list[dict[str, Any]]:
         items = list(filters)
         if id_range is not None:
             items.append({"filter": "filter:tasks:id", "operator": "in", "type": "Number",
@@ -285,6 +296,8 @@ class StudioClient:
             options: dict[str, Any] = {}
             if annotated_only:
                 options["annotated"] = "only"
+            if skipped_only:
+                options["skipped"] = "only"
             if view is not None:
                 options["view"] = view["id"]
             if options:
@@ -308,13 +321,17 @@ class StudioClient:
         return tasks
 
 
+CONNECT_TIMEOUT_S = 1.0
+FIRST_CONTACT_TRIES = 2  # a server that never answered gets this many tries (0.5 s apart) before the error
+
+
 def server_time(value: str) -> datetime:
     """A Label Studio timestamp ("2026-11-22T04:08:22.936915Z") as an aware datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def format_server_time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _short(text: str, n: int = 300) -> str:

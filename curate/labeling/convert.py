@@ -8,8 +8,11 @@
 Used by `curate label pull` and by the importer for Label Studio export files made with our configs.
 
 - review:  accept -> SFT record; edit -> SFT record with the corrected response AND a preference pair (corrected =
-           chosen, original = rejected, ticked rules as `violates`); reject -> negative example with its ticked rules.
-- pairwise: DPO pair, the side the labeler picked as chosen (the task says which side showed the original chosen).
+           chosen, original = rejected, `violates` = the ticked rules, the data's own and the automatic checks the
+           original fails); the correction of a `negative` example is a positive (its category is never negative);
+           reject -> negative example with its ticked rules.
+- pairwise: DPO pair, the side the labeler picked as chosen (the task's hidden meta says which side showed the
+           original chosen).
 - write:   SFT record with the written response.
 
 Label Studio accepts results that do not match the config (unknown control names or choice values): every result
@@ -17,19 +20,29 @@ is checked against the config compiled from the spec, and mismatches are quarant
 corrected or written response that fails the spec's automatic rules is not accepted; it is listed for another pass.
 Records carry rule-check results where the pull ran the rules (corrections, written responses); the build's
 validate step checks every record anyway.
-With several annotations per task, the main answer (verdict / picked side) is resolved by majority, or the
-adjudicator's annotation wins; a task without a majority is a conflict.
+With several annotations per task, the main answer (verdict / picked side; for edits, the corrected text) is
+resolved by majority over the valid annotations, or the adjudicator's annotation wins; a task without a majority
+is a conflict.
+
+The task's record travels in `meta` (never shown to labelers) with its hash (`curate_sha256`); a record that does
+not match its hash, or whose id is not the task's `curate_id`, is quarantined (`tampered_record`). Every record
+made carries its lineage in `labels`: `annotations` (ids of the agreeing annotations), `annotators`,
+`n_annotators` (valid answers on the task), `agreement` ("agreeing/valid"), `source_ids` (the labeled record's
+id, also `source.parent`), `source_where` (its file:line) and `spec_sha256`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from curate.checks import run_rules
-from curate.labeling.config import KINDS, PAIRWISE_SIDES, VERDICTS, Control, controls
+from curate.labeling.config import KINDS, PAIRWISE_SIDES, VERDICTS, Control, controls, visible
 from curate.records import Message, PreferenceRecord, SFTRecord, Source, normalize_text, parse_record
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -59,6 +72,7 @@ class TaskOutcome:
     used: int = 0        # annotations that produced records
     outvoted: int = 0    # annotations that agreed with or lost to the resolved answer
     quarantined: int = 0
+    skipped: int = 0     # annotations the annotator skipped (also counted in quarantined)
 
 
 class Mismatch(ValueError):
@@ -113,14 +127,36 @@ def read_answer(annotation: dict[str, Any], ctrls: dict[str, Control]) -> dict[s
     return values
 
 
-def _original(task: dict[str, Any]) -> Record | None:
-    rec = (task.get("data") or {}).get("record")
-    if not isinstance(rec, dict):
-        return None
+def record_digest(record: dict[str, Any]) -> str:
+    """The hash pushed with a task's record (`curate_sha256`): sha256 of its JSON with sorted keys."""
+    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def task_record(task: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The record a task carries and its pushed hash: in `meta` (hidden from labelers), or `data` (older pushes)."""
+    for where in ("meta", "data"):
+        box = task.get(where)
+        if isinstance(box, dict) and isinstance(box.get("record"), dict):
+            sha = box.get("curate_sha256")
+            return box["record"], sha if isinstance(sha, str) else None
+    return None, None
+
+
+def _original(task: dict[str, Any]) -> tuple[Record | None, str | None, str]:
+    """(the task's record, None) or (None, reason code, detail) when it is missing, unreadable or tampered with."""
+    rec, sha = task_record(task)
+    if rec is None:
+        return None, "unknown_task", "the task carries no curate record (made outside curate?)"
+    if sha is not None and record_digest(rec) != sha:
+        return None, "tampered_record", "the task's record does not match the hash pushed with it (edited on the server?)"
     try:
-        return parse_record(rec)
-    except (ValueError, TypeError):
-        return None
+        parsed = parse_record(rec)
+    except (ValueError, TypeError) as err:
+        return None, "unknown_task", f"the task's record is unreadable: {str(err).splitlines()[0]}"
+    cid = (task.get("data") or {}).get("curate_id")
+    if cid and parsed.id != cid:
+        return None, "tampered_record", f"the task's record has id {parsed.id}, the task says {cid}"
+    return parsed, None, ""
 
 
 def _source(task: dict[str, Any], ans: Answer, project: int | str | None, original: Record) -> Source:
@@ -128,32 +164,64 @@ def _source(task: dict[str, Any], ans: Answer, project: int | str | None, origin
                   task=task.get("id"), annotation=ans.annotation, annotator=ans.annotator, parent=original.id)
 
 
-def _labels(kind: str, ans: Answer, answers: list[Answer], winner_value: Any) -> dict[str, Any]:
+def _labels(kind: str, ans: Answer, group: list[Answer], valid: list[Answer], original: Record,
+            spec: Spec | None, draft: Any = None) -> dict[str, Any]:
+    """What reviewers said, with lineage: every annotation behind the record, how many answered, agreement."""
     labels: dict[str, Any] = {"reviewed": True, "kind": kind, **{k: v for k, v in ans.values.items()
                                                                if v not in (None, "", [])}}
-    if len(answers) > 1:
-        main = MAIN_QUESTION[kind]
-        labels["annotators"] = [a.annotator for a in answers]
-        if main:
-            labels["agreement"] = f"{sum(1 for a in answers if a.values.get(main) == winner_value)}/{len(answers)}"
+    labels["annotations"] = [a.annotation for a in group]
+    labels["annotators"] = [a.annotator for a in group]
+    labels["n_annotators"] = len(valid)
+    if MAIN_QUESTION[kind]:
+        labels["agreement"] = f"{len(group)}/{len(valid)}"
+    labels["source_ids"] = [original.id]
+    if original.source.file or original.source.parent:
+        labels["source_where"] = original.source.where()
+    if spec is not None and spec.digest:
+        labels["spec_sha256"] = spec.digest
+    final = ans.values.get("ideal") if kind == "write" else (
+        ans.values.get("corrected") if ans.values.get("verdict") == "edit" else None)
+    if isinstance(draft, dict) and isinstance(draft.get("text"), str) and final is not None:
+        # the answer started as a model's draft; a person submitted it (kept as drafted, or edited)
+        labels["draft"] = {"model": str(draft.get("model")),
+                           "kept": normalize_text(final) == normalize_text(draft["text"])}
+        labels["draft_accepted"] = True
     return labels
 
 
-def _resolve(kind: str, answers: list[Answer], adjudicator: str | None) -> tuple[Answer | None, dict[str, Any] | None]:
-    """(winning answer, conflict) for a task's answers under majority / adjudicator rules."""
+def _main_key(kind: str, ans: Answer) -> Any:
+    """What annotations must agree on: the verdict (and, for edits, the corrected text), or the picked side."""
     main = MAIN_QUESTION[kind]
-    if len(answers) == 1 or main is None:
-        return answers[0], None
+    value = ans.values.get(main) if main else None
+    if kind == "review" and value == "edit":
+        return ("edit", normalize_text(ans.values.get("corrected") or ""))
+    return value
+
+
+def _resolve(kind: str, valid: list[Answer], adjudicator: str | None
+             ) -> tuple[list[Answer] | None, dict[str, Any] | None]:
+    """(the agreeing answers that win, conflict) over a task's valid answers under majority / adjudicator rules.
+
+    Corrections are compared by their normalized text: two different corrections are a conflict to adjudicate.
+    """
+    main = MAIN_QUESTION[kind]
+    if main is None or len(valid) == 1:
+        return valid[:1], None
     if adjudicator:
-        for a in answers:
-            if a.annotator == adjudicator:
-                return a, None
-    counts = Counter(a.values.get(main) for a in answers)
-    (top, n), *rest = counts.most_common()
-    if n * 2 > len(answers) and top is not None:
-        return next(a for a in answers if a.values.get(main) == top), None
-    return None, {"question": main, "answers": {a.annotator: a.values.get(main) for a in answers},
-                  "annotations": [a.annotation for a in answers]}
+        judge = next((a for a in valid if a.annotator == adjudicator), None)
+        if judge is not None:
+            key = _main_key(kind, judge)
+            return [judge] + [a for a in valid if a is not judge and _main_key(kind, a) == key], None
+    counts = Counter(_main_key(kind, a) for a in valid)
+    (top, n), *_rest = counts.most_common()
+    if n * 2 > len(valid) and top is not None:
+        return [a for a in valid if _main_key(kind, a) == top], None
+    edits = {a.values.get(main) for a in valid} == {"edit"}
+    question = "corrected" if edits else main
+    return None, {"question": question,
+                  "answers": {a.annotator: (a.values.get("corrected") if edits else a.values.get(main))
+                              for a in valid},
+                  "annotations": [a.annotation for a in valid]}
 
 
 def loose_controls(kind: str) -> dict[str, Control]:
@@ -190,13 +258,26 @@ def _checks(spec: Spec | None, rec: Record) -> list[Any]:
     return run_rules(spec, rec) if spec is not None else []
 
 
+@dataclass
+class _Candidate:
+    """What one annotation would make: records, or the reason it makes none (and a rework row)."""
+
+    answer: Answer
+    records: list[Record] = field(default_factory=list)
+    reject: tuple[str, str, dict[str, Any] | None] | None = None
+
+
 def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotators: dict[Any, str],
                  ctx: RunContext, adjudicator: str | None = None, project: int | str | None = None,
                  base: Source | None = None) -> TaskOutcome:
     """Records from one exported task; every annotation ends in a record, a quarantine row or a conflict.
 
-    Without a spec (importing an export file), choice values for rules and categories are not checked against
-    the config and corrections are not checked against the rules here (the build's validate step does that).
+    Each valid annotation is converted on its own first (a correction that fails the rules is quarantined and
+    listed for rework); the main answer is then resolved by majority over the valid ones (or the adjudicator's
+    wins), so an invalid first annotation never hides agreeing valid ones, and different corrections of one
+    response are a conflict. Without a spec (importing an export file), choice values for rules and categories
+    are not checked against the config and corrections are not checked against the rules here (the build's
+    validate step does that).
     """
     out = TaskOutcome(base=base)
     ctrls = _controls(spec, kind)
@@ -204,13 +285,16 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
     base_src = (base or Source()).model_copy(update={
         "format": "label-studio", "project": project if project is not None else task.get("project"),
         "task": task.get("id")})
-    original = _original(task)
+    original, problem, detail = _original(task)
     if original is not None and isinstance(original, PreferenceRecord) != (kind == "pairwise"):
-        original = None
+        original, problem, detail = None, "unknown_task", f"the task's record is not a {kind} record"
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    if original is not None and kind == "pairwise" and not all(isinstance(data.get(k), str) for k in ("left", "right")):
+        original, problem, detail = None, "missing_task_data", "a pairwise task without data.left and data.right"
     if original is None:
         for a in anns:
-            ctx.quarantine(step=STEP, reason="unknown_task", detail="the task carries no curate record (made "
-                           "outside curate?)", source=base_src.model_copy(update={"annotation": a.get("id")}),
+            ctx.quarantine(step=STEP, reason=problem or "unknown_task", detail=detail,
+                           source=base_src.model_copy(update={"annotation": a.get("id")}),
                            original={"data": task.get("data"), "annotation": a})
             out.quarantined += 1
         return out
@@ -225,6 +309,7 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
             ctx.quarantine(step=STEP, reason="skipped_by_annotator", detail="the annotator skipped this task",
                            source=src, original=a)
             out.quarantined += 1
+            out.skipped += 1
             continue
         try:
             values = read_answer(a, ctrls)
@@ -244,83 +329,114 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
     if not out.answers:
         return out
     out.answers.sort(key=lambda x: (x.created_at, str(x.annotation)))
-    if kind == "write":  # every written response is its own record
-        for ans in out.answers:
-            _convert_one(spec, kind, task, ans, out.answers, original, ctx, out, project, ans.values.get("ideal"))
+    cands = [_convert_one(spec, kind, task, ans, original, out, project) for ans in out.answers]
+    valid = []
+    for cand in cands:
+        if cand.reject is None:
+            valid.append(cand.answer)
+            continue
+        reason, why, rework = cand.reject
+        ctx.quarantine(step=STEP, reason=reason, detail=why, source=_source(task, cand.answer, project, original),
+                       original={"values": cand.answer.values, "record_id": original.id})
+        out.quarantined += 1
+        if rework is not None:
+            out.rework.append(rework)
+    if not valid:
         return out
-    winner, conflict = _resolve(kind, out.answers, adjudicator)
+    by_answer = {id(c.answer): c for c in cands}
+    if kind == "write":  # every written response is its own record
+        for ans in valid:
+            _emit(by_answer[id(ans)], [ans], valid, kind, original, spec, out, task)
+        return out
+    group, conflict = _resolve(kind, valid, adjudicator)
     if conflict is not None:
         conflict.update(task=task.get("id"), kind=kind, record_id=original.id)
         out.conflict = conflict
         ctx.quarantine(step=STEP, reason="label_conflict", detail=f"annotators disagree on {conflict['question']}: "
                        + ", ".join(f"{k}={v}" for k, v in conflict["answers"].items()),
                        source=base_src.model_copy(update={"parent": original.id}), original=conflict)
-        out.quarantined += len(out.answers)
+        out.quarantined += len(valid)
         return out
-    assert winner is not None
-    out.outvoted = len(out.answers) - 1
-    main = MAIN_QUESTION[kind]
-    _convert_one(spec, kind, task, winner, out.answers, original, ctx, out, project,
-                 winner.values.get(main) if main else None)
+    assert group
+    out.outvoted = len(valid) - 1
+    _emit(by_answer[id(group[0])], group, valid, kind, original, spec, out, task)
     return out
 
 
-def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer, answers: list[Answer], original: Record,
-                 ctx: RunContext, out: TaskOutcome, project: int | str | None, main_value: Any) -> None:
+def _emit(cand: _Candidate, group: list[Answer], valid: list[Answer], kind: str, original: Record,
+          spec: Spec | None, out: TaskOutcome, task: dict[str, Any]) -> None:
+    """Put a winning candidate's records in `out`, with the lineage of every annotation that agreed."""
+    meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+    labels = _labels(kind, cand.answer, group, valid, original, spec, meta.get("draft"))
+    for rec in cand.records:
+        out.records.append(rec.model_copy(update={"labels": {**labels, **rec.labels}}))
+    if cand.records:
+        out.used += 1
+
+
+def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer, original: Record,
+                 out: TaskOutcome, project: int | str | None) -> _Candidate:
+    cand = _Candidate(answer=ans)
     src = _source(task, ans, project, original)
-    if base_src_file := (out.base.file if out.base is not None else None):
-        src = src.model_copy(update={"file": base_src_file, "line": out.base.line})  # type: ignore[union-attr]
-    labels = _labels(kind, ans, answers, main_value)
+    if out.base is not None and out.base.file:
+        src = src.model_copy(update={"file": out.base.file, "line": out.base.line})
+    labels: dict[str, Any] = {}
     task_rules = (task.get("data") or {}).get("curate_rules")
     if isinstance(task_rules, dict):  # the rule hashes the task was pushed under (curate.versioning)
         labels["rules_sha"] = task_rules
-    before = len(out.records)
 
-    def reject(reason: str, detail: str, rework: dict[str, Any] | None = None) -> None:
-        ctx.quarantine(step=STEP, reason=reason, detail=detail, source=src, original={"values": ans.values,
-                                                                                      "record_id": original.id})
-        out.quarantined += 1
-        if rework is not None:
-            out.rework.append(rework)
+    def reject(reason: str, detail: str, rework: dict[str, Any] | None = None) -> _Candidate:
+        cand.reject = (reason, detail, rework)
+        return cand
 
+    def rework_row(fixed: SFTRecord, failed: list[str]) -> dict[str, Any]:
+        return {"record_id": original.id, "task": task.get("id"), "annotation": ans.annotation,
+                "annotator": ans.annotator, "failed": failed, "messages": [m.to_trl() for m in fixed.conversation()],
+                "category": fixed.category, "tags": list(fixed.tags)}
+
+    spec_ref = original.spec or (spec.ref if spec else None)
     if kind == "review":
         assert isinstance(original, SFTRecord)
         verdict = ans.values["verdict"]
         ticked = tuple(ans.values.get("violates") or ())
         category = ans.values.get("category") or original.category
         prompt = original.prompt_messages()
-        common = {"spec": original.spec or (spec.ref if spec else None), "tags": original.tags, "source": src, "labels": labels}
+        common = {"spec": spec_ref, "tags": original.tags, "source": src, "labels": labels}
         if verdict == "accept":
             if ticked:
                 return reject("inconsistent_verdict", f"accepted but ticked rules: {', '.join(ticked)}")
-            rec = SFTRecord.build(messages=original.conversation(), category=category, violates=(), **common)
-            out.records.append(rec)
+            if category == "negative" or original.category == "negative":
+                # accepting a negative example says it is fine as it is: a positive of its prompt's own case
+                category = category if category != "negative" else "typical"
+            cand.records.append(SFTRecord.build(messages=original.conversation(), category=category, violates=(),
+                                                **common))
         elif verdict == "reject":
             if not ticked:
                 return reject("reject_without_rule", "rejected without ticking a rule it breaks")
-            rec = SFTRecord.build(messages=original.conversation(), category="negative", violates=ticked, **common)
-            out.records.append(rec)
-        else:  # edit
+            cand.records.append(SFTRecord.build(messages=original.conversation(), category="negative",
+                                                violates=ticked, **common))
+        else:  # edit: the correction is a positive (never `negative`), the original the rejected side of a pair
             corrected = (ans.values.get("corrected") or "").strip()
             if not corrected:
                 return reject("missing_correction", "verdict edit without a corrected response")
+            fixed_cat = category if category != "negative" else (
+                original.category if original.category != "negative" else "typical")
             fixed = SFTRecord.build(messages=prompt + (Message(role="assistant", content=corrected),),
-                                    category=category if category != "negative" else original.category,
-                                    violates=(), **common)
+                                    category=fixed_cat, violates=(), **common)
             checks = _checks(spec, fixed)
             failed = [c.rule for c in checks if c.status == "fail"]
             if failed:
                 return reject("correction_fails_rules", f"the corrected response fails: {', '.join(failed)}",
-                              rework={"record_id": original.id, "task": task.get("id"), "annotation": ans.annotation,
-                                      "annotator": ans.annotator, "failed": failed,
-                                      "messages": [m.to_trl() for m in fixed.conversation()],
-                                      "category": fixed.category, "tags": list(fixed.tags)})
-            out.records.append(fixed.with_checks(checks))
+                              rework=rework_row(fixed, failed))
+            cand.records.append(fixed.with_checks(checks))
             if normalize_text(corrected) != normalize_text(original.response_text()):
+                # the rules the original breaks: the ticked ones, the data's own `violates`, the automatic checks
+                orig_failed = [c.rule for c in _checks(spec, original) if c.status == "fail"]
+                violates = tuple(dict.fromkeys((*ticked, *original.violates, *orig_failed)))
                 pair = PreferenceRecord.build(prompt=prompt, chosen=(Message(role="assistant", content=corrected),),
                                               rejected=(Message(role="assistant", content=original.response_text()),),
-                                              category=fixed.category, violates=ticked, **common)
-                out.records.append(pair.with_checks(checks))
+                                              category=fixed.category, violates=violates, **common)
+                cand.records.append(pair.with_checks(checks))
     elif kind == "pairwise":
         assert isinstance(original, PreferenceRecord)
         side = ans.values["comparison"]
@@ -328,29 +444,28 @@ def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer
         chosen_text, rejected_text = (data["left"], data["right"]) if side == "left" else (data["right"], data["left"])
         labels["swapped"] = normalize_text(chosen_text) != normalize_text(original.response_text())
         ticked = tuple(ans.values.get("loser_violates") or ())
+        # the texts shown may have had control characters made visible: take the record's own sides
+        shown = {normalize_text(visible(original.response_text())): original.response_text(),
+                 normalize_text(visible(original.rejected_text())): original.rejected_text()}
+        chosen_text = shown.get(normalize_text(chosen_text), chosen_text)
+        rejected_text = shown.get(normalize_text(rejected_text), rejected_text)
         pair = PreferenceRecord.build(prompt=original.prompt, chosen=(Message(role="assistant", content=chosen_text),),
                                       rejected=(Message(role="assistant", content=rejected_text),),
                                       category=original.category, tags=original.tags, violates=ticked,
-                                      spec=original.spec or (spec.ref if spec else None), source=src,
-                                      labels=labels)
-        out.records.append(pair)
+                                      spec=spec_ref, source=src, labels=labels)
+        cand.records.append(pair)
     else:  # write
-        text = (main_value or "").strip()
+        text = (ans.values.get("ideal") or "").strip()
         fixed = SFTRecord.build(messages=original.prompt_messages() + (Message(role="assistant", content=text),),
                                 category=original.category if original.category != "negative" else "typical",
-                                tags=original.tags, spec=original.spec or (spec.ref if spec else None), source=src,
-                                labels=labels)
+                                tags=original.tags, spec=spec_ref, source=src, labels=labels)
         checks = _checks(spec, fixed)
         failed = [c.rule for c in checks if c.status == "fail"]
         if failed:
             return reject("written_fails_rules", f"the written response fails: {', '.join(failed)}",
-                          rework={"record_id": original.id, "task": task.get("id"), "annotation": ans.annotation,
-                                  "annotator": ans.annotator, "failed": failed,
-                                  "messages": [m.to_trl() for m in fixed.conversation()],
-                                  "category": fixed.category, "tags": list(fixed.tags)})
-        out.records.append(fixed.with_checks(checks))
-    if len(out.records) > before:
-        out.used += 1
+                          rework=rework_row(fixed, failed))
+        cand.records.append(fixed.with_checks(checks))
+    return cand
 
 
 def convert_export(spec: Spec, kind: str, tasks: Iterable[dict[str, Any]], *, annotators: dict[Any, str],
@@ -364,7 +479,7 @@ def convert_export(spec: Spec, kind: str, tasks: Iterable[dict[str, Any]], *, an
 def is_curate_task(task: Any) -> bool:
     """True for a task pushed by curate (it carries the record, its id and the labeling kind)."""
     data = task.get("data") if isinstance(task, dict) else None
-    return (isinstance(data, dict) and isinstance(data.get("record"), dict) and bool(data.get("curate_id"))
+    return (isinstance(data, dict) and task_record(task)[0] is not None and bool(data.get("curate_id"))
             and data.get("curate_kind") in KINDS)
 
 

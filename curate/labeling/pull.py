@@ -13,7 +13,11 @@ dedup / split / export as imported data. Beside it: `quarantine/label.jsonl` (ev
 record, with a reason), `rework.jsonl` (corrections that fail the automatic rules: push them back with
 `curate label push SPEC --kind review --input rework.jsonl`), `agreement.json` and `conflicts.jsonl`.
 
-Incremental: `pull-state.json` remembers every annotation id and its last update; each pull says how many are
+Per kind: `by-kind/<kind>/` holds each kind's records, quarantine, rework, conflicts, agreement and state; a
+pull of some kinds (`--kind`) rewrites only theirs, and the files beside `out` are put together from every kind's.
+Every task is counted once (`counts.task_states`: labeled, skipped, conflicted, quarantined, superseded, pending).
+
+Incremental: `by-kind/<kind>/state.json` remembers every annotation id and its last update; each pull says how many are
 new or changed, and with `since_last=True` writes only the records of tasks with new or changed annotations.
 The fetch is incremental too: `pull-cache/<kind>.json` keeps the tasks of the last pull (as exported) and a
 watermark, a server timestamp; the next pull exports only the tasks Label Studio updated after it (saving an
@@ -30,20 +34,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
-from email.utils import parsedate_to_datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from curate.labeling.agreement import task_agreement
 from curate.errors import ServerError
+from curate.labeling.agreement import task_agreement
 from curate.labeling.client import StudioClient, format_server_time, server_time
 from curate.labeling.config import KINDS
-from curate.labeling.convert import Answer, STEP, convert_task
+from curate.labeling.convert import STEP, Answer, convert_task
 from curate.labeling.push import find_project
 from curate.labeling.stale import skip_superseded, superseded
 from curate.records import PreferenceRecord, SFTRecord, dump_record, write_atomic, write_jsonl_atomic
@@ -121,6 +125,7 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
     annotators = _annotators(client)
     answers: dict[str, dict[Any, list[Answer]]] = {}
     all_tasks: list[dict[str, Any]] = []
+    task_states: dict[str, dict[str, int]] = {}
     counts: dict[str, Any] = {"tasks": 0, "annotations": 0, "used": 0, "outvoted": 0, "quarantined": 0,
                               "conflicts": 0, "records": 0, "sft": 0, "preference": 0, "rework": 0}
     for kind in kinds:
@@ -131,9 +136,15 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
         res.projects[kind] = pid
         t = time.perf_counter()
         tasks = fetch(kind, pid)
+        # a task whose only annotations were skipped is not in an annotated-only export: fetch those too
+        have = {tk.get("id") for tk in tasks}
+        tasks = tasks + [tk for tk in client.export_snapshot(pid, annotated_only=False, skipped_only=True)
+                         if tk.get("id") not in have]
+        total = client.project(pid).get("task_number")
         res.timings["export"] = res.timings.get("export", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         answers[kind] = {}
+        states = {"labeled": 0, "skipped": 0, "conflicted": 0, "quarantined": 0, "superseded": 0, "pending": 0}
         replaced = superseded(tasks)  # old tasks whose re-queued copy (label push --stale) is labeled
         for i, task in enumerate(tasks):
             task["_curate_kind"] = kind
@@ -142,6 +153,7 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
                 counts["tasks"] += 1
                 counts["annotations"] += n_old
                 counts["quarantined"] += n_old
+                states["superseded"] += 1
                 continue
             out = convert_task(spec, kind, task, annotators=annotators, ctx=ctx, adjudicator=adjudicator,
                                project=pid)
@@ -155,8 +167,17 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
             answers[kind][task.get("id")] = out.answers
             if out.conflict:
                 res.conflicts.append(out.conflict)
+            n_anns = len([a for a in task.get("annotations") or [] if isinstance(a, dict)])
+            state = ("conflicted" if out.conflict else "labeled" if out.records else
+                     "skipped" if n_anns and out.skipped == n_anns else "pending" if not n_anns else "quarantined")
+            states[state] += 1
             if progress and i % 500 == 0:
                 progress(f"pull {kind}", i, len(tasks))
+        # every task of the project exactly once: labeled, skipped, conflicted, quarantined (no valid answer) or
+        # pending (no annotation yet)
+        states["pending"] += max(0, int(total or 0) - len(tasks))
+        states["total"] = int(total) if total is not None else len(tasks)
+        task_states[kind] = states
         all_tasks.extend(tasks)
         res.timings["convert"] = res.timings.get("convert", 0.0) + time.perf_counter() - t
     counts["conflicts"] = len(res.conflicts)
@@ -165,7 +186,10 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
     counts["preference"] = len(res.records) - counts["sft"]
     counts["rework"] = len(res.rework)
     counts["quarantine"] = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
-    counts["accounted"] = counts["used"] + counts["outvoted"] + counts["quarantined"] == counts["annotations"]
+    counts["task_states"] = task_states
+    counts["accounted"] = (counts["used"] + counts["outvoted"] + counts["quarantined"] == counts["annotations"]
+                           and all(sum(v for k, v in st.items() if k != "total") == st["total"]
+                                   for st in task_states.values()))
     res.counts = counts
     rule_ids = [r.id for r in spec.rules]
     res.agreement = {kind: task_agreement(kind, rule_ids, by_task) for kind, by_task in answers.items()
@@ -265,32 +289,66 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
     res, _answers, tasks = collect(spec, client, kinds=kinds, adjudicator=adjudicator, ctx=ctx, progress=progress,
                                    fetch=fetch)
     res.counts.update({k: v for k, v in fetch.counts.items()})
-    state_path = out_dir / "pull-state.json"
-    try:
-        state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
-    except ValueError:
-        state = {}
-    current: dict[str, str] = {}
-    fresh_tasks: set[Any] = set()
-    for task in tasks:
-        for ann in task.get("annotations") or []:
-            key = _state_key(task, ann)
-            current[key] = str(ann.get("updated_at") or ann.get("created_at") or "")
-            if state.get(key) != current[key]:
-                fresh_tasks.add(task.get("id"))
-    res.counts["new_or_changed_annotations"] = sum(1 for k, v in current.items() if state.get(k) != v)
-    records = res.records
-    if since_last:
-        records = [r for r in records if r.source.task in fresh_tasks]
-    res.counts["written"] = len(records)
-    write_jsonl_atomic(out_path, (dump_record(r) for r in records))
-    qrows = ctx.quarantined.get(STEP, [])
-    write_jsonl_atomic(out_dir / "quarantine" / f"{STEP}.jsonl", qrows)
-    write_jsonl_atomic(out_dir / "rework.jsonl", res.rework)
-    write_jsonl_atomic(out_dir / "conflicts.jsonl", res.conflicts)
-    write_atomic(out_dir / "agreement.json", orjson.dumps({"spec": spec.ref, "kinds": res.agreement},
+    # outputs and state per kind (by-kind/<kind>/): a pull of some kinds keeps what earlier pulls of the others
+    # wrote; the files beside `out` are put together from every kind's files
+    kind_of_project = {pid: kind for kind, pid in res.projects.items()}
+    kind_of_task = {t.get("id"): t.get("_curate_kind") for t in tasks}
+    per_kind: dict[str, dict[str, list[Any]]] = {k: {"records": [], "quarantine": [], "rework": [], "conflicts": []}
+                                                  for k in res.projects}
+    fresh_total = written = 0
+    for kind in res.projects:
+        kdir = out_dir / "by-kind" / kind
+        state_path = kdir / "state.json"
+        try:
+            state: dict[str, str] = json.loads(state_path.read_text()) if state_path.exists() else {}
+        except ValueError:
+            state = {}
+        current: dict[str, str] = {}
+        fresh_tasks: set[Any] = set()
+        for task in tasks:
+            if task.get("_curate_kind") != kind:
+                continue
+            for ann in task.get("annotations") or []:
+                key = _state_key(task, ann)
+                current[key] = str(ann.get("updated_at") or ann.get("created_at") or "")
+                if state.get(key) != current[key]:
+                    fresh_tasks.add(task.get("id"))
+        fresh_total += sum(1 for k, v in current.items() if state.get(k) != v)
+        bucket = per_kind[kind]
+        bucket["records"] = [r for r in res.records if kind_of_project.get(r.source.project) == kind
+                             and (not since_last or r.source.task in fresh_tasks)]
+        bucket["quarantine"] = [q for q in ctx.quarantined.get(STEP, [])
+                                if kind_of_project.get((q.get("source") or {}).get("project")) == kind]
+        bucket["rework"] = [r for r in res.rework if kind_of_task.get(r.get("task")) == kind]
+        bucket["conflicts"] = [c for c in res.conflicts if c.get("kind") == kind]
+        written += len(bucket["records"])
+        write_jsonl_atomic(kdir / "records.jsonl", (dump_record(r) for r in bucket["records"]))
+        for name in ("quarantine", "rework", "conflicts"):
+            write_jsonl_atomic(kdir / f"{name}.jsonl", bucket[name])
+        write_atomic(kdir / "agreement.json", orjson.dumps(res.agreement.get(kind), option=orjson.OPT_INDENT_2))
+        write_atomic(state_path, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
+    res.counts["new_or_changed_annotations"] = fresh_total
+    res.counts["written"] = written
+    # the combined files: every kind's latest pull
+    combined: dict[str, list[bytes]] = {"records": [], "quarantine": [], "rework": [], "conflicts": []}
+    agreement: dict[str, Any] = {}
+    for kind in KINDS:
+        kdir = out_dir / "by-kind" / kind
+        for name, rows in combined.items():
+            path = kdir / f"{name}.jsonl"
+            if path.exists():
+                rows.extend(line for line in path.read_bytes().splitlines() if line.strip())
+        if (kdir / "agreement.json").exists():
+            value = orjson.loads((kdir / "agreement.json").read_bytes())
+            if value:
+                agreement[kind] = value
+    res.counts["records_in_file"] = len(combined["records"])
+    _write_lines(out_path, combined["records"])
+    _write_lines(out_dir / "quarantine" / f"{STEP}.jsonl", combined["quarantine"])
+    _write_lines(out_dir / "rework.jsonl", combined["rework"])
+    _write_lines(out_dir / "conflicts.jsonl", combined["conflicts"])
+    write_atomic(out_dir / "agreement.json", orjson.dumps({"spec": spec.ref, "kinds": agreement},
                                                           option=orjson.OPT_INDENT_2))
-    write_atomic(state_path, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
     fetch.save()  # last: a pull that fails before here leaves the previous cache, which is still valid
     res.files = {"records": str(out_path), "quarantine": str(out_dir / "quarantine" / f"{STEP}.jsonl"),
                  "rework": str(out_dir / "rework.jsonl"), "conflicts": str(out_dir / "conflicts.jsonl"),
@@ -301,8 +359,18 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
     return res
 
 
+def _write_lines(path: Path, lines: list[bytes]) -> None:
+    write_atomic(path, b"".join(line + b"\n" for line in lines))
+
+
 def conflicts(spec: Spec, *, client: StudioClient, kinds: Iterable[str] = ("review", "pairwise")
               ) -> list[dict[str, Any]]:
     """Tasks whose annotators disagree on the main question (no majority), without writing anything."""
+    return conflicts_and_agreement(spec, client=client, kinds=kinds)[0]
+
+
+def conflicts_and_agreement(spec: Spec, *, client: StudioClient, kinds: Iterable[str] = ("review", "pairwise")
+                            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(conflicts, agreement per kind: per question and per rule, as `label agreement` computes it)."""
     res, _answers, _tasks = collect(spec, client, kinds=kinds)
-    return res.conflicts
+    return res.conflicts, res.agreement

@@ -16,10 +16,11 @@ resumes without duplicate tasks, because each batch is re-checked against the se
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,25 @@ from curate.checks import run_rules
 from curate.errors import LabelingError, ServerError
 from curate.labeling.client import StudioClient, TransientServerError
 from curate.labeling.config import (
-    KINDS, build_config, instructions, project_marker, project_title,
+    KINDS,
+    build_config,
+    instructions,
+    project_marker,
+    project_title,
+    visible,
 )
+from curate.labeling.convert import record_digest
+from curate.labeling.drafts import Drafter
+from curate.labeling.drafts import conversation as draft_conversation
 from curate.records import (
-    CheckResult, LineError, PreferenceRecord, SFTRecord, Source, dump_record, read_jsonl, record_from_native,
+    CheckResult,
+    LineError,
+    PreferenceRecord,
+    SFTRecord,
+    Source,
+    dump_record,
+    read_jsonl,
+    record_from_native,
 )
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -56,6 +72,7 @@ class PushResult:
     quarantined: int = 0
     batches: int = 0
     retries: int = 0
+    drafts: int = 0
     seconds: float = 0.0
     task_ids: list[int] = field(default_factory=list, repr=False)
 
@@ -81,8 +98,12 @@ def _differs(old: Any, new: Any) -> bool:
     return (old or "").strip() != new.strip() if isinstance(new, str) else old != new
 
 
-def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int = 1) -> tuple[dict[str, Any], bool]:
-    """Create the project, or update its config, instructions and overlap; returns (project, created)."""
+def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int | None = None
+                   ) -> tuple[dict[str, Any], bool]:
+    """Create the project, or update its config, instructions and overlap; returns (project, created).
+
+    `overlap=None` keeps an existing project's overlap (a new one gets 1): a rework push must not reset it.
+    """
     if kind not in KINDS:
         raise LabelingError(f"unknown labeling kind {kind!r}; use one of: {', '.join(KINDS)}")
     config = build_config(spec, kind)
@@ -93,12 +114,14 @@ def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int 
         "label_config": config,
         "expert_instruction": instructions(spec, kind),
         "show_instruction": True,
-        "maximum_annotations": max(1, overlap),
         "overlap_cohort_percentage": 100,
         "show_collab_predictions": True,
     }
+    if overlap is not None:
+        fields["maximum_annotations"] = max(1, overlap)
     existing = find_project(client, spec, kind)
     if existing is None:
+        fields.setdefault("maximum_annotations", 1)
         desc = project_marker(spec, kind) + ("\n" + spec.description if spec.description else "")
         return client.create_project(title=project_title(spec, kind), description=desc, **fields), True
     existing = client.project(existing["id"])
@@ -153,35 +176,75 @@ def _left_is_chosen(record: PreferenceRecord) -> bool:
     return int(record.id[-1], 16) % 2 == 0
 
 
-def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failing") -> dict[str, Any]:
+def pretty(text: str) -> str:
+    """A response as the correction field starts: pretty-printed when it is a JSON object or array."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return json.dumps(json.loads(stripped), indent=2, ensure_ascii=False)
+        except ValueError:
+            pass
+    return text
+
+
+def prompt_record(record: SFTRecord) -> SFTRecord:
+    """The prompt of an SFT record without its response: one write task per prompt, whatever answers it had."""
+    return SFTRecord.build(messages=record.prompt_messages(), spec=record.spec, category=record.category,
+                           tags=record.tags, source=record.source, tools=record.tools,
+                           labels={k: v for k, v in record.labels.items() if k == "draft"})
+
+
+def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failing",
+            draft: dict[str, str] | None = None) -> dict[str, Any]:
     """A Label Studio task for one record: its data, the check summary, and the checks as a prediction.
 
-    `predictions="failing"` attaches a prediction where it pre-ticks something (a rule the response fails);
-    `"all"` gives every review task one, empty when every rule passes. The full check results are in the task's
-    `check_summary` either way, which the config shows. (Label Studio spends ~3 ms per imported prediction
-    recounting task totals, 4-5x the task itself, so "failing" keeps large pushes fast.)
+    What a labeler must not see stays out of `data` (which the Data Manager shows as columns): the record itself
+    (its category, `violates`, the data's own answer of a write task) and the side a pairwise task's data prefers
+    travel in `meta`, with the record's hash (`curate_sha256`) that the pull checks. Visible texts have control
+    characters made visible (config.visible). A review task's prediction fills the correction field with the
+    current answer (pretty-printed JSON), ready to edit, and pre-ticks the rules it fails.
+    `draft` ({"model", "text"}, curate.labeling.drafts) fills the correction field (review) or the answer (write)
+    with a model's draft instead, and the draft's own rule checks are shown beside it.
+
+    `predictions="failing"` attaches a prediction to pairwise tasks only where it pre-ticks something (a rule one
+    side fails); `"all"` gives every pairwise task one. Review tasks always get one (the correction field's text).
+    (Label Studio spends ~3 ms per imported prediction recounting task totals, 4-5x the task itself.)
     """
+    if kind == "write" and isinstance(record, SFTRecord) and record.response_text():
+        record = prompt_record(record)
+    dumped = dump_record(record)
     data: dict[str, Any] = {"curate_id": record.id, "curate_spec": spec.ref, "curate_kind": kind,
                             "curate_rules": rules_sha(spec),  # labels on this task are judged under these
-                            "messages": _turns(record.prompt_messages()), "record": dump_record(record)}
+                            "messages": [{**t, "content": visible(t["content"])}
+                                         for t in _turns(record.prompt_messages())]}
+    meta: dict[str, Any] = {"record": dumped, "curate_sha256": record_digest(dumped)}
     result: list[dict[str, Any]] = []
     score = None
+    draft_note = ""
+    if draft is not None and kind != "pairwise":
+        d_checks = run_rules(spec, record, response=draft["text"])
+        d_fail = [c.rule for c in d_checks if c.status == "fail"]
+        meta["draft"] = {"model": draft["model"], "text": draft["text"], "fails": d_fail}
+        draft_note = visible(f"model draft ({draft['model']}): " + _summary(d_checks))
     if kind == "review":
         checks = run_rules(spec, record)
-        data["response"] = record.response_text()
-        data["check_summary"] = _summary(checks)
+        data["response"] = visible(record.response_text())
+        data["check_summary"] = visible(_summary(checks)) + (f" || {draft_note}" if draft_note else "")
         failed = [c.rule for c in checks if c.status == "fail"]
         applicable = [c for c in checks if c.status != "skip"]
         score = (len(applicable) - len(failed)) / len(applicable) if applicable else 1.0
         if failed:
             result.append({"from_name": "violates", "to_name": "response", "type": "choices",
                            "value": {"choices": failed}})
+        result.append({"from_name": "corrected", "to_name": "response", "type": "textarea",
+                       "value": {"text": [pretty(draft["text"] if draft_note and draft else record.response_text())]}})
     elif kind == "pairwise":
         assert isinstance(record, PreferenceRecord)
         chosen, rejected = record.response_text(), record.rejected_text()
         left_chosen = _left_is_chosen(record)
-        data["left"], data["right"] = (chosen, rejected) if left_chosen else (rejected, chosen)
-        data["left_is"] = "chosen" if left_chosen else "rejected"
+        left, right = (chosen, rejected) if left_chosen else (rejected, chosen)
+        data["left"], data["right"] = visible(left), visible(right)
+        meta["left_is"] = "chosen" if left_chosen else "rejected"
         c_fail = [c.rule for c in run_rules(spec, record, response=chosen) if c.status == "fail"]
         r_fail = [c.rule for c in run_rules(spec, record, response=rejected) if c.status == "fail"]
         left_fail, right_fail = (c_fail, r_fail) if left_chosen else (r_fail, c_fail)
@@ -190,10 +253,25 @@ def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failin
         if bool(left_fail) != bool(right_fail):  # exactly one side breaks rules: pre-tick them
             result.append({"from_name": "loser_violates", "to_name": "left", "type": "choices",
                            "value": {"choices": left_fail or right_fail}})
-    task: dict[str, Any] = {"data": data}
-    if result or (predictions == "all" and kind != "write"):
+    elif kind == "write":
+        data["draft_summary"] = draft_note
+        if draft_note and draft:
+            result.append({"from_name": "ideal", "to_name": "prompt", "type": "textarea",
+                           "value": {"text": [pretty(draft["text"])]}})
+    task: dict[str, Any] = {"data": data, "meta": meta}
+    if result or (predictions == "all" and kind == "pairwise"):
         task["predictions"] = [{"model_version": PREDICTION_MODEL, "score": score, "result": result}]
     return task
+
+
+def _drafts(spec: Spec, kind: str, records: list[Record], drafter: Drafter) -> dict[str, dict[str, str]]:
+    """{record id: {"model", "text"}} for the records of a batch that want a draft (none for pairwise)."""
+    if kind == "pairwise":
+        return {}
+    want = [r for r in records if kind == "write" or any(c.status == "fail" for c in run_rules(spec, r))]
+    convs = [draft_conversation(spec, [m.to_trl() for m in r.prompt_messages()]) for r in want]
+    texts = drafter.draft_many(convs)
+    return {r.id: {"model": drafter.name, "text": t} for r, t in zip(want, texts, strict=True) if t.strip()}
 
 
 # ---------------------------------------------------------------- reading input
@@ -233,10 +311,14 @@ def existing_ids(client: StudioClient, project_id: int) -> dict[str, int]:
 
 
 def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Record] | None = None,
-         inputs: Iterable[str | Path] | None = None, overlap: int = 1, batch_size: int = 1000,
+         inputs: Iterable[str | Path] | None = None, overlap: int | None = None, batch_size: int = 1000,
          ctx: RunContext | None = None, progress: Callable[[str, int, int | None], None] | None = None,
-         max_batch_retries: int = 5, predictions: str = "failing") -> PushResult:
-    """Create/update the project for `spec` and `kind` and import the records it does not hold yet."""
+         max_batch_retries: int = 5, predictions: str = "failing", drafts: Drafter | None = None) -> PushResult:
+    """Create/update the project for `spec` and `kind` and import the records it does not hold yet.
+
+    `drafts` (curate.labeling.drafts.make_drafter) drafts an answer for every write task and for every review
+    task whose response fails an automatic rule.
+    """
     t0 = time.perf_counter()
     ctx = ctx or RunContext()
     if records is None:
@@ -293,7 +375,9 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
         # the next batch is built (rule checks, JSON) while the server stores the previous one
         if not batch:
             return
-        tasks = [to_task(spec, kind, r, predictions=predictions) for r in batch]
+        drafted = _drafts(spec, kind, batch, drafts) if drafts is not None else {}
+        res.drafts += len(drafted)
+        tasks = [to_task(spec, kind, r, predictions=predictions, draft=drafted.get(r.id)) for r in batch]
         ids = [r.id for r in batch]
         batch.clear()
         settle()
@@ -310,6 +394,8 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
                     ctx.quarantine(step="label_push", reason=why,
                                    detail=f"a {rec.kind} record cannot be labeled as {kind}", record=rec)
                     continue
+                if kind == "write" and isinstance(rec, SFTRecord) and rec.response_text():
+                    rec = prompt_record(rec)  # one task per prompt: records that share it are duplicates here
                 if rec.id in seen:
                     res.duplicates_in_input += 1
                     continue

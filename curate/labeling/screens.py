@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from curate.errors import LabelingError
 from curate.labeling.client import StudioClient
@@ -35,7 +35,7 @@ class LabelerBrowser:
         self.browser = Chromium(timeout=timeout)
         self.page: Page | None = None
 
-    def __enter__(self) -> "LabelerBrowser":
+    def __enter__(self) -> Self:
         self.browser.__enter__()
         target = next(t for t in self.browser._targets() if t.get("type") == "page")
         self.page = Page(target["webSocketDebuggerUrl"], self.timeout)
@@ -104,3 +104,59 @@ class LabelerBrowser:
     def screenshot(self, path: Path) -> Path:
         assert self.page is not None
         return self.page.screenshot(path, full_page=False, width=self.width, height=self.height)
+
+    # ------------------------------------------------------------ labeling by script (as a labeler would)
+
+    def tick(self, choice: str) -> None:
+        """Click the choice whose shown text starts with `choice` (verdict, rules, category)."""
+        ok = self.evaluate(
+            "(() => { const l = [...document.querySelectorAll('label.lsf-choice__checkbox')]"
+            f".find(x => x.innerText.replace(/\\u200b/g, '').startsWith({json.dumps(choice)}));"
+            " if (!l) return false; l.click(); return true })()")
+        if not ok:
+            raise LabelingError(f"no choice {choice!r} on the labeling page")
+
+    def edit_text(self, control: str, text: str) -> None:
+        """Replace the text of the `control` text area's pre-filled answer in place (Edit, select all, type,
+        Shift+Enter), as a labeler correcting a draft does."""
+        found = self.evaluate(
+            "(() => { const r = document.querySelector("
+            f"'[data-testid=htx-textbox-content][name^=\"{control}:\"]');"
+            " if (!r) return false; r.closest('[data-testid=textarea-region]')"
+            ".querySelector('[data-testid=htx-textbox-edit-button]').click(); return true })()")
+        if not found:
+            raise LabelingError(f"no pre-filled {control!r} answer to edit on the labeling page")
+        self.wait_for(f"document.querySelector('[data-testid=textarea-region] textarea[name^=\"{control}:\"]')",
+                      f"the {control} editor")
+        self.evaluate(f"(() => {{ const t = document.querySelector('textarea[name^=\"{control}:\"]');"
+                      " t.focus(); t.select(); return true })()")
+        self._type(text)
+
+    def write_text(self, control: str, text: str) -> None:
+        """Type an answer into the empty `control` text area and add it (Shift+Enter)."""
+        if not self.evaluate(f"(() => {{ const t = document.querySelector('textarea[name=\"{control}\"]');"
+                             " if (!t) return false; t.focus(); return true })()"):
+            raise LabelingError(f"no {control!r} text area on the labeling page")
+        self._type(text)
+
+    def _type(self, text: str) -> None:
+        assert self.page is not None
+        self.page.send("Input.insertText", text=text)
+        for kind in ("keyDown", "keyUp"):  # Shift+Enter adds the text to the annotation
+            self.page.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
+                           windowsVirtualKeyCode=13, modifiers=8)
+
+    def submit(self, task_id: int) -> dict[str, Any]:
+        """Press Submit and wait until the server holds this labeler's annotation of the task; returns it."""
+        before = {a["id"] for a in self.client.get_json(f"/api/tasks/{task_id}/annotations/")}
+        if not self.evaluate("(() => { const b = [...document.querySelectorAll('button')]"
+                             ".find(x => x.innerText.trim() === 'Submit'); if (!b) return false; b.click();"
+                             " return true })()"):
+            raise LabelingError("no Submit button on the labeling page")
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            new = [a for a in self.client.get_json(f"/api/tasks/{task_id}/annotations/") if a["id"] not in before]
+            if new:
+                return dict(new[0])
+            time.sleep(0.2)
+        raise LabelingError(f"the annotation of task {task_id} was not saved within {self.timeout:.0f} s")

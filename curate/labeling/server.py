@@ -48,6 +48,8 @@ LS_VERSION = "1.23.2"
 ADMIN_USER = "admin@curate.local"
 STATE_FILE = "curate-server.json"
 CREDENTIALS_FILE = "curate-credentials.json"
+PORT_FILE = "curate-port"  # the port the last start used: a restart takes it again when it is free
+LAST_PORT_WAIT_S = 5.0
 LOG_FILE = "label-studio.log"
 _STARTED = re.compile(r"Starting development server at http://[\d.]+:(\d+)/?")
 
@@ -105,7 +107,8 @@ def ensure_installed(*, progress: Callable[[str], None] | None = None) -> Path:
             steps.append([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
                           "-q", f"label-studio=={LS_VERSION}"])
             for cmd in steps:
-                rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+                rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    check=False).returncode
                 if rc != 0:
                     raise ServerError(f"installing Label Studio failed (exit {rc}); see {logfile}")
         if not executable().exists():
@@ -302,9 +305,16 @@ def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout:
     creds = credentials(data_dir, create=True)
     if port is not None and not port_is_free(port):
         raise ServerError(f"port {port} on 127.0.0.1 is busy; pick another with --port or leave it out")
+    last = _last_port(data_dir) if port is None else None
+    if last is not None:  # a server stopped a moment ago may still hold it: give it a few seconds
+        deadline = time.monotonic() + LAST_PORT_WAIT_S
+        while not port_is_free(last) and time.monotonic() < deadline:
+            time.sleep(0.2)
     for attempt in range(3):
         try:
-            info = _launch(exe, data_dir, creds, port if port is not None else free_port(), timeout, progress)
+            use = port if port is not None else last if last is not None and attempt == 0 and port_is_free(last) \
+                else free_port()
+            info = _launch(exe, data_dir, creds, use, timeout, progress)
             break
         except _PortTaken:
             if port is not None or attempt == 2:
@@ -395,8 +405,18 @@ def _launch(exe: Path, data_dir: Path, creds: dict[str, str], port: int, timeout
         _terminate(proc.pid, data_dir)
         (data_dir / STATE_FILE).unlink(missing_ok=True)
         raise
+    (data_dir / PORT_FILE).write_text(f"{port}\n")
     log.info("label studio %s up at %s (pid %d)", LS_VERSION, url, proc.pid)
     return info
+
+
+def _last_port(data_dir: Path) -> int | None:
+    """The port the server of `data_dir` used last (so bookmarks and LABEL_STUDIO_URL survive a restart)."""
+    try:
+        port = int((data_dir / PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return port if 1024 <= port < 65536 else None
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], info: ServerInfo, offset: int, timeout: float) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from curate.labeling.client import StudioClient
+from curate.labeling.convert import task_record
 from curate.labeling.push import ensure_project, find_project, to_task
 from curate.records import parse_record
 from curate.spec import Spec
@@ -101,7 +102,7 @@ def find_stale(spec: Spec, kind: str, client: StudioClient) -> tuple[int | None,
                     "task": t.get("id"),
                     "curate_id": data.get("curate_id"),
                     "rules": why,
-                    "task_data": data,
+                    "task_data": {**data, "record": task_record(t)[0]},  # the record travels in meta
                     "annotations": anns,
                 }
             )

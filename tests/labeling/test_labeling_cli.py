@@ -93,7 +93,8 @@ def test_server_down_is_one_line_exit_1(tmp_path, monkeypatch):
     spec = make_spec(tmp_path)
     r = CliRunner().invoke(main, ["label", "push", str(spec.path), "--json"])
     assert r.exit_code == 1
-    assert r.stdout == ""
+    doc = json.loads(r.stdout)  # under --json, the error as one JSON document
+    assert doc["ok"] is False and doc["error"]["message"].startswith("cannot reach Label Studio")
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach Label Studio")
     assert "a-secret-token" not in r.stderr

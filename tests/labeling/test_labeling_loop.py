@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from lshelpers import REPO, choices, make_spec, pick, textarea
 
 from curate.labeling.agreement import agreement
-from curate.labeling.push import find_project, push
 from curate.labeling.pull import conflicts, pull
+from curate.labeling.push import find_project, push
 from curate.records import PreferenceRecord, SFTRecord, read_jsonl, record_from_native
 from curate.steps.base import RunContext
-from lshelpers import REPO, choices, make_spec, pick, textarea
 
 pytestmark = pytest.mark.studio
 
@@ -65,19 +65,21 @@ def test_push_is_idempotent_against_the_server_and_carries_checks(client, tmp_pa
     preds = client.get_json("/api/predictions/", task=bad["id"])
     preds = preds.get("results", preds) if isinstance(preds, dict) else preds
     assert len(preds) == 1 and preds[0]["model_version"] == "curate-checks"
-    ticked = {r["from_name"]: r["value"]["choices"] for r in preds[0]["result"]}
-    assert ticked == {"violates": ["valid-json", "no-action-claims"]}
+    ticked = {r["from_name"]: r["value"].get("choices") or r["value"].get("text") for r in preds[0]["result"]}
+    # failing rules pre-ticked; the correction field starts with the current answer, ready to edit
+    assert ticked == {"violates": ["valid-json", "no-action-claims"], "corrected": ["I've reset it."]}
     assert bad["data"]["check_summary"].startswith("FAILS: valid-json")
     good = next(t for t in tasks.values() if t["data"]["response"].startswith('{"intent": "reset_password"'))
     assert good["data"]["check_summary"] == "passes every automatic rule"
-    assert not client.get_json("/api/predictions/", task=good["id"])  # nothing to pre-tick: no prediction
-    # with predictions="all" every task carries one, empty where every rule passes
-    spec2 = make_spec(tmp_path)
-    push(spec2, "review", client=client, predictions="all")
-    for t in _tasks(client, spec2, "review").values():
-        p = client.get_json("/api/predictions/", task=t["id"])
-        assert len(p) == 1 and (p[0]["result"] == []) == t["data"]["check_summary"].startswith("passes")
-    assert record_from_native(bad["data"]["record"]).id == bad["data"]["curate_id"]
+    (pred,) = client.get_json("/api/predictions/", task=good["id"])  # nothing to tick: only the correction field
+    assert [r["from_name"] for r in pred["result"]] == ["corrected"]
+    assert pred["result"][0]["value"]["text"] == [
+        '{\n  "intent": "reset_password",\n  "next_step": "Send a reset link."\n}']  # pretty-printed JSON
+    # what a labeler must not see is not in the task's data (the Data Manager's columns): it is in meta
+    full = client.get_json(f"/api/tasks/{bad['id']}/")
+    assert set(full["data"]) == {"curate_id", "curate_spec", "curate_kind", "curate_rules", "messages", "response",
+                                 "check_summary"}
+    assert record_from_native(full["meta"]["record"]).id == bad["data"]["curate_id"]
 
 
 def test_example_specs_push_for_every_kind(client, tmp_path):
@@ -192,11 +194,11 @@ def test_pairwise_maps_left_and_right_including_swapped_pairs(client, tmp_path, 
     res = push(spec, "pairwise", client=client)
     assert res.pushed == 6
     tasks = list(_tasks(client, spec, "pairwise").values())
-    sides = {t["data"]["left_is"] for t in tasks}
+    sides = {t["meta"]["left_is"] for t in tasks}
     assert sides == {"chosen", "rejected"}  # both placements occur, so a swap bug would show
     expected = {}
     for i, t in enumerate(tasks):
-        orig = record_from_native(t["data"]["record"])
+        orig = record_from_native(t["meta"]["record"])
         # the labeler agrees with the data on even tasks and disagrees on odd ones
         want_chosen = orig.response_text() if i % 2 == 0 else orig.rejected_text()
         side = "left" if t["data"]["left"] == want_chosen else "right"
@@ -311,12 +313,13 @@ def test_pull_fetches_only_changed_tasks_and_equals_a_full_pull(client, tmp_path
     _annotate(client, tasks[0]["id"], [choices("verdict", ["accept"])], bob)
     client.request("PATCH", f"/api/annotations/{first_ann}/", json={"result": [choices("verdict", ["accept"]),
                                                                                 choices("category", ["edge"])]})
-    client.create_annotation(tasks[3]["id"], [], was_cancelled=True)  # a skip alone is not exported, not a miss
+    client.create_annotation(tasks[3]["id"], [], was_cancelled=True)  # a lone skip: fetched apart, counted
     time.sleep(1.1)
     third = again()
     assert third.counts["incremental_exports"] == 1 and third.counts["fetched_tasks"] == 2  # tasks 0 and 2
     assert third.counts["full_exports"] == 0
-    assert third.counts["new_or_changed_annotations"] == 3 and third.counts["annotations"] == 4
+    assert third.counts["new_or_changed_annotations"] == 4 and third.counts["annotations"] == 5
+    assert third.counts["task_states"]["review"]["skipped"] == 1 and third.counts["accounted"]
     full, full_files = full_pull()
     assert _outputs(out.parent) == full_files  # the merged pull wrote exactly what a full pull writes
     assert [r.id for r in third.records] == [r.id for r in full.records]
@@ -325,14 +328,14 @@ def test_pull_fetches_only_changed_tasks_and_equals_a_full_pull(client, tmp_path
     # a deleted annotation: its task is exported again
     client.request("DELETE", f"/api/annotations/{first_ann}/")
     fourth = again()
-    assert fourth.counts["annotations"] == 3 and fourth.counts["fetched_tasks"] == 1
+    assert fourth.counts["annotations"] == 4 and fourth.counts["fetched_tasks"] == 1
     assert _outputs(out.parent) == full_pull()[1]
     # a deleted task leaves nothing to fetch: the annotation counts differ and the pull exports everything
     client.request("DELETE", f"/api/tasks/{tasks[2]['id']}/")
     fifth = again()
     assert fifth.counts["full_exports"] == 1 and "review: annotations 3 != server 2" in \
         fifth.counts["full_export_reasons"][0]
-    assert fifth.counts["annotations"] == 2
+    assert fifth.counts["annotations"] == 3
     assert _outputs(out.parent) == full_pull()[1]
 
 
