@@ -827,14 +827,46 @@ def candidate_pairs(bh: np.ndarray, max_run: int = MAX_RUN, *, threads: int | No
     return np.stack((u // n, u % n), axis=1)
 
 
-def candidate_pairs_counted(bh: np.ndarray, max_run: int = MAX_RUN) -> tuple[np.ndarray, np.ndarray]:
-    """`candidate_pairs` plus, per pair, how many bands it shares (an estimate of its Jaccard: more shared bands,
-    more alike), for callers that bound the candidates per record."""
+SMALL_BUCKET = 32  # buckets up to this size pair every two members
+WINDOW = 4  # in a larger bucket a member meets its WINDOW nearest neighbours in the order of its other bands
+
+
+def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
+                            window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (i, j), i < j, pairs sharing a band, and per pair how many bands it shares (more shared bands, more
+    alike: what `cap_candidates` ranks by).
+
+    Bounded work on any data: a bucket of up to `small` members pairs all of them; in a larger bucket (templated
+    text: thousands of records sharing a band) the members are sorted by their next three bands' hashes and each
+    meets its `window` next members in that order: near twins agree on most bands and sit side by side, so the
+    pairs per band stay <= n * max(window, small) instead of growing with the square of the bucket. (A pair in a
+    large bucket whose other bands differ can be missed in that band; it still meets in the bands it shares.)"""
     n, bands = bh.shape
     if n < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
-    idx = np.arange(n, dtype=np.uint64)
-    codes = [c for band in range(bands) for c in _band_codes(bh[:, band], idx, n, max_run)[0]]
+    col32 = bh if bh.dtype == np.uint32 else (bh >> np.uint64(32)).astype(np.uint32)
+    idx = np.arange(n, dtype=np.int64)
+    codes = []
+    for band in range(bands):
+        others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
+        order = np.lexsort((idx, *others, col32[:, band]))
+        key = col32[order, band]
+        same = key[1:] == key[:-1]
+        if not same.any():
+            continue
+        run_id = np.concatenate(([0], np.cumsum(~same)))
+        run_size = np.bincount(run_id)[run_id]
+        hit = np.flatnonzero(same)
+        for d in range(1, max(small, window) + 1):
+            if d > 1:
+                hit = hit[hit + d < n]
+                hit = hit[run_id[hit + d] == run_id[hit]]
+            if d > window:
+                hit = hit[run_size[hit] <= small]
+            if hit.size == 0:
+                break
+            a, b = order[hit], order[hit + d]
+            codes.append(np.minimum(a, b) * n + np.maximum(a, b))
     if not codes:
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
     u, counts = np.unique(np.concatenate(codes), return_counts=True)
@@ -939,8 +971,10 @@ def skeleton_keys(parts: Sequence[str]) -> list[int]:
     return keys
 
 
-def key_pairs(keyed: list[tuple[int, int]], local: np.ndarray, max_run: int = 256) -> np.ndarray:
-    """Candidate pairs (i < j, local survivor indices) of items sharing a skeleton key."""
+def key_pairs(keyed: list[tuple[int, int]], local: np.ndarray, max_run: int = 16) -> np.ndarray:
+    """Candidate pairs (i < j, local indices) of items sharing a key: each member of a key's group is paired with
+    the group's first `max_run` members (lowest index: the first in keep order), so a group of any size costs at
+    most `max_run` pairs a member and every member meets the ones that would be kept."""
     if not keyed:
         return np.empty((0, 2), dtype=np.int64)
     pos = np.array([p for p, _ in keyed], dtype=np.int64)
@@ -952,12 +986,17 @@ def key_pairs(keyed: list[tuple[int, int]], local: np.ndarray, max_run: int = 25
         return np.empty((0, 2), dtype=np.int64)
     o = np.lexsort((loc, key))
     loc, key = loc[o], key[o]
+    m = len(loc)
+    new = np.concatenate(([True], key[1:] != key[:-1]))
+    start = np.maximum.accumulate(np.where(new, np.arange(m), 0))
+    at = np.arange(m)
     out = []
-    for d in range(1, max_run + 1):
-        same = key[d:] == key[:-d]
-        if not same.any():
+    for t in range(max_run):
+        q = start + t
+        ok = q < at
+        if not ok.any():
             break
-        a, b = loc[:-d][same], loc[d:][same]
+        a, b = loc[q[ok]], loc[at[ok]]
         out.append(np.stack((np.minimum(a, b), np.maximum(a, b)), axis=1))
     if not out:
         return np.empty((0, 2), dtype=np.int64)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from curate.near import BandSketch, candidate_pairs, key_pairs, skeleton_keys
+from curate.near import BandSketch, candidate_pairs_counted, key_pairs, skeleton_keys
 from curate.relation import is_short, leak_score
 
 __all__ = ["LOOSE", "leak_pairs"]
@@ -88,12 +88,12 @@ def _blocks(texts: list[str], nt: int) -> np.ndarray:
     for k, t in enumerate(texts):
         if len(t) < _SHORT_CHARS and is_short(t):
             keyed += [(k, h) for h in skeleton_keys([t])]
-    pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=1024))
+    pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     sketch = BandSketch(LOOSE, 128, 3)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     for a in range(0, n, sketch.CHUNK):
         bands[a:a + sketch.CHUNK] = sketch.bands32_of(texts[a:a + sketch.CHUNK])
-    pairs.append(candidate_pairs(bands, max_run=1024))
+    pairs.append(candidate_pairs_counted(bands, small=64, window=8)[0])
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
     return np.unique(cand, axis=0) if len(cand) else cand
