@@ -168,7 +168,7 @@ class SFTRecord(_RecordBase):
     completion: tuple[Message, ...] | None = None
 
     @classmethod
-    def build(cls, **fields: Any) -> "SFTRecord":
+    def build(cls, **fields: Any) -> SFTRecord:
         rec = cls(**fields)
         return rec.model_copy(update={"id": rec.content_id()})
 
@@ -204,7 +204,7 @@ class PreferenceRecord(_RecordBase):
     rejected: tuple[Message, ...]
 
     @classmethod
-    def build(cls, **fields: Any) -> "PreferenceRecord":
+    def build(cls, **fields: Any) -> PreferenceRecord:
         rec = cls(**fields)
         return rec.model_copy(update={"id": rec.content_id()})
 
