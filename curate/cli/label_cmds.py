@@ -222,20 +222,22 @@ def register(main: click.Group) -> None:
                 click.echo(f"{row['kind']} task {row['task']} ({row['question']}): {answers}")
             say(f"{len(rows)} conflicts", quiet=quiet)
 
+    @deprecated_options({"--build": "--build-dir"})
     @main.command("explain")
     @click.argument("record_id", metavar="ID")
-    @click.option("--build", "build_dir", type=click.Path(exists=True, file_okay=False), required=True,
+    @click.option("--build-dir", "build_dir", type=click.Path(exists=True, file_okay=False), required=True,
                   help="The build folder (what `curate build --out` wrote).")
     @json_option
+    @quiet_option
     @handle_errors
-    def explain_cmd(record_id: str, build_dir: str, as_json: bool) -> None:
+    def explain_cmd(record_id: str, build_dir: str, as_json: bool, quiet: bool) -> None:
         """Print one row's history in a build: its input line and lineage, duplicates, quarantine, export.
 
         ID is a record id as in the exported rows' `id` column (6 or more leading characters do when unique).
 
         \b
         Example:
-          curate explain 3f2a9c01d4e5 --build out/support-triage/v1
+          curate explain 3f2a9c01d4e5 --build-dir out/support-triage/v1
         """
         from curate.labeling.lineage import explain, render
 

@@ -170,14 +170,14 @@ def test_lineage_of_pulled_records_and_explain_in_a_build(client, tmp_path, user
     build = tmp_path / "build"
     r = CliRunner().invoke(main, ["build", str(spec.path), "--input", str(out), "--out", str(build), "--json"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["explain", rec.id[:8], "--build", str(build), "--json"])
+    r = CliRunner().invoke(main, ["explain", rec.id[:8], "--build-dir", str(build), "--json"])
     assert r.exit_code == 0, r.output
     story = json.loads(r.stdout)
     assert story["id"] == rec.id
     whats = [e["what"] for e in story["events"]]
     assert whats[0] == "input" and "exported" in whats
     assert story["lineage"]["annotations"] == [str(aid)]
-    r = CliRunner().invoke(main, ["explain", "ffffffffffff", "--build", str(build)])
+    r = CliRunner().invoke(main, ["explain", "ffffffffffff", "--build-dir", str(build)])
     assert r.exit_code == 1 and "is not in the build" in r.output
 
 

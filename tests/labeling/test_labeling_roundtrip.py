@@ -64,7 +64,7 @@ def test_corrections_made_in_the_browser_land_on_the_chosen_side_of_dpo_train(cl
     sft = _rows(build / "sft" / "train.jsonl") + _rows(build / "sft" / "test.jsonl")
     assert not [row for row in sft if row["messages"][-1]["content"] == NEGATIVE]
     # the exported row's history: from the labeler's annotation of the data line
-    r = CliRunner().invoke(main, ["explain", corrected[0]["id"], "--build", str(build), "--json"])
+    r = CliRunner().invoke(main, ["explain", corrected[0]["id"], "--build-dir", str(build), "--json"])
     assert r.exit_code == 0, r.output
     story = json.loads(r.stdout)
     assert story["lineage"]["annotations"] and story["lineage"]["source"].endswith("data.jsonl:5")
