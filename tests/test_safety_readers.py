@@ -411,3 +411,27 @@ def test_fuzz_stats_are_written(tmp_path, monkeypatch, n):
     _stats("probe", None, "ok")
     _write_stats()
     assert json.loads((tmp_path / "s.json").read_text())["probe:cases"] >= 1 + n
+
+
+def test_detection_does_not_hold_a_file_of_bad_lines(tmp_path, monkeypatch):
+    """Format detection replays the units it looked at; past _MAX_SEEN it reads the file again instead of holding
+    them all (5M bad lines before the first record used to be held in memory)."""
+    from curate.steps import read as read_mod
+
+    monkeypatch.setattr(read_mod, "_MAX_SEEN", 5)
+    f = tmp_path / "late.jsonl"
+    f.write_text("".join(f"bad {i}\n" for i in range(20)) + json.dumps(GOOD) + "\n" + "{'py': True}\n")
+    recs, ctx = read(f)
+    assert len(recs) == 1 and len(qrows(ctx)) == 21 and [q["source"]["line"] for q in qrows(ctx)] == list(
+        range(1, 20 + 1)) + [22]
+    conserved(f, recs, ctx)
+    g = tmp_path / "only_bad.jsonl"
+    g.write_text("".join(f"bad {i}\n" for i in range(20)))
+    recs, ctx = read(g)
+    assert recs == [] and len(qrows(ctx)) == 20
+    conserved(g, recs, ctx)
+    h = tmp_path / "unknown.jsonl"  # objects of no known shape after many bad lines: quarantined unit by unit
+    h.write_text("".join(f"bad {i}\n" for i in range(20)) + "".join(json.dumps({"q": i}) + "\n" for i in range(120)))
+    recs, ctx = read(h)
+    assert recs == [] and len(qrows(ctx)) == 140 and {q["reason"] for q in qrows(ctx)} == {"bad_json", "unknown_format"}
+    conserved(h, recs, ctx)

@@ -70,13 +70,20 @@ def _apply_mapping(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
     return out
 
 
+_MAX_SEEN = 10_000  # units held for replay while detecting; past it the file is read again from its start (#16)
+
+
 def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
-            mapping: dict[str, str] | None) -> tuple[str | None, list[tuple[int, Any, Any]]]:
-    """(format or None, the units looked at, to be replayed)."""
-    seen: list[tuple[int, Any, Any]] = []
+            mapping: dict[str, str] | None) -> tuple[str | None, list[tuple[int, Any, Any]] | None]:
+    """(format or None, the units looked at, to be replayed; None when there were too many to hold: read the file
+    again instead: a file of millions of bad lines must not be held in memory)."""
+    seen: list[tuple[int, Any, Any]] | None = []
     objects = 0
     for unit in units:
-        seen.append(unit)
+        if seen is not None:
+            seen.append(unit)
+            if len(seen) > _MAX_SEEN:
+                seen = None
         obj = unit[1]
         if isinstance(obj, dict):
             objects += 1
@@ -87,21 +94,26 @@ def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
                 break
     if objects == 0:
         return None, seen
-    first = next(u[1] for u in seen if isinstance(u[1], dict))
+    first = next((u[1] for u in seen or [] if isinstance(u[1], dict)), None) or _first_object(path)
     raise _Undetected(seen, f"{path}: cannot tell the format; fields found: {', '.join(map(str, list(first)[:20]))}; "
                      f"map them to ours, e.g. {map_hint(first)}, or pass --format NAME "
                      f"({', '.join(FORMATS)})")
 
 
-class _Undetected(InputError):
-    """No known format in a file's first objects; carries the units looked at (to quarantine them)."""
+def _first_object(path: Path) -> dict[str, Any]:
+    return next((u[1] for u in iter_units(path, container_of(path)) if isinstance(u[1], dict)), {})
 
-    def __init__(self, seen: list[tuple[int, Any, Any]], message: str) -> None:
+
+class _Undetected(InputError):
+    """No known format in a file's first objects; carries the units looked at (to quarantine them; None: too many
+    were looked at, read the file again)."""
+
+    def __init__(self, seen: list[tuple[int, Any, Any]] | None, message: str) -> None:
         super().__init__(message)
         self.seen = seen
 
 
-def _detect_seen(err: InputError) -> list[tuple[int, Any, Any]]:
+def _detect_seen(err: InputError) -> list[tuple[int, Any, Any]] | None:
     return err.seen if isinstance(err, _Undetected) else []
 
 
@@ -245,9 +257,11 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
             except InputError as err:
                 if _STRICT.get():
                     raise
-                yield from _quarantine_file(path, chain(_detect_seen(err), units), ctx, str(err))
+                again = _detect_seen(err)
+                yield from _quarantine_file(path, chain(again, units) if again is not None else
+                                            iter_units(path, container), ctx, str(err))
                 return
-            units = chain(seen, units)
+            units = chain(seen, units) if seen is not None else iter_units(path, container)
         log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
     else:
         shape = format
