@@ -17,7 +17,6 @@ response that passes) and the script prints the seconds per task (page load to s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -30,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from curate.labeling import server
 from curate.labeling.client import StudioClient
-from curate.labeling.push import find_project, push
+from curate.labeling.push import find_project, prompt_record, push
 from curate.labeling.screens import LabelerBrowser
 from curate.records import read_jsonl, record_from_native
 from curate.spec import load_spec
@@ -73,7 +72,8 @@ def main() -> int:
             with LabelerBrowser(client, width=1400, height=2000) as browser:
                 for kind, rec in (("review", failing[0]), ("pairwise", pairs[0]), ("write", sft[0])):
                     pid = find_project(client, spec, kind)["id"]
-                    task = next(t for t in client.task_data(pid) if t["data"]["curate_id"] == rec.id)
+                    want = prompt_record(rec).id if kind == "write" else rec.id  # one write task per prompt
+                    task = next(t for t in client.task_data(pid) if t["data"]["curate_id"] == want)
                     browser.open_task(pid, task["id"])
                     path = browser.screenshot(out / f"labeling-{kind}.png")
                     print(path)
@@ -114,10 +114,7 @@ def label_everything(client: StudioClient, spec, browser: LabelerBrowser) -> dic
                                             '"next_step": "Ask what is needed."}')
             else:
                 side = "left" if task["data"]["left"] == rec.response_text() else "right"
-                browser.evaluate("(() => { const e = [...document.querySelectorAll('.lsf-richtext, "
-                                 "[class*=lsf-object]')].filter(x => x.innerText.trim() === "
-                                 f"{json.dumps(task['data'][side].strip())}); e[e.length - 1].click(); "
-                                 "return true })()")
+                browser.pick(task["data"][side])
             browser.submit(task["id"])
             times[kind].append(time.perf_counter() - t0)
     return times

@@ -116,6 +116,16 @@ class LabelerBrowser:
         if not ok:
             raise LabelingError(f"no choice {choice!r} on the labeling page")
 
+    def pick(self, text: str) -> None:
+        """Click the pairwise response showing `text` (the better one)."""
+        ok = self.evaluate(
+            "(() => { const all = [...document.querySelectorAll('.lsf-main-view [class*=cursor-pointer]')]"
+            f".filter(e => (e.innerText || '').includes({json.dumps(text.strip())}));"
+            " all.sort((a, b) => a.innerText.length - b.innerText.length);"
+            " if (!all.length) return false; all[0].click(); return true })()")
+        if not ok:
+            raise LabelingError("no pairwise response with that text on the labeling page")
+
     def edit_text(self, control: str, text: str) -> None:
         """Replace the text of the `control` text area's pre-filled answer in place (Edit, select all, type,
         Shift+Enter), as a labeler correcting a draft does."""
