@@ -389,7 +389,16 @@ def lineage_of(record: SFTRecord | PreferenceRecord) -> dict[str, Any]:
         ...                            source=Source(file="data.jsonl", line=3)))["source"]
         'data.jsonl:3'
     """
-    src, labels = record.source, record.labels
+    return lineage_from(record.source, record.labels)
+
+
+def lineage_from(source: Source | dict[str, Any] | None, labels: dict[str, Any] | None) -> dict[str, Any]:
+    """lineage_of from a record's `source` and `labels` alone (a native JSONL object's keys will do), for export
+    paths that hold no record object: lineage_from(obj.get("source") or {"file": f, "line": n}, obj.get("labels"))
+    == lineage_of(the record read from that line with that source)."""
+    src = source if isinstance(source, Source) else Source.model_validate(
+        {k: v for k, v in (source or {}).items() if k in Source.model_fields})
+    labels = labels if isinstance(labels, dict) else {}
     ids = labels.get("source_ids") or ([src.parent] if src.parent else [])
     anns = labels.get("annotations") or ([src.annotation] if src.annotation is not None else [])
     who = labels.get("annotators") or ([src.annotator] if src.annotator else [])

@@ -261,3 +261,22 @@ def test_studio_up_keeps_its_port_across_restarts(studio, tmp_path):
         assert again.port == first.port and again.url == first.url
     finally:
         server.stop(tmp_path / "s")
+
+
+@pytest.mark.parametrize("labels, source", [
+    ({}, {"file": "data.jsonl", "line": 7}),
+    ({"annotations": [3, 5], "annotators": ["a@x", "b@x"], "n_annotators": 2, "agreement": "2/2",
+      "source_ids": ["ab12"], "source_where": "data.jsonl:4", "spec_sha256": "f00"},
+     {"format": "label-studio", "project": 1, "task": 9, "annotation": 3, "parent": "ab12"}),
+    ({"draft": {"model": "m", "kept": True}, "draft_accepted": True}, {"generator": "curate.expand.gaps",
+                                                                       "parent": "p1"}),
+])
+def test_lineage_from_a_native_object_equals_lineage_of_its_record(labels, source):
+    from curate.records import Source, lineage_from, record_from_native
+
+    obj = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "labels": labels}
+    rec = record_from_native({**obj, "source": source})
+    assert lineage_from(source, labels) == lineage_of(rec)
+    assert lineage_of(rec)["draft"] is False and set(lineage_of(rec)) == {
+        "source", "source_ids", "annotations", "annotators", "n_annotators", "agreement", "spec_sha256", "draft"}
+    assert lineage_from(Source(**source), labels) == lineage_of(rec)
