@@ -435,3 +435,20 @@ def test_detection_does_not_hold_a_file_of_bad_lines(tmp_path, monkeypatch):
     recs, ctx = read(h)
     assert recs == [] and len(qrows(ctx)) == 140 and {q["reason"] for q in qrows(ctx)} == {"bad_json", "unknown_format"}
     conserved(h, recs, ctx)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_build_flags_duplicate_keys_on_plain_lines_too(tmp_path, monkeypatch, workers):
+    """Plain native lines skip the record path in a build (engine.compact); one with a key twice must not."""
+    from curate.engine import compact as C
+
+    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setenv("CURATE_WORKERS", workers)
+    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # (a thread an earlier test left must not turn the pool off)
+    f = tmp_path / "data.jsonl"
+    dup = ('{"messages": [{"role": "user", "content": "Dup key question here?"}, {"role": "assistant", "content": '
+           '"{\\"answer\\": \\"Fine.\\"}"}], "category": "edge", "category": "typical"}\n')
+    f.write_text((DATA / "data.jsonl").read_text() + dup)
+    res = build(DATA, [f], tmp_path / "o")
+    assert res.manifest["quarantine"].get("read/duplicate_key") == 1
+    assert res.manifest["conservation"]["ok"]

@@ -43,6 +43,7 @@ import orjson
 from curate.engine.pool import env_workers, fork_safe
 from curate.readers.common import ROLES
 from curate.readers.containers import container_of, iter_units
+from curate.readers.guard import dup_suspect
 from curate.readers.shapes import detect_shape
 from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
@@ -632,6 +633,8 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                 continue
             if type(obj) is dict:
                 shape = _fast_shape(obj)
+                if shape is not None and dup_suspect(obj, raw):  # #16: a duplicate key? the record path decides
+                    shape = None
                 if shape is not None:
                     kind, cat, tags, violates = shape
                     got = val.fast(kind, obj, cat, tags, violates)
@@ -714,7 +717,7 @@ def _fast_chunk(bounds: tuple[int, int]) -> tuple[list[tuple[Any, ...] | None], 
             append(None)
             continue
         shape = _fast_shape(obj)
-        if shape is None:
+        if shape is None or dup_suspect(obj, raw):  # #16: a duplicate key? the record path decides
             append(None)
             continue
         kind, cat, tags, violates = shape
