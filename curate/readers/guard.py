@@ -142,19 +142,24 @@ def unit_fault(obj: Any, original: Any = None) -> Reject | None:
     return None
 
 
+_TURN_KEYS = ("messages", "prompt", "chosen", "rejected")
+
+
 def dup_suspect(obj: dict[str, Any], raw: bytes) -> bool:
-    """For a line the compact build would take as a plain row (flat: turn lists of {role, content}, string tags):
+    """For a line the compact build takes as a plain row (turn lists of {role, content} dicts, string tags):
     whether its bytes hold more key ends (`":`) than the parsed object has keys, i.e. it may have had a duplicate
-    key; such a line goes to the record path, where `unit_fault` decides exactly. Costs two bytes.count."""
-    ends = raw.count(b'":') - raw.count(b'\\":')
+    key; such a line goes to the record path, where `unit_fault` decides exactly (~1 us a line)."""
+    ends = raw.count(b'":')
     n = len(obj)
     if ends <= n:
         return False
-    for k in ("messages", "prompt", "chosen", "rejected"):
+    for k in _TURN_KEYS:
         v = obj.get(k)
-        if type(v) is list:
-            n += sum(len(m) for m in v if type(m) is dict)
-    return ends > n
+        if v.__class__ is list:
+            n += 2 * len(v)  # a plain row's turns have exactly two keys
+    if ends <= n:
+        return False
+    return ends - raw.count(b'\\":') > n
 
 
 __all__ = ["MAX_DEPTH", "DupDict", "NonFinite", "dup_suspect", "pairs_hook", "parse_constant", "parse_float", "parse_int",
