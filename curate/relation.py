@@ -23,7 +23,7 @@ prefixes (a "user: " prefix would make every short pair look alike):
 - `turns`: (role, content) of every non-system turn (exact duplicates, continuations).
 
 `text_score(a, b, t)`: 1.0 for equal normal forms. If either text is SHORT (fewer than `SHORT_TOKENS` word
-tokens) the strict rule applies: the texts' token sequences (words, numbers and signs such as % # $ +;
+whitespace-separated words) the strict rule applies: the texts' token sequences (words, numbers and signs such as % # $ +;
 sentence punctuation, apostrophes and the articles a/an/the left out) must be equal, or differ in exactly one position where both tokens are a typo of
 each other (`is_typo`: letters only, 5+ characters, same first letter, one letter missing, added, two
 neighbours swapped, or replaced by a neighbouring key or a sound-alike; any other substituted letter makes other
@@ -137,12 +137,9 @@ def skeleton(norm: str) -> list[str]:
     return out
 
 
-def _words(norm: str) -> int:
-    return len(re.findall(r"\w+", norm))
-
-
 def is_short(norm: str) -> bool:
-    return _words(norm) < SHORT_TOKENS
+    """Fewer than SHORT_TOKENS words (whitespace-separated) in a normalized text."""
+    return len(norm.split(None, SHORT_TOKENS)) < SHORT_TOKENS
 
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")

@@ -176,6 +176,7 @@ def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: fl
 
 _CHUNK = 8192  # rows per key task (normalized texts exist for one chunk at a time)
 _VERIFY_CHUNK = 2048  # candidate pairs per verification task
+_VIEW_CACHE = 32_768  # views a verifying process keeps between its tasks (~2 KB each)
 _SHORT_CHARS = 400  # skeleton keys for compared texts shorter than this whose prompt or response is short
 
 
@@ -349,10 +350,16 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         cand = cap_candidates(cand, counts, k, MAX_VERIFY)
         threshold = float(near_threshold)  # type: ignore[arg-type]
 
+        cache: dict[int, View] = {}  # views made by earlier verification tasks (in this process), bounded
+
         def verify(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             part = cand[bounds[0]:bounds[1]]
             need = np.unique(part).tolist()
-            vs = dict(zip(need, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in need]))))
+            missing = [q for q in need if q not in cache]
+            if len(cache) + len(missing) > _VIEW_CACHE:
+                cache.clear()
+            cache.update(zip(missing, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in missing]))))
+            vs = cache
             out = [(i, j, near_score(vs[i], vs[j], threshold)) for i, j in part.tolist()]
             out = [t for t in out if t[2] > 0]
             return (np.array([t[0] for t in out], dtype=np.int64), np.array([t[1] for t in out], dtype=np.int64),

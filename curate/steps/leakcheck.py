@@ -13,9 +13,9 @@ when it shares one):
 - the exact normalized text;
 - the skeleton keys of short texts (`curate.near.skeleton_keys`: every pair the strict rule can merge shares one,
   so the short rule is checked completely);
-- MinHash LSH over character 3-grams tuned to catch pairs down to a Jaccard of ~0.4 (`LOOSE`), which at the
-  default threshold covers every Indel-similar long pair seen in our benchmarks (scripts/bench_dedup.py measures
-  it against brute force);
+- MinHash LSH over character 3-grams tuned to catch pairs down to a Jaccard of ~0.4 (`LOOSE`), each text meeting
+  at most 128 of its LSH candidates (those sharing the most bands), which at the default threshold covers every
+  Indel-similar long pair seen in our benchmarks (scripts/bench_dedup.py measures it against brute force);
 - with `brute=True` (tests, small data): every pair.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from curate.near import BandSketch, candidate_pairs_counted, key_pairs, skeleton_keys
+from curate.near import MAX_VERIFY, BandSketch, candidate_pairs_counted, cap_candidates, key_pairs, skeleton_keys
 from curate.relation import is_short, leak_score
 
 __all__ = ["LOOSE", "leak_pairs"]
@@ -93,7 +93,8 @@ def _blocks(texts: list[str], nt: int) -> np.ndarray:
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     for a in range(0, n, sketch.CHUNK):
         bands[a:a + sketch.CHUNK] = sketch.bands32_of(texts[a:a + sketch.CHUNK])
-    pairs.append(candidate_pairs_counted(bands, small=64, window=8)[0])
+    lsh, counts = candidate_pairs_counted(bands, small=64, window=8)
+    pairs.append(cap_candidates(lsh, counts, n, 2 * MAX_VERIFY))
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
     return np.unique(cand, axis=0) if len(cand) else cand
