@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PROPS = {"jsonl": "test_fuzz_jsonl_reader", "json": "test_fuzz_json_reader", "csv": "test_fuzz_csv_reader",
          "parquet_arrow": "test_fuzz_parquet_and_arrow_readers", "mixed": "test_fuzz_mixed_formats_and_wrong_extensions",
-         "spec": "test_fuzz_spec_loading", "build": "test_fuzz_build_finishes_and_conserves"}
+         "spec": "test_fuzz_spec_loading", "spec_values": "test_fuzz_spec_values",
+         "build": "test_fuzz_build_finishes_and_conserves"}
 
 RSS = r"""
 import resource, sys, time

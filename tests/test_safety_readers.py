@@ -377,6 +377,46 @@ def test_fuzz_spec_loading(tmp_path_factory, cut, junk, where, bomb, how):
         _stats("spec", None, "spec_error")
 
 
+def _spec_doc() -> dict:
+    from ruamel.yaml import YAML
+
+    return json.loads(json.dumps(YAML(typ="safe").load(spec_yaml)))
+
+
+SPEC_DOC = _spec_doc()
+spec_paths = st.sampled_from([("name",), ("version",), ("description",), ("output", "schema"), ("rules",),
+                              ("rules", 0), ("rules", 2, "check"), ("rules", 2, "check", "pattern"), ("cases",),
+                              ("split", "heldout"), ("export", "formats"), ("data",), ("data", 0), ("coverage",)])
+
+
+@FUZZ
+@given(path=spec_paths, value=st.one_of(json_value, st.integers(0, 400).map(nested),
+                                        st.text(max_size=40).map(lambda t: "(a|aa)+" + t)))
+def test_fuzz_spec_values(tmp_path_factory, path, value):
+    """A well-formed spec (JSON is YAML) with any value anywhere: a Spec (then lint and the checks' compile run) or
+    one SpecError naming the file."""
+    doc = json.loads(json.dumps(SPEC_DOC))
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    folder = tmp_path_factory.mktemp("specv")
+    f = folder / "spec.yaml"
+    f.write_text(_dumps(doc))
+    try:
+        spec = load_spec(f)
+    except SpecError as err:
+        assert str(err).startswith(str(f))
+        _stats("spec_values", None, "spec_error")
+        return
+    from curate.checks.compiled import compile_rules
+    from curate.spec import lint
+
+    lint(spec)
+    compile_rules(spec)
+    _stats("spec_values", None, "loaded")
+
+
 BUILD_EXAMPLES = int(os.environ.get("CURATE_FUZZ_BUILDS", max(3, EXAMPLES // 10)))
 
 
