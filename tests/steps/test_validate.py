@@ -181,10 +181,15 @@ def test_pairs_from_negatives(spec):
     pairs = [r for r in res.records if isinstance(r, PreferenceRecord)]
     assert len(res.records) == 4  # two SFT + two pairs
     partners = sorted([good, good2], key=lambda r: r.id)
-    for p, neg, partner in zip(pairs, (n1, n2), partners):  # spread over the passing answers in id order
+    from curate.steps.pairs import partner_index
+
+    for p, neg in zip(pairs, (n1, n2)):  # each negative's partner follows from its own id, not from the order
+        partner = partners[partner_index(neg.id, 2)]
         assert p.chosen == (partner.messages[-1],) and p.rejected == (neg.messages[-1],)
         assert p.violates == ("no-action-claims",) and p.category == "negative"
         assert p.source.parent == partner.id and p.source.file == "t.jsonl"
+    flipped = make_pairs([n2, good2, lone, n1, good])  # another order: the same pairs
+    assert sorted(r.id for r in flipped.records) == sorted(r.id for r in res.records)
 
 
 @pytest.mark.parametrize("mark", [{"tags": ("heldout",)}, {"labels": {"heldout": True}}])
