@@ -443,81 +443,93 @@ def verifier_at_scale(sizes: Sequence[int], seed: int, cap_s: int, mem_gb: float
     return out
 
 
+def run_workload(tmp: Path, rng: random.Random) -> None:
+    """Build the mixed workload and print its precision / recall tables."""
+    seeds_all = load_seeds(fixtures_dir())
+    seeds = independent(seeds_all)
+    log(f"seeds: {len(seeds_all)} single-turn conversations read, {len(seeds)} unrelated kept "
+        f"({Counter(s['lang'] for s in seeds)})")
+    recs = plant(seeds, rng)
+    where = write_formats(recs, tmp / "workload", rng)
+    spec = spec_copy(tmp, generic=True)
+    files = sorted({Path(f) for f, _ in where})
+    t0 = time.perf_counter()
+    res = curate.build(spec, files, tmp / "out")
+    build_s = time.perf_counter() - t0
+    c = res.counts
+    lost = c["in"] - c["exported"] - c["quarantined"] - c["duplicates"]
+    log(f"workload build: {build_s:.1f} s, {c}")
+    table = measure_dedup(recs, tmp / "out", where)
+    vtable, v_s = measure_verifier(recs, rng)
+    brute = leaks(tmp / "out")
+
+    kinds = Counter(r["kind"] for r in recs)
+    print(f"## Mixed workload: {len(recs)} records in 3 formats ({', '.join(f.name for f in files)}), "
+          f"{len(seeds)} real seeds ({Counter(s['lang'] for s in seeds)}), families {dict(kinds)}")
+    print(f"build {build_s:.1f} s; in {c['in']}, exported {c['exported']}, quarantined {c['quarantined']}, "
+          f"duplicates {c['duplicates']}, unaccounted {lost}; manifest leakage {res.manifest.get('leakage')}")
+    print()
+    print("| detection | lang | planted kind | planted pairs | merged | precision | recall |")
+    print("|---|---|---|---|---|---|---|")
+    for row in table:
+        print("| " + " | ".join(str(x) for x in row) + " |")
+    print()
+    print("| leak check (held-out = one member per family) | lang | true pairs | found | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    for row in vtable:
+        print("| " + " | ".join(str(x) for x in row) + " |")
+    print(f"\nverifier on {len(recs)} records: {v_s:.2f} s; after the build, brute force finds "
+          f"{len(brute)} held-out/train pairs at the leakage threshold")
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    """The verifier by size (see the module doc) and its table."""
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip() and int(x) < args.verifier_records]
+    runs = verifier_at_scale([*sizes, args.verifier_records], args.seed, args.cap, args.mem_gb)
+    print()
+    print("## The verifier (`leakcheck.leak_pairs`) by size: 1 in 7 records held out; baseline = dedup's "
+          "candidate stage (normalize, MinHash bands at 0.8, bucket pairs) on the same texts, same run. "
+          "Shared CPU (2 cores, other work running): seconds vary with the load, ratios less.")
+    print("| records | train x held-out | verifier wall s | verifier CPU s | leaks found | baseline CPU s "
+          "| verifier / baseline (CPU) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        if "failed" in r:
+            print(f"| {r['n']:,} | | {r['failed']} | | | | |")
+        else:
+            print(f"| {r['n']:,} | {r['train']:,} x {r['test']:,} | {r['verify_s']:.1f} | "
+                  f"{r['verify_cpu']:.1f} | {r['leaks']:,} | {r['baseline_cpu']:.2f} | "
+                  f"{r['verify_cpu'] / max(r['baseline_cpu'], 1e-9):.0f} |")
+    done = [r for r in runs if "failed" not in r]
+    if done and done[-1]["n"] < args.verifier_records:
+        last = done[-1]
+        est = last["verify_cpu"] * (args.verifier_records / last["n"]) ** 2
+        print(f"\nnot finished at {args.verifier_records:,}; quadratic extrapolation from {last['n']:,}: "
+              f"~{est:,.0f} CPU s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--verifier-records", type=int, default=200_000, help="the scale run's largest size (0: none)")
     ap.add_argument("--cap", type=int, default=600, help="seconds one scale step may take (default 600)")
     ap.add_argument("--mem-gb", type=float, default=4.0, help="address space of one scale step (default 4 GB)")
+    ap.add_argument("--sizes", default="2000,5000,10000,20000,50000,100000",
+                    help="smaller sizes of the scale run, before --verifier-records (comma-separated; '' for none)")
+    ap.add_argument("--no-workload", action="store_true", help="only the scale run")
     ap.add_argument("--scale-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--keep", type=Path, default=None, help="keep the workload and outputs in this folder")
     args = ap.parse_args(argv)
     if args.scale_child:
         print(json.dumps(scale_child(args.scale_child, args.seed)))
         return 0
-    rng = random.Random(args.seed)
-    real = fixtures_dir()
     with tempfile.TemporaryDirectory(prefix="curate-bench-dedup-") as tmp_s:
         tmp = args.keep or Path(tmp_s)
         tmp.mkdir(parents=True, exist_ok=True)
-        seeds_all = load_seeds(real)
-        seeds = independent(seeds_all)
-        log(f"seeds: {len(seeds_all)} single-turn conversations read, {len(seeds)} unrelated kept "
-            f"({Counter(s['lang'] for s in seeds)})")
-        recs = plant(seeds, rng)
-        where = write_formats(recs, tmp / "workload", rng)
-        spec = spec_copy(tmp, generic=True)
-        files = sorted({Path(f) for f, _ in where})
-        t0 = time.perf_counter()
-        res = curate.build(spec, files, tmp / "out")
-        build_s = time.perf_counter() - t0
-        c = res.counts
-        lost = c["in"] - c["exported"] - c["quarantined"] - c["duplicates"]
-        log(f"workload build: {build_s:.1f} s, {c}")
-        table = measure_dedup(recs, tmp / "out", where)
-        vtable, v_s = measure_verifier(recs, rng)
-        brute = leaks(tmp / "out")
-
-        kinds = Counter(r["kind"] for r in recs)
-        print(f"## Mixed workload: {len(recs)} records in 3 formats ({', '.join(f.name for f in files)}), "
-              f"{len(seeds)} real seeds ({Counter(s['lang'] for s in seeds)}), families {dict(kinds)}")
-        print(f"build {build_s:.1f} s; in {c['in']}, exported {c['exported']}, quarantined {c['quarantined']}, "
-              f"duplicates {c['duplicates']}, unaccounted {lost}; manifest leakage {res.manifest.get('leakage')}")
-        print()
-        print("| detection | lang | planted kind | planted pairs | merged | precision | recall |")
-        print("|---|---|---|---|---|---|---|")
-        for row in table:
-            print("| " + " | ".join(str(x) for x in row) + " |")
-        print()
-        print("| leak check (held-out = one member per family) | lang | true pairs | found | precision | recall |")
-        print("|---|---|---|---|---|---|")
-        for row in vtable:
-            print("| " + " | ".join(str(x) for x in row) + " |")
-        print(f"\nverifier on {len(recs)} records: {v_s:.2f} s; after the build, brute force finds "
-              f"{len(brute)} held-out/train pairs at the leakage threshold")
+        if not args.no_workload:
+            run_workload(tmp, random.Random(args.seed))
         if args.verifier_records:
-            sizes = [n for n in (2_000, 5_000, 10_000, 20_000, 50_000, 100_000) if n < args.verifier_records]
-            runs = verifier_at_scale([*sizes, args.verifier_records], args.seed, args.cap, args.mem_gb)
-            print()
-            print("## The verifier (`leakcheck.leak_pairs`) by size: 1 in 7 records held out; baseline = dedup's "
-                  "candidate stage (normalize, MinHash bands at 0.8, bucket pairs) on the same texts, same run. "
-                  "Shared CPU (2 cores, other work running): seconds vary with the load, ratios less.")
-            print("| records | train x held-out | verifier wall s | verifier CPU s | leaks found | baseline CPU s "
-                  "| verifier / baseline (CPU) |")
-            print("|---|---|---|---|---|---|---|")
-            for r in runs:
-                if "failed" in r:
-                    print(f"| {r['n']:,} | | {r['failed']} | | | | |")
-                else:
-                    print(f"| {r['n']:,} | {r['train']:,} x {r['test']:,} | {r['verify_s']:.1f} | "
-                          f"{r['verify_cpu']:.1f} | {r['leaks']:,} | {r['baseline_cpu']:.2f} | "
-                          f"{r['verify_cpu'] / max(r['baseline_cpu'], 1e-9):.0f} |")
-            done = [r for r in runs if "failed" not in r]
-            if done and done[-1]["n"] < args.verifier_records:
-                last = done[-1]
-                est = last["verify_cpu"] * (args.verifier_records / last["n"]) ** 2
-                print(f"\nnot finished at {args.verifier_records:,}; quadratic extrapolation from {last['n']:,}: "
-                      f"~{est:,.0f} CPU s")
+            run_scale(args)
     return 0
 
 
