@@ -10,7 +10,9 @@ seeds are related by the definition (`text_score` of their user texts > 0, brute
 them: exact copies (case, spacing), near copies (long English texts: 1-2 word edits; short ones: one typo; Chinese:
 1-2 characters changed), paraphrases by word swap (synonyms, neighbours swapped), continuations (two more turns),
 same question with another answer (a leak, not a duplicate), and synthetic short look-alikes ("capital of X",
-"convert N km": all different requests, plus one typo twin and one case twin per template). The records are
+"convert N km": all different requests, plus one typo twin and one case twin per template), and three templated
+families (one long seed, two words varied, 40-250 copies: every two are near twins, so one should stay). The
+records are
 written in three real formats with ids and metadata: ShareGPT JSONL, Alpaca JSONL (`history` for
 continuations) and OpenAI chat JSONL, each family spread over the formats at random, and built in one
 `curate build` (a copy of tests/data/build-generic: permissive rules).
@@ -216,6 +218,18 @@ def plant(seeds: list[dict[str, str]], rng: random.Random) -> list[dict[str, Any
         for k, m in enumerate(members):
             out.append({"conv": m, "family": fam, "kind": kind, "lang": lang, "origin": s["origin"],
                         "base": k == 0, "expect": None if k == 0 else expect[kind]})
+    # templated requests: one long English seed, two words varied per copy (every two copies are near twins)
+    longs = [s for s in seeds if s["lang"] == "en" and len(s["user"].split()) >= 30]
+    for s in rng.sample(longs, min(3, len(longs))):
+        fam += 1
+        words = s["user"].split()
+        slots = rng.sample(range(len(words)), 2)
+        for _ in range(rng.choice((40, 100, 250))):
+            w = list(words)
+            for k in slots:
+                w[k] = rng.choice(VOCAB)
+            out.append({"conv": _conv(" ".join(w), s["answer"]), "family": fam, "kind": "template", "lang": "en",
+                        "origin": s["origin"], "base": False, "expect": None})
     # short look-alikes: different requests that look alike (never duplicates), with a typo twin and a case twin
     looks = [("What is the capital of {}?", "The capital of {} is in the atlas entry for {}.", COUNTRIES),
              ("Convert {} km to miles.", "Multiply {} by 0.621 to get miles ({}).", [str(n) for n in range(3, 60, 4)]),
@@ -295,6 +309,7 @@ def measure_dedup(recs: list[dict[str, Any]], out: Path, where: dict[tuple[str, 
     rels = [json.loads(x) for x in rels_path.read_text(encoding="utf-8").splitlines()] if rels_path.exists() else []
     pairs = planted_pairs(recs)
     dup_fams = {recs[j]["family"] for _, j, e in pairs if e in ("exact", "near")}
+    dup_fams |= {r["family"] for r in recs if r["kind"] == "template"}
     merged = {idx(r["dropped_source"]) for r in rows
               if recs[idx(r["kept_source"])]["family"] == recs[idx(r["dropped_source"])]["family"]}
     table = []
@@ -315,6 +330,13 @@ def measure_dedup(recs: list[dict[str, Any]], out: Path, where: dict[tuple[str, 
         p, rc = pr(sum(hit), len(mine) - len(good), len(hit) - sum(hit))
         p = f"{len(good) / len(mine):.4f}" if mine else "-"
         table.append((method, "all", "all", len(mp), sum(hit), p, rc))
+    dropped = {idx(r["dropped_source"]) for r in rows}
+    for f in sorted({r["family"] for r in recs if r["kind"] == "template"}):
+        ks = [k for k, r in enumerate(recs) if r["family"] == f]
+        texts = {recs[k]["conv"][0][1] for k in ks}
+        left = len({recs[k]["conv"][0][1] for k in ks if k not in dropped})
+        table.append(("near (templated family)", "en", f"template x{len(ks)} ({len(texts)} distinct)", len(texts) - 1,
+                      len(texts) - left, "", f"{(len(texts) - left) / max(1, len(texts) - 1):.4f} ({left} kept)"))
     planted = {(i, j) for i, j, e in pairs if e == "continuation"}
     found = {(idx(r["a_source"]), idx(r["b_source"])) for r in rels if r.get("relation") == "continuation"}
     tp = len(found & planted)
