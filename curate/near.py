@@ -38,6 +38,7 @@ band, no Python dict per band) and `near_groups` (connected components, for the 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -239,7 +240,7 @@ if _numba is not None:
                     else:
                         keep = np.uint8(1)
                     mj = mins[j]
-                    mins[j] = v if v < mj else mj
+                    mins[j] = min(mj, v)
                     filled[j] |= keep
                     any_kept |= keep
                 if any_kept or not filtering:
@@ -426,7 +427,7 @@ def unpack(buf: np.ndarray, offsets: np.ndarray) -> list[str]:
     """The ASCII texts of a packed buffer, as strings."""
     raw = buf.tobytes().decode("ascii")
     at = offsets.tolist()
-    return [raw[x:y] for x, y in zip(at, at[1:])]
+    return [raw[x:y] for x, y in itertools.pairwise(at)]
 
 
 def warm_kernels() -> None:
@@ -565,7 +566,7 @@ class NearIndex:
 
     @classmethod
     def from_items(cls, items: Iterable[tuple[Hashable, str]], threshold: float = 0.8,
-                   **kwargs: Any) -> "NearIndex":
+                   **kwargs: Any) -> NearIndex:
         """An index over `items` (key, text), leaving out shingles common to > 1% of them (>= 1000 texts)."""
         items = list(items)
         norms = [normalize_text(t) for _, t in items]

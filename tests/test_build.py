@@ -186,8 +186,7 @@ def test_rebuild_with_more_data_keeps_heldout(tmp_path):
     import random
 
     rng = random.Random(5)
-    words = "amber basalt cedar delta fennel gravel harp indigo jade kiwi loom mango nickel opal prism quill " \
-            "rustic sable tango umbra vortex wharf xenon yodel zinc".split()
+    words = ["amber", "basalt", "cedar", "delta", "fennel", "gravel", "harp", "indigo", "jade", "kiwi", "loom", "mango", "nickel", "opal", "prism", "quill", "rustic", "sable", "tango", "umbra", "vortex", "wharf", "xenon", "yodel", "zinc"]
     extra = []
     for i in range(30):
         q = " ".join(rng.choice(words) for _ in range(8))
@@ -293,8 +292,9 @@ def test_trl_trains_on_the_export(mini, tmp_path):
     r = CliRunner().invoke(main, ["lint-export", str(out), "--tokenizer", str(model_dir), "--max-length", "512",
                                   "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"], r.output
-    common = dict(use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
-                  activation_checkpointing=False, per_device_train_batch_size=2, max_steps=3, learning_rate=1e-3)
+    common = {"use_cpu": True, "bf16": False, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+              "activation_checkpointing": False, "per_device_train_batch_size": 2, "max_steps": 3,
+              "learning_rate": 1e-3}
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     sft = load_dataset(str(out / "sft"))
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir)), processing_class=tok,
@@ -320,7 +320,7 @@ def test_progress_and_field_mapping(tmp_path):
     import random
 
     rng = random.Random(9)
-    words = "amber basalt cedar delta fennel gravel harp indigo jade kiwi loom mango nickel opal prism".split()
+    words = ["amber", "basalt", "cedar", "delta", "fennel", "gravel", "harp", "indigo", "jade", "kiwi", "loom", "mango", "nickel", "opal", "prism"]
 
     def text(n: int) -> str:
         return " ".join(rng.choice(words) for _ in range(n))

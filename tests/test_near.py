@@ -9,13 +9,19 @@ import sys
 import numpy as np
 import pytest
 
-from curate.near import (NearIndex, _Hasher, exact_key, lsh_params, near_groups, near_pairs, signatures,
-                         similarity)
+from curate.near import (
+    NearIndex,
+    _Hasher,
+    exact_key,
+    lsh_params,
+    near_groups,
+    near_pairs,
+    signatures,
+    similarity,
+)
 from curate.records import normalize_text
 
-WORDS = ("account password reset please help refund order invoice charged twice email login error page blank "
-         "button urgent cancel subscription yesterday today shipping address delivery tracking number broken "
-         "screen laptop phone tablet warranty replace return label store manager weekend morning").split()
+WORDS = ["account", "password", "reset", "please", "help", "refund", "order", "invoice", "charged", "twice", "email", "login", "error", "page", "blank", "button", "urgent", "cancel", "subscription", "yesterday", "today", "shipping", "address", "delivery", "tracking", "number", "broken", "screen", "laptop", "phone", "tablet", "warranty", "replace", "return", "label", "store", "manager", "weekend", "morning"]
 
 
 def sentence(rng: random.Random, n: int) -> str:

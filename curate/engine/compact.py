@@ -60,7 +60,7 @@ _PREF_KEYS = frozenset(("prompt", "chosen", "rejected", "category", "tags", "vio
 _EMPTY: tuple[str, ...] = ()
 _NO_TAGS: frozenset[str] = frozenset()
 
-__all__ = ["Row", "Checker", "read_validate_rows", "materialize", "row_of"]
+__all__ = ["Checker", "Row", "materialize", "read_validate_rows", "row_of"]
 
 
 class Input:
@@ -110,8 +110,20 @@ def _line_starts(fd: int, chunk: int = 1 << 24) -> array:
 class Row:
     """One record between the build's steps (see the module doc)."""
 
-    __slots__ = ("kind", "id", "src", "file", "line", "fmt", "category", "tags", "violates", "statuses", "rec",
-                 "keys")
+    __slots__ = (
+        "category",
+        "file",
+        "fmt",
+        "id",
+        "keys",
+        "kind",
+        "line",
+        "rec",
+        "src",
+        "statuses",
+        "tags",
+        "violates",
+    )
 
     def __init__(self, kind: str, id: str, src: Input | None, file: str, line: int, fmt: str, category: str,
                  tags: tuple[str, ...], violates: tuple[str, ...], statuses: tuple[str, ...] | None,
@@ -254,7 +266,7 @@ class _ChunkKeys:
     texts joined in one str (with offsets) and the 16-char prompt keys joined in another. Rows share it (no
     string per row while dedup runs); the strings are cut out when the split asks (`get`)."""
 
-    __slots__ = ("first", "texts", "offsets", "prompt_keys")
+    __slots__ = ("first", "offsets", "prompt_keys", "texts")
 
     def __init__(self, first: int, payload: tuple[str, array, str]) -> None:
         self.first = first
@@ -546,7 +558,7 @@ class _Validator:
 
 
 def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, lengths: LengthCounter,
-                       max_tokens: int | None, format: str | None = None,  # noqa: A002
+                       max_tokens: int | None, format: str | None = None,
                        mapping: dict[str, str] | None = None, checker: Checker | None = None,
                        opened: list[Input] | None = None, validate_fn: Any = None,
                        fast: bool = True) -> Iterator[Row]:
@@ -556,9 +568,8 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
     when the rows are no longer used. `validate_fn` is the engine's validate step for what is not a fast row
     (default `curate.steps.validate.validate`; `curate.engine.validate_step("ray")` for Ray); `fast=False` reads
     every file through it whole (Ray's batches)."""
-    from curate.steps.read import STEP, _read_file
-
     import curate.steps.split as split_mod
+    from curate.steps.read import STEP, _read_file
 
     checker = checker or Checker(spec)
     validate = validate_fn or _validate
@@ -593,7 +604,7 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
             opened.append(src)
         pending: list[tuple[int, Any, Any]] = []  # units for the record path, in order
 
-        def slow(units: list[tuple[int, Any, Any]]) -> Iterator[Row]:
+        def slow(units: list[tuple[int, Any, Any]], path: Path = path, detected: bool = detected) -> Iterator[Row]:
             for rec in validate(_read_file(path, ctx, spec_ref, "native", None, units=iter(units), detected=detected),
                                 spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
                 yield row_of(rec)

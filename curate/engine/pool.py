@@ -38,7 +38,7 @@ CHUNK = 2_000
 _DECIDED = ("checks", "spec", "violates")  # the fields validate sets on a passing record
 _STATE: tuple[Any, ...] | None = None  # (records, spec, max_tokens) inherited by the forked workers
 
-__all__ = ["validate_local", "default_workers", "env_workers", "fork_safe"]
+__all__ = ["default_workers", "env_workers", "fork_safe", "validate_local"]
 
 
 def env_workers() -> int | None:

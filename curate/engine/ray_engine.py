@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
 RUNS = 0  # how many times validate_ray ran in this process (tests check the engine really ran)
 
-__all__ = ["validate_ray", "ray_session"]
+__all__ = ["ray_session", "validate_ray"]
 
 
-class ray_session:  # noqa: N801 - a context manager used like a function
+class ray_session:
     """Connect to `address` / RAY_ADDRESS, or start a local Ray on 127.0.0.1; stops only what it started."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
@@ -76,7 +76,7 @@ class ray_session:  # noqa: N801 - a context manager used like a function
             self.started = True
         return ray
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.started:
             import ray
 

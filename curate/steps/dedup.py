@@ -52,15 +52,29 @@ from typing import Any
 import numpy as np
 import orjson
 
-from curate.near import (MAX_VERIFY, BandSketch, candidate_pairs_counted, cap_candidates, key_pairs, skeleton_keys,
-                         warm_kernels)
+from curate.near import (
+    MAX_VERIFY,
+    BandSketch,
+    candidate_pairs_counted,
+    cap_candidates,
+    key_pairs,
+    skeleton_keys,
+    warm_kernels,
+)
 from curate.records import PreferenceRecord, SFTRecord
 from curate.relation import View, continuation, exact_key, is_short, near_score, turn_markers, view
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dedup", "dedup_text", "prompt_text", "keep_priority", "record_messages", "DEFAULT_SEMANTIC_THRESHOLD",
-           "MAX_VERIFY"]
+__all__ = [
+    "DEFAULT_SEMANTIC_THRESHOLD",
+    "MAX_VERIFY",
+    "dedup",
+    "dedup_text",
+    "keep_priority",
+    "prompt_text",
+    "record_messages",
+]
 
 AnyRecord = SFTRecord | PreferenceRecord
 DEFAULT_SEMANTIC_THRESHOLD = 0.95

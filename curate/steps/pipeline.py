@@ -37,8 +37,16 @@ from curate.records import PreferenceRecord, SFTRecord, dump_record
 from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
 from curate.steps.dedup import dedup
-from curate.steps.export import (dataset_card, file_hashes, fsync_behind, staged_output,
-                                 stream_schema, write_jsonl, write_split_batches, write_splits)
+from curate.steps.export import (
+    dataset_card,
+    file_hashes,
+    fsync_behind,
+    staged_output,
+    stream_schema,
+    write_jsonl,
+    write_split_batches,
+    write_splits,
+)
 from curate.steps.read import detect_format, expand_inputs, read_inputs
 from curate.steps.split import HeldoutLock
 from curate.steps.validate import LengthCounter
@@ -164,7 +172,7 @@ def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], to
     got = lengths.lengths
     return {
         "tool": {"name": "curate", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
                  "path": str(spec.path) if spec.path else None,
                  **_contract(spec)},  # rules_sha + version_sha (curate.versioning, issue #18)

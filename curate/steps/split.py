@@ -58,7 +58,7 @@ class HeldoutLock:
     train_prompt_keys: set[str] = field(default_factory=set)
 
     @classmethod
-    def load(cls, path: str | Path) -> "HeldoutLock | None":
+    def load(cls, path: str | Path) -> HeldoutLock | None:
         """The lock at `path`, or None when there is none; a broken lock is an error (never silently reset)."""
         p = Path(path)
         if not p.is_file():

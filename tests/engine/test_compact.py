@@ -22,9 +22,9 @@ import pytest
 from curate.engine import compact as C
 from curate.errors import CurateError
 from curate.records import normalize_text
+from curate.relation import view
 from curate.spec import load_spec
 from curate.steps.base import RunContext
-from curate.relation import view
 from curate.steps.dedup import record_messages
 from curate.steps.export import dpo_row, sft_row, write_splits, write_splits_stream
 from curate.steps.pairs import record_prompt_key
@@ -60,8 +60,8 @@ def _both(tmp_path: Path, spec, inputs, between=None, **kw) -> tuple[dict[str, b
 
 def _assert_same(old: dict[str, bytes], new: dict[str, bytes]) -> None:
     assert sorted(old) == sorted(new)
-    for name in old:
-        assert old[name] == new[name], f"{name} differs"
+    for name, got in old.items():
+        assert got == new[name], f"{name} differs"
 
 
 @pytest.mark.parametrize("spec", [TRIAGE, AGENT], ids=["support-triage", "support-agent"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pytest
 
 from curate.records import Message, PreferenceRecord, SFTRecord, Source
 from curate.steps.base import RunContext

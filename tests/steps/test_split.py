@@ -17,9 +17,7 @@ from curate.steps.base import RunContext
 from curate.steps.split import HeldoutLock, leakage, split
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "build"
-VOCAB = ("apple harbor violet engine quiet marble thunder pocket lantern meadow copper signal orbit canvas falcon "
-         "ribbon glacier puzzle saddle timber velvet anchor bramble cinder dune ember fjord garnet hollow ivory "
-         "jasper kettle lilac mosaic nectar oyster pebble quartz raven spruce tulip umber walnut yarrow zephyr").split()
+VOCAB = ["apple", "harbor", "violet", "engine", "quiet", "marble", "thunder", "pocket", "lantern", "meadow", "copper", "signal", "orbit", "canvas", "falcon", "ribbon", "glacier", "puzzle", "saddle", "timber", "velvet", "anchor", "bramble", "cinder", "dune", "ember", "fjord", "garnet", "hollow", "ivory", "jasper", "kettle", "lilac", "mosaic", "nectar", "oyster", "pebble", "quartz", "raven", "spruce", "tulip", "umber", "walnut", "yarrow", "zephyr"]
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +169,8 @@ def test_leakage_cli(tmp_path, real_fixtures):
     a = tmp_path / "a.jsonl"
     b = tmp_path / "b.jsonl"
     a.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]})
-                           for t in ["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural "
-                                     "experiences and must-see attractions!",
+                           for t in [("Compose an engaging travel blog post about a recent trip to Hawaii, highlighting "
+                                      "cultural experiences and must-see attractions!"),
                                      "Something nobody asks in a benchmark."]) + "\n")
     b.write_text(json.dumps({"prompt": "Completely different question about cheese?"}) + "\n")
     r = CliRunner().invoke(main, ["leakage", str(a), str(b), "--json"])
