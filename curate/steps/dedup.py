@@ -158,7 +158,8 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
         idx = [i for i, k in enumerate(kinds) if k == kind]
         if not idx:
             continue
-        marked = _dedup_kind(recs, idx, dropped, clusters, rel, access, near_threshold=near_threshold,
+        marked = _dedup_kind(recs, idx, dropped, clusters, rel, access, report=getattr(ctx, "report", None),
+                             near_threshold=near_threshold,
                              semantic=semantic, semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram,
                              embed=embed, drop_prefixes=drop_prefixes and kind == "sft",
                              drop_marked=turn_markers == "quarantine" and quarantine is not None)
@@ -233,7 +234,7 @@ def keep_order(origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, wher
 
 
 def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]],
-                relations: list[dict[str, Any]], acc: Any, *,
+                relations: list[dict[str, Any]], acc: Any, *, report: Callable[..., None] | None = None,
                 near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
                 ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None, drop_prefixes: bool,
                 drop_marked: bool = False) -> list[tuple[int, list[str]]]:
@@ -286,6 +287,8 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
     for (a, b), (ek, raw, ln, bd, sk, full, pre, mk) in zip(tasks, _map(acc, row_keys, tasks, n)):
+        if report is not None:
+            report("dedup", b, n)  # (the keys: one pass over the records)
         ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], fullh[a:b] = ek, raw, ln, bd, full
         skel += sk
         prefixes += pre
@@ -381,7 +384,9 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
 
         vtasks = [(a, min(len(cand), a + _VERIFY_CHUNK)) for a in range(0, len(cand), _VERIFY_CHUNK)]
         pairs: list[tuple[int, int, float]] = []
-        for ii, jj, ss in _map(acc, verify, vtasks, 2 * len(cand)):
+        for (_, b), (ii, jj, ss) in zip(vtasks, _map(acc, verify, vtasks, 2 * len(cand))):
+            if report is not None:
+                report("dedup:verify", b, len(cand))
             pairs += zip(ii.tolist(), jj.tolist(), ss.tolist())
         del cand
         gone = _greedy(pairs)

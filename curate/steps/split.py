@@ -348,8 +348,10 @@ def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[
     def norm(rs: list[Any]) -> list[tuple[str, ...]]:
         return [tuple(normalize_text(t) for t in got) for got in turns(rs)]
 
+    ctx.report("leakage", 0, 1)
     test_turns = norm(res.test)
     found = leak_pairs(norm(res.train), test_turns, threshold)
+    ctx.report("leakage", 1, 1)
     out.checked = len(res.train) * len(res.test)
     if not found:
         return out
