@@ -246,6 +246,8 @@ class Export(_Strict):
     sft_format: Literal["messages", "prompt-completion"] = "messages"
     max_tokens: int = Field(2048, gt=0)
     include_system_prompt: bool = True
+    license: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9.+\-]+$",
+                                description="the dataset's license (an SPDX id such as cc-by-4.0), for the card")
     stale_labels: Literal["warn", "error"] = Field(
         "warn", description="labels made under another rule hash: warn (default) or fail the build")
 

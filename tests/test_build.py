@@ -394,3 +394,13 @@ def test_every_example_spec_builds(example_specs, tmp_path):
         assert doc["counts"]["sft"]["train"] > 0 and doc["counts"]["dpo"]["train"] > 0
         assert load_dataset(str(out), "dpo")["train"].num_rows == doc["counts"]["dpo"]["train"]
         assert (out / "report.html").is_file() and (out / "README.md").is_file()
+
+
+def test_card_license_from_the_spec(tmp_path):
+    doc = load_spec(DATA)
+    assert doc.export.license is None
+    with_license = doc.model_copy(update={"export": doc.export.model_copy(update={"license": "cc-by-4.0"})})
+    build(with_license, [DATA / "data.jsonl"], tmp_path / "o")
+    assert 'license: "cc-by-4.0"' in (tmp_path / "o" / "README.md").read_text()
+    build(doc, [DATA / "data.jsonl"], tmp_path / "u")
+    assert 'license: "unknown"' in (tmp_path / "u" / "README.md").read_text()
