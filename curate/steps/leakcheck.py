@@ -25,7 +25,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from curate.near import MAX_VERIFY, BandSketch, candidate_pairs_counted, cap_candidates, key_pairs, skeleton_keys
+from curate.near import (
+    MAX_VERIFY,
+    BandSketch,
+    candidate_pairs_counted,
+    cap_candidates,
+    key_pairs,
+    skeleton_keys,
+)
 from curate.relation import is_short, leak_score
 
 __all__ = ["LOOSE", "leak_pairs"]
