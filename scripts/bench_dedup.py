@@ -169,7 +169,11 @@ def plant(seeds: list[dict[str, str]], rng: random.Random) -> list[dict[str, Any
     """Records {conv, family, kind, lang, origin}; family members share `family`; kind is the family's kind."""
     out: list[dict[str, Any]] = []
     fam = 0
+    longs = [s for s in seeds if s["lang"] == "en" and len(s["user"].split()) >= 30]
+    templated = rng.sample(longs, min(3, len(longs)))  # these seeds serve only their templated families
     for s in seeds:
+        if any(s is x for x in templated):
+            continue
         fam += 1
         u, a, lang = s["user"], s["answer"], s["lang"]
         base = _conv(u, a)
@@ -219,8 +223,7 @@ def plant(seeds: list[dict[str, str]], rng: random.Random) -> list[dict[str, Any
             out.append({"conv": m, "family": fam, "kind": kind, "lang": lang, "origin": s["origin"],
                         "base": k == 0, "expect": None if k == 0 else expect[kind]})
     # templated requests: one long English seed, two words varied per copy (every two copies are near twins)
-    longs = [s for s in seeds if s["lang"] == "en" and len(s["user"].split()) >= 30]
-    for s in rng.sample(longs, min(3, len(longs))):
+    for s in templated:
         fam += 1
         words = s["user"].split()
         slots = rng.sample(range(len(words)), 2)
