@@ -280,3 +280,46 @@ def test_lineage_from_a_native_object_equals_lineage_of_its_record(labels, sourc
     assert lineage_of(rec)["draft"] is False and set(lineage_of(rec)) == {
         "source", "source_ids", "annotations", "annotators", "n_annotators", "agreement", "spec_sha256", "draft"}
     assert lineage_from(Source(**source), labels) == lineage_of(rec)
+
+
+def test_label_conflicts_prints_agreement_per_question_and_rule_beside_the_conflicts(client, studio, token,
+                                                                                    tmp_path, users, monkeypatch):
+    spec = make_spec(tmp_path)
+    push(spec, "review", client=client, overlap=2)
+    tasks = _tasks(client, spec, "review")
+    ann, bob = users["ann@labelers.test"], users["bob@labelers.test"]
+    t1, t2 = tasks["Reset my password please"], tasks["Where is my parcel?"]
+    _ann(client, t1["id"], [choices("verdict", ["accept"])], ann)
+    _ann(client, t1["id"], [choices("verdict", ["reject"]), choices("violates", ["tone"])], bob)
+    _ann(client, t2["id"], [choices("verdict", ["accept"])], ann)
+    _ann(client, t2["id"], [choices("verdict", ["accept"])], bob)
+    monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    from curate.cli import main
+
+    r = CliRunner().invoke(main, ["label", "conflicts", str(spec.path), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [c["task"] for c in doc["conflicts"]] == [t1["id"]]
+    verdict = doc["agreement"]["review"]["verdict"]
+    assert (verdict["items"], verdict["observed"], verdict["method"]) == (2, 0.5, "cohen_kappa")
+    assert doc["agreement"]["review"]["rule:tone"]["observed"] == 0.5
+    r = CliRunner().invoke(main, ["label", "conflicts", str(spec.path)])
+    assert r.exit_code == 0, r.output
+    assert "review agreement verdict: cohen_kappa" in r.stdout and "observed 0.5 over 2 tasks" in r.stdout
+    assert "review agreement rule:tone:" in r.stdout
+    assert f"review task {t1['id']} (verdict): ann@labelers.test: accept, bob@labelers.test: reject" in r.stdout
+
+
+def test_the_system_prompt_keeps_its_line_breaks_in_the_guide_and_the_instructions(tmp_path):
+    from curate.labeling.config import instructions
+
+    spec = make_spec(tmp_path)
+    spec = spec.model_copy(update={"system_prompt": "First line.\nSecond line.\n\nThird <b>line</b>."})
+    xml = build_config(spec, "review")
+    import xml.etree.ElementTree as ET
+
+    headers = [h.get("value") for h in ET.fromstring(xml).iter("Header")]
+    i = headers.index("The assistant's instructions")
+    assert headers[i + 1:i + 4] == ["First line.", "Second line.", "Third <b>line</b>."]
+    assert "First line.<br>Second line.<br><br>Third &lt;b&gt;line&lt;/b&gt;." in instructions(spec, "review")
