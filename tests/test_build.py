@@ -139,7 +139,7 @@ def test_cli_build_json_and_default_folder(tmp_path, monkeypatch):
     assert r.stdout.startswith("mini-build@1: 47 in = ")
     assert "quarantined validate/too_long:" in r.stdout
     row = _jsonl(tmp_path / "out" / "mini-build" / "v1" / "sft" / "train.jsonl")[0]
-    assert set(row) == {"prompt", "completion", "id"} and row["completion"][0]["role"] == "assistant"
+    assert set(row) == {"prompt", "completion", "id", "lineage"} and row["completion"][0]["role"] == "assistant"
 
 
 def test_cli_errors_are_one_line(tmp_path):

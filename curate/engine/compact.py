@@ -47,7 +47,7 @@ from curate.readers.guard import dup_suspect
 from curate.readers.shapes import detect_shape
 from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
-from curate.steps.export import system_turn
+from curate.steps.export import lineage_json, system_turn
 from curate.steps.pairs import pair_of, partner_index
 from curate.steps.validate import HELDOUT_TAG, LengthCounter
 from curate.steps.validate import validate as _validate
@@ -385,6 +385,7 @@ def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
     else:  # the record path raises the error
         return of_record(materialize_plain(row, spec), spec, sft_format)
     out["id"] = row.id
+    out["lineage"] = lineage_json({"file": row.file, "line": row.line}, None)
     return out
 
 
@@ -404,7 +405,8 @@ def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
         return of_record(row.rec, spec)  # type: ignore[arg-type]
     obj = row.obj()
     return {"prompt": _system_turn(spec, obj["prompt"]) + _trl(obj["prompt"]), "chosen": _trl(obj["chosen"]),
-            "rejected": _trl(obj["rejected"]), "id": row.id}
+            "rejected": _trl(obj["rejected"]), "id": row.id,
+            "lineage": lineage_json({"file": row.file, "line": row.line}, None)}
 
 
 # ---------------------------------------------------------------- the checks

@@ -78,6 +78,15 @@ def _system(spec: Spec | None, messages: Sequence[Message]) -> list[dict[str, An
     return out
 
 
+def lineage_json(source: Any, labels: Any) -> str:
+    """The `lineage` column of an export row: `records.lineage_from` as a JSON string (Arrow-safe, like `tools`):
+    where the row came from (file:line or Label Studio task), the records it was made from, annotations,
+    annotators, agreement, the spec it was labeled under, whether it is an unaccepted model draft."""
+    from curate.records import lineage_from
+
+    return orjson.dumps(lineage_from(source, labels)).decode()
+
+
 def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: str = "messages") -> dict[str, Any]:
     """One TRL SFT row. A preference record (exported as SFT when DPO is off) gives prompt + chosen."""
     if isinstance(rec, PreferenceRecord):
@@ -92,6 +101,7 @@ def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: st
     else:
         raise ExportError(f"unknown SFT format {sft_format!r}; use one of: {', '.join(SFT_FORMATS)}")
     row["id"] = rec.id
+    row["lineage"] = lineage_json(rec.source, rec.labels)
     if rec.tools is not None:
         row["tools"] = rec.tools
     return row
@@ -100,7 +110,8 @@ def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: st
 def dpo_row(rec: PreferenceRecord, spec: Spec | None) -> dict[str, Any]:
     """One TRL conversational DPO row."""
     row: dict[str, Any] = {"prompt": _system(spec, rec.prompt), "chosen": [m.to_trl() for m in rec.chosen],
-                           "rejected": [m.to_trl() for m in rec.rejected], "id": rec.id}
+                           "rejected": [m.to_trl() for m in rec.rejected], "id": rec.id,
+                           "lineage": lineage_json(rec.source, rec.labels)}
     if rec.tools is not None:
         row["tools"] = rec.tools
     return row

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from curate.cli import main
 from curate.errors import ExportError
-from curate.records import FunctionCall, Message, PreferenceRecord, SFTRecord, ToolCall
+from curate.records import FunctionCall, Message, PreferenceRecord, SFTRecord, Source, ToolCall
 from curate.spec import load_spec
 from curate.steps.export import dpo_row, file_hashes, recover, sft_row, staged_output, write_splits
 from curate.steps.lint_export import dataset_type, lint_export
@@ -36,9 +36,13 @@ A = Message(role="assistant", content='{"answer": "Support will confirm by email
 def test_sft_rows(spec):
     rec = SFTRecord.build(messages=(U, A))
     sys_turn = {"role": "system", "content": spec.system_prompt.strip()}
-    assert sft_row(rec, spec) == {"messages": [sys_turn, U.to_trl(), A.to_trl()], "id": rec.id}
+    lineage = sft_row(rec, spec)["lineage"]  # where the row came from, a JSON string (records.lineage_from)
+    assert json.loads(lineage)["source"] == "" and json.loads(lineage)["source_ids"] == []
+    assert sft_row(rec, spec) == {"messages": [sys_turn, U.to_trl(), A.to_trl()], "id": rec.id, "lineage": lineage}
     assert sft_row(rec, spec, "prompt-completion") == {"prompt": [sys_turn, U.to_trl()], "completion": [A.to_trl()],
-                                                       "id": rec.id}
+                                                       "id": rec.id, "lineage": lineage}
+    src = SFTRecord.build(messages=(U, A), source=Source(file="in.jsonl", line=4))
+    assert json.loads(sft_row(src, spec)["lineage"])["source"] == "in.jsonl:4"
     own = SFTRecord.build(messages=(Message(role="system", content="mine"), U, A))
     assert sft_row(own, spec)["messages"][0] == {"role": "system", "content": "mine"}
     assert len(sft_row(own, spec)["messages"]) == 3  # no second system turn
