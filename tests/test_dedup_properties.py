@@ -282,12 +282,12 @@ def check_dedup(dicts: Sequence[dict[str, Any]], pairs_of: Any = brute_pairs) ->
             "missed_strong": len(missed_strong), "rows": len(rows), "continuations": len(rel)}
 
 
-def lsh_recall(dicts: Sequence[dict[str, Any]], t: float = T) -> list[tuple[float, bool]]:
+def lsh_recall(dicts: Sequence[dict[str, Any]], t: float = T, pairs_of: Any = brute_pairs) -> list[tuple[float, bool]]:
     """(score, found by the LSH candidate stage alone) for every pair of long texts with near_score >= t."""
     views = [view_of(d) for d in dicts]
     texts = [v.text for v in views]
     cand = {tuple(p) for p in candidate_pairs(BandSketch(T).bands32_of(texts)).tolist()}
-    return [(s, p in cand) for p, s in brute_pairs(views, t).items()
+    return [(s, p in cand) for p, s in pairs_of(views, t).items()
             if not any(is_short(x) for i in p for x in (views[i].prompt, views[i].response))]
 
 
@@ -414,30 +414,42 @@ def exported(out: Path) -> dict[str, list[View]]:
     return got
 
 
-def leaks(out: Path, t: float = T) -> list[tuple[str, str, float]]:
-    """Every held-out x train pair of exported user texts with leak_score >= t: brute force, each pair that can
-    score compared with `leak_score` itself. Skipped only where the score is 0 by the rule's own terms: a short
-    text against one whose skeleton has another length, two long texts whose lengths alone bound the Indel
-    similarity below t (2 min / (la + lb) < t)."""
+class _Block:
+    """Which of `texts` can reach `text_score(x, text, t) > 0`, by the rule's own terms: equal skeleton length
+    when either text is short; when both are long, lengths within the Indel bound 2 min / (la + lb) >= t."""
+
+    def __init__(self, texts: Sequence[str], t: float) -> None:
+        self.t = t
+        self.by_skel: dict[int, list[int]] = {}
+        for i, x in enumerate(texts):
+            self.by_skel.setdefault(len(skeleton(x)), []).append(i)
+        self.longs = sorted((len(x), i) for i, x in enumerate(texts) if not is_short(x))
+        self.lens = [n for n, _ in self.longs]
+
+    def __call__(self, text: str) -> set[int]:
+        got = set(self.by_skel.get(len(skeleton(text)), ()))
+        if not is_short(text):
+            n, t = len(text), self.t
+            lo = bisect.bisect_left(self.lens, n * t / (2 - t) - 1)
+            hi = bisect.bisect_right(self.lens, n * (2 - t) / t + 1)
+            got.update(i for _, i in self.longs[lo:hi])
+        return got
+
+
+def leaks(out: Path, t: float = T) -> list[tuple[tuple[str, ...], tuple[str, ...], float]]:
+    """Every held-out x train pair of exported records with `leak_score` >= t over their user turns: brute force,
+    skipping only pairs whose score is 0 by the rule's own terms (`_Block`: the joined user texts cannot match,
+    nor, for different turn counts, the first turns)."""
     ex = exported(out)
-    train = sorted({v.user for v in ex["train"]})
-    by_skel: dict[int, list[str]] = {}
-    for u in train:
-        by_skel.setdefault(len(skeleton(u)), []).append(u)
-    longs = sorted((len(u), u) for u in train if not is_short(u))
-    lens = [n for n, _ in longs]
+    train = sorted({v.user_turns for v in ex["train"] if v.user_turns})
+    whole = _Block([" ".join(u) for u in train], t)
+    first = _Block([u[0] for u in train], t)
     found = []
-    for h in sorted({v.user for v in ex["test"]}):
-        cands = set(by_skel.get(len(skeleton(h)), ()))  # every pair the strict rule could merge
-        if not is_short(h):
-            n = len(h)
-            lo, hi = bisect.bisect_left(lens, n * t / (2 - t) - 1), bisect.bisect_right(lens, n * (2 - t) / t + 1)
-            cands.update(u for _, u in longs[lo:hi])
-        hv = View(prompt=h, response="", user=h, turns=())
-        for u in sorted(cands):
-            sc = leak_score(hv, View(prompt=u, response="", user=u, turns=()), t)
+    for h in sorted({v.user_turns for v in ex["test"] if v.user_turns}):
+        for i in sorted(whole(" ".join(h)) | first(h[0])):
+            sc = leak_score(h, train[i], t)
             if sc:
-                found.append((h, u, sc))
+                found.append((h, train[i], sc))
     return found
 
 
