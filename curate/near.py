@@ -839,8 +839,9 @@ def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
 
     Bounded work on any data: a bucket of up to `small` members pairs all of them; in a larger bucket (templated
     text: thousands of records sharing a band) the members are sorted by their next three bands' hashes and each
-    meets its `window` next members in that order: near twins agree on most bands and sit side by side, so the
-    pairs per band stay <= n * max(window, small) instead of growing with the square of the bucket. (A pair in a
+    meets its `window` next members in that order (near twins agree on most bands and sit side by side) and the
+    bucket's `window` lowest indices (the first in keep order), so the pairs per band stay <= n * max(2 * window,
+    small) instead of growing with the square of the bucket. (A pair in a
     large bucket whose other bands differ can be missed in that band; it still meets in the bands it shares.)"""
     n, bands = bh.shape
     if n < 2:
@@ -857,6 +858,23 @@ def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
             continue
         run_id = np.concatenate(([0], np.cumsum(~same)))
         run_size = np.bincount(run_id)[run_id]
+        big = np.flatnonzero(run_size > small)
+        if big.size:  # every member of a large bucket also meets the bucket's `window` lowest indices (the first
+            # in keep order: the ones that are kept), so a family of near twins collapses to one
+            members = order[big]
+            rid = run_id[big]
+            o2 = np.lexsort((members, rid))
+            members, rid = members[o2], rid[o2]
+            first = np.concatenate(([True], rid[1:] != rid[:-1]))
+            start = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
+            for t in range(window):
+                q = start + t
+                ok = (q < len(rid)) & (q < np.arange(len(rid)))
+                ok[ok] &= rid[q[ok]] == rid[ok]
+                if not ok.any():
+                    break
+                a, b = members[q[ok]], members[ok]
+                codes.append(np.minimum(a, b) * n + np.maximum(a, b))
         hit = np.flatnonzero(same)
         for d in range(1, max(small, window) + 1):
             if d > 1:

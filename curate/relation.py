@@ -52,7 +52,10 @@ __all__ = ["SHORT_TOKENS", "View", "continuation", "exact_key", "is_short", "is_
 
 SHORT_TOKENS = 16  # a text with fewer word tokens than this is compared by the strict (token) rule
 ARTICLES = frozenset(("a", "an", "the"))
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+# a CJK (Han, kana, Hangul) character is a word of its own: those scripts write no spaces
+_CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK = re.compile(f"[{_CJK_CLASS}]")
+_TOKEN = re.compile(f"[{_CJK_CLASS}]|[^\\W{_CJK_CLASS}]+|[^\\w\\s]")
 # punctuation that only shapes a sentence; any other sign (%, #, $, +, @ ...) is a token that can change the meaning
 _SENTENCE_PUNCT = frozenset(".,!?;:\"()[]{}-\u2013\u2014\u2026\u00bf\u00a1\u00ab\u00bb\u201c\u201d\u2018")
 
@@ -138,8 +141,12 @@ def skeleton(norm: str) -> list[str]:
 
 
 def is_short(norm: str) -> bool:
-    """Fewer than SHORT_TOKENS words (whitespace-separated) in a normalized text."""
-    return len(norm.split(None, SHORT_TOKENS)) < SHORT_TOKENS
+    """Fewer than SHORT_TOKENS words in a normalized text: whitespace-separated words, each CJK character
+    counting as one more (Chinese or Japanese text has no spaces)."""
+    n = len(norm.split(None, SHORT_TOKENS))
+    if n >= SHORT_TOKENS or norm.isascii():
+        return n < SHORT_TOKENS
+    return n + len(_CJK.findall(norm)) < SHORT_TOKENS
 
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")

@@ -399,8 +399,17 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 
 def export_hashes(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for sub in ("sft", "dpo") for p in sorted((out / sub).rglob("*")) if p.is_file()}
+    """sha256 of every exported split's rows, in file order, without the `lineage` column: what a model trains on
+    must not depend on the order of the records or files. (`lineage` names each row's source file and line, so
+    it moves with them by design: docs/contracts.md.)"""
+    got = {}
+    for sub in ("sft", "dpo"):
+        for p in sorted((out / sub).glob("*.jsonl")):
+            rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            for r in rows:
+                r.pop("lineage", None)
+            got[str(p.relative_to(out))] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    return got
 
 
 def exported(out: Path) -> dict[str, list[View]]:

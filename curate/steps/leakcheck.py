@@ -100,7 +100,7 @@ def _blocks(texts: list[str], nt: int) -> np.ndarray:
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     for a in range(0, n, sketch.CHUNK):
         bands[a:a + sketch.CHUNK] = sketch.bands32_of(texts[a:a + sketch.CHUNK])
-    lsh, counts = candidate_pairs_counted(bands, small=64, window=8)
+    lsh, counts = candidate_pairs_counted(bands, small=16, window=4)
     pairs.append(cap_candidates(lsh, counts, n, 2 * MAX_VERIFY))
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
