@@ -971,7 +971,7 @@ def _h64(data: bytes) -> int:
 def skeleton_keys(parts: Sequence[str]) -> list[int]:
     """Keys two items share whenever `relation.text_score`'s strict rule could call each of their parts (e.g.
     prompt and response, normalized) similar: the skeleton of all parts, and for each short part the same with one
-    word (5+ letters, the only kind a typo may change) masked but its first letter. Exact candidates: the strict
+    word (4+ letters, the only kind a typo may change) masked but its first letter. Exact candidates: the strict
     rule loses no pair to LSH."""
     sk = [skeleton(p) for p in parts]
 
@@ -983,7 +983,7 @@ def skeleton_keys(parts: Sequence[str]) -> list[int]:
         if not is_short(parts[side]):
             continue
         for k, tok in enumerate(toks):
-            if len(tok) >= 5 and tok.isalpha():
+            if len(tok) >= 4 and tok.isalpha():
                 masked = [list(t) for t in sk]
                 masked[side][k] = tok[0] + "\x00"
                 keys.append(key(b"m", masked))

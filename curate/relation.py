@@ -24,8 +24,9 @@ prefixes (a "user: " prefix would make every short pair look alike):
 
 `text_score(a, b, t)`: 1.0 for equal normal forms. If either text is SHORT (fewer than `SHORT_TOKENS` word
 whitespace-separated words) the strict rule applies: the texts' token sequences (words, numbers and signs such as % # $ +;
-sentence punctuation, apostrophes and the articles a/an/the left out) must be equal, or differ in exactly one position where both tokens are a typo of
-each other (`is_typo`: letters only, 5+ characters, same first letter, one letter missing, added, two
+sentence punctuation, apostrophes, the articles a/an/the and filler words (greetings, thanks,
+please, "i") left out) must be equal, or differ in exactly one position where both tokens are a typo of
+each other (`is_typo`: letters only, 4+ characters, same first letter, one letter missing, added, two
 neighbours swapped, or replaced by a neighbouring key or a sound-alike; any other substituted letter makes other
 words too often: Ireland / Iceland). A
 different number, name, negation, yes/no or product keeps short texts apart. Otherwise the score is the
@@ -52,6 +53,9 @@ __all__ = ["SHORT_TOKENS", "View", "continuation", "exact_key", "is_short", "is_
 
 SHORT_TOKENS = 16  # a text with fewer word tokens than this is compared by the strict (token) rule
 ARTICLES = frozenset(("a", "an", "the"))
+# words that change no request: greetings, thanks, please, and the speaker's "i" ("I can't log in" / "can't log in")
+FILLER = frozenset(("hi", "hello", "hey", "dear", "please", "pls", "plz", "kindly", "thanks", "thank", "thx", "ty",
+                    "cheers", "regards", "appreciate", "advance", "i"))
 # a CJK (Han, kana, Hangul) character is a word of its own: those scripts write no spaces
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CLASS}]")
@@ -134,7 +138,7 @@ def skeleton(norm: str) -> list[str]:
     for tok in _TOKEN.findall(norm.replace("'", "").replace("\u2019", "")):
         if tok in _SENTENCE_PUNCT:
             continue
-        if tok in ARTICLES:
+        if tok in ARTICLES or tok in FILLER:
             continue
         out.append(tok)
     return out
@@ -155,10 +159,10 @@ _SLIPS = frozenset({frozenset(p) for row in _ROWS for p in itertools.pairwise(ro
 
 
 def is_typo(a: str, b: str) -> bool:
-    """Two different tokens one slip apart: letters only, both 5+ characters, same first letter, one letter
+    """Two different tokens one slip apart: letters only, both 4+ characters, same first letter, one letter
     inserted, deleted, two neighbours swapped, or one letter replaced by a neighbouring key or a sound-alike
     (c/s, s/z, c/k, i/e, a/o, o/u, m/n, t/d, b/p, g/j)."""
-    if len(a) < 5 or len(b) < 5 or not a.isalpha() or not b.isalpha() or a[0] != b[0]:
+    if len(a) < 4 or len(b) < 4 or not a.isalpha() or not b.isalpha() or a[0] != b[0]:
         return False
     if len(a) == len(b):
         diff = [(x, y) for x, y in zip(a, b) if x != y]

@@ -308,7 +308,7 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     del pkeys, ucode, pcode, pos
     held = None
     res.leakage = repair_leakage(res, turns or (lambda rs: [(text(r),) for r in rs]), record, ctx=ctx,
-                                 threshold=near_threshold)
+                                 threshold=near_threshold, frozen=lock.prompts if lock is not None else ())
     ctx.report(STEP, 3, 3)
     return res
 
@@ -335,24 +335,28 @@ def _prefix_links(recs: list[Any], turns: Callable[[list[Any]], list[Sequence[st
 
 
 def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[str]]],
-                   record: Callable[[Any], Rec], *, ctx: RunContext, threshold: float) -> Leakage:
+                   record: Callable[[Any], Rec], *, ctx: RunContext, threshold: float,
+                   frozen: Sequence[str] = ()) -> Leakage:
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
     A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
-    held-out twin); a held-out item is never touched. Returns what was found (all of it repaired)."""
+    held-out twin); a held-out item is never touched. `frozen`: the user texts of a previous lock's held-out set,
+    checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)."""
     from curate.steps.leakcheck import leak_pairs
 
     out = Leakage(threshold=threshold)
-    if not res.train or not res.test:
+    if not res.train or not (res.test or frozen):
         return out
     def norm(rs: list[Any]) -> list[tuple[str, ...]]:
         return [tuple(normalize_text(t) for t in got) for got in turns(rs)]
 
     ctx.report("leakage", 0, 1)
     test_turns = norm(res.test)
+    n_test = len(test_turns)
+    test_turns += [(normalize_text(p),) for p in frozen]
     found = leak_pairs(norm(res.train), test_turns, threshold)
     ctx.report("leakage", 1, 1)
-    out.checked = len(res.train) * len(res.test)
+    out.checked = len(res.train) * (len(res.test) + len(frozen))
     if not found:
         return out
     twin: dict[int, tuple[int, float]] = {}
@@ -361,15 +365,17 @@ def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[
             twin[i] = (j, score)
     for i in sorted(twin):
         j, score = twin[i]
-        r, t = res.train[i], res.test[j]
+        r = res.train[i]
+        held = res.test[j].id if j < n_test else "a prompt of the frozen held-out set (heldout.lock)"
         method = "exact" if score >= 1.0 else "near"
         setattr(out, method, getattr(out, method) + 1)
         if len(out.examples) < 20:
-            out.examples.append({"method": method, "a": r.id, "b": t.id, "score": score,
+            out.examples.append({"method": method, "a": r.id, "b": held, "score": score,
                                  "text": " / ".join(test_turns[j])[:200]})
         ctx.quarantine(step=STEP, reason="leak_train_twin", record=record(r),
                        detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
-                              f"record {t.id}; moved out of training (the held-out set is never changed)")
+                              f"{held if j >= n_test else 'record ' + held}; moved out of training (the held-out "
+                              "set is never changed)")
     gone = {res.train[i].id for i in twin}
     res.train = [r for k, r in enumerate(res.train) if k not in twin]
     res.lock.train_ids = _SortedSet([x for x in _sorted(res.lock.train_ids) if x not in gone])
