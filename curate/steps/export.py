@@ -573,7 +573,15 @@ def _example_row(folder: Path | None, fmt: str, limit: int = 400) -> str | None:
             return {k: cut(x) for k, x in v.items()}
         return v
 
-    return orjson.dumps(cut(orjson.loads(first)), option=orjson.OPT_INDENT_2).decode()
+    row = orjson.loads(first)
+    if isinstance(row, dict) and isinstance(row.get("lineage"), str):  # the card names no local folders
+        try:
+            lin = orjson.loads(row["lineage"])
+            lin["source"] = str(lin.get("source", "")).rsplit("/", 1)[-1]
+            row["lineage"] = orjson.dumps(lin).decode()
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+    return orjson.dumps(cut(row), option=orjson.OPT_INDENT_2).decode()
 
 
 def card_snippets(formats: list[str], max_length: int) -> dict[str, str]:
