@@ -848,7 +848,8 @@ def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
     col32 = bh if bh.dtype == np.uint32 else (bh >> np.uint64(32)).astype(np.uint32)
     idx = np.arange(n, dtype=np.int64)
-    codes = []
+    codes: list[np.ndarray] = []
+    merged: tuple[np.ndarray, np.ndarray] | None = None
     for band in range(bands):
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
         order = np.lexsort((idx, *others, col32[:, band]))
@@ -886,10 +887,31 @@ def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
                 break
             a, b = order[hit], order[hit + d]
             codes.append(np.minimum(a, b) * n + np.maximum(a, b))
-    if not codes:
+        if sum(len(c) for c in codes) > _MERGE_CODES:  # fold repeats as we go: memory ~ distinct pairs
+            merged = _merge_counts(merged, codes)
+            codes = []
+    merged = _merge_counts(merged, codes)
+    if merged is None:
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
-    u, counts = np.unique(np.concatenate(codes), return_counts=True)
+    u, counts = merged
     return np.stack((u // n, u % n), axis=1).astype(np.int64), counts.astype(np.int64)
+
+
+_MERGE_CODES = 4_000_000  # candidate_pairs_counted folds its pair codes into (distinct, count) past this many
+
+
+def _merge_counts(merged: tuple[np.ndarray, np.ndarray] | None,
+                  codes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct codes, how often each was seen) of `merged` plus the new `codes`."""
+    if not codes:
+        return merged
+    u, c = np.unique(np.concatenate(codes), return_counts=True)
+    if merged is None:
+        return u, c.astype(np.int64)
+    both = np.concatenate([merged[0], u])
+    weights = np.concatenate([merged[1], c])
+    uu, inv = np.unique(both, return_inverse=True)
+    return uu, np.bincount(inv.reshape(-1), weights=weights, minlength=len(uu)).astype(np.int64)
 
 
 def _band_codes(col: np.ndarray, idx: np.ndarray, n: int, max_run: int) -> tuple[list[np.ndarray], bool]:

@@ -72,12 +72,15 @@ def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequen
         n_train_texts = int((~side).sum())
         got = _blocks(texts, n_train_texts)
         pairs = np.stack((own[got[:, 0]], own[got[:, 1]] - nt), axis=1) if len(got) else np.empty((0, 2), np.int64)
-        cand = np.unique(pairs, axis=0).tolist() if len(pairs) else []
+        cand = np.unique(pairs, axis=0) if len(pairs) else pairs
+        del got, pairs
     out = []
-    for i, j in cand:
-        score = leak_score(tr[i], te[j], threshold)
-        if score > 0:
-            out.append((i, j, score))
+    for a in range(0, len(cand), 65_536):  # (Python pairs made a chunk at a time)
+        chunk = cand[a:a + 65_536]
+        for i, j in chunk.tolist() if not isinstance(chunk, list) else chunk:
+            score = leak_score(tr[i], te[j], threshold)
+            if score > 0:
+                out.append((i, j, score))
     out.sort()
     return out
 
