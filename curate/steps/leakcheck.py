@@ -13,9 +13,9 @@ when it shares one):
 - the exact normalized text;
 - the skeleton keys of short texts (`curate.near.skeleton_keys`: every pair the strict rule can merge shares one,
   so the short rule is checked completely);
-- MinHash LSH over character 3-grams tuned to catch pairs down to a Jaccard of ~0.4 (`LOOSE`), each text meeting
-  at most 128 of its LSH candidates (those sharing the most bands), which at the default threshold covers every
-  Indel-similar long pair seen in our benchmarks (scripts/bench_dedup.py measures it against brute force);
+- MinHash LSH over character 3-grams (other shingles than the grouping's 5-grams), bands for the 0.8 threshold,
+  each text meeting at most 64 of its LSH candidates (those sharing the most bands); scripts/bench_dedup.py
+  measures its recall against brute force;
 - with `brute=True` (tests, small data): every pair.
 """
 
@@ -37,7 +37,7 @@ from curate.relation import is_short, leak_score
 
 __all__ = ["LOOSE", "leak_pairs"]
 
-LOOSE = 0.5  # the LSH of the check is built for this threshold (looser than any build threshold we accept)
+LOOSE = 0.8  # the LSH of the check is built for this threshold (over char 3-grams: other shingles than dedup's)
 _SHORT_CHARS = 400
 
 
@@ -104,7 +104,7 @@ def _blocks(texts: list[str], nt: int) -> np.ndarray:
     for a in range(0, n, sketch.CHUNK):
         bands[a:a + sketch.CHUNK] = sketch.bands32_of(texts[a:a + sketch.CHUNK])
     lsh, counts = candidate_pairs_counted(bands, small=16, window=4)
-    pairs.append(cap_candidates(lsh, counts, n, 2 * MAX_VERIFY))
+    pairs.append(cap_candidates(lsh, counts, n, MAX_VERIFY))
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
     return np.unique(cand, axis=0) if len(cand) else cand
