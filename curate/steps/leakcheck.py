@@ -13,9 +13,10 @@ when it shares one):
 - the exact normalized text;
 - the skeleton keys of short texts (`curate.near.skeleton_keys`: every pair the strict rule can merge shares one,
   so the short rule is checked completely);
-- MinHash LSH over character 3-grams (other shingles than the grouping's 5-grams), bands for the 0.8 threshold,
-  each text meeting at most 64 of its LSH candidates (those sharing the most bands); scripts/bench_dedup.py
-  measures its recall against brute force;
+- MinHash LSH over character 3-grams (other shingles than the grouping's 5-grams): in the build (behind the
+  split's grouping, which already joins every leak pair it finds) bands for 0.8 and 64 candidates a text; for
+  `curate leakage A B` (`loose=True`, nothing before it) bands for 0.5 and 128 candidates a text.
+  scripts/bench_dedup.py measures both against brute force;
 - with `brute=True` (tests, small data): every pair.
 """
 
@@ -35,14 +36,15 @@ from curate.near import (
 )
 from curate.relation import is_short, leak_score
 
-__all__ = ["LOOSE", "leak_pairs"]
+__all__ = ["LOOSE", "TIGHT", "leak_pairs"]
 
-LOOSE = 0.8  # the LSH of the check is built for this threshold (over char 3-grams: other shingles than dedup's)
+TIGHT = 0.8  # the build's check: bands for the 0.8 threshold over char 3-grams (other shingles than dedup's)
+LOOSE = 0.5  # `curate leakage A B` (loose=True): bands for 0.5, 128 candidates a text: more recall, more time
 _SHORT_CHARS = 400
 
 
 def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequence[str]], threshold: float, *,
-               brute: bool = False) -> list[tuple[int, int, float]]:
+               brute: bool = False, loose: bool = False) -> list[tuple[int, int, float]]:
     """(train index, test index, score) of every leak (`relation.leak_score`) between items given as their
     normalized user turns (a str is one turn), sorted."""
     tr = [(t,) if isinstance(t, str) else tuple(t) for t in train]
@@ -70,7 +72,7 @@ def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequen
         texts = [texts[q] for q in order.tolist()]
         own = np.array(owner, dtype=np.int64)[order]
         n_train_texts = int((~side).sum())
-        got = _blocks(texts, n_train_texts)
+        got = _blocks(texts, n_train_texts, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY)
         pairs = np.stack((own[got[:, 0]], own[got[:, 1]] - nt), axis=1) if len(got) else np.empty((0, 2), np.int64)
         cand = np.unique(pairs, axis=0) if len(pairs) else pairs
         del got, pairs
@@ -85,7 +87,7 @@ def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequen
     return out
 
 
-def _blocks(texts: list[str], nt: int) -> np.ndarray:
+def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> np.ndarray:
     n = len(texts)
     pairs = []
     first: dict[str, list[int]] = {}
@@ -99,12 +101,12 @@ def _blocks(texts: list[str], nt: int) -> np.ndarray:
         if len(t) < _SHORT_CHARS and is_short(t):
             keyed += [(k, h) for h in skeleton_keys([t])]
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
-    sketch = BandSketch(LOOSE, 128, 3)
+    sketch = BandSketch(lsh_threshold, 128, 3)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     for a in range(0, n, sketch.CHUNK):
         bands[a:a + sketch.CHUNK] = sketch.bands32_of(texts[a:a + sketch.CHUNK])
     lsh, counts = candidate_pairs_counted(bands, small=16, window=4)
-    pairs.append(cap_candidates(lsh, counts, n, MAX_VERIFY))
+    pairs.append(cap_candidates(lsh, counts, n, per_text))
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
     return np.unique(cand, axis=0) if len(cand) else cand

@@ -148,7 +148,7 @@ def leakage(train: Iterable[tuple[Any, str | Sequence[str]]], test: Iterable[tup
     def norm(t: str | Sequence[str]) -> tuple[str, ...]:
         return (normalize_text(t),) if isinstance(t, str) else tuple(normalize_text(x) for x in t)
 
-    for i, j, score in leak_pairs([norm(t) for _, t in tr], [norm(t) for _, t in te], threshold):
+    for i, j, score in leak_pairs([norm(t) for _, t in tr], [norm(t) for _, t in te], threshold, loose=True):
         if score > best.get(j, (-1.0, 0))[0]:
             best[j] = (score, i)
     for j in sorted(best):
