@@ -375,6 +375,7 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             missing = [q for q in need if q not in cache]
             if len(cache) + len(missing) > _VIEW_CACHE:
                 cache.clear()
+                missing = need
             cache.update(zip(missing, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in missing]))))
             vs = cache
             out = [(i, j, near_score(vs[i], vs[j], threshold)) for i, j in part.tolist()]

@@ -177,3 +177,22 @@ def test_semantic_dedup_with_the_real_offline_model() -> None:
     assert ab > 0.85 > ac
     kept, rows = dedup([a, b, c], near_threshold=None, semantic=True, semantic_threshold=0.85)
     assert kept == [b, c] and rows[0]["method"] == "semantic" and rows[0]["score"] > 0.85
+
+
+def test_a_full_view_cache_gives_the_same_decisions(monkeypatch) -> None:
+    """Verification keeps views between tasks up to a bound; clearing it mid-run must remake every view a task
+    needs (it once raised KeyError at 200k records)."""
+    import curate.steps.dedup as D
+
+    rng = random.Random(3)
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar".split()
+    recs = []
+    for k in range(300):
+        base = [words[(k // 10 + j) % len(words)] for j in range(30)]
+        if k % 10:
+            base[rng.randrange(30)] = rng.choice(words)
+        recs.append(sft(" ".join(base), "ok " + " ".join(base[:5]), line=k + 1))
+    kept, rows = dedup(recs)
+    monkeypatch.setattr(D, "_VIEW_CACHE", 8)
+    kept_small, rows_small = dedup(recs)
+    assert [r.id for r in kept_small] == [r.id for r in kept] and rows_small == rows and rows
