@@ -185,7 +185,7 @@ def test_a_full_view_cache_gives_the_same_decisions(monkeypatch) -> None:
     import curate.steps.dedup as D
 
     rng = random.Random(3)
-    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar".split()
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar"]
     recs = []
     for k in range(300):
         base = [words[(k // 10 + j) % len(words)] for j in range(30)]
