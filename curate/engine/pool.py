@@ -53,8 +53,13 @@ def env_workers() -> int | None:
 
 
 def fork_safe() -> bool:
-    """`fork` exists and no other thread runs here (forking a threaded process can deadlock the child)."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    """`fork` exists and no other thread runs here (forking a threaded process can deadlock the child), but for
+    the display threads of the CLI's progress output (`curate-progress`, rich's refresh thread): they only wait and
+    write to stderr, which the pool's workers never touch; without them every CLI build ran on one core."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    return all(t is threading.main_thread() or t.name.startswith("curate-progress")
+               or type(t).__name__ == "_RefreshThread" for t in threading.enumerate())
 
 
 def default_workers() -> int:

@@ -105,3 +105,23 @@ def test_a_record_changed_elsewhere_comes_back_whole(inputs: list[str], monkeypa
     serial, _, _ = _run(tagging, inputs)
     pooled, _, _ = _run(pool.validate_local, inputs, workers=2, min_records=0, chunk=50)
     assert serial == pooled and all("seen" in r.tags for r in pooled)
+
+
+def test_the_progress_display_thread_does_not_turn_the_pools_off() -> None:
+    """The CLI's progress watcher (a daemon thread named curate-progress) only writes to stderr: builds from the CLI
+    still fork their pools; any other thread still turns them off."""
+    import threading
+
+    from curate.engine.pool import fork_safe
+
+    assert fork_safe()
+    stop = threading.Event()
+    for name, expected in (("curate-progress", True), ("someone-else", False)):
+        t = threading.Thread(target=stop.wait, name=name, daemon=True)
+        t.start()
+        try:
+            assert fork_safe() is expected, name
+        finally:
+            stop.set()
+            t.join()
+            stop.clear()
