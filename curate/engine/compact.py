@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from curate.engine.pool import env_workers, fork_safe
+from curate.engine.pool import env_workers, fork_safe, worker_init
 from curate.readers.common import ROLES
 from curate.readers.containers import container_of, iter_units
 from curate.readers.guard import dup_suspect
@@ -785,7 +785,7 @@ def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tupl
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
     _POOL = (src, val)
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds)), initializer=worker_init) as pool:
             _POOL = None
             for (a, _), (got, keys) in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
                 yield a, got, FAST if keys is None else _ChunkKeys(a + 1, keys)
@@ -817,7 +817,7 @@ def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterat
     bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
     _MAP = (fn, items)
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds)), initializer=worker_init) as pool:
             _MAP = None
             for got in _ordered(pool, _map_chunk, bounds, 2 * workers):
                 yield from got
@@ -1004,7 +1004,7 @@ class RowAccess:
         global _MAP
         _MAP = (fn, tasks)
         try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), initializer=worker_init) as pool:
                 _MAP = None
                 for got in _ordered(pool, _map_chunk, [(k, k + 1) for k in range(len(tasks))], 8 * workers):
                     yield from got

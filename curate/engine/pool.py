@@ -52,6 +52,14 @@ def env_workers() -> int | None:
     return None
 
 
+def worker_init() -> None:
+    """Every fork pool's worker initializer: Ctrl-C is the parent's to handle (it stops the pool and prints one
+    line); a worker that got SIGINT too would print "Process ForkPoolWorker-N:" and a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def fork_safe() -> bool:
     """`fork` exists and no other thread runs here (forking a threaded process can deadlock the child), but for
     the display threads of the CLI's progress output (`curate-progress`, rich's refresh thread): they only wait and
@@ -99,7 +107,7 @@ def _pooled(recs: list[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCount
     shared: dict[tuple[str, str, str, str], CheckResult] = {}
     done = 0
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds)), initializer=worker_init) as pool:
             _STATE = None  # the workers have their copy; the driver's list is released as records are rebuilt
             for (a, b), (kept, quarantined, reasons, per_file, counters, sizes) in zip(
                     bounds, pool.imap(_work, bounds)):
