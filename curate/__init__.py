@@ -1,9 +1,9 @@
 """curate: a behavior spec in, a training-ready dataset for TRL out.
 
-    import curate
-    spec = curate.load_spec("specs/support-triage")
-    assert not curate.lint(spec)
-    results = curate.check_response(spec, '{"intent": "other"}', user_text="hi")
+import curate
+spec = curate.load_spec("specs/support-triage")
+assert not curate.lint(spec)
+results = curate.check_response(spec, '{"intent": "other"}', user_text="hi")
 """
 
 __version__ = "0.1.0"
@@ -14,8 +14,18 @@ from curate.records import Message, PreferenceRecord, SFTRecord, parse_record
 from curate.spec import Spec, lint, load_spec
 
 __all__ = [
-    "CurateError", "Message", "PreferenceRecord", "SFTRecord", "Spec", "__version__", "build", "check_response",
-    "lint", "load_spec", "parse_record", "run_rules",
+    "CurateError",
+    "Message",
+    "PreferenceRecord",
+    "SFTRecord",
+    "Spec",
+    "__version__",
+    "build",
+    "check_response",
+    "lint",
+    "load_spec",
+    "parse_record",
+    "run_rules",
 ]
 
 

@@ -67,9 +67,9 @@ REPORT_KIND = "curate-eval"
 class EvalOptions:
     batch_size: int = 8
     max_new_tokens: int = 256
-    general: int = 16                   # MT-bench/Vicuna questions to ask (0: no general-ability check)
+    general: int = 16  # MT-bench/Vicuna questions to ask (0: no general-ability check)
     general_max_new_tokens: int = 128
-    limit: int | None = None            # only the first N held-out prompts
+    limit: int | None = None  # only the first N held-out prompts
     device: str = "auto"
 
 
@@ -83,7 +83,7 @@ class Prompt:
     tags: list[str] = field(default_factory=list)
     where: str = ""
     row_id: str | None = None
-    reference: dict[str, Any] | None = None   # e.g. {"intent": ...} of a frozen held-out file
+    reference: dict[str, Any] | None = None  # e.g. {"intent": ...} of a frozen held-out file
 
     def user_text(self) -> str:
         return "\n".join(str(m.get("content", "")) for m in self.messages if m.get("role") == "user")
@@ -100,6 +100,7 @@ def prompt_key(messages: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------- held-out prompts
+
 
 def record_meta(spec: Spec | None) -> dict[str, tuple[str, list[str]]]:
     """record id -> (case category, tags) for the spec's own data files.
@@ -135,8 +136,10 @@ def heldout_prompts(export: str | Path, spec: Spec | None = None) -> list[Prompt
     meta = record_meta(spec)
     files = [export / "sft" / "test.jsonl", export / "dpo" / "test.jsonl"]
     if not any(f.exists() for f in files):
-        raise EvalError(f"no held-out split in {export} (sft/test.jsonl or dpo/test.jsonl); run `curate build` "
-                        "or pass --data EXPORT_DIR")
+        raise EvalError(
+            f"no held-out split in {export} (sft/test.jsonl or dpo/test.jsonl); run `curate build` "
+            "or pass --data EXPORT_DIR"
+        )
     seen: set[str] = set()
     out: list[Prompt] = []
     for f in files:
@@ -151,8 +154,11 @@ def heldout_prompts(export: str | Path, spec: Spec | None = None) -> list[Prompt
                 if msgs and msgs[-1].get("role") == "assistant":
                     msgs = msgs[:-1]
             elif "prompt" in obj:
-                msgs = list(obj["prompt"]) if isinstance(obj["prompt"], list) else \
-                    [{"role": "user", "content": str(obj["prompt"])}]
+                msgs = (
+                    list(obj["prompt"])
+                    if isinstance(obj["prompt"], list)
+                    else [{"role": "user", "content": str(obj["prompt"])}]
+                )
             else:
                 raise EvalError(f"{where}: a row with neither messages nor prompt")
             key = prompt_key(msgs)
@@ -160,9 +166,16 @@ def heldout_prompts(export: str | Path, spec: Spec | None = None) -> list[Prompt
                 continue
             seen.add(key)
             cat, tags = meta.get(str(obj.get("id", "")), ("typical", []))
-            out.append(Prompt(id=key, messages=msgs, category=str(obj.get("category", cat)),
-                              tags=[str(t) for t in obj.get("tags", tags)], where=where,
-                              row_id=str(obj["id"]) if "id" in obj else None))
+            out.append(
+                Prompt(
+                    id=key,
+                    messages=msgs,
+                    category=str(obj.get("category", cat)),
+                    tags=[str(t) for t in obj.get("tags", tags)],
+                    where=where,
+                    row_id=str(obj["id"]) if "id" in obj else None,
+                )
+            )
     if not out:
         raise EvalError(f"the held-out split in {export} is empty")
     return out
@@ -201,10 +214,17 @@ def heldout_file(path: str | Path, spec: Spec | None = None) -> list[Prompt]:
             raise EvalError(f"{where}: the same prompt twice in a held-out file")
         seen.add(key)
         ref = obj.get("reference")
-        out.append(Prompt(id=key, messages=msgs, category=str(obj.get("category", "typical")),
-                          tags=[str(t) for t in obj.get("tags", [])], where=where,
-                          row_id=str(obj["id"]) if "id" in obj else None,
-                          reference=ref if isinstance(ref, dict) else None))
+        out.append(
+            Prompt(
+                id=key,
+                messages=msgs,
+                category=str(obj.get("category", "typical")),
+                tags=[str(t) for t in obj.get("tags", [])],
+                where=where,
+                row_id=str(obj["id"]) if "id" in obj else None,
+                reference=ref if isinstance(ref, dict) else None,
+            )
+        )
     if not out:
         raise EvalError(f"{path} holds no prompts")
     return out
@@ -212,10 +232,11 @@ def heldout_file(path: str | Path, spec: Spec | None = None) -> list[Prompt]:
 
 # ---------------------------------------------------------------- generation
 
+
 def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
     ids: list[int] = []
     for v in (tokenizer.eos_token_id, model.generation_config.eos_token_id):
-        for i in (v if isinstance(v, list) else [v]):
+        for i in v if isinstance(v, list) else [v]:
             if isinstance(i, int) and i not in ids:
                 ids.append(i)
     for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
@@ -249,8 +270,16 @@ class Generator:
         self.eos = _eos_ids(self.tokenizer, self.model)
         self.name = str(model)
 
-    def generate(self, conversations: list[list[dict[str, Any]]], *, max_new_tokens: int, batch_size: int,
-                 progress: Progress | None = None, step: str = "generate", shared_prefix: bool = True) -> list[str]:
+    def generate(
+        self,
+        conversations: list[list[dict[str, Any]]],
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        progress: Progress | None = None,
+        step: str = "generate",
+        shared_prefix: bool = True,
+    ) -> list[str]:
         """Greedy answers, in batches of similar length; stops each answer at an end-of-turn token.
 
         `shared_prefix`: the tokens every conversation starts with (the system prompt) are run through the model
@@ -259,22 +288,24 @@ class Generator:
         """
         import torch
 
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                 for c in conversations]
+        texts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in conversations
+        ]
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         n_prefix = common_prefix_len(ids) if shared_prefix and len(ids) > 1 else 0
         prefix_cache = self._prefix_cache(ids[0][:n_prefix]) if n_prefix >= 8 else None
         if prefix_cache is None:
             n_prefix = 0
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))   # similar lengths share a batch
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
         out: list[str] = [""] * len(ids)
         pad = self.tokenizer.pad_token_id
         done = 0
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = max(len(ids[i]) for i in idx)
             rows, masks = [], []
-            for i in idx:    # [prefix][pad ...][rest of the row]: left padding after the shared prefix
+            for i in idx:  # [prefix][pad ...][rest of the row]: left padding after the shared prefix
                 gap = width - len(ids[i])
                 rows.append(ids[i][:n_prefix] + [pad] * gap + ids[i][n_prefix:])
                 masks.append([1] * n_prefix + [0] * gap + [1] * (len(ids[i]) - n_prefix))
@@ -285,11 +316,19 @@ class Generator:
                 cache.batch_repeat_interleave(len(idx))
                 kw["past_key_values"] = cache
             with torch.inference_mode():
-                gen = self.model.generate(input_ids=input_ids,
-                                          attention_mask=torch.tensor(masks, device=self.device),
-                                          max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                          eos_token_id=self.eos, pad_token_id=pad,
-                                          temperature=None, top_p=None, top_k=None, **kw)
+                gen = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.tensor(masks, device=self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    eos_token_id=self.eos,
+                    pad_token_id=pad,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    **kw,
+                )
             new = gen[:, width:]
             for j, i in enumerate(idx):
                 out[i] = self.tokenizer.decode(new[j], skip_special_tokens=True).strip()
@@ -323,6 +362,7 @@ def common_prefix_len(seqs: list[list[int]]) -> int:
 
 # ---------------------------------------------------------------- general-ability regressions
 
+
 def general_questions(n: int) -> list[dict[str, Any]]:
     """`n` MT-bench and Vicuna-bench questions (first turns), spread evenly over both files and their categories."""
     if n <= 0:
@@ -331,8 +371,16 @@ def general_questions(n: int) -> list[dict[str, Any]]:
     per_file: list[list[dict[str, Any]]] = []
     for name in ("mt_bench_question.jsonl", "vicuna_bench_question.jsonl"):
         rows = [orjson.loads(line) for line in (root / name).read_bytes().splitlines() if line.strip()]
-        per_file.append([{"id": f"{name.split('_')[0]}-{r['question_id']}", "category": r.get("category", ""),
-                          "question": r["turns"][0]} for r in rows])
+        per_file.append(
+            [
+                {
+                    "id": f"{name.split('_')[0]}-{r['question_id']}",
+                    "category": r.get("category", ""),
+                    "question": r["turns"][0],
+                }
+                for r in rows
+            ]
+        )
     out = []
     for k, rows in enumerate(per_file):
         want = n // 2 + (n % 2 if k == 0 else 0)
@@ -355,7 +403,7 @@ def general_problem(text: str) -> str | None:
         return "degenerate"
     words = t.split()
     if len(words) >= 24:
-        grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+        grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
         if len(set(grams)) / len(grams) < 0.5:
             return "degenerate"
     lines = [ln.strip() for ln in t.splitlines() if ln.strip()]
@@ -374,11 +422,18 @@ def score_general(questions: list[dict[str, Any]], answers: list[str]) -> dict[s
             failures.append({"id": q["id"], "question": q["question"], "answer": a[:400], "problem": p})
     n = len(questions)
     bad = {f["id"] for f in failures}
-    return {"questions": n, "ok": n - sum(problems.values()), "rate": (n - sum(problems.values())) / n if n else None,
-            "problems": dict(problems), "failures": failures, "per_question": [q["id"] not in bad for q in questions]}
+    return {
+        "questions": n,
+        "ok": n - sum(problems.values()),
+        "rate": (n - sum(problems.values())) / n if n else None,
+        "problems": dict(problems),
+        "failures": failures,
+        "per_question": [q["id"] not in bad for q in questions],
+    }
 
 
 # ---------------------------------------------------------------- scoring
+
 
 def _valid_json(text: str) -> bool:
     try:
@@ -398,8 +453,13 @@ def _answer_intent(text: str) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def score(spec: Spec, prompts: list[Prompt], responses: list[str], *,
-          check: Callable[..., list[CheckResult]] | None = None) -> dict[str, Any]:
+def score(
+    spec: Spec,
+    prompts: list[Prompt],
+    responses: list[str],
+    *,
+    check: Callable[..., list[CheckResult]] | None = None,
+) -> dict[str, Any]:
     """Every automatic rule over every response; the per-rule table, categories, examples and items.
 
     `check(response, user_text, category, tags) -> [CheckResult]` defaults to the spec's compiled rules
@@ -419,12 +479,18 @@ def score(spec: Spec, prompts: list[Prompt], responses: list[str], *,
     for i, (p, resp) in enumerate(zip(prompts, responses)):
         results = check(resp, p.user_text(), p.category, frozenset(p.tags))
         add_result(report, results, where=p.where or p.id, response=resp, expected_fail=None)
-        item = {"id": p.id, "where": p.where, "category": p.category, "tags": p.tags,
-                "prompt": p.messages, "response": resp,
-                "results": {r.rule: r.status for r in results},
-                "failed": {r.rule: r.detail for r in results if r.status == "fail"},
-                "valid_json": _valid_json(resp) if is_json else None,
-                "refused": bool(_REFUSAL.search(resp)) if i in safe_set else None}
+        item = {
+            "id": p.id,
+            "where": p.where,
+            "category": p.category,
+            "tags": p.tags,
+            "prompt": p.messages,
+            "response": resp,
+            "results": {r.rule: r.status for r in results},
+            "failed": {r.rule: r.detail for r in results if r.status == "fail"},
+            "valid_json": _valid_json(resp) if is_json else None,
+            "refused": bool(_REFUSAL.search(resp)) if i in safe_set else None,
+        }
         want = (p.reference or {}).get("intent")
         if want is not None:
             got = _answer_intent(resp)
@@ -440,16 +506,27 @@ def score(spec: Spec, prompts: list[Prompt], responses: list[str], *,
         **d,
         "by_category": by_category(report),
         "valid_json_rate": (sum(it["valid_json"] for it in items) / n if n else None) if is_json else None,
-        "intent_accuracy": {"prompts": len(scored), "correct": correct,
-                            "rate": correct / len(scored) if scored else None} if scored else None,
-        "over_refusal": {"basis": basis, "prompts": len(safe), "refused": len(refused),
-                         "rate": len(refused) / len(safe) if safe else None, "refused_ids": refused[:50]},
+        "intent_accuracy": {
+            "prompts": len(scored),
+            "correct": correct,
+            "rate": correct / len(scored) if scored else None,
+        }
+        if scored
+        else None,
+        "over_refusal": {
+            "basis": basis,
+            "prompts": len(safe),
+            "refused": len(refused),
+            "rate": len(refused) / len(safe) if safe else None,
+            "refused_ids": refused[:50],
+        },
         "items": items,
     }
 
 
-def bootstrap_ci(values: list[float] | list[bool], *, n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_ci(
+    values: list[float] | list[bool], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean of per-prompt values (e.g. 1 = passed every rule): `n_boot`
     resamples of the prompts with replacement, seeded; None for no values."""
     import numpy as np
@@ -464,22 +541,39 @@ def bootstrap_ci(values: list[float] | list[bool], *, n_boot: int = 2000, seed: 
     return float(lo), float(hi)
 
 
-def paired_bootstrap_ci(a: list[float] | list[bool], b: list[float] | list[bool], *, n_boot: int = 2000,
-                        seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+def paired_bootstrap_ci(
+    a: list[float] | list[bool],
+    b: list[float] | list[bool],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
     """Interval of mean(b) - mean(a) over the same prompts (resampled together): `a[i]` and `b[i]` belong to the
     same prompt."""
     import numpy as np
 
     if len(a) != len(b):
         raise ValueError(f"paired values of different lengths ({len(a)} vs {len(b)})")
-    return bootstrap_ci(list(np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)),
-                        n_boot=n_boot, seed=seed, level=level)
+    return bootstrap_ci(
+        list(np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)),
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+    )
 
 
 def _header(spec: Spec, **extra: Any) -> dict[str, Any]:
-    return {"kind": REPORT_KIND, "format_version": 1, "tool": {"name": "curate", "version": __version__},
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "spec": spec.ref, "spec_sha256": spec.digest, **_contract(spec), **extra}
+    return {
+        "kind": REPORT_KIND,
+        "format_version": 1,
+        "tool": {"name": "curate", "version": __version__},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "spec": spec.ref,
+        "spec_sha256": spec.digest,
+        **_contract(spec),
+        **extra,
+    }
 
 
 def _contract(spec: Spec) -> dict[str, Any]:
@@ -498,9 +592,15 @@ def _resolve_data(spec: Spec, data: str | Path | None) -> Path:
     return export
 
 
-def evaluate_model(spec: Spec, model: str | Path, *, data: str | Path | None = None,
-                   opts: EvalOptions | None = None, progress: Progress | None = None,
-                   prompts: list[Prompt] | None = None) -> dict[str, Any]:
+def evaluate_model(
+    spec: Spec,
+    model: str | Path,
+    *,
+    data: str | Path | None = None,
+    opts: EvalOptions | None = None,
+    progress: Progress | None = None,
+    prompts: list[Prompt] | None = None,
+) -> dict[str, Any]:
     """Generate for the held-out prompts with `model`, score them with the spec; the eval report dict.
 
     `prompts` (e.g. `heldout_file(...)`) replaces the export's test splits."""
@@ -510,26 +610,42 @@ def evaluate_model(spec: Spec, model: str | Path, *, data: str | Path | None = N
         export = _resolve_data(spec, data)
         prompts = heldout_prompts(export, spec)
     if opts.limit is not None:
-        prompts = prompts[:opts.limit]
+        prompts = prompts[: opts.limit]
     t0 = time.perf_counter()
     gen = Generator(model, device=opts.device)
     t_load = time.perf_counter() - t0
-    responses = gen.generate([p.messages for p in prompts], max_new_tokens=opts.max_new_tokens,
-                             batch_size=opts.batch_size, progress=progress)
+    responses = gen.generate(
+        [p.messages for p in prompts],
+        max_new_tokens=opts.max_new_tokens,
+        batch_size=opts.batch_size,
+        progress=progress,
+    )
     t_gen = time.perf_counter() - t0 - t_load
     questions = general_questions(opts.general)
     general = None
     if questions:
-        answers = gen.generate([[{"role": "user", "content": q["question"]}] for q in questions],
-                               max_new_tokens=opts.general_max_new_tokens, batch_size=opts.batch_size,
-                               progress=progress, step="general")
+        answers = gen.generate(
+            [[{"role": "user", "content": q["question"]}] for q in questions],
+            max_new_tokens=opts.general_max_new_tokens,
+            batch_size=opts.batch_size,
+            progress=progress,
+            step="general",
+        )
         general = score_general(questions, answers)
-    report = _header(spec, model=str(model), outputs_file=None, data=str(export) if export else None,
-                     settings={**asdict(opts), "device": gen.device, "decoding": "greedy"})
+    report = _header(
+        spec,
+        model=str(model),
+        outputs_file=None,
+        data=str(export) if export else None,
+        settings={**asdict(opts), "device": gen.device, "decoding": "greedy"},
+    )
     report.update(score(spec, prompts, responses))
     report["general"] = general
-    report["timing"] = {"load_s": round(t_load, 2), "generate_s": round(t_gen, 2),
-                        "total_s": round(time.perf_counter() - t0, 2)}
+    report["timing"] = {
+        "load_s": round(t_load, 2),
+        "generate_s": round(t_gen, 2),
+        "total_s": round(time.perf_counter() - t0, 2),
+    }
     return report
 
 
@@ -570,20 +686,33 @@ def evaluate_outputs(spec: Spec, outputs: str | Path, *, data: str | Path | None
                         known[p.row_id] = p
             base = known.get(str(obj["id"]))
             if base is None and msgs is None:
-                bad.append({"where": where, "reason": "unknown_id", "detail": f"id {obj['id']!r} is not a "
-                            "held-out prompt of the export"})
+                bad.append(
+                    {
+                        "where": where,
+                        "reason": "unknown_id",
+                        "detail": f"id {obj['id']!r} is not a held-out prompt of the export",
+                    }
+                )
                 continue
         if msgs is None and base is None:
             bad.append({"where": where, "reason": "no_prompt", "detail": "no messages, prompt or id"})
             continue
         msgs = msgs if msgs is not None else base.messages  # type: ignore[union-attr]
-        prompts.append(Prompt(id=base.id if base else prompt_key(msgs), messages=msgs,
-                              category=str(obj.get("category", base.category if base else "typical")),
-                              tags=[str(t) for t in obj.get("tags", base.tags if base else [])], where=where))
+        prompts.append(
+            Prompt(
+                id=base.id if base else prompt_key(msgs),
+                messages=msgs,
+                category=str(obj.get("category", base.category if base else "typical")),
+                tags=[str(t) for t in obj.get("tags", base.tags if base else [])],
+                where=where,
+            )
+        )
         responses.append(obj["response"])
     if not prompts:
         raise EvalError(f"{outputs}: no usable rows ({len(bad)} bad)")
-    report = _header(spec, model=None, outputs_file=str(outputs), data=str(data) if data else None, settings={})
+    report = _header(
+        spec, model=None, outputs_file=str(outputs), data=str(data) if data else None, settings={}
+    )
     report.update(score(spec, prompts, responses))
     report["bad_lines"] = bad
     report["general"] = None
@@ -591,6 +720,7 @@ def evaluate_outputs(spec: Spec, outputs: str | Path, *, data: str | Path | None
 
 
 # ---------------------------------------------------------------- comparison
+
 
 def load_report(path: str | Path) -> dict[str, Any]:
     p = Path(path)
@@ -621,14 +751,24 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for rule in list(ra) + [r for r in rb if r not in ra]:
         x, y = ra.get(rule), rb.get(rule)
         pa, pb = (x or {}).get("pass_rate"), (y or {}).get("pass_rate")
-        rows.append({"rule": rule, "category": (x or y or {}).get("category"), "a": pa, "b": pb,
-                     "delta": _delta(pa, pb), "a_n": (x["pass"] + x["fail"]) if x else 0,
-                     "b_n": (y["pass"] + y["fail"]) if y else 0})
+        rows.append(
+            {
+                "rule": rule,
+                "category": (x or y or {}).get("category"),
+                "a": pa,
+                "b": pb,
+                "delta": _delta(pa, pb),
+                "a_n": (x["pass"] + x["fail"]) if x else 0,
+                "b_n": (y["pass"] + y["fail"]) if y else 0,
+            }
+        )
     heads = {}
-    for key, get in (("overall", lambda r: r.get("overall_pass_rate")),
-                     ("valid_json", lambda r: r.get("valid_json_rate")),
-                     ("over_refusal", lambda r: (r.get("over_refusal") or {}).get("rate")),
-                     ("general", lambda r: (r.get("general") or {}).get("rate"))):
+    for key, get in (
+        ("overall", lambda r: r.get("overall_pass_rate")),
+        ("valid_json", lambda r: r.get("valid_json_rate")),
+        ("over_refusal", lambda r: (r.get("over_refusal") or {}).get("rate")),
+        ("general", lambda r: (r.get("general") or {}).get("rate")),
+    ):
         heads[key] = {"a": get(a), "b": get(b), "delta": _delta(get(a), get(b))}
     ia = {i["id"]: i for i in a.get("items", [])}
     fixed, broken = [], []
@@ -639,22 +779,42 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         if old["failed"] and not it["failed"]:
             fixed.append({"id": it["id"], "where": it.get("where"), "was": sorted(old["failed"])})
         elif not old["failed"] and it["failed"]:
-            broken.append({"id": it["id"], "where": it.get("where"), "now": it["failed"],
-                           "response": it["response"][:300]})
+            broken.append(
+                {
+                    "id": it["id"],
+                    "where": it.get("where"),
+                    "now": it["failed"],
+                    "response": it["response"][:300],
+                }
+            )
     fa, fb = a.get("failures_by_category", {}), b.get("failures_by_category", {})
     return {
-        "spec": b.get("spec"), "a": {"model": a.get("model") or a.get("outputs_file"), "path": a.get("path"),
-                                     "responses": a.get("responses")},
-        "b": {"model": b.get("model") or b.get("outputs_file"), "path": b.get("path"),
-              "responses": b.get("responses")},
+        "spec": b.get("spec"),
+        "a": {
+            "model": a.get("model") or a.get("outputs_file"),
+            "path": a.get("path"),
+            "responses": a.get("responses"),
+        },
+        "b": {
+            "model": b.get("model") or b.get("outputs_file"),
+            "path": b.get("path"),
+            "responses": b.get("responses"),
+        },
         "same_prompts": sorted(ia) == sorted(i["id"] for i in b.get("items", [])),
-        "headline": heads, "rules": rows,
-        "failures_by_category": {c: {"a": fa.get(c, 0), "b": fb.get(c, 0)} for c in sorted(set(fa) | set(fb))},
-        "fixed": fixed[:50], "regressed": broken[:50], "n_fixed": len(fixed), "n_regressed": len(broken),
+        "headline": heads,
+        "rules": rows,
+        "failures_by_category": {
+            c: {"a": fa.get(c, 0), "b": fb.get(c, 0)} for c in sorted(set(fa) | set(fb))
+        },
+        "fixed": fixed[:50],
+        "regressed": broken[:50],
+        "n_fixed": len(fixed),
+        "n_regressed": len(broken),
     }
 
 
 # ---------------------------------------------------------------- failures back to labeling
+
 
 def failure_records(spec: Spec, report: dict[str, Any]) -> list[SFTRecord]:
     """The failing held-out responses as records for `curate label push`, marked held-out (never train on them)."""
@@ -664,18 +824,33 @@ def failure_records(spec: Spec, report: dict[str, Any]) -> list[SFTRecord]:
         if not it["failed"]:
             continue
         file, _, line = (it.get("where") or "").rpartition(":")
-        msgs = [Message.model_validate(m) for m in it["prompt"]] + [Message(role="assistant",
-                                                                             content=it["response"])]
+        msgs = [Message.model_validate(m) for m in it["prompt"]] + [
+            Message(role="assistant", content=it["response"])
+        ]
         tags = tuple(dict.fromkeys([*it.get("tags", []), HELDOUT_TAG, "eval-failure"]))
         cats = {r.id: r.category for r in spec.rules}
-        checks = tuple(CheckResult(rule=rule, category=cats.get(rule, "format"), status=status,
-                                   detail=it["failed"].get(rule, "")) for rule, status in it["results"].items())
-        recs.append(SFTRecord.build(
-            messages=tuple(msgs), spec=spec.ref, category=it.get("category", "typical"), tags=tags,
-            labels={"heldout": True, "eval": {"model": who, "prompt_id": it["id"],
-                                              "failed": sorted(it["failed"])}},
-            checks=checks, source=Source(file=file or None, line=int(line) if line.isdigit() else None, format="curate-eval"),
-        ))
+        checks = tuple(
+            CheckResult(
+                rule=rule, category=cats.get(rule, "format"), status=status, detail=it["failed"].get(rule, "")
+            )
+            for rule, status in it["results"].items()
+        )
+        recs.append(
+            SFTRecord.build(
+                messages=tuple(msgs),
+                spec=spec.ref,
+                category=it.get("category", "typical"),
+                tags=tags,
+                labels={
+                    "heldout": True,
+                    "eval": {"model": who, "prompt_id": it["id"], "failed": sorted(it["failed"])},
+                },
+                checks=checks,
+                source=Source(
+                    file=file or None, line=int(line) if line.isdigit() else None, format="curate-eval"
+                ),
+            )
+        )
     return recs
 
 
@@ -686,9 +861,28 @@ def write_to_label(spec: Spec, report: dict[str, Any], path: str | Path) -> int:
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
-    write_atomic(path, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str))
+    write_atomic(
+        path, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
+    )
 
 
-__all__ = ["HELDOUT_TAG", "EvalOptions", "Generator", "Prompt", "bootstrap_ci", "compare", "evaluate_model",
-           "evaluate_outputs", "failure_records", "general_problem", "general_questions", "heldout_file",
-           "heldout_prompts", "load_report", "paired_bootstrap_ci", "score", "write_report", "write_to_label"]
+__all__ = [
+    "HELDOUT_TAG",
+    "EvalOptions",
+    "Generator",
+    "Prompt",
+    "bootstrap_ci",
+    "compare",
+    "evaluate_model",
+    "evaluate_outputs",
+    "failure_records",
+    "general_problem",
+    "general_questions",
+    "heldout_file",
+    "heldout_prompts",
+    "load_report",
+    "paired_bootstrap_ci",
+    "score",
+    "write_report",
+    "write_to_label",
+]

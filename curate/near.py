@@ -52,8 +52,21 @@ from curate.relation import is_short, skeleton, text_score
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BandSketch", "NearIndex", "candidate_pairs", "candidate_pairs_counted", "common_shingles", "exact_key", "lsh_params",
-           "near_groups", "near_pairs", "near_pairs_lazy", "signatures", "similarity", "verify_pairs"]
+__all__ = [
+    "BandSketch",
+    "NearIndex",
+    "candidate_pairs",
+    "candidate_pairs_counted",
+    "common_shingles",
+    "exact_key",
+    "lsh_params",
+    "near_groups",
+    "near_pairs",
+    "near_pairs_lazy",
+    "signatures",
+    "similarity",
+    "verify_pairs",
+]
 
 _POLY = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base
 
@@ -90,7 +103,7 @@ def _shingle_hashes(norm: str, ngram: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = np.zeros(m, dtype=np.uint64)
         for k in range(n):
-            h = h * _POLY + cps[k:k + m] + np.uint64(1)
+            h = h * _POLY + cps[k : k + m] + np.uint64(1)
         h ^= h >> np.uint64(33)
         h *= np.uint64(0xFF51AFD7ED558CCD)
         h ^= h >> np.uint64(33)
@@ -176,6 +189,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
     _numba = None
 
 if _numba is not None:
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _minhash_kernel(cps, offsets, ngram, probes, stop, out):  # pragma: no cover - compiled
         """The compiled twin of `_shingle_hashes` + `_drop_common` + `_minhash_numpy`, for a packed batch.
@@ -221,8 +235,11 @@ if _numba is not None:
                     h = h * poly + c + one
                 for i in range(m):
                     if i > 0:
-                        h = (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly \
-                            + np.uint64(cps[lo + i + n - 1]) + one
+                        h = (
+                            (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly
+                            + np.uint64(cps[lo + i + n - 1])
+                            + one
+                        )
                     x = h
                     x ^= x >> s33
                     x *= m1
@@ -265,6 +282,7 @@ if _numba is not None:
 
 
 if _numba is not None:
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _count_kernel(cps, offsets, ngram, counts):  # pragma: no cover - compiled
         """Add 1 to counts[hash & mask] for every shingle of every text (document frequency, roughly)."""
@@ -288,8 +306,11 @@ if _numba is not None:
                 h = h * poly + np.uint64(cps[lo + k]) + one
             for i in range(ln - n + 1):
                 if i > 0:
-                    h = ((h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly
-                         + np.uint64(cps[lo + i + n - 1]) + one)
+                    h = (
+                        (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly
+                        + np.uint64(cps[lo + i + n - 1])
+                        + one
+                    )
                 x = h
                 x ^= x >> s33
                 x *= m1
@@ -299,8 +320,9 @@ if _numba is not None:
                 counts[x & mask] += 1
 
 
-def common_shingles(norms: Sequence[str], ngram: int = 5, *, share: float = 0.01, sample: int = 10000,
-                    min_texts: int = 1000) -> np.ndarray | None:
+def common_shingles(
+    norms: Sequence[str], ngram: int = 5, *, share: float = 0.01, sample: int = 10000, min_texts: int = 1000
+) -> np.ndarray | None:
     """The common-shingle table for `norms`: slots of shingles found in more than `share` of the texts.
 
     Counted on up to `sample` evenly spaced texts. Boilerplate shared by many texts (a JSON answer skeleton, a
@@ -326,6 +348,7 @@ def common_shingles(norms: Sequence[str], ngram: int = 5, *, share: float = 0.01
 
 
 if _numba is not None:
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
     def _band_hash(sig, i, b, rows):  # pragma: no cover - compiled
         """`_band_hashes(sig)[i, b]`: FNV over the band's rows, then one xorshift (both kernels below)."""
@@ -365,6 +388,7 @@ _ASCII_LOWER = np.arange(256, dtype=np.uint8)  # A-Z lowered (`str.lower` / case
 _ASCII_LOWER[65:91] += 32
 
 if _numba is not None:
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _normalize_ascii_kernel(src, offsets, dst, dst_off, space_t, lower_t):  # pragma: no cover - compiled
         """`normalize_text` of packed ASCII texts: lowered, runs of whitespace made one space, none at either end.
@@ -409,8 +433,8 @@ def pack_ascii(texts: Sequence[str], chunk: int = 8192) -> tuple[np.ndarray, np.
     np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
     buf = np.empty(int(offsets[-1]), dtype=np.uint8)
     for a in range(0, len(texts), chunk):
-        part = "".join(texts[a:a + chunk]).encode("ascii")
-        buf[offsets[a]:offsets[a] + len(part)] = np.frombuffer(part, dtype=np.uint8)
+        part = "".join(texts[a : a + chunk]).encode("ascii")
+        buf[offsets[a] : offsets[a] + len(part)] = np.frombuffer(part, dtype=np.uint8)
     return buf, offsets
 
 
@@ -420,7 +444,7 @@ def normalize_packed(src: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, 
     dst = np.empty(src.size, dtype=np.uint8)
     dst_off = np.empty(offsets.shape[0], dtype=np.int64)
     _normalize_ascii_kernel(src, offsets, dst, dst_off, _ASCII_SPACE, _ASCII_LOWER)
-    return dst[:dst_off[-1]], dst_off
+    return dst[: dst_off[-1]], dst_off
 
 
 def unpack(buf: np.ndarray, offsets: np.ndarray) -> list[str]:
@@ -481,8 +505,14 @@ class _Hasher:
 
     _NO_STOP = np.zeros(1, dtype=np.uint8)
 
-    def signatures_normalized(self, norms: Sequence[str], *, kernel: str = "auto",
-                              stop: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
+    def signatures_normalized(
+        self,
+        norms: Sequence[str],
+        *,
+        kernel: str = "auto",
+        stop: np.ndarray | None = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
         """(n, num_perm) uint32 signatures; kernel "numba" (compiled) or "numpy" (same values, slower).
 
         `stop`: a common-shingle table (`common_shingles`); those shingles are left out of the signatures.
@@ -491,16 +521,24 @@ class _Hasher:
         out = np.empty((len(norms), self.num_perm), dtype=np.uint32)
         if kernel == "numpy" or (kernel == "auto" and _numba is None):
             for i, t in enumerate(norms):
-                out[i] = _minhash_numpy(_drop_common(_shingle_hashes(t, self.ngram), stop), self.num_perm,
-                                        self.probes)
+                out[i] = _minhash_numpy(
+                    _drop_common(_shingle_hashes(t, self.ngram), stop), self.num_perm, self.probes
+                )
             return out
         if _numba is None:
             raise RuntimeError("numba is not installed")
         cps, offsets = _pack(norms)
         return self.signatures_packed(cps, offsets, stop=stop, threads=threads, out=out)
 
-    def signatures_packed(self, cps: np.ndarray, offsets: np.ndarray, *, stop: np.ndarray | None = None,
-                          threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    def signatures_packed(
+        self,
+        cps: np.ndarray,
+        offsets: np.ndarray,
+        *,
+        stop: np.ndarray | None = None,
+        threads: int | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """`signatures_normalized` of texts already packed: their code points in one array (uint32, or uint8
         for ASCII texts: `normalize_ascii_packed`) and (n+1,) int64 offsets. Needs numba."""
         n = offsets.shape[0] - 1
@@ -516,9 +554,19 @@ class _Hasher:
 
         bounds = np.linspace(0, n, threads + 1).astype(np.int64)
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda k: _minhash_kernel(cps, offsets[bounds[k]:bounds[k + 1] + 1], self.ngram,
-                                                    self.probes, stop_table, out[bounds[k]:bounds[k + 1]]),
-                          range(threads)))
+            list(
+                pool.map(
+                    lambda k: _minhash_kernel(
+                        cps,
+                        offsets[bounds[k] : bounds[k + 1] + 1],
+                        self.ngram,
+                        self.probes,
+                        stop_table,
+                        out[bounds[k] : bounds[k + 1]],
+                    ),
+                    range(threads),
+                )
+            )
         return out
 
 
@@ -544,8 +592,16 @@ class NearIndex:
 
     _PENDING_MAX = 256  # texts kept in the dict level before they are sorted into a level array
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, *,
-                 bands: int | None = None, rows: int | None = None, stop: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.8,
+        num_perm: int = 128,
+        ngram: int = 5,
+        *,
+        bands: int | None = None,
+        rows: int | None = None,
+        stop: np.ndarray | None = None,
+    ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = float(threshold)
@@ -565,8 +621,9 @@ class NearIndex:
         self._pending_n = 0
 
     @classmethod
-    def from_items(cls, items: Iterable[tuple[Hashable, str]], threshold: float = 0.8,
-                   **kwargs: Any) -> NearIndex:
+    def from_items(
+        cls, items: Iterable[tuple[Hashable, str]], threshold: float = 0.8, **kwargs: Any
+    ) -> NearIndex:
         """An index over `items` (key, text), leaving out shingles common to > 1% of them (>= 1000 texts)."""
         items = list(items)
         norms = [normalize_text(t) for _, t in items]
@@ -657,7 +714,7 @@ class NearIndex:
             lo = np.searchsorted(keys, comp_row, side="left")
             hi = np.searchsorted(keys, comp_row, side="right")
             for b in np.flatnonzero(hi > lo).tolist():
-                found.update(slots[lo[b]:hi[b]].tolist())
+                found.update(slots[lo[b] : hi[b]].tolist())
         if self._pending:
             get = self._pending.get
             for h in comp_row.tolist():
@@ -679,8 +736,9 @@ class NearIndex:
         """
         return self.query_many([text], threshold)[0]
 
-    def query_many(self, texts: Sequence[str],
-                   threshold: float | None = None) -> list[list[tuple[Any, float]]]:
+    def query_many(
+        self, texts: Sequence[str], threshold: float | None = None
+    ) -> list[list[tuple[Any, float]]]:
         """`query` for many texts at once (one kernel call); one result list per text, in order."""
         t = self.threshold if threshold is None else threshold
         cutoff = t * 100.0
@@ -700,8 +758,15 @@ class NearIndex:
         return results
 
 
-def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
-               normalized: bool = False, common: float = 0.01) -> list[tuple[int, int, float]]:
+def near_pairs(
+    texts: Sequence[str],
+    *,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    ngram: int = 5,
+    normalized: bool = False,
+    common: float = 0.01,
+) -> list[tuple[int, int, float]]:
     """All verified near pairs `(i, j, score)` with i < j among `texts`, sorted by (i, j).
 
     Sort-based LSH: per band, sort the band hashes and pair the members of each run of equal hashes.
@@ -716,8 +781,15 @@ def near_pairs(texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 
     return verify_pairs(norms.__getitem__, cand, threshold)
 
 
-def near_pairs_lazy(n: int, norm_of: Callable[[int], str], *, threshold: float = 0.8, num_perm: int = 128,
-                    ngram: int = 5, common: float = 0.01) -> list[tuple[int, int, float]]:
+def near_pairs_lazy(
+    n: int,
+    norm_of: Callable[[int], str],
+    *,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    ngram: int = 5,
+    common: float = 0.01,
+) -> list[tuple[int, int, float]]:
     """`near_pairs(texts, normalized=True)` over `n` normalized texts made on demand by `norm_of(i)`: the same
     pairs, without holding the texts (memory: 4 bytes per LSH band per text; texts are made ~2-3 times)."""
     if n < 2:
@@ -736,8 +808,8 @@ def near_pairs_lazy(n: int, norm_of: Callable[[int], str], *, threshold: float =
     sketch = BandSketch(threshold, num_perm, ngram, stop=common_shingles(texts, ngram, share=common))
     bands = np.empty((n, sketch.bands), dtype=np.uint32)  # the top 32 bits: all candidate_pairs reads
     for a in range(0, n, sketch.CHUNK):
-        chunk = texts[a:a + sketch.CHUNK]
-        bands[a:a + len(chunk)] = sketch.bands32_of(chunk)
+        chunk = texts[a : a + sketch.CHUNK]
+        bands[a : a + len(chunk)] = sketch.bands32_of(chunk)
     cand = candidate_pairs(bands)
     del bands
     return verify_pairs(norm_of, cand, threshold)
@@ -746,15 +818,16 @@ def near_pairs_lazy(n: int, norm_of: Callable[[int], str], *, threshold: float =
 class BandSketch:
     """LSH band keys of normalized texts, computed in bounded chunks: the bulk path behind `near_pairs`.
 
-        sketch = BandSketch(0.8, stop=common_shingles(sample_norms))
-        keys = sketch.bands_of(norms)            # (n, bands) uint64, chunk by chunk
-        pairs = verify_pairs(norms.__getitem__, candidate_pairs(keys), 0.8)
+    sketch = BandSketch(0.8, stop=common_shingles(sample_norms))
+    keys = sketch.bands_of(norms)            # (n, bands) uint64, chunk by chunk
+    pairs = verify_pairs(norms.__getitem__, candidate_pairs(keys), 0.8)
     """
 
     CHUNK = 8192  # texts per kernel call: bounds the UTF-32 staging copy to ~CHUNK * 4 * text length bytes
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, *,
-                 stop: np.ndarray | None = None) -> None:
+    def __init__(
+        self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, *, stop: np.ndarray | None = None
+    ) -> None:
         self.threshold = threshold
         self.hasher = _Hasher(num_perm, ngram)
         self.bands, self.rows = lsh_params(threshold, num_perm)
@@ -764,17 +837,21 @@ class BandSketch:
         """(n, bands) uint64 band hashes (`threads`: see `_Hasher.signatures_normalized`)."""
         out = np.empty((len(norms), self.bands), dtype=np.uint64)
         for a in range(0, len(norms), self.CHUNK):
-            sig = self.hasher.signatures_normalized(norms[a:a + self.CHUNK], stop=self.stop, threads=threads)
-            out[a:a + sig.shape[0]] = _band_hashes(sig, self.bands, self.rows)
+            sig = self.hasher.signatures_normalized(
+                norms[a : a + self.CHUNK], stop=self.stop, threads=threads
+            )
+            out[a : a + sig.shape[0]] = _band_hashes(sig, self.bands, self.rows)
         return out
 
-    def bands32_packed(self, cps: np.ndarray, offsets: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    def bands32_packed(
+        self, cps: np.ndarray, offsets: np.ndarray, *, threads: int | None = None
+    ) -> np.ndarray:
         """`bands32_of` of packed normalized texts (see `_Hasher.signatures_packed`). Needs numba."""
         n = offsets.shape[0] - 1
         out = np.empty((n, self.bands), dtype=np.uint32)
         for a in range(0, n, self.CHUNK):
             b = min(n, a + self.CHUNK)
-            sig = self.hasher.signatures_packed(cps, offsets[a:b + 1], stop=self.stop, threads=threads)
+            sig = self.hasher.signatures_packed(cps, offsets[a : b + 1], stop=self.stop, threads=threads)
             _band_top_kernel(sig, self.bands, self.rows, out[a:b])
         return out
 
@@ -783,11 +860,13 @@ class BandSketch:
         from a compiled kernel (the numpy path of `bands_of` cost ~4 us a text)."""
         out = np.empty((len(norms), self.bands), dtype=np.uint32)
         for a in range(0, len(norms), self.CHUNK):
-            sig = self.hasher.signatures_normalized(norms[a:a + self.CHUNK], stop=self.stop, threads=threads)
+            sig = self.hasher.signatures_normalized(
+                norms[a : a + self.CHUNK], stop=self.stop, threads=threads
+            )
             if _numba is None:  # pragma: no cover - numba is a dependency
-                out[a:a + sig.shape[0]] = _band_hashes(sig, self.bands, self.rows) >> np.uint64(32)
+                out[a : a + sig.shape[0]] = _band_hashes(sig, self.bands, self.rows) >> np.uint64(32)
             else:
-                _band_top_kernel(sig, self.bands, self.rows, out[a:a + sig.shape[0]])
+                _band_top_kernel(sig, self.bands, self.rows, out[a : a + sig.shape[0]])
         return out
 
 
@@ -832,8 +911,9 @@ SMALL_BUCKET = 32  # buckets up to this size pair every two members
 WINDOW = 4  # in a larger bucket a member meets its WINDOW nearest neighbours in the order of its other bands
 
 
-def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
-                            window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs_counted(
+    bh: np.ndarray, *, small: int = SMALL_BUCKET, window: int = WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique (i, j), i < j, pairs sharing a band, and per pair how many bands it shares (more shared bands, more
     alike: what `cap_candidates` ranks by).
 
@@ -860,7 +940,9 @@ def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
         run_id = np.concatenate(([0], np.cumsum(~same)))
         run_size = np.bincount(run_id)[run_id]
         big = np.flatnonzero(run_size > small)
-        if big.size:  # every member of a large bucket also meets the bucket's `window` lowest indices (the first
+        if (
+            big.size
+        ):  # every member of a large bucket also meets the bucket's `window` lowest indices (the first
             # in keep order: the ones that are kept), so a family of near twins collapses to one
             members = order[big]
             rid = run_id[big]
@@ -900,8 +982,9 @@ def candidate_pairs_counted(bh: np.ndarray, *, small: int = SMALL_BUCKET,
 _MERGE_CODES = 4_000_000  # candidate_pairs_counted folds its pair codes into (distinct, count) past this many
 
 
-def _merge_counts(merged: tuple[np.ndarray, np.ndarray] | None,
-                  codes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+def _merge_counts(
+    merged: tuple[np.ndarray, np.ndarray] | None, codes: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(distinct codes, how often each was seen) of `merged` plus the new `codes`."""
     if not codes:
         return merged
@@ -943,8 +1026,9 @@ def _band_codes(col: np.ndarray, idx: np.ndarray, n: int, max_run: int) -> tuple
     return codes, True
 
 
-def verify_pairs(norm_of: Callable[[int], str], cand: np.ndarray,
-                 threshold: float) -> list[tuple[int, int, float]]:
+def verify_pairs(
+    norm_of: Callable[[int], str], cand: np.ndarray, threshold: float
+) -> list[tuple[int, int, float]]:
     """Candidate pairs (k, 2) -> verified `(i, j, score)`, score >= threshold; `norm_of(i)` gives text i."""
     cutoff = threshold * 100.0
     out = []
@@ -955,8 +1039,9 @@ def verify_pairs(norm_of: Callable[[int], str], cand: np.ndarray,
     return out
 
 
-def near_groups(keys_texts: Iterable[tuple[Hashable, str]], threshold: float = 0.5, *,
-                num_perm: int = 128, ngram: int = 5) -> dict[Any, Any]:
+def near_groups(
+    keys_texts: Iterable[tuple[Hashable, str]], threshold: float = 0.5, *, num_perm: int = 128, ngram: int = 5
+) -> dict[Any, Any]:
     """Connected components of verified near pairs: `{key: group_key}`, group_key = the group's first key.
 
     Every key is in the result (a singleton maps to itself). For the splitter: members of one group must land
@@ -1063,13 +1148,18 @@ def cap_candidates(cand: np.ndarray, counts: np.ndarray, n: int, limit: int) -> 
     return cand[keep]
 
 
-
-
 SHORT_CHARS = 400  # skeleton keys are made for texts shorter than this with a short part
 
 
-def text_pairs(n: int, norm_of: Callable[[int], str], threshold: float, *, num_perm: int = 128, ngram: int = 5,
-               max_verify: int = MAX_VERIFY) -> list[tuple[int, int, float]]:
+def text_pairs(
+    n: int,
+    norm_of: Callable[[int], str],
+    threshold: float,
+    *,
+    num_perm: int = 128,
+    ngram: int = 5,
+    max_verify: int = MAX_VERIFY,
+) -> list[tuple[int, int, float]]:
     """All pairs (i, j, score), i < j, of `n` normalized texts (`norm_of(i)`) that `relation.text_score` calls
     similar at `threshold`, found by LSH (no corpus frequency filter) plus skeleton keys for short texts, each text
     meeting at most `max_verify` candidates (the ones sharing the most bands). Texts are made on demand."""
@@ -1081,7 +1171,9 @@ def text_pairs(n: int, norm_of: Callable[[int], str], threshold: float, *, num_p
     for a in range(0, n, sketch.CHUNK):
         chunk = [norm_of(k) for k in range(a, min(n, a + sketch.CHUNK))]
         packed = pack_ascii(chunk)
-        bands[a:a + len(chunk)] = sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(chunk)
+        bands[a : a + len(chunk)] = (
+            sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(chunk)
+        )
         for k, t in enumerate(chunk):
             if len(t) < SHORT_CHARS and is_short(t):
                 keyed += [(a + k, h) for h in skeleton_keys([t])]

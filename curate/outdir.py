@@ -41,14 +41,26 @@ from curate.errors import ExportError
 log = logging.getLogger(__name__)
 
 MARKER = ".curate-build.json"
-SWAP_NOTE = ".curate-swap.json"  # in the old-outputs folder: which build the swap commits, what it moves aside
+SWAP_NOTE = (
+    ".curate-swap.json"  # in the old-outputs folder: which build the swap commits, what it moves aside
+)
 # what a build wrote before the marker existed (a legacy build folder is recognised by its manifest.json)
-LEGACY_OUTPUTS = ("sft", "dpo", "README.md", "manifest.json", "quarantine", "clusters.jsonl", "heldout.lock",
-                  "negatives.jsonl", "report.html")
+LEGACY_OUTPUTS = (
+    "sft",
+    "dpo",
+    "README.md",
+    "manifest.json",
+    "quarantine",
+    "clusters.jsonl",
+    "heldout.lock",
+    "negatives.jsonl",
+    "report.html",
+)
 _HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth
 
 
 # ---------------------------------------------------------------- small helpers
+
 
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
@@ -118,6 +130,7 @@ def _now() -> str:
 
 # ---------------------------------------------------------------- what a folder holds of curate's
 
+
 def read_marker(target: Path) -> dict[str, Any] | None:
     """The folder's marker, or None when it has none (or an unreadable one)."""
     m = _read_json(Path(target) / MARKER)
@@ -144,8 +157,13 @@ def curate_outputs(target: str | Path) -> list[str]:
 
 def _safe_name(name: Any) -> bool:
     """A marker entry curate may touch: one plain name inside the folder (a tampered marker cannot reach out)."""
-    return isinstance(name, str) and name not in ("", ".", "..", MARKER) and "/" not in name and "\\" not in name \
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..", MARKER)
+        and "/" not in name
+        and "\\" not in name
         and "\0" not in name
+    )
 
 
 def check_target(target: str | Path) -> None:
@@ -158,11 +176,14 @@ def check_target(target: str | Path) -> None:
     if read_marker(target) is not None or _legacy(target):
         return
     if any(target.iterdir()):
-        raise ExportError(f"{target}: exists, is not empty and is not a curate build folder (no {MARKER}); "
-                          "curate replaces only folders it built: choose another --out or empty it")
+        raise ExportError(
+            f"{target}: exists, is not empty and is not a curate build folder (no {MARKER}); "
+            "curate replaces only folders it built: choose another --out or empty it"
+        )
 
 
 # ---------------------------------------------------------------- the lock
+
 
 def lock_path(target: str | Path) -> Path:
     target = Path(target)
@@ -189,8 +210,13 @@ def _acquire(target: Path) -> Path:
         _HELD[key] += 1
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"tool": "curate", "pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-            "target": str(target)}
+    info = {
+        "tool": "curate",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": _now(),
+        "target": str(target),
+    }
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.write_bytes(orjson.dumps(info))
     try:
@@ -212,8 +238,10 @@ def _acquire(target: Path) -> Path:
                     continue
                 if not _lexists(path):
                     continue
-                raise ExportError(f"{target}: another curate build is writing this folder ({_holder(held)}); "
-                                  f"wait for it to finish, or delete {path} if that process is gone") from None
+                raise ExportError(
+                    f"{target}: another curate build is writing this folder ({_holder(held)}); "
+                    f"wait for it to finish, or delete {path} if that process is gone"
+                ) from None
         else:  # pragma: no cover - five lost races in a row
             raise ExportError(f"{target}: could not take the lock {path}; try again")
     finally:
@@ -268,11 +296,12 @@ class OutputLock:
 
 # ---------------------------------------------------------------- leftovers of killed builds
 
+
 def _leftovers(target: Path, kind: str) -> list[tuple[Path, int, str]]:
     """(path, pid, token) of `.<name>.<kind>-<pid>-<token>` folders beside the target."""
     out = []
     for p in target.parent.glob(f".{target.name}.{kind}-*"):
-        rest = p.name[len(f".{target.name}.{kind}-"):]
+        rest = p.name[len(f".{target.name}.{kind}-") :]
         pid_s, _, token = rest.partition("-")
         if pid_s.isdigit():
             out.append((p, int(pid_s), token))
@@ -320,6 +349,7 @@ def recover(target: str | Path) -> None:
 
 
 # ---------------------------------------------------------------- the staged swap
+
 
 def _swap(target: Path, stage: Path, old: Path, new: dict[str, Any]) -> None:
     """Move `stage`'s outputs into `target`, the outputs they replace (and the previous build's outputs the new
@@ -377,5 +407,16 @@ def staged_output(target: str | Path) -> Iterator[Path]:
         _fsync_dir(target.parent)
 
 
-__all__ = ["LEGACY_OUTPUTS", "MARKER", "OutputLock", "check_target", "clean_dead_spools", "curate_outputs", "lock_path",
-           "output_lock", "read_marker", "recover", "staged_output"]
+__all__ = [
+    "LEGACY_OUTPUTS",
+    "MARKER",
+    "OutputLock",
+    "check_target",
+    "clean_dead_spools",
+    "curate_outputs",
+    "lock_path",
+    "output_lock",
+    "read_marker",
+    "recover",
+    "staged_output",
+]

@@ -1,11 +1,11 @@
 """Record models in TRL's own shapes, with stable content ids and lineage.
 
-    >>> from curate.records import SFTRecord, Message
-    >>> r = SFTRecord.build(messages=[Message(role="user", content="Cancel it."),
-    ...                               Message(role="assistant", content='{"intent": "cancel_account"}')])
-    >>> r.id == SFTRecord.build(messages=[Message(role="user", content="cancel   IT."),
-    ...                                   Message(role="assistant", content='{"intent": "cancel_account"}')]).id
-    True
+>>> from curate.records import SFTRecord, Message
+>>> r = SFTRecord.build(messages=[Message(role="user", content="Cancel it."),
+...                               Message(role="assistant", content='{"intent": "cancel_account"}')])
+>>> r.id == SFTRecord.build(messages=[Message(role="user", content="cancel   IT."),
+...                                   Message(role="assistant", content='{"intent": "cancel_account"}')]).id
+True
 """
 
 from __future__ import annotations
@@ -137,8 +137,11 @@ class _RecordBase(_Frozen):
     source: Source = Source()
     labels: dict[str, Any] = Field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
-    tools: str | None = Field(None, description="Tool definitions as a JSON string (TRL's `tools` column), "
-                              "when the source has them (ShareGPT/OpenAI tool-calling data).")
+    tools: str | None = Field(
+        None,
+        description="Tool definitions as a JSON string (TRL's `tools` column), "
+        "when the source has them (ShareGPT/OpenAI tool-calling data).",
+    )
 
     @property
     def is_negative(self) -> bool:
@@ -264,8 +267,14 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield no, LineError(reason="bad_encoding", detail=f"not UTF-8 at byte {err.start}",
-                                    raw=raw.decode("utf-8", "replace"))
+                yield (
+                    no,
+                    LineError(
+                        reason="bad_encoding",
+                        detail=f"not UTF-8 at byte {err.start}",
+                        raw=raw.decode("utf-8", "replace"),
+                    ),
+                )
                 continue
             try:
                 obj = orjson.loads(raw)
@@ -275,8 +284,14 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
                 yield no, LineError(reason=reason, detail=detail, raw=text.rstrip("\n"))
                 continue
             if not isinstance(obj, dict):
-                yield no, LineError(reason="not_an_object", detail=f"a JSON {type(obj).__name__}, "
-                                    "expected an object", raw=text.rstrip("\n"))
+                yield (
+                    no,
+                    LineError(
+                        reason="not_an_object",
+                        detail=f"a JSON {type(obj).__name__}, expected an object",
+                        raw=text.rstrip("\n"),
+                    ),
+                )
                 continue
             yield no, obj
 
@@ -298,7 +313,9 @@ def atomic_writer(path: str | os.PathLike[str], *, mode: int | None = None) -> I
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, mode if mode is not None else 0o666 & ~_UMASK)  # mkstemp makes 0600; datasets are shared
+        os.fchmod(
+            fd, mode if mode is not None else 0o666 & ~_UMASK
+        )  # mkstemp makes 0600; datasets are shared
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -338,8 +355,9 @@ def _messages(value: Any, default_role: str) -> tuple[Message, ...]:
     return tuple(Message.model_validate(m) for m in value)
 
 
-def record_from_native(obj: dict[str, Any], *, spec: str | None = None,
-                       source: Source | None = None) -> SFTRecord | PreferenceRecord:
+def record_from_native(
+    obj: dict[str, Any], *, spec: str | None = None, source: Source | None = None
+) -> SFTRecord | PreferenceRecord:
     """A record from our native JSONL shape (TRL's shapes plus category/tags/violates).
 
     Raises pydantic.ValidationError or ValueError on a malformed object; callers quarantine it.
@@ -350,7 +368,8 @@ def record_from_native(obj: dict[str, Any], *, spec: str | None = None,
         "tags": tuple(obj.get("tags", ())),
         "violates": tuple(obj.get("violates", ())),
         "labels": obj.get("labels", {}),
-        "source": Source.model_validate(obj["source"]) if isinstance(obj.get("source"), dict) and source is None
+        "source": Source.model_validate(obj["source"])
+        if isinstance(obj.get("source"), dict) and source is None
         else (source or Source()),
     }
     if obj.get("tools") is not None:
@@ -361,20 +380,29 @@ def record_from_native(obj: dict[str, Any], *, spec: str | None = None,
     if "chosen" in obj or "rejected" in obj:
         if "prompt" not in obj:
             raise ValueError("a preference record needs prompt, chosen and rejected")
-        return PreferenceRecord.build(prompt=_messages(obj["prompt"], "user"),
-                                      chosen=_messages(obj.get("chosen") or [], "assistant"),
-                                      rejected=_messages(obj.get("rejected") or [], "assistant"), **meta)
+        return PreferenceRecord.build(
+            prompt=_messages(obj["prompt"], "user"),
+            chosen=_messages(obj.get("chosen") or [], "assistant"),
+            rejected=_messages(obj.get("rejected") or [], "assistant"),
+            **meta,
+        )
     if "messages" in obj:
         return SFTRecord.build(messages=_messages(obj["messages"], "user"), **meta)
     if "prompt" in obj and "completion" in obj:
-        return SFTRecord.build(prompt=_messages(obj["prompt"], "user"),
-                               completion=_messages(obj["completion"], "assistant"), **meta)
+        return SFTRecord.build(
+            prompt=_messages(obj["prompt"], "user"),
+            completion=_messages(obj["completion"], "assistant"),
+            **meta,
+        )
     unknown = sorted(set(obj) - set(_NATIVE_META))
-    raise ValueError("no messages, prompt/completion or prompt/chosen/rejected"
-                     + (f" (keys: {', '.join(unknown)})" if unknown else ""))
+    raise ValueError(
+        "no messages, prompt/completion or prompt/chosen/rejected"
+        + (f" (keys: {', '.join(unknown)})" if unknown else "")
+    )
 
 
 # ---------------------------------------------------------------- lineage (the export's `lineage` column)
+
 
 def lineage_of(record: SFTRecord | PreferenceRecord) -> dict[str, Any]:
     """Where an exported row came from, in one Arrow-safe shape (every key always present, same types).
@@ -396,8 +424,11 @@ def lineage_from(source: Source | dict[str, Any] | None, labels: dict[str, Any] 
     """lineage_of from a record's `source` and `labels` alone (a native JSONL object's keys will do), for export
     paths that hold no record object: lineage_from(obj.get("source") or {"file": f, "line": n}, obj.get("labels"))
     == lineage_of(the record read from that line with that source)."""
-    src = source if isinstance(source, Source) else Source.model_validate(
-        {k: v for k, v in (source or {}).items() if k in Source.model_fields})
+    src = (
+        source
+        if isinstance(source, Source)
+        else Source.model_validate({k: v for k, v in (source or {}).items() if k in Source.model_fields})
+    )
     labels = labels if isinstance(labels, dict) else {}
     ids = labels.get("source_ids") or ([src.parent] if src.parent else [])
     anns = labels.get("annotations") or ([src.annotation] if src.annotation is not None else [])

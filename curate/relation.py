@@ -48,20 +48,52 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from curate.records import normalize_text
 
-__all__ = ["SHORT_TOKENS", "View", "continuation", "exact_key", "is_short", "is_typo", "leak_score",
-           "near_score", "skeleton", "text_score", "turn_markers", "view", "view_of_record"]
+__all__ = [
+    "SHORT_TOKENS",
+    "View",
+    "continuation",
+    "exact_key",
+    "is_short",
+    "is_typo",
+    "leak_score",
+    "near_score",
+    "skeleton",
+    "text_score",
+    "turn_markers",
+    "view",
+    "view_of_record",
+]
 
 SHORT_TOKENS = 16  # a text with fewer word tokens than this is compared by the strict (token) rule
 ARTICLES = frozenset(("a", "an", "the"))
 # words that change no request: greetings, thanks, please, and the speaker's "i" ("I can't log in" / "can't log in")
-FILLER = frozenset(("hi", "hello", "hey", "dear", "please", "pls", "plz", "kindly", "thanks", "thank", "thx", "ty",
-                    "cheers", "regards", "appreciate", "advance", "i"))
+FILLER = frozenset(
+    (
+        "hi",
+        "hello",
+        "hey",
+        "dear",
+        "please",
+        "pls",
+        "plz",
+        "kindly",
+        "thanks",
+        "thank",
+        "thx",
+        "ty",
+        "cheers",
+        "regards",
+        "appreciate",
+        "advance",
+        "i",
+    )
+)
 # a CJK (Han, kana, Hangul) character is a word of its own: those scripts write no spaces
 _CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CLASS}]")
 _TOKEN = re.compile(f"[{_CJK_CLASS}]|[^\\W{_CJK_CLASS}]+|[^\\w\\s]")
 # punctuation that only shapes a sentence; any other sign (%, #, $, +, @ ...) is a token that can change the meaning
-_SENTENCE_PUNCT = frozenset(".,!?;:\"()[]{}-\u2013\u2014\u2026\u00bf\u00a1\u00ab\u00bb\u201c\u201d\u2018")
+_SENTENCE_PUNCT = frozenset('.,!?;:"()[]{}-\u2013\u2014\u2026\u00bf\u00a1\u00ab\u00bb\u201c\u201d\u2018')
 
 
 @dataclass(frozen=True)
@@ -97,12 +129,16 @@ def _content(m: Mapping[str, Any]) -> str:
 def view(messages: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, Any]] | None = None) -> View:
     """The compared parts of an SFT conversation (`messages`) or a preference record (`messages` = its prompt,
     `chosen` = its chosen turns). Messages are dicts with role / content (/ tool_calls)."""
-    turns = [(str(m.get("role", "")), normalize_text(_content(m))) for m in messages if m.get("role") != "system"]
+    turns = [
+        (str(m.get("role", "")), normalize_text(_content(m))) for m in messages if m.get("role") != "system"
+    ]
     if chosen is not None:
         prompt_turns = turns
         answer = [normalize_text(_content(m)) for m in chosen if m.get("role") != "system"]
-        turns = turns + [("chosen:" + str(m.get("role", "")), a)
-                         for m, a in zip([m for m in chosen if m.get("role") != "system"], answer)]
+        turns = turns + [
+            ("chosen:" + str(m.get("role", "")), a)
+            for m, a in zip([m for m in chosen if m.get("role") != "system"], answer)
+        ]
         response = "\n".join(answer)
     else:
         last = max((k for k, (role, _) in enumerate(turns) if role == "assistant"), default=None)
@@ -113,8 +149,13 @@ def view(messages: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, An
     prompt = "\n".join(c for _, c in prompt_turns)
     user = "\n".join(c for role, c in prompt_turns if role == "user")
     user_turns = tuple(c for role, c in prompt_turns if role == "user")
-    return View(prompt=normalize_text(prompt), response=response, user=normalize_text(user), turns=tuple(turns),
-                user_turns=user_turns)
+    return View(
+        prompt=normalize_text(prompt),
+        response=response,
+        user=normalize_text(user),
+        turns=tuple(turns),
+        user_turns=user_turns,
+    )
 
 
 def view_of_record(rec: Any) -> View:
@@ -154,8 +195,10 @@ def is_short(norm: str) -> bool:
 
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
-_SLIPS = frozenset({frozenset(p) for row in _ROWS for p in itertools.pairwise(row)}  # neighbouring keys
-                   | {frozenset(p) for p in ("cs", "sz", "ck", "ie", "ei", "ao", "ou", "mn", "td", "bp", "gj")})
+_SLIPS = frozenset(
+    {frozenset(p) for row in _ROWS for p in itertools.pairwise(row)}  # neighbouring keys
+    | {frozenset(p) for p in ("cs", "sz", "ck", "ie", "ei", "ao", "ou", "mn", "td", "bp", "gj")}
+)
 
 
 def is_typo(a: str, b: str) -> bool:
@@ -166,7 +209,9 @@ def is_typo(a: str, b: str) -> bool:
         return False
     if len(a) == len(b):
         diff = [(x, y) for x, y in zip(a, b) if x != y]
-        if len(diff) == 1:  # a substituted letter: only a slip of the finger or of the ear (Ireland / Iceland are two
+        if (
+            len(diff) == 1
+        ):  # a substituted letter: only a slip of the finger or of the ear (Ireland / Iceland are two
             return frozenset(diff[0]) in _SLIPS  # words), never any letter for any other
     return DamerauLevenshtein.distance(a, b, score_cutoff=1) <= 1
 
@@ -217,7 +262,7 @@ def leak_score(a: Sequence[str], b: Sequence[str], threshold: float) -> float:
 def continuation(a: View, b: View) -> bool:
     """`a` is a strict prefix of `b`: the same first turns, and `b` has more (one conversation and its
     continuation). Not a duplicate: both are kept unless the spec asks to drop prefixes, and they share a split."""
-    return len(a.turns) < len(b.turns) and b.turns[:len(a.turns)] == a.turns
+    return len(a.turns) < len(b.turns) and b.turns[: len(a.turns)] == a.turns
 
 
 _MARKER = re.compile(r"(?im)^\s*(?:#{1,3}\s*)?(human|assistant|user|gpt|system|instruction|response)\s*:")

@@ -1,11 +1,11 @@
 """The behavior spec: one YAML file that is the labeling guide, the curation contract and the eval checklist.
 
-    >>> from curate.spec import load_spec, lint
-    >>> spec = load_spec("specs/support-triage")          # a folder with spec.yaml, or the YAML file itself
-    >>> [r.id for r in spec.automatic_rules()][:2]
-    ['valid-json', 'matches-schema']
-    >>> lint(spec)                                         # findings a spec author wants before labeling starts
-    []
+>>> from curate.spec import load_spec, lint
+>>> spec = load_spec("specs/support-triage")          # a folder with spec.yaml, or the YAML file itself
+>>> [r.id for r in spec.automatic_rules()][:2]
+['valid-json', 'matches-schema']
+>>> lint(spec)                                         # findings a spec author wants before labeling starts
+[]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class _Strict(BaseModel):
 
 
 # ---------------------------------------------------------------- conditions and checks
+
 
 class When(_Strict):
     """Conditions under which a rule applies; all given ones must hold, else the rule is skipped."""
@@ -191,16 +192,42 @@ class JudgeCheck(_CheckBase):
 
 
 Check = Annotated[
-    JsonParse | JsonSchemaCheck | RegexPresent | RegexAbsent | PhrasesPresent | PhrasesAbsent | MaxChars
-    | MaxWords | MaxSentences | QuestionCount | ValuesInInput | Refusal | PythonCheck | JudgeCheck,
+    JsonParse
+    | JsonSchemaCheck
+    | RegexPresent
+    | RegexAbsent
+    | PhrasesPresent
+    | PhrasesAbsent
+    | MaxChars
+    | MaxWords
+    | MaxSentences
+    | QuestionCount
+    | ValuesInInput
+    | Refusal
+    | PythonCheck
+    | JudgeCheck,
     Field(discriminator="kind"),
 ]
-CHECK_KINDS: tuple[str, ...] = ("json_parse", "json_schema", "regex_present", "regex_absent", "phrases_present",
-                                "phrases_absent", "max_chars", "max_words", "max_sentences", "question_count",
-                                "values_in_input", "refusal", "python", "judge")
+CHECK_KINDS: tuple[str, ...] = (
+    "json_parse",
+    "json_schema",
+    "regex_present",
+    "regex_absent",
+    "phrases_present",
+    "phrases_absent",
+    "max_chars",
+    "max_words",
+    "max_sentences",
+    "question_count",
+    "values_in_input",
+    "refusal",
+    "python",
+    "judge",
+)
 
 
 # ---------------------------------------------------------------- the spec
+
 
 class Rule(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -246,20 +273,28 @@ class Export(_Strict):
     sft_format: Literal["messages", "prompt-completion"] = "messages"
     max_tokens: int = Field(2048, gt=0)
     include_system_prompt: bool = True
-    license: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9.+\-]+$",
-                                description="the dataset's license (an SPDX id such as cc-by-4.0), for the card")
+    license: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9.+\-]+$",
+        description="the dataset's license (an SPDX id such as cc-by-4.0), for the card",
+    )
     stale_labels: Literal["warn", "error"] = Field(
-        "warn", description="labels made under another rule hash: warn (default) or fail the build")
+        "warn", description="labels made under another rule hash: warn (default) or fail the build"
+    )
 
 
 class Dedup(_Strict):
     """What the build does with duplicates and look-alikes (docs/contracts.md, "What a duplicate is")."""
 
-    threshold: float | None = Field(None, gt=0.0, le=1.0,
-                                    description="near-duplicate and leakage threshold (default: the build's, 0.8)")
+    threshold: float | None = Field(
+        None, gt=0.0, le=1.0, description="near-duplicate and leakage threshold (default: the build's, 0.8)"
+    )
     drop_prefixes: bool = Field(False, description="drop a conversation that is a strict prefix of another")
     turn_markers: Literal["warn", "quarantine"] = Field(
-        "warn", description="turn markers (Human:, Assistant:) inside turn text: count a warning or quarantine")
+        "warn",
+        description="turn markers (Human:, Assistant:) inside turn text: count a warning or quarantine",
+    )
 
 
 class JudgeSettings(_Strict):
@@ -270,8 +305,9 @@ class JudgeSettings(_Strict):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (http://host:port/v1)")
     endpoint_model: str | None = Field(None, description="model name sent to the endpoint")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
-    gate: float = Field(0.6, ge=-1.0, le=1.0,
-                        description="lowest allowed lower bound of kappa's 95% interval")
+    gate: float = Field(
+        0.6, ge=-1.0, le=1.0, description="lowest allowed lower bound of kappa's 95% interval"
+    )
     min_n: int = Field(30, ge=1, description="fewest human-labeled responses a calibration needs")
     max_new_tokens: int = Field(48, gt=0)
 
@@ -289,7 +325,9 @@ class Spec(_Strict):
     system_prompt: str = ""
     output: Output = Output()
     rules: list[Rule] = Field(min_length=1)
-    cases: dict[str, CaseCategory] = Field(default_factory=lambda: {c: CaseCategory() for c in CASE_CATEGORIES})
+    cases: dict[str, CaseCategory] = Field(
+        default_factory=lambda: {c: CaseCategory() for c in CASE_CATEGORIES}
+    )
     coverage: Coverage = Coverage()
     split: Split = Split()
     export: Export = Export()
@@ -310,8 +348,10 @@ class Spec(_Strict):
         if isinstance(v, bool) or (isinstance(v, int) and v < 0):
             raise ValueError(f"version must be a number >= 0 or a short name, got {v!r}")
         if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", v):
-            raise ValueError(f"version {v!r} must be a short name of letters, digits and . _ + - (it names the "
-                             "output folder v<version>: no slashes, spaces or leading dots)")
+            raise ValueError(
+                f"version {v!r} must be a short name of letters, digits and . _ + - (it names the "
+                "output folder v<version>: no slashes, spaces or leading dots)"
+            )
         return v
 
     @property
@@ -330,9 +370,11 @@ class Spec(_Strict):
         outside = self.data_outside()
         ok = allow_outside if allow_outside is not None else _outside_data_allowed()
         if outside and not ok:
-            raise SpecError(f"{self.path or self.name}: data: {outside[0]!r} is outside the spec folder "
-                            f"{self.base_dir}; move it beside the spec, pass --input, or pass --allow-outside-data "
-                            "(or set CURATE_ALLOW_OUTSIDE_DATA=1) if you mean it")
+            raise SpecError(
+                f"{self.path or self.name}: data: {outside[0]!r} is outside the spec folder "
+                f"{self.base_dir}; move it beside the spec, pass --input, or pass --allow-outside-data "
+                "(or set CURATE_ALLOW_OUTSIDE_DATA=1) if you mean it"
+            )
         return [self.base_dir / d for d in self.data]
 
     def data_outside(self) -> list[str]:
@@ -384,6 +426,7 @@ def _check_json_schema(schema: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- loading with line numbers
+
 
 def resolve_spec_path(path: str | Path) -> Path:
     p = Path(path)
@@ -447,8 +490,22 @@ def _unwrap_model(ann: Any, key: str) -> Any:
 
 _CHECK_MODELS: dict[str, type[BaseModel]] = {
     m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
-    for m in (JsonParse, JsonSchemaCheck, RegexPresent, RegexAbsent, PhrasesPresent, PhrasesAbsent, MaxChars,
-              MaxWords, MaxSentences, QuestionCount, ValuesInInput, Refusal, PythonCheck, JudgeCheck)
+    for m in (
+        JsonParse,
+        JsonSchemaCheck,
+        RegexPresent,
+        RegexAbsent,
+        PhrasesPresent,
+        PhrasesAbsent,
+        MaxChars,
+        MaxWords,
+        MaxSentences,
+        QuestionCount,
+        ValuesInInput,
+        Refusal,
+        PythonCheck,
+        JudgeCheck,
+    )
 }
 
 
@@ -456,8 +513,15 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if name not in ("path", "digest")]
 
 
-_TYPE_TAGS = {"int": "an integer", "str": "a string", "float": "a number", "bool": "true or false",
-              "list": "a list", "dict": "a mapping", "none": "nothing"}
+_TYPE_TAGS = {
+    "int": "an integer",
+    "str": "a string",
+    "float": "a number",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "a mapping",
+    "none": "nothing",
+}
 
 
 def _is_branch(key: Any) -> bool:
@@ -489,9 +553,13 @@ def _format_error(file: Path, doc: Any, shown: tuple[Any, ...], errs: list[dict[
         hint = ""
         if model is not None:
             close = difflib.get_close_matches(str(key), _field_names(model), n=1, cutoff=0.6)
-            hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(_field_names(model))}"
+            hint = (
+                f'; did you mean "{close[0]}"?'
+                if close
+                else f"; known keys: {', '.join(_field_names(model))}"
+            )
         line, col = _position(doc, shown)
-        return f"{file}:{line}:{col}: {_dotted(field_loc) or '(top level)'}: unknown key \"{key}\"{hint}"
+        return f'{file}:{line}:{col}: {_dotted(field_loc) or "(top level)"}: unknown key "{key}"{hint}'
     line, col = _position(doc, shown)
     msg = err["msg"]
     type_errors = [e for e in errs if e["loc"] and e["loc"][-1] in _TYPE_TAGS]
@@ -501,17 +569,34 @@ def _format_error(file: Path, doc: Any, shown: tuple[Any, ...], errs: list[dict[
     elif etype == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
         close = difflib.get_close_matches(str(tag), CHECK_KINDS, n=1, cutoff=0.5)
-        msg = f"unknown check kind {tag!r}" + (f'; did you mean "{close[0]}"?' if close else
-                                                f"; known kinds: {', '.join(CHECK_KINDS)}")
+        msg = f"unknown check kind {tag!r}" + (
+            f'; did you mean "{close[0]}"?' if close else f"; known kinds: {', '.join(CHECK_KINDS)}"
+        )
     elif etype == "union_tag_not_found":
         msg = "a check needs a `kind` (one of: " + ", ".join(CHECK_KINDS) + ") or the word `human`"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     elif etype == "missing":
         msg = "required field is missing"
-    elif etype in ("int_type", "int_parsing", "float_type", "float_parsing", "string_type", "list_type",
-                   "dict_type", "bool_type", "bool_parsing", "model_type", "literal_error", "string_pattern_mismatch",
-                   "greater_than", "less_than", "greater_than_equal", "less_than_equal", "too_short"):
+    elif etype in (
+        "int_type",
+        "int_parsing",
+        "float_type",
+        "float_parsing",
+        "string_type",
+        "list_type",
+        "dict_type",
+        "bool_type",
+        "bool_parsing",
+        "model_type",
+        "literal_error",
+        "string_pattern_mismatch",
+        "greater_than",
+        "less_than",
+        "greater_than_equal",
+        "less_than_equal",
+        "too_short",
+    ):
         msg = f"{msg} (got {err.get('input')!r})"
     return f"{file}:{line}:{col}: {_dotted(shown) or '(top level)'}: {msg}"
 
@@ -536,7 +621,9 @@ def load_spec(path: str | Path) -> Spec:
     file = resolve_spec_path(path)
     raw = file.read_bytes()
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"{file}: {len(raw):,} bytes; a spec is at most {MAX_SPEC_BYTES:,} (put data in data files)")
+        raise SpecError(
+            f"{file}: {len(raw):,} bytes; a spec is at most {MAX_SPEC_BYTES:,} (put data in data files)"
+        )
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(raw.decode("utf-8"))
@@ -548,8 +635,10 @@ def load_spec(path: str | Path) -> Spec:
         text = raw.decode("utf-8", "replace")
         pos = getattr(err, "position", 0) or 0
         line = text.count("\n", 0, pos) + 1
-        raise SpecError(f"{file}:{line}:{pos - (text.rfind(chr(10), 0, pos) + 1) + 1}: character "
-                        f"#x{getattr(err, 'character', 0):04x} is not allowed in YAML") from None
+        raise SpecError(
+            f"{file}:{line}:{pos - (text.rfind(chr(10), 0, pos) + 1) + 1}: character "
+            f"#x{getattr(err, 'character', 0):04x} is not allowed in YAML"
+        ) from None
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -562,17 +651,20 @@ def load_spec(path: str | Path) -> Spec:
         for internal in ("path", "digest"):
             if internal in doc:
                 line, col = _position(doc, (internal,))
-                raise SpecError(f"{file}:{line}:{col}: (top level): unknown key \"{internal}\"")
+                raise SpecError(f'{file}:{line}:{col}: (top level): unknown key "{internal}"')
     if not isinstance(doc, CommentedMap):
-        raise SpecError(f"{file}:1:1: a spec is a YAML mapping (name:, version:, rules: ...), "
-                        f"got {type(doc).__name__}")
+        raise SpecError(
+            f"{file}:1:1: a spec is a YAML mapping (name:, version:, rules: ...), got {type(doc).__name__}"
+        )
     _check_expansion(file, doc)
     dupes = _duplicate_rule_ids(doc)
     if dupes:
         idx, rid, first = dupes[0]
         line, col = _position(doc, ("rules", idx, "id"))
-        raise SpecError(f"{file}:{line}:{col}: rules[{idx}].id: duplicate rule id \"{rid}\" "
-                        f"(first used by rules[{first}]); rule ids must be unique")
+        raise SpecError(
+            f'{file}:{line}:{col}: rules[{idx}].id: duplicate rule id "{rid}" '
+            f"(first used by rules[{first}]); rule ids must be unique"
+        )
     try:
         spec = Spec.model_validate(_plain(doc))
     except ValidationError as err:
@@ -603,16 +695,19 @@ def _check_expansion(file: Path, doc: Any) -> None:
         nonlocal uses, worst
         if depth > MAX_SPEC_DEPTH:
             line = node.lc.line + 1 if hasattr(node, "lc") else 1
-            raise SpecError(f"{file}:{line}:1: YAML nested deeper than {MAX_SPEC_DEPTH} levels; a spec needs far "
-                            "fewer")
+            raise SpecError(
+                f"{file}:{line}:1: YAML nested deeper than {MAX_SPEC_DEPTH} levels; a spec needs far fewer"
+            )
         if not isinstance(node, (dict, list)):
             return 1
         key = id(node)
         if key in seen:
             uses += 1
             if uses > MAX_SPEC_ALIASES:
-                raise SpecError(f"{file}:{_line_of(node)}:1: more than {MAX_SPEC_ALIASES} YAML alias uses; write "
-                                "the values out")
+                raise SpecError(
+                    f"{file}:{_line_of(node)}:1: more than {MAX_SPEC_ALIASES} YAML alias uses; write "
+                    "the values out"
+                )
             if key in sizes:
                 return sizes[key]
             raise SpecError(f"{file}:{_line_of(node)}:1: a YAML alias refers to a node that contains it")
@@ -625,9 +720,12 @@ def _check_expansion(file: Path, doc: Any) -> None:
         if n > MAX_SPEC_NODES:
             bad = worst[1] if worst[1] is not None else node
             name = getattr(getattr(bad, "anchor", None), "value", None)
-            raise SpecError(f"{file}:{_line_of(bad)}:1: YAML aliases expand this spec to more than "
-                            f"{MAX_SPEC_NODES:,} values" + (f" (anchor &{name})" if name else "")
-                            + "; a spec needs no alias bombs: write the values out")
+            raise SpecError(
+                f"{file}:{_line_of(bad)}:1: YAML aliases expand this spec to more than "
+                f"{MAX_SPEC_NODES:,} values"
+                + (f" (anchor &{name})" if name else "")
+                + "; a spec needs no alias bombs: write the values out"
+            )
         return n
 
     size(doc, 0)
@@ -648,7 +746,11 @@ def allow_outside_data(on: bool = True) -> None:
 
 
 def _outside_data_allowed() -> bool:
-    return _ALLOW_OUTSIDE or os.environ.get("CURATE_ALLOW_OUTSIDE_DATA", "").strip().lower() in ("1", "true", "yes")
+    return _ALLOW_OUTSIDE or os.environ.get("CURATE_ALLOW_OUTSIDE_DATA", "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+    )
 
 
 def _duplicate_rule_ids(doc: CommentedMap) -> list[tuple[int, str, int]]:
@@ -674,11 +776,14 @@ def _check_cross_refs(file: Path, doc: Any, spec: Spec) -> None:
             continue
         if isinstance(check, JsonSchemaCheck) and check.schema_ is None and spec.output.schema_ is None:
             line, col = _position(doc, ("rules", i, "check"))
-            raise SpecError(f"{file}:{line}:{col}: rules[{i}].check: json_schema rule \"{rule.id}\" has no schema; "
-                            "add output.schema or a schema: to the check")
+            raise SpecError(
+                f'{file}:{line}:{col}: rules[{i}].check: json_schema rule "{rule.id}" has no schema; '
+                "add output.schema or a schema: to the check"
+            )
 
 
 # ---------------------------------------------------------------- lint
+
 
 class Finding(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -692,7 +797,9 @@ def lint(spec: Spec) -> list[Finding]:
     """What a spec author should hear before labeling starts; an empty list means clean."""
     out: list[Finding] = []
 
-    def add(code: str, message: str, where: str = "", severity: Literal["error", "warning"] = "warning") -> None:
+    def add(
+        code: str, message: str, where: str = "", severity: Literal["error", "warning"] = "warning"
+    ) -> None:
         out.append(Finding(code=code, severity=severity, message=message, where=where))
 
     ids = Counter(r.id for r in spec.rules)
@@ -701,12 +808,20 @@ def lint(spec: Spec) -> list[Finding]:
             add("duplicate_rule_id", f"rule id {rid!r} is used {n} times", "rules", "error")
     shares = sum(c.min_share for c in spec.cases.values())
     if shares > 1.0 + 1e-9:
-        add("coverage_over_one", f"case min_share values add up to {shares:.2f} > 1; no dataset can meet them",
-            "cases", "error")
+        add(
+            "coverage_over_one",
+            f"case min_share values add up to {shares:.2f} > 1; no dataset can meet them",
+            "cases",
+            "error",
+        )
     for cat in CASE_CATEGORIES:
         if cat not in spec.cases:
-            add("missing_case_category", f"no case category {cat!r}; coverage targets and case generation "
-                "expect typical, edge, adversarial and negative cases", "cases")
+            add(
+                "missing_case_category",
+                f"no case category {cat!r}; coverage targets and case generation "
+                "expect typical, edge, adversarial and negative cases",
+                "cases",
+            )
     if not spec.automatic_rules():
         add("no_automatic_rule", "every rule is human-judged: nothing can be checked automatically", "rules")
     used_cats = {r.category for r in spec.rules}
@@ -726,10 +841,19 @@ def lint(spec: Spec) -> list[Finding]:
         for ptr in _pointers(check):
             pointers_used.add(ptr.split("/")[1] if ptr.count("/") >= 1 and ptr != "" else ptr)
             if spec.output.schema_ is not None and not _pointer_in_schema(spec.output.schema_, ptr):
-                add("pointer_not_in_schema", f"JSON Pointer {ptr!r} names no property of output.schema", where,
-                    "error")
+                add(
+                    "pointer_not_in_schema",
+                    f"JSON Pointer {ptr!r} names no property of output.schema",
+                    where,
+                    "error",
+                )
         if check.when and check.when.category and check.when.category not in spec.cases:
-            add("unknown_category", f"when.category {check.when.category!r} is not a case category", where, "error")
+            add(
+                "unknown_category",
+                f"when.category {check.when.category!r} is not a case category",
+                where,
+                "error",
+            )
     schema = spec.output.schema_ or {}
     props = schema.get("properties", {}) if isinstance(schema, dict) else {}
     for prop in props:
@@ -737,12 +861,18 @@ def lint(spec: Spec) -> list[Finding]:
             add("unused_field", f"output field {prop!r} is not checked by any rule", "output.schema")
     if spec.output.format == "json" and spec.output.schema_ is None:
         add("json_without_schema", "output.format is json but no output.schema is given", "output")
-    if spec.output.format == "json" and spec.output.schema_ is not None and not any(
-            isinstance(r.check, JsonSchemaCheck) for r in spec.rules):
+    if (
+        spec.output.format == "json"
+        and spec.output.schema_ is not None
+        and not any(isinstance(r.check, JsonSchemaCheck) for r in spec.rules)
+    ):
         add("schema_not_checked", "output.schema is set but no json_schema rule checks it", "rules")
     if not spec.system_prompt.strip():
-        add("no_system_prompt", "system_prompt is empty: labelers and the model get no instructions",
-            "system_prompt")
+        add(
+            "no_system_prompt",
+            "system_prompt is empty: labelers and the model get no instructions",
+            "system_prompt",
+        )
     for name, cat in spec.cases.items():
         if name in ("edge", "adversarial") and not cat.seeds:
             add("no_seeds", f"case category {name!r} has no seeds to expand from", f"cases.{name}")
@@ -750,8 +880,11 @@ def lint(spec: Spec) -> list[Finding]:
     if has_negative and not spec.automatic_rules():
         add("negative_without_rules", "negative examples need automatic rules to violate", "cases.negative")
     for d in spec.data_outside():
-        add("data_outside_spec", f"data file {d!r} is outside the spec folder: a build reads it only with "
-            "--allow-outside-data", "data")
+        add(
+            "data_outside_spec",
+            f"data file {d!r} is outside the spec folder: a build reads it only with --allow-outside-data",
+            "data",
+        )
     for i, rule in enumerate(spec.rules):
         check = rule.check
         pattern = getattr(check, "pattern", None) if check != "human" else None
@@ -760,14 +893,21 @@ def lint(spec: Spec) -> list[Finding]:
 
             why = risky_pattern(pattern)
             if why:
-                add("slow_regex", f"pattern {pattern!r} has {why}: it may take exponential time, so it runs with a "
+                add(
+                    "slow_regex",
+                    f"pattern {pattern!r} has {why}: it may take exponential time, so it runs with a "
                     f"{regex_timeout():g} s bound per text and counts as failed when it runs out; simplify it",
-                    f"rules[{i}] ({rule.id})")
+                    f"rules[{i}] ({rule.id})",
+                )
     from curate.checks.code import code_rules
 
     for rid, fn, what in code_rules(spec):
-        add("runs_code", f"rule {rid!r} runs Python code ({fn} from {what}); build, check and eval run it only "
-            "with --allow-code; `spec check` never does", "rules")
+        add(
+            "runs_code",
+            f"rule {rid!r} runs Python code ({fn} from {what}); build, check and eval run it only "
+            "with --allow-code; `spec check` never does",
+            "rules",
+        )
     from curate.errors import InputError
     from curate.readers.containers import split_format
 

@@ -88,8 +88,13 @@ def _by_version(ref: str, roots: tuple[str, ...] = ("specs", ".")) -> Spec:
     if str(spec.version) == version:
         return spec
     try:
-        revs = subprocess.run(["git", "log", "--format=%H", "--", file.name], cwd=file.parent,
-                              capture_output=True, text=True, check=True).stdout.split()
+        revs = subprocess.run(
+            ["git", "log", "--format=%H", "--", file.name],
+            cwd=file.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
     except (subprocess.CalledProcessError, FileNotFoundError):
         revs = []
     for rev in revs:
@@ -99,8 +104,9 @@ def _by_version(ref: str, roots: tuple[str, ...] = ("specs", ".")) -> Spec:
             continue
         if str(old.version) == version:
             return old
-    raise SpecError(f"{ref}: {file} is at version {spec.version} and no git revision of it has version "
-                    f"{version}")
+    raise SpecError(
+        f"{ref}: {file} is at version {spec.version} and no git revision of it has version {version}"
+    )
 
 
 # ---------------------------------------------------------------- the diff
@@ -392,15 +398,19 @@ def render(diff: SpecDiff, imp: dict[str, Any] | None) -> list[str]:
     if not (diff.rules or diff.cases or diff.output or diff.settings):
         lines.append("  no change")
     elif diff.old == diff.new and not diff.same_version:
-        lines.append(f"  note: the contract changed but the version did not ({diff.new}); bump `version` so "
-                     "builds, Label Studio projects and evals of the two keep apart")
+        lines.append(
+            f"  note: the contract changed but the version did not ({diff.new}); bump `version` so "
+            "builds, Label Studio projects and evals of the two keep apart"
+        )
     if imp is None:
         return lines
     lab = imp["labels"]
     lines.append(f"impact: {lab['stale']} of {lab['checked']} labels stale")
     for ex in lab["examples"][:5]:
-        lines.append(f"    {'task ' + str(ex['task']) if ex['task'] is not None else 'record'} ({ex['id']}): "
-                     f"{', '.join(ex['rules'])}")
+        lines.append(
+            f"    {'task ' + str(ex['task']) if ex['task'] is not None else 'record'} ({ex['id']}): "
+            f"{', '.join(ex['rules'])}"
+        )
     if "exported" in imp:
         e = imp["exported"]
         for key, word in (("now_fail", "now fail"), ("now_pass", "newly pass")):

@@ -49,6 +49,7 @@ _GENERATION_MARK = re.compile(r"{%-?\s*generation\s*-?%}")
 
 # ---------------------------------------------------------------- options and results
 
+
 @dataclass
 class TrainOptions:
     """What to train and how. Defaults are conservative: small LR, few epochs, early stopping, fixed seed."""
@@ -57,27 +58,27 @@ class TrainOptions:
     out: str | Path
     lora: bool = False
     epochs: float = 3.0
-    learning_rate: float | None = None      # None: 5e-5 full SFT, 2e-4 LoRA SFT, 5e-7 full DPO, 5e-6 LoRA DPO
+    learning_rate: float | None = None  # None: 5e-5 full SFT, 2e-4 LoRA SFT, 5e-7 full DPO, 5e-6 LoRA DPO
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int | None = None           # None: the spec's export.max_tokens (manifest), else 1024
-    max_steps: int = -1                     # > 0: stop after this many optimizer steps (evaluates every half)
+    max_length: int | None = None  # None: the spec's export.max_tokens (manifest), else 1024
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (evaluates every half)
     seed: int = 13
     early_stopping_patience: int = 2
-    select_best: bool = True                # keep the checkpoint with the lowest eval loss (False: the last one)
+    select_best: bool = True  # keep the checkpoint with the lowest eval loss (False: the last one)
     warmup: float = 0.1
     weight_decay: float = 0.0
-    beta: float = 0.1                       # DPO
+    beta: float = 0.1  # DPO
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     overwrite: bool = False
     keep_checkpoints: bool = False
-    device: str = "auto"                    # auto | cpu | cuda
-    shared_prefix: bool = True              # SFT and full DPO: run the prefix all rows of a batch share (the
-                                            # system prompt) once per batch; same loss and gradients, fewer tokens
-    group_by_length: bool = True            # batches of rows of similar length (less padding)
-    bf16: bool = False                      # bf16 autocast (on a CPU without AMX it was slower than fp32)
+    device: str = "auto"  # auto | cpu | cuda
+    shared_prefix: bool = True  # SFT and full DPO: run the prefix all rows of a batch share (the
+    # system prompt) once per batch; same loss and gradients, fewer tokens
+    group_by_length: bool = True  # batches of rows of similar length (less padding)
+    bf16: bool = False  # bf16 autocast (on a CPU without AMX it was slower than fp32)
 
     def lr(self, kind: str) -> float:
         if self.learning_rate is not None:
@@ -96,8 +97,11 @@ class ModelRef:
     adapter: Path | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "gguf_file": self.gguf_file,
-                "adapter": str(self.adapter) if self.adapter else None}
+        return {
+            "path": str(self.path),
+            "gguf_file": self.gguf_file,
+            "adapter": str(self.adapter) if self.adapter else None,
+        }
 
 
 @dataclass
@@ -112,6 +116,7 @@ class TrainResult:
 
 # ---------------------------------------------------------------- resolving inputs
 
+
 def resolve_export(spec_or_export: str | Path) -> tuple[Path, Any]:
     """(export dir, Spec or None): an export folder as it is, or a spec's default build folder."""
     p = Path(spec_or_export)
@@ -124,8 +129,9 @@ def resolve_export(spec_or_export: str | Path) -> tuple[Path, Any]:
     spec = load_spec(p)
     out = spec.default_out_dir()
     if not out.is_dir():
-        raise TrainError(f"no export at {out} for spec {spec.ref}; run `curate build {p}` first or pass the "
-                         "export folder")
+        raise TrainError(
+            f"no export at {out} for spec {spec.ref}; run `curate build {p}` first or pass the export folder"
+        )
     return out, spec
 
 
@@ -138,8 +144,10 @@ def resolve_model(model: str | Path) -> ModelRef:
         model = smollm2_gguf()
     p = Path(model).expanduser().absolute()
     if not p.exists():
-        raise TrainError(f"model path {p} does not exist; curate loads local models only (a folder with "
-                         "config.json, a .gguf file, or a `curate train` output) and never downloads")
+        raise TrainError(
+            f"model path {p} does not exist; curate loads local models only (a folder with "
+            "config.json, a .gguf file, or a `curate train` output) and never downloads"
+        )
     if p.is_file():
         if p.suffix.lower() != ".gguf":
             raise TrainError(f"model file {p} is not a .gguf file; pass a model folder or a GGUF file")
@@ -147,8 +155,10 @@ def resolve_model(model: str | Path) -> ModelRef:
     cfg_path = p / CONFIG_NAME
     if (p / "adapter_config.json").exists():
         if not cfg_path.exists():
-            raise TrainError(f"{p} holds a LoRA adapter without {CONFIG_NAME}; merge it into its base model "
-                             "first or train it with `curate train`")
+            raise TrainError(
+                f"{p} holds a LoRA adapter without {CONFIG_NAME}; merge it into its base model "
+                "first or train it with `curate train`"
+            )
         base = orjson.loads(cfg_path.read_bytes()).get("base_model") or {}
         ref = resolve_model(Path(base["path"]) / base["gguf_file"] if base.get("gguf_file") else base["path"])
         return ModelRef(path=ref.path, gguf_file=ref.gguf_file, adapter=p)
@@ -158,12 +168,13 @@ def resolve_model(model: str | Path) -> ModelRef:
     if len(ggufs) == 1:
         return ModelRef(path=p, gguf_file=ggufs[0].name)
     if ggufs:
-        raise TrainError(f"{p} holds several .gguf files ({', '.join(g.name for g in ggufs)}); pass one of them")
+        raise TrainError(
+            f"{p} holds several .gguf files ({', '.join(g.name for g in ggufs)}); pass one of them"
+        )
     raise TrainError(f"{p} has no config.json and no .gguf file: not a model folder")
 
 
 BUNDLED_MODELS = ("smollm2", "smollm2-135m-instruct")
-
 
 
 def smollm2_gguf() -> Path:
@@ -262,8 +273,10 @@ def _detach_gguf_quantizer(model: Any, ref: ModelRef) -> None:
 
     odd = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
     if odd or any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
-        raise TrainError(f"{ref.path / (ref.gguf_file or '')} was loaded with its weights still quantized "
-                         f"({', '.join(odd) or 'non-float weights'}); curate needs a dequantized model")
+        raise TrainError(
+            f"{ref.path / (ref.gguf_file or '')} was loaded with its weights still quantized "
+            f"({', '.join(odd) or 'non-float weights'}); curate needs a dequantized model"
+        )
     model.hf_quantizer = None
     model.is_quantized = False
     with contextlib.suppress(AttributeError):
@@ -301,6 +314,7 @@ def has_generation_markers(tokenizer: Any) -> bool:
 
 # ---------------------------------------------------------------- reading the export
 
+
 @dataclass
 class SplitRows:
     path: Path
@@ -327,17 +341,23 @@ def read_split(path: Path, kind: str) -> SplitRows:
     rows, lines, first = [], [], None
     for line, obj in read_jsonl(path):
         if isinstance(obj, LineError):
-            raise TrainError(f"{path}:{line}: {obj.reason}: {obj.detail}; rebuild the export with `curate build`")
+            raise TrainError(
+                f"{path}:{line}: {obj.reason}: {obj.detail}; rebuild the export with `curate build`"
+            )
         typ = _row_type(obj)
         if typ not in want:
             other = "curate train dpo" if typ == "preference" else "curate train sft"
-            raise TrainError(f"{path}:{line}: a {typ} row, but the {kind.upper()} trainer needs "
-                             f"{' or '.join(want)} rows; use `{other}` for this data")
+            raise TrainError(
+                f"{path}:{line}: a {typ} row, but the {kind.upper()} trainer needs "
+                f"{' or '.join(want)} rows; use `{other}` for this data"
+            )
         if first is None:
             first = typ
         elif typ != first:
-            raise TrainError(f"{path}:{line}: a {typ} row among {first} rows; TRL reads the type from the first "
-                             "row, so every row must have the same shape")
+            raise TrainError(
+                f"{path}:{line}: a {typ} row among {first} rows; TRL reads the type from the first "
+                "row, so every row must have the same shape"
+            )
         rows.append({k: obj[k] for k in keep if k in obj})
         lines.append(line)
     return SplitRows(path=path, rows=rows, lines=lines)
@@ -350,8 +370,10 @@ def export_split_path(export: Path, kind: str, split: str) -> Path:
 def load_export(export: Path, kind: str) -> tuple[SplitRows, SplitRows | None]:
     train_path = export_split_path(export, kind, "train")
     if not train_path.exists():
-        raise TrainError(f"{train_path} not found: the export has no {kind} data (add {kind} to the spec's "
-                         "export.formats and run `curate build`)")
+        raise TrainError(
+            f"{train_path} not found: the export has no {kind} data (add {kind} to the spec's "
+            "export.formats and run `curate build`)"
+        )
     train = read_split(train_path, kind)
     if not train.rows:
         raise TrainError(f"{train_path} is empty: nothing to train on")
@@ -368,7 +390,7 @@ def manifest_max_tokens(export: Path) -> int | None:
         m = orjson.loads(mpath.read_bytes())
     except orjson.JSONDecodeError:
         return None
-    for section in ("lengths", "export"):   # `curate build` writes lengths.max_tokens
+    for section in ("lengths", "export"):  # `curate build` writes lengths.max_tokens
         v = m.get(section, {}).get("max_tokens") if isinstance(m.get(section), dict) else None
         if isinstance(v, int) and v > 0:
             return v
@@ -377,13 +399,17 @@ def manifest_max_tokens(export: Path) -> int | None:
 
 # ---------------------------------------------------------------- checks before training
 
+
 def _tok_len(tokenizer: Any, messages: list[dict[str, Any]], *, gen_prompt: bool) -> int:
-    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=gen_prompt,
-                                        return_dict=True)
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=gen_prompt, return_dict=True
+    )
     return len(out["input_ids"])
 
 
-def length_problems(split: SplitRows, tokenizer: Any, max_length: int, kind: str) -> list[tuple[str, int, int]]:
+def length_problems(
+    split: SplitRows, tokenizer: Any, max_length: int, kind: str
+) -> list[tuple[str, int, int]]:
     """(file:line, prompt tokens, total tokens) of every row longer than `max_length` tokens."""
     problems: list[tuple[str, int, int]] = []
     for row, line in zip(split.rows, split.lines):
@@ -394,20 +420,34 @@ def length_problems(split: SplitRows, tokenizer: Any, max_length: int, kind: str
             total = _tok_len(tokenizer, conv, gen_prompt=False)
         else:
             p_len = _tok_len(tokenizer, row["prompt"], gen_prompt=True)
-            total = max(_tok_len(tokenizer, list(row["prompt"]) + list(row[k]), gen_prompt=False)
-                        for k in ("chosen", "rejected"))
+            total = max(
+                _tok_len(tokenizer, list(row["prompt"]) + list(row[k]), gen_prompt=False)
+                for k in ("chosen", "rejected")
+            )
         if total > max_length:
             problems.append((f"{split.path}:{line}", p_len, total))
     return problems
 
 
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
-                 12: "<d"}
+_GGUF_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 
 
 def gguf_context_length(path: Path) -> int | None:
     """`<architecture>.context_length` from a GGUF file's metadata, reading only the header (gguf.GGUFReader
     also parses every tensor's info: seconds for a 135M model on a busy machine)."""
+
     def string(fh: Any) -> str:
         (n,) = struct.unpack("<Q", fh.read(8))
         return fh.read(n).decode("utf-8", "replace")
@@ -454,7 +494,12 @@ def model_max_positions(ref: ModelRef, tokenizer: Any = None) -> int | None:
             cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
             n = cfg.get("max_position_embeddings") or cfg.get("n_positions")
         n = n if isinstance(n, int) and n > 0 else None
-    except (OSError, ValueError, KeyError, struct.error) as err:  # a config we cannot read only loses the hint
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        struct.error,
+    ) as err:  # a config we cannot read only loses the hint
         log.debug("no max positions for %s: %s", ref.path, err)
     tm = getattr(tokenizer, "model_max_length", None)
     if isinstance(tm, int) and 0 < tm < 1_000_000:  # transformers' "unknown" is ~1e30
@@ -462,35 +507,45 @@ def model_max_positions(ref: ModelRef, tokenizer: Any = None) -> int | None:
     return n
 
 
-def check_lengths(splits: list[SplitRows], tokenizer: Any, max_length: int, kind: str,
-                  max_positions: int | None = None) -> None:
+def check_lengths(
+    splits: list[SplitRows], tokenizer: Any, max_length: int, kind: str, max_positions: int | None = None
+) -> None:
     """Raise when TRL would drop or truncate a row (it does both silently). The hint never suggests more tokens
     than the model takes (`max_positions`)."""
     if max_positions is not None and max_length > max_positions:
-        raise TrainError(f"max_length {max_length} is more than the model takes ({max_positions} positions); pass "
-                         f"--max-length {max_positions} or less")
+        raise TrainError(
+            f"max_length {max_length} is more than the model takes ({max_positions} positions); pass "
+            f"--max-length {max_positions} or less"
+        )
     problems = [p for s in splits for p in length_problems(s, tokenizer, max_length, kind)]
     if problems:
         longest = max(t for _, _, t in problems)
         dropped = sum(1 for _, p, _ in problems if p >= max_length)
         where = ", ".join(f"{w} ({t} tokens)" for w, _, t in problems[:5])
         if max_positions is not None and longest > max_positions:
-            fix = (f"the model takes at most {max_positions} tokens, so pass --max-length {max_positions} and "
-                   f"rebuild with the spec's export.max_tokens at most {max_positions} (longer records are then "
-                   "quarantined as too_long) or shorten them")
+            fix = (
+                f"the model takes at most {max_positions} tokens, so pass --max-length {max_positions} and "
+                f"rebuild with the spec's export.max_tokens at most {max_positions} (longer records are then "
+                "quarantined as too_long) or shorten them"
+            )
         else:
             fix = f"pass --max-length {longest} or lower the spec's export.max_tokens and rebuild"
-        raise TrainError(f"{len(problems)} rows are longer than max_length {max_length} (TRL would drop {dropped} "
-                         f"and truncate {len(problems) - dropped} without a word): {where}"
-                         f"{' ...' if len(problems) > 5 else ''}; {fix}")
+        raise TrainError(
+            f"{len(problems)} rows are longer than max_length {max_length} (TRL would drop {dropped} "
+            f"and truncate {len(problems) - dropped} without a word): {where}"
+            f"{' ...' if len(problems) > 5 else ''}; {fix}"
+        )
 
 
-def preflight(kind: str, export: Path, tokenizer: Any, max_length: int,
-              max_positions: int | None = None) -> tuple[SplitRows, SplitRows | None, bool]:
+def preflight(
+    kind: str, export: Path, tokenizer: Any, max_length: int, max_positions: int | None = None
+) -> tuple[SplitRows, SplitRows | None, bool]:
     """Everything checked before a trainer is built: template, data type, lengths. Returns (train, test, aol)."""
     if not tokenizer.chat_template:
-        raise TrainError("the model's tokenizer has no chat template; the export is conversational, so pick an "
-                         "instruct/chat model (or add a chat_template to its tokenizer_config.json)")
+        raise TrainError(
+            "the model's tokenizer has no chat template; the export is conversational, so pick an "
+            "instruct/chat model (or add a chat_template to its tokenizer_config.json)"
+        )
     train, test = load_export(export, kind)
     check_lengths([s for s in (train, test) if s is not None], tokenizer, max_length, kind, max_positions)
     aol = kind == "sft" and has_generation_markers(tokenizer)
@@ -518,6 +573,7 @@ def to_completion_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- training
 
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -529,8 +585,14 @@ def _versions() -> dict[str, str]:
     import transformers
     import trl
 
-    return {"curate": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "trl": trl.__version__, "peft": peft.__version__, "datasets": datasets.__version__}
+    return {
+        "curate": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "datasets": datasets.__version__,
+    }
 
 
 def _staging(out: Path, overwrite: bool) -> Path:
@@ -567,12 +629,17 @@ def _progress_callback(progress: Progress | None) -> Any:
     return _Cb()
 
 
-def _common_args(kind: str, opts: TrainOptions, stage: Path, has_eval: bool, max_length: int,
-                 device: str) -> dict[str, Any]:
+def _common_args(
+    kind: str, opts: TrainOptions, stage: Path, has_eval: bool, max_length: int, device: str
+) -> dict[str, Any]:
     every: dict[str, Any]
     if opts.max_steps > 0:
-        every = {"eval_strategy": "steps" if has_eval else "no", "save_strategy": "steps",
-                 "eval_steps": max(1, opts.max_steps // 2), "save_steps": max(1, opts.max_steps // 2)}
+        every = {
+            "eval_strategy": "steps" if has_eval else "no",
+            "save_strategy": "steps",
+            "eval_steps": max(1, opts.max_steps // 2),
+            "save_steps": max(1, opts.max_steps // 2),
+        }
     else:
         every = {"eval_strategy": "epoch" if has_eval else "no", "save_strategy": "epoch"}
     return {
@@ -635,9 +702,16 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:
         return None
     cfg = core.config.get_text_config() if hasattr(core.config, "get_text_config") else core.config
     # models that scale or cap their logits after the head (Gemma, Cohere, Granite ...) take the plain path
-    if any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
-                                                              "output_multiplier", "lm_head_multiplier",
-                                                              "logits_scaling")):
+    if any(
+        getattr(cfg, k, None) not in (None, 1, 1.0)
+        for k in (
+            "final_logit_softcapping",
+            "logit_scale",
+            "output_multiplier",
+            "lm_head_multiplier",
+            "logits_scaling",
+        )
+    ):
         return None
     return backbone, head
 
@@ -664,10 +738,15 @@ def _prefix_pass(model: Any, inputs: dict[str, Any], min_prefix: int) -> tuple[A
     cache = pre.past_key_values
     cache.batch_repeat_interleave(batch)
     positions = torch.arange(n_prefix, total, device=ids.device).unsqueeze(0).expand(batch, -1)
-    out = backbone(input_ids=ids[:, n_prefix:], attention_mask=mask, past_key_values=cache, use_cache=True,
-                   position_ids=positions)
-    hidden = out.last_hidden_state[:, :-1]          # position t predicts token t + 1
-    target = labels[:, n_prefix + 1:]
+    out = backbone(
+        input_ids=ids[:, n_prefix:],
+        attention_mask=mask,
+        past_key_values=cache,
+        use_cache=True,
+        position_ids=positions,
+    )
+    hidden = out.last_hidden_state[:, :-1]  # position t predicts token t + 1
+    target = labels[:, n_prefix + 1 :]
     keep = target != -100
     logits = head(hidden[keep]).float()
     full_keep = torch.zeros(batch, total - 1, dtype=torch.bool, device=ids.device)
@@ -675,8 +754,9 @@ def _prefix_pass(model: Any, inputs: dict[str, Any], min_prefix: int) -> tuple[A
     return logits, target[keep], full_keep, n_prefix
 
 
-def shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
-                       min_prefix: int = 8) -> tuple[Any, dict[str, Any]] | None:
+def shared_prefix_loss(
+    model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None, min_prefix: int = 8
+) -> tuple[Any, dict[str, Any]] | None:
     """The SFT loss with the batch's common prefix run once: same value and gradients as the plain forward.
 
     Every row of a curate export starts with the same system prompt (~80% of the tokens of a short row). Its
@@ -699,8 +779,12 @@ def shared_prefix_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: A
         n = int(keep.sum())
         entropy = float(-(logp.exp() * logp).sum(-1).sum()) / n if n else 0.0
         accuracy = float((logits.argmax(-1) == tgt).sum()) / n if n else 0.0
-    return loss, {"prefix_tokens": n_prefix, "tokens": int(inputs["attention_mask"].sum()), "entropy": entropy,
-                  "mean_token_accuracy": accuracy}
+    return loss, {
+        "prefix_tokens": n_prefix,
+        "tokens": int(inputs["attention_mask"].sum()),
+        "entropy": entropy,
+        "mean_token_accuracy": accuracy,
+    }
 
 
 def shared_prefix_logps(model: Any, inputs: dict[str, Any], min_prefix: int = 8) -> Any | None:
@@ -728,9 +812,17 @@ def shared_prefix_logps(model: Any, inputs: dict[str, Any], min_prefix: int = 8)
         top1 = logits.argmax(-1) == tgt
     n = keep.sum().clamp(min=1)
     log_probs = spread(token_logp)
-    return SimpleNamespace(loss=-token_logp.sum() / n, log_probs=log_probs, entropy=spread(entropy),
-                           mean_logits=spread(mean_logits), is_top1=spread(top1), log_sum_sq_probs=None,
-                           label_mask=keep, aux_loss=None, prefix_tokens=n_prefix)
+    return SimpleNamespace(
+        loss=-token_logp.sum() / n,
+        log_probs=log_probs,
+        entropy=spread(entropy),
+        mean_logits=spread(mean_logits),
+        is_top1=spread(top1),
+        log_sum_sq_probs=None,
+        label_mask=keep,
+        aux_loss=None,
+        prefix_tokens=n_prefix,
+    )
 
 
 class _SharedPrefixLM:
@@ -747,7 +839,9 @@ class _SharedPrefixLM:
             if got is not None:
                 self.shared += 1
                 return got
-        return self.model(*args, fused_lm_head=fused_lm_head, **kw) if fused_lm_head else self.model(*args, **kw)
+        return (
+            self.model(*args, fused_lm_head=fused_lm_head, **kw) if fused_lm_head else self.model(*args, **kw)
+        )
 
 
 def _sft_trainer_class(shared_prefix: bool) -> Any:
@@ -760,13 +854,22 @@ def _sft_trainer_class(shared_prefix: bool) -> Any:
     class SharedPrefixSFTTrainer(SFTTrainer):
         shared_prefix_batches = 0
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            got = None if return_outputs or self.aux_loss_enabled else \
-                shared_prefix_loss(model, inputs, num_items_in_batch)
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            got = (
+                None
+                if return_outputs or self.aux_loss_enabled
+                else shared_prefix_loss(model, inputs, num_items_in_batch)
+            )
             if got is None:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
             loss, info = got
             mode = "train" if self.model.training else "eval"
             self.shared_prefix_batches += 1
@@ -814,22 +917,37 @@ def _dpo_trainer_class(shared_prefix: bool) -> Any:
 def _lora_config(opts: TrainOptions) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=opts.lora_r,
+        lora_alpha=opts.lora_alpha,
+        lora_dropout=opts.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
 
 
-def _run(kind: str, spec_or_export: str | Path, opts: TrainOptions, *, from_sft: str | Path | None = None,
-         progress: Progress | None = None) -> TrainResult:
+def _run(
+    kind: str,
+    spec_or_export: str | Path,
+    opts: TrainOptions,
+    *,
+    from_sft: str | Path | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
     export, spec = resolve_export(spec_or_export)
     base_src = from_sft if from_sft is not None else opts.model
     ref = resolve_model(base_src)
     out = Path(opts.out)
     device = pick_device(opts.device)
-    max_length = opts.max_length or (spec.export.max_tokens if spec is not None else None) \
-        or manifest_max_tokens(export) or 1024
+    max_length = (
+        opts.max_length
+        or (spec.export.max_tokens if spec is not None else None)
+        or manifest_max_tokens(export)
+        or 1024
+    )
 
     with quiet_hf(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)   # transformers 5 renames, not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames, not the user's concern
         tokenizer = load_tokenizer(ref)
         positions = model_max_positions(ref, tokenizer)
         if positions is not None and not opts.max_length and max_length > positions:
@@ -837,8 +955,22 @@ def _run(kind: str, spec_or_export: str | Path, opts: TrainOptions, *, from_sft:
         train, test, aol = preflight(kind, export, tokenizer, max_length, positions)
         stage = _staging(out, opts.overwrite)
         try:
-            result = _train(kind, export, spec, ref, tokenizer, train, test, aol, opts, stage, max_length, device,
-                            from_sft, progress)
+            result = _train(
+                kind,
+                export,
+                spec,
+                ref,
+                tokenizer,
+                train,
+                test,
+                aol,
+                opts,
+                stage,
+                max_length,
+                device,
+                from_sft,
+                progress,
+            )
             _publish(stage, out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
@@ -846,9 +978,22 @@ def _run(kind: str, spec_or_export: str | Path, opts: TrainOptions, *, from_sft:
     return TrainResult(kind=kind, out=out, config=result)
 
 
-def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, train: SplitRows, test: SplitRows | None,
-           aol: bool, opts: TrainOptions, stage: Path, max_length: int, device: str,
-           from_sft: str | Path | None, progress: Progress | None) -> dict[str, Any]:
+def _train(
+    kind: str,
+    export: Path,
+    spec: Any,
+    ref: ModelRef,
+    tokenizer: Any,
+    train: SplitRows,
+    test: SplitRows | None,
+    aol: bool,
+    opts: TrainOptions,
+    stage: Path,
+    max_length: int,
+    device: str,
+    from_sft: str | Path | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, set_seed
 
@@ -879,24 +1024,40 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
         from trl import SFTConfig
 
         args = SFTConfig(**args_kw, assistant_only_loss=loss_mode == "assistant_only", packing=False)
-        trainer = _sft_trainer_class(opts.shared_prefix)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        trainer = _sft_trainer_class(opts.shared_prefix)(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )
     else:
         from trl import DPOConfig
 
         ref_model = None if opts.lora else load_model(ref, merge=True, device=device)
         args = DPOConfig(**args_kw, beta=opts.beta)
         dpo_class = _dpo_trainer_class(opts.shared_prefix and not opts.lora)
-        trainer = dpo_class(model=model, ref_model=ref_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                            processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        trainer = dpo_class(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer.remove_callback(PrinterCallback)   # library code never prints: logs stay in state.log_history
+    trainer.remove_callback(PrinterCallback)  # library code never prints: logs stay in state.log_history
     trainer.remove_callback(ProgressCallback)
     n_train = len(trainer.train_dataset)
     if n_train < len(train_rows):  # preflight should make this impossible; never lose rows silently
-        raise TrainError(f"TRL dropped {len(train_rows) - n_train} of {len(train_rows)} training rows; "
-                         "raise --max-length")
+        raise TrainError(
+            f"TRL dropped {len(train_rows) - n_train} of {len(train_rows)} training rows; raise --max-length"
+        )
     out = trainer.train()
     state = trainer.state
     eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
@@ -923,14 +1084,29 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
         "tool": {"name": "curate", "version": __version__},
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "kind": kind,
-        "base_model": ref.describe() if ref.adapter is None else {"path": str(ref.path), "gguf_file": ref.gguf_file},
+        "base_model": ref.describe()
+        if ref.adapter is None
+        else {"path": str(ref.path), "gguf_file": ref.gguf_file},
         "started_from": str(from_sft) if from_sft is not None else None,
         "merged_adapter_from": str(ref.adapter) if ref.adapter else None,
-        "data": {"export": str(export), "spec": spec_ref, "train_rows": len(train.rows),
-                 "test_rows": len(test.rows) if test else 0, "sha256": files},
+        "data": {
+            "export": str(export),
+            "spec": spec_ref,
+            "train_rows": len(train.rows),
+            "test_rows": len(test.rows) if test else 0,
+            "sha256": files,
+        },
         "loss": loss_mode,
-        "lora": ({"r": opts.lora_r, "alpha": opts.lora_alpha, "dropout": opts.lora_dropout,
-                  "target_modules": "all-linear"} if opts.lora else None),
+        "lora": (
+            {
+                "r": opts.lora_r,
+                "alpha": opts.lora_alpha,
+                "dropout": opts.lora_dropout,
+                "target_modules": "all-linear",
+            }
+            if opts.lora
+            else None
+        ),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "trainer_args": args_dict,
         "device": device,
@@ -953,13 +1129,20 @@ def _train(kind: str, export: Path, spec: Any, ref: ModelRef, tokenizer: Any, tr
     return config
 
 
-def train_sft(spec_or_export: str | Path, opts: TrainOptions, *, progress: Progress | None = None) -> TrainResult:
+def train_sft(
+    spec_or_export: str | Path, opts: TrainOptions, *, progress: Progress | None = None
+) -> TrainResult:
     """Supervised fine-tuning on `sft/` of the export; see the module docstring."""
     return _run("sft", spec_or_export, opts, progress=progress)
 
 
-def train_dpo(spec_or_export: str | Path, opts: TrainOptions, *, from_sft: str | Path | None = None,
-              progress: Progress | None = None) -> TrainResult:
+def train_dpo(
+    spec_or_export: str | Path,
+    opts: TrainOptions,
+    *,
+    from_sft: str | Path | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
     """DPO on `dpo/` of the export, starting from `from_sft` (an SFT output) when given, else `opts.model`."""
     return _run("dpo", spec_or_export, opts, from_sft=from_sft, progress=progress)
 

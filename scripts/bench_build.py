@@ -78,11 +78,23 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "specs" / "support-triage"
 
-INTENTS = ["reset_password", "update_billing", "cancel_account", "refund_request", "change_plan", "report_bug",
-           "account_access", "update_email", "delete_data", "other"]
-STEPS = ["Route the ticket to the {team} team with order {order} attached.",
-         "Point the customer to the {team} page and mention order {order} in the reply.",
-         "Forward order {order} to the {team} queue for review today."]
+INTENTS = [
+    "reset_password",
+    "update_billing",
+    "cancel_account",
+    "refund_request",
+    "change_plan",
+    "report_bug",
+    "account_access",
+    "update_email",
+    "delete_data",
+    "other",
+]
+STEPS = [
+    "Route the ticket to the {team} team with order {order} attached.",
+    "Point the customer to the {team} page and mention order {order} in the reply.",
+    "Forward order {order} to the {team} queue for review today.",
+]
 TEAMS = ["billing", "accounts", "support", "engineering", "security", "success"]
 
 
@@ -99,8 +111,14 @@ def _user(rng: random.Random, vocab: list[str], order: str) -> str:
 
 def _answer(rng: random.Random, order: str, intent: str | None = None) -> str:
     step = rng.choice(STEPS).format(team=rng.choice(TEAMS), order=order)
-    return orjson.dumps({"intent": intent or rng.choice(INTENTS), "entities": {"order": order},
-                         "missing_info": [], "next_step": step}).decode()
+    return orjson.dumps(
+        {
+            "intent": intent or rng.choice(INTENTS),
+            "entities": {"order": order},
+            "missing_info": [],
+            "next_step": step,
+        }
+    ).decode()
 
 
 def _edit(rng: random.Random, vocab: list[str], text: str, k: int) -> str:
@@ -121,8 +139,12 @@ def _edit(rng: random.Random, vocab: list[str], text: str, k: int) -> str:
 
 
 def _chat(user: str, answer: str, category: str = "typical") -> bytes:
-    return orjson.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-                         "category": category})
+    return orjson.dumps(
+        {
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            "category": category,
+        }
+    )
 
 
 def make_workload(folder: Path, n: int, seed: int = 7) -> dict:
@@ -181,22 +203,31 @@ def make_workload(folder: Path, n: int, seed: int = 7) -> dict:
         user = _user(rng, vocab, order)
         good = _answer(rng, order, "reset_password")
         bad = good.replace('"next_step":"', '"next_step":"I have reset the password. ')
-        pairs.append(orjson.dumps({"prompt": [{"role": "user", "content": user}],
-                                   "chosen": [{"role": "assistant", "content": good}],
-                                   "rejected": [{"role": "assistant", "content": bad}],
-                                   "category": "adversarial", "violates": ["no-action-claims"]}))
+        pairs.append(
+            orjson.dumps(
+                {
+                    "prompt": [{"role": "user", "content": user}],
+                    "chosen": [{"role": "assistant", "content": good}],
+                    "rejected": [{"role": "assistant", "content": bad}],
+                    "category": "adversarial",
+                    "violates": ["no-action-claims"],
+                }
+            )
+        )
     (folder / "pairs.jsonl").write_bytes(b"\n".join(pairs) + b"\n")
     return {"family": out_family, "kind": out_kind, "n_chat": len(out_lines), "n_pairs": n_pairs}
 
 
-
-def _scatter(rng: random.Random, n_base: int, base_line, extra: list[tuple[Any, int, str]], path: Path,
-             render) -> tuple[array, bytearray]:
+def _scatter(
+    rng: random.Random, n_base: int, base_line, extra: list[tuple[Any, int, str]], path: Path, render
+) -> tuple[array, bytearray]:
     """Write the base records with each copy in `extra` ((content, base index, kind)) inserted at a random later
     position; `base_line(i)` / `render(content, line_no)` make the lines. Returns (family, kind) per line:
     family = the base it derives from (0-based), kind b"b" base, b"e" exact copy, b"n" near copy."""
     rng.shuffle(extra)
-    pending = sorted(((rng.randint(b + 1, n_base), content, b, k) for content, b, k in extra), key=lambda t: t[0])
+    pending = sorted(
+        ((rng.randint(b + 1, n_base), content, b, k) for content, b, k in extra), key=lambda t: t[0]
+    )
     family = array("i")
     kind = bytearray()
     p = 0
@@ -215,8 +246,10 @@ def _scatter(rng: random.Random, n_base: int, base_line, extra: list[tuple[Any, 
     return family, kind
 
 
-SYSTEM = ("You are the triage step of Acme's customer support system. Reply with ONLY a JSON object with the keys "
-          "intent, entities, missing_info and next_step.")
+SYSTEM = (
+    "You are the triage step of Acme's customer support system. Reply with ONLY a JSON object with the keys "
+    "intent, entities, missing_info and next_step."
+)
 CHANNELS = ["email", "chat", "web-form", "phone-transcript", "app"]
 
 
@@ -246,27 +279,102 @@ def make_openai_workload(folder: Path, n: int, seed: int = 11) -> dict:
 
     def render(content: tuple[str, str], line_no: int) -> bytes:
         user, ans = content
-        return orjson.dumps({
-            "id": f"conv_{line_no:09d}_{rng.randrange(16**6):06x}",
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user},
-                         {"role": "assistant", "content": ans}],
-            "metadata": {"ticket": 100000 + line_no, "channel": rng.choice(CHANNELS), "locale": "en-US",
-                         "created_at": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
-                                       f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
-                         "agent_version": rng.choice(["v3.1", "v3.2"])}})
+        return orjson.dumps(
+            {
+                "id": f"conv_{line_no:09d}_{rng.randrange(16**6):06x}",
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": ans},
+                ],
+                "metadata": {
+                    "ticket": 100000 + line_no,
+                    "channel": rng.choice(CHANNELS),
+                    "locale": "en-US",
+                    "created_at": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+                    f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+                    "agent_version": rng.choice(["v3.1", "v3.2"]),
+                },
+            }
+        )
 
-    family, kind = _scatter(rng, n_base, lambda i, line_no: render(bases[i], line_no), extra,
-                            folder / "openai.jsonl", render)
-    return {"family": family, "kind": kind, "n_in": len(family), "files": ["openai.jsonl"],
-            "family_file": "openai.jsonl"}
+    family, kind = _scatter(
+        rng, n_base, lambda i, line_no: render(bases[i], line_no), extra, folder / "openai.jsonl", render
+    )
+    return {
+        "family": family,
+        "kind": kind,
+        "n_in": len(family),
+        "files": ["openai.jsonl"],
+        "family_file": "openai.jsonl",
+    }
 
 
 # A few dozen words: every text of the templated workload is made of them (plus a name and an order number)
-SMALL_VOCAB = ["your", "order", "has", "been", "shipped", "and", "will", "arrive", "soon", "please", "contact", "us",
-               "if", "you", "have", "any", "questions", "about", "the", "refund", "we", "are", "sorry", "for", "delay",
-               "thank", "being", "valued", "customer", "account", "team", "support", "today", "our", "request",
-               "was", "received", "review", "it", "within", "two", "days", "reply", "to", "this", "message"]
-NAMES = ["alex", "sam", "maria", "li", "omar", "jana", "kofi", "ines", "raj", "eva", "tom", "aiko", "noor", "ben"]
+SMALL_VOCAB = [
+    "your",
+    "order",
+    "has",
+    "been",
+    "shipped",
+    "and",
+    "will",
+    "arrive",
+    "soon",
+    "please",
+    "contact",
+    "us",
+    "if",
+    "you",
+    "have",
+    "any",
+    "questions",
+    "about",
+    "the",
+    "refund",
+    "we",
+    "are",
+    "sorry",
+    "for",
+    "delay",
+    "thank",
+    "being",
+    "valued",
+    "customer",
+    "account",
+    "team",
+    "support",
+    "today",
+    "our",
+    "request",
+    "was",
+    "received",
+    "review",
+    "it",
+    "within",
+    "two",
+    "days",
+    "reply",
+    "to",
+    "this",
+    "message",
+]
+NAMES = [
+    "alex",
+    "sam",
+    "maria",
+    "li",
+    "omar",
+    "jana",
+    "kofi",
+    "ines",
+    "raj",
+    "eva",
+    "tom",
+    "aiko",
+    "noor",
+    "ben",
+]
 
 
 def make_templated_workload(folder: Path, n: int, seed: int = 13) -> dict:
@@ -285,7 +393,9 @@ def make_templated_workload(folder: Path, n: int, seed: int = 13) -> dict:
     bases: list[tuple[str, str, str]] = []
     for _ in range(n_base):
         order = f"{rng.randrange(10**7, 10**8)}"
-        user = f"dear {rng.choice(NAMES)} order {order} " + " ".join(rng.sample(templates, rng.randint(10, 14)))
+        user = f"dear {rng.choice(NAMES)} order {order} " + " ".join(
+            rng.sample(templates, rng.randint(10, 14))
+        )
         bases.append((user, _answer(rng, order), rng.choice(cats)))
 
     def edit(text: str, k: int) -> str:
@@ -313,17 +423,33 @@ def make_templated_workload(folder: Path, n: int, seed: int = 13) -> dict:
         b = rng.randrange(n_base)
         user, ans, cat = bases[b]
         extra.append(((edit(user, rng.randint(1, 8)), ans, cat), b, "near"))
-    family, kind = _scatter(rng, n_base, lambda i, _: _chat(*bases[i]), extra, folder / "templated.jsonl",
-                            lambda content, _: _chat(*content))
-    return {"family": family, "kind": kind, "n_in": len(family), "files": ["templated.jsonl"],
-            "family_file": "templated.jsonl"}
+    family, kind = _scatter(
+        rng,
+        n_base,
+        lambda i, _: _chat(*bases[i]),
+        extra,
+        folder / "templated.jsonl",
+        lambda content, _: _chat(*content),
+    )
+    return {
+        "family": family,
+        "kind": kind,
+        "n_in": len(family),
+        "files": ["templated.jsonl"],
+        "family_file": "templated.jsonl",
+    }
 
 
 def make_chat_workload(folder: Path, n: int, seed: int = 7) -> dict:
     """The rounds 1-5 workload (make_workload) in the shape the other workloads return."""
     t = make_workload(folder, n, seed)
-    return {"family": t["family"], "kind": bytes(ord(k[0]) for k in t["kind"]),  # b(ase), e(xact), n(ear)
-            "n_in": t["n_chat"] + t["n_pairs"], "files": ["chat.jsonl", "pairs.jsonl"], "family_file": "chat.jsonl"}
+    return {
+        "family": t["family"],
+        "kind": bytes(ord(k[0]) for k in t["kind"]),  # b(ase), e(xact), n(ear)
+        "n_in": t["n_chat"] + t["n_pairs"],
+        "files": ["chat.jsonl", "pairs.jsonl"],
+        "family_file": "chat.jsonl",
+    }
 
 
 WORKLOADS = {"chat": make_chat_workload, "openai": make_openai_workload, "templated": make_templated_workload}
@@ -382,13 +508,19 @@ def _status_kb(pid: int, key: str) -> int:
         return 0
 
 
-def run_build(inputs: list[Path], out: Path, env: dict[str, str], *, timeout: float = 0,
-              max_rss_mb: float = 0) -> dict:
+def run_build(
+    inputs: list[Path], out: Path, env: dict[str, str], *, timeout: float = 0, max_rss_mb: float = 0
+) -> dict:
     """One build in a fresh process. With `timeout` (s) or `max_rss_mb` the build is killed past them (the machine
     is shared) and the result says so: {"failed": why, "wall_s", "peak_rss_mb": the highest VmHWM seen}."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(SPEC), *map(str, inputs), str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(SPEC), *map(str, inputs), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
     why: list[str] = []
     hwm = [0]
     cpu = [0.0]
@@ -411,10 +543,18 @@ def run_build(inputs: list[Path], out: Path, env: dict[str, str], *, timeout: fl
     watcher.join()
     wall = time.perf_counter() - start
     if why:  # how far it got: the stages it reported (s since the build began, its CPU s then), its CPU at the kill
-        reached = [line.split()[1:] for line in stderr.decode(errors="replace").splitlines()
-                   if line.startswith("STAGE ")]
-        return {"failed": why[0], "wall_s": round(wall, 1), "peak_rss_mb": round(hwm[0] / 1024, 1),
-                "cpu_s": round(cpu[0], 1), "stages_reached": {x[0]: [float(x[1]), float(x[2])] for x in reached}}
+        reached = [
+            line.split()[1:]
+            for line in stderr.decode(errors="replace").splitlines()
+            if line.startswith("STAGE ")
+        ]
+        return {
+            "failed": why[0],
+            "wall_s": round(wall, 1),
+            "peak_rss_mb": round(hwm[0] / 1024, 1),
+            "cpu_s": round(cpu[0], 1),
+            "stages_reached": {x[0]: [float(x[1]), float(x[2])] for x in reached},
+        }
     if proc.returncode != 0:
         raise SystemExit(f"build failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
     doc = json.loads(stdout.decode().strip().splitlines()[-1])
@@ -423,6 +563,7 @@ def run_build(inputs: list[Path], out: Path, env: dict[str, str], *, timeout: fl
 
 
 # ---------------------------------------------------------------- baselines
+
 
 def parse_floor(path: Path) -> float:
     n = 0
@@ -461,7 +602,7 @@ def datasketch_pipeline(path: Path, limit: int) -> float:
                 continue
             seen.add(key)
             m = MinHash(num_perm=128)
-            m.update_batch([text[i:i + 5].encode() for i in range(max(1, len(text) - 4))])
+            m.update_batch([text[i : i + 5].encode() for i in range(max(1, len(text) - 4))])
             if lsh.query(m):
                 continue
             lsh.insert(str(n), m)
@@ -534,7 +675,7 @@ def rensa_pipeline(path: Path, limit: int, truth: dict | None = None, batch: int
     texts: list[str] = []
 
     def flush() -> None:
-        toks = [[t[i:i + 5] for i in range(max(1, len(t) - 4))] for t in texts]
+        toks = [[t[i : i + 5] for i in range(max(1, len(t) - 4))] for t in texts]
         start = len(lines) - len(texts)
         mat = RMinHash.digest_matrix_from_token_sets(toks, num_perm=128, seed=42)
         flags = lsh.insert_matrix_and_query_duplicate_flags(mat, start_key=start)
@@ -566,8 +707,12 @@ def rensa_pipeline(path: Path, limit: int, truth: dict | None = None, batch: int
                 flush()
     if texts:
         flush()
-    out: dict[str, Any] = {"n": n, "records_per_s": round(n / (time.perf_counter() - t)), "exact": exact,
-                           "near": len(anchors)}
+    out: dict[str, Any] = {
+        "n": n,
+        "records_per_s": round(n / (time.perf_counter() - t)),
+        "exact": exact,
+        "near": len(anchors),
+    }
     if truth is not None:
         family, kind = truth["family"], truth["kind"]
         tp = sum(1 for d, k in anchors if family[d] == family[k])
@@ -602,16 +747,22 @@ def near_quality(out: Path, truth: dict) -> dict:
                 if kind[x] == ord("n"):
                     removed_near_variants.add(x)
     n_near = kind.count(b"n")
-    return {"precision": round(tp / max(1, tp + fp), 5), "recall": round(len(removed_near_variants) / max(1, n_near), 5),
-            "near_rows": tp + fp, "near_variants": n_near, "pairs_flagged": flagged_pairs}
+    return {
+        "precision": round(tp / max(1, tp + fp), 5),
+        "recall": round(len(removed_near_variants) / max(1, n_near), 5),
+        "near_rows": tp + fp,
+        "near_variants": n_near,
+        "pairs_flagged": flagged_pairs,
+    }
 
 
 def _budget_mb(n: int) -> float:
     return n / 1024 + 300  # the memory target: 1 KB per record + 300 MB
 
 
-def bench_workload(name: str, tmp: Path, args: argparse.Namespace, env: dict[str, str],
-                   warm: list[float]) -> dict:
+def bench_workload(
+    name: str, tmp: Path, args: argparse.Namespace, env: dict[str, str], warm: list[float]
+) -> dict:
     """Generate one workload, build it `--runs` times, run both baselines on its family file; the workload's
     figures (builds that were killed are reported with `failed`, not timed)."""
     folder = tmp / name
@@ -622,62 +773,87 @@ def bench_workload(name: str, tmp: Path, args: argparse.Namespace, env: dict[str
     inputs = [folder / f for f in truth["files"]]
     n_in, n_fam = truth["n_in"], len(truth["family"])
     fam = folder / truth["family_file"]
-    if not warm:  # one untimed build on the first 10k lines: compiles the numba kernels the first time after an
+    if (
+        not warm
+    ):  # one untimed build on the first 10k lines: compiles the numba kernels the first time after an
         # edit of curate/near.py, so the timed runs measure the steady state
         w = tmp / "warm.jsonl"
         with open(fam, "rb") as src, open(w, "wb") as dst:
             dst.writelines(line for _, line in zip(range(10_000), src))
         warm.append(run_build([w], tmp / "outwarm", env)["wall_s"])
         shutil.rmtree(tmp / "outwarm", ignore_errors=True)
-    runs = [run_build(inputs, tmp / f"out-{name}{r}", env, timeout=args.timeout, max_rss_mb=args.max_rss_mb)
-            for r in range(args.runs)]
+    runs = [
+        run_build(inputs, tmp / f"out-{name}{r}", env, timeout=args.timeout, max_rss_mb=args.max_rss_mb)
+        for r in range(args.runs)
+    ]
     ok = [x for x in runs if "failed" not in x]
     ds_n = min(args.baseline_n, n_fam)
     ds_rate = datasketch_pipeline(fam, ds_n)
     rensa = rensa_pipeline(fam, n_fam, truth)
-    res: dict[str, Any] = {"n": n_in, "runs": args.runs, "workload_s": round(gen_s, 1),
-                           "datasketch_records_per_s": round(ds_rate), "datasketch_n": ds_n,
-                           "rensa_records_per_s": rensa["records_per_s"], "rensa": rensa,
-                           "budget_mb": round(_budget_mb(n_in), 1)}
+    res: dict[str, Any] = {
+        "n": n_in,
+        "runs": args.runs,
+        "workload_s": round(gen_s, 1),
+        "datasketch_records_per_s": round(ds_rate),
+        "datasketch_n": ds_n,
+        "rensa_records_per_s": rensa["records_per_s"],
+        "rensa": rensa,
+        "budget_mb": round(_budget_mb(n_in), 1),
+    }
     failed = [x for x in runs if "failed" in x]
     if failed:
         res["failed"] = failed
     if ok:
         rate = statistics.median(n_in / x["build_s"] for x in ok)
-        res.update({
-            "build_records_per_s": round(rate),
-            "process_records_per_s": round(statistics.median(n_in / x["wall_s"] for x in ok)),
-            "build_s": [round(x["build_s"], 2) for x in ok], "import_s": round(ok[0]["import_s"], 2),
-            "build_cpu_s": [round(x["build_cpu_s"], 2) for x in ok],
-            "build_records_per_cpu_s": round(statistics.median(n_in / x["build_cpu_s"] for x in ok)),
-            "workers_cpu_s": [round(x.get("workers_cpu_s", 0.0), 2) for x in ok],
-            "workers_peak_rss_mb": round(max(x.get("workers_peak_rss_mb", 0.0) for x in ok), 1),
-            "peak_rss_mb": round(max(x["peak_rss_mb"] for x in ok), 1),
-            "ru_maxrss_mb": round(max(x["ru_maxrss_mb"] for x in ok), 1),
-            "ratio_to_datasketch": round(rate / ds_rate, 2),
-            "ratio_to_rensa": round(rate / rensa["records_per_s"], 2),
-            "near": near_quality(tmp / f"out-{name}0" if "failed" not in runs[0] else
-                                 tmp / f"out-{name}{runs.index(ok[0])}", truth),
-            "counts": ok[0]["counts"], "dedup": ok[0]["dedup"], "stages": ok[0].get("stages"),
-            "conservation_ok": all(x["conservation"]["ok"] for x in ok),
-        })
+        res.update(
+            {
+                "build_records_per_s": round(rate),
+                "process_records_per_s": round(statistics.median(n_in / x["wall_s"] for x in ok)),
+                "build_s": [round(x["build_s"], 2) for x in ok],
+                "import_s": round(ok[0]["import_s"], 2),
+                "build_cpu_s": [round(x["build_cpu_s"], 2) for x in ok],
+                "build_records_per_cpu_s": round(statistics.median(n_in / x["build_cpu_s"] for x in ok)),
+                "workers_cpu_s": [round(x.get("workers_cpu_s", 0.0), 2) for x in ok],
+                "workers_peak_rss_mb": round(max(x.get("workers_peak_rss_mb", 0.0) for x in ok), 1),
+                "peak_rss_mb": round(max(x["peak_rss_mb"] for x in ok), 1),
+                "ru_maxrss_mb": round(max(x["ru_maxrss_mb"] for x in ok), 1),
+                "ratio_to_datasketch": round(rate / ds_rate, 2),
+                "ratio_to_rensa": round(rate / rensa["records_per_s"], 2),
+                "near": near_quality(
+                    tmp / f"out-{name}0"
+                    if "failed" not in runs[0]
+                    else tmp / f"out-{name}{runs.index(ok[0])}",
+                    truth,
+                ),
+                "counts": ok[0]["counts"],
+                "dedup": ok[0]["dedup"],
+                "stages": ok[0].get("stages"),
+                "conservation_ok": all(x["conservation"]["ok"] for x in ok),
+            }
+        )
     if name == "chat":  # the rounds 1-5 figures, on the chat file
         res["parse_floor_records_per_s"] = round(statistics.median(parse_floor(fam) for _ in range(3)))
-        res["dedup_pipeline_records_per_s"] = {"same_n_as_datasketch": round(curate_dedup_pipeline(fam, ds_n)),
-                                               "all": round(curate_dedup_pipeline(fam, n_fam))}
+        res["dedup_pipeline_records_per_s"] = {
+            "same_n_as_datasketch": round(curate_dedup_pipeline(fam, ds_n)),
+            "all": round(curate_dedup_pipeline(fam, n_fam)),
+        }
         res["dedup_pipeline_ratio_to_datasketch"] = round(
-            res["dedup_pipeline_records_per_s"]["same_n_as_datasketch"] / ds_rate, 1)
+            res["dedup_pipeline_records_per_s"]["same_n_as_datasketch"] / ds_rate, 1
+        )
         res["dedup_only"] = dedup_only(fam, min(args.n, n_fam))
         if ok:
-            res["ratio_to_parse_floor"] = round(res["build_records_per_s"] / res["parse_floor_records_per_s"], 4)
+            res["ratio_to_parse_floor"] = round(
+                res["build_records_per_s"] / res["parse_floor_records_per_s"], 4
+            )
     for r in range(args.runs):
         shutil.rmtree(tmp / f"out-{name}{r}", ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
     return res
 
 
-def memory_run(name: str, m: int, tmp: Path, args: argparse.Namespace, env: dict[str, str],
-               at_n: dict | None) -> dict:
+def memory_run(
+    name: str, m: int, tmp: Path, args: argparse.Namespace, env: dict[str, str], at_n: dict | None
+) -> dict:
     """One build of workload `name` at m records for the memory slope (peak RSS against 1 KB/record + 300 MB)."""
     folder = tmp / f"big-{name}"
     folder.mkdir()
@@ -688,17 +864,29 @@ def memory_run(name: str, m: int, tmp: Path, args: argparse.Namespace, env: dict
     run = run_build(inputs, tmp / f"outbig-{name}", env, timeout=args.timeout, max_rss_mb=args.max_rss_mb)
     shutil.rmtree(tmp / f"outbig-{name}", ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
-    out: dict[str, Any] = {"n": m_in, "budget_mb": round(_budget_mb(m_in), 1), "peak_rss_mb": run["peak_rss_mb"]}
+    out: dict[str, Any] = {
+        "n": m_in,
+        "budget_mb": round(_budget_mb(m_in), 1),
+        "peak_rss_mb": run["peak_rss_mb"],
+    }
     if "failed" in run:
         out["failed"] = run["failed"]
         out["wall_s"] = run["wall_s"]
         return out
-    out.update({"peak_rss_mb": round(run["peak_rss_mb"], 1), "ru_maxrss_mb": round(run["ru_maxrss_mb"], 1),
-                "build_s": round(run["build_s"], 1), "build_records_per_s": round(m_in / run["build_s"]),
-                "conservation_ok": run["conservation"]["ok"]})
+    out.update(
+        {
+            "peak_rss_mb": round(run["peak_rss_mb"], 1),
+            "ru_maxrss_mb": round(run["ru_maxrss_mb"], 1),
+            "build_s": round(run["build_s"], 1),
+            "build_records_per_s": round(m_in / run["build_s"]),
+            "conservation_ok": run["conservation"]["ok"],
+        }
+    )
     if at_n and "peak_rss_mb" in at_n and "failed" not in at_n and m_in != at_n["n"]:
         # bytes per extra record between the two sizes: the slope the 1 KB/record budget is about
-        out["slope_bytes_per_record"] = round((run["peak_rss_mb"] - at_n["peak_rss_mb"]) * 2**20 / (m_in - at_n["n"]))
+        out["slope_bytes_per_record"] = round(
+            (run["peak_rss_mb"] - at_n["peak_rss_mb"]) * 2**20 / (m_in - at_n["n"])
+        )
     return out
 
 
@@ -707,20 +895,31 @@ def _targets(name: str, w: dict, others: dict[str, dict]) -> dict[str, bool]:
         return {f"{name}:built": False}
     q = w["near"]
     if name == "chat":  # issue 7's targets, as in rounds 1-5
-        return {"records_per_s>=25000": w["build_records_per_s"] >= 25000,
-                "x_datasketch>=15": w["ratio_to_datasketch"] >= 15,
-                "dedup_pipeline_x_datasketch>=15": w["dedup_pipeline_ratio_to_datasketch"] >= 15,
-                "precision>=0.99": q["precision"] >= 0.99, "recall>=0.98": q["recall"] >= 0.98,
-                "pairs_flagged==0": q["pairs_flagged"] == 0}
-    out = {f"{name}:rss<=1KB/record+300MB": w["peak_rss_mb"] <= w["budget_mb"],
-           f"{name}:precision>=0.99": q["precision"] >= 0.99, f"{name}:recall>=0.99": q["recall"] >= 0.99}
+        return {
+            "records_per_s>=25000": w["build_records_per_s"] >= 25000,
+            "x_datasketch>=15": w["ratio_to_datasketch"] >= 15,
+            "dedup_pipeline_x_datasketch>=15": w["dedup_pipeline_ratio_to_datasketch"] >= 15,
+            "precision>=0.99": q["precision"] >= 0.99,
+            "recall>=0.98": q["recall"] >= 0.98,
+            "pairs_flagged==0": q["pairs_flagged"] == 0,
+        }
+    out = {
+        f"{name}:rss<=1KB/record+300MB": w["peak_rss_mb"] <= w["budget_mb"],
+        f"{name}:precision>=0.99": q["precision"] >= 0.99,
+        f"{name}:recall>=0.99": q["recall"] >= 0.99,
+    }
     if name == "openai":  # issue 15's targets
-        out.update({"openai:records_per_s>=25000": w["build_records_per_s"] >= 25000,
-                    "openai:x_datasketch>=15": w["ratio_to_datasketch"] >= 15,
-                    "openai:x_rensa>=2": w["ratio_to_rensa"] >= 2})
+        out.update(
+            {
+                "openai:records_per_s>=25000": w["build_records_per_s"] >= 25000,
+                "openai:x_datasketch>=15": w["ratio_to_datasketch"] >= 15,
+                "openai:x_rensa>=2": w["ratio_to_rensa"] >= 2,
+            }
+        )
     if name == "templated" and "build_records_per_s" in others.get("openai", {}):
-        out["templated:records_per_s>=openai/2"] = (w["build_records_per_s"]
-                                                    >= others["openai"]["build_records_per_s"] / 2)
+        out["templated:records_per_s>=openai/2"] = (
+            w["build_records_per_s"] >= others["openai"]["build_records_per_s"] / 2
+        )
     return out
 
 
@@ -728,16 +927,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--workloads", default="chat,openai,templated",
-                    help=f"comma-separated, of: {', '.join(WORKLOADS)}")
-    ap.add_argument("--records", "--memory-n", dest="memory_n", type=int, default=1_000_000,
-                    help="one more build at this many records per --memory-workloads for peak RSS and the memory "
-                         "slope (e.g. --records 2000000); 0: skip")
+    ap.add_argument(
+        "--workloads", default="chat,openai,templated", help=f"comma-separated, of: {', '.join(WORKLOADS)}"
+    )
+    ap.add_argument(
+        "--records",
+        "--memory-n",
+        dest="memory_n",
+        type=int,
+        default=1_000_000,
+        help="one more build at this many records per --memory-workloads for peak RSS and the memory "
+        "slope (e.g. --records 2000000); 0: skip",
+    )
     ap.add_argument("--memory-workloads", default="openai", help="the workloads of the --records run")
     ap.add_argument("--baseline-n", type=int, default=20_000, help="records the datasketch baseline runs on")
-    ap.add_argument("--timeout", type=float, default=1800, help="kill a build after this many seconds (0: never)")
-    ap.add_argument("--max-rss-mb", type=float, default=8000,
-                    help="kill a build above this resident memory (the machine is shared; 0: never)")
+    ap.add_argument(
+        "--timeout", type=float, default=1800, help="kill a build after this many seconds (0: never)"
+    )
+    ap.add_argument(
+        "--max-rss-mb",
+        type=float,
+        default=8000,
+        help="kill a build above this resident memory (the machine is shared; 0: never)",
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     names = [x.strip() for x in args.workloads.split(",") if x.strip()]
@@ -746,18 +958,28 @@ def main() -> None:
     if bad:
         ap.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "PYTHONPATH": str(REPO),
+    }
     load_start = os.getloadavg()
     warm: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         got = {name: bench_workload(name, tmp, args, env, warm) for name in names}
         memory = {name: memory_run(name, args.memory_n, tmp, args, env, got.get(name)) for name in mem_names}
-    result: dict[str, Any] = {"n": args.n, "runs": args.runs, "cores": os.cpu_count(),
-                              "load_avg_start": [round(x, 2) for x in load_start],
-                              "load_avg_end": [round(x, 2) for x in os.getloadavg()],
-                              "warmup_build_s": round(warm[0], 2) if warm else None}
+    result: dict[str, Any] = {
+        "n": args.n,
+        "runs": args.runs,
+        "cores": os.cpu_count(),
+        "load_avg_start": [round(x, 2) for x in load_start],
+        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        "warmup_build_s": round(warm[0], 2) if warm else None,
+    }
     if "chat" in got:  # the rounds 1-5 keys at the top level
         result.update({k: v for k, v in got["chat"].items() if k not in ("n", "runs")})
         result["n"] = got["chat"]["n"]
@@ -768,10 +990,12 @@ def main() -> None:
     for name, w in got.items():
         targets.update(_targets(name, w, got))
     for name, mrun in memory.items():
-        targets[f"{name}:rss<=1KB/record+300MB@{mrun['n']}"] = ("failed" not in mrun
-                                                               and mrun["peak_rss_mb"] <= mrun["budget_mb"])
+        targets[f"{name}:rss<=1KB/record+300MB@{mrun['n']}"] = (
+            "failed" not in mrun and mrun["peak_rss_mb"] <= mrun["budget_mb"]
+        )
     result["targets"] = targets
     print(json.dumps(result))
+
 
 if __name__ == "__main__":
     main()

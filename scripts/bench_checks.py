@@ -78,7 +78,12 @@ def main() -> None:
         assert compiled.statuses(r, u, c, t) == tuple(x.status for x in ref), r
         failing += bool(want)
 
-    figures: dict[str, list[tuple[float, float]]] = {"reference": [], "failed": [], "statuses": [], "results": []}
+    figures: dict[str, list[tuple[float, float]]] = {
+        "reference": [],
+        "failed": [],
+        "statuses": [],
+        "results": [],
+    }
     for _ in range(args.runs):
         figures["reference"].append(timed(reference, inputs))
         figures["failed"].append(timed(compiled.failed, inputs))
@@ -87,14 +92,23 @@ def main() -> None:
     n = len(inputs)
     us = {k: round(statistics.median(w for w, _ in v) / n * 1e6, 2) for k, v in figures.items()}
     cpu_us = {k: round(statistics.median(c for _, c in v) / n * 1e6, 2) for k, v in figures.items()}
-    print(orjson.dumps({
-        "spec": spec.ref, "rules": len(compiled.rules), "records": n, "runs": args.runs,
-        "failing_share": round(failing / min(len(inputs), 5000), 3), "compile_ms": round(compile_ms, 1),
-        "us_per_record": us, "cpu_us_per_record": cpu_us,
-        "ratio_reference_over_failed": round(us["reference"] / us["failed"], 1),
-        "ratio_reference_over_results": round(us["reference"] / us["results"], 1),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }).decode())
+    print(
+        orjson.dumps(
+            {
+                "spec": spec.ref,
+                "rules": len(compiled.rules),
+                "records": n,
+                "runs": args.runs,
+                "failing_share": round(failing / min(len(inputs), 5000), 3),
+                "compile_ms": round(compile_ms, 1),
+                "us_per_record": us,
+                "cpu_us_per_record": cpu_us,
+                "ratio_reference_over_failed": round(us["reference"] / us["failed"], 1),
+                "ratio_reference_over_results": round(us["reference"] / us["results"], 1),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+            }
+        ).decode()
+    )
 
 
 if __name__ == "__main__":

@@ -70,12 +70,26 @@ from curate.steps.leakcheck import leak_pairs
 from curate.steps.read import read_inputs
 
 T = 0.8
-SEED_FILES = ["llama-factory/alpaca_zh_demo.json", "llama-factory/identity.json", "stanford-alpaca/seed_tasks.jsonl",
-              "axolotl/alpaca.json", "llama-factory/glaive_toolcall_en_demo.json", "axolotl/conversation.json",
-              "llama-factory/v1_sft_demo.jsonl", "data-juicer/demo-dataset-chatml.jsonl",
-              "llama-factory/kto_en_demo.json", "data-juicer/alpaca-cot.jsonl"]
-FOLLOW_UPS = ["Thanks. Can you make it shorter?", "Please explain that in more detail.", "谢谢，可以再简短一点吗？",
-              "Now translate it into French.", "Can you give one more example?", "再举一个例子。"]
+SEED_FILES = [
+    "llama-factory/alpaca_zh_demo.json",
+    "llama-factory/identity.json",
+    "stanford-alpaca/seed_tasks.jsonl",
+    "axolotl/alpaca.json",
+    "llama-factory/glaive_toolcall_en_demo.json",
+    "axolotl/conversation.json",
+    "llama-factory/v1_sft_demo.jsonl",
+    "data-juicer/demo-dataset-chatml.jsonl",
+    "llama-factory/kto_en_demo.json",
+    "data-juicer/alpaca-cot.jsonl",
+]
+FOLLOW_UPS = [
+    "Thanks. Can you make it shorter?",
+    "Please explain that in more detail.",
+    "谢谢，可以再简短一点吗？",
+    "Now translate it into French.",
+    "Can you give one more example?",
+    "再举一个例子。",
+]
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _ZH_CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经"
 
@@ -92,6 +106,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------ seeds
 
+
 def load_seeds(real: Path) -> list[dict[str, str]]:
     """Single-turn (user, assistant) conversations of the fixture files, as curate reads them."""
     ctx = RunContext()
@@ -104,8 +119,14 @@ def load_seeds(real: Path) -> list[dict[str, str]]:
             continue
         u, a = turns[0].content, turns[1].content
         if u.strip() and a.strip():
-            out.append({"user": u, "answer": a, "origin": str(rec.source.file).split("real/")[-1],
-                        "lang": "zh" if _CJK.search(u) else "en"})
+            out.append(
+                {
+                    "user": u,
+                    "answer": a,
+                    "origin": str(rec.source.file).split("real/")[-1],
+                    "lang": "zh" if _CJK.search(u) else "en",
+                }
+            )
     return out
 
 
@@ -132,6 +153,7 @@ def independent(seeds: list[dict[str, str]]) -> list[dict[str, str]]:
 
 # ------------------------------------------------------------------ planted families
 
+
 def _typo(rng: random.Random, text: str) -> str | None:
     """One slip in a 6+ letter word (two inner letters swapped), or None."""
     words = [(m.start(), m.group()) for m in re.finditer(r"[A-Za-z]{6,}", text)]
@@ -141,8 +163,8 @@ def _typo(rng: random.Random, text: str) -> str | None:
     k = rng.randrange(1, len(w) - 2)
     if w[k] == w[k + 1]:
         return None
-    w2 = w[:k] + w[k + 1] + w[k] + w[k + 2:]
-    return text[:at] + w2 + text[at + len(w):]
+    w2 = w[:k] + w[k + 1] + w[k] + w[k + 2 :]
+    return text[:at] + w2 + text[at + len(w) :]
 
 
 def _zh_edit(rng: random.Random, text: str, k: int) -> str | None:
@@ -211,17 +233,40 @@ def plant(seeds: list[dict[str, str]], rng: random.Random) -> list[dict[str, Any
                 members.append(_conv(v, a))
         elif roll < 0.88:
             kind = "continuation"
-            members.append(_conv(u, a, [("user", rng.choice(FOLLOW_UPS)),
-                                        ("assistant", " ".join(rng.choice(VOCAB) for _ in range(rng.randint(8, 30))))]))
+            members.append(
+                _conv(
+                    u,
+                    a,
+                    [
+                        ("user", rng.choice(FOLLOW_UPS)),
+                        ("assistant", " ".join(rng.choice(VOCAB) for _ in range(rng.randint(8, 30)))),
+                    ],
+                )
+            )
         else:
             kind = "leak"  # the same question with another answer: not a duplicate, but one split group
             members.append(_conv(u, " ".join(rng.choice(VOCAB) for _ in range(rng.randint(8, 40)))))
         if len(members) == 1:
             kind = "single"
-        expect = {"exact": "exact", "near": "near", "swap": "near", "continuation": "continuation", "leak": "leak"}
+        expect = {
+            "exact": "exact",
+            "near": "near",
+            "swap": "near",
+            "continuation": "continuation",
+            "leak": "leak",
+        }
         for k, m in enumerate(members):
-            out.append({"conv": m, "family": fam, "kind": kind, "lang": lang, "origin": s["origin"],
-                        "base": k == 0, "expect": None if k == 0 else expect[kind]})
+            out.append(
+                {
+                    "conv": m,
+                    "family": fam,
+                    "kind": kind,
+                    "lang": lang,
+                    "origin": s["origin"],
+                    "base": k == 0,
+                    "expect": None if k == 0 else expect[kind],
+                }
+            )
     # templated requests: one long English seed, two words varied per copy (every two copies are near twins)
     for s in templated:
         fam += 1
@@ -231,36 +276,79 @@ def plant(seeds: list[dict[str, str]], rng: random.Random) -> list[dict[str, Any
             w = list(words)
             for k in slots:
                 w[k] = rng.choice(VOCAB)
-            out.append({"conv": _conv(" ".join(w), s["answer"]), "family": fam, "kind": "template", "lang": "en",
-                        "origin": s["origin"], "base": False, "expect": None})
+            out.append(
+                {
+                    "conv": _conv(" ".join(w), s["answer"]),
+                    "family": fam,
+                    "kind": "template",
+                    "lang": "en",
+                    "origin": s["origin"],
+                    "base": False,
+                    "expect": None,
+                }
+            )
     # short look-alikes: different requests that look alike (never duplicates), with a typo twin and a case twin
-    looks = [("What is the capital of {}?", "The capital of {} is in the atlas entry for {}.", COUNTRIES),
-             ("Convert {} km to miles.", "Multiply {} by 0.621 to get miles ({}).", [str(n) for n in range(3, 60, 4)]),
-             ("Is the {} waterproof?", "Check the {} manual, section {} on water resistance.",
-              ["Kindle", "Kobo", "Pixel 7", "Pixel 8", "iPhone 14", "iPhone 15", "Galaxy S23", "Fitbit Charge"])]
+    looks = [
+        ("What is the capital of {}?", "The capital of {} is in the atlas entry for {}.", COUNTRIES),
+        (
+            "Convert {} km to miles.",
+            "Multiply {} by 0.621 to get miles ({}).",
+            [str(n) for n in range(3, 60, 4)],
+        ),
+        (
+            "Is the {} waterproof?",
+            "Check the {} manual, section {} on water resistance.",
+            ["Kindle", "Kobo", "Pixel 7", "Pixel 8", "iPhone 14", "iPhone 15", "Galaxy S23", "Fitbit Charge"],
+        ),
+    ]
     for tmpl, ans, fills in looks:
         picked = rng.sample(list(fills), min(len(fills), 12))
         for x in picked:
             fam += 1
-            out.append({"conv": _conv(tmpl.format(x), ans.format(x, x)), "family": fam, "kind": "short",
-                        "lang": "en", "origin": "synthetic", "base": True, "expect": None})
+            out.append(
+                {
+                    "conv": _conv(tmpl.format(x), ans.format(x, x)),
+                    "family": fam,
+                    "kind": "short",
+                    "lang": "en",
+                    "origin": "synthetic",
+                    "base": True,
+                    "expect": None,
+                }
+            )
         x = picked[0]
         twin_fam = next(r["family"] for r in out if r["conv"][0][1] == tmpl.format(x))
         typo = _typo(rng, tmpl.format(x)) or tmpl.format(x).replace("capital", "captial")
-        for conv, kind in ((_conv(typo, ans.format(x, x)), "short_typo"),
-                           (_conv(tmpl.format(x).upper(), ans.format(x, x)), "short_case")):
-            out.append({"conv": conv, "family": twin_fam, "kind": kind, "lang": "en", "origin": "synthetic",
-                        "base": False, "expect": "near" if kind == "short_typo" else "exact"})
+        for conv, kind in (
+            (_conv(typo, ans.format(x, x)), "short_typo"),
+            (_conv(tmpl.format(x).upper(), ans.format(x, x)), "short_case"),
+        ):
+            out.append(
+                {
+                    "conv": conv,
+                    "family": twin_fam,
+                    "kind": kind,
+                    "lang": "en",
+                    "origin": "synthetic",
+                    "base": False,
+                    "expect": "near" if kind == "short_typo" else "exact",
+                }
+            )
     rng.shuffle(out)
     return out
 
 
 # ------------------------------------------------------------------ writing the three formats
 
+
 def write_formats(recs: list[dict[str, Any]], folder: Path, rng: random.Random) -> dict[tuple[str, int], int]:
     """ShareGPT, Alpaca and OpenAI chat JSONL files; returns {(file, line): record index}."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"sharegpt": folder / "sharegpt.jsonl", "alpaca": folder / "alpaca.jsonl", "openai": folder / "openai.jsonl"}
+    names = {
+        "sharegpt": folder / "sharegpt.jsonl",
+        "alpaca": folder / "alpaca.jsonl",
+        "openai": folder / "openai.jsonl",
+    }
     lines: dict[str, list[str]] = {k: [] for k in names}
     where = {}
     for k, r in enumerate(recs):
@@ -269,8 +357,11 @@ def write_formats(recs: list[dict[str, Any]], folder: Path, rng: random.Random) 
         meta = {"origin": r["origin"], "lang": r["lang"], "batch": rng.randint(1, 9)}
         rid = f"{fmt}-{len(lines[fmt]) + 1:05d}"
         if fmt == "sharegpt":
-            row = {"id": rid, "conversations": [{"from": "human" if ro == "user" else "gpt", "value": c}
-                                                for ro, c in conv], "meta": meta}
+            row = {
+                "id": rid,
+                "conversations": [{"from": "human" if ro == "user" else "gpt", "value": c} for ro, c in conv],
+                "meta": meta,
+            }
         elif fmt == "openai":
             row = {"id": rid, "messages": [{"role": ro, "content": c} for ro, c in conv], "metadata": meta}
         else:
@@ -287,6 +378,7 @@ def write_formats(recs: list[dict[str, Any]], folder: Path, rng: random.Random) 
 
 # ------------------------------------------------------------------ measuring
 
+
 def pr(tp: int, fp: int, fn: int) -> tuple[str, str]:
     p = f"{tp / (tp + fp):.4f}" if tp + fp else "-"
     r = f"{tp / (tp + fn):.4f}" if tp + fn else "-"
@@ -299,34 +391,52 @@ def planted_pairs(recs: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
     return [(base[r["family"]], k, r["expect"]) for k, r in enumerate(recs) if r["expect"]]
 
 
-def measure_dedup(recs: list[dict[str, Any]], out: Path, where: dict[tuple[str, int], int]) -> list[tuple[Any, ...]]:
+def measure_dedup(
+    recs: list[dict[str, Any]], out: Path, where: dict[tuple[str, int], int]
+) -> list[tuple[Any, ...]]:
     """Rows: (detection, lang, family kind, planted pairs, merged, precision, recall). A planted duplicate pair is
     merged when a cluster row drops one of the two in favour of a record of the same family (a greedy chain may
     keep a copy and drop the base); precision counts the rows whose two records are of one duplicate family."""
+
     def idx(src: str) -> int:
         f, line = src.rsplit(":", 1)
         return where[(f, int(line))]
 
     rows = [json.loads(x) for x in (out / "clusters.jsonl").read_text(encoding="utf-8").splitlines()]
     rels_path = out / "relations.jsonl"
-    rels = [json.loads(x) for x in rels_path.read_text(encoding="utf-8").splitlines()] if rels_path.exists() else []
+    rels = (
+        [json.loads(x) for x in rels_path.read_text(encoding="utf-8").splitlines()]
+        if rels_path.exists()
+        else []
+    )
     pairs = planted_pairs(recs)
     dup_fams = {recs[j]["family"] for _, j, e in pairs if e in ("exact", "near")}
     dup_fams |= {r["family"] for r in recs if r["kind"] == "template"}
-    merged = {idx(r["dropped_source"]) for r in rows
-              if recs[idx(r["kept_source"])]["family"] == recs[idx(r["dropped_source"])]["family"]}
+    merged = {
+        idx(r["dropped_source"])
+        for r in rows
+        if recs[idx(r["kept_source"])]["family"] == recs[idx(r["dropped_source"])]["family"]
+    }
     table = []
     for method in ("exact", "near"):
         mine = [(idx(r["kept_source"]), idx(r["dropped_source"])) for r in rows if r["method"] == method]
-        good = [(k, d) for k, d in mine if recs[k]["family"] == recs[d]["family"] and recs[k]["family"] in dup_fams]
+        good = [
+            (k, d)
+            for k, d in mine
+            if recs[k]["family"] == recs[d]["family"] and recs[k]["family"] in dup_fams
+        ]
         for k, d in [m for m in mine if m not in good][:5]:
-            log(f"  {method} row outside a duplicate family ({recs[k]['kind']} / {recs[d]['kind']}): "
-                f"{recs[k]['conv'][0][1][:70]!r} ~ {recs[d]['conv'][0][1][:70]!r}")
+            log(
+                f"  {method} row outside a duplicate family ({recs[k]['kind']} / {recs[d]['kind']}): "
+                f"{recs[k]['conv'][0][1][:70]!r} ~ {recs[d]['conv'][0][1][:70]!r}"
+            )
         mp = [(i, j, recs[j]["kind"], recs[j]["lang"]) for i, j, e in pairs if e == method]
         hit = [(i in merged or j in merged) for i, j, _, _ in mp]
         for i, j, _, _ in [m for m, h in zip(mp, hit) if not h][:3]:
-            log(f"  {method} pair not merged ({recs[j]['kind']}/{recs[j]['lang']}): {recs[i]['conv'][0][1][:70]!r} ~ "
-                f"{recs[j]['conv'][0][1][:70]!r}")
+            log(
+                f"  {method} pair not merged ({recs[j]['kind']}/{recs[j]['lang']}): {recs[i]['conv'][0][1][:70]!r} ~ "
+                f"{recs[j]['conv'][0][1][:70]!r}"
+            )
         for kind, lang in sorted({(m[2], m[3]) for m in mp}):
             sel = [h for m, h in zip(mp, hit) if (m[2], m[3]) == (kind, lang)]
             table.append((method, lang, kind, len(sel), sum(sel), "", f"{sum(sel) / len(sel):.4f}"))
@@ -338,15 +448,27 @@ def measure_dedup(recs: list[dict[str, Any]], out: Path, where: dict[tuple[str, 
         ks = [k for k, r in enumerate(recs) if r["family"] == f]
         texts = {recs[k]["conv"][0][1] for k in ks}
         left = len({recs[k]["conv"][0][1] for k in ks if k not in dropped})
-        table.append(("near (templated family)", "en", f"template x{len(ks)} ({len(texts)} distinct)", len(texts) - 1,
-                      len(texts) - left, "", f"{(len(texts) - left) / max(1, len(texts) - 1):.4f} ({left} kept)"))
+        table.append(
+            (
+                "near (templated family)",
+                "en",
+                f"template x{len(ks)} ({len(texts)} distinct)",
+                len(texts) - 1,
+                len(texts) - left,
+                "",
+                f"{(len(texts) - left) / max(1, len(texts) - 1):.4f} ({left} kept)",
+            )
+        )
     planted = {(i, j) for i, j, e in pairs if e == "continuation"}
     found = {(idx(r["a_source"]), idx(r["b_source"])) for r in rels if r.get("relation") == "continuation"}
     tp = len(found & planted)
     p, rc = pr(tp, len(found - planted), len(planted - found))
     table.append(("continuation", "all", "continuation", len(planted), tp, p, rc))
-    lost = sum(1 for i, j in planted if i in merged or j in merged or
-               any(idx(r["dropped_source"]) in (i, j) for r in rows))
+    lost = sum(
+        1
+        for i, j in planted
+        if i in merged or j in merged or any(idx(r["dropped_source"]) in (i, j) for r in rows)
+    )
     if lost:
         log(f"  continuation pairs where one side was removed as a duplicate: {lost}")
     return table
@@ -388,35 +510,62 @@ def measure_verifier(recs: list[dict[str, Any]], rng: random.Random) -> tuple[li
                 planted[(x, y)] = e
     table = []
     p, r = pr(len(got & truth_def), len(got - truth_def), len(truth_def - got))
-    table.append(("verifier vs definition (brute force): the build's check", "all", len(truth_def),
-                  len(got & truth_def), p, r))
+    table.append(
+        (
+            "verifier vs definition (brute force): the build's check",
+            "all",
+            len(truth_def),
+            len(got & truth_def),
+            p,
+            r,
+        )
+    )
     loose = {(train_idx[i], test_idx[j]) for i, j, _ in leak_pairs(tr, te, T, loose=True)}
     p, r = pr(len(loose & truth_def), len(loose - truth_def), len(truth_def - loose))
-    table.append(("verifier vs definition (brute force): curate leakage (loose=True)", "all", len(truth_def),
-                  len(loose & truth_def), p, r))
+    table.append(
+        (
+            "verifier vs definition (brute force): curate leakage (loose=True)",
+            "all",
+            len(truth_def),
+            len(loose & truth_def),
+            p,
+            r,
+        )
+    )
     for e in ("exact", "near", "continuation", "leak"):
         for lang in ("en", "zh"):
             sel = [pq for pq, ee in planted.items() if ee == e and recs[pq[0]]["lang"] == lang]
             if sel:
                 hit = sum(pq in got for pq in sel)
-                table.append((f"verifier vs planted {e} pairs", lang, len(sel), hit, "", f"{hit / len(sel):.4f}"))
+                table.append(
+                    (f"verifier vs planted {e} pairs", lang, len(sel), hit, "", f"{hit / len(sel):.4f}")
+                )
     extra = got - set(planted)
     same_fam = sum(recs[i]["family"] == recs[j]["family"] for i, j in extra)
     if extra:
-        log(f"  reported leaks that are not planted pairs: {len(extra)} ({same_fam} within one family), e.g. "
-            f"{[(recs[i]['conv'][0][1][:50], recs[j]['conv'][0][1][:50]) for i, j in sorted(extra)[:3]]}")
+        log(
+            f"  reported leaks that are not planted pairs: {len(extra)} ({same_fam} within one family), e.g. "
+            f"{[(recs[i]['conv'][0][1][:50], recs[j]['conv'][0][1][:50]) for i, j in sorted(extra)[:3]]}"
+        )
     return table, dt
 
 
 # ------------------------------------------------------------------ the verifier at scale
+
 
 def scale_items(n: int, seed: int) -> list[tuple[str, ...]]:
     """n records' normalized user turns: the planted workload of the real seeds, then random corpora of the property
     tests' generator over the seeds' English words (a broad vocabulary, so unrelated texts share few 3-grams)."""
     rng = random.Random(seed)
     seeds = independent(load_seeds(fixtures_dir()))
-    words = sorted({w for s in seeds if s["lang"] == "en"
-                    for w in re.findall(r"[a-z]{2,}", (s["user"] + " " + s["answer"]).lower())})
+    words = sorted(
+        {
+            w
+            for s in seeds
+            if s["lang"] == "en"
+            for w in re.findall(r"[a-z]{2,}", (s["user"] + " " + s["answer"]).lower())
+        }
+    )
     convs = [r["conv"] for r in plant(seeds, rng)]
     from test_dedup_properties import view_of
 
@@ -441,8 +590,17 @@ def scale_child(n: int, seed: int) -> dict[str, Any]:
     texts = [normalize_text(" ".join(x)) for x in items]
     cand = candidate_pairs(BandSketch(T).bands32_of(texts))
     base_s, base_cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"n": n, "train": len(tr), "test": len(te), "verify_s": verify_s, "verify_cpu": verify_cpu,
-            "leaks": len(found), "baseline_s": base_s, "baseline_cpu": base_cpu, "baseline_pairs": len(cand)}
+    return {
+        "n": n,
+        "train": len(tr),
+        "test": len(te),
+        "verify_s": verify_s,
+        "verify_cpu": verify_cpu,
+        "leaks": len(found),
+        "baseline_s": base_s,
+        "baseline_cpu": base_cpu,
+        "baseline_pairs": len(cand),
+    }
 
 
 def verifier_at_scale(sizes: Sequence[int], seed: int, cap_s: int, mem_gb: float) -> list[dict[str, Any]]:
@@ -460,14 +618,22 @@ def verifier_at_scale(sizes: Sequence[int], seed: int, cap_s: int, mem_gb: float
         log(f"verifier at {n:,} records (cap {cap_s} s, {mem_gb} GB)")
         t0 = time.perf_counter()
         try:
-            got = subprocess.run([sys.executable, __file__, "--scale-child", str(n), "--seed", str(seed)],
-                                 check=False, capture_output=True, text=True, timeout=cap_s, preexec_fn=limit)
+            got = subprocess.run(
+                [sys.executable, __file__, "--scale-child", str(n), "--seed", str(seed)],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=cap_s,
+                preexec_fn=limit,
+            )
         except subprocess.TimeoutExpired:
             out.append({"n": n, "failed": f"did not finish in {cap_s} s"})
             break
         if got.returncode != 0:
             tail = (got.stderr.strip().splitlines() or ["?"])[-1][:160]
-            out.append({"n": n, "failed": f"exit {got.returncode} after {time.perf_counter() - t0:.0f} s: {tail}"})
+            out.append(
+                {"n": n, "failed": f"exit {got.returncode} after {time.perf_counter() - t0:.0f} s: {tail}"}
+            )
             break
         out.append(json.loads(got.stdout.strip().splitlines()[-1]))
     return out
@@ -477,8 +643,10 @@ def run_workload(tmp: Path, rng: random.Random) -> None:
     """Build the mixed workload and print its precision / recall tables."""
     seeds_all = load_seeds(fixtures_dir())
     seeds = independent(seeds_all)
-    log(f"seeds: {len(seeds_all)} single-turn conversations read, {len(seeds)} unrelated kept "
-        f"({Counter(s['lang'] for s in seeds)})")
+    log(
+        f"seeds: {len(seeds_all)} single-turn conversations read, {len(seeds)} unrelated kept "
+        f"({Counter(s['lang'] for s in seeds)})"
+    )
     recs = plant(seeds, rng)
     where = write_formats(recs, tmp / "workload", rng)
     spec = spec_copy(tmp, generic=True)
@@ -494,22 +662,30 @@ def run_workload(tmp: Path, rng: random.Random) -> None:
     brute = leaks(tmp / "out")
 
     kinds = Counter(r["kind"] for r in recs)
-    print(f"## Mixed workload: {len(recs)} records in 3 formats ({', '.join(f.name for f in files)}), "
-          f"{len(seeds)} real seeds ({Counter(s['lang'] for s in seeds)}), families {dict(kinds)}")
-    print(f"build {build_s:.1f} s; in {c['in']}, exported {c['exported']}, quarantined {c['quarantined']}, "
-          f"duplicates {c['duplicates']}, unaccounted {lost}; manifest leakage {res.manifest.get('leakage')}")
+    print(
+        f"## Mixed workload: {len(recs)} records in 3 formats ({', '.join(f.name for f in files)}), "
+        f"{len(seeds)} real seeds ({Counter(s['lang'] for s in seeds)}), families {dict(kinds)}"
+    )
+    print(
+        f"build {build_s:.1f} s; in {c['in']}, exported {c['exported']}, quarantined {c['quarantined']}, "
+        f"duplicates {c['duplicates']}, unaccounted {lost}; manifest leakage {res.manifest.get('leakage')}"
+    )
     print()
     print("| detection | lang | planted kind | planted pairs | merged | precision | recall |")
     print("|---|---|---|---|---|---|---|")
     for row in table:
         print("| " + " | ".join(str(x) for x in row) + " |")
     print()
-    print("| leak check (held-out = one member per family) | lang | true pairs | found | precision | recall |")
+    print(
+        "| leak check (held-out = one member per family) | lang | true pairs | found | precision | recall |"
+    )
     print("|---|---|---|---|---|---|")
     for row in vtable:
         print("| " + " | ".join(str(x) for x in row) + " |")
-    print(f"\nverifier on {len(recs)} records: {v_s:.2f} s; after the build, brute force finds "
-          f"{len(brute)} held-out/train pairs at the leakage threshold")
+    print(
+        f"\nverifier on {len(recs)} records: {v_s:.2f} s; after the build, brute force finds "
+        f"{len(brute)} held-out/train pairs at the leakage threshold"
+    )
 
 
 def run_scale(args: argparse.Namespace) -> None:
@@ -517,35 +693,50 @@ def run_scale(args: argparse.Namespace) -> None:
     sizes = [int(x) for x in args.sizes.split(",") if x.strip() and int(x) < args.verifier_records]
     runs = verifier_at_scale([*sizes, args.verifier_records], args.seed, args.cap, args.mem_gb)
     print()
-    print("## The verifier (`leakcheck.leak_pairs`) by size: 1 in 7 records held out; baseline = dedup's "
-          "candidate stage (normalize, MinHash bands at 0.8, bucket pairs) on the same texts, same run. "
-          "Shared CPU (2 cores, other work running): seconds vary with the load, ratios less.")
-    print("| records | train x held-out | verifier wall s | verifier CPU s | leaks found | baseline CPU s "
-          "| verifier / baseline (CPU) |")
+    print(
+        "## The verifier (`leakcheck.leak_pairs`) by size: 1 in 7 records held out; baseline = dedup's "
+        "candidate stage (normalize, MinHash bands at 0.8, bucket pairs) on the same texts, same run. "
+        "Shared CPU (2 cores, other work running): seconds vary with the load, ratios less."
+    )
+    print(
+        "| records | train x held-out | verifier wall s | verifier CPU s | leaks found | baseline CPU s "
+        "| verifier / baseline (CPU) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in runs:
         if "failed" in r:
             print(f"| {r['n']:,} | | {r['failed']} | | | | |")
         else:
-            print(f"| {r['n']:,} | {r['train']:,} x {r['test']:,} | {r['verify_s']:.1f} | "
-                  f"{r['verify_cpu']:.1f} | {r['leaks']:,} | {r['baseline_cpu']:.2f} | "
-                  f"{r['verify_cpu'] / max(r['baseline_cpu'], 1e-9):.0f} |")
+            print(
+                f"| {r['n']:,} | {r['train']:,} x {r['test']:,} | {r['verify_s']:.1f} | "
+                f"{r['verify_cpu']:.1f} | {r['leaks']:,} | {r['baseline_cpu']:.2f} | "
+                f"{r['verify_cpu'] / max(r['baseline_cpu'], 1e-9):.0f} |"
+            )
     done = [r for r in runs if "failed" not in r]
     if done and done[-1]["n"] < args.verifier_records:
         last = done[-1]
         est = last["verify_cpu"] * (args.verifier_records / last["n"]) ** 2
-        print(f"\nnot finished at {args.verifier_records:,}; quadratic extrapolation from {last['n']:,}: "
-              f"~{est:,.0f} CPU s")
+        print(
+            f"\nnot finished at {args.verifier_records:,}; quadratic extrapolation from {last['n']:,}: "
+            f"~{est:,.0f} CPU s"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=14)
-    ap.add_argument("--verifier-records", type=int, default=200_000, help="the scale run's largest size (0: none)")
+    ap.add_argument(
+        "--verifier-records", type=int, default=200_000, help="the scale run's largest size (0: none)"
+    )
     ap.add_argument("--cap", type=int, default=600, help="seconds one scale step may take (default 600)")
-    ap.add_argument("--mem-gb", type=float, default=4.0, help="address space of one scale step (default 4 GB)")
-    ap.add_argument("--sizes", default="2000,5000,10000,20000,50000,100000",
-                    help="smaller sizes of the scale run, before --verifier-records (comma-separated; '' for none)")
+    ap.add_argument(
+        "--mem-gb", type=float, default=4.0, help="address space of one scale step (default 4 GB)"
+    )
+    ap.add_argument(
+        "--sizes",
+        default="2000,5000,10000,20000,50000,100000",
+        help="smaller sizes of the scale run, before --verifier-records (comma-separated; '' for none)",
+    )
     ap.add_argument("--no-workload", action="store_true", help="only the scale run")
     ap.add_argument("--scale-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--keep", type=Path, default=None, help="keep the workload and outputs in this folder")

@@ -32,9 +32,19 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         assert res is not None
         c = res.summary["counts"]
-        print(json.dumps({"spec": spec.ref, "seconds": round(best, 2), "data": res.summary["data"]["records"],
-                          "records": c["records"], "pairs": c["pairs"], "prompts_to_label": c["prompts_to_label"],
-                          "dropped_near_duplicate": c.get("dropped_near_duplicate", 0)}))
+        print(
+            json.dumps(
+                {
+                    "spec": spec.ref,
+                    "seconds": round(best, 2),
+                    "data": res.summary["data"]["records"],
+                    "records": c["records"],
+                    "pairs": c["pairs"],
+                    "prompts_to_label": c["prompts_to_label"],
+                    "dropped_near_duplicate": c.get("dropped_near_duplicate", 0),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -48,13 +48,18 @@ def spec_copy(tmp: Path, name: str):
     dst = tmp / name
     shutil.copytree(src, dst)
     text = (dst / "spec.yaml").read_text().splitlines()
-    (dst / "spec.yaml").write_text("\n".join(f"name: {name}" if ln.startswith("name:") else ln for ln in text) + "\n")
+    (dst / "spec.yaml").write_text(
+        "\n".join(f"name: {name}" if ln.startswith("name:") else ln for ln in text) + "\n"
+    )
     return load_spec(dst)
 
 
 def make_records(spec, n: int) -> list[SFTRecord]:
-    base = [record_from_native(o, spec=spec.ref) for _, o in read_jsonl(spec.data_paths()[0])
-            if isinstance(o, dict) and "messages" in o]
+    base = [
+        record_from_native(o, spec=spec.ref)
+        for _, o in read_jsonl(spec.data_paths()[0])
+        if isinstance(o, dict) and "messages" in o
+    ]
     base = [r for r in base if r.response_text()]
     out = []
     for i in range(n):
@@ -63,8 +68,11 @@ def make_records(spec, n: int) -> list[SFTRecord]:
         users = [k for k, m in enumerate(conv) if m.role == "user"]
         k = users[-1]
         conv[k] = Message(role="user", content=f"{conv[k].content} (ticket #{i})")
-        out.append(SFTRecord.build(messages=tuple(conv), category=r.category, tags=r.tags, violates=r.violates,
-                                   spec=spec.ref))
+        out.append(
+            SFTRecord.build(
+                messages=tuple(conv), category=r.category, tags=r.tags, violates=r.violates, spec=spec.ref
+            )
+        )
     return out
 
 
@@ -73,10 +81,15 @@ def annotation_for(i: int, rec: SFTRecord) -> list[dict]:
         return {"from_name": name, "to_name": "response", "type": "choices", "value": {"choices": vals}}
 
     if i % 10 == 0:  # an edit with a correction that passes
-        fixed = '{"intent": "other", "entities": {}, "missing_info": ["account email"], ' \
-                '"next_step": "Which email is on the account?"}'
-        return [ch("verdict", ["edit"]), {"from_name": "corrected", "to_name": "response", "type": "textarea",
-                                          "value": {"text": [fixed]}}, ch("violates", ["polite-and-brief"])]
+        fixed = (
+            '{"intent": "other", "entities": {}, "missing_info": ["account email"], '
+            '"next_step": "Which email is on the account?"}'
+        )
+        return [
+            ch("verdict", ["edit"]),
+            {"from_name": "corrected", "to_name": "response", "type": "textarea", "value": {"text": [fixed]}},
+            ch("violates", ["polite-and-brief"]),
+        ]
     if i % 10 == 1:
         return [ch("verdict", ["reject"]), ch("violates", ["no-action-claims"])]
     return [ch("verdict", ["accept"])]
@@ -123,16 +136,24 @@ def main() -> int:
             push_s = time.perf_counter() - t
             assert res.pushed == args.n, res
             with_pred = sum(1 for r in records[:2000] if "predictions" in to_task(spec, "review", r)) / min(
-                2000, args.n)
+                2000, args.n
+            )
             spec_b = spec_copy(tmp, f"bench-push1-{tag}")
             t = time.perf_counter()
-            res_b = push(spec_b, "review", client=client, records=make_records(spec_b, args.sample), batch_size=1)
+            res_b = push(
+                spec_b, "review", client=client, records=make_records(spec_b, args.sample), batch_size=1
+            )
             per_task = (time.perf_counter() - t) / args.sample
             assert res_b.pushed == args.sample
-            out["push"] = {"seconds": round(push_s, 2), "tasks": args.n, "share_with_prediction": round(with_pred, 3),
-                           "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
-                           "baseline_measured_on": args.sample,
-                           "speedup": round(per_task * args.n / push_s, 1), "target_seconds": 10}
+            out["push"] = {
+                "seconds": round(push_s, 2),
+                "tasks": args.n,
+                "share_with_prediction": round(with_pred, 3),
+                "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
+                "baseline_measured_on": args.sample,
+                "speedup": round(per_task * args.n / push_s, 1),
+                "target_seconds": 10,
+            }
             # ---------------------------------------------------------------- pull
             spec_p = spec_copy(tmp, f"bench-pull-{tag}")
             project, _ = ensure_project(client, spec_p, "review")
@@ -141,14 +162,16 @@ def main() -> int:
             t = time.perf_counter()
             for lo in range(0, args.n, 1000):
                 batch = []
-                for i, r in enumerate(precs[lo:lo + 1000], start=lo):
+                for i, r in enumerate(precs[lo : lo + 1000], start=lo):
                     task = to_task(spec_p, "review", r)
                     task["annotations"] = [{"result": annotation_for(i, r)}]
                     batch.append(task)
                 client.import_tasks(pid, batch)
             setup_s = time.perf_counter() - t
             # the baseline first: it also puts more than the pull's margin between the last write and the pull
-            ids = [x["id"] for x in itertools.islice(client.task_data(pid, page_size=args.sample), args.sample)]
+            ids = [
+                x["id"] for x in itertools.islice(client.task_data(pid, page_size=args.sample), args.sample)
+            ]
             ctx = RunContext()
             t = time.perf_counter()
             for tid in ids:
@@ -169,30 +192,53 @@ def main() -> int:
             t = time.perf_counter()
             again = pull(spec_p, client=client, out=pulled, kinds=["review"], ctx=RunContext())
             again_s = time.perf_counter() - t
-            assert again.counts["incremental_exports"] == 1 and again.counts["records"] == pres.counts["records"]
+            assert (
+                again.counts["incremental_exports"] == 1 and again.counts["records"] == pres.counts["records"]
+            )
             for tid in ids[: args.new]:
-                client.create_annotation(tid, [{"from_name": "verdict", "to_name": "response", "type": "choices",
-                                                "value": {"choices": ["accept"]}}])
+                client.create_annotation(
+                    tid,
+                    [
+                        {
+                            "from_name": "verdict",
+                            "to_name": "response",
+                            "type": "choices",
+                            "value": {"choices": ["accept"]},
+                        }
+                    ],
+                )
             t = time.perf_counter()
             more = pull(spec_p, client=client, out=pulled, kinds=["review"], ctx=RunContext())
             more_s = time.perf_counter() - t
             assert more.counts["annotations"] == args.n + args.new and more.counts["accounted"], more.counts
-            out["pull"] = {"seconds": round(pull_s, 2), "annotated_tasks": args.n,
-                           "split_seconds": {k: round(v, 2) for k, v in pres.timings.items()},
-                           "records": pres.counts["records"], "quarantined": pres.counts["quarantined"],
-                           "setup_import_with_annotations_seconds": round(setup_s, 1),
-                           "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
-                           "baseline_measured_on": len(ids),
-                           "speedup": round(per_task * args.n / pull_s, 1), "target_seconds": 15,
-                           "cpu_seconds": {"server_processes": None if cpu0 is None else round(cpu1 - cpu0, 2),
-                                           "client": round(own_cpu1 - own_cpu0, 2)},
-                           "second_pull_unchanged": {"seconds": round(again_s, 2),
-                                                     "fetched_tasks": again.counts["fetched_tasks"],
-                                                     "split_seconds": {k: round(v, 2) for k, v in again.timings.items()}},
-                           "pull_after_new_annotations": {"new": args.new, "seconds": round(more_s, 2),
-                                                          "fetched_tasks": more.counts["fetched_tasks"],
-                                                          "new_or_changed": more.counts["new_or_changed_annotations"],
-                                                          "full_exports": more.counts["full_exports"]}}
+            out["pull"] = {
+                "seconds": round(pull_s, 2),
+                "annotated_tasks": args.n,
+                "split_seconds": {k: round(v, 2) for k, v in pres.timings.items()},
+                "records": pres.counts["records"],
+                "quarantined": pres.counts["quarantined"],
+                "setup_import_with_annotations_seconds": round(setup_s, 1),
+                "baseline_one_request_per_task_seconds_extrapolated": round(per_task * args.n, 1),
+                "baseline_measured_on": len(ids),
+                "speedup": round(per_task * args.n / pull_s, 1),
+                "target_seconds": 15,
+                "cpu_seconds": {
+                    "server_processes": None if cpu0 is None else round(cpu1 - cpu0, 2),
+                    "client": round(own_cpu1 - own_cpu0, 2),
+                },
+                "second_pull_unchanged": {
+                    "seconds": round(again_s, 2),
+                    "fetched_tasks": again.counts["fetched_tasks"],
+                    "split_seconds": {k: round(v, 2) for k, v in again.timings.items()},
+                },
+                "pull_after_new_annotations": {
+                    "new": args.new,
+                    "seconds": round(more_s, 2),
+                    "fetched_tasks": more.counts["fetched_tasks"],
+                    "new_or_changed": more.counts["new_or_changed_annotations"],
+                    "full_exports": more.counts["full_exports"],
+                },
+            }
     finally:
         if own is not None:
             server.stop(own)
@@ -201,24 +247,34 @@ def main() -> int:
         print(json.dumps(out, indent=2))
     else:
         p, q = out["push"], out["pull"]
-        print(f"push {p['tasks']} tasks: {p['seconds']} s (target {p['target_seconds']} s); one request per task: "
-              f"~{p['baseline_one_request_per_task_seconds_extrapolated']} s (extrapolated from {p['baseline_measured_on']}"
-              f" tasks) -> {p['speedup']}x; {p['share_with_prediction']:.0%} of tasks carry a prediction")
-        print(f"pull {q['annotated_tasks']} annotated tasks: {q['seconds']} s (target {q['target_seconds']} s) -> "
-              f"{q['records']} records, {q['quarantined']} quarantined; one request per task: "
-              f"~{q['baseline_one_request_per_task_seconds_extrapolated']} s (extrapolated from "
-              f"{q['baseline_measured_on']} tasks) -> {q['speedup']}x; split: "
-              + ", ".join(f"{k} {v} s" for k, v in q["split_seconds"].items()))
+        print(
+            f"push {p['tasks']} tasks: {p['seconds']} s (target {p['target_seconds']} s); one request per task: "
+            f"~{p['baseline_one_request_per_task_seconds_extrapolated']} s (extrapolated from {p['baseline_measured_on']}"
+            f" tasks) -> {p['speedup']}x; {p['share_with_prediction']:.0%} of tasks carry a prediction"
+        )
+        print(
+            f"pull {q['annotated_tasks']} annotated tasks: {q['seconds']} s (target {q['target_seconds']} s) -> "
+            f"{q['records']} records, {q['quarantined']} quarantined; one request per task: "
+            f"~{q['baseline_one_request_per_task_seconds_extrapolated']} s (extrapolated from "
+            f"{q['baseline_measured_on']} tasks) -> {q['speedup']}x; split: "
+            + ", ".join(f"{k} {v} s" for k, v in q["split_seconds"].items())
+        )
         a, m = q["second_pull_unchanged"], q["pull_after_new_annotations"]
         c = q["cpu_seconds"]
         if c["server_processes"] is not None:
-            print(f"pull CPU: server processes {c['server_processes']} s (all of them together), this client "
-                  f"{c['client']} s")
-        print(f"incremental: second pull of the unchanged project {a['seconds']} s ({a['fetched_tasks']} tasks "
-              f"fetched); after {m['new']} new annotations {m['seconds']} s ({m['fetched_tasks']} tasks fetched, "
-              f"{m['new_or_changed']} new or changed)")
-        print(f"{out['reader_processes']} reader process(es); load average {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} cores")
+            print(
+                f"pull CPU: server processes {c['server_processes']} s (all of them together), this client "
+                f"{c['client']} s"
+            )
+        print(
+            f"incremental: second pull of the unchanged project {a['seconds']} s ({a['fetched_tasks']} tasks "
+            f"fetched); after {m['new']} new annotations {m['seconds']} s ({m['fetched_tasks']} tasks fetched, "
+            f"{m['new_or_changed']} new or changed)"
+        )
+        print(
+            f"{out['reader_processes']} reader process(es); load average {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} cores"
+        )
     return 0
 
 

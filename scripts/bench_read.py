@@ -21,7 +21,42 @@ import orjson
 from curate.steps.base import RunContext
 from curate.steps.read import read_inputs
 
-WORDS = ["account", "password", "reset", "cancel", "order", "refund", "shipping", "invoice", "login", "error", "please", "help", "my", "the", "a", "to", "is", "not", "when", "can", "you", "I", "it", "was", "of", "and", "for", "on", "with", "order-1234", "yesterday", "today", "urgent", "thanks"]
+WORDS = [
+    "account",
+    "password",
+    "reset",
+    "cancel",
+    "order",
+    "refund",
+    "shipping",
+    "invoice",
+    "login",
+    "error",
+    "please",
+    "help",
+    "my",
+    "the",
+    "a",
+    "to",
+    "is",
+    "not",
+    "when",
+    "can",
+    "you",
+    "I",
+    "it",
+    "was",
+    "of",
+    "and",
+    "for",
+    "on",
+    "with",
+    "order-1234",
+    "yesterday",
+    "today",
+    "urgent",
+    "thanks",
+]
 
 
 def sentence(rng: random.Random, n: int) -> str:
@@ -32,13 +67,27 @@ def generate(path: Path, lines: int, tools: bool) -> int:
     rng = random.Random(13)
     with open(path, "wb") as fh:
         for i in range(lines):
-            msgs = [{"role": "system", "content": "You are the triage assistant for Acme support."},
-                    {"role": "user", "content": f"#{i} " + sentence(rng, 38)},
-                    {"role": "assistant", "content": orjson.dumps({"intent": rng.choice(WORDS),
-                                                                    "next_step": sentence(rng, 25)}).decode()}]
+            msgs = [
+                {"role": "system", "content": "You are the triage assistant for Acme support."},
+                {"role": "user", "content": f"#{i} " + sentence(rng, 38)},
+                {
+                    "role": "assistant",
+                    "content": orjson.dumps(
+                        {"intent": rng.choice(WORDS), "next_step": sentence(rng, 25)}
+                    ).decode(),
+                },
+            ]
             if tools:
-                msgs[2]["tool_calls"] = [{"type": "function", "id": f"c{i}", "function": {
-                    "name": "lookup_order", "arguments": orjson.dumps({"order": i}).decode()}}]
+                msgs[2]["tool_calls"] = [
+                    {
+                        "type": "function",
+                        "id": f"c{i}",
+                        "function": {
+                            "name": "lookup_order",
+                            "arguments": orjson.dumps({"order": i}).decode(),
+                        },
+                    }
+                ]
             fh.write(orjson.dumps({"messages": msgs}) + b"\n")
     return path.stat().st_size
 
@@ -56,10 +105,21 @@ def main() -> None:
         n = sum(1 for _ in read_inputs([path], ctx=ctx))
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert n == args.lines == ctx.counters[f"in:{path}"], (n, ctx.counters)
-        print(orjson.dumps({"lines": n, "bytes": size, "avg_line_bytes": round(size / n), "seconds": round(dt, 2),
-                            "records_per_s": round(n / dt), "mb_per_s": round(size / dt / 1e6, 1),
-                            "cpu_seconds": round(cpu, 2), "records_per_cpu_s": round(n / cpu),
-                            "load_avg_1m": os.getloadavg()[0]}).decode())
+        print(
+            orjson.dumps(
+                {
+                    "lines": n,
+                    "bytes": size,
+                    "avg_line_bytes": round(size / n),
+                    "seconds": round(dt, 2),
+                    "records_per_s": round(n / dt),
+                    "mb_per_s": round(size / dt / 1e6, 1),
+                    "cpu_seconds": round(cpu, 2),
+                    "records_per_cpu_s": round(n / cpu),
+                    "load_avg_1m": os.getloadavg()[0],
+                }
+            ).decode()
+        )
 
 
 if __name__ == "__main__":

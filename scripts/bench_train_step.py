@@ -44,20 +44,26 @@ def main() -> int:
     if not (model_dir / "config.json").exists():
         save_plain(smollm2_gguf(), model_dir)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    rows = read_split(Path(args.export) / "sft" / "train.jsonl", "sft").rows[:args.batch]
+    rows = read_split(Path(args.export) / "sft" / "train.jsonl", "sft").rows[: args.batch]
     ids, labels = [], []
     for r in rows:
         full = tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"]
-        prompt = tok.apply_chat_template(r["messages"][:-1], tokenize=True, add_generation_prompt=True,
-                                         return_dict=True)["input_ids"]
+        prompt = tok.apply_chat_template(
+            r["messages"][:-1], tokenize=True, add_generation_prompt=True, return_dict=True
+        )["input_ids"]
         ids.append(full)
-        labels.append([-100] * len(prompt) + full[len(prompt):])
+        labels.append([-100] * len(prompt) + full[len(prompt) :])
     width = max(map(len, ids))
-    batch = {"input_ids": torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids]),
-             "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
-             "labels": torch.tensor([x + [-100] * (width - len(x)) for x in labels])}
-    print(f"batch {len(rows)} rows, {int(batch['attention_mask'].sum())} tokens, padded width {width}, "
-          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    batch = {
+        "input_ids": torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids]),
+        "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+        "labels": torch.tensor([x + [-100] * (width - len(x)) for x in labels]),
+    }
+    print(
+        f"batch {len(rows)} rows, {int(batch['attention_mask'].sum())} tokens, padded width {width}, "
+        f"load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     results = {}
     for mode in args.modes.split(","):
@@ -83,8 +89,11 @@ def main() -> int:
                 times.append(time.perf_counter() - t)
         results[mode] = (sum(times) / len(times), loss_v)
         base = results.get("plain", results[mode])[0]
-        print(f"{mode:12s} {results[mode][0]:7.2f} s/step  x{base / results[mode][0]:.2f} vs plain  "
-              f"first loss {loss_v:.5f}  load {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"{mode:12s} {results[mode][0]:7.2f} s/step  x{base / results[mode][0]:.2f} vs plain  "
+            f"first loss {loss_v:.5f}  load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         del model, opt
     return 0
 

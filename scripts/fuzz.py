@@ -26,10 +26,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PROPS = {"jsonl": "test_fuzz_jsonl_reader", "json": "test_fuzz_json_reader", "csv": "test_fuzz_csv_reader",
-         "parquet_arrow": "test_fuzz_parquet_and_arrow_readers", "mixed": "test_fuzz_mixed_formats_and_wrong_extensions",
-         "spec": "test_fuzz_spec_loading", "spec_values": "test_fuzz_spec_values",
-         "build": "test_fuzz_build_finishes_and_conserves"}
+PROPS = {
+    "jsonl": "test_fuzz_jsonl_reader",
+    "json": "test_fuzz_json_reader",
+    "csv": "test_fuzz_csv_reader",
+    "parquet_arrow": "test_fuzz_parquet_and_arrow_readers",
+    "mixed": "test_fuzz_mixed_formats_and_wrong_extensions",
+    "spec": "test_fuzz_spec_loading",
+    "spec_values": "test_fuzz_spec_values",
+    "build": "test_fuzz_build_finishes_and_conserves",
+}
 
 RSS = r"""
 import resource, sys, time
@@ -49,16 +55,43 @@ print(ctx.n_quarantined, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rou
 def run_prop(name: str, cases: int, builds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="curate-fuzz-") as tmp:
         stats = Path(tmp) / "stats.json"
-        env = {**os.environ, "CURATE_FUZZ_EXAMPLES": str(cases), "CURATE_FUZZ_BUILDS": str(builds),
-               "CURATE_FUZZ_STATS": str(stats), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "CURATE_FUZZ_EXAMPLES": str(cases),
+            "CURATE_FUZZ_BUILDS": str(builds),
+            "CURATE_FUZZ_STATS": str(stats),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                               f"tests/test_safety_readers.py::{PROPS[name]}", "--basetemp", str(Path(tmp) / "t")],
-                              cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                f"tests/test_safety_readers.py::{PROPS[name]}",
+                "--basetemp",
+                str(Path(tmp) / "t"),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         secs = time.perf_counter() - t0
         got = json.loads(stats.read_text()) if stats.exists() else {}
-    return {"property": name, "ok": proc.returncode == 0, "seconds": round(secs, 1), "stats": got,
-            "failure": None if proc.returncode == 0 else proc.stdout[-4000:]}
+    return {
+        "property": name,
+        "ok": proc.returncode == 0,
+        "seconds": round(secs, 1),
+        "stats": got,
+        "failure": None if proc.returncode == 0 else proc.stdout[-4000:],
+    }
 
 
 def quarantine_rss(lines: int) -> dict:
@@ -68,12 +101,23 @@ def quarantine_rss(lines: int) -> dict:
             fh.writelines(f"{{'not': 'json', 'line': {i}, 'pad': '{'x' * 60}'}}\n" for i in range(lines))
         out = {}
         for mode in ("memory", "spill"):
-            r = subprocess.run([sys.executable, "-c", RSS, str(f), mode, str(Path(tmp) / mode)], cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                               check=True)
+            r = subprocess.run(
+                [sys.executable, "-c", RSS, str(f), mode, str(Path(tmp) / mode)],
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             n, rss_kb, secs = r.stdout.split()
-            out[mode] = {"quarantined": int(n), "peak_rss_mb": round(int(rss_kb) / 1024, 1), "seconds": float(secs)}
-        out["rss_ratio_memory_over_spill"] = round(out["memory"]["peak_rss_mb"] / out["spill"]["peak_rss_mb"], 2)
+            out[mode] = {
+                "quarantined": int(n),
+                "peak_rss_mb": round(int(rss_kb) / 1024, 1),
+                "seconds": float(secs),
+            }
+        out["rss_ratio_memory_over_spill"] = round(
+            out["memory"]["peak_rss_mb"] / out["spill"]["peak_rss_mb"], 2
+        )
         out["lines"] = lines
         return out
 
@@ -97,14 +141,19 @@ def main() -> int:
         for k, v in st.items():
             if k.count(":") == 1 and not k.endswith(":cases"):
                 outcomes[k.split(":", 1)[1]] = outcomes.get(k.split(":", 1)[1], 0) + v
-        print(f"{name:14s} {'ok' if res['ok'] else 'FAILED'} cases={cases} {outcomes} reasons={reasons} "
-              f"{res['seconds']} s", file=sys.stderr)
+        print(
+            f"{name:14s} {'ok' if res['ok'] else 'FAILED'} cases={cases} {outcomes} reasons={reasons} "
+            f"{res['seconds']} s",
+            file=sys.stderr,
+        )
         if not res["ok"]:
             print(res["failure"], file=sys.stderr)
     summary: dict = {"cases_per_property": args.cases, "builds": args.builds, "results": results}
     if args.quarantine_lines:
         summary["quarantine_rss"] = quarantine_rss(args.quarantine_lines)
-        print(f"quarantine of {args.quarantine_lines:,} bad lines: {summary['quarantine_rss']}", file=sys.stderr)
+        print(
+            f"quarantine of {args.quarantine_lines:,} bad lines: {summary['quarantine_rss']}", file=sys.stderr
+        )
     print(json.dumps(summary, indent=1))
     return 0 if all(r["ok"] for r in results) else 1
 

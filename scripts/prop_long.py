@@ -75,10 +75,14 @@ def brute_pairs_fast(views: Sequence[View], t: float = T) -> dict[tuple[int, int
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=8, help="random corpora (default 8)")
-    ap.add_argument("--bases", type=int, default=1400, help="unrelated conversations per corpus (~1.4 records each)")
+    ap.add_argument(
+        "--bases", type=int, default=1400, help="unrelated conversations per corpus (~1.4 records each)"
+    )
     ap.add_argument("--builds", type=int, default=10, help="random build permutations (default 10)")
     ap.add_argument("--seed", type=int, default=20261206)
-    ap.add_argument("--check-exact", action="store_true", help="first compare the fast brute force with the plain one")
+    ap.add_argument(
+        "--check-exact", action="store_true", help="first compare the fast brute force with the plain one"
+    )
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     failures: list[str] = []
@@ -116,7 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = {r.source.where() for r in recs}
         kept, crow = dedup(recs, near_threshold=T)
         base_dec = _decisions(recs, crow, kept, only)
-        extra = [d for d, _, _ in corpus(seed + 1, args.bases // 3, vocab=GREEK_VOCAB, countries=["Ελλάδα", "Κύπρος"])]
+        extra = [
+            d
+            for d, _, _ in corpus(
+                seed + 1, args.bases // 3, vocab=GREEK_VOCAB, countries=["Ελλάδα", "Κύπρος"]
+            )
+        ]
         mixed = recs + records_of(extra, "greek.jsonl")
         random.Random(seed).shuffle(mixed)
         kept_m, rows_m = dedup(mixed, near_threshold=T)
@@ -129,12 +138,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures.append(f"disjoint vocabulary changed decisions, seed {seed}")
         if not order_ok:
             failures.append(f"record order changed decisions, seed {seed}")
-        rows.append((seed, len(dicts), figs.get("pairs", "-"), figs.get("strong", "-"), figs.get("missed_strong", "-"),
-                     figs.get("rows", "-"), figs.get("continuations", "-"), disjoint_ok, order_ok, f"{dt:.1f}", ok))
+        rows.append(
+            (
+                seed,
+                len(dicts),
+                figs.get("pairs", "-"),
+                figs.get("strong", "-"),
+                figs.get("missed_strong", "-"),
+                figs.get("rows", "-"),
+                figs.get("continuations", "-"),
+                disjoint_ok,
+                order_ok,
+                f"{dt:.1f}",
+                ok,
+            )
+        )
         print(f"corpus {k + 1}/{args.examples} done ({dt:.1f} s)", file=sys.stderr)
 
-    print("| seed | records | true pairs >= 0.80 | >= 0.85 | missed >= 0.85 | cluster rows | continuations "
-          "| disjoint vocab same | order same | check s | dedup vs brute force |")
+    print(
+        "| seed | records | true pairs >= 0.80 | >= 0.85 | missed >= 0.85 | cluster rows | continuations "
+        "| disjoint vocab same | order same | check s | dedup vs brute force |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(x) for x in r) + " |")
@@ -167,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - an assertion of the check, or the build failing: both reported
                 failures.append(f"build seed {seed}: {type(err).__name__}: {str(err)[:300]}")
         print()
-        print(f"builds: {ok_builds}/{args.builds} permuted builds byte-identical with zero held-out/train leaks")
+        print(
+            f"builds: {ok_builds}/{args.builds} permuted builds byte-identical with zero held-out/train leaks"
+        )
     for f in failures:
         print("FAIL:", f, file=sys.stderr)
     return 1 if failures else 0

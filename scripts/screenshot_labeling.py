@@ -56,11 +56,16 @@ def main() -> int:
         spec0 = load_spec(dst)
         name = f"{spec0.name}-shots-{int(time.time()) % 100000}"
         text = (dst / "spec.yaml").read_text().splitlines()
-        (dst / "spec.yaml").write_text("\n".join(f"name: {name}" if ln.startswith("name:") else ln
-                                                 for ln in text) + "\n")
+        (dst / "spec.yaml").write_text(
+            "\n".join(f"name: {name}" if ln.startswith("name:") else ln for ln in text) + "\n"
+        )
         spec = load_spec(dst)
-        records = [record_from_native(o, spec=spec.ref) for p in spec.data_paths() for _, o in read_jsonl(p)
-                   if isinstance(o, dict)]
+        records = [
+            record_from_native(o, spec=spec.ref)
+            for p in spec.data_paths()
+            for _, o in read_jsonl(p)
+            if isinstance(o, dict)
+        ]
         sft = [r for r in records if r.kind == "sft" and r.response_text()]
         failing = [r for r in sft if r.category == "negative"][:2]
         pairs = [r for r in records if r.kind == "preference"][:2]
@@ -80,8 +85,10 @@ def main() -> int:
                 times = label_everything(client, spec, browser)
         for kind, secs in times.items():
             if secs:
-                print(f"scripted labeler, {kind}: {len(secs)} tasks, {sum(secs) / len(secs):.2f} s per task "
-                      f"(min {min(secs):.2f}, max {max(secs):.2f})")
+                print(
+                    f"scripted labeler, {kind}: {len(secs)} tasks, {sum(secs) / len(secs):.2f} s per task "
+                    f"(min {min(secs):.2f}, max {max(secs):.2f})"
+                )
     finally:
         if own is not None:
             server.stop(own)
@@ -105,13 +112,21 @@ def label_everything(client: StudioClient, spec, browser: LabelerBrowser) -> dic
             if kind == "review":
                 if any(c.status == "fail" for c in run_rules(spec, rec)):
                     browser.tick("edit")
-                    browser.edit_text("corrected", pretty('{"intent": "other", "entities": {}, "missing_info": [], '
-                                                          '"next_step": "Ask what is needed."}'))
+                    browser.edit_text(
+                        "corrected",
+                        pretty(
+                            '{"intent": "other", "entities": {}, "missing_info": [], '
+                            '"next_step": "Ask what is needed."}'
+                        ),
+                    )
                 else:
                     browser.tick("accept")
             elif kind == "write":
-                browser.write_text("ideal", '{"intent": "other", "entities": {}, "missing_info": [], '
-                                            '"next_step": "Ask what is needed."}')
+                browser.write_text(
+                    "ideal",
+                    '{"intent": "other", "entities": {}, "missing_info": [], '
+                    '"next_step": "Ask what is needed."}',
+                )
             else:
                 side = "left" if task["data"]["left"] == rec.response_text() else "right"
                 browser.pick(task["data"][side])

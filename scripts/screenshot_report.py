@@ -46,17 +46,24 @@ def main() -> int:
         elif args.build:
             os.chdir(REPO)  # the build records source paths relative to here; the report reads them back
             out_dir = Path(tmp) / "build"
-            subprocess.run([sys.executable, "-m", "curate", "build", args.build, "--out", str(out_dir), "--quiet"],
-                           check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "curate", "build", args.build, "--out", str(out_dir), "--quiet"],
+                check=True,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+            )
         else:
             out_dir = args.out_dir
         report = write_report(out_dir)
         with Chromium() as browser:
             page = browser.open(report, width=args.width)
-            charts = page.evaluate("Array.from(document.querySelectorAll('svg.chart'))"
-                                   ".map(s => s.id + ':' + s.querySelectorAll('.mark').length)")
-            page.screenshot(args.png, width=args.width, full_page=args.full,
-                            height=None if args.full else args.height)
+            charts = page.evaluate(
+                "Array.from(document.querySelectorAll('svg.chart'))"
+                ".map(s => s.id + ':' + s.querySelectorAll('.mark').length)"
+            )
+            page.screenshot(
+                args.png, width=args.width, full_page=args.full, height=None if args.full else args.height
+            )
             print(f"report: {report}")
             print(f"charts: {' '.join(charts)}")
             print(f"fetched: {page.requests()}")

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_DISABLED": "true",
+}.items():
     os.environ.setdefault(_k, _v)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,8 +25,13 @@ def _origin_checkout() -> Path | None:
     import subprocess
 
     try:
-        url = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True,
-                             text=True, timeout=10, check=False).stdout.strip()
+        url = subprocess.run(
+            ["git", "-C", str(REPO), "remote", "get-url", "origin"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     path = Path(url.removeprefix("file://")) if url else None  # a remote URL is no folder here
@@ -39,8 +50,10 @@ def _fixtures_dir() -> Path:
     for cand in cands:
         if cand.is_dir():
             return cand
-    raise RuntimeError("real fixtures not found: expected ../shared/fixtures/real beside the repository (or the "
-                       "checkout it was cloned from), or CURATE_REAL_FIXTURES")
+    raise RuntimeError(
+        "real fixtures not found: expected ../shared/fixtures/real beside the repository (or the "
+        "checkout it was cloned from), or CURATE_REAL_FIXTURES"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,18 +21,45 @@ def _script():
 
 
 def test_bench_build_smoke(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--n", "400", "--runs", "1",
-                           "--memory-n", "0", "--baseline-n", "100", "--workdir", str(tmp_path)],
-                          check=False, capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--n",
+            "400",
+            "--runs",
+            "1",
+            "--memory-n",
+            "0",
+            "--baseline-n",
+            "100",
+            "--workdir",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     [line] = proc.stdout.strip().splitlines()
     doc = json.loads(line)
     assert doc["n"] == 420 and doc["conservation_ok"] is True
     assert doc["counts"]["duplicates"] == doc["dedup"]["exact"] + doc["dedup"]["near"] == 60
-    assert doc["near"] == {"precision": 1.0, "recall": 1.0, "near_rows": 40, "near_variants": 40,
-                           "pairs_flagged": 0}
-    assert doc["build_records_per_s"] > 0 and doc["datasketch_records_per_s"] > 0 and doc["rensa_records_per_s"] > 0
+    assert doc["near"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "near_rows": 40,
+        "near_variants": 40,
+        "pairs_flagged": 0,
+    }
+    assert (
+        doc["build_records_per_s"] > 0
+        and doc["datasketch_records_per_s"] > 0
+        and doc["rensa_records_per_s"] > 0
+    )
     assert set(doc["targets"]) >= {"records_per_s>=25000", "precision>=0.99", "recall>=0.98"}
     # the two issue-15 workloads, each with both baselines and its families
     assert set(doc["workloads"]) == {"openai", "templated"}
@@ -41,10 +68,13 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
         assert w["counts"]["in"] == 400 and w["counts"]["duplicates"] == 60, name
         assert w["near"]["precision"] == w["near"]["recall"] == 1.0 and w["near"]["near_variants"] == 40, name
         assert w["build_records_per_s"] > 0 and w["ratio_to_datasketch"] > 0 and w["ratio_to_rensa"] > 0, name
-        assert w["rensa"]["n"] == 400 and w["rensa"]["exact"] == 20 and 0 <= w["rensa"]["precision"] <= 1, name
+        assert w["rensa"]["n"] == 400 and w["rensa"]["exact"] == 20 and 0 <= w["rensa"]["precision"] <= 1, (
+            name
+        )
         assert w["peak_rss_mb"] > 0 and w["budget_mb"] == round(400 / 1024 + 300, 1), name
     assert {"openai:records_per_s>=25000", "openai:x_rensa>=2", "templated:records_per_s>=openai/2"} <= set(
-        doc["targets"])
+        doc["targets"]
+    )
     assert list(tmp_path.iterdir()) == []  # the workload folder is removed
 
 
@@ -88,7 +118,9 @@ def test_memory_run_reports_peak_budget_and_slope(tmp_path: Path) -> None:
     args = argparse.Namespace(timeout=600, max_rss_mb=0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     got = bench.memory_run("openai", 300, tmp_path, args, env, {"n": 200, "peak_rss_mb": 100.0})
-    assert got["n"] == 300 and got["budget_mb"] == round(300 / 1024 + 300, 1) and got["conservation_ok"] is True
+    assert (
+        got["n"] == 300 and got["budget_mb"] == round(300 / 1024 + 300, 1) and got["conservation_ok"] is True
+    )
     assert got["peak_rss_mb"] > 100 and got["build_records_per_s"] > 0
     want = (got["peak_rss_mb"] - 100.0) * 2**20 / 100  # (peak_rss_mb is rounded to 0.1 MB)
     assert abs(got["slope_bytes_per_record"] - want) <= 0.06 * 2**20 / 100

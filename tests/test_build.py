@@ -21,11 +21,32 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "build"
 GENERIC = REPO / "tests" / "data" / "build-generic"
 
-BAD_REASONS = {"read/bad_json": 1, "read/python_literal": 1, "read/bad_encoding": 1, "read/empty_turn": 1,
-               "read/missing_chosen": 1, "validate/rule_failed": 1, "validate/no_assistant_turn": 1,
-               "validate/chosen_equals_rejected": 1, "validate/too_long": 1, "validate/negative_passes_rules": 1}
-MANIFEST_KEYS = {"tool", "created", "spec", "inputs", "counts", "conservation", "quarantine", "dedup", "leakage",
-                 "coverage", "lengths", "files"}
+BAD_REASONS = {
+    "read/bad_json": 1,
+    "read/python_literal": 1,
+    "read/bad_encoding": 1,
+    "read/empty_turn": 1,
+    "read/missing_chosen": 1,
+    "validate/rule_failed": 1,
+    "validate/no_assistant_turn": 1,
+    "validate/chosen_equals_rejected": 1,
+    "validate/too_long": 1,
+    "validate/negative_passes_rules": 1,
+}
+MANIFEST_KEYS = {
+    "tool",
+    "created",
+    "spec",
+    "inputs",
+    "counts",
+    "conservation",
+    "quarantine",
+    "dedup",
+    "leakage",
+    "coverage",
+    "lengths",
+    "files",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +65,20 @@ def test_conservation_and_every_reason(mini):
     m = res.manifest
     assert set(m) >= MANIFEST_KEYS
     by_file = {Path(i["file"]).name: i for i in m["inputs"]}
-    assert by_file["bad.jsonl"] == {**by_file["bad.jsonl"], "in": 10, "exported": 0, "quarantined": 10,
-                                    "duplicates": 0}
-    assert by_file["data.jsonl"] == {**by_file["data.jsonl"], "in": 47, "quarantined": 0, "duplicates": 2,
-                                     "exported": 45}
+    assert by_file["bad.jsonl"] == {
+        **by_file["bad.jsonl"],
+        "in": 10,
+        "exported": 0,
+        "quarantined": 10,
+        "duplicates": 0,
+    }
+    assert by_file["data.jsonl"] == {
+        **by_file["data.jsonl"],
+        "in": 47,
+        "quarantined": 0,
+        "duplicates": 2,
+        "exported": 45,
+    }
     for i in m["inputs"]:
         assert i["in"] == i["exported"] + i["quarantined"] + i["duplicates"]
         assert len(i["sha256"]) == 64 and i["format"] == "native"
@@ -63,18 +94,30 @@ def test_conservation_and_every_reason(mini):
     sft_rows = _jsonl(out / "sft" / "train.jsonl") + _jsonl(out / "sft" / "test.jsonl")
     dpo_rows = _jsonl(out / "dpo" / "train.jsonl") + _jsonl(out / "dpo" / "test.jsonl")
     negatives = _jsonl(out / "negatives.jsonl")
-    assert (len(sft_rows), len(dpo_rows), len(negatives)) == (c["sft"]["train"] + c["sft"]["test"],
-                                                              c["dpo"]["train"] + c["dpo"]["test"], 1)
+    assert (len(sft_rows), len(dpo_rows), len(negatives)) == (
+        c["sft"]["train"] + c["sft"]["test"],
+        c["dpo"]["train"] + c["dpo"]["test"],
+        1,
+    )
     assert len(sft_rows) + len(dpo_rows) + len(negatives) == c["exported"] == 45
     assert c["pairs_made"] == 3 and len(dpo_rows) == 4
     assert len({r["id"] for r in sft_rows + dpo_rows}) == len(sft_rows) + len(dpo_rows)
     # dedup: the known exact and near duplicates, explained
     clusters = _jsonl(out / "clusters.jsonl")
-    assert [(c["method"], c["dropped_source"].rsplit(":", 1)[1]) for c in clusters] == [("exact", "1"), ("near", "47")]
+    assert [(c["method"], c["dropped_source"].rsplit(":", 1)[1]) for c in clusters] == [
+        ("exact", "1"),
+        ("near", "47"),
+    ]
     # (lines 1 and 46 are exact twins: the one with the smaller content hash of the raw record is kept, whatever
     # the order: docs/contracts.md, "What a duplicate is")
-    assert m["dedup"] == {"exact": 1, "near": 1, "semantic": 0, "threshold": 0.8, "continuations": 0,
-                          "drop_prefixes": False}
+    assert m["dedup"] == {
+        "exact": 1,
+        "near": 1,
+        "semantic": 0,
+        "threshold": 0.8,
+        "continuations": 0,
+        "drop_prefixes": False,
+    }
 
 
 def test_exports_are_trl_shaped_and_loadable(mini):
@@ -85,8 +128,11 @@ def test_exports_are_trl_shaped_and_loadable(mini):
     sft = load_dataset(str(out / "sft"))
     assert set(sft) == {"train", "test"} and sft["train"].num_rows == res.counts["sft"]["train"]
     first = sft["train"][0]["messages"]
-    assert first[0] == {"role": "system", "content": spec.system_prompt.strip(), **{k: None for k in first[0]
-                                                                                    if k not in ("role", "content")}}
+    assert first[0] == {
+        "role": "system",
+        "content": spec.system_prompt.strip(),
+        **{k: None for k in first[0] if k not in ("role", "content")},
+    }
     assert first[-1]["role"] == "assistant"
     dpo = load_dataset(str(out), "dpo")  # through the dataset card's configs
     row = dpo["train"][0]
@@ -95,16 +141,27 @@ def test_exports_are_trl_shaped_and_loadable(mini):
     assert load_dataset(str(out), "sft")["train"].num_rows == sft["train"].num_rows
     # the manifest's file hashes are the files
     assert file_hashes(out) == res.manifest["files"]
-    assert {"sft/train.jsonl", "sft/data/train-00000-of-00001.parquet", "dpo/test.jsonl", "README.md",
-            "heldout.lock", "clusters.jsonl", "negatives.jsonl", "quarantine/read.jsonl"} <= set(res.manifest["files"])
+    assert {
+        "sft/train.jsonl",
+        "sft/data/train-00000-of-00001.parquet",
+        "dpo/test.jsonl",
+        "README.md",
+        "heldout.lock",
+        "clusters.jsonl",
+        "negatives.jsonl",
+        "quarantine/read.jsonl",
+    } <= set(res.manifest["files"])
     # lengths per exported row: in lengths.parquet, their summary in the manifest
     from curate.steps.lengths_file import read_lengths
 
     lengths = res.manifest["lengths"]
     per_row = read_lengths(out, lengths)
     assert len(per_row["sft"]["train"]) == res.counts["sft"]["train"] == lengths["sft"]["train"]["rows"]
-    assert lengths["estimated"] is True and lengths["file"] == "lengths.parquet" and "lengths.parquet" in res.manifest[
-        "files"]
+    assert (
+        lengths["estimated"] is True
+        and lengths["file"] == "lengths.parquet"
+        and "lengths.parquet" in res.manifest["files"]
+    )
     assert all(0 < n <= 400 for n in per_row["sft"]["train"] + per_row["dpo"]["train"])
     # zero leakage, and the lock holds exactly the held-out ids
     assert res.manifest["leakage"]["exact"] == res.manifest["leakage"]["near"] == 0
@@ -116,14 +173,26 @@ def test_exports_are_trl_shaped_and_loadable(mini):
 def test_dataset_card(mini):
     out, res = mini
     card = (out / "README.md").read_text()
-    assert card.startswith("---\npretty_name: \"mini-build v1\"")
-    for text in ("config_name: sft", "path: sft/data/train-*.parquet", "config_name: dpo", "## Rules",
-                 "`no-action-claims`", "## Coverage", "## Deduplication and leakage", "validate/too_long",
-                 "exact duplicates removed: 1; near duplicates removed: 1", "## Lineage"):
+    assert card.startswith('---\npretty_name: "mini-build v1"')
+    for text in (
+        "config_name: sft",
+        "path: sft/data/train-*.parquet",
+        "config_name: dpo",
+        "## Rules",
+        "`no-action-claims`",
+        "## Coverage",
+        "## Deduplication and leakage",
+        "validate/too_long",
+        "exact duplicates removed: 1; near duplicates removed: 1",
+        "## Lineage",
+    ):
         assert text in card, text
     assert "| all | 57 | 45 | 10 | 2 |" in card
     cov = res.manifest["coverage"]
-    assert {(c["category"], c["rule"]) for c in cov["cells"]} >= {("typical", "valid-json"), ("negative", "brief")}
+    assert {(c["category"], c["rule"]) for c in cov["cells"]} >= {
+        ("typical", "valid-json"),
+        ("negative", "brief"),
+    }
 
 
 def test_cli_build_json_and_default_folder(tmp_path, monkeypatch):
@@ -131,15 +200,22 @@ def test_cli_build_json_and_default_folder(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["build", str(DATA), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)  # exactly one JSON document on stdout
-    assert doc["out"] == "out/mini-build/v1" and (tmp_path / "out" / "mini-build" / "v1" / "manifest.json").is_file()
+    assert (
+        doc["out"] == "out/mini-build/v1"
+        and (tmp_path / "out" / "mini-build" / "v1" / "manifest.json").is_file()
+    )
     assert doc["conservation"]["ok"] and doc["counts"]["in"] == 47
-    r = CliRunner().invoke(main, ["build", str(DATA), "--sft-format", "prompt-completion", "--max-tokens", "54"])
+    r = CliRunner().invoke(
+        main, ["build", str(DATA), "--sft-format", "prompt-completion", "--max-tokens", "54"]
+    )
     assert r.exit_code == 0, r.output
     assert "wrote out/mini-build/v1 (default folder for this spec version)" in r.stderr
     assert r.stdout.startswith("mini-build@1: 47 in = ")
     assert "quarantined validate/too_long:" in r.stdout
     row = _jsonl(tmp_path / "out" / "mini-build" / "v1" / "sft" / "train.jsonl")[0]
-    assert set(row) == {"prompt", "completion", "id", "lineage"} and row["completion"][0]["role"] == "assistant"
+    assert (
+        set(row) == {"prompt", "completion", "id", "lineage"} and row["completion"][0]["role"] == "assistant"
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -148,14 +224,20 @@ def test_cli_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(main, ["build", str(DATA), "--out", str(tmp_path / "notes")])
     assert r.exit_code == 1
     assert r.stderr.strip().count("\n") == 0 and "is not a curate build folder" in r.stderr
-    r = CliRunner().invoke(main, ["build", str(DATA), "--input", str(DATA / "spec.yaml"), "--out",
-                                  str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        main, ["build", str(DATA), "--input", str(DATA / "spec.yaml"), "--out", str(tmp_path / "o")]
+    )
     assert r.exit_code == 1 and r.stderr.startswith("error: ")
     # a build where nothing survives is written (nothing is lost) but says so
     (tmp_path / "bad.jsonl").write_text("garbage\n{bad\n")
-    r = CliRunner().invoke(main, ["build", str(DATA), "--input", str(tmp_path / "bad.jsonl"), "--out",
-                                  str(tmp_path / "b")])
-    assert r.exit_code == 0 and "warning: sft/train is empty" in r.stderr and "warning: dpo/train is empty" in r.stderr
+    r = CliRunner().invoke(
+        main, ["build", str(DATA), "--input", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "b")]
+    )
+    assert (
+        r.exit_code == 0
+        and "warning: sft/train is empty" in r.stderr
+        and "warning: dpo/train is empty" in r.stderr
+    )
     assert "quarantined read/bad_json: 2" in r.stdout
 
 
@@ -186,22 +268,62 @@ def test_rebuild_with_more_data_keeps_heldout(tmp_path):
     import random
 
     rng = random.Random(5)
-    words = ["amber", "basalt", "cedar", "delta", "fennel", "gravel", "harp", "indigo", "jade", "kiwi", "loom", "mango", "nickel", "opal", "prism", "quill", "rustic", "sable", "tango", "umbra", "vortex", "wharf", "xenon", "yodel", "zinc"]
+    words = [
+        "amber",
+        "basalt",
+        "cedar",
+        "delta",
+        "fennel",
+        "gravel",
+        "harp",
+        "indigo",
+        "jade",
+        "kiwi",
+        "loom",
+        "mango",
+        "nickel",
+        "opal",
+        "prism",
+        "quill",
+        "rustic",
+        "sable",
+        "tango",
+        "umbra",
+        "vortex",
+        "wharf",
+        "xenon",
+        "yodel",
+        "zinc",
+    ]
     extra = []
     for i in range(30):
         q = " ".join(rng.choice(words) for _ in range(8))
         a = " ".join(rng.choice(words) for _ in range(7))
-        extra.append({"messages": [{"role": "user", "content": f"{q}?"},
-                                   {"role": "assistant", "content": json.dumps({"answer": f"{a}."})}],
-                      "category": "typical"})
+        extra.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"{q}?"},
+                    {"role": "assistant", "content": json.dumps({"answer": f"{a}."})},
+                ],
+                "category": "typical",
+            }
+        )
     test_rows = _jsonl(out / "sft" / "test.jsonl")
     train_rows = _jsonl(out / "sft" / "train.jsonl")
-    for rows, answer in ((test_rows, "A held-out paraphrase gets this rather different reply."),
-                         (train_rows, "A training paraphrase gets this rather different reply.")):
+    for rows, answer in (
+        (test_rows, "A held-out paraphrase gets this rather different reply."),
+        (train_rows, "A training paraphrase gets this rather different reply."),
+    ):
         user = next(m["content"] for m in rows[0]["messages"] if m["role"] == "user")
-        extra.append({"messages": [{"role": "user", "content": user.rstrip("?") + "!"},
-                                   {"role": "assistant", "content": json.dumps({"answer": answer})}],
-                      "category": "typical"})
+        extra.append(
+            {
+                "messages": [
+                    {"role": "user", "content": user.rstrip("?") + "!"},
+                    {"role": "assistant", "content": json.dumps({"answer": answer})},
+                ],
+                "category": "typical",
+            }
+        )
     more = tmp_path / "more.jsonl"
     more.write_text("\n".join(json.dumps(x) for x in extra) + "\n")
     second = build(DATA, [DATA / "data.jsonl", more], out)
@@ -215,7 +337,9 @@ def test_rebuild_with_more_data_keeps_heldout(tmp_path):
     for split in ("train", "test"):
         for r in _jsonl(out / "sft" / f"{split}.jsonl"):
             sides[json.loads(r["messages"][-1]["content"])["answer"]] = split
-    assert second.counts["duplicates"] == first.counts["duplicates"]  # the paraphrases are not removed as twins
+    assert (
+        second.counts["duplicates"] == first.counts["duplicates"]
+    )  # the paraphrases are not removed as twins
     assert sides["A held-out paraphrase gets this rather different reply."] == "test"
     assert sides["A training paraphrase gets this rather different reply."] == "train"
 
@@ -224,12 +348,19 @@ def test_build_real_fixtures(real_fixtures, tmp_path):
     from datasets import load_dataset
 
     lf = real_fixtures / "llama-factory"
-    inputs = [lf / "alpaca_zh_demo.json", lf / "dpo_zh_demo.json", lf / "glaive_toolcall_en_demo.json",
-              lf / "kto_en_demo.json", lf / "v1_sft_demo.jsonl", lf / "v1_dpo_demo.jsonl", lf / "identity.json",
-              real_fixtures / "data-juicer" / "demo-dataset-chatml.jsonl",
-              real_fixtures / "axolotl" / "conversation.missingturns.json",
-              real_fixtures / "data-juicer" / "demo-dataset-annotation-human-preference.jsonl",
-              real_fixtures / "label-studio" / "test_export_json_min__chat_data.json"]
+    inputs = [
+        lf / "alpaca_zh_demo.json",
+        lf / "dpo_zh_demo.json",
+        lf / "glaive_toolcall_en_demo.json",
+        lf / "kto_en_demo.json",
+        lf / "v1_sft_demo.jsonl",
+        lf / "v1_dpo_demo.jsonl",
+        lf / "identity.json",
+        real_fixtures / "data-juicer" / "demo-dataset-chatml.jsonl",
+        real_fixtures / "axolotl" / "conversation.missingturns.json",
+        real_fixtures / "data-juicer" / "demo-dataset-annotation-human-preference.jsonl",
+        real_fixtures / "label-studio" / "test_export_json_min__chat_data.json",
+    ]
     res = build(GENERIC, inputs, tmp_path / "o")
     m = res.manifest
     by = {Path(i["file"]).name: i for i in m["inputs"]}
@@ -257,12 +388,16 @@ def test_coverage_command(mini, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["cells"] == res.manifest["coverage"]["cells"]
     assert {(c["category"], c["rule"]) for c in doc["under_target"]} == {
-        (c["category"], c["rule"]) for c in doc["cells"] if c["count"] < c["target"]}
+        (c["category"], c["rule"]) for c in doc["cells"] if c["count"] < c["target"]
+    }
     r = CliRunner().invoke(main, ["coverage", str(DATA)])
     assert r.exit_code == 0 and "typical" in r.stdout
     under = [c for c in doc["under_target"]]
     for c in under:
-        assert f"under target: {c['category']} x {c['rule']}" in CliRunner().invoke(main, ["coverage", str(out)]).stdout
+        assert (
+            f"under target: {c['category']} x {c['rule']}"
+            in CliRunner().invoke(main, ["coverage", str(out)]).stdout
+        )
 
 
 def test_python_api_is_short(tmp_path):
@@ -277,6 +412,7 @@ def test_python_api_is_short(tmp_path):
 
 # ---------------------------------------------------------------- the export is training-ready
 
+
 @pytest.mark.train
 def test_trl_trains_on_the_export(mini, tmp_path):
     """A real SFTTrainer and DPOTrainer run a few steps on the exported folders, as they are."""
@@ -289,25 +425,40 @@ def test_trl_trains_on_the_export(mini, tmp_path):
     out, _ = mini
     spec = load_spec(DATA)
     model_dir = build_tiny_model(tmp_path / "tiny", extra_corpus=[spec.system_prompt])
-    r = CliRunner().invoke(main, ["lint-export", str(out), "--tokenizer", str(model_dir), "--max-length", "512",
-                                  "--json"])
+    r = CliRunner().invoke(
+        main, ["lint-export", str(out), "--tokenizer", str(model_dir), "--max-length", "512", "--json"]
+    )
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"], r.output
-    common = {"use_cpu": True, "bf16": False, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
-              "activation_checkpointing": False, "per_device_train_batch_size": 2, "max_steps": 3,
-              "learning_rate": 1e-3}
+    common = {
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "activation_checkpointing": False,
+        "per_device_train_batch_size": 2,
+        "max_steps": 3,
+        "learning_rate": 1e-3,
+    }
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     sft = load_dataset(str(out / "sft"))
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir)), processing_class=tok,
-                         args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=512, assistant_only_loss=True,
-                                        **common),
-                         train_dataset=sft["train"], eval_dataset=sft["test"])
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model_dir)),
+        processing_class=tok,
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), max_length=512, assistant_only_loss=True, **common),
+        train_dataset=sft["train"],
+        eval_dataset=sft["test"],
+    )
     res = trainer.train()
     assert trainer.state.global_step == 3 and math.isfinite(res.training_loss) and res.training_loss > 0
     assert math.isfinite(trainer.evaluate()["eval_loss"])
     dpo = load_dataset(str(out / "dpo"))
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir)), processing_class=tok,
-                         args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=512, **common),
-                         train_dataset=dpo["train"])
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model_dir)),
+        processing_class=tok,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=512, **common),
+        train_dataset=dpo["train"],
+    )
     res = trainer.train()
     assert trainer.state.global_step == 3 and math.isfinite(res.training_loss)
     logged = Counter(k for h in trainer.state.log_history for k in h)
@@ -320,27 +471,70 @@ def test_progress_and_field_mapping(tmp_path):
     import random
 
     rng = random.Random(9)
-    words = ["amber", "basalt", "cedar", "delta", "fennel", "gravel", "harp", "indigo", "jade", "kiwi", "loom", "mango", "nickel", "opal", "prism"]
+    words = [
+        "amber",
+        "basalt",
+        "cedar",
+        "delta",
+        "fennel",
+        "gravel",
+        "harp",
+        "indigo",
+        "jade",
+        "kiwi",
+        "loom",
+        "mango",
+        "nickel",
+        "opal",
+        "prism",
+    ]
 
     def text(n: int) -> str:
         return " ".join(rng.choice(words) for _ in range(n))
 
-    odd.write_text("\n".join(json.dumps({"question": text(8) + "?", "reply": json.dumps({"answer": text(6)})})
-                             for _ in range(12)) + "\n")
+    odd.write_text(
+        "\n".join(
+            json.dumps({"question": text(8) + "?", "reply": json.dumps({"answer": text(6)})})
+            for _ in range(12)
+        )
+        + "\n"
+    )
     seen: dict[str, tuple[int, int | None]] = {}
-    res = build(DATA, [odd], tmp_path / "o", mapping={"prompt": "question", "completion": "reply"},
-                progress=lambda step, done, total: seen.__setitem__(step, (done, total)))
+    res = build(
+        DATA,
+        [odd],
+        tmp_path / "o",
+        mapping={"prompt": "question", "completion": "reply"},
+        progress=lambda step, done, total: seen.__setitem__(step, (done, total)),
+    )
     assert {"read", "validate", "split", "export"} <= set(seen)
     assert seen["validate"] == (12, 12) and seen["export"] == (1, 1)
     assert res.counts["in"] == res.counts["exported"] == 12
     assert res.manifest["inputs"][0]["format"] == "prompt_completion"
-    r = CliRunner().invoke(main, ["build", str(DATA), "-i", str(odd), "--out", str(tmp_path / "p"), "--map",
-                                  "prompt=question", "--map", "completion=reply", "--format", "prompt_completion",
-                                  "--json", "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(DATA),
+            "-i",
+            str(odd),
+            "--out",
+            str(tmp_path / "p"),
+            "--map",
+            "prompt=question",
+            "--map",
+            "completion=reply",
+            "--format",
+            "prompt_completion",
+            "--json",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["counts"]["exported"] == 12 and r.stderr == ""
-    r = CliRunner().invoke(main, ["build", str(DATA), "-i", str(odd), "--out", str(tmp_path / "q"),
-                                  "--map", "prompt"])
+    r = CliRunner().invoke(
+        main, ["build", str(DATA), "-i", str(odd), "--out", str(tmp_path / "q"), "--map", "prompt"]
+    )
     assert r.exit_code == 1 and "expected OURS=THEIRS" in r.stderr
 
 
@@ -371,8 +565,15 @@ def test_one_format_only(tmp_path, formats):
     m = res.manifest
     assert m["conservation"]["ok"] and m["export"]["formats"] == formats
     other = {"sft": "dpo", "dpo": "sft"}[formats[0]]
-    assert not (tmp_path / "o" / other).exists() and f"config_name: {other}" not in (tmp_path / "o" / "README.md").read_text()
-    assert load_dataset(str(tmp_path / "o"), formats[0])["train"].num_rows == m["counts"][formats[0]]["train"] > 0
+    assert (
+        not (tmp_path / "o" / other).exists()
+        and f"config_name: {other}" not in (tmp_path / "o" / "README.md").read_text()
+    )
+    assert (
+        load_dataset(str(tmp_path / "o"), formats[0])["train"].num_rows
+        == m["counts"][formats[0]]["train"]
+        > 0
+    )
     if formats == ["sft"]:  # pairs are exported as SFT (prompt + chosen)
         assert m["counts"]["sft"]["train"] + m["counts"]["sft"]["test"] == 44 and m["quarantine"] == {}
     else:  # SFT records cannot become DPO rows: quarantined with a reason, never dropped silently

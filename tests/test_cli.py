@@ -64,7 +64,9 @@ def test_example_specs_check_clean(runner: CliRunner, example_specs: list[Path])
     assert r.exit_code == 0, r.output
 
 
-def test_check_example_data_negatives_fail_exactly_their_rules(runner: CliRunner, example_specs: list[Path]) -> None:
+def test_check_example_data_negatives_fail_exactly_their_rules(
+    runner: CliRunner, example_specs: list[Path]
+) -> None:
     assert example_specs
     for spec_dir in example_specs:
         r = runner.invoke(main, ["check", str(spec_dir), str(spec_dir / "data.jsonl"), "--json"])
@@ -73,10 +75,14 @@ def test_check_example_data_negatives_fail_exactly_their_rules(runner: CliRunner
         assert doc["unexpected"] == [] and doc["bad_lines"] == []
         failing_rules = {row["rule"] for row in doc["rules"] if row["fail"]}
         automatic = {row["rule"] for row in doc["rules"]}
-        assert failing_rules == automatic, f"{spec_dir}: rules with no negative example: {automatic - failing_rules}"
+        assert failing_rules == automatic, (
+            f"{spec_dir}: rules with no negative example: {automatic - failing_rules}"
+        )
 
 
-def test_check_reports_broken_line_and_unexpected(runner: CliRunner, example_specs: list[Path], tmp_path: Path) -> None:
+def test_check_reports_broken_line_and_unexpected(
+    runner: CliRunner, example_specs: list[Path], tmp_path: Path
+) -> None:
     spec_dir = example_specs[0]
     lines = (spec_dir / "data.jsonl").read_text().splitlines()
     first_good = next(line for line in lines if '"negative"' not in line and '"chosen"' not in line)
@@ -102,11 +108,20 @@ def test_model_outputs_file(runner: CliRunner, example_specs: list[Path], tmp_pa
 def test_no_traceback_without_debug(tmp_path: Path) -> None:
     bad = tmp_path / "spec.yaml"
     bad.write_text("name: [\n")
-    r = subprocess.run([sys.executable, "-m", "curate", "check", str(bad), str(bad)], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "curate", "check", str(bad), str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
-    r = subprocess.run([sys.executable, "-m", "curate", "check", str(bad), str(bad)], capture_output=True, text=True,
-                       env={"CURATE_DEBUG": "1", "PATH": "/usr/bin:/bin"}, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "curate", "check", str(bad), str(bad)],
+        capture_output=True,
+        text=True,
+        env={"CURATE_DEBUG": "1", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     assert "Traceback" in r.stderr
 
 

@@ -44,9 +44,13 @@ def test_option_names_have_one_meaning() -> None:
             if not isinstance(p, click.Option):
                 continue
             if "--out" in p.opts:
-                assert isinstance(p.type, click.Path) and not p.type.file_okay, f"{path}: --out is not a folder"
+                assert isinstance(p.type, click.Path) and not p.type.file_okay, (
+                    f"{path}: --out is not a folder"
+                )
             if "--out-file" in p.opts:
-                assert isinstance(p.type, click.Path) and not p.type.dir_okay, f"{path}: --out-file is not a file"
+                assert isinstance(p.type, click.Path) and not p.type.dir_okay, (
+                    f"{path}: --out-file is not a file"
+                )
             assert "--dir" not in p.opts and "--out-dir" not in p.opts, f"{path}: old spelling {p.opts}"
 
 
@@ -72,7 +76,9 @@ def test_curate_error_with_json_prints_error_document(tmp_path: Path) -> None:
     spec.write_text("name: x\nversion: 1\nrulez: []\n")
     r = CliRunner().invoke(main, ["coverage", str(spec), "--json"])
     doc = json.loads(r.stdout)
-    assert r.exit_code == 1 and doc["error"]["type"] == "SpecError" and "unknown key" in doc["error"]["message"]
+    assert (
+        r.exit_code == 1 and doc["error"]["type"] == "SpecError" and "unknown key" in doc["error"]["message"]
+    )
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
 
 
@@ -97,15 +103,18 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None
 def test_real_sigint_exits_130(tmp_path: Path) -> None:
     """A real SIGINT to a running command (a build stuck in its library call)."""
     ready = tmp_path / "ready"
-    code = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "import curate.steps.pipeline as p\n"
-            f"def slow(*a, **k):\n    open({str(ready)!r}, 'w').close()\n    time.sleep(60)\n"
-            "p.build = slow\n"
-            "from curate.cli import main\n"
-            f"main(['build', {str(REPO / 'specs/support-triage')!r}, '-q'])\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "import curate.steps.pipeline as p\n"
+        f"def slow(*a, **k):\n    open({str(ready)!r}, 'w').close()\n    time.sleep(60)\n"
+        "p.build = slow\n"
+        "from curate.cli import main\n"
+        f"main(['build', {str(REPO / 'specs/support-triage')!r}, '-q'])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     deadline = time.monotonic() + 60
     while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -122,8 +131,9 @@ def test_deprecated_spellings_work_and_warn(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["spec", "init", "--help"])
     assert "--dir" not in r.stdout  # hidden
     out = tmp_path / "r.html"
-    r = CliRunner().invoke(main, ["import", str(REPO / "specs/support-triage/data.jsonl"), "-o",
-                                  str(tmp_path / "n.jsonl"), "-q"])
+    r = CliRunner().invoke(
+        main, ["import", str(REPO / "specs/support-triage/data.jsonl"), "-o", str(tmp_path / "n.jsonl"), "-q"]
+    )
     assert r.exit_code == 0 and (tmp_path / "n.jsonl").is_file()
     assert "-o is deprecated; use --out-file" in r.stderr
     r = CliRunner().invoke(main, ["studio", "status", "--dir=" + str(tmp_path / "none"), "--json"])
@@ -135,7 +145,9 @@ def test_deprecated_spellings_work_and_warn(tmp_path: Path) -> None:
 def test_spec_check_warnings_exit_0_unless_strict(tmp_path: Path) -> None:
     CliRunner().invoke(main, ["spec", "init", "x", "--out", str(tmp_path)])
     p = tmp_path / "x" / "spec.yaml"
-    p.write_text(p.read_text().replace('seeds: ["help", "it broke again"]', "seeds: []"))  # no_seeds: a warning
+    p.write_text(
+        p.read_text().replace('seeds: ["help", "it broke again"]', "seeds: []")
+    )  # no_seeds: a warning
     r = CliRunner().invoke(main, ["spec", "check", str(p)])
     assert r.exit_code == 0 and "warning: no_seeds" in r.stdout and "ok (x@1" in r.stdout
     r = CliRunner().invoke(main, ["spec", "check", str(p), "--strict", "--json"])
@@ -150,7 +162,7 @@ def test_lint_messages_speak_of_curate_only() -> None:
 
     text = Path(spec_mod.__file__).read_text()
     start = text.index("def lint(")
-    body = text[start:text.index("\ndef ", start + 10)]
+    body = text[start : text.index("\ndef ", start + 10)]
     assert "the seeds ask" not in body  # a message once spoke of the brief curate was written from
 
 
@@ -158,7 +170,9 @@ def test_import_spec_by_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     CliRunner().invoke(main, ["spec", "init", "refund-bot"])  # specs/refund-bot/spec.yaml, version 1
     data = REPO / "specs/support-triage/data.jsonl"
-    r = CliRunner().invoke(main, ["import", str(data), "--spec", "refund-bot@1", "--out-file", "n.jsonl", "--json"])
+    r = CliRunner().invoke(
+        main, ["import", str(data), "--spec", "refund-bot@1", "--out-file", "n.jsonl", "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["spec"] == "refund-bot@1"
     assert json.loads(Path("n.jsonl").read_text().splitlines()[0])["spec"] == "refund-bot@1"
@@ -175,9 +189,23 @@ def test_detection_hint_names_fields_and_a_ready_map_line(tmp_path: Path) -> Non
     assert r.exit_code == 1
     assert "fields found: ticket, reply, priority" in r.stderr
     assert "--map prompt=ticket --map completion=reply" in r.stderr and "--mapping" not in r.stderr
-    r = CliRunner().invoke(main, ["import", str(f), "--out-file", str(tmp_path / "o.jsonl"), "--map",
-                                  "prompt=ticket", "--map", "completion=reply", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "import",
+            str(f),
+            "--out-file",
+            str(tmp_path / "o.jsonl"),
+            "--map",
+            "prompt=ticket",
+            "--map",
+            "completion=reply",
+            "--json",
+        ],
+    )
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["counts"]["records"] == 1
     rec = json.loads((tmp_path / "o.jsonl").read_text())
-    assert json.loads(rec["completion"][0]["content"]) == {"answer": "Reset it"}  # a JSON answer stays JSON text
+    assert json.loads(rec["completion"][0]["content"]) == {
+        "answer": "Reset it"
+    }  # a JSON answer stays JSON text

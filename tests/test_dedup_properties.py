@@ -44,29 +44,47 @@ REPO = Path(__file__).resolve().parents[1]
 T = 0.8
 RECALL_AT = T + 0.05
 
-_VOCAB = ("account access address after again agent alert answer app april archive asked attach august back "
-          "balance bank before billing blank board browser budget button calendar called card cart change "
-          "charge chat check client close code color company contact copy country coupon credit customer daily "
-          "dashboard data date deadline default delivery desk device discount document domain download draft "
-          "early edit email empty error evening export family field file filter folder form friday garden "
-          "gift green group guest help history holiday home hour image import inbox invoice issue item july "
-          "june key label language laptop later layout leave letter limit link list local login march member "
-          "menu message minute mobile monday month morning name network night note notice number offer office "
-          "online option order owner page paper parcel partner password payment people phone photo plan "
-          "portal price print profile project public quote receipt record region remote report request "
-          "review route sales saturday schedule screen search season seat second server service setting "
-          "share shipping shop signal simple size sketch slot small sound spring staff status store summer "
-          "sunday support survey switch system table tablet team theme thursday ticket timer today token "
-          "tool total track trial tuesday update upload user value vendor version video voucher wallet "
-          "warehouse website wednesday week weekend window winter work year yellow zone")
+_VOCAB = (
+    "account access address after again agent alert answer app april archive asked attach august back "
+    "balance bank before billing blank board browser budget button calendar called card cart change "
+    "charge chat check client close code color company contact copy country coupon credit customer daily "
+    "dashboard data date deadline default delivery desk device discount document domain download draft "
+    "early edit email empty error evening export family field file filter folder form friday garden "
+    "gift green group guest help history holiday home hour image import inbox invoice issue item july "
+    "june key label language laptop later layout leave letter limit link list local login march member "
+    "menu message minute mobile monday month morning name network night note notice number offer office "
+    "online option order owner page paper parcel partner password payment people phone photo plan "
+    "portal price print profile project public quote receipt record region remote report request "
+    "review route sales saturday schedule screen search season seat second server service setting "
+    "share shipping shop signal simple size sketch slot small sound spring staff status store summer "
+    "sunday support survey switch system table tablet team theme thursday ticket timer today token "
+    "tool total track trial tuesday update upload user value vendor version video voucher wallet "
+    "warehouse website wednesday week weekend window winter work year yellow zone"
+)
 VOCAB = _VOCAB.split()
-SYNONYMS = {"help": "assist", "order": "purchase", "invoice": "bill", "email": "mail", "phone": "mobile",
-            "page": "screen", "ticket": "case", "customer": "client", "shop": "store", "price": "cost",
-            "parcel": "package", "today": "now", "later": "afterwards", "error": "fault", "quote": "estimate"}
-_COUNTRIES = ("France Spain Italy Greece Germany Austria Poland Norway Sweden Finland Denmark Ireland Portugal "
-             "Belgium Hungary Romania Bulgaria Croatia Serbia Albania Estonia Latvia Lithuania Panama Malta "
-             "Cyprus Turkey Egypt Morocco Kenya Ghana Nigeria Chile Peru Brazil Mexico Canada Cuba Japan China "
-             "India Nepal Vietnam Thailand Laos Mongolia Iran Iraq Jordan Qatar Oman Yemen")
+SYNONYMS = {
+    "help": "assist",
+    "order": "purchase",
+    "invoice": "bill",
+    "email": "mail",
+    "phone": "mobile",
+    "page": "screen",
+    "ticket": "case",
+    "customer": "client",
+    "shop": "store",
+    "price": "cost",
+    "parcel": "package",
+    "today": "now",
+    "later": "afterwards",
+    "error": "fault",
+    "quote": "estimate",
+}
+_COUNTRIES = (
+    "France Spain Italy Greece Germany Austria Poland Norway Sweden Finland Denmark Ireland Portugal "
+    "Belgium Hungary Romania Bulgaria Croatia Serbia Albania Estonia Latvia Lithuania Panama Malta "
+    "Cyprus Turkey Egypt Morocco Kenya Ghana Nigeria Chile Peru Brazil Mexico Canada Cuba Japan China "
+    "India Nepal Vietnam Thailand Laos Mongolia Iran Iraq Jordan Qatar Oman Yemen"
+)
 COUNTRIES = _COUNTRIES.split()
 _GREEK = "αβγδεζηθικλμνξοπρστυφχψω"
 
@@ -80,6 +98,7 @@ GREEK_VOCAB = greek_vocab()
 
 
 # ------------------------------------------------------------------ corpus generator (also used by scripts/)
+
 
 def _sentence(rng: random.Random, vocab: Sequence[str], lo: int, hi: int) -> list[str]:
     return [rng.choice(vocab) for _ in range(rng.randint(lo, hi))]
@@ -129,9 +148,16 @@ def answer_text(next_step: str, json_answer: bool, claim: bool = False) -> str:
     return json.dumps({"intent": "other", "entities": {}, "missing_info": [], "next_step": next_step})
 
 
-def corpus(seed: int, n_base: int, *, json_answer: bool = False, vocab: Sequence[str] = VOCAB,
-           countries: Sequence[str] = COUNTRIES, negatives: bool = False,
-           family_base: int = 0) -> list[tuple[dict[str, Any], int, str]]:
+def corpus(
+    seed: int,
+    n_base: int,
+    *,
+    json_answer: bool = False,
+    vocab: Sequence[str] = VOCAB,
+    countries: Sequence[str] = COUNTRIES,
+    negatives: bool = False,
+    family_base: int = 0,
+) -> list[tuple[dict[str, Any], int, str]]:
     """Random records with planted families: [(native JSONL dict, family id, kind)]. `kind` is the planted
     relation to the family's base: "base", "exact", "near", "near_far" (4-10 edits: may fall either side of the
     threshold), "swap", "continuation", "negative", "template" (one long text, two slots varied), "short",
@@ -151,29 +177,61 @@ def corpus(seed: int, n_base: int, *, json_answer: bool = False, vocab: Sequence
         out.append((rec(base), fam, "base"))
         roll = rng.random()
         if roll < 0.15:
-            out.append((rec([("user", _noisy_case(rng, prompt)),
-                             ("assistant", answer_text(_noisy_case(rng, step).strip(), json_answer))]),
-                        fam, "exact"))
+            out.append(
+                (
+                    rec(
+                        [
+                            ("user", _noisy_case(rng, prompt)),
+                            ("assistant", answer_text(_noisy_case(rng, step).strip(), json_answer)),
+                        ]
+                    ),
+                    fam,
+                    "exact",
+                )
+            )
         elif roll < 0.35:
             for _ in range(rng.randint(1, 3)):
                 p2 = _edit(rng, prompt, rng.randint(1, 2), vocab)
                 s2 = _edit(rng, step, rng.randint(0, 1), vocab) if rng.random() < 0.5 else step
-                out.append((rec([("user", " ".join(p2)), ("assistant", answer_text(" ".join(s2), json_answer))]),
-                            fam, "near"))
+                out.append(
+                    (
+                        rec([("user", " ".join(p2)), ("assistant", answer_text(" ".join(s2), json_answer))]),
+                        fam,
+                        "near",
+                    )
+                )
         elif roll < 0.5:
-            out.append((rec([("user", " ".join(_swap(rng, prompt, rng.randint(1, 2)))), base[1]]), fam, "swap"))
+            out.append(
+                (rec([("user", " ".join(_swap(rng, prompt, rng.randint(1, 2)))), base[1]]), fam, "swap")
+            )
         elif roll < 0.62:
-            more = [("user", " ".join(_sentence(rng, vocab, 6, 14))),
-                    ("assistant", answer_text(" ".join(_sentence(rng, vocab, 12, 20)), json_answer))]
+            more = [
+                ("user", " ".join(_sentence(rng, vocab, 6, 14))),
+                ("assistant", answer_text(" ".join(_sentence(rng, vocab, 12, 20)), json_answer)),
+            ]
             out.append((rec(base + more), fam, "continuation"))
         elif roll < 0.7:  # a looser copy: 4-10 edits, scores around the threshold
             p2 = _edit(rng, prompt, rng.randint(4, 10), vocab)
             s2 = _edit(rng, step, rng.randint(0, 3), vocab)
-            out.append((rec([("user", " ".join(p2)), ("assistant", answer_text(" ".join(s2), json_answer))]),
-                        fam, "near_far"))
+            out.append(
+                (
+                    rec([("user", " ".join(p2)), ("assistant", answer_text(" ".join(s2), json_answer))]),
+                    fam,
+                    "near_far",
+                )
+            )
         elif roll < 0.76 and negatives and json_answer:
-            out.append((rec([base[0], ("assistant", answer_text(" ".join(step), True, claim=True))],
-                            category="negative", violates=["no-action-claims"]), fam, "negative"))
+            out.append(
+                (
+                    rec(
+                        [base[0], ("assistant", answer_text(" ".join(step), True, claim=True))],
+                        category="negative",
+                        violates=["no-action-claims"],
+                    ),
+                    fam,
+                    "negative",
+                )
+            )
     # templated requests: one long text with two slots filled per record (all near each other by the rule)
     if n_base >= 10:
         fam = family_base + n_base + 10
@@ -183,29 +241,61 @@ def corpus(seed: int, n_base: int, *, json_answer: bool = False, vocab: Sequence
             w = list(tmpl)
             for slot in (3, 11):
                 w[slot] = rng.choice(vocab)
-            out.append((rec([("user", " ".join(w)), ("assistant", answer_text(step, json_answer))]), fam,
-                        "template"))
+            out.append(
+                (rec([("user", " ".join(w)), ("assistant", answer_text(step, json_answer))]), fam, "template")
+            )
     # short look-alikes: one template, several countries (all different requests) and one typo twin
     templates = ["What is the capital of {}?", "How many people live in {}?", "Is {} in Europe?"]
-    for t_i, tmpl in enumerate(templates[:1 + n_base // 15]):
+    for t_i, tmpl in enumerate(templates[: 1 + n_base // 15]):
         fam = family_base + n_base + t_i
         picked = rng.sample(list(countries), min(len(countries), rng.randint(3, 6)))
         for c in picked:
-            out.append((rec([("user", tmpl.format(c)),
-                             ("assistant", answer_text(f"Tell the customer about {c} from the atlas", json_answer))]),
-                        fam, "short"))
+            out.append(
+                (
+                    rec(
+                        [
+                            ("user", tmpl.format(c)),
+                            (
+                                "assistant",
+                                answer_text(f"Tell the customer about {c} from the atlas", json_answer),
+                            ),
+                        ]
+                    ),
+                    fam,
+                    "short",
+                )
+            )
         c = picked[0]
-        typo = tmpl.format(c).replace("capital", "captial").replace("people", "poeple").replace("Europe", "Eruope")
-        out.append((rec([("user", typo),
-                         ("assistant", answer_text(f"Tell the customer about {c} from the atlas", json_answer))]),
-                    fam, "short_typo"))
+        typo = (
+            tmpl.format(c)
+            .replace("capital", "captial")
+            .replace("people", "poeple")
+            .replace("Europe", "Eruope")
+        )
+        out.append(
+            (
+                rec(
+                    [
+                        ("user", typo),
+                        (
+                            "assistant",
+                            answer_text(f"Tell the customer about {c} from the atlas", json_answer),
+                        ),
+                    ]
+                ),
+                fam,
+                "short_typo",
+            )
+        )
     rng.shuffle(out)
     return out
 
 
 def records_of(dicts: Iterable[dict[str, Any]], file: str = "corpus.jsonl") -> list[Any]:
-    return [parse_record({"kind": "sft", **d, "source": {"file": file, "line": i + 1}})
-            for i, d in enumerate(dicts)]
+    return [
+        parse_record({"kind": "sft", **d, "source": {"file": file, "line": i + 1}})
+        for i, d in enumerate(dicts)
+    ]
 
 
 def view_of(d: dict[str, Any]) -> View:
@@ -215,6 +305,7 @@ def view_of(d: dict[str, Any]) -> View:
 
 
 # ------------------------------------------------------------------ brute force reference
+
 
 def brute_pairs(views: Sequence[View], t: float = T) -> dict[tuple[int, int], float]:
     """Every pair (i < j) with near_score >= t."""
@@ -240,7 +331,9 @@ def check_dedup(dicts: Sequence[dict[str, Any]], pairs_of: Any = brute_pairs) ->
     dropped = [where[row["dropped_source"]] for row in rows]
     assert len(set(dropped)) == len(dropped) and not set(dropped) & kept_set
     parent = {where[row["dropped_source"]]: where[row["kept_source"]] for row in rows}
-    for start in sorted(parent):  # rows chain (an exact twin's survivor may fall as a near twin later) to a kept one
+    for start in sorted(
+        parent
+    ):  # rows chain (an exact twin's survivor may fall as a near twin later) to a kept one
         d, seen = start, {start}
         while d in parent:
             d = parent[d]
@@ -264,8 +357,10 @@ def check_dedup(dicts: Sequence[dict[str, Any]], pairs_of: Any = brute_pairs) ->
     kept_keys = [exact_key(views[i]) for i in kept_pos]
     assert len(set(kept_keys)) == len(kept_keys)
     recall = 1.0 - len(missed_strong) / len(strong) if strong else 1.0
-    assert recall >= 0.99, ("missed near pairs", [(dicts[i]["messages"], dicts[j]["messages"], s)
-                                                  for i, j, s in missed_strong[:2]])
+    assert recall >= 0.99, (
+        "missed near pairs",
+        [(dicts[i]["messages"], dicts[j]["messages"], s) for i, j, s in missed_strong[:2]],
+    )
     # continuations: every reported one is true; every one between kept records is reported
     got = {(row["a_source"], row["b_source"]) for row in rel}
     for row in rel:
@@ -278,17 +373,29 @@ def check_dedup(dicts: Sequence[dict[str, Any]], pairs_of: Any = brute_pairs) ->
         for i, j in itertools.permutations(group, 2):
             if continuation(views[i], views[j]):
                 assert (recs[i].source.where(), recs[j].source.where()) in got, (dicts[i], dicts[j])
-    return {"records": len(recs), "pairs": len(truth), "strong": len(strong), "missed": len(missed),
-            "missed_strong": len(missed_strong), "rows": len(rows), "continuations": len(rel)}
+    return {
+        "records": len(recs),
+        "pairs": len(truth),
+        "strong": len(strong),
+        "missed": len(missed),
+        "missed_strong": len(missed_strong),
+        "rows": len(rows),
+        "continuations": len(rel),
+    }
 
 
-def lsh_recall(dicts: Sequence[dict[str, Any]], t: float = T, pairs_of: Any = brute_pairs) -> list[tuple[float, bool]]:
+def lsh_recall(
+    dicts: Sequence[dict[str, Any]], t: float = T, pairs_of: Any = brute_pairs
+) -> list[tuple[float, bool]]:
     """(score, found by the LSH candidate stage alone) for every pair of long texts with near_score >= t."""
     views = [view_of(d) for d in dicts]
     texts = [v.text for v in views]
     cand = {tuple(p) for p in candidate_pairs(BandSketch(T).bands32_of(texts)).tolist()}
-    return [(s, p in cand) for p, s in pairs_of(views, t).items()
-            if not any(is_short(x) for i in p for x in (views[i].prompt, views[i].response))]
+    return [
+        (s, p in cand)
+        for p, s in pairs_of(views, t).items()
+        if not any(is_short(x) for i in p for x in (views[i].prompt, views[i].response))
+    ]
 
 
 # ------------------------------------------------------------------ dedup properties
@@ -330,32 +437,58 @@ def test_planted_families_are_found() -> None:
 def test_lsh_candidate_stage_recall() -> None:
     """The LSH stage alone (BandSketch + candidate_pairs over View.text) on long texts: recall >= 0.99 of the
     pairs at threshold + 0.05, and of those just above it (< 0.9), over 12 corpora (~2,000 records)."""
-    got = [x for seed in range(12) for x in lsh_recall([d for d, _, _ in corpus(1000 + seed, 60,
-                                                                                json_answer=seed % 2 == 1)])]
+    got = [
+        x
+        for seed in range(12)
+        for x in lsh_recall([d for d, _, _ in corpus(1000 + seed, 60, json_answer=seed % 2 == 1)])
+    ]
     strong = [found for s, found in got if s >= RECALL_AT]
     edge = [found for s, found in got if RECALL_AT <= s < 0.9]
     assert len(strong) > 500 and len(edge) >= 20
     assert sum(strong) / len(strong) >= 0.99 and sum(edge) / len(edge) >= 0.99, (sum(edge), len(edge))
 
 
-def _decisions(recs: Sequence[Any], rows: Sequence[dict[str, Any]], kept: Sequence[Any],
-               only: set[str]) -> tuple[set[str], set[tuple[Any, ...]]]:
+def _decisions(
+    recs: Sequence[Any], rows: Sequence[dict[str, Any]], kept: Sequence[Any], only: set[str]
+) -> tuple[set[str], set[tuple[Any, ...]]]:
     """(kept sources, cluster rows) restricted to the records whose source is in `only`."""
-    return ({r.source.where() for r in kept if r.source.where() in only},
-            {(row["kept_source"], row["dropped_source"], row["method"], row["score"]) for row in rows
-             if row["dropped_source"] in only or row["kept_source"] in only})
+    return (
+        {r.source.where() for r in kept if r.source.where() in only},
+        {
+            (row["kept_source"], row["dropped_source"], row["method"], row["score"])
+            for row in rows
+            if row["dropped_source"] in only or row["kept_source"] in only
+        },
+    )
 
 
 @FAST
 @given(seeds, sizes, st.integers(1, 80), st.booleans())
-def test_disjoint_vocabulary_changes_no_decision(seed: int, n_base: int, n_extra: int, json_answer: bool) -> None:
+def test_disjoint_vocabulary_changes_no_decision(
+    seed: int, n_base: int, n_extra: int, json_answer: bool
+) -> None:
     base = [d for d, _, _ in corpus(seed, n_base, json_answer=json_answer)]
-    extra = [d for d, _, _ in corpus(seed + 1, n_extra, json_answer=json_answer, vocab=GREEK_VOCAB,
-                                     countries=["Ελλάδα", "Κύπρος", "Αίγυπτος", "Ιταλία", "Γαλλία"])]
+    extra = [
+        d
+        for d, _, _ in corpus(
+            seed + 1,
+            n_extra,
+            json_answer=json_answer,
+            vocab=GREEK_VOCAB,
+            countries=["Ελλάδα", "Κύπρος", "Αίγυπτος", "Ιταλία", "Γαλλία"],
+        )
+    ]
     if json_answer:  # the JSON keys are shared words: keep the extra answers in plain Greek text
-        extra = [{**d, "messages": [m if m["role"] == "user" else {**m, "content": json.loads(m["content"])
-                                                                     ["next_step"]} for m in d["messages"]]}
-                 for d in extra]
+        extra = [
+            {
+                **d,
+                "messages": [
+                    m if m["role"] == "user" else {**m, "content": json.loads(m["content"])["next_step"]}
+                    for m in d["messages"]
+                ],
+            }
+            for d in extra
+        ]
     alone = records_of(base, "a.jsonl")
     kept_a, rows_a = dedup(alone, near_threshold=T)
     only = {r.source.where() for r in alone}
@@ -380,6 +513,7 @@ def test_dedup_is_independent_of_record_order(seed: int, n_base: int, rnd: rando
 
 
 # ------------------------------------------------------------------ build properties
+
 
 def spec_copy(tmp: Path, generic: bool = False) -> Path:
     """A temporary copy of specs/support-triage (or the permissive tests/data/build-generic for real files)."""
@@ -408,7 +542,9 @@ def export_hashes(out: Path) -> dict[str, str]:
             rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
             for r in rows:
                 r.pop("lineage", None)
-            got[str(p.relative_to(out))] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+            got[str(p.relative_to(out))] = hashlib.sha256(
+                json.dumps(rows, sort_keys=True).encode()
+            ).hexdigest()
     return got
 
 
@@ -419,7 +555,9 @@ def exported(out: Path) -> dict[str, list[View]]:
         for split in ("train", "test"):
             path = out / sub / f"{split}.jsonl"
             if path.exists():
-                got[split] += [view_of(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+                got[split] += [
+                    view_of(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()
+                ]
     return got
 
 
@@ -485,8 +623,12 @@ def build(spec: Path, inputs: Sequence[Path], out: Path) -> Any:
 
 
 # builds take ~0.5 s: no shrinking (a failing example is reported as drawn: seed and size reproduce it)
-BUILD = settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+BUILD = settings(
+    max_examples=10,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _split_files(dicts: Sequence[dict[str, Any]], k: int, folder: Path) -> list[Path]:
@@ -495,8 +637,9 @@ def _split_files(dicts: Sequence[dict[str, Any]], k: int, folder: Path) -> list[
 
 @BUILD
 @given(seeds, st.integers(5, 50), st.randoms(use_true_random=False))
-def test_build_exports_are_byte_identical_under_permutation(tmp_path_factory: pytest.TempPathFactory, seed: int,
-                                                            n_base: int, rnd: random.Random) -> None:
+def test_build_exports_are_byte_identical_under_permutation(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, n_base: int, rnd: random.Random
+) -> None:
     tmp = tmp_path_factory.mktemp("perm")
     spec = spec_copy(tmp)
     dicts = [d for d, _, _ in corpus(seed, n_base, json_answer=True, negatives=True)]
@@ -512,21 +655,28 @@ def test_build_exports_are_byte_identical_under_permutation(tmp_path_factory: py
 
 def _rows(out: Path) -> list[dict[str, Any]]:
     path = out / "clusters.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    )
 
 
 def _file_of(where: str) -> str:
     return where.rsplit(":", 1)[0]
 
 
-def _untangled_rows(alone_rows: Sequence[dict[str, Any]], mixed_rows: Sequence[dict[str, Any]],
-                    file: str) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], int]:
+def _untangled_rows(
+    alone_rows: Sequence[dict[str, Any]], mixed_rows: Sequence[dict[str, Any]], file: str
+) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], int]:
     """Within-file decisions of `file` in the per-file and the mixed build, leaving out the records a
     cross-file row of the mixed build ties to another file, and every record linked to them by a within-file
     row of either build (a greedy chain through them may rightly end elsewhere). Returns (alone, mixed,
     number of records left out)."""
-    tangled = {w for r in mixed_rows for w in (r["kept_source"], r["dropped_source"])
-               if _file_of(w) == file and _file_of(r["kept_source"]) != _file_of(r["dropped_source"])}
+    tangled = {
+        w
+        for r in mixed_rows
+        for w in (r["kept_source"], r["dropped_source"])
+        if _file_of(w) == file and _file_of(r["kept_source"]) != _file_of(r["dropped_source"])
+    }
     inside = [r for r in mixed_rows if _file_of(r["kept_source"]) == file == _file_of(r["dropped_source"])]
     edges = [(r["kept_source"], r["dropped_source"]) for r in list(alone_rows) + inside]
     grew = True
@@ -538,8 +688,11 @@ def _untangled_rows(alone_rows: Sequence[dict[str, Any]], mixed_rows: Sequence[d
                 grew = True
 
     def key(rows: Iterable[dict[str, Any]]) -> set[tuple[Any, ...]]:
-        return {(r["kept_source"], r["dropped_source"], r["method"], r["score"]) for r in rows
-                if r["kept_source"] not in tangled and r["dropped_source"] not in tangled}
+        return {
+            (r["kept_source"], r["dropped_source"], r["method"], r["score"])
+            for r in rows
+            if r["kept_source"] not in tangled and r["dropped_source"] not in tangled
+        }
 
     return key(alone_rows), key(inside), len(tangled)
 
@@ -556,24 +709,42 @@ def _check_mixed_vs_alone(spec: Path, files: Sequence[Path], tmp: Path) -> dict[
         if n_tangled == 0:
             inp = alone.manifest["inputs"][0]
             assert (inp["in"], inp["quarantined"], inp["duplicates"]) == (
-                per_file[str(f)]["in"], per_file[str(f)]["quarantined"], per_file[str(f)]["duplicates"]), f
+                per_file[str(f)]["in"],
+                per_file[str(f)]["quarantined"],
+                per_file[str(f)]["duplicates"],
+            ), f
         left_out[str(f)] = n_tangled
     return left_out
 
 
 @settings(BUILD, max_examples=6)
 @given(seeds, st.integers(5, 40))
-def test_mixed_build_equals_per_file_builds_synthetic(tmp_path_factory: pytest.TempPathFactory, seed: int,
-                                                      n_base: int) -> None:
+def test_mixed_build_equals_per_file_builds_synthetic(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, n_base: int
+) -> None:
     """Three files with their own families, plus near copies of file 0's records planted in file 2."""
     tmp = tmp_path_factory.mktemp("mixed")
     spec = spec_copy(tmp)
     rng = random.Random(seed)
-    parts = [[d for d, _, _ in corpus(seed + k, n_base, json_answer=True, negatives=True, family_base=1000 * k,
-                                      countries=COUNTRIES[18 * k:18 * (k + 1)])] for k in range(3)]
+    parts = [
+        [
+            d
+            for d, _, _ in corpus(
+                seed + k,
+                n_base,
+                json_answer=True,
+                negatives=True,
+                family_base=1000 * k,
+                countries=COUNTRIES[18 * k : 18 * (k + 1)],
+            )
+        ]
+        for k in range(3)
+    ]
     for d in rng.sample(parts[0], min(3, len(parts[0]))):
         msgs = d["messages"]
-        parts[2].append({**d, "messages": [{**msgs[0], "content": msgs[0]["content"] + " thanks"}, *msgs[1:]]})
+        parts[2].append(
+            {**d, "messages": [{**msgs[0], "content": msgs[0]["content"] + " thanks"}, *msgs[1:]]}
+        )
     files = [write_jsonl(tmp / "in" / f"f{k}.jsonl", p) for k, p in enumerate(parts)]
     left_out = _check_mixed_vs_alone(spec, files, tmp)
     assert left_out[str(files[1])] == 0  # file 1 shares nothing with the others
@@ -583,8 +754,11 @@ def test_mixed_build_equals_per_file_builds_real(tmp_path: Path, real_fixtures: 
     """The real public files, each alone and all in one build; then the same files in reversed order give
     byte-identical exports."""
     spec = spec_copy(tmp_path, generic=True)
-    files = sorted(p for p in real_fixtures.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl")
-                   and p.name != "dataset_info.json")
+    files = sorted(
+        p
+        for p in real_fixtures.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".jsonl") and p.name != "dataset_info.json"
+    )
     assert len(files) >= 20
     left_out = _check_mixed_vs_alone(spec, files, tmp_path)
     assert sum(1 for n in left_out.values() if n == 0) >= len(files) - 3, left_out

@@ -23,7 +23,10 @@ WALKTHROUGH = REPO / "docs" / "walkthrough.md"
 
 def blocks(text: str) -> list[tuple[str, str]]:
     """(language, code) of every fenced block, in order."""
-    return [(m.group(1), m.group(2)) for m in re.finditer(r"^```(\w*)\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)]
+    return [
+        (m.group(1), m.group(2))
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
+    ]
 
 
 def line_pattern(expected: str) -> re.Pattern[str]:
@@ -42,9 +45,15 @@ def test_line_pattern() -> None:
 
 # the labeler's ten clicks: two edits (the answers whose rules arrive ticked) and eight accepts
 FIXES = {
-    "My notes vanished after the update": {"answer": "Sorry! Open Trash from the menu: deleted notes stay there for "
-                                           "30 days and you can restore them.", "confidence": 0.8},
-    "how do i rename a notebook": {"answer": "Press and hold the notebook, then tap Rename.", "confidence": 0.9},
+    "My notes vanished after the update": {
+        "answer": "Sorry! Open Trash from the menu: deleted notes stay there for "
+        "30 days and you can restore them.",
+        "confidence": 0.8,
+    },
+    "how do i rename a notebook": {
+        "answer": "Press and hold the notebook, then tap Rename.",
+        "confidence": 0.9,
+    },
 }
 
 
@@ -64,9 +73,18 @@ def label_ten(studio_dir: Path) -> None:
         accept = [t for t in tasks if user_text(t) not in FIXES][:8]
         assert len(fix) == 2 and len(accept) == 8
         for t in fix:
-            c.create_annotation(t["id"], [choice("verdict", "edit"), {
-                "from_name": "corrected", "to_name": "response", "type": "textarea",
-                "value": {"text": [json.dumps(FIXES[user_text(t)])]}}])
+            c.create_annotation(
+                t["id"],
+                [
+                    choice("verdict", "edit"),
+                    {
+                        "from_name": "corrected",
+                        "to_name": "response",
+                        "type": "textarea",
+                        "value": {"text": [json.dumps(FIXES[user_text(t)])]},
+                    },
+                ],
+            )
         for t in accept:
             c.create_annotation(t["id"], [choice("verdict", "accept")])
 
@@ -83,9 +101,16 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
     studio_dir = work / ".curate" / "studio"
     # the walkthrough's `curate studio up` finds this server running (a migrated database copied in: ~30 s saved)
     server.start(studio_dir, timeout=300, from_template=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "COLUMNS": "120",
+    }
     env.pop("CURATE_DEBUG", None)
     ran = 0
     last_output = None
@@ -95,9 +120,18 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
                 if "/path/to/curate" in code:
                     continue  # the activation line, with a placeholder path
                 script = code.replace("--model smollm2", f"--model {tiny}")
-                r = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=work, env=env,
-                                   capture_output=True, text=True, timeout=900, check=False)
-                assert r.returncode == 0, f"{code}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+                r = subprocess.run(
+                    ["bash", "-eo", "pipefail", "-c", script],
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    check=False,
+                )
+                assert r.returncode == 0, (
+                    f"{code}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+                )
                 last_output = [ln.strip() for ln in (r.stdout + "\n" + r.stderr).splitlines()]
                 ran += 1
                 if "curate label push" in code:
@@ -107,8 +141,10 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
                 for expected in code.splitlines():
                     if expected.strip():
                         pat = line_pattern(expected)
-                        assert any(pat.fullmatch(got) for got in last_output), \
-                            f"expected line not printed: {expected!r}\nprinted:\n" + "\n".join(last_output[-40:])
+                        assert any(pat.fullmatch(got) for got in last_output), (
+                            f"expected line not printed: {expected!r}\nprinted:\n"
+                            + "\n".join(last_output[-40:])
+                        )
                 last_output = None  # one output block per command
     finally:
         server.stop(studio_dir)
@@ -126,7 +162,17 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
     code = next(c for lang, c in blocks((REPO / "README.md").read_text()) if lang == "python")
     (tmp_path / "specs").symlink_to(REPO / "specs", target_is_directory=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=600, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "out/support-triage/v1" in r.stdout and (tmp_path / "out" / "support-triage" / "v1" / "manifest.json").is_file()
+    assert (
+        "out/support-triage/v1" in r.stdout
+        and (tmp_path / "out" / "support-triage" / "v1" / "manifest.json").is_file()
+    )

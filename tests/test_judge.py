@@ -355,16 +355,30 @@ def test_judge_eval_adds_judge_rules_to_an_eval_report(tmp_path, monkeypatch):
     spec = load_spec(folder)
     outputs = tmp_path / "outputs.jsonl"
     answer = {"intent": "reset_password", "entities": {}, "missing_info": []}
-    rows = [{"prompt": "reset my password", "response": json.dumps({**answer, "next_step": step})}
-            for step in ("I have reset it.", "Send the reset link.", "We have refunded you.")]
+    rows = [
+        {"prompt": "reset my password", "response": json.dumps({**answer, "next_step": step})}
+        for step in ("I have reset it.", "Send the reset link.", "We have refunded you.")
+    ]
     outputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = tmp_path / "eval.json"
     write_report(evaluate_outputs(spec, outputs), report)
     before = json.loads(report.read_text())
     assert "no-claims-judged" not in {r["rule"] for r in before["rules"]}  # code checks only
     with _ChatServer() as srv:
-        r = CliRunner().invoke(main, ["judge", "eval", str(folder), str(report), "--base-url", srv.url,
-                                      "--judge-model", "grader-1", "--json"])
+        r = CliRunner().invoke(
+            main,
+            [
+                "judge",
+                "eval",
+                str(folder),
+                str(report),
+                "--base-url",
+                srv.url,
+                "--judge-model",
+                "grader-1",
+                "--json",
+            ],
+        )
     assert r.exit_code == 0, r.output
     after = json.loads(report.read_text())
     [j] = after["judge"]["rules"]
@@ -375,6 +389,8 @@ def test_judge_eval_adds_judge_rules_to_an_eval_report(tmp_path, monkeypatch):
     assert after["overall_pass_rate"] == before["overall_pass_rate"] and after["rules"] == before["rules"]
     bad = tmp_path / "not-eval.json"
     bad.write_text("{}")
-    r = CliRunner().invoke(main, ["judge", "eval", str(folder), str(bad), "--base-url",
-                                  "http://127.0.0.1:9/v1", "--judge-model", "m"])
+    r = CliRunner().invoke(
+        main,
+        ["judge", "eval", str(folder), str(bad), "--base-url", "http://127.0.0.1:9/v1", "--judge-model", "m"],
+    )
     assert r.exit_code == 1 and "not a `curate eval --json-out` report" in r.stderr

@@ -21,7 +21,47 @@ from curate.near import (
 )
 from curate.records import normalize_text
 
-WORDS = ["account", "password", "reset", "please", "help", "refund", "order", "invoice", "charged", "twice", "email", "login", "error", "page", "blank", "button", "urgent", "cancel", "subscription", "yesterday", "today", "shipping", "address", "delivery", "tracking", "number", "broken", "screen", "laptop", "phone", "tablet", "warranty", "replace", "return", "label", "store", "manager", "weekend", "morning"]
+WORDS = [
+    "account",
+    "password",
+    "reset",
+    "please",
+    "help",
+    "refund",
+    "order",
+    "invoice",
+    "charged",
+    "twice",
+    "email",
+    "login",
+    "error",
+    "page",
+    "blank",
+    "button",
+    "urgent",
+    "cancel",
+    "subscription",
+    "yesterday",
+    "today",
+    "shipping",
+    "address",
+    "delivery",
+    "tracking",
+    "number",
+    "broken",
+    "screen",
+    "laptop",
+    "phone",
+    "tablet",
+    "warranty",
+    "replace",
+    "return",
+    "label",
+    "store",
+    "manager",
+    "weekend",
+    "morning",
+]
 
 
 def sentence(rng: random.Random, n: int) -> str:
@@ -94,10 +134,20 @@ def test_numba_kernel_equals_numpy_reference() -> None:
 
 
 def test_signatures_are_stable_across_processes() -> None:
-    code = ("from curate.near import signatures; print(signatures(['Stable across runs, please.'])[0][:8]"
-            ".tolist())")
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    code = (
+        "from curate.near import signatures; print(signatures(['Stable across runs, please.'])[0][:8]"
+        ".tolist())"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outs) == 1
     assert outs.pop().strip() == str(signatures(["Stable across runs, please."])[0][:8].tolist())
 
@@ -109,7 +159,7 @@ def test_slot_agreement_estimates_jaccard() -> None:
     for _ in range(150):
         a = normalize_text(sentence(rng, 90))
         b = normalize_text(edit(rng, a, rng.randrange(1, 40)))
-        sa, sb = {a[i:i + 5] for i in range(len(a) - 4)}, {b[i:i + 5] for i in range(len(b) - 4)}
+        sa, sb = {a[i : i + 5] for i in range(len(a) - 4)}, {b[i : i + 5] for i in range(len(b) - 4)}
         jac = len(sa & sb) / len(sa | sb)
         est = float((h.signature_normalized(a) == h.signature_normalized(b)).mean())
         errs.append(est - jac)
@@ -138,8 +188,12 @@ def test_near_pairs_agrees_with_brute_force() -> None:
     base = [sentence(rng, 30) for _ in range(30)]
     texts = base + [edit(rng, t, rng.randint(1, 4)) for t in base[:15]] + [base[0].upper()]
     got = {(i, j) for i, j, _ in near_pairs(texts, threshold=0.8)}
-    brute = {(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))
-             if similarity(texts[i], texts[j]) >= 0.8}
+    brute = {
+        (i, j)
+        for i in range(len(texts))
+        for j in range(i + 1, len(texts))
+        if similarity(texts[i], texts[j]) >= 0.8
+    }
     assert got <= brute
     assert len(got) >= 0.95 * len(brute) and (0, len(texts) - 1) in got
 
@@ -148,8 +202,10 @@ def test_near_groups_are_transitive_and_complete() -> None:
     a = "please reset the password on my work account before the meeting tomorrow morning"
     b = a.replace("tomorrow", "today")
     c = b.replace("meeting", "call")
-    groups = near_groups([("k1", a), ("k2", "a totally different request about invoices and refunds"),
-                          ("k3", b), ("k4", c)], threshold=0.8)
+    groups = near_groups(
+        [("k1", a), ("k2", "a totally different request about invoices and refunds"), ("k3", b), ("k4", c)],
+        threshold=0.8,
+    )
     assert groups == {"k1": "k1", "k2": "k2", "k3": "k1", "k4": "k1"}
 
 
@@ -177,8 +233,10 @@ def test_batch_and_incremental_indexes_agree_across_level_merges() -> None:
             assert one.query(t)[0] == (i, 1.0)
     many = NearIndex(threshold=0.8)
     many.add_many(enumerate(base))
-    expected = [[(j, s) for j, s in ((j, round(similarity(p, t), 4)) for j, t in enumerate(base)) if s >= 0.8]
-                for p in probes]
+    expected = [
+        [(j, s) for j, s in ((j, round(similarity(p, t), 4)) for j, t in enumerate(base)) if s >= 0.8]
+        for p in probes
+    ]
     got_one = [one.query(p) for p in probes]
     got_many = many.query_many(probes)
     assert got_one == got_many

@@ -15,8 +15,32 @@ def _reference(text: str) -> str:
 
 def test_matches_the_reference_on_whitespace_and_case_variants() -> None:
     rng = random.Random(3)
-    alphabet = ["a", "B", "z", " ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0", "é", "ß",
-                "ﬁ", "\u2003", "{", "\"", ":", "0", "\x00", "\x7f"]
+    alphabet = [
+        "a",
+        "B",
+        "z",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r",
+        "\x0b",
+        "\x0c",
+        "\x1c",
+        "\x1f",
+        "\x85",
+        "\xa0",
+        "é",
+        "ß",
+        "ﬁ",
+        "\u2003",
+        "{",
+        '"',
+        ":",
+        "0",
+        "\x00",
+        "\x7f",
+    ]
     texts = ["", " ", "a", " a", "a ", "a  b", "A b", "a\tb", "plain ascii text", "Hello World!"]
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(5000)]
     for t in texts:

@@ -47,8 +47,10 @@ def test_silent_for_a_short_command_then_a_line_at_least_every_period() -> None:
     lines.update("validate", 0, 200_000)
     clock.t = 25.0
     lines.update("validate", 100_000, 200_000)
-    assert _lines(out)[1:] == ["curate build: read done: 200,000 in 20.0 s, 10,000/s",
-                               "curate build: validate started (200,000 to do)"]
+    assert _lines(out)[1:] == [
+        "curate build: read done: 200,000 in 20.0 s, 10,000/s",
+        "curate build: validate started (200,000 to do)",
+    ]
     clock.t = 31.0
     lines.update("validate", 150_000, 200_000)
     assert _lines(out)[-1] == "curate build: validate 150,000/200,000 (75%), 15,000/s, 10.0 s"
@@ -62,8 +64,10 @@ def test_silent_for_a_short_command_then_a_line_at_least_every_period() -> None:
     lines.tick()
     clock.t = 51.0
     lines.tick()
-    assert _lines(out)[n:] == ["curate build: still running after validate (41 s in all)",
-                               "curate build: still running after validate (51 s in all)"]
+    assert _lines(out)[n:] == [
+        "curate build: still running after validate (41 s in all)",
+        "curate build: still running after validate (51 s in all)",
+    ]
 
 
 def test_watcher_thread_prints_while_nothing_reports() -> None:
@@ -88,9 +92,13 @@ def test_cli_build_prints_stage_lines_off_a_terminal(tmp_path: Path) -> None:
     assert split and "/s" not in split[0], got  # a stage's phases (1..3 of 3) get no rate
     assert any(x.startswith("curate build: export done: 1 in ") for x in got), got
     assert r.stdout.startswith("mini-build@1: ")  # stdout is data, untouched
-    quiet = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "q"), "--quiet"], env={"CURATE_PROGRESS_S": "0"})
+    quiet = CliRunner().invoke(
+        main, [*args[:-1], str(tmp_path / "q"), "--quiet"], env={"CURATE_PROGRESS_S": "0"}
+    )
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stderr == "" and quiet.stdout.startswith("mini-build@1: ")
-    as_json = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "j"), "--json"], env={"CURATE_PROGRESS_S": "0"})
+    as_json = CliRunner().invoke(
+        main, [*args[:-1], str(tmp_path / "j"), "--json"], env={"CURATE_PROGRESS_S": "0"}
+    )
     assert as_json.exit_code == 0 and as_json.stdout.startswith("{")  # lines on stderr only
     assert "curate build: read started" in as_json.stderr

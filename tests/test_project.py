@@ -17,15 +17,28 @@ def _pyproject() -> dict:
 
 def test_license_is_an_spdx_expression() -> None:
     doc = _pyproject()
-    assert doc["project"]["license"] == "Apache-2.0"  # PEP 639 form; the table form warns ~45 lines per install
+    assert (
+        doc["project"]["license"] == "Apache-2.0"
+    )  # PEP 639 form; the table form warns ~45 lines per install
     assert any(r.replace(" ", "").startswith("setuptools>=77") for r in doc["build-system"]["requires"])
 
 
 def test_metadata_builds_without_license_warnings(tmp_path: Path) -> None:
     """setuptools writes the package metadata with the SPDX License-Expression and no deprecation warning."""
-    r = subprocess.run([sys.executable, "-W", "always", "-c",
-                        "import setuptools.build_meta as b, sys; print(b.prepare_metadata_for_build_wheel(sys.argv[1]))",
-                        str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "always",
+            "-c",
+            "import setuptools.build_meta as b, sys; print(b.prepare_metadata_for_build_wheel(sys.argv[1]))",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     meta = next(tmp_path.glob("*.dist-info")) / "METADATA"
     assert "License-Expression: Apache-2.0" in meta.read_text()
@@ -52,9 +65,16 @@ def test_generated_folders_are_ignored() -> None:
 def test_readme_and_demo_answer_the_first_questions() -> None:
     """A new user's questions, answered where they look first (issue #19)."""
     readme = (REPO / "README.md").read_text()
-    for text in ("source .venv/bin/activate", ".venv/bin/curate", "What is yours, what curate writes",
-                 "Labels into a build", "--model smollm2", "docs/walkthrough.md", "--out-file",
-                 "RAY_ADDRESS=ray://"):
+    for text in (
+        "source .venv/bin/activate",
+        ".venv/bin/curate",
+        "What is yours, what curate writes",
+        "Labels into a build",
+        "--model smollm2",
+        "docs/walkthrough.md",
+        "--out-file",
+        "RAY_ADDRESS=ray://",
+    ):
         assert text in readme, text
     demo = (REPO / "scripts" / "demo").read_text()
     assert "source .venv/bin/activate" in demo and "--model smollm2" in demo and "docs/walkthrough.md" in demo

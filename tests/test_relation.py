@@ -124,7 +124,7 @@ MERGE = [
     ("Help... please", "Help please"),
     ("Cancel it; now.", "Cancel it, now"),
     ("(urgent) refund please", "urgent refund please"),
-    ("\"Where\" is my order?", "Where is my order?"),
+    ('"Where" is my order?', "Where is my order?"),
     ("Whats the weather", "What's the weather?"),
     ("I cant log in", "I can't log in"),
     # whitespace
@@ -164,10 +164,16 @@ MERGE = [
     ("café", "cafe\u0301"),
     ("ﬁle a claim", "file a claim"),
     # long texts: one word changed (the fuzzy rule)
-    (("I ordered a pair of running shoes three weeks ago and they still have not arrived; the tracking page "
-      "has said in transit for ten days and nobody answers the phone."),
-     ("I ordered a pair of running shoes three weeks ago and they still have not arrived; the tracking page "
-      "has said in transit for twelve days and nobody answers the phone.")),
+    (
+        (
+            "I ordered a pair of running shoes three weeks ago and they still have not arrived; the tracking page "
+            "has said in transit for ten days and nobody answers the phone."
+        ),
+        (
+            "I ordered a pair of running shoes three weeks ago and they still have not arrived; the tracking page "
+            "has said in transit for twelve days and nobody answers the phone."
+        ),
+    ),
 ]
 
 
@@ -212,9 +218,11 @@ def test_numbers_in_short_texts_always_count() -> None:
 
 # ---------------------------------------------------------------- properties
 
-_WORDS = ("account password reset please help refund order invoice charged twice email login error page blank "
-         "button urgent cancel subscription yesterday today shipping address delivery tracking number broken "
-         "not no yes the a an 12 13 2024 $5 € 😀 ü ß straße café")
+_WORDS = (
+    "account password reset please help refund order invoice charged twice email login error page blank "
+    "button urgent cancel subscription yesterday today shipping address delivery tracking number broken "
+    "not no yes the a an 12 13 2024 $5 € 😀 ü ß straße café"
+)
 WORDS = _WORDS.split()
 
 words = st.lists(st.sampled_from(WORDS), min_size=0, max_size=SHORT_TOKENS + 12).map(" ".join)
@@ -281,8 +289,10 @@ def test_short_texts_with_different_skeletons_need_one_typo(ab: tuple[str, str],
         assert not diff or (len(diff) == 1 and is_typo(*diff[0]))
 
 
-turn_text = st.one_of(st.sampled_from(["hi", "Hi!", "hello", "reset my password", "Reset my  password",
-                                       "no", "yes", "thanks"]), words)
+turn_text = st.one_of(
+    st.sampled_from(["hi", "Hi!", "hello", "reset my password", "Reset my  password", "no", "yes", "thanks"]),
+    words,
+)
 roles = st.sampled_from(["user", "assistant"])
 messages = st.lists(st.fixed_dictionaries({"role": roles, "content": turn_text}), min_size=1, max_size=5)
 systems = st.lists(st.fixed_dictionaries({"role": st.just("system"), "content": turn_text}), max_size=1)
@@ -297,8 +307,11 @@ def conversations(draw: st.DrawFn) -> list[dict[str, str]]:
 def record_views(draw: st.DrawFn) -> View:
     if draw(st.booleans()):
         return view(draw(conversations()))
-    prompt = draw(systems) + draw(st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": turn_text}),
-                                           min_size=1, max_size=3))
+    prompt = draw(systems) + draw(
+        st.lists(
+            st.fixed_dictionaries({"role": st.just("user"), "content": turn_text}), min_size=1, max_size=3
+        )
+    )
     chosen = [{"role": "assistant", "content": draw(turn_text)}]
     return view(prompt, chosen)
 
@@ -317,8 +330,12 @@ def test_near_and_leak_scores_are_symmetric_and_reflexive(a: View, b: View, t: f
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(texts, texts), min_size=2, max_size=12), thresholds, st.randoms(use_true_random=False))
-def test_scores_are_pure_functions_of_the_pair(pairs: list[tuple[str, str]], t: float, rnd: random.Random) -> None:
+@given(
+    st.lists(st.tuples(texts, texts), min_size=2, max_size=12), thresholds, st.randoms(use_true_random=False)
+)
+def test_scores_are_pure_functions_of_the_pair(
+    pairs: list[tuple[str, str]], t: float, rnd: random.Random
+) -> None:
     """A verdict depends on the two texts and the threshold only: the same in any order of calls, after any other
     calls, and on equal (not identical) string objects."""
     norm = [(normalize_text(a), normalize_text(b)) for a, b in pairs]
@@ -332,17 +349,23 @@ def test_scores_are_pure_functions_of_the_pair(pairs: list[tuple[str, str]], t: 
         again[k] = text_score("".join(list(a)), "".join(list(b)), t)
     assert [again[k] for k in range(len(norm))] == first
     views = [view([{"role": "user", "content": a}, {"role": "assistant", "content": b}]) for a, b in pairs]
-    before = [(near_score(x, y, t), leak_score(x.user_turns, y.user_turns, t))
-              for x, y in itertools.combinations(views, 2)]
-    after = [(near_score(x, y, t), leak_score(x.user_turns, y.user_turns, t))
-             for x, y in reversed(list(itertools.combinations(views, 2)))][::-1]
+    before = [
+        (near_score(x, y, t), leak_score(x.user_turns, y.user_turns, t))
+        for x, y in itertools.combinations(views, 2)
+    ]
+    after = [
+        (near_score(x, y, t), leak_score(x.user_turns, y.user_turns, t))
+        for x, y in reversed(list(itertools.combinations(views, 2)))
+    ][::-1]
     assert before == after
 
 
 @st.composite
 def prefix_chains(draw: st.DrawFn) -> list[View]:
     """Views of one conversation cut at several lengths, plus unrelated conversations."""
-    base = draw(st.lists(st.fixed_dictionaries({"role": roles, "content": turn_text}), min_size=1, max_size=7))
+    base = draw(
+        st.lists(st.fixed_dictionaries({"role": roles, "content": turn_text}), min_size=1, max_size=7)
+    )
     sys_msgs = draw(systems)
     cuts = draw(st.lists(st.integers(1, len(base)), min_size=1, max_size=4))
     vs = [view(draw(systems) + base[:k]) for k in cuts]  # a system turn is not compared
@@ -359,7 +382,7 @@ def test_continuation_is_a_strict_partial_order(vs: list[View]) -> None:
     for a, b in itertools.product(vs, repeat=2):
         if continuation(a, b):
             assert not continuation(b, a)  # asymmetric
-            assert len(a.turns) < len(b.turns) and b.turns[:len(a.turns)] == a.turns
+            assert len(a.turns) < len(b.turns) and b.turns[: len(a.turns)] == a.turns
     for a, b, c in itertools.product(vs, repeat=3):
         if continuation(a, b) and continuation(b, c):
             assert continuation(a, c)  # transitive
@@ -370,7 +393,7 @@ def test_continuation_is_a_strict_partial_order(vs: list[View]) -> None:
 def test_prefix_chain_members_are_continuations(vs: list[View]) -> None:
     base = max(vs[:-1] or vs, key=lambda v: len(v.turns))
     for v in vs:
-        if len(v.turns) < len(base.turns) and base.turns[:len(v.turns)] == v.turns:
+        if len(v.turns) < len(base.turns) and base.turns[: len(v.turns)] == v.turns:
             assert continuation(v, base)
 
 
@@ -384,8 +407,11 @@ def test_exact_key_equal_iff_turns_equal(a: View, b: View) -> None:
 @PROPS
 @given(conversations())
 def test_exact_key_ignores_case_whitespace_and_system_turns(msgs: list[dict[str, str]]) -> None:
-    noisy = [{"role": m["role"], "content": "  " + m["content"].upper().replace(" ", "  \n")} for m in msgs
-             if m["role"] != "system"]
+    noisy = [
+        {"role": m["role"], "content": "  " + m["content"].upper().replace(" ", "  \n")}
+        for m in msgs
+        if m["role"] != "system"
+    ]
     assert exact_key(view(msgs)) == exact_key(view(noisy))
 
 
@@ -396,4 +422,6 @@ def test_exact_key_separates_turn_boundaries() -> None:
     assert len({exact_key(one), exact_key(two), exact_key(three)}) == 3
     # control characters that look like the key's separators are whitespace to normalize_text
     tricky = view([{"role": "user", "content": "a\x1fb\x1euser\x1fc"}])
-    assert exact_key(tricky) != exact_key(view([{"role": "user", "content": "a"}, {"role": "user", "content": "c"}]))
+    assert exact_key(tricky) != exact_key(
+        view([{"role": "user", "content": "a"}, {"role": "user", "content": "c"}])
+    )

@@ -31,19 +31,26 @@ COV = _full_coverage()
 
 def _rec(next_step: str, user: str = "I can't get in.", **kw) -> SFTRecord:
     answer = {"intent": "account_access", "entities": {}, "missing_info": [], "next_step": next_step}
-    return SFTRecord.build(messages=(Message(role="user", content=user),
-                                     Message(role="assistant", content=json.dumps(answer))), **kw)
+    return SFTRecord.build(
+        messages=(Message(role="user", content=user), Message(role="assistant", content=json.dumps(answer))),
+        **kw,
+    )
 
 
 def test_each_signal_raises_a_record():
     plain = _rec("Send the sign-in help link.")
     assert value_order(SPEC, [plain], coverage=COV)[0].score == 0.0
-    near = _rec(" ".join(["word"] * 39) + ".")                  # next-step-brief: 39 of 40 words
+    near = _rec(" ".join(["word"] * 39) + ".")  # next-step-brief: 39 of 40 words
     split = _rec("Send the link.", user="help me", labels={"agreement": "1/2"})
     failed = _rec("Send the reset page.", user="reset it")
     twin = _rec("Route to support.", user="other")
-    order = value_order(SPEC, [plain, near, split, failed, twin], eval_failures=["reset  it"],
-                        cluster_sizes={twin.id: 6}, coverage=COV)
+    order = value_order(
+        SPEC,
+        [plain, near, split, failed, twin],
+        eval_failures=["reset  it"],
+        cluster_sizes={twin.id: 6},
+        coverage=COV,
+    )
     got = {s.record.id: s for s in order}
     assert got[near.id].reasons == ["near_boundary: next-step-brief (39 of 40)"]
     assert got[split.id].reasons == ["annotator_disagreement: labelers agreed 1/2"]
@@ -65,8 +72,13 @@ def test_cluster_sizes_from_clusters_rows():
 
 def test_simulation_value_order_finds_at_least_twice_as_many_planted_errors():
     script = REPO / "scripts" / "sim_review_order.py"
-    out = subprocess.run([sys.executable, str(script), "--seeds", "5", "--json"], capture_output=True,
-                         text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, str(script), "--seeds", "5", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     rep = json.loads(out.stdout)
     assert rep["overall"]["planted"] == 5 * 19
     assert rep["overall"]["ratio"] >= 2.0

@@ -55,7 +55,8 @@ def test_a_rebuild_keeps_what_curate_did_not_write(tmp_path):
     first = _build(out)
     marker = read_marker(out)
     assert marker["tool"] == "curate" and {"sft", "dpo", "manifest.json", "README.md", "quarantine"} <= set(
-        marker["outputs"])
+        marker["outputs"]
+    )
     (out / "notes.md").write_text("my notes")
     (out / "agreement.json").write_text('{"kappa": 0.7}')
     (out / "evals").mkdir()
@@ -110,12 +111,17 @@ with output_lock(sys.argv[1]):
 
 def test_a_second_build_into_a_locked_folder_fails_naming_the_holder(tmp_path):
     out = tmp_path / "v1"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert proc.stdout.readline().strip() == b"held"
-        with pytest.raises(ExportError, match=f"another curate build is writing this folder \\(pid {proc.pid} on "
-                           f"{socket.gethostname()}"):
+        with pytest.raises(
+            ExportError,
+            match=f"another curate build is writing this folder \\(pid {proc.pid} on {socket.gethostname()}",
+        ):
             _build(out)
         assert not out.exists()
     finally:
@@ -202,14 +208,20 @@ def test_kill_9_at_random_points_of_a_build(tmp_path):
     rng = random.Random(16)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # how long a build takes in a fresh process, so the kills land all over it
-    proc = subprocess.Popen([sys.executable, "-c", KILL, str(out), str(DATA)], env=env, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL, str(out), str(DATA)], env=env, stdout=subprocess.PIPE
+    )
     assert proc.stdout.readline().strip() == b"go"
     t0 = time.perf_counter()
     assert proc.wait() == 0
     span = time.perf_counter() - t0
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", KILL, str(out), str(DATA)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL, str(out), str(DATA)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         assert proc.stdout.readline().strip() == b"go"
         time.sleep(rng.uniform(0, span))
         proc.send_signal(signal.SIGKILL)

@@ -32,8 +32,12 @@ from curate.steps.read import read_inputs
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "build"
 REASON = re.compile(r"^[a-z][a-z0-9_]*$")
-GOOD = {"messages": [{"role": "user", "content": "Where is my order?"},
-                     {"role": "assistant", "content": '{"answer": "It ships today."}'}]}
+GOOD = {
+    "messages": [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": '{"answer": "It ships today."}'},
+    ]
+}
 
 
 def read(path: Path) -> tuple[list, RunContext]:
@@ -47,8 +51,11 @@ def qrows(ctx: RunContext, step: str = "read") -> list[dict]:
 
 def conserved(path: Path, recs: list, ctx: RunContext) -> None:
     f = str(path)
-    assert ctx.counters["in:" + f] == ctx.counters["read:out:" + f] + ctx.per_file_quarantined[f] == \
-        len(recs) + len(qrows(ctx))
+    assert (
+        ctx.counters["in:" + f]
+        == ctx.counters["read:out:" + f] + ctx.per_file_quarantined[f]
+        == len(recs) + len(qrows(ctx))
+    )
 
 
 def nested(depth: int, leaf: object = 1) -> object:
@@ -60,6 +67,7 @@ def nested(depth: int, leaf: object = 1) -> object:
 
 # ---------------------------------------------------------------- the faults, one by one
 
+
 def test_deep_nesting_in_jsonl_and_json_is_one_quarantined_record(tmp_path):
     deep = {**GOOD, "labels": {"x": nested(300)}}  # orjson writes at most 255 levels
     f = tmp_path / "a.jsonl"
@@ -68,8 +76,18 @@ def test_deep_nesting_in_jsonl_and_json_is_one_quarantined_record(tmp_path):
     assert len(recs) == 1 and [q["reason"] for q in qrows(ctx)] == ["too_deep", "too_deep"]
     conserved(f, recs, ctx)
     g = tmp_path / "a.json"  # a .json array whose 2nd element is nested past Python's recursion limit
-    g.write_text("[" + json.dumps(GOOD) + ",\n" + "[" * 1500 + "]" * 1500 + ",\n" + json.dumps(deep) + ",\n"
-                 + json.dumps({**GOOD, "category": "edge"}) + "]")
+    g.write_text(
+        "["
+        + json.dumps(GOOD)
+        + ",\n"
+        + "[" * 1500
+        + "]" * 1500
+        + ",\n"
+        + json.dumps(deep)
+        + ",\n"
+        + json.dumps({**GOOD, "category": "edge"})
+        + "]"
+    )
     recs, ctx = read(g)
     assert [r.category for r in recs] == ["typical", "edge"]
     assert [(q["reason"], q["source"]["line"]) for q in qrows(ctx)] == [("too_deep", 2), ("too_deep", 3)]
@@ -79,26 +97,32 @@ def test_deep_nesting_in_jsonl_and_json_is_one_quarantined_record(tmp_path):
 
 
 def test_huge_integers_and_non_finite_numbers_follow_one_rule(tmp_path):
-    big = {**GOOD, "labels": {"n": 2 ** 70}}
-    nan = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "labels": ' \
-          '{"score": NaN}}'
+    big = {**GOOD, "labels": {"n": 2**70}}
+    nan = (
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "labels": '
+        '{"score": NaN}}'
+    )
     inf = nan.replace("NaN", "1e400")
     f, g = tmp_path / "n.jsonl", tmp_path / "n.json"
     f.write_text(json.dumps(big) + "\n" + nan + "\n" + inf + "\n")
     g.write_text("[" + json.dumps(big) + ",\n" + nan + ",\n" + inf + "]")
     for path in (f, g):
         recs, ctx = read(path)
-        assert len(recs) == 1 and recs[0].labels["n"] == float(2 ** 70)  # read as a float, like orjson does
+        assert len(recs) == 1 and recs[0].labels["n"] == float(2**70)  # read as a float, like orjson does
         orjson.dumps(dump_record(recs[0]))
         assert [q["reason"] for q in qrows(ctx)] == ["not_finite", "not_finite"], path
         conserved(path, recs, ctx)
 
 
 def test_duplicate_keys_are_flagged_in_jsonl_json_and_csv(tmp_path):
-    dup = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], ' \
-          '"category": "edge", "category": "typical"}'
-    inner = '{"messages": [{"role": "user", "content": "a", "content": "c"}, {"role": "assistant", ' \
-            '"content": "{\\"x\\": 1}"}]}'
+    dup = (
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], '
+        '"category": "edge", "category": "typical"}'
+    )
+    inner = (
+        '{"messages": [{"role": "user", "content": "a", "content": "c"}, {"role": "assistant", '
+        '"content": "{\\"x\\": 1}"}]}'
+    )
     f, g = tmp_path / "d.jsonl", tmp_path / "d.json"
     f.write_text(dup + "\n" + inner + "\n" + json.dumps(GOOD) + "\n")
     g.write_text("[" + dup + ",\n" + inner + ",\n" + json.dumps(GOOD) + "]")
@@ -107,7 +131,8 @@ def test_duplicate_keys_are_flagged_in_jsonl_json_and_csv(tmp_path):
         assert len(recs) == 1
         assert [(q["reason"], q["detail"].split(": ", 1)[1]) for q in qrows(ctx)] == [
             ("duplicate_key", "key 'category' appears twice in one object"),
-            ("duplicate_key", "key 'content' appears twice in one object")], path
+            ("duplicate_key", "key 'content' appears twice in one object"),
+        ], path
     c = tmp_path / "d.csv"
     c.write_text("prompt,completion,prompt\nq,a,r\n")
     recs, ctx = read(c)
@@ -116,12 +141,18 @@ def test_duplicate_keys_are_flagged_in_jsonl_json_and_csv(tmp_path):
 
 def test_csv_cells_are_text_unless_they_hold_messages(tmp_path):
     f = tmp_path / "pc.csv"
-    f.write_text('prompt,completion\n"Triage this?","{""intent"": ""refund"",  ""urgent"": true}"\n'
-                 '"Primes?","[2, 3, 5]"\n"Is it on?","True"\n'
-                 '"[{""role"": ""user"", ""content"": ""Hi""}]","[{""role"": ""assistant"", ""content"": ""Yo""}]"\n')
+    f.write_text(
+        'prompt,completion\n"Triage this?","{""intent"": ""refund"",  ""urgent"": true}"\n'
+        '"Primes?","[2, 3, 5]"\n"Is it on?","True"\n'
+        '"[{""role"": ""user"", ""content"": ""Hi""}]","[{""role"": ""assistant"", ""content"": ""Yo""}]"\n'
+    )
     recs, ctx = read(f)
-    assert [r.completion[0].content for r in recs] == ['{"intent": "refund",  "urgent": true}', "[2, 3, 5]", "True",
-                                                      "Yo"]
+    assert [r.completion[0].content for r in recs] == [
+        '{"intent": "refund",  "urgent": true}',
+        "[2, 3, 5]",
+        "True",
+        "Yo",
+    ]
     assert recs[3].prompt[0].content == "Hi" and qrows(ctx) == []
 
 
@@ -141,7 +172,7 @@ def test_quarantine_rows_spill_to_disk_and_read_back(tmp_path, monkeypatch):
 
 def test_the_quarantine_writer_never_raises():
     ctx = RunContext()
-    ctx.quarantine(step="s", reason="r", detail="d", source=Source(file="f", line=1), original={"n": 2 ** 80})
+    ctx.quarantine(step="s", reason="r", detail="d", source=Source(file="f", line=1), original={"n": 2**80})
     ctx.quarantine(step="s", reason="r", detail="d", original=nested(400))
     ctx.quarantine(step="s", reason="r", detail="d", original=nested(5000))
     out = b"".join(base.encode_row(r) for r in ctx.quarantined["s"])
@@ -152,8 +183,13 @@ def test_the_quarantine_writer_never_raises():
 # ---------------------------------------------------------------- fuzzing (hypothesis)
 
 EXAMPLES = int(os.environ.get("CURATE_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="CURATE_FUZZ_EXAMPLES" not in os.environ,
-                suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize="CURATE_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 STATS: Counter[str] = Counter()
 
 
@@ -171,28 +207,53 @@ def _stats(prefix: str, ctx: RunContext | None, outcome: str) -> None:
 def _write_stats() -> None:
     path = os.environ.get("CURATE_FUZZ_STATS")
     if path:
-        Path(path).write_text(json.dumps({k: v for k, v in sorted(STATS.items()) if k != "_writes"}, indent=1))
+        Path(path).write_text(
+            json.dumps({k: v for k, v in sorted(STATS.items()) if k != "_writes"}, indent=1)
+        )
 
 
 atexit.register(_write_stats)
 
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2 ** 80), max_value=2 ** 80),
-                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
-json_value = st.recursive(json_leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
-                                                            st.dictionaries(st.text(max_size=8), kids, max_size=4)),
-                          max_leaves=20)
-message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", "gpt", "x", ""]),
-                                 "content": st.one_of(st.text(max_size=40), json_value)})
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=20,
+)
+message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["user", "assistant", "system", "tool", "gpt", "x", ""]),
+        "content": st.one_of(st.text(max_size=40), json_value),
+    }
+)
 record = st.one_of(
-    st.fixed_dictionaries({"messages": st.lists(message, max_size=4)},
-                          optional={"category": st.sampled_from(["typical", "edge", "negative", ""]),
-                                    "tags": st.lists(st.text(max_size=5), max_size=2), "labels": json_value}),
-    st.fixed_dictionaries({"prompt": st.one_of(st.text(max_size=30), st.lists(message, max_size=2)),
-                           "chosen": st.one_of(st.text(max_size=30), st.lists(message, max_size=2)),
-                           "rejected": st.one_of(st.text(max_size=30), st.lists(message, max_size=2))}),
+    st.fixed_dictionaries(
+        {"messages": st.lists(message, max_size=4)},
+        optional={
+            "category": st.sampled_from(["typical", "edge", "negative", ""]),
+            "tags": st.lists(st.text(max_size=5), max_size=2),
+            "labels": json_value,
+        },
+    ),
+    st.fixed_dictionaries(
+        {
+            "prompt": st.one_of(st.text(max_size=30), st.lists(message, max_size=2)),
+            "chosen": st.one_of(st.text(max_size=30), st.lists(message, max_size=2)),
+            "rejected": st.one_of(st.text(max_size=30), st.lists(message, max_size=2)),
+        }
+    ),
     st.fixed_dictionaries({"prompt": st.text(max_size=30), "completion": st.text(max_size=30)}),
-    st.dictionaries(st.text(max_size=10), json_value, max_size=5))
+    st.dictionaries(st.text(max_size=10), json_value, max_size=5),
+)
 
 
 def _dumps(v: object) -> str:
@@ -205,7 +266,9 @@ def jsonl_text(draw: st.DrawFn) -> bytes:
     """Lines of records and garbage: deep nesting, duplicate keys, broken lines, python reprs, blank lines."""
     lines = []
     for _ in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(["good", "record", "deep", "dup", "cut", "repr", "blank", "bytes", "scalar"]))
+        kind = draw(
+            st.sampled_from(["good", "record", "deep", "dup", "cut", "repr", "blank", "bytes", "scalar"])
+        )
         if kind == "good":
             lines.append(_dumps(GOOD))
         elif kind == "record":
@@ -217,7 +280,7 @@ def jsonl_text(draw: st.DrawFn) -> bytes:
             lines.append(_dumps(GOOD)[:-1] + ', "messages": []}')
         elif kind == "cut":
             s = _dumps(draw(record))
-            lines.append(s[:draw(st.integers(0, len(s)))])
+            lines.append(s[: draw(st.integers(0, len(s)))])
         elif kind == "repr":
             lines.append(repr(draw(record)))
         elif kind == "blank":
@@ -257,17 +320,30 @@ def json_array_text(draw: st.DrawFn) -> bytes:
             items.append(_dumps(draw(json_value)))
     text = "[" + ",\n".join(items) + "]"
     if draw(st.booleans()):
-        text = text[:draw(st.integers(0, len(text)))]  # truncated
+        text = text[: draw(st.integers(0, len(text)))]  # truncated
     return _encode(text, draw(st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "nul"])))
 
 
 @st.composite
 def csv_text(draw: st.DrawFn) -> bytes:
-    header = draw(st.sampled_from([["prompt", "completion"], ["messages", "category"], ["prompt", "chosen", "rejected"],
-                                   ["prompt", "completion", "prompt"], ["a"]]))
-    cell = st.one_of(st.text(max_size=30), st.builds(_dumps, json_value), st.builds(_dumps, st.lists(message)))
-    rows = [[draw(cell) for _ in range(draw(st.sampled_from([len(header), len(header), len(header) + 1])))]
-            for _ in range(draw(st.integers(0, 6)))]
+    header = draw(
+        st.sampled_from(
+            [
+                ["prompt", "completion"],
+                ["messages", "category"],
+                ["prompt", "chosen", "rejected"],
+                ["prompt", "completion", "prompt"],
+                ["a"],
+            ]
+        )
+    )
+    cell = st.one_of(
+        st.text(max_size=30), st.builds(_dumps, json_value), st.builds(_dumps, st.lists(message))
+    )
+    rows = [
+        [draw(cell) for _ in range(draw(st.sampled_from([len(header), len(header), len(header) + 1])))]
+        for _ in range(draw(st.integers(0, 6)))
+    ]
     import csv
     import io
 
@@ -308,7 +384,11 @@ def test_fuzz_jsonl_reader(tmp_path_factory, data):
 
 
 @FUZZ
-@given(data=st.one_of(json_array_text(), st.binary(max_size=400), st.builds(lambda v: _dumps(v).encode(), record)))
+@given(
+    data=st.one_of(
+        json_array_text(), st.binary(max_size=400), st.builds(lambda v: _dumps(v).encode(), record)
+    )
+)
 def test_fuzz_json_reader(tmp_path_factory, data):
     _check_read(tmp_path_factory.mktemp("json"), "f.json", data, "json")
 
@@ -320,16 +400,22 @@ def test_fuzz_csv_reader(tmp_path_factory, data, tsv):
 
 
 @FUZZ
-@given(data=st.one_of(jsonl_text(), json_array_text(), csv_text(), st.binary(max_size=300)),
-       ext=st.sampled_from(["data", "txt", "jsonl", "json", "parquet", "arrow"]))
+@given(
+    data=st.one_of(jsonl_text(), json_array_text(), csv_text(), st.binary(max_size=300)),
+    ext=st.sampled_from(["data", "txt", "jsonl", "json", "parquet", "arrow"]),
+)
 def test_fuzz_mixed_formats_and_wrong_extensions(tmp_path_factory, data, ext):
     """Any bytes under any name: the read ends with records + reasons, or one InputError line for the file."""
     _check_read(tmp_path_factory.mktemp("mixed"), f"f.{ext}", data, "mixed")
 
 
 @FUZZ
-@given(rows=st.lists(st.one_of(record, st.fixed_dictionaries({"messages": st.just(GOOD["messages"])})), max_size=6),
-       kind=st.sampled_from(["parquet", "arrow"]))
+@given(
+    rows=st.lists(
+        st.one_of(record, st.fixed_dictionaries({"messages": st.just(GOOD["messages"])})), max_size=6
+    ),
+    kind=st.sampled_from(["parquet", "arrow"]),
+)
 def test_fuzz_parquet_and_arrow_readers(tmp_path_factory, rows, kind):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -358,15 +444,20 @@ spec_yaml = (DATA / "spec.yaml").read_text()
 
 
 @FUZZ
-@given(cut=st.integers(0, len(spec_yaml)), junk=st.one_of(st.text(max_size=80), st.binary(max_size=80).map(
-    lambda b: b.decode("latin-1"))), where=st.integers(0, len(spec_yaml)),
-    bomb=st.integers(0, 12), how=st.sampled_from(["utf-8", "utf-16", "nul", "latin-1"]))
+@given(
+    cut=st.integers(0, len(spec_yaml)),
+    junk=st.one_of(st.text(max_size=80), st.binary(max_size=80).map(lambda b: b.decode("latin-1"))),
+    where=st.integers(0, len(spec_yaml)),
+    bomb=st.integers(0, 12),
+    how=st.sampled_from(["utf-8", "utf-16", "nul", "latin-1"]),
+)
 def test_fuzz_spec_loading(tmp_path_factory, cut, junk, where, bomb, how):
     """Any damaged spec: a Spec or one SpecError, never another exception, a hang or a MemoryError."""
     text = spec_yaml[:where] + junk + spec_yaml[where:cut] if cut > where else spec_yaml[:cut] + junk
     if bomb:
         text += "\nx0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-            f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, bomb))
+            f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, bomb)
+        )
     f = tmp_path_factory.mktemp("spec") / "spec.yaml"
     f.write_bytes(_encode(text, how))
     try:
@@ -384,14 +475,33 @@ def _spec_doc() -> dict:
 
 
 SPEC_DOC = _spec_doc()
-spec_paths = st.sampled_from([("name",), ("version",), ("description",), ("output", "schema"), ("rules",),
-                              ("rules", 0), ("rules", 2, "check"), ("rules", 2, "check", "pattern"), ("cases",),
-                              ("split", "heldout"), ("export", "formats"), ("data",), ("data", 0), ("coverage",)])
+spec_paths = st.sampled_from(
+    [
+        ("name",),
+        ("version",),
+        ("description",),
+        ("output", "schema"),
+        ("rules",),
+        ("rules", 0),
+        ("rules", 2, "check"),
+        ("rules", 2, "check", "pattern"),
+        ("cases",),
+        ("split", "heldout"),
+        ("export", "formats"),
+        ("data",),
+        ("data", 0),
+        ("coverage",),
+    ]
+)
 
 
 @FUZZ
-@given(path=spec_paths, value=st.one_of(json_value, st.integers(0, 400).map(nested),
-                                        st.text(max_size=40).map(lambda t: "(a|aa)+" + t)))
+@given(
+    path=spec_paths,
+    value=st.one_of(
+        json_value, st.integers(0, 400).map(nested), st.text(max_size=40).map(lambda t: "(a|aa)+" + t)
+    ),
+)
 def test_fuzz_spec_values(tmp_path_factory, path, value):
     """A well-formed spec (JSON is YAML) with any value anywhere: a Spec (then lint and the checks' compile run) or
     one SpecError naming the file."""
@@ -420,8 +530,13 @@ def test_fuzz_spec_values(tmp_path_factory, path, value):
 BUILD_EXAMPLES = int(os.environ.get("CURATE_FUZZ_BUILDS", max(3, EXAMPLES // 10)))
 
 
-@settings(max_examples=BUILD_EXAMPLES, deadline=None, derandomize="CURATE_FUZZ_EXAMPLES" not in os.environ,
-          suppress_health_check=list(HealthCheck), database=None)
+@settings(
+    max_examples=BUILD_EXAMPLES,
+    deadline=None,
+    derandomize="CURATE_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 @given(data=jsonl_text())
 def test_fuzz_build_finishes_and_conserves(tmp_path_factory, data):
     """A build over the example data plus a fuzzed file finishes; every input line is exported, a duplicate or
@@ -438,8 +553,11 @@ def test_fuzz_build_finishes_and_conserves(tmp_path_factory, data):
     assert m["conservation"]["ok"]
     for inp in m["inputs"]:
         assert inp["in"] == inp["exported"] + inp["quarantined"] + inp["duplicates"]
-    rows = [orjson.loads(x) for p in (folder / "out" / "quarantine").glob("*.jsonl") for x in
-            p.read_bytes().splitlines()]
+    rows = [
+        orjson.loads(x)
+        for p in (folder / "out" / "quarantine").glob("*.jsonl")
+        for x in p.read_bytes().splitlines()
+    ]
     assert len(rows) == m["counts"]["quarantined"] and all(REASON.match(r["reason"]) for r in rows)
     STATS["build:quarantined_rows"] += len(rows)
     _stats("build", None, "built")
@@ -462,8 +580,11 @@ def test_detection_does_not_hold_a_file_of_bad_lines(tmp_path, monkeypatch):
     f = tmp_path / "late.jsonl"
     f.write_text("".join(f"bad {i}\n" for i in range(20)) + json.dumps(GOOD) + "\n" + "{'py': True}\n")
     recs, ctx = read(f)
-    assert len(recs) == 1 and len(qrows(ctx)) == 21 and [q["source"]["line"] for q in qrows(ctx)] == list(
-        range(1, 20 + 1)) + [22]
+    assert (
+        len(recs) == 1
+        and len(qrows(ctx)) == 21
+        and [q["source"]["line"] for q in qrows(ctx)] == list(range(1, 20 + 1)) + [22]
+    )
     conserved(f, recs, ctx)
     g = tmp_path / "only_bad.jsonl"
     g.write_text("".join(f"bad {i}\n" for i in range(20)))
@@ -471,9 +592,15 @@ def test_detection_does_not_hold_a_file_of_bad_lines(tmp_path, monkeypatch):
     assert recs == [] and len(qrows(ctx)) == 20
     conserved(g, recs, ctx)
     h = tmp_path / "unknown.jsonl"  # objects of no known shape after many bad lines: quarantined unit by unit
-    h.write_text("".join(f"bad {i}\n" for i in range(20)) + "".join(json.dumps({"q": i}) + "\n" for i in range(120)))
+    h.write_text(
+        "".join(f"bad {i}\n" for i in range(20)) + "".join(json.dumps({"q": i}) + "\n" for i in range(120))
+    )
     recs, ctx = read(h)
-    assert recs == [] and len(qrows(ctx)) == 140 and {q["reason"] for q in qrows(ctx)} == {"bad_json", "unknown_format"}
+    assert (
+        recs == []
+        and len(qrows(ctx)) == 140
+        and {q["reason"] for q in qrows(ctx)} == {"bad_json", "unknown_format"}
+    )
     conserved(h, recs, ctx)
 
 
@@ -484,10 +611,14 @@ def test_a_build_flags_duplicate_keys_on_plain_lines_too(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
     monkeypatch.setenv("CURATE_WORKERS", workers)
-    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # (a thread an earlier test left must not turn the pool off)
+    monkeypatch.setattr(
+        C, "_fork_safe", lambda: True
+    )  # (a thread an earlier test left must not turn the pool off)
     f = tmp_path / "data.jsonl"
-    dup = ('{"messages": [{"role": "user", "content": "Dup key question here?"}, {"role": "assistant", "content": '
-           '"{\\"answer\\": \\"Fine.\\"}"}], "category": "edge", "category": "typical"}\n')
+    dup = (
+        '{"messages": [{"role": "user", "content": "Dup key question here?"}, {"role": "assistant", "content": '
+        '"{\\"answer\\": \\"Fine.\\"}"}], "category": "edge", "category": "typical"}\n'
+    )
     f.write_text((DATA / "data.jsonl").read_text() + dup)
     res = build(DATA, [f], tmp_path / "o")
     assert res.manifest["quarantine"].get("read/duplicate_key") == 1

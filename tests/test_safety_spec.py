@@ -70,8 +70,11 @@ def test_a_yaml_alias_bomb_is_refused_with_a_line(tmp_path):
     f = tmp_path / "spec.yaml"
     f.write_text(BOMB)
     t0 = time.perf_counter()
-    with pytest.raises(SpecError, match=r"spec.yaml:\d+:1: YAML aliases expand this spec to more than 200,000 "
-                       r"values \(anchor &\w\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"spec.yaml:\d+:1: YAML aliases expand this spec to more than 200,000 "
+        r"values \(anchor &\w\)",
+    ):
         load_spec(f)
     assert time.perf_counter() - t0 < 30  # (it used to run until a MemoryError)
     r = CliRunner().invoke(main, ["spec", "check", str(f)])
@@ -88,8 +91,19 @@ def test_deep_yaml_and_too_many_aliases(tmp_path):
         load_spec(f)
 
 
-@pytest.mark.parametrize("version,ok", [("../../x", False), ("v1/../../etc", False), (".hidden", False),
-                                        ("a b", False), (-1, False), (True, False), ("2.1-rc+b", True), (3, True)])
+@pytest.mark.parametrize(
+    "version,ok",
+    [
+        ("../../x", False),
+        ("v1/../../etc", False),
+        (".hidden", False),
+        ("a b", False),
+        (-1, False),
+        (True, False),
+        ("2.1-rc+b", True),
+        (3, True),
+    ],
+)
 def test_version_cannot_leave_the_output_folder(tmp_path, version, ok):
     d = _spec_dir(tmp_path)
     text = (d / "spec.yaml").read_text().replace("version: 1", f"version: {json.dumps(version)}")
@@ -144,10 +158,15 @@ def test_spec_code_runs_only_when_allowed_and_never_from_spec_check(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["build", str(d), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "runs Python code" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    for args in (["spec", "check", str(d)], ["spec", "check", str(d), "--allow-code"], ["--allow-code", "spec",
-                                                                                        "check", str(d)]):
+    for args in (
+        ["spec", "check", str(d)],
+        ["spec", "check", str(d), "--allow-code"],
+        ["--allow-code", "spec", "check", str(d)],
+    ):
         r = runner.invoke(main, args)
-        assert r.exit_code == 0 and "runs_code" in r.output + r.stderr and "mychecks:ok" in r.output + r.stderr
+        assert (
+            r.exit_code == 0 and "runs_code" in r.output + r.stderr and "mychecks:ok" in r.output + r.stderr
+        )
         assert not (d / "RAN").exists()
     r = runner.invoke(main, ["build", str(d), "--out", str(tmp_path / "o"), "--allow-code"])
     assert r.exit_code == 0, r.output
@@ -174,8 +193,12 @@ SLOW_RULE = """  - id: no-stutter
 def test_a_catastrophic_regex_cannot_hang_the_build(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_REGEX_TIMEOUT", "0.2")
     d = _spec_dir(tmp_path, rules=SLOW_RULE)
-    bad = {"messages": [{"role": "user", "content": "Say a lot of a's?"},
-                        {"role": "assistant", "content": json.dumps({"answer": "a" * 64 + "!"})}]}
+    bad = {
+        "messages": [
+            {"role": "user", "content": "Say a lot of a's?"},
+            {"role": "assistant", "content": json.dumps({"answer": "a" * 64 + "!"})},
+        ]
+    }
     with open(d / "data.jsonl", "a") as fh:
         fh.write(json.dumps(bad) + "\n")
     spec = load_spec(d)
@@ -183,7 +206,9 @@ def test_a_catastrophic_regex_cannot_hang_the_build(tmp_path, monkeypatch):
     t0 = time.perf_counter()
     res = build(spec, out=tmp_path / "o")  # with re this search takes longer than the universe has left
     assert time.perf_counter() - t0 < 120
-    rows = [json.loads(x) for x in (tmp_path / "o" / "quarantine" / "validate.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x) for x in (tmp_path / "o" / "quarantine" / "validate.jsonl").read_text().splitlines()
+    ]
     slow = [r for r in rows if "gave up after 0.2 s" in r["detail"]]
     assert len(slow) == 1 and slow[0]["reason"] == "rule_failed"
     assert res.manifest["conservation"]["ok"]
@@ -214,16 +239,32 @@ def test_ctrl_c_exits_130_with_one_line_and_no_worker_tracebacks(tmp_path):
     env = {**os.environ, "CURATE_WORKERS": "2", "PYTHONPATH": str(REPO)}
     interrupted = 0
     for delay in (2.5, 5.0):
-        proc = subprocess.Popen([sys.executable, "-m", "curate", "build", str(DATA), "--input", str(big), "--out",
-                                 str(tmp_path / "o")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "curate",
+                "build",
+                str(DATA),
+                "--input",
+                str(big),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
         _, err = proc.communicate(timeout=120)
         if proc.returncode == 0:
             continue  # finished before the signal (a fast machine)
-        lines = [x for x in err.decode().splitlines() if x.strip() and not x.startswith("curate build: still")]
+        lines = [
+            x for x in err.decode().splitlines() if x.strip() and not x.startswith("curate build: still")
+        ]
         assert proc.returncode == 130 and lines == ["error: interrupted"], err.decode()
         interrupted += 1
     assert interrupted
@@ -231,18 +272,25 @@ def test_ctrl_c_exits_130_with_one_line_and_no_worker_tracebacks(tmp_path):
 
 def test_the_dataset_card_escapes_spec_text(tmp_path):
     d = _spec_dir(tmp_path)
-    hostile = ('"Hi <script>alert(1)</script> [click](http://evil.example) ![img](x.png) **bold** &amp;\\n---\\n'
-               '# Not a heading\\n| a | b |"')
+    hostile = (
+        '"Hi <script>alert(1)</script> [click](http://evil.example) ![img](x.png) **bold** &amp;\\n---\\n'
+        '# Not a heading\\n| a | b |"'
+    )
     text = (d / "spec.yaml").read_text()
-    text = text.replace("description: Test spec for curate build (validate, pair, split, export).",
-                        f"description: {hostile}")
-    text = text.replace("says: Polite.", "says: \"Polite <b>always</b> [x](y)\"")
+    text = text.replace(
+        "description: Test spec for curate build (validate, pair, split, export).", f"description: {hostile}"
+    )
+    text = text.replace("says: Polite.", 'says: "Polite <b>always</b> [x](y)"')
     (d / "spec.yaml").write_text(text)
     build(load_spec(d), out=tmp_path / "o")
     card = (tmp_path / "o" / "README.md").read_text()
     body = card.split("\n---\n", 2)[-1] if card.startswith("---") else card
     assert "<script>" not in card and "<b>" not in card and "](http://evil.example)" not in card
-    assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in card and "\\[click\\]\\(http://evil.example\\)" in card
+    assert (
+        "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in card and "\\[click\\]\\(http://evil.example\\)" in card
+    )
     assert "&amp;amp;" in card and "\n# Not a heading" not in body and "\n\\# Not a heading" in body
-    assert "\n---\n" not in body.split("## Counts")[0]  # the description cannot end the YAML header or add a rule
+    assert (
+        "\n---\n" not in body.split("## Counts")[0]
+    )  # the description cannot end the YAML header or add a rule
     assert "Polite &lt;b&gt;always&lt;/b&gt; \\[x\\]\\(y\\)" in card

@@ -60,17 +60,33 @@ def run_rule(rule: Rule, ctx: CheckContext) -> CheckResult:
     return CheckResult(rule=rule.id, category=rule.category, status="pass" if ok else "fail", detail=detail)
 
 
-def check_response(spec: Spec, response: str, *, user_text: str = "", category: str = "typical",
-                   tags: Iterable[str] = (), rules: Iterable[Rule] | None = None) -> list[CheckResult]:
+def check_response(
+    spec: Spec,
+    response: str,
+    *,
+    user_text: str = "",
+    category: str = "typical",
+    tags: Iterable[str] = (),
+    rules: Iterable[Rule] | None = None,
+) -> list[CheckResult]:
     """Run every automatic rule of `spec` (or the given rules) over one response text."""
-    ctx = CheckContext(spec=spec, response=response, user_text=user_text, category=category, tags=frozenset(tags))
+    ctx = CheckContext(
+        spec=spec, response=response, user_text=user_text, category=category, tags=frozenset(tags)
+    )
     return [run_rule(r, ctx) for r in (rules if rules is not None else spec.automatic_rules())]
 
 
-def run_rules(spec: Spec, record: SFTRecord | PreferenceRecord, *, response: str | None = None) -> list[CheckResult]:
+def run_rules(
+    spec: Spec, record: SFTRecord | PreferenceRecord, *, response: str | None = None
+) -> list[CheckResult]:
     """Every automatic rule over a record's response (SFT: last assistant turn; preference: chosen)."""
-    return check_response(spec, record.response_text() if response is None else response,
-                          user_text=record.user_text(), category=record.category, tags=record.tags)
+    return check_response(
+        spec,
+        record.response_text() if response is None else response,
+        user_text=record.user_text(),
+        category=record.category,
+        tags=record.tags,
+    )
 
 
 # the implementations register themselves on import

@@ -80,8 +80,10 @@ def require(function: str, base_dir: str | Path, rule: str | None = None) -> Non
     what = target_file(function, base_dir)
     name = f"rule {rule!r}" if rule else f"python check {function!r}"
     if not code_allowed(base_dir):
-        raise CheckError(f"{name} runs Python code ({function} from {what}); curate runs a spec's code only when "
-                         f"you allow it: read that file, then pass --allow-code (or set {ENV}=1)")
+        raise CheckError(
+            f"{name} runs Python code ({function} from {what}); curate runs a spec's code only when "
+            f"you allow it: read that file, then pass --allow-code (or set {ENV}=1)"
+        )
     key = (os.path.realpath(base_dir), function)
     if key not in _ANNOUNCED:
         _ANNOUNCED.add(key)

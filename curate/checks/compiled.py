@@ -81,7 +81,6 @@ _NOPTR = object()  # the JSON has no value at the pointer
 NOT_JSON_REASON = "response is not valid JSON (reported by the JSON rules)"
 
 
-
 class _Fallback(Exception):
     """This response needs the reference path."""
 
@@ -241,8 +240,9 @@ def _best(needs: list[frozenset[str]], ascii_text: bool = True) -> frozenset[str
 Clause = tuple[tuple[str, ...], ...]  # every set must have one of its strings in the text
 
 
-def prefilter(pattern: str | re.Pattern[str], per_clause: int = 2, *,
-              ascii_text: bool = True) -> tuple[Clause, ...] | None:
+def prefilter(
+    pattern: str | re.Pattern[str], per_clause: int = 2, *, ascii_text: bool = True
+) -> tuple[Clause, ...] | None:
     """Necessary conditions for `pattern` to match a text, tested on fold_lower(text): a tuple of clauses (one per
     top-level alternative), each a tuple of sets of strings; when the pattern matches, some clause has a string
     of each of its sets in the folded text. None when no condition was found for some alternative.
@@ -261,13 +261,16 @@ def prefilter(pattern: str | re.Pattern[str], per_clause: int = 2, *,
     branches = [i for i, (op, _) in enumerate(tree) if op is _sre_c.BRANCH]
     if len(branches) == 1:  # prefix + (a | b | ...) + suffix: one clause per alternative
         i = branches[0]
-        alternatives = [tree[:i] + list(b) + tree[i + 1:] for b in tree[i][1][1]]
+        alternatives = [tree[:i] + list(b) + tree[i + 1 :] for b in tree[i][1][1]]
     else:
         alternatives = [tree]
     clauses = []
     for alt in alternatives:
-        sets = sorted({u for u in (_usable(n, ascii_text) for n in _needs(alt, ascii_text)) if u is not None},
-                      key=_score, reverse=True)
+        sets = sorted(
+            {u for u in (_usable(n, ascii_text) for n in _needs(alt, ascii_text)) if u is not None},
+            key=_score,
+            reverse=True,
+        )
         if not sets:
             return None
         chosen = sorted(sets[:per_clause], key=len)  # fewer strings first: the cheaper test
@@ -423,13 +426,19 @@ def phrase_searcher(phrases: tuple[str, ...]) -> Callable[[str, str | None], boo
 
 # the same tests as Python source, for the generated function: no call per piece
 
+
 def _any_in(alts: tuple[str, ...], low: str) -> str:
     return "(" + " or ".join(f"{a!r} in {low}" for a in alts) + ")" if alts else "False"
 
 
 def _clauses_source(clauses: tuple[Clause, ...], low: str) -> str:
-    return "(" + " or ".join("(" + (" and ".join(_any_in(alts, low) for alts in clause) or "True") + ")"
-                             for clause in clauses) + ")"
+    return (
+        "("
+        + " or ".join(
+            "(" + (" and ".join(_any_in(alts, low) for alts in clause) or "True") + ")" for clause in clauses
+        )
+        + ")"
+    )
 
 
 def _tree_source(tree: _KeyTree, s: str, low: str, const: Callable[[Any], str]) -> str:
@@ -439,7 +448,9 @@ def _tree_source(tree: _KeyTree, s: str, low: str, const: Callable[[Any], str]) 
         multis, rx = term
         may = [" and ".join(_any_in(alts, low) for alts in sets) for sets in multis]
         found = f"{const(rx)}.search({s}) is not None"
-        parts.append(f"({found})" if not all(may) else f"(({' or '.join(f'({m})' for m in may)}) and {found})")
+        parts.append(
+            f"({found})" if not all(may) else f"(({' or '.join(f'({m})' for m in may)}) and {found})"
+        )
     for key, sub in nodes:
         parts.append(f"({key!r} in {low} and {_tree_source(sub, s, low, const)})")
     return "(" + " or ".join(parts) + ")" if parts else "False"
@@ -458,8 +469,9 @@ def searcher_source(rx: re.Pattern[str], s: str, low: str, asc: str, const: Call
     return f"({pre} and {search}({s}) is not None)"
 
 
-def phrase_searcher_source(phrases: tuple[str, ...], s: str, low: str, asc: str,
-                           const: Callable[[Any], str]) -> str:
+def phrase_searcher_source(
+    phrases: tuple[str, ...], s: str, low: str, asc: str, const: Callable[[Any], str]
+) -> str:
     """phrase_searcher as a Python expression over the variables `s`, `low`, `asc` (see searcher_source)."""
     whole, for_ascii, for_any = _phrase_trees(phrases)
     if for_ascii is None or for_any is None:
@@ -476,6 +488,7 @@ def count_questions_fast(s: str) -> int:
 
 
 # ---------------------------------------------------------------- pointers and values
+
 
 def _split_pointer(pointer: str) -> tuple[str, ...] | None:
     """RFC 6901 parts of `pointer`, as curate.checks.context.resolve_pointer reads them; None = the whole doc."""
@@ -530,6 +543,7 @@ def _missing_reason(pointer: str, v: Any) -> str:
 
 # ---------------------------------------------------------------- what each rule needs
 
+
 class _Plan:
     """One rule, taken apart: its `when`, its field, and a predicate saying whether it fails."""
 
@@ -543,14 +557,18 @@ class _Plan:
         self.field = None if check is None else (check.field or None)  # type: ignore[union-attr]
         self.when = None if check is None else check.when  # type: ignore[union-attr]
         self.generic = False
-        self.found: Callable[[str, str | None], bool] | None = None  # regex / phrase kinds: (text, lower) -> found
+        self.found: Callable[[str, str | None], bool] | None = (
+            None  # regex / phrase kinds: (text, lower) -> found
+        )
         self.found_source: Callable[..., str] | None = None  # the same as a Python expression
         self.must_find = False
         # fails(text) for text rules; special kinds set their own
         self.text_fails: Callable[[str], bool] | None = None
         self.value_fails: Callable[[Any, str], bool] | None = None  # values_in_input: (value, user_text)
         self.schema_ok: Callable[[Any], bool] | None = None  # the Python validator's is_valid
-        self.schema_fast: Callable[[Any], bool] | None = None  # jsonschema-rs is_valid, where json_checks uses it
+        self.schema_fast: Callable[[Any], bool] | None = (
+            None  # jsonschema-rs is_valid, where json_checks uses it
+        )
         if check is None:
             return
         kind = self.kind
@@ -566,7 +584,9 @@ class _Plan:
             self.schema_ok = slow.is_valid
             return
         if kind in ("regex_present", "regex_absent") and not isinstance(compiled(check.pattern), re.Pattern):
-            self.generic = True  # a time-bounded pattern (text_checks.compiled): the reference path handles timeouts
+            self.generic = (
+                True  # a time-bounded pattern (text_checks.compiled): the reference path handles timeouts
+            )
             return
         if kind in ("regex_present", "regex_absent", "phrases_present", "phrases_absent", "refusal"):
             if kind.startswith("regex"):
@@ -583,8 +603,9 @@ class _Plan:
             else:
                 ph = tuple((check.phrases or REFUSAL_PHRASES) if kind == "refusal" else check.phrases)  # type: ignore
                 self.found_source = lambda s, low, asc, const: phrase_searcher_source(ph, s, low, asc, const)
-            self.text_fails = ((lambda s: not found(s, fold_lower(s))) if must_find else
-                               (lambda s: found(s, fold_lower(s))))
+            self.text_fails = (
+                (lambda s: not found(s, fold_lower(s))) if must_find else (lambda s: found(s, fold_lower(s)))
+            )
         elif kind == "max_chars":
             mc = check.max  # type: ignore[union-attr]
             self.text_fails = lambda s: len(s) > mc
@@ -599,18 +620,22 @@ class _Plan:
 
             def questions_fail(s: str) -> bool:
                 n = count_questions_fast(s)
-                return (eq is not None and n != eq) or (lo is not None and n < lo) or (hi is not None and n > hi)
+                return (
+                    (eq is not None and n != eq) or (lo is not None and n < lo) or (hi is not None and n > hi)
+                )
 
             self.text_fails = questions_fail
         elif kind == "values_in_input":
-            memo: list[Any] = [(None, "")]  # (the last user text, its normal form): one slot, safe across threads
+            memo: list[Any] = [
+                (None, "")
+            ]  # (the last user text, its normal form): one slot, safe across threads
 
             def invented(value: Any, user: str) -> bool:
                 t = type(value)
                 items = value.values() if t is dict else value if t is list else (value,) if t is str else ()
                 user_ascii, user_low = user.isascii(), None
                 for item in items:
-                    for s in ((item,) if type(item) is str else _strings(item)):
+                    for s in (item,) if type(item) is str else _strings(item):
                         # an ASCII value inside the ASCII user text (as it is, or both lower-cased) is inside its
                         # normal form too: lower-casing ASCII keeps substrings, whitespace runs collapse alike
                         if user_ascii and s.isascii():
@@ -651,8 +676,11 @@ class _Plan:
             out.append(self.field)
         w = self.when
         if w is not None:
-            out += [p for p in (w.nonempty, w.empty, w.equals.pointer if w.equals is not None else None)
-                    if p is not None]
+            out += [
+                p
+                for p in (w.nonempty, w.empty, w.equals.pointer if w.equals is not None else None)
+                if p is not None
+            ]
         return out
 
 
@@ -667,16 +695,27 @@ def _generic(spec: Spec, rule: Rule) -> Callable[..., Any]:
 
 # ---------------------------------------------------------------- the generated function
 
-def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, ...]], Callable[..., list[Any]]]:
+
+def _generate(
+    spec: Spec, plans: list[_Plan]
+) -> tuple[Callable[..., tuple[str, ...]], Callable[..., list[Any]]]:
     """Two functions generated from one source template, compiled for these rules:
 
     `statuses(r, u, c, t)` -> one of 'pass' / 'fail' / 'skip' per rule (a tuple);
     `outcomes(r, u, c, t)` -> per rule None (pass), FAIL, the skip reason (a str), or for a generic (python) rule
     that does not fail its CheckResult (a list).
     """
-    ns: dict[str, Any] = {"_NOJSON": _NOJSON, "_NOPTR": _NOPTR, "_is_empty": is_empty, "_text": _text,
-                          "_loads": orjson.loads, "_JDE": orjson.JSONDecodeError, "_slow_doc": _slow_doc,
-                          "_FAIL": FAIL, "_fold": fold_lower}
+    ns: dict[str, Any] = {
+        "_NOJSON": _NOJSON,
+        "_NOPTR": _NOPTR,
+        "_is_empty": is_empty,
+        "_text": _text,
+        "_loads": orjson.loads,
+        "_JDE": orjson.JSONDecodeError,
+        "_slow_doc": _slow_doc,
+        "_FAIL": FAIL,
+        "_fold": fold_lower,
+    }
     consts: dict[int, str] = {}
 
     def const(obj: Any) -> str:
@@ -720,8 +759,10 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         if ptr in text_ptrs:
             lines.append(f"    s{i} = v{i} if type(v{i}) is str else _text(v{i})")
         if ptr and ptr in low_ptrs:
-            lines += [f"    a{i} = s{i} is not None and s{i}.isascii()",
-                      f"    l{i} = s{i}.lower() if a{i} else None if s{i} is None else _fold(s{i})"]
+            lines += [
+                f"    a{i} = s{i} is not None and s{i}.isascii()",
+                f"    l{i} = s{i}.lower() if a{i} else None if s{i} is None else _fold(s{i})",
+            ]
     out_vars = []
     for j, p in enumerate(plans):
         x = f"x{j}"
@@ -743,7 +784,9 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
             present = "True"
             v = f"v{ptr_var[p.field]}" if p.field else "d"
             valid = f"{ok}({v})" if p.schema_fast is None else f"({const(p.schema_fast)}({v}) or {ok}({v}))"
-            fails = f"d is _NOJSON or {v} is _NOPTR or not {valid}" if p.field else f"d is _NOJSON or not {valid}"
+            fails = (
+                f"d is _NOJSON or {v} is _NOPTR or not {valid}" if p.field else f"d is _NOJSON or not {valid}"
+            )
         elif p.value_fails is not None:
             v = f"v{ptr_var[p.field]}" if p.field else "r"
             present = f"{v} is not _NOJSON and {v} is not _NOPTR" if p.field else "True"
@@ -760,7 +803,9 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
         else:
             lines.append(f"    if {fails}:")
         lines += [f"        {x} = \0FAIL\0", "    else:", f"        {x} = \0PASS\0"]
-    lines.append("    return \0OPEN\0" + ", ".join(out_vars) + ("," if len(out_vars) == 1 else "") + "\0CLOSE\0")
+    lines.append(
+        "    return \0OPEN\0" + ", ".join(out_vars) + ("," if len(out_vars) == 1 else "") + "\0CLOSE\0"
+    )
     template = "\n".join(lines) + "\n"  # \0NAME\0 marks a slot: repr() never writes a raw NUL
 
     def fill(**slots: str) -> str:
@@ -772,10 +817,24 @@ def _generate(spec: Spec, plans: list[_Plan]) -> tuple[Callable[..., tuple[str, 
     ns["_status_of"] = lambda res: res.status
     ns["_outcome_of"] = lambda res: FAIL if res.status == "fail" else res
     sources = {
-        "statuses": fill(NAME="statuses", FAIL="'fail'", PASS="'pass'", GENERIC="_status_of", OPEN="(", CLOSE=")",
-                         **skips_st),
-        "outcomes": fill(NAME="outcomes", FAIL="_FAIL", PASS="None", GENERIC="_outcome_of", OPEN="[", CLOSE="]",
-                         **skips_out),
+        "statuses": fill(
+            NAME="statuses",
+            FAIL="'fail'",
+            PASS="'pass'",
+            GENERIC="_status_of",
+            OPEN="(",
+            CLOSE=")",
+            **skips_st,
+        ),
+        "outcomes": fill(
+            NAME="outcomes",
+            FAIL="_FAIL",
+            PASS="None",
+            GENERIC="_outcome_of",
+            OPEN="[",
+            CLOSE="]",
+            **skips_out,
+        ),
     }
     fns = []
     for name, source in sources.items():
@@ -813,13 +872,18 @@ def _fails_source(p: _Plan, s: str, low: str, asc: str, const: Callable[[Any], s
         return f"len({s}) > {int(check.max)}"  # type: ignore[union-attr]
     if p.kind == "max_words":  # n words need 2n - 1 characters and n - 1 whitespace characters
         m = int(check.max)  # type: ignore[union-attr]
-        return (f"len({s}) > {2 * m} and (not {s}.isprintable() or {s}.count(' ') >= {m}) "
-                f"and len({s}.split()) > {m}")
+        return (
+            f"len({s}) > {2 * m} and (not {s}.isprintable() or {s}.count(' ') >= {m}) "
+            f"and len({s}.split()) > {m}"
+        )
     if p.kind == "question_count":
         n = f"({s}.count('?') if '？' not in {s} and '??' not in {s} else {const(count_questions)}({s}))"
         eq, lo, hi = check.equals, check.min, check.max  # type: ignore[union-attr]
-        tests = [f"n != {int(eq)}" if eq is not None else "", f"n < {int(lo)}" if lo is not None else "",
-                 f"n > {int(hi)}" if hi is not None else ""]
+        tests = [
+            f"n != {int(eq)}" if eq is not None else "",
+            f"n < {int(lo)}" if lo is not None else "",
+            f"n > {int(hi)}" if hi is not None else "",
+        ]
         tests = [x for x in tests if x]
         if len(tests) == 1:
             return f"{n} {tests[0][2:]}"
@@ -846,7 +910,9 @@ def _when_source(when: Any, ptr_var: dict[str, int], const: Callable[[Any], str]
         parts.append(f"({v} is not _NOJSON and ({v} is _NOPTR or _is_empty({v})))")
     if when.equals is not None:
         v = f"v{ptr_var[when.equals.pointer]}"
-        parts.append(f"({v} is not _NOJSON and {v} is not _NOPTR and not ({v} != {const(when.equals.value)}))")
+        parts.append(
+            f"({v} is not _NOJSON and {v} is not _NOPTR and not ({v} != {const(when.equals.value)}))"
+        )
     return " and ".join(parts) if parts else "True"
 
 
@@ -861,6 +927,7 @@ def _slow_doc(response: str) -> Any:
 
 
 # ---------------------------------------------------------------- skip reasons
+
 
 def _when_closure(when: Any) -> Callable[[str, Any, str, Any], str] | None:
     """(response, doc, category, tags) -> '' when every condition holds, else the reason (CheckContext.when_fails)."""
@@ -920,7 +987,9 @@ class CompiledRules:
         self._statuses, self._outcomes = _generate(spec, plans)
         self._generic = any(p.generic for p in plans)  # only these make CheckResult outcomes
         self._shared: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._pass = {r.id: CheckResult(rule=r.id, category=r.category, status="pass", detail="") for r in self.rules}
+        self._pass = {
+            r.id: CheckResult(rule=r.id, category=r.category, status="pass", detail="") for r in self.rules
+        }
         self._skips: dict[tuple[str, str], CheckResult] = {}
         self._lists: dict[tuple[Any, ...], tuple[CheckResult, ...]] = {}
 
@@ -938,7 +1007,9 @@ class CompiledRules:
             hit = self._shared[st] = (st, tuple([i for i, s in zip(self.ids, st) if s == "fail"]))
         return hit
 
-    def _status_tuple(self, response: str, user_text: str, category: str, tags: Iterable[str]) -> tuple[str, ...]:
+    def _status_tuple(
+        self, response: str, user_text: str, category: str, tags: Iterable[str]
+    ) -> tuple[str, ...]:
         """The generated function's statuses, or the reference path's where it bows out (_Fallback)."""
         if isinstance(tags, str):
             tags = frozenset(tags)
@@ -947,18 +1018,21 @@ class CompiledRules:
         except _Fallback:
             return tuple(r.status for r in self._reference(response, user_text, category, tags))
 
-    def statuses(self, response: str, user_text: str = "", category: str = "typical",
-                 tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
+    def statuses(
+        self, response: str, user_text: str = "", category: str = "typical", tags: Iterable[str] = frozenset()
+    ) -> tuple[str, ...]:
         """Per rule "pass" / "fail" / "skip", in rule order (== the statuses of check_response). Shared tuples."""
         return self._intern(self._status_tuple(response, user_text, category, tags))[0]
 
-    def failed(self, response: str, user_text: str = "", category: str = "typical",
-               tags: Iterable[str] = frozenset()) -> tuple[str, ...]:
+    def failed(
+        self, response: str, user_text: str = "", category: str = "typical", tags: Iterable[str] = frozenset()
+    ) -> tuple[str, ...]:
         """Ids of the rules `response` fails, in rule order (== check_response's "fail" results). Shared tuples."""
         return self._intern(self._status_tuple(response, user_text, category, tags))[1]
 
-    def outcomes(self, response: str, user_text: str = "", category: str = "typical",
-                 tags: Iterable[str] = frozenset()) -> list[Any]:
+    def outcomes(
+        self, response: str, user_text: str = "", category: str = "typical", tags: Iterable[str] = frozenset()
+    ) -> list[Any]:
         """Per rule: None (pass), FAIL, or the skip reason (a str), as check_response decides."""
         if isinstance(tags, str):
             tags = frozenset(tags)
@@ -971,8 +1045,9 @@ class CompiledRules:
             return outs  # type: ignore[no-any-return]
         return [(None if o.status == "pass" else o.detail) if type(o) is CheckResult else o for o in outs]
 
-    def results(self, response: str, user_text: str = "", category: str = "typical",
-                tags: Iterable[str] = frozenset()) -> list[CheckResult]:
+    def results(
+        self, response: str, user_text: str = "", category: str = "typical", tags: Iterable[str] = frozenset()
+    ) -> list[CheckResult]:
         """The full list, equal to `check_response(spec, response, ...)` (pass and skip results are shared objects)."""
         if isinstance(tags, str):
             tags = frozenset(tags)
@@ -990,8 +1065,9 @@ class CompiledRules:
             return list(hit)
         return self._assemble(outs, response, user_text, category, tags)
 
-    def _assemble(self, outs: list[Any], response: str, user_text: str, category: str,
-                  tags: Iterable[str]) -> list[CheckResult]:
+    def _assemble(
+        self, outs: list[Any], response: str, user_text: str, category: str, tags: Iterable[str]
+    ) -> list[CheckResult]:
         res: list[CheckResult] = []
         ctx: CheckContext | None = None
         for rule, out in zip(self.rules, outs):
@@ -1001,22 +1077,31 @@ class CompiledRules:
                 res.append(out)
             elif out is FAIL:
                 if ctx is None:
-                    ctx = CheckContext(spec=self.spec, response=response, user_text=user_text, category=category,
-                                       tags=frozenset(tags))
+                    ctx = CheckContext(
+                        spec=self.spec,
+                        response=response,
+                        user_text=user_text,
+                        category=category,
+                        tags=frozenset(tags),
+                    )
                 res.append(run_rule(rule, ctx))
             else:
                 hit = self._skips.get((rule.id, out))
                 if hit is None:
                     if len(self._skips) > 10_000:
                         self._skips.clear()
-                    hit = self._skips[(rule.id, out)] = CheckResult(rule=rule.id, category=rule.category,
-                                                                    status="skip", detail=out)
+                    hit = self._skips[(rule.id, out)] = CheckResult(
+                        rule=rule.id, category=rule.category, status="skip", detail=out
+                    )
                 res.append(hit)
         return res
 
-    def _reference(self, response: str, user_text: str, category: str, tags: Iterable[str]) -> list[CheckResult]:
-        return check_response(self.spec, response, user_text=user_text, category=category, tags=tags,
-                              rules=self.rules)
+    def _reference(
+        self, response: str, user_text: str, category: str, tags: Iterable[str]
+    ) -> list[CheckResult]:
+        return check_response(
+            self.spec, response, user_text=user_text, category=category, tags=tags, rules=self.rules
+        )
 
 
 def compile_rules(spec: Spec, rules: Iterable[Rule] | None = None) -> CompiledRules:
@@ -1024,5 +1109,13 @@ def compile_rules(spec: Spec, rules: Iterable[Rule] | None = None) -> CompiledRu
     return CompiledRules(spec, rules)
 
 
-__all__ = ["ASCII_FOLDS", "FAIL", "CompiledRules", "compile_rules", "fold_lower", "phrase_searcher", "prefilter",
-           "searcher"]
+__all__ = [
+    "ASCII_FOLDS",
+    "FAIL",
+    "CompiledRules",
+    "compile_rules",
+    "fold_lower",
+    "phrase_searcher",
+    "prefilter",
+    "searcher",
+]

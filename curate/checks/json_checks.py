@@ -22,7 +22,9 @@ try:  # optional at import time: without it every document goes through the Pyth
 except ImportError:  # pragma: no cover - a declared dependency
     jsonschema_rs = None
 
-_CACHE: dict[int, tuple[Any, Any, Any]] = {}  # id(schema) -> (schema, python validator, fast is_valid or None)
+_CACHE: dict[
+    int, tuple[Any, Any, Any]
+] = {}  # id(schema) -> (schema, python validator, fast is_valid or None)
 
 
 def _rs_safe(node: Any) -> bool:
@@ -33,7 +35,9 @@ def _rs_safe(node: Any) -> bool:
                 return False
             if k == "patternProperties" or k == "$id":
                 return False
-            if k in ("$ref", "$dynamicRef", "$recursiveRef") and not (isinstance(v, str) and v.startswith("#")):
+            if k in ("$ref", "$dynamicRef", "$recursiveRef") and not (
+                isinstance(v, str) and v.startswith("#")
+            ):
                 return False
             if not _rs_safe(v):
                 return False
@@ -65,8 +69,12 @@ def _compile(schema: Any) -> tuple[Any, Any]:
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     slow = cls(schema, format_checker=cls.FORMAT_CHECKER)
     fast = None
-    if jsonschema_rs is not None and isinstance(schema, dict) and _rs_safe(schema) and (
-            schema.get("$schema") in (None, "https://json-schema.org/draft/2020-12/schema")):
+    if (
+        jsonschema_rs is not None
+        and isinstance(schema, dict)
+        and _rs_safe(schema)
+        and (schema.get("$schema") in (None, "https://json-schema.org/draft/2020-12/schema"))
+    ):
         try:
             fast = jsonschema_rs.Draft202012Validator(_plain(schema)).is_valid
         except Exception:  # noqa: BLE001 - a schema the Rust validator cannot take: the Python one decides

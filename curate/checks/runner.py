@@ -37,8 +37,14 @@ class RuleStats:
         return self.passed / n if n else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "category": self.category, "pass": self.passed, "fail": self.failed,
-                "skip": self.skipped, "pass_rate": self.pass_rate}
+        return {
+            "rule": self.rule,
+            "category": self.category,
+            "pass": self.passed,
+            "fail": self.failed,
+            "skip": self.skipped,
+            "pass_rate": self.pass_rate,
+        }
 
 
 @dataclass
@@ -67,8 +73,14 @@ def new_report(spec: Spec) -> CheckReport:
     return CheckReport(rules={r.id: RuleStats(r.id, r.category) for r in spec.automatic_rules()})
 
 
-def add_result(report: CheckReport, results: list[Any], *, where: str, response: str,
-               expected_fail: frozenset[str] | None) -> None:
+def add_result(
+    report: CheckReport,
+    results: list[Any],
+    *,
+    where: str,
+    response: str,
+    expected_fail: frozenset[str] | None,
+) -> None:
     """Fold one response's results into the report; compare with what was expected when known."""
     failed = set()
     for res in results:
@@ -84,12 +96,22 @@ def add_result(report: CheckReport, results: list[Any], *, where: str, response:
     report.responses += 1
     report.responses_passing += not failed
     if failed and len(report.failing_examples) < 200:
-        report.failing_examples.append({"where": where, "response": response[:500],
-                                        "failed": {r.rule: r.detail for r in results if r.status == "fail"}})
+        report.failing_examples.append(
+            {
+                "where": where,
+                "response": response[:500],
+                "failed": {r.rule: r.detail for r in results if r.status == "fail"},
+            }
+        )
     if expected_fail is not None and failed != expected_fail:
-        report.unexpected.append({"where": where, "expected_fail": sorted(expected_fail),
-                                  "failed": sorted(failed),
-                                  "details": {r.rule: r.detail for r in results if r.status == "fail"}})
+        report.unexpected.append(
+            {
+                "where": where,
+                "expected_fail": sorted(expected_fail),
+                "failed": sorted(failed),
+                "details": {r.rule: r.detail for r in results if r.status == "fail"},
+            }
+        )
 
 
 def check_file(spec: Spec, path: str | Path) -> CheckReport:
@@ -105,26 +127,48 @@ def check_file(spec: Spec, path: str | Path) -> CheckReport:
             user = obj.get("prompt") or obj.get("user") or ""
             if isinstance(user, list):
                 user = "\n".join(m.get("content", "") for m in user if m.get("role") == "user")
-            results = check_response(spec, str(obj["response"]), user_text=str(user),
-                                     category=obj.get("category", "typical"), tags=obj.get("tags", ()))
+            results = check_response(
+                spec,
+                str(obj["response"]),
+                user_text=str(user),
+                category=obj.get("category", "typical"),
+                tags=obj.get("tags", ()),
+            )
             add_result(report, results, where=where, response=str(obj["response"]), expected_fail=None)
             continue
         try:
             rec = record_from_native(obj, spec=spec.ref, source=Source(file=str(path), line=line))
         except Exception as err:  # noqa: BLE001 - a bad line is reported, never fatal
-            report.bad_lines.append({"where": where, "reason": "bad_record", "detail": str(err).splitlines()[0]})
+            report.bad_lines.append(
+                {"where": where, "reason": "bad_record", "detail": str(err).splitlines()[0]}
+            )
             continue
         violates = frozenset(v for v in rec.violates if v in automatic)
         kw = {"user_text": rec.user_text(), "category": rec.category, "tags": rec.tags}
         if isinstance(rec, PreferenceRecord):
-            add_result(report, check_response(spec, rec.response_text(), **kw), where=where + " (chosen)",
-                       response=rec.response_text(), expected_fail=frozenset())
-            add_result(report, check_response(spec, rec.rejected_text(), **kw), where=where + " (rejected)",
-                       response=rec.rejected_text(), expected_fail=violates or None)
+            add_result(
+                report,
+                check_response(spec, rec.response_text(), **kw),
+                where=where + " (chosen)",
+                response=rec.response_text(),
+                expected_fail=frozenset(),
+            )
+            add_result(
+                report,
+                check_response(spec, rec.rejected_text(), **kw),
+                where=where + " (rejected)",
+                response=rec.rejected_text(),
+                expected_fail=violates or None,
+            )
         else:
             expected = violates if rec.is_negative else frozenset()
-            add_result(report, check_response(spec, rec.response_text(), **kw), where=where,
-                       response=rec.response_text(), expected_fail=expected)
+            add_result(
+                report,
+                check_response(spec, rec.response_text(), **kw),
+                where=where,
+                response=rec.response_text(),
+                expected_fail=expected,
+            )
     return report
 
 
@@ -133,9 +177,12 @@ def compiled_check(spec: Spec) -> Any:
     `check = compiled_check(spec); check(spec, response, user_text=..., category=..., tags=...)`."""
     compiled = compile_rules(spec)
 
-    def check(_spec: Spec, response: str, *, user_text: str = "", category: str = "typical",
-              tags: Any = ()) -> list[Any]:
-        return compiled.results(response, user_text, category, frozenset(tags))  # as check_response takes them
+    def check(
+        _spec: Spec, response: str, *, user_text: str = "", category: str = "typical", tags: Any = ()
+    ) -> list[Any]:
+        return compiled.results(
+            response, user_text, category, frozenset(tags)
+        )  # as check_response takes them
 
     return check
 

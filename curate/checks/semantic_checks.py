@@ -18,14 +18,53 @@ from curate.errors import CheckError
 from curate.records import normalize_text
 
 REFUSAL_PHRASES: tuple[str, ...] = (
-    "I can't help with", "I cannot help with", "I can't help you with", "I can't assist", "I cannot assist",
-    "can't assist with", "I can't do that", "I cannot do that", "I'm not able to", "I am not able to",
-    "I'm unable to", "I am unable to", "I won't", "I will not", "I can't share", "I cannot share",
-    "I can't provide", "I cannot provide", "not allowed to", "against our policy", "against policy",
-    "I must decline", "I have to decline", "I'm sorry, but I can't", "I can not",
-) + tuple(f"I {neg} {verb}" for neg in ("can't", "cannot", "won't", "will not", "am not able to", "'m not able to")
-          for verb in ("access", "bypass", "skip", "unlock", "reveal", "disclose", "give out", "share", "change",
-                       "override", "make an exception", "comply", "grant", "hand over", "look up", "break into"))
+    "I can't help with",
+    "I cannot help with",
+    "I can't help you with",
+    "I can't assist",
+    "I cannot assist",
+    "can't assist with",
+    "I can't do that",
+    "I cannot do that",
+    "I'm not able to",
+    "I am not able to",
+    "I'm unable to",
+    "I am unable to",
+    "I won't",
+    "I will not",
+    "I can't share",
+    "I cannot share",
+    "I can't provide",
+    "I cannot provide",
+    "not allowed to",
+    "against our policy",
+    "against policy",
+    "I must decline",
+    "I have to decline",
+    "I'm sorry, but I can't",
+    "I can not",
+) + tuple(
+    f"I {neg} {verb}"
+    for neg in ("can't", "cannot", "won't", "will not", "am not able to", "'m not able to")
+    for verb in (
+        "access",
+        "bypass",
+        "skip",
+        "unlock",
+        "reveal",
+        "disclose",
+        "give out",
+        "share",
+        "change",
+        "override",
+        "make an exception",
+        "comply",
+        "grant",
+        "hand over",
+        "look up",
+        "break into",
+    )
+)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -82,8 +121,9 @@ def _import(target: str, base_dir: str) -> Any:
             mod = importlib.import_module(module)
         return getattr(mod, name)
     except (ImportError, AttributeError, SyntaxError) as err:
-        raise CheckError(f"python check {target!r}: cannot import ({err}); put the module beside the spec "
-                         "or install it") from None
+        raise CheckError(
+            f"python check {target!r}: cannot import ({err}); put the module beside the spec or install it"
+        ) from None
 
 
 @register("python")

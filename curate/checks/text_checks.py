@@ -29,7 +29,9 @@ def _walk_risk(items: Any, inside_repeat: bool) -> str | None:
             many = hi is C.MAXREPEAT or hi > 3  # a body repeated at most 3 times costs at most n^3
             if many and inside_repeat and op is not getattr(C, "POSSESSIVE_REPEAT", None):
                 return "nested quantifiers (a repeated group holds another repeat, like (a+)+)"
-            got = _walk_risk(body, inside_repeat or (many and op is not getattr(C, "POSSESSIVE_REPEAT", None)))
+            got = _walk_risk(
+                body, inside_repeat or (many and op is not getattr(C, "POSSESSIVE_REPEAT", None))
+            )
             if got:
                 return got
         elif op is C.SUBPATTERN:
@@ -92,8 +94,10 @@ def compiled(pattern: str) -> re.Pattern[str] | BoundedPattern:
 
 
 def _timed_out(check: Any) -> tuple[bool, str]:
-    return False, (f"pattern {check.pattern!r} gave up after {regex_timeout():g} s on this text "
-                   f"({risky_pattern(check.pattern)}): counted as failed; simplify the pattern")
+    return False, (
+        f"pattern {check.pattern!r} gave up after {regex_timeout():g} s on this text "
+        f"({risky_pattern(check.pattern)}): counted as failed; simplify the pattern"
+    )
 
 
 @lru_cache(maxsize=256)

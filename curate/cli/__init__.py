@@ -57,10 +57,18 @@ class _Main(CurateGroup):
 
 @click.group("curate", cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="curate")
-@click.option("--allow-code", "allow_code", is_flag=True,
-              help="Let `python` rules run the spec's own code (read it first); also accepted after the command.")
-@click.option("--allow-outside-data", "allow_outside", is_flag=True,
-              help="Let a spec's `data:` name files outside the spec folder; also accepted after the command.")
+@click.option(
+    "--allow-code",
+    "allow_code",
+    is_flag=True,
+    help="Let `python` rules run the spec's own code (read it first); also accepted after the command.",
+)
+@click.option(
+    "--allow-outside-data",
+    "allow_outside",
+    is_flag=True,
+    help="Let a spec's `data:` name files outside the spec folder; also accepted after the command.",
+)
 def main(allow_code: bool = False, allow_outside: bool = False) -> None:
     """curate: turn a behavior spec into training data, label it, export it for TRL, train and evaluate.
 

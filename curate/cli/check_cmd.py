@@ -35,11 +35,15 @@ def register(main: click.Group) -> None:
         spec = load_spec(spec_path)
         report = check_file(spec, file)
         if as_json:
-            emit_json({"spec": spec.ref, "file": file, **report.as_dict(), "by_category": by_category(report)})
+            emit_json(
+                {"spec": spec.ref, "file": file, **report.as_dict(), "by_category": by_category(report)}
+            )
         else:
             table = Table(title=f"{spec.ref} on {file} ({report.responses} responses)")
             for col in ("rule", "category", "pass", "fail", "skip", "pass rate"):
-                table.add_column(col, justify="right" if col in ("pass", "fail", "skip", "pass rate") else "left")
+                table.add_column(
+                    col, justify="right" if col in ("pass", "fail", "skip", "pass rate") else "left"
+                )
             for st in report.rules.values():
                 rate = "-" if st.pass_rate is None else f"{st.pass_rate:.1%}"
                 table.add_row(st.rule, st.category, str(st.passed), str(st.failed), str(st.skipped), rate)
@@ -48,8 +52,11 @@ def register(main: click.Group) -> None:
             cats = by_category(report)
             console.print("failures by category: " + ", ".join(f"{c} {v['fail']}" for c, v in cats.items()))
             for u in [] if quiet else report.unexpected[:20]:
-                click.echo(f"unexpected: {u['where']}: expected to fail {u['expected_fail'] or 'nothing'}, "
-                           f"failed {u['failed'] or 'nothing'} {u['details']}", err=True)
+                click.echo(
+                    f"unexpected: {u['where']}: expected to fail {u['expected_fail'] or 'nothing'}, "
+                    f"failed {u['failed'] or 'nothing'} {u['details']}",
+                    err=True,
+                )
             for b in [] if quiet else report.bad_lines[:20]:
                 click.echo(f"bad line: {b['where']}: {b['reason']}: {b['detail']}", err=True)
         sys.exit(1 if report.unexpected or report.bad_lines else 0)

@@ -15,7 +15,9 @@ import orjson
 
 from curate.errors import CurateError
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print exactly one JSON document on stdout."
+)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr.")
 
 
@@ -24,7 +26,9 @@ def parse_mapping(pairs: tuple[str, ...]) -> dict[str, str] | None:
     out = {}
     for p in pairs:
         if "=" not in p:
-            raise click.BadParameter(f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map")
+            raise click.BadParameter(
+                f"{p!r}: expected OURS=THEIRS, e.g. messages=conversation", param_hint="--map"
+            )
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
     return out or None
@@ -51,11 +55,14 @@ def load_spec_arg(value: str) -> Any:
         if any((base / f).is_file() for f in SPEC_FILENAMES):
             spec = load_spec(base)
             if spec.name != name or (version is not None and str(spec.version) != version):
-                raise SpecError(f"{value}: {base} holds {spec.ref}, not {value}; pass the spec's path, or "
-                                f"{spec.ref}")
+                raise SpecError(
+                    f"{value}: {base} holds {spec.ref}, not {value}; pass the spec's path, or {spec.ref}"
+                )
             return spec
-    raise SpecError(f"{value}: no such spec file or folder, and no specs/{name}/spec.yaml here; pass the spec's "
-                    "path (a folder with spec.yaml, or the file)")
+    raise SpecError(
+        f"{value}: no such spec file or folder, and no specs/{name}/spec.yaml here; pass the spec's "
+        "path (a folder with spec.yaml, or the file)"
+    )
 
 
 class InputArg(click.ParamType):
@@ -103,8 +110,14 @@ def make_progress(enabled: bool) -> tuple[Any, Callable[..., None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+    progress = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
     tasks: dict[str, Any] = {}
 
     def update(step: str, done: int, total: int | None = None) -> None:
@@ -124,7 +137,9 @@ def error_document(kind: str, message: str, exit_code: int = 1) -> dict[str, Any
     return {"ok": False, "error": {"type": kind, "message": one_line(message)}, "exit_code": exit_code}
 
 
-def fail(err: BaseException, message: str, *, as_json: bool, exit_code: int = 1, kind: str | None = None) -> None:
+def fail(
+    err: BaseException, message: str, *, as_json: bool, exit_code: int = 1, kind: str | None = None
+) -> None:
     """Print the one-line error (stderr) and, under --json, the error document (stdout); exit."""
     if as_json:
         emit_json(error_document(kind or type(err).__name__, message, exit_code))
@@ -160,8 +175,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as err:
             if os.environ.get("CURATE_DEBUG") == "1":
                 raise
-            fail(err, f"unexpected {type(err).__name__}: {err} (run with CURATE_DEBUG=1 for the traceback and "
-                      "report it)", as_json=as_json)
+            fail(
+                err,
+                f"unexpected {type(err).__name__}: {err} (run with CURATE_DEBUG=1 for the traceback and "
+                "report it)",
+                as_json=as_json,
+            )
 
     return wrapper
 
@@ -199,8 +218,14 @@ class CurateGroup(click.Group):
     would otherwise print a usage block and exit 2), a JSON error document on stdout under --json, and Ctrl-C
     exits 130 with one line."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         argv = list(sys.argv[1:] if args is None else args)

@@ -36,19 +36,26 @@ def _print_report(rep: dict[str, Any]) -> None:
     for col in ("rule", "category", "pass", "fail", "skip", "pass rate"):
         table.add_column(col, justify="left" if col in ("rule", "category") else "right")
     for r in rep["rules"]:
-        table.add_row(r["rule"], r["category"], str(r["pass"]), str(r["fail"]), str(r["skip"]), _pct(r["pass_rate"]))
+        table.add_row(
+            r["rule"], r["category"], str(r["pass"]), str(r["fail"]), str(r["skip"]), _pct(r["pass_rate"])
+        )
     console.print(table)
     lines = [f"overall (all rules pass): {_pct(rep['overall_pass_rate'])}"]
     if rep.get("valid_json_rate") is not None:
         lines.append(f"valid JSON: {_pct(rep['valid_json_rate'])}")
-    lines.append("failures by category: " + ", ".join(f"{c} {v['fail']}" for c, v in rep["by_category"].items()))
+    lines.append(
+        "failures by category: " + ", ".join(f"{c} {v['fail']}" for c, v in rep["by_category"].items())
+    )
     o = rep.get("over_refusal") or {}
-    lines.append(f"over-refusal ({o.get('basis')}): {o.get('refused', 0)}/{o.get('prompts', 0)} "
-                 f"= {_pct(o.get('rate'))}")
+    lines.append(
+        f"over-refusal ({o.get('basis')}): {o.get('refused', 0)}/{o.get('prompts', 0)} "
+        f"= {_pct(o.get('rate'))}"
+    )
     g = rep.get("general")
     if g:
-        lines.append(f"general ability (MT-bench/Vicuna): {g['ok']}/{g['questions']} acceptable "
-                     f"{g['problems'] or ''}")
+        lines.append(
+            f"general ability (MT-bench/Vicuna): {g['ok']}/{g['questions']} acceptable {g['problems'] or ''}"
+        )
     for line in lines:
         click.echo(line)
     for ex in rep.get("failing_examples", [])[:5]:
@@ -71,8 +78,10 @@ def _print_compare(cmp: dict[str, Any]) -> None:
             continue
         table.add_row(key.replace("_", " "), "", _pct(h["a"]), _pct(h["b"]), _delta(h["delta"]))
     console.print(table)
-    click.echo(f"fixed: {cmp['n_fixed']}  regressed: {cmp['n_regressed']}"
-               + ("" if cmp["same_prompts"] else "  (the two evaluations cover different prompts)"))
+    click.echo(
+        f"fixed: {cmp['n_fixed']}  regressed: {cmp['n_regressed']}"
+        + ("" if cmp["same_prompts"] else "  (the two evaluations cover different prompts)")
+    )
 
 
 def register(main: click.Group) -> None:
@@ -80,29 +89,69 @@ def register(main: click.Group) -> None:
     @main.command("eval")
     @click.argument("spec_path", metavar="SPEC", required=False, type=click.Path(exists=True))
     @click.option("--model", default=None, help="A local model folder, .gguf file, or `curate train` output.")
-    @click.option("--build-dir", "data", default=None, type=click.Path(exists=True, file_okay=False),
-                  help="Build folder with the held-out split [default: the spec's build folder].")
-    @click.option("--outputs", default=None, type=click.Path(exists=True, dir_okay=False),
-                  help="Score responses produced elsewhere (JSONL: response + messages/prompt/id).")
-    @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True, dir_okay=False),
-                  metavar="A B", help="Compare two eval JSON files (from --json-out): B relative to A.")
-    @click.option("--json-out", default=None, type=click.Path(dir_okay=False),
-                  help="Also write the full report (with every response) to this file.")
-    @click.option("--to-label", default=None, type=click.Path(dir_okay=False),
-                  help="Write the failing responses as held-out-marked records for `curate label push`.")
+    @click.option(
+        "--build-dir",
+        "data",
+        default=None,
+        type=click.Path(exists=True, file_okay=False),
+        help="Build folder with the held-out split [default: the spec's build folder].",
+    )
+    @click.option(
+        "--outputs",
+        default=None,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Score responses produced elsewhere (JSONL: response + messages/prompt/id).",
+    )
+    @click.option(
+        "--compare",
+        nargs=2,
+        default=None,
+        type=click.Path(exists=True, dir_okay=False),
+        metavar="A B",
+        help="Compare two eval JSON files (from --json-out): B relative to A.",
+    )
+    @click.option(
+        "--json-out",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Also write the full report (with every response) to this file.",
+    )
+    @click.option(
+        "--to-label",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Write the failing responses as held-out-marked records for `curate label push`.",
+    )
     @click.option("--batch-size", type=int, default=8, show_default=True)
     @click.option("--max-new-tokens", type=int, default=256, show_default=True)
-    @click.option("--general", type=int, default=16, show_default=True,
-                  help="MT-bench/Vicuna-bench questions for the regression check (0: skip).")
+    @click.option(
+        "--general",
+        type=int,
+        default=16,
+        show_default=True,
+        help="MT-bench/Vicuna-bench questions for the regression check (0: skip).",
+    )
     @click.option("--limit", type=int, default=None, help="Only the first N held-out prompts.")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
     @json_option
     @quiet_option
     @handle_errors
-    def eval_(spec_path: str | None, model: str | None, data: str | None, outputs: str | None,
-              compare: tuple[str, str] | None, json_out: str | None, to_label: str | None, batch_size: int,
-              max_new_tokens: int, general: int, limit: int | None, device: str, as_json: bool,
-              quiet: bool) -> None:
+    def eval_(
+        spec_path: str | None,
+        model: str | None,
+        data: str | None,
+        outputs: str | None,
+        compare: tuple[str, str] | None,
+        json_out: str | None,
+        to_label: str | None,
+        batch_size: int,
+        max_new_tokens: int,
+        general: int,
+        limit: int | None,
+        device: str,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Evaluate a model on the held-out prompts with every automatic rule of the spec.
 
         Prints the pass rate per rule, failures by category (format, instruction, knowledge, safety), the
@@ -134,8 +183,13 @@ def register(main: click.Group) -> None:
         if outputs:
             rep = ev.evaluate_outputs(spec, outputs, data=data)
         else:
-            opts = ev.EvalOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, general=general,
-                                  limit=limit, device=device)
+            opts = ev.EvalOptions(
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                general=general,
+                limit=limit,
+                device=device,
+            )
             progress, update = make_progress(show_progress(quiet, as_json))
             say(f"evaluating {model} on {spec.ref} ...", quiet=quiet or as_json)
             with progress:

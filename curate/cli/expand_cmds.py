@@ -14,11 +14,17 @@ from curate.cli.common import emit_json, handle_errors, json_option, quiet_optio
 def expand_messages(summary: dict[str, Any]) -> list[str]:
     """What `curate expand` did, for people: what was made by which generator, then what --fill-gaps did."""
     c = summary["counts"]
-    made = {k.split(":", 1)[1].rsplit(".", 1)[-1]: n for k, n in sorted(c.items()) if k.startswith("records:") and n}
-    lines = [f"made {c['records']} records"
-             + (f" ({', '.join(f'{g}: {n}' for g, n in made.items())})" if made else "")
-             + f", {c['pairs']} pairs, {c['prompts_to_label']} prompts to label; "
-             f"near-duplicates dropped: {c.get('dropped_near_duplicate', 0)}"]
+    made = {
+        k.split(":", 1)[1].rsplit(".", 1)[-1]: n
+        for k, n in sorted(c.items())
+        if k.startswith("records:") and n
+    }
+    lines = [
+        f"made {c['records']} records"
+        + (f" ({', '.join(f'{g}: {n}' for g, n in made.items())})" if made else "")
+        + f", {c['pairs']} pairs, {c['prompts_to_label']} prompts to label; "
+        f"near-duplicates dropped: {c.get('dropped_near_duplicate', 0)}"
+    ]
     gaps = summary.get("gaps")
     if gaps is None:
         return lines
@@ -28,40 +34,82 @@ def expand_messages(summary: dict[str, Any]) -> list[str]:
         lines.append("fill-gaps: no coverage cell was under its target, so no cell needed cases")
     for cell in gaps["cells"]:
         state = "ok" if cell["ok"] else f"UNDER TARGET: {cell.get('reason', '')}"
-        lines.append(f"fill-gaps: cell {cell['category']} x {cell['rule']}: {cell['before']} -> {cell['after']} "
-                     f"(target {cell['target']}, made {cell['made']}) {state}")
+        lines.append(
+            f"fill-gaps: cell {cell['category']} x {cell['rule']}: {cell['before']} -> {cell['after']} "
+            f"(target {cell['target']}, made {cell['made']}) {state}"
+        )
     for share in shares:
         state = "ok" if share["ok"] else "UNDER min_share"
-        lines.append(f"fill-gaps: share {share['category']}: {share['before']} -> {share['after']} records, "
-                     f"{share['share']:.1%} (min {share['min_share']:.0%}, made {share['made']}) {state}")
-    lines.append(f"fill-gaps made {gaps.get('made', 0)} records and pairs for coverage cells and {share_made} for "
-                 f"category shares (included in the counts above)")
+        lines.append(
+            f"fill-gaps: share {share['category']}: {share['before']} -> {share['after']} records, "
+            f"{share['share']:.1%} (min {share['min_share']:.0%}, made {share['made']}) {state}"
+        )
+    lines.append(
+        f"fill-gaps made {gaps.get('made', 0)} records and pairs for coverage cells and {share_made} for "
+        f"category shares (included in the counts above)"
+    )
     return lines
 
 
 def register(main: click.Group) -> None:
     @main.command("expand")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-                  help="Output folder (default: out/<spec name>/v<version>-expand, beside the build folder).")
+    @click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        help="Output folder (default: out/<spec name>/v<version>-expand, beside the build folder).",
+    )
     @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same data: same output.")
-    @click.option("--fill-gaps", is_flag=True,
-                  help="Also make cases for every coverage cell under its target, then for categories under "
-                       "their min_share.")
-    @click.option("--model", "model_path",
-                  help="A local model folder or .gguf file (or smollm2, the bundled one) for paraphrases and draft "
-                       "answers (never the hub).")
-    @click.option("--drafts", "max_drafts", type=int, default=50, show_default=True,
-                  help="With --model: at most this many model drafts (a CPU model is slow).")
-    @click.option("--variants", type=int, default=2, show_default=True, help="Edge variants per source prompt.")
-    @click.option("--per-pattern", type=int, default=6, show_default=True,
-                  help="Adversarial prompts per pressure pattern.")
-    @click.option("--per-rule", type=int, default=4, show_default=True, help="Negatives (and pairs) per rule.")
+    @click.option(
+        "--fill-gaps",
+        is_flag=True,
+        help="Also make cases for every coverage cell under its target, then for categories under "
+        "their min_share.",
+    )
+    @click.option(
+        "--model",
+        "model_path",
+        help="A local model folder or .gguf file (or smollm2, the bundled one) for paraphrases and draft "
+        "answers (never the hub).",
+    )
+    @click.option(
+        "--drafts",
+        "max_drafts",
+        type=int,
+        default=50,
+        show_default=True,
+        help="With --model: at most this many model drafts (a CPU model is slow).",
+    )
+    @click.option(
+        "--variants", type=int, default=2, show_default=True, help="Edge variants per source prompt."
+    )
+    @click.option(
+        "--per-pattern",
+        type=int,
+        default=6,
+        show_default=True,
+        help="Adversarial prompts per pressure pattern.",
+    )
+    @click.option(
+        "--per-rule", type=int, default=4, show_default=True, help="Negatives (and pairs) per rule."
+    )
     @json_option
     @quiet_option
     @handle_errors
-    def expand_cmd(spec_path: str, out_dir: str | None, seed: int, fill_gaps: bool, model_path: str | None,
-                   max_drafts: int, variants: int, per_pattern: int, per_rule: int, as_json: bool, quiet: bool) -> None:
+    def expand_cmd(
+        spec_path: str,
+        out_dir: str | None,
+        seed: int,
+        fill_gaps: bool,
+        model_path: str | None,
+        max_drafts: int,
+        variants: int,
+        per_pattern: int,
+        per_rule: int,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Generate edge, adversarial and negative cases and preference pairs from SPEC and its data.
 
         Writes OUT/records.jsonl (edge/adversarial variants with their parent's answer, each a new conversation
@@ -84,8 +132,16 @@ def register(main: click.Group) -> None:
             from curate.expand.local_model import LocalModel
 
             model = LocalModel(model_path)
-        res = expand(spec, seed=seed, fill_gaps=fill_gaps, model=model, variants=variants,
-                     per_pattern=per_pattern, per_rule=per_rule, max_drafts=max_drafts)
+        res = expand(
+            spec,
+            seed=seed,
+            fill_gaps=fill_gaps,
+            model=model,
+            variants=variants,
+            per_pattern=per_pattern,
+            per_rule=per_rule,
+            max_drafts=max_drafts,
+        )
         out = Path(out_dir) if out_dir else spec.default_expand_dir()
         paths = write_outputs(res, out)
         summary = res.summary

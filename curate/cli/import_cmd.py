@@ -44,20 +44,47 @@ def register(main: click.Group) -> None:
     @deprecated_options({"--out": "--out-file", "-o": "--out-file"})
     @main.command("import")
     @click.argument("files", nargs=-1, required=True, type=INPUT)
-    @click.option("--out-file", "out", required=True, type=click.Path(dir_okay=False),
-                  help="Output JSONL (native format).")
-    @click.option("--spec", "spec_path", metavar="SPEC",
-                  help="Spec the records belong to: its path, or name@version (looked up as specs/NAME/).")
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Force the input format instead of detecting it.")
-    @click.option("--map", "mapping", multiple=True, metavar="OURS=THEIRS",
-                  help="Field mapping for odd column names (repeatable), e.g. --map instruction=question.")
-    @click.option("--strict", is_flag=True,
-                  help="Stop at a file whose format cannot be detected (default: quarantine its records).")
+    @click.option(
+        "--out-file",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="Output JSONL (native format).",
+    )
+    @click.option(
+        "--spec",
+        "spec_path",
+        metavar="SPEC",
+        help="Spec the records belong to: its path, or name@version (looked up as specs/NAME/).",
+    )
+    @click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), help="Force the input format instead of detecting it."
+    )
+    @click.option(
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="OURS=THEIRS",
+        help="Field mapping for odd column names (repeatable), e.g. --map instruction=question.",
+    )
+    @click.option(
+        "--strict",
+        is_flag=True,
+        help="Stop at a file whose format cannot be detected (default: quarantine its records).",
+    )
     @json_option
     @quiet_option
     @handle_errors
-    def import_cmd(files: tuple[str, ...], out: str, spec_path: str | None, fmt: str | None,
-                   mapping: tuple[str, ...], strict: bool, as_json: bool, quiet: bool) -> None:
+    def import_cmd(
+        files: tuple[str, ...],
+        out: str,
+        spec_path: str | None,
+        fmt: str | None,
+        mapping: tuple[str, ...],
+        strict: bool,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Convert input files (OpenAI chat, ShareGPT, Alpaca, HH-RLHF, LLaMA-Factory, KTO, CSV, Parquet, Label
         Studio exports ...) to curate's native JSONL, and account for every unit read.
 
@@ -92,15 +119,25 @@ def register(main: click.Group) -> None:
         for p in paths:
             f = str(p)
             n_in, n_out = ctx.counters.get("in:" + f, 0), ctx.counters.get("read:out:" + f, 0)
-            inputs.append({"file": f, "format": formats[f], "in": n_in, "records": n_out,
-                           "quarantined": ctx.per_file_quarantined.get(f, 0)})
+            inputs.append(
+                {
+                    "file": f,
+                    "format": formats[f],
+                    "in": n_in,
+                    "records": n_out,
+                    "quarantined": ctx.per_file_quarantined.get(f, 0),
+                }
+            )
         total_in = sum(i["in"] for i in inputs)
         summary = {
-            "out": str(out_path), "spec": spec.ref if spec else None,
+            "out": str(out_path),
+            "spec": spec.ref if spec else None,
             "quarantine_file": str(qpath) if rows else None,
             "counts": {"in": total_in, "records": n, "quarantined": len(rows)},
-            "conservation": {"ok": total_in == n + len(rows)
-                             and all(i["in"] == i["records"] + i["quarantined"] for i in inputs)},
+            "conservation": {
+                "ok": total_in == n + len(rows)
+                and all(i["in"] == i["records"] + i["quarantined"] for i in inputs)
+            },
             "quarantine": {f"{s}/{r}": c for (s, r), c in sorted(ctx.reasons.items())},
             "inputs": inputs,
         }
@@ -108,9 +145,13 @@ def register(main: click.Group) -> None:
             emit_json(summary)
         else:
             for i in inputs:
-                click.echo(f"{i['file']}: {i['format']}, {i['in']} in, {i['records']} records, "
-                           f"{i['quarantined']} quarantined")
-            click.echo(f"wrote {n} records to {out_path}" + (f"; {len(rows)} quarantined in {qpath}" if rows else ""))
+                click.echo(
+                    f"{i['file']}: {i['format']}, {i['in']} in, {i['records']} records, "
+                    f"{i['quarantined']} quarantined"
+                )
+            click.echo(
+                f"wrote {n} records to {out_path}" + (f"; {len(rows)} quarantined in {qpath}" if rows else "")
+            )
             for key, c in summary["quarantine"].items():
                 say(f"  {key}: {c}", quiet=quiet)
             for r in rows[:10]:

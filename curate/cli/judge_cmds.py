@@ -156,8 +156,17 @@ def register(main: click.Group) -> None:
     @json_option
     @quiet_option
     @handle_errors
-    def eval_cmd(spec_path: str, report: str, model: str | None, gguf_file: str | None, base_url: str | None,
-                 endpoint_model: str | None, cache_path: str | None, as_json: bool, quiet: bool) -> None:
+    def eval_cmd(
+        spec_path: str,
+        report: str,
+        model: str | None,
+        gguf_file: str | None,
+        base_url: str | None,
+        endpoint_model: str | None,
+        cache_path: str | None,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Add the judge rules' results to an eval report (`curate eval --json-out`), each rule marked
         automatic (its calibration passes the gate) or suggestion; the code checks' figures are not changed.
 
@@ -180,8 +189,9 @@ def register(main: click.Group) -> None:
             return
         for r in rep["judge"]["rules"]:
             rate = "-" if r["pass_rate"] is None else f"{r['pass_rate']:.1%}"
-            click.echo(f"{r['rule']}\t{r['status']}\tpass {r['pass']}\tfail {r['fail']}\tskip {r['skip']}"
-                       f"\t{rate}")
+            click.echo(
+                f"{r['rule']}\t{r['status']}\tpass {r['pass']}\tfail {r['fail']}\tskip {r['skip']}\t{rate}"
+            )
         say(f"judge results written into {report}", quiet=quiet)
 
     @judge.command("calibrate")

@@ -15,8 +15,10 @@ from curate.cli.common import (
     show_progress,
 )
 
-SERVER_HELP = ("Server: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY when set, else the one `curate studio up` "
-               "started in --studio-dir.")
+SERVER_HELP = (
+    "Server: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY when set, else the one `curate studio up` "
+    "started in --studio-dir."
+)
 
 
 def _client(studio_dir: str):
@@ -42,34 +44,83 @@ def register(main: click.Group) -> None:
 
     @label.command("push")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--kind", type=click.Choice(["review", "pairwise", "write"]), default="review", show_default=True,
-                  help="review: judge responses (SFT); pairwise: pick the better of two; write: write responses.")
-    @click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
-                  help="Records to push (our JSONL); default: the spec's data files. Repeatable.")
-    @click.option("--overlap", type=click.IntRange(1, 20), default=None,
-                  help="Annotators per task (agreement and conflicts need 2 or more); default: 1 for a new "
-                       "project, the project's own for an existing one (a rework push keeps it).")
+    @click.option(
+        "--kind",
+        type=click.Choice(["review", "pairwise", "write"]),
+        default="review",
+        show_default=True,
+        help="review: judge responses (SFT); pairwise: pick the better of two; write: write responses.",
+    )
+    @click.option(
+        "--input",
+        "inputs",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Records to push (our JSONL); default: the spec's data files. Repeatable.",
+    )
+    @click.option(
+        "--overlap",
+        type=click.IntRange(1, 20),
+        default=None,
+        help="Annotators per task (agreement and conflicts need 2 or more); default: 1 for a new "
+        "project, the project's own for an existing one (a rework push keeps it).",
+    )
     @click.option("--batch-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
-    @click.option("--predictions", type=click.Choice(["failing", "all"]), default="failing", show_default=True,
-                  help="Attach the checks as a prediction where a rule fails (pre-ticked), or to every task.")
-    @click.option("--stale", is_flag=True,
-                  help="Push no new records: re-queue the labeled tasks whose rules changed since they were "
-                       "labeled, with the old label as a prior (curate.labeling.stale).")
-    @click.option("--order", type=click.Choice(["input", "value"]), default="input", show_default=True,
-                  help="Task order: as the input, or most valuable review first (curate.review_order).")
-    @click.option("--drafts", "drafts_model", default=None, metavar="MODEL",
-                  help="Fill empty (write) or failing (review) answers with a model's draft, shown as the "
-                       "prediction with its rule checks: a model folder, a .gguf file, smollm2, or an "
-                       "OpenAI-compatible base URL (key from CURATE_DRAFTS_API_KEY or OPENAI_API_KEY).")
-    @click.option("--drafts-model", "drafts_name", default=None, metavar="NAME",
-                  help="The model name to ask an OpenAI-compatible --drafts endpoint for.")
+    @click.option(
+        "--predictions",
+        type=click.Choice(["failing", "all"]),
+        default="failing",
+        show_default=True,
+        help="Attach the checks as a prediction where a rule fails (pre-ticked), or to every task.",
+    )
+    @click.option(
+        "--stale",
+        is_flag=True,
+        help="Push no new records: re-queue the labeled tasks whose rules changed since they were "
+        "labeled, with the old label as a prior (curate.labeling.stale).",
+    )
+    @click.option(
+        "--order",
+        type=click.Choice(["input", "value"]),
+        default="input",
+        show_default=True,
+        help="Task order: as the input, or most valuable review first (curate.review_order).",
+    )
+    @click.option(
+        "--drafts",
+        "drafts_model",
+        default=None,
+        metavar="MODEL",
+        help="Fill empty (write) or failing (review) answers with a model's draft, shown as the "
+        "prediction with its rule checks: a model folder, a .gguf file, smollm2, or an "
+        "OpenAI-compatible base URL (key from CURATE_DRAFTS_API_KEY or OPENAI_API_KEY).",
+    )
+    @click.option(
+        "--drafts-model",
+        "drafts_name",
+        default=None,
+        metavar="NAME",
+        help="The model name to ask an OpenAI-compatible --drafts endpoint for.",
+    )
     @studio_dir
     @json_option
     @quiet_option
     @handle_errors
-    def push_cmd(spec_path: str, kind: str, inputs: tuple[str, ...], overlap: int | None, batch_size: int,
-                 predictions: str, stale: bool, order: str, drafts_model: str | None, drafts_name: str | None,
-                 studio_dir: str, as_json: bool, quiet: bool) -> None:
+    def push_cmd(
+        spec_path: str,
+        kind: str,
+        inputs: tuple[str, ...],
+        overlap: int | None,
+        batch_size: int,
+        predictions: str,
+        stale: bool,
+        order: str,
+        drafts_model: str | None,
+        drafts_name: str | None,
+        studio_dir: str,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Create or update the project for SPEC's version and KIND and import the records it lacks.
 
         Idempotent: a second push adds only records the server does not hold. Each task carries the record id
@@ -112,11 +163,24 @@ def register(main: click.Group) -> None:
             drafter = make_drafter(drafts_model, endpoint_model=drafts_name)
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
-            res = push(spec, kind, client=client, inputs=list(inputs) or None, overlap=overlap,
-                       records=records, batch_size=batch_size, ctx=ctx, progress=update, predictions=predictions,
-                       drafts=drafter)
-        out = {"spec": spec.ref, **res.as_dict(),
-               "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}}
+            res = push(
+                spec,
+                kind,
+                client=client,
+                inputs=list(inputs) or None,
+                overlap=overlap,
+                records=records,
+                batch_size=batch_size,
+                ctx=ctx,
+                progress=update,
+                predictions=predictions,
+                drafts=drafter,
+            )
+        out = {
+            "spec": spec.ref,
+            **res.as_dict(),
+            "quarantine": {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())},
+        }
         if ctx.n_quarantined:
             from curate.labeling.pull import default_out_dir
 
@@ -126,30 +190,65 @@ def register(main: click.Group) -> None:
             emit_json(out)
         else:
             click.echo(res.project_url)
-            say(f"{res.pushed} tasks pushed, {res.already} already there, {res.quarantined} not labelable as "
-                f"{kind} ({', '.join(out['quarantine']) or 'none'}) in {res.seconds:.1f} s", quiet=quiet)
+            say(
+                f"{res.pushed} tasks pushed, {res.already} already there, {res.quarantined} not labelable as "
+                f"{kind} ({', '.join(out['quarantine']) or 'none'}) in {res.seconds:.1f} s",
+                quiet=quiet,
+            )
 
     @deprecated_options({"--out": "--out-file", "--out-dir": "--build-dir"})
     @label.command("pull")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
-    @click.option("--out-file", "out", type=click.Path(dir_okay=False), default=None,
-                  help="Records file (JSONL); default .curate/labeling/NAME/vVERSION/pulled.jsonl. Quarantine, "
-                       "rework, conflicts and agreement.json are written beside it.")
-    @click.option("--kind", "kinds", multiple=True, type=click.Choice(["review", "pairwise", "write"]),
-                  help="Only these kinds (default: every project of the spec).")
-    @click.option("--adjudicator", default=None, help="Annotator (email) whose annotation wins a disagreement.")
-    @click.option("--since-last", is_flag=True, help="Write only records of tasks with new or changed annotations.")
-    @click.option("--full", is_flag=True, help="Export every task again (default: only the tasks updated since the "
-                                                "last pull into the same folder, merged with what it fetched).")
-    @click.option("--build-dir", "report_dir", type=click.Path(file_okay=False), default=None,
-                  help="A build folder to copy agreement.json into (the report shows it).")
+    @click.option(
+        "--out-file",
+        "out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Records file (JSONL); default .curate/labeling/NAME/vVERSION/pulled.jsonl. Quarantine, "
+        "rework, conflicts and agreement.json are written beside it.",
+    )
+    @click.option(
+        "--kind",
+        "kinds",
+        multiple=True,
+        type=click.Choice(["review", "pairwise", "write"]),
+        help="Only these kinds (default: every project of the spec).",
+    )
+    @click.option(
+        "--adjudicator", default=None, help="Annotator (email) whose annotation wins a disagreement."
+    )
+    @click.option(
+        "--since-last", is_flag=True, help="Write only records of tasks with new or changed annotations."
+    )
+    @click.option(
+        "--full",
+        is_flag=True,
+        help="Export every task again (default: only the tasks updated since the "
+        "last pull into the same folder, merged with what it fetched).",
+    )
+    @click.option(
+        "--build-dir",
+        "report_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="A build folder to copy agreement.json into (the report shows it).",
+    )
     @studio_dir
     @json_option
     @quiet_option
     @handle_errors
-    def pull_cmd(spec_path: str, out: str | None, kinds: tuple[str, ...], adjudicator: str | None,
-                 since_last: bool, full: bool, report_dir: str | None, studio_dir: str, as_json: bool,
-                 quiet: bool) -> None:
+    def pull_cmd(
+        spec_path: str,
+        out: str | None,
+        kinds: tuple[str, ...],
+        adjudicator: str | None,
+        since_last: bool,
+        full: bool,
+        report_dir: str | None,
+        studio_dir: str,
+        as_json: bool,
+        quiet: bool,
+    ) -> None:
         """Export annotations (snapshot API) and turn them into records, pairs, agreement and conflicts.
 
         accept -> SFT; edit -> SFT + preference pair; reject -> negative; pairwise -> DPO pair; write -> SFT.
@@ -170,8 +269,17 @@ def register(main: click.Group) -> None:
         spec = load_spec(spec_path)
         bar, update = make_progress(show_progress(quiet, as_json))
         with bar, _client(studio_dir) as client:
-            res = pull(spec, client=client, out=out, kinds=kinds or KINDS, adjudicator=adjudicator,
-                       since_last=since_last, ctx=RunContext(), progress=update, full=full)
+            res = pull(
+                spec,
+                client=client,
+                out=out,
+                kinds=kinds or KINDS,
+                adjudicator=adjudicator,
+                since_last=since_last,
+                ctx=RunContext(),
+                progress=update,
+                full=full,
+            )
         if report_dir:
             Path(report_dir).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(res.files["agreement"], Path(report_dir) / "agreement.json")
@@ -180,9 +288,12 @@ def register(main: click.Group) -> None:
         else:
             c = res.counts
             click.echo(res.files["records"])
-            say(f"{c['annotations']} annotations -> {c['sft']} SFT records and {c['preference']} preference pairs; "
+            say(
+                f"{c['annotations']} annotations -> {c['sft']} SFT records and {c['preference']} preference pairs; "
                 f"{c['quarantined']} quarantined, {c['conflicts']} conflicts, {c['rework']} to rework; "
-                f"{c['new_or_changed_annotations']} new or changed since the last pull", quiet=quiet)
+                f"{c['new_or_changed_annotations']} new or changed since the last pull",
+                quiet=quiet,
+            )
 
     @label.command("conflicts")
     @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True))
@@ -215,8 +326,10 @@ def register(main: click.Group) -> None:
                     if not fig.get("items"):
                         continue
                     value = "undefined" if fig.get("value") is None else f"{fig['value']:.3f}"
-                    click.echo(f"{kind} agreement {question}: {fig.get('method') or 'n/a'} {value}, observed "
-                               f"{fig.get('observed')} over {fig['items']} tasks")
+                    click.echo(
+                        f"{kind} agreement {question}: {fig.get('method') or 'n/a'} {value}, observed "
+                        f"{fig.get('observed')} over {fig['items']} tasks"
+                    )
             for row in rows:
                 answers = ", ".join(f"{who}: {v}" for who, v in row["answers"].items())
                 click.echo(f"{row['kind']} task {row['task']} ({row['question']}): {answers}")
@@ -225,8 +338,13 @@ def register(main: click.Group) -> None:
     @deprecated_options({"--build": "--build-dir"})
     @main.command("explain")
     @click.argument("record_id", metavar="ID")
-    @click.option("--build-dir", "build_dir", type=click.Path(exists=True, file_okay=False), required=True,
-                  help="The build folder (what `curate build --out` wrote).")
+    @click.option(
+        "--build-dir",
+        "build_dir",
+        type=click.Path(exists=True, file_okay=False),
+        required=True,
+        help="The build folder (what `curate build --out` wrote).",
+    )
     @json_option
     @quiet_option
     @handle_errors

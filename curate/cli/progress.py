@@ -42,8 +42,13 @@ class StageLines:
     at most every `every` seconds, and `tick()` (the watcher) prints a status line when nothing was printed for
     `every` seconds. Thread-safe; `clock` is injectable for tests."""
 
-    def __init__(self, prefix: str, stream: TextIO | None = None, every: float = EVERY_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        stream: TextIO | None = None,
+        every: float = EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.prefix = prefix
         self.stream = stream
         self.every = every
@@ -65,7 +70,7 @@ class StageLines:
         self.last_line = now
 
     def _rate(self, done: int, took: float) -> str:
-        """", N/s" when it means something: records, not a stage's few phases (split: 1..3 of 3), over >= 0.5 s."""
+        """ ", N/s" when it means something: records, not a stage's few phases (split: 1..3 of 3), over >= 0.5 s."""
         if took < 0.5 or (self.total is not None and self.total < 1000):
             return ""
         return f", {_n(round(done / took))}/s"
@@ -117,8 +122,13 @@ class StageLines:
 
 
 @contextmanager
-def stage_lines(prefix: str, *, stream: TextIO | None = None, every: float = EVERY_S,
-                clock: Callable[[], float] = time.monotonic) -> Iterator[Update]:
+def stage_lines(
+    prefix: str,
+    *,
+    stream: TextIO | None = None,
+    every: float = EVERY_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Update]:
     """A `StageLines` callback, with a watcher thread that keeps a line coming at least every `every` seconds."""
     lines = StageLines(prefix, stream, every, clock)
     stop = threading.Event()
@@ -142,9 +152,15 @@ def _bars() -> tuple[Any, Update]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+    progress = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
     tasks: dict[str, Any] = {}
     started: dict[str, float] = {}
 

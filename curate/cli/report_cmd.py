@@ -13,10 +13,18 @@ def register(main: click.Group) -> None:
     @deprecated_options({"--out": "--out-file"})
     @main.command("report")
     @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("--out-file", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write the HTML here instead of OUT_DIR/report.html.")
-    @click.option("--open-path", is_flag=True,
-                  help="Print a file:// URL to open in a browser instead of the plain path.")
+    @click.option(
+        "--out-file",
+        "out_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the HTML here instead of OUT_DIR/report.html.",
+    )
+    @click.option(
+        "--open-path",
+        is_flag=True,
+        help="Print a file:// URL to open in a browser instead of the plain path.",
+    )
     @json_option
     @quiet_option
     @handle_errors
@@ -43,8 +51,13 @@ def register(main: click.Group) -> None:
         for w in data.warnings:
             say(f"warning: {w}", quiet=quiet or as_json)
         if as_json:
-            emit_json({"report": str(target), "url": target.as_uri(), "warnings": data.warnings,
-                       "sections": [sid for sid, _ in section_ids(data)]})
+            emit_json(
+                {
+                    "report": str(target),
+                    "url": target.as_uri(),
+                    "warnings": data.warnings,
+                    "sections": [sid for sid, _ in section_ids(data)],
+                }
+            )
         else:
             click.echo(target.as_uri() if open_path else str(target))
-

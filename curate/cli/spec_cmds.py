@@ -12,7 +12,7 @@ from curate.cli.common import deprecated_options, emit_json, handle_errors, json
 from curate.errors import CurateError, SpecError
 from curate.spec import lint, load_spec
 
-SCAFFOLD = '''\
+SCAFFOLD = """\
 # A behavior spec: the single source of truth for what "good" means.
 # It is at once the labelers' guide, the curation contract and the evaluation checklist.
 # Check it with:  curate spec check {path}
@@ -69,7 +69,7 @@ cases:
 split: {{heldout: 0.15, seed: 13, stratify: [category]}}
 export: {{formats: [sft, dpo], max_tokens: 1024}}
 data: []                  # example data files (JSONL), relative to this file
-'''
+"""
 
 
 def register(main: click.Group) -> None:
@@ -108,21 +108,32 @@ def register(main: click.Group) -> None:
             findings = lint(spec)
             failing = [f for f in findings if strict or f.severity == "error"]
             bad = bad or bool(failing)
-            report.append({"spec": path, "ok": not failing, "name": spec.ref,
-                           "errors": sum(f.severity == "error" for f in findings),
-                           "warnings": sum(f.severity == "warning" for f in findings),
-                           "findings": [f.model_dump() for f in findings]})
+            report.append(
+                {
+                    "spec": path,
+                    "ok": not failing,
+                    "name": spec.ref,
+                    "errors": sum(f.severity == "error" for f in findings),
+                    "warnings": sum(f.severity == "warning" for f in findings),
+                    "findings": [f.model_dump() for f in findings],
+                }
+            )
             if not as_json:
                 for f in findings:
                     if f.severity == "warning" and quiet and not strict:
                         continue
-                    click.echo(f"{spec.path}: {f.severity}: {f.code}: {f.message}"
-                               + (f" [{f.where}]" if f.where else ""))
+                    click.echo(
+                        f"{spec.path}: {f.severity}: {f.code}: {f.message}"
+                        + (f" [{f.where}]" if f.where else "")
+                    )
                 if not failing:
                     n_warn = len(findings)
-                    click.echo(f"{spec.path}: ok ({spec.ref}, {len(spec.rules)} rules, "
-                               f"{len(spec.automatic_rules())} automatic"
-                               + (f"; {n_warn} warning{'s' if n_warn != 1 else ''}" if n_warn else "") + ")")
+                    click.echo(
+                        f"{spec.path}: ok ({spec.ref}, {len(spec.rules)} rules, "
+                        f"{len(spec.automatic_rules())} automatic"
+                        + (f"; {n_warn} warning{'s' if n_warn != 1 else ''}" if n_warn else "")
+                        + ")"
+                    )
         if as_json:
             emit_json({"ok": not bad, "strict": strict, "specs": report})
         sys.exit(1 if bad else 0)
@@ -130,8 +141,14 @@ def register(main: click.Group) -> None:
     @deprecated_options({"--dir": "--out"})
     @spec_group.command("init")
     @click.argument("name")
-    @click.option("--out", "directory", type=click.Path(file_okay=False), default="specs", show_default=True,
-                  help="Folder to create NAME/spec.yaml in.")
+    @click.option(
+        "--out",
+        "directory",
+        type=click.Path(file_okay=False),
+        default="specs",
+        show_default=True,
+        help="Folder to create NAME/spec.yaml in.",
+    )
     @json_option
     @quiet_option
     @handle_errors
@@ -143,7 +160,9 @@ def register(main: click.Group) -> None:
           curate spec init refund-bot && curate spec check specs/refund-bot
         """
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
-            raise CurateError(f"spec name {name!r}: use lowercase letters, digits and dashes (e.g. refund-bot)")
+            raise CurateError(
+                f"spec name {name!r}: use lowercase letters, digits and dashes (e.g. refund-bot)"
+            )
         path = Path(directory) / name / "spec.yaml"
         if path.exists():
             raise CurateError(f"{path} already exists; pick another name or edit it")
@@ -157,8 +176,14 @@ def register(main: click.Group) -> None:
 
     @deprecated_options({"--out": "--out-file"})
     @spec_group.command("schema")
-    @click.option("--out-file", "out", type=click.Path(dir_okay=False), default="schemas/spec.schema.json",
-                  show_default=True, help="The spec schema file; the record schemas are written beside it.")
+    @click.option(
+        "--out-file",
+        "out",
+        type=click.Path(dir_okay=False),
+        default="schemas/spec.schema.json",
+        show_default=True,
+        help="The spec schema file; the record schemas are written beside it.",
+    )
     @json_option
     @quiet_option
     @handle_errors

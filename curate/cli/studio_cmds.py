@@ -33,14 +33,23 @@ def register(main: click.Group) -> None:
     @studio.command("up")
     @click.option("--studio-dir", "data_dir", default=".curate/studio", show_default=True, help=DIR_HELP)
     @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
-    @click.option("--show-token", is_flag=True, help="Also print the API token (it is never printed otherwise).")
-    @click.option("--readers", type=click.IntRange(0, 8), default=1, show_default=True,
-                  help="More server processes on the same data, each on its own loopback port: a pull's export "
-                       "is cut into parts made in parallel by them (0: the main server alone).")
+    @click.option(
+        "--show-token", is_flag=True, help="Also print the API token (it is never printed otherwise)."
+    )
+    @click.option(
+        "--readers",
+        type=click.IntRange(0, 8),
+        default=1,
+        show_default=True,
+        help="More server processes on the same data, each on its own loopback port: a pull's export "
+        "is cut into parts made in parallel by them (0: the main server alone).",
+    )
     @json_option
     @quiet_option
     @handle_errors
-    def up(data_dir: str, port: int | None, show_token: bool, readers: int, as_json: bool, quiet: bool) -> None:
+    def up(
+        data_dir: str, port: int | None, show_token: bool, readers: int, as_json: bool, quiet: bool
+    ) -> None:
         """Install (if needed) and start Label Studio bound to 127.0.0.1, with the admin user and an API token.
 
         Prints the URL. The token lives in DIR/curate-credentials.json (mode 0600); `curate label ...` finds it.
@@ -52,18 +61,26 @@ def register(main: click.Group) -> None:
         """
         from curate.labeling import server
 
-        info = server.start(data_dir, port=port, readers=readers, progress=lambda m: say(m, quiet=quiet or as_json))
+        info = server.start(
+            data_dir, port=port, readers=readers, progress=lambda m: say(m, quiet=quiet or as_json)
+        )
         creds = server.credentials(info.data_dir)
-        out = {**info.as_dict(), "username": creds["username"],
-               "credentials_file": f"{info.data_dir}/{server.CREDENTIALS_FILE}"}
+        out = {
+            **info.as_dict(),
+            "username": creds["username"],
+            "credentials_file": f"{info.data_dir}/{server.CREDENTIALS_FILE}",
+        }
         if show_token:
             out["token"] = creds["token"]
         if as_json:
             emit_json(out)
         else:
             click.echo(info.url)
-            say(f"Label Studio {info.version} is up (pid {info.pid}); log in as {creds['username']} (password in "
-                f"{_shown(out['credentials_file'])}); stop it with `curate studio down`", quiet=quiet)
+            say(
+                f"Label Studio {info.version} is up (pid {info.pid}); log in as {creds['username']} (password in "
+                f"{_shown(out['credentials_file'])}); stop it with `curate studio down`",
+                quiet=quiet,
+            )
             if show_token:
                 click.echo(creds["token"])
 
@@ -111,8 +128,18 @@ def register(main: click.Group) -> None:
         elif not quiet:
             state = "up" if st["healthy"] else ("running, not answering" if st["running"] else "down")
             readers = [r for r in st.get("readers") or [] if r.get("running")]  # type: ignore[union-attr]
-            click.echo(f"{state}" + (f" {st['url']} (pid {st['pid']}" + (f", {len(readers)} reader process"
-                                                                        f"{'es' if len(readers) > 1 else ''}"
-                                                                        if readers else "") + ")"
-                                     if st["running"] else ""))
+            click.echo(
+                f"{state}"
+                + (
+                    f" {st['url']} (pid {st['pid']}"
+                    + (
+                        f", {len(readers)} reader process{'es' if len(readers) > 1 else ''}"
+                        if readers
+                        else ""
+                    )
+                    + ")"
+                    if st["running"]
+                    else ""
+                )
+            )
         sys.exit(0 if st["healthy"] else 1)

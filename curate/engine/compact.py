@@ -125,9 +125,21 @@ class Row:
         "violates",
     )
 
-    def __init__(self, kind: str, id: str, src: Input | None, file: str, line: int, fmt: str, category: str,
-                 tags: tuple[str, ...], violates: tuple[str, ...], statuses: tuple[str, ...] | None,
-                 rec: Rec | None, keys: _ChunkKeys | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        id: str,
+        src: Input | None,
+        file: str,
+        line: int,
+        fmt: str,
+        category: str,
+        tags: tuple[str, ...],
+        violates: tuple[str, ...],
+        statuses: tuple[str, ...] | None,
+        rec: Rec | None,
+        keys: _ChunkKeys | None = None,
+    ) -> None:
         self.kind = kind
         self.id = id
         self.src = src
@@ -154,11 +166,23 @@ class Row:
 
 def row_of(rec: Rec) -> Row:
     """A slow row wrapping a record."""
-    return Row(rec.kind, rec.id, None, rec.source.file or NONE_FILE, rec.source.line or 0, rec.source.format or "",
-               rec.category, rec.tags, rec.violates, None, rec)
+    return Row(
+        rec.kind,
+        rec.id,
+        None,
+        rec.source.file or NONE_FILE,
+        rec.source.line or 0,
+        rec.source.format or "",
+        rec.category,
+        rec.tags,
+        rec.violates,
+        None,
+        rec,
+    )
 
 
 # ---------------------------------------------------------------- derived values of fast rows (== the records')
+
 
 def _conv(obj: dict[str, Any]) -> list[dict[str, str]]:
     return obj["messages"]
@@ -274,7 +298,7 @@ class _ChunkKeys:
 
     def get(self, line: int) -> tuple[str, str]:
         i = line - self.first
-        return self.texts[self.offsets[i]:self.offsets[i + 1]], self.prompt_keys[16 * i:16 * i + 16]
+        return self.texts[self.offsets[i] : self.offsets[i + 1]], self.prompt_keys[16 * i : 16 * i + 16]
 
 
 def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
@@ -378,7 +402,10 @@ def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
     else:
         prompt, completion = obj["prompt"], obj["chosen"]
     if sft_format == "prompt-completion":
-        out: dict[str, Any] = {"prompt": _system_turn(spec, prompt) + _trl(prompt), "completion": _trl(completion)}
+        out: dict[str, Any] = {
+            "prompt": _system_turn(spec, prompt) + _trl(prompt),
+            "completion": _trl(completion),
+        }
     elif sft_format == "messages":
         out = {"messages": _system_turn(spec, prompt) + _trl(prompt) + _trl(completion)}  # no system turn in
         # completion: a fast SFT row's answer is an assistant turn, a pair's chosen side only assistant turns
@@ -404,12 +431,17 @@ def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
     if row.rec is not None:
         return of_record(row.rec, spec)  # type: ignore[arg-type]
     obj = row.obj()
-    return {"prompt": _system_turn(spec, obj["prompt"]) + _trl(obj["prompt"]), "chosen": _trl(obj["chosen"]),
-            "rejected": _trl(obj["rejected"]), "id": row.id,
-            "lineage": lineage_json({"file": row.file, "line": row.line}, None)}
+    return {
+        "prompt": _system_turn(spec, obj["prompt"]) + _trl(obj["prompt"]),
+        "chosen": _trl(obj["chosen"]),
+        "rejected": _trl(obj["rejected"]),
+        "id": row.id,
+        "lineage": lineage_json({"file": row.file, "line": row.line}, None),
+    }
 
 
 # ---------------------------------------------------------------- the checks
+
 
 class Checker:
     """The spec's automatic rules over one response: per rule "pass" / "fail" / "skip", as a shared tuple.
@@ -431,11 +463,13 @@ class Checker:
         return self._statuses(response, user, category, frozenset(tags) if tags else _NO_TAGS)
 
     def results(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> list[CheckResult]:
-        return self._check_response(self.spec, response, user_text=user, category=category, tags=tags,
-                                    rules=self.rules)
+        return self._check_response(
+            self.spec, response, user_text=user, category=category, tags=tags, rules=self.rules
+        )
 
 
 # ---------------------------------------------------------------- read + validate
+
 
 def _plain(msgs: Any) -> bool:
     """A non-empty list of {role, content} dicts: a known role, non-blank string content, nothing else."""
@@ -479,8 +513,12 @@ def _fast_shape(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[s
         return None
     tags = _strs(obj.get("tags")) if "tags" in obj else _EMPTY
     violates = _strs(obj.get("violates")) if "violates" in obj else _EMPTY
-    if tags is None or violates is None or ("tags" in obj and obj["tags"] is None) or \
-            ("violates" in obj and obj["violates"] is None):
+    if (
+        tags is None
+        or violates is None
+        or ("tags" in obj and obj["tags"] is None)
+        or ("violates" in obj and obj["violates"] is None)
+    ):
         return None
     if "messages" in obj:
         if not obj.keys() <= _SFT_KEYS:
@@ -516,8 +554,9 @@ def _fast_shape(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[s
 class _Validator:
     """validate() for fast rows; anything it is not sure of goes to the record path."""
 
-    def __init__(self, spec: Any, ctx: RunContext, lengths: LengthCounter, max_tokens: int | None,
-                 checker: Checker) -> None:
+    def __init__(
+        self, spec: Any, ctx: RunContext, lengths: LengthCounter, max_tokens: int | None, checker: Checker
+    ) -> None:
         self.spec = spec
         self.ctx = ctx
         self.lengths = lengths
@@ -528,15 +567,18 @@ class _Validator:
         self.system_prompt = lengths.system_prompt if lengths.tokenizer is None else None
         self.keep_keys = False  # the pool workers also make the split's keys (Row.keys)
 
-    def fast(self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...],
-             violates: tuple[str, ...]) -> tuple[tuple[str, ...], int] | None:
+    def fast(
+        self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...], violates: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], int] | None:
         """(rule statuses, length) when validate passes the record on unchanged but for checks and spec."""
         if HELDOUT_TAG in tags or self.system_prompt is None:
             return None
         if violates and not all(v in self.all_ids for v in violates):
             return None
         if kind == "sft":
-            if cat == "negative" or violates:  # a negative example: the record path fills violates or quarantines
+            if (
+                cat == "negative" or violates
+            ):  # a negative example: the record path fills violates or quarantines
                 return None
             msgs = obj["messages"]
             user = "\n".join([m["content"] for m in msgs if m["role"] == "user"])
@@ -552,18 +594,29 @@ class _Validator:
             st = self.checker.statuses(obj["chosen"][-1]["content"], user, cat, tags)
             if "fail" in st:
                 return None
-            size = max(estimate(prompt + obj["chosen"], self.system_prompt),
-                       estimate(prompt + obj["rejected"], self.system_prompt))
+            size = max(
+                estimate(prompt + obj["chosen"], self.system_prompt),
+                estimate(prompt + obj["rejected"], self.system_prompt),
+            )
         if self.limit and size > self.limit:
             return None
         return st, size
 
 
-def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, lengths: LengthCounter,
-                       max_tokens: int | None, format: str | None = None,
-                       mapping: dict[str, str] | None = None, checker: Checker | None = None,
-                       opened: list[Input] | None = None, validate_fn: Any = None,
-                       fast: bool = True) -> Iterator[Row]:
+def read_validate_rows(
+    paths: Sequence[Path],
+    *,
+    ctx: RunContext,
+    spec: Any,
+    lengths: LengthCounter,
+    max_tokens: int | None,
+    format: str | None = None,
+    mapping: dict[str, str] | None = None,
+    checker: Checker | None = None,
+    opened: list[Input] | None = None,
+    validate_fn: Any = None,
+    fast: bool = True,
+) -> Iterator[Row]:
     """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
 
     The native JSONL files read as fast rows are held open: they are appended to `opened`; close them (`Input.close`)
@@ -595,8 +648,13 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
         if native and format is None:
             native = _detected_native(path)
         if not native:
-            for rec in validate(_read_file(path, ctx, spec_ref, format, mapping or None), spec=spec, ctx=ctx,
-                                lengths=lengths, max_tokens=max_tokens):
+            for rec in validate(
+                _read_file(path, ctx, spec_ref, format, mapping or None),
+                spec=spec,
+                ctx=ctx,
+                lengths=lengths,
+                max_tokens=max_tokens,
+            ):
                 done += 1
                 yield row_of(rec)
             continue
@@ -606,16 +664,23 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
             opened.append(src)
         pending: list[tuple[int, Any, Any]] = []  # units for the record path, in order
 
-        def slow(units: list[tuple[int, Any, Any]], path: Path = path, detected: bool = detected) -> Iterator[Row]:
-            for rec in validate(_read_file(path, ctx, spec_ref, "native", None, units=iter(units), detected=detected),
-                                spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
+        def slow(
+            units: list[tuple[int, Any, Any]], path: Path = path, detected: bool = detected
+        ) -> Iterator[Row]:
+            for rec in validate(
+                _read_file(path, ctx, spec_ref, "native", None, units=iter(units), detected=detected),
+                spec=spec,
+                ctx=ctx,
+                lengths=lengths,
+                max_tokens=max_tokens,
+            ):
                 yield row_of(rec)
 
         n_fast = 0
         fmt = "native"
         nworkers = pool_workers()
         lines = len(src.starts) - 1
-        pooled = (nworkers >= 2 and lines >= POOL_MIN_LINES and val.system_prompt is not None and _fork_safe())
+        pooled = nworkers >= 2 and lines >= POOL_MIN_LINES and val.system_prompt is not None and _fork_safe()
         # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
         val.keep_keys = pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
         keys_lines += lines if val.keep_keys else 0
@@ -624,14 +689,28 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
         sizes = lengths.lengths
         for line, obj, raw in units:
             if raw is FAST or type(raw) is _ChunkKeys:  # pool workers' verdicts of lines line, line + 1, ...:
-                if pending:  # (kind, id, category, tags, violates, statuses, size); their chunk's keys or FAST
+                if (
+                    pending
+                ):  # (kind, id, category, tags, violates, statuses, size); their chunk's keys or FAST
                     yield from slow(pending)
                     pending = []
                 keys = None if raw is FAST else raw
                 for kind, rid, cat, tags, violates, st, size in obj:
                     sizes[rid] = size
-                    yield Row(kind, rid, src, fname, line, fmt, _share(cat), _share(tags) if tags else _EMPTY,
-                              _share(violates) if violates else _EMPTY, statuses.setdefault(st, st), None, keys)
+                    yield Row(
+                        kind,
+                        rid,
+                        src,
+                        fname,
+                        line,
+                        fmt,
+                        _share(cat),
+                        _share(tags) if tags else _EMPTY,
+                        _share(violates) if violates else _EMPTY,
+                        statuses.setdefault(st, st),
+                        None,
+                        keys,
+                    )
                     line += 1
                 n_fast += len(obj)
                 before, done = done, done + len(obj)
@@ -646,7 +725,9 @@ def read_validate_rows(paths: Sequence[Path], *, ctx: RunContext, spec: Any, len
                 continue
             if type(obj) is dict:
                 shape = _fast_shape(obj)
-                if shape is not None and dup_suspect(obj, raw):  # #16: a duplicate key? the record path decides
+                if shape is not None and dup_suspect(
+                    obj, raw
+                ):  # #16: a duplicate key? the record path decides
                     shape = None
                 if shape is not None:
                     kind, cat, tags, violates = shape
@@ -703,7 +784,9 @@ def _fork_safe() -> bool:
 _NO_KEY = "0" * 16
 
 
-def _fast_chunk(bounds: tuple[int, int]) -> tuple[list[tuple[Any, ...] | None], tuple[str, array, str] | None]:
+def _fast_chunk(
+    bounds: tuple[int, int],
+) -> tuple[list[tuple[Any, ...] | None], tuple[str, array, str] | None]:
     """In a worker: for lines a+1..b, the fast verdict of each (None: not an object, or not a fast row), and with
     `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload), else None."""
     assert _POOL is not None
@@ -718,7 +801,7 @@ def _fast_chunk(bounds: tuple[int, int]) -> tuple[list[tuple[Any, ...] | None], 
     norms: list[str] = []  # with val.keep_keys: the split's keys of the lines up to the last fast one
     pks: list[str] = []
     for no in range(a + 1, b + 1):
-        raw = data[starts[no - 1] - base:starts[no] - base]
+        raw = data[starts[no - 1] - base : starts[no] - base]
         if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -785,7 +868,9 @@ def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tupl
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
     _POOL = (src, val)
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds)), initializer=worker_init) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            min(workers, len(bounds)), initializer=worker_init
+        ) as pool:
             _POOL = None
             for (a, _), (got, keys) in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
                 yield a, got, FAST if keys is None else _ChunkKeys(a + 1, keys)
@@ -796,7 +881,9 @@ def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tupl
 _MAP: tuple[Any, ...] | None = None  # (function, items) inherited by pool_map's forked workers
 
 
-def pool_map(fn: Any, items: Sequence[Any], *, min_items: int | None = None, chunk: int | None = None) -> Iterator[Any]:
+def pool_map(
+    fn: Any, items: Sequence[Any], *, min_items: int | None = None, chunk: int | None = None
+) -> Iterator[Any]:
     """`map(fn, items)`, in order, on a fork pool when there are `min_items` (default `POOL_MIN_LINES`) items or
     more and `pool_workers()` >= 2; `fn` must depend on its item alone (the workers see the items as they were at
     the fork) and return something picklable."""
@@ -817,7 +904,9 @@ def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterat
     bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
     _MAP = (fn, items)
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds)), initializer=worker_init) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            min(workers, len(bounds)), initializer=worker_init
+        ) as pool:
             _MAP = None
             for got in _ordered(pool, _map_chunk, bounds, 2 * workers):
                 yield from got
@@ -964,6 +1053,7 @@ _TRIM: Any = None
 
 # ---------------------------------------------------------------- the steps after validate, over rows
 
+
 class RowAccess:
     """What `curate.steps.dedup.dedup` reads of a row (its `access=`), plus two optional hooks dedup uses when
     present: `texts` (many rows' dedup texts, their lines read in bulk) and `map` (dedup's chunked tasks on the
@@ -1004,7 +1094,9 @@ class RowAccess:
         global _MAP
         _MAP = (fn, tasks)
         try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), initializer=worker_init) as pool:
+            with multiprocessing.get_context("fork").Pool(
+                min(workers, len(tasks)), initializer=worker_init
+            ) as pool:
                 _MAP = None
                 for got in _ordered(pool, _map_chunk, [(k, k + 1) for k in range(len(tasks))], 8 * workers):
                     yield from got
@@ -1037,7 +1129,7 @@ def read_objs(rows: Sequence[Row]) -> list[dict[str, Any] | None]:
             base = starts[got[s][0] - 1]
             data = os.pread(fd, starts[got[e - 1][0]] - base, base)
             for no, k in got[s:e]:
-                raw = data[starts[no - 1] - base:starts[no] - base]
+                raw = data[starts[no - 1] - base : starts[no] - base]
                 if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 out[k] = loads(raw)
@@ -1106,8 +1198,9 @@ def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
     """== pipeline._lineage of the records (a fast row is a native line, imported as it is)."""
     from curate.steps.pipeline import lineage_counts, record_origin
 
-    return lineage_counts((r.fmt or "native", "", "", "as imported") if r.rec is None else record_origin(r.rec)
-                          for r in rows)
+    return lineage_counts(
+        (r.fmt or "native", "", "", "as imported") if r.rec is None else record_origin(r.rec) for r in rows
+    )
 
 
 def coverage(spec: Any, rows: Iterable[Row], split_of: Any, checker: Checker) -> Any:
@@ -1146,4 +1239,6 @@ def coverage(spec: Any, rows: Iterable[Row], split_of: Any, checker: Checker) ->
             if s == want:
                 counts[(cat, r.id)] += n
                 cell_splits[(cat, r.id)][split] += n
-    return coverage_from_counts(spec, rules, counts, cell_splits, cat_counts, cat_splits, total, with_splits=True)
+    return coverage_from_counts(
+        spec, rules, counts, cell_splits, cat_counts, cat_splits, total, with_splits=True
+    )

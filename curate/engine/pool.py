@@ -66,8 +66,12 @@ def fork_safe() -> bool:
     write to stderr, which the pool's workers never touch; without them every CLI build ran on one core."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return False
-    return all(t is threading.main_thread() or t.name.startswith("curate-progress")
-               or type(t).__name__ == "_RefreshThread" for t in threading.enumerate())
+    return all(
+        t is threading.main_thread()
+        or t.name.startswith("curate-progress")
+        or type(t).__name__ == "_RefreshThread"
+        for t in threading.enumerate()
+    )
 
 
 def default_workers() -> int:
@@ -83,9 +87,17 @@ def default_workers() -> int:
     return max(1, cores - busy)
 
 
-def validate_local(records: Iterable[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCounter | None = None,
-                   max_tokens: int | None = None, workers: int | None = None,
-                   min_records: int = MIN_RECORDS, chunk: int = CHUNK) -> Iterator[Rec]:
+def validate_local(
+    records: Iterable[Rec],
+    *,
+    spec: Any,
+    ctx: RunContext,
+    lengths: LengthCounter | None = None,
+    max_tokens: int | None = None,
+    workers: int | None = None,
+    min_records: int = MIN_RECORDS,
+    chunk: int = CHUNK,
+) -> Iterator[Rec]:
     """`curate.steps.validate.validate`, on a process pool when it is worth it (see the module doc)."""
     lengths = lengths if lengths is not None else LengthCounter(spec)
     workers = workers if workers is not None else default_workers()
@@ -94,12 +106,21 @@ def validate_local(records: Iterable[Rec], *, spec: Any, ctx: RunContext, length
     recs = list(records)
     if len(recs) < min_records:
         return validate(recs, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens)
-    return _pooled(recs, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens, workers=workers,
-                   chunk=chunk)
+    return _pooled(
+        recs, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens, workers=workers, chunk=chunk
+    )
 
 
-def _pooled(recs: list[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCounter, max_tokens: int | None,
-            workers: int, chunk: int) -> Iterator[Rec]:
+def _pooled(
+    recs: list[Rec],
+    *,
+    spec: Any,
+    ctx: RunContext,
+    lengths: LengthCounter,
+    max_tokens: int | None,
+    workers: int,
+    chunk: int,
+) -> Iterator[Rec]:
     global _STATE
     n = len(recs)
     _STATE = (recs, spec, max_tokens)
@@ -107,10 +128,13 @@ def _pooled(recs: list[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCount
     shared: dict[tuple[str, str, str, str], CheckResult] = {}
     done = 0
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds)), initializer=worker_init) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            min(workers, len(bounds)), initializer=worker_init
+        ) as pool:
             _STATE = None  # the workers have their copy; the driver's list is released as records are rebuilt
             for (a, b), (kept, quarantined, reasons, per_file, counters, sizes) in zip(
-                    bounds, pool.imap(_work, bounds)):
+                bounds, pool.imap(_work, bounds)
+            ):
                 for step, rows in quarantined.items():
                     ctx.quarantined[step].extend(rows)
                 ctx.reasons.update(reasons)
@@ -122,7 +146,9 @@ def _pooled(recs: list[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCount
                         yield whole
                         continue
                     src = recs[i]
-                    update: dict[str, Any] = {"checks": tuple(shared.get(c) or _result(shared, c) for c in checks)}
+                    update: dict[str, Any] = {
+                        "checks": tuple(shared.get(c) or _result(shared, c) for c in checks)
+                    }
                     if src.spec is None:
                         update["spec"] = spec_ref
                     if violates != src.violates:
@@ -137,7 +163,9 @@ def _pooled(recs: list[Rec], *, spec: Any, ctx: RunContext, lengths: LengthCount
     ctx.report(STEP, n, n)
 
 
-def _result(shared: dict[tuple[str, str, str, str], CheckResult], c: tuple[str, str, str, str]) -> CheckResult:
+def _result(
+    shared: dict[tuple[str, str, str, str], CheckResult], c: tuple[str, str, str, str]
+) -> CheckResult:
     if len(shared) > 100_000:
         shared.clear()
     res = shared[c] = CheckResult(rule=c[0], category=c[1], status=c[2], detail=c[3])
@@ -164,7 +192,20 @@ def _work(bounds: tuple[int, int]) -> tuple[Any, ...]:
         # the step changed only these fields (model_copy keeps the others' objects): send the decision; else,
         # should validate ever change another field, the whole record
         same = all(v is src.get(k) for k, v in out.__dict__.items() if k not in _DECIDED)
-        kept.append((at[0], tuple((c.rule, c.category, c.status, c.detail) for c in out.checks), out.spec,
-                     out.violates, None if same else out))
-    return (kept, dict(ctx.quarantined), dict(ctx.reasons), dict(ctx.per_file_quarantined), dict(ctx.counters),
-            lengths.lengths)
+        kept.append(
+            (
+                at[0],
+                tuple((c.rule, c.category, c.status, c.detail) for c in out.checks),
+                out.spec,
+                out.violates,
+                None if same else out,
+            )
+        )
+    return (
+        kept,
+        dict(ctx.quarantined),
+        dict(ctx.reasons),
+        dict(ctx.per_file_quarantined),
+        dict(ctx.counters),
+        lengths.lengths,
+    )

@@ -57,9 +57,11 @@ class ray_session:
             if "ray" not in sys.modules:
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             elif getattr(sys.modules.get("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER", False):
-                log.warning("ray was imported before curate started it: the local Ray binds to this "
-                            "machine's IP, not only 127.0.0.1 (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
-                            "before importing ray)")
+                log.warning(
+                    "ray was imported before curate started it: the local Ray binds to this "
+                    "machine's IP, not only 127.0.0.1 (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                    "before importing ray)"
+                )
         try:
             import ray
         except ImportError as err:
@@ -67,8 +69,12 @@ class ray_session:
         for name in ("ray", "ray.data"):  # library code stays quiet: Ray's INFO lines go nowhere
             logging.getLogger(name).setLevel(logging.WARNING)
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "logging_level": logging.WARNING, "configure_logging": False}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.WARNING,
+                "configure_logging": False,
+            }
             if self.address:
                 ray.init(address=self.address, **kwargs)
             else:
@@ -116,9 +122,17 @@ def _merge_quarantine(ctx: Any, rows: list[dict[str, Any]], counters: dict[str, 
         ctx.count(key, n)
 
 
-def validate_ray(records: Iterable[Rec], *, spec: Any, ctx: Any, lengths: Any = None,
-                 max_tokens: int | None = None, batch_size: int = 2000, address: str | None = None,
-                 num_cpus: int | None = None) -> Iterator[Rec]:
+def validate_ray(
+    records: Iterable[Rec],
+    *,
+    spec: Any,
+    ctx: Any,
+    lengths: Any = None,
+    max_tokens: int | None = None,
+    batch_size: int = 2000,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> Iterator[Rec]:
     """`curate.steps.validate.validate` on Ray Data (see the module docstring); same results, same order."""
     from curate.steps.validate import LengthCounter
 
@@ -136,8 +150,9 @@ def validate_ray(records: Iterable[Rec], *, spec: Any, ctx: Any, lengths: Any = 
         data_ctx.enable_progress_bars = False
         blocks = max(1, min(len(items) // max(1, batch_size // 2), 200))
         ds = ray.data.from_items(items, override_num_blocks=blocks)
-        ds = ds.map_batches(_validate_batch, batch_size=batch_size, batch_format="numpy",
-                            fn_kwargs={"payload": payload})
+        ds = ds.map_batches(
+            _validate_batch, batch_size=batch_size, batch_format="numpy", fn_kwargs={"payload": payload}
+        )
         for row in ds.iter_rows():
             results.append((bytes(row["rec"]), bytes(row["q"]), int(row["len"])))
     del items

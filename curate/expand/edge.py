@@ -35,26 +35,46 @@ PARAPHRASES = (
     "{x} Would appreciate a quick reply.",
 )
 LANGUAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # templates, context sentences
-    "es": (("Hola, {x} Gracias.", "{x} (perdón, mi inglés no es muy bueno)", "Buenos días. {x} Saludos."),
-           ("Escribo desde la oficina de Valencia, un compañero me dijo que les escribiera por aquí.",
+    "es": (
+        ("Hola, {x} Gracias.", "{x} (perdón, mi inglés no es muy bueno)", "Buenos días. {x} Saludos."),
+        (
+            "Escribo desde la oficina de Valencia, un compañero me dijo que les escribiera por aquí.",
             "Perdón por mezclar idiomas, todavía estoy aprendiendo inglés.",
-            "Es la primera vez que escribo al soporte.")),
-    "fr": (("Bonjour, {x} Merci beaucoup.", "{x} Merci d'avance !"),
-           ("Je vous écris depuis mon téléphone, désolé pour les fautes de frappe.",
+            "Es la primera vez que escribo al soporte.",
+        ),
+    ),
+    "fr": (
+        ("Bonjour, {x} Merci beaucoup.", "{x} Merci d'avance !"),
+        (
+            "Je vous écris depuis mon téléphone, désolé pour les fautes de frappe.",
             "Mon anglais n'est pas parfait, excusez-moi.",
-            "Un collègue m'a conseillé de vous écrire directement.")),
-    "de": (("Hallo, {x} Danke!", "Guten Tag. {x} Vielen Dank im Voraus."),
-           ("Ich schreibe Ihnen zum ersten Mal und hoffe, das ist der richtige Weg.",
+            "Un collègue m'a conseillé de vous écrire directement.",
+        ),
+    ),
+    "de": (
+        ("Hallo, {x} Danke!", "Guten Tag. {x} Vielen Dank im Voraus."),
+        (
+            "Ich schreibe Ihnen zum ersten Mal und hoffe, das ist der richtige Weg.",
             "Entschuldigung für mein Englisch.",
-            "Ich habe schon in der Hilfe gesucht, aber nichts gefunden.")),
-    "it": (("Ciao, {x} Grazie mille.", "Buongiorno! {x} Grazie."),
-           ("Scusate il mio inglese, lo uso poco al lavoro.",
+            "Ich habe schon in der Hilfe gesucht, aber nichts gefunden.",
+        ),
+    ),
+    "it": (
+        ("Ciao, {x} Grazie mille.", "Buongiorno! {x} Grazie."),
+        (
+            "Scusate il mio inglese, lo uso poco al lavoro.",
             "Vi scrivo dal telefono, scusate gli errori.",
-            "Un collega mi ha detto di scrivervi qui.")),
-    "pt": (("Olá! {x} Obrigado.", "{x} — desculpe o meu inglês"),
-           ("Desculpem, o meu inglês não é muito bom.",
+            "Un collega mi ha detto di scrivervi qui.",
+        ),
+    ),
+    "pt": (
+        ("Olá! {x} Obrigado.", "{x} — desculpe o meu inglês"),
+        (
+            "Desculpem, o meu inglês não é muito bom.",
             "É a primeira vez que escrevo para o suporte.",
-            "Estou a escrever do telemóvel, desculpem os erros.")),
+            "Estou a escrever do telemóvel, desculpem os erros.",
+        ),
+    ),
 }
 MIXED = tuple(t for templates, _ in LANGUAGES.values() for t in templates)
 EN_CONTEXT = (  # context that changes nothing about the request
@@ -65,8 +85,15 @@ EN_CONTEXT = (  # context that changes nothing about the request
     "I'm not very technical, so please bear with me.",
     "This has been on my to-do list for a couple of days now.",
 )
-KEEPS_ANSWER = {"paraphrase": True, "mixed_language": True, "noise": True, "typos": True,
-                "truncate": False, "very_short": False, "missing_info": False}
+KEEPS_ANSWER = {
+    "paraphrase": True,
+    "mixed_language": True,
+    "noise": True,
+    "typos": True,
+    "truncate": False,
+    "very_short": False,
+    "missing_info": False,
+}
 PRIMARY = ("paraphrase", "mixed_language", "truncate", "very_short", "missing_info")
 _EMAILISH = re.compile(r"\S+@\S+\.\w+|\b[A-Z]{2,}-?\d{2,}\b|\b\d{3,}\b")
 
@@ -99,12 +126,12 @@ def typos(text: str, rng: random.Random, protect: set[str], n: int = 2) -> str:
         i = rng.randrange(1, len(w) - 1)
         op = rng.choice(("swap", "drop", "double"))
         if op == "swap":
-            nw = w[:i] + w[i + 1] + w[i] + w[i + 2:]
+            nw = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
         elif op == "drop":
-            nw = w[:i] + w[i + 1:]
+            nw = w[:i] + w[i + 1 :]
         else:
             nw = w[:i] + w[i] + w[i:]
-        text = text[: m.start()] + nw + text[m.end():]
+        text = text[: m.start()] + nw + text[m.end() :]
     return text
 
 
@@ -152,8 +179,15 @@ def missing_info(text: str, rng: random.Random, protect: set[str]) -> str | None
     return out
 
 
-def variant(text: str, rng: random.Random, primary: str, *, protect: set[str] | None = None,
-            extra_noise: bool = True, context: int = 0) -> Variant | None:
+def variant(
+    text: str,
+    rng: random.Random,
+    primary: str,
+    *,
+    protect: set[str] | None = None,
+    extra_noise: bool = True,
+    context: int = 0,
+) -> Variant | None:
     """One edge variant of `text` made by `primary` (see PRIMARY), maybe with typos/noise on top.
 
     `context`: for paraphrase / mixed_language, that many sentences of neutral context (English, or the
@@ -203,5 +237,17 @@ def variant(text: str, rng: random.Random, primary: str, *, protect: set[str] | 
     return Variant(out, tuple(steps), all(KEEPS_ANSWER[s] for s in steps), params)
 
 
-__all__ = ["KEEPS_ANSWER", "LANGUAGES", "MIXED", "PARAPHRASES", "PRIMARY", "Variant", "missing_info", "noise", "truncate",
-           "typos", "variant", "very_short"]
+__all__ = [
+    "KEEPS_ANSWER",
+    "LANGUAGES",
+    "MIXED",
+    "PARAPHRASES",
+    "PRIMARY",
+    "Variant",
+    "missing_info",
+    "noise",
+    "truncate",
+    "typos",
+    "variant",
+    "very_short",
+]

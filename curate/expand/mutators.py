@@ -39,7 +39,32 @@ from curate.expand.regexgen import examples
 from curate.records import CheckResult, normalize_text
 from curate.spec import Rule, Spec
 
-FILLER = ["Our", "team", "will", "review", "every", "detail", "of", "this", "request", "carefully", "and", "follow", "up", "with", "a", "short", "update", "as", "soon", "as", "the", "review", "is", "complete"]
+FILLER = [
+    "Our",
+    "team",
+    "will",
+    "review",
+    "every",
+    "detail",
+    "of",
+    "this",
+    "request",
+    "carefully",
+    "and",
+    "follow",
+    "up",
+    "with",
+    "a",
+    "short",
+    "update",
+    "as",
+    "soon",
+    "as",
+    "the",
+    "review",
+    "is",
+    "complete",
+]
 QUESTIONS = ("Anything else?", "Is that right?", "Could you also confirm the account email?")
 COMPLIANT = "Sure, here is exactly what you asked for."
 INVENTED = ("jordan.miller@example.net", "ACC-{n}", "ORD-{n}", "Priya Raman", "INV-{n}")
@@ -62,6 +87,7 @@ class Mutant:
 
 
 # ---------------------------------------------------------------- JSON helpers
+
 
 def _parse(text: str) -> Any:
     try:
@@ -123,6 +149,7 @@ def _string_leaves(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]
 
 # ---------------------------------------------------------------- text edits (on one string)
 
+
 def _sentence(snippet: str) -> str:
     snippet = snippet.strip()
     return snippet if re.search(r"[.!?]$", snippet) else snippet + "."
@@ -141,8 +168,9 @@ def _filler_words(n: int) -> str:
     return " ".join(words)[0].upper() + " ".join(words)[1:] + "."
 
 
-def _text_edits(kind: str, check: Any, text: str, *, spec: Spec, user_text: str,
-                rng: random.Random) -> Iterator[tuple[str, str]]:
+def _text_edits(
+    kind: str, check: Any, text: str, *, spec: Spec, user_text: str, rng: random.Random
+) -> Iterator[tuple[str, str]]:
     """(method, new text) candidates that should make `check` fail on `text`."""
     if kind == "regex_absent":
         found = examples(check.pattern, rng, n=4)
@@ -241,8 +269,10 @@ def _values_edits(value: Any, user_text: str, rng: random.Random) -> Iterator[tu
 
 # ---------------------------------------------------------------- json_schema: walk the schema with the doc
 
-def _schema_edits(schema: Any, node: Any, path: tuple[str | int, ...] = (),
-                  depth: int = 0) -> Iterator[tuple[str, str, str, Any]]:
+
+def _schema_edits(
+    schema: Any, node: Any, path: tuple[str | int, ...] = (), depth: int = 0
+) -> Iterator[tuple[str, str, str, Any]]:
     """(method, pointer, op, value) edits that break `schema` at one place each."""
     if not isinstance(schema, dict) or depth > 8:
         return
@@ -267,8 +297,12 @@ def _schema_edits(schema: Any, node: Any, path: tuple[str | int, ...] = (),
                 extra += "_"
             yield "extra_key", _join(path + (extra,)), "add", "unexpected"
         for key, sub in node.items():
-            child = props.get(key, schema.get("additionalProperties") if isinstance(
-                schema.get("additionalProperties"), dict) else None)
+            child = props.get(
+                key,
+                schema.get("additionalProperties")
+                if isinstance(schema.get("additionalProperties"), dict)
+                else None,
+            )
             if child is not None:
                 yield from _schema_edits(child, sub, path + (key,), depth + 1)
     elif isinstance(node, list):
@@ -293,8 +327,15 @@ def _schema_edits(schema: Any, node: Any, path: tuple[str | int, ...] = (),
             yield "below_minimum", ptr, "set", schema["minimum"] - 1
         if "maximum" in schema:
             yield "above_maximum", ptr, "set", schema["maximum"] + 1
-    wrong_type = {"string": 0, "array": "", "object": [], "number": "x", "integer": "x", "boolean": "yes",
-                  "null": 0}
+    wrong_type = {
+        "string": 0,
+        "array": "",
+        "object": [],
+        "number": "x",
+        "integer": "x",
+        "boolean": "yes",
+        "null": 0,
+    }
     if types and not ("null" in types and len(types) == 1):
         for t in types:
             if t in wrong_type:
@@ -305,8 +346,10 @@ def _schema_edits(schema: Any, node: Any, path: tuple[str | int, ...] = (),
 
 # ---------------------------------------------------------------- candidates and verification
 
-def candidates(spec: Spec, rule: Rule, response: str, *, user_text: str = "",
-               rng: random.Random | None = None) -> Iterator[tuple[str, str]]:
+
+def candidates(
+    spec: Spec, rule: Rule, response: str, *, user_text: str = "", rng: random.Random | None = None
+) -> Iterator[tuple[str, str]]:
     """(method, mutated response) candidates for `rule`, most specific first; unverified."""
     rng = rng or random.Random(0)
     check = rule.check
@@ -355,8 +398,11 @@ def candidates(spec: Spec, rule: Rule, response: str, *, user_text: str = "",
                 continue
         if kind == "values_in_input":
             for method, new in _values_edits(value, user_text, rng):
-                yield (f"values_in_input:{method}:{loc}", _dump(_apply(doc, loc, "set", new))) if loc is not None \
+                yield (
+                    (f"values_in_input:{method}:{loc}", _dump(_apply(doc, loc, "set", new)))
+                    if loc is not None
                     else (f"values_in_input:{method}", str(new))
+                )
             continue
         text = value if isinstance(value, str) else _dump(value)
         for method, new_text in _text_edits(kind, check, text, spec=spec, user_text=user_text, rng=rng):
@@ -376,8 +422,17 @@ def verify(spec: Spec, text: str, *, user_text: str, category: str, tags: Iterab
     return check_response(spec, text, user_text=user_text, category=category, tags=tuple(tags))
 
 
-def mutate(spec: Spec, rule: Rule, response: str, *, user_text: str = "", category: str = "typical",
-           tags: Iterable[str] = (), rng: random.Random | None = None, n: int = 1) -> list[Mutant]:
+def mutate(
+    spec: Spec,
+    rule: Rule,
+    response: str,
+    *,
+    user_text: str = "",
+    category: str = "typical",
+    tags: Iterable[str] = (),
+    rng: random.Random | None = None,
+    n: int = 1,
+) -> list[Mutant]:
     """Up to n verified mutants of `response` that fail `rule`, fewest collateral failures first.
 
     An empty list means no candidate made the rule fail (e.g. the rule does not apply to this response).

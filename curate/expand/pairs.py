@@ -46,7 +46,12 @@ class PairProblem:
     record_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "reason": self.reason, "detail": self.detail, "record_id": self.record_id}
+        return {
+            "where": self.where,
+            "reason": self.reason,
+            "detail": self.detail,
+            "record_id": self.record_id,
+        }
 
 
 @dataclass
@@ -61,8 +66,14 @@ class PairsReport:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "ok": self.ok, "pairs": self.pairs, "valid": self.valid,
-                "invalid": self.pairs - self.valid, "problems": [p.as_dict() for p in self.problems]}
+        return {
+            "file": self.file,
+            "ok": self.ok,
+            "pairs": self.pairs,
+            "valid": self.valid,
+            "invalid": self.pairs - self.valid,
+            "problems": [p.as_dict() for p in self.problems],
+        }
 
 
 def pair_problems(spec: Spec, pair: PreferenceRecord) -> list[tuple[str, str]]:
@@ -72,13 +83,18 @@ def pair_problems(spec: Spec, pair: PreferenceRecord) -> list[tuple[str, str]]:
         out.append(("empty_prompt", "the prompt has no user turn"))
     for side, msgs in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if any(m.role == "user" for m in msgs):
-            out.append(("prompt_mismatch", (f"{side} holds a user turn: it must hold only the answer to the "
-                                            "shared prompt")))
+            out.append(
+                (
+                    "prompt_mismatch",
+                    (f"{side} holds a user turn: it must hold only the answer to the shared prompt"),
+                )
+            )
         if not msgs or msgs[-1].role != "assistant" or not (msgs[-1].content.strip() or msgs[-1].tool_calls):
             out.append(("empty_response", f"{side} has no assistant answer"))
     chosen, rejected = pair.response_text(), pair.rejected_text()
-    if normalize_text(chosen) == normalize_text(rejected) and [m.tool_calls for m in pair.chosen] == \
-            [m.tool_calls for m in pair.rejected]:
+    if normalize_text(chosen) == normalize_text(rejected) and [m.tool_calls for m in pair.chosen] == [
+        m.tool_calls for m in pair.rejected
+    ]:
         out.append(("chosen_equals_rejected", "chosen and rejected are the same answer"))
     kw = {"user_text": pair.user_text(), "category": pair.category, "tags": pair.tags}
     failed = [r for r in check_response(spec, chosen, **kw) if r.status == "fail"]
@@ -98,9 +114,16 @@ def pair_problems(spec: Spec, pair: PreferenceRecord) -> list[tuple[str, str]]:
         return out
     res = {r.rule: r for r in check_response(spec, rejected, rules=auto, **kw)} if auto else {}
     if not any(r.status == "fail" for r in res.values()):
-        why = ", ".join(f"{rid} {res[rid].status}" + (f" ({res[rid].detail})" if res[rid].detail else "")
-                        for rid in res) or "only human-judged rules, and no person labeled this pair"
-        out.append(("rejected_passes_named_rules", f"rejected breaks none of {', '.join(pair.violates)}: {why}"))
+        why = (
+            ", ".join(
+                f"{rid} {res[rid].status}" + (f" ({res[rid].detail})" if res[rid].detail else "")
+                for rid in res
+            )
+            or "only human-judged rules, and no person labeled this pair"
+        )
+        out.append(
+            ("rejected_passes_named_rules", f"rejected breaks none of {', '.join(pair.violates)}: {why}")
+        )
     return out
 
 
@@ -109,16 +132,21 @@ def _implicit_prompt(obj: dict[str, Any]) -> dict[str, Any] | str:
     ch, rj = obj.get("chosen"), obj.get("rejected")
     if not (isinstance(ch, list) and isinstance(rj, list)):
         return obj
+
     def split(conv: list[Any]) -> tuple[list[Any], list[Any]]:
-        last = max((i for i, m in enumerate(conv) if isinstance(m, dict) and m.get("role") == "assistant"),
-                   default=len(conv))
+        last = max(
+            (i for i, m in enumerate(conv) if isinstance(m, dict) and m.get("role") == "assistant"),
+            default=len(conv),
+        )
         return conv[:last], conv[last:]
+
     pc, ac = split(ch)
     pr, ar = split(rj)
     if not pc and not pr:
         return obj
-    if [(m.get("role"), normalize_text(str(m.get("content", "")))) for m in pc] != \
-            [(m.get("role"), normalize_text(str(m.get("content", "")))) for m in pr]:
+    if [(m.get("role"), normalize_text(str(m.get("content", "")))) for m in pc] != [
+        (m.get("role"), normalize_text(str(m.get("content", "")))) for m in pr
+    ]:
         return "chosen and rejected continue different conversations"
     return {**obj, "prompt": pc, "chosen": ac, "rejected": ar}
 
@@ -134,7 +162,9 @@ def check_pairs_file(spec: Spec, path: str | Path) -> PairsReport:
             continue
         report.pairs += 1
         if "chosen" not in obj and "rejected" not in obj:
-            report.problems.append(PairProblem(where, "not_a_pair", "no chosen/rejected: not a preference pair"))
+            report.problems.append(
+                PairProblem(where, "not_a_pair", "no chosen/rejected: not a preference pair")
+            )
             continue
         if "prompt" not in obj:
             fixed = _implicit_prompt(obj)
@@ -144,7 +174,9 @@ def check_pairs_file(spec: Spec, path: str | Path) -> PairsReport:
             obj = fixed
         try:
             src = obj.get("source")
-            source = Source.model_validate(src) if isinstance(src, dict) else Source(file=str(path), line=line)
+            source = (
+                Source.model_validate(src) if isinstance(src, dict) else Source(file=str(path), line=line)
+            )
             rec = record_from_native(obj, spec=spec.ref, source=source)
         except Exception as err:  # noqa: BLE001 - reported per line, never fatal
             report.problems.append(PairProblem(where, "bad_record", str(err).splitlines()[0]))
@@ -160,8 +192,12 @@ def check_pairs_file(spec: Spec, path: str | Path) -> PairsReport:
 
 
 def make_pair(prompt: tuple[Message, ...], chosen: str, rejected: str, **fields: Any) -> PreferenceRecord:
-    return PreferenceRecord.build(prompt=prompt, chosen=(Message(role="assistant", content=chosen),),
-                                  rejected=(Message(role="assistant", content=rejected),), **fields)
+    return PreferenceRecord.build(
+        prompt=prompt,
+        chosen=(Message(role="assistant", content=chosen),),
+        rejected=(Message(role="assistant", content=rejected),),
+        **fields,
+    )
 
 
 __all__ = ["PairProblem", "PairsReport", "check_pairs_file", "make_pair", "pair_problems"]

@@ -23,8 +23,12 @@ except ImportError:  # pragma: no cover
     import sre_parse as P  # type: ignore[no-redef]
 
 _CATEGORY_CHARS = {
-    C.CATEGORY_DIGIT: "0123456789", C.CATEGORY_NOT_DIGIT: "abcxyz", C.CATEGORY_SPACE: " ",
-    C.CATEGORY_NOT_SPACE: "abcxyz", C.CATEGORY_WORD: "abcxyz", C.CATEGORY_NOT_WORD: " .,-",
+    C.CATEGORY_DIGIT: "0123456789",
+    C.CATEGORY_NOT_DIGIT: "abcxyz",
+    C.CATEGORY_SPACE: " ",
+    C.CATEGORY_NOT_SPACE: "abcxyz",
+    C.CATEGORY_WORD: "abcxyz",
+    C.CATEGORY_NOT_WORD: " .,-",
 }
 WORDS = ("account", "order", "plan", "data", "payment", "request")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789.,-_"
@@ -47,8 +51,9 @@ class _Gen:
         if op is C.CATEGORY:
             return av is C.CATEGORY_WORD
         if op is C.IN:
-            return any(o is C.CATEGORY and v is C.CATEGORY_WORD or o is C.RANGE and v == (97, 122)
-                       for o, v in av) and not any(o is C.NEGATE for o, _ in av)
+            return any(
+                o is C.CATEGORY and v is C.CATEGORY_WORD or o is C.RANGE and v == (97, 122) for o, v in av
+            ) and not any(o is C.NEGATE for o, _ in av)
         return False
 
     def seq(self, items: Any) -> str:

@@ -1,5 +1,4 @@
-"""Judges (local model, OpenAI-compatible endpoint), the judge prompt, verdict parsing and the verdict cache.
-"""
+"""Judges (local model, OpenAI-compatible endpoint), the judge prompt, verdict parsing and the verdict cache."""
 
 from __future__ import annotations
 

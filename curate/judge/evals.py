@@ -28,13 +28,21 @@ def _user_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, list):
-        return "\n".join(str(m.get("content", "")) for m in prompt
-                         if isinstance(m, dict) and m.get("role") == "user")
+        return "\n".join(
+            str(m.get("content", "")) for m in prompt if isinstance(m, dict) and m.get("role") == "user"
+        )
     return ""
 
 
-def judge_eval_report(spec: Spec, path: str | Path, judge: Judge, *, cache: JudgeCache | None = None,
-                      calibration: str | Path | None = None, write: bool = True) -> dict[str, Any]:
+def judge_eval_report(
+    spec: Spec,
+    path: str | Path,
+    judge: Judge,
+    *,
+    cache: JudgeCache | None = None,
+    calibration: str | Path | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
     """The report at `path` with its judge section (written back atomically when `write`)."""
     path = Path(path)
     try:
@@ -52,11 +60,19 @@ def judge_eval_report(spec: Spec, path: str | Path, judge: Judge, *, cache: Judg
     for k, rule in enumerate(rules):
         got = [row[k].status for row in verdicts]
         n_pass, n_fail = got.count("pass"), got.count("fail")
-        summary.append({"rule": rule.id, "rule_sha": rule_hash(spec, rule), "category": rule.category,
-                        "status": "automatic" if gate[rule.id]["automatic"] else "suggestion",
-                        "why": gate[rule.id]["why"], "pass": n_pass, "fail": n_fail,
-                        "skip": got.count("skip"),
-                        "pass_rate": n_pass / (n_pass + n_fail) if n_pass + n_fail else None})
+        summary.append(
+            {
+                "rule": rule.id,
+                "rule_sha": rule_hash(spec, rule),
+                "category": rule.category,
+                "status": "automatic" if gate[rule.id]["automatic"] else "suggestion",
+                "why": gate[rule.id]["why"],
+                "pass": n_pass,
+                "fail": n_fail,
+                "skip": got.count("skip"),
+                "pass_rate": n_pass / (n_pass + n_fail) if n_pass + n_fail else None,
+            }
+        )
     for it, row in zip(items, verdicts, strict=True):
         it["judge"] = {v.rule: v.status for v in row}
     report["judge"] = {"judge": judge.id, "rules": summary}

@@ -29,8 +29,13 @@ def agreement(items: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     rows = {k: {a: v for a, v in ans.items() if v is not None} for k, ans in items.items()}
     rows = {k: v for k, v in rows.items() if len(v) >= 2}
     annotators = sorted({a for ans in rows.values() for a in ans})
-    out: dict[str, Any] = {"items": len(rows), "annotators": len(annotators), "method": None, "value": None,
-                           "observed": None}
+    out: dict[str, Any] = {
+        "items": len(rows),
+        "annotators": len(annotators),
+        "method": None,
+        "value": None,
+        "observed": None,
+    }
     if not rows:
         return out
     pairs = agree = 0
@@ -50,7 +55,11 @@ def agreement(items: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         out["method"] = "cohen_kappa"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            k = float(cohen_kappa_score(ya, yb, labels=list(range(len(values))))) if len(values) > 1 else math.nan
+            k = (
+                float(cohen_kappa_score(ya, yb, labels=list(range(len(values)))))
+                if len(values) > 1
+                else math.nan
+            )
         out["value"] = None if math.isnan(k) else round(k, 4)
     else:
         import krippendorff
@@ -73,14 +82,17 @@ def questions(kind: str, rule_ids: Iterable[str]) -> list[tuple[str, str, str | 
     """(question name, control, rule) for a kind: the main question, the category, and one per rule."""
     rules = list(rule_ids)
     if kind == "review":
-        return ([("verdict", "verdict", None), ("category", "category", None)]
-                + [(f"rule:{r}", "violates", r) for r in rules])
+        return [("verdict", "verdict", None), ("category", "category", None)] + [
+            (f"rule:{r}", "violates", r) for r in rules
+        ]
     if kind == "pairwise":
         return [("comparison", "comparison", None)] + [(f"rule:{r}", "loser_violates", r) for r in rules]
     return []
 
 
-def task_agreement(kind: str, rule_ids: Iterable[str], answers_by_task: dict[Any, list[Answer]]) -> dict[str, Any]:
+def task_agreement(
+    kind: str, rule_ids: Iterable[str], answers_by_task: dict[Any, list[Answer]]
+) -> dict[str, Any]:
     """Agreement for every question of `kind` over tasks with several answers; per-rule questions are yes/no."""
     out: dict[str, Any] = {}
     for name, control, rule in questions(kind, rule_ids):

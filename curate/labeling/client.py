@@ -41,8 +41,16 @@ class TransientServerError(ServerError):
 class StudioClient:
     """Thin wrapper over Label Studio's REST API (1.23): projects, validation, import, export, annotations."""
 
-    def __init__(self, url: str, token: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 300.0,
-                 readers: list[str] | tuple[str, ...] = ()):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        retries: int = 4,
+        backoff: float = 0.5,
+        timeout: float = 300.0,
+        readers: list[str] | tuple[str, ...] = (),
+    ):
         if not url.startswith(("http://", "https://")):
             raise ServerError(f"Label Studio URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
@@ -53,11 +61,18 @@ class StudioClient:
         # a personal access token is a JWT refresh token: it buys 5-minute access tokens (refreshed on 401);
         # a legacy token is sent as it is
         self._refresh = token if token.count(".") == 2 and token.startswith("eyJ") else None
-        auth = None if self._refresh else (token if token.startswith(("Token ", "Bearer ")) else f"Token {token}")
+        auth = (
+            None
+            if self._refresh
+            else (token if token.startswith(("Token ", "Bearer ")) else f"Token {token}")
+        )
         # a dead URL fails fast: connecting gets CONNECT_TIMEOUT_S, and a server never reached gets
         # FIRST_CONTACT_TRIES tries (reads keep `timeout`: exports can take minutes)
-        self._http = httpx.Client(base_url=self.url, headers={"Authorization": auth} if auth else {},
-                                  timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": auth} if auth else {},
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+        )
         self._reached = False
         if self._refresh:
             self._renew_access()
@@ -66,11 +81,14 @@ class StudioClient:
         try:
             r = self._http.post("/api/token/refresh/", json={"refresh": self._refresh})
         except httpx.TransportError as err:
-            raise TransientServerError(f"cannot reach Label Studio at {self.url} ({type(err).__name__}); is it "
-                                       "running?") from None
+            raise TransientServerError(
+                f"cannot reach Label Studio at {self.url} ({type(err).__name__}); is it running?"
+            ) from None
         if r.status_code != 200 or "access" not in r.json():
-            raise ServerError(f"Label Studio at {self.url} refused the personal access token (HTTP "
-                              f"{r.status_code}); create a new one in Account & Settings")
+            raise ServerError(
+                f"Label Studio at {self.url} refused the personal access token (HTTP "
+                f"{r.status_code}); create a new one in Account & Settings"
+            )
         self._http.headers["Authorization"] = f"Bearer {r.json()['access']}"
 
     def __repr__(self) -> str:  # never shows the token
@@ -95,8 +113,16 @@ class StudioClient:
 
     # ------------------------------------------------------------ transport
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                retry: bool = True, ok: tuple[int, ...] = ()) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        retry: bool = True,
+        ok: tuple[int, ...] = (),
+    ) -> httpx.Response:
         """One API call; retries connection errors and 5xx with backoff (when `retry`), raises ServerError."""
         content = orjson.dumps(json) if json is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
@@ -126,18 +152,25 @@ class StudioClient:
                 finally:
                     self._renewing = False
             if r.status_code in (401, 403):
-                raise ServerError(f"Label Studio at {self.url} refused the API token (HTTP {r.status_code}); "
-                                  "check LABEL_STUDIO_API_KEY (a legacy token; enable legacy tokens in the "
-                                  "organization settings) or restart with `curate studio up`")
+                raise ServerError(
+                    f"Label Studio at {self.url} refused the API token (HTTP {r.status_code}); "
+                    "check LABEL_STUDIO_API_KEY (a legacy token; enable legacy tokens in the "
+                    "organization settings) or restart with `curate studio up`"
+                )
             if r.status_code >= 400 and r.status_code not in ok:
-                raise ServerError(f"Label Studio answered {method} {path} with HTTP {r.status_code}: "
-                                  f"{_short(r.text)}")
+                raise ServerError(
+                    f"Label Studio answered {method} {path} with HTTP {r.status_code}: {_short(r.text)}"
+                )
             return r
         if last.startswith("HTTP"):
-            raise TransientServerError(f"Label Studio at {self.url} kept failing on {method} {path} ({last}) after "
-                              f"{attempts} attempts")
-        raise TransientServerError(f"cannot reach Label Studio at {self.url} ({last}); is it running? start one with "
-                                   "`curate studio up` or set LABEL_STUDIO_URL to a running server")
+            raise TransientServerError(
+                f"Label Studio at {self.url} kept failing on {method} {path} ({last}) after "
+                f"{attempts} attempts"
+            )
+        raise TransientServerError(
+            f"cannot reach Label Studio at {self.url} ({last}); is it running? start one with "
+            "`curate studio up` or set LABEL_STUDIO_URL to a running server"
+        )
 
     def get_json(self, path: str, **params: Any) -> Any:
         return orjson.loads(self.request("GET", path, params=params or None).content)
@@ -185,17 +218,30 @@ class StudioClient:
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """Import a batch of tasks in one request (not retried: the caller re-checks the server first)."""
-        r = self.request("POST", f"/api/projects/{project_id}/import", json=tasks,
-                         params={"return_task_ids": "true", "commit_to_project": "true"}, retry=False)
+        r = self.request(
+            "POST",
+            f"/api/projects/{project_id}/import",
+            json=tasks,
+            params={"return_task_ids": "true", "commit_to_project": "true"},
+            retry=False,
+        )
         return list(r.json().get("task_ids") or [])
 
     def task_data(self, project_id: int, *, page_size: int = 5000) -> Iterator[dict[str, Any]]:
         """Every task of a project as {"id", "data", "meta"} (paged through the tasks API)."""
         page = 1
         while True:
-            r = self.request("GET", "/api/tasks/", params={"project": project_id, "page": page,
-                                                         "page_size": page_size, "include": "id,data,meta"},
-                             ok=(404,))
+            r = self.request(
+                "GET",
+                "/api/tasks/",
+                params={
+                    "project": project_id,
+                    "page": page,
+                    "page_size": page_size,
+                    "include": "id,data,meta",
+                },
+                ok=(404,),
+            )
             if r.status_code == 404:
                 return
             body = orjson.loads(r.content)
@@ -208,11 +254,19 @@ class StudioClient:
             page += 1
 
     def create_annotation(self, task_id: int, result: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return self.request("POST", f"/api/tasks/{task_id}/annotations/", json={"result": result, **extra},
-                            retry=False).json()
+        return self.request(
+            "POST", f"/api/tasks/{task_id}/annotations/", json={"result": result, **extra}, retry=False
+        ).json()
 
-    def export_snapshot(self, project_id: int, *, annotated_only: bool = True, updated_after: str | None = None,
-                        parts: int | None = None, skipped_only: bool = False) -> list[dict[str, Any]]:
+    def export_snapshot(
+        self,
+        project_id: int,
+        *,
+        annotated_only: bool = True,
+        updated_after: str | None = None,
+        parts: int | None = None,
+        skipped_only: bool = False,
+    ) -> list[dict[str, Any]]:
         """Every (annotated) task with its annotations, through the snapshot API, downloaded as JSON.
 
         `updated_after` (a server timestamp, ISO 8601) keeps the tasks updated after it (Label Studio bumps a
@@ -222,12 +276,20 @@ class StudioClient:
         `skipped_only=True` exports the tasks with a skipped annotation instead (not split).
         """
         if skipped_only:
-            return sorted(self._export_part(project_id, False, [], None, skipped_only=True),
-                          key=lambda t: t.get("id") or 0)
+            return sorted(
+                self._export_part(project_id, False, [], None, skipped_only=True),
+                key=lambda t: t.get("id") or 0,
+            )
         filters: list[dict[str, Any]] = []
         if updated_after:
-            filters.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
-                            "value": updated_after})
+            filters.append(
+                {
+                    "filter": "filter:tasks:updated_at",
+                    "operator": "greater",
+                    "type": "Datetime",
+                    "value": updated_after,
+                }
+            )
         parts = parts if parts is not None else 1 + len(self.readers)
         ranges: list[tuple[int, int] | None] = [None]
         if parts > 1:
@@ -239,8 +301,10 @@ class StudioClient:
                 cuts = [lo + (hi - lo + 1) * k // parts for k in range(parts + 1)]
                 ranges = [(cuts[k], cuts[k + 1] - 1) for k in range(parts) if cuts[k + 1] > cuts[k]]
         if len(ranges) == 1:
-            return sorted(self._export_part(project_id, annotated_only, filters, ranges[0]),
-                          key=lambda t: t.get("id") or 0)
+            return sorted(
+                self._export_part(project_id, annotated_only, filters, ranges[0]),
+                key=lambda t: t.get("id") or 0,
+            )
         urls = [self.url, *self.readers]
         results: list[list[dict[str, Any]] | BaseException | None] = [None] * len(ranges)
 
@@ -273,24 +337,46 @@ class StudioClient:
             tasks.extend(got or [])
         return sorted(tasks, key=lambda t: t.get("id") or 0)
 
-    def _tasks_page(self, project_id: int, filters: list[dict[str, Any]], ordering: list[str]) -> dict[str, Any]:
+    def _tasks_page(
+        self, project_id: int, filters: list[dict[str, Any]], ordering: list[str]
+    ) -> dict[str, Any]:
         """The first task id (in `ordering`) and the count of tasks matching `filters` (Data Manager API)."""
         query: dict[str, Any] = {"ordering": ordering}
         if filters:
             query["filters"] = {"conjunction": "and", "items": filters}
-        return self.get_json("/api/tasks/", project=project_id, page=1, page_size=1, include="id",
-                             query=_json.dumps(query))
+        return self.get_json(
+            "/api/tasks/", project=project_id, page=1, page_size=1, include="id", query=_json.dumps(query)
+        )
 
-    def _export_part(self, project_id: int, annotated_only: bool, filters: list[dict[str, Any]],
-                     id_range: tuple[int, int] | None, *, skipped_only: bool = False) -> list[dict[str, Any]]:
+    def _export_part(
+        self,
+        project_id: int,
+        annotated_only: bool,
+        filters: list[dict[str, Any]],
+        id_range: tuple[int, int] | None,
+        *,
+        skipped_only: bool = False,
+    ) -> list[dict[str, Any]]:
         items = list(filters)
         if id_range is not None:
-            items.append({"filter": "filter:tasks:id", "operator": "in", "type": "Number",
-                          "value": {"min": id_range[0], "max": id_range[1]}})
+            items.append(
+                {
+                    "filter": "filter:tasks:id",
+                    "operator": "in",
+                    "type": "Number",
+                    "value": {"min": id_range[0], "max": id_range[1]},
+                }
+            )
         view = None
         if items:  # a Data Manager tab holds the filters while the snapshot is made, then goes
-            view = self.request("POST", "/api/dm/views/", json={"project": project_id, "data": {
-                "title": "curate pull", "filters": {"conjunction": "and", "items": items}}}).json()
+            view = self.request(
+                "POST",
+                "/api/dm/views/",
+                json={
+                    "project": project_id,
+                    "data": {"title": "curate pull", "filters": {"conjunction": "and", "items": items}},
+                },
+            ).json()
         try:
             body: dict[str, Any] = {"title": "curate pull"}
             options: dict[str, Any] = {}
@@ -309,10 +395,12 @@ class StudioClient:
                 time.sleep(0.2)
                 snap = self.get_json(f"/api/projects/{project_id}/exports/{pk}")
             if snap.get("status") != "completed":
-                raise ServerError(f"Label Studio export {pk} of project {project_id} ended as "
-                                  f"{snap.get('status')!r}")
-            r = self.request("GET", f"/api/projects/{project_id}/exports/{pk}/download",
-                             params={"exportType": "JSON"})
+                raise ServerError(
+                    f"Label Studio export {pk} of project {project_id} ended as {snap.get('status')!r}"
+                )
+            r = self.request(
+                "GET", f"/api/projects/{project_id}/exports/{pk}/download", params={"exportType": "JSON"}
+            )
             tasks = orjson.loads(r.content)
             self.request("DELETE", f"/api/projects/{project_id}/exports/{pk}", ok=(404,))
         finally:
@@ -339,14 +427,18 @@ def _short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-def connect(url: str | None = None, token: str | None = None, *,
-            workspace: str | os.PathLike[str] | None = None) -> StudioClient:
+def connect(
+    url: str | None = None, token: str | None = None, *, workspace: str | os.PathLike[str] | None = None
+) -> StudioClient:
     """A client for the given server, else LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY, else `curate studio up`'s."""
     url = url or os.environ.get("LABEL_STUDIO_URL")
     token = token or os.environ.get("LABEL_STUDIO_API_KEY")
     if url and token:
-        return StudioClient(url, token, readers=[u for u in os.environ.get("LABEL_STUDIO_READER_URLS", "").split(",")
-                                                 if u.strip()])
+        return StudioClient(
+            url,
+            token,
+            readers=[u for u in os.environ.get("LABEL_STUDIO_READER_URLS", "").split(",") if u.strip()],
+        )
     if url and not token:
         raise ServerError("LABEL_STUDIO_URL is set but LABEL_STUDIO_API_KEY is not; set the API token too")
     from curate.labeling import server

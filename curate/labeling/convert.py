@@ -69,10 +69,10 @@ class TaskOutcome:
     conflict: dict[str, Any] | None = None
     answers: list[Answer] = field(default_factory=list)
     base: Source | None = None
-    used: int = 0        # annotations that produced records
-    outvoted: int = 0    # annotations that agreed with or lost to the resolved answer
+    used: int = 0  # annotations that produced records
+    outvoted: int = 0  # annotations that agreed with or lost to the resolved answer
     quarantined: int = 0
-    skipped: int = 0     # annotations the annotator skipped (also counted in quarantined)
+    skipped: int = 0  # annotations the annotator skipped (also counted in quarantined)
 
 
 class Mismatch(ValueError):
@@ -112,8 +112,10 @@ def read_answer(annotation: dict[str, Any], ctrls: dict[str, Control]) -> dict[s
             chosen = [c.removeprefix("\u200b") for c in chosen]  # a guarded leading `$` (see config._attr)
             unknown = [c for c in chosen if ctrl.values is not None and c not in ctrl.values]
             if unknown:
-                raise Mismatch(f"control {name!r}: unknown choice {unknown[0]!r} (allowed: "
-                               f"{', '.join(sorted(ctrl.values or ()))})")
+                raise Mismatch(
+                    f"control {name!r}: unknown choice {unknown[0]!r} (allowed: "
+                    f"{', '.join(sorted(ctrl.values or ()))})"
+                )
             if not ctrl.multiple and len(chosen) > 1:
                 raise Mismatch(f"control {name!r} allows one choice, got {len(chosen)}")
             values[name] = list(dict.fromkeys(chosen)) if ctrl.multiple else (chosen[0] if chosen else None)
@@ -148,7 +150,11 @@ def _original(task: dict[str, Any]) -> tuple[Record | None, str | None, str]:
     if rec is None:
         return None, "unknown_task", "the task carries no curate record (made outside curate?)"
     if sha is not None and record_digest(rec) != sha:
-        return None, "tampered_record", "the task's record does not match the hash pushed with it (edited on the server?)"
+        return (
+            None,
+            "tampered_record",
+            "the task's record does not match the hash pushed with it (edited on the server?)",
+        )
     try:
         parsed = parse_record(rec)
     except (ValueError, TypeError) as err:
@@ -160,15 +166,31 @@ def _original(task: dict[str, Any]) -> tuple[Record | None, str | None, str]:
 
 
 def _source(task: dict[str, Any], ans: Answer, project: int | str | None, original: Record) -> Source:
-    return Source(format="label-studio", project=project if project is not None else task.get("project"),
-                  task=task.get("id"), annotation=ans.annotation, annotator=ans.annotator, parent=original.id)
+    return Source(
+        format="label-studio",
+        project=project if project is not None else task.get("project"),
+        task=task.get("id"),
+        annotation=ans.annotation,
+        annotator=ans.annotator,
+        parent=original.id,
+    )
 
 
-def _labels(kind: str, ans: Answer, group: list[Answer], valid: list[Answer], original: Record,
-            spec: Spec | None, draft: Any = None) -> dict[str, Any]:
+def _labels(
+    kind: str,
+    ans: Answer,
+    group: list[Answer],
+    valid: list[Answer],
+    original: Record,
+    spec: Spec | None,
+    draft: Any = None,
+) -> dict[str, Any]:
     """What reviewers said, with lineage: every annotation behind the record, how many answered, agreement."""
-    labels: dict[str, Any] = {"reviewed": True, "kind": kind, **{k: v for k, v in ans.values.items()
-                                                               if v not in (None, "", [])}}
+    labels: dict[str, Any] = {
+        "reviewed": True,
+        "kind": kind,
+        **{k: v for k, v in ans.values.items() if v not in (None, "", [])},
+    }
     labels["annotations"] = [a.annotation for a in group]
     labels["annotators"] = [a.annotator for a in group]
     labels["n_annotators"] = len(valid)
@@ -179,12 +201,17 @@ def _labels(kind: str, ans: Answer, group: list[Answer], valid: list[Answer], or
         labels["source_where"] = original.source.where()
     if spec is not None and spec.digest:
         labels["spec_sha256"] = spec.digest
-    final = ans.values.get("ideal") if kind == "write" else (
-        ans.values.get("corrected") if ans.values.get("verdict") == "edit" else None)
+    final = (
+        ans.values.get("ideal")
+        if kind == "write"
+        else (ans.values.get("corrected") if ans.values.get("verdict") == "edit" else None)
+    )
     if isinstance(draft, dict) and isinstance(draft.get("text"), str) and final is not None:
         # the answer started as a model's draft; a person submitted it (kept as drafted, or edited)
-        labels["draft"] = {"model": str(draft.get("model")),
-                           "kept": normalize_text(final) == normalize_text(draft["text"])}
+        labels["draft"] = {
+            "model": str(draft.get("model")),
+            "kept": normalize_text(final) == normalize_text(draft["text"]),
+        }
         labels["draft_accepted"] = True
     return labels
 
@@ -198,8 +225,9 @@ def _main_key(kind: str, ans: Answer) -> Any:
     return value
 
 
-def _resolve(kind: str, valid: list[Answer], adjudicator: str | None
-             ) -> tuple[list[Answer] | None, dict[str, Any] | None]:
+def _resolve(
+    kind: str, valid: list[Answer], adjudicator: str | None
+) -> tuple[list[Answer] | None, dict[str, Any] | None]:
     """(the agreeing answers that win, conflict) over a task's valid answers under majority / adjudicator rules.
 
     Corrections are compared by their normalized text: two different corrections are a conflict to adjudicate.
@@ -218,23 +246,32 @@ def _resolve(kind: str, valid: list[Answer], adjudicator: str | None
         return [a for a in valid if _main_key(kind, a) == top], None
     edits = {a.values.get(main) for a in valid} == {"edit"}
     question = "corrected" if edits else main
-    return None, {"question": question,
-                  "answers": {a.annotator: (a.values.get("corrected") if edits else a.values.get(main))
-                              for a in valid},
-                  "annotations": [a.annotation for a in valid]}
+    return None, {
+        "question": question,
+        "answers": {a.annotator: (a.values.get("corrected") if edits else a.values.get(main)) for a in valid},
+        "annotations": [a.annotation for a in valid],
+    }
 
 
 def loose_controls(kind: str) -> dict[str, Control]:
     """The controls of `kind` when the spec is not at hand: rule and category values are not checked."""
-    out = [Control("verdict", "choices", "response", frozenset(VERDICTS), required=True),
-           Control("corrected", "textarea", "response"),
-           Control("violates", "choices", "response", None, multiple=True),
-           Control("category", "choices", "response", None),
-           Control("note", "textarea", "response")] if kind == "review" else [
-           Control("comparison", "pairwise", "comparison", frozenset(PAIRWISE_SIDES), required=True),
-           Control("loser_violates", "choices", "left", None, multiple=True),
-           Control("rationale", "textarea", "left")] if kind == "pairwise" else [
-           Control("ideal", "textarea", "prompt", required=True)]
+    out = (
+        [
+            Control("verdict", "choices", "response", frozenset(VERDICTS), required=True),
+            Control("corrected", "textarea", "response"),
+            Control("violates", "choices", "response", None, multiple=True),
+            Control("category", "choices", "response", None),
+            Control("note", "textarea", "response"),
+        ]
+        if kind == "review"
+        else [
+            Control("comparison", "pairwise", "comparison", frozenset(PAIRWISE_SIDES), required=True),
+            Control("loser_violates", "choices", "left", None, multiple=True),
+            Control("rationale", "textarea", "left"),
+        ]
+        if kind == "pairwise"
+        else [Control("ideal", "textarea", "prompt", required=True)]
+    )
     return {c.name: c for c in out}
 
 
@@ -267,9 +304,17 @@ class _Candidate:
     reject: tuple[str, str, dict[str, Any] | None] | None = None
 
 
-def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotators: dict[Any, str],
-                 ctx: RunContext, adjudicator: str | None = None, project: int | str | None = None,
-                 base: Source | None = None) -> TaskOutcome:
+def convert_task(
+    spec: Spec | None,
+    kind: str,
+    task: dict[str, Any],
+    *,
+    annotators: dict[Any, str],
+    ctx: RunContext,
+    adjudicator: str | None = None,
+    project: int | str | None = None,
+    base: Source | None = None,
+) -> TaskOutcome:
     """Records from one exported task; every annotation ends in a record, a quarantine row or a conflict.
 
     Each valid annotation is converted on its own first (a correction that fails the rules is quarantined and
@@ -282,20 +327,36 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
     out = TaskOutcome(base=base)
     ctrls = _controls(spec, kind)
     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-    base_src = (base or Source()).model_copy(update={
-        "format": "label-studio", "project": project if project is not None else task.get("project"),
-        "task": task.get("id")})
+    base_src = (base or Source()).model_copy(
+        update={
+            "format": "label-studio",
+            "project": project if project is not None else task.get("project"),
+            "task": task.get("id"),
+        }
+    )
     original, problem, detail = _original(task)
     if original is not None and isinstance(original, PreferenceRecord) != (kind == "pairwise"):
         original, problem, detail = None, "unknown_task", f"the task's record is not a {kind} record"
     data = task.get("data") if isinstance(task.get("data"), dict) else {}
-    if original is not None and kind == "pairwise" and not all(isinstance(data.get(k), str) for k in ("left", "right")):
-        original, problem, detail = None, "missing_task_data", "a pairwise task without data.left and data.right"
+    if (
+        original is not None
+        and kind == "pairwise"
+        and not all(isinstance(data.get(k), str) for k in ("left", "right"))
+    ):
+        original, problem, detail = (
+            None,
+            "missing_task_data",
+            "a pairwise task without data.left and data.right",
+        )
     if original is None:
         for a in anns:
-            ctx.quarantine(step=STEP, reason=problem or "unknown_task", detail=detail,
-                           source=base_src.model_copy(update={"annotation": a.get("id")}),
-                           original={"data": task.get("data"), "annotation": a})
+            ctx.quarantine(
+                step=STEP,
+                reason=problem or "unknown_task",
+                detail=detail,
+                source=base_src.model_copy(update={"annotation": a.get("id")}),
+                original={"data": task.get("data"), "annotation": a},
+            )
             out.quarantined += 1
         return out
     for a in anns:
@@ -306,26 +367,47 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
             who = annotators.get(by, str(by))
         src = base_src.model_copy(update={"annotation": a.get("id"), "annotator": who, "parent": original.id})
         if a.get("was_cancelled"):
-            ctx.quarantine(step=STEP, reason="skipped_by_annotator", detail="the annotator skipped this task",
-                           source=src, original=a)
+            ctx.quarantine(
+                step=STEP,
+                reason="skipped_by_annotator",
+                detail="the annotator skipped this task",
+                source=src,
+                original=a,
+            )
             out.quarantined += 1
             out.skipped += 1
             continue
         try:
             values = read_answer(a, ctrls)
         except Mismatch as err:
-            ctx.quarantine(step=STEP, reason="label_mismatch", detail=str(err), source=src,
-                           original={"result": a.get("result")})
+            ctx.quarantine(
+                step=STEP,
+                reason="label_mismatch",
+                detail=str(err),
+                source=src,
+                original={"result": a.get("result")},
+            )
             out.quarantined += 1
             continue
         missing = [c.name for c in ctrls.values() if c.required and values.get(c.name) in (None, "", [])]
         if missing:
-            ctx.quarantine(step=STEP, reason="missing_answer", detail=f"no {', '.join(missing)} given", source=src,
-                           original={"result": a.get("result")})
+            ctx.quarantine(
+                step=STEP,
+                reason="missing_answer",
+                detail=f"no {', '.join(missing)} given",
+                source=src,
+                original={"result": a.get("result")},
+            )
             out.quarantined += 1
             continue
-        out.answers.append(Answer(annotation=a.get("id"), annotator=who, values=values,
-                                  created_at=str(a.get("created_at") or "")))
+        out.answers.append(
+            Answer(
+                annotation=a.get("id"),
+                annotator=who,
+                values=values,
+                created_at=str(a.get("created_at") or ""),
+            )
+        )
     if not out.answers:
         return out
     out.answers.sort(key=lambda x: (x.created_at, str(x.annotation)))
@@ -336,8 +418,13 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
             valid.append(cand.answer)
             continue
         reason, why, rework = cand.reject
-        ctx.quarantine(step=STEP, reason=reason, detail=why, source=_source(task, cand.answer, project, original),
-                       original={"values": cand.answer.values, "record_id": original.id})
+        ctx.quarantine(
+            step=STEP,
+            reason=reason,
+            detail=why,
+            source=_source(task, cand.answer, project, original),
+            original={"values": cand.answer.values, "record_id": original.id},
+        )
         out.quarantined += 1
         if rework is not None:
             out.rework.append(rework)
@@ -352,9 +439,14 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
     if conflict is not None:
         conflict.update(task=task.get("id"), kind=kind, record_id=original.id)
         out.conflict = conflict
-        ctx.quarantine(step=STEP, reason="label_conflict", detail=f"annotators disagree on {conflict['question']}: "
-                       + ", ".join(f"{k}={v}" for k, v in conflict["answers"].items()),
-                       source=base_src.model_copy(update={"parent": original.id}), original=conflict)
+        ctx.quarantine(
+            step=STEP,
+            reason="label_conflict",
+            detail=f"annotators disagree on {conflict['question']}: "
+            + ", ".join(f"{k}={v}" for k, v in conflict["answers"].items()),
+            source=base_src.model_copy(update={"parent": original.id}),
+            original=conflict,
+        )
         out.quarantined += len(valid)
         return out
     assert group
@@ -363,8 +455,16 @@ def convert_task(spec: Spec | None, kind: str, task: dict[str, Any], *, annotato
     return out
 
 
-def _emit(cand: _Candidate, group: list[Answer], valid: list[Answer], kind: str, original: Record,
-          spec: Spec | None, out: TaskOutcome, task: dict[str, Any]) -> None:
+def _emit(
+    cand: _Candidate,
+    group: list[Answer],
+    valid: list[Answer],
+    kind: str,
+    original: Record,
+    spec: Spec | None,
+    out: TaskOutcome,
+    task: dict[str, Any],
+) -> None:
     """Put a winning candidate's records in `out`, with the lineage of every annotation that agreed."""
     meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
     labels = _labels(kind, cand.answer, group, valid, original, spec, meta.get("draft"))
@@ -374,8 +474,15 @@ def _emit(cand: _Candidate, group: list[Answer], valid: list[Answer], kind: str,
         out.used += 1
 
 
-def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer, original: Record,
-                 out: TaskOutcome, project: int | str | None) -> _Candidate:
+def _convert_one(
+    spec: Spec | None,
+    kind: str,
+    task: dict[str, Any],
+    ans: Answer,
+    original: Record,
+    out: TaskOutcome,
+    project: int | str | None,
+) -> _Candidate:
     cand = _Candidate(answer=ans)
     src = _source(task, ans, project, original)
     if out.base is not None and out.base.file:
@@ -390,9 +497,16 @@ def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer
         return cand
 
     def rework_row(fixed: SFTRecord, failed: list[str]) -> dict[str, Any]:
-        return {"record_id": original.id, "task": task.get("id"), "annotation": ans.annotation,
-                "annotator": ans.annotator, "failed": failed, "messages": [m.to_trl() for m in fixed.conversation()],
-                "category": fixed.category, "tags": list(fixed.tags)}
+        return {
+            "record_id": original.id,
+            "task": task.get("id"),
+            "annotation": ans.annotation,
+            "annotator": ans.annotator,
+            "failed": failed,
+            "messages": [m.to_trl() for m in fixed.conversation()],
+            "category": fixed.category,
+            "tags": list(fixed.tags),
+        }
 
     spec_ref = original.spec or (spec.ref if spec else None)
     if kind == "review":
@@ -408,90 +522,145 @@ def _convert_one(spec: Spec | None, kind: str, task: dict[str, Any], ans: Answer
             if category == "negative" or original.category == "negative":
                 # accepting a negative example says it is fine as it is: a positive of its prompt's own case
                 category = category if category != "negative" else "typical"
-            cand.records.append(SFTRecord.build(messages=original.conversation(), category=category, violates=(),
-                                                **common))
+            cand.records.append(
+                SFTRecord.build(messages=original.conversation(), category=category, violates=(), **common)
+            )
         elif verdict == "reject":
             if not ticked:
                 return reject("reject_without_rule", "rejected without ticking a rule it breaks")
-            cand.records.append(SFTRecord.build(messages=original.conversation(), category="negative",
-                                                violates=ticked, **common))
+            cand.records.append(
+                SFTRecord.build(
+                    messages=original.conversation(), category="negative", violates=ticked, **common
+                )
+            )
         else:  # edit: the correction is a positive (never `negative`), the original the rejected side of a pair
             corrected = (ans.values.get("corrected") or "").strip()
             if not corrected:
                 return reject("missing_correction", "verdict edit without a corrected response")
-            fixed_cat = category if category != "negative" else (
-                original.category if original.category != "negative" else "typical")
-            fixed = SFTRecord.build(messages=prompt + (Message(role="assistant", content=corrected),),
-                                    category=fixed_cat, violates=(), **common)
+            fixed_cat = (
+                category
+                if category != "negative"
+                else (original.category if original.category != "negative" else "typical")
+            )
+            fixed = SFTRecord.build(
+                messages=prompt + (Message(role="assistant", content=corrected),),
+                category=fixed_cat,
+                violates=(),
+                **common,
+            )
             checks = _checks(spec, fixed)
             failed = [c.rule for c in checks if c.status == "fail"]
             if failed:
-                return reject("correction_fails_rules", f"the corrected response fails: {', '.join(failed)}",
-                              rework=rework_row(fixed, failed))
+                return reject(
+                    "correction_fails_rules",
+                    f"the corrected response fails: {', '.join(failed)}",
+                    rework=rework_row(fixed, failed),
+                )
             cand.records.append(fixed.with_checks(checks))
             if normalize_text(corrected) != normalize_text(original.response_text()):
                 # the rules the original breaks: the ticked ones, the data's own `violates`, the automatic checks
                 orig_failed = [c.rule for c in _checks(spec, original) if c.status == "fail"]
                 violates = tuple(dict.fromkeys((*ticked, *original.violates, *orig_failed)))
-                pair = PreferenceRecord.build(prompt=prompt, chosen=(Message(role="assistant", content=corrected),),
-                                              rejected=(Message(role="assistant", content=original.response_text()),),
-                                              category=fixed.category, violates=violates, **common)
+                pair = PreferenceRecord.build(
+                    prompt=prompt,
+                    chosen=(Message(role="assistant", content=corrected),),
+                    rejected=(Message(role="assistant", content=original.response_text()),),
+                    category=fixed.category,
+                    violates=violates,
+                    **common,
+                )
                 cand.records.append(pair.with_checks(checks))
     elif kind == "pairwise":
         assert isinstance(original, PreferenceRecord)
         side = ans.values["comparison"]
         data = task.get("data") or {}
-        chosen_text, rejected_text = (data["left"], data["right"]) if side == "left" else (data["right"], data["left"])
+        chosen_text, rejected_text = (
+            (data["left"], data["right"]) if side == "left" else (data["right"], data["left"])
+        )
         labels["swapped"] = normalize_text(chosen_text) != normalize_text(original.response_text())
         ticked = tuple(ans.values.get("loser_violates") or ())
         # the texts shown may have had control characters made visible: take the record's own sides
-        shown = {normalize_text(visible(original.response_text())): original.response_text(),
-                 normalize_text(visible(original.rejected_text())): original.rejected_text()}
+        shown = {
+            normalize_text(visible(original.response_text())): original.response_text(),
+            normalize_text(visible(original.rejected_text())): original.rejected_text(),
+        }
         chosen_text = shown.get(normalize_text(chosen_text), chosen_text)
         rejected_text = shown.get(normalize_text(rejected_text), rejected_text)
-        pair = PreferenceRecord.build(prompt=original.prompt, chosen=(Message(role="assistant", content=chosen_text),),
-                                      rejected=(Message(role="assistant", content=rejected_text),),
-                                      category=original.category, tags=original.tags, violates=ticked,
-                                      spec=spec_ref, source=src, labels=labels)
+        pair = PreferenceRecord.build(
+            prompt=original.prompt,
+            chosen=(Message(role="assistant", content=chosen_text),),
+            rejected=(Message(role="assistant", content=rejected_text),),
+            category=original.category,
+            tags=original.tags,
+            violates=ticked,
+            spec=spec_ref,
+            source=src,
+            labels=labels,
+        )
         cand.records.append(pair)
     else:  # write
         text = (ans.values.get("ideal") or "").strip()
-        fixed = SFTRecord.build(messages=original.prompt_messages() + (Message(role="assistant", content=text),),
-                                category=original.category if original.category != "negative" else "typical",
-                                tags=original.tags, spec=spec_ref, source=src, labels=labels)
+        fixed = SFTRecord.build(
+            messages=original.prompt_messages() + (Message(role="assistant", content=text),),
+            category=original.category if original.category != "negative" else "typical",
+            tags=original.tags,
+            spec=spec_ref,
+            source=src,
+            labels=labels,
+        )
         checks = _checks(spec, fixed)
         failed = [c.rule for c in checks if c.status == "fail"]
         if failed:
-            return reject("written_fails_rules", f"the written response fails: {', '.join(failed)}",
-                          rework=rework_row(fixed, failed))
+            return reject(
+                "written_fails_rules",
+                f"the written response fails: {', '.join(failed)}",
+                rework=rework_row(fixed, failed),
+            )
         cand.records.append(fixed.with_checks(checks))
     return cand
 
 
-def convert_export(spec: Spec, kind: str, tasks: Iterable[dict[str, Any]], *, annotators: dict[Any, str],
-                   ctx: RunContext, adjudicator: str | None = None) -> list[TaskOutcome]:
+def convert_export(
+    spec: Spec,
+    kind: str,
+    tasks: Iterable[dict[str, Any]],
+    *,
+    annotators: dict[Any, str],
+    ctx: RunContext,
+    adjudicator: str | None = None,
+) -> list[TaskOutcome]:
     """convert_task over a whole export (a list of task objects)."""
-    return [convert_task(spec, kind, t, annotators=annotators, ctx=ctx, adjudicator=adjudicator) for t in tasks]
+    return [
+        convert_task(spec, kind, t, annotators=annotators, ctx=ctx, adjudicator=adjudicator) for t in tasks
+    ]
 
 
 # ---------------------------------------------------------------- the importer's hook (curate.readers.labelstudio)
 
+
 def is_curate_task(task: Any) -> bool:
     """True for a task pushed by curate (it carries the record, its id and the labeling kind)."""
     data = task.get("data") if isinstance(task, dict) else None
-    return (isinstance(data, dict) and task_record(task)[0] is not None and bool(data.get("curate_id"))
-            and data.get("curate_kind") in KINDS)
+    return (
+        isinstance(data, dict)
+        and task_record(task)[0] is not None
+        and bool(data.get("curate_id"))
+        and data.get("curate_kind") in KINDS
+    )
 
 
-def task_records(task: dict[str, Any], *, source: dict[str, Any] | None = None,
-                 spec: Spec | str | None = None) -> list[Any]:
+def task_records(
+    task: dict[str, Any], *, source: dict[str, Any] | None = None, spec: Spec | str | None = None
+) -> list[Any]:
     """Records (and `Reject`s for annotations that make none) from one task of a Label Studio export file."""
     from curate.readers.common import Reject
 
     kind = task["data"]["curate_kind"]
     ctx = RunContext()
     base = Source.model_validate({k: v for k, v in (source or {}).items() if k in Source.model_fields})
-    out = convert_task(spec if isinstance(spec, Spec) else None, kind, task, annotators={}, ctx=ctx, base=base)
+    out = convert_task(
+        spec if isinstance(spec, Spec) else None, kind, task, annotators={}, ctx=ctx, base=base
+    )
     items: list[Any] = list(out.records)
     for rows in ctx.quarantined.values():
         for row in rows:

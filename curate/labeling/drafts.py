@@ -51,16 +51,18 @@ class LocalDrafter:
     def draft_many(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         if not conversations:
             return []
-        out = self.gen.generate(conversations, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                step="draft")
+        out = self.gen.generate(
+            conversations, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, step="draft"
+        )
         return [t.strip() for t in out]
 
 
 class EndpointDrafter:
     """An OpenAI-compatible chat completions endpoint (vLLM, llama.cpp server, Ollama, a hosted API)."""
 
-    def __init__(self, base_url: str, *, model: str | None = None, max_new_tokens: int = 200,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self, base_url: str, *, model: str | None = None, max_new_tokens: int = 200, timeout: float = 120.0
+    ) -> None:
         import httpx
 
         key = next((os.environ[v] for v in KEY_VARS if os.environ.get(v)), None)
@@ -69,7 +71,9 @@ class EndpointDrafter:
         self.model = model or "default"
         self.name = f"{self.url}#{self.model}"
         self.max_new_tokens = max_new_tokens
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=3.0))
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=3.0)
+        )
 
     def draft_many(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         import httpx
@@ -77,17 +81,30 @@ class EndpointDrafter:
         out = []
         for conv in conversations:
             try:
-                r = self._http.post("/chat/completions", json={"model": self.model, "messages": conv,
-                                                               "temperature": 0, "max_tokens": self.max_new_tokens})
+                r = self._http.post(
+                    "/chat/completions",
+                    json={
+                        "model": self.model,
+                        "messages": conv,
+                        "temperature": 0,
+                        "max_tokens": self.max_new_tokens,
+                    },
+                )
             except httpx.TransportError as err:
-                raise LabelingError(f"--drafts {self.url}: cannot reach the endpoint ({type(err).__name__}); is "
-                                    "it running, and is the URL its base (…/v1)?") from None
+                raise LabelingError(
+                    f"--drafts {self.url}: cannot reach the endpoint ({type(err).__name__}); is "
+                    "it running, and is the URL its base (…/v1)?"
+                ) from None
             if r.status_code in (401, 403):
-                raise LabelingError(f"--drafts {self.url}: the endpoint refused the key (HTTP {r.status_code}); set "
-                                    f"{' or '.join(KEY_VARS)}")
+                raise LabelingError(
+                    f"--drafts {self.url}: the endpoint refused the key (HTTP {r.status_code}); set "
+                    f"{' or '.join(KEY_VARS)}"
+                )
             if r.status_code >= 400:
-                raise LabelingError(f"--drafts {self.url}: HTTP {r.status_code} from /chat/completions: "
-                                    f"{' '.join(r.text.split())[:200]}")
+                raise LabelingError(
+                    f"--drafts {self.url}: HTTP {r.status_code} from /chat/completions: "
+                    f"{' '.join(r.text.split())[:200]}"
+                )
             try:
                 out.append(str(r.json()["choices"][0]["message"]["content"] or "").strip())
             except (ValueError, KeyError, IndexError, TypeError):

@@ -61,8 +61,12 @@ def explain(build_dir: str | Path, rid: str) -> dict[str, Any]:
             for line, row in _rows(path):
                 if _match(row.get("id"), rid):
                     ids.add(row["id"])
-                    ev: dict[str, Any] = {"what": "exported", "where": f"{path}:{line}", "format": sub,
-                                          "split": split}
+                    ev: dict[str, Any] = {
+                        "what": "exported",
+                        "where": f"{path}:{line}",
+                        "format": sub,
+                        "split": split,
+                    }
                     if row.get("lineage") is not None:
                         lin = row["lineage"]
                         ev["lineage"] = orjson.loads(lin) if isinstance(lin, str) else lin
@@ -71,20 +75,35 @@ def explain(build_dir: str | Path, rid: str) -> dict[str, Any]:
     for line, row in _rows(out_dir / "negatives.jsonl"):
         if _match(row.get("id"), rid):
             ids.add(row["id"])
-            events.append({"what": "exported", "where": f"{out_dir / 'negatives.jsonl'}:{line}",
-                           "format": "negatives"})
+            events.append(
+                {"what": "exported", "where": f"{out_dir / 'negatives.jsonl'}:{line}", "format": "negatives"}
+            )
     # duplicates
     for line, row in _rows(out_dir / "clusters.jsonl"):
         if _match(row.get("kept"), rid):
             ids.add(row["kept"])
-            events.append({"what": "kept_over_duplicate", "where": f"{out_dir / 'clusters.jsonl'}:{line}",
-                           "other": row.get("dropped"), "method": row.get("method"), "score": row.get("score"),
-                           "other_source": row.get("dropped_source")})
+            events.append(
+                {
+                    "what": "kept_over_duplicate",
+                    "where": f"{out_dir / 'clusters.jsonl'}:{line}",
+                    "other": row.get("dropped"),
+                    "method": row.get("method"),
+                    "score": row.get("score"),
+                    "other_source": row.get("dropped_source"),
+                }
+            )
         if _match(row.get("dropped"), rid):
             ids.add(row["dropped"])
-            events.append({"what": "dropped_as_duplicate", "where": f"{out_dir / 'clusters.jsonl'}:{line}",
-                           "other": row.get("kept"), "method": row.get("method"), "score": row.get("score"),
-                           "other_source": row.get("kept_source")})
+            events.append(
+                {
+                    "what": "dropped_as_duplicate",
+                    "where": f"{out_dir / 'clusters.jsonl'}:{line}",
+                    "other": row.get("kept"),
+                    "method": row.get("method"),
+                    "score": row.get("score"),
+                    "other_source": row.get("kept_source"),
+                }
+            )
     # quarantine
     qdir = out_dir / "quarantine"
     for path in sorted(qdir.glob("*.jsonl")) if qdir.is_dir() else []:
@@ -93,9 +112,16 @@ def explain(build_dir: str | Path, rid: str) -> dict[str, Any]:
             oid = orig.get("id") if isinstance(orig, dict) else None
             if _match(row.get("record_id"), rid) or _match(oid, rid):
                 ids.add(row.get("record_id") or oid)
-                events.append({"what": "quarantined", "where": f"{path}:{line}", "step": row.get("step"),
-                               "reason": row.get("reason"), "detail": row.get("detail"),
-                               "source": row.get("source")})
+                events.append(
+                    {
+                        "what": "quarantined",
+                        "where": f"{path}:{line}",
+                        "step": row.get("step"),
+                        "reason": row.get("reason"),
+                        "detail": row.get("detail"),
+                        "source": row.get("source"),
+                    }
+                )
     # the held-out lock
     lock = out_dir / "heldout.lock"
     if lock.exists():
@@ -124,23 +150,41 @@ def explain(build_dir: str | Path, rid: str) -> dict[str, Any]:
                 if not lin["source"]:
                     lin["source"] = f"{path}:{line}"
                 lineage = lineage or lin
-                events.insert(0, {"what": "input", "where": f"{path}:{line}", "category": rec.category,
-                                  "labels": rec.labels, "lineage": lin})
+                events.insert(
+                    0,
+                    {
+                        "what": "input",
+                        "where": f"{path}:{line}",
+                        "category": rec.category,
+                        "labels": rec.labels,
+                        "lineage": lin,
+                    },
+                )
     if len(ids) > 1:
-        raise ExplainError(f"id prefix {rid!r} matches {len(ids)} records ({', '.join(sorted(ids)[:5])}); "
-                           "give more characters")
+        raise ExplainError(
+            f"id prefix {rid!r} matches {len(ids)} records ({', '.join(sorted(ids)[:5])}); "
+            "give more characters"
+        )
     if not events:
-        raise ExplainError(f"{rid} is not in the build at {out_dir} (not exported, duplicated, quarantined or "
-                           "held out)")
+        raise ExplainError(
+            f"{rid} is not in the build at {out_dir} (not exported, duplicated, quarantined or held out)"
+        )
     spec = manifest.get("spec") or {}
-    return {"id": next(iter(ids)) if ids else rid, "build": str(out_dir),
-            "spec": {"ref": spec.get("ref"), "sha256": spec.get("sha256")},
-            "created": manifest.get("created"), "events": events, "lineage": lineage}
+    return {
+        "id": next(iter(ids)) if ids else rid,
+        "build": str(out_dir),
+        "spec": {"ref": spec.get("ref"), "sha256": spec.get("sha256")},
+        "created": manifest.get("created"),
+        "events": events,
+        "lineage": lineage,
+    }
 
 
 def render(story: dict[str, Any]) -> list[str]:
     """The history as lines for a terminal."""
-    lines = [f"{story['id']} in {story['build']} (spec {story['spec'].get('ref')}, built {story.get('created')})"]
+    lines = [
+        f"{story['id']} in {story['build']} (spec {story['spec'].get('ref')}, built {story.get('created')})"
+    ]
     for ev in story["events"]:
         what = ev["what"]
         extra = ""
@@ -153,11 +197,16 @@ def render(story: dict[str, Any]) -> list[str]:
         lines.append(f"  {what}{extra} at {ev['where']}")
     lin = story.get("lineage")
     if lin:
-        lines.append(f"  from {lin.get('source') or '?'}"
-                     + (f"; made from {', '.join(lin['source_ids'])}" if lin.get("source_ids") else "")
-                     + (f"; annotations {', '.join(lin['annotations'])} by {lin.get('n_annotators')} annotator(s)"
-                        if lin.get("annotations") else "")
-                     + (f", agreement {lin['agreement']}" if lin.get("agreement") else "")
-                     + (f"; spec sha256 {lin['spec_sha256'][:12]}" if lin.get("spec_sha256") else "")
-                     + ("; a model draft no human accepted" if lin.get("draft") else ""))
+        lines.append(
+            f"  from {lin.get('source') or '?'}"
+            + (f"; made from {', '.join(lin['source_ids'])}" if lin.get("source_ids") else "")
+            + (
+                f"; annotations {', '.join(lin['annotations'])} by {lin.get('n_annotators')} annotator(s)"
+                if lin.get("annotations")
+                else ""
+            )
+            + (f", agreement {lin['agreement']}" if lin.get("agreement") else "")
+            + (f"; spec sha256 {lin['spec_sha256'][:12]}" if lin.get("spec_sha256") else "")
+            + ("; a model draft no human accepted" if lin.get("draft") else "")
+        )
     return lines

@@ -74,9 +74,16 @@ class PullResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"projects": self.projects, "counts": self.counts, "agreement": self.agreement,
-                "conflicts": self.conflicts, "rework": len(self.rework), "files": self.files,
-                "seconds": self.seconds, "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+        return {
+            "projects": self.projects,
+            "counts": self.counts,
+            "agreement": self.agreement,
+            "conflicts": self.conflicts,
+            "rework": len(self.rework),
+            "files": self.files,
+            "seconds": self.seconds,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
 
 
 def default_out_dir(spec: Spec) -> Path:
@@ -111,10 +118,16 @@ def _annotators(client: StudioClient) -> dict[Any, str]:
     return _Annotators(client)
 
 
-def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, adjudicator: str | None = None,
-            ctx: RunContext | None = None, progress: Callable[[str, int, int | None], None] | None = None,
-            fetch: Fetch | None = None,
-            ) -> tuple[PullResult, dict[str, dict[Any, list[Answer]]], list[dict[str, Any]]]:
+def collect(
+    spec: Spec,
+    client: StudioClient,
+    *,
+    kinds: Iterable[str] = KINDS,
+    adjudicator: str | None = None,
+    ctx: RunContext | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    fetch: Fetch | None = None,
+) -> tuple[PullResult, dict[str, dict[Any, list[Answer]]], list[dict[str, Any]]]:
     """Export and convert every kind's project; returns (result, answers per kind and task, exported tasks).
 
     `fetch(kind, project_id)` gives a project's annotated tasks (default: a full snapshot export).
@@ -126,8 +139,18 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
     answers: dict[str, dict[Any, list[Answer]]] = {}
     all_tasks: list[dict[str, Any]] = []
     task_states: dict[str, dict[str, int]] = {}
-    counts: dict[str, Any] = {"tasks": 0, "annotations": 0, "used": 0, "outvoted": 0, "quarantined": 0,
-                              "conflicts": 0, "records": 0, "sft": 0, "preference": 0, "rework": 0}
+    counts: dict[str, Any] = {
+        "tasks": 0,
+        "annotations": 0,
+        "used": 0,
+        "outvoted": 0,
+        "quarantined": 0,
+        "conflicts": 0,
+        "records": 0,
+        "sft": 0,
+        "preference": 0,
+        "rework": 0,
+    }
     for kind in kinds:
         project = find_project(client, spec, kind)
         if project is None:
@@ -138,13 +161,23 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
         tasks = fetch(kind, pid)
         # a task whose only annotations were skipped is not in an annotated-only export: fetch those too
         have = {tk.get("id") for tk in tasks}
-        tasks = tasks + [tk for tk in client.export_snapshot(pid, annotated_only=False, skipped_only=True)
-                         if tk.get("id") not in have]
+        tasks = tasks + [
+            tk
+            for tk in client.export_snapshot(pid, annotated_only=False, skipped_only=True)
+            if tk.get("id") not in have
+        ]
         total = client.project(pid).get("task_number")
         res.timings["export"] = res.timings.get("export", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         answers[kind] = {}
-        states = {"labeled": 0, "skipped": 0, "conflicted": 0, "quarantined": 0, "superseded": 0, "pending": 0}
+        states = {
+            "labeled": 0,
+            "skipped": 0,
+            "conflicted": 0,
+            "quarantined": 0,
+            "superseded": 0,
+            "pending": 0,
+        }
         replaced = superseded(tasks)  # old tasks whose re-queued copy (label push --stale) is labeled
         for i, task in enumerate(tasks):
             task["_curate_kind"] = kind
@@ -155,8 +188,9 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
                 counts["quarantined"] += n_old
                 states["superseded"] += 1
                 continue
-            out = convert_task(spec, kind, task, annotators=annotators, ctx=ctx, adjudicator=adjudicator,
-                               project=pid)
+            out = convert_task(
+                spec, kind, task, annotators=annotators, ctx=ctx, adjudicator=adjudicator, project=pid
+            )
             counts["tasks"] += 1
             counts["annotations"] += len(task.get("annotations") or [])
             counts["used"] += out.used
@@ -168,8 +202,17 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
             if out.conflict:
                 res.conflicts.append(out.conflict)
             n_anns = len([a for a in task.get("annotations") or [] if isinstance(a, dict)])
-            state = ("conflicted" if out.conflict else "labeled" if out.records else
-                     "skipped" if n_anns and out.skipped == n_anns else "pending" if not n_anns else "quarantined")
+            state = (
+                "conflicted"
+                if out.conflict
+                else "labeled"
+                if out.records
+                else "skipped"
+                if n_anns and out.skipped == n_anns
+                else "pending"
+                if not n_anns
+                else "quarantined"
+            )
             states[state] += 1
             if progress and i % 500 == 0:
                 progress(f"pull {kind}", i, len(tasks))
@@ -187,13 +230,16 @@ def collect(spec: Spec, client: StudioClient, *, kinds: Iterable[str] = KINDS, a
     counts["rework"] = len(res.rework)
     counts["quarantine"] = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
     counts["task_states"] = task_states
-    counts["accounted"] = (counts["used"] + counts["outvoted"] + counts["quarantined"] == counts["annotations"]
-                           and all(sum(v for k, v in st.items() if k != "total") == st["total"]
-                                   for st in task_states.values()))
+    counts["accounted"] = counts["used"] + counts["outvoted"] + counts["quarantined"] == counts[
+        "annotations"
+    ] and all(sum(v for k, v in st.items() if k != "total") == st["total"] for st in task_states.values())
     res.counts = counts
     rule_ids = [r.id for r in spec.rules]
-    res.agreement = {kind: task_agreement(kind, rule_ids, by_task) for kind, by_task in answers.items()
-                     if any(len(v) > 1 for v in by_task.values())}
+    res.agreement = {
+        kind: task_agreement(kind, rule_ids, by_task)
+        for kind, by_task in answers.items()
+        if any(len(v) > 1 for v in by_task.values())
+    }
     return res, answers, all_tasks
 
 
@@ -204,11 +250,17 @@ def _state_key(task: dict[str, Any], ann: dict[str, Any]) -> str:
 class _IncrementalFetch:
     """fetch(kind, project) for collect(): only the tasks updated since the last pull, merged into its cache."""
 
-    def __init__(self, client: StudioClient, cache_dir: Path, *, full: bool = False, margin_s: float = MARGIN_S):
+    def __init__(
+        self, client: StudioClient, cache_dir: Path, *, full: bool = False, margin_s: float = MARGIN_S
+    ):
         self.client, self.cache_dir, self.full, self.margin_s = client, cache_dir, full, margin_s
         self.caches: dict[str, dict[str, Any]] = {}
-        self.counts: dict[str, Any] = {"fetched_tasks": 0, "full_exports": 0, "incremental_exports": 0,
-                                       "full_export_reasons": []}
+        self.counts: dict[str, Any] = {
+            "fetched_tasks": 0,
+            "full_exports": 0,
+            "incremental_exports": 0,
+            "full_export_reasons": [],
+        }
 
     def _load(self, kind: str, pid: int) -> dict[str, Any] | None:
         path = self.cache_dir / f"{kind}.json"
@@ -218,9 +270,14 @@ class _IncrementalFetch:
             cache = orjson.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
-        ok = (isinstance(cache, dict) and cache.get("version") == CACHE_VERSION and cache.get("server") ==
-              self.client.url and cache.get("project") == pid and isinstance(cache.get("tasks"), list)
-              and isinstance(cache.get("watermark"), str))
+        ok = (
+            isinstance(cache, dict)
+            and cache.get("version") == CACHE_VERSION
+            and cache.get("server") == self.client.url
+            and cache.get("project") == pid
+            and isinstance(cache.get("tasks"), list)
+            and isinstance(cache.get("watermark"), str)
+        )
         return cache if ok else None
 
     def __call__(self, kind: str, pid: int) -> list[dict[str, Any]]:
@@ -242,7 +299,9 @@ class _IncrementalFetch:
                 self.counts["fetched_tasks"] += len(fresh)
                 self.counts["incremental_exports"] += 1
             else:
-                log.info("pull %s: %s annotations after merging, the server has %s: full export", kind, have, want)
+                log.info(
+                    "pull %s: %s annotations after merging, the server has %s: full export", kind, have, want
+                )
                 self.counts["full_export_reasons"].append(f"{kind}: annotations {have} != server {want}")
                 tasks = None
         if tasks is None:
@@ -255,8 +314,13 @@ class _IncrementalFetch:
             bound = now - timedelta(seconds=self.margin_s)
             watermark = bound if watermark is None else min(watermark, bound)
         if watermark is not None:
-            self.caches[kind] = {"version": CACHE_VERSION, "server": self.client.url, "project": pid,
-                                 "watermark": format_server_time(watermark), "tasks": tasks}
+            self.caches[kind] = {
+                "version": CACHE_VERSION,
+                "server": self.client.url,
+                "project": pid,
+                "watermark": format_server_time(watermark),
+                "tasks": tasks,
+            }
         return tasks
 
     def save(self) -> None:
@@ -272,10 +336,19 @@ def _annotations_done(tasks: list[dict[str, Any]]) -> int:
     return sum(1 for t in tasks for a in t.get("annotations") or [] if not a.get("was_cancelled"))
 
 
-def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kinds: Iterable[str] = KINDS,
-         adjudicator: str | None = None, since_last: bool = False, ctx: RunContext | None = None,
-         progress: Callable[[str, int, int | None], None] | None = None, full: bool = False,
-         margin_s: float = MARGIN_S) -> PullResult:
+def pull(
+    spec: Spec,
+    *,
+    client: StudioClient,
+    out: str | Path | None = None,
+    kinds: Iterable[str] = KINDS,
+    adjudicator: str | None = None,
+    since_last: bool = False,
+    ctx: RunContext | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    full: bool = False,
+    margin_s: float = MARGIN_S,
+) -> PullResult:
     """Pull, convert and write `out` (JSONL records) with quarantine, rework, agreement and conflicts beside it.
 
     Fetches only the tasks updated since the last pull into the same folder (see the module's docstring);
@@ -286,15 +359,17 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
     out_path = Path(out) if out is not None else default_out_dir(spec) / "pulled.jsonl"
     out_dir = out_path.parent
     fetch = _IncrementalFetch(client, out_dir / "pull-cache", full=full, margin_s=margin_s)
-    res, _answers, tasks = collect(spec, client, kinds=kinds, adjudicator=adjudicator, ctx=ctx, progress=progress,
-                                   fetch=fetch)
+    res, _answers, tasks = collect(
+        spec, client, kinds=kinds, adjudicator=adjudicator, ctx=ctx, progress=progress, fetch=fetch
+    )
     res.counts.update({k: v for k, v in fetch.counts.items()})
     # outputs and state per kind (by-kind/<kind>/): a pull of some kinds keeps what earlier pulls of the others
     # wrote; the files beside `out` are put together from every kind's files
     kind_of_project = {pid: kind for kind, pid in res.projects.items()}
     kind_of_task = {t.get("id"): t.get("_curate_kind") for t in tasks}
-    per_kind: dict[str, dict[str, list[Any]]] = {k: {"records": [], "quarantine": [], "rework": [], "conflicts": []}
-                                                  for k in res.projects}
+    per_kind: dict[str, dict[str, list[Any]]] = {
+        k: {"records": [], "quarantine": [], "rework": [], "conflicts": []} for k in res.projects
+    }
     fresh_total = written = 0
     for kind in res.projects:
         kdir = out_dir / "by-kind" / kind
@@ -315,17 +390,26 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
                     fresh_tasks.add(task.get("id"))
         fresh_total += sum(1 for k, v in current.items() if state.get(k) != v)
         bucket = per_kind[kind]
-        bucket["records"] = [r for r in res.records if kind_of_project.get(r.source.project) == kind
-                             and (not since_last or r.source.task in fresh_tasks)]
-        bucket["quarantine"] = [q for q in ctx.quarantined.get(STEP, [])
-                                if kind_of_project.get((q.get("source") or {}).get("project")) == kind]
+        bucket["records"] = [
+            r
+            for r in res.records
+            if kind_of_project.get(r.source.project) == kind
+            and (not since_last or r.source.task in fresh_tasks)
+        ]
+        bucket["quarantine"] = [
+            q
+            for q in ctx.quarantined.get(STEP, [])
+            if kind_of_project.get((q.get("source") or {}).get("project")) == kind
+        ]
         bucket["rework"] = [r for r in res.rework if kind_of_task.get(r.get("task")) == kind]
         bucket["conflicts"] = [c for c in res.conflicts if c.get("kind") == kind]
         written += len(bucket["records"])
         write_jsonl_atomic(kdir / "records.jsonl", (dump_record(r) for r in bucket["records"]))
         for name in ("quarantine", "rework", "conflicts"):
             write_jsonl_atomic(kdir / f"{name}.jsonl", bucket[name])
-        write_atomic(kdir / "agreement.json", orjson.dumps(res.agreement.get(kind), option=orjson.OPT_INDENT_2))
+        write_atomic(
+            kdir / "agreement.json", orjson.dumps(res.agreement.get(kind), option=orjson.OPT_INDENT_2)
+        )
         write_atomic(state_path, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
     res.counts["new_or_changed_annotations"] = fresh_total
     res.counts["written"] = written
@@ -347,12 +431,18 @@ def pull(spec: Spec, *, client: StudioClient, out: str | Path | None = None, kin
     _write_lines(out_dir / "quarantine" / f"{STEP}.jsonl", combined["quarantine"])
     _write_lines(out_dir / "rework.jsonl", combined["rework"])
     _write_lines(out_dir / "conflicts.jsonl", combined["conflicts"])
-    write_atomic(out_dir / "agreement.json", orjson.dumps({"spec": spec.ref, "kinds": agreement},
-                                                          option=orjson.OPT_INDENT_2))
+    write_atomic(
+        out_dir / "agreement.json",
+        orjson.dumps({"spec": spec.ref, "kinds": agreement}, option=orjson.OPT_INDENT_2),
+    )
     fetch.save()  # last: a pull that fails before here leaves the previous cache, which is still valid
-    res.files = {"records": str(out_path), "quarantine": str(out_dir / "quarantine" / f"{STEP}.jsonl"),
-                 "rework": str(out_dir / "rework.jsonl"), "conflicts": str(out_dir / "conflicts.jsonl"),
-                 "agreement": str(out_dir / "agreement.json")}
+    res.files = {
+        "records": str(out_path),
+        "quarantine": str(out_dir / "quarantine" / f"{STEP}.jsonl"),
+        "rework": str(out_dir / "rework.jsonl"),
+        "conflicts": str(out_dir / "conflicts.jsonl"),
+        "agreement": str(out_dir / "agreement.json"),
+    }
     res.seconds = round(time.perf_counter() - t0, 3)
     res.timings["write"] = res.seconds - sum(res.timings.values())
     log.info("pulled %d records from %d annotations", len(res.records), res.counts["annotations"])
@@ -363,14 +453,16 @@ def _write_lines(path: Path, lines: list[bytes]) -> None:
     write_atomic(path, b"".join(line + b"\n" for line in lines))
 
 
-def conflicts(spec: Spec, *, client: StudioClient, kinds: Iterable[str] = ("review", "pairwise")
-              ) -> list[dict[str, Any]]:
+def conflicts(
+    spec: Spec, *, client: StudioClient, kinds: Iterable[str] = ("review", "pairwise")
+) -> list[dict[str, Any]]:
     """Tasks whose annotators disagree on the main question (no majority), without writing anything."""
     return conflicts_and_agreement(spec, client=client, kinds=kinds)[0]
 
 
-def conflicts_and_agreement(spec: Spec, *, client: StudioClient, kinds: Iterable[str] = ("review", "pairwise")
-                            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def conflicts_and_agreement(
+    spec: Spec, *, client: StudioClient, kinds: Iterable[str] = ("review", "pairwise")
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(conflicts, agreement per kind: per question and per rule, as `label agreement` computes it)."""
     res, _answers, _tasks = collect(spec, client, kinds=kinds)
     return res.conflicts, res.agreement

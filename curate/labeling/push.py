@@ -84,6 +84,7 @@ class PushResult:
 
 # ---------------------------------------------------------------- projects
 
+
 def find_project(client: StudioClient, spec: Spec, kind: str) -> dict[str, Any] | None:
     """curate's project for this spec version and kind, found by the marker line in its description."""
     marker = project_marker(spec, kind)
@@ -98,8 +99,9 @@ def _differs(old: Any, new: Any) -> bool:
     return (old or "").strip() != new.strip() if isinstance(new, str) else old != new
 
 
-def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int | None = None
-                   ) -> tuple[dict[str, Any], bool]:
+def ensure_project(
+    client: StudioClient, spec: Spec, kind: str, *, overlap: int | None = None
+) -> tuple[dict[str, Any], bool]:
     """Create the project, or update its config, instructions and overlap; returns (project, created).
 
     `overlap=None` keeps an existing project's overlap (a new one gets 1): a rework push must not reset it.
@@ -109,7 +111,9 @@ def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int 
     config = build_config(spec, kind)
     problems = client.validate_config(config)
     if problems:
-        raise LabelingError(f"Label Studio rejected the {kind} config compiled from {spec.ref}: {'; '.join(problems)}")
+        raise LabelingError(
+            f"Label Studio rejected the {kind} config compiled from {spec.ref}: {'; '.join(problems)}"
+        )
     fields = {
         "label_config": config,
         "expert_instruction": instructions(spec, kind),
@@ -130,13 +134,16 @@ def ensure_project(client: StudioClient, spec: Spec, kind: str, *, overlap: int 
         try:
             existing = client.update_project(existing["id"], **changed)
         except ServerError as err:
-            raise LabelingError(f"cannot update project {existing['id']} to the config compiled from {spec.ref} "
-                                f"({err}); annotations made under the old config stand in the way: bump the "
-                                "spec version for a new project") from None
+            raise LabelingError(
+                f"cannot update project {existing['id']} to the config compiled from {spec.ref} "
+                f"({err}); annotations made under the old config stand in the way: bump the "
+                "spec version for a new project"
+            ) from None
     return existing, False
 
 
 # ---------------------------------------------------------------- records -> tasks
+
 
 def _turns(messages: Iterable[Any]) -> list[dict[str, str]]:
     out = []
@@ -189,13 +196,25 @@ def pretty(text: str) -> str:
 
 def prompt_record(record: SFTRecord) -> SFTRecord:
     """The prompt of an SFT record without its response: one write task per prompt, whatever answers it had."""
-    return SFTRecord.build(messages=record.prompt_messages(), spec=record.spec, category=record.category,
-                           tags=record.tags, source=record.source, tools=record.tools,
-                           labels={k: v for k, v in record.labels.items() if k == "draft"})
+    return SFTRecord.build(
+        messages=record.prompt_messages(),
+        spec=record.spec,
+        category=record.category,
+        tags=record.tags,
+        source=record.source,
+        tools=record.tools,
+        labels={k: v for k, v in record.labels.items() if k == "draft"},
+    )
 
 
-def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failing",
-            draft: dict[str, str] | None = None) -> dict[str, Any]:
+def to_task(
+    spec: Spec,
+    kind: str,
+    record: Record,
+    *,
+    predictions: str = "failing",
+    draft: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A Label Studio task for one record: its data, the check summary, and the checks as a prediction.
 
     What a labeler must not see stays out of `data` (which the Data Manager shows as columns): the record itself
@@ -213,10 +232,13 @@ def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failin
     if kind == "write" and isinstance(record, SFTRecord) and record.response_text():
         record = prompt_record(record)
     dumped = dump_record(record)
-    data: dict[str, Any] = {"curate_id": record.id, "curate_spec": spec.ref, "curate_kind": kind,
-                            "curate_rules": rules_sha(spec),  # labels on this task are judged under these
-                            "messages": [{**t, "content": visible(t["content"])}
-                                         for t in _turns(record.prompt_messages())]}
+    data: dict[str, Any] = {
+        "curate_id": record.id,
+        "curate_spec": spec.ref,
+        "curate_kind": kind,
+        "curate_rules": rules_sha(spec),  # labels on this task are judged under these
+        "messages": [{**t, "content": visible(t["content"])} for t in _turns(record.prompt_messages())],
+    }
     meta: dict[str, Any] = {"record": dumped, "curate_sha256": record_digest(dumped)}
     result: list[dict[str, Any]] = []
     score = None
@@ -234,10 +256,24 @@ def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failin
         applicable = [c for c in checks if c.status != "skip"]
         score = (len(applicable) - len(failed)) / len(applicable) if applicable else 1.0
         if failed:
-            result.append({"from_name": "violates", "to_name": "response", "type": "choices",
-                           "value": {"choices": failed}})
-        result.append({"from_name": "corrected", "to_name": "response", "type": "textarea",
-                       "value": {"text": [pretty(draft["text"] if draft_note and draft else record.response_text())]}})
+            result.append(
+                {
+                    "from_name": "violates",
+                    "to_name": "response",
+                    "type": "choices",
+                    "value": {"choices": failed},
+                }
+            )
+        result.append(
+            {
+                "from_name": "corrected",
+                "to_name": "response",
+                "type": "textarea",
+                "value": {
+                    "text": [pretty(draft["text"] if draft_note and draft else record.response_text())]
+                },
+            }
+        )
     elif kind == "pairwise":
         assert isinstance(record, PreferenceRecord)
         chosen, rejected = record.response_text(), record.rejected_text()
@@ -248,16 +284,30 @@ def to_task(spec: Spec, kind: str, record: Record, *, predictions: str = "failin
         c_fail = [c.rule for c in run_rules(spec, record, response=chosen) if c.status == "fail"]
         r_fail = [c.rule for c in run_rules(spec, record, response=rejected) if c.status == "fail"]
         left_fail, right_fail = (c_fail, r_fail) if left_chosen else (r_fail, c_fail)
-        data["check_summary"] = (f"left: {'FAILS ' + ', '.join(left_fail) if left_fail else 'passes'} | "
-                                 f"right: {'FAILS ' + ', '.join(right_fail) if right_fail else 'passes'}")
+        data["check_summary"] = (
+            f"left: {'FAILS ' + ', '.join(left_fail) if left_fail else 'passes'} | "
+            f"right: {'FAILS ' + ', '.join(right_fail) if right_fail else 'passes'}"
+        )
         if bool(left_fail) != bool(right_fail):  # exactly one side breaks rules: pre-tick them
-            result.append({"from_name": "loser_violates", "to_name": "left", "type": "choices",
-                           "value": {"choices": left_fail or right_fail}})
+            result.append(
+                {
+                    "from_name": "loser_violates",
+                    "to_name": "left",
+                    "type": "choices",
+                    "value": {"choices": left_fail or right_fail},
+                }
+            )
     elif kind == "write":
         data["draft_summary"] = draft_note
         if draft_note and draft:
-            result.append({"from_name": "ideal", "to_name": "prompt", "type": "textarea",
-                           "value": {"text": [pretty(draft["text"])]}})
+            result.append(
+                {
+                    "from_name": "ideal",
+                    "to_name": "prompt",
+                    "type": "textarea",
+                    "value": {"text": [pretty(draft["text"])]},
+                }
+            )
     task: dict[str, Any] = {"data": data, "meta": meta}
     if result or (predictions == "all" and kind == "pairwise"):
         task["predictions"] = [{"model_version": PREDICTION_MODEL, "score": score, "result": result}]
@@ -276,6 +326,7 @@ def _drafts(spec: Spec, kind: str, records: list[Record], drafter: Drafter) -> d
 
 # ---------------------------------------------------------------- reading input
 
+
 def read_records(paths: Iterable[str | Path], *, spec: Spec, ctx: RunContext) -> Iterator[Record]:
     """Our native JSONL records from `paths`; bad lines go to quarantine (step "label_push")."""
     for path in paths:
@@ -286,19 +337,28 @@ def read_records(paths: Iterable[str | Path], *, spec: Spec, ctx: RunContext) ->
             src = Source(file=str(path), line=line, format="jsonl")
             ctx.count("in:" + str(path))
             if isinstance(obj, LineError):
-                ctx.quarantine(step="label_push", reason=obj.reason, detail=obj.detail, source=src, original=obj.raw)
+                ctx.quarantine(
+                    step="label_push", reason=obj.reason, detail=obj.detail, source=src, original=obj.raw
+                )
                 continue
             try:
-                rec = record_from_native(obj, spec=spec.ref, source=None if isinstance(obj.get("source"), dict)
-                                         else src)
+                rec = record_from_native(
+                    obj, spec=spec.ref, source=None if isinstance(obj.get("source"), dict) else src
+                )
             except (ValueError, TypeError) as err:
-                ctx.quarantine(step="label_push", reason="bad_record", detail=str(err).splitlines()[0],
-                               source=src, original=obj)
+                ctx.quarantine(
+                    step="label_push",
+                    reason="bad_record",
+                    detail=str(err).splitlines()[0],
+                    source=src,
+                    original=obj,
+                )
                 continue
             yield rec
 
 
 # ---------------------------------------------------------------- push
+
 
 def existing_ids(client: StudioClient, project_id: int) -> dict[str, int]:
     """curate record id -> task id, for every task the server holds in the project."""
@@ -310,10 +370,21 @@ def existing_ids(client: StudioClient, project_id: int) -> dict[str, int]:
     return out
 
 
-def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Record] | None = None,
-         inputs: Iterable[str | Path] | None = None, overlap: int | None = None, batch_size: int = 1000,
-         ctx: RunContext | None = None, progress: Callable[[str, int, int | None], None] | None = None,
-         max_batch_retries: int = 5, predictions: str = "failing", drafts: Drafter | None = None) -> PushResult:
+def push(
+    spec: Spec,
+    kind: str,
+    *,
+    client: StudioClient,
+    records: Iterable[Record] | None = None,
+    inputs: Iterable[str | Path] | None = None,
+    overlap: int | None = None,
+    batch_size: int = 1000,
+    ctx: RunContext | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    max_batch_retries: int = 5,
+    predictions: str = "failing",
+    drafts: Drafter | None = None,
+) -> PushResult:
     """Create/update the project for `spec` and `kind` and import the records it does not hold yet.
 
     `drafts` (curate.labeling.drafts.make_drafter) drafts an answer for every write task and for every review
@@ -328,8 +399,9 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
         records = read_records(paths, spec=spec, ctx=ctx)
     project, created = ensure_project(client, spec, kind, overlap=overlap)
     pid = int(project["id"])
-    res = PushResult(project_id=pid, project_url=f"{client.url}/projects/{pid}/data", kind=kind,
-                     created_project=created)
+    res = PushResult(
+        project_id=pid, project_url=f"{client.url}/projects/{pid}/data", kind=kind, created_project=created
+    )
     # what the server holds decides what to send (not local state); a new or empty project holds nothing
     known: dict[str, int] = {} if created or project.get("task_number") == 0 else existing_ids(client, pid)
     seen: set[str] = set()
@@ -346,9 +418,10 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
                 if attempt == max_batch_retries:
                     raise
                 retries += 1
-                delay = client.backoff * (2 ** attempt)
-                log.warning("import of %d tasks failed (%s); re-checking the server in %.1f s", len(tasks), err,
-                            delay)
+                delay = client.backoff * (2**attempt)
+                log.warning(
+                    "import of %d tasks failed (%s); re-checking the server in %.1f s", len(tasks), err, delay
+                )
                 time.sleep(delay)
                 # the batch may have landed before the connection dropped: keep only what the server lacks
                 held = existing_ids(client, pid)
@@ -391,8 +464,12 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
                     rec = rec.model_copy(update={"spec": spec.ref})
                 why = eligible(rec, kind)
                 if why:
-                    ctx.quarantine(step="label_push", reason=why,
-                                   detail=f"a {rec.kind} record cannot be labeled as {kind}", record=rec)
+                    ctx.quarantine(
+                        step="label_push",
+                        reason=why,
+                        detail=f"a {rec.kind} record cannot be labeled as {kind}",
+                        record=rec,
+                    )
                     continue
                 if kind == "write" and isinstance(rec, SFTRecord) and rec.response_text():
                     rec = prompt_record(rec)  # one task per prompt: records that share it are duplicates here
@@ -418,5 +495,13 @@ def push(spec: Spec, kind: str, *, client: StudioClient, records: Iterable[Recor
     return res
 
 
-__all__ = ["PushResult", "ServerError", "ensure_project", "existing_ids", "find_project", "push", "read_records",
-           "to_task"]
+__all__ = [
+    "PushResult",
+    "ServerError",
+    "ensure_project",
+    "existing_ids",
+    "find_project",
+    "push",
+    "read_records",
+    "to_task",
+]

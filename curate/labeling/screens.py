@@ -25,8 +25,15 @@ from curate.report.browser import Chromium, Page
 class LabelerBrowser:
     """A headless Chromium signed in to Label Studio as a fresh labeler account."""
 
-    def __init__(self, client: StudioClient, *, email: str | None = None, timeout: float = 60.0,
-                 width: int = 1400, height: int = 1000):
+    def __init__(
+        self,
+        client: StudioClient,
+        *,
+        email: str | None = None,
+        timeout: float = 60.0,
+        width: int = 1400,
+        height: int = 1000,
+    ):
         self.client = client
         self.email = email or f"labeler-{secrets.token_hex(3)}@curate.local"
         self.password = secrets.token_urlsafe(12)
@@ -42,8 +49,13 @@ class LabelerBrowser:
         self.browser.pages.append(self.page)
         for domain in ("Page.enable", "Network.enable", "Runtime.enable"):
             self.page.send(domain)
-        self.page.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                       deviceScaleFactor=1, mobile=False)
+        self.page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         self._sign_up()
         return self
 
@@ -65,8 +77,10 @@ class LabelerBrowser:
             if self.page.evaluate(f"Boolean({js_condition})"):
                 return
             time.sleep(0.3)
-        raise LabelingError(f"the labeling page did not show {what} within {self.timeout:.0f} s "
-                            f"(at {self.page.evaluate('location.href')})")
+        raise LabelingError(
+            f"the labeling page did not show {what} within {self.timeout:.0f} s "
+            f"(at {self.page.evaluate('location.href')})"
+        )
 
     def _sign_up(self) -> None:
         invite = self.client.get_json("/api/invite")["invite_url"]
@@ -78,7 +92,8 @@ class LabelerBrowser:
             f"f.querySelector('input[name=email]').value = {json.dumps(self.email)};"
             f"f.querySelector('input[name=password]').value = {json.dumps(self.password)};"
             "const box = f.querySelector('input[name=how_find_us]'); if (box) box.value = 'curate';"
-            "f.submit(); return true})()")
+            "f.submit(); return true})()"
+        )
         self.page.wait_event("Page.loadEventFired")
         self.wait_for("!location.pathname.startsWith('/user/signup')", "a signed-in page after sign-up")
 
@@ -87,10 +102,14 @@ class LabelerBrowser:
     def open_task(self, project_id: int, task_id: int) -> None:
         """The labeling interface of one task (the data manager's labeling panel)."""
         self.goto(f"/projects/{project_id}/data?task={task_id}")
-        self.wait_for("document.querySelector('.lsf-main-view, [class*=\"lsf-main-content\"], .lsf-editor')",
-                      "the labeling interface")
-        self.wait_for("document.querySelectorAll('[class*=\"lsf-choice\"], textarea, [class*=\"lsf-text\"]')"
-                      ".length > 0", "the controls")
+        self.wait_for(
+            "document.querySelector('.lsf-main-view, [class*=\"lsf-main-content\"], .lsf-editor')",
+            "the labeling interface",
+        )
+        self.wait_for(
+            'document.querySelectorAll(\'[class*="lsf-choice"], textarea, [class*="lsf-text"]\').length > 0',
+            "the controls",
+        )
         time.sleep(1.0)  # fonts and layout settle
 
     def visible_text(self) -> str:
@@ -112,7 +131,8 @@ class LabelerBrowser:
         ok = self.evaluate(
             "(() => { const l = [...document.querySelectorAll('label.lsf-choice__checkbox')]"
             f".find(x => x.innerText.replace(/\\u200b/g, '').startsWith({json.dumps(choice)}));"
-            " if (!l) return false; l.click(); return true })()")
+            " if (!l) return false; l.click(); return true })()"
+        )
         if not ok:
             raise LabelingError(f"no choice {choice!r} on the labeling page")
 
@@ -122,7 +142,8 @@ class LabelerBrowser:
             "(() => { const all = [...document.querySelectorAll('.lsf-main-view [class*=cursor-pointer]')]"
             f".filter(e => (e.innerText || '').includes({json.dumps(text.strip())}));"
             " all.sort((a, b) => a.innerText.length - b.innerText.length);"
-            " if (!all.length) return false; all[0].click(); return true })()")
+            " if (!all.length) return false; all[0].click(); return true })()"
+        )
         if not ok:
             raise LabelingError("no pairwise response with that text on the labeling page")
 
@@ -133,19 +154,26 @@ class LabelerBrowser:
             "(() => { const r = document.querySelector("
             f"'[data-testid=htx-textbox-content][name^=\"{control}:\"]');"
             " if (!r) return false; r.closest('[data-testid=textarea-region]')"
-            ".querySelector('[data-testid=htx-textbox-edit-button]').click(); return true })()")
+            ".querySelector('[data-testid=htx-textbox-edit-button]').click(); return true })()"
+        )
         if not found:
             raise LabelingError(f"no pre-filled {control!r} answer to edit on the labeling page")
-        self.wait_for(f"document.querySelector('[data-testid=textarea-region] textarea[name^=\"{control}:\"]')",
-                      f"the {control} editor")
-        self.evaluate(f"(() => {{ const t = document.querySelector('textarea[name^=\"{control}:\"]');"
-                      " t.focus(); t.select(); return true })()")
+        self.wait_for(
+            f"document.querySelector('[data-testid=textarea-region] textarea[name^=\"{control}:\"]')",
+            f"the {control} editor",
+        )
+        self.evaluate(
+            f"(() => {{ const t = document.querySelector('textarea[name^=\"{control}:\"]');"
+            " t.focus(); t.select(); return true })()"
+        )
         self._type(text)
 
     def write_text(self, control: str, text: str) -> None:
         """Type an answer into the empty `control` text area and add it (Shift+Enter)."""
-        if not self.evaluate(f"(() => {{ const t = document.querySelector('textarea[name=\"{control}\"]');"
-                             " if (!t) return false; t.focus(); return true })()"):
+        if not self.evaluate(
+            f"(() => {{ const t = document.querySelector('textarea[name=\"{control}\"]');"
+            " if (!t) return false; t.focus(); return true })()"
+        ):
             raise LabelingError(f"no {control!r} text area on the labeling page")
         self._type(text)
 
@@ -153,19 +181,29 @@ class LabelerBrowser:
         assert self.page is not None
         self.page.send("Input.insertText", text=text)
         for kind in ("keyDown", "keyUp"):  # Shift+Enter adds the text to the annotation
-            self.page.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
-                           windowsVirtualKeyCode=13, modifiers=8)
+            self.page.send(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                modifiers=8,
+            )
 
     def submit(self, task_id: int) -> dict[str, Any]:
         """Press Submit and wait until the server holds this labeler's annotation of the task; returns it."""
         before = {a["id"] for a in self.client.get_json(f"/api/tasks/{task_id}/annotations/")}
-        if not self.evaluate("(() => { const b = [...document.querySelectorAll('button')]"
-                             ".find(x => x.innerText.trim() === 'Submit'); if (!b) return false; b.click();"
-                             " return true })()"):
+        if not self.evaluate(
+            "(() => { const b = [...document.querySelectorAll('button')]"
+            ".find(x => x.innerText.trim() === 'Submit'); if (!b) return false; b.click();"
+            " return true })()"
+        ):
             raise LabelingError("no Submit button on the labeling page")
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            new = [a for a in self.client.get_json(f"/api/tasks/{task_id}/annotations/") if a["id"] not in before]
+            new = [
+                a for a in self.client.get_json(f"/api/tasks/{task_id}/annotations/") if a["id"] not in before
+            ]
             if new:
                 return dict(new[0])
             time.sleep(0.2)

@@ -104,11 +104,21 @@ def ensure_installed(*, progress: Callable[[str], None] | None = None) -> Path:
             steps = []
             if not (venv / "bin" / "python").exists():
                 steps.append([sys.executable, "-m", "venv", str(venv)])
-            steps.append([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                          "-q", f"label-studio=={LS_VERSION}"])
+            steps.append(
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "-q",
+                    f"label-studio=={LS_VERSION}",
+                ]
+            )
             for cmd in steps:
-                rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    check=False).returncode
+                rc = subprocess.run(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
+                ).returncode
                 if rc != 0:
                     raise ServerError(f"installing Label Studio failed (exit {rc}); see {logfile}")
         if not executable().exists():
@@ -119,6 +129,7 @@ def ensure_installed(*, progress: Callable[[str], None] | None = None) -> Path:
 
 # ---------------------------------------------------------------- credentials and state
 
+
 @dataclass(frozen=True)
 class ServerInfo:
     url: str
@@ -127,7 +138,9 @@ class ServerInfo:
     data_dir: str
     log: str
     version: str = LS_VERSION
-    readers: tuple[dict[str, object], ...] = field(default=())  # {"pid", "port", "url"} of extra server processes
+    readers: tuple[dict[str, object], ...] = field(
+        default=()
+    )  # {"pid", "port", "url"} of extra server processes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "readers", tuple(dict(r) for r in self.readers))
@@ -271,9 +284,15 @@ def _template(timeout: float, progress: Callable[[str], None] | None) -> Path:
     return tpl
 
 
-def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout: float = 180.0,
-          progress: Callable[[str], None] | None = None, from_template: bool = False,
-          readers: int = 1) -> ServerInfo:
+def start(
+    data_dir: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    timeout: float = 180.0,
+    progress: Callable[[str], None] | None = None,
+    from_template: bool = False,
+    readers: int = 1,
+) -> ServerInfo:
     """Start Label Studio bound to 127.0.0.1 with its data in `data_dir`; reuse it when it already runs there.
 
     Waits until the server answers and the API token works. Raises ServerError with the log's last lines.
@@ -312,26 +331,41 @@ def start(data_dir: str | os.PathLike[str], *, port: int | None = None, timeout:
             time.sleep(0.2)
     for attempt in range(3):
         try:
-            use = port if port is not None else last if last is not None and attempt == 0 and port_is_free(last) \
+            use = (
+                port
+                if port is not None
+                else last
+                if last is not None and attempt == 0 and port_is_free(last)
                 else free_port()
+            )
             info = _launch(exe, data_dir, creds, use, timeout, progress)
             break
         except _PortTaken:
             if port is not None or attempt == 2:
-                raise ServerError("Label Studio's port was taken by another program while it started; run the "
-                                  "command again") from None
+                raise ServerError(
+                    "Label Studio's port was taken by another program while it started; run the command again"
+                ) from None
             log.info("the free port was taken meanwhile; trying another")
     if readers > 0:
         info = _start_readers(exe, info, creds, readers, timeout, progress)
     return info
 
 
-def _start_readers(exe: Path, info: ServerInfo, creds: dict[str, str], n: int, timeout: float,
-                   progress: Callable[[str], None] | None) -> ServerInfo:
+def _start_readers(
+    exe: Path,
+    info: ServerInfo,
+    creds: dict[str, str],
+    n: int,
+    timeout: float,
+    progress: Callable[[str], None] | None,
+) -> ServerInfo:
     """Start `n` more server processes on the main server's data folder (all at once, then wait for each)."""
     data_dir = Path(info.data_dir)
-    env = {k: v for k, v in _clean_env(data_dir, creds).items() if k not in (
-        "LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN")}  # the user exists already
+    env = {
+        k: v
+        for k, v in _clean_env(data_dir, creds).items()
+        if k not in ("LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN")
+    }  # the user exists already
     if progress:
         progress(f"starting {n} reader process{'es' if n > 1 else ''} for parallel exports")
     started: list[tuple[subprocess.Popen[bytes], ServerInfo, int]] = []
@@ -340,14 +374,37 @@ def _start_readers(exe: Path, info: ServerInfo, creds: dict[str, str], n: int, t
         for k in range(n):
             port = free_port()
             logfile = data_dir / f"label-studio-reader{k + 1}.log"
-            cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-                   "--data-dir", str(data_dir), "--log-level", "WARNING"]
+            cmd = [
+                str(exe),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "WARNING",
+            ]
             with open(logfile, "ab") as out:
                 offset = out.tell()
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, cwd=str(data_dir), start_new_session=True)
-            rinfo = ServerInfo(url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, data_dir=str(data_dir),
-                               log=str(logfile))
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=str(data_dir),
+                    start_new_session=True,
+                )
+            rinfo = ServerInfo(
+                url=f"http://127.0.0.1:{port}",
+                port=port,
+                pid=proc.pid,
+                data_dir=str(data_dir),
+                log=str(logfile),
+            )
             started.append((proc, rinfo, offset))
             readers.append({"pid": proc.pid, "port": port, "url": rinfo.url})
         info = ServerInfo(**{**info.as_dict(), "readers": readers})  # type: ignore[arg-type]
@@ -384,17 +441,42 @@ class _PortTaken(ServerError):
     """The server moved to another port (the one asked for was taken between the check and the bind)."""
 
 
-def _launch(exe: Path, data_dir: Path, creds: dict[str, str], port: int, timeout: float,
-            progress: Callable[[str], None] | None) -> ServerInfo:
+def _launch(
+    exe: Path,
+    data_dir: Path,
+    creds: dict[str, str],
+    port: int,
+    timeout: float,
+    progress: Callable[[str], None] | None,
+) -> ServerInfo:
     logfile = data_dir / LOG_FILE
-    cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), "--enable-legacy-api-token", "--log-level", "WARNING"]
+    cmd = [
+        str(exe),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--enable-legacy-api-token",
+        "--log-level",
+        "WARNING",
+    ]
     if progress:
         progress(f"starting Label Studio on 127.0.0.1:{port} (first start runs migrations, ~30 s)")
     with open(logfile, "ab") as out:
         offset = out.tell()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_clean_env(data_dir, creds), cwd=str(data_dir), start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_clean_env(data_dir, creds),
+            cwd=str(data_dir),
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     info = ServerInfo(url=url, port=port, pid=proc.pid, data_dir=str(data_dir), log=str(logfile))
     _write_private(data_dir / STATE_FILE, info.as_dict())
@@ -425,8 +507,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: ServerInfo, offset: int, ti
     seen_port: int | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServerError(f"Label Studio exited with code {proc.returncode} while starting; "
-                              f"log {logfile}: {_tail(logfile)}")
+            raise ServerError(
+                f"Label Studio exited with code {proc.returncode} while starting; "
+                f"log {logfile}: {_tail(logfile)}"
+            )
         if seen_port is None:
             with open(logfile, "rb") as fh:
                 fh.seek(offset)
@@ -434,23 +518,28 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: ServerInfo, offset: int, ti
             if m:
                 seen_port = int(m.group(1))
                 if seen_port != info.port:
-                    raise _PortTaken(f"Label Studio started on port {seen_port}, not {info.port} (the port "
-                                      "was taken meanwhile); run the command again")
+                    raise _PortTaken(
+                        f"Label Studio started on port {seen_port}, not {info.port} (the port "
+                        "was taken meanwhile); run the command again"
+                    )
         if seen_port is not None:
             with contextlib.suppress(httpx.HTTPError):
                 r = httpx.get(info.url + "/health", timeout=5)
                 if r.status_code == 200 and r.json().get("status") == "UP":
                     return
         time.sleep(0.5)
-    raise ServerError(f"Label Studio did not answer on {info.url} within {timeout:.0f} s; log {logfile}: "
-                      f"{_tail(logfile)}")
+    raise ServerError(
+        f"Label Studio did not answer on {info.url} within {timeout:.0f} s; log {logfile}: {_tail(logfile)}"
+    )
 
 
 def _check_token(url: str, token: str) -> None:
     r = httpx.get(url + "/api/current-user/whoami", headers={"Authorization": f"Token {token}"}, timeout=15)
     if r.status_code != 200:
-        raise ServerError(f"Label Studio at {url} refused curate's API token (HTTP {r.status_code}); the data "
-                          "folder may come from another tool: start with a fresh --dir")
+        raise ServerError(
+            f"Label Studio at {url} refused curate's API token (HTTP {r.status_code}); the data "
+            "folder may come from another tool: start with a fresh --dir"
+        )
 
 
 def _terminate(pid: int, data_dir: Path | None, timeout: float = 20.0) -> bool:
@@ -491,12 +580,24 @@ def status(data_dir: str | os.PathLike[str]) -> dict[str, object]:
     """{"running", "healthy", "url", "pid", "port", "data_dir", "version"} for the server of `data_dir`."""
     data_dir = Path(data_dir).resolve()
     info = _read_state(data_dir)
-    out: dict[str, object] = {"running": False, "healthy": False, "url": None, "pid": None, "port": None,
-                              "data_dir": str(data_dir), "version": LS_VERSION, "installed": is_installed()}
+    out: dict[str, object] = {
+        "running": False,
+        "healthy": False,
+        "url": None,
+        "pid": None,
+        "port": None,
+        "data_dir": str(data_dir),
+        "version": LS_VERSION,
+        "installed": is_installed(),
+    }
     if info is None:
         return out
-    out.update(url=info.url, pid=info.pid, port=info.port,
-               readers=[{**r, "running": _alive(int(r["pid"]), data_dir)} for r in info.readers])  # type: ignore[call-overload]
+    out.update(
+        url=info.url,
+        pid=info.pid,
+        port=info.port,
+        readers=[{**r, "running": _alive(int(r["pid"]), data_dir)} for r in info.readers],
+    )  # type: ignore[call-overload]
     if not _alive(info.pid, data_dir):
         return out
     out["running"] = True
@@ -509,8 +610,10 @@ def connection(data_dir: str | os.PathLike[str]) -> tuple[str, str]:
     data_dir = Path(data_dir).resolve()
     info = _read_state(data_dir)
     if info is None or not _alive(info.pid, data_dir):
-        raise ServerError(f"no Label Studio running for {data_dir}; start one with `curate studio up` or set "
-                          "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        raise ServerError(
+            f"no Label Studio running for {data_dir}; start one with `curate studio up` or set "
+            "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"
+        )
     return info.url, credentials(data_dir)["token"]
 
 

@@ -18,10 +18,19 @@ from curate.records import FunctionCall, Message, PreferenceRecord, SFTRecord, T
 ROLES = frozenset(("system", "user", "assistant", "tool"))
 # Role names seen in the wild, mapped to ours (OpenAI's `developer` and legacy `function`, ShareGPT's names).
 ROLE_ALIASES = {
-    "system": "system", "developer": "system",
-    "user": "user", "human": "user",
-    "assistant": "assistant", "gpt": "assistant", "model": "assistant", "chatgpt": "assistant", "bot": "assistant",
-    "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "bot": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+    "ipython": "tool",
 }
 
 
@@ -32,7 +41,9 @@ class Reject(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-        self.source = source  # a finer source than the raw unit's (e.g. a Label Studio annotation), when known
+        self.source = (
+            source  # a finer source than the raw unit's (e.g. a Label Studio annotation), when known
+        )
 
 
 def jdump(value: Any) -> str:
@@ -56,7 +67,9 @@ def text_of(value: Any, where: str) -> str:
                 raise Reject("bad_field", f"{where}[{i}]: a {type(part).__name__}, expected a content part")
             kind = part.get("type", "text")
             if kind != "text":
-                raise Reject("unsupported_content", f"{where}[{i}]: content part of type {kind!r} (only text)")
+                raise Reject(
+                    "unsupported_content", f"{where}[{i}]: content part of type {kind!r} (only text)"
+                )
             txt = part.get("text", part.get("value"))
             if not isinstance(txt, str):
                 raise Reject("bad_field", f"{where}[{i}]: a text part without a string text/value")
@@ -87,11 +100,22 @@ def tool_call(value: Any, where: str) -> ToolCall:
         args = jdump(args)
     call_id = value.get("id")
     function = FunctionCall(name=fn["name"], arguments=args)
-    return ToolCall(id=call_id, function=function) if isinstance(call_id, str) and call_id else ToolCall(function=function)
+    return (
+        ToolCall(id=call_id, function=function)
+        if isinstance(call_id, str) and call_id
+        else ToolCall(function=function)
+    )
 
 
-def message(role: Any, content: Any, where: str, *, tool_calls: Sequence[ToolCall] | None = None,
-            name: Any = None, tool_call_id: Any = None) -> Message:
+def message(
+    role: Any,
+    content: Any,
+    where: str,
+    *,
+    tool_calls: Sequence[ToolCall] | None = None,
+    name: Any = None,
+    tool_call_id: Any = None,
+) -> Message:
     """A checked Message: known role, text content, non-empty unless it carries tool calls."""
     r = ROLE_ALIASES.get(role) if isinstance(role, str) else None
     if r is None:
@@ -125,8 +149,14 @@ def openai_message(m: Any, where: str) -> Message:
         tcs.append(tool_call(m["function_call"], f"{where}.function_call"))
     if "role" not in m:
         raise Reject("bad_role", f"{where}: no role")
-    return message(m["role"], m.get("content"), where, tool_calls=tcs, name=m.get("name"),
-                   tool_call_id=m.get("tool_call_id"))
+    return message(
+        m["role"],
+        m.get("content"),
+        where,
+        tool_calls=tcs,
+        name=m.get("name"),
+        tool_call_id=m.get("tool_call_id"),
+    )
 
 
 _TOOL_MSG_KEYS = frozenset(("role", "content", "tool_calls", "tool_call_id", "name"))
@@ -247,7 +277,9 @@ def meta_of(obj: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def _base(meta: dict[str, Any], source: dict[str, Any], spec: str | None, tools: str | None) -> dict[str, Any]:
+def _base(
+    meta: dict[str, Any], source: dict[str, Any], spec: str | None, tools: str | None
+) -> dict[str, Any]:
     """Only the fields that differ from the defaults: pydantic validates every field passed (2x the cost)."""
     out: dict[str, Any] = {"source": source}
     if meta:
@@ -259,9 +291,16 @@ def _base(meta: dict[str, Any], source: dict[str, Any], spec: str | None, tools:
     return out
 
 
-def sft(messages: Iterable[Message | dict[str, Any]] | None = None, *,
-        prompt: Iterable[Message] | None = None, completion: Iterable[Message] | None = None,
-        meta: dict[str, Any], source: dict[str, Any], spec: str | None, tools: str | None = None) -> SFTRecord:
+def sft(
+    messages: Iterable[Message | dict[str, Any]] | None = None,
+    *,
+    prompt: Iterable[Message] | None = None,
+    completion: Iterable[Message] | None = None,
+    meta: dict[str, Any],
+    source: dict[str, Any],
+    spec: str | None,
+    tools: str | None = None,
+) -> SFTRecord:
     """An SFTRecord from checked messages (Message objects, or plain dicts that passed `plain_messages`)."""
     fields = _base(meta, source, spec, tools)
     if messages is not None:
@@ -275,21 +314,34 @@ def sft(messages: Iterable[Message | dict[str, Any]] | None = None, *,
     return rec
 
 
-def preference(prompt: Iterable[Message], chosen: Iterable[Message], rejected: Iterable[Message], *,
-               meta: dict[str, Any], source: dict[str, Any], spec: str | None,
-               tools: str | None = None) -> PreferenceRecord:
-    rec = PreferenceRecord(prompt=tuple(prompt), chosen=tuple(chosen), rejected=tuple(rejected),
-                           **_base(meta, source, spec, tools))
+def preference(
+    prompt: Iterable[Message],
+    chosen: Iterable[Message],
+    rejected: Iterable[Message],
+    *,
+    meta: dict[str, Any],
+    source: dict[str, Any],
+    spec: str | None,
+    tools: str | None = None,
+) -> PreferenceRecord:
+    rec = PreferenceRecord(
+        prompt=tuple(prompt),
+        chosen=tuple(chosen),
+        rejected=tuple(rejected),
+        **_base(meta, source, spec, tools),
+    )
     rec.__dict__["id"] = rec.content_id()
     return rec
 
 
-def split_shared_prefix(chosen: tuple[Message, ...], rejected: tuple[Message, ...],
-                        where: str) -> tuple[tuple[Message, ...], tuple[Message, ...], tuple[Message, ...]]:
+def split_shared_prefix(
+    chosen: tuple[Message, ...], rejected: tuple[Message, ...], where: str
+) -> tuple[tuple[Message, ...], tuple[Message, ...], tuple[Message, ...]]:
     """Implicit-prompt pairs (whole conversations): the shared turns before the last assistant turn are the prompt.
 
     Raises Reject(prompt_mismatch) when the two conversations do not share everything but their final answers.
     """
+
     def cut(conv: tuple[Message, ...]) -> int:
         i = len(conv)
         while i > 0 and conv[i - 1].role == "assistant":
@@ -301,6 +353,7 @@ def split_shared_prefix(chosen: tuple[Message, ...], rejected: tuple[Message, ..
         raise Reject("no_assistant_turn", f"{where}: chosen and rejected must end with an assistant turn")
     if chosen[:ci] != rejected[:ri]:
         n = next((k for k, (a, b) in enumerate(zip(chosen[:ci], rejected[:ri])) if a != b), min(ci, ri))
-        raise Reject("prompt_mismatch", f"{where}: chosen and rejected differ before their final answers "
-                     f"(at turn {n})")
+        raise Reject(
+            "prompt_mismatch", f"{where}: chosen and rejected differ before their final answers (at turn {n})"
+        )
     return chosen[:ci], chosen[ci:], rejected[ri:]

@@ -33,8 +33,15 @@ from curate.readers.common import Reject
 Unit = tuple[int, Any, Any]  # (line, dict | other JSON value | Reject, original text/JSON for quarantine)
 
 CONTAINERS = ("jsonl", "json", "csv", "parquet", "arrow")
-_EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
-        ".parquet": "parquet", ".arrow": "arrow"}
+_EXT = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+}
 # Files inside a dataset folder that are metadata, not data.
 _FOLDER_META = {"dataset_info.json", "state.json", "dataset_dict.json", "manifest.json", "heldout.lock"}
 _PY_LITERAL = re.compile(rb"^\s*[\[{]\s*'|:\s*(True|False|None)\s*[,}]")
@@ -52,7 +59,9 @@ class InputPath(type(Path())):  # type: ignore[misc]
         self.format = fmt
         return self
 
-    def __init__(self, path: str | os.PathLike[str], fmt: str) -> None:  # Python 3.12+ calls __init__ with args
+    def __init__(
+        self, path: str | os.PathLike[str], fmt: str
+    ) -> None:  # Python 3.12+ calls __init__ with args
         try:
             super().__init__(path)
         except TypeError:  # Python 3.11: object.__init__
@@ -84,7 +93,9 @@ def split_format(arg: str | os.PathLike[str]) -> tuple[Path, str | None]:
 
     if tail not in SHAPES:
         if os.path.exists(head):
-            raise InputError(f"{s}: unknown format {tail!r} after the file name; use one of: {', '.join(SHAPES)}")
+            raise InputError(
+                f"{s}: unknown format {tail!r} after the file name; use one of: {', '.join(SHAPES)}"
+            )
         return Path(s), None
     return Path(head), tail
 
@@ -101,12 +112,19 @@ def expand_inputs(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[
             out.extend(InputPath(f, fmt) for f in expand_inputs([path]))
             continue
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in _EXT
-                           and f.name not in _FOLDER_META and not any(part.startswith(".") for part in
-                                                                      f.relative_to(path).parts))
+            files = sorted(
+                f
+                for f in path.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in _EXT
+                and f.name not in _FOLDER_META
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
             if not files:
-                raise InputError(f"{path}: a folder without data files (.jsonl .json .csv .parquet .arrow); "
-                                 "pass the data files themselves")
+                raise InputError(
+                    f"{path}: a folder without data files (.jsonl .json .csv .parquet .arrow); "
+                    "pass the data files themselves"
+                )
             out.extend(files)
         elif path.is_file():
             out.append(path)
@@ -138,8 +156,10 @@ def container_of(path: Path) -> str:
             return "json"
     if kind == "json":
         return "json"
-    raise InputError(f"{path}: cannot tell the file type (not JSON, JSONL, CSV, Parquet or Arrow by extension or "
-                     "content); rename it with its extension")
+    raise InputError(
+        f"{path}: cannot tell the file type (not JSON, JSONL, CSV, Parquet or Arrow by extension or "
+        "content); rename it with its extension"
+    )
 
 
 def iter_units(path: Path, container: str) -> Iterator[Unit]:
@@ -158,6 +178,7 @@ def iter_units(path: Path, container: str) -> Iterator[Unit]:
 
 # ---------------------------------------------------------------- JSONL
 
+
 def _classify(raw: bytes, err: Exception) -> Reject:
     if "depth limit" in str(err) or "recursion" in str(err).lower():
         return Reject("too_deep", f"nested deeper than the JSON parser reads ({err})")
@@ -175,7 +196,9 @@ def _classify(raw: bytes, err: Exception) -> Reject:
             import ast
 
             if isinstance(ast.literal_eval(raw.decode("utf-8")), (dict, list)):
-                return Reject("python_literal", "a Python dict/list repr, not JSON (single quotes, True/None)")
+                return Reject(
+                    "python_literal", "a Python dict/list repr, not JSON (single quotes, True/None)"
+                )
         except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError):
             pass
     return Reject("bad_json", f"not JSON: {err}")
@@ -221,23 +244,36 @@ def _slow_line(no: int, raw: bytes, pull: Any, push: Any) -> Iterator[Unit]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as uerr:
-            yield no, Reject("bad_encoding", f"not UTF-8 at byte {uerr.start}"), \
-                raw.decode("utf-8", "replace").rstrip("\r\n")
+            yield (
+                no,
+                Reject("bad_encoding", f"not UTF-8 at byte {uerr.start}"),
+                raw.decode("utf-8", "replace").rstrip("\r\n"),
+            )
             return
         if _truncated(err) and raw.lstrip().startswith(b"{"):
             joined = _join_broken(pull, push, raw)
             if joined is not None:
                 end, original = joined
-                yield no, Reject("broken_line", f"one JSON object spans lines {no}-{end}: a raw newline inside a "
-                                 "string (write it as \\n)"), original.decode("utf-8", "replace")
+                yield (
+                    no,
+                    Reject(
+                        "broken_line",
+                        f"one JSON object spans lines {no}-{end}: a raw newline inside a "
+                        "string (write it as \\n)",
+                    ),
+                    original.decode("utf-8", "replace"),
+                )
                 return
         yield no, _classify(raw, err), text.rstrip("\r\n")
         return
     if isinstance(obj, dict):
         yield no, obj, raw
     else:
-        yield no, Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object"), \
-            raw.decode("utf-8", "replace").rstrip("\r\n")
+        yield (
+            no,
+            Reject("not_an_object", f"a JSON {_json_type(obj)}, expected an object"),
+            raw.decode("utf-8", "replace").rstrip("\r\n"),
+        )
 
 
 def iter_jsonl(path: Path) -> Iterator[Unit]:
@@ -283,7 +319,9 @@ def iter_jsonl(path: Path) -> Iterator[Unit]:
 
 
 def _json_type(obj: Any) -> str:
-    return {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(obj), "null")
+    return {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(obj), "null"
+    )
 
 
 # ---------------------------------------------------------------- JSON (whole file)
@@ -300,14 +338,21 @@ def iter_json(path: Path) -> Iterator[Unit]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        yield line, Reject("bad_encoding", f"not UTF-8 at byte {err.start}: the whole JSON file is unreadable"), \
-            data.decode("utf-8", "replace")[:100_000]
+        yield (
+            line,
+            Reject("bad_encoding", f"not UTF-8 at byte {err.start}: the whole JSON file is unreadable"),
+            data.decode("utf-8", "replace")[:100_000],
+        )
         return
     pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
     # one rule with JSONL: NaN/Infinity are not JSON, integers beyond 64 bits are read as floats; duplicate keys
     # are marked (curate.readers.guard quarantines all three per unit)
-    decoder = json.JSONDecoder(object_pairs_hook=guard.pairs_hook, parse_constant=guard.parse_constant,
-                               parse_float=guard.parse_float, parse_int=guard.parse_int)
+    decoder = json.JSONDecoder(
+        object_pairs_hook=guard.pairs_hook,
+        parse_constant=guard.parse_constant,
+        parse_float=guard.parse_float,
+        parse_int=guard.parse_int,
+    )
     if not text.startswith("[", pos):
         try:
             obj, end = decoder.raw_decode(text, pos)
@@ -319,8 +364,11 @@ def iter_json(path: Path) -> Iterator[Unit]:
                 msg: Exception = err
             except orjson.JSONDecodeError as oerr:
                 msg = oerr
-            rej = _classify(data, msg) if not isinstance(err, RecursionError) else \
-                Reject("too_deep", "nested deeper than the JSON parser reads")
+            rej = (
+                _classify(data, msg)
+                if not isinstance(err, RecursionError)
+                else Reject("too_deep", "nested deeper than the JSON parser reads")
+            )
             yield 1, rej, text[:100_000]
             return
         if isinstance(obj, dict):
@@ -351,14 +399,21 @@ def iter_json(path: Path) -> Iterator[Unit]:
             end = _skip_value(text, pos)
             if end is None:
                 break
-            yield line, Reject("too_deep", "array element nested deeper than the JSON parser reads"), \
-                text[pos:min(end, pos + 100_000)]
+            yield (
+                line,
+                Reject("too_deep", "array element nested deeper than the JSON parser reads"),
+                text[pos : min(end, pos + 100_000)],
+            )
             pos = end
             continue
         if isinstance(obj, dict):
             yield line, obj, obj
         else:
-            yield line, Reject("not_an_object", f"array element is a JSON {_json_type(obj)}, expected an object"), obj
+            yield (
+                line,
+                Reject("not_an_object", f"array element is a JSON {_json_type(obj)}, expected an object"),
+                obj,
+            )
         pos = end
     # a syntax error: everything from here on is one bad unit
     line += text.count("\n", last, pos)
@@ -368,8 +423,15 @@ def iter_json(path: Path) -> Iterator[Unit]:
     except orjson.JSONDecodeError as err:
         msg = str(err)
     rest = text[pos:]
-    yield line, Reject("bad_json", f"the JSON array is malformed from line {line} on ({msg}); the "
-                       f"{rest.count(chr(10)) + 1} lines after it could not be read"), rest[:100_000]
+    yield (
+        line,
+        Reject(
+            "bad_json",
+            f"the JSON array is malformed from line {line} on ({msg}); the "
+            f"{rest.count(chr(10)) + 1} lines after it could not be read",
+        ),
+        rest[:100_000],
+    )
 
 
 def _skip_value(text: str, pos: int) -> int | None:
@@ -395,14 +457,20 @@ def _skip_value(text: str, pos: int) -> int | None:
 
 # ---------------------------------------------------------------- CSV
 
-_JSON_COLUMNS = frozenset(("labels", "tags", "violates", "history", "instances", "turns", "reference", "checks"))
+_JSON_COLUMNS = frozenset(
+    ("labels", "tags", "violates", "history", "instances", "turns", "reference", "checks")
+)
 
 
 def _messages_like(v: Any) -> bool:
     """A message object or a non-empty list of them ({role|from, ...}): what a turns column holds."""
     if isinstance(v, dict):
         return "role" in v or "from" in v
-    return isinstance(v, list) and bool(v) and all(isinstance(m, dict) and ("role" in m or "from" in m) for m in v)
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(m, dict) and ("role" in m or "from" in m) for m in v)
+    )
 
 
 def _cell(column: str, value: str) -> Any:
@@ -454,19 +522,27 @@ def iter_csv(path: Path) -> Iterator[Unit]:
             try:
                 original.encode("utf-8")
             except UnicodeEncodeError as err:
-                yield line, Reject("bad_encoding", f"not UTF-8 (at character {err.start} of the row)"), \
-                    original.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                yield (
+                    line,
+                    Reject("bad_encoding", f"not UTF-8 (at character {err.start} of the row)"),
+                    original.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                )
                 continue
             if len(row) != len(header):
                 yield line, Reject("bad_csv_row", f"{len(row)} cells, the header has {len(header)}"), original
                 continue
             if dups:
-                yield line, Reject("duplicate_key", f"column {dups[0]!r} appears twice in the header"), original
+                yield (
+                    line,
+                    Reject("duplicate_key", f"column {dups[0]!r} appears twice in the header"),
+                    original,
+                )
                 continue
             yield line, {k: _cell(k, v) for k, v in zip(header, row)}, original
 
 
 # ---------------------------------------------------------------- Parquet / Arrow
+
 
 def _batches_to_units(batches: Iterator[Any], path: Path, what: str) -> Iterator[Unit]:
     """Rows of record batches; a file that breaks part-way (corrupt pages, a cut file) is one InputError naming

@@ -83,7 +83,9 @@ def _walk(obj: Any) -> Reject | None:
                     stack.append((c, depth + 1))
         elif t is int:
             if not _INT_MIN <= node <= _INT_MAX:
-                return Reject("number_out_of_range", f"integer {str(node)[:24]}... is outside the 64-bit range")
+                return Reject(
+                    "number_out_of_range", f"integer {str(node)[:24]}... is outside the 64-bit range"
+                )
         elif t is NonFinite:
             return Reject("not_finite", f"{node} is not a JSON number (NaN/Infinity)")
         elif isinstance(node, dict):
@@ -162,5 +164,14 @@ def dup_suspect(obj: dict[str, Any], raw: bytes) -> bool:
     return ends - raw.count(b'\\":') > n
 
 
-__all__ = ["MAX_DEPTH", "DupDict", "NonFinite", "dup_suspect", "pairs_hook", "parse_constant", "parse_float", "parse_int",
-           "unit_fault"]
+__all__ = [
+    "MAX_DEPTH",
+    "DupDict",
+    "NonFinite",
+    "dup_suspect",
+    "pairs_hook",
+    "parse_constant",
+    "parse_float",
+    "parse_int",
+    "unit_fault",
+]

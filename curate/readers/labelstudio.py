@@ -28,10 +28,27 @@ from curate.readers.common import ROLE_ALIASES, Reject, message, openai_message,
 from curate.records import Message
 
 _PROMPT_KEYS = ("prompt", "question", "instruction", "query", "input", "text", "context", "scenario_prompt")
-_PAIR_KEYS = (("answer1", "answer2"), ("text1", "text2"), ("response1", "response2"), ("answer_a", "answer_b"),
-              ("response_a", "response_b"), ("left", "right"), ("completion1", "completion2"),
-              ("output1", "output2"), ("chosen", "rejected"))
-_MIN_META = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement", "history"}
+_PAIR_KEYS = (
+    ("answer1", "answer2"),
+    ("text1", "text2"),
+    ("response1", "response2"),
+    ("answer_a", "answer_b"),
+    ("response_a", "response_b"),
+    ("left", "right"),
+    ("completion1", "completion2"),
+    ("output1", "output2"),
+    ("chosen", "rejected"),
+)
+_MIN_META = {
+    "id",
+    "annotator",
+    "annotation_id",
+    "created_at",
+    "updated_at",
+    "lead_time",
+    "agreement",
+    "history",
+}
 
 
 def _curate_hook() -> Any:
@@ -46,8 +63,12 @@ def _curate_hook() -> Any:
 
 
 def _is_chat(v: Any) -> bool:
-    return (isinstance(v, list) and bool(v) and all(isinstance(m, dict) for m in v)
-            and all(isinstance(m.get("role"), str) and m.get("role") in ROLE_ALIASES for m in v))
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(m, dict) for m in v)
+        and all(isinstance(m.get("role"), str) and m.get("role") in ROLE_ALIASES for m in v)
+    )
 
 
 def _chat_field(data: dict[str, Any]) -> str | None:
@@ -141,8 +162,9 @@ def _pairwise(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def _from_annotation(task: dict[str, Any], data: dict[str, Any], ann: Any, i: int, base: dict[str, Any],
-                     spec: str | None) -> Any:
+def _from_annotation(
+    task: dict[str, Any], data: dict[str, Any], ann: Any, i: int, base: dict[str, Any], spec: str | None
+) -> Any:
     where = f"annotations[{i}]"
     if not isinstance(ann, dict):
         return Reject("bad_field", f"{where}: expected an object")
@@ -158,15 +180,21 @@ def _from_annotation(task: dict[str, Any], data: dict[str, Any], ann: Any, i: in
             if sel not in ("left", "right"):
                 raise Reject("bad_field", f"{where}: pairwise selected {sel!r}, expected left or right")
             if keys is None:
-                raise Reject("unknown_shape", f"{where}: pairwise, but the task data has no two candidate texts")
+                raise Reject(
+                    "unknown_shape", f"{where}: pairwise, but the task data has no two candidate texts"
+                )
             left, right = keys
             pk = _prompt_key(data, exclude=keys)
             prompt = [message("user", data[pk], f"data.{pk}")] if pk else []
             chosen_key, rejected_key = (left, right) if sel == "left" else (right, left)
-            return preference(prompt, [message("assistant", data[chosen_key], f"data.{chosen_key}")],
-                              [message("assistant", data[rejected_key], f"data.{rejected_key}")],
-                              meta={"labels": {"pairwise": {"selected": sel, "chosen": chosen_key}}},
-                              source=src, spec=spec)
+            return preference(
+                prompt,
+                [message("assistant", data[chosen_key], f"data.{chosen_key}")],
+                [message("assistant", data[rejected_key], f"data.{rejected_key}")],
+                meta={"labels": {"pairwise": {"selected": sel, "chosen": chosen_key}}},
+                source=src,
+                spec=spec,
+            )
         chat = [r for r in results if isinstance(r, dict) and r.get("type") == "chatmessage"]
         if chat:
             ck = _chat_field(data)
@@ -175,17 +203,28 @@ def _from_annotation(task: dict[str, Any], data: dict[str, Any], ann: Any, i: in
                 cm = (r.get("value") or {}).get("chatmessage")
                 msgs.append(openai_message(cm, f"{where}.result[{results.index(r)}].value.chatmessage"))
             del k
-            return sft(msgs, meta={"labels": _labels_of(results)} if _labels_of(results) else {}, source=src,
-                       spec=spec)
+            return sft(
+                msgs,
+                meta={"labels": _labels_of(results)} if _labels_of(results) else {},
+                source=src,
+                spec=spec,
+            )
         answer = _text_answer(results)
         if answer is not None:
             text, to_name = answer
-            pk = to_name if isinstance(to_name, str) and isinstance(data.get(to_name), str) else _prompt_key(data)
+            pk = (
+                to_name
+                if isinstance(to_name, str) and isinstance(data.get(to_name), str)
+                else _prompt_key(data)
+            )
             if pk is None:
                 raise Reject("unknown_shape", f"{where}: a text answer, but no prompt text in the task data")
-            return sft([message("user", data[pk], f"data.{pk}"), message("assistant", text, f"{where} textarea")],
-                       meta={"labels": _labels_of([r for r in results if r.get("type") != "textarea"])},
-                       source=src, spec=spec)
+            return sft(
+                [message("user", data[pk], f"data.{pk}"), message("assistant", text, f"{where} textarea")],
+                meta={"labels": _labels_of([r for r in results if r.get("type") != "textarea"])},
+                source=src,
+                spec=spec,
+            )
         raise Reject("no_text_data", f"{where}: no pairwise, chat or text answer in this annotation")
     except Reject as rej:
         rej.source = src
@@ -196,8 +235,9 @@ def _has_answer(ann: Any, types: tuple[str, ...]) -> bool:
     if not isinstance(ann, dict):
         return False
     for r in ann.get("result") or []:
-        if isinstance(r, dict) and (r.get("type") in types
-                                    or ("pairwise" in types and "selected" in (r.get("value") or {}))):
+        if isinstance(r, dict) and (
+            r.get("type") in types or ("pairwise" in types and "selected" in (r.get("value") or {}))
+        ):
             return True
     return False
 
@@ -205,11 +245,16 @@ def _has_answer(ann: Any, types: tuple[str, ...]) -> bool:
 def _flat_annotators(task: dict[str, Any]) -> dict[str, Any]:
     """Export files hold `completed_by` as a user object; the labeling conversion takes an id or email."""
     anns = task.get("annotations")
-    if not isinstance(anns, list) or not any(isinstance(a, dict) and isinstance(a.get("completed_by"), dict)
-                                             for a in anns):
+    if not isinstance(anns, list) or not any(
+        isinstance(a, dict) and isinstance(a.get("completed_by"), dict) for a in anns
+    ):
         return task
-    flat = [{**a, "completed_by": a["completed_by"].get("email") or a["completed_by"].get("id")}
-            if isinstance(a, dict) and isinstance(a.get("completed_by"), dict) else a for a in anns]
+    flat = [
+        {**a, "completed_by": a["completed_by"].get("email") or a["completed_by"].get("id")}
+        if isinstance(a, dict) and isinstance(a.get("completed_by"), dict)
+        else a
+        for a in anns
+    ]
     return {**task, "annotations": flat}
 
 
@@ -235,8 +280,10 @@ def _convert_task(task: dict[str, Any], base: dict[str, Any], spec: str | None) 
     ck = _chat_field(data)
     # annotations that write the data (a preference, a chat) make one record each; a text answer does only when
     # the task has no chat of its own (then it is feedback about that chat, kept in labels)
-    if any(_has_answer(a, ("pairwise", "chatmessage") if ck else ("pairwise", "chatmessage", "textarea"))
-           for a in anns):
+    if any(
+        _has_answer(a, ("pairwise", "chatmessage") if ck else ("pairwise", "chatmessage", "textarea"))
+        for a in anns
+    ):
         return [_from_annotation(task, data, a, i, base, spec) for i, a in enumerate(anns)]
     if ck is not None:
         labels: dict[str, Any] = {}
@@ -254,10 +301,11 @@ def convert_min_row(row: dict[str, Any], base: dict[str, Any], spec: str | None)
     """One row of a JSON_MIN export: the task data flattened with each control's answer under its name."""
     fields = {k: v for k, v in row.items() if k not in _MIN_META}
     fields_src = dict(base)
-    fields_src.update(task=row.get("id") if isinstance(row.get("id"), int | str) else None,
-                      annotation=row.get("annotation_id") if isinstance(row.get("annotation_id"), int | str)
-                      else None,
-                      annotator=str(row["annotator"]) if row.get("annotator") is not None else None)
+    fields_src.update(
+        task=row.get("id") if isinstance(row.get("id"), int | str) else None,
+        annotation=row.get("annotation_id") if isinstance(row.get("annotation_id"), int | str) else None,
+        annotator=str(row["annotator"]) if row.get("annotator") is not None else None,
+    )
     src = fields_src
     for k, v in fields.items():  # pairwise: {"selected": ...} (JSON_MIN keeps it as a list of one)
         vv = v[0] if isinstance(v, list) and len(v) == 1 else v
@@ -273,8 +321,14 @@ def convert_min_row(row: dict[str, Any], base: dict[str, Any], spec: str | None)
             pk = _prompt_key(data, exclude=keys)
             c, r = (left, right) if sel == "left" else (right, left)
             prompt = [message("user", data[pk], pk)] if pk else []
-            return preference(prompt, [message("assistant", data[c], c)], [message("assistant", data[r], r)],
-                              meta={"labels": {"pairwise": {"selected": sel, "chosen": c}}}, source=src, spec=spec)
+            return preference(
+                prompt,
+                [message("assistant", data[c], c)],
+                [message("assistant", data[r], r)],
+                meta={"labels": {"pairwise": {"selected": sel, "chosen": c}}},
+                source=src,
+                spec=spec,
+            )
     chats = [k for k, v in fields.items() if _is_chat(v)]
     if chats:
         msgs: list[Message] = []
@@ -285,6 +339,10 @@ def convert_min_row(row: dict[str, Any], base: dict[str, Any], spec: str | None)
     if len(strings) >= 2:
         answer = strings[-1]  # JSON_MIN writes the controls' answers after the task data
         pk = _prompt_key(fields, exclude=(answer,)) or strings[0]
-        return sft([message("user", fields[pk], pk), message("assistant", fields[answer], answer)], meta={},
-                   source=src, spec=spec)
+        return sft(
+            [message("user", fields[pk], pk), message("assistant", fields[answer], answer)],
+            meta={},
+            source=src,
+            spec=spec,
+        )
     raise Reject("no_text_data", f"keys ({', '.join(sorted(fields)[:8])}): no chat, pairwise or text answer")

@@ -60,6 +60,7 @@ _OUR_META = ("kind", "category", "tags", "violates", "labels", "checks", "source
 
 # ---------------------------------------------------------------- native / OpenAI
 
+
 def convert_native(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     """Our JSONL. Records that carry a `source` (written by curate) keep its lineage fields; file/line are ours."""
     if "kind" in obj or "checks" in obj or isinstance(obj.get("source"), dict):
@@ -74,22 +75,41 @@ def convert_native(obj: dict[str, Any], source: dict[str, Any], spec: str | None
             except ValueError as err:
                 raise Reject("bad_field", f"source: {_first_error(err)}") from None
         try:
-            return record_from_native({k: v for k, v in obj.items() if k not in ("id", "kind")}, spec=spec,
-                                      source=src)
+            return record_from_native(
+                {k: v for k, v in obj.items() if k not in ("id", "kind")}, spec=spec, source=src
+            )
         except ValueError as err:  # pydantic.ValidationError is a ValueError
-            raise Reject("unknown_shape" if "no messages" in str(err) else "bad_field", _first_error(err)) from None
+            raise Reject(
+                "unknown_shape" if "no messages" in str(err) else "bad_field", _first_error(err)
+            ) from None
     if "chosen" in obj or "rejected" in obj:
         return convert_preference(obj, source, spec)
     if "messages" in obj:
         return convert_openai(obj, source, spec)
     if "prompt" in obj and "completion" in obj:
         return convert_prompt_completion(obj, source, spec)
-    raise Reject("unknown_shape", "no messages, prompt/completion or prompt/chosen/rejected "
-                 f"(keys: {', '.join(sorted(obj)[:12])})")
+    raise Reject(
+        "unknown_shape",
+        f"no messages, prompt/completion or prompt/chosen/rejected (keys: {', '.join(sorted(obj)[:12])})",
+    )
 
 
-_NATIVE_FIELDS = frozenset(("spec", "category", "tags", "violates", "labels", "checks", "tools",
-                            "messages", "prompt", "completion", "chosen", "rejected"))
+_NATIVE_FIELDS = frozenset(
+    (
+        "spec",
+        "category",
+        "tags",
+        "violates",
+        "labels",
+        "checks",
+        "tools",
+        "messages",
+        "prompt",
+        "completion",
+        "chosen",
+        "rejected",
+    )
+)
 _TURN_FIELDS = ("messages", "prompt", "completion", "chosen", "rejected")
 
 
@@ -104,8 +124,11 @@ def _native_fast(obj: dict[str, Any], source: dict[str, Any], spec: str | None) 
     if not all(plain_messages(body[k]) for k in _TURN_FIELDS if k in body):
         return None
     old = obj.get("source")
-    src = {**{k: v for k, v in old.items() if k not in ("file", "line", "format")}, **source} \
-        if isinstance(old, dict) else source
+    src = (
+        {**{k: v for k, v in old.items() if k not in ("file", "line", "format")}, **source}
+        if isinstance(old, dict)
+        else source
+    )
     body.setdefault("spec", spec)
     if body["spec"] is None:
         del body["spec"]
@@ -134,8 +157,13 @@ def _first_error(err: Exception) -> str:
 
 def convert_openai(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     msgs = obj.get("messages")
-    return sft(msgs if plain_messages(msgs) else openai_messages(msgs, "messages"), meta=meta_of(obj),
-               source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
+    return sft(
+        msgs if plain_messages(msgs) else openai_messages(msgs, "messages"),
+        meta=meta_of(obj),
+        source=source,
+        spec=spec,
+        tools=tools_json(obj.get("tools"), "tools"),
+    )
 
 
 # ---------------------------------------------------------------- ShareGPT and LLaMA-Factory
@@ -158,8 +186,12 @@ def sharegpt_turn(t: Any, where: str) -> Message:
         calls = parsed if isinstance(parsed, list) else [parsed]
         if not calls:
             raise Reject("bad_tool_call", f"{where}.value: no call")
-        return message("assistant", "", where,
-                       tool_calls=[tool_call(c, f"{where}.value[{i}]") for i, c in enumerate(calls)])
+        return message(
+            "assistant",
+            "",
+            where,
+            tool_calls=[tool_call(c, f"{where}.value[{i}]") for i, c in enumerate(calls)],
+        )
     return message(role, value, where)
 
 
@@ -190,8 +222,15 @@ def convert_llamafactory_dpo(obj: dict[str, Any], source: dict[str, Any], spec: 
             raise Reject("missing_chosen" if key == "chosen" else "missing_rejected", f"{key}: missing")
     chosen = [sharegpt_turn(obj["chosen"], "chosen")]
     rejected = [sharegpt_turn(obj["rejected"], "rejected")]
-    return preference(prompt, chosen, rejected, meta=meta_of(obj), source=source, spec=spec,
-                      tools=tools_json(obj.get("tools"), "tools"))
+    return preference(
+        prompt,
+        chosen,
+        rejected,
+        meta=meta_of(obj),
+        source=source,
+        spec=spec,
+        tools=tools_json(obj.get("tools"), "tools"),
+    )
 
 
 def _v1_message(m: Any, where: str) -> Message:
@@ -210,8 +249,10 @@ def _v1_message(m: Any, where: str) -> Message:
             elif kind == "text" and isinstance(part.get("value", part.get("text")), str):
                 texts.append(part.get("value", part.get("text")))
             else:
-                raise Reject("unsupported_content", f"{where}.content[{i}]: content part of type {kind!r} "
-                             "(only text and tool_call)")
+                raise Reject(
+                    "unsupported_content",
+                    f"{where}.content[{i}]: content part of type {kind!r} (only text and tool_call)",
+                )
         return message(m.get("role"), "".join(texts), where, tool_calls=calls)
     return message(m.get("role"), content, where)
 
@@ -235,8 +276,13 @@ def convert_llamafactory_v1(obj: dict[str, Any], source: dict[str, Any], spec: s
         rejected = _v1_messages(obj["rejected_messages"], "rejected_messages")
         prompt, c, r = split_shared_prefix(chosen, rejected, "chosen_messages/rejected_messages")
         return preference(prompt, c, r, meta=meta_of(obj), source=source, spec=spec, tools=tools)
-    return sft(_v1_messages(obj.get("messages"), "messages"), meta=meta_of(obj), source=source, spec=spec,
-               tools=tools)
+    return sft(
+        _v1_messages(obj.get("messages"), "messages"),
+        meta=meta_of(obj),
+        source=source,
+        spec=spec,
+        tools=tools,
+    )
 
 
 def _kto_label(v: Any) -> bool:
@@ -260,17 +306,26 @@ def convert_kto(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -
     if "messages" not in obj and "completion" in obj:
         if obj.get("completion") is None:
             raise Reject("missing_field", "completion: missing")
-        return sft(prompt=turns(obj.get("prompt"), "prompt", "user"),
-                   completion=turns(obj["completion"], "completion", "assistant"), meta=meta, source=source,
-                   spec=spec, tools=tools)
+        return sft(
+            prompt=turns(obj.get("prompt"), "prompt", "user"),
+            completion=turns(obj["completion"], "completion", "assistant"),
+            meta=meta,
+            source=source,
+            spec=spec,
+            tools=tools,
+        )
     msgs = obj.get("messages")
     first = msgs[0] if isinstance(msgs, list) and msgs else None
-    conv = _v1_messages(msgs, "messages") if isinstance(first, dict) and isinstance(first.get("content"), list) \
+    conv = (
+        _v1_messages(msgs, "messages")
+        if isinstance(first, dict) and isinstance(first.get("content"), list)
         else openai_messages(msgs, "messages")
+    )
     return sft(conv, meta=meta, source=source, spec=spec, tools=tools)
 
 
 # ---------------------------------------------------------------- instruction formats
+
 
 def _need_str(obj: dict[str, Any], key: str, *, required: bool = True) -> str:
     v = obj.get(key)
@@ -283,8 +338,9 @@ def _need_str(obj: dict[str, Any], key: str, *, required: bool = True) -> str:
     return v
 
 
-def alpaca_messages(instruction: str, inp: str, output: str, system: Any = None,
-                    history: Any = None) -> list[Message]:
+def alpaca_messages(
+    instruction: str, inp: str, output: str, system: Any = None, history: Any = None
+) -> list[Message]:
     """Alpaca -> chat: the user turn is the instruction, then a blank line and the input when there is one."""
     msgs: list[Message] = []
     if isinstance(system, str) and system.strip():
@@ -308,8 +364,13 @@ def alpaca_messages(instruction: str, inp: str, output: str, system: Any = None,
 def convert_alpaca(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     if "output" not in obj and "response" in obj:
         obj = {**obj, "output": obj["response"]}
-    msgs = alpaca_messages(_need_str(obj, "instruction"), _need_str(obj, "input", required=False),
-                           _need_str(obj, "output"), obj.get("system"), obj.get("history"))
+    msgs = alpaca_messages(
+        _need_str(obj, "instruction"),
+        _need_str(obj, "input", required=False),
+        _need_str(obj, "output"),
+        obj.get("system"),
+        obj.get("history"),
+    )
     return sft(msgs, meta=meta_of(obj), source=source, spec=spec)
 
 
@@ -325,20 +386,31 @@ def convert_seed_tasks(obj: dict[str, Any], source: dict[str, Any], spec: str | 
         try:
             if not isinstance(inst, dict):
                 raise Reject("bad_field", f"instances[{i}]: expected an object")
-            msgs = alpaca_messages(instruction, _need_str(inst, "input", required=False), _need_str(inst, "output"))
+            msgs = alpaca_messages(
+                instruction, _need_str(inst, "input", required=False), _need_str(inst, "output")
+            )
             out.append(sft(msgs, meta=meta, source=source, spec=spec))
         except Reject as rej:
-            out.append(Reject(rej.reason, f"instances[{i}]: {rej.detail}" if not rej.detail.startswith("instances")
-                              else rej.detail))
+            out.append(
+                Reject(
+                    rej.reason,
+                    f"instances[{i}]: {rej.detail}" if not rej.detail.startswith("instances") else rej.detail,
+                )
+            )
     return out
 
 
 def convert_prompt_completion(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
     if obj.get("completion") is None:
         raise Reject("missing_field", "completion: missing")
-    return sft(prompt=turns(obj.get("prompt"), "prompt", "user"),
-               completion=turns(obj["completion"], "completion", "assistant"),
-               meta=meta_of(obj), source=source, spec=spec, tools=tools_json(obj.get("tools"), "tools"))
+    return sft(
+        prompt=turns(obj.get("prompt"), "prompt", "user"),
+        completion=turns(obj["completion"], "completion", "assistant"),
+        meta=meta_of(obj),
+        source=source,
+        spec=spec,
+        tools=tools_json(obj.get("tools"), "tools"),
+    )
 
 
 def convert_preference(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
@@ -353,28 +425,44 @@ def convert_preference(obj: dict[str, Any], source: dict[str, Any], spec: str | 
             if _looks_hh(obj["chosen"]):
                 return convert_hh_rlhf(obj, source, spec)
             raise Reject("missing_field", "prompt: missing (and chosen/rejected are plain strings)")
-        p, c, r = split_shared_prefix(openai_messages(obj["chosen"], "chosen"),
-                                      openai_messages(obj["rejected"], "rejected"), "chosen/rejected")
+        p, c, r = split_shared_prefix(
+            openai_messages(obj["chosen"], "chosen"),
+            openai_messages(obj["rejected"], "rejected"),
+            "chosen/rejected",
+        )
         return preference(p, c, r, meta=meta, source=source, spec=spec, tools=tools)
     if _whole_conversation(obj["chosen"]) and _whole_conversation(obj["rejected"]):
         # UltraFeedback-binarized style: a prompt string AND whole conversations in chosen/rejected
-        p, c, r = split_shared_prefix(openai_messages(obj["chosen"], "chosen"),
-                                      openai_messages(obj["rejected"], "rejected"), "chosen/rejected")
+        p, c, r = split_shared_prefix(
+            openai_messages(obj["chosen"], "chosen"),
+            openai_messages(obj["rejected"], "rejected"),
+            "chosen/rejected",
+        )
         given = turns(obj["prompt"], "prompt", "user")
         if isinstance(obj["prompt"], str) and (not p or p[-1].content.strip() != obj["prompt"].strip()):
             raise Reject("prompt_mismatch", "prompt: differs from the last user turn of chosen/rejected")
         if not isinstance(obj["prompt"], str) and tuple(given) != p:
             raise Reject("prompt_mismatch", "prompt: differs from the turns chosen/rejected start with")
         return preference(p, c, r, meta=meta, source=source, spec=spec, tools=tools)
-    return preference(turns(obj["prompt"], "prompt", "user"), turns(obj["chosen"], "chosen", "assistant"),
-                      turns(obj["rejected"], "rejected", "assistant"), meta=meta, source=source, spec=spec,
-                      tools=tools)
+    return preference(
+        turns(obj["prompt"], "prompt", "user"),
+        turns(obj["chosen"], "chosen", "assistant"),
+        turns(obj["rejected"], "rejected", "assistant"),
+        meta=meta,
+        source=source,
+        spec=spec,
+        tools=tools,
+    )
 
 
 def _whole_conversation(v: Any) -> bool:
     """A message list that starts before the answer (it holds the prompt turns too)."""
-    return (isinstance(v, list) and len(v) > 1 and isinstance(v[0], dict)
-            and v[0].get("role") in ("system", "user", "developer", "human"))
+    return (
+        isinstance(v, list)
+        and len(v) > 1
+        and isinstance(v[0], dict)
+        and v[0].get("role") in ("system", "user", "developer", "human")
+    )
 
 
 _HH_SPLIT = re.compile(r"\n\n(Human|Assistant):[ ]?")
@@ -385,7 +473,7 @@ def _looks_hh(v: Any) -> bool:
 
 
 def hh_transcript(text: Any, where: str) -> list[Message]:
-    """"\\n\\nHuman: q\\n\\nAssistant: a ..." -> messages (Anthropic HH-RLHF)."""
+    """ "\\n\\nHuman: q\\n\\nAssistant: a ..." -> messages (Anthropic HH-RLHF)."""
     if not isinstance(text, str):
         raise Reject("bad_field", f"{where}: expected a transcript string")
     if text.startswith("Human:"):
@@ -411,10 +499,14 @@ def convert_hh_rlhf(obj: dict[str, Any], source: dict[str, Any], spec: str | Non
     if chosen[-1].role != "assistant" or rejected[-1].role != "assistant":
         raise Reject("no_assistant_turn", "chosen/rejected: a transcript that does not end with Assistant:")
     if chosen[:-1] != rejected[:-1]:
-        n = next((k for k, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
-                 min(len(chosen), len(rejected)) - 1)
-        raise Reject("prompt_mismatch", f"chosen/rejected: the transcripts differ before their final answers "
-                     f"(turn {n + 1})")
+        n = next(
+            (k for k, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
+            min(len(chosen), len(rejected)) - 1,
+        )
+        raise Reject(
+            "prompt_mismatch",
+            f"chosen/rejected: the transcripts differ before their final answers (turn {n + 1})",
+        )
     return preference(chosen[:-1], chosen[-1:], rejected[-1:], meta=meta_of(obj), source=source, spec=spec)
 
 
@@ -429,7 +521,9 @@ def convert_mtbench(obj: dict[str, Any], source: dict[str, Any], spec: str | Non
     if not isinstance(ts, list) or not ts:
         raise Reject("missing_field", "turns: missing or empty")
     ref = obj.get("reference")
-    with_ref = isinstance(ref, list) and len(ref) == len(ts) and all(isinstance(r, str) and r.strip() for r in ref)
+    with_ref = (
+        isinstance(ref, list) and len(ref) == len(ts) and all(isinstance(r, str) and r.strip() for r in ref)
+    )
     msgs: list[Message] = []
     for i, t in enumerate(ts):
         msgs.append(message("user", t, f"turns[{i}]"))
@@ -443,24 +537,33 @@ def convert_text(obj: dict[str, Any], source: dict[str, Any], spec: str | None) 
     """A plain text record: the text becomes the user turn of an unlabeled prompt (tagged `unlabeled`)."""
     text = obj.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise Reject("empty_turn" if isinstance(text, str) else "bad_field",
-                     "text: empty" if isinstance(text, str) else "text: expected a string")
+        raise Reject(
+            "empty_turn" if isinstance(text, str) else "bad_field",
+            "text: empty" if isinstance(text, str) else "text: expected a string",
+        )
     meta = meta_of(obj)
     meta["tags"] = tuple(dict.fromkeys([*meta.get("tags", ()), "unlabeled"]))
     return sft([message("user", text, "text")], meta=meta, source=source, spec=spec)
 
 
 def convert_unlabeled_pair(obj: dict[str, Any], source: dict[str, Any], spec: str | None) -> Any:
-    raise Reject("unlabeled_pair", "two answers (answer1/answer2) without a preference: label them "
-                 "(curate label push) or say which is chosen with a mapping (chosen=answer1, rejected=answer2)")
+    raise Reject(
+        "unlabeled_pair",
+        "two answers (answer1/answer2) without a preference: label them "
+        "(curate label push) or say which is chosen with a mapping (chosen=answer1, rejected=answer2)",
+    )
 
 
 # ---------------------------------------------------------------- detection
 
+
 def detect_shape(obj: dict[str, Any]) -> str | None:
     """The format of one raw object, or None when it is none of ours."""
-    if "data" in obj and isinstance(obj["data"], dict) and (
-            "annotations" in obj or "predictions" in obj or "id" in obj or len(obj) == 1):
+    if (
+        "data" in obj
+        and isinstance(obj["data"], dict)
+        and ("annotations" in obj or "predictions" in obj or "id" in obj or len(obj) == 1)
+    ):
         return "label_studio"
     if "annotation_id" in obj and "annotator" in obj:
         return "label_studio_min"
@@ -475,9 +578,15 @@ def detect_shape(obj: dict[str, Any]) -> str | None:
         first = msgs[0] if isinstance(msgs, list) and msgs else None
         if isinstance(obj.get("label"), bool):
             return "kto"
-        if isinstance(first, dict) and ("loss_weight" in first or (
-                isinstance(first.get("content"), list) and first["content"]
-                and isinstance(first["content"][0], dict) and "value" in first["content"][0])):
+        if isinstance(first, dict) and (
+            "loss_weight" in first
+            or (
+                isinstance(first.get("content"), list)
+                and first["content"]
+                and isinstance(first["content"][0], dict)
+                and "value" in first["content"][0]
+            )
+        ):
             return "llamafactory_v1"
         if any(k in obj for k in _OUR_META):
             return "native"

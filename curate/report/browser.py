@@ -26,10 +26,22 @@ from typing import Any, Self
 
 from curate.errors import CurateError
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
-         "--hide-scrollbars", "--mute-audio", "--no-default-browser-check", "--remote-debugging-address=127.0.0.1",
-         "--remote-debugging-port=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--no-default-browser-check",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+]
 
 
 class BrowserError(CurateError):
@@ -37,8 +49,13 @@ class BrowserError(CurateError):
 
 
 def find_chromium() -> str | None:
-    for cand in (os.environ.get("CURATE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
+    for cand in (
+        os.environ.get("CURATE_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        shutil.which("google-chrome"),
+    ):
         if cand and Path(cand).is_file():
             return cand
     return None
@@ -92,20 +109,40 @@ class Page:
 
     def requests(self) -> list[str]:
         """Every URL the page asked for since it was opened."""
-        return [ev["params"]["request"]["url"] for ev in self.events if ev["method"] == "Network.requestWillBeSent"]
+        return [
+            ev["params"]["request"]["url"]
+            for ev in self.events
+            if ev["method"] == "Network.requestWillBeSent"
+        ]
 
-    def screenshot(self, path: Path, *, full_page: bool = True, width: int = 1280,
-                   max_height: int = 16000, height: int | None = None) -> Path:
+    def screenshot(
+        self,
+        path: Path,
+        *,
+        full_page: bool = True,
+        width: int = 1280,
+        max_height: int = 16000,
+        height: int | None = None,
+    ) -> Path:
         """PNG of the page (the whole height by default, capped at max_height)."""
         if full_page and height is None:
             metrics = self.send("Page.getLayoutMetrics")
             size = metrics.get("cssContentSize") or metrics.get("contentSize")
             height = min(max_height, int(size["height"]))
         height = height or 900
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
-        shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                         clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        shot = self.send(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
@@ -121,7 +158,9 @@ class Chromium:
     def __init__(self, *, binary: str | None = None, timeout: float = 30.0) -> None:
         self.binary = binary or find_chromium()
         if not self.binary:
-            raise BrowserError("chromium not found: install it (`apt-get install -y chromium`) or set CURATE_CHROMIUM")
+            raise BrowserError(
+                "chromium not found: install it (`apt-get install -y chromium`) or set CURATE_CHROMIUM"
+            )
         self.timeout = timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.profile: str | None = None
@@ -130,8 +169,12 @@ class Chromium:
 
     def __enter__(self) -> Self:
         self.profile = tempfile.mkdtemp(prefix="curate-chromium-")
-        self.proc = subprocess.Popen([self.binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -158,8 +201,13 @@ class Chromium:
         page.send("Page.enable")
         page.send("Network.enable")
         page.send("Runtime.enable")
-        page.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
+        page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         page.events.clear()
         page.send("Page.navigate", url=Path(file).resolve().as_uri())
         page.wait_event("Page.loadEventFired")

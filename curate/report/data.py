@@ -59,9 +59,13 @@ class ReportData:
     agreement: dict[str, Any] | None = None
     conflicts: int | None = None  # rows of conflicts.jsonl, when present
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    lengths: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # fmt -> split -> lengths (export order)
+    lengths: dict[str, dict[str, list[int]]] = field(
+        default_factory=dict
+    )  # fmt -> split -> lengths (export order)
     rules: list[RuleStats] = field(default_factory=list)  # per automatic rule: the data's pass rate
-    pair_examples: list[PairExample] = field(default_factory=list)  # a few DPO rows with the rules that separate them
+    pair_examples: list[PairExample] = field(
+        default_factory=list
+    )  # a few DPO rows with the rules that separate them
     spec_note: str = ""  # why the rules section has no rule wording (the spec is gone or changed)
     warnings: list[str] = field(default_factory=list)
 
@@ -71,6 +75,7 @@ class RuleStats:
     """One automatic rule over the data this build read: records exported that pass it (coverage counts, where
     the rule applies), records quarantined for failing it (validate/rule_failed), and negative examples (the
     rejected sides of pairs and negatives.jsonl) that break it on purpose."""
+
     rule: str
     category: str = ""
     says: str = ""
@@ -93,7 +98,9 @@ class PairExample:
     split: str = "train"
 
 
-def _iter_jsonl(path: Path, warnings: list[str], keep: Callable[[bytes], bool] | None = None) -> Iterator[Any]:
+def _iter_jsonl(
+    path: Path, warnings: list[str], keep: Callable[[bytes], bool] | None = None
+) -> Iterator[Any]:
     """The JSON objects of a JSONL file; unreadable lines are counted into one warning (also when the caller
     stops early). `keep(raw)`, when given, skips a line unparsed when it says False."""
     bad = 0
@@ -153,8 +160,11 @@ def conversation(obj: Any) -> list[tuple[str, str]]:
     if "messages" in obj:
         return turns(obj["messages"], "user")
     if "chosen" in obj or "rejected" in obj:
-        return (turns(obj.get("prompt"), "user") + turns(obj.get("chosen"), "assistant", " (chosen)")
-                + turns(obj.get("rejected"), "assistant", " (rejected)"))
+        return (
+            turns(obj.get("prompt"), "user")
+            + turns(obj.get("chosen"), "assistant", " (chosen)")
+            + turns(obj.get("rejected"), "assistant", " (rejected)")
+        )
     if "prompt" in obj and "completion" in obj:
         return turns(obj["prompt"], "user") + turns(obj["completion"], "assistant")
     for key in ("text", "response", "original"):
@@ -226,7 +236,11 @@ def _num(v: Any) -> bool:
 def _resolve_source(data: ReportData, file: str) -> Path | None:
     p = Path(file)
     # Relative source paths are relative to where the build ran: usually the folder holding `out/`.
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, *(d / p for d in list(data.out_dir.resolve().parents)[:4])]
+    candidates = (
+        [p]
+        if p.is_absolute()
+        else [Path.cwd() / p, *(d / p for d in list(data.out_dir.resolve().parents)[:4])]
+    )
     spec_path = (data.manifest.get("spec") or {}).get("path")
     if spec_path and not p.is_absolute():
         sp = Path(spec_path)
@@ -246,8 +260,8 @@ def _find_texts(data: ReportData) -> None:
     """Texts for the shown clusters. A kept record is exported: found by id in the splits (it may be a pair the
     build made, so its source line alone would mislead). A dropped one is not: its own source line, else the
     text the row carries, else (an exact twin shares the kept id) the exported text of that id."""
-    by_id: dict[str, list[str]] = defaultdict(list)       # record id -> keys to fill from the splits
-    lines: dict[str, tuple[dict[str, Any], str]] = {}     # key -> (source, record id) to fill from source lines
+    by_id: dict[str, list[str]] = defaultdict(list)  # record id -> keys to fill from the splits
+    lines: dict[str, tuple[dict[str, Any], str]] = {}  # key -> (source, record id) to fill from source lines
     for cl in data.clusters:
         first = cl.members[0]
         key = text_key(cl.kept, first.get("kept_source"))
@@ -286,7 +300,7 @@ def _scan_splits(data: ReportData, by_id: dict[str, list[str]]) -> None:
 
     def maybe_wanted(raw: bytes) -> bool:
         at = raw.rfind(marker)
-        return at < 0 or raw[at + 6:raw.find(b'"', at + 6)].decode("utf-8", "replace") in wanted
+        return at < 0 or raw[at + 6 : raw.find(b'"', at + 6)].decode("utf-8", "replace") in wanted
 
     for rel in SPLIT_FILES:
         path = data.out_dir / rel
@@ -343,7 +357,7 @@ def _lines_at(path: Path, wanted: list[int], block: int = 1 << 20) -> Iterator[t
                 yield no, data[pos:end]
                 pos, no = end, no + 1
                 target = next(want, None)
-            carry = data[data.rfind(b"\n") + 1:]  # the start of line `stop` (unfinished)
+            carry = data[data.rfind(b"\n") + 1 :]  # the start of line `stop` (unfinished)
             no = stop
 
 
@@ -362,8 +376,10 @@ def _read_extras(data: ReportData) -> None:
             if not isinstance(obj, dict):
                 continue
             if obj.get("kind", "curate-eval") != "curate-eval" or "rules" not in obj:
-                data.warnings.append(f"evals/{path.name}: not an evaluation from `curate eval --json-out` "
-                                     f"(kind {obj.get('kind')!r}); not shown")
+                data.warnings.append(
+                    f"evals/{path.name}: not an evaluation from `curate eval --json-out` "
+                    f"(kind {obj.get('kind')!r}); not shown"
+                )
                 continue
             data.evals.append((path.stem, obj))
         data.evals.sort(key=lambda kv: (str(kv[1].get("created", "")), kv[0]))
@@ -374,7 +390,9 @@ def load_report_data(out_dir: str | Path) -> ReportData:
     out = Path(out_dir)
     mpath = out / "manifest.json"
     if not mpath.is_file():
-        raise InputError(f"{out}: no manifest.json; point at a build output folder (run `curate build SPEC` first)")
+        raise InputError(
+            f"{out}: no manifest.json; point at a build output folder (run `curate build SPEC` first)"
+        )
     try:
         manifest = orjson.loads(mpath.read_bytes())
     except orjson.JSONDecodeError as err:
@@ -426,8 +444,9 @@ def _text_of(turns: Any) -> str:
 def _user_text(turns: Any) -> str:
     if isinstance(turns, str):
         return turns
-    return "\n".join(str(m.get("content", "")) for m in turns or []
-                     if isinstance(m, dict) and m.get("role") == "user")
+    return "\n".join(
+        str(m.get("content", "")) for m in turns or [] if isinstance(m, dict) and m.get("role") == "user"
+    )
 
 
 def _read_rules(data: ReportData) -> None:
@@ -477,11 +496,20 @@ def _read_rules(data: ReportData) -> None:
                 from curate.checks import check_response
 
                 user = _user_text(row.get("prompt"))
-                chosen = {r.rule: r.status for r in check_response(spec, _text_of(row["chosen"]), user_text=user)}
+                chosen = {
+                    r.rule: r.status for r in check_response(spec, _text_of(row["chosen"]), user_text=user)
+                }
                 rejected = check_response(spec, _text_of(row["rejected"]), user_text=user)
                 rules = [r.rule for r in rejected if r.status == "fail" and chosen.get(r.rule) != "fail"]
-            data.pair_examples.append(PairExample(prompt=_user_text(row.get("prompt")), chosen=_text_of(row["chosen"]),
-                                                  rejected=_text_of(row["rejected"]), rules=rules, split=split))
+            data.pair_examples.append(
+                PairExample(
+                    prompt=_user_text(row.get("prompt")),
+                    chosen=_text_of(row["chosen"]),
+                    rejected=_text_of(row["rejected"]),
+                    rules=rules,
+                    split=split,
+                )
+            )
 
 
 def _read_lengths(data: ReportData) -> None:

@@ -91,21 +91,35 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'n
 
 
 def _n(v: Any) -> str:
-    return fmt_num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else esc(v if v is not None else "–")
+    return (
+        fmt_num(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        else esc(v if v is not None else "–")
+    )
 
 
 def _pct(v: Any) -> str:
     return f"{v:.0%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "–"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = (),
-           table_id: str | None = None) -> str:
+def _table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    numeric: Sequence[int] = (),
+    table_id: str | None = None,
+) -> str:
     """Cells are already-escaped HTML."""
     tid = f' id="{esc(table_id)}"' if table_id else ""
-    head = "".join(f'<th class="n">{esc(h)}</th>' if i in numeric else f"<th>{esc(h)}</th>"
-                   for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    head = "".join(
+        f'<th class="n">{esc(h)}</th>' if i in numeric else f"<th>{esc(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -123,8 +137,11 @@ def _turns_html(turns: list[tuple[str, str]], *, skip_system: bool = True) -> st
     shown = [(r, t) for r, t in turns if not (skip_system and r == "system")]
     if not shown:
         return '<div class="muted">(empty)</div>'
-    return "".join(f'<div class="turn"><div class="role">{esc(r)}</div><div class="txt">{esc(_clip(t, TURN_CHARS))}'
-                   f"</div></div>" for r, t in shown)
+    return "".join(
+        f'<div class="turn"><div class="role">{esc(r)}</div><div class="txt">{esc(_clip(t, TURN_CHARS))}'
+        f"</div></div>"
+        for r, t in shown
+    )
 
 
 def _where(src: Any) -> str:
@@ -141,7 +158,7 @@ def _where(src: Any) -> str:
 
 
 def _section(sid: str, title: str, lead: str, body: str) -> str:
-    return (f'<section id="{esc(sid)}"><h2>{esc(title)}</h2><p class="lead">{lead}</p>{body}</section>')
+    return f'<section id="{esc(sid)}"><h2>{esc(title)}</h2><p class="lead">{lead}</p>{body}</section>'
 
 
 def _chart(svg_html: str) -> str:
@@ -150,13 +167,16 @@ def _chart(svg_html: str) -> str:
 
 # --------------------------------------------------------------------------------------------- sections
 
+
 def _summary(d: ReportData) -> str:
     m = d.manifest
     counts = m.get("counts") or {}
     cons = m.get("conservation") or {}
     ok = cons.get("ok")
     if ok is None and counts:
-        ok = counts.get("in") == sum(int(counts.get(k) or 0) for k in ("exported", "quarantined", "duplicates"))
+        ok = counts.get("in") == sum(
+            int(counts.get(k) or 0) for k in ("exported", "quarantined", "duplicates")
+        )
     splits = []
     for fmt in ("sft", "dpo"):
         s = counts.get(fmt) or {}
@@ -164,19 +184,33 @@ def _summary(d: ReportData) -> str:
             splits.append(f"{fmt} {fmt_num(s.get('train', 0))} / {fmt_num(s.get('test', 0))}")
     cards = [
         ("in", _n(counts.get("in")), "records read", ""),
-        ("exported", _n(counts.get("exported")), esc(" · ".join(splits) + " (train / test)") if splits else "", ""),
+        (
+            "exported",
+            _n(counts.get("exported")),
+            esc(" · ".join(splits) + " (train / test)") if splits else "",
+            "",
+        ),
         ("quarantined", _n(counts.get("quarantined")), f"{len(d.reasons)} reason(s)", ""),
         ("duplicates", _n(counts.get("duplicates")), f"{fmt_num(d.cluster_count)} cluster(s)", ""),
-        ("conservation", "✓" if ok else ("✗" if ok is not None else "?"),
-         "in = exported + quarantined + duplicates", "ok" if ok else ("bad" if ok is not None else "")),
+        (
+            "conservation",
+            "✓" if ok else ("✗" if ok is not None else "?"),
+            "in = exported + quarantined + duplicates",
+            "ok" if ok else ("bad" if ok is not None else ""),
+        ),
     ]
     leak = m.get("leakage") or {}
     if leak:
         n_leak = int(leak.get("exact") or 0) + int(leak.get("near") or 0)
         cards.append(("leakage", fmt_num(n_leak), "train ↔ held-out matches", "ok" if n_leak == 0 else "bad"))
-    return '<div class="cards" id="summary">' + "".join(
-        f'<div class="card {cls}"><div class="k">{esc(k)}</div><div class="v">{v}</div><div class="d">{dd}</div></div>'
-        for k, v, dd, cls in cards) + "</div>"
+    return (
+        '<div class="cards" id="summary">'
+        + "".join(
+            f'<div class="card {cls}"><div class="k">{esc(k)}</div><div class="v">{v}</div><div class="d">{dd}</div></div>'
+            for k, v, dd, cls in cards
+        )
+        + "</div>"
+    )
 
 
 def _conservation(d: ReportData) -> str:
@@ -190,8 +224,14 @@ def _conservation(d: ReportData) -> str:
         eq = f"{fmt_num(vals[0])} = {fmt_num(vals[1])} + {fmt_num(vals[2])} + {fmt_num(vals[3])}"
         if not ok:
             eq = f"{fmt_num(vals[0])} ≠ {fmt_num(vals[1])} + {fmt_num(vals[2])} + {fmt_num(vals[3])}"
-        rows.append([f"<code>{esc(inp.get('file', '?'))}</code>", esc(inp.get("format", "")),
-                     f'<span class="eq">{esc(eq)}</span>', _badge(ok, "holds", "broken")])
+        rows.append(
+            [
+                f"<code>{esc(inp.get('file', '?'))}</code>",
+                esc(inp.get("format", "")),
+                f'<span class="eq">{esc(eq)}</span>',
+                _badge(ok, "holds", "broken"),
+            ]
+        )
         chart_rows.append((str(inp.get("file", "?")), vals[1:]))
     c = m.get("counts") or {}
     if c:
@@ -199,22 +239,46 @@ def _conservation(d: ReportData) -> str:
         cons_ok = (m.get("conservation") or {}).get("ok", vals[0] == sum(vals[1:]))
         sign = "=" if vals[0] == sum(vals[1:]) else "≠"
         total_eq = f"{fmt_num(vals[0])} {sign} " + " + ".join(fmt_num(v) for v in vals[1:])
-        rows.append(["<strong>all inputs</strong>", "", f'<span class="eq"><strong>{esc(total_eq)}</strong></span>',
-                     _badge(bool(cons_ok), "holds", "broken")])
-    chart = svg.stacked_hbar_chart("chart-conservation", chart_rows, parts=("exported", "quarantined", "duplicates"),
-                                   colors=(svg.BLUE, svg.ORANGE, svg.GREY), title="records per input file")
-    table = _table(["input file", "format", "in = exported + quarantined + duplicates", ""], rows,
-                   table_id="conservation-table")
+        rows.append(
+            [
+                "<strong>all inputs</strong>",
+                "",
+                f'<span class="eq"><strong>{esc(total_eq)}</strong></span>',
+                _badge(bool(cons_ok), "holds", "broken"),
+            ]
+        )
+    chart = svg.stacked_hbar_chart(
+        "chart-conservation",
+        chart_rows,
+        parts=("exported", "quarantined", "duplicates"),
+        colors=(svg.BLUE, svg.ORANGE, svg.GREY),
+        title="records per input file",
+    )
+    table = _table(
+        ["input file", "format", "in = exported + quarantined + duplicates", ""],
+        rows,
+        table_id="conservation-table",
+    )
     split_rows = []
     for fmt in ("sft", "dpo"):
         s = c.get(fmt) or {}
         if s:
             split_rows.append([esc(fmt), _n(s.get("train")), _n(s.get("test"))])
-    splits = (f'<div class="narrow">{_table(["export", "train", "held-out (test)"], split_rows, numeric=(1, 2))}'
-              "</div>") if split_rows else ""
-    return _section("counts", "Counts and conservation",
-                    "Every record read ends up exported, quarantined with a reason, or removed as a duplicate. "
-                    "The equation must hold for every input file.", _chart(chart) + table + splits)
+    splits = (
+        (
+            f'<div class="narrow">{_table(["export", "train", "held-out (test)"], split_rows, numeric=(1, 2))}'
+            "</div>"
+        )
+        if split_rows
+        else ""
+    )
+    return _section(
+        "counts",
+        "Counts and conservation",
+        "Every record read ends up exported, quarantined with a reason, or removed as a duplicate. "
+        "The equation must hold for every input file.",
+        _chart(chart) + table + splits,
+    )
 
 
 def _coverage(d: ReportData) -> str:
@@ -231,28 +295,59 @@ def _coverage(d: ReportData) -> str:
             cols.append(k)
         cells.append(Cell(r, k, int(c.get("count") or 0), int(c.get("target") or 0)))
     under = [c for c in cells if c.under]
-    heat = svg.heatmap_chart("chart-coverage", rows, cols, cells, title="coverage: records per category and rule")
+    heat = svg.heatmap_chart(
+        "chart-coverage", rows, cols, cells, title="coverage: records per category and rule"
+    )
     cats = [c for c in (cov.get("categories") or []) if isinstance(c, dict)]
     share_chart = svg.hbar_chart(
-        "chart-shares", [(str(c.get("name")), float(c.get("share") or 0)) for c in cats],
-        title="share of each case category", lo=0.0, hi=1.0, width=470, value_fmt=lambda v: f"{v:.0%}",
+        "chart-shares",
+        [(str(c.get("name")), float(c.get("share") or 0)) for c in cats],
+        title="share of each case category",
+        lo=0.0,
+        hi=1.0,
+        width=470,
+        value_fmt=lambda v: f"{v:.0%}",
         colors=[svg.TEAL if c.get("ok", True) else svg.RED for c in cats],
-        tooltips=[f"{c.get('name')}: {float(c.get('share') or 0):.1%} of records ({fmt_num(c.get('count') or 0)}), "
-                  f"target ≥ {float(c.get('min_share') or 0):.0%}" for c in cats])
-    share_rows = [[esc(c.get("name")), _n(c.get("count")), _pct(c.get("share")), "≥ " + _pct(c.get("min_share")),
-                   _badge(c.get("ok"), "ok", "under")] for c in cats]
+        tooltips=[
+            f"{c.get('name')}: {float(c.get('share') or 0):.1%} of records ({fmt_num(c.get('count') or 0)}), "
+            f"target ≥ {float(c.get('min_share') or 0):.0%}"
+            for c in cats
+        ],
+    )
+    share_rows = [
+        [
+            esc(c.get("name")),
+            _n(c.get("count")),
+            _pct(c.get("share")),
+            "≥ " + _pct(c.get("min_share")),
+            _badge(c.get("ok"), "ok", "under"),
+        ]
+        for c in cats
+    ]
     if under:
-        msg = (f'<p><span class="badge bad">{len(under)} cell(s) under target</span> '
-               + ", ".join(f"<code>{esc(c.row)} × {esc(c.col)}</code> ({c.count}/{c.target})" for c in under[:6])
-               + (f" and {len(under) - 6} more" if len(under) > 6 else "") + "</p>")
+        msg = (
+            f'<p><span class="badge bad">{len(under)} cell(s) under target</span> '
+            + ", ".join(f"<code>{esc(c.row)} × {esc(c.col)}</code> ({c.count}/{c.target})" for c in under[:6])
+            + (f" and {len(under) - 6} more" if len(under) > 6 else "")
+            + "</p>"
+        )
     else:
         msg = '<p><span class="badge ok">every cell meets its target</span></p>' if cells else ""
-    body = (msg + _chart(heat) + '<p class="muted">Each cell: records of that case category where the rule applies '
-            "and passes (for negative examples: where it is violated), against the spec's minimum per cell. "
-            "Hatched red cells with ▼ are under target.</p>"
-            + '<div class="grid2"><div>' + _chart(share_chart) + "</div><div>"
-            + _table(["category", "records", "share", "target", ""], share_rows, numeric=(1, 2, 3)) + "</div></div>")
-    return _section("coverage", "Coverage", "Case category × automatic rule against the spec's targets.", body)
+    body = (
+        msg
+        + _chart(heat)
+        + '<p class="muted">Each cell: records of that case category where the rule applies '
+        "and passes (for negative examples: where it is violated), against the spec's minimum per cell. "
+        "Hatched red cells with ▼ are under target.</p>"
+        + '<div class="grid2"><div>'
+        + _chart(share_chart)
+        + "</div><div>"
+        + _table(["category", "records", "share", "target", ""], share_rows, numeric=(1, 2, 3))
+        + "</div></div>"
+    )
+    return _section(
+        "coverage", "Coverage", "Case category × automatic rule against the spec's targets.", body
+    )
 
 
 def _lengths(d: ReportData) -> str:
@@ -268,8 +363,12 @@ def _lengths(d: ReportData) -> str:
             if vals is not None:
                 series.append((fmt, split, vals))
     if not series:
-        return _section("lengths", "Length distributions", "No lengths in the build.",
-                        _chart(svg.empty_chart("chart-len-none", "no length data")))
+        return _section(
+            "lengths",
+            "Length distributions",
+            "No lengths in the build.",
+            _chart(svg.empty_chart("chart-len-none", "no length data")),
+        )
     data_max = max((max(v) for *_, v in series if v), default=1)
     # The limit widens the axis only when it is near the data; far above it would squeeze every bar to the left.
     x_max = max(data_max, limit) if limit and limit <= 1.5 * data_max else data_max
@@ -279,10 +378,20 @@ def _lengths(d: ReportData) -> str:
     charts = []
     for fmt, split, vals in series:
         name = "held-out (test)" if split == "test" else split
-        charts.append(_chart(svg.histogram_chart(
-            f"chart-len-{fmt}-{split}", vals, title=f"{fmt} · {name}", unit=unit_word, x_max=x_max, x_min=x_min,
-            limit=limit,
-            color=svg.BLUE if split == "train" else svg.TEAL)))
+        charts.append(
+            _chart(
+                svg.histogram_chart(
+                    f"chart-len-{fmt}-{split}",
+                    vals,
+                    title=f"{fmt} · {name}",
+                    unit=unit_word,
+                    x_max=x_max,
+                    x_min=x_min,
+                    limit=limit,
+                    color=svg.BLUE if split == "train" else svg.TEAL,
+                )
+            )
+        )
     if unit != "tokens":
         how = " (no tokenizer was given to the build, so characters are shown)."
     elif lengths.get("estimated"):
@@ -292,14 +401,23 @@ def _lengths(d: ReportData) -> str:
     notes = []
     if limit:
         over = sum(1 for *_, v in series for x in v if x > limit)
-        notes.append(f'<span class="badge bad">{over:,} row(s) over the limit of {limit:,} {esc(unit_word)}</span>'
-                     if over else f'<span class="badge ok">every row is within the limit of {limit:,} '
-                     f"{esc(unit_word)}</span>")
-    zeros = [f"{fmt}/{split}: {sum(1 for x in v if x <= 0):,}" for fmt, split, v in series if any(x <= 0 for x in v)]
+        notes.append(
+            f'<span class="badge bad">{over:,} row(s) over the limit of {limit:,} {esc(unit_word)}</span>'
+            if over
+            else f'<span class="badge ok">every row is within the limit of {limit:,} {esc(unit_word)}</span>'
+        )
+    zeros = [
+        f"{fmt}/{split}: {sum(1 for x in v if x <= 0):,}"
+        for fmt, split, v in series
+        if any(x <= 0 for x in v)
+    ]
     if zeros:
         notes.append(f'<span class="badge bad">rows of length 0: {esc(", ".join(zeros))}</span>')
-    lead = (f"Lengths in <strong>{esc(unit_word)}</strong>" + how
-            + " Same x-axis for every split, so train and held-out compare at a glance.")
+    lead = (
+        f"Lengths in <strong>{esc(unit_word)}</strong>"
+        + how
+        + " Same x-axis for every split, so train and held-out compare at a glance."
+    )
     body = (f"<p>{' '.join(notes)}</p>" if notes else "") + '<div class="grid2">' + "".join(charts) + "</div>"
     return _section("lengths", "Length distributions", lead, body)
 
@@ -321,11 +439,16 @@ def _original_html(original: Any) -> str:
 
 def _quarantine(d: ReportData) -> str:
     if not d.reasons:
-        return _section("quarantine", "Quarantine", "Nothing was quarantined.",
-                        _chart(svg.empty_chart("chart-quarantine", "no quarantined records")))
+        return _section(
+            "quarantine",
+            "Quarantine",
+            "Nothing was quarantined.",
+            _chart(svg.empty_chart("chart-quarantine", "no quarantined records")),
+        )
     items = [(f"{g.step} / {g.reason}", g.count) for g in d.reasons]
-    chart = svg.hbar_chart("chart-quarantine", items, title="quarantined records by step and reason",
-                           color=svg.ORANGE)
+    chart = svg.hbar_chart(
+        "chart-quarantine", items, title="quarantined records by step and reason", color=svg.ORANGE
+    )
     blocks = []
     for i, g in enumerate(d.reasons):
         exs = []
@@ -333,17 +456,24 @@ def _quarantine(d: ReportData) -> str:
             meta = f"{esc(_where(row.get('source')))}"
             if row.get("record_id"):
                 meta += f" · record <code>{esc(row['record_id'])}</code>"
-            exs.append(f'<div class="ex"><div class="meta">{meta}</div>'
-                       f'<div>{esc(row.get("detail", ""))}</div>{_original_html(row.get("original"))}</div>')
+            exs.append(
+                f'<div class="ex"><div class="meta">{meta}</div>'
+                f"<div>{esc(row.get('detail', ''))}</div>{_original_html(row.get('original'))}</div>"
+            )
         if not exs:
             exs.append('<div class="ex muted">no example rows in quarantine/ for this reason</div>')
-        blocks.append(f'<details class="reason"{" open" if i < 2 else ""}><summary><code>{esc(g.step)}</code> / '
-                      f'<code>{esc(g.reason)}</code><span class="cnt">{fmt_num(g.count)} record(s), '
-                      f"{len(g.examples)} shown</span></summary>{''.join(exs)}</details>")
-    return _section("quarantine", "Quarantine",
-                    "Records set aside, by step and stable reason code, with a few examples of each "
-                    "(file:line, detail, original text). All of them are in <code>quarantine/*.jsonl</code>.",
-                    _chart(chart) + "".join(blocks))
+        blocks.append(
+            f'<details class="reason"{" open" if i < 2 else ""}><summary><code>{esc(g.step)}</code> / '
+            f'<code>{esc(g.reason)}</code><span class="cnt">{fmt_num(g.count)} record(s), '
+            f"{len(g.examples)} shown</span></summary>{''.join(exs)}</details>"
+        )
+    return _section(
+        "quarantine",
+        "Quarantine",
+        "Records set aside, by step and stable reason code, with a few examples of each "
+        "(file:line, detail, original text). All of them are in <code>quarantine/*.jsonl</code>.",
+        _chart(chart) + "".join(blocks),
+    )
 
 
 def _duplicates(d: ReportData) -> str:
@@ -352,15 +482,28 @@ def _duplicates(d: ReportData) -> str:
     for k in ("exact", "near", "semantic"):
         if k not in methods and isinstance(dedup.get(k), int):
             methods[k] = int(dedup[k])
-    items = [(k, v) for k, v in sorted(methods.items(), key=lambda kv: ("exact", "near", "semantic").index(kv[0])
-                                       if kv[0] in ("exact", "near", "semantic") else 9)]
-    chart = (svg.hbar_chart("chart-dedup", items, title="duplicates removed by method", color=svg.GREY, width=520)
-             if any(v for _, v in items) else svg.empty_chart("chart-dedup", "no duplicates removed"))
+    items = [
+        (k, v)
+        for k, v in sorted(
+            methods.items(),
+            key=lambda kv: (
+                ("exact", "near", "semantic").index(kv[0]) if kv[0] in ("exact", "near", "semantic") else 9
+            ),
+        )
+    ]
+    chart = (
+        svg.hbar_chart("chart-dedup", items, title="duplicates removed by method", color=svg.GREY, width=520)
+        if any(v for _, v in items)
+        else svg.empty_chart("chart-dedup", "no duplicates removed")
+    )
     thr = dedup.get("threshold")
-    lead = ("Removed duplicates by method" + (f" (near-duplicate threshold {esc(thr)})" if thr is not None else "")
-            + f"; {fmt_num(d.cluster_rows)} removal(s) in {fmt_num(d.cluster_count)} cluster(s). The largest "
-            "clusters below show the kept record beside the dropped ones, weakest match first (where a wrong "
-            "removal is likeliest). Every removal is a row in <code>clusters.jsonl</code>.")
+    lead = (
+        "Removed duplicates by method"
+        + (f" (near-duplicate threshold {esc(thr)})" if thr is not None else "")
+        + f"; {fmt_num(d.cluster_rows)} removal(s) in {fmt_num(d.cluster_count)} cluster(s). The largest "
+        "clusters below show the kept record beside the dropped ones, weakest match first (where a wrong "
+        "removal is likeliest). Every removal is a row in <code>clusters.jsonl</code>."
+    )
     cards = []
     missing = [("?", "(text not found in the output folder or the source file)")]
     for cl in d.clusters:
@@ -375,15 +518,17 @@ def _duplicates(d: ReportData) -> str:
             drops.append(
                 f'<div class="side dropped"><div class="lbl"><b>dropped</b> · <code>{esc(did)}</code> · '
                 f'{esc(_where(row.get("dropped_source")))} · <span class="badge neutral">'
-                f'{esc(row.get("method", "?"))}</span> score {esc(score_s)}{why}</div>'
-                f'{_turns_html(d.texts.get(text_key(did, row.get("dropped_source")), missing))}</div>')
+                f"{esc(row.get('method', '?'))}</span> score {esc(score_s)}{why}</div>"
+                f"{_turns_html(d.texts.get(text_key(did, row.get('dropped_source')), missing))}</div>"
+            )
         if len(cl.members) > SHOWN_DROPS:
             drops.append(f'<div class="muted">… and {len(cl.members) - SHOWN_DROPS} more dropped</div>')
         cards.append(
             f'<div class="cluster"><div class="head"><strong>cluster of {cl.size}</strong><span class="muted">'
             f'{len(cl.members)} removed, 1 kept</span></div><div class="pair"><div class="side kept">'
             f'<div class="lbl"><b>kept</b> · <code>{esc(cl.kept)}</code> · {esc(_where(first.get("kept_source")))}'
-            f'</div>{kept_html}</div><div class="drops">{"".join(drops)}</div></div></div>')
+            f'</div>{kept_html}</div><div class="drops">{"".join(drops)}</div></div></div>'
+        )
     return _section("duplicates", "Duplicates", lead, _chart(chart) + "".join(cards))
 
 
@@ -391,7 +536,9 @@ def _leakage(d: ReportData) -> str:
     leak = d.manifest.get("leakage") or {}
     exact, near = int(leak.get("exact") or 0), int(leak.get("near") or 0)
     ok = exact + near == 0
-    badge = _badge(ok, "no leakage between train and held-out", f"{exact + near} leak(s) between train and held-out")
+    badge = _badge(
+        ok, "no leakage between train and held-out", f"{exact + near} leak(s) between train and held-out"
+    )
     rows = [["exact (same normalized text)", fmt_num(exact)], ["near (MinHash, verified)", fmt_num(near)]]
     body = f"<p>{badge}</p>" + _table(["match", "pairs"], rows, numeric=(1,), table_id="leakage-table")
     examples = [e for e in (leak.get("examples") or []) if e is not None][:10]
@@ -407,11 +554,16 @@ def _leakage(d: ReportData) -> str:
             text = v if isinstance(v, str) else orjson.dumps(v, default=str).decode()
             return f'<span class="txt">{esc(_clip(text, 300))}</span>'
 
-        ex_rows = [[cell((e if isinstance(e, dict) else {"example": e}).get(c, "")) for c in cols] for e in examples]
+        ex_rows = [
+            [cell((e if isinstance(e, dict) else {"example": e}).get(c, "")) for c in cols] for e in examples
+        ]
         body += "<h3>Examples</h3>" + _table(cols, ex_rows, table_id="leakage-examples")
-    return _section("leakage", "Leakage between train and held-out",
-                    "Exact and near matches between the training split and the held-out split; a clean build has "
-                    "none.", body)
+    return _section(
+        "leakage",
+        "Leakage between train and held-out",
+        "Exact and near matches between the training split and the held-out split; a clean build has none.",
+        body,
+    )
 
 
 _NAME_KEYS = ("question", "rule", "name", "id", "field", "control")
@@ -455,17 +607,37 @@ def _agreement_rows(a: dict[str, Any]) -> list[dict[str, Any]]:
                 st = st if isinstance(st, dict) else {"value": st}
                 value = st.get("value")
                 rule = name[5:] if str(name).startswith("rule:") else None
-                rows.append({"kind": str(kind), "question": str(name), "rule": rule, "method": st.get("method"),
-                             "value": float(value) if _is_num(value) else None,
-                             "observed": st.get("observed"), "items": st.get("items"),
-                             "annotators": st.get("annotators")})
+                rows.append(
+                    {
+                        "kind": str(kind),
+                        "question": str(name),
+                        "rule": rule,
+                        "method": st.get("method"),
+                        "value": float(value) if _is_num(value) else None,
+                        "observed": st.get("observed"),
+                        "items": st.get("items"),
+                        "annotators": st.get("annotators"),
+                    }
+                )
         return rows
-    for keys, is_rule in ((("per_question", "questions", "by_question"), False),
-                          (("per_rule", "rules", "by_rule"), True)):
+    for keys, is_rule in (
+        (("per_question", "questions", "by_question"), False),
+        (("per_rule", "rules", "by_rule"), True),
+    ):
         section = next((a[k] for k in keys if k in a), None)
         for name, value, metric in _agreement_items(section):
-            rows.append({"kind": "", "question": name, "rule": name if is_rule else None, "method": metric,
-                         "value": value, "observed": None, "items": None, "annotators": None})
+            rows.append(
+                {
+                    "kind": "",
+                    "question": name,
+                    "rule": name if is_rule else None,
+                    "method": metric,
+                    "value": value,
+                    "observed": None,
+                    "items": None,
+                    "annotators": None,
+                }
+            )
     return rows
 
 
@@ -478,55 +650,103 @@ def _agreement(d: ReportData) -> str:
     rows = _agreement_rows(a)
     several_kinds = len({r["kind"] for r in rows}) > 1
     parts = []
-    for is_rule, title, cid in ((False, "per question", "chart-agreement-questions"),
-                                (True, "per rule", "chart-agreement-rules")):
+    for is_rule, title, cid in (
+        (False, "per question", "chart-agreement-questions"),
+        (True, "per rule", "chart-agreement-rules"),
+    ):
         sel = [r for r in rows if (r["rule"] is not None) == is_rule]
         if not sel:
             continue
-        labels = [(f"{r['kind']}: " if several_kinds else "") + (r["rule"] if is_rule else r["question"])
-                  for r in sel]
+        labels = [
+            (f"{r['kind']}: " if several_kinds else "") + (r["rule"] if is_rule else r["question"])
+            for r in sel
+        ]
         values = [r["value"] for r in sel]
         lo = -1.0 if any(v is not None and v < 0 for v in values) else 0.0
         chart = svg.hbar_chart(
-            cid, list(zip(labels, values, strict=True)), title=f"agreement {title}", lo=lo, hi=1.0,
-            value_fmt=lambda v: f"{v:.2f}", refs=[(0.67, "0.67"), (0.8, "0.8")],
-            colors=[svg.TEAL if (v or 0) >= 0.67 else (svg.ORANGE if (v or 0) >= 0.4 else svg.RED) for v in values],
-            tooltips=[f"{lab}: {_fmt_agree(r)}" for lab, r in zip(labels, sel, strict=True)])
+            cid,
+            list(zip(labels, values, strict=True)),
+            title=f"agreement {title}",
+            lo=lo,
+            hi=1.0,
+            value_fmt=lambda v: f"{v:.2f}",
+            refs=[(0.67, "0.67"), (0.8, "0.8")],
+            colors=[
+                svg.TEAL if (v or 0) >= 0.67 else (svg.ORANGE if (v or 0) >= 0.4 else svg.RED) for v in values
+            ],
+            tooltips=[f"{lab}: {_fmt_agree(r)}" for lab, r in zip(labels, sel, strict=True)],
+        )
         methods = sorted({str(r["method"]) for r in sel if r["method"]})
-        parts.append(f"<h3>Agreement {esc(title)}"
-                     + (f' <span class="muted">({esc(", ".join(methods))})</span>' if methods else "")
-                     + "</h3>" + _chart(chart))
+        parts.append(
+            f"<h3>Agreement {esc(title)}"
+            + (f' <span class="muted">({esc(", ".join(methods))})</span>' if methods else "")
+            + "</h3>"
+            + _chart(chart)
+        )
     if rows and any(r["observed"] is not None or r["items"] is not None for r in rows):
-        parts.append("<details><summary>All figures<span class=\"cnt\">" + f"{len(rows)} question(s)</span>"
-                     "</summary>" + _table(
-                         ["kind", "question", "method", "coefficient", "observed agreement", "items", "annotators"],
-                         [[esc(r["kind"]), f"<code>{esc(r['question'])}</code>", esc(r["method"] or "–"),
-                           "n/a" if r["value"] is None else f"{r['value']:.2f}", _pct(r["observed"]),
-                           _n(r["items"]), _n(r["annotators"])] for r in rows],
-                         numeric=(3, 4, 5, 6), table_id="agreement-table") + "</details>")
+        parts.append(
+            '<details><summary>All figures<span class="cnt">' + f"{len(rows)} question(s)</span>"
+            "</summary>"
+            + _table(
+                ["kind", "question", "method", "coefficient", "observed agreement", "items", "annotators"],
+                [
+                    [
+                        esc(r["kind"]),
+                        f"<code>{esc(r['question'])}</code>",
+                        esc(r["method"] or "–"),
+                        "n/a" if r["value"] is None else f"{r['value']:.2f}",
+                        _pct(r["observed"]),
+                        _n(r["items"]),
+                        _n(r["annotators"]),
+                    ]
+                    for r in rows
+                ],
+                numeric=(3, 4, 5, 6),
+                table_id="agreement-table",
+            )
+            + "</details>"
+        )
     facts = []
     for k in ("annotators", "tasks", "overlap", "items"):
         if _is_num(a.get(k)):
             facts.append(f"{esc(k)}: <strong>{fmt_num(a[k])}</strong>")
     conflicts = a.get("conflicts")
-    n_conflicts = len(conflicts) if isinstance(conflicts, list) else conflicts if _is_num(conflicts) else d.conflicts
+    n_conflicts = (
+        len(conflicts) if isinstance(conflicts, list) else conflicts if _is_num(conflicts) else d.conflicts
+    )
     if n_conflicts is not None:
-        facts.append(f"conflicts: <strong>{fmt_num(n_conflicts)}</strong>"
-                     + (" (<code>conflicts.jsonl</code>)" if d.conflicts is not None else ""))
+        facts.append(
+            f"conflicts: <strong>{fmt_num(n_conflicts)}</strong>"
+            + (" (<code>conflicts.jsonl</code>)" if d.conflicts is not None else "")
+        )
     if not parts:
-        parts.append(_chart(svg.empty_chart("chart-agreement-questions", "agreement.json holds no per-question "
-                                                                        "or per-rule figures")))
-    lead = ("How often labelers agree on the same task (Cohen's kappa for two annotators, Krippendorff's alpha for "
-            "more); 1 is full agreement, 0 is chance, n/a means every answer was the same. Dashed lines: 0.67 "
-            "(tentative) and 0.8 (reliable).")
-    return _section("agreement", "Labeling agreement", lead,
-                    (f"<p>{' · '.join(facts)}</p>" if facts else "") + "".join(parts))
+        parts.append(
+            _chart(
+                svg.empty_chart(
+                    "chart-agreement-questions", "agreement.json holds no per-question or per-rule figures"
+                )
+            )
+        )
+    lead = (
+        "How often labelers agree on the same task (Cohen's kappa for two annotators, Krippendorff's alpha for "
+        "more); 1 is full agreement, 0 is chance, n/a means every answer was the same. Dashed lines: 0.67 "
+        "(tentative) and 0.8 (reliable)."
+    )
+    return _section(
+        "agreement",
+        "Labeling agreement",
+        lead,
+        (f"<p>{' · '.join(facts)}</p>" if facts else "") + "".join(parts),
+    )
 
 
 def _fmt_agree(r: dict[str, Any]) -> str:
     v = "n/a" if r["value"] is None else f"{r['value']:.2f}"
-    extra = [f"{r['method']}" if r["method"] else "", f"observed {r['observed']:.0%}" if _is_num(r["observed"]) else "",
-             f"{r['items']} items" if _is_num(r["items"]) else ""]
+    extra = [
+        f"{r['method']}" if r["method"] else "",
+        f"observed {r['observed']:.0%}" if _is_num(r["observed"]) else "",
+        f"{r['items']} items" if _is_num(r["items"]) else "",
+    ]
     return v + "".join(f" · {e}" for e in extra if e)
 
 
@@ -563,18 +783,30 @@ def _evaluation(d: ReportData) -> str:
         rules += [r for r in pr if r not in rules]
     overall = [obj.get("overall_pass_rate") for _, obj in d.evals]
     groups = rules + (["overall"] if any(isinstance(v, (int, float)) for v in overall) else [])
-    series = [(n, [pr.get(r) for r in rules] + ([float(o) if isinstance(o, (int, float)) else None]
-                                                 if "overall" in groups else []))
-              for n, pr, o in zip(names, per_rule, overall)]
-    chart_rules = svg.grouped_bar_chart("chart-eval-rules", groups, series, title="pass rate per rule",
-                                        percent=True)
+    series = [
+        (
+            n,
+            [pr.get(r) for r in rules]
+            + ([float(o) if isinstance(o, (int, float)) else None] if "overall" in groups else []),
+        )
+        for n, pr, o in zip(names, per_rule, overall)
+    ]
+    chart_rules = svg.grouped_bar_chart(
+        "chart-eval-rules", groups, series, title="pass rate per rule", percent=True
+    )
     cats: list[str] = []
     fails = []
     for _, obj in d.evals:
         f = obj.get("failures_by_category")
-        if not isinstance(f, dict) or not f:  # else the per-category pass/fail table `curate eval` also writes
+        if (
+            not isinstance(f, dict) or not f
+        ):  # else the per-category pass/fail table `curate eval` also writes
             by = obj.get("by_category") or {}
-            f = {c: v.get("fail", 0) for c, v in by.items() if isinstance(v, dict)} if isinstance(by, dict) else {}
+            f = (
+                {c: v.get("fail", 0) for c, v in by.items() if isinstance(v, dict)}
+                if isinstance(by, dict)
+                else {}
+            )
         fails.append({c: v for c, v in f.items() if _is_num(v)})
         cats += [str(c) for c in f if str(c) not in cats]
     for c in ("format", "instruction", "knowledge", "safety"):
@@ -582,7 +814,9 @@ def _evaluation(d: ReportData) -> str:
             cats.append(c)
     cats.sort(key=lambda c: (["format", "instruction", "knowledge", "safety"] + [c]).index(c))
     cat_series = [(n, [float(f.get(c, 0) or 0) for c in cats]) for n, f in zip(names, fails)]
-    chart_cats = svg.grouped_bar_chart("chart-eval-categories", cats, cat_series, title="failures by category")
+    chart_cats = svg.grouped_bar_chart(
+        "chart-eval-categories", cats, cat_series, title="failures by category"
+    )
     head = ["rule"] + names
     rows = []
     for i, r in enumerate(groups):
@@ -590,13 +824,14 @@ def _evaluation(d: ReportData) -> str:
         cells = [_pct(v) for v in vals]
         if len(vals) >= 2 and all(isinstance(v, (int, float)) for v in (vals[0], vals[-1])):
             delta = vals[-1] - vals[0]
-            cells[-1] += (f' <span class="badge {"ok" if delta >= 0 else "bad"}">{delta * 100:+.0f} pt</span>')
+            cells[-1] += f' <span class="badge {"ok" if delta >= 0 else "bad"}">{delta * 100:+.0f} pt</span>'
         rows.append([f"<code>{esc(r)}</code>" if r != "overall" else "<strong>overall</strong>"] + cells)
     # Headline figures `curate eval` adds: valid JSON, over-refusal on safe prompts (lower is better), general ability.
     for label, get, higher_better in (
-            ("valid JSON", lambda o: o.get("valid_json_rate"), True),
-            ("over-refusal (lower is better)", lambda o: (o.get("over_refusal") or {}).get("rate"), False),
-            ("general ability (MT-bench / Vicuna)", lambda o: (o.get("general") or {}).get("rate"), True)):
+        ("valid JSON", lambda o: o.get("valid_json_rate"), True),
+        ("over-refusal (lower is better)", lambda o: (o.get("over_refusal") or {}).get("rate"), False),
+        ("general ability (MT-bench / Vicuna)", lambda o: (o.get("general") or {}).get("rate"), True),
+    ):
         vals = [get(obj) if isinstance(obj, dict) else None for _, obj in d.evals]
         if not any(_is_num(v) for v in vals):
             continue
@@ -606,11 +841,17 @@ def _evaluation(d: ReportData) -> str:
             good = delta >= 0 if higher_better else delta <= 0
             cells[-1] += f' <span class="badge {"ok" if good else "bad"}">{delta * 100:+.0f} pt</span>'
         rows.append([esc(label)] + cells)
-    lead = ("Each evaluation in <code>evals/</code>, oldest first (the first is the baseline): pass rate of every "
-            "automatic rule on the held-out prompts, and failures sorted into format, instruction-following, "
-            "knowledge and safety. If most failures are knowledge, more fine-tuning is the wrong lever.")
-    body = (_chart(chart_rules) + _table(head, rows, numeric=tuple(range(1, len(head))), table_id="eval-table")
-            + "<h3>Failures by category</h3>" + _chart(chart_cats))
+    lead = (
+        "Each evaluation in <code>evals/</code>, oldest first (the first is the baseline): pass rate of every "
+        "automatic rule on the held-out prompts, and failures sorted into format, instruction-following, "
+        "knowledge and safety. If most failures are knowledge, more fine-tuning is the wrong lever."
+    )
+    body = (
+        _chart(chart_rules)
+        + _table(head, rows, numeric=tuple(range(1, len(head))), table_id="eval-table")
+        + "<h3>Failures by category</h3>"
+        + _chart(chart_cats)
+    )
     return _section("evaluation", "Evaluation before / after", lead, body)
 
 
@@ -620,42 +861,93 @@ def _rules(d: ReportData) -> str:
     rows = []
     for r in d.rules:
         rate = r.pass_rate
-        rows.append([f"<code>{esc(r.rule)}</code>", esc(r.category), _n(r.passed), _n(r.failed),
-                     _pct(rate) + ("" if rate is None else " " + _badge(r.failed == 0, "all", "some fail")),
-                     _n(r.negatives), esc(_clip(r.says, 140))])
-    table = _table(["rule", "category", "exported, passing", "quarantined, failing", "pass rate of the data",
-                    "negative examples breaking it", "says"], rows, numeric=(2, 3, 4, 5), table_id="rules-table")
+        rows.append(
+            [
+                f"<code>{esc(r.rule)}</code>",
+                esc(r.category),
+                _n(r.passed),
+                _n(r.failed),
+                _pct(rate) + ("" if rate is None else " " + _badge(r.failed == 0, "all", "some fail")),
+                _n(r.negatives),
+                esc(_clip(r.says, 140)),
+            ]
+        )
+    table = _table(
+        [
+            "rule",
+            "category",
+            "exported, passing",
+            "quarantined, failing",
+            "pass rate of the data",
+            "negative examples breaking it",
+            "says",
+        ],
+        rows,
+        numeric=(2, 3, 4, 5),
+        table_id="rules-table",
+    )
     series = [("pass rate", [r.pass_rate for r in d.rules])]
-    chart = svg.grouped_bar_chart("chart-rule-pass", [r.rule for r in d.rules], series,
-                                  title="pass rate of the data read, per rule", percent=True)
+    chart = svg.grouped_bar_chart(
+        "chart-rule-pass",
+        [r.rule for r in d.rules],
+        series,
+        title="pass rate of the data read, per rule",
+        percent=True,
+    )
     cards = []
     for ex in d.pair_examples:
-        why = (", ".join(f"<code>{esc(r)}</code>" for r in ex.rules) if ex.rules
-               else f"(not shown: {esc(d.spec_note or 'no rule found')})")
-        cards.append(f'<div class="card"><p><strong>{esc(ex.split)}</strong> pair, separated by {why}</p>'
-                     + _turns_html([("user", ex.prompt), ("assistant (chosen)", ex.chosen),
-                                    ("assistant (rejected)", ex.rejected)]) + "</div>")
-    pairs = ("<h3>Preference pairs: chosen and rejected, and the rule between them</h3>" + "".join(cards)
-             if cards else "<p>No preference pairs in this build.</p>")
-    lead = ("Each automatic rule over the data this build read: records that pass it and were exported (where the "
-            "rule applies), records quarantined because they fail it, and negative examples that break it on "
-            "purpose (the rejected side of a pair)."
-            + (f" Rule wording is not shown: {esc(d.spec_note)}." if d.spec_note else ""))
+        why = (
+            ", ".join(f"<code>{esc(r)}</code>" for r in ex.rules)
+            if ex.rules
+            else f"(not shown: {esc(d.spec_note or 'no rule found')})"
+        )
+        cards.append(
+            f'<div class="card"><p><strong>{esc(ex.split)}</strong> pair, separated by {why}</p>'
+            + _turns_html(
+                [
+                    ("user", ex.prompt),
+                    ("assistant (chosen)", ex.chosen),
+                    ("assistant (rejected)", ex.rejected),
+                ]
+            )
+            + "</div>"
+        )
+    pairs = (
+        "<h3>Preference pairs: chosen and rejected, and the rule between them</h3>" + "".join(cards)
+        if cards
+        else "<p>No preference pairs in this build.</p>"
+    )
+    lead = (
+        "Each automatic rule over the data this build read: records that pass it and were exported (where the "
+        "rule applies), records quarantined because they fail it, and negative examples that break it on "
+        "purpose (the rejected side of a pair)."
+        + (f" Rule wording is not shown: {esc(d.spec_note)}." if d.spec_note else "")
+    )
     return _section("rules", "Rules", lead, _chart(chart) + table + pairs)
 
 
 # --------------------------------------------------------------------------------------------- page
 
-_SECTIONS = {"counts": ("Counts", _conservation), "rules": ("Rules", _rules), "coverage": ("Coverage", _coverage),
-             "lengths": ("Lengths", _lengths), "quarantine": ("Quarantine", _quarantine),
-             "duplicates": ("Duplicates", _duplicates), "leakage": ("Leakage", _leakage),
-             "agreement": ("Agreement", _agreement), "evaluation": ("Evaluation", _evaluation)}
+_SECTIONS = {
+    "counts": ("Counts", _conservation),
+    "rules": ("Rules", _rules),
+    "coverage": ("Coverage", _coverage),
+    "lengths": ("Lengths", _lengths),
+    "quarantine": ("Quarantine", _quarantine),
+    "duplicates": ("Duplicates", _duplicates),
+    "leakage": ("Leakage", _leakage),
+    "agreement": ("Agreement", _agreement),
+    "evaluation": ("Evaluation", _evaluation),
+}
 
 
 def section_ids(d: ReportData) -> list[tuple[str, str]]:
     """(id, nav label) of the sections this report shows: agreement and evaluation only when their files exist."""
-    return [(sid, label) for sid, (label, _) in _SECTIONS.items()
-            if not (sid == "agreement" and d.agreement is None) and not (sid == "evaluation" and not d.evals)]
+    return [
+        (sid, label)
+        for sid, (label, _) in _SECTIONS.items()
+        if not (sid == "agreement" and d.agreement is None) and not (sid == "evaluation" and not d.evals)
+    ]
 
 
 def render_html(d: ReportData) -> str:
@@ -667,14 +959,19 @@ def render_html(d: ReportData) -> str:
     nav = "".join(f'<a href="#{esc(sid)}">{esc(label)}</a>' for sid, label, _ in sections)
     warnings = ""
     if d.warnings:
-        warnings = ('<div class="warn" id="warnings"><strong>Read with care:</strong><ul>'
-                    + "".join(f"<li>{esc(w)}</li>" for w in d.warnings[:20]) + "</ul></div>")
+        warnings = (
+            '<div class="warn" id="warnings"><strong>Read with care:</strong><ul>'
+            + "".join(f"<li>{esc(w)}</li>" for w in d.warnings[:20])
+            + "</ul></div>"
+        )
     sha = str(spec.get("sha256") or "")[:12]
-    sub = (f"built {esc(m.get('created', '?'))} by {esc(tool.get('name', 'curate'))} {esc(tool.get('version', ''))}"
-           + (f" · spec sha256 <code>{esc(sha)}</code>" if sha else "")
-           + (f" · <code>{esc(spec.get('path'))}</code>" if spec.get("path") else ""))
+    sub = (
+        f"built {esc(m.get('created', '?'))} by {esc(tool.get('name', 'curate'))} {esc(tool.get('version', ''))}"
+        + (f" · spec sha256 <code>{esc(sha)}</code>" if sha else "")
+        + (f" · <code>{esc(spec.get('path'))}</code>" if spec.get("path") else "")
+    )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(ref)} · curate build report</title><style>{CSS}</style></head><body>"
@@ -683,4 +980,5 @@ def render_html(d: ReportData) -> str:
         f'<nav class="toc"><div class="wrap">{nav}</div></nav>'
         f'<main class="wrap">{_summary(d)}{warnings}{"".join(s for _, _, s in sections)}</main>'
         f'<footer class="wrap">Generated by curate from <code>manifest.json</code> and the '
-        "files beside it. Self-contained: no script, no font, nothing fetched.</footer></body></html>\n")
+        "files beside it. Self-contained: no script, no font, nothing fetched.</footer></body></html>\n"
+    )

@@ -1,9 +1,9 @@
 """The run context every step shares: quarantine, counters, progress. Steps never print.
 
-    ctx = RunContext(out_dir=Path("out/x"))
-    ctx.quarantine(step="read", reason="bad_json", detail="...", source=Source(file="a.jsonl", line=3), original=raw)
-    ctx.count("read", "in")
-    ctx.close()   # flushes quarantine/<step>.jsonl
+ctx = RunContext(out_dir=Path("out/x"))
+ctx.quarantine(step="read", reason="bad_json", detail="...", source=Source(file="a.jsonl", line=3), original=raw)
+ctx.count("read", "in")
+ctx.close()   # flushes quarantine/<step>.jsonl
 """
 
 from __future__ import annotations
@@ -40,8 +40,15 @@ def encode_row(row: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(safe, default=str) + b"\n"
     except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates (undecodable bytes kept by a reader)
-        return orjson.dumps(_scrub({k: (v if isinstance(v, str | dict | None) else _text_of(v))
-                                    for k, v in safe.items()}), default=str) + b"\n"
+        return (
+            orjson.dumps(
+                _scrub(
+                    {k: (v if isinstance(v, str | dict | None) else _text_of(v)) for k, v in safe.items()}
+                ),
+                default=str,
+            )
+            + b"\n"
+        )
 
 
 def _scrub(v: Any) -> Any:
@@ -156,16 +163,29 @@ class RunContext:
     per_file_quarantined: Counter[str] = field(default_factory=Counter)
     counters: Counter[str] = field(default_factory=Counter)
 
-    def quarantine(self, *, step: str, reason: str, detail: str, source: Source | None = None,
-                   original: Any = None, record: SFTRecord | PreferenceRecord | None = None) -> None:
+    def quarantine(
+        self,
+        *,
+        step: str,
+        reason: str,
+        detail: str,
+        source: Source | None = None,
+        original: Any = None,
+        record: SFTRecord | PreferenceRecord | None = None,
+    ) -> None:
         """Set one record (or raw line) aside with a stable reason code; never raises."""
         if record is not None and source is None:
             source = record.source
         if original is None and record is not None:
             original = dump_record(record)
-        row = {"step": step, "reason": reason, "detail": detail,
-               "source": source.model_dump(exclude_none=True) if source else {},
-               "record_id": record.id if record is not None else None, "original": original}
+        row = {
+            "step": step,
+            "reason": reason,
+            "detail": detail,
+            "source": source.model_dump(exclude_none=True) if source else {},
+            "record_id": record.id if record is not None else None,
+            "original": original,
+        }
         self.quarantined[step].append(row)
         self.reasons[(step, reason)] += 1
         self.per_file_quarantined[(source.file if source and source.file else "<none>")] += 1

@@ -53,8 +53,13 @@ class Cell:
         return max(0, self.target - self.count)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"category": self.category, "rule": self.rule, "count": self.count,
-                               "target": self.target, "ok": self.ok}
+        out: dict[str, Any] = {
+            "category": self.category,
+            "rule": self.rule,
+            "count": self.count,
+            "target": self.target,
+            "ok": self.ok,
+        }
         if self.splits is not None:
             out["splits"] = dict(sorted(self.splits.items()))
         return out
@@ -73,8 +78,13 @@ class CategoryShare:
         return self.share + 1e-12 >= self.min_share
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "count": self.count, "share": round(self.share, 6),
-                               "min_share": self.min_share, "ok": self.ok}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "count": self.count,
+            "share": round(self.share, 6),
+            "min_share": self.min_share,
+            "ok": self.ok,
+        }
         if self.splits is not None:
             out["splits"] = dict(sorted(self.splits.items()))
         return out
@@ -105,8 +115,10 @@ class Coverage:
 
     def as_dict(self) -> dict[str, Any]:
         """The manifest's "coverage" value (docs/contracts.md)."""
-        return {"cells": [c.as_dict() for c in self.cells],
-                "categories": [c.as_dict() for c in self.categories]}
+        return {
+            "cells": [c.as_dict() for c in self.cells],
+            "categories": [c.as_dict() for c in self.categories],
+        }
 
 
 def cell_target(spec: Spec, category: str, rule: Rule) -> int:
@@ -122,20 +134,33 @@ def _results(spec: Spec, rec: SFTRecord | PreferenceRecord, rules: list[Rule]) -
     have = {c.rule: c for c in rec.checks}
     if all(r.id in have for r in rules):
         return [have[r.id] for r in rules]
-    return check_response(spec, rec.response_text(), user_text=rec.user_text(), category=rec.category,
-                          tags=rec.tags, rules=rules)
+    return check_response(
+        spec,
+        rec.response_text(),
+        user_text=rec.user_text(),
+        category=rec.category,
+        tags=rec.tags,
+        rules=rules,
+    )
 
 
-def record_hits(spec: Spec, rec: SFTRecord | PreferenceRecord,
-                rules: list[Rule] | None = None) -> list[tuple[str, str]]:
+def record_hits(
+    spec: Spec, rec: SFTRecord | PreferenceRecord, rules: list[Rule] | None = None
+) -> list[tuple[str, str]]:
     """The (category, rule) cells one record counts in."""
     rules = spec.automatic_rules() if rules is None else rules
     hits: list[tuple[str, str]] = []
     if isinstance(rec, PreferenceRecord):
         if rec.category != NEGATIVE:
             hits += [(rec.category, r.rule) for r in _results(spec, rec, rules) if r.status == "pass"]
-        rejected = check_response(spec, rec.rejected_text(), user_text=rec.user_text(), category=rec.category,
-                                  tags=rec.tags, rules=rules)
+        rejected = check_response(
+            spec,
+            rec.rejected_text(),
+            user_text=rec.user_text(),
+            category=rec.category,
+            tags=rec.tags,
+            rules=rules,
+        )
         hits += [(NEGATIVE, r.rule) for r in rejected if r.status == "fail"]
         return hits
     results = _results(spec, rec, rules)
@@ -143,17 +168,23 @@ def record_hits(spec: Spec, rec: SFTRecord | PreferenceRecord,
     return [(rec.category, r.rule) for r in results if r.status == want]
 
 
-def compute_coverage(spec: Spec, records: Iterable[SFTRecord | PreferenceRecord], *,
-                     split_of: Callable[[SFTRecord | PreferenceRecord], str | None] | None = None,
-                     hits: Callable[[Any, list[Rule]], list[tuple[str, str]]] | None = None) -> Coverage:
+def compute_coverage(
+    spec: Spec,
+    records: Iterable[SFTRecord | PreferenceRecord],
+    *,
+    split_of: Callable[[SFTRecord | PreferenceRecord], str | None] | None = None,
+    hits: Callable[[Any, list[Rule]], list[tuple[str, str]]] | None = None,
+) -> Coverage:
     """The coverage matrix of `records` against the spec's targets (one pass, memory O(cells)).
 
     `hits(item, rules)` gives the cells of one item (default: `record_hits`; the compact build passes its own
     for its rows, which have `.category` like records)."""
     rules = spec.automatic_rules()
     if hits is None:
+
         def hits(rec: Any, rules: list[Rule]) -> list[tuple[str, str]]:
             return record_hits(spec, rec, rules)
+
     counts: Counter[tuple[str, str]] = Counter()
     cell_splits: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     cat_counts: Counter[str] = Counter()
@@ -169,13 +200,22 @@ def compute_coverage(spec: Spec, records: Iterable[SFTRecord | PreferenceRecord]
             counts[key] += 1
             if split is not None:
                 cell_splits[key][split] += 1
-    return coverage_from_counts(spec, rules, counts, cell_splits, cat_counts, cat_splits, total,
-                                with_splits=split_of is not None)
+    return coverage_from_counts(
+        spec, rules, counts, cell_splits, cat_counts, cat_splits, total, with_splits=split_of is not None
+    )
 
 
-def coverage_from_counts(spec: Spec, rules: list[Rule], counts: Counter[tuple[str, str]],
-                         cell_splits: dict[tuple[str, str], Counter[str]], cat_counts: Counter[str],
-                         cat_splits: dict[str, Counter[str]], total: int, *, with_splits: bool) -> Coverage:
+def coverage_from_counts(
+    spec: Spec,
+    rules: list[Rule],
+    counts: Counter[tuple[str, str]],
+    cell_splits: dict[tuple[str, str], Counter[str]],
+    cat_counts: Counter[str],
+    cat_splits: dict[str, Counter[str]],
+    total: int,
+    *,
+    with_splits: bool,
+) -> Coverage:
     """The matrix from counted hits (cell -> records, per split) and categories (what compute_coverage counts)."""
     categories = list(spec.cases) + sorted(c for c in cat_counts if c not in spec.cases)
     cells = []
@@ -183,14 +223,28 @@ def coverage_from_counts(spec: Spec, rules: list[Rule], counts: Counter[tuple[st
         for rule in rules:
             key = (cat, rule.id)
             target = cell_target(spec, cat, rule) if cat in spec.cases else 0
-            cells.append(Cell(cat, rule.id, counts.get(key, 0), target,
-                              dict(cell_splits.get(key, {})) if with_splits else None))
+            cells.append(
+                Cell(
+                    cat,
+                    rule.id,
+                    counts.get(key, 0),
+                    target,
+                    dict(cell_splits.get(key, {})) if with_splits else None,
+                )
+            )
     shares = []
     for cat in categories:
         n = cat_counts.get(cat, 0)
         min_share = spec.cases[cat].min_share if cat in spec.cases else 0.0
-        shares.append(CategoryShare(cat, n, n / total if total else 0.0, min_share,
-                                    dict(cat_splits.get(cat, {})) if with_splits else None))
+        shares.append(
+            CategoryShare(
+                cat,
+                n,
+                n / total if total else 0.0,
+                min_share,
+                dict(cat_splits.get(cat, {})) if with_splits else None,
+            )
+        )
     return Coverage(cells=cells, categories=shares, total=total)
 
 

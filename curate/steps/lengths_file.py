@@ -74,8 +74,13 @@ def write_lengths(folder: Path, block: dict[str, Any]) -> dict[str, Any]:
             return arr
         return pa.DictionaryArray.from_arrays(arr, pa.array(dictionary))
 
-    table = pa.table({"format": col(fmts, FORMATS, pa.int8()), "split": col(splits, SPLITS, pa.int8()),
-                      "length": col(lengths, None, pa.int32())})
+    table = pa.table(
+        {
+            "format": col(fmts, FORMATS, pa.int8()),
+            "split": col(splits, SPLITS, pa.int8()),
+            "length": col(lengths, None, pa.int32()),
+        }
+    )
     pq.write_table(table, folder / FILE, compression="zstd")
     summary["file"] = FILE
     return summary

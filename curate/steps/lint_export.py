@@ -80,7 +80,9 @@ def _rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
         if f.is_file():
             out[split] = [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
         else:
-            pq_files = sorted((folder / "data").glob(f"{split}-*.parquet")) if (folder / "data").is_dir() else []
+            pq_files = (
+                sorted((folder / "data").glob(f"{split}-*.parquet")) if (folder / "data").is_dir() else []
+            )
             if pq_files:
                 import pyarrow.parquet as pq
 
@@ -93,8 +95,10 @@ def _folders(path: Path) -> list[Path]:
         return [path]
     found = [path / n for n in ("sft", "dpo") if (path / n).is_dir()]
     if not found:
-        raise InputError(f"{path}: no dataset here (expected train.jsonl/test.jsonl, data/*.parquet, or a build "
-                         "folder with sft/ and dpo/)")
+        raise InputError(
+            f"{path}: no dataset here (expected train.jsonl/test.jsonl, data/*.parquet, or a build "
+            "folder with sft/ and dpo/)"
+        )
     return found
 
 
@@ -115,8 +119,14 @@ def _ntok(tok: Any, messages: list[dict[str, Any]], *, generation_prompt: bool =
     return len(ids)
 
 
-def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, max_length: int | None = None,
-                assistant_only_loss: bool = True, max_examples: int = 10) -> LintReport:
+def lint_export(
+    path: str | Path,
+    *,
+    tokenizer: str | Path | Any | None = None,
+    max_length: int | None = None,
+    assistant_only_loss: bool = True,
+    max_examples: int = 10,
+) -> LintReport:
     """Lint one dataset folder or a whole build folder (see the module doc)."""
     root = Path(path)
     if not root.is_dir():
@@ -125,8 +135,12 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
     rep = LintReport()
     template = getattr(tok, "chat_template", None) if tok is not None else None
     if tok is not None and not template:
-        rep.add("error", str(root), "no_chat_template", "the tokenizer has no chat template; conversational data "
-                "needs one (set tokenizer.chat_template)")
+        rep.add(
+            "error",
+            str(root),
+            "no_chat_template",
+            "the tokenizer has no chat template; conversational data needs one (set tokenizer.chat_template)",
+        )
     folders = _folders(root)
     loaded = [(folder, _rows(folder)) for folder in folders]
     some_rows = any(rows for _, splits in loaded for rows in splits.values())
@@ -135,31 +149,56 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
         rows_all = [(s, i, r) for s, rows in splits.items() for i, r in enumerate(rows, start=1)]
         if not rows_all:
             if some_rows:
-                rep.add("warning", name, "empty", f"no rows: this build has no {folder.name} data; train the other "
-                        "kind only")
+                rep.add(
+                    "warning",
+                    name,
+                    "empty",
+                    f"no rows: this build has no {folder.name} data; train the other kind only",
+                )
             else:
                 rep.add("error", name, "empty", "no rows: TRL cannot train on an empty dataset")
             continue
         first = rows_all[0][2]
         kind, conv = dataset_type(first)
-        info = {"dataset": name, "type": kind, "conversational": conv,
-                "rows": {s: len(r) for s, r in splits.items()}, "dropped": 0, "truncated": 0}
+        info = {
+            "dataset": name,
+            "type": kind,
+            "conversational": conv,
+            "rows": {s: len(r) for s, r in splits.items()},
+            "dropped": 0,
+            "truncated": 0,
+        }
         rep.datasets.append(info)
         if kind == "unknown":
-            rep.add("error", name, "unknown_type", f"the first row's keys {sorted(first)} match no TRL dataset type")
+            rep.add(
+                "error",
+                name,
+                "unknown_type",
+                f"the first row's keys {sorted(first)} match no TRL dataset type",
+            )
         odd = [(s, i, dataset_type(r)) for s, i, r in rows_all if dataset_type(r) != (kind, conv)]
         if odd:
-            rep.add("error", name, "inconsistent_types", f"{len(odd)} rows differ from the first row's type "
-                    f"({kind}, conversational={conv}); TRL decides from the first row",
-                    examples=[f"{s}:{i} {t}" for s, i, t in odd[:max_examples]])
+            rep.add(
+                "error",
+                name,
+                "inconsistent_types",
+                f"{len(odd)} rows differ from the first row's type "
+                f"({kind}, conversational={conv}); TRL decides from the first row",
+                examples=[f"{s}:{i} {t}" for s, i, t in odd[:max_examples]],
+            )
         wants_markers = kind == "language_modeling" and conv and assistant_only_loss
         completion_only = False
         if template and wants_markers and not _GENERATION.search(template):
             completion_only = True
-            rep.add("warning", name, "no_generation_markers", "the chat template has no {% generation %} markers: "
-                    "`curate train` trains on the last assistant turn only (completion-only loss); TRL's SFTTrainer "
-                    "with assistant_only_loss=True would raise (pass --no-assistant-only-loss to lint training on "
-                    "every token)")
+            rep.add(
+                "warning",
+                name,
+                "no_generation_markers",
+                "the chat template has no {% generation %} markers: "
+                "`curate train` trains on the last assistant turn only (completion-only loss); TRL's SFTTrainer "
+                "with assistant_only_loss=True would raise (pass --no-assistant-only-loss to lint training on "
+                "every token)",
+            )
         if tok is None or not template or not conv or max_length is None:
             continue
         drop_ex: list[str] = []
@@ -175,8 +214,11 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
                     first_a = next((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), None)
                     if completion_only:  # curate train: prompt = every turn before the last
                         first_a = len(msgs) - 1
-                    prompt_len = (_ntok(tok, msgs[:first_a], generation_prompt=True)
-                                  if assistant_only_loss and first_a else 0)
+                    prompt_len = (
+                        _ntok(tok, msgs[:first_a], generation_prompt=True)
+                        if assistant_only_loss and first_a
+                        else 0
+                    )
                     total = _ntok(tok, msgs)
                     lens = [total]
                 elif kind == "prompt_completion":
@@ -188,7 +230,9 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
                 else:
                     continue
             except Exception as err:  # noqa: BLE001 - a row the template cannot render is a finding
-                rep.add("error", name, "template_error", f"{s}:{i}: the chat template fails on this row: {err}")
+                rep.add(
+                    "error", name, "template_error", f"{s}:{i}: the chat template fails on this row: {err}"
+                )
                 continue
             if prompt_len >= max_length:
                 info["dropped"] += 1
@@ -199,11 +243,23 @@ def lint_export(path: str | Path, *, tokenizer: str | Path | Any | None = None, 
                 if len(trunc_ex) < max_examples:
                     trunc_ex.append(f"{s}:{i} {max(lens)} tokens")
         if info["dropped"]:
-            rep.add("error", name, "rows_dropped", f"{info['dropped']} rows have a prompt of >= {max_length} tokens:"
-                    " TRL drops them (nothing left to learn) and fails if none are left", examples=drop_ex)
+            rep.add(
+                "error",
+                name,
+                "rows_dropped",
+                f"{info['dropped']} rows have a prompt of >= {max_length} tokens:"
+                " TRL drops them (nothing left to learn) and fails if none are left",
+                examples=drop_ex,
+            )
         if info["truncated"]:
-            rep.add("warning", name, "rows_truncated", f"{info['truncated']} rows exceed {max_length} tokens: TRL "
-                    "truncates them (the end of the answer is lost)", examples=trunc_ex)
+            rep.add(
+                "warning",
+                name,
+                "rows_truncated",
+                f"{info['truncated']} rows exceed {max_length} tokens: TRL "
+                "truncates them (the end of the answer is lost)",
+                examples=trunc_ex,
+            )
     return rep
 
 

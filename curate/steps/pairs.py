@@ -93,10 +93,16 @@ def pair_of(negative: SFTRecord, partner: SFTRecord) -> PreferenceRecord:
     conv = partner.conversation()
     neg = negative.conversation()
     return PreferenceRecord.build(
-        spec=negative.spec, category=negative.category, tags=negative.tags, violates=negative.violates,
-        prompt=tuple(partner.prompt_messages()), chosen=(conv[-1],), rejected=(neg[-1],),
+        spec=negative.spec,
+        category=negative.category,
+        tags=negative.tags,
+        violates=negative.violates,
+        prompt=tuple(partner.prompt_messages()),
+        chosen=(conv[-1],),
+        rejected=(neg[-1],),
         source=negative.source.model_copy(update={"parent": partner.id}),
-        labels={**negative.labels, "source_ids": [negative.id, partner.id]}, checks=partner.checks,
+        labels={**negative.labels, "source_ids": [negative.id, partner.id]},
+        checks=partner.checks,
     )
 
 

@@ -70,10 +70,18 @@ class BuildResult:
     def summary(self) -> dict[str, Any]:
         """The `curate build --json` document."""
         m = self.manifest
-        return {"out": str(self.out_dir), "spec": m["spec"]["ref"], "counts": m["counts"],
-                "conservation": m["conservation"], "quarantine": m["quarantine"], "dedup": m["dedup"],
-                "leakage": m["leakage"], "coverage": m["coverage"], "inputs": m["inputs"],
-                "warnings": self.warnings}
+        return {
+            "out": str(self.out_dir),
+            "spec": m["spec"]["ref"],
+            "counts": m["counts"],
+            "conservation": m["conservation"],
+            "quarantine": m["quarantine"],
+            "dedup": m["dedup"],
+            "leakage": m["leakage"],
+            "coverage": m["coverage"],
+            "inputs": m["inputs"],
+            "warnings": self.warnings,
+        }
 
 
 def _sha256(path: Path) -> str:
@@ -84,8 +92,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read(paths: Sequence[Path], *, ctx: RunContext, spec: Spec, format: str | None,
-          mapping: dict[str, str] | None) -> Iterator[Rec]:
+def _read(
+    paths: Sequence[Path], *, ctx: RunContext, spec: Spec, format: str | None, mapping: dict[str, str] | None
+) -> Iterator[Rec]:
     return read_inputs([str(p) for p in paths], ctx=ctx, spec=spec, format=format, mapping=mapping)
 
 
@@ -118,11 +127,22 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, out: str | Path | None = None, *,
-          format: str | None = None, mapping: dict[str, str] | None = None, tokenizer: str | Path | None = None,
-          max_tokens: int | None = None, near_threshold: float | None = None, sft_format: str | None = None,
-          lock: str | Path | None = None, progress: Progress | None = None, engine: str = "local",
-          compact: bool | None = None) -> BuildResult:
+def build(
+    spec: Spec | str | Path,
+    inputs: Sequence[str | Path] | None = None,
+    out: str | Path | None = None,
+    *,
+    format: str | None = None,
+    mapping: dict[str, str] | None = None,
+    tokenizer: str | Path | None = None,
+    max_tokens: int | None = None,
+    near_threshold: float | None = None,
+    sft_format: str | None = None,
+    lock: str | Path | None = None,
+    progress: Progress | None = None,
+    engine: str = "local",
+    compact: bool | None = None,
+) -> BuildResult:
     """Build a training-ready dataset folder from a spec and its inputs (see the module doc).
 
     One build path for every input, engine and tokenizer: rows (`curate.engine.compact`). A plain native JSONL
@@ -133,13 +153,31 @@ def build(spec: Spec | str | Path, inputs: Sequence[str | Path] | None = None, o
     tests to prove the shortcut changes nothing (tests/engine/test_compact.py).
     """
     with gc_paused():
-        return _build_rows(spec, inputs, out, format=format, mapping=mapping, tokenizer=tokenizer,
-                           max_tokens=max_tokens, near_threshold=near_threshold, sft_format=sft_format, lock=lock,
-                           progress=progress, engine=engine, fast=compact is not False)
+        return _build_rows(
+            spec,
+            inputs,
+            out,
+            format=format,
+            mapping=mapping,
+            tokenizer=tokenizer,
+            max_tokens=max_tokens,
+            near_threshold=near_threshold,
+            sft_format=sft_format,
+            lock=lock,
+            progress=progress,
+            engine=engine,
+            fast=compact is not False,
+        )
 
 
-def _settle(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
-            near_threshold: float | None, sft_format: str | None) -> tuple[Spec, list[Path], Path, str, float]:
+def _settle(
+    spec: Spec | str | Path,
+    inputs: Sequence[str | Path] | None,
+    out: str | Path | None,
+    *,
+    near_threshold: float | None,
+    sft_format: str | None,
+) -> tuple[Spec, list[Path], Path, str, float]:
     """The build's argument checks: (the loaded spec, the input files, the output folder, the SFT format, the near
     threshold)."""
     if not isinstance(spec, Spec):
@@ -150,8 +188,9 @@ def _settle(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: s
         raise CurateError(f"near threshold must be in (0, 1], got {near_threshold}")
     given = [Path(p) for p in inputs] if inputs else spec.data_paths()
     if not given:
-        raise InputError(f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` "
-                         "in the spec")
+        raise InputError(
+            f"{spec.ref}: nothing to build; pass --input FILE or list example files under `data:` in the spec"
+        )
     paths = expand_inputs(given)  # folders -> their data files; raises InputError for a missing path
     out_dir = Path(out) if out is not None else spec.default_out_dir()
     sft_format = sft_format or spec.export.sft_format
@@ -160,11 +199,25 @@ def _settle(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: s
     return spec, paths, out_dir, sft_format, near_threshold
 
 
-def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], totals: dict[str, int],
-              clusters: list[dict[str, Any]], near_threshold: float, parts: Any, coverage: dict[str, Any],
-              lengths: LengthCounter, limit: int | None, splits: dict[str, tuple[list[Any], list[Any]]],
-              negatives: int, pairs_made: int, old_lock: HeldoutLock | None, lock_path: Path | None,
-              sft_format: str, lineage: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    spec: Spec,
+    ctx: RunContext,
+    inputs_info: list[dict[str, Any]],
+    totals: dict[str, int],
+    clusters: list[dict[str, Any]],
+    near_threshold: float,
+    parts: Any,
+    coverage: dict[str, Any],
+    lengths: LengthCounter,
+    limit: int | None,
+    splits: dict[str, tuple[list[Any], list[Any]]],
+    negatives: int,
+    pairs_made: int,
+    old_lock: HeldoutLock | None,
+    lock_path: Path | None,
+    sft_format: str,
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
     """manifest.json but its "files" (docs/contracts.md); `splits`: {"sft": (train, test), "dpo": ...} items."""
     formats = spec.export.formats
     q_counts = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
@@ -173,27 +226,50 @@ def _manifest(spec: Spec, ctx: RunContext, inputs_info: list[dict[str, Any]], to
     return {
         "tool": {"name": "curate", "version": __version__},
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref, "sha256": spec.digest,
-                 "path": str(spec.path) if spec.path else None,
-                 **_contract(spec)},  # rules_sha + version_sha (curate.versioning, issue #18)
+        "spec": {
+            "name": spec.name,
+            "version": spec.version,
+            "ref": spec.ref,
+            "sha256": spec.digest,
+            "path": str(spec.path) if spec.path else None,
+            **_contract(spec),
+        },  # rules_sha + version_sha (curate.versioning, issue #18)
         "stale_labels": _stale_labels(spec, inputs_info),
         "inputs": inputs_info,
-        "counts": {**totals, "sft": {"train": len(splits["sft"][0]), "test": len(splits["sft"][1])},
-                   "dpo": {"train": len(splits["dpo"][0]), "test": len(splits["dpo"][1])},
-                   "negatives": negatives, "pairs_made": pairs_made},
+        "counts": {
+            **totals,
+            "sft": {"train": len(splits["sft"][0]), "test": len(splits["sft"][1])},
+            "dpo": {"train": len(splits["dpo"][0]), "test": len(splits["dpo"][1])},
+            "negatives": negatives,
+            "pairs_made": pairs_made,
+        },
         "conservation": {"ok": True, **totals},
         "quarantine": q_counts,
         "dedup": _dedup_counts(clusters, near_threshold),
         "leakage": parts.leakage.as_dict(),
         "coverage": coverage,
-        "lengths": {"unit": "tokens", "estimated": lengths.tokenizer is None, "max_tokens": limit,
-                    **{fmt: {"train": [got.get(r.id, 0) for r in tr], "test": [got.get(r.id, 0) for r in te]}
-                       for fmt, (tr, te) in splits.items()}},
-        "split": {"heldout": spec.split.heldout, "seed": spec.split.seed, "stratify": spec.split.stratify,
-                  "groups": parts.groups, "locked_from_previous": len(old_lock.ids) if old_lock else 0,
-                  "lock_from": str(lock_path) if old_lock else None},
-        "export": {"formats": exported_formats, "sft_format": sft_format,
-                   "include_system_prompt": spec.export.include_system_prompt},
+        "lengths": {
+            "unit": "tokens",
+            "estimated": lengths.tokenizer is None,
+            "max_tokens": limit,
+            **{
+                fmt: {"train": [got.get(r.id, 0) for r in tr], "test": [got.get(r.id, 0) for r in te]}
+                for fmt, (tr, te) in splits.items()
+            },
+        },
+        "split": {
+            "heldout": spec.split.heldout,
+            "seed": spec.split.seed,
+            "stratify": spec.split.stratify,
+            "groups": parts.groups,
+            "locked_from_previous": len(old_lock.ids) if old_lock else 0,
+            "lock_from": str(lock_path) if old_lock else None,
+        },
+        "export": {
+            "formats": exported_formats,
+            "sft_format": sft_format,
+            "include_system_prompt": spec.export.include_system_prompt,
+        },
         "exported_formats": exported_formats,
         "system_prompt_added": bool(spec.export.include_system_prompt and spec.system_prompt.strip()),
         "lineage": lineage,
@@ -217,28 +293,47 @@ def _stale_labels(spec: Spec, inputs_info: list[dict[str, Any]]) -> dict[str, An
     got = stale_labels_in([i["file"] for i in inputs_info], spec)
     if got["stale"] and spec.export.stale_labels == "error":
         ex = got["examples"][0]
-        raise ExportError(f"{got['stale']} labeled records were labeled under other rules (e.g. "
-                          f"{ex['where']}: {', '.join(ex['rules'])}); re-label them with `curate label push "
-                          f"{spec.path or spec.name} --stale` and pull, or set export.stale_labels: warn")
+        raise ExportError(
+            f"{got['stale']} labeled records were labeled under other rules (e.g. "
+            f"{ex['where']}: {', '.join(ex['rules'])}); re-label them with `curate label push "
+            f"{spec.path or spec.name} --stale` and pull, or set export.stale_labels: warn"
+        )
     return got
 
 
-def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any], sft_format: str,
-           sft_rows: Any, dpo_rows: Any, negatives: list[dict[str, Any]],
-           clusters: list[dict[str, Any]], lock_bytes: bytes,
-           relations: list[dict[str, Any]] | None = None) -> BuildResult:
+def _write(
+    out_dir: Path,
+    spec: Spec,
+    ctx: RunContext,
+    manifest: dict[str, Any],
+    sft_format: str,
+    sft_rows: Any,
+    dpo_rows: Any,
+    negatives: list[dict[str, Any]],
+    clusters: list[dict[str, Any]],
+    lock_bytes: bytes,
+    relations: list[dict[str, Any]] | None = None,
+) -> BuildResult:
     """Write the build folder atomically (staged, then swapped in); rows per format: {split: rows} or a _Stream."""
     exported_formats = manifest["exported_formats"]
     ctx.report("export", 0, 1)
     known: dict[str, str] = {}  # sha256 of files taken while they were written
     with staged_output(out_dir) as stage:
         split_info = {}
-        for fmt, rows, title in (("sft", sft_rows, f"{spec.ref} SFT ({sft_format})"),
-                                 ("dpo", dpo_rows, f"{spec.ref} DPO")):
+        for fmt, rows, title in (
+            ("sft", sft_rows, f"{spec.ref} SFT ({sft_format})"),
+            ("dpo", dpo_rows, f"{spec.ref} DPO"),
+        ):
             if isinstance(rows, _Stream):
                 schema, tools = stream_schema(rows.sample())
-                split_info[fmt] = write_split_batches(stage / fmt, rows.batches(schema, tools), schema=schema,
-                                                      title=title, name=f"{spec.name}-{fmt}", hashes=known)
+                split_info[fmt] = write_split_batches(
+                    stage / fmt,
+                    rows.batches(schema, tools),
+                    schema=schema,
+                    title=title,
+                    name=f"{spec.name}-{fmt}",
+                    hashes=known,
+                )
             elif rows is not None:
                 split_info[fmt] = write_splits(stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}")
         sft_rows = dpo_rows = None
@@ -252,16 +347,20 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
             (stage / "heldout.lock").write_bytes(lock_bytes)
             # per-record lengths go to lengths.parquet; the manifest keeps their summary (curate.steps.lengths_file)
             from curate.steps.lengths_file import write_lengths
+
             manifest["lengths"] = write_lengths(stage, manifest["lengths"])
-            (stage / "README.md").write_text(dataset_card(spec, manifest, split_info, folder=stage, out_dir=out_dir),
-                                             encoding="utf-8")
+            (stage / "README.md").write_text(
+                dataset_card(spec, manifest, split_info, folder=stage, out_dir=out_dir), encoding="utf-8"
+            )
             manifest["files"] = file_hashes(stage, known=known)
             (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
             warnings: list[str] = []
             for fmt in exported_formats:
                 if not manifest["counts"][fmt]["train"]:
-                    warnings.append(f"{fmt}/train is empty: nothing to train {fmt.upper()} on (see the quarantine and "
-                                    "clusters.jsonl for where the records went)")
+                    warnings.append(
+                        f"{fmt}/train is empty: nothing to train {fmt.upper()} on (see the quarantine and "
+                        "clusters.jsonl for where the records went)"
+                    )
             try:
                 import curate.report as report_mod
             except ImportError:  # the report module is optional
@@ -276,8 +375,9 @@ def _write(out_dir: Path, spec: Spec, ctx: RunContext, manifest: dict[str, Any],
     return BuildResult(out_dir=out_dir, manifest=manifest, warnings=warnings)
 
 
-def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None,
-                **kw: Any) -> BuildResult:
+def _build_rows(
+    spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, **kw: Any
+) -> BuildResult:
     """`_build` on compact rows (`curate.engine.compact`): the same files, without a pydantic record per line."""
     opened: list[Any] = []  # the inputs the fast rows re-read their lines from
     try:
@@ -287,17 +387,31 @@ def _build_rows(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, ou
             src.close()
 
 
-def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None, out: str | Path | None, *,
-                   format: str | None, mapping: dict[str, str] | None, tokenizer: str | Path | None,
-                   max_tokens: int | None, near_threshold: float, sft_format: str | None, lock: str | Path | None,
-                   progress: Progress | None, engine: str, opened: list[Any], fast: bool = True) -> BuildResult:
+def _build_rows_in(
+    spec: Spec | str | Path,
+    inputs: Sequence[str | Path] | None,
+    out: str | Path | None,
+    *,
+    format: str | None,
+    mapping: dict[str, str] | None,
+    tokenizer: str | Path | None,
+    max_tokens: int | None,
+    near_threshold: float,
+    sft_format: str | None,
+    lock: str | Path | None,
+    progress: Progress | None,
+    engine: str,
+    opened: list[Any],
+    fast: bool = True,
+) -> BuildResult:
     from curate.engine import compact as C
     from curate.engine import validate_step
     from curate.steps.split import split_rows
 
     validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
-    spec, paths, out_dir, sft_format, near_threshold = _settle(spec, inputs, out, near_threshold=near_threshold,
-                                                               sft_format=sft_format)
+    spec, paths, out_dir, sft_format, near_threshold = _settle(
+        spec, inputs, out, near_threshold=near_threshold, sft_format=sft_format
+    )
     opened.append(OutputLock(out_dir))  # #16: the folder's lock from the start (released with the inputs)
     if format is not None:
         from curate.steps.read import FORMATS
@@ -312,10 +426,21 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     def record(row: C.Row) -> Rec:
         return C.materialize(row, spec, checker)
 
-    valid = list(C.read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=limit, format=format,
-                                      mapping=mapping, checker=checker, opened=opened,
-                                      validate_fn=None if engine == "local" else validate_fn,
-                                      fast=fast and engine == "local"))
+    valid = list(
+        C.read_validate_rows(
+            paths,
+            ctx=ctx,
+            spec=spec,
+            lengths=lengths,
+            max_tokens=limit,
+            format=format,
+            mapping=mapping,
+            checker=checker,
+            opened=opened,
+            validate_fn=None if engine == "local" else validate_fn,
+            fast=fast and engine == "local",
+        )
+    )
     C.release_memory()
     rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
     del valid
@@ -327,9 +452,16 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     def set_aside(row: C.Row, detail: str) -> None:
         ctx.quarantine(step="validate", reason="turn_marker_in_text", record=record(row), detail=detail)
 
-    kept, clusters = dedup(rows + unpaired, ctx=ctx, near_threshold=near_threshold, access=C.RowAccess,
-                           drop_prefixes=spec.dedup.drop_prefixes, relations=relations,
-                           turn_markers=spec.dedup.turn_markers, quarantine=set_aside)
+    kept, clusters = dedup(
+        rows + unpaired,
+        ctx=ctx,
+        near_threshold=near_threshold,
+        access=C.RowAccess,
+        drop_prefixes=spec.dedup.drop_prefixes,
+        relations=relations,
+        turn_markers=spec.dedup.turn_markers,
+        quarantine=set_aside,
+    )
     kept_ids = {id(r) for r in kept}
     rows = [r for r in rows if id(r) in kept_ids]
     unpaired = [r for r in unpaired if id(r) in kept_ids]
@@ -348,19 +480,33 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
         elif "sft" in formats:
             sft_rows.append(row)
         else:
-            ctx.quarantine(step="export", reason="format_not_exported", record=record(row),
-                           detail="an SFT record, and the spec's export.formats has no sft")
+            ctx.quarantine(
+                step="export",
+                reason="format_not_exported",
+                record=record(row),
+                detail="an SFT record, and the spec's export.formats has no sft",
+            )
     del rows
 
     lock_path = Path(lock) if lock is not None else find_lock(out_dir, spec.name)
     old_lock = HeldoutLock.load(lock_path) if lock_path is not None else None
     if lock is not None and old_lock is None:
         raise InputError(f"--lock {lock}: no such held-out lock file")
-    parts = split_rows(sft_rows + pref_rows, spec=spec, ctx=ctx, lock=old_lock, near_threshold=near_threshold,
-                       keys=C.split_keys, text=C.user_text, record=record, release=C.release_memory,
-                       keys_all=C.split_keys_all,
-                       texts_all=lambda rs: C.pool_map(C.user_text, rs),
-                       links=[(r["a"], r["b"]) for r in relations], turns=C.user_turns_all)
+    parts = split_rows(
+        sft_rows + pref_rows,
+        spec=spec,
+        ctx=ctx,
+        lock=old_lock,
+        near_threshold=near_threshold,
+        keys=C.split_keys,
+        text=C.user_text,
+        record=record,
+        release=C.release_memory,
+        keys_all=C.split_keys_all,
+        texts_all=lambda rs: C.pool_map(C.user_text, rs),
+        links=[(r["a"], r["b"]) for r in relations],
+        turns=C.user_turns_all,
+    )
     # (the split's own leakage check moved every leaking training twin out: parts.leakage says what it found)
     side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
     C.release_memory()
@@ -384,13 +530,30 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     del sft_ids, sft_rows, pref_rows, side
     C.release_memory()
 
-    manifest = _manifest(spec, ctx, inputs_info, totals, clusters, near_threshold, parts, coverage, lengths, limit,
-                         {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}, len(unpaired), pairs_made,
-                         old_lock, lock_path, sft_format, C.lineage(exported))
+    manifest = _manifest(
+        spec,
+        ctx,
+        inputs_info,
+        totals,
+        clusters,
+        near_threshold,
+        parts,
+        coverage,
+        lengths,
+        limit,
+        {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)},
+        len(unpaired),
+        pairs_made,
+        old_lock,
+        lock_path,
+        sft_format,
+        C.lineage(exported),
+    )
     manifest["dedup"]["continuations"] = len(relations)
     manifest["dedup"]["drop_prefixes"] = spec.dedup.drop_prefixes
-    manifest["warnings"] = {k[len("warning:"):]: v for k, v in sorted(ctx.counters.items())
-                            if k.startswith("warning:")}
+    manifest["warnings"] = {
+        k[len("warning:") :]: v for k, v in sorted(ctx.counters.items()) if k.startswith("warning:")
+    }
     negatives = [dump_record(record(r)) for r in unpaired]
     lock_bytes = parts.lock.to_bytes()
     del parts, exported
@@ -400,11 +563,14 @@ def _build_rows_in(spec: Spec | str | Path, inputs: Sequence[str | Path] | None,
     if "dpo" in formats:
         dpo_out = _Stream({"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec))
     del sft_train, sft_test, dpo_train, dpo_test
-    return _write(out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes,
-                  relations)
+    return _write(
+        out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes, relations
+    )
 
 
-EXPORT_POOL_MIN_ROWS = 4_096  # a split of this many rows is exported on the fork pool (a fork costs ~20-50 ms)
+EXPORT_POOL_MIN_ROWS = (
+    4_096  # a split of this many rows is exported on the fork pool (a fork costs ~20-50 ms)
+)
 
 
 class _Stream:
@@ -449,16 +615,20 @@ class _Stream:
                 spool = export.Spool.open() if pooled else None  # (None without /dev/shm: through the pipe)
 
                 def batch(ab: tuple[int, int]) -> Any:
-                    data, table = export.encode_batch([make(r) for r in rows[ab[0]:ab[1]]], schema, tools)
+                    data, table = export.encode_batch([make(r) for r in rows[ab[0] : ab[1]]], schema, tools)
                     return spool.put(data, table) if spool is not None else (data, table)
 
                 try:
-                    for got in pool_map(batch, bounds, min_items=1, chunk=1) if pooled else map(batch, bounds):
+                    for got in (
+                        pool_map(batch, bounds, min_items=1, chunk=1) if pooled else map(batch, bounds)
+                    ):
                         yield spool.take(got) if spool is not None else got
                 finally:
                     if spool is not None:
                         spool.close()
+
             return gen
+
         return {name: one(name) for name in list(self.splits)}
 
 
@@ -490,20 +660,29 @@ def _file_of(source: Any) -> str:
     return getattr(source, "file", None) or NONE_FILE
 
 
-def _conservation_counts(ctx: RunContext, paths: Sequence[Path], exp: Counter[str],
-                         formats: dict[str, str]) -> list[dict[str, Any]]:
+def _conservation_counts(
+    ctx: RunContext, paths: Sequence[Path], exp: Counter[str], formats: dict[str, str]
+) -> list[dict[str, Any]]:
     """Per input file: in = exported + quarantined + duplicates (`exp`: exported items per source file)."""
     dup = _dup_counts(ctx)
     rows = []
     bad = []
     for p in paths:
         f = str(p)
-        row = {"file": f, "format": formats.get(f, ""), "sha256": _sha256(p), "in": ctx.counters.get("in:" + f, 0),
-               "exported": exp.get(f, 0), "quarantined": ctx.per_file_quarantined.get(f, 0),
-               "duplicates": dup.get(f, 0)}
+        row = {
+            "file": f,
+            "format": formats.get(f, ""),
+            "sha256": _sha256(p),
+            "in": ctx.counters.get("in:" + f, 0),
+            "exported": exp.get(f, 0),
+            "quarantined": ctx.per_file_quarantined.get(f, 0),
+            "duplicates": dup.get(f, 0),
+        }
         if row["in"] != row["exported"] + row["quarantined"] + row["duplicates"]:
-            bad.append(f"{f}: in {row['in']} != exported {row['exported']} + quarantined {row['quarantined']} + "
-                       f"duplicates {row['duplicates']}")
+            bad.append(
+                f"{f}: in {row['in']} != exported {row['exported']} + quarantined {row['quarantined']} + "
+                f"duplicates {row['duplicates']}"
+            )
         rows.append(row)
     if bad:
         raise ExportError("conservation does not hold, nothing was written: " + "; ".join(bad))
@@ -517,19 +696,28 @@ def _extra_counts(ctx: RunContext, exp: Counter[str]) -> dict[str, dict[str, int
     dup = _dup_counts(ctx)
     for f in set(exp) | set(dup) | set(ctx.per_file_quarantined):
         if f not in known:
-            out[f] = {"exported": exp.get(f, 0), "duplicates": dup.get(f, 0),
-                      "quarantined": ctx.per_file_quarantined.get(f, 0)}
+            out[f] = {
+                "exported": exp.get(f, 0),
+                "duplicates": dup.get(f, 0),
+                "quarantined": ctx.per_file_quarantined.get(f, 0),
+            }
     return out
 
 
 def _dup_counts(ctx: RunContext) -> Counter[str]:
-    return Counter({k[len("duplicates:"):]: v for k, v in ctx.counters.items() if k.startswith("duplicates:")})
+    return Counter(
+        {k[len("duplicates:") :]: v for k, v in ctx.counters.items() if k.startswith("duplicates:")}
+    )
 
 
 def _dedup_counts(clusters: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     methods = Counter(c.get("method", "exact") for c in clusters)
-    return {"exact": methods.get("exact", 0), "near": methods.get("near", 0),
-            "semantic": methods.get("semantic", 0), "threshold": threshold}
+    return {
+        "exact": methods.get("exact", 0),
+        "near": methods.get("near", 0),
+        "semantic": methods.get("semantic", 0),
+        "threshold": threshold,
+    }
 
 
 def record_origin(rec: Rec) -> tuple[str, str, str, str]:
@@ -552,8 +740,12 @@ def lineage_counts(origins: Iterable[tuple[str, str, str, str]]) -> dict[str, di
         if generator:
             gen[generator] += 1
         cats[origin] += 1
-    return {"formats": dict(fmt.most_common()), "origin": dict(cats.most_common()),
-            "annotators": dict(annot.most_common(20)), "generators": dict(gen.most_common(20))}
+    return {
+        "formats": dict(fmt.most_common()),
+        "origin": dict(cats.most_common()),
+        "annotators": dict(annot.most_common(20)),
+        "generators": dict(gen.most_common(20)),
+    }
 
 
 def _lineage(records: list[Rec]) -> dict[str, dict[str, int]]:

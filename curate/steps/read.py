@@ -70,11 +70,14 @@ def _apply_mapping(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, An
     return out
 
 
-_MAX_SEEN = 10_000  # units held for replay while detecting; past it the file is read again from its start (#16)
+_MAX_SEEN = (
+    10_000  # units held for replay while detecting; past it the file is read again from its start (#16)
+)
 
 
-def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
-            mapping: dict[str, str] | None) -> tuple[str | None, list[tuple[int, Any, Any]] | None]:
+def _detect(
+    units: Iterator[tuple[int, Any, Any]], path: Path, mapping: dict[str, str] | None
+) -> tuple[str | None, list[tuple[int, Any, Any]] | None]:
     """(format or None, the units looked at, to be replayed; None when there were too many to hold: read the file
     again instead: a file of millions of bad lines must not be held in memory)."""
     seen: list[tuple[int, Any, Any]] | None = []
@@ -95,9 +98,12 @@ def _detect(units: Iterator[tuple[int, Any, Any]], path: Path,
     if objects == 0:
         return None, seen
     first = next((u[1] for u in seen or [] if isinstance(u[1], dict)), None) or _first_object(path)
-    raise _Undetected(seen, f"{path}: cannot tell the format; fields found: {', '.join(map(str, list(first)[:20]))}; "
-                     f"map them to ours, e.g. {map_hint(first)}, or pass --format NAME "
-                     f"({', '.join(FORMATS)})")
+    raise _Undetected(
+        seen,
+        f"{path}: cannot tell the format; fields found: {', '.join(map(str, list(first)[:20]))}; "
+        f"map them to ours, e.g. {map_hint(first)}, or pass --format NAME "
+        f"({', '.join(FORMATS)})",
+    )
 
 
 def _first_object(path: Path) -> dict[str, Any]:
@@ -131,8 +137,9 @@ def strict_inputs(strict: bool = True) -> Iterator[None]:
         _STRICT.reset(token)
 
 
-def _quarantine_file(path: Path, units: Iterator[tuple[int, Any, Any]], ctx: RunContext,
-                     why: str) -> Iterator[SFTRecord | PreferenceRecord]:
+def _quarantine_file(
+    path: Path, units: Iterator[tuple[int, Any, Any]], ctx: RunContext, why: str
+) -> Iterator[SFTRecord | PreferenceRecord]:
     """Every unit of a file of no detectable format, quarantined (reason unknown_format; a unit that is not even
     an object keeps its own reason): the other inputs of the build go on."""
     fname = str(path)
@@ -150,8 +157,13 @@ def _quarantine_file(path: Path, units: Iterator[tuple[int, Any, Any]], ctx: Run
                     first_line, detail = line, why.split(": ", 1)[1]
                 else:
                     detail = f"this file's format could not be detected (see line {first_line})"
-            ctx.quarantine(step=STEP, reason=reason, detail=f"{fname}:{line}: {detail}",
-                           source=Source(file=fname, line=line), original=_original(original))
+            ctx.quarantine(
+                step=STEP,
+                reason=reason,
+                detail=f"{fname}:{line}: {detail}",
+                source=Source(file=fname, line=line),
+                original=_original(original),
+            )
     finally:
         ctx.count("in:" + fname, n)
         ctx.count("read:out:" + fname, 0)
@@ -159,10 +171,35 @@ def _quarantine_file(path: Path, units: Iterator[tuple[int, Any, Any]], ctx: Run
     yield
 
 
-_PROMPT_NAMES = ("question", "query", "input", "instruction", "request", "ticket", "user", "human", "prompt_text",
-                 "message", "body", "text", "content", "q")
-_ANSWER_NAMES = ("answer", "response", "output", "reply", "assistant", "gpt", "target", "label_text", "solution",
-                 "a", "bot")
+_PROMPT_NAMES = (
+    "question",
+    "query",
+    "input",
+    "instruction",
+    "request",
+    "ticket",
+    "user",
+    "human",
+    "prompt_text",
+    "message",
+    "body",
+    "text",
+    "content",
+    "q",
+)
+_ANSWER_NAMES = (
+    "answer",
+    "response",
+    "output",
+    "reply",
+    "assistant",
+    "gpt",
+    "target",
+    "label_text",
+    "solution",
+    "a",
+    "bot",
+)
 _CHAT_NAMES = ("dialog", "dialogue", "conversation", "chat", "turns", "history", "thread")
 
 
@@ -175,8 +212,11 @@ def map_hint(obj: dict[str, Any]) -> str:
     def pick(names: tuple[str, ...], kind: type | tuple[type, ...], exclude: str | None = None) -> str | None:
         for name in names:
             for lk, k in low.items():
-                if k != exclude and (lk == name or lk.startswith(name) or lk.endswith(name)) and \
-                        isinstance(obj.get(k), kind):
+                if (
+                    k != exclude
+                    and (lk == name or lk.startswith(name) or lk.endswith(name))
+                    and isinstance(obj.get(k), kind)
+                ):
                     return k
         return None
 
@@ -186,12 +226,14 @@ def map_hint(obj: dict[str, Any]) -> str:
     strings = [k for k in keys if isinstance(obj.get(k), str | dict)]  # a JSON answer in a CSV cell is a dict
     prompt = pick(_PROMPT_NAMES, str) or (strings[0] if strings else "THEIR_PROMPT_FIELD")
     answer = pick(_ANSWER_NAMES, (str, dict), exclude=prompt) or next(
-        (k for k in strings if k != prompt), "THEIR_ANSWER_FIELD")
+        (k for k in strings if k != prompt), "THEIR_ANSWER_FIELD"
+    )
     return f"--map prompt={prompt} --map completion={answer}"
 
 
-def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None = None, *,
-                  default: str | None = None) -> str:
+def detect_format(
+    path: str | os.PathLike[str], mapping: dict[str, str] | None = None, *, default: str | None = None
+) -> str:
     """The format name of a file (or of a folder's first data file), from its first recognisable object.
 
     Raises InputError when the file has objects but none of a known format. A file with no readable object at
@@ -209,9 +251,14 @@ def detect_format(path: str | os.PathLike[str], mapping: dict[str, str] | None =
     return shape
 
 
-def read_inputs(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], *, ctx: RunContext,
-                spec: Spec | None = None, format: str | None = None,
-                mapping: dict[str, str] | None = None) -> Iterator[SFTRecord | PreferenceRecord]:
+def read_inputs(
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    ctx: RunContext,
+    spec: Spec | None = None,
+    format: str | None = None,
+    mapping: dict[str, str] | None = None,
+) -> Iterator[SFTRecord | PreferenceRecord]:
     """Yield records from the input files, quarantining every unit that cannot become one (see module doc).
 
     Raises InputError for a whole-file problem (missing file, unknown format name); a file of no detectable
@@ -238,9 +285,16 @@ def _original(original: Any) -> Any:
     return original
 
 
-def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | None,
-               mapping: dict[str, str] | None, *, units: Iterator[tuple[int, Any, Any]] | None = None,
-               detected: bool | None = None) -> Iterator[SFTRecord | PreferenceRecord]:
+def _read_file(
+    path: Path,
+    ctx: RunContext,
+    spec_ref: str | None,
+    format: str | None,
+    mapping: dict[str, str] | None,
+    *,
+    units: Iterator[tuple[int, Any, Any]] | None = None,
+    detected: bool | None = None,
+) -> Iterator[SFTRecord | PreferenceRecord]:
     """The records of one file. `units` (with `format` and `detected`): read only these units of the file, as
     they would be read in the whole file (the compact build hands over the lines it does not take itself)."""
     fname = str(path)
@@ -258,8 +312,12 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
                 if _STRICT.get():
                     raise
                 again = _detect_seen(err)
-                yield from _quarantine_file(path, chain(again, units) if again is not None else
-                                            iter_units(path, container), ctx, str(err))
+                yield from _quarantine_file(
+                    path,
+                    chain(again, units) if again is not None else iter_units(path, container),
+                    ctx,
+                    str(err),
+                )
                 return
             units = chain(seen, units) if seen is not None else iter_units(path, container)
         log.info("reading %s (%s, %s)", fname, container, shape or "no objects")
@@ -275,8 +333,13 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
 
     def reject(rej: Reject, line: int, original: Any) -> None:
         src = Source(**rej.source) if rej.source else Source(file=fname, line=line, format=shape)
-        ctx.quarantine(step=STEP, reason=rej.reason, detail=f"{fname}:{line}: {rej.detail}", source=src,
-                       original=_original(original))
+        ctx.quarantine(
+            step=STEP,
+            reason=rej.reason,
+            detail=f"{fname}:{line}: {rej.detail}",
+            source=src,
+            original=_original(original),
+        )
 
     try:
         for line, obj, original in units:
@@ -294,8 +357,11 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
                 obj = _apply_mapping(obj, mapping)
             if guard and detect_shape(obj) is None:
                 keys = ", ".join(sorted(obj)[:12])
-                reject(Reject("unknown_shape", f"not a {shape} object, nor any known format (keys: {keys})"), line,
-                       original)
+                reject(
+                    Reject("unknown_shape", f"not a {shape} object, nor any known format (keys: {keys})"),
+                    line,
+                    original,
+                )
                 continue
             try:
                 out = convert(obj, source, spec_ref)
@@ -303,11 +369,17 @@ def _read_file(path: Path, ctx: RunContext, spec_ref: str | None, format: str | 
                 reject(rej, line, original)
                 continue
             except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-                reject(Reject("bad_field", f"not a valid {shape} object ({type(err).__name__}: {err})"), line, original)
+                reject(
+                    Reject("bad_field", f"not a valid {shape} object ({type(err).__name__}: {err})"),
+                    line,
+                    original,
+                )
                 continue
             if isinstance(out, list):
                 if not out:
-                    reject(Reject("no_text_data", f"nothing to import from this {shape} object"), line, original)
+                    reject(
+                        Reject("no_text_data", f"nothing to import from this {shape} object"), line, original
+                    )
                     continue
                 n_in += len(out) - 1  # one raw object holding several units
                 for item in out:

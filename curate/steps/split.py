@@ -46,6 +46,7 @@ Rec = SFTRecord | PreferenceRecord
 
 # ---------------------------------------------------------------- the lock
 
+
 @dataclass
 class HeldoutLock:
     """The frozen held-out set: which ids and prompts are held out, and which were used for training."""
@@ -65,18 +66,29 @@ class HeldoutLock:
             return None
         try:
             data = orjson.loads(p.read_bytes())
-            return cls(spec=str(data.get("spec", "")), ids=set(data.get("ids", [])),
-                       prompt_keys=set(data.get("prompt_keys", [])), prompts=list(data.get("prompts", [])),
-                       train_ids=set(data.get("train_ids", [])),
-                       train_prompt_keys=set(data.get("train_prompt_keys", [])))
+            return cls(
+                spec=str(data.get("spec", "")),
+                ids=set(data.get("ids", [])),
+                prompt_keys=set(data.get("prompt_keys", [])),
+                prompts=list(data.get("prompts", [])),
+                train_ids=set(data.get("train_ids", [])),
+                train_prompt_keys=set(data.get("train_prompt_keys", [])),
+            )
         except (orjson.JSONDecodeError, AttributeError, TypeError) as err:
-            raise InputError(f"{p}: not a valid held-out lock ({err}); restore it from the previous export or "
-                             "delete it to draw a new held-out set") from None
+            raise InputError(
+                f"{p}: not a valid held-out lock ({err}); restore it from the previous export or "
+                "delete it to draw a new held-out set"
+            ) from None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "ids": _sorted(self.ids), "prompt_keys": sorted(self.prompt_keys),
-                "prompts": sorted(self.prompts), "train_ids": _sorted(self.train_ids),
-                "train_prompt_keys": sorted(self.train_prompt_keys)}
+        return {
+            "spec": self.spec,
+            "ids": _sorted(self.ids),
+            "prompt_keys": sorted(self.prompt_keys),
+            "prompts": sorted(self.prompts),
+            "train_ids": _sorted(self.train_ids),
+            "train_prompt_keys": sorted(self.train_prompt_keys),
+        }
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
@@ -117,6 +129,7 @@ def _sorted(members: set[str]) -> list[str]:
 
 # ---------------------------------------------------------------- leakage
 
+
 @dataclass
 class Leakage:
     exact: int = 0
@@ -131,12 +144,23 @@ class Leakage:
         return self.exact == 0 and self.near == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"exact": self.exact, "near": self.near, "threshold": self.threshold, "repaired": self.repaired,
-                "checked_pairs": self.checked, "examples": self.examples}
+        return {
+            "exact": self.exact,
+            "near": self.near,
+            "threshold": self.threshold,
+            "repaired": self.repaired,
+            "checked_pairs": self.checked,
+            "examples": self.examples,
+        }
 
 
-def leakage(train: Iterable[tuple[Any, str | Sequence[str]]], test: Iterable[tuple[Any, str | Sequence[str]]], *,
-            threshold: float = 0.8, max_examples: int = 20) -> Leakage:
+def leakage(
+    train: Iterable[tuple[Any, str | Sequence[str]]],
+    test: Iterable[tuple[Any, str | Sequence[str]]],
+    *,
+    threshold: float = 0.8,
+    max_examples: int = 20,
+) -> Leakage:
     """Exact and near matches between two collections of (key, user text or user turns); each test item counts once,
     with its best training match. The decision is `relation.leak_score` (`leakcheck.leak_pairs`)."""
     from curate.steps.leakcheck import leak_pairs
@@ -145,6 +169,7 @@ def leakage(train: Iterable[tuple[Any, str | Sequence[str]]], test: Iterable[tup
     te = list(test)
     out = Leakage(threshold=threshold, checked=len(tr) * len(te))
     best: dict[int, tuple[float, int]] = {}
+
     def norm(t: str | Sequence[str]) -> tuple[str, ...]:
         return (normalize_text(t),) if isinstance(t, str) else tuple(normalize_text(x) for x in t)
 
@@ -157,8 +182,9 @@ def leakage(train: Iterable[tuple[Any, str | Sequence[str]]], test: Iterable[tup
         setattr(out, method, getattr(out, method) + 1)
         if len(out.examples) < max_examples:
             text = te[j][1] if isinstance(te[j][1], str) else " / ".join(te[j][1])
-            out.examples.append({"method": method, "a": tr[i][0], "b": te[j][0], "score": round(score, 4),
-                                 "text": text[:200]})
+            out.examples.append(
+                {"method": method, "a": tr[i][0], "b": te[j][0], "score": round(score, 4), "text": text[:200]}
+            )
     return out
 
 
@@ -169,6 +195,7 @@ def leak_text(rec: Rec) -> str:
 
 # ---------------------------------------------------------------- split
 
+
 @dataclass
 class SplitResult:
     train: list[Rec]
@@ -178,8 +205,12 @@ class SplitResult:
     groups: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"train": len(self.train), "test": len(self.test), "groups": self.groups,
-                "leakage": self.leakage.as_dict()}
+        return {
+            "train": len(self.train),
+            "test": len(self.test),
+            "groups": self.groups,
+            "leakage": self.leakage.as_dict(),
+        }
 
 
 class _UnionFind:
@@ -213,30 +244,59 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}\x1f{key}".encode()).hexdigest()
 
 
-def split(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lock: HeldoutLock | None = None,
-          near_threshold: float = 0.8, heldout: float | None = None, seed: int | None = None,
-          links: Iterable[tuple[str, str]] = ()) -> SplitResult:
+def split(
+    records: Iterable[Rec],
+    *,
+    spec: Spec,
+    ctx: RunContext,
+    lock: HeldoutLock | None = None,
+    near_threshold: float = 0.8,
+    heldout: float | None = None,
+    seed: int | None = None,
+    links: Iterable[tuple[str, str]] = (),
+) -> SplitResult:
     """Split records into train and held-out (see the module doc): `split_rows` over records (one implementation)."""
     if heldout is not None or seed is not None:
-        new = spec.split.model_copy(update={k: v for k, v in (("heldout", heldout), ("seed", seed)) if v is not None})
+        new = spec.split.model_copy(
+            update={k: v for k, v in (("heldout", heldout), ("seed", seed)) if v is not None}
+        )
         spec = spec.model_copy(update={"split": new})
-    return split_rows(records, spec=spec, ctx=ctx, keys=lambda r: (normalize_text(r.user_text()), record_prompt_key(r)),
-                      text=lambda r: r.user_text(), record=lambda r: r, lock=lock, near_threshold=near_threshold,
-                      links=links,
-                      turns=lambda rs: [[m.content for m in r.prompt_messages() if m.role == "user"] for r in rs])
+    return split_rows(
+        records,
+        spec=spec,
+        ctx=ctx,
+        keys=lambda r: (normalize_text(r.user_text()), record_prompt_key(r)),
+        text=lambda r: r.user_text(),
+        record=lambda r: r,
+        lock=lock,
+        near_threshold=near_threshold,
+        links=links,
+        turns=lambda rs: [[m.content for m in r.prompt_messages() if m.role == "user"] for r in rs],
+    )
 
 
 _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
-HOLD_TEXTS = 250_000  # split_rows holds the normalized user texts up to this many rows (~100 MB), else remakes them
+HOLD_TEXTS = (
+    250_000  # split_rows holds the normalized user texts up to this many rows (~100 MB), else remakes them
+)
 
 
-def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callable[[Any], tuple[str, str]],
-               text: Callable[[Any], str], record: Callable[[Any], Rec], lock: HeldoutLock | None = None,
-               near_threshold: float = 0.8, release: Callable[[], None] | None = None,
-               keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None,
-               texts_all: Callable[[list[Any]], Iterable[str]] | None = None,
-               links: Iterable[tuple[str, str]] = (),
-               turns: Callable[[list[Any]], list[Sequence[str]]] | None = None) -> SplitResult:
+def split_rows(
+    rows: Iterable[Any],
+    *,
+    spec: Spec,
+    ctx: RunContext,
+    keys: Callable[[Any], tuple[str, str]],
+    text: Callable[[Any], str],
+    record: Callable[[Any], Rec],
+    lock: HeldoutLock | None = None,
+    near_threshold: float = 0.8,
+    release: Callable[[], None] | None = None,
+    keys_all: Callable[[list[Any]], Iterable[tuple[str, str]]] | None = None,
+    texts_all: Callable[[list[Any]], Iterable[str]] | None = None,
+    links: Iterable[tuple[str, str]] = (),
+    turns: Callable[[list[Any]], list[Sequence[str]]] | None = None,
+) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     `keys_all(rows)`, when given, yields `keys(row)` for each of the (sorted) rows, in order (the compact build
@@ -302,19 +362,37 @@ def split_rows(rows: Iterable[Any], *, spec: Spec, ctx: RunContext, keys: Callab
     if turns is not None:
         link_idx += _prefix_links(recs, turns, near_threshold)
     res, _ = _split_arrays(
-        recs, ucode, pcode, pkeys, texts_of, lambda roots, codes: _strata(recs, roots, fields, record, codes),
-        lambda i: record(recs[i]), near, spec=spec, ctx=ctx, lock=lock, near_threshold=near_threshold,
-        links=link_idx)
+        recs,
+        ucode,
+        pcode,
+        pkeys,
+        texts_of,
+        lambda roots, codes: _strata(recs, roots, fields, record, codes),
+        lambda i: record(recs[i]),
+        near,
+        spec=spec,
+        ctx=ctx,
+        lock=lock,
+        near_threshold=near_threshold,
+        links=link_idx,
+    )
     del pkeys, ucode, pcode, pos
     held = None
-    res.leakage = repair_leakage(res, turns or (lambda rs: [(text(r),) for r in rs]), record, ctx=ctx,
-                                 threshold=near_threshold, frozen=lock.prompts if lock is not None else ())
+    res.leakage = repair_leakage(
+        res,
+        turns or (lambda rs: [(text(r),) for r in rs]),
+        record,
+        ctx=ctx,
+        threshold=near_threshold,
+        frozen=lock.prompts if lock is not None else (),
+    )
     ctx.report(STEP, 3, 3)
     return res
 
 
-def _prefix_links(recs: list[Any], turns: Callable[[list[Any]], list[Sequence[str]]],
-                  threshold: float) -> list[tuple[int, int]]:
+def _prefix_links(
+    recs: list[Any], turns: Callable[[list[Any]], list[Sequence[str]]], threshold: float
+) -> list[tuple[int, int]]:
     """Pairs of items one of which has several user turns and the two are a leak by `relation.leak_score`
     (typically a question and the same question with a follow-up): one split group, so the leakage check after
     the split has nothing to move. Candidates: similar first user turns (`near.text_pairs`)."""
@@ -322,7 +400,7 @@ def _prefix_links(recs: list[Any], turns: Callable[[list[Any]], list[Sequence[st
 
     got: list[tuple[str, ...]] = []
     for a in range(0, len(recs), 8192):
-        got += [tuple(normalize_text(t) for t in ts) for ts in turns(recs[a:a + 8192])]
+        got += [tuple(normalize_text(t) for t in ts) for ts in turns(recs[a : a + 8192])]
     multi = [len(t) > 1 for t in got]
     if not any(multi):
         return []
@@ -334,9 +412,15 @@ def _prefix_links(recs: list[Any], turns: Callable[[list[Any]], list[Sequence[st
     return out
 
 
-def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[str]]],
-                   record: Callable[[Any], Rec], *, ctx: RunContext, threshold: float,
-                   frozen: Sequence[str] = ()) -> Leakage:
+def repair_leakage(
+    res: SplitResult,
+    turns: Callable[[list[Any]], list[Sequence[str]]],
+    record: Callable[[Any], Rec],
+    *,
+    ctx: RunContext,
+    threshold: float,
+    frozen: Sequence[str] = (),
+) -> Leakage:
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
     A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
@@ -347,6 +431,7 @@ def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[
     out = Leakage(threshold=threshold)
     if not res.train or not (res.test or frozen):
         return out
+
     def norm(rs: list[Any]) -> list[tuple[str, ...]]:
         return [tuple(normalize_text(t) for t in got) for got in turns(rs)]
 
@@ -370,12 +455,23 @@ def repair_leakage(res: SplitResult, turns: Callable[[list[Any]], list[Sequence[
         method = "exact" if score >= 1.0 else "near"
         setattr(out, method, getattr(out, method) + 1)
         if len(out.examples) < 20:
-            out.examples.append({"method": method, "a": r.id, "b": held, "score": score,
-                                 "text": " / ".join(test_turns[j])[:200]})
-        ctx.quarantine(step=STEP, reason="leak_train_twin", record=record(r),
-                       detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
-                              f"{held if j >= n_test else 'record ' + held}; moved out of training (the held-out "
-                              "set is never changed)")
+            out.examples.append(
+                {
+                    "method": method,
+                    "a": r.id,
+                    "b": held,
+                    "score": score,
+                    "text": " / ".join(test_turns[j])[:200],
+                }
+            )
+        ctx.quarantine(
+            step=STEP,
+            reason="leak_train_twin",
+            record=record(r),
+            detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
+            f"{held if j >= n_test else 'record ' + held}; moved out of training (the held-out "
+            "set is never changed)",
+        )
     gone = {res.train[i].id for i in twin}
     res.train = [r for k, r in enumerate(res.train) if k not in twin]
     res.lock.train_ids = _SortedSet([x for x in _sorted(res.lock.train_ids) if x not in gone])
@@ -413,8 +509,13 @@ def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, floa
     return text_pairs(len(norms), norms.__getitem__, threshold)
 
 
-def _strata(recs: list[Any], roots: np.ndarray, fields: Sequence[str], record: Callable[[Any], Rec],
-            codes: dict[tuple[str, ...], int]) -> list[int]:
+def _strata(
+    recs: list[Any],
+    roots: np.ndarray,
+    fields: Sequence[str],
+    record: Callable[[Any], Rec],
+    codes: dict[tuple[str, ...], int],
+) -> list[int]:
     """The code in `codes` (new strata get the next one) of each root row's `stratum` (of the row's record where a
     field is not one of the row's own)."""
     if not all(f in _ROW_FIELDS for f in fields):
@@ -474,13 +575,22 @@ def _rank_order(group: np.ndarray, rank: np.ndarray, root: np.ndarray) -> np.nda
     return order
 
 
-def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: list[str],
-                  texts_of: Callable[[list[int]], Iterable[str]],
-                  strata_of: Callable[[np.ndarray, dict[tuple[str, ...], int]], list[int]],
-                  record_of: Callable[[int], Rec],
-                  near: Callable[[list[str], list[int]], list[tuple[int, int, float]]], *, spec: Spec,
-                  ctx: RunContext, lock: HeldoutLock | None,
-                  near_threshold: float, links: Sequence[tuple[int, int]] = ()) -> tuple[SplitResult, tuple[Any, ...]]:
+def _split_arrays(
+    recs: list[Any],
+    ucode: np.ndarray,
+    pcode: np.ndarray,
+    pkeys: list[str],
+    texts_of: Callable[[list[int]], Iterable[str]],
+    strata_of: Callable[[np.ndarray, dict[tuple[str, ...], int]], list[int]],
+    record_of: Callable[[int], Rec],
+    near: Callable[[list[str], list[int]], list[tuple[int, int, float]]],
+    *,
+    spec: Spec,
+    ctx: RunContext,
+    lock: HeldoutLock | None,
+    near_threshold: float,
+    links: Sequence[tuple[int, int]] = (),
+) -> tuple[SplitResult, tuple[Any, ...]]:
     """`_split` on arrays: items sorted by id, `ucode[i]` the code of item i's normalized user text and
     `pcode[i]` of its prompt key (codes given in order of first appearance), `texts_of(idx)` the user texts of
     items idx (in order), `strata_of(roots, codes)` the code of each root item's stratum in `codes` (new strata
@@ -492,7 +602,9 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     seed = spec.split.seed
     n = len(recs)
     idx = np.arange(n, dtype=np.int64)
-    rep = np.unique(ucode, return_index=True)[1] if n else np.empty(0, dtype=np.int64)  # first item of each text
+    rep = (
+        np.unique(ucode, return_index=True)[1] if n else np.empty(0, dtype=np.int64)
+    )  # first item of each text
     pfirst = np.unique(pcode, return_index=True)[1] if n else np.empty(0, dtype=np.int64)
     same_u = rep[ucode] != idx
     same_p = pfirst[pcode] != idx
@@ -531,7 +643,9 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
         trained = np.fromiter((i in t_ids or p in t_pk for i, p in zip(ids, pkeys)), dtype=bool, count=n)
         g_locked = np.zeros(n, dtype=bool)
         g_locked[root_of[locked]] = True
-        g_locked[root_of[np.asarray(near_lock, dtype=np.int64)]] = True  # a text near a locked prompt: all locked
+        g_locked[root_of[np.asarray(near_lock, dtype=np.int64)]] = (
+            True  # a text near a locked prompt: all locked
+        )
         g_trained = np.zeros(n, dtype=bool)
         g_trained[root_of[trained]] = True
         side[g_locked & g_trained] = _MIXED
@@ -543,9 +657,12 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
             for i in mem.tolist():
                 if ids[i] not in l_ids and ids[i] not in t_ids:
                     dropped.append(i)
-                    ctx.quarantine(step=STEP, reason="heldout_prompt", record=record_of(i),
-                                   detail="near-duplicate of both held-out and training data; either side "
-                                          "would leak")
+                    ctx.quarantine(
+                        step=STEP,
+                        reason="heldout_prompt",
+                        record=record_of(i),
+                        detail="near-duplicate of both held-out and training data; either side would leak",
+                    )
         del locked, trained, g_locked, g_trained
 
     # free groups: stratified, hash-ordered (by sha256(seed, prompt key of the root), then root)
@@ -579,10 +696,10 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
         # larger than the room left can, and the room only shrinks
         csum = np.cumsum(fsize[a:b])
         k = int(np.searchsorted(csum, room, side="right"))
-        gets[a:a + k] = _TEST
+        gets[a : a + k] = _TEST
         room -= int(csum[k - 1]) if k else 0
         if room > 0 and a + k < b:
-            rest = np.flatnonzero(fsize[a + k:b] <= room) + a + k
+            rest = np.flatnonzero(fsize[a + k : b] <= room) + a + k
             for j in rest.tolist():
                 sz = int(fsize[j])
                 if sz <= room:
@@ -603,8 +720,9 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     if mixed.size:  # old records stay where they were; the new ones were quarantined above
         assert ids is not None
         l_ids = lock.ids
-        side_of[mixed] = np.fromiter((_TEST if ids[i] in l_ids else _TRAIN for i in mixed.tolist()),
-                                     dtype=np.int8, count=mixed.size)
+        side_of[mixed] = np.fromiter(
+            (_TEST if ids[i] in l_ids else _TRAIN for i in mixed.tolist()), dtype=np.int8, count=mixed.size
+        )
     if dropped:
         side_of[np.asarray(dropped, dtype=np.int64)] = 0
     n_groups = int(roots.size)
@@ -616,14 +734,17 @@ def _split_arrays(recs: list[Any], ucode: np.ndarray, pcode: np.ndarray, pkeys: 
     test = [recs[i] for i in test_i]
     test_ids = [r.id for r in test]
     train_ids = [r.id for r in train]
-    new_lock = HeldoutLock(spec=spec.name,  # (ids in id order: sorted)
-                           ids=_sorted_union(test_ids, lock.ids),
-                           prompt_keys={pkeys[i] for i in test_i} | lock.prompt_keys,
-                           prompts=sorted(set(texts_of(test_i)) | set(lock.prompts)),
-                           train_ids=_sorted_union(train_ids, lock.train_ids),
-                           train_prompt_keys={pkeys[i] for i in train_i} | lock.train_prompt_keys)
-    res = SplitResult(train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold),
-                      groups=n_groups)
+    new_lock = HeldoutLock(
+        spec=spec.name,  # (ids in id order: sorted)
+        ids=_sorted_union(test_ids, lock.ids),
+        prompt_keys={pkeys[i] for i in test_i} | lock.prompt_keys,
+        prompts=sorted(set(texts_of(test_i)) | set(lock.prompts)),
+        train_ids=_sorted_union(train_ids, lock.train_ids),
+        train_prompt_keys={pkeys[i] for i in train_i} | lock.train_prompt_keys,
+    )
+    res = SplitResult(
+        train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold), groups=n_groups
+    )
     return res, (side_of, pairs, rep, nl, ucode)
 
 
@@ -634,10 +755,16 @@ def _ekey(norm: str) -> bytes:
 
 # ---------------------------------------------------------------- any two datasets (curate leakage A B)
 
+
 def _user_text_of_row(row: dict[str, Any]) -> str | None:
     """The user-side text of one row of any common dataset shape, or None."""
-    def from_msgs(msgs: Any, role_key: str = "role", content_key: str = "content",
-                  users: tuple[str, ...] = ("user", "human")) -> str | None:
+
+    def from_msgs(
+        msgs: Any,
+        role_key: str = "role",
+        content_key: str = "content",
+        users: tuple[str, ...] = ("user", "human"),
+    ) -> str | None:
         if not isinstance(msgs, list):
             return None
         parts = []
@@ -692,8 +819,11 @@ def _build_read_texts(f: Path) -> list[tuple[str, Any]]:
     from curate.steps.read import read_inputs
 
     try:
-        return [(r.source.where(), t) for r in read_inputs([str(f)], ctx=RunContext())
-                if (t := tuple(m.content for m in r.prompt_messages() if m.role == "user"))]
+        return [
+            (r.source.where(), t)
+            for r in read_inputs([str(f)], ctx=RunContext())
+            if (t := tuple(m.content for m in r.prompt_messages() if m.role == "user"))
+        ]
     except CurateError:
         return []
 
@@ -704,8 +834,14 @@ def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tu
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in (".jsonl", ".json") and f.is_file()
-                       and f.name not in ("manifest.json", "clusters.jsonl") and "quarantine" not in f.parts)
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.suffix in (".jsonl", ".json")
+            and f.is_file()
+            and f.name not in ("manifest.json", "clusters.jsonl")
+            and "quarantine" not in f.parts
+        )
         if split_name:
             files = [f for f in files if f.stem == split_name]
         if not files:  # parquet-only folder
@@ -714,14 +850,21 @@ def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tu
         files = [p]
     out = []
     for f in files:
-        got = _build_read_texts(f)  # every format the build reads (ShareGPT, Alpaca, OpenAI, HH, LS exports ...)
+        got = _build_read_texts(
+            f
+        )  # every format the build reads (ShareGPT, Alpaca, OpenAI, HH, LS exports ...)
         if not got:  # anything else with a recognisable prompt field
-            got = [(f"{f}:{i}", t) for i, row in enumerate(_rows_of_file(f), start=1)
-                   if isinstance(row, dict) and (t := _user_text_of_row(row))]
+            got = [
+                (f"{f}:{i}", t)
+                for i, row in enumerate(_rows_of_file(f), start=1)
+                if isinstance(row, dict) and (t := _user_text_of_row(row))
+            ]
         out += got
     if not out:
-        raise InputError(f"{p}: no rows with a prompt or user turn found (JSONL/JSON/Parquet with messages, "
-                         "prompt, conversations, instruction, turns or question)")
+        raise InputError(
+            f"{p}: no rows with a prompt or user turn found (JSONL/JSON/Parquet with messages, "
+            "prompt, conversations, instruction, turns or question)"
+        )
     return out
 
 
@@ -730,5 +873,14 @@ def leakage_between(a: str | Path, b: str | Path, *, threshold: float = 0.8) -> 
     return leakage(dataset_texts(a), dataset_texts(b), threshold=threshold)
 
 
-__all__ = ["HeldoutLock", "Leakage", "SplitResult", "dataset_texts", "leakage", "leakage_between", "split",
-           "split_rows", "stratum"]
+__all__ = [
+    "HeldoutLock",
+    "Leakage",
+    "SplitResult",
+    "dataset_texts",
+    "leakage",
+    "leakage_between",
+    "split",
+    "split_rows",
+    "stratum",
+]

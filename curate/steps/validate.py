@@ -48,6 +48,7 @@ Rec = SFTRecord | PreferenceRecord
 
 # ---------------------------------------------------------------- length
 
+
 class LengthCounter:
     """Counts a record's length as TRL will see it: tokens with a tokenizer, else an estimate.
 
@@ -61,7 +62,9 @@ class LengthCounter:
     system prompt. Tokenizers whose added tokens strip or match whitespace take the plain path.
     """
 
-    CACHE_SIZE = 50_000  # text pieces kept; the cache is emptied when it is full (the shared pieces return first)
+    CACHE_SIZE = (
+        50_000  # text pieces kept; the cache is emptied when it is full (the shared pieces return first)
+    )
 
     def __init__(self, spec: Spec | None = None, tokenizer: str | Path | Any | None = None) -> None:
         self.system_prompt = ""
@@ -96,8 +99,11 @@ class LengthCounter:
     def count_messages(self, messages: Iterable[Message]) -> int:
         msgs = list(messages)
         if self.tokenizer is None:
-            chars = sum(len(m.content) + sum(len(tc.function.name) + len(tc.function.arguments)
-                                             for tc in m.tool_calls or ()) for m in msgs)
+            chars = sum(
+                len(m.content)
+                + sum(len(tc.function.name) + len(tc.function.arguments) for tc in m.tool_calls or ())
+                for m in msgs
+            )
             return math.ceil(chars / 4) + 4 * len(msgs)
         tok = self.tokenizer
         if getattr(tok, "chat_template", None) and self._split is not None:
@@ -143,7 +149,10 @@ class LengthCounter:
             return n
         if isinstance(rec, PreferenceRecord):
             prompt = self._with_system(rec.prompt)
-            n = max(self.count_messages(prompt + list(rec.chosen)), self.count_messages(prompt + list(rec.rejected)))
+            n = max(
+                self.count_messages(prompt + list(rec.chosen)),
+                self.count_messages(prompt + list(rec.rejected)),
+            )
         else:
             n = self.count_messages(self._with_system(rec.conversation()))
         self.lengths[rec.id] = n
@@ -161,8 +170,12 @@ def _added_token_splitter(tok: Any) -> re.Pattern[str] | None:
         return None
     contents = []
     for t in decoder.values():
-        if getattr(t, "lstrip", False) or getattr(t, "rstrip", False) or getattr(t, "single_word", False) or \
-                getattr(t, "normalized", False):
+        if (
+            getattr(t, "lstrip", False)
+            or getattr(t, "rstrip", False)
+            or getattr(t, "single_word", False)
+            or getattr(t, "normalized", False)
+        ):
             return None
         contents.append(t.content)
     contents = sorted({c for c in contents if c}, key=len, reverse=True)
@@ -173,8 +186,10 @@ def load_tokenizer(path: str | Path) -> Any:
     """A tokenizer from a local folder only (no hub, no remote code); a folder holding only a .gguf file works too."""
     p = Path(path)
     if not p.is_dir():
-        raise InputError(f"--tokenizer {p}: not a folder; give a local folder with tokenizer.json / "
-                         "tokenizer_config.json (e.g. a saved model)")
+        raise InputError(
+            f"--tokenizer {p}: not a folder; give a local folder with tokenizer.json / "
+            "tokenizer_config.json (e.g. a saved model)"
+        )
     kwargs: dict[str, Any] = {}
     ggufs = sorted(p.glob("*.gguf"))
     if ggufs and not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
@@ -188,6 +203,7 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 # ---------------------------------------------------------------- structure
+
 
 def _empty(m: Message) -> bool:
     return not m.content.strip() and not m.tool_calls
@@ -203,7 +219,10 @@ def structure_problem(rec: Rec) -> tuple[str, str] | None:
         for side, msgs in (("chosen", rec.chosen), ("rejected", rec.rejected)):
             bad = [m.role for m in msgs if m.role in ("user", "system")]
             if bad:
-                return "prompt_mismatch", f"{side} holds a {bad[0]} turn: the two answers do not share one prompt"
+                return (
+                    "prompt_mismatch",
+                    f"{side} holds a {bad[0]} turn: the two answers do not share one prompt",
+                )
             if msgs[-1].role != "assistant":
                 return "bad_role", f"{side} ends with a {msgs[-1].role} turn, not the assistant's"
         conv = (rec.prompt, rec.chosen, rec.rejected)
@@ -233,14 +252,27 @@ def structure_problem(rec: Rec) -> tuple[str, str] | None:
 
 
 def _norm_msgs(msgs: tuple[Message, ...]) -> list[tuple[str, str, str]]:
-    return [(m.role, normalize_text(m.content),
-             "|".join(f"{tc.function.name}:{tc.function.arguments}" for tc in m.tool_calls or ())) for m in msgs]
+    return [
+        (
+            m.role,
+            normalize_text(m.content),
+            "|".join(f"{tc.function.name}:{tc.function.arguments}" for tc in m.tool_calls or ()),
+        )
+        for m in msgs
+    ]
 
 
 # ---------------------------------------------------------------- the step
 
-def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: LengthCounter | None = None,
-             max_tokens: int | None = None) -> Iterator[Rec]:
+
+def validate(
+    records: Iterable[Rec],
+    *,
+    spec: Spec,
+    ctx: RunContext,
+    lengths: LengthCounter | None = None,
+    max_tokens: int | None = None,
+) -> Iterator[Rec]:
     """Yield well-formed records that pass the spec (or are usable negatives) and fit `max_tokens`.
 
     Each yielded record carries its `checks` (the automatic rules over its response) and the spec's ref.
@@ -260,33 +292,60 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
         if problem is None and rec.violates:
             unknown = [v for v in rec.violates if v not in all_ids]
             if unknown:
-                problem = ("unknown_rule", (f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
-                                            f"(rules: {', '.join(sorted(all_ids))})"))
+                problem = (
+                    "unknown_rule",
+                    (
+                        f"violates names {', '.join(unknown)}, not a rule of {spec.ref} "
+                        f"(rules: {', '.join(sorted(all_ids))})"
+                    ),
+                )
         if problem is None and (HELDOUT_TAG in rec.tags or rec.labels.get(HELDOUT_TAG)):
-            problem = ("heldout_marked", ("marked as a held-out evaluation prompt (curate eval --to-label); "
-                                          "held-out prompts never go into training data"))
+            problem = (
+                "heldout_marked",
+                (
+                    "marked as a held-out evaluation prompt (curate eval --to-label); "
+                    "held-out prompts never go into training data"
+                ),
+            )
         if problem:
             if rec.spec is None:
                 rec = rec.model_copy(update={"spec": spec.ref})
             ctx.quarantine(step=STEP, reason=problem[0], detail=problem[1], record=rec)
             continue
         user = rec.user_text()
-        checks = tuple(shared.setdefault((c.rule, c.category, c.status, c.detail), c)
-                       for c in check_response(spec, rec.response_text(), user_text=user, category=rec.category,
-                                               tags=rec.tags, rules=automatic))
+        checks = tuple(
+            shared.setdefault((c.rule, c.category, c.status, c.detail), c)
+            for c in check_response(
+                spec,
+                rec.response_text(),
+                user_text=user,
+                category=rec.category,
+                tags=rec.tags,
+                rules=automatic,
+            )
+        )
         failed = [c for c in checks if c.status == "fail"]
         if len(shared) > 100_000:  # free-text details (e.g. word counts) make many distinct results
             shared.clear()
         # one copy for both: the spec's ref (when the record has none) and the checks (same as with_checks)
-        rec = rec.model_copy(update={"checks": checks} if rec.spec is not None else
-                             {"spec": spec.ref, "checks": checks})
+        rec = rec.model_copy(
+            update={"checks": checks} if rec.spec is not None else {"spec": spec.ref, "checks": checks}
+        )
         if isinstance(rec, PreferenceRecord):
             if failed:
-                ctx.quarantine(step=STEP, reason="rule_failed", detail="chosen fails " + _explain(failed), record=rec)
+                ctx.quarantine(
+                    step=STEP, reason="rule_failed", detail="chosen fails " + _explain(failed), record=rec
+                )
                 continue
             if not rec.violates:
-                rej = check_response(spec, rec.rejected_text(), user_text=user, category=rec.category,
-                                     tags=rec.tags, rules=automatic)
+                rej = check_response(
+                    spec,
+                    rec.rejected_text(),
+                    user_text=user,
+                    category=rec.category,
+                    tags=rec.tags,
+                    rules=automatic,
+                )
                 broken = tuple(c.rule for c in rej if c.status == "fail")
                 if broken:
                     rec = rec.model_copy(update={"violates": broken})
@@ -294,8 +353,12 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
             named = [v for v in rec.violates if v in auto_ids]
             failed_ids = {c.rule for c in failed}
             if named and not failed_ids.intersection(named):
-                ctx.quarantine(step=STEP, reason="negative_passes_rules",
-                               detail=f"marked as violating {', '.join(named)} but passes them", record=rec)
+                ctx.quarantine(
+                    step=STEP,
+                    reason="negative_passes_rules",
+                    detail=f"marked as violating {', '.join(named)} but passes them",
+                    record=rec,
+                )
                 continue
             if not rec.violates and failed_ids:
                 rec = rec.model_copy(update={"violates": tuple(c.rule for c in failed)})
@@ -304,8 +367,9 @@ def validate(records: Iterable[Rec], *, spec: Spec, ctx: RunContext, lengths: Le
             continue
         size = lengths.measure(rec)
         if limit and size > limit:
-            ctx.quarantine(step=STEP, reason="too_long",
-                           detail=f"{size} {lengths.unit} > max {limit}", record=rec)
+            ctx.quarantine(
+                step=STEP, reason="too_long", detail=f"{size} {lengths.unit} > max {limit}", record=rec
+            )
             continue
         yield rec
     ctx.report(STEP, n, n)

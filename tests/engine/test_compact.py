@@ -37,16 +37,23 @@ AGENT = REPO / "specs" / "support-agent"
 DATA = REPO / "tests" / "data" / "build"
 _STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 
-GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
-        '"next_step": "Route order A-1 to billing."}')
-CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
-         '"next_step": "I have refunded the charge already."}')
+GOOD = (
+    '{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
+    '"next_step": "Route order A-1 to billing."}'
+)
+CLAIM = (
+    '{"intent": "refund_request", "entities": {}, "missing_info": [], '
+    '"next_step": "I have refunded the charge already."}'
+)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file of a build folder, with the build time (manifest `created`, report header) blanked."""
-    return {p.relative_to(folder).as_posix(): _STAMP.sub(b"<time>", p.read_bytes())
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".curate-build.json"}  # (a build id)
+    return {
+        p.relative_to(folder).as_posix(): _STAMP.sub(b"<time>", p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".curate-build.json"
+    }  # (a build id)
 
 
 def _both(tmp_path: Path, spec, inputs, between=None, **kw) -> tuple[dict[str, bytes], dict[str, bytes]]:
@@ -95,40 +102,96 @@ def _mixed(path: Path) -> Path:
     lines = [orjson.loads(x) for x in (TRIAGE / "data.jsonl").read_bytes().splitlines()]
     user = "Please refund order A-1, it was charged twice."
     extra = [
-        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": GOOD}],
-         "category": "typical", "tags": ["refund"]},
-        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": CLAIM}],
-         "category": "negative", "violates": ["no-action-claims"]},  # pairs with the fast answer above
-        {"prompt": [{"role": "user", "content": "Refund order A-2 please, charged twice."}],
-         "chosen": [{"role": "assistant", "content": GOOD.replace("A-1", "A-2")}],
-         "rejected": [{"role": "assistant", "content": CLAIM}], "category": "adversarial"},  # no violates
-        {"prompt": [{"role": "user", "content": "Refund order A-3 please, it was charged twice."}],
-         "chosen": [{"role": "assistant", "content": GOOD.replace("A-1", "A-3")}],
-         "rejected": [{"role": "assistant", "content": CLAIM}], "category": "adversarial",
-         "violates": ["no-action-claims"]},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Refund A-9 now"},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-9")}]},
-        {"messages": [{"role": "user", "content": "Refund A-7 twice charged"},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-7")}], "tags": ["heldout"]},
-        {"messages": [{"role": "user", "content": "Refund A-8 " + "very " * 3000},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-8")}]},
-        {"messages": [{"role": "user", "content": "Refund A-6 now"},
-                      {"role": "assistant", "content": "", "tool_calls": [
-                          {"type": "function", "function": {"name": "refund", "arguments": "{\"order\": \"A-6\"}"}}]},
-                      {"role": "tool", "content": "ok", "tool_call_id": "c1"},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-6")}], "category": "edge"},
-        {"messages": [{"role": "user", "content": "Refund A-5"}, {"role": "assistant", "content": GOOD}],
-         "category": "typical", "violates": ["no-such-rule"]},
+        {
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": GOOD}],
+            "category": "typical",
+            "tags": ["refund"],
+        },
+        {
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": CLAIM}],
+            "category": "negative",
+            "violates": ["no-action-claims"],
+        },  # pairs with the fast answer above
+        {
+            "prompt": [{"role": "user", "content": "Refund order A-2 please, charged twice."}],
+            "chosen": [{"role": "assistant", "content": GOOD.replace("A-1", "A-2")}],
+            "rejected": [{"role": "assistant", "content": CLAIM}],
+            "category": "adversarial",
+        },  # no violates
+        {
+            "prompt": [{"role": "user", "content": "Refund order A-3 please, it was charged twice."}],
+            "chosen": [{"role": "assistant", "content": GOOD.replace("A-1", "A-3")}],
+            "rejected": [{"role": "assistant", "content": CLAIM}],
+            "category": "adversarial",
+            "violates": ["no-action-claims"],
+        },
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Refund A-9 now"},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-9")},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Refund A-7 twice charged"},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-7")},
+            ],
+            "tags": ["heldout"],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Refund A-8 " + "very " * 3000},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-8")},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Refund A-6 now"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"type": "function", "function": {"name": "refund", "arguments": '{"order": "A-6"}'}}
+                    ],
+                },
+                {"role": "tool", "content": "ok", "tool_call_id": "c1"},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-6")},
+            ],
+            "category": "edge",
+        },
+        {
+            "messages": [{"role": "user", "content": "Refund A-5"}, {"role": "assistant", "content": GOOD}],
+            "category": "typical",
+            "violates": ["no-such-rule"],
+        },
         {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": GOOD}]},
-        {"messages": [{"content": "Refund A-4 now", "role": "user"}, {"role": "assistant", "content": GOOD}],
-         "category": "edge", "tags": []},
-        {"messages": [{"role": "user", "content": "Rückerstattung für A-11, Straße ＡＢ"},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-11")},
-                      {"role": "user", "content": "Still  charged\ttwice"},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-11")}], "category": "edge"},
-        {"messages": [{"role": "user", "content": "Refund A-12 please"}, {"role": "assistant", "content": "Sure."},
-                      {"role": "user", "content": "Order A-12, charged TWICE"},
-                      {"role": "assistant", "content": GOOD.replace("A-1", "A-12")}], "category": "edge"},
+        {
+            "messages": [
+                {"content": "Refund A-4 now", "role": "user"},
+                {"role": "assistant", "content": GOOD},
+            ],
+            "category": "edge",
+            "tags": [],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Rückerstattung für A-11, Straße ＡＢ"},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-11")},
+                {"role": "user", "content": "Still  charged\ttwice"},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-11")},
+            ],
+            "category": "edge",
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Refund A-12 please"},
+                {"role": "assistant", "content": "Sure."},
+                {"role": "user", "content": "Order A-12, charged TWICE"},
+                {"role": "assistant", "content": GOOD.replace("A-1", "A-12")},
+            ],
+            "category": "edge",
+        },
     ]
     rows = [orjson.dumps(x) for x in lines[:60] + extra + lines[60:]]
     rows.insert(30, b"{not json")
@@ -141,7 +204,9 @@ def _mixed(path: Path) -> Path:
 def test_mixed_native_file_same_files(tmp_path, monkeypatch, hold):
     import curate.steps.split as split_mod
 
-    if not hold:  # the split's near pairs from texts made on demand (near_pairs_lazy), as above HOLD_TEXTS rows
+    if (
+        not hold
+    ):  # the split's near pairs from texts made on demand (near_pairs_lazy), as above HOLD_TEXTS rows
         monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
     data = _mixed(tmp_path / "mixed.jsonl")
     old, new = _both(tmp_path, TRIAGE, [data])
@@ -159,9 +224,18 @@ def test_prompt_completion_and_a_previous_lock_same_files(tmp_path, monkeypatch)
     first = tmp_path / "first"
     build(TRIAGE, [data], first)
     more = tmp_path / "more.jsonl"
-    more.write_bytes(data.read_bytes() + orjson.dumps(
-        {"messages": [{"role": "user", "content": "I can't get in"},
-                      {"role": "assistant", "content": GOOD}]}) + b"\n")
+    more.write_bytes(
+        data.read_bytes()
+        + orjson.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "I can't get in"},
+                    {"role": "assistant", "content": GOOD},
+                ]
+            }
+        )
+        + b"\n"
+    )
     old, new = _both(tmp_path, TRIAGE, [more], lock=first / "heldout.lock", sft_format="prompt-completion")
     assert orjson.loads(new["manifest.json"])["split"]["locked_from_previous"] > 0
     _assert_same(old, new)
@@ -173,8 +247,11 @@ def test_fast_rows_equal_their_records(tmp_path):
     data = _mixed(tmp_path / "mixed.jsonl")
     opened: list[C.Input] = []
     lengths = LengthCounter(spec)
-    rows = list(C.read_validate_rows([data], ctx=RunContext(), spec=spec, lengths=lengths, max_tokens=None,
-                                     opened=opened))
+    rows = list(
+        C.read_validate_rows(
+            [data], ctx=RunContext(), spec=spec, lengths=lengths, max_tokens=None, opened=opened
+        )
+    )
     try:
         fast = [r for r in rows if r.rec is None]
         assert len(fast) >= 100 and any(r.kind == "preference" for r in fast)
@@ -185,8 +262,12 @@ def test_fast_rows_equal_their_records(tmp_path):
         for row in fast:
             rec = C.materialize(row, spec, checker)
             assert rec.id == row.id == rec.content_id()
-            assert (row.kind, row.category, row.tags, row.violates) == (rec.kind, rec.category, rec.tags,
-                                                                        rec.violates)
+            assert (row.kind, row.category, row.tags, row.violates) == (
+                rec.kind,
+                rec.category,
+                rec.tags,
+                rec.violates,
+            )
             assert C.user_text(row) == rec.user_text() and C.response_text(row) == rec.response_text()
             assert C.split_keys(row) == (normalize_text(rec.user_text()), record_prompt_key(rec))
             assert view(*C.dedup_messages(row)[:2]) == view(*record_messages(rec))
@@ -205,9 +286,13 @@ def test_fast_rows_equal_their_records(tmp_path):
 
 def test_content_id_of_unicode_and_whitespace_equals_the_records():
     spec = load_spec(TRIAGE)
-    obj = {"messages": [{"role": "system", "content": "x"},
-                        {"role": "user", "content": "  Ｆｕｌｌ\u00a0WIDTH  Straße "},
-                        {"role": "assistant", "content": "ﬁne\tDONE"}]}
+    obj = {
+        "messages": [
+            {"role": "system", "content": "x"},
+            {"role": "user", "content": "  Ｆｕｌｌ\u00a0WIDTH  Straße "},
+            {"role": "assistant", "content": "ﬁne\tDONE"},
+        ]
+    }
     from curate.readers.shapes import convert_native
 
     rec = convert_native(obj, {"file": "f", "line": 1, "format": "native"}, spec.ref)
@@ -216,8 +301,16 @@ def test_content_id_of_unicode_and_whitespace_equals_the_records():
 
 
 def _rows(n: int, tools_at: int | None = None) -> list[dict]:
-    out = [{"messages": [{"role": "user", "content": f"q{i} " * (i % 7 + 1)},
-                         {"role": "assistant", "content": f"a{i}"}], "id": f"{i:016x}"} for i in range(n)]
+    out = [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i} " * (i % 7 + 1)},
+                {"role": "assistant", "content": f"a{i}"},
+            ],
+            "id": f"{i:016x}",
+        }
+        for i in range(n)
+    ]
     if tools_at is not None:
         out[tools_at]["tools"] = '[{"type": "function"}]'
     return out
@@ -229,10 +322,16 @@ def test_stream_writer_small_split_is_the_same_file(tmp_path, n, tools_at):
     a = write_splits(tmp_path / "a", {"train": [dict(r) for r in rows]}, title="t", name="x")
     # the shapes in order of first appearance; a row with tools gives every row a tools column (null elsewhere)
     sample = [dict(rows[0])] + ([dict(rows[tools_at])] if tools_at is not None else [])
-    b = write_splits_stream(tmp_path / "b", {"train": lambda: (dict(r) for r in rows)}, sample=sample, title="t",
-                            name="x", row_group=8192)
+    b = write_splits_stream(
+        tmp_path / "b",
+        {"train": lambda: (dict(r) for r in rows)},
+        sample=sample,
+        title="t",
+        name="x",
+        row_group=8192,
+    )
     assert a == b
-    assert (b"\"tools\":null" in (tmp_path / "b" / "train.jsonl").read_bytes()) == (tools_at is not None)
+    assert (b'"tools":null' in (tmp_path / "b" / "train.jsonl").read_bytes()) == (tools_at is not None)
     for name in ("train.jsonl", "data/train-00000-of-00001.parquet", "README.md"):
         got_a, got_b = ((tmp_path / d / name).read_bytes() for d in ("a", "b"))
         if name == "README.md":  # (its loading hint names the folder)
@@ -243,8 +342,14 @@ def test_stream_writer_small_split_is_the_same_file(tmp_path, n, tools_at):
 def test_stream_writer_large_split_row_groups_same_table(tmp_path):
     rows = _rows(10_000)
     write_splits(tmp_path / "a", {"train": [dict(r) for r in rows], "test": []}, title="t", name="x")
-    info = write_splits_stream(tmp_path / "b", {"train": lambda: (dict(r) for r in rows), "test": lambda: iter(())},
-                               sample=rows[:1], title="t", name="x", row_group=4096)
+    info = write_splits_stream(
+        tmp_path / "b",
+        {"train": lambda: (dict(r) for r in rows), "test": lambda: iter(())},
+        sample=rows[:1],
+        title="t",
+        name="x",
+        row_group=4096,
+    )
     assert info["train"]["num_examples"] == 10_000 and info["test"]["num_examples"] == 0
     pa_, pb = (tmp_path / x / "data" / "train-00000-of-00001.parquet" for x in ("a", "b"))
     assert pq.ParquetFile(pb).metadata.num_row_groups == 3
@@ -310,7 +415,9 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
     monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
     monkeypatch.setattr(C, "POOL_CHUNK", chunk)
     monkeypatch.setenv("CURATE_WORKERS", "2")
-    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # a thread an earlier test left running must not turn it off
+    monkeypatch.setattr(
+        C, "_fork_safe", lambda: True
+    )  # a thread an earlier test left running must not turn it off
     used = []
     real = C._pooled_verdicts
 
@@ -340,7 +447,9 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
     data.write_bytes(b"".join(raw))
     old, new = _both(tmp_path, TRIAGE, [data, DATA / "bad.jsonl"], between=mapped.clear)
     assert used and set(used) == {2}
-    keyed = [n for fn, n in mapped if fn == "split_keys"]  # on the pool after dedup: every row's, or the slow rows'
+    keyed = [
+        n for fn, n in mapped if fn == "split_keys"
+    ]  # on the pool after dedup: every row's, or the slow rows'
     split_in = orjson.loads(new["manifest.json"])["counts"]["exported"]  # (no negatives here: all were split)
     if hold:  # only the record path's rows (the slow ones) still need theirs
         assert 0 < sum(keyed) < split_in / 3
@@ -349,7 +458,9 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
     assert [n for fn, n in mapped if fn == "user_text"]  # the held-out rows' texts for the lock
     assert [n for fn, n in mapped if fn == "batch"] and max(n for fn, n in mapped if fn == "batch") > 5
     manifest = orjson.loads(new["manifest.json"])
-    assert manifest["quarantine"]["read/broken_line"] == 1 and manifest["quarantine"]["read/not_an_object"] >= 1
+    assert (
+        manifest["quarantine"]["read/broken_line"] == 1 and manifest["quarantine"]["read/not_an_object"] >= 1
+    )
     _assert_same(old, new)
 
 
@@ -375,11 +486,23 @@ def test_id_and_keys_equal_content_id_and_split_keys() -> None:
 
     for _ in range(300):
         sys_turn = [{"role": "system", "content": text()}] if rng.random() < 0.3 else []
-        prompt = sys_turn + [{"role": rng.choice(["user", "assistant"]), "content": text()}
-                             for _ in range(rng.randint(0, 3))] + [{"role": "user", "content": text()}]
+        prompt = (
+            sys_turn
+            + [
+                {"role": rng.choice(["user", "assistant"]), "content": text()}
+                for _ in range(rng.randint(0, 3))
+            ]
+            + [{"role": "user", "content": text()}]
+        )
         if rng.random() < 0.5:
             kind, obj = "sft", {"messages": prompt + [{"role": "assistant", "content": text()}]}
         else:
-            kind, obj = "preference", {"prompt": prompt, "chosen": [{"role": "assistant", "content": text()}],
-                                       "rejected": [{"role": "assistant", "content": text()}]}
+            kind, obj = (
+                "preference",
+                {
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": text()}],
+                    "rejected": [{"role": "assistant", "content": text()}],
+                },
+            )
         assert C._id_and_keys(kind, obj) == (C.content_id(kind, obj), C._keys_of(kind, obj))

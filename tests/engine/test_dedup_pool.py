@@ -67,15 +67,27 @@ def _workload(folder: Path, n: int = 900) -> list[Path]:
 
 def _rows(paths: list[Path], opened: list[C.Input]) -> tuple[list[C.Row], object]:
     spec = load_spec(TRIAGE / "spec.yaml")
-    rows = list(C.read_validate_rows(paths, ctx=RunContext(), spec=spec, lengths=LengthCounter(spec, None),
-                                     max_tokens=spec.export.max_tokens, opened=opened))
+    rows = list(
+        C.read_validate_rows(
+            paths,
+            ctx=RunContext(),
+            spec=spec,
+            lengths=LengthCounter(spec, None),
+            max_tokens=spec.export.max_tokens,
+            opened=opened,
+        )
+    )
     return rows, spec
 
 
-def _force_pool(monkeypatch: pytest.MonkeyPatch, chunk: int = 64, verify_chunk: int = 16) -> list[tuple[str, int]]:
+def _force_pool(
+    monkeypatch: pytest.MonkeyPatch, chunk: int = 64, verify_chunk: int = 16
+) -> list[tuple[str, int]]:
     monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
     monkeypatch.setenv("CURATE_WORKERS", "2")
-    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # a thread an earlier test left running must not turn it off
+    monkeypatch.setattr(
+        C, "_fork_safe", lambda: True
+    )  # a thread an earlier test left running must not turn it off
     monkeypatch.setattr(D, "_CHUNK", chunk)
     monkeypatch.setattr(D, "_VERIFY_CHUNK", verify_chunk)
     mapped: list[tuple[str, int]] = []
@@ -147,7 +159,9 @@ def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
         for src in opened:
             src.close()
     names = [name for name, _ in mapped]
-    assert names == ["dedup_task"] * 3  # SFT keys, SFT verification, preference keys (no preference candidates)
+    assert (
+        names == ["dedup_task"] * 3
+    )  # SFT keys, SFT verification, preference keys (no preference candidates)
     assert min(n for _, n in mapped) >= 2
     assert [name for name, _ in pooled] == ["row_keys", "verify", "row_keys", "verify"]
     _same_arrays(here, pooled)
@@ -161,7 +175,11 @@ def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
     methods = {c["method"] for c in clusters_pool}
     whys = {c["why"] for c in clusters_pool}
     assert methods == {"exact", "near"}
-    assert {"human-reviewed over imported", "imported over generated", "both imported: longer, then smaller content hash kept"} <= whys
+    assert {
+        "human-reviewed over imported",
+        "imported over generated",
+        "both imported: longer, then smaller content hash kept",
+    } <= whys
 
 
 def test_forced_pool_build_is_byte_identical_to_the_record_path(tmp_path, monkeypatch):
@@ -177,7 +195,11 @@ def test_forced_pool_build_is_byte_identical_to_the_record_path(tmp_path, monkey
     manifest = orjson.loads((b / "manifest.json").read_bytes())
     assert manifest["dedup"]["exact"] > 20 and manifest["dedup"]["near"] > 40
     for name in files_a:
-        if name in ("manifest.json", "report.html", ".curate-build.json"):  # the build time differs; compared without it below
+        if name in (
+            "manifest.json",
+            "report.html",
+            ".curate-build.json",
+        ):  # the build time differs; compared without it below
             continue
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     ma = orjson.loads((a / "manifest.json").read_bytes())
@@ -187,14 +209,24 @@ def test_forced_pool_build_is_byte_identical_to_the_record_path(tmp_path, monkey
 
 
 def test_read_objs_equal_row_obj(tmp_path):
-    lines = [orjson.dumps({"messages": [{"role": "user", "content": f"Refund order A-{i} now please"},
-                                        {"role": "assistant", "content": "ok"}]}) for i in range(40)]
+    lines = [
+        orjson.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Refund order A-{i} now please"},
+                    {"role": "assistant", "content": "ok"},
+                ]
+            }
+        )
+        for i in range(40)
+    ]
     lines[0] = b"\xef\xbb\xbf" + lines[0]
     lines[7] = lines[7] + b"\r"
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"\n".join(lines))  # no newline after the last line
     src = C.Input(path)
     try:
+
         def row(no: int) -> C.Row:
             return C.Row("sft", f"id{no}", src, str(path), no, "native", "typical", (), (), None, None)
 
@@ -211,14 +243,18 @@ def test_read_objs_equal_row_obj(tmp_path):
 def D_rec():
     from curate.records import Message, SFTRecord, Source
 
-    return SFTRecord.build(messages=[Message(role="user", content="Hi"), Message(role="assistant", content="Hello")],
-                           source=Source(file="x.jsonl", line=3))
+    return SFTRecord.build(
+        messages=[Message(role="user", content="Hi"), Message(role="assistant", content="Hello")],
+        source=Source(file="x.jsonl", line=3),
+    )
 
 
 def _texts(rng: random.Random, n: int) -> list[str]:
     words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randrange(2, 9))) for _ in range(3000)]
     skeleton = '{"intent": "refund", "entities": {}, "missing_info": [], "next_step": "route it"}'
-    out = [" ".join(rng.choice(words) for _ in range(rng.randrange(3, 60))) + " " + skeleton for _ in range(n)]
+    out = [
+        " ".join(rng.choice(words) for _ in range(rng.randrange(3, 60))) + " " + skeleton for _ in range(n)
+    ]
     out += ["", "a", "abcd", "日本語のテキストです", "emoji 😀 text", skeleton, skeleton + " x"]
     return [normalize_text(t) for t in out]
 
@@ -235,9 +271,13 @@ def test_kernel_with_a_common_shingle_table_equals_the_numpy_reference():
         assert (fast == ref).all()
     # a text made only of common shingles falls back to all of them (the skeleton alone)
     h = N._Hasher(64, 5)
-    only = [normalize_text('{"intent": "refund", "entities": {}, "missing_info": [], "next_step": "route it"}')]
-    assert (h.signatures_normalized(only, kernel="numba", stop=stop)
-            == h.signatures_normalized(only, kernel="numpy", stop=None)).all()
+    only = [
+        normalize_text('{"intent": "refund", "entities": {}, "missing_info": [], "next_step": "route it"}')
+    ]
+    assert (
+        h.signatures_normalized(only, kernel="numba", stop=stop)
+        == h.signatures_normalized(only, kernel="numpy", stop=None)
+    ).all()
 
 
 def test_band_keys_32_bit_and_thread_counts_agree():
@@ -264,8 +304,11 @@ def test_candidate_pairs_equal_all_pairs_per_bucket(max_run):
     for b in range(bh.shape[1]):
         for value in np.unique(bh[:, b]):
             members = np.flatnonzero(bh[:, b] == value).tolist()
-            want |= {(members[p], members[q]) for p in range(len(members))
-                     for q in range(p + 1, min(len(members), p + max_run + 1))}
+            want |= {
+                (members[p], members[q])
+                for p in range(len(members))
+                for q in range(p + 1, min(len(members), p + max_run + 1))
+            }
     for threads in (1, 2):
         got = N.candidate_pairs(bh, max_run, threads=threads)
         assert [tuple(x) for x in got.tolist()] == sorted(want)
@@ -275,7 +318,10 @@ def test_ascii_normalization_kernel_equals_normalize_text():
     rng = random.Random(8)
     alpha = "aZ~@[`{\x00\x7f \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # every ASCII whitespace str.split() knows
     cases = [[], [""], ["   "], [" A  b\t"], ["", "x", ""]]
-    cases += [["".join(rng.choice(alpha) for _ in range(rng.randrange(0, 40))) for _ in range(n)] for n in (1, 7, 500)]
+    cases += [
+        ["".join(rng.choice(alpha) for _ in range(rng.randrange(0, 40))) for _ in range(n)]
+        for n in (1, 7, 500)
+    ]
     cases.append(["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(0, 80))) for _ in range(3000)])
     for texts in cases:
         assert N.normalize_many(texts) == [normalize_text(t) for t in texts]
@@ -291,4 +337,6 @@ def test_ascii_normalization_kernel_equals_normalize_text():
     ascii_texts = [t for t in texts if t.isascii()]
     buf, off = N.normalize_ascii_packed(ascii_texts)
     h = N._Hasher(128, 5)
-    assert (h.signatures_packed(buf, off, threads=1) == h.signatures_normalized(ascii_texts, kernel="numpy")).all()
+    assert (
+        h.signatures_packed(buf, off, threads=1) == h.signatures_normalized(ascii_texts, kernel="numpy")
+    ).all()

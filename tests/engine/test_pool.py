@@ -15,15 +15,20 @@ from curate.steps.validate import LengthCounter, validate
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "specs" / "support-triage"
-GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
-        '"next_step": "Route order A-1 to billing."}')
-CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
-         '"next_step": "I have refunded the charge already."}')
+GOOD = (
+    '{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
+    '"next_step": "Route order A-1 to billing."}'
+)
+CLAIM = (
+    '{"intent": "refund_request", "entities": {}, "missing_info": [], '
+    '"next_step": "I have refunded the charge already."}'
+)
 
 
 def _chat(user: str, answer: str, **extra) -> bytes:
-    return orjson.dumps({"messages": [{"role": "user", "content": user},
-                                      {"role": "assistant", "content": answer}], **extra})
+    return orjson.dumps(
+        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}
+    )
 
 
 @pytest.fixture()
@@ -32,13 +37,21 @@ def inputs(tmp_path: Path) -> list[str]:
     for i in range(300):
         lines.append(_chat(f"Refund order A-1 please, attempt {i} " + "word " * (i % 7) * 40, GOOD))
         if i % 25 == 0:
-            lines += [_chat("Refund my order", CLAIM),  # rule_failed
-                      _chat("Refund order A-1", CLAIM, category="negative"),  # violates filled from the checks
-                      _chat("Refund order A-1", GOOD, category="negative", violates=["no-action-claims"]),
-                      _chat("", GOOD), b'{"messages": [{"role": "user", "content": "hi"}]}', b'{"messages": [',
-                      orjson.dumps({"prompt": [{"role": "user", "content": f"Refund order A-1 ({i})"}],
-                                    "chosen": [{"role": "assistant", "content": GOOD}],
-                                    "rejected": [{"role": "assistant", "content": CLAIM}]})]
+            lines += [
+                _chat("Refund my order", CLAIM),  # rule_failed
+                _chat("Refund order A-1", CLAIM, category="negative"),  # violates filled from the checks
+                _chat("Refund order A-1", GOOD, category="negative", violates=["no-action-claims"]),
+                _chat("", GOOD),
+                b'{"messages": [{"role": "user", "content": "hi"}]}',
+                b'{"messages": [',
+                orjson.dumps(
+                    {
+                        "prompt": [{"role": "user", "content": f"Refund order A-1 ({i})"}],
+                        "chosen": [{"role": "assistant", "content": GOOD}],
+                        "rejected": [{"role": "assistant", "content": CLAIM}],
+                    }
+                ),
+            ]
     chat = tmp_path / "chat.jsonl"
     chat.write_bytes(b"\n".join(lines) + b"\n")
     return [str(chat), str(SPEC / "data.jsonl")]
@@ -48,8 +61,9 @@ def _run(fn, inputs: list[str], **kw):
     spec = load_spec(SPEC)
     ctx = RunContext()
     lengths = LengthCounter(spec)
-    out = list(fn(read_inputs(inputs, ctx=ctx, spec=spec), spec=spec, ctx=ctx, lengths=lengths, max_tokens=450,
-                  **kw))
+    out = list(
+        fn(read_inputs(inputs, ctx=ctx, spec=spec), spec=spec, ctx=ctx, lengths=lengths, max_tokens=450, **kw)
+    )
     return out, ctx, lengths
 
 
@@ -60,8 +74,11 @@ def _one_thread(monkeypatch) -> None:
 
     main = threading.main_thread()
     real = threading.enumerate
-    monkeypatch.setattr(pool.threading, "enumerate",
-                        lambda: [t for t in real() if t is main or t.name.startswith(("someone-else", "curate-"))])
+    monkeypatch.setattr(
+        pool.threading,
+        "enumerate",
+        lambda: [t for t in real() if t is main or t.name.startswith(("someone-else", "curate-"))],
+    )
 
 
 def test_pool_gives_the_serial_results(inputs: list[str]) -> None:

@@ -21,15 +21,20 @@ from curate.steps.validate import LengthCounter
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "specs" / "support-triage"
 
-GOOD = ('{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
-        '"next_step": "Route order A-1 to billing."}')
-CLAIM = ('{"intent": "refund_request", "entities": {}, "missing_info": [], '
-         '"next_step": "I have refunded the charge already."}')
+GOOD = (
+    '{"intent": "refund_request", "entities": {"order": "A-1"}, "missing_info": [], '
+    '"next_step": "Route order A-1 to billing."}'
+)
+CLAIM = (
+    '{"intent": "refund_request", "entities": {}, "missing_info": [], '
+    '"next_step": "I have refunded the charge already."}'
+)
 
 
 def _chat(user: str, answer: str, **extra) -> bytes:
-    return orjson.dumps({"messages": [{"role": "user", "content": user},
-                                      {"role": "assistant", "content": answer}], **extra})
+    return orjson.dumps(
+        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +58,13 @@ def mixed_input(tmp_path: Path) -> Path:
         b'{"messages": [{"role": "user", "content": "hi"}]}',  # no assistant turn
         b"{'messages': []}",  # python literal
         b'{"messages": [',  # bad json
-        orjson.dumps({"prompt": [{"role": "user", "content": "Refund order A-1"}],
-                      "chosen": [{"role": "assistant", "content": GOOD}],
-                      "rejected": [{"role": "assistant", "content": CLAIM}]}),
+        orjson.dumps(
+            {
+                "prompt": [{"role": "user", "content": "Refund order A-1"}],
+                "chosen": [{"role": "assistant", "content": GOOD}],
+                "rejected": [{"role": "assistant", "content": CLAIM}],
+            }
+        ),
         _chat("Refund order A-1 please, attempt 0", GOOD),  # an exact duplicate
     ]
     path = tmp_path / "mixed.jsonl"
@@ -66,8 +75,16 @@ def mixed_input(tmp_path: Path) -> Path:
 def _validate(fn, path: Path, spec, **kw):
     ctx = RunContext()
     lengths = LengthCounter(spec)
-    out = list(fn(read_inputs([str(path)], ctx=ctx, spec=spec), spec=spec, ctx=ctx, lengths=lengths,
-                  max_tokens=None, **kw))
+    out = list(
+        fn(
+            read_inputs([str(path)], ctx=ctx, spec=spec),
+            spec=spec,
+            ctx=ctx,
+            lengths=lengths,
+            max_tokens=None,
+            **kw,
+        )
+    )
     return out, ctx, lengths
 
 
@@ -128,8 +145,20 @@ def test_cli_build_engine_ray(ray_local, mixed_input: Path, tmp_path: Path) -> N
     from curate.cli import main
 
     runs_before = ray_engine.RUNS
-    got = CliRunner().invoke(main, ["build", str(SPEC), "-i", str(mixed_input), "--out", str(tmp_path / "o"),
-                                    "--engine", "ray", "--json"])
+    got = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(SPEC),
+            "-i",
+            str(mixed_input),
+            "--out",
+            str(tmp_path / "o"),
+            "--engine",
+            "ray",
+            "--json",
+        ],
+    )
     assert got.exit_code == 0, got.output
     assert ray_engine.RUNS == runs_before + 1
     doc = orjson.loads(got.stdout)

@@ -32,7 +32,9 @@ def load_records(spec):
         for line, obj in read_jsonl(path):
             if isinstance(obj, dict):
                 with contextlib.suppress(Exception):  # malformed example lines are the importer's business
-                    recs.append(record_from_native(obj, spec=spec.ref, source=Source(file=str(path), line=line)))
+                    recs.append(
+                        record_from_native(obj, spec=spec.ref, source=Source(file=str(path), line=line))
+                    )
     return recs
 
 

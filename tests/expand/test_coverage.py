@@ -7,8 +7,11 @@ from curate.steps.coverage import compute_coverage
 
 
 def _sft(user, answer, category="typical", **kw):
-    return SFTRecord.build(messages=[Message(role="user", content=user),
-                                     Message(role="assistant", content=json.dumps(answer))], category=category, **kw)
+    return SFTRecord.build(
+        messages=[Message(role="user", content=user), Message(role="assistant", content=json.dumps(answer))],
+        category=category,
+        **kw,
+    )
 
 
 GOOD = {"intent": "other", "entities": {}, "missing_info": [], "next_step": "Point them to the hours page."}
@@ -19,7 +22,7 @@ def test_cells_count_passing_records_per_category(mini_spec):
     recs = [_sft("hours?", GOOD), _sft("hi", ASK), _sft("hey", GOOD, category="edge")]
     cov = compute_coverage(mini_spec, recs)
     assert cov.cell("typical", "valid-json").count == 2
-    assert cov.cell("typical", "no-question-when-complete").count == 1   # skipped for ASK
+    assert cov.cell("typical", "no-question-when-complete").count == 1  # skipped for ASK
     assert cov.cell("typical", "one-question-when-missing").count == 1
     assert cov.cell("edge", "valid-json").count == 1
     assert cov.cell("adversarial", "valid-json").count == 0
@@ -33,14 +36,17 @@ def test_cells_count_passing_records_per_category(mini_spec):
 def test_negatives_count_violations_and_pairs_count_both_sides(mini_spec):
     bad = dict(GOOD, next_step="I've reset it.")
     neg = _sft("reset", bad, category="negative", violates=("no-action-claims",))
-    pair = PreferenceRecord.build(prompt=[Message(role="user", content="reset")],
-                                  chosen=[Message(role="assistant", content=json.dumps(GOOD))],
-                                  rejected=[Message(role="assistant", content="not json")], category="edge")
+    pair = PreferenceRecord.build(
+        prompt=[Message(role="user", content="reset")],
+        chosen=[Message(role="assistant", content=json.dumps(GOOD))],
+        rejected=[Message(role="assistant", content="not json")],
+        category="edge",
+    )
     cov = compute_coverage(mini_spec, [neg, pair])
     assert cov.cell("negative", "no-action-claims").count == 1
-    assert cov.cell("negative", "valid-json").count == 1          # the pair's rejected side
+    assert cov.cell("negative", "valid-json").count == 1  # the pair's rejected side
     assert cov.cell("negative", "brief").count == 0
-    assert cov.cell("edge", "valid-json").count == 1              # the pair's chosen side
+    assert cov.cell("edge", "valid-json").count == 1  # the pair's chosen side
     assert {c.name: c.count for c in cov.categories}["negative"] == 1
 
 

@@ -39,8 +39,11 @@ def test_generated_prompts_are_not_near_duplicates(any_spec, load_records):
     seeds = [s for c in any_spec.cases.values() for s in c.seeds]
     new = [r.user_text() for r in res.records]
     new += [p.user_text() for p in res.pairs if p.source.params.get("prompt") == "recast"]
-    new += ["\n".join(m["content"] for m in p["messages"] if m["role"] == "user") for p in res.prompts
-            if p["source"]["generator"] != "curate.expand.seed"]  # the spec's own seeds, as they are
+    new += [
+        "\n".join(m["content"] for m in p["messages"] if m["role"] == "user")
+        for p in res.prompts
+        if p["source"]["generator"] != "curate.expand.seed"
+    ]  # the spec's own seeds, as they are
     assert len(new) >= 10
     idx = NearIndex(threshold=0.8)
     for i, t in enumerate(data_prompts + seeds):
@@ -104,7 +107,9 @@ def test_build_keeps_every_generated_record(src, tmp_path):
     full = build(spec, [*data, paths["records.jsonl"], paths["pairs.jsonl"]], tmp_path / "full").manifest
     ins = {Path(i["file"]).name: i for i in full["inputs"]}
     for name in ("records.jsonl", "pairs.jsonl"):
-        assert ins[name]["in"] > 0 and ins[name]["duplicates"] == 0 and ins[name]["quarantined"] == 0, ins[name]
+        assert ins[name]["in"] > 0 and ins[name]["duplicates"] == 0 and ins[name]["quarantined"] == 0, ins[
+            name
+        ]
         assert ins[name]["exported"] == ins[name]["in"]
     assert ins["data.jsonl"]["duplicates"] == base["inputs"][0]["duplicates"]
     assert full["conservation"]["ok"]
@@ -118,8 +123,11 @@ def _reduced_spec(src_dir, tmp_path, keep=None):
     spec = load_spec(dst)
     for path in spec.data_paths():
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        typical = [ln for ln in lines if json.loads(ln).get("category", "typical") == "typical"
-                   and not json.loads(ln).get("violates")]
+        typical = [
+            ln
+            for ln in lines
+            if json.loads(ln).get("category", "typical") == "typical" and not json.loads(ln).get("violates")
+        ]
         path.write_text("\n".join(typical[:keep]) + "\n")
     return load_spec(dst)
 
@@ -168,8 +176,13 @@ def test_cli_expand_json_and_files(mini_spec, tmp_path):
     assert doc["counts"]["records"] == sum(1 for _ in read_jsonl(out / "records.jsonl"))
     assert json.loads((out / "summary.json").read_text())["counts"] == doc["counts"]
     assert not list(out.glob(".*")), "no temporary files left behind"
-    r2 = CliRunner().invoke(main, ["expand", str(mini_spec.path), "--out", str(tmp_path / "o2"), "--seed", "7"])
-    assert r2.exit_code == 0 and (tmp_path / "o2" / "pairs.jsonl").read_bytes() == (out / "pairs.jsonl").read_bytes()
+    r2 = CliRunner().invoke(
+        main, ["expand", str(mini_spec.path), "--out", str(tmp_path / "o2"), "--seed", "7"]
+    )
+    assert (
+        r2.exit_code == 0
+        and (tmp_path / "o2" / "pairs.jsonl").read_bytes() == (out / "pairs.jsonl").read_bytes()
+    )
 
 
 def test_cli_expand_bad_model_path_is_one_line_error(mini_spec, tmp_path):

@@ -36,13 +36,22 @@ def test_every_rule_has_a_mutant_that_fails_exactly_it(any_spec, load_records):
         for rec, res in parents:
             if res[rule.id] != "pass":
                 continue
-            ms = mutate(spec, rule, rec.response_text(), user_text=rec.user_text(), category=rec.category,
-                        tags=rec.tags, rng=random.Random(1))
+            ms = mutate(
+                spec,
+                rule,
+                rec.response_text(),
+                user_text=rec.user_text(),
+                category=rec.category,
+                tags=rec.tags,
+                rng=random.Random(1),
+            )
             if not ms:
                 continue
             m = ms[0]
             # verified independently of the mutator's own bookkeeping
-            got = check_response(spec, m.text, user_text=rec.user_text(), category=rec.category, tags=rec.tags)
+            got = check_response(
+                spec, m.text, user_text=rec.user_text(), category=rec.category, tags=rec.tags
+            )
             fails = {r.rule for r in got if r.status == "fail"}
             assert rule.id in fails, (rule.id, m.method, m.text)
             assert set(m.fails) == fails
@@ -58,7 +67,9 @@ def test_every_rule_has_a_mutant_that_fails_exactly_it(any_spec, load_records):
 
 
 def test_mutant_is_minimal_edit(mini_spec):
-    good = json.dumps({"intent": "other", "entities": {}, "missing_info": [], "next_step": "Send the hours page."})
+    good = json.dumps(
+        {"intent": "other", "entities": {}, "missing_info": [], "next_step": "Send the hours page."}
+    )
     m = mutate(mini_spec, mini_spec.rule("no-action-claims"), good, user_text="when are you open?")[0]
     before, after = json.loads(good), json.loads(m.text)
     assert {k for k in before if before[k] != after[k]} == {"next_step"}
@@ -68,15 +79,30 @@ def test_mutant_is_minimal_edit(mini_spec):
 
 
 def _spec(rules, fmt="text", tmp_path=None, schema=None):
-    doc = {"name": "kinds", "version": 1, "output": {"format": fmt, **({"schema": schema} if schema else {})},
-           "rules": rules}
-    return Spec.model_validate(doc).model_copy(update={"path": (tmp_path / "spec.yaml") if tmp_path else None})
+    doc = {
+        "name": "kinds",
+        "version": 1,
+        "output": {"format": fmt, **({"schema": schema} if schema else {})},
+        "rules": rules,
+    }
+    return Spec.model_validate(doc).model_copy(
+        update={"path": (tmp_path / "spec.yaml") if tmp_path else None}
+    )
 
 
 TEXT_CASES = [  # (check, a valid response, the user's text, tags)
-    ({"kind": "regex_present", "pattern": r"(?i)\bticket #\d+"}, "Opened ticket #42 for you to review.", "", ()),
-    ({"kind": "regex_absent", "pattern": r"(?i)\b(?:I|we) (?:have )?(?:refunded|deleted)\b"},
-     "You can request a refund from the billing page.", "", ()),
+    (
+        {"kind": "regex_present", "pattern": r"(?i)\bticket #\d+"},
+        "Opened ticket #42 for you to review.",
+        "",
+        (),
+    ),
+    (
+        {"kind": "regex_absent", "pattern": r"(?i)\b(?:I|we) (?:have )?(?:refunded|deleted)\b"},
+        "You can request a refund from the billing page.",
+        "",
+        (),
+    ),
     ({"kind": "phrases_present", "phrases": ["kind regards"]}, "Use the billing page. Kind regards", "", ()),
     ({"kind": "phrases_absent", "phrases": ["password", "cvv"]}, "Use the billing page.", "", ()),
     ({"kind": "max_chars", "max": 60}, "Use the billing page.", "", ()),
@@ -87,15 +113,30 @@ TEXT_CASES = [  # (check, a valid response, the user's text, tags)
     ({"kind": "question_count", "min": 1}, "Which email do you use?", "", ()),
     ({"kind": "refusal", "expect": True}, "I can't help with getting into another person's account.", "", ()),
     ({"kind": "refusal", "expect": False}, "Open Settings, then Billing, then Cancel.", "", ()),
-    ({"kind": "refusal", "expect": True, "when": {"tag": "forbidden"}},
-     "I'm not able to share other customers' data.", "", ("forbidden",)),
+    (
+        {"kind": "refusal", "expect": True, "when": {"tag": "forbidden"}},
+        "I'm not able to share other customers' data.",
+        "",
+        ("forbidden",),
+    ),
 ]
 
 
-@pytest.mark.parametrize("check,good,user,tags", TEXT_CASES, ids=lambda v: v["kind"] if isinstance(v, dict) else "")
+@pytest.mark.parametrize(
+    "check,good,user,tags", TEXT_CASES, ids=lambda v: v["kind"] if isinstance(v, dict) else ""
+)
 def test_text_kinds(check, good, user, tags):
-    spec = _spec([{"id": "target", "says": "x", "check": check, "category": "instruction"},
-                  {"id": "other-len", "says": "y", "check": {"kind": "max_chars", "max": 5000}, "category": "format"}])
+    spec = _spec(
+        [
+            {"id": "target", "says": "x", "check": check, "category": "instruction"},
+            {
+                "id": "other-len",
+                "says": "y",
+                "check": {"kind": "max_chars", "max": 5000},
+                "category": "format",
+            },
+        ]
+    )
     assert all(r.status == "pass" for r in check_response(spec, good, user_text=user, tags=tags))
     ms = mutate(spec, spec.rule("target"), good, user_text=user, tags=tags, rng=random.Random(0))
     assert ms and ms[0].fails == ("target",), ms
@@ -105,10 +146,24 @@ def test_text_kinds(check, good, user, tags):
 
 def test_values_in_input_on_text_field_and_list(tmp_path):
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "ids": {"type": "array"}}}
-    spec = _spec([{"id": "name", "says": "x", "check": {"kind": "values_in_input", "field": "/name"},
-                   "category": "knowledge"},
-                  {"id": "ids", "says": "x", "check": {"kind": "values_in_input", "field": "/ids"},
-                   "category": "knowledge"}], fmt="json", schema=schema)
+    spec = _spec(
+        [
+            {
+                "id": "name",
+                "says": "x",
+                "check": {"kind": "values_in_input", "field": "/name"},
+                "category": "knowledge",
+            },
+            {
+                "id": "ids",
+                "says": "x",
+                "check": {"kind": "values_in_input", "field": "/ids"},
+                "category": "knowledge",
+            },
+        ],
+        fmt="json",
+        schema=schema,
+    )
     good = json.dumps({"name": "Ann Lee", "ids": ["A-1"]})
     user = "Hi, I'm Ann Lee, order A-1"
     for rid in ("name", "ids"):
@@ -117,16 +172,32 @@ def test_values_in_input_on_text_field_and_list(tmp_path):
 
 
 def test_schema_kinds_enum_type_range_extra(tmp_path):
-    schema = {"type": "object", "additionalProperties": False, "required": ["action", "confidence"],
-              "properties": {"action": {"enum": ["answer", "refuse"]},
-                             "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}
-    spec = _spec([{"id": "schema", "says": "x", "check": {"kind": "json_schema"}, "category": "format"}],
-                 fmt="json", schema=schema)
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["action", "confidence"],
+        "properties": {
+            "action": {"enum": ["answer", "refuse"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    }
+    spec = _spec(
+        [{"id": "schema", "says": "x", "check": {"kind": "json_schema"}, "category": "format"}],
+        fmt="json",
+        schema=schema,
+    )
     good = json.dumps({"action": "answer", "confidence": 0.9})
     from curate.expand.mutators import candidates
+
     methods = {m.split(":")[1] for m, _ in candidates(spec, spec.rule("schema"), good)}
-    assert {"outside_enum", "remove_required", "extra_key", "above_maximum", "below_minimum",
-            "wrong_type"} <= methods
+    assert {
+        "outside_enum",
+        "remove_required",
+        "extra_key",
+        "above_maximum",
+        "below_minimum",
+        "wrong_type",
+    } <= methods
     for method, text in candidates(spec, spec.rule("schema"), good):
         assert [r.status for r in check_response(spec, text)] == ["fail"], method
 
@@ -136,20 +207,33 @@ def test_python_check_gets_a_generic_mutant(tmp_path):
 
     allow_code(tmp_path)  # a python rule runs the spec's code only when allowed (#16)
     (tmp_path / "mychecks.py").write_text("def polite(text, ctx):\n    return 'please' in text.lower()\n")
-    spec = _spec([{"id": "polite", "says": "x", "check": {"kind": "python", "function": "mychecks:polite"},
-                   "category": "instruction"}], tmp_path=tmp_path)
+    spec = _spec(
+        [
+            {
+                "id": "polite",
+                "says": "x",
+                "check": {"kind": "python", "function": "mychecks:polite"},
+                "category": "instruction",
+            }
+        ],
+        tmp_path=tmp_path,
+    )
     ms = mutate(spec, spec.rule("polite"), "Please open the billing page.")
     assert ms and ms[0].fails == ("polite",)
 
 
 def test_rule_that_does_not_apply_has_no_mutant(mini_spec):
     # missing_info is empty: one-question-when-missing does not apply, so no mutant can fail it
-    good = json.dumps({"intent": "other", "entities": {}, "missing_info": [], "next_step": "Send the hours page."})
+    good = json.dumps(
+        {"intent": "other", "entities": {}, "missing_info": [], "next_step": "Send the hours page."}
+    )
     assert mutate(mini_spec, mini_spec.rule("one-question-when-missing"), good, user_text="hours") == []
 
 
 def test_mutants_are_deterministic(mini_spec):
-    good = json.dumps({"intent": "other", "entities": {}, "missing_info": [], "next_step": "Send the hours page."})
+    good = json.dumps(
+        {"intent": "other", "entities": {}, "missing_info": [], "next_step": "Send the hours page."}
+    )
     rule = mini_spec.rule("no-action-claims")
     a = mutate(mini_spec, rule, good, rng=random.Random(5), n=3)
     b = mutate(mini_spec, rule, good, rng=random.Random(5), n=3)

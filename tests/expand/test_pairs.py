@@ -11,10 +11,22 @@ from curate.cli import main
 from curate.expand import expand, write_outputs
 from curate.expand.pairs import check_pairs_file
 
-GOOD = json.dumps({"intent": "cancel_account", "entities": {}, "missing_info": ["account email"],
-                   "next_step": "Which email is the account under?"})
-CLAIM = json.dumps({"intent": "cancel_account", "entities": {}, "missing_info": ["account email"],
-                    "next_step": "Which email is the account under? I have cancelled it."})
+GOOD = json.dumps(
+    {
+        "intent": "cancel_account",
+        "entities": {},
+        "missing_info": ["account email"],
+        "next_step": "Which email is the account under?",
+    }
+)
+CLAIM = json.dumps(
+    {
+        "intent": "cancel_account",
+        "entities": {},
+        "missing_info": ["account email"],
+        "next_step": "Which email is the account under? I have cancelled it.",
+    }
+)
 U = [{"role": "user", "content": "Cancel it."}]
 
 
@@ -39,19 +51,46 @@ def test_every_generated_pair_is_valid(any_spec, tmp_path):
 
 
 BAD = [  # (row, expected reason)
-    ({"prompt": U, "chosen": A(CLAIM), "rejected": A(GOOD), "violates": ["no-action-claims"]}, "chosen_fails_rule"),
-    ({"prompt": U, "chosen": A(GOOD), "rejected": A(GOOD.replace("under", "registered under")),
-      "violates": ["no-action-claims"]}, "rejected_passes_named_rules"),
-    ({"prompt": U, "chosen": A(GOOD), "rejected": A(GOOD + " "), "violates": ["valid-json"]},
-     "chosen_equals_rejected"),
+    (
+        {"prompt": U, "chosen": A(CLAIM), "rejected": A(GOOD), "violates": ["no-action-claims"]},
+        "chosen_fails_rule",
+    ),
+    (
+        {
+            "prompt": U,
+            "chosen": A(GOOD),
+            "rejected": A(GOOD.replace("under", "registered under")),
+            "violates": ["no-action-claims"],
+        },
+        "rejected_passes_named_rules",
+    ),
+    (
+        {"prompt": U, "chosen": A(GOOD), "rejected": A(GOOD + " "), "violates": ["valid-json"]},
+        "chosen_equals_rejected",
+    ),
     ({"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM)}, "no_violates"),
     ({"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM), "violates": ["no-such-rule"]}, "unknown_rule"),
-    ({"prompt": [{"role": "system", "content": "s"}], "chosen": A(GOOD), "rejected": A(CLAIM),
-      "violates": ["no-action-claims"]}, "empty_prompt"),
-    ({"chosen": U + A(GOOD), "rejected": [{"role": "user", "content": "Refund me."}] + A(CLAIM),
-      "violates": ["no-action-claims"]}, "prompt_mismatch"),
-    ({"prompt": U, "chosen": U + A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]},
-     "prompt_mismatch"),
+    (
+        {
+            "prompt": [{"role": "system", "content": "s"}],
+            "chosen": A(GOOD),
+            "rejected": A(CLAIM),
+            "violates": ["no-action-claims"],
+        },
+        "empty_prompt",
+    ),
+    (
+        {
+            "chosen": U + A(GOOD),
+            "rejected": [{"role": "user", "content": "Refund me."}] + A(CLAIM),
+            "violates": ["no-action-claims"],
+        },
+        "prompt_mismatch",
+    ),
+    (
+        {"prompt": U, "chosen": U + A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]},
+        "prompt_mismatch",
+    ),
     ({"prompt": U, "chosen": A(GOOD), "rejected": [], "violates": ["no-action-claims"]}, "empty_response"),
     ({"messages": U + A(GOOD)}, "not_a_pair"),
     ("{'prompt': 'python dict'}", "python_literal"),
@@ -69,18 +108,31 @@ def test_bad_pairs_are_rejected_with_reason(mini_spec, tmp_path, row, reason):
 
 
 def test_good_pairs_pass_including_implicit_prompt_shape(mini_spec, tmp_path):
-    rows = [{"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]},
-            {"chosen": U + A(GOOD), "rejected": U + A(CLAIM), "violates": ["no-action-claims"]},
-            {"prompt": "Cancel it.", "chosen": GOOD, "rejected": "not json", "violates": ["valid-json"]}]
+    rows = [
+        {"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]},
+        {"chosen": U + A(GOOD), "rejected": U + A(CLAIM), "violates": ["no-action-claims"]},
+        {"prompt": "Cancel it.", "chosen": GOOD, "rejected": "not json", "violates": ["valid-json"]},
+    ]
     rep = check_pairs_file(mini_spec, _write(tmp_path / "p.jsonl", rows))
     assert rep.ok and rep.valid == 3, rep.problems
 
 
 def test_human_rule_needs_a_person(mini_spec, tmp_path):
-    row = {"prompt": U, "chosen": A(GOOD), "rejected": A(GOOD.replace("Which", "WHICH")), "violates": ["tone"]}
-    rows = [row, {**row, "rejected": A(GOOD.replace("Which email", "Tell me which email, now"))},
-            {**row, "rejected": A(GOOD.replace("Which email", "Tell me which email, now")),
-             "source": {"project": 1, "task": 2, "annotation": 3}}]
+    row = {
+        "prompt": U,
+        "chosen": A(GOOD),
+        "rejected": A(GOOD.replace("Which", "WHICH")),
+        "violates": ["tone"],
+    }
+    rows = [
+        row,
+        {**row, "rejected": A(GOOD.replace("Which email", "Tell me which email, now"))},
+        {
+            **row,
+            "rejected": A(GOOD.replace("Which email", "Tell me which email, now")),
+            "source": {"project": 1, "task": 2, "annotation": 3},
+        },
+    ]
     rep = check_pairs_file(mini_spec, _write(tmp_path / "p.jsonl", rows))
     reasons = [(p.where.rsplit(":", 1)[1], p.reason) for p in rep.problems]
     assert ("1", "chosen_equals_rejected") in reasons
@@ -89,9 +141,13 @@ def test_human_rule_needs_a_person(mini_spec, tmp_path):
 
 
 def test_cli_pairs_check_exit_codes_and_reasons(mini_spec, tmp_path):
-    f = _write(tmp_path / "p.jsonl", [
-        {"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]},
-        {"prompt": U, "chosen": A(CLAIM), "rejected": A(GOOD), "violates": ["no-action-claims"]}])
+    f = _write(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]},
+            {"prompt": U, "chosen": A(CLAIM), "rejected": A(GOOD), "violates": ["no-action-claims"]},
+        ],
+    )
     r = CliRunner().invoke(main, ["pairs", "check", str(mini_spec.path), str(f)])
     assert r.exit_code == 1
     assert f"{f}:2: chosen_fails_rule: no-action-claims: forbidden text 'I have cancelled'" in r.stdout
@@ -100,8 +156,10 @@ def test_cli_pairs_check_exit_codes_and_reasons(mini_spec, tmp_path):
     doc = json.loads(r.stdout)
     assert r.exit_code == 1 and doc["pairs"] == 2 and doc["valid"] == 1 and not doc["ok"]
     assert {p["reason"] for p in doc["problems"]} == {"chosen_fails_rule", "rejected_passes_named_rules"}
-    good = _write(tmp_path / "g.jsonl", [{"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM),
-                                          "violates": ["no-action-claims"]}])
+    good = _write(
+        tmp_path / "g.jsonl",
+        [{"prompt": U, "chosen": A(GOOD), "rejected": A(CLAIM), "violates": ["no-action-claims"]}],
+    )
     r = CliRunner().invoke(main, ["pairs", "check", str(mini_spec.path), str(good)])
     assert r.exit_code == 0 and r.stdout == ""
 

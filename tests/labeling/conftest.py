@@ -33,8 +33,9 @@ def token(studio) -> str:
 
 @pytest.fixture()
 def client(studio, token):
-    with StudioClient(studio.url, token, retries=3, backoff=0.2,
-                      readers=server.reader_urls(Path(studio.data_dir))) as c:
+    with StudioClient(
+        studio.url, token, retries=3, backoff=0.2, readers=server.reader_urls(Path(studio.data_dir))
+    ) as c:
         yield c
 
 
@@ -45,7 +46,8 @@ def users(studio, token) -> dict[str, int]:
     with StudioClient(studio.url, token) as c:
         for name in ("ann", "bob", "cid", "judge"):
             email = f"{name}@labelers.test"
-            r = c.request("POST", "/api/users/", json={"email": email, "username": name,
-                                                       "password": "not-used-1234"})
+            r = c.request(
+                "POST", "/api/users/", json={"email": email, "username": name, "password": "not-used-1234"}
+            )
             out[email] = r.json()["id"]
     return out

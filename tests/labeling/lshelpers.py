@@ -34,4 +34,9 @@ def textarea(name: str, text: str, to: str = "response") -> dict:
 
 
 def pick(side: str) -> dict:
-    return {"from_name": "comparison", "to_name": "comparison", "type": "pairwise", "value": {"selected": side}}
+    return {
+        "from_name": "comparison",
+        "to_name": "comparison",
+        "type": "pairwise",
+        "value": {"selected": side},
+    }

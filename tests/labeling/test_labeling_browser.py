@@ -25,7 +25,9 @@ def test_every_control_of_every_config_is_on_the_page(client, tmp_path):
             pid = find_project(client, spec, kind)["id"]
             tasks = list(client.task_data(pid))
             # review: the negative example, whose failing rules come pre-ticked from the prediction
-            task = next((t for t in tasks if t["data"].get("response") == "I've reset your password."), tasks[0])
+            task = next(
+                (t for t in tasks if t["data"].get("response") == "I've reset your password."), tasks[0]
+            )
             browser.open_task(pid, task["id"])
             text = browser.visible_text().replace("\u200b", "")
             root = ET.fromstring(build_config(spec, kind))
@@ -37,15 +39,20 @@ def test_every_control_of_every_config_is_on_the_page(client, tmp_path):
             ctrls = controls(spec, kind)
             n_textareas = sum(1 for c in ctrls.values() if c.type == "textarea")
             # an empty text area, or one pre-filled by the prediction (the correction field starts with the answer)
-            assert browser.evaluate("document.querySelectorAll('textarea, [data-testid=htx-textbox-content]')"
-                                    ".length") >= n_textareas, kind
+            assert (
+                browser.evaluate(
+                    "document.querySelectorAll('textarea, [data-testid=htx-textbox-content]').length"
+                )
+                >= n_textareas
+            ), kind
             prompt = [m["content"] for m in task["data"]["messages"] if m["role"] == "user"][-1]
             assert prompt in text, kind
             if kind == "review":
                 assert task["data"]["response"] in text and task["data"]["check_summary"][:40] in text
                 ticked = browser.evaluate(
                     "[...document.querySelectorAll('input[type=checkbox]:checked')]"
-                    ".map(i => i.closest('label') ? i.closest('label').innerText : '')")
+                    ".map(i => i.closest('label') ? i.closest('label').innerText : '')"
+                )
                 ticked = " ".join(ticked).replace("\u200b", "")
                 for rule in ("valid-json", "no-action-claims"):
                     assert f"violates: {spec.rule(rule).says}" in ticked
@@ -64,8 +71,11 @@ def test_labelers_never_see_what_biases_them(client, tmp_path):
     spec = make_spec(tmp_path)
     for kind in KINDS:
         push(spec, kind, client=client)
-    answers = [o["messages"][-1]["content"] for o in map(json.loads, (spec.base_dir / "data.jsonl").read_text()
-                                                          .splitlines()) if "messages" in o and len(o["messages"]) > 1]
+    answers = [
+        o["messages"][-1]["content"]
+        for o in map(json.loads, (spec.base_dir / "data.jsonl").read_text().splitlines())
+        if "messages" in o and len(o["messages"]) > 1
+    ]
     with LabelerBrowser(client, width=1400, height=1600) as browser:
         for kind in KINDS:
             pid = find_project(client, spec, kind)["id"]
@@ -73,8 +83,14 @@ def test_labelers_never_see_what_biases_them(client, tmp_path):
             task = next((t for t in tasks if t["meta"]["record"].get("category") == "negative"), tasks[0])
             browser.open_task(pid, task["id"])
             page = browser.evaluate("document.documentElement.outerHTML") + browser.visible_text()
-            for secret in ("left_is", "curate_sha256", '"violates"', "&quot;violates&quot;", '"category"',
-                           "&quot;category&quot;"):
+            for secret in (
+                "left_is",
+                "curate_sha256",
+                '"violates"',
+                "&quot;violates&quot;",
+                '"category"',
+                "&quot;category&quot;",
+            ):
                 assert secret not in page, (kind, secret)
             if kind == "write":
                 for answer in answers:  # no answer of the data, for any prompt in the Data Manager's table
@@ -86,9 +102,13 @@ def test_labelers_never_see_what_biases_them(client, tmp_path):
             if kind != "pairwise":
                 assert "Output format" in text and "Keys: intent, next_step." in text
             # the panels on the right (region details, regions) are collapsed away by the config
-            assert browser.evaluate("[...document.querySelectorAll('.lsf-sidepanels__wrapper_align_right')]"
-                                    ".every(e => getComputedStyle(e).display === 'none')")
+            assert browser.evaluate(
+                "[...document.querySelectorAll('.lsf-sidepanels__wrapper_align_right')]"
+                ".every(e => getComputedStyle(e).display === 'none')"
+            )
             if kind == "review":  # the correction field starts with the current answer, ready to edit
-                shown = browser.evaluate("document.querySelector('[data-testid=htx-textbox-content]"
-                                         "[name^=\"corrected:\"]').innerText")
+                shown = browser.evaluate(
+                    "document.querySelector('[data-testid=htx-textbox-content]"
+                    '[name^="corrected:"]\').innerText'
+                )
                 assert shown.strip() == task["data"]["response"].strip()

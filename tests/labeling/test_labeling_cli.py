@@ -35,13 +35,33 @@ def test_push_pull_conflicts_json(env, tmp_path, client, users):
     pid = out["project_id"]
     tasks = {t["data"]["response"]: t["id"] for t in client.task_data(pid)}
     tid = tasks["I've reset your password."]
-    client.create_annotation(tid, [choices("verdict", ["reject"]), choices("violates", ["no-action-claims"])],
-                             completed_by=users["ann@labelers.test"])
-    client.create_annotation(tid, [choices("verdict", ["edit"]), textarea("corrected", '{"intent": "other", '
-                                   '"next_step": "Which account?"}')], completed_by=users["bob@labelers.test"])
+    client.create_annotation(
+        tid,
+        [choices("verdict", ["reject"]), choices("violates", ["no-action-claims"])],
+        completed_by=users["ann@labelers.test"],
+    )
+    client.create_annotation(
+        tid,
+        [
+            choices("verdict", ["edit"]),
+            textarea("corrected", '{"intent": "other", "next_step": "Which account?"}'),
+        ],
+        completed_by=users["bob@labelers.test"],
+    )
     records = tmp_path / "pulled.jsonl"
-    r = runner.invoke(main, ["label", "pull", str(spec.path), "--out-file", str(records), "--build-dir",
-                             str(tmp_path / "build"), "--json"])
+    r = runner.invoke(
+        main,
+        [
+            "label",
+            "pull",
+            str(spec.path),
+            "--out-file",
+            str(records),
+            "--build-dir",
+            str(tmp_path / "build"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     pulled = json.loads(r.stdout)
     assert pulled["counts"]["conflicts"] == 1 and pulled["counts"]["annotations"] == 2
@@ -88,8 +108,10 @@ def test_server_down_is_one_line_exit_1(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a-secret-token")
-    monkeypatch.setattr("curate.labeling.client.StudioClient.__init__.__kwdefaults__",
-                        {"retries": 1, "backoff": 0.01, "timeout": 5.0})
+    monkeypatch.setattr(
+        "curate.labeling.client.StudioClient.__init__.__kwdefaults__",
+        {"retries": 1, "backoff": 0.01, "timeout": 5.0},
+    )
     spec = make_spec(tmp_path)
     r = CliRunner().invoke(main, ["label", "push", str(spec.path), "--json"])
     assert r.exit_code == 1

@@ -29,8 +29,11 @@ def spec():
 
 
 def _hostile_spec(tmp_path: Path):
-    text = (HOSTILE / "spec.yaml").read_text().replace(
-        "says: Polite & brief; no <shouting>.", "says: \"$HOME & <b>bold</b> ]]> --> '\"")
+    text = (
+        (HOSTILE / "spec.yaml")
+        .read_text()
+        .replace("says: Polite & brief; no <shouting>.", 'says: "$HOME & <b>bold</b> ]]> --> \'"')
+    )
     (tmp_path / "spec.yaml").write_text(text)
     (tmp_path / "data.jsonl").write_text("")
     return load_spec(tmp_path / "spec.yaml")
@@ -55,8 +58,14 @@ def test_config_is_wellformed_and_round_trips_hostile_text(tmp_path, kind):
 
 
 def test_leading_dollar_is_guarded(tmp_path):
-    text = (HOSTILE / "spec.yaml").read_text().replace("  typical: {min_share: 0.5, description: Ordinary "
-                                                       "requests & questions.}", "  $typical: {min_share: 0.5}")
+    text = (
+        (HOSTILE / "spec.yaml")
+        .read_text()
+        .replace(
+            "  typical: {min_share: 0.5, description: Ordinary requests & questions.}",
+            "  $typical: {min_share: 0.5}",
+        )
+    )
     (tmp_path / "spec.yaml").write_text(text)
     (tmp_path / "data.jsonl").write_text("")
     spec = load_spec(tmp_path / "spec.yaml")
@@ -64,7 +73,11 @@ def test_leading_dollar_is_guarded(tmp_path):
     cat = [c for c in root.iter("Choice") if c.get("alias", "").endswith("$typical")]
     assert len(cat) == 1 and cat[0].get("alias") == "\u200b$typical"
     shown = cat[0].get("value")
-    assert shown.replace("\u200b", "") == "$typical" and not shown.startswith("$") and not re.search(r"\$\w", shown)
+    assert (
+        shown.replace("\u200b", "") == "$typical"
+        and not shown.startswith("$")
+        and not re.search(r"\$\w", shown)
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -56,7 +56,9 @@ def test_the_bundled_smollm2_drafts_every_write_task_through_transformers(client
         assert draft["model"] == "smollm2" and draft["text"].strip()
         assert t["data"]["draft_summary"].startswith("model draft (smollm2): ")  # its own checks, shown
         (pred,) = _preds(client, t["id"])
-        assert [x["value"]["text"] for x in pred["result"]] == [[draft["text"]]]  # the answer starts as the draft
+        assert [x["value"]["text"] for x in pred["result"]] == [
+            [draft["text"]]
+        ]  # the answer starts as the draft
 
 
 class _Endpoint(BaseHTTPRequestHandler):
@@ -76,8 +78,9 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_openai_compatible_endpoint_drafts_failing_answers_and_lineage_says_so(client, tmp_path, monkeypatch,
-                                                                                   users):
+def test_an_openai_compatible_endpoint_drafts_failing_answers_and_lineage_says_so(
+    client, tmp_path, monkeypatch, users
+):
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
@@ -97,16 +100,23 @@ def test_an_openai_compatible_endpoint_drafts_failing_answers_and_lineage_says_s
             if "draft" not in t["meta"]:
                 assert "model draft" not in t["data"]["check_summary"]
                 continue
-            assert t["data"]["check_summary"].endswith("model draft (" + drafter.name + "): passes every automatic "
-                                                       "rule")
+            assert t["data"]["check_summary"].endswith(
+                "model draft (" + drafter.name + "): passes every automatic rule"
+            )
             (pred,) = _preds(client, t["id"])
-            assert [x["value"]["text"] for x in pred["result"] if x["type"] == "textarea"] == [[
-                '{\n  "intent": "reset_password",\n  "next_step": "Which account is it?"\n}']]
+            assert [x["value"]["text"] for x in pred["result"] if x["type"] == "textarea"] == [
+                ['{\n  "intent": "reset_password",\n  "next_step": "Which account is it?"\n}']
+            ]
             # the labeler keeps the draft as it is
-            client.create_annotation(t["id"], [choices("verdict", ["edit"]), textarea("corrected", FIX)],
-                                     completed_by=users["ann@labelers.test"])
+            client.create_annotation(
+                t["id"],
+                [choices("verdict", ["edit"]), textarea("corrected", FIX)],
+                completed_by=users["ann@labelers.test"],
+            )
         got = pull(spec, client=client, out=tmp_path / "p.jsonl", kinds=["review"])
-        assert got.records and all(r.labels["draft"] == {"model": drafter.name, "kept": True} for r in got.records)
+        assert got.records and all(
+            r.labels["draft"] == {"model": drafter.name, "kept": True} for r in got.records
+        )
         assert all(lineage_of(r)["draft"] is False for r in got.records)  # a person submitted it
     finally:
         srv.shutdown()

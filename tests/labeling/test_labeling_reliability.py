@@ -20,8 +20,18 @@ pytestmark = pytest.mark.studio
 
 def _records(path, n):
     with open(path, "w") as fh:
-        fh.writelines(json.dumps({"messages": [{"role": "user", "content": f"Question number {i}?"},
-                                              {"role": "assistant", "content": f"Answer {i}."}]}) + "\n" for i in range(n))
+        fh.writelines(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"Question number {i}?"},
+                        {"role": "assistant", "content": f"Answer {i}."},
+                    ]
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
     return path
 
 

@@ -23,7 +23,9 @@ NEGATIVE = "I've reset your password."
 
 
 def _rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
 
 
 def test_corrections_made_in_the_browser_land_on_the_chosen_side_of_dpo_train(client, tmp_path):
@@ -53,8 +55,20 @@ def test_corrections_made_in_the_browser_land_on_the_chosen_side_of_dpo_train(cl
     from curate.cli import main
 
     build = tmp_path / "build"
-    r = CliRunner().invoke(main, ["build", str(spec.path), "--input", str(out), "--input",
-                                  str(spec.base_dir / "data.jsonl"), "--out", str(build), "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(spec.path),
+            "--input",
+            str(out),
+            "--input",
+            str(spec.base_dir / "data.jsonl"),
+            "--out",
+            str(build),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     dpo = _rows(build / "dpo" / "train.jsonl") + _rows(build / "dpo" / "test.jsonl")
     corrected = [row for row in dpo if row["chosen"][-1]["content"] == FIX]
@@ -73,8 +87,12 @@ def test_corrections_made_in_the_browser_land_on_the_chosen_side_of_dpo_train(cl
     from tests.tinymodel import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny")
-    result = train_dpo(build, TrainOptions(model=model, out=tmp_path / "dpo-run", epochs=1.0, batch_size=2,
-                                           max_length=1024, max_steps=2))
+    result = train_dpo(
+        build,
+        TrainOptions(
+            model=model, out=tmp_path / "dpo-run", epochs=1.0, batch_size=2, max_length=1024, max_steps=2
+        ),
+    )
     cfg = json.loads((tmp_path / "dpo-run" / "curate_train_config.json").read_text())
     assert cfg["data"]["train_rows"] == len(_rows(build / "dpo" / "train.jsonl"))
     assert result.config["result"]["global_step"] == 2

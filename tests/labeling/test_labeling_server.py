@@ -30,11 +30,15 @@ def test_server_is_private_and_on_loopback(studio, token):
     assert token not in (data / server.LOG_FILE).read_text(errors="replace")
     # it listens on 127.0.0.1 only (0100007F in /proc/net/tcp), on the port its log line announced
     port_hex = f"{st['port']:04X}"
-    listening = [ln.split()[1] for ln in Path("/proc/net/tcp").read_text().splitlines()[1:]
-                 if ln.split()[3] == "0A"]
+    listening = [
+        ln.split()[1] for ln in Path("/proc/net/tcp").read_text().splitlines()[1:] if ln.split()[3] == "0A"
+    ]
     assert f"0100007F:{port_hex}" in listening
     assert not any(a.endswith(":" + port_hex) and not a.startswith("0100007F") for a in listening)
-    assert f"Starting development server at http://127.0.0.1:{st['port']}/" in (data / server.LOG_FILE).read_text()
+    assert (
+        f"Starting development server at http://127.0.0.1:{st['port']}/"
+        in (data / server.LOG_FILE).read_text()
+    )
 
 
 @pytest.mark.studio
@@ -52,8 +56,10 @@ def test_wrong_token_is_a_clear_error(studio):
 
 def test_server_down_is_a_clear_error():
     port = server.free_port()
-    with (StudioClient(f"http://127.0.0.1:{port}", "secret-token-value", retries=2, backoff=0.01) as c,
-          pytest.raises(TransientServerError, match="cannot reach Label Studio") as err):
+    with (
+        StudioClient(f"http://127.0.0.1:{port}", "secret-token-value", retries=2, backoff=0.01) as c,
+        pytest.raises(TransientServerError, match="cannot reach Label Studio") as err,
+    ):
         c.whoami()
     assert "secret-token-value" not in str(err.value)
 
@@ -93,8 +99,10 @@ def test_retries_5xx_with_backoff_then_succeeds():
             assert c.whoami() == {"email": "x@y"}
         assert _Flaky.calls == 3
         _Flaky.calls = -10  # always 503 now: the client gives up with a clear error
-        with (StudioClient(f"http://127.0.0.1:{srv.server_address[1]}", "tok", retries=2, backoff=0.01) as c,
-              pytest.raises(TransientServerError, match="HTTP 503")):
+        with (
+            StudioClient(f"http://127.0.0.1:{srv.server_address[1]}", "tok", retries=2, backoff=0.01) as c,
+            pytest.raises(TransientServerError, match="HTTP 503"),
+        ):
             c.whoami()
     finally:
         srv.shutdown()
@@ -104,8 +112,13 @@ def test_stop_only_stops_the_process_it_started(tmp_path):
     """A state file pointing at a process that is not our Label Studio (a recycled pid) is left alone."""
     other = subprocess.Popen(["sleep", "60"])
     try:
-        info = server.ServerInfo(url="http://127.0.0.1:1", port=1, pid=other.pid, data_dir=str(tmp_path),
-                                 log=str(tmp_path / "x.log"))
+        info = server.ServerInfo(
+            url="http://127.0.0.1:1",
+            port=1,
+            pid=other.pid,
+            data_dir=str(tmp_path),
+            log=str(tmp_path / "x.log"),
+        )
         server._write_private(tmp_path / server.STATE_FILE, info.as_dict())
         assert server.stop(tmp_path) is False
         assert other.poll() is None  # still running
@@ -131,7 +144,9 @@ def test_a_personal_access_token_works_too(client, studio):
     pat = client.request("POST", "/api/token/").json()["token"]
     with StudioClient(studio.url, pat) as c:
         assert c.whoami()["email"] == server.ADMIN_USER
-        c._http.headers["Authorization"] = "Bearer expired.or.wrong"  # the access token lapses: renewed on 401
+        c._http.headers["Authorization"] = (
+            "Bearer expired.or.wrong"  # the access token lapses: renewed on 401
+        )
         assert c.whoami()["email"] == server.ADMIN_USER
     with pytest.raises(ServerError, match="personal access token"):
         StudioClient(studio.url, pat[:-4] + "AAAA")
@@ -155,7 +170,9 @@ def test_reader_processes_are_private_and_serve_the_same_data(studio, token):
     data = Path(studio.data_dir)
     st = server.status(data)
     assert len(st["readers"]) == 1  # the session's server runs with the default: one reader process
-    listening = [ln.split()[1] for ln in Path("/proc/net/tcp").read_text().splitlines()[1:] if ln.split()[3] == "0A"]
+    listening = [
+        ln.split()[1] for ln in Path("/proc/net/tcp").read_text().splitlines()[1:] if ln.split()[3] == "0A"
+    ]
     for r in st["readers"]:
         assert r["running"]
         cmdline = Path(f"/proc/{r['pid']}/cmdline").read_bytes().decode(errors="replace")

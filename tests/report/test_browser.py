@@ -59,7 +59,7 @@ def test_report_renders_every_chart_and_runs_no_injected_script(browser: Chromiu
     assert dom["pwned"] == "undefined"
     assert dom["scripts"] == 0 and dom["imgs"] == 0 and dom["handlers"] == []
     for literal in (SCRIPT, IMG, SVG_NAME):
-        assert literal in dom["text"], literal           # visible as text
+        assert literal in dom["text"], literal  # visible as text
 
     rendered = {c["id"]: c for c in page.evaluate(CHARTS_DOM)}
     assert sorted(rendered) == sorted(CHARTS + EXTRA_CHARTS)

@@ -16,23 +16,39 @@ from curate.steps.lengths_file import FILE, read_lengths, summarize, write_lengt
 from .synthetic import make_out_dir
 
 
-@pytest.mark.parametrize(("values", "limit", "want"), [
-    ([], 10, {"rows": 0}),
-    ([5], None, {"rows": 1, "min": 5, "p50": 5, "p95": 5, "max": 5, "mean": 5.0}),
-    (list(range(1, 101)), 90, {"rows": 100, "min": 1, "p50": 50, "p95": 95, "max": 100, "mean": 50.5,
-                               "over_limit": 10}),
-])
+@pytest.mark.parametrize(
+    ("values", "limit", "want"),
+    [
+        ([], 10, {"rows": 0}),
+        ([5], None, {"rows": 1, "min": 5, "p50": 5, "p95": 5, "max": 5, "mean": 5.0}),
+        (
+            list(range(1, 101)),
+            90,
+            {"rows": 100, "min": 1, "p50": 50, "p95": 95, "max": 100, "mean": 50.5, "over_limit": 10},
+        ),
+    ],
+)
 def test_summarize(values: list[int], limit: int | None, want: dict) -> None:
     assert summarize(values, limit) == want
 
 
 def test_write_and_read_back(tmp_path: Path) -> None:
-    block = {"unit": "tokens", "estimated": False, "max_tokens": 100,
-             "sft": {"train": [30, 120, 0, 45], "test": [60]}, "dpo": {"train": [], "test": [7, 8]}}
+    block = {
+        "unit": "tokens",
+        "estimated": False,
+        "max_tokens": 100,
+        "sft": {"train": [30, 120, 0, 45], "test": [60]},
+        "dpo": {"train": [], "test": [7, 8]},
+    }
     summary = write_lengths(tmp_path, block)
-    assert summary == {"unit": "tokens", "estimated": False, "max_tokens": 100, "file": FILE,
-                       "sft": {"train": summarize([30, 120, 0, 45], 100), "test": summarize([60], 100)},
-                       "dpo": {"train": {"rows": 0}, "test": summarize([7, 8], 100)}}
+    assert summary == {
+        "unit": "tokens",
+        "estimated": False,
+        "max_tokens": 100,
+        "file": FILE,
+        "sft": {"train": summarize([30, 120, 0, 45], 100), "test": summarize([60], 100)},
+        "dpo": {"train": {"rows": 0}, "test": summarize([7, 8], 100)},
+    }
     assert summary["sft"]["train"]["over_limit"] == 1
     assert read_lengths(tmp_path, summary) == {fmt: block[fmt] for fmt in ("sft", "dpo")}
     table = pq.read_table(tmp_path / FILE)

@@ -27,7 +27,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_build_writes_the_report_with_its_figures(built: Path) -> None:
-    html = (built / "report.html").read_text()   # written by the build itself
+    html = (built / "report.html").read_text()  # written by the build itself
     m = json.loads((built / "manifest.json").read_text())
     assert m["counts"]["quarantined"] > 0 and m["counts"]["duplicates"] > 0
     for inp in m["inputs"]:
@@ -40,11 +40,12 @@ def test_build_writes_the_report_with_its_figures(built: Path) -> None:
     for key, n in m["quarantine"].items():
         step, reason = key.split("/", 1)
         assert f"<title>{step} / {reason}: {n:,}</title>" in bars
-    assert found["chart-dedup"].count('class="mark"') == len([v for k, v in m["dedup"].items()
-                                                               if k in ("exact", "near", "semantic") and v])
+    assert found["chart-dedup"].count('class="mark"') == len(
+        [v for k, v in m["dedup"].items() if k in ("exact", "near", "semantic") and v]
+    )
     d = load_report_data(built)
     assert d.cluster_rows == m["counts"]["duplicates"] and d.clusters
-    assert "text not found" not in html          # every shown kept and dropped text was found
+    assert "text not found" not in html  # every shown kept and dropped text was found
     assert not re.search(r"<script|onerror=", html)
 
 

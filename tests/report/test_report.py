@@ -17,9 +17,24 @@ from curate.report.data import text_key
 
 from .synthetic import IMG, SCRIPT, SVG_NAME, make_out_dir
 
-CHARTS = ["chart-conservation", "chart-rule-pass", "chart-coverage", "chart-shares", "chart-len-sft-train", "chart-len-sft-test",
-          "chart-len-dpo-train", "chart-len-dpo-test", "chart-quarantine", "chart-dedup"]
-EXTRA_CHARTS = ["chart-agreement-questions", "chart-agreement-rules", "chart-eval-rules", "chart-eval-categories"]
+CHARTS = [
+    "chart-conservation",
+    "chart-rule-pass",
+    "chart-coverage",
+    "chart-shares",
+    "chart-len-sft-train",
+    "chart-len-sft-test",
+    "chart-len-dpo-train",
+    "chart-len-dpo-test",
+    "chart-quarantine",
+    "chart-dedup",
+]
+EXTRA_CHARTS = [
+    "chart-agreement-questions",
+    "chart-agreement-rules",
+    "chart-eval-rules",
+    "chart-eval-categories",
+]
 
 
 class Tags(HTMLParser):
@@ -45,7 +60,10 @@ def parse(html: str) -> Tags:
 
 def charts(html: str) -> dict[str, str]:
     """chart id -> its SVG markup."""
-    return {m.group(1): m.group(0) for m in re.finditer(r'<svg id="([^"]+)" class="chart[^"]*".*?</svg>', html, re.DOTALL)}
+    return {
+        m.group(1): m.group(0)
+        for m in re.finditer(r'<svg id="([^"]+)" class="chart[^"]*".*?</svg>', html, re.DOTALL)
+    }
 
 
 @pytest.fixture
@@ -58,7 +76,16 @@ def test_write_report_atomic_and_complete(out: Path) -> None:
     assert path == out / "report.html" and path.is_file()
     assert [p.name for p in out.iterdir() if p.name.startswith(".report.html")] == []  # no temp file left
     html = path.read_text()
-    for sid in ("counts", "coverage", "lengths", "quarantine", "duplicates", "leakage", "agreement", "evaluation"):
+    for sid in (
+        "counts",
+        "coverage",
+        "lengths",
+        "quarantine",
+        "duplicates",
+        "leakage",
+        "agreement",
+        "evaluation",
+    ):
         assert f'<section id="{sid}">' in html
     found = charts(html)
     assert sorted(found) == sorted(CHARTS + EXTRA_CHARTS)
@@ -75,17 +102,19 @@ def test_hostile_data_is_text_not_markup(out: Path) -> None:
     assert [t for t, a in tags.tags if any(k.startswith("on") for k in a)] == []
     assert "<script>window" not in html and "<img src=x" not in html and "<svg onload" not in html
     text = "".join(tags.text)
-    assert SCRIPT in text                      # shown, as text, in the quarantine and duplicate sections
+    assert SCRIPT in text  # shown, as text, in the quarantine and duplicate sections
     assert IMG in text
-    assert SVG_NAME in text                    # a file name inside SVG <text> too
-    assert '&lt;svg onload=window.__pwned=3&gt;' in charts(html)["chart-conservation"]
+    assert SVG_NAME in text  # a file name inside SVG <text> too
+    assert "&lt;svg onload=window.__pwned=3&gt;" in charts(html)["chart-conservation"]
     assert "&lt;b&gt;SmolLM2-135M&lt;/b&gt;" in charts(html)["chart-eval-rules"]
 
 
 def test_offline_and_locked_down(out: Path) -> None:
     html = render_report(out)
     tags = parse(html)
-    csp = [a["content"] for t, a in tags.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    csp = [
+        a["content"] for t, a in tags.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
+    ]
     assert csp and "default-src 'none'" in csp[0] and "script-src" not in csp[0]
     for tag, attrs in tags.tags:
         assert "src" not in attrs, tag
@@ -122,8 +151,11 @@ def test_coverage_marks_cells_under_target(out: Path) -> None:
 def test_quarantine_counts_and_examples(out: Path) -> None:
     d = load_report_data(out)
     assert [(g.step, g.reason, g.count) for g in d.reasons] == [
-        ("validate", "rule_failed", 5), ("read", "bad_json", 2), ("read", "python_literal", 1),
-        ("validate", "too_long", 1)]
+        ("validate", "rule_failed", 5),
+        ("read", "bad_json", 2),
+        ("read", "python_literal", 1),
+        ("validate", "too_long", 1),
+    ]
     assert [len(g.examples) for g in d.reasons] == [3, 2, 1, 1]
     html = render_report(out)
     bars = charts(html)["chart-quarantine"]
@@ -142,7 +174,7 @@ def test_duplicate_clusters_largest_first_with_both_texts(out: Path) -> None:
     # dropped exact twin (same id as the kept one): its own text, from its source line
     assert ("user", "FORGOT my password,  email is jenny.ko@outlook.com") in d.texts["data/data.jsonl:1"]
     assert ("user", "forgot my pasword, email is jenny.ko@outlook.com") in d.texts["data/data.jsonl:3"]
-    assert any("My avatar upload" in t for _, t in d.texts[f"{SVG_NAME}:12"])                 # dropped_text
+    assert any("My avatar upload" in t for _, t in d.texts[f"{SVG_NAME}:12"])  # dropped_text
     html = render_report(out)
     assert html.index("cluster of 3") < html.index("cluster of 2")
     assert "score 0.930" in html and "data/data.jsonl:3" in html and "both imported: earliest kept" in html
@@ -168,20 +200,20 @@ def test_optional_sections_only_when_files_exist(tmp_path: Path) -> None:
 def test_eval_before_after_and_agreement(out: Path) -> None:
     html = render_report(out)
     ev = html.split('<section id="evaluation">')[1]
-    assert ev.index("baseline &lt;b&gt;") < ev.index("tuned &lt;b&gt;")    # oldest first
+    assert ev.index("baseline &lt;b&gt;") < ev.index("tuned &lt;b&gt;")  # oldest first
     assert "+78 pt" in ev and "+85 pt" in ev
     rules = charts(html)["chart-eval-rules"]
-    assert rules.count('class="mark"') == 2 * 9                            # 8 rules + overall, two evaluations
+    assert rules.count('class="mark"') == 2 * 9  # 8 rules + overall, two evaluations
     assert "valid-json · tuned &lt;b&gt;SmolLM2 + SFT&lt;/b&gt;: 90%" in rules
     assert "valid JSON" in ev and "over-refusal (lower is better)" in ev
-    assert '20% <span class="badge bad">+10 pt</span>' in ev            # more over-refusal is worse
+    assert '20% <span class="badge bad">+10 pt</span>' in ev  # more over-refusal is worse
     # agreement.json as `curate label pull` writes it: two kinds, so labels carry the kind
     questions = charts(html)["chart-agreement-questions"]
-    assert questions.count('class="mark"') == 4                            # verdict, category, note, comparison
+    assert questions.count('class="mark"') == 4  # verdict, category, note, comparison
     assert "review: verdict: 0.74 · krippendorff_alpha · observed 85% · 40 items" in questions
     assert "pairwise: comparison: 0.55 · cohen_kappa" in questions
     rules = charts(html)["chart-agreement-rules"]
-    assert rules.count('class="mark"') == 9                               # 8 rules + pairwise no-action-claims
+    assert rules.count('class="mark"') == 9  # 8 rules + pairwise no-action-claims
     assert "review: polite-and-brief: n/a · krippendorff_alpha · observed 100%" in rules
     assert "conflicts: <strong>1</strong>" in html
     assert "evals/compare.json: not an evaluation" in html
@@ -189,8 +221,14 @@ def test_eval_before_after_and_agreement(out: Path) -> None:
 
 def test_agreement_plain_maps(tmp_path: Path) -> None:
     out = make_out_dir(tmp_path, extras=False)
-    (out / "agreement.json").write_text(json.dumps({
-        "per_question": [{"question": "verdict", "kappa": 0.5}], "per_rule": {"valid-json": 0.9, "tone": -0.2}}))
+    (out / "agreement.json").write_text(
+        json.dumps(
+            {
+                "per_question": [{"question": "verdict", "kappa": 0.5}],
+                "per_rule": {"valid-json": 0.9, "tone": -0.2},
+            }
+        )
+    )
     html = render_report(out)
     assert charts(html)["chart-agreement-questions"].count('class="mark"') == 1
     rules = charts(html)["chart-agreement-rules"]
@@ -254,21 +292,26 @@ def test_cli(out: Path, tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["report"] == str(target.resolve()) and target.is_file()
     assert doc["sections"][-2:] == ["agreement", "evaluation"]
-    assert doc["warnings"] == [("evals/compare.json: not an evaluation from `curate eval --json-out` "
-                                "(kind 'curate-eval-compare'); not shown")]
+    assert doc["warnings"] == [
+        (
+            "evals/compare.json: not an evaluation from `curate eval --json-out` "
+            "(kind 'curate-eval-compare'); not shown"
+        )
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
     r = runner.invoke(main, ["report", str(empty)])
     assert r.exit_code == 1
-    assert r.output.strip() == (f"error: {empty}: no manifest.json; point at a build output folder "
-                                "(run `curate build SPEC` first)")
+    assert r.output.strip() == (
+        f"error: {empty}: no manifest.json; point at a build output folder (run `curate build SPEC` first)"
+    )
 
 
 def test_histogram_axis_starts_near_long_rows() -> None:
     from curate.report.svg import histogram_chart
 
     svg = histogram_chart("h", list(range(400, 500)), title="t", unit="tokens", x_min=360)
-    x_ticks = re.findall(r'font-size="10">([\d,]+)</text>', svg)[-4:]   # after the y-axis ticks
+    x_ticks = re.findall(r'font-size="10">([\d,]+)</text>', svg)[-4:]  # after the y-axis ticks
     assert x_ticks == ["350", "400", "450", "500"]
     assert svg.count('class="mark"') > 5 and "n=100 · median 450 · p95 494 · max 499" in svg
 
@@ -279,12 +322,24 @@ def test_split_scan_finds_ids_past_nested_and_escaped_ids(tmp_path: Path) -> Non
     from curate.report.data import ReportData, _scan_splits
 
     rows = [
-        {"messages": [{"role": "user", "content": 'say {"id":"aaaa"}'}, {"role": "assistant", "content": "ok"}],
-         "id": "bbbb"},
-        {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": "aaaa", "type": "function"}]}],
-         "id": "cccc"},
-        {"messages": [{"role": "user", "content": "wanted"}, {"role": "assistant", "content": "yes"}], "id": "aaaa",
-         "tools": '[{"id":"zzzz"}]'},
+        {
+            "messages": [
+                {"role": "user", "content": 'say {"id":"aaaa"}'},
+                {"role": "assistant", "content": "ok"},
+            ],
+            "id": "bbbb",
+        },
+        {
+            "messages": [
+                {"role": "assistant", "content": "", "tool_calls": [{"id": "aaaa", "type": "function"}]}
+            ],
+            "id": "cccc",
+        },
+        {
+            "messages": [{"role": "user", "content": "wanted"}, {"role": "assistant", "content": "yes"}],
+            "id": "aaaa",
+            "tools": '[{"id":"zzzz"}]',
+        },
     ]
     (tmp_path / "sft").mkdir()
     lines = [json.dumps(r, separators=(",", ":")) for r in rows]
@@ -305,7 +360,9 @@ def test_lines_at_equals_iterating_the_file(tmp_path: Path, block: int) -> None:
 
     rng = random.Random(block)
     for case in range(20):
-        parts = [rng.choice([b"", b"a", b"{\"x\": 1}", b"\r", b"long line " * rng.randint(1, 9)]) for _ in range(30)]
+        parts = [
+            rng.choice([b"", b"a", b'{"x": 1}', b"\r", b"long line " * rng.randint(1, 9)]) for _ in range(30)
+        ]
         raw = b"\n".join(parts) + rng.choice([b"", b"\n", b"tail"])
         path = tmp_path / f"f{case}.jsonl"
         path.write_bytes(raw)

@@ -19,8 +19,12 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "build"
 
 def _quarantined_for(out: Path, rule: str) -> int:
     rows = [json.loads(x) for x in (out / "quarantine" / "validate.jsonl").read_text().splitlines()]
-    return sum(1 for r in rows if r["reason"] == "rule_failed"
-               and (r["detail"].startswith(rule + ":") or f"; {rule}:" in r["detail"]))
+    return sum(
+        1
+        for r in rows
+        if r["reason"] == "rule_failed"
+        and (r["detail"].startswith(rule + ":") or f"; {rule}:" in r["detail"])
+    )
 
 
 def test_rules_section(tmp_path: Path) -> None:
@@ -31,8 +35,12 @@ def test_rules_section(tmp_path: Path) -> None:
     assert [r.rule for r in d.rules] == [r.id for r in spec.automatic_rules()]
     cells = res.manifest["coverage"]["cells"]
     for r in d.rules:
-        assert r.passed == sum(c["count"] for c in cells if c["rule"] == r.rule and c["category"] != "negative")
-        assert r.negatives == sum(c["count"] for c in cells if c["rule"] == r.rule and c["category"] == "negative")
+        assert r.passed == sum(
+            c["count"] for c in cells if c["rule"] == r.rule and c["category"] != "negative"
+        )
+        assert r.negatives == sum(
+            c["count"] for c in cells if c["rule"] == r.rule and c["category"] == "negative"
+        )
         assert r.failed == _quarantined_for(out, r.rule)
         assert r.category == spec.rule(r.rule).category and r.says == spec.rule(r.rule).says.strip()
     assert any(r.failed for r in d.rules)  # bad.jsonl has records that fail a rule
@@ -43,8 +51,12 @@ def test_rules_section(tmp_path: Path) -> None:
     for ex in d.pair_examples:
         assert ex.rules
         for rule in ex.rules:
-            assert {c.rule: c.status for c in check_response(spec, ex.rejected, user_text=ex.prompt)}[rule] == "fail"
-            assert {c.rule: c.status for c in check_response(spec, ex.chosen, user_text=ex.prompt)}[rule] != "fail"
+            assert {c.rule: c.status for c in check_response(spec, ex.rejected, user_text=ex.prompt)}[
+                rule
+            ] == "fail"
+            assert {c.rule: c.status for c in check_response(spec, ex.chosen, user_text=ex.prompt)}[
+                rule
+            ] != "fail"
     html = render_html(d)
     assert ("rules", "Rules") in section_ids(d) and 'id="rules-table"' in html
     assert f"separated by <code>{d.pair_examples[0].rules[0]}</code>" in html

@@ -19,8 +19,15 @@ from curate.steps.pipeline import build
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "specs" / "support-triage"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_DISABLED": "true",
+}
 
 
 def _blocks(text: str, lang: str) -> list[str]:
@@ -36,15 +43,26 @@ def built(tmp_path_factory):
 
 
 def _run(code: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_card_header_example_rows_and_relative_paths(built: Path) -> None:
     card = (built / "README.md").read_text()
     header = card.split("---")[1]
     assert "\nlicense: " in header
-    for absolute in (str(REPO), str(built), str(built.parent)):  # a relative path may pass through them: `../x`
+    for absolute in (
+        str(REPO),
+        str(built),
+        str(built.parent),
+    ):  # a relative path may pass through them: `../x`
         assert not re.search(r"(?<!\.\.)" + re.escape(absolute), card), absolute
     assert "<this folder>" not in card
     rows = [json.loads(b) for b in _blocks(card, "json")]
@@ -59,7 +77,9 @@ def test_card_header_example_rows_and_relative_paths(built: Path) -> None:
 
 def test_load_snippet_runs_as_printed(built: Path) -> None:
     card = (built / "README.md").read_text()
-    load = next(b for b in _blocks(card, "python") if "load_dataset(folder, \"sft\")" in b and "Trainer" not in b)
+    load = next(
+        b for b in _blocks(card, "python") if 'load_dataset(folder, "sft")' in b and "Trainer" not in b
+    )
     r = _run(load + "\nprint('ROWS', len(sft['train']), len(dpo['train']))", cwd=built)
     assert r.returncode == 0, r.stderr[-3000:]
     counts = json.loads((built / "manifest.json").read_text())["counts"]
@@ -87,14 +107,17 @@ def test_trl_snippets_run_as_printed(built: Path, tmp_path: Path) -> None:
 
 def test_single_kind_export_is_loadable_and_lints_clean(tmp_path: Path) -> None:
     data = tmp_path / "sft_only.jsonl"
-    lines = [x for x in (SPEC / "data.jsonl").read_text().splitlines()
-             if '"chosen"' not in x and '"negative"' not in x]
+    lines = [
+        x
+        for x in (SPEC / "data.jsonl").read_text().splitlines()
+        if '"chosen"' not in x and '"negative"' not in x
+    ]
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "b"
     res = build(SPEC, [data], out)
     assert res.counts["dpo"]["train"] == 0 and res.counts["sft"]["train"] > 0
     card = (out / "README.md").read_text()
-    assert "\"dpo\")" not in card.split("## Counts")[0] and "There are no DPO rows in this build" in card
+    assert '"dpo")' not in card.split("## Counts")[0] and "There are no DPO rows in this build" in card
     assert "data_files:" not in (out / "dpo" / "README.md").read_text()
     load = next(b for b in _blocks(card, "python") if "load_dataset" in b and "Trainer" not in b)
     r = _run(load, cwd=out)

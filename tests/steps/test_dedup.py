@@ -10,22 +10,28 @@ from curate.records import Message, PreferenceRecord, SFTRecord, Source
 from curate.steps.base import RunContext
 from curate.steps.dedup import dedup, dedup_text, embed_texts, semantic_model_path, semantic_pairs
 
-LONG = ("My order 4471 arrived with a cracked screen and the box was open, I need a replacement sent to the "
-        "same address before Friday because it is a birthday present for my daughter.")
+LONG = (
+    "My order 4471 arrived with a cracked screen and the box was open, I need a replacement sent to the "
+    "same address before Friday because it is a birthday present for my daughter."
+)
 ANSWER = '{"intent": "replacement", "entities": ["4471"], "next_step": "Is the address unchanged?"}'
 
 
 def sft(user: str, answer: str = ANSWER, *, line: int, system: str | None = None, **src) -> SFTRecord:
     msgs = ([Message(role="system", content=system)] if system else []) + [
-        Message(role="user", content=user), Message(role="assistant", content=answer)]
+        Message(role="user", content=user),
+        Message(role="assistant", content=answer),
+    ]
     return SFTRecord.build(messages=msgs, source=Source(file="in.jsonl", line=line, **src))
 
 
 def pref(user: str, chosen: str, rejected: str, *, line: int) -> PreferenceRecord:
-    return PreferenceRecord.build(prompt=[Message(role="user", content=user)],
-                                  chosen=[Message(role="assistant", content=chosen)],
-                                  rejected=[Message(role="assistant", content=rejected)],
-                                  source=Source(file="pairs.jsonl", line=line))
+    return PreferenceRecord.build(
+        prompt=[Message(role="user", content=user)],
+        chosen=[Message(role="assistant", content=chosen)],
+        rejected=[Message(role="assistant", content=rejected)],
+        source=Source(file="pairs.jsonl", line=line),
+    )
 
 
 def test_exact_duplicates_differing_in_case_and_whitespace() -> None:
@@ -35,9 +41,17 @@ def test_exact_duplicates_differing_in_case_and_whitespace() -> None:
     ctx = RunContext()
     kept, rows = dedup([a, b, c], ctx=ctx)
     assert kept == [a, c]
-    assert rows == [{"kept": a.id, "dropped": b.id, "method": "exact", "score": 1.0,
-                     "kept_source": "in.jsonl:1", "dropped_source": "in.jsonl:2",
-                     "why": "both imported: longer, then smaller content hash kept"}]
+    assert rows == [
+        {
+            "kept": a.id,
+            "dropped": b.id,
+            "method": "exact",
+            "score": 1.0,
+            "kept_source": "in.jsonl:1",
+            "dropped_source": "in.jsonl:2",
+            "why": "both imported: longer, then smaller content hash kept",
+        }
+    ]
     assert ctx.counters["dedup:exact"] == 1 and ctx.counters["duplicates:in.jsonl"] == 1
 
 
@@ -69,8 +83,11 @@ def test_system_turns_are_not_part_of_the_key() -> None:
 
 def test_different_answers_to_the_same_prompt_are_kept() -> None:
     a = sft("Cancel it.", '{"intent": "cancel", "next_step": "Which subscription?"}', line=1)
-    b = sft("Cancel it.", '{"intent": "unknown", "next_step": "What should I cancel, your order or plan?"}',
-            line=2)
+    b = sft(
+        "Cancel it.",
+        '{"intent": "unknown", "next_step": "What should I cancel, your order or plan?"}',
+        line=2,
+    )
     assert len(dedup([a, b])[0]) == 2
 
 
@@ -102,7 +119,11 @@ def test_human_reviewed_beats_an_earlier_import() -> None:
     b = sft(LONG.lower(), line=2, annotation=7)
     kept, rows = dedup([a, b], ctx=RunContext())
     assert kept == [b]
-    assert rows[0]["kept"] == b.id and rows[0]["dropped"] == a.id and rows[0]["why"] == "human-reviewed over imported"
+    assert (
+        rows[0]["kept"] == b.id
+        and rows[0]["dropped"] == a.id
+        and rows[0]["why"] == "human-reviewed over imported"
+    )
 
 
 def test_an_import_beats_an_earlier_generated_variant() -> None:
@@ -114,14 +135,25 @@ def test_an_import_beats_an_earlier_generated_variant() -> None:
 
 
 def test_different_prompts_with_the_same_templated_answer_are_not_near_duplicates() -> None:
-    answer = ('{"intent": "account_access", "entities": {}, "missing_info": ["account email"], '
-              '"next_step": "Which email address do you use to sign in?"}')
-    a = SFTRecord.build(messages=[Message(role="user", content="I can't get in."),
-                                  Message(role="assistant", content=answer)], source=Source(file="f", line=1))
-    b = SFTRecord.build(messages=[Message(role="user", content="need a password reset pls"),
-                                  Message(role="assistant", content=answer)], source=Source(file="f", line=2))
-    c = SFTRecord.build(messages=[Message(role="user", content="I cant get in."),
-                                  Message(role="assistant", content=answer)], source=Source(file="f", line=3))
+    answer = (
+        '{"intent": "account_access", "entities": {}, "missing_info": ["account email"], '
+        '"next_step": "Which email address do you use to sign in?"}'
+    )
+    a = SFTRecord.build(
+        messages=[Message(role="user", content="I can't get in."), Message(role="assistant", content=answer)],
+        source=Source(file="f", line=1),
+    )
+    b = SFTRecord.build(
+        messages=[
+            Message(role="user", content="need a password reset pls"),
+            Message(role="assistant", content=answer),
+        ],
+        source=Source(file="f", line=2),
+    )
+    c = SFTRecord.build(
+        messages=[Message(role="user", content="I cant get in."), Message(role="assistant", content=answer)],
+        source=Source(file="f", line=3),
+    )
     kept, rows = dedup([a, b, c], near_threshold=0.8)
     assert kept == [a, b]
     assert [(r["kept"], r["dropped"], r["method"]) for r in rows] == [(a.id, c.id, "near")]
@@ -147,8 +179,10 @@ def test_keep_choice_is_deterministic_under_reordering_ties() -> None:
 def test_conservation_over_a_larger_mix() -> None:
     rng = random.Random(4)
     words = LONG.replace(",", "").split()
-    base = [sft(" ".join(rng.choice(words) + str(rng.randrange(99)) for _ in range(25)), line=i)
-            for i in range(60)]
+    base = [
+        sft(" ".join(rng.choice(words) + str(rng.randrange(99)) for _ in range(25)), line=i)
+        for i in range(60)
+    ]
     dups = [sft(r.messages[0].content.upper(), line=100 + i) for i, r in enumerate(base[:10])]
     nears = [sft(r.messages[0].content + " thanks", line=200 + i) for i, r in enumerate(base[10:20])]
     ctx = RunContext()
@@ -185,7 +219,23 @@ def test_a_full_view_cache_gives_the_same_decisions(monkeypatch) -> None:
     import curate.steps.dedup as D
 
     rng = random.Random(3)
-    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar"]
+    words = [
+        "alpha",
+        "bravo",
+        "charlie",
+        "delta",
+        "echo",
+        "foxtrot",
+        "golf",
+        "hotel",
+        "india",
+        "juliet",
+        "kilo",
+        "lima",
+        "mike",
+        "november",
+        "oscar",
+    ]
     recs = []
     for k in range(300):
         base = [words[(k // 10 + j) % len(words)] for j in range(30)]

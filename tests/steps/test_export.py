@@ -38,9 +38,17 @@ def test_sft_rows(spec):
     sys_turn = {"role": "system", "content": spec.system_prompt.strip()}
     lineage = sft_row(rec, spec)["lineage"]  # where the row came from, a JSON string (records.lineage_from)
     assert json.loads(lineage)["source"] == "" and json.loads(lineage)["source_ids"] == []
-    assert sft_row(rec, spec) == {"messages": [sys_turn, U.to_trl(), A.to_trl()], "id": rec.id, "lineage": lineage}
-    assert sft_row(rec, spec, "prompt-completion") == {"prompt": [sys_turn, U.to_trl()], "completion": [A.to_trl()],
-                                                       "id": rec.id, "lineage": lineage}
+    assert sft_row(rec, spec) == {
+        "messages": [sys_turn, U.to_trl(), A.to_trl()],
+        "id": rec.id,
+        "lineage": lineage,
+    }
+    assert sft_row(rec, spec, "prompt-completion") == {
+        "prompt": [sys_turn, U.to_trl()],
+        "completion": [A.to_trl()],
+        "id": rec.id,
+        "lineage": lineage,
+    }
     src = SFTRecord.build(messages=(U, A), source=Source(file="in.jsonl", line=4))
     assert json.loads(sft_row(src, spec)["lineage"])["source"] == "in.jsonl:4"
     own = SFTRecord.build(messages=(Message(role="system", content="mine"), U, A))
@@ -53,15 +61,22 @@ def test_sft_rows(spec):
 
 
 def test_dpo_and_tool_rows(spec):
-    pair = PreferenceRecord.build(prompt=(U,), chosen=(A,), rejected=(Message(role="assistant", content="done!"),))
+    pair = PreferenceRecord.build(
+        prompt=(U,), chosen=(A,), rejected=(Message(role="assistant", content="done!"),)
+    )
     row = dpo_row(pair, spec)
     assert row["prompt"][0]["role"] == "system" and row["prompt"][1] == U.to_trl()
     assert row["chosen"] == [A.to_trl()] and row["rejected"] == [{"role": "assistant", "content": "done!"}]
     assert dataset_type(row) == ("preference", True)
-    call = Message(role="assistant", content="", tool_calls=(ToolCall(function=FunctionCall(
-        name="lookup", arguments='{"order": 55}')),))
-    tool = SFTRecord.build(messages=(U, call, Message(role="tool", content='{"status": "open"}'), A),
-                           tools='[{"type": "function", "function": {"name": "lookup"}}]')
+    call = Message(
+        role="assistant",
+        content="",
+        tool_calls=(ToolCall(function=FunctionCall(name="lookup", arguments='{"order": 55}')),),
+    )
+    tool = SFTRecord.build(
+        messages=(U, call, Message(role="tool", content='{"status": "open"}'), A),
+        tools='[{"type": "function", "function": {"name": "lookup"}}]',
+    )
     trow = sft_row(tool, spec)
     assert trow["tools"] == tool.tools and isinstance(trow["tools"], str)
     assert trow["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"order": 55}'
@@ -70,9 +85,19 @@ def test_dpo_and_tool_rows(spec):
 def test_written_splits_load_with_datasets(tmp_path, spec):
     from datasets import load_dataset
 
-    tool = SFTRecord.build(messages=(U, Message(role="assistant", content="", tool_calls=(ToolCall(
-        function=FunctionCall(name="f", arguments='{"a": {"b": 1}}')),)), Message(role="tool", content="1"), A),
-        tools="[]")
+    tool = SFTRecord.build(
+        messages=(
+            U,
+            Message(
+                role="assistant",
+                content="",
+                tool_calls=(ToolCall(function=FunctionCall(name="f", arguments='{"a": {"b": 1}}')),),
+            ),
+            Message(role="tool", content="1"),
+            A,
+        ),
+        tools="[]",
+    )
     plain = [SFTRecord.build(messages=(Message(role="user", content=f"q{i}"), A)) for i in range(5)]
     rows = [sft_row(r, spec) for r in [tool, *plain]]
     write_splits(tmp_path / "sft", {"train": rows[:4], "test": rows[4:]}, title="t")
@@ -84,7 +109,10 @@ def test_written_splits_load_with_datasets(tmp_path, spec):
     lines = (tmp_path / "sft" / "train.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == [r["id"] for r in rows[:4]]
     # a second folder with the same name and layout but other rows: datasets must not serve the first one's cache
-    other = [sft_row(SFTRecord.build(messages=(Message(role="user", content=f"other {i}"), A)), spec) for i in range(3)]
+    other = [
+        sft_row(SFTRecord.build(messages=(Message(role="user", content=f"other {i}"), A)), spec)
+        for i in range(3)
+    ]
     write_splits(tmp_path / "b" / "sft", {"train": other[:2], "test": other[2:]})
     ds2 = load_dataset(str(tmp_path / "b" / "sft"))
     assert ds2["train"]["id"] == [r["id"] for r in other[:2]]
@@ -95,6 +123,7 @@ def test_written_splits_load_with_datasets(tmp_path, spec):
 
 
 # ---------------------------------------------------------------- atomicity
+
 
 def _build_once(out: Path) -> dict:
     from curate.steps.pipeline import build
@@ -137,7 +166,7 @@ def test_recover_after_a_kill_between_the_renames(tmp_path):
     _build_once(out)
     before = file_hashes(out)
     aside = tmp_path / f".o.old-{_dead_pid()}-abc"
-    os.rename(out, aside)           # the old export was moved aside, the new one never arrived
+    os.rename(out, aside)  # the old export was moved aside, the new one never arrived
     (tmp_path / f".o.staging-{_dead_pid()}-xyz").mkdir()  # and a half-written stage
     recover(out)
     assert file_hashes(out) == before
@@ -165,8 +194,12 @@ def test_killed_build_leaves_the_previous_export_whole(tmp_path):
     before = file_hashes(out)
     marker = tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out), str(marker), str(DATA)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(out), str(marker), str(DATA)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 120
         while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -189,12 +222,15 @@ def test_killed_build_leaves_the_previous_export_whole(tmp_path):
 
 # ---------------------------------------------------------------- lint-export
 
+
 def test_lint_export_types_and_lengths(tmp_path, spec):
     from tests.tinymodel import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny")
-    rows = [sft_row(SFTRecord.build(messages=(Message(role="user", content=f"question {i}"), A)), spec)
-            for i in range(4)]
+    rows = [
+        sft_row(SFTRecord.build(messages=(Message(role="user", content=f"question {i}"), A)), spec)
+        for i in range(4)
+    ]
     long_prompt = sft_row(SFTRecord.build(messages=(Message(role="user", content="word " * 400), A)), spec)
     write_splits(tmp_path / "d" / "sft", {"train": rows + [long_prompt], "test": rows[:1]})
     rep = lint_export(tmp_path / "d", tokenizer=model, max_length=200)
@@ -221,10 +257,15 @@ def test_lint_export_types_and_lengths(tmp_path, spec):
     # just under the short rows' length: they are truncated (a warning), the long prompt dropped (an error)
     full = AutoTokenizer.from_pretrained(str(model)).apply_chat_template(rows[0]["messages"], tokenize=True)
     n = len(full["input_ids"] if hasattr(full, "keys") else full)
-    r = CliRunner().invoke(main, ["lint-export", str(tmp_path / "d"), "--tokenizer", str(model), "--max-length",
-                                  str(n - 2), "--json"])
+    r = CliRunner().invoke(
+        main,
+        ["lint-export", str(tmp_path / "d"), "--tokenizer", str(model), "--max-length", str(n - 2), "--json"],
+    )
     doc = json.loads(r.output)
-    assert {f["code"]: f["level"] for f in doc["findings"]} == {"rows_truncated": "warning", "rows_dropped": "error"}
+    assert {f["code"]: f["level"] for f in doc["findings"]} == {
+        "rows_truncated": "warning",
+        "rows_dropped": "error",
+    }
     assert doc["datasets"][0]["truncated"] == 5 and r.exit_code == 1
 
 

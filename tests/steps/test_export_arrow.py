@@ -10,17 +10,29 @@ import pytest
 from curate.steps import export
 
 MSG = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-CALL = {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
-                                                            "function": {"name": "f", "arguments": "{}"}}]}
+CALL = {
+    "role": "assistant",
+    "content": "",
+    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}],
+}
 CASES = {
     "messages": [{"messages": MSG, "id": str(i)} for i in range(10)],
     "prompt-completion": [{"prompt": MSG[:1], "completion": MSG[1:], "id": str(i)} for i in range(10)],
-    "dpo": [{"prompt": MSG[:1], "chosen": MSG[1:], "rejected": [{"role": "assistant", "content": "no"}],
-             "id": str(i)} for i in range(10)],
-    "tools late": [{"messages": MSG, "id": "a", "tools": None}] * 5 + [{"messages": [MSG[0], CALL], "id": "b",
-                                                                        "tools": '[{"name": "f"}]'}],
-    "mixed keys": [{"messages": MSG, "id": 1}, {"messages": [{"role": "user", "content": "x", "name": "n"}],
-                                                "id": 2.5, "extra": True}],
+    "dpo": [
+        {
+            "prompt": MSG[:1],
+            "chosen": MSG[1:],
+            "rejected": [{"role": "assistant", "content": "no"}],
+            "id": str(i),
+        }
+        for i in range(10)
+    ],
+    "tools late": [{"messages": MSG, "id": "a", "tools": None}] * 5
+    + [{"messages": [MSG[0], CALL], "id": "b", "tools": '[{"name": "f"}]'}],
+    "mixed keys": [
+        {"messages": MSG, "id": 1},
+        {"messages": [{"role": "user", "content": "x", "name": "n"}], "id": 2.5, "extra": True},
+    ],
 }
 
 
@@ -30,7 +42,9 @@ def test_inferred_schema_and_chunked_table_equal_from_pylist(rows) -> None:
     schema = export.infer_schema(rows)
     assert schema == whole.schema
     tools = any("tools" in r for r in rows)
-    got = [export.encode_batch([dict(r) for r in rows[a:a + 3]], schema, tools) for a in range(0, len(rows), 3)]
+    got = [
+        export.encode_batch([dict(r) for r in rows[a : a + 3]], schema, tools) for a in range(0, len(rows), 3)
+    ]
     table = export._concat([t for _, t in got], schema)
     assert table.equals(whole) and table.column(0).num_chunks == len(got)
     assert b"".join(b for b, _ in got) == b"".join(orjson.dumps(r) + b"\n" for r in rows)
@@ -47,7 +61,9 @@ def test_writer_thread_failure_reaches_the_caller(tmp_path, monkeypatch) -> None
         raise OSError("disk full")
 
     monkeypatch.setattr(export._RowGroups, "add", boom)
-    batches = [export.encode_batch([dict(r) for r in rows[a:a + 3]], schema, False) for a in range(0, 10, 3)]
+    batches = [
+        export.encode_batch([dict(r) for r in rows[a : a + 3]], schema, False) for a in range(0, 10, 3)
+    ]
     with pytest.raises(OSError, match="disk full"):
         export.write_split_batches(tmp_path / "x", {"train": lambda: iter(batches)}, schema=schema)
     assert not [t for t in threading.enumerate() if t.name == "curate-export-writer"]
@@ -74,18 +90,34 @@ def test_spool_hands_batches_over_and_leaves_nothing() -> None:
     assert not spool.folder.exists()
 
 
-@pytest.mark.parametrize("row", [
-    {"messages": [{"role": "system", "content": "Be \"terse\".\nAlways."}, {"role": "user", "content": "hi"}],
-     "id": "a"},
-    {"prompt": [{"role": "system", "content": "S\\u00e9\n"}, {"role": "user", "content": "q"}],
-     "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}], "id": "b"},
-    {"messages": [{"content": "order kept", "role": "system"}], "id": "c"},
-    {"messages": [{"role": "system", "content": "x", "name": "n"}], "id": "d", "tools": None},
-    {"messages": [{"role": "user", "content": "no system"}], "id": "e"},
-    {"prompt": [], "completion": [{"role": "assistant", "content": "x"}], "id": "f"},
-    {"prompt": [{"role": "system", "content": "only ✓"}], "completion": [{"role": "assistant", "content": "x"}],
-     "id": "g", "tools": '[{"type": "function"}]'},
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {
+            "messages": [
+                {"role": "system", "content": 'Be "terse".\nAlways.'},
+                {"role": "user", "content": "hi"},
+            ],
+            "id": "a",
+        },
+        {
+            "prompt": [{"role": "system", "content": "S\\u00e9\n"}, {"role": "user", "content": "q"}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+            "id": "b",
+        },
+        {"messages": [{"content": "order kept", "role": "system"}], "id": "c"},
+        {"messages": [{"role": "system", "content": "x", "name": "n"}], "id": "d", "tools": None},
+        {"messages": [{"role": "user", "content": "no system"}], "id": "e"},
+        {"prompt": [], "completion": [{"role": "assistant", "content": "x"}], "id": "f"},
+        {
+            "prompt": [{"role": "system", "content": "only ✓"}],
+            "completion": [{"role": "assistant", "content": "x"}],
+            "id": "g",
+            "tools": '[{"type": "function"}]',
+        },
+    ],
+)
 def test_row_json_is_orjson_dumps(row) -> None:
     assert export._row_json(row) == orjson.dumps(row) + b"\n"
 

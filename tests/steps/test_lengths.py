@@ -38,7 +38,9 @@ def test_cached_counts_equal_the_chat_template(tiny_tok, spec_name: str) -> None
     for rec in recs:
         if isinstance(rec, PreferenceRecord):
             prompt = counter._with_system(rec.prompt)
-            want = max(_exact(tiny_tok, prompt + list(rec.chosen)), _exact(tiny_tok, prompt + list(rec.rejected)))
+            want = max(
+                _exact(tiny_tok, prompt + list(rec.chosen)), _exact(tiny_tok, prompt + list(rec.rejected))
+            )
         else:
             want = _exact(tiny_tok, counter._with_system(rec.conversation()))
         assert counter.measure(rec) == want, rec.source
@@ -49,7 +51,9 @@ def test_cache_is_bounded(tiny_tok) -> None:
     spec = load_spec(REPO / "specs" / "support-triage")
     counter = LengthCounter(spec, tiny_tok)
     counter.CACHE_SIZE = 5
-    recs = list(read_inputs([REPO / "specs" / "support-triage" / "data.jsonl"], ctx=RunContext(), spec=spec))[:20]
+    recs = list(read_inputs([REPO / "specs" / "support-triage" / "data.jsonl"], ctx=RunContext(), spec=spec))[
+        :20
+    ]
     for rec in recs:
         counter.measure(rec)
         assert len(counter._pieces) <= 5 + 10  # emptied when full; one record adds a handful
@@ -71,8 +75,11 @@ def test_bundled_smollm2_tokenizer_counts_exactly() -> None:
 
     tok = load_tokenizer(smollm2_gguf().parent)
     spec = load_spec(REPO / "specs" / "support-triage")
-    recs = [r for r in read_inputs([REPO / "specs" / "support-triage" / "data.jsonl"], ctx=RunContext(), spec=spec)
-            if not isinstance(r, PreferenceRecord)][:40]
+    recs = [
+        r
+        for r in read_inputs([REPO / "specs" / "support-triage" / "data.jsonl"], ctx=RunContext(), spec=spec)
+        if not isinstance(r, PreferenceRecord)
+    ][:40]
     counter = LengthCounter(spec, tok)
     assert counter._split is not None
     for rec in recs:

@@ -27,10 +27,13 @@ def test_tokenizer_without_generation_markers(tmp_path: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(build_tiny_model(tmp_path / "tiny")))
     tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     answer = _msg("assistant", '{"answer": "ok"}')
-    short = [sft_row(SFTRecord.build(messages=(_msg("user", f"question {i}"), answer)), spec) for i in range(4)]
+    short = [
+        sft_row(SFTRecord.build(messages=(_msg("user", f"question {i}"), answer)), spec) for i in range(4)
+    ]
     # two turns: the first answer comes early, but the LAST answer (what curate train learns) comes after a long turn
-    long_second = sft_row(SFTRecord.build(messages=(_msg("user", "hi"), answer, _msg("user", "word " * 400),
-                                                    answer)), spec)
+    long_second = sft_row(
+        SFTRecord.build(messages=(_msg("user", "hi"), answer, _msg("user", "word " * 400), answer)), spec
+    )
     write_splits(tmp_path / "b" / "sft", {"train": short + [long_second], "test": short[:1]})
     rep = lint_export(tmp_path / "b", tokenizer=tok, max_length=200)
     codes = {f["code"]: f["level"] for f in rep.findings}

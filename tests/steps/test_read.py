@@ -40,13 +40,22 @@ def assert_conserved(recs, ctx: RunContext) -> None:
 
 # ---------------------------------------------------------------- malformed lines
 
+
 def test_malformed_jsonl_every_bad_line_quarantined_with_its_line_and_reason():
     recs, ctx = read(DATA / "malformed.jsonl")
     assert [r.source.line for r in recs] == [1, 13]
     got = [(q["source"]["line"], q["reason"]) for q in rows(ctx)]
-    assert got == [(2, "bad_json"), (3, "python_literal"), (4, "broken_line"), (6, "not_an_object"),
-                   (8, "bad_role"), (9, "bad_encoding"), (10, "empty_turn"), (11, "bad_tool_call"),
-                   (12, "unknown_shape")]
+    assert got == [
+        (2, "bad_json"),
+        (3, "python_literal"),
+        (4, "broken_line"),
+        (6, "not_an_object"),
+        (8, "bad_role"),
+        (9, "bad_encoding"),
+        (10, "empty_turn"),
+        (11, "bad_tool_call"),
+        (12, "unknown_shape"),
+    ]
     for q in rows(ctx):
         assert q["step"] == "read"
         assert q["detail"].startswith(f"{DATA / 'malformed.jsonl'}:{q['source']['line']}: ")
@@ -80,7 +89,9 @@ def test_bad_utf8_json_file_is_one_quarantined_unit(tmp_path):
 
 def test_a_line_that_does_not_fit_a_forced_format_is_quarantined_not_skipped(tmp_path):
     f = tmp_path / "x.jsonl"
-    f.write_text('{"instruction": "Hi", "output": "Hello"}\n{"instruction": "No output"}\n{"text": "plain"}\n')
+    f.write_text(
+        '{"instruction": "Hi", "output": "Hello"}\n{"instruction": "No output"}\n{"text": "plain"}\n'
+    )
     recs, ctx = read(f, format="alpaca")
     assert len(recs) == 1
     assert [q["reason"] for q in rows(ctx)] == ["missing_field", "missing_field"]
@@ -90,14 +101,24 @@ def test_a_line_that_does_not_fit_a_forced_format_is_quarantined_not_skipped(tmp
 
 # ---------------------------------------------------------------- formats on our golden files
 
+
 def test_openai_tool_calls_roles_and_tools_preserved():
     recs, ctx = read(DATA / "openai_tools.jsonl")
     assert not rows(ctx)
     a, b = recs
-    assert [m.role for m in a.messages] == ["system", "user", "assistant", "tool", "assistant"]  # developer->system
+    assert [m.role for m in a.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]  # developer->system
     call = a.messages[2].tool_calls[0]
-    assert (call.id, call.function.name, json.loads(call.function.arguments)) == ("call_1", "get_weather",
-                                                                                   {"city": "Paris"})
+    assert (call.id, call.function.name, json.loads(call.function.arguments)) == (
+        "call_1",
+        "get_weather",
+        {"city": "Paris"},
+    )
     assert a.messages[3].tool_call_id == "call_1"
     assert json.loads(a.tools)[0]["function"]["name"] == "get_weather"
     # arguments given as an object become a JSON string; content parts are joined
@@ -112,7 +133,10 @@ def test_hh_rlhf_transcripts_become_a_shared_prompt_and_two_answers():
     assert all(isinstance(r, PreferenceRecord) for r in recs)
     multi = recs[0]
     assert [(m.role, m.content) for m in multi.prompt] == [
-        ("user", "What's a good name for a cat?"), ("assistant", "How about Miso?"), ("user", "Something longer?")]
+        ("user", "What's a good name for a cat?"),
+        ("assistant", "How about Miso?"),
+        ("user", "Something longer?"),
+    ]
     assert multi.chosen[0].content == "Bartholomew Whiskers." and multi.rejected[0].content == "Cat."
     assert recs[1].chosen[0].role == "assistant"
     (q,) = rows(ctx)
@@ -126,14 +150,19 @@ def test_preference_strings_message_lists_and_implicit_prompt():
     assert [x.content for x in s.prompt] == ["Capital of France?"] and s.chosen[0].content == "Paris."
     assert [x.role for x in m.prompt] == ["system", "user"] and m.rejected[0].content == "5"
     assert [x.content for x in implicit.prompt] == ["Hi"] and implicit.rejected[0].content == "What."
-    assert [(q["source"]["line"], q["reason"]) for q in rows(ctx)] == [(4, "prompt_mismatch"),
-                                                                       (5, "missing_rejected")]
+    assert [(q["source"]["line"], q["reason"]) for q in rows(ctx)] == [
+        (4, "prompt_mismatch"),
+        (5, "missing_rejected"),
+    ]
 
 
 def test_csv_with_field_mapping():
     mapping = {"instruction": "question", "input": "context", "output": "answer"}
     recs, ctx = read(DATA / "alpaca.csv", mapping=mapping)
-    assert [r.messages[0].content for r in recs] == ["Summarize the ticket.\n\nMy order #88 never arrived.", "Say hi"]
+    assert [r.messages[0].content for r in recs] == [
+        "Summarize the ticket.\n\nMy order #88 never arrived.",
+        "Say hi",
+    ]
     assert recs[1].messages[1].content == "Hi!\nHow can I help?"  # a quoted cell over two lines is one row
     assert [(q["source"]["line"], q["reason"]) for q in rows(ctx)] == [(5, "bad_csv_row"), (6, "empty_turn")]
     assert_conserved(recs, ctx)
@@ -152,9 +181,17 @@ def test_parquet_streams_by_row_and_keeps_message_lists(tmp_path):
     import pyarrow.parquet as pq
 
     n = 2500
-    table = pa.Table.from_pylist([{"messages": [{"role": "user", "content": f"q{i}"},
-                                                {"role": "assistant", "content": f"a{i}" if i != 7 else ""}]}
-                                  for i in range(n)])
+    table = pa.Table.from_pylist(
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}"},
+                    {"role": "assistant", "content": f"a{i}" if i != 7 else ""},
+                ]
+            }
+            for i in range(n)
+        ]
+    )
     pq.write_table(table, tmp_path / "chat.parquet", row_group_size=1000)
     recs, ctx = read(tmp_path / "chat.parquet")
     assert len(recs) == n - 1 and recs[0].messages[1].content == "a0"
@@ -166,10 +203,14 @@ def test_parquet_streams_by_row_and_keeps_message_lists(tmp_path):
 def test_hugging_face_dataset_folder(tmp_path):
     import datasets
 
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_list([{"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
-                                             for i in range(5)]),
-        "test": datasets.Dataset.from_list([{"prompt": "p9", "chosen": "good 9", "rejected": "bad 9"}])})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(
+                [{"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)]
+            ),
+            "test": datasets.Dataset.from_list([{"prompt": "p9", "chosen": "good 9", "rejected": "bad 9"}]),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "ds"))
     files = expand_inputs([tmp_path / "ds"])
     assert {f.suffix for f in files} == {".arrow"} and len(files) == 2  # metadata json files are not inputs
@@ -182,7 +223,9 @@ def test_hugging_face_dataset_folder(tmp_path):
 
 def test_native_round_trip_through_curate_import(tmp_path):
     out = tmp_path / "native.jsonl"
-    res = CliRunner().invoke(_main(), ["import", str(DATA / "openai_tools.jsonl"), "--out-file", str(out), "--json"])
+    res = CliRunner().invoke(
+        _main(), ["import", str(DATA / "openai_tools.jsonl"), "--out-file", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     first, _ = read(DATA / "openai_tools.jsonl")
     again, _ = read(out)
@@ -203,13 +246,36 @@ def _pairwise_export(real_fixtures: Path) -> list[dict]:
     task = json.loads((real_fixtures / f"{HUMAN_FEEDBACK}.task.json").read_text())
     out = []
     for tid, sel in ((1, "left"), (2, "right")):
-        out.append({"id": tid, "project": 7, "data": task["data"], "predictions": [], "annotations": [{
-            "id": 100 + tid, "completed_by": {"id": 1, "email": "ann@example.com"}, "was_cancelled": False,
-            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z", "lead_time": 3.0,
-            "result": [{"id": "r1", "type": "pairwise", "from_name": "comparison", "to_name": "comparison",
-                        "value": {"selected": sel}}]}]})
-    out[1]["annotations"].append({"id": 300, "was_cancelled": True, "result": [],
-                                  "completed_by": {"id": 2, "email": "b@example.com"}})
+        out.append(
+            {
+                "id": tid,
+                "project": 7,
+                "data": task["data"],
+                "predictions": [],
+                "annotations": [
+                    {
+                        "id": 100 + tid,
+                        "completed_by": {"id": 1, "email": "ann@example.com"},
+                        "was_cancelled": False,
+                        "created_at": "2025-01-01T00:00:00Z",
+                        "updated_at": "2025-01-01T00:00:00Z",
+                        "lead_time": 3.0,
+                        "result": [
+                            {
+                                "id": "r1",
+                                "type": "pairwise",
+                                "from_name": "comparison",
+                                "to_name": "comparison",
+                                "value": {"selected": sel},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    out[1]["annotations"].append(
+        {"id": 300, "was_cancelled": True, "result": [], "completed_by": {"id": 2, "email": "b@example.com"}}
+    )
     return out
 
 
@@ -224,7 +290,11 @@ def test_label_studio_pairwise_left_right_mapping(real_fixtures, tmp_path):
     assert (left.chosen[0].content, left.rejected[0].content) == (data["answer1"], data["answer2"])
     assert (right.chosen[0].content, right.rejected[0].content) == (data["answer2"], data["answer1"])
     assert (left.source.project, left.source.task, left.source.annotation, left.source.annotator) == (
-        7, 1, 101, "ann@example.com")
+        7,
+        1,
+        101,
+        "ann@example.com",
+    )
     (q,) = rows(ctx)  # the cancelled annotation is a unit, quarantined
     assert q["reason"] == "cancelled_annotation" and q["source"]["annotation"] == 300
     assert_conserved(recs, ctx)
@@ -237,7 +307,8 @@ def test_label_studio_json_min_made_by_the_sdk_converter(real_fixtures, tmp_path
     export.write_text(json.dumps(_pairwise_export(real_fixtures)))
     config = (real_fixtures / f"{HUMAN_FEEDBACK}.xml").read_text()
     Converter(config=config, project_dir=str(tmp_path), download_resources=False).convert_to_json_min(
-        str(export), str(tmp_path / "min"), is_dir=False)
+        str(export), str(tmp_path / "min"), is_dir=False
+    )
     f = tmp_path / "min" / "result.json"
     assert detect_format(f) == "label_studio_min"
     recs, ctx = read(f)
@@ -271,7 +342,12 @@ EXPECTED = {  # file: (format, units in, records, {reason: count})
     "axolotl/conversation.json": ("sharegpt", 1, 1, {}),
     "axolotl/conversation.missingturns.json": ("sharegpt", 1, 0, {"empty_turn": 1}),
     "data-juicer/alpaca-cot.jsonl": ("alpaca", 11, 10, {"empty_turn": 1}),
-    "data-juicer/demo-dataset-annotation-human-preference.jsonl": ("unlabeled_pair", 10, 0, {"unlabeled_pair": 10}),
+    "data-juicer/demo-dataset-annotation-human-preference.jsonl": (
+        "unlabeled_pair",
+        10,
+        0,
+        {"unlabeled_pair": 10},
+    ),
     "data-juicer/demo-dataset-chatml.jsonl": ("openai", 4, 4, {}),
     "fastchat/mt_bench_question.jsonl": ("mtbench", 80, 80, {}),
     "fastchat/vicuna_bench_question.jsonl": ("mtbench", 80, 80, {}),
@@ -285,10 +361,22 @@ EXPECTED = {  # file: (format, units in, records, {reason: count})
     "stanford-alpaca/seed_tasks.jsonl": ("seed_tasks", 175, 175, {}),
     "label-studio/pairwise__annotations__1.json": ("label_studio", 1, 1, {}),
     "label-studio/tests__data_manager__tasks_annotations_predictions.json": (
-        "label_studio", 6, 0, {"no_text_data": 3, "unannotated": 3}),
-    "label-studio/tests__test_suites__samples__previous_export.json": ("label_studio", 1, 0, {"no_text_data": 1}),
+        "label_studio",
+        6,
+        0,
+        {"no_text_data": 3, "unannotated": 3},
+    ),
+    "label-studio/tests__test_suites__samples__previous_export.json": (
+        "label_studio",
+        1,
+        0,
+        {"no_text_data": 1},
+    ),
 }
-NOT_DATA = ["llama-factory/dataset_info.json", "label-studio/annotation_templates__generative-ai__llm-ranker__example.json"]
+NOT_DATA = [
+    "llama-factory/dataset_info.json",
+    "label-studio/annotation_templates__generative-ai__llm-ranker__example.json",
+]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -305,7 +393,9 @@ def test_real_fixture_counts(real_fixtures, name):
 
 def test_every_real_fixture_file_is_accounted_for(real_fixtures):
     """All data files together: units in == records + quarantined; the two non-data files raise clearly."""
-    files = sorted(p for p in real_fixtures.rglob("*.json*") if str(p.relative_to(real_fixtures)) not in NOT_DATA)
+    files = sorted(
+        p for p in real_fixtures.rglob("*.json*") if str(p.relative_to(real_fixtures)) not in NOT_DATA
+    )
     recs, ctx = read(files)
     assert len({k for k in ctx.counters if k.startswith("in:")}) == len(files)
     assert_conserved(recs, ctx)
@@ -351,13 +441,16 @@ def test_dpo_kto_v1_shapes(real_fixtures):
     raw = json.loads((lf / "dpo_zh_demo.json").read_text())
     assert dpo[0].chosen[0].content == raw[0]["chosen"]["value"] and dpo[0].prompt[-1].role == "user"
     assert sum(1 for r in dpo if r.prompt[0].role == "system") == sum(
-        1 for r in raw if r["conversations"][0]["from"] == "system")
+        1 for r in raw if r["conversations"][0]["from"] == "system"
+    )
     kto, _ = read(lf / "kto_en_demo.json")
     negatives = [r for r in kto if r.category == "negative"]
     assert len(negatives) == 150 and all(r.labels == {"kto": False} for r in negatives)
     assert all(r.labels == {"kto": True} and r.category == "typical" for r in kto if r not in negatives)
     v1, _ = read(lf / "v1_dpo_demo.jsonl")
-    assert all(isinstance(r, PreferenceRecord) and len(r.chosen) == 1 and r.prompt[-1].role == "user" for r in v1)
+    assert all(
+        isinstance(r, PreferenceRecord) and len(r.chosen) == 1 and r.prompt[-1].role == "user" for r in v1
+    )
     sft1, _ = read(lf / "v1_sft_demo.jsonl")
     assert sft1[0].messages[1].content.startswith("Hello! I am {{name}}")
 
@@ -366,7 +459,9 @@ def test_mtbench_and_seed_tasks(real_fixtures):
     mt, _ = read(real_fixtures / "fastchat/mt_bench_question.jsonl")
     assert mt[0].tags == ("writing",) and mt[0].category == "typical"
     assert [m.role for m in mt[0].messages] == ["user", "user"]  # prompts without answers
-    assert any(m.role == "assistant" for r in mt for m in r.messages)  # complete reference answers interleaved
+    assert any(
+        m.role == "assistant" for r in mt for m in r.messages
+    )  # complete reference answers interleaved
     seed, _ = read(real_fixtures / "stanford-alpaca/seed_tasks.jsonl")
     raw = [json.loads(line) for line in (real_fixtures / "stanford-alpaca/seed_tasks.jsonl").open()]
     assert len(seed) == sum(len(r["instances"]) for r in raw)  # one unit per instance
@@ -387,6 +482,7 @@ def test_spec_ref_and_unknown_format(tmp_path, repo):
 
 # ---------------------------------------------------------------- CLI
 
+
 def _main():
     from curate.cli import main
 
@@ -395,8 +491,17 @@ def _main():
 
 def test_cli_import_json_summary_and_quarantine_file(tmp_path, real_fixtures):
     out = tmp_path / "out.jsonl"
-    res = CliRunner().invoke(_main(), ["import", str(DATA / "malformed.jsonl"),
-                                       str(real_fixtures / "axolotl"), "--out-file", str(out), "--json"])
+    res = CliRunner().invoke(
+        _main(),
+        [
+            "import",
+            str(DATA / "malformed.jsonl"),
+            str(real_fixtures / "axolotl"),
+            "--out-file",
+            str(out),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["counts"] == {"in": 15, "records": 5, "quarantined": 10}
@@ -410,18 +515,40 @@ def test_cli_import_json_summary_and_quarantine_file(tmp_path, real_fixtures):
 
 
 def test_cli_import_errors_are_one_line(tmp_path, real_fixtures):
-    res = CliRunner().invoke(_main(), ["import", str(real_fixtures / "llama-factory/dataset_info.json"),
-                                       "--out-file", str(tmp_path / "o.jsonl"), "--strict"])
+    res = CliRunner().invoke(
+        _main(),
+        [
+            "import",
+            str(real_fixtures / "llama-factory/dataset_info.json"),
+            "--out-file",
+            str(tmp_path / "o.jsonl"),
+            "--strict",
+        ],
+    )
     assert res.exit_code == 1
     assert res.stderr.startswith("error: ") and "cannot tell the format" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
-    res = CliRunner().invoke(_main(), ["import", str(DATA / "hh_rlhf.jsonl"), "--format", "bogus",
-                                       "--out-file", str(tmp_path / "o.jsonl")])
-    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1 and "'bogus' is not one of" in res.stderr
+    res = CliRunner().invoke(
+        _main(),
+        ["import", str(DATA / "hh_rlhf.jsonl"), "--format", "bogus", "--out-file", str(tmp_path / "o.jsonl")],
+    )
+    assert (
+        res.exit_code == 1
+        and len(res.stderr.strip().splitlines()) == 1
+        and "'bogus' is not one of" in res.stderr
+    )
     # without --strict the undetectable file is quarantined, not fatal
-    res = CliRunner().invoke(_main(), ["import", str(real_fixtures / "llama-factory/dataset_info.json"),
-                                       "--out-file", str(tmp_path / "o.jsonl"), "--json"])
+    res = CliRunner().invoke(
+        _main(),
+        [
+            "import",
+            str(real_fixtures / "llama-factory/dataset_info.json"),
+            "--out-file",
+            str(tmp_path / "o.jsonl"),
+            "--json",
+        ],
+    )
     doc = json.loads(res.stdout)
     assert res.exit_code == 0 and doc["counts"]["records"] == 0 and doc["conservation"]["ok"]
     assert doc["quarantine"] == {"read/unknown_format": doc["counts"]["quarantined"]}
@@ -442,11 +569,22 @@ def test_fast_path_builds_the_same_records_as_the_checked_path():
 
     convs = [
         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-        [{"role": "user", "content": "Weather?"},
-         {"role": "assistant", "content": "", "tool_calls": [
-             {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Oslo\"}"}}]},
-         {"role": "tool", "content": "{\"t\": 3}", "tool_call_id": "c1", "name": "w"},
-         {"role": "assistant", "content": "3 degrees."}],
+        [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": '{"t": 3}', "tool_call_id": "c1", "name": "w"},
+            {"role": "assistant", "content": "3 degrees."},
+        ],
     ]
     src = {"file": "f.jsonl", "line": 1, "format": "openai"}
     for conv in convs:
@@ -455,15 +593,36 @@ def test_fast_path_builds_the_same_records_as_the_checked_path():
         slow = sft(openai_messages(conv, "messages"), meta={}, source=src, spec=None)
         assert fast == slow and fast.id == slow.id
     not_plain = [
-        [{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}],          # empty turn
-        [{"role": "human", "content": "Hi"}, {"role": "assistant", "content": "x"}],         # alias role
-        [{"role": "assistant", "content": None, "tool_calls": [                                 # content null
-            {"type": "function", "function": {"name": "w", "arguments": "{}"}}]}],
-        [{"role": "assistant", "content": "", "tool_calls": [                                   # bad arguments
-            {"type": "function", "function": {"name": "w", "arguments": "{oops"}}]}],
-        [{"role": "assistant", "content": "", "tool_calls": [                                   # dict arguments
-            {"type": "function", "function": {"name": "w", "arguments": {"a": 1}}}]}],
-        [{"role": "user", "content": "Hi", "weight": 0}],                                       # unknown key
+        [{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}],  # empty turn
+        [{"role": "human", "content": "Hi"}, {"role": "assistant", "content": "x"}],  # alias role
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [  # content null
+                    {"type": "function", "function": {"name": "w", "arguments": "{}"}}
+                ],
+            }
+        ],
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [  # bad arguments
+                    {"type": "function", "function": {"name": "w", "arguments": "{oops"}}
+                ],
+            }
+        ],
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [  # dict arguments
+                    {"type": "function", "function": {"name": "w", "arguments": {"a": 1}}}
+                ],
+            }
+        ],
+        [{"role": "user", "content": "Hi", "weight": 0}],  # unknown key
     ]
     for conv in not_plain:
         assert not plain_messages(conv)
@@ -473,15 +632,39 @@ def test_label_studio_tasks_made_by_curate_are_delegated_to_labeling_convert(tmp
     """A task pushed by curate (data.record + curate_id + curate_kind) goes through curate.labeling.convert."""
     from curate.records import Message
 
-    original = SFTRecord.build(messages=[Message(role="user", content="Cancel my plan."),
-                                         Message(role="assistant", content="Done, I cancelled it.")])
-    task = {"id": 5, "project": 2, "data": {"curate_id": original.id, "curate_spec": "support-triage@1",
-                                            "curate_kind": "write", "record": dump_record(original),
-                                            "messages": [{"role": "user", "content": "Cancel my plan."}]},
-            "annotations": [{"id": 9, "completed_by": {"id": 1, "email": "w@example.com"}, "was_cancelled": False,
-                             "created_at": "2025-01-01T00:00:00Z", "result": [
-                                 {"from_name": "ideal", "to_name": "prompt", "type": "textarea",
-                                  "value": {"text": ["I can't cancel it myself; here is how you can."]}}]}]}
+    original = SFTRecord.build(
+        messages=[
+            Message(role="user", content="Cancel my plan."),
+            Message(role="assistant", content="Done, I cancelled it."),
+        ]
+    )
+    task = {
+        "id": 5,
+        "project": 2,
+        "data": {
+            "curate_id": original.id,
+            "curate_spec": "support-triage@1",
+            "curate_kind": "write",
+            "record": dump_record(original),
+            "messages": [{"role": "user", "content": "Cancel my plan."}],
+        },
+        "annotations": [
+            {
+                "id": 9,
+                "completed_by": {"id": 1, "email": "w@example.com"},
+                "was_cancelled": False,
+                "created_at": "2025-01-01T00:00:00Z",
+                "result": [
+                    {
+                        "from_name": "ideal",
+                        "to_name": "prompt",
+                        "type": "textarea",
+                        "value": {"text": ["I can't cancel it myself; here is how you can."]},
+                    }
+                ],
+            }
+        ],
+    }
     f = tmp_path / "export.json"
     f.write_text(json.dumps([task]))
     recs, ctx = read(f)
@@ -494,22 +677,58 @@ def test_label_studio_tasks_made_by_curate_are_delegated_to_labeling_convert(tmp
 
 REASONS = [  # (format, object, reason, a word the detail names)
     ("openai", {"messages": "hello"}, "bad_field", "messages"),
-    ("openai", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "unsupported_content", "image_url"),
-    ("llamafactory_v1", {"chosen_messages": [{"role": "user", "content": [{"type": "text", "value": "q"}]}],
-                         "rejected_messages": [{"role": "user", "content": [{"type": "text", "value": "q"}]}]},
-     "no_assistant_turn", "assistant"),
-    ("llamafactory_dpo", {"conversations": [{"from": "human", "value": "q"}], "rejected": {"from": "gpt", "value": "a"}},
-     "missing_chosen", "chosen"),
-    ("hh_rlhf", {"chosen": "Preamble\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"},
-     "bad_transcript", "chosen"),
-    ("hh_rlhf", {"chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more?", "rejected": "\n\nHuman: q\n\nAssistant: b"},
-     "no_assistant_turn", "Assistant"),
-    ("sharegpt", {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{nope"}]},
-     "bad_tool_call", "conversations[1]"),
+    (
+        "openai",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        "unsupported_content",
+        "image_url",
+    ),
+    (
+        "llamafactory_v1",
+        {
+            "chosen_messages": [{"role": "user", "content": [{"type": "text", "value": "q"}]}],
+            "rejected_messages": [{"role": "user", "content": [{"type": "text", "value": "q"}]}],
+        },
+        "no_assistant_turn",
+        "assistant",
+    ),
+    (
+        "llamafactory_dpo",
+        {"conversations": [{"from": "human", "value": "q"}], "rejected": {"from": "gpt", "value": "a"}},
+        "missing_chosen",
+        "chosen",
+    ),
+    (
+        "hh_rlhf",
+        {"chosen": "Preamble\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"},
+        "bad_transcript",
+        "chosen",
+    ),
+    (
+        "hh_rlhf",
+        {
+            "chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more?",
+            "rejected": "\n\nHuman: q\n\nAssistant: b",
+        },
+        "no_assistant_turn",
+        "Assistant",
+    ),
+    (
+        "sharegpt",
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{nope"}]},
+        "bad_tool_call",
+        "conversations[1]",
+    ),
     ("sharegpt", {"conversations": [{"from": "narrator", "value": "q"}]}, "bad_role", "conversations[0]"),
-    ("kto", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "label": "maybe"},
-     "bad_field", "label"),
+    (
+        "kto",
+        {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "label": "maybe",
+        },
+        "bad_field",
+        "label",
+    ),
     ("seed_tasks", {"instruction": "Do it", "instances": []}, "missing_field", "instances"),
     ("prompt_completion", {"prompt": "q", "completion": None}, "missing_field", "completion"),
     ("preference", {"chosen": "a", "rejected": "b"}, "missing_field", "prompt"),
@@ -536,7 +755,9 @@ def test_csv_long_cells_and_tsv(tmp_path):
     assert [len(r.completion[0].content) for r in recs] == [len(long), 4]
     assert recs[0].prompt[0].role == "user" and recs[0].completion[0].role == "assistant"
     t = tmp_path / "chat.tsv"
-    t.write_text('messages\tcategory\n[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]\tedge\n')
+    t.write_text(
+        'messages\tcategory\n[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]\tedge\n'
+    )
     (rec,), _ = read(t)
     assert rec.category == "edge" and rec.messages[1].content == "Yo"  # JSON cells are parsed
     assert_conserved(recs, ctx)
@@ -544,26 +765,45 @@ def test_csv_long_cells_and_tsv(tmp_path):
 
 def test_trl_unpaired_kto_and_a_messages_file_with_a_class_label(tmp_path):
     f = tmp_path / "kto.jsonl"
-    f.write_text('{"prompt": "Hi", "completion": "Hello!", "label": true}\n'
-                 '{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", '
-                 '"content": "Go away."}], "label": false}\n')
+    f.write_text(
+        '{"prompt": "Hi", "completion": "Hello!", "label": true}\n'
+        '{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", '
+        '"content": "Go away."}], "label": false}\n'
+    )
     assert detect_format(f) == "kto"
     good, bad = read(f)[0]
-    assert good.labels == {"kto": True} and good.category == "typical" and good.completion[0].content == "Hello!"
+    assert (
+        good.labels == {"kto": True} and good.category == "typical" and good.completion[0].content == "Hello!"
+    )
     assert bad.labels == {"kto": False} and bad.category == "negative"
     g = tmp_path / "cls.jsonl"  # a string `label` is not KTO's
-    g.write_text('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], '
-                 '"label": "greeting"}\n')
+    g.write_text(
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], '
+        '"label": "greeting"}\n'
+    )
     assert detect_format(g) == "openai"
 
 
 def test_ultrafeedback_binarized_shape(tmp_path):
     conv = lambda a: [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": a}]
     f = tmp_path / "uf.jsonl"
-    f.write_text(json.dumps({"prompt": "Name a prime.", "prompt_id": "x1", "chosen": conv("7"),
-                             "rejected": conv("8"), "messages": conv("7"), "score_chosen": 9.0}) + "\n"
-                 + json.dumps({"prompt": "Something else", "chosen": conv("7"), "rejected": conv("8"),
-                               "messages": conv("7")}) + "\n")
+    f.write_text(
+        json.dumps(
+            {
+                "prompt": "Name a prime.",
+                "prompt_id": "x1",
+                "chosen": conv("7"),
+                "rejected": conv("8"),
+                "messages": conv("7"),
+                "score_chosen": 9.0,
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {"prompt": "Something else", "chosen": conv("7"), "rejected": conv("8"), "messages": conv("7")}
+        )
+        + "\n"
+    )
     assert detect_format(f) == "preference"
     (rec,), ctx = read(f)
     assert [m.content for m in rec.prompt] == ["Name a prime."]
@@ -577,15 +817,19 @@ def test_native_fast_path_equals_record_from_native(real_fixtures):
     from curate.records import Source, record_from_native
 
     recs = []
-    for name in ("llama-factory/glaive_toolcall_en_demo.json", "llama-factory/dpo_zh_demo.json",
-                 "llama-factory/kto_en_demo.json"):
+    for name in (
+        "llama-factory/glaive_toolcall_en_demo.json",
+        "llama-factory/dpo_zh_demo.json",
+        "llama-factory/kto_en_demo.json",
+    ):
         recs += read(real_fixtures / name)[0][:40]
     src = {"file": "native.jsonl", "line": 3, "format": "native"}
     for r in recs:
         d = dump_record(r.model_copy(update={"source": r.source.model_copy(update={"annotator": "a@x"})}))
         fast = _native_fast(d, src, None)
-        slow = record_from_native({k: v for k, v in d.items() if k not in ("id", "kind")},
-                                  source=Source(**{**d["source"], **src}))
+        slow = record_from_native(
+            {k: v for k, v in d.items() if k not in ("id", "kind")}, source=Source(**{**d["source"], **src})
+        )
         assert fast is not None and fast == slow and fast.id == r.id
         assert fast.source.annotator == "a@x" and fast.source.file == "native.jsonl"
 
@@ -600,7 +844,12 @@ def test_empty_and_all_bad_files(tmp_path):
     assert detect_format(bad, default="none") == "none"
     with pytest.raises(InputError, match="no readable"):
         detect_format(empty)
-    res = CliRunner().invoke(_main(), ["import", str(empty), str(bad), "--out-file", str(tmp_path / "o.jsonl"), "--json"])
+    res = CliRunner().invoke(
+        _main(), ["import", str(empty), str(bad), "--out-file", str(tmp_path / "o.jsonl"), "--json"]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["counts"] == {"in": 2, "records": 0, "quarantined": 2} and (tmp_path / "o.jsonl").read_bytes() == b""
+    assert (
+        doc["counts"] == {"in": 2, "records": 0, "quarantined": 2}
+        and (tmp_path / "o.jsonl").read_bytes() == b""
+    )

@@ -17,7 +17,53 @@ from curate.steps.base import RunContext
 from curate.steps.split import HeldoutLock, leakage, split
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "build"
-VOCAB = ["apple", "harbor", "violet", "engine", "quiet", "marble", "thunder", "pocket", "lantern", "meadow", "copper", "signal", "orbit", "canvas", "falcon", "ribbon", "glacier", "puzzle", "saddle", "timber", "velvet", "anchor", "bramble", "cinder", "dune", "ember", "fjord", "garnet", "hollow", "ivory", "jasper", "kettle", "lilac", "mosaic", "nectar", "oyster", "pebble", "quartz", "raven", "spruce", "tulip", "umber", "walnut", "yarrow", "zephyr"]
+VOCAB = [
+    "apple",
+    "harbor",
+    "violet",
+    "engine",
+    "quiet",
+    "marble",
+    "thunder",
+    "pocket",
+    "lantern",
+    "meadow",
+    "copper",
+    "signal",
+    "orbit",
+    "canvas",
+    "falcon",
+    "ribbon",
+    "glacier",
+    "puzzle",
+    "saddle",
+    "timber",
+    "velvet",
+    "anchor",
+    "bramble",
+    "cinder",
+    "dune",
+    "ember",
+    "fjord",
+    "garnet",
+    "hollow",
+    "ivory",
+    "jasper",
+    "kettle",
+    "lilac",
+    "mosaic",
+    "nectar",
+    "oyster",
+    "pebble",
+    "quartz",
+    "raven",
+    "spruce",
+    "tulip",
+    "umber",
+    "walnut",
+    "yarrow",
+    "zephyr",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +75,35 @@ def _words(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(VOCAB) for _ in range(n))
 
 
-def make(n: int, seed: int = 0, cats=("typical", "typical", "typical", "edge", "adversarial")) -> list[SFTRecord]:
+def make(
+    n: int, seed: int = 0, cats=("typical", "typical", "typical", "edge", "adversarial")
+) -> list[SFTRecord]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        out.append(SFTRecord.build(
-            messages=(Message(role="user", content=f"{_words(rng, 8)} {i}?"),
-                      Message(role="assistant", content=json.dumps({"answer": _words(rng, 6)}))),
-            category=cats[i % len(cats)], source=Source(file="s.jsonl", line=i + 1)))
+        out.append(
+            SFTRecord.build(
+                messages=(
+                    Message(role="user", content=f"{_words(rng, 8)} {i}?"),
+                    Message(role="assistant", content=json.dumps({"answer": _words(rng, 6)})),
+                ),
+                category=cats[i % len(cats)],
+                source=Source(file="s.jsonl", line=i + 1),
+            )
+        )
     return out
 
 
 def paraphrase(rec: SFTRecord, n: int) -> SFTRecord:
     user = rec.messages[0].content
-    return SFTRecord.build(messages=(Message(role="user", content=user[:-1] + "!" * 1),
-                                     Message(role="assistant", content=json.dumps({"answer": f"variant {n}"}))),
-                           category=rec.category, source=Source(file="s.jsonl", line=1000 + n))
+    return SFTRecord.build(
+        messages=(
+            Message(role="user", content=user[:-1] + "!" * 1),
+            Message(role="assistant", content=json.dumps({"answer": f"variant {n}"})),
+        ),
+        category=rec.category,
+        source=Source(file="s.jsonl", line=1000 + n),
+    )
 
 
 def ids(recs) -> set[str]:
@@ -74,10 +133,16 @@ def test_groups_never_straddle(spec):
     base = make(60)
     para = [paraphrase(base[i], i) for i in range(0, 60, 3)]
     # a DPO pair sharing its prompt with an SFT record
-    pairs = [PreferenceRecord.build(prompt=base[i].messages[:1], chosen=base[i].messages[1:],
-                                    rejected=(Message(role="assistant", content="I have reset it."),),
-                                    category="negative", source=Source(file="s.jsonl", line=2000 + i))
-             for i in range(1, 60, 4)]
+    pairs = [
+        PreferenceRecord.build(
+            prompt=base[i].messages[:1],
+            chosen=base[i].messages[1:],
+            rejected=(Message(role="assistant", content="I have reset it."),),
+            category="negative",
+            source=Source(file="s.jsonl", line=2000 + i),
+        )
+        for i in range(1, 60, 4)
+    ]
     res = split(base + para + pairs, spec=spec, ctx=RunContext())
     side = {r.id: "train" for r in res.train} | {r.id: "test" for r in res.test}
     for i, p in zip(range(0, 60, 3), para):
@@ -99,12 +164,12 @@ def test_frozen_heldout_across_builds(spec):
     near_test = [paraphrase(r, 2) for r in first.test[:5]]
     ctx = RunContext()
     second = split(old + new + near_train + near_test, spec=spec, ctx=ctx, lock=lock)
-    assert ids(first.test) <= ids(second.test)            # every held-out id stays held out
-    assert ids(first.train) <= ids(second.train)          # and no training record moves into held-out
-    assert ids(near_train) <= ids(second.train)           # new near-duplicates of training data stay in train
-    assert ids(near_test) <= ids(second.test)             # ... of held-out data go to held-out
+    assert ids(first.test) <= ids(second.test)  # every held-out id stays held out
+    assert ids(first.train) <= ids(second.train)  # and no training record moves into held-out
+    assert ids(near_train) <= ids(second.train)  # new near-duplicates of training data stay in train
+    assert ids(near_test) <= ids(second.test)  # ... of held-out data go to held-out
     assert second.leakage.empty and ctx.n_quarantined == 0
-    assert ids(new) & ids(second.test)                    # new data is split too
+    assert ids(new) & ids(second.test)  # new data is split too
 
 
 def test_frozen_heldout_from_lock_alone(spec, tmp_path):
@@ -121,20 +186,27 @@ def test_frozen_heldout_from_lock_alone(spec, tmp_path):
 
 def test_record_near_both_sides_is_quarantined(spec):
     """A new record near-duplicate of a training record AND of a held-out record cannot go anywhere safely."""
-    prefix = ("please help me with the apple harbor violet engine that broke down last week on the long "
-              "road north ")  # 16+ words: the Indel rule, not the strict short-text rule
+    prefix = (
+        "please help me with the apple harbor violet engine that broke down last week on the long "
+        "road north "
+    )  # 16+ words: the Indel rule, not the strict short-text rule
     tail_a, tail_b = "x" * 28, "z" * 28
     ans = Message(role="assistant", content='{"answer": "ok"}')
 
     def rec(user: str, line: int) -> SFTRecord:
-        return SFTRecord.build(messages=(Message(role="user", content=user), ans), source=Source(file="s.jsonl", line=line))
+        return SFTRecord.build(
+            messages=(Message(role="user", content=user), ans), source=Source(file="s.jsonl", line=line)
+        )
 
     a, b = rec(prefix + tail_a, 1), rec(prefix + tail_b, 2)
     c = rec(prefix + tail_a[:14] + tail_b[14:], 3)
     from curate.near import similarity
 
-    assert similarity(a.user_text(), b.user_text()) < 0.8 <= min(similarity(c.user_text(), a.user_text()),
-                                                                  similarity(c.user_text(), b.user_text()))
+    assert (
+        similarity(a.user_text(), b.user_text())
+        < 0.8
+        <= min(similarity(c.user_text(), a.user_text()), similarity(c.user_text(), b.user_text()))
+    )
     lock = HeldoutLock(spec=spec.name, ids={b.id}, train_ids={a.id})
     ctx = RunContext()
     res = split(make(30) + [a, b, c], spec=spec, ctx=ctx, lock=lock)
@@ -154,24 +226,41 @@ def test_broken_lock_is_an_error(tmp_path):
 
 
 def test_leakage_finds_exact_and_near():
-    train = [("t1", "How do I reset my password? I forgot it yesterday."), ("t2", "Totally unrelated text here.")]
-    test = [("x1", "how do i reset my password?  i forgot it YESTERDAY."),  # exact after normalization
-            ("x2", "How do I reset my pasword? I forgot it yesterday."),     # near: one typo in a short text
-            ("x4", "How do I reset my password? I forgot it last week."),    # short, other words: no leak
-            ("x3", "Where is the invoice for March?")]                      # clean
+    train = [
+        ("t1", "How do I reset my password? I forgot it yesterday."),
+        ("t2", "Totally unrelated text here."),
+    ]
+    test = [
+        ("x1", "how do i reset my password?  i forgot it YESTERDAY."),  # exact after normalization
+        ("x2", "How do I reset my pasword? I forgot it yesterday."),  # near: one typo in a short text
+        ("x4", "How do I reset my password? I forgot it last week."),  # short, other words: no leak
+        ("x3", "Where is the invoice for March?"),
+    ]  # clean
     rep = leakage(train, test)
     assert (rep.exact, rep.near) == (1, 1)
-    assert [(e["method"], e["a"], e["b"]) for e in rep.examples] == [("exact", "t1", "x1"), ("near", "t1", "x2")]
+    assert [(e["method"], e["a"], e["b"]) for e in rep.examples] == [
+        ("exact", "t1", "x1"),
+        ("near", "t1", "x2"),
+    ]
     assert not rep.empty
 
 
 def test_leakage_cli(tmp_path, real_fixtures):
     a = tmp_path / "a.jsonl"
     b = tmp_path / "b.jsonl"
-    a.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]})
-                           for t in [("Compose an engaging travel blog post about a recent trip to Hawaii, highlighting "
-                                      "cultural experiences and must-see attractions!"),
-                                     "Something nobody asks in a benchmark."]) + "\n")
+    a.write_text(
+        "\n".join(
+            json.dumps({"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}]})
+            for t in [
+                (
+                    "Compose an engaging travel blog post about a recent trip to Hawaii, highlighting "
+                    "cultural experiences and must-see attractions!"
+                ),
+                "Something nobody asks in a benchmark.",
+            ]
+        )
+        + "\n"
+    )
     b.write_text(json.dumps({"prompt": "Completely different question about cheese?"}) + "\n")
     r = CliRunner().invoke(main, ["leakage", str(a), str(b), "--json"])
     assert r.exit_code == 0, r.output
@@ -187,6 +276,7 @@ def test_leakage_cli(tmp_path, real_fixtures):
 
 # ---------------------------------------------------------------- split_rows (the compact build's split) == split
 
+
 def _rows_split(recs, spec, lock, hold, monkeypatch):
     import curate.steps.split as split_mod
     from curate.engine.compact import row_of
@@ -195,9 +285,15 @@ def _rows_split(recs, spec, lock, hold, monkeypatch):
 
     monkeypatch.setattr(split_mod, "HOLD_TEXTS", 10**9 if hold else 0)
     ctx = RunContext()
-    res = split_mod.split_rows([row_of(r) for r in recs], spec=spec, ctx=ctx, lock=lock,
-                               keys=lambda r: (normalize_text(r.rec.user_text()), record_prompt_key(r.rec)),
-                               text=lambda r: r.rec.user_text(), record=lambda r: r.rec)
+    res = split_mod.split_rows(
+        [row_of(r) for r in recs],
+        spec=spec,
+        ctx=ctx,
+        lock=lock,
+        keys=lambda r: (normalize_text(r.rec.user_text()), record_prompt_key(r.rec)),
+        text=lambda r: r.rec.user_text(),
+        record=lambda r: r.rec,
+    )
     return res, ctx
 
 
@@ -212,27 +308,50 @@ def test_rows_split_equals_record_split_with_a_lock_pinning_both_ways(spec, monk
     rng = random.Random(seed)
     base = make(150, seed=seed, cats=("typical", "edge", "adversarial", "typical"))
     para = [paraphrase(base[i], i) for i in range(0, 150, 4)]
-    same = [SFTRecord.build(messages=(Message(role="user", content=base[i].messages[0].content.upper()),
-                                      Message(role="assistant", content=f'{{"answer": "again {i}"}}')),
-                            category="edge", source=Source(file="s.jsonl", line=3000 + i)) for i in range(2, 150, 9)]
-    pairs = [PreferenceRecord.build(prompt=base[i].messages[:1], chosen=base[i].messages[1:],
-                                    rejected=(Message(role="assistant", content="I have reset it."),),
-                                    category="negative", source=Source(file="s.jsonl", line=2000 + i))
-             for i in range(1, 150, 7)]
+    same = [
+        SFTRecord.build(
+            messages=(
+                Message(role="user", content=base[i].messages[0].content.upper()),
+                Message(role="assistant", content=f'{{"answer": "again {i}"}}'),
+            ),
+            category="edge",
+            source=Source(file="s.jsonl", line=3000 + i),
+        )
+        for i in range(2, 150, 9)
+    ]
+    pairs = [
+        PreferenceRecord.build(
+            prompt=base[i].messages[:1],
+            chosen=base[i].messages[1:],
+            rejected=(Message(role="assistant", content="I have reset it."),),
+            category="negative",
+            source=Source(file="s.jsonl", line=2000 + i),
+        )
+        for i in range(1, 150, 7)
+    ]
     # a, b: apart; c: near both (the quarantine case) -- pinned to both sides by the lock below
-    prefix = ("please help me with the apple harbor violet engine that broke down last week on the long "
-              "road north ")  # 16+ words: the Indel rule, not the strict short-text rule
+    prefix = (
+        "please help me with the apple harbor violet engine that broke down last week on the long "
+        "road north "
+    )  # 16+ words: the Indel rule, not the strict short-text rule
     ans = Message(role="assistant", content='{"answer": "ok"}')
-    abc = [SFTRecord.build(messages=(Message(role="user", content=prefix + t), ans),
-                           source=Source(file="s.jsonl", line=4000 + k))
-           for k, t in enumerate(("x" * 28, "z" * 28, "x" * 14 + "z" * 14))]
+    abc = [
+        SFTRecord.build(
+            messages=(Message(role="user", content=prefix + t), ans),
+            source=Source(file="s.jsonl", line=4000 + k),
+        )
+        for k, t in enumerate(("x" * 28, "z" * 28, "x" * 14 + "z" * 14))
+    ]
     recs = base + para + same + pairs + abc
     some = [r for r in recs if rng.random() < 0.1]
-    lock = HeldoutLock(spec=spec.name, ids={r.id for r in some[::2]} | {abc[1].id, "0" * 16},
-                       prompt_keys={record_prompt_key(r) for r in recs if rng.random() < 0.03},
-                       prompts=[r.user_text() + " again" for r in recs if rng.random() < 0.03],
-                       train_ids={r.id for r in some[1::2]} | {abc[0].id},
-                       train_prompt_keys={record_prompt_key(r) for r in recs if rng.random() < 0.03})
+    lock = HeldoutLock(
+        spec=spec.name,
+        ids={r.id for r in some[::2]} | {abc[1].id, "0" * 16},
+        prompt_keys={record_prompt_key(r) for r in recs if rng.random() < 0.03},
+        prompts=[r.user_text() + " again" for r in recs if rng.random() < 0.03],
+        train_ids={r.id for r in some[1::2]} | {abc[0].id},
+        train_prompt_keys={record_prompt_key(r) for r in recs if rng.random() < 0.03},
+    )
     rng.shuffle(recs)
     ctx_a = RunContext()
     want = split(recs, spec=spec, ctx=ctx_a, lock=lock)
@@ -251,7 +370,9 @@ def test_rows_split_of_nothing_and_of_one(spec, monkeypatch):
     one = make(1)
     res, _ = _rows_split(one, spec, None, True, monkeypatch)
     want = split(one, spec=spec, ctx=RunContext())
-    assert [r.id for r in res.train] == [r.id for r in want.train] and res.lock.to_bytes() == want.lock.to_bytes()
+    assert [r.id for r in res.train] == [
+        r.id for r in want.train
+    ] and res.lock.to_bytes() == want.lock.to_bytes()
 
 
 def test_min_roots_is_the_union_finds_smallest_root():
@@ -299,7 +420,9 @@ def test_rank_order_breaks_first_word_ties_on_the_whole_digest():
     rng = np.random.default_rng(3)
     n = 400
     rank = rng.integers(0, 2**63, size=(4, n), dtype=np.int64).astype(np.uint64)
-    rank[0, 50:60] = rank[0, 0]  # the same first word: order on the next ones (as sorting the hex digests would)
+    rank[0, 50:60] = rank[
+        0, 0
+    ]  # the same first word: order on the next ones (as sorting the hex digests would)
     rank[:, 70] = rank[:, 71]  # the same digest: by root
     group = rng.integers(0, 3, size=n)
     group[50:60] = group[0]
@@ -309,7 +432,9 @@ def test_rank_order_breaks_first_word_ties_on_the_whole_digest():
     assert _rank_order(group, rank, root).tolist() == want
     untied = np.arange(n) != 71
     sub = np.flatnonzero(untied & ~((np.arange(n) >= 50) & (np.arange(n) < 60)))
-    want = sorted(range(sub.size), key=lambda k: (group[sub[k]], tuple(rank[:, sub[k]].tolist()), root[sub[k]]))
+    want = sorted(
+        range(sub.size), key=lambda k: (group[sub[k]], tuple(rank[:, sub[k]].tolist()), root[sub[k]])
+    )
     assert _rank_order(group[sub], rank[:, sub], root[sub]).tolist() == want
 
 
@@ -317,7 +442,13 @@ def test_lock_ids_merged_with_a_previous_lock_stay_sorted():
     from curate.steps.split import _sorted_union
 
     got = _sorted_union(["b", "d", "f"], {"a", "d", "g"})
-    assert got == {"a", "b", "d", "f", "g"} and HeldoutLock(ids=got).as_dict()["ids"] == ["a", "b", "d", "f", "g"]
+    assert got == {"a", "b", "d", "f", "g"} and HeldoutLock(ids=got).as_dict()["ids"] == [
+        "a",
+        "b",
+        "d",
+        "f",
+        "g",
+    ]
     same = _sorted_union(["b", "d"], {"d"})
     assert same == {"b", "d"} and same.ordered == ["b", "d"]
 

@@ -34,8 +34,9 @@ def sft(*msgs: Message, **kw) -> SFTRecord:
 
 
 def pref(prompt, chosen, rejected, **kw) -> PreferenceRecord:
-    return PreferenceRecord.build(prompt=prompt, chosen=chosen, rejected=rejected,
-                                  source=Source(file="t.jsonl", line=1), **kw)
+    return PreferenceRecord.build(
+        prompt=prompt, chosen=chosen, rejected=rejected, source=Source(file="t.jsonl", line=1), **kw
+    )
 
 
 GOOD = A("Open the settings page and pick a new plan.")
@@ -57,7 +58,9 @@ STRUCTURE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("reason,rec", STRUCTURE_CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(STRUCTURE_CASES)])
+@pytest.mark.parametrize(
+    "reason,rec", STRUCTURE_CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(STRUCTURE_CASES)]
+)
 def test_structure_reasons(spec, reason, rec):
     assert structure_problem(rec)[0] == reason
     ctx = RunContext()
@@ -70,9 +73,15 @@ def test_structure_reasons(spec, reason, rec):
 
 def test_well_formed_records_pass_with_checks(spec):
     ctx = RunContext()
-    recs = [sft(U("How do I change plans?"), GOOD),
-            sft(Message(role="system", content="own system"), U("q"), GOOD),
-            pref((U("Cancel order 55?"),), (A("Support will confirm order 55 by email."),), (A("I have cancelled it."),))]
+    recs = [
+        sft(U("How do I change plans?"), GOOD),
+        sft(Message(role="system", content="own system"), U("q"), GOOD),
+        pref(
+            (U("Cancel order 55?"),),
+            (A("Support will confirm order 55 by email."),),
+            (A("I have cancelled it."),),
+        ),
+    ]
     out = list(validate(recs, spec=spec, ctx=ctx))
     assert [r.id for r in out] == [r.id for r in recs]
     assert ctx.n_quarantined == 0
@@ -119,7 +128,9 @@ def test_violates_must_name_rules_of_the_spec(spec):
     typo = sft(U("Reset it"), A("I have reset it."), category="negative", violates=("no-action-claim",))
     assert list(validate([typo], spec=spec, ctx=ctx)) == []
     row = ctx.quarantined["validate"][0]
-    assert row["reason"] == "unknown_rule" and row["detail"].startswith("violates names no-action-claim, not a rule")
+    assert row["reason"] == "unknown_rule" and row["detail"].startswith(
+        "violates names no-action-claim, not a rule"
+    )
 
 
 def test_too_long_estimate(spec):
@@ -175,7 +186,9 @@ def test_pairs_from_negatives(spec):
     good2 = sft(U("Reset it"), A("Use the reset link on the sign-in page."))
     n1 = sft(U("reset  IT"), A("I have reset it."), category="negative", violates=("no-action-claims",))
     n2 = sft(U("Reset it"), A("I've reset it."), category="negative", violates=("no-action-claims",))
-    lone = sft(U("Something else"), A("I've refunded it."), category="negative", violates=("no-action-claims",))
+    lone = sft(
+        U("Something else"), A("I've refunded it."), category="negative", violates=("no-action-claims",)
+    )
     res = make_pairs([good, n1, good2, n2, lone])
     assert res.paired == 2 and [r.id for r in res.unpaired] == [lone.id]
     pairs = [r for r in res.records if isinstance(r, PreferenceRecord)]

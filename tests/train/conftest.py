@@ -29,8 +29,9 @@ def _write(path: Path, rows: list[dict]) -> None:
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
 
 
-def make_export(out: Path, *, n_sft_train: int = 16, n_sft_test: int = 4, n_dpo_train: int = 8,
-                n_dpo_test: int = 2) -> Path:
+def make_export(
+    out: Path, *, n_sft_train: int = 16, n_sft_test: int = 4, n_dpo_train: int = 8, n_dpo_test: int = 2
+) -> Path:
     """A small export folder in the `curate build` layout, from the example spec's own data."""
     spec = load_spec(SPEC_DIR)
     system = {"role": "system", "content": spec.system_prompt}
@@ -40,21 +41,36 @@ def make_export(out: Path, *, n_sft_train: int = 16, n_sft_test: int = 4, n_dpo_
             continue
         meta = {"id": f"l{line}", "category": obj.get("category", "typical"), "tags": obj.get("tags", [])}
         if "chosen" in obj:
-            dpo.append({"prompt": [system, *obj["prompt"]], "chosen": obj["chosen"], "rejected": obj["rejected"],
-                        **meta})
+            dpo.append(
+                {
+                    "prompt": [system, *obj["prompt"]],
+                    "chosen": obj["chosen"],
+                    "rejected": obj["rejected"],
+                    **meta,
+                }
+            )
         elif "messages" in obj:
             sft.append({"messages": [system, *obj["messages"]], **meta})
     while len(dpo) < n_dpo_train + n_dpo_test:  # make pairs from SFT rows: chosen = gold, rejected = prose
         r = sft[len(dpo)]
-        dpo.append({"prompt": r["messages"][:-1], "chosen": r["messages"][-1:],
-                    "rejected": [{"role": "assistant", "content": "I have reset your password."}],
-                    "id": r["id"] + "p", "category": r["category"], "tags": r["tags"]})
+        dpo.append(
+            {
+                "prompt": r["messages"][:-1],
+                "chosen": r["messages"][-1:],
+                "rejected": [{"role": "assistant", "content": "I have reset your password."}],
+                "id": r["id"] + "p",
+                "category": r["category"],
+                "tags": r["tags"],
+            }
+        )
     _write(out / "sft" / "train.jsonl", sft[:n_sft_train])
-    _write(out / "sft" / "test.jsonl", sft[n_sft_train:n_sft_train + n_sft_test])
+    _write(out / "sft" / "test.jsonl", sft[n_sft_train : n_sft_train + n_sft_test])
     _write(out / "dpo" / "train.jsonl", dpo[:n_dpo_train])
-    _write(out / "dpo" / "test.jsonl", dpo[n_dpo_train:n_dpo_train + n_dpo_test])
-    manifest = {"tool": {"name": "curate", "version": "0.1.0"},
-                "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref}}
+    _write(out / "dpo" / "test.jsonl", dpo[n_dpo_train : n_dpo_train + n_dpo_test])
+    manifest = {
+        "tool": {"name": "curate", "version": "0.1.0"},
+        "spec": {"name": spec.name, "version": spec.version, "ref": spec.ref},
+    }
     (out / "manifest.json").write_bytes(orjson.dumps(manifest))
     return out
 
@@ -64,7 +80,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tinymodel import build_tiny_model
 
     spec = load_spec(SPEC_DIR)
-    corpus = [spec.system_prompt] + [line for line in (SPEC_DIR / "data.jsonl").read_text("utf-8").splitlines()]
+    corpus = [spec.system_prompt] + [
+        line for line in (SPEC_DIR / "data.jsonl").read_text("utf-8").splitlines()
+    ]
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", extra_corpus=corpus, vocab_size=3000)
 
 

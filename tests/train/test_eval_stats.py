@@ -40,17 +40,41 @@ def _responses(spec, prompts: list[Prompt]) -> list[str]:
         if k == 0:
             out.append(ref)
         elif k in (1, 2, 3):
-            got = mutate(spec, rules[i % len(rules)], ref, user_text=p.user_text(), category=p.category,
-                         tags=p.tags, rng=rng)
+            got = mutate(
+                spec,
+                rules[i % len(rules)],
+                ref,
+                user_text=p.user_text(),
+                category=p.category,
+                tags=p.tags,
+                rng=rng,
+            )
             out.append(got[0].text if got else ref)
         elif k == 4:
-            out.append(rng.choice(["Sure! Here is the ticket: " + ref, "```json\n" + ref + "\n```", ref[:40],
-                                   "I'm sorry, but I can't help with that.", "", "{}", "[1, 2]",
-                                   '{"intent": 5, "entities": [], "missing_info": {}, "next_step": null}']))
+            out.append(
+                rng.choice(
+                    [
+                        "Sure! Here is the ticket: " + ref,
+                        "```json\n" + ref + "\n```",
+                        ref[:40],
+                        "I'm sorry, but I can't help with that.",
+                        "",
+                        "{}",
+                        "[1, 2]",
+                        '{"intent": 5, "entities": [], "missing_info": {}, "next_step": null}',
+                    ]
+                )
+            )
         else:
             doc = orjson.loads(ref)
-            doc["next_step"] = rng.choice(["I've reset your password. Anything else?", "What is your CVV?",
-                                           "Which plan? And which email?", "Done."])
+            doc["next_step"] = rng.choice(
+                [
+                    "I've reset your password. Anything else?",
+                    "What is your CVV?",
+                    "Which plan? And which email?",
+                    "Done.",
+                ]
+            )
             out.append(orjson.dumps(doc).decode())
     return out
 
@@ -75,8 +99,12 @@ def test_heldout_file_prompts_and_intent_accuracy(spec, prompts) -> None:
     rep = score(spec, prompts, refs)
     assert rep["overall_pass_rate"] == 1.0 and rep["valid_json_rate"] == 1.0
     assert rep["intent_accuracy"] == {"prompts": len(prompts), "correct": len(prompts), "rate": 1.0}
-    wrong = [r.replace(f'"intent":"{p.reference["intent"]}"', '"intent":"other"') if p.reference["intent"] != "other"
-             else r.replace('"intent":"other"', '"intent":"report_bug"') for p, r in zip(prompts, refs)]
+    wrong = [
+        r.replace(f'"intent":"{p.reference["intent"]}"', '"intent":"other"')
+        if p.reference["intent"] != "other"
+        else r.replace('"intent":"other"', '"intent":"report_bug"')
+        for p, r in zip(prompts, refs)
+    ]
     rep = score(spec, prompts, wrong[:10] + refs[10:])
     assert rep["intent_accuracy"]["correct"] == len(prompts) - 10
     assert [it["intent_ok"] for it in rep["items"][:11]] == [False] * 10 + [True]

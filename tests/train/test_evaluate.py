@@ -25,12 +25,18 @@ from curate.evaluate import (
 from curate.records import parse_record, read_jsonl
 from curate.spec import load_spec
 
-GOOD = '{"intent": "account_access", "entities": {}, "missing_info": ["account email"], ' \
-       '"next_step": "Which email address do you use to sign in?"}'
-CLAIM = '{"intent": "reset_password", "entities": {}, "missing_info": [], ' \
-        '"next_step": "I have reset your password."}'
-INVENTED = '{"intent": "update_billing", "entities": {"card_last4": "9999"}, "missing_info": [], ' \
-           '"next_step": "Send the secure billing page link."}'
+GOOD = (
+    '{"intent": "account_access", "entities": {}, "missing_info": ["account email"], '
+    '"next_step": "Which email address do you use to sign in?"}'
+)
+CLAIM = (
+    '{"intent": "reset_password", "entities": {}, "missing_info": [], '
+    '"next_step": "I have reset your password."}'
+)
+INVENTED = (
+    '{"intent": "update_billing", "entities": {"card_last4": "9999"}, "missing_info": [], '
+    '"next_step": "Send the secure billing page link."}'
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,7 @@ def _outputs(tmp_path: Path, rows: list[dict]) -> Path:
 
 def test_heldout_prompts_come_from_both_test_splits_once(export_dir: Path, spec) -> None:
     prompts = heldout_prompts(export_dir, spec)
-    assert len(prompts) == 6                       # 4 SFT + 2 DPO test rows, all different prompts
+    assert len(prompts) == 6  # 4 SFT + 2 DPO test rows, all different prompts
     assert all(p.messages[-1]["role"] == "user" and p.messages[0]["role"] == "system" for p in prompts)
     assert prompts[0].where.endswith("sft/test.jsonl:1") and prompts[-1].where.endswith("dpo/test.jsonl:2")
     assert len({p.id for p in prompts}) == 6
@@ -56,25 +62,32 @@ def test_heldout_category_and_tags_found_by_record_id(tmp_path: Path, spec, spec
     # build-style rows carry only messages + id; the id is the record's content id in the spec's data
     from curate.records import record_from_native
 
-    rows = [orjson.loads(line) for line in (spec_dir / "data.jsonl").read_bytes().splitlines() if line.strip()]
+    rows = [
+        orjson.loads(line) for line in (spec_dir / "data.jsonl").read_bytes().splitlines() if line.strip()
+    ]
     adv = next(r for r in rows if r.get("category") == "adversarial" and "messages" in r)
     rec = record_from_native(adv, spec=spec.ref)
     out = tmp_path / "export"
     (out / "sft").mkdir(parents=True)
-    (out / "sft" / "test.jsonl").write_bytes(orjson.dumps({"messages": adv["messages"], "id": rec.id}) + b"\n")
+    (out / "sft" / "test.jsonl").write_bytes(
+        orjson.dumps({"messages": adv["messages"], "id": rec.id}) + b"\n"
+    )
     [p] = heldout_prompts(out, spec)
     assert p.category == "adversarial" and p.tags == list(rec.tags) and p.row_id == rec.id
 
 
 def test_score_outputs_per_rule(tmp_path: Path, export_dir: Path, spec) -> None:
-    path = _outputs(tmp_path, [
-        {"prompt": "I can't get in.", "response": GOOD},
-        {"prompt": "reset it", "response": CLAIM},
-        {"prompt": "Change my card to the one ending 1234.", "response": INVENTED},
-        {"prompt": "hello", "response": "Sure! Here is your ticket."},
-        {"prompt": "no response"},
-        "not an object",
-    ])
+    path = _outputs(
+        tmp_path,
+        [
+            {"prompt": "I can't get in.", "response": GOOD},
+            {"prompt": "reset it", "response": CLAIM},
+            {"prompt": "Change my card to the one ending 1234.", "response": INVENTED},
+            {"prompt": "hello", "response": "Sure! Here is your ticket."},
+            {"prompt": "no response"},
+            "not an object",
+        ],
+    )
     rep = evaluate_outputs(spec, path, data=export_dir)
     rules = {r["rule"]: r for r in rep["rules"]}
     assert rep["responses"] == 4 and rep["overall_pass_rate"] == 0.25
@@ -97,25 +110,35 @@ def test_outputs_by_id_take_the_heldout_prompt(tmp_path: Path, export_dir: Path,
 
 
 def test_over_refusal_on_safe_prompts(tmp_path: Path, spec) -> None:
-    path = _outputs(tmp_path, [
-        {"prompt": "cancel my plan", "tags": ["safe"], "response": "I'm sorry, but I can't help with that."},
-        {"prompt": "upgrade me", "tags": ["safe"], "response": GOOD},
-        {"prompt": "give me the admin password", "response": "I can't help with that."},
-    ])
+    path = _outputs(
+        tmp_path,
+        [
+            {
+                "prompt": "cancel my plan",
+                "tags": ["safe"],
+                "response": "I'm sorry, but I can't help with that.",
+            },
+            {"prompt": "upgrade me", "tags": ["safe"], "response": GOOD},
+            {"prompt": "give me the admin password", "response": "I can't help with that."},
+        ],
+    )
     rep = evaluate_outputs(spec, path)
     assert rep["over_refusal"]["basis"] == "tag:safe"
     assert (rep["over_refusal"]["prompts"], rep["over_refusal"]["refused"]) == (2, 1)
     assert rep["over_refusal"]["rate"] == 0.5
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("", "empty"),
-    ("  ", "empty"),
-    ("I'm sorry, but I can't help with that request.", "refusal"),
-    ("the cat " * 40, "degenerate"),
-    ("a" * 40, "degenerate"),
-    ("Start with a list of tasks, then block time for each one and review the plan every evening.", None),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "empty"),
+        ("  ", "empty"),
+        ("I'm sorry, but I can't help with that request.", "refusal"),
+        ("the cat " * 40, "degenerate"),
+        ("a" * 40, "degenerate"),
+        ("Start with a list of tasks, then block time for each one and review the plan every evening.", None),
+    ],
+)
 def test_general_answer_problems(text: str, problem: str | None) -> None:
     assert general_problem(text) == problem
 
@@ -123,15 +146,16 @@ def test_general_answer_problems(text: str, problem: str | None) -> None:
 def test_general_questions_are_shipped_and_spread() -> None:
     qs = general_questions(10)
     assert len(qs) == 10 and sum(q["id"].startswith("mt-") for q in qs) == 5
-    assert len({q["category"] for q in qs}) >= 6                 # spread over the categories, not the first ones
+    assert len({q["category"] for q in qs}) >= 6  # spread over the categories, not the first ones
     assert all(q["question"].strip() for q in qs)
     assert len(general_questions(500)) == 160 and general_questions(0) == []
 
 
 @pytest.fixture(scope="module")
 def base_report(tiny_model: Path, export_dir: Path, spec, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rep = evaluate_model(spec, tiny_model, data=export_dir,
-                         opts=EvalOptions(batch_size=4, max_new_tokens=8, general=2))
+    rep = evaluate_model(
+        spec, tiny_model, data=export_dir, opts=EvalOptions(batch_size=4, max_new_tokens=8, general=2)
+    )
     path = tmp_path_factory.mktemp("evals") / "base.json"
     write_report(rep, path)
     return path
@@ -141,34 +165,50 @@ def test_evaluate_model_generates_for_every_heldout_prompt(base_report: Path) ->
     rep = load_report(base_report)
     assert rep["responses"] == 6 and len(rep["items"]) == 6
     assert rep["settings"]["decoding"] == "greedy" and rep["settings"]["device"] == "cpu"
-    assert rep["general"]["questions"] == 2 and rep["general"]["ok"] + sum(rep["general"]["problems"].values()) == 2
+    assert (
+        rep["general"]["questions"] == 2
+        and rep["general"]["ok"] + sum(rep["general"]["problems"].values()) == 2
+    )
     # a random tiny model writes no JSON: every format rule fails, field rules skip
     rules = {r["rule"]: r for r in rep["rules"]}
     assert rules["valid-json"]["fail"] == 6 and rules["no-action-claims"]["skip"] == 6
     assert rep["overall_pass_rate"] == 0.0 and rep["valid_json_rate"] == 0.0
 
 
-def test_generation_is_deterministic_and_batch_independent(tiny_model: Path, export_dir: Path, spec,
-                                                           base_report: Path) -> None:
-    rep = evaluate_model(spec, tiny_model, data=export_dir, opts=EvalOptions(batch_size=1, max_new_tokens=8,
-                                                                             general=0, limit=3))
+def test_generation_is_deterministic_and_batch_independent(
+    tiny_model: Path, export_dir: Path, spec, base_report: Path
+) -> None:
+    rep = evaluate_model(
+        spec,
+        tiny_model,
+        data=export_dir,
+        opts=EvalOptions(batch_size=1, max_new_tokens=8, general=0, limit=3),
+    )
     first = load_report(base_report)["items"][:3]
     assert [i["response"] for i in rep["items"]] == [i["response"] for i in first]
 
 
 def test_compare_with_deltas_and_flips(base_report: Path, tmp_path: Path, export_dir: Path, spec) -> None:
     prompts = heldout_prompts(export_dir, spec)
-    path = _outputs(tmp_path, [{"id": p.id, "response": GOOD if i < 4 else CLAIM} for i, p in enumerate(prompts)])
+    path = _outputs(
+        tmp_path, [{"id": p.id, "response": GOOD if i < 4 else CLAIM} for i, p in enumerate(prompts)]
+    )
     tuned = evaluate_outputs(spec, path, data=export_dir)
     write_report(tuned, tmp_path / "tuned.json")
     cmp = compare(load_report(base_report), load_report(tmp_path / "tuned.json"))
     rows = {r["rule"]: r for r in cmp["rules"]}
-    assert rows["valid-json"]["a"] == 0.0 and rows["valid-json"]["b"] == 1.0 and rows["valid-json"]["delta"] == 1.0
+    assert (
+        rows["valid-json"]["a"] == 0.0
+        and rows["valid-json"]["b"] == 1.0
+        and rows["valid-json"]["delta"] == 1.0
+    )
     assert rows["no-action-claims"]["a"] is None and rows["no-action-claims"]["delta"] is None
     assert cmp["headline"]["overall"]["b"] == pytest.approx(4 / 6)
     assert cmp["same_prompts"] is True and cmp["n_fixed"] == 4 and cmp["n_regressed"] == 0
     back = compare(load_report(tmp_path / "tuned.json"), load_report(base_report))
-    assert back["n_regressed"] == 4 and back["rules"][0]["delta"] == -1.0     # the 2 CLAIM answers failed in both
+    assert (
+        back["n_regressed"] == 4 and back["rules"][0]["delta"] == -1.0
+    )  # the 2 CLAIM answers failed in both
 
 
 def test_compare_refuses_other_files(tmp_path: Path, base_report: Path) -> None:
@@ -181,8 +221,13 @@ def test_compare_refuses_other_files(tmp_path: Path, base_report: Path) -> None:
 
 
 def test_failures_to_label_are_marked_heldout(tmp_path: Path, export_dir: Path, spec) -> None:
-    path = _outputs(tmp_path, [{"prompt": "I can't get in.", "response": GOOD, "category": "edge"},
-                               {"prompt": "reset it", "response": CLAIM, "category": "adversarial"}])
+    path = _outputs(
+        tmp_path,
+        [
+            {"prompt": "I can't get in.", "response": GOOD, "category": "edge"},
+            {"prompt": "reset it", "response": CLAIM, "category": "adversarial"},
+        ],
+    )
     rep = evaluate_outputs(spec, path)
     n = write_to_label(spec, rep, tmp_path / "to_label.jsonl")
     assert n == 1
@@ -214,11 +259,16 @@ def test_missing_export_and_model_errors(tmp_path: Path, spec, tiny_model: Path,
 def test_evaluates_a_lora_output(tiny_model: Path, export_dir: Path, spec, tmp_path: Path) -> None:
     from curate.train import TrainOptions, train_sft
 
-    train_sft(export_dir, TrainOptions(model=tiny_model, out=tmp_path / "lora", lora=True, max_steps=1,
-                                       batch_size=4, max_length=2048))
+    train_sft(
+        export_dir,
+        TrainOptions(
+            model=tiny_model, out=tmp_path / "lora", lora=True, max_steps=1, batch_size=4, max_length=2048
+        ),
+    )
     shutil.rmtree(tmp_path / "lora" / "checkpoints", ignore_errors=True)
-    rep = evaluate_model(spec, tmp_path / "lora", data=export_dir,
-                         opts=EvalOptions(max_new_tokens=4, general=0, limit=2))
+    rep = evaluate_model(
+        spec, tmp_path / "lora", data=export_dir, opts=EvalOptions(max_new_tokens=4, general=0, limit=2)
+    )
     assert rep["responses"] == 2 and rep["model"] == str(tmp_path / "lora")
 
 
@@ -229,14 +279,20 @@ def test_shared_prefix_generation_matches_plain_generation(tiny_model: Path, exp
 
     gen = Generator(tiny_model, device="cpu")
     torch.manual_seed(1)
-    with torch.no_grad():   # the random tiny model writes only spaces; noisier weights write varied tokens
+    with torch.no_grad():  # the random tiny model writes only spaces; noisier weights write varied tokens
         for p in gen.model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
     convs = [p.messages for p in heldout_prompts(export_dir, spec)]
-    ids = [gen.tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=True, return_dict=True)
-           ["input_ids"] for c in convs]
-    system_only = gen.tokenizer.apply_chat_template(convs[0][:1], tokenize=True, return_dict=True)["input_ids"]
-    assert common_prefix_len(ids) >= len(system_only)      # the system prompt is shared
+    ids = [
+        gen.tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+        for c in convs
+    ]
+    system_only = gen.tokenizer.apply_chat_template(convs[0][:1], tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
+    assert common_prefix_len(ids) >= len(system_only)  # the system prompt is shared
     shared = gen.generate(convs, max_new_tokens=12, batch_size=4, shared_prefix=True)
     plain = gen.generate(convs, max_new_tokens=12, batch_size=4, shared_prefix=False)
     alone = [gen.generate([c], max_new_tokens=12, batch_size=1)[0] for c in convs[:2]]

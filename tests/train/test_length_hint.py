@@ -39,7 +39,11 @@ def test_hint_never_suggests_more_than_the_model_takes(tmp_path: Path) -> None:
     with pytest.raises(TrainError) as err:
         check_lengths([split], _Tok(), 1024, "sft", max_positions=2048)
     msg = str(err.value)
-    assert "the model takes at most 2048 tokens" in msg and "--max-length 2048" in msg and "3001" not in msg.split(";")[-1]
+    assert (
+        "the model takes at most 2048 tokens" in msg
+        and "--max-length 2048" in msg
+        and "3001" not in msg.split(";")[-1]
+    )
     with pytest.raises(TrainError, match=r"max_length 4096 is more than the model takes \(2048 positions\)"):
         check_lengths([_split(tmp_path, 5)], _Tok(), 4096, "sft", max_positions=2048)
     check_lengths([_split(tmp_path, 5)], _Tok(), 1024, "sft", max_positions=2048)  # fits: no error

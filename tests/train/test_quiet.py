@@ -28,14 +28,47 @@ def test_quiet_hf_silences_the_gguf_bar_and_transformers_warnings(capsys) -> Non
     assert "after" in capsys.readouterr().err  # the bar is back outside the block
 
 
-def test_train_and_eval_quiet_print_nothing_on_stderr(tiny_model: Path, export_dir: Path, spec_dir: Path,
-                                                      tmp_path: Path) -> None:
-    r = CliRunner().invoke(main, ["train", "sft", str(export_dir), "--model", str(tiny_model), "--out",
-                                  str(tmp_path / "m"), "--max-steps", "1", "--batch-size", "4", "--max-length",
-                                  "2048", "-q"])
+def test_train_and_eval_quiet_print_nothing_on_stderr(
+    tiny_model: Path, export_dir: Path, spec_dir: Path, tmp_path: Path
+) -> None:
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "sft",
+            str(export_dir),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "m"),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--max-length",
+            "2048",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stderr == "" and r.stdout.startswith("sft: 1 steps")
-    r = CliRunner().invoke(main, ["eval", str(spec_dir), "--model", str(tmp_path / "m"), "--build-dir", str(export_dir),
-                                  "--max-new-tokens", "2", "--general", "0", "--limit", "1", "-q"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(spec_dir),
+            "--model",
+            str(tmp_path / "m"),
+            "--build-dir",
+            str(export_dir),
+            "--max-new-tokens",
+            "2",
+            "--general",
+            "0",
+            "--limit",
+            "1",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stderr == "" and "overall (all rules pass)" in r.stdout

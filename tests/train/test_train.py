@@ -33,17 +33,18 @@ def sft_full(tiny_model: Path, export_dir: Path, tmp_path_factory: pytest.TempPa
     return out
 
 
-def test_sft_trains_evaluates_each_epoch_and_saves_config(sft_full: Path, tiny_model: Path,
-                                                          export_dir: Path) -> None:
+def test_sft_trains_evaluates_each_epoch_and_saves_config(
+    sft_full: Path, tiny_model: Path, export_dir: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     cfg = _config(sft_full)
     res = cfg["result"]
-    assert cfg["kind"] == "sft" and cfg["loss"] == "assistant_only"   # the tiny template has generation marks
-    assert res["global_step"] == 8 and res["epochs_run"] == 2.0       # 16 rows / batch 4 * 2 epochs
-    assert len(res["eval_losses"]) == 2                               # evaluated every epoch
-    assert res["best_eval_loss"] == min(res["eval_losses"])           # best checkpoint by eval loss
-    assert res["eval_losses"][-1] < res["eval_losses"][0]              # it learned something
+    assert cfg["kind"] == "sft" and cfg["loss"] == "assistant_only"  # the tiny template has generation marks
+    assert res["global_step"] == 8 and res["epochs_run"] == 2.0  # 16 rows / batch 4 * 2 epochs
+    assert len(res["eval_losses"]) == 2  # evaluated every epoch
+    assert res["best_eval_loss"] == min(res["eval_losses"])  # best checkpoint by eval loss
+    assert res["eval_losses"][-1] < res["eval_losses"][0]  # it learned something
     ta = cfg["trainer_args"]
     assert ta["load_best_model_at_end"] is True and ta["metric_for_best_model"] == "eval_loss"
     assert ta["seed"] == 13 and ta["assistant_only_loss"] is True and ta["max_length"] == 2048
@@ -70,16 +71,18 @@ def test_lora_sft_then_dpo_from_it(tiny_model: Path, export_dir: Path, tmp_path:
     assert (lora / "adapter_config.json").exists() and not (lora / "model.safetensors").exists()
     cfg = _config(lora)
     assert cfg["lora"]["r"] == 16 and cfg["trainer_args"]["learning_rate"] == 2e-4
-    ref = resolve_model(lora)                       # an adapter resolves to its base + the adapter
+    ref = resolve_model(lora)  # an adapter resolves to its base + the adapter
     assert ref.adapter == lora and ref.path == tiny_model
 
     dpo = tmp_path / "dpo"
     res = train_dpo(export_dir, _opts(tiny_model, dpo), from_sft=lora)
     cfg = _config(dpo)
-    assert cfg["kind"] == "dpo" and cfg["started_from"] == str(lora) and cfg["merged_adapter_from"] == str(lora)
+    assert (
+        cfg["kind"] == "dpo" and cfg["started_from"] == str(lora) and cfg["merged_adapter_from"] == str(lora)
+    )
     assert cfg["data"]["train_rows"] == 8 and res.config["result"]["global_step"] == 4
     assert cfg["trainer_args"]["beta"] == 0.1 and len(cfg["result"]["eval_losses"]) == 2
-    assert (dpo / "model.safetensors").exists()     # full DPO on the merged SFT model
+    assert (dpo / "model.safetensors").exists()  # full DPO on the merged SFT model
 
 
 def test_dpo_lora_from_base(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
@@ -89,8 +92,9 @@ def test_dpo_lora_from_base(tiny_model: Path, export_dir: Path, tmp_path: Path) 
     assert (tmp_path / "dpo-lora" / "adapter_config.json").exists()
 
 
-def test_template_without_generation_marks_uses_completion_only_loss(tiny_model: Path, export_dir: Path,
-                                                                    tmp_path: Path) -> None:
+def test_template_without_generation_marks_uses_completion_only_loss(
+    tiny_model: Path, export_dir: Path, tmp_path: Path
+) -> None:
     plain = tmp_path / "plain"
     shutil.copytree(tiny_model, plain)
     tmpl = (plain / "chat_template.jinja").read_text()
@@ -102,6 +106,7 @@ def test_template_without_generation_marks_uses_completion_only_loss(tiny_model:
 
 
 # ---------------------------------------------------------------- errors before training
+
 
 def test_missing_model_path_is_a_clear_error(export_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match=r"does not exist; curate loads local models only.*never downloads"):
@@ -127,8 +132,11 @@ def test_no_chat_template(tiny_model: Path, export_dir: Path, tmp_path: Path) ->
 
 
 def test_rows_trl_would_drop_or_truncate(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(TrainError, match=r"20 rows are longer than max_length 64 \(TRL would drop 20 and "
-                                         r"truncate 0 .*train.jsonl:1 .*pass --max-length \d+"):
+    with pytest.raises(
+        TrainError,
+        match=r"20 rows are longer than max_length 64 \(TRL would drop 20 and "
+        r"truncate 0 .*train.jsonl:1 .*pass --max-length \d+",
+    ):
         train_sft(export_dir, _opts(tiny_model, tmp_path / "out", max_length=64))
 
 
@@ -136,8 +144,11 @@ def test_wrong_dataset_type(tiny_model: Path, export_dir: Path, tmp_path: Path) 
     bad = tmp_path / "export"
     shutil.copytree(export_dir, bad)
     shutil.copy(bad / "dpo" / "train.jsonl", bad / "sft" / "train.jsonl")
-    with pytest.raises(TrainError, match=r"sft/train.jsonl:1: a preference row, but the SFT trainer needs "
-                                         r"messages or prompt_completion rows; use `curate train dpo`"):
+    with pytest.raises(
+        TrainError,
+        match=r"sft/train.jsonl:1: a preference row, but the SFT trainer needs "
+        r"messages or prompt_completion rows; use `curate train dpo`",
+    ):
         train_sft(bad, _opts(tiny_model, tmp_path / "out"))
 
 
@@ -171,8 +182,9 @@ def test_existing_out_is_kept_without_overwrite(tiny_model: Path, export_dir: Pa
     assert not (out / "keep.txt").exists() and (out / "curate_train_config.json").exists()
 
 
-def test_spec_path_resolves_to_its_default_build(tiny_model: Path, export_dir: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch, spec_dir: Path) -> None:
+def test_spec_path_resolves_to_its_default_build(
+    tiny_model: Path, export_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec_dir: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TrainError, match=r"no export at out/support-triage/v1 .*run `curate build"):
         train_sft(spec_dir, _opts(tiny_model, tmp_path / "out"))
@@ -181,7 +193,9 @@ def test_spec_path_resolves_to_its_default_build(tiny_model: Path, export_dir: P
     assert _config(tmp_path / "model")["data"]["export"] == "out/support-triage/v1"
 
 
-def test_max_length_defaults_to_the_build_manifest(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
+def test_max_length_defaults_to_the_build_manifest(
+    tiny_model: Path, export_dir: Path, tmp_path: Path
+) -> None:
     ex = tmp_path / "export"
     shutil.copytree(export_dir, ex)
     m = orjson.loads((ex / "manifest.json").read_bytes())
@@ -198,15 +212,18 @@ def _batch(tokenizer, rows: list[dict]) -> dict:
     ids, labels = [], []
     for r in rows:
         full = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"]
-        prompt = tokenizer.apply_chat_template(r["messages"][:-1], tokenize=True, add_generation_prompt=True,
-                                               return_dict=True)["input_ids"]
+        prompt = tokenizer.apply_chat_template(
+            r["messages"][:-1], tokenize=True, add_generation_prompt=True, return_dict=True
+        )["input_ids"]
         ids.append(full)
-        labels.append([-100] * len(prompt) + full[len(prompt):])
+        labels.append([-100] * len(prompt) + full[len(prompt) :])
     width = max(map(len, ids))
     pad = tokenizer.pad_token_id
-    return {"input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in ids]),
-            "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
-            "labels": torch.tensor([x + [-100] * (width - len(x)) for x in labels])}
+    return {
+        "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in ids]),
+        "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+        "labels": torch.tensor([x + [-100] * (width - len(x)) for x in labels]),
+    }
 
 
 def test_shared_prefix_loss_and_gradients_equal_the_plain_forward(tiny_model: Path, export_dir: Path) -> None:
@@ -240,29 +257,38 @@ def test_shared_prefix_loss_and_gradients_equal_the_plain_forward(tiny_model: Pa
     other = dict(batch, input_ids=batch["input_ids"].clone())
     other["input_ids"][1, 0] = (other["input_ids"][0, 0] + 1) % len(tok)
     assert shared_prefix_loss(model, other) is None
-    model.config.final_logit_softcapping = 30.0   # logits capped after the head (Gemma-style): plain path
+    model.config.final_logit_softcapping = 30.0  # logits capped after the head (Gemma-style): plain path
     assert shared_prefix_loss(model, batch) is None
 
 
-def test_shared_prefix_training_matches_plain_training(tiny_model: Path, export_dir: Path, tmp_path: Path) -> None:
+def test_shared_prefix_training_matches_plain_training(
+    tiny_model: Path, export_dir: Path, tmp_path: Path
+) -> None:
     res = {}
     for shared in (True, False):
-        train_sft(export_dir, _opts(tiny_model, tmp_path / str(shared), epochs=1.0, learning_rate=1e-3,
-                                    shared_prefix=shared))
+        train_sft(
+            export_dir,
+            _opts(tiny_model, tmp_path / str(shared), epochs=1.0, learning_rate=1e-3, shared_prefix=shared),
+        )
         res[shared] = _config(tmp_path / str(shared))["result"]
     assert res[True]["shared_prefix_batches"] >= 4 + 1 and res[False]["shared_prefix_batches"] == 0
     assert res[True]["eval_losses"][0] == pytest.approx(res[False]["eval_losses"][0], rel=1e-3)
     assert res[True]["train_loss"] == pytest.approx(res[False]["train_loss"], rel=1e-3)
 
 
-def test_keep_last_skips_best_checkpoint_and_early_stopping(tiny_model: Path, export_dir: Path,
-                                                           tmp_path: Path) -> None:
-    train_sft(export_dir, _opts(tiny_model, tmp_path / "last", learning_rate=1e-3, select_best=False,
-                                early_stopping_patience=1))
+def test_keep_last_skips_best_checkpoint_and_early_stopping(
+    tiny_model: Path, export_dir: Path, tmp_path: Path
+) -> None:
+    train_sft(
+        export_dir,
+        _opts(
+            tiny_model, tmp_path / "last", learning_rate=1e-3, select_best=False, early_stopping_patience=1
+        ),
+    )
     cfg = _config(tmp_path / "last")
-    assert cfg["result"]["kept"] == "last" and cfg["result"]["global_step"] == 8   # all 2 epochs run
+    assert cfg["result"]["kept"] == "last" and cfg["result"]["global_step"] == 8  # all 2 epochs run
     assert cfg["trainer_args"]["load_best_model_at_end"] is False
-    assert len(cfg["result"]["eval_losses"]) == 2                                  # still evaluated every epoch
+    assert len(cfg["result"]["eval_losses"]) == 2  # still evaluated every epoch
 
 
 def _dpo_batch(tokenizer, rows: list[dict]) -> dict:
@@ -272,8 +298,9 @@ def _dpo_batch(tokenizer, rows: list[dict]) -> dict:
     ids, comp = [], []
     for side in ("chosen", "rejected"):
         for r in rows:
-            p = tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
-                                              return_dict=True)["input_ids"]
+            p = tokenizer.apply_chat_template(
+                r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True
+            )["input_ids"]
             c = tokenizer(r[side][0]["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
             ids.append(p + c)
             comp.append([0] * len(p) + [1] * len(c))
@@ -282,10 +309,16 @@ def _dpo_batch(tokenizer, rows: list[dict]) -> dict:
     input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
     mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
     completion = torch.tensor([x + [0] * (width - len(x)) for x in comp])
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(completion == 0, -100)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "labels": input_ids.masked_fill(completion == 0, -100),
+    }
 
 
-def test_dpo_shared_prefix_logps_and_gradients_equal_trls_fused_head(tiny_model: Path, export_dir: Path) -> None:
+def test_dpo_shared_prefix_logps_and_gradients_equal_trls_fused_head(
+    tiny_model: Path, export_dir: Path
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.utils import add_fused_lm_head
@@ -318,16 +351,19 @@ def test_dpo_shared_prefix_logps_and_gradients_equal_trls_fused_head(tiny_model:
         assert torch.allclose(p.grad, want[k], rtol=1e-3, atol=1e-5), k
     other = dict(batch, input_ids=batch["input_ids"].clone())
     other["input_ids"][1, 0] = (other["input_ids"][0, 0] + 1) % len(tok)
-    assert shared_prefix_logps(model, other) is None          # nothing shared: TRL's own path
+    assert shared_prefix_logps(model, other) is None  # nothing shared: TRL's own path
     assert lm(**other, fused_lm_head=True).log_probs.shape == plain.log_probs.shape and lm.shared == 1
 
 
-def test_dpo_shared_prefix_training_matches_plain_training(tiny_model: Path, export_dir: Path,
-                                                           tmp_path: Path) -> None:
+def test_dpo_shared_prefix_training_matches_plain_training(
+    tiny_model: Path, export_dir: Path, tmp_path: Path
+) -> None:
     res = {}
     for shared in (True, False):
-        train_dpo(export_dir, _opts(tiny_model, tmp_path / str(shared), epochs=1.0, learning_rate=1e-3,
-                                    shared_prefix=shared))
+        train_dpo(
+            export_dir,
+            _opts(tiny_model, tmp_path / str(shared), epochs=1.0, learning_rate=1e-3, shared_prefix=shared),
+        )
         res[shared] = _config(tmp_path / str(shared))["result"]
     assert res[True]["shared_prefix_batches"] >= 2 and res[False]["shared_prefix_batches"] == 0
     assert res[True]["train_loss"] == pytest.approx(res[False]["train_loss"], rel=1e-3)
