@@ -59,6 +59,7 @@ __all__ = [
     "near_score",
     "skeleton",
     "text_score",
+    "turn_digests",
     "turn_markers",
     "view",
     "view_of_record",
@@ -165,12 +166,20 @@ def view_of_record(rec: Any) -> View:
     return view([m.model_dump() for m in rec.conversation()])
 
 
-def exact_key(v: View) -> str:
-    """Two records are exact duplicates when their normalized turns (roles included) are equal."""
+def turn_digests(v: View) -> list[bytes]:
+    """The sha256 of the normalized turns (roles included) after each turn: the last one is `exact_key`'s, the
+    others are the keys of the record's strict prefixes (continuations). One hash pass serves both."""
     h = hashlib.sha256()
+    out = []
     for role, content in v.turns:
         h.update(role.encode() + b"\x1f" + content.encode("utf-8") + b"\x1e")
-    return h.hexdigest()[:32]
+        out.append(h.digest())
+    return out or [h.digest()]
+
+
+def exact_key(v: View) -> str:
+    """Two records are exact duplicates when their normalized turns (roles included) are equal."""
+    return turn_digests(v)[-1].hex()[:32]
 
 
 def skeleton(norm: str) -> list[str]:

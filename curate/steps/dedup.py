@@ -54,6 +54,7 @@ import orjson
 
 from curate.near import (
     MAX_VERIFY,
+    SHORT_CHARS,
     BandSketch,
     candidate_pairs_counted,
     cap_candidates,
@@ -62,7 +63,7 @@ from curate.near import (
     warm_kernels,
 )
 from curate.records import PreferenceRecord, SFTRecord
-from curate.relation import View, continuation, exact_key, is_short, near_score, turn_markers, view
+from curate.relation import View, continuation, is_short, near_score, turn_digests, turn_markers, view
 
 log = logging.getLogger(__name__)
 
@@ -224,22 +225,10 @@ def _row(
 _CHUNK = 8192  # rows per key task (normalized texts exist for one chunk at a time)
 _VERIFY_CHUNK = 2048  # candidate pairs per verification task
 _VIEW_CACHE = 32_768  # views a verifying process keeps between its tasks (~2 KB each)
-_SHORT_CHARS = 400  # skeleton keys for compared texts shorter than this whose prompt or response is short
 
 
 def _h64(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
-
-
-def _prefix_hashes(v: View) -> tuple[int, list[int]]:
-    """(hash of all turns, hashes of each strict prefix of 2+ turns) for continuation detection."""
-    h = hashlib.sha256()
-    pre = []
-    for k, (role, content) in enumerate(v.turns):
-        h.update(role.encode() + b"\x1f" + content.encode("utf-8") + b"\x1e")
-        if 2 <= k + 1 < len(v.turns):
-            pre.append(int.from_bytes(h.copy().digest()[:8], "little"))
-    return int.from_bytes(h.digest()[:8], "little"), pre
 
 
 def _views(acc: Any, items: Sequence[Any]) -> list[tuple[View, str]]:
@@ -301,7 +290,6 @@ def _dedup_kind(
         length = np.empty(m, dtype=np.int64)
         texts = []
         skel: list[tuple[int, int]] = []
-        full = np.empty(m, dtype=np.uint64)
         pre: list[tuple[int, int]] = []
         marks: list[tuple[int, list[str]]] = []
         for k, (msgs, chosen, meta) in enumerate(got):
@@ -309,34 +297,32 @@ def _dedup_kind(
             if found:
                 marks.append((a + k, found))
             v = view(msgs, chosen)
-            ek[k] = int(exact_key(v)[:16], 16)
+            digests = turn_digests(v)  # (the last is exact_key's; the others the strict prefixes')
+            ek[k] = int.from_bytes(digests[-1][:8], "big")  # == int(exact_key(v)[:16], 16)
             raw[k] = _h64(orjson.dumps([msgs, chosen, meta], option=orjson.OPT_SORT_KEYS, default=str))
             t = v.text
             length[k] = len(t)
             texts.append(t)
-            if len(t) < _SHORT_CHARS and (is_short(v.prompt) or is_short(v.response)):
+            if len(t) < SHORT_CHARS and (is_short(v.prompt) or is_short(v.response)):
                 skel += [(a + k, key) for key in skeleton_keys([v.prompt, v.response])]
-            fh, ph = _prefix_hashes(v)
-            full[k] = fh
-            pre += [(a + k, h) for h in ph]
+            pre += [(a + k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
         bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
-        return ek, raw, length, bd, skel, full, pre, marks
+        return ek, raw, length, bd, skel, pre, marks
 
     ekeys = np.empty(n, dtype=np.uint64)
     rawh = np.empty(n, dtype=np.uint64)
     length = np.empty(n, dtype=np.int64)
     bands = np.empty((n, width), dtype=np.uint32)
-    fullh = np.empty(n, dtype=np.uint64)
     skel: list[tuple[int, int]] = []
     prefixes: list[tuple[int, int]] = []
     marked: list[tuple[int, list[str]]] = []
     tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
-    for (a, b), (ek, raw, ln, bd, sk, full, pre, mk) in zip(tasks, _map(acc, row_keys, tasks, n)):
+    for (a, b), (ek, raw, ln, bd, sk, pre, mk) in zip(tasks, _map(acc, row_keys, tasks, n)):
         if report is not None:
             report("dedup", b, n)  # (the keys: one pass over the records)
-        ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], fullh[a:b] = ek, raw, ln, bd, full
+        ekeys[a:b], rawh[a:b], length[a:b], bands[a:b] = ek, raw, ln, bd
         skel += sk
         prefixes += pre
         marked += mk
@@ -369,7 +355,8 @@ def _dedup_kind(
         for pos, _ in marked:
             alive[rank[pos]] = False
 
-    # continuations among the exact survivors: a prefix's full hash equals a longer one's prefix hash
+    # continuations among the exact survivors: a record's exact key equals a longer one's prefix key (a marked
+    # item's exact key was replaced above, but it is no survivor)
     if prefixes:
         longer: dict[int, list[int]] = {}
         for pos, h in prefixes:
@@ -377,16 +364,12 @@ def _dedup_kind(
                 longer.setdefault(h, []).append(pos)
         pairs_c = []
         for pos in range(n):
-            if alive[rank[pos]] and int(fullh[pos]) in longer:
-                for other in longer[int(fullh[pos])]:
+            if alive[rank[pos]] and int(ekeys[pos]) in longer:
+                for other in longer[int(ekeys[pos])]:
                     pairs_c.append((pos, other))
         if pairs_c:
-            got = dict(
-                zip(
-                    sorted({q for pr in pairs_c for q in pr}),
-                    _views(acc, [recs[idx[q]] for q in sorted({q for pr in pairs_c for q in pr})]),
-                )
-            )
+            involved = sorted({q for pr in pairs_c for q in pr})
+            got = dict(zip(involved, _views(acc, [recs[idx[q]] for q in involved])))
             for a_pos, b_pos in sorted(pairs_c, key=lambda pr: (rank[pr[0]], rank[pr[1]])):
                 va, vb = got[a_pos][0], got[b_pos][0]
                 if not continuation(va, vb):  # a 64-bit collision: never a relation
@@ -438,8 +421,7 @@ def _dedup_kind(
             cache.update(
                 zip(missing, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in missing])))
             )
-            vs = cache
-            out = [(i, j, near_score(vs[i], vs[j], threshold)) for i, j in part.tolist()]
+            out = [(i, j, near_score(cache[i], cache[j], threshold)) for i, j in part.tolist()]
             out = [t for t in out if t[2] > 0]
             return (
                 np.array([t[0] for t in out], dtype=np.int64),

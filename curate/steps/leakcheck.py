@@ -28,6 +28,7 @@ import numpy as np
 
 from curate.near import (
     MAX_VERIFY,
+    SHORT_CHARS,
     BandSketch,
     candidate_pairs_counted,
     cap_candidates,
@@ -40,7 +41,6 @@ __all__ = ["LOOSE", "TIGHT", "leak_pairs"]
 
 TIGHT = 0.8  # the build's check: bands for the 0.8 threshold over char 3-grams (other shingles than dedup's)
 LOOSE = 0.5  # `curate leakage A B` (loose=True): bands for 0.5, 128 candidates a text: more recall, more time
-_SHORT_CHARS = 400
 
 
 def leak_pairs(
@@ -110,7 +110,7 @@ def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> n
         pairs.append(np.array(ex, dtype=np.int64))
     keyed: list[tuple[int, int]] = []
     for k, t in enumerate(texts):
-        if len(t) < _SHORT_CHARS and is_short(t):
+        if len(t) < SHORT_CHARS and is_short(t):
             keyed += [(k, h) for h in skeleton_keys([t])]
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     sketch = BandSketch(lsh_threshold, 128, 3)
