@@ -6,7 +6,8 @@
 
 How records are assigned:
 - Groups: records whose prompts are equal (normalized prompt turns, or the same user text) or near-duplicates
-  (verified similarity of the user text >= `near_threshold`, via `curate.near.near_pairs`) form one group. A
+  (`relation.text_score` of the user texts >= `near_threshold`, via `curate.near.text_pairs`), continuations and
+  prefix leaks (`relation.leak_score`) form one group. A
   group goes to one side as a whole, so a paraphrase cluster never straddles train and held-out (and a DPO pair
   never lands on the other side from the SFT answer to its prompt).
 - The lock (`heldout.lock` of the previous build) wins first: a group holding a locked held-out id or prompt, or
@@ -307,16 +308,16 @@ def split_rows(
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
     violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. Up to
     `HOLD_TEXTS` rows the normalized texts are held for the near-pair pass; above, they are made again where
-    needed (`near_pairs_lazy`: the same pairs, ~4 bytes per band per text instead of the text). `release()`, when given, is
-    called before the near-pair pass (the compact build gives back freed heap memory there).
+    needed (`near.text_pairs` over texts made on demand). `release()`, when given, is called before the near-pair
+    pass (the compact build gives back freed heap memory there). `links`: id pairs that must share a group
+    (dedup's continuations); `turns(rows)`: each row's user turns (prefix leaks, the leakage check).
 
-    The decisions are `_split`'s, made on arrays (`_split_arrays`): the per-row work is one dict look-up per key,
-    the grouping, ranking and stratified fill are vectorized.
+    The decisions are made on arrays (`_split_arrays`): the per-row work is one dict look-up per key, the
+    grouping, ranking and stratified fill are vectorized.
 
-    Leakage comes from the grouping's own pairs instead of a second `near_pairs` pass: exact = held-out texts
-    equal to a training text, near = held-out texts with a verified pair to a training text. Groups never
-    straddle the sides, so both are 0 unless a previous lock pins old records apart ("mixed" groups); a pair the
-    LSH of the grouping pass missed is not looked for again (`split` over records runs a second pass).
+    Leakage: after the assignment `repair_leakage` checks every held-out item (and the previous lock's prompts)
+    against every training item with its own blocking (`curate.steps.leakcheck`) and moves a leaking training
+    twin out; `res.leakage` says what it found.
     """
     recs = sorted(rows, key=lambda r: r.id)
     fields = spec.split.stratify
@@ -345,7 +346,8 @@ def split_rows(
             release()
         nl = len(lock_norms)
         if held is not None:
-            return _near_pairs(lock_norms + [held[i] for i in rep_idx], near_threshold)
+            texts = lock_norms + [held[i] for i in rep_idx]
+            return text_pairs(len(texts), texts.__getitem__, near_threshold)
 
         def norm_of(k: int) -> str:
             return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
@@ -502,11 +504,6 @@ def _codes(keys: list[Any]) -> np.ndarray:
     first = dict(zip(reversed(keys), range(n - 1, -1, -1)))
     firsts = np.fromiter(map(first.__getitem__, keys), dtype=np.int64, count=n)
     return np.unique(firsts, return_inverse=True)[1].reshape(-1).astype(np.int64, copy=False)
-
-
-def _near_pairs(norms: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """The pairs of normalized user texts `relation.text_score` calls similar (`curate.near.text_pairs`)."""
-    return text_pairs(len(norms), norms.__getitem__, threshold)
 
 
 def _strata(
