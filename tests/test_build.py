@@ -49,6 +49,36 @@ MANIFEST_KEYS = {
 }
 
 
+# made-up words for generated test texts (shared by the tests below)
+WORDS = [
+    "amber",
+    "basalt",
+    "cedar",
+    "delta",
+    "fennel",
+    "gravel",
+    "harp",
+    "indigo",
+    "jade",
+    "kiwi",
+    "loom",
+    "mango",
+    "nickel",
+    "opal",
+    "prism",
+    "quill",
+    "rustic",
+    "sable",
+    "tango",
+    "umbra",
+    "vortex",
+    "wharf",
+    "xenon",
+    "yodel",
+    "zinc",
+]
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     out = tmp_path_factory.mktemp("mini") / "out"
@@ -268,33 +298,7 @@ def test_rebuild_with_more_data_keeps_heldout(tmp_path):
     import random
 
     rng = random.Random(5)
-    words = [
-        "amber",
-        "basalt",
-        "cedar",
-        "delta",
-        "fennel",
-        "gravel",
-        "harp",
-        "indigo",
-        "jade",
-        "kiwi",
-        "loom",
-        "mango",
-        "nickel",
-        "opal",
-        "prism",
-        "quill",
-        "rustic",
-        "sable",
-        "tango",
-        "umbra",
-        "vortex",
-        "wharf",
-        "xenon",
-        "yodel",
-        "zinc",
-    ]
+    words = WORDS
     extra = []
     for i in range(30):
         q = " ".join(rng.choice(words) for _ in range(8))
@@ -471,23 +475,7 @@ def test_progress_and_field_mapping(tmp_path):
     import random
 
     rng = random.Random(9)
-    words = [
-        "amber",
-        "basalt",
-        "cedar",
-        "delta",
-        "fennel",
-        "gravel",
-        "harp",
-        "indigo",
-        "jade",
-        "kiwi",
-        "loom",
-        "mango",
-        "nickel",
-        "opal",
-        "prism",
-    ]
+    words = WORDS[:15]
 
     def text(n: int) -> str:
         return " ".join(rng.choice(words) for _ in range(n))
