@@ -361,8 +361,12 @@ def split_rows(
 
     pos = {r.id: i for i, r in enumerate(recs)}
     link_idx = [(pos[a], pos[b]) for a, b in links if a in pos and b in pos]
-    if turns is not None:
-        link_idx += _prefix_links(recs, turns, near_threshold)
+    # every row's normalized user turns, read once: the prefix links below and the leakage check after the split
+    user_turns: list[tuple[str, ...]] = []
+    read_turns = turns or (lambda rs: [(text(r),) for r in rs])
+    for a in range(0, n, 8192):
+        user_turns += [tuple(normalize_text(t) for t in ts) for ts in read_turns(recs[a : a + 8192])]
+    link_idx += _prefix_links(user_turns, near_threshold)
     res, _ = _split_arrays(
         recs,
         ucode,
@@ -378,11 +382,11 @@ def split_rows(
         near_threshold=near_threshold,
         links=link_idx,
     )
-    del pkeys, ucode, pcode, pos
+    del pkeys, ucode, pcode
     held = None
     res.leakage = repair_leakage(
         res,
-        turns or (lambda rs: [(text(r),) for r in rs]),
+        lambda r: user_turns[pos[r.id]],
         record,
         ctx=ctx,
         threshold=near_threshold,
@@ -392,17 +396,13 @@ def split_rows(
     return res
 
 
-def _prefix_links(
-    recs: list[Any], turns: Callable[[list[Any]], list[Sequence[str]]], threshold: float
-) -> list[tuple[int, int]]:
+def _prefix_links(got: list[tuple[str, ...]], threshold: float) -> list[tuple[int, int]]:
     """Pairs of items one of which has several user turns and the two are a leak by `relation.leak_score`
     (typically a question and the same question with a follow-up): one split group, so the leakage check after
-    the split has nothing to move. Candidates: similar first user turns (`near.text_pairs`)."""
+    the split has nothing to move. `got`: each item's normalized user turns. Candidates: similar first user turns
+    (`near.text_pairs`)."""
     from curate.relation import leak_score
 
-    got: list[tuple[str, ...]] = []
-    for a in range(0, len(recs), 8192):
-        got += [tuple(normalize_text(t) for t in ts) for ts in turns(recs[a : a + 8192])]
     multi = [len(t) > 1 for t in got]
     if not any(multi):
         return []
@@ -416,7 +416,7 @@ def _prefix_links(
 
 def repair_leakage(
     res: SplitResult,
-    turns: Callable[[list[Any]], list[Sequence[str]]],
+    turns: Callable[[Any], tuple[str, ...]],
     record: Callable[[Any], Rec],
     *,
     ctx: RunContext,
@@ -426,7 +426,7 @@ def repair_leakage(
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
     A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
-    held-out twin); a held-out item is never touched. `frozen`: the user texts of a previous lock's held-out set,
+    held-out twin); a held-out item is never touched. `turns(item)`: its normalized user turns. `frozen`: the user texts of a previous lock's held-out set,
     checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)."""
     from curate.steps.leakcheck import leak_pairs
 
@@ -434,14 +434,11 @@ def repair_leakage(
     if not res.train or not (res.test or frozen):
         return out
 
-    def norm(rs: list[Any]) -> list[tuple[str, ...]]:
-        return [tuple(normalize_text(t) for t in got) for got in turns(rs)]
-
     ctx.report("leakage", 0, 1)
-    test_turns = norm(res.test)
+    test_turns = [turns(r) for r in res.test]
     n_test = len(test_turns)
     test_turns += [(normalize_text(p),) for p in frozen]
-    found = leak_pairs(norm(res.train), test_turns, threshold)
+    found = leak_pairs([turns(r) for r in res.train], test_turns, threshold)
     ctx.report("leakage", 1, 1)
     out.checked = len(res.train) * (len(res.test) + len(frozen))
     if not found:
