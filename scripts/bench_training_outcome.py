@@ -53,10 +53,8 @@ import orjson
 
 from curate.evaluate import (
     EvalOptions,
-    bootstrap_ci,
     evaluate_model,
     heldout_file,
-    paired_bootstrap_ci,
     write_report,
 )
 from curate.records import LineError, read_jsonl, record_from_native
@@ -90,11 +88,12 @@ def _load_generator() -> Any:
     return mod
 
 
-def raw_rows(spec: Any, raw: Path, truth: list[str]) -> tuple[list[tuple[dict, str]], Counter[str]]:
-    """Every row of raw.jsonl a trainer can use as it is, with its noise kind: (row, kind). Unreadable lines and
-    rows without an answer are skipped (no one can train on them); everything else stays, noise included."""
+def raw_rows(spec: Any, raw: Path, truth: list[str]) -> tuple[list[tuple[dict, str, int]], Counter[str]]:
+    """Every row of raw.jsonl a trainer can use as it is, with its noise kind and line: (row, kind, line).
+    Unreadable lines and rows without an answer are skipped (no one can train on them); everything else stays,
+    noise included."""
     system = {"role": "system", "content": spec.system_prompt.strip()}
-    rows: list[tuple[dict, str]] = []
+    rows: list[tuple[dict, str, int]] = []
     skipped: Counter[str] = Counter()
     for line, obj in read_jsonl(raw):
         kind = truth[line - 1]
@@ -112,14 +111,32 @@ def raw_rows(spec: Any, raw: Path, truth: list[str]) -> tuple[list[tuple[dict, s
             continue
         if msgs[0]["role"] != "system":
             msgs = [system, *msgs]
-        rows.append(({"messages": msgs}, kind))
+        rows.append(({"messages": msgs}, kind, line))
     return rows, skipped
 
 
-def subsample(rows: list, n: int, seed: int) -> list:
-    rows = list(rows)
-    random.Random(seed).shuffle(rows)
-    return rows[:n]
+def source_line(row: dict, file: str = "raw.jsonl") -> int | None:
+    """The raw.jsonl line an exported row came from (its lineage's `source`, "PATH/raw.jsonl:N"), or None."""
+    lineage = row.get("lineage")
+    src = (orjson.loads(lineage) if isinstance(lineage, str) else lineage or {}).get("source", "")
+    path, _, line = src.rpartition(":")
+    return int(line) if path.endswith("/" + file) or path == file else None
+
+
+def paired_sample(
+    raw_by_line: dict[int, Any], cur_by_line: dict[int, Any], n_lines: int, n: int, seed: int
+) -> tuple[list[Any], list[Any]]:
+    """The two SFT arms' training rows, drawn together: one seeded order of raw.jsonl's lines; the raw arm takes the
+    first `n` lines a trainer can read, the curated arm the first `n` lines whose row survived the build (its kept
+    twin, in the train split). At 0% noise the two sets are nearly the same rows (they differ only where the
+    build's own test split or dedup took a line); with noise, the curated arm has the next clean lines where the raw
+    arm has noise. Two independent draws (the first version of this benchmark) shared ~10 of 64 rows at 0% noise:
+    the arms then differed by which rows they saw, not by curation."""
+    order = list(range(1, n_lines + 1))
+    random.Random(seed).shuffle(order)
+    raw = [raw_by_line[i] for i in order if i in raw_by_line][:n]
+    cur = [cur_by_line[i] for i in order if i in cur_by_line][:n]
+    return raw, cur
 
 
 def user_of(row: dict) -> str:
@@ -141,8 +158,12 @@ def run_chain(job: dict) -> None:
         if kind == "sft":
             out = work / "models" / name
             log(f"SFT {name}")
+            if job.get("resume") and (out / "config.json").exists():
+                log(f"SFT {name}: done before (--resume)")
+                continue
             res = train_sft(
-                work / "data" / name, TrainOptions(model=job["base"], out=out, overwrite=True, **job["train"])
+                work / "data" / name,
+                TrainOptions(model=job["base"], out=out, overwrite=True, **{**job["train"], "seed": step[2]}),
             )
             _timing(
                 work,
@@ -154,10 +175,13 @@ def run_chain(job: dict) -> None:
             )
         elif kind == "dpo":
             out = work / "models" / name
+            if job.get("resume") and (out / "config.json").exists():
+                log(f"DPO {name}: done before (--resume)")
+                continue
             log(f"DPO {name} from {step[2]}")
             res = train_dpo(
-                work / "data" / name,
-                TrainOptions(model=job["base"], out=out, overwrite=True, **job["dpo"]),
+                work / "data" / step[4],
+                TrainOptions(model=job["base"], out=out, overwrite=True, **{**job["dpo"], "seed": step[3]}),
                 from_sft=work / "models" / step[2],
             )
             _timing(
@@ -170,6 +194,9 @@ def run_chain(job: dict) -> None:
             )
         else:
             model = Path(job["base"]) if name == "untuned" else work / "models" / name
+            if job.get("resume") and (work / "evals" / f"{name}.json").exists():
+                log(f"evaluating {name}: done before (--resume)")
+                continue
             log(f"evaluating {name}")
             rep = evaluate_model(spec, model, opts=eopts, prompts=prompts)
             write_report(rep, work / "evals" / f"{name}.json")
@@ -245,51 +272,94 @@ def idle_estimate(chains: list[list[tuple]], work: Path, parallel: int) -> float
 # ---------------------------------------------------------------- figures
 
 
-def rate_ci(values: list, boot: int) -> dict[str, Any]:
-    vals = [float(v) for v in values if v is not None]
-    ci = bootstrap_ci(vals, n_boot=boot, seed=13)
-    return {"n": len(vals), "rate": sum(vals) / len(vals) if vals else None, "ci": ci}
+KEYS = ("all_rules", "valid_json", "intent", "over_refusal", "general")
 
 
-def metrics(report: dict, rules: list[str], boot: int) -> dict[str, Any]:
-    items = report["items"]
-    out = {
-        "all_rules": rate_ci([not it["failed"] for it in items], boot),
-        "valid_json": rate_ci([it["valid_json"] for it in items], boot),
-        "intent": rate_ci([it.get("intent_ok") for it in items], boot),
-        "over_refusal": rate_ci([it["refused"] for it in items], boot),
-        "general": rate_ci((report.get("general") or {}).get("per_question", []), boot),
-        "rules": {},
-    }
-    for r in rules:
-        out["rules"][r] = rate_ci(
-            [it["results"].get(r) == "pass" for it in items if it["results"].get(r) in ("pass", "fail")], boot
-        )
+def matrix(reports: list[dict], key: str) -> Any:
+    """One row per training repeat, one column per prompt (or general question): 1.0 passed, 0.0 failed, NaN where
+    the measure does not apply (a rule skipped, no reference intent, over-refusal on a non-typical prompt)."""
+    import numpy as np
+
+    def val(v: Any) -> float:
+        return float("nan") if v is None else float(v)
+
+    rows = []
+    for rep in reports:
+        items = rep["items"]
+        if key == "all_rules":
+            rows.append([float(not it["failed"]) for it in items])
+        elif key == "valid_json":
+            rows.append([val(it["valid_json"]) for it in items])
+        elif key == "intent":
+            rows.append([val(it.get("intent_ok")) for it in items])
+        elif key == "over_refusal":
+            rows.append([val(it["refused"]) for it in items])
+        elif key == "general":
+            rows.append([val(x) for x in (rep.get("general") or {}).get("per_question", [])])
+        elif key.startswith("rule:"):
+            r = key[5:]
+            rows.append(
+                [
+                    {"pass": 1.0, "fail": 0.0}.get(it["results"].get(r), float("nan"))  # type: ignore[arg-type]
+                    for it in items
+                ]
+            )
+        else:
+            raise KeyError(key)
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"{key}: the repeats were scored on different numbers of prompts")
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+
+
+def two_way_ci(
+    a: Any, b: Any | None = None, *, boot: int, seed: int = 13, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the pooled rate of `a` (repeats x prompts, NaN = does not apply), or of
+    rate(b) - rate(a) when `b` is given (the same repeats and prompts, resampled together: paired). Each resample
+    draws the repeats AND the prompts with replacement, so the interval covers both the choice of prompts and the
+    training run (seed, drawn rows); with one repeat it is the plain bootstrap over prompts."""
+    import numpy as np
+
+    if a.size == 0 or (b is not None and b.shape != a.shape):
+        return None
+    rng = np.random.default_rng(seed)
+    n_r, n_p = a.shape
+    ri = rng.integers(0, n_r, size=(boot, n_r))
+    pi = rng.integers(0, n_p, size=(boot, n_p))
+
+    def rate(m: Any, k: int) -> float:
+        sub = m[np.ix_(ri[k], pi[k])]
+        ok = ~np.isnan(sub)
+        return float(sub[ok].mean()) if ok.any() else float("nan")
+
+    stats = np.asarray([rate(a, k) if b is None else rate(b, k) - rate(a, k) for k in range(boot)])
+    stats = stats[~np.isnan(stats)]
+    if stats.size == 0:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def pooled(a: Any) -> dict[str, Any]:
+    """Rate over every (repeat, prompt) cell that applies, the cells counted and the rate per repeat."""
+    import numpy as np
+
+    ok = ~np.isnan(a)
+    per = [float(r[k].mean()) if k.any() else None for r, k in zip(a, ok)]
+    return {"n": int(ok.sum()), "rate": float(a[ok].mean()) if ok.any() else None, "per_repeat": per}
+
+
+def metrics(reports: list[dict], rules: list[str], boot: int) -> dict[str, Any]:
+    """Every figure of one arm over its repeats: pooled rate, cells, per-repeat rates, two-way bootstrap interval."""
+
+    def one(key: str) -> dict[str, Any]:
+        a = matrix(reports, key)
+        return {**pooled(a), "ci": two_way_ci(a, boot=boot), "repeats": len(reports)}
+
+    out: dict[str, Any] = {k: one(k) for k in KEYS}
+    out["rules"] = {r: one(f"rule:{r}") for r in rules}
     return out
-
-
-def per_prompt(report: dict, key: str) -> list[float]:
-    items = report["items"]
-    if key == "all_rules":
-        return [float(not it["failed"]) for it in items]
-    if key == "intent":
-        return [float(bool(it.get("intent_ok"))) for it in items]
-    if key == "general":
-        return [float(x) for x in (report.get("general") or {}).get("per_question", [])]
-    raise KeyError(key)
-
-
-def fmt(m: dict[str, Any]) -> str:
-    if m["rate"] is None:
-        return "-"
-    lo, hi = m["ci"]
-    return f"{m['rate'] * 100:.1f} [{lo * 100:.1f}, {hi * 100:.1f}]"
-
-
-def fmt_diff(ci: tuple[float, float] | None, a: float | None, b: float | None) -> str:
-    if ci is None or a is None or b is None:
-        return "-"
-    return f"{(b - a) * 100:+.1f} [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]"
 
 
 def chart_svg(points: dict[str, list[tuple[float, dict]]], extra: dict[str, dict], title: str) -> str:
@@ -385,6 +455,34 @@ def chart_svg(points: dict[str, list[tuple[float, dict]]], extra: dict[str, dict
 # ---------------------------------------------------------------- main
 
 
+def _key(row: dict) -> bytes:
+    return orjson.dumps(row["messages"])
+
+
+def _shape(rows: list[dict]) -> dict[str, Any]:
+    """What a training set teaches, in numbers: answers that parse as JSON, list something missing, ask a
+    question; intents; the system prompt(s) used."""
+    import json
+
+    out: Counter[str] = Counter()
+    intents: Counter[str] = Counter()
+    systems = {r["messages"][0]["content"] for r in rows if r["messages"][0]["role"] == "system"}
+    for r in rows:
+        a = r["messages"][-1]["content"]
+        try:
+            doc = json.loads(a)
+        except ValueError:
+            out["not_json"] += 1
+            continue
+        if not isinstance(doc, dict):
+            out["not_json"] += 1
+            continue
+        out["missing_info"] += bool(doc.get("missing_info"))
+        out["question"] += "?" in str(doc.get("next_step", ""))
+        intents[str(doc.get("intent"))] += 1
+    return {**dict(out), "intents": dict(sorted(intents.items())), "system_prompts": len(systems)}
+
+
 def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[dict, dict]:
     """Noisy data, builds and the training sets of every arm; (data stats, manifest counts) per noise rate."""
     stats: dict[str, Any] = {}
@@ -433,24 +531,39 @@ def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[
                 f"noise {noise}: {len(cur_pool)} curated / {len(raw_pool)} raw rows, fewer than "
                 f"--train-rows {n}"
             )
-        cur = subsample(cur_pool, n, args.seed)
-        raw = subsample(raw_pool, n, args.seed)
-        # what the training sets hold, by the generator's truth (matched by user text for the curated rows)
-        truth_of: dict[str, str] = {}
-        for line, kind in zip(data.raw, data.truth):
-            try:
-                obj = orjson.loads(line)
-                truth_of.setdefault(obj["messages"][0]["content"].strip(), kind)
-            except Exception:  # noqa: BLE001, S112 - unreadable lines have no text to match
-                continue
-        cur_kinds = Counter(truth_of.get(user_of(r).strip(), "unmatched") for r in cur)
-        for name, rows in ((f"sft-curated-{tag}", cur), (f"sft-raw-{tag}", [r for r, _ in raw])):
-            dd = work / "data" / name
-            if dd.exists():
-                shutil.rmtree(dd)
-            write_jsonl(dd / "sft" / "train.jsonl", [{"messages": r["messages"]} for r in rows])
-            (dd / "manifest.json").write_bytes(
-                orjson.dumps({"spec": manifest.get("spec"), "bench_set": name})
+        raw_by_line = {line: (row, kind) for row, kind, line in raw_pool}
+        cur_by_line: dict[int, dict] = {}
+        for r in cur_pool:
+            line = source_line(r)
+            if line is None:
+                raise SystemExit(
+                    f"noise {noise}: a curated SFT row without a raw.jsonl line: {r.get('lineage')}"
+                )
+            cur_by_line[line] = r
+        per_repeat = []
+        for rep in range(args.repeats):
+            raw, cur = paired_sample(raw_by_line, cur_by_line, len(data.raw), n, args.seed + rep)
+            cur_kinds = Counter(data.truth[source_line(r) - 1] for r in cur)  # type: ignore[operator]
+            raw_rows_ = [r for r, _ in raw]
+            for name, rows in ((f"sft-curated-{tag}-r{rep}", cur), (f"sft-raw-{tag}-r{rep}", raw_rows_)):
+                dd = work / "data" / name
+                if dd.exists():
+                    shutil.rmtree(dd)
+                write_jsonl(dd / "sft" / "train.jsonl", [{"messages": r["messages"]} for r in rows])
+                (dd / "manifest.json").write_bytes(
+                    orjson.dumps({"spec": manifest.get("spec"), "bench_set": name})
+                )
+            per_repeat.append(
+                {
+                    "seed": args.seed + rep,
+                    "raw_train_kinds": dict(Counter(k for _, k in raw)),
+                    "curated_train_kinds": dict(cur_kinds),
+                    "shared_rows": len(
+                        {_key(r) for r in raw_rows_} & {_key({"messages": r["messages"]}) for r in cur}
+                    ),
+                    "raw": _shape(raw_rows_),
+                    "curated": _shape(cur),
+                }
             )
         if noise == args.dpo_noise:
             pairs = read_rows(build / "dpo" / "train.jsonl")
@@ -486,13 +599,13 @@ def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[
             "raw_skipped": dict(skipped),
             "curated_pool": len(cur_pool),
             "train_rows": n,
-            "raw_train_kinds": dict(Counter(k for _, k in raw)),
-            "curated_train_kinds": dict(cur_kinds),
+            "repeats": per_repeat,
         }
         log(
             f"noise {noise:.2f}: raw {c['rows']} rows ({c['noise_rows']} noise), build exported "
             f"{manifest['counts']['exported']}, quarantined {manifest['counts']['quarantined']}, duplicates "
-            f"{manifest['counts']['duplicates']}; raw train kinds {dict(Counter(k for _, k in raw))}"
+            f"{manifest['counts']['duplicates']}; rows shared by the two arms per repeat "
+            f"{[x['shared_rows'] for x in per_repeat]} of {n}"
         )
     return stats, {}
 
@@ -512,7 +625,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--dpo-epochs", type=float, default=0.5)
+    ap.add_argument("--repeats", type=int, default=3, help="training runs per arm (seeds seed..seed+N-1)")
+    ap.add_argument("--dpo-epochs", type=float, default=1.0)
     ap.add_argument("--dpo-lr", type=float, default=5e-6)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--general", type=int, default=8, help="MT-bench/Vicuna questions per evaluation")
@@ -530,6 +644,7 @@ def main() -> int:
         action="store_true",
         help="write the tables and chart from WORK's evaluations so far (same other arguments)",
     )
+    ap.add_argument("--resume", action="store_true", help="keep the models and evaluations WORK already has")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -596,6 +711,7 @@ def main() -> int:
         "heldout": str(heldout),
         "base": str(base),
         "work": str(work),
+        "resume": args.resume,
         "eval": {
             "batch_size": args.eval_batch_size,
             "max_new_tokens": args.max_new_tokens,
@@ -624,22 +740,24 @@ def main() -> int:
             "shared_prefix": True,
         },
     }
-    # the chains the targets need first (the DPO noise rate, the untuned model), then the rest of the sweep
-    chains: list[list[tuple]] = [
-        [
-            ("sft", f"sft-curated-{dtag}"),
-            ("eval", f"sft-curated-{dtag}"),
-            ("dpo", f"dpo-{dtag}", f"sft-curated-{dtag}"),
-            ("eval", f"dpo-{dtag}"),
-        ],
-        [("sft", f"sft-raw-{dtag}"), ("eval", f"sft-raw-{dtag}")],
-        [("eval", "untuned")],
-    ]
-    for noise in sorted(args.noise, reverse=True):
-        tag = f"{round(noise * 100):02d}"
-        if tag != dtag:
-            chains.append([("sft", f"sft-raw-{tag}"), ("eval", f"sft-raw-{tag}")])
-            chains.append([("sft", f"sft-curated-{tag}"), ("eval", f"sft-curated-{tag}")])
+    # repeat by repeat (a cut-short run still has whole repeats); in each, the DPO noise rate (the targets) first,
+    # then the 0% control, then the rest of the sweep; the untuned model once, after the first repeat's target arms
+    order = sorted(args.noise, key=lambda x: (x != args.dpo_noise, x != 0.0, x))
+    chains: list[list[tuple]] = []
+    for rep in range(args.repeats):
+        sd = args.seed + rep
+        for noise in order:
+            tag = f"{round(noise * 100):02d}"
+            cur, raw = f"sft-curated-{tag}-r{rep}", f"sft-raw-{tag}-r{rep}"
+            chain: list[tuple] = [("sft", cur, sd), ("eval", cur)]
+            if tag == dtag:
+                chain += [
+                    ("dpo", f"dpo-{dtag}-r{rep}", cur, sd, f"dpo-{dtag}"),
+                    ("eval", f"dpo-{dtag}-r{rep}"),
+                ]
+            chains += [chain, [("sft", raw, sd), ("eval", raw)]]
+            if rep == 0 and tag == dtag:
+                chains.append([("eval", "untuned")])
     if args.report_only:
         stats = orjson.loads((work / "stats.json").read_bytes())
         timing = (
@@ -664,56 +782,112 @@ def main() -> int:
     return 0
 
 
-NA: dict[str, Any] = {"n": 0, "rate": None, "ci": None}
+def _arms(args: argparse.Namespace, dtag: str) -> dict[str, list[str]]:
+    """Arm -> its models, one per repeat (the untuned model is one deterministic run)."""
+    arms: dict[str, list[str]] = {"untuned": ["untuned"]}
+    for n in args.noise:
+        tag = f"{round(n * 100):02d}"
+        for a in ("raw", "curated"):
+            arms[f"sft-{a}-{tag}"] = [f"sft-{a}-{tag}-r{r}" for r in range(args.repeats)]
+    arms[f"dpo-{dtag}"] = [f"dpo-{dtag}-r{r}" for r in range(args.repeats)]
+    return arms
+
+
+def fmt(m: dict[str, Any]) -> str:
+    if m.get("rate") is None:
+        return "-"
+    if m.get("ci") is None:
+        return f"{m['rate'] * 100:.1f}"
+    lo, hi = m["ci"]
+    return f"{m['rate'] * 100:.1f} [{lo * 100:.1f}, {hi * 100:.1f}]"
 
 
 def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing: dict, dtag: str) -> None:
-    """The tables, the chart and bench.json from WORK/evals/*.json (an arm not evaluated shows as "-")."""
+    """The tables, the chart and bench.json from WORK/evals/*.json. An arm's figures pool the repeats evaluated so
+    far (a model not evaluated is left out and named); paired differences use the repeats both arms have."""
+    import numpy as np
+
     rules = [r.id for r in spec.automatic_rules()]
-    names = (
-        ["untuned"]
-        + [f"sft-{a}-{round(n * 100):02d}" for n in args.noise for a in ("raw", "curated")]
-        + [f"dpo-{dtag}"]
-    )
-    reports = {
-        n: orjson.loads((work / "evals" / f"{n}.json").read_bytes())
-        for n in names
-        if (work / "evals" / f"{n}.json").exists()
-    }
-    m = {
-        n: metrics(reports[n], rules, args.boot)
-        if n in reports
-        else {
-            **{k: NA for k in ("all_rules", "valid_json", "intent", "over_refusal", "general")},
-            "rules": {r: NA for r in rules},
-        }
-        for n in names
-    }
-    missing = [n for n in names if n not in reports]
+    arms = _arms(args, dtag)
+    reports: dict[str, dict] = {}
+    for models in arms.values():
+        for n in models:
+            f = work / "evals" / f"{n}.json"
+            if f.exists():
+                reports[n] = orjson.loads(f.read_bytes())
+    missing = [n for models in arms.values() for n in models if n not in reports]
+
+    def have(arm: str) -> list[dict]:
+        return [reports[n] for n in arms[arm] if n in reports]
+
+    m: dict[str, Any] = {}
+    for arm in arms:
+        got = have(arm)
+        if got:
+            m[arm] = metrics(got, rules, args.boot)
+        else:
+            na = {"n": 0, "rate": None, "ci": None, "per_repeat": [], "repeats": 0}
+            m[arm] = {**{k: na for k in KEYS}, "rules": {r: na for r in rules}}
     timings = {
         n: orjson.loads((work / "timing" / f"{n}.json").read_bytes())
-        for n in names
+        for models in arms.values()
+        for n in models
         if (work / "timing" / f"{n}.json").exists()
     }
 
-    def diff(a: str, b: str, key: str) -> tuple[float, float] | None:
-        if a not in reports or b not in reports:
-            return None
-        return paired_bootstrap_ci(
-            per_prompt(reports[a], key), per_prompt(reports[b], key), n_boot=args.boot, seed=13
-        )
+    def diff(a: str, b: str, key: str) -> dict[str, Any] | None:
+        """b - a over the repeats both have (repeat r of a with repeat r of b), prompts paired; untuned (one run)
+        is set against every repeat."""
+        if a == "untuned" or b == "untuned":
+            other = b if a == "untuned" else a
+            idx = [i for i, n in enumerate(arms[other]) if n in reports]
+            if "untuned" not in reports or not idx:
+                return None
+            mo = matrix([reports[arms[other][i]] for i in idx], key)
+            mu = np.repeat(matrix([reports["untuned"]], key), len(idx), axis=0)
+            ma, mb = (mu, mo) if a == "untuned" else (mo, mu)
+        else:
+            idx = [i for i in range(args.repeats) if arms[a][i] in reports and arms[b][i] in reports]
+            if not idx:
+                return None
+            ma = matrix([reports[arms[a][i]] for i in idx], key)
+            mb = matrix([reports[arms[b][i]] for i in idx], key)
+        d = pooled(mb)["rate"], pooled(ma)["rate"]
+        return {
+            "diff": None if None in d else d[0] - d[1],
+            "ci": two_way_ci(ma, mb, boot=args.boot),
+            "repeats": len(idx),
+        }
 
+    def fmt_diff(x: dict[str, Any] | None) -> str:
+        if x is None or x["diff"] is None or x["ci"] is None:
+            return "-"
+        return f"{x['diff'] * 100:+.1f} [{x['ci'][0] * 100:+.1f}, {x['ci'][1] * 100:+.1f}]"
+
+    def per_rep(arm: str) -> str:
+        return ", ".join("-" if v is None else f"{v * 100:.1f}" for v in m[arm]["all_rules"]["per_repeat"])
+
+    steps = {
+        arm: sorted(
+            {(timings.get(n, {}).get("result") or {}).get("global_step") for n in models if n in timings}
+        )
+        for arm, models in arms.items()
+        if arm != "untuned"
+    }
     model_name = "tiny test model" if args.tiny else (args.model or "SmolLM2-135M-Instruct")
     n_eval = next(iter(reports.values()))["responses"] if reports else 0
     head = (
         f"support-triage, frozen held-out set ({n_eval} prompts), {model_name}; SFT {args.train_rows} rows x "
         f"{args.epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; DPO {args.dpo_epochs:g} epoch(s) on "
         f"{stats.get('dpo', {}).get('pairs', 0)} pairs, lr {args.dpo_lr:g}, beta {args.beta:g}; greedy, "
-        f"max_new_tokens {args.max_new_tokens}; 95% bootstrap intervals ({args.boot} resamples)"
+        f"max_new_tokens {args.max_new_tokens}; {args.repeats} training repeat(s) per arm (seeds {args.seed}.."
+        f"{args.seed + args.repeats - 1}: trainer seed and the arms' shared row draw); rates pool the repeats; 95% "
+        f"bootstrap intervals ({args.boot} resamples of the repeats and the prompts; differences paired by repeat "
+        "and prompt)"
     )
     lines = ["# Training outcome: what curation buys", "", head, ""]
     if missing:
-        lines += [f"Not evaluated (shown as -): {', '.join(missing)}", ""]
+        lines += [f"Not evaluated (left out of the figures): {', '.join(missing)}", ""]
     for noise in args.noise:
         tag = f"{round(noise * 100):02d}"
         cols = ["untuned", f"sft-raw-{tag}", f"sft-curated-{tag}"] + ([f"dpo-{dtag}"] if tag == dtag else [])
@@ -723,100 +897,106 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
             f"sft-curated-{tag}": "SFT curated",
             f"dpo-{dtag}": "SFT + DPO",
         }
+        st = stats[tag]
         lines += [
-            f"## Noise {noise * 100:g}% ({stats[tag]['noise_rows']} of {stats[tag]['raw_rows']} raw rows: "
-            + ", ".join(f"{k} {v}" for k, v in stats[tag]["noise_kinds"].items() if v)
+            f"## Noise {noise * 100:g}% ({st['noise_rows']} of {st['raw_rows']} raw rows"
+            + "".join(f", {k} {v}" for k, v in st["noise_kinds"].items() if v)
             + ")",
             "",
             "| metric | " + " | ".join(labels[c] for c in cols) + " |",
             "|---|" + "---:|" * len(cols),
+            "| **all rules pass** | " + " | ".join(fmt(m[c]["all_rules"]) for c in cols) + " |",
+            "| all rules, per repeat | " + " | ".join(per_rep(c) for c in cols) + " |",
+            "| valid JSON | " + " | ".join(fmt(m[c]["valid_json"]) for c in cols) + " |",
+            "| intent accuracy | " + " | ".join(fmt(m[c]["intent"]) for c in cols) + " |",
         ]
-        lines.append("| **all rules pass** | " + " | ".join(fmt(m[c]["all_rules"]) for c in cols) + " |")
-        lines.append("| valid JSON | " + " | ".join(fmt(m[c]["valid_json"]) for c in cols) + " |")
-        lines.append("| intent accuracy | " + " | ".join(fmt(m[c]["intent"]) for c in cols) + " |")
         for r in rules:
             lines.append(
                 f"| {r} | "
                 + " | ".join(fmt(m[c]["rules"][r]) + f" (n={m[c]['rules'][r]['n']})" for c in cols)
                 + " |"
             )
-        lines.append(
-            "| over-refusal (typical prompts) | " + " | ".join(fmt(m[c]["over_refusal"]) for c in cols) + " |"
-        )
-        lines.append(
+        lines += [
+            "| over-refusal (typical prompts) | "
+            + " | ".join(fmt(m[c]["over_refusal"]) for c in cols)
+            + " |",
             f"| general ability ok ({args.general} questions) | "
             + " | ".join(fmt(m[c]["general"]) for c in cols)
-            + " |"
-        )
+            + " |",
+            "| optimizer steps | "
+            + " | ".join("-" if c == "untuned" else str(steps[c]) for c in cols)
+            + " |",
+        ]
         a, b = f"sft-raw-{tag}", f"sft-curated-{tag}"
-        d_all = fmt_diff(diff(a, b, "all_rules"), m[a]["all_rules"]["rate"], m[b]["all_rules"]["rate"])
-        d_int = fmt_diff(diff(a, b, "intent"), m[a]["intent"]["rate"], m[b]["intent"]["rate"])
         lines += [
             "",
-            f"curated - raw, paired: all rules {d_all} points, intent {d_int} points",
             (
-                f"raw training rows by kind: {stats[tag]['raw_train_kinds']}; curated training rows by kind: "
-                f"{stats[tag]['curated_train_kinds']}"
+                f"curated - raw, paired: all rules {fmt_diff(diff(a, b, 'all_rules'))} points, valid JSON "
+                f"{fmt_diff(diff(a, b, 'valid_json'))}, intent {fmt_diff(diff(a, b, 'intent'))}"
             ),
+        ]
+        for i, x in enumerate(st["repeats"]):
+            lines.append(
+                f"- repeat {i} (seed {x['seed']}): rows shared by the arms {x['shared_rows']} of {st['train_rows']}; "
+                f"raw rows by kind {x['raw_train_kinds']}; curated {x['curated_train_kinds']}; answers listing "
+                f"something missing raw {x['raw'].get('missing_info', 0)}, curated "
+                f"{x['curated'].get('missing_info', 0)}"
+            )
+        lines += [
             (
-                f"build: {stats[tag]['build']['exported']} exported, {stats[tag]['build']['quarantined']} "
-                f"quarantined {stats[tag]['build']['quarantine']}, {stats[tag]['build']['duplicates']} duplicates "
-                f"{stats[tag]['build']['dedup']}"
+                f"- build: {st['build']['exported']} exported, {st['build']['quarantined']} quarantined "
+                f"{st['build']['quarantine']}, {st['build']['duplicates']} duplicates {st['build']['dedup']}"
             ),
             "",
         ]
-    # the sweep
     lines += [
         "## The sweep: all-rules pass by noise rate",
         "",
-        "| noise | SFT raw | SFT curated | curated - raw (paired) |",
-        "|---:|---:|---:|---:|",
+        "| noise | repeats | SFT raw | SFT curated | curated - raw (paired) |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for noise in args.noise:
         tag = f"{round(noise * 100):02d}"
         a, b = f"sft-raw-{tag}", f"sft-curated-{tag}"
+        dd = diff(a, b, "all_rules")
         lines.append(
-            f"| {noise * 100:g}% | {fmt(m[a]['all_rules'])} | {fmt(m[b]['all_rules'])} | "
-            f"{fmt_diff(diff(a, b, 'all_rules'), m[a]['all_rules']['rate'], m[b]['all_rules']['rate'])} |"
+            f"| {noise * 100:g}% | {dd['repeats'] if dd else 0} | {fmt(m[a]['all_rules'])} | "
+            f"{fmt(m[b]['all_rules'])} | {fmt_diff(dd)} |"
         )
-    # targets at the DPO noise rate
     a, b, c = f"sft-raw-{dtag}", f"sft-curated-{dtag}", f"dpo-{dtag}"
     ra, rb, rc = (m[x]["all_rules"] for x in (a, b, c))
-    gap_ci = diff(a, b, "all_rules")
+    gap = diff(a, b, "all_rules")
+    dpo_d = diff(b, c, "all_rules")
     fail_b = 1 - rb["rate"] if rb["rate"] is not None else float("nan")
     fail_c = 1 - rc["rate"] if rc["rate"] is not None else float("nan")
-    gen_checks = {}
-    for x in (a, b, c):
-        d = diff("untuned", x, "general")
-        gen_checks[x] = d
+    gen_checks = {x: diff("untuned", x, "general") for x in (a, b, c)}
     targets = {
-        "curated >= raw + 10 points (all rules)": (rb["rate"] or 0) - (ra["rate"] or 0) >= 0.10,
+        "curated >= raw + 10 points (all rules)": gap is not None and (gap["diff"] or 0) >= 0.10,
         "curated and raw intervals do not overlap": rb["ci"] is not None
         and ra["ci"] is not None
         and rb["ci"][0] > ra["ci"][1],
         "DPO halves the remaining rule failures": fail_c <= fail_b / 2,
         "no general-ability regression beyond the interval (paired vs untuned)": all(
-            d is None or d[1] >= 0 for d in gen_checks.values()
+            d is None or d["ci"] is None or d["ci"][1] >= 0 for d in gen_checks.values()
         ),
-        "<= 30 minutes on an idle machine (CPU-time estimate)": timing["idle_estimate_s"] <= 1800,
+        "<= 30 minutes on an idle machine (CPU-time estimate)": timing.get("idle_estimate_s", float("nan"))
+        <= 1800,
+        "same optimizer steps in every SFT arm": len(
+            {s for arm, v in steps.items() if arm.startswith("sft-") for s in v}
+        )
+        <= 1,
     }
     lines += [
         "",
         f"## Targets at {args.dpo_noise * 100:g}% noise",
         "",
-        (
-            f"- all rules: SFT raw {fmt(ra)}, SFT curated {fmt(rb)}, gap "
-            f"{fmt_diff(gap_ci, ra['rate'], rb['rate'])} points (paired)"
-        ),
+        f"- all rules: SFT raw {fmt(ra)}, SFT curated {fmt(rb)}, gap {fmt_diff(gap)} points (paired)",
         (
             f"- rule failures left: SFT curated {fail_b * 100:.1f}%, after DPO {fail_c * 100:.1f}% "
-            f"(DPO - SFT, paired: {fmt_diff(diff(b, c, 'all_rules'), rb['rate'], rc['rate'])})"
+            f"(DPO - SFT, paired: {fmt_diff(dpo_d)})"
         ),
         "- general ability vs untuned (paired): "
-        + ", ".join(
-            f"{x} {fmt_diff(d, m['untuned']['general']['rate'], m[x]['general']['rate'])}"
-            for x, d in gen_checks.items()
-        ),
+        + ", ".join(f"{x} {fmt_diff(d)}" for x, d in gen_checks.items()),
     ]
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in targets.items()]
     lines += [
@@ -838,12 +1018,14 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
         "SFT curated": [(n, m[f"sft-curated-{round(n * 100):02d}"]["all_rules"]) for n in args.noise],
     }
     extra = {
-        "SFT + DPO": {"x": args.dpo_noise, "m": m[f"dpo-{dtag}"]["all_rules"]},
+        "SFT + DPO": {"x": args.dpo_noise, "m": rc},
         "untuned": {"x": None, "m": m["untuned"]["all_rules"]},
     }
     (work / "chart.svg").write_text(
         chart_svg(
-            points, extra, f"support-triage, {model_name}: all-rules pass ({n_eval} held-out prompts, 95% CI)"
+            points,
+            extra,
+            f"support-triage, {model_name}: all-rules pass ({n_eval} held-out prompts x {args.repeats} runs, 95% CI)",
         ),
         "utf-8",
     )
@@ -854,8 +1036,10 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
                 "data": stats,
                 "timing": timing,
                 "per_model_timing": timings,
+                "optimizer_steps": steps,
                 "targets": targets,
                 "metrics": m,
+                "not_evaluated": missing,
                 "load_avg": os.getloadavg(),
                 "paired": {
                     "curated_minus_raw_all_rules": {
@@ -864,14 +1048,16 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
                         )
                         for n in args.noise
                     },
-                    "dpo_minus_sft_all_rules": diff(b, c, "all_rules"),
+                    "dpo_minus_sft_all_rules": dpo_d,
                     "general_vs_untuned": gen_checks,
                 },
             },
-            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
         )
     )
-    log(f"wrote {work / 'bench.md'}, {work / 'bench.json'}, {work / 'chart.svg'} ({timing['total_s']:.0f} s)")
+    log(
+        f"wrote {work / 'bench.md'}, {work / 'bench.json'}, {work / 'chart.svg'} ({timing.get('total_s', 0):.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ Noise: `round(noise x rows)` of the `rows` raw rows, split over the kinds by `--
 - heldout_near_copy: a near-copy of a held-out prompt, with its reference answer (leakage).
 
 Labeled negatives (`negatives.jsonl`, a fixed number, independent of the noise rate): wrong answers to clean
-requests made by curate's own mutators (`curate.expand.mutators.mutate`), each marked with the rules it breaks;
+requests made by curate's own mutators (`curate.expand.mutators.mutate`), each marked with the rules it breaks
+and written in the clean answers' compact JSON layout (so a pair differs in the broken rule, not in spacing);
 `curate build` pairs them with the clean answer into DPO rows. `counts.json` holds every count and, per noise
 kind, the 1-based line numbers in raw.jsonl.
 
@@ -1013,6 +1014,31 @@ class NoisyData:
     truth: list[str]  # per raw line: "clean", "paraphrase" or the noise kind
 
 
+def _same_layout(
+    spec: Any, text: str, rule: str, fails: tuple[str, ...], row: Any
+) -> tuple[str, tuple[str, ...]]:
+    """The mutant in the clean answers' JSON layout (compact, as `Row.answer` writes it), with the rules it fails.
+
+    The mutators re-serialize with `json.dumps` (", " and ": "), the clean answers are compact: a DPO pair would
+    then differ in spacing on every line, a tell the model can learn instead of the broken rule (reward accuracy
+    1.0 in half an epoch, greedy answers unchanged). A mutant that is not a JSON object, or whose compact form no
+    longer fails its rule, stays as it is."""
+    from curate.expand.mutators import verify
+
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text, fails
+    if not isinstance(doc, dict):
+        return text, fails
+    compact = orjson.dumps(doc).decode()
+    if compact == text:
+        return text, fails
+    res = verify(spec, compact, user_text=row.user, category=row.category, tags=row.tags)
+    got = tuple(x.rule for x in res if x.status == "fail")
+    return (compact, got) if rule in got else (text, fails)
+
+
 def generate(
     noise: float = 0.3,
     rows: int = 640,
@@ -1152,12 +1178,13 @@ def generate(
         if not got:
             continue
         m = got[0]
+        text, fails = _same_layout(spec, m.text, m.rule, m.fails, r)
         by_rule[m.rule] += 1
         negs.append(
             {
-                "messages": [{"role": "user", "content": r.user}, {"role": "assistant", "content": m.text}],
+                "messages": [{"role": "user", "content": r.user}, {"role": "assistant", "content": text}],
                 "category": "negative",
-                "violates": list(m.fails),
+                "violates": list(fails),
                 "tags": [f"source:{r.category}"],
             }
         )
