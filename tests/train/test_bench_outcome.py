@@ -45,7 +45,7 @@ def test_raw_arm_keeps_every_trainable_row_with_its_noise(tmp_path: Path, spec) 
     )
     assert sum(skipped.values()) == skipped["wrong_format"] == unusable
     assert len(rows) == 640 - unusable
-    kinds = {k for _, k in rows}
+    kinds = {k for _, k, _ in rows}
     assert {
         "rule_breaking",
         "over_long",
@@ -53,8 +53,26 @@ def test_raw_arm_keeps_every_trainable_row_with_its_noise(tmp_path: Path, spec) 
         "contradicting_label",
         "heldout_near_copy",
     } <= kinds
-    assert all(r["messages"][0] == {"role": "system", "content": spec.system_prompt.strip()} for r, _ in rows)
-    assert all(r["messages"][-1]["role"] == "assistant" for r, _ in rows)
+    assert all(
+        r["messages"][0] == {"role": "system", "content": spec.system_prompt.strip()} for r, _, _ in rows
+    )
+    assert all(r["messages"][-1]["role"] == "assistant" for r, _, _ in rows)
+    assert all(data.truth[line - 1] == k for _, k, line in rows)
+
+
+def test_the_two_arms_are_drawn_together() -> None:
+    """One order of raw lines for both arms: at 0% noise (every line kept but a few) the arms share nearly every row;
+    the curated arm takes the next kept line where the raw arm has one the build dropped."""
+    raw = {i: f"raw{i}" for i in range(1, 201)}
+    cur = {i: f"cur{i}" for i in range(1, 201) if i % 10}  # the build kept 90% of the lines
+    a, b = bench.paired_sample(raw, cur, 200, 40, seed=3)
+    assert len(a) == len(b) == 40
+    shared = {x[3:] for x in a} & {x[3:] for x in b}
+    assert len(shared) >= 40 - 8  # only the dropped lines differ
+    assert bench.paired_sample(raw, cur, 200, 40, seed=3) == (a, b)
+    assert bench.paired_sample(raw, cur, 200, 40, seed=4) != (a, b)
+    assert bench.source_line({"lineage": '{"source": "/tmp/x/raw.jsonl:17"}'}) == 17
+    assert bench.source_line({"lineage": '{"source": "/tmp/x/negatives.jsonl:3"}'}) is None
 
 
 def _obj(line: str):
@@ -65,26 +83,58 @@ def _obj(line: str):
     return o if isinstance(o, dict) else None
 
 
-def test_metrics_and_intervals_from_an_eval_report(spec) -> None:
+def test_metrics_and_intervals_from_eval_reports(spec) -> None:
     prompts = heldout_file(ROOT / "specs" / "support-triage" / "bench" / "heldout.jsonl", spec)
-    answers = [
-        p.reference["answer"] if i % 4 else "Sure! " + p.reference["answer"] for i, p in enumerate(prompts)
-    ]
-    rep = score(spec, prompts, answers)
-    rep["general"] = {"per_question": [True, True, False, True]}
+    reps = []
+    for k in (4, 2):  # two training repeats: every 4th / every 2nd answer broken
+        answers = [
+            p.reference["answer"] if i % k else "Sure! " + p.reference["answer"]
+            for i, p in enumerate(prompts)
+        ]
+        rep = score(spec, prompts, answers)
+        rep["general"] = {"per_question": [True, True, False, True]}
+        reps.append(rep)
     rules = [r.id for r in spec.automatic_rules()]
-    m = bench.metrics(rep, rules, 500)
     n = len(prompts)
-    bad = len(range(0, n, 4))
-    assert m["all_rules"]["n"] == n and m["all_rules"]["rate"] == pytest.approx((n - bad) / n)
-    lo, hi = m["all_rules"]["ci"]
-    assert lo < m["all_rules"]["rate"] < hi
-    assert m["valid_json"]["rate"] == m["all_rules"]["rate"]
-    assert m["intent"]["rate"] == pytest.approx((n - bad) / n)  # no JSON, no intent
-    assert m["rules"]["valid-json"]["n"] == n and m["rules"]["no-action-claims"]["n"] == n - bad
-    assert m["general"] == {"n": 4, "rate": 0.75, "ci": m["general"]["ci"]}
-    assert bench.per_prompt(rep, "all_rules") == [float(i % 4 != 0) for i in range(n)]
-    assert bench.fmt(m["general"]).startswith("75.0 [")
+    bad4, bad2 = len(range(0, n, 4)), len(range(0, n, 2))
+    one = bench.metrics(reps[:1], rules, 500)
+    assert one["all_rules"]["n"] == n and one["all_rules"]["rate"] == pytest.approx((n - bad4) / n)
+    lo, hi = one["all_rules"]["ci"]
+    assert lo < one["all_rules"]["rate"] < hi
+    assert one["valid_json"]["rate"] == one["all_rules"]["rate"]
+    assert one["intent"]["rate"] == pytest.approx((n - bad4) / n)  # no JSON, no intent
+    assert one["rules"]["valid-json"]["n"] == n and one["rules"]["no-action-claims"]["n"] == n - bad4
+    assert one["general"]["rate"] == 0.75 and one["general"]["n"] == 4
+    assert bench.fmt(one["general"]).startswith("75.0 [")
+    both = bench.metrics(reps, rules, 500)
+    assert both["all_rules"]["n"] == 2 * n and both["all_rules"]["repeats"] == 2
+    assert both["all_rules"]["per_repeat"] == pytest.approx([(n - bad4) / n, (n - bad2) / n])
+    assert both["all_rules"]["rate"] == pytest.approx((2 * n - bad4 - bad2) / (2 * n))
+    assert both["rules"]["no-action-claims"]["n"] == 2 * n - bad4 - bad2
+    # resampling the repeats too: the interval is wider than the prompts-only one of the same pooled cells
+    lo2, hi2 = both["all_rules"]["ci"]
+    assert lo2 < both["all_rules"]["rate"] < hi2
+
+
+def test_two_way_bootstrap_pairs_repeats_and_prompts() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((3, 96)) < 0.5).astype(float)
+    assert bench.two_way_ci(a, a.copy(), boot=200) == (0.0, 0.0)  # the same cells: no difference at all
+    b = a.copy()
+    b[:, :24] = 1.0  # b passes 24 more prompt-runs where a failed some
+    lo, hi = bench.two_way_ci(a, b, boot=400)
+    assert 0 < lo <= float(b.mean() - a.mean()) <= hi
+    # a repeat that differs from the others widens the interval of the mean
+    c = a.copy()
+    c[2] = 1.0
+    w_a = np.subtract(*reversed(bench.two_way_ci(a, boot=400)))
+    w_c = np.subtract(*reversed(bench.two_way_ci(c, boot=400)))
+    assert w_c > w_a
+    nan = np.full((2, 4), np.nan)
+    assert bench.two_way_ci(nan, boot=50) is None
+    assert bench.pooled(nan) == {"n": 0, "rate": None, "per_repeat": [None, None]}
 
 
 def test_chart_is_valid_svg_with_every_arm(spec) -> None:
