@@ -20,7 +20,7 @@ from curate.errors import CurateError
 
 ENGINES = ("local", "ray")
 
-__all__ = ["ENGINES", "validate_step"]
+__all__ = ["ENGINES", "task_mapper", "validate_step"]
 
 
 def validate_step(engine: str = "local") -> Callable[..., Any]:
@@ -34,3 +34,16 @@ def validate_step(engine: str = "local") -> Callable[..., Any]:
 
         return validate_ray
     raise CurateError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}")
+
+
+def task_mapper(engine: str = "local") -> Any:
+    """What runs the build's chunked per-record tasks (dedup's keys and verification, the split's keys and texts,
+    the export's batches) for an engine: `compact.LocalMapper` (fork pools) or `ray_map.RayMapper` (Ray tasks,
+    Ray started here and stopped by its `close()`). Both run the same task functions."""
+    if engine == "ray":
+        from curate.engine.ray_map import RayMapper
+
+        return RayMapper()
+    from curate.engine.compact import LocalMapper
+
+    return LocalMapper()

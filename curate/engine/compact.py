@@ -271,11 +271,11 @@ def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
     return _keys_of(row.kind, obj if obj is not None else row.obj())
 
 
-def split_keys_all(rows: Sequence[Row]) -> Iterator[tuple[str, str]]:
+def split_keys_all(rows: Sequence[Row], mapper: Any = None) -> Iterator[tuple[str, str]]:
     """`split_keys` of each row, in order: the keys the read's workers made where a row has them (taken: the row
-    no longer holds them), the rest on the fork pool (`pool_map`)."""
+    no longer holds them), the rest on the fork pool (`pool_map`), or `mapper.pool_map` when given."""
     missing = [r for r in rows if r.keys is None]
-    made = iter(pool_map(split_keys, missing)) if missing else iter(())
+    made = iter((mapper.pool_map if mapper else pool_map)(split_keys, missing)) if missing else iter(())
     for r in rows:
         ck = r.keys
         if ck is None:
@@ -1102,6 +1102,23 @@ class RowAccess:
                     yield from got
         finally:
             _MAP = None
+
+
+class LocalMapper:
+    """The local engine's runner of the build's chunked per-record tasks: fork pools (`RowAccess.map`,
+    `pool_map`). `curate.engine.ray_map.RayMapper` has the same methods and runs the same tasks on Ray."""
+
+    access = RowAccess
+    spool = True  # the export's pooled batches come back through /dev/shm files (export.Spool)
+    pool_map = staticmethod(pool_map)
+    use_pool = staticmethod(use_pool)
+    turns_all = staticmethod(lambda rows: user_turns_all(rows))
+
+    def share(self, rows: Sequence[Row]) -> None:
+        """Nothing to do: forked workers see the rows as they are."""
+
+    def close(self) -> None:
+        """Nothing to stop: each pool ends with its map."""
 
 
 _NEAR_LINES = 4  # read_objs: lines at most this far apart are read with one pread

@@ -405,7 +405,7 @@ def _build_rows_in(
     fast: bool = True,
 ) -> BuildResult:
     from curate.engine import compact as C
-    from curate.engine import validate_step
+    from curate.engine import task_mapper, validate_step
     from curate.steps.split import split_rows
 
     validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
@@ -418,6 +418,8 @@ def _build_rows_in(
 
         if format not in FORMATS:
             raise InputError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
+    mapper = task_mapper(engine)  # runs the steps' chunked tasks: fork pools, or Ray for the whole build
+    opened.append(mapper)
     ctx = RunContext(progress=progress)
     lengths = LengthCounter(spec, tokenizer)
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
@@ -444,6 +446,7 @@ def _build_rows_in(
     C.release_memory()
     rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
     del valid
+    mapper.share(rows + unpaired)  # (Ray: the rows go to the object store once, not with every task)
     for row in rows:
         if row.rec is not None and row.id not in lengths.lengths:
             lengths.measure(row.rec)
@@ -456,7 +459,7 @@ def _build_rows_in(
         rows + unpaired,
         ctx=ctx,
         near_threshold=near_threshold,
-        access=C.RowAccess,
+        access=mapper.access,
         drop_prefixes=spec.dedup.drop_prefixes,
         relations=relations,
         turn_markers=spec.dedup.turn_markers,
@@ -502,10 +505,10 @@ def _build_rows_in(
         text=C.user_text,
         record=record,
         release=C.release_memory,
-        keys_all=C.split_keys_all,
-        texts_all=lambda rs: C.pool_map(C.user_text, rs),
+        keys_all=lambda rs: C.split_keys_all(rs, mapper),
+        texts_all=lambda rs: mapper.pool_map(C.user_text, rs),
         links=[(r["a"], r["b"]) for r in relations],
-        turns=C.user_turns_all,
+        turns=mapper.turns_all,
     )
     # (the split's own leakage check moved every leaking training twin out: parts.leakage says what it found)
     side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}
@@ -559,9 +562,11 @@ def _build_rows_in(
     del parts, exported
     sft_out = dpo_out = None
     if "sft" in formats:
-        sft_out = _Stream({"train": sft_train, "test": sft_test}, lambda r: C.sft_row(r, spec, sft_format))
+        sft_out = _Stream(
+            {"train": sft_train, "test": sft_test}, lambda r: C.sft_row(r, spec, sft_format), mapper
+        )
     if "dpo" in formats:
-        dpo_out = _Stream({"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec))
+        dpo_out = _Stream({"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec), mapper)
     del sft_train, sft_test, dpo_train, dpo_test
     return _write(
         out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes, relations
@@ -582,9 +587,12 @@ class _Stream:
     pool's pipe), so the build process only writes files.
     """
 
-    def __init__(self, splits: dict[str, list[Any]], make: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(
+        self, splits: dict[str, list[Any]], make: Callable[[Any], dict[str, Any]], mapper: Any = None
+    ) -> None:
         self.splits = splits
         self.make = make
+        self.mapper = mapper  # whose pool_map makes the batches (compact.LocalMapper's fork pool, or Ray)
 
     def sample(self) -> list[dict[str, Any]]:
         """Every record-path row, and the first fast row of each kind, in order: all the shapes there are."""
@@ -600,10 +608,11 @@ class _Stream:
         return out
 
     def batches(self, schema: Any, tools: bool) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
-        from curate.engine.compact import pool_map, use_pool
+        from curate.engine.compact import LocalMapper
         from curate.steps import export
 
         make = self.make
+        mapper = self.mapper or LocalMapper()
 
         def one(name: str) -> Callable[[], Iterator[tuple[bytes, Any]]]:
             def gen() -> Iterator[tuple[bytes, Any]]:
@@ -611,8 +620,9 @@ class _Stream:
                 size = export._ARROW_CHUNK
                 bounds = [(a, min(len(rows), a + size)) for a in range(0, len(rows), size)]
 
-                pooled = use_pool(len(rows), EXPORT_POOL_MIN_ROWS)
-                spool = export.Spool.open() if pooled else None  # (None without /dev/shm: through the pipe)
+                pooled = mapper.use_pool(len(rows), EXPORT_POOL_MIN_ROWS)
+                # (None without /dev/shm or on Ray: through the pipe or the object store)
+                spool = export.Spool.open() if pooled and mapper.spool else None
 
                 def batch(ab: tuple[int, int]) -> Any:
                     data, table = export.encode_batch([make(r) for r in rows[ab[0] : ab[1]]], schema, tools)
@@ -620,7 +630,7 @@ class _Stream:
 
                 try:
                     for got in (
-                        pool_map(batch, bounds, min_items=1, chunk=1) if pooled else map(batch, bounds)
+                        mapper.pool_map(batch, bounds, min_items=1, chunk=1) if pooled else map(batch, bounds)
                     ):
                         yield spool.take(got) if spool is not None else got
                 finally:

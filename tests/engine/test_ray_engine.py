@@ -173,3 +173,130 @@ def test_ray_address_is_read_from_the_environment(monkeypatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS")
     session = ray_engine.ray_session(num_cpus=3)
     assert session.address is None and session.num_cpus == 3
+
+
+# ---------------------------------------------------------------- every stage on Ray (issue 15, part 3)
+
+def _edit(text: str, k: int) -> str:
+    """A near copy: one word of a longer text replaced."""
+    words = text.split()
+    if len(words) < 6:
+        return text + " please"
+    words[k % len(words)] = "kindly"
+    return " ".join(words)
+
+
+@pytest.fixture()
+def mixed_formats(tmp_path: Path, mixed_input: Path, real_fixtures: Path) -> list[Path]:
+    """Native JSONL, OpenAI chat with ids and metadata, ShareGPT (real fixtures and our own): near copies planted
+    across files and formats."""
+    natives = [orjson.loads(x) for x in (SPEC / "data.jsonl").read_bytes().splitlines() if x.strip()]
+    plain = [r for r in natives if "messages" in r and r.get("category") != "negative"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    openai = []
+    for k, r in enumerate(plain[:60]):
+        msgs = [dict(m) for m in r["messages"]]
+        if k % 3 == 0:  # a near copy of a native record, in another format
+            msgs[0]["content"] = _edit(msgs[0]["content"], k)
+        openai.append(
+            orjson.dumps({"id": f"conv_{k:05d}", "messages": msgs, "metadata": {"ticket": 1000 + k}})
+        )
+    (folder / "openai.jsonl").write_bytes(b"\n".join(openai) + b"\n")
+    role = {"user": "human", "assistant": "gpt", "system": "system"}
+    share = [
+        {"conversations": [{"from": role[m["role"]], "value": m["content"]} for m in r["messages"]]}
+        for r in plain[60:100]
+    ]
+    share += [  # near copies of the ShareGPT records just above
+        {
+            "conversations": [
+                {**c, "value": _edit(c["value"], 3)} if c["from"] == "human" else c
+                for c in s["conversations"]
+            ]
+        }
+        for s in share[:10]
+    ]
+    (folder / "sharegpt.json").write_bytes(orjson.dumps(share))
+    shutil.copy(real_fixtures / "llama-factory" / "glaive_toolcall_en_demo.json", folder / "glaive.json")
+    shutil.copy(real_fixtures / "axolotl" / "conversation.json", folder / "axolotl.json")
+    return [mixed_input, SPEC / "data.jsonl", *sorted(folder.iterdir())]
+
+
+def _tree(root: Path) -> dict[Path, bytes]:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _manifest_sans_time(doc: dict) -> dict:
+    doc = dict(doc)
+    doc.pop("created")
+    doc["files"] = {k: v for k, v in doc["files"].items() if k not in ("README.md", "report.html")}
+    return doc
+
+
+def test_every_stage_runs_on_ray_and_exports_are_byte_identical(
+    ray_local, mixed_formats: list[Path], tmp_path: Path
+) -> None:
+    import os
+
+    from curate.engine import ray_map
+
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(SPEC, spec_dir)
+    local = _build("local", spec_dir, mixed_formats, tmp_path / "local")
+    runs = dict(ray_map.RUNS)
+    remote = _build("ray", spec_dir, mixed_formats, tmp_path / "ray")
+    ran = {name: n - runs.get(name, 0) for name, n in ray_map.RUNS.items() if n > runs.get(name, 0)}
+    stages = {
+        "_dedup_kind.<locals>.row_keys",  # dedup: exact keys, raw hashes, MinHash bands, skeleton keys
+        "_dedup_kind.<locals>.verify",  # dedup: candidate verification (relation.near_score)
+        "pool_map[split_keys]",  # split: normalized user texts and prompt keys
+        "pool_map[user_turns]",  # split: user turns (prefix links, the leakage check)
+    }
+    assert stages <= set(ran), ran
+    assert any("batch" in name for name in ran), ran  # export: TRL rows, JSONL bytes, Arrow tables
+    pids = set().union(*(ray_map.PIDS[name] for name in ran))
+    assert pids and os.getpid() not in pids  # on Ray's workers, not in this process
+    assert remote["dedup"]["near"] >= 10 and remote["dedup"]["exact"] >= 1
+    assert (
+        remote["counts"]["sft"]["test"] > 0
+        and remote["counts"]["dpo"]["train"] + remote["counts"]["dpo"]["test"] > 0
+    )
+    got_l, got_r = _tree(tmp_path / "local"), _tree(tmp_path / "ray")
+    assert set(got_l) == set(got_r)
+    for rel in sorted(got_l):
+        if rel.name in ("manifest.json", "README.md", "report.html", ".curate-build.json"):
+            continue  # they carry the creation time
+        assert got_l[rel] == got_r[rel], rel
+    assert _manifest_sans_time(local) == _manifest_sans_time(remote)
+
+
+def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
+    from curate.engine.compact import row_of
+    from curate.engine.ray_map import RayMapper
+    from curate.records import parse_record
+
+    recs = [
+        parse_record(
+            {
+                "kind": "sft",
+                "messages": [{"role": "user", "content": f"q{k}"}, {"role": "assistant", "content": "a"}],
+            }
+        )
+        for k in range(50)
+    ]
+    rows = [row_of(r) for r in recs]
+    mapper = RayMapper()
+    try:
+        mapper.share(rows)
+        blob = mapper._dumps(lambda t, threads: [rows[i].id for i in t])
+        assert len(blob) < 2_000  # the rows travel as their positions, not pickled with the task
+        tasks = [(k, (k * 7) % 50) for k in range(40)]
+        got = list(mapper.map(lambda t, threads: [rows[i].id for i in t] + [threads], tasks, 40))
+        assert got == [[rows[a].id, rows[b].id, 1] for a, b in tasks]
+        assert list(mapper.pool_map(lambda r: r.rec.user_text(), rows, chunk=7)) == [
+            f"q{k}" for k in range(50)
+        ]
+    finally:
+        mapper.close()
+    assert ray_local.is_initialized()  # a Ray it did not start is left running

@@ -1,0 +1,206 @@
+"""The Ray engine's task runner: the build's chunked per-record tasks on Ray workers instead of fork pools.
+
+    from curate.engine.ray_map import RayMapper
+    mapper = RayMapper()                   # connects to RAY_ADDRESS or starts a local Ray (ray_session)
+    mapper.share(rows)                     # the build's rows, put in the object store once
+    kept, clusters = dedup(rows, access=mapper.access, ...)
+    mapper.close()
+
+The steps hand their per-record work to a mapper as chunked tasks (`curate.steps.dedup._map` through
+`access.map(fn, tasks, work)`; the split and the export through `pool_map(fn, items)`). The local engine's mapper
+(`curate.engine.compact.LocalMapper`) runs them on fork pools; this one runs the SAME functions on Ray tasks, in
+order, so both engines make the same decisions and write the same bytes. Nothing here decides anything.
+
+How a task reaches a worker: a task function is a closure over what the step holds (its rows, index arrays,
+candidate pairs). It is pickled (cloudpickle) once per map call and put in the object store; each worker
+unpickles it once per map call and keeps it while that call's tasks run (a fork pool's workers get the same from
+the fork). Rows are not pickled with it: `share(rows)` puts the build's rows in the object store once (in chunks
+of `SHARE_CHUNK`), a closure pickles each shared row as its position (pickle's persistent ids), and a worker
+fetches each chunk once. Only tasks and results travel per task.
+
+`RUNS` counts, per task function (`__qualname__`), the tasks that ran on Ray in this process, and `PIDS` the
+worker processes that ran them (tests check that the stages really ran on Ray, off the driver).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import pickle
+import uuid
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from curate.engine.compact import POOL_CHUNK, Row, RowAccess, user_turns
+
+log = logging.getLogger(__name__)
+
+SHARE_CHUNK = 8_192  # rows per object of the shared rows
+RUNS: Counter[str] = Counter()  # task function -> tasks run on Ray (in this driver process)
+PIDS: defaultdict[str, set[int]] = defaultdict(set)  # task function -> pids of the Ray workers that ran them
+
+__all__ = ["PIDS", "RUNS", "RayMapper"]
+
+
+class _RayAccess(RowAccess):
+    """`RowAccess` whose `map` runs on Ray; a closure that captures it carries plain `RowAccess` to the workers."""
+
+    def __init__(self, mapper: RayMapper) -> None:
+        self.mapper = mapper
+
+    def map(self, fn: Any, tasks: Sequence[Any], work: int) -> Iterator[Any]:  # type: ignore[override]
+        return self.mapper.map(fn, tasks, work)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain_access, ())
+
+
+def _plain_access() -> type[RowAccess]:
+    return RowAccess
+
+
+class RayMapper:
+    """Runs `fn(task, threads)` over tasks on Ray workers, results in task order (see the module doc).
+
+    Started with a `ray_session` (RAY_ADDRESS, else a local Ray on 127.0.0.1) that lasts until `close()`, so the
+    validate step's Ray Data job and every later stage use one Ray."""
+
+    spool = False  # the export's batches come back through the object store, not /dev/shm files
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        from curate.engine.ray_engine import ray_session
+
+        self._session = ray_session(address, num_cpus)
+        self.ray = self._session.__enter__()
+        self.access = _RayAccess(self)
+        self._index: dict[int, int] = {}  # id(shared row) -> its position
+        self._chunks: list[Any] = []  # object refs of the shared rows, SHARE_CHUNK a ref
+        self._keep: list[Row] = []  # the shared rows (their ids stay theirs while shared)
+        self._calls = itertools.count()
+        self._shared = uuid.uuid4().hex  # names this mapper's shared rows in the workers' caches
+        self._remote = self.ray.remote(num_cpus=1)(_run_task)
+        cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        self.ahead = max(2, 4 * cpus)  # tasks in flight or done and waiting for their turn
+
+    # ------------------------------------------------------------------ what the steps call
+
+    def share(self, rows: Sequence[Row]) -> None:
+        """Put `rows` in the object store; closures pickled after this carry these rows as positions."""
+        self._shared = uuid.uuid4().hex
+        self._keep = list(rows)
+        self._index = {id(r): k for k, r in enumerate(self._keep)}
+        self._chunks = [
+            self.ray.put(self._keep[a : a + SHARE_CHUNK]) for a in range(0, len(self._keep), SHARE_CHUNK)
+        ]
+
+    def map(self, fn: Callable[[Any, int | None], Any], tasks: Sequence[Any], work: int = 0) -> Iterator[Any]:
+        """`fn(task, 1)` for each task, in order, each on a Ray worker (one CPU, one kernel thread)."""
+        if not tasks:
+            return iter(())
+        return self._ordered(fn, tasks)
+
+    def pool_map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        *,
+        min_items: int | None = None,
+        chunk: int | None = None,
+    ) -> Iterator[Any]:
+        """`map(fn, items)` in order, `chunk` (default `POOL_CHUNK`) items a Ray task (`compact.pool_map`'s
+        contract: `fn` depends on its item alone)."""
+        size = chunk or POOL_CHUNK
+        bounds = [(a, min(len(items), a + size)) for a in range(0, len(items), size)]
+
+        def chunk_task(ab: tuple[int, int], threads: int | None) -> list[Any]:
+            return [fn(items[i]) for i in range(*ab)]
+
+        chunk_task.__qualname__ = f"pool_map[{getattr(fn, '__qualname__', type(fn).__name__)}]"
+        return itertools.chain.from_iterable(self.map(chunk_task, bounds, len(items)))
+
+    @staticmethod
+    def use_pool(n: int, min_items: int | None = None) -> bool:
+        """Every stage's tasks run on Ray, whatever their size (the local engine forks only for large ones)."""
+        return n > 0
+
+    def turns_all(self, rows: Sequence[Row]) -> list[tuple[str, ...]]:
+        """`compact.user_turns` of each row, on Ray."""
+        return list(self.pool_map(user_turns, rows))
+
+    def close(self) -> None:
+        """Drop the shared rows and stop the Ray this mapper started (not one it found running)."""
+        self._chunks, self._keep, self._index = [], [], {}
+        self._session.__exit__(None, None, None)
+
+    # ------------------------------------------------------------------ how
+
+    def _dumps(self, fn: Any) -> bytes:
+        import cloudpickle
+
+        index = self._index
+        buf = io.BytesIO()
+
+        class _Pickler(cloudpickle.Pickler):  # type: ignore[misc, name-defined]
+            def persistent_id(self, obj: Any) -> Any:
+                if type(obj) is Row:
+                    return index.get(id(obj))
+                return None
+
+        _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(fn)
+        return buf.getvalue()
+
+    def _ordered(self, fn: Any, tasks: Sequence[Any]) -> Iterator[Any]:
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        key = f"{os.getpid()}:{id(self)}:{next(self._calls)}"
+        blob = [self.ray.put(self._dumps(fn))]  # (in a list: the worker fetches it once, not every task)
+        rows = (self._shared, list(self._chunks))
+        waiting: deque[Any] = deque()
+        it = iter(tasks)
+        for t in itertools.islice(it, self.ahead):
+            waiting.append(self._remote.remote(key, blob, rows, t))
+        while waiting:
+            pid, got = self.ray.get(waiting.popleft())
+            RUNS[name] += 1
+            PIDS[name].add(pid)
+            t = next(it, _END)
+            if t is not _END:
+                waiting.append(self._remote.remote(key, blob, rows, t))
+            yield got
+
+
+_END = object()
+
+# ---------------------------------------------------------------------- in a Ray worker
+
+_FN: tuple[str, Any] | None = None  # (map call key, its task function) of the call this worker serves now
+_ROWS: dict[str, dict[int, list[Row]]] = {}  # shared rows this worker fetched: mapper -> chunk number -> rows
+
+
+def _run_task(key: str, blob: list[Any], rows: tuple[str, list[Any]], task: Any) -> tuple[int, Any]:
+    """One task in a worker: (this worker's pid, fn(task, 1))."""
+    global _FN
+    if _FN is None or _FN[0] != key:
+        _FN = None
+        _FN = (key, _loads(blob[0], rows))
+    return os.getpid(), _FN[1](task, 1)
+
+
+def _loads(ref: Any, rows: tuple[str, list[Any]]) -> Any:
+    import ray
+
+    owner, refs = rows
+    for other in [k for k in _ROWS if k != owner]:
+        del _ROWS[other]  # a later build's mapper: the earlier one's rows are gone
+    mine = _ROWS.setdefault(owner, {})
+
+    class _Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Row:
+            part = mine.get(pid // SHARE_CHUNK)
+            if part is None:
+                part = mine[pid // SHARE_CHUNK] = ray.get(refs[pid // SHARE_CHUNK])
+            return part[pid % SHARE_CHUNK]
+
+    return _Unpickler(io.BytesIO(ray.get(ref))).load()
