@@ -225,11 +225,14 @@ def is_typo(a: str, b: str) -> bool:
     return DamerauLevenshtein.distance(a, b, score_cutoff=1) <= 1
 
 
-def text_score(a: str, b: str, threshold: float) -> float:
-    """The similarity of two normalized texts under the contract (module doc); 0.0 when not similar."""
+def text_score(a: str, b: str, threshold: float, short: bool | None = None) -> float:
+    """The similarity of two normalized texts under the contract (module doc); 0.0 when not similar. `short`:
+    `is_short(a) or is_short(b)` when the caller knows it already (`Compared` carries it)."""
     if a == b:
         return 1.0
-    if is_short(a) or is_short(b):
+    if short is None:
+        short = is_short(a) or is_short(b)
+    if short:
         ta, tb = skeleton(a), skeleton(b)
         if len(ta) != len(tb):
             return 0.0
@@ -244,13 +247,34 @@ def text_score(a: str, b: str, threshold: float) -> float:
     return round(score / 100.0, 4) if score >= cutoff and score > 0 else 0.0
 
 
+# what near_score reads of one record: (prompt, response, flags); flags bit 1: the prompt is short (`is_short`),
+# bit 2: the response is short. A verifying process keeps these (a few hundred bytes) instead of whole Views.
+Compared = tuple[str, str, int]
+
+
+def compared(v: View) -> Compared:
+    """The parts of a view near_score compares, with their shortness worked out once."""
+    return v.prompt, v.response, (1 if is_short(v.prompt) else 0) | (2 if is_short(v.response) else 0)
+
+
 def near_score(a: View, b: View, threshold: float) -> float:
     """Near duplicates: the prompts AND the responses are similar (`text_score`); the score is the lower one.
-    A different request with a templated answer, or the same request with a different answer, is not a duplicate."""
-    p = text_score(a.prompt, b.prompt, threshold)
+    A different request with a templated answer, or the same request with a different answer, is not a duplicate.
+    A record with no answer (an unlabeled prompt, a text record: `response` empty) is compared with records with
+    no answer only, on the prompt: never a near twin of an answered record with the same prompt."""
+    return near_compared(compared(a), compared(b), threshold)
+
+
+def near_compared(a: Compared, b: Compared, threshold: float) -> float:
+    """`near_score` of two records given their `compared` parts (the one implementation)."""
+    pa, ra, fa = a
+    pb, rb, fb = b
+    if (not ra) != (not rb):
+        return 0.0
+    p = text_score(pa, pb, threshold, bool((fa | fb) & 1))
     if not p:
         return 0.0
-    r = text_score(a.response, b.response, threshold)
+    r = text_score(ra, rb, threshold, bool((fa | fb) & 2))
     return min(p, r)
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -63,7 +64,16 @@ from curate.near import (
     warm_kernels,
 )
 from curate.records import PreferenceRecord, SFTRecord
-from curate.relation import View, continuation, is_short, near_score, turn_digests, turn_markers, view
+from curate.relation import (
+    Compared,
+    View,
+    compared,
+    continuation,
+    near_compared,
+    turn_digests,
+    turn_markers,
+    view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +234,43 @@ def _row(
 
 _CHUNK = 8192  # rows per key task (normalized texts exist for one chunk at a time)
 _VERIFY_CHUNK = 2048  # candidate pairs per verification task
-_VIEW_CACHE = 32_768  # views a verifying process keeps between its tasks (~2 KB each)
+_VIEW_CACHE = 65_536  # compared parts a verifying process keeps between its tasks (a few hundred bytes each)
+
+
+class _TextStore:
+    """The compared parts (`relation.compared`: normalized prompt and response, shortness flags) of every item,
+    made once by the key pass and read back by the verification tasks, which used to rebuild a record's view for
+    every task that met it (4 times a record on average). The texts go to an unlinked temporary file (read back
+    with os.pread: the OS page cache holds them, not this process's heap; forked workers share the descriptor);
+    per item this process holds 17 bytes of offsets and flags."""
+
+    def __init__(self, n: int) -> None:
+        import tempfile
+
+        self._fh = tempfile.TemporaryFile(prefix="curate-texts-")  # noqa: SIM115 (closed by close())
+        self._fd = self._fh.fileno()
+        self.start = np.zeros(n + 1, dtype=np.int64)
+        self.cut = np.zeros(n, dtype=np.int64)  # where the response's bytes begin
+        self.flags = np.zeros(n, dtype=np.uint8)
+        self._end = 0
+
+    def add(self, a: int, blob: bytes, ends: np.ndarray, cuts: np.ndarray, flags: np.ndarray) -> None:
+        """Items a, a+1, ... (in order): their texts' bytes back to back, and where in the blob each one ends
+        and its response begins."""
+        os.pwrite(self._fd, blob, self._end)
+        m = len(ends)
+        self.start[a + 1 : a + 1 + m] = self._end + ends
+        self.cut[a : a + m] = self._end + cuts
+        self.flags[a : a + m] = flags
+        self._end += len(blob)
+
+    def get(self, k: int) -> Compared:
+        a, c, b = int(self.start[k]), int(self.cut[k]), int(self.start[k + 1])
+        data = os.pread(self._fd, b - a, a)
+        return data[: c - a].decode("utf-8"), data[c - a :].decode("utf-8"), int(self.flags[k])
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 def _h64(data: bytes) -> int:
@@ -292,6 +338,11 @@ def _dedup_kind(
         skel: list[tuple[int, int]] = []
         pre: list[tuple[int, int]] = []
         marks: list[tuple[int, list[str]]] = []
+        blob: list[bytes] = []
+        ends = np.empty(m, dtype=np.int64)
+        cuts = np.empty(m, dtype=np.int64)
+        flags = np.empty(m, dtype=np.uint8)
+        end = 0
         for k, (msgs, chosen, meta) in enumerate(got):
             found = turn_markers(list(msgs) + list(chosen or ()))
             if found:
@@ -303,11 +354,18 @@ def _dedup_kind(
             t = v.text
             length[k] = len(t)
             texts.append(t)
-            if len(t) < SHORT_CHARS and (is_short(v.prompt) or is_short(v.response)):
+            c = compared(v)
+            if len(t) < SHORT_CHARS and c[2]:
                 skel += [(a + k, key) for key in skeleton_keys([v.prompt, v.response])]
+            pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
+            blob += (pb, rb)
+            cuts[k] = end + len(pb)
+            end += len(pb) + len(rb)
+            ends[k] = end
+            flags[k] = c[2]
             pre += [(a + k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
         bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
-        return ek, raw, length, bd, skel, pre, marks
+        return ek, raw, length, bd, skel, pre, marks, (b"".join(blob), ends, cuts, flags)
 
     ekeys = np.empty(n, dtype=np.uint64)
     rawh = np.empty(n, dtype=np.uint64)
@@ -319,10 +377,13 @@ def _dedup_kind(
     tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
-    for (a, b), (ek, raw, ln, bd, sk, pre, mk) in zip(tasks, _map(acc, row_keys, tasks, n)):
+    store = _TextStore(n) if sketch is not None else None  # (closed after the near step, or when collected)
+    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt) in zip(tasks, _map(acc, row_keys, tasks, n)):
         if report is not None:
             report("dedup", b, n)  # (the keys: one pass over the records)
         ekeys[a:b], rawh[a:b], length[a:b], bands[a:b] = ek, raw, ln, bd
+        if store is not None:
+            store.add(a, *txt)
         skel += sk
         prefixes += pre
         marked += mk
@@ -409,7 +470,7 @@ def _dedup_kind(
         cand = cap_candidates(cand, counts, k, MAX_VERIFY)
         threshold = float(near_threshold)  # type: ignore[arg-type]
 
-        cache: dict[int, View] = {}  # views made by earlier verification tasks (in this process), bounded
+        cache: dict[int, Compared] = {}  # parts read by earlier verification tasks (in this process), bounded
 
         def verify(bounds: tuple[int, int], threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             part = cand[bounds[0] : bounds[1]]
@@ -418,10 +479,9 @@ def _dedup_kind(
             if len(cache) + len(missing) > _VIEW_CACHE:
                 cache.clear()
                 missing = need
-            cache.update(
-                zip(missing, (v for v, _ in _views(acc, [recs[idx[int(spos[q])]] for q in missing])))
-            )
-            out = [(i, j, near_score(cache[i], cache[j], threshold)) for i, j in part.tolist()]
+            get = store.get  # type: ignore[union-attr]
+            cache.update((q, get(int(spos[q]))) for q in missing)
+            out = [(i, j, near_compared(cache[i], cache[j], threshold)) for i, j in part.tolist()]
             out = [t for t in out if t[2] > 0]
             return (
                 np.array([t[0] for t in out], dtype=np.int64),
@@ -436,6 +496,7 @@ def _dedup_kind(
                 report("dedup:verify", b, len(cand))
             pairs += zip(ii.tolist(), jj.tolist(), ss.tolist())
         del cand
+        store.close()  # type: ignore[union-attr]
         gone = _greedy(pairs)
         for j, (i, score) in sorted(gone.items()):
             dropped[item[int(surv[j])]] = True
