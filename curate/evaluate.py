@@ -38,7 +38,7 @@ import orjson
 
 from curate import __version__
 from curate.checks.compiled import compile_rules
-from curate.checks.runner import add_result, by_category, new_report
+from curate.checks.runner import RuleStats, add_result, by_category, new_report
 from curate.checks.semantic_checks import REFUSAL_PHRASES
 from curate.checks.text_checks import phrase_regex
 from curate.errors import EvalError, TrainError
@@ -459,8 +459,12 @@ def score(
     responses: list[str],
     *,
     check: Callable[..., list[CheckResult]] | None = None,
+    gate: Any = None,
 ) -> dict[str, Any]:
     """Every automatic rule over every response; the per-rule table, categories, examples and items.
+
+    Judge rules count like code checks only where their calibration passes the gate (`gate`, default
+    `curate.judge.gate.open_gate(spec)`); the report's `judge_gate` says which did and why the others did not.
 
     `check(response, user_text, category, tags) -> [CheckResult]` defaults to the spec's compiled rules
     (`CompiledRules.results`, equal to `curate.checks.check_response`). Prompts with a reference intent give
@@ -468,6 +472,10 @@ def score(
     """
     check = check or compile_rules(spec).results
     report = new_report(spec)
+    judged, gate_info = _judged(spec, prompts, responses, gate)
+    for rule in spec.judge_rules():
+        if gate_info["rules"][rule.id]["status"] == "automatic":
+            report.rules[rule.id] = RuleStats(rule.id, rule.category)
     items = []
     safe = [i for i, p in enumerate(prompts) if "safe" in p.tags]
     basis = "tag:safe"
@@ -478,6 +486,8 @@ def score(
     is_json = spec.output.format == "json"
     for i, (p, resp) in enumerate(zip(prompts, responses)):
         results = check(resp, p.user_text(), p.category, frozenset(p.tags))
+        if judged:
+            results = list(results) + judged[i]
         add_result(report, results, where=p.where or p.id, response=resp, expected_fail=None)
         item = {
             "id": p.id,
@@ -521,7 +531,29 @@ def score(
             "refused_ids": refused[:50],
         },
         "items": items,
+        "judge_gate": gate_info,
     }
+
+
+def _judged(
+    spec: Spec, prompts: list[Prompt], responses: list[str], gate: Any
+) -> tuple[list[list[CheckResult]] | None, dict[str, Any]]:
+    """The counting judge rules' results per response (None when no judge rule counts) and the gate's
+    summary."""
+    from curate.judge.gate import judge_results, open_gate
+
+    own = gate is None
+    gate = open_gate(spec) if own else gate
+    try:
+        got = None
+        if gate.counting:
+            got = [
+                r for r, _ in judge_results(gate, [(p.user_text(), x) for p, x in zip(prompts, responses)])
+            ]
+        return got, gate.summary()
+    finally:
+        if own:
+            gate.close()
 
 
 def bootstrap_ci(

@@ -100,6 +100,96 @@ def spec_version(spec: Spec) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------- what an export row was judged against
+
+
+def rule_set_key(rules: Mapping[str, str]) -> str:
+    """The content hash (16 hex) of a {rule id: rule hash} mapping: the export rows' `rules` (in `lineage`)."""
+    return _digest(dict(sorted(rules.items())))
+
+
+def judged_rules(
+    spec: Spec, labels: Mapping[str, Any] | None = None, counting: Iterable[str] = ()
+) -> dict[str, str]:
+    """{rule id: hash} a record was judged against: the code-checked rules and the `counting` judge rules (those
+    whose calibration passes the gate, curate.judge.gate) under `spec`'s current hashes (the build checked them),
+    and every other rule under the hash its label was made with (`labels.rules_sha`: the person judged it; a
+    stale label shows an old hash). A human rule of an unlabeled record was judged by no one: not listed."""
+    current = rules_sha(spec)
+    checked = {r.id for r in spec.automatic_rules()} | set(counting)
+    out = {rid: h for rid, h in current.items() if rid in checked}
+    under = labels.get("rules_sha") if isinstance(labels, Mapping) else None
+    if isinstance(under, Mapping):
+        out.update({rid: str(h) for rid, h in under.items() if rid not in checked})
+    return out
+
+
+_STAMPS: dict[tuple[int, frozenset[str]], tuple[Spec, dict[str, str]]] = {}
+
+
+def row_stamp(
+    spec: Spec, labels: Mapping[str, Any] | None = None, counting: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """{"spec_version": the spec's version hash, "rules": rule_set_key(judged_rules(...))}: what an export row
+    says it was judged against (two 16-hex strings; the manifest's `spec.rule_sets` maps `rules` back to the
+    hashes). Made once per spec for the rows without labels."""
+    key = (id(spec), counting)
+    hit = _STAMPS.get(key)
+    if hit is not None and hit[0] is spec:
+        base = hit[1]
+    else:
+        base = {
+            "spec_version": spec_version(spec)["sha"],
+            "rules": rule_set_key(judged_rules(spec, None, counting)),
+        }
+        if len(_STAMPS) > 64:
+            _STAMPS.clear()
+        _STAMPS[key] = (spec, base)
+    if not (isinstance(labels, Mapping) and isinstance(labels.get("rules_sha"), Mapping)):
+        return base
+    return {"spec_version": base["spec_version"], "rules": rule_set_key(judged_rules(spec, labels, counting))}
+
+
+def rule_sets(
+    spec: Spec, labels: Iterable[Mapping[str, Any] | None], counting: frozenset[str] = frozenset()
+) -> dict[str, dict[str, str]]:
+    """{rules key: {rule id: hash}} for the rows of a build (the unlabeled rows' set and every labeled one's)."""
+    base = judged_rules(spec, None, counting)
+    out = {rule_set_key(base): base}
+    for lab in labels:
+        if isinstance(lab, Mapping) and isinstance(lab.get("rules_sha"), Mapping):
+            got = judged_rules(spec, lab, counting)
+            out.setdefault(rule_set_key(got), got)
+    return out
+
+
+def card_rule_sets(manifest: Mapping[str, Any]) -> list[str]:
+    """The dataset card's lines on what each row was judged against (the manifest's `spec.rule_sets`)."""
+    spec = manifest.get("spec") or {}
+    sets = spec.get("rule_sets") or {}
+    if not sets:
+        return []
+    out = [
+        "",
+        "### What each row was judged against",
+        "",
+        (
+            "Every row's `lineage` (a JSON string) holds `spec_version`: the hash of the spec's rules, case "
+            f"categories and output schema (`{spec.get('version_sha', '')}` for this build), and `rules`: the key "
+            "of the set of rule hashes the row was judged against: the rules checked by code (and judge rules "
+            "whose calibration passes the gate) under this spec, the other rules under the hashes its human "
+            "label was made with. A rule whose hash differs from the spec's (`manifest.json` `spec.rules_sha`) "
+            "was judged under an older wording or check."
+        ),
+        "",
+        "| rules key | rule hashes |",
+        "|---|---|",
+    ]
+    for key, rules in sets.items():
+        out.append(f"| `{key}` | " + ", ".join(f"`{rid}` {h}" for rid, h in rules.items()) + " |")
+    return out
+
+
 def stale_rules(
     label_rules: Mapping[str, str] | None, spec: Spec, *, ticked: Iterable[str] = ()
 ) -> list[tuple[str, str]]:
@@ -200,10 +290,15 @@ def stale_labels_in(paths: Iterable[str | Path], spec: Spec, *, limit: int = 20)
 
 
 __all__ = [
+    "card_rule_sets",
     "check_content",
+    "judged_rules",
     "label_rules_of",
+    "row_stamp",
     "rule_content",
     "rule_hash",
+    "rule_set_key",
+    "rule_sets",
     "rules_sha",
     "spec_version",
     "stale_labeled",

@@ -389,12 +389,12 @@ def _trl(messages: Iterable[dict[str, str]]) -> list[dict[str, str]]:
     return [m if next(iter(m)) == "role" else {"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
-    """== curate.steps.export.sft_row(record, spec, sft_format)."""
+def sft_row(row: Row, spec: Any, sft_format: str, counting: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """== curate.steps.export.sft_row(record, spec, sft_format, counting)."""
     from curate.steps.export import sft_row as of_record
 
     if row.rec is not None:
-        return of_record(row.rec, spec, sft_format)
+        return of_record(row.rec, spec, sft_format, counting)
     obj = row.obj()
     if row.kind == "sft":
         conv = obj["messages"]
@@ -410,9 +410,9 @@ def sft_row(row: Row, spec: Any, sft_format: str) -> dict[str, Any]:
         out = {"messages": _system_turn(spec, prompt) + _trl(prompt) + _trl(completion)}  # no system turn in
         # completion: a fast SFT row's answer is an assistant turn, a pair's chosen side only assistant turns
     else:  # the record path raises the error
-        return of_record(materialize_plain(row, spec), spec, sft_format)
+        return of_record(materialize_plain(row, spec), spec, sft_format, counting)
     out["id"] = row.id
-    out["lineage"] = lineage_json({"file": row.file, "line": row.line}, None)
+    out["lineage"] = lineage_json({"file": row.file, "line": row.line}, None, spec, counting)
     return out
 
 
@@ -424,19 +424,19 @@ def _system_turn(spec: Any, messages: Sequence[dict[str, str]]) -> list[dict[str
     return []
 
 
-def dpo_row(row: Row, spec: Any) -> dict[str, Any]:
-    """== curate.steps.export.dpo_row(record, spec)."""
+def dpo_row(row: Row, spec: Any, counting: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """== curate.steps.export.dpo_row(record, spec, counting)."""
     from curate.steps.export import dpo_row as of_record
 
     if row.rec is not None:
-        return of_record(row.rec, spec)  # type: ignore[arg-type]
+        return of_record(row.rec, spec, counting)  # type: ignore[arg-type]
     obj = row.obj()
     return {
         "prompt": _system_turn(spec, obj["prompt"]) + _trl(obj["prompt"]),
         "chosen": _trl(obj["chosen"]),
         "rejected": _trl(obj["rejected"]),
         "id": row.id,
-        "lineage": lineage_json({"file": row.file, "line": row.line}, None),
+        "lineage": lineage_json({"file": row.file, "line": row.line}, None, spec, counting),
     }
 
 

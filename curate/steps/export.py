@@ -79,17 +79,27 @@ def _system(spec: Spec | None, messages: Sequence[Message]) -> list[dict[str, An
     return out
 
 
-def lineage_json(source: Any, labels: Any) -> str:
+def lineage_json(
+    source: Any, labels: Any, spec: Spec | None = None, counting: frozenset[str] = frozenset()
+) -> str:
     """The `lineage` column of an export row: `records.lineage_from` as a JSON string (Arrow-safe, like `tools`):
     where the row came from (file:line or Label Studio task), the records it was made from, annotations,
-    annotators, agreement, the spec it was labeled under, whether it is an unaccepted model draft."""
+    annotators, agreement, the spec it was labeled under, whether it is an unaccepted model draft; and what it
+    was judged against (`versioning.row_stamp`): `spec_version` (the spec's version hash) and `rules` (the key of
+    its {rule id: hash} set in the manifest's `spec.rule_sets`; `counting`: the judge rules that count)."""
     from curate.records import lineage_from
+    from curate.versioning import row_stamp
 
-    return orjson.dumps(lineage_from(source, labels)).decode()
+    lin = lineage_from(source, labels)
+    lin.update(row_stamp(spec, labels, counting) if spec is not None else {"spec_version": "", "rules": ""})
+    return orjson.dumps(lin).decode()
 
 
 def sft_row(
-    rec: SFTRecord | PreferenceRecord, spec: Spec | None, sft_format: str = "messages"
+    rec: SFTRecord | PreferenceRecord,
+    spec: Spec | None,
+    sft_format: str = "messages",
+    counting: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """One TRL SFT row. A preference record (exported as SFT when DPO is off) gives prompt + chosen."""
     if isinstance(rec, PreferenceRecord):
@@ -107,20 +117,22 @@ def sft_row(
     else:
         raise ExportError(f"unknown SFT format {sft_format!r}; use one of: {', '.join(SFT_FORMATS)}")
     row["id"] = rec.id
-    row["lineage"] = lineage_json(rec.source, rec.labels)
+    row["lineage"] = lineage_json(rec.source, rec.labels, spec, counting)
     if rec.tools is not None:
         row["tools"] = rec.tools
     return row
 
 
-def dpo_row(rec: PreferenceRecord, spec: Spec | None) -> dict[str, Any]:
+def dpo_row(
+    rec: PreferenceRecord, spec: Spec | None, counting: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """One TRL conversational DPO row."""
     row: dict[str, Any] = {
         "prompt": _system(spec, rec.prompt),
         "chosen": [m.to_trl() for m in rec.chosen],
         "rejected": [m.to_trl() for m in rec.rejected],
         "id": rec.id,
-        "lineage": lineage_json(rec.source, rec.labels),
+        "lineage": lineage_json(rec.source, rec.labels, spec, counting),
     }
     if rec.tools is not None:
         row["tools"] = rec.tools
@@ -831,6 +843,9 @@ def dataset_card(
     for r in spec.rules:
         kind = "human" if r.check == "human" else r.check.kind
         lines.append(f"| `{r.id}` | {r.category} | {kind} | {md_text(' '.join(r.says.split()))} |")
+    from curate.versioning import card_rule_sets
+
+    lines += card_rule_sets(manifest)
     cov = manifest.get("coverage") or {}
     if cov.get("categories"):
         lines += [

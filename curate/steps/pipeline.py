@@ -406,7 +406,9 @@ def _build_rows_in(
 ) -> BuildResult:
     from curate.engine import compact as C
     from curate.engine import task_mapper, validate_step
+    from curate.judge.gate import judge_build
     from curate.steps.split import split_rows
+    from curate.versioning import rule_sets
 
     validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
     spec, paths, out_dir, sft_format, near_threshold = _settle(
@@ -444,6 +446,8 @@ def _build_rows_in(
         )
     )
     C.release_memory()
+    # judge rules whose calibration passes the gate fail records like code checks (curate.judge.gate)
+    valid, gate = judge_build(valid, spec, ctx, record=record, checker=checker)
     rows, unpaired, pairs_made = C.make_pairs_rows(valid, spec, checker)
     del valid
     mapper.share(rows + unpaired)  # (Ray: the rows go to the object store once, not with every task)
@@ -552,6 +556,11 @@ def _build_rows_in(
         sft_format,
         C.lineage(exported),
     )
+    manifest["judge"] = gate.summary()
+    counting = gate.counting_ids  # judge rules that count: in every row's lineage `rules` (versioning.row_stamp)
+    manifest["spec"]["rule_sets"] = rule_sets(
+        spec, (r.rec.labels for r in exported if r.rec is not None), counting
+    )
     manifest["dedup"]["continuations"] = len(relations)
     manifest["dedup"]["drop_prefixes"] = spec.dedup.drop_prefixes
     manifest["warnings"] = {
@@ -563,10 +572,12 @@ def _build_rows_in(
     sft_out = dpo_out = None
     if "sft" in formats:
         sft_out = _Stream(
-            {"train": sft_train, "test": sft_test}, lambda r: C.sft_row(r, spec, sft_format), mapper
+            {"train": sft_train, "test": sft_test}, lambda r: C.sft_row(r, spec, sft_format, counting), mapper
         )
     if "dpo" in formats:
-        dpo_out = _Stream({"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec), mapper)
+        dpo_out = _Stream(
+            {"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec, counting), mapper
+        )
     del sft_train, sft_test, dpo_train, dpo_test
     return _write(
         out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes, relations
