@@ -63,6 +63,7 @@ __all__ = [
     "near_groups",
     "near_pairs",
     "near_pairs_lazy",
+    "scored_pairs",
     "signatures",
     "similarity",
     "verify_pairs",
@@ -1159,10 +1160,12 @@ def text_pairs(
     num_perm: int = 128,
     ngram: int = 5,
     max_verify: int = MAX_VERIFY,
+    runner: Callable[..., Iterable[Any]] | None = None,
 ) -> list[tuple[int, int, float]]:
     """All pairs (i, j, score), i < j, of `n` normalized texts (`norm_of(i)`) that `relation.text_score` calls
     similar at `threshold`, found by LSH (no corpus frequency filter) plus skeleton keys for short texts, each text
-    meeting at most `max_verify` candidates (the ones sharing the most bands). Texts are made on demand."""
+    meeting at most `max_verify` candidates (the ones sharing the most bands). Texts are made on demand. `runner`: an
+    engine's task runner for the verification (`scored_pairs`)."""
     if n < 2:
         return []
     sketch = BandSketch(threshold, num_perm, ngram)
@@ -1186,9 +1189,31 @@ def text_pairs(
         cand, at = np.unique(cand, axis=0, return_index=True)
         counts = counts[at]
     cand = cap_candidates(cand, counts, n, max_verify)
-    out = []
-    for i, j in cand.tolist():
-        score = text_score(norm_of(i), norm_of(j), threshold)
-        if score > 0:
-            out.append((i, j, score))
-    return out
+    return scored_pairs(cand, lambda i, j: text_score(norm_of(i), norm_of(j), threshold), runner)
+
+
+VERIFY_CHUNK = 8_192  # candidate pairs a verification task scores (scored_pairs)
+
+
+def scored_pairs(
+    cand: Any, score: Callable[[int, int], float], runner: Callable[..., Iterable[Any]] | None = None
+) -> list[tuple[int, int, float]]:
+    """(i, j, score(i, j)) of each candidate pair (an (m, 2) array or a list of pairs) whose score is above 0, in
+    candidate order. `runner(fn, tasks, work)`, when given, runs the chunks of `VERIFY_CHUNK` pairs (an engine's
+    runner: `compact.RowAccess.map`'s fork pool, `ray_map.RayMapper.map`); `score` must then depend on what this
+    process holds alone. Same pairs either way."""
+
+    def task(bounds: tuple[int, int], threads: int | None = None) -> list[tuple[int, int, float]]:
+        part = cand[bounds[0] : bounds[1]]
+        out = []
+        for i, j in part.tolist() if not isinstance(part, list) else part:
+            s = score(i, j)
+            if s > 0:
+                out.append((i, j, s))
+        return out
+
+    tasks = [(a, min(len(cand), a + VERIFY_CHUNK)) for a in range(0, len(cand), VERIFY_CHUNK)]
+    parts = (
+        runner(task, tasks, 2 * len(cand)) if runner is not None and len(tasks) else (task(t) for t in tasks)
+    )
+    return [p for part in parts for p in part]

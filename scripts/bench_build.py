@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_build.py              # N=200k, 3 workloads x 3 runs, + one 1M openai run for memory
     .venv/bin/python scripts/bench_build.py --n 50000 --runs 1 --memory-n 0             # quick look
     .venv/bin/python scripts/bench_build.py --workloads openai --runs 1 --records 2000000   # the memory slope
+    .venv/bin/python scripts/bench_build.py --engine ray --workloads openai --runs 1 --n 20000 --records 200000
 
 Workloads (`--workloads`, seeded, written to a temporary folder; each has known duplicate families: 5% exact
 copies, half of them differing only in case or whitespace, and 10% near copies, word edits of a known original):
@@ -44,6 +45,8 @@ lines, which compiles the numba kernels the first time after an edit of curate/n
 - chat only: `parse_floor` (orjson parsing every line, streaming), `dedup_pipeline` (the datasketch pipeline's job
   done with curate.near, on the same records and on all of them), `dedup_only` (curate's dedup step alone on
   already built records).
+- `--engine ray`: every build runs `build(..., engine="ray")` (a local Ray started by the build, `CURATE_RAY_CPUS`
+  CPUs; its raylet and workers are other processes, so `peak_rss_mb` is the driver's alone).
 - `stages`: when each stage of the first build was first and last heard from (seconds since the build began,
   from `build(progress=...)`); a killed build reports `stages_reached` (start s, CPU s) and its CPU at the kill.
 - `load_avg_start` / `load_avg_end`: the machine's load average around the run (other jobs share the cores).
@@ -458,7 +461,7 @@ WORKLOADS = {"chat": make_chat_workload, "openai": make_openai_workload, "templa
 # ---------------------------------------------------------------- one build in a fresh process
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 t0 = time.perf_counter()
 from curate.steps.pipeline import build
 t1 = time.perf_counter()
@@ -473,7 +476,8 @@ def progress(stage, done, total=None):  # when each stage is first and last hear
         sys.stderr.flush()
     stages[stage][1] = round(now, 2)
 
-res = build(sys.argv[1], sys.argv[2:-1], sys.argv[-1], progress=progress)
+res = build(sys.argv[1], sys.argv[2:-1], sys.argv[-1], progress=progress,
+            engine=os.environ.get("CURATE_BENCH_ENGINE", "local"))
 t2 = time.perf_counter()
 maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 try:  # this process's own peak: ru_maxrss also holds the parent's RSS at fork (Linux keeps it across exec)
@@ -951,6 +955,7 @@ def main() -> None:
         help="kill a build above this resident memory (the machine is shared; 0: never)",
     )
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help="the builds' engine")
     args = ap.parse_args()
     names = [x.strip() for x in args.workloads.split(",") if x.strip()]
     mem_names = [x.strip() for x in args.memory_workloads.split(",") if x.strip()] if args.memory_n else []
@@ -965,6 +970,7 @@ def main() -> None:
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "PYTHONPATH": str(REPO),
+        "CURATE_BENCH_ENGINE": args.engine,
     }
     load_start = os.getloadavg()
     warm: list[float] = []
@@ -975,6 +981,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "n": args.n,
         "runs": args.runs,
+        "engine": args.engine,
         "cores": os.cpu_count(),
         "load_avg_start": [round(x, 2) for x in load_start],
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],

@@ -7,8 +7,12 @@
 "local" is `curate.engine.pool.validate_local`: `curate.steps.validate.validate` itself, on a fork process pool
 over all cores for large inputs (same results). "ray" (`curate.engine.ray_engine.validate_ray`, extra
 `ray`) runs the same function on batches of records with Ray Data and gives back the same records,
-quarantine rows, counters and lengths in the same order, so both engines write identical exports. The steps
-that need all the data (pairing, dedup, split, export) run on the driver in both engines.
+quarantine rows, counters and lengths in the same order, so both engines write identical exports.
+
+`task_mapper(engine)` runs the later steps' chunked per-record tasks (dedup's keys and verification, the split's
+keys and texts, the export's batches): `compact.LocalMapper` on fork pools, `ray_map.RayMapper` on Ray tasks;
+the same task functions either way. What needs all the data at once (pairing, candidate pairs, the keep order,
+groups and the split, writing the files in order) runs in the build process in both engines.
 """
 
 from __future__ import annotations

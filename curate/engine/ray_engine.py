@@ -10,7 +10,9 @@ the same values, so `curate build --engine ray` and `--engine local` write ident
 How it runs: the driver reads records (streaming, as the local engine does) and serializes them in batches of
 `batch_size`; Ray Data maps `curate.steps.validate.validate` over the batches (each worker rebuilds the spec's
 checks once per batch from a pickled spec, never from user files) with `preserve_order`, and the driver merges
-the results. Pairing, dedup, split and export need all records and run on the driver.
+the results. The later stages' per-record tasks (dedup's keys and verification, the split's keys and texts, the
+export's batches) run on Ray too, through `curate.engine.ray_map.RayMapper`; their decisions that need every
+record (candidate pairs, greedy keep order, groups, the split) stay on the driver, over fixed-size arrays.
 
 Where it runs:
 - `RAY_ADDRESS` set (e.g. `ray://head:10001` or `auto` on a cluster node) or `address=` given: that cluster.

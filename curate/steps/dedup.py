@@ -272,6 +272,19 @@ class _TextStore:
     def close(self) -> None:
         self._fh.close()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with a task for another machine (`curate.engine.ray_map`): the texts travel as bytes and land
+        in a new temporary file there."""
+        return (_TextStore._of, (os.pread(self._fd, self._end, 0), self.start, self.cut, self.flags))
+
+    @classmethod
+    def _of(cls, data: bytes, start: np.ndarray, cut: np.ndarray, flags: np.ndarray) -> _TextStore:
+        store = cls(0)
+        store.start, store.cut, store.flags = start, cut, flags
+        os.pwrite(store._fd, data, 0)
+        store._end = len(data)
+        return store
+
 
 def _h64(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")

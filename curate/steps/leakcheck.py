@@ -22,7 +22,8 @@ when it shares one):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from curate.near import (
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
+    scored_pairs,
     skeleton_keys,
 )
 from curate.relation import is_short, leak_score
@@ -50,9 +52,11 @@ def leak_pairs(
     *,
     brute: bool = False,
     loose: bool = False,
+    runner: Callable[..., Iterable[Any]] | None = None,
 ) -> list[tuple[int, int, float]]:
     """(train index, test index, score) of every leak (`relation.leak_score`) between items given as their
-    normalized user turns (a str is one turn), sorted."""
+    normalized user turns (a str is one turn), sorted. `runner`: an engine's task runner for the verification
+    (`near.scored_pairs`)."""
     tr = [(t,) if isinstance(t, str) else tuple(t) for t in train]
     te = [(t,) if isinstance(t, str) else tuple(t) for t in test]
     nt, nh = len(tr), len(te)
@@ -88,13 +92,7 @@ def leak_pairs(
         )
         cand = np.unique(pairs, axis=0) if len(pairs) else pairs
         del got, pairs
-    out = []
-    for a in range(0, len(cand), 65_536):  # (Python pairs made a chunk at a time)
-        chunk = cand[a : a + 65_536]
-        for i, j in chunk.tolist() if not isinstance(chunk, list) else chunk:
-            score = leak_score(tr[i], te[j], threshold)
-            if score > 0:
-                out.append((i, j, score))
+    out = scored_pairs(cand, lambda i, j: leak_score(tr[i], te[j], threshold), runner)
     out.sort()
     return out
 

@@ -513,6 +513,7 @@ def _build_rows_in(
         texts_all=lambda rs: mapper.pool_map(C.user_text, rs),
         links=[(r["a"], r["b"]) for r in relations],
         turns=mapper.turns_all,
+        runner=mapper.access.map,  # (the near pairs' and the leakage check's verification)
     )
     # (the split's own leakage check moved every leaking training twin out: parts.leakage says what it found)
     side = {r.id: "train" for r in parts.train} | {r.id: "test" for r in parts.test}

@@ -297,6 +297,7 @@ def split_rows(
     texts_all: Callable[[list[Any]], Iterable[str]] | None = None,
     links: Iterable[tuple[str, str]] = (),
     turns: Callable[[list[Any]], list[Sequence[str]]] | None = None,
+    runner: Callable[..., Iterable[Any]] | None = None,
 ) -> SplitResult:
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
@@ -310,7 +311,8 @@ def split_rows(
     `HOLD_TEXTS` rows the normalized texts are held for the near-pair pass; above, they are made again where
     needed (`near.text_pairs` over texts made on demand). `release()`, when given, is called before the near-pair
     pass (the compact build gives back freed heap memory there). `links`: id pairs that must share a group
-    (dedup's continuations); `turns(rows)`: each row's user turns (prefix leaks, the leakage check).
+    (dedup's continuations); `turns(rows)`: each row's user turns (prefix leaks, the leakage check). `runner`: the
+    engine's task runner for the verification of the near pairs and of the leakage check (`near.scored_pairs`).
 
     The decisions are made on arrays (`_split_arrays`): the per-row work is one dict look-up per key, the
     grouping, ranking and stratified fill are vectorized.
@@ -347,12 +349,12 @@ def split_rows(
         nl = len(lock_norms)
         if held is not None:
             texts = lock_norms + [held[i] for i in rep_idx]
-            return text_pairs(len(texts), texts.__getitem__, near_threshold)
+            return text_pairs(len(texts), texts.__getitem__, near_threshold, runner=runner)
 
         def norm_of(k: int) -> str:
             return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
 
-        return text_pairs(nl + len(rep_idx), norm_of, near_threshold)
+        return text_pairs(nl + len(rep_idx), norm_of, near_threshold, runner=runner)
 
     def texts_of(idx: list[int]) -> Iterable[str]:
         if texts_all is None:
@@ -391,6 +393,7 @@ def split_rows(
         ctx=ctx,
         threshold=near_threshold,
         frozen=lock.prompts if lock is not None else (),
+        runner=runner,
     )
     ctx.report(STEP, 3, 3)
     return res
@@ -422,6 +425,7 @@ def repair_leakage(
     ctx: RunContext,
     threshold: float,
     frozen: Sequence[str] = (),
+    runner: Callable[..., Iterable[Any]] | None = None,
 ) -> Leakage:
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
@@ -438,7 +442,7 @@ def repair_leakage(
     test_turns = [turns(r) for r in res.test]
     n_test = len(test_turns)
     test_turns += [(normalize_text(p),) for p in frozen]
-    found = leak_pairs([turns(r) for r in res.train], test_turns, threshold)
+    found = leak_pairs([turns(r) for r in res.train], test_turns, threshold, runner=runner)
     ctx.report("leakage", 1, 1)
     out.checked = len(res.train) * (len(res.test) + len(frozen))
     if not found:

@@ -252,6 +252,7 @@ def test_every_stage_runs_on_ray_and_exports_are_byte_identical(
         "_dedup_kind.<locals>.verify",  # dedup: candidate verification (relation.near_score)
         "pool_map[split_keys]",  # split: normalized user texts and prompt keys
         "pool_map[user_turns]",  # split: user turns (prefix links, the leakage check)
+        "scored_pairs.<locals>.task",  # split: near pairs' and the leakage check's verification
     }
     assert stages <= set(ran), ran
     assert any("batch" in name for name in ran), ran  # export: TRL rows, JSONL bytes, Arrow tables
