@@ -282,6 +282,11 @@ class Export(_Strict):
     stale_labels: Literal["warn", "error"] = Field(
         "warn", description="labels made under another rule hash: warn (default) or fail the build"
     )
+    text_records: Literal["prompts", "text"] = Field(
+        "prompts",
+        description="unlabeled prompts (plain {text: ...} records, tag unlabeled): exported as TRL prompt-only "
+        "rows in prompts/ (default: to label or generate from) or as language-modeling rows in text/",
+    )
 
 
 class Dedup(_Strict):

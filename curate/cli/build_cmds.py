@@ -116,11 +116,10 @@ def register(main: click.Group) -> None:
         """
         from curate.spec import load_spec
         from curate.steps.pipeline import build
-        from curate.steps.read import strict_inputs
 
         spec = load_spec(spec_path)
         target = Path(out) if out else spec.default_out_dir()
-        with progress_for("curate build", quiet=quiet, as_json=as_json) as update, strict_inputs(strict):
+        with progress_for("curate build", quiet=quiet, as_json=as_json) as update:
             result = build(
                 spec,
                 list(inputs) or None,
@@ -134,6 +133,7 @@ def register(main: click.Group) -> None:
                 lock=lock,
                 progress=update,
                 engine=engine,
+                strict=strict,
             )
         stale = result.manifest.get("stale_labels") or {}
         if stale.get("stale"):  # labels made under rules that changed since (curate.versioning)
@@ -152,9 +152,13 @@ def register(main: click.Group) -> None:
             f"{spec.ref}: {c['in']} in = {c['exported']} exported + {c['quarantined']} quarantined + "
             f"{c['duplicates']} duplicates"
         )
+        unlabeled = "".join(  # unlabeled prompts, when the build has some (spec export.text_records)
+            f"; {k}: {c[k]['train']} train / {c[k]['test']} test" for k in ("prompts", "text") if k in c
+        )
         click.echo(
             f"sft: {c['sft']['train']} train / {c['sft']['test']} test; "
             f"dpo: {c['dpo']['train']} train / {c['dpo']['test']} test; negatives.jsonl: {c['negatives']}"
+            + unlabeled
         )
         for key, n in result.manifest["quarantine"].items():
             click.echo(f"  quarantined {key}: {n}")

@@ -98,7 +98,7 @@ def register(main: click.Group) -> None:
         """
         from curate.records import write_atomic, write_jsonl_atomic
         from curate.steps.base import RunContext, encode_row
-        from curate.steps.read import expand_inputs, read_inputs, strict_inputs
+        from curate.steps.read import expand_inputs, read_inputs
 
         spec = load_spec_arg(spec_path) if spec_path else None
         maps = parse_mapping(mapping)
@@ -107,8 +107,10 @@ def register(main: click.Group) -> None:
         bars, update = make_progress(show_progress(quiet, as_json))
         ctx = RunContext(progress=update)
         out_path = Path(out)
-        with bars, strict_inputs(strict):
-            n = write_jsonl_atomic(out_path, read_inputs(paths, ctx=ctx, spec=spec, format=fmt, mapping=maps))
+        with bars:
+            n = write_jsonl_atomic(
+                out_path, read_inputs(paths, ctx=ctx, spec=spec, format=fmt, mapping=maps, strict=strict)
+            )
         rows = ctx.quarantined.get("read", [])
         qpath = out_path.with_name(out_path.stem + ".quarantine.jsonl")
         if rows:

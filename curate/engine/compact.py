@@ -49,7 +49,7 @@ from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_t
 from curate.steps.base import RunContext
 from curate.steps.export import lineage_json, system_turn
 from curate.steps.pairs import pair_of, partner_index
-from curate.steps.validate import HELDOUT_TAG, LengthCounter
+from curate.steps.validate import HELDOUT_TAG, LengthCounter, is_unlabeled_prompt
 from curate.steps.validate import validate as _validate
 
 log = logging.getLogger(__name__)
@@ -616,13 +616,15 @@ def read_validate_rows(
     opened: list[Input] | None = None,
     validate_fn: Any = None,
     fast: bool = True,
+    strict: bool = False,
 ) -> Iterator[Row]:
     """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
 
     The native JSONL files read as fast rows are held open: they are appended to `opened`; close them (`Input.close`)
     when the rows are no longer used. `validate_fn` is the engine's validate step for what is not a fast row
     (default `curate.steps.validate.validate`; `curate.engine.validate_step("ray")` for Ray); `fast=False` reads
-    every file through it whole (Ray's batches)."""
+    every file through it whole (Ray's batches); `strict`: a file of no detectable format raises InputError
+    (`curate.steps.read.read_inputs`)."""
     import curate.steps.split as split_mod
     from curate.steps.read import STEP, _read_file
 
@@ -635,7 +637,9 @@ def read_validate_rows(
     if not fast:  # one stream of every file through the validate step (one Ray job)
         from itertools import chain
 
-        stream = chain.from_iterable(_read_file(p, ctx, spec_ref, format, mapping or None) for p in paths)
+        stream = chain.from_iterable(
+            _read_file(p, ctx, spec_ref, format, mapping or None, strict=strict) for p in paths
+        )
         for rec in validate(stream, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
             done += 1
             yield row_of(rec)
@@ -649,7 +653,7 @@ def read_validate_rows(
             native = _detected_native(path)
         if not native:
             for rec in validate(
-                _read_file(path, ctx, spec_ref, format, mapping or None),
+                _read_file(path, ctx, spec_ref, format, mapping or None, strict=strict),
                 spec=spec,
                 ctx=ctx,
                 lengths=lengths,
@@ -1158,6 +1162,11 @@ def is_negative_sft(row: Row) -> bool:
     return row.rec is not None and isinstance(row.rec, SFTRecord) and row.rec.is_negative
 
 
+def is_prompt_row(row: Row) -> bool:
+    """An unlabeled prompt (`validate.is_unlabeled_prompt`; a fast row always has its answer)."""
+    return row.rec is not None and is_unlabeled_prompt(row.rec)
+
+
 def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[Row], list[Row], int]:
     """`curate.steps.pairs.make_pairs` over rows: (rows with the new pairs, unpaired negatives, pairs made)."""
     if not any(is_negative_sft(r) for r in rows):
@@ -1166,7 +1175,7 @@ def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[
 
     good: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
-        if r.kind == "sft" and not is_negative_sft(r):
+        if r.kind == "sft" and not is_negative_sft(r) and not is_prompt_row(r):  # (a prompt has no answer)
             good[prompt_key(r)].append(r)
     for lst in good.values():
         lst.sort(key=lambda r: r.id)

@@ -23,7 +23,8 @@ Formats (the names `--format` takes):
     unlabeled_pair     {prompt, answer1, answer2} with no preference: quarantined (unlabeled_pair); label it first
     text               {text, category?, tags?} (pretraining-style and dedup corpora): an unlabeled prompt, a
                        user turn with no answer (tag `unlabeled`), for `curate label push --kind write`; a build
-                       quarantines it as no_assistant_turn until it is labeled
+                       deduplicates and splits it with the rest and exports it as the spec's
+                       `export.text_records` says: a prompt-only row in prompts/ (default) or a text row in text/
     label_studio       Label Studio JSON export (full tasks) -> see curate.readers.labelstudio
     label_studio_min   Label Studio JSON_MIN export
 """

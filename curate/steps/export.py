@@ -10,6 +10,9 @@ Formats (TRL 1.16's own, so `SFTTrainer` / `DPOTrainer` take the folders as they
 - SFT `messages` (conversational language modeling), or with `sft_format="prompt-completion"` a conversational
   `prompt` (every turn before the final answer) and `completion` (the final assistant turn).
 - DPO conversational `prompt` / `chosen` / `rejected` (chosen and rejected: assistant message lists).
+- Unlabeled prompts (`validate.is_unlabeled_prompt`: the `text` format's records) as the spec's
+  `export.text_records` says: `prompts/` of conversational prompt-only rows (`prompt`), or `text/` of language
+  modeling rows (`text`, a plain string).
 - The spec's `system_prompt` is prepended as the system turn when a record has none
   (`spec.export.include_system_prompt`). Tool-call arguments and the `tools` column are JSON strings (Arrow would
   otherwise unify dict keys across rows). An `id` column keeps lineage (TRL ignores extra columns).
@@ -137,6 +140,28 @@ def dpo_row(
     if rec.tools is not None:
         row["tools"] = rec.tools
     return row
+
+
+TEXT_KINDS = ("prompts", "text")  # how unlabeled prompts are exported (spec export.text_records)
+
+
+def prompt_row(rec: SFTRecord, spec: Spec | None) -> dict[str, Any]:
+    """One TRL conversational prompt-only row (`prompts/`): an unlabeled prompt, to label or generate from."""
+    row: dict[str, Any] = {
+        "prompt": _system(spec, rec.conversation()),
+        "id": rec.id,
+        "lineage": lineage_json(rec.source, rec.labels, spec),
+    }
+    if rec.tools is not None:
+        row["tools"] = rec.tools
+    return row
+
+
+def text_row(rec: SFTRecord, spec: Spec | None) -> dict[str, Any]:
+    """One TRL language-modeling row (`text/`): the record's text (its turns' contents, system turns left out,
+    joined by a blank line: a `text` record's own text). No system prompt: plain text has no chat turns."""
+    text = "\n\n".join(m.content for m in rec.conversation() if m.role != "system")
+    return {"text": text, "id": rec.id, "lineage": lineage_json(rec.source, rec.labels, spec)}
 
 
 # ---------------------------------------------------------------- files
@@ -667,7 +692,7 @@ def _example_row(folder: Path | None, fmt: str, limit: int = 400) -> str | None:
 
 
 def card_snippets(formats: list[str], max_length: int) -> dict[str, str]:
-    """The Python snippets of the card, by name ("load", "sft", "dpo"); they run from inside the build folder
+    """The Python snippets of the card, by name ("load", "sft", "dpo", "text"); they run from inside the build folder
     (tests/steps/test_card.py runs each one with a tiny local model in place of MODEL)."""
     here = 'str(Path(".").resolve())'  # load_dataset(".") fails in datasets 5: it names the dataset by the folder
     out = {
@@ -683,14 +708,14 @@ def card_snippets(formats: list[str], max_length: int) -> dict[str, str]:
             ]
         )
     }
-    for kind in ("sft", "dpo"):
+    for kind in ("sft", "dpo", "text"):
         if kind not in formats:
             continue
-        cls = kind.upper()
+        cls = "SFT" if kind == "text" else kind.upper()  # SFTTrainer trains on {"text"} rows too
         note = (
-            "a folder with config.json (curate never downloads one)"
-            if kind == "sft"
-            else "e.g. the SFT model trained above"
+            "e.g. the SFT model trained above"
+            if kind == "dpo"
+            else "a folder with config.json (curate never downloads one)"
         )
         out[kind] = "\n".join(
             [
@@ -734,7 +759,9 @@ def dataset_card(
     folder the card will live in (input paths are shown relative to it; default: relative to the current folder).
     """
     counts = manifest["counts"]
-    formats = [f for f in ("sft", "dpo") if f in manifest.get("exported_formats", ["sft", "dpo"])]
+    formats = [
+        f for f in ("sft", "dpo", *TEXT_KINDS) if f in manifest.get("exported_formats", ["sft", "dpo"])
+    ]
     license_ = getattr(spec.export, "license", None) or getattr(spec, "license", None) or "unknown"
     lines = [
         "---",
@@ -800,7 +827,15 @@ def dataset_card(
         ex = _example_row(folder, f)
         if ex is not None:
             lines += [f"An example {f} row (train split, long texts cut):", "", "```json", ex, "```", ""]
-    if loadable:
+    if "prompts" in loadable:
+        lines += [
+            (
+                "`prompts/` holds unlabeled prompts (TRL's prompt-only rows): label them (`curate label push` "
+                "with `--kind write`), or generate answers from them (e.g. TRL's GRPOTrainer or OnlineDPOTrainer)."
+            ),
+            "",
+        ]
+    if any(f in snippets for f in loadable):
         lines += [
             "## Train on it with TRL",
             "",
@@ -812,7 +847,8 @@ def dataset_card(
             "",
         ]
         for f in loadable:
-            lines += ["```python", snippets[f], "```", ""]
+            if f in snippets:
+                lines += ["```python", snippets[f], "```", ""]
     lines += [
         "## Counts",
         "",
@@ -912,6 +948,7 @@ def dataset_card(
 
 __all__ = [
     "SFT_FORMATS",
+    "TEXT_KINDS",
     "Spool",
     "check_target",
     "dataset_card",
@@ -919,12 +956,14 @@ __all__ = [
     "encode_batch",
     "file_hashes",
     "fsync_behind",
+    "prompt_row",
     "recover",
     "sft_row",
     "sha256_file",
     "staged_output",
     "stream_schema",
     "system_turn",
+    "text_row",
     "write_jsonl",
     "write_split_batches",
     "write_splits",

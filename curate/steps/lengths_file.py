@@ -11,7 +11,7 @@
     >>> read_lengths(folder, summary)["sft"]["train"]
     [12, 40, 7]
 
-The file has one row per exported row, in the order of the export files: `format` (sft | dpo), `split` (train |
+The file has one row per exported row, in the order of the export files: `format` (sft | dpo | prompts | text), `split` (train |
 test) and `length` (in the manifest's `lengths.unit`), zstd-compressed: ~1.2 bytes a row at 300k rows (the
 manifest held ~5 bytes of JSON a row: 3.8 MB at 300k records).
 `read_lengths` also reads the lists of manifests written before the side file (`lengths.<fmt>.<split>` lists).
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = "lengths.parquet"
-FORMATS = ("sft", "dpo")
+FORMATS = ("sft", "dpo", "prompts", "text")  # prompts / text: unlabeled prompts, in a build that has them
 SPLITS = ("train", "test")
 
 __all__ = ["FILE", "read_lengths", "summarize", "write_lengths"]
@@ -99,6 +99,8 @@ def read_lengths(folder: Path, block: dict[str, Any] | None) -> dict[str, dict[s
         fmt_col = table.column("format").cast("string")
         split_col = table.column("split").cast("string")
         for fmt in FORMATS:
+            if fmt not in ("sft", "dpo") and fmt not in block:
+                continue
             for split in SPLITS:
                 part = table.filter(pc.and_(pc.equal(fmt_col, fmt), pc.equal(split_col, split)))
                 out.setdefault(fmt, {})[split] = part.column("length").to_pylist()

@@ -4,9 +4,9 @@
     >>> rep = lint_export("out/support-triage/v1/sft", tokenizer="path/to/model", max_length=1024)  # doctest: +SKIP
     >>> rep.ok, rep.as_dict()["findings"]
 
-What it reports, per dataset folder (`sft/`, `dpo/`, or both under a build folder):
-- the dataset type TRL 1.16 detects from the FIRST row (language modeling `messages`/`text`, prompt-completion,
-  preference, implicit preference, unpaired preference) and whether it is conversational;
+What it reports, per dataset folder (`sft/`, `dpo/`, `prompts/`, `text/`, or all of them under a build folder):
+- the dataset type TRL 1.16 detects from the FIRST row (language modeling `messages`/`text`, prompt-only,
+  prompt-completion, preference, implicit preference, unpaired preference) and whether it is conversational;
 - rows whose type or shape differs from the first row (TRL would fail or mis-handle them) -> error;
 - SFT with assistant-only loss: without `{% generation %}` markers in the chat template `curate train` trains on
   the last assistant turn only (completion-only loss, as TRL does for prompt/completion rows) -> warning, and the
@@ -46,6 +46,8 @@ def dataset_type(row: dict[str, Any]) -> tuple[str, bool]:
         kind = "prompt_completion"
     elif "messages" in keys or "text" in keys:
         kind = "language_modeling"
+    elif "prompt" in keys:
+        kind = "prompt_only"
     else:
         kind = "unknown"
     conv = False
@@ -93,11 +95,11 @@ def _rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
 def _folders(path: Path) -> list[Path]:
     if (path / "train.jsonl").is_file() or (path / "data").is_dir():
         return [path]
-    found = [path / n for n in ("sft", "dpo") if (path / n).is_dir()]
+    found = [path / n for n in ("sft", "dpo", "prompts", "text") if (path / n).is_dir()]
     if not found:
         raise InputError(
             f"{path}: no dataset here (expected train.jsonl/test.jsonl, data/*.parquet, or a build "
-            "folder with sft/ and dpo/)"
+            "folder with sft/, dpo/, prompts/ or text/)"
         )
     return found
 
@@ -227,6 +229,9 @@ def lint_export(
                 elif kind == "preference":
                     prompt_len = _ntok(tok, _msgs(r["prompt"]), generation_prompt=True)
                     lens = [_ntok(tok, _msgs(r["prompt"]) + _msgs(r[k])) for k in ("chosen", "rejected")]
+                elif kind == "prompt_only":
+                    prompt_len = 0  # generation starts after the prompt: one that fills max_length is cut
+                    lens = [_ntok(tok, _msgs(r["prompt"]), generation_prompt=True)]
                 else:
                     continue
             except Exception as err:  # noqa: BLE001 - a row the template cannot render is a finding

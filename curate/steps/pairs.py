@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from curate.records import Message, PreferenceRecord, SFTRecord, _digest
+from curate.steps.validate import is_unlabeled_prompt
 
 Rec = SFTRecord | PreferenceRecord
 
@@ -62,7 +63,7 @@ def make_pairs(records: Iterable[Rec]) -> PairResult:
     items = list(records)
     good: dict[str, list[SFTRecord]] = defaultdict(list)
     for rec in items:
-        if isinstance(rec, SFTRecord) and not rec.is_negative:
+        if isinstance(rec, SFTRecord) and not rec.is_negative and not is_unlabeled_prompt(rec):
             good[record_prompt_key(rec)].append(rec)
     for lst in good.values():
         lst.sort(key=lambda r: r.id)

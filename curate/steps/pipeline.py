@@ -38,11 +38,14 @@ from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
 from curate.steps.dedup import dedup
 from curate.steps.export import (
+    TEXT_KINDS,
     dataset_card,
     file_hashes,
     fsync_behind,
+    prompt_row,
     staged_output,
     stream_schema,
+    text_row,
     write_jsonl,
     write_split_batches,
     write_splits,
@@ -142,6 +145,7 @@ def build(
     progress: Progress | None = None,
     engine: str = "local",
     compact: bool | None = None,
+    strict: bool = False,
 ) -> BuildResult:
     """Build a training-ready dataset folder from a spec and its inputs (see the module doc).
 
@@ -150,7 +154,9 @@ def build(
     validate step of what is not a plain line ("local", or "ray": Ray Data batches); `near_threshold` defaults
     to the spec's `dedup.threshold`, else 0.8. `compact=False` turns the read's shortcut for plain lines off
     (every line then goes through the validate step as a record, as with Ray): the same pipeline, used by the
-    tests to prove the shortcut changes nothing (tests/engine/test_compact.py).
+    tests to prove the shortcut changes nothing (tests/engine/test_compact.py). `strict=True` (`curate build
+    --strict`): an input whose format cannot be detected stops the build (InputError) instead of being
+    quarantined unit by unit while the other inputs go on.
     """
     with gc_paused():
         return _build_rows(
@@ -167,6 +173,7 @@ def build(
             progress=progress,
             engine=engine,
             fast=compact is not False,
+            strict=strict,
         )
 
 
@@ -218,10 +225,11 @@ def _manifest(
     sft_format: str,
     lineage: dict[str, Any],
 ) -> dict[str, Any]:
-    """manifest.json but its "files" (docs/contracts.md); `splits`: {"sft": (train, test), "dpo": ...} items."""
+    """manifest.json but its "files" (docs/contracts.md); `splits`: {"sft": (train, test), "dpo": ...} items (and
+    "prompts" or "text" when the build has unlabeled prompts)."""
     formats = spec.export.formats
     q_counts = {f"{s}/{r}": n for (s, r), n in sorted(ctx.reasons.items())}
-    exported_formats = [f for f in ("sft", "dpo") if f in formats]
+    exported_formats = [f for f in ("sft", "dpo") if f in formats] + [k for k in splits if k in TEXT_KINDS]
     got = lengths.lengths
     return {
         "tool": {"name": "curate", "version": __version__},
@@ -238,8 +246,7 @@ def _manifest(
         "inputs": inputs_info,
         "counts": {
             **totals,
-            "sft": {"train": len(splits["sft"][0]), "test": len(splits["sft"][1])},
-            "dpo": {"train": len(splits["dpo"][0]), "test": len(splits["dpo"][1])},
+            **{kind: {"train": len(tr), "test": len(te)} for kind, (tr, te) in splits.items()},
             "negatives": negatives,
             "pairs_made": pairs_made,
         },
@@ -313,16 +320,20 @@ def _write(
     clusters: list[dict[str, Any]],
     lock_bytes: bytes,
     relations: list[dict[str, Any]] | None = None,
+    prompts_out: dict[str, Any] | None = None,
 ) -> BuildResult:
-    """Write the build folder atomically (staged, then swapped in); rows per format: {split: rows} or a _Stream."""
+    """Write the build folder atomically (staged, then swapped in); rows per format: {split: rows} or a _Stream;
+    `prompts_out`: {"prompts" or "text": its rows} (unlabeled prompts, when the build has any)."""
     exported_formats = manifest["exported_formats"]
     ctx.report("export", 0, 1)
     known: dict[str, str] = {}  # sha256 of files taken while they were written
     with staged_output(out_dir) as stage:
         split_info = {}
+        titles = {"prompts": "unlabeled prompts (prompt-only)", "text": "texts (language modeling)"}
         for fmt, rows, title in (
             ("sft", sft_rows, f"{spec.ref} SFT ({sft_format})"),
             ("dpo", dpo_rows, f"{spec.ref} DPO"),
+            *((k, v, f"{spec.ref} {titles[k]}") for k, v in (prompts_out or {}).items()),
         ):
             if isinstance(rows, _Stream):
                 schema, tools = stream_schema(rows.sample())
@@ -336,10 +347,10 @@ def _write(
                 )
             elif rows is not None:
                 split_info[fmt] = write_splits(stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}")
-        sft_rows = dpo_rows = None
+        sft_rows = dpo_rows = prompts_out = None
         # the exports are most of the bytes: flushed to disk while the rest is written (the stage's final fsync
         # then finds them clean); no fork pool runs after this point
-        with fsync_behind([stage / fmt for fmt in ("sft", "dpo")]):
+        with fsync_behind([stage / fmt for fmt in split_info]):
             write_jsonl(stage / "negatives.jsonl", negatives)
             write_jsonl(stage / "clusters.jsonl", clusters)
             write_jsonl(stage / "relations.jsonl", relations or [])
@@ -356,7 +367,7 @@ def _write(
             (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
             warnings: list[str] = []
             for fmt in exported_formats:
-                if not manifest["counts"][fmt]["train"]:
+                if fmt in ("sft", "dpo") and not manifest["counts"][fmt]["train"]:
                     warnings.append(
                         f"{fmt}/train is empty: nothing to train {fmt.upper()} on (see the quarantine and "
                         "clusters.jsonl for where the records went)"
@@ -403,6 +414,7 @@ def _build_rows_in(
     engine: str,
     opened: list[Any],
     fast: bool = True,
+    strict: bool = False,
 ) -> BuildResult:
     from curate.engine import compact as C
     from curate.engine import task_mapper, validate_step
@@ -443,6 +455,7 @@ def _build_rows_in(
             opened=opened,
             validate_fn=None if engine == "local" else validate_fn,
             fast=fast and engine == "local",
+            strict=strict,
         )
     )
     C.release_memory()
@@ -478,8 +491,11 @@ def _build_rows_in(
     formats = spec.export.formats
     sft_rows: list[C.Row] = []
     pref_rows: list[C.Row] = []
+    prompt_rows: list[C.Row] = []  # unlabeled prompts: exported as spec.export.text_records says
     for row in rows:
-        if row.kind == "preference":
+        if C.is_prompt_row(row):
+            prompt_rows.append(row)
+        elif row.kind == "preference":
             if "dpo" in formats:
                 pref_rows.append(row)
             elif "sft" in formats:
@@ -500,7 +516,7 @@ def _build_rows_in(
     if lock is not None and old_lock is None:
         raise InputError(f"--lock {lock}: no such held-out lock file")
     parts = split_rows(
-        sft_rows + pref_rows,
+        sft_rows + pref_rows + prompt_rows,
         spec=spec,
         ctx=ctx,
         lock=old_lock,
@@ -528,14 +544,24 @@ def _build_rows_in(
         raise ExportError(f"records from outside the inputs reached the export: {extra}; this is a bug")
 
     side_of = side.get
-    coverage = C.coverage(spec, exported, lambda r: side_of(r.id, "negatives"), checker).as_dict()
+    coverage = C.coverage(  # (an unlabeled prompt has no answer to check: not in the matrix)
+        spec, (r for r in exported if not C.is_prompt_row(r)), lambda r: side_of(r.id, "negatives"), checker
+    ).as_dict()
 
     sft_ids = {r.id for r in sft_rows}
     sft_train = [r for r in parts.train if r.id in sft_ids]
     sft_test = [r for r in parts.test if r.id in sft_ids]
     dpo_train = [r for r in parts.train if r.id not in sft_ids and r.kind == "preference"]
     dpo_test = [r for r in parts.test if r.id not in sft_ids and r.kind == "preference"]
-    del sft_ids, sft_rows, pref_rows, side
+    kinds = {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)}
+    if prompt_rows:
+        prompt_ids = {r.id for r in prompt_rows}
+        kinds[spec.export.text_records] = (
+            [r for r in parts.train if r.id in prompt_ids],
+            [r for r in parts.test if r.id in prompt_ids],
+        )
+        del prompt_ids
+    del sft_ids, sft_rows, pref_rows, prompt_rows, side
     C.release_memory()
 
     manifest = _manifest(
@@ -549,7 +575,7 @@ def _build_rows_in(
         coverage,
         lengths,
         limit,
-        {"sft": (sft_train, sft_test), "dpo": (dpo_train, dpo_test)},
+        kinds,
         len(unpaired),
         pairs_made,
         old_lock,
@@ -579,9 +605,28 @@ def _build_rows_in(
         dpo_out = _Stream(
             {"train": dpo_train, "test": dpo_test}, lambda r: C.dpo_row(r, spec, counting), mapper
         )
-    del sft_train, sft_test, dpo_train, dpo_test
+    prompts_out = {
+        kind: _Stream(
+            {"train": tr, "test": te},
+            (lambda r: prompt_row(r.rec, spec)) if kind == "prompts" else (lambda r: text_row(r.rec, spec)),
+        )
+        for kind, (tr, te) in kinds.items()
+        if kind in TEXT_KINDS
+    }
+    del sft_train, sft_test, dpo_train, dpo_test, kinds
     return _write(
-        out_dir, spec, ctx, manifest, sft_format, sft_out, dpo_out, negatives, clusters, lock_bytes, relations
+        out_dir,
+        spec,
+        ctx,
+        manifest,
+        sft_format,
+        sft_out,
+        dpo_out,
+        negatives,
+        clusters,
+        lock_bytes,
+        relations,
+        prompts_out,
     )
 
 

@@ -15,7 +15,8 @@ input is expanded to its data files first (`expand_inputs`), each counted under 
 Formats (`FORMATS`, the names `--format` takes) are described in `curate.readers.shapes`; the file container
 (JSONL, JSON, CSV/TSV, Parquet, Arrow) comes from the extension and content (`curate.readers.containers`). Without
 a format, each file's format is detected from its first recognisable object and applied to the whole file; a
-unit that does not fit it is quarantined (unknown_shape ...).
+unit that does not fit it is quarantined (unknown_shape ...), but plain texts and chats may share a file: a
+`text` unit in a file of another format, or a unit of another format in a `text` file, is read as what it is.
 
 Streaming: JSONL, CSV, Parquet and Arrow are read unit by unit (bounded memory). A JSON file (an array) is loaded
 whole: memory is a few times the file size; convert big JSON arrays to JSONL.
@@ -27,13 +28,11 @@ Reason codes of this step: bad_json, bad_encoding, python_literal, broken_line, 
 unknown_shape, missing_field, bad_field, empty_turn, bad_role, bad_tool_call, unsupported_content,
 no_assistant_turn, prompt_mismatch, missing_chosen, missing_rejected, bad_transcript, unlabeled_pair,
 cancelled_annotation, unannotated, no_text_data, unknown_format (every unit of a file whose format cannot be
-detected, unless `strict_inputs()` is on: then the read stops with InputError).
+detected, unless `strict=True`: then the read stops with InputError).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -59,7 +58,7 @@ STEP = "read"
 _PEEK = 100  # objects looked at to detect a file's format
 _PROGRESS_EVERY = 2000
 
-__all__ = ["FORMATS", "detect_format", "expand_inputs", "map_hint", "read_inputs", "strict_inputs"]
+__all__ = ["FORMATS", "detect_format", "expand_inputs", "map_hint", "read_inputs"]
 
 
 def _apply_mapping(obj: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
@@ -121,20 +120,6 @@ class _Undetected(InputError):
 
 def _detect_seen(err: InputError) -> list[tuple[int, Any, Any]] | None:
     return err.seen if isinstance(err, _Undetected) else []
-
-
-_STRICT: contextvars.ContextVar[bool] = contextvars.ContextVar("curate_read_strict", default=False)
-
-
-@contextlib.contextmanager
-def strict_inputs(strict: bool = True) -> Iterator[None]:
-    """Within this block a file whose format cannot be detected stops the read (InputError) instead of being
-    quarantined unit by unit (`curate build --strict`, `curate import --strict`)."""
-    token = _STRICT.set(strict)
-    try:
-        yield
-    finally:
-        _STRICT.reset(token)
 
 
 def _quarantine_file(
@@ -258,11 +243,13 @@ def read_inputs(
     spec: Spec | None = None,
     format: str | None = None,
     mapping: dict[str, str] | None = None,
+    strict: bool = False,
 ) -> Iterator[SFTRecord | PreferenceRecord]:
     """Yield records from the input files, quarantining every unit that cannot become one (see module doc).
 
     Raises InputError for a whole-file problem (missing file, unknown format name); a file of no detectable
-    format is quarantined unit by unit (unknown_format), or raises InputError inside `strict_inputs()`.
+    format is quarantined unit by unit (unknown_format), or with `strict=True` (`curate build --strict`,
+    `curate import --strict`) raises InputError.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -271,7 +258,7 @@ def read_inputs(
     spec_ref = spec.ref if spec is not None else None
     done = 0
     for path in expand_inputs(list(paths)):
-        for rec in _read_file(path, ctx, spec_ref, format, mapping or None):
+        for rec in _read_file(path, ctx, spec_ref, format, mapping or None, strict=strict):
             done += 1
             if done % _PROGRESS_EVERY == 0:
                 ctx.report(STEP, done, None)
@@ -294,9 +281,11 @@ def _read_file(
     *,
     units: Iterator[tuple[int, Any, Any]] | None = None,
     detected: bool | None = None,
+    strict: bool = False,
 ) -> Iterator[SFTRecord | PreferenceRecord]:
     """The records of one file. `units` (with `format` and `detected`): read only these units of the file, as
-    they would be read in the whole file (the compact build hands over the lines it does not take itself)."""
+    they would be read in the whole file (the compact build hands over the lines it does not take itself).
+    `strict`: a file whose format cannot be detected raises InputError instead of being quarantined."""
     fname = str(path)
     if format is None and isinstance(path, InputPath):
         format = path.format
@@ -309,7 +298,7 @@ def _read_file(
             try:
                 shape, seen = _detect(units, path, mapping)
             except InputError as err:
-                if _STRICT.get():
+                if strict:
                     raise
                 again = _detect_seen(err)
                 yield from _quarantine_file(
@@ -352,10 +341,10 @@ def _read_file(
             if convert is None:  # cannot happen: a dict unit means a shape was detected
                 reject(Reject("unknown_shape", "no format"), line, original)
                 continue
-            source = {"file": fname, "line": line, "format": shape}
             if mapping:
                 obj = _apply_mapping(obj, mapping)
-            if guard and detect_shape(obj) is None:
+            own = detect_shape(obj) if guard else None
+            if guard and own is None:
                 keys = ", ".join(sorted(obj)[:12])
                 reject(
                     Reject("unknown_shape", f"not a {shape} object, nor any known format (keys: {keys})"),
@@ -363,8 +352,12 @@ def _read_file(
                     original,
                 )
                 continue
+            unit_shape = shape
+            if own != shape and "text" in (own, shape) and guard:  # a corpus of plain texts and chats: each
+                unit_shape = own  # line read as what it is (a detected format only; --format stays strict)
+            source = {"file": fname, "line": line, "format": unit_shape}
             try:
-                out = convert(obj, source, spec_ref)
+                out = (convert if unit_shape == shape else CONVERTERS[unit_shape])(obj, source, spec_ref)
             except Reject as rej:
                 reject(rej, line, original)
                 continue

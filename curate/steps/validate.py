@@ -9,7 +9,8 @@
 
 Structure (reason codes): `empty_conversation`, `bad_role` (a system turn after the start, a conversation
 whose last turn is not the assistant's inside chosen/rejected), `no_user_turn`, `empty_turn`,
-`no_assistant_turn`, `missing_chosen`, `missing_rejected`, `prompt_mismatch` (chosen or rejected carry user or
+`no_assistant_turn` (not for an unlabeled prompt, `is_unlabeled_prompt`: it passes on, no rules checked),
+`missing_chosen`, `missing_rejected`, `prompt_mismatch` (chosen or rejected carry user or
 system turns, so the pair does not share one prompt), `chosen_equals_rejected`; `heldout_marked` for records that
 `curate eval --to-label` marked as held-out prompts (tag or label `heldout`): the build refuses them.
 
@@ -34,7 +35,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from curate.checks import check_response
 from curate.errors import InputError
 from curate.records import CheckResult, Message, PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
@@ -43,7 +43,19 @@ from curate.steps.base import RunContext
 log = logging.getLogger(__name__)
 STEP = "validate"
 HELDOUT_TAG = "heldout"  # the mark curate.evaluate puts on failures of held-out prompts sent back to labeling
+UNLABELED_TAG = "unlabeled"  # a prompt waiting for its answer (the `text` reader tags its records so)
 Rec = SFTRecord | PreferenceRecord
+
+
+def is_unlabeled_prompt(rec: Rec) -> bool:
+    """An SFT record that is a prompt waiting for its answer: tagged `unlabeled` (every record of the `text`
+    format; tag a file of your own prompts so), its last turn the user's, not a negative example. A build exports
+    it as a prompt (`prompts/`) or a text (`text/`), as the spec's `export.text_records` says, instead of
+    quarantining it as `no_assistant_turn`."""
+    if not isinstance(rec, SFTRecord) or UNLABELED_TAG not in rec.tags or rec.is_negative:
+        return False
+    conv = rec.conversation()
+    return bool(conv) and conv[-1].role == "user"
 
 
 # ---------------------------------------------------------------- length
@@ -264,6 +276,25 @@ def _norm_msgs(msgs: tuple[Message, ...]) -> list[tuple[str, str, str]]:
 
 # ---------------------------------------------------------------- the step
 
+_COMPILED: list[
+    tuple[Spec, tuple[str, ...], Any]
+] = []  # the last few specs' compiled rules (Ray batches reuse)
+
+
+def _compiled(spec: Spec, rules: list[Any]) -> Any:
+    """`curate.checks.compiled.compile_rules(spec, rules)`, reused while the same spec object is validated (its
+    `results()` equals check_response's list, tests/test_checks_compiled.py)."""
+    from curate.checks.compiled import compile_rules
+
+    ids = tuple(r.id for r in rules)
+    for s, key, got in _COMPILED:
+        if s is spec and key == ids:
+            return got
+    got = compile_rules(spec, rules)
+    _COMPILED.insert(0, (spec, ids, got))
+    del _COMPILED[4:]
+    return got
+
 
 def validate(
     records: Iterable[Rec],
@@ -278,6 +309,7 @@ def validate(
     Each yielded record carries its `checks` (the automatic rules over its response) and the spec's ref.
     """
     automatic = spec.automatic_rules()
+    results = _compiled(spec, automatic).results  # == check_response over `automatic`, compiled once per spec
     auto_ids = {r.id for r in automatic}
     all_ids = {r.id for r in spec.rules}
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
@@ -289,6 +321,9 @@ def validate(
         if n % 1000 == 0:
             ctx.report(STEP, n)
         problem = structure_problem(rec)
+        prompt_only = problem is not None and problem[0] == "no_assistant_turn" and is_unlabeled_prompt(rec)
+        if prompt_only:
+            problem = None
         if problem is None and rec.violates:
             unknown = [v for v in rec.violates if v not in all_ids]
             if unknown:
@@ -312,17 +347,20 @@ def validate(
                 rec = rec.model_copy(update={"spec": spec.ref})
             ctx.quarantine(step=STEP, reason=problem[0], detail=problem[1], record=rec)
             continue
+        if prompt_only:  # no answer to check: the rules judge answers; only its length counts
+            rec = rec if rec.spec is not None else rec.model_copy(update={"spec": spec.ref})
+            size = lengths.measure(rec)
+            if limit and size > limit:
+                ctx.quarantine(
+                    step=STEP, reason="too_long", detail=f"{size} {lengths.unit} > max {limit}", record=rec
+                )
+                continue
+            yield rec
+            continue
         user = rec.user_text()
         checks = tuple(
             shared.setdefault((c.rule, c.category, c.status, c.detail), c)
-            for c in check_response(
-                spec,
-                rec.response_text(),
-                user_text=user,
-                category=rec.category,
-                tags=rec.tags,
-                rules=automatic,
-            )
+            for c in results(rec.response_text(), user, rec.category, rec.tags)
         )
         failed = [c for c in checks if c.status == "fail"]
         if len(shared) > 100_000:  # free-text details (e.g. word counts) make many distinct results
@@ -338,14 +376,7 @@ def validate(
                 )
                 continue
             if not rec.violates:
-                rej = check_response(
-                    spec,
-                    rec.rejected_text(),
-                    user_text=user,
-                    category=rec.category,
-                    tags=rec.tags,
-                    rules=automatic,
-                )
+                rej = results(rec.rejected_text(), user, rec.category, rec.tags)
                 broken = tuple(c.rule for c in rej if c.status == "fail")
                 if broken:
                     rec = rec.model_copy(update={"violates": broken})

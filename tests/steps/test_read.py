@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from curate.errors import InputError
 from curate.records import PreferenceRecord, SFTRecord, dump_record, parse_record
 from curate.steps.base import RunContext
-from curate.steps.read import FORMATS, detect_format, expand_inputs, read_inputs, strict_inputs
+from curate.steps.read import FORMATS, detect_format, expand_inputs, read_inputs
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "read"
 
@@ -166,8 +166,8 @@ def test_csv_with_field_mapping():
     assert recs[1].messages[1].content == "Hi!\nHow can I help?"  # a quoted cell over two lines is one row
     assert [(q["source"]["line"], q["reason"]) for q in rows(ctx)] == [(5, "bad_csv_row"), (6, "empty_turn")]
     assert_conserved(recs, ctx)
-    with strict_inputs(), pytest.raises(InputError, match="cannot tell the format"):
-        read(DATA / "alpaca.csv")  # without the mapping the columns mean nothing to us
+    with pytest.raises(InputError, match="cannot tell the format"):
+        read(DATA / "alpaca.csv", strict=True)  # without the mapping the columns mean nothing to us
     recs, ctx = read(DATA / "alpaca.csv")  # not strict: the file's rows are quarantined, nothing is lost
     assert recs == [] and {q["reason"] for q in rows(ctx)} == {"unknown_format", "bad_csv_row"}
     first = rows(ctx)[0]
@@ -403,8 +403,8 @@ def test_every_real_fixture_file_is_accounted_for(real_fixtures):
     # annotation and the chat export (the other Label Studio files hold image/classification tasks only)
     assert len(recs) == sum(v[2] for v in EXPECTED.values()) + 3
     for name in NOT_DATA:
-        with strict_inputs(), pytest.raises(InputError, match="cannot tell the format"):
-            read(real_fixtures / name)
+        with pytest.raises(InputError, match="cannot tell the format"):
+            read(real_fixtures / name, strict=True)
 
 
 def test_glaive_tool_calls_and_observations(real_fixtures):

@@ -8,10 +8,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from curate.cli import main
 from curate.cli.expand_cmds import expand_messages
+from curate.errors import InputError
 from curate.readers.containers import InputPath, expand_inputs, split_format
 from curate.spec import lint, load_spec
 from curate.steps.base import RunContext
@@ -63,10 +65,11 @@ def test_text_records_are_unlabeled_prompts(tmp_path: Path) -> None:
         read_inputs([_jsonl(tmp_path / "again.jsonl", [{"text": "My invoice is wrong"}])], ctx=RunContext())
     )
     assert again[0].id == recs[0].id
-    # a build accounts for them: unlabeled prompts are quarantined until labeled, nothing is lost
+    # a build accounts for them: unlabeled prompts are exported as prompt-only rows (tests/test_text_records.py)
     res = build(SPEC, [f], tmp_path / "out")
-    assert res.counts["in"] == 3 and res.counts["exported"] == 0 and res.manifest["conservation"]["ok"]
-    assert res.manifest["quarantine"].get("validate/no_assistant_turn") == 2
+    assert res.counts["in"] == 3 and res.counts["exported"] == 2 and res.manifest["conservation"]["ok"]
+    assert res.counts["prompts"]["train"] + res.counts["prompts"]["test"] == 2
+    assert res.manifest["quarantine"] == {"read/empty_turn": 1}
 
 
 def test_split_format() -> None:
@@ -145,6 +148,18 @@ def test_undetectable_file_is_quarantined_unless_strict(tmp_path: Path) -> None:
     )
     assert r.exit_code == 1 and "cannot tell the format" in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "strict" / "manifest.json").exists()
+    # the library: `strict` is a parameter of build and read_inputs (no hidden state), on both read paths
+    for compact in (True, False):
+        with pytest.raises(InputError, match="cannot tell the format"):
+            build(SPEC, [SPEC / "data.jsonl", odd], tmp_path / f"lib-{compact}", strict=True, compact=compact)
+    with pytest.raises(InputError, match="cannot tell the format"):
+        list(read_inputs([odd], ctx=RunContext(), strict=True))
+    assert (
+        build(SPEC, [odd, SPEC / "data.jsonl"], tmp_path / "lib").manifest["quarantine"][
+            "read/unknown_format"
+        ]
+        == 2
+    )
 
 
 def test_coverage_of_a_spec_is_the_builds(tmp_path: Path) -> None:
