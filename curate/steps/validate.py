@@ -35,7 +35,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from curate.checks import check_response
 from curate.errors import InputError
 from curate.records import CheckResult, Message, PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
@@ -277,6 +276,24 @@ def _norm_msgs(msgs: tuple[Message, ...]) -> list[tuple[str, str, str]]:
 
 # ---------------------------------------------------------------- the step
 
+# the last few specs' compiled rules (validate runs once per Ray batch: one compile per spec, not per batch)
+_COMPILED: list[tuple[Spec, tuple[str, ...], Any]] = []
+
+
+def _compiled(spec: Spec, rules: list[Any]) -> Any:
+    """`curate.checks.compiled.compile_rules(spec, rules)`, reused while the same spec object is validated (its
+    `results()` equals check_response's list, tests/test_checks_compiled.py)."""
+    from curate.checks.compiled import compile_rules
+
+    ids = tuple(r.id for r in rules)
+    for s, key, got in _COMPILED:
+        if s is spec and key == ids:
+            return got
+    got = compile_rules(spec, rules)
+    _COMPILED.insert(0, (spec, ids, got))
+    del _COMPILED[4:]
+    return got
+
 
 def validate(
     records: Iterable[Rec],
@@ -291,6 +308,7 @@ def validate(
     Each yielded record carries its `checks` (the automatic rules over its response) and the spec's ref.
     """
     automatic = spec.automatic_rules()
+    results = _compiled(spec, automatic).results  # == check_response over `automatic`, compiled once per spec
     auto_ids = {r.id for r in automatic}
     all_ids = {r.id for r in spec.rules}
     limit = max_tokens if max_tokens is not None else spec.export.max_tokens
@@ -341,14 +359,7 @@ def validate(
         user = rec.user_text()
         checks = tuple(
             shared.setdefault((c.rule, c.category, c.status, c.detail), c)
-            for c in check_response(
-                spec,
-                rec.response_text(),
-                user_text=user,
-                category=rec.category,
-                tags=rec.tags,
-                rules=automatic,
-            )
+            for c in results(rec.response_text(), user, rec.category, rec.tags)
         )
         failed = [c for c in checks if c.status == "fail"]
         if len(shared) > 100_000:  # free-text details (e.g. word counts) make many distinct results
@@ -364,14 +375,7 @@ def validate(
                 )
                 continue
             if not rec.violates:
-                rej = check_response(
-                    spec,
-                    rec.rejected_text(),
-                    user_text=user,
-                    category=rec.category,
-                    tags=rec.tags,
-                    rules=automatic,
-                )
+                rej = results(rec.rejected_text(), user, rec.category, rec.tags)
                 broken = tuple(c.rule for c in rej if c.status == "fail")
                 if broken:
                     rec = rec.model_copy(update={"violates": broken})

@@ -129,10 +129,18 @@ def _same_arrays(a: list[tuple[str, list]], b: list[tuple[str, list]]) -> None:
         for x, y in zip(xs, ys):
             assert len(x) == len(y)
             for u, v in zip(x, y):
-                if isinstance(u, list):  # (skeleton keys, prefix hashes, turn markers)
-                    assert u == v
-                    continue
-                assert u.dtype == v.dtype and u.shape == v.shape and (u == v).all()
+                _same_value(u, v)
+
+
+def _same_value(u, v) -> None:
+    if isinstance(u, list | bytes):  # (skeleton keys, prefix hashes, turn markers; the compared texts)
+        assert u == v
+    elif isinstance(u, tuple):  # (the compared texts: bytes, ends, response starts, flags)
+        assert len(u) == len(v)
+        for a, b in zip(u, v):
+            _same_value(a, b)
+    else:
+        assert u.dtype == v.dtype and u.shape == v.shape and (u == v).all()
 
 
 def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
