@@ -76,8 +76,8 @@ def register(main: click.Group) -> None:
     @click.option(
         "--stale",
         is_flag=True,
-        help="Push no new records: re-queue the labeled tasks whose rules changed since they were "
-        "labeled, with the old label as a prior (curate.labeling.stale).",
+        help="Push no new records: re-queue the labeled tasks (of this spec version or an earlier one) "
+        "whose rules changed since they were labeled, with the old label as a prior (curate.labeling.stale).",
     )
     @click.option(
         "--order",

@@ -27,6 +27,7 @@ from typing import Any
 
 from curate.checks import run_rules
 from curate.errors import LabelingError, ServerError
+from curate.judge.gate import open_gate, suggestion_text
 from curate.labeling.client import StudioClient, TransientServerError
 from curate.labeling.config import (
     KINDS,
@@ -214,6 +215,8 @@ def to_task(
     *,
     predictions: str = "failing",
     draft: dict[str, str] | None = None,
+    judged: dict[str, dict[str, Any]] | None = None,
+    counting: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """A Label Studio task for one record: its data, the check summary, and the checks as a prediction.
 
@@ -224,6 +227,11 @@ def to_task(
     current answer (pretty-printed JSON), ready to edit, and pre-ticks the rules it fails.
     `draft` ({"model", "text"}, curate.labeling.drafts) fills the correction field (review) or the answer (write)
     with a model's draft instead, and the draft's own rule checks are shown beside it.
+
+    `judged` ({"response" | "chosen" | "rejected": {rule id: judge Verdict}}, curate.judge.gate): the judge's
+    verdicts. Those of `counting` rules (calibration passes the gate) count like code checks (pre-ticked, in the
+    summary); the others are shown as a suggestion only (`data.judge_suggestions`, appended to the summary,
+    marked as such) and pre-tick nothing.
 
     `predictions="failing"` attaches a prediction to pairwise tasks only where it pre-ticks something (a rule one
     side fails); `"all"` gives every pairwise task one. Review tasks always get one (the correction field's text).
@@ -248,10 +256,19 @@ def to_task(
         d_fail = [c.rule for c in d_checks if c.status == "fail"]
         meta["draft"] = {"model": draft["model"], "text": draft["text"], "fails": d_fail}
         draft_note = visible(f"model draft ({draft['model']}): " + _summary(d_checks))
+    counted, suggested = _judge_parts(spec, judged or {}, counting)
+    if suggested:
+        meta["judge_suggestions"] = {
+            side: {rid: {"status": v.status, "reason": v.reason, "judge": v.judge} for rid, v in got.items()}
+            for side, got in suggested.items()
+        }
     if kind == "review":
-        checks = run_rules(spec, record)
+        checks = run_rules(spec, record) + counted.get("response", [])
         data["response"] = visible(record.response_text())
         data["check_summary"] = visible(_summary(checks)) + (f" || {draft_note}" if draft_note else "")
+        if suggested.get("response"):
+            data["judge_suggestions"] = visible(suggestion_text(suggested["response"]))
+            data["check_summary"] += " || " + data["judge_suggestions"]
         failed = [c.rule for c in checks if c.status == "fail"]
         applicable = [c for c in checks if c.status != "skip"]
         score = (len(applicable) - len(failed)) / len(applicable) if applicable else 1.0
@@ -281,13 +298,32 @@ def to_task(
         left, right = (chosen, rejected) if left_chosen else (rejected, chosen)
         data["left"], data["right"] = visible(left), visible(right)
         meta["left_is"] = "chosen" if left_chosen else "rejected"
-        c_fail = [c.rule for c in run_rules(spec, record, response=chosen) if c.status == "fail"]
-        r_fail = [c.rule for c in run_rules(spec, record, response=rejected) if c.status == "fail"]
+        c_fail = [
+            c.rule
+            for c in run_rules(spec, record, response=chosen) + counted.get("chosen", [])
+            if c.status == "fail"
+        ]
+        r_fail = [
+            c.rule
+            for c in run_rules(spec, record, response=rejected) + counted.get("rejected", [])
+            if c.status == "fail"
+        ]
         left_fail, right_fail = (c_fail, r_fail) if left_chosen else (r_fail, c_fail)
         data["check_summary"] = (
             f"left: {'FAILS ' + ', '.join(left_fail) if left_fail else 'passes'} | "
             f"right: {'FAILS ' + ', '.join(right_fail) if right_fail else 'passes'}"
         )
+        sides = [
+            (name, suggestion_text(suggested[side]))
+            for name, side in (
+                ("left", "chosen" if left_chosen else "rejected"),
+                ("right", "rejected" if left_chosen else "chosen"),
+            )
+            if suggested.get(side)
+        ]
+        if sides:
+            data["judge_suggestions"] = visible(" | ".join(f"{name}: {text}" for name, text in sides))
+            data["check_summary"] += " || " + data["judge_suggestions"]
         if bool(left_fail) != bool(right_fail):  # exactly one side breaks rules: pre-tick them
             result.append(
                 {
@@ -312,6 +348,47 @@ def to_task(
     if result or (predictions == "all" and kind == "pairwise"):
         task["predictions"] = [{"model_version": PREDICTION_MODEL, "score": score, "result": result}]
     return task
+
+
+def _judge_parts(
+    spec: Spec, judged: dict[str, dict[str, Any]], counting: frozenset[str]
+) -> tuple[dict[str, list[CheckResult]], dict[str, dict[str, Any]]]:
+    """Per side: the counting judge verdicts as check results, and the others (suggestions)."""
+    counted: dict[str, list[CheckResult]] = {}
+    suggested: dict[str, dict[str, Any]] = {}
+    for side, got in judged.items():
+        for rid, v in sorted(got.items()):
+            if rid in counting:
+                counted.setdefault(side, []).append(
+                    CheckResult(
+                        rule=rid,
+                        category=spec.rule(rid).category,
+                        status=v.status,
+                        detail=f"judge: {v.reason}",
+                    )
+                )
+            else:
+                suggested.setdefault(side, {})[rid] = v
+    return counted, suggested
+
+
+def _judge_batch(gate: Any, kind: str, records: list[Record]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{record id: {side: {rule id: Verdict}}} for a batch (review: the response; pairwise: both sides)."""
+    if gate is None or kind not in ("review", "pairwise") or not (gate.counting or gate.suggesting):
+        return {}
+    items: list[tuple[str, str]] = []
+    where: list[tuple[str, str]] = []
+    for r in records:
+        if kind == "review":
+            items.append((r.user_text(), r.response_text()))
+            where.append((r.id, "response"))
+        elif isinstance(r, PreferenceRecord):
+            items += [(r.user_text(), r.response_text()), (r.user_text(), r.rejected_text())]
+            where += [(r.id, "chosen"), (r.id, "rejected")]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (rid, side), got in zip(where, gate.verdicts(items), strict=True):
+        out.setdefault(rid, {})[side] = got
+    return out
 
 
 def _drafts(spec: Spec, kind: str, records: list[Record], drafter: Drafter) -> dict[str, dict[str, str]]:
@@ -450,12 +527,29 @@ def push(
             return
         drafted = _drafts(spec, kind, batch, drafts) if drafts is not None else {}
         res.drafts += len(drafted)
-        tasks = [to_task(spec, kind, r, predictions=predictions, draft=drafted.get(r.id)) for r in batch]
+        judged = _judge_batch(gate, kind, batch)
+        tasks = [
+            to_task(
+                spec,
+                kind,
+                r,
+                predictions=predictions,
+                draft=drafted.get(r.id),
+                judged=judged.get(r.id),
+                counting=counting,
+            )
+            for r in batch
+        ]
         ids = [r.id for r in batch]
         batch.clear()
         settle()
         pending.append(pool.submit(send, tasks, ids))
 
+    # judge rules: counting ones pre-annotate like code checks, the others are suggestions (curate.judge.gate)
+    gate = (
+        open_gate(spec, suggestions=True) if kind in ("review", "pairwise") and spec.judge_rules() else None
+    )
+    counting = gate.counting_ids if gate is not None else frozenset()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-push") as pool:
         try:
             for rec in records:
@@ -489,6 +583,8 @@ def push(
         finally:
             for f in pending:
                 f.cancel()
+            if gate is not None:
+                gate.close()
     res.quarantined = ctx.n_quarantined
     res.seconds = round(time.perf_counter() - t0, 3)
     log.info("pushed %d tasks to project %d (%d already there)", res.pushed, pid, res.already)
