@@ -637,6 +637,19 @@ EXPORT_POOL_MIN_ROWS = (
 
 class _Stream:
     """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
+def _plain_record(rec: Any) -> bool:
+    """A record whose export row has a fast row's shape: no tools, every turn role + string content only."""
+    if getattr(rec, "tools", None) is not None:
+        return False
+    if rec.kind == "preference":
+        turns = (*rec.prompt, *rec.chosen, *rec.rejected)
+    else:
+        turns = rec.conversation()
+    return all(
+        type(m.content) is str and not m.tool_calls and not m.name and not m.tool_call_id for m in turns
+    )
+
+
 
     `batches()` makes each split's (JSONL bytes, Arrow table) batches of `export._ARROW_CHUNK` rows; from
     `EXPORT_POOL_MIN_ROWS` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
@@ -657,7 +670,7 @@ class _Stream:
         seen: set[str] = set()
         for rows in self.splits.values():
             for r in rows:
-                if r.rec is None:
+                if r.rec is None or _plain_record(r.rec):
                     if r.kind in seen:
                         continue
                     seen.add(r.kind)
