@@ -740,24 +740,27 @@ def main() -> int:
             "shared_prefix": True,
         },
     }
-    # repeat by repeat (a cut-short run still has whole repeats); in each, the DPO noise rate (the targets) first,
-    # then the 0% control, then the rest of the sweep; the untuned model once, after the first repeat's target arms
-    order = sorted(args.noise, key=lambda x: (x != args.dpo_noise, x != 0.0, x))
+    # the DPO noise rate (the targets) and the 0% control first, repeat by repeat, then the rest of the sweep
+    # repeat by repeat: a run cut short still has whole repeats of the comparisons that matter most; the untuned
+    # model once, after the first repeat's target arms
+    main_noises = sorted({args.dpo_noise, 0.0} & set(args.noise), reverse=True)
+    rest = sorted(set(args.noise) - set(main_noises))
     chains: list[list[tuple]] = []
-    for rep in range(args.repeats):
-        sd = args.seed + rep
-        for noise in order:
-            tag = f"{round(noise * 100):02d}"
-            cur, raw = f"sft-curated-{tag}-r{rep}", f"sft-raw-{tag}-r{rep}"
-            chain: list[tuple] = [("sft", cur, sd), ("eval", cur)]
-            if tag == dtag:
-                chain += [
-                    ("dpo", f"dpo-{dtag}-r{rep}", cur, sd, f"dpo-{dtag}"),
-                    ("eval", f"dpo-{dtag}-r{rep}"),
-                ]
-            chains += [chain, [("sft", raw, sd), ("eval", raw)]]
-            if rep == 0 and tag == dtag:
-                chains.append([("eval", "untuned")])
+    for group in (main_noises, rest):
+        for rep in range(args.repeats):
+            sd = args.seed + rep
+            for noise in group:
+                tag = f"{round(noise * 100):02d}"
+                cur, raw = f"sft-curated-{tag}-r{rep}", f"sft-raw-{tag}-r{rep}"
+                chain: list[tuple] = [("sft", cur, sd), ("eval", cur)]
+                if tag == dtag:
+                    chain += [
+                        ("dpo", f"dpo-{dtag}-r{rep}", cur, sd, f"dpo-{dtag}"),
+                        ("eval", f"dpo-{dtag}-r{rep}"),
+                    ]
+                chains += [chain, [("sft", raw, sd), ("eval", raw)]]
+                if rep == 0 and tag == dtag:
+                    chains.append([("eval", "untuned")])
     if args.report_only:
         stats = orjson.loads((work / "stats.json").read_bytes())
         timing = (
