@@ -147,6 +147,10 @@ def validate_ray(
     payload = pickle.dumps((spec, lengths.tokenizer, max_tokens))
     results: list[tuple[bytes, bytes, int]] = []
     with ray_session(address, num_cpus) as ray:
+        if _client(ray):  # Ray Data does not run through Ray Client (ray://): the same batches as Ray tasks
+            results = _validate_tasks(ray, [x["rec"] for x in items], payload, batch_size)
+            del items
+            return _merged(results, ctx, lengths)
         data_ctx = ray.data.DataContext.get_current()
         data_ctx.execution_options.preserve_order = True
         data_ctx.enable_progress_bars = False
@@ -160,6 +164,38 @@ def validate_ray(
     del items
     log.info("ray engine: validated %d records", len(results))
     return _merged(results, ctx, lengths)
+
+
+def _client(ray: Any) -> bool:
+    """Connected through Ray Client (a `ray://` address)."""
+    try:
+        return bool(ray.util.client.ray.is_connected())
+    except AttributeError:  # pragma: no cover - a Ray without the client
+        return False
+
+
+def _validate_tasks(
+    ray: Any, recs: list[bytes], payload: bytes, batch_size: int
+) -> list[tuple[bytes, bytes, int]]:
+    """`_validate_batch` over batches of `batch_size` records as Ray tasks, results in order (a few in flight)."""
+    from collections import deque
+
+    fn = ray.remote(num_cpus=1)(_validate_batch)
+    ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    batches = iter(range(0, len(recs), batch_size))
+    waiting: deque[Any] = deque()
+    results: list[tuple[bytes, bytes, int]] = []
+    for a in batches:
+        waiting.append(fn.remote({"rec": recs[a : a + batch_size]}, payload))
+        if len(waiting) >= ahead:
+            break
+    while waiting:
+        got = ray.get(waiting.popleft())
+        a = next(batches, None)
+        if a is not None:
+            waiting.append(fn.remote({"rec": recs[a : a + batch_size]}, payload))
+        results += zip(got["rec"], got["q"], got["len"])
+    return results
 
 
 def _merged(results: list[tuple[bytes, bytes, int]], ctx: Any, lengths: Any) -> Iterator[Rec]:

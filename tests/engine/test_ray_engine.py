@@ -177,6 +177,7 @@ def test_ray_address_is_read_from_the_environment(monkeypatch) -> None:
 
 # ---------------------------------------------------------------- every stage on Ray (issue 15, part 3)
 
+
 def _edit(text: str, k: int) -> str:
     """A near copy: one word of a longer text replaced."""
     words = text.split()
@@ -301,3 +302,87 @@ def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
     finally:
         mapper.close()
     assert ray_local.is_initialized()  # a Ray it did not start is left running
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def ray_head():
+    """A Ray head on 127.0.0.1 with its Ray Client server, as a cluster has it: yields its `ray://` address."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    gcs, client = _free_port(), _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",  # (stops what it started when terminated)
+            f"--port={gcs}",
+            f"--ray-client-server-port={client}",
+            "--num-cpus=2",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", client)) == 0:
+                    break
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(0.5)
+        yield f"ray://127.0.0.1:{client}"
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+
+
+def test_ray_client_address_builds_what_local_builds(
+    ray_head: str, mixed_input: Path, tmp_path: Path
+) -> None:
+    """The README's cluster line as written: RAY_ADDRESS=ray://HEAD:PORT curate build ... --engine ray (the `ray`
+    extra brings Ray Client); the export is the local engine's, byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    curate = str(Path(sys.executable).parent / "curate")
+    env = {**os.environ, "RAY_ADDRESS": ray_head, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    args = ["build", str(SPEC), "-i", str(mixed_input), "-i", str(SPEC / "data.jsonl"), "--json"]
+    remote = subprocess.run(
+        [curate, *args, "--out", str(tmp_path / "ray"), "--engine", "ray"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert remote.returncode == 0, remote.stderr.decode()[-2000:]
+    env.pop("RAY_ADDRESS")
+    local = subprocess.run(
+        [curate, *args, "--out", str(tmp_path / "local")], env=env, capture_output=True, check=False
+    )
+    assert local.returncode == 0, local.stderr.decode()[-2000:]
+    got_l, got_r = _tree(tmp_path / "local"), _tree(tmp_path / "ray")
+    assert set(got_l) == set(got_r) and Path("sft/data/train-00000-of-00001.parquet") in got_l
+    for rel in sorted(got_l):
+        if rel.name not in ("manifest.json", "README.md", "report.html", ".curate-build.json"):
+            assert got_l[rel] == got_r[rel], rel
+    assert _manifest_sans_time(orjson.loads(got_l[Path("manifest.json")])) == _manifest_sans_time(
+        orjson.loads(got_r[Path("manifest.json")])
+    )
