@@ -371,3 +371,71 @@ def test_push_preannotates_with_a_calibrated_judge_and_only_suggests_otherwise(c
         push(old, "review", client=client, inputs=[_claims(tmp_path)])
         t = _tasks(client, old)
         assert rule_id not in _ticked(t[claim]) and "SUGGESTION ONLY" in t[claim]["data"]["judge_suggestions"]
+
+
+def test_pairwise_preannotation_with_a_judge(client, tmp_path, monkeypatch):
+    import re
+
+    import tests.test_judge as tj
+    from curate.judge.calibrate import default_calibration_path, save_calibration
+    from curate.versioning import rule_hash
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tj, "CLAIM", re.compile(r"(?i)\bhas been (?:reset|unlocked)\b"))
+    rule_id = "no-claims-judged"
+    pair = {
+        "prompt": [{"role": "user", "content": "My password is lost"}],
+        "chosen": [
+            {
+                "role": "assistant",
+                "content": json.dumps({"intent": "reset_password", "next_step": "Send a reset link."}),
+            }
+        ],
+        "rejected": [
+            {
+                "role": "assistant",
+                "content": json.dumps({"intent": "reset_password", "next_step": "It has been reset."}),
+            }
+        ],
+        "category": "typical",
+    }
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(pair) + "\n")
+    with tj._ChatServer() as srv:
+        for calibrated in (False, True):
+            spec = _judged_spec(tmp_path / str(calibrated), srv.url)
+            if calibrated:
+                save_calibration(
+                    default_calibration_path(spec),
+                    [
+                        {
+                            "rule": rule_id,
+                            "rule_sha": rule_hash(spec, spec.rule(rule_id)),
+                            "judge": f"openai:{srv.url}:grader-1:p1",
+                            "n": 30,
+                            "kappa_ci95": [0.6, 1.0],
+                        }
+                    ],
+                )
+            push(spec, "pairwise", client=client, inputs=[path])
+            [task] = list(client.task_data(find_project(client, spec, "pairwise")["id"]))
+            full = client.request("GET", f"/api/tasks/{task['id']}/").json()
+            ticked = {
+                c
+                for p in full.get("predictions") or []
+                for it in p["result"]
+                if it["from_name"] == "loser_violates"
+                for c in it["value"]["choices"]
+            }
+            rejected_side = "left" if task["meta"]["left_is"] == "rejected" else "right"
+            if calibrated:  # the rejected side fails a counting rule: pre-ticked as the loser's
+                assert ticked == {rule_id} and "judge_suggestions" not in task["data"]
+                assert f"{rejected_side}: FAILS {rule_id}" in task["data"]["check_summary"]
+            else:
+                assert ticked == set()
+                said = task["data"]["judge_suggestions"]
+                assert (
+                    f"{rejected_side}: JUDGE SUGGESTION ONLY (not calibrated; you decide): {rule_id} FAIL"
+                    in said
+                )
+                assert task["data"]["check_summary"].startswith("left: passes | right: passes || ")
