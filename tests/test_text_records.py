@@ -100,10 +100,44 @@ def test_prompt_dedup_agrees_with_brute_force(seed: int, n_base: int) -> None:
         parse_record({"kind": "sft", **d, "source": {"file": "c.jsonl", "line": i + 1}})
         for i, d in enumerate(dicts)
     ]
-    _, rows = dedup(recs, near_threshold=T)
+    rel: list[dict[str, Any]] = []
+    kept, rows = dedup(recs, near_threshold=T, relations=rel)
     alone = {f"c.jsonl:{i + 1}" for i, d in enumerate(dicts) if len(d["messages"]) == 1}
     for row in rows:
         assert (row["kept_source"] in alone) == (row["dropped_source"] in alone), row
+    # a kept prompt that starts a kept answered conversation is reported as its prefix (a continuation)
+    views = {r.source.where(): view([m.model_dump() for m in r.messages]) for r in kept}
+    got = {(x["a_source"], x["b_source"]) for x in rel}
+    for a in alone & views.keys():
+        for b, vb in views.items():
+            if b not in alone and vb.turns[:1] == views[a].turns:
+                assert (a, b) in got, (a, b)
+
+
+def test_drop_prefixes_drops_an_answered_prompt() -> None:
+    """`dedup.drop_prefixes`: an unlabeled prompt that an answered conversation starts with is dropped (method
+    continuation, the answered record named as kept); without it both are kept and related."""
+    answered = {
+        "messages": [
+            {"role": "user", "content": "where are  my RECEIPTS?"},  # the same turn, normalized
+            {"role": "assistant", "content": "Under Billing."},
+        ]
+    }
+    recs = [
+        parse_record({"kind": "sft", **d, "source": {"file": "c.jsonl", "line": i + 1}})
+        for i, d in enumerate(
+            [_prompt("Where are my receipts?"), answered, _prompt("Where are my invoices?")]
+        )
+    ]
+    rel: list[dict[str, Any]] = []
+    kept, rows = dedup(recs, near_threshold=T, relations=rel)
+    assert len(kept) == 3 and rows == []
+    assert [(x["a_source"], x["b_source"]) for x in rel] == [("c.jsonl:1", "c.jsonl:2")]
+    kept, rows = dedup(recs, near_threshold=T, drop_prefixes=True, relations=[])
+    assert [r.source.line for r in kept] == [2, 3]
+    assert [(r["method"], r["kept_source"], r["dropped_source"]) for r in rows] == [
+        ("continuation", "c.jsonl:2", "c.jsonl:1")
+    ]
 
 
 # ------------------------------------------------------------------ builds
@@ -212,6 +246,10 @@ def test_mixed_file_builds_prompts(tmp_path: Path) -> None:
                 side.setdefault(turns[1]["content"], set()).add((fmt, split))
     receipts = side["Where can I download my receipts from last year?"]
     assert {fmt for fmt, _ in receipts} == {"sft", "prompts"} and len({s for _, s in receipts}) == 1
+    rel = [json.loads(x) for x in (out / "relations.jsonl").read_text().splitlines()]
+    assert [(x["a_source"], x["b_source"]) for x in rel if x["a_source"].startswith(str(f))] == [
+        (f"{f}:4", f"{f}:8")
+    ]  # the prompt starts the answered chat: a continuation (dedup.drop_prefixes would drop the prompt)
     # coverage counts answers only; lengths per kind
     total = sum(c["count"] for c in res.manifest["coverage"]["categories"])
     assert (

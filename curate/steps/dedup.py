@@ -355,6 +355,7 @@ def _dedup_kind(
         ends = np.empty(m, dtype=np.int64)
         cuts = np.empty(m, dtype=np.int64)
         flags = np.empty(m, dtype=np.uint8)
+        first = np.zeros(m, dtype=np.uint64)  # the one-turn prefix key of a conversation of 2+ turns
         end = 0
         for k, (msgs, chosen, meta) in enumerate(got):
             found = turn_markers(list(msgs) + list(chosen or ()))
@@ -377,13 +378,16 @@ def _dedup_kind(
             ends[k] = end
             flags[k] = c[2]
             pre += [(a + k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
+            if len(digests) > 1:
+                first[k] = int.from_bytes(digests[0][:8], "big")
         bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
-        return ek, raw, length, bd, skel, pre, marks, (b"".join(blob), ends, cuts, flags)
+        return ek, raw, length, bd, skel, pre, marks, (b"".join(blob), ends, cuts, flags), first
 
     ekeys = np.empty(n, dtype=np.uint64)
     rawh = np.empty(n, dtype=np.uint64)
     length = np.empty(n, dtype=np.int64)
     bands = np.empty((n, width), dtype=np.uint32)
+    firsts = np.zeros(n, dtype=np.uint64)
     skel: list[tuple[int, int]] = []
     prefixes: list[tuple[int, int]] = []
     marked: list[tuple[int, list[str]]] = []
@@ -391,16 +395,22 @@ def _dedup_kind(
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
     store = _TextStore(n) if sketch is not None else None  # (closed after the near step, or when collected)
-    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt) in zip(tasks, _map(acc, row_keys, tasks, n)):
+    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs) in zip(tasks, _map(acc, row_keys, tasks, n)):
         if report is not None:
             report("dedup", b, n)  # (the keys: one pass over the records)
-        ekeys[a:b], rawh[a:b], length[a:b], bands[a:b] = ek, raw, ln, bd
+        ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], firsts[a:b] = ek, raw, ln, bd, fs
         if store is not None:
             store.add(a, *txt)
         skel += sk
         prefixes += pre
         marked += mk
     del tasks
+    # one-turn items (unlabeled prompts) are prefixes of the conversations they start: their one-turn prefix keys
+    single = ekeys[firsts == 0]
+    if len(single):
+        hits = np.flatnonzero((firsts != 0) & np.isin(firsts, single)).tolist()
+        prefixes += [(p, int(firsts[p])) for p in hits]
+    del firsts, single
     out_marked = [(idx[pos], found) for pos, found in marked]
     if drop_marked:  # set aside before any decision: quarantined, never a duplicate nor a kept twin
         for pos, _ in marked:
