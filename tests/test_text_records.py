@@ -268,6 +268,8 @@ def test_mixed_file_builds_prompts(tmp_path: Path) -> None:
     r = _run(load + "\nprint('PROMPTS', sum(len(s) for s in prompts.values()))", cwd=out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"PROMPTS {counts['train'] + counts['test']}" in r.stdout
+    report = (out / "report.html").read_text()
+    assert f"prompts {counts['train']} / {counts['test']}" in report and "<td>prompts</td>" in report
     rep = lint_export(out)
     assert rep.ok, rep.findings
     assert ("prompt_only", True) in {(d["type"], d["conversational"]) for d in rep.datasets}

@@ -15,6 +15,8 @@ from curate.report import svg
 from curate.report.data import ReportData, conversation, parse_source, text_key
 from curate.report.svg import Cell, esc, fmt_num
 
+# the export kinds; prompts / text: unlabeled prompts, in a build that has them
+EXPORT_KINDS = ("sft", "dpo", "prompts", "text")
 TURN_CHARS = 700
 ORIGINAL_CHARS = 900
 SHOWN_DROPS = 3
@@ -178,7 +180,7 @@ def _summary(d: ReportData) -> str:
             int(counts.get(k) or 0) for k in ("exported", "quarantined", "duplicates")
         )
     splits = []
-    for fmt in ("sft", "dpo"):
+    for fmt in EXPORT_KINDS:
         s = counts.get(fmt) or {}
         if s:
             splits.append(f"{fmt} {fmt_num(s.get('train', 0))} / {fmt_num(s.get('test', 0))}")
@@ -260,7 +262,7 @@ def _conservation(d: ReportData) -> str:
         table_id="conservation-table",
     )
     split_rows = []
-    for fmt in ("sft", "dpo"):
+    for fmt in EXPORT_KINDS:
         s = c.get(fmt) or {}
         if s:
             split_rows.append([esc(fmt), _n(s.get("train")), _n(s.get("test"))])
@@ -357,7 +359,7 @@ def _lengths(d: ReportData) -> str:
     limit = lengths.get("max_tokens") or (d.manifest.get("export") or {}).get("max_tokens")
     limit = int(limit) if unit == "tokens" and isinstance(limit, (int, float)) else None
     series = []
-    for fmt in ("sft", "dpo"):
+    for fmt in EXPORT_KINDS:
         for split in ("train", "test"):
             vals = d.lengths.get(fmt, {}).get(split)  # lengths.parquet, or an older manifest's lists
             if vals is not None:
