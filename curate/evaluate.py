@@ -134,18 +134,18 @@ def heldout_prompts(export: str | Path, spec: Spec | None = None) -> list[Prompt
     """
     export = Path(export)
     meta = record_meta(spec)
-    files = [export / "sft" / "test.jsonl", export / "dpo" / "test.jsonl"]
-    if not any(f.exists() for f in files):
+    from curate.steps.export import read_rows, split_file
+
+    files = [f for f in (split_file(export / "sft", "test"), split_file(export / "dpo", "test")) if f]
+    if not files:
         raise EvalError(
-            f"no held-out split in {export} (sft/test.jsonl or dpo/test.jsonl); run `curate build` "
-            "or pass --data EXPORT_DIR"
+            f"no held-out split in {export} (sft/test.jsonl or dpo/test.jsonl, or their Parquet files); run "
+            "`curate build` or pass --data EXPORT_DIR"
         )
     seen: set[str] = set()
     out: list[Prompt] = []
     for f in files:
-        if not f.exists():
-            continue
-        for line, obj in read_jsonl(f):
+        for line, obj in read_rows(f):
             where = f"{f}:{line}"
             if isinstance(obj, LineError):
                 raise EvalError(f"{where}: {obj.reason}: {obj.detail}; rebuild the export")

@@ -282,6 +282,11 @@ class Export(_Strict):
     stale_labels: Literal["warn", "error"] = Field(
         "warn", description="labels made under another rule hash: warn (default) or fail the build"
     )
+    jsonl: bool = Field(
+        True,
+        description="also write each split as JSON lines beside the Parquet files (false or `curate build "
+        "--no-jsonl`: Parquet only, about a quarter of the bytes)",
+    )
     text_records: Literal["prompts", "text"] = Field(
         "prompts",
         description="unlabeled prompts (plain {text: ...} records, tag unlabeled): exported as TRL prompt-only "

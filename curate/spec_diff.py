@@ -196,7 +196,10 @@ def diff_specs(old: Spec, new: Spec) -> SpecDiff:
 
 
 def _records(path: Path) -> Iterator[Record]:
-    for _line, obj in read_jsonl(path):
+    """The records of a JSONL file, or of an export split's Parquet file (`export.read_rows`)."""
+    from curate.steps.export import read_rows
+
+    for _line, obj in read_rows(path) if path.suffix == ".parquet" else read_jsonl(path):
         if isinstance(obj, LineError):
             continue
         body = {k: v for k, v in obj.items() if k not in ("id", "kind")}
@@ -229,6 +232,8 @@ def _pair_proof(spec: Spec, rec: PreferenceRecord) -> str:
 def _exported(out_dir: Path) -> tuple[list[Record], list[PreferenceRecord]]:
     """(SFT-exported and negative records, DPO pairs) of a build folder; categories from the build's
     inputs."""
+    from curate.steps.export import split_file
+
     manifest = orjson.loads((out_dir / "manifest.json").read_bytes())
     by_id: dict[str, Record] = {}
     for inp in manifest.get("inputs", []):
@@ -238,16 +243,16 @@ def _exported(out_dir: Path) -> tuple[list[Record], list[PreferenceRecord]]:
                 by_id.setdefault(rec.id, rec)
     sft: list[Record] = []
     for part in ("train", "test"):
-        p = out_dir / "sft" / f"{part}.jsonl"
-        if p.exists():
+        p = split_file(out_dir / "sft", part)
+        if p is not None:
             sft += [by_id.get(r.id, r) for r in _records(p)]
     neg = out_dir / "negatives.jsonl"
     if neg.exists():
         sft += list(_records(neg))
     pairs: list[PreferenceRecord] = []
     for part in ("train", "test"):
-        p = out_dir / "dpo" / f"{part}.jsonl"
-        if p.exists():
+        p = split_file(out_dir / "dpo", part)
+        if p is not None:
             for r in _records(p):
                 if isinstance(r, PreferenceRecord):
                     known = by_id.get(r.id)

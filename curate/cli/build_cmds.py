@@ -58,9 +58,14 @@ def register(main: click.Group) -> None:
     @click.option(
         "--near-threshold",
         type=click.FloatRange(0.0, 1.0, min_open=True),
-        default=0.8,
-        show_default=True,
-        help="Similarity from which two texts count as near duplicates (dedup, split groups, leakage).",
+        default=None,
+        help="Similarity from which two texts count as near duplicates (dedup, split groups, leakage; "
+        "default: the spec's dedup.threshold, else 0.8).",
+    )
+    @click.option(
+        "--jsonl/--no-jsonl",
+        default=None,
+        help="Write each split as JSON lines beside the Parquet files (default: the spec's export.jsonl, on).",
     )
     @click.option(
         "--lock",
@@ -93,7 +98,8 @@ def register(main: click.Group) -> None:
         tokenizer: str | None,
         max_tokens: int | None,
         sft_format: str | None,
-        near_threshold: float,
+        near_threshold: float | None,
+        jsonl: bool | None,
         lock: str | None,
         engine: str,
         strict: bool,
@@ -118,6 +124,8 @@ def register(main: click.Group) -> None:
         from curate.steps.pipeline import build
 
         spec = load_spec(spec_path)
+        if jsonl is not None and jsonl != spec.export.jsonl:
+            spec = spec.model_copy(update={"export": spec.export.model_copy(update={"jsonl": jsonl})})
         target = Path(out) if out else spec.default_out_dir()
         with progress_for("curate build", quiet=quiet, as_json=as_json) as update:
             result = build(

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from curate.errors import InputError
+from curate.steps.export import split_file
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,13 @@ def _iter_jsonl(
     path: Path, warnings: list[str], keep: Callable[[bytes], bool] | None = None
 ) -> Iterator[Any]:
     """The JSON objects of a JSONL file; unreadable lines are counted into one warning (also when the caller
-    stops early). `keep(raw)`, when given, skips a line unparsed when it says False."""
+    stops early). `keep(raw)`, when given, skips a line unparsed when it says False. An export split's Parquet
+    file (a build with `export.jsonl: false`) gives its rows (`export.read_rows`)."""
+    if path.suffix == ".parquet":
+        from curate.steps.export import read_rows
+
+        yield from (row for _, row in read_rows(path))
+        return
     bad = 0
     try:
         with open(path, "rb") as fh:
@@ -303,10 +310,11 @@ def _scan_splits(data: ReportData, by_id: dict[str, list[str]]) -> None:
         return at < 0 or raw[at + 6 : raw.find(b'"', at + 6)].decode("utf-8", "replace") in wanted
 
     for rel in SPLIT_FILES:
-        path = data.out_dir / rel
+        kind, split = rel.split("/")
+        path = split_file(data.out_dir / kind, split.removesuffix(".jsonl"))
         if not wanted:
             return
-        if not path.is_file():
+        if path is None:
             continue
         for row in _iter_jsonl(path, data.warnings, keep=maybe_wanted):
             keys = wanted.pop(str(row.get("id")), None)
@@ -483,8 +491,8 @@ def _read_rules(data: ReportData) -> None:
                     st.failed += 1
     data.rules = [stats[r] for r in order]
     for split in ("train", "test"):
-        path = data.out_dir / "dpo" / f"{split}.jsonl"
-        if len(data.pair_examples) >= PAIR_EXAMPLES or not path.is_file():
+        path = split_file(data.out_dir / "dpo", split)
+        if len(data.pair_examples) >= PAIR_EXAMPLES or path is None:
             continue
         for row in _iter_jsonl(path, data.warnings):
             if len(data.pair_examples) >= PAIR_EXAMPLES:

@@ -45,7 +45,7 @@ import orjson
 
 from curate.errors import ExportError
 from curate.outdir import MARKER, _fsync_files, check_target, clean_dead_spools, recover, staged_output
-from curate.records import Message, PreferenceRecord, SFTRecord
+from curate.records import Message, PreferenceRecord, SFTRecord, read_jsonl
 from curate.spec import Spec
 
 Rec = SFTRecord | PreferenceRecord
@@ -183,7 +183,12 @@ def _uniform_tools(rows: list[dict[str, Any]]) -> None:
 
 
 def write_splits(
-    directory: Path, splits: dict[str, list[dict[str, Any]]], *, title: str = "", name: str = "dataset"
+    directory: Path,
+    splits: dict[str, list[dict[str, Any]]],
+    *,
+    title: str = "",
+    name: str = "dataset",
+    jsonl: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Write `<split>.jsonl` and `data/<split>-00000-of-00001.parquet` per split, plus a loader README.
 
@@ -195,10 +200,15 @@ def write_splits(
     )  # (every row now has `tools` or none)
 
     def batches(rows: list[dict[str, Any]]) -> Callable[[], Iterator[tuple[bytes, Any]]]:
-        return lambda: _encoded(rows, schema, False)
+        return lambda: _encoded(rows, schema, False, jsonl)
 
     return write_split_batches(
-        directory, {s: batches(rows) for s, rows in splits.items()}, schema=schema, title=title, name=name
+        directory,
+        {s: batches(rows) for s, rows in splits.items()},
+        schema=schema,
+        title=title,
+        name=name,
+        jsonl=jsonl,
     )
 
 
@@ -239,16 +249,18 @@ def write_splits_stream(
     )
 
 
-def _encoded(rows: Iterable[dict[str, Any]], schema: Any, tools: bool) -> Iterator[tuple[bytes, Any]]:
+def _encoded(
+    rows: Iterable[dict[str, Any]], schema: Any, tools: bool, jsonl: bool = True
+) -> Iterator[tuple[bytes, Any]]:
     """`encode_batch` of each run of `_ARROW_CHUNK` rows (the last one shorter)."""
     buf: list[dict[str, Any]] = []
     for row in rows:
         buf.append(row)
         if len(buf) == _ARROW_CHUNK:
-            yield encode_batch(buf, schema, tools)
+            yield encode_batch(buf, schema, tools, jsonl)
             buf = []
     if buf:
-        yield encode_batch(buf, schema, tools)
+        yield encode_batch(buf, schema, tools, jsonl)
 
 
 def stream_schema(sample: list[dict[str, Any]]) -> tuple[Any, bool]:
@@ -258,15 +270,44 @@ def stream_schema(sample: list[dict[str, Any]]) -> tuple[Any, bool]:
     return infer_schema(sample), tools
 
 
-def encode_batch(rows: list[dict[str, Any]], schema: Any, tools: bool) -> tuple[bytes, Any]:
+def encode_batch(
+    rows: list[dict[str, Any]], schema: Any, tools: bool, jsonl: bool = True
+) -> tuple[bytes, Any]:
     """(the rows' JSONL bytes, their Arrow table): one batch for `write_split_batches`. Depends on the rows alone,
-    so a pool worker can make it."""
+    so a pool worker can make it. `jsonl=False` (spec `export.jsonl: false`): no JSONL, b"" instead."""
     import pyarrow as pa
 
     if tools:
         for r in rows:
             r.setdefault("tools", None)
-    return b"".join([_row_json(r) for r in rows]), pa.Table.from_pylist(rows, schema=schema)
+    data = b"".join([_row_json(r) for r in rows]) if jsonl else b""
+    return data, pa.Table.from_pylist(rows, schema=schema)
+
+
+def split_file(directory: Path, split: str) -> Path | None:
+    """Where one split of an export folder (sft/, dpo/, ...) is: its JSONL when the build wrote one (spec
+    `export.jsonl`, default on), else its Parquet file; None when neither is there."""
+    j = directory / f"{split}.jsonl"
+    if j.is_file():
+        return j
+    p = directory / "data" / f"{split}-00000-of-00001.parquet"
+    return p if p.is_file() else None
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number from 1, row) of an export split file (`split_file`), JSONL or Parquet: the one reader of
+    exported rows for eval, spec diff and the report. A JSONL line that does not parse comes as a
+    `records.LineError` (as `records.read_jsonl` gives it)."""
+    if path.suffix != ".parquet":
+        yield from read_jsonl(path)
+        return
+    import pyarrow.parquet as pq
+
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_ARROW_CHUNK):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
 
 
 _TURN_KEYS = ("messages", "prompt")  # the column a row's system turn is in (SFT, prompt-completion / DPO)
@@ -313,6 +354,7 @@ def write_split_batches(
     name: str = "dataset",
     row_group: int = ROW_GROUP,
     hashes: dict[str, str] | None = None,
+    jsonl: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """`write_splits_stream` fed ready batches: `splits[name]()` yields (JSONL bytes, Arrow table of `schema`) per
     batch of rows, in order (`encode_batch`). Batches of `_ARROW_CHUNK` rows (or any size dividing `row_group`,
@@ -320,7 +362,8 @@ def write_split_batches(
     and each Parquet file once: `hashes` (when given) gets {"<directory name>/<file>": sha256} for file_hashes.
 
     The JSONL (write + hash) and the Parquet file are written on two threads (both release the GIL), started once
-    the split's first batch is in: a fork pool behind `splits[name]()` forks before them."""
+    the split's first batch is in: a fork pool behind `splits[name]()` forks before them. `jsonl=False`: the
+    Parquet files only (the batches' JSONL bytes are then empty)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     info: dict[str, dict[str, Any]] = {}
@@ -330,9 +373,9 @@ def write_split_batches(
         digest = hashlib.sha256()
         n = 0
         try:
-            with open(directory / f"{split}.jsonl", "wb") as fh:
+            with open(directory / f"{split}.jsonl", "wb") if jsonl else contextlib.nullcontext() as fh:
 
-                def jsonl(data: Any, fh: Any = fh, digest: Any = digest) -> None:
+                def write(data: Any, fh: Any = fh, digest: Any = digest) -> None:
                     fh.write(data)
                     digest.update(data)
                     if hasattr(data, "close"):  # a Spool's mmap: unmapped now, not when collected
@@ -341,12 +384,13 @@ def write_split_batches(
                 batches = iter(make())
                 first = next(batches, None)
                 if first is not None:
-                    sinks = (_Behind(jsonl), _Behind(groups.add))
+                    sinks = (_Behind(write), _Behind(groups.add)) if jsonl else (_Behind(groups.add),)
                     try:
                         for data, table in itertools.chain((first,), batches):
                             n += table.num_rows
-                            sinks[0].put(data)
-                            sinks[1].put(table)
+                            if jsonl:
+                                sinks[0].put(data)
+                            sinks[-1].put(table)
                     finally:
                         errors = [sink.close() for sink in sinks]
                     for err in errors:
@@ -357,7 +401,8 @@ def write_split_batches(
             groups.close()
         info[split] = {"num_examples": n, "num_bytes": pq_path.stat().st_size, "sha256": sha256_file(pq_path)}
         if hashes is not None:
-            hashes[f"{directory.name}/{split}.jsonl"] = digest.hexdigest()
+            if jsonl:
+                hashes[f"{directory.name}/{split}.jsonl"] = digest.hexdigest()
             hashes[f"{directory.name}/data/{pq_path.name}"] = info[split]["sha256"]
     if any(i["num_examples"] for i in info.values()):
         header = ["---"] + loader_yaml("default", "data", info, name) + ["---"]
@@ -664,12 +709,13 @@ def _shown_path(file: str, out_dir: Path | None) -> str:
 
 def _example_row(folder: Path | None, fmt: str, limit: int = 400) -> str | None:
     """The first train row of `fmt` as indented JSON (long texts cut), or None."""
-    if folder is None or not (folder / fmt / "train.jsonl").is_file():
+    path = split_file(folder / fmt, "train") if folder is not None else None
+    if path is None:
         return None
-    with open(folder / fmt / "train.jsonl", "rb") as fh:
-        first = fh.readline()
-    if not first.strip():
+    first_row = next((row for _, row in read_rows(path) if isinstance(row, dict)), None)
+    if first_row is None:
         return None
+    first = orjson.dumps(first_row)
 
     def cut(v: Any) -> Any:
         if isinstance(v, str):
@@ -813,12 +859,17 @@ def dataset_card(
             "```",
             "",
         ]
+        with_jsonl = [f for f in loadable if getattr(spec.export, "jsonl", True)]
         lines += [
             "The rows are in Parquet, what the configs load: "
             + ", ".join(f"`{f}/data/*.parquet`" for f in loadable)
             + " (compressed: the system prompt every row repeats costs next to nothing). "
-            + ", ".join(f"`{f}/train.jsonl` and `{f}/test.jsonl`" for f in loadable)
-            + " hold the same rows as JSON lines, for tools that read JSONL.",
+            + (
+                ", ".join(f"`{f}/train.jsonl` and `{f}/test.jsonl`" for f in with_jsonl)
+                + " hold the same rows as JSON lines, for tools that read JSONL."
+                if with_jsonl
+                else "This build wrote no JSONL copies (spec `export.jsonl: false` or `--no-jsonl`)."
+            ),
             "",
         ]
     for f in empty:

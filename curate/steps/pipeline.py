@@ -339,14 +339,17 @@ def _write(
                 schema, tools = stream_schema(rows.sample())
                 split_info[fmt] = write_split_batches(
                     stage / fmt,
-                    rows.batches(schema, tools),
+                    rows.batches(schema, tools, spec.export.jsonl),
                     schema=schema,
                     title=title,
                     name=f"{spec.name}-{fmt}",
                     hashes=known,
+                    jsonl=spec.export.jsonl,
                 )
             elif rows is not None:
-                split_info[fmt] = write_splits(stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}")
+                split_info[fmt] = write_splits(
+                    stage / fmt, rows, title=title, name=f"{spec.name}-{fmt}", jsonl=spec.export.jsonl
+                )
         sft_rows = dpo_rows = prompts_out = None
         # the exports are most of the bytes: flushed to disk while the rest is written (the stage's final fsync
         # then finds them clean); no fork pool runs after this point
@@ -584,7 +587,9 @@ def _build_rows_in(
         C.lineage(exported),
     )
     manifest["judge"] = gate.summary()
-    counting = gate.counting_ids  # judge rules that count: in every row's lineage `rules` (versioning.row_stamp)
+    counting = (
+        gate.counting_ids
+    )  # judge rules that count: in every row's lineage `rules` (versioning.row_stamp)
     manifest["spec"]["rule_sets"] = rule_sets(
         spec, (r.rec.labels for r in exported if r.rec is not None), counting
     )
@@ -635,8 +640,6 @@ EXPORT_POOL_MIN_ROWS = (
 )
 
 
-class _Stream:
-    """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
 def _plain_record(rec: Any) -> bool:
     """A record whose export row has a fast row's shape: no tools, every turn role + string content only."""
     if getattr(rec, "tools", None) is not None:
@@ -650,6 +653,8 @@ def _plain_record(rec: Any) -> bool:
     )
 
 
+class _Stream:
+    """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
 
     `batches()` makes each split's (JSONL bytes, Arrow table) batches of `export._ARROW_CHUNK` rows; from
     `EXPORT_POOL_MIN_ROWS` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
@@ -665,7 +670,9 @@ def _plain_record(rec: Any) -> bool:
         self.mapper = mapper  # whose pool_map makes the batches (compact.LocalMapper's fork pool, or Ray)
 
     def sample(self) -> list[dict[str, Any]]:
-        """Every record-path row, and the first fast row of each kind, in order: all the shapes there are."""
+        """The first plain row of each kind (a fast row, or a record whose turns are role and string content
+        only, without tools: their export rows all have one shape) and every other record-path row, in order:
+        all the shapes there are. (Every record-path row was made twice: a 50k OpenAI export spent 3.6 s here.)"""
         out = []
         seen: set[str] = set()
         for rows in self.splits.values():
@@ -677,7 +684,9 @@ def _plain_record(rec: Any) -> bool:
                 out.append(self.make(r))
         return out
 
-    def batches(self, schema: Any, tools: bool) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
+    def batches(
+        self, schema: Any, tools: bool, jsonl: bool = True
+    ) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
         from curate.engine.compact import LocalMapper
         from curate.steps import export
 
@@ -695,7 +704,9 @@ def _plain_record(rec: Any) -> bool:
                 spool = export.Spool.open() if pooled and mapper.spool else None
 
                 def batch(ab: tuple[int, int]) -> Any:
-                    data, table = export.encode_batch([make(r) for r in rows[ab[0] : ab[1]]], schema, tools)
+                    data, table = export.encode_batch(
+                        [make(r) for r in rows[ab[0] : ab[1]]], schema, tools, jsonl
+                    )
                     return spool.put(data, table) if spool is not None else (data, table)
 
                 try:
