@@ -80,6 +80,7 @@ class RayMapper:
         self._chunks: list[Any] = []  # object refs of the shared rows, SHARE_CHUNK a ref
         self._keep: list[Row] = []  # the shared rows (their ids stay theirs while shared)
         self._calls = itertools.count()
+        self._token = uuid.uuid4().hex
         self._shared = uuid.uuid4().hex  # names this mapper's shared rows in the workers' caches
         self._remote = self.ray.remote(num_cpus=1)(_run_task)
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
@@ -111,15 +112,15 @@ class RayMapper:
         chunk: int | None = None,
     ) -> Iterator[Any]:
         """`map(fn, items)` in order, `chunk` (default `POOL_CHUNK`) items a Ray task (`compact.pool_map`'s
-        contract: `fn` depends on its item alone)."""
+        contract: `fn` depends on its item alone). The items travel with their task (a worker holds one task's)."""
         size = chunk or POOL_CHUNK
-        bounds = [(a, min(len(items), a + size)) for a in range(0, len(items), size)]
+        parts = [items[a : a + size] for a in range(0, len(items), size)]
 
-        def chunk_task(ab: tuple[int, int], threads: int | None) -> list[Any]:
-            return [fn(items[i]) for i in range(*ab)]
+        def chunk_task(part: Sequence[Any], threads: int | None) -> list[Any]:
+            return [fn(x) for x in part]
 
         chunk_task.__qualname__ = f"pool_map[{getattr(fn, '__qualname__', type(fn).__name__)}]"
-        return itertools.chain.from_iterable(self.map(chunk_task, bounds, len(items)))
+        return itertools.chain.from_iterable(self.map(chunk_task, parts, len(items)))
 
     @staticmethod
     def use_pool(n: int, min_items: int | None = None) -> bool:
@@ -154,7 +155,7 @@ class RayMapper:
 
     def _ordered(self, fn: Any, tasks: Sequence[Any]) -> Iterator[Any]:
         name = getattr(fn, "__qualname__", type(fn).__name__)
-        key = f"{os.getpid()}:{id(self)}:{next(self._calls)}"
+        key = f"{self._token}:{next(self._calls)}"  # (unique: a worker's cached function is never a stale one)
         blob = [self.ray.put(self._dumps(fn))]  # (in a list: the worker fetches it once, not every task)
         rows = (self._shared, list(self._chunks))
         waiting: deque[Any] = deque()
@@ -176,7 +177,46 @@ _END = object()
 # ---------------------------------------------------------------------- in a Ray worker
 
 _FN: tuple[str, Any] | None = None  # (map call key, its task function) of the call this worker serves now
-_ROWS: dict[str, dict[int, list[Row]]] = {}  # shared rows this worker fetched: mapper -> chunk number -> rows
+_ROWS: dict[str, _Chunks] = {}  # the shared rows this worker reads: share() key -> its chunks
+SHARE_CACHE = 4  # chunks of shared rows a worker keeps (the most recently read)
+
+
+class _Chunks:
+    """A worker's view of one `share()`: chunks fetched from the object store when a row of theirs is read, the
+    `SHARE_CACHE` most recently read kept."""
+
+    def __init__(self, refs: list[Any]) -> None:
+        from collections import OrderedDict
+
+        self.refs = refs
+        self.cache: OrderedDict[int, list[Row]] = OrderedDict()
+
+    def row(self, pos: int) -> Row:
+        k = pos // SHARE_CHUNK
+        part = self.cache.get(k)
+        if part is None:
+            import ray
+
+            part = self.cache[k] = ray.get(self.refs[k])
+            if len(self.cache) > SHARE_CACHE:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(k)
+        return part[pos % SHARE_CHUNK]
+
+
+class _SharedRow:
+    """A shared row as a worker's task function holds it: its position; read through (`_Chunks.row`) on first
+    use of any attribute, so a closure over all the rows costs a worker ~50 bytes a row, not the rows."""
+
+    __slots__ = ("_chunks", "_pos")
+
+    def __init__(self, chunks: _Chunks, pos: int) -> None:
+        self._chunks = chunks
+        self._pos = pos
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chunks.row(self._pos), name)
 
 
 def _run_task(key: str, blob: list[Any], rows: tuple[str, list[Any]], task: Any) -> tuple[int, Any]:
@@ -194,13 +234,10 @@ def _loads(ref: Any, rows: tuple[str, list[Any]]) -> Any:
     owner, refs = rows
     for other in [k for k in _ROWS if k != owner]:
         del _ROWS[other]  # a later build's mapper: the earlier one's rows are gone
-    mine = _ROWS.setdefault(owner, {})
+    mine = _ROWS.get(owner) or _ROWS.setdefault(owner, _Chunks(refs))
 
     class _Unpickler(pickle.Unpickler):
-        def persistent_load(self, pid: Any) -> Row:
-            part = mine.get(pid // SHARE_CHUNK)
-            if part is None:
-                part = mine[pid // SHARE_CHUNK] = ray.get(refs[pid // SHARE_CHUNK])
-            return part[pid % SHARE_CHUNK]
+        def persistent_load(self, pid: Any) -> Any:
+            return _SharedRow(mine, pid)
 
     return _Unpickler(io.BytesIO(ray.get(ref))).load()
