@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
@@ -237,6 +238,34 @@ def parse_record(data: dict[str, Any]) -> SFTRecord | PreferenceRecord:
     """Validate a record dict (as written by `dump_record`); fills in the id when missing."""
     rec = _RECORD.validate_python(data)
     return rec if rec.id else rec.model_copy(update={"id": rec.content_id()})
+
+
+def record_origin(rec: SFTRecord | PreferenceRecord) -> tuple[str, str, str, str]:
+    """(format, annotator, generator, origin) of one exported record, as the manifest's lineage counts them."""
+    s = rec.source
+    origin = "human-reviewed" if rec.is_human_reviewed else "generated" if rec.is_generated else "as imported"
+    return s.format or "native", s.annotator or "", s.generator or "", origin
+
+
+def lineage_counts(origins: Iterable[tuple[str, str, str, str]]) -> dict[str, dict[str, int]]:
+    """The manifest's lineage block from one `record_origin` tuple per exported record (in export order)."""
+    fmt: Counter[str] = Counter()
+    annot: Counter[str] = Counter()
+    gen: Counter[str] = Counter()
+    cats: Counter[str] = Counter()
+    for f, annotator, generator, origin in origins:
+        fmt[f] += 1
+        if annotator:
+            annot[annotator] += 1
+        if generator:
+            gen[generator] += 1
+        cats[origin] += 1
+    return {
+        "formats": dict(fmt.most_common()),
+        "origin": dict(cats.most_common()),
+        "annotators": dict(annot.most_common(20)),
+        "generators": dict(gen.most_common(20)),
+    }
 
 
 def dump_record(rec: SFTRecord | PreferenceRecord) -> dict[str, Any]:

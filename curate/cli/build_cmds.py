@@ -248,7 +248,7 @@ def register(main: click.Group) -> None:
           curate coverage specs/support-triage
           curate coverage out/support-triage/v1 --json
         """
-        from curate.steps.coverage import build_coverage
+        from curate.steps.pipeline import build_coverage
 
         cov, ref = build_coverage(target, list(inputs) or None)
         cells = cov.get("cells", [])

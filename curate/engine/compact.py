@@ -1222,7 +1222,7 @@ def row_hits(spec: Any, checker: Checker) -> Any:
 
 def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
     """== pipeline._lineage of the records (a fast row is a native line, imported as it is)."""
-    from curate.steps.pipeline import lineage_counts, record_origin
+    from curate.records import lineage_counts, record_origin
 
     return lineage_counts(
         (r.fmt or "native", "", "", "as imported") if r.rec is None else record_origin(r.rec) for r in rows

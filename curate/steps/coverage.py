@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from curate.checks import check_response
@@ -248,36 +247,10 @@ def coverage_from_counts(
     return Coverage(cells=cells, categories=shares, total=total)
 
 
-def build_coverage(target: str | Path, inputs: list[str] | None = None) -> tuple[dict[str, Any], str]:
-    """(the manifest's coverage dict, spec ref) of a build folder, or of a spec built into a temporary folder.
-
-    One computation for `curate coverage`, `curate build` and the report: a spec's coverage is that of the build
-    its data would make (after pairing, deduplication and the held-out leakage check), never a second count of
-    the raw records. The spec's own build folder's heldout.lock is kept when there is one, as a build would.
-    """
-    import tempfile
-
-    import orjson
-
-    p = Path(target)
-    if p.is_dir() and (p / "manifest.json").is_file():
-        manifest = orjson.loads((p / "manifest.json").read_bytes())
-        return manifest.get("coverage", {}), manifest.get("spec", {}).get("ref", str(p))
-    from curate.spec import load_spec
-    from curate.steps.pipeline import build
-
-    spec = load_spec(target)
-    lock = spec.default_out_dir() / "heldout.lock"
-    with tempfile.TemporaryDirectory(prefix="curate-coverage-") as tmp:
-        res = build(spec, inputs, Path(tmp) / "build", lock=lock if lock.is_file() else None)
-        return res.manifest["coverage"], spec.ref
-
-
 __all__ = [
     "CategoryShare",
     "Cell",
     "Coverage",
-    "build_coverage",
     "cell_target",
     "compute_coverage",
     "coverage_from_counts",

@@ -22,7 +22,7 @@ import gc
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -810,36 +810,26 @@ def _dedup_counts(clusters: list[dict[str, Any]], threshold: float) -> dict[str,
     }
 
 
-def record_origin(rec: Rec) -> tuple[str, str, str, str]:
-    """(format, annotator, generator, origin) of one exported record, as the manifest's lineage counts them."""
-    s = rec.source
-    origin = "human-reviewed" if rec.is_human_reviewed else "generated" if rec.is_generated else "as imported"
-    return s.format or "native", s.annotator or "", s.generator or "", origin
+def build_coverage(target: str | Path, inputs: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """(the manifest's coverage dict, spec ref) of a build folder, or of a spec built into a temporary folder.
+
+    One computation for `curate coverage`, `curate build` and the report: a spec's coverage is that of the build
+    its data would make (after pairing, deduplication and the held-out leakage check), never a second count of
+    the raw records. The spec's own build folder's heldout.lock is kept when there is one, as a build would.
+    """
+    import tempfile
+
+    import orjson
+
+    p = Path(target)
+    if p.is_dir() and (p / "manifest.json").is_file():
+        manifest = orjson.loads((p / "manifest.json").read_bytes())
+        return manifest.get("coverage", {}), manifest.get("spec", {}).get("ref", str(p))
+    spec = load_spec(target)
+    lock = spec.default_out_dir() / "heldout.lock"
+    with tempfile.TemporaryDirectory(prefix="curate-coverage-") as tmp:
+        res = build(spec, inputs, Path(tmp) / "build", lock=lock if lock.is_file() else None)
+        return res.manifest["coverage"], spec.ref
 
 
-def lineage_counts(origins: Iterable[tuple[str, str, str, str]]) -> dict[str, dict[str, int]]:
-    """The manifest's lineage block from one `record_origin` tuple per exported record (in export order)."""
-    fmt: Counter[str] = Counter()
-    annot: Counter[str] = Counter()
-    gen: Counter[str] = Counter()
-    cats: Counter[str] = Counter()
-    for f, annotator, generator, origin in origins:
-        fmt[f] += 1
-        if annotator:
-            annot[annotator] += 1
-        if generator:
-            gen[generator] += 1
-        cats[origin] += 1
-    return {
-        "formats": dict(fmt.most_common()),
-        "origin": dict(cats.most_common()),
-        "annotators": dict(annot.most_common(20)),
-        "generators": dict(gen.most_common(20)),
-    }
-
-
-def _lineage(records: list[Rec]) -> dict[str, dict[str, int]]:
-    return lineage_counts(record_origin(r) for r in records)
-
-
-__all__ = ["BuildResult", "build"]
+__all__ = ["BuildResult", "build", "build_coverage"]
