@@ -291,6 +291,23 @@ def _base(
     return out
 
 
+_SYSTEM_TURNS: dict[str, Message] = {}  # the system turns seen lately: one frozen Message for each text
+
+
+def _shared_system(m: Message | dict[str, Any]) -> Message | dict[str, Any]:
+    """A plain system turn as one shared Message per text: real exports repeat the same system prompt in every
+    record (~0.8 KB a record of Message and string otherwise)."""
+    if type(m) is dict and len(m) == 2 and m.get("role") == "system" and type(m.get("content")) is str:
+        text = m["content"]
+        got = _SYSTEM_TURNS.get(text)
+        if got is None:
+            if len(_SYSTEM_TURNS) >= 64:
+                _SYSTEM_TURNS.clear()
+            got = _SYSTEM_TURNS[text] = Message(role="system", content=text)
+        return got
+    return m
+
+
 def sft(
     messages: Iterable[Message | dict[str, Any]] | None = None,
     *,
@@ -304,7 +321,7 @@ def sft(
     """An SFTRecord from checked messages (Message objects, or plain dicts that passed `plain_messages`)."""
     fields = _base(meta, source, spec, tools)
     if messages is not None:
-        fields["messages"] = tuple(messages)
+        fields["messages"] = tuple(map(_shared_system, messages))
     if prompt is not None:
         fields["prompt"] = tuple(prompt)
     if completion is not None:
