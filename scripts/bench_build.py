@@ -617,7 +617,7 @@ def curate_dedup_pipeline(path: Path, limit: int) -> float:
     """The datasketch pipeline's job done with curate.near: parse, exact dedup, near dedup (records/s)."""
     import hashlib
 
-    from curate.near import near_pairs
+    from curate.near_index import near_pairs
     from curate.records import normalize_text
 
     near_pairs(["warm up the compiled kernel", "warm up the compiled kernels"])

@@ -580,7 +580,8 @@ def scale_child(n: int, seed: int) -> dict[str, Any]:
     items = scale_items(n, seed)
     te = items[::7]
     tr = [x for k, x in enumerate(items) if k % 7]
-    from curate.near import BandSketch, candidate_pairs
+    from curate.minhash import BandSketch
+    from curate.near_index import candidate_pairs
 
     t0, c0 = time.perf_counter(), time.process_time()
     found = leak_pairs(tr, te, T)

@@ -35,7 +35,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from curate.near import BandSketch, candidate_pairs
+from curate.minhash import BandSketch
+from curate.near_index import candidate_pairs
 from curate.records import parse_record
 from curate.relation import View, continuation, exact_key, is_short, leak_score, near_score, skeleton, view
 from curate.steps.dedup import dedup

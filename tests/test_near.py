@@ -9,16 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from curate.near import (
-    NearIndex,
-    _Hasher,
-    exact_key,
-    lsh_params,
-    near_groups,
-    near_pairs,
-    signatures,
-    similarity,
-)
+from curate.minhash import _Hasher, lsh_params, signatures
+from curate.near_index import NearIndex, exact_key, near_groups, near_pairs, similarity
 from curate.records import normalize_text
 
 WORDS = [
@@ -135,7 +127,7 @@ def test_numba_kernel_equals_numpy_reference() -> None:
 
 def test_signatures_are_stable_across_processes() -> None:
     code = (
-        "from curate.near import signatures; print(signatures(['Stable across runs, please.'])[0][:8]"
+        "from curate.minhash import signatures; print(signatures(['Stable across runs, please.'])[0][:8]"
         ".tolist())"
     )
     outs = {
@@ -271,7 +263,7 @@ def test_threaded_batches_give_the_same_signatures(monkeypatch) -> None:
 def test_pack_ascii_equals_one_join_and_refuses_non_ascii() -> None:
     import numpy as np
 
-    from curate.near import pack_ascii
+    from curate.minhash import pack_ascii
 
     texts = ["abc", "", "hello world", "x" * 50, "tail"]
     buf, off = pack_ascii(texts, chunk=2)
@@ -285,7 +277,7 @@ def test_pack_ascii_equals_one_join_and_refuses_non_ascii() -> None:
 def test_band_kernels_equal_the_numpy_band_hashes() -> None:
     import numpy as np
 
-    from curate import near
+    from curate import minhash as near
 
     rng = np.random.default_rng(1)
     sig = rng.integers(0, 2**32, size=(50, 128), dtype=np.uint64).astype(np.uint32)

@@ -167,7 +167,7 @@ class Expander:
         max_drafts: int = 50,
         progress: Progress | None = None,
     ) -> None:
-        from curate.near import NearIndex
+        from curate.near_index import NearIndex
 
         self.spec = spec
         self.seed = seed

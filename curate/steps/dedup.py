@@ -53,15 +53,14 @@ from typing import Any
 import numpy as np
 import orjson
 
+from curate.minhash import BandSketch, warm_kernels
 from curate.near import (
     MAX_VERIFY,
     SHORT_CHARS,
-    BandSketch,
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
     skeleton_keys,
-    warm_kernels,
 )
 from curate.records import PreferenceRecord, SFTRecord
 from curate.relation import (

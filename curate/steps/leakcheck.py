@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from curate.minhash import BandSketch
 from curate.near import (
     MAX_VERIFY,
     SHORT_CHARS,
-    BandSketch,
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,

@@ -377,7 +377,7 @@ def test_near_pairs_lazy_equals_near_pairs():
     """Over 1,000 texts (boilerplate shingles left out) and with near twins: the same pairs as near_pairs."""
     import random
 
-    from curate.near import near_pairs, near_pairs_lazy
+    from curate.near_index import near_pairs, near_pairs_lazy
 
     rng = random.Random(3)
     words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 8))) for _ in range(3000)]

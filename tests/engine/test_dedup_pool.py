@@ -16,7 +16,8 @@ import numpy as np
 import orjson
 import pytest
 
-from curate import near as N
+from curate import minhash as M
+from curate import near_index as NI
 from curate.engine import compact as C
 from curate.records import normalize_text
 from curate.spec import load_spec
@@ -176,7 +177,7 @@ def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
     keys = np.concatenate([got[0] for got in pooled[0][1]])
     assert len(keys) > 800 and len(np.unique(keys)) < len(keys)  # exact copies share a key
     bands = pooled[0][1][0][3]  # (exact key, raw hash, length, band hashes, ...)
-    assert bands.dtype == np.uint32 and bands.shape[1] == N.lsh_params(0.8, 128)[0]
+    assert bands.dtype == np.uint32 and bands.shape[1] == M.lsh_params(0.8, 128)[0]
     assert sum(len(i) for i, _, _ in pooled[1][1]) > 50  # verified near pairs came back from the workers
     assert [r.id for r in kept_pool] == [r.id for r in kept_here] == [r.id for r in kept_rec]
     assert clusters_pool == clusters_here == clusters_rec
@@ -270,15 +271,15 @@ def _texts(rng: random.Random, n: int) -> list[str]:
 def test_kernel_with_a_common_shingle_table_equals_the_numpy_reference():
     rng = random.Random(9)
     norms = _texts(rng, 1200)
-    stop = N.common_shingles(norms, 5)
+    stop = M.common_shingles(norms, 5)
     assert stop is not None and stop.sum() > 10  # the skeleton's shingles are common
     for table in (stop, stop * 3):  # any non-zero slot counts as common
-        h = N._Hasher(128, 5)
+        h = M._Hasher(128, 5)
         fast = h.signatures_normalized(norms, kernel="numba", stop=table)
         ref = h.signatures_normalized(norms, kernel="numpy", stop=table)
         assert (fast == ref).all()
     # a text made only of common shingles falls back to all of them (the skeleton alone)
-    h = N._Hasher(64, 5)
+    h = M._Hasher(64, 5)
     only = [
         normalize_text('{"intent": "refund", "entities": {}, "missing_info": [], "next_step": "route it"}')
     ]
@@ -291,16 +292,16 @@ def test_kernel_with_a_common_shingle_table_equals_the_numpy_reference():
 def test_band_keys_32_bit_and_thread_counts_agree():
     rng = random.Random(4)
     norms = _texts(rng, 5000)
-    sketch = N.BandSketch(0.8, 128, 5, stop=N.common_shingles(norms, 5))
+    sketch = M.BandSketch(0.8, 128, 5, stop=M.common_shingles(norms, 5))
     full = sketch.bands_of(norms)
     top = sketch.bands32_of(norms, threads=1)
     assert top.dtype == np.uint32 and top.shape == full.shape
     assert (top == (full >> np.uint64(32))).all()
     assert (sketch.bands32_of(norms, threads=2) == top).all()
     assert (sketch.bands_of(norms, threads=3) == full).all()
-    cand = N.candidate_pairs(top, threads=1)
-    assert 0 < len(cand) < 5000 and (cand == N.candidate_pairs(full, threads=1)).all()
-    assert (N.candidate_pairs(top, threads=2) == cand).all()
+    cand = NI.candidate_pairs(top, threads=1)
+    assert 0 < len(cand) < 5000 and (cand == NI.candidate_pairs(full, threads=1)).all()
+    assert (NI.candidate_pairs(top, threads=2) == cand).all()
 
 
 @pytest.mark.parametrize("max_run", [1, 2, 256])
@@ -318,7 +319,7 @@ def test_candidate_pairs_equal_all_pairs_per_bucket(max_run):
                 for q in range(p + 1, min(len(members), p + max_run + 1))
             }
     for threads in (1, 2):
-        got = N.candidate_pairs(bh, max_run, threads=threads)
+        got = NI.candidate_pairs(bh, max_run, threads=threads)
         assert [tuple(x) for x in got.tolist()] == sorted(want)
 
 
@@ -332,19 +333,19 @@ def test_ascii_normalization_kernel_equals_normalize_text():
     ]
     cases.append(["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(0, 80))) for _ in range(3000)])
     for texts in cases:
-        assert N.normalize_many(texts) == [normalize_text(t) for t in texts]
-        packed = N.normalize_ascii_packed(texts)
+        assert M.normalize_many(texts) == [normalize_text(t) for t in texts]
+        packed = M.normalize_ascii_packed(texts)
         assert packed is not None
         buf, off = packed
         assert buf.dtype == np.uint8 and off.tolist()[0] == 0 and len(off) == len(texts) + 1
     mixed = ["Straße  ＡＢ", "plain  Text"]
-    assert N.normalize_ascii_packed(mixed) is None
-    assert N.normalize_many(mixed) == [normalize_text(t) for t in mixed]
+    assert M.normalize_ascii_packed(mixed) is None
+    assert M.normalize_many(mixed) == [normalize_text(t) for t in mixed]
     # the kernel's signatures over packed ASCII bytes == over the strings' code points
     texts = [normalize_text(t) for t in _texts(rng, 300)]
     ascii_texts = [t for t in texts if t.isascii()]
-    buf, off = N.normalize_ascii_packed(ascii_texts)
-    h = N._Hasher(128, 5)
+    buf, off = M.normalize_ascii_packed(ascii_texts)
+    h = M._Hasher(128, 5)
     assert (
         h.signatures_packed(buf, off, threads=1) == h.signatures_normalized(ascii_texts, kernel="numpy")
     ).all()

@@ -15,7 +15,7 @@ from conftest import spec_dirs
 from curate.checks.runner import check_file
 from curate.cli import main
 from curate.expand import expand, write_outputs
-from curate.near import NearIndex, similarity
+from curate.near_index import NearIndex, similarity
 from curate.records import read_jsonl
 from curate.spec import load_spec
 from curate.steps.coverage import compute_coverage

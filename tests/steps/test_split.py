@@ -200,7 +200,7 @@ def test_record_near_both_sides_is_quarantined(spec):
 
     a, b = rec(prefix + tail_a, 1), rec(prefix + tail_b, 2)
     c = rec(prefix + tail_a[:14] + tail_b[14:], 3)
-    from curate.near import similarity
+    from curate.near_index import similarity
 
     assert (
         similarity(a.user_text(), b.user_text())
