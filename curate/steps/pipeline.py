@@ -36,10 +36,10 @@ from curate.outdir import OutputLock
 from curate.records import PreferenceRecord, SFTRecord, dump_record
 from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
+from curate.steps.card import dataset_card
 from curate.steps.dedup import dedup
 from curate.steps.export import (
     TEXT_KINDS,
-    dataset_card,
     file_hashes,
     fsync_behind,
     prompt_row,
