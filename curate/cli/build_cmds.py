@@ -208,7 +208,7 @@ def register(main: click.Group) -> None:
           curate leakage out/support-triage/v1/sft/train.jsonl out/support-triage/v1/sft/test.jsonl
           curate leakage out/support-triage/v1 ../benchmarks/mt_bench_question.jsonl
         """
-        from curate.steps.split import dataset_texts, leakage
+        from curate.steps.leakcheck import dataset_texts, leakage
 
         ta, tb = dataset_texts(a), dataset_texts(b)
         rep = leakage(ta, tb, threshold=threshold)

@@ -23,10 +23,14 @@ when it shares one):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
+from curate.errors import InputError
 from curate.minhash import BandSketch
 from curate.near import (
     MAX_VERIFY,
@@ -37,10 +41,13 @@ from curate.near import (
     scored_pairs,
     skeleton_keys,
 )
+from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import is_short, leak_score
+from curate.steps.base import RunContext
 
-__all__ = ["LOOSE", "TIGHT", "leak_pairs"]
+__all__ = ["LOOSE", "TIGHT", "Leakage", "dataset_texts", "leak_pairs", "leakage", "leakage_between"]
 
+Rec = SFTRecord | PreferenceRecord
 TIGHT = 0.8  # the build's check: bands for the 0.8 threshold over char 3-grams (other shingles than dedup's)
 LOOSE = 0.5  # `curate leakage A B` (loose=True): bands for 0.5, 128 candidates a text: more recall, more time
 
@@ -120,3 +127,186 @@ def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> n
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
     return np.unique(cand, axis=0) if len(cand) else cand
+
+
+# ---------------------------------------------------------------- `curate leakage A B`: two datasets
+
+
+@dataclass
+class Leakage:
+    exact: int = 0
+    near: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    threshold: float = 0.8
+    repaired: int = 0  # training items moved out (split.repair_leakage); exact + near are what was found
+    checked: int = 0  # held-out x training pairs the check covered
+
+    @property
+    def empty(self) -> bool:
+        return self.exact == 0 and self.near == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exact": self.exact,
+            "near": self.near,
+            "threshold": self.threshold,
+            "repaired": self.repaired,
+            "checked_pairs": self.checked,
+            "examples": self.examples,
+        }
+
+
+def leakage(
+    train: Iterable[tuple[Any, str | Sequence[str]]],
+    test: Iterable[tuple[Any, str | Sequence[str]]],
+    *,
+    threshold: float = 0.8,
+    max_examples: int = 20,
+) -> Leakage:
+    """Exact and near matches between two collections of (key, user text or user turns); each test item counts once,
+    with its best training match. The decision is `relation.leak_score` (`leakcheck.leak_pairs`)."""
+    from curate.steps.leakcheck import leak_pairs
+
+    tr = list(train)
+    te = list(test)
+    out = Leakage(threshold=threshold, checked=len(tr) * len(te))
+    best: dict[int, tuple[float, int]] = {}
+
+    def norm(t: str | Sequence[str]) -> tuple[str, ...]:
+        return (normalize_text(t),) if isinstance(t, str) else tuple(normalize_text(x) for x in t)
+
+    for i, j, score in leak_pairs([norm(t) for _, t in tr], [norm(t) for _, t in te], threshold, loose=True):
+        if score > best.get(j, (-1.0, 0))[0]:
+            best[j] = (score, i)
+    for j in sorted(best):
+        score, i = best[j]
+        method = "exact" if score >= 1.0 else "near"
+        setattr(out, method, getattr(out, method) + 1)
+        if len(out.examples) < max_examples:
+            text = te[j][1] if isinstance(te[j][1], str) else " / ".join(te[j][1])
+            out.examples.append(
+                {"method": method, "a": tr[i][0], "b": te[j][0], "score": round(score, 4), "text": text[:200]}
+            )
+    return out
+
+
+def leak_text(rec: Rec) -> str:
+    """The text compared for leakage and grouping: the user turns of the prompt."""
+    return rec.user_text()
+
+
+def _user_text_of_row(row: dict[str, Any]) -> str | None:
+    """The user-side text of one row of any common dataset shape, or None."""
+
+    def from_msgs(
+        msgs: Any,
+        role_key: str = "role",
+        content_key: str = "content",
+        users: tuple[str, ...] = ("user", "human"),
+    ) -> str | None:
+        if not isinstance(msgs, list):
+            return None
+        parts = []
+        for m in msgs:
+            if isinstance(m, dict) and str(m.get(role_key, "")).lower() in users:
+                c = m.get(content_key)
+                if isinstance(c, list):
+                    c = " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+                parts.append(str(c or ""))
+        return "\n".join(parts) if parts else None
+
+    for key in ("messages", "prompt"):
+        v = row.get(key)
+        if isinstance(v, str):
+            return v
+        got = from_msgs(v)
+        if got:
+            return got
+    got = from_msgs(row.get("conversations"), "from", "value", ("human", "user"))
+    if got:
+        return got
+    if isinstance(row.get("instruction"), str):
+        return "\n".join(x for x in (row["instruction"], row.get("input") or "") if isinstance(x, str) and x)
+    if isinstance(row.get("turns"), list) and row["turns"]:  # MT-bench style: the opening question
+        return str(row["turns"][0])
+    for key in ("question", "query", "input", "text"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    return None
+
+
+def _rows_of_file(path: Path) -> Iterable[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+    elif suffix == ".json":
+        data = orjson.loads(path.read_bytes())
+        yield from (data if isinstance(data, list) else [data])
+    else:
+        from curate.records import read_jsonl
+
+        for _, obj in read_jsonl(path):
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _build_read_texts(f: Path) -> list[tuple[str, Any]]:
+    """(where, user turns) of every record the build's readers get out of a file (nothing when they get none)."""
+    from curate.errors import CurateError
+    from curate.steps.read import read_inputs
+
+    try:
+        return [
+            (r.source.where(), t)
+            for r in read_inputs([str(f)], ctx=RunContext())
+            if (t := tuple(m.content for m in r.prompt_messages() if m.role == "user"))
+        ]
+    except CurateError:
+        return []
+
+
+def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tuple[str, Any]]:
+    """(where, user turns, or a user text) of every row of a dataset file or folder (JSONL, JSON, Parquet; a build folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.suffix in (".jsonl", ".json")
+            and f.is_file()
+            and f.name not in ("manifest.json", "clusters.jsonl")
+            and "quarantine" not in f.parts
+        )
+        if split_name:
+            files = [f for f in files if f.stem == split_name]
+        if not files:  # parquet-only folder
+            files = sorted(f for f in p.rglob("*.parquet") if not split_name or f.name.startswith(split_name))
+    else:
+        files = [p]
+    out = []
+    for f in files:
+        got = _build_read_texts(
+            f
+        )  # every format the build reads (ShareGPT, Alpaca, OpenAI, HH, LS exports ...)
+        if not got:  # anything else with a recognisable prompt field
+            got = [
+                (f"{f}:{i}", t)
+                for i, row in enumerate(_rows_of_file(f), start=1)
+                if isinstance(row, dict) and (t := _user_text_of_row(row))
+            ]
+        out += got
+    if not out:
+        raise InputError(
+            f"{p}: no rows with a prompt or user turn found (JSONL/JSON/Parquet with messages, "
+            "prompt, conversations, instruction, turns or question)"
+        )
+    return out
+
+
+def leakage_between(a: str | Path, b: str | Path, *, threshold: float = 0.8) -> Leakage:
+    """`curate leakage A B`: how many rows of B have an exact or near match among A's prompts."""
+    return leakage(dataset_texts(a), dataset_texts(b), threshold=threshold)

@@ -14,7 +14,8 @@ from curate.cli import main
 from curate.records import Message, PreferenceRecord, SFTRecord, Source
 from curate.spec import load_spec
 from curate.steps.base import RunContext
-from curate.steps.split import HeldoutLock, leakage, split
+from curate.steps.leakcheck import leakage
+from curate.steps.split import HeldoutLock, split
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "build"
 VOCAB = [
