@@ -8,7 +8,8 @@ import numpy as np
 
 from curate.records import Message, PreferenceRecord, SFTRecord, Source
 from curate.steps.base import RunContext
-from curate.steps.dedup import dedup, dedup_text, embed_texts, semantic_model_path, semantic_pairs
+from curate.steps.dedup import dedup, dedup_text
+from curate.steps.semantic import embed_texts, semantic_model_path, semantic_pairs
 
 LONG = (
     "My order 4471 arrived with a cracked screen and the box was open, I need a replacement sent to the "
