@@ -1221,7 +1221,7 @@ def row_hits(spec: Any, checker: Checker) -> Any:
 
 
 def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
-    """== pipeline._lineage of the records (a fast row is a native line, imported as it is)."""
+    """== records.lineage_counts of the records (a fast row is a native line, imported as it is)."""
     from curate.records import lineage_counts, record_origin
 
     return lineage_counts(
