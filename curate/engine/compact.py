@@ -28,445 +28,60 @@ so rows, quarantine rows, counters and lengths are those of the serial read (tes
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import multiprocessing
 import os
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from curate.engine.pool import env_workers, fork_safe, worker_init
+from curate.engine.row_steps import coverage, lineage, make_pairs_rows, row_hits  # noqa: F401 (re-exported)
+from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests read them as compact.*)
+    _EMPTY,
+    _PREF_KEYS,
+    _SFT_KEYS,
+    NONE_FILE,
+    Checker,
+    Input,
+    Row,
+    _ChunkKeys,
+    _id_and_keys,
+    _keys_of,
+    content_id,
+    dedup_messages,
+    dpo_row,
+    estimate,
+    is_negative_sft,
+    is_prompt_row,
+    keep_priority,
+    materialize,
+    materialize_plain,
+    prompt_key,
+    read_objs,
+    response_text,
+    row_of,
+    sft_row,
+    source_file,
+    split_keys,
+    user_text,
+    user_turns,
+    user_turns_all,
+)
 from curate.readers.common import ROLES
 from curate.readers.containers import container_of, iter_units
 from curate.readers.guard import dup_suspect
 from curate.readers.shapes import detect_shape
-from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
+from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
-from curate.steps.export import lineage_json, system_turn
-from curate.steps.pairs import pair_of, partner_index
-from curate.steps.validate import HELDOUT_TAG, LengthCounter, is_unlabeled_prompt
+from curate.steps.validate import HELDOUT_TAG, LengthCounter
 from curate.steps.validate import validate as _validate
 
 log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
-NONE_FILE = "<none>"
-_SFT_KEYS = frozenset(("messages", "category", "tags", "violates"))
-_PREF_KEYS = frozenset(("prompt", "chosen", "rejected", "category", "tags", "violates"))
-_EMPTY: tuple[str, ...] = ()
-_NO_TAGS: frozenset[str] = frozenset()
-
-__all__ = ["Checker", "Row", "materialize", "read_validate_rows", "row_of"]
-
-
-class Input:
-    """An input JSONL file held open for the build: its descriptor and the byte offset of every line start.
-
-    Fast rows re-read their line with one `os.pread` (not through an mmap: mapped pages would count in the
-    process's resident memory). `close()` when the build is done.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.name = str(path)
-        self.fd = os.open(path, os.O_RDONLY)
-        self.starts = _line_starts(self.fd)
-
-    def line(self, no: int) -> bytes:
-        a, b = self.starts[no - 1], self.starts[no]
-        data = os.pread(self.fd, b - a, a)
-        if no == 1 and data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        return data
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _line_starts(fd: int, chunk: int = 1 << 24) -> array:
-    """Offsets of each line's first byte, plus the file size at the end (lines split at b"\\n", like a binary file's
-    iteration)."""
-    import numpy as np
-
-    out = array("q", [0])
-    pos = 0
-    while True:
-        data = os.pread(fd, chunk, pos)
-        if not data:
-            break
-        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + (pos + 1)
-        out.frombytes(nl.astype(np.int64).tobytes())
-        pos += len(data)
-    if out[-1] != pos:
-        out.append(pos)  # the last line has no newline
-    return out
-
-
-class Row:
-    """One record between the build's steps (see the module doc)."""
-
-    __slots__ = (
-        "category",
-        "file",
-        "fmt",
-        "id",
-        "keys",
-        "kind",
-        "line",
-        "rec",
-        "src",
-        "statuses",
-        "tags",
-        "violates",
-    )
-
-    def __init__(
-        self,
-        kind: str,
-        id: str,
-        src: Input | None,
-        file: str,
-        line: int,
-        fmt: str,
-        category: str,
-        tags: tuple[str, ...],
-        violates: tuple[str, ...],
-        statuses: tuple[str, ...] | None,
-        rec: Rec | None,
-        keys: _ChunkKeys | None = None,
-    ) -> None:
-        self.kind = kind
-        self.id = id
-        self.src = src
-        self.file = file
-        self.line = line
-        self.fmt = fmt
-        self.category = category
-        self.tags = tags
-        self.violates = violates
-        self.statuses = statuses
-        self.rec = rec
-        self.keys = keys  # the _ChunkKeys holding split_keys(self), made by the read's workers (taken by
-        # split_keys_all)
-
-    def where(self) -> str:
-        if self.rec is not None:
-            return self.rec.source.where()
-        return f"{self.file}:{self.line}" if self.line else self.file
-
-    def obj(self) -> dict[str, Any]:
-        """The line's JSON object (fast rows)."""
-        return orjson.loads(self.src.line(self.line))  # type: ignore[union-attr]
-
-
-def row_of(rec: Rec) -> Row:
-    """A slow row wrapping a record."""
-    return Row(
-        rec.kind,
-        rec.id,
-        None,
-        rec.source.file or NONE_FILE,
-        rec.source.line or 0,
-        rec.source.format or "",
-        rec.category,
-        rec.tags,
-        rec.violates,
-        None,
-        rec,
-    )
-
-
-# ---------------------------------------------------------------- derived values of fast rows (== the records')
-
-
-def _conv(obj: dict[str, Any]) -> list[dict[str, str]]:
-    return obj["messages"]
-
-
-def _digest_norm(parts: list[str]) -> str:
-    """== records._digest(raw parts) given the parts already normalized (one sha256 call instead of 2 per part)."""
-    parts.append("")
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
-
-
-def content_id(kind: str, obj: dict[str, Any]) -> str:
-    """== SFTRecord/PreferenceRecord.content_id() of the record built from `obj` (roles are lowercase ASCII
-    without spaces, so the role tags are their own normal form)."""
-    parts: list[str] = []
-    if kind == "sft":
-        for m in obj["messages"]:
-            if m["role"] != "system":
-                parts += ("m:" + m["role"], normalize_text(m["content"]))
-        return _digest_norm(parts)
-    for m in obj["prompt"]:
-        if m["role"] != "system":
-            parts += ("p:" + m["role"], normalize_text(m["content"]))
-    for tag, key in (("c:", "chosen"), ("r:", "rejected")):
-        for m in obj[key]:
-            parts += (tag + m["role"], normalize_text(m["content"]))
-    return _digest_norm(parts)
-
-
-def response_text(row: Row, obj: dict[str, Any] | None = None) -> str:
-    if row.rec is not None:
-        return row.rec.response_text()
-    obj = obj if obj is not None else row.obj()
-    return (obj["messages"] if row.kind == "sft" else obj["chosen"])[-1]["content"]
-
-
-def user_text(row: Row, obj: dict[str, Any] | None = None) -> str:
-    if row.rec is not None:
-        return row.rec.user_text()
-    obj = obj if obj is not None else row.obj()
-    msgs = obj["messages"] if row.kind == "sft" else obj["prompt"]
-    return "\n".join([m["content"] for m in msgs if m["role"] == "user"])
-
-
-def user_turns(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, ...]:
-    """The contents of a row's user turns (what the leakage check compares)."""
-    if row.rec is not None:
-        return tuple(m.content for m in row.rec.prompt_messages() if m.role == "user")
-    obj = obj if obj is not None else row.obj()
-    return tuple(m["content"] for m in _prompt_msgs(row, obj) if m["role"] == "user")
-
-
-def user_turns_all(rows: Sequence[Row]) -> list[tuple[str, ...]]:
-    """`user_turns` of each row, nearby lines read with one `pread` (`read_objs`)."""
-    return [user_turns(r, o) for r, o in zip(rows, read_objs(rows))]
-
-
-def _prompt_msgs(row: Row, obj: dict[str, Any]) -> list[dict[str, str]]:
-    if row.kind == "sft":
-        return obj["messages"][:-1]  # a fast SFT row ends with the assistant turn
-    return obj["prompt"]
-
-
-def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
-    """== curate.steps.pairs.record_prompt_key(record)."""
-    if row.rec is not None:
-        from curate.steps.pairs import record_prompt_key
-
-        return record_prompt_key(row.rec)
-    obj = obj if obj is not None else row.obj()
-    parts: list[str] = []
-    for m in _prompt_msgs(row, obj):
-        if m["role"] != "system":
-            parts += (m["role"], normalize_text(m["content"]))
-    return _digest_norm(parts)
-
-
-def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
-    """(normalized user text, prompt key) of a row, from one parse and one normalization per user turn: what the
-    split reads. (For ASCII turns the normal form of the turns joined by newlines is their normal forms joined by
-    spaces; other text is normalized whole.) `obj`: the row's line already parsed."""
-    if row.rec is not None:
-        from curate.steps.pairs import record_prompt_key
-
-        return normalize_text(row.rec.user_text()), record_prompt_key(row.rec)
-    return _keys_of(row.kind, obj if obj is not None else row.obj())
-
-
-def split_keys_all(rows: Sequence[Row], mapper: Any = None) -> Iterator[tuple[str, str]]:
-    """`split_keys` of each row, in order: the keys the read's workers made where a row has them (taken: the row
-    no longer holds them), the rest on the fork pool (`pool_map`), or `mapper.pool_map` when given."""
-    missing = [r for r in rows if r.keys is None]
-    made = iter((mapper.pool_map if mapper else pool_map)(split_keys, missing)) if missing else iter(())
-    for r in rows:
-        ck = r.keys
-        if ck is None:
-            yield next(made)
-        else:
-            r.keys = None
-            yield ck.get(r.line)
-
-
-class _ChunkKeys:
-    """The split's keys of the fast lines of one chunk of a file, as made by a read worker: the normalized user
-    texts joined in one str (with offsets) and the 16-char prompt keys joined in another. Rows share it (no
-    string per row while dedup runs); the strings are cut out when the split asks (`get`)."""
-
-    __slots__ = ("first", "offsets", "prompt_keys", "texts")
-
-    def __init__(self, first: int, payload: tuple[str, array, str]) -> None:
-        self.first = first
-        self.texts, self.offsets, self.prompt_keys = payload
-
-    def get(self, line: int) -> tuple[str, str]:
-        i = line - self.first
-        return self.texts[self.offsets[i] : self.offsets[i + 1]], self.prompt_keys[16 * i : 16 * i + 16]
-
-
-def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
-    """(role, normalized content) of a fast row's prompt turns but the system turn, and its normalized user text
-    (== user_text): each turn normalized once. (For ASCII turns the normal form of the turns joined by newlines is
-    their normal forms joined by spaces; other text is normalized whole.)"""
-    prompt = obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # == _prompt_msgs
-    turns: list[tuple[str, str]] = []
-    users: list[str] = []
-    ascii_only = True
-    for m in prompt:
-        role = m["role"]
-        if role != "system":
-            c = m["content"]
-            norm = normalize_text(c)
-            turns.append((role, norm))
-            if role == "user":
-                users.append(norm)
-                ascii_only = ascii_only and c.isascii()
-    if ascii_only:  # (a fast SFT row's user turns are all in its prompt: the last turn is the answer)
-        return turns, " ".join(users)
-    return turns, normalize_text("\n".join([m["content"] for m in prompt if m["role"] == "user"]))
-
-
-def _keys_of(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    """split_keys of a fast row's object: (normalized user text, prompt key)."""
-    turns, user = _prompt_turns(kind, obj)
-    return user, _digest_norm([x for role, norm in turns for x in (role, norm)])
-
-
-def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
-    """(content_id(kind, obj), _keys_of(kind, obj)) of a fast row's object, normalizing each turn once."""
-    turns, user = _prompt_turns(kind, obj)
-    tag = "m:" if kind == "sft" else "p:"
-    id_parts = [x for role, norm in turns for x in (tag + role, norm)]
-    if kind == "sft":
-        last = obj["messages"][-1]  # the answer: an assistant turn
-        id_parts += ("m:" + last["role"], normalize_text(last["content"]))
-    else:
-        for t, key in (("c:", "chosen"), ("r:", "rejected")):
-            for m in obj[key]:
-                id_parts += (t + m["role"], normalize_text(m["content"]))
-    return _digest_norm(id_parts), (user, _digest_norm([x for role, norm in turns for x in (role, norm)]))
-
-
-def dedup_messages(row: Row, obj: dict[str, Any] | None = None) -> tuple[Any, Any, str]:
-    """(turns, chosen or None, meta) of a row: what `curate.steps.dedup` compares (== its `_Access.messages`)."""
-    if row.rec is not None:
-        from curate.steps.dedup import record_messages
-
-        return (*record_messages(row.rec), row.category + "\x1f" + ",".join(row.tags))
-    obj = obj if obj is not None else row.obj()
-    meta = row.category + "\x1f" + ",".join(row.tags)
-    if row.kind == "sft":
-        return obj["messages"], None, meta
-    return obj["prompt"], obj["chosen"], meta
-
-
-def keep_priority(row: Row) -> int:
-    if row.rec is not None:
-        from curate.steps.dedup import keep_priority as of_record
-
-        return of_record(row.rec)
-    return 1  # a fast row has no annotation, labels or generator: imported
-
-
-def source_file(row: Row) -> str:
-    return row.file if row.rec is None else (row.rec.source.file or NONE_FILE)
-
-
-def estimate(messages: Iterable[dict[str, str]], system_prompt: str) -> int:
-    """== LengthCounter._estimate over plain messages (no tool calls)."""
-    chars = turns = 0
-    has_system = False
-    for m in messages:
-        turns += 1
-        has_system = has_system or m["role"] == "system"
-        chars += len(m["content"])
-    if system_prompt and not has_system:
-        chars += len(system_prompt)
-        turns += 1
-    return math.ceil(chars / 4) + 4 * turns
-
-
-def _trl(messages: Iterable[dict[str, str]]) -> list[dict[str, str]]:
-    """The TRL turns of a fast row's plain messages (exactly `role` and `content`): a parsed turn whose keys are
-    in that order already is one (it is used as it is: the row's object is parsed for this call alone)."""
-    return [m if next(iter(m)) == "role" else {"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def sft_row(row: Row, spec: Any, sft_format: str, counting: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """== curate.steps.export.sft_row(record, spec, sft_format, counting)."""
-    from curate.steps.export import sft_row as of_record
-
-    if row.rec is not None:
-        return of_record(row.rec, spec, sft_format, counting)
-    obj = row.obj()
-    if row.kind == "sft":
-        conv = obj["messages"]
-        prompt, completion = conv[:-1], conv[-1:]
-    else:
-        prompt, completion = obj["prompt"], obj["chosen"]
-    if sft_format == "prompt-completion":
-        out: dict[str, Any] = {
-            "prompt": _system_turn(spec, prompt) + _trl(prompt),
-            "completion": _trl(completion),
-        }
-    elif sft_format == "messages":
-        out = {"messages": _system_turn(spec, prompt) + _trl(prompt) + _trl(completion)}  # no system turn in
-        # completion: a fast SFT row's answer is an assistant turn, a pair's chosen side only assistant turns
-    else:  # the record path raises the error
-        return of_record(materialize_plain(row, spec), spec, sft_format, counting)
-    out["id"] = row.id
-    out["lineage"] = lineage_json({"file": row.file, "line": row.line}, None, spec, counting)
-    return out
-
-
-def _system_turn(spec: Any, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """== the system turn export._system prepends: [export.system_turn(spec), shared by all rows] or []."""
-    turn = system_turn(spec)
-    if turn is not None and not any(m["role"] == "system" for m in messages):
-        return [turn]
-    return []
-
-
-def dpo_row(row: Row, spec: Any, counting: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """== curate.steps.export.dpo_row(record, spec, counting)."""
-    from curate.steps.export import dpo_row as of_record
-
-    if row.rec is not None:
-        return of_record(row.rec, spec, counting)  # type: ignore[arg-type]
-    obj = row.obj()
-    return {
-        "prompt": _system_turn(spec, obj["prompt"]) + _trl(obj["prompt"]),
-        "chosen": _trl(obj["chosen"]),
-        "rejected": _trl(obj["rejected"]),
-        "id": row.id,
-        "lineage": lineage_json({"file": row.file, "line": row.line}, None, spec, counting),
-    }
-
-
-# ---------------------------------------------------------------- the checks
-
-
-class Checker:
-    """The spec's automatic rules over one response: per rule "pass" / "fail" / "skip", as a shared tuple.
-
-    `curate.checks.compiled` (the rules compiled once per spec; the same verdicts as `check_response`) decides;
-    `results()` gives the full CheckResult list (`check_response`), for the records that need one.
-    """
-
-    def __init__(self, spec: Any) -> None:
-        from curate.checks import check_response
-        from curate.checks.compiled import compile_rules
-
-        self.spec = spec
-        self.rules = spec.automatic_rules()
-        self._check_response = check_response
-        self._statuses = compile_rules(spec, self.rules).statuses
-
-    def statuses(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> tuple[str, ...]:
-        return self._statuses(response, user, category, frozenset(tags) if tags else _NO_TAGS)
-
-    def results(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> list[CheckResult]:
-        return self._check_response(
-            self.spec, response, user_text=user, category=category, tags=tags, rules=self.rules
-        )
-
 
 # ---------------------------------------------------------------- read + validate
 
@@ -1012,23 +627,6 @@ def _detected_native(path: Path) -> bool:
     return False
 
 
-def materialize(row: Row, spec: Any, checker: Checker | None = None) -> Rec:
-    """The record the record path has for this row after validate (checks and spec set)."""
-    if row.rec is not None:
-        return row.rec
-    rec = materialize_plain(row, spec)
-    checker = checker or Checker(spec)
-    checks = tuple(checker.results(rec.response_text(), rec.user_text(), rec.category, rec.tags))
-    return rec.model_copy(update={"checks": checks})
-
-
-def materialize_plain(row: Row, spec: Any) -> Rec:
-    """The record read gives for this row (before validate)."""
-    from curate.readers.shapes import convert_native
-
-    return convert_native(row.obj(), {"file": row.file, "line": row.line, "format": row.fmt}, spec.ref)
-
-
 def release_memory() -> None:
     """Give the C heap's free memory back to the system (glibc `malloc_trim`; nothing elsewhere).
 
@@ -1125,146 +723,18 @@ class LocalMapper:
         """Nothing to stop: each pool ends with its map."""
 
 
-_NEAR_LINES = 4  # read_objs: lines at most this far apart are read with one pread
-
-
-def read_objs(rows: Sequence[Row]) -> list[dict[str, Any] | None]:
-    """The JSON objects of the rows' lines (`Row.obj()` of each fast row; None for a slow row), reading every
-    run of nearby lines of a file (gaps of < `_NEAR_LINES` lines) with one `pread` instead of one per line."""
-    out: list[dict[str, Any] | None] = [None] * len(rows)
-    by_src: dict[int, list[tuple[int, int]]] = {}
-    for k, r in enumerate(rows):
-        if r.rec is None:
-            by_src.setdefault(id(r.src), []).append((r.line, k))
-    loads = orjson.loads
-    for got in by_src.values():
-        got.sort()
-        src = rows[got[0][1]].src
-        assert src is not None
-        starts, fd = src.starts, src.fd
-        s, m = 0, len(got)
-        while s < m:
-            e = s + 1
-            while e < m and got[e][0] - got[e - 1][0] <= _NEAR_LINES:
-                e += 1
-            base = starts[got[s][0] - 1]
-            data = os.pread(fd, starts[got[e - 1][0]] - base, base)
-            for no, k in got[s:e]:
-                raw = data[starts[no - 1] - base : starts[no] - base]
-                if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                out[k] = loads(raw)
-            s = e
-    return out
-
-
-def is_negative_sft(row: Row) -> bool:
-    return row.rec is not None and isinstance(row.rec, SFTRecord) and row.rec.is_negative
-
-
-def is_prompt_row(row: Row) -> bool:
-    """An unlabeled prompt (`validate.is_unlabeled_prompt`; a fast row always has its answer)."""
-    return row.rec is not None and is_unlabeled_prompt(row.rec)
-
-
-def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[Row], list[Row], int]:
-    """`curate.steps.pairs.make_pairs` over rows: (rows with the new pairs, unpaired negatives, pairs made)."""
-    if not any(is_negative_sft(r) for r in rows):
-        return rows, [], 0
-    from collections import defaultdict
-
-    good: dict[str, list[Row]] = defaultdict(list)
+def split_keys_all(rows: Sequence[Row], mapper: Any = None) -> Iterator[tuple[str, str]]:
+    """`split_keys` of each row, in order: the keys the read's workers made where a row has them (taken: the row
+    no longer holds them), the rest on the fork pool (`pool_map`), or `mapper.pool_map` when given."""
+    missing = [r for r in rows if r.keys is None]
+    made = iter((mapper.pool_map if mapper else pool_map)(split_keys, missing)) if missing else iter(())
     for r in rows:
-        if r.kind == "sft" and not is_negative_sft(r) and not is_prompt_row(r):  # (a prompt has no answer)
-            good[prompt_key(r)].append(r)
-    for lst in good.values():
-        lst.sort(key=lambda r: r.id)
-    out: list[Row] = []
-    unpaired: list[Row] = []
-    paired = 0
-    for r in rows:
-        if not is_negative_sft(r):
-            out.append(r)
-            continue
-        rec = r.rec
-        assert isinstance(rec, SFTRecord)
-        key = prompt_key(r)
-        candidates = good.get(key)
-        if not candidates:
-            unpaired.append(r)
-            continue
-        partner = materialize(candidates[partner_index(rec.id, len(candidates))], spec, checker)
-        assert isinstance(partner, SFTRecord)
-        out.append(row_of(pair_of(rec, partner)))
-        paired += 1
-    return out, unpaired, paired
+        ck = r.keys
+        if ck is None:
+            yield next(made)
+        else:
+            r.keys = None
+            yield ck.get(r.line)
 
 
-def row_hits(spec: Any, checker: Checker) -> Any:
-    """The `hits` function of `compute_coverage` for rows (== record_hits of their records)."""
-    from curate.steps.coverage import NEGATIVE, record_hits
-
-    def hits(row: Row, rules: list[Any]) -> list[tuple[str, str]]:
-        if row.rec is not None:
-            return record_hits(spec, row.rec, rules)
-        cat = row.category
-        st = row.statuses or ()
-        if row.kind == "sft":
-            want = "fail" if cat == NEGATIVE else "pass"
-            return [(cat, r.id) for r, s in zip(rules, st) if s == want]
-        out = [(cat, r.id) for r, s in zip(rules, st) if s == "pass"] if cat != NEGATIVE else []
-        obj = row.obj()
-        rej = checker.statuses(obj["rejected"][-1]["content"], user_text(row, obj), cat, row.tags)
-        return out + [(NEGATIVE, r.id) for r, s in zip(rules, rej) if s == "fail"]
-
-    return hits
-
-
-def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
-    """== records.lineage_counts of the records (a fast row is a native line, imported as it is)."""
-    from curate.records import lineage_counts, record_origin
-
-    return lineage_counts(
-        (r.fmt or "native", "", "", "as imported") if r.rec is None else record_origin(r.rec) for r in rows
-    )
-
-
-def coverage(spec: Any, rows: Iterable[Row], split_of: Any, checker: Checker) -> Any:
-    """`compute_coverage(spec, records, split_of=...)` over rows: fast SFT rows are counted by (category, rule
-    statuses, split), the rest one by one (a pair's rejected side is checked here)."""
-    from collections import Counter, defaultdict
-
-    from curate.steps.coverage import coverage_from_counts
-
-    rules = spec.automatic_rules()
-    hits = row_hits(spec, checker)
-    counts: Counter[tuple[str, str]] = Counter()
-    cell_splits: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    cat_counts: Counter[str] = Counter()
-    cat_splits: dict[str, Counter[str]] = defaultdict(Counter)
-    groups: Counter[tuple[str, tuple[str, ...], str]] = Counter()
-    total = 0
-    for row in rows:
-        total += 1
-        split = split_of(row)
-        if row.rec is None and row.kind == "sft":
-            groups[(row.category, row.statuses or (), split)] += 1
-            continue
-        cat_counts[row.category] += 1
-        cat_splits[row.category][split] += 1
-        for key in hits(row, rules):
-            counts[key] += 1
-            cell_splits[key][split] += 1
-    from curate.steps.coverage import NEGATIVE
-
-    for (cat, st, split), n in groups.items():
-        cat_counts[cat] += n
-        cat_splits[cat][split] += n
-        want = "fail" if cat == NEGATIVE else "pass"
-        for r, s in zip(rules, st):
-            if s == want:
-                counts[(cat, r.id)] += n
-                cell_splits[(cat, r.id)][split] += n
-    return coverage_from_counts(
-        spec, rules, counts, cell_splits, cat_counts, cat_splits, total, with_splits=True
-    )
+__all__ = ["Checker", "Row", "materialize", "read_validate_rows", "row_of"]
