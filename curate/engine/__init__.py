@@ -6,7 +6,7 @@
 
 "local" is `curate.engine.pool.validate_local`: `curate.steps.validate.validate` itself, on a fork process pool
 over all cores for large inputs (same results). "ray" (`curate.engine.ray_engine.validate_ray`, extra
-`ray`) runs the same function on batches of records with Ray Data and gives back the same records,
+`ray`) runs the same function on batches of records as Ray tasks and gives back the same records,
 quarantine rows, counters and lengths in the same order, so both engines write identical exports.
 
 `task_mapper(engine)` runs the later steps' chunked per-record tasks (dedup's keys and verification, the split's

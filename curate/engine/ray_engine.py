@@ -1,4 +1,4 @@
-"""The Ray Data engine: the per-record validate step on batches, across a local or remote Ray cluster.
+"""The Ray engine: the per-record validate step on batches, across a local or remote Ray cluster.
 
     from curate.engine.ray_engine import validate_ray
     valid = list(validate_ray(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=1024))
@@ -8,11 +8,14 @@ checks, quarantine rows land in `ctx` in the same order with the same reason cod
 the same values, so `curate build --engine ray` and `--engine local` write identical exports.
 
 How it runs: the driver reads records (streaming, as the local engine does) and serializes them in batches of
-`batch_size`; Ray Data maps `curate.steps.validate.validate` over the batches (each worker rebuilds the spec's
-checks once per batch from a pickled spec, never from user files) with `preserve_order`, and the driver merges
-the results. The later stages' per-record tasks (dedup's keys and verification, the split's keys and texts, the
-export's batches) run on Ray too, through `curate.engine.ray_map.RayMapper`; their decisions that need every
-record (candidate pairs, greedy keep order, groups, the split) stay on the driver, over fixed-size arrays.
+`batch_size`; each batch is a Ray task running `curate.steps.validate.validate` over it (each worker rebuilds
+the spec's checks once per batch from a pickled spec, never from user files), 2 x CPUs batches in flight, and
+the driver merges the results in order as they come back. (Tasks, not a Ray Data `from_items` job: that one
+needed every serialized record in a list first and all results back before the first record went on, ~2 copies
+of the input in the driver; and Ray Data does not run through Ray Client, `ray://`.) The later stages'
+per-record tasks (dedup's keys and verification, the split's keys, texts and verification, the export's
+batches) run on Ray too, through `curate.engine.ray_map.RayMapper`; their decisions that need every record
+(candidate pairs, greedy keep order, groups, the split) stay on the driver, over fixed-size arrays.
 
 Where it runs:
 - `RAY_ADDRESS` set (e.g. `ray://head:10001` or `auto` on a cluster node) or `address=` given: that cluster.
@@ -92,7 +95,7 @@ class ray_session:
 
 
 def _validate_batch(batch: dict[str, Any], payload: bytes) -> dict[str, Any]:
-    """Ray Data map function: run the local validate step over one batch, one result row per input record."""
+    """A Ray task: the local validate step over one batch of serialized records, one result per record."""
     from curate.steps.base import RunContext
     from curate.steps.validate import LengthCounter, validate
 
@@ -135,77 +138,60 @@ def validate_ray(
     address: str | None = None,
     num_cpus: int | None = None,
 ) -> Iterator[Rec]:
-    """`curate.steps.validate.validate` on Ray Data (see the module docstring); same results, same order."""
+    """`curate.steps.validate.validate` on Ray tasks (see the module docstring); same results, same order."""
     from curate.steps.validate import LengthCounter
 
     global RUNS
     RUNS += 1
     lengths = lengths if lengths is not None else LengthCounter(spec)
-    items = [{"rec": orjson.dumps(dump_record(r))} for r in records]
-    if not items:
-        return iter(())
     payload = pickle.dumps((spec, lengths.tokenizer, max_tokens))
-    results: list[tuple[bytes, bytes, int]] = []
-    with ray_session(address, num_cpus) as ray:
-        if _client(ray):  # Ray Data does not run through Ray Client (ray://): the same batches as Ray tasks
-            results = _validate_tasks(ray, [x["rec"] for x in items], payload, batch_size)
-            del items
-            return _merged(results, ctx, lengths)
-        data_ctx = ray.data.DataContext.get_current()
-        data_ctx.execution_options.preserve_order = True
-        data_ctx.enable_progress_bars = False
-        blocks = max(1, min(len(items) // max(1, batch_size // 2), 200))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
-        ds = ds.map_batches(
-            _validate_batch, batch_size=batch_size, batch_format="numpy", fn_kwargs={"payload": payload}
-        )
-        for row in ds.iter_rows():
-            results.append((bytes(row["rec"]), bytes(row["q"]), int(row["len"])))
-    del items
-    log.info("ray engine: validated %d records", len(results))
-    return _merged(results, ctx, lengths)
+    return _validated(iter(records), payload, ctx, lengths, batch_size, address, num_cpus)
 
 
-def _client(ray: Any) -> bool:
-    """Connected through Ray Client (a `ray://` address)."""
-    try:
-        return bool(ray.util.client.ray.is_connected())
-    except AttributeError:  # pragma: no cover - a Ray without the client
-        return False
-
-
-def _validate_tasks(
-    ray: Any, recs: list[bytes], payload: bytes, batch_size: int
-) -> list[tuple[bytes, bytes, int]]:
-    """`_validate_batch` over batches of `batch_size` records as Ray tasks, results in order (a few in flight)."""
+def _validated(
+    records: Iterator[Rec],
+    payload: bytes,
+    ctx: Any,
+    lengths: Any,
+    batch_size: int,
+    address: str | None,
+    num_cpus: int | None,
+) -> Iterator[Rec]:
+    """The records, validated a batch a task, in order; `2 x CPUs` batches in flight, the next batch read from
+    `records` as one comes back (the driver never holds more)."""
     from collections import deque
+    from itertools import islice
 
-    fn = ray.remote(num_cpus=1)(_validate_batch)
-    ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    batches = iter(range(0, len(recs), batch_size))
-    waiting: deque[Any] = deque()
-    results: list[tuple[bytes, bytes, int]] = []
-    for a in batches:
-        waiting.append(fn.remote({"rec": recs[a : a + batch_size]}, payload))
-        if len(waiting) >= ahead:
-            break
-    while waiting:
-        got = ray.get(waiting.popleft())
-        a = next(batches, None)
-        if a is not None:
-            waiting.append(fn.remote({"rec": recs[a : a + batch_size]}, payload))
-        results += zip(got["rec"], got["q"], got["len"])
-    return results
+    with ray_session(address, num_cpus) as ray:
+        fn = ray.remote(num_cpus=1)(_validate_batch)
+        ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        spec_ref = ray.put(payload)
+        waiting: deque[Any] = deque()
 
+        def submit() -> bool:
+            batch = [orjson.dumps(dump_record(r)) for r in islice(records, batch_size)]
+            if batch:
+                waiting.append(fn.remote({"rec": batch}, spec_ref))
+            return bool(batch)
 
-def _merged(results: list[tuple[bytes, bytes, int]], ctx: Any, lengths: Any) -> Iterator[Rec]:
-    for n, (rec_b, q_b, size) in enumerate(results, start=1):
-        q = orjson.loads(q_b)
-        _merge_quarantine(ctx, q["rows"], q["counters"])
-        if n % 1000 == 0:
-            ctx.report("validate", n)
-        if rec_b:
-            rec = parse_record(orjson.loads(rec_b))
-            lengths.lengths[rec.id] = size
-            yield rec
-    ctx.report("validate", len(results), len(results))
+        more = True
+        while more and len(waiting) < ahead:
+            more = submit()
+        n = 0
+        while waiting:
+            got = ray.get(waiting.popleft())
+            if more:
+                more = submit()
+            for rec_b, q_b, size in zip(got["rec"], got["q"], got["len"]):
+                n += 1
+                q = orjson.loads(q_b)
+                _merge_quarantine(ctx, q["rows"], q["counters"])
+                if n % 1000 == 0:
+                    ctx.report("validate", n)
+                if rec_b:
+                    rec = parse_record(orjson.loads(rec_b))
+                    lengths.lengths[rec.id] = size
+                    yield rec
+        if n:
+            log.info("ray engine: validated %d records", n)
+            ctx.report("validate", n, n)

@@ -66,7 +66,7 @@ class RayMapper:
     """Runs `fn(task, threads)` over tasks on Ray workers, results in task order (see the module doc).
 
     Started with a `ray_session` (RAY_ADDRESS, else a local Ray on 127.0.0.1) that lasts until `close()`, so the
-    validate step's Ray Data job and every later stage use one Ray."""
+    validate step and every later stage use one Ray."""
 
     spool = False  # the export's batches come back through the object store, not /dev/shm files
 
@@ -155,7 +155,8 @@ class RayMapper:
 
     def _ordered(self, fn: Any, tasks: Sequence[Any]) -> Iterator[Any]:
         name = getattr(fn, "__qualname__", type(fn).__name__)
-        key = f"{self._token}:{next(self._calls)}"  # (unique: a worker's cached function is never a stale one)
+        # (unique: a worker's cached task function is never a stale one)
+        key = f"{self._token}:{next(self._calls)}"
         blob = [self.ray.put(self._dumps(fn))]  # (in a list: the worker fetches it once, not every task)
         rows = (self._shared, list(self._chunks))
         waiting: deque[Any] = deque()
