@@ -751,7 +751,7 @@ def main() -> int:
     }
     # the DPO noise rate (the targets) and the 0% control first, repeat by repeat, then the later repeats' DPO, then
     # the rest of the sweep repeat by repeat: a run cut short still has whole repeats of the comparisons that matter
-    # most; the untuned model once, after the first repeat's target arms
+    # most; the untuned model (one greedy run, the same in every sweep) after them
     main_noises = sorted({args.dpo_noise, 0.0} & set(args.noise), reverse=True)
     rest = sorted(set(args.noise) - set(main_noises))
     chains: list[list[tuple]] = []
@@ -773,10 +773,10 @@ def main() -> int:
                     else:
                         later_dpo.append(dpo)
                 chains += [chain, [("sft", raw, sd), ("eval", raw)]]
-                if rep == 0 and tag == dtag:
-                    chains.append([("eval", "untuned")])
         chains += later_dpo
         later_dpo = []
+        if group is main_noises:
+            chains.append([("eval", "untuned")])
     if args.report_only:
         stats = orjson.loads((work / "stats.json").read_bytes())
         timing = (
