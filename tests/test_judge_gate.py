@@ -296,3 +296,36 @@ def test_the_gate_is_kappa_lower_bound_against_the_spec_gate(tmp_path, monkeypat
     from curate.judge.calibrate import gate_status
 
     assert gate_status(spec, judge_id="j")[RULE]["automatic"] is automatic
+
+
+def test_local_judge_scores_the_prompt_once_and_equals_the_full_sequence_score(tmp_path):
+    """LocalJudge runs the prompt once and each answer's later tokens on a copy of the cache (half the work of
+    two full passes); the probability equals the one two full passes give."""
+    import math
+
+    import torch
+
+    from tests.tinymodel import build_tiny_model
+
+    spec = load_spec(_spec_dir(tmp_path))
+    rule = spec.rule(RULE)
+    judge = LocalJudge(build_tiny_model(tmp_path / "tiny", seed=3))
+    assert max(len(a) for a in judge._answers) > 1  # the cached path is exercised
+    for response in (_answer("Send the reset link."), _answer("Your access has been reset already.")):
+        from curate.judge.core import judge_prompt
+
+        text = judge.tokenizer.apply_chat_template(
+            judge_prompt(rule, response, "reset please"), tokenize=False, add_generation_prompt=True
+        )
+        prompt = judge.tokenizer(text, add_special_tokens=False)["input_ids"]
+        full = []
+        with torch.no_grad():
+            for answer in judge._answers:
+                logits = judge.model(input_ids=torch.tensor([prompt + answer])).logits[
+                    0, len(prompt) - 1 : -1
+                ]
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                full.append(float(sum(logp[i, t] for i, t in enumerate(answer))))
+        p_full = 1.0 / (1.0 + math.exp(full[1] - full[0]))
+        passed, reason = judge.judge(rule, response, "reset please")
+        assert reason == f"p(PASS)={p_full:.2f}" and passed == (p_full >= 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -132,11 +133,24 @@ class LocalJudge:
         prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         scores = []
         with torch.no_grad():
+            # the prompt once (it is nearly all the work); each answer's later tokens on a copy of its cache
+            out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             for answer in self._answers:
-                ids = torch.tensor([prompt + answer], device=self.device)
-                logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
-                logp = torch.log_softmax(logits, dim=-1)
-                scores.append(float(sum(logp[i, t] for i, t in enumerate(answer))))
+                score = float(first[answer[0]])
+                if len(answer) > 1:
+                    more = (
+                        self.model(
+                            input_ids=torch.tensor([answer[:-1]], device=self.device),
+                            past_key_values=copy.deepcopy(out.past_key_values),
+                            use_cache=True,
+                        )
+                        .logits[0]
+                        .float()
+                    )
+                    logp = torch.log_softmax(more, dim=-1)
+                    score += float(sum(logp[i, t] for i, t in enumerate(answer[1:])))
+                scores.append(score)
         p_pass = 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, scores[1] - scores[0]))))
         return p_pass >= 0.5, f"p(PASS)={p_pass:.2f}"
 
