@@ -425,3 +425,24 @@ def test_exact_key_separates_turn_boundaries() -> None:
     assert exact_key(tricky) != exact_key(
         view([{"role": "user", "content": "a"}, {"role": "user", "content": "c"}])
     )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("abc xyz'’.,!?;:%#$-_1209\"{}()\u4e2d\u6587\u00e9\u00df\u2019")),
+        max_size=60,
+    )
+)
+def test_skeleton_equals_the_reference_tokenizer(raw):
+    """The cached skeleton (plain pattern on ASCII texts) gives the tokens of the reference: `_TOKEN` on every text,
+    punctuation, articles and filler words left out."""
+    from curate.relation import _SENTENCE_PUNCT, _TOKEN, ARTICLES, FILLER, skeleton
+
+    norm = normalize_text(raw)
+    text = norm.replace("'", "").replace("\u2019", "")
+    ref = [
+        t for t in _TOKEN.findall(text) if t not in _SENTENCE_PUNCT and t not in ARTICLES and t not in FILLER
+    ]
+    assert skeleton(norm) == ref
+    assert skeleton(norm) == ref  # (again: from the cache)
