@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from curate.engine.compact import POOL_CHUNK, Row, RowAccess, user_turns
+from curate.errors import CurateError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ class RayMapper:
     # ------------------------------------------------------------------ what the steps call
 
     def share(self, rows: Sequence[Row]) -> None:
-        """Put `rows` in the object store; closures pickled after this carry these rows as positions."""
+        """Put `rows` in the object store; closures pickled after this carry these rows as positions. Only rows
+        holding their record: a plain-line row re-reads its input file by descriptor, which no worker has."""
+        if any(r.rec is None for r in rows):
+            raise CurateError("the ray engine got plain-line rows (no record); build with compact=False")
         self._shared = uuid.uuid4().hex
         self._keep = list(rows)
         self._index = {id(r): k for k, r in enumerate(self._keep)}

@@ -274,7 +274,7 @@ def test_every_stage_runs_on_ray_and_exports_are_byte_identical(
 
 
 def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
-    from curate.engine.compact import row_of
+    from curate.engine.compact import Row, row_of
     from curate.engine.ray_map import RayMapper
     from curate.records import parse_record
 
@@ -299,6 +299,9 @@ def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
         assert list(mapper.pool_map(lambda r: r.rec.user_text(), rows, chunk=7)) == [
             f"q{k}" for k in range(50)
         ]
+        plain = Row("sft", "0" * 16, None, "x.jsonl", 1, "native", "", (), (), ("pass",), None)
+        with pytest.raises(CurateError, match="plain-line rows"):  # (they re-read their file by descriptor)
+            mapper.share([plain])
     finally:
         mapper.close()
     assert ray_local.is_initialized()  # a Ray it did not start is left running
