@@ -111,7 +111,8 @@ def open_gate(
 
     Without `judge`, the spec's judge is made when a rule's calibration passes the gate (then the gate is asked
     again with that judge's id: a calibration made for another judge does not count) or, with `suggestions`, when
-    the spec names one. A calibrated rule the spec names no judge for is a suggestion ("no judge configured")."""
+    the spec names one. A calibrated rule the spec names no judge for is a suggestion ("the spec names no
+    judge ...")."""
     rules = spec.judge_rules()
     if not rules:
         return Gate(spec, {})
@@ -129,6 +130,8 @@ def open_gate(
     opened = None
     if judge is not None and wanted:
         opened = cache if isinstance(cache, JudgeCache) else JudgeCache(cache or default_cache_path(spec))
+    for rid, st in status.items():
+        log.info("judge rule %s: %s", rid, "counts" if st["automatic"] else f"suggestion ({st['why']})")
     return Gate(spec, status, judge, opened, suggest=suggestions)
 
 
