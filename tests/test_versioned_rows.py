@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
+from curate.cli import main
 from curate.errors import ExportError
 from curate.records import read_jsonl
 from curate.spec import load_spec
@@ -114,8 +116,12 @@ def test_build_warns_then_fails_on_labels_made_under_other_rule_hashes(tmp_path,
     folder = _v2(tmp_path, change)
     v2 = load_spec(folder)
     assert v2.version == 2
-    res = build(v2, [labels], tmp_path / "b")
-    got = res.manifest["stale_labels"]
+    r = CliRunner().invoke(main, ["build", str(folder), "--input", str(labels), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    warned = f"warning: {STALE[change]} of 6 labeled records were labeled under other rules" in r.stderr
+    assert warned == bool(STALE[change]) and ("--stale" in r.stderr) == bool(STALE[change])
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    got = manifest["stale_labels"]
     assert (got["labeled"], got["stale"]) == (6, STALE[change])
     why = {r for ex in got["examples"] for r in ex["rules"]}
     expect = {
@@ -127,7 +133,7 @@ def test_build_warns_then_fails_on_labels_made_under_other_rule_hashes(tmp_path,
     }[change]
     assert why == expect
     # each labeled row's lineage says which hashes its label was made under
-    sets = res.manifest["spec"]["rule_sets"]
+    sets = manifest["spec"]["rule_sets"]
     for row in _rows(tmp_path / "b", "sft"):
         rules = sets[json.loads(row["lineage"])["rules"]]
         assert rules == judged_rules(v2, {"rules_sha": rules_sha(v1)})
