@@ -106,7 +106,13 @@ def test_build_gate_uncalibrated_calibrated_old_hash_other_judge(tmp_path, monke
 
         # uncalibrated: a suggestion; the build does not run the judge and fails nothing on it
         res = build(spec, inputs, tmp_path / "b0")
-        assert res.manifest["judge"]["rules"][RULE] == {"status": "suggestion", "why": "not calibrated"}
+        assert res.manifest["judge"]["rules"][RULE] == {
+            "status": "suggestion",
+            "why": "not calibrated",
+            "n": None,
+            "kappa": None,
+            "kappa_ci95": None,
+        }
         assert res.manifest["judge"]["judge"] is None and srv.requests == []
         assert claim in _texts(tmp_path / "b0")
         assert not [q for q in _quarantine(tmp_path / "b0") if RULE in q["detail"]]
@@ -117,7 +123,18 @@ def test_build_gate_uncalibrated_calibrated_old_hash_other_judge(tmp_path, monke
         res = build(spec, inputs, tmp_path / "b1")
         m = res.manifest
         assert m["judge"]["judge"] == f"openai:{srv.url}:grader-1:p1"
-        assert m["judge"]["rules"][RULE] == {"status": "automatic", "why": ""}
+        assert m["judge"]["rules"][RULE] == {
+            "status": "automatic",
+            "why": "",
+            "n": 40,
+            "kappa": 1.0,
+            "kappa_ci95": [1.0, 1.0],
+        }
+        # the report shows each judge rule's calibration and whether it counted (escaped: the id holds a URL)
+        html = (tmp_path / "b1" / "report.html").read_text()
+        assert "Judge rules: calibrated against people before they count" in html
+        assert f'<code>{RULE}</code></td><td><span class="badge ok">counts</span>' in html
+        assert f"Judge: <code>openai:{srv.url}:grader-1:p1</code>" in html
         # FAIL verdicts: the normal record's and the claiming negative's (which makes it a good negative)
         assert m["judge"]["failed"] == {RULE: 2} and m["judge"]["judged"] > 100
         assert claim not in _texts(tmp_path / "b1")
@@ -149,10 +166,13 @@ def test_build_gate_uncalibrated_calibrated_old_hash_other_judge(tmp_path, monke
         text = (folder / "spec.yaml").read_text()
         (folder / "spec.yaml").write_text(text.replace("an action was already done", "anything was done"))
         res = build(load_spec(folder), inputs, tmp_path / "b4")
-        assert res.manifest["judge"]["rules"][RULE] == {
-            "status": "suggestion",
-            "why": "calibrated under another rule hash (the rule changed)",
-        }
+        st = res.manifest["judge"]["rules"][RULE]
+        assert (st["status"], st["why"], st["n"]) == (
+            "suggestion",
+            "calibrated under another rule hash (the rule changed)",
+            40,
+        )
+        assert "suggestion only" in (tmp_path / "b4" / "report.html").read_text()
         assert claim in _texts(tmp_path / "b4") and len(srv.requests) == before
 
 
@@ -191,7 +211,10 @@ def test_eval_counts_a_calibrated_judge_rule_only(tmp_path, monkeypatch):
         rep = evaluate_outputs(spec, outputs)
     [row] = [r for r in rep["rules"] if r["rule"] == RULE]
     assert (row["pass"], row["fail"], row["category"]) == (1, 2, "safety")
-    assert rep["judge_gate"]["rules"][RULE] == {"status": "automatic", "why": ""}
+    assert (
+        rep["judge_gate"]["rules"][RULE]["status"] == "automatic"
+        and rep["judge_gate"]["rules"][RULE]["n"] == 40
+    )
     assert [RULE in it["failed"] for it in rep["items"]] == [True, False, True]
     assert rep["items"][0]["failed"][RULE] == "judge: it claims the reset was done."
     # the code checks are the same; only the counting judge rule lowers the pass rate

@@ -76,11 +76,16 @@ class Gate:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """What the manifest / an eval report says about the judge rules (empty rules: the spec has none)."""
+        """What the manifest / an eval report says about the judge rules (empty rules: the spec has none): per rule
+        its status, why, and its calibration's n, kappa and kappa_ci95 (None when not calibrated)."""
         return {
             "judge": self.judge.id if self.judge is not None else None,
             "rules": {
-                rid: {"status": "automatic" if st["automatic"] else "suggestion", "why": st["why"]}
+                rid: {
+                    "status": "automatic" if st["automatic"] else "suggestion",
+                    "why": st["why"],
+                    **{k: (st["calibration"] or {}).get(k) for k in ("n", "kappa", "kappa_ci95")},
+                }
                 for rid, st in self.status.items()
             },
             "judged": self.judged,

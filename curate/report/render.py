@@ -925,7 +925,44 @@ def _rules(d: ReportData) -> str:
         "purpose (the rejected side of a pair)."
         + (f" Rule wording is not shown: {esc(d.spec_note)}." if d.spec_note else "")
     )
-    return _section("rules", "Rules", lead, _chart(chart) + table + pairs)
+    return _section("rules", "Rules", lead, _chart(chart) + table + _judge_rules(d) + pairs)
+
+
+def _judge_rules(d: ReportData) -> str:
+    """The judge rules of the build (manifest `judge`): each one's calibration and whether it counted."""
+    j = d.manifest.get("judge") or {}
+    rules = j.get("rules") or {}
+    if not rules:
+        return ""
+    failed = j.get("failed") or {}
+    rows = []
+    for rid, st in rules.items():
+        counts = st.get("status") == "automatic"
+        ci = st.get("kappa_ci95")
+        rows.append(
+            [
+                f"<code>{esc(rid)}</code>",
+                _badge(counts, "counts", "suggestion only"),
+                _n(st.get("n")),
+                _n(st.get("kappa")),
+                esc(f"[{ci[0]:.2f}, {ci[1]:.2f}]") if isinstance(ci, list) and len(ci) == 2 else "–",
+                _n(failed.get(rid, 0)) if counts else "–",
+                esc(st.get("why") or ""),
+            ]
+        )
+    table = _table(
+        ["judge rule", "in this build", "n", "kappa", "kappa 95% interval", "FAIL verdicts", "why not"],
+        rows,
+        numeric=(2, 3, 5),
+        table_id="judge-table",
+    )
+    who = f"<code>{esc(j['judge'])}</code>" if j.get("judge") else "none (no judge rule counted)"
+    return (
+        "<h3>Judge rules: calibrated against people before they count</h3>"
+        f"<p>A judge rule fails records only while its calibration for the rule's current wording and this judge "
+        f"has n &ge; the spec's min_n and kappa's lower bound &ge; its gate; otherwise labelers see its verdicts as "
+        f"suggestions. Judge: {who}; responses judged: {_n(j.get('judged', 0))}.</p>" + table
+    )
 
 
 # --------------------------------------------------------------------------------------------- page
