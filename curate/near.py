@@ -227,6 +227,7 @@ def text_pairs(
         return []
     sketch = BandSketch(threshold, num_perm, ngram)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
+    short = np.zeros(n, dtype=bool)  # is_short of each text, worked out once (not twice per candidate pair)
     keyed: list[tuple[int, int]] = []
     for a in range(0, n, sketch.CHUNK):
         chunk = [norm_of(k) for k in range(a, min(n, a + sketch.CHUNK))]
@@ -235,8 +236,10 @@ def text_pairs(
             sketch.bands32_packed(*packed) if packed is not None else sketch.bands32_of(chunk)
         )
         for k, t in enumerate(chunk):
-            if len(t) < SHORT_CHARS and is_short(t):
-                keyed += [(a + k, h) for h in skeleton_keys([t])]
+            if is_short(t):
+                short[a + k] = True
+                if len(t) < SHORT_CHARS:
+                    keyed += [(a + k, h) for h in skeleton_keys([t])]
     cand, counts = candidate_pairs_counted(bands)
     del bands
     extra = key_pairs(keyed, np.arange(n, dtype=np.int64))
@@ -246,7 +249,10 @@ def text_pairs(
         cand, at = np.unique(cand, axis=0, return_index=True)
         counts = counts[at]
     cand = cap_candidates(cand, counts, n, max_verify)
-    return scored_pairs(cand, lambda i, j: text_score(norm_of(i), norm_of(j), threshold), runner)
+    flag = short.tolist()
+    return scored_pairs(
+        cand, lambda i, j: text_score(norm_of(i), norm_of(j), threshold, flag[i] or flag[j]), runner
+    )
 
 
 VERIFY_CHUNK = 8_192  # candidate pairs a verification task scores (scored_pairs)
