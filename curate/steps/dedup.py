@@ -236,6 +236,31 @@ _VERIFY_CHUNK = 2048  # candidate pairs per verification task
 _VIEW_CACHE = 65_536  # compared parts a verifying process keeps between its tasks (a few hundred bytes each)
 
 
+PART_THRESHOLD = 0.5  # each part's band keys for `parts_meet`: 64 bands of 2 MinHash rows (lsh_params(0.5))
+_MEET_CHUNK = 65_536  # candidate pairs `parts_meet` compares at a time (~16 MB of band keys)
+
+
+def parts_meet(cand: np.ndarray, items: np.ndarray, part_bands: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Which LSH candidates (pairs of local indices; `items` maps them to item positions) also share a band key
+    in each part the Indel rule judges: a near duplicate needs BOTH its prompts and its answers similar, and the
+    combined text's bands also collide on the shared half alone (templated answers: 24 candidates a record at 200k
+    OpenAI records, most with unrelated prompts). A part that is short in either record (`flags`: the strict token
+    rule, whose pairs the skeleton keys find) is not filtered. Permissive by design: a pair of long parts at
+    Jaccard 0.3 shares one of 64 two-row bands with probability 0.998, 0.25: 0.984 (docs/contracts.md)."""
+    keep = np.ones(len(cand), dtype=bool)
+    for a in range(0, len(cand), _MEET_CHUNK):
+        c = cand[a : a + _MEET_CHUNK]
+        x, y = items[c[:, 0]], items[c[:, 1]]
+        either = flags[x] | flags[y]
+        for part, bit in ((0, 1), (1, 2)):
+            judged = (either & bit) == 0
+            if not judged.any():
+                continue
+            meet = (part_bands[x, part] == part_bands[y, part]).any(axis=1)
+            keep[a : a + len(c)] &= ~judged | meet
+    return keep
+
+
 class _TextStore:
     """The compared parts (`relation.compared`: normalized prompt and response, shortness flags) of every item,
     made once by the key pass and read back by the verification tasks, which used to rebuild a record's view for
@@ -337,6 +362,8 @@ def _dedup_kind(
     n = len(idx)
     sketch = BandSketch(near_threshold, num_perm, ngram) if near_threshold is not None else None
     width = sketch.bands if sketch else 0
+    parts = BandSketch(PART_THRESHOLD, num_perm, ngram) if sketch is not None else None
+    pwidth = parts.bands if parts else 0
 
     def row_keys(bounds: tuple[int, int], threads: int | None) -> tuple[Any, ...]:
         """Per item of idx[a:b]: exact key, raw hash, compared length, band hashes, skeleton keys, turn hashes."""
@@ -347,6 +374,8 @@ def _dedup_kind(
         raw = np.empty(m, dtype=np.uint64)
         length = np.empty(m, dtype=np.int64)
         texts = []
+        prompts: list[str] = []
+        answers: list[str] = []
         skel: list[tuple[int, int]] = []
         pre: list[tuple[int, int]] = []
         marks: list[tuple[int, list[str]]] = []
@@ -368,6 +397,8 @@ def _dedup_kind(
             length[k] = len(t)
             texts.append(t)
             c = compared(v)
+            prompts.append(c[0])
+            answers.append(c[1])
             if len(t) < SHORT_CHARS and c[2]:
                 skel += [(a + k, key) for key in skeleton_keys([v.prompt, v.response])]
             pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
@@ -380,12 +411,17 @@ def _dedup_kind(
             if len(digests) > 1:
                 first[k] = int.from_bytes(digests[0][:8], "big")
         bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
-        return ek, raw, length, bd, skel, pre, marks, (b"".join(blob), ends, cuts, flags), first
+        pp = np.empty((m, 2, pwidth), dtype=np.uint16)  # each part's permissive band keys (low 16 bits)
+        if parts is not None and m:
+            pp[:, 0] = parts.bands32_of(prompts, threads=threads) & np.uint32(0xFFFF)
+            pp[:, 1] = parts.bands32_of(answers, threads=threads) & np.uint32(0xFFFF)
+        return ek, raw, length, bd, skel, pre, marks, (b"".join(blob), ends, cuts, flags), first, pp
 
     ekeys = np.empty(n, dtype=np.uint64)
     rawh = np.empty(n, dtype=np.uint64)
     length = np.empty(n, dtype=np.int64)
     bands = np.empty((n, width), dtype=np.uint32)
+    part_bands = np.empty((n, 2, pwidth), dtype=np.uint16)
     firsts = np.zeros(n, dtype=np.uint64)
     skel: list[tuple[int, int]] = []
     prefixes: list[tuple[int, int]] = []
@@ -394,10 +430,11 @@ def _dedup_kind(
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
     store = _TextStore(n) if sketch is not None else None  # (closed after the near step, or when collected)
-    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs) in zip(tasks, _map(acc, row_keys, tasks, n)):
+    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs, pp) in zip(tasks, _map(acc, row_keys, tasks, n)):
         if report is not None:
             report("dedup", b, n)  # (the keys: one pass over the records)
         ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], firsts[a:b] = ek, raw, ln, bd, fs
+        part_bands[a:b] = pp
         if store is not None:
             store.add(a, *txt)
         skel += sk
@@ -481,6 +518,9 @@ def _dedup_kind(
         spos = order[surv]  # item positions of the survivors, in keep order
         cand, counts = candidate_pairs_counted(bands[spos])
         del bands
+        keep = parts_meet(cand, spos, part_bands, store.flags)  # type: ignore[union-attr]
+        cand, counts = cand[keep], counts[keep]
+        del part_bands, keep
         local = np.full(n, -1, dtype=np.int64)
         local[spos] = np.arange(k)
         extra = key_pairs(skel, local)
