@@ -281,7 +281,7 @@ def idle_estimate(chains: list[list[tuple]], work: Path, parallel: int) -> float
 # ---------------------------------------------------------------- figures
 
 
-KEYS = ("all_rules", "valid_json", "intent", "over_refusal", "general")
+KEYS = ("all_rules", "valid_json", "intent", "missing_ok", "over_refusal", "general")
 
 
 def matrix(reports: list[dict], key: str) -> Any:
@@ -301,6 +301,8 @@ def matrix(reports: list[dict], key: str) -> Any:
             rows.append([val(it["valid_json"]) for it in items])
         elif key == "intent":
             rows.append([val(it.get("intent_ok")) for it in items])
+        elif key == "missing_ok":
+            rows.append([val(it.get("missing_ok")) for it in items])
         elif key == "over_refusal":
             rows.append([val(it["refused"]) for it in items])
         elif key == "general":
@@ -357,6 +359,32 @@ def pooled(a: Any) -> dict[str, Any]:
     ok = ~np.isnan(a)
     per = [float(r[k].mean()) if k.any() else None for r, k in zip(a, ok)]
     return {"n": int(ok.sum()), "rate": float(a[ok].mean()) if ok.any() else None, "per_repeat": per}
+
+
+def mark_missing_decision(report: dict, refs: dict[int, bool]) -> None:
+    """Each item's `missing_ok`: whether the answer's `missing_info` is non-empty exactly when the reference answer's
+    is (None for an answer that is not a JSON object). The rules cannot see this: "list something and ask" passes
+    them whether or not anything was missing."""
+    import json
+
+    for it in report["items"]:
+        line = int(str(it.get("where", "")).rpartition(":")[2] or 0)
+        try:
+            doc = json.loads(it.get("response", ""))
+        except ValueError:
+            doc = None
+        it["missing_ok"] = (
+            bool(doc.get("missing_info")) == refs[line] if isinstance(doc, dict) and line in refs else None
+        )
+
+
+def heldout_missing(path: Path) -> dict[int, bool]:
+    """Line of the held-out file -> whether its reference answer lists something missing."""
+    out = {}
+    for line, obj in read_jsonl(path):
+        if not isinstance(obj, LineError):
+            out[line] = bool(orjson.loads(obj["reference"]["answer"]).get("missing_info"))
+    return out
 
 
 def metrics(reports: list[dict], rules: list[str], boot: int) -> dict[str, Any]:
@@ -834,6 +862,9 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
             f = work / "evals" / f"{n}.json"
             if f.exists():
                 reports[n] = orjson.loads(f.read_bytes())
+    refs = heldout_missing(BENCH_DIR / "heldout.jsonl")
+    for rep_ in reports.values():
+        mark_missing_decision(rep_, refs)
     missing = [n for models in arms.values() for n in models if n not in reports]
 
     def have(arm: str) -> list[dict]:
@@ -928,6 +959,9 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
             "| all rules, per repeat | " + " | ".join(per_rep(c) for c in cols) + " |",
             "| valid JSON | " + " | ".join(fmt(m[c]["valid_json"]) for c in cols) + " |",
             "| intent accuracy | " + " | ".join(fmt(m[c]["intent"]) for c in cols) + " |",
+            "| missing-info decision = reference's | "
+            + " | ".join(fmt(m[c]["missing_ok"]) for c in cols)
+            + " |",
         ]
         for r in rules:
             lines.append(

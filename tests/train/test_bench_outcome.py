@@ -154,3 +154,17 @@ def test_chart_is_valid_svg_with_every_arm(spec) -> None:
     assert "a <title> & more" in texts
     assert {"SFT raw", "SFT curated", "SFT + DPO", "untuned", "30%"} <= set(texts)
     assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 6
+
+
+def test_missing_info_decision_against_the_reference() -> None:
+    rep = {
+        "items": [
+            {"where": "h.jsonl:1", "response": '{"missing_info": ["account email"], "next_step": "Which?"}'},
+            {"where": "h.jsonl:2", "response": '{"missing_info": ["account email"], "next_step": "Which?"}'},
+            {"where": "h.jsonl:3", "response": "Sure! no JSON"},
+        ]
+    }
+    bench.mark_missing_decision(rep, {1: True, 2: False, 3: True})
+    assert [it["missing_ok"] for it in rep["items"]] == [True, False, None]
+    refs = bench.heldout_missing(ROOT / "specs" / "support-triage" / "bench" / "heldout.jsonl")
+    assert len(refs) == 96 and sum(refs.values()) == 40
