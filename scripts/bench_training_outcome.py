@@ -265,14 +265,28 @@ def run_chains(chains: list[list[tuple]], job: dict, work: Path, parallel: int, 
 
 def idle_estimate(chains: list[list[tuple]], work: Path, parallel: int) -> float:
     """Wall seconds the chains would take on an idle machine: their CPU seconds (one thread each) put on
-    `parallel` slots in the order run_chains starts them (each to the slot that frees first)."""
+    `parallel` slots in the order run_chains starts them (each to the slot that frees first). A step not run (a
+    run cut short) counts the mean CPU seconds of the steps of its kind that ran (SFT, DPO, tuned-model eval)."""
+
+    def cpu_of(step: tuple) -> float | None:
+        f = work / "timing" / f"{step[1]}.json"
+        t = orjson.loads(f.read_bytes()) if f.exists() else {}
+        return t.get("eval_cpu" if step[0] == "eval" else "train_cpu")
+
+    seen: dict[str, list[float]] = {}
+    for chain in chains:
+        for step in chain:
+            c = cpu_of(step)
+            if c is not None and step[1] != "untuned":
+                seen.setdefault(step[0] if step[0] == "eval" else step[1].split("-")[0], []).append(c)
     slots = [0.0] * max(1, parallel)
     for chain in chains:
         cpu = 0.0
         for step in chain:
-            f = work / "timing" / f"{step[1]}.json"
-            t = orjson.loads(f.read_bytes()) if f.exists() else {}
-            cpu += t.get("eval_cpu" if step[0] == "eval" else "train_cpu", 0.0)
+            c = cpu_of(step)
+            kind = step[0] if step[0] == "eval" else step[1].split("-")[0]
+            got = seen.get(kind)
+            cpu += c if c is not None else (sum(got) / len(got) if got else 0.0)
         i = slots.index(min(slots))
         slots[i] += cpu + 8.0  # + process start and imports
     return max(slots)
@@ -810,7 +824,10 @@ def main() -> int:
         timing = (
             orjson.loads((work / "timing-run.json").read_bytes())
             if (work / "timing-run.json").exists()
-            else {"total_s": float("nan"), "idle_estimate_s": float("nan")}
+            else {
+                "total_s": float("nan"),
+                "idle_estimate_s": idle_estimate(chains, work, args.parallel) + 60.0,
+            }
         )
         report(args, work, spec, stats, timing, dtag)
         return 0
@@ -866,6 +883,17 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
     for rep_ in reports.values():
         mark_missing_decision(rep_, refs)
     missing = [n for models in arms.values() for n in models if n not in reports]
+
+    # the two SFT arms of a noise rate count only the repeats both have (their rates then compare like for like)
+    unpaired: list[str] = []
+    for n_ in args.noise:
+        tag_ = f"{round(n_ * 100):02d}"
+        pair = (arms[f"sft-raw-{tag_}"], arms[f"sft-curated-{tag_}"])
+        for i in range(args.repeats):
+            if (pair[0][i] in reports) != (pair[1][i] in reports):
+                unpaired += [x[i] for x in pair if x[i] in reports]
+                for x in pair:
+                    reports.pop(x[i], None)
 
     def have(arm: str) -> list[dict]:
         return [reports[n] for n in arms[arm] if n in reports]
@@ -938,6 +966,8 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
     lines = ["# Training outcome: what curation buys", "", head, ""]
     if missing:
         lines += [f"Not evaluated (left out of the figures): {', '.join(missing)}", ""]
+    if unpaired:
+        lines += [f"Left out, the other SFT arm of the same repeat not evaluated: {', '.join(unpaired)}", ""]
     for noise in args.noise:
         tag = f"{round(noise * 100):02d}"
         cols = ["untuned", f"sft-raw-{tag}", f"sft-curated-{tag}"] + ([f"dpo-{dtag}"] if tag == dtag else [])
@@ -1020,8 +1050,12 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
     ra, rb, rc = (m[x]["all_rules"] for x in (a, b, c))
     gap = diff(a, b, "all_rules")
     dpo_d = diff(b, c, "all_rules")
-    fail_b = 1 - rb["rate"] if rb["rate"] is not None else float("nan")
-    fail_c = 1 - rc["rate"] if rc["rate"] is not None else float("nan")
+    # failures left: the curated SFT models that went on to DPO, and those DPO models (the same repeats)
+    both = [i for i in range(args.repeats) if arms[b][i] in reports and arms[c][i] in reports]
+    rb_d = pooled(matrix([reports[arms[b][i]] for i in both], "all_rules"))["rate"] if both else None
+    rc_d = pooled(matrix([reports[arms[c][i]] for i in both], "all_rules"))["rate"] if both else None
+    fail_b = 1 - rb_d if rb_d is not None else float("nan")
+    fail_c = 1 - rc_d if rc_d is not None else float("nan")
     gen_checks = {x: diff("untuned", x, "general") for x in (a, b, c)}
     targets = {
         "curated >= raw + 10 points (all rules)": gap is not None and (gap["diff"] or 0) >= 0.10,
@@ -1045,8 +1079,8 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
         "",
         f"- all rules: SFT raw {fmt(ra)}, SFT curated {fmt(rb)}, gap {fmt_diff(gap)} points (paired)",
         (
-            f"- rule failures left: SFT curated {fail_b * 100:.1f}%, after DPO {fail_c * 100:.1f}% "
-            f"(DPO - SFT, paired: {fmt_diff(dpo_d)})"
+            f"- rule failures left ({len(both)} repeat(s) with DPO): SFT curated {fail_b * 100:.1f}%, after DPO "
+            f"{fail_c * 100:.1f}% (DPO - SFT, paired: {fmt_diff(dpo_d)})"
         ),
         "- general ability vs untuned (paired): "
         + ", ".join(f"{x} {fmt_diff(d)}" for x, d in gen_checks.items()),
