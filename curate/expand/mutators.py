@@ -99,7 +99,16 @@ def _parse(text: str) -> Any:
 _NOJSON = object()
 
 
-def _dump(doc: Any) -> str:
+def _dump(doc: Any, like: str = "") -> str:
+    """`doc` as JSON written the way `like` (the source answer) is written: compact, the default spacing, or
+    indented. A mutant must differ from its source in the edit alone: with the default spacing on compact answers
+    every pair differed in layout too, and DPO learned the layout (issue 20's noisy set: reward accuracy 1.0,
+    outputs unchanged)."""
+    t = like.strip()
+    if "\n" in t:
+        return json.dumps(doc, ensure_ascii=False, indent=2)
+    if t and '": ' not in t and ', "' not in t:
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     return json.dumps(doc, ensure_ascii=False)
 
 
@@ -378,7 +387,7 @@ def candidates(
             return
         for method, ptr, op, value in _schema_edits(schema, sub):
             try:
-                yield f"json_schema:{method}", _dump(_apply(doc, base + ptr, op, value))
+                yield f"json_schema:{method}", _dump(_apply(doc, base + ptr, op, value), response)
             except PointerError:
                 continue
         return
@@ -399,12 +408,12 @@ def candidates(
         if kind == "values_in_input":
             for method, new in _values_edits(value, user_text, rng):
                 yield (
-                    (f"values_in_input:{method}:{loc}", _dump(_apply(doc, loc, "set", new)))
+                    (f"values_in_input:{method}:{loc}", _dump(_apply(doc, loc, "set", new), response))
                     if loc is not None
                     else (f"values_in_input:{method}", str(new))
                 )
             continue
-        text = value if isinstance(value, str) else _dump(value)
+        text = value if isinstance(value, str) else _dump(value, response)
         for method, new_text in _text_edits(kind, check, text, spec=spec, user_text=user_text, rng=rng):
             if loc is None:
                 yield f"{kind}:{method}", new_text
@@ -415,7 +424,7 @@ def candidates(
                     if parsed is _NOJSON:
                         continue
                     new_value = parsed
-                yield f"{kind}:{method}:{loc}", _dump(_apply(doc, loc, "set", new_value))
+                yield f"{kind}:{method}:{loc}", _dump(_apply(doc, loc, "set", new_value), response)
 
 
 def verify(spec: Spec, text: str, *, user_text: str, category: str, tags: Iterable[str]) -> list[CheckResult]:

@@ -238,3 +238,38 @@ def test_mutants_are_deterministic(mini_spec):
     a = mutate(mini_spec, rule, good, rng=random.Random(5), n=3)
     b = mutate(mini_spec, rule, good, rng=random.Random(5), n=3)
     assert a == b and len(a) == 3
+
+
+@pytest.mark.parametrize("layout", ["compact", "spaced", "indented"])
+def test_json_mutants_keep_the_answers_layout(any_spec, load_records, layout):
+    """A mutant of a JSON answer is written the way the answer is (compact, spaced or indented): it differs from
+    its source in the edit alone, so a DPO pair made from it cannot be told apart by its layout (issue 20)."""
+    spec = any_spec
+    assert spec.output.format == "json"  # (the bundled specs answer in JSON)
+    dumps = {
+        "compact": lambda d: json.dumps(d, ensure_ascii=False, separators=(",", ":")),
+        "spaced": lambda d: json.dumps(d, ensure_ascii=False),
+        "indented": lambda d: json.dumps(d, ensure_ascii=False, indent=2),
+    }[layout]
+    checked = 0
+    for rec, res in _valid_parents(spec, load_records(spec)):
+        doc = json.loads(rec.response_text())
+        answer = dumps(doc)
+        for rule in spec.automatic_rules():
+            if res[rule.id] != "pass":
+                continue
+            for m in mutate(
+                spec, rule, answer, user_text=rec.user_text(), category=rec.category, tags=rec.tags
+            ):
+                if m.method.split(":")[0] == "json_parse":
+                    continue  # (breaking the JSON is the edit)
+                try:
+                    mdoc = json.loads(m.text)
+                except ValueError:
+                    continue
+                if isinstance(mdoc, dict | list):
+                    assert m.text == dumps(mdoc), (rule.id, m.method, m.text)
+                    checked += 1
+        if checked >= 10:
+            break
+    assert checked
