@@ -86,9 +86,9 @@ def _rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
                 sorted((folder / "data").glob(f"{split}-*.parquet")) if (folder / "data").is_dir() else []
             )
             if pq_files:
-                import pyarrow.parquet as pq
+                from curate.steps.export import read_rows  # (the one reader of exported Parquet splits)
 
-                out[split] = [r for p in pq_files for r in pq.read_table(p).to_pylist()]
+                out[split] = [r for p in pq_files for _, r in read_rows(p)]
     return out
 
 
