@@ -12,37 +12,12 @@ A check function takes (check params, context) and returns (passed, detail) or N
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from curate.checks.context import CheckContext
-from curate.errors import CheckError
+from curate.checks.registry import get, kinds, register
 from curate.records import CheckResult, PreferenceRecord, SFTRecord
 from curate.spec import Rule, Spec
-
-CheckFn = Callable[[Any, CheckContext], "tuple[bool, str] | None"]
-_REGISTRY: dict[str, CheckFn] = {}
-
-
-def register(kind: str) -> Callable[[CheckFn], CheckFn]:
-    """Decorator: make `fn` the implementation of check kind `kind`."""
-
-    def deco(fn: CheckFn) -> CheckFn:
-        _REGISTRY[kind] = fn
-        return fn
-
-    return deco
-
-
-def get(kind: str) -> CheckFn:
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise CheckError(f"unknown check kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def kinds() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def run_rule(rule: Rule, ctx: CheckContext) -> CheckResult:

@@ -14,8 +14,8 @@ from typing import Any
 
 import jsonschema
 
-from curate.checks import register
 from curate.checks.context import MISSING, CheckContext
+from curate.checks.registry import register
 
 try:  # optional at import time: without it every document goes through the Python validator
     import jsonschema_rs

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from curate.checks import register
 from curate.checks.context import CheckContext
+from curate.checks.registry import register
 
 
 @register("judge")

@@ -11,8 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from curate.checks import register
 from curate.checks.context import MISSING, CheckContext
+from curate.checks.registry import register
 from curate.checks.text_checks import phrase_regex
 from curate.errors import CheckError
 from curate.records import normalize_text

@@ -7,8 +7,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from curate.checks import register
 from curate.checks.context import CheckContext
+from curate.checks.registry import register
 
 REGEX_TIMEOUT_ENV = "CURATE_REGEX_TIMEOUT"  # seconds a risky pattern may search one text (default 1)
 
