@@ -6,8 +6,7 @@ assert not curate.lint(spec)
 results = curate.check_response(spec, '{"intent": "other"}', user_text="hi")
 """
 
-__version__ = "0.1.0"
-
+from curate._version import __version__
 from curate.checks import check_response, run_rules
 from curate.errors import CurateError
 from curate.records import Message, PreferenceRecord, SFTRecord, parse_record

@@ -103,7 +103,7 @@ class LocalJudge:
 
     def __init__(self, model: str | Path, *, gguf_file: str | None = None, device: str = "cpu") -> None:
         from curate.errors import TrainError
-        from curate.train import load_model, load_tokenizer, pick_device, quiet_hf, resolve_model
+        from curate.training.models import load_model, load_tokenizer, pick_device, quiet_hf, resolve_model
 
         target = Path(model) / gguf_file if gguf_file else Path(model)
         try:
