@@ -168,3 +168,59 @@ def test_missing_info_decision_against_the_reference() -> None:
     assert [it["missing_ok"] for it in rep["items"]] == [True, False, None]
     refs = bench.heldout_missing(ROOT / "specs" / "support-triage" / "bench" / "heldout.jsonl")
     assert len(refs) == 96 and sum(refs.values()) == 40
+
+
+@pytest.mark.train
+def test_tiny_smoke_run_writes_the_tables_and_the_chart(tmp_path: Path) -> None:
+    """`--tiny` end to end (one noise rate, fewer raw rows, in one process): data, build, every arm trained and
+    evaluated on the tiny model, then bench.md, bench.json and chart.svg in the work folder."""
+    import subprocess
+
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_training_outcome.py"),
+            "--tiny",
+            "--work",
+            str(work),
+            "--noise",
+            "0.3",
+            "--rows",
+            "240",
+            "--parallel",
+            "1",
+            "--boot",
+            "50",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (work / "bench.md").read_text("utf-8")
+    assert "frozen held-out set (16 prompts), tiny test model" in md
+    assert "1 training repeat(s) per arm" in md  # the default setting
+    for part in (
+        "## Noise 30% (72 of 240 raw rows",
+        "| **all rules pass** |",
+        "SFT + DPO",
+        "## Targets at 30% noise",
+    ):
+        assert part in md
+    assert "Not evaluated" not in md
+    assert {f.stem for f in (work / "evals").glob("*.json")} == {
+        "untuned",
+        "sft-raw-30-r0",
+        "sft-curated-30-r0",
+        "dpo-30-r0",
+    }
+    out = orjson.loads((work / "bench.json").read_bytes())
+    assert out["settings"]["repeats"] == 1 and out["settings"]["noise"] == [0.3]
+    assert out["metrics"]["sft-curated-30"]["all_rules"]["n"] == 16
+    assert out["timing"]["total_s"] > 0 and out["timing"]["load_1min_mean"] >= 0
+    root = ET.fromstring((work / "chart.svg").read_text("utf-8"))
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"SFT raw", "SFT curated", "SFT + DPO", "untuned"} <= texts
