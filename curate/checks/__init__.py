@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from curate.checks.context import CheckContext
 from curate.checks.registry import get, kinds, register
 from curate.records import CheckResult, PreferenceRecord, SFTRecord
-from curate.spec import Rule, Spec
+from curate.spec_model import Rule, Spec
 
 
 def run_rule(rule: Rule, ctx: CheckContext) -> CheckResult:

@@ -17,12 +17,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from curate.errors import CheckError
+from curate.spec_model import code_rules, target_file
 
 if TYPE_CHECKING:
-    from curate.spec import Spec
+    from curate.spec_model import Spec
 
 log = logging.getLogger(__name__)
 ENV = "CURATE_ALLOW_CODE"
@@ -56,23 +57,6 @@ def code_allowed(base_dir: str | Path) -> bool:
     if _ANY or os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes"):
         return True
     return os.path.realpath(base_dir) in _FOLDERS
-
-
-def target_file(function: str, base_dir: str | Path) -> str:
-    """What `module:function` would import: the module file beside the spec, else the installed module's name."""
-    module = function.partition(":")[0]
-    local = Path(base_dir, *module.split(".")).with_suffix(".py")
-    return str(local) if local.is_file() else f"installed module {module!r}"
-
-
-def code_rules(spec: Spec) -> list[tuple[str, str, str]]:
-    """(rule id, module:function, what it imports) of every `python` rule of the spec; nothing is imported."""
-    out = []
-    for rule in spec.rules:
-        check: Any = rule.check
-        if check != "human" and getattr(check, "kind", None) == "python":
-            out.append((rule.id, check.function, target_file(check.function, spec.base_dir)))
-    return out
 
 
 def require(function: str, base_dir: str | Path, rule: str | None = None) -> None:

@@ -64,7 +64,7 @@ from curate.checks.json_checks import _validator
 from curate.checks.semantic_checks import REFUSAL_PHRASES, _strings
 from curate.checks.text_checks import compiled, count_questions, count_sentences, phrase_regex
 from curate.records import CheckResult, normalize_text
-from curate.spec import Rule, Spec
+from curate.spec_model import Rule, Spec
 
 try:
     from re import _constants as _sre_c  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from curate.spec import Spec
+from curate.spec_model import Spec
 
 _MISSING = object()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from curate.checks.compiled import compile_rules
 from curate.records import LineError, PreferenceRecord, Source, read_jsonl, record_from_native
-from curate.spec import Spec
+from curate.spec_model import Spec
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from curate.errors import LabelingError
-from curate.spec import Spec
+from curate.spec_model import Spec
 
 Kind = Literal["review", "pairwise", "write"]
 KINDS: tuple[str, ...] = ("review", "pairwise", "write")
@@ -347,7 +347,7 @@ def schema_files(spec_dirs: list[str] | None = None, root: str = ".") -> dict[st
     """{path: XML} of the configs for the example specs: schemas/labeling/<spec>.<kind>.xml."""
     from pathlib import Path
 
-    from curate.spec import load_spec
+    from curate.spec_load import load_spec
 
     base = Path(root)
     dirs = (

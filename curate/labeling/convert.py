@@ -44,7 +44,7 @@ import orjson
 from curate.checks import run_rules
 from curate.labeling.config import KINDS, PAIRWISE_SIDES, VERDICTS, Control, controls, visible
 from curate.records import Message, PreferenceRecord, SFTRecord, Source, normalize_text, parse_record
-from curate.spec import Spec
+from curate.spec_model import Spec
 from curate.steps.base import RunContext
 
 Record = SFTRecord | PreferenceRecord
