@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from curate.expand import adversarial as adv
 from curate.expand import edge
 from curate.expand.mutators import mutate
+from curate.expand.parents import Parent, protected_values
 from curate.steps.coverage import compute_coverage, record_hits
 
 if TYPE_CHECKING:
-    from curate.expand.generate import Expander, Parent
+    from curate.expand.generate import Expander
 
 GEN = "curate.expand.gaps"
 ATTEMPTS_PER_DONOR = 4
@@ -29,8 +30,6 @@ ATTEMPTS_PER_DONOR = 4
 
 def _maker(ex: Expander, category: str, parent: Parent, rule: Any, attempt: int) -> Callable[[int], Any]:
     """make(k) for Expander.recast: the parent's prompt recast into `category` with k context sentences."""
-    from curate.expand.generate import protected_values
-
     text = parent.last_user
     protect = protected_values(parent.response, text)
 

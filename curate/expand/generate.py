@@ -35,8 +35,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,19 @@ from rapidfuzz import process as rf_process
 
 from curate.checks import check_response, run_rules
 from curate.errors import CurateError
-from curate.expand import adversarial as adv
 from curate.expand import edge
-from curate.expand.mutators import Mutant, mutate
+from curate.expand.cases import CaseGenerators
+from curate.expand.mutators import Mutant
 from curate.expand.pairs import make_pair
+from curate.expand.parents import (  # noqa: F401
+    GEN,
+    ExpandResult,
+    Parent,
+    dedup_text_prompt,
+    plausible_paraphrase,
+    protected_values,
+    with_user,
+)
 from curate.records import (
     LineError,
     Message,
@@ -63,100 +71,17 @@ from curate.records import (
     write_atomic,
     write_jsonl_atomic,
 )
-from curate.spec import Rule, Spec
+from curate.spec import Spec
 from curate.steps.coverage import compute_coverage
 from curate.steps.dedup import dedup_text
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, "int | None"], None]
-GEN = "curate.expand"
 SHORT = 80  # characters: prompts this short are also near-checked exhaustively
 MAX_CONTEXT = 3  # extra context sentences tried to make a recast conversation no near-twin of its parent
 
 
-@dataclass
-class Parent:
-    """A valid example the generators start from: its prompt turns, its response, and its rule results."""
-
-    record: SFTRecord | PreferenceRecord
-    prompt: tuple[Message, ...]
-    response: str
-    status: dict[str, str]
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def last_user(self) -> str:
-        for m in reversed(self.prompt):
-            if m.role == "user":
-                return m.content
-        return ""
-
-    def passes(self, rule_id: str) -> bool:
-        return self.status.get(rule_id) == "pass"
-
-
-@dataclass
-class ExpandResult:
-    spec: Spec
-    records: list[SFTRecord] = field(default_factory=list)
-    pairs: list[PreferenceRecord] = field(default_factory=list)
-    prompts: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-def with_user(prompt: tuple[Message, ...], text: str) -> tuple[Message, ...]:
-    """The prompt turns with the last user turn's text replaced (earlier turns kept)."""
-    out = list(prompt)
-    for i in range(len(out) - 1, -1, -1):
-        if out[i].role == "user":
-            out[i] = out[i].model_copy(update={"content": text})
-            return tuple(out)
-    return tuple(out) + (Message(role="user", content=text),)
-
-
-def protected_values(response: str, user_text: str) -> set[str]:
-    """Strings of the response (JSON string values, or words) that are copied from the user's text."""
-    try:
-        doc = orjson.loads(response)
-    except orjson.JSONDecodeError:
-        doc = None
-    vals: list[str] = []
-
-    def walk(v: Any) -> None:
-        if isinstance(v, str):
-            vals.append(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    walk(doc)
-    low = user_text.lower()
-    return {v for v in vals if 0 < len(v) <= 80 and v.lower() in low}
-
-
-def plausible_paraphrase(para: str, text: str, keep: set[str]) -> bool:
-    """A small model's rewording is kept only when it looks like one: similar length, every value the answer
-    copies from the message still there, and no echo of the instruction."""
-    low = para.lower()
-    return (
-        0.4 * len(text) <= len(para) <= 2.5 * len(text) + 20
-        and not low.startswith(("rewrite", "here is"))
-        and all(v.lower() in low for v in keep)
-    )
-
-
-def dedup_text_prompt(prompt: Iterable[Message]) -> str:
-    """The prompt as the build's pairs step matches it: every non-system turn, normalized."""
-    return "\n".join(f"{m.role}: {m.content}" for m in prompt if m.role != "system")
-
-
-class Expander:
+class Expander(CaseGenerators):
     def __init__(
         self,
         spec: Spec,
@@ -476,173 +401,6 @@ class Expander:
             return pair
         self.counts["pairs_without_new_prompt"] += 1
         return None
-
-    # ------------------------------------------------------------ generators
-    def edge_cases(self, variants: int = 2) -> None:
-        sources: list[tuple[str, str, Parent | None]] = []
-        for cat in ("edge", "typical"):
-            case = self.spec.cases.get(cat)
-            for i, s in enumerate(case.seeds if case else ()):
-                sources.append((f"seed:{cat}:{i}", s, None))
-        sources += [(p.id, p.last_user, p) for p in self.parents if p.record.category == "typical"]
-        for n, (pid, text, parent) in enumerate(sources):
-            rng = self.rng("edge", pid)
-            protect = protected_values(parent.response, parent.last_user) if parent else set()
-            primaries = list(edge.PRIMARY)
-            rng.shuffle(primaries)
-            made = 0
-            for primary in primaries:
-                if made >= variants:
-                    break
-                if parent is not None and edge.KEEPS_ANSWER[primary]:
-
-                    def make(
-                        k: int,
-                        primary: str = primary,
-                        text: str = text,
-                        pid: str = pid,
-                        protect: Any = protect,
-                    ) -> Any:
-                        v = edge.variant(
-                            text, self.rng("edge", pid, primary, k), primary, protect=protect, context=k
-                        )
-                        if v is None:
-                            return None
-                        return (
-                            v.text,
-                            tuple(f"edge:{t}" for t in v.transforms),
-                            {"transforms": list(v.transforms), **v.params},
-                        )
-
-                    made += (
-                        self.recast(parent, make, "edge", f"{GEN}.edge", key=("edge", pid, primary))
-                        != "dropped"
-                    )
-                    continue
-                v = edge.variant(text, self.rng("edge", pid, primary), primary, protect=protect)
-                if v is None or not self.novel(v.text, ("edge", pid, primary)):
-                    continue
-                made += 1
-                self.add_prompt(
-                    v.text,
-                    "edge",
-                    tuple(f"edge:{t}" for t in v.transforms),
-                    f"{GEN}.edge",
-                    {"transforms": list(v.transforms), **v.params},
-                    pid,
-                    parent.prompt if parent else None,
-                )
-            if (
-                self.model is not None
-                and parent is not None
-                and self.counts["model_paraphrases"] < self.model_paraphrases
-            ):
-                self.counts["model_paraphrases"] += 1
-                para = self.model.paraphrase(text)
-                if plausible_paraphrase(para, text, protected_values(parent.response, text)) and self.novel(
-                    para, ("edge", pid, "model")
-                ):
-                    self.add_prompt(
-                        para,
-                        "edge",
-                        ("edge:model_paraphrase",),
-                        f"{GEN}.edge",
-                        {"transforms": ["model_paraphrase"], "model": self.model.name},
-                        pid,
-                        parent.prompt,
-                    )
-            if self.progress:
-                self.progress("edge", n + 1, len(sources))
-
-    def adversarial_cases(self, per_pattern: int = 6) -> None:
-        requests: list[tuple[str, str, Parent | None]] = [
-            (p.id, p.last_user, p) for p in self.parents if p.record.category == "typical"
-        ]
-        tcase = self.spec.cases.get("typical")
-        requests += [(f"seed:typical:{i}", s, None) for i, s in enumerate(tcase.seeds if tcase else ())]
-        if not requests:
-            return
-        for pattern in adv.patterns(self.spec):
-            rng = self.rng("adversarial", pattern)
-            order = list(range(len(requests)))
-            rng.shuffle(order)
-            made = 0
-            for idx in order:
-                if made >= per_pattern:
-                    break
-                pid, text, parent = requests[idx]
-                allowed = [r for r in self.rules if parent is None or parent.passes(r.id)]
-                rule = adv.pick_rule(self.spec, pattern, rng, allowed or None)
-                if rule is None:
-                    continue
-
-                def make(
-                    k: int, text: str = text, pid: str = pid, rule: Rule = rule, pattern: str = pattern
-                ) -> Any:
-                    a = adv.attack(
-                        self.spec, text, pattern, rule, self.rng("adversarial", pattern, pid), extra=k
-                    )
-                    return (
-                        a.text,
-                        a.tags,
-                        {"pattern": pattern, "rule": rule.id, "template": a.template, "bait": a.bait},
-                    )
-
-                if parent is not None and adv.KEEPS_ANSWER.get(pattern, True):
-                    made += (
-                        self.recast(
-                            parent,
-                            make,
-                            "adversarial",
-                            f"{GEN}.adversarial",
-                            key=("adversarial", pattern, pid),
-                        )
-                        != "dropped"
-                    )
-                    continue
-                got = make(0)
-                if not self.novel(got[0], ("adversarial", pattern, pid)):
-                    continue
-                made += 1
-                self.add_prompt(
-                    got[0],
-                    "adversarial",
-                    got[1],
-                    f"{GEN}.adversarial",
-                    got[2],
-                    pid,
-                    parent.prompt if parent else None,
-                )
-
-    def negative_cases(self, per_rule: int = 4) -> None:
-        for rule in self.rules:
-            rng = self.rng("mutate", rule.id)
-            donors = [p for p in self.parents if p.passes(rule.id)]
-            rng.shuffle(donors)
-            exact: list[tuple[Parent, Mutant]] = []
-            loose: list[tuple[Parent, Mutant]] = []
-            for p in donors:
-                if len(exact) >= per_rule:
-                    break
-                ms = mutate(
-                    self.spec,
-                    rule,
-                    p.response,
-                    user_text=p.record.user_text(),
-                    category="negative",
-                    tags=p.record.tags,
-                    rng=self.rng("mutate", rule.id, p.id),
-                )
-                if ms:
-                    (exact if ms[0].exact else loose).append((p, ms[0]))
-            made = 0
-            for p, m in exact + loose:
-                if made >= per_rule:
-                    break
-                if self.add_pair(p, m) is not None:
-                    made += 1
-            if not made and per_rule:
-                self.result.summary.setdefault("rules_without_mutant", []).append(rule.id)
 
 
 def expand(
