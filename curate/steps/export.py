@@ -282,14 +282,27 @@ def encode_batch(
     return data, pa.Table.from_pylist(rows, schema=schema)
 
 
-def split_file(directory: Path, split: str) -> Path | None:
-    """Where one split of an export folder (sft/, dpo/, ...) is: its JSONL when the build wrote one (spec
-    `export.jsonl`, default on), else its Parquet file; None when neither is there."""
+def split_files(directory: Path, split: str) -> list[Path]:
+    """The files of one split of an export folder (sft/, dpo/, ...), in row order: its JSONL when the build wrote
+    one (spec `export.jsonl`, default on), else its Parquet shards (`data/<split>-00000-of-00001.parquet` as curate
+    writes it, or every `data/<split>-*.parquet` shard, sorted); [] when there is none."""
     j = directory / f"{split}.jsonl"
     if j.is_file():
-        return j
-    p = directory / "data" / f"{split}-00000-of-00001.parquet"
-    return p if p.is_file() else None
+        return [j]
+    data = directory / "data"
+    return sorted(data.glob(f"{split}-*.parquet")) if data.is_dir() else []
+
+
+def split_file(directory: Path, split: str) -> Path | None:
+    """The one file of a split (`split_files`); None when there is none. A split in several Parquet shards is an
+    ExportError naming them (read such a split with `split_files`)."""
+    files = split_files(directory, split)
+    if len(files) > 1:
+        raise ExportError(
+            f"{directory / 'data'}: the {split} split is {len(files)} Parquet shards ({files[0].name} ...); "
+            "this reader takes one file: rebuild the export with `curate build` (one shard per split)"
+        )
+    return files[0] if files else None
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, Any]]:

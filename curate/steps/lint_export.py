@@ -76,19 +76,16 @@ class LintReport:
 
 
 def _rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    from curate.steps.export import read_rows, split_files  # (the one finder and reader of exported splits)
+
     out: dict[str, list[dict[str, Any]]] = {}
     for split in ("train", "test"):
-        f = folder / f"{split}.jsonl"
-        if f.is_file():
+        files = split_files(folder, split)
+        if files and files[0].suffix == ".jsonl":
+            f = files[0]
             out[split] = [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
-        else:
-            pq_files = (
-                sorted((folder / "data").glob(f"{split}-*.parquet")) if (folder / "data").is_dir() else []
-            )
-            if pq_files:
-                from curate.steps.export import read_rows  # (the one reader of exported Parquet splits)
-
-                out[split] = [r for p in pq_files for _, r in read_rows(p)]
+        elif files:
+            out[split] = [r for p in files for _, r in read_rows(p)]
     return out
 
 
