@@ -33,33 +33,21 @@ id, also `source.parent`), `source_where` (its file:line) and `spec_sha256`.
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from curate.checks import run_rules
-from curate.labeling.config import KINDS, PAIRWISE_SIDES, VERDICTS, Control, controls, visible
-from curate.records import Message, PreferenceRecord, SFTRecord, Source, normalize_text, parse_record
+
+# Answer, MAIN_QUESTION, record_digest and task_record moved to answers.py / task_data.py; importable from here
+from curate.labeling.answers import MAIN_QUESTION, Answer, Mismatch, _controls, _resolve, read_answer  # noqa: F401
+from curate.labeling.config import KINDS, visible
+from curate.labeling.task_data import Record, _labels, _original, _source, record_digest, task_record  # noqa: F401
+from curate.records import Message, PreferenceRecord, SFTRecord, Source, normalize_text
 from curate.spec_model import Spec
 from curate.steps.base import RunContext
 
-Record = SFTRecord | PreferenceRecord
 STEP = "label"
-MAIN_QUESTION = {"review": "verdict", "pairwise": "comparison", "write": None}
-
-
-@dataclass
-class Answer:
-    """One annotation, read against the config: control name -> value (str, list[str]) and who made it."""
-
-    annotation: int | str
-    annotator: str
-    values: dict[str, Any]
-    created_at: str = ""
 
 
 @dataclass
@@ -73,222 +61,6 @@ class TaskOutcome:
     outvoted: int = 0  # annotations that agreed with or lost to the resolved answer
     quarantined: int = 0
     skipped: int = 0  # annotations the annotator skipped (also counted in quarantined)
-
-
-class Mismatch(ValueError):
-    """An annotation result that does not match the config."""
-
-
-def _textarea(value: dict[str, Any]) -> str:
-    text = value.get("text")
-    if isinstance(text, str):
-        return text
-    if isinstance(text, list) and all(isinstance(t, str) for t in text):
-        return "\n".join(text)
-    raise Mismatch(f"textarea text is {type(text).__name__}, expected text")
-
-
-def read_answer(annotation: dict[str, Any], ctrls: dict[str, Control]) -> dict[str, Any]:
-    """The values of one annotation's results, each checked against the config; raises Mismatch."""
-    values: dict[str, Any] = {}
-    for item in annotation.get("result") or []:
-        if not isinstance(item, dict):
-            raise Mismatch(f"a result item is a {type(item).__name__}, not an object")
-        name = item.get("from_name")
-        ctrl = ctrls.get(name)  # type: ignore[arg-type]
-        if ctrl is None:
-            raise Mismatch(f"unknown control {name!r} (the config has: {', '.join(sorted(ctrls))})")
-        if item.get("type", ctrl.type) != ctrl.type:
-            raise Mismatch(f"control {name!r} gave a {item.get('type')!r} result, expected {ctrl.type!r}")
-        if item.get("to_name", ctrl.to_name) != ctrl.to_name:
-            raise Mismatch(f"control {name!r} points at {item.get('to_name')!r}, expected {ctrl.to_name!r}")
-        value = item.get("value")
-        if not isinstance(value, dict):
-            raise Mismatch(f"control {name!r} has no value object")
-        if ctrl.type == "choices":
-            chosen = value.get("choices")
-            if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
-                raise Mismatch(f"control {name!r}: choices must be a list of strings")
-            chosen = [c.removeprefix("\u200b") for c in chosen]  # a guarded leading `$` (see config._attr)
-            unknown = [c for c in chosen if ctrl.values is not None and c not in ctrl.values]
-            if unknown:
-                raise Mismatch(
-                    f"control {name!r}: unknown choice {unknown[0]!r} (allowed: "
-                    f"{', '.join(sorted(ctrl.values or ()))})"
-                )
-            if not ctrl.multiple and len(chosen) > 1:
-                raise Mismatch(f"control {name!r} allows one choice, got {len(chosen)}")
-            values[name] = list(dict.fromkeys(chosen)) if ctrl.multiple else (chosen[0] if chosen else None)
-        elif ctrl.type == "pairwise":
-            side = value.get("selected")
-            if side not in (ctrl.values or ()):
-                raise Mismatch(f"control {name!r}: selected must be left or right, got {side!r}")
-            values[name] = side
-        else:  # textarea
-            values[name] = _textarea(value)
-    return values
-
-
-def record_digest(record: dict[str, Any]) -> str:
-    """The hash pushed with a task's record (`curate_sha256`): sha256 of its JSON with sorted keys."""
-    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def task_record(task: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """The record a task carries and its pushed hash: in `meta` (hidden from labelers), or `data` (older pushes)."""
-    for where in ("meta", "data"):
-        box = task.get(where)
-        if isinstance(box, dict) and isinstance(box.get("record"), dict):
-            sha = box.get("curate_sha256")
-            return box["record"], sha if isinstance(sha, str) else None
-    return None, None
-
-
-def _original(task: dict[str, Any]) -> tuple[Record | None, str | None, str]:
-    """(the task's record, None) or (None, reason code, detail) when it is missing, unreadable or tampered with."""
-    rec, sha = task_record(task)
-    if rec is None:
-        return None, "unknown_task", "the task carries no curate record (made outside curate?)"
-    if sha is not None and record_digest(rec) != sha:
-        return (
-            None,
-            "tampered_record",
-            "the task's record does not match the hash pushed with it (edited on the server?)",
-        )
-    try:
-        parsed = parse_record(rec)
-    except (ValueError, TypeError) as err:
-        return None, "unknown_task", f"the task's record is unreadable: {str(err).splitlines()[0]}"
-    cid = (task.get("data") or {}).get("curate_id")
-    if cid and parsed.id != cid:
-        return None, "tampered_record", f"the task's record has id {parsed.id}, the task says {cid}"
-    return parsed, None, ""
-
-
-def _source(task: dict[str, Any], ans: Answer, project: int | str | None, original: Record) -> Source:
-    return Source(
-        format="label-studio",
-        project=project if project is not None else task.get("project"),
-        task=task.get("id"),
-        annotation=ans.annotation,
-        annotator=ans.annotator,
-        parent=original.id,
-    )
-
-
-def _labels(
-    kind: str,
-    ans: Answer,
-    group: list[Answer],
-    valid: list[Answer],
-    original: Record,
-    spec: Spec | None,
-    draft: Any = None,
-) -> dict[str, Any]:
-    """What reviewers said, with lineage: every annotation behind the record, how many answered, agreement."""
-    labels: dict[str, Any] = {
-        "reviewed": True,
-        "kind": kind,
-        **{k: v for k, v in ans.values.items() if v not in (None, "", [])},
-    }
-    labels["annotations"] = [a.annotation for a in group]
-    labels["annotators"] = [a.annotator for a in group]
-    labels["n_annotators"] = len(valid)
-    if MAIN_QUESTION[kind]:
-        labels["agreement"] = f"{len(group)}/{len(valid)}"
-    labels["source_ids"] = [original.id]
-    if original.source.file or original.source.parent:
-        labels["source_where"] = original.source.where()
-    if spec is not None and spec.digest:
-        labels["spec_sha256"] = spec.digest
-    final = (
-        ans.values.get("ideal")
-        if kind == "write"
-        else (ans.values.get("corrected") if ans.values.get("verdict") == "edit" else None)
-    )
-    if isinstance(draft, dict) and isinstance(draft.get("text"), str) and final is not None:
-        # the answer started as a model's draft; a person submitted it (kept as drafted, or edited)
-        labels["draft"] = {
-            "model": str(draft.get("model")),
-            "kept": normalize_text(final) == normalize_text(draft["text"]),
-        }
-        labels["draft_accepted"] = True
-    return labels
-
-
-def _main_key(kind: str, ans: Answer) -> Any:
-    """What annotations must agree on: the verdict (and, for edits, the corrected text), or the picked side."""
-    main = MAIN_QUESTION[kind]
-    value = ans.values.get(main) if main else None
-    if kind == "review" and value == "edit":
-        return ("edit", normalize_text(ans.values.get("corrected") or ""))
-    return value
-
-
-def _resolve(
-    kind: str, valid: list[Answer], adjudicator: str | None
-) -> tuple[list[Answer] | None, dict[str, Any] | None]:
-    """(the agreeing answers that win, conflict) over a task's valid answers under majority / adjudicator rules.
-
-    Corrections are compared by their normalized text: two different corrections are a conflict to adjudicate.
-    """
-    main = MAIN_QUESTION[kind]
-    if main is None or len(valid) == 1:
-        return valid[:1], None
-    if adjudicator:
-        judge = next((a for a in valid if a.annotator == adjudicator), None)
-        if judge is not None:
-            key = _main_key(kind, judge)
-            return [judge] + [a for a in valid if a is not judge and _main_key(kind, a) == key], None
-    counts = Counter(_main_key(kind, a) for a in valid)
-    (top, n), *_rest = counts.most_common()
-    if n * 2 > len(valid) and top is not None:
-        return [a for a in valid if _main_key(kind, a) == top], None
-    edits = {a.values.get(main) for a in valid} == {"edit"}
-    question = "corrected" if edits else main
-    return None, {
-        "question": question,
-        "answers": {a.annotator: (a.values.get("corrected") if edits else a.values.get(main)) for a in valid},
-        "annotations": [a.annotation for a in valid],
-    }
-
-
-def loose_controls(kind: str) -> dict[str, Control]:
-    """The controls of `kind` when the spec is not at hand: rule and category values are not checked."""
-    out = (
-        [
-            Control("verdict", "choices", "response", frozenset(VERDICTS), required=True),
-            Control("corrected", "textarea", "response"),
-            Control("violates", "choices", "response", None, multiple=True),
-            Control("category", "choices", "response", None),
-            Control("note", "textarea", "response"),
-        ]
-        if kind == "review"
-        else [
-            Control("comparison", "pairwise", "comparison", frozenset(PAIRWISE_SIDES), required=True),
-            Control("loser_violates", "choices", "left", None, multiple=True),
-            Control("rationale", "textarea", "left"),
-        ]
-        if kind == "pairwise"
-        else [Control("ideal", "textarea", "prompt", required=True)]
-    )
-    return {c.name: c for c in out}
-
-
-_CONTROLS: dict[tuple[int, str], tuple[Spec | None, dict[str, Control]]] = {}
-
-
-def _controls(spec: Spec | None, kind: str) -> dict[str, Control]:
-    """controls(spec, kind) (or the loose ones without a spec), made once per spec object and kind."""
-    key = (id(spec), kind)
-    hit = _CONTROLS.get(key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    ctrls = controls(spec, kind) if spec is not None else loose_controls(kind)
-    if len(_CONTROLS) > 64:
-        _CONTROLS.clear()
-    _CONTROLS[key] = (spec, ctrls)
-    return ctrls
 
 
 def _checks(spec: Spec | None, rec: Record) -> list[Any]:
