@@ -3,27 +3,32 @@
     from curate.engine.compact import read_validate_rows
     rows = list(read_validate_rows(paths, ctx=ctx, spec=spec, lengths=lengths, max_tokens=1024))
 
-A `Row` is either *fast* (`rec is None`): one line of a native JSONL file whose shape is the plain one (only
-`messages`, or `prompt` + `chosen` + `rejected`, of `{role, content}` turns, plus `category` / `tags` /
-`violates`), that read and validate accept as it is (well formed, every automatic rule passes or skips, fits
-`max_tokens`, not a negative SFT example, not marked held-out); it keeps its content id, category, tags,
-violates and rule statuses, and where the line is (file, line number); every later step re-reads the line
-(`os.pread` at the line's offset) and re-derives what it needs (~2 us a line). Or *slow* (`rec` set): anything
-else went through the record path (`curate.steps.read` + `curate.steps.validate`, one record at a time, in input
-order), so its quarantine rows, reason codes and fields are those of that path, and the row wraps the pydantic
-record it gave.
+A `Row` is either *fast*: one line of a native JSONL file whose shape is the plain one (only `messages`, or
+`prompt` + `chosen` + `rejected`, of `{role, content}` turns, plus `category` / `tags` / `violates`), that read and
+validate accept as it is (well formed, every automatic rule passes or skips, fits `max_tokens`, not a negative SFT
+example, not marked held-out), or such a line `settle` wrote into the build's `RecordStore` for a record of any
+other format when the native reader gives that record back from it; it keeps its content id, category, tags,
+violates and rule statuses, and where it came from (file, line); every later step re-reads the line (`os.pread`)
+and re-derives what it needs (~2 us a line). Or a *record row*: a record no native line gives back, stored as its
+JSON (`Row.rec` reads it back) with the `Facts` the steps ask of it. Anything that is not a fast input line went
+through the record path (`curate.steps.read` + `curate.steps.validate`, in input order), so its quarantine rows,
+reason codes and fields are those of that path.
 
 Every derived value of a fast row equals the one the record path computes from the record it would have built
 (content id, response / user text, dedup and prompt texts, prompt key, length estimate, export rows);
 `materialize(row)` builds that record when a step needs one (a pair partner, a quarantine row), and
-tests/engine/test_compact.py compares the two on example data, and whole builds byte for byte.
+tests/engine/test_compact.py compares the two on example data, real fixtures and generated records, and whole
+builds byte for byte.
 
 A native file of `POOL_MIN_LINES` lines or more is read on a fork pool (`pool_workers()`: CURATE_WORKERS, else
 the cores `os.sched_getaffinity` allows; 1 turns it off; also off while other threads run): each worker takes
 chunks of `POOL_CHUNK` lines (one `pread` per chunk) and sends back, per line, the fast row's fields (kind,
-content id, category, tags, violates, rule statuses, length) or None; the build process walks the lines in
-order as `iter_jsonl` does, turns the verdicts into rows and sends the declined lines through the record path,
-so rows, quarantine rows, counters and lengths are those of the serial read (tests compare whole builds).
+content id, category, tags, violates, rule statuses, length), or what the record path made of an object line it
+declined (`_Lines`: settled rows, quarantine rows, the read's count), or None; a JSONL file of any other
+one-record-a-unit format is read the same way, every object line through the record path in the workers. The
+build process walks the lines in order as `iter_jsonl` does, turns the verdicts into rows and sends what is left
+(lines that are not an object on their own) through the record path here, so rows, quarantine rows, counters and
+lengths are those of the serial read (tests compare whole builds).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
     NONE_FILE,
     Checker,
     Input,
+    RecordStore,
     Row,
     _ChunkKeys,
     _id_and_keys,
@@ -71,151 +77,28 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
     user_turns,
     user_turns_all,
 )
-from curate.readers.common import ROLES
+from curate.errors import InputError
 from curate.readers.containers import container_of, iter_units
 from curate.readers.guard import dup_suspect
-from curate.readers.shapes import detect_shape
-from curate.records import PreferenceRecord, SFTRecord, normalize_text
+from curate.records import PreferenceRecord, SFTRecord
 from curate.steps.base import RunContext
-from curate.steps.validate import HELDOUT_TAG, LengthCounter
+from curate.steps.validate import LengthCounter
 from curate.steps.validate import validate as _validate
 
 log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
 
-# ---------------------------------------------------------------- read + validate
-
-
-def _plain(msgs: Any) -> bool:
-    """A non-empty list of {role, content} dicts: a known role, non-blank string content, nothing else."""
-    if type(msgs) is not list or not msgs:
-        return False
-    for m in msgs:
-        if type(m) is not dict or len(m) != 2:
-            return False
-        c = m.get("content")
-        if type(c) is not str or m.get("role") not in ROLES or not c or c.isspace():
-            return False
-    return True
-
-
-_SHARED: dict[Any, Any] = {}  # one object per distinct category string and tags / violates tuple
-
-
-def _share(v: Any) -> Any:
-    got = _SHARED.get(v)
-    if got is None:
-        if len(_SHARED) > 50_000:  # free-form tags: stop sharing rather than grow without bound
-            return v
-        got = _SHARED[v] = v
-    return got
-
-
-def _strs(v: Any) -> tuple[str, ...] | None:
-    if v is None:
-        return _EMPTY
-    if type(v) is list and all(type(x) is str for x in v):
-        return _share(tuple(v)) if v else _EMPTY
-    return None
-
-
-def _fast_shape(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[str, ...]] | None:
-    """(kind, category, tags, violates) when read would accept `obj` as it is (a native file), else None."""
-    cat = obj.get("category", "typical")
-    if type(cat) is not str or not cat:
-        return None
-    if "category" in obj and obj["category"] is None:
-        return None
-    tags = _strs(obj.get("tags")) if "tags" in obj else _EMPTY
-    violates = _strs(obj.get("violates")) if "violates" in obj else _EMPTY
-    if (
-        tags is None
-        or violates is None
-        or ("tags" in obj and obj["tags"] is None)
-        or ("violates" in obj and obj["violates"] is None)
-    ):
-        return None
-    if "messages" in obj:
-        if not obj.keys() <= _SFT_KEYS:
-            return None
-        msgs = obj["messages"]
-        if not _plain(msgs):
-            return None
-        # validate's structure: a leading system turn at most, a user turn before the answer, ends with the answer
-        if msgs[-1]["role"] != "assistant":
-            return None
-        prompt = msgs[:-1]
-        if not any(m["role"] == "user" for m in prompt):
-            return None
-        if any(m["role"] == "system" for m in prompt[1:]):
-            return None
-        return "sft", cat, tags, violates
-    if "chosen" in obj:
-        if not obj.keys() <= _PREF_KEYS or "prompt" not in obj or "rejected" not in obj:
-            return None
-        prompt, chosen, rejected = obj["prompt"], obj["chosen"], obj["rejected"]
-        if not (_plain(prompt) and _plain(chosen) and _plain(rejected)):
-            return None
-        if any(m["role"] != "assistant" for m in chosen) or any(m["role"] != "assistant" for m in rejected):
-            return None
-        if not any(m["role"] == "user" for m in prompt) or any(m["role"] == "system" for m in prompt[1:]):
-            return None
-        if [normalize_text(m["content"]) for m in chosen] == [normalize_text(m["content"]) for m in rejected]:
-            return None  # chosen_equals_rejected: the record path quarantines it
-        return "preference", cat, tags, violates
-    return None
-
-
-class _Validator:
-    """validate() for fast rows; anything it is not sure of goes to the record path."""
-
-    def __init__(
-        self, spec: Any, ctx: RunContext, lengths: LengthCounter, max_tokens: int | None, checker: Checker
-    ) -> None:
-        self.spec = spec
-        self.ctx = ctx
-        self.lengths = lengths
-        self.limit = max_tokens if max_tokens is not None else spec.export.max_tokens
-        self.checker = checker
-        self.auto_ids = {r.id for r in spec.automatic_rules()}
-        self.all_ids = {r.id for r in spec.rules}
-        self.system_prompt = lengths.system_prompt if lengths.tokenizer is None else None
-        self.keep_keys = False  # the pool workers also make the split's keys (Row.keys)
-
-    def fast(
-        self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...], violates: tuple[str, ...]
-    ) -> tuple[tuple[str, ...], int] | None:
-        """(rule statuses, length) when validate passes the record on unchanged but for checks and spec."""
-        if HELDOUT_TAG in tags or self.system_prompt is None:
-            return None
-        if violates and not all(v in self.all_ids for v in violates):
-            return None
-        if kind == "sft":
-            if (
-                cat == "negative" or violates
-            ):  # a negative example: the record path fills violates or quarantines
-                return None
-            msgs = obj["messages"]
-            user = "\n".join([m["content"] for m in msgs if m["role"] == "user"])
-            st = self.checker.statuses(msgs[-1]["content"], user, cat, tags)
-            if "fail" in st:
-                return None
-            size = estimate(msgs, self.system_prompt)
-        else:
-            if not violates:  # the rejected side's failures fill violates: the record path does it
-                return None
-            prompt = obj["prompt"]
-            user = "\n".join([m["content"] for m in prompt if m["role"] == "user"])
-            st = self.checker.statuses(obj["chosen"][-1]["content"], user, cat, tags)
-            if "fail" in st:
-                return None
-            size = max(
-                estimate(prompt + obj["chosen"], self.system_prompt),
-                estimate(prompt + obj["rejected"], self.system_prompt),
-            )
-        if self.limit and size > self.limit:
-            return None
-        return st, size
+from curate.engine.settle import (  # noqa: F401 (re-exported: tests read them as compact.*)
+    _POOLED_SHAPES,
+    _fast_shape,
+    _Lines,
+    _native_obj,
+    _RecordPath,
+    _Settler,
+    _share,
+    _Validator,
+    settle,
+)
 
 
 def read_validate_rows(
@@ -228,94 +111,138 @@ def read_validate_rows(
     format: str | None = None,
     mapping: dict[str, str] | None = None,
     checker: Checker | None = None,
-    opened: list[Input] | None = None,
+    opened: list[Any] | None = None,
     validate_fn: Any = None,
     fast: bool = True,
     strict: bool = False,
+    store: RecordStore | None = None,
 ) -> Iterator[Row]:
     """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
 
-    The native JSONL files read as fast rows are held open: they are appended to `opened`; close them (`Input.close`)
-    when the rows are no longer used. `validate_fn` is the engine's validate step for what is not a fast row
+    The native JSONL files read as fast rows, and the `RecordStore` of the rest (`store`, else a new one), are
+    appended to `opened`; close them when the rows are no longer used. `validate_fn` is the engine's validate step
     (default `curate.steps.validate.validate`; `curate.engine.validate_step("ray")` for Ray); `fast=False` reads
-    every file through it whole (Ray's batches); `strict`: a file of no detectable format raises InputError
-    (`curate.steps.read.read_inputs`)."""
+    every file through it whole, every record a record row (Ray's batches; its workers have no store); `strict`: a
+    file of no detectable format raises InputError (`curate.steps.read.read_inputs`).
+
+    A JSONL file of `POOL_MIN_LINES` lines or more, of a format whose object is one record, is read on a fork pool
+    whatever its format: the workers take a native line that is a fast row as it is, and run the record path
+    (`_RecordPath`) on any other object line; this process walks the lines in order, makes the rows and takes
+    the quarantine rows and counts, so everything is as the serial read gives it."""
     import curate.steps.split as split_mod
-    from curate.steps.read import STEP, _read_file
+    from curate.steps.read import STEP, _detect, _read_file
 
     checker = checker or Checker(spec)
     validate = validate_fn or _validate
     val = _Validator(spec, ctx, lengths, max_tokens, checker)
+    if store is None:
+        store = RecordStore()
+        if opened is not None:
+            opened.append(store)
+    settler = _Settler(store)
+    limit = val.limit
     spec_ref = spec.ref
     done = 0
     keys_lines = 0  # lines of the files whose workers make the split's keys
+
+    def serial(recs: Iterator[Rec], rp: _RecordPath) -> Iterator[Row]:
+        for rec in validate(recs, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
+            yield settler.row(rp.settle(rec))
+
     if not fast:  # one stream of every file through the validate step (one Ray job)
         from itertools import chain
 
         stream = chain.from_iterable(
             _read_file(p, ctx, spec_ref, format, mapping or None, strict=strict) for p in paths
         )
-        for rec in validate(stream, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
+        rp = _RecordPath(Path("."), None, False, None, spec, lengths, limit, native=False)
+        for row in serial(stream, rp):
             done += 1
-            yield row_of(rec)
+            yield row
         ctx.report(STEP, done, done)
         return
     for path in paths:
         fname = str(path)
-        native = fast and not mapping and format in (None, "native") and container_of(path) == "jsonl"
-        detected = format is None
-        if native and format is None:
-            native = _detected_native(path)
-        if not native:
-            for rec in validate(
-                _read_file(path, ctx, spec_ref, format, mapping or None, strict=strict),
-                spec=spec,
-                ctx=ctx,
-                lengths=lengths,
-                max_tokens=max_tokens,
-            ):
+        fmt0 = format if format is not None else getattr(path, "format", None)
+        jsonl = container_of(path) == "jsonl"
+        shape: str | None = fmt0
+        if jsonl and shape is None:
+            try:
+                shape, _ = _detect(iter_units(path, "jsonl"), path, mapping or None)
+            except InputError:
+                shape = None  # the serial read quarantines the file (or raises, strict)
+        native = not mapping and shape == "native" and jsonl
+        src = Input(path) if jsonl and shape in _POOLED_SHAPES else None
+        lines = len(src.starts) - 1 if src is not None else 0
+        nworkers = pool_workers()
+        pooled = (
+            src is not None
+            and nworkers >= 2
+            and lines >= POOL_MIN_LINES
+            and val.system_prompt is not None
+            and _fork_safe()
+        )
+        if not native and not pooled:  # the record path, serially
+            if src is not None:
+                src.close()
+            rp = _RecordPath(path, fmt0, fmt0 is None, mapping or None, spec, lengths, limit, native=True)
+            for row in serial(_read_file(path, ctx, spec_ref, format, mapping or None, strict=strict), rp):
                 done += 1
-                yield row_of(rec)
+                yield row
             continue
-        log.info("reading %s (jsonl, native, compact rows)", fname)
-        src = Input(path)
+        assert src is not None
         if opened is not None:
             opened.append(src)
-        pending: list[tuple[int, Any, Any]] = []  # units for the record path, in order
+        log.info("reading %s (jsonl, %s, %s)", fname, shape, "fork pool" if pooled else "compact rows")
+        rp = _RecordPath(path, shape, fmt0 is None, mapping or None, spec, lengths, limit, native=True)
+        pending: list[tuple[int, Any, Any]] = []  # units for the record path here, in order
 
         def slow(
-            units: list[tuple[int, Any, Any]], path: Path = path, detected: bool = detected
+            units: list[tuple[int, Any, Any]], rp: _RecordPath = rp, shape: Any = shape
         ) -> Iterator[Row]:
-            for rec in validate(
-                _read_file(path, ctx, spec_ref, "native", None, units=iter(units), detected=detected),
-                spec=spec,
-                ctx=ctx,
-                lengths=lengths,
-                max_tokens=max_tokens,
-            ):
-                yield row_of(rec)
+            yield from serial(
+                _read_file(
+                    rp.path, ctx, spec_ref, shape, rp.mapping, units=iter(units), detected=rp.detected
+                ),
+                rp,
+            )
 
-        n_fast = 0
+        n_fast = n_in = n_out = 0
         fmt = "native"
-        nworkers = pool_workers()
-        lines = len(src.starts) - 1
-        pooled = nworkers >= 2 and lines >= POOL_MIN_LINES and val.system_prompt is not None and _fork_safe()
         # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
-        val.keep_keys = pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
+        val.keep_keys = native and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
         keys_lines += lines if val.keep_keys else 0
-        units = _pooled_units(path, src, val, nworkers) if pooled else iter_units(path, "jsonl")
+        units = (
+            _pooled_units(path, src, val, rp if (pooled or not native) else None, native, nworkers)
+            if pooled
+            else iter_units(path, "jsonl")
+        )
         statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
         sizes = lengths.lengths
         for line, obj, raw in units:
-            if raw is FAST or type(raw) is _ChunkKeys:  # pool workers' verdicts of lines line, line + 1, ...:
-                if (
-                    pending
-                ):  # (kind, id, category, tags, violates, statuses, size); their chunk's keys or FAST
-                    yield from slow(pending)
+            if (
+                raw is FAST or type(raw) is _ChunkKeys
+            ):  # pool verdicts of lines line, line + 1, ...: fast rows
+                if pending:  # (kind, id, category, tags, violates, statuses, size), their chunk's keys or
+                    yield from slow(pending)  # FAST; or a line's record-path outcomes (_Lines)
                     pending = []
                 keys = None if raw is FAST else raw
-                for kind, rid, cat, tags, violates, st, size in obj:
+                for v in obj:
+                    if type(v) is _Lines:
+                        n_in += 1
+                        n_out += v.n_out
+                        for step, qrow in v.quarantine:
+                            ctx.add_quarantine_row(step, qrow)
+                        for out, size in v.rows:
+                            sizes[out[1]] = size
+                            done += 1
+                            yield settler.row(out)
+                        line += 1
+                        continue
+                    kind, rid, cat, tags, violates, st, size = v
                     sizes[rid] = size
+                    n_fast += 1
+                    done += 1
                     yield Row(
                         kind,
                         rid,
@@ -331,25 +258,25 @@ def read_validate_rows(
                         keys,
                     )
                     line += 1
-                n_fast += len(obj)
-                before, done = done, done + len(obj)
-                if done // 2000 != before // 2000:
+                if done // 2000 != (done - len(obj)) // 2000:
                     ctx.report(STEP, done, None)
                 continue
-            if pooled:  # the worker declined this line (or it is not an object): the record path
+            if (
+                pooled or not native
+            ):  # not an object on its own line (or a worker left it): the record path here
                 pending.append((line, obj, raw))
                 if len(pending) >= 256:
                     yield from slow(pending)
                     pending = []
                 continue
             if type(obj) is dict:
-                shape = _fast_shape(obj)
-                if shape is not None and dup_suspect(
+                shape_ = _fast_shape(obj)
+                if shape_ is not None and dup_suspect(
                     obj, raw
                 ):  # #16: a duplicate key? the record path decides
-                    shape = None
-                if shape is not None:
-                    kind, cat, tags, violates = shape
+                    shape_ = None
+                if shape_ is not None:
+                    kind, cat, tags, violates = shape_
                     got = val.fast(kind, obj, cat, tags, violates)
                     if got is not None:
                         if pending:
@@ -370,8 +297,8 @@ def read_validate_rows(
                 pending = []
         if pending:
             yield from slow(pending)
-        ctx.count("in:" + fname, n_fast)  # _read_file counted the units it read
-        ctx.count("read:out:" + fname, n_fast)
+        ctx.count("in:" + fname, n_fast + n_in)  # _read_file counted the units it read
+        ctx.count("read:out:" + fname, n_fast + n_out)
         ctx.report(STEP, done, None)
     ctx.report(STEP, done, done)
 
@@ -381,7 +308,9 @@ def read_validate_rows(
 FAST = object()  # marks a unit of pool verdicts (see _pooled_units)
 POOL_MIN_LINES = 8_192  # below this a native file is read serially (a fork + pipes cost ~30-50 ms)
 POOL_CHUNK = 4_096  # lines per task
-_POOL: tuple[Any, ...] | None = None  # (Input, _Validator) inherited by the forked workers
+_POOL: tuple[Any, ...] | None = (
+    None  # (Input, _Validator, _RecordPath or None, native) inherited by the workers
+)
 
 
 def pool_workers() -> int:
@@ -405,20 +334,22 @@ _NO_KEY = "0" * 16
 
 def _fast_chunk(
     bounds: tuple[int, int],
-) -> tuple[list[tuple[Any, ...] | None], tuple[str, array, str] | None]:
-    """In a worker: for lines a+1..b, the fast verdict of each (None: not an object, or not a fast row), and with
-    `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload), else None."""
+) -> tuple[list[Any], tuple[str, array, str] | None]:
+    """In a worker: for lines a+1..b, the verdict of each: a native fast row's fields, or (with a `_RecordPath`)
+    the record path's outcomes of an object line (`_Lines`), else None (not an object on its own line, or left
+    to the build process); and with `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload)."""
     assert _POOL is not None
-    src, val = _POOL
+    src, val, rp, native = _POOL
     a, b = bounds
     starts = src.starts
     base = starts[a]
     data = os.pread(src.fd, starts[b] - base, base)
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
-    out: list[tuple[Any, ...] | None] = []
+    out: list[Any] = []
     append = out.append
     norms: list[str] = []  # with val.keep_keys: the split's keys of the lines up to the last fast one
     pks: list[str] = []
+    slow: list[tuple[int, Any, Any]] = []  # object lines for the record path
     for no in range(a + 1, b + 1):
         raw = data[starts[no - 1] - base : starts[no] - base]
         if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -431,14 +362,18 @@ def _fast_chunk(
         if type(obj) is not dict:
             append(None)
             continue
-        shape = _fast_shape(obj)
-        if shape is None or dup_suspect(obj, raw):  # #16: a duplicate key? the record path decides
-            append(None)
-            continue
-        kind, cat, tags, violates = shape
-        got = val.fast(kind, obj, cat, tags, violates)
+        got = None
+        if native:
+            shape = _fast_shape(obj)
+            if shape is not None and not dup_suspect(
+                obj, raw
+            ):  # #16: a duplicate key? the record path decides
+                kind, cat, tags, violates = shape
+                got = val.fast(kind, obj, cat, tags, violates)
         if got is None:
             append(None)
+            if rp is not None:
+                slow.append((no, obj, raw))
             continue
         if not val.keep_keys:
             append((kind, content_id(kind, obj), cat, tags, violates, got[0], got[1]))
@@ -450,6 +385,9 @@ def _fast_chunk(
             pks.append(_NO_KEY)
         norms.append(norm)
         pks.append(pk)
+    if slow:
+        for no, lines in rp.lines(slow).items():
+            out[no - a - 1] = lines
     if not val.keep_keys:
         return out, None
     offsets = array("q", [0])
@@ -479,13 +417,15 @@ def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
         yield got
 
 
-def _pooled_verdicts(src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, list[Any], Any]]:
+def _pooled_verdicts(
+    src: Input, val: _Validator, rp: _RecordPath | None, native: bool, workers: int
+) -> Iterator[tuple[int, list[Any], Any]]:
     """(first line number - 1, verdicts, the chunk's `_ChunkKeys` or FAST) per chunk of the file, in order, from
     `workers` forked processes."""
     global _POOL
     n = len(src.starts) - 1
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
-    _POOL = (src, val)
+    _POOL = (src, val, rp, native)
     try:
         with multiprocessing.get_context("fork").Pool(
             min(workers, len(bounds)), initializer=worker_init
@@ -539,7 +479,9 @@ def _map_chunk(bounds: tuple[int, int]) -> list[Any]:
     return [fn(items[i]) for i in range(*bounds)]
 
 
-def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iterator[tuple[int, Any, Any]]:
+def _pooled_units(
+    path: Path, src: Input, val: _Validator, rp: _RecordPath | None, native: bool, workers: int
+) -> Iterator[tuple[int, Any, Any]]:
     """`iter_jsonl(path)`'s units, but lines a worker found fast come as `(first line number, their verdicts, their
     chunk's _ChunkKeys or FAST)`
     (consecutive lines: a whole chunk when all its lines are fast, else one line), without their bytes (never
@@ -551,7 +493,7 @@ def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iter
     n = len(src.starts) - 1
     if n == 0:
         return
-    chunks = _pooled_verdicts(src, val, workers)
+    chunks = _pooled_verdicts(src, val, rp, native, workers)
     cur: list[Any] = []
     lo = hi = 0  # cur holds the verdicts of lines lo+1..hi
     mark: Any = FAST  # their chunk's keys, or FAST
@@ -611,20 +553,6 @@ def _pooled_units(path: Path, src: Input, val: _Validator, workers: int) -> Iter
                 yield from _slow_line(no, raw, pull, push)
     finally:
         chunks.close()
-
-
-def _detected_native(path: Path) -> bool:
-    """True when read would detect the native format for this JSONL file (its first recognisable object)."""
-    seen = 0
-    for _, obj, _ in iter_units(path, "jsonl"):
-        if isinstance(obj, dict):
-            seen += 1
-            shape = detect_shape(obj)
-            if shape is not None:
-                return shape == "native"
-            if seen >= 100:
-                return False
-    return False
 
 
 def release_memory() -> None:

@@ -92,7 +92,7 @@ class RayMapper:
     def share(self, rows: Sequence[Row]) -> None:
         """Put `rows` in the object store; closures pickled after this carry these rows as positions. Only rows
         holding their record: a plain-line row re-reads its input file by descriptor, which no worker has."""
-        if any(r.rec is None for r in rows):
+        if not all(r.is_record for r in rows):
             raise CurateError("the ray engine got plain-line rows (no record); build with compact=False")
         self._shared = uuid.uuid4().hex
         self._keep = list(rows)

@@ -54,18 +54,18 @@ def make_pairs_rows(rows: list[Row], spec: Any, checker: Checker) -> tuple[list[
             continue
         partner = materialize(candidates[partner_index(rec.id, len(candidates))], spec, checker)
         assert isinstance(partner, SFTRecord)
-        out.append(row_of(pair_of(rec, partner)))
+        out.append(row_of(pair_of(rec, partner), spec))
         paired += 1
     return out, unpaired, paired
 
 
 def row_hits(spec: Any, checker: Checker) -> Any:
     """The `hits` function of `compute_coverage` for rows (== record_hits of their records)."""
-    from curate.steps.coverage import NEGATIVE, record_hits
+    from curate.steps.coverage import NEGATIVE
 
     def hits(row: Row, rules: list[Any]) -> list[tuple[str, str]]:
-        if row.rec is not None:
-            return record_hits(spec, row.rec, rules)
+        if row.facts is not None:
+            return list(row.facts.hits)  # record_hits of its record, made when it was stored
         cat = row.category
         st = row.statuses or ()
         if row.kind == "sft":
@@ -81,10 +81,10 @@ def row_hits(spec: Any, checker: Checker) -> Any:
 
 def lineage(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
     """== records.lineage_counts of the records (a fast row is a native line, imported as it is)."""
-    from curate.records import lineage_counts, record_origin
+    from curate.records import lineage_counts
 
     return lineage_counts(
-        (r.fmt or "native", "", "", "as imported") if r.rec is None else record_origin(r.rec) for r in rows
+        (r.fmt or "native", "", "", "as imported") if r.facts is None else r.facts.origin for r in rows
     )
 
 
@@ -106,7 +106,7 @@ def coverage(spec: Any, rows: Iterable[Row], split_of: Any, checker: Checker) ->
     for row in rows:
         total += 1
         split = split_of(row)
-        if row.rec is None and row.kind == "sft":
+        if row.facts is None and row.kind == "sft":
             groups[(row.category, row.statuses or (), split)] += 1
             continue
         cat_counts[row.category] += 1

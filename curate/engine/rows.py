@@ -4,6 +4,14 @@ from the record (tests/engine/test_compact.py). `curate.engine.compact` reads an
 
     row = row_of(record)          # a slow row
     text = user_text(row)         # == record.user_text()
+
+Every row is a place in a JSONL file (`src`, line `at`): a native input line, or a line of the build's
+`RecordStore` (curate's own unlinked temp file). A record the record path made (any other format, or a native
+line the fast read declined) is stored there as the native line the native reader turns back into that very
+record (checked when it is stored: `settle`), and is then a fast row like any native line; a record no native
+line gives back (tools, annotations, a negative example, a prompt) is stored as its JSON and is a *record row*:
+`facts` holds what the steps ask of it without the record (priority, flags, coverage cells, origin), `rec` reads
+it back (~45 us). Either way the process holds ~200 bytes a row, not a record's ~3.4 KB of pydantic objects.
 """
 
 from __future__ import annotations
@@ -14,12 +22,13 @@ import math
 import os
 from array import array
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+from pydantic import TypeAdapter
 
-from curate.records import CheckResult, PreferenceRecord, SFTRecord, normalize_text
+from curate.engine.store import Input, RecordStore, _line_starts  # noqa: F401 (re-exported)
+from curate.records import CheckResult, PreferenceRecord, Record, SFTRecord, normalize_text
 from curate.steps.export import lineage_json, system_turn
 from curate.steps.validate import is_unlabeled_prompt
 
@@ -33,62 +42,73 @@ _EMPTY: tuple[str, ...] = ()
 _NO_TAGS: frozenset[str] = frozenset()
 
 
-class Input:
-    """An input JSONL file held open for the build: its descriptor and the byte offset of every line start.
+class Facts(NamedTuple):
+    """What the steps ask of a record row without its record (shared: one object per distinct value)."""
 
-    Fast rows re-read their line with one `os.pread` (not through an mmap: mapped pages would count in the
-    process's resident memory). `close()` when the build is done.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.name = str(path)
-        self.fd = os.open(path, os.O_RDONLY)
-        self.starts = _line_starts(self.fd)
-
-    def line(self, no: int) -> bytes:
-        a, b = self.starts[no - 1], self.starts[no]
-        data = os.pread(self.fd, b - a, a)
-        if no == 1 and data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        return data
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+    priority: int  # dedup's keep priority (steps.dedup.keep_priority)
+    negative: bool  # a negative SFT example (pairing)
+    prompt: bool  # an unlabeled prompt (validate.is_unlabeled_prompt)
+    hits: tuple[tuple[str, str], ...]  # its coverage cells (steps.coverage.record_hits)
+    origin: tuple[str, str, str, str]  # records.record_origin
+    labeled: bool  # non-empty labels
+    plain: bool  # its export row has a fast row's shape (no tools; role + string content turns)
 
 
-def _line_starts(fd: int, chunk: int = 1 << 24) -> array:
-    """Offsets of each line's first byte, plus the file size at the end (lines split at b"\\n", like a binary file's
-    iteration)."""
-    import numpy as np
+_FACTS: dict[Facts, Facts] = {}
 
-    out = array("q", [0])
-    pos = 0
-    while True:
-        data = os.pread(fd, chunk, pos)
-        if not data:
-            break
-        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + (pos + 1)
-        out.frombytes(nl.astype(np.int64).tobytes())
-        pos += len(data)
-    if out[-1] != pos:
-        out.append(pos)  # the last line has no newline
-    return out
+
+def record_facts(rec: Rec, spec: Any, rules: Sequence[Any] | None = None) -> Facts:
+    from curate.records import record_origin
+    from curate.steps.coverage import record_hits
+    from curate.steps.dedup import keep_priority as of_record
+
+    f = Facts(
+        of_record(rec),
+        isinstance(rec, SFTRecord) and rec.is_negative,
+        is_unlabeled_prompt(rec),
+        tuple(record_hits(spec, rec, list(rules) if rules is not None else None)),
+        record_origin(rec),
+        bool(rec.labels),
+        plain_record(rec),
+    )
+    got = _FACTS.get(f)
+    if got is None:
+        if len(_FACTS) > 50_000:
+            return f
+        got = _FACTS[f] = f
+    return got
+
+
+def plain_record(rec: Any) -> bool:
+    """A record whose export row has a fast row's shape: no tools, every turn role + string content only."""
+    if getattr(rec, "tools", None) is not None:
+        return False
+    if rec.kind == "preference":
+        turns = (*rec.prompt, *rec.chosen, *rec.rejected)
+    else:
+        turns = rec.conversation()
+    return all(
+        type(m.content) is str and not m.tool_calls and not m.name and not m.tool_call_id for m in turns
+    )
+
+
+_RECORD = TypeAdapter(Record)
 
 
 class Row:
     """One record between the build's steps (see the module doc)."""
 
     __slots__ = (
+        "_rec",
+        "at",
         "category",
+        "facts",
         "file",
         "fmt",
         "id",
         "keys",
         "kind",
         "line",
-        "rec",
         "src",
         "statuses",
         "tags",
@@ -109,6 +129,9 @@ class Row:
         statuses: tuple[str, ...] | None,
         rec: Rec | None,
         keys: _ChunkKeys | None = None,
+        *,
+        at: int | None = None,
+        facts: Facts | None = None,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -120,26 +143,73 @@ class Row:
         self.tags = tags
         self.violates = violates
         self.statuses = statuses
-        self.rec = rec
+        self._rec = rec
+        self.at = line if at is None else at  # the line of `src` that holds this row
+        self.facts = facts  # set on record rows (and only on them)
         self.keys = keys  # the _ChunkKeys holding split_keys(self), made by the read's workers (taken by
         # split_keys_all)
 
+    @property
+    def is_record(self) -> bool:
+        """A record row (see the module doc): its values come from its record."""
+        return self.facts is not None
+
+    @property
+    def rec(self) -> Rec | None:
+        """A record row's record (read back from the store, or held), else None."""
+        if self._rec is not None:
+            return self._rec
+        if self.facts is None:
+            return None
+        return _RECORD.validate_json(self.src.line(self.at))  # type: ignore[union-attr]
+
     def where(self) -> str:
-        if self.rec is not None:
-            return self.rec.source.where()
+        if self.facts is not None:
+            return self.rec.source.where()  # type: ignore[union-attr]
         return f"{self.file}:{self.line}" if self.line else self.file
 
     def obj(self) -> dict[str, Any]:
         """The line's JSON object (fast rows)."""
-        return orjson.loads(self.src.line(self.line))  # type: ignore[union-attr]
+        return orjson.loads(self.src.line(self.at))  # type: ignore[union-attr]
+
+    def __reduce__(self) -> Any:
+        """Pickled (for another process that has not the store) with its record, not its place in the store."""
+        if self.facts is None:
+            raise TypeError("a fast row reads its line by descriptor: it does not leave its process")
+        return (
+            _unpickle_row,
+            (
+                self.kind,
+                self.id,
+                self.file,
+                self.line,
+                self.fmt,
+                self.category,
+                self.tags,
+                self.violates,
+                self.rec,
+                self.facts,
+            ),
+        )
 
 
-def row_of(rec: Rec) -> Row:
-    """A slow row wrapping a record."""
+def _unpickle_row(*a: Any) -> Row:
+    kind, id, file, line, fmt, category, tags, violates, rec, facts = a
+    return Row(kind, id, None, file, line, fmt, category, tags, violates, None, rec, facts=facts)
+
+
+def row_of(rec: Rec, spec: Any, store: RecordStore | None = None, rules: Sequence[Any] | None = None) -> Row:
+    """A record row of `rec`: stored (as its JSON) in `store` when given and its JSON gives it back, else held."""
+    at = 0
+    held: Rec | None = rec
+    if store is not None:
+        data = rec.model_dump_json().encode()
+        if _RECORD.validate_json(data) == rec:
+            at, held = store.add(data), None
     return Row(
         rec.kind,
         rec.id,
-        None,
+        store if held is None else None,
         rec.source.file or NONE_FILE,
         rec.source.line or 0,
         rec.source.format or "",
@@ -147,7 +217,9 @@ def row_of(rec: Rec) -> Row:
         rec.tags,
         rec.violates,
         None,
-        rec,
+        held,
+        at=at,
+        facts=record_facts(rec, spec, rules),
     )
 
 
@@ -183,15 +255,15 @@ def content_id(kind: str, obj: dict[str, Any]) -> str:
 
 
 def response_text(row: Row, obj: dict[str, Any] | None = None) -> str:
-    if row.rec is not None:
-        return row.rec.response_text()
+    if row.facts is not None:
+        return row.rec.response_text()  # type: ignore[union-attr]
     obj = obj if obj is not None else row.obj()
     return (obj["messages"] if row.kind == "sft" else obj["chosen"])[-1]["content"]
 
 
 def user_text(row: Row, obj: dict[str, Any] | None = None) -> str:
-    if row.rec is not None:
-        return row.rec.user_text()
+    if row.facts is not None:
+        return row.rec.user_text()  # type: ignore[union-attr]
     obj = obj if obj is not None else row.obj()
     msgs = obj["messages"] if row.kind == "sft" else obj["prompt"]
     return "\n".join([m["content"] for m in msgs if m["role"] == "user"])
@@ -199,8 +271,8 @@ def user_text(row: Row, obj: dict[str, Any] | None = None) -> str:
 
 def user_turns(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, ...]:
     """The contents of a row's user turns (what the leakage check compares)."""
-    if row.rec is not None:
-        return tuple(m.content for m in row.rec.prompt_messages() if m.role == "user")
+    if row.facts is not None:
+        return tuple(m.content for m in row.rec.prompt_messages() if m.role == "user")  # type: ignore[union-attr]
     obj = obj if obj is not None else row.obj()
     return tuple(m["content"] for m in _prompt_msgs(row, obj) if m["role"] == "user")
 
@@ -218,10 +290,10 @@ def _prompt_msgs(row: Row, obj: dict[str, Any]) -> list[dict[str, str]]:
 
 def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
     """== curate.steps.pairs.record_prompt_key(record)."""
-    if row.rec is not None:
+    if row.facts is not None:
         from curate.steps.pairs import record_prompt_key
 
-        return record_prompt_key(row.rec)
+        return record_prompt_key(row.rec)  # type: ignore[arg-type]
     obj = obj if obj is not None else row.obj()
     parts: list[str] = []
     for m in _prompt_msgs(row, obj):
@@ -234,10 +306,11 @@ def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
     """(normalized user text, prompt key) of a row, from one parse and one normalization per user turn: what the
     split reads. (For ASCII turns the normal form of the turns joined by newlines is their normal forms joined by
     spaces; other text is normalized whole.) `obj`: the row's line already parsed."""
-    if row.rec is not None:
+    if row.facts is not None:
         from curate.steps.pairs import record_prompt_key
 
-        return normalize_text(row.rec.user_text()), record_prompt_key(row.rec)
+        rec = row.rec
+        return normalize_text(rec.user_text()), record_prompt_key(rec)  # type: ignore[union-attr,arg-type]
     return _keys_of(row.kind, obj if obj is not None else row.obj())
 
 
@@ -302,10 +375,10 @@ def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:
 
 def dedup_messages(row: Row, obj: dict[str, Any] | None = None) -> tuple[Any, Any, str]:
     """(turns, chosen or None, meta) of a row: what `curate.steps.dedup` compares (== its `_Access.messages`)."""
-    if row.rec is not None:
+    if row.facts is not None:
         from curate.steps.dedup import record_messages
 
-        return (*record_messages(row.rec), row.category + "\x1f" + ",".join(row.tags))
+        return (*record_messages(row.rec), row.category + "\x1f" + ",".join(row.tags))  # type: ignore[arg-type]
     obj = obj if obj is not None else row.obj()
     meta = row.category + "\x1f" + ",".join(row.tags)
     if row.kind == "sft":
@@ -314,15 +387,13 @@ def dedup_messages(row: Row, obj: dict[str, Any] | None = None) -> tuple[Any, An
 
 
 def keep_priority(row: Row) -> int:
-    if row.rec is not None:
-        from curate.steps.dedup import keep_priority as of_record
-
-        return of_record(row.rec)
+    if row.facts is not None:
+        return row.facts.priority
     return 1  # a fast row has no annotation, labels or generator: imported
 
 
 def source_file(row: Row) -> str:
-    return row.file if row.rec is None else (row.rec.source.file or NONE_FILE)
+    return row.file  # a record row's: its source file, or NONE_FILE
 
 
 def estimate(messages: Iterable[dict[str, str]], system_prompt: str) -> int:
@@ -349,8 +420,8 @@ def sft_row(row: Row, spec: Any, sft_format: str, counting: frozenset[str] = fro
     """== curate.steps.export.sft_row(record, spec, sft_format, counting)."""
     from curate.steps.export import sft_row as of_record
 
-    if row.rec is not None:
-        return of_record(row.rec, spec, sft_format, counting)
+    if row.facts is not None:
+        return of_record(row.rec, spec, sft_format, counting)  # type: ignore[arg-type]
     obj = row.obj()
     if row.kind == "sft":
         conv = obj["messages"]
@@ -384,7 +455,7 @@ def dpo_row(row: Row, spec: Any, counting: frozenset[str] = frozenset()) -> dict
     """== curate.steps.export.dpo_row(record, spec, counting)."""
     from curate.steps.export import dpo_row as of_record
 
-    if row.rec is not None:
+    if row.facts is not None:
         return of_record(row.rec, spec, counting)  # type: ignore[arg-type]
     obj = row.obj()
     return {
@@ -426,8 +497,8 @@ class Checker:
 
 def materialize(row: Row, spec: Any, checker: Checker | None = None) -> Rec:
     """The record the record path has for this row after validate (checks and spec set)."""
-    if row.rec is not None:
-        return row.rec
+    if row.facts is not None:
+        return row.rec  # type: ignore[return-value]
     rec = materialize_plain(row, spec)
     checker = checker or Checker(spec)
     checks = tuple(checker.results(rec.response_text(), rec.user_text(), rec.category, rec.tags))
@@ -450,8 +521,8 @@ def read_objs(rows: Sequence[Row]) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = [None] * len(rows)
     by_src: dict[int, list[tuple[int, int]]] = {}
     for k, r in enumerate(rows):
-        if r.rec is None:
-            by_src.setdefault(id(r.src), []).append((r.line, k))
+        if r.facts is None:
+            by_src.setdefault(id(r.src), []).append((r.at, k))
     loads = orjson.loads
     for got in by_src.values():
         got.sort()
@@ -475,12 +546,12 @@ def read_objs(rows: Sequence[Row]) -> list[dict[str, Any] | None]:
 
 
 def is_negative_sft(row: Row) -> bool:
-    return row.rec is not None and isinstance(row.rec, SFTRecord) and row.rec.is_negative
+    return row.facts is not None and row.facts.negative
 
 
 def is_prompt_row(row: Row) -> bool:
     """An unlabeled prompt (`validate.is_unlabeled_prompt`; a fast row always has its answer)."""
-    return row.rec is not None and is_unlabeled_prompt(row.rec)
+    return row.facts is not None and row.facts.prompt
 
 
 __all__ = ["Checker", "Input", "Row", "materialize", "materialize_plain", "row_of"]

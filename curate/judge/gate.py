@@ -213,7 +213,7 @@ def judge_build(
     from curate.engine import compact as C
 
     def code_failed(row: Any) -> set[str]:
-        if row.rec is not None:
+        if row.facts is not None:
             return {c.rule for c in row.rec.checks if c.status == "fail"}
         return {r.id for r, s in zip(checker.rules, row.statuses or ()) if s == "fail"}
 

@@ -191,6 +191,13 @@ class RunContext:
         self.per_file_quarantined[(source.file if source and source.file else "<none>")] += 1
         log.debug("quarantine %s/%s at %s: %s", step, reason, source.where() if source else "?", detail)
 
+    def add_quarantine_row(self, step: str, row: dict[str, Any]) -> None:
+        """Take a quarantine row `quarantine` made in another process (a pool worker's context), as it would
+        have counted it here."""
+        self.quarantined[step].append(row)
+        self.reasons[(step, row["reason"])] += 1
+        self.per_file_quarantined[(row["source"] or {}).get("file") or "<none>"] += 1
+
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n
 

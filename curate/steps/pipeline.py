@@ -348,7 +348,7 @@ def _build_rows_in(
     del valid
     mapper.share(rows + unpaired)  # (Ray: the rows go to the object store once, not with every task)
     for row in rows:
-        if row.rec is not None and row.id not in lengths.lengths:
+        if row.is_record and row.id not in lengths.lengths:
             lengths.measure(row.rec)
     relations: list[dict[str, Any]] = []
 
@@ -471,7 +471,7 @@ def _build_rows_in(
         gate.counting_ids
     )  # judge rules that count: in every row's lineage `rules` (versioning.row_stamp)
     manifest["spec"]["rule_sets"] = rule_sets(
-        spec, (r.rec.labels for r in exported if r.rec is not None), counting
+        spec, (r.rec.labels for r in exported if r.is_record and r.facts.labeled), counting
     )
     manifest["dedup"]["continuations"] = len(relations)
     manifest["dedup"]["drop_prefixes"] = spec.dedup.drop_prefixes
@@ -520,19 +520,6 @@ EXPORT_POOL_MIN_ROWS = (
 )
 
 
-def _plain_record(rec: Any) -> bool:
-    """A record whose export row has a fast row's shape: no tools, every turn role + string content only."""
-    if getattr(rec, "tools", None) is not None:
-        return False
-    if rec.kind == "preference":
-        turns = (*rec.prompt, *rec.chosen, *rec.rejected)
-    else:
-        turns = rec.conversation()
-    return all(
-        type(m.content) is str and not m.tool_calls and not m.name and not m.tool_call_id for m in turns
-    )
-
-
 class _Stream:
     """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
 
@@ -557,7 +544,7 @@ class _Stream:
         seen: set[str] = set()
         for rows in self.splits.values():
             for r in rows:
-                if r.rec is None or _plain_record(r.rec):
+                if r.facts is None or r.facts.plain:
                     if r.kind in seen:
                         continue
                     seen.add(r.kind)

@@ -253,10 +253,10 @@ def test_fast_rows_equal_their_records(tmp_path):
         )
     )
     try:
-        fast = [r for r in rows if r.rec is None]
+        fast = [r for r in rows if not r.is_record]
         assert len(fast) >= 100 and any(r.kind == "preference" for r in fast)
         assert any("A-11" in C.user_text(r) for r in fast) and any("A-12" in C.user_text(r) for r in fast)
-        assert any(r.rec is not None for r in rows)
+        assert any(r.is_record for r in rows)
         checker = C.Checker(spec)
         once = Counter(r.id for r in rows)
         for row in fast:
@@ -421,9 +421,9 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
     used = []
     real = C._pooled_verdicts
 
-    def spy(src, val, workers):
+    def spy(src, val, rp, native, workers):
         used.append(workers)
-        yield from real(src, val, workers)
+        yield from real(src, val, rp, native, workers)
 
     monkeypatch.setattr(C, "_pooled_verdicts", spy)
     mapped = []
@@ -506,3 +506,148 @@ def test_id_and_keys_equal_content_id_and_split_keys() -> None:
                 },
             )
         assert C._id_and_keys(kind, obj) == (C.content_id(kind, obj), C._keys_of(kind, obj))
+
+
+def _openai_with_ids(path: Path, n: int = 60) -> Path:
+    """OpenAI chat lines with an id and metadata (most real exports): the record path's, not native."""
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "id": f"chatcmpl-{i}",
+                "metadata": {"source": "support", "n": i},
+                "messages": [
+                    {"role": "system", "content": "You triage support tickets."},
+                    {"role": "user", "content": f"Please refund order A-{i}, it was charged {i} times."},
+                    {"role": "assistant", "content": GOOD.replace("A-1", f"A-{i}") if i % 7 else CLAIM},
+                ],
+            }
+        )
+    rows.insert(13, {"id": "x", "messages": [{"role": "user", "content": "   "}]})  # empty turn
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n{broken\n")
+    return path
+
+
+@pytest.mark.parametrize("chunk", [7, 4096])
+def test_pooled_record_path_same_files(tmp_path, monkeypatch, real_fixtures, chunk):
+    """Every JSONL format on the fork pool (the workers run the record path and store what it passes, as native
+    lines where the native reader gives the record back) writes what the serial record path writes: real
+    fixtures of each format, and OpenAI lines with ids and metadata."""
+    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(C, "POOL_CHUNK", chunk)
+    monkeypatch.setenv("CURATE_WORKERS", "2")
+    monkeypatch.setattr(C, "_fork_safe", lambda: True)
+    pooled = []
+    real = C._pooled_verdicts
+
+    def spy(src, val, rp, native, workers):
+        pooled.append((Path(src.name).name, native))
+        yield from real(src, val, rp, native, workers)
+
+    monkeypatch.setattr(C, "_pooled_verdicts", spy)
+    files = sorted(real_fixtures.rglob("*.jsonl")) + [_openai_with_ids(tmp_path / "openai.jsonl")]
+    old, new = _both(tmp_path, TRIAGE, files)
+    assert ("openai.jsonl", False) in pooled and len({n for n, native in pooled if not native}) >= 4
+    manifest = orjson.loads(new["manifest.json"])
+    assert manifest["counts"]["exported"] > 50 and manifest["quarantine"]["read/empty_turn"] >= 1
+    _assert_same(old, new)
+
+
+def test_stored_rows_equal_their_records(tmp_path):
+    """A record the record path passes becomes a fast row on a RecordStore line only when the native reader
+    gives that very record back; then every value a step derives from the row is the record's; else it is a
+    record row that reads its record back. Generated records of every kind of turn, category and tag."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from curate.records import Message, PreferenceRecord, SFTRecord, Source
+    from curate.steps.export import dpo_row as rec_dpo_row
+    from curate.steps.export import sft_row as rec_sft_row
+
+    spec = load_spec(TRIAGE / "spec.yaml")
+    rules = spec.automatic_rules()
+    ids = tuple(r.id for r in rules)
+    checker = C.Checker(spec)
+    store = C.RecordStore()
+    settler = C._Settler(store)
+    text = st.sampled_from(["Refund A-1", "  café  ", "ok", "line\nbreak", GOOD, CLAIM, "ÉTÉ?"])
+    turn = st.builds(Message, role=st.sampled_from(["user", "assistant", "system"]), content=text)
+    meta = st.fixed_dictionaries(
+        {
+            "category": st.sampled_from(["typical", "typical", "edge", "adversarial", "negative"]),
+            "tags": st.lists(st.sampled_from(["refund", "unlabeled", "x"]), max_size=2, unique=True).map(
+                tuple
+            ),
+            "violates": st.sampled_from([(), (), ("no-action-claims",)]),
+            "labels": st.sampled_from([{}, {}, {}, {"annotations": [3]}]),
+            "source": st.sampled_from(
+                [
+                    Source(file="a.jsonl", line=4, format="openai"),
+                    Source(file="b.json", line=9, format="sharegpt"),
+                    Source(file="a.jsonl", line=5, format="openai"),
+                    Source(file="d.csv", line=2, format="alpaca"),
+                    Source(project=1, task=2, annotation=3),
+                    Source(file="c.jsonl", line=1, format="native", generator="expand", parent="p"),
+                ]
+            ),
+        }
+    )
+    answer = st.sampled_from([GOOD, GOOD, GOOD.replace("A-1", "A-7"), CLAIM, "ok"])
+    system = st.lists(st.builds(Message, role=st.just("system"), content=text), max_size=1)
+    prompt = st.builds(
+        lambda s, t, u: [*s, *t, u],
+        system,
+        st.lists(turn, max_size=2),
+        st.builds(Message, role=st.just("user"), content=text),
+    )
+    sft = st.builds(
+        lambda m, msgs, last: SFTRecord(messages=(*msgs, last), spec=spec.ref, **m),
+        meta,
+        prompt,
+        st.builds(Message, role=st.sampled_from(["assistant", "assistant", "user"]), content=answer),
+    )
+    pref = st.builds(
+        lambda m, p, c, r: PreferenceRecord(prompt=tuple(p), chosen=(c,), rejected=(r,), spec=spec.ref, **m),
+        meta,
+        prompt,
+        st.builds(Message, role=st.just("assistant"), content=answer),
+        st.builds(Message, role=st.just("assistant"), content=answer),
+    )
+    seen = {"fast": 0, "record": 0}
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(sft, pref))
+    def check(rec):
+        rec = rec.model_copy(update={"id": rec.content_id()})
+        st_ = checker.statuses(rec.response_text(), rec.user_text(), rec.category, rec.tags)
+        results = checker.results(rec.response_text(), rec.user_text(), rec.category, rec.tags)
+        assert tuple(c.status for c in results) == st_
+        rec = rec.model_copy(update={"checks": tuple(results)})
+        row = settler.row(C.settle(rec, spec, ids, rules))
+        assert row.id == rec.id and row.kind == rec.kind and row.where() == rec.source.where()
+        if row.is_record:
+            seen["record"] += 1
+            assert row.rec == rec
+        else:
+            seen["fast"] += 1
+            assert C.materialize(row, spec, checker) == rec
+        assert C.response_text(row) == rec.response_text() and C.user_text(row) == rec.user_text()
+        assert C.prompt_key(row) == C.prompt_key(C.row_of(rec, spec))
+        assert C.split_keys(row) == C.split_keys(C.row_of(rec, spec))
+        assert C.user_turns(row) == C.user_turns(C.row_of(rec, spec))
+        assert C.dedup_messages(row) == C.dedup_messages(C.row_of(rec, spec))
+        assert C.keep_priority(row) == C.keep_priority(C.row_of(rec, spec))
+        assert C.is_negative_sft(row) == (isinstance(rec, SFTRecord) and rec.is_negative)
+        assert C.lineage([row]) == C.lineage([C.row_of(rec, spec)])
+        hits = C.row_hits(spec, checker)
+        assert sorted(hits(row, rules)) == sorted(hits(C.row_of(rec, spec), rules))
+        if rec.kind == "preference" or not rec.is_negative:
+            assert C.sft_row(row, spec, "messages") == rec_sft_row(rec, spec, "messages")
+        if rec.kind == "preference":
+            assert C.dpo_row(row, spec) == rec_dpo_row(rec, spec)
+
+    try:
+        check()
+    finally:
+        store.close()
+    assert seen["fast"] >= 20 and seen["record"] >= 20

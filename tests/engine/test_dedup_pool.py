@@ -149,7 +149,7 @@ def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
     opened: list[C.Input] = []
     try:
         rows, spec = _rows(paths, opened)
-        assert sum(r.rec is None for r in rows) > 800 and sum(r.rec is not None for r in rows) >= 40
+        assert sum(not r.is_record for r in rows) > 800 and sum(r.is_record for r in rows) >= 40
         with monkeypatch.context() as m:
             m.setenv("CURATE_WORKERS", "1")
             m.setattr(D, "_CHUNK", 16)
@@ -239,12 +239,15 @@ def test_read_objs_equal_row_obj(tmp_path):
         def row(no: int) -> C.Row:
             return C.Row("sft", f"id{no}", src, str(path), no, "native", "typical", (), (), None, None)
 
-        slow = C.row_of(D_rec())
+        store = C.RecordStore()
+        slow = C.row_of(D_rec(), load_spec(TRIAGE / "spec.yaml"), store)
+        assert slow.is_record and slow.rec == D_rec() and slow._rec is None  # stored, read back
         picks = [row(no) for no in (1, 2, 3, 8, 9, 20, 40, 39, 5)] + [slow, row(1)]
         got = C.read_objs(picks)
         assert got[-2] is None
-        assert [g for g, r in zip(got, picks) if r.rec is None] == [r.obj() for r in picks if r.rec is None]
+        assert [g for g, r in zip(got, picks) if not r.is_record] == [r.obj() for r in picks if not r.is_record]
         assert C.RowAccess.messages(picks) == [C.dedup_messages(r) for r in picks]
+        store.close()
     finally:
         src.close()
 

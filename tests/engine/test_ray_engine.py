@@ -287,7 +287,7 @@ def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
         )
         for k in range(50)
     ]
-    rows = [row_of(r) for r in recs]
+    rows = [row_of(r, load_spec(SPEC)) for r in recs]
     mapper = RayMapper()
     try:
         mapper.share(rows)

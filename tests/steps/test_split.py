@@ -287,7 +287,7 @@ def _rows_split(recs, spec, lock, hold, monkeypatch):
     monkeypatch.setattr(split_mod, "HOLD_TEXTS", 10**9 if hold else 0)
     ctx = RunContext()
     res = split_mod.split_rows(
-        [row_of(r) for r in recs],
+        [row_of(r, spec) for r in recs],
         spec=spec,
         ctx=ctx,
         lock=lock,

@@ -1,0 +1,364 @@
+"""Read + validate's per-record pieces, shared by the build process and the fork pool's workers: which native
+lines are fast rows as they are (`_fast_shape`, `_Validator.fast`), and what the build keeps of a record the record
+path passed (`settle`: a fast row on a `RecordStore` line, or a record row), made into rows here (`_Settler`) from
+what the workers send (`_RecordPath`, `_Lines`). `curate.engine.compact.read_validate_rows` drives them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from curate.engine.rows import (
+    _EMPTY,
+    _PREF_KEYS,
+    _SFT_KEYS,
+    NONE_FILE,
+    Checker,
+    RecordStore,
+    Row,
+    estimate,
+)
+from curate.readers.common import ROLES
+from curate.readers.shapes import SHAPES
+from curate.records import PreferenceRecord, SFTRecord, normalize_text
+from curate.steps.base import RunContext
+from curate.steps.validate import HELDOUT_TAG, LengthCounter
+from curate.steps.validate import validate as _validate
+
+Rec = SFTRecord | PreferenceRecord
+
+# ---------------------------------------------------------------- read + validate
+
+
+def _plain(msgs: Any) -> bool:
+    """A non-empty list of {role, content} dicts: a known role, non-blank string content, nothing else."""
+    if type(msgs) is not list or not msgs:
+        return False
+    for m in msgs:
+        if type(m) is not dict or len(m) != 2:
+            return False
+        c = m.get("content")
+        if type(c) is not str or m.get("role") not in ROLES or not c or c.isspace():
+            return False
+    return True
+
+
+_SHARED: dict[Any, Any] = {}  # one object per distinct category string and tags / violates tuple
+
+
+def _share(v: Any) -> Any:
+    got = _SHARED.get(v)
+    if got is None:
+        if len(_SHARED) > 50_000:  # free-form tags: stop sharing rather than grow without bound
+            return v
+        got = _SHARED[v] = v
+    return got
+
+
+def _strs(v: Any) -> tuple[str, ...] | None:
+    if v is None:
+        return _EMPTY
+    if type(v) is list and all(type(x) is str for x in v):
+        return _share(tuple(v)) if v else _EMPTY
+    return None
+
+
+def _fast_shape(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[str, ...]] | None:
+    """(kind, category, tags, violates) when read would accept `obj` as it is (a native file), else None."""
+    cat = obj.get("category", "typical")
+    if type(cat) is not str or not cat:
+        return None
+    if "category" in obj and obj["category"] is None:
+        return None
+    tags = _strs(obj.get("tags")) if "tags" in obj else _EMPTY
+    violates = _strs(obj.get("violates")) if "violates" in obj else _EMPTY
+    if (
+        tags is None
+        or violates is None
+        or ("tags" in obj and obj["tags"] is None)
+        or ("violates" in obj and obj["violates"] is None)
+    ):
+        return None
+    if "messages" in obj:
+        if not obj.keys() <= _SFT_KEYS:
+            return None
+        msgs = obj["messages"]
+        if not _plain(msgs):
+            return None
+        # validate's structure: a leading system turn at most, a user turn before the answer, ends with the answer
+        if msgs[-1]["role"] != "assistant":
+            return None
+        prompt = msgs[:-1]
+        if not any(m["role"] == "user" for m in prompt):
+            return None
+        if any(m["role"] == "system" for m in prompt[1:]):
+            return None
+        return "sft", cat, tags, violates
+    if "chosen" in obj:
+        if not obj.keys() <= _PREF_KEYS or "prompt" not in obj or "rejected" not in obj:
+            return None
+        prompt, chosen, rejected = obj["prompt"], obj["chosen"], obj["rejected"]
+        if not (_plain(prompt) and _plain(chosen) and _plain(rejected)):
+            return None
+        if any(m["role"] != "assistant" for m in chosen) or any(m["role"] != "assistant" for m in rejected):
+            return None
+        if not any(m["role"] == "user" for m in prompt) or any(m["role"] == "system" for m in prompt[1:]):
+            return None
+        if [normalize_text(m["content"]) for m in chosen] == [normalize_text(m["content"]) for m in rejected]:
+            return None  # chosen_equals_rejected: the record path quarantines it
+        return "preference", cat, tags, violates
+    return None
+
+
+class _Validator:
+    """validate() for fast rows; anything it is not sure of goes to the record path."""
+
+    def __init__(
+        self, spec: Any, ctx: RunContext, lengths: LengthCounter, max_tokens: int | None, checker: Checker
+    ) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.lengths = lengths
+        self.limit = max_tokens if max_tokens is not None else spec.export.max_tokens
+        self.checker = checker
+        self.auto_ids = {r.id for r in spec.automatic_rules()}
+        self.all_ids = {r.id for r in spec.rules}
+        self.system_prompt = lengths.system_prompt if lengths.tokenizer is None else None
+        self.keep_keys = False  # the pool workers also make the split's keys (Row.keys)
+
+    def fast(
+        self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...], violates: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], int] | None:
+        """(rule statuses, length) when validate passes the record on unchanged but for checks and spec."""
+        if HELDOUT_TAG in tags or self.system_prompt is None:
+            return None
+        if violates and not all(v in self.all_ids for v in violates):
+            return None
+        if kind == "sft":
+            if (
+                cat == "negative" or violates
+            ):  # a negative example: the record path fills violates or quarantines
+                return None
+            msgs = obj["messages"]
+            user = "\n".join([m["content"] for m in msgs if m["role"] == "user"])
+            st = self.checker.statuses(msgs[-1]["content"], user, cat, tags)
+            if "fail" in st:
+                return None
+            size = estimate(msgs, self.system_prompt)
+        else:
+            if not violates:  # the rejected side's failures fill violates: the record path does it
+                return None
+            prompt = obj["prompt"]
+            user = "\n".join([m["content"] for m in prompt if m["role"] == "user"])
+            st = self.checker.statuses(obj["chosen"][-1]["content"], user, cat, tags)
+            if "fail" in st:
+                return None
+            size = max(
+                estimate(prompt + obj["chosen"], self.system_prompt),
+                estimate(prompt + obj["rejected"], self.system_prompt),
+            )
+        if self.limit and size > self.limit:
+            return None
+        return st, size
+
+
+# ---------------------------------------------------------------- a validated record as a row
+
+
+def _native_obj(rec: Rec) -> dict[str, Any] | None:
+    """The native line that may give `rec` back (settle checks that it does), or None when none can: a record
+    with tools, labels, a negative example, a prompt, a turn with more than a role and a string content."""
+    if rec.tools is not None or rec.labels:
+        return None
+    if isinstance(rec, SFTRecord):
+        if rec.is_negative or rec.prompt or rec.completion:
+            return None
+        turns = rec.messages
+        if not all(type(m.content) is str and not (m.tool_calls or m.name or m.tool_call_id) for m in turns):
+            return None
+        obj: dict[str, Any] = {"messages": [{"role": m.role, "content": m.content} for m in turns]}
+    else:
+        sides = (rec.prompt, rec.chosen, rec.rejected)
+        for turns in sides:
+            if not all(
+                type(m.content) is str and not (m.tool_calls or m.name or m.tool_call_id) for m in turns
+            ):
+                return None
+        obj = {
+            key: [{"role": m.role, "content": m.content} for m in turns]
+            for key, turns in zip(("prompt", "chosen", "rejected"), sides)
+        }
+    if rec.category != "typical":
+        obj["category"] = rec.category
+    if rec.tags:
+        obj["tags"] = list(rec.tags)
+    if rec.violates:
+        obj["violates"] = list(rec.violates)
+    return obj
+
+
+def settle(
+    rec: Rec, spec: Any, rule_ids: tuple[str, ...], rules: Sequence[Any], native: bool = True
+) -> tuple:
+    """What the build keeps of a record validate passed: (kind, id, file, line, format, category, tags, violates,
+    statuses, facts, line bytes for the RecordStore or None, the record held or None).
+
+    A fast row (`facts` None) when the native reader gives this very record back from a line (`_native_obj`, read
+    back and compared here: the check makes every later value of the row equal the record's, as for a native
+    input line), no rule fails, and `native`; else a record row stored as its JSON (held when its JSON does not
+    give it back). One function for the serial read and the pool's workers."""
+    from curate.engine.rows import _RECORD, record_facts
+    from curate.readers.shapes import convert_native
+
+    src = rec.source
+    file, line, fmt = src.file or NONE_FILE, src.line or 0, src.format or ""
+    obj = _native_obj(rec) if native else None
+    if obj is not None and _fast_shape(obj) is not None:
+        st = tuple(c.status for c in rec.checks)
+        if "fail" not in st and tuple(c.rule for c in rec.checks) == rule_ids:
+            data = orjson.dumps(obj)
+            try:
+                back = convert_native(
+                    orjson.loads(data), {"file": file, "line": line, "format": fmt}, spec.ref
+                )
+            except Exception:  # noqa: BLE001 - not given back: a record row
+                back = None
+            if back is not None and back == rec.model_copy(update={"checks": ()}):
+                return (
+                    rec.kind,
+                    rec.id,
+                    file,
+                    line,
+                    fmt,
+                    rec.category,
+                    rec.tags,
+                    rec.violates,
+                    st,
+                    None,
+                    data,
+                    None,
+                )
+    data = rec.model_dump_json().encode()
+    held = _RECORD.validate_json(data) != rec
+    facts = record_facts(rec, spec, rules)
+    return (
+        rec.kind,
+        rec.id,
+        file,
+        line,
+        fmt,
+        rec.category,
+        rec.tags,
+        rec.violates,
+        None,
+        facts,
+        None if held else data,
+        rec if held else None,
+    )
+
+
+class _Settler:
+    """Turns `settle` outcomes into rows in this process: their lines appended to the store, shared values
+    shared."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self.statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.facts: dict[Any, Any] = {}
+
+    def row(self, out: tuple) -> Row:
+        kind, rid, file, line, fmt, cat, tags, violates, st, facts, data, held = out
+        at = self.store.add(data) if data is not None else 0
+        return Row(
+            kind,
+            rid,
+            self.store if data is not None else None,
+            file,
+            line,
+            fmt,
+            _share(cat),
+            _share(tags) if tags else _EMPTY,
+            _share(violates) if violates else _EMPTY,
+            None if st is None else self.statuses.setdefault(st, st),
+            held,
+            at=at,
+            facts=None if facts is None else self.facts.setdefault(facts, facts),
+        )
+
+
+class _RecordPath:
+    """The record path (read's converter + validate) over units of one file, and `settle` of what it passes:
+    run by the pool's workers on the lines they do not take as fast rows, and here on the rest."""
+
+    def __init__(
+        self,
+        path: Path,
+        shape: str | None,
+        detected: bool,
+        mapping: dict[str, str] | None,
+        spec: Any,
+        lengths: LengthCounter,
+        limit: int | None,
+        native: bool,
+    ) -> None:
+        self.path, self.shape, self.detected, self.mapping = path, shape, detected, mapping
+        self.spec, self.lengths, self.limit, self.native = spec, lengths, limit, native
+        rules = spec.automatic_rules()
+        self.rules = rules
+        self.rule_ids = tuple(r.id for r in rules)
+
+    def settle(self, rec: Rec) -> tuple:
+        return settle(rec, self.spec, self.rule_ids, self.rules, self.native)
+
+    def lines(self, units: list[tuple[int, Any, Any]]) -> dict[int, _Lines]:
+        """In a worker: each unit's outcomes (one unit a line: shapes whose object is one record), by line."""
+        from curate.steps.read import STEP, _read_file
+
+        wctx = RunContext(quarantined=defaultdict(list))  # rows kept here, in memory, to send back
+        got: dict[int, _Lines] = {}
+        cur: list[_Lines] = []
+        seen: dict[str, int] = {}
+
+        def close() -> None:  # the outcomes of the unit last pulled are complete
+            if cur:
+                ln = cur.pop()
+                for step, rows in wctx.quarantined.items():
+                    k = seen.get(step, 0)
+                    if len(rows) > k:
+                        ln.quarantine += [(step, r) for r in rows[k:]]
+                        seen[step] = len(rows)
+                ln.n_out = 1 - sum(1 for step, _ in ln.quarantine if step == STEP)
+
+        def feed() -> Iterator[tuple[int, Any, Any]]:
+            for unit in units:
+                close()
+                cur.append(got.setdefault(unit[0], _Lines()))
+                yield unit
+            close()
+
+        recs = _read_file(
+            self.path, wctx, self.spec.ref, self.shape, self.mapping, units=feed(), detected=self.detected
+        )
+        for rec in _validate(recs, spec=self.spec, ctx=wctx, lengths=self.lengths, max_tokens=self.limit):
+            cur[-1].rows.append((self.settle(rec), self.lengths.lengths[rec.id]))
+        return got
+
+
+class _Lines:
+    """One line's outcomes from a pool worker: settled rows with their lengths, quarantine rows (step, row), and
+    the records the read made of it (`read:out`)."""
+
+    __slots__ = ("n_out", "quarantine", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[tuple, int]] = []
+        self.quarantine: list[tuple[str, dict[str, Any]]] = []
+        self.n_out = 1
+
+
+_POOLED_SHAPES = frozenset(SHAPES) - {"seed_tasks", "label_studio", "label_studio_min"}  # one record a unit
