@@ -113,6 +113,32 @@ def _minhash_numpy(shingles: np.ndarray, num_perm: int, probes: np.ndarray) -> n
     return out
 
 
+def usual_jaccard(threshold: float) -> float:
+    """The shingle Jaccard that usually goes with a verified score at `threshold` (~600-character texts, word
+    edits: J ~ 1 - 2.5 (1 - score)), clipped to [0.3, 0.95]: what `lsh_params` and `agreement_floor` are made for."""
+    return min(0.95, max(0.3, 1.0 - 2.5 * (1.0 - threshold)))
+
+
+def agreement_floor(threshold: float, num_perm: int, miss: float = 0.001) -> int:
+    """The fewest agreeing slots (of `num_perm`) an LSH candidate needs to be verified: the largest k such that a
+    pair at the usual Jaccard of `threshold` (`usual_jaccard`) has fewer than k agreeing slots with probability
+    <= `miss` (slots agree independently with probability J; binomial tail, exact). 47 of 128 at 0.8 (J 0.5).
+
+    Pairs further apart than the usual Jaccard are the ones LSH already misses more often (the bands are made for
+    p >= 0.95 at it); the floor drops the rest of them, which on templated text (a small vocabulary: unrelated
+    texts at J 0.2-0.45) is nearly every candidate (docs/contracts.md, "Candidates and their bounds")."""
+    import math
+
+    j = usual_jaccard(threshold)
+    tail = 0.0
+    for k in range(num_perm + 1):  # tail = P(X < k) before the term for k is added
+        term = math.comb(num_perm, k) * j**k * (1.0 - j) ** (num_perm - k)
+        if tail + term > miss:
+            return k
+        tail += term
+    return num_perm
+
+
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) for a verified-score threshold.
 
@@ -121,7 +147,7 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     whose banding still makes a pair at that Jaccard a candidate with probability >= 0.95 (>= 0.99 a little
     above).
     """
-    j_lo = min(0.95, max(0.3, 1.0 - 2.5 * (1.0 - threshold)))
+    j_lo = usual_jaccard(threshold)
     for rows in range(8, 0, -1):
         bands = num_perm // rows
         if bands < 1:
@@ -149,6 +175,38 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
 
 if _numba is not None:
 
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _fmix64(h):  # pragma: no cover - compiled
+        """murmur3's fmix64: the mixer every shingle hash goes through (`_shingle_hashes`)."""
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> np.uint64(33))
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _roll_start(cps, lo, n):  # pragma: no cover - compiled
+        """(the polynomial hash of the first n code points from cps[lo], POLY^(n-1)) for `_roll`."""
+        poly = np.uint64(0x100000001B3)
+        top = np.uint64(1)
+        for k in range(n - 1):
+            top = top * poly
+        h = np.uint64(0)
+        for k in range(n):
+            h = h * poly + np.uint64(cps[lo + k]) + np.uint64(1)
+        return h, top
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _roll(h, cps, lo, i, n, top):  # pragma: no cover - compiled
+        """The polynomial hash of the shingle at lo + i from the one at lo + i - 1 (the same value as the sum
+        formula of `_shingle_hashes`, mod 2^64)."""
+        poly = np.uint64(0x100000001B3)
+        one = np.uint64(1)
+        return (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly + np.uint64(cps[lo + i + n - 1]) + one
+
+
+if _numba is not None:
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _minhash_kernel(cps, offsets, ngram, probes, stop, out):  # pragma: no cover - compiled
         """The compiled twin of `_shingle_hashes` + `_drop_common` + `_minhash_numpy`, for a packed batch.
@@ -159,12 +217,7 @@ if _numba is not None:
         smask = np.uint64(stop.shape[0] - 1)
         use_stop = stop.shape[0] > 1
         T = probes.shape[1]
-        poly = np.uint64(0x100000001B3)
-        one = np.uint64(1)
         s32 = np.uint64(32)
-        s33 = np.uint64(33)
-        m1 = np.uint64(0xFF51AFD7ED558CCD)
-        m2 = np.uint64(0xC4CEB9FE1A85EC53)
         lo32 = np.uint64(0xFFFFFFFF)
         uP = np.uint64(P)
         mins = np.empty(P, dtype=np.uint32)
@@ -172,39 +225,24 @@ if _numba is not None:
         for r in range(offsets.shape[0] - 1):
             lo = offsets[r]
             ln = offsets[r + 1] - lo
-            if ln == 0:
-                n = 1
+            n = min(ngram, ln)
+            m = ln - n + 1
+            if ln == 0:  # the empty text has one shingle, the code point 0: (0 + 1)
+                h0, top = np.uint64(1), np.uint64(1)
                 m = 1
             else:
-                n = min(ngram, ln)
-                m = ln - n + 1
-            top = one
-            for k in range(n - 1):
-                top = top * poly
+                h0, top = _roll_start(cps, lo, n)
             for attempt in range(2):  # attempt 1 (no filtering) only when every shingle was common
                 filtering = use_stop and attempt == 0
                 for j in range(P):
                     mins[j] = np.uint32(0xFFFFFFFF)
                     filled[j] = 0
                 any_kept = np.uint8(0)
-                # rolling polynomial hash: the same value as the sum formula, mod 2^64
-                h = np.uint64(0)
-                for k in range(n):
-                    c = np.uint64(0) if ln == 0 else np.uint64(cps[lo + k])
-                    h = h * poly + c + one
+                h = h0
                 for i in range(m):
                     if i > 0:
-                        h = (
-                            (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly
-                            + np.uint64(cps[lo + i + n - 1])
-                            + one
-                        )
-                    x = h
-                    x ^= x >> s33
-                    x *= m1
-                    x ^= x >> s33
-                    x *= m2
-                    x ^= x >> s33
+                        h = _roll(h, cps, lo, i, n, top)
+                    x = _fmix64(h)
                     # branch-free (the compares are unpredictable; ~1.6x faster than `if ...: continue` and a
                     # conditional store): a common shingle competes as 0xFFFFFFFF (never lowers a minimum) and
                     # fills nothing
@@ -246,37 +284,17 @@ if _numba is not None:
     def _count_kernel(cps, offsets, ngram, counts):  # pragma: no cover - compiled
         """Add 1 to counts[hash & mask] for every shingle of every text (document frequency, roughly)."""
         mask = np.uint64(counts.shape[0] - 1)
-        poly = np.uint64(0x100000001B3)
-        one = np.uint64(1)
-        s33 = np.uint64(33)
-        m1 = np.uint64(0xFF51AFD7ED558CCD)
-        m2 = np.uint64(0xC4CEB9FE1A85EC53)
         for r in range(offsets.shape[0] - 1):
             lo = offsets[r]
             ln = offsets[r + 1] - lo
             if ln == 0:
                 continue
             n = min(ngram, ln)
-            top = one
-            for k in range(n - 1):
-                top = top * poly
-            h = np.uint64(0)
-            for k in range(n):
-                h = h * poly + np.uint64(cps[lo + k]) + one
+            h, top = _roll_start(cps, lo, n)
             for i in range(ln - n + 1):
                 if i > 0:
-                    h = (
-                        (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly
-                        + np.uint64(cps[lo + i + n - 1])
-                        + one
-                    )
-                x = h
-                x ^= x >> s33
-                x *= m1
-                x ^= x >> s33
-                x *= m2
-                x ^= x >> s33
-                counts[x & mask] += 1
+                    h = _roll(h, cps, lo, i, n, top)
+                counts[_fmix64(h) & mask] += 1
 
 
 def common_shingles(
@@ -331,6 +349,34 @@ if _numba is not None:
         for i in range(sig.shape[0]):
             for b in range(bands):
                 out[i, b] = np.uint32(_band_hash(sig, i, b, rows) >> s32)
+
+
+if _numba is not None:
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _agreement_kernel(digest, a, b, out):  # pragma: no cover - compiled
+        """out[k] = how many slots of digest[a[k]] and digest[b[k]] are equal."""
+        P = digest.shape[1]
+        for k in range(a.shape[0]):
+            x = a[k]
+            y = b[k]
+            c = 0
+            for j in range(P):
+                c += digest[x, j] == digest[y, j]
+            out[k] = c
+
+
+def slot_agreement(digest: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each pair (a[k], b[k]) of rows of `digest` ((n, num_perm) uint8: the low byte of each MinHash slot,
+    `BandSketch.bands32_of(..., digest=)`), how many slots agree (int16). Two texts at Jaccard J agree in a slot
+    with probability J + (1 - J) / 256 (the low byte of two different minima collides 1 time in 256)."""
+    out = np.empty(len(a), dtype=np.int16)
+    if _numba is None:  # pragma: no cover - numba is a dependency
+        for s in range(0, len(a), 65536):
+            out[s : s + 65536] = (digest[a[s : s + 65536]] == digest[b[s : s + 65536]]).sum(axis=1)
+        return out
+    _agreement_kernel(digest, np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64), out)
+    return out
 
 
 def _threads(n: int) -> int:
@@ -424,7 +470,9 @@ def warm_kernels() -> None:
     sketch.bands32_packed(*packed, threads=1)
     sketch.stop = np.zeros(1 << STOP_BITS, dtype=np.uint8)
     sketch.bands32_packed(*packed, threads=1)
-    sketch.bands32_of(["warm up", "the kernels"], threads=1)
+    digest = np.empty((2, sketch.hasher.num_perm), dtype=np.uint8)
+    sketch.bands32_of(["warm up", "the kernels"], threads=1, digest=digest)
+    slot_agreement(digest, np.zeros(1, np.int64), np.ones(1, np.int64))
 
 
 def normalize_many(texts: Sequence[str]) -> list[str]:
@@ -563,7 +611,12 @@ class BandSketch:
         return out
 
     def bands32_packed(
-        self, cps: np.ndarray, offsets: np.ndarray, *, threads: int | None = None
+        self,
+        cps: np.ndarray,
+        offsets: np.ndarray,
+        *,
+        threads: int | None = None,
+        digest: np.ndarray | None = None,
     ) -> np.ndarray:
         """`bands32_of` of packed normalized texts (see `_Hasher.signatures_packed`). Needs numba."""
         n = offsets.shape[0] - 1
@@ -572,11 +625,16 @@ class BandSketch:
             b = min(n, a + self.CHUNK)
             sig = self.hasher.signatures_packed(cps, offsets[a : b + 1], stop=self.stop, threads=threads)
             _band_top_kernel(sig, self.bands, self.rows, out[a:b])
+            if digest is not None:
+                digest[a:b] = sig.astype(np.uint8)  # (the low byte of each slot)
         return out
 
-    def bands32_of(self, norms: Sequence[str], *, threads: int | None = None) -> np.ndarray:
+    def bands32_of(
+        self, norms: Sequence[str], *, threads: int | None = None, digest: np.ndarray | None = None
+    ) -> np.ndarray:
         """(n, bands) uint32: the top 32 bits of `bands_of(norms)` (all `candidate_pairs` reads; half the memory),
-        from a compiled kernel (the numpy path of `bands_of` cost ~4 us a text)."""
+        from a compiled kernel (the numpy path of `bands_of` cost ~4 us a text). `digest`, when given, an
+        (n, num_perm) uint8 array, receives the low byte of every MinHash slot (`slot_agreement`)."""
         out = np.empty((len(norms), self.bands), dtype=np.uint32)
         for a in range(0, len(norms), self.CHUNK):
             sig = self.hasher.signatures_normalized(
@@ -586,16 +644,21 @@ class BandSketch:
                 out[a : a + sig.shape[0]] = _band_hashes(sig, self.bands, self.rows) >> np.uint64(32)
             else:
                 _band_top_kernel(sig, self.bands, self.rows, out[a : a + sig.shape[0]])
+            if digest is not None:
+                digest[a : a + sig.shape[0]] = sig.astype(np.uint8)  # (the low byte of each slot)
         return out
 
 
 __all__ = [
     "BandSketch",
+    "agreement_floor",
     "common_shingles",
     "lsh_params",
     "normalize_ascii_packed",
     "normalize_many",
     "pack_ascii",
     "signatures",
+    "slot_agreement",
+    "usual_jaccard",
     "warm_kernels",
 ]

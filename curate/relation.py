@@ -40,6 +40,7 @@ import functools
 import hashlib
 import itertools
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +57,13 @@ __all__ = [
     "exact_key",
     "is_short",
     "is_typo",
+    "leak_compared",
+    "leak_parts",
     "leak_score",
     "near_score",
     "skeleton",
+    "skeleton_sketch",
+    "strict_may_match",
     "text_score",
     "turn_digests",
     "turn_markers",
@@ -199,6 +204,29 @@ def _skeleton(norm: str) -> tuple[str, ...]:
     return tuple(t for t in toks if t not in _DROP)
 
 
+SKETCH_PARTS = 4  # `skeleton_sketch`: a token sequence cut into this many pieces
+
+
+def skeleton_sketch(norm: str) -> tuple[int, tuple[int, ...]]:
+    """(the number of tokens of `skeleton(norm)`, a CRC-32 of each of its `SKETCH_PARTS` pieces): a necessary
+    condition of the strict rule, cheap to compare in bulk (`strict_may_match`). The pieces are cut at positions
+    that depend on the length alone, so two skeletons of one length that differ in one position (all the strict
+    rule allows) have all pieces but one equal."""
+    toks = _skeleton(norm)
+    n = len(toks)
+    cuts = [n * k // SKETCH_PARTS for k in range(SKETCH_PARTS + 1)]
+    return n, tuple(
+        zlib.crc32("\x1f".join(toks[a:b]).encode("utf-8", "surrogatepass"))
+        for a, b in itertools.pairwise(cuts)
+    )
+
+
+def strict_may_match(a: tuple[int, tuple[int, ...]], b: tuple[int, tuple[int, ...]]) -> bool:
+    """False when the strict rule cannot call two texts similar, given their `skeleton_sketch`es: the token counts
+    differ, or more than one piece differs. True says nothing (a CRC collision, or a difference the rule rejects)."""
+    return a[0] == b[0] and sum(x != y for x, y in zip(a[1], b[1])) <= 1
+
+
 def is_short(norm: str) -> bool:
     """Fewer than SHORT_TOKENS words in a normalized text: whitespace-separated words, each CJK character
     counting as one more (Chinese or Japanese text has no spaces)."""
@@ -290,18 +318,43 @@ def near_compared(a: Compared, b: Compared, threshold: float) -> float:
     return min(p, r)
 
 
+# what leak_score reads of one record: (user text = its user turns joined, is_short of it, the user turns, is_short
+# of each turn): made once per record (`leak_parts`), not once per compared pair
+LeakParts = tuple[str, bool, tuple[str, ...], tuple[bool, ...]]
+
+
+def leak_parts(turns: Sequence[str]) -> LeakParts:
+    """The parts of a record's normalized user turns `leak_compared` reads, with their shortness worked out once."""
+    turns = tuple(turns)
+    whole = " ".join(turns)
+    short = is_short(whole)
+    return whole, short, turns, tuple(is_short(x) for x in turns) if len(turns) > 1 else (short,)
+
+
 def leak_score(a: Sequence[str], b: Sequence[str], threshold: float) -> float:
     """A leak between a training and a held-out record, given each one's normalized user turns: their user texts
     (the turns joined) are similar (`text_score`), or one's user turns are a prefix of the other's, turn by turn
     similar (a benchmark question and the same question with a follow-up). Symmetric; 0.0 when no leak."""
     if not a or not b:
         return 0.0
-    whole = text_score(" ".join(a), " ".join(b), threshold)
-    if whole or len(a) == len(b):
+    return leak_compared(leak_parts(a), leak_parts(b), threshold)
+
+
+def leak_compared(a: LeakParts, b: LeakParts, threshold: float) -> float:
+    """`leak_score` of two records given their `leak_parts` (the one implementation)."""
+    if not a[2] or not b[2]:
+        return 0.0
+    whole = text_score(a[0], b[0], threshold, a[1] or b[1])
+    if whole or len(a[2]) == len(b[2]):
         return whole
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    scores = [text_score(x, y, threshold) for x, y in zip(short, long_)]
-    return min(scores) if all(scores) else 0.0
+    short, long_ = (a, b) if len(a[2]) < len(b[2]) else (b, a)
+    scores = []
+    for k, (x, y) in enumerate(zip(short[2], long_[2])):
+        score = text_score(x, y, threshold, short[3][k] or long_[3][k])
+        if not score:
+            return 0.0
+        scores.append(score)
+    return min(scores)
 
 
 def continuation(a: View, b: View) -> bool:

@@ -31,11 +31,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from curate.minhash import BandSketch
+from curate.minhash import BandSketch, agreement_floor, slot_agreement
 from curate.near_index import candidate_pairs
 from curate.records import parse_record
 from curate.relation import View, continuation, exact_key, is_short, leak_score, near_score, skeleton, view
@@ -386,12 +387,17 @@ def check_dedup(dicts: Sequence[dict[str, Any]], pairs_of: Any = brute_pairs) ->
 
 
 def lsh_recall(
-    dicts: Sequence[dict[str, Any]], t: float = T, pairs_of: Any = brute_pairs
+    dicts: Sequence[dict[str, Any]], t: float = T, pairs_of: Any = brute_pairs, floor: bool = False
 ) -> list[tuple[float, bool]]:
-    """(score, found by the LSH candidate stage alone) for every pair of long texts with near_score >= t."""
+    """(score, found by the LSH candidate stage alone) for every pair of long texts with near_score >= t; with
+    `floor`, a pair found must also agree in `minhash.agreement_floor` MinHash slots (what dedup verifies)."""
     views = [view_of(d) for d in dicts]
     texts = [v.text for v in views]
-    cand = {tuple(p) for p in candidate_pairs(BandSketch(T).bands32_of(texts)).tolist()}
+    digest = np.empty((len(texts), 128), dtype=np.uint8)
+    found = candidate_pairs(BandSketch(T).bands32_of(texts, digest=digest))
+    if floor and len(found):
+        found = found[slot_agreement(digest, found[:, 0], found[:, 1]) >= agreement_floor(T, 128)]
+    cand = {tuple(p) for p in found.tolist()}
     return [
         (s, p in cand)
         for p, s in pairs_of(views, t).items()
@@ -447,6 +453,72 @@ def test_lsh_candidate_stage_recall() -> None:
     edge = [found for s, found in got if RECALL_AT <= s < 0.9]
     assert len(strong) > 500 and len(edge) >= 20
     assert sum(strong) / len(strong) >= 0.99 and sum(edge) / len(edge) >= 0.99, (sum(edge), len(edge))
+
+
+def test_agreement_floor_stage_recall() -> None:
+    """The LSH stage with the slot-agreement floor (issue 15): the same recall bar as the stage alone, >= 0.99 of
+    the pairs at threshold + 0.05 and of those just above it (< 0.9), on the same 12 corpora."""
+    got = [
+        x
+        for seed in range(12)
+        for x in lsh_recall([d for d, _, _ in corpus(1000 + seed, 60, json_answer=seed % 2 == 1)], floor=True)
+    ]
+    strong = [found for s, found in got if s >= RECALL_AT]
+    edge = [found for s, found in got if RECALL_AT <= s < 0.9]
+    assert len(strong) > 500 and len(edge) >= 20
+    assert sum(strong) / len(strong) >= 0.99 and sum(edge) / len(edge) >= 0.99, (sum(edge), len(edge))
+
+
+# templated letters (issue 15): every word from a few dozen, so unrelated letters share most 5-grams; the answer
+# a JSON object naming the letter's order number (short: the strict rule)
+_LETTER_TEXT = (
+    "your order has been shipped and will arrive soon please contact us if you have any questions about the "
+    "refund we are sorry for delay thank being valued customer account team support today our request was "
+    "received review it within two days reply to this message"
+)
+_LETTER_WORDS = _LETTER_TEXT.split()
+
+
+def templated_corpus(seed: int, n_base: int) -> list[dict[str, Any]]:
+    """Form letters ("dear NAME order NUMBER" + 6-10 sentences out of 40 templates) with JSON answers, plus
+    families: case copies, near copies (1-6 word edits, the same answer), far copies (8-30 edits: either side of
+    the threshold) and copies with another order number in the answer (never duplicates)."""
+    rng = random.Random(seed)
+    templates = [" ".join(rng.choice(_LETTER_WORDS) for _ in range(rng.randint(5, 9))) for _ in range(40)]
+    names = ["alex", "sam", "maria", "li", "omar", "jana", "kofi", "ines"]
+
+    def rec(user: str, order: str) -> dict[str, Any]:
+        answer = json.dumps(
+            {"intent": "other", "entities": {"order": order}, "next_step": f"check order {order}"}
+        )
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+    out = []
+    for _ in range(n_base):
+        order = str(rng.randrange(10**7, 10**8))
+        words = (
+            f"dear {rng.choice(names)} order {order}".split()
+            + " ".join(rng.sample(templates, rng.randint(6, 10))).split()
+        )
+        out.append(rec(" ".join(words), order))
+        roll = rng.random()
+        if roll < 0.1:
+            out.append(rec(" ".join(words).upper(), order))
+        elif roll < 0.5:
+            k = rng.randint(1, 6) if roll < 0.35 else rng.randint(8, 30)
+            out.append(rec(" ".join(words[:4] + _edit(rng, words[4:], k, _LETTER_WORDS)), order))
+        elif roll < 0.6:
+            out.append(rec(" ".join(words), str(rng.randrange(10**7, 10**8))))
+    rng.shuffle(out)
+    return out
+
+
+@FAST
+@given(seeds, st.integers(10, 120))
+def test_dedup_agrees_with_brute_force_on_templated_letters(seed: int, n_base: int) -> None:
+    """Templated letters: every two share most shingles, so nearly every LSH candidate is false; the floor and the
+    answers' sketches drop them, and dedup still agrees with brute force (precision 1.0, recall >= 0.99)."""
+    check_dedup(templated_corpus(seed, n_base))
 
 
 def _decisions(

@@ -289,3 +289,55 @@ def test_band_kernels_equal_the_numpy_band_hashes() -> None:
     top = np.empty((50, bands), dtype=np.uint32)
     near._band_top_kernel(sig, bands, rows, top)
     assert (top == (ref >> np.uint64(32)).astype(np.uint32)).all()
+
+
+# ---------------------------------------------------------------- the slot-agreement floor (issue 15)
+
+
+def test_agreement_floor_is_the_binomial_tail_at_the_usual_jaccard() -> None:
+    import math
+
+    from curate.minhash import agreement_floor, usual_jaccard
+
+    assert agreement_floor(0.8, 128) == 47
+    for t in (0.5, 0.7, 0.8, 0.9, 0.95):
+        k, j = agreement_floor(t, 128), usual_jaccard(t)
+        below = sum(math.comb(128, i) * j**i * (1 - j) ** (128 - i) for i in range(k))
+        assert below <= 0.001 < below + math.comb(128, k) * j**k * (1 - j) ** (128 - k)
+    floors = [agreement_floor(t, 128) for t in (0.5, 0.7, 0.8, 0.9, 0.95)]
+    assert floors == sorted(floors)
+
+
+def test_slot_agreement_counts_equal_low_bytes() -> None:
+    from curate.minhash import BandSketch, slot_agreement
+
+    rng = random.Random(3)
+    texts = [normalize_text(sentence(rng, 40)) for _ in range(30)]
+    texts += [normalize_text(edit(rng, t, 3)) for t in texts]
+    digest = np.empty((len(texts), 128), dtype=np.uint8)
+    BandSketch(0.8).bands32_of(texts, digest=digest)
+    sig = _Hasher(128, 5).signatures_normalized(texts)
+    assert np.array_equal(digest, (sig & 0xFF).astype(np.uint8))
+    a = np.array([rng.randrange(len(texts)) for _ in range(200)])
+    b = np.array([rng.randrange(len(texts)) for _ in range(200)])
+    assert np.array_equal(slot_agreement(digest, a, b), (digest[a] == digest[b]).sum(axis=1))
+
+
+@pytest.mark.parametrize("merge_codes", [50, 4_000_000])
+def test_floored_candidates_are_the_candidates_over_the_floor(monkeypatch, merge_codes: int) -> None:
+    """Filtering as pairs are folded gives the pairs and counts of the unfiltered call, less the pairs under the
+    floor (small folds exercise the filter on every fold)."""
+    from curate import near
+    from curate.minhash import BandSketch, slot_agreement
+
+    rng = random.Random(8)
+    base = [normalize_text(sentence(rng, 30)) for _ in range(40)]
+    texts = base + [normalize_text(edit(rng, rng.choice(base), rng.randrange(1, 12))) for _ in range(260)]
+    digest = np.empty((len(texts), 128), dtype=np.uint8)
+    bands = BandSketch(0.8).bands32_of(texts, digest=digest)
+    monkeypatch.setattr(near, "_MERGE_CODES", merge_codes)
+    full, counts = near.candidate_pairs_counted(bands, small=8, window=2)
+    got, got_counts = near.candidate_pairs_counted(bands, small=8, window=2, keep=near.over_floor(digest, 60))
+    ok = slot_agreement(digest, full[:, 0], full[:, 1]) >= 60
+    assert 0 < ok.sum() < len(ok)
+    assert np.array_equal(got, full[ok]) and np.array_equal(got_counts, counts[ok])

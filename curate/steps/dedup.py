@@ -53,22 +53,25 @@ from typing import Any
 import numpy as np
 import orjson
 
-from curate.minhash import BandSketch, warm_kernels
+from curate.minhash import BandSketch, agreement_floor, warm_kernels
 from curate.near import (
     MAX_VERIFY,
     SHORT_CHARS,
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
+    over_floor,
     skeleton_keys,
 )
 from curate.records import PreferenceRecord, SFTRecord
 from curate.relation import (
+    SKETCH_PARTS,
     Compared,
     View,
     compared,
     continuation,
     near_compared,
+    skeleton_sketch,
     turn_digests,
     turn_markers,
     view,
@@ -240,13 +243,24 @@ PART_THRESHOLD = 0.5  # each part's band keys for `parts_meet`: 64 bands of 2 Mi
 _MEET_CHUNK = 65_536  # candidate pairs `parts_meet` compares at a time (~16 MB of band keys)
 
 
-def parts_meet(cand: np.ndarray, items: np.ndarray, part_bands: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def parts_meet(
+    cand: np.ndarray,
+    items: np.ndarray,
+    part_bands: np.ndarray,
+    flags: np.ndarray,
+    sketches: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Which LSH candidates (pairs of local indices; `items` maps them to item positions) also share a band key
     in each part the Indel rule judges: a near duplicate needs BOTH its prompts and its answers similar, and the
     combined text's bands also collide on the shared half alone (templated answers: 24 candidates a record at 200k
     OpenAI records, most with unrelated prompts). A part that is short in either record (`flags`: the strict token
-    rule, whose pairs the skeleton keys find) is not filtered. Permissive by design: a pair of long parts at
-    Jaccard 0.3 shares one of 64 two-row bands with probability 0.998, 0.25: 0.984 (docs/contracts.md)."""
+    rule, whose pairs the skeleton keys find) is not filtered by band keys. Permissive by design: a pair of long
+    parts at Jaccard 0.3 shares one of 64 two-row bands with probability 0.998, 0.25: 0.984 (docs/contracts.md).
+
+    `sketches` = (token counts (n, 2) int32, -1 where the part is long; piece CRCs (n, 2, SKETCH_PARTS)):
+    `relation.skeleton_sketch` of each short part. A part short in BOTH records must pass
+    `relation.strict_may_match` (equal token counts, at most one piece different): exact, a pair that fails it
+    scores 0 (templated answers differing in an order number: 1.2M strict-rule tests a 20k-record build)."""
     keep = np.ones(len(cand), dtype=bool)
     for a in range(0, len(cand), _MEET_CHUNK):
         c = cand[a : a + _MEET_CHUNK]
@@ -254,10 +268,15 @@ def parts_meet(cand: np.ndarray, items: np.ndarray, part_bands: np.ndarray, flag
         either = flags[x] | flags[y]
         for part, bit in ((0, 1), (1, 2)):
             judged = (either & bit) == 0
-            if not judged.any():
-                continue
-            meet = (part_bands[x, part] == part_bands[y, part]).any(axis=1)
-            keep[a : a + len(c)] &= ~judged | meet
+            if judged.any():
+                meet = (part_bands[x, part] == part_bands[y, part]).any(axis=1)
+                keep[a : a + len(c)] &= ~judged | meet
+            if sketches is not None:
+                lx, ly = sketches[0][x, part], sketches[0][y, part]
+                both = (lx >= 0) & (ly >= 0)  # short in both records: the strict rule judges them
+                if both.any():
+                    differ = (sketches[1][x, part] != sketches[1][y, part]).sum(axis=1)
+                    keep[a : a + len(c)] &= ~both | ((lx == ly) & (differ <= 1))
     return keep
 
 
@@ -384,6 +403,8 @@ def _dedup_kind(
         cuts = np.empty(m, dtype=np.int64)
         flags = np.empty(m, dtype=np.uint8)
         first = np.zeros(m, dtype=np.uint64)  # the one-turn prefix key of a conversation of 2+ turns
+        skn = np.full((m, 2), -1, dtype=np.int32)  # skeleton_sketch of each short part (-1: a long part)
+        skc = np.zeros((m, 2, SKETCH_PARTS), dtype=np.uint32)
         end = 0
         for k, (msgs, chosen, meta) in enumerate(got):
             found = turn_markers(list(msgs) + list(chosen or ()))
@@ -401,6 +422,9 @@ def _dedup_kind(
             answers.append(c[1])
             if len(t) < SHORT_CHARS and c[2]:
                 skel += [(a + k, key) for key in skeleton_keys([v.prompt, v.response])]
+            for part in (0, 1):
+                if c[2] & (1 << part):
+                    skn[k, part], skc[k, part] = skeleton_sketch(c[part])
             pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
             blob += (pb, rb)
             cuts[k] = end + len(pb)
@@ -410,18 +434,40 @@ def _dedup_kind(
             pre += [(a + k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
             if len(digests) > 1:
                 first[k] = int.from_bytes(digests[0][:8], "big")
-        bd = sketch.bands32_of(texts, threads=threads) if sketch is not None else np.empty((m, 0), np.uint32)
+        dg = np.empty((m, num_perm if sketch is not None else 0), dtype=np.uint8)  # MinHash slots (low bytes)
+        bd = (
+            sketch.bands32_of(texts, threads=threads, digest=dg)
+            if sketch is not None
+            else np.empty((m, 0), np.uint32)
+        )
         pp = np.empty((m, 2, pwidth), dtype=np.uint16)  # each part's permissive band keys (low 16 bits)
         if parts is not None and m:
             pp[:, 0] = parts.bands32_of(prompts, threads=threads) & np.uint32(0xFFFF)
             pp[:, 1] = parts.bands32_of(answers, threads=threads) & np.uint32(0xFFFF)
-        return ek, raw, length, bd, skel, pre, marks, (b"".join(blob), ends, cuts, flags), first, pp
+        return (
+            ek,
+            raw,
+            length,
+            bd,
+            skel,
+            pre,
+            marks,
+            (b"".join(blob), ends, cuts, flags),
+            first,
+            pp,
+            dg,
+            skn,
+            skc,
+        )
 
     ekeys = np.empty(n, dtype=np.uint64)
     rawh = np.empty(n, dtype=np.uint64)
     length = np.empty(n, dtype=np.int64)
     bands = np.empty((n, width), dtype=np.uint32)
+    digest = np.empty((n, num_perm if sketch is not None else 0), dtype=np.uint8)
     part_bands = np.empty((n, 2, pwidth), dtype=np.uint16)
+    sk_len = np.empty((n, 2), dtype=np.int32)
+    sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
     firsts = np.zeros(n, dtype=np.uint64)
     skel: list[tuple[int, int]] = []
     prefixes: list[tuple[int, int]] = []
@@ -430,10 +476,13 @@ def _dedup_kind(
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
     store = _TextStore(n) if sketch is not None else None  # (closed after the near step, or when collected)
-    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs, pp) in zip(tasks, _map(acc, row_keys, tasks, n)):
+    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs, pp, dg, skn, skc) in zip(
+        tasks, _map(acc, row_keys, tasks, n)
+    ):
         if report is not None:
             report("dedup", b, n)  # (the keys: one pass over the records)
         ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], firsts[a:b] = ek, raw, ln, bd, fs
+        digest[a:b], sk_len[a:b], sk_crc[a:b] = dg, skn, skc
         part_bands[a:b] = pp
         if store is not None:
             store.add(a, *txt)
@@ -516,11 +565,19 @@ def _dedup_kind(
     # 2. near: candidates (LSH + skeleton keys), verified, greedy in keep order
     if sketch is not None and k > 1:
         spos = order[surv]  # item positions of the survivors, in keep order
-        cand, counts = candidate_pairs_counted(bands[spos])
-        del bands
-        keep = parts_meet(cand, spos, part_bands, store.flags)  # type: ignore[union-attr]
-        cand, counts = cand[keep], counts[keep]
-        del part_bands, keep
+        over = over_floor(digest[spos], agreement_floor(float(near_threshold), num_perm))  # type: ignore[arg-type]
+        del digest
+        flags = store.flags  # type: ignore[union-attr]
+
+        def alike(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            """LSH pairs worth verifying, tested as they are found (a function of the two items alone): slot
+            agreement over the floor, then `parts_meet` (band keys of long parts, sketches of short ones)."""
+            ok = over(i, j)
+            ok[ok] = parts_meet(np.stack((i[ok], j[ok]), axis=1), spos, part_bands, flags, (sk_len, sk_crc))
+            return ok
+
+        cand, counts = candidate_pairs_counted(bands[spos], keep=alike)
+        del bands, part_bands, sk_len, sk_crc, over
         local = np.full(n, -1, dtype=np.int64)
         local[spos] = np.arange(k)
         extra = key_pairs(skel, local)

@@ -15,7 +15,10 @@ when it shares one):
   so the short rule is checked completely);
 - MinHash LSH over character 3-grams (other shingles than the grouping's 5-grams): in the build (behind the
   split's grouping, which already joins every leak pair it finds) bands for 0.8 and 64 candidates a text; for
-  `curate leakage A B` (`loose=True`, nothing before it) bands for 0.5 and 128 candidates a text.
+  `curate leakage A B` (`loose=True`, nothing before it) bands for 0.5 and 128 candidates a text; a candidate
+  whose character 5-gram MinHash slots agree less than `minhash.agreement_floor` (47 of 128 at 0.8, 23 at 0.5)
+  is not compared: the floor the grouping applies, a function of the pair (3-gram Jaccard cannot tell templated
+  letters apart: unrelated ones agree in ~60% of 3-gram slots, as much as a near pair).
   scripts/bench_dedup.py measures both against brute force;
 - with `brute=True` (tests, small data): every pair.
 """
@@ -31,18 +34,19 @@ import numpy as np
 import orjson
 
 from curate.errors import InputError
-from curate.minhash import BandSketch
+from curate.minhash import BandSketch, agreement_floor
 from curate.near import (
     MAX_VERIFY,
     SHORT_CHARS,
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
+    over_floor,
     scored_pairs,
     skeleton_keys,
 )
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
-from curate.relation import is_short, leak_score
+from curate.relation import is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
 
 __all__ = ["LOOSE", "TIGHT", "Leakage", "dataset_texts", "leak_pairs", "leakage", "leakage_between"]
@@ -64,8 +68,8 @@ def leak_pairs(
     """(train index, test index, score) of every leak (`relation.leak_score`) between items given as their
     normalized user turns (a str is one turn), sorted. `runner`: an engine's task runner for the verification
     (`near.scored_pairs`)."""
-    tr = [(t,) if isinstance(t, str) else tuple(t) for t in train]
-    te = [(t,) if isinstance(t, str) else tuple(t) for t in test]
+    tr = [leak_parts((t,) if isinstance(t, str) else tuple(t)) for t in train]
+    te = [leak_parts((t,) if isinstance(t, str) else tuple(t)) for t in test]
     nt, nh = len(tr), len(te)
     if not nt or not nh:
         return []
@@ -76,10 +80,10 @@ def leak_pairs(
         # a pair is compared when any of its texts meet in a block
         texts: list[str] = []
         owner: list[int] = []
-        for k, turns in enumerate(tr + te):
+        for k, (joined, _, turns, _) in enumerate(tr + te):
             if not turns:
                 continue
-            texts.append(" ".join(turns))
+            texts.append(joined)
             owner.append(k)
             if len(turns) > 1:
                 texts.append(turns[0])
@@ -99,7 +103,7 @@ def leak_pairs(
         )
         cand = np.unique(pairs, axis=0) if len(pairs) else pairs
         del got, pairs
-    out = scored_pairs(cand, lambda i, j: leak_score(tr[i], te[j], threshold), runner)
+    out = scored_pairs(cand, lambda i, j: leak_compared(tr[i], te[j], threshold), runner)
     out.sort()
     return out
 
@@ -119,10 +123,17 @@ def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> n
             keyed += [(k, h) for h in skeleton_keys([t])]
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     sketch = BandSketch(lsh_threshold, 128, 3)
+    floor_sketch = BandSketch(lsh_threshold, 128, 5)  # (its slots only: the floor is made for 5-gram Jaccard)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
+    digest = np.empty((n, 128), dtype=np.uint8)
     for a in range(0, n, sketch.CHUNK):
-        bands[a : a + sketch.CHUNK] = sketch.bands32_of(texts[a : a + sketch.CHUNK])
-    lsh, counts = candidate_pairs_counted(bands, small=16, window=4)
+        chunk = texts[a : a + sketch.CHUNK]
+        bands[a : a + sketch.CHUNK] = sketch.bands32_of(chunk)
+        floor_sketch.bands32_of(chunk, digest=digest[a : a + sketch.CHUNK])
+    lsh, counts = candidate_pairs_counted(
+        bands, small=16, window=4, keep=over_floor(digest, agreement_floor(lsh_threshold, 128))
+    )
+    del bands, digest
     pairs.append(cap_candidates(lsh, counts, n, per_text))
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
