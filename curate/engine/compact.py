@@ -97,6 +97,7 @@ from curate.engine.settle import (  # noqa: F401 (re-exported: tests read them a
     _Settler,
     _share,
     _Validator,
+    lane_shape,
     settle,
 )
 
@@ -172,6 +173,13 @@ def read_validate_rows(
             except InputError:
                 shape = None  # the serial read quarantines the file (or raises, strict)
         native = not mapping and shape == "native" and jsonl
+        # the workers take as fast rows the lines of a native file, or of an OpenAI file, that read + validate
+        # take as they are (`settle.lane_shape`), and run the record path on every other object line
+        lane = (
+            ("native" if native else "openai" if shape == "openai" and not mapping else None)
+            if jsonl
+            else None
+        )
         src = Input(path) if jsonl and shape in _POOLED_SHAPES else None
         lines = len(src.starts) - 1 if src is not None else 0
         nworkers = pool_workers()
@@ -208,15 +216,11 @@ def read_validate_rows(
             )
 
         n_fast = n_in = n_out = 0
-        fmt = "native"
+        fmt = lane or "native"
         # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
-        val.keep_keys = native and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
+        val.keep_keys = lane is not None and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
         keys_lines += lines if val.keep_keys else 0
-        units = (
-            _pooled_units(path, src, val, rp if (pooled or not native) else None, native, nworkers)
-            if pooled
-            else iter_units(path, "jsonl")
-        )
+        units = _pooled_units(path, src, val, rp, lane, nworkers) if pooled else iter_units(path, "jsonl")
         statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
         sizes = lengths.lengths
         for line, obj, raw in units:
@@ -309,7 +313,7 @@ FAST = object()  # marks a unit of pool verdicts (see _pooled_units)
 POOL_MIN_LINES = 8_192  # below this a native file is read serially (a fork + pipes cost ~30-50 ms)
 POOL_CHUNK = 4_096  # lines per task
 _POOL: tuple[Any, ...] | None = (
-    None  # (Input, _Validator, _RecordPath or None, native) inherited by the workers
+    None  # (Input, _Validator, _RecordPath or None, lane) inherited by the workers
 )
 
 
@@ -339,7 +343,7 @@ def _fast_chunk(
     the record path's outcomes of an object line (`_Lines`), else None (not an object on its own line, or left
     to the build process); and with `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload)."""
     assert _POOL is not None
-    src, val, rp, native = _POOL
+    src, val, rp, lane = _POOL
     a, b = bounds
     starts = src.starts
     base = starts[a]
@@ -363,13 +367,10 @@ def _fast_chunk(
             append(None)
             continue
         got = None
-        if native:
-            shape = _fast_shape(obj)
-            if shape is not None and not dup_suspect(
-                obj, raw
-            ):  # #16: a duplicate key? the record path decides
-                kind, cat, tags, violates = shape
-                got = val.fast(kind, obj, cat, tags, violates)
+        shape = lane_shape(obj, raw, lane) if lane is not None else None
+        if shape is not None:
+            kind, cat, tags, violates = shape
+            got = val.fast(kind, obj, cat, tags, violates)
         if got is None:
             append(None)
             if rp is not None:
@@ -418,14 +419,14 @@ def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
 
 
 def _pooled_verdicts(
-    src: Input, val: _Validator, rp: _RecordPath | None, native: bool, workers: int
+    src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int
 ) -> Iterator[tuple[int, list[Any], Any]]:
     """(first line number - 1, verdicts, the chunk's `_ChunkKeys` or FAST) per chunk of the file, in order, from
     `workers` forked processes."""
     global _POOL
     n = len(src.starts) - 1
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
-    _POOL = (src, val, rp, native)
+    _POOL = (src, val, rp, lane)
     try:
         with multiprocessing.get_context("fork").Pool(
             min(workers, len(bounds)), initializer=worker_init
@@ -480,7 +481,7 @@ def _map_chunk(bounds: tuple[int, int]) -> list[Any]:
 
 
 def _pooled_units(
-    path: Path, src: Input, val: _Validator, rp: _RecordPath | None, native: bool, workers: int
+    path: Path, src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int
 ) -> Iterator[tuple[int, Any, Any]]:
     """`iter_jsonl(path)`'s units, but lines a worker found fast come as `(first line number, their verdicts, their
     chunk's _ChunkKeys or FAST)`
@@ -493,7 +494,7 @@ def _pooled_units(
     n = len(src.starts) - 1
     if n == 0:
         return
-    chunks = _pooled_verdicts(src, val, rp, native, workers)
+    chunks = _pooled_verdicts(src, val, rp, lane, workers)
     cur: list[Any] = []
     lo = hi = 0  # cur holds the verdicts of lines lo+1..hi
     mark: Any = FAST  # their chunk's keys, or FAST

@@ -24,7 +24,8 @@ from curate.engine.rows import (
     estimate,
 )
 from curate.readers.common import ROLES
-from curate.readers.shapes import SHAPES
+from curate.readers.guard import dup_suspect, unit_fault
+from curate.readers.shapes import SHAPES, detect_shape
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
 from curate.steps.validate import HELDOUT_TAG, LengthCounter
@@ -113,6 +114,32 @@ def _fast_shape(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[s
             return None  # chosen_equals_rejected: the record path quarantines it
         return "preference", cat, tags, violates
     return None
+
+
+_OPENAI_ACTIVE = frozenset(("labels", "tools", "kind", "checks", "source", "chosen", "rejected"))
+
+
+def lane_shape(
+    obj: dict[str, Any], raw: bytes, lane: str
+) -> tuple[str, str, tuple[str, ...], tuple[str, ...]] | None:
+    """`_fast_shape` of a line of a file of format `lane` ("native" or "openai"), or None when the record path
+    must read it. An OpenAI line qualifies when the OpenAI reader makes of it exactly the record the native reader
+    makes of its `messages` / `category` / `tags` / `violates` alone: it is an OpenAI object by itself
+    (`detect_shape`), the guard finds no fault (`unit_fault`, as the read applies it), and it has no key either
+    reader acts on beyond those (labels, tools, a native record's keys: `_OPENAI_ACTIVE`); other keys (`id`,
+    `metadata`, ...) the OpenAI reader drops. Every value of its row then comes from the line as for a native one
+    (`materialize` reads it back through `convert_native`, which hands an object with `messages` and none of
+    those keys to the OpenAI reader)."""
+    if lane == "native":
+        shape = _fast_shape(obj)
+        if shape is not None and dup_suspect(obj, raw):  # #16: a duplicate key? the record path decides
+            return None
+        return shape
+    if "messages" not in obj or not obj.keys().isdisjoint(_OPENAI_ACTIVE):
+        return None
+    if detect_shape(obj) != "openai" or unit_fault(obj, raw) is not None:
+        return None
+    return _fast_shape({k: v for k, v in obj.items() if k in _SFT_KEYS})
 
 
 class _Validator:

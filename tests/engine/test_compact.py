@@ -524,15 +524,24 @@ def _openai_with_ids(path: Path, n: int = 60) -> Path:
             }
         )
     rows.insert(13, {"id": "x", "messages": [{"role": "user", "content": "   "}]})  # empty turn
-    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n{broken\n")
+    rows[20]["labels"] = {"annotations": [1]}  # a key the readers act on: the record path
+    rows[21]["category"] = "edge"  # detected as native by itself: the record path
+    deep: dict = {}
+    for _ in range(70):
+        deep = {"x": deep}
+    rows[22]["metadata"] = deep  # too deep: quarantined by the guard, not taken as a fast row
+    lines = [orjson.dumps(r) for r in rows]
+    lines[23] = lines[23].replace(b'{"id":', b'{"id":"dup","id":', 1)  # a duplicate key: quarantined
+    path.write_bytes(b"\n".join(lines) + b"\n{broken\n")
     return path
 
 
 @pytest.mark.parametrize("chunk", [7, 4096])
 def test_pooled_record_path_same_files(tmp_path, monkeypatch, real_fixtures, chunk):
-    """Every JSONL format on the fork pool (the workers run the record path and store what it passes, as native
-    lines where the native reader gives the record back) writes what the serial record path writes: real
-    fixtures of each format, and OpenAI lines with ids and metadata."""
+    """Every JSONL format on the fork pool (the workers take OpenAI lines the native reader reads alike as fast rows,
+    run the record path on the rest and store what it passes, as native lines where the native reader gives the
+    record back) writes what the serial record path writes: real fixtures of each format, and OpenAI lines with
+    ids and metadata, labels, a category, a too-deep metadata value and a duplicate key."""
     monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
     monkeypatch.setattr(C, "POOL_CHUNK", chunk)
     monkeypatch.setenv("CURATE_WORKERS", "2")
@@ -540,16 +549,17 @@ def test_pooled_record_path_same_files(tmp_path, monkeypatch, real_fixtures, chu
     pooled = []
     real = C._pooled_verdicts
 
-    def spy(src, val, rp, native, workers):
-        pooled.append((Path(src.name).name, native))
-        yield from real(src, val, rp, native, workers)
+    def spy(src, val, rp, lane, workers):
+        pooled.append((Path(src.name).name, lane))
+        yield from real(src, val, rp, lane, workers)
 
     monkeypatch.setattr(C, "_pooled_verdicts", spy)
     files = sorted(real_fixtures.rglob("*.jsonl")) + [_openai_with_ids(tmp_path / "openai.jsonl")]
     old, new = _both(tmp_path, TRIAGE, files)
-    assert ("openai.jsonl", False) in pooled and len({n for n, native in pooled if not native}) >= 4
+    assert ("openai.jsonl", "openai") in pooled and len({n for n, lane in pooled if lane != "native"}) >= 4
     manifest = orjson.loads(new["manifest.json"])
-    assert manifest["counts"]["exported"] > 50 and manifest["quarantine"]["read/empty_turn"] >= 1
+    assert manifest["counts"]["exported"] > 40 and manifest["quarantine"]["read/empty_turn"] >= 1
+    assert manifest["quarantine"]["read/too_deep"] == 1 and manifest["quarantine"]["read/duplicate_key"] == 1
     _assert_same(old, new)
 
 
@@ -651,3 +661,75 @@ def test_stored_rows_equal_their_records(tmp_path):
     finally:
         store.close()
     assert seen["fast"] >= 20 and seen["record"] >= 20
+
+
+def test_openai_lane_rows_equal_the_openai_reader(tmp_path):
+    """An OpenAI line the pool's workers take as a fast row (`settle.lane_shape`) is one the OpenAI reader turns
+    into exactly the record its row stands for: generated lines with every mix of extra keys (ids, metadata, keys
+    the readers act on), categories and tags."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from curate.engine.settle import lane_shape
+    from curate.readers.common import Reject
+    from curate.readers.shapes import CONVERTERS
+    from curate.steps.export import sft_row as rec_sft_row
+
+    spec = load_spec(TRIAGE / "spec.yaml")
+    checker = C.Checker(spec)
+    text = st.sampled_from(["Refund A-1", "  café  ", "line\nbreak", GOOD, "ok"])
+    turn = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]), "content": text})
+    extra = st.dictionaries(
+        st.sampled_from(["id", "metadata", "labels", "tools", "kind", "source", "category", "tags", "label"]),
+        st.sampled_from(["x", 3, {"a": [1, 2]}, ["refund"], "typical", True, None]),
+        max_size=3,
+    )
+    taken = {"fast": 0, "not": 0}
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(turn, min_size=1, max_size=3), text, extra)
+    def check(prompt, answer, keys):
+        obj = {**keys, "messages": [*prompt, {"role": "assistant", "content": answer}]}
+        raw = orjson.dumps(obj)
+        shape = lane_shape(orjson.loads(raw), raw, "openai")
+        if shape is None:
+            taken["not"] += 1
+            return
+        taken["fast"] += 1
+        src = {"file": "o.jsonl", "line": 7, "format": "openai"}
+        try:
+            rec = CONVERTERS["openai"](orjson.loads(raw), src, spec.ref)
+        except Reject:
+            raise AssertionError(f"a fast line the OpenAI reader rejects: {obj}") from None
+        kind, cat, tags, violates = shape
+        assert (kind, cat, tags, violates) == (rec.kind, rec.category, rec.tags, rec.violates)
+        path = tmp_path / "o.jsonl"
+        path.write_bytes(b"\n" * 6 + raw + b"\n")
+        inp = C.Input(path)
+        try:
+            row = C.Row(
+                kind,
+                C.content_id(kind, orjson.loads(raw)),
+                inp,
+                "o.jsonl",
+                7,
+                "openai",
+                cat,
+                tags,
+                violates,
+                None,
+                None,
+            )
+            assert row.id == rec.id
+            assert C.materialize_plain(row, spec) == rec
+            assert C.split_keys(row) == C.split_keys(C.row_of(rec, spec))
+            assert C.dedup_messages(row) == C.dedup_messages(C.row_of(rec, spec))
+            assert C.sft_row(row, spec, "messages") == rec_sft_row(rec, spec, "messages")
+            assert C.materialize(row, spec, checker).checks == tuple(
+                checker.results(rec.response_text(), rec.user_text(), rec.category, rec.tags)
+            )
+        finally:
+            inp.close()
+
+    check()
+    assert taken["fast"] >= 30 and taken["not"] >= 30
