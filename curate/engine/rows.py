@@ -164,7 +164,8 @@ class Row:
         return _RECORD.validate_json(self.src.line(self.at))  # type: ignore[union-attr]
 
     def where(self) -> str:
-        if self.facts is not None:
+        """== the record's `source.where()` (a record row from a file needs no record for it)."""
+        if self.facts is not None and self.file == NONE_FILE:
             return self.rec.source.where()  # type: ignore[union-attr]
         return f"{self.file}:{self.line}" if self.line else self.file
 
