@@ -379,7 +379,9 @@ def test_inputs_are_closed_after_the_build(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "RecordStore", spy_store)
     build(TRIAGE, None, tmp_path / "o")
     assert opened and all(src.fd == -1 for src in opened)
-    assert len(stores) == 1 and stores[0].fd == -1 and len(stores[0].starts) > 1  # it held records, now closed
+    assert (
+        len(stores) == 1 and stores[0].fd == -1 and len(stores[0].starts) > 1
+    )  # it held records, now closed
     shutil.rmtree(tmp_path / "o")
 
 

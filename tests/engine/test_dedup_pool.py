@@ -245,7 +245,9 @@ def test_read_objs_equal_row_obj(tmp_path):
         picks = [row(no) for no in (1, 2, 3, 8, 9, 20, 40, 39, 5)] + [slow, row(1)]
         got = C.read_objs(picks)
         assert got[-2] is None
-        assert [g for g, r in zip(got, picks) if not r.is_record] == [r.obj() for r in picks if not r.is_record]
+        assert [g for g, r in zip(got, picks) if not r.is_record] == [
+            r.obj() for r in picks if not r.is_record
+        ]
         assert C.RowAccess.messages(picks) == [C.dedup_messages(r) for r in picks]
         store.close()
     finally:
