@@ -36,11 +36,7 @@ LONG_FILES_LEFT = {
 }
 
 # circles that only function-level imports close (none may be closed by top-level imports)
-CIRCLES_LEFT = {
-    # curate.__getattr__ imports steps.pipeline lazily (`curate.build`), and steps/manifest.py reads
-    # `from curate import __version__`; reading it from curate._version (as train and evaluate do) ends this one
-    frozenset({"curate", "curate.steps.pipeline", "curate.steps.manifest"}),
-}
+CIRCLES_LEFT: set[frozenset[str]] = set()
 
 
 def modules() -> dict[str, Path]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate import __version__
+from curate._version import __version__
 from curate.errors import CurateError, ExportError
 from curate.records import PreferenceRecord, SFTRecord
 from curate.spec import Spec
