@@ -24,6 +24,9 @@ Formats (TRL 1.16's own, so `SFTTrainer` / `DPOTrainer` take the folders as they
 Atomicity and the output folder: `staged_output` (curate.outdir) writes everything into a staging folder beside
 the target and then replaces only curate's own outputs there (listed in the folder's `.curate-build.json`),
 keeping other files; a build that fails or is killed leaves the previous export whole.
+
+The rows are made in `curate.steps.export_rows`, the batches' hand-off and Parquet writers are in
+`curate.steps.export_batches`; every name is importable from here.
 """
 
 from __future__ import annotations
@@ -32,9 +35,6 @@ import contextlib
 import functools
 import hashlib
 import itertools
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,124 +42,24 @@ from typing import Any
 import orjson
 
 from curate.errors import ExportError
-from curate.outdir import MARKER, _fsync_files, check_target, clean_dead_spools, recover, staged_output
-from curate.records import Message, PreferenceRecord, SFTRecord, read_jsonl
-from curate.spec import Spec
+from curate.outdir import MARKER, _fsync_files, check_target, recover, staged_output
+from curate.records import PreferenceRecord, SFTRecord, read_jsonl
+from curate.steps.export_batches import _DONE, Spool, _Behind, _concat, _RowGroups, infer_schema  # noqa: F401 (moved)
+from curate.steps.export_rows import (  # noqa: F401 (moved; the build, the engine and tests import them from here)
+    SFT_FORMATS,
+    TEXT_KINDS,
+    _stripped,
+    _system,
+    _turn_of,
+    dpo_row,
+    lineage_json,
+    prompt_row,
+    sft_row,
+    system_turn,
+    text_row,
+)
 
 Rec = SFTRecord | PreferenceRecord
-SFT_FORMATS = ("messages", "prompt-completion")
-
-
-# ---------------------------------------------------------------- rows
-
-
-@functools.lru_cache(maxsize=8)
-def _stripped(text: str) -> str:
-    """One shared stripped copy of a spec's system prompt (a new ~1.5 KB copy per exported row otherwise)."""
-    return text.strip()
-
-
-def system_turn(spec: Spec | None) -> dict[str, str] | None:
-    """The system turn a row without one gets (None when the spec adds none): one dict per (setting, prompt),
-    shared by the rows (they are only read: dumped and converted)."""
-    if spec is None:
-        return None
-    return _turn_of(bool(spec.export.include_system_prompt), spec.system_prompt)
-
-
-@functools.lru_cache(maxsize=16)
-def _turn_of(include: bool, prompt: str) -> dict[str, str] | None:
-    return {"role": "system", "content": _stripped(prompt)} if include and _stripped(prompt) else None
-
-
-def _system(spec: Spec | None, messages: Sequence[Message]) -> list[dict[str, Any]]:
-    out = [m.to_trl() for m in messages]
-    turn = system_turn(spec)
-    if turn is not None and not any(m.role == "system" for m in messages):
-        out.insert(0, turn)
-    return out
-
-
-def lineage_json(
-    source: Any, labels: Any, spec: Spec | None = None, counting: frozenset[str] = frozenset()
-) -> str:
-    """The `lineage` column of an export row: `records.lineage_from` as a JSON string (Arrow-safe, like `tools`):
-    where the row came from (file:line or Label Studio task), the records it was made from, annotations,
-    annotators, agreement, the spec it was labeled under, whether it is an unaccepted model draft; and what it
-    was judged against (`versioning.row_stamp`): `spec_version` (the spec's version hash) and `rules` (the key of
-    its {rule id: hash} set in the manifest's `spec.rule_sets`; `counting`: the judge rules that count)."""
-    from curate.records import lineage_from
-    from curate.versioning import row_stamp
-
-    lin = lineage_from(source, labels)
-    lin.update(row_stamp(spec, labels, counting) if spec is not None else {"spec_version": "", "rules": ""})
-    return orjson.dumps(lin).decode()
-
-
-def sft_row(
-    rec: SFTRecord | PreferenceRecord,
-    spec: Spec | None,
-    sft_format: str = "messages",
-    counting: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """One TRL SFT row. A preference record (exported as SFT when DPO is off) gives prompt + chosen."""
-    if isinstance(rec, PreferenceRecord):
-        prompt, completion = list(rec.prompt), list(rec.chosen)
-    else:
-        conv = list(rec.conversation())
-        prompt, completion = conv[:-1], conv[-1:]
-    if sft_format == "prompt-completion":
-        row: dict[str, Any] = {
-            "prompt": _system(spec, prompt),
-            "completion": [m.to_trl() for m in completion],
-        }
-    elif sft_format == "messages":
-        row = {"messages": _system(spec, prompt + completion)}
-    else:
-        raise ExportError(f"unknown SFT format {sft_format!r}; use one of: {', '.join(SFT_FORMATS)}")
-    row["id"] = rec.id
-    row["lineage"] = lineage_json(rec.source, rec.labels, spec, counting)
-    if rec.tools is not None:
-        row["tools"] = rec.tools
-    return row
-
-
-def dpo_row(
-    rec: PreferenceRecord, spec: Spec | None, counting: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """One TRL conversational DPO row."""
-    row: dict[str, Any] = {
-        "prompt": _system(spec, rec.prompt),
-        "chosen": [m.to_trl() for m in rec.chosen],
-        "rejected": [m.to_trl() for m in rec.rejected],
-        "id": rec.id,
-        "lineage": lineage_json(rec.source, rec.labels, spec, counting),
-    }
-    if rec.tools is not None:
-        row["tools"] = rec.tools
-    return row
-
-
-TEXT_KINDS = ("prompts", "text")  # how unlabeled prompts are exported (spec export.text_records)
-
-
-def prompt_row(rec: SFTRecord, spec: Spec | None) -> dict[str, Any]:
-    """One TRL conversational prompt-only row (`prompts/`): an unlabeled prompt, to label or generate from."""
-    row: dict[str, Any] = {
-        "prompt": _system(spec, rec.conversation()),
-        "id": rec.id,
-        "lineage": lineage_json(rec.source, rec.labels, spec),
-    }
-    if rec.tools is not None:
-        row["tools"] = rec.tools
-    return row
-
-
-def text_row(rec: SFTRecord, spec: Spec | None) -> dict[str, Any]:
-    """One TRL language-modeling row (`text/`): the record's text (its turns' contents, system turns left out,
-    joined by a blank line: a `text` record's own text). No system prompt: plain text has no chat turns."""
-    text = "\n\n".join(m.content for m in rec.conversation() if m.role != "system")
-    return {"text": text, "id": rec.id, "lineage": lineage_json(rec.source, rec.labels, spec)}
 
 
 # ---------------------------------------------------------------- files
@@ -435,167 +335,6 @@ _ARROW_CHUNK = (
     2048  # rows per batch (Arrow chunk); divides ROW_GROUP. The chunks are written as they are (no copy
 )
 # into one contiguous chunk), so the Parquet bytes depend on this size: every writer here uses it.
-
-
-def infer_schema(rows: list[dict[str, Any]]) -> Any:
-    """The Arrow schema `pa.Table.from_pylist(rows)` would infer (columns of the first row, types over all rows),
-    without converting the rows (that conversion's growing buffers cost ~7 KB a row at its peak)."""
-    import pyarrow as pa
-
-    if not rows:
-        return pa.schema([("id", pa.string())])
-    names = list(rows[0].keys())
-    return pa.schema([pa.field(n, pa.infer_type([row.get(n) for row in rows])) for n in names])
-
-
-def _concat(chunks: list[Any], schema: Any) -> Any:
-    """One table of the batches' tables (chunked as they are; an empty table of `schema` for none)."""
-    import pyarrow as pa
-
-    if not chunks:
-        return pa.Table.from_pylist([], schema=schema)
-    return chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
-
-
-class Spool:
-    """Batches handed from pool workers to the build process through files in shared memory (/dev/shm) instead
-    of the pool's pipe (which costs the receiving process ~3 ns a byte: ~2 s for the 600 MB of a 150k-row split).
-
-    A worker calls `put(data, table)` -> a small ticket (picklable); the build process `take(ticket)` -> (the
-    JSONL bytes as a read-only mmap, the Arrow table mapped from its IPC file, zero-copy); the files are unlinked
-    at once (the mappings keep the pages until released). `close()` removes the folder and whatever is left in
-    it. `Spool.open()` is None where no shared-memory folder is writable (callers then send batches as they are).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.count = 0
-
-    @classmethod
-    def open(cls) -> Spool | None:
-        shm = Path("/dev/shm")
-        if not shm.is_dir() or not os.access(shm, os.W_OK):
-            return None
-        clean_dead_spools()  # left by killed builds
-        try:
-            return cls(Path(tempfile.mkdtemp(prefix=f"curate-spool-{os.getpid()}-", dir=shm)))
-        except OSError:
-            return None
-
-    def put(self, data: bytes, table: Any) -> tuple[Any, ...]:
-        """A ticket for `take`: (name, size) of the files written, or (None, data, table) when they could not be
-        written (a full /dev/shm, e.g. Docker's 64 MB default: the batch then goes through the pipe after all)."""
-        import pyarrow as pa
-
-        self.count += 1
-        name = f"{os.getpid()}-{self.count}"
-        paths = (self.folder / f"{name}.jsonl", self.folder / f"{name}.arrow")
-        try:
-            with open(paths[0], "wb") as fh:
-                fh.write(data)
-            with pa.OSFile(str(paths[1]), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-                w.write_table(table)
-        except OSError:
-            for path in paths:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            return None, data, table
-        return name, len(data)
-
-    def take(self, ticket: tuple[Any, ...]) -> tuple[Any, Any]:
-        import mmap
-
-        import pyarrow as pa
-
-        if ticket[0] is None:  # sent inline (see put)
-            return ticket[1], ticket[2]
-        name, size = ticket
-        path = self.folder / f"{name}.jsonl"
-        data: Any = b""
-        if size:
-            with open(path, "rb") as fh:
-                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        os.unlink(path)
-        path = self.folder / f"{name}.arrow"
-        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-        os.unlink(path)
-        return data, table
-
-    def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class _RowGroups:
-    """A split's Parquet file fed batch tables: a row group every `row_group` rows; a split of at most one row group
-    is written by `pq.write_table` at `finish()`."""
-
-    def __init__(self, path: Path, schema: Any, row_group: int) -> None:
-        self.path, self.schema, self.row_group = path, schema, row_group
-        self.writer: Any = None
-        self.chunks: list[Any] = []
-        self.filled = 0
-
-    def add(self, table: Any) -> None:
-        import pyarrow.parquet as pq
-
-        self.chunks.append(table)
-        self.filled += table.num_rows
-        if self.filled >= self.row_group:
-            self.writer = self.writer or pq.ParquetWriter(self.path, self.schema)
-            self.writer.write_table(_concat(self.chunks, self.schema))
-            self.chunks = []
-            self.filled = 0
-
-    def finish(self) -> None:
-        import pyarrow.parquet as pq
-
-        if self.writer is None:
-            pq.write_table(_concat(self.chunks, self.schema), self.path)
-        elif self.chunks:
-            self.writer.write_table(_concat(self.chunks, self.schema))
-        self.chunks = []
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-_DONE = object()
-
-
-class _Behind:
-    """`fn(item)` for each `put(item)`, in order, on a thread (a bounded queue of `depth` items between);
-    `close()` waits for the last one and returns what `fn` raised (after a failure the rest is dropped; `put`
-    raises it at once)."""
-
-    def __init__(self, fn: Callable[[Any], None], depth: int = 2) -> None:
-        import queue
-        import threading
-
-        self.queue: Any = queue.Queue(depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), name="curate-export-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self, fn: Callable[[Any], None]) -> None:
-        while (item := self.queue.get()) is not _DONE:
-            if self.error is None:
-                try:
-                    fn(item)
-                except BaseException as err:  # noqa: BLE001 - handed to the caller by put/close
-                    self.error = err
-
-    def put(self, item: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(item)
-
-    def close(self) -> BaseException | None:
-        """Wait for the thread; what `fn` raised, if anything (the caller raises it)."""
-        self.queue.put(_DONE)
-        self.thread.join()
-        return self.error
 
 
 def loader_yaml(
