@@ -28,7 +28,6 @@ LONG_FILES_LEFT = {
     "curate/labeling/push.py",
     "curate/labeling/server.py",
     "curate/minhash.py",
-    "curate/readers/shapes.py",
     "curate/steps/dedup.py",
     "curate/steps/split.py",
 }
