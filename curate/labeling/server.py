@@ -17,12 +17,14 @@ Label Studio's server (Django's threaded dev server) runs Python on one core. `r
 processes on the same data folder (SQLite in WAL mode, so reads run beside writes), each on its own loopback
 port; the client sends the parts of a pull's export to them in parallel (`ServerInfo.urls`). `stop` stops them
 too, and only them.
+
+Where Label Studio is installed, and the install itself, are in `curate.labeling.install`; every name is
+importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -32,19 +34,26 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 
 from curate.errors import ServerError
+from curate.labeling.install import (  # noqa: F401 (moved; importable from here as before)
+    LS_VERSION,
+    _file_lock,
+    cache_dir,
+    ensure_installed,
+    executable,
+    install_dir,
+    is_installed,
+)
 
 log = logging.getLogger(__name__)
 
-LS_VERSION = "1.23.2"
 ADMIN_USER = "admin@curate.local"
 STATE_FILE = "curate-server.json"
 CREDENTIALS_FILE = "curate-credentials.json"
@@ -52,79 +61,6 @@ PORT_FILE = "curate-port"  # the port the last start used: a restart takes it ag
 LAST_PORT_WAIT_S = 5.0
 LOG_FILE = "label-studio.log"
 _STARTED = re.compile(r"Starting development server at http://[\d.]+:(\d+)/?")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate").expanduser()
-
-
-def install_dir() -> Path:
-    """Where Label Studio's own venv lives: `$CURATE_CACHE/label-studio-<version>/`."""
-    return cache_dir() / f"label-studio-{LS_VERSION}"
-
-
-def executable() -> Path:
-    return install_dir() / "venv" / "bin" / "label-studio"
-
-
-def is_installed() -> bool:
-    marker = install_dir() / ".installed"
-    return executable().exists() and marker.exists() and marker.read_text().strip() == LS_VERSION
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_installed(*, progress: Callable[[str], None] | None = None) -> Path:
-    """Install Label Studio into its own venv unless it is there already; returns its `label-studio` path.
-
-    Safe to call from several processes at once (a file lock serialises the install).
-    """
-    if is_installed():
-        return executable()
-    home = install_dir()
-    with _file_lock(home.parent / f".label-studio-{LS_VERSION}.lock"):
-        if is_installed():
-            return executable()
-        home.mkdir(parents=True, exist_ok=True)
-        venv = home / "venv"
-        logfile = home / "install.log"
-        if progress:
-            progress(f"installing Label Studio {LS_VERSION} into {home} (a minute or two, once)")
-        log.info("installing label-studio %s into %s", LS_VERSION, home)
-        with open(logfile, "w") as out:
-            steps = []
-            if not (venv / "bin" / "python").exists():
-                steps.append([sys.executable, "-m", "venv", str(venv)])
-            steps.append(
-                [
-                    str(venv / "bin" / "python"),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    "-q",
-                    f"label-studio=={LS_VERSION}",
-                ]
-            )
-            for cmd in steps:
-                rc = subprocess.run(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
-                ).returncode
-                if rc != 0:
-                    raise ServerError(f"installing Label Studio failed (exit {rc}); see {logfile}")
-        if not executable().exists():
-            raise ServerError(f"installing Label Studio left no {executable()}; see {logfile}")
-        (home / ".installed").write_text(LS_VERSION + "\n")
-        return executable()
 
 
 # ---------------------------------------------------------------- credentials and state
