@@ -12,6 +12,8 @@ One project per (spec version, kind), found again through a marker line in its d
 the record id (`curate_id`) and the record itself, so a pull needs no local state. A second push adds only the
 records the server does not hold yet (checked against the server); a push interrupted half-way (server killed)
 resumes without duplicate tasks, because each batch is re-checked against the server before it is re-sent.
+
+Finding and creating the project is in `curate.labeling.projects`; every name is importable from here.
 """
 
 from __future__ import annotations
@@ -29,17 +31,11 @@ from curate.checks import run_rules
 from curate.errors import LabelingError, ServerError
 from curate.judge.gate import open_gate, suggestion_text
 from curate.labeling.client import StudioClient, TransientServerError
-from curate.labeling.config import (
-    KINDS,
-    build_config,
-    instructions,
-    project_marker,
-    project_title,
-    visible,
-)
+from curate.labeling.config import visible
 from curate.labeling.convert import record_digest
 from curate.labeling.drafts import Drafter
 from curate.labeling.drafts import conversation as draft_conversation
+from curate.labeling.projects import _differs, ensure_project, find_project  # noqa: F401 (moved)
 from curate.records import (
     CheckResult,
     LineError,
@@ -81,66 +77,6 @@ class PushResult:
         out = asdict(self)
         out.pop("task_ids")
         return out
-
-
-# ---------------------------------------------------------------- projects
-
-
-def find_project(client: StudioClient, spec: Spec, kind: str) -> dict[str, Any] | None:
-    """curate's project for this spec version and kind, found by the marker line in its description."""
-    marker = project_marker(spec, kind)
-    for p in client.projects():
-        if marker in (p.get("description") or "").splitlines():
-            return p
-    return None
-
-
-def _differs(old: Any, new: Any) -> bool:
-    """The server strips surrounding whitespace from texts: compare the way it stores them."""
-    return (old or "").strip() != new.strip() if isinstance(new, str) else old != new
-
-
-def ensure_project(
-    client: StudioClient, spec: Spec, kind: str, *, overlap: int | None = None
-) -> tuple[dict[str, Any], bool]:
-    """Create the project, or update its config, instructions and overlap; returns (project, created).
-
-    `overlap=None` keeps an existing project's overlap (a new one gets 1): a rework push must not reset it.
-    """
-    if kind not in KINDS:
-        raise LabelingError(f"unknown labeling kind {kind!r}; use one of: {', '.join(KINDS)}")
-    config = build_config(spec, kind)
-    problems = client.validate_config(config)
-    if problems:
-        raise LabelingError(
-            f"Label Studio rejected the {kind} config compiled from {spec.ref}: {'; '.join(problems)}"
-        )
-    fields = {
-        "label_config": config,
-        "expert_instruction": instructions(spec, kind),
-        "show_instruction": True,
-        "overlap_cohort_percentage": 100,
-        "show_collab_predictions": True,
-    }
-    if overlap is not None:
-        fields["maximum_annotations"] = max(1, overlap)
-    existing = find_project(client, spec, kind)
-    if existing is None:
-        fields.setdefault("maximum_annotations", 1)
-        desc = project_marker(spec, kind) + ("\n" + spec.description if spec.description else "")
-        return client.create_project(title=project_title(spec, kind), description=desc, **fields), True
-    existing = client.project(existing["id"])
-    changed = {k: v for k, v in fields.items() if _differs(existing.get(k), v)}
-    if changed:
-        try:
-            existing = client.update_project(existing["id"], **changed)
-        except ServerError as err:
-            raise LabelingError(
-                f"cannot update project {existing['id']} to the config compiled from {spec.ref} "
-                f"({err}); annotations made under the old config stand in the way: bump the "
-                "spec version for a new project"
-            ) from None
-    return existing, False
 
 
 # ---------------------------------------------------------------- records -> tasks
