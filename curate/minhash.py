@@ -119,14 +119,15 @@ def usual_jaccard(threshold: float) -> float:
     return min(0.95, max(0.3, 1.0 - 2.5 * (1.0 - threshold)))
 
 
-def agreement_floor(threshold: float, num_perm: int, miss: float = 0.001) -> int:
+def agreement_floor(threshold: float, num_perm: int, miss: float = 0.01) -> int:
     """The fewest agreeing slots (of `num_perm`) an LSH candidate needs to be verified: the largest k such that a
     pair at the usual Jaccard of `threshold` (`usual_jaccard`) has fewer than k agreeing slots with probability
-    <= `miss` (slots agree independently with probability J; binomial tail, exact). 47 of 128 at 0.8 (J 0.5).
+    <= `miss` (slots agree independently with probability J; binomial tail, exact). 51 of 128 at 0.8 (J 0.5: the
+    bands find such a pair with p 0.996, bands and floor with 0.988).
 
     Pairs further apart than the usual Jaccard are the ones LSH already misses more often (the bands are made for
-    p >= 0.95 at it); the floor drops the rest of them, which on templated text (a small vocabulary: unrelated
-    texts at J 0.2-0.45) is nearly every candidate (docs/contracts.md, "Candidates and their bounds")."""
+    p >= 0.95 at it); the floor drops most of them, and on templated text (a small vocabulary: unrelated texts at
+    J 0.2-0.45) nearly every candidate (docs/contracts.md, "Candidates and their bounds", for what it costs)."""
     import math
 
     j = usual_jaccard(threshold)

@@ -8,7 +8,9 @@
 The build's dedup (`curate.steps.dedup`), split (`curate.steps.split`) and leakage check
 (`curate.steps.leakcheck`) find candidates here and let `curate.relation` decide:
 - `candidate_pairs_counted`: pairs sharing an LSH band (`curate.minhash.BandSketch`), with how many bands they
-  share; bounded work in large buckets (templated text);
+  share; bounded work in large buckets (templated text); `over_floor`: the pairs whose MinHash slots agree in at
+  least `minhash.agreement_floor` (templated letters share most 5-grams, so nearly every pair of them shares a
+  band; the floor keeps the ones alike enough to be near twins, a function of the pair);
 - `skeleton_keys` / `key_pairs`: every pair the strict short-text rule can merge shares a key, so LSH loses no
   short pair;
 - `cap_candidates`: at most `MAX_VERIFY` candidates per record (those sharing the most bands), the documented
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreement
-from curate.relation import is_short, skeleton, text_score
+from curate.relation import has_cjk, is_short, skeleton, text_score
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def candidate_pairs_counted(
     test = None if keep is None else (lambda u: keep(u // n, u % n))
     fold_at = _MERGE_CODES if keep is None else _MERGE_CODES // 4
     codes: list[np.ndarray] = []
+    folded: list[tuple[np.ndarray, np.ndarray]] = []  # (distinct codes, counts) of each fold, tested
     merged: tuple[np.ndarray, np.ndarray] | None = None
     for band in range(bands):
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
@@ -109,9 +112,14 @@ def candidate_pairs_counted(
             a, b = order[hit], order[hit + d]
             codes.append(np.minimum(a, b) * n + np.maximum(a, b))
         if sum(len(c) for c in codes) > fold_at:  # fold repeats as we go: memory ~ distinct pairs (kept)
-            merged = _merge_counts(merged, codes, test)
+            folded.append(_fold(codes, test))
             codes = []
-    merged = _merge_counts(merged, codes, test)
+            if sum(len(u) for u, _ in folded) > max(fold_at, len(merged[0]) if merged else 0):
+                merged = _combine(merged, folded)  # (when the folds outgrow what is merged: n log n in all)
+                folded = []
+    if codes:
+        folded.append(_fold(codes, test))
+    merged = _combine(merged, folded)
     if merged is None:
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
     u, counts = merged
@@ -123,30 +131,40 @@ def candidate_pairs_counted(
 _MERGE_CODES = 4_000_000
 
 
-def _merge_counts(
-    merged: tuple[np.ndarray, np.ndarray] | None,
-    codes: list[np.ndarray],
-    keep: Callable[[np.ndarray], np.ndarray] | None = None,
+def _combine(
+    merged: tuple[np.ndarray, np.ndarray] | None, parts: list[tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(distinct codes, how often each was seen) of `merged` plus the new `codes` (those `keep` says yes to)."""
-    if not codes:
-        return merged
+    """(distinct codes, summed counts) of `merged` and the (codes, counts) `parts`."""
+    parts = ([merged] if merged is not None else []) + parts
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    uu, inv = np.unique(np.concatenate([u for u, _ in parts]), return_inverse=True)
+    weights = np.concatenate([c for _, c in parts])
+    return uu, np.bincount(inv.reshape(-1), weights=weights, minlength=len(uu)).astype(np.int64)
+
+
+def _fold(
+    codes: list[np.ndarray], keep: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct codes, how often each was seen) of `codes`, those `keep` says yes to."""
     u, c = np.unique(np.concatenate(codes), return_counts=True)
     if keep is not None:
         ok = keep(u)
         u, c = u[ok], c[ok]
-    if merged is None:
-        return u, c.astype(np.int64)
-    both = np.concatenate([merged[0], u])
-    weights = np.concatenate([merged[1], c])
-    uu, inv = np.unique(both, return_inverse=True)
-    return uu, np.bincount(inv.reshape(-1), weights=weights, minlength=len(uu)).astype(np.int64)
+    return u, c.astype(np.int64)
 
 
-def over_floor(digest: np.ndarray, floor: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def over_floor(
+    digest: np.ndarray, floor: int, exempt: np.ndarray | None = None
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A `keep` test for `candidate_pairs_counted`: the pairs (i, j) whose MinHash slot digests
-    (`BandSketch.bands32_of(..., digest=)`) agree in at least `floor` slots (`minhash.agreement_floor`)."""
-    return lambda i, j: slot_agreement(digest, i, j) >= floor
+    (`BandSketch.bands32_of(..., digest=)`) agree in at least `floor` slots (`minhash.agreement_floor`), or one of
+    which is `exempt` (a bool per text: those holding CJK characters, `relation.has_cjk`, whose near copies differ
+    in single characters and share too few 5-grams for the floor: 2 changed characters of a 20-character Chinese
+    text: Indel 0.9, 33 of 128 slots agree)."""
+    if exempt is None or not exempt.any():
+        return lambda i, j: slot_agreement(digest, i, j) >= floor
+    return lambda i, j: (slot_agreement(digest, i, j) >= floor) | exempt[i] | exempt[j]
 
 
 # ---------------------------------------------------------------- candidates for the strict (short-text) rule
@@ -275,6 +293,7 @@ def text_pairs(
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     digest = np.empty((n, num_perm), dtype=np.uint8)  # each text's MinHash slots (low bytes): for the floor
     short = np.zeros(n, dtype=bool)  # is_short of each text, worked out once (not twice per candidate pair)
+    cjk = np.zeros(n, dtype=bool)  # texts the floor leaves alone (`over_floor`)
     keyed: list[tuple[int, int]] = []
     for a in range(0, n, sketch.CHUNK):
         chunk = [norm_of(k) for k in range(a, min(n, a + sketch.CHUNK))]
@@ -286,14 +305,15 @@ def text_pairs(
             else sketch.bands32_of(chunk, digest=dg)
         )
         for k, t in enumerate(chunk):
+            cjk[a + k] = has_cjk(t)
             if is_short(t):
                 short[a + k] = True
                 if len(t) < SHORT_CHARS:
                     keyed += [(a + k, h) for h in skeleton_keys([t])]
     cand, counts = candidate_pairs_counted(
-        bands, keep=over_floor(digest, agreement_floor(threshold, num_perm))
+        bands, keep=over_floor(digest, agreement_floor(threshold, num_perm), cjk)
     )
-    del bands, digest
+    del bands, digest, cjk
     extra = key_pairs(keyed, np.arange(n, dtype=np.int64))
     if len(extra):
         cand = np.concatenate([cand, extra])

@@ -55,6 +55,7 @@ __all__ = [
     "View",
     "continuation",
     "exact_key",
+    "has_cjk",
     "is_short",
     "is_typo",
     "leak_compared",
@@ -225,6 +226,13 @@ def strict_may_match(a: tuple[int, tuple[int, ...]], b: tuple[int, tuple[int, ..
     """False when the strict rule cannot call two texts similar, given their `skeleton_sketch`es: the token counts
     differ, or more than one piece differs. True says nothing (a CRC collision, or a difference the rule rejects)."""
     return a[0] == b[0] and sum(x != y for x, y in zip(a[1], b[1])) <= 1
+
+
+def has_cjk(text: str) -> bool:
+    """Whether a text holds a CJK (Han, kana, Hangul) character: one whose edits are single characters (no
+    spaces), so a near copy shares far fewer character n-grams than an English one at the same score (the
+    slot-agreement floor leaves such texts alone, `curate.near.over_floor`)."""
+    return not text.isascii() and _CJK.search(text) is not None
 
 
 def is_short(norm: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import subprocess
 import sys
@@ -299,11 +300,11 @@ def test_agreement_floor_is_the_binomial_tail_at_the_usual_jaccard() -> None:
 
     from curate.minhash import agreement_floor, usual_jaccard
 
-    assert agreement_floor(0.8, 128) == 47
-    for t in (0.5, 0.7, 0.8, 0.9, 0.95):
-        k, j = agreement_floor(t, 128), usual_jaccard(t)
+    assert agreement_floor(0.8, 128) == 51 and agreement_floor(0.8, 128, miss=0.001) == 47
+    for t, miss in itertools.product((0.5, 0.7, 0.8, 0.9, 0.95), (0.001, 0.01)):
+        k, j = agreement_floor(t, 128, miss), usual_jaccard(t)
         below = sum(math.comb(128, i) * j**i * (1 - j) ** (128 - i) for i in range(k))
-        assert below <= 0.001 < below + math.comb(128, k) * j**k * (1 - j) ** (128 - k)
+        assert below <= miss < below + math.comb(128, k) * j**k * (1 - j) ** (128 - k)
     floors = [agreement_floor(t, 128) for t in (0.5, 0.7, 0.8, 0.9, 0.95)]
     assert floors == sorted(floors)
 
@@ -341,3 +342,23 @@ def test_floored_candidates_are_the_candidates_over_the_floor(monkeypatch, merge
     ok = slot_agreement(digest, full[:, 0], full[:, 1]) >= 60
     assert 0 < ok.sum() < len(ok)
     assert np.array_equal(got, full[ok]) and np.array_equal(got_counts, counts[ok])
+
+
+def test_the_floor_leaves_cjk_texts_alone() -> None:
+    """Chinese near copies differ in single characters: 2 changed of 20 keep Indel 0.9 but few 5-grams; a pair
+    with a CJK text is never floored (`over_floor(exempt=)`), and `text_pairs` finds it."""
+    from curate.minhash import BandSketch, agreement_floor, slot_agreement
+    from curate.near import over_floor, text_pairs
+    from curate.relation import has_cjk
+
+    a = "请写一首关于春天和花朵的短诗给我的朋友们"  # 20 characters: the Indel rule; 2 changed: 0.9
+    b = "请写一首关于春天和花草的短诗给你的朋友们"
+    texts = [normalize_text(a), normalize_text(b)]
+    digest = np.empty((2, 128), dtype=np.uint8)
+    BandSketch(0.8).bands32_of(texts, digest=digest)
+    i, j = np.array([0]), np.array([1])
+    floor = agreement_floor(0.8, 128)
+    assert slot_agreement(digest, i, j)[0] < floor  # the floor alone would drop it
+    assert has_cjk(texts[0]) and not has_cjk("plain ascii") and not has_cjk("café crème")
+    assert over_floor(digest, floor, np.array([True, True]))(i, j).all()
+    assert [(p, q) for p, q, _ in text_pairs(2, texts.__getitem__, 0.8)] == [(0, 1)]

@@ -10,8 +10,10 @@ that) and makes the verified decisions:
 1. exact: the same normalized turns (`relation.exact_key`); score 1.0.
 2. near: `relation.near_score` >= `near_threshold` (prompts AND responses similar; short texts by the strict
    token rule). Candidates: MinHash LSH over the compared text (prompt + response, no role prefixes, no corpus
-   frequency filter) plus, for short texts, exact keys of the token skeleton with one word masked (every pair the
-   strict rule can merge shares one), so the short rule loses no pair to LSH. A record meets at most
+   frequency filter; an LSH pair is verified only when its MinHash slots agree in `minhash.agreement_floor`, its
+   long parts share a band key and its short parts' skeleton sketches can match, `parts_meet`) plus, for short
+   texts, exact keys of the token skeleton with one word masked (every pair the strict rule can merge shares
+   one), so the short rule loses no pair to LSH. A record meets at most
    `MAX_VERIFY` candidates (the ones sharing the most LSH bands): on templated data (thousands of records in one
    bucket) that bounds the work; a true pair can then be missed only if the record has `MAX_VERIFY` candidates
    sharing more bands than its twin (docs/contracts.md).
@@ -37,7 +39,9 @@ Every removal is one row for clusters.jsonl:
 `why` says which rule picked the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and
 `duplicates:<file>` (per input file, for the conservation check). Kept records come back in input order.
 
-Memory: besides the records, ~40 bytes + `bands` * 4 bytes per record; normalized texts exist per chunk of
+Memory: besides the records, per record ~40 bytes + `bands` * 4 (LSH keys) + 128 (MinHash slot digest, for the
+floor) + 256 (each part's band keys) + 40 (skeleton sketches) bytes until the candidates are made; the candidate
+pairs are tested as they are found, so only those that pass are held; normalized texts exist per chunk of
 `_CHUNK` records and for verified candidates. The per-record work is chunked tasks handed to `access.map` when
 the access has one (the compact build's fork pool), run here otherwise: same values either way.
 """
@@ -70,6 +74,7 @@ from curate.relation import (
     View,
     compared,
     continuation,
+    has_cjk,
     near_compared,
     skeleton_sketch,
     turn_digests,
@@ -435,6 +440,7 @@ def _dedup_kind(
             if len(digests) > 1:
                 first[k] = int.from_bytes(digests[0][:8], "big")
         dg = np.empty((m, num_perm if sketch is not None else 0), dtype=np.uint8)  # MinHash slots (low bytes)
+        cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)  # (the floor leaves these alone)
         bd = (
             sketch.bands32_of(texts, threads=threads, digest=dg)
             if sketch is not None
@@ -458,6 +464,7 @@ def _dedup_kind(
             dg,
             skn,
             skc,
+            cjk,
         )
 
     ekeys = np.empty(n, dtype=np.uint64)
@@ -466,6 +473,7 @@ def _dedup_kind(
     bands = np.empty((n, width), dtype=np.uint32)
     digest = np.empty((n, num_perm if sketch is not None else 0), dtype=np.uint8)
     part_bands = np.empty((n, 2, pwidth), dtype=np.uint16)
+    cjk = np.zeros(n, dtype=bool)
     sk_len = np.empty((n, 2), dtype=np.int32)
     sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
     firsts = np.zeros(n, dtype=np.uint64)
@@ -476,13 +484,13 @@ def _dedup_kind(
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
     store = _TextStore(n) if sketch is not None else None  # (closed after the near step, or when collected)
-    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs, pp, dg, skn, skc) in zip(
+    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs, pp, dg, skn, skc, cj) in zip(
         tasks, _map(acc, row_keys, tasks, n)
     ):
         if report is not None:
             report("dedup", b, n)  # (the keys: one pass over the records)
         ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], firsts[a:b] = ek, raw, ln, bd, fs
-        digest[a:b], sk_len[a:b], sk_crc[a:b] = dg, skn, skc
+        digest[a:b], sk_len[a:b], sk_crc[a:b], cjk[a:b] = dg, skn, skc, cj
         part_bands[a:b] = pp
         if store is not None:
             store.add(a, *txt)
@@ -565,8 +573,9 @@ def _dedup_kind(
     # 2. near: candidates (LSH + skeleton keys), verified, greedy in keep order
     if sketch is not None and k > 1:
         spos = order[surv]  # item positions of the survivors, in keep order
-        over = over_floor(digest[spos], agreement_floor(float(near_threshold), num_perm))  # type: ignore[arg-type]
-        del digest
+        floor = agreement_floor(float(near_threshold), num_perm)  # type: ignore[arg-type]
+        over = over_floor(digest[spos], floor, cjk[spos])
+        del digest, cjk
         flags = store.flags  # type: ignore[union-attr]
 
         def alike(i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -586,7 +595,9 @@ def _dedup_kind(
             counts = np.concatenate([counts, np.full(len(extra), width + 1, dtype=np.int64)])
             cand, at = np.unique(cand, axis=0, return_index=True)
             counts = counts[at]
+        log.debug("dedup: %d candidate pairs (LSH over the floor + keys)", len(cand))
         cand = cap_candidates(cand, counts, k, MAX_VERIFY)
+        log.debug("dedup: %d candidate pairs to verify", len(cand))
         threshold = float(near_threshold)  # type: ignore[arg-type]
 
         cache: dict[int, Compared] = {}  # parts read by earlier verification tasks (in this process), bounded

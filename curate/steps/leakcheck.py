@@ -16,7 +16,7 @@ when it shares one):
 - MinHash LSH over character 3-grams (other shingles than the grouping's 5-grams): in the build (behind the
   split's grouping, which already joins every leak pair it finds) bands for 0.8 and 64 candidates a text; for
   `curate leakage A B` (`loose=True`, nothing before it) bands for 0.5 and 128 candidates a text; a candidate
-  whose character 5-gram MinHash slots agree less than `minhash.agreement_floor` (47 of 128 at 0.8, 23 at 0.5)
+  whose character 5-gram MinHash slots agree less than `minhash.agreement_floor` (51 of 128 at 0.8, 27 at 0.5)
   is not compared: the floor the grouping applies, a function of the pair (3-gram Jaccard cannot tell templated
   letters apart: unrelated ones agree in ~60% of 3-gram slots, as much as a near pair).
   scripts/bench_dedup.py measures both against brute force;
@@ -46,7 +46,7 @@ from curate.near import (
     skeleton_keys,
 )
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
-from curate.relation import is_short, leak_compared, leak_parts
+from curate.relation import has_cjk, is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
 
 __all__ = ["LOOSE", "TIGHT", "Leakage", "dataset_texts", "leak_pairs", "leakage", "leakage_between"]
@@ -130,10 +130,11 @@ def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> n
         chunk = texts[a : a + sketch.CHUNK]
         bands[a : a + sketch.CHUNK] = sketch.bands32_of(chunk)
         floor_sketch.bands32_of(chunk, digest=digest[a : a + sketch.CHUNK])
+    cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=n)
     lsh, counts = candidate_pairs_counted(
-        bands, small=16, window=4, keep=over_floor(digest, agreement_floor(lsh_threshold, 128))
+        bands, small=16, window=4, keep=over_floor(digest, agreement_floor(lsh_threshold, 128), cjk)
     )
-    del bands, digest
+    del bands, digest, cjk
     pairs.append(cap_candidates(lsh, counts, n, per_text))
     cand = np.concatenate(pairs)
     cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
