@@ -1112,6 +1112,12 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
         + ", ".join(f"{x} {fmt_diff(d)}" for x, d in gen_checks.items()),
     ]
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in targets.items()]
+    if (gap["repeats"] if gap else 0) < 2:
+        lines.append(
+            "- one training run per arm: the intervals resample the prompts only, not the training run, and one "
+            "run's curated - raw gap can be reversed in the next (docs/training.md); read the targets from "
+            "`--repeats 3`"
+        )
     lines += [
         "",
         "timing (s): "

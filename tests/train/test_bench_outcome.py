@@ -211,6 +211,7 @@ def test_tiny_smoke_run_writes_the_tables_and_the_chart(tmp_path: Path) -> None:
     ):
         assert part in md
     assert "Not evaluated" not in md
+    assert "one training run per arm: the intervals resample the prompts only" in md
     assert {f.stem for f in (work / "evals").glob("*.json")} == {
         "untuned",
         "sft-raw-30-r0",
