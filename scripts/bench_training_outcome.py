@@ -1145,7 +1145,8 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
         chart_svg(
             points,
             extra,
-            f"support-triage, {model_name}: all-rules pass ({n_eval} held-out prompts x {args.repeats} runs, 95% CI)",
+            f"support-triage, {model_name}: all-rules pass ({n_eval} held-out prompts x "
+            f"{'up to ' if missing else ''}{args.repeats} runs, 95% CI)",
         ),
         "utf-8",
     )
