@@ -221,7 +221,6 @@ def read_validate_rows(
         val.keep_keys = lane is not None and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
         keys_lines += lines if val.keep_keys else 0
         units = _pooled_units(path, src, val, rp, lane, nworkers) if pooled else iter_units(path, "jsonl")
-        statuses: dict[tuple[str, ...], tuple[str, ...]] = {}
         sizes = lengths.lengths
         for line, obj, raw in units:
             if (
@@ -247,20 +246,7 @@ def read_validate_rows(
                     sizes[rid] = size
                     n_fast += 1
                     done += 1
-                    yield Row(
-                        kind,
-                        rid,
-                        src,
-                        fname,
-                        line,
-                        fmt,
-                        _share(cat),
-                        _share(tags) if tags else _EMPTY,
-                        _share(violates) if violates else _EMPTY,
-                        statuses.setdefault(st, st),
-                        None,
-                        keys,
-                    )
+                    yield settler.fast(kind, rid, src, fname, line, fmt, cat, tags, violates, st, keys)
                     line += 1
                 if done // 2000 != (done - len(obj)) // 2000:
                     ctx.report(STEP, done, None)

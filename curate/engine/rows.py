@@ -199,14 +199,19 @@ def _unpickle_row(*a: Any) -> Row:
     return Row(kind, id, None, file, line, fmt, category, tags, violates, None, rec, facts=facts)
 
 
+def record_json(rec: Rec) -> bytes | None:
+    """The record's JSON, as a record row stores it, when reading it back gives the record (else None: held)."""
+    data = rec.model_dump_json().encode()
+    return data if _RECORD.validate_json(data) == rec else None
+
+
 def row_of(rec: Rec, spec: Any, store: RecordStore | None = None, rules: Sequence[Any] | None = None) -> Row:
     """A record row of `rec`: stored (as its JSON) in `store` when given and its JSON gives it back, else held."""
     at = 0
     held: Rec | None = rec
-    if store is not None:
-        data = rec.model_dump_json().encode()
-        if _RECORD.validate_json(data) == rec:
-            at, held = store.add(data), None
+    data = record_json(rec) if store is not None else None
+    if data is not None:
+        at, held = store.add(data), None  # type: ignore[union-attr]
     return Row(
         rec.kind,
         rec.id,

@@ -239,11 +239,12 @@ def settle(
     back and compared here: the check makes every later value of the row equal the record's, as for a native
     input line), no rule fails, and `native`; else a record row stored as its JSON (held when its JSON does not
     give it back). One function for the serial read and the pool's workers."""
-    from curate.engine.rows import _RECORD, record_facts
+    from curate.engine.rows import record_facts, record_json
     from curate.readers.shapes import convert_native
 
     src = rec.source
     file, line, fmt = src.file or NONE_FILE, src.line or 0, src.format or ""
+    head = (rec.kind, rec.id, file, line, fmt, rec.category, rec.tags, rec.violates)
     obj = _native_obj(rec) if native else None
     if obj is not None and _fast_shape(obj) is not None:
         st = tuple(c.status for c in rec.checks)
@@ -256,37 +257,9 @@ def settle(
             except Exception:  # noqa: BLE001 - not given back: a record row
                 back = None
             if back is not None and back == rec.model_copy(update={"checks": ()}):
-                return (
-                    rec.kind,
-                    rec.id,
-                    file,
-                    line,
-                    fmt,
-                    rec.category,
-                    rec.tags,
-                    rec.violates,
-                    st,
-                    None,
-                    data,
-                    None,
-                )
-    data = rec.model_dump_json().encode()
-    held = _RECORD.validate_json(data) != rec
-    facts = record_facts(rec, spec, rules)
-    return (
-        rec.kind,
-        rec.id,
-        file,
-        line,
-        fmt,
-        rec.category,
-        rec.tags,
-        rec.violates,
-        None,
-        facts,
-        None if held else data,
-        rec if held else None,
-    )
+                return (*head, st, None, data, None)
+    data = record_json(rec)
+    return (*head, None, record_facts(rec, spec, rules), data, rec if data is None else None)
 
 
 class _Settler:
@@ -299,12 +272,35 @@ class _Settler:
         self.facts: dict[Any, Any] = {}
 
     def row(self, out: tuple) -> Row:
+        """The row of a `settle` outcome (its line appended to the store)."""
         kind, rid, file, line, fmt, cat, tags, violates, st, facts, data, held = out
+        src = self.store if data is not None else None
         at = self.store.add(data) if data is not None else 0
+        row = self.fast(kind, rid, src, file, line, fmt, cat, tags, violates, st, None, at=at)
+        row._rec = held
+        row.facts = None if facts is None else self.facts.setdefault(facts, facts)
+        return row
+
+    def fast(
+        self,
+        kind: str,
+        rid: str,
+        src: Any,
+        file: str,
+        line: int,
+        fmt: str,
+        cat: str,
+        tags: tuple[str, ...],
+        violates: tuple[str, ...],
+        st: tuple[str, ...] | None,
+        keys: Any = None,
+        at: int | None = None,
+    ) -> Row:
+        """A row at line `at` (default `line`) of `src`, its category, tags, violates and statuses shared."""
         return Row(
             kind,
             rid,
-            self.store if data is not None else None,
+            src,
             file,
             line,
             fmt,
@@ -312,9 +308,9 @@ class _Settler:
             _share(tags) if tags else _EMPTY,
             _share(violates) if violates else _EMPTY,
             None if st is None else self.statuses.setdefault(st, st),
-            held,
+            None,
+            keys,
             at=at,
-            facts=None if facts is None else self.facts.setdefault(facts, facts),
         )
 
 
