@@ -635,10 +635,25 @@ def test_stored_rows_equal_their_records(tmp_path):
         st.builds(Message, role=st.just("assistant"), content=answer),
         st.builds(Message, role=st.just("assistant"), content=answer),
     )
+    # the common case, so that fast rows are met at every run and not by chance: an imported answer that passes
+    user = st.builds(
+        Message, role=st.just("user"), content=st.sampled_from(["Refund A-1", "A-1 was charged twice"])
+    )
+    plain = st.builds(
+        lambda sys, u, a, src: SFTRecord(messages=(*sys, u, a), spec=spec.ref, source=src),
+        system,
+        user,
+        st.builds(
+            Message, role=st.just("assistant"), content=st.sampled_from([GOOD, GOOD.replace("A-1", "A-7")])
+        ),
+        st.sampled_from(
+            [Source(file="a.jsonl", line=4, format="openai"), Source(file="d.csv", line=2, format="alpaca")]
+        ),
+    )
     seen = {"fast": 0, "record": 0}
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.one_of(sft, pref))
+    @given(st.one_of(sft, pref, plain))
     def check(rec):
         rec = rec.model_copy(update={"id": rec.content_id()})
         st_ = checker.statuses(rec.response_text(), rec.user_text(), rec.category, rec.tags)
