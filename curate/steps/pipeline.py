@@ -54,19 +54,12 @@ from curate.steps.manifest import (
     extra_counts,
     formats_of,
 )
-from curate.steps.read import read_inputs
 from curate.steps.split import HeldoutLock
 from curate.steps.validate import LengthCounter
 
 log = logging.getLogger(__name__)
 Rec = SFTRecord | PreferenceRecord
 Progress = Callable[[str, int, "int | None"], None]
-
-
-def _read(
-    paths: Sequence[Path], *, ctx: RunContext, spec: Spec, format: str | None, mapping: dict[str, str] | None
-) -> Iterator[Rec]:
-    return read_inputs([str(p) for p in paths], ctx=ctx, spec=spec, format=format, mapping=mapping)
 
 
 def build(
