@@ -48,8 +48,9 @@ def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:
 
 
 def _prefix_pass(model: Any, inputs: dict[str, Any], min_prefix: int) -> tuple[Any, ...] | None:
-    """The shared-prefix forward both losses use: (logits and targets at the trained positions, the trained-position
-    mask (batch, seq - 1), the prefix length); None when the batch or the model does not allow it."""
+    """The shared-prefix forward both losses use: (logits at the trained positions, their log-softmax, each
+    target's log-probability, the targets, the trained-position mask (batch, seq - 1), the prefix length); None when
+    the batch or the model does not allow it."""
     import torch
 
     if set(inputs) - {"input_ids", "attention_mask", "labels", "use_cache"}:
@@ -82,7 +83,10 @@ def _prefix_pass(model: Any, inputs: dict[str, Any], min_prefix: int) -> tuple[A
     logits = head(hidden[keep]).float()
     full_keep = torch.zeros(batch, total - 1, dtype=torch.bool, device=ids.device)
     full_keep[:, n_prefix:] = keep
-    return logits, target[keep], full_keep, n_prefix
+    tgt = target[keep]
+    logp = torch.log_softmax(logits, dim=-1)
+    token_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    return logits, logp, token_logp, tgt, full_keep, n_prefix
 
 
 def shared_prefix_loss(
@@ -101,9 +105,7 @@ def shared_prefix_loss(
     got = _prefix_pass(model, inputs, min_prefix)
     if got is None:
         return None
-    logits, tgt, keep, n_prefix = got
-    logp = torch.log_softmax(logits, dim=-1)
-    token_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    logits, logp, token_logp, tgt, keep, n_prefix = got
     n_tokens = keep.sum() if num_items_in_batch is None else num_items_in_batch
     loss = -token_logp.sum() / torch.as_tensor(n_tokens, device=token_logp.device).clamp(min=1)
     with torch.no_grad():
@@ -130,9 +132,7 @@ def shared_prefix_logps(model: Any, inputs: dict[str, Any], min_prefix: int = 8)
     got = _prefix_pass(model, inputs, min_prefix)
     if got is None:
         return None
-    logits, tgt, keep, n_prefix = got
-    logp = torch.log_softmax(logits, dim=-1)
-    token_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    logits, logp, token_logp, tgt, keep, n_prefix = got
 
     def spread(x: Any) -> Any:
         return x.new_zeros(keep.shape).masked_scatter(keep, x)
