@@ -48,38 +48,35 @@ the access has one (the compact build's fork pool), run here otherwise: same val
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 
-from curate.minhash import BandSketch, agreement_floor, warm_kernels
+from curate.minhash import agreement_floor, warm_kernels
 from curate.near import (
     MAX_VERIFY,
-    SHORT_CHARS,
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
     over_floor,
-    skeleton_keys,
 )
 from curate.records import PreferenceRecord, SFTRecord
 from curate.relation import (
-    SKETCH_PARTS,
     Compared,
     View,
-    compared,
     continuation,
-    has_cjk,
     near_compared,
-    skeleton_sketch,
-    turn_digests,
-    turn_markers,
     view,
+)
+from curate.steps.dedup_keys import (
+    ChunkDedup,
+    Keys,
+    KeySketches,
+    KeyTable,
+    TextSpool,
+    item_keys,
 )
 from curate.steps.semantic import DEFAULT_SEMANTIC_THRESHOLD, embed_texts, semantic_pairs
 
@@ -244,7 +241,6 @@ _VERIFY_CHUNK = 2048  # candidate pairs per verification task
 _VIEW_CACHE = 65_536  # compared parts a verifying process keeps between its tasks (a few hundred bytes each)
 
 
-PART_THRESHOLD = 0.5  # each part's band keys for `parts_meet`: 64 bands of 2 MinHash rows (lsh_params(0.5))
 _MEET_CHUNK = 65_536  # candidate pairs `parts_meet` compares at a time (~16 MB of band keys)
 
 
@@ -285,57 +281,35 @@ def parts_meet(
     return keep
 
 
-class _TextStore:
-    """The compared parts (`relation.compared`: normalized prompt and response, shortness flags) of every item,
-    made once by the key pass and read back by the verification tasks, which used to rebuild a record's view for
-    every task that met it (4 times a record on average). The texts go to an unlinked temporary file (read back
-    with os.pread: the OS page cache holds them, not this process's heap; forked workers share the descriptor);
-    per item this process holds 17 bytes of offsets and flags."""
-
-    def __init__(self, n: int) -> None:
-        import tempfile
-
-        self._fh = tempfile.TemporaryFile(prefix="curate-texts-")  # noqa: SIM115 (closed by close())
-        self._fd = self._fh.fileno()
-        self.start = np.zeros(n + 1, dtype=np.int64)
-        self.cut = np.zeros(n, dtype=np.int64)  # where the response's bytes begin
-        self.flags = np.zeros(n, dtype=np.uint8)
-        self._end = 0
-
-    def add(self, a: int, blob: bytes, ends: np.ndarray, cuts: np.ndarray, flags: np.ndarray) -> None:
-        """Items a, a+1, ... (in order): their texts' bytes back to back, and where in the blob each one ends
-        and its response begins."""
-        os.pwrite(self._fd, blob, self._end)
-        m = len(ends)
-        self.start[a + 1 : a + 1 + m] = self._end + ends
-        self.cut[a : a + m] = self._end + cuts
-        self.flags[a : a + m] = flags
-        self._end += len(blob)
-
-    def get(self, k: int) -> Compared:
-        a, c, b = int(self.start[k]), int(self.cut[k]), int(self.start[k + 1])
-        data = os.pread(self._fd, b - a, a)
-        return data[: c - a].decode("utf-8"), data[c - a :].decode("utf-8"), int(self.flags[k])
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled with a task for another machine (`curate.engine.ray_map`): the texts travel as bytes and land
-        in a new temporary file there."""
-        return (_TextStore._of, (os.pread(self._fd, self._end, 0), self.start, self.cut, self.flags))
-
-    @classmethod
-    def _of(cls, data: bytes, start: np.ndarray, cut: np.ndarray, flags: np.ndarray) -> _TextStore:
-        store = cls(0)
-        store.start, store.cut, store.flags = start, cut, flags
-        os.pwrite(store._fd, data, 0)
-        store._end = len(data)
-        return store
-
-
-def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+def _fused(
+    acc: Any, recs: Sequence[Any], idx: Sequence[int], params: tuple
+) -> tuple[list[tuple[np.ndarray, ChunkDedup, np.ndarray]], TextSpool | None]:
+    """The items whose keys the read's workers made under these settings (`acc.fused(item)`: (chunk, its item) or
+    None; the item gives them up), grouped by chunk: [(positions, chunk, the chunk's items)], and the spool that
+    holds their texts (one spool: a chunk of another is left out, its items' keys made again)."""
+    take = getattr(acc, "fused", None)
+    if take is None:
+        return [], None
+    groups: dict[int, tuple[ChunkDedup, list[int], list[int]]] = {}
+    spool = None
+    for p, i in enumerate(idx):
+        got = take(recs[i])
+        if got is None:
+            continue
+        chunk, j = got
+        if chunk.params != params or (spool is not None and chunk.spool is not spool):
+            continue
+        spool = chunk.spool
+        g = groups.get(id(chunk))
+        if g is None:
+            g = groups[id(chunk)] = (chunk, [], [])
+        g[1].append(p)
+        g[2].append(j)
+    out = [
+        (np.array(ps, dtype=np.int64), chunk, np.array(js, dtype=np.int64))
+        for chunk, ps, js in groups.values()
+    ]
+    return out, spool
 
 
 def _views(acc: Any, items: Sequence[Any]) -> list[tuple[View, str]]:
@@ -384,120 +358,38 @@ def _dedup_kind(
     """Dedup one record kind (see the module doc); returns the (record index, markers) of items with turn markers
     (with `drop_marked` those are set aside first: marked dropped, no cluster row)."""
     n = len(idx)
-    sketch = BandSketch(near_threshold, num_perm, ngram) if near_threshold is not None else None
-    width = sketch.bands if sketch else 0
-    parts = BandSketch(PART_THRESHOLD, num_perm, ngram) if sketch is not None else None
-    pwidth = parts.bands if parts else 0
+    ks = KeySketches(near_threshold, num_perm, ngram)
+    sketch, width = ks.sketch, ks.width
+    fused, spool = _fused(acc, recs, idx, ks.params)
+    table = KeyTable(n, ks, spool)
+    todo = np.ones(n, dtype=bool)
+    for pos, chunk, sel in fused:  # keys the read's workers made (`dedup_keys.ChunkDedup`)
+        table.put(pos, chunk.keys, sel, chunk)
+        todo[pos] = False
+    del fused
+    left = np.flatnonzero(todo).tolist()  # positions whose keys are made here
+    if report is not None and len(left) < n:
+        report("dedup", n - len(left), n)
 
-    def row_keys(bounds: tuple[int, int], threads: int | None) -> tuple[Any, ...]:
-        """Per item of idx[a:b]: exact key, raw hash, compared length, band hashes, skeleton keys, turn hashes."""
+    def row_keys(bounds: tuple[int, int], threads: int | None) -> Keys:
+        """`dedup_keys.item_keys` of the items at positions left[a:b]."""
         a, b = bounds
-        got = acc.messages([recs[i] for i in idx[a:b]])
-        m = len(got)
-        ek = np.empty(m, dtype=np.uint64)
-        raw = np.empty(m, dtype=np.uint64)
-        length = np.empty(m, dtype=np.int64)
-        texts = []
-        prompts: list[str] = []
-        answers: list[str] = []
-        skel: list[tuple[int, int]] = []
-        pre: list[tuple[int, int]] = []
-        marks: list[tuple[int, list[str]]] = []
-        blob: list[bytes] = []
-        ends = np.empty(m, dtype=np.int64)
-        cuts = np.empty(m, dtype=np.int64)
-        flags = np.empty(m, dtype=np.uint8)
-        first = np.zeros(m, dtype=np.uint64)  # the one-turn prefix key of a conversation of 2+ turns
-        skn = np.full((m, 2), -1, dtype=np.int32)  # skeleton_sketch of each short part (-1: a long part)
-        skc = np.zeros((m, 2, SKETCH_PARTS), dtype=np.uint32)
-        end = 0
-        for k, (msgs, chosen, meta) in enumerate(got):
-            found = turn_markers(list(msgs) + list(chosen or ()))
-            if found:
-                marks.append((a + k, found))
-            v = view(msgs, chosen)
-            digests = turn_digests(v)  # (the last is exact_key's; the others the strict prefixes')
-            ek[k] = int.from_bytes(digests[-1][:8], "big")  # == int(exact_key(v)[:16], 16)
-            raw[k] = _h64(orjson.dumps([msgs, chosen, meta], option=orjson.OPT_SORT_KEYS, default=str))
-            t = v.text
-            length[k] = len(t)
-            texts.append(t)
-            c = compared(v)
-            prompts.append(c[0])
-            answers.append(c[1])
-            if len(t) < SHORT_CHARS and c[2]:
-                skel += [(a + k, key) for key in skeleton_keys([v.prompt, v.response])]
-            for part in (0, 1):
-                if c[2] & (1 << part):
-                    skn[k, part], skc[k, part] = skeleton_sketch(c[part])
-            pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
-            blob += (pb, rb)
-            cuts[k] = end + len(pb)
-            end += len(pb) + len(rb)
-            ends[k] = end
-            flags[k] = c[2]
-            pre += [(a + k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
-            if len(digests) > 1:
-                first[k] = int.from_bytes(digests[0][:8], "big")
-        dg = np.empty((m, num_perm if sketch is not None else 0), dtype=np.uint8)  # MinHash slots (low bytes)
-        cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)  # (the floor leaves these alone)
-        bd = (
-            sketch.bands32_of(texts, threads=threads, digest=dg)
-            if sketch is not None
-            else np.empty((m, 0), np.uint32)
-        )
-        pp = np.empty((m, 2, pwidth), dtype=np.uint16)  # each part's permissive band keys (low 16 bits)
-        if parts is not None and m:
-            pp[:, 0] = parts.bands32_of(prompts, threads=threads) & np.uint32(0xFFFF)
-            pp[:, 1] = parts.bands32_of(answers, threads=threads) & np.uint32(0xFFFF)
-        return (
-            ek,
-            raw,
-            length,
-            bd,
-            skel,
-            pre,
-            marks,
-            (b"".join(blob), ends, cuts, flags),
-            first,
-            pp,
-            dg,
-            skn,
-            skc,
-            cjk,
-        )
+        return item_keys(acc.messages([recs[idx[p]] for p in left[a:b]]), ks, threads)
 
-    ekeys = np.empty(n, dtype=np.uint64)
-    rawh = np.empty(n, dtype=np.uint64)
-    length = np.empty(n, dtype=np.int64)
-    bands = np.empty((n, width), dtype=np.uint32)
-    digest = np.empty((n, num_perm if sketch is not None else 0), dtype=np.uint8)
-    part_bands = np.empty((n, 2, pwidth), dtype=np.uint16)
-    cjk = np.zeros(n, dtype=bool)
-    sk_len = np.empty((n, 2), dtype=np.int32)
-    sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
-    firsts = np.zeros(n, dtype=np.uint64)
-    skel: list[tuple[int, int]] = []
-    prefixes: list[tuple[int, int]] = []
-    marked: list[tuple[int, list[str]]] = []
-    tasks = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
+    tasks = [(a, min(len(left), a + _CHUNK)) for a in range(0, len(left), _CHUNK)]
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
         warm_kernels()  # before a fork pool starts: the workers inherit them
-    store = _TextStore(n) if sketch is not None else None  # (closed after the near step, or when collected)
-    for (a, b), (ek, raw, ln, bd, sk, pre, mk, txt, fs, pp, dg, skn, skc, cj) in zip(
-        tasks, _map(acc, row_keys, tasks, n)
-    ):
+    for (a, b), keys in zip(tasks, _map(acc, row_keys, tasks, len(left))):
         if report is not None:
-            report("dedup", b, n)  # (the keys: one pass over the records)
-        ekeys[a:b], rawh[a:b], length[a:b], bands[a:b], firsts[a:b] = ek, raw, ln, bd, fs
-        digest[a:b], sk_len[a:b], sk_crc[a:b], cjk[a:b] = dg, skn, skc, cj
-        part_bands[a:b] = pp
-        if store is not None:
-            store.add(a, *txt)
-        skel += sk
-        prefixes += pre
-        marked += mk
-    del tasks
+            report("dedup", n - len(left) + b, n)  # (the keys: one pass over the records)
+        table.put(np.asarray(left[a:b], dtype=np.int64), keys)
+    del tasks, todo
+    table.done()
+    ekeys, rawh, length, bands, firsts = table.ekeys, table.rawh, table.length, table.bands, table.firsts
+    digest, sk_len, sk_crc, cjk = table.digest, table.sk_len, table.sk_crc, table.cjk
+    part_bands, store = table.part_bands, table.store
+    skel, prefixes, marked = table.skel, table.prefixes, table.marked
+    del table
     # one-turn items (unlabeled prompts) are prefixes of the conversations they start: their one-turn prefix keys
     single = ekeys[firsts == 0]
     if len(single):

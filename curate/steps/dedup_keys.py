@@ -1,0 +1,324 @@
+"""Dedup's key pass: what `curate.steps.dedup` needs of each item before it looks at any pair, made by one function
+(`item_keys`) wherever it runs.
+
+    ks = KeySketches(0.8)
+    keys = item_keys([(turns, None, "typical\\x1f")], ks)   # one chunk of items: arrays, positions 0..m-1
+
+It runs in dedup's own chunked tasks (over items read back from their rows), or in the compact read's pool workers
+while they hold each line parsed (`curate.engine.compact`: *fused* keys), so that the build process does not read
+a row again for them. Per item, the same values either way (a function of the item and the settings alone; tests
+compare the two):
+- the exact key (`relation.turn_digests`' last, 64 bits), the raw hash (sha256 of turns, chosen turns and
+  category + tags), the compared text's length;
+- the compared text's LSH band keys (top 32 bits) and the low byte of each MinHash slot (the slot-agreement floor),
+  each part's permissive band keys (low 16 bits, `dedup.parts_meet`), whether it holds CJK;
+- skeleton keys of a short text, each short part's skeleton sketch, the keys of its strict prefixes and of its
+  first turn (continuations), the turn markers inside its turns;
+- its compared parts (normalized prompt and response, shortness flags): appended to a `TextSpool`, an unlinked
+  temporary file the verification reads back (`TextStore`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from curate.minhash import BandSketch
+from curate.near import SHORT_CHARS, skeleton_keys
+from curate.relation import (
+    SKETCH_PARTS,
+    Compared,
+    compared,
+    has_cjk,
+    skeleton_sketch,
+    turn_digests,
+    turn_markers,
+    view,
+)
+
+Msgs = Sequence[Mapping[str, Any]]
+PART_THRESHOLD = 0.5  # each part's band keys for `parts_meet`: 64 bands of 2 MinHash rows (lsh_params(0.5))
+
+
+class KeySketches:
+    """The MinHash settings of a key pass: the compared text's bands at `near_threshold` (none: exact keys only)
+    and each part's at `PART_THRESHOLD`. `params` names them (fused keys made under other settings are not used)."""
+
+    def __init__(self, near_threshold: float | None, num_perm: int = 128, ngram: int = 5) -> None:
+        self.params = (near_threshold, num_perm, ngram)
+        self.num_perm = num_perm
+        self.sketch = BandSketch(near_threshold, num_perm, ngram) if near_threshold is not None else None
+        self.parts = BandSketch(PART_THRESHOLD, num_perm, ngram) if self.sketch is not None else None
+        self.width = self.sketch.bands if self.sketch is not None else 0
+        self.pwidth = self.parts.bands if self.parts is not None else 0
+        self.slots = num_perm if self.sketch is not None else 0
+
+
+class Keys(NamedTuple):
+    """The keys of one chunk of m items (item k of the chunk: row k; positions in the lists: k)."""
+
+    ek: np.ndarray  # (m,) uint64 exact keys
+    raw: np.ndarray  # (m,) uint64 raw hashes
+    length: np.ndarray  # (m,) int64 compared text lengths
+    bands: np.ndarray  # (m, width) uint32
+    skel: list[tuple[int, int]]  # (k, skeleton key)
+    pre: list[tuple[int, int]]  # (k, key of a strict prefix of 2+ turns)
+    marks: list[tuple[int, list[str]]]  # (k, turn markers found)
+    texts: tuple[
+        bytes, np.ndarray, np.ndarray, np.ndarray
+    ]  # compared parts: bytes, ends, response starts, flags
+    first: np.ndarray  # (m,) uint64 the one-turn prefix key of a conversation of 2+ turns, else 0
+    part_bands: np.ndarray  # (m, 2, pwidth) uint16
+    digest: np.ndarray  # (m, slots) uint8 MinHash slots' low bytes
+    sk_len: np.ndarray  # (m, 2) int32 skeleton_sketch token count of each short part (-1: long)
+    sk_crc: np.ndarray  # (m, 2, SKETCH_PARTS) uint32
+    cjk: np.ndarray  # (m,) bool
+
+
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+
+
+def item_keys(
+    got: Sequence[tuple[Msgs, Msgs | None, str]], ks: KeySketches, threads: int | None = None
+) -> Keys:
+    """The keys of items given as (turns, chosen turns or None, meta = category and tags), as `dedup`'s access
+    reads them. `threads`: the MinHash kernel's (None: its default; a pool worker passes 1)."""
+    m = len(got)
+    sketch, parts = ks.sketch, ks.parts
+    ek = np.empty(m, dtype=np.uint64)
+    raw = np.empty(m, dtype=np.uint64)
+    length = np.empty(m, dtype=np.int64)
+    texts = []
+    prompts: list[str] = []
+    answers: list[str] = []
+    skel: list[tuple[int, int]] = []
+    pre: list[tuple[int, int]] = []
+    marks: list[tuple[int, list[str]]] = []
+    blob: list[bytes] = []
+    ends = np.empty(m, dtype=np.int64)
+    cuts = np.empty(m, dtype=np.int64)
+    flags = np.empty(m, dtype=np.uint8)
+    first = np.zeros(m, dtype=np.uint64)  # the one-turn prefix key of a conversation of 2+ turns
+    skn = np.full((m, 2), -1, dtype=np.int32)  # skeleton_sketch of each short part (-1: a long part)
+    skc = np.zeros((m, 2, SKETCH_PARTS), dtype=np.uint32)
+    end = 0
+    for k, (msgs, chosen, meta) in enumerate(got):
+        found = turn_markers(list(msgs) + list(chosen or ()))
+        if found:
+            marks.append((k, found))
+        v = view(msgs, chosen)
+        digests = turn_digests(v)  # (the last is exact_key's; the others the strict prefixes')
+        ek[k] = int.from_bytes(digests[-1][:8], "big")  # == int(exact_key(v)[:16], 16)
+        raw[k] = _h64(orjson.dumps([msgs, chosen, meta], option=orjson.OPT_SORT_KEYS, default=str))
+        t = v.text
+        length[k] = len(t)
+        texts.append(t)
+        c = compared(v)
+        prompts.append(c[0])
+        answers.append(c[1])
+        if len(t) < SHORT_CHARS and c[2]:
+            skel += [(k, key) for key in skeleton_keys([v.prompt, v.response])]
+        for part in (0, 1):
+            if c[2] & (1 << part):
+                skn[k, part], skc[k, part] = skeleton_sketch(c[part])
+        pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
+        blob += (pb, rb)
+        cuts[k] = end + len(pb)
+        end += len(pb) + len(rb)
+        ends[k] = end
+        flags[k] = c[2]
+        pre += [(k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
+        if len(digests) > 1:
+            first[k] = int.from_bytes(digests[0][:8], "big")
+    dg = np.empty((m, ks.slots), dtype=np.uint8)  # MinHash slots (low bytes)
+    cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)  # (the floor leaves these alone)
+    bd = (
+        sketch.bands32_of(texts, threads=threads, digest=dg)
+        if sketch is not None
+        else np.empty((m, 0), np.uint32)
+    )
+    pp = np.empty((m, 2, ks.pwidth), dtype=np.uint16)  # each part's permissive band keys (low 16 bits)
+    if parts is not None and m:
+        pp[:, 0] = parts.bands32_of(prompts, threads=threads) & np.uint32(0xFFFF)
+        pp[:, 1] = parts.bands32_of(answers, threads=threads) & np.uint32(0xFFFF)
+    return Keys(
+        ek,
+        raw,
+        length,
+        bd,
+        skel,
+        pre,
+        marks,
+        (b"".join(blob), ends, cuts, flags),
+        first,
+        pp,
+        dg,
+        skn,
+        skc,
+        cjk,
+    )
+
+
+class TextSpool:
+    """An unlinked temporary file that compared texts are appended to (the OS page cache holds them, not the heap;
+    forked workers share the descriptor). One spool may serve the read's fused keys and dedup's own key pass."""
+
+    def __init__(self) -> None:
+        self._fh = tempfile.TemporaryFile(prefix="curate-texts-")  # noqa: SIM115 (closed by close())
+        self.fd = self._fh.fileno()
+        self.end = 0
+
+    def append(self, blob: bytes) -> int:
+        """Where `blob` now starts in the file."""
+        at = self.end
+        os.pwrite(self.fd, blob, at)
+        self.end += len(blob)
+        return at
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class TextStore:
+    """The compared parts (`relation.compared`: normalized prompt and response, shortness flags) of every item of a
+    dedup kind, made once by the key pass and read back by the verification tasks (which used to rebuild a record's
+    view for every task that met it, 4 times a record on average). Per item this process holds 25 bytes of offsets
+    and flags; the texts are in a `TextSpool` (its own, or one shared with the read's fused keys)."""
+
+    def __init__(self, n: int, spool: TextSpool | None = None) -> None:
+        self._own = spool is None
+        self.spool = TextSpool() if spool is None else spool
+        self.start = np.zeros(n, dtype=np.int64)
+        self.cut = np.zeros(n, dtype=np.int64)  # where the response's bytes begin
+        self.end = np.zeros(n, dtype=np.int64)
+        self.flags = np.zeros(n, dtype=np.uint8)
+
+    def add(
+        self, pos: np.ndarray, blob: bytes, ends: np.ndarray, cuts: np.ndarray, flags: np.ndarray
+    ) -> None:
+        """Items `pos` (in the blob's order): their texts' bytes back to back, and where in the blob each one ends
+        and its response begins (`Keys.texts`)."""
+        at = self.spool.append(blob)
+        starts = np.empty(len(ends), dtype=np.int64)
+        starts[:1] = 0
+        starts[1:] = ends[:-1]
+        self.put(pos, at + starts, at + cuts, at + ends, flags)
+
+    def put(
+        self, pos: np.ndarray, start: np.ndarray, cut: np.ndarray, end: np.ndarray, flags: np.ndarray
+    ) -> None:
+        """Items `pos`, whose texts are in the spool already at [start, end), the response from `cut`."""
+        self.start[pos], self.cut[pos], self.end[pos], self.flags[pos] = start, cut, end, flags
+
+    def get(self, k: int) -> Compared:
+        a, c, b = int(self.start[k]), int(self.cut[k]), int(self.end[k])
+        data = os.pread(self.spool.fd, b - a, a)
+        return data[: c - a].decode("utf-8"), data[c - a :].decode("utf-8"), int(self.flags[k])
+
+    def close(self) -> None:
+        """Closes the spool when it is this store's own."""
+        if self._own:
+            self.spool.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with a task for another machine (`curate.engine.ray_map`): the texts travel as bytes and land
+        in a new temporary file there."""
+        data = os.pread(self.spool.fd, self.spool.end, 0)
+        return (TextStore._of, (data, self.start, self.cut, self.end, self.flags))
+
+    @classmethod
+    def _of(
+        cls, data: bytes, start: np.ndarray, cut: np.ndarray, end: np.ndarray, flags: np.ndarray
+    ) -> TextStore:
+        store = cls(0)
+        store.start, store.cut, store.end, store.flags = start, cut, end, flags
+        store.spool.append(data)
+        return store
+
+
+class ChunkDedup:
+    """The fused keys of the fast lines of one chunk of a file, made by a read worker (`item_keys`), their compared
+    texts already in the read's `TextSpool`. Rows share it (`Row.dkeys`) until dedup takes their keys; the fast
+    line `line` is item `index[line - first]` (-1: a line that is not a fast row)."""
+
+    __slots__ = ("first", "index", "keys", "params", "spool", "start")
+
+    def __init__(
+        self, first: int, lines: int, js: Sequence[int], keys: Keys, params: tuple, spool: TextSpool
+    ) -> None:
+        self.first = first
+        self.index = np.full(lines, -1, dtype=np.int32)
+        self.index[np.asarray(js, dtype=np.int64)] = np.arange(len(js), dtype=np.int32)
+        blob, ends, cuts, flags = keys.texts
+        at = spool.append(blob)
+        start = np.empty(len(ends), dtype=np.int64)
+        start[:1] = 0
+        start[1:] = ends[:-1]
+        self.start = at + start  # the texts' offsets in the spool (ends and cuts made absolute in keys.texts)
+        self.keys = keys._replace(texts=(b"", at + ends, at + cuts, flags))
+        self.params = params
+        self.spool = spool
+
+    def item(self, line: int) -> int:
+        """The item of the fast line `line` (-1: none)."""
+        i = line - self.first
+        return int(self.index[i]) if 0 <= i < len(self.index) else -1
+
+
+class KeyTable:
+    """The keys of every item of one dedup kind (n items, by position), filled chunk by chunk (`put`)."""
+
+    def __init__(self, n: int, ks: KeySketches, spool: TextSpool | None = None) -> None:
+        self.ekeys = np.empty(n, dtype=np.uint64)
+        self.rawh = np.empty(n, dtype=np.uint64)
+        self.length = np.empty(n, dtype=np.int64)
+        self.bands = np.empty((n, ks.width), dtype=np.uint32)
+        self.digest = np.empty((n, ks.slots), dtype=np.uint8)
+        self.part_bands = np.empty((n, 2, ks.pwidth), dtype=np.uint16)
+        self.cjk = np.zeros(n, dtype=bool)
+        self.sk_len = np.empty((n, 2), dtype=np.int32)
+        self.sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
+        self.firsts = np.zeros(n, dtype=np.uint64)
+        self.skel: list[tuple[int, int]] = []
+        self.prefixes: list[tuple[int, int]] = []
+        self.marked: list[tuple[int, list[str]]] = []
+        # (closed after the near step, or when collected)
+        self.store = TextStore(n, spool) if ks.sketch is not None else None
+
+    def put(
+        self, pos: np.ndarray, keys: Keys, sel: np.ndarray | None = None, chunk: ChunkDedup | None = None
+    ) -> None:
+        """Items `pos` take the keys of the chunk's items `sel` (default: all, in order); `chunk`: fused keys,
+        whose texts are in the spool already."""
+
+        def of(a: np.ndarray) -> np.ndarray:
+            return a if sel is None else a[sel]
+
+        self.ekeys[pos], self.rawh[pos], self.length[pos] = of(keys.ek), of(keys.raw), of(keys.length)
+        self.bands[pos], self.firsts[pos], self.digest[pos] = of(keys.bands), of(keys.first), of(keys.digest)
+        self.sk_len[pos], self.sk_crc[pos], self.cjk[pos] = of(keys.sk_len), of(keys.sk_crc), of(keys.cjk)
+        self.part_bands[pos] = of(keys.part_bands)
+        at = np.full(len(keys.ek), -1, dtype=np.int64)  # chunk item -> position
+        at[np.arange(len(keys.ek)) if sel is None else sel] = pos
+        self.skel += [(int(at[k]), key) for k, key in keys.skel if at[k] >= 0]
+        self.prefixes += [(int(at[k]), h) for k, h in keys.pre if at[k] >= 0]
+        self.marked += [(int(at[k]), found) for k, found in keys.marks if at[k] >= 0]
+        if self.store is None:
+            return
+        _, ends, cuts, flags = keys.texts
+        if chunk is None:
+            self.store.add(pos, *keys.texts)
+        else:
+            self.store.put(pos, of(chunk.start), of(cuts), of(ends), of(flags))
+
+    def done(self) -> None:
+        """After the last `put`: the lists in position order (as one pass in order makes them)."""
+        for keyed in (self.skel, self.prefixes, self.marked):
+            keyed.sort(key=lambda t: t[0])
