@@ -103,7 +103,9 @@ _TOKEN = re.compile(f"[{_CJK_CLASS}]|[^\\W{_CJK_CLASS}]+|[^\\w\\s]")
 # punctuation that only shapes a sentence; any other sign (%, #, $, +, @ ...) is a token that can change the meaning
 _SENTENCE_PUNCT = frozenset('.,!?;:"()[]{}-\u2013\u2014\u2026\u00bf\u00a1\u00ab\u00bb\u201c\u201d\u2018')
 _DROP = _SENTENCE_PUNCT | ARTICLES | FILLER  # what the strict rule leaves out of a text's tokens
-_TOKEN_ASCII = re.compile(r"\w+|[^\w\s]")  # _TOKEN on an ASCII text
+# _TOKEN on an ASCII text: there a str pattern's \w is [A-Za-z0-9_] and \s what str.isspace() takes (\x1c-\x1f too);
+# spelt out as classes under re.ASCII, ~25% faster than r"\w+|[^\w\s]" (tests/test_relation.py compares them)
+_TOKEN_ASCII = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\t\n\x0b\x0c\r\x1c-\x1f ]", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ def turn_markers(messages: Iterable[Mapping[str, Any]]) -> list[str]:
     found: list[str] = []
     for m in messages:
         text = m.get("content")
-        if not isinstance(text, str) or not text:
+        if not isinstance(text, str) or ":" not in text:  # (every marker ends with a colon)
             continue
         low = text.lower()
         if not any(c in low for c in _MARKER_CUE):

@@ -452,6 +452,43 @@ def test_skeleton_equals_the_reference_tokenizer(raw):
     assert skeleton(norm) == ref  # (again: from the cache)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_ascii_token_pattern_equals_the_word_pattern(text):
+    """The spelt-out ASCII pattern finds what `\\w+|[^\\w\\s]` (and the reference `_TOKEN`) find on any ASCII
+    text, control characters and the separators \\x1c-\\x1f (whitespace to str.isspace) included."""
+    import re
+
+    from curate.relation import _TOKEN, _TOKEN_ASCII
+
+    want = re.compile(r"\w+|[^\w\s]").findall(text)
+    assert _TOKEN_ASCII.findall(text) == want == _TOKEN.findall(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet=st.sampled_from(list("HumanAsistre:#\n xy")), max_size=30),
+            st.sampled_from(
+                ["Human: hi", "### Instruction: go", "a\n  assistant : b", "user:", "", "no colon"]
+            ),
+            st.none(),
+            st.integers(),
+        ),
+        max_size=4,
+    )
+)
+def test_turn_markers_equal_the_pattern_on_every_turn(contents):
+    """turn_markers' shortcuts (no colon, no cue word: no marker) change no result: the pattern run on every
+    string turn."""
+    from curate.relation import _MARKER, turn_markers
+
+    msgs = [{"role": "user", "content": c} for c in contents]
+    want = [h.group(1).lower() for c in contents if isinstance(c, str) for h in _MARKER.finditer(c)]
+    assert turn_markers(msgs) == want
+
+
 # ---------------------------------------------------------------- bounds a verifier may apply before the rule
 
 # templated text (issue 15): form letters and JSON answers over a few dozen words, an order number in each
