@@ -58,6 +58,7 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
     _id_and_keys,
     _keys_of,
     content_id,
+    dedup_item,
     dedup_messages,
     dpo_row,
     estimate,
@@ -78,10 +79,12 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
     user_turns_all,
 )
 from curate.errors import InputError
+from curate.minhash import warm_kernels
 from curate.readers.containers import container_of, iter_units
 from curate.readers.guard import dup_suspect
 from curate.records import PreferenceRecord, SFTRecord
 from curate.steps.base import RunContext
+from curate.steps.dedup_keys import ChunkDedup, Keys, KeySketches, TextSpool, item_keys
 from curate.steps.validate import LengthCounter
 from curate.steps.validate import validate as _validate
 
@@ -117,6 +120,8 @@ def read_validate_rows(
     fast: bool = True,
     strict: bool = False,
     store: RecordStore | None = None,
+    dedup_keys: KeySketches | None = None,
+    spool: TextSpool | None = None,
 ) -> Iterator[Row]:
     """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
 
@@ -129,7 +134,11 @@ def read_validate_rows(
     A JSONL file of `POOL_MIN_LINES` lines or more, of a format whose object is one record, is read on a fork pool
     whatever its format: the workers take a native line that is a fast row as it is, and run the record path
     (`_RecordPath`) on any other object line; this process walks the lines in order, makes the rows and takes
-    the quarantine rows and counts, so everything is as the serial read gives it."""
+    the quarantine rows and counts, so everything is as the serial read gives it.
+
+    With `dedup_keys` (dedup's settings) and `spool`, the pool's workers also make dedup's keys of the fast lines
+    they take (`dedup_keys.item_keys`, the texts appended to `spool`): the rows hold them (`Row.dkeys`) until dedup
+    takes them (`RowAccess.fused`), so dedup's key pass reads none of those rows again."""
     import curate.steps.split as split_mod
     from curate.steps.read import STEP, _detect, _read_file
 
@@ -219,17 +228,17 @@ def read_validate_rows(
         fmt = lane or "native"
         # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
         val.keep_keys = lane is not None and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
+        val.dedup = dedup_keys if lane is not None and pooled and spool is not None else None
+        val.spool = spool
         keys_lines += lines if val.keep_keys else 0
         units = _pooled_units(path, src, val, rp, lane, nworkers) if pooled else iter_units(path, "jsonl")
         sizes = lengths.lengths
         for line, obj, raw in units:
-            if (
-                raw is FAST or type(raw) is _ChunkKeys
-            ):  # pool verdicts of lines line, line + 1, ...: fast rows
-                if pending:  # (kind, id, category, tags, violates, statuses, size), their chunk's keys or
-                    yield from slow(pending)  # FAST; or a line's record-path outcomes (_Lines)
-                    pending = []
-                keys = None if raw is FAST else raw
+            if raw is FAST or type(raw) is _Made:  # pool verdicts of lines line, line + 1, ...: fast rows
+                if pending:  # (kind, id, category, tags, violates, statuses, size), what the workers made of
+                    yield from slow(pending)  # their chunk (_Made) or FAST; or a line's record-path outcomes
+                    pending = []  # (_Lines)
+                keys, dkeys = (None, None) if raw is FAST else (raw.keys, raw.dkeys)
                 for v in obj:
                     if type(v) is _Lines:
                         n_in += 1
@@ -246,7 +255,9 @@ def read_validate_rows(
                     sizes[rid] = size
                     n_fast += 1
                     done += 1
-                    yield settler.fast(kind, rid, src, fname, line, fmt, cat, tags, violates, st, keys)
+                    row = settler.fast(kind, rid, src, fname, line, fmt, cat, tags, violates, st, keys)
+                    row.dkeys = dkeys
+                    yield row
                     line += 1
                 if done // 2000 != (done - len(obj)) // 2000:
                     ctx.report(STEP, done, None)
@@ -324,12 +335,16 @@ _NO_KEY = "0" * 16
 
 def _fast_chunk(
     bounds: tuple[int, int],
-) -> tuple[list[Any], tuple[str, array, str] | None]:
+) -> tuple[list[Any], tuple[str, array, str] | None, tuple[Keys, list[int]] | None]:
     """In a worker: for lines a+1..b, the verdict of each: a native fast row's fields, or (with a `_RecordPath`)
     the record path's outcomes of an object line (`_Lines`), else None (not an object on its own line, or left
-    to the build process); and with `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload)."""
+    to the build process); with `keep_keys` the split's keys of the fast lines (a `_ChunkKeys` payload); with
+    `val.dedup` dedup's keys of the fast lines (`dedup_keys.item_keys`) and which lines they are (line a+1+j)."""
     assert _POOL is not None
     src, val, rp, lane = _POOL
+    ks = val.dedup
+    items: list[Any] = []  # with ks: the fast lines' dedup items, and their places in the chunk
+    places: list[int] = []
     a, b = bounds
     starts = src.starts
     base = starts[a]
@@ -362,6 +377,9 @@ def _fast_chunk(
             if rp is not None:
                 slow.append((no, obj, raw))
             continue
+        if ks is not None:
+            items.append(dedup_item(kind, obj, cat, tags))
+            places.append(no - a - 1)
         if not val.keep_keys:
             append((kind, content_id(kind, obj), cat, tags, violates, got[0], got[1]))
             continue
@@ -375,14 +393,15 @@ def _fast_chunk(
     if slow:
         for no, lines in rp.lines(slow).items():
             out[no - a - 1] = lines
+    dd = (item_keys(items, ks, 1), places) if items else None
     if not val.keep_keys:
-        return out, None
+        return out, None, dd
     offsets = array("q", [0])
     total = 0
     for t in norms:
         total += len(t)
         offsets.append(total)
-    return out, ("".join(norms), offsets, "".join(pks))
+    return out, ("".join(norms), offsets, "".join(pks)), dd
 
 
 def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
@@ -407,21 +426,42 @@ def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
 def _pooled_verdicts(
     src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int
 ) -> Iterator[tuple[int, list[Any], Any]]:
-    """(first line number - 1, verdicts, the chunk's `_ChunkKeys` or FAST) per chunk of the file, in order, from
-    `workers` forked processes."""
+    """(first line number - 1, verdicts, the chunk's `_Made`: the split's `_ChunkKeys` and dedup's `ChunkDedup` of
+    its fast lines, when the workers made them) per chunk of the file, in order, from `workers` forked processes.
+    Dedup's texts go to `val.spool` here, as the chunks come."""
     global _POOL
     n = len(src.starts) - 1
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
+    if val.dedup is not None:
+        warm_kernels()  # (the workers inherit the MinHash kernels instead of each loading them)
     _POOL = (src, val, rp, lane)
     try:
         with multiprocessing.get_context("fork").Pool(
             min(workers, len(bounds)), initializer=worker_init
         ) as pool:
             _POOL = None
-            for (a, _), (got, keys) in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
-                yield a, got, FAST if keys is None else _ChunkKeys(a + 1, keys)
+            for (a, b), (got, keys, dd) in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
+                if keys is None and dd is None:
+                    yield a, got, FAST
+                    continue
+                ck = None if keys is None else _ChunkKeys(a + 1, keys)
+                dk = None
+                if dd is not None:
+                    dk = ChunkDedup(a + 1, b - a, dd[1], dd[0], val.dedup.params, val.spool)
+                yield a, got, _Made(ck, dk)
     finally:
         _POOL = None
+
+
+class _Made:
+    """What the read's workers made of one chunk's fast lines besides their verdicts: the split's keys
+    (`_ChunkKeys` or None) and dedup's (`dedup_keys.ChunkDedup` or None); each fast row of the chunk refers to
+    both (`Row.keys`, `Row.dkeys`)."""
+
+    __slots__ = ("dkeys", "keys")
+
+    def __init__(self, keys: _ChunkKeys | None, dkeys: ChunkDedup | None) -> None:
+        self.keys, self.dkeys = keys, dkeys
 
 
 _MAP: tuple[Any, ...] | None = None  # (function, items) inherited by pool_map's forked workers
@@ -586,6 +626,17 @@ class RowAccess:
         """`dedup_messages` of each row, each fast row's line parsed once and nearby lines read with one `pread`
         (`read_objs`)."""
         return [dedup_messages(r, o) for r, o in zip(rows, read_objs(rows))]
+
+    @staticmethod
+    def fused(row: Row) -> tuple[ChunkDedup, int] | None:
+        """The dedup keys the read's workers made of this row: (their chunk, its item there), or None; the row
+        gives them up (dedup takes them once)."""
+        ck = row.dkeys
+        if ck is None:
+            return None
+        row.dkeys = None
+        j = ck.item(row.line)
+        return None if j < 0 else (ck, j)
 
     @staticmethod
     def map(fn: Any, tasks: Sequence[Any], work: int) -> Iterator[Any]:

@@ -102,6 +102,7 @@ class Row:
         "_rec",
         "at",
         "category",
+        "dkeys",
         "facts",
         "file",
         "fmt",
@@ -148,6 +149,10 @@ class Row:
         self.facts = facts  # set on record rows (and only on them)
         self.keys = keys  # the _ChunkKeys holding split_keys(self), made by the read's workers (taken by
         # split_keys_all)
+        self.dkeys: Any = (
+            None  # the dedup_keys.ChunkDedup holding dedup's keys of this row, made by the read's
+        )
+        # workers (taken by dedup: RowAccess.fused)
 
     @property
     def is_record(self) -> bool:
@@ -385,9 +390,14 @@ def dedup_messages(row: Row, obj: dict[str, Any] | None = None) -> tuple[Any, An
         from curate.steps.dedup import record_messages
 
         return (*record_messages(row.rec), row.category + "\x1f" + ",".join(row.tags))  # type: ignore[arg-type]
-    obj = obj if obj is not None else row.obj()
-    meta = row.category + "\x1f" + ",".join(row.tags)
-    if row.kind == "sft":
+    return dedup_item(row.kind, obj if obj is not None else row.obj(), row.category, row.tags)
+
+
+def dedup_item(kind: str, obj: dict[str, Any], category: str, tags: tuple[str, ...]) -> tuple[Any, Any, str]:
+    """`dedup_messages` of a fast row, from its line's object, kind, category and tags (the read's workers call it
+    for the keys they make)."""
+    meta = category + "\x1f" + ",".join(tags)
+    if kind == "sft":
         return obj["messages"], None, meta
     return obj["prompt"], obj["chosen"], meta
 

@@ -157,6 +157,8 @@ class _Validator:
         self.all_ids = {r.id for r in spec.rules}
         self.system_prompt = lengths.system_prompt if lengths.tokenizer is None else None
         self.keep_keys = False  # the pool workers also make the split's keys (Row.keys)
+        self.dedup: Any = None  # dedup's KeySketches: the pool workers also make dedup's keys (Row.dkeys)
+        self.spool: Any = None  # (their texts: a dedup_keys.TextSpool)
 
     def fast(
         self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...], violates: tuple[str, ...]

@@ -36,6 +36,7 @@ from curate.steps.base import RunContext
 from curate.steps.build_setup import BuildResult, _settle, find_lock, gc_paused
 from curate.steps.card import dataset_card
 from curate.steps.dedup import dedup
+from curate.steps.dedup_keys import KeySketches, TextSpool
 from curate.steps.export import (
     TEXT_KINDS,
     file_hashes,
@@ -246,6 +247,10 @@ def _build_rows_in(
     def record(row: C.Row) -> Rec:
         return C.materialize(row, spec, checker)
 
+    # the read's pool workers also make dedup's keys of the lines they take as fast rows (its texts in `spool`)
+    spool = TextSpool() if engine == "local" and fast else None
+    if spool is not None:
+        opened.append(spool)
     valid = list(
         C.read_validate_rows(
             paths,
@@ -260,6 +265,8 @@ def _build_rows_in(
             validate_fn=None if engine == "local" else validate_fn,
             fast=fast and engine == "local",
             strict=strict,
+            dedup_keys=KeySketches(near_threshold) if spool is not None else None,
+            spool=spool,
         )
     )
     C.release_memory()
@@ -286,6 +293,8 @@ def _build_rows_in(
         turn_markers=spec.dedup.turn_markers,
         quarantine=set_aside,
     )
+    if spool is not None:
+        spool.close()  # (dedup's texts: the verification has read them)
     kept_ids = {id(r) for r in kept}
     rows = [r for r in rows if id(r) in kept_ids]
     unpaired = [r for r in unpaired if id(r) in kept_ids]
