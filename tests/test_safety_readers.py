@@ -139,6 +139,57 @@ def test_duplicate_keys_are_flagged_in_jsonl_json_and_csv(tmp_path):
     assert recs == [] and [q["reason"] for q in qrows(ctx)] == ["duplicate_key"]
 
 
+_KEYS = st.sampled_from(["a", "b", "role", "content", 'q"', "x:", "k\\", '\\"', "", "é", '":'])
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from(list('ab:"\\{}[],é ')), max_size=8),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_KEYS, kids, max_size=3),
+    max_leaves=12,
+)
+
+
+@st.composite
+def _jsonl_lines(draw: st.DrawFn) -> bytes:
+    """A JSONL object line: compact or spaced, maybe nested past MAX_DEPTH, maybe with a key written twice."""
+    from curate.readers.guard import MAX_DEPTH
+
+    obj = draw(st.dictionaries(_KEYS, _JSON, min_size=1, max_size=4))
+    if draw(st.booleans()):
+        deep: object = 1
+        for _ in range(draw(st.integers(MAX_DEPTH - 3, MAX_DEPTH + 3))):
+            deep = [deep] if draw(st.booleans()) else {"d": deep}
+        obj["deep"] = deep
+    text = json.dumps(obj, separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])), ensure_ascii=False)
+    if draw(st.booleans()):  # a key written twice: at the top, or inside the first nested object
+        at = text.find("{", 1) if draw(st.booleans()) else 0
+        if at >= 0:
+            text = text[: at + 1] + '"a": 0, ' + text[at + 1 :]
+            text = text.replace('{"a": 0, }', '{"a": 0}')
+    return text.encode("utf-8")
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_jsonl_lines())
+def test_line_fault_equals_unit_fault(raw):
+    """The fast pool lanes' guard (`line_fault`, no walk) finds what `unit_fault` finds on every line orjson parses:
+    too deep, duplicate keys (at any depth, keys with quotes, colons and backslashes), or nothing."""
+    from curate.readers.guard import line_fault, unit_fault
+
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if type(obj) is not dict:
+        return
+    want, got = unit_fault(obj, raw), line_fault(obj, raw)
+    assert (want is None) == (got is None)
+    if want is not None:
+        assert (got.reason, got.detail) == (want.reason, want.detail)
+
+
 def test_csv_cells_are_text_unless_they_hold_messages(tmp_path):
     f = tmp_path / "pc.csv"
     f.write_text(

@@ -24,7 +24,7 @@ from curate.engine.rows import (
     estimate,
 )
 from curate.readers.common import ROLES
-from curate.readers.guard import dup_suspect, unit_fault
+from curate.readers.guard import dup_suspect, line_fault
 from curate.readers.shapes import SHAPES, detect_shape
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.steps.base import RunContext
@@ -125,7 +125,7 @@ def lane_shape(
     """`_fast_shape` of a line of a file of format `lane` ("native" or "openai"), or None when the record path
     must read it. An OpenAI line qualifies when the OpenAI reader makes of it exactly the record the native reader
     makes of its `messages` / `category` / `tags` / `violates` alone: it is an OpenAI object by itself
-    (`detect_shape`), the guard finds no fault (`unit_fault`, as the read applies it), and it has no key either
+    (`detect_shape`), the guard finds no fault (`line_fault`: `unit_fault` as the read applies it), and it has no key either
     reader acts on beyond those (labels, tools, a native record's keys: `_OPENAI_ACTIVE`); other keys (`id`,
     `metadata`, ...) the OpenAI reader drops. Every value of its row then comes from the line as for a native one
     (`materialize` reads it back through `convert_native`, which hands an object with `messages` and none of
@@ -137,7 +137,7 @@ def lane_shape(
         return shape
     if "messages" not in obj or not obj.keys().isdisjoint(_OPENAI_ACTIVE):
         return None
-    if detect_shape(obj) != "openai" or unit_fault(obj, raw) is not None:
+    if detect_shape(obj) != "openai" or line_fault(obj, raw) is not None:
         return None
     return _fast_shape({k: v for k, v in obj.items() if k in _SFT_KEYS})
 

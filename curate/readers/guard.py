@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from curate.readers.common import Reject
 
 MAX_DEPTH = 64
@@ -144,6 +146,26 @@ def unit_fault(obj: Any, original: Any = None) -> Reject | None:
     return None
 
 
+def line_fault(obj: Any, raw: bytes) -> Reject | None:
+    """`unit_fault(obj, raw)` of an object orjson parsed from the JSONL line `raw`, without walking it (~8 us
+    instead of ~20 for an OpenAI line with metadata). orjson gives no NaN, no duplicate-key marker and no integer
+    outside the 64-bit range (it reads those as floats), so the walk can only find depth, and no value of a line
+    with MAX_DEPTH `[` and `{` bytes or fewer is nested deeper. The object's compact dump has one unescaped `":` per
+    key (a `"` inside a string is escaped; a key ending in a backslash is not counted: fewer, never more), so
+    when the line has no more key ends than the dump, it has no more than the object's keys and no duplicate
+    check is due. Anything else goes to `unit_fault`."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        return unit_fault(obj, raw)
+    ends = raw.count(b'":') - raw.count(b'\\":')
+    try:
+        dumped = orjson.dumps(obj)
+    except (TypeError, orjson.JSONEncodeError):  # pragma: no cover - not an object orjson parsed
+        return unit_fault(obj, raw)
+    if ends > dumped.count(b'":') - dumped.count(b'\\":'):
+        return unit_fault(obj, raw)
+    return None
+
+
 _TURN_KEYS = ("messages", "prompt", "chosen", "rejected")
 
 
@@ -169,6 +191,7 @@ __all__ = [
     "DupDict",
     "NonFinite",
     "dup_suspect",
+    "line_fault",
     "pairs_hook",
     "parse_constant",
     "parse_float",
