@@ -141,12 +141,10 @@ def _content(m: Mapping[str, Any]) -> str:
 def view(messages: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, Any]] | None = None) -> View:
     """The compared parts of an SFT conversation (`messages`) or a preference record (`messages` = its prompt,
     `chosen` = its chosen turns). Messages are dicts with role / content (/ tool_calls)."""
-    turns = [
-        (str(m.get("role", "")), normalize_text(_content(m))) for m in messages if m.get("role") != "system"
-    ]
+    turns = [(str(m.get("role", "")), _normal_content(m)) for m in messages if m.get("role") != "system"]
     if chosen is not None:
         prompt_turns = turns
-        answer = [normalize_text(_content(m)) for m in chosen if m.get("role") != "system"]
+        answer = [_normal_content(m) for m in chosen if m.get("role") != "system"]
         turns = turns + [
             ("chosen:" + str(m.get("role", "")), a)
             for m, a in zip([m for m in chosen if m.get("role") != "system"], answer)
@@ -158,16 +156,30 @@ def view(messages: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, An
             prompt_turns, response = turns, ""
         else:
             prompt_turns, response = turns[:last], turns[last][1]
-    prompt = "\n".join(c for _, c in prompt_turns)
-    user = "\n".join(c for role, c in prompt_turns if role == "user")
     user_turns = tuple(c for role, c in prompt_turns if role == "user")
     return View(
-        prompt=normalize_text(prompt),
+        prompt=_normal_lines([c for _, c in prompt_turns]),
         response=response,
-        user=normalize_text(user),
+        user=_normal_lines(user_turns),
         turns=tuple(turns),
         user_turns=user_turns,
     )
+
+
+def _normal_content(m: Mapping[str, Any]) -> str:
+    """normalize_text(_content(m)), a plain turn's content (a string, no tool calls) read directly."""
+    c = m.get("content")
+    if type(c) is not str or m.get("tool_calls"):
+        c = _content(m)
+    return normalize_text(c)
+
+
+def _normal_lines(parts: Sequence[str]) -> str:
+    """normalize_text("\\n".join(parts)) of normalized parts: for ASCII parts (lowercase words joined by single
+    spaces) the non-empty ones joined by spaces, without splitting the text again."""
+    if all(map(str.isascii, parts)):
+        return " ".join([p for p in parts if p])
+    return normalize_text("\n".join(parts))
 
 
 def view_of_record(rec: Any) -> View:

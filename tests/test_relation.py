@@ -465,6 +465,56 @@ def test_ascii_token_pattern_equals_the_word_pattern(text):
     assert _TOKEN_ASCII.findall(text) == want == _TOKEN.findall(text)
 
 
+def _view_reference(messages, chosen=None):
+    """`view` as first written: every turn through `_content`, the joined parts normalized again."""
+    from curate.relation import _content
+
+    turns = [
+        (str(m.get("role", "")), normalize_text(_content(m))) for m in messages if m.get("role") != "system"
+    ]
+    if chosen is not None:
+        prompt_turns = turns
+        answer = [normalize_text(_content(m)) for m in chosen if m.get("role") != "system"]
+        turns = turns + [
+            ("chosen:" + str(m.get("role", "")), a)
+            for m, a in zip([m for m in chosen if m.get("role") != "system"], answer)
+        ]
+        response = "\n".join(answer)
+    else:
+        last = max((k for k, (role, _) in enumerate(turns) if role == "assistant"), default=None)
+        if last is None:
+            prompt_turns, response = turns, ""
+        else:
+            prompt_turns, response = turns[:last], turns[last][1]
+    return View(
+        prompt=normalize_text("\n".join(c for _, c in prompt_turns)),
+        response=response,
+        user=normalize_text("\n".join(c for role, c in prompt_turns if role == "user")),
+        turns=tuple(turns),
+        user_turns=tuple(c for role, c in prompt_turns if role == "user"),
+    )
+
+
+_CONTENT = st.one_of(
+    st.text(alphabet=st.sampled_from(list("aB c\n\t\x1c\x00.'é\u00a0ﬁ中 ")), max_size=12),
+    st.sampled_from(["", "   ", "Hello  World", None, 3]),
+)
+_MSG = st.builds(
+    lambda role, content, calls: {"role": role, "content": content, **calls},
+    st.sampled_from(["user", "assistant", "system", "tool"]),
+    _CONTENT,
+    st.sampled_from([{}, {}, {"tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_MSG, max_size=5), st.none() | st.lists(_MSG, max_size=2))
+def test_view_equals_its_reference(messages, chosen):
+    """`view`'s shortcuts (a plain turn's content read directly; normalized ASCII parts joined, not normalized
+    again) change no field: whitespace of every kind, case, NFKC forms, empty and non-string contents, tool calls."""
+    assert view(messages, chosen) == _view_reference(messages, chosen)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
