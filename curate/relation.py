@@ -216,7 +216,7 @@ def _skeleton(norm: str) -> tuple[str, ...]:
     # pattern, which finds the same tokens there: no CJK character can occur)
     text = norm.replace("'", "").replace("\u2019", "")
     toks = (_TOKEN_ASCII if text.isascii() else _TOKEN).findall(text)
-    return tuple(t for t in toks if t not in _DROP)
+    return tuple(itertools.filterfalse(_DROP.__contains__, toks))
 
 
 SKETCH_PARTS = 4  # `skeleton_sketch`: a token sequence cut into this many pieces
