@@ -92,9 +92,8 @@ def item_keys(
     reads them. `threads`: the MinHash kernel's (None: its default; a pool worker passes 1)."""
     m = len(got)
     sketch, parts = ks.sketch, ks.parts
-    ek = np.empty(m, dtype=np.uint64)
-    raw = np.empty(m, dtype=np.uint64)
-    length = np.empty(m, dtype=np.int64)
+    ek: list[int] = []  # (per item; arrays once the loop is done)
+    raw: list[int] = []
     texts = []
     prompts: list[str] = []
     answers: list[str] = []
@@ -102,41 +101,52 @@ def item_keys(
     pre: list[tuple[int, int]] = []
     marks: list[tuple[int, list[str]]] = []
     blob: list[bytes] = []
-    ends = np.empty(m, dtype=np.int64)
-    cuts = np.empty(m, dtype=np.int64)
-    flags = np.empty(m, dtype=np.uint8)
-    first = np.zeros(m, dtype=np.uint64)  # the one-turn prefix key of a conversation of 2+ turns
-    skn = np.full((m, 2), -1, dtype=np.int32)  # skeleton_sketch of each short part (-1: a long part)
-    skc = np.zeros((m, 2, SKETCH_PARTS), dtype=np.uint32)
+    ends: list[int] = []
+    cuts: list[int] = []
+    flags: list[int] = []
+    first: list[int] = []  # the one-turn prefix key of a conversation of 2+ turns, else 0
+    short: list[
+        tuple[int, int, int, tuple[int, ...]]
+    ] = []  # (item, part, skeleton_sketch) of each short part
     end = 0
+    from_bytes, dumps, sort_keys = int.from_bytes, orjson.dumps, orjson.OPT_SORT_KEYS
     for k, (msgs, chosen, meta) in enumerate(got):
         found = turn_markers(list(msgs) + list(chosen or ()))
         if found:
             marks.append((k, found))
         v = view(msgs, chosen)
         digests = turn_digests(v)  # (the last is exact_key's; the others the strict prefixes')
-        ek[k] = int.from_bytes(digests[-1][:8], "big")  # == int(exact_key(v)[:16], 16)
-        raw[k] = _h64(orjson.dumps([msgs, chosen, meta], option=orjson.OPT_SORT_KEYS, default=str))
+        ek.append(from_bytes(digests[-1][:8], "big"))  # == int(exact_key(v)[:16], 16)
+        raw.append(_h64(dumps([msgs, chosen, meta], option=sort_keys, default=str)))
         t = v.text
-        length[k] = len(t)
         texts.append(t)
         c = compared(v)
         prompts.append(c[0])
         answers.append(c[1])
-        if len(t) < SHORT_CHARS and c[2]:
-            skel += [(k, key) for key in skeleton_keys([v.prompt, v.response])]
-        for part in (0, 1):
-            if c[2] & (1 << part):
-                skn[k, part], skc[k, part] = skeleton_sketch(c[part])
+        if c[2]:
+            if len(t) < SHORT_CHARS:
+                skel += [(k, key) for key in skeleton_keys([v.prompt, v.response])]
+            for part in (0, 1):
+                if c[2] & (1 << part):
+                    short.append((k, part, *skeleton_sketch(c[part])))
         pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
         blob += (pb, rb)
-        cuts[k] = end + len(pb)
+        cuts.append(end + len(pb))
         end += len(pb) + len(rb)
-        ends[k] = end
-        flags[k] = c[2]
-        pre += [(k, int.from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
+        ends.append(end)
+        flags.append(c[2])
         if len(digests) > 1:
-            first[k] = int.from_bytes(digests[0][:8], "big")
+            pre += [(k, from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
+            first.append(from_bytes(digests[0][:8], "big"))
+        else:
+            first.append(0)
+    skn = np.full((m, 2), -1, dtype=np.int32)  # skeleton_sketch of each short part (-1: a long part)
+    skc = np.zeros((m, 2, SKETCH_PARTS), dtype=np.uint32)
+    if short:
+        at_k = np.array([x[0] for x in short], dtype=np.int64)
+        at_part = np.array([x[1] for x in short], dtype=np.int64)
+        skn[at_k, at_part] = [x[2] for x in short]
+        skc[at_k, at_part] = [x[3] for x in short]
     dg = np.empty((m, ks.slots), dtype=np.uint8)  # MinHash slots (low bytes)
     cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)  # (the floor leaves these alone)
     bd = (
@@ -149,15 +159,20 @@ def item_keys(
         pp[:, 0] = parts.bands32_of(prompts, threads=threads) & np.uint32(0xFFFF)
         pp[:, 1] = parts.bands32_of(answers, threads=threads) & np.uint32(0xFFFF)
     return Keys(
-        ek,
-        raw,
-        length,
+        np.array(ek, dtype=np.uint64),
+        np.array(raw, dtype=np.uint64),
+        np.fromiter(map(len, texts), dtype=np.int64, count=m),
         bd,
         skel,
         pre,
         marks,
-        (b"".join(blob), ends, cuts, flags),
-        first,
+        (
+            b"".join(blob),
+            np.array(ends, dtype=np.int64),
+            np.array(cuts, dtype=np.int64),
+            np.array(flags, dtype=np.uint8),
+        ),
+        np.array(first, dtype=np.uint64),
         pp,
         dg,
         skn,
