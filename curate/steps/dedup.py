@@ -363,10 +363,11 @@ def _dedup_kind(
     fused, spool = _fused(acc, recs, idx, ks.params)
     table = KeyTable(n, ks, spool)
     todo = np.ones(n, dtype=bool)
-    for pos, chunk, sel in fused:  # keys the read's workers made (`dedup_keys.ChunkDedup`)
+    while fused:  # keys the read's workers made (`dedup_keys.ChunkDedup`), each chunk freed once copied
+        pos, chunk, sel = fused.pop()
         table.put(pos, chunk.keys, sel, chunk)
         todo[pos] = False
-    del fused
+        del chunk
     left = np.flatnonzero(todo).tolist()  # positions whose keys are made here
     if report is not None and len(left) < n:
         report("dedup", n - len(left), n)

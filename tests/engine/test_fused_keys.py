@@ -128,7 +128,7 @@ def test_fused_keys_equal_the_key_pass(tmp_path, monkeypatch, lane):
     path = tmp_path / f"{lane}.jsonl"
 
     @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.lists(_line(lane), min_size=3, max_size=30))
+    @given(st.lists(_line(lane), min_size=10, max_size=30))
     def check(objs):
         lines = [orjson.dumps(o) for o in objs]
         path.write_bytes(b"\n".join(lines) + b"\n{broken\n")  # (a line the pool leaves: no keys)
@@ -165,7 +165,7 @@ def test_fused_keys_equal_the_key_pass(tmp_path, monkeypatch, lane):
                 x.close()
 
     check()
-    assert seen["fused"] >= 30
+    assert seen["fused"] >= 20  # (fast rows met at every run, not by chance: ~50-150 expected)
 
 
 def _openai_file(path: Path, n: int = 400) -> Path:
