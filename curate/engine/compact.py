@@ -24,7 +24,8 @@ A native file of `POOL_MIN_LINES` lines or more is read on a fork pool (`pool_wo
 the cores `os.sched_getaffinity` allows; 1 turns it off; also off while other threads run): each worker takes
 chunks of `POOL_CHUNK` lines (one `pread` per chunk) and sends back, per line, the fast row's fields (kind,
 content id, category, tags, violates, rule statuses, length), or what the record path made of an object line it
-declined (`_Lines`: settled rows, quarantine rows, the read's count), or None; a JSONL file of any other
+declined (`_Lines`: settled rows, quarantine rows, the read's count), or None, and for its fast lines the split's
+keys and dedup's (`dedup_keys.item_keys`, when the build passes `dedup_keys`); a JSONL file of any other
 one-record-a-unit format is read the same way, every object line through the record path in the workers. The
 build process walks the lines in order as `iter_jsonl` does, turns the verdicts into rows and sends what is left
 (lines that are not an object on their own) through the record path here, so rows, quarantine rows, counters and

@@ -42,8 +42,9 @@ Every removal is one row for clusters.jsonl:
 Memory: besides the records, per record ~40 bytes + `bands` * 4 (LSH keys) + 128 (MinHash slot digest, for the
 floor) + 256 (each part's band keys) + 40 (skeleton sketches) bytes until the candidates are made; the candidate
 pairs are tested as they are found, so only those that pass are held; normalized texts exist per chunk of
-`_CHUNK` records and for verified candidates. The per-record work is chunked tasks handed to `access.map` when
-the access has one (the compact build's fork pool), run here otherwise: same values either way.
+`_CHUNK` records and for verified candidates. The per-record work (`curate.steps.dedup_keys.item_keys`) is chunked
+tasks handed to `access.map` when the access has one (the compact build's fork pool), run here otherwise; keys the
+compact read's workers already made of an item (`access.fused`) are taken as they are: same values every way.
 """
 
 from __future__ import annotations
