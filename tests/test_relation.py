@@ -465,6 +465,47 @@ def test_ascii_token_pattern_equals_the_word_pattern(text):
     assert _TOKEN_ASCII.findall(text) == want == _TOKEN.findall(text)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+            st.lists(
+                st.sampled_from(
+                    [
+                        "the",
+                        "The",
+                        "a",
+                        "i",
+                        "I",
+                        "hi",
+                        "please",
+                        "thanks",
+                        "don't",
+                        "'",
+                        "x_1",
+                        "A-20",
+                        "--",
+                        "{",
+                        "}",
+                    ]
+                    + ["order", "12345678", '"', ":", ",", "\x1c", "\t", "  ", "\x00", "%", "caf\u00e9"]
+                ),
+                max_size=30,
+            ).map(" ".join),
+        ),
+        max_size=6,
+    )
+)
+def test_skeleton_kernel_equals_skeleton_sketch(texts):
+    """The compiled sketches (dedup's key pass) are `skeleton_sketch`'s, text for text: any ASCII text (control
+    characters, the separators \\x1c-\\x1f, apostrophes, dropped words in any case, punctuation), and non-ASCII
+    texts (through skeleton_sketch itself)."""
+    from curate.skeleton_kernel import sketches
+
+    assert sketches(texts) == [skeleton_sketch(t) for t in texts]
+
+
 def _view_reference(messages, chosen=None):
     """`view` as first written: every turn through `_content`, the joined parts normalized again."""
     from curate.relation import _content

@@ -80,12 +80,12 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
     user_turns_all,
 )
 from curate.errors import InputError
-from curate.minhash import warm_kernels
 from curate.readers.containers import container_of, iter_units
 from curate.readers.guard import dup_suspect
 from curate.records import PreferenceRecord, SFTRecord
 from curate.steps.base import RunContext
 from curate.steps.dedup_keys import ChunkDedup, Keys, KeySketches, TextSpool, item_keys
+from curate.steps.dedup_keys import warm as warm_keys
 from curate.steps.validate import LengthCounter
 from curate.steps.validate import validate as _validate
 
@@ -434,7 +434,7 @@ def _pooled_verdicts(
     n = len(src.starts) - 1
     bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
     if val.dedup is not None:
-        warm_kernels()  # (the workers inherit the MinHash kernels instead of each loading them)
+        warm_keys()  # (the workers inherit the kernels instead of each loading them)
     _POOL = (src, val, rp, lane)
     try:
         with multiprocessing.get_context("fork").Pool(

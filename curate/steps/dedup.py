@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.minhash import agreement_floor, warm_kernels
+from curate.minhash import agreement_floor
 from curate.near import (
     MAX_VERIFY,
     candidate_pairs_counted,
@@ -79,6 +79,7 @@ from curate.steps.dedup_keys import (
     TextSpool,
     item_keys,
 )
+from curate.steps.dedup_keys import warm as warm_keys
 from curate.steps.semantic import DEFAULT_SEMANTIC_THRESHOLD, embed_texts, semantic_pairs
 
 log = logging.getLogger(__name__)
@@ -380,7 +381,7 @@ def _dedup_kind(
 
     tasks = [(a, min(len(left), a + _CHUNK)) for a in range(0, len(left), _CHUNK)]
     if getattr(acc, "map", None) is not None and len(tasks) > 1:
-        warm_kernels()  # before a fork pool starts: the workers inherit them
+        warm_keys()  # before a fork pool starts: the workers inherit them
     for (a, b), keys in zip(tasks, _map(acc, row_keys, tasks, len(left))):
         if report is not None:
             report("dedup", n - len(left) + b, n)  # (the keys: one pass over the records)

@@ -29,18 +29,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from curate.minhash import BandSketch
+from curate.minhash import BandSketch, warm_kernels
 from curate.near import SHORT_CHARS, skeleton_keys
 from curate.relation import (
     SKETCH_PARTS,
     Compared,
     compared,
     has_cjk,
-    skeleton_sketch,
     turn_digests,
     turn_markers,
     view,
 )
+from curate.skeleton_kernel import sketches
 
 Msgs = Sequence[Mapping[str, Any]]
 PART_THRESHOLD = 0.5  # each part's band keys for `parts_meet`: 64 bands of 2 MinHash rows (lsh_params(0.5))
@@ -105,9 +105,8 @@ def item_keys(
     cuts: list[int] = []
     flags: list[int] = []
     first: list[int] = []  # the one-turn prefix key of a conversation of 2+ turns, else 0
-    short: list[
-        tuple[int, int, int, tuple[int, ...]]
-    ] = []  # (item, part, skeleton_sketch) of each short part
+    short: list[tuple[int, int]] = []  # (item, part) of each short part
+    short_texts: list[str] = []
     end = 0
     from_bytes, dumps, sort_keys = int.from_bytes, orjson.dumps, orjson.OPT_SORT_KEYS
     for k, (msgs, chosen, meta) in enumerate(got):
@@ -128,7 +127,8 @@ def item_keys(
                 skel += [(k, key) for key in skeleton_keys([v.prompt, v.response])]
             for part in (0, 1):
                 if c[2] & (1 << part):
-                    short.append((k, part, *skeleton_sketch(c[part])))
+                    short.append((k, part))
+                    short_texts.append(c[part])
         pb, rb = c[0].encode("utf-8"), c[1].encode("utf-8")
         blob += (pb, rb)
         cuts.append(end + len(pb))
@@ -142,11 +142,11 @@ def item_keys(
             first.append(0)
     skn = np.full((m, 2), -1, dtype=np.int32)  # skeleton_sketch of each short part (-1: a long part)
     skc = np.zeros((m, 2, SKETCH_PARTS), dtype=np.uint32)
-    if short:
-        at_k = np.array([x[0] for x in short], dtype=np.int64)
-        at_part = np.array([x[1] for x in short], dtype=np.int64)
-        skn[at_k, at_part] = [x[2] for x in short]
-        skc[at_k, at_part] = [x[3] for x in short]
+    if short:  # (`skeleton_kernel.sketches`: skeleton_sketch of each, the ASCII texts in one compiled call)
+        at = np.array(short, dtype=np.int64)
+        got = sketches(short_texts)
+        skn[at[:, 0], at[:, 1]] = [x[0] for x in got]
+        skc[at[:, 0], at[:, 1]] = [x[1] for x in got]
     dg = np.empty((m, ks.slots), dtype=np.uint8)  # MinHash slots (low bytes)
     cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)  # (the floor leaves these alone)
     bd = (
@@ -179,6 +179,13 @@ def item_keys(
         skc,
         cjk,
     )
+
+
+def warm() -> None:
+    """Load (or compile) the kernels `item_keys` runs, here, before a fork pool starts: the workers inherit them
+    (`minhash.warm_kernels` and the skeleton sketches' kernel)."""
+    warm_kernels()
+    sketches(["warm up", "the kernels"])
 
 
 class TextSpool:
