@@ -392,7 +392,7 @@ def _fast_chunk(
         norms.append(norm)
         pks.append(pk)
     if slow:
-        for no, lines in rp.lines(slow).items():
+        for no, lines in rp.lines(slow, val).items():
             out[no - a - 1] = lines
     dd = (item_keys(items, ks, 1), places) if items else None
     if not val.keep_keys:

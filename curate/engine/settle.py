@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from curate.engine.lanes import LANES, lane_native
 from curate.engine.rows import (
     _EMPTY,
     _PREF_KEYS,
@@ -21,6 +22,7 @@ from curate.engine.rows import (
     Checker,
     RecordStore,
     Row,
+    content_id,
     estimate,
 )
 from curate.readers.common import ROLES
@@ -161,9 +163,16 @@ class _Validator:
         self.spool: Any = None  # (their texts: a dedup_keys.TextSpool)
 
     def fast(
-        self, kind: str, obj: dict[str, Any], cat: str, tags: tuple[str, ...], violates: tuple[str, ...]
+        self,
+        kind: str,
+        obj: dict[str, Any],
+        cat: str,
+        tags: tuple[str, ...],
+        violates: tuple[str, ...],
+        filled: bool = False,
     ) -> tuple[tuple[str, ...], int] | None:
-        """(rule statuses, length) when validate passes the record on unchanged but for checks and spec."""
+        """(rule statuses, length) when validate passes the record on unchanged but for checks and spec (and for a
+        pair's `violates`, when `filled`: `obj` and `violates` hold what validate fills in, `_RecordPath.lane`)."""
         if HELDOUT_TAG in tags or self.system_prompt is None:
             return None
         if violates and not all(v in self.all_ids for v in violates):
@@ -180,7 +189,9 @@ class _Validator:
                 return None
             size = estimate(msgs, self.system_prompt)
         else:
-            if not violates:  # the rejected side's failures fill violates: the record path does it
+            if (
+                not violates and not filled
+            ):  # the rejected side's failures fill violates: the record path does it
                 return None
             prompt = obj["prompt"]
             user = "\n".join([m["content"] for m in prompt if m["role"] == "user"])
@@ -340,12 +351,52 @@ class _RecordPath:
     def settle(self, rec: Rec) -> tuple:
         return settle(rec, self.spec, self.rule_ids, self.rules, self.native)
 
-    def lines(self, units: list[tuple[int, Any, Any]]) -> dict[int, _Lines]:
-        """In a worker: each unit's outcomes (one unit a line: shapes whose object is one record), by line."""
+    def lane(self, unit: tuple[int, Any, Any], val: _Validator) -> tuple[tuple, int] | None:
+        """(the `settle` outcome, length) of a line that takes a lane (`lanes.lane_native`) and that `val.fast`
+        passes: the fast row `settle` makes of the record the record path makes of the line (the native object
+        stored), with the `violates` validate fills in for a pair (the rejected side's failing rules); else None."""
+        no, obj, raw = unit
+        got = lane_native(obj, raw, self.shape, self.detected)  # type: ignore[arg-type]
+        if got is None:
+            return None
+        kind, native = got
+        shape = _fast_shape(native)
+        if shape is None:
+            return None
+        _, cat, tags, violates = shape
+        filled = kind == "preference" and not violates
+        if filled:  # validate: a pair without violates gets the rules its rejected answer fails
+            user = "\n".join([m["content"] for m in native["prompt"] if m["role"] == "user"])
+            st = val.checker.statuses(native["rejected"][-1]["content"], user, cat, tags)
+            broken = tuple(r for r, s in zip(self.rule_ids, st) if s == "fail")
+            if broken:
+                native["violates"] = list(broken)
+                violates = _share(broken)
+        passed = val.fast(kind, native, cat, tags, violates, filled)
+        if passed is None:
+            return None
+        head = (kind, content_id(kind, native), str(self.path), no, self.shape, cat, tags, violates)
+        return (*head, passed[0], None, orjson.dumps(native), None), passed[1]
+
+    def lines(self, units: list[tuple[int, Any, Any]], val: _Validator | None = None) -> dict[int, _Lines]:
+        """In a worker: each unit's outcomes (one unit a line: shapes whose object is one record), by line; with
+        `val`, a line that takes a lane (`lane`) is settled without the record path."""
         from curate.steps.read import STEP, _read_file
 
-        wctx = RunContext(quarantined=defaultdict(list))  # rows kept here, in memory, to send back
         got: dict[int, _Lines] = {}
+        if val is not None and self.native and not self.mapping and self.shape in LANES:
+            rest = []
+            for unit in units:
+                row = self.lane(unit, val)
+                if row is None:
+                    rest.append(unit)
+                else:
+                    got[unit[0]] = ln = _Lines()
+                    ln.rows.append(row)
+            if not rest:
+                return got
+            units = rest
+        wctx = RunContext(quarantined=defaultdict(list))  # rows kept here, in memory, to send back
         cur: list[_Lines] = []
         seen: dict[str, int] = {}
 
