@@ -18,6 +18,13 @@ copies, half of them differing only in case or whitespace, and 10% near copies, 
   templates whose words all come from 46 words (`SMALL_VOCAB`); near copies with 1-8 word edits from the same
   words. Distinct letters share most character 5-grams yet are far apart as texts (Indel similarity 0.49 +- 0.02,
   max 0.66 over 4.5M pairs), so every candidate pair an LSH finds between two families is a false one.
+- `mixed` (issue 15, round 9): one build over three files of different formats, as users bring them:
+  `openai.jsonl` (messages), `sharegpt.jsonl` (`conversations` of from/value turns + a `system` field) and
+  `alpaca.jsonl` (instruction / input / output + `system`), every line with its own `id` and a `metadata` object;
+  the chat workload's records and families (5% exact copies, half in other case/whitespace, 10% near copies with
+  1-12 word edits), each record (original or copy) written in a format drawn at random: a family's copies cross
+  files and formats (every format makes the same system + user + assistant record of the same content). Its
+  families, precision/recall and baselines are over the three files (in that order, `family_files`).
 The issue-15 workloads are under "workloads" in the JSON line.
 
 Measured per workload in the same run, on the same files (after one untimed warm-up build on the first 10k
@@ -28,7 +35,8 @@ lines, which compiles the numba kernels the first time after an edit of curate/n
   `--timeout` seconds or `--max-rss-mb` resident is killed (the machine is shared) and reported under `failed`.
 - `datasketch`: a pipeline with datasketch's MinHash (128 permutations, character 5-grams) and MinHashLSH
   (threshold 0.8): parse, exact dedup by sha256 of the normalized text, near dedup by LSH query + insert; on the
-  first `--baseline-n` records (it runs at ~1-2k records/s), records/s; `ratio_to_datasketch`.
+  first `--baseline-n` records (it runs at ~1-2k records/s), records/s; `ratio_to_datasketch`. The baselines read
+  the family files (`mixed`: all three, each format's turns as one text, `_key_text`).
 - `rensa` (issue 15's peer to beat): a plain rensa 0.5 pipeline (see `rensa_pipeline`: batched
   `digest_matrix_from_token_sets`, `RMinHashLSH` at 0.7 with 16 bands, exact dedup by hash, character 5-grams,
   one process, no verification, no export) on every record of the family file: records/s, `ratio_to_rensa`,
@@ -313,6 +321,105 @@ def make_openai_workload(folder: Path, n: int, seed: int = 11) -> dict:
     }
 
 
+MIXED_FILES = ("openai.jsonl", "sharegpt.jsonl", "alpaca.jsonl")
+
+
+def make_mixed_workload(folder: Path, n: int, seed: int = 17) -> dict:
+    """Write openai.jsonl, sharegpt.jsonl and alpaca.jsonl: n records in all (the openai workload's records and
+    families), each written in a format drawn at random, with its own `id` and a `metadata` object: copies cross
+    files and formats. The family / kind arrays run over the three files in MIXED_FILES order."""
+    rng = random.Random(seed)
+    vocab = _vocab(rng)
+    n_exact, n_near = n * 5 // 100, n * 10 // 100
+    n_base = n - n_exact - n_near
+    bases: list[tuple[str, str]] = []
+    for _ in range(n_base):
+        order = f"{rng.randrange(10**7, 10**8)}"
+        bases.append((_user(rng, vocab, order), _answer(rng, order)))
+    extra: list[tuple[Any, int, str]] = []
+    for _ in range(n_exact):
+        b = rng.randrange(n_base)
+        user, ans = bases[b]
+        if rng.random() < 0.5:
+            user = rng.choice([user.upper(), "  " + user.replace(" ", "  ") + " ", user.title()])
+        extra.append(((user, ans), b, "exact"))
+    for _ in range(n_near):
+        b = rng.randrange(n_base)
+        user, ans = bases[b]
+        extra.append(((_edit(rng, vocab, user, rng.randint(1, 12)), ans), b, "near"))
+    rng.shuffle(extra)
+    pending = sorted(
+        ((rng.randint(b + 1, n_base), content, b, k) for content, b, k in extra), key=lambda t: t[0]
+    )
+    buf: dict[str, list[bytes]] = {f: [] for f in MIXED_FILES}  # lines not yet written (appended in chunks)
+    for f in MIXED_FILES:
+        (folder / f).write_bytes(b"")
+    family = {f: array("i") for f in MIXED_FILES}
+    kind = {f: bytearray() for f in MIXED_FILES}
+
+    def meta(line_no: int) -> dict:
+        return {
+            "ticket": 100000 + line_no,
+            "channel": rng.choice(CHANNELS),
+            "locale": "en-US",
+            "created_at": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+        }
+
+    def write(content: tuple[str, str], b: int, k: bytes) -> None:
+        user, ans = content
+        f = rng.choice(MIXED_FILES)
+        no = len(family[f])
+        rid = f"{f[:2]}_{no:09d}_{rng.randrange(16**6):06x}"
+        if f == "openai.jsonl":
+            obj: dict[str, Any] = {
+                "id": rid,
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": ans},
+                ],
+            }
+        elif f == "sharegpt.jsonl":
+            obj = {
+                "id": rid,
+                "system": SYSTEM,
+                "conversations": [{"from": "human", "value": user}, {"from": "gpt", "value": ans}],
+            }
+        else:
+            obj = {"id": rid, "system": SYSTEM, "instruction": user, "input": "", "output": ans}
+        obj["metadata"] = meta(no)
+        buf[f].append(orjson.dumps(obj) + b"\n")
+        family[f].append(b)
+        kind[f] += k
+        if len(buf[f]) >= 8192:
+            flush(f)
+
+    def flush(f: str) -> None:
+        with open(folder / f, "ab") as fh:
+            fh.writelines(buf[f])
+        buf[f].clear()
+
+    p = 0
+    for i in range(n_base + 1):
+        while p < len(pending) and pending[p][0] == i:
+            _, content, b, k = pending[p]
+            write(content, b, b"e" if k == "exact" else b"n")
+            p += 1
+        if i < n_base:
+            write(bases[i], i, b"b")
+    for f in MIXED_FILES:
+        flush(f)
+    return {
+        "family": array("i", [x for f in MIXED_FILES for x in family[f]]),
+        "kind": bytearray(b"".join(kind[f] for f in MIXED_FILES)),
+        "n_in": sum(len(family[f]) for f in MIXED_FILES),
+        "files": list(MIXED_FILES),
+        "family_files": list(MIXED_FILES),
+        "family_counts": {f: len(family[f]) for f in MIXED_FILES},
+    }
+
+
 # A few dozen words: every text of the templated workload is made of them (plus a name and an order number)
 SMALL_VOCAB = [
     "your",
@@ -455,7 +562,24 @@ def make_chat_workload(folder: Path, n: int, seed: int = 7) -> dict:
     }
 
 
-WORKLOADS = {"chat": make_chat_workload, "openai": make_openai_workload, "templated": make_templated_workload}
+WORKLOADS = {
+    "chat": make_chat_workload,
+    "openai": make_openai_workload,
+    "templated": make_templated_workload,
+    "mixed": make_mixed_workload,
+}
+
+
+def family_files(truth: dict) -> list[str]:
+    """The files the family / kind arrays run over, in order."""
+    return truth.get("family_files") or [truth["family_file"]]
+
+
+def _lines(paths: list[Path]):
+    """The lines of the files, one after the other."""
+    for path in paths:
+        with open(path, "rb") as fh:
+            yield from fh
 
 
 # ---------------------------------------------------------------- one build in a fresh process
@@ -579,11 +703,22 @@ def parse_floor(path: Path) -> float:
     return n / (time.perf_counter() - t)
 
 
+_ROLE = {"human": "user", "gpt": "assistant"}
+
+
 def _key_text(obj: dict) -> str:
-    return "\n".join(f"{m['role']}: {m['content']}" for m in obj["messages"] if m["role"] != "system")
+    """The turns but the system turn as one text: OpenAI messages, ShareGPT conversations or an Alpaca record."""
+    if "messages" in obj:
+        turns = [(m["role"], m["content"]) for m in obj["messages"]]
+    elif "conversations" in obj:
+        turns = [(_ROLE.get(t["from"], t["from"]), t["value"]) for t in obj["conversations"]]
+    else:
+        user = obj["instruction"] + ("\n\n" + obj["input"] if obj.get("input") else "")
+        turns = [("user", user), ("assistant", obj["output"])]
+    return "\n".join(f"{role}: {content}" for role, content in turns if role != "system")
 
 
-def datasketch_pipeline(path: Path, limit: int) -> float:
+def datasketch_pipeline(paths: list[Path], limit: int) -> float:
     import hashlib
 
     from datasketch import MinHash, MinHashLSH
@@ -594,22 +729,21 @@ def datasketch_pipeline(path: Path, limit: int) -> float:
     seen: set[bytes] = set()
     n = 0
     t = time.perf_counter()
-    with open(path, "rb") as fh:
-        for line in fh:
-            if n >= limit:
-                break
-            obj = orjson.loads(line)
-            text = normalize_text(_key_text(obj))
-            n += 1
-            key = hashlib.sha256(text.encode()).digest()
-            if key in seen:
-                continue
-            seen.add(key)
-            m = MinHash(num_perm=128)
-            m.update_batch([text[i : i + 5].encode() for i in range(max(1, len(text) - 4))])
-            if lsh.query(m):
-                continue
-            lsh.insert(str(n), m)
+    for line in _lines(paths):
+        if n >= limit:
+            break
+        obj = orjson.loads(line)
+        text = normalize_text(_key_text(obj))
+        n += 1
+        key = hashlib.sha256(text.encode()).digest()
+        if key in seen:
+            continue
+        seen.add(key)
+        m = MinHash(num_perm=128)
+        m.update_batch([text[i : i + 5].encode() for i in range(max(1, len(text) - 4))])
+        if lsh.query(m):
+            continue
+        lsh.insert(str(n), m)
     return n / (time.perf_counter() - t)
 
 
@@ -656,7 +790,7 @@ def dedup_only(path: Path, limit: int) -> dict:
     return {"n": len(recs), "records_per_s": round(len(recs) / dt), "removed": len(rows)}
 
 
-def rensa_pipeline(path: Path, limit: int, truth: dict | None = None, batch: int = 8192) -> dict:
+def rensa_pipeline(paths: list[Path], limit: int, truth: dict | None = None, batch: int = 8192) -> dict:
     """The peer to beat (issue 15): a plain pipeline a user could glue together from rensa today. Parse, exact dedup
     by sha256 of the normalized text, character 5-grams, R-MinHash digests in batches
     (`RMinHash.digest_matrix_from_token_sets`, 128 permutations), `RMinHashLSH(threshold=0.7, num_bands=16)`; one
@@ -694,21 +828,20 @@ def rensa_pipeline(path: Path, limit: int, truth: dict | None = None, batch: int
 
     n = 0
     t = time.perf_counter()
-    with open(path, "rb") as fh:
-        for line in fh:
-            if n >= limit:
-                break
-            text = normalize_text(_key_text(orjson.loads(line)))
-            n += 1
-            key = hashlib.sha256(text.encode()).digest()
-            if key in seen:
-                exact += 1
-                continue
-            seen.add(key)
-            lines.append(n - 1)
-            texts.append(text)
-            if len(texts) >= batch:
-                flush()
+    for line in _lines(paths):
+        if n >= limit:
+            break
+        text = normalize_text(_key_text(orjson.loads(line)))
+        n += 1
+        key = hashlib.sha256(text.encode()).digest()
+        if key in seen:
+            exact += 1
+            continue
+        seen.add(key)
+        lines.append(n - 1)
+        texts.append(text)
+        if len(texts) >= batch:
+            flush()
     if texts:
         flush()
     out: dict[str, Any] = {
@@ -728,20 +861,30 @@ def rensa_pipeline(path: Path, limit: int, truth: dict | None = None, batch: int
 
 
 def near_quality(out: Path, truth: dict) -> dict:
-    """Precision/recall of near-duplicate removal against the known families (the family file only; a row that
+    """Precision/recall of near-duplicate removal against the known families (the family files only; a row that
     links a record of another file, e.g. two sides of a preference pair, counts in `pairs_flagged`)."""
-    family, kind, fam_file = truth["family"], truth["kind"], truth["family_file"]
+    family, kind = truth["family"], truth["kind"]
+    offset: dict[str, int] = {}  # a family file's first line's place in family / kind
+    at = 0
+    counts = truth.get("family_counts") or {truth["family_file"]: len(family)}
+    for f in family_files(truth):
+        offset[f] = at
+        at += counts[f]
+
+    def place(source: str) -> int | None:
+        f, _, line = source.rpartition(":")
+        base = offset.get(Path(f).name)
+        return None if base is None else base + int(line) - 1
+
     tp = fp = 0
     removed_near_variants = set()
     flagged_pairs = 0
     for line in (out / "clusters.jsonl").read_bytes().splitlines():
         row = orjson.loads(line)
-        kf, _, kl = row["kept_source"].rpartition(":")
-        df, _, dl = row["dropped_source"].rpartition(":")
-        if not (df.endswith(fam_file) and kf.endswith(fam_file)):
+        k, d = place(row["kept_source"]), place(row["dropped_source"])
+        if k is None or d is None:
             flagged_pairs += 1
             continue
-        k, d = int(kl) - 1, int(dl) - 1
         same = family[k] == family[d]
         if row["method"] == "near":
             tp += same
@@ -776,7 +919,8 @@ def bench_workload(
     gen_s = time.perf_counter() - t
     inputs = [folder / f for f in truth["files"]]
     n_in, n_fam = truth["n_in"], len(truth["family"])
-    fam = folder / truth["family_file"]
+    fams = [folder / f for f in family_files(truth)]
+    fam = fams[0]
     if (
         not warm
     ):  # one untimed build on the first 10k lines: compiles the numba kernels the first time after an
@@ -792,8 +936,8 @@ def bench_workload(
     ]
     ok = [x for x in runs if "failed" not in x]
     ds_n = min(args.baseline_n, n_fam)
-    ds_rate = datasketch_pipeline(fam, ds_n)
-    rensa = rensa_pipeline(fam, n_fam, truth)
+    ds_rate = datasketch_pipeline(fams, ds_n)
+    rensa = rensa_pipeline(fams, n_fam, truth)
     res: dict[str, Any] = {
         "n": n_in,
         "runs": args.runs,
