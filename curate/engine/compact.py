@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from curate.engine.lanes import LANES
 from curate.engine.pool import env_workers, fork_safe, worker_init
 from curate.engine.row_steps import coverage, lineage, make_pairs_rows, row_hits  # noqa: F401 (re-exported)
 from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests read them as compact.*)
@@ -229,7 +230,10 @@ def read_validate_rows(
         fmt = lane or "native"
         # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
         val.keep_keys = lane is not None and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
-        val.dedup = dedup_keys if lane is not None and pooled and spool is not None else None
+        lanes = lane is not None or (
+            shape in LANES and not mapping
+        )  # fast rows or lane rows (engine/lanes.py)
+        val.dedup = dedup_keys if lanes and pooled and spool is not None else None
         val.spool = spool
         keys_lines += lines if val.keep_keys else 0
         units = _pooled_units(path, src, val, rp, lane, nworkers) if pooled else iter_units(path, "jsonl")
@@ -249,7 +253,9 @@ def read_validate_rows(
                         for out, size in v.rows:
                             sizes[out[1]] = size
                             done += 1
-                            yield settler.row(out)
+                            row = settler.row(out)
+                            row.dkeys = dkeys  # (a lane row's keys; none for the record path's: -1)
+                            yield row
                         line += 1
                         continue
                     kind, rid, cat, tags, violates, st, size = v
@@ -392,8 +398,12 @@ def _fast_chunk(
         norms.append(norm)
         pks.append(pk)
     if slow:
-        for no, lines in rp.lines(slow, val).items():
+        made: list[Any] | None = [] if ks is not None else None
+        for no, lines in rp.lines(slow, val, made).items():
             out[no - a - 1] = lines
+        for no, kind, obj, cat, tags in made or ():  # the lane rows' dedup keys too (their stored objects)
+            items.append(dedup_item(kind, obj, cat, tags))
+            places.append(no - a - 1)
     dd = (item_keys(items, ks, 1), places) if items else None
     if not val.keep_keys:
         return out, None, dd

@@ -10,7 +10,7 @@ A line of a ShareGPT, Alpaca, OpenAI or LLaMA-Factory DPO / preference file (`LA
 object `lane_native` returns: the reader's own steps, in plain Python on the parsed line (role aliases, the
 system field, Alpaca's user turn and history, `meta_of`'s category / tags / violates, no tools, no labels), and
 None for anything the reader does beyond the plain case (tool calls, typed content parts, a field of the wrong
-type, an empty turn, a guard fault: `unit_fault`) or that is not its format by itself: the record path reads
+type, an empty turn, a guard fault: `line_fault`) or that is not its format by itself: the record path reads
 those lines and gives the reason codes. `settle._RecordPath.lines` makes the row of a lane line: the fast row
 `settle` would make of the reader's record (the native object stored as a `RecordStore` line), when
 `_Validator.fast` passes it; the serial record path and the pooled one then write the same bytes
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from curate.readers.common import ROLE_ALIASES, ROLES, Reject, meta_of
-from curate.readers.guard import unit_fault
+from curate.readers.guard import line_fault, unit_fault
 from curate.readers.shapes import _whole_conversation, detect_shape
 
 Obj = dict[str, Any]
@@ -197,7 +197,7 @@ def lane_native(obj: Obj, raw: bytes, shape: str, detected: bool) -> tuple[str, 
         meta = meta_of(obj)
     except Reject:
         return None
-    if "labels" in meta or unit_fault(obj, raw) is not None:
+    if "labels" in meta or (line_fault(obj, raw) if type(raw) is bytes else unit_fault(obj, raw)) is not None:
         return None
     kind, native = got
     cat = meta.get("category", "typical")

@@ -351,10 +351,13 @@ class _RecordPath:
     def settle(self, rec: Rec) -> tuple:
         return settle(rec, self.spec, self.rule_ids, self.rules, self.native)
 
-    def lane(self, unit: tuple[int, Any, Any], val: _Validator) -> tuple[tuple, int] | None:
+    def lane(
+        self, unit: tuple[int, Any, Any], val: _Validator, made: list[Any] | None = None
+    ) -> tuple[tuple, int] | None:
         """(the `settle` outcome, length) of a line that takes a lane (`lanes.lane_native`) and that `val.fast`
         passes: the fast row `settle` makes of the record the record path makes of the line (the native object
-        stored), with the `violates` validate fills in for a pair (the rejected side's failing rules); else None."""
+        stored), with the `violates` validate fills in for a pair (the rejected side's failing rules); else None.
+        `made`: (line, kind, native object, category, tags) of the row is appended to it (dedup's fused keys)."""
         no, obj, raw = unit
         got = lane_native(obj, raw, self.shape, self.detected)  # type: ignore[arg-type]
         if got is None:
@@ -375,19 +378,23 @@ class _RecordPath:
         passed = val.fast(kind, native, cat, tags, violates, filled)
         if passed is None:
             return None
+        if made is not None:
+            made.append((no, kind, native, cat, tags))
         head = (kind, content_id(kind, native), str(self.path), no, self.shape, cat, tags, violates)
         return (*head, passed[0], None, orjson.dumps(native), None), passed[1]
 
-    def lines(self, units: list[tuple[int, Any, Any]], val: _Validator | None = None) -> dict[int, _Lines]:
+    def lines(
+        self, units: list[tuple[int, Any, Any]], val: _Validator | None = None, made: list[Any] | None = None
+    ) -> dict[int, _Lines]:
         """In a worker: each unit's outcomes (one unit a line: shapes whose object is one record), by line; with
-        `val`, a line that takes a lane (`lane`) is settled without the record path."""
+        `val`, a line that takes a lane (`lane`, which appends to `made`) is settled without the record path."""
         from curate.steps.read import STEP, _read_file
 
         got: dict[int, _Lines] = {}
         if val is not None and self.native and not self.mapping and self.shape in LANES:
             rest = []
             for unit in units:
-                row = self.lane(unit, val)
+                row = self.lane(unit, val, made)
                 if row is None:
                     rest.append(unit)
                 else:

@@ -360,8 +360,8 @@ def _pool(monkeypatch, chunk: int, log: Path) -> None:
     monkeypatch.setattr(C, "_fork_safe", lambda: True)
     real = _RecordPath.lane
 
-    def spy(self, unit, val):
-        got = real(self, unit, val)
+    def spy(self, unit, val, made=None):
+        got = real(self, unit, val, made)
         if got is not None:
             with open(log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
@@ -424,3 +424,42 @@ def test_pooled_lanes_same_files_real(tmp_path, monkeypatch, real_fixtures):
     assert len(log.read_text().split()) == taken
     assert orjson.loads(new["manifest.json"])["counts"]["exported"] > 1000
     assert new == old
+
+
+def test_lane_rows_fused_dedup_keys(tmp_path, monkeypatch):
+    """With dedup's keys made by the read's workers (`read_validate_rows(dedup_keys=...)`), a lane row's keys are
+    made there too: `item_keys` of its `dedup_messages`, value for value (as test_fused_keys checks for fast rows)."""
+    from curate.steps.dedup_keys import KeySketches, TextSpool, item_keys
+    from tests.engine.test_fused_keys import _same
+
+    files = _mixed_files(tmp_path, n=60)
+    spec = load_spec(TRIAGE / "spec.yaml")
+    _pool(monkeypatch, 16, tmp_path / "lanes.log")
+    ks = KeySketches(0.8)
+    spool = TextSpool()
+    opened: list = [spool]
+    fused = 0
+    try:
+        rows = list(
+            C.read_validate_rows(
+                files,
+                ctx=RunContext(),
+                spec=spec,
+                lengths=LengthCounter(spec, None),
+                max_tokens=spec.export.max_tokens,
+                opened=opened,
+                dedup_keys=ks,
+                spool=spool,
+            )
+        )
+        for row in rows:
+            got = C.RowAccess.fused(row)
+            if got is None:
+                continue
+            fused += type(row.src) is C.RecordStore  # (else a fast row of an input line: test_fused_keys)
+            chunk, i = got
+            _same(chunk.keys, i, item_keys([C.dedup_messages(row)], ks), 0, spool, int(chunk.start[i]))
+    finally:
+        for x in opened:
+            x.close()
+    assert fused == len((tmp_path / "lanes.log").read_text().split()) and fused >= 150  # every lane row's
