@@ -330,13 +330,29 @@ def _map(acc: Any, fn: Callable[[Any, int | None], Any], tasks: Sequence[Any], w
 
 
 def keep_order(
-    origin: np.ndarray, length: np.ndarray, rawhash: np.ndarray, where: Sequence[str]
+    origin: np.ndarray,
+    length: np.ndarray,
+    rawhash: np.ndarray,
+    where: Sequence[str] | Callable[[int], str],
 ) -> np.ndarray:
-    """Positions in keep-priority order (module doc): origin, longer first, smaller raw hash, then source."""
-    n = len(origin)
-    wrank = np.empty(n, dtype=np.int64)
-    wrank[np.array(sorted(range(n), key=where.__getitem__), dtype=np.int64)] = np.arange(n)
-    return np.lexsort((wrank, rawhash, -length.astype(np.int64), origin)).astype(np.int64)
+    """Positions in keep-priority order (module doc): origin, longer first, smaller raw hash, then source.
+
+    `where`: each position's source string, or a function of the position giving it: it is asked only for the
+    positions that tie on the first three keys (byte-identical twins), so the sources of all items are never held
+    at once (~100 bytes an item). Ties on the source too keep position order."""
+    order = np.lexsort((rawhash, -length.astype(np.int64), origin)).astype(np.int64)
+    if len(order) < 2:
+        return order
+    of = where if callable(where) else where.__getitem__
+    o, ln, rh = origin[order], length[order], rawhash[order]
+    tie = (o[1:] == o[:-1]) & (ln[1:] == ln[:-1]) & (rh[1:] == rh[:-1])
+    if tie.any():
+        starts = np.flatnonzero(np.diff(np.concatenate(([False], tie, [False])).astype(np.int8)) == 1)
+        ends = np.flatnonzero(np.diff(np.concatenate(([False], tie, [False])).astype(np.int8)) == -1) + 1
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            run = order[a:b].tolist()
+            order[a:b] = sorted(run, key=lambda p: (of(p), p))
+    return order
 
 
 def _dedup_kind(
@@ -408,8 +424,9 @@ def _dedup_kind(
         return out_marked
 
     origin = np.array([acc.priority(recs[i]) for i in idx], dtype=np.int64)
-    where = [acc.where(recs[i]) for i in idx]
-    order = keep_order(origin, length, rawh, where)  # position p in keep order -> item order[p]
+    order = keep_order(
+        origin, length, rawh, lambda p: acc.where(recs[idx[p]])
+    )  # position p in keep order -> item order[p]
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     item = [idx[int(p)] for p in order]  # record index by keep rank
