@@ -281,12 +281,15 @@ def text_pairs(
     ngram: int = 5,
     max_verify: int = MAX_VERIFY,
     runner: Callable[..., Iterable[Any]] | None = None,
+    norms_of: Callable[[list[int]], list[str]] | None = None,
 ) -> list[tuple[int, int, float]]:
     """All pairs (i, j, score), i < j, of `n` normalized texts (`norm_of(i)`) that `relation.text_score` calls
     similar at `threshold`, found by LSH (no corpus frequency filter; a pair agreeing in fewer than
     `minhash.agreement_floor` MinHash slots is not verified) plus skeleton keys for short texts, each text meeting
     at most `max_verify` candidates (the ones sharing the most bands). Texts are made on demand. `runner`: an
-    engine's task runner for the verification (`scored_pairs`)."""
+    engine's task runner for the verification (`scored_pairs`). `norms_of(idx)`, when given, is `[norm_of(i) for
+    i in idx]` in one call (texts read back from a `steps.spill.TextSpill`): each chunk of the MinHash pass and
+    each verification task then asks for its texts once."""
     if n < 2:
         return []
     sketch = BandSketch(threshold, num_perm, ngram)
@@ -296,7 +299,8 @@ def text_pairs(
     cjk = np.zeros(n, dtype=bool)  # texts the floor leaves alone (`over_floor`)
     keyed: list[tuple[int, int]] = []
     for a in range(0, n, sketch.CHUNK):
-        chunk = [norm_of(k) for k in range(a, min(n, a + sketch.CHUNK))]
+        span = range(a, min(n, a + sketch.CHUNK))
+        chunk = norms_of(list(span)) if norms_of is not None else [norm_of(k) for k in span]
         packed = pack_ascii(chunk)
         dg = digest[a : a + len(chunk)]
         bands[a : a + len(chunk)] = (
@@ -322,27 +326,44 @@ def text_pairs(
         counts = counts[at]
     cand = cap_candidates(cand, counts, n, max_verify)
     flag = short.tolist()
-    return scored_pairs(
-        cand, lambda i, j: text_score(norm_of(i), norm_of(j), threshold, flag[i] or flag[j]), runner
-    )
+    del short
+    if norms_of is None:
+        return scored_pairs(
+            cand, lambda i, j: text_score(norm_of(i), norm_of(j), threshold, flag[i] or flag[j]), runner
+        )
+
+    def per_task(pairs: list[tuple[int, int]]) -> Callable[[int, int], float]:
+        need = sorted({q for pair in pairs for q in pair})
+        got = dict(zip(need, norms_of(need)))
+        return lambda i, j: text_score(got[i], got[j], threshold, flag[i] or flag[j])
+
+    return scored_pairs(cand, per_task=per_task, runner=runner)
 
 
 VERIFY_CHUNK = 8_192  # candidate pairs a verification task scores (scored_pairs)
 
 
 def scored_pairs(
-    cand: Any, score: Callable[[int, int], float], runner: Callable[..., Iterable[Any]] | None = None
+    cand: Any,
+    score: Callable[[int, int], float] | None = None,
+    runner: Callable[..., Iterable[Any]] | None = None,
+    *,
+    per_task: Callable[[list[tuple[int, int]]], Callable[[int, int], float]] | None = None,
 ) -> list[tuple[int, int, float]]:
     """(i, j, score(i, j)) of each candidate pair (an (m, 2) array or a list of pairs) whose score is above 0, in
     candidate order. `runner(fn, tasks, work)`, when given, runs the chunks of `VERIFY_CHUNK` pairs (an engine's
     runner: `compact.RowAccess.map`'s fork pool, `ray_map.RayMapper.map`); `score` must then depend on what this
-    process holds alone. Same pairs either way."""
+    process holds alone. Same pairs either way. `per_task(pairs)` instead of `score`: the score function of one
+    task's pairs (which may read the texts they need once, e.g. from a `steps.spill.TextSpill`)."""
 
     def task(bounds: tuple[int, int], threads: int | None = None) -> list[tuple[int, int, float]]:
         part = cand[bounds[0] : bounds[1]]
+        pairs = part.tolist() if not isinstance(part, list) else part
+        score_of = per_task(pairs) if per_task is not None else score
+        assert score_of is not None
         out = []
-        for i, j in part.tolist() if not isinstance(part, list) else part:
-            s = score(i, j)
+        for i, j in pairs:
+            s = score_of(i, j)
             if s > 0:
                 out.append((i, j, s))
         return out

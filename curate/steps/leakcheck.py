@@ -25,6 +25,7 @@ when it shares one):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from curate.near import (
     skeleton_keys,
 )
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
-from curate.relation import has_cjk, is_short, leak_compared, leak_parts
+from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
 
 __all__ = ["LOOSE", "TIGHT", "Leakage", "dataset_texts", "leak_pairs", "leakage", "leakage_between"]
@@ -67,78 +68,139 @@ def leak_pairs(
 ) -> list[tuple[int, int, float]]:
     """(train index, test index, score) of every leak (`relation.leak_score`) between items given as their
     normalized user turns (a str is one turn), sorted. `runner`: an engine's task runner for the verification
-    (`near.scored_pairs`)."""
-    tr = [leak_parts((t,) if isinstance(t, str) else tuple(t)) for t in train]
-    te = [leak_parts((t,) if isinstance(t, str) else tuple(t)) for t in test]
-    nt, nh = len(tr), len(te)
+    (`near.scored_pairs`). The items are read in chunks and again for the pairs to verify (`train` and `test` may
+    make them on demand: the build's split reads them back from disk), so besides fixed-size arrays per text no
+    text is held."""
+    nt, nh = len(train), len(test)
     if not nt or not nh:
         return []
+
+    def parts(items: Sequence[str | Sequence[str]], k: int) -> LeakParts:
+        t = items[k]
+        return leak_parts((t,) if isinstance(t, str) else tuple(t))
+
     if brute:
-        cand = [(i, j) for i in range(nt) for j in range(nh)]
+        tr = [parts(train, i) for i in range(nt)]
+        te = [parts(test, j) for j in range(nh)]
+        cand: Any = [(i, j) for i in range(nt) for j in range(nh)]
+        out = scored_pairs(cand, lambda i, j: leak_compared(tr[i], te[j], threshold), runner)
     else:
-        # blocking texts: each item's joined user text and, for multi-turn items, its first turn (prefix leaks);
-        # a pair is compared when any of its texts meet in a block
-        texts: list[str] = []
-        owner: list[int] = []
-        for k, (joined, _, turns, _) in enumerate(tr + te):
-            if not turns:
-                continue
-            texts.append(joined)
-            owner.append(k)
-            if len(turns) > 1:
-                texts.append(turns[0])
-                owner.append(k)
-        side = np.array([o >= nt for o in owner], dtype=bool)
-        order = np.argsort(side, kind="stable")  # training texts first
-        texts = [texts[q] for q in order.tolist()]
-        own = np.array(owner, dtype=np.int64)[order]
-        n_train_texts = int((~side).sum())
-        got = _blocks(
-            texts, n_train_texts, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY
-        )
-        pairs = (
-            np.stack((own[got[:, 0]], own[got[:, 1]] - nt), axis=1)
-            if len(got)
-            else np.empty((0, 2), np.int64)
-        )
-        cand = np.unique(pairs, axis=0) if len(pairs) else pairs
-        del got, pairs
-    out = scored_pairs(cand, lambda i, j: leak_compared(tr[i], te[j], threshold), runner)
+        cand = _blocks(train, test, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY)
+
+        def per_task(pairs: list[tuple[int, int]]) -> Callable[[int, int], float]:
+            a = {i: parts(train, i) for i in sorted({i for i, _ in pairs})}
+            b = {j: parts(test, j) for j in sorted({j for _, j in pairs})}
+            return lambda i, j: leak_compared(a[i], b[j], threshold)
+
+        out = scored_pairs(cand, per_task=per_task, runner=runner)
     out.sort()
     return out
 
 
-def _blocks(texts: list[str], nt: int, lsh_threshold: float, per_text: int) -> np.ndarray:
-    n = len(texts)
-    pairs = []
-    first: dict[str, list[int]] = {}
-    for k in range(nt):
-        first.setdefault(texts[k], []).append(k)
-    ex = [(i, k) for k in range(nt, n) for i in first.get(texts[k], ())]
-    if ex:
-        pairs.append(np.array(ex, dtype=np.int64))
-    keyed: list[tuple[int, int]] = []
-    for k, t in enumerate(texts):
-        if len(t) < SHORT_CHARS and is_short(t):
-            keyed += [(k, h) for h in skeleton_keys([t])]
-    pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
+_ITEM_CHUNK = 4096  # items whose blocking texts are made at a time
+
+
+def _blocks(
+    train: Sequence[str | Sequence[str]],
+    test: Sequence[str | Sequence[str]],
+    lsh_threshold: float,
+    per_text: int,
+) -> np.ndarray:
+    """The unique (train index, test index) pairs whose blocking texts meet in a block (the module doc): each
+    item's joined user text and, for multi-turn items, its first turn; training items' texts first."""
+    nt = len(train)
     sketch = BandSketch(lsh_threshold, 128, 3)
     floor_sketch = BandSketch(lsh_threshold, 128, 5)  # (its slots only: the floor is made for 5-gram Jaccard)
-    bands = np.empty((n, sketch.bands), dtype=np.uint32)
-    digest = np.empty((n, 128), dtype=np.uint8)
-    for a in range(0, n, sketch.CHUNK):
-        chunk = texts[a : a + sketch.CHUNK]
-        bands[a : a + sketch.CHUNK] = sketch.bands32_of(chunk)
-        floor_sketch.bands32_of(chunk, digest=digest[a : a + sketch.CHUNK])
-    cjk = np.fromiter(map(has_cjk, texts), dtype=bool, count=n)
+    owner: list[np.ndarray] = []  # the item (train first, then test at nt + index) of each blocking text
+    keys: list[np.ndarray] = []  # each text's exact key (16 bytes of sha256 as two uint64)
+    bands: list[np.ndarray] = []
+    digest: list[np.ndarray] = []
+    cjk: list[np.ndarray] = []
+    keyed: list[tuple[int, int]] = []
+    n = 0  # texts so far
+    n_train_texts = 0
+    for items, base in ((train, 0), (test, nt)):
+        for a in range(0, len(items), _ITEM_CHUNK):
+            texts: list[str] = []
+            own: list[int] = []
+            for k in range(a, min(len(items), a + _ITEM_CHUNK)):
+                t = items[k]
+                turns = (t,) if isinstance(t, str) else tuple(t)
+                if not turns:
+                    continue
+                texts.append(" ".join(turns))
+                own.append(base + k)
+                if len(turns) > 1:
+                    texts.append(turns[0])
+                    own.append(base + k)
+            if not texts:
+                continue
+            owner.append(np.array(own, dtype=np.int64))
+            keys.append(
+                np.frombuffer(
+                    b"".join(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest()[:16] for t in texts),
+                    dtype=np.uint64,
+                ).reshape(-1, 2)
+            )
+            bands.append(sketch.bands32_of(texts))
+            dg = np.empty((len(texts), 128), dtype=np.uint8)
+            floor_sketch.bands32_of(texts, digest=dg)
+            digest.append(dg)
+            cjk.append(np.fromiter(map(has_cjk, texts), dtype=bool, count=len(texts)))
+            for k, t in enumerate(texts):
+                if len(t) < SHORT_CHARS and is_short(t):
+                    keyed += [(n + k, h) for h in skeleton_keys([t])]
+            n += len(texts)
+        if base == 0:
+            n_train_texts = n
+    if not n:
+        return np.empty((0, 2), dtype=np.int64)
+    own_all = np.concatenate(owner)
+    del owner
+    pairs = [_equal_pairs(np.concatenate(keys), n_train_texts)]
+    del keys
+    pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
+    del keyed
+    bh = np.concatenate(bands)
+    del bands
+    dgs = np.concatenate(digest)
+    del digest
+    cj = np.concatenate(cjk)
     lsh, counts = candidate_pairs_counted(
-        bands, small=16, window=4, keep=over_floor(digest, agreement_floor(lsh_threshold, 128), cjk)
+        bh, small=16, window=4, keep=over_floor(dgs, agreement_floor(lsh_threshold, 128), cj)
     )
-    del bands, digest, cjk
+    del bh, dgs, cj
     pairs.append(cap_candidates(lsh, counts, n, per_text))
+    del lsh, counts
     cand = np.concatenate(pairs)
-    cand = cand[(cand[:, 0] < nt) & (cand[:, 1] >= nt)]  # only training x held-out
-    return np.unique(cand, axis=0) if len(cand) else cand
+    cand = cand[(cand[:, 0] < n_train_texts) & (cand[:, 1] >= n_train_texts)]  # only training x held-out
+    if not len(cand):
+        return np.empty((0, 2), dtype=np.int64)
+    got = np.stack((own_all[cand[:, 0]], own_all[cand[:, 1]] - nt), axis=1)
+    return np.unique(got, axis=0)
+
+
+def _equal_pairs(keys: np.ndarray, nt: int) -> np.ndarray:
+    """(i, k) text index pairs, i < nt <= k, of equal keys (rows of an (n, 2) array): every training text with
+    every held-out text of the same exact key."""
+    n = len(keys)
+    o = np.lexsort((np.arange(n), keys[:, 1], keys[:, 0]))  # (within a key: training texts first)
+    ks = keys[o]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (ks[1:] != ks[:-1]).any(axis=1)
+    run = np.cumsum(new) - 1
+    start = np.flatnonzero(new)
+    is_tr = o < nt
+    n_tr = np.bincount(run[is_tr], minlength=len(start))  # training texts of each key
+    tpos = np.flatnonzero(~is_tr & (n_tr[run] > 0))  # held-out texts with a training twin
+    if not len(tpos):
+        return np.empty((0, 2), dtype=np.int64)
+    reps = n_tr[run[tpos]]
+    firsts = start[run[tpos]]
+    offs = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+    i = o[np.repeat(firsts, reps) + offs]
+    k = np.repeat(o[tpos], reps)
+    return np.stack((i, k), axis=1).astype(np.int64)
 
 
 # ---------------------------------------------------------------- `curate leakage A B`: two datasets

@@ -40,6 +40,7 @@ from curate.spec import Spec
 from curate.steps.base import RunContext
 from curate.steps.leakcheck import Leakage
 from curate.steps.pairs import record_prompt_key
+from curate.steps.spill import TextSpill
 
 log = logging.getLogger(__name__)
 STEP = "split"
@@ -263,48 +264,65 @@ def split_rows(
         return text(recs[i])
 
     n = len(recs)
-    hold = n <= HOLD_TEXTS
-    # per row: the normalized user text (above HOLD_TEXTS its _ekey: the texts are made again where needed)
-    ukeys: list[Any] = [None] * n
+    # per row: the 16-byte key of its normalized user text (`_ekey`) and its prompt key; the texts themselves go to
+    # a spill file (`steps.spill`), read back where the near pairs and the leakage check need them
+    norms = TextSpill(n)
+    ukey = np.empty((n, 2), dtype=np.uint64)
     pkeys: list[Any] = [None] * n
     order = range(n) if keys_all is None else _memory_order(recs)
     got = map(keys, recs) if keys_all is None else keys_all([recs[i] for i in order])
+    buf: tuple[list[int], list[str], list[bytes]] = ([], [], [])
+
+    def flush() -> None:
+        norms.put(buf[0], buf[1])
+        ukey[buf[0]] = np.frombuffer(b"".join(buf[2]), dtype=np.uint64).reshape(-1, 2)
+        for part in buf:
+            part.clear()
+
     for i, (norm, pk) in zip(order, got):
-        ukeys[i] = norm if hold else _ekey(norm)
         pkeys[i] = pk
+        buf[0].append(i)
+        buf[1].append(norm)
+        buf[2].append(_ekey(norm))
+        if len(buf[0]) == _SPILL_CHUNK:
+            flush()
+    if buf[0]:
+        flush()
     del got, order
-    held: list[str] | None = ukeys if hold else None
-    ucode = _codes(ukeys)
-    del ukeys
+    ucode = _codes_of_keys(ukey)
     pcode = _codes(pkeys)
 
     def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
         if release is not None:
             release()
         nl = len(lock_norms)
-        if held is not None:
-            texts = lock_norms + [held[i] for i in rep_idx]
-            return text_pairs(len(texts), texts.__getitem__, near_threshold, runner=runner)
 
         def norm_of(k: int) -> str:
-            return lock_norms[k] if k < nl else normalize_text(text_of(rep_idx[k - nl]))
+            return lock_norms[k] if k < nl else norms[rep_idx[k - nl]]
 
-        return text_pairs(nl + len(rep_idx), norm_of, near_threshold, runner=runner)
+        return text_pairs(
+            nl + len(rep_idx),
+            norm_of,
+            near_threshold,
+            runner=runner,
+            norms_of=lambda ks: [norm_of(k) for k in ks],
+        )
 
     def texts_of(idx: list[int]) -> Iterable[str]:
         if texts_all is None:
             return map(text_of, idx)
         return _in_memory_order([recs[i] for i in idx], texts_all)
 
-    pos = {r.id: i for i, r in enumerate(recs)}
+    links = list(links)
+    linked = {x for ab in links for x in ab}
+    pos = {r.id: i for i, r in enumerate(recs) if r.id in linked}
     link_idx = [(pos[a], pos[b]) for a, b in links if a in pos and b in pos]
+    del pos, linked
     # every row's normalized user turns, read once: the prefix links below and the leakage check after the split
-    user_turns: list[tuple[str, ...]] = []
-    read_turns = turns or (lambda rs: [(text(r),) for r in rs])
-    for a in range(0, n, 8192):
-        user_turns += [tuple(normalize_text(t) for t in ts) for ts in read_turns(recs[a : a + 8192])]
-    link_idx += _prefix_links(user_turns, near_threshold)
-    res, _ = _split_arrays(
+    turns_of = _spill_turns(recs, n, turns or (lambda rs: [(text(r),) for r in rs]), ukey, norms)
+    ukey = ukey[:0]  # (no longer needed)
+    link_idx += _prefix_links(n, turns_of, near_threshold)
+    res, (side_of, *_) = _split_arrays(
         recs,
         ucode,
         pcode,
@@ -320,41 +338,123 @@ def split_rows(
         links=link_idx,
     )
     del pkeys, ucode, pcode
-    held = None
+    train_i = np.flatnonzero(side_of == _TRAIN)  # (res.train and res.test are these rows, in this order)
+    test_i = np.flatnonzero(side_of == _TEST)
+    del side_of
     res.leakage = repair_leakage(
         res,
-        lambda r: user_turns[pos[r.id]],
+        _Lazy(len(train_i), lambda k: turns_of(int(train_i[k]))),
+        _Lazy(len(test_i), lambda k: turns_of(int(test_i[k]))),
         record,
         ctx=ctx,
         threshold=near_threshold,
         frozen=lock.prompts if lock is not None else (),
         runner=runner,
     )
+    turns_of.close()
+    norms.close()
     ctx.report(STEP, 3, 3)
     return res
 
 
-def _prefix_links(got: list[tuple[str, ...]], threshold: float) -> list[tuple[int, int]]:
+_SPILL_CHUNK = 8192  # rows whose texts are written to the spill file at a time
+
+
+class _Lazy(Sequence):  # type: ignore[type-arg]
+    """A read-only sequence of `n` items made on demand by `get(k)` (nothing held)."""
+
+    def __init__(self, n: int, get: Callable[[int], Any]) -> None:
+        self.n, self.get = n, get
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self.get(q) for q in range(*k.indices(self.n))]
+        if k < 0:
+            k += self.n
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        return self.get(k)
+
+
+class _Turns:
+    """Each row's normalized user turns: `(its normalized user text,)` (read back from the texts' spill) for a row
+    of one turn whose normal form is that text (the common case: nothing stored twice), `()` for a row without a
+    user turn, else the turns joined by U+001F (no normalized text holds one: `str.split` cuts there) in a spill of
+    their own. 2 bytes a row in memory besides the spills' offsets."""
+
+    def __init__(self, n: int, norms: TextSpill) -> None:
+        self.norms = norms
+        self.kind = np.zeros(n, dtype=np.int8)  # 0: (norm,), 1: spilled, 2: no user turn
+        self.multi = np.zeros(n, dtype=bool)
+        self.spill = TextSpill(n)
+
+    def __call__(self, i: int) -> tuple[str, ...]:
+        kind = self.kind[i]
+        if kind == 0:
+            return (self.norms[i],)
+        if kind == 2:
+            return ()
+        return tuple(self.spill[i].split("\x1f"))
+
+    def first(self, i: int) -> str:
+        got = self(i)
+        return got[0] if got else ""
+
+    def close(self) -> None:
+        self.spill.close()
+
+
+def _spill_turns(
+    recs: list[Any],
+    n: int,
+    read_turns: Callable[[list[Any]], list[Sequence[str]]],
+    ukey: np.ndarray,
+    norms: TextSpill,
+) -> _Turns:
+    """The `_Turns` of the rows, read `_SPILL_CHUNK` rows at a time (`ukey`: each row's `_ekey` of its
+    normalized user text, whose text is in `norms`)."""
+    out = _Turns(n, norms)
+    for a in range(0, n, _SPILL_CHUNK):
+        idx: list[int] = []
+        joined: list[str] = []
+        for k, ts in enumerate(read_turns(recs[a : a + _SPILL_CHUNK])):
+            i = a + k
+            tt = [normalize_text(t) for t in ts]
+            if not tt:
+                out.kind[i] = 2
+            elif len(tt) > 1 or _ekey(tt[0]) != ukey[i].tobytes():
+                out.kind[i] = 1
+                out.multi[i] = len(tt) > 1
+                idx.append(i)
+                joined.append("\x1f".join(tt))
+        out.spill.put(idx, joined)
+    return out
+
+
+def _prefix_links(n: int, turns_of: _Turns, threshold: float) -> list[tuple[int, int]]:
     """Pairs of items one of which has several user turns and the two are a leak by `relation.leak_score`
     (typically a question and the same question with a follow-up): one split group, so the leakage check after
-    the split has nothing to move. `got`: each item's normalized user turns. Candidates: similar first user turns
-    (`near.text_pairs`)."""
+    the split has nothing to move. `turns_of(i)`: item i's normalized user turns. Candidates: similar first user
+    turns (`near.text_pairs`)."""
     from curate.relation import leak_score
 
-    multi = [len(t) > 1 for t in got]
-    if not any(multi):
+    multi = turns_of.multi
+    if not multi.any():
         return []
-    firsts = [t[0] if t else "" for t in got]
     out = []
-    for i, j, _ in text_pairs(len(firsts), firsts.__getitem__, threshold):
-        if (multi[i] or multi[j]) and leak_score(got[i], got[j], threshold):
+    for i, j, _ in text_pairs(n, turns_of.first, threshold):
+        if (multi[i] or multi[j]) and leak_score(turns_of(i), turns_of(j), threshold):
             out.append((i, j))
     return out
 
 
 def repair_leakage(
     res: SplitResult,
-    turns: Callable[[Any], tuple[str, ...]],
+    train_turns: Sequence[tuple[str, ...]],
+    test_turns: Sequence[tuple[str, ...]],
     record: Callable[[Any], Rec],
     *,
     ctx: RunContext,
@@ -365,7 +465,9 @@ def repair_leakage(
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
     A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
-    held-out twin); a held-out item is never touched. `turns(item)`: its normalized user turns. `frozen`: the user texts of a previous lock's held-out set,
+    held-out twin); a held-out item is never touched. `train_turns[k]` / `test_turns[k]`: the normalized user
+    turns of res.train[k] / res.test[k] (sequences that may make them on demand). `frozen`: the user texts of a
+    previous lock's held-out set,
     checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)."""
     from curate.steps.leakcheck import leak_pairs
 
@@ -374,10 +476,12 @@ def repair_leakage(
         return out
 
     ctx.report("leakage", 0, 1)
-    test_turns = [turns(r) for r in res.test]
     n_test = len(test_turns)
-    test_turns += [(normalize_text(p),) for p in frozen]
-    found = leak_pairs([turns(r) for r in res.train], test_turns, threshold, runner=runner)
+    locked = [(normalize_text(p),) for p in frozen]
+    if locked:
+        held = test_turns
+        test_turns = _Lazy(n_test + len(locked), lambda k: held[k] if k < n_test else locked[k - n_test])
+    found = leak_pairs(train_turns, test_turns, threshold, runner=runner)
     ctx.report("leakage", 1, 1)
     out.checked = len(res.train) * (len(res.test) + len(frozen))
     if not found:
@@ -439,6 +543,20 @@ def _codes(keys: list[Any]) -> np.ndarray:
     n = len(keys)
     first = dict(zip(reversed(keys), range(n - 1, -1, -1)))
     firsts = np.fromiter(map(first.__getitem__, keys), dtype=np.int64, count=n)
+    return np.unique(firsts, return_inverse=True)[1].reshape(-1).astype(np.int64, copy=False)
+
+
+def _codes_of_keys(keys: np.ndarray) -> np.ndarray:
+    """`_codes` of keys given as rows of an (n, 2) uint64 array (each a 16-byte `_ekey`): the same codes."""
+    n = len(keys)
+    if not n:
+        return np.empty(0, dtype=np.int64)
+    o = np.lexsort((np.arange(n), keys[:, 1], keys[:, 0]))
+    ks = keys[o]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (ks[1:] != ks[:-1]).any(axis=1)
+    firsts = np.empty(n, dtype=np.int64)
+    firsts[o] = o[np.flatnonzero(new)][np.cumsum(new) - 1]  # (o ascends within a run: its first is its least)
     return np.unique(firsts, return_inverse=True)[1].reshape(-1).astype(np.int64, copy=False)
 
 

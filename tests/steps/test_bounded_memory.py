@@ -3,11 +3,17 @@ replaced: each is compared with a plain reference on generated data."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curate.records import normalize_text
+from curate.steps import split as split_mod
 from curate.steps.dedup import keep_order
+from curate.steps.leakcheck import _equal_pairs, leak_pairs
+from curate.steps.spill import TextSpill
 
 
 def _keep_order_reference(origin, length, rawhash, where) -> np.ndarray:
@@ -46,3 +52,68 @@ def test_keep_order_asks_sources_only_for_ties(items) -> None:
     assert keep_order(origin, length, rawhash, where).tolist() == got.tolist()
     key = list(zip(origin.tolist(), length.tolist(), rawhash.tolist()))
     assert all(key.count(key[p]) > 1 for p in asked)  # only tied items' sources were read
+
+
+# ---------------------------------------------------------------- the split's texts on disk (steps.spill)
+
+texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30) | st.sampled_from(
+    ["", "a", "\ud800 lone", "日本語", "x" * 5000]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(texts, max_size=60), st.randoms(use_true_random=False), st.integers(1, 7))
+def test_spill_gives_back_every_text_put_in_any_order(items, rnd, chunk) -> None:
+    spill = TextSpill(len(items))
+    order = list(range(len(items)))
+    rnd.shuffle(order)
+    for a in range(0, len(order), chunk):
+        part = order[a : a + chunk]
+        spill.put(part, [items[i] for i in part])
+    assert [spill[i] for i in range(len(items))] == items
+    assert spill.many(list(range(len(items)))[::-1]) == items[::-1]
+    again = pickle.loads(pickle.dumps(spill))  # (a task shipped to another machine: the bytes travel)
+    assert [again[i] for i in range(len(items))] == items
+    spill.close()
+    again.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "hello", "", "ß"]), max_size=50))
+def test_codes_of_spilled_keys_are_the_codes_of_the_texts(keys) -> None:
+    got = split_mod._codes_of_keys(
+        np.frombuffer(b"".join(split_mod._ekey(k) for k in keys), dtype=np.uint64).reshape(-1, 2)
+    )
+    assert got.tolist() == split_mod._codes(list(keys)).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=40), st.integers(0, 40))
+def test_equal_pairs_are_every_train_x_heldout_pair_of_equal_keys(vals, nt) -> None:
+    nt = min(nt, len(vals))
+    keys = np.array([[v % 2, v] for v in vals], dtype=np.uint64).reshape(-1, 2)
+    got = sorted(map(tuple, _equal_pairs(keys, nt).tolist())) if len(vals) else []
+    want = sorted((i, k) for i in range(nt) for k in range(nt, len(vals)) if vals[i] == vals[k])
+    assert got == want
+
+
+turn_lists = st.lists(
+    st.sampled_from(["reset my password", "where is my order 123", "hi", "日本語のテキスト"]), max_size=3
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(turn_lists, min_size=1, max_size=25), st.lists(turn_lists, min_size=1, max_size=25))
+def test_leak_pairs_read_on_demand_equal_the_brute_force(train, test) -> None:
+    norm = [tuple(normalize_text(t) for t in ts) for ts in train]
+    held = [tuple(normalize_text(t) for t in ts) for ts in test]
+    reads: list[int] = []
+
+    class Lazy(list):  # items made on demand, counted
+        def __getitem__(self, k):
+            reads.append(k)
+            return super().__getitem__(k)
+
+    got = leak_pairs(Lazy(norm), Lazy(held), 0.8)
+    assert got == leak_pairs(norm, held, 0.8, brute=True)
+    assert reads  # (read through the sequence, not copied out of it)

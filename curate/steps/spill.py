@@ -1,0 +1,76 @@
+"""Texts kept on disk instead of the heap, read back by index: the split's normalized user texts and turns.
+
+    >>> spill = TextSpill(3)
+    >>> spill.put([2, 0], ["c", "a"]); spill.put([1], ["b"])
+    >>> spill[1], spill.many([2, 0])
+    ('b', ['c', 'a'])
+
+The texts go to an unlinked temporary file (`os.pwrite`, read back with `os.pread`: the OS page cache holds them,
+not this process's heap; forked workers share the descriptor). This process keeps 16 bytes an item (where its
+bytes start, how many), so a step that needs every record's text more than once holds fixed-size arrays, not a
+str per record (~350 bytes each for a chat prompt: 700 MB at 2M records). An item never put reads back as "".
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TextSpill"]
+
+
+class TextSpill:
+    """`n` texts by index, each put once, in any order (see the module doc)."""
+
+    def __init__(self, n: int) -> None:
+        self._fh = tempfile.TemporaryFile(prefix="curate-spill-")  # noqa: SIM115 (closed by close())
+        self._fd = self._fh.fileno()
+        self.start = np.zeros(n, dtype=np.int64)
+        self.size = np.zeros(n, dtype=np.int64)
+        self._end = 0
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def put(self, idx: Sequence[int], texts: Sequence[str]) -> None:
+        """texts[k] becomes item idx[k] (one write for all of them)."""
+        if not len(texts):
+            return
+        enc = [t.encode("utf-8", "surrogatepass") for t in texts]
+        sizes = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
+        ends = np.cumsum(sizes)
+        data = b"".join(enc)
+        at = 0
+        while at < len(data):  # (a regular file takes it in one write but for the 2 GB cap of one write)
+            at += os.pwrite(self._fd, data[at:], self._end + at)
+        where = np.asarray(idx, dtype=np.int64)
+        self.start[where] = self._end + ends - sizes
+        self.size[where] = sizes
+        self._end += len(data)
+
+    def __getitem__(self, i: int) -> str:
+        return os.pread(self._fd, int(self.size[i]), int(self.start[i])).decode("utf-8", "surrogatepass")
+
+    def many(self, idx: Sequence[int]) -> list[str]:
+        """The texts of items idx, in order."""
+        return [self[int(i)] for i in idx]
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with a task for another machine (`curate.engine.ray_map`): the bytes travel and land in a new
+        temporary file there."""
+        return (TextSpill._of, (os.pread(self._fd, self._end, 0), self.start, self.size))
+
+    @classmethod
+    def _of(cls, data: bytes, start: np.ndarray, size: np.ndarray) -> TextSpill:
+        spill = cls(0)
+        spill.start, spill.size = start, size
+        os.pwrite(spill._fd, data, 0)
+        spill._end = len(data)
+        return spill
