@@ -474,6 +474,9 @@ def warm_kernels() -> None:
     digest = np.empty((2, sketch.hasher.num_perm), dtype=np.uint8)
     sketch.bands32_of(["warm up", "the kernels"], threads=1, digest=digest)
     slot_agreement(digest, np.zeros(1, np.int64), np.ones(1, np.int64))
+    from curate.residency import drop_library_pages
+
+    drop_library_pages()  # (LLVM's code, mapped to load the kernels, is not run again: curate.residency)
 
 
 def normalize_many(texts: Sequence[str]) -> list[str]:

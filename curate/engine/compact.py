@@ -84,6 +84,7 @@ from curate.errors import InputError
 from curate.readers.containers import container_of, iter_units
 from curate.readers.guard import dup_suspect
 from curate.records import PreferenceRecord, SFTRecord
+from curate.residency import drop_library_pages
 from curate.steps.base import RunContext
 from curate.steps.dedup_keys import ChunkDedup, Keys, KeySketches, TextSpool, item_keys
 from curate.steps.dedup_keys import warm as warm_keys
@@ -594,7 +595,9 @@ def _pooled_units(
 
 
 def release_memory() -> None:
-    """Give the C heap's free memory back to the system (glibc `malloc_trim`; nothing elsewhere).
+    """Give the C heap's free memory back to the system (glibc `malloc_trim`; nothing elsewhere), and the resident
+    pages of shared-library code (`residency.drop_library_pages`: ~190 MB mapped by the end of a build's read, most
+    of them LLVM's, run only while numba loads the kernels).
 
     Between the build's steps the freed arrays and texts of the step before stay in the process otherwise (glibc
     raises its mmap threshold after the first big free, so later big blocks come from the heap and are not
@@ -614,6 +617,7 @@ def release_memory() -> None:
             _TRIM = False
     if _TRIM:
         _TRIM(0)
+    drop_library_pages()
 
 
 _TRIM: Any = None

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curate.records import normalize_text
+from curate.residency import _clean_file_mappings, drop_library_pages
 from curate.steps import split as split_mod
 from curate.steps.dedup import keep_order
 from curate.steps.leakcheck import _equal_pairs, leak_pairs
@@ -117,3 +118,56 @@ def test_leak_pairs_read_on_demand_equal_the_brute_force(train, test) -> None:
     got = leak_pairs(Lazy(norm), Lazy(held), 0.8)
     assert got == leak_pairs(norm, held, 0.8, brute=True)
     assert reads  # (read through the sequence, not copied out of it)
+
+
+# ---------------------------------------------------------------- shared-library pages (curate.residency)
+
+_SMAPS = """\
+7f0000000000-7f0000010000 r-xp 00000000 08:01 1234 /venv/lib/libllvmlite.so
+Rss:                  40 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+7f0000010000-7f0000020000 r--p 00010000 08:01 1234 /venv/lib/libllvmlite.so
+Rss:                  16 kB
+Private_Dirty:         8 kB
+Anonymous:             8 kB
+7f0000020000-7f0000030000 rw-p 00020000 08:01 1234 /venv/lib/libllvmlite.so
+Rss:                  16 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+7f0000030000-7f0000040000 r--p 00000000 08:01 99 /usr/lib/locale/C.utf8/LC_CTYPE
+Rss:                  16 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+7f0000040000-7f0000050000 r--p 00000000 00:00 0 
+Rss:                  16 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+7f0000050000-7f0000060000 r--p 00000000 08:01 77 /venv/lib/python3.11/site-packages/numpy/_core/x.cpython-311.so
+Rss:                   0 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+7f0000060000-7f0000070000 r--p 00000000 08:01 78 /venv/lib/libarrow.so.2600
+Rss:                   4 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+"""
+
+
+def test_only_clean_read_only_library_mappings_are_given_back() -> None:
+    # not: RELRO (private dirty), writable data, other files, anonymous memory, mappings with nothing resident
+    assert _clean_file_mappings(_SMAPS) == [
+        (0x7F0000000000, 0x7F0000010000),
+        (0x7F0000060000, 0x7F0000070000),
+    ]
+
+
+def test_code_runs_the_same_after_its_pages_are_given_back() -> None:
+    from curate.minhash import BandSketch
+
+    sketch = BandSketch(0.8)
+    texts = ["how do i reset my password?", "where is my order 12345", "日本語のテキスト"]
+    before = sketch.bands32_of(texts)
+    assert drop_library_pages() > 0
+    assert (sketch.bands32_of(texts) == before).all()
+    assert drop_library_pages() >= 0
