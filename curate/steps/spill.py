@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["TextSpill"]
+__all__ = ["SPILL_CHUNK", "Lazy", "SpilledTurns", "TextSpill", "spill_turns"]
 
 
 class TextSpill:
@@ -74,3 +74,82 @@ class TextSpill:
         os.pwrite(spill._fd, data, 0)
         spill._end = len(data)
         return spill
+
+
+SPILL_CHUNK = 8192  # rows whose texts are written to a spill at a time
+
+
+class Lazy(Sequence):  # type: ignore[type-arg]
+    """A read-only sequence of `n` items made on demand by `get(k)` (nothing held)."""
+
+    def __init__(self, n: int, get: Callable[[int], Any]) -> None:
+        self.n, self.get = n, get
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self.get(q) for q in range(*k.indices(self.n))]
+        if k < 0:
+            k += self.n
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        return self.get(k)
+
+
+class SpilledTurns:
+    """Each row's normalized user turns: `(its normalized user text,)` (read back from the texts' spill) for a row
+    of one turn whose normal form is that text (the common case: nothing stored twice), `()` for a row without a
+    user turn, else the turns joined by U+001F (no normalized text holds one: `str.split` cuts there) in a spill of
+    their own. 2 bytes a row in memory besides the spills' offsets."""
+
+    def __init__(self, n: int, norms: TextSpill) -> None:
+        self.norms = norms
+        self.kind = np.zeros(n, dtype=np.int8)  # 0: (norm,), 1: spilled, 2: no user turn
+        self.multi = np.zeros(n, dtype=bool)
+        self.spill = TextSpill(n)
+
+    def __call__(self, i: int) -> tuple[str, ...]:
+        kind = self.kind[i]
+        if kind == 0:
+            return (self.norms[i],)
+        if kind == 2:
+            return ()
+        return tuple(self.spill[i].split("\x1f"))
+
+    def first(self, i: int) -> str:
+        got = self(i)
+        return got[0] if got else ""
+
+    def close(self) -> None:
+        self.spill.close()
+
+
+def spill_turns(
+    rows: Sequence[Any],
+    read_turns: Callable[[Sequence[Any]], Sequence[Sequence[str]]],
+    keys: np.ndarray,
+    norms: TextSpill,
+    key_of: Callable[[str], bytes],
+    normalize: Callable[[str], str],
+) -> SpilledTurns:
+    """The `SpilledTurns` of `rows`, read `SPILL_CHUNK` rows at a time by `read_turns` and normalized; `keys[i]`
+    (an (n, 2) uint64 row) is `key_of` (16 bytes) of row i's normalized user text, which is `norms[i]`."""
+    n = len(rows)
+    out = SpilledTurns(n, norms)
+    for a in range(0, n, SPILL_CHUNK):
+        idx: list[int] = []
+        joined: list[str] = []
+        for k, ts in enumerate(read_turns(rows[a : a + SPILL_CHUNK])):
+            i = a + k
+            tt = [normalize(t) for t in ts]
+            if not tt:
+                out.kind[i] = 2
+            elif len(tt) > 1 or key_of(tt[0]) != keys[i].tobytes():
+                out.kind[i] = 1
+                out.multi[i] = len(tt) > 1
+                idx.append(i)
+                joined.append("\x1f".join(tt))
+        out.spill.put(idx, joined)
+    return out

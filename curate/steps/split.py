@@ -40,7 +40,7 @@ from curate.spec import Spec
 from curate.steps.base import RunContext
 from curate.steps.leakcheck import Leakage
 from curate.steps.pairs import record_prompt_key
-from curate.steps.spill import TextSpill
+from curate.steps.spill import SPILL_CHUNK, Lazy, SpilledTurns, TextSpill, spill_turns
 
 log = logging.getLogger(__name__)
 STEP = "split"
@@ -214,7 +214,7 @@ def split(
 
 _ROW_FIELDS = ("category", "kind", "tags", "violates", "id")
 HOLD_TEXTS = (
-    250_000  # split_rows holds the normalized user texts up to this many rows (~100 MB), else remakes them
+    250_000  # up to this many rows the read's workers make the split's keys (compact.read_validate_rows)
 )
 
 
@@ -243,9 +243,9 @@ def split_rows(
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,
-    violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. Up to
-    `HOLD_TEXTS` rows the normalized texts are held for the near-pair pass; above, they are made again where
-    needed (`near.text_pairs` over texts made on demand). `release()`, when given, is called before the near-pair
+    violates or id); `keys(row)` gives (normalized user text, prompt key), `text(row)` the user text. The
+    normalized texts and user turns go to spill files (`steps.spill`: 16 bytes a row in memory, not a str) and are
+    read back by the near-pair pass and the leakage check. `release()`, when given, is called before the near-pair
     pass (the compact build gives back freed heap memory there). `links`: id pairs that must share a group
     (dedup's continuations); `turns(rows)`: each row's user turns (prefix leaks, the leakage check). `runner`: the
     engine's task runner for the verification of the near pairs and of the leakage check (`near.scored_pairs`).
@@ -284,7 +284,7 @@ def split_rows(
         buf[0].append(i)
         buf[1].append(norm)
         buf[2].append(_ekey(norm))
-        if len(buf[0]) == _SPILL_CHUNK:
+        if len(buf[0]) == SPILL_CHUNK:
             flush()
     if buf[0]:
         flush()
@@ -319,7 +319,9 @@ def split_rows(
     link_idx = [(pos[a], pos[b]) for a, b in links if a in pos and b in pos]
     del pos, linked
     # every row's normalized user turns, read once: the prefix links below and the leakage check after the split
-    turns_of = _spill_turns(recs, n, turns or (lambda rs: [(text(r),) for r in rs]), ukey, norms)
+    turns_of = spill_turns(
+        recs, turns or (lambda rs: [(text(r),) for r in rs]), ukey, norms, _ekey, normalize_text
+    )
     ukey = ukey[:0]  # (no longer needed)
     link_idx += _prefix_links(n, turns_of, near_threshold)
     res, (side_of, *_) = _split_arrays(
@@ -343,8 +345,8 @@ def split_rows(
     del side_of
     res.leakage = repair_leakage(
         res,
-        _Lazy(len(train_i), lambda k: turns_of(int(train_i[k]))),
-        _Lazy(len(test_i), lambda k: turns_of(int(test_i[k]))),
+        Lazy(len(train_i), lambda k: turns_of(int(train_i[k]))),
+        Lazy(len(test_i), lambda k: turns_of(int(test_i[k]))),
         record,
         ctx=ctx,
         threshold=near_threshold,
@@ -357,84 +359,7 @@ def split_rows(
     return res
 
 
-_SPILL_CHUNK = 8192  # rows whose texts are written to the spill file at a time
-
-
-class _Lazy(Sequence):  # type: ignore[type-arg]
-    """A read-only sequence of `n` items made on demand by `get(k)` (nothing held)."""
-
-    def __init__(self, n: int, get: Callable[[int], Any]) -> None:
-        self.n, self.get = n, get
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return [self.get(q) for q in range(*k.indices(self.n))]
-        if k < 0:
-            k += self.n
-        if not 0 <= k < self.n:
-            raise IndexError(k)
-        return self.get(k)
-
-
-class _Turns:
-    """Each row's normalized user turns: `(its normalized user text,)` (read back from the texts' spill) for a row
-    of one turn whose normal form is that text (the common case: nothing stored twice), `()` for a row without a
-    user turn, else the turns joined by U+001F (no normalized text holds one: `str.split` cuts there) in a spill of
-    their own. 2 bytes a row in memory besides the spills' offsets."""
-
-    def __init__(self, n: int, norms: TextSpill) -> None:
-        self.norms = norms
-        self.kind = np.zeros(n, dtype=np.int8)  # 0: (norm,), 1: spilled, 2: no user turn
-        self.multi = np.zeros(n, dtype=bool)
-        self.spill = TextSpill(n)
-
-    def __call__(self, i: int) -> tuple[str, ...]:
-        kind = self.kind[i]
-        if kind == 0:
-            return (self.norms[i],)
-        if kind == 2:
-            return ()
-        return tuple(self.spill[i].split("\x1f"))
-
-    def first(self, i: int) -> str:
-        got = self(i)
-        return got[0] if got else ""
-
-    def close(self) -> None:
-        self.spill.close()
-
-
-def _spill_turns(
-    recs: list[Any],
-    n: int,
-    read_turns: Callable[[list[Any]], list[Sequence[str]]],
-    ukey: np.ndarray,
-    norms: TextSpill,
-) -> _Turns:
-    """The `_Turns` of the rows, read `_SPILL_CHUNK` rows at a time (`ukey`: each row's `_ekey` of its
-    normalized user text, whose text is in `norms`)."""
-    out = _Turns(n, norms)
-    for a in range(0, n, _SPILL_CHUNK):
-        idx: list[int] = []
-        joined: list[str] = []
-        for k, ts in enumerate(read_turns(recs[a : a + _SPILL_CHUNK])):
-            i = a + k
-            tt = [normalize_text(t) for t in ts]
-            if not tt:
-                out.kind[i] = 2
-            elif len(tt) > 1 or _ekey(tt[0]) != ukey[i].tobytes():
-                out.kind[i] = 1
-                out.multi[i] = len(tt) > 1
-                idx.append(i)
-                joined.append("\x1f".join(tt))
-        out.spill.put(idx, joined)
-    return out
-
-
-def _prefix_links(n: int, turns_of: _Turns, threshold: float) -> list[tuple[int, int]]:
+def _prefix_links(n: int, turns_of: SpilledTurns, threshold: float) -> list[tuple[int, int]]:
     """Pairs of items one of which has several user turns and the two are a leak by `relation.leak_score`
     (typically a question and the same question with a follow-up): one split group, so the leakage check after
     the split has nothing to move. `turns_of(i)`: item i's normalized user turns. Candidates: similar first user
@@ -480,7 +405,7 @@ def repair_leakage(
     locked = [(normalize_text(p),) for p in frozen]
     if locked:
         held = test_turns
-        test_turns = _Lazy(n_test + len(locked), lambda k: held[k] if k < n_test else locked[k - n_test])
+        test_turns = Lazy(n_test + len(locked), lambda k: held[k] if k < n_test else locked[k - n_test])
     found = leak_pairs(train_turns, test_turns, threshold, runner=runner)
     ctx.report("leakage", 1, 1)
     out.checked = len(res.train) * (len(res.test) + len(frozen))
