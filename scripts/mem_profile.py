@@ -6,7 +6,7 @@
 
 Writes bench_build's workload (`--workload`: openai, templated, chat) of `--n` records to a temporary folder,
 runs `pipeline.build` on it in a child process, and reads the child's /proc/PID/status VmRSS every `--every`
-seconds (0.2). Every sample is tagged with the last stage the build reported through `build(progress=...)` and
+seconds (0.2), with RssAnon / RssFile / RssShmem. Every sample is tagged with the last stage the build reported through `build(progress=...)` and
 with the innermost of the marked functions (`MARKS`: the candidate stage, the cap, the split's steps, the export's
 writer ...) the build is inside, wrapped in the child to print enter / leave lines. Prints a table: per tag, the
 first and last second it was seen, RSS on entry and its peak; then the overall peak (VmHWM) and the tag it was
@@ -85,11 +85,18 @@ mark("done")
 
 
 def _kb(pid: int, key: str) -> int:
+    return _status(pid).get(key.rstrip(":"), 0)
+
+
+def _status(pid: int) -> dict[str, int]:
+    """The kB figures of /proc/PID/status (VmRSS = RssAnon + RssFile + RssShmem)."""
     try:
         with open(f"/proc/{pid}/status") as fh:
-            return next((int(x.split()[1]) for x in fh if x.startswith(key)), 0)
+            return {
+                k: int(v.split()[0]) for k, _, v in (x.partition(":") for x in fh) if v.strip().endswith("kB")
+            }
     except OSError:
-        return 0
+        return {}
 
 
 def profile(inputs: list[Path], out: Path, every: float) -> dict:
@@ -128,23 +135,28 @@ def profile(inputs: list[Path], out: Path, every: float) -> dict:
                     stack.pop()
                 else:
                     stage[0] = what
-                note(_kb(proc.pid, "VmRSS:"))
+                note(_status(proc.pid))
 
-    def note(kb: int) -> None:
+    def note(st: dict[str, int]) -> None:
+        kb = st.get("VmRSS", 0)
         t = round(time.perf_counter() - start, 2)
         got = tags.setdefault(tag(), {"first_s": t, "last_s": t, "rss_in_mb": kb // 1024, "peak_mb": 0})
         got["last_s"] = t
-        got["peak_mb"] = max(got["peak_mb"], kb // 1024)
+        if (
+            kb // 1024 >= got["peak_mb"]
+        ):  # what the peak is made of: anonymous memory, files (libraries), shmem
+            got["peak_mb"] = kb // 1024
+            got["at_peak_mb"] = [st.get(k, 0) // 1024 for k in ("RssAnon", "RssFile", "RssShmem")]
 
     th = threading.Thread(target=reader, daemon=True)
     th.start()
     hwm = 0
     while proc.poll() is None:
-        kb = _kb(proc.pid, "VmRSS:")
-        hwm = max(hwm, _kb(proc.pid, "VmHWM:"))
+        st = _status(proc.pid)
+        hwm = max(hwm, st.get("VmHWM", 0))
         with lock:
-            if kb:
-                note(kb)
+            if st.get("VmRSS"):
+                note(st)
         time.sleep(every)
     th.join()
     if proc.returncode:
@@ -187,9 +199,12 @@ def main() -> None:
     print(
         f"{args.workload} n={args.n}: wall {got['wall_s']} s, peak (VmHWM) {got['peak_hwm_mb']} MB in {got['peak_tag']}"
     )
-    print(f"{'tag':60} {'from s':>7} {'to s':>7} {'in MB':>6} {'peak MB':>7}")
+    print(f"{'tag':56} {'from s':>7} {'to s':>7} {'in MB':>6} {'peak MB':>7}  anon/file/shmem at peak")
     for name, t in got["tags"].items():
-        print(f"{name[:60]:60} {t['first_s']:7.1f} {t['last_s']:7.1f} {t['rss_in_mb']:6d} {t['peak_mb']:7d}")
+        parts = "/".join(map(str, t.get("at_peak_mb", [])))
+        print(
+            f"{name[:56]:56} {t['first_s']:7.1f} {t['last_s']:7.1f} {t['rss_in_mb']:6d} {t['peak_mb']:7d}  {parts}"
+        )
 
 
 if __name__ == "__main__":

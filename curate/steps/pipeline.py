@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from curate.errors import ExportError, InputError
+from curate.minhash import warm_kernels
 from curate.outdir import OutputLock
 from curate.records import PreferenceRecord, SFTRecord, dump_record
 from curate.spec import Spec, load_spec
@@ -228,6 +229,10 @@ def _build_rows_in(
     from curate.versioning import rule_sets
 
     validate_fn = validate_step(engine)  # "local" or "ray"; raises CurateError for an unknown engine
+    # the compiled kernels loaded before any row is held (LLVM's ~100 MB of code pages are mapped while they load,
+    # then given back with the pages the imports touched: curate.residency); the read's workers inherit them
+    warm_kernels()
+    C.release_memory()
     spec, paths, out_dir, sft_format, near_threshold = _settle(
         spec, inputs, out, near_threshold=near_threshold, sft_format=sft_format
     )
