@@ -32,6 +32,7 @@ from curate.errors import ExportError, InputError
 from curate.minhash import warm_kernels
 from curate.outdir import OutputLock
 from curate.records import PreferenceRecord, SFTRecord, dump_record
+from curate.residency import drop_library_pages
 from curate.spec import Spec, load_spec
 from curate.steps.base import RunContext
 from curate.steps.build_setup import BuildResult, _settle, find_lock, gc_paused
@@ -140,6 +141,7 @@ def _write(
         ):
             if isinstance(rows, _Stream):
                 schema, tools = stream_schema(rows.sample())
+                drop_library_pages()  # (what importing pyarrow touched and writing does not run)
                 split_info[fmt] = write_split_batches(
                     stage / fmt,
                     rows.batches(schema, tools, spec.export.jsonl),
