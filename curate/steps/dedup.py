@@ -497,7 +497,8 @@ def _dedup_kind(
             ok[ok] = parts_meet(np.stack((i[ok], j[ok]), axis=1), spos, part_bands, flags, (sk_len, sk_crc))
             return ok
 
-        cand, counts = candidate_pairs_counted(bands[spos], keep=alike)
+        bands = bands[spos]  # (the survivors' rows, in keep order: the full array is not held beside them)
+        cand, counts = candidate_pairs_counted(bands, keep=alike)
         del bands, part_bands, sk_len, sk_crc, over
         local = np.full(n, -1, dtype=np.int64)
         local[spos] = np.arange(k)
