@@ -61,8 +61,8 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
         and doc["rensa_records_per_s"] > 0
     )
     assert set(doc["targets"]) >= {"records_per_s>=25000", "precision>=0.99", "recall>=0.98"}
-    # the two issue-15 workloads, each with both baselines and its families
-    assert set(doc["workloads"]) == {"openai", "templated"}
+    # the issue-15 workloads, each with both baselines and its families
+    assert set(doc["workloads"]) == {"openai", "templated", "mixed"}
     for name, w in doc["workloads"].items():
         assert w["n"] == 400 and w["conservation_ok"] is True and "failed" not in w, name
         assert w["counts"]["in"] == 400 and w["counts"]["duplicates"] == 60, name
@@ -72,9 +72,12 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
             name
         )
         assert w["peak_rss_mb"] > 0 and w["budget_mb"] == round(400 / 1024 + 300, 1), name
-    assert {"openai:records_per_s>=25000", "openai:x_rensa>=2", "templated:records_per_s>=openai/2"} <= set(
-        doc["targets"]
-    )
+    assert {
+        "openai:records_per_s>=25000",
+        "openai:x_rensa>=2",
+        "templated:records_per_s>=openai/2",
+        "mixed:records_per_s>=0.9*openai",
+    } <= set(doc["targets"])
     assert list(tmp_path.iterdir()) == []  # the workload folder is removed
 
 
@@ -84,10 +87,28 @@ def test_workloads_have_their_families(tmp_path: Path) -> None:
         folder = tmp_path / name
         folder.mkdir()
         truth = make(folder, 1000)
-        lines = (folder / truth["family_file"]).read_bytes().splitlines()
+        files = bench.family_files(truth)
+        lines = [x for f in files for x in (folder / f).read_bytes().splitlines()]
         assert len(lines) == len(truth["family"]) == len(truth["kind"]), name
         assert bytes(truth["kind"]).count(b"e") == 50 and bytes(truth["kind"]).count(b"n") == 100, name
         rows = [json.loads(x) for x in lines]
+        if name == "mixed":  # three files, one format each; families across files (a line's place: its file)
+            n_base = bytes(truth["kind"]).count(b"b")
+            assert sorted(f for f, k in zip(truth["family"], truth["kind"]) if k == ord("b")) == list(
+                range(n_base)
+            )
+            assert all(0 <= f < n_base for f in truth["family"])
+            assert len({r["id"] for r in rows}) == len(rows) and all(
+                isinstance(r["metadata"], dict) for r in rows
+            )
+            at = [f for f in files for _ in range(truth["family_counts"][f])]
+            homes: dict[int, set[str]] = {}
+            for fam, f in zip(truth["family"], at):
+                homes.setdefault(fam, set()).add(f)
+            assert sum(len(h) > 1 for h in homes.values()) > 50  # copies in another file and format
+            texts = {bench._key_text(r) for r in rows}  # the same record in each format: one text
+            assert n_base <= len(texts) <= n_base + 150
+            continue
         bases = 0
         for fam, kind in zip(truth["family"], truth["kind"]):
             if kind == ord("b"):

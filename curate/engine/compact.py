@@ -82,7 +82,6 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
 )
 from curate.errors import InputError
 from curate.readers.containers import container_of, iter_units
-from curate.readers.guard import dup_suspect
 from curate.records import PreferenceRecord, SFTRecord
 from curate.residency import drop_library_pages
 from curate.steps.base import RunContext
@@ -202,7 +201,9 @@ def read_validate_rows(
             and val.system_prompt is not None
             and _fork_safe()
         )
-        if not native and not pooled:  # the record path, serially
+        # lanes of other formats (engine/lanes.py): in the workers, or here on a file too small for the pool
+        laned = src is not None and not mapping and shape in LANES and val.system_prompt is not None
+        if not native and not pooled and not laned:  # the record path, serially
             if src is not None:
                 src.close()
             rp = _RecordPath(path, fmt0, fmt0 is None, mapping or None, spec, lengths, limit, native=True)
@@ -270,36 +271,36 @@ def read_validate_rows(
                 if done // 2000 != (done - len(obj)) // 2000:
                     ctx.report(STEP, done, None)
                 continue
-            if (
-                pooled or not native
+            if pooled or not (
+                native or laned
             ):  # not an object on its own line (or a worker left it): the record path here
                 pending.append((line, obj, raw))
                 if len(pending) >= 256:
                     yield from slow(pending)
                     pending = []
                 continue
-            if type(obj) is dict:
-                shape_ = _fast_shape(obj)
-                if shape_ is not None and dup_suspect(
-                    obj, raw
-                ):  # #16: a duplicate key? the record path decides
-                    shape_ = None
-                if shape_ is not None:
-                    kind, cat, tags, violates = shape_
-                    got = val.fast(kind, obj, cat, tags, violates)
-                    if got is not None:
-                        if pending:
-                            yield from slow(pending)
-                            pending = []
-                        st, size = got
-                        rid = content_id(kind, obj)
-                        lengths.lengths[rid] = size
-                        n_fast += 1
-                        done += 1
-                        if done % 2000 == 0:
-                            ctx.report(STEP, done, None)
-                        yield Row(kind, rid, src, fname, line, fmt, _share(cat), tags, violates, st, None)
+            if type(obj) is dict:  # (no pool) a fast row as it is, or a lane's row, as the workers make them
+                shape_ = lane_shape(obj, raw, lane) if lane is not None else None
+                got = val.fast(shape_[0], obj, *shape_[1:]) if shape_ is not None else None
+                made = rp.lane((line, obj, raw), val) if got is None and laned else None
+                if got is not None or made is not None:
+                    if pending:
+                        yield from slow(pending)
+                        pending = []
+                    n_fast += 1
+                    done += 1
+                    if done % 2000 == 0:
+                        ctx.report(STEP, done, None)
+                    if made is not None:
+                        sizes[made[0][1]] = made[1]
+                        yield settler.row(made[0])
                         continue
+                    kind, cat, tags, violates = shape_  # type: ignore[misc]
+                    st, size = got  # type: ignore[misc]
+                    rid = content_id(kind, obj)
+                    sizes[rid] = size
+                    yield Row(kind, rid, src, fname, line, fmt, _share(cat), tags, violates, st, None)
+                    continue
             pending.append((line, obj, raw))
             if len(pending) >= 256:
                 yield from slow(pending)

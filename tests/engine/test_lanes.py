@@ -353,10 +353,11 @@ def _real_as_jsonl(real: Path, folder: Path) -> list[Path]:
 
 
 def _pool(monkeypatch, chunk: int, log: Path) -> None:
-    """Every file read on the fork pool, in chunks of `chunk` lines; each row a worker's lane makes is logged."""
+    """Every file read on the fork pool, in chunks of `chunk` lines (0: no pool, every file read here); each row a
+    lane makes is logged with the process that made it."""
     monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
-    monkeypatch.setattr(C, "POOL_CHUNK", chunk)
-    monkeypatch.setenv("CURATE_WORKERS", "2")
+    monkeypatch.setattr(C, "POOL_CHUNK", chunk or 4096)
+    monkeypatch.setenv("CURATE_WORKERS", "2" if chunk else "1")
     monkeypatch.setattr(C, "_fork_safe", lambda: True)
     real = _RecordPath.lane
 
@@ -393,10 +394,11 @@ def _lane_rows(files: list[Path], spec) -> int:
     return n
 
 
-@pytest.mark.parametrize("chunk", [7, 4096])
+@pytest.mark.parametrize("chunk", [7, 4096, 0])
 def test_pooled_lanes_same_files_generated(tmp_path, monkeypatch, chunk):
     """A build of generated files of every lane's format (ids, metadata, families across files and formats, lines
-    no lane takes) on the fork pool writes what the serial record path writes, byte for byte."""
+    no lane takes) on the fork pool, or read here without one (chunk 0: the lanes run in the build process), writes
+    what the serial record path writes, byte for byte."""
     files = _mixed_files(tmp_path)
     spec = load_spec(TRIAGE / "spec.yaml")
     taken = _lane_rows(files, spec)
@@ -405,13 +407,15 @@ def test_pooled_lanes_same_files_generated(tmp_path, monkeypatch, chunk):
     _pool(monkeypatch, chunk, log)
     old, new = _both(tmp_path, TRIAGE, files)
     pids = log.read_text().split()
-    assert len(pids) == taken and os.getpid() not in set(map(int, pids))  # in the workers, every lane line
+    assert len(pids) == taken  # every lane line, in the workers (or here without a pool)
+    assert (os.getpid() in set(map(int, pids))) == (chunk == 0)
     manifest = orjson.loads(new["manifest.json"])
     assert manifest["counts"]["exported"] > 200 and manifest["counts"]["duplicates"] > 50
     assert new == old
 
 
-def test_pooled_lanes_same_files_real(tmp_path, monkeypatch, real_fixtures):
+@pytest.mark.parametrize("chunk", [64, 0])
+def test_pooled_lanes_same_files_real(tmp_path, monkeypatch, real_fixtures, chunk):
     """The real fixtures of lane formats (as JSONL) and every real JSONL fixture, built with a permissive spec (so
     that their lines pass and take the lanes) on the fork pool: the serial record path's files, byte for byte."""
     files = _real_as_jsonl(real_fixtures, tmp_path)
@@ -419,7 +423,7 @@ def test_pooled_lanes_same_files_real(tmp_path, monkeypatch, real_fixtures):
     taken = _lane_rows(files, spec)
     assert taken >= 1000
     log = tmp_path / "lanes.log"
-    _pool(monkeypatch, 64, log)
+    _pool(monkeypatch, chunk, log)
     old, new = _both(tmp_path, GENERIC, files)
     assert len(log.read_text().split()) == taken
     assert orjson.loads(new["manifest.json"])["counts"]["exported"] > 1000
