@@ -83,7 +83,7 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
 from curate.errors import InputError
 from curate.readers.containers import container_of, iter_units
 from curate.records import PreferenceRecord, SFTRecord
-from curate.residency import drop_library_pages
+from curate.residency import drop_library_pages, trim_heap
 from curate.steps.base import RunContext
 from curate.steps.dedup_keys import ChunkDedup, Keys, KeySketches, TextSpool, item_keys
 from curate.steps.dedup_keys import warm as warm_keys
@@ -596,32 +596,15 @@ def _pooled_units(
 
 
 def release_memory() -> None:
-    """Give the C heap's free memory back to the system (glibc `malloc_trim`; nothing elsewhere), and the resident
-    pages of shared-library code (`residency.drop_library_pages`: ~190 MB mapped by the end of a build's read, most
-    of them LLVM's, run only while numba loads the kernels).
+    """Give the C heap's free memory back to the system (`residency.trim_heap`: glibc `malloc_trim`; nothing
+    elsewhere), and the resident pages of shared-library code (`residency.drop_library_pages`: ~190 MB mapped by the
+    end of a build's read, most of them LLVM's, run only while numba loads the kernels).
 
     Between the build's steps the freed arrays and texts of the step before stay in the process otherwise (glibc
     raises its mmap threshold after the first big free, so later big blocks come from the heap and are not
     unmapped when freed): measured ~1.2 KB a record after dedup, which the split's peak then stacks on."""
-    global _TRIM
-    if _TRIM is None:
-        _TRIM = False
-        try:
-            import ctypes
-            import ctypes.util
-
-            name = ctypes.util.find_library("c")
-            libc = ctypes.CDLL(name) if name else None
-            if libc is not None and hasattr(libc, "malloc_trim"):
-                _TRIM = libc.malloc_trim
-        except (OSError, AttributeError):  # pragma: no cover - not glibc
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
+    trim_heap()
     drop_library_pages()
-
-
-_TRIM: Any = None
 
 
 # ---------------------------------------------------------------- the steps after validate, over rows

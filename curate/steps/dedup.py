@@ -71,6 +71,7 @@ from curate.relation import (
     near_compared,
     view,
 )
+from curate.residency import trim_heap
 from curate.steps.dedup_keys import (
     ChunkDedup,
     Keys,
@@ -386,6 +387,7 @@ def _dedup_kind(
         table.put(pos, chunk.keys, sel, chunk)
         todo[pos] = False
         del chunk
+        trim_heap()  # (the chunk's freed arrays, else they add up in glibc's heap: ~0.6 KB a record at the end)
     left = np.flatnonzero(todo).tolist()  # positions whose keys are made here
     if report is not None and len(left) < n:
         report("dedup", n - len(left), n)
