@@ -111,11 +111,18 @@ def _blocks(
     nt = len(train)
     sketch = BandSketch(lsh_threshold, 128, 3)
     floor_sketch = BandSketch(lsh_threshold, 128, 5)  # (its slots only: the floor is made for 5-gram Jaccard)
-    owner: list[np.ndarray] = []  # the item (train first, then test at nt + index) of each blocking text
-    keys: list[np.ndarray] = []  # each text's exact key (16 bytes of sha256 as two uint64)
-    bands: list[np.ndarray] = []
-    digest: list[np.ndarray] = []
-    cjk: list[np.ndarray] = []
+    # one row per blocking text, filled chunk by chunk (no list of chunks concatenated at the end: that held the
+    # arrays twice); room for one text an item, doubled when multi-turn items (two texts) need more
+    cap = max(1, nt + len(test))
+    cols = {
+        "owner": np.empty(
+            cap, dtype=np.int64
+        ),  # the item (train first, then test at nt + index) of each text
+        "keys": np.empty((cap, 2), dtype=np.uint64),  # each text's exact key (16 bytes of sha256)
+        "bands": np.empty((cap, sketch.bands), dtype=np.uint32),
+        "digest": np.empty((cap, 128), dtype=np.uint8),
+        "cjk": np.empty(cap, dtype=bool),
+    }
     keyed: list[tuple[int, int]] = []
     n = 0  # texts so far
     n_train_texts = 0
@@ -135,37 +142,34 @@ def _blocks(
                     own.append(base + k)
             if not texts:
                 continue
-            owner.append(np.array(own, dtype=np.int64))
-            keys.append(
-                np.frombuffer(
-                    b"".join(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest()[:16] for t in texts),
-                    dtype=np.uint64,
-                ).reshape(-1, 2)
-            )
-            bands.append(sketch.bands32_of(texts))
-            dg = np.empty((len(texts), 128), dtype=np.uint8)
-            floor_sketch.bands32_of(texts, digest=dg)
-            digest.append(dg)
-            cjk.append(np.fromiter(map(has_cjk, texts), dtype=bool, count=len(texts)))
+            m = len(texts)
+            if n + m > cap:
+                cap = max(2 * cap, n + m)
+                for name, col in list(cols.items()):
+                    grown = np.empty((cap, *col.shape[1:]), dtype=col.dtype)
+                    grown[:n] = col[:n]
+                    cols[name] = grown
+            cols["owner"][n : n + m] = own
+            cols["keys"][n : n + m] = np.frombuffer(
+                b"".join(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest()[:16] for t in texts),
+                dtype=np.uint64,
+            ).reshape(-1, 2)
+            cols["bands"][n : n + m] = sketch.bands32_of(texts)
+            floor_sketch.bands32_of(texts, digest=cols["digest"][n : n + m])
+            cols["cjk"][n : n + m] = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)
             for k, t in enumerate(texts):
                 if len(t) < SHORT_CHARS and is_short(t):
                     keyed += [(n + k, h) for h in skeleton_keys([t])]
-            n += len(texts)
+            n += m
         if base == 0:
             n_train_texts = n
     if not n:
         return np.empty((0, 2), dtype=np.int64)
-    own_all = np.concatenate(owner)
-    del owner
-    pairs = [_equal_pairs(np.concatenate(keys), n_train_texts)]
-    del keys
+    own_all = cols.pop("owner")[:n]
+    pairs = [_equal_pairs(cols.pop("keys")[:n], n_train_texts)]
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     del keyed
-    bh = np.concatenate(bands)
-    del bands
-    dgs = np.concatenate(digest)
-    del digest
-    cj = np.concatenate(cjk)
+    bh, dgs, cj = cols.pop("bands")[:n], cols.pop("digest")[:n], cols.pop("cjk")[:n]
     lsh, counts = candidate_pairs_counted(
         bh, small=16, window=4, keep=over_floor(dgs, agreement_floor(lsh_threshold, 128), cj)
     )
