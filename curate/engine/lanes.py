@@ -5,7 +5,7 @@
     >>> lane_native(line, b"", "sharegpt", True)
     ('sft', {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]})
 
-A line of a ShareGPT, Alpaca, OpenAI or LLaMA-Factory DPO / preference file (`LANES`) takes a lane when its reader
+A line of a ShareGPT, Alpaca, OpenAI, LLaMA-Factory (DPO, v1 SFT) or preference file (`LANES`) takes a lane when its reader
 (`curate.readers.shapes.CONVERTERS[shape]`) makes of it exactly the record the native reader makes of the native
 object `lane_native` returns: the reader's own steps, in plain Python on the parsed line (role aliases, the
 system field, Alpaca's user turn and history, `meta_of`'s category / tags / violates, no tools, no labels), and
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curate.readers.common import ROLE_ALIASES, ROLES, Reject, meta_of
+from curate.readers.common import ROLE_ALIASES, Reject, meta_of
 from curate.readers.guard import line_fault, unit_fault
 from curate.readers.shapes import _whole_conversation, detect_shape
 
@@ -116,15 +116,68 @@ def _alpaca(obj: Obj) -> tuple[str, Obj] | None:
     return "sft", {"messages": msgs}
 
 
+def _set(v: Any) -> bool:
+    """A turn's `name` / `tool_call_id` that the readers keep (a non-empty string; `common.message`)."""
+    return type(v) is str and v != ""
+
+
+def _openai_turn(m: Any) -> dict[str, str] | None:
+    """`common.openai_message` of a turn that makes a plain Message: a role (or an alias), non-blank string content,
+    no tool call, no name or tool call id kept; other keys (OpenAI's `weight`, ...) it drops. (`plain_messages`
+    turns, which go to pydantic as they are, are such turns with our roles: the same Message.)"""
+    if type(m) is not dict or "role" not in m or m.get("tool_calls") or m.get("function_call"):
+        return None
+    if _set(m.get("name")) or _set(m.get("tool_call_id")):
+        return None
+    return _turn(m["role"], m.get("content"))
+
+
 def _openai(obj: Obj) -> tuple[str, Obj] | None:
-    """`convert_openai` of `{role, content}` turns (`plain_messages` with two keys a turn: Messages as they are)."""
+    """`convert_openai`: its turns (`_openai_turn`), no tools."""
     msgs = obj.get("messages")
     if type(msgs) is not list or not msgs or not _no_tools(obj):
         return None
+    out = []
     for m in msgs:
-        if type(m) is not dict or len(m) != 2 or m.get("role") not in ROLES or not _text(m.get("content")):
+        t = _openai_turn(m)
+        if t is None:
             return None
-    return "sft", {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
+        out.append(t)
+    return "sft", {"messages": out}
+
+
+def _v1_turn(m: Any) -> dict[str, str] | None:
+    """`sharegpt._v1_message` of a turn of text parts ({type: text, value | text}) or string content."""
+    if type(m) is not dict:
+        return None
+    content = m.get("content")
+    if type(content) is list:
+        texts = []
+        for part in content:
+            if type(part) is not dict or part.get("type") != "text":
+                return None
+            t = part.get("value", part.get("text"))
+            if type(t) is not str:
+                return None
+            texts.append(t)
+        content = "".join(texts)
+    return _turn(m.get("role"), content)
+
+
+def _llamafactory_v1(obj: Obj) -> tuple[str, Obj] | None:
+    """`convert_llamafactory_v1` of an SFT line (`messages`; pairs: the shared-prefix split, the record path)."""
+    msgs = obj.get("messages")
+    if "chosen_messages" in obj or "rejected_messages" in obj or type(msgs) is not list or not msgs:
+        return None
+    if not _no_tools(obj):
+        return None
+    out = []
+    for m in msgs:
+        t = _v1_turn(m)
+        if t is None:
+            return None
+        out.append(t)
+    return "sft", {"messages": out}
 
 
 def _llamafactory_dpo(obj: Obj) -> tuple[str, Obj] | None:
@@ -173,6 +226,7 @@ LANES = {
     "alpaca": _alpaca,
     "openai": _openai,
     "llamafactory_dpo": _llamafactory_dpo,
+    "llamafactory_v1": _llamafactory_v1,
     "preference": _preference,
 }
 

@@ -148,6 +148,44 @@ def _strategies():
         st.fixed_dictionaries(
             {"role": st.just("user"), "content": text, "name": st.sampled_from(["x", None])}
         ),
+        st.fixed_dictionaries(  # OpenAI fine-tuning's `weight`, and the tool fields in every empty form
+            {"role": st.sampled_from(["user", "assistant", "developer"]), "content": text},
+            optional={
+                "weight": st.sampled_from([0, 1]),
+                "name": st.sampled_from(["", 3, None, "bob"]),
+                "tool_calls": st.sampled_from(
+                    [None, [], "x", [{"function": {"name": "f", "arguments": "{}"}}]]
+                ),
+                "function_call": st.sampled_from([None, {}, {"name": "f", "arguments": "{}"}]),
+                "tool_call_id": st.sampled_from([None, "", "call-1"]),
+            },
+        ),
+    )
+    part = st.one_of(
+        st.fixed_dictionaries({"type": st.just("text"), "value": text}),
+        st.fixed_dictionaries({"type": st.just("text"), "text": text}),
+        st.fixed_dictionaries({"type": st.sampled_from(["text", "image", "tool_call"]), "value": value}),
+    )
+
+    def v1_turn(role, content):
+        return st.builds(
+            lambda c, lw: {"role": role, "content": c, **lw},
+            st.one_of(
+                content.map(lambda t: [{"type": "text", "value": t}]), st.lists(part, max_size=2), content
+            ),
+            st.fixed_dictionaries({}, optional={"loss_weight": st.sampled_from([0.0, 1.0])}),
+        )
+
+    any_v1 = st.one_of(
+        st.sampled_from(["user", "assistant", "system", "human", None]).flatmap(lambda r: v1_turn(r, value)),
+        st.sampled_from(BAD),
+    )
+    v1 = st.builds(
+        lambda more, u, a, ex: {**ex, "messages": [*more, u, a]},
+        st.one_of(st.just([]), st.lists(any_v1, max_size=2)),
+        v1_turn("user", good_user),
+        answer.flatmap(lambda a: v1_turn("assistant", st.just(a))),
+        st.one_of(extra, st.just({"chosen_messages": []})),
     )
     openai = st.builds(
         lambda more, u, a, ex: {**ex, "messages": [*more, {"role": "user", "content": u}, a]},
@@ -197,6 +235,7 @@ def _strategies():
         "openai": openai,
         "llamafactory_dpo": dpo,
         "preference": preference,
+        "llamafactory_v1": v1,
     }
 
 
@@ -223,7 +262,7 @@ def test_lane_rows_are_the_record_paths(tmp_path, spec_dir):
     taken = dict.fromkeys(names, 0)
     seen = dict.fromkeys(names, 0)
 
-    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=1800, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(names), st.sampled_from(names), st.booleans(), st.data())
     def check(shape, made_as, detected, data):
         obj = data.draw(strategies[shape if data.draw(st.integers(0, 5)) else made_as])
@@ -287,7 +326,7 @@ def _mixed_files(folder: Path, n: int = 120, seed: int = 3) -> list[Path]:
     def pick(i: int) -> int:
         return i if rng.random() < 0.7 else rng.randrange(n)  # a copy of another family's record
 
-    sharegpt, alpaca, openai, dpo, pref = [], [], [], [], []
+    sharegpt, alpaca, openai, dpo, pref, v1 = [], [], [], [], [], []
     for i in range(n):
         k = pick(i)
         sharegpt.append(
@@ -305,7 +344,10 @@ def _mixed_files(folder: Path, n: int = 120, seed: int = 3) -> list[Path]:
         openai.append(
             {
                 **meta(i),
-                "messages": [{"role": "user", "content": users[k]}, {"role": "assistant", "content": ans[k]}],
+                "messages": [
+                    {"role": "user", "content": users[k]},
+                    {"role": "assistant", "content": ans[k], **({"weight": 1} if i % 4 == 0 else {})},
+                ],
                 **({"category": "edge"} if i % 9 == 0 else {}),
                 **({"tools": []} if i % 11 == 0 else {}),
             }
@@ -321,6 +363,16 @@ def _mixed_files(folder: Path, n: int = 120, seed: int = 3) -> list[Path]:
         pref.append(
             {**meta(i), "prompt": users[pick(i)], "chosen": ans[k], "rejected": CLAIM, "violates": []}
         )
+        k = pick(i)
+        v1.append(
+            {
+                **meta(i),
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "value": users[k]}], "loss_weight": 0.0},
+                    {"role": "assistant", "content": [{"type": "text", "value": ans[k]}], "loss_weight": 1.0},
+                ],
+            }
+        )
     out = []
     for name, objs in [
         ("sharegpt", sharegpt),
@@ -328,6 +380,7 @@ def _mixed_files(folder: Path, n: int = 120, seed: int = 3) -> list[Path]:
         ("openai", openai),
         ("dpo", dpo),
         ("pref", pref),
+        ("v1", v1),
     ]:
         p = folder / f"{name}.jsonl"
         p.write_bytes(_lines_of(objs, 4, rng))
