@@ -231,10 +231,8 @@ def read_validate_rows(
         n_fast = n_in = n_out = 0
         fmt = lane or "native"
         # the workers also make the split's keys while the texts the split would hold stay few (split.HOLD_TEXTS)
-        val.keep_keys = lane is not None and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
-        lanes = lane is not None or (
-            shape in LANES and not mapping
-        )  # fast rows or lane rows (engine/lanes.py)
+        lanes = lane is not None or laned  # fast rows as they are, or lanes' rows (engine/lanes.py)
+        val.keep_keys = lanes and pooled and keys_lines + lines <= split_mod.HOLD_TEXTS
         val.dedup = dedup_keys if lanes and pooled and spool is not None else None
         val.spool = spool
         keys_lines += lines if val.keep_keys else 0
@@ -257,6 +255,8 @@ def read_validate_rows(
                             done += 1
                             row = settler.row(out)
                             row.dkeys = dkeys  # (a lane row's keys; none for the record path's: -1)
+                            if v.lane:
+                                row.keys = keys  # (a lane row's split keys, when the workers make them)
                             yield row
                         line += 1
                         continue
@@ -400,12 +400,19 @@ def _fast_chunk(
         norms.append(norm)
         pks.append(pk)
     if slow:
-        made: list[Any] | None = [] if ks is not None else None
+        made: list[Any] | None = [] if ks is not None or val.keep_keys else None
         for no, lines in rp.lines(slow, val, made).items():
             out[no - a - 1] = lines
-        for no, kind, obj, cat, tags in made or ():  # the lane rows' dedup keys too (their stored objects)
-            items.append(dedup_item(kind, obj, cat, tags))
-            places.append(no - a - 1)
+        for no, kind, obj, cat, tags in made or ():  # the lane rows' keys too (their stored objects)
+            j = no - a - 1
+            if ks is not None:
+                items.append(dedup_item(kind, obj, cat, tags))
+                places.append(j)
+            if val.keep_keys:
+                while len(norms) <= j:  # (a lane row's line is not a fast one: no key of it yet)
+                    norms.append("")
+                    pks.append(_NO_KEY)
+                norms[j], pks[j] = _keys_of(kind, obj)
     dd = (item_keys(items, ks, 1), places) if items else None
     if not val.keep_keys:
         return out, None, dd

@@ -400,6 +400,7 @@ class _RecordPath:
                 else:
                     got[unit[0]] = ln = _Lines()
                     ln.rows.append(row)
+                    ln.lane = True
             if not rest:
                 return got
             units = rest
@@ -436,21 +437,24 @@ class _Lines:
     """One line's outcomes from a pool worker: settled rows with their lengths, quarantine rows (step, row), and
     the records the read made of it (`read:out`)."""
 
-    __slots__ = ("n_out", "quarantine", "rows")
+    __slots__ = ("lane", "n_out", "quarantine", "rows")
 
     def __init__(self) -> None:
         self.rows: list[tuple[tuple, int]] = []
         self.quarantine: list[tuple[str, dict[str, Any]]] = []
         self.n_out = 1
+        self.lane = False  # its row is a lane's (`_RecordPath.lane`): the chunk's split keys hold its keys
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as a plain tuple (a slotted object's default pickling costs ~10 us a line more)."""
-        return _lines, (self.rows, self.quarantine, self.n_out)
+        return _lines, (self.rows, self.quarantine, self.n_out, self.lane)
 
 
-def _lines(rows: list[tuple[tuple, int]], quarantine: list[tuple[str, dict[str, Any]]], n_out: int) -> _Lines:
+def _lines(
+    rows: list[tuple[tuple, int]], quarantine: list[tuple[str, dict[str, Any]]], n_out: int, lane: bool
+) -> _Lines:
     ln = _Lines()
-    ln.rows, ln.quarantine, ln.n_out = rows, quarantine, n_out
+    ln.rows, ln.quarantine, ln.n_out, ln.lane = rows, quarantine, n_out, lane
     return ln
 
 

@@ -485,7 +485,8 @@ def test_pooled_lanes_same_files_real(tmp_path, monkeypatch, real_fixtures, chun
 
 def test_lane_rows_fused_dedup_keys(tmp_path, monkeypatch):
     """With dedup's keys made by the read's workers (`read_validate_rows(dedup_keys=...)`), a lane row's keys are
-    made there too: `item_keys` of its `dedup_messages`, value for value (as test_fused_keys checks for fast rows)."""
+    made there too: `item_keys` of its `dedup_messages`, value for value (as test_fused_keys checks for fast rows);
+    and so are its split keys (`split_keys_all` gives `split_keys` of every row)."""
     from curate.steps.dedup_keys import KeySketches, TextSpool, item_keys
     from tests.engine.test_fused_keys import _same
 
@@ -509,6 +510,11 @@ def test_lane_rows_fused_dedup_keys(tmp_path, monkeypatch):
                 spool=spool,
             )
         )
+        # the split's keys the workers made of the lane rows (Row.keys) are split_keys of the rows
+        stored = sum(1 for r in rows if r.keys is not None and type(r.src) is C.RecordStore)
+        assert stored == len((tmp_path / "lanes.log").read_text().split())
+        expect = [C.split_keys(r) for r in rows]
+        assert list(C.split_keys_all(rows)) == expect and all(r.keys is None for r in rows)
         for row in rows:
             got = C.RowAccess.fused(row)
             if got is None:
