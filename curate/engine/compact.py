@@ -156,6 +156,7 @@ def read_validate_rows(
     spec_ref = spec.ref
     done = 0
     keys_lines = 0  # lines of the files whose workers make the split's keys
+    key_spool: TextSpool | None = None  # their normalized user texts (`_ChunkKeys`)
 
     def serial(recs: Iterator[Rec], rp: _RecordPath) -> Iterator[Row]:
         for rec in validate(recs, spec=spec, ctx=ctx, lengths=lengths, max_tokens=max_tokens):
@@ -236,6 +237,11 @@ def read_validate_rows(
         val.dedup = dedup_keys if lanes and pooled and spool is not None else None
         val.spool = spool
         keys_lines += lines if val.keep_keys else 0
+        if val.keep_keys and key_spool is None:  # (the split's keys' texts: on disk, not a str per chunk)
+            key_spool = TextSpool()
+            if opened is not None:
+                opened.append(key_spool)
+        val.key_spool = key_spool  # type: ignore[attr-defined]
         units = _pooled_units(path, src, val, rp, lane, nworkers) if pooled else iter_units(path, "jsonl")
         sizes = lengths.lengths
         for line, obj, raw in units:
@@ -464,7 +470,7 @@ def _pooled_verdicts(
                 if keys is None and dd is None:
                     yield a, got, FAST
                     continue
-                ck = None if keys is None else _ChunkKeys(a + 1, keys)
+                ck = None if keys is None else _ChunkKeys(a + 1, keys, getattr(val, "key_spool", None))
                 dk = None
                 if dd is not None:
                     dk = ChunkDedup(a + 1, b - a, dd[1], dd[0], val.dedup.params, val.spool)

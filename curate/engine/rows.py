@@ -17,6 +17,7 @@ it back (~45 us). Either way the process holds ~200 bytes a row, not a record's 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -327,18 +328,39 @@ def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
 
 class _ChunkKeys:
     """The split's keys of the fast lines of one chunk of a file, as made by a read worker: the normalized user
-    texts joined in one str (with offsets) and the 16-char prompt keys joined in another. Rows share it (no
-    string per row while dedup runs); the strings are cut out when the split asks (`get`)."""
+    texts joined (with offsets) and the 16-char prompt keys joined in one str. Rows share it (no string per row
+    while dedup runs); the strings are cut out when the split asks (`get`). With a `spool` (a
+    `dedup_keys.TextSpool`) the texts are appended to it as UTF-8 and read back by `get` (os.pread): the chunk then
+    holds their byte offsets, not the texts (~250-600 bytes a row from the read to the split)."""
 
-    __slots__ = ("first", "offsets", "prompt_keys", "texts")
+    __slots__ = ("at", "first", "offsets", "prompt_keys", "spool", "texts")
 
-    def __init__(self, first: int, payload: tuple[str, array, str]) -> None:
+    def __init__(self, first: int, payload: tuple[str, array, str], spool: Any = None) -> None:
         self.first = first
         self.texts, self.offsets, self.prompt_keys = payload
+        self.spool = spool
+        self.at = 0
+        if spool is not None:
+            texts, offsets = self.texts, self.offsets
+            if texts.isascii():  # (a byte a character: the offsets stay)
+                blob = texts.encode("ascii")
+            else:
+                parts = [texts[x:y].encode("utf-8", "surrogatepass") for x, y in itertools.pairwise(offsets)]
+                blob = b"".join(parts)
+                ends = array("q", [0])
+                for p in parts:
+                    ends.append(ends[-1] + len(p))
+                self.offsets = ends
+            self.at = spool.append(blob)
+            self.texts = ""
 
     def get(self, line: int) -> tuple[str, str]:
         i = line - self.first
-        return self.texts[self.offsets[i] : self.offsets[i + 1]], self.prompt_keys[16 * i : 16 * i + 16]
+        a, b = self.offsets[i], self.offsets[i + 1]
+        pk = self.prompt_keys[16 * i : 16 * i + 16]
+        if self.spool is None:
+            return self.texts[a:b], pk
+        return os.pread(self.spool.fd, b - a, self.at + a).decode("utf-8", "surrogatepass"), pk
 
 
 def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:

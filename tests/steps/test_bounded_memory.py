@@ -171,3 +171,28 @@ def test_code_runs_the_same_after_its_pages_are_given_back() -> None:
     assert drop_library_pages() > 0
     assert (sketch.bands32_of(texts) == before).all()
     assert drop_library_pages() >= 0
+
+
+# ---------------------------------------------------------------- the split's keys the read's workers make
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(texts, min_size=1, max_size=20), st.integers(1, 1000))
+def test_chunk_keys_on_disk_give_the_keys_held_in_memory(norms, first) -> None:
+    from array import array
+
+    from curate.engine.rows import _ChunkKeys
+    from curate.steps.dedup_keys import TextSpool
+
+    offsets = array("q", [0])
+    for t in norms:
+        offsets.append(offsets[-1] + len(t))
+    pks = "".join(f"{k:016x}" for k in range(len(norms)))
+    held = _ChunkKeys(first, ("".join(norms), offsets, pks))
+    spool = TextSpool()
+    spool.append(b"something before")
+    on_disk = _ChunkKeys(first, ("".join(norms), array("q", offsets), pks), spool)
+    assert on_disk.texts == ""  # (nothing held but offsets)
+    for line in range(first, first + len(norms)):
+        assert on_disk.get(line) == held.get(line)
+    spool.close()
