@@ -33,12 +33,31 @@ def _text(v: Any) -> bool:
     return type(v) is str and not v.isspace() and v != ""
 
 
+def _content(v: Any) -> str | None:
+    """`common.text_of(v)` of a string or a list of text parts (strings, {type: text, text | value}), else None."""
+    if type(v) is str:
+        return v
+    if type(v) is not list:
+        return None
+    out = []
+    for part in v:
+        if type(part) is not str:
+            if type(part) is not dict or part.get("type", "text") != "text":
+                return None
+            part = part.get("text", part.get("value"))
+            if type(part) is not str:
+                return None
+        out.append(part)
+    return "".join(out)
+
+
 def _turn(role: Any, content: Any) -> dict[str, str] | None:
     """`common.message(role, content)` of a plain turn as a native {role, content}, or None."""
     r = ROLE_ALIASES.get(role) if type(role) is str else None
-    if r is None or not _text(content):
+    text = _content(content)
+    if r is None or not _text(text):
         return None
-    return {"role": r, "content": content}
+    return {"role": r, "content": text}  # type: ignore[dict-item]
 
 
 def _no_tools(obj: Obj) -> bool:

@@ -27,7 +27,19 @@ REPO = Path(__file__).resolve().parents[2]
 GENERIC = REPO / "tests" / "data" / "build-generic"
 
 TEXTS = ["Refund A-1", "  café  ", "line\nbreak", "ok", "ÉTÉ? A-1 twice", GOOD, CLAIM, "", "  \n"]
-BAD = [None, 3, True, ["x"], {"a": 1}, [{"type": "text", "text": "Refund A-1"}]]
+BAD = [
+    None,
+    3,
+    True,
+    ["x"],
+    {"a": 1},
+    [{"type": "text", "text": "Refund A-1"}],  # typed content parts (the readers join text parts)
+    [{"text": "Refund "}, "A-1 twice", {"type": "text", "value": "?"}],
+    [{"type": "image_url", "image_url": {"url": "x"}}],
+    [{"type": "text", "text": 3}],
+    [],
+    [{"type": "text", "text": "  "}],
+]
 EXTRA_KEYS = [
     "id",
     "metadata",
