@@ -9,7 +9,7 @@ A line of a ShareGPT, Alpaca, OpenAI, LLaMA-Factory (DPO, v1 SFT) or preference 
 (`curate.readers.shapes.CONVERTERS[shape]`) makes of it exactly the record the native reader makes of the native
 object `lane_native` returns: the reader's own steps, in plain Python on the parsed line (role aliases, the
 system field, Alpaca's user turn and history, `meta_of`'s category / tags / violates, no tools, no labels), and
-None for anything the reader does beyond the plain case (tool calls, typed content parts, a field of the wrong
+None for anything the reader does beyond the plain case (tool calls, non-text content parts, a field of the wrong
 type, an empty turn, a guard fault: `line_fault`) or that is not its format by itself: the record path reads
 those lines and gives the reason codes. `settle._RecordPath.lines` makes the row of a lane line: the fast row
 `settle` would make of the reader's record (the native object stored as a `RecordStore` line), when
@@ -67,7 +67,7 @@ def _no_tools(obj: Obj) -> bool:
 
 
 def _sharegpt_turn(t: Any) -> dict[str, str] | None:
-    """`sharegpt.sharegpt_turn` of a plain turn (a function call turn, typed content: None)."""
+    """`sharegpt.sharegpt_turn` of a plain turn (a function call turn, non-text content: None)."""
     if type(t) is not dict:
         return None
     return _turn(t.get("from", t.get("role")), t.get("value", t.get("content")))
@@ -212,7 +212,7 @@ def _llamafactory_dpo(obj: Obj) -> tuple[str, Obj] | None:
 
 def _side(v: Any, role: str) -> list[dict[str, str]] | None:
     """`common.turns(v, where, role)` of a plain value: a non-blank string (one turn of `role`) or a list of
-    {role, content} turns of our roles (a single message object, typed parts: None)."""
+    {role, content} turns (a role or an alias; a single message object: None)."""
     if type(v) is str:
         return [{"role": role, "content": v}] if _text(v) else None
     if type(v) is not list or not v:
