@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,6 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 REPO = Path(__file__).resolve().parents[1]
-_MAIN_PID = os.getpid()
-
-
-def _terminated(signum: int, frame: object) -> None:
-    """SIGTERM (`timeout`, CI cancelling a job) ends the run like Ctrl-C, so `finally` blocks and fixture teardowns
-    run: the Label Studio servers the studio tests start are stopped instead of left behind. A forked child (a
-    build's pool worker) dies as it would without this handler."""
-    if os.getpid() != _MAIN_PID:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-signal.signal(signal.SIGTERM, _terminated)
 
 
 def _origin_checkout() -> Path | None:

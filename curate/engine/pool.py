@@ -54,10 +54,14 @@ def env_workers() -> int | None:
 
 def worker_init() -> None:
     """Every fork pool's worker initializer: Ctrl-C is the parent's to handle (it stops the pool and prints one
-    line); a worker that got SIGINT too would print "Process ForkPoolWorker-N:" and a traceback."""
+    line); a worker that got SIGINT too would print "Process ForkPoolWorker-N:" and a traceback. SIGTERM (what
+    `Pool.terminate` sends) kills the worker outright whatever handler the parent installed: a Python-level handler
+    only runs when the worker gets back to Python code, so a worker blocked in C would outlive the pool and its
+    parent would wait in `join` forever (seen: a test run's SIGTERM handler hung the pools' teardown)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def fork_safe() -> bool:
