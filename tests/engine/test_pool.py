@@ -154,3 +154,42 @@ def test_the_progress_display_thread_does_not_turn_the_pools_off() -> None:
             stop.set()
             t.join()
             stop.clear()
+
+
+def test_pool_workers_die_on_terminate_whatever_the_parents_sigterm_handler(tmp_path: Path) -> None:
+    """A host program (a server, a test runner) may catch SIGTERM in Python; the pools' workers inherit the handler
+    at the fork. `Pool.terminate` (leaving a pool early: an error, a generator closed) SIGTERMs its workers and
+    joins them: a worker whose inherited handler returns would go on with its task and the join would wait for it
+    for ever (a hung CI run). `worker_init` gives the workers the default action back. (In a child Python, so a
+    regression fails here on the timeout instead of hanging the test run.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = """
+import multiprocessing, signal, time
+from curate.engine.pool import worker_init
+seen = []
+signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+t0 = time.monotonic()
+with multiprocessing.get_context("fork").Pool(2, initializer=worker_init) as p:
+    busy = [p.apply_async(time.sleep, (600,)) for _ in range(2)]
+    time.sleep(1.0)  # both workers inside their task
+    assert not any(r.ready() for r in busy)
+print(round(time.monotonic() - t0, 1), seen)
+"""
+    out = tmp_path / "out.txt"  # (a file, not a pipe: workers left behind would hold a pipe open)
+    with open(out, "w") as fh:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=fh, stderr=fh, cwd=REPO, start_new_session=True
+        )
+        try:
+            rc = child.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)  # the child and the workers it left
+            child.wait()
+            pytest.fail("the pool's terminate waited for its workers: they did not die on SIGTERM")
+    assert rc == 0, out.read_text()
+    took, seen = out.read_text().split(" ", 1)
+    assert float(took) < 60 and seen.strip() == "[]"  # terminated, not waited for; the parent got no SIGTERM
