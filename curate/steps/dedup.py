@@ -39,8 +39,9 @@ Every removal is one row for clusters.jsonl:
 `why` says which rule picked the kept twin. `ctx` (a RunContext, optional) gets counters `dedup:<method>` and
 `duplicates:<file>` (per input file, for the conservation check). Kept records come back in input order.
 
-Memory: besides the records, per record ~40 bytes + `bands` * 4 (LSH keys) + 128 (MinHash slot digest, for the
-floor) + 256 (each part's band keys) + 40 (skeleton sketches) bytes until the candidates are made; the candidate
+Memory: besides the records, per record ~40 bytes + `bands` * 4 (LSH keys) + 40 (skeleton sketches) bytes until
+the candidates are made (the MinHash slot digests, for the floor, and each part's band keys, 384 bytes a record,
+are in `spill.RowFile`s on disk, read per chunk of candidate pairs); the candidate
 pairs are tested as they are found, so only those that pass are held; normalized texts exist per chunk of
 `_CHUNK` records and for verified candidates. The per-record work (`curate.steps.dedup_keys.item_keys`) is chunked
 tasks handed to `access.map` when the access has one (the compact build's fork pool), run here otherwise; keys the
@@ -61,7 +62,6 @@ from curate.near import (
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
-    over_floor,
 )
 from curate.records import PreferenceRecord, SFTRecord
 from curate.relation import (
@@ -77,7 +77,9 @@ from curate.steps.dedup_keys import (
     Keys,
     KeySketches,
     KeyTable,
+    RowFile,
     TextSpool,
+    floor_test,
     item_keys,
 )
 from curate.steps.dedup_keys import warm as warm_keys
@@ -244,13 +246,13 @@ _VERIFY_CHUNK = 2048  # candidate pairs per verification task
 _VIEW_CACHE = 65_536  # compared parts a verifying process keeps between its tasks (a few hundred bytes each)
 
 
-_MEET_CHUNK = 65_536  # candidate pairs `parts_meet` compares at a time (~16 MB of band keys)
+_MEET_CHUNK = 16_384  # candidate pairs `parts_meet` compares at a time (~8 MB of band keys)
 
 
 def parts_meet(
     cand: np.ndarray,
     items: np.ndarray,
-    part_bands: np.ndarray,
+    part_bands: np.ndarray | RowFile,
     flags: np.ndarray,
     sketches: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
@@ -270,10 +272,15 @@ def parts_meet(
         c = cand[a : a + _MEET_CHUNK]
         x, y = items[c[:, 0]], items[c[:, 1]]
         either = flags[x] | flags[y]
+        px, py, bx, by = part_bands, part_bands, x, y
+        if isinstance(part_bands, RowFile) and ((either & 3) != 3).any():  # (on disk: read the pairs' rows)
+            got = part_bands.take(np.concatenate((x, y)))
+            px, py, bx = got[: len(x)], got[len(x) :], np.arange(len(x))
+            by = bx
         for part, bit in ((0, 1), (1, 2)):
             judged = (either & bit) == 0
             if judged.any():
-                meet = (part_bands[x, part] == part_bands[y, part]).any(axis=1)
+                meet = (px[bx, part] == py[by, part]).any(axis=1)  # type: ignore[index]
                 keep[a : a + len(c)] &= ~judged | meet
             if sketches is not None:
                 lx, ly = sketches[0][x, part], sketches[0][y, part]
@@ -488,8 +495,8 @@ def _dedup_kind(
     if sketch is not None and k > 1:
         spos = order[surv]  # item positions of the survivors, in keep order
         floor = agreement_floor(float(near_threshold), num_perm)  # type: ignore[arg-type]
-        over = over_floor(digest[spos], floor, cjk[spos])
-        del digest, cjk
+        over = floor_test(digest, spos, floor, cjk[spos])  # (the digests read from disk per chunk of pairs)
+        del cjk
         flags = store.flags  # type: ignore[union-attr]
 
         def alike(i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -501,7 +508,8 @@ def _dedup_kind(
 
         bands = bands[spos]  # (the survivors' rows, in keep order: the full array is not held beside them)
         cand, counts = candidate_pairs_counted(bands, keep=alike)
-        del bands, part_bands, sk_len, sk_crc, over
+        digest.close(), part_bands.close()
+        del bands, digest, part_bands, sk_len, sk_crc, over
         local = np.full(n, -1, dtype=np.int64)
         local[spos] = np.arange(k)
         extra = key_pairs(skel, local)

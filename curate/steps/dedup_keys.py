@@ -23,14 +23,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from curate.minhash import BandSketch, warm_kernels
-from curate.near import SHORT_CHARS, skeleton_keys
+from curate.near import SHORT_CHARS, over_floor, skeleton_keys
 from curate.relation import (
     SKETCH_PARTS,
     Compared,
@@ -41,6 +41,7 @@ from curate.relation import (
     view,
 )
 from curate.skeleton_kernel import sketches
+from curate.steps.spill import RowFile
 
 Msgs = Sequence[Mapping[str, Any]]
 PART_THRESHOLD = 0.5  # each part's band keys for `parts_meet`: 64 bands of 2 MinHash rows (lsh_params(0.5))
@@ -294,6 +295,27 @@ class ChunkDedup:
         return int(self.index[i]) if 0 <= i < len(self.index) else -1
 
 
+PAIR_CHUNK = 16_384  # candidate pairs whose rows are read from a `RowFile` at a time (2 x 16k rows: a few MB)
+
+
+def floor_test(
+    digest: RowFile, items: np.ndarray, floor: int, exempt: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`near.over_floor(digest[items], floor, exempt)` with the slot digests read from disk per chunk of pairs:
+    the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`)."""
+
+    def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = np.empty(len(i), dtype=bool)
+        for a in range(0, len(i), PAIR_CHUNK):
+            both = np.concatenate((i[a : a + PAIR_CHUNK], j[a : a + PAIR_CHUNK]))
+            m = len(both) // 2
+            rows, k = digest.take(items[both]), np.arange(m, dtype=np.int64)
+            out[a : a + m] = over_floor(rows, floor, exempt[both])(k, k + m)
+        return out
+
+    return test
+
+
 class KeyTable:
     """The keys of every item of one dedup kind (n items, by position), filled chunk by chunk (`put`)."""
 
@@ -302,8 +324,9 @@ class KeyTable:
         self.rawh = np.empty(n, dtype=np.uint64)
         self.length = np.empty(n, dtype=np.int64)
         self.bands = np.empty((n, ks.width), dtype=np.uint32)
-        self.digest = np.empty((n, ks.slots), dtype=np.uint8)
-        self.part_bands = np.empty((n, 2, ks.pwidth), dtype=np.uint16)
+        # (read only for candidate pairs, `dedup.parts_meet` and the slot floor: on disk, not 384 bytes an item)
+        self.digest = RowFile(n, (ks.slots,), np.uint8)
+        self.part_bands = RowFile(n, (2, ks.pwidth), np.uint16)
         self.cjk = np.zeros(n, dtype=bool)
         self.sk_len = np.empty((n, 2), dtype=np.int32)
         self.sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
@@ -324,9 +347,10 @@ class KeyTable:
             return a if sel is None else a[sel]
 
         self.ekeys[pos], self.rawh[pos], self.length[pos] = of(keys.ek), of(keys.raw), of(keys.length)
-        self.bands[pos], self.firsts[pos], self.digest[pos] = of(keys.bands), of(keys.first), of(keys.digest)
+        self.bands[pos], self.firsts[pos] = of(keys.bands), of(keys.first)
+        self.digest.put(pos, of(keys.digest))
         self.sk_len[pos], self.sk_crc[pos], self.cjk[pos] = of(keys.sk_len), of(keys.sk_crc), of(keys.cjk)
-        self.part_bands[pos] = of(keys.part_bands)
+        self.part_bands.put(pos, of(keys.part_bands))
         at = np.full(len(keys.ek), -1, dtype=np.int64)  # chunk item -> position
         at[np.arange(len(keys.ek)) if sel is None else sel] = pos
         self.skel += [(int(at[k]), key) for k, key in keys.skel if at[k] >= 0]

@@ -13,6 +13,8 @@ str per record (~350 bytes each for a chat prompt: 700 MB at 2M records). An ite
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPILL_CHUNK", "Lazy", "SpilledTurns", "TextSpill", "spill_turns"]
+__all__ = ["SPILL_CHUNK", "Lazy", "RowFile", "SpilledTurns", "TextSpill", "spill_turns"]
 
 
 class TextSpill:
@@ -77,6 +79,71 @@ class TextSpill:
 
 
 SPILL_CHUNK = 8192  # rows whose texts are written to a spill at a time
+
+
+class RowFile:
+    """An (n, *shape) array of fixed-size rows on disk (an unlinked temporary file mapped shared), written by `put`
+    and read by `take`, neither of which leaves the file's pages in the resident set: each call gives back the pages
+    it touched (`madvise(MADV_DONTNEED)`: the page cache keeps the bytes, the next access is a minor fault), a read
+    at most `SPAN` bytes of the file at a time. For per-item keys a step reads only for some items (dedup's part
+    band keys and slot digests, read for candidate pairs): 0 bytes an item in memory.
+
+    >>> f = RowFile(4, (2,), np.uint16)
+    >>> f.put(np.array([3, 0]), np.array([[7, 8], [1, 2]])); f.take(np.array([0, 3, 0])).tolist()
+    [[1, 2], [7, 8], [1, 2]]
+    """
+
+    SPAN = 8 << 20  # bytes of the file a read maps at a time (and gives back)
+
+    def __init__(self, n: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row = int(self.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+        self._fh = tempfile.TemporaryFile(prefix="curate-rows-")  # noqa: SIM115 (closed by close())
+        size = max(mmap.PAGESIZE, n * self.row)
+        os.ftruncate(self._fh.fileno(), size)  # (a sparse file: a row never put reads back as zeros)
+        self._mm = mmap.mmap(self._fh.fileno(), size)
+        self.rows = np.frombuffer(self._mm, self.dtype, count=n * self.row // self.dtype.itemsize).reshape(
+            n, *self.shape
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _drop(self, lo: int, hi: int) -> None:
+        """Give back the pages of rows lo..hi (inclusive) and the kernel's fault-around window beside them (up to
+        64 KB, aligned in the address space, not in the file)."""
+        start = max(0, lo * self.row - 65536) // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(len(self._mm), (hi + 1) * self.row + 65536)
+        if end > start:
+            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def put(self, pos: np.ndarray, values: np.ndarray) -> None:
+        """Rows `pos` take `values` (one row each)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        if not len(pos):
+            return
+        self.rows[pos] = values
+        self._drop(int(pos.min()), int(pos.max()))
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """The rows `idx` (any order, repeats allowed) as an in-memory array."""
+        u, inv = np.unique(np.asarray(idx, dtype=np.int64), return_inverse=True)
+        got = np.empty((len(u), *self.shape), dtype=self.dtype)
+        if len(u):
+            span = u * self.row // self.SPAN
+            cuts = [0, *(np.flatnonzero(span[1:] != span[:-1]) + 1).tolist(), len(u)]
+            for a, b in itertools.pairwise(cuts):
+                got[a:b] = self.rows[u[a:b]]
+                self._drop(int(u[a]), int(u[b - 1]))
+        return got[inv.reshape(-1)]
+
+    def close(self) -> None:
+        self.rows = self.rows[:0].copy()
+        try:
+            self._mm.close()
+        except BufferError:  # pragma: no cover - a view of the rows still held: unmapped when collected
+            pass
+        self._fh.close()
 
 
 class Lazy(Sequence):  # type: ignore[type-arg]

@@ -196,3 +196,81 @@ def test_chunk_keys_on_disk_give_the_keys_held_in_memory(norms, first) -> None:
     for line in range(first, first + len(norms)):
         assert on_disk.get(line) == held.get(line)
     spool.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(0, 10_000), max_size=80),
+    st.sampled_from([4096, 1 << 16, 8 << 20]),
+)
+def test_row_file_gives_back_every_row_put_in_any_order(n, rnd, picks, span) -> None:
+    """spill.RowFile (dedup's part band keys and slot digests on disk): rows put in chunks of any order read back as
+    the in-memory array's rows, any order and repeats, whatever span of the file one read maps at a time; and the
+    pages it touched are not left resident."""
+    from curate.steps.spill import RowFile
+
+    ref = np.random.default_rng(rnd.randrange(1 << 30)).integers(0, 1 << 16, size=(n, 2, 64), dtype=np.uint16)
+    f = RowFile(n, (2, 64), np.uint16)
+    f.SPAN = span
+    order = list(range(n))
+    rnd.shuffle(order)
+    while order:
+        k = rnd.randint(1, 40)
+        pos, order = np.array(order[:k], dtype=np.int64), order[k:]
+        f.put(pos, ref[pos])
+    idx = np.array([p % n for p in picks], dtype=np.int64)
+    got = f.take(idx)
+    assert got.shape == (len(idx), 2, 64) and got.dtype == np.uint16
+    assert np.array_equal(got, ref[idx])
+    assert np.array_equal(f.take(np.arange(n)), ref)
+    assert _resident_pages(f) == 0
+    f.close()
+
+
+def _resident_pages(f) -> int:
+    """Resident pages of the RowFile's mapping (mincore would say the page cache; this asks the page tables)."""
+    import ctypes
+    import mmap
+
+    start = ctypes.addressof(ctypes.c_char.from_buffer(f._mm))
+    with open("/proc/self/smaps") as fh:
+        lines = fh.read().splitlines()
+    for k, line in enumerate(lines):
+        head = line.split()[0]
+        if "-" in head and int(head.split("-")[0], 16) == start:
+            for more in lines[k + 1 :]:
+                if more.startswith("Rss:"):
+                    return int(more.split()[1]) * 1024 // mmap.PAGESIZE
+    raise AssertionError("mapping not found")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 60), st.integers(0, 400), st.randoms(use_true_random=False))
+def test_parts_meet_and_the_floor_read_from_disk_equal_the_arrays(n, m, rnd) -> None:
+    """dedup's candidate tests with the part band keys and slot digests in RowFiles give the decisions of the same
+    tests over the in-memory arrays (near.over_floor, parts_meet with an ndarray)."""
+    from curate.minhash import agreement_floor
+    from curate.near import over_floor
+    from curate.steps.dedup import parts_meet
+    from curate.steps.dedup_keys import floor_test
+    from curate.steps.spill import RowFile
+
+    g = np.random.default_rng(rnd.randrange(1 << 30))
+    pb = g.integers(0, 3, size=(n, 2, 64), dtype=np.uint16)  # (few values: parts meet and miss both)
+    dig = g.integers(0, 2, size=(n, 128), dtype=np.uint8)
+    flags = g.integers(0, 4, size=n, dtype=np.uint8)
+    cjk = g.random(n) < 0.1
+    sk = (g.integers(-1, 3, size=(n, 2), dtype=np.int32), g.integers(0, 2, size=(n, 2, 4), dtype=np.uint32))
+    items = g.permutation(n).astype(np.int64)  # local index -> row
+    i, j = g.integers(0, n, size=m), g.integers(0, n, size=m)
+    fp, fd = RowFile(n, (2, 64), np.uint16), RowFile(n, (128,), np.uint8)
+    fp.put(np.arange(n), pb)
+    fd.put(np.arange(n), dig)
+    cand = np.stack((i, j), axis=1).astype(np.int64)
+    assert np.array_equal(parts_meet(cand, items, fp, flags, sk), parts_meet(cand, items, pb, flags, sk))
+    floor = agreement_floor(0.8, 128)
+    want = over_floor(dig[items], floor, cjk[items])(i, j)
+    assert np.array_equal(floor_test(fd, items, floor, cjk[items])(i, j), want)
+    fp.close(), fd.close()
