@@ -268,8 +268,9 @@ def parts_meet(
     `relation.strict_may_match` (equal token counts, at most one piece different): exact, a pair that fails it
     scores 0 (templated answers differing in an order number: 1.2M strict-rule tests a 20k-record build)."""
     keep = np.ones(len(cand), dtype=bool)
-    for a in range(0, len(cand), _MEET_CHUNK):
-        c = cand[a : a + _MEET_CHUNK]
+    step = part_bands.chunk(2 * _MEET_CHUNK) // 2 if isinstance(part_bands, RowFile) else _MEET_CHUNK
+    for a in range(0, len(cand), step):
+        c = cand[a : a + step]
         x, y = items[c[:, 0]], items[c[:, 1]]
         either = flags[x] | flags[y]
         px, py, bx, by = part_bands, part_bands, x, y

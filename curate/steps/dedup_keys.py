@@ -305,9 +305,9 @@ def floor_test(
     the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`)."""
 
     def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        out = np.empty(len(i), dtype=bool)
-        for a in range(0, len(i), PAIR_CHUNK):
-            both = np.concatenate((i[a : a + PAIR_CHUNK], j[a : a + PAIR_CHUNK]))
+        out, step = np.empty(len(i), dtype=bool), digest.chunk(2 * PAIR_CHUNK) // 2
+        for a in range(0, len(i), step):
+            both = np.concatenate((i[a : a + step], j[a : a + step]))
             m = len(both) // 2
             rows, k = digest.take(items[both]), np.arange(m, dtype=np.int64)
             out[a : a + m] = over_floor(rows, floor, exempt[both])(k, k + m)

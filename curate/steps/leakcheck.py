@@ -42,13 +42,14 @@ from curate.near import (
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
-    over_floor,
     scored_pairs,
     skeleton_keys,
 )
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
+from curate.steps.dedup_keys import floor_test
+from curate.steps.spill import RowFile
 
 __all__ = ["LOOSE", "TIGHT", "Leakage", "dataset_texts", "leak_pairs", "leakage", "leakage_between"]
 
@@ -120,9 +121,11 @@ def _blocks(
         ),  # the item (train first, then test at nt + index) of each text
         "keys": np.empty((cap, 2), dtype=np.uint64),  # each text's exact key (16 bytes of sha256)
         "bands": np.empty((cap, sketch.bands), dtype=np.uint32),
-        "digest": np.empty((cap, 128), dtype=np.uint8),
         "cjk": np.empty(cap, dtype=bool),
     }
+    # each text's 5-gram slot digest, read only for the LSH pairs the floor tests: on disk (a sparse file with
+    # room for two texts an item: nothing resident but the pairs' rows, `spill.RowFile`), not 128 bytes a text
+    digest = RowFile(2 * cap, (128,), np.uint8)
     keyed: list[tuple[int, int]] = []
     n = 0  # texts so far
     n_train_texts = 0
@@ -155,7 +158,10 @@ def _blocks(
                 dtype=np.uint64,
             ).reshape(-1, 2)
             cols["bands"][n : n + m] = sketch.bands32_of(texts)
-            floor_sketch.bands32_of(texts, digest=cols["digest"][n : n + m])
+            got = np.empty((m, 128), dtype=np.uint8)
+            floor_sketch.bands32_of(texts, digest=got)
+            digest.put(np.arange(n, n + m), got)
+            del got
             cols["cjk"][n : n + m] = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)
             for k, t in enumerate(texts):
                 if len(t) < SHORT_CHARS and is_short(t):
@@ -164,16 +170,19 @@ def _blocks(
         if base == 0:
             n_train_texts = n
     if not n:
+        digest.close()
         return np.empty((0, 2), dtype=np.int64)
     own_all = cols.pop("owner")[:n]
     pairs = [_equal_pairs(cols.pop("keys")[:n], n_train_texts)]
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     del keyed
-    bh, dgs, cj = cols.pop("bands")[:n], cols.pop("digest")[:n], cols.pop("cjk")[:n]
+    bh, cj = cols.pop("bands")[:n], cols.pop("cjk")[:n]
+    floor = agreement_floor(lsh_threshold, 128)
     lsh, counts = candidate_pairs_counted(
-        bh, small=16, window=4, keep=over_floor(dgs, agreement_floor(lsh_threshold, 128), cj)
+        bh, small=16, window=4, keep=floor_test(digest, np.arange(n, dtype=np.int64), floor, cj)
     )
-    del bh, dgs, cj
+    digest.close()
+    del bh, cj, digest
     pairs.append(cap_candidates(lsh, counts, n, per_text))
     del lsh, counts
     cand = np.concatenate(pairs)

@@ -126,16 +126,23 @@ class RowFile:
         self._drop(int(pos.min()), int(pos.max()))
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        """The rows `idx` (any order, repeats allowed) as an in-memory array."""
-        u, inv = np.unique(np.asarray(idx, dtype=np.int64), return_inverse=True)
-        got = np.empty((len(u), *self.shape), dtype=self.dtype)
-        if len(u):
-            span = u * self.row // self.SPAN
-            cuts = [0, *(np.flatnonzero(span[1:] != span[:-1]) + 1).tolist(), len(u)]
+        """The rows `idx` (any order, repeats allowed) as an in-memory array, read in file order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        got = np.empty((len(idx), *self.shape), dtype=self.dtype)
+        if len(idx):
+            o = np.argsort(idx)
+            at = idx[o]
+            span = at * self.row // self.SPAN
+            cuts = [0, *(np.flatnonzero(span[1:] != span[:-1]) + 1).tolist(), len(at)]
             for a, b in itertools.pairwise(cuts):
-                got[a:b] = self.rows[u[a:b]]
-                self._drop(int(u[a]), int(u[b - 1]))
-        return got[inv.reshape(-1)]
+                got[o[a:b]] = self.rows[at[a:b]]
+                self._drop(int(at[a]), int(at[b - 1]))
+        return got
+
+    def chunk(self, least: int) -> int:
+        """Rows to read at a time: at least `least`, and a 16th of the file (every read of rows scattered over
+        the file faults in about all of it: fewer, larger reads cost the same time in all)."""
+        return max(least, len(self.rows) // 16)
 
     def close(self) -> None:
         self.rows = self.rows[:0].copy()
