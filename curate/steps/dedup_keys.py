@@ -271,7 +271,7 @@ class ChunkDedup:
     texts already in the read's `TextSpool`. Rows share it (`Row.dkeys`) until dedup takes their keys; the fast
     line `line` is item `index[line - first]` (-1: a line that is not a fast row)."""
 
-    __slots__ = ("first", "index", "keys", "params", "spool", "start")
+    __slots__ = ("dims", "first", "index", "kat", "keys", "params", "spool", "start")
 
     def __init__(
         self, first: int, lines: int, js: Sequence[int], keys: Keys, params: tuple, spool: TextSpool
@@ -285,9 +285,29 @@ class ChunkDedup:
         start[:1] = 0
         start[1:] = ends[:-1]
         self.start = at + start  # the texts' offsets in the spool (ends and cuts made absolute in keys.texts)
-        self.keys = keys._replace(texts=(b"", at + ends, at + cuts, flags))
+        # the slot digests and part band keys (384 bytes an item, read by dedup only for candidate pairs) go to the
+        # spool too, after the texts: a chunk held from the read to dedup keeps the other keys only
+        dg, pb = np.ascontiguousarray(keys.digest), np.ascontiguousarray(keys.part_bands)
+        self.kat = spool.append(dg.tobytes() + pb.tobytes())
+        self.dims = (dg.shape[1:], dg.dtype, pb.shape[1:], pb.dtype)
+        self.keys = keys._replace(
+            texts=(b"", at + ends, at + cuts, flags),
+            digest=np.empty((0, *dg.shape[1:]), dtype=dg.dtype),
+            part_bands=np.empty((0, *pb.shape[1:]), dtype=pb.dtype),
+        )
         self.params = params
         self.spool = spool
+
+    def spilled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(slot digests, part band keys) of the chunk's items, read back from the spool."""
+        m = len(self.keys.ek)
+        dshape, dtype, pshape, ptype = self.dims
+        nd = m * int(np.prod(dshape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        npb = m * int(np.prod(pshape, dtype=np.int64)) * np.dtype(ptype).itemsize
+        data = os.pread(self.spool.fd, nd + npb, self.kat)
+        dg = np.frombuffer(data, dtype=dtype, count=nd // np.dtype(dtype).itemsize).reshape(m, *dshape)
+        pb = np.frombuffer(data, dtype=ptype, offset=nd).reshape(m, *pshape)
+        return dg, pb
 
     def item(self, line: int) -> int:
         """The item of the fast line `line` (-1: none)."""
@@ -348,9 +368,10 @@ class KeyTable:
 
         self.ekeys[pos], self.rawh[pos], self.length[pos] = of(keys.ek), of(keys.raw), of(keys.length)
         self.bands[pos], self.firsts[pos] = of(keys.bands), of(keys.first)
-        self.digest.put(pos, of(keys.digest))
+        digest, part_bands = (keys.digest, keys.part_bands) if chunk is None else chunk.spilled()
+        self.digest.put(pos, of(digest))
         self.sk_len[pos], self.sk_crc[pos], self.cjk[pos] = of(keys.sk_len), of(keys.sk_crc), of(keys.cjk)
-        self.part_bands.put(pos, of(keys.part_bands))
+        self.part_bands.put(pos, of(part_bands))
         at = np.full(len(keys.ek), -1, dtype=np.int64)  # chunk item -> position
         at[np.arange(len(keys.ek)) if sel is None else sel] = pos
         self.skel += [(int(at[k]), key) for k, key in keys.skel if at[k] >= 0]
