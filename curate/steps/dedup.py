@@ -268,6 +268,8 @@ def parts_meet(
     `relation.strict_may_match` (equal token counts, at most one piece different): exact, a pair that fails it
     scores 0 (templated answers differing in an order number: 1.2M strict-rule tests a 20k-record build)."""
     keep = np.ones(len(cand), dtype=bool)
+    if isinstance(part_bands, RowFile) and part_bands.resident:  # (in memory: index the rows in place)
+        part_bands = part_bands.rows
     step = part_bands.chunk(2 * _MEET_CHUNK) // 2 if isinstance(part_bands, RowFile) else _MEET_CHUNK
     for a in range(0, len(cand), step):
         c = cand[a : a + step]

@@ -322,7 +322,12 @@ def floor_test(
     digest: RowFile, items: np.ndarray, floor: int, exempt: np.ndarray
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """`near.over_floor(digest[items], floor, exempt)` with the slot digests read from disk per chunk of pairs:
-    the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`)."""
+    the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`). A resident
+    RowFile's rows are tested in place (no copy when `items` are its first rows in order)."""
+    if digest.resident:
+        n = len(items)
+        first = n <= len(digest) and bool((items == np.arange(n)).all())
+        return over_floor(digest.rows[:n] if first else digest.rows[items], floor, exempt)
 
     def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         out, step = np.empty(len(i), dtype=bool), digest.chunk(2 * PAIR_CHUNK) // 2

@@ -88,18 +88,37 @@ class RowFile:
     at most `SPAN` bytes of the file at a time. For per-item keys a step reads only for some items (dedup's part
     band keys and slot digests, read for candidate pairs): 0 bytes an item in memory.
 
+    Below a budget the rows stay in memory: while the RowFiles open at once fit in `RESIDENT` bytes (128 MB, or
+    `CURATE_RESIDENT_ROWS_MB`), a new one is an in-memory array (`resident`; its pages come as rows are put) and
+    reads are plain indexing, without the faults of the reads from disk. The same rows either way (one class, one
+    `put` / `take`); only where they live, and so the build's time and peak memory, depends on the budget: a
+    200k-record build keeps its keys (~77 MB) resident, a 2M-record build (~770 MB) puts them on disk.
+
     >>> f = RowFile(4, (2,), np.uint16)
     >>> f.put(np.array([3, 0]), np.array([[7, 8], [1, 2]])); f.take(np.array([0, 3, 0])).tolist()
     [[1, 2], [7, 8], [1, 2]]
     """
 
     SPAN = 8 << 20  # bytes of the file a read maps at a time (and gives back)
+    RESIDENT = (
+        int(os.environ.get("CURATE_RESIDENT_ROWS_MB", "128")) << 20
+    )  # rows open at once in memory, bytes
+    _held = 0  # bytes of the resident RowFiles open now
 
-    def __init__(self, n: int, shape: tuple[int, ...], dtype: Any) -> None:
+    def __init__(self, n: int, shape: tuple[int, ...], dtype: Any, *, resident: bool | None = None) -> None:
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.row = int(self.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+        size = n * self.row
+        if resident is None:
+            resident = RowFile._held + size <= self.RESIDENT
+        self.resident, self._size = resident, size if resident else 0
+        if resident:  # (np.zeros: pages untouched stay unmapped, a row never put reads back as zeros)
+            RowFile._held += self._size
+            self._fh = self._mm = None
+            self.rows = np.zeros((n, *self.shape), dtype=self.dtype)
+            return
         self._fh = tempfile.TemporaryFile(prefix="curate-rows-")  # noqa: SIM115 (closed by close())
-        size = max(mmap.PAGESIZE, n * self.row)
+        size = max(mmap.PAGESIZE, size)
         os.ftruncate(self._fh.fileno(), size)  # (a sparse file: a row never put reads back as zeros)
         self._mm = mmap.mmap(self._fh.fileno(), size)
         self.rows = np.frombuffer(self._mm, self.dtype, count=n * self.row // self.dtype.itemsize).reshape(
@@ -123,11 +142,14 @@ class RowFile:
         if not len(pos):
             return
         self.rows[pos] = values
-        self._drop(int(pos.min()), int(pos.max()))
+        if not self.resident:
+            self._drop(int(pos.min()), int(pos.max()))
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         """The rows `idx` (any order, repeats allowed) as an in-memory array, read in file order."""
         idx = np.asarray(idx, dtype=np.int64)
+        if self.resident:
+            return self.rows[idx]
         got = np.empty((len(idx), *self.shape), dtype=self.dtype)
         if len(idx):
             o = np.argsort(idx)
@@ -141,11 +163,15 @@ class RowFile:
 
     def chunk(self, least: int) -> int:
         """Rows to read at a time: at least `least`, and a 16th of the file (every read of rows scattered over
-        the file faults in about all of it: fewer, larger reads cost the same time in all)."""
-        return max(least, len(self.rows) // 16)
+        the file faults in about all of it: fewer, larger reads cost the same time in all); `least` when resident."""
+        return least if self.resident else max(least, len(self.rows) // 16)
 
     def close(self) -> None:
         self.rows = self.rows[:0].copy()
+        RowFile._held -= self._size
+        self._size = 0
+        if self._mm is None:
+            return
         try:
             self._mm.close()
         except BufferError:  # pragma: no cover - a view of the rows still held: unmapped when collected

@@ -204,15 +204,17 @@ def test_chunk_keys_on_disk_give_the_keys_held_in_memory(norms, first) -> None:
     st.randoms(use_true_random=False),
     st.lists(st.integers(0, 10_000), max_size=80),
     st.sampled_from([4096, 1 << 16, 8 << 20]),
+    st.booleans(),
 )
-def test_row_file_gives_back_every_row_put_in_any_order(n, rnd, picks, span) -> None:
-    """spill.RowFile (dedup's part band keys and slot digests on disk): rows put in chunks of any order read back as
-    the in-memory array's rows, any order and repeats, whatever span of the file one read maps at a time; and the
-    pages it touched are not left resident."""
+def test_row_file_gives_back_every_row_put_in_any_order(n, rnd, picks, span, resident) -> None:
+    """spill.RowFile (dedup's part band keys and slot digests, on disk or under the budget in memory): rows put in
+    chunks of any order read back as the in-memory array's rows, any order and repeats, whatever span of the file
+    one read maps at a time; on disk, the pages it touched are not left resident."""
     from curate.steps.spill import RowFile
 
     ref = np.random.default_rng(rnd.randrange(1 << 30)).integers(0, 1 << 16, size=(n, 2, 64), dtype=np.uint16)
-    f = RowFile(n, (2, 64), np.uint16)
+    f = RowFile(n, (2, 64), np.uint16, resident=resident)
+    assert f.resident is resident
     f.SPAN = span
     order = list(range(n))
     rnd.shuffle(order)
@@ -225,8 +227,30 @@ def test_row_file_gives_back_every_row_put_in_any_order(n, rnd, picks, span) -> 
     assert got.shape == (len(idx), 2, 64) and got.dtype == np.uint16
     assert np.array_equal(got, ref[idx])
     assert np.array_equal(f.take(np.arange(n)), ref)
-    assert _resident_pages(f) == 0
+    if not resident:
+        assert _resident_pages(f) == 0
     f.close()
+
+
+def test_row_files_stay_in_memory_while_they_fit_the_budget(monkeypatch) -> None:
+    """A RowFile is resident while the resident RowFiles open at once, itself included, fit `RowFile.RESIDENT`;
+    closing one gives its bytes back to the budget."""
+    from curate.steps.spill import RowFile
+
+    monkeypatch.setattr(RowFile, "RESIDENT", 35_000)
+    monkeypatch.setattr(RowFile, "_held", 0)
+    held = 0
+    a = RowFile(200, (128,), np.uint8)  # 25.6 KB: fits
+    b = RowFile(100, (128,), np.uint8)  # 12.8 KB more: over
+    c = RowFile(50, (128,), np.uint8)  # 6.4 KB more: fits (b is on disk, it holds none of the budget)
+    assert (a.resident, b.resident, c.resident) == (True, False, True)
+    assert RowFile._held == held + 250 * 128
+    a.close()
+    d = RowFile(200, (128,), np.uint8)
+    assert d.resident and RowFile._held == held + 250 * 128
+    for f in (b, c, d):
+        f.close()
+    assert RowFile._held == held
 
 
 def _resident_pages(f) -> int:
@@ -249,8 +273,8 @@ def _resident_pages(f) -> int:
 @settings(max_examples=100, deadline=None)
 @given(st.integers(2, 60), st.integers(0, 400), st.randoms(use_true_random=False))
 def test_parts_meet_and_the_floor_read_from_disk_equal_the_arrays(n, m, rnd) -> None:
-    """dedup's candidate tests with the part band keys and slot digests in RowFiles give the decisions of the same
-    tests over the in-memory arrays (near.over_floor, parts_meet with an ndarray)."""
+    """dedup's candidate tests with the part band keys and slot digests in RowFiles (on disk or resident) give the
+    decisions of the same tests over the in-memory arrays (near.over_floor, parts_meet with an ndarray)."""
     from curate.minhash import agreement_floor
     from curate.near import over_floor
     from curate.steps.dedup import parts_meet
@@ -265,7 +289,11 @@ def test_parts_meet_and_the_floor_read_from_disk_equal_the_arrays(n, m, rnd) -> 
     sk = (g.integers(-1, 3, size=(n, 2), dtype=np.int32), g.integers(0, 2, size=(n, 2, 4), dtype=np.uint32))
     items = g.permutation(n).astype(np.int64)  # local index -> row
     i, j = g.integers(0, n, size=m), g.integers(0, n, size=m)
-    fp, fd = RowFile(n, (2, 64), np.uint16), RowFile(n, (128,), np.uint8)
+    resident = rnd.random() < 0.5
+    fp, fd = (
+        RowFile(n, (2, 64), np.uint16, resident=resident),
+        RowFile(n, (128,), np.uint8, resident=resident),
+    )
     fp.put(np.arange(n), pb)
     fd.put(np.arange(n), dig)
     cand = np.stack((i, j), axis=1).astype(np.int64)
