@@ -291,6 +291,7 @@ def split_rows(
     del got, order
     ucode = _codes_of_keys(ukey)
     pcode = _codes(pkeys)
+    pkeys = _packed(pkeys)  # (one bytes blob and its offsets: ~24 bytes a row, not a str and a list slot)
 
     def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
         if release is not None:
@@ -324,7 +325,7 @@ def split_rows(
     )
     ukey = ukey[:0]  # (no longer needed)
     link_idx += _prefix_links(n, turns_of, near_threshold)
-    res, (side_of, *_) = _split_arrays(
+    (res, make_lock), (side_of, *_) = _split_arrays(
         recs,
         ucode,
         pcode,
@@ -343,7 +344,7 @@ def split_rows(
     train_i = np.flatnonzero(side_of == _TRAIN)  # (res.train and res.test are these rows, in this order)
     test_i = np.flatnonzero(side_of == _TEST)
     del side_of
-    res.leakage = repair_leakage(
+    res.leakage, gone = repair_leakage(
         res,
         Lazy(len(train_i), lambda k: turns_of(int(train_i[k]))),
         Lazy(len(test_i), lambda k: turns_of(int(test_i[k]))),
@@ -354,6 +355,9 @@ def split_rows(
         runner=runner,
     )
     turns_of.close()
+    # the new lock, made after the leakage check: its sets of ids and prompt keys and the held-out texts are not
+    # held while the check runs (at 2M records they were ~250 MB of its peak)
+    res.lock = make_lock(gone)
     norms.close()
     ctx.report(STEP, 3, 3)
     return res
@@ -386,19 +390,20 @@ def repair_leakage(
     threshold: float,
     frozen: Sequence[str] = (),
     runner: Callable[..., Iterable[Any]] | None = None,
-) -> Leakage:
+) -> tuple[Leakage, set[str]]:
     """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
     against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
     A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
     held-out twin); a held-out item is never touched. `train_turns[k]` / `test_turns[k]`: the normalized user
     turns of res.train[k] / res.test[k] (sequences that may make them on demand). `frozen`: the user texts of a
     previous lock's held-out set,
-    checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)."""
+    checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)
+    and the ids of the training items moved out (the new lock leaves them out of its training ids)."""
     from curate.steps.leakcheck import leak_pairs
 
     out = Leakage(threshold=threshold)
     if not res.train or not (res.test or frozen):
-        return out
+        return out, set()
 
     ctx.report("leakage", 0, 1)
     n_test = len(test_turns)
@@ -410,7 +415,7 @@ def repair_leakage(
     ctx.report("leakage", 1, 1)
     out.checked = len(res.train) * (len(res.test) + len(frozen))
     if not found:
-        return out
+        return out, set()
     twin: dict[int, tuple[int, float]] = {}
     for i, j, score in found:  # (train index, test index, score): one held-out twin per training item
         if i not in twin or (score, -j) > (twin[i][1], -twin[i][0]):
@@ -441,9 +446,8 @@ def repair_leakage(
         )
     gone = {res.train[i].id for i in twin}
     res.train = [r for k, r in enumerate(res.train) if k not in twin]
-    res.lock.train_ids = _SortedSet([x for x in _sorted(res.lock.train_ids) if x not in gone])
     out.repaired = len(twin)
-    return out
+    return out, gone
 
 
 def _memory_order(items: list[Any]) -> list[int]:
@@ -460,6 +464,17 @@ def _in_memory_order(items: list[Any], fn_all: Callable[[list[Any]], Iterable[An
     for i, one in zip(order, fn_all([items[i] for i in order])):
         out[i] = one
     return out
+
+
+def _packed(keys: list[str]) -> Lazy:
+    """The strings `keys` as one bytes blob and its offsets (`keys[i]` made again on demand): ~24 bytes a
+    16-character prompt key instead of ~73 (a str and a list slot)."""
+    data = [k.encode("utf-8", "surrogatepass") for k in keys]
+    ends = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=ends[1:])
+    blob = b"".join(data)
+    del data
+    return Lazy(len(keys), lambda i: blob[ends[i] : ends[i + 1]].decode("utf-8", "surrogatepass"))
 
 
 def _codes(keys: list[Any]) -> np.ndarray:
@@ -704,24 +719,32 @@ def _split_arrays(
     n_groups = int(roots.size)
     del root_of, sizes, side, roots
     # recs are sorted by id: the sides come out sorted by id
-    train_i = np.flatnonzero(side_of == _TRAIN).tolist()
-    test_i = np.flatnonzero(side_of == _TEST).tolist()
-    train = [recs[i] for i in train_i]
-    test = [recs[i] for i in test_i]
-    test_ids = [r.id for r in test]
-    train_ids = [r.id for r in train]
-    new_lock = HeldoutLock(
-        spec=spec.name,  # (ids in id order: sorted)
-        ids=_sorted_union(test_ids, lock.ids),
-        prompt_keys={pkeys[i] for i in test_i} | lock.prompt_keys,
-        prompts=sorted(set(texts_of(test_i)) | set(lock.prompts)),
-        train_ids=_sorted_union(train_ids, lock.train_ids),
-        train_prompt_keys={pkeys[i] for i in train_i} | lock.train_prompt_keys,
-    )
+    train_i = np.flatnonzero(side_of == _TRAIN)
+    test_i = np.flatnonzero(side_of == _TEST)
+    train = [recs[i] for i in train_i.tolist()]
+    test = [recs[i] for i in test_i.tolist()]
+    old = lock
+
+    def make_lock(gone: set[str]) -> HeldoutLock:
+        """The new held-out lock: this split's sides joined to the old lock's; `gone`, training ids the leakage
+        check moved out, left out of the training ids (their prompt keys stay)."""
+        tr, te = train_i.tolist(), test_i.tolist()
+        train_ids = _sorted_union([recs[i].id for i in tr], old.train_ids)  # (ids in id order: sorted)
+        if gone:
+            train_ids = _SortedSet([x for x in _sorted(train_ids) if x not in gone])
+        return HeldoutLock(
+            spec=spec.name,
+            ids=_sorted_union([recs[i].id for i in te], old.ids),
+            prompt_keys={pkeys[i] for i in te} | old.prompt_keys,
+            prompts=sorted(set(texts_of(te)) | set(old.prompts)),
+            train_ids=train_ids,
+            train_prompt_keys={pkeys[i] for i in tr} | old.train_prompt_keys,
+        )
+
     res = SplitResult(
-        train=train, test=test, lock=new_lock, leakage=Leakage(threshold=near_threshold), groups=n_groups
+        train=train, test=test, lock=old, leakage=Leakage(threshold=near_threshold), groups=n_groups
     )
-    return res, (side_of, pairs, rep, nl, ucode)
+    return (res, make_lock), (side_of, pairs, rep, nl, ucode)
 
 
 def _ekey(norm: str) -> bytes:

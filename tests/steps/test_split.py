@@ -467,3 +467,31 @@ def test_in_memory_order_gives_the_results_in_the_items_order():
 
     assert _in_memory_order(items, fn_all) == [id(x) for x in items]
     assert [id(x) for x in asked[0]] == sorted(id(x) for x in items)
+
+
+def test_the_lock_leaves_out_the_training_twins_the_leakage_check_moved(spec, monkeypatch):
+    """The lock is made after the leakage check: the training items the check moved out (here the pairs it
+    reports are chosen: every 7th training item leaks into a held-out one) are in none of its training ids,
+    every other side is named as it is, and the training prompt keys are those of the split's assignment (the
+    moved twins' included, as before the check ran)."""
+    from curate.steps import leakcheck
+    from curate.steps.pairs import record_prompt_key
+
+    def some_leaks(train, test, threshold, **_kw):
+        return [(i, i % len(test), 0.9) for i in range(0, len(train), 7)]
+
+    recs = make(150, seed=5)
+    plain = split(recs, spec=spec, ctx=RunContext())
+    monkeypatch.setattr(leakcheck, "leak_pairs", some_leaks)
+    ctx = RunContext()
+    res = split(recs, spec=spec, ctx=ctx)
+    moved = ids(plain.train) - ids(res.train)
+    assert len(moved) == res.leakage.repaired == len(range(0, len(plain.train), 7)) > 0
+    assert sum(n for (_, why), n in ctx.reasons.items() if why == "leak_train_twin") == len(moved)
+    lock = res.lock
+    assert not moved & set(lock.train_ids)
+    assert set(lock.train_ids) == ids(res.train) and set(lock.ids) == ids(res.test) == ids(plain.test)
+    assert lock.as_dict()["train_ids"] == sorted(ids(res.train))
+    assert lock.train_prompt_keys == {record_prompt_key(r) for r in plain.train}
+    assert lock.prompt_keys == {record_prompt_key(r) for r in res.test}
+    assert sorted(lock.prompts) == sorted({r.user_text() for r in res.test})
