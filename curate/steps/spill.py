@@ -17,6 +17,7 @@ import itertools
 import mmap
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,9 +112,10 @@ class RowFile:
         size = n * self.row
         if resident is None:
             resident = RowFile._held + size <= self.RESIDENT
-        self.resident, self._size = resident, size if resident else 0
+        self.resident = resident
+        self._give_back = weakref.finalize(self, RowFile._release, size if resident else 0)
         if resident:  # (np.zeros: pages untouched stay unmapped, a row never put reads back as zeros)
-            RowFile._held += self._size
+            RowFile._held += size
             self._fh = self._mm = None
             self.rows = np.zeros((n, *self.shape), dtype=self.dtype)
             return
@@ -127,6 +129,10 @@ class RowFile:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @staticmethod
+    def _release(size: int) -> None:
+        RowFile._held -= size
 
     def _drop(self, lo: int, hi: int) -> None:
         """Give back the pages of rows lo..hi (inclusive) and the kernel's fault-around window beside them (up to
@@ -168,8 +174,7 @@ class RowFile:
 
     def close(self) -> None:
         self.rows = self.rows[:0].copy()
-        RowFile._held -= self._size
-        self._size = 0
+        self._give_back()  # (once: also when a RowFile is dropped unclosed, e.g. a step that raised)
         if self._mm is None:
             return
         try:
