@@ -49,9 +49,18 @@ from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
 from curate.steps.dedup_keys import floor_test
-from curate.steps.spill import RowFile
+from curate.steps.spill import Lazy, RowFile
 
-__all__ = ["LOOSE", "TIGHT", "Leakage", "dataset_texts", "leak_pairs", "leakage", "leakage_between"]
+__all__ = [
+    "LOOSE",
+    "TIGHT",
+    "Leakage",
+    "dataset_texts",
+    "leak_pairs",
+    "leakage",
+    "leakage_between",
+    "repair_leakage",
+]
 
 Rec = SFTRecord | PreferenceRecord
 TIGHT = 0.8  # the build's check: bands for the 0.8 threshold over char 3-grams (other shingles than dedup's)
@@ -225,7 +234,7 @@ class Leakage:
     near: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = 0.8
-    repaired: int = 0  # training items moved out (split.repair_leakage); exact + near are what was found
+    repaired: int = 0  # training items moved out (repair_leakage); exact + near are what was found
     checked: int = 0  # held-out x training pairs the check covered
 
     @property
@@ -397,3 +406,71 @@ def dataset_texts(path: str | Path, *, split_name: str | None = None) -> list[tu
 def leakage_between(a: str | Path, b: str | Path, *, threshold: float = 0.8) -> Leakage:
     """`curate leakage A B`: how many rows of B have an exact or near match among A's prompts."""
     return leakage(dataset_texts(a), dataset_texts(b), threshold=threshold)
+
+
+def repair_leakage(
+    res: Any,
+    train_turns: Sequence[tuple[str, ...]],
+    test_turns: Sequence[tuple[str, ...]],
+    record: Callable[[Any], Rec],
+    *,
+    ctx: RunContext,
+    threshold: float,
+    frozen: Sequence[str] = (),
+    runner: Callable[..., Iterable[Any]] | None = None,
+) -> tuple[Leakage, set[str]]:
+    """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
+    against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
+    A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
+    held-out twin); a held-out item is never touched. `train_turns[k]` / `test_turns[k]`: the normalized user
+    turns of res.train[k] / res.test[k] (sequences that may make them on demand). `frozen`: the user texts of a
+    previous lock's held-out set,
+    checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)
+    and the ids of the training items moved out (the new lock leaves them out of its training ids)."""
+    out = Leakage(threshold=threshold)
+    if not res.train or not (res.test or frozen):
+        return out, set()
+
+    ctx.report("leakage", 0, 1)
+    n_test = len(test_turns)
+    locked = [(normalize_text(p),) for p in frozen]
+    if locked:
+        held = test_turns
+        test_turns = Lazy(n_test + len(locked), lambda k: held[k] if k < n_test else locked[k - n_test])
+    found = leak_pairs(train_turns, test_turns, threshold, runner=runner)
+    ctx.report("leakage", 1, 1)
+    out.checked = len(res.train) * (len(res.test) + len(frozen))
+    if not found:
+        return out, set()
+    twin: dict[int, tuple[int, float]] = {}
+    for i, j, score in found:  # (train index, test index, score): one held-out twin per training item
+        if i not in twin or (score, -j) > (twin[i][1], -twin[i][0]):
+            twin[i] = (j, score)
+    for i in sorted(twin):
+        j, score = twin[i]
+        r = res.train[i]
+        held = res.test[j].id if j < n_test else "a prompt of the frozen held-out set (heldout.lock)"
+        method = "exact" if score >= 1.0 else "near"
+        setattr(out, method, getattr(out, method) + 1)
+        if len(out.examples) < 20:
+            out.examples.append(
+                {
+                    "method": method,
+                    "a": r.id,
+                    "b": held,
+                    "score": score,
+                    "text": " / ".join(test_turns[j])[:200],
+                }
+            )
+        ctx.quarantine(
+            step="split",
+            reason="leak_train_twin",
+            record=record(r),
+            detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
+            f"{held if j >= n_test else 'record ' + held}; moved out of training (the held-out "
+            "set is never changed)",
+        )
+    gone = {res.train[i].id for i in twin}
+    res.train = [r for k, r in enumerate(res.train) if k not in twin]
+    out.repaired = len(twin)
+    return out, gone

@@ -19,8 +19,8 @@ from curate.records import PreferenceRecord, SFTRecord
 from curate.spec import Spec
 from curate.steps.base import RunContext
 from curate.steps.export import TEXT_KINDS
+from curate.steps.heldout import HeldoutLock
 from curate.steps.read import detect_format
-from curate.steps.split import HeldoutLock
 from curate.steps.validate import LengthCounter
 
 log = logging.getLogger(__name__)

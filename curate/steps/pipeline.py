@@ -51,13 +51,13 @@ from curate.steps.export import (
     write_split_batches,
     write_splits,
 )
+from curate.steps.heldout import HeldoutLock
 from curate.steps.manifest import (
     build_manifest,
     conservation_counts,
     extra_counts,
     formats_of,
 )
-from curate.steps.split import HeldoutLock
 from curate.steps.validate import LengthCounter
 
 log = logging.getLogger(__name__)

@@ -26,108 +26,23 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
-from curate.errors import InputError
 from curate.near import text_pairs
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
-from curate.steps.leakcheck import Leakage
+from curate.steps.heldout import HeldoutLock, _sorted, _sorted_union, _SortedSet
+from curate.steps.leakcheck import Leakage, repair_leakage
 from curate.steps.pairs import record_prompt_key
-from curate.steps.spill import SPILL_CHUNK, Lazy, SpilledTurns, TextSpill, spill_turns
+from curate.steps.spill import SPILL_CHUNK, Lazy, SpilledTurns, TextSpill, packed, spill_turns
 
 log = logging.getLogger(__name__)
 STEP = "split"
 Rec = SFTRecord | PreferenceRecord
-
-
-# ---------------------------------------------------------------- the lock
-
-
-@dataclass
-class HeldoutLock:
-    """The frozen held-out set: which ids and prompts are held out, and which were used for training."""
-
-    spec: str = ""
-    ids: set[str] = field(default_factory=set)
-    prompt_keys: set[str] = field(default_factory=set)
-    prompts: list[str] = field(default_factory=list)
-    train_ids: set[str] = field(default_factory=set)
-    train_prompt_keys: set[str] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, path: str | Path) -> HeldoutLock | None:
-        """The lock at `path`, or None when there is none; a broken lock is an error (never silently reset)."""
-        p = Path(path)
-        if not p.is_file():
-            return None
-        try:
-            data = orjson.loads(p.read_bytes())
-            return cls(
-                spec=str(data.get("spec", "")),
-                ids=set(data.get("ids", [])),
-                prompt_keys=set(data.get("prompt_keys", [])),
-                prompts=list(data.get("prompts", [])),
-                train_ids=set(data.get("train_ids", [])),
-                train_prompt_keys=set(data.get("train_prompt_keys", [])),
-            )
-        except (orjson.JSONDecodeError, AttributeError, TypeError) as err:
-            raise InputError(
-                f"{p}: not a valid held-out lock ({err}); restore it from the previous export or "
-                "delete it to draw a new held-out set"
-            ) from None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "ids": _sorted(self.ids),
-            "prompt_keys": sorted(self.prompt_keys),
-            "prompts": sorted(self.prompts),
-            "train_ids": _sorted(self.train_ids),
-            "train_prompt_keys": sorted(self.train_prompt_keys),
-        }
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
-
-
-class _SortedSet(set):  # type: ignore[type-arg]
-    """A set made from a sorted list that keeps the list: `HeldoutLock.as_dict` writes it without sorting again
-    (`split_rows` makes the ids in id order)."""
-
-    __slots__ = ("ordered",)
-
-    def __init__(self, ordered: list[str]) -> None:
-        super().__init__(ordered)
-        self.ordered = ordered if len(self) == len(ordered) else sorted(self)  # repeats: sorted once here
-
-    def __reduce__(self) -> tuple[Any, ...]:  # (copy, pickle: made again from its members, sorted)
-        return (_SortedSet, (sorted(self),))
-
-
-def _sorted_union(ordered: list[str], more: set[str]) -> _SortedSet:
-    """set(ordered) | more, keeping the sorted list (`ordered`: sorted, no repeats): the members of `more` not in
-    it are sorted and merged in (one sort of two sorted runs)."""
-    extra = more.difference(ordered)
-    if not extra:
-        return _SortedSet(ordered)
-    merged = ordered + sorted(extra)
-    merged.sort()
-    return _SortedSet(merged)
-
-
-def _sorted(members: set[str]) -> list[str]:
-    """sorted(members); a `_SortedSet`'s list while it still holds exactly the set's members (it has no repeats)."""
-    got = getattr(members, "ordered", None)
-    if got is not None and len(got) == len(members) and members.issuperset(got):
-        return list(got)
-    return sorted(members)
 
 
 # ---------------------------------------------------------------- leakage
@@ -291,7 +206,7 @@ def split_rows(
     del got, order
     ucode = _codes_of_keys(ukey)
     pcode = _codes(pkeys)
-    pkeys = _packed(pkeys)  # (one bytes blob and its offsets: ~24 bytes a row, not a str and a list slot)
+    pkeys = packed(pkeys)  # (one bytes blob and its offsets: ~24 bytes a row, not a str and a list slot)
 
     def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
         if release is not None:
@@ -380,76 +295,6 @@ def _prefix_links(n: int, turns_of: SpilledTurns, threshold: float) -> list[tupl
     return out
 
 
-def repair_leakage(
-    res: SplitResult,
-    train_turns: Sequence[tuple[str, ...]],
-    test_turns: Sequence[tuple[str, ...]],
-    record: Callable[[Any], Rec],
-    *,
-    ctx: RunContext,
-    threshold: float,
-    frozen: Sequence[str] = (),
-    runner: Callable[..., Iterable[Any]] | None = None,
-) -> tuple[Leakage, set[str]]:
-    """The independent leakage check after the split (`curate.steps.leakcheck.leak_pairs`: every held-out item
-    against every training item, blocked by its own keys, decided by `relation.text_score` on the user texts).
-    A training item in a leak pair is moved out of training (quarantined as `leak_train_twin`, naming its
-    held-out twin); a held-out item is never touched. `train_turns[k]` / `test_turns[k]`: the normalized user
-    turns of res.train[k] / res.test[k] (sequences that may make them on demand). `frozen`: the user texts of a
-    previous lock's held-out set,
-    checked as held-out items too (they need not be in this build). Returns what was found (all of it repaired)
-    and the ids of the training items moved out (the new lock leaves them out of its training ids)."""
-    from curate.steps.leakcheck import leak_pairs
-
-    out = Leakage(threshold=threshold)
-    if not res.train or not (res.test or frozen):
-        return out, set()
-
-    ctx.report("leakage", 0, 1)
-    n_test = len(test_turns)
-    locked = [(normalize_text(p),) for p in frozen]
-    if locked:
-        held = test_turns
-        test_turns = Lazy(n_test + len(locked), lambda k: held[k] if k < n_test else locked[k - n_test])
-    found = leak_pairs(train_turns, test_turns, threshold, runner=runner)
-    ctx.report("leakage", 1, 1)
-    out.checked = len(res.train) * (len(res.test) + len(frozen))
-    if not found:
-        return out, set()
-    twin: dict[int, tuple[int, float]] = {}
-    for i, j, score in found:  # (train index, test index, score): one held-out twin per training item
-        if i not in twin or (score, -j) > (twin[i][1], -twin[i][0]):
-            twin[i] = (j, score)
-    for i in sorted(twin):
-        j, score = twin[i]
-        r = res.train[i]
-        held = res.test[j].id if j < n_test else "a prompt of the frozen held-out set (heldout.lock)"
-        method = "exact" if score >= 1.0 else "near"
-        setattr(out, method, getattr(out, method) + 1)
-        if len(out.examples) < 20:
-            out.examples.append(
-                {
-                    "method": method,
-                    "a": r.id,
-                    "b": held,
-                    "score": score,
-                    "text": " / ".join(test_turns[j])[:200],
-                }
-            )
-        ctx.quarantine(
-            step=STEP,
-            reason="leak_train_twin",
-            record=record(r),
-            detail=f"user text {'equal' if method == 'exact' else 'near'} (score {score}) to held-out "
-            f"{held if j >= n_test else 'record ' + held}; moved out of training (the held-out "
-            "set is never changed)",
-        )
-    gone = {res.train[i].id for i in twin}
-    res.train = [r for k, r in enumerate(res.train) if k not in twin]
-    out.repaired = len(twin)
-    return out, gone
-
-
 def _memory_order(items: list[Any]) -> list[int]:
     """The items' indices in memory (address) order: the order to hand them to forked workers in (a worker
     touching an item writes its reference count: nearby items share the pages it then copies; ~20% of the split
@@ -464,17 +309,6 @@ def _in_memory_order(items: list[Any], fn_all: Callable[[list[Any]], Iterable[An
     for i, one in zip(order, fn_all([items[i] for i in order])):
         out[i] = one
     return out
-
-
-def _packed(keys: list[str]) -> Lazy:
-    """The strings `keys` as one bytes blob and its offsets (`keys[i]` made again on demand): ~24 bytes a
-    16-character prompt key instead of ~73 (a str and a list slot)."""
-    data = [k.encode("utf-8", "surrogatepass") for k in keys]
-    ends = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=ends[1:])
-    blob = b"".join(data)
-    del data
-    return Lazy(len(keys), lambda i: blob[ends[i] : ends[i + 1]].decode("utf-8", "surrogatepass"))
 
 
 def _codes(keys: list[Any]) -> np.ndarray:
