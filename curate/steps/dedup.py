@@ -41,7 +41,7 @@ Every removal is one row for clusters.jsonl:
 
 Memory: besides the records, per record ~40 bytes + `bands` * 4 (LSH keys) + 40 (skeleton sketches) bytes until
 the candidates are made (the MinHash slot digests, for the floor, and each part's band keys, 384 bytes a record,
-are in `spill.RowFile`s on disk, read per chunk of candidate pairs); the candidate
+are in `spill.RowFile`s: in memory under their budget, else on disk and read per chunk of candidate pairs); the candidate
 pairs are tested as they are found, so only those that pass are held; normalized texts exist per chunk of
 `_CHUNK` records and for verified candidates. The per-record work (`curate.steps.dedup_keys.item_keys`) is chunked
 tasks handed to `access.map` when the access has one (the compact build's fork pool), run here otherwise; keys the
@@ -498,7 +498,7 @@ def _dedup_kind(
     if sketch is not None and k > 1:
         spos = order[surv]  # item positions of the survivors, in keep order
         floor = agreement_floor(float(near_threshold), num_perm)  # type: ignore[arg-type]
-        over = floor_test(digest, spos, floor, cjk[spos])  # (the digests read from disk per chunk of pairs)
+        over = floor_test(digest, spos, floor, cjk[spos])  # (on disk: read per chunk of pairs)
         del cjk
         flags = store.flags  # type: ignore[union-attr]
 

@@ -321,7 +321,7 @@ PAIR_CHUNK = 16_384  # candidate pairs whose rows are read from a `RowFile` at a
 def floor_test(
     digest: RowFile, items: np.ndarray, floor: int, exempt: np.ndarray
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """`near.over_floor(digest[items], floor, exempt)` with the slot digests read from disk per chunk of pairs:
+    """`near.over_floor(digest[items], floor, exempt)`, a RowFile on disk read per chunk of pairs:
     the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`). A resident
     RowFile's rows are tested in place (no copy when `items` are its first rows in order)."""
     if digest.resident:
@@ -349,7 +349,7 @@ class KeyTable:
         self.rawh = np.empty(n, dtype=np.uint64)
         self.length = np.empty(n, dtype=np.int64)
         self.bands = np.empty((n, ks.width), dtype=np.uint32)
-        # (read only for candidate pairs, `dedup.parts_meet` and the slot floor: on disk, not 384 bytes an item)
+        # (read only for candidate pairs, `dedup.parts_meet` and the slot floor: on disk past the RowFile budget)
         self.digest = RowFile(n, (ks.slots,), np.uint8)
         self.part_bands = RowFile(n, (2, ks.pwidth), np.uint16)
         self.cjk = np.zeros(n, dtype=bool)

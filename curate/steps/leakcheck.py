@@ -132,8 +132,8 @@ def _blocks(
         "bands": np.empty((cap, sketch.bands), dtype=np.uint32),
         "cjk": np.empty(cap, dtype=bool),
     }
-    # each text's 5-gram slot digest, read only for the LSH pairs the floor tests: on disk (a sparse file with
-    # room for two texts an item: nothing resident but the pairs' rows, `spill.RowFile`), not 128 bytes a text
+    # each text's 5-gram slot digest, read only for the LSH pairs the floor tests: a `spill.RowFile` with room for
+    # two texts an item (past the RowFile budget on disk, a sparse file: nothing resident but the pairs' rows)
     digest = RowFile(2 * cap, (128,), np.uint8)
     keyed: list[tuple[int, int]] = []
     n = 0  # texts so far

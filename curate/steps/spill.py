@@ -101,9 +101,8 @@ class RowFile:
     """
 
     SPAN = 8 << 20  # bytes of the file a read maps at a time (and gives back)
-    RESIDENT = (
-        int(os.environ.get("CURATE_RESIDENT_ROWS_MB", "128")) << 20
-    )  # rows open at once in memory, bytes
+    # bytes of rows the resident RowFiles open at once may hold
+    RESIDENT = int(os.environ.get("CURATE_RESIDENT_ROWS_MB", "128")) << 20
     _held = 0  # bytes of the resident RowFiles open now
 
     def __init__(self, n: int, shape: tuple[int, ...], dtype: Any, *, resident: bool | None = None) -> None:
