@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curate.cli import main
 from curate.records import Message, PreferenceRecord, SFTRecord, Source
@@ -469,24 +471,30 @@ def test_in_memory_order_gives_the_results_in_the_items_order():
     assert [id(x) for x in asked[0]] == sorted(id(x) for x in items)
 
 
-def test_the_lock_leaves_out_the_training_twins_the_leakage_check_moved(spec, monkeypatch):
+@settings(max_examples=25, deadline=None)
+@given(st.integers(8, 120), st.integers(0, 1000), st.randoms(use_true_random=False))
+def test_the_lock_leaves_out_the_training_twins_the_leakage_check_moved(spec, n, seed, rnd):
     """The lock is made after the leakage check: the training items the check moved out (here the pairs it
-    reports are chosen: every 7th training item leaks into a held-out one) are in none of its training ids,
-    every other side is named as it is, and the training prompt keys are those of the split's assignment (the
-    moved twins' included, as before the check ran)."""
+    reports are drawn at random: any subset of the training items, each leaking into any held-out item) are in
+    none of its training ids, every other side is named as it is, and the training prompt keys are those of the
+    split's assignment (the moved twins' included, as before the check ran)."""
+    from unittest import mock
+
     from curate.steps import leakcheck
     from curate.steps.pairs import record_prompt_key
 
-    def some_leaks(train, test, threshold, **_kw):
-        return [(i, i % len(test), 0.9) for i in range(0, len(train), 7)]
-
-    recs = make(150, seed=5)
+    recs = make(n, seed=seed)
     plain = split(recs, spec=spec, ctx=RunContext())
-    monkeypatch.setattr(leakcheck, "leak_pairs", some_leaks)
+    leaking = sorted(k for k in range(len(plain.train)) if rnd.random() < 0.3)
+
+    def some_leaks(train, test, threshold, **_kw):
+        return [(i, rnd.randrange(len(test)), 0.9) for i in leaking]
+
     ctx = RunContext()
-    res = split(recs, spec=spec, ctx=ctx)
-    moved = ids(plain.train) - ids(res.train)
-    assert len(moved) == res.leakage.repaired == len(range(0, len(plain.train), 7)) > 0
+    with mock.patch.object(leakcheck, "leak_pairs", some_leaks):
+        res = split(recs, spec=spec, ctx=ctx)
+    moved = {plain.train[k].id for k in leaking} if plain.test else set()
+    assert ids(res.train) == ids(plain.train) - moved and len(moved) == res.leakage.repaired
     assert sum(n for (_, why), n in ctx.reasons.items() if why == "leak_train_twin") == len(moved)
     lock = res.lock
     assert not moved & set(lock.train_ids)
