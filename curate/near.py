@@ -352,7 +352,7 @@ def scored_pairs(
 ) -> list[tuple[int, int, float]]:
     """(i, j, score(i, j)) of each candidate pair (an (m, 2) array or a list of pairs) whose score is above 0, in
     candidate order. `runner(fn, tasks, work)`, when given, runs the chunks of `VERIFY_CHUNK` pairs (an engine's
-    runner: `compact.RowAccess.map`'s fork pool, `ray_map.RayMapper.map`); `score` must then depend on what this
+    runner: `local_map.RowAccess.map`'s fork pool, `ray_map.RayMapper.map`); `score` must then depend on what this
     process holds alone. Same pairs either way. `per_task(pairs)` instead of `score`: the score function of one
     task's pairs (which may read the texts they need once, e.g. from a `steps.spill.TextSpill`)."""
 

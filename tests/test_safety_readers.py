@@ -658,12 +658,12 @@ def test_detection_does_not_hold_a_file_of_bad_lines(tmp_path, monkeypatch):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_build_flags_duplicate_keys_on_plain_lines_too(tmp_path, monkeypatch, workers):
     """Plain native lines skip the record path in a build (engine.compact); one with a key twice must not."""
-    from curate.engine import compact as C
+    from curate.engine import local_map
 
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
     monkeypatch.setenv("CURATE_WORKERS", workers)
     monkeypatch.setattr(
-        C, "_fork_safe", lambda: True
+        local_map, "_fork_safe", lambda: True
     )  # (a thread an earlier test left must not turn the pool off)
     f = tmp_path / "data.jsonl"
     dup = (

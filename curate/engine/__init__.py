@@ -10,7 +10,7 @@ over all cores for large inputs (same results). "ray" (`curate.engine.ray_engine
 quarantine rows, counters and lengths in the same order, so both engines write identical exports.
 
 `task_mapper(engine)` runs the later steps' chunked per-record tasks (dedup's keys and verification, the split's
-keys and texts, the export's batches): `compact.LocalMapper` on fork pools, `ray_map.RayMapper` on Ray tasks;
+keys and texts, the export's batches): `local_map.LocalMapper` on fork pools, `ray_map.RayMapper` on Ray tasks;
 the same task functions either way. What needs all the data at once (pairing, candidate pairs, the keep order,
 groups and the split, writing the files in order) runs in the build process in both engines.
 """
@@ -42,12 +42,12 @@ def validate_step(engine: str = "local") -> Callable[..., Any]:
 
 def task_mapper(engine: str = "local") -> Any:
     """What runs the build's chunked per-record tasks (dedup's keys and verification, the split's keys and texts,
-    the export's batches) for an engine: `compact.LocalMapper` (fork pools) or `ray_map.RayMapper` (Ray tasks,
+    the export's batches) for an engine: `local_map.LocalMapper` (fork pools) or `ray_map.RayMapper` (Ray tasks,
     Ray started here and stopped by its `close()`). Both run the same task functions."""
     if engine == "ray":
         from curate.engine.ray_map import RayMapper
 
         return RayMapper()
-    from curate.engine.compact import LocalMapper
+    from curate.engine.local_map import LocalMapper
 
     return LocalMapper()

@@ -30,6 +30,9 @@ one-record-a-unit format is read the same way, every object line through the rec
 build process walks the lines in order as `iter_jsonl` does, turns the verdicts into rows and sends what is left
 (lines that are not an object on their own) through the record path here, so rows, quarantine rows, counters and
 lengths are those of the serial read (tests compare whole builds).
+
+The pools' settings (`POOL_MIN_LINES`, `POOL_CHUNK`, `pool_workers()`) and what the steps after validate run on
+them over rows (`pool_map`, `RowAccess`, `LocalMapper`, `split_keys_all`) are in `curate.engine.local_map`.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ from typing import Any
 
 import orjson
 
+from curate.engine import local_map  # the pools' settings, read when used (tests patch them there)
 from curate.engine.lanes import LANES
-from curate.engine.pool import env_workers, fork_safe, worker_init
+from curate.engine.local_map import _ordered
+from curate.engine.pool import worker_init
 from curate.engine.row_steps import coverage, lineage, make_pairs_rows, row_hits  # noqa: F401 (re-exported)
 from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests read them as compact.*)
     _EMPTY,
@@ -194,13 +199,13 @@ def read_validate_rows(
         )
         src = Input(path) if jsonl and shape in _POOLED_SHAPES else None
         lines = len(src.starts) - 1 if src is not None else 0
-        nworkers = pool_workers()
+        nworkers = local_map.pool_workers()
         pooled = (
             src is not None
             and nworkers >= 2
-            and lines >= POOL_MIN_LINES
+            and lines >= local_map.POOL_MIN_LINES
             and val.system_prompt is not None
-            and _fork_safe()
+            and local_map._fork_safe()
         )
         # lanes of other formats (engine/lanes.py): in the workers, or here on a file too small for the pool
         laned = src is not None and not mapping and shape in LANES and val.system_prompt is not None
@@ -323,29 +328,9 @@ def read_validate_rows(
 # ---------------------------------------------------------------- read + validate on a fork pool
 
 FAST = object()  # marks a unit of pool verdicts (see _pooled_units)
-POOL_MIN_LINES = 8_192  # below this a native file is read serially (a fork + pipes cost ~30-50 ms)
-POOL_CHUNK = 4_096  # lines per task
 _POOL: tuple[Any, ...] | None = (
     None  # (Input, _Validator, _RecordPath or None, lane) inherited by the workers
 )
-
-
-def pool_workers() -> int:
-    """Processes for the compact read: CURATE_WORKERS, else the cores this process may run on (1: no pool)."""
-    env = env_workers()
-    if env is not None:
-        return env
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - no affinity on this platform
-        return os.cpu_count() or 1
-
-
-def _fork_safe() -> bool:
-    """`fork` exists and no other thread runs here (`engine.pool.fork_safe`; tests patch this name)."""
-    return fork_safe()
-
-
 _NO_KEY = "0" * 16
 
 
@@ -431,25 +416,6 @@ def _fast_chunk(
     return out, ("".join(norms), offsets, "".join(pks)), dd
 
 
-def _ordered(pool: Any, fn: Any, tasks: list[Any], ahead: int) -> Iterator[Any]:
-    """`pool.imap(fn, tasks)` with at most `ahead` tasks in flight or waiting to be taken (imap would run through
-    all of them and queue their results here when this process is the slower one: memory)."""
-    from collections import deque
-
-    waiting: deque[Any] = deque()
-    it = iter(tasks)
-    for t in it:
-        waiting.append(pool.apply_async(fn, (t,)))
-        if len(waiting) >= ahead:
-            break
-    while waiting:
-        got = waiting.popleft().get()
-        t = next(it, None)
-        if t is not None:
-            waiting.append(pool.apply_async(fn, (t,)))
-        yield got
-
-
 def _pooled_verdicts(
     src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int
 ) -> Iterator[tuple[int, list[Any], Any]]:
@@ -458,7 +424,7 @@ def _pooled_verdicts(
     Dedup's texts go to `val.spool` here, as the chunks come."""
     global _POOL
     n = len(src.starts) - 1
-    bounds = [(a, min(n, a + POOL_CHUNK)) for a in range(0, n, POOL_CHUNK)]
+    bounds = [(a, min(n, a + local_map.POOL_CHUNK)) for a in range(0, n, local_map.POOL_CHUNK)]
     if val.dedup is not None:
         warm_keys()  # (the workers inherit the kernels instead of each loading them)
     _POOL = (src, val, rp, lane)
@@ -489,48 +455,6 @@ class _Made:
 
     def __init__(self, keys: _ChunkKeys | None, dkeys: ChunkDedup | None) -> None:
         self.keys, self.dkeys = keys, dkeys
-
-
-_MAP: tuple[Any, ...] | None = None  # (function, items) inherited by pool_map's forked workers
-
-
-def pool_map(
-    fn: Any, items: Sequence[Any], *, min_items: int | None = None, chunk: int | None = None
-) -> Iterator[Any]:
-    """`map(fn, items)`, in order, on a fork pool when there are `min_items` (default `POOL_MIN_LINES`) items or
-    more and `pool_workers()` >= 2; `fn` must depend on its item alone (the workers see the items as they were at
-    the fork) and return something picklable."""
-    if not use_pool(len(items), min_items):
-        return map(fn, items)
-    return _pool_map(fn, items, pool_workers(), chunk or POOL_CHUNK)
-
-
-def use_pool(n: int, min_items: int | None = None) -> bool:
-    """Whether `pool_map` over `n` items forks: `min_items` (default `POOL_MIN_LINES`) or more, `pool_workers()`
-    >= 2 and no other thread running."""
-    return n >= (POOL_MIN_LINES if min_items is None else min_items) and pool_workers() >= 2 and _fork_safe()
-
-
-def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterator[Any]:
-    global _MAP
-    n = len(items)
-    bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
-    _MAP = (fn, items)
-    try:
-        with multiprocessing.get_context("fork").Pool(
-            min(workers, len(bounds)), initializer=worker_init
-        ) as pool:
-            _MAP = None
-            for got in _ordered(pool, _map_chunk, bounds, 2 * workers):
-                yield from got
-    finally:
-        _MAP = None
-
-
-def _map_chunk(bounds: tuple[int, int]) -> list[Any]:
-    assert _MAP is not None
-    fn, items = _MAP
-    return [fn(items[i]) for i in range(*bounds)]
 
 
 def _pooled_units(
@@ -619,101 +543,6 @@ def release_memory() -> None:
     unmapped when freed): measured ~1.2 KB a record after dedup, which the split's peak then stacks on."""
     trim_heap()
     drop_library_pages()
-
-
-# ---------------------------------------------------------------- the steps after validate, over rows
-
-
-class RowAccess:
-    """What `curate.steps.dedup.dedup` reads of a row (its `access=`), plus two optional hooks dedup uses when
-    present: `texts` (many rows' dedup texts, their lines read in bulk) and `map` (dedup's chunked tasks on the
-    fork pool)."""
-
-    kind = staticmethod(lambda r: r.kind)
-    priority = staticmethod(keep_priority)
-    where = staticmethod(lambda r: r.where())
-    file = staticmethod(source_file)
-
-    @staticmethod
-    def messages(rows: Sequence[Row]) -> list[Any]:
-        """`dedup_messages` of each row, each fast row's line parsed once and nearby lines read with one `pread`
-        (`read_objs`)."""
-        return [dedup_messages(r, o) for r, o in zip(rows, read_objs(rows))]
-
-    @staticmethod
-    def fused(row: Row) -> tuple[ChunkDedup, int] | None:
-        """The dedup keys the read's workers made of this row: (their chunk, its item there), or None; the row
-        gives them up (dedup takes them once)."""
-        ck = row.dkeys
-        if ck is None:
-            return None
-        row.dkeys = None
-        j = ck.item(row.line)
-        return None if j < 0 else (ck, j)
-
-    @staticmethod
-    def map(fn: Any, tasks: Sequence[Any], work: int) -> Iterator[Any]:
-        """`fn(task, threads)` for each task, in order: on a fork pool (`pool_workers()` processes, each task's
-        MinHash on one thread: threads=1) when the tasks read `POOL_MIN_LINES` rows or more, else here with
-        threads=None. `fn` must depend on its task and on what this process holds at the fork alone.
-
-        Unlike `pool_map` (2 tasks a worker in flight), 8 tasks a worker are queued: dedup's results are small
-        (~100 bytes a row, ~0.8 MB a task), and a worker then rarely waits for a slower one's task (a busy
-        machine) while tasks are left; the results waiting for their turn stay bounded."""
-        workers = pool_workers()
-        if workers < 2 or work < POOL_MIN_LINES or len(tasks) < 2 or not _fork_safe():
-            return (fn(t, None) for t in tasks)
-
-        def dedup_task(task: Any) -> Any:
-            return fn(task, 1)
-
-        return RowAccess.eager_pool_map(dedup_task, tasks, workers)
-
-    @staticmethod
-    def eager_pool_map(fn: Any, tasks: Sequence[Any], workers: int) -> Iterator[Any]:
-        """`map(fn, tasks)` in order on a fork pool of `workers`, 8 tasks a worker queued."""
-        global _MAP
-        _MAP = (fn, tasks)
-        try:
-            with multiprocessing.get_context("fork").Pool(
-                min(workers, len(tasks)), initializer=worker_init
-            ) as pool:
-                _MAP = None
-                for got in _ordered(pool, _map_chunk, [(k, k + 1) for k in range(len(tasks))], 8 * workers):
-                    yield from got
-        finally:
-            _MAP = None
-
-
-class LocalMapper:
-    """The local engine's runner of the build's chunked per-record tasks: fork pools (`RowAccess.map`,
-    `pool_map`). `curate.engine.ray_map.RayMapper` has the same methods and runs the same tasks on Ray."""
-
-    access = RowAccess
-    spool = True  # the export's pooled batches come back through /dev/shm files (export.Spool)
-    pool_map = staticmethod(pool_map)
-    use_pool = staticmethod(use_pool)
-    turns_all = staticmethod(lambda rows: user_turns_all(rows))
-
-    def share(self, rows: Sequence[Row]) -> None:
-        """Nothing to do: forked workers see the rows as they are."""
-
-    def close(self) -> None:
-        """Nothing to stop: each pool ends with its map."""
-
-
-def split_keys_all(rows: Sequence[Row], mapper: Any = None) -> Iterator[tuple[str, str]]:
-    """`split_keys` of each row, in order: the keys the read's workers made where a row has them (taken: the row
-    no longer holds them), the rest on the fork pool (`pool_map`), or `mapper.pool_map` when given."""
-    missing = [r for r in rows if r.keys is None]
-    made = iter((mapper.pool_map if mapper else pool_map)(split_keys, missing)) if missing else iter(())
-    for r in rows:
-        ck = r.keys
-        if ck is None:
-            yield next(made)
-        else:
-            r.keys = None
-            yield ck.get(r.line)
 
 
 __all__ = ["Checker", "Row", "materialize", "read_validate_rows", "row_of"]

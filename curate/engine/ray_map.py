@@ -8,7 +8,7 @@
 
 The steps hand their per-record work to a mapper as chunked tasks (`curate.steps.dedup._map` through
 `access.map(fn, tasks, work)`; the split and the export through `pool_map(fn, items)`). The local engine's mapper
-(`curate.engine.compact.LocalMapper`) runs them on fork pools; this one runs the SAME functions on Ray tasks, in
+(`curate.engine.local_map.LocalMapper`) runs them on fork pools; this one runs the SAME functions on Ray tasks, in
 order, so both engines make the same decisions and write the same bytes. Nothing here decides anything.
 
 How a task reaches a worker: a task function is a closure over what the step holds (its rows, index arrays,
@@ -34,7 +34,8 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from curate.engine.compact import POOL_CHUNK, Row, RowAccess, user_turns
+from curate.engine.local_map import POOL_CHUNK, RowAccess
+from curate.engine.rows import Row, user_turns
 from curate.errors import CurateError
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class RayMapper:
         min_items: int | None = None,
         chunk: int | None = None,
     ) -> Iterator[Any]:
-        """`map(fn, items)` in order, `chunk` (default `POOL_CHUNK`) items a Ray task (`compact.pool_map`'s
+        """`map(fn, items)` in order, `chunk` (default `POOL_CHUNK`) items a Ray task (`local_map.pool_map`'s
         contract: `fn` depends on its item alone). The items travel with their task (a worker holds one task's)."""
         size = chunk or POOL_CHUNK
         parts = [items[a : a + size] for a in range(0, len(items), size)]
@@ -132,7 +133,7 @@ class RayMapper:
         return n > 0
 
     def turns_all(self, rows: Sequence[Row]) -> list[tuple[str, ...]]:
-        """`compact.user_turns` of each row, on Ray."""
+        """`rows.user_turns` of each row, on Ray."""
         return list(self.pool_map(user_turns, rows))
 
     def close(self) -> None:

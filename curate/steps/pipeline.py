@@ -226,6 +226,7 @@ def _build_rows_in(
 ) -> BuildResult:
     from curate.engine import compact as C
     from curate.engine import task_mapper, validate_step
+    from curate.engine.local_map import split_keys_all
     from curate.judge.gate import judge_build
     from curate.steps.split import split_rows
     from curate.versioning import rule_sets
@@ -345,7 +346,7 @@ def _build_rows_in(
         text=C.user_text,
         record=record,
         release=C.release_memory,
-        keys_all=lambda rs: C.split_keys_all(rs, mapper),
+        keys_all=lambda rs: split_keys_all(rs, mapper),
         texts_all=lambda rs: mapper.pool_map(C.user_text, rs),
         links=[(r["a"], r["b"]) for r in relations],
         turns=mapper.turns_all,
@@ -461,7 +462,7 @@ class _Stream:
     """A format's export rows made on the fly from compact rows, split by split (for write_split_batches).
 
     `batches()` makes each split's (JSONL bytes, Arrow table) batches of `export._ARROW_CHUNK` rows; from
-    `EXPORT_POOL_MIN_ROWS` rows on they are made on the compact build's fork pool (`compact.pool_map`: re-read,
+    `EXPORT_POOL_MIN_ROWS` rows on they are made on the compact build's fork pool (`local_map.pool_map`: re-read,
     TRL row, JSON, Arrow in the workers) and handed over through an `export.Spool` (shared-memory files, not the
     pool's pipe), so the build process only writes files.
     """
@@ -471,7 +472,7 @@ class _Stream:
     ) -> None:
         self.splits = splits
         self.make = make
-        self.mapper = mapper  # whose pool_map makes the batches (compact.LocalMapper's fork pool, or Ray)
+        self.mapper = mapper  # whose pool_map makes the batches (local_map.LocalMapper's fork pool, or Ray)
 
     def sample(self) -> list[dict[str, Any]]:
         """The first plain row of each kind (a fast row, or a record whose turns are role and string content
@@ -491,7 +492,7 @@ class _Stream:
     def batches(
         self, schema: Any, tools: bool, jsonl: bool = True
     ) -> dict[str, Callable[[], Iterator[tuple[bytes, Any]]]]:
-        from curate.engine.compact import LocalMapper
+        from curate.engine.local_map import LocalMapper
         from curate.steps import export
 
         make = self.make

@@ -153,8 +153,8 @@ def split_rows(
     """`split` over the compact build's rows (`curate.engine.compact`), with one near-pair pass.
 
     `keys_all(rows)`, when given, yields `keys(row)` for each of the (sorted) rows, in order (the compact build
-    maps them on its fork pool, `compact.pool_map`); `texts_all(rows)`, likewise, `text(row)` of each (the held-out
-    rows' user texts, for the lock).
+    maps them on its fork pool, `local_map.pool_map`); `texts_all(rows)`, likewise, `text(row)` of each (the
+    held-out rows' user texts, for the lock).
 
     The same groups, sides, lock and quarantine rows as `split` over the records the rows stand for; `record(row)`
     gives that record where one is needed (a quarantine row, a stratify field other than category, kind, tags,

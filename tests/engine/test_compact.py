@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.engine import compact as C
+from curate.engine import local_map
 from curate.errors import CurateError
 from curate.records import normalize_text
 from curate.relation import view
@@ -424,11 +425,11 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
 
     if not hold:
         monkeypatch.setattr(split_mod, "HOLD_TEXTS", 0)
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
-    monkeypatch.setattr(C, "POOL_CHUNK", chunk)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_CHUNK", chunk)
     monkeypatch.setenv("CURATE_WORKERS", "2")
     monkeypatch.setattr(
-        C, "_fork_safe", lambda: True
+        local_map, "_fork_safe", lambda: True
     )  # a thread an earlier test left running must not turn it off
     used = []
     real = C._pooled_verdicts
@@ -439,13 +440,13 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
 
     monkeypatch.setattr(C, "_pooled_verdicts", spy)
     mapped = []
-    real_map = C._pool_map
+    real_map = local_map._pool_map
 
     def spy_map(fn, items, workers, chunk):  # the split's keys, the export's batches
         mapped.append((fn.__name__, len(items)))
         yield from real_map(fn, items, workers, chunk)
 
-    monkeypatch.setattr(C, "_pool_map", spy_map)
+    monkeypatch.setattr(local_map, "_pool_map", spy_map)
     monkeypatch.setattr(export_mod, "_ARROW_CHUNK", 7)  # several batches per split, made by the workers
     monkeypatch.setattr(pipeline_mod, "EXPORT_POOL_MIN_ROWS", 0)
     data = _mixed(tmp_path / "mixed.jsonl")
@@ -477,13 +478,13 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
 
 
 def test_pool_off_with_one_worker(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
     monkeypatch.setenv("CURATE_WORKERS", "1")
     used = []
     monkeypatch.setattr(C, "_pooled_verdicts", lambda *a: used.append(a) or iter(()))
-    monkeypatch.setattr(C, "_pool_map", lambda *a: used.append(a) or iter(()))
+    monkeypatch.setattr(local_map, "_pool_map", lambda *a: used.append(a) or iter(()))
     build(TRIAGE, None, tmp_path / "out")
-    assert C.pool_workers() == 1 and not used
+    assert local_map.pool_workers() == 1 and not used
 
 
 def test_id_and_keys_equal_content_id_and_split_keys() -> None:
@@ -554,10 +555,10 @@ def test_pooled_record_path_same_files(tmp_path, monkeypatch, real_fixtures, chu
     run the record path on the rest and store what it passes, as native lines where the native reader gives the
     record back) writes what the serial record path writes: real fixtures of each format, and OpenAI lines with
     ids and metadata, labels, a category, a too-deep metadata value and a duplicate key."""
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
-    monkeypatch.setattr(C, "POOL_CHUNK", chunk)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_CHUNK", chunk)
     monkeypatch.setenv("CURATE_WORKERS", "2")
-    monkeypatch.setattr(C, "_fork_safe", lambda: True)
+    monkeypatch.setattr(local_map, "_fork_safe", lambda: True)
     pooled = []
     real = C._pooled_verdicts
 

@@ -19,6 +19,7 @@ import pytest
 from curate import minhash as M
 from curate import near_index as NI
 from curate.engine import compact as C
+from curate.engine import local_map
 from curate.records import normalize_text
 from curate.spec import load_spec
 from curate.steps import dedup as D
@@ -84,16 +85,16 @@ def _rows(paths: list[Path], opened: list[C.Input]) -> tuple[list[C.Row], object
 def _force_pool(
     monkeypatch: pytest.MonkeyPatch, chunk: int = 64, verify_chunk: int = 16
 ) -> list[tuple[str, int]]:
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
     monkeypatch.setenv("CURATE_WORKERS", "2")
     monkeypatch.setattr(
-        C, "_fork_safe", lambda: True
+        local_map, "_fork_safe", lambda: True
     )  # a thread an earlier test left running must not turn it off
     monkeypatch.setattr(D, "_CHUNK", chunk)
     monkeypatch.setattr(D, "_VERIFY_CHUNK", verify_chunk)
     mapped: list[tuple[str, int]] = []
-    real = C._pool_map
-    real_eager = C.RowAccess.eager_pool_map
+    real = local_map._pool_map
+    real_eager = local_map.RowAccess.eager_pool_map
 
     def spy(fn, items, workers, chunk):  # the split's keys, the export's batches
         mapped.append((fn.__name__, len(items)))
@@ -104,8 +105,8 @@ def _force_pool(
         mapped.append((fn.__name__, len(tasks)))
         yield from real_eager(fn, tasks, workers)
 
-    monkeypatch.setattr(C, "_pool_map", spy)
-    monkeypatch.setattr(C.RowAccess, "eager_pool_map", staticmethod(spy_eager))
+    monkeypatch.setattr(local_map, "_pool_map", spy)
+    monkeypatch.setattr(local_map.RowAccess, "eager_pool_map", staticmethod(spy_eager))
     return mapped
 
 
@@ -155,10 +156,10 @@ def test_pooled_keys_and_pairs_equal_in_process(tmp_path, monkeypatch):
             m.setattr(D, "_CHUNK", 16)
             m.setattr(D, "_VERIFY_CHUNK", 16)
             here = _collect_maps(m)
-            kept_here, clusters_here = D.dedup(rows, ctx=RunContext(), access=C.RowAccess)
+            kept_here, clusters_here = D.dedup(rows, ctx=RunContext(), access=local_map.RowAccess)
         mapped = _force_pool(monkeypatch, chunk=16)
         pooled = _collect_maps(monkeypatch)
-        kept_pool, clusters_pool = D.dedup(rows, ctx=RunContext(), access=C.RowAccess)
+        kept_pool, clusters_pool = D.dedup(rows, ctx=RunContext(), access=local_map.RowAccess)
         pooled = list(pooled)
         # the record path (no hooks: in-process, one record at a time) decides the same
         checker = C.Checker(spec)
@@ -248,7 +249,7 @@ def test_read_objs_equal_row_obj(tmp_path):
         assert [g for g, r in zip(got, picks) if not r.is_record] == [
             r.obj() for r in picks if not r.is_record
         ]
-        assert C.RowAccess.messages(picks) == [C.dedup_messages(r) for r in picks]
+        assert local_map.RowAccess.messages(picks) == [C.dedup_messages(r) for r in picks]
         store.close()
     finally:
         src.close()

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curate.engine import compact as C
+from curate.engine import local_map
 from curate.spec import load_spec
 from curate.steps import dedup as D
 from curate.steps.base import RunContext
@@ -38,10 +39,11 @@ LANES = (
 
 
 def _force_pool(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
-    monkeypatch.setattr(C, "POOL_CHUNK", chunk)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_CHUNK", chunk)
     monkeypatch.setenv("CURATE_WORKERS", "2")
-    monkeypatch.setattr(C, "_fork_safe", lambda: True)  # (a thread an earlier test left must not turn it off)
+    # (a thread an earlier test left must not turn it off)
+    monkeypatch.setattr(local_map, "_fork_safe", lambda: True)
 
 
 _WORDS = [
@@ -150,14 +152,14 @@ def test_fused_keys_equal_the_key_pass(tmp_path, monkeypatch, lane):
             )
             src = [x for x in opened if type(x) is C.Input]
             for row in rows:
-                got = C.RowAccess.fused(row)
+                got = local_map.RowAccess.fused(row)
                 if got is None:  # a line the workers left to the record path: it is not a row of the input
                     assert row.src is not src[0], row.where()
                     continue
                 seen["fused"] += 1
                 chunk, i = got
                 assert chunk.params == ks.params and chunk.spool is spool
-                assert C.RowAccess.fused(row) is None  # taken once
+                assert local_map.RowAccess.fused(row) is None  # taken once
                 here = item_keys([C.dedup_messages(row)], ks)
                 assert len(chunk.keys.digest) == 0 == len(chunk.keys.part_bands)  # (not held: in the spool)
                 dg, pb = chunk.spilled()
@@ -223,14 +225,14 @@ def test_build_with_fused_keys_writes_the_record_paths_files(tmp_path, monkeypat
     build(TRIAGE, [data], tmp_path / "records", compact=False)
     _force_pool(monkeypatch, chunk=64)
     taken = []
-    real = C.RowAccess.fused
+    real = local_map.RowAccess.fused
 
     def spy(row):
         got = real(row)
         taken.append(got is not None)
         return got
 
-    monkeypatch.setattr(C.RowAccess, "fused", staticmethod(spy))
+    monkeypatch.setattr(local_map.RowAccess, "fused", staticmethod(spy))
     monkeypatch.setattr(D, "_CHUNK", 50)
     build(TRIAGE, [data], tmp_path / "rows", compact=True)
     assert sum(taken) > 300

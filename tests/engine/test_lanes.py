@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from curate.engine import compact as C
+from curate.engine import local_map
 from curate.engine.lanes import LANES
 from curate.engine.settle import _RecordPath, _Validator
 from curate.spec import load_spec
@@ -420,10 +421,10 @@ def _real_as_jsonl(real: Path, folder: Path) -> list[Path]:
 def _pool(monkeypatch, chunk: int, log: Path) -> None:
     """Every file read on the fork pool, in chunks of `chunk` lines (0: no pool, every file read here); each row a
     lane makes is logged with the process that made it."""
-    monkeypatch.setattr(C, "POOL_MIN_LINES", 0)
-    monkeypatch.setattr(C, "POOL_CHUNK", chunk or 4096)
+    monkeypatch.setattr(local_map, "POOL_MIN_LINES", 0)
+    monkeypatch.setattr(local_map, "POOL_CHUNK", chunk or 4096)
     monkeypatch.setenv("CURATE_WORKERS", "2" if chunk else "1")
-    monkeypatch.setattr(C, "_fork_safe", lambda: True)
+    monkeypatch.setattr(local_map, "_fork_safe", lambda: True)
     real = _RecordPath.lane
 
     def spy(self, unit, val, made=None):
@@ -526,9 +527,9 @@ def test_lane_rows_fused_dedup_keys(tmp_path, monkeypatch):
         stored = sum(1 for r in rows if r.keys is not None and type(r.src) is C.RecordStore)
         assert stored == len((tmp_path / "lanes.log").read_text().split())
         expect = [C.split_keys(r) for r in rows]
-        assert list(C.split_keys_all(rows)) == expect and all(r.keys is None for r in rows)
+        assert list(local_map.split_keys_all(rows)) == expect and all(r.keys is None for r in rows)
         for row in rows:
-            got = C.RowAccess.fused(row)
+            got = local_map.RowAccess.fused(row)
             if got is None:
                 continue
             fused += type(row.src) is C.RecordStore  # (else a fast row of an input line: test_fused_keys)
