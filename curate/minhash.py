@@ -9,9 +9,10 @@
   character `ngram`-shingles (code points), and each shingle is hashed to 64 bits (a polynomial over the code
   points, then a mixer). The signature is a one-permutation MinHash with optimal densification (`num_perm`
   bins of 32-bit minima; see `_minhash_numpy`): slot-wise agreement estimates Jaccard like classic MinHash,
-  at one hash per shingle instead of `num_perm`. A numba kernel computes it; measured here on 600-character
-  texts, one busy core: ~57-66k texts/s, vs classic 128-permutation MinHash in numba ~30-40k/s, rensa
-  (Rust, fed Python shingle lists) ~9k/s, datasketch ~0.8k/s. Deterministic across processes and machines.
+  at one hash per shingle instead of `num_perm`. A numba kernel computes it (`curate.minhash_kernels` holds the
+  compiled kernels; their numpy twins are here); measured here on 600-character texts, one busy core: ~57-66k
+  texts/s, vs classic 128-permutation MinHash in numba ~30-40k/s, rensa (Rust, fed Python shingle lists) ~9k/s,
+  datasketch ~0.8k/s. Deterministic across processes and machines.
   (Later: the kernel's minimum updates made branch-free, and ASCII texts packed as bytes by the compiled
   normalizer (`normalize_ascii_packed`): the kernel alone ~3.2 us a 540-character text with the common-shingle
   table, ~2.1 us without, on one core (CPU time, the 210k benchmark workload), ~1.6x the branchy version.)
@@ -35,7 +36,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from curate.minhash_kernels import _numba
 from curate.records import normalize_text
+
+# the compiled kernels (curate.minhash_kernels); the numpy versions here compute the same values (tests compare)
+if _numba is not None:
+    from curate.minhash_kernels import (
+        _agreement_kernel,
+        _band_top_kernel,
+        _count_kernel,
+        _minhash_kernel,
+        _normalize_ascii_kernel,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -169,135 +181,6 @@ def _band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return h
 
 
-try:  # the compiled kernel; the numpy version above computes the same values (tests compare them)
-    import numba as _numba
-except ImportError:  # pragma: no cover - numba is a dependency; this keeps the module importable without it
-    _numba = None
-
-if _numba is not None:
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def _fmix64(h):  # pragma: no cover - compiled
-        """murmur3's fmix64: the mixer every shingle hash goes through (`_shingle_hashes`)."""
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xC4CEB9FE1A85EC53)
-        return h ^ (h >> np.uint64(33))
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def _roll_start(cps, lo, n):  # pragma: no cover - compiled
-        """(the polynomial hash of the first n code points from cps[lo], POLY^(n-1)) for `_roll`."""
-        poly = np.uint64(0x100000001B3)
-        top = np.uint64(1)
-        for k in range(n - 1):
-            top = top * poly
-        h = np.uint64(0)
-        for k in range(n):
-            h = h * poly + np.uint64(cps[lo + k]) + np.uint64(1)
-        return h, top
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def _roll(h, cps, lo, i, n, top):  # pragma: no cover - compiled
-        """The polynomial hash of the shingle at lo + i from the one at lo + i - 1 (the same value as the sum
-        formula of `_shingle_hashes`, mod 2^64)."""
-        poly = np.uint64(0x100000001B3)
-        one = np.uint64(1)
-        return (h - (np.uint64(cps[lo + i - 1]) + one) * top) * poly + np.uint64(cps[lo + i + n - 1]) + one
-
-
-if _numba is not None:
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _minhash_kernel(cps, offsets, ngram, probes, stop, out):  # pragma: no cover - compiled
-        """The compiled twin of `_shingle_hashes` + `_drop_common` + `_minhash_numpy`, for a packed batch.
-
-        `stop` is the common-shingle table (a power-of-two size; size 1 means no filtering).
-        """
-        P = out.shape[1]
-        smask = np.uint64(stop.shape[0] - 1)
-        use_stop = stop.shape[0] > 1
-        T = probes.shape[1]
-        s32 = np.uint64(32)
-        lo32 = np.uint64(0xFFFFFFFF)
-        uP = np.uint64(P)
-        mins = np.empty(P, dtype=np.uint32)
-        filled = np.empty(P, dtype=np.uint8)
-        for r in range(offsets.shape[0] - 1):
-            lo = offsets[r]
-            ln = offsets[r + 1] - lo
-            n = min(ngram, ln)
-            m = ln - n + 1
-            if ln == 0:  # the empty text has one shingle, the code point 0: (0 + 1)
-                h0, top = np.uint64(1), np.uint64(1)
-                m = 1
-            else:
-                h0, top = _roll_start(cps, lo, n)
-            for attempt in range(2):  # attempt 1 (no filtering) only when every shingle was common
-                filtering = use_stop and attempt == 0
-                for j in range(P):
-                    mins[j] = np.uint32(0xFFFFFFFF)
-                    filled[j] = 0
-                any_kept = np.uint8(0)
-                h = h0
-                for i in range(m):
-                    if i > 0:
-                        h = _roll(h, cps, lo, i, n, top)
-                    x = _fmix64(h)
-                    # branch-free (the compares are unpredictable; ~1.6x faster than `if ...: continue` and a
-                    # conditional store): a common shingle competes as 0xFFFFFFFF (never lowers a minimum) and
-                    # fills nothing
-                    j = ((x >> s32) * uP) >> s32
-                    v = np.uint32(x & lo32)
-                    if filtering:
-                        keep = np.uint8(1) - np.uint8(stop[x & smask] != 0)
-                        v = v | (np.uint32(keep) - np.uint32(1))
-                    else:
-                        keep = np.uint8(1)
-                    mj = mins[j]
-                    mins[j] = min(mj, v)
-                    filled[j] |= keep
-                    any_kept |= keep
-                if any_kept or not filtering:
-                    break
-            for j in range(P):
-                if filled[j]:
-                    out[r, j] = mins[j]
-                    continue
-                done = False
-                for t in range(T):
-                    k = probes[j, t]
-                    if filled[k]:
-                        out[r, j] = mins[k]
-                        done = True
-                        break
-                if not done:
-                    for d in range(1, P):
-                        k = (j + d) % P
-                        if filled[k]:
-                            out[r, j] = mins[k]
-                            break
-
-
-if _numba is not None:
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _count_kernel(cps, offsets, ngram, counts):  # pragma: no cover - compiled
-        """Add 1 to counts[hash & mask] for every shingle of every text (document frequency, roughly)."""
-        mask = np.uint64(counts.shape[0] - 1)
-        for r in range(offsets.shape[0] - 1):
-            lo = offsets[r]
-            ln = offsets[r + 1] - lo
-            if ln == 0:
-                continue
-            n = min(ngram, ln)
-            h, top = _roll_start(cps, lo, n)
-            for i in range(ln - n + 1):
-                if i > 0:
-                    h = _roll(h, cps, lo, i, n, top)
-                counts[_fmix64(h) & mask] += 1
-
-
 def common_shingles(
     norms: Sequence[str], ngram: int = 5, *, share: float = 0.01, sample: int = 10000, min_texts: int = 1000
 ) -> np.ndarray | None:
@@ -325,48 +208,6 @@ def common_shingles(
     return stop if stop.any() else None
 
 
-if _numba is not None:
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def _band_hash(sig, i, b, rows):  # pragma: no cover - compiled
-        """`_band_hashes(sig)[i, b]`: FNV over the band's rows, then one xorshift (both kernels below)."""
-        h = np.uint64(0xCBF29CE484222325)
-        for r in range(rows):
-            h = (h ^ np.uint64(sig[i, b * rows + r])) * np.uint64(0x100000001B3)
-        return h ^ (h >> np.uint64(29))
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _composite_kernel(sig, bands, rows, out):  # pragma: no cover - compiled
-        """The compiled twin of `_band_hashes(sig) << 6 | band` for (n, num_perm) signatures."""
-        s6 = np.uint64(6)
-        for i in range(sig.shape[0]):
-            for b in range(bands):
-                out[i, b] = (_band_hash(sig, i, b, rows) << s6) | np.uint64(b)
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _band_top_kernel(sig, bands, rows, out):  # pragma: no cover - compiled
-        """The compiled twin of `_band_hashes(sig) >> 32` into a uint32 (n, bands) `out`."""
-        s32 = np.uint64(32)
-        for i in range(sig.shape[0]):
-            for b in range(bands):
-                out[i, b] = np.uint32(_band_hash(sig, i, b, rows) >> s32)
-
-
-if _numba is not None:
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _agreement_kernel(digest, a, b, out):  # pragma: no cover - compiled
-        """out[k] = how many slots of digest[a[k]] and digest[b[k]] are equal."""
-        P = digest.shape[1]
-        for k in range(a.shape[0]):
-            x = a[k]
-            y = b[k]
-            c = 0
-            for j in range(P):
-                c += digest[x, j] == digest[y, j]
-            out[k] = c
-
-
 def slot_agreement(digest: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each pair (a[k], b[k]) of rows of `digest` ((n, num_perm) uint8: the low byte of each MinHash slot,
     `BandSketch.bands32_of(..., digest=)`), how many slots agree (int16). Two texts at Jaccard J agree in a slot
@@ -392,31 +233,6 @@ _ASCII_SPACE = np.zeros(256, dtype=np.uint8)  # 1 for what `str.split()` splits 
 _ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = 1
 _ASCII_LOWER = np.arange(256, dtype=np.uint8)  # A-Z lowered (`str.lower` / casefold of ASCII)
 _ASCII_LOWER[65:91] += 32
-
-if _numba is not None:
-
-    @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _normalize_ascii_kernel(src, offsets, dst, dst_off, space_t, lower_t):  # pragma: no cover - compiled
-        """`normalize_text` of packed ASCII texts: lowered, runs of whitespace made one space, none at either end.
-
-        Branch-free: every byte writes a space slot and a char slot and advances over what it keeps (a slot not
-        kept is overwritten by the next write, or lies past the text's end offset). `dst` as long as `src`."""
-        w = 0
-        for r in range(offsets.shape[0] - 1):
-            dst_off[r] = w
-            started = 0  # a kept char was written
-            pending = 0  # whitespace seen after a kept char, not yet written
-            for p in range(offsets[r], offsets[r + 1]):
-                c = src[p]
-                ws = space_t[c]
-                keep = 1 - ws
-                dst[w] = 32
-                w += pending & keep
-                dst[w] = lower_t[c]
-                w += keep
-                pending = (pending | started) & ws
-                started |= keep
-        dst_off[offsets.shape[0] - 1] = w
 
 
 def normalize_ascii_packed(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -26,13 +26,12 @@ from rapidfuzz import fuzz
 from curate.minhash import (
     BandSketch,
     _band_hashes,
-    _composite_kernel,
     _Hasher,
-    _numba,
     _threads,
     common_shingles,
     lsh_params,
 )
+from curate.minhash_kernels import _composite_kernel, _numba
 from curate.records import normalize_text
 
 log = logging.getLogger(__name__)

@@ -279,16 +279,17 @@ def test_band_kernels_equal_the_numpy_band_hashes() -> None:
     import numpy as np
 
     from curate import minhash as near
+    from curate import minhash_kernels as kernels
 
     rng = np.random.default_rng(1)
     sig = rng.integers(0, 2**32, size=(50, 128), dtype=np.uint64).astype(np.uint32)
     bands, rows = near.lsh_params(0.8, 128)
     ref = near._band_hashes(sig, bands, rows)
     comp = np.empty((50, bands), dtype=np.uint64)
-    near._composite_kernel(sig, bands, rows, comp)
+    kernels._composite_kernel(sig, bands, rows, comp)
     assert (comp == ((ref << np.uint64(6)) | np.arange(bands, dtype=np.uint64))).all()
     top = np.empty((50, bands), dtype=np.uint32)
-    near._band_top_kernel(sig, bands, rows, top)
+    kernels._band_top_kernel(sig, bands, rows, top)
     assert (top == (ref >> np.uint64(32)).astype(np.uint32)).all()
 
 
