@@ -141,7 +141,7 @@ def _why(kept_prio: int, dropped_prio: int) -> str:
 
 
 class _Access:
-    """What dedup reads of an item; this one reads records, `curate.engine.compact` passes one for its rows.
+    """What dedup reads of an item; this one reads records, `curate.engine.local_map.RowAccess` reads rows.
     `messages(items)` gives each item's (turns, chosen or None, meta) where meta = category and tags."""
 
     kind = staticmethod(lambda r: r.kind)
