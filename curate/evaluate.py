@@ -17,6 +17,13 @@ answers, and prompts tagged `safe` (or, when none is, the `typical` ones) give t
 
 Failures can go back to labeling (`write_to_label`): they are written as records marked `tags: ["heldout"]` and
 `labels: {"heldout": true}`, so that a build never moves a held-out prompt into training.
+
+Failures on training prompts are the model's own mistakes, the rejected answers DPO learns most from
+(`write_negatives`, `curate eval --prompts TRAIN.jsonl --negatives-out NEG.jsonl`): each failing response becomes a
+labeled negative (`violates` = the automatic rules it fails, tag `eval-failure`), and the next `curate build` with
+that file among its data pairs it with a passing answer to the same prompt: a certified pair. Never use held-out
+prompts for it (the CLI refuses `--negatives-out` without `--prompts`; a build with the held-out lock keeps
+near-copies of held-out prompts out of training anyway).
 """
 
 from __future__ import annotations
@@ -228,8 +235,11 @@ def evaluate_outputs(spec: Spec, outputs: str | Path, *, data: str | Path | None
 # ---------------------------------------------------------------- failures back to labeling
 
 
-def failure_records(spec: Spec, report: dict[str, Any]) -> list[SFTRecord]:
-    """The failing held-out responses as records for `curate label push`, marked held-out (never train on them)."""
+def failure_records(spec: Spec, report: dict[str, Any], *, negatives: bool = False) -> list[SFTRecord]:
+    """The failing responses as records. By default they are held-out responses for `curate label push`, marked
+    held-out (never train on them). With `negatives=True` the prompts were training prompts: each record is a
+    labeled negative instead (`violates` = the automatic rules its response fails, tag `eval-failure`, not
+    held-out), for a build to pair with a passing answer to the same prompt."""
     recs = []
     who = report.get("model") or report.get("outputs_file")
     for it in report.get("items", []):
@@ -239,8 +249,12 @@ def failure_records(spec: Spec, report: dict[str, Any]) -> list[SFTRecord]:
         msgs = [Message.model_validate(m) for m in it["prompt"]] + [
             Message(role="assistant", content=it["response"])
         ]
-        tags = tuple(dict.fromkeys([*it.get("tags", []), HELDOUT_TAG, "eval-failure"]))
+        mark = ["eval-failure"] if negatives else [HELDOUT_TAG, "eval-failure"]
+        tags = tuple(
+            dict.fromkeys([*(t for t in it.get("tags", []) if not negatives or t != HELDOUT_TAG), *mark])
+        )
         cats = {r.id: r.category for r in spec.rules}
+        eval_label = {"model": who, "prompt_id": it["id"], "failed": sorted(it["failed"])}
         checks = tuple(
             CheckResult(
                 rule=rule, category=cats.get(rule, "format"), status=status, detail=it["failed"].get(rule, "")
@@ -253,10 +267,8 @@ def failure_records(spec: Spec, report: dict[str, Any]) -> list[SFTRecord]:
                 spec=spec.ref,
                 category=it.get("category", "typical"),
                 tags=tags,
-                labels={
-                    "heldout": True,
-                    "eval": {"model": who, "prompt_id": it["id"], "failed": sorted(it["failed"])},
-                },
+                labels={"eval": eval_label} if negatives else {"heldout": True, "eval": eval_label},
+                violates=tuple(sorted(it["failed"])) if negatives else (),
                 checks=checks,
                 source=Source(
                     file=file or None, line=int(line) if line.isdigit() else None, format="curate-eval"
@@ -269,6 +281,12 @@ def failure_records(spec: Spec, report: dict[str, Any]) -> list[SFTRecord]:
 def write_to_label(spec: Spec, report: dict[str, Any], path: str | Path) -> int:
     """Write the failures as JSONL records (atomically); returns how many."""
     recs = failure_records(spec, report)
+    return write_jsonl_atomic(path, [dump_record(r) for r in recs])
+
+
+def write_negatives(spec: Spec, report: dict[str, Any], path: str | Path) -> int:
+    """Write the failures on training prompts as labeled negatives (JSONL, atomically); returns how many."""
+    recs = failure_records(spec, report, negatives=True)
     return write_jsonl_atomic(path, [dump_record(r) for r in recs])
 
 
@@ -295,6 +313,7 @@ __all__ = [
     "load_report",
     "paired_bootstrap_ci",
     "score",
+    "write_negatives",
     "write_report",
     "write_to_label",
 ]

@@ -44,6 +44,7 @@ import argparse
 import hashlib
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,7 @@ from curate.evaluate import (
     EvalOptions,
     evaluate_model,
     heldout_file,
+    write_negatives,
     write_report,
 )
 from curate.records import LineError, read_jsonl, record_from_native
@@ -184,6 +186,31 @@ def run_chain(job: dict) -> None:
                 res.config["result"],
                 time.process_time() - c0,
             )
+        elif kind == "mine":
+            dd = work / "data" / step[3]
+            if job.get("resume") and (dd / "dpo" / "train.jsonl").exists():
+                log(f"mining {name}: done before (--resume)")
+                continue
+            src = work / "timing" / f"{step[2]}.json"
+            while not (src.exists() and "train_s" in orjson.loads(src.read_bytes())):
+                time.sleep(10)  # a later repeat's DPO chain may start while its SFT model trains in another
+            log(f"mining {name}: the failures of {step[2]} on training prompts")
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            k0 = kids.ru_utime + kids.ru_stime
+            info = mine_pairs(job, spec, work / "data" / name, work / "models" / step[2], dd)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            _timing(
+                work,
+                name,
+                "mine_s",
+                time.perf_counter() - t0,
+                None,
+                time.process_time() - c0 + kids.ru_utime + kids.ru_stime - k0,
+            )
+            log(
+                f"  {name}: {info['failures']} of {info['prompts']} training prompts failed; "
+                f"{info['mined_pairs']} mined + {info['static_pairs']} static pairs, {info['used']} used"
+            )
         elif kind == "dpo":
             out = work / "models" / name
             if job.get("resume") and (out / "config.json").exists():
@@ -219,6 +246,66 @@ def run_chain(job: dict) -> None:
                 f"  {name}: all rules {rep['overall_pass_rate']:.3f}, valid JSON {rep['valid_json_rate']:.3f}, "
                 f"intent {rep['intent_accuracy']['rate']:.3f} ({time.perf_counter() - t0:.0f} s)"
             )
+
+
+def mine_pairs(job: dict, spec: Any, md: Path, model: Path, out: Path) -> dict[str, Any]:
+    """On-policy DPO pairs, the way a user gets them from curate: the SFT model answers training prompts it did not
+    train on (`md/prompts.jsonl`); its failing answers become labeled negatives (`curate.evaluate.write_negatives`,
+    what `curate eval --prompts --negatives-out` writes); `curate build` of the raw data + the static negatives +
+    these pairs each with a passing answer to the same prompt (its certified pairs). The DPO set takes the mined
+    pairs first, then the static ones, up to `--dpo-pairs` (so DPO runs the same steps whatever the model fails)."""
+    prompts = heldout_file(md / "prompts.jsonl", spec)
+    rep = evaluate_model(
+        spec, model, opts=EvalOptions(device="cpu", **{**job["eval"], "general": 0}), prompts=prompts
+    )
+    write_report(rep, md / "eval.json")
+    failures = write_negatives(spec, rep, md / "mined.jsonl")
+    build = md / "build"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curate",
+            "build",
+            str(md),
+            "--out",
+            str(build),
+            "--lock",
+            job["lock"],
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"curate build of the mined negatives failed: {proc.stderr.strip()}")
+    pairs = read_rows(build / "dpo" / "train.jsonl")
+    # a pair's lineage names its negative's line: mined.jsonl for the model's own failures
+    mined = sorted(
+        (p for p in pairs if source_line(p, "mined.jsonl") is not None), key=lambda p: str(p["id"])
+    )
+    static = sorted((p for p in pairs if source_line(p, "mined.jsonl") is None), key=lambda p: str(p["id"]))
+    use = (mined + static)[: job["dpo_pairs"]]
+    if out.exists():
+        shutil.rmtree(out)
+    write_jsonl(
+        out / "dpo" / "train.jsonl", [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in use]
+    )
+    manifest = orjson.loads((build / "manifest.json").read_bytes())
+    (out / "manifest.json").write_bytes(orjson.dumps({"spec": manifest.get("spec"), "bench_set": "dpo"}))
+    info = {
+        "prompts": len(prompts),
+        "failures": failures,
+        "failed_rules": dict(Counter(r for it in rep["items"] if it["failed"] for r in it["failed"])),
+        "mined_pairs": len(mined),
+        "static_pairs": len(static),
+        "used": len(use),
+        "used_mined": min(len(mined), len(use)),
+    }
+    (out / "mine.json").write_bytes(orjson.dumps(info))
+    return info
 
 
 def _timing(work: Path, name: str, key: str, secs: float, result: dict | None, cpu: float) -> None:
@@ -284,7 +371,7 @@ def idle_estimate(chains: list[list[tuple]], work: Path, parallel: int) -> float
     def cpu_of(step: tuple) -> float | None:
         f = work / "timing" / f"{step[1]}.json"
         t = orjson.loads(f.read_bytes()) if f.exists() else {}
-        return t.get("eval_cpu" if step[0] == "eval" else "train_cpu")
+        return t.get({"eval": "eval_cpu", "mine": "mine_cpu"}.get(step[0], "train_cpu"))
 
     seen: dict[str, list[float]] = {}
     for chain in chains:
@@ -631,17 +718,32 @@ def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[
             )
         if noise == args.dpo_noise:
             pairs = read_rows(build / "dpo" / "train.jsonl")
-            dd = work / "data" / f"dpo-{tag}"
-            if dd.exists():
-                shutil.rmtree(dd)
-            write_jsonl(
-                dd / "dpo" / "train.jsonl",
-                [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs],
-            )
-            (dd / "manifest.json").write_bytes(
-                orjson.dumps({"spec": manifest.get("spec"), "bench_set": "dpo"})
-            )
-            stats.setdefault("dpo", {})["pairs"] = len(pairs)
+            stats.setdefault("dpo", {})["static_pairs"] = len(pairs)
+            for rep in range(args.repeats):
+                # the mining prompts: the curated train rows after this repeat's SFT sample in the same order
+                # (training prompts the SFT model did not see; never held-out ones)
+                _, cur_all = paired_sample(
+                    raw_by_line, cur_by_line, len(data.raw), len(data.raw), args.seed + rep
+                )
+                seen_prompts = {user_of(r) for r in cur_all[:n]}
+                mine = []
+                for r in cur_all[n:]:
+                    if len(mine) < args.mine_prompts and user_of(r) not in seen_prompts:
+                        seen_prompts.add(user_of(r))
+                        mine.append(r)
+                md = work / "data" / f"mine-{tag}-r{rep}"
+                if md.exists():
+                    shutil.rmtree(md)
+                md.mkdir(parents=True)
+                write_jsonl(md / "prompts.jsonl", [{"messages": r["messages"][:-1]} for r in mine])
+                for f in ("raw.jsonl", "negatives.jsonl"):
+                    shutil.copyfile(d / f, md / f)
+                (md / "spec.yaml").write_text(
+                    spec_text.replace(
+                        "\ndata: [data.jsonl]", "\ndata: [raw.jsonl, negatives.jsonl, mined.jsonl]"
+                    ),
+                    "utf-8",
+                )
         c = data.counts
         stats[tag] = {
             "noise": noise,
@@ -698,6 +800,18 @@ def main() -> int:
     )
     ap.add_argument("--dpo-epochs", type=float, default=1.0)
     ap.add_argument("--dpo-lr", type=float, default=5e-6)
+    ap.add_argument(
+        "--mine-prompts",
+        type=int,
+        default=64,
+        help="training prompts the curated SFT model answers before DPO; its failures become DPO pairs",
+    )
+    ap.add_argument(
+        "--dpo-pairs",
+        type=int,
+        default=56,
+        help="DPO pairs per run: the mined ones first, then the static ones",
+    )
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--general", type=int, default=8, help="MT-bench/Vicuna questions per evaluation")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: longest reference answer + 16")
@@ -728,6 +842,7 @@ def main() -> int:
         args.general = min(args.general, 4)
         args.eval_limit = args.eval_limit or 16
         args.max_new_tokens = args.max_new_tokens or 24
+        args.mine_prompts = min(args.mine_prompts, 16)
 
     t_all = time.perf_counter()
     timing: dict[str, float] = {}
@@ -785,6 +900,8 @@ def main() -> int:
         "base": str(base),
         "work": str(work),
         "resume": args.resume,
+        "lock": str(BENCH_DIR / "heldout.lock"),
+        "dpo_pairs": args.dpo_pairs,
         "eval": {
             "batch_size": args.eval_batch_size,
             "max_new_tokens": args.max_new_tokens,
@@ -829,7 +946,8 @@ def main() -> int:
                 chain: list[tuple] = [("sft", cur, sd), ("eval", cur)]
                 if tag == dtag:
                     dpo = [
-                        ("dpo", f"dpo-{dtag}-r{rep}", cur, sd, f"dpo-{dtag}"),
+                        ("mine", f"mine-{dtag}-r{rep}", cur, f"dpo-{dtag}-r{rep}"),
+                        ("dpo", f"dpo-{dtag}-r{rep}", cur, sd, f"dpo-{dtag}-r{rep}"),
                         ("eval", f"dpo-{dtag}-r{rep}"),
                     ]
                     if rep == 0:
@@ -854,8 +972,6 @@ def main() -> int:
         report(args, work, spec, stats, timing, dtag)
         return 0
     t = time.perf_counter()
-    import resource
-
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     c_setup = time.process_time() + kids.ru_utime + kids.ru_stime  # + the builds, in subprocesses
     run_chains(chains, job, work, args.parallel, args.threads)
@@ -983,7 +1099,8 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
     head = (
         f"support-triage, frozen held-out set ({n_eval} prompts), {model_name}; SFT {args.train_rows} rows x "
         f"{args.epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; DPO {args.dpo_epochs:g} epoch(s) on "
-        f"{stats.get('dpo', {}).get('pairs', 0)} pairs, lr {args.dpo_lr:g}, beta {args.beta:g}; greedy, "
+        f"{args.dpo_pairs} pairs (the curated SFT model's own failures on {args.mine_prompts} training prompts "
+        f"first, then the build's static ones), lr {args.dpo_lr:g}, beta {args.beta:g}; greedy, "
         f"max_new_tokens {args.max_new_tokens}; {args.repeats} training repeat(s) per arm (seeds {args.seed}.."
         f"{args.seed + args.repeats - 1}: trainer seed and the arms' shared row draw); rates pool the repeats; 95% "
         f"bootstrap intervals ({args.boot} resamples of the repeats and the prompts; differences paired by repeat "
@@ -1051,13 +1168,22 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
                 f"something missing raw {x['raw'].get('missing_info', 0)}, curated "
                 f"{x['curated'].get('missing_info', 0)}"
             )
-        lines += [
-            (
-                f"- build: {st['build']['exported']} exported, {st['build']['quarantined']} quarantined "
-                f"{st['build']['quarantine']}, {st['build']['duplicates']} duplicates {st['build']['dedup']}"
-            ),
-            "",
-        ]
+        lines.append(
+            f"- build: {st['build']['exported']} exported, {st['build']['quarantined']} quarantined "
+            f"{st['build']['quarantine']}, {st['build']['duplicates']} duplicates {st['build']['dedup']}"
+        )
+        if tag == dtag:
+            for i in range(args.repeats):
+                f = work / "data" / f"dpo-{dtag}-r{i}" / "mine.json"
+                if f.exists():
+                    mi = orjson.loads(f.read_bytes())
+                    lines.append(
+                        f"- DPO pairs, repeat {i}: the curated SFT model failed {mi['failures']} of {mi['prompts']} "
+                        f"training prompts (rules {mi['failed_rules']}); the build paired {mi['mined_pairs']} of "
+                        f"them, beside {mi['static_pairs']} static pairs; DPO took {mi['used']} "
+                        f"({mi['used_mined']} mined)"
+                    )
+        lines.append("")
     lines += [
         "## The sweep: all-rules pass by noise rate",
         "",

@@ -122,6 +122,21 @@ def register(main: click.Group) -> None:
         type=click.Path(dir_okay=False),
         help="Write the failing responses as held-out-marked records for `curate label push`.",
     )
+    @click.option(
+        "--prompts",
+        "prompts_file",
+        default=None,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Evaluate on the prompts of this JSONL file (rows with messages or prompt; a trailing answer is "
+        "dropped) instead of the held-out split, e.g. training prompts for --negatives-out.",
+    )
+    @click.option(
+        "--negatives-out",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Write the failing responses as labeled negatives (violates = the rules they fail) for the next "
+        "build's DPO pairs. Needs --prompts (training prompts, never the held-out set).",
+    )
     @click.option("--batch-size", type=int, default=8, show_default=True)
     @click.option("--max-new-tokens", type=int, default=256, show_default=True)
     @click.option(
@@ -144,6 +159,8 @@ def register(main: click.Group) -> None:
         compare: tuple[str, str] | None,
         json_out: str | None,
         to_label: str | None,
+        prompts_file: str | None,
+        negatives_out: str | None,
         batch_size: int,
         max_new_tokens: int,
         general: int,
@@ -162,6 +179,11 @@ def register(main: click.Group) -> None:
           curate eval specs/support-triage --model models/sft --json-out evals/sft.json
           curate eval specs/support-triage --outputs responses.jsonl
           curate eval --compare evals/base.json evals/sft.json
+          curate eval specs/support-triage --model models/sft \\
+              --prompts out/support-triage/sft/train.jsonl --negatives-out specs/support-triage/mined.jsonl
+
+        The last line mines the model's own mistakes on training prompts: add the file to the spec's data and
+        the next `curate build` pairs each with a passing answer to the same prompt (DPO pairs).
         """
         from curate import evaluate as ev
 
@@ -179,6 +201,15 @@ def register(main: click.Group) -> None:
             raise click.UsageError("give exactly one of --model and --outputs")
         from curate.spec import load_spec
 
+        if negatives_out and not prompts_file:
+            raise click.UsageError(
+                "--negatives-out needs --prompts (training prompts): failures on held-out prompts go to "
+                "--to-label, never into training"
+            )
+        if prompts_file and (outputs or data):
+            raise click.UsageError(
+                "--prompts takes the prompts from its file: give --model, not --outputs or --build-dir"
+            )
         spec = load_spec(spec_path)
         if outputs:
             rep = ev.evaluate_outputs(spec, outputs, data=data)
@@ -193,12 +224,16 @@ def register(main: click.Group) -> None:
             progress, update = make_progress(show_progress(quiet, as_json))
             say(f"evaluating {model} on {spec.ref} ...", quiet=quiet or as_json)
             with progress:
-                rep = ev.evaluate_model(spec, model, data=data, opts=opts, progress=update)
+                prompts = ev.heldout_file(prompts_file, spec) if prompts_file else None
+                rep = ev.evaluate_model(spec, model, data=data, opts=opts, progress=update, prompts=prompts)
         if json_out:
             ev.write_report(rep, json_out)
         if to_label:
             n = ev.write_to_label(spec, rep, to_label)
             say(f"wrote {n} failing responses to {to_label} (marked heldout)", quiet=quiet or as_json)
+        if negatives_out:
+            n = ev.write_negatives(spec, rep, negatives_out)
+            say(f"wrote {n} failing responses to {negatives_out} (labeled negatives)", quiet=quiet or as_json)
         if as_json:
             emit_json(rep)
         else:

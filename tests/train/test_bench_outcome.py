@@ -218,6 +218,26 @@ def test_tiny_smoke_run_writes_the_tables_and_the_chart(tmp_path: Path) -> None:
         "sft-curated-30-r0",
         "dpo-30-r0",
     }
+    # the DPO pairs: the curated SFT model's failures on 16 training prompts first, paired by the build
+    mine = orjson.loads((work / "data" / "dpo-30-r0" / "mine.json").read_bytes())
+    assert mine["prompts"] == 16 and 1 <= mine["mined_pairs"] <= mine["failures"] <= 16
+    assert mine["used"] == min(56, mine["mined_pairs"] + mine["static_pairs"])
+    assert mine["used_mined"] == min(mine["mined_pairs"], mine["used"])
+    answers = {
+        it["response"]
+        for it in orjson.loads((work / "data" / "mine-30-r0" / "eval.json").read_bytes())["items"]
+    }
+    pairs = [
+        orjson.loads(x)
+        for x in (work / "data" / "dpo-30-r0" / "dpo" / "train.jsonl").read_bytes().splitlines()
+    ]
+    assert len(pairs) == mine["used"]
+    assert all(p["rejected"][-1]["content"] in answers for p in pairs[: mine["used_mined"]])
+    heldout = {
+        p.messages[-1]["content"] for p in heldout_file(ROOT / "specs/support-triage/bench/heldout.jsonl")
+    }
+    assert not any(p["prompt"][-1]["content"] in heldout for p in pairs)
+    assert f"DPO took {mine['used']} ({mine['used_mined']} mined)" in md
     out = orjson.loads((work / "bench.json").read_bytes())
     assert out["settings"]["repeats"] == 1 and out["settings"]["noise"] == [0.3]
     assert out["metrics"]["sft-curated-30"]["all_rules"]["n"] == 16

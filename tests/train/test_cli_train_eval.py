@@ -92,6 +92,33 @@ def test_train_sft_json_then_eval_and_compare(
     assert orjson.loads((tmp_path / "a.json").read_bytes())["items"] == rep["items"]
     assert len((tmp_path / "fail.jsonl").read_bytes().splitlines()) == 3  # a random model fails every one
 
+    # the model's failures on training prompts, as labeled negatives for the next build's pairs
+    code, out, err = _run(
+        "eval",
+        str(spec_dir),
+        "--model",
+        str(tmp_path / "m"),
+        "--prompts",
+        str(export_dir / "sft" / "train.jsonl"),
+        "--max-new-tokens",
+        "4",
+        "--general",
+        "0",
+        "--limit",
+        "3",
+        "--negatives-out",
+        str(tmp_path / "neg.jsonl"),
+        "--json",
+    )
+    assert code == 0, err
+    mined = [orjson.loads(x) for x in (tmp_path / "neg.jsonl").read_bytes().splitlines()]
+    train_users = [
+        orjson.loads(x)["messages"][-2]["content"]
+        for x in (export_dir / "sft" / "train.jsonl").read_bytes().splitlines()[:3]
+    ]
+    assert [m["messages"][-2]["content"] for m in mined] == train_users  # a random model fails every one
+    assert all(m["violates"] and "heldout" not in m["tags"] and "eval-failure" in m["tags"] for m in mined)
+
     outputs = tmp_path / "out.jsonl"
     outputs.write_bytes(
         b"".join(orjson.dumps({"id": i["id"], "response": GOOD}) + b"\n" for i in rep["items"])

@@ -306,3 +306,62 @@ def test_common_prefix_len_leaves_one_token() -> None:
     assert common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert common_prefix_len([[7, 1], [8, 1]]) == 0
     assert common_prefix_len([]) == 0
+
+
+def test_failures_on_training_prompts_become_certified_pairs(tmp_path: Path, spec, spec_dir: Path) -> None:
+    """`curate eval --prompts --negatives-out`: the failing answers are labeled negatives (violates = the rules
+    they fail, not held-out), and a build with them pairs each with the passing answer to the same prompt."""
+    from click.testing import CliRunner
+
+    from curate.cli import main
+    from curate.evaluate import write_negatives
+    from curate.steps.pipeline import build
+
+    clean = [
+        obj
+        for _, obj in read_jsonl(spec_dir / "data.jsonl")
+        if isinstance(obj, dict)
+        and "messages" in obj
+        and obj.get("category") == "typical"
+        and not obj.get("violates")
+    ][:3]
+    assert len(clean) == 3
+    answers = [clean[0]["messages"][-1]["content"], CLAIM, INVENTED]
+    path = _outputs(
+        tmp_path,
+        [{"messages": r["messages"][:-1], "response": a} for r, a in zip(clean, answers, strict=True)],
+    )
+    rep = evaluate_outputs(spec, path)
+    n = write_negatives(spec, rep, tmp_path / "mined.jsonl")
+    assert n == 2
+    recs = [parse_record(obj) for _, obj in read_jsonl(tmp_path / "mined.jsonl")]
+    for rec, answer in zip(recs, answers[1:], strict=True):
+        assert rec.is_negative and "heldout" not in rec.tags and "heldout" not in rec.labels
+        assert "eval-failure" in rec.tags and rec.response_text() == answer
+        assert list(rec.violates) == rec.failed_rules() and rec.violates
+    assert recs[0].violates == ("no-action-claims",)
+
+    out = tmp_path / "build"
+    res = build(spec_dir, [spec_dir / "data.jsonl", tmp_path / "mined.jsonl"], out)
+    pairs = [
+        obj
+        for split in ("train", "test")
+        if (out / "dpo" / f"{split}.jsonl").exists()
+        for _, obj in read_jsonl(out / "dpo" / f"{split}.jsonl")
+    ]
+    mined = [
+        p for p in pairs if orjson.loads(p["lineage"])["source"].startswith(str(tmp_path / "mined.jsonl:"))
+    ]
+    assert len(mined) == 2, res.manifest["counts"]
+    by_rejected = {p["rejected"][-1]["content"]: p for p in mined}
+    for r, a in zip(clean[1:], answers[1:], strict=True):
+        p = by_rejected[a]
+        assert p["chosen"][-1]["content"] == r["messages"][-1]["content"]
+        # the same prompt (prompt keys normalize case and spacing; the partner may be its twin in another case)
+        assert p["prompt"][-1]["content"].casefold() == r["messages"][-2]["content"].casefold()
+
+    # the CLI refuses to mine negatives from the held-out split
+    got = CliRunner().invoke(
+        main, ["eval", str(spec_dir), "--outputs", str(path), "--negatives-out", str(tmp_path / "n.jsonl")]
+    )
+    assert got.exit_code != 0 and "--negatives-out needs --prompts" in got.output
