@@ -295,9 +295,15 @@ def mine_pairs(job: dict, spec: Any, md: Path, model: Path, out: Path) -> dict[s
     )
     manifest = orjson.loads((build / "manifest.json").read_bytes())
     (out / "manifest.json").write_bytes(orjson.dumps({"spec": manifest.get("spec"), "bench_set": "dpo"}))
+    quarantined: Counter[str] = Counter()
+    for qf in sorted((build / "quarantine").glob("*.jsonl")):
+        for _, q in read_jsonl(qf):
+            if isinstance(q, dict) and str((q.get("source") or {}).get("file", "")).endswith("/mined.jsonl"):
+                quarantined[f"{q.get('step')}/{q.get('reason')}"] += 1
     info = {
         "prompts": len(prompts),
         "failures": failures,
+        "mined_quarantined": dict(quarantined),
         "failed_rules": dict(Counter(r for it in rep["items"] if it["failed"] for r in it["failed"])),
         "mined_pairs": len(mined),
         "static_pairs": len(static),
@@ -1180,7 +1186,9 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
                     lines.append(
                         f"- DPO pairs, repeat {i}: the curated SFT model failed {mi['failures']} of {mi['prompts']} "
                         f"training prompts (rules {mi['failed_rules']}); the build paired {mi['mined_pairs']} of "
-                        f"them, beside {mi['static_pairs']} static pairs; DPO took {mi['used']} "
+                        f"them (quarantined {mi['mined_quarantined']}; the rest: their prompt's row in the "
+                        f"build's test split, or a duplicate), beside {mi['static_pairs']} static pairs; DPO took "
+                        f"{mi['used']} "
                         f"({mi['used_mined']} mined)"
                     )
         lines.append("")

@@ -220,7 +220,9 @@ def test_tiny_smoke_run_writes_the_tables_and_the_chart(tmp_path: Path) -> None:
     }
     # the DPO pairs: the curated SFT model's failures on 16 training prompts first, paired by the build
     mine = orjson.loads((work / "data" / "dpo-30-r0" / "mine.json").read_bytes())
-    assert mine["prompts"] == 16 and 1 <= mine["mined_pairs"] <= mine["failures"] <= 16
+    # (the tiny model's answers are empty: the build quarantines them as empty turns; nothing is lost)
+    assert mine["prompts"] == 16 and 1 <= mine["failures"] <= 16
+    assert mine["mined_pairs"] + sum(mine["mined_quarantined"].values()) <= mine["failures"]
     assert mine["used"] == min(56, mine["mined_pairs"] + mine["static_pairs"])
     assert mine["used_mined"] == min(mine["mined_pairs"], mine["used"])
     answers = {
