@@ -1186,7 +1186,7 @@ def report(args: argparse.Namespace, work: Path, spec: Any, stats: dict, timing:
                     lines.append(
                         f"- DPO pairs, repeat {i}: the curated SFT model failed {mi['failures']} of {mi['prompts']} "
                         f"training prompts (rules {mi['failed_rules']}); the build paired {mi['mined_pairs']} of "
-                        f"them (quarantined {mi['mined_quarantined']}; the rest: their prompt's row in the "
+                        f"them (quarantined {mi.get('mined_quarantined', {})}; the rest: their prompt's row in the "
                         f"build's test split, or a duplicate), beside {mi['static_pairs']} static pairs; DPO took "
                         f"{mi['used']} "
                         f"({mi['used_mined']} mined)"
