@@ -45,9 +45,10 @@ def candidate_pairs_counted(
     small: int = SMALL_BUCKET,
     window: int = WINDOW,
     keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    report: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unique (i, j), i < j, pairs sharing a band, and per pair how many bands it shares (more shared bands, more
-    alike: what `cap_candidates` ranks by).
+    alike: what `cap_candidates` ranks by). `report(bands done, bands)`, when given, is called after each band.
 
     `keep(i, j)`, when given, says which pairs (two index arrays) to keep: a test of the two texts alone (the
     slot-agreement floor, `over_floor`; dedup's `parts_meet`). The result is then that of the call without it,
@@ -73,6 +74,8 @@ def candidate_pairs_counted(
     folded: list[tuple[np.ndarray, np.ndarray]] = []  # (distinct codes, counts) of each fold, tested
     merged: tuple[np.ndarray, np.ndarray] | None = None
     for band in range(bands):
+        if report is not None and band:
+            report(band, bands)
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
         order = np.lexsort((idx, *others, col32[:, band]))
         key = col32[order, band]
@@ -282,6 +285,7 @@ def text_pairs(
     max_verify: int = MAX_VERIFY,
     runner: Callable[..., Iterable[Any]] | None = None,
     norms_of: Callable[[list[int]], list[str]] | None = None,
+    report: Callable[[str, int, int], None] | None = None,
 ) -> list[tuple[int, int, float]]:
     """All pairs (i, j, score), i < j, of `n` normalized texts (`norm_of(i)`) that `relation.text_score` calls
     similar at `threshold`, found by LSH (no corpus frequency filter; a pair agreeing in fewer than
@@ -289,9 +293,11 @@ def text_pairs(
     at most `max_verify` candidates (the ones sharing the most bands). Texts are made on demand. `runner`: an
     engine's task runner for the verification (`scored_pairs`). `norms_of(idx)`, when given, is `[norm_of(i) for
     i in idx]` in one call (texts read back from a `steps.spill.TextSpill`): each chunk of the MinHash pass and
-    each verification task then asks for its texts once."""
+    each verification task then asks for its texts once. `report(stage, done, total)`, when given, hears of each
+    part as it ends: "near:sketch" (texts), "near:candidates" (bands), "near:verify" (candidate pairs)."""
     if n < 2:
         return []
+    say = report if report is not None else (lambda stage, done, total: None)
     sketch = BandSketch(threshold, num_perm, ngram)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
     digest = np.empty((n, num_perm), dtype=np.uint8)  # each text's MinHash slots (low bytes): for the floor
@@ -314,8 +320,11 @@ def text_pairs(
                 short[a + k] = True
                 if len(t) < SHORT_CHARS:
                     keyed += [(a + k, h) for h in skeleton_keys([t])]
+        say("near:sketch", a + len(chunk), n)
     cand, counts = candidate_pairs_counted(
-        bands, keep=over_floor(digest, agreement_floor(threshold, num_perm), cjk)
+        bands,
+        keep=over_floor(digest, agreement_floor(threshold, num_perm), cjk),
+        report=lambda done, total: say("near:candidates", done, total),
     )
     del bands, digest, cjk
     extra = key_pairs(keyed, np.arange(n, dtype=np.int64))
@@ -327,9 +336,13 @@ def text_pairs(
     cand = cap_candidates(cand, counts, n, max_verify)
     flag = short.tolist()
     del short
+    verified = (lambda done: say("near:verify", done, len(cand))) if report is not None else None
     if norms_of is None:
         return scored_pairs(
-            cand, lambda i, j: text_score(norm_of(i), norm_of(j), threshold, flag[i] or flag[j]), runner
+            cand,
+            lambda i, j: text_score(norm_of(i), norm_of(j), threshold, flag[i] or flag[j]),
+            runner,
+            report=verified,
         )
 
     def per_task(pairs: list[tuple[int, int]]) -> Callable[[int, int], float]:
@@ -337,7 +350,7 @@ def text_pairs(
         got = dict(zip(need, norms_of(need)))
         return lambda i, j: text_score(got[i], got[j], threshold, flag[i] or flag[j])
 
-    return scored_pairs(cand, per_task=per_task, runner=runner)
+    return scored_pairs(cand, per_task=per_task, runner=runner, report=verified)
 
 
 VERIFY_CHUNK = 8_192  # candidate pairs a verification task scores (scored_pairs)
@@ -349,12 +362,14 @@ def scored_pairs(
     runner: Callable[..., Iterable[Any]] | None = None,
     *,
     per_task: Callable[[list[tuple[int, int]]], Callable[[int, int], float]] | None = None,
+    report: Callable[[int], None] | None = None,
 ) -> list[tuple[int, int, float]]:
     """(i, j, score(i, j)) of each candidate pair (an (m, 2) array or a list of pairs) whose score is above 0, in
     candidate order. `runner(fn, tasks, work)`, when given, runs the chunks of `VERIFY_CHUNK` pairs (an engine's
     runner: `local_map.RowAccess.map`'s fork pool, `ray_map.RayMapper.map`); `score` must then depend on what this
     process holds alone. Same pairs either way. `per_task(pairs)` instead of `score`: the score function of one
-    task's pairs (which may read the texts they need once, e.g. from a `steps.spill.TextSpill`)."""
+    task's pairs (which may read the texts they need once, e.g. from a `steps.spill.TextSpill`). `report(pairs
+    done)`, when given, is called as each chunk's results arrive."""
 
     def task(bounds: tuple[int, int], threads: int | None = None) -> list[tuple[int, int, float]]:
         part = cand[bounds[0] : bounds[1]]
@@ -372,7 +387,12 @@ def scored_pairs(
     parts = (
         runner(task, tasks, 2 * len(cand)) if runner is not None and len(tasks) else (task(t) for t in tasks)
     )
-    return [p for part in parts for p in part]
+    out: list[tuple[int, int, float]] = []
+    for (_, b), part in zip(tasks, parts, strict=True):
+        out += part
+        if report is not None:
+            report(b)
+    return out
 
 
 __all__ = [

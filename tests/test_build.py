@@ -497,6 +497,12 @@ def test_progress_and_field_mapping(tmp_path):
     )
     assert {"read", "validate", "split", "export"} <= set(seen)
     assert seen["validate"] == (12, 12) and seen["export"] == (1, 1)
+    # the split's near pairs say where they are (a long silence there was mislabeled as the stage before)
+    assert seen["split:near:sketch"] == (12, 12)
+    assert (
+        seen["split:near:candidates"][1] >= 2
+        and seen["split:near:candidates"][0] == seen["split:near:candidates"][1] - 1
+    )
     assert res.counts["in"] == res.counts["exported"] == 12
     assert res.manifest["inputs"][0]["format"] == "prompt_completion"
     r = CliRunner().invoke(

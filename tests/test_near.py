@@ -363,3 +363,24 @@ def test_the_floor_leaves_cjk_texts_alone() -> None:
     assert has_cjk(texts[0]) and not has_cjk("plain ascii") and not has_cjk("café crème")
     assert over_floor(digest, floor, np.array([True, True]))(i, j).all()
     assert [(p, q) for p, q, _ in text_pairs(2, texts.__getitem__, 0.8)] == [(0, 1)]
+
+
+def test_text_pairs_report_each_part_and_the_same_pairs() -> None:
+    """`text_pairs(report=)` hears every text sketched, every band folded and every candidate pair verified, and
+    finds the same pairs as without it."""
+    from curate.near import text_pairs
+
+    rng = random.Random(5)
+    base = [normalize_text(sentence(rng, 30)) for _ in range(40)]
+    texts = base + [normalize_text(edit(rng, t, 1)) for t in base[:10]]
+    heard: dict[str, list[tuple[int, int]]] = {}
+    got = text_pairs(
+        len(texts), texts.__getitem__, 0.8, report=lambda s, d, t: heard.setdefault(s, []).append((d, t))
+    )
+    assert got == text_pairs(len(texts), texts.__getitem__, 0.8)
+    assert len(got) >= 10
+    assert heard["near:sketch"][-1] == (len(texts), len(texts))
+    bands = heard["near:candidates"][-1][1]
+    assert [d for d, _ in heard["near:candidates"]] == list(range(1, bands))
+    done = [d for d, _ in heard["near:verify"]]
+    assert done == sorted(done) and done[-1] == heard["near:verify"][-1][1] >= len(got)

@@ -222,6 +222,7 @@ def split_rows(
             near_threshold,
             runner=runner,
             norms_of=lambda ks: [norm_of(k) for k in ks],
+            report=lambda stage, done, total: ctx.report(f"{STEP}:{stage}", done, total),
         )
 
     def texts_of(idx: list[int]) -> Iterable[str]:
