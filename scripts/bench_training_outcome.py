@@ -248,6 +248,27 @@ def run_chain(job: dict) -> None:
             )
 
 
+def curate_build(folder: Path, out: Path, what: str) -> None:
+    """`curate build FOLDER --out OUT` with the frozen held-out lock, as a user runs it (a child process)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "curate", "build", str(folder), "--out", str(out)]
+        + ["--lock", str(BENCH_DIR / "heldout.lock"), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"curate build {what} failed: {proc.stderr.strip()}")
+
+
+def write_spec(spec_text: str, folder: Path, data: list[str]) -> None:
+    """The support-triage spec in `folder`, its data the given files there."""
+    (folder / "spec.yaml").write_text(
+        spec_text.replace("\ndata: [data.jsonl]", f"\ndata: [{', '.join(data)}]"), "utf-8"
+    )
+
+
 def mine_pairs(job: dict, spec: Any, md: Path, model: Path, out: Path) -> dict[str, Any]:
     """On-policy DPO pairs, the way a user gets them from curate: the SFT model answers training prompts it did not
     train on (`md/prompts.jsonl`); its failing answers become labeled negatives (`curate.evaluate.write_negatives`,
@@ -261,32 +282,13 @@ def mine_pairs(job: dict, spec: Any, md: Path, model: Path, out: Path) -> dict[s
     write_report(rep, md / "eval.json")
     failures = write_negatives(spec, rep, md / "mined.jsonl")
     build = md / "build"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "curate",
-            "build",
-            str(md),
-            "--out",
-            str(build),
-            "--lock",
-            job["lock"],
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"curate build of the mined negatives failed: {proc.stderr.strip()}")
+    curate_build(md, build, "of the mined negatives")
     pairs = read_rows(build / "dpo" / "train.jsonl")
     # a pair's lineage names its negative's line: mined.jsonl for the model's own failures
-    mined = sorted(
-        (p for p in pairs if source_line(p, "mined.jsonl") is not None), key=lambda p: str(p["id"])
-    )
-    static = sorted((p for p in pairs if source_line(p, "mined.jsonl") is None), key=lambda p: str(p["id"]))
+    mined: list[dict] = []
+    static: list[dict] = []
+    for p in sorted(pairs, key=lambda p: str(p["id"])):
+        (static if source_line(p, "mined.jsonl") is None else mined).append(p)
     use = (mined + static)[: job["dpo_pairs"]]
     if out.exists():
         shutil.rmtree(out)
@@ -653,31 +655,10 @@ def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[
         d = work / f"noise-{tag}"
         data = gen.generate(noise, args.rows, seed=args.seed, negatives=args.negatives)
         gen.write(data, d)
-        (d / "spec.yaml").write_text(
-            spec_text.replace("\ndata: [data.jsonl]", "\ndata: [raw.jsonl, negatives.jsonl]"), "utf-8"
-        )
+        write_spec(spec_text, d, ["raw.jsonl", "negatives.jsonl"])
         build = d / "build"
         t = time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "curate",
-                "build",
-                str(d),
-                "--out",
-                str(build),
-                "--lock",
-                str(BENCH_DIR / "heldout.lock"),
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"curate build failed: {proc.stderr.strip()}")
+        curate_build(d, build, f"at noise {noise}")
         build_s = time.perf_counter() - t
         manifest = orjson.loads((build / "manifest.json").read_bytes())
         cur_pool = read_rows(build / "sft" / "train.jsonl")
@@ -698,8 +679,30 @@ def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[
                 )
             cur_by_line[line] = r
         per_repeat = []
+        if noise == args.dpo_noise:
+            stats.setdefault("dpo", {})["static_pairs"] = len(read_rows(build / "dpo" / "train.jsonl"))
         for rep in range(args.repeats):
-            raw, cur = paired_sample(raw_by_line, cur_by_line, len(data.raw), n, args.seed + rep)
+            raw_all, cur_all = paired_sample(
+                raw_by_line, cur_by_line, len(data.raw), len(data.raw), args.seed + rep
+            )
+            raw, cur = raw_all[:n], cur_all[:n]
+            if noise == args.dpo_noise:
+                # the mining prompts: the curated train rows after this repeat's SFT sample in the same order
+                # (training prompts the SFT model did not see; never held-out ones)
+                seen_prompts = {user_of(r) for r in cur}
+                mine = []
+                for r in cur_all[n:]:
+                    if len(mine) < args.mine_prompts and user_of(r) not in seen_prompts:
+                        seen_prompts.add(user_of(r))
+                        mine.append(r)
+                md = work / "data" / f"mine-{tag}-r{rep}"
+                if md.exists():
+                    shutil.rmtree(md)
+                md.mkdir(parents=True)
+                write_jsonl(md / "prompts.jsonl", [{"messages": r["messages"][:-1]} for r in mine])
+                for f in ("raw.jsonl", "negatives.jsonl"):
+                    shutil.copyfile(d / f, md / f)
+                write_spec(spec_text, md, ["raw.jsonl", "negatives.jsonl", "mined.jsonl"])
             cur_kinds = Counter(data.truth[source_line(r) - 1] for r in cur)  # type: ignore[operator]
             raw_rows_ = [r for r, _ in raw]
             for name, rows in ((f"sft-curated-{tag}-r{rep}", cur), (f"sft-raw-{tag}-r{rep}", raw_rows_)):
@@ -722,34 +725,6 @@ def prepare(args: argparse.Namespace, work: Path, spec: Any, gen: Any) -> tuple[
                     "curated": _shape(cur),
                 }
             )
-        if noise == args.dpo_noise:
-            pairs = read_rows(build / "dpo" / "train.jsonl")
-            stats.setdefault("dpo", {})["static_pairs"] = len(pairs)
-            for rep in range(args.repeats):
-                # the mining prompts: the curated train rows after this repeat's SFT sample in the same order
-                # (training prompts the SFT model did not see; never held-out ones)
-                _, cur_all = paired_sample(
-                    raw_by_line, cur_by_line, len(data.raw), len(data.raw), args.seed + rep
-                )
-                seen_prompts = {user_of(r) for r in cur_all[:n]}
-                mine = []
-                for r in cur_all[n:]:
-                    if len(mine) < args.mine_prompts and user_of(r) not in seen_prompts:
-                        seen_prompts.add(user_of(r))
-                        mine.append(r)
-                md = work / "data" / f"mine-{tag}-r{rep}"
-                if md.exists():
-                    shutil.rmtree(md)
-                md.mkdir(parents=True)
-                write_jsonl(md / "prompts.jsonl", [{"messages": r["messages"][:-1]} for r in mine])
-                for f in ("raw.jsonl", "negatives.jsonl"):
-                    shutil.copyfile(d / f, md / f)
-                (md / "spec.yaml").write_text(
-                    spec_text.replace(
-                        "\ndata: [data.jsonl]", "\ndata: [raw.jsonl, negatives.jsonl, mined.jsonl]"
-                    ),
-                    "utf-8",
-                )
         c = data.counts
         stats[tag] = {
             "noise": noise,
@@ -906,7 +881,6 @@ def main() -> int:
         "base": str(base),
         "work": str(work),
         "resume": args.resume,
-        "lock": str(BENCH_DIR / "heldout.lock"),
         "dpo_pairs": args.dpo_pairs,
         "eval": {
             "batch_size": args.eval_batch_size,

@@ -91,6 +91,13 @@ def use_pool(n: int, min_items: int | None = None) -> bool:
 
 
 def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterator[Any]:
+    """`map(fn, items)` in order on a fork pool of `workers`, `chunk` items a task, 2 tasks a worker queued."""
+    return _fork_map(fn, items, workers, chunk, 2)
+
+
+def _fork_map(fn: Any, items: Sequence[Any], workers: int, chunk: int, ahead: int) -> Iterator[Any]:
+    """`map(fn, items)` in order on a fork pool of `workers`, `chunk` items a task, `ahead` tasks a worker queued
+    (one implementation for `_pool_map` and `RowAccess.eager_pool_map`)."""
     global _MAP
     n = len(items)
     bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
@@ -100,7 +107,7 @@ def _pool_map(fn: Any, items: Sequence[Any], workers: int, chunk: int) -> Iterat
             min(workers, len(bounds)), initializer=worker_init
         ) as pool:
             _MAP = None
-            for got in _ordered(pool, _map_chunk, bounds, 2 * workers):
+            for got in _ordered(pool, _map_chunk, bounds, ahead * workers):
                 yield from got
     finally:
         _MAP = None
@@ -162,18 +169,8 @@ class RowAccess:
 
     @staticmethod
     def eager_pool_map(fn: Any, tasks: Sequence[Any], workers: int) -> Iterator[Any]:
-        """`map(fn, tasks)` in order on a fork pool of `workers`, 8 tasks a worker queued."""
-        global _MAP
-        _MAP = (fn, tasks)
-        try:
-            with multiprocessing.get_context("fork").Pool(
-                min(workers, len(tasks)), initializer=worker_init
-            ) as pool:
-                _MAP = None
-                for got in _ordered(pool, _map_chunk, [(k, k + 1) for k in range(len(tasks))], 8 * workers):
-                    yield from got
-        finally:
-            _MAP = None
+        """`map(fn, tasks)` in order on a fork pool of `workers`, one task each, 8 tasks a worker queued."""
+        return _fork_map(fn, tasks, workers, 1, 8)
 
 
 class LocalMapper:
