@@ -365,3 +365,58 @@ def test_failures_on_training_prompts_become_certified_pairs(tmp_path: Path, spe
         main, ["eval", str(spec_dir), "--outputs", str(path), "--negatives-out", str(tmp_path / "n.jsonl")]
     )
     assert got.exit_code != 0 and "--negatives-out needs --prompts" in got.output
+
+
+def test_mined_negatives_are_exactly_the_failures_on_generated_answers(
+    tmp_path_factory, spec, spec_dir
+) -> None:
+    """On any answers (valid ones, rule breakers, JSON junk, free text): `write_negatives` writes one labeled
+    negative per failing answer and nothing else, its `violates` the rules that answer fails, never a held-out
+    mark, and `write_to_label` of the same report writes the same answers marked held-out."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from curate.evaluate import write_negatives
+
+    prompts = [
+        obj["messages"][:-1]
+        for _, obj in read_jsonl(spec_dir / "data.jsonl")
+        if isinstance(obj, dict) and "messages" in obj and not obj.get("violates")
+    ][:12]
+    answers = st.one_of(
+        st.sampled_from([GOOD, CLAIM, INVENTED, "{}", '{"intent": "other"}', "Sure! Here is the ticket:"]),
+        st.text(max_size=40),
+        st.builds(
+            lambda i, q: orjson.dumps(
+                {"intent": i, "entities": {}, "missing_info": [], "next_step": q}
+            ).decode(),
+            st.sampled_from(["other", "refund_request", "not_an_intent"]),
+            st.sampled_from(["Route it.", "Which email?", "I have refunded you.", "x " * 50]),
+        ),
+    )
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(prompts) - 1), answers),
+            min_size=1,
+            max_size=8,
+            unique_by=lambda t: t[0],
+        )
+    )
+    def check(rows: list[tuple[int, str]]) -> None:
+        tmp = tmp_path_factory.mktemp("mined")
+        path = _outputs(tmp, [{"messages": prompts[i], "response": a} for i, a in rows])
+        rep = evaluate_outputs(spec, path)
+        failing = [it for it in rep["items"] if it["failed"]]
+        assert write_negatives(spec, rep, tmp / "neg.jsonl") == len(failing)
+        recs = [parse_record(obj) for _, obj in read_jsonl(tmp / "neg.jsonl")] if failing else []
+        assert [r.response_text() for r in recs] == [it["response"] for it in failing]
+        for rec, it in zip(recs, failing, strict=True):
+            assert rec.violates == tuple(sorted(it["failed"])) and rec.is_negative
+            assert "heldout" not in rec.tags and "heldout" not in rec.labels and "eval-failure" in rec.tags
+        held = failure_records(spec, rep)
+        assert [r.response_text() for r in held] == [it["response"] for it in failing]
+        assert all(r.labels["heldout"] is True and not r.violates for r in held)
+
+    check()
