@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curate.minhash import _Hasher, lsh_params, signatures
 from curate.near_index import NearIndex, exact_key, near_groups, near_pairs, similarity
@@ -384,3 +386,145 @@ def test_text_pairs_report_each_part_and_the_same_pairs() -> None:
     assert [d for d, _ in heard["near:candidates"]] == list(range(1, bands))
     done = [d for d, _ in heard["near:verify"]]
     assert done == sorted(done) and done[-1] == heard["near:verify"][-1][1] >= len(got)
+
+
+# ---------------------------------------------------------------- short texts: the strict rule's candidates
+
+SHORT_WORDS = [
+    "hello",
+    "order",
+    "refund",
+    "please",
+    "where",
+    "is",
+    "my",
+    "reset",
+    "password",
+    "the",
+    "résumé",
+]
+SHORT_WORDS += [
+    "日本語",
+    "12345678",
+    "87654321",
+    "a",
+    "x-ray",
+    "naïve",
+    "help!",
+    "passwrod",
+    "ordre",
+    "hallo",
+]
+
+
+def _short_text(rng: random.Random) -> str:
+    return normalize_text(" ".join(rng.choice(SHORT_WORDS) for _ in range(rng.randint(1, 9))))
+
+
+def _short_variant(rng: random.Random, text: str) -> str:
+    """A typo (`relation.is_typo`), another word, a dropped or added word, or the same text."""
+    from curate.relation import is_typo
+
+    w = text.split()
+    op = rng.randrange(5)
+    i = rng.randrange(len(w))
+    if op == 0 and len(w[i]) >= 4 and w[i].isalpha():
+        k = rng.randrange(1, len(w[i]))
+        swapped = w[i][: k - 1] + w[i][k] + w[i][k - 1] + w[i][k + 1 :]  # two neighbours swapped
+        if is_typo(w[i], swapped):
+            w[i] = swapped
+    elif op == 1:
+        w[i] = rng.choice(SHORT_WORDS)
+    elif op == 2 and len(w) > 1:
+        w.pop(i)
+    elif op == 3:
+        w.insert(i, rng.choice(SHORT_WORDS))
+    return normalize_text(" ".join(w))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_short_texts_the_strict_rule_joins_have_one_masked_key(rnd: random.Random) -> None:
+    """`near.masked_key` is a necessary condition of the strict rule: two short texts `relation.text_score` calls
+    similar have equal keys (so `ShortSketches.meet` drops no pair that scores)."""
+    from curate.near import masked_key
+    from curate.relation import is_short, text_score
+
+    a = _short_text(rnd)
+    b = _short_variant(rnd, a)
+    if (
+        is_short(a) and is_short(b) and text_score(a, b, 0.8)
+    ):  # (CJK characters count as words: not always short)
+        assert masked_key(a) == masked_key(b)
+
+
+def _skeleton_keys_reference(parts: list[str]) -> list[int]:
+    """`near.skeleton_keys` as first written: every key's tokens copied and joined (the definition)."""
+    from curate.near import _h64
+    from curate.relation import is_short, skeleton
+
+    sk = [skeleton(p) for p in parts]
+
+    def key(tag: bytes, toks: list[list[str]]) -> int:
+        return _h64(tag + "\x1e".join("\x1f".join(t) for t in toks).encode("utf-8", "surrogatepass"))
+
+    keys = [key(b"s", sk)]
+    for side, toks in enumerate(sk):
+        if is_short(parts[side]):
+            for k, tok in enumerate(toks):
+                if len(tok) >= 4 and tok.isalpha():
+                    masked = [list(t) for t in sk]
+                    masked[side][k] = tok[0] + "\x00"
+                    keys.append(key(b"m", masked))
+    return keys
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([*SHORT_WORDS, "\ud800abcd", "ÄÖÜß", ""]), max_size=20), max_size=3))
+def test_skeleton_keys_equal_the_reference(parts: list[list[str]]) -> None:
+    """The keys, made from the whole text's bytes with one token's replaced, are the definition's."""
+    from curate.near import skeleton_keys
+
+    texts = [" ".join(p) for p in parts]
+    assert skeleton_keys(texts) == _skeleton_keys_reference(texts)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_text_pairs_of_short_texts_equal_brute_force(seed: int) -> None:
+    """Short prompts that share most words but an order number (LSH candidates the strict rule rejects) and their
+    typo'd copies: `text_pairs` finds exactly the pairs `text_score` joins over all pairs."""
+    from curate.near import text_pairs
+    from curate.relation import text_score
+
+    rng = random.Random(seed)
+    greet = ["hello order", "where is my order", "refund please order", "reset my password order"]
+    texts = [normalize_text(f"{rng.choice(greet)} {rng.randrange(10**7, 10**8)}") for _ in range(150)]
+    texts += [_short_variant(rng, rng.choice(texts)) for _ in range(100)]
+    texts += [_short_text(rng) for _ in range(50)]
+    brute = {
+        (i, j) for i, j in itertools.combinations(range(len(texts)), 2) if text_score(texts[i], texts[j], 0.8)
+    }
+    got = {(i, j) for i, j, _ in text_pairs(len(texts), texts.__getitem__, 0.8)}
+    assert len(brute) > 50
+    assert got == brute
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_leak_pairs_of_short_texts_equal_brute_force(seed: int) -> None:
+    """The leakage check's blocking with the masked-key test (`ShortSketches`): short held-out prompts, some
+    multi-turn, some typo'd or renumbered copies of training ones, find exactly the brute-force leaks."""
+    from curate.steps.leakcheck import leak_pairs
+
+    rng = random.Random(seed)
+    greet = ["hello order", "where is my order", "refund please order", "reset my password order"]
+
+    def item() -> tuple[str, ...]:
+        first = normalize_text(f"{rng.choice(greet)} {rng.randrange(10**7, 10**8)}")
+        return (first,) if rng.random() < 0.7 else (first, _short_text(rng))
+
+    train = [item() for _ in range(120)]
+    test = [item() for _ in range(40)]
+    test += [tuple(_short_variant(rng, t) for t in rng.choice(train)) for _ in range(40)]
+    want = leak_pairs(train, test, 0.8, brute=True)
+    assert len(want) >= 10
+    assert leak_pairs(train, test, 0.8) == want

@@ -39,6 +39,8 @@ from curate.minhash import BandSketch, agreement_floor
 from curate.near import (
     MAX_VERIFY,
     SHORT_CHARS,
+    ShortSketches,
+    all_of,
     candidate_pairs_counted,
     cap_candidates,
     key_pairs,
@@ -136,6 +138,9 @@ def _blocks(
     # two texts an item (past the RowFile budget on disk, a sparse file: nothing resident but the pairs' rows)
     digest = RowFile(2 * cap, (128,), np.uint8)
     keyed: list[tuple[int, int]] = []
+    # two short texts whose typo-masked skeletons differ cannot be similar: no leak comes from such a pair of
+    # blocking texts (a leak needs one similar pair: the joined texts, or the first turns)
+    strict = ShortSketches()
     n = 0  # texts so far
     n_train_texts = 0
     for items, base in ((train, 0), (test, nt)):
@@ -172,9 +177,11 @@ def _blocks(
             digest.put(np.arange(n, n + m), got)
             del got
             cols["cjk"][n : n + m] = np.fromiter(map(has_cjk, texts), dtype=bool, count=m)
+            short = [is_short(t) for t in texts]
             for k, t in enumerate(texts):
-                if len(t) < SHORT_CHARS and is_short(t):
+                if short[k] and len(t) < SHORT_CHARS:
                     keyed += [(n + k, h) for h in skeleton_keys([t])]
+            strict.add(n, texts, short)
             n += m
         if base == 0:
             n_train_texts = n
@@ -188,7 +195,10 @@ def _blocks(
     bh, cj = cols.pop("bands")[:n], cols.pop("cjk")[:n]
     floor = agreement_floor(lsh_threshold, 128)
     lsh, counts = candidate_pairs_counted(
-        bh, small=16, window=4, keep=floor_test(digest, np.arange(n, dtype=np.int64), floor, cj)
+        bh,
+        small=16,
+        window=4,
+        keep=all_of(floor_test(digest, np.arange(n, dtype=np.int64), floor, cj), strict.meet()),
     )
     digest.close()
     del bh, cj, digest
