@@ -22,12 +22,12 @@ The incremental `NearIndex` and the older bulk helpers (`near_pairs`, `near_grou
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from xxhash import xxh3_64_intdigest
 
 from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreement
 from curate.relation import has_cjk, is_short, skeleton, text_score
@@ -237,7 +237,9 @@ MAX_VERIFY = 64  # candidates verified per text at most (those sharing the most 
 
 
 def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+    """The 64-bit key of some bytes (XXH3: keys live for one build and only pair texts for verification, so a
+    collision costs one more candidate; ~0.1 us for 250 bytes, sha256 ~0.9)."""
+    return xxh3_64_intdigest(data)
 
 
 def skeleton_keys(parts: Sequence[str]) -> list[int]:

@@ -324,6 +324,95 @@ def make_openai_workload(folder: Path, n: int, seed: int = 11) -> dict:
 MIXED_FILES = ("openai.jsonl", "sharegpt.jsonl", "alpaca.jsonl")
 
 
+SHORT_ASKS = [
+    "where is my order",
+    "refund please",
+    "cancel order",
+    "help with order",
+    "order never arrived",
+    "wrong item in order",
+    "change address for order",
+    "track order",
+    "invoice for order",
+    "damaged package order",
+]
+
+
+def _typo(rng: random.Random, text: str) -> str:
+    """One slip the strict rule forgives (`relation.is_typo`): two neighbouring letters of a 5+-letter word swapped,
+    the first letter kept; not in a filler word the rule leaves out ("please": its typo would be a word of its own,
+    a known gap of the rule); the text itself when it has no such word."""
+    from curate.relation import FILLER
+
+    w = text.split()
+    at = [i for i, x in enumerate(w) if len(x) >= 5 and x.isalpha() and x.lower() not in FILLER]
+    if not at:
+        return text
+    i = rng.choice(at)
+    k = rng.randrange(2, len(w[i]))
+    x = w[i]
+    if x[k - 1] == x[k]:
+        return text
+    w[i] = x[: k - 1] + x[k] + x[k - 1] + x[k + 1 :]
+    return " ".join(w)
+
+
+def make_short_workload(folder: Path, n: int, seed: int = 19) -> dict:
+    """Write short.jsonl: n records in OpenAI chat format with ids and metadata whose user texts are short (under
+    the strict rule's 16 words): one of 10 requests ("where is my order"), 0-4 words of a 300-word vocabulary and
+    an order number. Thousands share all words but the number (not duplicates: the strict rule compares every
+    token). Families: 5% exact copies (half in other case/whitespace) and 10% near copies with one typo the strict
+    rule forgives (two neighbouring letters swapped), the answer kept, at most one a base: two typo copies of one
+    text differ in two words, which the strict rule does not join, so the greedy keep order would split a family of
+    two (the recall measured is then the candidates', not the family structure's)."""
+    rng = random.Random(seed)
+    vocab = [w for w in _vocab(rng, 300)]
+    n_exact, n_near = n * 5 // 100, n * 10 // 100
+    n_base = n - n_exact - n_near
+    bases: list[tuple[str, str]] = []
+    for _ in range(n_base):
+        order = f"{rng.randrange(10**7, 10**8)}"
+        words = [rng.choice(vocab) for _ in range(rng.randint(0, 4))]
+        user = " ".join([rng.choice(SHORT_ASKS), *words, order])
+        bases.append((user, _answer(rng, order)))
+    extra: list[tuple[Any, int, str]] = []
+    for _ in range(n_exact):
+        b = rng.randrange(n_base)
+        user, ans = bases[b]
+        if rng.random() < 0.5:
+            user = rng.choice([user.upper(), "  " + user.replace(" ", "  ") + " ", user.title()])
+        extra.append(((user, ans), b, "exact"))
+    for b in rng.sample(range(n_base), min(n_near, n_base)):
+        user, ans = bases[b]
+        typo = _typo(rng, user)
+        extra.append(((typo, ans), b, "near" if typo != user else "exact"))
+
+    def render(content: tuple[str, str], line_no: int) -> bytes:
+        user, ans = content
+        return orjson.dumps(
+            {
+                "id": f"sms_{line_no:09d}",
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": ans},
+                ],
+                "metadata": {"channel": rng.choice(CHANNELS), "ticket": 500000 + line_no},
+            }
+        )
+
+    family, kind = _scatter(
+        rng, n_base, lambda i, line_no: render(bases[i], line_no), extra, folder / "short.jsonl", render
+    )
+    return {
+        "family": family,
+        "kind": kind,
+        "n_in": len(family),
+        "files": ["short.jsonl"],
+        "family_file": "short.jsonl",
+    }
+
+
 def make_mixed_workload(folder: Path, n: int, seed: int = 17) -> dict:
     """Write openai.jsonl, sharegpt.jsonl and alpaca.jsonl: n records in all (the openai workload's records and
     families), each written in a format drawn at random, with its own `id` and a `metadata` object: copies cross
@@ -567,6 +656,7 @@ WORKLOADS = {
     "openai": make_openai_workload,
     "templated": make_templated_workload,
     "mixed": make_mixed_workload,
+    "short": make_short_workload,
 }
 
 
