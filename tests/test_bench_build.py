@@ -62,7 +62,7 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
     )
     assert set(doc["targets"]) >= {"records_per_s>=25000", "precision>=0.99", "recall>=0.98"}
     # the issue-15 workloads, each with both baselines and its families
-    assert set(doc["workloads"]) == {"openai", "templated", "mixed"}
+    assert set(doc["workloads"]) == {"openai", "templated", "mixed", "short"}
     for name, w in doc["workloads"].items():
         assert w["n"] == 400 and w["conservation_ok"] is True and "failed" not in w, name
         assert w["counts"]["in"] == 400 and w["counts"]["duplicates"] == 60, name
@@ -77,6 +77,7 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
         "openai:x_rensa>=2",
         "templated:records_per_s>=openai/2",
         "mixed:records_per_s>=0.9*openai",
+        "short:records_per_s>=openai/2",
     } <= set(doc["targets"])
     assert list(tmp_path.iterdir()) == []  # the workload folder is removed
 
@@ -119,6 +120,21 @@ def test_workloads_have_their_families(tmp_path: Path) -> None:
         if name == "openai":
             assert len({r["id"] for r in rows}) == len(rows)  # every line its own id, copies included
             assert all(r["messages"][0]["role"] == "system" and isinstance(r["metadata"], dict) for r in rows)
+        if name == "short":  # short user texts (the strict rule's), ids and metadata; each near copy one typo
+            from curate.relation import is_short, is_typo
+
+            assert len({r["id"] for r in rows}) == len(rows) and all(
+                isinstance(r["metadata"], dict) for r in rows
+            )
+            users = [r["messages"][1]["content"] for r in rows]
+            assert all(is_short(u) for u in users)
+            first = {}
+            for fam, kind, u in zip(truth["family"], truth["kind"], users):
+                if kind == ord("b"):
+                    first[fam] = u
+                elif kind == ord("n"):
+                    diff = [(a, b) for a, b in zip(first[fam].split(), u.split()) if a != b]
+                    assert len(diff) == 1 and is_typo(*diff[0]), (first[fam], u)
         if name == "templated":
             words = {w for r in rows for w in r["messages"][0]["content"].lower().split() if not w.isdigit()}
             assert words <= set(bench.SMALL_VOCAB) | set(bench.NAMES) | {"dear"}  # a few dozen words
