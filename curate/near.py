@@ -11,8 +11,9 @@ The build's dedup (`curate.steps.dedup`), split (`curate.steps.split`) and leaka
   share; bounded work in large buckets (templated text); `over_floor`: the pairs whose MinHash slots agree in at
   least `minhash.agreement_floor` (templated letters share most 5-grams, so nearly every pair of them shares a
   band; the floor keeps the ones alike enough to be near twins, a function of the pair);
-- `skeleton_keys` / `key_pairs`: every pair the strict short-text rule can merge shares a key, so LSH loses no
-  short pair;
+- `curate.near_short`: the strict short-text rule's candidates (`skeleton_keys` / `key_pairs`: every pair the rule
+  can merge shares a key, so LSH loses no short pair) and `ShortSketches`, which rules out LSH candidates of two
+  short texts the rule cannot join;
 - `cap_candidates`: at most `MAX_VERIFY` candidates per record (those sharing the most bands), the documented
   bound on work (docs/contracts.md);
 - `text_pairs` / `scored_pairs`: verified pairs of plain texts, chunked for an engine's task runner.
@@ -23,14 +24,14 @@ The incremental `NearIndex` and the older bulk helpers (`near_pairs`, `near_grou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from xxhash import xxh3_64_intdigest
 
 from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreement
-from curate.relation import has_cjk, is_short, skeleton, text_score
+from curate.near_short import SHORT_CHARS, ShortSketches, key_pairs, skeleton_keys
+from curate.relation import has_cjk, is_short, text_score
 
 log = logging.getLogger(__name__)
 
@@ -170,48 +171,6 @@ def over_floor(
     return lambda i, j: (slot_agreement(digest, i, j) >= floor) | exempt[i] | exempt[j]
 
 
-class ShortSketches:
-    """The typo-masked skeleton key of the short texts among n (`relation.is_short`), kept sparse (16 bytes a short
-    text, nothing for a long one), filled chunk by chunk (`add`): the hash of `relation.skeleton(text)` with every
-    token a typo may change (4+ letters) cut to its first letter, as `skeleton_keys` masks one. Two short texts the
-    strict rule calls similar have equal skeletons but for one such token with the same first letter, so their keys
-    are equal. `meet(i, j)` is a `keep` test: False exactly where both texts are short and their keys differ; such a
-    pair scores 0, so dropping it before the cap (`cap_candidates`) loses no pair and leaves room for ones that can
-    score (short prompts that differ in an order number: ~22 LSH candidates a text, all rejected by the strict rule;
-    11.7 s of verification in a 50k-record build)."""
-
-    def __init__(self) -> None:
-        self._pos: list[np.ndarray] = []
-        self._key: list[np.ndarray] = []
-
-    def add(self, base: int, texts: Sequence[str], short: Sequence[bool]) -> None:
-        """Texts base, base + 1, ... and whether each is short."""
-        at = [k for k, s in enumerate(short) if s]
-        if at:
-            self._pos.append(np.asarray(at, dtype=np.int64) + base)
-            self._key.append(np.fromiter((masked_key(texts[k]) for k in at), dtype=np.uint64, count=len(at)))
-
-    def meet(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-        """The keep test (None when no text is short: it would keep every pair)."""
-        if not self._pos:
-            return None
-        pos, key = np.concatenate(self._pos), np.concatenate(self._key)  # (pos ascending: added in order)
-        self._pos, self._key = [], []
-
-        def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-            a = np.minimum(np.searchsorted(pos, i), len(pos) - 1)
-            b = np.minimum(np.searchsorted(pos, j), len(pos) - 1)
-            return ~((pos[a] == i) & (pos[b] == j)) | (key[a] == key[b])
-
-        return test
-
-
-def masked_key(norm: str) -> int:
-    """`ShortSketches`' key of one normalized text."""
-    toks = [t[0] + "\x00" if len(t) >= 4 and t.isalpha() else t for t in skeleton(norm)]
-    return _h64("\x1f".join(toks).encode("utf-8", "surrogatepass"))
-
-
 def all_of(
     *tests: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
@@ -234,70 +193,6 @@ def all_of(
 # and the verified pairs of plain texts under curate.relation's contract
 
 MAX_VERIFY = 64  # candidates verified per text at most (those sharing the most LSH bands), see cap_candidates
-
-
-def _h64(data: bytes) -> int:
-    """The 64-bit key of some bytes (XXH3: keys live for one build and only pair texts for verification, so a
-    collision costs one more candidate; ~0.1 us for 250 bytes, sha256 ~0.9)."""
-    return xxh3_64_intdigest(data)
-
-
-def skeleton_keys(parts: Sequence[str]) -> list[int]:
-    """Keys two items share whenever `relation.text_score`'s strict rule could call each of their parts (e.g.
-    prompt and response, normalized) similar: the skeleton of all parts, and for each short part the same with one
-    word (4+ letters, the only kind a typo may change) masked but its first letter. Exact candidates: the strict
-    rule loses no pair to LSH."""
-    # the key of a token list is the sha256 of its tokens joined by \x1f, the parts by \x1e; a masked key differs
-    # from the whole one in one token, so it is the whole text's bytes with that token's bytes replaced (utf-8
-    # encodes code point by code point: the bytes of a join are the joined bytes of its pieces)
-    sk = [skeleton(p) for p in parts]
-    enc = [[t.encode("utf-8", "surrogatepass") for t in toks] for toks in sk]
-    whole = b"\x1e".join(b"\x1f".join(e) for e in enc)
-    keys = [_h64(b"s" + whole)]
-    at = 0  # where the current part's bytes begin in `whole`
-    for side, toks in enumerate(sk):
-        if is_short(parts[side]):
-            pos = at
-            for tok, e in zip(toks, enc[side]):
-                if len(tok) >= 4 and tok.isalpha():
-                    mask = tok[0].encode("utf-8", "surrogatepass") + b"\x00"
-                    keys.append(_h64(b"m" + whole[:pos] + mask + whole[pos + len(e) :]))
-                pos += len(e) + 1
-        at += sum(map(len, enc[side])) + max(len(enc[side]) - 1, 0) + 1
-    return keys
-
-
-def key_pairs(keyed: list[tuple[int, int]], local: np.ndarray, max_run: int = 16) -> np.ndarray:
-    """Candidate pairs (i < j, local indices) of items sharing a key: each member of a key's group is paired with
-    the group's first `max_run` members (lowest index: the first in keep order), so a group of any size costs at
-    most `max_run` pairs a member and every member meets the ones that would be kept."""
-    if not keyed:
-        return np.empty((0, 2), dtype=np.int64)
-    pos = np.array([p for p, _ in keyed], dtype=np.int64)
-    key = np.array([h for _, h in keyed], dtype=np.uint64)
-    loc = local[pos]
-    ok = loc >= 0
-    loc, key = loc[ok], key[ok]
-    if len(loc) < 2:
-        return np.empty((0, 2), dtype=np.int64)
-    o = np.lexsort((loc, key))
-    loc, key = loc[o], key[o]
-    m = len(loc)
-    new = np.concatenate(([True], key[1:] != key[:-1]))
-    start = np.maximum.accumulate(np.where(new, np.arange(m), 0))
-    at = np.arange(m)
-    out = []
-    for t in range(max_run):
-        q = start + t
-        ok = q < at
-        if not ok.any():
-            break
-        a, b = loc[q[ok]], loc[at[ok]]
-        out.append(np.stack((np.minimum(a, b), np.maximum(a, b)), axis=1))
-    if not out:
-        return np.empty((0, 2), dtype=np.int64)
-    got = np.unique(np.concatenate(out), axis=0)
-    return got[got[:, 0] != got[:, 1]]
 
 
 def cap_candidates(cand: np.ndarray, counts: np.ndarray, n: int, limit: int) -> np.ndarray:
@@ -335,9 +230,6 @@ def _dense_rank(counts: np.ndarray) -> np.ndarray:
         return desc[::-1][counts - lo].astype(np.int64)
     _, inv = np.unique(-counts, return_inverse=True)
     return inv.reshape(-1).astype(np.int64)
-
-
-SHORT_CHARS = 400  # skeleton keys are made for texts shorter than this with a short part
 
 
 def text_pairs(
@@ -464,17 +356,12 @@ def scored_pairs(
 
 __all__ = [
     "MAX_VERIFY",
-    "SHORT_CHARS",
     "SMALL_BUCKET",
     "WINDOW",
-    "ShortSketches",
     "all_of",
     "candidate_pairs_counted",
     "cap_candidates",
-    "key_pairs",
-    "masked_key",
     "over_floor",
     "scored_pairs",
-    "skeleton_keys",
     "text_pairs",
 ]

@@ -445,9 +445,9 @@ def _short_variant(rng: random.Random, text: str) -> str:
 @settings(max_examples=300, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_short_texts_the_strict_rule_joins_have_one_masked_key(rnd: random.Random) -> None:
-    """`near.masked_key` is a necessary condition of the strict rule: two short texts `relation.text_score` calls
+    """`near_short.masked_key` is a necessary condition of the strict rule: two short texts `relation.text_score` calls
     similar have equal keys (so `ShortSketches.meet` drops no pair that scores)."""
-    from curate.near import masked_key
+    from curate.near_short import masked_key
     from curate.relation import is_short, text_score
 
     a = _short_text(rnd)
@@ -459,8 +459,8 @@ def test_short_texts_the_strict_rule_joins_have_one_masked_key(rnd: random.Rando
 
 
 def _skeleton_keys_reference(parts: list[str]) -> list[int]:
-    """`near.skeleton_keys` as first written: every key's tokens copied and joined (the definition)."""
-    from curate.near import _h64
+    """`near_short.skeleton_keys` as first written: every key's tokens copied and joined (the definition)."""
+    from curate.near_short import _h64
     from curate.relation import is_short, skeleton
 
     sk = [skeleton(p) for p in parts]
@@ -483,7 +483,7 @@ def _skeleton_keys_reference(parts: list[str]) -> list[int]:
 @given(st.lists(st.lists(st.sampled_from([*SHORT_WORDS, "\ud800abcd", "ÄÖÜß", ""]), max_size=20), max_size=3))
 def test_skeleton_keys_equal_the_reference(parts: list[list[str]]) -> None:
     """The keys, made from the whole text's bytes with one token's replaced, are the definition's."""
-    from curate.near import skeleton_keys
+    from curate.near_short import skeleton_keys
 
     texts = [" ".join(p) for p in parts]
     assert skeleton_keys(texts) == _skeleton_keys_reference(texts)

@@ -61,8 +61,8 @@ from curate.near import (
     MAX_VERIFY,
     candidate_pairs_counted,
     cap_candidates,
-    key_pairs,
 )
+from curate.near_short import key_pairs
 from curate.records import PreferenceRecord, SFTRecord
 from curate.relation import (
     Compared,

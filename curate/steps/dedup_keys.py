@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 
 from curate.minhash import BandSketch, warm_kernels
-from curate.near import SHORT_CHARS, over_floor, skeleton_keys
+from curate.near import over_floor
+from curate.near_short import SHORT_CHARS, skeleton_keys
 from curate.relation import (
     SKETCH_PARTS,
     Compared,

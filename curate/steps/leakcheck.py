@@ -11,7 +11,7 @@ It shares the definition with the split's grouping (`relation.text_score` of nor
 else: its own blocking, so a pair the grouping's candidates missed is found here. The blocks (a pair is compared
 when it shares one):
 - the exact normalized text;
-- the skeleton keys of short texts (`curate.near.skeleton_keys`: every pair the strict rule can merge shares one,
+- the skeleton keys of short texts (`curate.near_short.skeleton_keys`: every pair the strict rule can merge shares one,
   so the short rule is checked completely);
 - MinHash LSH over character 3-grams (other shingles than the grouping's 5-grams): in the build (behind the
   split's grouping, which already joins every leak pair it finds) bands for 0.8 and 64 candidates a text; for
@@ -36,17 +36,8 @@ import orjson
 
 from curate.errors import InputError
 from curate.minhash import BandSketch, agreement_floor
-from curate.near import (
-    MAX_VERIFY,
-    SHORT_CHARS,
-    ShortSketches,
-    all_of,
-    candidate_pairs_counted,
-    cap_candidates,
-    key_pairs,
-    scored_pairs,
-    skeleton_keys,
-)
+from curate.near import MAX_VERIFY, all_of, candidate_pairs_counted, cap_candidates, scored_pairs
+from curate.near_short import SHORT_CHARS, ShortSketches, key_pairs, skeleton_keys
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
