@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreement
-from curate.near_short import SHORT_CHARS, ShortSketches, key_pairs, skeleton_keys
+from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.relation import has_cjk, is_short, text_score
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ def text_pairs(
     digest = np.empty((n, num_perm), dtype=np.uint8)  # each text's MinHash slots (low bytes): for the floor
     short = np.zeros(n, dtype=bool)  # is_short of each text, worked out once (not twice per candidate pair)
     cjk = np.zeros(n, dtype=bool)  # texts the floor leaves alone (`over_floor`)
-    keyed: list[tuple[int, int]] = []
+    keyed = Keyed()
     strict = ShortSketches()  # (two short texts the strict rule cannot match are no candidates)
     for a in range(0, n, sketch.CHUNK):
         span = range(a, min(n, a + sketch.CHUNK))
@@ -277,7 +277,7 @@ def text_pairs(
             if is_short(t):
                 short[a + k] = True
                 if len(t) < SHORT_CHARS:
-                    keyed += [(a + k, h) for h in skeleton_keys([t])]
+                    keyed.add(a + k, skeleton_keys([t]))
         strict.add(a, chunk, short[a : a + len(chunk)].tolist())
         say("near:sketch", a + len(chunk), n)
     cand, counts = candidate_pairs_counted(

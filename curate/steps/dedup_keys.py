@@ -31,7 +31,7 @@ import orjson
 
 from curate.minhash import BandSketch, warm_kernels
 from curate.near import over_floor
-from curate.near_short import SHORT_CHARS, skeleton_keys
+from curate.near_short import SHORT_CHARS, Keyed, skeleton_keys
 from curate.relation import (
     SKETCH_PARTS,
     Compared,
@@ -69,7 +69,7 @@ class Keys(NamedTuple):
     raw: np.ndarray  # (m,) uint64 raw hashes
     length: np.ndarray  # (m,) int64 compared text lengths
     bands: np.ndarray  # (m, width) uint32
-    skel: list[tuple[int, int]]  # (k, skeleton key)
+    skel: tuple[np.ndarray, np.ndarray]  # (k, skeleton key) of each key: int64 and uint64 arrays
     pre: list[tuple[int, int]]  # (k, key of a strict prefix of 2+ turns)
     marks: list[tuple[int, list[str]]]  # (k, turn markers found)
     texts: tuple[
@@ -99,7 +99,7 @@ def item_keys(
     texts = []
     prompts: list[str] = []
     answers: list[str] = []
-    skel: list[tuple[int, int]] = []
+    skel = Keyed()
     pre: list[tuple[int, int]] = []
     marks: list[tuple[int, list[str]]] = []
     blob: list[bytes] = []
@@ -126,7 +126,7 @@ def item_keys(
         answers.append(c[1])
         if c[2]:
             if len(t) < SHORT_CHARS:
-                skel += [(k, key) for key in skeleton_keys([v.prompt, v.response])]
+                skel.add(k, skeleton_keys([v.prompt, v.response]))
             for part in (0, 1):
                 if c[2] & (1 << part):
                     short.append((k, part))
@@ -165,7 +165,7 @@ def item_keys(
         np.array(raw, dtype=np.uint64),
         np.fromiter(map(len, texts), dtype=np.int64, count=m),
         bd,
-        skel,
+        tuple(a.copy() for a in skel.arrays()),
         pre,
         marks,
         (
@@ -357,7 +357,7 @@ class KeyTable:
         self.sk_len = np.empty((n, 2), dtype=np.int32)
         self.sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
         self.firsts = np.zeros(n, dtype=np.uint64)
-        self.skel: list[tuple[int, int]] = []
+        self.skel = Keyed()
         self.prefixes: list[tuple[int, int]] = []
         self.marked: list[tuple[int, list[str]]] = []
         # (closed after the near step, or when collected)
@@ -380,7 +380,8 @@ class KeyTable:
         self.part_bands.put(pos, of(part_bands))
         at = np.full(len(keys.ek), -1, dtype=np.int64)  # chunk item -> position
         at[np.arange(len(keys.ek)) if sel is None else sel] = pos
-        self.skel += [(int(at[k]), key) for k, key in keys.skel if at[k] >= 0]
+        spos = at[keys.skel[0]]
+        self.skel.extend(spos[spos >= 0], keys.skel[1][spos >= 0])
         self.prefixes += [(int(at[k]), h) for k, h in keys.pre if at[k] >= 0]
         self.marked += [(int(at[k]), found) for k, found in keys.marks if at[k] >= 0]
         if self.store is None:
@@ -393,5 +394,6 @@ class KeyTable:
 
     def done(self) -> None:
         """After the last `put`: the lists in position order (as one pass in order makes them)."""
-        for keyed in (self.skel, self.prefixes, self.marked):
+        self.skel.sort()
+        for keyed in (self.prefixes, self.marked):
             keyed.sort(key=lambda t: t[0])

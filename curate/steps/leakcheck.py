@@ -37,7 +37,7 @@ import orjson
 from curate.errors import InputError
 from curate.minhash import BandSketch, agreement_floor
 from curate.near import MAX_VERIFY, all_of, candidate_pairs_counted, cap_candidates, scored_pairs
-from curate.near_short import SHORT_CHARS, ShortSketches, key_pairs, skeleton_keys
+from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
 from curate.steps.base import RunContext
@@ -128,7 +128,7 @@ def _blocks(
     # each text's 5-gram slot digest, read only for the LSH pairs the floor tests: a `spill.RowFile` with room for
     # two texts an item (past the RowFile budget on disk, a sparse file: nothing resident but the pairs' rows)
     digest = RowFile(2 * cap, (128,), np.uint8)
-    keyed: list[tuple[int, int]] = []
+    keyed = Keyed()
     # two short texts whose typo-masked skeletons differ cannot be similar: no leak comes from such a pair of
     # blocking texts (a leak needs one similar pair: the joined texts, or the first turns)
     strict = ShortSketches()
@@ -171,7 +171,7 @@ def _blocks(
             short = [is_short(t) for t in texts]
             for k, t in enumerate(texts):
                 if short[k] and len(t) < SHORT_CHARS:
-                    keyed += [(n + k, h) for h in skeleton_keys([t])]
+                    keyed.add(n + k, skeleton_keys([t]))
             strict.add(n, texts, short)
             n += m
         if base == 0:

@@ -110,7 +110,9 @@ def _same(a: Keys, i: int, b: Keys, j: int, spool: TextSpool, start: int) -> Non
     for name in ("ek", "raw", "length", "bands", "first", "part_bands", "digest", "sk_len", "sk_crc", "cjk"):
         x, y = getattr(a, name)[i], getattr(b, name)[j]
         assert np.array_equal(x, y) and np.asarray(x).dtype == np.asarray(y).dtype, name
-    for name in ("skel", "pre", "marks"):
+    (ka, va), (kb, vb) = a.skel, b.skel  # (item, key) arrays
+    assert va[ka == i].tolist() == vb[kb == j].tolist() and va.dtype == vb.dtype == np.uint64
+    for name in ("pre", "marks"):
         assert [v for k, v in getattr(a, name) if k == i] == [v for k, v in getattr(b, name) if k == j], name
     blob, ends, cuts, flags = b.texts
     lo = ends[j - 1] if j else 0
