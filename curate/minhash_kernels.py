@@ -3,7 +3,9 @@
 band hashes (`_composite_kernel`, `_band_top_kernel`), slot agreement (`_agreement_kernel`) and the ASCII
 normalizer (`_normalize_ascii_kernel`). Moved out of `curate.minhash`, which holds their numpy reference twins
 (`_shingle_hashes`, `_drop_common`, `_minhash_numpy`, `_band_hashes`; tests compare them) and calls them; the
-kernels are what they were there (`cache=True`, same arguments).
+kernels are what they were there (`cache=True`, same arguments). Also the candidate pairs of one LSH band over the
+slot-agreement floor (`_band_pairs_kernel`, with `_over` / `_run_end` / `_lowest`), which `curate.near` calls; its
+numpy reference is `near._band_codes` then the floor (tests compare them).
 
 Without numba `_numba` is None and no kernel is defined (numba is a dependency; `curate.minhash` stays importable
 and falls back to the numpy versions).
@@ -208,3 +210,96 @@ if _numba is not None:
                 pending = (pending | started) & ws
                 started |= keep
         dst_off[offsets.shape[0] - 1] = w
+
+
+if _numba is not None:
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _over(words, x, y, floor, exempt):  # pragma: no cover - compiled
+        """`near.SlotFloor`'s test of one pair: exempt[x] or exempt[y], or at least `floor` equal slots, over
+        digest rows seen as uint64 words (8 slots a word, at most 255 words). SWAR, ~3x the byte loop: a byte of
+        v = a ^ b is 0 where the slots agree; ~(((v & 0x7f..) + 0x7f..) | v | 0x7f..) has the top bit of each 0
+        byte alone set, shifted down to count 1 in its byte lane, and the lanes are summed at the end."""
+        if exempt[x] or exempt[y]:
+            return True
+        m7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+        acc = np.uint64(0)
+        for j in range(words.shape[1]):
+            v = words[x, j] ^ words[y, j]
+            acc += ~(((v & m7) + m7) | v | m7) >> np.uint64(7)
+        m16 = np.uint64(0x00FF00FF00FF00FF)
+        pairs = (acc & m16) + ((acc >> np.uint64(8)) & m16)  # 4 lanes of 16 bits
+        return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48)) >= floor
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _run_end(key, s):  # pragma: no cover - compiled
+        """The end of the run of keys equal to key[s] that starts at s."""
+        e = s + 1
+        while e < key.shape[0] and key[e] == key[s]:
+            e += 1
+        return e
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _lowest(order, s, e, window, low):  # pragma: no cover - compiled
+        """How many of low[:window] now hold the lowest of order[s:e], ascending (a bucket's first members)."""
+        nlow = 0
+        for q in range(s, e):
+            y = order[q]
+            if nlow < window or (window > 0 and y < low[window - 1]):
+                k = min(nlow, window - 1)
+                while k > 0 and low[k - 1] > y:
+                    low[k] = low[k - 1]
+                    k -= 1
+                low[k] = y
+                nlow = min(nlow + 1, window)
+        return nlow
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _band_pairs_kernel(order, key, small, window, words, floor, exempt, p0, out):  # pragma: no cover
+        """The pair codes (min * n + max) one band of `near.candidate_pairs_counted` emits, those over the floor
+        (`_over`: `words` the digest rows as uint64 words), from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the
+        band is done). `order`: the band's sort of the n records, `key` their band keys in that order.
+
+        The pairs of the numpy reference, each as often: a bucket (a run of equal keys) of up to `small` members
+        pairs every two; in a larger one each member meets its `window` next members in `order` and those of the
+        bucket's `window` lowest indices below it. Each member's pairs are emitted at once (at most max(small - 1,
+        2 * window) of them), so the kernel stops at a member boundary while `out` has room for one more member's;
+        `out` must hold at least that many. A bucket's lowest indices are found again when the kernel goes on
+        inside it."""
+        n = order.shape[0]
+        cap = out.shape[0]
+        per = max(small - 1, 2 * window)
+        nn = np.int64(n)
+        low = np.empty(max(window, 1), dtype=np.int64)  # the bucket's lowest indices, ascending
+        w = 0
+        s = e = p0  # the bucket holding position p: [s, e)
+        nlow = 0
+        if p0 < n:
+            while s > 0 and key[s - 1] == key[p0]:
+                s -= 1
+            e = _run_end(key, s)
+            nlow = _lowest(order, s, e, window, low) if e - s > small else 0
+        p = p0
+        while p < n:
+            if p == e:
+                s, e = p, _run_end(key, p)
+                nlow = _lowest(order, s, e, window, low) if e - s > small else 0
+            if w + per > cap:
+                return w, p
+            x = order[p]
+            last = e if e - s <= small else min(e, p + window + 1)
+            for q in range(p + 1, last):
+                y = order[q]
+                if _over(words, x, y, floor, exempt):
+                    out[w] = min(x, y) * nn + max(x, y)
+                    w += 1
+            if e - s > small:
+                for t in range(nlow):
+                    y = low[t]
+                    if y >= x:
+                        break
+                    if _over(words, y, x, floor, exempt):
+                        out[w] = y * nn + x
+                        w += 1
+            p += 1
+        return w, n

@@ -188,7 +188,7 @@ def _blocks(
     bh, cj = cols.pop("bands")[:n], cols.pop("cjk")[:n]
     floor = agreement_floor(lsh_threshold, 128)
     lsh, counts = candidate_pairs_counted(
-        bh, small=16, window=4, keep=floor_test(digest, np.arange(n, dtype=np.int64), floor, cj)
+        bh, small=16, window=4, floor=floor_test(digest, np.arange(n, dtype=np.int64), floor, cj)
     )
     digest.close()
     del bh, cj, digest
