@@ -89,15 +89,43 @@ def candidate_pairs_counted(
     for band in range(bands):
         if report is not None and band:
             report(band, bands)
+        if fused is not None:
+            order = _band_order(col32, band)
+            for part in fused(order, col32[order, band]):
+                folds.add([part])
+            continue
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
         order = np.lexsort((idx, *others, col32[:, band]))
-        key = col32[order, band]
-        if fused is not None:
-            for part in fused(order, key):
-                folds.add([part])
-        else:
-            folds.add(_band_codes(order, key, small, window))
+        folds.add(_band_codes(order, col32[order, band], small, window))
     return folds.result(n)
+
+
+def _band_order(col32: np.ndarray, band: int) -> np.ndarray:
+    """`np.lexsort((idx, *others, col32[:, band]))` of `candidate_pairs_counted` (by the band's key, then the next
+    three bands' keys, then index), ~2.5x faster: the (key, next band) and (2nd, 3rd next) keys as dense ranks (one
+    unstable argsort of a uint64 each) and the index packed into one uint64 per record, sorted as values (unique,
+    so any sort gives the one order). Past 2^21 records (3 ranks of 21 bits) or with one band, the lexsort."""
+    n, bands = col32.shape
+    bits = max(1, (n - 1).bit_length())
+    col = [col32[:, (band + k) % bands] for k in range(4)]
+    if bands == 1 or 3 * bits > 64:
+        others = col[3:0:-1] if bands > 1 else []
+        return np.lexsort((np.arange(n, dtype=np.int64), *others, col[0]))
+
+    def rank(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        k = (hi.astype(np.uint64) << np.uint64(32)) | lo
+        o = np.argsort(k)
+        k = k[o]
+        r = np.empty(n, dtype=np.uint64)
+        r[o[0]] = 0
+        r[o[1:]] = np.cumsum(k[1:] != k[:-1], dtype=np.uint64)
+        return r
+
+    v = rank(col[0], col[1]) << np.uint64(2 * bits)
+    v |= rank(col[2], col[3]) << np.uint64(bits)
+    v |= np.arange(n, dtype=np.uint64)
+    v.sort()
+    return (v & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
 def _band_codes(order: np.ndarray, key: np.ndarray, small: int, window: int) -> list[np.ndarray]:

@@ -101,3 +101,19 @@ def test_a_floor_that_is_not_a_slot_floor_is_tested_like_keep() -> None:
     got = near.candidate_pairs_counted(bh, floor=plain)
     want = near.candidate_pairs_counted(bh, floor=slot)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and len(got[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(band_matrices(), st.data())
+def test_band_order_is_the_lexsort(case: tuple[np.ndarray, np.ndarray, int, np.ndarray | None], data) -> None:
+    """`_band_order` (ranks packed into one uint64 a record) is the reference's lexsort: by the band's key, the
+    next three bands' keys, then index (ties everywhere: few distinct keys)."""
+    bh = case[0]
+    if len(bh) < 2:
+        return
+    col32 = bh if bh.dtype == np.uint32 else (bh >> np.uint64(32)).astype(np.uint32)
+    n, bands = col32.shape
+    band = data.draw(st.integers(0, bands - 1))
+    others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
+    want = np.lexsort((np.arange(n, dtype=np.int64), *others, col32[:, band]))
+    assert np.array_equal(near._band_order(col32, band), want)
