@@ -10,7 +10,10 @@ The build's dedup (`curate.steps.dedup`), split (`curate.steps.split`) and leaka
 - `candidate_pairs_counted`: pairs sharing an LSH band (`curate.minhash.BandSketch`), with how many bands they
   share; bounded work in large buckets (templated text); `over_floor`: the pairs whose MinHash slots agree in at
   least `minhash.agreement_floor` (templated letters share most 5-grams, so nearly every pair of them shares a
-  band; the floor keeps the ones alike enough to be near twins, a function of the pair);
+  band; the floor keeps the ones alike enough to be near twins, a function of the pair). Passed as `floor=`, a
+  compiled kernel (`minhash_kernels._band_pairs_kernel`) makes each band's pairs and tests the floor as it meets
+  them, so only the pairs over it are counted: the same pairs, counts and order as the numpy reference testing it
+  on the distinct pairs (`keep=`; tests/test_near_floor.py compares them on generated band matrices);
 - `skeleton_keys` / `key_pairs`: every pair the strict short-text rule can merge shares a key, so LSH loses no
   short pair;
 - `cap_candidates`: at most `MAX_VERIFY` candidates per record (those sharing the most bands), the documented
