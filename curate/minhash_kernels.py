@@ -4,8 +4,9 @@ band hashes (`_composite_kernel`, `_band_top_kernel`), slot agreement (`_agreeme
 normalizer (`_normalize_ascii_kernel`). Moved out of `curate.minhash`, which holds their numpy reference twins
 (`_shingle_hashes`, `_drop_common`, `_minhash_numpy`, `_band_hashes`; tests compare them) and calls them; the
 kernels are what they were there (`cache=True`, same arguments). Also the candidate pairs of one LSH band over the
-slot-agreement floor (`_band_pairs_kernel`, with `_agree` / `_run_end` / `_lowest`), which `curate.near` calls; its
-numpy reference is `near._band_codes` then the floor (tests compare them).
+slot-agreement floor (`_band_pairs_kernel`, with `_agree` / `_run_end` / `_lowest`) and the band's order it takes
+(`_band_order_kernel`), which `curate.near` calls; their numpy references are `near._band_codes` then the floor,
+and the lexsort (tests compare them).
 
 Without numba `_numba` is None and no kernel is defined (numba is a dependency; `curate.minhash` stays importable
 and falls back to the numpy versions).
@@ -304,3 +305,45 @@ if _numba is not None:
                         w += 1
             p += 1
         return w, n
+
+
+if _numba is not None:
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _band_order_kernel(col32, band):  # pragma: no cover - compiled
+        """(order, key): `np.lexsort((idx, c3, c2, c1, c0))` of the records, c_k = col32[:, (band + k) % bands] (by
+        the band's key, then the next three bands' keys, then index), and c0 in that order. An LSD radix sort: each
+        key, least significant first, in three stable passes of 11 bits (a pass whose digits are all equal skipped);
+        ~5x numpy's lexsort of the strided columns, and without the GIL."""
+        n, bands = col32.shape
+        order = np.arange(n)
+        kc = np.empty(n, dtype=np.uint32)
+        o2 = np.empty(n, dtype=np.int64)
+        k2 = np.empty(n, dtype=np.uint32)
+        cnt = np.empty(2048, dtype=np.int64)
+        for k in range(3, -1, -1):
+            c = (band + k) % bands
+            for i in range(n):
+                kc[i] = col32[order[i], c]
+            for shift in (0, 11, 22):
+                cnt[:] = 0
+                for i in range(n):
+                    cnt[(kc[i] >> shift) & 2047] += 1
+                total = 0
+                one = False
+                for d in range(2048):
+                    x = cnt[d]
+                    cnt[d] = total
+                    total += x
+                    one |= x == n
+                if one:
+                    continue
+                for i in range(n):
+                    d = (kc[i] >> shift) & 2047
+                    j = cnt[d]
+                    cnt[d] = j + 1
+                    o2[j] = order[i]
+                    k2[j] = kc[i]
+                order, o2 = o2, order
+                kc, k2 = k2, kc
+        return order, kc

@@ -36,9 +36,9 @@ from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreeme
 from curate.minhash_kernels import _numba
 
 if _numba is not None:
-    from curate.minhash_kernels import _band_pairs_kernel
+    from curate.minhash_kernels import _band_order_kernel, _band_pairs_kernel
 else:  # pragma: no cover - numba is a dependency; the numpy path tests the floor as `keep`
-    _band_pairs_kernel = None
+    _band_order_kernel = _band_pairs_kernel = None
 from curate.relation import has_cjk, is_short, skeleton, text_score
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,7 @@ def candidate_pairs_counted(
         if report is not None and band:
             report(band, bands)
         if fused is not None:
-            order = _band_order(col32, band)
-            for part in fused(order, col32[order, band]):
+            for part in fused(*_band_order(col32, band)):
                 folds.add([part])
             continue
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
@@ -103,32 +102,11 @@ def candidate_pairs_counted(
     return folds.result(n)
 
 
-def _band_order(col32: np.ndarray, band: int) -> np.ndarray:
-    """`np.lexsort((idx, *others, col32[:, band]))` of `candidate_pairs_counted` (by the band's key, then the next
-    three bands' keys, then index), ~2.5x faster: the (key, next band) and (2nd, 3rd next) keys as dense ranks (one
-    unstable argsort of a uint64 each) and the index packed into one uint64 per record, sorted as values (unique,
-    so any sort gives the one order). Past 2^21 records (3 ranks of 21 bits) or with one band, the lexsort."""
-    n, bands = col32.shape
-    bits = max(1, (n - 1).bit_length())
-    col = [col32[:, (band + k) % bands] for k in range(4)]
-    if bands == 1 or 3 * bits > 64:
-        others = col[3:0:-1] if bands > 1 else []
-        return np.lexsort((np.arange(n, dtype=np.int64), *others, col[0]))
-
-    def rank(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        k = (hi.astype(np.uint64) << np.uint64(32)) | lo
-        o = np.argsort(k)
-        k = k[o]
-        r = np.empty(n, dtype=np.uint64)
-        r[o[0]] = 0
-        r[o[1:]] = np.cumsum(k[1:] != k[:-1], dtype=np.uint64)
-        return r
-
-    v = rank(col[0], col[1]) << np.uint64(2 * bits)
-    v |= rank(col[2], col[3]) << np.uint64(bits)
-    v |= np.arange(n, dtype=np.uint64)
-    v.sort()
-    return (v & np.uint64((1 << bits) - 1)).astype(np.int64)
+def _band_order(col32: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, key): `np.lexsort((idx, *others, col32[:, band]))` of `candidate_pairs_counted` (by the band's key,
+    then the next three bands' keys, then index) and the band's keys in that order, by a compiled radix sort
+    (`minhash_kernels._band_order_kernel`; tests compare it with the lexsort)."""
+    return _band_order_kernel(np.ascontiguousarray(col32, np.uint32), band)
 
 
 def _band_codes(order: np.ndarray, key: np.ndarray, small: int, window: int) -> list[np.ndarray]:

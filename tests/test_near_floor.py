@@ -24,6 +24,8 @@ def band_matrices(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, np.ndar
     bands = draw(st.integers(1, 5))
     keys = draw(st.integers(1, 12))
     bh = draw(arrays(np.uint32, (n, bands), elements=st.integers(0, keys - 1)))
+    scale = draw(st.sampled_from([1, 2047, 1 << 21, 0x9E3779B1]))  # (keys spread over every 11-bit digit)
+    bh = (bh.astype(np.uint64) * np.uint64(scale) % np.uint64(1 << 32)).astype(np.uint32)
     if draw(st.booleans()):  # 64-bit band keys: the top 32 bits are the key (`bh >> 32`)
         bh = (bh.astype(np.uint64) << np.uint64(32)) | draw(arrays(np.uint64, (n, bands)))
     slots = draw(st.sampled_from([1, 3, 8, 13, 16, 128]))
@@ -106,8 +108,8 @@ def test_a_floor_that_is_not_a_slot_floor_is_tested_like_keep() -> None:
 @settings(max_examples=200, deadline=None)
 @given(band_matrices(), st.data())
 def test_band_order_is_the_lexsort(case: tuple[np.ndarray, np.ndarray, int, np.ndarray | None], data) -> None:
-    """`_band_order` (ranks packed into one uint64 a record) is the reference's lexsort: by the band's key, the
-    next three bands' keys, then index (ties everywhere: few distinct keys)."""
+    """`_band_order` (a compiled radix sort) is the reference's lexsort: by the band's key, the next three bands'
+    keys, then index (ties everywhere: few distinct keys), with the band's keys in that order."""
     bh = case[0]
     if len(bh) < 2:
         return
@@ -116,4 +118,5 @@ def test_band_order_is_the_lexsort(case: tuple[np.ndarray, np.ndarray, int, np.n
     band = data.draw(st.integers(0, bands - 1))
     others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
     want = np.lexsort((np.arange(n, dtype=np.int64), *others, col32[:, band]))
-    assert np.array_equal(near._band_order(col32, band), want)
+    order, key = near._band_order(col32, band)
+    assert np.array_equal(order, want) and np.array_equal(key, col32[want, band])
