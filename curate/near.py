@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
-from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreement
+from curate.minhash import BandSketch, _threads, agreement_floor, pack_ascii, slot_agreement
 from curate.minhash_kernels import _numba
 
 if _numba is not None:
@@ -56,6 +58,7 @@ def candidate_pairs_counted(
     floor: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     report: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unique (i, j), i < j, pairs sharing a band, and per pair how many bands it shares (more shared bands, more
     alike: what `cap_candidates` ranks by). `report(bands done, bands)`, when given, is called after each band.
@@ -70,8 +73,10 @@ def candidate_pairs_counted(
     (`minhash_kernels._band_pairs_kernel`), so that only the pairs over it are counted and folded (on templated
     text ~250 pairs a record are met and 99.9% of them are under the floor); the same pairs and counts as
     `keep=floor` (a test of the pair alone gives the same answer for each time it is met; tests compare the two,
-    `test_fused_floor_equals_the_numpy_reference`). Any other `floor` (e.g. `dedup_keys.floor_test` over rows on
-    disk) is tested as `keep` is, on the distinct pairs of each fold.
+    `test_fused_floor_equals_the_numpy_reference`); `threads` (None: `minhash._threads(n)`) bands are made at a
+    time (the compiled sort and kernel release the GIL), each band's kept pairs folded in band order. Any other
+    `floor` (e.g. `dedup_keys.floor_test` over rows on disk) is tested as `keep` is, on the distinct pairs of each
+    fold.
 
     Bounded work on any data: a bucket of up to `small` members pairs all of them; in a larger bucket (templated
     text: thousands of records sharing a band) the members are sorted by their next three bands' hashes and each
@@ -89,13 +94,17 @@ def candidate_pairs_counted(
     idx = np.arange(n, dtype=np.int64)
     test = None if keep is None else (lambda u: keep(u // n, u % n))
     folds = _Folds(_MERGE_CODES if keep is None and fused is None else _MERGE_CODES // 4, test)
+    if fused is not None:
+        for band, parts in enumerate(
+            _floored_bands(col32, fused, _threads(n) if threads is None else threads)
+        ):
+            if report is not None and band:
+                report(band, bands)
+            folds.add(parts)
+        return folds.result(n)
     for band in range(bands):
         if report is not None and band:
             report(band, bands)
-        if fused is not None:
-            for part in fused(*_band_order(col32, band)):
-                folds.add([part])
-            continue
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
         order = np.lexsort((idx, *others, col32[:, band]))
         folds.add(_band_codes(order, col32[order, band], small, window))
@@ -164,9 +173,9 @@ def _floored(
     )
     if len(words) < n or len(exempt) < n:
         raise ValueError(f"a SlotFloor of {len(words)} digests and {len(exempt)} flags for {n} records")
-    out = np.empty(max(_FLOORED_CHUNK, small, 2 * window + 1), dtype=np.int64)
 
     def codes(order: np.ndarray, key: np.ndarray) -> Iterator[np.ndarray]:
+        out = np.empty(max(_FLOORED_CHUNK, small, 2 * window + 1), dtype=np.int64)  # (one a call: threads)
         order, key = np.ascontiguousarray(order, np.int64), np.ascontiguousarray(key)
         at = 0
         while at < n:
@@ -175,6 +184,30 @@ def _floored(
                 yield out[:wrote].copy()
 
     return codes
+
+
+def _floored_bands(
+    col32: np.ndarray, codes: Callable[[np.ndarray, np.ndarray], Iterator[np.ndarray]], threads: int
+) -> Iterator[list[np.ndarray]]:
+    """The codes over the floor of each band (`_floored`'s `codes` of the band's order), in band order, made
+    `threads` bands at a time (at most `threads` bands' codes held beside the one being folded)."""
+    bands = col32.shape[1]
+
+    def one(band: int) -> list[np.ndarray]:
+        return list(codes(*_band_order(col32, band)))
+
+    if threads <= 1 or bands == 1:
+        yield from map(one, range(bands))
+        return
+    with ThreadPoolExecutor(min(threads, bands)) as pool:
+        pending = deque(pool.submit(one, band) for band in range(min(threads, bands)))
+        ahead = len(pending)  # the next band to submit
+        for _ in range(bands):
+            got = pending.popleft().result()
+            if ahead < bands:
+                pending.append(pool.submit(one, ahead))
+                ahead += 1
+            yield got
 
 
 def _words(digest: np.ndarray, floor: int) -> tuple[np.ndarray, int]:

@@ -43,6 +43,7 @@ def band_matrices(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, np.ndar
     st.sampled_from([1, 7, 1 << 18]),
     st.sampled_from([3, 50, 4_000_000]),
     st.booleans(),
+    st.sampled_from([1, 2, 3]),
 )
 def test_fused_floor_equals_the_numpy_reference(
     case: tuple[np.ndarray, np.ndarray, int, np.ndarray | None],
@@ -51,6 +52,7 @@ def test_fused_floor_equals_the_numpy_reference(
     chunk: int,
     merge: int,
     rest: bool,
+    threads: int,
 ) -> None:
     bh, digest, floor, exempt = case
     test = near.SlotFloor(digest, floor, exempt)
@@ -64,7 +66,13 @@ def test_fused_floor_equals_the_numpy_reference(
     heard: dict[str, list[tuple[int, int]]] = {"fused": [], "numpy": []}
     with mock.patch.object(near, "_FLOORED_CHUNK", chunk), mock.patch.object(near, "_MERGE_CODES", merge):
         got = near.candidate_pairs_counted(
-            bh, small=small, window=window, floor=test, keep=then, report=lambda *a: heard["fused"].append(a)
+            bh,
+            small=small,
+            window=window,
+            floor=test,
+            keep=then,
+            report=lambda *a: heard["fused"].append(a),
+            threads=threads,
         )
         want = near.candidate_pairs_counted(
             bh, small=small, window=window, keep=reference, report=lambda *a: heard["numpy"].append(a)
