@@ -43,6 +43,8 @@ from curate.records import normalize_text
 if _numba is not None:
     from curate.minhash_kernels import (
         _agreement_kernel,
+        _band_order_kernel,
+        _band_pairs_kernel,
         _band_top_kernel,
         _count_kernel,
         _minhash_kernel,
@@ -290,6 +292,19 @@ def warm_kernels() -> None:
     digest = np.empty((2, sketch.hasher.num_perm), dtype=np.uint8)
     sketch.bands32_of(["warm up", "the kernels"], threads=1, digest=digest)
     slot_agreement(digest, np.zeros(1, np.int64), np.ones(1, np.int64))
+    # (near.candidate_pairs_counted's floored pairs: the types it passes)
+    _band_order_kernel(np.zeros((2, 3), np.uint32), 0)
+    _band_pairs_kernel(
+        np.arange(2, dtype=np.int64),
+        np.zeros(2, np.uint32),
+        32,
+        4,
+        digest.view(np.uint64),
+        51,
+        np.zeros(2, np.bool_),
+        0,
+        np.empty(16, np.int64),
+    )
     from curate.residency import drop_library_pages
 
     drop_library_pages()  # (LLVM's code, mapped to load the kernels, is not run again: curate.residency)

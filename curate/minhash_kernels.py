@@ -3,7 +3,10 @@
 band hashes (`_composite_kernel`, `_band_top_kernel`), slot agreement (`_agreement_kernel`) and the ASCII
 normalizer (`_normalize_ascii_kernel`). Moved out of `curate.minhash`, which holds their numpy reference twins
 (`_shingle_hashes`, `_drop_common`, `_minhash_numpy`, `_band_hashes`; tests compare them) and calls them; the
-kernels are what they were there (`cache=True`, same arguments).
+kernels are what they were there (`cache=True`, same arguments). Also the candidate pairs of one LSH band over the
+slot-agreement floor (`_band_pairs_kernel`, with `_agree` / `_run_end` / `_lowest`) and the band's order it takes
+(`_band_order_kernel`), which `curate.near` calls; their numpy references are `near._band_codes` then the floor,
+and the lexsort (tests compare them).
 
 Without numba `_numba` is None and no kernel is defined (numba is a dependency; `curate.minhash` stays importable
 and falls back to the numpy versions).
@@ -208,3 +211,139 @@ if _numba is not None:
                 pending = (pending | started) & ws
                 started |= keep
         dst_off[offsets.shape[0] - 1] = w
+
+
+if _numba is not None:
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _agree(words, x, y):  # pragma: no cover - compiled
+        """How many slots of rows x and y agree, over digest rows seen as uint64 words (8 slots a word, at most 255
+        words). SWAR, ~3x the byte loop: a byte of v = a ^ b is 0 where the slots agree; ~(((v & 0x7f..) + 0x7f..)
+        | v | 0x7f..) has the top bit of each 0 byte alone set, shifted down to count 1 in its byte lane, and the
+        lanes are summed at the end."""
+        m7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+        acc = np.uint64(0)
+        for j in range(words.shape[1]):
+            v = words[x, j] ^ words[y, j]
+            acc += ~(((v & m7) + m7) | v | m7) >> np.uint64(7)
+        m16 = np.uint64(0x00FF00FF00FF00FF)
+        pairs = (acc & m16) + ((acc >> np.uint64(8)) & m16)  # 4 lanes of 16 bits
+        return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _run_end(key, s):  # pragma: no cover - compiled
+        """The end of the run of keys equal to key[s] that starts at s."""
+        e = s + 1
+        while e < key.shape[0] and key[e] == key[s]:
+            e += 1
+        return e
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _lowest(order, s, e, window, low):  # pragma: no cover - compiled
+        """How many of low[:window] now hold the lowest of order[s:e], ascending (a bucket's first members)."""
+        nlow = 0
+        for q in range(s, e):
+            y = order[q]
+            if nlow < window or (window > 0 and y < low[window - 1]):
+                k = min(nlow, window - 1)
+                while k > 0 and low[k - 1] > y:
+                    low[k] = low[k - 1]
+                    k -= 1
+                low[k] = y
+                nlow = min(nlow + 1, window)
+        return nlow
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _band_pairs_kernel(order, key, small, window, words, floor, exempt, p0, out):  # pragma: no cover
+        """The pair codes (min * n + max) one band of `near.candidate_pairs_counted` emits, those over the floor
+        (`near.SlotFloor`: at least `floor` slots agree, `_agree` over `words`, the digest rows as uint64 words, or
+        `exempt` holds one of the two), from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the
+        band is done). `order`: the band's sort of the n records, `key` their band keys in that order.
+
+        The pairs of the numpy reference, each as often: a bucket (a run of equal keys) of up to `small` members
+        pairs every two; in a larger one each member meets its `window` next members in `order` and those of the
+        bucket's `window` lowest indices below it. Each member's pairs are emitted at once (at most max(small - 1,
+        2 * window) of them), so the kernel stops at a member boundary while `out` has room for one more member's;
+        `out` must hold at least that many. A bucket's lowest indices are found again when the kernel goes on
+        inside it."""
+        n = order.shape[0]
+        cap = out.shape[0]
+        per = max(small - 1, 2 * window)
+        nn = np.int64(n)
+        low = np.empty(max(window, 1), dtype=np.int64)  # the bucket's lowest indices, ascending
+        w = 0
+        s = e = p0  # the bucket holding position p: [s, e)
+        nlow = 0
+        if p0 < n:
+            while s > 0 and key[s - 1] == key[p0]:
+                s -= 1
+            e = _run_end(key, s)
+            nlow = _lowest(order, s, e, window, low) if e - s > small else 0
+        p = p0
+        while p < n:
+            if p == e:
+                s, e = p, _run_end(key, p)
+                nlow = _lowest(order, s, e, window, low) if e - s > small else 0
+            if w + per > cap:
+                return w, p
+            x = order[p]
+            last = e if e - s <= small else min(e, p + window + 1)
+            for q in range(p + 1, last):
+                y = order[q]
+                if (
+                    (_agree(words, x, y) >= floor) | exempt[x] | exempt[y]
+                ):  # (no branch before the count: 1.7x)
+                    out[w] = min(x, y) * nn + max(x, y)
+                    w += 1
+            if e - s > small:
+                for t in range(nlow):
+                    y = low[t]
+                    if y >= x:
+                        break
+                    if (_agree(words, y, x) >= floor) | exempt[x] | exempt[y]:
+                        out[w] = y * nn + x
+                        w += 1
+            p += 1
+        return w, n
+
+
+if _numba is not None:
+
+    @_numba.njit(cache=True, nogil=True, boundscheck=False)
+    def _band_order_kernel(col32, band):  # pragma: no cover - compiled
+        """(order, key): `np.lexsort((idx, c3, c2, c1, c0))` of the records, c_k = col32[:, (band + k) % bands] (by
+        the band's key, then the next three bands' keys, then index), and c0 in that order. An LSD radix sort: each
+        key, least significant first, in three stable passes of 11 bits (a pass whose digits are all equal skipped);
+        ~5x numpy's lexsort of the strided columns, and without the GIL."""
+        n, bands = col32.shape
+        order = np.arange(n)
+        kc = np.empty(n, dtype=np.uint32)
+        o2 = np.empty(n, dtype=np.int64)
+        k2 = np.empty(n, dtype=np.uint32)
+        cnt = np.empty(2048, dtype=np.int64)
+        for k in range(3, -1, -1):
+            c = (band + k) % bands
+            for i in range(n):
+                kc[i] = col32[order[i], c]
+            for shift in (0, 11, 22):
+                cnt[:] = 0
+                for i in range(n):
+                    cnt[(kc[i] >> shift) & 2047] += 1
+                total = 0
+                one = False
+                for d in range(2048):
+                    x = cnt[d]
+                    cnt[d] = total
+                    total += x
+                    one |= x == n
+                if one:
+                    continue
+                for i in range(n):
+                    d = (kc[i] >> shift) & 2047
+                    j = cnt[d]
+                    cnt[d] = j + 1
+                    o2[j] = order[i]
+                    k2[j] = kc[i]
+                order, o2 = o2, order
+                kc, k2 = k2, kc
+        return order, kc

@@ -10,7 +10,10 @@ The build's dedup (`curate.steps.dedup`), split (`curate.steps.split`) and leaka
 - `candidate_pairs_counted`: pairs sharing an LSH band (`curate.minhash.BandSketch`), with how many bands they
   share; bounded work in large buckets (templated text); `over_floor`: the pairs whose MinHash slots agree in at
   least `minhash.agreement_floor` (templated letters share most 5-grams, so nearly every pair of them shares a
-  band; the floor keeps the ones alike enough to be near twins, a function of the pair);
+  band; the floor keeps the ones alike enough to be near twins, a function of the pair). Passed as `floor=`, a
+  compiled kernel (`minhash_kernels._band_pairs_kernel`) makes each band's pairs and tests the floor as it meets
+  them, so only the pairs over it are counted: the same pairs, counts and order as the numpy reference testing it
+  on the distinct pairs (`keep=`; tests/test_near_floor.py compares them on generated band matrices);
 - `curate.near_short`: the strict short-text rule's candidates (`skeleton_keys` / `key_pairs`: every pair the rule
   can merge shares a key, so LSH loses no short pair) and `ShortSketches`, which rules out LSH candidates of two
   short texts the rule cannot join;
@@ -24,14 +27,23 @@ The incremental `NearIndex` and the older bulk helpers (`near_pairs`, `near_grou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
-from curate.minhash import BandSketch, agreement_floor, pack_ascii, slot_agreement
+from curate.minhash import BandSketch, _threads, agreement_floor, pack_ascii, slot_agreement
+from curate.minhash_kernels import _numba
+
+if _numba is not None:
+    from curate.minhash_kernels import _band_order_kernel, _band_pairs_kernel
+else:  # pragma: no cover - numba is a dependency; the numpy path tests the floor as `keep`
+    _band_order_kernel = _band_pairs_kernel = None
 from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.relation import has_cjk, is_short, text_score
+from curate.residency import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +57,28 @@ def candidate_pairs_counted(
     *,
     small: int = SMALL_BUCKET,
     window: int = WINDOW,
+    floor: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     report: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unique (i, j), i < j, pairs sharing a band, and per pair how many bands it shares (more shared bands, more
     alike: what `cap_candidates` ranks by). `report(bands done, bands)`, when given, is called after each band.
 
-    `keep(i, j)`, when given, says which pairs (two index arrays) to keep: a test of the two texts alone (the
-    slot-agreement floor, `over_floor`; dedup's `parts_meet`). The result is then that of the call without it,
-    less the pairs it rejects; pairs are tested as they are folded, so memory follows the pairs kept, not the
-    pairs met (templated text meets millions of unrelated pairs; docs/contracts.md). The shared-band counts stay
-    the rank (a member of a large bucket meets the bucket's first members in every band, so they outrank its
-    other twins and a family of hundreds of twins still collapses to one).
+    `floor(i, j)` then `keep(i, j)`, when given, say which pairs (two index arrays) to keep: tests of the two texts
+    alone (`floor`: the slot-agreement floor, `over_floor`; `keep`: dedup's `parts_meet`). The result is then that
+    of the call without them, less the pairs they reject; pairs are tested as they are folded, so memory follows
+    the pairs kept, not the pairs met (templated text meets millions of unrelated pairs; docs/contracts.md). The
+    shared-band counts stay the rank (a member of a large bucket meets the bucket's first members in every band, so
+    they outrank its other twins and a family of hundreds of twins still collapses to one). A `floor` that is a
+    `SlotFloor` (what `over_floor` returns) is tested in a compiled kernel as each band's pairs are met
+    (`minhash_kernels._band_pairs_kernel`), so that only the pairs over it are counted and folded (on templated
+    text ~250 pairs a record are met and 99.9% of them are under the floor); the same pairs and counts as
+    `keep=floor` (a test of the pair alone gives the same answer for each time it is met; tests compare the two,
+    `test_fused_floor_equals_the_numpy_reference`); `threads` (None: `minhash._threads(n)`) bands are made at a
+    time (the compiled sort and kernel release the GIL), each band's kept pairs folded in band order. Any other
+    `floor` (e.g. `dedup_keys.floor_test` over rows on disk) is tested as `keep` is, on the distinct pairs of each
+    fold.
 
     Bounded work on any data: a bucket of up to `small` members pairs all of them; in a larger bucket (templated
     text: thousands of records sharing a band) the members are sorted by their next three bands' hashes and each
@@ -67,72 +89,190 @@ def candidate_pairs_counted(
     n, bands = bh.shape
     if n < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
+    fused = _floored(floor, n, small, window) if _fusable(floor) else None
+    if floor is not None and fused is None:
+        keep = floor if keep is None else _both(floor, keep)
     col32 = bh if bh.dtype == np.uint32 else (bh >> np.uint64(32)).astype(np.uint32)
     idx = np.arange(n, dtype=np.int64)
     test = None if keep is None else (lambda u: keep(u // n, u % n))
-    fold_at = _MERGE_CODES if keep is None else _MERGE_CODES // 4
-    codes: list[np.ndarray] = []
-    folded: list[tuple[np.ndarray, np.ndarray]] = []  # (distinct codes, counts) of each fold, tested
-    merged: tuple[np.ndarray, np.ndarray] | None = None
+    folds = _Folds(_MERGE_CODES if keep is None and fused is None else _MERGE_CODES // 4, test)
+    if fused is not None:
+        for band, parts in enumerate(
+            _floored_bands(col32, fused, _threads(n) if threads is None else threads)
+        ):
+            if report is not None and band:
+                report(band, bands)
+            folds.add(parts)
+        return folds.result(n)
     for band in range(bands):
         if report is not None and band:
             report(band, bands)
         others = [col32[:, (band + k) % bands] for k in (3, 2, 1)] if bands > 1 else []
         order = np.lexsort((idx, *others, col32[:, band]))
-        key = col32[order, band]
-        same = key[1:] == key[:-1]
-        if not same.any():
-            continue
-        run_id = np.concatenate(([0], np.cumsum(~same)))
-        run_size = np.bincount(run_id)[run_id]
-        big = np.flatnonzero(run_size > small)
-        if (
-            big.size
-        ):  # every member of a large bucket also meets the bucket's `window` lowest indices (the first
-            # in keep order: the ones that are kept), so a family of near twins collapses to one
-            members = order[big]
-            rid = run_id[big]
-            o2 = np.lexsort((members, rid))
-            members, rid = members[o2], rid[o2]
-            first = np.concatenate(([True], rid[1:] != rid[:-1]))
-            start = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
-            for t in range(window):
-                q = start + t
-                ok = (q < len(rid)) & (q < np.arange(len(rid)))
-                ok[ok] &= rid[q[ok]] == rid[ok]
-                if not ok.any():
-                    break
-                a, b = members[q[ok]], members[ok]
-                codes.append(np.minimum(a, b) * n + np.maximum(a, b))
-        hit = np.flatnonzero(same)
-        for d in range(1, max(small, window) + 1):
-            if d > 1:
-                hit = hit[hit + d < n]
-                hit = hit[run_id[hit + d] == run_id[hit]]
-            if d > window:
-                hit = hit[run_size[hit] <= small]
-            if hit.size == 0:
+        folds.add(_band_codes(order, col32[order, band], small, window))
+    return folds.result(n)
+
+
+def _band_order(col32: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, key): `np.lexsort((idx, *others, col32[:, band]))` of `candidate_pairs_counted` (by the band's key,
+    then the next three bands' keys, then index) and the band's keys in that order, by a compiled radix sort
+    (`minhash_kernels._band_order_kernel`; tests compare it with the lexsort)."""
+    return _band_order_kernel(np.ascontiguousarray(col32, np.uint32), band)
+
+
+def _band_codes(order: np.ndarray, key: np.ndarray, small: int, window: int) -> list[np.ndarray]:
+    """The pair codes (min * n + max) one band emits (`candidate_pairs_counted`'s rule), from the band's sort of
+    the n records (`order`) and their keys in that order: the numpy reference of `_band_pairs_kernel`."""
+    n = len(order)
+    codes: list[np.ndarray] = []
+    same = key[1:] == key[:-1]
+    if not same.any():
+        return codes
+    run_id = np.concatenate(([0], np.cumsum(~same)))
+    run_size = np.bincount(run_id)[run_id]
+    big = np.flatnonzero(run_size > small)
+    if big.size:  # every member of a large bucket also meets the bucket's `window` lowest indices (the first
+        # in keep order: the ones that are kept), so a family of near twins collapses to one
+        members = order[big]
+        rid = run_id[big]
+        o2 = np.lexsort((members, rid))
+        members, rid = members[o2], rid[o2]
+        first = np.concatenate(([True], rid[1:] != rid[:-1]))
+        start = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
+        for t in range(window):
+            q = start + t
+            ok = (q < len(rid)) & (q < np.arange(len(rid)))
+            ok[ok] &= rid[q[ok]] == rid[ok]
+            if not ok.any():
                 break
-            a, b = order[hit], order[hit + d]
+            a, b = members[q[ok]], members[ok]
             codes.append(np.minimum(a, b) * n + np.maximum(a, b))
-        if sum(len(c) for c in codes) > fold_at:  # fold repeats as we go: memory ~ distinct pairs (kept)
-            folded.append(_fold(codes, test))
-            codes = []
-            if sum(len(u) for u, _ in folded) > max(fold_at, len(merged[0]) if merged else 0):
-                merged = _combine(merged, folded)  # (when the folds outgrow what is merged: n log n in all)
-                folded = []
-    if codes:
-        folded.append(_fold(codes, test))
-    merged = _combine(merged, folded)
-    if merged is None:
-        return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
-    u, counts = merged
-    return np.stack((u // n, u % n), axis=1).astype(np.int64), counts.astype(np.int64)
+    hit = np.flatnonzero(same)
+    for d in range(1, max(small, window) + 1):
+        if d > 1:
+            hit = hit[hit + d < n]
+            hit = hit[run_id[hit + d] == run_id[hit]]
+        if d > window:
+            hit = hit[run_size[hit] <= small]
+        if hit.size == 0:
+            break
+        a, b = order[hit], order[hit + d]
+        codes.append(np.minimum(a, b) * n + np.maximum(a, b))
+    return codes
 
 
-# candidate_pairs_counted folds its pair codes into (distinct, count) past this many (a quarter with a `keep` test:
-# the fold is where pairs are dropped), so memory follows the distinct pairs kept
+_FLOORED_CHUNK = 1 << 18  # codes over the floor `_band_pairs_kernel` writes at a time (2 MB)
+
+
+def _floored(
+    floor: SlotFloor, n: int, small: int, window: int
+) -> Callable[[np.ndarray, np.ndarray], Iterator[np.ndarray]]:
+    """`codes(order, key)`: `_band_codes(order, key, small, window)` less the codes under `floor`, in chunks of at
+    most `_FLOORED_CHUNK` codes (the compiled kernel: no array of the codes met)."""
+    words, at_least = _words(floor.digest, int(floor.floor))
+    exempt = (
+        np.zeros(n, dtype=np.bool_) if floor.exempt is None else np.ascontiguousarray(floor.exempt, np.bool_)
+    )
+    if len(words) < n or len(exempt) < n:
+        raise ValueError(f"a SlotFloor of {len(words)} digests and {len(exempt)} flags for {n} records")
+
+    def codes(order: np.ndarray, key: np.ndarray) -> Iterator[np.ndarray]:
+        out = np.empty(max(_FLOORED_CHUNK, small, 2 * window + 1), dtype=np.int64)  # (one a call: threads)
+        order, key = np.ascontiguousarray(order, np.int64), np.ascontiguousarray(key)
+        at = 0
+        while at < n:
+            wrote, at = _band_pairs_kernel(order, key, small, window, words, at_least, exempt, at, out)
+            if wrote:
+                yield out[:wrote].copy()
+
+    return codes
+
+
+def _floored_bands(
+    col32: np.ndarray, codes: Callable[[np.ndarray, np.ndarray], Iterator[np.ndarray]], threads: int
+) -> Iterator[list[np.ndarray]]:
+    """The codes over the floor of each band (`_floored`'s `codes` of the band's order), in band order, made
+    `threads` bands at a time (at most `threads` bands' codes held beside the one being folded)."""
+    bands = col32.shape[1]
+
+    def one(band: int) -> list[np.ndarray]:
+        return list(codes(*_band_order(col32, band)))
+
+    if threads <= 1 or bands == 1:
+        yield from map(one, range(bands))
+        return
+    try:
+        with ThreadPoolExecutor(min(threads, bands)) as pool:
+            pending = deque(pool.submit(one, band) for band in range(min(threads, bands)))
+            ahead = len(pending)  # the next band to submit
+            for _ in range(bands):
+                got = pending.popleft().result()
+                if ahead < bands:
+                    pending.append(pool.submit(one, ahead))
+                    ahead += 1
+                yield got
+    finally:  # what the threads freed stays in their own glibc arenas otherwise (+20 MB resident after a 200k
+        trim_heap()  # templated call, and so in the stages after it)
+
+
+def _words(digest: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
+    """(the digest rows as uint64 words, the floor over them): rows padded with 0 bytes to a whole word, each pad
+    byte one more slot that always agrees (so one more to the floor)."""
+    pad = -digest.shape[1] % 8
+    if pad:
+        digest = np.concatenate((digest, np.zeros((len(digest), pad), dtype=np.uint8)), axis=1)
+    return np.ascontiguousarray(digest).view(np.uint64), floor + pad
+
+
+def _fusable(floor: Any) -> TypeGuard[SlotFloor]:
+    """Whether `floor` is tested in `_band_pairs_kernel`: a `SlotFloor` of uint8 slots, at most 2040 a row."""
+    return (
+        _band_pairs_kernel is not None
+        and isinstance(floor, SlotFloor)
+        and floor.digest.dtype == np.uint8
+        and floor.digest.ndim == 2
+        and floor.digest.shape[1] <= 2040
+    )
+
+
+# candidate_pairs_counted folds its pair codes into (distinct, count) past this many (a quarter with a test: the
+# fold is where pairs are dropped, or the codes held are those over the floor already), so memory follows the
+# distinct pairs kept
 _MERGE_CODES = 4_000_000
+
+
+class _Folds:
+    """Pair codes folded into (distinct codes, counts) as they come (`add`), each fold's distinct codes tested with
+    `test` (codes -> bools), when given; the folds merged when they outgrow what is merged (n log n in all)."""
+
+    def __init__(self, fold_at: int, test: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        self.fold_at, self.test = fold_at, test
+        self.codes: list[np.ndarray] = []
+        self.held = 0
+        self.folded: list[tuple[np.ndarray, np.ndarray]] = []  # (distinct codes, counts) of each fold, tested
+        self.merged: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, codes: list[np.ndarray]) -> None:
+        self.codes += codes
+        self.held += sum(len(c) for c in codes)
+        if self.held > self.fold_at:  # fold repeats as we go: memory ~ distinct pairs (kept)
+            self.folded.append(_fold(self.codes, self.test))
+            self.codes, self.held = [], 0
+            if sum(len(u) for u, _ in self.folded) > max(
+                self.fold_at, len(self.merged[0]) if self.merged else 0
+            ):
+                self.merged = _combine(self.merged, self.folded)
+                self.folded = []
+
+    def result(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pairs (k, 2) int64 in code order, counts) of all codes added."""
+        if self.codes:
+            self.folded.append(_fold(self.codes, self.test))
+        merged = _combine(self.merged, self.folded)
+        if merged is None:
+            return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.int64)
+        u, counts = merged
+        return np.stack((u // n, u % n), axis=1).astype(np.int64), counts.astype(np.int64)
 
 
 def _combine(
@@ -158,35 +298,41 @@ def _fold(
     return u, c.astype(np.int64)
 
 
-def over_floor(
-    digest: np.ndarray, floor: int, exempt: np.ndarray | None = None
+class SlotFloor(NamedTuple):
+    """A `floor` test for `candidate_pairs_counted` (`over_floor` makes it): the pairs (i, j) whose MinHash slot
+    digests (`BandSketch.bands32_of(..., digest=)`, an (n, num_perm) uint8 array) agree in at least `floor` slots
+    (`minhash.agreement_floor`), or one of which is `exempt` (a bool per text, or None: no text)."""
+
+    digest: np.ndarray
+    floor: int
+    exempt: np.ndarray | None = None
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ok = slot_agreement(self.digest, i, j) >= self.floor
+        return ok if self.exempt is None else ok | self.exempt[i] | self.exempt[j]
+
+
+def _both(
+    first: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    then: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A `keep` test for `candidate_pairs_counted`: the pairs (i, j) whose MinHash slot digests
+    """The test `first(i, j)` and then `then` of the pairs it keeps."""
+
+    def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ok = first(i, j)
+        ok[ok] = then(i[ok], j[ok])
+        return ok
+
+    return test
+
+
+def over_floor(digest: np.ndarray, floor: int, exempt: np.ndarray | None = None) -> SlotFloor:
+    """A `floor` test for `candidate_pairs_counted`: the pairs (i, j) whose MinHash slot digests
     (`BandSketch.bands32_of(..., digest=)`) agree in at least `floor` slots (`minhash.agreement_floor`), or one of
     which is `exempt` (a bool per text: those holding CJK characters, `relation.has_cjk`, whose near copies differ
     in single characters and share too few 5-grams for the floor: 2 changed characters of a 20-character Chinese
     text: Indel 0.9, 33 of 128 slots agree)."""
-    if exempt is None or not exempt.any():
-        return lambda i, j: slot_agreement(digest, i, j) >= floor
-    return lambda i, j: (slot_agreement(digest, i, j) >= floor) | exempt[i] | exempt[j]
-
-
-def all_of(
-    *tests: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """A `keep` test true where every given one is (None ones are left out; None when none is given)."""
-    live = [t for t in tests if t is not None]
-    if len(live) <= 1:
-        return live[0] if live else None
-
-    def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        ok = live[0](i, j)
-        for t in live[1:]:
-            if ok.any():
-                ok[ok] &= t(i[ok], j[ok])
-        return ok
-
-    return test
+    return SlotFloor(digest, floor, exempt if exempt is not None and exempt.any() else None)
 
 
 # ---------------------------------------------------------------- candidates for the strict (short-text) rule
@@ -282,7 +428,8 @@ def text_pairs(
         say("near:sketch", a + len(chunk), n)
     cand, counts = candidate_pairs_counted(
         bands,
-        keep=all_of(over_floor(digest, agreement_floor(threshold, num_perm), cjk), strict.meet()),
+        floor=over_floor(digest, agreement_floor(threshold, num_perm), cjk),
+        keep=strict.meet(),
         report=lambda done, total: say("near:candidates", done, total),
     )
     del bands, digest, cjk
@@ -358,7 +505,7 @@ __all__ = [
     "MAX_VERIFY",
     "SMALL_BUCKET",
     "WINDOW",
-    "all_of",
+    "SlotFloor",
     "candidate_pairs_counted",
     "cap_candidates",
     "over_floor",

@@ -498,19 +498,18 @@ def _dedup_kind(
     if sketch is not None and k > 1:
         spos = order[surv]  # item positions of the survivors, in keep order
         floor = agreement_floor(float(near_threshold), num_perm)  # type: ignore[arg-type]
-        over = floor_test(digest, spos, floor, cjk[spos])  # (on disk: read per chunk of pairs)
+        # (resident: a `near.SlotFloor` tested as the pairs are met; on disk: rows read per chunk of pairs)
+        over = floor_test(digest, spos, floor, cjk[spos])
         del cjk
         flags = store.flags  # type: ignore[union-attr]
 
-        def alike(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-            """LSH pairs worth verifying, tested as they are found (a function of the two items alone): slot
-            agreement over the floor, then `parts_meet` (band keys of long parts, sketches of short ones)."""
-            ok = over(i, j)
-            ok[ok] = parts_meet(np.stack((i[ok], j[ok]), axis=1), spos, part_bands, flags, (sk_len, sk_crc))
-            return ok
+        def meet(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            """LSH pairs over the floor worth verifying, tested as they are folded (a function of the two items
+            alone): `parts_meet` (band keys of long parts, sketches of short ones)."""
+            return parts_meet(np.stack((i, j), axis=1), spos, part_bands, flags, (sk_len, sk_crc))
 
         bands = bands[spos]  # (the survivors' rows, in keep order: the full array is not held beside them)
-        cand, counts = candidate_pairs_counted(bands, keep=alike)
+        cand, counts = candidate_pairs_counted(bands, floor=over, keep=meet)
         digest.close(), part_bands.close()
         del bands, digest, part_bands, sk_len, sk_crc, over
         local = np.full(n, -1, dtype=np.int64)

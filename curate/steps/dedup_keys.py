@@ -324,7 +324,10 @@ def floor_test(
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """`near.over_floor(digest[items], floor, exempt)`, a RowFile on disk read per chunk of pairs:
     the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`). A resident
-    RowFile's rows are tested in place (no copy when `items` are its first rows in order)."""
+    RowFile's rows are tested in place (no copy when `items` are its first rows in order): a `near.SlotFloor`,
+    which `near.candidate_pairs_counted(floor=)` tests in its kernel as pairs are met. Rows on disk (past
+    `RowFile.RESIDENT`: ~1M records) are not read into memory for the kernel, which reads every row in every band:
+    they are tested on the distinct pairs of each fold, read per chunk as before."""
     if digest.resident:
         n = len(items)
         first = n <= len(digest) and bool((items == np.arange(n)).all())

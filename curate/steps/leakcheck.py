@@ -36,7 +36,7 @@ import orjson
 
 from curate.errors import InputError
 from curate.minhash import BandSketch, agreement_floor
-from curate.near import MAX_VERIFY, all_of, candidate_pairs_counted, cap_candidates, scored_pairs
+from curate.near import MAX_VERIFY, candidate_pairs_counted, cap_candidates, scored_pairs
 from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
@@ -189,7 +189,8 @@ def _blocks(
         bh,
         small=16,
         window=4,
-        keep=all_of(floor_test(digest, np.arange(n, dtype=np.int64), floor, cj), strict.meet()),
+        floor=floor_test(digest, np.arange(n, dtype=np.int64), floor, cj),
+        keep=strict.meet(),
     )
     digest.close()
     del bh, cj, digest
