@@ -528,3 +528,42 @@ def test_leak_pairs_of_short_texts_equal_brute_force(seed: int) -> None:
     want = leak_pairs(train, test, 0.8, brute=True)
     assert len(want) >= 10
     assert leak_pairs(train, test, 0.8) == want
+
+
+def _key_pairs_reference(pos: np.ndarray, key: np.ndarray, local: np.ndarray, max_run: int) -> np.ndarray:
+    """`near_short.key_pairs` as first written: every key through the pairing, shared or not."""
+    loc = local[pos]
+    ok = loc >= 0
+    loc, key = loc[ok], key[ok]
+    if len(loc) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    o = np.lexsort((loc, key))
+    loc, key = loc[o], key[o]
+    m = len(loc)
+    start = np.maximum.accumulate(np.where(np.concatenate(([True], key[1:] != key[:-1])), np.arange(m), 0))
+    at = np.arange(m)
+    out = []
+    for t in range(max_run):
+        q = start + t
+        ok = q < at
+        a, b = loc[q[ok]], loc[at[ok]]
+        out.append(np.stack((np.minimum(a, b), np.maximum(a, b)), axis=1))
+    got = np.unique(np.concatenate(out), axis=0)
+    return got[got[:, 0] != got[:, 1]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 6)), max_size=80),
+    st.integers(1, 5),
+    st.lists(st.integers(-1, 40), min_size=31, max_size=31),
+)
+def test_key_pairs_equal_the_reference(items: list[tuple[int, int]], max_run: int, local: list[int]) -> None:
+    """Keys held as arrays (`Keyed`) and the keys no two items share set aside first: the same pairs."""
+    from curate.near_short import Keyed, key_pairs
+
+    keyed = Keyed()
+    for p, h in items:
+        keyed.add(p, [h, h * 7 + 1])
+    loc = np.array(local, dtype=np.int64)
+    assert np.array_equal(key_pairs(keyed, loc, max_run), _key_pairs_reference(*keyed.arrays(), loc, max_run))
