@@ -40,7 +40,9 @@ def skeleton_keys(parts: Sequence[str]) -> list[int]:
     """Keys two items share whenever `relation.text_score`'s strict rule could call each of their parts (e.g.
     prompt and response, normalized) similar: the skeleton of all parts, and for each short part the same with one
     word (4+ letters, the only kind a typo may change) masked but its first letter. Exact candidates: the strict
-    rule loses no pair to LSH."""
+    rule loses no pair to LSH. With two or more short parts, one more key: every part's skeleton with every such word
+    masked in its short parts (a typo in each of two parts, "reset my pasword" / "sending the rest link", shares no
+    one-word mask)."""
     # the key of a token list is the sha256 of its tokens joined by \x1f, the parts by \x1e; a masked key differs
     # from the whole one in one token, so it is the whole text's bytes with that token's bytes replaced (utf-8
     # encodes code point by code point: the bytes of a join are the joined bytes of its pieces)
@@ -58,7 +60,23 @@ def skeleton_keys(parts: Sequence[str]) -> list[int]:
                     keys.append(_h64(b"m" + whole[:pos] + mask + whole[pos + len(e) :]))
                 pos += len(e) + 1
         at += sum(map(len, enc[side])) + max(len(enc[side]) - 1, 0) + 1
+    short = [is_short(p) for p in parts]
+    if sum(short) > 1:
+        keys.append(
+            _h64(
+                b"M"
+                + b"\x1e".join(
+                    "\x1f".join(_masked(toks) if s else toks).encode("utf-8", "surrogatepass")
+                    for toks, s in zip(sk, short)
+                )
+            )
+        )
     return keys
+
+
+def _masked(toks: Sequence[str]) -> list[str]:
+    """The tokens with every word a typo may change (4+ letters) cut to its first letter."""
+    return [t[0] + "\x00" if len(t) >= 4 and t.isalpha() else t for t in toks]
 
 
 class Keyed:
@@ -177,8 +195,7 @@ class ShortSketches:
 
 def masked_key(norm: str) -> int:
     """`ShortSketches`' key of one normalized text."""
-    toks = [t[0] + "\x00" if len(t) >= 4 and t.isalpha() else t for t in skeleton(norm)]
-    return _h64("\x1f".join(toks).encode("utf-8", "surrogatepass"))
+    return _h64("\x1f".join(_masked(skeleton(norm))).encode("utf-8", "surrogatepass"))
 
 
 __all__ = ["SHORT_CHARS", "Keyed", "ShortSketches", "key_pairs", "masked_key", "skeleton_keys"]

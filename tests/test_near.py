@@ -484,9 +484,27 @@ def _skeleton_keys_reference(parts: list[str]) -> list[int]:
 def test_skeleton_keys_equal_the_reference(parts: list[list[str]]) -> None:
     """The keys, made from the whole text's bytes with one token's replaced, are the definition's."""
     from curate.near_short import skeleton_keys
+    from curate.relation import is_short
 
     texts = [" ".join(p) for p in parts]
-    assert skeleton_keys(texts) == _skeleton_keys_reference(texts)
+    ref = _skeleton_keys_reference(texts)
+    got = skeleton_keys(texts)
+    assert got[: len(ref)] == ref  # (and one key more, all short parts masked, with two short parts or more)
+    assert len(got) == len(ref) + (sum(map(is_short, texts)) > 1)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_two_part_items_the_strict_rule_joins_share_a_skeleton_key(rnd: random.Random) -> None:
+    """Prompt and answer both short, each perhaps with a typo: when the strict rule joins both parts, the two items
+    share a skeleton key (a typo in each part shares no one-word mask: the all-masked key)."""
+    from curate.near_short import skeleton_keys
+    from curate.relation import is_short, text_score
+
+    a = [_short_text(rnd), _short_text(rnd)]
+    b = [_short_variant(rnd, t) if rnd.random() < 0.8 else t for t in a]
+    if all(map(is_short, a + b)) and all(text_score(x, y, 0.8) for x, y in zip(a, b)):
+        assert set(skeleton_keys(a)) & set(skeleton_keys(b)), (a, b)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
