@@ -79,7 +79,7 @@ def progress(stage, done, total=None):
     if stage != last[0]:
         last[0] = stage
         mark("=" + stage)
-build(sys.argv[1], sys.argv[2:-1], sys.argv[-1], progress=progress)
+build(sys.argv[1], sys.argv[2:-1], sys.argv[-1], progress=progress, engine=os.environ.get("CURATE_PROFILE_ENGINE", "local"))
 mark("done")
 """
 
@@ -99,9 +99,14 @@ def _status(pid: int) -> dict[str, int]:
         return {}
 
 
-def profile(inputs: list[Path], out: Path, every: float) -> dict:
+def profile(inputs: list[Path], out: Path, every: float, engine: str = "local") -> dict:
     code = f"MARKS = {MARKS!r}\n" + _CHILD
-    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "PATH": "/usr/bin:/bin",
+        "CURATE_PROFILE_ENGINE": engine,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(REPO / "specs" / "support-triage"), *map(str, inputs), str(out)],
         stderr=subprocess.PIPE,
@@ -180,6 +185,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the generated workload in --workdir")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="the build's engine (ray: the driver's memory)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(args.workdir or tmp) / f"{args.workload}-{args.n}"
@@ -190,7 +201,7 @@ def main() -> None:
                 (folder / "truth.json").write_text(json.dumps({"files": truth["files"]}))
         else:
             truth = json.loads((folder / "truth.json").read_text())
-        got = profile([folder / f for f in truth["files"]], Path(tmp) / "out", args.every)
+        got = profile([folder / f for f in truth["files"]], Path(tmp) / "out", args.every, args.engine)
         got["n"] = args.n
         got["workload"] = args.workload
     if args.json:

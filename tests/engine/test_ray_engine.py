@@ -5,6 +5,7 @@ A real local Ray (127.0.0.1, no dashboard, 2 CPUs) is started once for this modu
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from pathlib import Path
 
@@ -293,6 +294,9 @@ def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
         mapper.share(rows)
         blob = mapper._dumps(lambda t, threads: [rows[i].id for i in t])
         assert len(blob) < 2_000  # the rows travel as their positions, not pickled with the task
+        # the shared rows go to the object store compressed: its pages the driver writes are its memory
+        stored = mapper.ray.get(mapper._chunks[0])
+        assert 8 < len(stored) < len(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)) / 3
         tasks = [(k, (k * 7) % 50) for k in range(40)]
         got = list(mapper.map(lambda t, threads: [rows[i].id for i in t] + [threads], tasks, 40))
         assert got == [[rows[a].id, rows[b].id, 1] for a, b in tasks]
