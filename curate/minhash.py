@@ -302,6 +302,12 @@ def warm_kernels() -> None:
         digest.view(np.uint64),
         51,
         np.zeros(2, np.bool_),
+        True,
+        np.arange(2, dtype=np.int64),
+        np.zeros(2, np.uint8),
+        np.zeros((2, 2, 1), np.uint16),
+        np.zeros((2, 2), np.int32),
+        np.zeros((2, 2, 1), np.uint32),
         0,
         np.empty(16, np.int64),
     )

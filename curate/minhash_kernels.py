@@ -253,12 +253,47 @@ if _numba is not None:
                 nlow = min(nlow + 1, window)
         return nlow
 
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _parts_ok(x, y, items, pflags, pbands, sk_len, sk_crc):  # pragma: no cover - compiled
+        """`near.PartsTest` of records x and y (dedup's `parts_meet`): items[x], items[y] are their rows of the
+        part arrays; a part long in both (its bit clear in pflags of both) needs one equal band key of
+        pbands[., part]; a part short in both (sk_len >= 0 in both) needs equal token counts and at most one
+        sk_crc piece different. sk_len of one row only: no sketch test."""
+        a = items[x]
+        b = items[y]
+        either = pflags[a] | pflags[b]
+        for part in range(2):
+            if (either & (part + 1)) == 0:
+                meet = False
+                for k in range(pbands.shape[2]):
+                    if pbands[a, part, k] == pbands[b, part, k]:
+                        meet = True
+                        break
+                if not meet:
+                    return False
+            if sk_len.shape[0] > 1:
+                la = sk_len[a, part]
+                lb = sk_len[b, part]
+                if la >= 0 and lb >= 0:
+                    if la != lb:
+                        return False
+                    differ = 0
+                    for k in range(sk_crc.shape[2]):
+                        if sk_crc[a, part, k] != sk_crc[b, part, k]:
+                            differ += 1
+                    if differ > 1:
+                        return False
+        return True
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
-    def _band_pairs_kernel(order, key, small, window, words, floor, exempt, p0, out):  # pragma: no cover
+    def _band_pairs_kernel(
+        order, key, small, window, words, floor, exempt, parts, items, pflags, pbands, sk_len, sk_crc, p0, out
+    ):  # pragma: no cover
         """The pair codes (min * n + max) one band of `near.candidate_pairs_counted` emits, those over the floor
         (`near.SlotFloor`: at least `floor` slots agree, `_agree` over `words`, the digest rows as uint64 words, or
-        `exempt` holds one of the two), from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the
-        band is done). `order`: the band's sort of the n records, `key` their band keys in that order.
+        `exempt` holds one of the two) and, with `parts`, that pass `_parts_ok` (the floor's `near.PartsTest`),
+        from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the band is
+        done). `order`: the band's sort of the n records, `key` their band keys in that order.
 
         The pairs of the numpy reference, each as often: a bucket (a run of equal keys) of up to `small` members
         pairs every two; in a larger one each member meets its `window` next members in `order` and those of the
@@ -293,6 +328,8 @@ if _numba is not None:
                 if (
                     (_agree(words, x, y) >= floor) | exempt[x] | exempt[y]
                 ):  # (no branch before the count: 1.7x)
+                    if parts and not _parts_ok(x, y, items, pflags, pbands, sk_len, sk_crc):
+                        continue
                     out[w] = min(x, y) * nn + max(x, y)
                     w += 1
             if e - s > small:
@@ -301,6 +338,8 @@ if _numba is not None:
                     if y >= x:
                         break
                     if (_agree(words, y, x) >= floor) | exempt[x] | exempt[y]:
+                        if parts and not _parts_ok(y, x, items, pflags, pbands, sk_len, sk_crc):
+                            continue
                         out[w] = y * nn + x
                         w += 1
             p += 1

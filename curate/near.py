@@ -73,8 +73,9 @@ def candidate_pairs_counted(
     they outrank its other twins and a family of hundreds of twins still collapses to one). A `floor` that is a
     `SlotFloor` (what `over_floor` returns) is tested in a compiled kernel as each band's pairs are met
     (`minhash_kernels._band_pairs_kernel`), so that only the pairs over it are counted and folded (on templated
-    text ~250 pairs a record are met and 99.9% of them are under the floor); the same pairs and counts as
-    `keep=floor` (a test of the pair alone gives the same answer for each time it is met; tests compare the two,
+    text ~250 pairs a record are met and 99.9% of them are under the floor), with its `parts` test when it has one
+    (dedup's `parts_meet` as a `PartsTest`: short prompts with templated answers meet ~200 pairs a record over the
+    floor that it rejects); the same pairs and counts as `keep=floor` (a test of the pair alone gives the same answer for each time it is met; tests compare the two,
     `test_fused_floor_equals_the_numpy_reference`); `threads` (None: `minhash._threads(n)`) bands are made at a
     time (the compiled sort and kernel release the GIL), each band's kept pairs folded in band order. Any other
     `floor` (e.g. `dedup_keys.floor_test` over rows on disk) is tested as `keep` is, on the distinct pairs of each
@@ -175,13 +176,32 @@ def _floored(
     )
     if len(words) < n or len(exempt) < n:
         raise ValueError(f"a SlotFloor of {len(words)} digests and {len(exempt)} flags for {n} records")
+    pt = floor.parts
+    if pt is None:  # (the kernel's types either way: one compiled kernel)
+        parts = (np.zeros(1, np.int64), np.zeros(1, np.uint8), np.zeros((1, 2, 1), np.uint16))
+        sketch = (np.zeros((1, 2), np.int32), np.zeros((1, 2, 1), np.uint32))
+    else:
+        if len(pt.items) < n:
+            raise ValueError(f"a PartsTest of {len(pt.items)} items for {n} records")
+        parts = (
+            np.ascontiguousarray(pt.items, np.int64),
+            np.ascontiguousarray(pt.flags, np.uint8),
+            np.ascontiguousarray(pt.part_bands, np.uint16),
+        )
+        sketch = (np.zeros((1, 2), np.int32), np.zeros((1, 2, 1), np.uint32))
+        if pt.sk_len is not None:
+            sketch = (np.ascontiguousarray(pt.sk_len, np.int32), np.ascontiguousarray(pt.sk_crc, np.uint32))
+            if len(sketch[0]) < 2:  # (one row means "no sketch test" to the kernel)
+                sketch = (np.concatenate((sketch[0], sketch[0])), np.concatenate((sketch[1], sketch[1])))
 
     def codes(order: np.ndarray, key: np.ndarray) -> Iterator[np.ndarray]:
         out = np.empty(max(_FLOORED_CHUNK, small, 2 * window + 1), dtype=np.int64)  # (one a call: threads)
         order, key = np.ascontiguousarray(order, np.int64), np.ascontiguousarray(key)
         at = 0
         while at < n:
-            wrote, at = _band_pairs_kernel(order, key, small, window, words, at_least, exempt, at, out)
+            wrote, at = _band_pairs_kernel(
+                order, key, small, window, words, at_least, exempt, pt is not None, *parts, *sketch, at, out
+            )
             if wrote:
                 yield out[:wrote].copy()
 
@@ -226,12 +246,14 @@ def _words(digest: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
 
 def _fusable(floor: Any) -> TypeGuard[SlotFloor]:
     """Whether `floor` is tested in `_band_pairs_kernel`: a `SlotFloor` of uint8 slots, at most 2040 a row."""
+    parts = floor.parts if isinstance(floor, SlotFloor) else None
     return (
         _band_pairs_kernel is not None
         and isinstance(floor, SlotFloor)
         and floor.digest.dtype == np.uint8
         and floor.digest.ndim == 2
         and floor.digest.shape[1] <= 2040
+        and (parts is None or (isinstance(parts.part_bands, np.ndarray) and parts.part_bands.ndim == 3))
     )
 
 
@@ -298,18 +320,72 @@ def _fold(
     return u, c.astype(np.int64)
 
 
+class PartsTest(NamedTuple):
+    """Dedup's `parts_meet` over arrays in memory, a test of the pair alone: records i and j are rows `items[i]`,
+    `items[j]` of the part arrays. `flags` (uint8 a row): bit 1 the prompt is short, bit 2 the answer; `part_bands`
+    ((rows, 2, w) uint16): each part's permissive band keys; a part long in both records needs one equal band key.
+    `sk_len` ((rows, 2) int32, -1 where the part is long) and `sk_crc` ((rows, 2, pieces) uint32): a part short in
+    both needs equal token counts and at most one piece different (`relation.strict_may_match`); None: no such
+    test. `__call__` is the numpy reference of `minhash_kernels._parts_ok`."""
+
+    items: np.ndarray
+    flags: np.ndarray
+    part_bands: np.ndarray
+    sk_len: np.ndarray | None = None
+    sk_crc: np.ndarray | None = None
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        x, y = self.items[i], self.items[j]
+        return parts_agree(self.flags[x] | self.flags[y], self.part_bands, x, self.part_bands, y, self, x, y)
+
+
+def parts_agree(
+    either: np.ndarray,
+    px: np.ndarray,
+    bx: np.ndarray,
+    py: np.ndarray,
+    by: np.ndarray,
+    sketches: Any,
+    sx: np.ndarray,
+    sy: np.ndarray,
+) -> np.ndarray:
+    """`PartsTest` of pairs whose flags or'ed are `either`, part band keys px[bx] and py[by], and (when
+    `sketches.sk_len` is not None) skeleton sketches at rows sx and sy: one function for `PartsTest` and dedup's
+    `parts_meet` (whose rows may be read from disk per chunk)."""
+    keep = np.ones(len(either), dtype=bool)
+    sk_len, sk_crc = sketches.sk_len, sketches.sk_crc
+    for part, bit in ((0, 1), (1, 2)):
+        judged = (either & bit) == 0
+        if judged.any():
+            meet = (px[bx, part] == py[by, part]).any(axis=1)
+            keep &= ~judged | meet
+        if sk_len is not None:
+            lx, ly = sk_len[sx, part], sk_len[sy, part]
+            both = (lx >= 0) & (ly >= 0)  # short in both records: the strict rule judges them
+            if both.any():
+                differ = (sk_crc[sx, part] != sk_crc[sy, part]).sum(axis=1)
+                keep &= ~both | ((lx == ly) & (differ <= 1))
+    return keep
+
+
 class SlotFloor(NamedTuple):
     """A `floor` test for `candidate_pairs_counted` (`over_floor` makes it): the pairs (i, j) whose MinHash slot
     digests (`BandSketch.bands32_of(..., digest=)`, an (n, num_perm) uint8 array) agree in at least `floor` slots
-    (`minhash.agreement_floor`), or one of which is `exempt` (a bool per text, or None: no text)."""
+    (`minhash.agreement_floor`), or one of which is `exempt` (a bool per text, or None: no text); and, with
+    `parts`, that pass it too (dedup's `parts_meet`, tested in the same kernel as the floor)."""
 
     digest: np.ndarray
     floor: int
     exempt: np.ndarray | None = None
+    parts: PartsTest | None = None
 
     def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         ok = slot_agreement(self.digest, i, j) >= self.floor
-        return ok if self.exempt is None else ok | self.exempt[i] | self.exempt[j]
+        if self.exempt is not None:
+            ok |= self.exempt[i] | self.exempt[j]
+        if self.parts is not None and ok.any():
+            ok[ok] = self.parts(i[ok], j[ok])
+        return ok
 
 
 def _both(

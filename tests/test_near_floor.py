@@ -128,3 +128,64 @@ def test_band_order_is_the_lexsort(case: tuple[np.ndarray, np.ndarray, int, np.n
     want = np.lexsort((np.arange(n, dtype=np.int64), *others, col32[:, band]))
     order, key = near._band_order(col32, band)
     assert np.array_equal(order, want) and np.array_equal(key, col32[want, band])
+
+
+@st.composite
+def parts_tests(draw: st.DrawFn, n: int) -> near.PartsTest:
+    """A `near.PartsTest` for n records over m >= n rows (items: n distinct rows in any order), few distinct band
+    keys and sketch pieces (parts meet and miss), short and long parts in every mix, with or without sketches."""
+    m = n + draw(st.integers(0, 5))
+    items = np.array(draw(st.permutations(range(m)))[:n], dtype=np.int64)
+    flags = draw(arrays(np.uint8, (m,), elements=st.integers(0, 3)))
+    width = draw(st.integers(1, 4))
+    part_bands = draw(arrays(np.uint16, (m, 2, width), elements=st.integers(0, draw(st.integers(0, 3)))))
+    if not draw(st.booleans()):
+        return near.PartsTest(items, flags, part_bands)
+    pieces = draw(st.integers(1, 4))
+    sk_len = draw(arrays(np.int32, (m, 2), elements=st.integers(-1, 2)))
+    sk_crc = draw(arrays(np.uint32, (m, 2, pieces), elements=st.integers(0, 2)))
+    return near.PartsTest(items, flags, part_bands, sk_len, sk_crc)
+
+
+def _parts_brute(pt: near.PartsTest, i: int, j: int) -> bool:
+    """dedup's parts rule for one pair, written out: a part long in both records shares a band key; a part short in
+    both has equal token counts and at most one sketch piece different."""
+    a, b = int(pt.items[i]), int(pt.items[j])
+    for part in (0, 1):
+        long_in_both = not (int(pt.flags[a]) | int(pt.flags[b])) & (part + 1)
+        if long_in_both and not any(x == y for x, y in zip(pt.part_bands[a, part], pt.part_bands[b, part])):
+            return False
+        if pt.sk_len is not None and pt.sk_len[a, part] >= 0 and pt.sk_len[b, part] >= 0:
+            differ = sum(int(x != y) for x, y in zip(pt.sk_crc[a, part], pt.sk_crc[b, part]))
+            if pt.sk_len[a, part] != pt.sk_len[b, part] or differ > 1:
+                return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(band_matrices(), st.data(), st.integers(0, 9), st.integers(0, 5), st.sampled_from([1, 7, 1 << 18]))
+def test_parts_in_the_kernel_equal_the_numpy_reference_and_the_rule(
+    case: tuple[np.ndarray, np.ndarray, int, np.ndarray | None], data, small: int, window: int, chunk: int
+) -> None:
+    """dedup's parts test passed with the floor (`SlotFloor(parts=)`) is tested in the kernel as pairs are met: the
+    same pairs and counts as the numpy reference on the distinct pairs of each fold, and each pair's decision is
+    the rule written out per pair (`_parts_brute`); `steps.dedup.parts_meet` gives the same decisions."""
+    from curate.steps.dedup import parts_meet
+
+    bh, digest, floor, exempt = case
+    pt = data.draw(parts_tests(len(bh)))
+    test = near.SlotFloor(digest, floor, exempt, pt)
+    assert near._fusable(test)
+    with mock.patch.object(near, "_FLOORED_CHUNK", chunk):
+        got = near.candidate_pairs_counted(bh, small=small, window=window, floor=test, threads=1)
+    want = near.candidate_pairs_counted(bh, small=small, window=window, keep=test)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    met = near.candidate_pairs_counted(
+        bh, small=small, window=window, floor=near.SlotFloor(digest, floor, exempt)
+    )
+    pairs = met[0]
+    brute = np.array([_parts_brute(pt, int(i), int(j)) for i, j in pairs], dtype=bool)
+    assert np.array_equal(pt(pairs[:, 0], pairs[:, 1]), brute)
+    sk = None if pt.sk_len is None else (pt.sk_len, pt.sk_crc)
+    assert np.array_equal(parts_meet(pairs, pt.items, pt.part_bands, pt.flags, sk), brute)
+    assert np.array_equal(got[0], pairs[brute]) and np.array_equal(got[1], met[1][brute])

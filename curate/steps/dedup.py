@@ -59,8 +59,11 @@ import numpy as np
 from curate.minhash import agreement_floor
 from curate.near import (
     MAX_VERIFY,
+    PartsTest,
+    SlotFloor,
     candidate_pairs_counted,
     cap_candidates,
+    parts_agree,
 )
 from curate.near_short import key_pairs
 from curate.records import PreferenceRecord, SFTRecord
@@ -271,6 +274,7 @@ def parts_meet(
     if isinstance(part_bands, RowFile) and part_bands.resident:  # (in memory: index the rows in place)
         part_bands = part_bands.rows
     step = part_bands.chunk(2 * _MEET_CHUNK) // 2 if isinstance(part_bands, RowFile) else _MEET_CHUNK
+    sk = PartsTest(items, flags, part_bands, *(sketches or (None, None)))  # type: ignore[arg-type]
     for a in range(0, len(cand), step):
         c = cand[a : a + step]
         x, y = items[c[:, 0]], items[c[:, 1]]
@@ -280,17 +284,7 @@ def parts_meet(
             got = part_bands.take(np.concatenate((x, y)))
             px, py, bx = got[: len(x)], got[len(x) :], np.arange(len(x))
             by = bx
-        for part, bit in ((0, 1), (1, 2)):
-            judged = (either & bit) == 0
-            if judged.any():
-                meet = (px[bx, part] == py[by, part]).any(axis=1)  # type: ignore[index]
-                keep[a : a + len(c)] &= ~judged | meet
-            if sketches is not None:
-                lx, ly = sketches[0][x, part], sketches[0][y, part]
-                both = (lx >= 0) & (ly >= 0)  # short in both records: the strict rule judges them
-                if both.any():
-                    differ = (sketches[1][x, part] != sketches[1][y, part]).sum(axis=1)
-                    keep[a : a + len(c)] &= ~both | ((lx == ly) & (differ <= 1))
+        keep[a : a + len(c)] = parts_agree(either, px, bx, py, by, sk, x, y)  # type: ignore[arg-type]
     return keep
 
 
@@ -508,8 +502,13 @@ def _dedup_kind(
             alone): `parts_meet` (band keys of long parts, sketches of short ones)."""
             return parts_meet(np.stack((i, j), axis=1), spos, part_bands, flags, (sk_len, sk_crc))
 
+        keep: Any = meet
+        if isinstance(over, SlotFloor) and part_bands.resident:  # the same test in the floor's kernel, as the
+            # pairs are met: short prompts with templated answers meet ~200 pairs a record over the floor, and
+            # parts_meet keeps one in 2,000 of them (folding them first: ~200 MB at 200k records)
+            over, keep = over._replace(parts=PartsTest(spos, flags, part_bands.rows, sk_len, sk_crc)), None
         bands = bands[spos]  # (the survivors' rows, in keep order: the full array is not held beside them)
-        cand, counts = candidate_pairs_counted(bands, floor=over, keep=meet)
+        cand, counts = candidate_pairs_counted(bands, floor=over, keep=keep)
         digest.close(), part_bands.close()
         del bands, digest, part_bands, sk_len, sk_crc, over
         local = np.full(n, -1, dtype=np.int64)
