@@ -74,6 +74,7 @@ from curate.engine.rows import (  # noqa: F401 (re-exported: the build and tests
     keep_priority,
     materialize,
     materialize_plain,
+    one_user_turn,
     prompt_key,
     read_objs,
     response_text,
@@ -355,6 +356,9 @@ def _fast_chunk(
     append = out.append
     norms: list[str] = []  # with val.keep_keys: the split's keys of the lines up to the last fast one
     pks: list[str] = []
+    ones = (
+        bytearray()
+    )  # with val.keep_keys: 1 where a fast line's prompt has one user turn (rows.one_user_turn)
     slow: list[tuple[int, Any, Any]] = []  # object lines for the record path
     for no in range(a + 1, b + 1):
         raw = data[starts[no - 1] - base : starts[no] - base]
@@ -389,8 +393,10 @@ def _fast_chunk(
         while len(norms) < no - a - 1:  # lines before this one that are not fast
             norms.append("")
             pks.append(_NO_KEY)
+            ones.append(0)
         norms.append(norm)
         pks.append(pk)
+        ones.append(one_user_turn(kind, obj))
     if slow:
         made: list[Any] | None = [] if ks is not None or val.keep_keys else None
         for no, lines in rp.lines(slow, val, made).items():
@@ -404,7 +410,9 @@ def _fast_chunk(
                 while len(norms) <= j:  # (a lane row's line is not a fast one: no key of it yet)
                     norms.append("")
                     pks.append(_NO_KEY)
+                    ones.append(0)
                 norms[j], pks[j] = _keys_of(kind, obj)
+                ones[j] = one_user_turn(kind, obj)
     dd = (item_keys(items, ks, 1), places) if items else None
     if not val.keep_keys:
         return out, None, dd
@@ -413,7 +421,7 @@ def _fast_chunk(
     for t in norms:
         total += len(t)
         offsets.append(total)
-    return out, ("".join(norms), offsets, "".join(pks)), dd
+    return out, ("".join(norms), offsets, "".join(pks), bytes(ones)), dd
 
 
 def _pooled_verdicts(

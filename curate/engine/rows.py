@@ -333,11 +333,13 @@ class _ChunkKeys:
     `dedup_keys.TextSpool`) the texts are appended to it as UTF-8 and read back by `get` (os.pread): the chunk then
     holds their byte offsets, not the texts (~250-600 bytes a row from the read to the split)."""
 
-    __slots__ = ("at", "first", "offsets", "prompt_keys", "spool", "texts")
+    __slots__ = ("at", "first", "offsets", "one_turn", "prompt_keys", "spool", "texts")
 
-    def __init__(self, first: int, payload: tuple[str, array, str], spool: Any = None) -> None:
+    def __init__(self, first: int, payload: tuple[Any, ...], spool: Any = None) -> None:
         self.first = first
-        self.texts, self.offsets, self.prompt_keys = payload
+        self.texts, self.offsets, self.prompt_keys = payload[:3]
+        # (payload[3]: a byte a line, 1 where the line's prompt has one user turn: `one_user_turn`)
+        self.one_turn: bytes = payload[3] if len(payload) > 3 else b""
         self.spool = spool
         self.at = 0
         if spool is not None:
@@ -354,13 +356,19 @@ class _ChunkKeys:
             self.at = spool.append(blob)
             self.texts = ""
 
-    def get(self, line: int) -> tuple[str, str]:
+    def get(self, line: int) -> tuple[str, str] | tuple[str, str, bool]:
+        """`split_keys` of the row at `line`, and True third when its prompt has one user turn (known: the split
+        reads its user turns as `(its normalized user text,)`)."""
         i = line - self.first
         a, b = self.offsets[i], self.offsets[i + 1]
         pk = self.prompt_keys[16 * i : 16 * i + 16]
         if self.spool is None:
-            return self.texts[a:b], pk
-        return os.pread(self.spool.fd, b - a, self.at + a).decode("utf-8", "surrogatepass"), pk
+            text = self.texts[a:b]
+        else:
+            text = os.pread(self.spool.fd, b - a, self.at + a).decode("utf-8", "surrogatepass")
+        if i < len(self.one_turn) and self.one_turn[i]:
+            return text, pk, True
+        return text, pk
 
 
 def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
@@ -389,6 +397,16 @@ def _keys_of(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
     """split_keys of a fast row's object: (normalized user text, prompt key)."""
     turns, user = _prompt_turns(kind, obj)
     return user, _digest_norm([x for role, norm in turns for x in (role, norm)])
+
+
+def one_user_turn(kind: str, obj: dict[str, Any]) -> bool:
+    """Whether a fast row's prompt holds exactly one user turn: its user turns are then `(its normalized user
+    text,)` (`split_keys`' first key; `steps.spill.spill_turns` need not read the line again)."""
+    return sum(m["role"] == "user" for m in _prompt_msgs_of(kind, obj)) == 1
+
+
+def _prompt_msgs_of(kind: str, obj: dict[str, Any]) -> list[dict[str, str]]:
+    return obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # (== _prompt_msgs)
 
 
 def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:

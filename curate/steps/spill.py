@@ -237,16 +237,23 @@ def spill_turns(
     norms: TextSpill,
     key_of: Callable[[str], bytes],
     normalize: Callable[[str], str],
+    one_turn: np.ndarray | None = None,
 ) -> SpilledTurns:
     """The `SpilledTurns` of `rows`, read `SPILL_CHUNK` rows at a time by `read_turns` and normalized; `keys[i]`
-    (an (n, 2) uint64 row) is `key_of` (16 bytes) of row i's normalized user text, which is `norms[i]`."""
+    (an (n, 2) uint64 row) is `key_of` (16 bytes) of row i's normalized user text, which is `norms[i]`. A row
+    where `one_turn` (a bool per row) is True has one user turn, whose normal form is then its normalized user
+    text: `(norms[i],)`, not read (the read's workers saw its line: `rows.one_user_turn`)."""
     n = len(rows)
     out = SpilledTurns(n, norms)
     for a in range(0, n, SPILL_CHUNK):
         idx: list[int] = []
         joined: list[str] = []
-        for k, ts in enumerate(read_turns(rows[a : a + SPILL_CHUNK])):
-            i = a + k
+        b = min(n, a + SPILL_CHUNK)
+        at = range(a, b) if one_turn is None else (a + np.flatnonzero(~one_turn[a:b])).tolist()
+        if not at:
+            continue
+        part = rows[a:b] if len(at) == b - a else [rows[i] for i in at]
+        for i, ts in zip(at, read_turns(part)):
             tt = [normalize(t) for t in ts]
             if not tt:
                 out.kind[i] = 2

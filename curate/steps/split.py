@@ -194,7 +194,11 @@ def split_rows(
         for part in buf:
             part.clear()
 
-    for i, (norm, pk) in zip(order, got):
+    one_turn = np.zeros(n, dtype=bool)  # rows whose user turns are known to be (norm,): not read again below
+    for i, kk in zip(order, got):
+        norm, pk = kk[0], kk[1]
+        if len(kk) > 2:  # (keys the read's workers made: `rows._ChunkKeys.get`)
+            one_turn[i] = kk[2]
         pkeys[i] = pk
         buf[0].append(i)
         buf[1].append(norm)
@@ -237,8 +241,9 @@ def split_rows(
     del pos, linked
     # every row's normalized user turns, read once: the prefix links below and the leakage check after the split
     turns_of = spill_turns(
-        recs, turns or (lambda rs: [(text(r),) for r in rs]), ukey, norms, _ekey, normalize_text
+        recs, turns or (lambda rs: [(text(r),) for r in rs]), ukey, norms, _ekey, normalize_text, one_turn
     )
+    del one_turn
     ukey = ukey[:0]  # (no longer needed)
     link_idx += _prefix_links(n, turns_of, near_threshold)
     (res, make_lock), (side_of, *_) = _split_arrays(

@@ -527,7 +527,13 @@ def test_lane_rows_fused_dedup_keys(tmp_path, monkeypatch):
         stored = sum(1 for r in rows if r.keys is not None and type(r.src) is C.RecordStore)
         assert stored == len((tmp_path / "lanes.log").read_text().split())
         expect = [C.split_keys(r) for r in rows]
-        assert list(local_map.split_keys_all(rows)) == expect and all(r.keys is None for r in rows)
+        one = [len(C.user_turns(r)) == 1 for r in rows]
+        made = [r.keys is not None for r in rows]
+        got = list(local_map.split_keys_all(rows))
+        assert [g[:2] for g in got] == expect and all(r.keys is None for r in rows)
+        # a third value: True where the workers saw one user turn (the split then reads no user turns of the row)
+        assert [len(g) == 3 for g in got] == [m and o for m, o in zip(made, one)]
+        assert all(g[2] is True for g in got if len(g) == 3)
         for row in rows:
             got = local_map.RowAccess.fused(row)
             if got is None:
