@@ -191,12 +191,27 @@ def main() -> None:
         default="local",
         help="the build's engine (ray: the driver's memory)",
     )
+    ap.add_argument("--input", type=Path, action="append", help="build these files instead of a workload")
     args = ap.parse_args()
+    if args.input:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            got = profile(args.input, Path(tmp) / "out", args.every, args.engine)
+        args.workload, args.n = ",".join(p.name for p in args.input), 0
+        got["n"], got["workload"] = 0, args.workload
+    else:
+        got = _workload(args)
+    if args.json:
+        print(json.dumps(got))
+        return
+    _table(args, got)
+
+
+def _workload(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(args.workdir or tmp) / f"{args.workload}-{args.n}"
         if not (folder / "truth.json").is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            truth = bench_build.WORKLOADS[args.workload](folder, args.n)
+            truth = __import__("bench_build").WORKLOADS[args.workload](folder, args.n)
             if args.keep:
                 (folder / "truth.json").write_text(json.dumps({"files": truth["files"]}))
         else:
@@ -204,9 +219,10 @@ def main() -> None:
         got = profile([folder / f for f in truth["files"]], Path(tmp) / "out", args.every, args.engine)
         got["n"] = args.n
         got["workload"] = args.workload
-    if args.json:
-        print(json.dumps(got))
-        return
+    return got
+
+
+def _table(args: argparse.Namespace, got: dict) -> None:
     print(
         f"{args.workload} n={args.n}: wall {got['wall_s']} s, peak (VmHWM) {got['peak_hwm_mb']} MB in {got['peak_tag']}"
     )
