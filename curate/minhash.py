@@ -302,6 +302,7 @@ def warm_kernels() -> None:
         digest.view(np.uint64),
         51,
         np.zeros(2, np.bool_),
+        -1,
         True,
         np.arange(2, dtype=np.int64),
         np.zeros(2, np.uint8),

@@ -287,11 +287,28 @@ if _numba is not None:
 
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _band_pairs_kernel(
-        order, key, small, window, words, floor, exempt, parts, items, pflags, pbands, sk_len, sk_crc, p0, out
+        order,
+        key,
+        small,
+        window,
+        words,
+        floor,
+        exempt,
+        cross,
+        parts,
+        items,
+        pflags,
+        pbands,
+        sk_len,
+        sk_crc,
+        p0,
+        out,
     ):  # pragma: no cover
         """The pair codes (min * n + max) one band of `near.candidate_pairs_counted` emits, those over the floor
         (`near.SlotFloor`: at least `floor` slots agree, `_agree` over `words`, the digest rows as uint64 words, or
-        `exempt` holds one of the two) and, with `parts`, that pass `_parts_ok` (the floor's `near.PartsTest`),
+        `exempt` holds one of the two), with `cross` >= 0 only those of one record below `cross` and one not (the
+        floor's `cross`: the leakage check's training x held-out pairs; no slot is compared for the others), and,
+        with `parts`, that pass `_parts_ok` (the floor's `near.PartsTest`),
         from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the band is
         done). `order`: the band's sort of the n records, `key` their band keys in that order.
 
@@ -325,6 +342,8 @@ if _numba is not None:
             last = e if e - s <= small else min(e, p + window + 1)
             for q in range(p + 1, last):
                 y = order[q]
+                if cross >= 0 and (x < cross) == (y < cross):
+                    continue
                 if (
                     (_agree(words, x, y) >= floor) | exempt[x] | exempt[y]
                 ):  # (no branch before the count: 1.7x)
@@ -337,6 +356,8 @@ if _numba is not None:
                     y = low[t]
                     if y >= x:
                         break
+                    if cross >= 0 and (x < cross) == (y < cross):
+                        continue
                     if (_agree(words, y, x) >= floor) | exempt[x] | exempt[y]:
                         if parts and not _parts_ok(y, x, items, pflags, pbands, sk_len, sk_crc):
                             continue

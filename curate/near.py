@@ -200,7 +200,19 @@ def _floored(
         at = 0
         while at < n:
             wrote, at = _band_pairs_kernel(
-                order, key, small, window, words, at_least, exempt, pt is not None, *parts, *sketch, at, out
+                order,
+                key,
+                small,
+                window,
+                words,
+                at_least,
+                exempt,
+                int(floor.cross),
+                pt is not None,
+                *parts,
+                *sketch,
+                at,
+                out,
             )
             if wrote:
                 yield out[:wrote].copy()
@@ -372,17 +384,22 @@ class SlotFloor(NamedTuple):
     """A `floor` test for `candidate_pairs_counted` (`over_floor` makes it): the pairs (i, j) whose MinHash slot
     digests (`BandSketch.bands32_of(..., digest=)`, an (n, num_perm) uint8 array) agree in at least `floor` slots
     (`minhash.agreement_floor`), or one of which is `exempt` (a bool per text, or None: no text); and, with
-    `parts`, that pass it too (dedup's `parts_meet`, tested in the same kernel as the floor)."""
+    `parts`, that pass it too (dedup's `parts_meet`, tested in the same kernel as the floor). With `cross` >= 0,
+    only pairs of one record below `cross` and one not (the leakage check: training texts first, and only a training
+    x held-out pair can be a leak)."""
 
     digest: np.ndarray
     floor: int
     exempt: np.ndarray | None = None
     parts: PartsTest | None = None
+    cross: int = -1
 
     def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         ok = slot_agreement(self.digest, i, j) >= self.floor
         if self.exempt is not None:
             ok |= self.exempt[i] | self.exempt[j]
+        if self.cross >= 0:
+            ok &= (i < self.cross) != (j < self.cross)
         if self.parts is not None and ok.any():
             ok[ok] = self.parts(i[ok], j[ok])
         return ok

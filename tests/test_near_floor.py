@@ -44,6 +44,7 @@ def band_matrices(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, np.ndar
     st.sampled_from([3, 50, 4_000_000]),
     st.booleans(),
     st.sampled_from([1, 2, 3]),
+    st.integers(-1, 95),
 )
 def test_fused_floor_equals_the_numpy_reference(
     case: tuple[np.ndarray, np.ndarray, int, np.ndarray | None],
@@ -53,9 +54,12 @@ def test_fused_floor_equals_the_numpy_reference(
     merge: int,
     rest: bool,
     threads: int,
+    cross: int,
 ) -> None:
     bh, digest, floor, exempt = case
-    test = near.SlotFloor(digest, floor, exempt)
+    test = near.SlotFloor(
+        digest, floor, exempt, cross=cross
+    )  # (cross >= 0: pairs of one index below it only)
     # a further test of the pair (dedup's parts_meet)
     then = (lambda i, j: (i * 7 + j) % 3 != 0) if rest else None
 
@@ -80,6 +84,12 @@ def test_fused_floor_equals_the_numpy_reference(
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     assert got[0].dtype == got[1].dtype == np.int64 and got[0].shape == (len(got[1]), 2)
     assert heard["fused"] == heard["numpy"]
+    if cross >= 0:  # exactly the pairs across `cross` of the call without it, with their counts
+        whole = near.candidate_pairs_counted(
+            bh, small=small, window=window, floor=test._replace(cross=-1), keep=then, threads=threads
+        )
+        across = (whole[0][:, 0] < cross) != (whole[0][:, 1] < cross)
+        assert np.array_equal(got[0], whole[0][across]) and np.array_equal(got[1], whole[1][across])
 
 
 def test_a_floor_of_zero_keeps_every_pair_met_and_over_floor_is_fused() -> None:

@@ -18,7 +18,9 @@ when it shares one):
   `curate leakage A B` (`loose=True`, nothing before it) bands for 0.5 and 128 candidates a text; a candidate
   whose character 5-gram MinHash slots agree less than `minhash.agreement_floor` (51 of 128 at 0.8, 27 at 0.5)
   is not compared: the floor the grouping applies, a function of the pair (3-gram Jaccard cannot tell templated
-  letters apart: unrelated ones agree in ~60% of 3-gram slots, as much as a near pair).
+  letters apart: unrelated ones agree in ~60% of 3-gram slots, as much as a near pair). Only training x held-out
+  pairs are met (`near.SlotFloor.cross`): a text's candidates are all of the other side, so the cap keeps every
+  cross pair it kept when pairs of one side competed for the same places, and more;
   scripts/bench_dedup.py measures both against brute force;
 - with `brute=True` (tests, small data): every pair.
 """
@@ -36,7 +38,7 @@ import orjson
 
 from curate.errors import InputError
 from curate.minhash import BandSketch, agreement_floor
-from curate.near import MAX_VERIFY, candidate_pairs_counted, cap_candidates, scored_pairs
+from curate.near import MAX_VERIFY, SlotFloor, candidate_pairs_counted, cap_candidates, scored_pairs
 from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
@@ -184,14 +186,12 @@ def _blocks(
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     del keyed
     bh, cj = cols.pop("bands")[:n], cols.pop("cjk")[:n]
-    floor = agreement_floor(lsh_threshold, 128)
-    lsh, counts = candidate_pairs_counted(
-        bh,
-        small=16,
-        window=4,
-        floor=floor_test(digest, np.arange(n, dtype=np.int64), floor, cj),
-        keep=strict.meet(),
-    )
+    over: Any = floor_test(digest, np.arange(n, dtype=np.int64), agreement_floor(lsh_threshold, 128), cj)
+    # only training x held-out pairs are met (no other pair can be a leak): tested in the kernel with the floor, so
+    # a text's candidates (capped below) are all of the other side, and the pairs of one side (a family of
+    # templated CJK texts, which the floor does not filter) are never folded
+    over = over._replace(cross=n_train_texts) if isinstance(over, SlotFloor) else _across(over, n_train_texts)
+    lsh, counts = candidate_pairs_counted(bh, small=16, window=4, floor=over, keep=strict.meet())
     digest.close()
     del bh, cj, digest
     pairs.append(cap_candidates(lsh, counts, n, per_text))
@@ -202,6 +202,18 @@ def _blocks(
         return np.empty((0, 2), dtype=np.int64)
     got = np.stack((own_all[cand[:, 0]], own_all[cand[:, 1]] - nt), axis=1)
     return np.unique(got, axis=0)
+
+
+def _across(test: Callable[[np.ndarray, np.ndarray], np.ndarray], nt: int) -> Callable[..., np.ndarray]:
+    """`test` of the pairs of one text below `nt` and one not; False for the others (`SlotFloor.cross` as a
+    function: the floor over rows on disk)."""
+
+    def across(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ok = (i < nt) != (j < nt)
+        ok[ok] = test(i[ok], j[ok])
+        return ok
+
+    return across
 
 
 def _equal_pairs(keys: np.ndarray, nt: int) -> np.ndarray:
