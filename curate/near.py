@@ -42,6 +42,7 @@ if _numba is not None:
 else:  # pragma: no cover - numba is a dependency; the numpy path tests the floor as `keep`
     _band_order_kernel = _band_pairs_kernel = None
 from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
+from curate.near_verify import VERIFY_CHUNK, ScoredPairs, scored_pairs  # noqa: F401 (re-exported)
 from curate.relation import has_cjk, is_short, text_score
 from curate.residency import trim_heap
 
@@ -482,7 +483,7 @@ def text_pairs(
     runner: Callable[..., Iterable[Any]] | None = None,
     norms_of: Callable[[list[int]], list[str]] | None = None,
     report: Callable[[str, int, int], None] | None = None,
-) -> list[tuple[int, int, float]]:
+) -> ScoredPairs:
     """All pairs (i, j, score), i < j, of `n` normalized texts (`norm_of(i)`) that `relation.text_score` calls
     similar at `threshold`, found by LSH (no corpus frequency filter; a pair agreeing in fewer than
     `minhash.agreement_floor` MinHash slots is not verified) plus skeleton keys for short texts, each text meeting
@@ -492,7 +493,7 @@ def text_pairs(
     each verification task then asks for its texts once. `report(stage, done, total)`, when given, hears of each
     part as it ends: "near:sketch" (texts), "near:candidates" (bands), "near:verify" (candidate pairs)."""
     if n < 2:
-        return []
+        return ScoredPairs.of(())
     say = report if report is not None else (lambda stage, done, total: None)
     sketch = BandSketch(threshold, num_perm, ngram)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)
@@ -552,52 +553,11 @@ def text_pairs(
     return scored_pairs(cand, per_task=per_task, runner=runner, report=verified)
 
 
-VERIFY_CHUNK = 8_192  # candidate pairs a verification task scores (scored_pairs)
-
-
-def scored_pairs(
-    cand: Any,
-    score: Callable[[int, int], float] | None = None,
-    runner: Callable[..., Iterable[Any]] | None = None,
-    *,
-    per_task: Callable[[list[tuple[int, int]]], Callable[[int, int], float]] | None = None,
-    report: Callable[[int], None] | None = None,
-) -> list[tuple[int, int, float]]:
-    """(i, j, score(i, j)) of each candidate pair (an (m, 2) array or a list of pairs) whose score is above 0, in
-    candidate order. `runner(fn, tasks, work)`, when given, runs the chunks of `VERIFY_CHUNK` pairs (an engine's
-    runner: `local_map.RowAccess.map`'s fork pool, `ray_map.RayMapper.map`); `score` must then depend on what this
-    process holds alone. Same pairs either way. `per_task(pairs)` instead of `score`: the score function of one
-    task's pairs (which may read the texts they need once, e.g. from a `steps.spill.TextSpill`). `report(pairs
-    done)`, when given, is called as each chunk's results arrive."""
-
-    def task(bounds: tuple[int, int], threads: int | None = None) -> list[tuple[int, int, float]]:
-        part = cand[bounds[0] : bounds[1]]
-        pairs = part.tolist() if not isinstance(part, list) else part
-        score_of = per_task(pairs) if per_task is not None else score
-        assert score_of is not None
-        out = []
-        for i, j in pairs:
-            s = score_of(i, j)
-            if s > 0:
-                out.append((i, j, s))
-        return out
-
-    tasks = [(a, min(len(cand), a + VERIFY_CHUNK)) for a in range(0, len(cand), VERIFY_CHUNK)]
-    parts = (
-        runner(task, tasks, 2 * len(cand)) if runner is not None and len(tasks) else (task(t) for t in tasks)
-    )
-    out: list[tuple[int, int, float]] = []
-    for (_, b), part in zip(tasks, parts, strict=True):
-        out += part
-        if report is not None:
-            report(b)
-    return out
-
-
 __all__ = [
     "MAX_VERIFY",
     "SMALL_BUCKET",
     "WINDOW",
+    "ScoredPairs",
     "SlotFloor",
     "candidate_pairs_counted",
     "cap_candidates",

@@ -98,8 +98,7 @@ def leak_pairs(
             return lambda i, j: leak_compared(a[i], b[j], threshold)
 
         out = scored_pairs(cand, per_task=per_task, runner=runner)
-    out.sort()
-    return out
+    return sorted(out)
 
 
 _ITEM_CHUNK = 4096  # items whose blocking texts are made at a time

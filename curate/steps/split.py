@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.near import text_pairs
+from curate.near import ScoredPairs, text_pairs
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.spec import Spec
 from curate.steps.base import RunContext
@@ -212,7 +212,7 @@ def split_rows(
     pcode = _codes(pkeys)
     pkeys = packed(pkeys)  # (one bytes blob and its offsets: ~24 bytes a row, not a str and a list slot)
 
-    def near(lock_norms: list[str], rep_idx: list[int]) -> list[tuple[int, int, float]]:
+    def near(lock_norms: list[str], rep_idx: list[int]) -> ScoredPairs:
         if release is not None:
             release()
         nl = len(lock_norms)
@@ -414,7 +414,7 @@ def _split_arrays(
     texts_of: Callable[[list[int]], Iterable[str]],
     strata_of: Callable[[np.ndarray, dict[tuple[str, ...], int]], list[int]],
     record_of: Callable[[int], Rec],
-    near: Callable[[list[str], list[int]], list[tuple[int, int, float]]],
+    near: Callable[[list[str], list[int]], ScoredPairs],
     *,
     spec: Spec,
     ctx: RunContext,
@@ -446,12 +446,11 @@ def _split_arrays(
     lock_prompts = list(lock.prompts)
     nl = len(lock_prompts)
     near_lock: list[int] = []
-    pairs: list[tuple[int, int, float]] = []
+    pairs: Any = ()
     if len(rep_idx) + nl > 1:
         pairs = near([normalize_text(t) for t in lock_prompts], rep_idx)
-        if pairs:
-            pa = np.array([p[0] for p in pairs], dtype=np.int64)
-            pb = np.array([p[1] for p in pairs], dtype=np.int64)
+        if len(pairs):
+            pa, pb = pairs.i, pairs.j
             inner = pa >= nl
             edges_a.append(rep[pa[inner] - nl])
             edges_b.append(rep[pb[inner] - nl])
