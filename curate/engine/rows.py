@@ -17,18 +17,16 @@ it back (~45 us). Either way the process holds ~200 bytes a row, not a record's 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import math
 import os
-from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter
 
-from curate.engine.store import Input, RecordStore, _line_starts  # noqa: F401 (re-exported)
+from curate.engine.store import Input, RecordStore, _ChunkKeys, _line_starts  # noqa: F401 (re-exported)
 from curate.records import CheckResult, PreferenceRecord, Record, SFTRecord, normalize_text
 from curate.steps.export import lineage_json, system_turn
 from curate.steps.validate import is_unlabeled_prompt
@@ -295,9 +293,7 @@ def user_turns_all(rows: Sequence[Row]) -> list[tuple[str, ...]]:
 
 
 def _prompt_msgs(row: Row, obj: dict[str, Any]) -> list[dict[str, str]]:
-    if row.kind == "sft":
-        return obj["messages"][:-1]  # a fast SFT row ends with the assistant turn
-    return obj["prompt"]
+    return _prompt_msgs_of(row.kind, obj)
 
 
 def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
@@ -324,51 +320,6 @@ def split_keys(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, str]:
         rec = row.rec
         return normalize_text(rec.user_text()), record_prompt_key(rec)  # type: ignore[union-attr,arg-type]
     return _keys_of(row.kind, obj if obj is not None else row.obj())
-
-
-class _ChunkKeys:
-    """The split's keys of the fast lines of one chunk of a file, as made by a read worker: the normalized user
-    texts joined (with offsets) and the 16-char prompt keys joined in one str. Rows share it (no string per row
-    while dedup runs); the strings are cut out when the split asks (`get`). With a `spool` (a
-    `dedup_keys.TextSpool`) the texts are appended to it as UTF-8 and read back by `get` (os.pread): the chunk then
-    holds their byte offsets, not the texts (~250-600 bytes a row from the read to the split)."""
-
-    __slots__ = ("at", "first", "offsets", "one_turn", "prompt_keys", "spool", "texts")
-
-    def __init__(self, first: int, payload: tuple[Any, ...], spool: Any = None) -> None:
-        self.first = first
-        self.texts, self.offsets, self.prompt_keys = payload[:3]
-        # (payload[3]: a byte a line, 1 where the line's prompt has one user turn: `one_user_turn`)
-        self.one_turn: bytes = payload[3] if len(payload) > 3 else b""
-        self.spool = spool
-        self.at = 0
-        if spool is not None:
-            texts, offsets = self.texts, self.offsets
-            if texts.isascii():  # (a byte a character: the offsets stay)
-                blob = texts.encode("ascii")
-            else:
-                parts = [texts[x:y].encode("utf-8", "surrogatepass") for x, y in itertools.pairwise(offsets)]
-                blob = b"".join(parts)
-                ends = array("q", [0])
-                for p in parts:
-                    ends.append(ends[-1] + len(p))
-                self.offsets = ends
-            self.at = spool.append(blob)
-            self.texts = ""
-
-    def get(self, line: int) -> tuple[str, str] | tuple[str, str, bool]:
-        """`split_keys` of the row at `line`, and True third when its prompt has one user turn (known: the split
-        reads its user turns as `(its normalized user text,)`)."""
-        i = line - self.first
-        a, b = self.offsets[i], self.offsets[i + 1]
-        pk = self.prompt_keys[16 * i : 16 * i + 16]
-        if self.spool is None:
-            text = self.texts[a:b]
-        else:
-            text = os.pread(self.spool.fd, b - a, self.at + a).decode("utf-8", "surrogatepass")
-        if i < len(self.one_turn) and self.one_turn[i]:
-            return text, pk, True
-        return text, pk
 
 
 def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
@@ -406,7 +357,7 @@ def one_user_turn(kind: str, obj: dict[str, Any]) -> bool:
 
 
 def _prompt_msgs_of(kind: str, obj: dict[str, Any]) -> list[dict[str, str]]:
-    return obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # (== _prompt_msgs)
+    return obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # (a fast SFT row ends with the answer)
 
 
 def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:

@@ -1,13 +1,16 @@
 """Where the build's rows live: an input JSONL file held open (`Input`: a descriptor and every line's offset), or
 the build's `RecordStore` (curate's own unlinked temp file of the records the record path made). A row re-reads its
-line with one `os.pread`.
+line with one `os.pread`. And the split's keys the read's workers made of one chunk of a file (`_ChunkKeys`), held
+by its rows, their texts in a spool file.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from array import array
 from pathlib import Path
+from typing import Any
 
 
 class Input:
@@ -78,3 +81,48 @@ def _line_starts(fd: int, chunk: int = 1 << 24) -> array:
     if out[-1] != pos:
         out.append(pos)  # the last line has no newline
     return out
+
+
+class _ChunkKeys:
+    """The split's keys of the fast lines of one chunk of a file, as made by a read worker: the normalized user
+    texts joined (with offsets) and the 16-char prompt keys joined in one str. Rows share it (no string per row
+    while dedup runs); the strings are cut out when the split asks (`get`). With a `spool` (a
+    `dedup_keys.TextSpool`) the texts are appended to it as UTF-8 and read back by `get` (os.pread): the chunk then
+    holds their byte offsets, not the texts (~250-600 bytes a row from the read to the split)."""
+
+    __slots__ = ("at", "first", "offsets", "one_turn", "prompt_keys", "spool", "texts")
+
+    def __init__(self, first: int, payload: tuple[Any, ...], spool: Any = None) -> None:
+        self.first = first
+        self.texts, self.offsets, self.prompt_keys = payload[:3]
+        # (payload[3]: a byte a line, 1 where the line's prompt has one user turn: `one_user_turn`)
+        self.one_turn: bytes = payload[3] if len(payload) > 3 else b""
+        self.spool = spool
+        self.at = 0
+        if spool is not None:
+            texts, offsets = self.texts, self.offsets
+            if texts.isascii():  # (a byte a character: the offsets stay)
+                blob = texts.encode("ascii")
+            else:
+                parts = [texts[x:y].encode("utf-8", "surrogatepass") for x, y in itertools.pairwise(offsets)]
+                blob = b"".join(parts)
+                ends = array("q", [0])
+                for p in parts:
+                    ends.append(ends[-1] + len(p))
+                self.offsets = ends
+            self.at = spool.append(blob)
+            self.texts = ""
+
+    def get(self, line: int) -> tuple[str, str] | tuple[str, str, bool]:
+        """`split_keys` of the row at `line`, and True third when its prompt has one user turn (known: the split
+        reads its user turns as `(its normalized user text,)`)."""
+        i = line - self.first
+        a, b = self.offsets[i], self.offsets[i + 1]
+        pk = self.prompt_keys[16 * i : 16 * i + 16]
+        if self.spool is None:
+            text = self.texts[a:b]
+        else:
+            text = os.pread(self.spool.fd, b - a, self.at + a).decode("utf-8", "surrogatepass")
+        if i < len(self.one_turn) and self.one_turn[i]:
+            return text, pk, True
+        return text, pk

@@ -7,9 +7,8 @@
 How records are assigned:
 - Groups: records whose prompts are equal (normalized prompt turns, or the same user text) or near-duplicates
   (`relation.text_score` of the user texts >= `near_threshold`, via `curate.near.text_pairs`), continuations and
-  prefix leaks (`relation.leak_score`) form one group. A
-  group goes to one side as a whole, so a paraphrase cluster never straddles train and held-out (and a DPO pair
-  never lands on the other side from the SFT answer to its prompt).
+  prefix leaks (`relation.leak_score`) form one group. A group goes to one side as a whole, so a paraphrase
+  cluster never straddles train and held-out (and a DPO pair never lands on the other side from its SFT answer).
 - The lock (`heldout.lock` of the previous build) wins first: a group holding a locked held-out id or prompt, or
   a user text near a locked held-out prompt, goes to held-out; a group holding a record that was in training
   (`train_ids` / `train_prompt_keys`) stays in training. A new record that joins both (near-duplicate of held-out
@@ -197,8 +196,7 @@ def split_rows(
     one_turn = np.zeros(n, dtype=bool)  # rows whose user turns are known to be (norm,): not read again below
     for i, kk in zip(order, got):
         norm, pk = kk[0], kk[1]
-        if len(kk) > 2:  # (keys the read's workers made: `rows._ChunkKeys.get`)
-            one_turn[i] = kk[2]
+        one_turn[i] = len(kk) > 2  # (a third value: the read's workers saw one user turn, `_ChunkKeys.get`)
         pkeys[i] = pk
         buf[0].append(i)
         buf[1].append(norm)
@@ -243,7 +241,6 @@ def split_rows(
     turns_of = spill_turns(
         recs, turns or (lambda rs: [(text(r),) for r in rs]), ukey, norms, _ekey, normalize_text, one_turn
     )
-    del one_turn
     ukey = ukey[:0]  # (no longer needed)
     link_idx += _prefix_links(n, turns_of, near_threshold)
     (res, make_lock), (side_of, *_) = _split_arrays(
