@@ -76,8 +76,8 @@ def candidate_pairs_counted(
     (`minhash_kernels._band_pairs_kernel`), so that only the pairs over it are counted and folded (on templated
     text ~250 pairs a record are met and 99.9% of them are under the floor), with its `parts` test when it has one
     (dedup's `parts_meet` as a `PartsTest`: short prompts with templated answers meet ~200 pairs a record over the
-    floor that it rejects); the same pairs and counts as `keep=floor` (a test of the pair alone gives the same answer for each time it is met; tests compare the two,
-    `test_fused_floor_equals_the_numpy_reference`); `threads` (None: `minhash._threads(n)`) bands are made at a
+    floor that it rejects); the same pairs and counts as `keep=floor` (a test of the pair alone gives the same
+    answer for each time it is met; tests compare the two, `test_fused_floor_equals_the_numpy_reference`); `threads` (None: `minhash._threads(n)`) bands are made at a
     time (the compiled sort and kernel release the GIL), each band's kept pairs folded in band order. Any other
     `floor` (e.g. `dedup_keys.floor_test` over rows on disk) is tested as `keep` is, on the distinct pairs of each
     fold.
@@ -178,10 +178,11 @@ def _floored(
     if len(words) < n or len(exempt) < n:
         raise ValueError(f"a SlotFloor of {len(words)} digests and {len(exempt)} flags for {n} records")
     pt = floor.parts
-    if pt is None:  # (the kernel's types either way: one compiled kernel)
-        parts = (np.zeros(1, np.int64), np.zeros(1, np.uint8), np.zeros((1, 2, 1), np.uint16))
-        sketch = (np.zeros((1, 2), np.int32), np.zeros((1, 2, 1), np.uint32))
-    else:
+    # (the kernel's types either way, one compiled kernel: one-row arrays where there is no test; one sketch row
+    # means "no sketch test" to the kernel)
+    parts = (np.zeros(1, np.int64), np.zeros(1, np.uint8), np.zeros((1, 2, 1), np.uint16))
+    sketch = (np.zeros((1, 2), np.int32), np.zeros((1, 2, 1), np.uint32))
+    if pt is not None:
         if len(pt.items) < n:
             raise ValueError(f"a PartsTest of {len(pt.items)} items for {n} records")
         parts = (
@@ -189,10 +190,9 @@ def _floored(
             np.ascontiguousarray(pt.flags, np.uint8),
             np.ascontiguousarray(pt.part_bands, np.uint16),
         )
-        sketch = (np.zeros((1, 2), np.int32), np.zeros((1, 2, 1), np.uint32))
         if pt.sk_len is not None:
             sketch = (np.ascontiguousarray(pt.sk_len, np.int32), np.ascontiguousarray(pt.sk_crc, np.uint32))
-            if len(sketch[0]) < 2:  # (one row means "no sketch test" to the kernel)
+            if len(sketch[0]) < 2:  # (a real one-row sketch, doubled)
                 sketch = (np.concatenate((sketch[0], sketch[0])), np.concatenate((sketch[1], sketch[1])))
 
     def codes(order: np.ndarray, key: np.ndarray) -> Iterator[np.ndarray]:
@@ -349,7 +349,8 @@ class PartsTest(NamedTuple):
 
     def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         x, y = self.items[i], self.items[j]
-        return parts_agree(self.flags[x] | self.flags[y], self.part_bands, x, self.part_bands, y, self, x, y)
+        pb = self.part_bands
+        return parts_agree(self.flags[x] | self.flags[y], pb, x, pb, y, self.sk_len, self.sk_crc, x, y)
 
 
 def parts_agree(
@@ -358,15 +359,15 @@ def parts_agree(
     bx: np.ndarray,
     py: np.ndarray,
     by: np.ndarray,
-    sketches: Any,
+    sk_len: np.ndarray | None,
+    sk_crc: np.ndarray | None,
     sx: np.ndarray,
     sy: np.ndarray,
 ) -> np.ndarray:
-    """`PartsTest` of pairs whose flags or'ed are `either`, part band keys px[bx] and py[by], and (when
-    `sketches.sk_len` is not None) skeleton sketches at rows sx and sy: one function for `PartsTest` and dedup's
-    `parts_meet` (whose rows may be read from disk per chunk)."""
+    """`PartsTest` of pairs whose flags or'ed are `either`, part band keys px[bx] and py[by], and (when `sk_len`
+    is not None) skeleton sketches at rows sx and sy: one function for `PartsTest` and dedup's `parts_meet`
+    (whose rows may be read from disk per chunk)."""
     keep = np.ones(len(either), dtype=bool)
-    sk_len, sk_crc = sketches.sk_len, sketches.sk_crc
     for part, bit in ((0, 1), (1, 2)):
         judged = (either & bit) == 0
         if judged.any():
@@ -376,7 +377,7 @@ def parts_agree(
             lx, ly = sk_len[sx, part], sk_len[sy, part]
             both = (lx >= 0) & (ly >= 0)  # short in both records: the strict rule judges them
             if both.any():
-                differ = (sk_crc[sx, part] != sk_crc[sy, part]).sum(axis=1)
+                differ = (sk_crc[sx, part] != sk_crc[sy, part]).sum(axis=1)  # type: ignore[index]
                 keep &= ~both | ((lx == ly) & (differ <= 1))
     return keep
 
@@ -493,7 +494,7 @@ def text_pairs(
     each verification task then asks for its texts once. `report(stage, done, total)`, when given, hears of each
     part as it ends: "near:sketch" (texts), "near:candidates" (bands), "near:verify" (candidate pairs)."""
     if n < 2:
-        return ScoredPairs.of(())
+        return ScoredPairs.empty()
     say = report if report is not None else (lambda stage, done, total: None)
     sketch = BandSketch(threshold, num_perm, ngram)
     bands = np.empty((n, sketch.bands), dtype=np.uint32)

@@ -31,13 +31,8 @@ class ScoredPairs:
         self.i, self.j, self.s = i, j, s
 
     @classmethod
-    def of(cls, triples: Iterable[tuple[int, int, float]]) -> ScoredPairs:
-        got = list(triples)
-        return cls(
-            np.array([t[0] for t in got], dtype=np.int64),
-            np.array([t[1] for t in got], dtype=np.int64),
-            np.array([t[2] for t in got], dtype=np.float64),
-        )
+    def empty(cls) -> ScoredPairs:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
 
     def __len__(self) -> int:
         return len(self.i)
@@ -107,7 +102,7 @@ def scored_pairs(
         if report is not None:
             report(b)
     if not got:
-        return ScoredPairs(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+        return ScoredPairs.empty()
     return ScoredPairs(*(np.concatenate([p[k] for p in got]) for k in range(3)))
 
 

@@ -356,9 +356,8 @@ def _fast_chunk(
     append = out.append
     norms: list[str] = []  # with val.keep_keys: the split's keys of the lines up to the last fast one
     pks: list[str] = []
-    ones = (
-        bytearray()
-    )  # with val.keep_keys: 1 where a fast line's prompt has one user turn (rows.one_user_turn)
+    # with val.keep_keys: 1 where a fast line's prompt has one user turn (rows.one_user_turn)
+    ones = bytearray()
     slow: list[tuple[int, Any, Any]] = []  # object lines for the record path
     for no in range(a + 1, b + 1):
         raw = data[starts[no - 1] - base : starts[no] - base]

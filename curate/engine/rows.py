@@ -284,16 +284,12 @@ def user_turns(row: Row, obj: dict[str, Any] | None = None) -> tuple[str, ...]:
     if row.facts is not None:
         return tuple(m.content for m in row.rec.prompt_messages() if m.role == "user")  # type: ignore[union-attr]
     obj = obj if obj is not None else row.obj()
-    return tuple(m["content"] for m in _prompt_msgs(row, obj) if m["role"] == "user")
+    return tuple(m["content"] for m in _prompt_msgs(row.kind, obj) if m["role"] == "user")
 
 
 def user_turns_all(rows: Sequence[Row]) -> list[tuple[str, ...]]:
     """`user_turns` of each row, nearby lines read with one `pread` (`read_objs`)."""
     return [user_turns(r, o) for r, o in zip(rows, read_objs(rows))]
-
-
-def _prompt_msgs(row: Row, obj: dict[str, Any]) -> list[dict[str, str]]:
-    return _prompt_msgs_of(row.kind, obj)
 
 
 def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
@@ -304,7 +300,7 @@ def prompt_key(row: Row, obj: dict[str, Any] | None = None) -> str:
         return record_prompt_key(row.rec)  # type: ignore[arg-type]
     obj = obj if obj is not None else row.obj()
     parts: list[str] = []
-    for m in _prompt_msgs(row, obj):
+    for m in _prompt_msgs(row.kind, obj):
         if m["role"] != "system":
             parts += (m["role"], normalize_text(m["content"]))
     return _digest_norm(parts)
@@ -326,7 +322,7 @@ def _prompt_turns(kind: str, obj: dict[str, Any]) -> tuple[list[tuple[str, str]]
     """(role, normalized content) of a fast row's prompt turns but the system turn, and its normalized user text
     (== user_text): each turn normalized once. (For ASCII turns the normal form of the turns joined by newlines is
     their normal forms joined by spaces; other text is normalized whole.)"""
-    prompt = obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # == _prompt_msgs
+    prompt = _prompt_msgs(kind, obj)
     turns: list[tuple[str, str]] = []
     users: list[str] = []
     ascii_only = True
@@ -353,11 +349,12 @@ def _keys_of(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
 def one_user_turn(kind: str, obj: dict[str, Any]) -> bool:
     """Whether a fast row's prompt holds exactly one user turn: its user turns are then `(its normalized user
     text,)` (`split_keys`' first key; `steps.spill.spill_turns` need not read the line again)."""
-    return sum(m["role"] == "user" for m in _prompt_msgs_of(kind, obj)) == 1
+    return sum(m["role"] == "user" for m in _prompt_msgs(kind, obj)) == 1
 
 
-def _prompt_msgs_of(kind: str, obj: dict[str, Any]) -> list[dict[str, str]]:
-    return obj["messages"][:-1] if kind == "sft" else obj["prompt"]  # (a fast SFT row ends with the answer)
+def _prompt_msgs(kind: str, obj: dict[str, Any]) -> list[dict[str, str]]:
+    """A fast row's prompt turns: an SFT row's messages but the last (its answer), a preference row's prompt."""
+    return obj["messages"][:-1] if kind == "sft" else obj["prompt"]
 
 
 def _id_and_keys(kind: str, obj: dict[str, Any]) -> tuple[str, tuple[str, str]]:

@@ -274,7 +274,7 @@ def parts_meet(
     if isinstance(part_bands, RowFile) and part_bands.resident:  # (in memory: index the rows in place)
         part_bands = part_bands.rows
     step = part_bands.chunk(2 * _MEET_CHUNK) // 2 if isinstance(part_bands, RowFile) else _MEET_CHUNK
-    sk = PartsTest(items, flags, part_bands, *(sketches or (None, None)))  # type: ignore[arg-type]
+    sk_len, sk_crc = sketches or (None, None)
     for a in range(0, len(cand), step):
         c = cand[a : a + step]
         x, y = items[c[:, 0]], items[c[:, 1]]
@@ -284,7 +284,7 @@ def parts_meet(
             got = part_bands.take(np.concatenate((x, y)))
             px, py, bx = got[: len(x)], got[len(x) :], np.arange(len(x))
             by = bx
-        keep[a : a + len(c)] = parts_agree(either, px, bx, py, by, sk, x, y)  # type: ignore[arg-type]
+        keep[a : a + len(c)] = parts_agree(either, px, bx, py, by, sk_len, sk_crc, x, y)  # type: ignore[arg-type]
     return keep
 
 

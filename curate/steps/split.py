@@ -443,7 +443,7 @@ def _split_arrays(
     lock_prompts = list(lock.prompts)
     nl = len(lock_prompts)
     near_lock: list[int] = []
-    pairs: Any = ()
+    pairs = ScoredPairs.empty()
     if len(rep_idx) + nl > 1:
         pairs = near([normalize_text(t) for t in lock_prompts], rep_idx)
         if len(pairs):
