@@ -163,6 +163,15 @@ def _chat(user: str, answer: str, category: str = "typical") -> bytes:
     )
 
 
+def _openai_messages(user: str, answer: str) -> list[dict[str, str]]:
+    """The OpenAI-format turns of the issue-15 workloads: the spec's system prompt, the user text, the answer."""
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+
+
 def make_workload(folder: Path, n: int, seed: int = 7) -> dict:
     """Write chat.jsonl (n lines) and pairs.jsonl (n/20 lines); return the ground truth."""
     rng = random.Random(seed)
@@ -298,11 +307,7 @@ def make_openai_workload(folder: Path, n: int, seed: int = 11) -> dict:
         return orjson.dumps(
             {
                 "id": f"conv_{line_no:09d}_{rng.randrange(16**6):06x}",
-                "messages": [
-                    {"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": user},
-                    {"role": "assistant", "content": ans},
-                ],
+                "messages": _openai_messages(user, ans),
                 "metadata": {
                     "ticket": 100000 + line_no,
                     "channel": rng.choice(CHANNELS),
@@ -400,11 +405,7 @@ def make_short_workload(folder: Path, n: int, seed: int = 19) -> dict:
         return orjson.dumps(
             {
                 "id": f"sms_{line_no:09d}",
-                "messages": [
-                    {"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": user},
-                    {"role": "assistant", "content": ans},
-                ],
+                "messages": _openai_messages(user, ans),
                 "metadata": {"channel": rng.choice(CHANNELS), "ticket": 500000 + line_no},
             }
         )
@@ -471,11 +472,7 @@ def make_mixed_workload(folder: Path, n: int, seed: int = 17) -> dict:
         if f == "openai.jsonl":
             obj: dict[str, Any] = {
                 "id": rid,
-                "messages": [
-                    {"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": user},
-                    {"role": "assistant", "content": ans},
-                ],
+                "messages": _openai_messages(user, ans),
             }
         elif f == "sharegpt.jsonl":
             obj = {
