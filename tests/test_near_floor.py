@@ -199,3 +199,27 @@ def test_parts_in_the_kernel_equal_the_numpy_reference_and_the_rule(
     sk = None if pt.sk_len is None else (pt.sk_len, pt.sk_crc)
     assert np.array_equal(parts_meet(pairs, pt.items, pt.part_bands, pt.flags, sk), brute)
     assert np.array_equal(got[0], pairs[brute]) and np.array_equal(got[1], met[1][brute])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.integers(2, 40), st.integers(1, 6))
+def test_capping_only_cross_pairs_keeps_every_cross_pair_the_cap_over_all_kept(
+    data, n: int, limit: int
+) -> None:
+    """The leakage check meets only training x held-out pairs (`SlotFloor.cross`): the cap over those alone keeps
+    every cross pair the cap over all pairs kept (a text's cross candidates rank as they did among all of its
+    candidates, with fewer above them), so the check finds a superset of the leaks it found before."""
+    pairs = data.draw(
+        st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda p: p[0] < p[1]))
+    )
+    cand = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    counts = np.array(
+        data.draw(st.lists(st.integers(1, 5), min_size=len(cand), max_size=len(cand))), dtype=np.int64
+    )
+    nt = data.draw(st.integers(0, n))
+    across = (cand[:, 0] < nt) != (cand[:, 1] < nt)
+    before = {
+        tuple(p) for p in near.cap_candidates(cand, counts, n, limit).tolist() if (p[0] < nt) != (p[1] < nt)
+    }
+    after = {tuple(p) for p in near.cap_candidates(cand[across], counts[across], n, limit).tolist()}
+    assert before <= after
