@@ -29,7 +29,10 @@ keys and dedup's (`dedup_keys.item_keys`, when the build passes `dedup_keys`); a
 one-record-a-unit format is read the same way, every object line through the record path in the workers. The
 build process walks the lines in order as `iter_jsonl` does, turns the verdicts into rows and sends what is left
 (lines that are not an object on their own) through the record path here, so rows, quarantine rows, counters and
-lengths are those of the serial read (tests compare whole builds).
+lengths are those of the serial read (tests compare whole builds). What a worker makes of a chunk is one function,
+`curate.engine.chunks.chunk_verdicts`; on the Ray engine (`read_validate_rows(mapper=)`) the same chunks are Ray
+tasks whatever the file's size (`ray_map.RayMapper.read_chunks`: this process sends each its chunk's bytes), so
+both engines read with one path and hold the same rows.
 
 The pools' settings (`POOL_MIN_LINES`, `POOL_CHUNK`, `pool_workers()`) and what the steps after validate run on
 them over rows (`pool_map`, `RowAccess`, `LocalMapper`, `split_keys_all`) are in `curate.engine.local_map`.
@@ -39,15 +42,16 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from array import array
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from curate.engine import local_map  # the pools' settings, read when used (tests patch them there)
+from curate.engine.chunks import chunk_verdicts, sendable
 from curate.engine.lanes import LANES
 from curate.engine.local_map import _ordered
 from curate.engine.pool import worker_init
@@ -91,7 +95,7 @@ from curate.readers.containers import container_of, iter_units
 from curate.records import PreferenceRecord, SFTRecord
 from curate.residency import drop_library_pages, trim_heap
 from curate.steps.base import RunContext
-from curate.steps.dedup_keys import ChunkDedup, Keys, KeySketches, TextSpool, item_keys
+from curate.steps.dedup_keys import ChunkDedup, Keys, KeySketches, TextSpool
 from curate.steps.dedup_keys import warm as warm_keys
 from curate.steps.validate import LengthCounter
 from curate.steps.validate import validate as _validate
@@ -130,6 +134,7 @@ def read_validate_rows(
     store: RecordStore | None = None,
     dedup_keys: KeySketches | None = None,
     spool: TextSpool | None = None,
+    mapper: Any = None,
 ) -> Iterator[Row]:
     """read_inputs + validate as rows, in input order; same counters, quarantine rows and lengths as those steps.
 
@@ -146,7 +151,10 @@ def read_validate_rows(
 
     With `dedup_keys` (dedup's settings) and `spool`, the pool's workers also make dedup's keys of the fast lines
     they take (`dedup_keys.item_keys`, the texts appended to `spool`): the rows hold them (`Row.dkeys`) until dedup
-    takes them (`RowAccess.fused`), so dedup's key pass reads none of those rows again."""
+    takes them (`RowAccess.fused`), so dedup's key pass reads none of those rows again.
+
+    `mapper` (the Ray engine's `ray_map.RayMapper`): the same chunks of those files are read + validated by Ray
+    tasks instead of a fork pool, whatever the file's size (one path: the same verdicts, rows and keys)."""
     import curate.steps.split as split_mod
     from curate.steps.read import STEP, _detect, _read_file
 
@@ -203,10 +211,11 @@ def read_validate_rows(
         nworkers = local_map.pool_workers()
         pooled = (
             src is not None
-            and nworkers >= 2
-            and lines >= local_map.POOL_MIN_LINES
             and val.system_prompt is not None
-            and local_map._fork_safe()
+            and (
+                (mapper is not None and lines > 0)
+                or (nworkers >= 2 and lines >= local_map.POOL_MIN_LINES and local_map._fork_safe())
+            )
         )
         # lanes of other formats (engine/lanes.py): in the workers, or here on a file too small for the pool
         laned = src is not None and not mapping and shape in LANES and val.system_prompt is not None
@@ -248,7 +257,9 @@ def read_validate_rows(
             if opened is not None:
                 opened.append(key_spool)
         val.key_spool = key_spool  # type: ignore[attr-defined]
-        units = _pooled_units(path, src, val, rp, lane, nworkers) if pooled else iter_units(path, "jsonl")
+        units = (
+            _pooled_units(path, src, val, rp, lane, nworkers, mapper) if pooled else iter_units(path, "jsonl")
+        )
         sizes = lengths.lengths
         same_int = {}.setdefault  # (lengths repeat: each value one object)
         for line, obj, raw in units:
@@ -332,7 +343,6 @@ FAST = object()  # marks a unit of pool verdicts (see _pooled_units)
 _POOL: tuple[Any, ...] | None = (
     None  # (Input, _Validator, _RecordPath or None, lane) inherited by the workers
 )
-_NO_KEY = "0" * 16
 
 
 def _fast_chunk(
@@ -344,113 +354,52 @@ def _fast_chunk(
     `val.dedup` dedup's keys of the fast lines (`dedup_keys.item_keys`) and which lines they are (line a+1+j)."""
     assert _POOL is not None
     src, val, rp, lane = _POOL
-    ks = val.dedup
-    items: list[Any] = []  # with ks: the fast lines' dedup items, and their places in the chunk
-    places: list[int] = []
     a, b = bounds
-    starts = src.starts
-    base = starts[a]
-    data = os.pread(src.fd, starts[b] - base, base)
-    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
-    out: list[Any] = []
-    append = out.append
-    norms: list[str] = []  # with val.keep_keys: the split's keys of the lines up to the last fast one
-    pks: list[str] = []
-    # with val.keep_keys: 1 where a fast line's prompt has one user turn (rows.one_user_turn)
-    ones = bytearray()
-    slow: list[tuple[int, Any, Any]] = []  # object lines for the record path
-    for no in range(a + 1, b + 1):
-        raw = data[starts[no - 1] - base : starts[no] - base]
-        if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            obj = loads(raw)
-        except JSONDecodeError:
-            append(None)
-            continue
-        if type(obj) is not dict:
-            append(None)
-            continue
-        got = None
-        shape = lane_shape(obj, raw, lane) if lane is not None else None
-        if shape is not None:
-            kind, cat, tags, violates = shape
-            got = val.fast(kind, obj, cat, tags, violates)
-        if got is None:
-            append(None)
-            if rp is not None:
-                slow.append((no, obj, raw))
-            continue
-        if ks is not None:
-            items.append(dedup_item(kind, obj, cat, tags))
-            places.append(no - a - 1)
-        if not val.keep_keys:
-            append((kind, content_id(kind, obj), cat, tags, violates, got[0], got[1]))
-            continue
-        rid, (norm, pk) = _id_and_keys(kind, obj)
-        append((kind, rid, cat, tags, violates, got[0], got[1]))
-        while len(norms) < no - a - 1:  # lines before this one that are not fast
-            norms.append("")
-            pks.append(_NO_KEY)
-            ones.append(0)
-        norms.append(norm)
-        pks.append(pk)
-        ones.append(one_user_turn(kind, obj))
-    if slow:
-        made: list[Any] | None = [] if ks is not None or val.keep_keys else None
-        for no, lines in rp.lines(slow, val, made).items():
-            out[no - a - 1] = lines
-        for no, kind, obj, cat, tags in made or ():  # the lane rows' keys too (their stored objects)
-            j = no - a - 1
-            if ks is not None:
-                items.append(dedup_item(kind, obj, cat, tags))
-                places.append(j)
-            if val.keep_keys:
-                while len(norms) <= j:  # (a lane row's line is not a fast one: no key of it yet)
-                    norms.append("")
-                    pks.append(_NO_KEY)
-                    ones.append(0)
-                norms[j], pks[j] = _keys_of(kind, obj)
-                ones[j] = one_user_turn(kind, obj)
-    dd = (item_keys(items, ks, 1), places) if items else None
-    if not val.keep_keys:
-        return out, None, dd
-    offsets = array("q", [0])
-    total = 0
-    for t in norms:
-        total += len(t)
-        offsets.append(total)
-    return out, ("".join(norms), offsets, "".join(pks), bytes(ones)), dd
+    starts = src.starts[a : b + 1]
+    return chunk_verdicts(val, rp, lane, a, starts, src.span(starts[0], starts[-1]))
 
 
 def _pooled_verdicts(
-    src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int
+    src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int, mapper: Any = None
 ) -> Iterator[tuple[int, list[Any], Any]]:
     """(first line number - 1, verdicts, the chunk's `_Made`: the split's `_ChunkKeys` and dedup's `ChunkDedup` of
-    its fast lines, when the workers made them) per chunk of the file, in order, from `workers` forked processes.
-    Dedup's texts go to `val.spool` here, as the chunks come."""
+    its fast lines, when the workers made them) per chunk of the file, in order, from `workers` forked processes,
+    or from Ray tasks (`mapper`: a `ray_map.RayMapper`, which sends each task its chunk's bytes). Dedup's texts go
+    to `val.spool` here, as the chunks come."""
     global _POOL
     n = len(src.starts) - 1
     bounds = [(a, min(n, a + local_map.POOL_CHUNK)) for a in range(0, n, local_map.POOL_CHUNK)]
     if val.dedup is not None:
         warm_keys()  # (the workers inherit the kernels instead of each loading them)
+    if mapper is not None:
+        yield from _made(
+            val, bounds, mapper.read_chunks(partial(chunk_verdicts, *sendable(val, rp), lane), src, bounds)
+        )
+        return
     _POOL = (src, val, rp, lane)
     try:
         with multiprocessing.get_context("fork").Pool(
             min(workers, len(bounds)), initializer=worker_init
         ) as pool:
             _POOL = None
-            for (a, b), (got, keys, dd) in zip(bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers)):
-                if keys is None and dd is None:
-                    yield a, got, FAST
-                    continue
-                ck = None if keys is None else _ChunkKeys(a + 1, keys, getattr(val, "key_spool", None))
-                dk = None
-                if dd is not None:
-                    dk = ChunkDedup(a + 1, b - a, dd[1], dd[0], val.dedup.params, val.spool)
-                yield a, got, _Made(ck, dk)
+            yield from _made(val, bounds, _ordered(pool, _fast_chunk, bounds, 2 * workers))
     finally:
         _POOL = None
+
+
+def _made(
+    val: _Validator, bounds: list[tuple[int, int]], verdicts: Iterator[Any]
+) -> Iterator[tuple[int, list[Any], Any]]:
+    """`_pooled_verdicts` of the chunks' verdicts (`chunk_verdicts`), in order."""
+    for (a, b), (got, keys, dd) in zip(bounds, verdicts):
+        if keys is None and dd is None:
+            yield a, got, FAST
+            continue
+        ck = None if keys is None else _ChunkKeys(a + 1, keys, getattr(val, "key_spool", None))
+        dk = None
+        if dd is not None:
+            dk = ChunkDedup(a + 1, b - a, dd[1], dd[0], val.dedup.params, val.spool)
+        yield a, got, _Made(ck, dk)
 
 
 class _Made:
@@ -465,7 +414,13 @@ class _Made:
 
 
 def _pooled_units(
-    path: Path, src: Input, val: _Validator, rp: _RecordPath | None, lane: str | None, workers: int
+    path: Path,
+    src: Input,
+    val: _Validator,
+    rp: _RecordPath | None,
+    lane: str | None,
+    workers: int,
+    mapper: Any = None,
 ) -> Iterator[tuple[int, Any, Any]]:
     """`iter_jsonl(path)`'s units, but lines a worker found fast come as `(first line number, their verdicts, their
     chunk's _ChunkKeys or FAST)`
@@ -478,7 +433,7 @@ def _pooled_units(
     n = len(src.starts) - 1
     if n == 0:
         return
-    chunks = _pooled_verdicts(src, val, rp, lane, workers)
+    chunks = _pooled_verdicts(src, val, rp, lane, workers, mapper)
     cur: list[Any] = []
     lo = hi = 0  # cur holds the verdicts of lines lo+1..hi
     mark: Any = FAST  # their chunk's keys, or FAST

@@ -1,5 +1,10 @@
 """The Ray engine: the per-record validate step on batches, across a local or remote Ray cluster.
 
+The JSONL inputs of one record a line (native, OpenAI, ShareGPT, Alpaca, ... lines) are not read here: the build
+reads them as the local engine does, in chunks, each chunk a Ray task (`compact.read_validate_rows(mapper=)`,
+`ray_map.RayMapper.read_chunks`), into the same compact rows. This step serves the other inputs (JSON arrays,
+Parquet, CSV, a build with a tokenizer: the record path).
+
     from curate.engine.ray_engine import validate_ray
     valid = list(validate_ray(records, spec=spec, ctx=ctx, lengths=lengths, max_tokens=1024))
 

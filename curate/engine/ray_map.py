@@ -39,7 +39,6 @@ from typing import Any
 
 from curate.engine.local_map import POOL_CHUNK, RowAccess
 from curate.engine.rows import Row, user_turns
-from curate.errors import CurateError
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +93,9 @@ class RayMapper:
     # ------------------------------------------------------------------ what the steps call
 
     def share(self, rows: Sequence[Row]) -> None:
-        """Put `rows` in the object store; closures pickled after this carry these rows as positions. Only rows
-        holding their record: a plain-line row re-reads its input file by descriptor, which no worker has."""
-        if not all(r.is_record for r in rows):
-            raise CurateError("the ray engine got plain-line rows (no record); build with compact=False")
+        """Put `rows` in the object store; closures pickled after this carry these rows as positions. A record row
+        travels with its record, a plain-line row with its line's bytes (`Row.__reduce__`): no worker needs the
+        build's files."""
         self._shared = uuid.uuid4().hex
         self._keep = list(rows)
         self._index = {id(r): k for k, r in enumerate(self._keep)}
@@ -130,6 +128,25 @@ class RayMapper:
 
         chunk_task.__qualname__ = f"pool_map[{getattr(fn, '__qualname__', type(fn).__name__)}]"
         return itertools.chain.from_iterable(self.map(chunk_task, parts, len(items)))
+
+    def read_chunks(
+        self, fn: Callable[[int, Sequence[int], bytes], Any], src: Any, bounds: Sequence[tuple[int, int]]
+    ) -> Iterator[Any]:
+        """`fn(a, starts, data)` of each chunk (a, b) of the lines of `src` (an `store.Input`), in order, each on
+        a Ray worker: this process reads the chunk's bytes as its task is sent (lines a+1..b: their offsets
+        `starts`, the file's bytes from the first to the last, sent compressed), so no worker needs the file."""
+
+        def chunks() -> Iterator[tuple[int, Any, bytes]]:
+            for a, b in bounds:
+                starts = src.starts[a : b + 1]
+                yield a, starts, _compress(src.span(starts[0], starts[-1]))
+
+        def read_chunk(task: tuple[int, Any, bytes], threads: int | None) -> Any:
+            a, starts, blob = task
+            return fn(a, starts, _decompress(blob))
+
+        read_chunk.__qualname__ = "read_chunks"
+        return self._ordered(read_chunk, chunks()) if bounds else iter(())
 
     @staticmethod
     def use_pool(n: int, min_items: int | None = None) -> bool:

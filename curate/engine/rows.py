@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter
 
-from curate.engine.store import Input, RecordStore, _ChunkKeys, _line_starts  # noqa: F401 (re-exported)
+from curate.engine.store import HeldLine, Input, RecordStore, _ChunkKeys, _line_starts  # noqa: F401 (re-exported)
 from curate.records import CheckResult, PreferenceRecord, Record, SFTRecord, normalize_text
 from curate.steps.export import lineage_json, system_turn
 from curate.steps.validate import is_unlabeled_prompt
@@ -178,9 +177,16 @@ class Row:
         return orjson.loads(self.src.line(self.at))  # type: ignore[union-attr]
 
     def __reduce__(self) -> Any:
-        """Pickled (for another process that has not the store) with its record, not its place in the store."""
+        """Pickled (for another process that has not the store, nor the input file: a Ray worker) with its record,
+        not its place in the store; a plain-line row with its line's bytes (`store.HeldLine`). The read's keys
+        (`keys`, `dkeys`) stay here: they refer to this process's spool files."""
         if self.facts is None:
-            raise TypeError("a fast row reads its line by descriptor: it does not leave its process")
+            line = self.src.line(self.at)  # type: ignore[union-attr]
+            return (
+                _unpickle_line_row,
+                (self.kind, self.id, self.file, self.line, self.fmt, self.category, self.tags, self.violates)
+                + (self.statuses, line),
+            )
         return (
             _unpickle_row,
             (
@@ -196,6 +202,11 @@ class Row:
                 self.facts,
             ),
         )
+
+
+def _unpickle_line_row(*a: Any) -> Row:
+    kind, id, file, line, fmt, category, tags, violates, statuses, data = a
+    return Row(kind, id, HeldLine(data), file, line, fmt, category, tags, violates, statuses, None, at=1)
 
 
 def _unpickle_row(*a: Any) -> Row:
@@ -490,6 +501,10 @@ class Checker:
         self._check_response = check_response
         self._statuses = compile_rules(spec, self.rules).statuses
 
+    def __reduce__(self) -> Any:
+        """Pickled as its spec (a Ray task's): the rules compiled again there (a compiled schema does not pickle)."""
+        return (Checker, (self.spec,))
+
     def statuses(self, response: str, user: str, category: str, tags: tuple[str, ...]) -> tuple[str, ...]:
         return self._statuses(response, user, category, frozenset(tags) if tags else _NO_TAGS)
 
@@ -532,14 +547,14 @@ def read_objs(rows: Sequence[Row]) -> list[dict[str, Any] | None]:
         got.sort()
         src = rows[got[0][1]].src
         assert src is not None
-        starts, fd = src.starts, src.fd
+        starts, span = src.starts, src.span
         s, m = 0, len(got)
         while s < m:
             e = s + 1
             while e < m and got[e][0] - got[e - 1][0] <= _NEAR_LINES:
                 e += 1
             base = starts[got[s][0] - 1]
-            data = os.pread(fd, starts[got[e - 1][0]] - base, base)
+            data = span(base, starts[got[e - 1][0]])
             for no, k in got[s:e]:
                 raw = data[starts[no - 1] - base : starts[no] - base]
                 if no == 1 and raw.startswith(b"\xef\xbb\xbf"):

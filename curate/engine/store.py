@@ -32,10 +32,34 @@ class Input:
             data = data[3:]
         return data
 
+    def span(self, a: int, b: int) -> bytes:
+        """The file's bytes a..b (offsets from `starts`): the lines between, with one `pread`."""
+        return os.pread(self.fd, b - a, a)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class HeldLine(Input):
+    """One input line's bytes held in memory: the source of a plain-line row in another process (a Ray worker: a
+    `Row` pickled for the object store carries its line, not the descriptor of a file the worker may not have)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.name = "<line>"
+        self.fd = -1
+        self.data = data
+        self.starts = array("q", [0, len(data)])
+
+    def line(self, no: int) -> bytes:
+        return self.data
+
+    def span(self, a: int, b: int) -> bytes:
+        return self.data[a:b]
+
+    def close(self) -> None:
+        self.data = b""
 
 
 class RecordStore(Input):

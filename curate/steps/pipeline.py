@@ -85,8 +85,8 @@ def build(
     """Build a training-ready dataset folder from a spec and its inputs (see the module doc).
 
     One build path for every input, engine and tokenizer: rows (`curate.engine.compact`). A plain native JSONL
-    line stays a small row from read to export; everything else is a row holding its record. `engine` picks the
-    validate step of what is not a plain line ("local", or "ray": Ray Data batches); `near_threshold` defaults
+    line stays a small row from read to export; everything else is a row holding its record. `engine` picks
+    where the per-record tasks run ("local": fork pools; "ray": Ray tasks, the JSONL read's chunks included); `near_threshold` defaults
     to the spec's `dedup.threshold`, else 0.8. `compact=False` turns the read's shortcut for plain lines off
     (every line then goes through the validate step as a record, as with Ray): the same pipeline, used by the
     tests to prove the shortcut changes nothing (tests/engine/test_compact.py). `strict=True` (`curate build
@@ -256,6 +256,8 @@ def _build_rows_in(
         return C.materialize(row, spec, checker)
 
     # the read's pool workers also make dedup's keys of the lines they take as fast rows (its texts in `spool`)
+    # (not on Ray: dedup's verification tasks would carry every text of the spool, `dedup_keys.TextStore`'s pickle,
+    # from this process: its peak at 200k OpenAI records rose from 667 to 757 MB; Ray's tasks make dedup's keys)
     spool = TextSpool() if engine == "local" and fast else None
     if spool is not None:
         opened.append(spool)
@@ -271,10 +273,11 @@ def _build_rows_in(
             checker=checker,
             opened=opened,
             validate_fn=None if engine == "local" else validate_fn,
-            fast=fast and engine == "local",
+            fast=fast,
             strict=strict,
             dedup_keys=KeySketches(near_threshold) if spool is not None else None,
             spool=spool,
+            mapper=None if engine == "local" else mapper,
         )
     )
     C.release_memory()

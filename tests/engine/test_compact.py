@@ -434,9 +434,9 @@ def test_pool_read_same_files(tmp_path, monkeypatch, chunk, hold):
     used = []
     real = C._pooled_verdicts
 
-    def spy(src, val, rp, native, workers):
+    def spy(src, val, rp, native, workers, mapper=None):
         used.append(workers)
-        yield from real(src, val, rp, native, workers)
+        yield from real(src, val, rp, native, workers, mapper)
 
     monkeypatch.setattr(C, "_pooled_verdicts", spy)
     mapped = []
@@ -562,9 +562,9 @@ def test_pooled_record_path_same_files(tmp_path, monkeypatch, real_fixtures, chu
     pooled = []
     real = C._pooled_verdicts
 
-    def spy(src, val, rp, lane, workers):
+    def spy(src, val, rp, lane, workers, mapper=None):
         pooled.append((Path(src.name).name, lane))
-        yield from real(src, val, rp, lane, workers)
+        yield from real(src, val, rp, lane, workers, mapper)
 
     monkeypatch.setattr(C, "_pooled_verdicts", spy)
     files = sorted(real_fixtures.rglob("*.jsonl")) + [_openai_with_ids(tmp_path / "openai.jsonl")]

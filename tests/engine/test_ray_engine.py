@@ -250,6 +250,7 @@ def test_every_stage_runs_on_ray_and_exports_are_byte_identical(
     remote = _build("ray", spec_dir, mixed_formats, tmp_path / "ray")
     ran = {name: n - runs.get(name, 0) for name, n in ray_map.RUNS.items() if n > runs.get(name, 0)}
     stages = {
+        "read_chunks",  # read + validate of the JSONL inputs' lines (compact.chunk_verdicts, as the fork pool)
         "_dedup_kind.<locals>.row_keys",  # dedup: exact keys, raw hashes, MinHash bands, skeleton keys
         "_dedup_kind.<locals>.verify",  # dedup: candidate verification (relation.near_score)
         "pool_map[split_keys]",  # split: normalized user texts and prompt keys
@@ -274,8 +275,8 @@ def test_every_stage_runs_on_ray_and_exports_are_byte_identical(
     assert _manifest_sans_time(local) == _manifest_sans_time(remote)
 
 
-def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
-    from curate.engine.compact import Row, row_of
+def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local, tmp_path: Path) -> None:
+    from curate.engine.compact import Input, Row, read_objs, row_of
     from curate.engine.ray_map import RayMapper
     from curate.records import parse_record
 
@@ -303,9 +304,20 @@ def test_ray_mapper_runs_tasks_in_order_with_shared_rows(ray_local) -> None:
         assert list(mapper.pool_map(lambda r: r.rec.user_text(), rows, chunk=7)) == [
             f"q{k}" for k in range(50)
         ]
-        plain = Row("sft", "0" * 16, None, "x.jsonl", 1, "native", "", (), (), ("pass",), None)
-        with pytest.raises(CurateError, match="plain-line rows"):  # (they re-read their file by descriptor)
-            mapper.share([plain])
+        # a plain-line row re-reads its file by descriptor here; on a worker it has its line's bytes
+        path = tmp_path / "x.jsonl"
+        path.write_bytes(b"".join(_chat(f"p{k}", "a") + b"\n" for k in range(3)))
+        src = Input(path)
+        plain = [
+            Row("sft", f"{k:016d}", src, str(path), k + 1, "native", "", (), (), ("pass",), None)
+            for k in range(3)
+        ]
+        mapper.share(plain)
+        assert list(mapper.pool_map(lambda r: r.obj()["messages"][0]["content"], plain)) == ["p0", "p1", "p2"]
+        got = list(mapper.map(lambda t, threads: read_objs([plain[i] for i in t]), [(2, 0, 1)], 3))
+        assert got == [read_objs([plain[2], plain[0], plain[1]])]
+        assert [o["messages"][0]["content"] for o in got[0]] == ["p2", "p0", "p1"]
+        src.close()
     finally:
         mapper.close()
     assert ray_local.is_initialized()  # a Ray it did not start is left running
