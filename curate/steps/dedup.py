@@ -82,6 +82,7 @@ from curate.steps.dedup_keys import (
     KeyTable,
     RowFile,
     TextSpool,
+    continuations,
     floor_test,
     item_keys,
 )
@@ -418,8 +419,8 @@ def _dedup_kind(
     # one-turn items (unlabeled prompts) are prefixes of the conversations they start: their one-turn prefix keys
     single = ekeys[firsts == 0]
     if len(single):
-        hits = np.flatnonzero((firsts != 0) & np.isin(firsts, single)).tolist()
-        prefixes += [(p, int(firsts[p])) for p in hits]
+        hits = np.flatnonzero((firsts != 0) & np.isin(firsts, single))
+        prefixes = (np.concatenate([prefixes[0], hits]), np.concatenate([prefixes[1], firsts[hits]]))
     del firsts, single
     out_marked = [(idx[pos], found) for pos, found in marked]
     if drop_marked:  # set aside before any decision: quarantined, never a duplicate nor a kept twin
@@ -452,16 +453,8 @@ def _dedup_kind(
 
     # continuations among the exact survivors: a record's exact key equals a longer one's prefix key (a marked
     # item's exact key was replaced above, but it is no survivor)
-    if prefixes:
-        longer: dict[int, list[int]] = {}
-        for pos, h in prefixes:
-            if alive[rank[pos]]:
-                longer.setdefault(h, []).append(pos)
-        pairs_c = []
-        for pos in range(n):
-            if alive[rank[pos]] and int(ekeys[pos]) in longer:
-                for other in longer[int(ekeys[pos])]:
-                    pairs_c.append((pos, other))
+    if len(prefixes[0]):
+        pairs_c = continuations(prefixes, ekeys, alive[rank])
         if pairs_c:
             involved = sorted({q for pr in pairs_c for q in pr})
             got = dict(zip(involved, _views(acc, [recs[idx[q]] for q in involved])))

@@ -70,7 +70,7 @@ class Keys(NamedTuple):
     length: np.ndarray  # (m,) int64 compared text lengths
     bands: np.ndarray  # (m, width) uint32
     skel: tuple[np.ndarray, np.ndarray]  # (k, skeleton key) of each key: int64 and uint64 arrays
-    pre: list[tuple[int, int]]  # (k, key of a strict prefix of 2+ turns)
+    pre: tuple[np.ndarray, np.ndarray]  # (k, key of a strict prefix of 2+ turns): int64 and uint64 arrays
     marks: list[tuple[int, list[str]]]  # (k, turn markers found)
     texts: tuple[
         bytes, np.ndarray, np.ndarray, np.ndarray
@@ -100,7 +100,8 @@ def item_keys(
     prompts: list[str] = []
     answers: list[str] = []
     skel = Keyed()
-    pre: list[tuple[int, int]] = []
+    pre_k: list[int] = []  # (k, key) of each strict prefix of 2+ turns (arrays once the loop is done: a
+    pre_h: list[int] = []  # multi-turn chat has several, ~120 bytes each as a tuple of ints)
     marks: list[tuple[int, list[str]]] = []
     blob: list[bytes] = []
     ends: list[int] = []
@@ -138,7 +139,9 @@ def item_keys(
         ends.append(end)
         flags.append(c[2])
         if len(digests) > 1:
-            pre += [(k, from_bytes(d[:8], "big")) for d in digests[1:-1]]  # prefixes of 2+ turns
+            for d in digests[1:-1]:  # prefixes of 2+ turns
+                pre_k.append(k)
+                pre_h.append(from_bytes(d[:8], "big"))
             first.append(from_bytes(digests[0][:8], "big"))
         else:
             first.append(0)
@@ -166,7 +169,7 @@ def item_keys(
         np.fromiter(map(len, texts), dtype=np.int64, count=m),
         bd,
         tuple(a.copy() for a in skel.arrays()),
-        pre,
+        (np.array(pre_k, dtype=np.int64), np.array(pre_h, dtype=np.uint64)),
         marks,
         (
             b"".join(blob),
@@ -181,6 +184,26 @@ def item_keys(
         skc,
         cjk,
     )
+
+
+def continuations(
+    prefixes: tuple[np.ndarray, np.ndarray], ekeys: np.ndarray, alive: np.ndarray
+) -> list[tuple[int, int]]:
+    """(pos, other) for each alive item `pos` whose exact key is the key of a prefix of alive item `other`
+    (`prefixes`: positions and prefix keys), by pos, then in the prefixes' order; `alive` by position."""
+    ok = alive[prefixes[0]]
+    pp, hh = prefixes[0][ok], prefixes[1][ok]
+    o = np.argsort(hh, kind="stable")
+    pp, hh = pp[o], hh[o]
+    cand = np.flatnonzero(alive)
+    ek = ekeys[cand]
+    lo, hi = np.searchsorted(hh, ek, "left"), np.searchsorted(hh, ek, "right")
+    has = hi > lo
+    return [
+        (pos, other)
+        for pos, a, b in zip(cand[has].tolist(), lo[has].tolist(), hi[has].tolist())
+        for other in pp[a:b].tolist()
+    ]
 
 
 def warm() -> None:
@@ -361,7 +384,8 @@ class KeyTable:
         self.sk_crc = np.empty((n, 2, SKETCH_PARTS), dtype=np.uint32)
         self.firsts = np.zeros(n, dtype=np.uint64)
         self.skel = Keyed()
-        self.prefixes: list[tuple[int, int]] = []
+        self._pre: list[tuple[np.ndarray, np.ndarray]] = []  # (positions, prefix keys) of each chunk
+        self.prefixes = (np.empty(0, np.int64), np.empty(0, np.uint64))  # all of them, by position (`done`)
         self.marked: list[tuple[int, list[str]]] = []
         # (closed after the near step, or when collected)
         self.store = TextStore(n, spool) if ks.sketch is not None else None
@@ -385,7 +409,8 @@ class KeyTable:
         at[np.arange(len(keys.ek)) if sel is None else sel] = pos
         spos = at[keys.skel[0]]
         self.skel.extend(spos[spos >= 0], keys.skel[1][spos >= 0])
-        self.prefixes += [(int(at[k]), h) for k, h in keys.pre if at[k] >= 0]
+        ppos = at[keys.pre[0]]
+        self._pre.append((ppos[ppos >= 0], keys.pre[1][ppos >= 0]))
         self.marked += [(int(at[k]), found) for k, found in keys.marks if at[k] >= 0]
         if self.store is None:
             return
@@ -398,5 +423,10 @@ class KeyTable:
     def done(self) -> None:
         """After the last `put`: the lists in position order (as one pass in order makes them)."""
         self.skel.sort()
-        for keyed in (self.prefixes, self.marked):
-            keyed.sort(key=lambda t: t[0])
+        if self._pre:
+            pos = np.concatenate([p for p, _ in self._pre])
+            keys = np.concatenate([h for _, h in self._pre])
+            o = np.argsort(pos, kind="stable")
+            self.prefixes = (pos[o], keys[o])
+        self._pre = []
+        self.marked.sort(key=lambda t: t[0])
