@@ -376,9 +376,13 @@ if _numba is not None:
                 ):  # (no branch before the count: 1.7x)
                     if parts and not _parts_ok(x, y, items, pflags, pbands, sk_len, sk_crc):
                         continue
-                    if chars and (exempt[x] | exempt[y]) and crow[x] >= 0 and crow[y] >= 0:
-                        if not _chars_ok(crow[x], crow[y], ccounts, clen, need):
-                            continue
+                    if (
+                        chars
+                        and (exempt[x] | exempt[y])
+                        and min(crow[x], crow[y]) >= 0
+                        and not _chars_ok(crow[x], crow[y], ccounts, clen, need)
+                    ):
+                        continue
                     out[w] = min(x, y) * nn + max(x, y)
                     w += 1
             if e - s > small:
@@ -391,9 +395,13 @@ if _numba is not None:
                     if (_agree(words, y, x) >= floor) | exempt[x] | exempt[y]:
                         if parts and not _parts_ok(y, x, items, pflags, pbands, sk_len, sk_crc):
                             continue
-                        if chars and (exempt[x] | exempt[y]) and crow[x] >= 0 and crow[y] >= 0:
-                            if not _chars_ok(crow[y], crow[x], ccounts, clen, need):
-                                continue
+                        if (
+                            chars
+                            and (exempt[x] | exempt[y])
+                            and min(crow[x], crow[y]) >= 0
+                            and not _chars_ok(crow[y], crow[x], ccounts, clen, need)
+                        ):
+                            continue
                         out[w] = y * nn + x
                         w += 1
             p += 1

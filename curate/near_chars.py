@@ -57,7 +57,9 @@ def char_counts(texts: Sequence[str], buckets: int = CHAR_BUCKETS) -> tuple[np.n
     return np.minimum(counts, 255).astype(np.uint8).reshape(len(texts), buckets), lengths
 
 
-def part_counts(parts: Sequence[Sequence[str]], bounded: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+def part_counts(
+    parts: Sequence[Sequence[str]], bounded: np.ndarray, buckets: int
+) -> tuple[np.ndarray, np.ndarray]:
     """((k, P, buckets) uint8 counts, (k, P) int64 lengths) of k items of P parts (`parts[p][i]`: part p of item i),
     the length -1 where `bounded[i, p]` is False (a part the bound leaves alone)."""
     counts, lengths = zip(*(char_counts(texts, buckets) for texts in parts))

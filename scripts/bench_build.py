@@ -694,7 +694,12 @@ def make_cjk_workload(folder: Path, n: int, seed: int = 29, changes: tuple[int, 
         order = f"{rng.randrange(10**7, 10**8)}"
         step = replaced(rng.choice(answers), rng.randint(2, 5), False) + f"，订单{order}。"
         answer = orjson.dumps(
-            {"intent": rng.choice(INTENTS), "entities": {"order": order}, "missing_info": [], "next_step": step}
+            {
+                "intent": rng.choice(INTENTS),
+                "entities": {"order": order},
+                "missing_info": [],
+                "next_step": step,
+            }
         ).decode()
         bases.append((replaced(users[t], rng.randint(*changes), t >= 15), order, answer, t >= 15))
 
