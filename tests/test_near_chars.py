@@ -211,3 +211,28 @@ def test_text_pairs_of_cjk_texts_equal_the_pairs_without_the_bound() -> None:
         want = sorted(near.text_pairs(len(texts), texts.__getitem__, T))
     assert got == want and len(got) > 50
     assert seen["with"][0] < seen["without"][0], seen
+
+
+def test_leak_pairs_of_cjk_texts_with_the_bound_equal_those_without() -> None:
+    """The leakage check with the bound on its CJK blocking texts finds the leaks it finds with every CJK pair
+    exempt (a superset where the cap binds: dropped candidates only free places), every one of them a leak by brute
+    force, on templated CJK texts with near copies across the two sides (one- and two-turn items)."""
+    from curate.steps.leakcheck import leak_pairs
+
+    rng = random.Random(9)
+    han = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 600))
+    templates = ["".join(rng.choice(han) for _ in range(40)) for _ in range(3)]
+    items: list[str | tuple[str, str]] = []
+    for _ in range(160):
+        base = _edited(rng, rng.choice(templates), rng.randint(2, 10), han)
+        items.append(base if rng.random() < 0.7 else (base, _edited(rng, rng.choice(templates), 8, han)))
+        if rng.random() < 0.4:
+            near_copy = _edited(rng, base, rng.randint(1, 5), han)
+            items.append(near_copy if rng.random() < 0.7 else (near_copy, "再问一个问题好吗谢谢您"))
+    rng.shuffle(items)
+    train, test = items[:130], items[130:]
+    got = leak_pairs(train, test, T)
+    with mock.patch.object(near_chars.CharRows, "bound", lambda self, n, t: None):
+        want = leak_pairs(train, test, T)
+    assert got == want and len(got) > 10
+    assert set(got) <= set(leak_pairs(train, test, T, brute=True))
