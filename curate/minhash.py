@@ -309,6 +309,10 @@ def warm_kernels() -> None:
         np.zeros((2, 2, 1), np.uint16),
         np.zeros((2, 2), np.int32),
         np.zeros((2, 2, 1), np.uint32),
+        np.zeros(2, np.int64),
+        np.zeros((2, 1, 128), np.uint8),
+        np.zeros((2, 1), np.int64),
+        0.8,
         0,
         np.empty(16, np.int64),
     )

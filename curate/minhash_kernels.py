@@ -285,6 +285,27 @@ if _numba is not None:
                         return False
         return True
 
+    @_numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+    def _chars_ok(a, b, ccounts, clen, need):  # pragma: no cover - compiled
+        """`near_chars.CharBound` of rows a and b of `ccounts` ((m, parts, buckets) uint8 character counts) and
+        `clen` ((m, parts) lengths, -1: the part is not tested): each part both rows test has a bucket at 255 in
+        both, or 2 * the sum of the minima >= need * (len a + len b)."""
+        for p in range(ccounts.shape[1]):
+            la = clen[a, p]
+            lb = clen[b, p]
+            if la < 0 or lb < 0:
+                continue
+            s = 0
+            full = False
+            for k in range(ccounts.shape[2]):
+                u = ccounts[a, p, k]
+                v = ccounts[b, p, k]
+                s += min(u, v)
+                full |= (u == 255) & (v == 255)
+            if not full and 2.0 * s + 1e-6 * (la + lb) < need * (la + lb):
+                return False
+        return True
+
     @_numba.njit(cache=True, nogil=True, boundscheck=False)
     def _band_pairs_kernel(
         order,
@@ -301,6 +322,10 @@ if _numba is not None:
         pbands,
         sk_len,
         sk_crc,
+        crow,
+        ccounts,
+        clen,
+        need,
         p0,
         out,
     ):  # pragma: no cover
@@ -308,8 +333,9 @@ if _numba is not None:
         (`near.SlotFloor`: at least `floor` slots agree, `_agree` over `words`, the digest rows as uint64 words, or
         `exempt` holds one of the two), with `cross` >= 0 only those of one record below `cross` and one not (the
         floor's `cross`: the leakage check's training x held-out pairs; no slot is compared for the others), and,
-        with `parts`, that pass `_parts_ok` (the floor's `near.PartsTest`),
-        from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the band is
+        with `parts`, that pass `_parts_ok` (the floor's `near.PartsTest`), and, where `exempt` let a pair through
+        and both its records have a row of `ccounts` (`crow` >= 0; `crow` of one entry: no such test), that pass
+        `_chars_ok` at `need` (the floor's `near_chars.CharBound`), from sorted position `p0` on, into `out`: (codes written, the position to go on from; n: the band is
         done). `order`: the band's sort of the n records, `key` their band keys in that order.
 
         The pairs of the numpy reference, each as often: a bucket (a run of equal keys) of up to `small` members
@@ -321,6 +347,7 @@ if _numba is not None:
         n = order.shape[0]
         cap = out.shape[0]
         per = max(small - 1, 2 * window)
+        chars = crow.shape[0] > 1
         nn = np.int64(n)
         low = np.empty(max(window, 1), dtype=np.int64)  # the bucket's lowest indices, ascending
         w = 0
@@ -349,6 +376,13 @@ if _numba is not None:
                 ):  # (no branch before the count: 1.7x)
                     if parts and not _parts_ok(x, y, items, pflags, pbands, sk_len, sk_crc):
                         continue
+                    if (
+                        chars
+                        and (exempt[x] | exempt[y])
+                        and min(crow[x], crow[y]) >= 0
+                        and not _chars_ok(crow[x], crow[y], ccounts, clen, need)
+                    ):
+                        continue
                     out[w] = min(x, y) * nn + max(x, y)
                     w += 1
             if e - s > small:
@@ -360,6 +394,13 @@ if _numba is not None:
                         continue
                     if (_agree(words, y, x) >= floor) | exempt[x] | exempt[y]:
                         if parts and not _parts_ok(y, x, items, pflags, pbands, sk_len, sk_crc):
+                            continue
+                        if (
+                            chars
+                            and (exempt[x] | exempt[y])
+                            and min(crow[x], crow[y]) >= 0
+                            and not _chars_ok(crow[y], crow[x], ccounts, clen, need)
+                        ):
                             continue
                         out[w] = y * nn + x
                         w += 1

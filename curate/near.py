@@ -41,6 +41,7 @@ if _numba is not None:
     from curate.minhash_kernels import _band_order_kernel, _band_pairs_kernel
 else:  # pragma: no cover - numba is a dependency; the numpy path tests the floor as `keep`
     _band_order_kernel = _band_pairs_kernel = None
+from curate.near_chars import CharBound, CharRows
 from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.near_verify import VERIFY_CHUNK, ScoredPairs, scored_pairs  # noqa: F401 (re-exported)
 from curate.relation import has_cjk, is_short, text_score
@@ -182,6 +183,17 @@ def _floored(
     # means "no sketch test" to the kernel)
     parts = (np.zeros(1, np.int64), np.zeros(1, np.uint8), np.zeros((1, 2, 1), np.uint16))
     sketch = (np.zeros((1, 2), np.int32), np.zeros((1, 2, 1), np.uint32))
+    cb = floor.chars  # (one row: no character-count test)
+    chars = (np.zeros(1, np.int64), np.zeros((1, 1, 1), np.uint8), np.zeros((1, 1), np.int64), 0.0)
+    if cb is not None:
+        if len(cb.rows) < n:
+            raise ValueError(f"a CharBound of {len(cb.rows)} rows for {n} records")
+        chars = (
+            np.ascontiguousarray(cb.rows if len(cb.rows) > 1 else np.r_[cb.rows, -1], np.int64),
+            np.ascontiguousarray(cb.counts, np.uint8),
+            np.ascontiguousarray(cb.lengths, np.int64),
+            float(cb.threshold),
+        )
     if pt is not None:
         if len(pt.items) < n:
             raise ValueError(f"a PartsTest of {len(pt.items)} items for {n} records")
@@ -212,6 +224,7 @@ def _floored(
                 pt is not None,
                 *parts,
                 *sketch,
+                *chars,
                 at,
                 out,
             )
@@ -388,18 +401,23 @@ class SlotFloor(NamedTuple):
     (`minhash.agreement_floor`), or one of which is `exempt` (a bool per text, or None: no text); and, with
     `parts`, that pass it too (dedup's `parts_meet`, tested in the same kernel as the floor). With `cross` >= 0,
     only pairs of one record below `cross` and one not (the leakage check: training texts first, and only a training
-    x held-out pair can be a leak)."""
+    x held-out pair can be a leak). With `chars`, an exempt pair of two texts with a row there must pass that
+    `near_chars.CharBound` (two long CJK texts: an exact bound of their Indel similarity)."""
 
     digest: np.ndarray
     floor: int
     exempt: np.ndarray | None = None
     parts: PartsTest | None = None
     cross: int = -1
+    chars: CharBound | None = None
 
     def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         ok = slot_agreement(self.digest, i, j) >= self.floor
         if self.exempt is not None:
-            ok |= self.exempt[i] | self.exempt[j]
+            free = self.exempt[i] | self.exempt[j]
+            ok |= free
+            if self.chars is not None and free.any():
+                ok[free] = self.chars(i[free], j[free])
         if self.cross >= 0:
             ok &= (i < self.cross) != (j < self.cross)
         if self.parts is not None and ok.any():
@@ -421,13 +439,17 @@ def _both(
     return test
 
 
-def over_floor(digest: np.ndarray, floor: int, exempt: np.ndarray | None = None) -> SlotFloor:
+def over_floor(
+    digest: np.ndarray, floor: int, exempt: np.ndarray | None = None, chars: CharBound | None = None
+) -> SlotFloor:
     """A `floor` test for `candidate_pairs_counted`: the pairs (i, j) whose MinHash slot digests
     (`BandSketch.bands32_of(..., digest=)`) agree in at least `floor` slots (`minhash.agreement_floor`), or one of
     which is `exempt` (a bool per text: those holding CJK characters, `relation.has_cjk`, whose near copies differ
     in single characters and share too few 5-grams for the floor: 2 changed characters of a 20-character Chinese
-    text: Indel 0.9, 33 of 128 slots agree)."""
-    return SlotFloor(digest, floor, exempt if exempt is not None and exempt.any() else None)
+    text: Indel 0.9, 33 of 128 slots agree), and then, where both have a row of `chars`, pass that bound (two
+    long CJK texts: `near_chars.CharBound`)."""
+    free = exempt if exempt is not None and exempt.any() else None
+    return SlotFloor(digest, floor, free, chars=chars if free is not None else None)
 
 
 # ---------------------------------------------------------------- candidates for the strict (short-text) rule
@@ -501,6 +523,7 @@ def text_pairs(
     digest = np.empty((n, num_perm), dtype=np.uint8)  # each text's MinHash slots (low bytes): for the floor
     short = np.zeros(n, dtype=bool)  # is_short of each text, worked out once (not twice per candidate pair)
     cjk = np.zeros(n, dtype=bool)  # texts the floor leaves alone (`over_floor`)
+    counted = CharRows()  # (long CJK texts: their character counts, `near_chars.CharBound`)
     keyed = Keyed()
     strict = ShortSketches()  # (two short texts the strict rule cannot match are no candidates)
     for a in range(0, n, sketch.CHUNK):
@@ -520,14 +543,15 @@ def text_pairs(
                 if len(t) < SHORT_CHARS:
                     keyed.add(a + k, skeleton_keys([t]))
         strict.add(a, chunk, short[a : a + len(chunk)].tolist())
+        counted.add(a, chunk, cjk[a : a + len(chunk)] & ~short[a : a + len(chunk)])
         say("near:sketch", a + len(chunk), n)
     cand, counts = candidate_pairs_counted(
         bands,
-        floor=over_floor(digest, agreement_floor(threshold, num_perm), cjk),
+        floor=over_floor(digest, agreement_floor(threshold, num_perm), cjk, counted.bound(n, threshold)),
         keep=strict.meet(),
         report=lambda done, total: say("near:candidates", done, total),
     )
-    del bands, digest, cjk
+    del bands, digest, cjk, counted
     extra = key_pairs(keyed, np.arange(n, dtype=np.int64))
     if len(extra):
         cand = np.concatenate([cand, extra])

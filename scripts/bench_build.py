@@ -75,6 +75,7 @@ recall >= 0.99.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -644,6 +645,125 @@ def make_templated_workload(folder: Path, n: int, seed: int = 13) -> dict:
     }
 
 
+# The cjk workload's characters: 3,000 Han characters drawn once (seeded) with Zipf-like weights (a few recur
+# often, as in real text), hiragana and katakana for the Japanese templates
+def _cjk_pools(rng: random.Random) -> tuple[list[str], list[float], list[str]]:
+    han = [chr(c) for c in rng.sample(range(0x4E00, 0x9FA6), 3000)]
+    weights = list(itertools.accumulate(1 / (r + 1) ** 0.9 for r in range(len(han))))  # (cumulative)
+    kana = [chr(c) for c in [*range(0x3041, 0x3094), *range(0x30A1, 0x30F4)]]
+    return han, weights, kana
+
+
+def make_cjk_workload(folder: Path, n: int, seed: int = 29, changes: tuple[int, int] = (6, 10)) -> dict:
+    """Write cjk.jsonl: n records in OpenAI chat format with ids and metadata whose user texts are templated Chinese
+    and Japanese (round 13): one of 20 templates of 40 characters (15 of Han characters, 5 of kana and Han, two
+    commas each), 6-10 of its characters replaced at random, then "订单号" / "注文番号" and an order number; the
+    answers (the spec's JSON) likewise: one of 10 templates of 30 Han characters, 2-5 replaced, with the order
+    number, as next_step. A template's texts share most characters, so the LSH bands meet its members by the
+    thousand (10k-member families at 200k records); they are no near twins of each other (Indel similarity 0.63 +-
+    0.04 on sampled pairs of one template, none at 0.8 of 35,400). Families: 5% exact copies (half with the order
+    number in full-width digits and spaces around the text: NFKC and whitespace make them equal), 10% near copies of 1-4
+    single-character edits (substitution, insertion, deletion) of the user text outside its order number, the
+    answer kept (Indel similarity ~0.9-0.99)."""
+    rng = random.Random(seed)
+    han, weights, kana = _cjk_pools(rng)
+    # (the families are the planted copies only where bases are no near twins: `changes` (6, 10))
+
+    def char(jp: bool) -> str:
+        return rng.choice(kana) if jp and rng.random() < 0.5 else rng.choices(han, cum_weights=weights)[0]
+
+    def template(jp: bool, size: int) -> str:
+        chars = [char(jp) for _ in range(size)]
+        for at in rng.sample(range(5, size - 2), 2):
+            chars[at] = "、" if jp else "，"
+        return "".join(chars)
+
+    def replaced(text: str, k: int, jp: bool) -> str:
+        chars = list(text)
+        for at in rng.sample(range(len(chars)), k):
+            chars[at] = char(jp)
+        return "".join(chars)
+
+    users = [template(i >= 15, 40) for i in range(20)]
+    answers = [template(False, 30) for _ in range(10)]
+    n_exact, n_near = n * 5 // 100, n * 10 // 100
+    n_base = n - n_exact - n_near
+    bases: list[tuple[str, str, str, bool]] = []  # (body, order, answer, japanese)
+    for _ in range(n_base):
+        t = rng.randrange(len(users))
+        order = f"{rng.randrange(10**7, 10**8)}"
+        step = replaced(rng.choice(answers), rng.randint(2, 5), False) + f"，订单{order}。"
+        answer = orjson.dumps(
+            {
+                "intent": rng.choice(INTENTS),
+                "entities": {"order": order},
+                "missing_info": [],
+                "next_step": step,
+            }
+        ).decode()
+        bases.append((replaced(users[t], rng.randint(*changes), t >= 15), order, answer, t >= 15))
+
+    def user_of(body: str, order: str, jp: bool) -> str:
+        return body + ("。注文番号" if jp else "。订单号") + order
+
+    extra: list[tuple[Any, int, str]] = []
+    for _ in range(n_exact):
+        b = rng.randrange(n_base)
+        body, order, answer, jp = bases[b]
+        user = user_of(body, order, jp)
+        if rng.random() < 0.5:  # full-width digits, spaces around: the same normalized text
+            user = "  " + user_of(body, order.translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)}), jp) + " "
+        extra.append(((user, answer), b, "exact"))
+    for _ in range(n_near):
+        b = rng.randrange(n_base)
+        body, order, answer, jp = bases[b]
+        chars = list(body)
+        for _ in range(rng.randint(1, 4)):
+            at, op = rng.randrange(len(chars)), rng.random()
+            if op < 0.4:
+                chars[at] = char(jp)
+            elif op < 0.7:
+                chars.insert(at, char(jp))
+            else:
+                chars.pop(at)
+        near = "".join(chars)
+        extra.append(((user_of(near, order, jp), answer), b, "near" if near != body else "exact"))
+
+    def render(content: tuple[str, str], line_no: int) -> bytes:
+        user, answer = content
+        return orjson.dumps(
+            {
+                "id": f"cjk_{line_no:09d}_{rng.randrange(16**6):06x}",
+                "messages": _openai_messages(user, answer),
+                "metadata": {"channel": rng.choice(CHANNELS), "locale": "zh-CN", "ticket": 700000 + line_no},
+            }
+        )
+
+    family, kind = _scatter(
+        rng,
+        n_base,
+        lambda i, line_no: render((user_of(*bases[i][:2], bases[i][3]), bases[i][2]), line_no),
+        extra,
+        folder / "cjk.jsonl",
+        render,
+    )
+    return {
+        "family": family,
+        "kind": kind,
+        "n_in": len(family),
+        "files": ["cjk.jsonl"],
+        "family_file": "cjk.jsonl",
+    }
+
+
+def make_cjk_close_workload(folder: Path, n: int, seed: int = 29) -> dict:
+    """The cjk workload with 2-8 characters of a template replaced (round 12's scratch generator, which found the
+    CJK cliff): within a template the user texts are at Indel 0.72 +- 0.05 and ~6% of their pairs are near twins
+    by the contract (the split joins whole families), ~1.7e-4 of the pairs near in prompt and answer too (dedup
+    drops bases as twins of other bases: its precision against the planted families says little here)."""
+    return make_cjk_workload(folder, n, seed, changes=(2, 8))
+
+
 def make_chat_workload(folder: Path, n: int, seed: int = 7) -> dict:
     """The rounds 1-5 workload (make_workload) in the shape the other workloads return."""
     t = make_workload(folder, n, seed)
@@ -662,6 +782,8 @@ WORKLOADS = {
     "templated": make_templated_workload,
     "mixed": make_mixed_workload,
     "short": make_short_workload,
+    "cjk": make_cjk_workload,  # (round 13; these two are not in the default --workloads)
+    "cjk_close": make_cjk_close_workload,
 }
 
 

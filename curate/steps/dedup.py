@@ -82,6 +82,7 @@ from curate.steps.dedup_keys import (
     KeyTable,
     RowFile,
     TextSpool,
+    char_bound,
     continuations,
     floor_test,
     item_keys,
@@ -486,7 +487,8 @@ def _dedup_kind(
         spos = order[surv]  # item positions of the survivors, in keep order
         floor = agreement_floor(float(near_threshold), num_perm)  # type: ignore[arg-type]
         # (resident: a `near.SlotFloor` tested as the pairs are met; on disk: rows read per chunk of pairs)
-        over = floor_test(digest, spos, floor, cjk[spos])
+        chars = char_bound(store, spos, cjk[spos], float(near_threshold))  # type: ignore[arg-type]
+        over = floor_test(digest, spos, floor, cjk[spos], chars)
         del cjk
         flags = store.flags  # type: ignore[union-attr]
 
@@ -503,7 +505,7 @@ def _dedup_kind(
         bands = bands[spos]  # (the survivors' rows, in keep order: the full array is not held beside them)
         cand, counts = candidate_pairs_counted(bands, floor=over, keep=keep)
         digest.close(), part_bands.close()
-        del bands, digest, part_bands, sk_len, sk_crc, over
+        del bands, digest, part_bands, sk_len, sk_crc, over, chars
         local = np.full(n, -1, dtype=np.int64)
         local[spos] = np.arange(k)
         extra = key_pairs(skel, local)

@@ -31,6 +31,7 @@ import orjson
 
 from curate.minhash import BandSketch, warm_kernels
 from curate.near import over_floor
+from curate.near_chars import PART_BUCKETS, CharBound, part_counts
 from curate.near_short import SHORT_CHARS, Keyed, skeleton_keys
 from curate.relation import (
     SKETCH_PARTS,
@@ -342,10 +343,30 @@ class ChunkDedup:
 PAIR_CHUNK = 16_384  # candidate pairs whose rows are read from a `RowFile` at a time (2 x 16k rows: a few MB)
 
 
+def char_bound(store: TextStore, items: np.ndarray, cjk: np.ndarray, threshold: float) -> CharBound | None:
+    """The `near_chars.CharBound` of dedup's items `items` (local index -> position in `store`): a row for each
+    CJK item (`cjk`, by local index) whose prompt and response are both long (flags 0: `text_score` is their Indel
+    similarity, and a near twin needs both at `threshold`), the counts of each part, read back from the store in
+    chunks; None when no item has one (no CJK text: nothing read, nothing held)."""
+    sel = np.flatnonzero(cjk & (store.flags[items] == 0))
+    if not len(sel):
+        return None
+    rows = np.full(len(items), -1, dtype=np.int64)
+    rows[sel] = np.arange(len(sel))
+    counts, lengths = [], []
+    for a in range(0, len(sel), 8192):
+        got = [store.get(int(q)) for q in items[sel[a : a + 8192]].tolist()]
+        every = np.ones((len(got), 2), dtype=bool)
+        c, n = part_counts([[g[0] for g in got], [g[1] for g in got]], every, PART_BUCKETS)
+        counts.append(c)
+        lengths.append(n)
+    return CharBound(rows, np.concatenate(counts), np.concatenate(lengths), threshold)
+
+
 def floor_test(
-    digest: RowFile, items: np.ndarray, floor: int, exempt: np.ndarray
+    digest: RowFile, items: np.ndarray, floor: int, exempt: np.ndarray, chars: CharBound | None = None
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """`near.over_floor(digest[items], floor, exempt)`, a RowFile on disk read per chunk of pairs:
+    """`near.over_floor(digest[items], floor, exempt, chars)`, a RowFile on disk read per chunk of pairs:
     the same test of the same rows (pairs of local indices; `items` maps them to rows of `digest`). A resident
     RowFile's rows are tested in place (no copy when `items` are its first rows in order): a `near.SlotFloor`,
     which `near.candidate_pairs_counted(floor=)` tests in its kernel as pairs are met. Rows on disk (past
@@ -354,7 +375,7 @@ def floor_test(
     if digest.resident:
         n = len(items)
         first = n <= len(digest) and bool((items == np.arange(n)).all())
-        return over_floor(digest.rows[:n] if first else digest.rows[items], floor, exempt)
+        return over_floor(digest.rows[:n] if first else digest.rows[items], floor, exempt, chars)
 
     def test(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         out, step = np.empty(len(i), dtype=bool), digest.chunk(2 * PAIR_CHUNK) // 2
@@ -362,7 +383,8 @@ def floor_test(
             both = np.concatenate((i[a : a + step], j[a : a + step]))
             m = len(both) // 2
             rows, k = digest.take(items[both]), np.arange(m, dtype=np.int64)
-            out[a : a + m] = over_floor(rows, floor, exempt[both])(k, k + m)
+            cb = None if chars is None else chars._replace(rows=chars.rows[both])
+            out[a : a + m] = over_floor(rows, floor, exempt[both], cb)(k, k + m)
         return out
 
     return test

@@ -39,6 +39,7 @@ import orjson
 from curate.errors import InputError
 from curate.minhash import BandSketch, agreement_floor
 from curate.near import MAX_VERIFY, SlotFloor, candidate_pairs_counted, cap_candidates, scored_pairs
+from curate.near_chars import CharRows
 from curate.near_short import SHORT_CHARS, Keyed, ShortSketches, key_pairs, skeleton_keys
 from curate.records import PreferenceRecord, SFTRecord, normalize_text
 from curate.relation import LeakParts, has_cjk, is_short, leak_compared, leak_parts
@@ -90,7 +91,9 @@ def leak_pairs(
         cand: Any = [(i, j) for i in range(nt) for j in range(nh)]
         out = scored_pairs(cand, lambda i, j: leak_compared(tr[i], te[j], threshold), runner)
     else:
-        cand = _blocks(train, test, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY)
+        cand = _blocks(
+            train, test, LOOSE if loose else TIGHT, 2 * MAX_VERIFY if loose else MAX_VERIFY, threshold
+        )
 
         def per_task(pairs: list[tuple[int, int]]) -> Callable[[int, int], float]:
             a = {i: parts(train, i) for i in sorted({i for i, _ in pairs})}
@@ -109,9 +112,13 @@ def _blocks(
     test: Sequence[str | Sequence[str]],
     lsh_threshold: float,
     per_text: int,
+    threshold: float = TIGHT,
 ) -> np.ndarray:
     """The unique (train index, test index) pairs whose blocking texts meet in a block (the module doc): each
-    item's joined user text and, for multi-turn items, its first turn; training items' texts first."""
+    item's joined user text and, for multi-turn items, its first turn; training items' texts first. The texts of
+    two one-turn items, long and CJK (exempt from the slot floor), must pass `near_chars.CharBound` at `threshold`,
+    the verification's: such items leak only when their texts are similar at it. (A multi-turn item's texts get
+    no bound: its leak may be met through a pair of its texts that is not itself similar.)"""
     nt = len(train)
     sketch = BandSketch(lsh_threshold, 128, 3)
     floor_sketch = BandSketch(lsh_threshold, 128, 5)  # (its slots only: the floor is made for 5-gram Jaccard)
@@ -133,12 +140,14 @@ def _blocks(
     # two short texts whose typo-masked skeletons differ cannot be similar: no leak comes from such a pair of
     # blocking texts (a leak needs one similar pair: the joined texts, or the first turns)
     strict = ShortSketches()
+    counted = CharRows()  # (long CJK texts' character counts: `near_chars.CharBound`)
     n = 0  # texts so far
     n_train_texts = 0
     for items, base in ((train, 0), (test, nt)):
         for a in range(0, len(items), _ITEM_CHUNK):
             texts: list[str] = []
             own: list[int] = []
+            single: list[bool] = []  # (the text of a one-turn item)
             for k in range(a, min(len(items), a + _ITEM_CHUNK)):
                 t = items[k]
                 turns = (t,) if isinstance(t, str) else tuple(t)
@@ -146,7 +155,9 @@ def _blocks(
                     continue
                 texts.append(" ".join(turns))
                 own.append(base + k)
+                single.append(len(turns) == 1)
                 if len(turns) > 1:
+                    single.append(False)
                     texts.append(turns[0])
                     own.append(base + k)
             if not texts:
@@ -174,6 +185,7 @@ def _blocks(
                 if short[k] and len(t) < SHORT_CHARS:
                     keyed.add(n + k, skeleton_keys([t]))
             strict.add(n, texts, short)
+            counted.add(n, texts, cols["cjk"][n : n + m] & ~np.array(short, dtype=bool) & np.array(single))
             n += m
         if base == 0:
             n_train_texts = n
@@ -185,7 +197,9 @@ def _blocks(
     pairs.append(key_pairs(keyed, np.arange(n, dtype=np.int64), max_run=64))
     del keyed
     bh, cj = cols.pop("bands")[:n], cols.pop("cjk")[:n]
-    over: Any = floor_test(digest, np.arange(n, dtype=np.int64), agreement_floor(lsh_threshold, 128), cj)
+    at = np.arange(n, dtype=np.int64)
+    over: Any = floor_test(digest, at, agreement_floor(lsh_threshold, 128), cj, counted.bound(n, threshold))
+    del counted
     # only training x held-out pairs are met (no other pair can be a leak): tested in the kernel with the floor, so
     # a text's candidates (capped below) are all of the other side, and the pairs of one side (a family of
     # templated CJK texts, which the floor does not filter) are never folded
