@@ -249,7 +249,8 @@ def _scatter(
 ) -> tuple[array, bytearray]:
     """Write the base records with each copy in `extra` ((content, base index, kind)) inserted at a random later
     position; `base_line(i)` / `render(content, line_no)` make the lines. Returns (family, kind) per line:
-    family = the base it derives from (0-based), kind b"b" base, b"e" exact copy, b"n" near copy."""
+    family = the base it derives from (0-based), kind b"b" base, b"e" exact copy, b"n" near copy, b"p" a
+    conversation that is a strict prefix of its base (a continuation, not a duplicate)."""
     rng.shuffle(extra)
     pending = sorted(
         ((rng.randint(b + 1, n_base), content, b, k) for content, b, k in extra), key=lambda t: t[0]
@@ -263,7 +264,7 @@ def _scatter(
                 _, content, b, k = pending[p]
                 fh.write(render(content, len(family)) + b"\n")
                 family.append(b)
-                kind += b"e" if k == "exact" else b"n"
+                kind += {"exact": b"e", "prefix": b"p"}.get(k, b"n")
                 p += 1
             if i < n_base:
                 fh.write(base_line(i, len(family)) + b"\n")
@@ -764,6 +765,65 @@ def make_cjk_close_workload(folder: Path, n: int, seed: int = 29) -> dict:
     return make_cjk_workload(folder, n, seed, changes=(2, 8))
 
 
+def make_multiturn_workload(folder: Path, n: int, seed: int = 31) -> dict:
+    """Write sharegpt.jsonl: n multi-turn conversations in ShareGPT format (system, then 2-4 exchanges: a long first
+    user turn, short follow-ups, a JSON answer each) with an `id` and a `metadata` object per line; 5% exact
+    copies, 10% near copies (1-6 word edits in the first user turn), 5% conversations that are a strict prefix of
+    another (its first 1-3 exchanges: a continuation, which the split keeps with it and dedup reports in
+    relations.jsonl). Round 13 found a memory slope here off the other workloads (each conversation's prefix
+    keys were held as Python tuples from the read to dedup: 198k conversations peaked at 704 MB)."""
+    rng = random.Random(seed)
+    vocab = _vocab(rng)
+    n_exact, n_near, n_pre = n * 5 // 100, n * 10 // 100, n * 5 // 100
+    n_base = n - n_exact - n_near - n_pre
+    bases: list[list[tuple[str, str]]] = []
+    for _ in range(n_base):
+        turns = []
+        for t in range(rng.randint(2, 4)):
+            order = f"{rng.randrange(10**7, 10**8)}"
+            user = (
+                _user(rng, vocab, order)
+                if t == 0
+                else f"{' '.join(rng.sample(vocab, rng.randint(6, 20)))} {order}"
+            )
+            turns.append((user, _answer(rng, order)))
+        bases.append(turns)
+    extra: list[tuple[Any, int, str]] = []
+    for _ in range(n_exact):
+        b = rng.randrange(n_base)
+        extra.append((bases[b], b, "exact"))
+    for _ in range(n_near):
+        b = rng.randrange(n_base)
+        first = (_edit(rng, vocab, bases[b][0][0], rng.randint(1, 6)), bases[b][0][1])
+        extra.append(([first, *bases[b][1:]], b, "near"))
+    for _ in range(n_pre):
+        b = rng.randrange(n_base)
+        extra.append((bases[b][: rng.randint(1, len(bases[b]) - 1)], b, "prefix"))
+
+    def render(turns: list[tuple[str, str]], line_no: int) -> bytes:
+        conv = [{"from": "system", "value": SYSTEM}]
+        for user, answer in turns:
+            conv += [{"from": "human", "value": user}, {"from": "gpt", "value": answer}]
+        return orjson.dumps(
+            {
+                "id": f"mt_{line_no:09d}_{rng.randrange(16**6):06x}",
+                "conversations": conv,
+                "metadata": {"ticket": 100000 + line_no, "channel": rng.choice(CHANNELS)},
+            }
+        )
+
+    family, kind = _scatter(
+        rng, n_base, lambda i, line_no: render(bases[i], line_no), extra, folder / "sharegpt.jsonl", render
+    )
+    return {
+        "family": family,
+        "kind": kind,
+        "n_in": len(family),
+        "files": ["sharegpt.jsonl"],
+        "family_file": "sharegpt.jsonl",
+    }
+
+
 def make_chat_workload(folder: Path, n: int, seed: int = 7) -> dict:
     """The rounds 1-5 workload (make_workload) in the shape the other workloads return."""
     t = make_workload(folder, n, seed)
@@ -784,6 +844,7 @@ WORKLOADS = {
     "short": make_short_workload,
     "cjk": make_cjk_workload,  # (round 13; these two are not in the default --workloads)
     "cjk_close": make_cjk_close_workload,
+    "multiturn": make_multiturn_workload,  # (round 13, not in the default --workloads either)
 }
 
 

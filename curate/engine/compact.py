@@ -275,7 +275,7 @@ def read_validate_rows(
                         for step, qrow in v.quarantine:
                             ctx.add_quarantine_row(step, qrow)
                         for out, size in v.rows:
-                            sizes[out[1]] = size
+                            sizes[out[1]] = same_int(size, size)
                             done += 1
                             row = settler.row(out)
                             row.dkeys = dkeys  # (a lane row's keys; none for the record path's: -1)

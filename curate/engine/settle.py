@@ -309,14 +309,15 @@ class _Settler:
         keys: Any = None,
         at: int | None = None,
     ) -> Row:
-        """A row at line `at` (default `line`) of `src`, its category, tags, violates and statuses shared."""
+        """A row at line `at` (default `line`) of `src`, its file name, format, category, tags, violates and statuses
+        shared (a pool worker's outcomes arrive with a string of each per line: ~80 bytes a row)."""
         return Row(
             kind,
             rid,
             src,
-            file,
+            _share(file),
             line,
-            fmt,
+            _share(fmt),
             _share(cat),
             _share(tags) if tags else _EMPTY,
             _share(violates) if violates else _EMPTY,
