@@ -135,6 +135,16 @@ def test_workloads_have_their_families(tmp_path: Path) -> None:
                 elif kind == ord("n"):
                     diff = [(a, b) for a, b in zip(first[fam].split(), u.split()) if a != b]
                     assert len(diff) == 1 and is_typo(*diff[0]), (first[fam], u)
+        if name == "multiturn":  # ShareGPT conversations with ids; each prefix copy a strict prefix of its base
+            assert len({r["id"] for r in rows}) == len(rows) and bytes(truth["kind"]).count(b"p") == 50
+            base: dict[int, list] = {}
+            for fam, kind, r in zip(truth["family"], truth["kind"], rows):
+                conv = r["conversations"]
+                if kind == ord("b"):
+                    base[fam] = conv
+                    assert conv[0]["from"] == "system" and len(conv) >= 5  # system + 2-4 exchanges
+                elif kind == ord("p"):
+                    assert len(conv) < len(base[fam]) and base[fam][: len(conv)] == conv
         if name == "templated":
             words = {w for r in rows for w in r["messages"][0]["content"].lower().split() if not w.isdigit()}
             assert words <= set(bench.SMALL_VOCAB) | set(bench.NAMES) | {"dear"}  # a few dozen words
