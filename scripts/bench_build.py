@@ -29,6 +29,11 @@ copies, half of them differing only in case or whitespace, and 10% near copies, 
   judges them): one of 10 requests, 0-4 words, an order number. Thousands share every word but the number, so
   LSH pairs them by the thousand and the strict rule rejects every such pair; near copies carry one typo the rule
   forgives (two neighbouring letters swapped), at most one a base.
+- `cjk`, `cjk_close` (round 13, helper-26, not in the default list): OpenAI format with ids and metadata, user texts
+  templated Chinese (20 templates of 40 characters, 6-10 or 2-8 of them replaced, an order number).
+- `multiturn` (round 13, not in the default list): ShareGPT conversations with a system turn and 2-4 exchanges,
+  ids and metadata; besides the exact and near copies (edits in the first user turn), 5% strict-prefix
+  conversations (continuations: `kind` b"p"). Each conversation's prefix keys once made a memory slope.
 The issue-15 workloads are under "workloads" in the JSON line.
 
 Measured per workload in the same run, on the same files (after one untimed warm-up build on the first 10k
