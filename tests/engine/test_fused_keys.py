@@ -112,8 +112,9 @@ def _same(a: Keys, i: int, b: Keys, j: int, spool: TextSpool, start: int) -> Non
         assert np.array_equal(x, y) and np.asarray(x).dtype == np.asarray(y).dtype, name
     (ka, va), (kb, vb) = a.skel, b.skel  # (item, key) arrays
     assert va[ka == i].tolist() == vb[kb == j].tolist() and va.dtype == vb.dtype == np.uint64
-    for name in ("pre", "marks"):
-        assert [v for k, v in getattr(a, name) if k == i] == [v for k, v in getattr(b, name) if k == j], name
+    (pa, ha), (pb, hb) = a.pre, b.pre  # (item, prefix key) arrays
+    assert ha[pa == i].tolist() == hb[pb == j].tolist() and ha.dtype == hb.dtype == np.uint64
+    assert [v for k, v in a.marks if k == i] == [v for k, v in b.marks if k == j]
     blob, ends, cuts, flags = b.texts
     lo = ends[j - 1] if j else 0
     assert os.pread(spool.fd, int(a.texts[1][i]) - start, start) == blob[lo : ends[j]]
