@@ -135,7 +135,8 @@ def test_workloads_have_their_families(tmp_path: Path) -> None:
                 elif kind == ord("n"):
                     diff = [(a, b) for a, b in zip(first[fam].split(), u.split()) if a != b]
                     assert len(diff) == 1 and is_typo(*diff[0]), (first[fam], u)
-        if name == "multiturn":  # ShareGPT conversations with ids; each prefix copy a strict prefix of its base
+        # multiturn: ShareGPT conversations with ids; each prefix copy a strict prefix of its base
+        if name == "multiturn":
             assert len({r["id"] for r in rows}) == len(rows) and bytes(truth["kind"]).count(b"p") == 50
             base: dict[int, list] = {}
             for fam, kind, r in zip(truth["family"], truth["kind"], rows):
