@@ -354,9 +354,7 @@ def _fast_chunk(
     `val.dedup` dedup's keys of the fast lines (`dedup_keys.item_keys`) and which lines they are (line a+1+j)."""
     assert _POOL is not None
     src, val, rp, lane = _POOL
-    a, b = bounds
-    starts = src.starts[a : b + 1]
-    return chunk_verdicts(val, rp, lane, a, starts, src.span(starts[0], starts[-1]))
+    return chunk_verdicts(val, rp, lane, bounds[0], *src.chunk(*bounds))
 
 
 def _pooled_verdicts(

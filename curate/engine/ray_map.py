@@ -138,8 +138,8 @@ class RayMapper:
 
         def chunks() -> Iterator[tuple[int, Any, bytes]]:
             for a, b in bounds:
-                starts = src.starts[a : b + 1]
-                yield a, starts, _compress(src.span(starts[0], starts[-1]))
+                starts, data = src.chunk(a, b)
+                yield a, starts, _compress(data)
 
         def read_chunk(task: tuple[int, Any, bytes], threads: int | None) -> Any:
             a, starts, blob = task

@@ -26,8 +26,7 @@ class Input:
         self.starts = _line_starts(self.fd)
 
     def line(self, no: int) -> bytes:
-        a, b = self.starts[no - 1], self.starts[no]
-        data = os.pread(self.fd, b - a, a)
+        data = self.span(self.starts[no - 1], self.starts[no])
         if no == 1 and data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
         return data
@@ -35,6 +34,12 @@ class Input:
     def span(self, a: int, b: int) -> bytes:
         """The file's bytes a..b (offsets from `starts`): the lines between, with one `pread`."""
         return os.pread(self.fd, b - a, a)
+
+    def chunk(self, a: int, b: int) -> tuple[Any, bytes]:
+        """Lines a+1..b: their offsets (`starts[a..b]`) and the bytes from the first to the end of the last (what
+        a read worker takes of one chunk, `chunks.chunk_verdicts`)."""
+        starts = self.starts[a : b + 1]
+        return starts, self.span(starts[0], starts[-1])
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -51,9 +56,6 @@ class HeldLine(Input):
         self.fd = -1
         self.data = data
         self.starts = array("q", [0, len(data)])
-
-    def line(self, no: int) -> bytes:
-        return self.data
 
     def span(self, a: int, b: int) -> bytes:
         return self.data[a:b]
