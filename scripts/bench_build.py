@@ -278,6 +278,11 @@ def _scatter(
     return family, kind
 
 
+def _one_file(family: array, kind: bytearray, name: str) -> dict:
+    """The ground truth of a workload written as one file (`_scatter`'s family and kind arrays)."""
+    return {"family": family, "kind": kind, "n_in": len(family), "files": [name], "family_file": name}
+
+
 SYSTEM = (
     "You are the triage step of Acme's customer support system. Reply with ONLY a JSON object with the keys "
     "intent, entities, missing_info and next_step."
@@ -329,13 +334,7 @@ def make_openai_workload(folder: Path, n: int, seed: int = 11) -> dict:
     family, kind = _scatter(
         rng, n_base, lambda i, line_no: render(bases[i], line_no), extra, folder / "openai.jsonl", render
     )
-    return {
-        "family": family,
-        "kind": kind,
-        "n_in": len(family),
-        "files": ["openai.jsonl"],
-        "family_file": "openai.jsonl",
-    }
+    return _one_file(family, kind, "openai.jsonl")
 
 
 MIXED_FILES = ("openai.jsonl", "sharegpt.jsonl", "alpaca.jsonl")
@@ -420,13 +419,7 @@ def make_short_workload(folder: Path, n: int, seed: int = 19) -> dict:
     family, kind = _scatter(
         rng, n_base, lambda i, line_no: render(bases[i], line_no), extra, folder / "short.jsonl", render
     )
-    return {
-        "family": family,
-        "kind": kind,
-        "n_in": len(family),
-        "files": ["short.jsonl"],
-        "family_file": "short.jsonl",
-    }
+    return _one_file(family, kind, "short.jsonl")
 
 
 def make_mixed_workload(folder: Path, n: int, seed: int = 17) -> dict:
@@ -642,13 +635,7 @@ def make_templated_workload(folder: Path, n: int, seed: int = 13) -> dict:
         folder / "templated.jsonl",
         lambda content, _: _chat(*content),
     )
-    return {
-        "family": family,
-        "kind": kind,
-        "n_in": len(family),
-        "files": ["templated.jsonl"],
-        "family_file": "templated.jsonl",
-    }
+    return _one_file(family, kind, "templated.jsonl")
 
 
 # The cjk workload's characters: 3,000 Han characters drawn once (seeded) with Zipf-like weights (a few recur
@@ -753,13 +740,7 @@ def make_cjk_workload(folder: Path, n: int, seed: int = 29, changes: tuple[int, 
         folder / "cjk.jsonl",
         render,
     )
-    return {
-        "family": family,
-        "kind": kind,
-        "n_in": len(family),
-        "files": ["cjk.jsonl"],
-        "family_file": "cjk.jsonl",
-    }
+    return _one_file(family, kind, "cjk.jsonl")
 
 
 def make_cjk_close_workload(folder: Path, n: int, seed: int = 29) -> dict:
@@ -820,13 +801,7 @@ def make_multiturn_workload(folder: Path, n: int, seed: int = 31) -> dict:
     family, kind = _scatter(
         rng, n_base, lambda i, line_no: render(bases[i], line_no), extra, folder / "sharegpt.jsonl", render
     )
-    return {
-        "family": family,
-        "kind": kind,
-        "n_in": len(family),
-        "files": ["sharegpt.jsonl"],
-        "family_file": "sharegpt.jsonl",
-    }
+    return _one_file(family, kind, "sharegpt.jsonl")
 
 
 def make_chat_workload(folder: Path, n: int, seed: int = 7) -> dict:
